@@ -1,0 +1,401 @@
+"""Every knob of minillm, as validated dataclasses, and the presets that set them.
+
+A config is checked the moment it is built (`__post_init__`), so a wrong value fails early with a
+message that names the field, its value and what is allowed, instead of deep inside torch.
+
+The stages each have a config that holds a `ModelConfig` (the network's shape) and a `TrainConfig`
+(the optimisation loop), plus the knobs of that stage. `PipelineConfig` gathers them all;
+`preset(name)` gives the tiny (CPU, minutes), small (one GPU) and micro (tests, seconds) settings,
+and `apply_overrides(cfg, ["sft.train.max_steps=50"])` changes any value by its dotted path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from minillm.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------------
+# Validation helpers: one line per rule in each config, one clear message per broken rule.
+
+
+def _require(ok: bool, cls: str, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{cls}.{name}={value!r} is invalid: {allowed}")
+
+
+def _positive_int(cls: str, name: str, value: Any) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    _require(ok, cls, name, value, "expected an integer >= 1")
+
+
+def _non_negative_int(cls: str, name: str, value: Any) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    _require(ok, cls, name, value, "expected an integer >= 0")
+
+
+def _in_range(cls: str, name: str, value: Any, lo: float, hi: float, *, lo_open=False, hi_open=False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+    _require(ok, cls, name, value, f"expected a number in {left}{lo}, {hi}{right}")
+
+
+def _one_of(cls: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    _require(value in choices, cls, name, value, f"expected one of {', '.join(choices)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The network and the optimisation loop: shared by every stage.
+
+
+@dataclass
+class ModelConfig:
+    """The shape of a transformer. GPT-2 and BERT are two settings of the same fields."""
+
+    vocab_size: int = 4096
+    block_size: int = 128  # the context: the longest sequence the position table holds
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * n_embd (4 in GPT-2 and BERT)
+    dropout: float = 0.0
+    bias: bool = True
+    norm: str = "pre"  # "pre": LayerNorm before each sub-layer (GPT-2); "post": after the residual (BERT)
+    activation: str = "gelu_tanh"  # GPT-2 uses the tanh approximation; BERT the exact erf "gelu"
+    layer_norm_eps: float = 1e-5  # GPT-2: 1e-5, BERT: 1e-12
+    attention: str = "manual"  # "manual": every step written out; "sdpa": torch's fused kernel
+    type_vocab_size: int = 2  # BERT's segment embeddings (sentence A / B); unused by GPT
+
+    def __post_init__(self) -> None:
+        c = "ModelConfig"
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
+            _positive_int(c, name, getattr(self, name))
+        _non_negative_int(c, "type_vocab_size", self.type_vocab_size)
+        _require(
+            self.n_embd % self.n_head == 0, c, "n_head", self.n_head,
+            f"n_embd ({self.n_embd}) must be divisible by n_head; try n_head in "
+            f"{[h for h in range(1, min(self.n_embd, 64) + 1) if self.n_embd % h == 0][-6:]}",
+        )
+        _in_range(c, "dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        _in_range(c, "layer_norm_eps", self.layer_norm_eps, 0.0, 1.0, lo_open=True)
+        _one_of(c, "norm", self.norm, ("pre", "post"))
+        _one_of(c, "activation", self.activation, ("gelu_tanh", "gelu"))
+        _one_of(c, "attention", self.attention, ("manual", "sdpa"))
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@dataclass
+class TrainConfig:
+    """The explicit training loop: batch -> forward -> loss -> backward -> clip -> step -> schedule."""
+
+    max_steps: int = 300
+    batch_size: int = 32  # sequences per optimizer step, summed over accumulation and processes
+    grad_accum_steps: int = 1  # the batch is split into this many micro-batches
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    warmup_steps: int = 20
+    weight_decay: float = 0.1  # applied to weight matrices only, never to biases, norms or embeddings' ...
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
+    eval_every: int = 100
+    eval_batches: int = 8
+    log_every: int = 10
+    save_every: int = 100
+    seed: int = 1337
+    device: str = "cpu"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (autocast; float16 adds a grad scaler)
+    compile: bool = False
+    detect_anomaly: bool = False
+
+    def __post_init__(self) -> None:
+        c = "TrainConfig"
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every", "eval_batches",
+                     "log_every", "save_every"):
+            _positive_int(c, name, getattr(self, name))
+        _non_negative_int(c, "warmup_steps", self.warmup_steps)
+        _non_negative_int(c, "seed", self.seed)
+        _require(
+            self.batch_size % self.grad_accum_steps == 0, c, "grad_accum_steps", self.grad_accum_steps,
+            f"batch_size ({self.batch_size}) must be divisible by grad_accum_steps",
+        )
+        _in_range(c, "lr", self.lr, 0.0, 10.0, lo_open=True)
+        _in_range(c, "min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        _in_range(c, "weight_decay", self.weight_decay, 0.0, 10.0)
+        _in_range(c, "beta1", self.beta1, 0.0, 1.0, hi_open=True)
+        _in_range(c, "beta2", self.beta2, 0.0, 1.0, hi_open=True)
+        _in_range(c, "grad_clip", self.grad_clip, 0.0, 1e6)
+        _one_of(c, "dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        ok = self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")
+        _require(ok, c, "device", self.device, "expected auto, cpu, cuda, cuda:N or mps")
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = "bpe"  # "bpe": ours (minillm/tokenizer/bpe.py); "sentencepiece": the industrial reference
+    vocab_size: int = 2048
+    spm_model_type: str = "bpe"  # sentencepiece only: "bpe" or "unigram"
+
+    def __post_init__(self) -> None:
+        c = "TokenizerConfig"
+        _one_of(c, "kind", self.kind, ("bpe", "sentencepiece"))
+        _one_of(c, "spm_model_type", self.spm_model_type, ("bpe", "unigram"))
+        _positive_int(c, "vocab_size", self.vocab_size)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 1: self-supervised pretraining.
+
+
+@dataclass
+class MLMConfig:
+    """BERT-style masked language modelling (stage 1, encoder)."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(norm="post", activation="gelu",
+                                                                   layer_norm_eps=1e-12))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    mask_prob: float = 0.15  # share of (non-special) positions chosen for prediction
+    mask_token_prob: float = 0.8  # of those: replaced by <mask> ...
+    random_token_prob: float = 0.1  # ... by a random token; the rest (10%) are kept unchanged
+
+    def __post_init__(self) -> None:
+        c = "MLMConfig"
+        _in_range(c, "mask_prob", self.mask_prob, 0.0, 1.0, lo_open=True)
+        _in_range(c, "mask_token_prob", self.mask_token_prob, 0.0, 1.0)
+        _in_range(c, "random_token_prob", self.random_token_prob, 0.0, 1.0)
+        _require(self.mask_token_prob + self.random_token_prob <= 1.0, c, "random_token_prob",
+                 self.random_token_prob, "mask_token_prob + random_token_prob must be <= 1")
+
+
+@dataclass
+class CLMConfig:
+    """GPT-style next-token prediction (stage 1, decoder)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 2: supervised instruction tuning.
+
+
+@dataclass
+class SFTConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4, warmup_steps=10))
+    max_new_tokens: int = 48  # answer length limit when evaluating
+
+    def __post_init__(self) -> None:
+        _positive_int("SFTConfig", "max_new_tokens", self.max_new_tokens)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage 3: RLHF.
+
+
+@dataclass
+class RewardConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, warmup_steps=10))
+    answers_per_prompt: int = 4  # K: answers sampled per prompt and ranked (InstructGPT used 4 to 9)
+    n_prompts: int = 400  # prompts whose K answers get ranked
+    sample_temperature: float = 1.0
+    annotator_noise: float = 0.1  # how much the simulated annotator disagrees with itself
+
+    def __post_init__(self) -> None:
+        c = "RewardConfig"
+        _require(isinstance(self.answers_per_prompt, int) and self.answers_per_prompt >= 2, c,
+                 "answers_per_prompt", self.answers_per_prompt, "expected an integer >= 2")
+        _positive_int(c, "n_prompts", self.n_prompts)
+        _in_range(c, "sample_temperature", self.sample_temperature, 0.0, 10.0, lo_open=True)
+        _in_range(c, "annotator_noise", self.annotator_noise, 0.0, 10.0)
+
+
+@dataclass
+class PPOConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5, warmup_steps=0, max_steps=60))
+    rollout_batch_size: int = 32  # prompts per rollout (one PPO "step")
+    minibatch_size: int = 8
+    ppo_epochs: int = 4
+    temperature: float = 1.0  # used both to sample and to recompute log-probs
+    max_new_tokens: int = 32
+    kl_coef: float = 0.05  # beta in -beta * (log pi - log pi_ref)
+    adaptive_kl: bool = False
+    target_kl: float = 6.0  # adaptive beta steers the mean KL per response towards this
+    clip_range: float = 0.2
+    clip_range_value: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    no_eos_penalty: float = -1.0  # reward for responses that never produce <eos>
+    critic_lr: float = 1e-5
+
+    def __post_init__(self) -> None:
+        c = "PPOConfig"
+        for name in ("rollout_batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens"):
+            _positive_int(c, name, getattr(self, name))
+        _require(self.rollout_batch_size % self.minibatch_size == 0, c, "minibatch_size",
+                 self.minibatch_size, f"rollout_batch_size ({self.rollout_batch_size}) must be divisible by it")
+        _in_range(c, "temperature", self.temperature, 0.0, 10.0, lo_open=True)
+        _in_range(c, "kl_coef", self.kl_coef, 0.0, 100.0)
+        _in_range(c, "target_kl", self.target_kl, 0.0, 1000.0, lo_open=True)
+        _in_range(c, "clip_range", self.clip_range, 0.0, 1.0, lo_open=True)
+        _in_range(c, "clip_range_value", self.clip_range_value, 0.0, 100.0, lo_open=True)
+        _in_range(c, "vf_coef", self.vf_coef, 0.0, 100.0)
+        _in_range(c, "gamma", self.gamma, 0.0, 1.0)
+        _in_range(c, "lam", self.lam, 0.0, 1.0)
+        _in_range(c, "no_eos_penalty", self.no_eos_penalty, -100.0, 100.0)
+        _in_range(c, "critic_lr", self.critic_lr, 0.0, 10.0, lo_open=True)
+
+
+@dataclass
+class DPOConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup_steps=5, max_steps=100))
+    beta: float = 0.1  # how far from the reference the implicit reward lets the policy move
+
+    def __post_init__(self) -> None:
+        _in_range("DPOConfig", "beta", self.beta, 0.0, 100.0, lo_open=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole journey.
+
+
+@dataclass
+class PipelineConfig:
+    preset: str = "tiny"
+    seed: int = 1337
+    device: str = "cpu"
+    corpus_mb: float = 2.0  # size of the generated pretraining corpus
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    mlm: MLMConfig = field(default_factory=MLMConfig)
+    clm: CLMConfig = field(default_factory=CLMConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+
+    def __post_init__(self) -> None:
+        _in_range("PipelineConfig", "corpus_mb", self.corpus_mb, 0.0, 1000.0, lo_open=True)
+        _non_negative_int("PipelineConfig", "seed", self.seed)
+
+
+PRESETS = ("micro", "tiny", "small")
+
+
+def preset(name: str) -> PipelineConfig:
+    """The named preset: 'micro' (tests, seconds), 'tiny' (CPU, minutes), 'small' (one GPU, < 1 hour)."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset={name!r} is unknown: expected one of {', '.join(PRESETS)}")
+    cfg = PipelineConfig(preset=name)
+    if name == "micro":
+        return apply_overrides(cfg, [
+            "corpus_mb=0.2", "tokenizer.vocab_size=512",
+            "mlm.model.n_layer=1", "mlm.model.n_embd=32", "mlm.model.n_head=2", "mlm.model.block_size=32",
+            "clm.model.n_layer=1", "clm.model.n_embd=32", "clm.model.n_head=2", "clm.model.block_size=64",
+            "mlm.train.max_steps=10", "clm.train.max_steps=10", "sft.train.max_steps=10",
+            "reward.train.max_steps=5", "reward.n_prompts=16", "ppo.train.max_steps=2",
+            "ppo.rollout_batch_size=8", "ppo.minibatch_size=4", "ppo.max_new_tokens=8",
+            "dpo.train.max_steps=5", "sft.max_new_tokens=16",
+        ])
+    if name == "small":
+        return apply_overrides(cfg, [
+            "device=auto", "corpus_mb=20", "tokenizer.vocab_size=8192",
+            "mlm.model.n_layer=6", "mlm.model.n_embd=384", "mlm.model.n_head=6", "mlm.model.block_size=256",
+            "clm.model.n_layer=6", "clm.model.n_embd=384", "clm.model.n_head=6", "clm.model.block_size=256",
+            "mlm.train.max_steps=5000", "clm.train.max_steps=5000", "sft.train.max_steps=2000",
+            "mlm.train.batch_size=64", "clm.train.batch_size=64",
+        ])
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# Overrides ("--set a.b.c=value") and (de)serialisation.
+
+
+def _parse_value(text: str, current: Any, path: str) -> Any:
+    """Parse `text` as the type of the field's current value."""
+    try:
+        if isinstance(current, bool):
+            if text.lower() in ("true", "1", "yes", "on"):
+                return True
+            if text.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+    except ValueError:
+        raise ConfigError(
+            f"--set {path}={text!r}: expected a {type(current).__name__} like {current!r}"
+        ) from None
+    return text
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """Return a copy of `cfg` with each "dotted.path=value" applied, re-validated."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected the form path=value, e.g. clm.model.n_layer=6")
+        path, text = item.split("=", 1)
+        cfg = _replace_path(cfg, path.strip().split("."), text.strip(), path.strip())
+    return cfg
+
+
+def _replace_path(obj: Any, keys: list[str], text: str, full: str) -> Any:
+    names = [f.name for f in dataclasses.fields(obj)]
+    if keys[0] not in names:
+        raise ConfigError(
+            f"--set {full}: {type(obj).__name__} has no field {keys[0]!r}; fields are {', '.join(names)}"
+        )
+    current = getattr(obj, keys[0])
+    if len(keys) == 1:
+        if dataclasses.is_dataclass(current):
+            raise ConfigError(f"--set {full}: {keys[0]!r} is a group; name one of its fields")
+        new = _parse_value(text, current, full)
+    else:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"--set {full}: {keys[0]!r} is a value, not a group")
+        new = _replace_path(current, keys[1:], text, full)
+    return dataclasses.replace(obj, **{keys[0]: new})
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain dict (JSON-ready) of a config dataclass, nested configs included."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Build config `cls` from a dict (e.g. read from config.json), refusing unknown keys by name."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        kwargs[key] = from_dict(hint, value) if dataclasses.is_dataclass(hint) else value
+    return cls(**kwargs)
+
+
+def diff_configs(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """The fields that differ between two config dicts, as 'path: saved -> current' lines."""
+    lines = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += diff_configs(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: {json.dumps(a)} -> {json.dumps(b)}")
+    return lines

@@ -1,0 +1,35 @@
+"""The errors a user of minillm can meet, each with a message that names the problem and the fix.
+
+Everything that can go wrong because of *input* (a config value, a data file, a tokenizer or
+checkpoint file, a command-line argument) raises a subclass of `MinillmError`. The command line
+catches exactly these and prints one clear line (exit code 2) instead of a traceback; any other
+exception is a bug in minillm and keeps its traceback.
+"""
+
+
+class MinillmError(Exception):
+    """Base class: a problem with the user's input, explained in plain words."""
+
+
+class ConfigError(MinillmError, ValueError):
+    """A configuration value is out of range or inconsistent with another one."""
+
+
+class DataError(MinillmError, ValueError):
+    """A corpus, JSONL or preferences file is missing, empty or malformed."""
+
+
+class TokenizerError(MinillmError, ValueError):
+    """A tokenizer cannot be trained, loaded or used as asked."""
+
+
+class CheckpointError(MinillmError, RuntimeError):
+    """A checkpoint is missing, corrupt, unsafe, or does not match the model asked for."""
+
+
+class ModelInputError(MinillmError, ValueError):
+    """Ids, masks or lengths given to a model do not fit its configuration."""
+
+
+class TrainingError(MinillmError, RuntimeError):
+    """Training had to stop (e.g. the loss became NaN); the last good checkpoint is kept."""
