@@ -190,11 +190,18 @@ class CLMConfig:
 
 @dataclass
 class SFTConfig:
+    """Supervised instruction tuning (stage 2): the loop's settings and how answers are evaluated."""
+
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4, warmup_steps=10))
     max_new_tokens: int = 48  # answer length limit when evaluating
+    eval_batch_size: int = 64  # prompts generated together (left-padded) when evaluating
+    eval_per_split: int = 0  # test examples scored per split (0 = all of them)
+    single_family: str = ""  # the family of the single-family baseline ("" = the largest one)
 
     def __post_init__(self) -> None:
         _positive_int("SFTConfig", "max_new_tokens", self.max_new_tokens)
+        _positive_int("SFTConfig", "eval_batch_size", self.eval_batch_size)
+        _non_negative_int("SFTConfig", "eval_per_split", self.eval_per_split)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -208,9 +215,11 @@ class RewardConfig:
     n_prompts: int = 400  # prompts whose K answers get ranked
     sample_temperature: float = 1.0
     annotator_noise: float = 0.1  # how much the simulated annotator disagrees with itself
+    max_new_tokens: int = 32  # answer length limit when sampling the answers to rank
 
     def __post_init__(self) -> None:
         c = "RewardConfig"
+        _positive_int(c, "max_new_tokens", self.max_new_tokens)
         _require(isinstance(self.answers_per_prompt, int) and self.answers_per_prompt >= 2, c,
                  "answers_per_prompt", self.answers_per_prompt, "expected an integer >= 2")
         _positive_int(c, "n_prompts", self.n_prompts)

@@ -1,0 +1,152 @@
+"""How fast is our GPT? Training throughput against PyTorch's own transformer blocks, and the KV cache.
+
+Two measurements, each against a reference timed in the same run (so the ratio, not the absolute
+number, is what to read: the machine may be busy):
+
+1. Training step (forward + backward + AdamW step), tokens per second, for
+   - our GPT with attention written out by hand (`attention="manual"`),
+   - our GPT with PyTorch's fused kernel (`attention="sdpa"`),
+   - the same sizes built from `torch.nn.TransformerEncoderLayer` (norm_first=True, causal mask),
+     with the same embeddings, final LayerNorm and tied head around it.
+   Targets: sdpa >= PyTorch's blocks; manual within 1.5x of sdpa.
+2. Generation of 256 new tokens with and without the KV cache. Target: the cache >= 5x faster.
+
+Timings alternate between the models in several rounds and keep each model's median, so a burst of
+load from another process does not favour one side.
+
+    python bench/model.py                # the issue's sizes: 4 layers, 4 heads, width 128, context 128, batch 16
+    python bench/model.py --threads 1 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minillm.config import ModelConfig
+from minillm.model import GPT
+
+
+class TorchBlocksLM(nn.Module):
+    """The reference: the same language model, its blocks taken from torch.nn.TransformerEncoderLayer."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        layer = nn.TransformerEncoderLayer(
+            config.n_embd, config.n_head, dim_feedforward=config.mlp_ratio * config.n_embd, dropout=0.0,
+            activation="gelu", batch_first=True, norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(layer, config.n_layer, enable_nested_tensor=False)
+        self.ln_f = nn.LayerNorm(config.n_embd)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        T = ids.shape[1]
+        x = self.tok_emb(ids) + self.pos_emb(torch.arange(T, device=ids.device))  # (B, T, C)
+        causal = nn.Transformer.generate_square_subsequent_mask(T, device=ids.device)  # (T, T) float -inf
+        x = self.blocks(x, mask=causal, is_causal=True)
+        return self.ln_f(x) @ self.tok_emb.weight.T  # (B, T, V)
+
+
+def train_step_fn(model: nn.Module, batch: int, config: ModelConfig) -> Callable[[], None]:
+    """One forward + backward + AdamW step on random tokens."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, config.vocab_size, (batch, config.block_size + 1), generator=g)
+    x, y = ids[:, :-1], ids[:, 1:]
+
+    def step() -> None:
+        logits = model(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def median_seconds(fns: dict[str, Callable[[], None]], repeats: int, rounds: int) -> dict[str, float]:
+    """Median time per call of each fn, alternating between them round by round."""
+    for fn in fns.values():  # warm-up: allocator, kernels, optimizer state
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            times[name].append((time.perf_counter() - start) / repeats)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def verdict(ok: bool) -> str:
+    return "meets target" if ok else "BELOW target"
+
+
+def bench_training(args: argparse.Namespace) -> None:
+    base = dict(vocab_size=args.vocab, block_size=args.context, n_layer=4, n_head=4, n_embd=128)
+    config = ModelConfig(**base)
+    models = {
+        "ours, manual attention": GPT(ModelConfig(**base, attention="manual")),
+        "ours, sdpa attention": GPT(ModelConfig(**base, attention="sdpa")),
+        "torch TransformerEncoderLayer": TorchBlocksLM(config),
+    }
+    steps = {name: train_step_fn(m.train(), args.batch, config) for name, m in models.items()}
+    seconds = median_seconds(steps, args.steps, args.rounds)
+    tokens = args.batch * args.context
+    print(f"\nTraining step (forward+backward+AdamW), batch {args.batch} x context {args.context}, "
+          f"4 layers, 4 heads, width 128, vocab {args.vocab}, {torch.get_num_threads()} threads:")
+    for name, s in seconds.items():
+        print(f"  {name:32s} {tokens / s:10.0f} tokens/s  ({1000 * s:6.1f} ms/step)")
+    sdpa_vs_torch = seconds["torch TransformerEncoderLayer"] / seconds["ours, sdpa attention"]
+    manual_vs_sdpa = seconds["ours, manual attention"] / seconds["ours, sdpa attention"]
+    print(f"  sdpa speed / torch blocks speed = {sdpa_vs_torch:.2f}x  (target >= 1.0: "
+          f"{verdict(sdpa_vs_torch >= 1.0)})")
+    print(f"  manual time / sdpa time         = {manual_vs_sdpa:.2f}x  (target <= 1.5: "
+          f"{verdict(manual_vs_sdpa <= 1.5)})")
+
+
+def bench_generation(args: argparse.Namespace) -> None:
+    prompt_len = 16
+    config = ModelConfig(vocab_size=args.vocab, block_size=prompt_len + args.new_tokens, n_layer=4,
+                         n_head=4, n_embd=128, attention="sdpa")
+    model = GPT(config).eval()
+    prompt = torch.randint(0, args.vocab, (args.gen_batch, prompt_len), generator=torch.Generator().manual_seed(0))
+    runs = {
+        "with KV cache": lambda: model.generate(prompt, args.new_tokens, temperature=0, use_cache=True),
+        "without cache": lambda: model.generate(prompt, args.new_tokens, temperature=0, use_cache=False),
+    }
+    seconds = median_seconds(runs, repeats=1, rounds=args.rounds)
+    speedup = seconds["without cache"] / seconds["with KV cache"]
+    print(f"\nGeneration of {args.new_tokens} new tokens, batch {args.gen_batch}, prompt {prompt_len}, greedy:")
+    for name, s in seconds.items():
+        print(f"  {name:15s} {s:6.2f} s  ({args.gen_batch * args.new_tokens / s:7.0f} tokens/s)")
+    print(f"  KV cache speed-up = {speedup:.1f}x  (target >= 5: {verdict(speedup >= 5)})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--context", type=int, default=128)
+    parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--steps", type=int, default=5, help="training steps timed per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--gen-batch", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    bench_training(args)
+    bench_generation(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Benchmark: our BPE trainers and encoder against sentencepiece BPE, measured in one run.
+
+    python bench/tokenizer.py [--vocab-size 4096] [--simple-slice-kb 40] [--simple-merges 60]
+
+On the same corpus (data/corpus.txt, or a freshly generated one when that file is absent) and the
+same vocabulary size, it prints for our fast trainer, our simple trainer and sentencepiece BPE:
+training time, encode throughput (MB/s) and tokens per byte on held-out documents, with the ratios
+to sentencepiece and the targets of issue 2:
+  - our fast trainer within 3x of sentencepiece's training time;
+  - our encode within 10x of sentencepiece's throughput;
+  - our tokens per byte on held-out text within 5% of sentencepiece BPE's.
+The simple trainer recounts the whole corpus for every merge, so it is timed on a slice for a few
+merges and extrapolated linearly in (corpus bytes x merges); the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, SentencePieceTokenizer, Tokenizer
+from minillm.tokenizer.bpe import (
+    PRESPLIT_PATTERN,
+    compile_pattern,
+    split_text,
+    train_merges_fast,
+    train_merges_simple,
+)
+
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus.txt"
+T = TypeVar("T")
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def load_documents() -> tuple[list[str], str]:
+    """The shipped corpus if present, else the generator's output (same seed and size)."""
+    from minillm.datasets.corpus import generate_corpus, read_corpus
+
+    if CORPUS.is_file():
+        return read_corpus(CORPUS), str(CORPUS.relative_to(CORPUS.parents[1]))
+    return generate_corpus(seed=0, size_mb=2.0), "generate_corpus(seed=0, size_mb=2.0)"
+
+
+def megabytes(texts: list[str]) -> float:
+    return sum(len(t.encode("utf-8")) for t in texts) / 1e6
+
+
+def encode_speed(tok: Tokenizer, docs: list[str]) -> float:
+    """MB/s encoding every document once, starting from an empty encode cache."""
+    _, seconds = timed(lambda: [tok.encode(d) for d in docs])
+    return megabytes(docs) / seconds
+
+
+def tokens_per_byte(tok: Tokenizer, docs: list[str]) -> float:
+    return sum(len(tok.encode(d)) for d in docs) / (megabytes(docs) * 1e6)
+
+
+def simple_trainer_estimate(train_docs: list[str], slice_kb: int, merges: int, full_merges: int) -> float:
+    """Seconds the simple trainer would take on the whole corpus, extrapolated from a slice.
+
+    Also checks, on the slice, that the fast trainer learns the very same merges."""
+    regex = compile_pattern(PRESPLIT_PATTERN)
+    piece, size = [], 0
+    for doc in train_docs:
+        if size >= slice_kb * 1000:
+            break
+        piece.append(doc)
+        size += len(doc.encode("utf-8"))
+    chunks = [c.encode("utf-8") for d in piece for c in split_text(d, regex)]
+    simple, seconds = timed(lambda: train_merges_simple(chunks, merges))
+    if simple != train_merges_fast(Counter(chunks), merges):
+        raise AssertionError("the simple and fast trainers disagree on the slice: a bug")
+    return seconds * (megabytes(train_docs) * 1e6 / size) * (full_merges / merges)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vocab-size", type=int, default=4096)
+    parser.add_argument("--simple-slice-kb", type=int, default=40)
+    parser.add_argument("--simple-merges", type=int, default=60)
+    args = parser.parse_args()
+
+    from minillm.datasets.corpus import split_documents
+
+    docs, source = load_documents()
+    train_docs, held_out = split_documents(docs, val_fraction=0.05, seed=0)
+    print(f"corpus: {source}: {megabytes(train_docs):.2f} MB to train on, {megabytes(held_out):.2f} MB "
+          f"held out; vocab_size={args.vocab_size}")
+
+    ours, ours_train = timed(lambda: BPETokenizer.train(train_docs, args.vocab_size, progress=False))
+    spm, spm_train = timed(lambda: SentencePieceTokenizer.train(train_docs, args.vocab_size))
+    full_merges = args.vocab_size - 256 - len(SPECIAL_TOKENS)
+    simple_train = simple_trainer_estimate(train_docs, args.simple_slice_kb, args.simple_merges, full_merges)
+    ours_speed, spm_speed = encode_speed(ours, docs), encode_speed(spm, docs)
+    ours_tpb, spm_tpb = tokens_per_byte(ours, held_out), tokens_per_byte(spm, held_out)
+
+    print(f"\n{'tokenizer':<34}{'train s':>10}{'x spm':>8}{'encode MB/s':>13}{'spm/ours':>10}"
+          f"{'tokens/byte':>13}{'x spm':>8}")
+    rows = [
+        ("ours, fast trainer", ours_train, ours_speed, ours_tpb),
+        ("ours, simple trainer (estimated*)", simple_train, ours_speed, ours_tpb),
+        ("sentencepiece BPE", spm_train, spm_speed, spm_tpb),
+    ]
+    for name, train_s, speed, tpb in rows:
+        print(f"{name:<34}{train_s:>10.2f}{train_s / spm_train:>8.2f}{speed:>13.2f}{spm_speed / speed:>10.2f}"
+              f"{tpb:>13.4f}{tpb / spm_tpb:>8.3f}")
+    print(f"* the simple trainer ran {args.simple_merges} merges on a {args.simple_slice_kb} KB slice "
+          "(where it learned the same merges as the fast one); its time is scaled linearly by corpus "
+          "size and number of merges (an overestimate: sequences shrink as merges proceed)")
+
+    print("\ntargets (issue 2):")
+    for what, ratio, limit in [
+        ("fast trainer time / sentencepiece", ours_train / spm_train, 3.0),
+        ("sentencepiece encode MB/s / ours", spm_speed / ours_speed, 10.0),
+        ("|ours / sentencepiece tokens per byte - 1|", abs(ours_tpb / spm_tpb - 1), 0.05),
+    ]:
+        print(f"  {what:<45} {ratio:8.3f}  (target <= {limit})  {'met' if ratio <= limit else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Regenerate the shipped data files: `python -m minillm.datasets --out data`.
+
+Writes corpus.txt (generate_corpus) and instructions.jsonl (generate_instruction_suite) and prints
+their sizes and the time each took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from minillm.datasets.corpus import generate_corpus, write_corpus
+from minillm.datasets.instructions import generate_instruction_suite
+from minillm.datasets.jsonl import write_jsonl
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("data"), help="folder to write into")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the corpus and the suite")
+    parser.add_argument("--corpus-mb", type=float, default=2.0, help="corpus size in MB")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    docs = generate_corpus(seed=args.seed, size_mb=args.corpus_mb)
+    write_corpus(args.out / "corpus.txt", docs)
+    mid = time.perf_counter()
+    records = generate_instruction_suite(seed=args.seed)
+    write_jsonl(args.out / "instructions.jsonl", records)
+    end = time.perf_counter()
+    made = (("corpus.txt", len(docs), mid - start), ("instructions.jsonl", len(records), end - mid))
+    for name, n, seconds in made:
+        size = (args.out / name).stat().st_size / 1e6
+        print(f"{args.out / name}: {n} {'documents' if name.endswith('txt') else 'records'}, "
+              f"{size:.2f} MB, {seconds:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,405 @@
+"""The pretraining corpus: varied English prose about the small world, and how to read and write it.
+
+Stage 1 learns from raw text by predicting hidden or next tokens, so the corpus decides what a
+pretrained model can know. We write it ourselves, from the world of `world.py`, in six kinds of
+documents:
+
+- **weather bulletins**: watches, warnings and advisories "in effect all night / all day / all
+  weekend / until Friday evening", so that "A flash flood watch will be in effect all [MASK]."
+  has a handful of plausible answers for BERT to rank;
+- **forecasts**: skies, temperatures and winds for a town;
+- **town profiles** and **person profiles**: the world's facts ("Dorvik lies on the Mell.",
+  "Mira works as a baker."), each in several wordings, repeated across many documents so that a
+  tiny model can memorise them; stage 2 asks about them;
+- **stories**: people of the world doing things, in the past tense, with plurals, lists and
+  pronouns: grammar to learn rather than facts to memorise;
+- **language notes**: the words of Kelish, the toy language stage 2 translates into.
+
+Every sentence is drawn from several templates and filled with the world's names, so the same fact
+reaches the model in different words and word orders: to predict well, the model has to learn
+which words go together, not one fixed string.
+
+The file format is plain text, one document after another, separated by a blank line. Any text
+file in that format (or any plain text file with paragraphs) can replace ours.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from minillm.datasets.world import (
+    ADJECTIVES,
+    DETERMINER_PLURALS,
+    MARKET_GOODS,
+    NOUN_PLURALS,
+    TOY_ENGLISH,
+    TOY_LANGUAGE,
+    VERB_COMPLEMENTS,
+    VERB_PAST,
+    Person,
+    Town,
+    World,
+    build_world,
+    toy_sentence,
+    translate_to_toy,
+    with_article,
+)
+from minillm.errors import ConfigError, DataError
+from minillm.utils import atomic_write_bytes
+
+# --------------------------------------------------------------------------------------------------
+# Weather vocabulary, shared with the instruction suite (the headline task summarises bulletins).
+
+# hazard -> (sentences saying why, filled with {river}, {region}, {n}; advice for the public)
+HAZARDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "flash flood watch": (("Heavy rain may cause {river} to rise quickly.",
+                           "Up to {n} centimetres of rain could fall over {region}."),
+                          ("Do not drive through flooded roads.", "Stay away from the river banks.")),
+    "flash flood warning": (("{river} is rising fast after hours of heavy rain.",
+                             "Streams in {region} are already over their banks."),
+                            ("Move to higher ground now.", "Do not drive through flooded roads.")),
+    "flood watch": (("{river} may flood low roads and fields.", "Several days of rain have filled {river}."),
+                    ("Stay away from the river banks.", "Listen for further bulletins.")),
+    "wind advisory": (("Gusts of up to {n} kilometres per hour are expected.",
+                       "Strong winds will blow across {region}."),
+                      ("Tie down anything the wind could carry.",)),
+    "high wind warning": (("Gusts could reach {n} kilometres per hour.", "Trees may fall across roads."),
+                          ("Stay indoors if you can.", "Tie down anything the wind could carry.")),
+    "frost advisory": (("Temperatures will fall close to freezing.",
+                        "Frost will form in the fields of {region}."),
+                       ("Cover tender plants before dark.", "Keep your pets indoors.")),
+    "freeze warning": (("Temperatures will drop well below freezing.", "Water pipes may freeze."),
+                       ("Keep your pets indoors.", "Check on your neighbours.")),
+    "winter storm watch": (("Up to {n} centimetres of snow may fall.",
+                            "Snow and ice will make roads slippery."),
+                           ("Drive slowly and use your lamps.", "Keep food and candles at home.")),
+    "heat advisory": (("Temperatures will rise above {n} degrees.",
+                       "The air over {region} will stay hot and still."),
+                      ("Drink plenty of water.", "Check on your neighbours.")),
+    "dense fog advisory": (("Fog will rise from {river} and hide the roads.",
+                            "You may not see further than {n} metres."),
+                           ("Drive slowly and use your lamps.",)),
+    "thunderstorm watch": (("Lightning and hail are possible.", "Storms will cross {region} from the west."),
+                           ("Stay away from tall trees.", "Listen for further bulletins.")),
+    "fire weather watch": (("Dry air and strong winds will help fires spread.",
+                            "The grass of {region} is very dry."),
+                           ("Do not light fires outdoors.",)),
+}
+# "all ..." spans are the common ones, so BERT can rank them for the flash-flood sentence.
+ALL_SPANS = ("all night", "all day", "all weekend", "all morning", "all afternoon", "all evening", "all week")
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+DAY_PARTS = ("morning", "afternoon", "evening", "night")
+SKIES = ("sunny", "cloudy", "rainy", "windy", "foggy", "clear", "stormy", "mild", "grey", "bright")
+WIND_DIRECTIONS = ("north", "south", "east", "west", "north west", "south east")
+NUMBER_WORDS = ("two", "three", "four", "five", "six", "seven")
+
+
+def random_span(rng: random.Random) -> str:
+    """How long a watch lasts: 'all night' (70% of the time) or 'until Friday evening' and kin."""
+    if rng.random() < 0.7:
+        return rng.choice(ALL_SPANS)
+    day, part = rng.choice(WEEKDAYS), rng.choice(DAY_PARTS)
+    return rng.choice((f"until {day} {part}", f"through {day} {part}", "until midnight", "until noon",
+                       "through the weekend", f"until {day}"))
+
+
+def hazard_kind(hazard: str) -> str:
+    """'watch', 'warning' or 'advisory': the last word of the hazard's name."""
+    return hazard.split()[-1]
+
+
+def capitalize(text: str) -> str:
+    """Upper-case the first letter only ('the Mell runs' -> 'The Mell runs')."""
+    return text[:1].upper() + text[1:]
+
+
+def bulletin_sentences(rng: random.Random, world: World, town: Town, hazard: str, span: str) -> list[str]:
+    """The sentences of a bulletin about one hazard in one town (used by the corpus and the headline task).
+
+    The town, the hazard and the span are each stated once, in one of several wordings and orders,
+    so summarising the bulletin means finding them, not copying a fixed position.
+    """
+    kind = hazard_kind(hazard)
+    fill = {"town": town.name, "region": town.region, "river": town.river, "hazard": hazard, "kind": kind,
+            "span": span, "n": rng.choice((20, 30, 40, 50, 60, 80))}
+    issue = rng.choice((
+        "The weather office has issued a {hazard} for {town}.",
+        "A {hazard} has been issued for {town} in {region}.",
+        "Forecasters have put {town} under a {hazard}.",
+        "The weather office in {region} has issued a {hazard} for {town}.",
+    ))
+    duration = rng.choice((
+        "The {kind} will be in effect {span}.",
+        "It will be in effect {span}.",
+        "The {kind} remains in effect {span}.",
+        "The {kind} is in effect {span}.",
+    ))
+    cause = rng.choice(HAZARDS[hazard][0])
+    if rng.random() < 0.3:  # the compact form: one sentence says what, where and how long
+        issue, duration = rng.choice((
+            ("A {hazard} will be in effect {span} for {town}.", ""),
+            ("For {town}, a {hazard} will be in effect {span}.", ""),
+        ))
+    order = rng.choice(((issue, cause, duration), (issue, duration, cause), (cause, issue, duration)))
+    return [capitalize(s.format(**fill)) for s in order if s]
+
+
+# --------------------------------------------------------------------------------------------------
+# The documents. Each function writes one document (a few sentences) from a random generator.
+
+
+def bulletin_document(rng: random.Random, world: World, town: Town) -> str:
+    """A weather bulletin: title line, the hazard, its span, why, and advice."""
+    hazard, span = rng.choice(list(HAZARDS)), random_span(rng)
+    title = rng.choice((f"Weather bulletin for {town.name}",
+                        f"Bulletin from the weather office of {town.region}",
+                        f"Weather warning for {capitalize(town.region)}"))
+    body = bulletin_sentences(rng, world, town, hazard, span)
+    plain = f"A {hazard} will be in effect {span}."  # the form BERT will be asked to complete
+    if rng.random() < 0.6 and plain not in body:
+        body.append(plain)
+    body.append(rng.choice(HAZARDS[hazard][1]))
+    if rng.random() < 0.4:
+        other = rng.choice(world.towns)
+        body.append(f"A {rng.choice(list(HAZARDS))} will also be in effect {random_span(rng)} "
+                    f"for {other.name} and the rest of {other.region}.")
+    return title + "\n" + " ".join(body)
+
+
+def forecast_document(rng: random.Random, world: World, town: Town) -> str:
+    """A daily forecast: skies, temperatures, wind, maybe a watch."""
+    day = rng.choice(WEEKDAYS)
+    low = rng.randrange(-5, 15)
+    high = low + rng.randrange(3, 12)
+    lines = [
+        rng.choice((f"Forecast for {town.name}, {day}.", f"The weather in {town.name} on {day}.")),
+        f"{capitalize(rng.choice(SKIES))} in the morning, then {rng.choice(SKIES)} in the afternoon.",
+        rng.choice((f"High of {high} degrees, low of {low}.", f"Temperatures from {low} to {high} degrees.")),
+        f"Wind from the {rng.choice(WIND_DIRECTIONS)} at {rng.randrange(5, 40)} kilometres per hour.",
+        f"Tonight: {rng.choice(SKIES)}, with a low of {low - rng.randrange(0, 4)}.",
+    ]
+    if rng.random() < 0.5:
+        lines.append(f"A {rng.choice(list(HAZARDS))} will be in effect {random_span(rng)}.")
+    else:
+        lines.append(rng.choice(("No watches or warnings are in effect.",
+                                 f"It will be a quiet day in {town.region}.")))
+    return " ".join(lines)
+
+
+def town_fact_sentences(rng: random.Random, town: Town) -> dict[str, str]:
+    """One sentence per fact about a town, each in one of several wordings."""
+    t, r, river = town.name, town.region, town.river
+    return {
+        "region": rng.choice((f"{t} is a town in {r}.", f"{t} lies in {r}.",
+                              f"{t} is one of the towns of {r}.", f"The town of {t} is in {r}.",
+                              f"{t} belongs to {r}.",
+                              f"If you travel to {t}, you will be in {r}.")),
+        "river": rng.choice((f"{t} lies on {river}.", f"{t} sits on the banks of {river}.",
+                             f"The river that runs through {t} is {river}.",
+                             f"{capitalize(river)} runs through {t}.",
+                             f"In {t}, the river is {river}.", f"{t} was built beside {river}.")),
+        "population": rng.choice((f"About {town.population} people live in {t}.",
+                                  f"{t} has about {town.population} people.")),
+        "known_for": rng.choice((f"{t} is known for {town.known_for}.",
+                                 f"Visitors come to {t} for {town.known_for}.")),
+    }
+
+
+def person_fact_sentences(rng: random.Random, world: World, person: Person) -> dict[str, str]:
+    """One sentence per fact about a person, each in one of several wordings."""
+    p, home, job, pet = person.name, person.home, with_article(person.job), person.pet
+    region = world.town(home).region
+    return {
+        "home": rng.choice((f"{p} lives in {home}.", f"{p} comes from {home}.", f"{p}'s home is in {home}.",
+                            f"{p} has lived in {home} all {person.possessive} life.",
+                            f"{p} lives in the town of {home}, in {region}.")),
+        "job": rng.choice((f"{p} is {job}.", f"{p} works as {job}.", f"By trade, {p} is {job}.",
+                           f"{p}'s job is to work as {job}.", f"In {home}, {p} works as {job}.")),
+        "pet": rng.choice((f"{p} keeps {with_article(pet)} named {person.pet_name}.", f"{p} has a pet {pet}.",
+                           f"{capitalize(person.possessive)} pet is {with_article(pet)} "
+                           f"called {person.pet_name}.",
+                           f"{p}'s pet is {with_article(pet)}.", f"{p} owns {with_article(pet)}.")),
+    }
+
+
+def verb_phrase(rng: random.Random, past: bool) -> str:
+    """'walks to the market' (present) or 'walked to the market' (past)."""
+    verb = rng.choice(list(VERB_COMPLEMENTS))
+    return f"{VERB_PAST[verb] if past else verb} {rng.choice(VERB_COMPLEMENTS[verb])}"
+
+
+def town_document(rng: random.Random, world: World, town: Town) -> str:
+    """A town profile: its facts in shuffled order, and some of the people who live there."""
+    facts = list(town_fact_sentences(rng, town).values())
+    first, rest = facts[0], facts[1:]  # the region sentence introduces the town
+    rng.shuffle(rest)
+    residents = [p for p in world.people if p.home == town.name]
+    extra = [rng.choice((f"{p.name} the {p.job} lives in {town.name}.",
+                         f"{town.name} is home to {p.name}, {with_article(p.job)}."))
+             for p in rng.sample(residents, min(2, len(residents)))]
+    return " ".join([first, *rest, *extra])
+
+
+def person_document(rng: random.Random, world: World, person: Person) -> str:
+    """A person profile: home, job and pet in shuffled order, and a daily habit (present tense)."""
+    facts = list(person_fact_sentences(rng, world, person).values())
+    rng.shuffle(facts)
+    habit = f"Every {rng.choice(DAY_PARTS)}, {person.pronoun} {verb_phrase(rng, past=False)}."
+    return " ".join([*facts, habit])
+
+
+def noun_phrase(rng: random.Random, plural: bool) -> str:
+    """'this old fox' or, in the plural, 'these old foxes'."""
+    det, noun = rng.choice(list(DETERMINER_PLURALS)), rng.choice(list(NOUN_PLURALS))
+    adjective = f"{rng.choice(ADJECTIVES)} " if rng.random() < 0.5 else ""
+    if plural:
+        return f"{DETERMINER_PLURALS[det]} {adjective}{NOUN_PLURALS[noun]}"
+    return f"{det} {adjective}{noun}"
+
+
+def story_document(rng: random.Random, world: World, hero: Person) -> str:
+    """A short story in the past tense: a person of the world, some events, pronouns, plurals, a list."""
+    town = world.town(hero.home)
+    friend = rng.choice([p for p in world.people if p != hero])
+    pro, pos = hero.pronoun, hero.possessive
+    opening = rng.choice((
+        f"One {rng.choice(('cold', 'warm', 'grey', 'bright'))} {rng.choice(DAY_PARTS)}, {hero.name} the "
+        f"{hero.job} left {town.name} with {pos} {hero.pet}, {hero.pet_name}.",
+        f"{hero.name} was {with_article(hero.job)} who lived in {town.name}.",
+        f"Long ago, in {town.name}, there lived {with_article(hero.job)} named {hero.name}.",
+    ))
+    goods = rng.sample(MARKET_GOODS, rng.randrange(3, 6))
+    events = [
+        f"{capitalize(pro)} walked along {town.river} until {pro} reached {friend.home}.",
+        f"At the market, {pro} bought {rng.choice(NUMBER_WORDS)} {rng.choice(list(NOUN_PLURALS.values()))}.",
+        f"On the road, {pro} saw {rng.choice(NUMBER_WORDS)} {rng.choice(ADJECTIVES)} "
+        f"{rng.choice(list(NOUN_PLURALS.values()))} and {noun_phrase(rng, plural=False)}.",
+        f"There {pro} met {friend.name}, {with_article(friend.job)} from {friend.home}.",
+        f"They talked about the {rng.choice(list(HAZARDS))} that was in effect {rng.choice(ALL_SPANS)}.",
+        f"{capitalize(pro)} {verb_phrase(rng, past=True)} and {verb_phrase(rng, past=True)}.",
+        f"{hero.name} wrote a list: {', '.join(goods)}. "
+        f"The first item was {goods[0]} and the last was {goods[-1]}.",
+        f"{capitalize(pos)} {hero.pet} followed {noun_phrase(rng, plural=True)} across the square.",
+        f"When the rain started, {pro} went home to {town.name}.",
+    ]
+    ending = rng.choice((f"It was a good day in {town.name}.", f"Then {pro} went to sleep.",
+                         f"{hero.name} never forgot that day."))
+    return " ".join([opening, *rng.sample(events, rng.randrange(3, 6)), ending])
+
+
+def language_document(rng: random.Random, world: World) -> str:
+    """A note on Kelish: a few words of the lexicon and an example sentence with its translation."""
+    words = rng.sample(TOY_ENGLISH, rng.randrange(4, 8))
+    entries = [rng.choice((f"In {TOY_LANGUAGE}, the word for {w} is {world.lexicon[w]}.",
+                           f"The {TOY_LANGUAGE} word {world.lexicon[w]} means {w}."))
+               for w in words]
+    example = toy_sentence(rng)
+    return " ".join([
+        rng.choice((f"A note on {TOY_LANGUAGE}.", f"The people of {rng.choice(world.regions)} still speak "
+                    f"{TOY_LANGUAGE} at the market.")),
+        *entries,
+        f"{TOY_LANGUAGE} puts its words in the same order as English.",
+        f'For example, "{example}" is "{translate_to_toy(world, example)}" in {TOY_LANGUAGE}.',
+    ])
+
+
+# kind of document -> (share of the corpus, writer). Town, person and story writers take the next
+# entity in turn (round robin), so every fact is repeated about equally often.
+DocWriter = Callable[[random.Random, World, int], str]
+DOCUMENT_KINDS: dict[str, tuple[float, DocWriter]] = {
+    "bulletin": (0.28, lambda rng, w, i: bulletin_document(rng, w, w.towns[i % len(w.towns)])),
+    "forecast": (0.07, lambda rng, w, i: forecast_document(rng, w, w.towns[i % len(w.towns)])),
+    "town": (0.20, lambda rng, w, i: town_document(rng, w, w.towns[i % len(w.towns)])),
+    "person": (0.20, lambda rng, w, i: person_document(rng, w, w.people[i % len(w.people)])),
+    "story": (0.18, lambda rng, w, i: story_document(rng, w, w.people[i % len(w.people)])),
+    "language": (0.07, lambda rng, w, i: language_document(rng, w)),
+}
+
+
+def generate_corpus(seed: int = 0, size_mb: float = 2.0, world: World | None = None) -> list[str]:
+    """Documents about `world` (default: `build_world(0)`) until their text reaches `size_mb` MB.
+
+    `seed` chooses the sentences; the world's facts stay the same for every seed, so a corpus of any
+    seed agrees with the instruction suite. The same arguments always give the same documents.
+    """
+    if not size_mb > 0:
+        raise ConfigError(f"size_mb={size_mb}: the corpus size must be positive (e.g. 2.0)")
+    world = world if world is not None else build_world(0)
+    rng = random.Random(seed)
+    kinds = list(DOCUMENT_KINDS)
+    weights = [DOCUMENT_KINDS[k][0] for k in kinds]
+    turn = dict.fromkeys(kinds, 0)  # the next entity each kind of document writes about
+    docs, n_bytes, target = [], 0, size_mb * 1_000_000
+    while n_bytes < target:
+        kind = rng.choices(kinds, weights)[0]
+        doc = DOCUMENT_KINDS[kind][1](rng, world, turn[kind])
+        turn[kind] += 1
+        docs.append(doc)
+        n_bytes += len(doc.encode("utf-8")) + 2  # + the blank line that separates documents
+    return docs
+
+
+# --------------------------------------------------------------------------------------------------
+# Files: documents separated by blank lines.
+
+
+def write_corpus(path: str | os.PathLike, docs: Sequence[str]) -> None:
+    """Write documents separated by one blank line (atomically). Documents may not contain blank lines."""
+    for i, doc in enumerate(docs):
+        if not doc.strip():
+            raise DataError(f"write_corpus: document {i} is empty; drop empty documents before writing")
+        if any(not line.strip() for line in doc.strip().split("\n")):
+            raise DataError(f"write_corpus: document {i} contains a blank line, which would split it in two "
+                            f"when read back; join its paragraphs with single newlines")
+    atomic_write_bytes(path, ("\n\n".join(doc.strip() for doc in docs) + "\n").encode("utf-8"))
+
+
+def read_corpus(path: str | os.PathLike) -> list[str]:
+    """The documents of a text file: blocks of lines separated by one or more blank lines.
+
+    Any UTF-8 text file works; a file without blank lines is a single document.
+    Raises DataError if the file is missing, not UTF-8, or holds no text.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"corpus file {path} does not exist (or is not a file); pass a UTF-8 text file, "
+                        f"or generate one with minillm.datasets.generate_corpus")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"corpus file {path} is not UTF-8 text (byte {e.start} cannot be decoded); "
+                        f"convert it, e.g. with `iconv -t utf-8`") from e
+    docs, lines = [], []
+    for line in text.splitlines() + [""]:  # the extra blank line closes the last document
+        if line.strip():
+            lines.append(line.rstrip())
+        elif lines:
+            docs.append("\n".join(lines))
+            lines = []
+    if not docs:
+        raise DataError(f"corpus file {path} holds no text (it is empty or only whitespace)")
+    return docs
+
+
+def split_documents(docs: Sequence[str], val_fraction: float = 0.05,
+                    seed: int = 0) -> tuple[list[str], list[str]]:
+    """(train, val): a random `val_fraction` of whole documents goes to validation.
+
+    Splitting by document, not by token, keeps a validation document entirely unseen, so validation
+    loss measures generalisation to new text rather than recall of the rest of a seen document.
+    Both lists keep the documents' original order. At least one document goes to each side.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction={val_fraction}: expected a number strictly between 0 and 1, "
+                          f"e.g. 0.05")
+    if len(docs) < 2:
+        raise DataError(f"only {len(docs)} document(s): at least 2 are needed to split into train and "
+                        f"validation; separate documents with a blank line")
+    n_val = min(len(docs) - 1, max(1, round(len(docs) * val_fraction)))
+    val_idx = set(random.Random(seed).sample(range(len(docs)), n_val))
+    train = [d for i, d in enumerate(docs) if i not in val_idx]
+    val = [d for i, d in enumerate(docs) if i in val_idx]
+    return train, val

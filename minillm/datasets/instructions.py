@@ -1,0 +1,439 @@
+"""The instruction suite: task families, phrasings, held-out splits, answer styles, and the judge.
+
+Stage 2 teaches the pretrained GPT to answer requests. Its claim is that instruction tuning helps on
+*new* instructions and builds on what pretraining learned. To measure that, each example is a
+record in one of five splits:
+
+- `train`: what SFT learns from;
+- `test_seen`: new examples of trained families, worded with trained phrasings;
+- `test_heldout_phrasing`: new examples of trained families, worded with a phrasing never trained
+  on (phrasing 4 of each family);
+- `test_heldout_family`: whole families never trained on: `last_item` (its operation resembles the
+  trained `first_item`, and the corpus's stories say "the first item was ... and the last was ...")
+  and `pet_fact` (a question about people's pets: the facts are in the corpus, the relation is never
+  asked in training, but answering questions about the world is);
+- `test_world_fact`: questions about towns and people that appear in *no* training record at all.
+  Their facts are stated only in the pretraining corpus, so a model trained by SFT from scratch
+  cannot know them; one fine-tuned from the pretrained GPT can, if pretraining stored them.
+
+The families (each a small, exactly checkable operation a tiny word-level model can learn; no
+letter-level tasks, since BPE tokens hide the letters):
+
+    world_fact   "Which river runs through Dorvik?" -> "The Mell."     (trained, 4 relations)
+    headline     a weather bulletin -> "Flash flood watch for Dorvik all night."
+    plural       "the red fox" -> "the red foxes"
+    past_tense   "Mira walks home." -> "Mira walked home."
+    translate    English -> Kelish, word for word
+    count        "pears, salt, figs" -> "3"
+    first_item   "pears, salt, figs" -> "pears"
+    last_item    "pears, salt, figs" -> "figs"                        (held-out family)
+    pet_fact     "What pet does Mira keep?" -> "A cat."               (held-out family)
+
+Training responses vary in style on purpose, as real demonstrations do: mostly `ideal`, some
+`terse` (the bare answer), `padded` (chatty filler around it), `impolite`, and a few `wrong`. The
+`reference` is always the ideal, correct answer; test records have ideal responses. Stage 3 then has
+something to improve: its annotator prefers correct, polite, concise answers.
+
+The record format (one JSON object per line in a JSONL file):
+
+    {"id": "plural-train-00042", "family": "plural", "phrasing": 2, "split": "train",
+     "prompt": "Make this plural: the red fox", "response": "the red foxes",
+     "reference": "the red foxes", "style": "ideal"}
+
+A user's own file needs only "prompt" and "response"; the other fields get defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from minillm.datasets.corpus import HAZARDS, bulletin_sentences, capitalize, random_span
+from minillm.datasets.jsonl import read_records, write_jsonl
+from minillm.datasets.world import (
+    ADJECTIVES,
+    DETERMINER_PLURALS,
+    JOBS,
+    MARKET_GOODS,
+    NOUN_PLURALS,
+    TOY_LANGUAGE,
+    VERB_COMPLEMENTS,
+    VERB_PAST,
+    Person,
+    Town,
+    World,
+    build_world,
+    toy_sentence,
+    translate_to_toy,
+    with_article,
+)
+
+__all__ = ["SPLITS", "STYLES", "FAMILIES", "TRAIN_FAMILIES", "HELDOUT_FAMILIES", "HELDOUT_PHRASING",
+           "generate_instruction_suite", "seen_entities", "normalize_answer", "is_correct",
+           "contains_answer", "check_instruction_record", "read_jsonl", "write_jsonl"]
+
+SPLITS = ("train", "test_seen", "test_heldout_phrasing", "test_heldout_family", "test_world_fact")
+STYLES = ("ideal", "terse", "padded", "impolite", "wrong")
+STYLE_WEIGHTS = (0.70, 0.08, 0.10, 0.07, 0.05)  # of training responses
+TRAIN_FAMILIES = ("world_fact", "headline", "plural", "past_tense", "translate", "count", "first_item")
+HELDOUT_FAMILIES = ("last_item", "pet_fact")
+FAMILIES = TRAIN_FAMILIES + HELDOUT_FAMILIES
+HELDOUT_PHRASING = 4  # in every trained family, phrasing 4 is never trained on
+SEEN_FRACTION = 0.6  # share of towns whose facts (and residents) may appear in training
+
+# --------------------------------------------------------------------------------------------------
+# Phrasings: how each family's instruction is worded. {x} is the example's input. A held-out
+# phrasing keeps the family's key word ("plural", "count", "Kelish") in a new sentence around it.
+
+PHRASINGS: dict[str, tuple[str, ...]] = {
+    "headline": ("Write a headline for this bulletin: {x}",
+                 "Summarise this weather bulletin in one line: {x}", "{x}\nGive this bulletin a headline.",
+                 "What is the headline of this bulletin? {x}",
+                 "Sum up this bulletin as a headline: {x}"),
+    "plural": ("Rewrite in the plural: {x}", 'What is the plural of "{x}"?', "Make this plural: {x}",
+               "{x}\nNow say it in the plural.", 'Change "{x}" into the plural.'),
+    "past_tense": ("Rewrite in the past tense: {x}", "Put this sentence in the past tense: {x}",
+                   "Change to the past tense: {x}", "{x}\nSay that in the past tense.",
+                   'How would you write "{x}" in the past tense?'),
+    "translate": (f"Translate into {TOY_LANGUAGE}: {{x}}", f'How do you say "{{x}}" in {TOY_LANGUAGE}?',
+                  f"Put this sentence into {TOY_LANGUAGE}: {{x}}",
+                  f"{{x}}\nTranslate that into {TOY_LANGUAGE}.", f"Give me the {TOY_LANGUAGE} for: {{x}}"),
+    "count": ("How many items are in this list: {x}?", "Count the items: {x}", "{x}\nHow many items is that?",
+              "Count how many things are in this list: {x}", "Tell me the number of items in: {x}"),
+    "first_item": ("What is the first item in this list: {x}?", "Name the first item: {x}",
+                   "{x}\nWhich item comes first?", "Give the first item of this list: {x}",
+                   "Which is the first thing in this list: {x}?"),
+    # held-out family: the first_item phrasings with "last" for "first"
+    "last_item": ("What is the last item in this list: {x}?", "Name the last item: {x}",
+                  "{x}\nWhich item comes last?", "Give the last item of this list: {x}"),
+}
+# Fact questions are worded per relation; world_fact asks four relations, pet_fact (held out) one.
+FACT_PHRASINGS: dict[str, tuple[str, ...]] = {
+    "river": ("Which river runs through {x}?", "What river flows through {x}?", "Name the river of {x}.",
+              "{x} lies on which river?", "Tell me which river passes {x}."),
+    "region": ("In which region is {x}?", "Which region is {x} in?", "Name the region that {x} belongs to.",
+               "{x} is part of which region?", "Tell me the region of {x}."),
+    "home": ("Where does {x} live?", "In which town does {x} live?", "What is {x}'s home town?",
+             "Name the town where {x} lives.", "Which town is home to {x}?"),
+    "job": ("What is {x}'s job?", "What does {x} do for a living?", "What work does {x} do?",
+            "Name {x}'s job.", "Which job does {x} have?"),
+    "pet": ("What pet does {x} keep?", "Which animal does {x} keep as a pet?", "Name {x}'s pet.",
+            "What kind of pet does {x} have?"),
+}
+FACT_RELATIONS = {"world_fact": ("river", "region", "home", "job"), "pet_fact": ("pet",)}
+
+# Style filler. Exported so that stage 3's annotator can recognise what it dislikes.
+PADDING_OPENERS = ("Sure! Here is the answer you asked for.", "Of course, I would be glad to help with that.",
+                   "Great question! Let me think about it for a moment.", "Happy to help!",
+                   "What a lovely thing to ask.")
+PADDING_CLOSERS = ("I hope this helps!", "Let me know if you need anything else.", "Have a wonderful day!",
+                   "Feel free to ask me more questions.")
+RUDE_OPENERS = ("Ugh, fine.", "Obviously.", "Is that really so hard?", "Whatever.")
+RUDE_CLOSERS = ("Figure it out yourself next time.", "Stop wasting my time.", "Even a child knows that.",
+                "Do not ask me again.")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One task instance before it is worded: the input, the ideal answer, and a plausible wrong one."""
+
+    x: str
+    answer: str
+    wrong: str
+
+
+# --------------------------------------------------------------------------------------------------
+# Which entities training may mention. Towns are split 60/40; people follow their home town, so a
+# question about a seen person never has an unseen town as its answer.
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The world, and the towns and people that training records may mention."""
+
+    world: World
+    towns: tuple[Town, ...]
+    people: tuple[Person, ...]
+
+
+def seen_entities(world: World) -> Seen:
+    """The towns and people that training records may mention (the rest appear only in the corpus
+    and in the test_world_fact / test_heldout_family splits)."""
+    n_seen = round(SEEN_FRACTION * len(world.towns))
+    towns = random.Random(f"seen-{world.seed}").sample(list(world.towns), n_seen)
+    names = {t.name for t in towns}
+    return Seen(world, tuple(towns), tuple(p for p in world.people if p.home in names))
+
+
+# --------------------------------------------------------------------------------------------------
+# One maker per family: (rng, seen) -> Example. Every family draws names from the seen entities only.
+
+Maker = Callable[[random.Random, Seen], Example]
+
+
+def make_headline(rng: random.Random, seen: Seen) -> Example:
+    town, hazard = rng.choice(seen.towns), rng.choice(list(HAZARDS))
+    span = other_span = random_span(rng)
+    while other_span == span:  # the typical mistake: the wrong duration
+        other_span = random_span(rng)
+    headline = f"{capitalize(hazard)} for {town.name} {{}}."
+    return Example(" ".join(bulletin_sentences(rng, seen.world, town, hazard, span)),
+                   headline.format(span), headline.format(other_span))
+
+
+def make_plural(rng: random.Random, seen: Seen) -> Example:
+    det, noun = rng.choice(list(DETERMINER_PLURALS)), rng.choice(list(NOUN_PLURALS))
+    adjective = f"{rng.choice(ADJECTIVES)} " if rng.random() < 0.6 else ""
+    plural = NOUN_PLURALS[noun]
+    # the typical mistake: the regular "-s" rule, or the noun left singular
+    wrong = noun + "s" if plural != noun + "s" else noun
+    return Example(f"{det} {adjective}{noun}", f"{DETERMINER_PLURALS[det]} {adjective}{plural}",
+                   f"{DETERMINER_PLURALS[det]} {adjective}{wrong}")
+
+
+def make_past_tense(rng: random.Random, seen: Seen) -> Example:
+    subject = rng.choice((rng.choice(seen.people).name, f"The {rng.choice(JOBS)}"))
+    verbs = rng.sample(list(VERB_COMPLEMENTS), 2 if rng.random() < 0.4 else 1)
+    parts = [(v, rng.choice(VERB_COMPLEMENTS[v])) for v in verbs]
+
+    def sentence(past: Sequence[bool]) -> str:
+        return subject + " " + " and ".join(
+            f"{VERB_PAST[v] if p else v} {c}" for (v, c), p in zip(parts, past, strict=True)) + "."
+
+    present = sentence([False] * len(parts))
+    wrong = sentence([True] * (len(parts) - 1) + [False]) if len(parts) > 1 else present
+    return Example(present, sentence([True] * len(parts)), wrong)
+
+
+def make_translate(rng: random.Random, seen: Seen) -> Example:
+    english = toy_sentence(rng)
+    words = translate_to_toy(seen.world, english).split()
+    wrong = list(words)
+    others = [w for w in seen.world.lexicon.values() if w not in words]
+    wrong[rng.randrange(len(words))] = rng.choice(others)
+    return Example(english, " ".join(words), " ".join(wrong))
+
+
+def _goods_list(rng: random.Random, lo: int, hi: int) -> list[str]:
+    return rng.sample(MARKET_GOODS, rng.randint(lo, hi))
+
+
+def make_count(rng: random.Random, seen: Seen) -> Example:
+    items = _goods_list(rng, 2, 7)
+    return Example(", ".join(items), str(len(items)), str(len(items) + rng.choice((-1, 1))))
+
+
+def make_first_item(rng: random.Random, seen: Seen) -> Example:
+    items = _goods_list(rng, 3, 6)
+    return Example(", ".join(items), items[0], rng.choice(items[1:]))
+
+
+def make_last_item(rng: random.Random, seen: Seen) -> Example:
+    items = _goods_list(rng, 3, 6)
+    return Example(", ".join(items), items[-1], rng.choice(items[:-1]))
+
+
+MAKERS: dict[str, Maker] = {"headline": make_headline, "plural": make_plural, "past_tense": make_past_tense,
+                            "translate": make_translate, "count": make_count, "first_item": make_first_item,
+                            "last_item": make_last_item}
+
+
+def fact_answer(world: World, relation: str, subject: str) -> str:
+    """The ideal answer to a fact question: 'The Mell.', 'The Ossel Marshes.', 'Dorvik.', 'A baker.'"""
+    if relation in ("river", "region"):
+        town = world.town(subject)
+        return capitalize(town.river if relation == "river" else town.region) + "."
+    person = next(p for p in world.people if p.name == subject)
+    if relation == "home":
+        return person.home + "."
+    return capitalize(with_article(person.job if relation == "job" else person.pet)) + "."
+
+
+def fact_subjects(relation: str, towns: Sequence[Town], people: Sequence[Person]) -> list[str]:
+    """The names a relation can be asked about: towns for river and region, people otherwise."""
+    return [t.name for t in towns] if relation in ("river", "region") else [p.name for p in people]
+
+
+# --------------------------------------------------------------------------------------------------
+# Styles of a training response.
+
+
+def terse(answer: str) -> str:
+    """The bare answer: no leading article, no full stop ('The Mell.' -> 'Mell')."""
+    return re.sub(r"^(the|a|an) ", "", answer, flags=re.IGNORECASE).rstrip(".")
+
+
+def styled_response(rng: random.Random, example: Example) -> tuple[str, str]:
+    """(style, response) for a training record, drawn with STYLE_WEIGHTS."""
+    style = rng.choices(STYLES, STYLE_WEIGHTS)[0]
+    ideal = example.answer
+    if style == "terse" and terse(ideal) != ideal:
+        return style, terse(ideal)
+    if style == "padded":
+        return style, f"{rng.choice(PADDING_OPENERS)} {ideal} {rng.choice(PADDING_CLOSERS)}"
+    if style == "impolite":
+        return style, (f"{rng.choice(RUDE_OPENERS)} {ideal}" if rng.random() < 0.5
+                       else f"{ideal} {rng.choice(RUDE_CLOSERS)}")
+    if style == "wrong" and example.wrong != ideal:
+        return style, example.wrong
+    return "ideal", ideal
+
+
+# --------------------------------------------------------------------------------------------------
+# The suite.
+
+
+def _record(family: str, phrasing: int, split: str, template: str, example: Example,
+            rng: random.Random) -> dict:
+    style, response = styled_response(rng, example) if split == "train" else ("ideal", example.answer)
+    return {"id": "", "family": family, "phrasing": phrasing, "split": split,
+            "prompt": template.format(x=example.x), "response": response, "reference": example.answer,
+            "style": style}
+
+
+def _task_records(family: str, rng: random.Random, seen: Seen, n_train: int, n_test: int) -> list[dict]:
+    """Records of one non-fact family: distinct inputs, never shared between splits."""
+    phrasings = PHRASINGS[family]
+    if family in HELDOUT_FAMILIES:
+        plan = [("test_heldout_family", range(len(phrasings)))] * n_test
+    else:
+        trained = range(HELDOUT_PHRASING)
+        plan = ([("train", trained)] * n_train + [("test_seen", trained)] * n_test
+                + [("test_heldout_phrasing", [HELDOUT_PHRASING])] * n_test)
+    records, inputs = [], set()
+    for split, allowed in plan:
+        for _ in range(1000):
+            example = MAKERS[family](rng, seen)
+            if example.x not in inputs:
+                break
+        else:
+            raise RuntimeError(f"family {family}: cannot find {len(plan)} distinct inputs; ask for fewer")
+        inputs.add(example.x)
+        phrasing = rng.choice(list(allowed))
+        records.append(_record(family, phrasing, split, phrasings[phrasing], example, rng))
+    return records
+
+
+def _fact_records(rng: random.Random, seen: Seen, n_test: int) -> list[dict]:
+    """world_fact: seen entities -> train (3 trained phrasings per fact), test_seen (the 4th) and
+    test_heldout_phrasing; unseen entities -> test_world_fact. pet_fact: everyone -> held-out family."""
+    world = seen.world
+    seen_names = {t.name for t in seen.towns} | {p.name for p in seen.people}
+    records, world_fact_tests, pet_tests = [], [], []
+    for relation in FACT_RELATIONS["world_fact"]:
+        phrasings = FACT_PHRASINGS[relation]
+        for subject in fact_subjects(relation, world.towns, world.people):
+            answer = fact_answer(world, relation, subject)
+            wrong_pool = sorted({fact_answer(world, relation, s)
+                                 for s in fact_subjects(relation, seen.towns, seen.people)} - {answer})
+            example = Example(subject, answer, rng.choice(wrong_pool))
+            order = rng.sample(range(HELDOUT_PHRASING), HELDOUT_PHRASING)
+            if subject in seen_names:
+                plan = [("train", k) for k in order[:-1]] + [("test_seen", order[-1]),
+                                                             ("test_heldout_phrasing", HELDOUT_PHRASING)]
+                records += [_record("world_fact", k, split, phrasings[k], example, rng) for split, k in plan]
+            else:
+                world_fact_tests += [_record("world_fact", k, "test_world_fact", phrasings[k], example, rng)
+                                     for k in order]
+    for person in world.people:
+        example = Example(person.name, fact_answer(world, "pet", person.name), "")
+        pet_tests += [_record("pet_fact", k, "test_heldout_family", template, example, rng)
+                      for k, template in enumerate(FACT_PHRASINGS["pet"])]
+    return (records + rng.sample(world_fact_tests, min(n_test, len(world_fact_tests)))
+            + rng.sample(pet_tests, min(n_test, len(pet_tests))))
+
+
+def generate_instruction_suite(seed: int = 0, world: World | None = None, n_train: int = 750,
+                               n_test: int = 150) -> list[dict]:
+    """All records of the suite, in a shuffled order (so the first N of a split mix the families).
+
+    `n_train` training and `n_test` records per split for each non-fact family; fact families have
+    as many as the world's entities allow. The world defaults to `build_world(0)`, the corpus's.
+    """
+    world = world if world is not None else build_world(0)
+    rng = random.Random(seed)
+    seen = seen_entities(world)
+    records = _fact_records(rng, seen, n_test)
+    for family in PHRASINGS:
+        records += _task_records(family, rng, seen, n_train, n_test)
+    rng.shuffle(records)
+    counters: dict[tuple[str, str], int] = {}
+    for rec in records:
+        key = (rec["family"], rec["split"])
+        counters[key] = counters.get(key, 0) + 1
+        rec["id"] = f"{rec['family']}-{rec['split']}-{counters[key]:05d}"
+    return records
+
+
+# --------------------------------------------------------------------------------------------------
+# Judging an answer.
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, punctuation removed, leading article dropped, spaces collapsed.
+
+    'The Mell.' -> 'mell'; '  the red Foxes! ' -> 'red foxes'. Dropping the leading article lets the
+    terse 'Mell' count as correct; it is the only leniency.
+    """
+    words = re.sub(r"[^\w\s'-]", " ", text.lower()).split()
+    if words and words[0] in ("the", "a", "an"):
+        words = words[1:]
+    return " ".join(words)
+
+
+def is_correct(answer: str, reference: str) -> bool:
+    """Exact match after normalisation: the score stage 2 reports and stage 3's gold judge builds on.
+
+    A padded answer ("Sure! The Mell. I hope this helps!") is *not* exactly correct; use
+    `contains_answer` to ask whether the right answer is in there at all.
+    """
+    return normalize_answer(answer) == normalize_answer(reference)
+
+
+def contains_answer(answer: str, reference: str) -> bool:
+    """Whether the normalised reference appears as whole words inside the normalised answer."""
+    ref = normalize_answer(reference)
+    return bool(ref) and f" {ref} " in f" {normalize_answer(answer)} "
+
+
+# --------------------------------------------------------------------------------------------------
+# Files.
+
+_REQUIRED = {"prompt": str, "response": str}
+_OPTIONAL = {"id": str, "family": str, "phrasing": int, "split": str, "reference": str, "style": str}
+
+
+def check_instruction_record(obj: dict) -> dict:
+    """Validate one instruction record and fill in defaults; ValueError says what is wrong.
+
+    Only "prompt" and "response" are required. Defaults: family "custom", phrasing 0, split "train",
+    reference = response, style "ideal" (ids are filled in by `read_jsonl`).
+    """
+    for key, kind in {**_REQUIRED, **_OPTIONAL}.items():
+        if key in _REQUIRED and key not in obj:
+            raise ValueError(f'missing field "{key}" (a record needs at least "prompt" and "response")')
+        if key in obj and (not isinstance(obj[key], kind) or isinstance(obj[key], bool)):
+            raise ValueError(f'field "{key}" should be a {kind.__name__}, got {type(obj[key]).__name__}')
+    if not obj["prompt"].strip():
+        raise ValueError('field "prompt" is empty')
+    if obj.get("split", "train") not in SPLITS:
+        raise ValueError(f'field "split" is {obj["split"]!r}; expected one of {", ".join(SPLITS)}')
+    if obj.get("style", "ideal") not in STYLES:
+        raise ValueError(f'field "style" is {obj["style"]!r}; expected one of {", ".join(STYLES)}')
+    return {"id": "", "family": "custom", "phrasing": 0, "split": "train", "reference": obj["response"],
+            "style": "ideal", **obj}
+
+
+def read_jsonl(path: str | os.PathLike, on_error: str = "stop",
+               skipped: list[tuple[int, str]] | None = None) -> list[dict]:
+    """Instruction records from a JSONL file (see `jsonl.read_records` for on_error and skipped).
+
+    Records without an id get "record<N>", N counting the good records from 1.
+    """
+    records = read_records(path, check_instruction_record, on_error, skipped)
+    for i, rec in enumerate(records, start=1):
+        rec["id"] = rec["id"] or f"record{i}"
+    return records

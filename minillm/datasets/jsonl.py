@@ -1,0 +1,75 @@
+"""JSON Lines files: one JSON object per line, read with line-numbered errors, never silently.
+
+JSONL is the usual format for instruction and preference data: a file can be appended to one
+record at a time, and one broken line does not spoil the others. That is also its trap: a reader
+that quietly drops bad lines trains on less data than you think. So `read_records` either stops at
+the first bad line (`on_error="stop"`) or skips bad lines (`on_error="skip"`) and *says so*: a
+warning lists every skipped line number with its reason, and the caller may collect them too.
+
+Each kind of record (instructions here, preferences in stage 3) brings its own `check` function,
+which validates one parsed object and returns it completed with defaults, or raises ValueError
+with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from minillm.errors import ConfigError, DataError
+from minillm.utils import atomic_write_bytes
+
+ON_ERROR = ("stop", "skip")
+
+
+def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_error: str = "stop",
+                 skipped: list[tuple[int, str]] | None = None) -> list[dict]:
+    """The checked records of a JSONL file; blank lines are ignored.
+
+    on_error="stop": the first bad line raises DataError naming the file, the line number and why.
+    on_error="skip": bad lines are left out, a warning lists them, and (line number, reason) pairs
+    are appended to `skipped` if given. A file with no good record at all raises DataError.
+    """
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"on_error={on_error!r}: expected 'stop' or 'skip'")
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"JSONL file {path} does not exist (or is not a file)")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"JSONL file {path} is not UTF-8 text (byte {e.start}); convert it to UTF-8") from e
+    records, bad = [], []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError(f"expected a JSON object {{...}}, got {type(obj).__name__}")
+            records.append(check(obj))
+        except ValueError as e:  # json.JSONDecodeError is a ValueError too
+            reason = f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e)
+            if on_error == "stop":
+                raise DataError(f"{path}, line {number}: {reason}; fix the line, or pass on_error='skip' "
+                                f"(--on-error skip) to leave bad lines out") from e
+            bad.append((number, reason))
+    if bad:
+        listing = "; ".join(f"line {n}: {why}" for n, why in bad[:20])
+        more = f" (and {len(bad) - 20} more)" if len(bad) > 20 else ""
+        warnings.warn(f"{path}: skipped {len(bad)} bad line(s): {listing}{more}", stacklevel=2)
+        if skipped is not None:
+            skipped.extend(bad)
+    if not records:
+        raise DataError(f"{path} holds no valid record ({len(bad)} bad line(s)); "
+                        f"expected one JSON object per line")
+    return records
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Write one JSON object per line (UTF-8, atomically: a reader never sees half a file)."""
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,189 @@
+"""Attention: who may look at whom (the masks), how looking works (multi-head attention), and the KV cache.
+
+Attention lets every position of a sequence gather information from other positions. Each token
+asks a question (its *query*), offers a label (its *key*) and carries a payload (its *value*). The
+score of query i against key j is their dot product; a softmax turns a row of scores into weights
+that sum to 1, and the output for position i is the weighted sum of the values.
+
+Which keys a query may see is decided by a **mask**. In minillm a mask is always a boolean tensor
+and the convention is the same everywhere:
+
+    True  = this query MAY attend to this key
+    False = it may not (its score becomes -inf, so its softmax weight is exactly 0)
+
+Two reasons to hide a key:
+- **padding**: a batch stacks sequences of different lengths, so short ones are filled with pad
+  tokens. Pads are not text; nobody should read them. `padding_mask` hides them.
+- **causality**: a language model predicts token t+1 from tokens 0..t. If position t could see
+  position t+1 it would simply copy the answer. `causal_mask` hides the future.
+`combine_masks` puts both together: a key is visible only if both masks allow it.
+
+A query whose every key is hidden (e.g. a pad token at the start of a left-padded row, under a
+causal mask) has nothing to attend to: softmax over a row of -inf is 0/0 = NaN. We define its
+output as zero instead, so NaNs never leak into the rest of the network (see `attend`).
+
+Finally, the **KV cache**. When a GPT generates text one token at a time, the keys and values of
+the tokens it has already seen never change (a token never sees the future, so later tokens
+cannot alter them). Instead of recomputing them at every step, we keep them: each step then only
+computes the query, key and value of the ONE new token and attends over the stored keys. That turns
+generating N tokens from O(N^2) work into O(N).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minillm.config import ModelConfig
+
+# --------------------------------------------------------------------------------------------------
+# Masks: boolean tensors, True = may attend. Shapes broadcast to (B, n_head, T_query, T_key).
+
+
+def padding_mask(attention_mask: Tensor) -> Tensor:
+    """Which keys are real tokens: (B, T_key) bool -> (B, 1, 1, T_key), the same for every query and head."""
+    return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, Tk)
+
+
+def causal_mask(t_query: int, t_key: int, device: torch.device | str | None = None) -> Tensor:
+    """Which keys are not in the future: (T_query, T_key) bool, lower-triangular.
+
+    The queries are the LAST t_query positions of the t_key keys (with a KV cache the keys include
+    the tokens seen at earlier steps), so query i sits at position i + (t_key - t_query) and may see
+    every key j at or before that position.
+    """
+    offset = t_key - t_query
+    return torch.ones(t_query, t_key, dtype=torch.bool, device=device).tril(diagonal=offset)  # (Tq, Tk)
+
+
+def combine_masks(padding: Tensor | None, causal: Tensor | None) -> Tensor | None:
+    """A key is visible only if every mask allows it: (B, 1, 1, Tk) & (Tq, Tk) -> (B, 1, Tq, Tk).
+
+    Either mask may be None (nothing hidden for that reason); None & None is None.
+    """
+    if padding is None or causal is None:
+        return padding if causal is None else causal[None, None]  # (B, 1, 1, Tk) or (1, 1, Tq, Tk)
+    return padding & causal  # broadcasting: (B, 1, 1, Tk) & (Tq, Tk) -> (B, 1, Tq, Tk)
+
+
+# --------------------------------------------------------------------------------------------------
+# The attention computation itself, on already split heads.
+
+
+def attend(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, use_sdpa: bool = False,
+    dropout: float = 0.0, dropout_module: nn.Module | None = None,
+) -> Tensor:
+    """softmax(q k^T / sqrt(d) masked) v for q (B, H, Tq, D), k and v (B, H, Tk, D) -> (B, H, Tq, D).
+
+    `mask` is boolean, True = may attend, broadcastable to (B, H, Tq, Tk). With `use_sdpa` the same
+    maths runs in PyTorch's fused `scaled_dot_product_attention` kernel (faster, less memory);
+    `dropout` is its probability for that path, `dropout_module` the nn.Dropout of the manual path.
+    Queries with no visible key get an output of zero (finite, never NaN).
+    """
+    has_key = None
+    if mask is not None:
+        has_key = mask.any(dim=-1, keepdim=True)  # (B, 1, Tq, 1): does this query see anything?
+        # A query that may see nothing is allowed to see everything instead (so its softmax is
+        # finite); its output is then replaced by zeros below.
+        mask = mask | ~has_key
+    if use_sdpa:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, Tq, D)
+    else:
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))  # hidden keys: weight exp(-inf) = 0
+        weights = scores.softmax(dim=-1)  # (B, H, Tq, Tk), each row sums to 1
+        if dropout_module is not None:
+            weights = dropout_module(weights)
+        out = weights @ v  # (B, H, Tq, D): the weighted sum of values
+    if has_key is not None:
+        out = out.masked_fill(~has_key, 0.0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The KV cache: what generation remembers between steps.
+
+
+class KVCache:
+    """The keys and values of every token seen so far, one (k, v) pair per layer, growing along T.
+
+    Simple on purpose: each step concatenates the new token's keys and values to the stored ones
+    (`torch.cat`), so the cache is exactly "all keys so far" and can be printed and inspected.
+    It also remembers which of the cached tokens are padding (`key_mask`), so that a left-padded
+    prompt's pads stay hidden for the whole generation, not only during the first forward pass.
+    One cache belongs to one batch of sequences; make a new one for every `generate` call.
+    """
+
+    def __init__(self, n_layer: int) -> None:
+        self.keys: list[Tensor | None] = [None] * n_layer  # each (B, H, T_past, D)
+        self.values: list[Tensor | None] = [None] * n_layer
+        self.key_mask: Tensor | None = None  # (B, T_past), True = real token; None = no padding at all
+        self.length = 0  # T_past: tokens already stored
+
+    def add_tokens(self, attention_mask: Tensor | None, batch: int, t_new: int) -> Tensor | None:
+        """Record the padding mask of `t_new` incoming tokens; return the mask over ALL keys (B, T_past+T)."""
+        if attention_mask is not None or self.key_mask is not None:
+            device = (attention_mask if attention_mask is not None else self.key_mask).device
+            old = self.key_mask
+            if old is None:
+                old = torch.ones(batch, self.length, dtype=torch.bool, device=device)
+            new = attention_mask
+            if new is None:
+                new = torch.ones(batch, t_new, dtype=torch.bool, device=device)
+            self.key_mask = torch.cat([old, new.bool()], dim=1)  # (B, T_past + T)
+        self.length += t_new
+        return self.key_mask
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append this step's keys/values (B, H, T, D) of `layer`; return all of them (B, H, T_past+T, D)."""
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+
+# --------------------------------------------------------------------------------------------------
+# Multi-head attention as a module: project, split heads, attend, merge heads, project.
+
+
+class MultiHeadAttention(nn.Module):
+    """n_head attention heads side by side, each of width head_dim = n_embd / n_head.
+
+    One Linear (`qkv`) makes queries, keys and values in a single matrix multiply (faster than
+    three, same maths); `proj` mixes the heads' outputs back into the residual stream.
+    """
+
+    def __init__(self, config: ModelConfig, layer: int = 0) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.layer = layer  # index of this layer's slot in a KV cache
+        self.use_sdpa = config.attention == "sdpa"
+        self.dropout = config.dropout
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """(B, T, C) -> (B, H, T, D): each head gets its own slice of the channels."""
+        B, T, C = x.shape
+        return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        """x (B, T, C), mask (B or 1, 1, T, T_key) bool (True = may attend) -> (B, T, C)."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # each (B, H, T, D)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)  # (B, H, T_past + T, D): all keys so far
+        out = attend(
+            q, k, v, mask, use_sdpa=self.use_sdpa,
+            dropout=self.dropout if self.training else 0.0, dropout_module=self.attn_dropout,
+        )  # (B, H, T, D)
+        out = out.transpose(1, 2).reshape(B, T, C)  # merge heads: (B, T, H*D)
+        return self.proj(out)  # (B, T, C)

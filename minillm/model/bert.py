@@ -1,0 +1,188 @@
+"""BERT: a bidirectional encoder trained to fill in masked words (stage 1, masked language modelling).
+
+Unlike GPT, every token may attend to every other real token, left AND right: there is no causal
+mask, only the padding mask. That is why BERT cannot generate text left to right, and why it is
+good at understanding a word from both sides of its context ("a flash flood watch ... all [MASK].").
+
+Follow a batch through `Bert.hidden_states`:
+
+    ids (B, T) -> token embedding + position embedding + segment embedding (sentence A or B)
+      -> LayerNorm -> dropout (B, T, C)
+      -> n_layer encoder blocks with the padding mask (post-LN, as in BERT, by default)
+      -> (B, T, C)
+
+and the MLM head in `Bert.forward`:
+
+    (B, T, C) -> dense -> GELU -> LayerNorm -> decoder tied to the token embeddings (+ its own bias)
+      -> logits (B, T, V)
+
+The loss, on the masked positions only, is computed by stage 1 (stage1_pretrain/mlm.py).
+`Bert.from_bert_state_dict` loads the weights of Google's BERT (HuggingFace layout, a state dict you
+already have), which this architecture follows exactly (exact GELU, eps 1e-12, post-LN, tying).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from minillm.config import ModelConfig
+from minillm.errors import CheckpointError, ModelInputError
+from minillm.model.attention import padding_mask
+from minillm.model.blocks import (
+    Block,
+    Conversion,
+    check_model_inputs,
+    init_weights,
+    load_converted,
+    positions_from_mask,
+    strip_prefix,
+)
+
+
+class Bert(nn.Module):
+    """A BERT-style encoder with its masked-language-model head."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        # Segment embeddings tell sentence A from sentence B (type_vocab_size=0: none at all).
+        self.seg_emb = nn.Embedding(config.type_vocab_size, config.n_embd) if config.type_vocab_size else None
+        self.emb_ln = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
+        # A post-LN block already ends in a LayerNorm; a pre-LN stack needs one more at the top.
+        self.ln_f = (nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+                     if config.norm == "pre" else None)
+        # The MLM head: one more transformation of each token's vector before reading out words.
+        self.head_dense = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.head_act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.head_ln = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.head_bias = nn.Parameter(torch.zeros(config.vocab_size))  # the decoder's own bias
+        init_weights(self, config.n_layer)
+
+    def hidden_states(
+        self, ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """ids (B, T) -> (B, T, C). attention_mask (B, T): True = real token. token_type_ids (B, T): 0/1."""
+        check_model_inputs(ids, attention_mask, self.config)
+        self._check_segments(ids, token_type_ids)
+        if attention_mask is None:
+            positions = torch.arange(ids.shape[1], device=ids.device)[None]  # (1, T)
+        else:
+            positions = positions_from_mask(attention_mask)  # (B, T): pads do not shift positions
+        x = self.tok_emb(ids) + self.pos_emb(positions)  # (B, T, C)
+        if self.seg_emb is not None:
+            segments = torch.zeros_like(ids) if token_type_ids is None else token_type_ids
+            x = x + self.seg_emb(segments)
+        x = self.drop(self.emb_ln(x))  # (B, T, C)
+        # Only padding is hidden: no causal part, every token sees both sides.
+        mask = None if attention_mask is None else padding_mask(attention_mask)  # (B, 1, 1, T)
+        for block in self.blocks:
+            x = block(x, mask)
+        return x if self.ln_f is None else self.ln_f(x)
+
+    def forward(
+        self, ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """ids (B, T) -> logits (B, T, V) over the vocabulary at every position."""
+        h = self.hidden_states(ids, attention_mask, token_type_ids)  # (B, T, C)
+        h = self.head_ln(self.head_act(self.head_dense(h)))  # (B, T, C)
+        return h @ self.tok_emb.weight.T + self.head_bias  # (B, T, V): decoder tied to the embeddings
+
+    def _check_segments(self, ids: Tensor, token_type_ids: Tensor | None) -> None:
+        if token_type_ids is None:
+            return
+        n = self.config.type_vocab_size
+        if token_type_ids.shape != ids.shape:
+            raise ModelInputError(f"token_type_ids has shape {tuple(token_type_ids.shape)} but ids have "
+                                  f"{tuple(ids.shape)}; give one segment id per token")
+        if token_type_ids.numel() and (int(token_type_ids.min()) < 0 or int(token_type_ids.max()) >= n):
+            raise ModelInputError(f"token_type_ids must be in [0, {n}) (type_vocab_size), got values "
+                                  f"from {int(token_type_ids.min())} to {int(token_type_ids.max())}")
+
+    @classmethod
+    def from_bert_state_dict(
+        cls, state_dict: Mapping[str, Tensor], n_head: int | None = None, attention: str = "manual"
+    ) -> Bert:
+        """Build a Bert holding the weights of a BERT state dict (HuggingFace layout, e.g. BertForMaskedLM).
+
+        Sizes are read from the tensors' shapes; n_head defaults to n_embd // 64 (true for BERT base
+        and large, and the small official BERTs). BERT keeps separate query/key/value matrices; we
+        stack them into our single qkv projection. The pooler and next-sentence head, which this
+        model does not have, are skipped.
+        """
+        sd = strip_prefix(state_dict, "bert.")
+        emb = "embeddings."
+        needed = [emb + "word_embeddings.weight", emb + "position_embeddings.weight",
+                  "encoder.layer.0.intermediate.dense.weight"]
+        if any(k not in sd for k in needed):
+            raise CheckpointError(f"not a BERT state dict: missing {[k for k in needed if k not in sd]} "
+                                  "(needed to infer the model's size)")
+        vocab_size, n_embd = sd[emb + "word_embeddings.weight"].shape
+        n_layer = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.layer."))
+        segments = sd.get(emb + "token_type_embeddings.weight")
+        config = ModelConfig(
+            vocab_size=vocab_size, block_size=sd[emb + "position_embeddings.weight"].shape[0],
+            n_embd=n_embd, n_layer=n_layer,
+            n_head=n_head if n_head is not None else max(1, n_embd // 64),
+            mlp_ratio=sd["encoder.layer.0.intermediate.dense.weight"].shape[0] // n_embd,
+            norm="post", activation="gelu", layer_norm_eps=1e-12, attention=attention,
+            type_vocab_size=0 if segments is None else segments.shape[0],
+        )
+        for tied, original in (("cls.predictions.decoder.weight", emb + "word_embeddings.weight"),
+                               ("cls.predictions.decoder.bias", "cls.predictions.bias")):
+            if tied in sd and original in sd and not torch.equal(sd[tied], sd[original]):
+                raise CheckpointError(f"{tied} differs from {original}: BERT ties them, and so does this "
+                                      "Bert; an untied decoder cannot be loaded")
+        model = cls(config)
+        load_converted(model, sd, _bert_plan(config), _bert_ignored, "BERT")
+        return model
+
+
+# (our module, BERT's module) pairs whose weight and bias are copied as they are.
+_BERT_OUTSIDE_LAYERS = (
+    ("emb_ln", "embeddings.LayerNorm"),
+    ("head_dense", "cls.predictions.transform.dense"),
+    ("head_ln", "cls.predictions.transform.LayerNorm"),
+)
+_BERT_LAYER = (
+    ("attn.proj", "attention.output.dense"),
+    ("ln_1", "attention.output.LayerNorm"),
+    ("mlp.fc", "intermediate.dense"),
+    ("mlp.proj", "output.dense"),
+    ("ln_2", "output.LayerNorm"),
+)
+
+
+def _bert_plan(config: ModelConfig) -> dict[str, Conversion]:
+    """Our parameter name -> the BERT key(s) it comes from (q, k, v stacked into qkv)."""
+    same, stacked = (lambda ts: ts[0]), (lambda ts: torch.cat(ts, dim=0))
+    plan: dict[str, Conversion] = {
+        "tok_emb.weight": (["embeddings.word_embeddings.weight"], same),
+        "pos_emb.weight": (["embeddings.position_embeddings.weight"], same),
+        "head_bias": (["cls.predictions.bias"], same),
+    }
+    if config.type_vocab_size:
+        plan["seg_emb.weight"] = (["embeddings.token_type_embeddings.weight"], same)
+    for ours, theirs in _BERT_OUTSIDE_LAYERS:
+        for p in ("weight", "bias"):
+            plan[f"{ours}.{p}"] = ([f"{theirs}.{p}"], same)
+    for i in range(config.n_layer):
+        layer = f"encoder.layer.{i}."
+        for p in ("weight", "bias"):
+            plan[f"blocks.{i}.attn.qkv.{p}"] = (
+                [f"{layer}attention.self.{name}.{p}" for name in ("query", "key", "value")], stacked)
+            for ours, theirs in _BERT_LAYER:
+                plan[f"blocks.{i}.{ours}.{p}"] = ([f"{layer}{theirs}.{p}"], same)
+    return plan
+
+
+def _bert_ignored(key: str) -> bool:
+    """BERT keys we knowingly skip: pooler, next-sentence head, tied decoder copies, position buffer."""
+    return key.startswith(("pooler.", "cls.seq_relationship.")) or key in (
+        "cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "embeddings.position_ids")

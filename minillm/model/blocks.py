@@ -1,0 +1,173 @@
+"""The pieces BERT and GPT share: the MLP, one transformer block, and the checks on model inputs.
+
+A transformer is a stack of identical blocks around a *residual stream*: a (B, T, C) tensor that
+every block reads from and adds to. Each block has two sub-layers:
+- attention: tokens exchange information with each other (minillm/model/attention.py);
+- the MLP: each token, on its own, goes through a wider hidden layer (4x) and back.
+
+Where the LayerNorm sits is the main difference between the 2018 BERT and the 2019 GPT-2:
+- **post-LN** (BERT, the original Transformer): x = LN(x + sublayer(x)). The normalisation sits on
+  the residual path itself, so gradients must pass through every LayerNorm on the way down; deep
+  post-LN stacks need learning-rate warm-up to train at all.
+- **pre-LN** (GPT-2): x = x + sublayer(LN(x)). The residual path is a clean sum from input to
+  output, which keeps gradients healthy; the stack then needs one final LayerNorm at the top.
+`ModelConfig.norm` switches between them, so a lesson can train both and compare.
+
+Dropout sits where the originals put it: on the attention weights, and on each sub-layer's output
+before it is added to the residual stream (plus on the embeddings, in the models).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from minillm.config import ModelConfig
+from minillm.errors import CheckpointError, ModelInputError
+from minillm.model.attention import KVCache, MultiHeadAttention
+
+
+class MLP(nn.Module):
+    """Per-token feed-forward: C -> mlp_ratio*C -> GELU -> C."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        hidden = config.mlp_ratio * config.n_embd
+        self.fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        # GPT-2 used the tanh approximation of GELU (cheaper in 2019); BERT the exact erf form.
+        self.act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.act(self.fc(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+
+
+class Block(nn.Module):
+    """One transformer block: attention then MLP, each wrapped in a residual connection + LayerNorm."""
+
+    def __init__(self, config: ModelConfig, layer: int = 0) -> None:
+        super().__init__()
+        self.pre_norm = config.norm == "pre"
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.attn = MultiHeadAttention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.mlp = MLP(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        """x (B, T, C), mask (B or 1, 1, T, T_key) bool, True = may attend -> (B, T, C)."""
+        if self.pre_norm:  # GPT-2: normalise the sub-layer's input; the residual path stays a plain sum
+            x = x + self.drop(self.attn(self.ln_1(x), mask, cache))
+            x = x + self.drop(self.mlp(self.ln_2(x)))
+        else:  # BERT: normalise after adding the sub-layer's output to the residual
+            x = self.ln_1(x + self.drop(self.attn(x, mask, cache)))
+            x = self.ln_2(x + self.drop(self.mlp(x)))
+        return x
+
+
+def init_weights(model: nn.Module, n_layer: int) -> None:
+    """GPT-2/BERT initialisation: weights ~ N(0, 0.02), biases 0, LayerNorm (1, 0).
+
+    As in GPT-2, the projections that write into the residual stream (attn.proj, mlp.proj) are
+    scaled down by 1/sqrt(2 * n_layer): the stream sums 2 * n_layer of them, and this keeps its
+    variance at initialisation independent of depth.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            std = 0.02 / math.sqrt(2 * n_layer) if name.endswith(("attn.proj", "mlp.proj")) else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+def positions_from_mask(attention_mask: Tensor) -> Tensor:
+    """Position ids (B, T) that count only real tokens: cumsum(mask) - 1, clamped at 0.
+
+    With left padding ("<pad> <pad> The cat") the first real token gets position 0, exactly as if
+    the row were not padded; pads themselves get 0 (their outputs are never used).
+    """
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def check_model_inputs(
+    ids: Tensor, attention_mask: Tensor | None, config: ModelConfig, past_length: int = 0
+) -> None:
+    """Raise ModelInputError, naming the fix, when ids or mask do not fit the model."""
+    if ids.dim() != 2 or ids.dtype != torch.long:
+        raise ModelInputError(
+            f"ids must be a (batch, time) tensor of int64 token ids, got shape {tuple(ids.shape)} and "
+            f"dtype {ids.dtype}; add a batch dimension with ids[None] and use torch.long"
+        )
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= config.vocab_size):
+        raise ModelInputError(
+            f"token ids must be in [0, {config.vocab_size}) (the model's vocab_size), got min "
+            f"{int(ids.min())} and max {int(ids.max())}; was the model built for a different tokenizer?"
+        )
+    total = past_length + ids.shape[1]
+    if total > config.block_size:
+        raise ModelInputError(
+            f"sequence of {total} tokens ({past_length} cached + {ids.shape[1]} new) is longer than the "
+            f"context block_size={config.block_size}; truncate the input or train with a larger block_size"
+        )
+    if attention_mask is not None and attention_mask.shape != ids.shape:
+        raise ModelInputError(
+            f"attention_mask has shape {tuple(attention_mask.shape)} but ids have {tuple(ids.shape)}; "
+            "the mask needs one True/False per token (True = real token, False = padding)"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Importing weights saved by other implementations (GPT-2, BERT): shared by gpt.py and bert.py.
+
+# How to build one of our parameters: the source keys it is made from, and how to combine them.
+Conversion = tuple[list[str], Callable[[list[Tensor]], Tensor]]
+
+
+def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """Drop `prefix` (e.g. 'transformer.') from the keys that have it; keep the other keys as they are."""
+    return {k.removeprefix(prefix): v for k, v in state_dict.items()}
+
+
+def load_converted(
+    model: nn.Module, state_dict: Mapping[str, Tensor], plan: dict[str, Conversion],
+    ignored: Callable[[str], bool], source: str,
+) -> None:
+    """Fill `model` from `state_dict` following `plan` (our key -> conversion of source keys).
+
+    Raises CheckpointError listing every missing, unexpected (extra) and mis-shaped key, so a user
+    sees all that is wrong in one go. `ignored(key)` marks source keys we knowingly drop (buffers,
+    heads we do not have, tied copies).
+    """
+    used = {key for sources, _ in plan.values() for key in sources}
+    missing = sorted(used - state_dict.keys())
+    extra = sorted(k for k in state_dict if k not in used and not ignored(k))
+    if missing or extra:
+        raise CheckpointError(
+            f"this does not look like a {source} state dict: missing keys {missing or 'none'}; "
+            f"unexpected keys {extra or 'none'}. Pass the model's own state_dict() (e.g. from "
+            f"torch.load of its pytorch_model.bin) without renaming its keys"
+        )
+    own = model.state_dict()
+    converted, misshaped = {}, []
+    for ours, (sources, combine) in plan.items():
+        try:
+            tensor = combine([state_dict[k] for k in sources])
+        except RuntimeError:  # e.g. q, k, v of different widths cannot be stacked
+            tensor = None
+        if tensor is None or tensor.shape != own[ours].shape:
+            got = [tuple(state_dict[k].shape) for k in sources]
+            misshaped.append(f"{'+'.join(sources)} has shape {got}, expected {tuple(own[ours].shape)}")
+        converted[ours] = tensor
+    if misshaped:
+        raise CheckpointError(
+            f"{source} state dict has mis-shaped tensors (the model's shape was inferred from the "
+            f"embeddings and the first layer): {'; '.join(misshaped)}"
+        )
+    model.load_state_dict(converted, strict=True)

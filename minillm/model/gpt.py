@@ -1,0 +1,279 @@
+"""GPT: a decoder-only transformer that predicts the next token, and the sampling loop that writes text.
+
+Follow a batch of token ids through `GPT.hidden_states`:
+
+    ids (B, T) --token embedding--> (B, T, C) + position embedding (B, T, C)
+      -> n_layer blocks, each with a CAUSAL mask (position t sees positions 0..t only)
+      -> final LayerNorm (B, T, C)
+      -> LM head: the token embedding table again, transposed (weight tying) -> logits (B, T, V)
+
+logits[b, t] scores every vocabulary entry as the token that comes AFTER ids[b, t]. The loss is
+computed by the training stages, not here.
+
+Generation (`GPT.generate`) repeats: run the model, take the logits of the last position, turn them
+into a distribution (temperature, top-k, top-p), draw a token, append it. Two details matter:
+- **KV cache**: keys and values of past tokens are kept (attention.KVCache), so each step only
+  processes the one new token. `use_cache=False` recomputes everything, for comparison.
+- **Batched prompts of different lengths** are LEFT-padded ("<pad> <pad> Hello there") so that every
+  row's next token is appended at the same column. The attention mask hides the pads (also from
+  all later tokens, through the cache), and position ids count real tokens only, so a padded prompt
+  is continued exactly as it would be on its own.
+
+`GPT.from_gpt2_state_dict` loads the weights of OpenAI's GPT-2 (a state dict you already have):
+the architecture here is GPT-2's, choice for choice (pre-LN, tanh GELU, eps 1e-5, tied head).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from minillm.config import ModelConfig
+from minillm.errors import CheckpointError, ModelInputError
+from minillm.model.attention import KVCache, causal_mask, combine_masks, padding_mask
+from minillm.model.blocks import (
+    Block,
+    Conversion,
+    check_model_inputs,
+    init_weights,
+    load_converted,
+    positions_from_mask,
+    strip_prefix,
+)
+
+
+@dataclass
+class Generation:
+    """What `GPT.generate` returns. N = number of generated steps (<= max_new_tokens: it stops
+    early once every row has produced eos).
+
+    ids:           (B, T0 + N) the prompts (as given, padding included) followed by new_ids
+    new_ids:       (B, N) the generated tokens; after a row's first eos, pad_id
+    logprobs:      (B, N) log-probability of each generated token under the temperature-scaled
+                   distribution, before top-k/top-p truncation (what a forward pass recomputes);
+                   0 where response_mask is False. With temperature 0 (greedy): under temperature 1.
+    response_mask: (B, N) bool, True for real generated tokens, up to AND including the first eos
+    """
+
+    ids: Tensor
+    new_ids: Tensor
+    logprobs: Tensor
+    response_mask: Tensor
+
+
+class GPT(nn.Module):
+    """A GPT-2 style decoder: token + position embeddings, causal pre-LN blocks, tied LM head."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        init_weights(self, config.n_layer)
+
+    def hidden_states(
+        self, ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """ids (B, T) -> (B, T, C) after the final LayerNorm.
+
+        attention_mask (B, T): True = real token, False = padding. With a cache, ids and mask are the
+        NEW tokens only; the cache remembers the earlier ones and their mask.
+        """
+        past = 0 if cache is None else cache.length
+        check_model_inputs(ids, attention_mask, self.config, past)
+        B, T = ids.shape
+        key_mask = attention_mask if cache is None else cache.add_tokens(attention_mask, B, T)  # (B, Tk)
+        if position_ids is None and key_mask is not None:
+            position_ids = positions_from_mask(key_mask)[:, -T:]  # (B, T): real tokens counted only
+        elif position_ids is None:
+            position_ids = torch.arange(past, past + T, device=ids.device)[None]  # (1, T)
+        x = self.drop(self.tok_emb(ids) + self.pos_emb(position_ids))  # (B, T, C)
+        padding = None if key_mask is None else padding_mask(key_mask)  # (B, 1, 1, Tk)
+        mask = combine_masks(padding, causal_mask(T, past + T, ids.device))  # (B or 1, 1, T, Tk)
+        for block in self.blocks:
+            x = block(x, mask, cache)  # (B, T, C)
+        return self.ln_f(x)
+
+    def forward(
+        self, ids: Tensor, attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """ids (B, T) -> logits (B, T, V); logits[:, t] predict the token after ids[:, t]."""
+        h = self.hidden_states(ids, attention_mask, position_ids, cache)  # (B, T, C)
+        return h @ self.tok_emb.weight.T  # (B, T, V): tied head, the input table read backwards
+
+    @torch.no_grad()
+    def generate(
+        self, ids: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+        top_p: float | None = None, eos_id: int | None = None, attention_mask: Tensor | None = None,
+        pad_id: int | None = None, generator: torch.Generator | None = None, use_cache: bool = True,
+    ) -> Generation:
+        """Continue each prompt of `ids` (B, T0) by up to `max_new_tokens` tokens.
+
+        Prompts of different lengths must be LEFT-padded, with attention_mask False on the pads.
+        temperature 0 = greedy (argmax); top_k keeps the k likeliest tokens; top_p keeps the smallest
+        set whose probability reaches p. A row stops at `eos_id`; its later slots hold `pad_id`
+        (default: eos_id). Pass a seeded torch.Generator to make sampling repeatable. Runs in eval
+        mode (no dropout) and restores the previous mode afterwards.
+        """
+        self._check_generate_args(ids, max_new_tokens, temperature, top_k, top_p, eos_id, pad_id,
+                                  attention_mask)
+        pad = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
+        B = ids.shape[0]
+        cache = KVCache(self.config.n_layer) if use_cache else None
+        mask = None if attention_mask is None else attention_mask.bool()  # (B, T), None = no padding
+        one_real = None if mask is None else torch.ones(B, 1, dtype=torch.bool, device=ids.device)
+        seq = ids
+        done = torch.zeros(B, dtype=torch.bool, device=ids.device)
+        new_ids, logprobs, alive = [], [], []
+        was_training = self.training
+        self.eval()
+        try:
+            logits = self(ids, mask, cache=cache)[:, -1]  # (B, V): the next token after each prompt
+            for step in range(max_new_tokens):
+                token, logprob = sample_next(logits, temperature, top_k, top_p, generator)  # (B,), (B,)
+                token = token.masked_fill(done, pad)  # finished rows only emit padding
+                new_ids.append(token)
+                logprobs.append(logprob.masked_fill(done, 0.0))
+                alive.append(~done)
+                if eos_id is not None:
+                    done = done | (token == eos_id)
+                if bool(done.all()) or step == max_new_tokens - 1:
+                    break
+                seq = torch.cat([seq, token[:, None]], dim=1)  # (B, T + 1)
+                mask = None if mask is None else torch.cat([mask, one_real], dim=1)
+                if cache is not None:  # feed only the new token; the cache holds the rest
+                    logits = self(token[:, None], one_real, cache=cache)[:, -1]
+                else:  # recompute the whole sequence
+                    logits = self(seq, mask)[:, -1]
+        finally:
+            self.train(was_training)
+        new = torch.stack(new_ids, dim=1)  # (B, N)
+        return Generation(ids=torch.cat([ids, new], dim=1), new_ids=new,
+                          logprobs=torch.stack(logprobs, dim=1), response_mask=torch.stack(alive, dim=1))
+
+    def _check_generate_args(
+        self, ids: Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
+        top_p: float | None, eos_id: int | None, pad_id: int | None, attention_mask: Tensor | None,
+    ) -> None:
+        check_model_inputs(ids, attention_mask, self.config)
+        V, total = self.config.vocab_size, ids.shape[1] + max_new_tokens
+        problems = []
+        if max_new_tokens < 1:
+            problems.append(f"max_new_tokens={max_new_tokens} must be >= 1")
+        if total > self.config.block_size:
+            problems.append(f"prompt ({ids.shape[1]}) + max_new_tokens ({max_new_tokens}) = {total} "
+                            f"exceeds block_size={self.config.block_size}; shorten one of them")
+        if temperature < 0:
+            problems.append(f"temperature={temperature} must be >= 0 (0 = greedy)")
+        if top_k is not None and top_k < 1:
+            problems.append(f"top_k={top_k} must be >= 1 or None")
+        if top_p is not None and not 0 < top_p <= 1:
+            problems.append(f"top_p={top_p} must be in (0, 1] or None")
+        for name, value in (("eos_id", eos_id), ("pad_id", pad_id)):
+            if value is not None and not 0 <= value < V:
+                problems.append(f"{name}={value} must be a token id in [0, {V})")
+        if attention_mask is not None:
+            m = attention_mask.bool()
+            if not bool((m[:, 1:] >= m[:, :-1]).all() and m[:, -1].all()):
+                problems.append("attention_mask must describe LEFT padding (False pads first, then True "
+                                "tokens, the last column True) so that new tokens follow the prompt")
+        if problems:
+            raise ModelInputError("generate: " + "; ".join(problems))
+
+    @classmethod
+    def from_gpt2_state_dict(
+        cls, state_dict: Mapping[str, Tensor], n_head: int | None = None, attention: str = "manual"
+    ) -> GPT:
+        """Build a GPT holding the weights of a GPT-2 state dict (HuggingFace layout, e.g. GPT2LMHeadModel).
+
+        Sizes are read from the tensors' shapes. The number of heads cannot be (it only splits the
+        width), so it is an argument; by default n_embd // 64, true for every GPT-2 size. GPT-2
+        stores its Linear layers as "Conv1D" with the weight transposed: (in, out) instead of
+        (out, in), so each matrix is transposed on the way in.
+        """
+        sd = strip_prefix(state_dict, "transformer.")
+        needed = ["wte.weight", "wpe.weight", "h.0.mlp.c_fc.weight"]
+        if any(k not in sd for k in needed):
+            raise CheckpointError(f"not a GPT-2 state dict: missing {[k for k in needed if k not in sd]} "
+                                  "(needed to infer the model's size)")
+        vocab_size, n_embd = sd["wte.weight"].shape
+        config = ModelConfig(
+            vocab_size=vocab_size, block_size=sd["wpe.weight"].shape[0], n_embd=n_embd,
+            n_layer=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("h.")),
+            n_head=n_head if n_head is not None else max(1, n_embd // 64),
+            mlp_ratio=sd["h.0.mlp.c_fc.weight"].shape[1] // n_embd,
+            norm="pre", activation="gelu_tanh", layer_norm_eps=1e-5, attention=attention,
+        )
+        if "lm_head.weight" in sd and not torch.equal(sd["lm_head.weight"], sd["wte.weight"]):
+            raise CheckpointError("lm_head.weight differs from wte.weight: GPT-2 ties them, and so does "
+                                  "this GPT; an untied head cannot be loaded")
+        model = cls(config)
+        load_converted(model, sd, _gpt2_plan(config.n_layer), _gpt2_ignored, "GPT-2")
+        return model
+
+
+# (our module, GPT-2's module) in each block.
+_GPT2_LAYER = (
+    ("ln_1", "ln_1"), ("ln_2", "ln_2"), ("attn.qkv", "attn.c_attn"), ("attn.proj", "attn.c_proj"),
+    ("mlp.fc", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj"),
+)
+
+
+def _gpt2_plan(n_layer: int) -> dict[str, Conversion]:
+    """Our parameter name -> the GPT-2 key it comes from (Conv1D weights transposed)."""
+    same, transposed = (lambda ts: ts[0]), (lambda ts: ts[0].T)
+    plan: dict[str, Conversion] = {
+        "tok_emb.weight": (["wte.weight"], same), "pos_emb.weight": (["wpe.weight"], same),
+        "ln_f.weight": (["ln_f.weight"], same), "ln_f.bias": (["ln_f.bias"], same),
+    }
+    for i in range(n_layer):
+        for ours, theirs in _GPT2_LAYER:
+            weight = same if ours.startswith("ln") else transposed
+            plan[f"blocks.{i}.{ours}.weight"] = ([f"h.{i}.{theirs}.weight"], weight)
+            plan[f"blocks.{i}.{ours}.bias"] = ([f"h.{i}.{theirs}.bias"], same)
+    return plan
+
+
+def _gpt2_ignored(key: str) -> bool:
+    """GPT-2 keys we knowingly skip: the tied LM head (checked above) and old causal-mask buffers."""
+    return key == "lm_head.weight" or key.endswith((".attn.bias", ".attn.masked_bias"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling: from the last position's logits to one token per row.
+
+
+def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
+    """Set to -inf every token outside the top-k and outside the top-p nucleus. logits (B, V)."""
+    if top_k is not None:
+        kth_best = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if top_p is not None:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
+        probs = sorted_logits.softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above this one
+        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))  # the best stays
+        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+    return logits
+
+
+def sample_next(
+    logits: Tensor, temperature: float, top_k: int | None, top_p: float | None,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
+    """Pick one token per row from logits (B, V); return it (B,) and its log-probability (B,)."""
+    if temperature == 0:  # greedy: the single likeliest token
+        token = logits.argmax(dim=-1)  # (B,)
+        return token, logits.log_softmax(dim=-1).gather(-1, token[:, None])[:, 0]
+    scaled = logits / temperature  # < 1 sharpens the distribution, > 1 flattens it
+    probs = filter_logits(scaled, top_k, top_p).softmax(dim=-1)  # (B, V)
+    token = torch.multinomial(probs, num_samples=1, generator=generator)[:, 0]  # (B,)
+    return token, scaled.log_softmax(dim=-1).gather(-1, token[:, None])[:, 0]

@@ -1,0 +1,142 @@
+"""Causal language modelling: pretraining a GPT by predicting the next token.
+
+Every position of a sequence is a training example: given tokens 0..t, predict token t+1. One
+window of T+1 tokens therefore gives T predictions at once, and the causal mask inside the model
+makes sure position t never peeks at t+1. The "shift" is the whole trick, and it is written out in
+`clm_loss`: the inputs are `ids[:, :-1]`, the targets are `ids[:, 1:]`.
+
+Packed training data (`data.py`) means no padding: documents are joined as
+`<bos> doc <eos> <bos> doc <eos> ...` and cut into windows anywhere, so the model also learns to end
+a document with `<eos>` and to start a fresh one after it.
+
+How good is the model? Perplexity, exp(mean negative log-likelihood per token), is "how many tokens
+the model is hesitating between" on average. We compare it with a unigram model (token frequencies
+from the training split, add-one smoothed) on exactly the same validation tokens: the unigram model
+knows which tokens are common but nothing about context, so the gap is what the transformer
+learnt from context. And we sample text, because numbers alone never say whether it reads well.
+
+The GPT trained here is the starting point of stage 2 (instruction tuning) and stage 3 (RLHF):
+the facts of the small world that it memorises now are the ones it can answer questions about later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minillm.config import CLMConfig, to_dict
+from minillm.model import GPT
+from minillm.stage1_pretrain.data import (
+    check_enough_tokens,
+    check_resume,
+    consecutive_windows,
+    pack_documents,
+    random_windows,
+    unigram_counts,
+)
+from minillm.train import train
+from minillm.utils import write_json
+
+SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")
+MAX_EVAL_WINDOWS = 512
+
+
+def clm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over a batch of windows ids (B, T+1)."""
+    inputs, targets = ids[:, :-1], ids[:, 1:]  # (B, T) each: position t predicts token t+1
+    logits = model(inputs)  # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, stream: torch.Tensor, block_size: int, batch_size: int,
+               max_windows: int = MAX_EVAL_WINDOWS) -> dict[str, float]:
+    """exp(mean NLL) of `stream`, scored in consecutive windows; also returns how many tokens were scored."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    windows = consecutive_windows(stream, block_size + 1, block_size, max_windows)  # (N, T+1)
+    nll_sum = 0.0
+    for start in range(0, len(windows), batch_size):
+        ids = windows[start:start + batch_size].to(device)  # (b, T+1)
+        nll_sum += float(clm_loss(model, ids)) * ids[:, 1:].numel()
+    model.train(was_training)
+    n_tokens = windows[:, 1:].numel()
+    return {"val_loss": nll_sum / n_tokens, "val_perplexity": math.exp(nll_sum / n_tokens),
+            "val_tokens": n_tokens}
+
+
+def unigram_perplexity(train_stream: torch.Tensor, val_stream: torch.Tensor, vocab_size: int,
+                       block_size: int, max_windows: int = MAX_EVAL_WINDOWS) -> float:
+    """Perplexity of an add-one unigram model fitted on `train_stream`, on the tokens `perplexity` scores."""
+    counts = unigram_counts(train_stream, vocab_size) + 1.0  # add-one: no token has probability 0
+    log_p = torch.log(counts / counts.sum())  # (V,)
+    targets = consecutive_windows(val_stream, block_size + 1, block_size, max_windows)[:, 1:]  # (N, T)
+    return math.exp(float(-log_p[targets].mean()))
+
+
+def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 60, temperature: float = 0.8,
+                  top_k: int | None = 40, seed: int = 0) -> str:
+    """Continue `prompt` (a document start, after `<bos>`) and return prompt + continuation.
+
+    Sampling stops at `<eos>`, the end of a document. The same seed gives the same text.
+    """
+    device = next(model.parameters()).device
+    ids = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(prompt)]], device=device)  # (1, T0)
+    max_new_tokens = min(max_new_tokens, model.config.block_size - ids.shape[1])
+    was_training = model.training
+    model.eval()
+    out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k,
+                         eos_id=tokenizer.eos_id, generator=torch.Generator(device).manual_seed(seed))
+    model.train(was_training)
+    new_ids = out.new_ids[0][out.response_mask[0]].tolist()
+    return prompt + tokenizer.decode(new_ids, skip_special=True)
+
+
+def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
+              out_dir: str | Path, *, resume: bool = False) -> dict:
+    """Pretrain a GPT by next-token prediction on packed documents; write the run to `out_dir`.
+
+    The model's vocabulary size is taken from the tokenizer. Returns the final metrics (also in
+    `out_dir/results.json`): validation perplexity, the unigram baseline's, and samples.
+    """
+    out_dir = Path(out_dir)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
+    if resume:
+        check_resume(out_dir, to_dict(cfg), tokenizer)
+    T, B = cfg.model.block_size, cfg.train.batch_size
+    streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}
+    check_enough_tokens(streams["train"], B * (T + 1), "train", f"one batch ({B} windows of {T}+1 tokens)")
+    check_enough_tokens(streams["val"], T + 1, "validation", f"one window of {T}+1 tokens")
+
+    def get_batch(split: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"ids": random_windows(streams[split], T + 1, B, generator)}  # (B, T+1)
+
+    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return clm_loss(model, batch["ids"]), {}
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return perplexity(model, streams["val"], T, B, max_windows=64)
+
+    model = GPT(cfg.model)
+    result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, evaluate=evaluate,
+                   run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="clm",
+                   model_kind="gpt")
+
+    metrics = perplexity(model, streams["val"], T, B)
+    metrics["unigram_perplexity"] = unigram_perplexity(streams["train"], streams["val"],
+                                                       tokenizer.vocab_size, T)
+    metrics.update({
+        "samples": [generate_text(model, tokenizer, p, seed=i) for i, p in enumerate(SAMPLE_PROMPTS)],
+        "train_tokens": len(streams["train"]),
+        "steps": cfg.train.max_steps,
+        "final_train_loss": result["final"].get("loss"),
+    })
+    write_json(out_dir / "results.json", metrics)
+    return metrics

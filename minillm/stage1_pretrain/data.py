@@ -1,0 +1,98 @@
+"""Turning documents into training batches: one token stream, cut into windows. Shared by MLM and CLM.
+
+Pretraining needs no labels, only text, so the data pipeline is short:
+
+1. **Pack.** Every document is encoded and framed as `<bos> document <eos>`, and all of them are
+   concatenated into one long 1-D tensor of token ids. Packing wastes nothing on padding: every
+   position of every batch is real text. The separators tell the model where one document ends and
+   an unrelated one begins (a GPT learns to predict `<eos>`, which is how it later knows to stop;
+   a BERT simply never has them masked).
+2. **Cut.** A training batch is `batch_size` windows of fixed length starting at random offsets,
+   drawn with the generator the training loop owns (so a resumed run draws the same windows).
+   Evaluation instead walks the stream in consecutive windows, so every number it reports is
+   computed on a fixed set of tokens that a baseline can be measured on too.
+3. **Count.** The unigram counts of the training stream give the baselines that tell us whether a
+   model learnt anything beyond "which tokens are frequent".
+
+Resuming a run must continue the *same* experiment: `check_resume` refuses a run folder whose
+tokenizer or stage settings differ from the ones given now (the training loop itself checks the
+model's shape, and only notes changed optimisation settings such as more steps).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from minillm.config import diff_configs
+from minillm.errors import ConfigError, DataError
+from minillm.tokenizer import load_tokenizer
+from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME
+from minillm.train.loop import CONFIG_NAME
+
+
+def pack_documents(tokenizer, docs: Sequence[str]) -> torch.Tensor:
+    """Encode each document as `<bos> ids <eos>` and concatenate them into one stream (N,)."""
+    stream: list[int] = []
+    for doc in docs:
+        stream.append(tokenizer.bos_id)
+        stream.extend(tokenizer.encode(doc))
+        stream.append(tokenizer.eos_id)
+    return torch.tensor(stream, dtype=torch.long)
+
+
+def check_enough_tokens(stream: torch.Tensor, needed: int, split: str, why: str) -> None:
+    """Raise DataError if `stream` holds fewer than `needed` tokens, saying both numbers and a fix."""
+    if len(stream) < needed:
+        raise DataError(
+            f"the {split} split has {len(stream)} tokens but {why} needs {needed}; "
+            f"use a bigger corpus, or a smaller block_size / batch_size"
+        )
+
+
+def random_windows(stream: torch.Tensor, length: int, batch_size: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """`batch_size` windows of `length` consecutive tokens at random offsets: (B, length)."""
+    starts = torch.randint(len(stream) - length + 1, (batch_size,), generator=generator)  # (B,)
+    offsets = torch.arange(length)  # (L,)
+    return stream[starts[:, None] + offsets[None, :]]  # (B, L)
+
+
+def consecutive_windows(stream: torch.Tensor, length: int, stride: int, max_windows: int) -> torch.Tensor:
+    """Windows of `length` tokens starting every `stride` tokens from the start: (N, length).
+
+    With stride = length the windows tile the stream; with stride = length - 1 (next-token
+    prediction) each window's first token is the previous window's last, so every token after the
+    first is a target exactly once.
+    """
+    n = min(max_windows, (len(stream) - length) // stride + 1)
+    starts = torch.arange(n) * stride  # (N,)
+    return stream[starts[:, None] + torch.arange(length)[None, :]]  # (N, L)
+
+
+def unigram_counts(stream: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """How often each token id occurs in `stream`: (V,) float."""
+    return torch.bincount(stream, minlength=vocab_size).double()
+
+
+def check_resume(out_dir: Path, run_config: dict, tokenizer) -> None:
+    """Before resuming `out_dir`: same tokenizer, same stage settings (all but `train`), or ConfigError."""
+    if not (out_dir / CKPT_NAME).is_file():
+        return  # nothing to resume: the run starts fresh
+    if (out_dir / TOKENIZER_NAME).is_file() and \
+            load_tokenizer(out_dir / TOKENIZER_NAME).to_dict() != tokenizer.to_dict():
+        raise ConfigError(
+            f"cannot resume {out_dir}: it was trained with another tokenizer than the one given now; "
+            f"use {out_dir / TOKENIZER_NAME}, or start a new run in another folder"
+        )
+    saved = json.loads((out_dir / CONFIG_NAME).read_text(encoding="utf-8")).get("run") or {}
+    differences = diff_configs({k: v for k, v in saved.items() if k != "train"},
+                               {k: v for k, v in run_config.items() if k != "train"})
+    if differences:
+        raise ConfigError(
+            f"cannot resume {out_dir}: its settings differ (saved -> now): {'; '.join(differences)}. "
+            "Use the saved settings, or start a new run in another folder"
+        )

@@ -1,0 +1,199 @@
+"""Masked language modelling: pretraining a BERT encoder by filling in blanks.
+
+The whole stage in four pieces, each a function below:
+
+- `get_batch`: random windows of the packed token stream, masked with BERT's recipe
+  (`masking.py`). The labels hold the hidden tokens at ~15% of positions and -100 elsewhere.
+- `mlm_loss`: cross-entropy between the encoder's logits and the labels, averaged over the chosen
+  positions only. It is written out here rather than hidden in the model, because *which
+  positions count* is the whole idea of MLM.
+- `evaluate_mlm`: how often the top prediction at a masked position is the original token, on the
+  validation split, next to a baseline that ignores the context and always answers the most
+  frequent token. A model far above that baseline uses the words around the blank.
+- `fill_mask`: the classic demo. "A flash flood watch will be in effect all [MASK]." should rank
+  time spans first (night, day, weekend...), because that is what the corpus puts there.
+
+The training itself is the shared loop of `minillm/train`: forward -> `mlm_loss` -> backward ->
+clip -> step, with logging, evaluation and checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import nn
+
+from minillm.config import MLMConfig, to_dict
+from minillm.errors import ModelInputError
+from minillm.model import Bert
+from minillm.stage1_pretrain.data import (
+    check_enough_tokens,
+    check_resume,
+    consecutive_windows,
+    pack_documents,
+    random_windows,
+    unigram_counts,
+)
+from minillm.stage1_pretrain.masking import IGNORE_INDEX, mask_tokens
+from minillm.train import train
+from minillm.utils import write_json
+
+MASK_LITERAL = "[MASK]"  # what a user types where the blank is
+FLASH_FLOOD = "A flash flood watch will be in effect all [MASK]."
+EVAL_SEED = 1234  # masks the validation windows the same way at every evaluation
+MAX_EVAL_WINDOWS = 256
+
+
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the chosen positions (labels != -100); the others give no signal.
+
+    logits (B, T, V), labels (B, T). Written as a sum divided by a count so that a batch with no
+    chosen position gives 0 instead of NaN.
+    """
+    chosen = labels != IGNORE_INDEX  # (B, T)
+    nll = F.cross_entropy(logits[chosen], labels[chosen], reduction="sum")  # logits[chosen]: (N, V)
+    return nll / chosen.sum().clamp(min=1)
+
+
+def masked_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """(correct, total) top-1 predictions at the chosen positions."""
+    chosen = labels != IGNORE_INDEX
+    return int((logits.argmax(-1)[chosen] == labels[chosen]).sum()), int(chosen.sum())
+
+
+def _mask(ids: torch.Tensor, cfg: MLMConfig, tokenizer, generator: torch.Generator):
+    return mask_tokens(
+        ids, mask_id=tokenizer.mask_id, special_ids=tokenizer.special_tokens.values(),
+        vocab_size=tokenizer.vocab_size, generator=generator, mask_prob=cfg.mask_prob,
+        mask_token_prob=cfg.mask_token_prob, random_token_prob=cfg.random_token_prob,
+    )
+
+
+@torch.no_grad()
+def evaluate_mlm(model: nn.Module, cfg: MLMConfig, tokenizer, val_stream: torch.Tensor,
+                 most_frequent_id: int, max_windows: int = MAX_EVAL_WINDOWS) -> dict[str, float]:
+    """Masked-token accuracy on fixed validation windows, and the unigram baseline on the same blanks."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    T = cfg.model.block_size
+    windows = consecutive_windows(val_stream, T, T, max_windows)  # (N, T)
+    masked = _mask(windows, cfg, tokenizer, torch.Generator().manual_seed(EVAL_SEED))
+    correct = total = 0
+    loss_sum = 0.0
+    for start in range(0, len(windows), cfg.train.batch_size):
+        rows = slice(start, start + cfg.train.batch_size)
+        logits = model(masked.input_ids[rows].to(device))  # (b, T, V)
+        labels = masked.labels[rows].to(device)
+        c, n = masked_accuracy(logits, labels)
+        correct, total = correct + c, total + n
+        loss_sum += float(mlm_loss(logits, labels)) * n
+    model.train(was_training)
+    unigram_correct = int((masked.labels[masked.chosen] == most_frequent_id).sum())
+    return {
+        "val_masked_loss": loss_sum / max(total, 1),
+        "val_masked_accuracy": correct / max(total, 1),
+        "unigram_masked_accuracy": unigram_correct / max(total, 1),
+        "val_masked_positions": total,
+    }
+
+
+def _encode_with_mask(tokenizer, text: str) -> tuple[list[int], int]:
+    """Token ids of `text` with its one "[MASK]" replaced by the mask id, and that position."""
+    if text.count(MASK_LITERAL) != 1:
+        raise ModelInputError(
+            f"fill-mask needs exactly one {MASK_LITERAL} in the text, found {text.count(MASK_LITERAL)}: "
+            f"{text!r}; write e.g. {FLASH_FLOOD!r}"
+        )
+    left, right = text.split(MASK_LITERAL)
+    # The space before a word belongs to that word's token (" night"), so a space before the
+    # blank goes into the blank: the candidates are then the tokens the model saw in running text.
+    left_ids = tokenizer.encode(left.rstrip(" ")) if left.strip() else []
+    ids = [tokenizer.bos_id, *left_ids, tokenizer.mask_id, *tokenizer.encode(right), tokenizer.eos_id]
+    return ids, 1 + len(left_ids)
+
+
+@torch.no_grad()
+def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 10) -> list[tuple[str, float]]:
+    """The `top_k` most likely tokens for the "[MASK]" in `text`, as (piece, probability), best first."""
+    ids, position = _encode_with_mask(tokenizer, text)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    logits = model(torch.tensor([ids], device=device))[0, position]  # (V,)
+    model.train(was_training)
+    probs = torch.softmax(logits.float(), dim=-1)  # (V,)
+    top = torch.topk(probs, min(top_k, len(probs)))
+    return [(tokenizer.id_to_piece(int(i)), float(p)) for p, i in zip(top.values, top.indices)]
+
+
+def plot_fill_mask(ranking: Sequence[tuple[str, float]], path: str | Path, title: str = FLASH_FLOOD) -> None:
+    """A horizontal bar chart of a fill-mask ranking, best candidate on top."""
+    pieces = [repr(piece) for piece, _ in ranking][::-1]
+    probs = [p for _, p in ranking][::-1]
+    fig = Figure(figsize=(6, 0.35 * len(ranking) + 1.2))
+    ax = fig.subplots()
+    ax.barh(pieces, probs, color="tab:blue")
+    ax.set_xlabel("probability")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
+              out_dir: str | Path, *, resume: bool = False) -> dict:
+    """Pretrain a BERT encoder with masked language modelling; write the run to `out_dir`.
+
+    The model's vocabulary size is taken from the tokenizer. Returns the final metrics (also
+    written to `out_dir/results.json`): validation masked accuracy and its unigram baseline, the
+    flash-flood ranking, and the step count.
+    """
+    out_dir = Path(out_dir)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
+    if resume:
+        check_resume(out_dir, to_dict(cfg), tokenizer)
+    T, B = cfg.model.block_size, cfg.train.batch_size
+    streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}
+    check_enough_tokens(streams["train"], B * T, "train", f"one batch ({B} windows of {T} tokens)")
+    check_enough_tokens(streams["val"], T, "validation", f"one window of {T} tokens")
+    counts = unigram_counts(streams["train"], tokenizer.vocab_size)
+    counts[list(tokenizer.special_tokens.values())] = 0  # a masked position is never special
+    most_frequent_id = int(counts.argmax())
+
+    def get_batch(split: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        ids = random_windows(streams[split], T, B, generator)  # (B, T)
+        masked = _mask(ids, cfg, tokenizer, generator)
+        return {"input_ids": masked.input_ids, "labels": masked.labels}
+
+    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(batch["input_ids"])  # (B, T, V)
+        loss = mlm_loss(logits, batch["labels"])
+        correct, total = masked_accuracy(logits, batch["labels"])
+        return loss, {"masked_acc": correct / max(total, 1)}
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return evaluate_mlm(model, cfg, tokenizer, streams["val"], most_frequent_id, max_windows=64)
+
+    model = Bert(cfg.model)
+    result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, evaluate=evaluate,
+                   run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="mlm",
+                   model_kind="bert")
+
+    metrics = evaluate_mlm(model, cfg, tokenizer, streams["val"], most_frequent_id)
+    ranking = fill_mask(model, tokenizer, FLASH_FLOOD)
+    plot_fill_mask(ranking, out_dir / "fill_mask.png")
+    metrics.update({
+        "fill_mask_prompt": FLASH_FLOOD,
+        "fill_mask_top5": [[piece, round(p, 4)] for piece, p in ranking[:5]],
+        "unigram_prediction": tokenizer.id_to_piece(most_frequent_id),
+        "train_tokens": len(streams["train"]),
+        "steps": cfg.train.max_steps,
+        "final_train_loss": result["final"].get("loss"),
+    })
+    write_json(out_dir / "results.json", metrics)
+    return metrics

@@ -1,0 +1,73 @@
+"""Talk to a fine-tuned model in the terminal, one user turn at a time.
+
+Each line you type is wrapped in the same chat template the model was trained on
+(`<bos> <|user|> your text <|assistant|>`), the model continues it until it writes `<eos>`, and the
+text before `<eos>` is the answer. There is no memory across turns: the SFT data holds single-turn
+conversations, so each question starts a fresh conversation.
+
+`chat_loop` reads from and writes to any text streams, so a test can drive it with `io.StringIO`;
+`minillm chat --ckpt DIR` calls it with the terminal's stdin and stdout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TextIO
+
+import torch
+
+from minillm.stage2_sft.template import decode_response, encode_prompt
+
+QUIT = "/quit"
+
+
+@torch.no_grad()
+def answer(
+    model: Any,
+    tokenizer: Any,
+    prompt: str,
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> str:
+    """One reply: greedy when temperature == 0, sampled otherwise."""
+    max_new_tokens = min(max_new_tokens, model.config.block_size - 4)  # leave room for the prompt
+    ids = encode_prompt(tokenizer, prompt, max_len=model.config.block_size - max_new_tokens)
+    device = next(model.parameters()).device
+    x = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T0)
+    gen = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k,
+                         eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, generator=generator)
+    return decode_response(tokenizer, gen.new_ids[0].tolist())
+
+
+def chat_loop(
+    model: Any,
+    tokenizer: Any,
+    input_stream: TextIO,
+    output_stream: TextIO,
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> int:
+    """Read a line, answer it, repeat until `/quit` or end of input. Returns the number of turns."""
+    model.eval()
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    mode = "greedy" if temperature == 0 else f"sampling at temperature {temperature}"
+    output_stream.write(f"minillm chat ({mode}). Type a request, or {QUIT} to leave.\n")
+    turns = 0
+    while True:
+        output_stream.write("you> ")
+        output_stream.flush()
+        line = input_stream.readline()
+        if not line or line.strip() == QUIT:  # "" means end of input (Ctrl-D)
+            output_stream.write("\n" if not line else "bye\n")
+            return turns
+        if not line.strip():
+            continue
+        reply = answer(model, tokenizer, line, max_new_tokens=max_new_tokens, temperature=temperature,
+                       top_k=top_k, generator=generator)
+        output_stream.write(f"bot> {reply}\n")
+        turns += 1

@@ -1,0 +1,236 @@
+"""Did instruction tuning work, and does it generalise? Scores per family and per split.
+
+Every model is asked every test prompt in the same chat template and answers greedily (the most
+likely token each step), so a score measures the model, not the luck of sampling. Answers are
+generated in batches: prompts have different lengths, so they are *left*-padded, which puts the
+last prompt token of every row at the same column and lets all rows generate their next token
+together (`GPT.generate` takes the attention mask and positions the real tokens from 0).
+
+Two scores per answer:
+- **exact match**: the answer equals the reference after normalisation (`datasets.is_correct`);
+- **token F1**: the overlap of the answer's and the reference's words (the harmonic mean of
+  precision and recall), partial credit where exact match is all-or-nothing: "Tarsk" for
+  "The capital is Tarsk." scores 0 exact but 0.5 F1.
+
+The test splits ask four different questions:
+- `seen` (test_seen): new examples of tasks and phrasings seen in training. Did SFT learn?
+- `heldout_phrasings`: seen tasks, instructions worded in ways training never used.
+- `heldout_families`: whole task types never trained on. Does instruction tuning transfer?
+- `world_facts`: facts stated only in the pretraining corpus. Does SFT build on stage 1?
+
+And four models answer them: the **base** CLM (no SFT), **SFT** from the CLM, **SFT from scratch**
+(same data and steps, random init: what is left without pretraining), and SFT on a **single
+family** (same steps: does the variety of training tasks matter for unseen ones?).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import torch
+from torch import Tensor
+
+from minillm.config import SFTConfig, to_dict
+from minillm.datasets.instructions import is_correct, normalize_answer
+from minillm.model import GPT
+from minillm.stage2_sft.sft import train_sft
+from minillm.stage2_sft.template import decode_response, encode_prompt
+from minillm.train import load_model
+from minillm.utils import write_json
+
+# test split in the data -> key in metrics.json and the pipeline's report.json
+SPLIT_KEYS = {
+    "test_seen": "seen",
+    "test_heldout_phrasing": "heldout_phrasings",
+    "test_heldout_family": "heldout_families",
+    "test_world_fact": "world_facts",
+}
+MODEL_LABELS = {"base": "base (no SFT)", "sft": "SFT", "scratch": "SFT from scratch",
+                "single_family": "SFT, one family"}
+
+
+def left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Stack sequences into (B, T) ids with pads on the left, and the mask (True = real token)."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(seqs), T), dtype=torch.bool)  # (B, T)
+    for row, s in enumerate(seqs):
+        ids[row, T - len(s):] = torch.tensor(s, dtype=torch.long)
+        mask[row, T - len(s):] = True
+    return ids, mask
+
+
+@torch.no_grad()
+def generate_answers(
+    model: GPT, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64
+) -> list[str]:
+    """Greedy answers to `prompts`, in order, generated in left-padded batches of similar length."""
+    model.eval()
+    device = next(model.parameters()).device
+    encoded = [encode_prompt(tokenizer, p, max_len=model.config.block_size - max_new_tokens) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths, less padding
+    answers = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        ids, mask = left_pad([encoded[i] for i in rows], tokenizer.pad_id)
+        gen = model.generate(ids.to(device), max_new_tokens, temperature=0.0, eos_id=tokenizer.eos_id,
+                             attention_mask=mask.to(device), pad_id=tokenizer.pad_id)
+        for row, i in enumerate(rows):
+            answers[i] = decode_response(tokenizer, gen.new_ids[row].tolist())
+    return answers
+
+
+def token_f1(answer: str, reference: str) -> float:
+    """Word-overlap F1 between normalised answer and reference (1.0 when both are empty)."""
+    a, r = normalize_answer(answer).split(), normalize_answer(reference).split()
+    if not a or not r:
+        return float(a == r)
+    common = sum(min(a.count(w), r.count(w)) for w in set(a))
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(a), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score_answers(records: Sequence[dict], answers: Sequence[str]) -> dict:
+    """{split_key: {"exact_match", "f1", "n", "families": {family: {"exact_match", "f1", "n"}}}}."""
+    cells: dict[str, dict[str, list[tuple[bool, float]]]] = defaultdict(lambda: defaultdict(list))
+    for rec, ans in zip(records, answers, strict=True):
+        key = SPLIT_KEYS.get(rec["split"])
+        if key is not None:
+            ref = rec["reference"]
+            cells[key][rec["family"]].append((is_correct(ans, ref), token_f1(ans, ref)))
+
+    def summary(pairs: list[tuple[bool, float]]) -> dict:
+        return {"exact_match": sum(p[0] for p in pairs) / len(pairs),
+                "f1": sum(p[1] for p in pairs) / len(pairs), "n": len(pairs)}
+
+    return {
+        key: {**summary([p for fam in cells[key].values() for p in fam]),
+              "families": {fam: summary(pairs) for fam, pairs in sorted(cells[key].items())}}
+        for key in SPLIT_KEYS.values() if key in cells
+    }
+
+
+def select_test_records(records: Sequence[dict], per_split: int) -> list[dict]:
+    """The test records to score: all of them, or the first `per_split` of each split (0 = all)."""
+    kept, seen = [], defaultdict(int)
+    for rec in records:
+        split = rec.get("split")
+        if split in SPLIT_KEYS and (per_split == 0 or seen[split] < per_split):
+            kept.append(rec)
+            seen[split] += 1
+    return kept
+
+
+def evaluate_model(
+    model: GPT, tokenizer: Any, records: Sequence[dict], cfg: SFTConfig
+) -> tuple[dict, list[str]]:
+    """Scores (see `score_answers`) and the answers of one model on the test records."""
+    answers = generate_answers(model, tokenizer, [r["prompt"] for r in records], cfg.max_new_tokens,
+                               cfg.eval_batch_size)
+    return score_answers(records, answers), answers
+
+
+def exact_match_row(scores: dict) -> dict[str, float]:
+    """The four headline numbers (one per split) the pipeline report shows for a model."""
+    return {key: scores[key]["exact_match"] for key in SPLIT_KEYS.values() if key in scores}
+
+
+def plot_scores(table: dict[str, dict], path: Path) -> None:
+    """Grouped bars: exact match per split, one bar per model."""
+    splits = [k for k in SPLIT_KEYS.values() if any(k in s for s in table.values())]
+    width = 0.8 / max(len(table), 1)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for m, (name, scores) in enumerate(table.items()):
+        xs = [i + (m - (len(table) - 1) / 2) * width for i in range(len(splits))]
+        ax.bar(xs, [scores.get(k, {}).get("exact_match", 0.0) for k in splits], width,
+               label=MODEL_LABELS.get(name, name))
+    ax.set_xticks(range(len(splits)), [s.replace("_", "\n") for s in splits])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("exact match")
+    ax.set_title("Instruction tuning: exact match per test split")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def single_family_name(records: Sequence[dict], requested: str) -> str:
+    """The family the single-family baseline trains on: `requested`, or the largest training family."""
+    counts: dict[str, int] = defaultdict(int)
+    for rec in records:
+        if rec.get("split", "train") == "train":
+            counts[rec["family"]] += 1
+    return requested or max(sorted(counts), key=counts.__getitem__)
+
+
+def run_sft_with_baselines(
+    cfg: SFTConfig, records: list[dict], out_dir: str | Path, init_dir: str | Path,
+    *, baselines: bool = True, resume: bool = False,
+) -> dict:
+    """SFT from `init_dir` into `out_dir`, then score it and (with `baselines`) the base model,
+    SFT from scratch and single-family SFT on the same test records.
+
+    Writes out_dir/metrics.json (the table), out_dir/exact_match.png and out_dir/answers.jsonl.
+    Returns the pipeline's "sft" record: seconds, exact_match, base_exact_match, scratch_exact_match
+    (+ single_family_exact_match and the full per-family table under "models").
+    """
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    sft_run = train_sft(cfg, records, out_dir, init_dir=init_dir, resume=resume)
+    sft_seconds = time.perf_counter() - start
+    runs: dict[str, tuple[str | Path, dict | None]] = {"sft": (out_dir, sft_run)}
+    if baselines:
+        base_model, tokenizer = load_model(init_dir, GPT)
+        runs["scratch"] = (out_dir / "baselines" / "scratch", train_sft(
+            cfg, records, out_dir / "baselines" / "scratch", scratch_model_config=base_model.config,
+            tokenizer=tokenizer, resume=resume))
+        family = single_family_name(records, cfg.single_family)
+        one_family = [r for r in records if r.get("split", "train") != "train" or r["family"] == family]
+        runs["single_family"] = (out_dir / "baselines" / "single_family", train_sft(
+            cfg, one_family, out_dir / "baselines" / "single_family", init_dir=init_dir, resume=resume))
+        runs = {"base": (init_dir, None), **runs}
+    tests = select_test_records(records, cfg.eval_per_split)
+    table, answers = {}, {}
+    for name, (run_dir, _) in runs.items():
+        model, tokenizer = load_model(run_dir, GPT)
+        table[name], answers[name] = evaluate_model(model, tokenizer, tests, cfg)
+    report = {
+        "seconds": sft_seconds,
+        "total_seconds": time.perf_counter() - start,
+        "first_loss": sft_run["first_loss"],
+        "final_loss": sft_run["final_loss"],
+        "template": sft_run["template"],
+        **{("exact_match" if n == "sft" else f"{n}_exact_match"): exact_match_row(s)
+           for n, s in table.items()},
+        "f1": {n: {k: s[k]["f1"] for k in exact_match_row(s)} for n, s in table.items()},
+        "single_family": single_family_name(records, cfg.single_family) if baselines else None,
+        "models": table,
+        "config": to_dict(cfg),
+    }
+    write_json(out_dir / "metrics.json", report)
+    plot_scores(table, out_dir / "exact_match.png")
+    with open(out_dir / "answers.jsonl", "w", encoding="utf-8") as f:
+        for i, rec in enumerate(tests):
+            row = {k: rec[k] for k in ("id", "family", "split", "prompt", "reference")}
+            f.write(json.dumps({**row, **{n: a[i] for n, a in answers.items()}}) + "\n")
+    return report
+
+
+def format_table(report: dict) -> str:
+    """The exact-match table as text: one row per model, one column per split."""
+    rows = [(n, report["models"][n]) for n in MODEL_LABELS if n in report["models"]]
+    keys = list(SPLIT_KEYS.values())
+    lines = [f"{'model':20s}" + "".join(f"{k:>19s}" for k in keys)]
+    for name, scores in rows:
+        cells = "".join(f"{scores[k]['exact_match']:>10.0%} (F1 {scores[k]['f1']:.2f})" if k in scores
+                        else f"{'-':>19s}" for k in keys)
+        lines.append(f"{MODEL_LABELS[name]:20s}{cells}")
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""Supervised fine-tuning (SFT): teach a pretrained GPT to answer, one demonstration at a time.
+
+Nothing about the optimisation is new: it is the same loop as pretraining (`minillm.train.train`),
+with the same AdamW, schedule, clipping and checkpoints. Only two things change:
+
+1. **The data**: each row of a batch is one conversation in the chat template
+   (`template.encode_example`), not a window cut from a long text. Rows have different lengths, so
+   a batch is right-padded to its longest row and carries an attention mask (True = real token).
+   Right padding keeps every real token at the same positions as when it is alone: pads sit after
+   the `<eos>`, where causal attention never lets a real token see them.
+2. **The loss**: cross-entropy on the response tokens only. The logits at position t predict token
+   t+1, so we shift as in pretraining, then average the per-token losses over the positions whose
+   *target* is in the loss mask (response tokens and `<eos>`). Prompt and padding positions are
+   computed by the model but multiplied by zero here: they get no gradient.
+
+`train_sft` starts from a stage-1 run folder (`init_dir`: the CLM checkpoint and its tokenizer) or,
+for the baseline that shows what pretraining contributed, from random weights of the same shape.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minillm.config import ModelConfig, SFTConfig, to_dict
+from minillm.errors import ConfigError, DataError
+from minillm.model import GPT
+from minillm.stage2_sft.template import ChatExample, TemplateStats, encode_records
+from minillm.train import load_model, train
+from minillm.utils import seed_everything
+
+TRAIN_SPLIT = "train"
+VAL_SPLIT = "test_seen"  # teacher-forced validation loss: unseen examples of seen tasks
+
+
+def collate(examples: list[ChatExample], pad_id: int) -> dict[str, Tensor]:
+    """Right-pad conversations to one (B, T) batch: ids, attention_mask and loss_mask."""
+    T = max(len(ex.ids) for ex in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(examples), T), dtype=torch.bool)  # (B, T) True = real token
+    loss_mask = torch.zeros((len(examples), T), dtype=torch.bool)  # (B, T) True = target counts
+    for row, ex in enumerate(examples):
+        n = len(ex.ids)
+        ids[row, :n] = torch.tensor(ex.ids)
+        attention_mask[row, :n] = True
+        loss_mask[row, :n] = torch.tensor(ex.loss_mask)
+    return {"ids": ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
+
+
+def sft_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    """Mean cross-entropy over response tokens (and `<eos>`) only; prompt and pads cost nothing."""
+    ids, loss_mask = batch["ids"], batch["loss_mask"]  # (B, T), (B, T)
+    logits = model(ids, attention_mask=batch["attention_mask"])  # (B, T, V)
+    pred, targets = logits[:, :-1], ids[:, 1:]  # position t predicts token t+1: (B, T-1, V), (B, T-1)
+    counts = loss_mask[:, 1:].float()  # (B, T-1) 1 where the target is a response token
+    per_token = F.cross_entropy(pred.reshape(-1, pred.size(-1)), targets.reshape(-1), reduction="none")
+    per_token = per_token.view_as(counts)  # (B, T-1)
+    n_targets = counts.sum().clamp(min=1.0)
+    loss = (per_token * counts).sum() / n_targets
+    return loss, {"loss": loss.item(), "response_tokens": float(n_targets.item())}
+
+
+def make_get_batch(
+    splits: dict[str, list[ChatExample]], batch_size: int, pad_id: int, device: torch.device | str
+):
+    """get_batch(split, generator) for the training loop: rows drawn with the loop's generator only."""
+
+    def get_batch(split: str, generator: torch.Generator) -> dict[str, Tensor]:
+        examples = splits[split]
+        rows = torch.randint(len(examples), (batch_size,), generator=generator).tolist()
+        return {k: v.to(device) for k, v in collate([examples[r] for r in rows], pad_id).items()}
+
+    return get_batch
+
+
+def _split_records(records: list[dict]) -> dict[str, list[dict]]:
+    """Training and validation records; a record without a "split" field counts as training data."""
+    train_recs = [r for r in records if r.get("split", TRAIN_SPLIT) == TRAIN_SPLIT]
+    val_recs = [r for r in records if r.get("split") == VAL_SPLIT]
+    if not train_recs:
+        raise DataError("SFT: no training records (split == 'train'); check the JSONL's split field")
+    return {"train": train_recs, "val": val_recs or train_recs}
+
+
+def _initial_model(
+    init_dir: str | Path | None, scratch_model_config: ModelConfig | None, tokenizer: Any
+) -> tuple[GPT, Any]:
+    """The pretrained GPT of a stage-1 run, or a randomly initialised one (the from-scratch baseline)."""
+    if (init_dir is None) == (scratch_model_config is None):
+        raise ConfigError("train_sft: give exactly one of init_dir (a CLM run folder) or "
+                          "scratch_model_config (random init)")
+    if init_dir is not None:
+        model, run_tokenizer = load_model(init_dir, GPT)
+        return model, tokenizer or run_tokenizer
+    if tokenizer is None:
+        raise ConfigError("train_sft from scratch needs a tokenizer=; pass the CLM run's tokenizer")
+    return GPT(scratch_model_config), tokenizer
+
+
+def train_sft(
+    cfg: SFTConfig,
+    records: list[dict],
+    out_dir: str | Path,
+    *,
+    init_dir: str | Path | None = None,
+    scratch_model_config: ModelConfig | None = None,
+    tokenizer: Any = None,
+    resume: bool = False,
+) -> dict:
+    """Fine-tune a GPT on the chat-templated `records` and write the run folder `out_dir`.
+
+    Returns the loop's {"history", "final"} plus "seconds", "first_loss", "final_loss" and the
+    template's counts of truncated and skipped examples. The fine-tuned model is in out_dir/ckpt.pt
+    (+ tokenizer.json): `minillm.train.load_model(out_dir, GPT)` brings it back.
+    """
+    seed_everything(cfg.train.seed)
+    model, tokenizer = _initial_model(init_dir, scratch_model_config, tokenizer)
+    by_split = _split_records(records)
+    block = model.config.block_size
+    encoded: dict[str, list[ChatExample]] = {}
+    stats: dict[str, TemplateStats] = {}
+    for split, recs in by_split.items():
+        encoded[split], stats[split] = encode_records(tokenizer, recs, block)
+        if not encoded[split]:
+            raise DataError(f"SFT: every {split} example is longer than the context ({block} tokens); "
+                            f"{stats[split].summary()}. Use shorter examples or a larger block_size")
+    print(f"SFT template (train): {stats['train'].summary()}")
+    device = next(model.parameters()).device
+    get_batch = make_get_batch(encoded, cfg.train.batch_size, tokenizer.pad_id, device)
+    start = time.perf_counter()
+    result = train(
+        model, cfg.train, Path(out_dir), get_batch=get_batch, loss_fn=sft_loss,
+        run_config={"sft": to_dict(cfg), "init_dir": str(init_dir) if init_dir else None,
+                    "model": to_dict(model.config)},
+        tokenizer=tokenizer, resume=resume, desc="sft",
+    )
+    losses = [h["loss"] for h in result["history"] if "loss" in h]
+    return {
+        **result,
+        "seconds": time.perf_counter() - start,
+        "first_loss": losses[0] if losses else float("nan"),
+        "final_loss": losses[-1] if losses else float("nan"),
+        "template": {"encoded": stats["train"].encoded, "truncated": stats["train"].truncated,
+                     "prompt_tokens_dropped": stats["train"].prompt_tokens_dropped,
+                     "skipped": stats["train"].skipped},
+    }

@@ -1,0 +1,118 @@
+"""A person ranks answers in the terminal: the human version of the simulated annotator.
+
+For each prompt the SFT policy writes K different answers; we show them numbered 1..K and read a
+ranking, best first, such as `2 1 4 3` ("answer 2 is best, then 1, then 4, answer 3 is worst").
+The loop is built for real people:
+
+- a malformed ranking (a missing number, a repeat, a word) is refused with the reason, and the
+  same question is asked again;
+- each ranking is appended to the file and flushed to disk at once, so Ctrl-C (or `q`) loses
+  nothing but the prompt on screen;
+- started again on the same file, it skips the prompts already ranked there.
+
+The file has the format of `preferences.py`, so the reward model and DPO read a person's rankings
+exactly as they read the simulated annotator's. `annotate_loop` takes its input and output
+streams as arguments, so a test can play the person.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+import torch
+
+from minillm.datasets.instructions import read_jsonl
+from minillm.errors import DataError
+from minillm.model import GPT
+from minillm.stage3_rlhf.preferences import append_preference, read_preferences, sample_distinct_answers
+from minillm.train import load_model
+
+
+def parse_ranking(text: str, k: int) -> list[int]:
+    """'2 1 4 3' (1-based, best first) -> [1, 0, 3, 2] (0-based); ValueError saying what is wrong."""
+    words = text.replace(",", " ").split()
+    if not all(w.isdigit() for w in words):
+        raise ValueError(f"use only the numbers 1 to {k}, separated by spaces, e.g. {' '.join(map(str, range(1, k + 1)))}")
+    numbers = [int(w) for w in words]
+    if sorted(numbers) != list(range(1, k + 1)):
+        raise ValueError(f"name each of the {k} answers exactly once (1 to {k}); you typed {' '.join(words) or 'nothing'}")
+    return [n - 1 for n in numbers]
+
+
+def show_question(out: IO[str], number: int, total: int, prompt: str, answers: Sequence[str]) -> None:
+    out.write(f"\n=== prompt {number}/{total} ===\n{prompt}\n\n")
+    for i, answer in enumerate(answers, start=1):
+        out.write(f"  [{i}] {answer or '(empty answer)'}\n")
+
+
+def annotate_loop(
+    records: Sequence[dict], answers_for: Callable[[dict], list[str]], out_path: str | os.PathLike,
+    stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout,
+) -> dict[str, int]:
+    """Ask for a ranking of `answers_for(record)` for each record not yet ranked in `out_path`.
+
+    Prompts with fewer than 2 different answers are skipped (nothing to compare). Returns
+    {"ranked": new rankings written, "skipped_done": prompts already in the file, "remaining":
+    prompts left when the person stopped}.
+    """
+    out_path = Path(out_path)
+    has_lines = out_path.is_file() and out_path.read_text(encoding="utf-8").strip() != ""
+    done = {r["prompt"] for r in read_preferences(out_path)} if has_lines else set()
+    todo = [r for r in records if r["prompt"] not in done]
+    ranked = 0
+    for number, record in enumerate(todo, start=1):
+        answers = answers_for(record)
+        if len(answers) < 2:  # the policy said the same thing every time: nothing to compare
+            stdout.write(f"\n(prompt {number}/{len(todo)}: fewer than 2 different answers, skipped)\n")
+            continue
+        show_question(stdout, number, len(todo), record["prompt"], answers)
+        while True:
+            stdout.write("ranking, best first (e.g. 2 1 4 3), or q to stop: ")
+            stdout.flush()
+            line = stdin.readline()
+            if line == "" or line.strip().lower() in ("q", "quit"):  # end of input or a request to stop
+                return {"ranked": ranked, "skipped_done": len(records) - len(todo),
+                        "remaining": len(todo) - number + 1}
+            try:
+                ranking = parse_ranking(line, len(answers))
+                break
+            except ValueError as err:
+                stdout.write(f"  not a ranking: {err}\n")
+        append_preference(out_path, {"prompt": record["prompt"], "answers": answers, "ranking": ranking,
+                                     "id": record.get("id", ""), "annotator": "human"})
+        ranked += 1
+    return {"ranked": ranked, "skipped_done": len(records) - len(todo), "remaining": 0}
+
+
+def read_prompts(path: str | os.PathLike) -> list[dict]:
+    """Prompts to rank: a JSONL of records with a "prompt" field, or a text file with one per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no prompts file at {path}: give a .jsonl of records or a text file, one prompt a line")
+    if path.suffix == ".jsonl":
+        records = read_jsonl(path)
+        bad = [i for i, r in enumerate(records, start=1) if not isinstance(r.get("prompt"), str)]
+        if bad:
+            raise DataError(f"{path}: record(s) {bad[:5]} have no 'prompt' string; every line needs one")
+        return records
+    return [{"prompt": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def annotate(
+    policy_dir: str | os.PathLike, prompts_path: str | os.PathLike, out_path: str | os.PathLike, *,
+    k: int = 4, temperature: float = 1.0, max_new_tokens: int = 48, seed: int = 0,
+    stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout,
+) -> dict[str, int]:
+    """`minillm annotate`: sample K different answers per prompt from the policy and let a person rank them."""
+    policy, tokenizer = load_model(policy_dir, GPT)
+    generator = torch.Generator().manual_seed(seed)
+
+    def answers_for(record: dict) -> list[str]:
+        return sample_distinct_answers(policy, tokenizer, [record["prompt"]], k, temperature,
+                                       max_new_tokens, generator)[0]
+
+    return annotate_loop(read_prompts(prompts_path), answers_for, out_path, stdin, stdout)

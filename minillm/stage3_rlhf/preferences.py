@@ -1,0 +1,181 @@
+"""Rankings of answers: sampling them from the SFT model, storing them, reading them back.
+
+The data of RLHF is not "the right answer" but "which answer is better". For each prompt we sample
+K answers from the SFT policy and have them ranked, best first (InstructGPT asked its labellers for
+rankings of 4 to 9 answers). A ranking of K holds K*(K-1)/2 comparisons, "answer a beats answer b",
+all of which train the reward model (`ranking_to_pairs`).
+
+A preferences file is JSONL, one ranking per line:
+
+    {"prompt": "Uppercase: red fox", "answers": ["RED FOX", "red fox", "Sure! RED FOX.", "RED"],
+     "ranking": [0, 2, 3, 1], "id": "rewrite-17", "annotator": "simulated"}
+
+`ranking` lists the 0-based indices of `answers` from best to worst: here answer 0 is best and
+answer 1 is worst. `prompt`, `answers` (at least two, all different) and `ranking` (a permutation
+of 0..K-1) are required; anything else (`id`, `annotator`, `split`) is kept as it is.
+
+Files written by people or by hand can be damaged. `read_preferences` reports every bad line by
+number and reason, skips it, and keeps all the good ones; it never drops a line silently (the
+line-numbered JSONL reading itself is `datasets.jsonl.read_records`; this module brings the check).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minillm.config import RewardConfig
+from minillm.datasets.jsonl import read_records, write_jsonl
+from minillm.errors import DataError
+from minillm.model import GPT
+from minillm.stage2_sft.evaluate import left_pad
+from minillm.stage2_sft.template import decode_response, encode_prompt
+from minillm.stage3_rlhf.annotator import SimulatedAnnotator, gold_score, win_rate
+from minillm.train import load_model
+
+
+def check_preference(obj: dict) -> dict:
+    """`obj` if it is a valid ranking record; ValueError naming the problem otherwise."""
+    missing = [k for k in ("prompt", "answers", "ranking") if k not in obj]
+    if missing:
+        raise ValueError(f"missing field(s) {missing}")
+    prompt, answers, ranking = obj["prompt"], obj["answers"], obj["ranking"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("'prompt' must be a non-empty string")
+    if not isinstance(answers, list) or len(answers) < 2 or not all(isinstance(a, str) for a in answers):
+        raise ValueError("'answers' must be a list of at least 2 strings")
+    if len(set(answers)) != len(answers):
+        raise ValueError("'answers' holds duplicates; comparing an answer with itself teaches nothing")
+    is_int = [isinstance(i, int) and not isinstance(i, bool) for i in ranking] if isinstance(ranking, list) else []
+    if not is_int or not all(is_int) or sorted(ranking) != list(range(len(answers))):
+        raise ValueError(f"'ranking' {ranking!r} is not a permutation of 0..{len(answers) - 1} "
+                         "(the best answer's index first)")
+    return obj
+
+
+def read_preferences(path: str | os.PathLike, skipped: list[tuple[int, str]] | None = None) -> list[dict]:
+    """The valid rankings of a JSONL file. Bad lines are skipped, listed in a warning, and
+    appended to `skipped` as (line number, reason); DataError if none is valid or the file is missing."""
+    return read_records(path, check_preference, on_error="skip", skipped=skipped)
+
+
+def append_preference(path: str | os.PathLike, record: dict) -> None:
+    """Append one ranking as a JSON line and push it to disk now: Ctrl-C a moment later loses nothing."""
+    path = Path(path)
+    # A line cut off by a crash is left alone (the reader reports it), but the new one starts on its own line.
+    needs_newline = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(("\n" if needs_newline else "") + json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling answers from a policy: for rankings, and to compare two policies.
+
+
+@torch.no_grad()
+def sample_answers(
+    model: GPT, tokenizer: Any, prompts: Sequence[str], temperature: float, max_new_tokens: int,
+    generator: torch.Generator, batch_size: int = 64,
+) -> list[str]:
+    """One sampled answer per prompt, in order (left-padded batches, sampled with `generator`)."""
+    model.eval()
+    device = next(model.parameters()).device
+    room = model.config.block_size - max_new_tokens
+    answers = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = [encode_prompt(tokenizer, p, max_len=room) for p in prompts[start:start + batch_size]]
+        ids, mask = left_pad(chunk, tokenizer.pad_id)
+        gen = model.generate(ids.to(device), max_new_tokens, temperature=temperature, eos_id=tokenizer.eos_id,
+                             attention_mask=mask.to(device), pad_id=tokenizer.pad_id, generator=generator)
+        answers += [decode_response(tokenizer, row.tolist()) for row in gen.new_ids]
+    return answers
+
+
+def sample_distinct_answers(
+    model: GPT, tokenizer: Any, prompts: Sequence[str], k: int, temperature: float, max_new_tokens: int,
+    generator: torch.Generator, rounds: int = 4,
+) -> list[list[str]]:
+    """Up to `k` different answers per prompt: sample k each, then resample the prompts still short.
+
+    A confident model often says the same thing twice; a ranking needs different answers, so we try
+    again (at most `rounds` times). Prompts may end with fewer than k: the caller decides.
+    """
+    found: list[list[str]] = [[] for _ in prompts]
+    for _ in range(rounds):
+        short = [i for i, answers in enumerate(found) if len(answers) < k]
+        if not short:
+            break
+        owners = [i for i in short for _ in range(k)]  # each short prompt asked k more times
+        for i, answer in zip(owners, sample_answers(model, tokenizer, [prompts[i] for i in owners],
+                                                    temperature, max_new_tokens, generator), strict=True):
+            if answer not in found[i] and len(found[i]) < k:
+                found[i].append(answer)
+    return found
+
+
+def compare_policies(
+    policy: GPT, baseline: GPT, tokenizer: Any, records: Sequence[dict], temperature: float,
+    max_new_tokens: int, seed: int = 0,
+) -> dict[str, Any]:
+    """Both policies answer every record (sampled at `temperature`); the gold judge compares them.
+
+    Returns {"win_rate": policy vs baseline (ties half), "gold_policy", "gold_baseline": mean gold
+    scores, "answers_policy", "answers_baseline": the answers, in the order of `records`}.
+    """
+    prompts = [r["prompt"] for r in records]
+    answers = {name: sample_answers(model, tokenizer, prompts, temperature, max_new_tokens,
+                                    torch.Generator().manual_seed(seed))
+               for name, model in (("policy", policy), ("baseline", baseline))}
+    gold = {name: [gold_score(r, a) for r, a in zip(records, ans, strict=True)] for name, ans in answers.items()}
+    return {
+        "win_rate": win_rate(gold["policy"], gold["baseline"]),
+        "gold_policy": sum(gold["policy"]) / len(records),
+        "gold_baseline": sum(gold["baseline"]) / len(records),
+        "answers_policy": answers["policy"],
+        "answers_baseline": answers["baseline"],
+    }
+
+
+def collect_rankings(
+    cfg: RewardConfig, sft_dir: str | os.PathLike, records: Sequence[dict], out_path: str | os.PathLike,
+) -> dict[str, Any]:
+    """Sample K different answers from the SFT model for training prompts, rank them, write the file.
+
+    Prompts are the "train" records, in a seeded random order, until `cfg.n_prompts` rankings of K
+    answers exist (a prompt whose answers are too alike to give K different ones is passed over and
+    counted). Every 5th ranking is marked "split": "test", held out to measure the reward model.
+    Returns {"n_rankings", "n_pairs", "prompts_passed_over", "seconds"}.
+    """
+    start = time.perf_counter()
+    policy, tokenizer = load_model(sft_dir, GPT)
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    pool = [r for r in records if r.get("split", "train") == "train"]
+    pool = [pool[i] for i in torch.randperm(len(pool), generator=generator).tolist()]
+    annotator = SimulatedAnnotator(cfg.annotator_noise, seed=cfg.train.seed)
+    K, lines, passed_over, cursor = cfg.answers_per_prompt, [], 0, 0
+    while len(lines) < cfg.n_prompts and cursor < len(pool):
+        chunk = pool[cursor:cursor + 2 * (cfg.n_prompts - len(lines))]
+        cursor += len(chunk)
+        answer_sets = sample_distinct_answers(policy, tokenizer, [r["prompt"] for r in chunk], K,
+                                              cfg.sample_temperature, cfg.max_new_tokens, generator)
+        for record, answers in zip(chunk, answer_sets, strict=True):
+            if len(answers) < K:
+                passed_over += 1
+            elif len(lines) < cfg.n_prompts:
+                lines.append({"id": record.get("id", ""), "prompt": record["prompt"], "answers": answers,
+                              "ranking": annotator.rank(record, answers),
+                              "split": "test" if len(lines) % 5 == 4 else "train", "annotator": "simulated"})
+    if not lines:
+        raise DataError(f"no prompt gave {K} different answers; lower reward.answers_per_prompt or raise "
+                        "reward.sample_temperature")
+    write_jsonl(out_path, lines)
+    return {"n_rankings": len(lines), "n_pairs": len(lines) * K * (K - 1) // 2,
+            "prompts_passed_over": passed_over, "seconds": time.perf_counter() - start}

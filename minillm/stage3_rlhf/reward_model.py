@@ -1,0 +1,249 @@
+"""The reward model: a GPT that reads a prompt and an answer and says how much people like it.
+
+People cannot grade thousands of answers on an absolute scale, but they can *rank* a handful of
+answers to one prompt. The reward model turns those rankings into a score function:
+
+    r(prompt, answer) = head( h_last )      h_last: the GPT's hidden state at the LAST REAL token
+
+The last real token (the answer's `<eos>`) is the only position that has read the whole
+conversation, so a single linear head on it is enough. We find it from the attention mask, never
+by searching for `<eos>`: the pad id may equal the eos id, and an answer cut at the length limit
+has no `<eos>` at all.
+
+Training (InstructGPT's loss): for every pair (w, l) of a ranking where answer w is ranked above
+answer l,
+
+    loss = -log sigmoid( r(w) - r(l) )
+
+which is the negative log-likelihood of the Bradley-Terry model, P(w beats l) = sigmoid(r_w - r_l).
+Only differences of rewards matter, so a constant can be added to every score for free: after
+training we store the mean and spread of the scores of the SFT model's own answers and subtract /
+divide them, so that the policy starts RL at reward 0 with unit scale ("reward normalisation").
+
+The body starts from the SFT model: it already reads this kind of text, and only has to learn
+what makes an answer better. The same class serves as PPO's critic, which needs one value per
+position instead of one per sequence: `token_scores` gives them all, `forward` picks the last.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from minillm.config import ModelConfig, RewardConfig, to_dict
+from minillm.errors import DataError
+from minillm.model import GPT
+from minillm.stage2_sft.sft import collate
+from minillm.stage2_sft.template import ChatExample, encode_example
+from minillm.stage3_rlhf.annotator import gold_agreement, self_agreement
+from minillm.stage3_rlhf.preferences import read_preferences
+from minillm.stage3_rlhf.sequences import last_real_index
+from minillm.train import load_checkpoint, load_model, save_checkpoint, train
+from minillm.train.checkpoint import CKPT_NAME
+from minillm.utils import seed_everything, write_json
+
+
+class RewardModel(nn.Module):
+    """A GPT body plus a scalar head; `forward` scores each sequence at its last real token."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.body = GPT(config)
+        self.head = nn.Linear(config.n_embd, 1)
+        nn.init.zeros_(self.head.weight)  # every answer starts with the same score: no prior opinion
+        nn.init.zeros_(self.head.bias)
+        # Normalisation of the scores (set after training, saved in the state dict with the weights).
+        self.register_buffer("reward_mean", torch.zeros(()))
+        self.register_buffer("reward_std", torch.ones(()))
+
+    @classmethod
+    def from_gpt(cls, gpt: GPT) -> RewardModel:
+        """A reward model whose body is a copy of `gpt` (the SFT model)."""
+        rm = cls(gpt.config)
+        rm.body = copy.deepcopy(gpt)
+        return rm
+
+    def token_scores(self, ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """The normalised head applied at every position: (B, T) -> (B, T). PPO's critic uses these."""
+        h = self.body.hidden_states(ids, attention_mask=attention_mask)  # (B, T, C)
+        raw = self.head(h).squeeze(-1)  # (B, T)
+        return (raw - self.reward_mean) / self.reward_std
+
+    def forward(self, ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """One score per sequence, read at its last real token: (B, T) -> (B,)."""
+        scores = self.token_scores(ids, attention_mask)  # (B, T)
+        last = last_real_index(attention_mask)  # (B,)
+        return scores[torch.arange(ids.shape[0], device=ids.device), last]  # (B,)
+
+
+def ranked_margins(rewards: Tensor, ranks: Tensor) -> Tensor:
+    """r_better - r_worse for every ordered pair of every ranking: (B, K), (B, K) -> (n_pairs,).
+
+    rewards: the score of each of the K answers to B prompts.
+    ranks:   each answer's place in its ranking (0 = best); -1 marks a missing answer.
+    """
+    valid = ranks >= 0  # (B, K)
+    # better[b, i, j]: answer i is ranked above answer j. A ranking of K gives K*(K-1)/2 such pairs.
+    better = (ranks[:, :, None] < ranks[:, None, :]) & valid[:, :, None] & valid[:, None, :]  # (B, K, K)
+    return (rewards[:, :, None] - rewards[:, None, :])[better]  # (n_pairs,)
+
+
+def ranking_loss(rewards: Tensor, ranks: Tensor) -> tuple[Tensor, Tensor]:
+    """-log sigmoid(r_better - r_worse) averaged over every pair of every ranking; and the accuracy.
+
+    Shapes as in `ranked_margins`. The accuracy is the share of pairs whose better answer scored higher.
+    """
+    margins = ranked_margins(rewards, ranks)
+    return -F.logsigmoid(margins).mean(), (margins > 0).float().mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# Training on a preferences file, with the shared training loop.
+
+
+@dataclass
+class EncodedRanking:
+    answers: list[ChatExample]  # the K conversations (prompt + answer + <eos>) in the file's order
+    ranks: list[int]  # ranks[i] = place of answer i in the ranking, 0 = best
+
+
+def encode_ranking(tokenizer: Any, record: dict, block_size: int) -> EncodedRanking | None:
+    """The ranking's K conversations in the chat template, or None if one does not fit the context."""
+    answers = [encode_example(tokenizer, record["prompt"], a, block_size) for a in record["answers"]]
+    if any(a is None for a in answers):
+        return None
+    ranks = [0] * len(answers)
+    for place, index in enumerate(record["ranking"]):
+        ranks[index] = place
+    return EncodedRanking(answers, ranks)
+
+
+def collate_rankings(rankings: Sequence[EncodedRanking], pad_id: int) -> dict[str, Tensor]:
+    """B rankings -> ids, attention_mask (B, K, T) and ranks (B, K); a short ranking gets rank -1 slots."""
+    K = max(len(r.answers) for r in rankings)
+    flat = [r.answers[min(i, len(r.answers) - 1)] for r in rankings for i in range(K)]  # fillers repeat
+    batch = collate(flat, pad_id)  # (B*K, T) right-padded
+    ranks = torch.tensor([r.ranks + [-1] * (K - len(r.ranks)) for r in rankings])  # (B, K)
+    B, T = len(rankings), batch["ids"].shape[1]
+    return {"ids": batch["ids"].view(B, K, T), "attention_mask": batch["attention_mask"].view(B, K, T),
+            "ranks": ranks}
+
+
+def reward_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    """The ranking loss of a batch of rankings (the training loop's loss_fn)."""
+    B, K, T = batch["ids"].shape
+    rewards = model(batch["ids"].view(B * K, T), batch["attention_mask"].view(B * K, T)).view(B, K)
+    loss, accuracy = ranking_loss(rewards, batch["ranks"])
+    return loss, {"accuracy": accuracy.item()}
+
+
+@torch.no_grad()
+def pairwise_accuracy(model: RewardModel, rankings: Sequence[EncodedRanking], pad_id: int,
+                      batch_size: int = 32) -> float:
+    """The share of all pairs of `rankings` whose better answer the model scores higher."""
+    model.eval()
+    device = next(model.parameters()).device
+    hits, total = 0.0, 0
+    for start in range(0, len(rankings), batch_size):
+        batch = {k: v.to(device) for k, v in collate_rankings(rankings[start:start + batch_size], pad_id).items()}
+        B, K, T = batch["ids"].shape
+        rewards = model(batch["ids"].view(B * K, T), batch["attention_mask"].view(B * K, T)).view(B, K)
+        margins = ranked_margins(rewards, batch["ranks"])
+        hits, total = hits + (margins > 0).sum().item(), total + margins.numel()
+    return hits / max(total, 1)
+
+
+@torch.no_grad()
+def set_normalisation(model: RewardModel, rankings: Sequence[EncodedRanking], pad_id: int,
+                      batch_size: int = 64) -> tuple[float, float]:
+    """Make the scores of these answers (the SFT model's own samples) mean 0, std 1; return (mean, std)."""
+    model.eval()
+    device = next(model.parameters()).device
+    model.reward_mean.fill_(0.0)
+    model.reward_std.fill_(1.0)
+    examples = [a for r in rankings for a in r.answers]
+    scores = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], pad_id)
+        scores.append(model(batch["ids"].to(device), batch["attention_mask"].to(device)))
+    raw = torch.cat(scores)
+    model.reward_mean.fill_(raw.mean().item())
+    model.reward_std.fill_(raw.std().clamp(min=1e-6).item())
+    return model.reward_mean.item(), model.reward_std.item()
+
+
+def split_rankings(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) rankings: by their "split" field when every record has one, else every 5th held out."""
+    if all("split" in r for r in records):
+        return [r for r in records if r["split"] != "test"], [r for r in records if r["split"] == "test"]
+    return [r for i, r in enumerate(records) if i % 5 != 4], [r for i, r in enumerate(records) if i % 5 == 4]
+
+
+def train_reward_model(
+    cfg: RewardConfig, sft_dir: str | Path, prefs_path: str | Path, out_dir: str | Path, *,
+    records: Sequence[dict] | None = None, resume: bool = False,
+) -> dict[str, Any]:
+    """Train a reward model from the SFT run `sft_dir` on the rankings of `prefs_path`; write `out_dir`.
+
+    `records` (the instruction records, matched to rankings by "id") is optional: with it, the
+    annotator's agreement with itself and with the gold judge is reported next to the accuracy.
+    Returns {"pairwise_accuracy" (held-out rankings), "train_accuracy", "annotator_agreement",
+    "gold_agreement", "reward_mean", "reward_std", "n_train", "n_test", "skipped", "seconds", "history"}.
+    """
+    start = time.perf_counter()
+    seed_everything(cfg.train.seed)
+    sft, tokenizer = load_model(sft_dir, GPT)
+    rm = RewardModel.from_gpt(sft)
+    train_recs, test_recs = split_rankings(read_preferences(prefs_path))
+    if not test_recs or not train_recs:
+        raise DataError(f"{prefs_path}: need training AND held-out rankings, got {len(train_recs)} and "
+                        f"{len(test_recs)}; collect more rankings")
+    encoded = {name: [encode_ranking(tokenizer, r, rm.config.block_size) for r in recs]
+               for name, recs in (("train", train_recs), ("val", test_recs))}
+    skipped = sum(e is None for es in encoded.values() for e in es)
+    splits = {name: [e for e in es if e is not None] for name, es in encoded.items()}
+
+    def get_batch(split: str, generator: torch.Generator) -> dict[str, Tensor]:
+        rows = torch.randint(len(splits[split]), (cfg.train.batch_size,), generator=generator).tolist()
+        return collate_rankings([splits[split][i] for i in rows], tokenizer.pad_id)
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return {"pairwise_accuracy": pairwise_accuracy(model, splits["val"], tokenizer.pad_id)}
+
+    result = train(rm, cfg.train, out_dir, get_batch=get_batch, loss_fn=reward_loss, evaluate=evaluate,
+                   run_config={"reward": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
+                   tokenizer=tokenizer, resume=resume, desc="reward", model_kind="reward")
+    # Reward normalisation: the SFT model's own answers (those in the rankings) score mean 0, std 1.
+    mean, std = set_normalisation(rm, splits["train"], tokenizer.pad_id)
+    ckpt_path = Path(out_dir) / CKPT_NAME
+    save_checkpoint(ckpt_path, {**load_checkpoint(ckpt_path), "model": rm.state_dict()})
+    metrics = {
+        "pairwise_accuracy": pairwise_accuracy(rm, splits["val"], tokenizer.pad_id),
+        "train_accuracy": pairwise_accuracy(rm, splits["train"], tokenizer.pad_id),
+        **annotator_ceiling(cfg, test_recs, records),
+        "reward_mean": mean, "reward_std": std,
+        "n_train": len(splits["train"]), "n_test": len(splits["val"]), "skipped": skipped,
+        "seconds": time.perf_counter() - start,
+    }
+    write_json(Path(out_dir) / "reward_metrics.json", metrics)
+    return {**metrics, "history": result["history"]}
+
+
+def annotator_ceiling(cfg: RewardConfig, rankings: Sequence[dict], records: Sequence[dict] | None) -> dict:
+    """How often the annotator agrees with itself / with gold on these rankings' answers (NaN without records)."""
+    by_id = {r["id"]: r for r in records or [] if "id" in r}
+    known = [r for r in rankings if r.get("id") in by_id and "reference" in by_id[r["id"]]]
+    if not known:
+        return {"annotator_agreement": float("nan"), "gold_agreement": float("nan")}
+    recs, answers = [by_id[r["id"]] for r in known], [r["answers"] for r in known]
+    return {"annotator_agreement": self_agreement(recs, answers, cfg.annotator_noise, cfg.train.seed),
+            "gold_agreement": gold_agreement(recs, answers, [r["ranking"] for r in known])}

@@ -1,0 +1,168 @@
+"""The same tokenizer interface over sentencepiece, the industrial reference (BPE or unigram).
+
+sentencepiece is written in C++ and used by many real models. Wrapping it behind minillm's
+`Tokenizer` interface lets every stage swap tokenizers with one config switch, and lets the lesson
+compare it with our own BPE.
+
+Out of the box sentencepiece is NOT lossless: it normalises text (NFKC), adds a space in front of
+the text ("dummy prefix"), folds runs of spaces into one, and maps characters it has not seen to
+<unk>. We switch all of that off:
+
+- `normalization_rule_name="identity"`: the text is used exactly as given;
+- `add_dummy_prefix=False`, `remove_extra_whitespaces=False`: spaces are neither added nor folded;
+- `byte_fallback=True`: a character without a piece is spelled with byte pieces <0x00>..<0xFF>,
+  so nothing is ever <unk>. Newlines take this route: we train on lines (sentencepiece works on
+  "sentences", and the training text is passed as an iterator of them so that nothing is read
+  from a file and cut at newlines behind our back), and "\\n" is then encoded as <0x0A>;
+- `allow_whitespace_only_pieces=True`: a run of spaces can be one piece.
+
+Two details remain, handled here:
+
+- sentencepiece writes a space as "▁" (U+2581) inside pieces, so a literal "▁" in the text would
+  come back as a space. We encode each literal "▁" with its three UTF-8 byte pieces instead.
+- The special tokens are *control symbols*: they get ids, but encoding text never produces them
+  (the text "<eos>" becomes '<', 'e', 'o', 's', '>'). sentencepiece's own <bos>/<eos>/<pad> are
+  switched off so that ours are the only ones; <unk> (id 0) must exist but is never produced.
+
+The trained model (a protobuf) is stored base64-encoded inside the JSON file, so a tokenizer is
+one file like ours. Decoding reads the bytes of each piece (like our BPE) so that the shared
+`Tokenizer.decode` can decode strictly.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import sentencepiece as spm
+
+from minillm.errors import TokenizerError
+from minillm.tokenizer.bpe import FORMAT_VERSION, SPECIAL_TOKENS, Tokenizer, check_vocab_size, require_keys
+
+META_SPACE = "\u2581"  # "▁": how sentencepiece writes a space inside a piece
+N_RESERVED = 1 + 256  # <unk> and the 256 byte pieces; with the specials, the least a vocabulary holds
+MAX_LINE_BYTES = 1 << 16  # sentencepiece silently skips longer training lines; we raise its limit
+
+
+def spm_trainer_options(vocab_size: int, model_type: str) -> dict[str, Any]:
+    """The sentencepiece settings that make it lossless and give us our special tokens."""
+    return {
+        "vocab_size": vocab_size,
+        "model_type": model_type,
+        "normalization_rule_name": "identity",
+        "add_dummy_prefix": False,
+        "remove_extra_whitespaces": False,
+        "split_by_whitespace": True,  # pieces stay inside words, like our regex pre-split
+        "allow_whitespace_only_pieces": True,
+        "byte_fallback": True,
+        "unk_id": 0,
+        "bos_id": -1,
+        "eos_id": -1,
+        "pad_id": -1,
+        "control_symbols": list(SPECIAL_TOKENS),
+        "max_sentence_length": MAX_LINE_BYTES,
+        "num_threads": 2,
+        "minloglevel": 2,  # only errors
+    }
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """minillm's tokenizer interface over a trained sentencepiece model."""
+
+    kind: ClassVar[str] = "sentencepiece"
+
+    def __init__(self, model_proto: bytes, model_type: str) -> None:
+        self.model_proto = model_proto
+        self.model_type = model_type
+        self._sp = spm.SentencePieceProcessor()
+        try:
+            self._sp.LoadFromSerializedProto(model_proto)
+        except (RuntimeError, TypeError) as e:
+            raise TokenizerError(f"the sentencepiece model is corrupt ({e}); retrain the tokenizer") from None
+        special = {s: self._sp.piece_to_id(s) for s in SPECIAL_TOKENS}
+        if not all(self._sp.is_control(i) for i in special.values()):
+            raise TokenizerError("the sentencepiece model lacks minillm's special tokens; retrain it")
+        super().__init__(special)
+        self._bytes = [self._piece_bytes(i) for i in range(self._sp.get_piece_size())]
+        self._meta_space_ids = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in META_SPACE.encode("utf-8")]
+
+    @classmethod
+    def train(
+        cls, texts: Iterable[str], vocab_size: int, *, model_type: str = "bpe", progress: bool = True
+    ) -> SentencePieceTokenizer:
+        """Train sentencepiece on the lines of `texts`. (`progress` is accepted for symmetry with
+        ours, but sentencepiece trains in C++ and shows no progress bar.)"""
+        if model_type not in ("bpe", "unigram"):
+            raise TokenizerError(f"model_type={model_type!r}: expected 'bpe' or 'unigram'")
+        check_vocab_size(vocab_size, N_RESERVED)
+        if isinstance(texts, str):
+            raise TokenizerError("texts must be an iterable of strings (e.g. a list of documents), not a str")
+        lines = [line for text in texts for line in text.split("\n") if line.strip()]
+        if not lines:
+            raise TokenizerError("the training corpus is empty or only whitespace; give it some text")
+        model = io.BytesIO()
+        try:
+            options = spm_trainer_options(vocab_size, model_type)
+            spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, **options)
+        except RuntimeError as e:
+            raise TokenizerError(
+                f"sentencepiece could not train a vocabulary of {vocab_size} on this corpus: {e}. "
+                "Use the smaller vocab_size it suggests or give more text"
+            ) from None
+        return cls(model.getvalue(), model_type)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def _piece_bytes(self, i: int) -> bytes:
+        """The bytes piece i stands for: a byte piece is one byte; "▁" is a space."""
+        piece = self._sp.id_to_piece(i)
+        if self._sp.is_byte(i):
+            return bytes([int(piece[3:5], 16)])  # "<0xAB>" -> b"\xab"
+        if self._sp.is_unknown(i):
+            return "\ufffd".encode()  # never produced by encode (byte fallback); shown as U+FFFD
+        if self._sp.is_control(i):
+            return b""  # special tokens are rendered by Tokenizer.decode
+        return piece.replace(META_SPACE, " ").encode("utf-8")
+
+    def id_to_bytes(self, i: int) -> bytes:
+        return self._bytes[i]
+
+    def _encode_ordinary(self, text: str) -> list[int]:
+        """sentencepiece's encode, except that a literal "▁" is spelled with its byte pieces."""
+        ids: list[int] = []
+        for k, part in enumerate(text.split(META_SPACE)):
+            if k:
+                ids += self._meta_space_ids
+            if part:
+                ids += self._sp.encode(part)
+        return ids
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "format_version": FORMAT_VERSION,
+            "model_type": self.model_type,
+            "special_tokens": self.special_tokens,
+            "model_proto_base64": base64.b64encode(self.model_proto).decode("ascii"),
+            "pieces": [self.id_to_piece(i) for i in range(self.vocab_size)],  # for reading only
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SentencePieceTokenizer:
+        require_keys(data, ("model_type", "special_tokens", "model_proto_base64"), "sentencepiece")
+        try:
+            proto = base64.b64decode(data["model_proto_base64"], validate=True)
+        except (binascii.Error, TypeError, ValueError) as e:
+            raise TokenizerError(f"sentencepiece tokenizer file: the model is not base64 ({e})") from None
+        tok = cls(proto, data["model_type"])
+        if data["special_tokens"] != tok.special_tokens:
+            raise TokenizerError(
+                f"sentencepiece tokenizer file: special_tokens {data['special_tokens']} do not match "
+                f"the model's {tok.special_tokens}; the file is corrupt, retrain it"
+            )
+        return tok

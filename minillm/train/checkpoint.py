@@ -1,0 +1,131 @@
+"""Checkpoints that survive a crash and cannot smuggle code in.
+
+Three dangers, three defences:
+
+1. **A crash while writing.** Killing a process half way through `torch.save(obj, "ckpt.pt")`
+   leaves half a file, and the previous good checkpoint is already gone. So we serialise to
+   memory, write a temporary file in the same folder, flush it to disk (fsync) and rename it over
+   the old one (`minillm.utils.atomic_write_bytes`). A rename is atomic: a reader, or a resume
+   after `kill -9`, sees the old checkpoint or the new one, never a mix.
+2. **A file that runs code.** `torch.save` uses Python's pickle, and unpickling can call any
+   function the file names (`os.system`, ...). We load with `torch.load(weights_only=True)`, which
+   only rebuilds tensors and plain containers (dict, list, int, str, ...) and refuses the rest
+   before running it. That is also why everything we store is plain: RNG states become lists.
+3. **The wrong model.** Loading weights into a model of another shape fails deep inside torch
+   with a wall of key names. Each checkpoint carries a format version, the model config and the
+   model kind, and `check_model_config` says in one line which config fields differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from minillm.config import ModelConfig, diff_configs, from_dict, to_dict
+from minillm.errors import CheckpointError, ConfigError
+from minillm.tokenizer import load_tokenizer
+from minillm.utils import atomic_write_bytes
+
+FORMAT_VERSION = 1  # bump when the payload's layout changes; loading refuses other versions
+CKPT_NAME = "ckpt.pt"
+TOKENIZER_NAME = "tokenizer.json"
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write `payload` (tensors and plain values only) atomically, stamped with the format version."""
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **payload}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; every way it can be wrong is a CheckpointError saying which."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: check the path, or train a model there first")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        culprit = re.search(r"GLOBAL ([\w.]+)", str(err))
+        raise CheckpointError(
+            f"{path} was refused: it carries a pickled Python object"
+            f"{f' ({culprit.group(1)})' if culprit else ''} that could run code when loaded. minillm "
+            "checkpoints hold only tensors and plain values; load only checkpoints written by minillm"
+        ) from None
+    except Exception as err:  # torch reports damaged files as RuntimeError, EOFError, KeyError, ...
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({reason}); use an intact copy or train again"
+        ) from None
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(f"{path} is not a minillm checkpoint (no format_version field)")
+    if payload["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {payload['format_version']}, this minillm reads "
+            f"version {FORMAT_VERSION}; use the minillm version that wrote it"
+        )
+    return payload
+
+
+def model_config_dict(model: nn.Module) -> dict | None:
+    """The model's `config` dataclass as a dict (None for a model without one)."""
+    config = getattr(model, "config", None)
+    return to_dict(config) if dataclasses.is_dataclass(config) else None
+
+
+def check_model_config(ckpt: dict[str, Any], model: nn.Module, model_kind: str, path: Path) -> None:
+    """Refuse a checkpoint written for another kind or shape of model, naming what differs."""
+    if ckpt.get("model_kind") != model_kind:
+        raise CheckpointError(
+            f"{path} holds a {ckpt.get('model_kind')!r} model, not a {model_kind!r} one; "
+            "point to a checkpoint of the right stage"
+        )
+    differences = diff_configs(ckpt.get("model_config") or {}, model_config_dict(model) or {})
+    if differences:
+        raise CheckpointError(
+            f"{path} was written for another model config; fields differ (checkpoint -> now): "
+            + "; ".join(differences)
+            + ". Use the same settings as the run that wrote it, or start a new run in another folder"
+        )
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """`model.load_state_dict(state)`, with a short CheckpointError instead of torch's key listing."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CheckpointError(f"{path}: the weights do not fit this model ({first})") from None
+
+
+def load_model(run_dir: str | os.PathLike, model_cls: type[nn.Module],
+               map_location: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+    """Rebuild a trained model (in eval mode) and its tokenizer from a run folder.
+
+    `run_dir` is the folder a training run wrote (or its ckpt.pt directly); `model_cls` is built
+    from the saved ModelConfig, e.g. `load_model("runs/clm", GPT)`. The tokenizer is None when the
+    run saved none.
+    """
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir if run_dir.is_file() else run_dir / CKPT_NAME
+    ckpt = load_checkpoint(ckpt_path, map_location)
+    if ckpt.get("model_config") is None:
+        raise CheckpointError(f"{ckpt_path} holds no model config, so the model cannot be rebuilt from it")
+    try:
+        config = from_dict(ModelConfig, ckpt["model_config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{ckpt_path} holds an invalid model config: {err}") from None
+    model = model_cls(config)
+    load_weights(model, ckpt["model"], ckpt_path)
+    tokenizer = None
+    if (ckpt_path.parent / TOKENIZER_NAME).is_file():
+        tokenizer = load_tokenizer(ckpt_path.parent / TOKENIZER_NAME)
+    return model.to(map_location).eval(), tokenizer

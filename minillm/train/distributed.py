@@ -1,0 +1,125 @@
+"""Data parallelism with PyTorch's own engine: torchrun + DistributedDataParallel (DDP).
+
+`torchrun --nproc_per_node=N script.py` starts N copies of the script and tells each who it is
+through environment variables: RANK (0..N-1 over all machines), LOCAL_RANK (the GPU index on this
+machine) and WORLD_SIZE (N). Every copy holds a full replica of the model. At each step:
+
+1. every rank draws the *same* global batch (all share the data generator's seed) and keeps
+   only its own slice of rows, its shard: together the shards are exactly the batch that a
+   single process would have used;
+2. each rank runs forward and backward on its shard;
+3. DDP averages the gradients over the ranks during backward (an all-reduce: NCCL between GPUs,
+   gloo between CPU processes), so every replica takes the same optimizer step and the replicas
+   stay identical without ever sending weights around.
+
+Only rank 0 writes files (checkpoints, metrics, plots); the others wait at a barrier when they
+must not run ahead of a file being written. Run outside torchrun, everything here degrades to a
+single process with no communication at all.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from minillm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Who this process is among the ranks (rank 0 of 1 when not launched by torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False  # True when we created the process group (and so must destroy it)
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
+    """Join the process group torchrun set up (if any) and return the context and this rank's device.
+
+    On CUDA each rank takes the GPU of its LOCAL_RANK and talks NCCL; on CPU the ranks use gloo.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext(), device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise ConfigError(f"device={device.type!r}: distributed training runs on cuda (NCCL) or cpu (gloo)")
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistContext(rank, world_size, local_rank, owns_group), device
+
+
+def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
+    """Wrap in DDP when several ranks train (gradients are averaged during backward)."""
+    if not ctx.enabled:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def shard_rows(batch: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, torch.Tensor]:
+    """This rank's contiguous slice of the global batch's rows (the whole batch on one process)."""
+    if not ctx.enabled:
+        return batch
+    return {key: value.chunk(ctx.world_size)[ctx.rank] for key, value in batch.items()}
+
+
+def mean_over_ranks(values: dict[str, float], ctx: DistContext, device: torch.device) -> dict[str, float]:
+    """Average each value over the ranks (e.g. the loss of each shard -> the global batch's loss)."""
+    if not ctx.enabled or not values:
+        return values
+    stacked = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+    return dict(zip(values, (stacked / ctx.world_size).tolist(), strict=True))
+
+
+def gather_objects(obj: Any, ctx: DistContext) -> list[Any]:
+    """Every rank's `obj`, in rank order (a one-element list on a single process)."""
+    if not ctx.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait until every rank gets here (nothing to wait for on a single process)."""
+    if ctx.enabled:
+        dist.barrier()
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Leave the process group, if we were the ones who created it."""
+    if ctx.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def accumulation_context(model: nn.Module, last_micro_batch: bool) -> AbstractContextManager:
+    """Skip DDP's gradient all-reduce on every micro-batch but the last of a step.
+
+    Gradients of the micro-batches add up locally; averaging them over the ranks once, after the
+    last backward, gives the same result as after every backward for a fraction of the traffic.
+    """
+    if isinstance(model, DistributedDataParallel) and not last_micro_batch:
+        return model.no_sync()
+    return nullcontext()

@@ -1,0 +1,352 @@
+"""The training loop that every stage shares, written out so that it can be read whole.
+
+One optimizer step is:
+
+    batch = get_batch("train", generator)          # cfg.batch_size rows, drawn by OUR generator
+    for each micro-batch (batch split into cfg.grad_accum_steps parts):
+        loss = loss_fn(model, micro_batch)         # forward, then the loss (the stage decides which)
+        (loss / grad_accum_steps).backward()       # gradients add up over the micro-batches
+    clip the gradient norm to cfg.grad_clip        # one bad batch cannot throw the weights away
+    optimizer.step()                               # AdamW, weight decay on matrices only
+    learning rate <- warmup then cosine (optim.py)
+
+around which the loop logs (tqdm bar, metrics.jsonl), evaluates every `eval_every` steps,
+checks that nothing became NaN (health.py), and saves a checkpoint every `save_every` steps.
+
+**Why a stage passes `get_batch` and `loss_fn` instead of a DataLoader and a model.** The loop
+knows nothing about masks, labels or rewards: stage 1 (MLM, CLM), stage 2 (SFT) and the reward
+model only differ in how a batch is drawn and how the loss is computed, and everything else
+(accumulation, precision, clipping, checkpoints, resume, several GPUs) is written once, here.
+
+**Why the loop owns the data generator.** `get_batch(split, generator)` must draw its rows with
+that generator only. The loop seeds it and saves its state in each checkpoint, so a resumed run
+sees exactly the batches that an uninterrupted run would have seen; together with the RNG
+states (rng.py) this makes a resume bit-for-bit exact on CPU.
+
+Files written to `out_dir` (by rank 0 only when several processes train):
+config.json (run and train config), metrics.jsonl (one JSON object per logged step, then per
+evaluation), loss.png, ckpt.pt, and tokenizer.json when a tokenizer is given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from minillm.config import TrainConfig, diff_configs, to_dict
+from minillm.errors import CheckpointError, ConfigError, DataError
+from minillm.train.checkpoint import (
+    CKPT_NAME,
+    TOKENIZER_NAME,
+    check_model_config,
+    load_checkpoint,
+    load_weights,
+    model_config_dict,
+    save_checkpoint,
+)
+from minillm.train.distributed import (
+    DistContext,
+    accumulation_context,
+    barrier,
+    gather_objects,
+    init_distributed,
+    mean_over_ranks,
+    shard_rows,
+    shutdown,
+    wrap_model,
+)
+from minillm.train.health import check_grad_norm, check_loss
+from minillm.train.optim import lr_at, make_optimizer, set_lr
+from minillm.train.plots import plot_metrics
+from minillm.train.precision import autocast, make_grad_scaler
+from minillm.train.rng import capture_rng_state, restore_rng_state
+from minillm.utils import atomic_write_bytes, resolve_device, seed_everything, write_json
+
+GetBatch = Callable[[str, torch.Generator], dict[str, torch.Tensor]]
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+Evaluate = Callable[[nn.Module], dict[str, float]]
+
+METRICS_NAME = "metrics.jsonl"
+CONFIG_NAME = "config.json"
+PLOT_NAME = "loss.png"
+EVAL_SEED_OFFSET = 10_007  # validation batches come from their own generator, seeded cfg.seed + this
+
+
+# --------------------------------------------------------------------------------------------------
+# Batches: check what get_batch returned, cut it into this rank's micro-batches.
+
+
+def check_batch(batch: dict[str, torch.Tensor], batch_size: int, split: str) -> None:
+    """get_batch must return a dict of tensors with batch_size rows each."""
+    for key, value in batch.items():
+        if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != batch_size:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise DataError(
+                f"get_batch({split!r}) returned {key!r} with shape {shape}: expected a tensor of "
+                f"batch_size={batch_size} rows"
+            )
+
+
+def micro_batches(batch: dict[str, torch.Tensor], cfg: TrainConfig, ctx: DistContext,
+                  device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """This rank's shard of the global batch, cut into grad_accum_steps micro-batches, on `device`."""
+    shard = shard_rows(batch, ctx)  # (batch_size / world_size, ...) per tensor
+    return [
+        {key: value.chunk(cfg.grad_accum_steps)[i].to(device, non_blocking=True)
+         for key, value in shard.items()}
+        for i in range(cfg.grad_accum_steps)
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# One optimizer step and one evaluation.
+
+
+def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor], loss_fn: LossFn,
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
+               ctx: DistContext, device: torch.device, step: int) -> dict[str, float]:
+    """Forward, backward, clip and update on one global batch; return the step's metrics.
+
+    `net` is what runs forward (the model, possibly wrapped by DDP and/or torch.compile);
+    `model` is the bare module whose parameters the optimizer updates.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    parts = micro_batches(batch, cfg, ctx, device)
+    sums: dict[str, float] = {}
+    for i, part in enumerate(parts):
+        with accumulation_context(net, last_micro_batch=i == len(parts) - 1):
+            with autocast(device, cfg.dtype):
+                loss, extra = loss_fn(net, part)  # forward + loss, a scalar: the mean over this micro-batch
+            # Each micro-batch's mean counts 1/grad_accum_steps, so the summed gradient is the one of
+            # the whole batch. The scaler multiplies the loss for float16 (and is a no-op otherwise).
+            scaler.scale(loss / cfg.grad_accum_steps).backward()
+        for key, value in {"loss": loss.item(), **extra}.items():
+            sums[key] = sums.get(key, 0.0) + float(value) / len(parts)
+    metrics = mean_over_ranks(sums, ctx, device)  # every rank sees the global batch's numbers
+    check_loss(metrics["loss"], step)
+
+    scaler.unscale_(optimizer)  # back to the true gradients before measuring them (float16 only)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)  # the norm of all gradients as one long vector
+    if not scaler.is_enabled():  # with float16 an overflow is expected now and then: the scaler skips it
+        check_grad_norm(norm.item(), model, step)
+    if cfg.grad_clip > 0:  # scale every gradient by min(1, grad_clip / norm)
+        torch.nn.utils.clip_grads_with_norm_(model.parameters(), cfg.grad_clip, norm)
+    scaler.step(optimizer)  # optimizer.step() (skipped by the float16 scaler if gradients overflowed)
+    scaler.update()
+    return {**metrics, "grad_norm": norm.item()}
+
+
+@torch.no_grad()
+def validation_loss(net: nn.Module, get_batch: GetBatch, loss_fn: LossFn, cfg: TrainConfig,
+                    ctx: DistContext, device: torch.device) -> float:
+    """Mean loss over cfg.eval_batches validation batches, the same batches at every evaluation."""
+    generator = torch.Generator().manual_seed(cfg.seed + EVAL_SEED_OFFSET)
+    total, count = 0.0, 0
+    for _ in range(cfg.eval_batches):
+        batch = get_batch("val", generator)
+        check_batch(batch, cfg.batch_size, "val")
+        for part in micro_batches(batch, cfg, ctx, device):
+            with autocast(device, cfg.dtype):
+                loss, _ = loss_fn(net, part)
+            total, count = total + loss.item(), count + 1
+    return mean_over_ranks({"val_loss": total / count}, ctx, device)["val_loss"]
+
+
+def run_evaluation(net: nn.Module, model: nn.Module, get_batch: GetBatch, loss_fn: LossFn,
+                   evaluate: Evaluate | None, cfg: TrainConfig, ctx: DistContext,
+                   device: torch.device) -> dict[str, float]:
+    """The validation loss, plus the stage's own metrics from `evaluate(model)` (run on rank 0)."""
+    model.eval()  # dropout off
+    metrics = {"val_loss": validation_loss(net, get_batch, loss_fn, cfg, ctx, device)}
+    if evaluate is not None and ctx.is_main:
+        with torch.no_grad():
+            metrics.update(evaluate(model))
+    barrier(ctx)
+    model.train()
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints of the whole training state, and exact resume.
+
+
+def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        scaler: torch.amp.GradScaler, data_generator: torch.Generator, cfg: TrainConfig,
+                        ctx: DistContext, step: int, model_kind: str, elapsed_s: float) -> None:
+    """Everything needed to continue from `step` as if never stopped (written by rank 0)."""
+    rng_per_rank = gather_objects(capture_rng_state(), ctx)  # every rank has its own dropout stream
+    if ctx.is_main:
+        save_checkpoint(path, {
+            "step": step,
+            "model_kind": model_kind,
+            "model_config": model_config_dict(model),
+            "train_config": to_dict(cfg),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),  # Adam's moment estimates and step counts
+            "scaler": scaler.state_dict(),  # the float16 loss scale ({} when disabled)
+            "rng": rng_per_rank,
+            "data_generator": data_generator.get_state(),
+            "elapsed_s": elapsed_s,
+        })
+    barrier(ctx)  # no rank goes on (or returns) before the checkpoint is on disk
+
+
+def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                           scaler: torch.amp.GradScaler, data_generator: torch.Generator,
+                           cfg: TrainConfig, ctx: DistContext, model_kind: str) -> tuple[int, float]:
+    """Load `path` into the model, optimizer, scaler and generators; return (step, elapsed_s)."""
+    ckpt = load_checkpoint(path)
+    check_model_config(ckpt, model, model_kind, path)
+    load_weights(model, ckpt["model"], path)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt["scaler"] and scaler.is_enabled():
+        scaler.load_state_dict(ckpt["scaler"])
+    data_generator.set_state(ckpt["data_generator"])
+    step = ckpt["step"]
+    if len(ckpt["rng"]) == ctx.world_size:
+        restore_rng_state(ckpt["rng"][ctx.rank])
+    else:  # another number of processes: no exact resume possible, but fresh, distinct streams
+        seed_everything(cfg.seed + ctx.rank + step)
+    changed = diff_configs(ckpt["train_config"], to_dict(cfg))
+    if changed and ctx.is_main:
+        tqdm.write(f"note: resuming {path} with changed training settings: {'; '.join(changed)}")
+    return step, ckpt.get("elapsed_s", 0.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics.jsonl: one JSON object per line, appended as training goes.
+
+
+def read_metrics(path: Path, up_to_step: int) -> list[dict]:
+    """The rows of `path` up to `up_to_step` (a row cut off by a crash mid-write is dropped)."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("step", math.inf) <= up_to_step:
+                rows.append(row)
+    return rows
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    atomic_write_bytes(path, "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
+
+
+def append_metrics(path: Path, row: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def summarize(history: list[dict]) -> dict[str, Any]:
+    """The latest value of every metric (train and validation) in the history."""
+    final: dict[str, Any] = {}
+    for row in history:
+        final.update({key: value for key, value in row.items() if key != "split"})
+    return final
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop.
+
+
+def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch: GetBatch, loss_fn: LossFn,
+          evaluate: Evaluate | None = None, run_config: dict | None = None, tokenizer: Any = None,
+          resume: bool = False, desc: str = "train", model_kind: str = "gpt") -> dict[str, Any]:
+    """Train `model` for cfg.max_steps optimizer steps; return {"history": rows, "final": latest values}.
+
+    get_batch(split, generator) -> dict of tensors with cfg.batch_size rows ("train" or "val"),
+        drawn with the given generator only.
+    loss_fn(model, batch) -> (scalar loss, dict of extra floats to log); it must call model(...)
+        (forward) so that DDP sees the pass.
+    evaluate(model) -> dict of floats, called every cfg.eval_every steps next to the validation loss.
+    resume: continue from out_dir/ckpt.pt if it exists (exactly where it stopped).
+    """
+    out_dir = Path(out_dir)
+    ctx, device = init_distributed(resolve_device(cfg.device))
+    if cfg.batch_size % (cfg.grad_accum_steps * ctx.world_size):
+        raise ConfigError(
+            f"TrainConfig.batch_size={cfg.batch_size} must be divisible by grad_accum_steps x processes "
+            f"= {cfg.grad_accum_steps} x {ctx.world_size}"
+        )
+    ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
+    if ckpt_path.is_file() and not resume:
+        raise CheckpointError(
+            f"{out_dir} already holds a training run ({CKPT_NAME}): pass resume (--resume) to continue "
+            "it, or choose another output folder"
+        )
+    model.to(device).train()
+    optimizer = make_optimizer(model, cfg)
+    scaler = make_grad_scaler(device, cfg.dtype)
+    data_generator = torch.Generator()  # get_batch draws the training rows with this one only
+
+    start_step, elapsed_before = 0, 0.0
+    if ckpt_path.is_file():
+        start_step, elapsed_before = restore_training_state(
+            ckpt_path, model, optimizer, scaler, data_generator, cfg, ctx, model_kind)
+    else:
+        if resume and ctx.is_main:
+            tqdm.write(f"note: no {CKPT_NAME} in {out_dir} to resume from: starting at step 0")
+        seed_everything(cfg.seed + ctx.rank)  # distinct dropout per rank; the same data for all
+        data_generator.manual_seed(cfg.seed)
+    history = read_metrics(metrics_path, up_to_step=start_step)  # a resume drops rows after the checkpoint
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / CONFIG_NAME, {"run": run_config, "train": to_dict(cfg), "model_kind": model_kind,
+                                           "model": model_config_dict(model), "world_size": ctx.world_size})
+        if tokenizer is not None:
+            tokenizer.save(out_dir / TOKENIZER_NAME)
+        write_metrics(metrics_path, history)
+
+    # What runs forward: the model, compiled to fused kernels if asked, wrapped in DDP on several ranks.
+    net = wrap_model(torch.compile(model) if cfg.compile else model, ctx, device)
+    started = time.perf_counter()
+    bar = tqdm(range(start_step + 1, cfg.max_steps + 1), initial=start_step, total=cfg.max_steps, desc=desc,
+               disable=not ctx.is_main, dynamic_ncols=True)
+    try:
+        with torch.autograd.set_detect_anomaly(cfg.detect_anomaly):
+            for step in bar:
+                step_started = time.perf_counter()
+                lr = lr_at(step - 1, cfg)
+                set_lr(optimizer, lr)
+                batch = get_batch("train", data_generator)
+                check_batch(batch, cfg.batch_size, "train")
+                metrics = train_step(net, model, batch, loss_fn, optimizer, scaler, cfg, ctx, device, step)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}")
+                elapsed = elapsed_before + time.perf_counter() - started
+
+                rows = []
+                if step == 1 or step % cfg.log_every == 0 or step == cfg.max_steps:
+                    rows.append({"step": step, "split": "train", **metrics, "lr": lr, "elapsed_s": elapsed,
+                                 "samples_per_s": cfg.batch_size / (time.perf_counter() - step_started)})
+                if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                    evaluation = run_evaluation(net, model, get_batch, loss_fn, evaluate, cfg, ctx, device)
+                    rows.append({"step": step, "split": "val", **evaluation})
+                    shown = ", ".join(f"{key} {value:.4g}" for key, value in evaluation.items())
+                    bar.write(f"{desc} step {step}: {shown}")
+                history += rows
+                if ctx.is_main:
+                    for row in rows:
+                        append_metrics(metrics_path, row)
+                if step % cfg.save_every == 0 or step == cfg.max_steps:
+                    if ctx.is_main:
+                        plot_metrics(history, out_dir / PLOT_NAME, ("loss", "val_loss"), title=desc)
+                    save_training_state(ckpt_path, model, optimizer, scaler, data_generator, cfg, ctx,
+                                        step, model_kind, elapsed)
+    finally:
+        bar.close()
+        shutdown(ctx)
+    if ctx.is_main:
+        plot_metrics(history, out_dir / PLOT_NAME, ("loss", "val_loss"), title=desc)
+    return {"history": history, "final": summarize(history)}

@@ -1,0 +1,35 @@
+"""Mixed precision: run the big matrix products in 16-bit floats, keep the weights in 32-bit.
+
+`torch.autocast` runs each operation in the precision that suits it: matrix multiplications in
+bfloat16 or float16 (half the memory traffic, and much faster on GPUs with tensor cores),
+reductions such as softmax and the loss in float32. The parameters and the optimizer state stay
+in float32, so small updates are not rounded away.
+
+- **bfloat16** keeps float32's exponent range (it just has fewer mantissa bits), so gradients
+  neither overflow nor underflow: autocast alone is enough.
+- **float16** has a narrow range: small gradients underflow to 0. A *grad scaler* multiplies the
+  loss by a large factor before backward (so gradients stay representable), divides the
+  gradients by it before the optimizer step, and skips any step whose gradients overflowed to
+  inf, lowering the factor. It is created for every run but enabled only for float16, where a
+  disabled scaler passes everything through unchanged: the loop has a single code path.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast(device: torch.device, dtype: str) -> AbstractContextManager:
+    """The context in which forward passes run: autocast to `dtype`, or nothing for float32."""
+    if dtype == "float32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+
+
+def make_grad_scaler(device: torch.device, dtype: str) -> torch.amp.GradScaler:
+    """A gradient scaler, active only for float16."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == "float16")

@@ -1,0 +1,72 @@
+"""A tiny, complete training run for the loop's tests: run as a script (a subprocess to kill, or one
+rank under torchrun) or import its pieces.
+
+The task: sequences that count with a stride, (start + stride * i) % VOCAB for i = 0..T, stride in
+1..3. Predicting the next token needs the two previous ones, so a 1-layer GPT learns it quickly and
+a loss that does not fall means training is broken.
+
+    python tests/_train_worker.py --out DIR [--resume] [--steps 12] [--batch-size 8] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minillm.config import ModelConfig, TrainConfig
+from minillm.model.gpt import GPT
+from minillm.train import train
+from minillm.utils import seed_everything
+
+VOCAB, SEQ_LEN = 16, 12
+
+
+def tiny_gpt(dropout: float = 0.0, seed: int = 0) -> GPT:
+    seed_everything(seed)
+    return GPT(ModelConfig(vocab_size=VOCAB, block_size=SEQ_LEN, n_layer=1, n_head=2, n_embd=16,
+                           dropout=dropout))
+
+
+def counting_batch(batch_size: int) -> callable:
+    """get_batch for the counting task: ids (B, T) and their next tokens (B, T)."""
+
+    def get_batch(split: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        start = torch.randint(0, VOCAB, (batch_size, 1), generator=generator)
+        stride = torch.randint(1, 4, (batch_size, 1), generator=generator)
+        seq = (start + stride * torch.arange(SEQ_LEN + 1)) % VOCAB  # (B, T + 1)
+        return {"ids": seq[:, :-1], "targets": seq[:, 1:]}
+
+    return get_batch
+
+
+def next_token_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    logits = model(batch["ids"])  # (B, T, V)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["targets"].flatten())
+    accuracy = (logits.argmax(-1) == batch["targets"]).float().mean().item()
+    return loss, {"accuracy": accuracy}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--save-every", type=int, default=4)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--dtype", default="float32")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, grad_accum_steps=args.grad_accum,
+                      lr=1e-2, warmup_steps=3, eval_every=5, eval_batches=2, log_every=1,
+                      save_every=args.save_every, dtype=args.dtype)
+    train(tiny_gpt(args.dropout), cfg, args.out, get_batch=counting_batch(cfg.batch_size),
+          loss_fn=next_token_loss, resume=args.resume, desc="worker")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Crash-and-resume harness, reusable by every stage's tests.
+
+`assert_exact_resume` runs a training command three times in subprocesses:
+1. straight through, into `tmp/straight`;
+2. into `tmp/crashed`, SIGKILLed right after its K-th optimizer update (tests/_kill_after_updates.py);
+3. again into `tmp/crashed` with resume on;
+then checks that the two final checkpoints hold bit-identical tensors (model, optimizer, RNG
+states) and that the metrics.jsonl curves agree row for row. A stage test only says how to build
+its command:
+
+    from crash_resume import assert_exact_resume
+
+    def command(out_dir: Path, resume: bool) -> list[str]:   # the arguments after `python`
+        return ["-m", "minillm.cli", "pretrain", "clm", "--preset", "micro", "--out", str(out_dir),
+                *(["--resume"] if resume else [])]
+
+    def test_clm_resumes_exactly(tmp_path):
+        assert_exact_resume(command, tmp_path, kill_after_updates=7)
+
+Pick K after the first checkpoint (save_every) and before the last step, so that the resume really
+continues from a saved state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from minillm.train.checkpoint import CKPT_NAME, load_checkpoint
+
+KILLER = Path(__file__).with_name("_kill_after_updates.py")
+TIMING_KEYS = {"elapsed_s", "samples_per_s"}  # wall-clock numbers differ between runs by nature
+
+
+def run_python(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python ARGS...` with one thread, from the repository root; fail the test with its stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
+                            env=env, cwd=Path(__file__).parent.parent)
+    return result
+
+
+def check_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}:\n{result.stderr[-3000:]}"
+
+
+def assert_identical(a: Any, b: Any, where: str = "checkpoint") -> None:
+    """Every tensor equal bit for bit, every other value equal, through nested dicts and lists."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys differ"
+        for key in a:
+            assert_identical(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def read_curve(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+def assert_exact_resume(command: Callable[[Path, bool], list[str]], tmp_path: Path, kill_after_updates: int,
+                        ckpt_name: str = CKPT_NAME, timeout: float = 120) -> None:
+    """A run SIGKILLed after `kill_after_updates` updates and resumed ends bit-identical to a straight one."""
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    check_ok(run_python(command(straight, False), timeout))
+    killed = run_python([str(KILLER), str(kill_after_updates), *command(crashed, False)], timeout)
+    assert killed.returncode == -signal.SIGKILL, (
+        f"the run was not killed after update {kill_after_updates} (exit {killed.returncode}): "
+        f"does it take that many steps?\n{killed.stderr[-2000:]}")
+    check_ok(run_python(command(crashed, True), timeout))
+
+    a, b = load_checkpoint(straight / ckpt_name), load_checkpoint(crashed / ckpt_name)
+    for key in ("elapsed_s",):  # wall-clock time is the one thing allowed to differ
+        a.pop(key, None), b.pop(key, None)
+    assert_identical(a, b, f"final {ckpt_name} (killed after update {kill_after_updates})")
+    assert read_curve(straight) == read_curve(crashed), "metrics.jsonl curves differ after the resume"

@@ -1,0 +1,148 @@
+"""Masks and attention, each checked against an independent, deliberately naive computation."""
+
+import math
+
+import pytest
+import torch
+
+from minillm.config import ModelConfig
+from minillm.model.attention import (
+    KVCache,
+    MultiHeadAttention,
+    attend,
+    causal_mask,
+    combine_masks,
+    padding_mask,
+)
+
+
+def brute_force_mask(real: list[list[bool]], t_query: int, causal: bool) -> torch.Tensor:
+    """May query i of row b see key j? One Python loop per question."""
+    B, t_key = len(real), len(real[0])
+    out = torch.zeros(B, 1, t_query, t_key, dtype=torch.bool)
+    for b in range(B):
+        for i in range(t_query):
+            position = t_key - t_query + i  # queries are the last t_query positions
+            for j in range(t_key):
+                out[b, 0, i, j] = real[b][j] and (not causal or j <= position)
+    return out
+
+
+@pytest.mark.parametrize("t_query", [1, 3, 6])
+@pytest.mark.parametrize("causal", [True, False])
+def test_masks_match_brute_force(t_query, causal):
+    real = [[False, False, True, True, True, True], [True, True, True, True, True, False],
+            [True, False, True, False, True, True]]
+    pad = padding_mask(torch.tensor(real))
+    future = causal_mask(t_query, 6) if causal else None
+    got = combine_masks(pad, future).expand(3, 1, t_query, 6)
+    assert got.dtype == torch.bool
+    assert torch.equal(got, brute_force_mask(real, t_query, causal))
+
+
+def test_causal_mask_alone_and_none():
+    assert torch.equal(causal_mask(3, 3), torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool))
+    assert combine_masks(None, None) is None
+    assert combine_masks(None, causal_mask(2, 2)).shape == (1, 1, 2, 2)
+
+
+def reference_attention(q, k, v, mask):
+    """Float64, one (batch, head, query) at a time, softmax written as exp / sum; no key visible -> 0."""
+    q, k, v = q.double(), k.double(), v.double()
+    B, H, Tq, D = q.shape
+    mask = mask.expand(B, H, Tq, k.shape[2])
+    out = torch.zeros(B, H, Tq, D, dtype=torch.float64)
+    for b in range(B):
+        for h in range(H):
+            for i in range(Tq):
+                visible = [j for j in range(k.shape[2]) if mask[b, h, i, j]]
+                if not visible:
+                    continue
+                scores = torch.stack([q[b, h, i] @ k[b, h, j] / math.sqrt(D) for j in visible])
+                weights = torch.exp(scores - scores.max())
+                weights = weights / weights.sum()
+                out[b, h, i] = sum(w * v[b, h, j] for w, j in zip(weights, visible, strict=True))
+    return out
+
+
+def random_qkv(seed, B=2, H=3, Tq=5, Tk=5, D=4, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, H, t, D, generator=g, dtype=dtype) for t in (Tq, Tk, Tk)]
+
+
+def left_padded_causal_mask():
+    """Row 0 has two pads in front, so its first two queries see nothing at all."""
+    real = torch.tensor([[False, False, True, True, True], [True, True, True, True, True]])
+    return combine_masks(padding_mask(real), causal_mask(5, 5))
+
+
+@pytest.mark.parametrize("use_sdpa", [False, True])
+def test_attention_matches_float64_reference(use_sdpa):
+    q, k, v = random_qkv(0)
+    mask = left_padded_causal_mask()
+    got = attend(q, k, v, mask, use_sdpa=use_sdpa)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), reference_attention(q, k, v, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_manual_and_sdpa_agree_with_cached_keys():
+    q, k, v = random_qkv(1, Tq=2, Tk=7)  # two new queries against seven keys (five of them cached)
+    mask = combine_masks(padding_mask(torch.rand(2, 7) > 0.3), causal_mask(2, 7))
+    torch.testing.assert_close(attend(q, k, v, mask), attend(q, k, v, mask, use_sdpa=True))
+    torch.testing.assert_close(attend(q, k, v, None), attend(q, k, v, None, use_sdpa=True))
+
+
+@pytest.mark.parametrize("use_sdpa", [False, True])
+def test_fully_masked_rows_are_zero_with_finite_gradients(use_sdpa):
+    q, k, v = (t.requires_grad_() for t in random_qkv(2))
+    mask = torch.zeros(1, 1, 5, 5, dtype=torch.bool)  # nobody may see anything
+    out = attend(q, k, v, mask, use_sdpa=use_sdpa)
+    assert torch.equal(out, torch.zeros_like(out))
+    out.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+def test_gradcheck_attention_float64():
+    q, k, v = (t.requires_grad_() for t in random_qkv(3, B=1, H=2, Tq=4, Tk=4, D=3, dtype=torch.float64))
+    mask = combine_masks(padding_mask(torch.tensor([[False, True, True, True]])), causal_mask(4, 4))
+    assert torch.autograd.gradcheck(lambda q, k, v: attend(q, k, v, mask), (q, k, v))
+
+
+def test_gradcheck_multi_head_attention_module_float64():
+    module = MultiHeadAttention(ModelConfig(n_embd=8, n_head=2)).double()
+    x = torch.randn(2, 4, 8, dtype=torch.float64, requires_grad=True)
+    mask = causal_mask(4, 4)[None, None]
+    assert torch.autograd.gradcheck(lambda x: module(x, mask), (x,))
+
+
+def test_module_manual_equals_sdpa_and_heads_are_split_correctly():
+    torch.manual_seed(0)
+    manual = MultiHeadAttention(ModelConfig(n_embd=12, n_head=3))
+    fused = MultiHeadAttention(ModelConfig(n_embd=12, n_head=3, attention="sdpa"))
+    fused.load_state_dict(manual.state_dict())
+    x = torch.randn(2, 5, 12)
+    mask = left_padded_causal_mask()
+    torch.testing.assert_close(manual(x, mask), fused(x, mask))
+    # Independent check of the head split: head 1 uses channels 4..8 of q, k and v.
+    q, k, v = manual.qkv(x).split(12, dim=2)
+    one_head = reference_attention(*(t[:, :, 4:8].unsqueeze(1) for t in (q, k, v)), mask)[:, 0]  # (B, T, 4)
+    heads = attend(*(manual.split_heads(t) for t in (q, k, v)), mask)  # (B, H, T, 4)
+    torch.testing.assert_close(heads[:, 1].double(), one_head, atol=1e-6, rtol=1e-6)
+
+
+def test_kv_cache_grows_along_time_and_remembers_padding():
+    cache = KVCache(n_layer=2)
+    first = cache.add_tokens(torch.tensor([[False, True, True], [True, True, True]]), batch=2, t_new=3)
+    k0, v0 = cache.update(0, torch.randn(2, 4, 3, 5), torch.randn(2, 4, 3, 5))
+    assert first.shape == (2, 3) and k0.shape == (2, 4, 3, 5) and cache.length == 3
+    mask = cache.add_tokens(None, batch=2, t_new=1)  # the new token is real in every row
+    k1, v1 = cache.update(0, torch.randn(2, 4, 1, 5), torch.randn(2, 4, 1, 5))
+    assert torch.equal(mask, torch.tensor([[False, True, True, True], [True, True, True, True]]))
+    assert k1.shape == (2, 4, 4, 5) and torch.equal(k1[:, :, :3], k0) and torch.equal(v1[:, :, :3], v0)
+    assert cache.keys[1] is None and cache.length == 4
+
+
+def test_kv_cache_without_padding_keeps_no_mask():
+    cache = KVCache(n_layer=1)
+    assert cache.add_tokens(None, batch=2, t_new=4) is None
+    assert cache.add_tokens(None, batch=2, t_new=1) is None and cache.length == 5

@@ -1,0 +1,251 @@
+"""GPT and BERT: invariances a correct transformer must have, the KV cache, sampling, and bad input."""
+
+import pytest
+import torch
+
+from minillm.config import ModelConfig
+from minillm.errors import ConfigError, ModelInputError
+from minillm.model import GPT, Bert, Block, KVCache
+
+V = 53
+
+
+def gpt_config(**kw) -> ModelConfig:
+    return ModelConfig(**{"vocab_size": V, "block_size": 48, "n_layer": 2, "n_head": 4, "n_embd": 32, **kw})
+
+
+def bert_config(**kw) -> ModelConfig:
+    return gpt_config(norm="post", activation="gelu", layer_norm_eps=1e-12, **kw)
+
+
+def make(cls, config: ModelConfig, seed: int = 0):
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    with torch.no_grad():  # larger-than-init weights: differences are not hidden by tiny activations
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def ids_of(*shape, seed=0) -> torch.Tensor:
+    return torch.randint(0, V, shape, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------------------------------
+# Shapes and configuration switches.
+
+
+def test_shapes_and_tied_heads():
+    gpt, bert = make(GPT, gpt_config()), make(Bert, bert_config())
+    ids = ids_of(2, 7)
+    assert gpt(ids).shape == (2, 7, V) and gpt.hidden_states(ids).shape == (2, 7, 32)
+    assert bert(ids).shape == (2, 7, V) and bert.hidden_states(ids).shape == (2, 7, 32)
+    torch.testing.assert_close(gpt(ids), gpt.hidden_states(ids) @ gpt.tok_emb.weight.T)
+    assert not any("lm_head" in k for k in gpt.state_dict())  # the head IS the embedding table
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_gradcheck_one_block_float64(norm):
+    torch.manual_seed(0)
+    block = Block(ModelConfig(n_embd=8, n_head=2, norm=norm)).double()
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    mask = torch.ones(3, 3, dtype=torch.bool).tril()[None, None]
+    assert torch.autograd.gradcheck(lambda x: block(x, mask), (x,))
+
+
+def test_pre_and_post_norm_differ_and_post_ends_normalised():
+    torch.manual_seed(0)
+    pre, post = Block(ModelConfig(n_embd=8, n_head=2)), Block(ModelConfig(n_embd=8, n_head=2, norm="post"))
+    post.load_state_dict(pre.state_dict())
+    x = 3 * torch.randn(2, 3, 8)
+    out = post(x)
+    assert not torch.allclose(pre(x), out)
+    torch.testing.assert_close(out.mean(-1), torch.zeros(2, 3), atol=1e-5, rtol=0)  # LN is last in post-LN
+
+
+def test_sdpa_model_equals_manual_model():
+    manual = make(GPT, gpt_config())
+    fused = GPT(gpt_config(attention="sdpa")).eval()
+    fused.load_state_dict(manual.state_dict())
+    ids, mask = ids_of(3, 9), torch.ones(3, 9, dtype=torch.bool)
+    mask[0, :4] = False
+    torch.testing.assert_close(fused(ids, mask), manual(ids, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_only_in_training_mode():
+    model = make(GPT, gpt_config(dropout=0.3))
+    ids = ids_of(2, 6)
+    assert torch.equal(model(ids), model(ids))
+    model.train()
+    assert not torch.equal(model(ids), model(ids))
+
+
+# --------------------------------------------------------------------------------------------------
+# Invariances: causality, padding.
+
+
+def test_changing_a_future_token_never_changes_an_earlier_gpt_logit():
+    model = make(GPT, gpt_config())
+    ids = ids_of(1, 12)
+    changed = ids.clone()
+    changed[0, 7] = (ids[0, 7] + 1) % V
+    a, b = model(ids), model(changed)
+    torch.testing.assert_close(a[:, :7], b[:, :7], atol=0, rtol=0)
+    assert not torch.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_bert_sees_both_directions():
+    model = make(Bert, bert_config())
+    ids = ids_of(1, 12)
+    changed = ids.clone()
+    changed[0, 7] = (ids[0, 7] + 1) % V
+    assert not torch.allclose(model(ids)[:, :7], model(changed)[:, :7])
+
+
+@pytest.mark.parametrize("cls", [GPT, Bert])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padding_does_not_change_real_token_logits(cls, side):
+    model = make(cls, gpt_config() if cls is GPT else bert_config())
+    real = ids_of(1, 6, seed=1)
+    pads = ids_of(1, 3, seed=2)  # arbitrary ids in the pad slots: they must not matter
+    padded = torch.cat([pads, real], 1) if side == "left" else torch.cat([real, pads], 1)
+    mask = torch.zeros(1, 9, dtype=torch.bool)
+    mask[:, 3:] = side == "left"
+    mask[:, :6] |= side == "right"
+    alone, together = model(real), model(padded, mask)
+    assert torch.isfinite(together).all()
+    torch.testing.assert_close(together[mask].view(1, 6, V), alone, atol=1e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# KV cache and generation.
+
+
+def left_padded_batch():
+    """Three prompts of lengths 5, 2 and 4, left-padded to 5 (pad slots hold arbitrary ids)."""
+    ids = ids_of(3, 5, seed=4)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 0, 1, 1], [0, 1, 1, 1, 1]], dtype=torch.bool)
+    return ids, mask
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_cached_logits_equal_full_recompute_at_every_step(padded):
+    model = make(GPT, gpt_config())
+    ids, mask = left_padded_batch()
+    mask = mask if padded else None
+    cont = ids_of(3, 6, seed=5)  # tokens fed one at a time after the prompt
+    full_ids = torch.cat([ids, cont], 1)
+    full_mask = None if mask is None else torch.cat([mask, torch.ones(3, 6, dtype=torch.bool)], 1)
+    full = model(full_ids, full_mask)  # (3, 11, V) all at once, no cache
+    cache = KVCache(model.config.n_layer)
+    step_mask = None if mask is None else torch.ones(3, 1, dtype=torch.bool)
+    got = [model(ids, mask, cache=cache)]
+    for t in range(6):
+        got.append(model(cont[:, t:t + 1], step_mask, cache=cache))
+    got = torch.cat(got, 1)
+    real = full_mask if full_mask is not None else torch.ones(3, 11, dtype=torch.bool)
+    torch.testing.assert_close(got[real], full[real], atol=1e-5, rtol=1e-5)
+    assert cache.length == 11 and cache.keys[0].shape[2] == 11
+
+
+def test_greedy_generation_same_with_and_without_cache_and_alone_vs_batched():
+    model = make(GPT, gpt_config())
+    ids, mask = left_padded_batch()
+    cached = model.generate(ids, 12, temperature=0, attention_mask=mask)
+    recomputed = model.generate(ids, 12, temperature=0, attention_mask=mask, use_cache=False)
+    assert torch.equal(cached.new_ids, recomputed.new_ids)
+    torch.testing.assert_close(cached.logprobs, recomputed.logprobs, atol=1e-5, rtol=1e-5)
+    for row in range(3):
+        prompt = ids[row][mask[row]][None]  # the prompt without its padding
+        alone = model.generate(prompt, 12, temperature=0)
+        assert torch.equal(alone.new_ids[0], cached.new_ids[row])
+    assert len(set(map(tuple, cached.new_ids.tolist()))) > 1  # rows really are different
+
+
+def test_logprobs_are_those_a_forward_pass_recomputes():
+    model = make(GPT, gpt_config())
+    ids, mask = left_padded_batch()
+    gen = model.generate(ids, 8, temperature=0.7, top_k=20, attention_mask=mask,
+                         generator=torch.Generator().manual_seed(0))
+    full_mask = torch.cat([mask, gen.response_mask], 1)
+    logits = model(gen.ids, full_mask)[:, ids.shape[1] - 1:-1] / 0.7  # positions that predicted new_ids
+    expected = logits.log_softmax(-1).gather(-1, gen.new_ids[..., None])[..., 0]
+    torch.testing.assert_close(gen.logprobs, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_generation_is_deterministic_under_a_seeded_generator():
+    model = make(GPT, gpt_config())
+    ids = ids_of(2, 3)
+
+    def sample(seed):
+        g = torch.Generator().manual_seed(seed)
+        return model.generate(ids, 15, temperature=1.0, top_p=0.9, generator=g).new_ids
+
+    assert torch.equal(sample(1), sample(1))
+    assert not torch.equal(sample(1), sample(2))
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy():
+    model = make(GPT, gpt_config())
+    ids = ids_of(2, 4)
+    greedy = model.generate(ids, 6, temperature=0).new_ids
+    assert torch.equal(model.generate(ids, 6, temperature=1.0, top_k=1).new_ids, greedy)
+    assert torch.equal(model.generate(ids, 6, temperature=1.0, top_p=1e-6).new_ids, greedy)
+
+
+def test_rows_stop_at_eos_then_pad_and_generation_stops_when_all_are_done():
+    model = make(GPT, gpt_config())
+    ids, mask = left_padded_batch()
+    free = model.generate(ids, 10, temperature=0, attention_mask=mask).new_ids
+    eos = int(free[0, 2])  # make row 0's third token the end of its answer
+    stop = int((free[0] == eos).nonzero()[0])  # (its first occurrence)
+    gen = model.generate(ids, 10, temperature=0, attention_mask=mask, eos_id=eos, pad_id=V - 1)
+    assert gen.new_ids[0, stop] == eos and gen.response_mask[0, : stop + 1].all()
+    assert (gen.new_ids[0, stop + 1:] == V - 1).all() and not gen.response_mask[0, stop + 1:].any()
+    assert (gen.logprobs[0, stop + 1:] == 0).all()
+    for row in range(3):  # every row equals the free run up to its own first eos
+        n = int(gen.response_mask[row].sum())
+        assert torch.equal(gen.new_ids[row, :n], free[row, :n])
+    everyone = model.generate(ids[:1], 10, temperature=0, eos_id=eos)
+    assert everyone.new_ids.shape == (1, stop + 1)  # stopped early: nothing left to generate
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input.
+
+
+def test_n_embd_not_divisible_by_n_head_is_a_config_error():
+    with pytest.raises(ConfigError, match="divisible"):
+        ModelConfig(n_embd=30, n_head=4)
+
+
+@pytest.mark.parametrize("cls", [GPT, Bert])
+def test_bad_ids_and_masks_are_model_input_errors(cls):
+    model = make(cls, gpt_config())
+    with pytest.raises(ModelInputError, match="vocab_size"):
+        model(torch.tensor([[1, V]]))
+    with pytest.raises(ModelInputError, match="vocab_size"):
+        model(torch.tensor([[-1, 2]]))
+    with pytest.raises(ModelInputError, match="block_size"):
+        model(ids_of(1, 49))
+    with pytest.raises(ModelInputError, match="attention_mask"):
+        model(ids_of(2, 5), torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ModelInputError, match="batch"):
+        model(ids_of(5))
+
+
+def test_bad_generate_arguments():
+    model = make(GPT, gpt_config())
+    ids, mask = left_padded_batch()
+    with pytest.raises(ModelInputError, match="LEFT padding"):
+        model.generate(ids, 3, attention_mask=mask.flip(1))
+    with pytest.raises(ModelInputError, match="block_size"):
+        model.generate(ids, 44)
+    with pytest.raises(ModelInputError, match="top_p"):
+        model.generate(ids, 3, top_p=1.5)
+    with pytest.raises(ModelInputError, match="eos_id"):
+        model.generate(ids, 3, eos_id=V)
+    with pytest.raises(ModelInputError, match="block_size"):  # the cache counts the past tokens too
+        cache = KVCache(2)
+        model(ids_of(1, 40), cache=cache)
+        model(ids_of(1, 9), cache=cache)

@@ -1,0 +1,144 @@
+"""Rankings on disk and from a person: bad lines reported and skipped, the terminal loop scripted."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from minillm.errors import DataError
+from minillm.stage3_rlhf.annotate import annotate_loop, parse_ranking
+from minillm.stage3_rlhf.annotator import (
+    SimulatedAnnotator,
+    gold_agreement,
+    gold_score,
+    pair_agreement,
+    self_agreement,
+    win_rate,
+)
+from minillm.stage3_rlhf.preferences import read_preferences
+
+GOOD = {"prompt": "Capital of Varn?", "answers": ["Tarsk", "Mell", "I don't know"], "ranking": [0, 2, 1]}
+
+
+def write_lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines[:-1]) + lines[-1], encoding="utf-8")
+
+
+def test_bad_lines_are_reported_and_skipped_good_lines_kept(tmp_path):
+    path = tmp_path / "prefs.jsonl"
+    write_lines(path, [
+        json.dumps(GOOD),
+        json.dumps({**GOOD, "ranking": [0, 0, 1]}),  # not a permutation
+        json.dumps({**GOOD, "ranking": [0, 1]}),  # too short
+        json.dumps({**GOOD, "ranking": [0, "1", 2]}),  # not integers
+        json.dumps({**GOOD, "answers": ["Tarsk", "Tarsk", "Mell"]}),  # duplicate answers
+        json.dumps({"prompt": "x", "answers": ["a", "b"]}),  # missing field
+        "",
+        json.dumps({**GOOD, "prompt": "Second good one"}),
+        '{"prompt": "cut off", "answers": ["a", "b"], "rank',  # truncated last line
+    ])
+    skipped = []
+    with pytest.warns(UserWarning, match="skipped 6 bad line"):
+        records = read_preferences(path, skipped)
+    assert [r["prompt"] for r in records] == ["Capital of Varn?", "Second good one"]
+    reasons = dict(skipped)
+    assert sorted(reasons) == [2, 3, 4, 5, 6, 9]
+    for number, word in ((2, "permutation"), (3, "permutation"), (4, "permutation"), (5, "duplicate"),
+                         (6, "missing"), (9, "JSON")):
+        assert word in reasons[number], (number, reasons[number])
+
+
+def test_a_file_without_good_lines_is_refused(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": 1}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="no valid record"), pytest.warns(UserWarning):
+        read_preferences(path)
+    with pytest.raises(DataError, match="does not exist"):
+        read_preferences(tmp_path / "missing.jsonl")
+
+
+# ---------------------------------------------------------------- the person in the terminal
+
+
+@pytest.mark.parametrize("text,expected", [("2 1 4 3", [1, 0, 3, 2]), ("1,2,3,4\n", [0, 1, 2, 3])])
+def test_parse_ranking_accepts_permutations(text, expected):
+    assert parse_ranking(text, 4) == expected
+
+
+@pytest.mark.parametrize("text", ["2 1 4", "1 1 2 3", "a b c d", "1 2 3 5", "", "0 1 2 3"])
+def test_parse_ranking_rejects_malformed_input(text):
+    with pytest.raises(ValueError):
+        parse_ranking(text, 4)
+
+
+def scripted(records, out_path, typed):
+    stdin, stdout = io.StringIO(typed), io.StringIO()
+    summary = annotate_loop(records, lambda r: [f"{r['prompt']} answer {i}" for i in range(4)], out_path,
+                            stdin, stdout)
+    return summary, stdout.getvalue()
+
+
+def test_annotate_loop_reasks_appends_and_resumes(tmp_path):
+    out = tmp_path / "human.jsonl"
+    records = [{"prompt": f"p{i}", "id": f"id{i}"} for i in range(3)]
+    summary, shown = scripted(records, out, "2 1 4\n2 1 4 3\nq\n")  # a malformed line, one ranking, stop
+    assert summary == {"ranked": 1, "skipped_done": 0, "remaining": 2}
+    assert "not a ranking" in shown and shown.count("=== prompt 1/3") == 1
+    first = [json.loads(line) for line in out.read_text().splitlines()]
+    assert first == [{"prompt": "p0", "answers": [f"p0 answer {i}" for i in range(4)], "ranking": [1, 0, 3, 2],
+                      "id": "id0", "annotator": "human"}]
+    # started again: p0 is done, p1 and p2 are asked; input ends (Ctrl-D) after one more ranking
+    summary, shown = scripted(records, out, "1 2 3 4\n")
+    assert summary == {"ranked": 1, "skipped_done": 1, "remaining": 1}
+    assert "p0" not in shown and "=== prompt 1/2 ===\np1" in shown
+    assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == ["p0", "p1"]
+
+
+def test_each_ranking_is_on_disk_before_the_next_question(tmp_path):
+    out = tmp_path / "human.jsonl"
+    seen_on_disk = []
+
+    def answers_for(record):  # called just before each question is shown
+        seen_on_disk.append(len(out.read_text().splitlines()) if out.exists() else 0)
+        return ["a", "b"]
+
+    annotate_loop([{"prompt": "x"}, {"prompt": "y"}], answers_for, out, io.StringIO("1 2\n2 1\n"), io.StringIO())
+    assert seen_on_disk == [0, 1]
+
+
+# ---------------------------------------------------------------- the simulated annotator
+
+
+RECORD = {"prompt": "What is the capital of Varn?", "reference": "The capital of Varn is Tarsk."}
+
+
+def test_gold_prefers_correct_then_polite_then_concise():
+    ideal = gold_score(RECORD, "The capital of Varn is Tarsk.")
+    rude = gold_score(RECORD, "Obviously the capital of Varn is Tarsk, duh.")
+    padded = gold_score(RECORD, "Great question! The capital of Varn is Tarsk. I hope this helps you a lot today!")
+    wrong = gold_score(RECORD, "The capital of Varn is Mell.")
+    nonsense = gold_score(RECORD, "Bananas.")
+    assert ideal > padded > wrong > nonsense
+    assert ideal > rude > nonsense
+
+
+def test_noisy_annotator_is_seeded_and_noise_lowers_agreement():
+    answers = ["The capital of Varn is Tarsk.", "Tarsk.", "The capital of Varn is Mell.", "Mell maybe, whatever."]
+    a, b = SimulatedAnnotator(0.3, seed=5), SimulatedAnnotator(0.3, seed=5)
+    assert [a.rank(RECORD, answers) for _ in range(5)] == [b.rank(RECORD, answers) for _ in range(5)]
+    assert SimulatedAnnotator(0.0).rank(RECORD, answers)[0] == 0
+    records, sets = [RECORD] * 200, [answers] * 200
+    assert self_agreement(records, sets, noise=0.0) == 1.0
+    quiet, loud = self_agreement(records, sets, noise=0.2), self_agreement(records, sets, noise=3.0)
+    assert 1.0 > quiet > loud > 0.4
+    noisy = SimulatedAnnotator(3.0, seed=1)
+    assert gold_agreement(records, sets, [noisy.rank(RECORD, answers) for _ in records]) < 0.9
+
+
+def test_pair_agreement_and_win_rate_by_hand():
+    assert pair_agreement([0, 1, 2], [0, 1, 2]) == 1.0
+    assert pair_agreement([0, 1, 2], [2, 1, 0]) == 0.0
+    assert pair_agreement([0, 1, 2], [1, 0, 2]) == pytest.approx(2 / 3)
+    assert win_rate([1.0, 2.0, 0.0, 5.0], [0.0, 2.0, 1.0, 1.0]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)

@@ -1,0 +1,176 @@
+"""Stage 3 losses and the reward model: each checked against a computation written out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from minillm.config import ModelConfig
+from minillm.model import GPT
+from minillm.stage3_rlhf.annotator import ranking_to_pairs
+from minillm.stage3_rlhf.dpo import dpo_loss
+from minillm.stage3_rlhf.ppo import (
+    clipped_policy_loss,
+    clipped_value_loss,
+    gae,
+    masked_whiten,
+    per_token_rewards,
+)
+from minillm.stage3_rlhf.reward_model import RewardModel, ranking_loss
+from minillm.stage3_rlhf.sequences import last_real_index
+
+
+def neg_log_sigmoid(x: float) -> float:
+    return math.log(1.0 + math.exp(-x))
+
+
+# ---------------------------------------------------------------- rankings and the ranking loss
+
+
+def test_ranking_to_pairs_gives_all_k_choose_2_in_order():
+    assert ranking_to_pairs([2, 0, 1]) == [(2, 0), (2, 1), (0, 1)]
+    pairs = ranking_to_pairs([4, 1, 3, 0, 2])
+    assert len(pairs) == math.comb(5, 2) and len(set(pairs)) == 10
+
+
+def test_ranking_loss_matches_hand_computation():
+    # answer 0 ranked best, then answer 1, then answer 2; pairs (0>1), (0>2), (1>2)
+    rewards = torch.tensor([[1.0, 0.0, 2.0]])
+    ranks = torch.tensor([[0, 1, 2]])
+    loss, acc = ranking_loss(rewards, ranks)
+    expected = (neg_log_sigmoid(1.0) + neg_log_sigmoid(-1.0) + neg_log_sigmoid(-2.0)) / 3
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert acc.item() == pytest.approx(1 / 3)
+
+
+def test_ranking_loss_ignores_missing_answers_and_pools_rankings():
+    rewards = torch.tensor([[0.5, -0.5, 9.0], [3.0, 1.0, 0.0]])
+    ranks = torch.tensor([[1, 0, -1], [2, 1, 0]])  # row 0: answer 1 beats answer 0; answer 2 missing
+    loss, acc = ranking_loss(rewards, ranks)
+    margins = [-1.0, -2.0, -3.0, -1.0]  # row 0: r1 - r0; row 1: r1 - r0, r2 - r0, r2 - r1
+    assert loss.item() == pytest.approx(sum(map(neg_log_sigmoid, margins)) / 4, abs=1e-6)
+    assert acc.item() == 0.0
+
+
+def test_dpo_loss_matches_hand_computation():
+    pc, pr, rc, rr = torch.tensor([-1.0, -4.0]), torch.tensor([-3.0, -1.0]), torch.tensor([-2.0, -4.0]), \
+        torch.tensor([-2.0, -2.0])
+    loss, acc, margin = dpo_loss(pc, pr, rc, rr, beta=0.5)
+    m = [0.5 * ((-1 + 2) - (-3 + 2)), 0.5 * ((-4 + 4) - (-1 + 2))]  # [1.0, -0.5]
+    assert loss.item() == pytest.approx((neg_log_sigmoid(m[0]) + neg_log_sigmoid(m[1])) / 2, abs=1e-6)
+    assert acc.item() == 0.5 and margin.item() == pytest.approx(0.25)
+
+
+# ---------------------------------------------------------------- PPO's pieces
+
+
+def brute_force_advantages(rewards, values, mask, gamma, lam):
+    """A_t = sum_l (gamma*lam)^l delta_{t+l}, with V = 0 after the last real token."""
+    B, N = rewards.shape
+    out = torch.zeros(B, N)
+    for b in range(B):
+        n = int(mask[b].sum())
+        v = [float(values[b, t]) for t in range(n)] + [0.0]
+        deltas = [float(rewards[b, t]) + gamma * v[t + 1] - v[t] for t in range(n)]
+        for t in range(n):
+            out[b, t] = sum((gamma * lam) ** (k - t) * deltas[k] for k in range(t, n))
+    return out
+
+
+@pytest.mark.parametrize("gamma,lam", [(1.0, 0.95), (0.9, 0.5), (1.0, 1.0)])
+def test_gae_matches_brute_force_discounted_sum(gamma, lam):
+    g = torch.Generator().manual_seed(0)
+    rewards, values = torch.randn(3, 6, generator=g), torch.randn(3, 6, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    adv, returns = gae(rewards, values, mask, gamma, lam)
+    expected = brute_force_advantages(rewards, values, mask, gamma, lam)
+    torch.testing.assert_close(adv, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(returns, (expected + values) * mask, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_positions_carry_no_reward_kl_or_advantage():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    logp = torch.tensor([[-1.0, -2.0, -0.5, -7.0], [-0.3, -9.0, -9.0, -9.0]])
+    ref = torch.tensor([[-1.5, -1.0, -0.5, -1.0], [-0.1, -1.0, -1.0, -1.0]])
+    rewards, kl = per_token_rewards(torch.tensor([2.0, -1.0]), logp, ref, mask, kl_coef=0.1)
+    expected_kl = torch.tensor([[0.5, -1.0, 0.0, 0.0], [-0.2, 0.0, 0.0, 0.0]])
+    torch.testing.assert_close(kl, expected_kl)
+    # -0.1 * kl everywhere, + the score at the last real token (column 2, column 0)
+    torch.testing.assert_close(rewards, torch.tensor([[-0.05, 0.1, 2.0, 0.0], [-1.0 + 0.02, 0.0, 0.0, 0.0]]))
+    adv, returns = gae(rewards, torch.randn(2, 4), mask, 1.0, 0.95)
+    white = masked_whiten(adv, mask)
+    for t in (adv, returns, white):
+        assert (t[~mask] == 0).all()
+    assert white[mask].mean().abs() < 1e-6 and white[mask].std(unbiased=False) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_clipped_policy_loss_by_hand():
+    mask = torch.tensor([[True, True, False]])
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 0.5, 3.0]]))  # ratios 1.5, 0.5 (and a pad)
+    adv = torch.tensor([[1.0, -1.0, 5.0]])
+    loss, stats = clipped_policy_loss(new, old, adv, mask, clip_range=0.2)
+    # token 0: max(-1.5, -1.2) = -1.2; token 1: max(0.5, 0.8) = 0.8  -> mean -0.2
+    assert loss.item() == pytest.approx(-0.2, abs=1e-6)
+    assert stats["clipfrac"] == pytest.approx(1.0) and stats["ratio"] == pytest.approx(1.0)
+    loss, stats = clipped_policy_loss(old, old, adv, mask, clip_range=0.2)
+    assert loss.item() == pytest.approx(0.0) and stats["clipfrac"] == 0 and stats["ratio_max_dev"] == 0
+
+
+def test_clipped_value_loss_by_hand():
+    mask = torch.tensor([[True, True]])
+    old, returns = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 1.0]])
+    new = torch.tensor([[0.5, -0.5]])
+    loss, _ = clipped_value_loss(new, old, returns, mask, clip_range=0.2)
+    # token 0: max((0.5-1)^2, (0.2-1)^2) = 0.64; token 1: max(2.25, (-0.2-1)^2=1.44) = 2.25
+    assert loss.item() == pytest.approx(0.5 * (0.64 + 2.25) / 2, abs=1e-6)
+
+
+# ---------------------------------------------------------------- the reward model reads the last real token
+
+
+def small_reward_model(seed: int = 0) -> RewardModel:
+    torch.manual_seed(seed)
+    rm = RewardModel.from_gpt(GPT(ModelConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16)))
+    torch.nn.init.normal_(rm.head.weight)  # a trained-looking head (a fresh one scores everything 0)
+    return rm.eval()
+
+
+def test_last_real_index_with_any_padding():
+    mask = torch.tensor([[1, 1, 1, 0], [0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 0]], dtype=torch.bool)
+    assert last_real_index(mask).tolist() == [2, 3, 3, 2]
+
+
+@pytest.mark.parametrize("pad_id", [0, 7])  # 7: the pad id IS the eos id, which ends the sequence
+def test_reward_score_ignores_padding_left_and_right(pad_id):
+    rm = small_reward_model()
+    seq = [5, 9, 11, 3, 7]  # ends with "eos" = 7
+    alone = rm(torch.tensor([seq]), torch.ones(1, 5, dtype=torch.bool))
+    right = rm(torch.tensor([seq + [pad_id] * 3]), torch.tensor([[True] * 5 + [False] * 3]))
+    left = rm(torch.tensor([[pad_id] * 3 + seq]), torch.tensor([[False] * 3 + [True] * 5]))
+    torch.testing.assert_close(right, alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(left, alone, atol=1e-5, rtol=0)
+    assert alone.abs().item() > 1e-3  # not trivially 0
+
+
+def test_reward_read_at_last_real_token_even_without_eos_at_full_length():
+    rm = small_reward_model()
+    ids = torch.randint(0, 40, (2, 16), generator=torch.Generator().manual_seed(1))
+    full = torch.ones(2, 16, dtype=torch.bool)  # the answers fill the whole context: no pad, no eos
+    per_position = rm.token_scores(ids, full)  # (2, 16)
+    torch.testing.assert_close(rm(ids, full), per_position[:, -1])
+    # and with pad == eos: the score comes from the last True of the mask, not the first eos
+    ids[0, 4:] = 7
+    mask = torch.tensor([[True] * 5 + [False] * 11, [True] * 16])
+    torch.testing.assert_close(rm(ids, mask)[0], rm.token_scores(ids, mask)[0, 4])
+
+
+def test_reward_normalisation_is_applied():
+    rm = small_reward_model()
+    ids, mask = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.bool)
+    raw = rm(ids, mask)
+    rm.reward_mean.fill_(0.5)
+    rm.reward_std.fill_(2.0)
+    torch.testing.assert_close(rm(ids, mask), (raw - 0.5) / 2.0)

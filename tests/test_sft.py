@@ -1,0 +1,193 @@
+"""Stage 2: the SFT loss, a short run that must learn, evaluation scoring, batched answers, chat."""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from crash_resume import assert_exact_resume
+from torch import nn
+
+from minillm.config import ModelConfig, SFTConfig, TrainConfig
+from minillm.errors import ConfigError, DataError
+from minillm.model import GPT
+from minillm.stage2_sft.chat import chat_loop
+from minillm.stage2_sft.evaluate import generate_answers, score_answers, token_f1
+from minillm.stage2_sft.sft import collate, sft_loss, train_sft
+from minillm.stage2_sft.template import encode_example, encode_prompt
+from minillm.tokenizer import train_tokenizer
+from minillm.train import load_model
+
+torch.set_num_threads(2)
+
+# A toy task the model can learn in a few dozen steps: repeat a colour word after an instruction.
+COLOURS = ["red", "blue", "green", "amber", "violet", "grey"]
+RECORDS = [
+    {"id": f"r{i}", "family": "echo", "split": "train", "prompt": f"Say the colour {c}.", "response": c}
+    for i, c in enumerate(COLOURS * 4)
+]
+
+
+def _toy_tokenizer():
+    return train_tokenizer([r["prompt"] + " " + r["response"] for r in RECORDS] * 5, vocab_size=280)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return _toy_tokenizer()
+
+
+class FixedLogits(nn.Module):
+    """A 'model' whose logits are a parameter: lets a test edit logits at chosen positions."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(logits.clone())
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.logits
+
+
+def _batch(tokenizer) -> dict[str, torch.Tensor]:
+    examples = [encode_example(tokenizer, "Say the colour red.", "red", 64),
+                encode_example(tokenizer, "Say blue.", "blue, of course", 64)]
+    return collate(examples, tokenizer.pad_id)
+
+
+def test_collate_pads_on_the_right(tokenizer) -> None:
+    batch = _batch(tokenizer)
+    ids, attn, lm = batch["ids"], batch["attention_mask"], batch["loss_mask"]
+    n1 = int(attn[1].sum())
+    assert ids.shape == attn.shape == lm.shape
+    assert bool(attn[0].all()) or bool(attn[1].all())  # the longer row has no padding
+    assert attn[1, :n1].all() and not attn[1, n1:].any()  # pads come after the real tokens
+    assert (ids[1, n1:] == tokenizer.pad_id).all() and not lm[1, n1:].any()
+
+
+def test_loss_matches_a_hand_computation_over_response_tokens(tokenizer) -> None:
+    batch = _batch(tokenizer)
+    B, T = batch["ids"].shape
+    model = FixedLogits(torch.randn(B, T, tokenizer.vocab_size, generator=torch.Generator().manual_seed(0)))
+    loss, _ = sft_loss(model, batch)
+    terms = []  # independent: one log-softmax per counted target, looping over positions
+    for b in range(B):
+        for t in range(1, T):
+            if batch["loss_mask"][b, t]:
+                terms.append(-F.log_softmax(model.logits[b, t - 1], dim=-1)[batch["ids"][b, t]])
+    assert math.isclose(float(loss), float(torch.stack(terms).mean()), rel_tol=1e-5)
+
+
+def test_prompt_logits_do_not_change_the_loss(tokenizer) -> None:
+    batch = _batch(tokenizer)
+    B, T = batch["ids"].shape
+    logits = torch.randn(B, T, tokenizer.vocab_size, generator=torch.Generator().manual_seed(1))
+    base = float(sft_loss(FixedLogits(logits), batch)[0])
+    predicts_prompt = ~batch["loss_mask"][:, 1:]  # (B, T-1) positions whose target is prompt/pad
+    edited = logits.clone()
+    edited[:, :-1][predicts_prompt] += 100 * torch.randn_like(edited[:, :-1][predicts_prompt])
+    edited[:, -1] += 7.0  # the last position predicts nothing
+    assert float(sft_loss(FixedLogits(edited), batch)[0]) == pytest.approx(base, rel=1e-6)
+    first_response = int(batch["loss_mask"][0].float().argmax())  # target index of the 1st counted token
+    edited[0, first_response - 1, batch["ids"][0, first_response]] -= 5.0
+    assert float(sft_loss(FixedLogits(edited), batch)[0]) > base + 1e-3
+
+
+def _tiny_sft(tokenizer, out_dir, steps: int = 40, save_every: int = 1000, resume: bool = False) -> dict:
+    cfg = SFTConfig(train=TrainConfig(max_steps=steps, batch_size=8, lr=3e-3, warmup_steps=2, eval_every=1000,
+                                      eval_batches=2, log_every=1, save_every=save_every), max_new_tokens=4)
+    model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32,
+                            dropout=0.1)  # dropout: the resume test must restore the RNG streams too
+    return train_sft(cfg, RECORDS, out_dir, scratch_model_config=model_cfg, tokenizer=tokenizer,
+                     resume=resume)
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer, tmp_path_factory) -> tuple[dict, object]:
+    """One short SFT run from scratch, shared by the tests that need a fine-tuned model."""
+    out_dir = tmp_path_factory.mktemp("sft")
+    return _tiny_sft(tokenizer, out_dir), out_dir
+
+
+def test_a_short_sft_run_learns(trained) -> None:
+    result, out_dir = trained
+    assert result["final_loss"] < 0.3 * result["first_loss"], result
+    model, tok = load_model(out_dir, GPT)
+    assert generate_answers(model, tok, ["Say the colour amber."], max_new_tokens=4) == ["amber"]
+
+
+def test_without_optimizer_steps_nothing_is_learned(tokenizer, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, closure=None: None)
+    result = _tiny_sft(tokenizer, tmp_path / "frozen", steps=15)
+    assert result["final_loss"] > 0.8 * result["first_loss"], result
+
+
+def test_train_sft_refuses_bad_arguments(tokenizer, tmp_path) -> None:
+    cfg = SFTConfig()
+    model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
+    with pytest.raises(ConfigError, match="exactly one"):
+        train_sft(cfg, RECORDS, tmp_path, tokenizer=tokenizer)
+    with pytest.raises(DataError, match="no training records"):
+        train_sft(cfg, [{**r, "split": "test_seen"} for r in RECORDS], tmp_path,
+                  scratch_model_config=model_cfg, tokenizer=tokenizer)
+    too_long = [{**r, "response": "green " * 40} for r in RECORDS]
+    with pytest.raises(DataError, match="longer than the context"):
+        train_sft(cfg, too_long, tmp_path, scratch_model_config=model_cfg, tokenizer=tokenizer)
+
+
+def test_batched_left_padded_answers_equal_one_by_one(tokenizer) -> None:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=tokenizer.vocab_size, block_size=48, n_layer=2, n_head=2, n_embd=32))
+    prompts = ["Say red.", "Say the colour violet, please, now.", "Say the colour grey."]
+    assert len({len(encode_prompt(tokenizer, p)) for p in prompts}) == 3  # really different lengths
+    batched = generate_answers(model, tokenizer, prompts, max_new_tokens=6, batch_size=3)
+    alone = [generate_answers(model, tokenizer, [p], max_new_tokens=6)[0] for p in prompts]
+    assert batched == alone
+
+
+def test_scores_against_hand_made_answers() -> None:
+    records = [
+        {"split": "test_seen", "family": "capital", "reference": "Tarsk"},
+        {"split": "test_seen", "family": "capital", "reference": "Velm"},
+        {"split": "test_seen", "family": "plural", "reference": "three red cats"},
+        {"split": "test_world_fact", "family": "world_fact", "reference": "Orrin"},
+        {"split": "train", "family": "capital", "reference": "ignored"},
+    ]
+    answers = ["tarsk.", "Tarsk", "three cats", "Orrin", "whatever"]
+    scores = score_answers(records, answers)
+    assert set(scores) == {"seen", "world_facts"}  # train is not a test split
+    assert scores["seen"]["n"] == 3
+    assert scores["seen"]["exact_match"] == pytest.approx(1 / 3)  # case and final period forgiven
+    assert scores["seen"]["families"]["capital"]["exact_match"] == 0.5
+    assert scores["seen"]["families"]["plural"]["f1"] == pytest.approx(0.8)  # P=1, R=2/3
+    assert scores["world_facts"]["exact_match"] == 1.0
+    assert token_f1("the capital is Tarsk", "Tarsk") == pytest.approx(0.4)
+
+
+def test_chat_loop_answers_until_quit(trained) -> None:
+    model, tok = load_model(trained[1], GPT)
+    out = io.StringIO()
+    turns = chat_loop(model, tok, io.StringIO("Say the colour red.\n\n/quit\nSay blue.\n"), out,
+                      max_new_tokens=4)
+    text = out.getvalue()
+    assert turns == 1 and "bot> red\n" in text and text.endswith("bye\n")
+    assert chat_loop(model, tok, io.StringIO(""), io.StringIO()) == 0  # end of input ends the loop
+
+
+def _resume_command(out_dir: Path, resume: bool) -> list[str]:
+    """This file, run as a script (see the bottom), is the SFT run that gets killed and resumed."""
+    return [__file__, str(out_dir), *(["--resume"] if resume else [])]
+
+
+def test_sft_resumes_bit_exactly_after_a_crash(tmp_path) -> None:
+    assert_exact_resume(_resume_command, tmp_path, kill_after_updates=6)
+
+
+if __name__ == "__main__":  # the worker of the resume test: python tests/test_sft.py OUT_DIR [--resume]
+    torch.set_num_threads(1)
+    _tiny_sft(_toy_tokenizer(), sys.argv[1], steps=10, save_every=4,
+              resume="--resume" in sys.argv)

@@ -1,0 +1,203 @@
+"""Stage 1: the MLM and CLM losses against hand computations, short runs that must learn, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from minillm.config import CLMConfig, MLMConfig, ModelConfig, TrainConfig
+from minillm.datasets.corpus import generate_corpus, split_documents
+from minillm.errors import ConfigError, DataError, ModelInputError
+from minillm.model import GPT, Bert
+from minillm.stage1_pretrain import clm as clm_module
+from minillm.stage1_pretrain.clm import clm_loss, generate_text, perplexity, train_clm, unigram_perplexity
+from minillm.stage1_pretrain.data import consecutive_windows, pack_documents
+from minillm.stage1_pretrain.masking import IGNORE_INDEX
+from minillm.stage1_pretrain.mlm import fill_mask, mlm_loss, plot_fill_mask, train_mlm
+from minillm.tokenizer import train_tokenizer
+from minillm.train import load_model
+
+SMALL_MODEL = dict(n_layer=1, n_head=2, n_embd=32, block_size=32)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[list[str], list[str]]:
+    docs = generate_corpus(seed=0, size_mb=0.05)
+    return split_documents(docs, val_fraction=0.1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(corpus):
+    return train_tokenizer(corpus[0], 320, progress=False)
+
+
+def _train_cfg(**kw) -> TrainConfig:
+    base = dict(max_steps=30, batch_size=16, lr=3e-3, warmup_steps=3, eval_every=1000, eval_batches=2,
+                log_every=1, save_every=1000, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def _mlm_cfg(**train_kw) -> MLMConfig:
+    model = ModelConfig(norm="post", activation="gelu", layer_norm_eps=1e-12, **SMALL_MODEL)
+    return MLMConfig(model=model, train=_train_cfg(**train_kw))
+
+
+def _clm_cfg(**train_kw) -> CLMConfig:
+    return CLMConfig(model=ModelConfig(**SMALL_MODEL), train=_train_cfg(**train_kw))
+
+
+def _train_losses(run_dir: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in rows if row.get("split") == "train"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The losses, against independent computations.
+
+
+def test_mlm_loss_is_cross_entropy_at_chosen_positions_only():
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 0.5, 3.0], [1.0, 2.0, 0.0]]])  # (1, 3, V=3)
+    labels = torch.tensor([[0, IGNORE_INDEX, 1]])
+
+    def nll(row: list[float], target: int) -> float:  # -log softmax(row)[target], by hand
+        return -(row[target] - math.log(sum(math.exp(v) for v in row)))
+
+    expected = (nll([2.0, 0.0, -1.0], 0) + nll([1.0, 2.0, 0.0], 1)) / 2
+    assert float(mlm_loss(logits, labels)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_mlm_loss_ignores_unchosen_positions():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 6, 10, generator=g)
+    labels = torch.randint(0, 10, (2, 6), generator=g)
+    labels[:, ::2] = IGNORE_INDEX
+    unchosen = labels == IGNORE_INDEX
+    changed = logits.clone()
+    changed[unchosen] = torch.randn(int(unchosen.sum()), 10, generator=g) * 100
+    assert torch.equal(mlm_loss(logits, labels), mlm_loss(changed, labels))
+    changed[~unchosen] += torch.randn(int((~unchosen).sum()), 10, generator=g)
+    assert not torch.allclose(mlm_loss(logits, labels), mlm_loss(changed, labels))
+
+
+def test_mlm_loss_with_nothing_chosen_is_zero_not_nan():
+    logits = torch.randn(1, 4, 5)
+    assert float(mlm_loss(logits, torch.full((1, 4), IGNORE_INDEX))) == 0.0
+
+
+class _Uniform(torch.nn.Module):
+    """Equal logits for every token: its perplexity is exactly the vocabulary size."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(*ids.shape, self.vocab_size) + self.dummy
+
+
+def test_clm_loss_shifts_targets_and_perplexity_of_uniform_model_is_vocab_size():
+    stream = torch.arange(1, 50) % 7
+    assert perplexity(_Uniform(7), stream, block_size=8, batch_size=4)["val_perplexity"] == pytest.approx(7.0)
+
+    class _Oracle(torch.nn.Module):  # knows the next token is (id + 1) % 7: loss 0 iff the shift is right
+        dummy = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, ids):
+            return torch.nn.functional.one_hot((ids + 1) % 7, 7).float() * 1e4 + self.dummy
+
+    ids = (torch.arange(9) % 7)[None]  # (1, T+1): 0 1 2 ... each token is the previous + 1
+    assert float(clm_loss(_Oracle(), ids)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_unigram_perplexity_matches_hand_computation():
+    train_stream, val_stream = torch.tensor([0, 0, 0, 1]), torch.tensor([2, 0, 1])
+    # add-one counts over V=3: (4, 2, 1) / 7; block_size 2 scores val tokens 0 and 1 (the first is context)
+    expected = math.exp(-(math.log(4 / 7) + math.log(2 / 7)) / 2)
+    assert unigram_perplexity(train_stream, val_stream, 3, block_size=2) == pytest.approx(expected)
+
+
+def test_packing_frames_each_document_and_windows_score_every_token_once(tokenizer):
+    stream = pack_documents(tokenizer, ["one two", "three"])
+    expected = [tokenizer.bos_id, *tokenizer.encode("one two"), tokenizer.eos_id,
+                tokenizer.bos_id, *tokenizer.encode("three"), tokenizer.eos_id]
+    assert stream.tolist() == expected
+    windows = consecutive_windows(torch.arange(21), 5, 4, max_windows=100)  # (5, 5): T=4 targets each
+    assert windows[:, 1:].flatten().tolist() == list(range(1, 21))
+
+
+# --------------------------------------------------------------------------------------------------
+# Short runs that must learn (they fail if backward or optimizer.step() is broken).
+
+
+def test_tiny_mlm_run_learns(tmp_path, corpus, tokenizer):
+    metrics = train_mlm(_mlm_cfg(), tokenizer, *corpus, tmp_path)
+    losses = _train_losses(tmp_path)
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < losses[0] - 1.0, losses
+    assert 0.0 <= metrics["val_masked_accuracy"] <= 1.0 and metrics["val_masked_positions"] > 0
+    assert len(metrics["fill_mask_top5"]) == 5
+    assert (tmp_path / "fill_mask.png").stat().st_size > 0
+    assert json.loads((tmp_path / "results.json").read_text())["val_masked_accuracy"] == \
+        metrics["val_masked_accuracy"]
+
+
+def test_tiny_clm_run_learns_and_beats_unigram(tmp_path, corpus, tokenizer):
+    metrics = train_clm(_clm_cfg(max_steps=40), tokenizer, *corpus, tmp_path)
+    losses = _train_losses(tmp_path)
+    assert sum(losses[-5:]) / 5 < losses[0] - 1.5, losses
+    assert metrics["val_perplexity"] < metrics["unigram_perplexity"]
+    assert len(metrics["samples"]) == len(clm_module.SAMPLE_PROMPTS)
+    model, saved_tokenizer = load_model(tmp_path, GPT)
+    assert saved_tokenizer.encode("the river") == tokenizer.encode("the river")
+    text = generate_text(model, tokenizer, "The", max_new_tokens=10, seed=3)
+    assert text.startswith("The") and text == generate_text(model, tokenizer, "The", max_new_tokens=10, seed=3)
+
+
+# --------------------------------------------------------------------------------------------------
+# fill-mask.
+
+
+def test_fill_mask_ranking_is_sorted_probabilities(tmp_path, tokenizer):
+    torch.manual_seed(0)
+    model = Bert(ModelConfig(vocab_size=tokenizer.vocab_size, **SMALL_MODEL))
+    ranking = fill_mask(model, tokenizer, "The river [MASK] floods.", top_k=10)
+    probs = [p for _, p in ranking]
+    assert len(ranking) == 10 and probs == sorted(probs, reverse=True)
+    assert all(p > 0 for p in probs) and sum(probs) <= 1.0 + 1e-6
+    plot_fill_mask(ranking, tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("text", ["no blank here", "two [MASK] blanks [MASK]"])
+def test_fill_mask_needs_exactly_one_blank(tokenizer, text):
+    model = Bert(ModelConfig(vocab_size=tokenizer.vocab_size, **SMALL_MODEL))
+    with pytest.raises(ModelInputError, match=r"exactly one \[MASK\]"):
+        fill_mask(model, tokenizer, text)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input.
+
+
+def test_corpus_too_small_for_one_batch_says_how_many_tokens(tmp_path, tokenizer):
+    docs = ["A short note.", "Another one."]
+    with pytest.raises(DataError, match=r"train split has \d+ tokens but one batch .* needs 528"):
+        train_clm(_clm_cfg(), tokenizer, docs, docs, tmp_path)
+    with pytest.raises(DataError, match=r"train split has \d+ tokens but one batch .* needs 512"):
+        train_mlm(_mlm_cfg(), tokenizer, docs, docs, tmp_path)
+
+
+def test_resume_with_other_settings_names_the_fields(tmp_path, corpus, tokenizer):
+    train_mlm(_mlm_cfg(max_steps=2), tokenizer, *corpus, tmp_path)
+    changed = dataclasses.replace(_mlm_cfg(max_steps=2), mask_prob=0.3)
+    with pytest.raises(ConfigError, match=r"mask_prob: 0.15 -> 0.3"):
+        train_mlm(changed, tokenizer, *corpus, tmp_path, resume=True)
+    other_tokenizer = train_tokenizer(corpus[0], 300, progress=False)
+    with pytest.raises(ConfigError, match=r"tokenizer"):
+        train_mlm(_mlm_cfg(max_steps=2), other_tokenizer, *corpus, tmp_path, resume=True)

@@ -1,0 +1,306 @@
+"""Our byte-level BPE: hand-checked merges, simple == fast trainer, lossless round trip, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from minillm.errors import TokenizerError
+from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, load_tokenizer, train_tokenizer
+from minillm.tokenizer.bpe import (
+    PRESPLIT_PATTERN,
+    best_pair,
+    compile_pattern,
+    count_chunks,
+    merge_pair,
+    split_text,
+    train_merges_fast,
+    train_merges_simple,
+)
+
+A, B, C, D = (ord(ch) for ch in "abcd")
+
+ENGLISH = [
+    "A flash flood watch will be in effect all night. Rain, then more rain!",
+    "The night was cold; the wind blew from the north at 30 km/h.",
+    "She said: 'it's fine, we'll go tomorrow' -- and they went on 2024-05-01.",
+]
+KOREAN = ["안녕하세요, 세계! 오늘 날씨는 맑습니다.", "한국어 문장은 띄어쓰기로 나눕니다. 날씨 날씨 날씨"]
+EMOJI = ["🙂🙂 hello 👋🏽 world 🙂", "e\u0301t\u00e9 caf\u00e9 na\u00efve \u2603\u2603"]
+REPEATS = ["aaaa aaa aa aaaaaaa", "bbbbbbbbb ab ab abab", "   \n\n\n\t\t  x  \n"]
+CORPORA = {"english": ENGLISH, "korean": KOREAN, "emoji": EMOJI, "repeats": REPEATS,
+           "mixed": ENGLISH + KOREAN + EMOJI + REPEATS}
+
+
+@pytest.fixture(scope="module")
+def tok() -> BPETokenizer:
+    return BPETokenizer.train(CORPORA["mixed"] * 3, 256 + len(SPECIAL_TOKENS) + 150, progress=False)
+
+
+def all_chunks(texts: list[str]) -> list[bytes]:
+    """Every chunk occurrence of a corpus, as the simple trainer sees it."""
+    regex = compile_pattern(PRESPLIT_PATTERN)
+    return [chunk.encode() for text in texts for chunk in split_text(text, regex)]
+
+
+# ---- hand-checked cases ---------------------------------------------------------------------------
+
+
+def test_textbook_aaabdaaabac_three_merges() -> None:
+    # aaabdaaabac: (a,a) occurs 4 times (overlaps count) -> Z=256: Z a b d Z a b a c
+    # then (Z,a) and (a,b) both occur twice; the smaller pair (a,b)=(97,98) wins -> Y=257: Z Y d Z Y a c
+    # then (Z,Y) occurs twice -> X=258: X d X a c
+    expected = [(A, A), (A, B), (256, 257)]
+    word = b"aaabdaaabac"
+    assert train_merges_simple([word], 3) == expected
+    assert train_merges_fast({word: 1}, 3) == expected
+    tok = BPETokenizer(expected)
+    assert tok.encode("aaabdaaabac") == [258, D, 258, A, C]
+    assert tok.id_to_piece(258) == "aaab"
+
+
+def test_overlapping_pairs_are_counted_but_merged_left_to_right() -> None:
+    assert merge_pair([A, A, A], (A, A), 256) == [256, A]
+    assert merge_pair([A, A, A, A], (A, A), 256) == [256, 256]
+    # "aaa" x3 and "ab" x4: (a,a) counts 2 per "aaa" = 6 > (a,b) = 4
+    chunks = {b"aaa": 3, b"ab": 4}
+    every = [c for c, n in chunks.items() for _ in range(n)]
+    assert train_merges_simple(every, 1) == [(A, A)]
+    assert train_merges_fast(chunks, 1) == [(A, A)]
+    # after it "aaa" is [aa, a]: the pairs left are (aa, a) x3 and (a, b) x4
+    assert train_merges_fast(chunks, 2)[1] == (A, B)
+
+
+def test_tie_break_is_highest_count_then_smallest_pair() -> None:
+    assert best_pair({(5, 1): 3, (2, 9): 3, (1, 1): 2}) == (2, 9)
+    assert best_pair({(5, 1): 4, (2, 9): 3}) == (5, 1)
+    # a corpus where every pair occurs once: the merges come in pair order
+    assert train_merges_fast({b"dcba": 1}, 1) == train_merges_simple([b"dcba"], 1) == [(B, A)]
+
+
+# ---- simple and fast trainers agree ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CORPORA))
+def test_simple_and_fast_trainers_agree_until_exhausted(name: str) -> None:
+    texts = CORPORA[name] * 2
+    chunks = all_chunks(texts)
+    simple = train_merges_simple(chunks, 10_000)
+    fast = train_merges_fast(Counter(chunks), 10_000)
+    assert fast == simple
+    assert len(simple) < 10_000  # both ran until every chunk was one token
+    # at exhaustion every chunk is a single token of the final tokenizer
+    tok = BPETokenizer(fast)
+    assert all(len(tok.encode(c.decode())) == 1 for c in set(chunks))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="ab \n한🙂", max_size=25), min_size=1, max_size=6), st.integers(1, 40))
+def test_simple_and_fast_agree_on_random_corpora(texts: list[str], num_merges: int) -> None:
+    chunks = all_chunks(texts)
+    assert train_merges_fast(Counter(chunks), num_merges) == train_merges_simple(chunks, num_merges)
+
+
+def test_train_with_either_trainer_gives_the_same_tokenizer() -> None:
+    vocab = 256 + len(SPECIAL_TOKENS) + 60
+    fast = BPETokenizer.train(CORPORA["mixed"], vocab, trainer="fast", progress=False)
+    simple = BPETokenizer.train(CORPORA["mixed"], vocab, trainer="simple", progress=False)
+    assert fast.merges == simple.merges
+    assert fast.vocab_size == vocab
+
+
+# ---- round trip -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", " ", "   ", "\n\n\n", " \t\r\n  \x00\x01\x7f", "안녕하세요  세계\n", "👋🏽🙂 emoji", "a\u2581b",
+     "<eos> <|user|>", "line one\n\n  indented\n\t\ttab", "e\u0301 \U0010ffff \ufeff"],
+)
+def test_round_trip_examples(tok: BPETokenizer, text: str) -> None:
+    assert tok.decode(tok.encode(text), errors="strict") == text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text())  # st.text() never draws lone surrogates: every string it makes is valid UTF-8
+def test_round_trip_any_text(tok: BPETokenizer, text: str) -> None:
+    assert tok.decode(tok.encode(text), errors="strict") == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_presplit_covers_the_text(text: str) -> None:
+    assert "".join(split_text(text, compile_pattern(PRESPLIT_PATTERN))) == text
+
+
+def test_lone_surrogate_is_a_clear_error(tok: BPETokenizer) -> None:
+    with pytest.raises(TokenizerError, match="surrogate"):
+        tok.encode("ok \ud800 no")
+
+
+def test_merges_are_used_and_cache_gives_the_same_ids(tok: BPETokenizer) -> None:
+    text = " ".join(ENGLISH)
+    ids = tok.encode(text)
+    assert len(ids) < len(text.encode())  # merges shortened it
+    assert tok.encode(text) == ids == BPETokenizer(tok.merges).encode(text)  # cached == fresh
+
+
+def test_presplit_chunks() -> None:
+    regex = compile_pattern(PRESPLIT_PATTERN)
+    assert split_text("Hello world, it's 12345!\n\n  ok", regex) == [
+        "Hello", " world", ",", " it", "'s", " 123", "45", "!", "\n\n ", " ok"]
+    assert split_text("날씨는 맑음", regex) == ["날씨는", " 맑음"]
+
+
+def test_custom_pattern() -> None:
+    vocab = 256 + len(SPECIAL_TOKENS) + 2  # the chunks "ab" and "cd" allow two merges
+    tok = BPETokenizer.train(["ab ab ab cd"], vocab, pattern=r"\S+|\s+", progress=False)
+    assert tok.pattern == r"\S+|\s+"
+    assert tok.decode(tok.encode("ab cd  ab"), errors="strict") == "ab cd  ab"
+    with pytest.raises(TokenizerError, match="capturing groups"):
+        BPETokenizer([], pattern=r"(\S+)|\s+")
+    with pytest.raises(TokenizerError, match="skips characters"):
+        BPETokenizer([], pattern=r"[a-z]+").encode("abc!")
+
+
+# ---- special tokens -------------------------------------------------------------------------------
+
+
+def test_special_tokens(tok: BPETokenizer) -> None:
+    ids = tok.special_tokens
+    assert tuple(ids) == SPECIAL_TOKENS
+    assert sorted(ids.values()) == list(range(tok.vocab_size - len(SPECIAL_TOKENS), tok.vocab_size))
+    named = (tok.pad_id, tok.bos_id, tok.eos_id, tok.mask_id, tok.user_id, tok.assistant_id)
+    assert named == tuple(ids.values())
+    # ordinary text never yields a special id, even the special strings themselves
+    text = "".join(SPECIAL_TOKENS) + " <eos>"
+    assert not set(tok.encode(text)) & set(ids.values())
+    assert tok.encode("hi<eos>", allow_special=True) == tok.encode("hi") + [tok.eos_id]
+    seq = [tok.bos_id] + tok.encode("night") + [tok.eos_id, tok.pad_id]
+    assert tok.decode(seq) == "<bos>night<eos><pad>"
+    assert tok.decode(seq, skip_special=True) == "night"
+    assert tok.id_to_piece(tok.mask_id) == "<mask>"
+
+
+def test_decode_rejects_unknown_ids_and_replaces_cut_characters(tok: BPETokenizer) -> None:
+    with pytest.raises(TokenizerError, match="outside"):
+        tok.decode([tok.vocab_size])
+    with pytest.raises(TokenizerError, match="outside"):
+        tok.decode([-1])
+    half = tok.encode("한")[:1] if len(tok.encode("한")) > 1 else list("한".encode())[:1]
+    assert tok.decode(half) == "\ufffd"
+    with pytest.raises(UnicodeDecodeError):
+        tok.decode(half, errors="strict")
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("corpus", [[], [""], ["   \n\t ", "\n"]])
+def test_empty_corpus(corpus: list[str]) -> None:
+    with pytest.raises(TokenizerError, match="empty or only whitespace"):
+        train_tokenizer(corpus, 300, progress=False)
+
+
+def test_a_single_str_is_not_a_corpus() -> None:
+    with pytest.raises(TokenizerError, match="iterable of strings"):
+        train_tokenizer("some text", 300, progress=False)
+    with pytest.raises(TokenizerError, match="must hold strings"):
+        train_tokenizer([b"bytes"], 300, progress=False)
+
+
+def test_vocab_size_too_small() -> None:
+    with pytest.raises(TokenizerError, match=f">= {256 + len(SPECIAL_TOKENS)}"):
+        train_tokenizer(ENGLISH, 256 + len(SPECIAL_TOKENS) - 1, progress=False)
+    assert train_tokenizer(ENGLISH, 256 + len(SPECIAL_TOKENS), progress=False).merges == []
+
+
+def test_vocab_size_larger_than_the_corpus_supplies() -> None:
+    # "abc abc": chunks "abc" and " abc" allow (a,b), (ab,c), (" ",abc) = 3 merges
+    with pytest.raises(TokenizerError, match=r"allows only 3 .*vocab_size <= 265"):
+        train_tokenizer(["abc abc"], 300, progress=False)
+    assert train_tokenizer(["abc abc"], 265, progress=False).encode(" abc") == [258]
+
+
+def test_unknown_kind_and_trainer() -> None:
+    with pytest.raises(TokenizerError, match="kind"):
+        train_tokenizer(ENGLISH, 300, kind="wordpiece")
+    with pytest.raises(TokenizerError, match="trainer"):
+        BPETokenizer.train(ENGLISH, 300, trainer="quick", progress=False)
+
+
+# ---- the file -------------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip(tok: BPETokenizer, tmp_path) -> None:
+    path = tmp_path / "tok.json"
+    tok.save(path)
+    data = json.loads(path.read_text())
+    assert data["kind"] == "bpe" and data["format_version"] == 1
+    assert data["merges"][0] == list(tok.merges[0])
+    loaded = load_tokenizer(path)
+    assert isinstance(loaded, BPETokenizer)
+    text = " ".join(ENGLISH + KOREAN)
+    assert loaded.encode(text) == tok.encode(text)
+    assert loaded.special_tokens == tok.special_tokens
+    assert BPETokenizer.load(path).merges == tok.merges
+
+
+def corrupt(tok: BPETokenizer, tmp_path, **changes) -> object:
+    data = tok.to_dict()
+    for key, value in changes.items():
+        if value is None:
+            del data[key]
+        else:
+            data[key] = value
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"kind": "wordpiece"}, "unknown tokenizer kind"),
+        ({"kind": None}, "no 'kind'"),
+        ({"format_version": 99}, "format_version=99"),
+        ({"merges": None}, r"missing \['merges'\]"),
+        ({"merges": [[300, 5]]}, "unknown id"),
+        ({"merges": [[1, 2], [1, 2]]}, "repeat"),
+        ({"merges": [[1, 2, 3]]}, r"\[int, int\]"),
+        ({"merges": "abc"}, r"\[int, int\]"),
+        ({"special_tokens": {"<pad>": 0}}, "special_tokens .* do not match"),
+        ({"pattern": "(a)"}, "capturing groups"),
+    ],
+)
+def test_corrupt_file(tok: BPETokenizer, tmp_path, changes: dict, message: str) -> None:
+    with pytest.raises(TokenizerError, match=message):
+        load_tokenizer(corrupt(tok, tmp_path, **changes))
+
+
+def test_missing_bad_json_and_wrong_kind(tok: BPETokenizer, tmp_path) -> None:
+    with pytest.raises(TokenizerError, match="does not exist"):
+        load_tokenizer(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"kind": "bpe", "merges": [')
+    with pytest.raises(TokenizerError, match="not valid JSON"):
+        load_tokenizer(bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(TokenizerError, match="no 'kind'"):
+        load_tokenizer(bad)
+    from minillm.tokenizer import SentencePieceTokenizer
+
+    good = tmp_path / "tok.json"
+    tok.save(good)
+    with pytest.raises(TokenizerError, match=re.escape("not 'sentencepiece'")):
+        SentencePieceTokenizer.load(good)
+
+
+def test_count_chunks_counts_each_distinct_chunk() -> None:
+    counts = count_chunks(["the cat, the cat", "the"], compile_pattern(PRESPLIT_PATTERN))
+    assert counts == {b"the": 2, b" cat": 2, b",": 1, b" the": 1}

@@ -1,0 +1,127 @@
+"""The sentencepiece wrapper: lossless round trip, special tokens, files, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from minillm.errors import TokenizerError
+from minillm.tokenizer import SPECIAL_TOKENS, SentencePieceTokenizer, load_tokenizer, train_tokenizer
+
+CORPUS = [
+    "A flash flood watch will be in effect all night.\nRain, then more rain tonight.",
+    "The night was cold; the wind blew from the north.\n\n  Indented line\twith a tab.",
+    "안녕하세요, 세계! 오늘 날씨는 맑습니다.\n한국어 문장은 띄어쓰기로 나눕니다.",
+    "🙂🙂 hello 👋🏽 world 🙂 café naïve",
+] * 5
+VOCAB = 330  # <unk> + 6 specials + 256 bytes + a few dozen learned pieces
+
+
+@pytest.fixture(scope="module", params=["bpe", "unigram"])
+def tok(request) -> SentencePieceTokenizer:
+    return train_tokenizer(CORPUS, VOCAB, kind="sentencepiece", spm_model_type=request.param, progress=False)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", " ", "   ", "\n", "\n\n\n", "  lead", "trail  ", " \t\r\n  \x00\x01\x7f", "안녕하세요  세계\n",
+     "👋🏽🙂 emoji", "a\u2581b \u2581\u2581", "<eos> <|user|>", "line one\n\n  indented\n\t\ttab",
+     "e\u0301 \U0010ffff \ufeff", "Ｆｕｌｌｗｉｄｔｈ ﬁ"],  # the last: NFKC would change these
+)
+def test_round_trip_examples(tok: SentencePieceTokenizer, text: str) -> None:
+    assert tok.decode(tok.encode(text), errors="strict") == text
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text())  # st.text() never draws lone surrogates: every string it makes is valid UTF-8
+def test_round_trip_any_text(tok: SentencePieceTokenizer, text: str) -> None:
+    assert tok.decode(tok.encode(text), errors="strict") == text
+
+
+def test_decode_agrees_with_sentencepiece(tok: SentencePieceTokenizer) -> None:
+    text = " ".join(CORPUS[:4])  # no literal "▁", so sentencepiece's own decode is exact too
+    ids = tok.encode(text)
+    assert tok.decode(ids) == tok._sp.decode(ids) == text
+
+
+def test_learned_pieces_are_used(tok: SentencePieceTokenizer) -> None:
+    text = "the night rain"
+    assert len(tok.encode(text)) < len(text.encode())
+
+
+def test_special_tokens(tok: SentencePieceTokenizer) -> None:
+    ids = tok.special_tokens
+    assert tuple(ids) == SPECIAL_TOKENS and len(set(ids.values())) == len(SPECIAL_TOKENS)
+    assert all(0 <= i < tok.vocab_size for i in ids.values())
+    named = (tok.pad_id, tok.bos_id, tok.eos_id, tok.mask_id, tok.user_id, tok.assistant_id)
+    assert named == tuple(ids.values())
+    text = "".join(SPECIAL_TOKENS) + " <eos> <pad>"
+    assert not set(tok.encode(text)) & set(ids.values())
+    assert tok.encode("hi<eos>", allow_special=True) == tok.encode("hi") + [tok.eos_id]
+    seq = [tok.bos_id] + tok.encode("night") + [tok.eos_id]
+    assert tok.decode(seq) == "<bos>night<eos>"
+    assert tok.decode(seq, skip_special=True) == "night"
+    assert tok.id_to_piece(tok.user_id) == "<|user|>"
+
+
+def test_vocab_size_is_as_asked(tok: SentencePieceTokenizer) -> None:
+    assert tok.vocab_size == VOCAB
+
+
+def test_save_load_round_trip(tok: SentencePieceTokenizer, tmp_path) -> None:
+    path = tmp_path / "spm.json"
+    tok.save(path)
+    data = json.loads(path.read_text())
+    assert data["kind"] == "sentencepiece" and data["format_version"] == 1
+    assert data["model_type"] == tok.model_type
+    loaded = load_tokenizer(path)
+    assert isinstance(loaded, SentencePieceTokenizer)
+    text = " ".join(CORPUS[:4]) + "\u2581"
+    assert loaded.encode(text) == tok.encode(text)
+    assert loaded.special_tokens == tok.special_tokens
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"model_proto_base64": None}, "missing"),
+        ({"model_proto_base64": "not base64!"}, "not base64"),
+        ({"model_proto_base64": "AAAA"}, "corrupt"),
+        ({"special_tokens": {"<pad>": 1}}, "do not match"),
+        ({"format_version": 0}, "format_version=0"),
+    ],
+)
+def test_corrupt_file(tok: SentencePieceTokenizer, tmp_path, changes: dict, message: str) -> None:
+    data = tok.to_dict()
+    for key, value in changes.items():
+        if value is None:
+            del data[key]
+        else:
+            data[key] = value
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(TokenizerError, match=message):
+        load_tokenizer(path)
+
+
+@pytest.mark.parametrize("corpus", [[], [""], ["  \n\n\t"]])
+def test_empty_corpus(corpus: list[str]) -> None:
+    with pytest.raises(TokenizerError, match="empty or only whitespace"):
+        train_tokenizer(corpus, 400, kind="sentencepiece", progress=False)
+
+
+def test_vocab_size_too_small_or_too_large() -> None:
+    with pytest.raises(TokenizerError, match=">= 263"):
+        train_tokenizer(CORPUS, 262, kind="sentencepiece", progress=False)
+    with pytest.raises(TokenizerError, match="could not train a vocabulary of 5000"):
+        train_tokenizer(CORPUS, 5000, kind="sentencepiece", progress=False)
+    with pytest.raises(TokenizerError, match="model_type"):
+        train_tokenizer(CORPUS, 400, kind="sentencepiece", spm_model_type="char")
+
+
+def test_lone_surrogate_is_a_clear_error(tok: SentencePieceTokenizer) -> None:
+    with pytest.raises(TokenizerError, match="surrogate"):
+        tok.encode("\udfff")

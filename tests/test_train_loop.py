@@ -1,0 +1,238 @@
+"""The shared training loop: it learns, its schedule and groups are right, it stops on NaN, it logs.
+
+The model is a 1-layer GPT on a counting task (tests/_train_worker.py): a few dozen steps take a
+second or two on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+
+import pytest
+import torch
+from _train_worker import VOCAB, counting_batch, next_token_loss, tiny_gpt
+
+from minillm.config import TrainConfig
+from minillm.errors import DataError, TrainingError
+from minillm.model.gpt import GPT
+from minillm.tokenizer import train_tokenizer
+from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, train
+from minillm.train.optim import param_groups
+
+torch.set_num_threads(1)
+
+
+def small_cfg(**overrides) -> TrainConfig:
+    values = dict(max_steps=20, batch_size=8, lr=1e-2, warmup_steps=3, eval_every=10, eval_batches=2,
+                  log_every=1, save_every=10)
+    return TrainConfig(**{**values, **overrides})
+
+
+def run(tmp_path, cfg: TrainConfig, *, loss_fn=next_token_loss, model=None, **kwargs) -> dict:
+    return train(model or tiny_gpt(), cfg, tmp_path, get_batch=counting_batch(cfg.batch_size),
+                 loss_fn=loss_fn, **kwargs)
+
+
+def train_losses(history: list[dict]) -> list[float]:
+    return [row["loss"] for row in history if row["split"] == "train"]
+
+
+def parameters_after(tmp_path, cfg: TrainConfig) -> tuple[list[torch.Tensor], list[dict]]:
+    """The trained parameters and the history of a run."""
+    model = tiny_gpt()
+    history = run(tmp_path, cfg, model=model)["history"]
+    return [p.detach().clone() for p in model.parameters()], history
+
+
+# --------------------------------------------------------------------------------------------------
+# It learns, and only because the optimizer steps.
+
+
+@pytest.mark.parametrize("optimizer_steps", [True, False])
+def test_a_short_run_learns_only_when_the_optimizer_steps(tmp_path, monkeypatch, optimizer_steps):
+    if not optimizer_steps:  # the broken loop this test must catch
+        monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *args, **kwargs: None)
+    losses = train_losses(run(tmp_path, small_cfg(max_steps=40))["history"])
+    assert len(losses) == 40
+    if optimizer_steps:
+        assert losses[-1] < 0.6 * losses[0], losses
+    else:
+        assert abs(losses[-1] - losses[0]) < 0.2, losses
+
+
+# --------------------------------------------------------------------------------------------------
+# The schedule and the parameter groups.
+
+
+def test_lr_schedule_warms_up_linearly_then_follows_a_cosine_to_the_floor():
+    cfg = TrainConfig(max_steps=101, lr=2e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert [lr_at(s, cfg) for s in range(3)] == pytest.approx([2e-4, 4e-4, 6e-4])
+    assert lr_at(9, cfg) == pytest.approx(2e-3)  # warmup ends at the peak
+    assert lr_at(10, cfg) == pytest.approx(2e-3)  # the cosine starts there
+    assert lr_at(55, cfg) == pytest.approx(2e-3 * (0.1 + 0.9 * 0.5))  # half way: cos(pi/2) = 0
+    assert lr_at(100, cfg) == pytest.approx(2e-4)  # the last step sits on the floor
+    after_warmup = [lr_at(s, cfg) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:], strict=False))
+
+
+def test_the_logged_lr_is_the_schedule(tmp_path):
+    cfg = small_cfg(max_steps=8)
+    history = run(tmp_path, cfg)["history"]
+    logged = [row["lr"] for row in history if row["split"] == "train"]
+    assert logged == pytest.approx([lr_at(s, cfg) for s in range(8)])
+
+
+def test_weight_decay_applies_to_matrices_only_and_every_parameter_once():
+    model = tiny_gpt()
+    decay, no_decay = param_groups(model, weight_decay=0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert any(p is model.ln_f.weight for p in no_decay["params"])
+    assert any(p is model.tok_emb.weight for p in decay["params"])
+    grouped = [id(p) for p in decay["params"] + no_decay["params"]]
+    assert sorted(grouped) == sorted({id(p) for p in model.parameters()})  # tied weights counted once
+
+
+# --------------------------------------------------------------------------------------------------
+# Gradient accumulation and evaluation.
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    whole, whole_history = parameters_after(tmp_path / "a", small_cfg(max_steps=5, grad_accum_steps=1))
+    accumulated, history = parameters_after(tmp_path / "b", small_cfg(max_steps=5, grad_accum_steps=4))
+    # The gradient itself, before Adam (which would hide a wrong scale: it divides it out).
+    norms = [[row["grad_norm"] for row in h if row["split"] == "train"] for h in (whole_history, history)]
+    assert norms[0] == pytest.approx(norms[1], rel=1e-5)
+    for a, b in zip(whole, accumulated, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_every_evaluation_sees_the_same_validation_batches(tmp_path):
+    cfg = small_cfg(max_steps=6, eval_every=3, eval_batches=2)
+    seen = []
+    draw = counting_batch(cfg.batch_size)
+
+    def get_batch(split, generator):
+        batch = draw(split, generator)
+        if split == "val":
+            seen.append(batch["ids"])
+        return batch
+
+    evaluate_calls = []
+    result = train(tiny_gpt(), cfg, tmp_path, get_batch=get_batch, loss_fn=next_token_loss,
+                   evaluate=lambda model: evaluate_calls.append(model.training) or {"score": 7.0})
+    assert len(seen) == 4 and torch.equal(seen[0], seen[2]) and torch.equal(seen[1], seen[3])
+    assert not torch.equal(seen[0], seen[1])
+    assert evaluate_calls == [False, False]  # called in eval mode, at steps 3 and 6
+    val_rows = [row for row in result["history"] if row["split"] == "val"]
+    assert [row["step"] for row in val_rows] == [3, 6] and all(row["score"] == 7.0 for row in val_rows)
+    assert val_rows[1]["val_loss"] < val_rows[0]["val_loss"]
+    assert result["final"]["val_loss"] == val_rows[1]["val_loss"] and result["final"]["step"] == 6
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs: config.json, metrics.jsonl, loss.png, ckpt.pt, tokenizer.json.
+
+
+def test_a_run_writes_its_files_and_rebuilds_with_load_model(tmp_path):
+    tokenizer = train_tokenizer(["the cat sat on the mat, the dog sat on the log"] * 5, 270, progress=False)
+    cfg = small_cfg(max_steps=4, log_every=2)
+    model = tiny_gpt()
+    run(tmp_path, cfg, model=model, run_config={"note": "hi"}, tokenizer=tokenizer, model_kind="gpt")
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["run"] == {"note": "hi"} and config["train"]["max_steps"] == 4
+    assert config["model"]["n_embd"] == 16 and config["model_kind"] == "gpt"
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["split"]) for r in rows] == [(1, "train"), (2, "train"), (4, "train"), (4, "val")]
+    assert {"loss", "lr", "grad_norm", "accuracy", "elapsed_s", "samples_per_s"} <= rows[0].keys()
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert load_checkpoint(tmp_path / "ckpt.pt")["step"] == 4
+
+    rebuilt, loaded_tokenizer = load_model(tmp_path, GPT)
+    ids = torch.randint(0, VOCAB, (2, 5))
+    assert torch.equal(rebuilt(ids), model.eval()(ids))
+    assert loaded_tokenizer.encode("the cat") == tokenizer.encode("the cat")
+
+
+def test_plot_metrics_draws_the_keys_it_finds(tmp_path):
+    rows = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": float("nan")}, {"step": 2, "val_loss": 2.5}]
+    path = plot_metrics(rows, tmp_path / "sub" / "curve.png", ["loss", "val_loss", "absent"], title="t")
+    assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 1000
+
+
+def test_a_batch_of_the_wrong_size_is_a_clear_data_error(tmp_path):
+    cfg = small_cfg(max_steps=2)
+    with pytest.raises(DataError, match=r"'ids' with shape \(4, 12\).*batch_size=8"):
+        train(tiny_gpt(), cfg, tmp_path, get_batch=counting_batch(4), loss_fn=next_token_loss)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training health: NaN/inf stop the run, name the step and the tensor, keep the last checkpoint.
+
+
+def nan_from_step(bad_step: int, poison) -> callable:
+    """A loss function that behaves until `bad_step`, then adds `poison(model)`."""
+    calls = {"train": 0}
+
+    def loss_fn(model, batch):
+        loss, extra = next_token_loss(model, batch)
+        if model.training:
+            calls["train"] += 1
+            if calls["train"] >= bad_step:
+                loss = loss + poison(model)
+        return loss, extra
+
+    return loss_fn
+
+
+def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = small_cfg(max_steps=12, save_every=5, eval_every=100)
+    with pytest.raises(TrainingError, match=r"step 7: the loss is nan"):
+        run(tmp_path, cfg, loss_fn=nan_from_step(7, lambda model: torch.tensor(float("nan"))))
+    ckpt = load_checkpoint(tmp_path / "ckpt.pt")
+    assert ckpt["step"] == 5 and all(torch.isfinite(t).all() for t in ckpt["model"].values())
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 6
+
+
+def sqrt_of_zero(model) -> torch.Tensor:
+    """0 in the forward pass, but d sqrt(u)/du = inf at u = 0, times du/dw = 0: a NaN gradient."""
+    return torch.sqrt(model.ln_f.weight.sum() * 0.0)
+
+
+def test_a_nan_gradient_names_the_parameter(tmp_path):
+    with pytest.raises(TrainingError, match=r"step 3: the gradient norm is nan.*'ln_f.weight'"):
+        run(tmp_path, small_cfg(max_steps=5), loss_fn=nan_from_step(3, sqrt_of_zero))
+
+
+def test_detect_anomaly_points_at_the_operation(tmp_path):
+    with pytest.raises(RuntimeError, match="returned nan values"):
+        run(tmp_path, small_cfg(max_steps=5, detect_anomaly=True), loss_fn=nan_from_step(3, sqrt_of_zero))
+    assert not torch.is_anomaly_enabled()  # switched off again after the run
+
+
+# --------------------------------------------------------------------------------------------------
+# Mixed precision and torch.compile: the same training, within rounding.
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("bfloat16", 0.08), ("float16", 0.02)])
+def test_mixed_precision_follows_the_float32_curve(tmp_path, dtype, tolerance):
+    reference = train_losses(run(tmp_path / "fp32", small_cfg(max_steps=15))["history"])
+    mixed = train_losses(run(tmp_path / dtype, small_cfg(max_steps=15, dtype=dtype))["history"])
+    assert max(abs(a - b) for a, b in zip(reference, mixed, strict=True)) < tolerance
+    assert mixed[-1] < 0.9 * mixed[0]
+    scaler_state = load_checkpoint(tmp_path / dtype / "ckpt.pt")["scaler"]
+    assert bool(scaler_state) == (dtype == "float16")  # only float16 needs the loss scale
+
+
+def test_compile_gives_the_same_training(tmp_path, monkeypatch):
+    # Inductor's C++ code generation takes ~25 s for this model on one CPU thread, too slow for the
+    # suite; "aot_eager" runs the same capture (dynamo graph + AOT autograd) with eager kernels.
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    eager, _ = parameters_after(tmp_path / "eager", small_cfg(max_steps=3))
+    compiled, _ = parameters_after(tmp_path / "compiled", small_cfg(max_steps=3, compile=True))
+    for a, b in zip(eager, compiled, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert not math.isnan(compiled[0].sum().item())

@@ -1,0 +1,149 @@
+"""Loading GPT-2 and BERT state dicts: same logits as the reference implementation, clear errors otherwise.
+
+The reference is HuggingFace `transformers` (an optional test dependency): tiny models are built
+locally from a config with random weights (nothing is downloaded), their weights are scrambled well
+away from the initialisation (so that a wrong GELU, eps or transpose shows up far above 1e-4), and
+our models loaded from their state dicts must give the same logits.
+"""
+
+import pytest
+import torch
+
+from minillm.errors import CheckpointError
+from minillm.model import GPT, Bert
+
+V, P, C, L, H = 67, 24, 32, 2, 4  # vocab, positions, width, layers, heads: tiny on purpose
+
+
+def scramble(model: torch.nn.Module, seed: int) -> None:
+    """Give every parameter large random values (LayerNorm gains around 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            p.copy_(1 + 0.3 * noise if "LayerNorm.weight" in name or "ln_" in name else 0.3 * noise)
+
+
+@pytest.fixture(scope="module")
+def transformers():
+    return pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def hf_gpt2(transformers):
+    config = transformers.GPT2Config(vocab_size=V, n_positions=P, n_embd=C, n_layer=L, n_head=H,
+                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                      bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    scramble(model, seed=1)
+    return model
+
+
+def hf_bert(transformers, head: str):
+    config = transformers.BertConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L, num_attention_heads=H,
+                                     intermediate_size=2 * C, max_position_embeddings=P, type_vocab_size=2,
+                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0)
+    model = getattr(transformers, head)(config).eval()
+    scramble(model, seed=2)
+    model.tie_weights()  # scrambling replaced the tied tensor's values in place; keep the tie explicit
+    return model
+
+
+@pytest.mark.parametrize("attention", ["manual", "sdpa"])
+def test_gpt2_logits_match_transformers(hf_gpt2, attention):
+    ours = GPT.from_gpt2_state_dict(hf_gpt2.state_dict(), n_head=H, attention=attention).eval()
+    assert (ours.config.n_layer, ours.config.n_embd, ours.config.block_size) == (L, C, P)
+    ids = torch.randint(0, V, (3, P), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = hf_gpt2(ids).logits
+        got = ours(ids)
+    assert expected.abs().max() > 1.0  # the comparison is not between two near-zero tensors
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_gpt2_right_padded_batch_matches_transformers(hf_gpt2):
+    ours = GPT.from_gpt2_state_dict(hf_gpt2.state_dict(), n_head=H).eval()
+    ids = torch.randint(0, V, (2, 12), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, 7:] = False
+    with torch.no_grad():
+        expected = hf_gpt2(ids, attention_mask=mask.long()).logits
+        got = ours(ids, attention_mask=mask)
+    torch.testing.assert_close(got[mask], expected[mask], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("head", ["BertForMaskedLM", "BertForPreTraining"])
+def test_bert_logits_match_transformers(transformers, head):
+    reference = hf_bert(transformers, head)
+    ours = Bert.from_bert_state_dict(reference.state_dict(), n_head=H).eval()
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, V, (3, 16), generator=g)
+    segments = torch.randint(0, 2, (3, 16), generator=g)
+    mask = torch.ones(3, 16, dtype=torch.bool)
+    mask[0, 10:] = False  # right padding, as BERT batches are padded
+    with torch.no_grad():
+        out = reference(ids, attention_mask=mask.long(), token_type_ids=segments)
+        expected = out.logits if head == "BertForMaskedLM" else out.prediction_logits
+        got = ours(ids, attention_mask=mask, token_type_ids=segments)
+    assert expected.abs().max() > 1.0
+    torch.testing.assert_close(got[mask], expected[mask], atol=1e-4, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad state dicts: written out by hand in GPT-2's layout, so these run without transformers.
+
+
+def gpt2_layout_state_dict() -> dict[str, torch.Tensor]:
+    """A valid GPT-2 state dict (random values), keys and Conv1D shapes as GPT-2 stores them."""
+    sd = {"wte.weight": torch.randn(V, C), "wpe.weight": torch.randn(P, C),
+          "ln_f.weight": torch.ones(C), "ln_f.bias": torch.zeros(C)}
+    for i in range(L):
+        for name, shape in (("ln_1.weight", (C,)), ("ln_1.bias", (C,)), ("ln_2.weight", (C,)),
+                            ("ln_2.bias", (C,)), ("attn.c_attn.weight", (C, 3 * C)),
+                            ("attn.c_attn.bias", (3 * C,)), ("attn.c_proj.weight", (C, C)),
+                            ("attn.c_proj.bias", (C,)), ("mlp.c_fc.weight", (C, 4 * C)),
+                            ("mlp.c_fc.bias", (4 * C,)), ("mlp.c_proj.weight", (4 * C, C)),
+                            ("mlp.c_proj.bias", (C,))):
+            sd[f"h.{i}.{name}"] = torch.randn(shape)
+    return sd
+
+
+def test_hand_written_gpt2_state_dict_loads_with_transposed_weights():
+    sd = gpt2_layout_state_dict()
+    model = GPT.from_gpt2_state_dict(sd, n_head=H)
+    assert torch.equal(model.blocks[1].mlp.fc.weight, sd["h.1.mlp.c_fc.weight"].T)
+    assert model.config.n_layer == L and model.config.mlp_ratio == 4
+
+
+def test_missing_and_extra_keys_are_listed():
+    sd = gpt2_layout_state_dict()
+    del sd["h.1.attn.c_proj.bias"]
+    sd["h.1.attn.rotary.weight"] = torch.randn(3)
+    with pytest.raises(CheckpointError) as err:
+        GPT.from_gpt2_state_dict(sd, n_head=H)
+    assert "h.1.attn.c_proj.bias" in str(err.value) and "h.1.attn.rotary.weight" in str(err.value)
+
+
+def test_misshaped_keys_are_listed():
+    sd = gpt2_layout_state_dict()
+    sd["h.1.mlp.c_proj.weight"] = torch.randn(4 * C, C + 1)
+    sd["h.0.ln_2.bias"] = torch.randn(C - 2)
+    with pytest.raises(CheckpointError) as err:
+        GPT.from_gpt2_state_dict(sd, n_head=H)
+    message = str(err.value)
+    assert "h.1.mlp.c_proj.weight" in message and "h.0.ln_2.bias" in message
+    assert "mlp.c_fc" not in message  # only the broken ones are named
+
+
+def test_not_a_gpt2_state_dict():
+    with pytest.raises(CheckpointError, match="wte.weight"):
+        GPT.from_gpt2_state_dict({"embeddings.word_embeddings.weight": torch.randn(V, C)})
+    with pytest.raises(CheckpointError, match="word_embeddings"):
+        Bert.from_bert_state_dict(gpt2_layout_state_dict())
+
+
+def test_untied_lm_head_is_refused():
+    sd = gpt2_layout_state_dict()
+    sd["lm_head.weight"] = torch.randn(V, C)
+    with pytest.raises(CheckpointError, match="lm_head.weight"):
+        GPT.from_gpt2_state_dict(sd, n_head=H)
