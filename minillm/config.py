@@ -245,10 +245,11 @@ class PPOConfig:
     lam: float = 0.95
     no_eos_penalty: float = -1.0  # reward for responses that never produce <eos>
     critic_lr: float = 1e-5
+    eval_prompts: int = 200  # held-out prompts on which the win rate against the SFT model is measured
 
     def __post_init__(self) -> None:
         c = "PPOConfig"
-        for name in ("rollout_batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens"):
+        for name in ("rollout_batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "eval_prompts"):
             _positive_int(c, name, getattr(self, name))
         _require(self.rollout_batch_size % self.minibatch_size == 0, c, "minibatch_size",
                  self.minibatch_size, f"rollout_batch_size ({self.rollout_batch_size}) must be divisible by it")
@@ -268,9 +269,15 @@ class PPOConfig:
 class DPOConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup_steps=5, max_steps=100))
     beta: float = 0.1  # how far from the reference the implicit reward lets the policy move
+    eval_prompts: int = 200  # held-out prompts on which the win rate against the SFT model is measured
+    temperature: float = 1.0  # sampling temperature of the answers compared with the SFT model's
+    max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
         _in_range("DPOConfig", "beta", self.beta, 0.0, 100.0, lo_open=True)
+        _positive_int("DPOConfig", "eval_prompts", self.eval_prompts)
+        _positive_int("DPOConfig", "max_new_tokens", self.max_new_tokens)
+        _in_range("DPOConfig", "temperature", self.temperature, 0.0, 10.0, lo_open=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -280,9 +287,10 @@ class DPOConfig:
 @dataclass
 class PipelineConfig:
     preset: str = "tiny"
-    seed: int = 1337
     device: str = "cpu"
+    data_seed: int = 0  # the world, corpus and instruction suite are generated from this seed
     corpus_mb: float = 2.0  # size of the generated pretraining corpus
+    val_fraction: float = 0.05  # share of corpus documents held out for validation
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     mlm: MLMConfig = field(default_factory=MLMConfig)
     clm: CLMConfig = field(default_factory=CLMConfig)
@@ -293,7 +301,8 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         _in_range("PipelineConfig", "corpus_mb", self.corpus_mb, 0.0, 1000.0, lo_open=True)
-        _non_negative_int("PipelineConfig", "seed", self.seed)
+        _non_negative_int("PipelineConfig", "data_seed", self.data_seed)
+        _in_range("PipelineConfig", "val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
 
 
 PRESETS = ("micro", "tiny", "small")

@@ -138,6 +138,28 @@ def test_presplit_covers_the_text(text: str) -> None:
     assert "".join(split_text(text, compile_pattern(PRESPLIT_PATTERN))) == text
 
 
+def encode_by_applying_merges_in_order(tok: BPETokenizer, text: str) -> list[int]:
+    """The definition of BPE encoding, independent of the heap inside the tokenizer."""
+    ids: list[int] = []
+    for chunk in split_text(text, compile_pattern(tok.pattern)):
+        chunk_ids = list(chunk.encode())
+        for k, pair in enumerate(tok.merges):
+            chunk_ids = merge_pair(chunk_ids, pair, 256 + k)
+        ids += chunk_ids
+    return ids
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet=st.sampled_from("aaab  \n\tthe night 한국🙂,.!1"), max_size=200))
+def test_encode_applies_merges_in_the_order_learned(tok: BPETokenizer, text: str) -> None:
+    assert tok.encode(text) == encode_by_applying_merges_in_order(tok, text)
+
+
+def test_long_chunks_encode_correctly(tok: BPETokenizer) -> None:
+    text = "aaaa" * 5000 + " " * 20000 + "안녕하세요" * 2000  # three chunks of 20-30 KB
+    assert tok.encode(text) == encode_by_applying_merges_in_order(tok, text)
+
+
 def test_lone_surrogate_is_a_clear_error(tok: BPETokenizer) -> None:
     with pytest.raises(TokenizerError, match="surrogate"):
         tok.encode("ok \ud800 no")

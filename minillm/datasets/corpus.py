@@ -30,9 +30,29 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from minillm.datasets.vocabulary import (
+    BIRDS,
+    BUILDINGS,
+    CELEBRATIONS,
+    COLOURS,
+    DISASTERS,
+    FEELINGS,
+    FOODS,
+    INTRANSITIVE_PAST,
+    LANDSCAPES,
+    MONTHS,
+    OCCUPATIONS,
+    PLANTS,
+    SEASONS,
+    TOOLS,
+    TRANSITIVE_PAST,
+    WEATHER_WORDS,
+    WILD_ANIMALS,
+)
 from minillm.datasets.world import (
     ADJECTIVES,
     DETERMINER_PLURALS,
+    JOBS,
     MARKET_GOODS,
     NOUN_PLURALS,
     TOY_ENGLISH,
@@ -260,6 +280,13 @@ def noun_phrase(rng: random.Random, plural: bool) -> str:
     return f"{det} {adjective}{noun}"
 
 
+def object_phrase(rng: random.Random) -> str:
+    """'repaired a lantern', 'cooked some stew', 'spotted a heron': a past-tense verb and its object."""
+    verb = rng.choice(list(TRANSITIVE_PAST))
+    thing = rng.choice(TRANSITIVE_PAST[verb])
+    return f"{verb} {'some ' + thing if TRANSITIVE_PAST[verb] in (FOODS, PLANTS) else with_article(thing)}"
+
+
 def story_document(rng: random.Random, world: World, hero: Person) -> str:
     """A short story in the past tense: a person of the world, some events, pronouns, plurals, a list."""
     town = world.town(hero.home)
@@ -285,6 +312,11 @@ def story_document(rng: random.Random, world: World, hero: Person) -> str:
         f"{capitalize(pos)} {hero.pet} followed {noun_phrase(rng, plural=True)} across the square.",
         f"When the rain started, {pro} went home to {town.name}.",
     ]
+    events += [
+        f"{capitalize(pro)} {rng.choice(INTRANSITIVE_PAST)} near the {rng.choice(LANDSCAPES)}.",
+        f"{capitalize(pro)} {object_phrase(rng)}, and {hero.name} felt {rng.choice(FEELINGS)}.",
+        f"Later, {pro} {object_phrase(rng)} with {friend.name}.",
+    ]
     ending = rng.choice((f"It was a good day in {town.name}.", f"Then {pro} went to sleep.",
                          f"{hero.name} never forgot that day."))
     return " ".join([opening, *rng.sample(events, rng.randrange(3, 6)), ending])
@@ -306,16 +338,61 @@ def language_document(rng: random.Random, world: World) -> str:
     ])
 
 
+def nature_document(rng: random.Random, world: World, town: Town) -> str:
+    """Nature notes: plants, birds, animals and landscapes around a town, in a month of the year."""
+    land, land2 = rng.sample(LANDSCAPES, 2)
+    lines = [
+        f"The {rng.choice(PLANTS)} is in flower along {town.river}.",
+        f"{capitalize(with_article(rng.choice(BIRDS)))} was seen near the {land} outside {town.name}.",
+        f"Walkers in the {land2} met {with_article(rng.choice(WILD_ANIMALS))} at dusk.",
+        f"In {rng.choice(SEASONS)}, the {land} turns {rng.choice(COLOURS)}.",
+        f"The {rng.choice(WEATHER_WORDS)} came early this year, but the {rng.choice(PLANTS)} did not mind.",
+    ]
+    title = f"Nature notes from {town.region}, {rng.choice(MONTHS)}."
+    return " ".join([title, *rng.sample(lines, rng.randrange(3, 6))])
+
+
+def chronicle_document(rng: random.Random, world: World, town: Town) -> str:
+    """A page of a town's chronicle: years, buildings, celebrations and disasters."""
+    year = rng.randrange(1100, 1800)
+    building, other = rng.sample(BUILDINGS, 2)
+    newcomer = rng.choice(world.towns)
+    return " ".join([
+        f"From the chronicle of {town.name}.",
+        f"In the year {year}, the people of {town.name} built {with_article(building)}.",
+        f"In {year + rng.randrange(1, 40)}, a {rng.choice(CELEBRATIONS)} was held by {town.river}.",
+        f"{capitalize(with_article(rng.choice(OCCUPATIONS)))} from {newcomer.name} came to live there.",
+        f"In {year + rng.randrange(40, 120)}, a {rng.choice(DISASTERS)} struck, and the {building} "
+        f"had to be rebuilt next to the {other}.",
+    ])
+
+
+def market_document(rng: random.Random, world: World, town: Town) -> str:
+    """A market report: goods, foods, prices and the mood of the stallholders."""
+    goods = rng.sample(MARKET_GOODS + FOODS, rng.randrange(3, 6))
+    return " ".join([
+        rng.choice((f"Market day in {town.name}.", f"News from the market of {town.name}.")),
+        f"On sale today: {', '.join(goods)}.",
+        f"{capitalize(with_article(rng.choice(TOOLS)))} cost {rng.randrange(2, 60)} coins, "
+        f"and a bowl of {rng.choice(FOODS)} cost {rng.randrange(1, 9)}.",
+        f"The {rng.choice(OCCUPATIONS)} at the corner stall looked {rng.choice(FEELINGS)}.",
+        f"The {rng.choice(JOBS)} from {rng.choice(world.towns).name} sold everything by noon.",
+    ])
+
+
 # kind of document -> (share of the corpus, writer). Town, person and story writers take the next
 # entity in turn (round robin), so every fact is repeated about equally often.
 DocWriter = Callable[[random.Random, World, int], str]
 DOCUMENT_KINDS: dict[str, tuple[float, DocWriter]] = {
-    "bulletin": (0.28, lambda rng, w, i: bulletin_document(rng, w, w.towns[i % len(w.towns)])),
-    "forecast": (0.07, lambda rng, w, i: forecast_document(rng, w, w.towns[i % len(w.towns)])),
-    "town": (0.20, lambda rng, w, i: town_document(rng, w, w.towns[i % len(w.towns)])),
-    "person": (0.20, lambda rng, w, i: person_document(rng, w, w.people[i % len(w.people)])),
-    "story": (0.18, lambda rng, w, i: story_document(rng, w, w.people[i % len(w.people)])),
-    "language": (0.07, lambda rng, w, i: language_document(rng, w)),
+    "bulletin": (0.24, lambda rng, w, i: bulletin_document(rng, w, w.towns[i % len(w.towns)])),
+    "forecast": (0.05, lambda rng, w, i: forecast_document(rng, w, w.towns[i % len(w.towns)])),
+    "town": (0.18, lambda rng, w, i: town_document(rng, w, w.towns[i % len(w.towns)])),
+    "person": (0.18, lambda rng, w, i: person_document(rng, w, w.people[i % len(w.people)])),
+    "story": (0.17, lambda rng, w, i: story_document(rng, w, w.people[i % len(w.people)])),
+    "language": (0.06, lambda rng, w, i: language_document(rng, w)),
+    "nature": (0.04, lambda rng, w, i: nature_document(rng, w, w.towns[i % len(w.towns)])),
+    "chronicle": (0.04, lambda rng, w, i: chronicle_document(rng, w, w.towns[i % len(w.towns)])),
+    "market": (0.04, lambda rng, w, i: market_document(rng, w, w.towns[i % len(w.towns)])),
 }
 
 

@@ -25,19 +25,31 @@ included, False on the padding after it.
 
 from __future__ import annotations
 
+import copy
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
-from minillm.config import PPOConfig
-from minillm.errors import TrainingError
+from minillm.config import PPOConfig, to_dict
+from minillm.errors import CheckpointError, TrainingError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import left_pad
 from minillm.stage2_sft.template import decode_response, encode_prompt
+from minillm.stage3_rlhf.annotator import gold_score
+from minillm.stage3_rlhf.preferences import compare_policies, heldout_records
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.stage3_rlhf.sequences import gather_logprobs, last_real_index, masked_mean, next_token_logits
+from minillm.train import load_checkpoint, load_model, plot_metrics, save_checkpoint
+from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME
+from minillm.train.health import check_loss
+from minillm.train.loop import CONFIG_NAME, METRICS_NAME, append_metrics, read_metrics, write_metrics
+from minillm.train.optim import param_groups
+from minillm.utils import seed_everything, write_json
 
 # --------------------------------------------------------------------------------------------------
 # The pure pieces: each a function of tensors, tested against hand-computed values.
@@ -174,8 +186,6 @@ def rollout(
     values = critic_values(critic, ids, attention_mask, n) * mask
     has_eos = ((gen.new_ids == tokenizer.eos_id) & mask).any(dim=1)  # (B,)
     rm_score = rm(ids, attention_mask)  # (B,) detail: the reward model reads the last real token
-    if not bool(torch.isfinite(rm_score).all()):
-        raise TrainingError("the reward model returned NaN/inf scores for this rollout's answers")
     # detail: a fixed penalty replaces the score of answers that never produced <eos>
     score = torch.where(has_eos, rm_score, torch.full_like(rm_score, cfg.no_eos_penalty))
     rewards, kl = per_token_rewards(score, logprobs, ref_logprobs, mask, kl_coef)
@@ -219,3 +229,127 @@ def ppo_update(
             stats.append({**pg_stats, "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(),
                           "vf_clipfrac": vf_clipfrac, "entropy": masked_mean(entropy, mask).item()})
     return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop: rollout, update, log, checkpoint; then the comparison with the SFT model.
+
+PLOTS = {  # file name -> the metrics it shows
+    "ppo_reward.png": ("rm_score", "gold", "kl"),
+    "ppo_health.png": ("entropy", "clipfrac", "approx_kl", "ratio"),
+    "ppo_length.png": ("eos_share", "response_len"),
+}
+
+
+def make_optimizer_pair(policy: GPT, critic: RewardModel, cfg: PPOConfig) -> torch.optim.AdamW:
+    """One AdamW over the policy (lr) and the critic (critic_lr), decay on matrices only."""
+    groups = [{**g, "lr": cfg.train.lr} for g in param_groups(policy, cfg.train.weight_decay)]
+    groups += [{**g, "lr": cfg.critic_lr} for g in param_groups(critic, cfg.train.weight_decay)]
+    return torch.optim.AdamW(groups, betas=(cfg.train.beta1, cfg.train.beta2))
+
+
+def step_metrics(ro: Rollout, update: list[dict[str, float]], kl_coef: float) -> dict[str, float]:
+    """What one PPO step logs: the rollout's scores and the update's averages."""
+    gold = [gold_score(r, a) for r, a in zip(ro.records, ro.answers, strict=True)]
+    return {
+        "rm_score": ro.rm_score.mean().item(),
+        "gold": sum(gold) / len(gold),
+        "kl": ro.kl.sum(dim=1).mean().item(),  # per answer: sum over its tokens of log pi - log pi_ref
+        "kl_coef": kl_coef,
+        "eos_share": ro.has_eos.float().mean().item(),
+        "response_len": ro.mask.sum(dim=1).float().mean().item(),
+        **{key: sum(s[key] for s in update) / len(update) for key in update[0]},
+    }
+
+
+def train_ppo(
+    cfg: PPOConfig, sft_dir: str | Path, rm_dir: str | Path, records: list[dict], out_dir: str | Path, *,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """PPO from the SFT run `sft_dir` against the reward model of `rm_dir`, on the "train" records' prompts.
+
+    Writes out_dir/: ckpt.pt (the policy, loadable with `load_model(out_dir, GPT)`, plus the critic,
+    optimizer, kl_coef and generator state for an exact resume), tokenizer.json, config.json,
+    metrics.jsonl (one row per step), ppo_*.png, ppo_metrics.json. Returns {"win_rate_vs_sft",
+    "gold_sft", "gold_after", "kl", "rm_score", "seconds", "history", "examples"}.
+    """
+    start, out_dir = time.perf_counter(), Path(out_dir)
+    ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
+    if ckpt_path.is_file() and not resume:
+        raise CheckpointError(f"{out_dir} already holds a PPO run: pass resume (--resume) or choose another folder")
+    seed_everything(cfg.train.seed)
+    policy, tokenizer = load_model(sft_dir, GPT)
+    reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model of the KL penalty
+    rm = load_model(rm_dir, RewardModel)[0].requires_grad_(False)
+    critic = copy.deepcopy(rm).requires_grad_(True)  # detail: the critic starts as the reward model
+    for model in (policy, reference, rm, critic):
+        model.eval()  # detail: dropout off during RL; eval mode changes no gradient, only dropout
+    optimizer = make_optimizer_pair(policy, critic, cfg)
+    generator = torch.Generator().manual_seed(cfg.train.seed)  # every draw of the run: prompts, tokens, minibatches
+    prompts = [r for r in records if r.get("split", "train") == "train"]
+    kl_coef, first_step = cfg.kl_coef, 1
+    if ckpt_path.is_file():  # exact resume: weights, Adam moments, beta, and the generator where they were
+        state = load_checkpoint(ckpt_path)
+        policy.load_state_dict(state["model"])
+        critic.load_state_dict(state["critic"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        kl_coef, first_step = state["kl_coef"], state["step"] + 1
+    history = read_metrics(metrics_path, up_to_step=first_step - 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_metrics(metrics_path, history)
+    tokenizer.save(out_dir / TOKENIZER_NAME)
+    write_json(out_dir / CONFIG_NAME, {"ppo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)})
+
+    for step in tqdm(range(first_step, cfg.train.max_steps + 1), desc="ppo", initial=first_step - 1,
+                     total=cfg.train.max_steps):
+        rows = torch.randint(len(prompts), (cfg.rollout_batch_size,), generator=generator).tolist()
+        ro = rollout(policy, reference, rm, critic, tokenizer, [prompts[i] for i in rows], cfg, kl_coef, generator)
+        check_rewards(ro, step)
+        update = ppo_update(policy, critic, optimizer, ro, cfg, generator)
+        row = {"step": step, **step_metrics(ro, update, kl_coef), "elapsed_s": time.perf_counter() - start}
+        check_loss(row["pg_loss"] + row["vf_loss"], step)
+        if cfg.adaptive_kl:  # detail: adaptive beta steers the KL towards target_kl
+            kl_coef = adapt_kl_coef(kl_coef, row["kl"], cfg.target_kl)
+        history.append(row)
+        append_metrics(metrics_path, row)
+        if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:
+            save_checkpoint(ckpt_path, {  # atomic (train/checkpoint.py)
+                "step": step, "model_kind": "gpt", "model_config": to_dict(policy.config),
+                "model": policy.state_dict(), "critic": critic.state_dict(), "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(), "kl_coef": kl_coef,
+            })
+    for name, keys in PLOTS.items():
+        plot_metrics(history, out_dir / name, keys, title=f"PPO (kl_coef {cfg.kl_coef})")
+    comparison = compare_policies(policy, reference, tokenizer, heldout_records(records, cfg.eval_prompts, 0),
+                                  cfg.temperature, cfg.max_new_tokens, seed=cfg.train.seed)
+    metrics = summarize_run(history, comparison, time.perf_counter() - start)
+    write_json(out_dir / "ppo_metrics.json", {k: v for k, v in metrics.items() if k != "history"})
+    return metrics
+
+
+def check_rewards(ro: Rollout, step: int) -> None:
+    """Stop with a TrainingError naming the step and the answers if a reward is NaN or infinite."""
+    bad = (~torch.isfinite(ro.rm_score)).nonzero().flatten().tolist()
+    if bad:
+        raise TrainingError(
+            f"PPO stopped at step {step}: the reward model gave a non-finite score ({ro.rm_score[bad[0]].item()}) "
+            f"to {len(bad)} of {len(ro.answers)} answers, e.g. {ro.answers[bad[0]]!r}. Check the reward model "
+            "run (retrain it, or lower its lr); the last PPO checkpoint is kept"
+        )
+
+
+def summarize_run(history: list[dict], comparison: dict, seconds: float) -> dict[str, Any]:
+    """The numbers of the pipeline report, plus a few examples of answers before and after."""
+    last = history[-1] if history else {}
+    return {
+        "win_rate_vs_sft": comparison["win_rate"],
+        "gold_sft": comparison["gold_baseline"],
+        "gold_after": comparison["gold_policy"],
+        "kl": last.get("kl", float("nan")),
+        "rm_score": last.get("rm_score", float("nan")),
+        "seconds": seconds,
+        "examples": [{"sft": a, "after": b} for a, b in zip(comparison["answers_baseline"][:5],
+                                                            comparison["answers_policy"][:5], strict=True)],
+        "history": history,
+    }

@@ -179,3 +179,12 @@ def collect_rankings(
     write_jsonl(out_path, lines)
     return {"n_rankings": len(lines), "n_pairs": len(lines) * K * (K - 1) // 2,
             "prompts_passed_over": passed_over, "seconds": time.perf_counter() - start}
+
+
+def heldout_records(records: Sequence[dict], n: int, seed: int) -> list[dict]:
+    """`n` test records (any split but "train"), drawn in a seeded order: the prompts policies are compared on."""
+    tests = [r for r in records if r.get("split", "train") != "train"]
+    if not tests:
+        raise DataError("no held-out records (split != 'train') to compare the policies on")
+    order = torch.randperm(len(tests), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [tests[i] for i in order[:n]]

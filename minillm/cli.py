@@ -1,0 +1,377 @@
+"""`minillm <command>`: the command line, a thin layer over the library.
+
+Each command parses its arguments, builds the configs (a preset, then `--set path=value`
+overrides, then the runtime flags `--device/--dtype/--compile/--detect-anomaly`), and calls one
+library function. Mistakes in the input (a `MinillmError`) are printed as one line with exit
+code 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from minillm.config import PRESETS, PipelineConfig, TrainConfig, apply_overrides, preset
+from minillm.errors import MinillmError
+
+# --------------------------------------------------------------------------------------------------
+# Building the config every command starts from.
+
+
+def with_runtime(cfg: PipelineConfig, device: str | None, dtype: str | None, compile: bool,
+                 detect_anomaly: bool) -> PipelineConfig:
+    """Apply the runtime flags to every stage's TrainConfig (one place, so no stage is forgotten)."""
+    changes: dict = {}
+    if device is not None:
+        changes["device"] = device
+    if dtype is not None:
+        changes["dtype"] = dtype
+    if compile:
+        changes["compile"] = True
+    if detect_anomaly:
+        changes["detect_anomaly"] = True
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=device)
+    return _replace_train_configs(cfg, changes) if changes else cfg
+
+
+def _replace_train_configs(obj, changes: dict):
+    """Return `obj` with `changes` applied to each TrainConfig found anywhere inside it."""
+    if isinstance(obj, TrainConfig):
+        return dataclasses.replace(obj, **changes)
+    updates = {f.name: _replace_train_configs(getattr(obj, f.name), changes)
+               for f in dataclasses.fields(obj) if dataclasses.is_dataclass(getattr(obj, f.name))}
+    return dataclasses.replace(obj, **updates)
+
+
+def build_config(args: argparse.Namespace) -> PipelineConfig:
+    cfg = apply_overrides(preset(args.preset), args.set or [])
+    return with_runtime(cfg, args.device, args.dtype, args.compile, args.detect_anomaly)
+
+
+# --------------------------------------------------------------------------------------------------
+# The commands. Each imports what it needs, so `minillm --help` stays fast.
+
+
+def cmd_tokenizer_train(args: argparse.Namespace) -> None:
+    from minillm.datasets import read_corpus
+    from minillm.tokenizer import train_tokenizer
+
+    docs = [doc for path in args.input for doc in read_corpus(path)]
+    tok = train_tokenizer(docs, args.vocab_size, kind=args.kind, spm_model_type=args.spm_model_type)
+    tok.save(args.out)
+    text = "\n\n".join(docs)
+    n_bytes = len(text.encode("utf-8"))
+    n_tokens = len(tok.encode(text))
+    print(f"trained a {args.kind} tokenizer with {tok.vocab_size} ids -> {args.out}")
+    print(f"tokens per byte on the training text: {n_tokens / n_bytes:.3f}")
+    longest = sorted(range(tok.vocab_size), key=lambda i: -len(tok.id_to_piece(i).encode("utf-8")))
+    print("some of the longest pieces it learned:", ", ".join(repr(tok.id_to_piece(i)) for i in longest[:12]))
+
+
+def cmd_tokenizer_encode(args: argparse.Namespace) -> None:
+    from minillm.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(args.tokenizer)
+    ids = tok.encode(args.text)
+    print("ids:   ", ids)
+    print("pieces:", [tok.id_to_piece(i) for i in ids])
+
+
+def _corpus_splits(cfg: PipelineConfig, corpus: str | None) -> tuple[list[str], list[str]]:
+    from minillm.datasets import generate_corpus, read_corpus, split_documents
+
+    docs = read_corpus(corpus) if corpus else generate_corpus(seed=cfg.data_seed, size_mb=cfg.corpus_mb)
+    return split_documents(docs, val_fraction=cfg.val_fraction, seed=cfg.data_seed)
+
+
+def _tokenizer_for(cfg: PipelineConfig, path: str | None, train_docs: list[str]):
+    from minillm.tokenizer import load_tokenizer, train_tokenizer
+
+    if path:
+        return load_tokenizer(path)
+    return train_tokenizer(train_docs, cfg.tokenizer.vocab_size, kind=cfg.tokenizer.kind,
+                           spm_model_type=cfg.tokenizer.spm_model_type)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from minillm.stage1_pretrain.clm import train_clm
+    from minillm.stage1_pretrain.mlm import train_mlm
+
+    cfg = build_config(args)
+    if args.tokenizer_kind:
+        cfg = apply_overrides(cfg, [f"tokenizer.kind={args.tokenizer_kind}"])
+    train_docs, val_docs = _corpus_splits(cfg, args.corpus)
+    tok = _tokenizer_for(cfg, args.tokenizer_file, train_docs)
+    if args.objective == "mlm":
+        result = train_mlm(cfg.mlm, tok, train_docs, val_docs, args.out, resume=args.resume)
+        keys = ("val_masked_accuracy", "unigram_masked_accuracy", "fill_mask_top5")
+    else:
+        result = train_clm(cfg.clm, tok, train_docs, val_docs, args.out, resume=args.resume)
+        keys = ("val_perplexity", "unigram_perplexity")
+    for key in keys:
+        print(f"{key}: {result.get(key)}")
+    print(f"run written to {args.out}")
+
+
+def cmd_fill_mask(args: argparse.Namespace) -> None:
+    from minillm.model.bert import Bert
+    from minillm.stage1_pretrain.mlm import fill_mask, plot_fill_mask
+    from minillm.train import load_model
+
+    model, tok = load_model(args.ckpt, Bert)
+    _require_tokenizer(tok, args.ckpt)
+    ranking = fill_mask(model, tok, args.text, top_k=args.top_k)
+    for rank, (piece, prob) in enumerate(ranking, 1):
+        print(f"{rank:2d}. {piece!r:20} {prob:.3f}")
+    plot_path = Path(args.plot) if args.plot else Path(args.ckpt) / "fill_mask.png"
+    plot_fill_mask(ranking[:10], plot_path, title=args.text)
+    print(f"bar chart: {plot_path}")
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from minillm.model.gpt import GPT
+    from minillm.stage1_pretrain.clm import generate_text
+    from minillm.train import load_model
+
+    model, tok = load_model(args.ckpt, GPT)
+    _require_tokenizer(tok, args.ckpt)
+    print(generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens,
+                        temperature=args.temperature, top_k=args.top_k, seed=args.seed))
+
+
+def _require_tokenizer(tok, ckpt: str) -> None:
+    if tok is None:
+        raise MinillmError(f"{ckpt} has no tokenizer.json beside its ckpt.pt; point --ckpt at a run folder")
+
+
+def cmd_sft(args: argparse.Namespace) -> None:
+    from minillm.stage2_sft.evaluate import format_table, run_sft_with_baselines
+
+    cfg = build_config(args)
+    records = _instruction_records(cfg, args.data, args.skip_bad_lines)
+    report = run_sft_with_baselines(cfg.sft, records, args.out, args.init, baselines=not args.no_baselines,
+                                    resume=args.resume)
+    print(format_table(report))
+    print(f"run written to {args.out}")
+
+
+def _instruction_records(cfg: PipelineConfig, path: str | None, skip_bad_lines: bool) -> list[dict]:
+    from minillm.datasets import generate_instruction_suite, read_jsonl
+
+    if path:
+        return read_jsonl(path, on_error="skip" if skip_bad_lines else "stop")
+    return generate_instruction_suite(seed=cfg.data_seed)
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    from minillm.model.gpt import GPT
+    from minillm.stage2_sft.chat import chat_loop
+    from minillm.train import load_model
+
+    model, tok = load_model(args.ckpt, GPT)
+    _require_tokenizer(tok, args.ckpt)
+    chat_loop(model, tok, sys.stdin, sys.stdout, max_new_tokens=args.max_new_tokens,
+              temperature=args.temperature)
+
+
+def cmd_annotate(args: argparse.Namespace) -> None:
+    from minillm.stage3_rlhf.annotate import annotate
+
+    annotate(args.policy, args.prompts, args.out, k=args.k, max_new_tokens=args.max_new_tokens,
+             seed=args.seed)
+
+
+def cmd_reward(args: argparse.Namespace) -> None:
+    from minillm.stage3_rlhf.preferences import collect_rankings
+    from minillm.stage3_rlhf.reward_model import train_reward_model
+
+    cfg = build_config(args)
+    prefs = args.prefs
+    if prefs is None:
+        prefs = str(Path(args.out) / "prefs.jsonl")
+        records = _instruction_records(cfg, args.data, args.skip_bad_lines)
+        collect_rankings(cfg.reward, args.sft, records, prefs)
+    result = train_reward_model(cfg.reward, args.sft, prefs, args.out)
+    _print_keys(result, ("pairwise_accuracy", "annotator_agreement"))
+
+
+def cmd_ppo(args: argparse.Namespace) -> None:
+    from minillm.stage3_rlhf.ppo import train_ppo
+
+    cfg = build_config(args)
+    records = _instruction_records(cfg, args.data, args.skip_bad_lines)
+    result = train_ppo(cfg.ppo, args.sft, args.reward, records, args.out, resume=args.resume)
+    _print_keys(result, ("win_rate_vs_sft", "gold_sft", "gold_after", "kl"))
+
+
+def cmd_dpo(args: argparse.Namespace) -> None:
+    from minillm.stage3_rlhf.dpo import train_dpo
+
+    cfg = build_config(args)
+    records = _instruction_records(cfg, args.data, args.skip_bad_lines)
+    result = train_dpo(cfg.dpo, args.sft, args.prefs, records, args.out)
+    _print_keys(result, ("win_rate_vs_sft", "gold_after"))
+
+
+def _print_keys(result: dict, keys: Sequence[str]) -> None:
+    for key in keys:
+        print(f"{key}: {result.get(key)}")
+
+
+def cmd_pipeline(args: argparse.Namespace) -> None:
+    from minillm.pipeline import run_pipeline
+
+    cfg = build_config(args)
+    report = run_pipeline(cfg, args.out, force=args.force, corpus=args.corpus, instructions=args.data)
+    print(f"done in {report['seconds']:.0f} s: {Path(args.out) / 'report.md'}")
+
+
+# --------------------------------------------------------------------------------------------------
+# The parser.
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    """The arguments every training command shares."""
+    p.add_argument("--preset", default="tiny", choices=PRESETS, help="micro (tests), tiny (CPU), small (GPU)")
+    p.add_argument("--set", action="append", metavar="PATH=VALUE",
+                   help="override any config value, e.g. --set clm.model.n_layer=6 (repeatable)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps (default: the preset's)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--detect-anomaly", action="store_true", help="autograd anomaly detection (slow)")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="instruction JSONL (default: the generated suite)")
+    p.add_argument("--skip-bad-lines", action="store_true", help="report and skip malformed JSONL lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minillm", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tok = sub.add_parser("tokenizer", help="train a tokenizer or look at how it splits text")
+    tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
+    p = tok_sub.add_parser("train", help="train a tokenizer on text files")
+    p.add_argument("--input", nargs="+", required=True, help="text files (documents split by blank lines)")
+    p.add_argument("--vocab-size", type=int, default=2048)
+    p.add_argument("--kind", default="bpe", choices=("bpe", "sentencepiece"))
+    p.add_argument("--spm-model-type", default="bpe", choices=("bpe", "unigram"))
+    p.add_argument("--out", required=True, help="tokenizer JSON file to write")
+    p.set_defaults(func=cmd_tokenizer_train)
+    p = tok_sub.add_parser("encode", help="print the ids and pieces of a text")
+    p.add_argument("--tokenizer", required=True)
+    p.add_argument("text")
+    p.set_defaults(func=cmd_tokenizer_encode)
+
+    p = sub.add_parser("pretrain", help="stage 1: masked-LM (BERT) or next-token (GPT) pretraining")
+    p.add_argument("objective", choices=("mlm", "clm"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--corpus", default=None, help="text file (default: the generated small-world corpus)")
+    p.add_argument("--tokenizer", dest="tokenizer_kind", default=None, choices=("bpe", "sentencepiece"),
+                   help="train this kind of tokenizer first (default: the preset's)")
+    p.add_argument("--tokenizer-file", default=None, help="use this trained tokenizer instead")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("fill-mask", help="rank the candidates for [MASK] with a trained BERT")
+    p.add_argument("--ckpt", required=True, help="an MLM run folder")
+    p.add_argument("text", help='e.g. "A flash flood watch will be in effect all [MASK]."')
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--plot", default=None, help="bar chart PNG (default: CKPT/fill_mask.png)")
+    p.set_defaults(func=cmd_fill_mask)
+
+    p = sub.add_parser("generate", help="sample a continuation with a trained GPT")
+    p.add_argument("--ckpt", required=True, help="a CLM, SFT or PPO run folder")
+    p.add_argument("prompt")
+    p.add_argument("--max-new-tokens", type=int, default=60)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("sft", help="stage 2: instruction tuning from a CLM run, with its baselines")
+    p.add_argument("--init", required=True, help="the CLM run folder to start from")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-baselines", action="store_true", help="skip the scratch and single-family runs")
+    p.add_argument("--resume", action="store_true")
+    _add_data_args(p)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_sft)
+
+    p = sub.add_parser("chat", help="talk to an instruction-tuned GPT in the terminal")
+    p.add_argument("--ckpt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("annotate", help="stage 3: rank a policy's answers yourself, in the terminal")
+    p.add_argument("--policy", required=True, help="the SFT run folder whose answers you rank")
+    p.add_argument("--prompts", required=True, help="JSONL with a 'prompt' field per line")
+    p.add_argument("--out", required=True, help="prefs JSONL (appended to; resumes where it left off)")
+    p.add_argument("--k", type=int, default=4, help="answers per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_annotate)
+
+    p = sub.add_parser("reward", help="stage 3: rank sampled answers and train the reward model")
+    p.add_argument("--sft", required=True, help="the SFT run folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--prefs", default=None, help="rankings JSONL (default: made by the simulated annotator)")
+    _add_data_args(p)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_reward)
+
+    p = sub.add_parser("ppo", help="stage 3: PPO against the reward model, with a KL leash")
+    p.add_argument("--sft", required=True)
+    p.add_argument("--reward", required=True, help="the reward-model run folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    _add_data_args(p)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_ppo)
+
+    p = sub.add_parser("dpo", help="stage 3: direct preference optimisation on the rankings")
+    p.add_argument("--sft", required=True)
+    p.add_argument("--prefs", required=True)
+    p.add_argument("--out", required=True)
+    _add_data_args(p)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_dpo)
+
+    p = sub.add_parser("pipeline", help="all three stages end to end, with a report")
+    p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true", help="redo steps whose outputs already exist")
+    p.add_argument("--corpus", default=None, help="pretraining text file (default: generated)")
+    _add_data_args(p)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_pipeline)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except MinillmError as err:
+        if args.debug:
+            raise
+        print(f"minillm: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("minillm: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,330 @@
+"""The whole journey in one call: tokenizer -> MLM -> CLM -> SFT -> reward model -> PPO and DPO.
+
+Each stage is a *step* with its own folder under the output directory (`01_tokenizer`, `02_mlm`,
+...). A step that finished wrote `result.json` there; running the pipeline again skips it (use
+`force=True` to redo everything), and a step that was interrupted mid-training resumes from its
+last checkpoint. At the end the pipeline writes
+
+- `report.json`: every stage's key numbers and wall time, machine-readable;
+- `report.md`: the same as a page a learner reads, with plots and example outputs.
+
+Stages only talk to each other through their folders (a run folder holds `ckpt.pt` and
+`tokenizer.json`), so each can also be run alone from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from minillm.config import PipelineConfig, to_dict
+from minillm.datasets import generate_corpus, generate_instruction_suite, read_corpus, read_jsonl, split_documents
+from minillm.errors import DataError
+from minillm.stage1_pretrain.clm import train_clm
+from minillm.stage1_pretrain.mlm import train_mlm
+from minillm.stage2_sft.evaluate import run_sft_with_baselines
+from minillm.stage3_rlhf.dpo import train_dpo
+from minillm.stage3_rlhf.ppo import train_ppo
+from minillm.stage3_rlhf.preferences import collect_rankings
+from minillm.stage3_rlhf.reward_model import train_reward_model
+from minillm.tokenizer import load_tokenizer, train_tokenizer
+from minillm.utils import resolve_device, write_json
+
+RESULT_NAME = "result.json"
+
+
+@dataclass
+class Journey:
+    """What the steps share: the config, the output folder, and the data (built once, on demand)."""
+
+    cfg: PipelineConfig
+    out_dir: Path
+    corpus_path: str | None = None
+    instructions_path: str | None = None
+    results: dict[str, dict] = field(default_factory=dict)
+
+    def folder(self, name: str) -> Path:
+        return self.out_dir / f"{STEP_NAMES.index(name) + 1:02d}_{name}"
+
+    @cached_property
+    def documents(self) -> tuple[list[str], list[str]]:
+        """(train, validation) documents of the pretraining corpus."""
+        if self.corpus_path:
+            docs = read_corpus(self.corpus_path)
+        else:
+            docs = generate_corpus(seed=self.cfg.data_seed, size_mb=self.cfg.corpus_mb)
+        return split_documents(docs, val_fraction=self.cfg.val_fraction, seed=self.cfg.data_seed)
+
+    @cached_property
+    def records(self) -> list[dict]:
+        """The instruction suite (train and test records) for stages 2 and 3."""
+        if self.instructions_path:
+            return read_jsonl(self.instructions_path)
+        return generate_instruction_suite(seed=self.cfg.data_seed)
+
+    @property
+    def tokenizer(self):
+        return load_tokenizer(self.folder("tokenizer") / "tokenizer.json")
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """True when a training run in `folder` was interrupted after saving: resume it, do not restart."""
+    return (folder / "ckpt.pt").is_file()
+
+
+# --------------------------------------------------------------------------------------------------
+# The steps, in the order they run. Each returns the numbers that report.json shows for it.
+
+
+def step_tokenizer(j: Journey) -> dict:
+    train_docs, val_docs = j.documents
+    cfg = j.cfg.tokenizer
+    tok = train_tokenizer(train_docs, cfg.vocab_size, kind=cfg.kind, spm_model_type=cfg.spm_model_type)
+    tok.save(j.folder("tokenizer") / "tokenizer.json")
+    val_text = "\n\n".join(val_docs)
+    tokens = tok.encode(val_text)
+    pieces = [tok.id_to_piece(i) for i in tok.encode(FLASH_FLOOD_SENTENCE)]
+    return {"kind": cfg.kind, "vocab_size": tok.vocab_size,
+            "tokens_per_byte": len(tokens) / len(val_text.encode("utf-8")), "example_pieces": pieces}
+
+
+def step_mlm(j: Journey) -> dict:
+    train_docs, val_docs = j.documents
+    folder = j.folder("mlm")
+    return train_mlm(j.cfg.mlm, j.tokenizer, train_docs, val_docs, folder, resume=has_checkpoint(folder))
+
+
+def step_clm(j: Journey) -> dict:
+    train_docs, val_docs = j.documents
+    folder = j.folder("clm")
+    return train_clm(j.cfg.clm, j.tokenizer, train_docs, val_docs, folder, resume=has_checkpoint(folder))
+
+
+def step_sft(j: Journey) -> dict:
+    folder = j.folder("sft")
+    return run_sft_with_baselines(j.cfg.sft, j.records, folder, j.folder("clm"), resume=has_checkpoint(folder))
+
+
+def step_reward_model(j: Journey) -> dict:
+    folder = j.folder("reward_model")
+    prefs = folder / "prefs.jsonl"
+    start = time.perf_counter()
+    if not prefs.is_file():
+        collect_rankings(j.cfg.reward, j.folder("sft"), j.records, prefs)
+    result = train_reward_model(j.cfg.reward, j.folder("sft"), prefs, folder, records=j.records,
+                                resume=has_checkpoint(folder))
+    return {**result, "seconds": time.perf_counter() - start}
+
+
+def step_ppo(j: Journey) -> dict:
+    folder = j.folder("ppo")
+    return train_ppo(j.cfg.ppo, j.folder("sft"), j.folder("reward_model"), j.records, folder,
+                     resume=has_checkpoint(folder))
+
+
+def step_dpo(j: Journey) -> dict:
+    prefs = j.folder("reward_model") / "prefs.jsonl"
+    return train_dpo(j.cfg.dpo, j.folder("sft"), prefs, j.records, j.folder("dpo"))
+
+
+STEPS: dict[str, Callable[[Journey], dict]] = {
+    "tokenizer": step_tokenizer,
+    "mlm": step_mlm,
+    "clm": step_clm,
+    "sft": step_sft,
+    "reward_model": step_reward_model,
+    "ppo": step_ppo,
+    "dpo": step_dpo,
+}
+STEP_NAMES = list(STEPS)
+FLASH_FLOOD_SENTENCE = "A flash flood watch will be in effect all night."
+
+
+def run_step(j: Journey, name: str) -> dict:
+    """Run one step, or read its result if it already finished."""
+    folder = j.folder(name)
+    result_path = folder / RESULT_NAME
+    if result_path.is_file():
+        print(f"[{name}] already done ({result_path}); skipping (--force redoes it)")
+        return json.loads(result_path.read_text(encoding="utf-8"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"[{name}] running -> {folder}")
+    start = time.perf_counter()
+    result = STEPS[name](j)
+    result = {k: v for k, v in result.items() if k != "history"}
+    result.setdefault("seconds", time.perf_counter() - start)
+    result["wall_seconds"] = time.perf_counter() - start
+    write_json(result_path, _jsonable(result))
+    return result
+
+
+def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = False,
+                 corpus: str | None = None, instructions: str | None = None) -> dict:
+    """Run every stage in order into `out_dir` and write report.json and report.md there."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out {out_dir} is a file; give a folder for the pipeline's outputs")
+    device = resolve_device(cfg.device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "config.json", to_dict(cfg))
+    journey = Journey(cfg, out_dir, corpus, instructions)
+    if force:  # later steps depend on earlier ones: redo all of them, from scratch, not from checkpoints
+        for name in STEP_NAMES:
+            shutil.rmtree(journey.folder(name), ignore_errors=True)
+    for name in STEP_NAMES:
+        journey.results[name] = run_step(journey, name)
+    report = build_report(cfg, device.type, journey.results)
+    write_json(out_dir / "report.json", report)
+    (out_dir / "report.md").write_text(render_markdown(report, journey), encoding="utf-8")
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# The report.
+
+REPORT_KEYS = {
+    "tokenizer": ("vocab_size", "tokens_per_byte"),
+    "mlm": ("val_masked_accuracy", "unigram_masked_accuracy", "fill_mask_top5"),
+    "clm": ("val_perplexity", "unigram_perplexity"),
+    "sft": ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match"),
+    "reward_model": ("pairwise_accuracy", "annotator_agreement"),
+    "ppo": ("win_rate_vs_sft", "gold_sft", "gold_after", "kl"),
+    "dpo": ("win_rate_vs_sft", "gold_sft", "gold_after"),
+}
+
+
+def build_report(cfg: PipelineConfig, device: str, results: dict[str, dict]) -> dict:
+    """report.json: per stage its seconds and key numbers (the shape the README documents)."""
+    stages = {}
+    for name, keys in REPORT_KEYS.items():
+        result = results[name]
+        stages[name] = {"seconds": round(float(result["seconds"]), 2),
+                        **{k: result[k] for k in keys if k in result}}
+    stages["mlm"]["fill_mask_top5"] = [piece.strip() for piece, _ in results["mlm"]["fill_mask_top5"]]
+    return {"preset": cfg.preset, "device": device,
+            "seconds": round(sum(s["seconds"] for s in stages.values()), 2), "stages": stages}
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.3f}" if math.isfinite(x) else str(x)
+    return str(x)
+
+
+def render_markdown(report: dict, j: Journey) -> str:
+    """report.md: what each stage did, its key number against its baseline, its plot, examples."""
+    s, r = report["stages"], j.results
+    rel = lambda name, file: f"{j.folder(name).name}/{file}"  # noqa: E731  (paths relative to report.md)
+    lines = [
+        f"# minillm report: preset `{report['preset']}` on {report['device']}",
+        "",
+        f"All three stages of training a language model, end to end, in {report['seconds']:.0f} s.",
+        "",
+        "| stage | key number | baseline | seconds |",
+        "| --- | --- | --- | --- |",
+        f"| tokenizer | {_fmt(s['tokenizer']['tokens_per_byte'])} tokens/byte | 1.000 (raw bytes) "
+        f"| {s['tokenizer']['seconds']:.0f} |",
+        f"| MLM (BERT) | masked accuracy {_fmt(s['mlm']['val_masked_accuracy'])} "
+        f"| unigram {_fmt(s['mlm']['unigram_masked_accuracy'])} | {s['mlm']['seconds']:.0f} |",
+        f"| CLM (GPT) | perplexity {_fmt(s['clm']['val_perplexity'])} "
+        f"| unigram {_fmt(s['clm']['unigram_perplexity'])} | {s['clm']['seconds']:.0f} |",
+        f"| SFT | exact match, held-out phrasings {_fmt(s['sft']['exact_match']['heldout_phrasings'])} "
+        f"| base model {_fmt(s['sft']['base_exact_match']['heldout_phrasings'])} | {s['sft']['seconds']:.0f} |",
+        f"| reward model | pairwise accuracy {_fmt(s['reward_model']['pairwise_accuracy'])} "
+        f"| chance 0.5 (annotator ceiling {_fmt(s['reward_model'].get('annotator_agreement'))}) "
+        f"| {s['reward_model']['seconds']:.0f} |",
+        f"| PPO | win rate vs SFT {_fmt(s['ppo']['win_rate_vs_sft'])} | 0.5 | {s['ppo']['seconds']:.0f} |",
+        f"| DPO | win rate vs SFT {_fmt(s['dpo']['win_rate_vs_sft'])} | 0.5 | {s['dpo']['seconds']:.0f} |",
+        "",
+        "## 0. Tokenizer",
+        f"Our byte-level BPE learned {s['tokenizer']['vocab_size']} ids from the corpus; on held-out text it "
+        f"needs {_fmt(s['tokenizer']['tokens_per_byte'])} tokens per byte. "
+        f"\"{FLASH_FLOOD_SENTENCE}\" becomes `{r['tokenizer'].get('example_pieces')}`.",
+        "",
+        "## 1. Pretraining",
+        "### BERT: masked language modelling",
+        "15% of the tokens are hidden and the encoder learns to fill them in. Masked-token accuracy on "
+        f"validation: **{_fmt(s['mlm']['val_masked_accuracy'])}**, against "
+        f"{_fmt(s['mlm']['unigram_masked_accuracy'])} for always guessing the most frequent token.",
+        "",
+        f"\"{r['mlm'].get('fill_mask_prompt', '')}\" ->",
+        "",
+        *[f"{i}. `{piece.strip()}` ({p:.3f})" for i, (piece, p) in enumerate(r["mlm"]["fill_mask_top5"], 1)],
+        "",
+        f"![fill-mask]({rel('mlm', 'fill_mask.png')}) ![MLM loss]({rel('mlm', 'loss.png')})",
+        "",
+        "### GPT: next-token prediction",
+        f"Validation perplexity **{_fmt(s['clm']['val_perplexity'])}**, against "
+        f"{_fmt(s['clm']['unigram_perplexity'])} for a unigram model. Samples:",
+        "",
+        *[f"> {sample}" + "\n" for sample in r["clm"].get("samples", [])],
+        f"![CLM loss]({rel('clm', 'loss.png')})",
+        "",
+        "## 2. Instruction tuning (SFT)",
+        "Exact match of greedy answers on test prompts; held-out phrasings and families were never trained on.",
+        "",
+        "| model | " + " | ".join(s["sft"]["exact_match"]) + " |",
+        "| --- |" + " --- |" * len(s["sft"]["exact_match"]),
+        *[f"| {label} | " + " | ".join(_fmt(v) for v in s["sft"][key].values()) + " |"
+          for label, key in (("base (CLM, no SFT)", "base_exact_match"), ("SFT from scratch", "scratch_exact_match"),
+                             ("SFT on one family", "single_family_exact_match"), ("SFT", "exact_match"))
+          if key in s["sft"]],
+        "",
+        f"![exact match]({rel('sft', 'exact_match.png')})",
+        "",
+        *_sft_examples(j),
+        "## 3. RLHF",
+        f"The reward model ranks held-out pairs correctly **{_fmt(s['reward_model']['pairwise_accuracy'])}** "
+        f"of the time (the noisy annotator agrees with itself {_fmt(s['reward_model'].get('annotator_agreement'))}).",
+        "",
+        f"PPO: win rate against the SFT model by the gold judge **{_fmt(s['ppo']['win_rate_vs_sft'])}**; mean gold "
+        f"score {_fmt(s['ppo']['gold_sft'])} -> {_fmt(s['ppo']['gold_after'])}, KL to the SFT model "
+        f"{_fmt(s['ppo']['kl'])}.",
+        "",
+        f"DPO: win rate against the SFT model **{_fmt(s['dpo']['win_rate_vs_sft'])}**; mean gold score "
+        f"{_fmt(s['dpo'].get('gold_sft'))} -> {_fmt(s['dpo']['gold_after'])}.",
+        "",
+        *[f"![{png.stem}]({j.folder(name).name}/{png.name})"
+          for name in ("reward_model", "ppo", "dpo") for png in sorted(j.folder(name).glob("*.png"))],
+        "",
+        *_ppo_examples(j),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _sft_examples(j: Journey) -> list[str]:
+    """A few test answers of the base model and the SFT model, side by side."""
+    path = j.folder("sft") / "answers.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    picked = {row["split"]: row for row in rows}  # one example per split
+    lines = ["| split | prompt | base | SFT | reference |", "| --- | --- | --- | --- | --- |"]
+    for row in picked.values():
+        cells = [row["split"], row["prompt"], row.get("base", ""), row.get("sft", ""), row["reference"]]
+        lines.append("| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |")
+    return [*lines, ""]
+
+
+def _ppo_examples(j: Journey) -> list[str]:
+    """Answers before and after PPO, from the examples the PPO step saved."""
+    examples = j.results["ppo"].get("examples") or []
+    if not examples:
+        return []
+    lines = ["| prompt | SFT | after PPO |", "| --- | --- | --- |"]
+    for ex in examples[:5]:
+        cells = [ex.get("prompt", ""), ex.get("sft", ""), ex.get("ppo", "")]
+        lines.append("| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |")
+    return [*lines, ""]
+
+
+def _jsonable(obj: Any) -> Any:
+    """Make a result JSON-safe (tuples to lists, paths to strings)."""
+    return json.loads(json.dumps(obj, default=str))
