@@ -15,7 +15,7 @@ Timings alternate between the models in several rounds and keep each model's med
 load from another process does not favour one side.
 
     python bench/model.py                # the issue's sizes: 4 layers, 4 heads, width 128, context 128, batch 16
-    python bench/model.py --threads 1 --rounds 3
+    python bench/model.py --threads 1 --rounds 5 --steps 5
 """
 
 from __future__ import annotations
@@ -72,9 +72,11 @@ def train_step_fn(model: nn.Module, batch: int, config: ModelConfig) -> Callable
     return step
 
 
-def median_seconds(fns: dict[str, Callable[[], None]], repeats: int, rounds: int) -> dict[str, float]:
+def median_seconds(
+    fns: dict[str, Callable[[], None]], repeats: int, rounds: int, warmup: bool = True
+) -> dict[str, float]:
     """Median time per call of each fn, alternating between them round by round."""
-    for fn in fns.values():  # warm-up: allocator, kernels, optimizer state
+    for fn in fns.values() if warmup else ():  # allocator, kernels, optimizer state
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
@@ -123,7 +125,7 @@ def bench_generation(args: argparse.Namespace) -> None:
         "with KV cache": lambda: model.generate(prompt, args.new_tokens, temperature=0, use_cache=True),
         "without cache": lambda: model.generate(prompt, args.new_tokens, temperature=0, use_cache=False),
     }
-    seconds = median_seconds(runs, repeats=1, rounds=args.rounds)
+    seconds = median_seconds(runs, repeats=1, rounds=args.gen_rounds, warmup=False)  # each run is long
     speedup = seconds["without cache"] / seconds["with KV cache"]
     print(f"\nGeneration of {args.new_tokens} new tokens, batch {args.gen_batch}, prompt {prompt_len}, greedy:")
     for name, s in seconds.items():
@@ -137,10 +139,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--vocab", type=int, default=4096)
-    parser.add_argument("--steps", type=int, default=5, help="training steps timed per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=2, help="training steps timed per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gen-rounds", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=256)
-    parser.add_argument("--gen-batch", type=int, default=4)
+    parser.add_argument("--gen-batch", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -195,13 +195,14 @@ class SFTConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4, warmup_steps=10))
     max_new_tokens: int = 48  # answer length limit when evaluating
     eval_batch_size: int = 64  # prompts generated together (left-padded) when evaluating
-    eval_per_split: int = 0  # test examples scored per split (0 = all of them)
+    eval_per_family: int = 0  # test examples scored per family in each split (0 = all of them)
     single_family: str = ""  # the family of the single-family baseline ("" = the largest one)
+    train_on_prompt: bool = False  # experiment: also train on predicting the prompt tokens
 
     def __post_init__(self) -> None:
         _positive_int("SFTConfig", "max_new_tokens", self.max_new_tokens)
         _positive_int("SFTConfig", "eval_batch_size", self.eval_batch_size)
-        _non_negative_int("SFTConfig", "eval_per_split", self.eval_per_split)
+        _non_negative_int("SFTConfig", "eval_per_family", self.eval_per_family)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,9 +25,12 @@ VOCAB, SEQ_LEN = 16, 12
 
 
 def tiny_gpt(dropout: float = 0.0, seed: int = 0) -> GPT:
+    """A 1-layer GPT without biases. (The key bias would get a gradient that is 0 in exact arithmetic,
+    softmax ignoring a constant shift, and Adam would blow its rounding noise up to full-size steps:
+    two runs that differ only in rounding, like 1 vs 2 processes, would then drift apart.)"""
     seed_everything(seed)
     return GPT(ModelConfig(vocab_size=VOCAB, block_size=SEQ_LEN, n_layer=1, n_head=2, n_embd=16,
-                           dropout=dropout))
+                           dropout=dropout, bias=False))
 
 
 def counting_batch(batch_size: int) -> callable:
@@ -49,6 +52,17 @@ def next_token_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
     return loss, {"accuracy": accuracy}
 
 
+def run_worker(out: str, resume: bool = False, steps: int = 12, batch_size: int = 8, grad_accum: int = 1,
+               save_every: int = 4, dropout: float = 0.1, dtype: str = "float32") -> dict:
+    """Train the tiny GPT on the counting task into `out` (what the command line runs)."""
+    torch.set_num_threads(1)
+    cfg = TrainConfig(max_steps=steps, batch_size=batch_size, grad_accum_steps=grad_accum, lr=1e-2,
+                      warmup_steps=3, eval_every=5, eval_batches=2, log_every=1, save_every=save_every,
+                      dtype=dtype)
+    return train(tiny_gpt(dropout), cfg, out, get_batch=counting_batch(cfg.batch_size),
+                 loss_fn=next_token_loss, resume=resume, desc="worker")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -59,13 +73,7 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=4)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--dtype", default="float32")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    cfg = TrainConfig(max_steps=args.steps, batch_size=args.batch_size, grad_accum_steps=args.grad_accum,
-                      lr=1e-2, warmup_steps=3, eval_every=5, eval_batches=2, log_every=1,
-                      save_every=args.save_every, dtype=args.dtype)
-    train(tiny_gpt(args.dropout), cfg, args.out, get_batch=counting_batch(cfg.batch_size),
-          loss_fn=next_token_loss, resume=args.resume, desc="worker")
+    run_worker(**vars(parser.parse_args()))
 
 
 if __name__ == "__main__":

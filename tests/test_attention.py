@@ -93,6 +93,16 @@ def test_manual_and_sdpa_agree_with_cached_keys():
 
 
 @pytest.mark.parametrize("use_sdpa", [False, True])
+@pytest.mark.parametrize("t_query", [1, 4, 6])
+def test_causal_flag_equals_explicit_causal_mask(use_sdpa, t_query):
+    q, k, v = random_qkv(5, Tq=t_query, Tk=6)  # t_query < 6: the first keys come from a cache
+    explicit = causal_mask(t_query, 6)[None, None]
+    expected = reference_attention(q, k, v, explicit)
+    got = attend(q, k, v, causal=True, use_sdpa=use_sdpa)  # t_query == 6 takes SDPA's causal kernel
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("use_sdpa", [False, True])
 def test_fully_masked_rows_are_zero_with_finite_gradients(use_sdpa):
     q, k, v = (t.requires_grad_() for t in random_qkv(2))
     mask = torch.zeros(1, 1, 5, 5, dtype=torch.bool)  # nobody may see anything

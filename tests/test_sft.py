@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import sys
 from pathlib import Path
@@ -17,7 +18,13 @@ from minillm.config import ModelConfig, SFTConfig, TrainConfig
 from minillm.errors import ConfigError, DataError
 from minillm.model import GPT
 from minillm.stage2_sft.chat import chat_loop
-from minillm.stage2_sft.evaluate import generate_answers, score_answers, token_f1
+from minillm.stage2_sft.evaluate import (
+    format_table,
+    generate_answers,
+    run_sft_with_baselines,
+    score_answers,
+    token_f1,
+)
 from minillm.stage2_sft.sft import collate, sft_loss, train_sft
 from minillm.stage2_sft.template import encode_example, encode_prompt
 from minillm.tokenizer import train_tokenizer
@@ -25,16 +32,17 @@ from minillm.train import load_model
 
 torch.set_num_threads(2)
 
-# A toy task the model can learn in a few dozen steps: repeat a colour word after an instruction.
-COLOURS = ["red", "blue", "green", "amber", "violet", "grey"]
+# A toy task learnt in a few dozen steps: each request has its fixed answer, worded several ways.
+ANSWERS = {"Greet me.": "hello", "Say hi to me.": "hello", "Bid me farewell.": "bye", "I am leaving now.": "bye",
+           "Count to three.": "one two three", "Give me three numbers.": "one two three"}
 RECORDS = [
-    {"id": f"r{i}", "family": "echo", "split": "train", "prompt": f"Say the colour {c}.", "response": c}
-    for i, c in enumerate(COLOURS * 4)
+    {"id": f"r{i}", "family": "toy", "split": "train", "prompt": prompt, "response": response}
+    for i, (prompt, response) in enumerate(list(ANSWERS.items()) * 4)
 ]
 
 
 def _toy_tokenizer():
-    return train_tokenizer([r["prompt"] + " " + r["response"] for r in RECORDS] * 5, vocab_size=280)
+    return train_tokenizer([f" {r['prompt']} {r['response']}" for r in RECORDS] * 5, vocab_size=280)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +62,8 @@ class FixedLogits(nn.Module):
 
 
 def _batch(tokenizer) -> dict[str, torch.Tensor]:
-    examples = [encode_example(tokenizer, "Say the colour red.", "red", 64),
-                encode_example(tokenizer, "Say blue.", "blue, of course", 64)]
+    examples = [encode_example(tokenizer, "Greet me.", "hello", 64),
+                encode_example(tokenizer, "Say bye.", "bye, of course", 64)]
     return collate(examples, tokenizer.pad_id)
 
 
@@ -79,7 +87,7 @@ def test_loss_matches_a_hand_computation_over_response_tokens(tokenizer) -> None
         for t in range(1, T):
             if batch["loss_mask"][b, t]:
                 terms.append(-F.log_softmax(model.logits[b, t - 1], dim=-1)[batch["ids"][b, t]])
-    assert math.isclose(float(loss), float(torch.stack(terms).mean()), rel_tol=1e-5)
+    assert math.isclose(loss.item(), torch.stack(terms).mean().item(), rel_tol=1e-5)
 
 
 def test_prompt_logits_do_not_change_the_loss(tokenizer) -> None:
@@ -97,11 +105,12 @@ def test_prompt_logits_do_not_change_the_loss(tokenizer) -> None:
     assert float(sft_loss(FixedLogits(edited), batch)[0]) > base + 1e-3
 
 
-def _tiny_sft(tokenizer, out_dir, steps: int = 40, save_every: int = 1000, resume: bool = False) -> dict:
-    cfg = SFTConfig(train=TrainConfig(max_steps=steps, batch_size=8, lr=3e-3, warmup_steps=2, eval_every=1000,
+def _tiny_sft(tokenizer, out_dir, steps: int = 40, save_every: int = 1000, resume: bool = False,
+             dropout: float = 0.0) -> dict:
+    cfg = SFTConfig(train=TrainConfig(max_steps=steps, batch_size=8, lr=2e-2, warmup_steps=2, eval_every=1000,
                                       eval_batches=2, log_every=1, save_every=save_every), max_new_tokens=4)
     model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32,
-                            dropout=0.1)  # dropout: the resume test must restore the RNG streams too
+                            dropout=dropout)
     return train_sft(cfg, RECORDS, out_dir, scratch_model_config=model_cfg, tokenizer=tokenizer,
                      resume=resume)
 
@@ -117,7 +126,7 @@ def test_a_short_sft_run_learns(trained) -> None:
     result, out_dir = trained
     assert result["final_loss"] < 0.3 * result["first_loss"], result
     model, tok = load_model(out_dir, GPT)
-    assert generate_answers(model, tok, ["Say the colour amber."], max_new_tokens=4) == ["amber"]
+    assert generate_answers(model, tok, list(ANSWERS), max_new_tokens=6) == list(ANSWERS.values())
 
 
 def test_without_optimizer_steps_nothing_is_learned(tokenizer, tmp_path, monkeypatch) -> None:
@@ -142,7 +151,7 @@ def test_train_sft_refuses_bad_arguments(tokenizer, tmp_path) -> None:
 def test_batched_left_padded_answers_equal_one_by_one(tokenizer) -> None:
     torch.manual_seed(0)
     model = GPT(ModelConfig(vocab_size=tokenizer.vocab_size, block_size=48, n_layer=2, n_head=2, n_embd=32))
-    prompts = ["Say red.", "Say the colour violet, please, now.", "Say the colour grey."]
+    prompts = ["Greet me.", "Count to three, slowly, please, now.", "Bid me farewell."]
     assert len({len(encode_prompt(tokenizer, p)) for p in prompts}) == 3  # really different lengths
     batched = generate_answers(model, tokenizer, prompts, max_new_tokens=6, batch_size=3)
     alone = [generate_answers(model, tokenizer, [p], max_new_tokens=6)[0] for p in prompts]
@@ -165,17 +174,39 @@ def test_scores_against_hand_made_answers() -> None:
     assert scores["seen"]["families"]["capital"]["exact_match"] == 0.5
     assert scores["seen"]["families"]["plural"]["f1"] == pytest.approx(0.8)  # P=1, R=2/3
     assert scores["world_facts"]["exact_match"] == 1.0
-    assert token_f1("the capital is Tarsk", "Tarsk") == pytest.approx(0.4)
+    assert token_f1("the capital is Tarsk", "Tarsk") == pytest.approx(0.5)  # "the" dropped: P=1/3, R=1
 
 
 def test_chat_loop_answers_until_quit(trained) -> None:
     model, tok = load_model(trained[1], GPT)
     out = io.StringIO()
-    turns = chat_loop(model, tok, io.StringIO("Say the colour red.\n\n/quit\nSay blue.\n"), out,
-                      max_new_tokens=4)
+    turns = chat_loop(model, tok, io.StringIO("Greet me.\n\nCount to three.\n/quit\nGreet me.\n"), out,
+                      max_new_tokens=6)
     text = out.getvalue()
-    assert turns == 1 and "bot> red\n" in text and text.endswith("bye\n")
+    assert turns == 2 and "bot> hello\nyou> " in text and "bot> one two three\n" in text
+    assert text.endswith("bye\n")
     assert chat_loop(model, tok, io.StringIO(""), io.StringIO()) == 0  # end of input ends the loop
+
+
+def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
+    tests = [{"id": f"t{i}", "family": "toy", "split": split, "prompt": prompt, "response": answer,
+              "reference": answer} for i, (split, prompt, answer) in enumerate([
+                  ("test_seen", "Greet me.", "hello"), ("test_heldout_phrasing", "Say hello to me.", "hello"),
+                  ("test_heldout_family", "Count to two.", "one two"), ("test_world_fact", "Bid farewell.", "bye")])]
+    other = [{**r, "family": "other", "id": r["id"] + "o"} for r in RECORDS[:6]]
+    cfg = SFTConfig(train=TrainConfig(max_steps=3, batch_size=4, eval_every=1000, eval_batches=1, log_every=1,
+                                      save_every=1000), max_new_tokens=4, single_family="other")
+    report = run_sft_with_baselines(cfg, RECORDS + other + tests, tmp_path / "sft", trained[1])
+    for key in ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match"):
+        assert set(report[key]) == {"seen", "heldout_phrasings", "heldout_families", "world_facts"}
+    assert report["single_family"] == "other" and report["test_examples"] == 4
+    assert report["base_exact_match"]["seen"] == 1.0  # the base here is the toy SFT model itself
+    saved = json.loads((tmp_path / "sft" / "metrics.json").read_text())
+    assert saved["exact_match"] == report["exact_match"]
+    assert (tmp_path / "sft" / "exact_match.png").stat().st_size > 0
+    answers = [json.loads(line) for line in (tmp_path / "sft" / "answers.jsonl").read_text().splitlines()]
+    assert [a["base"] for a in answers][0] == "hello" and set(answers[0]) >= {"sft", "scratch", "single_family"}
+    assert "SFT from scratch" in format_table(report)
 
 
 def _resume_command(out_dir: Path, resume: bool) -> list[str]:
@@ -189,5 +220,5 @@ def test_sft_resumes_bit_exactly_after_a_crash(tmp_path) -> None:
 
 if __name__ == "__main__":  # the worker of the resume test: python tests/test_sft.py OUT_DIR [--resume]
     torch.set_num_threads(1)
-    _tiny_sft(_toy_tokenizer(), sys.argv[1], steps=10, save_every=4,
+    _tiny_sft(_toy_tokenizer(), sys.argv[1], steps=10, save_every=4, dropout=0.1,  # dropout: RNG restored too
               resume="--resume" in sys.argv)

@@ -109,3 +109,8 @@ def test_decode_response_stops_at_eos(tok: CharTokenizer) -> None:
     ids = [*tok.encode(" Tarsk."), tok.eos_id, *tok.encode("junk")]
     assert decode_response(tok, ids) == "Tarsk."
     assert decode_response(tok, tok.encode(" no end")) == "no end"
+
+
+def test_train_on_prompt_switch_counts_everything_after_bos(tok: CharTokenizer) -> None:
+    ex = encode_example(tok, "Hi?", "Yo.", max_len=64, train_on_prompt=True)
+    assert ex.loss_mask == [False] + [True] * (len(ex.ids) - 1)

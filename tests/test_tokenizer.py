@@ -160,6 +160,21 @@ def test_long_chunks_encode_correctly(tok: BPETokenizer) -> None:
     assert tok.encode(text) == encode_by_applying_merges_in_order(tok, text)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["<eos>", "<|user|>", "<pad", "|>", "x", " ", "한"]), max_size=12).map("".join))
+def test_round_trip_with_allowed_special_tokens(tok: BPETokenizer, text: str) -> None:
+    ids = tok.encode(text, allow_special=True)
+    assert tok.decode(ids, errors="strict") == text
+    assert ids.count(tok.eos_id) == text.count("<eos>")
+
+
+def test_progress_bar_can_be_switched_off(capsys) -> None:
+    BPETokenizer.train(ENGLISH, 300, progress=True)
+    assert "BPE merges" in capsys.readouterr().err
+    BPETokenizer.train(ENGLISH, 300, progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_lone_surrogate_is_a_clear_error(tok: BPETokenizer) -> None:
     with pytest.raises(TokenizerError, match="surrogate"):
         tok.encode("ok \ud800 no")
@@ -244,9 +259,11 @@ def test_vocab_size_too_small() -> None:
 
 def test_vocab_size_larger_than_the_corpus_supplies() -> None:
     # "abc abc": chunks "abc" and " abc" allow (a,b), (ab,c), (" ",abc) = 3 merges
-    with pytest.raises(TokenizerError, match=r"allows only 3 .*vocab_size <= 265"):
-        train_tokenizer(["abc abc"], 300, progress=False)
-    assert train_tokenizer(["abc abc"], 265, progress=False).encode(" abc") == [258]
+    with pytest.warns(UserWarning, match=r"allows only 3 merges .* vocab_size=265"):
+        tok = train_tokenizer(["abc abc"], 300, progress=False)
+    assert tok.vocab_size == 256 + 3 + len(SPECIAL_TOKENS) == 265
+    assert tok.encode(" abc") == [258]
+    assert tok.eos_id == 259 + SPECIAL_TOKENS.index("<eos>")
 
 
 def test_unknown_kind_and_trainer() -> None:

@@ -113,11 +113,16 @@ def test_empty_corpus(corpus: list[str]) -> None:
         train_tokenizer(corpus, 400, kind="sentencepiece", progress=False)
 
 
-def test_vocab_size_too_small_or_too_large() -> None:
+def test_vocab_size_too_small_or_too_large_or_bad_model_type() -> None:
     with pytest.raises(TokenizerError, match=">= 263"):
         train_tokenizer(CORPUS, 262, kind="sentencepiece", progress=False)
-    with pytest.raises(TokenizerError, match="could not train a vocabulary of 5000"):
-        train_tokenizer(CORPUS, 5000, kind="sentencepiece", progress=False)
+    with pytest.warns(UserWarning, match="vocab_size=5000 is more than the corpus supports"):
+        tok = train_tokenizer(CORPUS, 5000, kind="sentencepiece", progress=False)
+    assert VOCAB < tok.vocab_size < 5000
+    assert tok.decode(tok.encode(CORPUS[0]), errors="strict") == CORPUS[0]
+    many_characters = ["".join(chr(0xAC00 + i) for i in range(k, k + 50)) for k in range(0, 1000, 50)]
+    with pytest.raises(TokenizerError, match="could not train a vocabulary of 300"):
+        train_tokenizer(many_characters, 300, kind="sentencepiece", progress=False)
     with pytest.raises(TokenizerError, match="model_type"):
         train_tokenizer(CORPUS, 400, kind="sentencepiece", spm_model_type="char")
 

@@ -1,7 +1,7 @@
 """The pretraining corpus: varied English prose about the small world, and how to read and write it.
 
 Stage 1 learns from raw text by predicting hidden or next tokens, so the corpus decides what a
-pretrained model can know. We write it ourselves, from the world of `world.py`, in six kinds of
+pretrained model can know. We write it ourselves, from the world of `world.py`, in these kinds of
 documents:
 
 - **weather bulletins**: watches, warnings and advisories "in effect all night / all day / all
@@ -13,7 +13,12 @@ documents:
   tiny model can memorise them; stage 2 asks about them;
 - **stories**: people of the world doing things, in the past tense, with plurals, lists and
   pronouns: grammar to learn rather than facts to memorise;
-- **language notes**: the words of Kelish, the toy language stage 2 translates into.
+- **language notes** and **grammar notes**: the words of Kelish, the toy language stage 2 translates
+  into, and English plurals and past tenses. Like the headlines of the bulletins and the lists in
+  the stories ("The first item was pears and the last was figs."), they put the *concepts* of the
+  stage 2 tasks into pretraining, as real web text does, without their instructions;
+- **nature notes, chronicles and market reports**: breadth of vocabulary (`vocabulary.py`), so
+  that there is syntax to learn and enough distinct words for a 2048-token BPE.
 
 Every sentence is drawn from several templates and filled with the world's names, so the same fact
 reaches the model in different words and word orders: to predict well, the model has to learn
@@ -51,7 +56,6 @@ from minillm.datasets.vocabulary import (
 )
 from minillm.datasets.world import (
     ADJECTIVES,
-    DETERMINER_PLURALS,
     JOBS,
     MARKET_GOODS,
     NOUN_PLURALS,
@@ -63,6 +67,7 @@ from minillm.datasets.world import (
     Town,
     World,
     build_world,
+    random_noun_phrase,
     toy_sentence,
     translate_to_toy,
     with_article,
@@ -174,7 +179,8 @@ def bulletin_sentences(rng: random.Random, world: World, town: Town, hazard: str
 def bulletin_document(rng: random.Random, world: World, town: Town) -> str:
     """A weather bulletin: title line, the hazard, its span, why, and advice."""
     hazard, span = rng.choice(list(HAZARDS)), random_span(rng)
-    title = rng.choice((f"Weather bulletin for {town.name}",
+    headline = f"{capitalize(hazard)} for {town.name} {span}."  # as a newspaper would title it
+    title = rng.choice((headline, headline, f"Weather bulletin for {town.name}",
                         f"Bulletin from the weather office of {town.region}",
                         f"Weather warning for {capitalize(town.region)}"))
     body = bulletin_sentences(rng, world, town, hazard, span)
@@ -271,15 +277,6 @@ def person_document(rng: random.Random, world: World, person: Person) -> str:
     return " ".join([*facts, habit])
 
 
-def noun_phrase(rng: random.Random, plural: bool) -> str:
-    """'this old fox' or, in the plural, 'these old foxes'."""
-    det, noun = rng.choice(list(DETERMINER_PLURALS)), rng.choice(list(NOUN_PLURALS))
-    adjective = f"{rng.choice(ADJECTIVES)} " if rng.random() < 0.5 else ""
-    if plural:
-        return f"{DETERMINER_PLURALS[det]} {adjective}{NOUN_PLURALS[noun]}"
-    return f"{det} {adjective}{noun}"
-
-
 def object_phrase(rng: random.Random) -> str:
     """'repaired a lantern', 'cooked some stew', 'spotted a heron': a past-tense verb and its object."""
     verb = rng.choice(list(TRANSITIVE_PAST))
@@ -303,13 +300,13 @@ def story_document(rng: random.Random, world: World, hero: Person) -> str:
         f"{capitalize(pro)} walked along {town.river} until {pro} reached {friend.home}.",
         f"At the market, {pro} bought {rng.choice(NUMBER_WORDS)} {rng.choice(list(NOUN_PLURALS.values()))}.",
         f"On the road, {pro} saw {rng.choice(NUMBER_WORDS)} {rng.choice(ADJECTIVES)} "
-        f"{rng.choice(list(NOUN_PLURALS.values()))} and {noun_phrase(rng, plural=False)}.",
+        f"{rng.choice(list(NOUN_PLURALS.values()))} and {random_noun_phrase(rng).singular}.",
         f"There {pro} met {friend.name}, {with_article(friend.job)} from {friend.home}.",
         f"They talked about the {rng.choice(list(HAZARDS))} that was in effect {rng.choice(ALL_SPANS)}.",
         f"{capitalize(pro)} {verb_phrase(rng, past=True)} and {verb_phrase(rng, past=True)}.",
-        f"{hero.name} wrote a list: {', '.join(goods)}. "
+        f"{hero.name} wrote a list: {', '.join(goods)}. There were {len(goods)} items on the list. "
         f"The first item was {goods[0]} and the last was {goods[-1]}.",
-        f"{capitalize(pos)} {hero.pet} followed {noun_phrase(rng, plural=True)} across the square.",
+        f"{capitalize(pos)} {hero.pet} followed {random_noun_phrase(rng).plural} across the square.",
         f"When the rain started, {pro} went home to {town.name}.",
     ]
     events += [
@@ -334,7 +331,24 @@ def language_document(rng: random.Random, world: World) -> str:
                     f"{TOY_LANGUAGE} at the market.")),
         *entries,
         f"{TOY_LANGUAGE} puts its words in the same order as English.",
-        f'For example, "{example}" is "{translate_to_toy(world, example)}" in {TOY_LANGUAGE}.',
+        rng.choice((f'For example, "{example}" is "{translate_to_toy(world, example)}" in {TOY_LANGUAGE}.',
+                    f'To translate "{example}" into {TOY_LANGUAGE}, say "{translate_to_toy(world, example)}".')),
+    ])
+
+
+def grammar_document(rng: random.Random, world: World) -> str:
+    """A page of an English grammar book: plurals and past tenses, as the rewriting tasks use them."""
+    nouns = rng.sample(list(NOUN_PLURALS), 3)
+    verbs = rng.sample(list(VERB_PAST), 2)
+    subject, phrase = rng.choice(world.people).name, random_noun_phrase(rng)
+    return " ".join([
+        rng.choice(("A page from an old grammar book.", "Notes on English grammar.")),
+        *(rng.choice((f"The plural of {n} is {NOUN_PLURALS[n]}.", f"One {n}, two {NOUN_PLURALS[n]}."))
+          for n in nouns),
+        f'The plural of "{phrase.singular}" is "{phrase.plural}".',
+        *(f'In the past tense, "{subject} {v} {rng.choice(VERB_COMPLEMENTS[v])}" becomes '
+          f'"{subject} {VERB_PAST[v]} ..."' for v in verbs),
+        rng.choice(("Learners should practise these forms every day.", "Irregular forms must be learned by heart.")),
     ])
 
 
@@ -384,12 +398,13 @@ def market_document(rng: random.Random, world: World, town: Town) -> str:
 # entity in turn (round robin), so every fact is repeated about equally often.
 DocWriter = Callable[[random.Random, World, int], str]
 DOCUMENT_KINDS: dict[str, tuple[float, DocWriter]] = {
-    "bulletin": (0.24, lambda rng, w, i: bulletin_document(rng, w, w.towns[i % len(w.towns)])),
+    "bulletin": (0.22, lambda rng, w, i: bulletin_document(rng, w, w.towns[i % len(w.towns)])),
     "forecast": (0.05, lambda rng, w, i: forecast_document(rng, w, w.towns[i % len(w.towns)])),
     "town": (0.18, lambda rng, w, i: town_document(rng, w, w.towns[i % len(w.towns)])),
     "person": (0.18, lambda rng, w, i: person_document(rng, w, w.people[i % len(w.people)])),
     "story": (0.17, lambda rng, w, i: story_document(rng, w, w.people[i % len(w.people)])),
-    "language": (0.06, lambda rng, w, i: language_document(rng, w)),
+    "language": (0.05, lambda rng, w, i: language_document(rng, w)),
+    "grammar": (0.03, lambda rng, w, i: grammar_document(rng, w)),
     "nature": (0.04, lambda rng, w, i: nature_document(rng, w, w.towns[i % len(w.towns)])),
     "chronicle": (0.04, lambda rng, w, i: chronicle_document(rng, w, w.towns[i % len(w.towns)])),
     "market": (0.04, lambda rng, w, i: market_document(rng, w, w.towns[i % len(w.towns)])),

@@ -54,11 +54,8 @@ from dataclasses import dataclass
 from minillm.datasets.corpus import HAZARDS, bulletin_sentences, capitalize, random_span
 from minillm.datasets.jsonl import read_records, write_jsonl
 from minillm.datasets.world import (
-    ADJECTIVES,
-    DETERMINER_PLURALS,
     JOBS,
     MARKET_GOODS,
-    NOUN_PLURALS,
     TOY_LANGUAGE,
     VERB_COMPLEMENTS,
     VERB_PAST,
@@ -66,6 +63,7 @@ from minillm.datasets.world import (
     Town,
     World,
     build_world,
+    random_noun_phrase,
     toy_sentence,
     translate_to_toy,
     with_article,
@@ -185,13 +183,8 @@ def make_headline(rng: random.Random, seen: Seen) -> Example:
 
 
 def make_plural(rng: random.Random, seen: Seen) -> Example:
-    det, noun = rng.choice(list(DETERMINER_PLURALS)), rng.choice(list(NOUN_PLURALS))
-    adjective = f"{rng.choice(ADJECTIVES)} " if rng.random() < 0.6 else ""
-    plural = NOUN_PLURALS[noun]
-    # the typical mistake: the regular "-s" rule, or the noun left singular
-    wrong = noun + "s" if plural != noun + "s" else noun
-    return Example(f"{det} {adjective}{noun}", f"{DETERMINER_PLURALS[det]} {adjective}{plural}",
-                   f"{DETERMINER_PLURALS[det]} {adjective}{wrong}")
+    phrase = random_noun_phrase(rng, adjective_prob=0.6)
+    return Example(phrase.singular, phrase.plural, phrase.regularised_plural)
 
 
 def make_past_tense(rng: random.Random, seen: Seen) -> Example:

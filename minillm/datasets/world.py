@@ -211,6 +211,38 @@ def build_world(seed: int = 0, n_towns: int = 40, n_people: int = 48, n_regions:
     return World(seed=seed, regions=regions, rivers=rivers, towns=towns, people=people, lexicon=lexicon)
 
 
+@dataclass(frozen=True)
+class NounPhrase:
+    """'this old fox': a determiner, maybe an adjective, and a noun, with its plural forms."""
+
+    det: str
+    adjective: str  # "" when there is none
+    noun: str
+
+    def _words(self, det: str, noun: str) -> str:
+        return " ".join(w for w in (det, self.adjective, noun) if w)
+
+    @property
+    def singular(self) -> str:
+        return self._words(self.det, self.noun)
+
+    @property
+    def plural(self) -> str:
+        """'these old foxes'."""
+        return self._words(DETERMINER_PLURALS[self.det], NOUN_PLURALS[self.noun])
+
+    @property
+    def regularised_plural(self) -> str:
+        """The learner's mistake: '-s' added to an irregular noun ('these mouses'), or none at all."""
+        plural = NOUN_PLURALS[self.noun]
+        return self._words(DETERMINER_PLURALS[self.det], self.noun + "s" if plural != self.noun + "s" else self.noun)
+
+
+def random_noun_phrase(rng: random.Random, adjective_prob: float = 0.5) -> NounPhrase:
+    adjective = rng.choice(ADJECTIVES) if rng.random() < adjective_prob else ""
+    return NounPhrase(rng.choice(list(DETERMINER_PLURALS)), adjective, rng.choice(list(NOUN_PLURALS)))
+
+
 def toy_sentence(rng: random.Random) -> str:
     """A random English sentence (lowercase, no full stop) that Kelish can translate word by word.
 

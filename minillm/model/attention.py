@@ -74,16 +74,23 @@ def combine_masks(padding: Tensor | None, causal: Tensor | None) -> Tensor | Non
 
 
 def attend(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, *, use_sdpa: bool = False,
-    dropout: float = 0.0, dropout_module: nn.Module | None = None,
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
+    use_sdpa: bool = False, dropout: float = 0.0, dropout_module: nn.Module | None = None,
 ) -> Tensor:
     """softmax(q k^T / sqrt(d) masked) v for q (B, H, Tq, D), k and v (B, H, Tk, D) -> (B, H, Tq, D).
 
-    `mask` is boolean, True = may attend, broadcastable to (B, H, Tq, Tk). With `use_sdpa` the same
-    maths runs in PyTorch's fused `scaled_dot_product_attention` kernel (faster, less memory);
-    `dropout` is its probability for that path, `dropout_module` the nn.Dropout of the manual path.
+    `mask` is boolean, True = may attend, broadcastable to (B, H, Tq, Tk) (typically the padding
+    mask); `causal=True` also hides the future. With `use_sdpa` the same maths runs in PyTorch's
+    fused `scaled_dot_product_attention` kernel (faster, less memory); `dropout` is its probability
+    for that path, `dropout_module` the nn.Dropout of the manual path.
     Queries with no visible key get an output of zero (finite, never NaN).
     """
+    t_query, t_key = q.shape[2], k.shape[2]
+    if use_sdpa and causal and mask is None and t_query == t_key:
+        # Causality is the only rule: SDPA's built-in causal kernel never even builds the mask.
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+    if causal:
+        mask = combine_masks(mask, causal_mask(t_query, t_key, q.device))  # (B or 1, 1, Tq, Tk)
     has_key = None
     if mask is not None:
         has_key = mask.any(dim=-1, keepdim=True)  # (B, 1, Tq, 1): does this query see anything?
@@ -159,9 +166,10 @@ class MultiHeadAttention(nn.Module):
     three, same maths); `proj` mixes the heads' outputs back into the residual stream.
     """
 
-    def __init__(self, config: ModelConfig, layer: int = 0) -> None:
+    def __init__(self, config: ModelConfig, layer: int = 0, causal: bool = False) -> None:
         super().__init__()
         self.n_head = config.n_head
+        self.causal = causal  # True in a decoder (GPT): no token sees the tokens after it
         self.layer = layer  # index of this layer's slot in a KV cache
         self.use_sdpa = config.attention == "sdpa"
         self.dropout = config.dropout
@@ -175,14 +183,17 @@ class MultiHeadAttention(nn.Module):
         return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        """x (B, T, C), mask (B or 1, 1, T, T_key) bool (True = may attend) -> (B, T, C)."""
+        """x (B, T, C) -> (B, T, C). mask: bool, True = may attend, e.g. padding (B, 1, 1, T_key).
+
+        The causal rule is added inside (self.causal), where the number of cached keys is known.
+        """
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # each (B, H, T, D)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, H, T_past + T, D): all keys so far
         out = attend(
-            q, k, v, mask, use_sdpa=self.use_sdpa,
+            q, k, v, mask, causal=self.causal, use_sdpa=self.use_sdpa,
             dropout=self.dropout if self.training else 0.0, dropout_module=self.attn_dropout,
         )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, C)  # merge heads: (B, T, H*D)

@@ -48,17 +48,17 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """One transformer block: attention then MLP, each wrapped in a residual connection + LayerNorm."""
 
-    def __init__(self, config: ModelConfig, layer: int = 0) -> None:
+    def __init__(self, config: ModelConfig, layer: int = 0, causal: bool = False) -> None:
         super().__init__()
         self.pre_norm = config.norm == "pre"
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-        self.attn = MultiHeadAttention(config, layer)
+        self.attn = MultiHeadAttention(config, layer, causal)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        """x (B, T, C), mask (B or 1, 1, T, T_key) bool, True = may attend -> (B, T, C)."""
+        """x (B, T, C) -> (B, T, C). mask: bool, True = may attend, e.g. padding (B, 1, 1, T_key)."""
         if self.pre_norm:  # GPT-2: normalise the sub-layer's input; the residual path stays a plain sum
             x = x + self.drop(self.attn(self.ln_1(x), mask, cache))
             x = x + self.drop(self.mlp(self.ln_2(x)))

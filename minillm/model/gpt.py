@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from minillm.config import ModelConfig
 from minillm.errors import CheckpointError, ModelInputError
-from minillm.model.attention import KVCache, causal_mask, combine_masks, padding_mask
+from minillm.model.attention import KVCache, padding_mask
 from minillm.model.blocks import (
     Block,
     Conversion,
@@ -73,7 +73,7 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
+        self.blocks = nn.ModuleList(Block(config, layer, causal=True) for layer in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         init_weights(self, config.n_layer)
 
@@ -95,8 +95,7 @@ class GPT(nn.Module):
         elif position_ids is None:
             position_ids = torch.arange(past, past + T, device=ids.device)[None]  # (1, T)
         x = self.drop(self.tok_emb(ids) + self.pos_emb(position_ids))  # (B, T, C)
-        padding = None if key_mask is None else padding_mask(key_mask)  # (B, 1, 1, Tk)
-        mask = combine_masks(padding, causal_mask(T, past + T, ids.device))  # (B or 1, 1, T, Tk)
+        mask = None if key_mask is None else padding_mask(key_mask)  # (B, 1, 1, Tk); blocks add causality
         for block in self.blocks:
             x = block(x, mask, cache)  # (B, T, C)
         return self.ln_f(x)

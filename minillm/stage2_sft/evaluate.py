@@ -25,7 +25,6 @@ family** (same steps: does the variety of training tasks matter for unseen ones?
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from torch import Tensor
 
 from minillm.config import SFTConfig, to_dict
 from minillm.datasets.instructions import is_correct, normalize_answer
+from minillm.datasets.jsonl import write_jsonl
 from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage2_sft.template import decode_response, encode_prompt
@@ -118,14 +118,14 @@ def score_answers(records: Sequence[dict], answers: Sequence[str]) -> dict:
     }
 
 
-def select_test_records(records: Sequence[dict], per_split: int) -> list[dict]:
-    """The test records to score: all of them, or the first `per_split` of each split (0 = all)."""
+def select_test_records(records: Sequence[dict], per_family: int) -> list[dict]:
+    """The test records to score: the first `per_family` of each (split, family), or all (0)."""
     kept, seen = [], defaultdict(int)
     for rec in records:
-        split = rec.get("split")
-        if split in SPLIT_KEYS and (per_split == 0 or seen[split] < per_split):
+        cell = (rec.get("split"), rec.get("family"))
+        if cell[0] in SPLIT_KEYS and (per_family == 0 or seen[cell] < per_family):
             kept.append(rec)
-            seen[split] += 1
+            seen[cell] += 1
     return kept
 
 
@@ -171,56 +171,61 @@ def single_family_name(records: Sequence[dict], requested: str) -> str:
     return requested or max(sorted(counts), key=counts.__getitem__)
 
 
+def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir: str | Path,
+                    resume: bool) -> dict[str, Path]:
+    """SFT from scratch (same data and steps, random init) and SFT on one family (same steps)."""
+    base_model, tokenizer = load_model(init_dir, GPT)
+    scratch_dir, single_dir = out_dir / "baselines" / "scratch", out_dir / "baselines" / "single_family"
+    train_sft(cfg, records, scratch_dir, scratch_model_config=base_model.config, tokenizer=tokenizer,
+              resume=resume)
+    family = single_family_name(records, cfg.single_family)
+    one_family = [r for r in records if r.get("split", "train") != "train" or r["family"] == family]
+    train_sft(cfg, one_family, single_dir, init_dir=init_dir, resume=resume)
+    return {"scratch": scratch_dir, "single_family": single_dir}
+
+
 def run_sft_with_baselines(
     cfg: SFTConfig, records: list[dict], out_dir: str | Path, init_dir: str | Path,
     *, baselines: bool = True, resume: bool = False,
 ) -> dict:
-    """SFT from `init_dir` into `out_dir`, then score it and (with `baselines`) the base model,
-    SFT from scratch and single-family SFT on the same test records.
+    """SFT from `init_dir` into `out_dir`, then score it and the base model (and, with `baselines`,
+    SFT from scratch and single-family SFT) on the same test records.
 
     Writes out_dir/metrics.json (the table), out_dir/exact_match.png and out_dir/answers.jsonl.
-    Returns the pipeline's "sft" record: seconds, exact_match, base_exact_match, scratch_exact_match
-    (+ single_family_exact_match and the full per-family table under "models").
+    Returns the pipeline's "sft" record: seconds (SFT training time), exact_match, base_exact_match,
+    scratch_exact_match, single_family_exact_match, and the per-family table under "models".
     """
     out_dir = Path(out_dir)
-    start = time.perf_counter()
+    started = time.perf_counter()
     sft_run = train_sft(cfg, records, out_dir, init_dir=init_dir, resume=resume)
-    sft_seconds = time.perf_counter() - start
-    runs: dict[str, tuple[str | Path, dict | None]] = {"sft": (out_dir, sft_run)}
+    runs: dict[str, str | Path] = {"base": init_dir, "sft": out_dir}
     if baselines:
-        base_model, tokenizer = load_model(init_dir, GPT)
-        runs["scratch"] = (out_dir / "baselines" / "scratch", train_sft(
-            cfg, records, out_dir / "baselines" / "scratch", scratch_model_config=base_model.config,
-            tokenizer=tokenizer, resume=resume))
-        family = single_family_name(records, cfg.single_family)
-        one_family = [r for r in records if r.get("split", "train") != "train" or r["family"] == family]
-        runs["single_family"] = (out_dir / "baselines" / "single_family", train_sft(
-            cfg, one_family, out_dir / "baselines" / "single_family", init_dir=init_dir, resume=resume))
-        runs = {"base": (init_dir, None), **runs}
-    tests = select_test_records(records, cfg.eval_per_split)
+        runs.update(train_baselines(cfg, records, out_dir, init_dir, resume))
+    tests = select_test_records(records, cfg.eval_per_family)
     table, answers = {}, {}
-    for name, (run_dir, _) in runs.items():
+    for name, run_dir in runs.items():
         model, tokenizer = load_model(run_dir, GPT)
         table[name], answers[name] = evaluate_model(model, tokenizer, tests, cfg)
     report = {
-        "seconds": sft_seconds,
-        "total_seconds": time.perf_counter() - start,
+        "seconds": sft_run["final"].get("elapsed_s", sft_run["seconds"]),  # training time, resumes included
+        "total_seconds": time.perf_counter() - started,
         "first_loss": sft_run["first_loss"],
         "final_loss": sft_run["final_loss"],
         "template": sft_run["template"],
-        **{("exact_match" if n == "sft" else f"{n}_exact_match"): exact_match_row(s)
-           for n, s in table.items()},
+        **{("exact_match" if n == "sft" else f"{n}_exact_match"): exact_match_row(s) for n, s in table.items()},
         "f1": {n: {k: s[k]["f1"] for k in exact_match_row(s)} for n, s in table.items()},
         "single_family": single_family_name(records, cfg.single_family) if baselines else None,
+        "test_examples": len(tests),
         "models": table,
         "config": to_dict(cfg),
     }
     write_json(out_dir / "metrics.json", report)
     plot_scores(table, out_dir / "exact_match.png")
-    with open(out_dir / "answers.jsonl", "w", encoding="utf-8") as f:
-        for i, rec in enumerate(tests):
-            row = {k: rec[k] for k in ("id", "family", "split", "prompt", "reference")}
-            f.write(json.dumps({**row, **{n: a[i] for n, a in answers.items()}}) + "\n")
+    write_jsonl(out_dir / "answers.jsonl", [
+        {**{k: rec[k] for k in ("id", "family", "split", "prompt", "reference")},
+         **{name: ans[i] for name, ans in answers.items()}}
+        for i, rec in enumerate(tests)
+    ])
     return report
 
 

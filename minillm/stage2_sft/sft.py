@@ -125,7 +125,7 @@ def train_sft(
     encoded: dict[str, list[ChatExample]] = {}
     stats: dict[str, TemplateStats] = {}
     for split, recs in by_split.items():
-        encoded[split], stats[split] = encode_records(tokenizer, recs, block)
+        encoded[split], stats[split] = encode_records(tokenizer, recs, block, cfg.train_on_prompt)
         if not encoded[split]:
             raise DataError(f"SFT: every {split} example is longer than the context ({block} tokens); "
                             f"{stats[split].summary()}. Use shorter examples or a larger block_size")

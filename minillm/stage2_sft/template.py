@@ -80,10 +80,13 @@ def encode_prompt(tokenizer: Any, prompt: str, max_len: int | None = None) -> li
     return [tokenizer.bos_id, tokenizer.user_id, *prompt_ids, tokenizer.assistant_id]
 
 
-def encode_example(tokenizer: Any, prompt: str, response: str, max_len: int) -> ChatExample | None:
+def encode_example(
+    tokenizer: Any, prompt: str, response: str, max_len: int, train_on_prompt: bool = False
+) -> ChatExample | None:
     """The full template with its loss mask, or None if the response with `<eos>` cannot fit.
 
     `max_len` is the context length (the model's block_size). The response is never cut.
+    `train_on_prompt` (an experiment, off by default) makes every token after `<bos>` a target.
     """
     prompt_ids = _text_ids(tokenizer, prompt)
     response_ids = [*_text_ids(tokenizer, response), tokenizer.eos_id]
@@ -95,18 +98,18 @@ def encode_example(tokenizer: Any, prompt: str, response: str, max_len: int) -> 
     head = [tokenizer.bos_id, tokenizer.user_id, *prompt_ids, tokenizer.assistant_id]
     return ChatExample(
         ids=head + response_ids,
-        loss_mask=[False] * len(head) + [True] * len(response_ids),
+        loss_mask=[False] + [train_on_prompt] * (len(head) - 1) + [True] * len(response_ids),
         prompt_tokens_dropped=dropped,
     )
 
 
 def encode_records(
-    tokenizer: Any, records: Iterable[dict], max_len: int
+    tokenizer: Any, records: Iterable[dict], max_len: int, train_on_prompt: bool = False
 ) -> tuple[list[ChatExample], TemplateStats]:
     """Encode every record ({"id", "prompt", "response", ...}); return examples and what was cut."""
     examples, stats = [], TemplateStats()
     for rec in records:
-        ex = encode_example(tokenizer, rec["prompt"], rec["response"], max_len)
+        ex = encode_example(tokenizer, rec["prompt"], rec["response"], max_len, train_on_prompt)
         if ex is None:
             stats.skipped += 1
             stats.skipped_ids.append(str(rec.get("id", "?")))

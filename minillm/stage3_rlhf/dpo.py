@@ -19,8 +19,33 @@ policy move far from the reference; large beta keeps it close.
 
 from __future__ import annotations
 
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from minillm.config import DPOConfig, to_dict
+from minillm.errors import DataError
+from minillm.model import GPT
+from minillm.stage2_sft.sft import collate
+from minillm.stage2_sft.template import ChatExample, encode_example
+from minillm.stage3_rlhf.annotator import ranking_to_pairs
+from minillm.stage3_rlhf.preferences import (
+    compare_policies,
+    comparison_summary,
+    heldout_records,
+    read_preferences,
+    split_rankings,
+)
+from minillm.stage3_rlhf.sequences import answer_logprob
+from minillm.train import load_model, train
+from minillm.utils import seed_everything, write_json
 
 
 def dpo_loss(
@@ -36,3 +61,104 @@ def dpo_loss(
     margins = chosen_reward - rejected_reward  # (P,)
     loss = -F.logsigmoid(margins).mean()
     return loss, (margins > 0).float().mean(), margins.mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# Training on the rankings file, with the shared training loop.
+
+
+@dataclass
+class EncodedPair:
+    chosen: ChatExample
+    rejected: ChatExample
+    ref_chosen: float  # log pi_ref(chosen | prompt), computed once
+    ref_rejected: float
+
+
+def encode_pairs(tokenizer: Any, rankings: Sequence[dict], block_size: int) -> list[tuple[ChatExample, ChatExample]]:
+    """Every (better, worse) pair of every ranking, in the chat template; pairs that do not fit are left out."""
+    pairs = []
+    for ranking in rankings:
+        answers = [encode_example(tokenizer, ranking["prompt"], a, block_size) for a in ranking["answers"]]
+        pairs += [(answers[w], answers[l]) for w, l in ranking_to_pairs(ranking["ranking"])
+                  if answers[w] is not None and answers[l] is not None]
+    return pairs
+
+
+@torch.no_grad()
+def reference_logprobs(reference: GPT, examples: Sequence[ChatExample], pad_id: int, batch_size: int = 64) -> list[float]:
+    """log pi_ref(answer | prompt) of each example: the reference never changes, so once is enough."""
+    out = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], pad_id)
+        out += answer_logprob(reference, batch["ids"], batch["attention_mask"], batch["loss_mask"]).tolist()
+    return out
+
+
+def with_reference(reference: GPT, pairs: Sequence[tuple[ChatExample, ChatExample]], pad_id: int) -> list[EncodedPair]:
+    ref_c = reference_logprobs(reference, [c for c, _ in pairs], pad_id)
+    ref_r = reference_logprobs(reference, [r for _, r in pairs], pad_id)
+    return [EncodedPair(c, r, a, b) for (c, r), a, b in zip(pairs, ref_c, ref_r, strict=True)]
+
+
+def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, Tensor]:
+    """B pairs -> chosen_* and rejected_* (ids, attention_mask, loss_mask), each (B, T), and ref_* (B,)."""
+    batch = {}
+    for side in ("chosen", "rejected"):
+        batch |= {f"{side}_{k}": v for k, v in collate([getattr(p, side) for p in pairs], pad_id).items()}
+        batch[f"ref_{side}"] = torch.tensor([getattr(p, f"ref_{side}") for p in pairs])
+    return batch
+
+
+def make_dpo_loss(beta: float):
+    """The training loop's loss_fn: the DPO loss of a batch of pairs."""
+
+    def loss_fn(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        logp = {side: answer_logprob(model, batch[f"{side}_ids"], batch[f"{side}_attention_mask"],
+                                     batch[f"{side}_loss_mask"]) for side in ("chosen", "rejected")}  # (B,) each
+        loss, accuracy, margin = dpo_loss(logp["chosen"], logp["rejected"], batch["ref_chosen"],
+                                          batch["ref_rejected"], beta)
+        return loss, {"accuracy": accuracy.item(), "margin": margin.item()}
+
+    return loss_fn
+
+
+def train_dpo(
+    cfg: DPOConfig, sft_dir: str | Path, prefs_path: str | Path, records: list[dict], out_dir: str | Path, *,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """DPO from the SFT run `sft_dir` on the rankings of `prefs_path`; write the run folder `out_dir`.
+
+    The policy is saved like any GPT run (`load_model(out_dir, GPT)`). Returns {"win_rate_vs_sft",
+    "gold_sft", "gold_after", "pair_accuracy" (held-out pairs), "n_pairs", "seconds", "history", "examples"}.
+    """
+    start = time.perf_counter()
+    seed_everything(cfg.train.seed)
+    policy, tokenizer = load_model(sft_dir, GPT)
+    reference = copy.deepcopy(policy).requires_grad_(False).eval()
+    train_rankings, test_rankings = split_rankings(read_preferences(prefs_path))
+    splits = {name: with_reference(reference, encode_pairs(tokenizer, rankings, policy.config.block_size),
+                                   tokenizer.pad_id)
+              for name, rankings in (("train", train_rankings), ("val", test_rankings))}
+    if not splits["train"] or not splits["val"]:
+        raise DataError(f"{prefs_path}: DPO needs training and held-out pairs, got {len(splits['train'])} and "
+                        f"{len(splits['val'])}; collect more rankings")
+
+    def get_batch(split: str, generator: torch.Generator) -> dict[str, Tensor]:
+        rows = torch.randint(len(splits[split]), (cfg.train.batch_size,), generator=generator).tolist()
+        return collate_pairs([splits[split][i] for i in rows], tokenizer.pad_id)
+
+    loss_fn = make_dpo_loss(cfg.beta)
+    result = train(policy, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn,
+                   run_config={"dpo": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
+                   tokenizer=tokenizer, resume=resume, desc="dpo", model_kind="gpt")
+    policy.eval()
+    with torch.no_grad():
+        held_out = collate_pairs(splits["val"], tokenizer.pad_id)
+        pair_accuracy = loss_fn(policy, held_out)[1]["accuracy"]
+    comparison = compare_policies(policy, reference, tokenizer, heldout_records(records, cfg.eval_prompts, 0),
+                                  cfg.temperature, cfg.max_new_tokens, seed=cfg.train.seed)
+    metrics = {**comparison_summary(comparison), "pair_accuracy": pair_accuracy, "n_pairs": len(splits["train"]),
+               "seconds": time.perf_counter() - start}
+    write_json(Path(out_dir) / "dpo_metrics.json", metrics)
+    return {**metrics, "history": result["history"]}

@@ -41,7 +41,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.evaluate import left_pad
 from minillm.stage2_sft.template import decode_response, encode_prompt
 from minillm.stage3_rlhf.annotator import gold_score
-from minillm.stage3_rlhf.preferences import compare_policies, heldout_records
+from minillm.stage3_rlhf.preferences import compare_policies, comparison_summary, heldout_records
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.stage3_rlhf.sequences import gather_logprobs, last_real_index, masked_mean, next_token_logits
 from minillm.train import load_checkpoint, load_model, plot_metrics, save_checkpoint
@@ -340,16 +340,7 @@ def check_rewards(ro: Rollout, step: int) -> None:
 
 
 def summarize_run(history: list[dict], comparison: dict, seconds: float) -> dict[str, Any]:
-    """The numbers of the pipeline report, plus a few examples of answers before and after."""
+    """The numbers of the pipeline report: the comparison with SFT, and the last step's KL and RM score."""
     last = history[-1] if history else {}
-    return {
-        "win_rate_vs_sft": comparison["win_rate"],
-        "gold_sft": comparison["gold_baseline"],
-        "gold_after": comparison["gold_policy"],
-        "kl": last.get("kl", float("nan")),
-        "rm_score": last.get("rm_score", float("nan")),
-        "seconds": seconds,
-        "examples": [{"sft": a, "after": b} for a, b in zip(comparison["answers_baseline"][:5],
-                                                            comparison["answers_policy"][:5], strict=True)],
-        "history": history,
-    }
+    return {**comparison_summary(comparison), "kl": last.get("kl", float("nan")),
+            "rm_score": last.get("rm_score", float("nan")), "seconds": seconds, "history": history}

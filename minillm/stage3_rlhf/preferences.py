@@ -65,6 +65,13 @@ def read_preferences(path: str | os.PathLike, skipped: list[tuple[int, str]] | N
     return read_records(path, check_preference, on_error="skip", skipped=skipped)
 
 
+def split_rankings(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) rankings: by their "split" field when every record has one, else every 5th held out."""
+    if all("split" in r for r in records):
+        return [r for r in records if r["split"] != "test"], [r for r in records if r["split"] == "test"]
+    return [r for i, r in enumerate(records) if i % 5 != 4], [r for i, r in enumerate(records) if i % 5 == 4]
+
+
 def append_preference(path: str | os.PathLike, record: dict) -> None:
     """Append one ranking as a JSON line and push it to disk now: Ctrl-C a moment later loses nothing."""
     path = Path(path)
@@ -188,3 +195,14 @@ def heldout_records(records: Sequence[dict], n: int, seed: int) -> list[dict]:
         raise DataError("no held-out records (split != 'train') to compare the policies on")
     order = torch.randperm(len(tests), generator=torch.Generator().manual_seed(seed)).tolist()
     return [tests[i] for i in order[:n]]
+
+
+def comparison_summary(comparison: dict[str, Any], n_examples: int = 5) -> dict[str, Any]:
+    """The report's keys for a policy compared with the SFT model, and a few answers side by side."""
+    return {
+        "win_rate_vs_sft": comparison["win_rate"],
+        "gold_sft": comparison["gold_baseline"],
+        "gold_after": comparison["gold_policy"],
+        "examples": [{"sft": a, "after": b} for a, b in zip(comparison["answers_baseline"][:n_examples],
+                                                            comparison["answers_policy"][:n_examples], strict=True)],
+    }

@@ -44,7 +44,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example
 from minillm.stage3_rlhf.annotator import gold_agreement, self_agreement
-from minillm.stage3_rlhf.preferences import read_preferences
+from minillm.stage3_rlhf.preferences import read_preferences, split_rankings
 from minillm.stage3_rlhf.sequences import last_real_index
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
 from minillm.train.checkpoint import CKPT_NAME
@@ -179,13 +179,6 @@ def set_normalisation(model: RewardModel, rankings: Sequence[EncodedRanking], pa
     model.reward_mean.fill_(raw.mean().item())
     model.reward_std.fill_(raw.std().clamp(min=1e-6).item())
     return model.reward_mean.item(), model.reward_std.item()
-
-
-def split_rankings(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
-    """(train, held-out) rankings: by their "split" field when every record has one, else every 5th held out."""
-    if all("split" in r for r in records):
-        return [r for r in records if r["split"] != "test"], [r for r in records if r["split"] == "test"]
-    return [r for i, r in enumerate(records) if i % 5 != 4], [r for i, r in enumerate(records) if i % 5 == 4]
 
 
 def train_reward_model(

@@ -10,7 +10,8 @@ model's opinion of them is read:
 - `last_real_index` finds each row's last real token from the mask alone. It never searches for
   `<eos>`: the pad id may equal the eos id, and an answer that filled the whole length has none.
 - `token_logprobs` is log p(token_t | tokens_<t) for every position: the quantity PPO turns into
-  ratios and KL penalties, and DPO sums into a sequence log-likelihood. Both call this one function.
+  ratios and KL penalties, and DPO sums over an answer (`answer_logprob`). Both build on
+  `next_token_logits` + `gather_logprobs`.
 
 The padding never leaks into a result: masked positions are excluded by the caller's mask, and the
 model's own attention mask keeps real tokens from looking at pads.
@@ -60,3 +61,11 @@ def gather_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
 def token_logprobs(model: nn.Module, ids: Tensor, attention_mask: Tensor, temperature: float = 1.0) -> Tensor:
     """log p(ids[:, t+1] | ids[:, :t+1]) for every t: `(B, T-1)`. Mask the positions you need."""
     return gather_logprobs(next_token_logits(model, ids, attention_mask, temperature), ids[:, 1:])
+
+
+def answer_logprob(model: nn.Module, ids: Tensor, attention_mask: Tensor, loss_mask: Tensor) -> Tensor:
+    """log p(answer | prompt) of each row: the sum of its answer tokens' log-probs, (B, T) -> (B,).
+
+    `loss_mask` is True on the answer's tokens (and its `<eos>`), as the chat template marks them.
+    """
+    return (token_logprobs(model, ids, attention_mask) * loss_mask[:, 1:]).sum(dim=1)

@@ -45,6 +45,7 @@ import heapq
 import json
 import os
 import re
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
@@ -98,6 +99,15 @@ def check_vocab_size(vocab_size: int, n_base: int) -> None:
             f"vocab_size={vocab_size!r} is too small: it must hold {n_base} base pieces and "
             f"{len(SPECIAL_TOKENS)} special tokens, so use vocab_size >= {minimum}"
         )
+
+
+def warn_smaller_vocab(asked: int, got: int, why: str) -> None:
+    """Say that training stopped early, with a vocabulary smaller than asked."""
+    warnings.warn(
+        f"vocab_size={asked} is more than the corpus supports: {why}, so the tokenizer has "
+        f"vocab_size={got}. Give more varied text for a bigger vocabulary.",
+        stacklevel=3,
+    )
 
 
 def read_tokenizer_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -422,7 +432,9 @@ class BPETokenizer(Tokenizer):
         """Learn vocab_size - 256 - len(SPECIAL_TOKENS) merges from `texts`.
 
         `trainer` is "fast" (default) or "simple" (the textbook loop; same merges, much slower).
-        Raises TokenizerError when the corpus is empty or cannot supply that many merges.
+        Raises TokenizerError when the corpus is empty. When the corpus cannot supply that many
+        merges, training stops after the last possible one and warns: the tokenizer is then
+        smaller than asked (read its `vocab_size`; never assume the one you asked for).
         """
         check_vocab_size(vocab_size, 256)
         regex = compile_pattern(pattern)
@@ -435,13 +447,11 @@ class BPETokenizer(Tokenizer):
             merges = train_merges_simple(every_chunk, num_merges, progress=progress)
         else:
             raise TokenizerError(f"trainer={trainer!r}: expected 'fast' or 'simple'")
+        tok = cls(merges, pattern)
         if len(merges) < num_merges:
-            raise TokenizerError(
-                f"vocab_size={vocab_size} needs {num_merges} merges but this corpus allows only "
-                f"{len(merges)} (after that every chunk is a single token); use vocab_size <= "
-                f"{256 + len(SPECIAL_TOKENS) + len(merges)} or give more text"
-            )
-        return cls(merges, pattern)
+            warn_smaller_vocab(vocab_size, tok.vocab_size, f"this corpus allows only {len(merges)} merges "
+                               "(after them every chunk is a single token)")
+        return tok
 
     @property
     def vocab_size(self) -> int:

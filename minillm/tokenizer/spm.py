@@ -40,7 +40,14 @@ from typing import Any, ClassVar
 import sentencepiece as spm
 
 from minillm.errors import TokenizerError
-from minillm.tokenizer.bpe import FORMAT_VERSION, SPECIAL_TOKENS, Tokenizer, check_vocab_size, require_keys
+from minillm.tokenizer.bpe import (
+    FORMAT_VERSION,
+    SPECIAL_TOKENS,
+    Tokenizer,
+    check_vocab_size,
+    require_keys,
+    warn_smaller_vocab,
+)
 
 META_SPACE = "\u2581"  # "▁": how sentencepiece writes a space inside a piece
 N_RESERVED = 1 + 256  # <unk> and the 256 byte pieces; with the specials, the least a vocabulary holds
@@ -64,6 +71,7 @@ def spm_trainer_options(vocab_size: int, model_type: str) -> dict[str, Any]:
         "pad_id": -1,
         "control_symbols": list(SPECIAL_TOKENS),
         "max_sentence_length": MAX_LINE_BYTES,
+        "hard_vocab_limit": False,  # a corpus too small for vocab_size gives a smaller vocabulary
         "num_threads": 2,
         "minloglevel": 2,  # only errors
     }
@@ -93,8 +101,9 @@ class SentencePieceTokenizer(Tokenizer):
     def train(
         cls, texts: Iterable[str], vocab_size: int, *, model_type: str = "bpe", progress: bool = True
     ) -> SentencePieceTokenizer:
-        """Train sentencepiece on the lines of `texts`. (`progress` is accepted for symmetry with
-        ours, but sentencepiece trains in C++ and shows no progress bar.)"""
+        """Train sentencepiece on the lines of `texts`. Like ours, it warns and returns a smaller
+        vocabulary when the corpus cannot supply `vocab_size` pieces. (`progress` is accepted for
+        symmetry with ours, but sentencepiece trains in C++ and shows no progress bar.)"""
         if model_type not in ("bpe", "unigram"):
             raise TokenizerError(f"model_type={model_type!r}: expected 'bpe' or 'unigram'")
         check_vocab_size(vocab_size, N_RESERVED)
@@ -109,10 +118,13 @@ class SentencePieceTokenizer(Tokenizer):
             spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, **options)
         except RuntimeError as e:
             raise TokenizerError(
-                f"sentencepiece could not train a vocabulary of {vocab_size} on this corpus: {e}. "
-                "Use the smaller vocab_size it suggests or give more text"
+                f"sentencepiece could not train a vocabulary of {vocab_size} on this corpus ({e}); "
+                "follow its advice (usually: a larger vocab_size)"
             ) from None
-        return cls(model.getvalue(), model_type)
+        tok = cls(model.getvalue(), model_type)
+        if tok.vocab_size < vocab_size:
+            warn_smaller_vocab(vocab_size, tok.vocab_size, f"sentencepiece found only {tok.vocab_size} pieces")
+        return tok
 
     @property
     def vocab_size(self) -> int:

@@ -2,8 +2,9 @@
 
 Each run logs its numbers as rows (`{"step": 10, "loss": 3.2, "lr": 0.001, ...}`), train and
 evaluation rows mixed. `plot_metrics` draws chosen keys against the step, each key from the rows
-that have it, and saves a PNG. Matplotlib's "Agg" backend renders to files without a display, so
-this works on a server or in CI.
+that have it, and saves a PNG. We build a matplotlib `Figure` directly instead of going through
+`pyplot`: a bare Figure renders to files with the "Agg" backend, needs no display (servers, CI),
+and leaves pyplot's global state alone for whoever else uses it in the same process.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
+from matplotlib.figure import Figure
 
 
 def plot_metrics(rows: Sequence[dict], path: str | os.PathLike, keys: Sequence[str] = ("loss", "val_loss"),
@@ -25,7 +23,8 @@ def plot_metrics(rows: Sequence[dict], path: str | os.PathLike, keys: Sequence[s
 
     A key no row holds is left out of the legend; rows whose value is not a finite number are skipped.
     """
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for key in keys:
         points = [(row[x], row[key]) for row in rows
                   if x in row and isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
@@ -44,5 +43,4 @@ def plot_metrics(rows: Sequence[dict], path: str | os.PathLike, keys: Sequence[s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -1,0 +1,165 @@
+"""Checkpoints: atomic, safe to load, explicit about mismatches, and an exact resume after kill -9."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import random
+
+import numpy as np
+import pytest
+import torch
+from _train_worker import counting_batch, next_token_loss, tiny_gpt
+from crash_resume import assert_exact_resume
+
+from minillm.config import ModelConfig, TrainConfig
+from minillm.errors import CheckpointError
+from minillm.model.gpt import GPT
+from minillm.train import load_checkpoint, load_model, save_checkpoint, train
+from minillm.train.checkpoint import FORMAT_VERSION
+from minillm.train.rng import capture_rng_state, restore_rng_state
+
+torch.set_num_threads(1)
+WORKER = pathlib.Path(__file__).with_name("_train_worker.py")
+
+
+def test_save_then_load_gives_the_same_tensors_and_the_version(tmp_path):
+    payload = {"model": {"w": torch.randn(3, 4)}, "step": 7, "note": ["a", 1, None]}
+    save_checkpoint(tmp_path / "ckpt.pt", payload)
+    loaded = load_checkpoint(tmp_path / "ckpt.pt")
+    assert loaded["format_version"] == FORMAT_VERSION and loaded["step"] == 7 and loaded["note"] == ["a", 1, None]
+    assert torch.equal(loaded["model"]["w"], payload["model"]["w"])
+
+
+def test_a_write_that_fails_half_way_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(path, {"step": 2, "big": torch.zeros(10_000)})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]  # no temporary file left behind
+
+
+class Payload:
+    """What an attacker would put in a checkpoint: unpickling it calls Path.touch(marker)."""
+
+    def __init__(self, marker: pathlib.Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_carrying_a_pickled_object_is_refused_before_it_runs(tmp_path):
+    marker = tmp_path / "payload_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format_version": FORMAT_VERSION, "model": {}, "extra": Payload(marker)}, evil)
+    with pytest.raises(CheckpointError, match="refused: it carries a pickled Python object"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    # The control: an unsafe load really would have run it.
+    torch.load(evil, weights_only=False)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[: len(data) // 2], "corrupt or truncated"),
+    (lambda data: b"", "corrupt or truncated"),
+    (lambda data: b"this is not a checkpoint at all", "corrupt or truncated"),
+])
+def test_a_damaged_file_is_a_clear_error(tmp_path, damage, message):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, {"model": {"w": torch.randn(64, 64)}})
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_missing_foreign_and_future_files_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a minillm checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    torch.save({"format_version": FORMAT_VERSION + 1}, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match=f"format version {FORMAT_VERSION + 1}"):
+        load_checkpoint(tmp_path / "future.pt")
+
+
+def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    np.random.normal()  # NumPy caches the second Gaussian of each pair: part of the state
+    save_checkpoint(tmp_path / "rng.pt", {"rng": capture_rng_state()})
+    expected = (random.random(), np.random.normal(), np.random.rand(), torch.rand(3))
+    restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
+    again = (random.random(), np.random.normal(), np.random.rand(), torch.rand(3))
+    assert expected[:3] == again[:3] and torch.equal(expected[3], again[3])
+
+
+# --------------------------------------------------------------------------------------------------
+# Resuming: the right model only, never overwriting silently, exactly where it stopped.
+
+
+def short_run(out_dir, model, max_steps=3, resume=False, model_kind="gpt") -> dict:
+    cfg = TrainConfig(max_steps=max_steps, batch_size=4, eval_every=100, eval_batches=1, save_every=100)
+    return train(model, cfg, out_dir, get_batch=counting_batch(4), loss_fn=next_token_loss, resume=resume,
+                 model_kind=model_kind)
+
+
+def test_resuming_with_another_model_config_names_the_fields_that_differ(tmp_path):
+    short_run(tmp_path, tiny_gpt())
+    other = GPT(ModelConfig(vocab_size=16, block_size=12, n_layer=2, n_head=2, n_embd=32, bias=False))
+    with pytest.raises(CheckpointError, match=r"n_embd: 16 -> 32; n_layer: 1 -> 2"):
+        short_run(tmp_path, other, resume=True)
+    with pytest.raises(CheckpointError, match=r"holds a 'gpt' model, not a 'reward' one"):
+        short_run(tmp_path, tiny_gpt(), resume=True, model_kind="reward")
+
+
+def test_a_new_run_refuses_to_overwrite_a_finished_one(tmp_path):
+    short_run(tmp_path, tiny_gpt())
+    before = (tmp_path / "ckpt.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="already holds a training run.*resume"):
+        short_run(tmp_path, tiny_gpt())
+    assert (tmp_path / "ckpt.pt").read_bytes() == before
+
+
+def test_resuming_a_finished_run_returns_its_results_and_extending_it_continues(tmp_path):
+    first = short_run(tmp_path, tiny_gpt(), max_steps=3)
+    again = short_run(tmp_path, tiny_gpt(seed=99), max_steps=3, resume=True)
+    assert again["final"] == first["final"]
+    longer = short_run(tmp_path, tiny_gpt(seed=99), max_steps=5, resume=True)
+    assert [row["step"] for row in longer["history"] if row["split"] == "train"] == [1, 3, 5]
+
+
+def test_load_model_names_a_config_it_cannot_rebuild(tmp_path):
+    save_checkpoint(tmp_path / "ckpt.pt", {"model": {}, "model_config": None})
+    with pytest.raises(CheckpointError, match="holds no model config"):
+        load_model(tmp_path, GPT)
+    save_checkpoint(tmp_path / "ckpt.pt", {"model": {}, "model_config": {"n_embd": 16, "wings": 2}})
+    with pytest.raises(CheckpointError, match="invalid model config.*wings"):
+        load_model(tmp_path, GPT)
+    save_checkpoint(tmp_path / "ckpt.pt", {"model": {"nope": torch.zeros(1)}, "model_config": {}})
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        load_model(tmp_path / "ckpt.pt", GPT)
+
+
+def worker_command(out_dir: pathlib.Path, resume: bool) -> list[str]:
+    return [str(WORKER), "--out", str(out_dir), "--steps", "12", "--save-every", "4", "--grad-accum", "2",
+            *(["--resume"] if resume else [])]
+
+
+def test_a_run_killed_at_a_random_step_resumes_bit_for_bit(tmp_path):
+    """SIGKILL after a random update between the first checkpoint (4) and the end (12), then resume.
+
+    The worker uses dropout (torch's RNG), a data generator and accumulation, so a missing piece of
+    state (RNG, generator, optimizer moments, step) shows up as a difference.
+    """
+    kill_after = random.randint(5, 11)
+    assert_exact_resume(worker_command, tmp_path, kill_after_updates=kill_after)
+

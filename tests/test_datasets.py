@@ -1,0 +1,331 @@
+"""The data: the world, the corpus and its files, the instruction suite, its splits and its judge."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from minillm.datasets import (
+    FAMILIES,
+    HELDOUT_FAMILIES,
+    SPLITS,
+    STYLES,
+    TRAIN_FAMILIES,
+    build_world,
+    contains_answer,
+    generate_corpus,
+    generate_instruction_suite,
+    is_correct,
+    normalize_answer,
+    read_corpus,
+    read_jsonl,
+    split_documents,
+    write_corpus,
+    write_jsonl,
+)
+from minillm.datasets.instructions import FACT_PHRASINGS, HELDOUT_PHRASING, PHRASINGS, seen_entities
+from minillm.datasets.world import NOUN_PLURALS, VERB_PAST
+from minillm.errors import ConfigError, DataError
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+WORLD = build_world(0)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[str]:
+    return generate_corpus(seed=0, size_mb=2.0)
+
+
+@pytest.fixture(scope="module")
+def suite() -> list[dict]:
+    return generate_instruction_suite(seed=0)
+
+
+def by_split(records: list[dict], split: str) -> list[dict]:
+    return [r for r in records if r["split"] == split]
+
+
+# --------------------------------------------------------------------------------------------------
+# The world
+
+
+def test_world_is_deterministic_and_its_names_are_distinct():
+    assert build_world(0) == WORLD
+    assert build_world(1) != WORLD
+    names = ([t.name for t in WORLD.towns] + [p.name for p in WORLD.people] + list(WORLD.rivers)
+             + list(WORLD.regions) + list(WORLD.lexicon.values()))
+    assert len(names) == len(set(names))
+    assert len(set(WORLD.lexicon.values())) == len(WORLD.lexicon)  # translation is invertible
+    assert all(t.region in WORLD.regions and t.river in WORLD.rivers for t in WORLD.towns)
+    assert all(any(t.name == p.home for t in WORLD.towns) for p in WORLD.people)
+
+
+# --------------------------------------------------------------------------------------------------
+# The corpus
+
+
+def test_corpus_is_deterministic_and_seed_dependent():
+    a, b = generate_corpus(seed=3, size_mb=0.1), generate_corpus(seed=3, size_mb=0.1)
+    assert a == b
+    assert a != generate_corpus(seed=4, size_mb=0.1)
+    assert 0.1e6 <= sum(len(d.encode()) + 2 for d in a) < 0.1e6 + 2000
+
+
+def test_shipped_corpus_is_the_generator_output(corpus):
+    assert read_corpus(DATA / "corpus.txt") == corpus
+
+
+def test_flash_flood_sentence_has_many_plausible_spans(corpus):
+    text = "\n".join(corpus)
+    assert "A flash flood watch will be in effect all night." in text
+    spans = Counter(re.findall(r"will be in effect all (\w+)", text))
+    for word in ("night", "day", "weekend", "morning", "afternoon", "evening"):
+        assert spans[word] >= 200, (word, spans)
+    assert set(spans) <= {"night", "day", "weekend", "morning", "afternoon", "evening", "week"}
+
+
+def test_every_fact_is_stated_many_times(corpus):
+    sentences = [set(re.findall(r"\w+", s)) for doc in corpus for s in re.split(r"(?<=\.) ", doc)]
+
+    def together(a: str, b: str) -> int:  # sentences naming both
+        a, b = a.removeprefix("the "), b.removeprefix("the ").split()[0]
+        return sum(a in words and b in words for words in sentences)
+
+    for town in WORLD.towns:
+        assert together(town.name, town.river) >= 10 and together(town.name, town.region) >= 10, town
+    for person in WORLD.people:
+        assert together(person.name, person.home) >= 10 and together(person.name, person.job) >= 10, person
+    # and never contradicted: whenever a sentence gives a person a job, it is their job
+    jobs = {p.name: p.job for p in WORLD.people}
+    claims = re.findall(r"(?:^|\. )(\w+) (?:is|works as) an? (\w+)\.", "\n".join(corpus), flags=re.M)
+    claims = [(name, job) for name, job in claims if name in jobs and job in set(jobs.values())]
+    assert len(claims) > 300 and all(jobs[name] == job for name, job in claims)
+
+
+def test_corpus_files_round_trip(tmp_path):
+    docs = ["First document.\nIts second line.", "Second document.", "Third."]
+    write_corpus(tmp_path / "c.txt", docs)
+    assert read_corpus(tmp_path / "c.txt") == docs
+    # a user's plain text: paragraphs separated by (whitespace-only) blank lines, CRLF line ends
+    (tmp_path / "user.txt").write_bytes(b"Para one,\r\nstill one.\r\n  \r\n\r\nPara two.\r\n")
+    assert read_corpus(tmp_path / "user.txt") == ["Para one,\nstill one.", "Para two."]
+
+
+@pytest.mark.parametrize("content", [b"", b"  \n\n \t\n", b"caf\xe9 au lait\n"], ids=["empty", "blank", "latin1"])
+def test_read_corpus_rejects_unusable_files(tmp_path, content):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="bad.txt"):
+        read_corpus(path)
+
+
+def test_read_corpus_missing_file(tmp_path):
+    with pytest.raises(DataError, match="nope.txt.*does not exist"):
+        read_corpus(tmp_path / "nope.txt")
+
+
+def test_write_corpus_refuses_documents_that_would_not_read_back(tmp_path):
+    with pytest.raises(DataError, match="blank line"):
+        write_corpus(tmp_path / "c.txt", ["one\n\ntwo"])
+    with pytest.raises(DataError, match="empty"):
+        write_corpus(tmp_path / "c.txt", ["one", "  "])
+
+
+def test_split_documents_by_document():
+    docs = [f"doc {i}" for i in range(100)]
+    train, val = split_documents(docs, val_fraction=0.1, seed=1)
+    assert len(val) == 10 and len(train) == 90
+    assert sorted(train + val, key=docs.index) == docs
+    assert (train, val) == split_documents(docs, val_fraction=0.1, seed=1)
+    assert val != split_documents(docs, val_fraction=0.1, seed=2)[1]
+    assert sorted(map(len, split_documents(["a", "b"], val_fraction=0.01))) == [1, 1]
+    with pytest.raises(DataError, match="at least 2"):
+        split_documents(["only one"])
+    with pytest.raises(ConfigError, match="val_fraction"):
+        split_documents(docs, val_fraction=1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The instruction suite
+
+
+def test_suite_is_deterministic_and_shipped(suite):
+    assert generate_instruction_suite(seed=0) == suite
+    assert generate_instruction_suite(seed=1) != suite
+    assert read_jsonl(DATA / "instructions.jsonl") == suite
+
+
+def test_records_are_well_formed(suite):
+    assert {r["split"] for r in suite} == set(SPLITS)
+    assert {r["family"] for r in suite} == set(FAMILIES)
+    assert len({r["id"] for r in suite}) == len(suite)
+    for r in suite:
+        assert set(r) == {"id", "family", "phrasing", "split", "prompt", "response", "reference", "style"}
+        assert r["style"] in STYLES
+        assert len(r["prompt"].split()) + len(r["response"].split()) <= 70  # fits a 128-token context
+        if r["split"] != "train":
+            assert r["style"] == "ideal" and r["response"] == r["reference"]
+    train = by_split(suite, "train")
+    assert 4000 <= len(train) <= 8000
+    for split in SPLITS[1:]:
+        counts = Counter(r["family"] for r in by_split(suite, split))
+        assert all(100 <= n <= 200 for n in counts.values()), (split, counts)
+
+
+def test_prompts_are_unambiguous(suite):
+    references: dict[str, set[str]] = {}
+    for r in suite:
+        references.setdefault(r["prompt"], set()).add(r["reference"])
+    assert len(references) == len(suite)  # every prompt occurs once, so it has one reference
+
+
+def test_splits_are_disjoint_and_held_out_parts_never_trained(suite):
+    train = by_split(suite, "train")
+    train_prompts = {r["prompt"] for r in train}
+    assert not any(r["prompt"] in train_prompts for r in suite if r["split"] != "train")
+    assert {r["family"] for r in train} == set(TRAIN_FAMILIES)
+    assert not any(r["family"] in HELDOUT_FAMILIES for r in suite if r["split"] != "test_heldout_family")
+    assert all(r["phrasing"] != HELDOUT_PHRASING for r in train + by_split(suite, "test_seen"))
+    assert all(r["phrasing"] == HELDOUT_PHRASING for r in by_split(suite, "test_heldout_phrasing"))
+
+
+def _template_index(r: dict) -> int:
+    """Which wording of its family a prompt uses, found by matching the prompt against each template."""
+    tables = [PHRASINGS[r["family"]]] if r["family"] in PHRASINGS else FACT_PHRASINGS.values()
+    matches = {k for table in tables for k, t in enumerate(table)
+               if re.fullmatch(re.escape(t).replace(re.escape("{x}"), ".+"), r["prompt"], flags=re.S)}
+    assert len(matches) == 1, (r, matches)
+    return matches.pop()
+
+
+def test_phrasing_field_tells_the_truth(suite):
+    assert all(_template_index(r) == r["phrasing"] for r in suite)
+
+
+def test_world_fact_test_entities_are_only_in_the_corpus(suite, corpus):
+    seen = seen_entities(WORLD)
+    unseen_towns = [t for t in WORLD.towns if t not in seen.towns]
+    unseen_people = [p for p in WORLD.people if p not in seen.people]
+    assert len(unseen_towns) >= 10 and len(unseen_people) >= 10
+    unseen = [t.name for t in unseen_towns] + [p.name for p in unseen_people]
+    pattern = re.compile(r"\b(" + "|".join(unseen) + r")\b")
+    assert not any(pattern.search(r["prompt"] + " " + r["response"]) for r in by_split(suite, "train"))
+    tests = by_split(suite, "test_world_fact")
+    assert all(r["family"] == "world_fact" and pattern.search(r["prompt"]) for r in tests)
+    corpus_text = "\n".join(corpus)
+    assert all(name in corpus_text for name in unseen)
+
+
+def _expected_reference(r: dict) -> str:
+    """The right answer computed from the world's tables, independently of the generator's makers."""
+    x = re.sub(r"^.*?: |\n.*$|^.*\"(.*)\".*$", r"\1", r["prompt"], flags=re.S).rstrip("?")
+    if r["family"] == "count":
+        return str(len(x.split(", ")))
+    if r["family"] == "first_item":
+        return x.split(", ")[0]
+    if r["family"] == "last_item":
+        return x.split(", ")[-1]
+    if r["family"] == "translate":
+        return " ".join(WORLD.lexicon[w] for w in x.split())
+    if r["family"] == "plural":
+        *adjectives, noun = x.split()[1:]
+        det = {"this": "these", "that": "those"}.get(x.split()[0], x.split()[0])
+        return " ".join([det, *adjectives, NOUN_PLURALS[noun]])
+    if r["family"] == "past_tense":
+        return " ".join(VERB_PAST.get(w, w) for w in x.rstrip(".").split()) + "."
+    raise AssertionError(r["family"])
+
+
+def test_references_are_right(suite):
+    checked = 0
+    for r in suite:
+        if r["family"] in ("count", "first_item", "last_item", "translate", "plural", "past_tense"):
+            assert r["reference"] == _expected_reference(r), r
+            checked += 1
+        elif r["family"] in ("world_fact", "pet_fact"):
+            subject = next(n for n in [t.name for t in WORLD.towns] + [p.name for p in WORLD.people]
+                           if re.search(rf"\b{n}\b", r["prompt"]))
+            person = next((p for p in WORLD.people if p.name == subject), None)
+            facts = ([person.home, person.job, person.pet] if person else
+                     [WORLD.town(subject).river, WORLD.town(subject).region])
+            assert normalize_answer(r["reference"]) in {normalize_answer(f) for f in facts}, r
+        elif r["family"] == "headline":
+            assert all(w in r["prompt"].lower() for w in r["reference"].rstrip(".").lower().split()), r
+    assert checked > 3000
+
+
+def test_training_styles_vary_and_reference_stays_ideal(suite):
+    train = by_split(suite, "train")
+    shares = Counter(r["style"] for r in train)
+    assert 0.6 < shares["ideal"] / len(train) < 0.85
+    assert all(shares[s] >= 100 for s in STYLES)
+    for r in train:
+        right = is_correct(r["response"], r["reference"])
+        assert right == (r["style"] in ("ideal", "terse")), r
+        assert contains_answer(r["response"], r["reference"]) == (r["style"] != "wrong"), r
+
+
+def test_judge():
+    assert normalize_answer("  The Mell. ") == "mell"
+    assert is_correct("Mell", "The Mell.") and is_correct("the  mell!", "The Mell.")
+    assert not is_correct("The Tuun.", "The Mell.")
+    assert not is_correct("Sure! The Mell. I hope this helps!", "The Mell.")
+    assert contains_answer("Sure! The Mell. I hope this helps!", "The Mell.")
+    assert not contains_answer("The Mellow river.", "The Mell.")
+    assert is_correct("3", "3") and not is_correct("13", "3") and not contains_answer("13 items", "3")
+
+
+# --------------------------------------------------------------------------------------------------
+# JSONL files
+
+
+def test_jsonl_round_trip_and_user_file_defaults(tmp_path, suite):
+    write_jsonl(tmp_path / "s.jsonl", suite[:5])
+    assert read_jsonl(tmp_path / "s.jsonl") == suite[:5]
+    (tmp_path / "mine.jsonl").write_text('{"prompt": "Hi?", "response": "Hello."}\n\n', encoding="utf-8")
+    [rec] = read_jsonl(tmp_path / "mine.jsonl")
+    assert rec == {"id": "record1", "family": "custom", "phrasing": 0, "split": "train", "prompt": "Hi?",
+                   "response": "Hello.", "reference": "Hello.", "style": "ideal"}
+
+
+BAD_LINES = [
+    ('{"prompt": "a", "response": "b"', "line 2: invalid JSON"),
+    ('["prompt", "response"]', "line 2: expected a JSON object"),
+    ('{"prompt": "a"}', 'line 2: missing field "response"'),
+    ('{"prompt": "a", "response": 3}', 'line 2: field "response" should be a str'),
+    ('{"prompt": "a", "response": "b", "phrasing": "1"}', 'line 2: field "phrasing" should be a int'),
+    ('{"prompt": "a", "response": "b", "split": "dev"}', 'line 2: field "split" is \'dev\''),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), BAD_LINES)
+def test_read_jsonl_stops_at_bad_line_with_its_number(tmp_path, line, message):
+    good = json.dumps({"prompt": "p", "response": "r"})
+    path = tmp_path / "bad.jsonl"
+    path.write_text(f"{good}\n{line}\n{good}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_jsonl(path)
+
+
+def test_read_jsonl_skip_reports_every_skipped_line(tmp_path):
+    good = json.dumps({"prompt": "p", "response": "r"})
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(f"{good}\nnot json\n{good}\n{{\"prompt\": 1, \"response\": \"r\"}}\n{good[:-3]}", encoding="utf-8")
+    skipped: list[tuple[int, str]] = []
+    with pytest.warns(UserWarning, match=r"skipped 3 bad line\(s\): line 2: .*line 4: .*line 5: "):
+        records = read_jsonl(path, on_error="skip", skipped=skipped)
+    assert len(records) == 2 and [n for n, _ in skipped] == [2, 4, 5]
+
+
+def test_read_jsonl_unusable_files(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        read_jsonl(tmp_path / "nope.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="no valid record"):
+        read_jsonl(tmp_path / "empty.jsonl")
+    with pytest.raises(ConfigError, match="on_error"):
+        read_jsonl(tmp_path / "empty.jsonl", on_error="ignore")

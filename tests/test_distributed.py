@@ -1,0 +1,48 @@
+"""Data parallelism: two gloo processes under torchrun train exactly like one process on the same batch."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import torch
+from _train_worker import run_worker
+from crash_resume import check_ok, run_python
+
+from minillm.config import TrainConfig
+from minillm.train import load_checkpoint
+from minillm.train.distributed import DistContext
+from minillm.train.loop import micro_batches
+
+WORKER = pathlib.Path(__file__).with_name("_train_worker.py")
+
+
+def test_each_rank_takes_its_rows_then_cuts_them_into_micro_batches():
+    batch = {"ids": torch.arange(8).unsqueeze(1).repeat(1, 3)}  # row i holds the value i
+    cfg = TrainConfig(batch_size=8, grad_accum_steps=2)
+    parts = micro_batches(batch, cfg, DistContext(rank=1, world_size=2), torch.device("cpu"))
+    assert [part["ids"][:, 0].tolist() for part in parts] == [[4, 5], [6, 7]]
+    parts = micro_batches(batch, cfg, DistContext(), torch.device("cpu"))
+    assert [part["ids"][:, 0].tolist() for part in parts] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    run_worker(str(single), steps=4, batch_size=8, dropout=0.0)
+    # 2 ranks x 2 micro-batches of 2 rows: the same 8 rows per step as the single process.
+    check_ok(run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
+                         "--out", str(ddp), "--steps", "4", "--batch-size", "8", "--dropout", "0",
+                         "--grad-accum", "2"], timeout=180))
+
+    one, two = load_checkpoint(single / "ckpt.pt"), load_checkpoint(ddp / "ckpt.pt")
+    for name, weight in one["model"].items():
+        torch.testing.assert_close(two["model"][name], weight, atol=1e-6, rtol=1e-5, msg=name)
+    assert len(two["rng"]) == 2  # each rank's RNG states, for an exact resume on 2 processes
+
+    rows = [json.loads(line) for line in (ddp / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if row["split"] == "train"] == [1, 2, 3, 4]  # rank 0 alone logs
+    single_rows = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(single_rows, rows, strict=True):  # the logged loss is the global batch's, on every rank
+        key = "loss" if a["split"] == "train" else "val_loss"
+        assert abs(a[key] - b[key]) < 1e-5, (a, b)
+    assert json.loads((ddp / "config.json").read_text())["world_size"] == 2

@@ -1,0 +1,134 @@
+"""Stage 3 end to end on a micro model: rankings -> reward model -> PPO and DPO, resume, bad rewards."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from crash_resume import assert_exact_resume
+
+from minillm.config import DPOConfig, ModelConfig, PPOConfig, RewardConfig, SFTConfig, TrainConfig
+from minillm.errors import TrainingError
+from minillm.model import GPT
+from minillm.stage2_sft.sft import train_sft
+from minillm.stage3_rlhf.dpo import train_dpo
+from minillm.stage3_rlhf.ppo import ppo_update, rollout, train_ppo
+from minillm.stage3_rlhf.preferences import collect_rankings, read_preferences
+from minillm.stage3_rlhf.reward_model import RewardModel, train_reward_model
+from minillm.tokenizer import train_tokenizer
+from minillm.train import load_model
+
+torch.set_num_threads(2)
+
+COLOURS = ["red", "blue", "green", "amber", "violet", "grey", "black", "white"]
+RECORDS = [
+    {"id": f"c{i}", "prompt": f"Say the colour {c}.", "response": c, "reference": c,
+     "split": "train" if i < 24 else "test_seen"}
+    for i, c in enumerate(COLOURS * 4)
+]
+
+
+def micro_ppo_config(steps: int = 2) -> PPOConfig:
+    return PPOConfig(train=TrainConfig(max_steps=steps, lr=1e-4, warmup_steps=0, save_every=1, seed=3),
+                     rollout_batch_size=4, minibatch_size=2, ppo_epochs=2, max_new_tokens=5, eval_prompts=6)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    return build_runs(tmp_path_factory.mktemp("stage3"))
+
+
+def build_runs(root: Path) -> dict[str, Path]:
+    """A micro SFT run (from scratch), rankings of its answers, and a reward model trained on them."""
+    tok = train_tokenizer([r["prompt"] + " " + r["response"] for r in RECORDS] * 5, vocab_size=280,
+                          progress=False)
+    model_cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
+    sft_cfg = SFTConfig(train=TrainConfig(max_steps=15, batch_size=8, lr=3e-3, warmup_steps=2, eval_every=100,
+                                          save_every=100, log_every=5))
+    train_sft(sft_cfg, RECORDS, root / "sft", scratch_model_config=model_cfg, tokenizer=tok)
+    reward_cfg = RewardConfig(train=TrainConfig(max_steps=4, batch_size=4, eval_every=4, save_every=4,
+                                                eval_batches=1, log_every=1),
+                              n_prompts=10, answers_per_prompt=4, max_new_tokens=5)
+    stats = collect_rankings(reward_cfg, root / "sft", RECORDS, root / "prefs.jsonl")
+    rm = train_reward_model(reward_cfg, root / "sft", root / "prefs.jsonl", root / "rm", records=RECORDS)
+    return {"root": root, "sft": root / "sft", "rm": root / "rm", "prefs": root / "prefs.jsonl",
+            "collect": stats, "reward": rm}
+
+
+def test_rankings_file_and_reward_model_run(runs):
+    rankings = read_preferences(runs["prefs"])
+    assert len(rankings) == runs["collect"]["n_rankings"] > 0
+    assert all(len(set(r["answers"])) == 4 and sorted(r["ranking"]) == [0, 1, 2, 3] for r in rankings)
+    assert {r["split"] for r in rankings} == {"train", "test"}
+    metrics = runs["reward"]
+    for key in ("pairwise_accuracy", "annotator_agreement", "gold_agreement"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    # the stored normalisation makes the SFT answers of the training rankings score mean 0
+    rm, tok = load_model(runs["rm"], RewardModel)
+    assert rm.reward_std.item() > 0 and rm.reward_mean.item() == pytest.approx(metrics["reward_mean"])
+
+
+def test_first_minibatch_ratio_is_one_and_kl_is_zero_against_itself(runs):
+    policy, tok = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0]
+    cfg = micro_ppo_config()
+    critic, g = copy.deepcopy(rm), torch.Generator().manual_seed(0)
+    ro = rollout(policy, copy.deepcopy(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
+    assert (ro.kl == 0).all()  # policy == reference: every per-token KL is exactly 0
+    assert (ro.mask.sum(1) >= 1).all()
+    for t in (ro.kl, ro.advantages, ro.returns, ro.values):
+        assert (t[~ro.mask] == 0).all()  # padding carries nothing
+    optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
+    stats = ppo_update(policy, critic, optimizer, ro, cfg, g)
+    assert stats[0]["ratio_max_dev"] == 0.0 and stats[0]["clipfrac"] == 0.0
+    assert len(stats) == cfg.ppo_epochs * cfg.rollout_batch_size // cfg.minibatch_size
+    assert any(s["ratio_max_dev"] > 0 for s in stats[1:])  # later minibatches see an updated policy
+
+
+def test_train_ppo_logs_every_metric_and_compares_with_sft(runs):
+    out = runs["root"] / "ppo"
+    result = train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, out)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("rm_score", "gold", "kl", "entropy", "clipfrac", "approx_kl", "ratio", "eos_share", "response_len"):
+        assert all(key in r for r in rows), key
+    for key in ("win_rate_vs_sft", "gold_sft", "gold_after", "kl"):
+        assert isinstance(result[key], float), key
+    assert 0.0 <= result["win_rate_vs_sft"] <= 1.0
+    assert (out / "ppo_reward.png").is_file() and load_model(out, GPT)[0] is not None
+
+
+def test_nan_rewards_stop_ppo_with_the_step_and_cause(runs, monkeypatch):
+    monkeypatch.setattr(RewardModel, "forward", lambda self, ids, attention_mask: torch.full((len(ids),), float("nan")))
+    with pytest.raises(TrainingError, match=r"step 1: the reward model gave a non-finite score \(nan\)"):
+        train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, runs["root"] / "ppo_nan")
+
+
+def test_train_dpo_runs_and_reports(runs):
+    cfg = DPOConfig(train=TrainConfig(max_steps=3, batch_size=4, eval_every=3, save_every=3, eval_batches=1),
+                    eval_prompts=6, max_new_tokens=5)
+    result = train_dpo(cfg, runs["sft"], runs["prefs"], RECORDS, runs["root"] / "dpo")
+    assert 0.0 <= result["win_rate_vs_sft"] <= 1.0 and result["n_pairs"] > 0
+    assert load_model(runs["root"] / "dpo", GPT)[0] is not None
+
+
+def _resume_command(runs_root: Path):
+    def command(out_dir: Path, resume: bool) -> list[str]:
+        return [__file__, str(runs_root / "sft"), str(runs_root / "rm"), str(out_dir), *(["--resume"] if resume else [])]
+
+    return command
+
+
+def test_ppo_resumes_bit_exactly_after_a_crash(runs, tmp_path):
+    # 4 updates per step (2 epochs x 2 minibatches): killed in the middle of step 2, resumed from step 1
+    assert_exact_resume(_resume_command(runs["root"]), tmp_path, kill_after_updates=6)
+
+
+if __name__ == "__main__":  # the worker of the resume test: python tests/test_ppo.py SFT RM OUT [--resume]
+    torch.set_num_threads(1)
+    train_ppo(micro_ppo_config(steps=3), sys.argv[1], sys.argv[2], RECORDS, sys.argv[3],
+              resume="--resume" in sys.argv)
