@@ -12,10 +12,13 @@ number, is what to read: the machine may be busy):
 2. Generation of 256 new tokens with and without the KV cache. Target: the cache >= 5x faster.
 
 Timings alternate between the models in several rounds and keep each model's median, so a burst of
-load from another process does not favour one side.
+load from another process does not favour one side. By default the clock is this process's CPU
+time on one thread: on a shared machine the time other people's processes take is then not counted
+(with several threads, CPU time would also count threads spinning while they wait for work, so use
+`--clock wall` there, on a quiet machine).
 
-    python bench/model.py                # the issue's sizes: 4 layers, 4 heads, width 128, context 128, batch 16
-    python bench/model.py --threads 1 --rounds 5 --steps 5
+    python bench/model.py                   # the issue's sizes: 4 layers, 4 heads, width 128, context 128, batch 16
+    python bench/model.py --threads 4 --clock wall --rounds 5
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from torch import Tensor, nn
 
 from minillm.config import ModelConfig
 from minillm.model import GPT
+
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
 
 class TorchBlocksLM(nn.Module):
@@ -73,7 +78,8 @@ def train_step_fn(model: nn.Module, batch: int, config: ModelConfig) -> Callable
 
 
 def median_seconds(
-    fns: dict[str, Callable[[], None]], repeats: int, rounds: int, warmup: bool = True
+    fns: dict[str, Callable[[], None]], repeats: int, rounds: int, clock: Callable[[], float],
+    warmup: bool = True,
 ) -> dict[str, float]:
     """Median time per call of each fn, alternating between them round by round."""
     for fn in fns.values() if warmup else ():  # allocator, kernels, optimizer state
@@ -81,10 +87,10 @@ def median_seconds(
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             for _ in range(repeats):
                 fn()
-            times[name].append((time.perf_counter() - start) / repeats)
+            times[name].append((clock() - start) / repeats)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -101,10 +107,11 @@ def bench_training(args: argparse.Namespace) -> None:
         "torch TransformerEncoderLayer": TorchBlocksLM(config),
     }
     steps = {name: train_step_fn(m.train(), args.batch, config) for name, m in models.items()}
-    seconds = median_seconds(steps, args.steps, args.rounds)
+    seconds = median_seconds(steps, args.steps, args.rounds, CLOCKS[args.clock])
     tokens = args.batch * args.context
     print(f"\nTraining step (forward+backward+AdamW), batch {args.batch} x context {args.context}, "
-          f"4 layers, 4 heads, width 128, vocab {args.vocab}, {torch.get_num_threads()} threads:")
+          f"4 layers, 4 heads, width 128, vocab {args.vocab}, {torch.get_num_threads()} threads, "
+          f"{args.clock} clock:")
     for name, s in seconds.items():
         print(f"  {name:32s} {tokens / s:10.0f} tokens/s  ({1000 * s:6.1f} ms/step)")
     sdpa_vs_torch = seconds["torch TransformerEncoderLayer"] / seconds["ours, sdpa attention"]
@@ -125,7 +132,7 @@ def bench_generation(args: argparse.Namespace) -> None:
         "with KV cache": lambda: model.generate(prompt, args.new_tokens, temperature=0, use_cache=True),
         "without cache": lambda: model.generate(prompt, args.new_tokens, temperature=0, use_cache=False),
     }
-    seconds = median_seconds(runs, repeats=1, rounds=args.gen_rounds, warmup=False)  # each run is long
+    seconds = median_seconds(runs, 1, args.gen_rounds, CLOCKS[args.clock], warmup=False)  # runs are long
     speedup = seconds["without cache"] / seconds["with KV cache"]
     print(f"\nGeneration of {args.new_tokens} new tokens, batch {args.gen_batch}, prompt {prompt_len}, greedy:")
     for name, s in seconds.items():
@@ -135,7 +142,8 @@ def bench_generation(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--vocab", type=int, default=4096)

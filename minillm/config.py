@@ -103,7 +103,7 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     warmup_steps: int = 20
-    weight_decay: float = 0.1  # applied to weight matrices only, never to biases, norms or embeddings' ...
+    weight_decay: float = 0.1  # applied to matrices (embeddings included), never to biases or norm gains
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)

@@ -19,6 +19,7 @@ from torch import nn
 from minillm.config import ModelConfig, TrainConfig
 from minillm.model.gpt import GPT
 from minillm.train import train
+from minillm.train.loop import GetBatch
 from minillm.utils import seed_everything
 
 VOCAB, SEQ_LEN = 16, 12
@@ -33,7 +34,7 @@ def tiny_gpt(dropout: float = 0.0, seed: int = 0) -> GPT:
                            dropout=dropout, bias=False))
 
 
-def counting_batch(batch_size: int) -> callable:
+def counting_batch(batch_size: int) -> GetBatch:
     """get_batch for the counting task: ids (B, T) and their next tokens (B, T)."""
 
     def get_batch(split: str, generator: torch.Generator) -> dict[str, torch.Tensor]:

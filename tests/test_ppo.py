@@ -118,7 +118,8 @@ def test_train_dpo_runs_and_reports(runs):
 
 def _resume_command(runs_root: Path):
     def command(out_dir: Path, resume: bool) -> list[str]:
-        return [__file__, str(runs_root / "sft"), str(runs_root / "rm"), str(out_dir), *(["--resume"] if resume else [])]
+        resume_flag = ["--resume"] if resume else []
+        return [__file__, str(runs_root / "sft"), str(runs_root / "rm"), str(out_dir), *resume_flag]
 
     return command
 
@@ -130,5 +131,5 @@ def test_ppo_resumes_bit_exactly_after_a_crash(runs, tmp_path):
 
 if __name__ == "__main__":  # the worker of the resume test: python tests/test_ppo.py SFT RM OUT [--resume]
     torch.set_num_threads(1)
-    train_ppo(micro_ppo_config(steps=3), sys.argv[1], sys.argv[2], RECORDS, sys.argv[3],
+    train_ppo(micro_ppo_config(steps=2), sys.argv[1], sys.argv[2], RECORDS, sys.argv[3],
               resume="--resume" in sys.argv)

@@ -94,15 +94,15 @@ def test_prompt_logits_do_not_change_the_loss(tokenizer) -> None:
     batch = _batch(tokenizer)
     B, T = batch["ids"].shape
     logits = torch.randn(B, T, tokenizer.vocab_size, generator=torch.Generator().manual_seed(1))
-    base = float(sft_loss(FixedLogits(logits), batch)[0])
+    base = sft_loss(FixedLogits(logits), batch)[0].item()
     predicts_prompt = ~batch["loss_mask"][:, 1:]  # (B, T-1) positions whose target is prompt/pad
     edited = logits.clone()
     edited[:, :-1][predicts_prompt] += 100 * torch.randn_like(edited[:, :-1][predicts_prompt])
     edited[:, -1] += 7.0  # the last position predicts nothing
-    assert float(sft_loss(FixedLogits(edited), batch)[0]) == pytest.approx(base, rel=1e-6)
+    assert sft_loss(FixedLogits(edited), batch)[0].item() == pytest.approx(base, rel=1e-6)
     first_response = int(batch["loss_mask"][0].float().argmax())  # target index of the 1st counted token
     edited[0, first_response - 1, batch["ids"][0, first_response]] -= 5.0
-    assert float(sft_loss(FixedLogits(edited), batch)[0]) > base + 1e-3
+    assert sft_loss(FixedLogits(edited), batch)[0].item() > base + 1e-3
 
 
 def _tiny_sft(tokenizer, out_dir, steps: int = 40, save_every: int = 1000, resume: bool = False,
@@ -186,6 +186,10 @@ def test_chat_loop_answers_until_quit(trained) -> None:
     assert turns == 2 and "bot> hello\nyou> " in text and "bot> one two three\n" in text
     assert text.endswith("bye\n")
     assert chat_loop(model, tok, io.StringIO(""), io.StringIO()) == 0  # end of input ends the loop
+    sampled = [io.StringIO() for _ in range(2)]
+    for out in sampled:  # sampling with the same seed gives the same conversation
+        chat_loop(model, tok, io.StringIO("Greet me.\nCount to three.\n"), out, temperature=1.5, seed=3)
+    assert sampled[0].getvalue() == sampled[1].getvalue() and "sampling" in sampled[0].getvalue()
 
 
 def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:

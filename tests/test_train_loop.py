@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from minillm.errors import DataError, TrainingError
 from minillm.model.gpt import GPT
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, train
+from minillm.train.loop import LossFn
 from minillm.train.optim import param_groups
 
 torch.set_num_threads(1)
@@ -172,15 +174,16 @@ def test_a_batch_of_the_wrong_size_is_a_clear_data_error(tmp_path):
 # Training health: NaN/inf stop the run, name the step and the tensor, keep the last checkpoint.
 
 
-def nan_from_step(bad_step: int, poison) -> callable:
-    """A loss function that behaves until `bad_step`, then adds `poison(model)`."""
+def nan_from_step(bad_step: int, poison: Callable[[torch.nn.Module], torch.Tensor],
+                  last_bad_step: float = math.inf) -> LossFn:
+    """A loss function that adds `poison(model)` at training steps bad_step..last_bad_step."""
     calls = {"train": 0}
 
     def loss_fn(model, batch):
         loss, extra = next_token_loss(model, batch)
         if model.training:
             calls["train"] += 1
-            if calls["train"] >= bad_step:
+            if bad_step <= calls["train"] <= last_bad_step:
                 loss = loss + poison(model)
         return loss, extra
 
@@ -207,6 +210,12 @@ def test_a_nan_gradient_names_the_parameter(tmp_path):
         run(tmp_path, small_cfg(max_steps=5), loss_fn=nan_from_step(3, sqrt_of_zero))
 
 
+def test_float16_skips_a_step_whose_gradients_overflow_instead_of_stopping(tmp_path):
+    run(tmp_path, small_cfg(max_steps=5, dtype="float16"), loss_fn=nan_from_step(3, sqrt_of_zero, 3))
+    scaler = load_checkpoint(tmp_path / "ckpt.pt")["scaler"]
+    assert scaler["scale"] == 2.0**15  # started at 2**16, halved once, for the one skipped step
+
+
 @pytest.mark.filterwarnings("ignore:Error detected")  # the warning carries the forward traceback
 def test_detect_anomaly_points_at_the_operation(tmp_path):
     with pytest.raises(RuntimeError, match="returned nan values"):
@@ -218,10 +227,17 @@ def test_detect_anomaly_points_at_the_operation(tmp_path):
 # Mixed precision and torch.compile: the same training, within rounding.
 
 
-@pytest.mark.parametrize("dtype, tolerance", [("bfloat16", 0.08), ("float16", 0.02)])
+@pytest.mark.parametrize("dtype, tolerance", [("bfloat16", 0.01), ("float16", 0.002)])
 def test_mixed_precision_follows_the_float32_curve(tmp_path, dtype, tolerance):
+    seen = set()
+
+    def loss_fn(model, batch):
+        seen.add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return next_token_loss(model, batch)
+
     reference = train_losses(run(tmp_path / "fp32", small_cfg(max_steps=15))["history"])
-    mixed = train_losses(run(tmp_path / dtype, small_cfg(max_steps=15, dtype=dtype))["history"])
+    mixed = train_losses(run(tmp_path / dtype, small_cfg(max_steps=15, dtype=dtype), loss_fn=loss_fn)["history"])
+    assert seen == {getattr(torch, dtype)}  # every forward ran under autocast to that dtype
     assert max(abs(a - b) for a, b in zip(reference, mixed, strict=True)) < tolerance
     assert mixed[-1] < 0.9 * mixed[0]
     scaler_state = load_checkpoint(tmp_path / dtype / "ckpt.pt")["scaler"]

@@ -89,7 +89,7 @@ def attend(
     if use_sdpa and causal and mask is None and t_query == t_key:
         # Causality is the only rule: SDPA's built-in causal kernel never even builds the mask.
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-    if causal:
+    if causal and t_query > 1:  # (a single query, the newest token, may see every key: nothing to hide)
         mask = combine_masks(mask, causal_mask(t_query, t_key, q.device))  # (B or 1, 1, Tq, Tk)
     has_key = None
     if mask is not None:

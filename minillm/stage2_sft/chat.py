@@ -15,30 +15,9 @@ from typing import Any, TextIO
 
 import torch
 
-from minillm.stage2_sft.template import decode_response, encode_prompt
+from minillm.stage2_sft.evaluate import generate_answers
 
 QUIT = "/quit"
-
-
-@torch.no_grad()
-def answer(
-    model: Any,
-    tokenizer: Any,
-    prompt: str,
-    *,
-    max_new_tokens: int = 64,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    generator: torch.Generator | None = None,
-) -> str:
-    """One reply: greedy when temperature == 0, sampled otherwise."""
-    max_new_tokens = min(max_new_tokens, model.config.block_size - 4)  # leave room for the prompt
-    ids = encode_prompt(tokenizer, prompt, max_len=model.config.block_size - max_new_tokens)
-    device = next(model.parameters()).device
-    x = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T0)
-    gen = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k,
-                         eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, generator=generator)
-    return decode_response(tokenizer, gen.new_ids[0].tolist())
 
 
 def chat_loop(
@@ -67,7 +46,7 @@ def chat_loop(
             return turns
         if not line.strip():
             continue
-        reply = answer(model, tokenizer, line, max_new_tokens=max_new_tokens, temperature=temperature,
-                       top_k=top_k, generator=generator)
+        reply = generate_answers(model, tokenizer, [line], max_new_tokens, temperature=temperature,
+                                 top_k=top_k, generator=generator)[0]
         output_stream.write(f"bot> {reply}\n")
         turns += 1

@@ -68,19 +68,25 @@ def left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def generate_answers(
-    model: GPT, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64
+    model: GPT, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64,
+    *, temperature: float = 0.0, top_k: int | None = None, generator: torch.Generator | None = None,
 ) -> list[str]:
-    """Greedy answers to `prompts`, in order, generated in left-padded batches of similar length."""
+    """Answers to `prompts`, in order, generated in left-padded batches of similar length.
+
+    Greedy by default (temperature 0); a temperature > 0 samples, with `generator` for repeatability.
+    """
     model.eval()
     device = next(model.parameters()).device
+    max_new_tokens = min(max_new_tokens, model.config.block_size - 4)  # leave room for a prompt
     encoded = [encode_prompt(tokenizer, p, max_len=model.config.block_size - max_new_tokens) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths, less padding
     answers = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        ids, mask = left_pad([encoded[i] for i in rows], tokenizer.pad_id)
-        gen = model.generate(ids.to(device), max_new_tokens, temperature=0.0, eos_id=tokenizer.eos_id,
-                             attention_mask=mask.to(device), pad_id=tokenizer.pad_id)
+        ids, mask = left_pad([encoded[i] for i in rows], tokenizer.pad_id)  # (B, T0) each
+        gen = model.generate(ids.to(device), max_new_tokens, temperature=temperature, top_k=top_k,
+                             eos_id=tokenizer.eos_id, attention_mask=mask.to(device),
+                             pad_id=tokenizer.pad_id, generator=generator)
         for row, i in enumerate(rows):
             answers[i] = decode_response(tokenizer, gen.new_ids[row].tolist())
     return answers

@@ -1,0 +1,24 @@
+"""Stage 3, RLHF: answers are ranked, a reward model learns the rankings, the policy learns from it.
+
+Read in this order:
+- annotator.py: the simulated annotator (what people prefer, written down, with noise) and the
+  noise-free gold judge that evaluates the final policies; rankings and their K-choose-2 pairs;
+- preferences.py: K answers sampled from the SFT model per prompt, ranked, stored as JSONL;
+  comparing two policies by the gold judge;
+- annotate.py: the same rankings made by a person in the terminal (`minillm annotate`);
+- sequences.py: prompt + answer batches and their token log-probs (shared by PPO and DPO);
+- reward_model.py: a GPT with a scalar head on the last real token, the ranking loss, normalisation;
+- ppo.py: rollouts, KL-penalised rewards, GAE, the clipped objectives; reward hacking without KL;
+- dpo.py: the same rankings, optimised directly, with no reward model and no sampling.
+"""
+
+from minillm.stage3_rlhf.annotate import annotate
+from minillm.stage3_rlhf.dpo import train_dpo
+from minillm.stage3_rlhf.ppo import reward_hacking, train_ppo
+from minillm.stage3_rlhf.preferences import collect_rankings, read_preferences
+from minillm.stage3_rlhf.reward_model import RewardModel, train_reward_model
+
+__all__ = [
+    "RewardModel", "annotate", "collect_rankings", "read_preferences", "reward_hacking", "train_dpo",
+    "train_ppo", "train_reward_model",
+]

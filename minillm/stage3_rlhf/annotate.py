@@ -36,10 +36,12 @@ def parse_ranking(text: str, k: int) -> list[int]:
     """'2 1 4 3' (1-based, best first) -> [1, 0, 3, 2] (0-based); ValueError saying what is wrong."""
     words = text.replace(",", " ").split()
     if not all(w.isdigit() for w in words):
-        raise ValueError(f"use only the numbers 1 to {k}, separated by spaces, e.g. {' '.join(map(str, range(1, k + 1)))}")
+        example = " ".join(map(str, range(1, k + 1)))
+        raise ValueError(f"use only the numbers 1 to {k}, separated by spaces, e.g. {example}")
     numbers = [int(w) for w in words]
     if sorted(numbers) != list(range(1, k + 1)):
-        raise ValueError(f"name each of the {k} answers exactly once (1 to {k}); you typed {' '.join(words) or 'nothing'}")
+        typed = " ".join(words) or "nothing"
+        raise ValueError(f"name each of the {k} answers exactly once (1 to {k}); you typed {typed}")
     return [n - 1 for n in numbers]
 
 

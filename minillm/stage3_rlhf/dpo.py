@@ -86,7 +86,8 @@ def encode_pairs(tokenizer: Any, rankings: Sequence[dict], block_size: int) -> l
 
 
 @torch.no_grad()
-def reference_logprobs(reference: GPT, examples: Sequence[ChatExample], pad_id: int, batch_size: int = 64) -> list[float]:
+def reference_logprobs(reference: GPT, examples: Sequence[ChatExample], pad_id: int,
+                       batch_size: int = 64) -> list[float]:
     """log pi_ref(answer | prompt) of each example: the reference never changes, so once is enough."""
     out = []
     for start in range(0, len(examples), batch_size):

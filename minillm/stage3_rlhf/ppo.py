@@ -26,6 +26,7 @@ included, False on the padding after it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,9 +221,9 @@ def ppo_update(
             loss = pg_loss + cfg.vf_coef * vf_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.train.grad_clip > 0:
-                params = [p for g in optimizer.param_groups for p in g["params"]]
-                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            if cfg.train.grad_clip > 0:  # each network's gradient norm clipped on its own
+                for net in (policy, critic):
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
             optimizer.step()
             with torch.no_grad():
                 entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)  # (b, N)
@@ -344,3 +345,37 @@ def summarize_run(history: list[dict], comparison: dict, seconds: float) -> dict
     last = history[-1] if history else {}
     return {**comparison_summary(comparison), "kl": last.get("kl", float("nan")),
             "rm_score": last.get("rm_score", float("nan")), "seconds": seconds, "history": history}
+
+
+# --------------------------------------------------------------------------------------------------
+# Reward hacking: the same PPO without its leash.
+
+
+def reward_hacking(
+    cfg: PPOConfig, sft_dir: str | Path, rm_dir: str | Path, records: list[dict], out_dir: str | Path,
+    with_kl_history: list[dict] | None = None, kl_coef: float = 0.0,
+) -> dict[str, Any]:
+    """PPO with the KL penalty at `kl_coef` (0: off): the reward model's score keeps rising while gold falls.
+
+    The reward model is only right near the answers it was trained on (the SFT model's). Without
+    the KL penalty nothing keeps the policy there, and it drifts to answers the reward model
+    over-rates. Writes the run to out_dir (resumable) and reward_hacking.png / reward_hacking_kl.png,
+    beside the curves of a normal run (`with_kl_history`, e.g. `train_ppo(...)["history"]`) if given.
+    Returns the first and last RM and gold scores, the last KL, and the win rate against SFT.
+    """
+    out_dir = Path(out_dir)
+    unleashed = dataclasses.replace(cfg, kl_coef=kl_coef, adaptive_kl=False)
+    result = train_ppo(unleashed, sft_dir, rm_dir, records, out_dir, resume=True)
+    runs = {f"kl_coef {kl_coef:g}": result["history"]}
+    if with_kl_history:
+        runs[f"kl_coef {cfg.kl_coef:g}"] = with_kl_history
+    rows = [{"step": row["step"], **{f"{key} ({name})": row[key] for key in ("rm_score", "gold", "kl")}}
+            for name, history in runs.items() for row in history]
+    plot_metrics(rows, out_dir / "reward_hacking.png", [f"{k} ({n})" for n in runs for k in ("rm_score", "gold")],
+                 title="Reward model score vs gold score", ylabel="score")
+    plot_metrics(rows, out_dir / "reward_hacking_kl.png", [f"kl ({n})" for n in runs],
+                 title="KL(policy || SFT) per answer", ylabel="nats")
+    first, last = result["history"][0], result["history"][-1]
+    return {"rm_score_first": first["rm_score"], "rm_score_last": last["rm_score"], "gold_first": first["gold"],
+            "gold_last": last["gold"], "kl_last": last["kl"], "win_rate_vs_sft": result["win_rate_vs_sft"],
+            "gold_after": result["gold_after"], "gold_sft": result["gold_sft"]}

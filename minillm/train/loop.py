@@ -126,7 +126,9 @@ def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor],
             with autocast(device, cfg.dtype):
                 loss, extra = loss_fn(net, part)  # forward + loss, a scalar: the mean over this micro-batch
             # Each micro-batch's mean counts 1/grad_accum_steps, so the summed gradient is the one of
-            # the whole batch. The scaler multiplies the loss for float16 (and is a no-op otherwise).
+            # the whole batch (exactly so when micro-batches hold equally many loss terms; a masked
+            # loss weights them equally instead, the usual approximation). The scaler multiplies
+            # the loss for float16 (and is a no-op otherwise).
             scaler.scale(loss / cfg.grad_accum_steps).backward()
         for key, value in {"loss": loss.item(), **extra}.items():
             sums[key] = sums.get(key, 0.0) + float(value) / len(parts)
@@ -241,6 +243,7 @@ def read_metrics(path: Path, up_to_step: int) -> list[dict]:
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
+    """Replace the file's content with `rows`, atomically."""
     atomic_write_bytes(path, "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
 
 
@@ -274,17 +277,18 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     resume: continue from out_dir/ckpt.pt if it exists (exactly where it stopped).
     """
     out_dir = Path(out_dir)
-    ctx, device = init_distributed(resolve_device(cfg.device))
-    if cfg.batch_size % (cfg.grad_accum_steps * ctx.world_size):
-        raise ConfigError(
-            f"TrainConfig.batch_size={cfg.batch_size} must be divisible by grad_accum_steps x processes "
-            f"= {cfg.grad_accum_steps} x {ctx.world_size}"
-        )
     ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
     if ckpt_path.is_file() and not resume:
         raise CheckpointError(
             f"{out_dir} already holds a training run ({CKPT_NAME}): pass resume (--resume) to continue "
             "it, or choose another output folder"
+        )
+    ctx, device = init_distributed(resolve_device(cfg.device))
+    if cfg.batch_size % (cfg.grad_accum_steps * ctx.world_size):
+        shutdown(ctx)
+        raise ConfigError(
+            f"TrainConfig.batch_size={cfg.batch_size} must be divisible by grad_accum_steps x processes "
+            f"= {cfg.grad_accum_steps} x {ctx.world_size}"
         )
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)
@@ -302,12 +306,11 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
         data_generator.manual_seed(cfg.seed)
     history = read_metrics(metrics_path, up_to_step=start_step)  # a resume drops rows after the checkpoint
     if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        write_metrics(metrics_path, history)
         write_json(out_dir / CONFIG_NAME, {"run": run_config, "train": to_dict(cfg), "model_kind": model_kind,
                                            "model": model_config_dict(model), "world_size": ctx.world_size})
         if tokenizer is not None:
             tokenizer.save(out_dir / TOKENIZER_NAME)
-        write_metrics(metrics_path, history)
 
     # What runs forward: the model, compiled to fused kernels if asked, wrapped in DDP on several ranks.
     net = wrap_model(torch.compile(model) if cfg.compile else model, ctx, device)
@@ -333,8 +336,9 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
                 if step % cfg.eval_every == 0 or step == cfg.max_steps:
                     evaluation = run_evaluation(net, model, get_batch, loss_fn, evaluate, cfg, ctx, device)
                     rows.append({"step": step, "split": "val", **evaluation})
-                    shown = ", ".join(f"{key} {value:.4g}" for key, value in evaluation.items())
-                    bar.write(f"{desc} step {step}: {shown}")
+                    if ctx.is_main:
+                        shown = ", ".join(f"{key} {value:.4g}" for key, value in evaluation.items())
+                        bar.write(f"{desc} step {step}: {shown}")
                 history += rows
                 if ctx.is_main:
                     for row in rows:
@@ -347,6 +351,4 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     finally:
         bar.close()
         shutdown(ctx)
-    if ctx.is_main:
-        plot_metrics(history, out_dir / PLOT_NAME, ("loss", "val_loss"), title=desc)
     return {"history": history, "final": summarize(history)}

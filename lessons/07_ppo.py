@@ -1,0 +1,120 @@
+"""Lesson 7: PPO, the policy learns from the reward model, on a KL leash.
+
+The reward model of lesson 6 scores any answer. Now the SFT model (the *policy*) writes answers,
+the reward model scores them, and PPO changes the policy so that better-scored answers become more
+likely. A frozen copy of the SFT model (the *reference*) holds the leash: every token pays
+beta * (log pi - log pi_ref), so the policy only drifts as far as the reward is worth.
+
+What you will see:
+1. One rollout dissected, token by token: the policy's and the reference's log-probs, the KL
+   penalty, the reward (the penalty everywhere, the reward model's score on the last token), the
+   critic's value, and the advantage GAE makes of them.
+2. PPO training with the tiny preset, and its curves: reward-model score, gold score (the
+   annotator's own judgement, which the policy never sees), KL, clip fraction, answer length.
+3. The same run without the leash (kl_coef = 0): the reward-model score climbs while the gold
+   score does not follow: reward hacking.
+
+Run it:  python lessons/07_ppo.py [SFT_RUN_DIR] [REWARD_RUN_DIR]
+Defaults: runs/lessons/05/sft and runs/lessons/06/reward (left by lessons 5 and 6). Outputs go to
+runs/lessons/07/ (ppo/ and no_kl/ runs with their PNGs and metrics.jsonl).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import torch
+
+from minillm.config import preset
+from minillm.datasets.instructions import read_jsonl
+from minillm.model import GPT
+from minillm.stage3_rlhf.ppo import reward_hacking, rollout, train_ppo
+from minillm.stage3_rlhf.reward_model import RewardModel
+from minillm.train import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "runs" / "lessons" / "07"
+CFG = preset("tiny")
+
+
+def run_dirs() -> tuple[Path, Path]:
+    sft = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs" / "lessons" / "05" / "sft"
+    rm = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "runs" / "lessons" / "06" / "reward"
+    for path, lesson in ((sft, "05_instruction_tuning"), (rm, "06_reward_model")):
+        if not (path / "ckpt.pt").is_file():
+            sys.exit(f"no run at {path}: run `python lessons/{lesson}.py` first, or pass the folders")
+    return sft, rm
+
+
+def step1_dissect(sft: Path, rm_dir: Path, records: list[dict]) -> None:
+    print("== 1. One rollout, token by token ==")
+    policy, tokenizer = load_model(sft, GPT)
+    rm = load_model(rm_dir, RewardModel)[0]
+    # A policy that already moved a little (one noisy step away from the reference), so that KL is not 0.
+    moved = copy.deepcopy(policy)
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(0)) * 0.01)
+    ro = rollout(moved, policy, rm, copy.deepcopy(rm), tokenizer, records[:1], CFG.ppo, CFG.ppo.kl_coef,
+                 torch.Generator().manual_seed(1))
+    n = int(ro.mask[0].sum())
+    print(f"  prompt: {records[0]['prompt']}\n  answer: {ro.answers[0]!r}  (reward model score "
+          f"{ro.rm_score[0].item():+.2f}, <eos>: {bool(ro.has_eos[0])})")
+    print("  token            log pi  log ref  KL=pi-ref   reward    value  advantage(whitened)")
+    rewards = -CFG.ppo.kl_coef * ro.kl[0]
+    rewards[n - 1] += ro.score[0]
+    for t in range(n):
+        piece = tokenizer.id_to_piece(int(ro.ids[0, -ro.mask.shape[1] + t]))
+        print(f"  {piece!r:15s} {ro.logprobs[0, t]:8.3f} {ro.ref_logprobs[0, t]:8.3f} {ro.kl[0, t]:10.4f} "
+              f"{rewards[t]:8.3f} {ro.values[0, t]:8.3f} {ro.advantages[0, t]:10.3f}")
+    print("  Every token pays -beta * KL; only the last one also gets the score. The critic's values say\n"
+          "  how much reward is still to come; the advantage is how much better than that it went.\n")
+
+
+def step2_train(sft: Path, rm_dir: Path, records: list[dict]) -> dict:
+    print(f"== 2. PPO, {CFG.ppo.train.max_steps} steps of {CFG.ppo.rollout_batch_size} answers ==")
+    result = train_ppo(CFG.ppo, sft, rm_dir, records, OUT / "ppo", resume=True)
+    print("  step  RM score   gold      KL  clipfrac  ratio  answer length")
+    for row in result["history"][:: max(1, len(result["history"]) // 8)] + result["history"][-1:]:
+        print(f"  {row['step']:4d} {row['rm_score']:+8.2f} {row['gold']:6.2f} {row['kl']:7.2f} "
+              f"{row['clipfrac']:9.3f} {row['ratio']:6.3f} {row['response_len']:8.1f}")
+    print(f"  against the SFT model on {CFG.ppo.eval_prompts} held-out prompts (judged by gold): win rate "
+          f"{result['win_rate_vs_sft']:.0%}, gold {result['gold_sft']:.2f} -> {result['gold_after']:.2f}")
+    for ex in result["examples"][:3]:
+        print(f"    SFT: {ex['sft']!r}\n    PPO: {ex['after']!r}")
+    print(f"  curves: {OUT / 'ppo' / 'ppo_reward.png'}, ppo_health.png, ppo_length.png\n")
+    return result
+
+
+def step3_reward_hacking(sft: Path, rm_dir: Path, records: list[dict], with_kl: dict) -> None:
+    print("== 3. The same PPO without the KL penalty ==")
+    result = reward_hacking(CFG.ppo, sft, rm_dir, records, OUT / "no_kl", with_kl_history=with_kl["history"])
+    print(f"  reward model score {result['rm_score_first']:+.2f} -> {result['rm_score_last']:+.2f}, "
+          f"gold {result['gold_first']:.2f} -> {result['gold_last']:.2f}, KL {result['kl_last']:.1f} nats"
+          f"\n  win rate against SFT {result['win_rate_vs_sft']:.0%} (with the leash: "
+          f"{with_kl['win_rate_vs_sft']:.0%}). Plots: {OUT / 'no_kl' / 'reward_hacking.png'}, "
+          "reward_hacking_kl.png\n")
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    OUT.mkdir(parents=True, exist_ok=True)
+    sft, rm_dir = run_dirs()
+    records = read_jsonl(ROOT / "data" / "instructions.jsonl")
+    step1_dissect(sft, rm_dir, [r for r in records if r["split"] == "train"])
+    with_kl = step2_train(sft, rm_dir, records)
+    step3_reward_hacking(sft, rm_dir, records, with_kl)
+    print("""== Try this ==
+1. A tighter or looser leash: CFG.ppo.kl_coef = 0.2, then 0.01. KL falls or grows, and so does
+   how far the gold score can move; with a loose leash the reward model's errors start to pay.
+2. The adaptive leash: CFG.ppo.adaptive_kl = True with target_kl = 2: beta (kl_coef in
+   metrics.jsonl) rises when KL overshoots the target and falls when it undershoots.
+3. Break a detail: in ppo.rollout, recompute log-probs at temperature 1 while sampling at 0.7.
+   The ratio of the first minibatch is no longer 1, the clip fraction jumps, training degrades.
+""")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Lesson 8: DPO, learning from the same rankings with no reward model and no sampling.
+
+PPO needed four models (policy, reference, reward model, critic) and a sampling loop. DPO asks:
+if the best policy for "reward minus beta * KL" is known in closed form, why not train the policy
+directly on the rankings? Its loss is the reward model's ranking loss, with the reward replaced by
+beta * (log pi(answer) - log pi_ref(answer)).
+
+What you will see:
+1. The DPO loss of one pair, by hand: at the start the policy IS the reference, so every implicit
+   reward is 0 and the loss is log 2; making the better answer likelier lowers it.
+2. DPO training on the rankings of lesson 6, with the same training loop as pretraining and SFT.
+3. PPO vs DPO on the same held-out prompts, judged by the gold function.
+
+Run it:  python lessons/08_dpo.py [SFT_RUN_DIR] [PREFS_FILE]
+Defaults: runs/lessons/05/sft and runs/lessons/06/prefs.jsonl. Outputs go to runs/lessons/08/.
+If lesson 7 left runs/lessons/07/ppo/ppo_metrics.json, the table shows PPO beside DPO.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from minillm.config import preset
+from minillm.datasets.instructions import read_jsonl
+from minillm.model import GPT
+from minillm.stage2_sft.sft import collate
+from minillm.stage2_sft.template import encode_example
+from minillm.stage3_rlhf.dpo import dpo_loss, train_dpo
+from minillm.stage3_rlhf.preferences import read_preferences
+from minillm.stage3_rlhf.sequences import answer_logprob
+from minillm.train import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "runs" / "lessons" / "08"
+PPO_METRICS = ROOT / "runs" / "lessons" / "07" / "ppo" / "ppo_metrics.json"
+CFG = preset("tiny")
+
+
+def inputs() -> tuple[Path, Path]:
+    sft = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs" / "lessons" / "05" / "sft"
+    prefs = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "runs" / "lessons" / "06" / "prefs.jsonl"
+    if not (sft / "ckpt.pt").is_file() or not prefs.is_file():
+        sys.exit(f"need an SFT run ({sft}) and rankings ({prefs}): run lessons 5 and 6 first, or pass them")
+    return sft, prefs
+
+
+def step1_one_pair(sft: Path, prefs: Path) -> None:
+    print("== 1. The DPO loss of one pair ==")
+    policy, tokenizer = load_model(sft, GPT)
+    ranking = read_preferences(prefs)[0]
+    best, worst = ranking["answers"][ranking["ranking"][0]], ranking["answers"][ranking["ranking"][-1]]
+    batch = collate([encode_example(tokenizer, ranking["prompt"], a, policy.config.block_size) for a in (best, worst)],
+                    tokenizer.pad_id)
+    with torch.no_grad():
+        logp = answer_logprob(policy, batch["ids"], batch["attention_mask"], batch["loss_mask"])  # (2,)
+    beta = CFG.dpo.beta
+    print(f"  prompt: {ranking['prompt']}\n  better: {best!r}  log pi = {logp[0]:.2f}\n"
+          f"  worse:  {worst!r}  log pi = {logp[1]:.2f}")
+    print(f"  policy = reference, so both implicit rewards beta*(log pi - log ref) are 0: loss = log 2 = "
+          f"{dpo_loss(logp[:1], logp[1:], logp[:1], logp[1:], beta)[0].item():.4f}")
+    moved = logp + torch.tensor([1.0, -1.0])  # the better answer e times likelier, the worse e times less likely
+    margin = beta * ((moved[0] - logp[0]) - (moved[1] - logp[1])).item()
+    by_hand = math.log1p(math.exp(-margin))
+    print(f"  after a step that adds 1 nat to the better answer and removes 1 from the worse: margin "
+          f"{beta} * (1 - (-1)) = {margin:.2f},\n  loss = log(1 + e^-{margin:.2f}) = {by_hand:.4f}; "
+          f"dpo_loss says {dpo_loss(moved[:1], moved[1:], logp[:1], logp[1:], beta)[0].item():.4f}\n")
+
+
+def step2_train(sft: Path, prefs: Path, records: list[dict]) -> dict:
+    print(f"== 2. DPO, {CFG.dpo.train.max_steps} steps, beta {CFG.dpo.beta} ==")
+    result = train_dpo(CFG.dpo, sft, prefs, records, OUT / "dpo", resume=True)
+    rows = [r for r in result["history"] if "accuracy" in r]
+    for row in rows[:: max(1, len(rows) // 6)] + rows[-1:]:
+        print(f"  step {row['step']:4d}  loss {row['loss']:.4f}  pairs ordered right {row['accuracy']:.0%}  "
+              f"margin {row['margin']:+.3f}")
+    print(f"  held-out pairs ordered right: {result['pair_accuracy']:.0%}; loss curve {OUT / 'dpo' / 'loss.png'}\n")
+    return result
+
+
+def step3_table(dpo: dict) -> None:
+    print("== 3. PPO vs DPO, on held-out prompts judged by gold ==")
+    rows = {"DPO": dpo}
+    if PPO_METRICS.is_file():
+        rows = {"PPO": json.loads(PPO_METRICS.read_text()), **rows}
+    print(f"  {'method':8s} {'win rate vs SFT':>16s} {'gold SFT':>9s} {'gold after':>11s} {'seconds':>8s}")
+    for name, m in rows.items():
+        print(f"  {name:8s} {m['win_rate_vs_sft']:>16.0%} {m['gold_sft']:>9.2f} {m['gold_after']:>11.2f} "
+              f"{m['seconds']:>8.0f}")
+    print()
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    OUT.mkdir(parents=True, exist_ok=True)
+    sft, prefs = inputs()
+    records = read_jsonl(ROOT / "data" / "instructions.jsonl")
+    step1_one_pair(sft, prefs)
+    step3_table(step2_train(sft, prefs, records))
+    print("""== Try this ==
+1. beta: CFG.dpo.beta = 0.5 keeps the policy near the reference (small, safe changes); 0.02 lets
+   it move far. Watch the win rate, and the answers: too far and they degrade.
+2. Only the best and worst answer of each ranking (one pair instead of six): edit
+   dpo.encode_pairs to keep ranking_to_pairs(...)[K-2]. Fewer comparisons, a weaker result.
+3. A person's rankings: `minillm annotate --policy runs/lessons/05/sft --prompts data/instructions.jsonl
+   --out mine.jsonl`, rank twenty prompts, then run this lesson with mine.jsonl.
+""")
+
+
+if __name__ == "__main__":
+    main()
