@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from minillm.config import PRESETS, PipelineConfig, TrainConfig, apply_overrides, preset
-from minillm.errors import MinillmError
+from minillm.config import PRESETS, PipelineConfig, apply_overrides, preset, replace_train_configs
+from minillm.errors import CheckpointError, MinillmError
+from minillm.utils import resolve_device
 
 # --------------------------------------------------------------------------------------------------
 # Building the config every command starts from.
@@ -23,7 +26,7 @@ from minillm.errors import MinillmError
 
 def with_runtime(cfg: PipelineConfig, device: str | None, dtype: str | None, compile: bool,
                  detect_anomaly: bool) -> PipelineConfig:
-    """Apply the runtime flags to every stage's TrainConfig (one place, so no stage is forgotten)."""
+    """Apply the runtime flags to the pipeline and to every stage's TrainConfig."""
     changes: dict = {}
     if device is not None:
         changes["device"] = device
@@ -35,20 +38,15 @@ def with_runtime(cfg: PipelineConfig, device: str | None, dtype: str | None, com
         changes["detect_anomaly"] = True
     if device is not None:
         cfg = dataclasses.replace(cfg, device=device)
-    return _replace_train_configs(cfg, changes) if changes else cfg
-
-
-def _replace_train_configs(obj, changes: dict):
-    """Return `obj` with `changes` applied to each TrainConfig found anywhere inside it."""
-    if isinstance(obj, TrainConfig):
-        return dataclasses.replace(obj, **changes)
-    updates = {f.name: _replace_train_configs(getattr(obj, f.name), changes)
-               for f in dataclasses.fields(obj) if dataclasses.is_dataclass(getattr(obj, f.name))}
-    return dataclasses.replace(obj, **updates)
+    return replace_train_configs(cfg, **changes)
 
 
 def build_config(args: argparse.Namespace) -> PipelineConfig:
+    """The preset, then the --set overrides, then the runtime flags; a missing device fails now, not
+    after minutes of tokenizer training."""
     cfg = apply_overrides(preset(args.preset), args.set or [])
+    if args.device is not None:
+        resolve_device(args.device)
     return with_runtime(cfg, args.device, args.dtype, args.compile, args.detect_anomaly)
 
 
@@ -145,7 +143,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def _require_tokenizer(tok, ckpt: str) -> None:
     if tok is None:
-        raise MinillmError(f"{ckpt} has no tokenizer.json beside its ckpt.pt; point --ckpt at a run folder")
+        raise CheckpointError(f"{ckpt} has no tokenizer.json beside its ckpt.pt; point --ckpt at the folder "
+                              "of a training run (it holds both)")
 
 
 def cmd_sft(args: argparse.Namespace) -> None:
@@ -190,12 +189,15 @@ def cmd_reward(args: argparse.Namespace) -> None:
     from minillm.stage3_rlhf.reward_model import train_reward_model
 
     cfg = build_config(args)
+    records = _instruction_records(cfg, args.data, args.skip_bad_lines)
     prefs = args.prefs
     if prefs is None:
         prefs = str(Path(args.out) / "prefs.jsonl")
-        records = _instruction_records(cfg, args.data, args.skip_bad_lines)
-        collect_rankings(cfg.reward, args.sft, records, prefs)
-    result = train_reward_model(cfg.reward, args.sft, prefs, args.out)
+        if Path(prefs).is_file():  # rankings collected before (maybe by hand): never overwrite them
+            print(f"using the rankings already in {prefs}")
+        else:
+            collect_rankings(cfg.reward, args.sft, records, prefs)
+    result = train_reward_model(cfg.reward, args.sft, prefs, args.out, records=records, resume=args.resume)
     _print_keys(result, ("pairwise_accuracy", "annotator_agreement"))
 
 
@@ -213,7 +215,7 @@ def cmd_dpo(args: argparse.Namespace) -> None:
 
     cfg = build_config(args)
     records = _instruction_records(cfg, args.data, args.skip_bad_lines)
-    result = train_dpo(cfg.dpo, args.sft, args.prefs, records, args.out)
+    result = train_dpo(cfg.dpo, args.sft, args.prefs, records, args.out, resume=args.resume)
     _print_keys(result, ("win_rate_vs_sft", "gold_after"))
 
 
@@ -245,13 +247,31 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect-anomaly", action="store_true", help="autograd anomaly detection (slow)")
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse turns the error into a one-line usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="instruction JSONL (default: the generated suite)")
     p.add_argument("--skip-bad-lines", action="store_true", help="report and skip malformed JSONL lines")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like minillm's own (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minillm", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="minillm", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -283,16 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fill-mask", help="rank the candidates for [MASK] with a trained BERT")
     p.add_argument("--ckpt", required=True, help="an MLM run folder")
     p.add_argument("text", help='e.g. "A flash flood watch will be in effect all [MASK]."')
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=_positive_int, default=10)
     p.add_argument("--plot", default=None, help="bar chart PNG (default: CKPT/fill_mask.png)")
     p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("generate", help="sample a continuation with a trained GPT")
     p.add_argument("--ckpt", required=True, help="a CLM, SFT or PPO run folder")
     p.add_argument("prompt")
-    p.add_argument("--max-new-tokens", type=int, default=60)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=60)
     p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-k", type=_positive_int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
 
@@ -307,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("chat", help="talk to an instruction-tuned GPT in the terminal")
     p.add_argument("--ckpt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=48)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.set_defaults(func=cmd_chat)
 
@@ -315,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", required=True, help="the SFT run folder whose answers you rank")
     p.add_argument("--prompts", required=True, help="JSONL with a 'prompt' field per line")
     p.add_argument("--out", required=True, help="prefs JSONL (appended to; resumes where it left off)")
-    p.add_argument("--k", type=int, default=4, help="answers per prompt")
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--k", type=_positive_int, default=4, help="answers per prompt")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=48)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_annotate)
 
@@ -324,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sft", required=True, help="the SFT run folder")
     p.add_argument("--out", required=True)
     p.add_argument("--prefs", default=None, help="rankings JSONL (default: made by the simulated annotator)")
+    p.add_argument("--resume", action="store_true")
     _add_data_args(p)
     _add_config_args(p)
     p.set_defaults(func=cmd_reward)
@@ -341,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sft", required=True)
     p.add_argument("--prefs", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
     _add_data_args(p)
     _add_config_args(p)
     p.set_defaults(func=cmd_dpo)
@@ -355,21 +377,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. skipped JSONL lines) as one plain line, not Python's source-line format."""
+    print(f"minillm: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the exit code (0 done, 2 a problem with the input, 130 interrupted).
+
+    A MinillmError (a problem with the input) or an OSError (a path that cannot be read or
+    written) becomes one line on stderr; any other exception is a bug and keeps its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
-    try:
-        func(args)
-    except MinillmError as err:
-        if args.debug:
-            raise
-        print(f"minillm: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("minillm: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        if not args.debug:
+            warnings.showwarning = _show_warning
+        try:
+            func(args)
+        except (MinillmError, OSError) as err:
+            if args.debug:
+                raise
+            print(f"minillm: error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("minillm: interrupted", file=sys.stderr)
+            return 130
     return 0
+
+
+def _one_line(err: Exception) -> str:
+    """The error's message on one line; for an OSError, what failed on which path, and the fix."""
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.strerror or err}: {err.filename}; check the path and its permissions"
+    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ and `apply_overrides(cfg, ["sft.train.max_steps=50"])` changes any value by its 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import typing
 from dataclasses import dataclass, field
@@ -48,6 +49,11 @@ def _in_range(cls: str, name: str, value: Any, lo: float, hi: float, *, lo_open=
 
 def _one_of(cls: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
     _require(value in choices, cls, name, value, f"expected one of {', '.join(choices)}")
+
+
+def _device(cls: str, name: str, value: Any) -> None:
+    ok = isinstance(value, str) and (value in ("auto", "cpu", "mps", "cuda") or value.startswith("cuda:"))
+    _require(ok, cls, name, value, "expected auto, cpu, cuda, cuda:N or mps")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -135,8 +141,7 @@ class TrainConfig:
         _in_range(c, "beta2", self.beta2, 0.0, 1.0, hi_open=True)
         _in_range(c, "grad_clip", self.grad_clip, 0.0, 1e6)
         _one_of(c, "dtype", self.dtype, ("float32", "bfloat16", "float16"))
-        ok = self.device in ("auto", "cpu", "mps", "cuda") or self.device.startswith("cuda:")
-        _require(ok, c, "device", self.device, "expected auto, cpu, cuda, cuda:N or mps")
+        _device(c, "device", self.device)
 
 
 @dataclass
@@ -304,6 +309,7 @@ class PipelineConfig:
         _in_range("PipelineConfig", "corpus_mb", self.corpus_mb, 0.0, 1000.0, lo_open=True)
         _non_negative_int("PipelineConfig", "data_seed", self.data_seed)
         _in_range("PipelineConfig", "val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
+        _device("PipelineConfig", "device", self.device)
 
 
 PRESETS = ("micro", "tiny", "small")
@@ -324,13 +330,33 @@ def preset(name: str) -> PipelineConfig:
             "ppo.rollout_batch_size=8", "ppo.minibatch_size=4", "ppo.max_new_tokens=8",
             "dpo.train.max_steps=5", "sft.max_new_tokens=16",
         ])
-    if name == "small":
-        return apply_overrides(cfg, [
+    if name == "small":  # device=auto for the pipeline and every stage: the GPU when there is one
+        return replace_train_configs(apply_overrides(cfg, [
             "device=auto", "corpus_mb=20", "tokenizer.vocab_size=8192",
             "mlm.model.n_layer=6", "mlm.model.n_embd=384", "mlm.model.n_head=6", "mlm.model.block_size=256",
             "clm.model.n_layer=6", "clm.model.n_embd=384", "clm.model.n_head=6", "clm.model.block_size=256",
             "mlm.train.max_steps=5000", "clm.train.max_steps=5000", "sft.train.max_steps=2000",
             "mlm.train.batch_size=64", "clm.train.batch_size=64",
+        ]), device="auto")
+    if name == "tiny":  # each stage ~1-2 minutes on a 2-core CPU
+        cfg = apply_overrides(cfg, [
+            # The generated corpus has ~1900 distinct words: 1536 ids make most names one token.
+            "tokenizer.vocab_size=1536",
+            # MLM: the blank needs little context, so short windows and many of them.
+            "mlm.model.attention=sdpa", "mlm.model.block_size=64", "mlm.train.batch_size=64",
+            "mlm.train.max_steps=150", "mlm.train.lr=2e-3", "mlm.train.warmup_steps=15",
+            "mlm.train.eval_every=75", "mlm.train.eval_batches=4", "mlm.train.save_every=75",
+            # CLM: the model stages 2 and 3 start from; 128 tokens hold a whole chat example.
+            "clm.model.attention=sdpa", "clm.train.max_steps=200", "clm.train.lr=2e-3",
+            "clm.train.eval_every=100", "clm.train.eval_batches=4",
+            # Stage 3 (<= 1 min reward model with its sampling, <= 2 min PPO, <= 1 min DPO).
+            "reward.n_prompts=300", "reward.train.max_steps=60", "reward.train.batch_size=16",
+            "reward.train.lr=3e-4", "reward.train.eval_every=30", "reward.train.eval_batches=2",
+            "reward.train.save_every=60",
+            "ppo.train.max_steps=40", "ppo.train.lr=5e-5", "ppo.critic_lr=1e-4", "ppo.rollout_batch_size=32",
+            "ppo.minibatch_size=16", "ppo.ppo_epochs=2", "ppo.train.save_every=20",
+            "dpo.train.max_steps=60", "dpo.train.batch_size=16", "dpo.train.lr=5e-5",
+            "dpo.train.eval_every=60", "dpo.train.eval_batches=2", "dpo.train.save_every=60",
         ])
     return cfg
 
@@ -340,7 +366,8 @@ def preset(name: str) -> PipelineConfig:
 
 
 def _parse_value(text: str, current: Any, path: str) -> Any:
-    """Parse `text` as the type of the field's current value."""
+    """Parse `text` as the type of the field's current value (a str field takes the text as it is)."""
+    expected = {bool: "true or false", int: "an integer", float: "a number"}.get(type(current))
     try:
         if isinstance(current, bool):
             if text.lower() in ("true", "1", "yes", "on"):
@@ -353,38 +380,58 @@ def _parse_value(text: str, current: Any, path: str) -> Any:
         if isinstance(current, float):
             return float(text)
     except ValueError:
-        raise ConfigError(
-            f"--set {path}={text!r}: expected a {type(current).__name__} like {current!r}"
-        ) from None
+        raise ConfigError(f"--set {path}={text!r}: expected {expected}, e.g. {path}={current!r}") from None
     return text
 
 
 def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
-    """Return a copy of `cfg` with each "dotted.path=value" applied, re-validated."""
+    """Return a copy of `cfg` with each "dotted.path=value" applied.
+
+    The values are set in a plain dict first and the config is rebuilt (and so validated) once at
+    the end: the order of the overrides does not matter, and two fields that must agree (e.g.
+    batch_size and grad_accum_steps) can be changed together.
+    """
+    data = to_dict(cfg)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected the form path=value, e.g. clm.model.n_layer=6")
-        path, text = item.split("=", 1)
-        cfg = _replace_path(cfg, path.strip().split("."), text.strip(), path.strip())
-    return cfg
+        path, text = (part.strip() for part in item.split("=", 1))
+        _set_path(data, type(cfg), path.split("."), text, path)
+    return from_dict(type(cfg), data)
 
 
-def _replace_path(obj: Any, keys: list[str], text: str, full: str) -> Any:
-    names = [f.name for f in dataclasses.fields(obj)]
-    if keys[0] not in names:
-        raise ConfigError(
-            f"--set {full}: {type(obj).__name__} has no field {keys[0]!r}; fields are {', '.join(names)}"
-        )
-    current = getattr(obj, keys[0])
+def _set_path(data: dict, cls: type, keys: list[str], text: str, full: str) -> None:
+    """Set data[keys[0]][keys[1]]... (the dict of config `cls`) to `text` parsed as the old value's type."""
+    key = keys[0]
+    if key not in data:
+        close = difflib.get_close_matches(key, list(data), n=1)
+        guess = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"--set {full}: {cls.__name__} has no field {key!r}; {guess}"
+                          f"its fields are {', '.join(data)}")
+    nested = isinstance(data[key], dict)
     if len(keys) == 1:
-        if dataclasses.is_dataclass(current):
-            raise ConfigError(f"--set {full}: {keys[0]!r} is a group; name one of its fields")
-        new = _parse_value(text, current, full)
+        if nested:
+            raise ConfigError(f"--set {full}: {key!r} is a group of settings; name one of its fields "
+                              f"({', '.join(data[key])}), e.g. {full}.{next(iter(data[key]))}=...")
+        data[key] = _parse_value(text, data[key], full)
+    elif not nested:
+        raise ConfigError(f"--set {full}: {key!r} is a single value, not a group; use --set "
+                          f"{full.rsplit('.', len(keys) - 1)[0]}=VALUE")
     else:
-        if not dataclasses.is_dataclass(current):
-            raise ConfigError(f"--set {full}: {keys[0]!r} is a value, not a group")
-        new = _replace_path(current, keys[1:], text, full)
-    return dataclasses.replace(obj, **{keys[0]: new})
+        _set_path(data[key], typing.get_type_hints(cls)[key], keys[1:], text, full)
+
+
+def replace_train_configs(cfg: Any, **changes: Any) -> Any:
+    """A copy of `cfg` with `changes` (e.g. device="cuda") applied to every TrainConfig inside it.
+
+    The runtime settings (device, dtype, compile, detect_anomaly) belong to each stage's loop; this
+    sets them for all stages at once, so that no stage is forgotten.
+    """
+    if isinstance(cfg, TrainConfig):
+        return dataclasses.replace(cfg, **changes)
+    nested = {f.name: replace_train_configs(getattr(cfg, f.name), **changes)
+              for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))}
+    return dataclasses.replace(cfg, **nested)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -392,20 +439,29 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(cls: type, data: dict) -> Any:
-    """Build config `cls` from a dict (e.g. read from config.json), refusing unknown keys by name."""
+def from_dict(cls: type, data: dict, path: str = "") -> Any:
+    """Build config `cls` from a dict (e.g. read from config.json), refusing unknown keys by name.
+
+    `path` is where this config sits in a bigger one ("sft.train"); a validation error names it, so
+    "TrainConfig.lr=0.0 is invalid" says which stage's lr.
+    """
+    where = f"{path}: " if path else ""
     if not isinstance(data, dict):
-        raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        raise ConfigError(f"{where}{cls.__name__}: expected a JSON object, got {type(data).__name__}")
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(names)}")
+        raise ConfigError(f"{where}{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(names)}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]
-        kwargs[key] = from_dict(hint, value) if dataclasses.is_dataclass(hint) else value
-    return cls(**kwargs)
+        nested = f"{path}.{key}" if path else key
+        kwargs[key] = from_dict(hint, value, nested) if dataclasses.is_dataclass(hint) else value
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{where}{err}") from None
 
 
 def diff_configs(saved: dict, current: dict, prefix: str = "") -> list[str]:

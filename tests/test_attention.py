@@ -156,3 +156,11 @@ def test_kv_cache_without_padding_keeps_no_mask():
     cache = KVCache(n_layer=1)
     assert cache.add_tokens(None, batch=2, t_new=4) is None
     assert cache.add_tokens(None, batch=2, t_new=1) is None and cache.length == 5
+
+
+@pytest.mark.parametrize("use_sdpa", [False, True])
+def test_attention_dropout_drops_weights_only_when_asked(use_sdpa):
+    q, k, v = random_qkv(6)
+    torch.manual_seed(0)
+    dropped = attend(q, k, v, causal=True, use_sdpa=use_sdpa, dropout=0.5)
+    assert not torch.allclose(dropped, attend(q, k, v, causal=True, use_sdpa=use_sdpa))

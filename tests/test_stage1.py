@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from crash_resume import assert_exact_resume
 
 from minillm.config import CLMConfig, MLMConfig, ModelConfig, TrainConfig
-from minillm.datasets.corpus import generate_corpus, split_documents
+from minillm.datasets import generate_corpus, split_documents
 from minillm.errors import ConfigError, DataError, ModelInputError
 from minillm.model import GPT, Bert
 from minillm.stage1_pretrain import clm as clm_module
@@ -205,3 +206,13 @@ def test_resume_with_other_settings_names_the_fields(tmp_path, corpus, tokenizer
     other_tokenizer = train_tokenizer(corpus[0], 300, progress=False)
     with pytest.raises(ConfigError, match=r"tokenizer"):
         train_mlm(_mlm_cfg(max_steps=2), other_tokenizer, *corpus, tmp_path, resume=True)
+
+
+def _pretrain_clm_command(out_dir: Path, resume: bool) -> list[str]:
+    return ["-m", "minillm.cli", "pretrain", "clm", "--preset", "micro", "--out", str(out_dir),
+            "--set", "clm.train.max_steps=12", "--set", "clm.train.save_every=4",
+            "--set", "clm.train.eval_every=5", *(["--resume"] if resume else [])]
+
+
+def test_clm_killed_mid_run_resumes_bit_exactly(tmp_path):
+    assert_exact_resume(_pretrain_clm_command, tmp_path, kill_after_updates=6)

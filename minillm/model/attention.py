@@ -75,14 +75,14 @@ def combine_masks(padding: Tensor | None, causal: Tensor | None) -> Tensor | Non
 
 def attend(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
-    use_sdpa: bool = False, dropout: float = 0.0, dropout_module: nn.Module | None = None,
+    use_sdpa: bool = False, dropout: float = 0.0,
 ) -> Tensor:
     """softmax(q k^T / sqrt(d) masked) v for q (B, H, Tq, D), k and v (B, H, Tk, D) -> (B, H, Tq, D).
 
     `mask` is boolean, True = may attend, broadcastable to (B, H, Tq, Tk) (typically the padding
     mask); `causal=True` also hides the future. With `use_sdpa` the same maths runs in PyTorch's
-    fused `scaled_dot_product_attention` kernel (faster, less memory); `dropout` is its probability
-    for that path, `dropout_module` the nn.Dropout of the manual path.
+    fused `scaled_dot_product_attention` kernel (faster, less memory). `dropout` drops attention
+    weights with that probability (pass 0.0 outside training).
     Queries with no visible key get an output of zero (finite, never NaN).
     """
     t_query, t_key = q.shape[2], k.shape[2]
@@ -104,8 +104,8 @@ def attend(
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))  # hidden keys: weight exp(-inf) = 0
         weights = scores.softmax(dim=-1)  # (B, H, Tq, Tk), each row sums to 1
-        if dropout_module is not None:
-            weights = dropout_module(weights)
+        if dropout > 0:
+            weights = F.dropout(weights, p=dropout)  # forget some links at random (training only)
         out = weights @ v  # (B, H, Tq, D): the weighted sum of values
     if has_key is not None:
         out = out.masked_fill(~has_key, 0.0)
@@ -175,7 +175,6 @@ class MultiHeadAttention(nn.Module):
         self.dropout = config.dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.attn_dropout = nn.Dropout(config.dropout)
 
     def split_heads(self, x: Tensor) -> Tensor:
         """(B, T, C) -> (B, H, T, D): each head gets its own slice of the channels."""
@@ -194,7 +193,7 @@ class MultiHeadAttention(nn.Module):
             k, v = cache.update(self.layer, k, v)  # (B, H, T_past + T, D): all keys so far
         out = attend(
             q, k, v, mask, causal=self.causal, use_sdpa=self.use_sdpa,
-            dropout=self.dropout if self.training else 0.0, dropout_module=self.attn_dropout,
+            dropout=self.dropout if self.training else 0.0,
         )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, C)  # merge heads: (B, T, H*D)
         return self.proj(out)  # (B, T, C)

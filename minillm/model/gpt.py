@@ -135,7 +135,7 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            logits = self(ids, mask, cache=cache)[:, -1]  # (B, V): the next token after each prompt
+            logits = self._next_token_logits(ids, mask, cache)  # (B, V): what follows each prompt
             for step in range(max_new_tokens):
                 token, logprob = sample_next(logits, temperature, top_k, top_p, generator)  # (B,), (B,)
                 token = token.masked_fill(done, pad)  # finished rows only emit padding
@@ -149,14 +149,19 @@ class GPT(nn.Module):
                 seq = torch.cat([seq, token[:, None]], dim=1)  # (B, T + 1)
                 mask = None if mask is None else torch.cat([mask, one_real], dim=1)
                 if cache is not None:  # feed only the new token; the cache holds the rest
-                    logits = self(token[:, None], one_real, cache=cache)[:, -1]
+                    logits = self._next_token_logits(token[:, None], one_real, cache)
                 else:  # recompute the whole sequence
-                    logits = self(seq, mask)[:, -1]
+                    logits = self._next_token_logits(seq, mask, None)
         finally:
             self.train(was_training)
         new = torch.stack(new_ids, dim=1)  # (B, N)
         return Generation(ids=torch.cat([ids, new], dim=1), new_ids=new,
                           logprobs=torch.stack(logprobs, dim=1), response_mask=torch.stack(alive, dim=1))
+
+    def _next_token_logits(self, ids: Tensor, attention_mask: Tensor | None, cache: KVCache | None) -> Tensor:
+        """Logits (B, V) for the token after the last position: the LM head runs on that position only."""
+        h = self.hidden_states(ids, attention_mask, cache=cache)[:, -1]  # (B, C)
+        return h @ self.tok_emb.weight.T  # (B, V)
 
     def _check_generate_args(
         self, ids: Tensor, max_new_tokens: int, temperature: float, top_k: int | None,

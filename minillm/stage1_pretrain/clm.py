@@ -41,7 +41,7 @@ from minillm.stage1_pretrain.data import (
     unigram_counts,
 )
 from minillm.train import train
-from minillm.utils import write_json
+from minillm.utils import seed_everything, write_json
 
 SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")
 MAX_EVAL_WINDOWS = 512
@@ -124,6 +124,7 @@ def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     def evaluate(model: nn.Module) -> dict[str, float]:
         return perplexity(model, streams["val"], T, B, max_windows=64)
 
+    seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
     model = GPT(cfg.model)
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, evaluate=evaluate,
                    run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="clm",

@@ -39,9 +39,9 @@ from minillm.stage1_pretrain.data import (
     random_windows,
     unigram_counts,
 )
-from minillm.stage1_pretrain.masking import IGNORE_INDEX, mask_tokens
+from minillm.stage1_pretrain.masking import IGNORE_INDEX, MaskedBatch, mask_tokens
 from minillm.train import train
-from minillm.utils import write_json
+from minillm.utils import seed_everything, write_json
 
 MASK_LITERAL = "[MASK]"  # what a user types where the blank is
 FLASH_FLOOD = "A flash flood watch will be in effect all [MASK]."
@@ -66,7 +66,8 @@ def masked_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, in
     return int((logits.argmax(-1)[chosen] == labels[chosen]).sum()), int(chosen.sum())
 
 
-def _mask(ids: torch.Tensor, cfg: MLMConfig, tokenizer, generator: torch.Generator):
+def mask_for_mlm(ids: torch.Tensor, cfg: MLMConfig, tokenizer, generator: torch.Generator) -> MaskedBatch:
+    """`mask_tokens` with the rates of `cfg` and the special ids of `tokenizer`."""
     return mask_tokens(
         ids, mask_id=tokenizer.mask_id, special_ids=tokenizer.special_tokens.values(),
         vocab_size=tokenizer.vocab_size, generator=generator, mask_prob=cfg.mask_prob,
@@ -83,7 +84,7 @@ def evaluate_mlm(model: nn.Module, cfg: MLMConfig, tokenizer, val_stream: torch.
     device = next(model.parameters()).device
     T = cfg.model.block_size
     windows = consecutive_windows(val_stream, T, T, max_windows)  # (N, T)
-    masked = _mask(windows, cfg, tokenizer, torch.Generator().manual_seed(EVAL_SEED))
+    masked = mask_for_mlm(windows, cfg, tokenizer, torch.Generator().manual_seed(EVAL_SEED))
     correct = total = 0
     loss_sum = 0.0
     for start in range(0, len(windows), cfg.train.batch_size):
@@ -129,7 +130,7 @@ def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 10) -> list[t
     model.train(was_training)
     probs = torch.softmax(logits.float(), dim=-1)  # (V,)
     top = torch.topk(probs, min(top_k, len(probs)))
-    return [(tokenizer.id_to_piece(int(i)), float(p)) for p, i in zip(top.values, top.indices)]
+    return [(tokenizer.id_to_piece(int(i)), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
 
 
 def plot_fill_mask(ranking: Sequence[tuple[str, float]], path: str | Path, title: str = FLASH_FLOOD) -> None:
@@ -167,7 +168,7 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
 
     def get_batch(split: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
         ids = random_windows(streams[split], T, B, generator)  # (B, T)
-        masked = _mask(ids, cfg, tokenizer, generator)
+        masked = mask_for_mlm(ids, cfg, tokenizer, generator)
         return {"input_ids": masked.input_ids, "labels": masked.labels}
 
     def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -179,6 +180,7 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     def evaluate(model: nn.Module) -> dict[str, float]:
         return evaluate_mlm(model, cfg, tokenizer, streams["val"], most_frequent_id, max_windows=64)
 
+    seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
     model = Bert(cfg.model)
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, evaluate=evaluate,
                    run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="mlm",

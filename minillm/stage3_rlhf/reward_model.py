@@ -138,11 +138,15 @@ def collate_rankings(rankings: Sequence[EncodedRanking], pad_id: int) -> dict[st
             "ranks": ranks}
 
 
+def ranking_rewards(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """The score of every answer of a batch of rankings: ids (B, K, T) -> (B, K)."""
+    B, K, T = batch["ids"].shape
+    return model(batch["ids"].view(B * K, T), batch["attention_mask"].view(B * K, T)).view(B, K)
+
+
 def reward_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
     """The ranking loss of a batch of rankings (the training loop's loss_fn)."""
-    B, K, T = batch["ids"].shape
-    rewards = model(batch["ids"].view(B * K, T), batch["attention_mask"].view(B * K, T)).view(B, K)
-    loss, accuracy = ranking_loss(rewards, batch["ranks"])
+    loss, accuracy = ranking_loss(ranking_rewards(model, batch), batch["ranks"])
     return loss, {"accuracy": accuracy.item()}
 
 
@@ -155,9 +159,7 @@ def pairwise_accuracy(model: RewardModel, rankings: Sequence[EncodedRanking], pa
     hits, total = 0.0, 0
     for start in range(0, len(rankings), batch_size):
         batch = {k: v.to(device) for k, v in collate_rankings(rankings[start:start + batch_size], pad_id).items()}
-        B, K, T = batch["ids"].shape
-        rewards = model(batch["ids"].view(B * K, T), batch["attention_mask"].view(B * K, T)).view(B, K)
-        margins = ranked_margins(rewards, batch["ranks"])
+        margins = ranked_margins(ranking_rewards(model, batch), batch["ranks"])
         hits, total = hits + (margins > 0).sum().item(), total + margins.numel()
     return hits / max(total, 1)
 
