@@ -2,8 +2,9 @@
 
 Each command parses its arguments, builds the configs (a preset, then `--set path=value`
 overrides, then the runtime flags `--device/--dtype/--compile/--detect-anomaly`), and calls one
-library function. Mistakes in the input (a `MinillmError`) are printed as one line with exit
-code 2; `--debug` shows the traceback instead.
+library function. Mistakes in the input (a `MinillmError`, or a path that cannot be read or
+written) are printed as one line with exit code 2, as are argparse's own complaints; `--debug`
+(before the command) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import NoReturn
 
 from minillm.config import PRESETS, PipelineConfig, apply_overrides, preset, replace_train_configs
 from minillm.errors import CheckpointError, MinillmError
-from minillm.utils import resolve_device
 
 # --------------------------------------------------------------------------------------------------
 # Building the config every command starts from.
@@ -44,6 +44,8 @@ def with_runtime(cfg: PipelineConfig, device: str | None, dtype: str | None, com
 def build_config(args: argparse.Namespace) -> PipelineConfig:
     """The preset, then the --set overrides, then the runtime flags; a missing device fails now, not
     after minutes of tokenizer training."""
+    from minillm.utils import resolve_device
+
     cfg = apply_overrides(preset(args.preset), args.set or [])
     if args.device is not None:
         resolve_device(args.device)

@@ -51,9 +51,14 @@ def _one_of(cls: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
     _require(value in choices, cls, name, value, f"expected one of {', '.join(choices)}")
 
 
+def _boolean(cls: str, name: str, value: Any) -> None:
+    _require(isinstance(value, bool), cls, name, value, "expected true or false")
+
+
 def _device(cls: str, name: str, value: Any) -> None:
-    ok = isinstance(value, str) and (value in ("auto", "cpu", "mps", "cuda") or value.startswith("cuda:"))
-    _require(ok, cls, name, value, "expected auto, cpu, cuda, cuda:N or mps")
+    ok = isinstance(value, str) and (value in ("auto", "cpu", "mps", "cuda")
+                                     or (value.startswith("cuda:") and value[5:].isdigit()))
+    _require(ok, cls, name, value, "expected auto, cpu, cuda, cuda:N (N = a GPU number, e.g. cuda:0) or mps")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -93,6 +98,7 @@ class ModelConfig:
         _one_of(c, "norm", self.norm, ("pre", "post"))
         _one_of(c, "activation", self.activation, ("gelu_tanh", "gelu"))
         _one_of(c, "attention", self.attention, ("manual", "sdpa"))
+        _boolean(c, "bias", self.bias)
 
     @property
     def head_dim(self) -> int:
@@ -142,6 +148,8 @@ class TrainConfig:
         _in_range(c, "grad_clip", self.grad_clip, 0.0, 1e6)
         _one_of(c, "dtype", self.dtype, ("float32", "bfloat16", "float16"))
         _device(c, "device", self.device)
+        _boolean(c, "compile", self.compile)
+        _boolean(c, "detect_anomaly", self.detect_anomaly)
 
 
 @dataclass
@@ -197,10 +205,11 @@ class CLMConfig:
 class SFTConfig:
     """Supervised instruction tuning (stage 2): the loop's settings and how answers are evaluated."""
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-4, warmup_steps=10))
-    max_new_tokens: int = 48  # answer length limit when evaluating
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        max_steps=300, batch_size=32, lr=1e-3, warmup_steps=10, eval_every=100, eval_batches=4))
+    max_new_tokens: int = 32  # answer length limit when evaluating (the longest reference is ~16 tokens)
     eval_batch_size: int = 64  # prompts generated together (left-padded) when evaluating
-    eval_per_family: int = 0  # test examples scored per family in each split (0 = all of them)
+    eval_per_family: int = 30  # test examples scored per family in each split (0 = all of them)
     single_family: str = ""  # the family of the single-family baseline ("" = the largest one)
     train_on_prompt: bool = False  # experiment: also train on predicting the prompt tokens
 
@@ -328,7 +337,7 @@ def preset(name: str) -> PipelineConfig:
             "mlm.train.max_steps=10", "clm.train.max_steps=10", "sft.train.max_steps=10",
             "reward.train.max_steps=5", "reward.n_prompts=16", "ppo.train.max_steps=2",
             "ppo.rollout_batch_size=8", "ppo.minibatch_size=4", "ppo.max_new_tokens=8",
-            "dpo.train.max_steps=5", "sft.max_new_tokens=16",
+            "dpo.train.max_steps=5", "sft.max_new_tokens=16", "sft.eval_per_family=4",
         ])
     if name == "small":  # device=auto for the pipeline and every stage: the GPU when there is one
         return replace_train_configs(apply_overrides(cfg, [

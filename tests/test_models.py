@@ -10,6 +10,15 @@ from minillm.model import GPT, Bert, Block, KVCache
 V = 53
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest, and on a busy machine several threads wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def gpt_config(**kw) -> ModelConfig:
     return ModelConfig(**{"vocab_size": V, "block_size": 48, "n_layer": 2, "n_head": 4, "n_embd": 32, **kw})
 
@@ -40,7 +49,7 @@ def test_shapes_and_tied_heads():
     ids = ids_of(2, 7)
     assert gpt(ids).shape == (2, 7, V) and gpt.hidden_states(ids).shape == (2, 7, 32)
     assert bert(ids).shape == (2, 7, V) and bert.hidden_states(ids).shape == (2, 7, 32)
-    torch.testing.assert_close(gpt(ids), gpt.hidden_states(ids) @ gpt.tok_emb.weight.T)
+    torch.testing.assert_close(gpt(ids), gpt.hidden_states(ids) @ gpt.tok_emb.weight.T)  # tied by hand
     assert not any("lm_head" in k for k in gpt.state_dict())  # the head IS the embedding table
 
 

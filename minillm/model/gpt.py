@@ -105,8 +105,15 @@ class GPT(nn.Module):
         cache: KVCache | None = None,
     ) -> Tensor:
         """ids (B, T) -> logits (B, T, V); logits[:, t] predict the token after ids[:, t]."""
-        h = self.hidden_states(ids, attention_mask, position_ids, cache)  # (B, T, C)
-        return h @ self.tok_emb.weight.T  # (B, T, V): tied head, the input table read backwards
+        return self.lm_head(self.hidden_states(ids, attention_mask, position_ids, cache))  # (B, T, V)
+
+    def lm_head(self, h: Tensor) -> Tensor:
+        """Hidden states (..., C) -> logits (..., V): the token table read backwards (weight tying).
+
+        Tying makes "which vector stands for token v" and "which vector predicts token v" the same
+        table: fewer parameters, and every gradient on one improves the other.
+        """
+        return h @ self.tok_emb.weight.T
 
     @torch.no_grad()
     def generate(
@@ -146,11 +153,11 @@ class GPT(nn.Module):
                     done = done | (token == eos_id)
                 if bool(done.all()) or step == max_new_tokens - 1:
                     break
-                seq = torch.cat([seq, token[:, None]], dim=1)  # (B, T + 1)
-                mask = None if mask is None else torch.cat([mask, one_real], dim=1)
                 if cache is not None:  # feed only the new token; the cache holds the rest
                     logits = self._next_token_logits(token[:, None], one_real, cache)
-                else:  # recompute the whole sequence
+                else:  # recompute the whole sequence, one token longer
+                    seq = torch.cat([seq, token[:, None]], dim=1)  # (B, T + 1)
+                    mask = None if mask is None else torch.cat([mask, one_real], dim=1)
                     logits = self._next_token_logits(seq, mask, None)
         finally:
             self.train(was_training)
@@ -160,8 +167,7 @@ class GPT(nn.Module):
 
     def _next_token_logits(self, ids: Tensor, attention_mask: Tensor | None, cache: KVCache | None) -> Tensor:
         """Logits (B, V) for the token after the last position: the LM head runs on that position only."""
-        h = self.hidden_states(ids, attention_mask, cache=cache)[:, -1]  # (B, C)
-        return h @ self.tok_emb.weight.T  # (B, V)
+        return self.lm_head(self.hidden_states(ids, attention_mask, cache=cache)[:, -1])  # (B, V)
 
     def _check_generate_args(
         self, ids: Tensor, max_new_tokens: int, temperature: float, top_k: int | None,

@@ -1,0 +1,278 @@
+"""The command line: help for every command, the README's commands parse, the tokenizer commands end
+to end, the runtime flags reach every stage, and the exit-code contract of `main`.
+
+Commands run in-process through `minillm.cli.main` (fast); one test runs the installed `minillm`
+script to prove the entry point works. Training commands are exercised with hand-built run folders
+(random weights) so that each test takes well under a second; the bad inputs are in
+test_bad_inputs.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import io
+import re
+import shlex
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from minillm import cli
+from minillm.cli import build_config, build_parser, main, with_runtime
+from minillm.config import ModelConfig, apply_overrides, preset, to_dict
+from minillm.errors import DataError
+from minillm.model import GPT, Bert
+from minillm.tokenizer import load_tokenizer, train_tokenizer
+from minillm.train import save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ("tokenizer", "pretrain", "fill-mask", "generate", "sft", "chat", "annotate", "reward", "ppo", "dpo",
+            "pipeline")
+TRAINING_COMMANDS = ("pretrain", "sft", "reward", "ppo", "dpo", "pipeline")
+STAGES = ("mlm", "clm", "sft", "reward", "ppo", "dpo")
+TEXT = ("The river rises at night. A flash flood watch will be in effect all night.\n\n"
+        "The town of Vell sits on the river. Rain is expected all weekend in Vell.\n\n") * 20
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `minillm argv`, argparse's SystemExit included."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --------------------------------------------------------------------------------------------------
+# Help and the README.
+
+
+def test_top_level_help_lists_every_command(capsys):
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    for command in COMMANDS:
+        assert re.search(rf"^\s+{re.escape(command)}\s+\S", out, re.MULTILINE), command
+
+
+@pytest.mark.parametrize("argv", [[c] for c in COMMANDS if c != "tokenizer"]
+                         + [["tokenizer"], ["tokenizer", "train"], ["tokenizer", "encode"]])
+def test_each_command_has_help(argv, capsys):
+    code, out, _ = run([*argv, "--help"], capsys)
+    assert code == 0
+    assert out.startswith(f"usage: minillm {' '.join(argv)}")
+    if argv[0] in TRAINING_COMMANDS:
+        for flag in ("--preset", "--set", "--device", "--dtype", "--compile", "--detect-anomaly"):
+            assert flag in out
+
+
+def _readme_commands() -> list[str]:
+    """The `minillm ...` lines of the README's code blocks, comments removed."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.DOTALL)
+    return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()
+            if line.startswith("minillm ")]
+
+
+def _with_options(line: str) -> str:
+    """The command with its [optional] parts included, each `a|b` choice replaced by its first option."""
+    return re.sub(r"\[([^\]]+)\]", lambda m: re.sub(r"(\S+?)\|\S+", r"\1", m.group(1)), line)
+
+
+def test_the_readme_documents_commands_that_parse():
+    commands = _readme_commands()
+    assert {shlex.split(c)[1] for c in commands} == set(COMMANDS)  # every command has an example
+    parser = build_parser()
+    for line in commands:
+        for variant in (re.sub(r"\s*\[[^\]]+\]", "", line), _with_options(line)):
+            args = parser.parse_args(shlex.split(variant)[1:])
+            assert callable(args.func), variant
+
+
+def test_the_installed_script_runs():
+    script = Path(sys.executable).with_name("minillm")
+    if not script.is_file():
+        pytest.skip("the minillm console script is not installed in this environment")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: minillm")
+
+
+# --------------------------------------------------------------------------------------------------
+# The tokenizer commands, end to end.
+
+
+def test_tokenizer_train_then_encode(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    tok_path = tmp_path / "tok.json"
+    code, out, err = run(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "300",
+                          "--out", str(tok_path)], capsys)
+    assert code == 0, err
+    assert f"trained a bpe tokenizer with 300 ids -> {tok_path}" in out
+    tok = load_tokenizer(tok_path)
+    assert tok.vocab_size == 300
+
+    docs = [d.strip() for d in TEXT.split("\n\n") if d.strip()]  # what the command trained on, read independently
+    joined = "\n\n".join(docs)
+    ratio = float(re.search(r"tokens per byte on the training text: ([\d.]+)", out).group(1))
+    assert ratio == pytest.approx(len(tok.encode(joined)) / len(joined.encode("utf-8")), abs=5e-4)
+    assert ratio < 1.0  # merges were learnt: fewer tokens than bytes
+
+    sentence = "A flash flood watch in Vell."
+    code, out, err = run(["tokenizer", "encode", "--tokenizer", str(tok_path), sentence], capsys)
+    assert code == 0, err
+    ids = ast.literal_eval(re.search(r"^ids:\s+(\[.*\])$", out, re.MULTILINE).group(1))
+    pieces = ast.literal_eval(re.search(r"^pieces:\s+(\[.*\])$", out, re.MULTILINE).group(1))
+    assert tok.decode(ids) == sentence
+    assert "".join(pieces) == sentence
+    assert len(ids) < len(sentence.encode("utf-8"))
+
+
+def test_tokenizer_train_on_several_files_with_sentencepiece(tmp_path, capsys):
+    files = []
+    for i, part in enumerate(TEXT.split("\n\n")[:2]):
+        files.append(tmp_path / f"part{i}.txt")
+        files[-1].write_text(part * 30, encoding="utf-8")
+    out_path = tmp_path / "spm.json"
+    code, out, err = run(["tokenizer", "train", "--input", *map(str, files), "--vocab-size", "300",
+                          "--kind", "sentencepiece", "--out", str(out_path)], capsys)
+    assert code == 0, err
+    tok = load_tokenizer(out_path)
+    assert type(tok).__name__ == "SentencePieceTokenizer"
+    assert tok.decode(tok.encode("Rain in Vell.")) == "Rain in Vell."
+
+
+# --------------------------------------------------------------------------------------------------
+# The configs a command builds: preset, then --set, then the runtime flags on every stage.
+
+
+def _config(argv: list[str]):
+    return build_config(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("command", [["pretrain", "clm", "--out", "x"], ["sft", "--init", "a", "--out", "x"],
+                                     ["reward", "--sft", "a", "--out", "x"],
+                                     ["ppo", "--sft", "a", "--reward", "b", "--out", "x"],
+                                     ["dpo", "--sft", "a", "--prefs", "p", "--out", "x"], ["pipeline", "--out", "x"]])
+def test_runtime_flags_and_overrides_reach_every_stage(command):
+    cfg = _config([*command, "--preset", "micro", "--set", "sft.train.max_steps=7", "--set", "clm.model.n_layer=2",
+                   "--device", "cpu", "--dtype", "bfloat16", "--compile", "--detect-anomaly"])
+    expected = apply_overrides(preset("micro"), ["sft.train.max_steps=7", "clm.model.n_layer=2"])
+    assert cfg.device == "cpu"
+    for stage in STAGES:
+        train = getattr(cfg, stage).train
+        assert (train.device, train.dtype, train.compile, train.detect_anomaly) == ("cpu", "bfloat16", True, True)
+        unchanged = dataclasses.replace(train, dtype="float32", compile=False, detect_anomaly=False)
+        assert unchanged == getattr(expected, stage).train  # nothing else moved
+    assert cfg.clm.model == expected.clm.model
+    assert cfg.tokenizer == expected.tokenizer
+
+
+def test_without_runtime_flags_the_config_is_the_preset_with_its_overrides():
+    cfg = _config(["pretrain", "mlm", "--out", "x", "--preset", "tiny", "--set", "mlm.mask_prob=0.2"])
+    assert cfg == apply_overrides(preset("tiny"), ["mlm.mask_prob=0.2"])
+    assert with_runtime(cfg, None, None, False, False) == cfg
+
+
+def test_later_flags_win_over_set_for_the_runtime_fields():
+    cfg = _config(["pipeline", "--out", "x", "--preset", "micro", "--set", "ppo.train.dtype=float16",
+                   "--dtype", "float32"])
+    assert cfg.ppo.train.dtype == "float32"
+
+
+# --------------------------------------------------------------------------------------------------
+# The model commands, on hand-built run folders (random weights: the plumbing, not the quality).
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("runs")
+    tok = train_tokenizer([TEXT], 300, progress=False)
+    for kind, cls, extra in (("gpt", GPT, {}), ("bert", Bert, {"norm": "post", "activation": "gelu"})):
+        config = ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=32, **extra)
+        save_checkpoint(root / kind / "ckpt.pt", {"model_kind": kind, "model_config": to_dict(config),
+                                                  "model": cls(config).state_dict()})
+        tok.save(root / kind / "tokenizer.json")
+    return root
+
+
+def test_fill_mask_prints_a_ranking_and_draws_it(runs, tmp_path, capsys):
+    plot = tmp_path / "ranking.png"
+    code, out, err = run(["fill-mask", "--ckpt", str(runs / "bert"), "Rain all [MASK].", "--top-k", "5",
+                          "--plot", str(plot)], capsys)
+    assert code == 0, err
+    rows = re.findall(r"^\s*(\d+)\. (.+?)\s+([\d.]+)$", out, re.MULTILINE)
+    assert [int(rank) for rank, _, _ in rows] == [1, 2, 3, 4, 5]
+    probs = [float(p) for _, _, p in rows]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-3
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_generate_continues_the_prompt_and_is_repeatable(runs, capsys):
+    argv = ["generate", "--ckpt", str(runs / "gpt"), "The river", "--max-new-tokens", "5", "--seed", "3"]
+    first = run(argv, capsys)
+    assert first[0] == 0, first[2]
+    assert first[1].startswith("The river")
+    assert run(argv, capsys)[1] == first[1]
+
+
+def test_chat_answers_each_line_until_end_of_input(runs, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n\nhow is the river?\n"))
+    code, out, err = run(["chat", "--ckpt", str(runs / "gpt"), "--max-new-tokens", "3"], capsys)
+    assert code == 0, err
+    assert out.count("bot> ") == 2  # the blank line is not a turn
+
+
+# --------------------------------------------------------------------------------------------------
+# main's contract: 0 done, 2 a problem with the input, 130 interrupted, a bug keeps its traceback.
+
+
+def _fake_command(monkeypatch, error: BaseException) -> None:
+    def command(args) -> None:
+        raise error
+    monkeypatch.setattr(cli, "cmd_tokenizer_encode", command)  # build_parser binds the module's function
+
+
+def test_an_input_error_is_one_line_and_exit_code_2(monkeypatch, capsys):
+    _fake_command(monkeypatch, DataError("the file is empty;\n  give it some text"))
+    code, out, err = run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)
+    assert (code, out, err) == (2, "", "minillm: error: the file is empty; give it some text\n")
+
+
+def test_debug_shows_the_original_exception(monkeypatch):
+    _fake_command(monkeypatch, DataError("boom"))
+    with pytest.raises(DataError, match="boom"):
+        main(["--debug", "tokenizer", "encode", "--tokenizer", "t", "x"])
+
+
+def test_a_path_that_cannot_be_written_is_one_line(monkeypatch, capsys):
+    _fake_command(monkeypatch, PermissionError(13, "Permission denied", "/root/out.json"))
+    code, _, err = run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)
+    assert code == 2
+    assert err == "minillm: error: Permission denied: /root/out.json; check the path and its permissions\n"
+
+
+def test_ctrl_c_exits_130(monkeypatch, capsys):
+    _fake_command(monkeypatch, KeyboardInterrupt())
+    assert run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)[:3] == (130, "", "minillm: interrupted\n")
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    _fake_command(monkeypatch, ZeroDivisionError("a bug in minillm"))
+    with pytest.raises(ZeroDivisionError):
+        main(["tokenizer", "encode", "--tokenizer", "t", "x"])
+
+
+def test_warnings_are_one_plain_line(monkeypatch, capsys):
+    def command(args) -> None:
+        warnings.warn("skipped 2 bad line(s): line 3: invalid JSON", stacklevel=1)
+    monkeypatch.setattr(cli, "cmd_tokenizer_encode", command)
+    code, _, err = run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)
+    assert (code, err) == (0, "minillm: warning: skipped 2 bad line(s): line 3: invalid JSON\n")

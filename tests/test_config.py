@@ -1,0 +1,243 @@
+"""Configs: every broken rule is named (field, value, what is allowed), overrides, (de)serialisation.
+
+The range checks are tested at their boundaries and, with hypothesis, against an independent
+statement of each rule; the overrides against configs built directly; the dict round trip through
+real JSON text, since that is how config.json and checkpoints store them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minillm.config import (
+    PRESETS,
+    ModelConfig,
+    PipelineConfig,
+    TokenizerConfig,
+    TrainConfig,
+    apply_overrides,
+    diff_configs,
+    from_dict,
+    preset,
+    replace_train_configs,
+    to_dict,
+)
+from minillm.errors import ConfigError
+
+STAGES = ("mlm", "clm", "sft", "reward", "ppo", "dpo")  # each holds a TrainConfig named "train"
+
+# --------------------------------------------------------------------------------------------------
+# Validation: the message names the class and field, the value, and what is allowed.
+
+BROKEN = [
+    (ModelConfig, {"n_embd": 32, "n_head": 5}, ["ModelConfig.n_head=5", "n_embd (32) must be divisible",
+                                                 "[1, 2, 4, 8, 16, 32]"]),
+    (ModelConfig, {"dropout": -0.1}, ["ModelConfig.dropout=-0.1", "[0.0, 1.0)"]),
+    (ModelConfig, {"dropout": 1.0}, ["ModelConfig.dropout=1.0", "[0.0, 1.0)"]),
+    (ModelConfig, {"norm": "middle"}, ["ModelConfig.norm='middle'", "pre, post"]),
+    (ModelConfig, {"activation": "relu"}, ["activation='relu'", "gelu_tanh, gelu"]),
+    (ModelConfig, {"attention": "flash"}, ["attention='flash'", "manual, sdpa"]),
+    (ModelConfig, {"n_layer": 0}, ["ModelConfig.n_layer=0", "integer >= 1"]),
+    (ModelConfig, {"n_layer": 2.0}, ["ModelConfig.n_layer=2.0", "integer >= 1"]),
+    (ModelConfig, {"vocab_size": True}, ["ModelConfig.vocab_size=True", "integer >= 1"]),
+    (ModelConfig, {"layer_norm_eps": 0.0}, ["layer_norm_eps=0.0", "(0.0, 1.0]"]),
+    (ModelConfig, {"bias": "no"}, ["ModelConfig.bias='no'", "true or false"]),
+    (TrainConfig, {"batch_size": 32, "grad_accum_steps": 3},
+     ["TrainConfig.grad_accum_steps=3", "batch_size (32) must be divisible"]),
+    (TrainConfig, {"lr": 0.0}, ["TrainConfig.lr=0.0", "(0.0, 10.0]"]),
+    (TrainConfig, {"lr": -1e-3}, ["TrainConfig.lr=-0.001", "(0.0, 10.0]"]),
+    (TrainConfig, {"lr": math.nan}, ["TrainConfig.lr=nan", "(0.0, 10.0]"]),
+    (TrainConfig, {"beta2": 1.0}, ["TrainConfig.beta2=1.0", "[0.0, 1.0)"]),
+    (TrainConfig, {"warmup_steps": -1}, ["warmup_steps=-1", "integer >= 0"]),
+    (TrainConfig, {"dtype": "float8"}, ["TrainConfig.dtype='float8'", "float32, bfloat16, float16"]),
+    (TrainConfig, {"device": "tpu"}, ["TrainConfig.device='tpu'", "auto, cpu, cuda, cuda:N", "mps"]),
+    (TrainConfig, {"device": "cuda:first"}, ["device='cuda:first'", "cuda:0"]),
+    (TrainConfig, {"compile": "yes"}, ["TrainConfig.compile='yes'", "true or false"]),
+    (TokenizerConfig, {"kind": "wordpiece"}, ["TokenizerConfig.kind='wordpiece'", "bpe, sentencepiece"]),
+    (TokenizerConfig, {"vocab_size": 0}, ["TokenizerConfig.vocab_size=0", "integer >= 1"]),
+    (TokenizerConfig, {"spm_model_type": "char"}, ["spm_model_type='char'", "bpe, unigram"]),
+    (PipelineConfig, {"val_fraction": 0.0}, ["PipelineConfig.val_fraction=0.0", "(0.0, 0.5]"]),
+    (PipelineConfig, {"corpus_mb": -1.0}, ["PipelineConfig.corpus_mb=-1.0", "(0.0, 1000.0]"]),
+    (PipelineConfig, {"data_seed": -3}, ["PipelineConfig.data_seed=-3", "integer >= 0"]),
+    (PipelineConfig, {"device": "gpu"}, ["PipelineConfig.device='gpu'", "cuda"]),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, words", BROKEN,
+                         ids=[f"{c.__name__}-{'-'.join(map(str, k.items()))}" for c, k, _ in BROKEN])
+def test_a_broken_rule_names_the_field_the_value_and_what_is_allowed(cls, kwargs, words):
+    with pytest.raises(ConfigError) as info:
+        cls(**kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_the_defaults_and_every_preset_are_valid():
+    for cls in (ModelConfig, TrainConfig, TokenizerConfig, PipelineConfig):
+        cls()
+    for name in PRESETS:
+        assert preset(name).preset == name
+
+
+def test_an_unknown_preset_names_the_known_ones():
+    with pytest.raises(ConfigError, match=r"preset='huge' is unknown: expected one of micro, tiny, small"):
+        preset("huge")
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_lr_is_accepted_exactly_in_its_range(lr):
+    accepted = 0.0 < lr <= 10.0  # the documented rule, stated independently (False for NaN)
+    try:
+        TrainConfig(lr=lr)
+    except ConfigError:
+        assert not accepted
+    else:
+        assert accepted
+
+
+@given(st.integers(1, 512), st.integers(1, 64))
+def test_n_head_is_accepted_exactly_when_it_divides_n_embd(n_embd, n_head):
+    try:
+        ModelConfig(n_embd=n_embd, n_head=n_head)
+    except ConfigError as err:
+        assert n_embd % n_head != 0
+        assert f"n_embd ({n_embd}) must be divisible by n_head" in str(err)
+    else:
+        assert n_embd % n_head == 0
+
+
+@pytest.mark.parametrize("device, ok", [("auto", True), ("cpu", True), ("cuda", True), ("cuda:1", True),
+                                        ("mps", True), ("cuda:", False), ("cuda:x", False), ("CPU", False),
+                                        ("", False)])
+def test_device_names(device, ok):
+    if ok:
+        assert TrainConfig(device=device).device == device
+    else:
+        with pytest.raises(ConfigError, match="expected auto, cpu, cuda"):
+            TrainConfig(device=device)
+
+
+# --------------------------------------------------------------------------------------------------
+# Overrides: --set path=value.
+
+
+def test_overrides_parse_each_type_and_leave_the_original_alone():
+    base = preset("micro")
+    cfg = apply_overrides(base, ["clm.model.n_layer=3", "clm.train.lr=2e-3", "clm.train.compile=true",
+                                 "clm.model.norm=post", "data_seed = 7"])
+    expected_clm = dataclasses.replace(
+        base.clm, model=dataclasses.replace(base.clm.model, n_layer=3, norm="post"),
+        train=dataclasses.replace(base.clm.train, lr=2e-3, compile=True))
+    assert cfg == dataclasses.replace(base, clm=expected_clm, data_seed=7)
+    assert base == preset("micro")
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("1", True), ("yes", True), ("on", True),
+                                         ("False", False), ("0", False), ("no", False), ("off", False)])
+def test_boolean_overrides(text, value):
+    assert apply_overrides(TrainConfig(), [f"compile={text}"]).compile is value
+
+
+def test_the_order_of_overrides_does_not_matter():
+    """Two fields that must agree can change together: the config is validated once, at the end."""
+    orders = (["clm.train.grad_accum_steps=3", "clm.train.batch_size=6"],
+              ["clm.train.batch_size=6", "clm.train.grad_accum_steps=3"])
+    results = [apply_overrides(PipelineConfig(), order) for order in orders]
+    assert results[0] == results[1]
+    assert (results[0].clm.train.batch_size, results[0].clm.train.grad_accum_steps) == (6, 3)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("clm.model.n_layers=2", r"ModelConfig has no field 'n_layers'; did you mean 'n_layer'\? its fields are "
+                             r"vocab_size, block_size, n_layer"),
+    ("clm.train.max_steps=ten", r"--set clm.train.max_steps='ten': expected an integer, e.g. "
+                                r"clm.train.max_steps=300"),
+    ("clm.train.lr=fast", r"expected a number, e.g. clm.train.lr=0.001"),
+    ("clm.train.compile=maybe", r"expected true or false"),
+    ("clm.model=3", r"'model' is a group of settings; name one of its fields \(vocab_size, "),
+    ("clm.train.lr.peak=1", r"'lr' is a single value, not a group; use --set clm.train.lr=VALUE"),
+    ("clm.train.max_steps", r"expected the form path=value"),
+    ("sft.train.lr=0", r"^sft.train: TrainConfig.lr=0.0 is invalid: expected a number in \(0.0, 10.0\]$"),
+    ("clm.model.n_head=3", r"^clm.model: ModelConfig.n_head=3 is invalid"),
+])
+def test_a_bad_override_says_what_is_wrong_and_where(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(PipelineConfig(), [override])
+
+
+def test_replace_train_configs_reaches_every_stage_and_nothing_else():
+    cfg = replace_train_configs(PipelineConfig(), dtype="bfloat16", detect_anomaly=True)
+    for stage in STAGES:
+        train = getattr(cfg, stage).train
+        assert (train.dtype, train.detect_anomaly) == ("bfloat16", True)
+        assert dataclasses.replace(train, dtype="float32", detect_anomaly=False) == getattr(PipelineConfig(),
+                                                                                           stage).train
+    assert cfg.clm.model == PipelineConfig().clm.model
+    # Every TrainConfig in the tree is one of STAGES' (a new stage must be added to that list).
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+
+    def count_train_dicts(d: dict) -> int:
+        own = int(set(d) == train_fields)
+        return own + sum(count_train_dicts(v) for v in d.values() if isinstance(v, dict))
+
+    assert count_train_dicts(to_dict(cfg)) == len(STAGES)
+
+
+def test_the_small_preset_puts_every_stage_on_the_gpu_when_there_is_one():
+    cfg = preset("small")
+    assert cfg.device == "auto"
+    assert {getattr(cfg, stage).train.device for stage in STAGES} == {"auto"}
+
+
+# --------------------------------------------------------------------------------------------------
+# to_dict / from_dict / diff_configs.
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_preset_survives_a_round_trip_through_json_text(name):
+    cfg = preset(name)
+    text = json.dumps(to_dict(cfg))
+    assert from_dict(PipelineConfig, json.loads(text)) == cfg
+
+
+def test_from_dict_refuses_unknown_fields_by_name():
+    data = to_dict(ModelConfig())
+    data["n_layers"] = 3
+    with pytest.raises(ConfigError, match=r"ModelConfig: unknown field\(s\) \['n_layers'\]; known fields are"):
+        from_dict(ModelConfig, data)
+
+
+def test_from_dict_names_where_a_nested_value_is_invalid():
+    data = to_dict(PipelineConfig())
+    data["reward"]["train"]["batch_size"] = 0
+    with pytest.raises(ConfigError, match=r"^reward.train: TrainConfig.batch_size=0 is invalid: expected an "
+                                          r"integer >= 1$"):
+        from_dict(PipelineConfig, data)
+    data = to_dict(PipelineConfig())
+    data["sft"]["train"] = [1, 2]
+    with pytest.raises(ConfigError, match=r"^sft.train: TrainConfig: expected a JSON object, got list$"):
+        from_dict(PipelineConfig, data)
+
+
+def test_from_dict_fills_missing_fields_with_defaults():
+    assert from_dict(ModelConfig, {"n_layer": 2}) == ModelConfig(n_layer=2)
+
+
+def test_diff_configs_lists_each_changed_leaf_with_its_path():
+    saved = to_dict(preset("micro"))
+    now = to_dict(apply_overrides(preset("micro"), ["clm.model.n_layer=2", "sft.train.lr=0.01",
+                                                    "tokenizer.kind=sentencepiece"]))
+    del now["dpo"]["beta"]
+    assert diff_configs(saved, now) == [
+        "clm.model.n_layer: 1 -> 2",
+        'dpo.beta: 0.1 -> "<missing>"',
+        "sft.train.lr: 0.0005 -> 0.01",
+        'tokenizer.kind: "bpe" -> "sentencepiece"',
+    ]
+    assert diff_configs(saved, saved) == []
