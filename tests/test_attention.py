@@ -16,15 +16,6 @@ from minillm.model.attention import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and on a busy machine several threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def brute_force_mask(real: list[list[bool]], t_query: int, causal: bool) -> torch.Tensor:
     """May query i of row b see key j? One Python loop per question."""
     B, t_key = len(real), len(real[0])

@@ -206,7 +206,7 @@ CLI_TABLE = [
         ("only 1 document", "blank line"), write("one.txt", "a single document\nof two lines\n")),
     Bad("corpus too small for one batch",
         (*NEW_RUN, "--corpus", "{ws}/two.txt", "--tokenizer-file", "{ws}/tok.json"), DataError,
-        ("has 9 tokens", "one batch (4 windows of 16+1 tokens) needs 68", "bigger corpus"),
+        ("the train split has", "one batch (4 windows of 16+1 tokens) needs 68", "bigger corpus"),
         write("two.txt", "one doc\n\ntwo doc\n")),
     # --- instruction and preference files --------------------------------------------------------
     Bad("instruction JSONL: malformed line",

@@ -157,8 +157,8 @@ def test_the_order_of_overrides_does_not_matter():
     ("clm.model.n_layers=2", r"ModelConfig has no field 'n_layers'; did you mean 'n_layer'\? its fields are "
                              r"vocab_size, block_size, n_layer"),
     ("clm.train.max_steps=ten", r"--set clm.train.max_steps='ten': expected an integer, e.g. "
-                                r"clm.train.max_steps=300"),
-    ("clm.train.lr=fast", r"expected a number, e.g. clm.train.lr=0.001"),
+                                r"clm.train.max_steps=\d+$"),
+    ("clm.train.lr=fast", r"expected a number, e.g. clm.train.lr=[\d.e-]+$"),
     ("clm.train.compile=maybe", r"expected true or false"),
     ("clm.model=3", r"'model' is a group of settings; name one of its fields \(vocab_size, "),
     ("clm.train.lr.peak=1", r"'lr' is a single value, not a group; use --set clm.train.lr=VALUE"),
@@ -234,10 +234,10 @@ def test_diff_configs_lists_each_changed_leaf_with_its_path():
     now = to_dict(apply_overrides(preset("micro"), ["clm.model.n_layer=2", "sft.train.lr=0.01",
                                                     "tokenizer.kind=sentencepiece"]))
     del now["dpo"]["beta"]
-    assert diff_configs(saved, now) == [
-        "clm.model.n_layer: 1 -> 2",
-        'dpo.beta: 0.1 -> "<missing>"',
-        "sft.train.lr: 0.0005 -> 0.01",
+    assert diff_configs(saved, now) == [  # sorted by path; values written as JSON
+        f"clm.model.n_layer: {saved['clm']['model']['n_layer']} -> 2",
+        f'dpo.beta: {saved["dpo"]["beta"]} -> "<missing>"',
+        f"sft.train.lr: {saved['sft']['train']['lr']} -> 0.01",
         'tokenizer.kind: "bpe" -> "sentencepiece"',
     ]
     assert diff_configs(saved, saved) == []

@@ -10,15 +10,6 @@ from minillm.model import GPT, Bert, Block, KVCache
 V = 53
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and on a busy machine several threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gpt_config(**kw) -> ModelConfig:
     return ModelConfig(**{"vocab_size": V, "block_size": 48, "n_layer": 2, "n_head": 4, "n_embd": 32, **kw})
 
