@@ -98,7 +98,7 @@ def verdict(ok: bool) -> str:
     return "meets target" if ok else "BELOW target"
 
 
-def bench_training(args: argparse.Namespace) -> None:
+def bench_training(args: argparse.Namespace) -> dict[str, float]:
     base = dict(vocab_size=args.vocab, block_size=args.context, n_layer=4, n_head=4, n_embd=128)
     config = ModelConfig(**base)
     models = {
@@ -120,9 +120,13 @@ def bench_training(args: argparse.Namespace) -> None:
           f"{verdict(sdpa_vs_torch >= 1.0)})")
     print(f"  manual time / sdpa time         = {manual_vs_sdpa:.2f}x  (target <= 1.5: "
           f"{verdict(manual_vs_sdpa <= 1.5)})")
+    return {"sdpa_tokens_per_s": tokens / seconds["ours, sdpa attention"],
+            "sdpa_vs_torch_speed": sdpa_vs_torch, "manual_vs_sdpa_time": manual_vs_sdpa}
 
 
-def bench_generation(args: argparse.Namespace) -> None:
+def bench_generation(args: argparse.Namespace) -> dict[int, float]:
+    """KV-cache speed-up over recomputing everything, per batch size in args.gen_batch."""
+    speedups = {}
     prompt_len = 16
     config = ModelConfig(vocab_size=args.vocab, block_size=prompt_len + args.new_tokens, n_layer=4,
                          n_head=4, n_embd=128, attention="sdpa")
@@ -140,9 +144,11 @@ def bench_generation(args: argparse.Namespace) -> None:
         for name, s in seconds.items():
             print(f"  batch {batch:2d}, {name:14s} {s:6.2f} s  ({batch * args.new_tokens / s:7.0f} tokens/s)")
         print(f"  batch {batch:2d}: KV cache speed-up = {speedup:.1f}x  (target >= 5: {verdict(speedup >= 5)})")
+        speedups[batch] = speedup
+    return speedups
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
@@ -154,7 +160,11 @@ def main() -> None:
     parser.add_argument("--gen-rounds", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--gen-batch", type=int, nargs="+", default=[1, 8], help="prompts per generate call")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     bench_training(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from minillm.config import DPOConfig, ModelConfig, PPOConfig, RewardConfig, SFTC
 from minillm.errors import TrainingError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft
+from minillm.stage3_rlhf.annotate import annotate
 from minillm.stage3_rlhf.dpo import train_dpo
 from minillm.stage3_rlhf.ppo import ppo_update, rollout, train_ppo
 from minillm.stage3_rlhf.preferences import collect_rankings, read_preferences
@@ -114,6 +116,18 @@ def test_train_dpo_runs_and_reports(runs):
     result = train_dpo(cfg, runs["sft"], runs["prefs"], RECORDS, runs["root"] / "dpo")
     assert 0.0 <= result["win_rate_vs_sft"] <= 1.0 and result["n_pairs"] > 0
     assert load_model(runs["root"] / "dpo", GPT)[0] is not None
+
+
+def test_annotate_command_samples_distinct_answers_and_writes_rankings(runs, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Say the colour red.\n\nSay the colour blue.\n", encoding="utf-8")
+    out = tmp_path / "mine.jsonl"
+    shown = io.StringIO()
+    summary = annotate(runs["sft"], prompts, out, k=3, max_new_tokens=5, stdin=io.StringIO("3 1 2\nq\n"),
+                       stdout=shown)
+    assert summary["ranked"] == 1 and summary["remaining"] == 1
+    [line] = read_preferences(out)
+    assert line["prompt"] == "Say the colour red." and line["ranking"] == [2, 0, 1] and len(set(line["answers"])) == 3
 
 
 def _resume_command(runs_root: Path):

@@ -54,8 +54,8 @@ def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_erro
         except ValueError as e:  # json.JSONDecodeError is a ValueError too
             reason = f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e)
             if on_error == "stop":
-                raise DataError(f"{path}, line {number}: {reason}; fix the line, or pass on_error='skip' "
-                                f"(--on-error skip) to leave bad lines out") from e
+                raise DataError(f"{path}, line {number}: {reason}; fix the line, or leave bad lines out "
+                                f"(--skip-bad-lines on the command line, on_error='skip' in Python)") from e
             bad.append((number, reason))
     if bad:
         listing = "; ".join(f"line {n}: {why}" for n, why in bad[:20])
@@ -64,7 +64,8 @@ def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_erro
         if skipped is not None:
             skipped.extend(bad)
     if not records:
-        raise DataError(f"{path} holds no valid record ({len(bad)} bad line(s)); "
+        first = f"; line {bad[0][0]}: {bad[0][1]}" if bad else ""
+        raise DataError(f"{path} holds no valid record ({len(bad)} bad line(s){first}); "
                         f"expected one JSON object per line")
     return records
 

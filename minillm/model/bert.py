@@ -45,6 +45,8 @@ from minillm.model.blocks import (
 class Bert(nn.Module):
     """A BERT-style encoder with its masked-language-model head."""
 
+    kind = "bert"  # stored in checkpoints, so a run folder of another kind of model is refused
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config

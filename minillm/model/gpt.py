@@ -67,6 +67,8 @@ class Generation:
 class GPT(nn.Module):
     """A GPT-2 style decoder: token + position embeddings, causal pre-LN blocks, tied LM head."""
 
+    kind = "gpt"  # stored in checkpoints, so a run folder of another kind of model is refused
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config

@@ -41,6 +41,7 @@ from minillm.stage1_pretrain.data import (
     unigram_counts,
 )
 from minillm.train import train
+from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.utils import seed_everything, write_json
 
 SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")
@@ -104,7 +105,8 @@ def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     """Pretrain a GPT by next-token prediction on packed documents; write the run to `out_dir`.
 
     The model's vocabulary size is taken from the tokenizer. Returns the final metrics (also in
-    `out_dir/results.json`): validation perplexity, the unigram baseline's, and samples.
+    `out_dir/results.json` and as the last row of metrics.jsonl): validation perplexity, the
+    unigram baseline's, and samples.
     """
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
@@ -140,4 +142,5 @@ def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
         "final_train_loss": result["final"].get("loss"),
     })
     write_json(out_dir / "results.json", metrics)
+    append_metrics(out_dir / METRICS_NAME, {"step": cfg.train.max_steps, "split": "final", **metrics})
     return metrics

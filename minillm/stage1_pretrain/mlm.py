@@ -41,6 +41,7 @@ from minillm.stage1_pretrain.data import (
 )
 from minillm.stage1_pretrain.masking import IGNORE_INDEX, MaskedBatch, mask_tokens
 from minillm.train import train
+from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.utils import seed_everything, write_json
 
 MASK_LITERAL = "[MASK]"  # what a user types where the blank is
@@ -151,8 +152,8 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     """Pretrain a BERT encoder with masked language modelling; write the run to `out_dir`.
 
     The model's vocabulary size is taken from the tokenizer. Returns the final metrics (also
-    written to `out_dir/results.json`): validation masked accuracy and its unigram baseline, the
-    flash-flood ranking, and the step count.
+    written to `out_dir/results.json` and as the last row of metrics.jsonl): validation masked
+    accuracy and its unigram baseline, the flash-flood ranking, and the step count.
     """
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
@@ -198,4 +199,5 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
         "final_train_loss": result["final"].get("loss"),
     })
     write_json(out_dir / "results.json", metrics)
+    append_metrics(out_dir / METRICS_NAME, {"step": cfg.train.max_steps, "split": "final", **metrics})
     return metrics

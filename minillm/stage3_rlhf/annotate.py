@@ -25,7 +25,7 @@ from typing import IO
 
 import torch
 
-from minillm.datasets.instructions import read_jsonl
+from minillm.datasets.jsonl import read_records
 from minillm.errors import DataError
 from minillm.model import GPT
 from minillm.stage3_rlhf.preferences import append_preference, read_preferences, sample_distinct_answers
@@ -90,17 +90,21 @@ def annotate_loop(
     return {"ranked": ranked, "skipped_done": len(records) - len(todo), "remaining": 0}
 
 
+def check_prompt_record(obj: dict) -> dict:
+    """A record to rank answers for: it needs a non-empty "prompt" string (anything else is kept)."""
+    if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
+        raise ValueError('expected a non-empty "prompt" string')
+    return obj
+
+
 def read_prompts(path: str | os.PathLike) -> list[dict]:
-    """Prompts to rank: a JSONL of records with a "prompt" field, or a text file with one per line."""
+    """Prompts to rank: a .jsonl of records with a "prompt" field (bad lines stop with their number),
+    or a text file with one prompt per line."""
     path = Path(path)
+    if path.suffix == ".jsonl":
+        return read_records(path, check_prompt_record)
     if not path.is_file():
         raise DataError(f"no prompts file at {path}: give a .jsonl of records or a text file, one prompt a line")
-    if path.suffix == ".jsonl":
-        records = read_jsonl(path)
-        bad = [i for i, r in enumerate(records, start=1) if not isinstance(r.get("prompt"), str)]
-        if bad:
-            raise DataError(f"{path}: record(s) {bad[:5]} have no 'prompt' string; every line needs one")
-        return records
     return [{"prompt": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 

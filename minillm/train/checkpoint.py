@@ -54,11 +54,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch refuses a pickled object by naming its GLOBAL; any other unpickling error means damage
         culprit = re.search(r"GLOBAL ([\w.]+)", str(err))
+        if culprit is None:
+            raise CheckpointError(f"{path} is corrupt or truncated (not a readable torch file); "
+                                  "use an intact copy or train again") from None
         raise CheckpointError(
-            f"{path} was refused: it carries a pickled Python object"
-            f"{f' ({culprit.group(1)})' if culprit else ''} that could run code when loaded. minillm "
-            "checkpoints hold only tensors and plain values; load only checkpoints written by minillm"
+            f"{path} was refused: it carries a pickled Python object ({culprit.group(1)}) that could run "
+            "code when loaded. minillm checkpoints hold only tensors and plain values; load only "
+            "checkpoints written by minillm"
         ) from None
     except Exception as err:  # torch reports damaged files as RuntimeError, EOFError, KeyError, ...
         reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
@@ -123,6 +127,10 @@ def load_model(run_dir: str | os.PathLike, model_cls: type[nn.Module],
         config = from_dict(ModelConfig, ckpt["model_config"])
     except ConfigError as err:
         raise CheckpointError(f"{ckpt_path} holds an invalid model config: {err}") from None
+    expected_kind = getattr(model_cls, "kind", None)  # e.g. GPT.kind == "gpt"
+    if expected_kind is not None and ckpt.get("model_kind") != expected_kind:
+        raise CheckpointError(f"{ckpt_path} holds a {ckpt.get('model_kind')!r} model, not a {expected_kind!r} one; "
+                              "point to the run folder of the right stage")
     model = model_cls(config)
     load_weights(model, ckpt["model"], ckpt_path)
     tokenizer = None
