@@ -1,0 +1,165 @@
+"""Every benchmark in one run, and one table of figures and ratios against their references.
+
+    python bench/run_all.py                    # tokenizer + model benches + a timed tiny pipeline
+    python bench/run_all.py --skip-pipeline    # the benches alone (a few minutes)
+
+Each figure is a ratio against a reference measured in the same run, so a busy or slow machine
+changes the absolute numbers but not what they say:
+- tokenizer: our fast BPE trainer and encoder against sentencepiece BPE (bench/tokenizer.py);
+- training step: our GPT (SDPA and hand-written attention) against torch.nn.TransformerEncoderLayer
+  blocks (bench/model.py);
+- generation: the KV cache against recomputing the whole sequence (bench/model.py);
+- the tiny pipeline's wall time against its 10-minute budget, and each stage's key number against
+  its baseline (report.json);
+- on a GPU only: the training step's model FLOPs utilisation (MFU) for the `small` preset, achieved
+  FLOP/s over this GPU's measured bf16 matmul rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+BENCH = Path(__file__).resolve().parent
+
+
+def load_bench(name: str) -> ModuleType:
+    """Import bench/<name>.py as a module (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_pipeline(preset: str) -> tuple[dict, float]:
+    """Run `minillm pipeline` from scratch in a temporary folder; return its report and wall time."""
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "minillm.cli", "pipeline", "--preset", preset, "--out", out,
+                        "--force"], check=True)
+        seconds = time.perf_counter() - start
+        return json.loads((Path(out) / "report.json").read_text()), seconds
+
+
+def matmul_tflops(dtype: torch.dtype = torch.bfloat16, n: int = 8192, repeats: int = 20) -> float:
+    """The GPU's achieved matmul rate in TFLOP/s: the denominator of MFU."""
+    a = torch.randn(n, n, device="cuda", dtype=dtype)
+    b = torch.randn(n, n, device="cuda", dtype=dtype)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def small_preset_mfu(steps: int = 20) -> dict[str, float]:
+    """Model FLOPs utilisation of a bf16 training step of the `small` preset's GPT on this GPU.
+
+    Model FLOPs per token: 6 x parameters (forward + backward of every matmul) plus the attention
+    scores and weighted sums, 12 x layers x context x width (the PaLM paper's accounting).
+    """
+    from minillm.config import preset
+    from minillm.model import GPT
+
+    cfg = preset("small").clm
+    model_cfg, batch = cfg.model, cfg.train.batch_size
+    model = GPT(model_cfg).cuda()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    ids = torch.randint(0, model_cfg.vocab_size, (batch, model_cfg.block_size + 1), device="cuda")
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(ids[:, :-1])  # (B, T, V)
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / steps
+    n_params = sum(p.numel() for p in model.parameters())
+    flops_per_token = 6 * n_params + 12 * model_cfg.n_layer * model_cfg.block_size * model_cfg.n_embd
+    achieved = flops_per_token * batch * model_cfg.block_size / seconds / 1e12
+    peak = matmul_tflops()
+    return {"achieved_tflops": achieved, "matmul_tflops": peak, "mfu": achieved / peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--preset", default="tiny", help="the pipeline preset to time")
+    args = parser.parse_args()
+
+    rows: list[tuple[str, str, str, str]] = []  # (what, figure, reference, target)
+    tok_bench = load_bench("tokenizer")
+    tok = tok_bench.measure(tok_bench.parse_args([]))
+    rows += [
+        ("BPE training time / sentencepiece", f"{tok['fast_train_vs_spm_time']:.2f}x", "sentencepiece BPE", "<= 3"),
+        ("sentencepiece encode speed / ours", f"{tok['spm_vs_ours_encode_speed']:.2f}x", "sentencepiece BPE",
+         "<= 10"),
+        ("tokens per byte / sentencepiece", f"{tok['tokens_per_byte_vs_spm']:.3f}", "sentencepiece BPE",
+         "within 5%"),
+    ]
+
+    model_bench = load_bench("model")
+    model_args = model_bench.parse_args([])
+    torch.set_num_threads(model_args.threads)
+    train = model_bench.bench_training(model_args)
+    gen = model_bench.bench_generation(model_args)
+    rows += [
+        ("train step speed, SDPA / torch blocks", f"{train['sdpa_vs_torch_speed']:.2f}x",
+         "nn.TransformerEncoderLayer", ">= 1"),
+        ("train step time, manual / SDPA", f"{train['manual_vs_sdpa_time']:.2f}x", "our SDPA path", "<= 1.5"),
+        *[(f"KV-cache speed-up, batch {b}, 256 tokens", f"{s:.1f}x", "no-cache generation", ">= 5")
+          for b, s in gen.items()],
+    ]
+
+    if torch.cuda.is_available():
+        mfu = small_preset_mfu()
+        rows.append(("MFU, small preset, bf16", f"{mfu['mfu']:.1%}",
+                     f"measured matmul {mfu['matmul_tflops']:.0f} TFLOP/s", "as high as possible"))
+
+    if not args.skip_pipeline:
+        report, seconds = run_pipeline(args.preset)
+        s = report["stages"]
+        rows += [
+            (f"pipeline --preset {args.preset}, wall time", f"{seconds:.0f} s", "budget 600 s", "<= 600 s"),
+            ("MLM masked accuracy", f"{s['mlm']['val_masked_accuracy']:.3f}",
+             f"unigram {s['mlm']['unigram_masked_accuracy']:.3f}", "far above"),
+            ("CLM perplexity", f"{s['clm']['val_perplexity']:.1f}",
+             f"unigram {s['clm']['unigram_perplexity']:.1f}", ">= 5x lower"),
+            ("SFT exact match, held-out phrasings", f"{s['sft']['exact_match']['heldout_phrasings']:.3f}",
+             f"base {s['sft']['base_exact_match']['heldout_phrasings']:.3f}", ">= 0.8"),
+            ("reward model pairwise accuracy", f"{s['reward_model']['pairwise_accuracy']:.3f}", "chance 0.5",
+             ">= 0.8"),
+            ("PPO win rate vs SFT (gold judge)", f"{s['ppo']['win_rate_vs_sft']:.3f}", "0.5", ">= 0.7"),
+            ("DPO win rate vs SFT (gold judge)", f"{s['dpo']['win_rate_vs_sft']:.3f}", "0.5", ">= 0.65"),
+        ]
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"\n=== minillm benchmarks on {device}, {torch.get_num_threads()} thread(s) ===")
+    widths = [max(len(r[i]) for r in rows + [("what", "figure", "reference", "target")]) for i in range(4)]
+    for row in [("what", "figure", "reference", "target"), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
