@@ -359,11 +359,11 @@ def preset(name: str) -> PipelineConfig:
             "clm.model.attention=sdpa", "clm.train.max_steps=200", "clm.train.lr=2e-3",
             "clm.train.eval_every=100", "clm.train.eval_batches=4",
             # Stage 3 (<= 1 min reward model with its sampling, <= 2 min PPO, <= 1 min DPO).
-            "reward.n_prompts=300", "reward.train.max_steps=60", "reward.train.batch_size=16",
+            "reward.n_prompts=200", "reward.train.max_steps=60", "reward.train.batch_size=16",
             "reward.train.lr=3e-4", "reward.train.eval_every=30", "reward.train.eval_batches=2",
             "reward.train.save_every=60",
-            "ppo.train.max_steps=40", "ppo.train.lr=5e-5", "ppo.critic_lr=1e-4", "ppo.rollout_batch_size=32",
-            "ppo.minibatch_size=16", "ppo.ppo_epochs=2", "ppo.train.save_every=20",
+            "ppo.train.max_steps=30", "ppo.train.lr=5e-5", "ppo.critic_lr=1e-4", "ppo.rollout_batch_size=32",
+            "ppo.minibatch_size=16", "ppo.ppo_epochs=2", "ppo.train.save_every=15",
             "dpo.train.max_steps=60", "dpo.train.batch_size=16", "dpo.train.lr=5e-5",
             "dpo.train.eval_every=60", "dpo.train.eval_batches=2", "dpo.train.save_every=60",
         ])

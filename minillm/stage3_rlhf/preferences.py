@@ -34,8 +34,7 @@ from minillm.config import RewardConfig
 from minillm.datasets.jsonl import read_records, write_jsonl
 from minillm.errors import DataError
 from minillm.model import GPT
-from minillm.stage2_sft.evaluate import left_pad
-from minillm.stage2_sft.template import decode_response, encode_prompt
+from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import SimulatedAnnotator, gold_score, win_rate
 from minillm.train import load_model
 
@@ -88,24 +87,6 @@ def append_preference(path: str | os.PathLike, record: dict) -> None:
 
 
 @torch.no_grad()
-def sample_answers(
-    model: GPT, tokenizer: Any, prompts: Sequence[str], temperature: float, max_new_tokens: int,
-    generator: torch.Generator, batch_size: int = 64,
-) -> list[str]:
-    """One sampled answer per prompt, in order (left-padded batches, sampled with `generator`)."""
-    model.eval()
-    device = next(model.parameters()).device
-    room = model.config.block_size - max_new_tokens
-    answers = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = [encode_prompt(tokenizer, p, max_len=room) for p in prompts[start:start + batch_size]]
-        ids, mask = left_pad(chunk, tokenizer.pad_id)
-        gen = model.generate(ids.to(device), max_new_tokens, temperature=temperature, eos_id=tokenizer.eos_id,
-                             attention_mask=mask.to(device), pad_id=tokenizer.pad_id, generator=generator)
-        answers += [decode_response(tokenizer, row.tolist()) for row in gen.new_ids]
-    return answers
-
-
 def sample_distinct_answers(
     model: GPT, tokenizer: Any, prompts: Sequence[str], k: int, temperature: float, max_new_tokens: int,
     generator: torch.Generator, rounds: int = 4,
@@ -121,8 +102,9 @@ def sample_distinct_answers(
         if not short:
             break
         owners = [i for i in short for _ in range(k)]  # each short prompt asked k more times
-        for i, answer in zip(owners, sample_answers(model, tokenizer, [prompts[i] for i in owners],
-                                                    temperature, max_new_tokens, generator), strict=True):
+        for i, answer in zip(owners, generate_answers(
+                model, tokenizer, [prompts[i] for i in owners], max_new_tokens, temperature=temperature,
+                generator=generator), strict=True):
             if answer not in found[i] and len(found[i]) < k:
                 found[i].append(answer)
     return found
@@ -138,8 +120,8 @@ def compare_policies(
     scores, "answers_policy", "answers_baseline": the answers, in the order of `records`}.
     """
     prompts = [r["prompt"] for r in records]
-    answers = {name: sample_answers(model, tokenizer, prompts, temperature, max_new_tokens,
-                                    torch.Generator().manual_seed(seed))
+    answers = {name: generate_answers(model, tokenizer, prompts, max_new_tokens, temperature=temperature,
+                                      generator=torch.Generator().manual_seed(seed))
                for name, model in (("policy", policy), ("baseline", baseline))}
     gold = {name: [gold_score(r, a) for r, a in zip(records, ans, strict=True)] for name, ans in answers.items()}
     return {

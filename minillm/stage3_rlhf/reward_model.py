@@ -54,6 +54,8 @@ from minillm.utils import seed_everything, write_json
 class RewardModel(nn.Module):
     """A GPT body plus a scalar head; `forward` scores each sequence at its last real token."""
 
+    kind = "reward"  # stored in checkpoints, so a run folder of another kind of model is refused
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
