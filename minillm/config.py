@@ -337,7 +337,9 @@ def preset(name: str) -> PipelineConfig:
             "mlm.train.max_steps=10", "clm.train.max_steps=10", "sft.train.max_steps=10",
             "reward.train.max_steps=5", "reward.n_prompts=16", "ppo.train.max_steps=2",
             "ppo.rollout_batch_size=8", "ppo.minibatch_size=4", "ppo.max_new_tokens=8",
-            "dpo.train.max_steps=5", "sft.max_new_tokens=16", "sft.eval_per_family=4",
+            "dpo.train.max_steps=5", "sft.max_new_tokens=8", "sft.eval_per_family=4",
+            "reward.max_new_tokens=8", "ppo.eval_prompts=16", "dpo.eval_prompts=16", "dpo.max_new_tokens=8",
+            "mlm.train.eval_batches=2", "clm.train.eval_batches=2", "sft.train.eval_batches=2",
         ])
     if name == "small":  # device=auto for the pipeline and every stage: the GPU when there is one
         return replace_train_configs(apply_overrides(cfg, [

@@ -1,0 +1,53 @@
+"""The whole journey on the micro preset: every stage runs, report.json has every number, and a
+second run skips the finished steps instead of training again."""
+
+import json
+import math
+
+from minillm.config import preset
+from minillm.pipeline import STEP_NAMES, run_pipeline
+
+REQUIRED = {
+    "tokenizer": ("seconds", "vocab_size", "tokens_per_byte"),
+    "mlm": ("seconds", "val_masked_accuracy", "unigram_masked_accuracy"),
+    "clm": ("seconds", "val_perplexity", "unigram_perplexity"),
+    "reward_model": ("seconds", "pairwise_accuracy", "annotator_agreement"),
+    "ppo": ("seconds", "win_rate_vs_sft", "gold_sft", "gold_after", "kl"),
+    "dpo": ("seconds", "win_rate_vs_sft", "gold_after"),
+}
+SFT_SPLITS = ("seen", "heldout_phrasings", "heldout_families", "world_facts")
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(tmp_path, capsys):
+    out = tmp_path / "run"
+    report = run_pipeline(preset("micro"), out)
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == report
+    assert report["preset"] == "micro" and report["device"] == "cpu" and finite(report["seconds"])
+    stages = report["stages"]
+    assert set(stages) == set(STEP_NAMES)
+    for stage, keys in REQUIRED.items():
+        for key in keys:
+            assert finite(stages[stage][key]), (stage, key, stages[stage].get(key))
+    for key in ("exact_match", "base_exact_match", "scratch_exact_match"):
+        assert set(stages["sft"][key]) >= set(SFT_SPLITS)
+        assert all(0.0 <= stages["sft"][key][s] <= 1.0 for s in SFT_SPLITS)
+    for rate in (stages["reward_model"]["pairwise_accuracy"], stages["ppo"]["win_rate_vs_sft"],
+                 stages["dpo"]["win_rate_vs_sft"], stages["mlm"]["val_masked_accuracy"]):
+        assert 0.0 <= rate <= 1.0
+    top5 = stages["mlm"]["fill_mask_top5"]
+    assert len(top5) == 5 and all(isinstance(piece, str) for piece in top5)
+    markdown = (out / "report.md").read_text()
+    assert "## 1. Pretraining" in markdown and "## 3. RLHF" in markdown
+
+    capsys.readouterr()
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("ckpt.pt")}
+    again = run_pipeline(preset("micro"), out)
+    printed = capsys.readouterr().out
+    assert printed.count("already done") == len(STEP_NAMES)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("ckpt.pt")} == mtimes  # nothing retrained
+    assert again["stages"] == report["stages"]
