@@ -206,7 +206,7 @@ class SFTConfig:
     """Supervised instruction tuning (stage 2): the loop's settings and how answers are evaluated."""
 
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        max_steps=300, batch_size=32, lr=1e-3, warmup_steps=10, eval_every=100, eval_batches=4))
+        max_steps=300, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=100, eval_batches=4))
     max_new_tokens: int = 32  # answer length limit when evaluating (the longest reference is ~16 tokens)
     eval_batch_size: int = 64  # prompts generated together (left-padded) when evaluating
     eval_per_family: int = 30  # test examples scored per family in each split (0 = all of them)

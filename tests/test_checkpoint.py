@@ -144,7 +144,8 @@ def test_load_model_names_a_config_it_cannot_rebuild(tmp_path):
     save_checkpoint(tmp_path / "ckpt.pt", {"model": {}, "model_config": {"n_embd": 16, "wings": 2}})
     with pytest.raises(CheckpointError, match="invalid model config.*wings"):
         load_model(tmp_path, GPT)
-    save_checkpoint(tmp_path / "ckpt.pt", {"model": {"nope": torch.zeros(1)}, "model_config": {}})
+    save_checkpoint(tmp_path / "ckpt.pt", {"model": {"nope": torch.zeros(1)}, "model_config": {},
+                                         "model_kind": "gpt"})
     with pytest.raises(CheckpointError, match="weights do not fit"):
         load_model(tmp_path / "ckpt.pt", GPT)
 

@@ -101,10 +101,10 @@ def read_prompts(path: str | os.PathLike) -> list[dict]:
     """Prompts to rank: a .jsonl of records with a "prompt" field (bad lines stop with their number),
     or a text file with one prompt per line."""
     path = Path(path)
-    if path.suffix == ".jsonl":
-        return read_records(path, check_prompt_record)
     if not path.is_file():
         raise DataError(f"no prompts file at {path}: give a .jsonl of records or a text file, one prompt a line")
+    if path.suffix == ".jsonl":
+        return read_records(path, check_prompt_record)
     return [{"prompt": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
