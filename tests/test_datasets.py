@@ -261,8 +261,8 @@ def test_references_are_right(suite):
 def test_training_styles_vary_and_reference_stays_ideal(suite):
     train = by_split(suite, "train")
     shares = Counter(r["style"] for r in train)
-    assert 0.6 < shares["ideal"] / len(train) < 0.85
-    assert all(shares[s] >= 100 for s in STYLES)
+    assert 0.8 < shares["ideal"] / len(train) < 0.92
+    assert all(shares[s] >= 50 for s in STYLES)
     for r in train:
         right = is_correct(r["response"], r["reference"])
         assert right == (r["style"] in ("ideal", "terse")), r

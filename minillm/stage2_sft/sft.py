@@ -65,15 +65,31 @@ def sft_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[s
     return loss, {"loss": loss.item(), "response_tokens": float(n_targets.item())}
 
 
+def length_buckets(examples: list[ChatExample], bucket_size: int) -> list[list[ChatExample]]:
+    """Examples sorted by length and cut into buckets of `bucket_size` similar lengths.
+
+    A batch drawn from one bucket is padded only to the longest of similar rows: conversations are
+    ~30 tokens on average but up to ~90, so random batches would spend most of their compute on pads.
+    """
+    ordered = sorted(examples, key=lambda ex: len(ex.ids))
+    return [ordered[i:i + bucket_size] for i in range(0, len(ordered), bucket_size)]
+
+
 def make_get_batch(
     splits: dict[str, list[ChatExample]], batch_size: int, pad_id: int, device: torch.device | str
 ):
-    """get_batch(split, generator) for the training loop: rows drawn with the loop's generator only."""
+    """get_batch(split, generator) for the training loop: rows drawn with the loop's generator only.
+
+    Each batch picks a length bucket (of 4 batches' worth of examples) at random, then its rows at
+    random within the bucket: every example is still drawn equally often, with far less padding.
+    """
+    buckets = {split: length_buckets(examples, 4 * batch_size) for split, examples in splits.items()}
 
     def get_batch(split: str, generator: torch.Generator) -> dict[str, Tensor]:
-        examples = splits[split]
-        rows = torch.randint(len(examples), (batch_size,), generator=generator).tolist()
-        return {k: v.to(device) for k, v in collate([examples[r] for r in rows], pad_id).items()}
+        weights = torch.tensor([len(b) for b in buckets[split]], dtype=torch.float)
+        bucket = buckets[split][int(torch.multinomial(weights, 1, generator=generator))]
+        rows = torch.randint(len(bucket), (batch_size,), generator=generator).tolist()
+        return {k: v.to(device) for k, v in collate([bucket[r] for r in rows], pad_id).items()}
 
     return get_batch
 
