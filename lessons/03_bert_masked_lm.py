@@ -14,7 +14,7 @@ What you will see:
 4. The classic demo: the ranking for "A flash flood watch will be in effect all [MASK]." and its
    bar chart. A model that read the weather bulletins ranks time spans first.
 
-Run it:  python lessons/03_bert_masked_lm.py    (1-3 minutes on a 2-core CPU)
+Run it:  python lessons/03_bert_masked_lm.py    (2-4 minutes on a 2-core CPU)
 Outputs: runs/lessons/03/ (the MLM run: metrics.jsonl, loss.png, ckpt.pt, fill_mask.png).
 """
 
@@ -46,7 +46,7 @@ def step1_mask_one_sentence(tokenizer) -> None:
     ids = pack_documents(tokenizer, ["A flash flood watch will be in effect all night for the town of Dorvik."])
     # A higher rate than 15% so that one short sentence shows every case; the seed picks the draw.
     cfg = dataclasses.replace(CFG.mlm, mask_prob=0.4)
-    masked = mask_for_mlm(ids[None], cfg, tokenizer, torch.Generator().manual_seed(3))
+    masked = mask_for_mlm(ids[None], cfg, tokenizer, torch.Generator().manual_seed(13))
     print(f"  {'token':>12} -> {'model sees':>12}   label")
     rows = zip(ids.tolist(), masked.input_ids[0].tolist(), masked.labels[0].tolist(), strict=True)
     for original, seen, label in rows:
@@ -119,8 +119,9 @@ def main() -> None:
    masked accuracy barely changes, since evaluation masks with <mask> as well; what is lost is
    robustness to visible tokens that are wrong. Put a wrong word next to the blank ("... in effect
    all [MASK] banana.") and compare the rankings of the two runs with `fill_mask`.
-3. Pre-LN instead of BERT's post-LN (`--set mlm.model.norm=pre`), then both at a 3x higher
-   `mlm.train.lr`: compare the loss curves (loss.png) and see which one becomes unstable first.
+3. BERT's original post-LN blocks (`--set mlm.model.norm=post`; the tiny preset uses pre-LN):
+   compare the two loss curves (loss.png). Both first sit on a plateau at the unigram loss, until
+   attention learns to look at the neighbours of a blank; watch which one leaves it first.
 """)
 
 
