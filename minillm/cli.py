@@ -68,7 +68,9 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     n_tokens = len(tok.encode(text))
     print(f"trained a {args.kind} tokenizer with {tok.vocab_size} ids -> {args.out}")
     print(f"tokens per byte on the training text: {n_tokens / n_bytes:.3f}")
-    longest = sorted(range(tok.vocab_size), key=lambda i: -len(tok.id_to_piece(i).encode("utf-8")))
+    special = set(tok.special_tokens.values())
+    longest = sorted((i for i in range(tok.vocab_size) if i not in special),
+                     key=lambda i: -len(tok.id_to_piece(i).encode("utf-8")))
     print("some of the longest pieces it learned:", ", ".join(repr(tok.id_to_piece(i)) for i in longest[:12]))
 
 

@@ -179,11 +179,14 @@ def single_family_name(records: Sequence[dict], requested: str) -> str:
 
 def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir: str | Path,
                     resume: bool) -> dict[str, Path]:
-    """SFT from scratch (same data and steps, random init) and SFT on one family (same steps)."""
+    """SFT from scratch (same data and steps, random init) and, if cfg.single_family_baseline, SFT on
+    one family (same steps)."""
     base_model, tokenizer = load_model(init_dir, GPT)
     scratch_dir, single_dir = out_dir / "baselines" / "scratch", out_dir / "baselines" / "single_family"
     train_sft(cfg, records, scratch_dir, scratch_model_config=base_model.config, tokenizer=tokenizer,
               resume=resume)
+    if not cfg.single_family_baseline:
+        return {"scratch": scratch_dir}
     family = single_family_name(records, cfg.single_family)
     one_family = [r for r in records if r.get("split", "train") != "train" or r["family"] == family]
     train_sft(cfg, one_family, single_dir, init_dir=init_dir, resume=resume)
@@ -220,7 +223,8 @@ def run_sft_with_baselines(
         "template": sft_run["template"],
         **{("exact_match" if n == "sft" else f"{n}_exact_match"): exact_match_row(s) for n, s in table.items()},
         "f1": {n: {k: s[k]["f1"] for k in exact_match_row(s)} for n, s in table.items()},
-        "single_family": single_family_name(records, cfg.single_family) if baselines else None,
+        "single_family": (single_family_name(records, cfg.single_family)
+                          if baselines and cfg.single_family_baseline else None),
         "test_examples": len(tests),
         "models": table,
         "config": to_dict(cfg),
