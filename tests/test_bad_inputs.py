@@ -10,8 +10,7 @@ tokenizer or checkpoint file, a flag). It runs `minillm` in-process three ways a
    rankings file, ...) is byte-identical afterwards, and no file appeared (so a pickled payload in a
    malicious checkpoint did not run: it would have made a folder).
 
-Rows marked xfail are mistakes that another module still answers with a traceback or an unclear
-message; the reason says where. `LIBRARY_TABLE` holds the few mistakes that only the Python API can
+`LIBRARY_TABLE` holds the few mistakes that only the Python API can
 make (ids that the command line never builds). Everything runs on the `micro` preset and tiny files.
 """
 
@@ -58,7 +57,6 @@ class Bad:
     error: type[BaseException]  # SystemExit: argparse refused the arguments themselves
     words: tuple[str, ...]  # each must appear in the error line (case-insensitive)
     setup: Setup | None = None  # writes the bad file(s) into the workspace first
-    xfail: str = ""  # why this row still fails (another module's problem), "" when it passes
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,10 +310,7 @@ CLI_TABLE = [
                                           "--set", "tokenizer.vocab_size=290"), ConfigError,
         ("cannot resume", "another tokenizer", "tokenizer.json")),
     Bad("resume with a corrupt config.json", (*PRETRAIN, "--out", "{ws}/gpt", "--resume"), ConfigError,
-        ("config.json", "corrupt"), write("gpt/config.json", "{oops"),
-        xfail="stage1_pretrain/data.py check_resume: json.loads(config.json) raises JSONDecodeError with a "
-              "traceback: 'json.decoder.JSONDecodeError: Expecting property name enclosed in double quotes: "
-              "line 1 column 2 (char 1)'"),
+        ("config.json", "corrupt"), write("gpt/config.json", "{oops")),
     Bad("SFT from a folder without a checkpoint",
         ("sft", "--init", "{ws}/nope", "--out", "{ws}/sft", "--preset", "micro", "--data", "{ws}/i.jsonl"),
         CheckpointError, ("no checkpoint at", "nope"), write("i.jsonl", GOOD_RECORD)),
@@ -376,8 +371,7 @@ def run_cli(argv: list[str]) -> int:
 
 
 def _param(bad: Bad):
-    marks = [pytest.mark.xfail(strict=True, reason=bad.xfail)] if bad.xfail else []
-    return pytest.param(bad, id=bad.name.replace(" ", "-"), marks=marks)
+    return pytest.param(bad, id=bad.name.replace(" ", "-"))
 
 
 @pytest.mark.parametrize("bad", [_param(bad) for bad in CLI_TABLE])

@@ -88,7 +88,13 @@ def check_resume(out_dir: Path, run_config: dict, tokenizer) -> None:
             f"cannot resume {out_dir}: it was trained with another tokenizer than the one given now; "
             f"use {out_dir / TOKENIZER_NAME}, or start a new run in another folder"
         )
-    saved = json.loads((out_dir / CONFIG_NAME).read_text(encoding="utf-8")).get("run") or {}
+    try:
+        saved = json.loads((out_dir / CONFIG_NAME).read_text(encoding="utf-8")).get("run") or {}
+    except (OSError, ValueError, AttributeError):
+        raise ConfigError(
+            f"cannot resume {out_dir}: its {CONFIG_NAME} is missing or corrupt, so the saved settings are unknown; "
+            "restore it, or start a new run in another folder"
+        ) from None
     differences = diff_configs({k: v for k, v in saved.items() if k != "train"},
                                {k: v for k, v in run_config.items() if k != "train"})
     if differences:
