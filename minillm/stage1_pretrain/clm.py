@@ -39,10 +39,10 @@ from minillm.stage1_pretrain.data import (
     pack_documents,
     random_windows,
     unigram_counts,
+    write_results,
 )
 from minillm.train import train
-from minillm.train.loop import METRICS_NAME, append_metrics
-from minillm.utils import seed_everything, write_json
+from minillm.utils import seed_everything
 
 SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")
 MAX_EVAL_WINDOWS = 512
@@ -135,12 +135,5 @@ def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     metrics = perplexity(model, streams["val"], T, B)
     metrics["unigram_perplexity"] = unigram_perplexity(streams["train"], streams["val"],
                                                        tokenizer.vocab_size, T)
-    metrics.update({
-        "samples": [generate_text(model, tokenizer, p, seed=i) for i, p in enumerate(SAMPLE_PROMPTS)],
-        "train_tokens": len(streams["train"]),
-        "steps": cfg.train.max_steps,
-        "final_train_loss": result["final"].get("loss"),
-    })
-    write_json(out_dir / "results.json", metrics)
-    append_metrics(out_dir / METRICS_NAME, {"step": cfg.train.max_steps, "split": "final", **metrics})
-    return metrics
+    metrics["samples"] = [generate_text(model, tokenizer, p, seed=i) for i, p in enumerate(SAMPLE_PROMPTS)]
+    return write_results(out_dir, metrics, streams, cfg.train.max_steps, result)

@@ -31,7 +31,8 @@ from minillm.config import diff_configs
 from minillm.errors import ConfigError, DataError
 from minillm.tokenizer import load_tokenizer
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME
-from minillm.train.loop import CONFIG_NAME
+from minillm.train.loop import CONFIG_NAME, METRICS_NAME, append_metrics
+from minillm.utils import write_json
 
 
 def pack_documents(tokenizer, docs: Sequence[str]) -> torch.Tensor:
@@ -102,3 +103,17 @@ def check_resume(out_dir: Path, run_config: dict, tokenizer) -> None:
             f"cannot resume {out_dir}: its settings differ (saved -> now): {'; '.join(differences)}. "
             "Use the saved settings, or start a new run in another folder"
         )
+
+
+def write_results(out_dir: Path, metrics: dict, streams: dict[str, torch.Tensor], steps: int,
+                  train_result: dict) -> dict:
+    """Complete a stage-1 run's final metrics, write them to results.json and as the last
+    ("final") row of metrics.jsonl, and return them."""
+    metrics.update({
+        "train_tokens": len(streams["train"]),
+        "steps": steps,
+        "final_train_loss": train_result["final"].get("loss"),
+    })
+    write_json(out_dir / "results.json", metrics)
+    append_metrics(out_dir / METRICS_NAME, {"step": steps, "split": "final", **metrics})
+    return metrics

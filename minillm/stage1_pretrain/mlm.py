@@ -38,11 +38,11 @@ from minillm.stage1_pretrain.data import (
     pack_documents,
     random_windows,
     unigram_counts,
+    write_results,
 )
 from minillm.stage1_pretrain.masking import IGNORE_INDEX, MaskedBatch, mask_tokens
 from minillm.train import train
-from minillm.train.loop import METRICS_NAME, append_metrics
-from minillm.utils import seed_everything, write_json
+from minillm.utils import seed_everything
 
 MASK_LITERAL = "[MASK]"  # what a user types where the blank is
 FLASH_FLOOD = "A flash flood watch will be in effect all [MASK]."
@@ -194,10 +194,5 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
         "fill_mask_prompt": FLASH_FLOOD,
         "fill_mask_top5": [[piece, round(p, 4)] for piece, p in ranking[:5]],
         "unigram_prediction": tokenizer.id_to_piece(most_frequent_id),
-        "train_tokens": len(streams["train"]),
-        "steps": cfg.train.max_steps,
-        "final_train_loss": result["final"].get("loss"),
     })
-    write_json(out_dir / "results.json", metrics)
-    append_metrics(out_dir / METRICS_NAME, {"step": cfg.train.max_steps, "split": "final", **metrics})
-    return metrics
+    return write_results(out_dir, metrics, streams, cfg.train.max_steps, result)
