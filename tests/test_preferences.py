@@ -14,6 +14,7 @@ from minillm.stage3_rlhf.annotator import (
     gold_agreement,
     gold_score,
     pair_agreement,
+    rank_answers,
     self_agreement,
     win_rate,
 )
@@ -45,7 +46,7 @@ def test_bad_lines_are_reported_and_skipped_good_lines_kept(tmp_path):
     assert [r["prompt"] for r in records] == ["Capital of Varn?", "Second good one"]
     reasons = dict(skipped)
     assert sorted(reasons) == [2, 3, 4, 5, 6, 9]
-    for number, word in ((2, "permutation"), (3, "permutation"), (4, "permutation"), (5, "duplicate"),
+    for number, word in ((2, "exactly once"), (3, "exactly once"), (4, "exactly once"), (5, "duplicate"),
                          (6, "missing"), (9, "JSON")):
         assert word in reasons[number], (number, reasons[number])
 
@@ -62,12 +63,13 @@ def test_a_file_without_good_lines_is_refused(tmp_path):
 # ---------------------------------------------------------------- the person in the terminal
 
 
-@pytest.mark.parametrize("text,expected", [("2 1 4 3", [1, 0, 3, 2]), ("1,2,3,4\n", [0, 1, 2, 3])])
+@pytest.mark.parametrize("text,expected", [("2 1 4 3", [1, 0, 3, 2]), ("1,2,3,4\n", [0, 1, 2, 3]),
+                                           ("2 1=4 3", [1, [0, 3], 2]), ("1=2=3=4", [[0, 1, 2, 3]])])
 def test_parse_ranking_accepts_permutations(text, expected):
     assert parse_ranking(text, 4) == expected
 
 
-@pytest.mark.parametrize("text", ["2 1 4", "1 1 2 3", "a b c d", "1 2 3 5", "", "0 1 2 3"])
+@pytest.mark.parametrize("text", ["2 1 4", "1 1 2 3", "a b c d", "1 2 3 5", "", "0 1 2 3", "1=1 2 3", "1= 2 3 4"])
 def test_parse_ranking_rejects_malformed_input(text):
     with pytest.raises(ValueError):
         parse_ranking(text, 4)
@@ -137,8 +139,18 @@ def test_noisy_annotator_is_seeded_and_noise_lowers_agreement():
     assert gold_agreement(records, sets, [noisy.rank(RECORD, answers) for _ in records]) < 0.9
 
 
+def test_annotator_ties_answers_within_its_margin():
+    scores = [3.0, 2.9, 1.0, 0.5, -2.0]
+    assert rank_answers(scores) == [0, 1, 2, 3, 4]
+    assert rank_answers(scores, tie_margin=0.3) == [[0, 1], 2, 3, 4]
+    assert rank_answers(scores, tie_margin=0.6) == [[0, 1], [2, 3], 4]  # 1.0 - 0.5 < 0.6
+    assert rank_answers([1.0, 1.0], tie_margin=0.0) == [0, 1]  # no margin: the earlier answer first
+
+
 def test_pair_agreement_and_win_rate_by_hand():
     assert pair_agreement([0, 1, 2], [0, 1, 2]) == 1.0
     assert pair_agreement([0, 1, 2], [2, 1, 0]) == 0.0
     assert pair_agreement([0, 1, 2], [1, 0, 2]) == pytest.approx(2 / 3)
+    # ties: in a, 0 and 1 tie, so a calls only (0>2) and (1>2); b ties 1 and 2 (half a point)
+    assert pair_agreement([[0, 1], 2], [0, [1, 2]]) == pytest.approx((1 + 0.5) / 2)
     assert win_rate([1.0, 2.0, 0.0, 5.0], [0.0, 2.0, 1.0, 1.0]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)

@@ -35,6 +35,12 @@ def test_ranking_to_pairs_gives_all_k_choose_2_in_order():
     assert len(pairs) == math.comb(5, 2) and len(set(pairs)) == 10
 
 
+def test_tied_answers_give_no_pair():
+    # 2 is best, 0 and 3 tie, 1 is worst: 2>0, 2>3, 2>1, 0>1, 3>1, and nothing between 0 and 3
+    assert ranking_to_pairs([2, [0, 3], 1]) == [(2, 0), (2, 3), (2, 1), (0, 1), (3, 1)]
+    assert ranking_to_pairs([[0, 1, 2]]) == []
+
+
 def test_ranking_loss_matches_hand_computation():
     # answer 0 ranked best, then answer 1, then answer 2; pairs (0>1), (0>2), (1>2)
     rewards = torch.tensor([[1.0, 0.0, 2.0]])

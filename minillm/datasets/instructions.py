@@ -7,7 +7,7 @@ record in one of five splits:
 - `train`: what SFT learns from;
 - `test_seen`: new examples of trained families, worded with trained phrasings;
 - `test_heldout_phrasing`: new examples of trained families, worded with a phrasing never trained
-  on (phrasing 4 of each family);
+  on (the last of each family's nine phrasings);
 - `test_heldout_family`: whole families never trained on: `last_item` (its operation resembles the
   trained `first_item`, and the corpus's stories say "the first item was ... and the last was ...")
   and `pet_fact` (a question about people's pets: the facts are in the corpus, the relation is never
@@ -79,45 +79,70 @@ STYLE_WEIGHTS = (0.85, 0.04, 0.05, 0.03, 0.03)  # of training responses: mostly 
 TRAIN_FAMILIES = ("world_fact", "headline", "plural", "past_tense", "translate", "count", "first_item")
 HELDOUT_FAMILIES = ("last_item", "pet_fact")
 FAMILIES = TRAIN_FAMILIES + HELDOUT_FAMILIES
-HELDOUT_PHRASING = 4  # in every trained family, phrasing 4 is never trained on
+HELDOUT_PHRASING = 8  # every trained family has 8 trained phrasings; the 9th (index 8) is never trained on
+FACT_TRAIN_PHRASINGS = 4  # training records per seen fact, each in another trained wording
 SEEN_FRACTION = 0.6  # share of towns whose facts (and residents) may appear in training
 
 # --------------------------------------------------------------------------------------------------
-# Phrasings: how each family's instruction is worded. {x} is the example's input. A held-out
-# phrasing keeps the family's key word ("plural", "count", "Kelish") in a new sentence around it.
+# Phrasings: how each family's instruction is worded. {x} is the example's input. Eight varied
+# wordings per trained family teach the model that the wording changes and the key word does not;
+# the last one (index HELDOUT_PHRASING) is held out. A held-out phrasing keeps the family's key
+# word ("plural", "count", "Kelish") in a new sentence around it.
 
 PHRASINGS: dict[str, tuple[str, ...]] = {
     "headline": ("Write a headline for this bulletin: {x}",
                  "Summarise this weather bulletin in one line: {x}", "{x}\nGive this bulletin a headline.",
-                 "What is the headline of this bulletin? {x}",
+                 "What is the headline of this bulletin? {x}", "Give me the headline of this bulletin: {x}",
+                 "{x}\nWhat is the headline here?", "Read this bulletin and write its headline: {x}",
+                 "Headline for this bulletin, please: {x}",
                  "Sum up this bulletin as a headline: {x}"),
     "plural": ("Rewrite in the plural: {x}", 'What is the plural of "{x}"?', "Make this plural: {x}",
-               "{x}\nNow say it in the plural.", 'Change "{x}" into the plural.'),
+               "{x}\nNow say it in the plural.", "Give the plural form: {x}", "Plural, please: {x}",
+               "{x}\nWhat is that in the plural?", 'Write "{x}" in the plural.',
+               'Change "{x}" into the plural.'),
     "past_tense": ("Rewrite in the past tense: {x}", "Put this sentence in the past tense: {x}",
                    "Change to the past tense: {x}", "{x}\nSay that in the past tense.",
+                   'Write "{x}" in the past tense.', "Past tense, please: {x}",
+                   "{x}\nHow does that read in the past tense?", 'What is "{x}" in the past tense?',
                    'How would you write "{x}" in the past tense?'),
     "translate": (f"Translate into {TOY_LANGUAGE}: {{x}}", f'How do you say "{{x}}" in {TOY_LANGUAGE}?',
                   f"Put this sentence into {TOY_LANGUAGE}: {{x}}",
-                  f"{{x}}\nTranslate that into {TOY_LANGUAGE}.", f"Give me the {TOY_LANGUAGE} for: {{x}}"),
+                  f"{{x}}\nTranslate that into {TOY_LANGUAGE}.", f'What is "{{x}}" in {TOY_LANGUAGE}?',
+                  f"{TOY_LANGUAGE}, please: {{x}}", f"{{x}}\nHow would a {TOY_LANGUAGE} speaker say that?",
+                  f"Say this in {TOY_LANGUAGE}: {{x}}",
+                  f"Give me the {TOY_LANGUAGE} for: {{x}}"),
     "count": ("How many items are in this list: {x}?", "Count the items: {x}", "{x}\nHow many items is that?",
-              "Count how many things are in this list: {x}", "Tell me the number of items in: {x}"),
+              "Count how many things are in this list: {x}", "How many things are listed here: {x}?",
+              "What is the number of items in this list: {x}?", "{x}\nCount them.",
+              "Give the count of items: {x}",
+              "Tell me the number of items in: {x}"),
     "first_item": ("What is the first item in this list: {x}?", "Name the first item: {x}",
                    "{x}\nWhich item comes first?", "Give the first item of this list: {x}",
+                   "Which item is first in this list: {x}?", "{x}\nWhat is the first thing listed?",
+                   "Tell me the first item: {x}", "What comes first in this list: {x}?",
                    "Which is the first thing in this list: {x}?"),
-    # held-out family: the first_item phrasings with "last" for "first"
+    # held-out family: first_item phrasings with "last" for "first"
     "last_item": ("What is the last item in this list: {x}?", "Name the last item: {x}",
                   "{x}\nWhich item comes last?", "Give the last item of this list: {x}"),
 }
 # Fact questions are worded per relation; world_fact asks four relations, pet_fact (held out) one.
 FACT_PHRASINGS: dict[str, tuple[str, ...]] = {
     "river": ("Which river runs through {x}?", "What river flows through {x}?", "Name the river of {x}.",
-              "{x} lies on which river?", "Tell me which river passes {x}."),
+              "{x} lies on which river?", "What is the river of {x}?", "{x} is on which river?",
+              "Which river does {x} lie on?", "Tell me the river that runs through {x}.",
+              "Tell me which river passes {x}."),
     "region": ("In which region is {x}?", "Which region is {x} in?", "Name the region that {x} belongs to.",
-               "{x} is part of which region?", "Tell me the region of {x}."),
+               "{x} is part of which region?", "What region is {x} in?", "Where is {x}? Name the region.",
+               "Which region does {x} lie in?", "Tell me which region {x} is in.",
+               "Tell me the region of {x}."),
     "home": ("Where does {x} live?", "In which town does {x} live?", "What is {x}'s home town?",
-             "Name the town where {x} lives.", "Which town is home to {x}?"),
+             "Name the town where {x} lives.", "Which town does {x} live in?", "Where is {x}'s home?",
+             "Tell me where {x} lives.", "What town is {x} from?",
+             "Which town is home to {x}?"),
     "job": ("What is {x}'s job?", "What does {x} do for a living?", "What work does {x} do?",
-            "Name {x}'s job.", "Which job does {x} have?"),
+            "Name {x}'s job.", "What is {x}'s trade?", "Tell me {x}'s job.", "How does {x} earn a living?",
+            "What kind of work does {x} do?",
+            "Which job does {x} have?"),
     "pet": ("What pet does {x} keep?", "Which animal does {x} keep as a pet?", "Name {x}'s pet.",
             "What kind of pet does {x} have?"),
 }
@@ -311,8 +336,9 @@ def _task_records(family: str, rng: random.Random, seen: Seen, n_train: int, n_t
 
 
 def _fact_records(rng: random.Random, seen: Seen, n_test: int) -> list[dict]:
-    """world_fact: seen entities -> train (3 trained phrasings per fact), test_seen (the 4th) and
-    test_heldout_phrasing; unseen entities -> test_world_fact. pet_fact: everyone -> held-out family."""
+    """world_fact: seen entities -> train (FACT_TRAIN_PHRASINGS wordings per fact), test_seen (one more
+    trained wording) and test_heldout_phrasing; unseen entities -> test_world_fact. pet_fact: everyone
+    -> held-out family."""
     world = seen.world
     seen_names = {t.name for t in seen.towns} | {p.name for p in seen.people}
     records, world_fact_tests, pet_tests = [], [], []
@@ -323,14 +349,14 @@ def _fact_records(rng: random.Random, seen: Seen, n_test: int) -> list[dict]:
             wrong_pool = sorted({fact_answer(world, relation, s)
                                  for s in fact_subjects(relation, seen.towns, seen.people)} - {answer})
             example = Example(subject, answer, rng.choice(wrong_pool))
-            order = rng.sample(range(HELDOUT_PHRASING), HELDOUT_PHRASING)
+            order = rng.sample(range(HELDOUT_PHRASING), FACT_TRAIN_PHRASINGS + 1)  # trained wordings only
             if subject in seen_names:
                 plan = [("train", k) for k in order[:-1]] + [("test_seen", order[-1]),
                                                              ("test_heldout_phrasing", HELDOUT_PHRASING)]
                 records += [_record("world_fact", k, split, phrasings[k], example, rng) for split, k in plan]
             else:
                 world_fact_tests += [_record("world_fact", k, "test_world_fact", phrasings[k], example, rng)
-                                     for k in order]
+                                     for k in order[:-1]]
     for person in world.people:
         example = Example(person.name, fact_answer(world, "pet", person.name), "")
         pet_tests += [_record("pet_fact", k, "test_heldout_family", template, example, rng)

@@ -1,7 +1,8 @@
 """A person ranks answers in the terminal: the human version of the simulated annotator.
 
 For each prompt the SFT policy writes K different answers; we show them numbered 1..K and read a
-ranking, best first, such as `2 1 4 3` ("answer 2 is best, then 1, then 4, answer 3 is worst").
+ranking, best first, such as `2 1 4 3` ("answer 2 is best, then 1, then 4, answer 3 is worst"),
+or `2 1=4 3` when answers 1 and 4 seem equally good (a tie teaches nothing, so no pair is made).
 The loop is built for real people:
 
 - a malformed ranking (a missing number, a repeat, a word) is refused with the reason, and the
@@ -32,17 +33,19 @@ from minillm.stage3_rlhf.preferences import append_preference, read_preferences,
 from minillm.train import load_model
 
 
-def parse_ranking(text: str, k: int) -> list[int]:
-    """'2 1 4 3' (1-based, best first) -> [1, 0, 3, 2] (0-based); ValueError saying what is wrong."""
-    words = text.replace(",", " ").split()
-    if not all(w.isdigit() for w in words):
+def parse_ranking(text: str, k: int) -> list[int | list[int]]:
+    """'2 1 4 3' (1-based, best first) -> [1, 0, 3, 2] (0-based); '2 1=4 3' ties answers 1 and 4:
+    -> [1, [0, 3], 2]. ValueError saying what is wrong."""
+    places = [word.split("=") for word in text.replace(",", " ").split()]
+    if not all(n.isdigit() for place in places for n in place):
         example = " ".join(map(str, range(1, k + 1)))
-        raise ValueError(f"use only the numbers 1 to {k}, separated by spaces, e.g. {example}")
-    numbers = [int(w) for w in words]
+        raise ValueError(f"use only the numbers 1 to {k}, separated by spaces (= between answers that tie), "
+                         f"e.g. {example}")
+    numbers = [int(n) for place in places for n in place]
     if sorted(numbers) != list(range(1, k + 1)):
-        typed = " ".join(words) or "nothing"
+        typed = text.strip() or "nothing"
         raise ValueError(f"name each of the {k} answers exactly once (1 to {k}); you typed {typed}")
-    return [n - 1 for n in numbers]
+    return [int(place[0]) - 1 if len(place) == 1 else [int(n) - 1 for n in place] for place in places]
 
 
 def show_question(out: IO[str], number: int, total: int, prompt: str, answers: Sequence[str]) -> None:
@@ -73,7 +76,7 @@ def annotate_loop(
             continue
         show_question(stdout, number, len(todo), record["prompt"], answers)
         while True:
-            stdout.write("ranking, best first (e.g. 2 1 4 3), or q to stop: ")
+            stdout.write("ranking, best first (e.g. 2 1 4 3; 1=4 for a tie), or q to stop: ")
             stdout.flush()
             line = stdin.readline()
             if line == "" or line.strip().lower() in ("q", "quit"):  # end of input or a request to stop

@@ -15,7 +15,12 @@ so the training styles of the instruction suite come out in the order people wou
 ideal (4.0) > terse (3.5) > padded, impolite (about 1.3 to 1.8) > wrong (below 0.5).
 
 People disagree, with each other and with themselves, so the annotator adds Gaussian noise of
-standard deviation `noise` to each score before ranking. The same function WITHOUT noise is the
+standard deviation `noise` to each score before ranking. People also say "these two are about
+equally good" (Llama 2's annotators could answer "negligibly better / unsure"): answers whose noisy
+scores lie within `tie_margin` of each other share a place in the ranking, written as a list:
+`[2, [0, 3], 1]` says answer 2 is best, 0 and 3 tie, 1 is worst. A tie is no comparison, so it
+trains nothing and is not counted when a reward model's accuracy is measured; what is left are the
+pairs a person would actually call. The same function WITHOUT noise is the
 **gold** judge: it evaluates the final policies. The policy never sees it; it only sees the reward
 model, which learnt from the noisy rankings. When the policy finds answers the reward model likes
 but the gold judge does not, that is reward hacking, and it shows up as a gap between the two.
@@ -30,6 +35,7 @@ Two numbers say how much the rankings can teach:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 
@@ -54,9 +60,25 @@ def score_parts(record: dict, answer: str) -> dict[str, float]:
     }
 
 
-def ranking_to_pairs(ranking: Sequence[int]) -> list[tuple[int, int]]:
-    """All K-choose-2 (better, worse) index pairs of a best-first ranking."""
-    return [(ranking[i], ranking[j]) for i in range(len(ranking)) for j in range(i + 1, len(ranking))]
+Ranking = Sequence[int | Sequence[int]]  # best first; a list inside is a group of tied answers
+
+
+def ranking_places(ranking: Ranking) -> list[list[int]]:
+    """The answers at each place of a ranking, best place first: [2, [0, 3], 1] -> [[2], [0, 3], [1]]."""
+    return [list(place) if isinstance(place, (list, tuple)) else [place] for place in ranking]
+
+
+def answer_places(ranking: Ranking) -> dict[int, int]:
+    """answer index -> its place (0 = best; tied answers share a place)."""
+    return {answer: place for place, group in enumerate(ranking_places(ranking)) for answer in group}
+
+
+def ranking_to_pairs(ranking: Ranking) -> list[tuple[int, int]]:
+    """Every (better, worse) index pair of a best-first ranking: K-choose-2 of them without ties;
+    answers that tie give no pair."""
+    places = ranking_places(ranking)
+    return [(better, worse) for i, high in enumerate(places) for low in places[i + 1:]
+            for better in high for worse in low]
 
 
 def gold_score(record: dict, answer: str) -> float:
@@ -64,52 +86,72 @@ def gold_score(record: dict, answer: str) -> float:
     return sum(WEIGHTS[k] * v for k, v in score_parts(record, answer).items())
 
 
-def rank_answers(scores: Sequence[float]) -> list[int]:
-    """Indices of the answers from the highest score to the lowest (ties: the earlier answer first)."""
-    return sorted(range(len(scores)), key=lambda i: -scores[i])
+def rank_answers(scores: Sequence[float], tie_margin: float = 0.0) -> list[int | list[int]]:
+    """A best-first ranking of answers by score; an answer within `tie_margin` of the one above it
+    joins its place (a list of tied indices). Equal scores without a margin: the earlier answer first."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    places = [[order[0]]]
+    for above, i in pairwise(order):
+        if scores[above] - scores[i] < tie_margin:
+            places[-1].append(i)
+        else:
+            places.append([i])
+    return [group[0] if len(group) == 1 else group for group in places]
 
 
 class SimulatedAnnotator:
-    """Ranks K answers by gold score plus Gaussian noise of std `noise`, from its own seeded generator."""
+    """Ranks K answers by gold score plus Gaussian noise of std `noise`, from its own seeded generator;
+    answers whose noisy scores are within `tie_margin` of each other tie."""
 
-    def __init__(self, noise: float, seed: int = 0) -> None:
+    def __init__(self, noise: float, seed: int = 0, tie_margin: float = 0.0) -> None:
         self.noise = noise
+        self.tie_margin = tie_margin
         self.generator = torch.Generator().manual_seed(seed)
 
     def noisy_scores(self, record: dict, answers: Sequence[str]) -> list[float]:
         jitter = torch.randn(len(answers), generator=self.generator, dtype=torch.float64) * self.noise
         return [gold_score(record, a) + float(e) for a, e in zip(answers, jitter, strict=True)]
 
-    def rank(self, record: dict, answers: Sequence[str]) -> list[int]:
-        """A best-first ranking (0-based indices) of `answers`."""
-        return rank_answers(self.noisy_scores(record, answers))
+    def rank(self, record: dict, answers: Sequence[str]) -> list[int | list[int]]:
+        """A best-first ranking (0-based indices, tied answers grouped in a list) of `answers`."""
+        return rank_answers(self.noisy_scores(record, answers), self.tie_margin)
 
 
-def pair_agreement(ranking_a: Sequence[int], ranking_b: Sequence[int]) -> float:
-    """The share of the K-choose-2 pairs that two rankings of the same answers order the same way."""
-    place = {answer: i for i, answer in enumerate(ranking_b)}
+def agreement_counts(ranking_a: Ranking, scores_b: dict[int, float]) -> tuple[float, int]:
+    """(hits, pairs) over the pairs that ranking a calls: b orders it the same way (1), ties it
+    (1/2: a coin would get half), or the other way (0). `scores_b`: higher is better, per answer."""
     pairs = ranking_to_pairs(ranking_a)
-    return sum(place[better] < place[worse] for better, worse in pairs) / len(pairs)
+    hits = sum(1.0 if scores_b[better] > scores_b[worse] else 0.5 if scores_b[better] == scores_b[worse] else 0.0
+               for better, worse in pairs)
+    return hits, len(pairs)
+
+
+def pair_agreement(ranking_a: Ranking, ranking_b: Ranking) -> float:
+    """The share of the pairs ranking a calls that ranking b orders the same way (b's ties count half)."""
+    hits, total = agreement_counts(ranking_a, {i: -place for i, place in answer_places(ranking_b).items()})
+    return hits / max(total, 1)
 
 
 def self_agreement(records: Sequence[dict], answer_sets: Sequence[Sequence[str]], noise: float,
-                   seed: int = 0) -> float:
-    """How often two independent noisy annotations agree on a pair, over the given answer sets."""
-    first, second = SimulatedAnnotator(noise, seed), SimulatedAnnotator(noise, seed + 1)
-    agreements = [pair_agreement(first.rank(r, a), second.rank(r, a)) for r, a in zip(records, answer_sets,
-                                                                                         strict=True)]
-    return sum(agreements) / len(agreements)
+                   seed: int = 0, tie_margin: float = 0.0) -> float:
+    """How often a second noisy annotation agrees with the first on a pair the first one calls,
+    pooled over the given answer sets: the ceiling of a reward model's pairwise accuracy."""
+    first, second = SimulatedAnnotator(noise, seed, tie_margin), SimulatedAnnotator(noise, seed + 1, tie_margin)
+    hits, total = 0.0, 0
+    for record, answers in zip(records, answer_sets, strict=True):
+        second_places = answer_places(second.rank(record, answers))
+        h, n = agreement_counts(first.rank(record, answers), {i: -p for i, p in second_places.items()})
+        hits, total = hits + h, total + n
+    return hits / max(total, 1)
 
 
 def gold_agreement(records: Sequence[dict], answer_sets: Sequence[Sequence[str]],
-                   rankings: Sequence[Sequence[int]]) -> float:
+                   rankings: Sequence[Ranking]) -> float:
     """How often the given rankings order a pair as the gold judge does (gold ties count half)."""
     hits, total = 0.0, 0
     for record, answers, ranking in zip(records, answer_sets, rankings, strict=True):
-        gold = [gold_score(record, a) for a in answers]
-        for better, worse in ranking_to_pairs(ranking):
-            hits += 1.0 if gold[better] > gold[worse] else 0.5 if gold[better] == gold[worse] else 0.0
-            total += 1
+        h, n = agreement_counts(ranking, dict(enumerate(gold_score(record, a) for a in answers)))
+        hits, total = hits + h, total + n
     return hits / max(total, 1)
 
 

@@ -8,11 +8,12 @@ all of which train the reward model (`ranking_to_pairs`).
 A preferences file is JSONL, one ranking per line:
 
     {"prompt": "Uppercase: red fox", "answers": ["RED FOX", "red fox", "Sure! RED FOX.", "RED"],
-     "ranking": [0, 2, 3, 1], "id": "rewrite-17", "annotator": "simulated"}
+     "ranking": [0, [2, 3], 1], "id": "rewrite-17", "annotator": "simulated"}
 
-`ranking` lists the 0-based indices of `answers` from best to worst: here answer 0 is best and
-answer 1 is worst. `prompt`, `answers` (at least two, all different) and `ranking` (a permutation
-of 0..K-1) are required; anything else (`id`, `annotator`, `split`) is kept as it is.
+`ranking` lists the 0-based indices of `answers` from best to worst; a list inside it is a group
+of answers judged equally good. Here answer 0 is best, 2 and 3 tie, answer 1 is worst. `prompt`,
+`answers` (at least two, all different) and `ranking` (each of 0..K-1 exactly once) are required;
+anything else (`id`, `annotator`, `split`) is kept as it is.
 
 Files written by people or by hand can be damaged. `read_preferences` reports every bad line by
 number and reason, skips it, and keeps all the good ones; it never drops a line silently (the
@@ -35,7 +36,7 @@ from minillm.datasets.jsonl import read_records, write_jsonl
 from minillm.errors import DataError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
-from minillm.stage3_rlhf.annotator import SimulatedAnnotator, gold_score, win_rate
+from minillm.stage3_rlhf.annotator import SimulatedAnnotator, gold_score, ranking_places, ranking_to_pairs, win_rate
 from minillm.train import load_model
 
 
@@ -51,10 +52,13 @@ def check_preference(obj: dict) -> dict:
         raise ValueError("'answers' must be a list of at least 2 strings")
     if len(set(answers)) != len(answers):
         raise ValueError("'answers' holds duplicates; comparing an answer with itself teaches nothing")
-    is_int = [isinstance(i, int) and not isinstance(i, bool) for i in ranking] if isinstance(ranking, list) else []
-    if not is_int or not all(is_int) or sorted(ranking) != list(range(len(answers))):
-        raise ValueError(f"'ranking' {ranking!r} is not a permutation of 0..{len(answers) - 1} "
-                         "(the best answer's index first)")
+    places = ranking_places(ranking) if isinstance(ranking, list) else []
+    flat = [i for place in places for i in place]
+    if (not places or not all(place for place in places)
+            or not all(isinstance(i, int) and not isinstance(i, bool) for i in flat)
+            or sorted(flat) != list(range(len(answers)))):
+        raise ValueError(f"'ranking' {ranking!r} does not name each of 0..{len(answers) - 1} exactly once "
+                         "(the best answer's index first; tied answers in a list, e.g. [0, [2, 3], 1])")
     return obj
 
 
@@ -148,7 +152,7 @@ def collect_rankings(
     generator = torch.Generator().manual_seed(cfg.train.seed)
     pool = [r for r in records if r.get("split", "train") == "train"]
     pool = [pool[i] for i in torch.randperm(len(pool), generator=generator).tolist()]
-    annotator = SimulatedAnnotator(cfg.annotator_noise, seed=cfg.train.seed)
+    annotator = SimulatedAnnotator(cfg.annotator_noise, seed=cfg.train.seed, tie_margin=cfg.annotator_tie_margin)
     K, lines, passed_over, cursor = cfg.answers_per_prompt, [], 0, 0
     while len(lines) < cfg.n_prompts and cursor < len(pool):
         chunk = pool[cursor:cursor + 2 * (cfg.n_prompts - len(lines))]
@@ -166,7 +170,7 @@ def collect_rankings(
         raise DataError(f"no prompt gave {K} different answers; lower reward.answers_per_prompt or raise "
                         "reward.sample_temperature")
     write_jsonl(out_path, lines)
-    return {"n_rankings": len(lines), "n_pairs": len(lines) * K * (K - 1) // 2,
+    return {"n_rankings": len(lines), "n_pairs": sum(len(ranking_to_pairs(line["ranking"])) for line in lines),
             "prompts_passed_over": passed_over, "seconds": time.perf_counter() - start}
 
 

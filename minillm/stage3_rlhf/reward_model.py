@@ -43,7 +43,7 @@ from minillm.errors import DataError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example
-from minillm.stage3_rlhf.annotator import gold_agreement, self_agreement
+from minillm.stage3_rlhf.annotator import answer_places, gold_agreement, self_agreement
 from minillm.stage3_rlhf.preferences import read_preferences, split_rankings
 from minillm.stage3_rlhf.sequences import last_real_index
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
@@ -91,7 +91,8 @@ def ranked_margins(rewards: Tensor, ranks: Tensor) -> Tensor:
     """r_better - r_worse for every ordered pair of every ranking: (B, K), (B, K) -> (n_pairs,).
 
     rewards: the score of each of the K answers to B prompts.
-    ranks:   each answer's place in its ranking (0 = best); -1 marks a missing answer.
+    ranks:   each answer's place in its ranking (0 = best; tied answers share a place, and give no
+             pair); -1 marks a missing answer.
     """
     valid = ranks >= 0  # (B, K)
     # better[b, i, j]: answer i is ranked above answer j. A ranking of K gives K*(K-1)/2 such pairs.
@@ -119,14 +120,13 @@ class EncodedRanking:
 
 
 def encode_ranking(tokenizer: Any, record: dict, block_size: int) -> EncodedRanking | None:
-    """The ranking's K conversations in the chat template, or None if one does not fit the context."""
+    """The ranking's K conversations in the chat template, or None if one does not fit the context
+    or if it holds no comparison (every answer tied)."""
     answers = [encode_example(tokenizer, record["prompt"], a, block_size) for a in record["answers"]]
-    if any(a is None for a in answers):
+    places = answer_places(record["ranking"])
+    if any(a is None for a in answers) or len(set(places.values())) < 2:
         return None
-    ranks = [0] * len(answers)
-    for place, index in enumerate(record["ranking"]):
-        ranks[index] = place
-    return EncodedRanking(answers, ranks)
+    return EncodedRanking(answers, [places[i] for i in range(len(answers))])
 
 
 def collate_rankings(rankings: Sequence[EncodedRanking], pad_id: int) -> dict[str, Tensor]:
@@ -194,7 +194,8 @@ def train_reward_model(
     `records` (the instruction records, matched to rankings by "id") is optional: with it, the
     annotator's agreement with itself and with the gold judge is reported next to the accuracy.
     Returns {"pairwise_accuracy" (held-out rankings), "train_accuracy", "annotator_agreement",
-    "gold_agreement", "reward_mean", "reward_std", "n_train", "n_test", "skipped", "seconds", "history"}.
+    "gold_agreement", "reward_mean", "reward_std", "n_train", "n_test", "skipped" (too long for the
+    context, or every answer tied), "seconds", "history"}.
     """
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
@@ -242,5 +243,6 @@ def annotator_ceiling(cfg: RewardConfig, rankings: Sequence[dict], records: Sequ
     if not known:
         return {"annotator_agreement": float("nan"), "gold_agreement": float("nan")}
     recs, answers = [by_id[r["id"]] for r in known], [r["answers"] for r in known]
-    return {"annotator_agreement": self_agreement(recs, answers, cfg.annotator_noise, cfg.train.seed),
+    return {"annotator_agreement": self_agreement(recs, answers, cfg.annotator_noise, cfg.train.seed,
+                                                 cfg.annotator_tie_margin),
             "gold_agreement": gold_agreement(recs, answers, [r["ranking"] for r in known])}
