@@ -359,15 +359,15 @@ def preset(name: str) -> PipelineConfig:
             # MLM: a masked position must learn to look at its neighbours before it beats the
             # unigram guess; a small pre-LN encoder on short windows gets there in many cheap steps.
             "mlm.model.attention=sdpa", "mlm.model.norm=pre", "mlm.model.n_layer=2", "mlm.model.block_size=32",
-            "mlm.train.batch_size=64", "mlm.train.max_steps=900", "mlm.train.lr=3e-3", "mlm.train.warmup_steps=15",
-            "mlm.train.eval_every=300", "mlm.train.eval_batches=4", "mlm.train.save_every=300",
+            "mlm.train.batch_size=64", "mlm.train.max_steps=1200", "mlm.train.lr=3e-3", "mlm.train.warmup_steps=15",
+            "mlm.train.eval_every=400", "mlm.train.eval_batches=4", "mlm.train.save_every=400",
             # CLM: the model stages 2 and 3 start from (128 tokens hold a whole chat example); a high
             # learning rate and ~2 passes over the corpus start to memorise the world's facts.
             "clm.model.attention=sdpa", "clm.train.max_steps=550", "clm.train.lr=3e-3",
             "clm.train.eval_every=275", "clm.train.eval_batches=4", "clm.train.save_every=275",
             # SFT: ~1 epoch per 150 steps; exact match keeps climbing to ~800 steps. The single-family
             # baseline is left to lesson 05 here, to keep the pipeline near its 10-minute budget.
-            "sft.train.max_steps=800", "sft.train.lr=3e-3", "sft.train.eval_every=400",
+            "sft.train.max_steps=800", "sft.train.lr=1e-3", "sft.train.eval_every=400",
             "sft.train.save_every=400", "sft.single_family_baseline=false",
             # Stage 3 (<= 1 min reward model with its sampling, <= 2 min PPO, <= 1 min DPO).
             "reward.n_prompts=200", "reward.train.max_steps=60", "reward.train.batch_size=16",

@@ -84,7 +84,7 @@ def test_flash_flood_sentence_has_many_plausible_spans(corpus):
     assert "A flash flood watch will be in effect all night." in text
     spans = Counter(re.findall(r"will be in effect all (\w+)", text))
     for word in ("night", "day", "weekend", "morning", "afternoon", "evening"):
-        assert spans[word] >= 200, (word, spans)
+        assert spans[word] >= 150, (word, spans)
     assert set(spans) <= {"night", "day", "weekend", "morning", "afternoon", "evening", "week"}
 
 

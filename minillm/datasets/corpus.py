@@ -277,6 +277,29 @@ def person_document(rng: random.Random, world: World, person: Person) -> str:
     return " ".join([*facts, habit])
 
 
+def quiz_document(rng: random.Random, world: World, index: int) -> str:
+    """A page of a pub quiz about the world: questions and their answers on a town or a person.
+
+    Real pretraining text holds questions with answers (quizzes, FAQs, forums), and a model that
+    has read facts *both* as statements and as answers to questions is far better at answering
+    new questions about facts it read only as statements (Allen-Zhu and Li, "Physics of Language
+    Models 3.1"). The wording here is the quizmaster's own, not the instruction suite's.
+    """
+    if index % 2 == 0:
+        town = world.towns[index // 2 % len(world.towns)]
+        qa = [(f"Which river will you find at {town.name}?", capitalize(town.river)),
+              (f"Which region do you reach when you travel to {town.name}?", capitalize(town.region)),
+              (f"What is {town.name} known for?", capitalize(town.known_for))]
+    else:
+        person = world.people[index // 2 % len(world.people)]
+        qa = [(f"Which town does {person.name} call home?", person.home),
+              (f"What does {person.name} work as?", capitalize(with_article(person.job))),
+              (f"What animal lives with {person.name}?", capitalize(with_article(person.pet)))]
+    rng.shuffle(qa)
+    title = rng.choice(("Quiz night at the inn.", "Questions for the travellers' quiz.", "Test your knowledge."))
+    return " ".join([title, *(f"Q: {q} A: {a}." for q, a in qa)])
+
+
 def object_phrase(rng: random.Random) -> str:
     """'repaired a lantern', 'cooked some stew', 'spotted a heron': a past-tense verb and its object."""
     verb = rng.choice(list(TRANSITIVE_PAST))
@@ -398,11 +421,12 @@ def market_document(rng: random.Random, world: World, town: Town) -> str:
 # entity in turn (round robin), so every fact is repeated about equally often.
 DocWriter = Callable[[random.Random, World, int], str]
 DOCUMENT_KINDS: dict[str, tuple[float, DocWriter]] = {
-    "bulletin": (0.22, lambda rng, w, i: bulletin_document(rng, w, w.towns[i % len(w.towns)])),
+    "bulletin": (0.19, lambda rng, w, i: bulletin_document(rng, w, w.towns[i % len(w.towns)])),
     "forecast": (0.05, lambda rng, w, i: forecast_document(rng, w, w.towns[i % len(w.towns)])),
     "town": (0.18, lambda rng, w, i: town_document(rng, w, w.towns[i % len(w.towns)])),
     "person": (0.18, lambda rng, w, i: person_document(rng, w, w.people[i % len(w.people)])),
-    "story": (0.17, lambda rng, w, i: story_document(rng, w, w.people[i % len(w.people)])),
+    "story": (0.14, lambda rng, w, i: story_document(rng, w, w.people[i % len(w.people)])),
+    "quiz": (0.06, quiz_document),
     "language": (0.05, lambda rng, w, i: language_document(rng, w)),
     "grammar": (0.03, lambda rng, w, i: grammar_document(rng, w)),
     "nature": (0.04, lambda rng, w, i: nature_document(rng, w, w.towns[i % len(w.towns)])),

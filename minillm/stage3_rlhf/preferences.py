@@ -23,6 +23,7 @@ line-numbered JSONL reading itself is `datasets.jsonl.read_records`; this module
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -155,7 +156,8 @@ def collect_rankings(
     annotator = SimulatedAnnotator(cfg.annotator_noise, seed=cfg.train.seed, tie_margin=cfg.annotator_tie_margin)
     K, lines, passed_over, cursor = cfg.answers_per_prompt, [], 0, 0
     while len(lines) < cfg.n_prompts and cursor < len(pool):
-        chunk = pool[cursor:cursor + 2 * (cfg.n_prompts - len(lines))]
+        # About 3 prompts in 4 give K different answers: ask for 1.4x the rankings still missing.
+        chunk = pool[cursor:cursor + math.ceil(1.4 * (cfg.n_prompts - len(lines)))]
         cursor += len(chunk)
         answer_sets = sample_distinct_answers(policy, tokenizer, [r["prompt"] for r in chunk], K,
                                               cfg.sample_temperature, cfg.max_new_tokens, generator)
