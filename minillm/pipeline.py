@@ -195,8 +195,8 @@ REPORT_KEYS = {
     "clm": ("val_perplexity", "unigram_perplexity"),
     "sft": ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match"),
     "reward_model": ("pairwise_accuracy", "annotator_agreement"),
-    "ppo": ("win_rate_vs_sft", "gold_sft", "gold_after", "kl"),
-    "dpo": ("win_rate_vs_sft", "gold_sft", "gold_after"),
+    "ppo": ("win_rate_vs_sft", "gold_sft", "gold_after", "kl", "style_flaws_sft", "style_flaws_after"),
+    "dpo": ("win_rate_vs_sft", "gold_sft", "gold_after", "style_flaws_sft", "style_flaws_after"),
 }
 
 
@@ -289,10 +289,13 @@ def render_markdown(report: dict, j: Journey) -> str:
         "",
         f"PPO: win rate against the SFT model by the gold judge **{_fmt(s['ppo']['win_rate_vs_sft'])}**; mean gold "
         f"score {_fmt(s['ppo']['gold_sft'])} -> {_fmt(s['ppo']['gold_after'])}, KL to the SFT model "
-        f"{_fmt(s['ppo']['kl'])}.",
+        f"{_fmt(s['ppo']['kl'])}. Answers whose right answer comes wrapped in filler or rudeness: "
+        f"{_fmt(s['ppo'].get('style_flaws_sft'))} of the SFT model's, {_fmt(s['ppo'].get('style_flaws_after'))} "
+        "after PPO.",
         "",
         f"DPO: win rate against the SFT model **{_fmt(s['dpo']['win_rate_vs_sft'])}**; mean gold score "
-        f"{_fmt(s['dpo'].get('gold_sft'))} -> {_fmt(s['dpo']['gold_after'])}.",
+        f"{_fmt(s['dpo'].get('gold_sft'))} -> {_fmt(s['dpo']['gold_after'])}; answers with a style flaw "
+        f"{_fmt(s['dpo'].get('style_flaws_sft'))} -> {_fmt(s['dpo'].get('style_flaws_after'))}.",
         "",
         *[f"![{png.stem}]({j.folder(name).name}/{png.name})"
           for name in ("reward_model", "ppo", "dpo") for png in sorted(j.folder(name).glob("*.png"))],

@@ -54,7 +54,7 @@ def build_runs(root: Path) -> dict[str, Path]:
     train_sft(sft_cfg, RECORDS, root / "sft", scratch_model_config=model_cfg, tokenizer=tok)
     reward_cfg = RewardConfig(train=TrainConfig(max_steps=4, batch_size=4, eval_every=4, save_every=4,
                                                 eval_batches=1, log_every=1),
-                              n_prompts=10, answers_per_prompt=4, max_new_tokens=5)
+                              n_prompts=10, answers_per_prompt=4, max_new_tokens=5, annotator_tie_margin=0.0)
     stats = collect_rankings(reward_cfg, root / "sft", RECORDS, root / "prefs.jsonl")
     rm = train_reward_model(reward_cfg, root / "sft", root / "prefs.jsonl", root / "rm", records=RECORDS)
     return {"root": root, "sft": root / "sft", "rm": root / "rm", "prefs": root / "prefs.jsonl",

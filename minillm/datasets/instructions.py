@@ -29,10 +29,11 @@ letter-level tasks, since BPE tokens hide the letters):
     last_item    "pears, salt, figs" -> "figs"                        (held-out family)
     pet_fact     "What pet does Mira keep?" -> "A cat."               (held-out family)
 
-Training responses vary in style on purpose, as real demonstrations do: mostly `ideal`, some
-`terse` (the bare answer), `padded` (chatty filler around it), `impolite`, and a few `wrong`. The
-`reference` is always the ideal, correct answer; test records have ideal responses. Stage 3 then has
-something to improve: its annotator prefers correct, polite, concise answers.
+Training responses vary in style on purpose, as real demonstrations do: 60% `ideal`, and `terse`
+(the bare answer), `padded` (a chatty sign-off, sometimes an opener too), `impolite` (a rude
+sign-off, sometimes a rude opener) and a few `wrong`. The `reference` is always the ideal, correct
+answer; test records have ideal responses. Stage 3 then has something to improve: its annotator
+prefers correct, polite, concise answers.
 
 The record format (one JSON object per line in a JSONL file):
 
@@ -75,7 +76,10 @@ __all__ = ["SPLITS", "STYLES", "FAMILIES", "TRAIN_FAMILIES", "HELDOUT_FAMILIES",
 
 SPLITS = ("train", "test_seen", "test_heldout_phrasing", "test_heldout_family", "test_world_fact")
 STYLES = ("ideal", "terse", "padded", "impolite", "wrong")
-STYLE_WEIGHTS = (0.85, 0.04, 0.05, 0.03, 0.03)  # of training responses: mostly good, some not
+# Of training responses: a majority good, many with a chatty or rude sign-off, a few wrong. The flaws
+# come mostly AFTER the answer, so the SFT model's most likely (greedy) answer is the ideal one, while
+# its samples often carry a sign-off: what people rank low, and what RLHF can teach it to drop.
+STYLE_WEIGHTS = (0.6, 0.05, 0.15, 0.15, 0.05)
 TRAIN_FAMILIES = ("world_fact", "headline", "plural", "past_tense", "translate", "count", "first_item")
 HELDOUT_FAMILIES = ("last_item", "pet_fact")
 FAMILIES = TRAIN_FAMILIES + HELDOUT_FAMILIES
@@ -291,9 +295,10 @@ def styled_response(rng: random.Random, example: Example) -> tuple[str, str]:
     if style == "terse" and terse(ideal) != ideal:
         return style, terse(ideal)
     if style == "padded":
-        return style, f"{rng.choice(PADDING_OPENERS)} {ideal} {rng.choice(PADDING_CLOSERS)}"
+        opener = f"{rng.choice(PADDING_OPENERS)} " if rng.random() < 0.2 else ""
+        return style, f"{opener}{ideal} {rng.choice(PADDING_CLOSERS)}"
     if style == "impolite":
-        return style, (f"{rng.choice(RUDE_OPENERS)} {ideal}" if rng.random() < 0.5
+        return style, (f"{rng.choice(RUDE_OPENERS)} {ideal}" if rng.random() < 0.2
                        else f"{ideal} {rng.choice(RUDE_CLOSERS)}")
     if style == "wrong" and example.wrong != ideal:
         return style, example.wrong

@@ -73,6 +73,12 @@ def answer_places(ranking: Ranking) -> dict[int, int]:
     return {answer: place for place, group in enumerate(ranking_places(ranking)) for answer in group}
 
 
+def has_style_flaw(record: dict, answer: str) -> bool:
+    """The right answer, but wrapped in filler or rudeness: what RLHF should teach the model to drop."""
+    parts = score_parts(record, answer)
+    return bool(parts["rude"]) or bool(parts["correct"] and not parts["exact"])
+
+
 def ranking_to_pairs(ranking: Ranking) -> list[tuple[int, int]]:
     """Every (better, worse) index pair of a best-first ranking: K-choose-2 of them without ties;
     answers that tie give no pair."""

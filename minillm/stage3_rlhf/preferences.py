@@ -37,7 +37,14 @@ from minillm.datasets.jsonl import read_records, write_jsonl
 from minillm.errors import DataError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
-from minillm.stage3_rlhf.annotator import SimulatedAnnotator, gold_score, ranking_places, ranking_to_pairs, win_rate
+from minillm.stage3_rlhf.annotator import (
+    SimulatedAnnotator,
+    gold_score,
+    has_style_flaw,
+    ranking_places,
+    ranking_to_pairs,
+    win_rate,
+)
 from minillm.train import load_model
 
 
@@ -122,7 +129,8 @@ def compare_policies(
     """Both policies answer every record (sampled at `temperature`); the gold judge compares them.
 
     Returns {"win_rate": policy vs baseline (ties half), "gold_policy", "gold_baseline": mean gold
-    scores, "answers_policy", "answers_baseline": the answers, in the order of `records`}.
+    scores, "style_flaws_policy", "style_flaws_baseline": the share of answers with a style flaw
+    (`has_style_flaw`), "answers_policy", "answers_baseline": the answers, in the order of `records`}.
     """
     prompts = [r["prompt"] for r in records]
     answers = {name: generate_answers(model, tokenizer, prompts, max_new_tokens, temperature=temperature,
@@ -133,6 +141,8 @@ def compare_policies(
         "win_rate": win_rate(gold["policy"], gold["baseline"]),
         "gold_policy": sum(gold["policy"]) / len(records),
         "gold_baseline": sum(gold["baseline"]) / len(records),
+        **{f"style_flaws_{name}": sum(map(has_style_flaw, records, ans)) / len(records)
+           for name, ans in answers.items()},
         "answers_policy": answers["policy"],
         "answers_baseline": answers["baseline"],
     }
@@ -191,6 +201,8 @@ def comparison_summary(comparison: dict[str, Any], n_examples: int = 5) -> dict[
         "win_rate_vs_sft": comparison["win_rate"],
         "gold_sft": comparison["gold_baseline"],
         "gold_after": comparison["gold_policy"],
+        "style_flaws_sft": comparison["style_flaws_baseline"],
+        "style_flaws_after": comparison["style_flaws_policy"],
         "examples": [{"sft": a, "after": b} for a, b in zip(comparison["answers_baseline"][:n_examples],
                                                             comparison["answers_policy"][:n_examples], strict=True)],
     }

@@ -202,13 +202,14 @@ def train_reward_model(
     sft, tokenizer = load_model(sft_dir, GPT)
     rm = RewardModel.from_gpt(sft)
     train_recs, test_recs = split_rankings(read_preferences(prefs_path))
-    if not test_recs or not train_recs:
-        raise DataError(f"{prefs_path}: need training AND held-out rankings, got {len(train_recs)} and "
-                        f"{len(test_recs)}; collect more rankings")
     encoded = {name: [encode_ranking(tokenizer, r, rm.config.block_size) for r in recs]
                for name, recs in (("train", train_recs), ("val", test_recs))}
     skipped = sum(e is None for es in encoded.values() for e in es)
     splits = {name: [e for e in es if e is not None] for name, es in encoded.items()}
+    if not splits["train"] or not splits["val"]:
+        raise DataError(f"{prefs_path}: need training AND held-out rankings that compare at least two answers, "
+                        f"got {len(splits['train'])} and {len(splits['val'])} ({skipped} too long or all tied); "
+                        "collect more rankings")
 
     def get_batch(split: str, generator: torch.Generator) -> dict[str, Tensor]:
         rows = torch.randint(len(splits[split]), (cfg.train.batch_size,), generator=generator).tolist()
