@@ -34,7 +34,13 @@ from minillm.datasets.instructions import PADDING_CLOSERS, PADDING_OPENERS, RUDE
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import encode_example
-from minillm.stage3_rlhf.annotator import SimulatedAnnotator, gold_score, ranking_to_pairs, score_parts
+from minillm.stage3_rlhf.annotator import (
+    SimulatedAnnotator,
+    answer_places,
+    gold_score,
+    ranking_to_pairs,
+    score_parts,
+)
 from minillm.stage3_rlhf.preferences import collect_rankings, sample_distinct_answers
 from minillm.stage3_rlhf.reward_model import RewardModel, ranking_loss, train_reward_model
 from minillm.train import load_model
@@ -51,7 +57,7 @@ def sft_dir() -> Path:
     return path
 
 
-def step1_one_ranking(policy: GPT, tokenizer, record: dict) -> list[int]:
+def step1_one_ranking(policy: GPT, tokenizer, record: dict) -> list[int | list[int]]:
     print("== 1. Four answers to one prompt, scored and ranked by the simulated annotator ==")
     answers = sample_distinct_answers(policy, tokenizer, [record["prompt"]], 4, 1.0, 32,
                                       torch.Generator().manual_seed(0))[0]
@@ -59,22 +65,28 @@ def step1_one_ranking(policy: GPT, tokenizer, record: dict) -> list[int]:
     for i, answer in enumerate(answers):
         parts = ", ".join(f"{k} {v:.2f}" for k, v in score_parts(record, answer).items() if v)
         print(f"  [{i}] gold {gold_score(record, answer):5.2f}  {answer!r}\n        ({parts or 'nothing'})")
-    ranking = SimulatedAnnotator(CFG.reward.annotator_noise, seed=0).rank(record, answers)
-    print(f"  ranking, best first: {ranking}  (gold score + noise of std {CFG.reward.annotator_noise})\n")
+    annotator = SimulatedAnnotator(CFG.reward.annotator_noise, seed=0, tie_margin=CFG.reward.annotator_tie_margin)
+    ranking = annotator.rank(record, answers)
+    print(f"  ranking, best first: {ranking}  (gold score + noise of std {CFG.reward.annotator_noise}; "
+          f"answers within {CFG.reward.annotator_tie_margin} of each other tie, written as a list)\n")
     return ranking
 
 
-def step2_loss_by_hand(ranking: list[int]) -> None:
-    print("== 2. A ranking of 4 is 6 comparisons; the loss of each is -log sigmoid(r_better - r_worse) ==")
-    rewards = torch.tensor([0.5, -0.3, 1.2, 0.0])[: len(ranking)]  # made-up scores of the answers
+def step2_loss_by_hand(ranking: list[int | list[int]]) -> None:
+    print("== 2. A ranking of 4 is up to 6 comparisons (a tie gives none); the loss of each is "
+          "-log sigmoid(r_better - r_worse) ==")
+    places = answer_places(ranking)  # answer -> its place in the ranking (tied answers share one)
+    rewards = torch.tensor([0.5, -0.3, 1.2, 0.0])[: len(places)]  # made-up scores of the answers
     by_hand = []
     for better, worse in ranking_to_pairs(ranking):
         margin = (rewards[better] - rewards[worse]).item()
         by_hand.append(math.log(1 + math.exp(-margin)))
         print(f"  answer {better} > answer {worse}: r = {rewards[better]:+.1f} vs {rewards[worse]:+.1f}, "
               f"loss = log(1 + e^-({margin:+.1f})) = {by_hand[-1]:.4f}")
-    ranks = torch.empty(len(ranking), dtype=torch.long)
-    ranks[torch.tensor(ranking)] = torch.arange(len(ranking))  # answer -> its place in the ranking
+    if not by_hand:
+        print("  every answer tied: this ranking teaches nothing (the training skips such rankings)\n")
+        return
+    ranks = torch.tensor([places[i] for i in range(len(places))])
     loss, accuracy = ranking_loss(rewards[None], ranks[None])
     print(f"  mean by hand {sum(by_hand) / len(by_hand):.4f}; ranking_loss {loss.item():.4f} "
           f"(pairs ordered right: {accuracy.item():.0%}). A pair already ordered right costs little;\n"

@@ -107,7 +107,7 @@ def main() -> None:
     with_kl = step2_train(sft, rm_dir, records)
     step3_reward_hacking(sft, rm_dir, records, with_kl)
     print("""== Try this ==
-1. A tighter or looser leash: CFG.ppo.kl_coef = 0.2, then 0.01. KL falls or grows, and so does
+1. A tighter or looser leash: CFG.ppo.kl_coef = 0.5, then 0.05. KL falls or grows, and so does
    how far the gold score can move; with a loose leash the reward model's errors start to pay.
 2. The adaptive leash: CFG.ppo.adaptive_kl = True with target_kl = 2: beta (kl_coef in
    metrics.jsonl) rises when KL overshoots the target and falls when it undershoots.

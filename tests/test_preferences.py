@@ -13,6 +13,7 @@ from minillm.stage3_rlhf.annotator import (
     SimulatedAnnotator,
     gold_agreement,
     gold_score,
+    has_style_flaw,
     pair_agreement,
     rank_answers,
     self_agreement,
@@ -124,6 +125,14 @@ def test_gold_prefers_correct_then_polite_then_concise():
     nonsense = gold_score(RECORD, "Bananas.")
     assert ideal > padded > wrong > nonsense
     assert ideal > rude > nonsense
+
+
+def test_style_flaw_is_a_right_answer_wrapped_in_filler_or_rudeness():
+    assert not has_style_flaw(RECORD, "The capital of Varn is Tarsk.")
+    assert has_style_flaw(RECORD, "The capital of Varn is Tarsk. I hope this helps!")
+    assert has_style_flaw(RECORD, "Ugh, fine. The capital of Varn is Tarsk.")
+    assert has_style_flaw(RECORD, "Whatever. The capital of Varn is Mell.")  # rude, even when wrong
+    assert not has_style_flaw(RECORD, "The capital of Varn is Mell.")  # wrong, but no style flaw
 
 
 def test_noisy_annotator_is_seeded_and_noise_lowers_agreement():
