@@ -156,8 +156,9 @@ def cmd_sft(args: argparse.Namespace) -> None:
 
     cfg = build_config(args)
     records = _instruction_records(cfg, args.data, args.skip_bad_lines)
+    pretrain_docs = _corpus_splits(cfg, args.corpus)[0] if cfg.sft.pretrain_mix > 0 else []
     report = run_sft_with_baselines(cfg.sft, records, args.out, args.init, baselines=not args.no_baselines,
-                                    resume=args.resume)
+                                    resume=args.resume, pretrain_docs=pretrain_docs)
     print(format_table(report))
     print(f"run written to {args.out}")
 
@@ -325,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--no-baselines", action="store_true", help="skip the scratch and single-family runs")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--corpus", default=None,
+                   help="pretraining text mixed in by sft.pretrain_mix (default: the generated small-world corpus)")
     _add_data_args(p)
     _add_config_args(p)
     p.set_defaults(func=cmd_sft)

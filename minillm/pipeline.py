@@ -109,7 +109,8 @@ def step_clm(j: Journey) -> dict:
 
 def step_sft(j: Journey) -> dict:
     folder = j.folder("sft")
-    return run_sft_with_baselines(j.cfg.sft, j.records, folder, j.folder("clm"), resume=has_checkpoint(folder))
+    return run_sft_with_baselines(j.cfg.sft, j.records, folder, j.folder("clm"), resume=has_checkpoint(folder),
+                                  pretrain_docs=j.documents[0])
 
 
 def step_reward_model(j: Journey) -> dict:

@@ -17,6 +17,7 @@ from torch import nn
 from minillm.config import ModelConfig, SFTConfig, TrainConfig
 from minillm.errors import ConfigError, DataError
 from minillm.model import GPT
+from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft.chat import chat_loop
 from minillm.stage2_sft.evaluate import (
     format_table,
@@ -25,7 +26,7 @@ from minillm.stage2_sft.evaluate import (
     score_answers,
     token_f1,
 )
-from minillm.stage2_sft.sft import collate, sft_loss, train_sft
+from minillm.stage2_sft.sft import collate, make_get_batch, replay_examples, sft_loss, train_sft
 from minillm.stage2_sft.template import encode_example, encode_prompt
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
@@ -152,6 +153,27 @@ def test_train_sft_refuses_bad_arguments(tokenizer, tmp_path) -> None:
     too_long = [{**r, "response": "green " * 40} for r in RECORDS]
     with pytest.raises(DataError, match="longer than the context"):
         train_sft(cfg, too_long, tmp_path, scratch_model_config=model_cfg, tokenizer=tokenizer)
+
+
+def test_replay_mixes_pretraining_windows_into_training_batches_only(tokenizer) -> None:
+    docs = ["hello one two three bye " * 20, "bye hello " * 30]
+    windows = replay_examples(tokenizer, docs, length=16)
+    stream = pack_documents(tokenizer, docs)
+    assert len(windows) == len(stream) // 16 and all(len(w.ids) == 16 and all(w.loss_mask) for w in windows)
+    assert windows[1].ids == stream[16:32].tolist()  # consecutive windows of the packed corpus
+    chats = [encode_example(tokenizer, r["prompt"], r["response"], 32) for r in RECORDS]
+    get_batch = make_get_batch({"train": chats, "val": chats}, 8, tokenizer.pad_id, "cpu", windows, n_replay=3)
+    generator = torch.Generator().manual_seed(0)
+    train_batch, val_batch = get_batch("train", generator), get_batch("val", generator)
+    every_token_counts = lambda b: (b["loss_mask"] == b["attention_mask"]).all(dim=1)  # noqa: E731
+    assert every_token_counts(train_batch).tolist() == [False] * 5 + [True] * 3  # 3 rows of pretraining text
+    assert not every_token_counts(val_batch).any()  # validation measures SFT alone
+
+
+def test_pretrain_mix_without_a_corpus_is_refused(tokenizer, tmp_path) -> None:
+    model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
+    with pytest.raises(ConfigError, match="pretrain_mix"):
+        train_sft(SFTConfig(pretrain_mix=0.25), RECORDS, tmp_path, scratch_model_config=model_cfg, tokenizer=tokenizer)
 
 
 def test_batched_left_padded_answers_equal_one_by_one(tokenizer) -> None:

@@ -178,24 +178,24 @@ def single_family_name(records: Sequence[dict], requested: str) -> str:
 
 
 def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir: str | Path,
-                    resume: bool) -> dict[str, Path]:
+                    resume: bool, pretrain_docs: Sequence[str] = ()) -> dict[str, Path]:
     """SFT from scratch (same data and steps, random init) and, if cfg.single_family_baseline, SFT on
-    one family (same steps)."""
+    one family (same steps). Both mix in the same pretraining text as SFT does (cfg.pretrain_mix)."""
     base_model, tokenizer = load_model(init_dir, GPT)
     scratch_dir, single_dir = out_dir / "baselines" / "scratch", out_dir / "baselines" / "single_family"
     train_sft(cfg, records, scratch_dir, scratch_model_config=base_model.config, tokenizer=tokenizer,
-              resume=resume)
+              resume=resume, pretrain_docs=pretrain_docs)
     if not cfg.single_family_baseline:
         return {"scratch": scratch_dir}
     family = single_family_name(records, cfg.single_family)
     one_family = [r for r in records if r.get("split", "train") != "train" or r["family"] == family]
-    train_sft(cfg, one_family, single_dir, init_dir=init_dir, resume=resume)
+    train_sft(cfg, one_family, single_dir, init_dir=init_dir, resume=resume, pretrain_docs=pretrain_docs)
     return {"scratch": scratch_dir, "single_family": single_dir}
 
 
 def run_sft_with_baselines(
     cfg: SFTConfig, records: list[dict], out_dir: str | Path, init_dir: str | Path,
-    *, baselines: bool = True, resume: bool = False,
+    *, baselines: bool = True, resume: bool = False, pretrain_docs: Sequence[str] = (),
 ) -> dict:
     """SFT from `init_dir` into `out_dir`, then score it and the base model (and, with `baselines`,
     SFT from scratch and single-family SFT) on the same test records.
@@ -206,10 +206,10 @@ def run_sft_with_baselines(
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    sft_run = train_sft(cfg, records, out_dir, init_dir=init_dir, resume=resume)
+    sft_run = train_sft(cfg, records, out_dir, init_dir=init_dir, resume=resume, pretrain_docs=pretrain_docs)
     runs: dict[str, str | Path] = {"base": init_dir, "sft": out_dir}
     if baselines:
-        runs.update(train_baselines(cfg, records, out_dir, init_dir, resume))
+        runs.update(train_baselines(cfg, records, out_dir, init_dir, resume, pretrain_docs))
     tests = select_test_records(records, cfg.eval_per_family)
     table, answers = {}, {}
     for name, run_dir in runs.items():

@@ -20,6 +20,7 @@ for the baseline that shows what pretraining contributed, from random weights of
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 from minillm.config import ModelConfig, SFTConfig, to_dict
 from minillm.errors import ConfigError, DataError
 from minillm.model import GPT
+from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft.template import ChatExample, TemplateStats, encode_records
 from minillm.train import load_model, train
 from minillm.utils import seed_everything
@@ -75,21 +77,41 @@ def length_buckets(examples: list[ChatExample], bucket_size: int) -> list[list[C
     return [ordered[i:i + bucket_size] for i in range(0, len(ordered), bucket_size)]
 
 
+REPLAY_LENGTH = 32  # tokens per window of pretraining text mixed into SFT batches (as long as a chat)
+
+
+def replay_examples(tokenizer: Any, docs: Sequence[str], length: int = REPLAY_LENGTH) -> list[ChatExample]:
+    """Pretraining text as SFT examples whose every token is a target: windows of the packed corpus.
+
+    Mixed into SFT batches ("replay", `SFTConfig.pretrain_mix`), they keep the next-token loss of
+    stage 1 alive while the model learns to answer, so fine-tuning does not overwrite the facts that
+    pretraining stored (without them, a tiny model forgets the facts it was never asked about).
+    """
+    stream = pack_documents(tokenizer, docs)
+    windows = stream[: len(stream) // length * length].view(-1, length)  # (n, length)
+    return [ChatExample(ids=w.tolist(), loss_mask=[True] * length, prompt_tokens_dropped=0) for w in windows]
+
+
 def make_get_batch(
-    splits: dict[str, list[ChatExample]], batch_size: int, pad_id: int, device: torch.device | str
+    splits: dict[str, list[ChatExample]], batch_size: int, pad_id: int, device: torch.device | str,
+    replay: Sequence[ChatExample] = (), n_replay: int = 0,
 ):
     """get_batch(split, generator) for the training loop: rows drawn with the loop's generator only.
 
     Each batch picks a length bucket (of 4 batches' worth of examples) at random, then its rows at
     random within the bucket: every example is still drawn equally often, with far less padding.
+    Training batches swap `n_replay` of their rows for random windows of pretraining text.
     """
     buckets = {split: length_buckets(examples, 4 * batch_size) for split, examples in splits.items()}
 
     def get_batch(split: str, generator: torch.Generator) -> dict[str, Tensor]:
         weights = torch.tensor([len(b) for b in buckets[split]], dtype=torch.float)
         bucket = buckets[split][int(torch.multinomial(weights, 1, generator=generator))]
-        rows = torch.randint(len(bucket), (batch_size,), generator=generator).tolist()
-        return {k: v.to(device) for k, v in collate([bucket[r] for r in rows], pad_id).items()}
+        n_text = n_replay if split == "train" else 0
+        rows = torch.randint(len(bucket), (batch_size - n_text,), generator=generator).tolist()
+        texts = torch.randint(len(replay), (n_text,), generator=generator).tolist() if n_text else []
+        examples = [bucket[r] for r in rows] + [replay[t] for t in texts]
+        return {k: v.to(device) for k, v in collate(examples, pad_id).items()}
 
     return get_batch
 
@@ -127,8 +149,12 @@ def train_sft(
     scratch_model_config: ModelConfig | None = None,
     tokenizer: Any = None,
     resume: bool = False,
+    pretrain_docs: Sequence[str] = (),
 ) -> dict:
     """Fine-tune a GPT on the chat-templated `records` and write the run folder `out_dir`.
+
+    With `cfg.pretrain_mix` > 0, that share of every training batch is windows of `pretrain_docs`
+    (the stage 1 corpus), trained with the plain next-token loss (see `replay_examples`).
 
     Returns the loop's {"history", "final"} plus "seconds", "first_loss", "final_loss" and the
     template's counts of truncated and skipped examples. The fine-tuned model is in out_dir/ckpt.pt
@@ -147,7 +173,12 @@ def train_sft(
                             f"{stats[split].summary()}. Use shorter examples or a larger block_size")
     print(f"SFT template (train): {stats['train'].summary()}")
     device = next(model.parameters()).device
-    get_batch = make_get_batch(encoded, cfg.train.batch_size, tokenizer.pad_id, device)
+    n_replay = round(cfg.pretrain_mix * cfg.train.batch_size)
+    if n_replay and not pretrain_docs:
+        raise ConfigError(f"sft.pretrain_mix={cfg.pretrain_mix} mixes pretraining text into SFT, but no corpus was "
+                          "given: pass the stage 1 documents (pretrain_docs=), or set sft.pretrain_mix=0")
+    replay = replay_examples(tokenizer, pretrain_docs, min(REPLAY_LENGTH, block)) if n_replay else []
+    get_batch = make_get_batch(encoded, cfg.train.batch_size, tokenizer.pad_id, device, replay, n_replay)
     start = time.perf_counter()
     result = train(
         model, cfg.train, Path(out_dir), get_batch=get_batch, loss_fn=sft_loss,
