@@ -83,7 +83,10 @@ def step2_base_model(clm_dir: Path, prompts: list[str]) -> None:
 def step3_train_and_score(clm_dir: Path, records: list[dict]) -> dict:
     print("\n== 3. SFT, and the baselines trained the same way ==")
     started = time.perf_counter()
-    report = run_sft_with_baselines(CFG.sft, records, OUT / "sft", clm_dir, resume=True)
+    # A tenth of each batch is pretraining text ("replay", sft.pretrain_mix), so that SFT does not
+    # overwrite the facts stage 1 stored about people and towns it never asks about.
+    pretrain_docs = split_documents(read_corpus(ROOT / "data" / "corpus.txt"))[0]
+    report = run_sft_with_baselines(CFG.sft, records, OUT / "sft", clm_dir, resume=True, pretrain_docs=pretrain_docs)
     print(f"  SFT trained in {report['seconds']:.0f} s; everything (3 runs + 4 evaluations) took "
           f"{time.perf_counter() - started:.0f} s")
     print(f"  loss on response tokens: {report['first_loss']:.2f} at step 1 -> {report['final_loss']:.2f}")
@@ -123,6 +126,9 @@ def main() -> None:
    Which split falls first? (Usually the held-out phrasings: wording is learnt later than the task.)
 3. A weaker base: pretrain with --set clm.train.max_steps=50 and fine-tune it. The world-fact
    column drops towards SFT-from-scratch: SFT can only bring out what pretraining stored.
+4. No replay: `--set sft.pretrain_mix=0`. The trained tasks get a little better, and the world-fact
+   column falls to the from-scratch level: fine-tuning on questions about some people overwrites
+   what the model knew about the others (in our runs 0.37 -> 0.10).
 """)
 
 

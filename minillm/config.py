@@ -367,8 +367,8 @@ def preset(name: str) -> PipelineConfig:
             # A long warmup matters: with 15 warmup steps at lr 3e-3 it sat on the unigram plateau
             # (accuracy 0.15 after 1200 steps); with 100 at 2e-3 it reached 0.58 by step 800.
             "mlm.model.attention=sdpa", "mlm.model.norm=pre", "mlm.model.n_layer=2", "mlm.model.block_size=32",
-            "mlm.train.batch_size=64", "mlm.train.max_steps=1000", "mlm.train.lr=2e-3", "mlm.train.warmup_steps=100",
-            "mlm.train.eval_every=500", "mlm.train.eval_batches=4", "mlm.train.save_every=500",
+            "mlm.train.batch_size=64", "mlm.train.max_steps=900", "mlm.train.lr=2e-3", "mlm.train.warmup_steps=100",
+            "mlm.train.eval_every=450", "mlm.train.eval_batches=4", "mlm.train.save_every=450",
             # CLM: the model stages 2 and 3 start from (128 tokens hold a whole chat example). Facts
             # start to stick only after ~300 steps (syntax comes first); 550 steps (~4.5 passes over
             # the corpus) store most jobs and regions, fewer homes, rivers and pets.
