@@ -20,7 +20,7 @@ equally good" (Llama 2's annotators could answer "negligibly better / unsure"): 
 scores lie within `tie_margin` of each other share a place in the ranking, written as a list:
 `[2, [0, 3], 1]` says answer 2 is best, 0 and 3 tie, 1 is worst. A tie is no comparison, so it
 trains nothing and is not counted when a reward model's accuracy is measured; what is left are the
-pairs a person would actually call. The same function WITHOUT noise is the
+pairs a person would actually call. The scoring function WITHOUT noise is the
 **gold** judge: it evaluates the final policies. The policy never sees it; it only sees the reward
 model, which learnt from the noisy rankings. When the policy finds answers the reward model likes
 but the gold judge does not, that is reward hacking, and it shows up as a gap between the two.
@@ -132,9 +132,14 @@ def agreement_counts(ranking_a: Ranking, scores_b: dict[int, float]) -> tuple[fl
     return hits, len(pairs)
 
 
+def place_scores(ranking: Ranking) -> dict[int, float]:
+    """A ranking as scores, higher is better (minus each answer's place), to compare with `agreement_counts`."""
+    return {answer: -float(place) for answer, place in answer_places(ranking).items()}
+
+
 def pair_agreement(ranking_a: Ranking, ranking_b: Ranking) -> float:
     """The share of the pairs ranking a calls that ranking b orders the same way (b's ties count half)."""
-    hits, total = agreement_counts(ranking_a, {i: -place for i, place in answer_places(ranking_b).items()})
+    hits, total = agreement_counts(ranking_a, place_scores(ranking_b))
     return hits / max(total, 1)
 
 
@@ -145,8 +150,7 @@ def self_agreement(records: Sequence[dict], answer_sets: Sequence[Sequence[str]]
     first, second = SimulatedAnnotator(noise, seed, tie_margin), SimulatedAnnotator(noise, seed + 1, tie_margin)
     hits, total = 0.0, 0
     for record, answers in zip(records, answer_sets, strict=True):
-        second_places = answer_places(second.rank(record, answers))
-        h, n = agreement_counts(first.rank(record, answers), {i: -p for i, p in second_places.items()})
+        h, n = agreement_counts(first.rank(record, answers), place_scores(second.rank(record, answers)))
         hits, total = hits + h, total + n
     return hits / max(total, 1)
 
