@@ -261,8 +261,12 @@ def test_references_are_right(suite):
 def test_training_styles_vary_and_reference_stays_ideal(suite):
     train = by_split(suite, "train")
     shares = Counter(r["style"] for r in train)
-    assert 0.8 < shares["ideal"] / len(train) < 0.92
+    assert 0.55 < shares["ideal"] / len(train) < 0.7
     assert all(shares[s] >= 50 for s in STYLES)
+    # chatty and rude flaws come mostly after the answer, so the most likely answer stays the ideal one
+    flawed = [r for r in train if r["style"] in ("padded", "impolite")]
+    answer_first = sum(r["response"].startswith(r["reference"]) for r in flawed)
+    assert 0.7 < answer_first / len(flawed) < 0.9
     for r in train:
         right = is_correct(r["response"], r["reference"])
         assert right == (r["style"] in ("ideal", "terse")), r
