@@ -104,8 +104,9 @@ def main() -> None:
     print("""== Try this ==
 1. beta: CFG.dpo.beta = 0.5 keeps the policy near the reference (small, safe changes); 0.02 lets
    it move far. Watch the win rate, and the answers: too far and they degrade.
-2. Only the best and worst answer of each ranking (one pair instead of six): edit
-   dpo.encode_pairs to keep ranking_to_pairs(...)[K-2]. Fewer comparisons, a weaker result.
+2. Only the best and worst answer of each ranking (one pair instead of up to six): edit
+   dpo.encode_pairs to pair places[0][0] with places[-1][0], where places = ranking_places(ranking).
+   Fewer comparisons, a weaker result.
 3. A person's rankings: `minillm annotate --policy runs/lessons/05/sft --prompts data/instructions.jsonl
    --out mine.jsonl`, rank twenty prompts, then run this lesson with mine.jsonl.
 """)
