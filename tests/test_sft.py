@@ -174,6 +174,9 @@ def test_pretrain_mix_without_a_corpus_is_refused(tokenizer, tmp_path) -> None:
     model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
     with pytest.raises(ConfigError, match="pretrain_mix"):
         train_sft(SFTConfig(pretrain_mix=0.25), RECORDS, tmp_path, scratch_model_config=model_cfg, tokenizer=tokenizer)
+    with pytest.raises(DataError, match="not one window"):
+        train_sft(SFTConfig(pretrain_mix=0.25), RECORDS, tmp_path, scratch_model_config=model_cfg, tokenizer=tokenizer,
+                  pretrain_docs=["hi"])
 
 
 def test_batched_left_padded_answers_equal_one_by_one(tokenizer) -> None:

@@ -178,6 +178,9 @@ def train_sft(
         raise ConfigError(f"sft.pretrain_mix={cfg.pretrain_mix} mixes pretraining text into SFT, but no corpus was "
                           "given: pass the stage 1 documents (pretrain_docs=), or set sft.pretrain_mix=0")
     replay = replay_examples(tokenizer, pretrain_docs, min(REPLAY_LENGTH, block)) if n_replay else []
+    if n_replay and not replay:
+        raise DataError(f"sft.pretrain_mix: the pretraining text holds fewer than {min(REPLAY_LENGTH, block)} "
+                        "tokens, not one window to replay; pass the stage 1 corpus")
     get_batch = make_get_batch(encoded, cfg.train.batch_size, tokenizer.pad_id, device, replay, n_replay)
     start = time.perf_counter()
     result = train(
