@@ -104,6 +104,7 @@ def bench_training(args: argparse.Namespace) -> dict[str, float]:
     models = {
         "ours, manual attention": GPT(ModelConfig(**base, attention="manual")),
         "ours, sdpa attention": GPT(ModelConfig(**base, attention="sdpa")),
+        "ours, sdpa + RoPE (tiny CLM)": GPT(ModelConfig(**base, attention="sdpa", position="rope")),
         "torch TransformerEncoderLayer": TorchBlocksLM(config),
     }
     steps = {name: train_step_fn(m.train(), args.batch, config) for name, m in models.items()}
@@ -120,8 +121,11 @@ def bench_training(args: argparse.Namespace) -> dict[str, float]:
           f"{verdict(sdpa_vs_torch >= 1.0)})")
     print(f"  manual time / sdpa time         = {manual_vs_sdpa:.2f}x  (target <= 1.5: "
           f"{verdict(manual_vs_sdpa <= 1.5)})")
+    rope_vs_learned = seconds["ours, sdpa + RoPE (tiny CLM)"] / seconds["ours, sdpa attention"]
+    print(f"  RoPE time / learned positions   = {rope_vs_learned:.2f}x  (the price of turning q and k)")
     return {"sdpa_tokens_per_s": tokens / seconds["ours, sdpa attention"],
-            "sdpa_vs_torch_speed": sdpa_vs_torch, "manual_vs_sdpa_time": manual_vs_sdpa}
+            "sdpa_vs_torch_speed": sdpa_vs_torch, "manual_vs_sdpa_time": manual_vs_sdpa,
+            "rope_vs_learned_time": rope_vs_learned}
 
 
 def bench_generation(args: argparse.Namespace) -> dict[int, float]:

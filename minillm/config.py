@@ -81,6 +81,10 @@ class ModelConfig:
     activation: str = "gelu_tanh"  # GPT-2 uses the tanh approximation; BERT the exact erf "gelu"
     layer_norm_eps: float = 1e-5  # GPT-2: 1e-5, BERT: 1e-12
     attention: str = "manual"  # "manual": every step written out; "sdpa": torch's fused kernel
+    # "learned": a table of one vector per position, added to the token's (GPT-2, BERT);
+    # "rope": rotary embeddings, which turn queries and keys by an angle that grows with the position,
+    # so attention scores depend on how far apart two tokens are (LLaMA; see attention.rotary_angles)
+    position: str = "learned"
     type_vocab_size: int = 2  # BERT's segment embeddings (sentence A / B); unused by GPT
 
     def __post_init__(self) -> None:
@@ -98,6 +102,9 @@ class ModelConfig:
         _one_of(c, "norm", self.norm, ("pre", "post"))
         _one_of(c, "activation", self.activation, ("gelu_tanh", "gelu"))
         _one_of(c, "attention", self.attention, ("manual", "sdpa"))
+        _one_of(c, "position", self.position, ("learned", "rope"))
+        _require(self.position == "learned" or self.head_dim % 2 == 0, c, "position", self.position,
+                 f"rope turns pairs of channels, so head_dim (n_embd / n_head = {self.head_dim}) must be even")
         _boolean(c, "bias", self.bias)
 
     @property
@@ -193,7 +200,11 @@ class MLMConfig:
 class CLMConfig:
     """GPT-style next-token prediction (stage 1, decoder)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # RoPE rather than GPT-2's learned positions: stages 2 and 3 ask the model to copy (a town from a
+    # bulletin into its headline, the words of a sentence into Kelish), and a head that finds "the
+    # token after the one I just saw" by distance learns that once, not once per position. On the
+    # tiny preset: SFT exact match 0.65 -> 0.81 (seen), world facts 0.37 -> 0.53, CLM ppl 2.19 -> 1.96.
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(position="rope"))
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -365,13 +376,18 @@ def preset(name: str) -> PipelineConfig:
             # MLM: a masked position must learn to look at its neighbours before it beats the
             # unigram guess; a small pre-LN encoder on short windows gets there in many cheap steps.
             # A long warmup matters: with 15 warmup steps at lr 3e-3 it sat on the unigram plateau
-            # (accuracy 0.15 after 1200 steps); with 100 at 2e-3 it reached 0.58 by step 800.
+            # (accuracy 0.15 after 1200 steps); with 100 at 2e-3 it reached 0.58 by step 800. With
+            # RoPE (positions as distances) it looks at its neighbours far sooner: 0.54 at step 300
+            # against 0.18 with BERT's learned position table, 0.56 after a 400-step run.
             "mlm.model.attention=sdpa", "mlm.model.norm=pre", "mlm.model.n_layer=2", "mlm.model.block_size=32",
-            "mlm.train.batch_size=64", "mlm.train.max_steps=900", "mlm.train.lr=2e-3", "mlm.train.warmup_steps=100",
-            "mlm.train.eval_every=450", "mlm.train.eval_batches=4", "mlm.train.save_every=450",
+            "mlm.model.position=rope",
+            "mlm.train.batch_size=64", "mlm.train.max_steps=400", "mlm.train.lr=2e-3", "mlm.train.warmup_steps=100",
+            "mlm.train.eval_every=200", "mlm.train.eval_batches=4", "mlm.train.save_every=200",
             # CLM: the model stages 2 and 3 start from (128 tokens hold a whole chat example). Facts
             # start to stick only after ~300 steps (syntax comes first); 550 steps (~4.5 passes over
-            # the corpus) store most jobs and regions, fewer homes, rivers and pets.
+            # the corpus) store most jobs and regions, fewer homes, rivers and pets. Its steps are the
+            # best-spent seconds of the journey: after 400 steps instead of 550, SFT scored 0.67
+            # instead of 0.81 on seen tasks and 0.33 instead of 0.53 on world facts.
             "clm.model.attention=sdpa", "clm.train.max_steps=550", "clm.train.lr=3e-3",
             "clm.train.eval_every=275", "clm.train.eval_batches=4", "clm.train.save_every=275",
             # SFT: ~1 epoch per 150 steps; exact match keeps climbing to ~800 steps. lr 1e-3 rather

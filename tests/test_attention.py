@@ -9,10 +9,12 @@ from minillm.config import ModelConfig
 from minillm.model.attention import (
     KVCache,
     MultiHeadAttention,
+    apply_rotary,
     attend,
     causal_mask,
     combine_masks,
     padding_mask,
+    rotary_angles,
 )
 
 
@@ -164,3 +166,39 @@ def test_attention_dropout_drops_weights_only_when_asked(use_sdpa):
     torch.manual_seed(0)
     dropped = attend(q, k, v, causal=True, use_sdpa=use_sdpa, dropout=0.5)
     assert not torch.allclose(dropped, attend(q, k, v, causal=True, use_sdpa=use_sdpa))
+
+
+# --------------------------------------------------------------------------------------------------
+# Rotary position embeddings.
+
+
+def test_rotary_is_complex_multiplication_by_position_angles():
+    """Each channel pair (x_i, x_{i+D/2}) as the complex number x_i + j x_{i+D/2}, times e^{j p theta_i}."""
+    torch.manual_seed(0)
+    D, positions = 8, torch.tensor([[0, 3, 11], [7, 1, 2]])  # (B, T)
+    x = torch.randn(2, 2, 3, D, dtype=torch.float64)  # (B, H, T, D)
+    got = apply_rotary(x, rotary_angles(positions, D))
+    expected = torch.empty_like(x)
+    for b in range(2):
+        for t in range(3):
+            for i in range(D // 2):
+                angle = positions[b, t].item() * 10000.0 ** (-2 * i / D)
+                z = complex(1, 0) * (x[b, :, t, i] + 1j * x[b, :, t, i + D // 2]).numpy() * complex(
+                    math.cos(angle), math.sin(angle))
+                expected[b, :, t, i] = torch.from_numpy(z.real)
+                expected[b, :, t, i + D // 2] = torch.from_numpy(z.imag)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_rotary_scores_depend_only_on_the_distance():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+
+    def score(query_position: int, key_position: int) -> float:
+        turned_q = apply_rotary(q, rotary_angles(torch.tensor([[query_position]]), 16))
+        turned_k = apply_rotary(k, rotary_angles(torch.tensor([[key_position]]), 16))
+        return (turned_q * turned_k).sum().item()
+
+    assert score(5, 2) == pytest.approx(score(40, 37), abs=1e-4)  # same distance, same score
+    assert score(5, 2) != pytest.approx(score(5, 4), abs=1e-3)  # another distance, another score
+    assert apply_rotary(q, rotary_angles(torch.tensor([[9]]), 16)).norm() == pytest.approx(q.norm().item())

@@ -6,6 +6,7 @@ import torch
 from minillm.config import ModelConfig
 from minillm.errors import ConfigError, ModelInputError
 from minillm.model import GPT, Bert, Block, KVCache
+from minillm.model.attention import rotary_angles
 
 V = 53
 
@@ -53,6 +54,22 @@ def test_gradcheck_one_block_float64(norm):
     assert torch.autograd.gradcheck(lambda x: block(x, padding), (x,))
 
 
+def test_gradcheck_one_block_with_rotary_positions_float64():
+    torch.manual_seed(0)
+    block = Block(ModelConfig(n_embd=8, n_head=2, position="rope"), causal=True).double()
+    x = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)
+    cos, sin = rotary_angles(torch.tensor([[0, 1, 2], [5, 6, 7]]), head_dim=4)
+    assert torch.autograd.gradcheck(lambda x: block(x, rotary=(cos.double(), sin.double())), (x,))
+
+
+def test_rope_model_has_no_position_table_and_sees_order():
+    model = make(GPT, gpt_config(position="rope"))
+    assert model.pos_emb is None and not any("pos_emb" in k for k in model.state_dict())
+    ids = ids_of(1, 6)
+    swapped = ids[:, [1, 0, 2, 3, 4, 5]]  # same tokens, first two swapped: the last logit must change
+    assert not torch.allclose(model(ids)[:, -1], model(swapped)[:, -1])
+
+
 def test_pre_and_post_norm_differ_and_post_ends_normalised():
     torch.manual_seed(0)
     pre, post = Block(ModelConfig(n_embd=8, n_head=2)), Block(ModelConfig(n_embd=8, n_head=2, norm="post"))
@@ -84,8 +101,9 @@ def test_dropout_only_in_training_mode():
 # Invariances: causality, padding.
 
 
-def test_changing_a_future_token_never_changes_an_earlier_gpt_logit():
-    model = make(GPT, gpt_config())
+@pytest.mark.parametrize("position", ["learned", "rope"])
+def test_changing_a_future_token_never_changes_an_earlier_gpt_logit(position):
+    model = make(GPT, gpt_config(position=position))
     ids = ids_of(1, 12)
     changed = ids.clone()
     changed[0, 7] = (ids[0, 7] + 1) % V
@@ -102,10 +120,11 @@ def test_bert_sees_both_directions():
     assert not torch.allclose(model(ids)[:, :7], model(changed)[:, :7])
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("cls", [GPT, Bert])
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_padding_does_not_change_real_token_logits(cls, side):
-    model = make(cls, gpt_config() if cls is GPT else bert_config())
+def test_padding_does_not_change_real_token_logits(cls, side, position):
+    model = make(cls, gpt_config(position=position) if cls is GPT else bert_config(position=position))
     real = ids_of(1, 6, seed=1)
     pads = ids_of(1, 3, seed=2)  # arbitrary ids in the pad slots: they must not matter
     padded = torch.cat([pads, real], 1) if side == "left" else torch.cat([real, pads], 1)
@@ -128,9 +147,10 @@ def left_padded_batch():
     return ids, mask
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("padded", [False, True])
-def test_cached_logits_equal_full_recompute_at_every_step(padded):
-    model = make(GPT, gpt_config())
+def test_cached_logits_equal_full_recompute_at_every_step(padded, position):
+    model = make(GPT, gpt_config(position=position))
     ids, mask = left_padded_batch()
     mask = mask if padded else None
     cont = ids_of(3, 6, seed=5)  # tokens fed one at a time after the prompt
@@ -148,8 +168,9 @@ def test_cached_logits_equal_full_recompute_at_every_step(padded):
     assert cache.length == 11 and cache.keys[0].shape[2] == 11
 
 
-def test_greedy_generation_same_with_and_without_cache_and_alone_vs_batched():
-    model = make(GPT, gpt_config())
+@pytest.mark.parametrize("position", ["learned", "rope"])
+def test_greedy_generation_same_with_and_without_cache_and_alone_vs_batched(position):
+    model = make(GPT, gpt_config(position=position))
     ids, mask = left_padded_batch()
     cached = model.generate(ids, 12, temperature=0, attention_mask=mask)
     recomputed = model.generate(ids, 12, temperature=0, attention_mask=mask, use_cache=False)

@@ -113,6 +113,33 @@ def attend(
 
 
 # --------------------------------------------------------------------------------------------------
+# Rotary position embeddings (RoPE): where a token is, told to attention by turning its query and key.
+#
+# A learned position table adds "I am at position 7" to a token's vector; to copy "the word two
+# places after the last 'the'", a head must then learn that relation separately for every position.
+# RoPE (Su et al., 2021) instead rotates each pair of channels (x_i, x_{i+D/2}) of a query or key by
+# the angle position * theta_i, with one frequency theta_i = base^(-2i/D) per pair. The dot product of
+# a query turned by angle a and a key turned by angle b depends only on a - b: attention scores see
+# the DISTANCE between two tokens, the same rule at every position. Values are not turned.
+
+
+def rotary_angles(position_ids: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """cos and sin of every (position, channel pair) angle: (B, T) -> two (B, 1, T, head_dim / 2) tensors."""
+    pairs = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32)  # (D/2,)
+    theta = base ** (-pairs / head_dim)  # (D/2,) from 1 (fast turn) down to ~1/base (slow)
+    angles = position_ids[:, None, :, None].float() * theta  # (B, 1, T, D/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
+    """Turn each channel pair (x_i, x_{i + D/2}) of x (B, H, T, D) by its angle: a 2-D rotation."""
+    cos, sin = rotary  # each (B, 1, T, D/2)
+    x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each: the two halves of every pair
+    turned = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, D)
+    return turned.to(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
 # The KV cache: what generation remembers between steps.
 
 
@@ -181,14 +208,18 @@ class MultiHeadAttention(nn.Module):
         B, T, C = x.shape
         return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None,
+                rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """x (B, T, C) -> (B, T, C). mask: bool, True = may attend, e.g. padding (B, 1, 1, T_key).
 
         The causal rule is added inside (self.causal), where the number of cached keys is known.
+        `rotary`: the (cos, sin) of `rotary_angles` for these T tokens when positions are RoPE.
         """
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # each (B, H, T, D)
+        if rotary is not None:  # turn queries and keys by their positions' angles (before caching)
+            q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)  # (B, H, T_past + T, D): all keys so far
         out = attend(

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from minillm.config import ModelConfig
 from minillm.errors import CheckpointError, ModelInputError
-from minillm.model.attention import padding_mask
+from minillm.model.attention import padding_mask, rotary_angles
 from minillm.model.blocks import (
     Block,
     Conversion,
@@ -51,7 +51,7 @@ class Bert(nn.Module):
         super().__init__()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
-        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd) if config.position == "learned" else None
         # Segment embeddings tell sentence A from sentence B (type_vocab_size=0: none at all).
         self.seg_emb = nn.Embedding(config.type_vocab_size, config.n_embd) if config.type_vocab_size else None
         self.emb_ln = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
@@ -77,7 +77,11 @@ class Bert(nn.Module):
             positions = torch.arange(ids.shape[1], device=ids.device)[None]  # (1, T)
         else:
             positions = positions_from_mask(attention_mask)  # (B, T): pads do not shift positions
-        x = self.tok_emb(ids) + self.pos_emb(positions)  # (B, T, C)
+        x, rotary = self.tok_emb(ids), None  # (B, T, C)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)  # (B, T, C)
+        else:  # RoPE: positions turn each attention's queries and keys instead
+            rotary = rotary_angles(positions, self.config.head_dim)  # each (B or 1, 1, T, D/2)
         if self.seg_emb is not None:
             segments = torch.zeros_like(ids) if token_type_ids is None else token_type_ids
             x = x + self.seg_emb(segments)
@@ -85,7 +89,7 @@ class Bert(nn.Module):
         # Only padding is hidden: no causal part, every token sees both sides.
         mask = None if attention_mask is None else padding_mask(attention_mask)  # (B, 1, 1, T)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask, rotary=rotary)
         return x if self.ln_f is None else self.ln_f(x)
 
     def forward(

@@ -57,13 +57,15 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        """x (B, T, C) -> (B, T, C). mask: bool, True = may attend, e.g. padding (B, 1, 1, T_key)."""
+    def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None,
+                rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """x (B, T, C) -> (B, T, C). mask: bool, True = may attend, e.g. padding (B, 1, 1, T_key).
+        rotary: RoPE's (cos, sin) for these tokens, or None with a learned position table."""
         if self.pre_norm:  # GPT-2: normalise the sub-layer's input; the residual path stays a plain sum
-            x = x + self.drop(self.attn(self.ln_1(x), mask, cache))
+            x = x + self.drop(self.attn(self.ln_1(x), mask, cache, rotary))
             x = x + self.drop(self.mlp(self.ln_2(x)))
         else:  # BERT: normalise after adding the sub-layer's output to the residual
-            x = self.ln_1(x + self.drop(self.attn(x, mask, cache)))
+            x = self.ln_1(x + self.drop(self.attn(x, mask, cache, rotary)))
             x = self.ln_2(x + self.drop(self.mlp(x)))
         return x
 

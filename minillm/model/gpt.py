@@ -3,6 +3,7 @@
 Follow a batch of token ids through `GPT.hidden_states`:
 
     ids (B, T) --token embedding--> (B, T, C) + position embedding (B, T, C)
+      (or, with config.position = "rope", no position vector: each attention turns its queries and keys)
       -> n_layer blocks, each with a CAUSAL mask (position t sees positions 0..t only)
       -> final LayerNorm (B, T, C)
       -> LM head: the token embedding table again, transposed (weight tying) -> logits (B, T, V)
@@ -33,7 +34,7 @@ from torch import Tensor, nn
 
 from minillm.config import ModelConfig
 from minillm.errors import CheckpointError, ModelInputError
-from minillm.model.attention import KVCache, padding_mask
+from minillm.model.attention import KVCache, padding_mask, rotary_angles
 from minillm.model.blocks import (
     Block,
     Conversion,
@@ -73,7 +74,8 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
-        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        # A table of position vectors, or none at all when positions turn queries and keys (RoPE).
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd) if config.position == "learned" else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer, causal=True) for layer in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
@@ -96,10 +98,15 @@ class GPT(nn.Module):
             position_ids = positions_from_mask(key_mask)[:, -T:]  # (B, T): real tokens counted only
         elif position_ids is None:
             position_ids = torch.arange(past, past + T, device=ids.device)[None]  # (1, T)
-        x = self.drop(self.tok_emb(ids) + self.pos_emb(position_ids))  # (B, T, C)
+        x, rotary = self.tok_emb(ids), None  # (B, T, C)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(position_ids)  # (B, T, C)
+        else:
+            rotary = rotary_angles(position_ids, self.config.head_dim)  # each (B or 1, 1, T, D/2)
+        x = self.drop(x)
         mask = None if key_mask is None else padding_mask(key_mask)  # (B, 1, 1, Tk); blocks add causality
         for block in self.blocks:
-            x = block(x, mask, cache)  # (B, T, C)
+            x = block(x, mask, cache, rotary)  # (B, T, C)
         return self.ln_f(x)
 
     def forward(
