@@ -99,6 +99,10 @@ def main() -> None:
 3. Fewer steps: `--set clm.train.max_steps=60`, then ask greedily "Para works as" in both models.
    The sentences look right early; which person has which job takes many more passes over the
    corpus to memorise, and lesson 5's world-fact questions need exactly that.
+4. GPT-2's learned position table instead of RoPE: `--set clm.model.position=learned`. In our
+   runs the loss was 1.97 against 1.38 at step 100 and 0.76 against 0.62 at the end, and the SFT
+   model built on it answered 0.65 instead of 0.81 of lesson 5's seen questions: copying a town
+   from a bulletin into a headline is a rule about distances, which RoPE gives attention for free.
 """)
 
 
