@@ -30,13 +30,15 @@ from torch import Tensor, nn
 
 from minillm.config import ModelConfig
 from minillm.errors import CheckpointError, ModelInputError
-from minillm.model.attention import padding_mask, rotary_angles
+from minillm.model.attention import padding_mask
 from minillm.model.blocks import (
     Block,
     Conversion,
+    add_positions,
     check_model_inputs,
     init_weights,
     load_converted,
+    position_table,
     positions_from_mask,
     strip_prefix,
 )
@@ -51,7 +53,7 @@ class Bert(nn.Module):
         super().__init__()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
-        self.pos_emb = nn.Embedding(config.block_size, config.n_embd) if config.position == "learned" else None
+        self.pos_emb = position_table(config)  # None with RoPE: positions turn queries and keys instead
         # Segment embeddings tell sentence A from sentence B (type_vocab_size=0: none at all).
         self.seg_emb = nn.Embedding(config.type_vocab_size, config.n_embd) if config.type_vocab_size else None
         self.emb_ln = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
@@ -77,11 +79,7 @@ class Bert(nn.Module):
             positions = torch.arange(ids.shape[1], device=ids.device)[None]  # (1, T)
         else:
             positions = positions_from_mask(attention_mask)  # (B, T): pads do not shift positions
-        x, rotary = self.tok_emb(ids), None  # (B, T, C)
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(positions)  # (B, T, C)
-        else:  # RoPE: positions turn each attention's queries and keys instead
-            rotary = rotary_angles(positions, self.config.head_dim)  # each (B or 1, 1, T, D/2)
+        x, rotary = add_positions(self.tok_emb(ids), self.pos_emb, positions, self.config.head_dim)  # (B, T, C)
         if self.seg_emb is not None:
             segments = torch.zeros_like(ids) if token_type_ids is None else token_type_ids
             x = x + self.seg_emb(segments)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from minillm.config import ModelConfig
 from minillm.errors import CheckpointError, ModelInputError
-from minillm.model.attention import KVCache, MultiHeadAttention
+from minillm.model.attention import KVCache, MultiHeadAttention, rotary_angles
 
 
 class MLP(nn.Module):
@@ -87,6 +87,24 @@ def init_weights(model: nn.Module, n_layer: int) -> None:
             nn.init.ones_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+
+
+def position_table(config: ModelConfig) -> nn.Embedding | None:
+    """The learned table of one vector per position, or None when positions are RoPE's rotations."""
+    return nn.Embedding(config.block_size, config.n_embd) if config.position == "learned" else None
+
+
+def add_positions(
+    x: Tensor, table: nn.Embedding | None, position_ids: Tensor, head_dim: int
+) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    """Tell the model where each token is: (x + its position vector, None) with a learned table, or
+    (x unchanged, RoPE's (cos, sin) for every attention to turn queries and keys by) without one.
+
+    x (B, T, C); position_ids (B or 1, T).
+    """
+    if table is not None:
+        return x + table(position_ids), None  # (B, T, C)
+    return x, rotary_angles(position_ids, head_dim)  # each (B or 1, 1, T, D/2)
 
 
 def positions_from_mask(attention_mask: Tensor) -> Tensor:

@@ -34,13 +34,15 @@ from torch import Tensor, nn
 
 from minillm.config import ModelConfig
 from minillm.errors import CheckpointError, ModelInputError
-from minillm.model.attention import KVCache, padding_mask, rotary_angles
+from minillm.model.attention import KVCache, padding_mask
 from minillm.model.blocks import (
     Block,
     Conversion,
+    add_positions,
     check_model_inputs,
     init_weights,
     load_converted,
+    position_table,
     positions_from_mask,
     strip_prefix,
 )
@@ -74,8 +76,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
-        # A table of position vectors, or none at all when positions turn queries and keys (RoPE).
-        self.pos_emb = nn.Embedding(config.block_size, config.n_embd) if config.position == "learned" else None
+        self.pos_emb = position_table(config)  # None with RoPE: positions turn queries and keys instead
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer, causal=True) for layer in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
@@ -98,12 +99,8 @@ class GPT(nn.Module):
             position_ids = positions_from_mask(key_mask)[:, -T:]  # (B, T): real tokens counted only
         elif position_ids is None:
             position_ids = torch.arange(past, past + T, device=ids.device)[None]  # (1, T)
-        x, rotary = self.tok_emb(ids), None  # (B, T, C)
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(position_ids)  # (B, T, C)
-        else:
-            rotary = rotary_angles(position_ids, self.config.head_dim)  # each (B or 1, 1, T, D/2)
-        x = self.drop(x)
+        x, rotary = add_positions(self.tok_emb(ids), self.pos_emb, position_ids, self.config.head_dim)
+        x = self.drop(x)  # (B, T, C)
         mask = None if key_mask is None else padding_mask(key_mask)  # (B, 1, 1, Tk); blocks add causality
         for block in self.blocks:
             x = block(x, mask, cache, rotary)  # (B, T, C)
