@@ -105,7 +105,7 @@ def test_train_ppo_logs_every_metric_and_compares_with_sft(runs):
 
 
 def test_nan_rewards_stop_ppo_with_the_step_and_cause(runs, monkeypatch):
-    monkeypatch.setattr(RewardModel, "forward", lambda self, ids, attention_mask: torch.full((len(ids),), float("nan")))
+    monkeypatch.setattr(RewardModel, "forward", lambda self, ids, *masks: torch.full((len(ids),), float("nan")))
     with pytest.raises(TrainingError, match=r"step 1: the reward model gave a non-finite score \(nan\)"):
         train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, runs["root"] / "ppo_nan")
 

@@ -152,10 +152,12 @@ def test_last_real_index_with_any_padding():
 @pytest.mark.parametrize("pad_id", [0, 7])  # 7: the pad id IS the eos id, which ends the sequence
 def test_reward_score_ignores_padding_left_and_right(pad_id):
     rm = small_reward_model()
-    seq = [5, 9, 11, 3, 7]  # ends with "eos" = 7
-    alone = rm(torch.tensor([seq]), torch.ones(1, 5, dtype=torch.bool))
-    right = rm(torch.tensor([seq + [pad_id] * 3]), torch.tensor([[True] * 5 + [False] * 3]))
-    left = rm(torch.tensor([[pad_id] * 3 + seq]), torch.tensor([[False] * 3 + [True] * 5]))
+    seq, answer = [5, 9, 11, 3, 7], [False, False, True, True, True]  # prompt 5 9, answer 11 3 "eos" 7
+    alone = rm(torch.tensor([seq]), torch.ones(1, 5, dtype=torch.bool), torch.tensor([answer]))
+    right = rm(torch.tensor([seq + [pad_id] * 3]), torch.tensor([[True] * 5 + [False] * 3]),
+               torch.tensor([answer + [False] * 3]))
+    left = rm(torch.tensor([[pad_id] * 3 + seq]), torch.tensor([[False] * 3 + [True] * 5]),
+              torch.tensor([[False] * 3 + answer]))
     torch.testing.assert_close(right, alone, atol=1e-5, rtol=0)
     torch.testing.assert_close(left, alone, atol=1e-5, rtol=0)
     assert alone.abs().item() > 1e-3  # not trivially 0
@@ -163,20 +165,37 @@ def test_reward_score_ignores_padding_left_and_right(pad_id):
 
 def test_reward_read_at_last_real_token_even_without_eos_at_full_length():
     rm = small_reward_model()
+    rm.likelihood_weight.data.zero_()  # the head alone
     ids = torch.randint(0, 40, (2, 16), generator=torch.Generator().manual_seed(1))
     full = torch.ones(2, 16, dtype=torch.bool)  # the answers fill the whole context: no pad, no eos
     per_position = rm.token_scores(ids, full)  # (2, 16)
-    torch.testing.assert_close(rm(ids, full), per_position[:, -1])
+    torch.testing.assert_close(rm(ids, full, full), per_position[:, -1])
     # and with pad == eos: the score comes from the last True of the mask, not the first eos
     ids[0, 4:] = 7
     mask = torch.tensor([[True] * 5 + [False] * 11, [True] * 16])
-    torch.testing.assert_close(rm(ids, mask)[0], rm.token_scores(ids, mask)[0, 4])
+    torch.testing.assert_close(rm(ids, mask, mask)[0], rm.token_scores(ids, mask)[0, 4])
+
+
+def test_reward_likelihood_term_is_the_answers_mean_logprob():
+    """score - head score = w * mean over answer tokens of log p(token | everything before), by hand."""
+    rm = small_reward_model()
+    rm.likelihood_weight.data.fill_(0.7)
+    ids = torch.tensor([[3, 8, 2, 30, 12, 7]])  # prompt 3 8 2, answer 30 12 7
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    answer = torch.tensor([[False, False, False, True, True, True]])
+    with torch.no_grad():
+        logits = rm.body(ids)[0]  # (6, V): row t predicts token t+1
+        by_hand = sum(torch.log_softmax(logits[t - 1], -1)[ids[0, t]] for t in (3, 4, 5)) / 3
+        head = rm.token_scores(ids, mask)[0, -1]
+        torch.testing.assert_close(rm(ids, mask, answer)[0], head + 0.7 * by_hand)
+        # prompt tokens do not count: changing the prompt's likelihood alone would move the score
+        assert not torch.isclose(rm(ids, mask, mask)[0], rm(ids, mask, answer)[0])
 
 
 def test_reward_normalisation_is_applied():
     rm = small_reward_model()
     ids, mask = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.bool)
-    raw = rm(ids, mask)
+    raw = rm(ids, mask, mask)
     rm.reward_mean.fill_(0.5)
     rm.reward_std.fill_(2.0)
-    torch.testing.assert_close(rm(ids, mask), (raw - 0.5) / 2.0)
+    torch.testing.assert_close(rm(ids, mask, mask), (raw - 0.5) / 2.0)

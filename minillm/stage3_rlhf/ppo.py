@@ -186,7 +186,8 @@ def rollout(
     ref_logprobs = gather_logprobs(response_logits(ref, ids, attention_mask, n, cfg.temperature), ids[:, -n:])
     values = critic_values(critic, ids, attention_mask, n) * mask
     has_eos = ((gen.new_ids == tokenizer.eos_id) & mask).any(dim=1)  # (B,)
-    rm_score = rm(ids, attention_mask)  # (B,) detail: the reward model reads the last real token
+    response_mask = torch.cat([torch.zeros_like(prompt_mask, device=device), mask], dim=1)  # (B, T0 + N)
+    rm_score = rm(ids, attention_mask, response_mask)  # (B,) detail: read at the last real token
     # detail: a fixed penalty replaces the score of answers that never produced <eos>
     score = torch.where(has_eos, rm_score, torch.full_like(rm_score, cfg.no_eos_penalty))
     rewards, kl = per_token_rewards(score, logprobs, ref_logprobs, mask, kl_coef)

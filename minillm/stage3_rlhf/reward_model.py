@@ -3,12 +3,27 @@
 People cannot grade thousands of answers on an absolute scale, but they can *rank* a handful of
 answers to one prompt. The reward model turns those rankings into a score function:
 
-    r(prompt, answer) = head( h_last )      h_last: the GPT's hidden state at the LAST REAL token
+    r(prompt, answer) = head( h_last )  +  w * mean_t log p(answer_t | prompt, answer_<t)
+                        -------------     ----------------------------------------------
+                        what a linear      how likely the answer is under the model's own
+                        head reads at      language-model head (which it keeps from SFT),
+                        the last token     weighted by a learnt scalar w
 
-The last real token (the answer's `<eos>`) is the only position that has read the whole
-conversation, so a single linear head on it is enough. We find it from the attention mask, never
-by searching for `<eos>`: the pad id may equal the eos id, and an answer cut at the length limit
-has no `<eos>` at all.
+**The head** reads the GPT's hidden state at the LAST REAL token (the answer's `<eos>`): the only
+position that has read the whole conversation. We find it from the attention mask, never by
+searching for `<eos>`: the pad id may equal the eos id, and an answer cut at the length limit has
+no `<eos>` at all.
+
+**The likelihood term** is there because a head on one hidden state learns *style* from a few
+thousand rankings (rude, padded, terse: 0.92 of such pairs ordered right on the tiny preset) but
+hardly *correctness* (0.58 of pairs where one answer is right and the other wrong). Checking that
+"Dabel met the teacher." is the past tense of the prompt's sentence means doing the task, and the
+model already does it when it predicts the answer token by token: on the same pairs, the SFT
+model's mean log-probability of the answer orders 0.90 of them right. So the reward model keeps its
+language-model head and adds the answer's mean token log-probability, with a weight w learnt from
+the rankings like every other parameter (it starts at 1: "a likelier answer is better", until the
+rankings say how much). The ranking loss flows into that term too, so training also makes the
+preferred answers likelier: DPO's "implicit reward" (dpo.py), used here as one ingredient.
 
 Training (InstructGPT's loss): for every pair (w, l) of a ranking where answer w is ranked above
 answer l,
@@ -22,7 +37,8 @@ divide them, so that the policy starts RL at reward 0 with unit scale ("reward n
 
 The body starts from the SFT model: it already reads this kind of text, and only has to learn
 what makes an answer better. The same class serves as PPO's critic, which needs one value per
-position instead of one per sequence: `token_scores` gives them all, `forward` picks the last.
+position instead of one per sequence: `token_scores` gives the head's value at every position,
+`forward` gives the score of whole answers.
 """
 
 from __future__ import annotations
@@ -45,14 +61,14 @@ from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example
 from minillm.stage3_rlhf.annotator import answer_places, gold_agreement, self_agreement
 from minillm.stage3_rlhf.preferences import read_preferences, split_rankings
-from minillm.stage3_rlhf.sequences import last_real_index
+from minillm.stage3_rlhf.sequences import gather_logprobs, last_real_index, masked_mean
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
 from minillm.train.checkpoint import CKPT_NAME
 from minillm.utils import seed_everything, write_json
 
 
 class RewardModel(nn.Module):
-    """A GPT body plus a scalar head; `forward` scores each sequence at its last real token."""
+    """A GPT body, a scalar head and a likelihood weight; `forward` scores whole answers."""
 
     kind = "reward"  # stored in checkpoints, so a run folder of another kind of model is refused
 
@@ -61,8 +77,9 @@ class RewardModel(nn.Module):
         self.config = config
         self.body = GPT(config)
         self.head = nn.Linear(config.n_embd, 1)
-        nn.init.zeros_(self.head.weight)  # every answer starts with the same score: no prior opinion
+        nn.init.zeros_(self.head.weight)  # the head starts with no opinion: every answer scores 0
         nn.init.zeros_(self.head.bias)
+        self.likelihood_weight = nn.Parameter(torch.ones(()))  # w: starts as "likelier is better"
         # Normalisation of the scores (set after training, saved in the state dict with the weights).
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
@@ -77,14 +94,25 @@ class RewardModel(nn.Module):
     def token_scores(self, ids: Tensor, attention_mask: Tensor) -> Tensor:
         """The normalised head applied at every position: (B, T) -> (B, T). PPO's critic uses these."""
         h = self.body.hidden_states(ids, attention_mask=attention_mask)  # (B, T, C)
-        raw = self.head(h).squeeze(-1)  # (B, T)
-        return (raw - self.reward_mean) / self.reward_std
+        return (self.head(h).squeeze(-1) - self.reward_mean) / self.reward_std  # (B, T)
 
-    def forward(self, ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """One score per sequence, read at its last real token: (B, T) -> (B,)."""
-        scores = self.token_scores(ids, attention_mask)  # (B, T)
+    def forward(self, ids: Tensor, attention_mask: Tensor, response_mask: Tensor) -> Tensor:
+        """One score per answer: (B, T) ids, attention mask and response mask -> (B,).
+
+        response_mask: True on the answer's tokens (and its `<eos>`), as `collate`'s loss_mask marks
+        them; the likelihood term averages over those tokens only.
+        """
+        h = self.body.hidden_states(ids, attention_mask=attention_mask)  # (B, T, C)
         last = last_real_index(attention_mask)  # (B,)
-        return scores[torch.arange(ids.shape[0], device=ids.device), last]  # (B,)
+        head_score = self.head(h[torch.arange(ids.shape[0], device=ids.device), last]).squeeze(-1)  # (B,)
+        # Position t predicts token t+1; only the positions that predict an answer token need the
+        # vocabulary projection (the costly part), so it runs on those rows alone: (N, C) -> (N, V).
+        predicts_answer = response_mask[:, 1:]  # (B, T-1)
+        logprobs = torch.zeros(predicts_answer.shape, dtype=h.dtype, device=h.device)  # (B, T-1)
+        logprobs[predicts_answer] = gather_logprobs(self.body.lm_head(h[:, :-1][predicts_answer])[None],
+                                                    ids[:, 1:][predicts_answer][None])[0]  # (N,)
+        likelihood = masked_mean(logprobs, predicts_answer, dim=1)  # (B,) mean over answer tokens
+        return (head_score + self.likelihood_weight * likelihood - self.reward_mean) / self.reward_std
 
 
 def ranked_margins(rewards: Tensor, ranks: Tensor) -> Tensor:
@@ -130,20 +158,21 @@ def encode_ranking(tokenizer: Any, record: dict, block_size: int) -> EncodedRank
 
 
 def collate_rankings(rankings: Sequence[EncodedRanking], pad_id: int) -> dict[str, Tensor]:
-    """B rankings -> ids, attention_mask (B, K, T) and ranks (B, K); a short ranking gets rank -1 slots."""
+    """B rankings -> ids, attention_mask, loss_mask (B, K, T) and ranks (B, K); a short ranking gets
+    rank -1 slots."""
     K = max(len(r.answers) for r in rankings)
     flat = [r.answers[min(i, len(r.answers) - 1)] for r in rankings for i in range(K)]  # fillers repeat
     batch = collate(flat, pad_id)  # (B*K, T) right-padded
     ranks = torch.tensor([r.ranks + [-1] * (K - len(r.ranks)) for r in rankings])  # (B, K)
     B, T = len(rankings), batch["ids"].shape[1]
-    return {"ids": batch["ids"].view(B, K, T), "attention_mask": batch["attention_mask"].view(B, K, T),
-            "ranks": ranks}
+    return {**{key: batch[key].view(B, K, T) for key in ("ids", "attention_mask", "loss_mask")}, "ranks": ranks}
 
 
 def ranking_rewards(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
     """The score of every answer of a batch of rankings: ids (B, K, T) -> (B, K)."""
     B, K, T = batch["ids"].shape
-    return model(batch["ids"].view(B * K, T), batch["attention_mask"].view(B * K, T)).view(B, K)
+    flat = (batch[key].view(B * K, T) for key in ("ids", "attention_mask", "loss_mask"))  # (B*K, T) each
+    return model(*flat).view(B, K)
 
 
 def reward_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
@@ -178,7 +207,7 @@ def set_normalisation(model: RewardModel, rankings: Sequence[EncodedRanking], pa
     scores = []
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start:start + batch_size], pad_id)
-        scores.append(model(batch["ids"].to(device), batch["attention_mask"].to(device)))
+        scores.append(model(*(batch[key].to(device) for key in ("ids", "attention_mask", "loss_mask"))))
     raw = torch.cat(scores)
     model.reward_mean.fill_(raw.mean().item())
     model.reward_std.fill_(raw.std().clamp(min=1e-6).item())
