@@ -58,8 +58,9 @@ class FixedLogits(nn.Module):
         super().__init__()
         self.logits = nn.Parameter(logits.clone())
 
-    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.logits
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                logits_at: torch.Tensor | None = None) -> torch.Tensor:
+        return self.logits if logits_at is None else self.logits[logits_at]  # as GPT.forward
 
 
 def _batch(tokenizer) -> dict[str, torch.Tensor]:

@@ -57,14 +57,13 @@ def collate(examples: list[ChatExample], pad_id: int) -> dict[str, Tensor]:
 def sft_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
     """Mean cross-entropy over response tokens (and `<eos>`) only; prompt and pads cost nothing."""
     ids, loss_mask = batch["ids"], batch["loss_mask"]  # (B, T), (B, T)
-    logits = model(ids, attention_mask=batch["attention_mask"])  # (B, T, V)
-    pred, targets = logits[:, :-1], ids[:, 1:]  # position t predicts token t+1: (B, T-1, V), (B, T-1)
-    counts = loss_mask[:, 1:].float()  # (B, T-1) 1 where the target is a response token
-    per_token = F.cross_entropy(pred.reshape(-1, pred.size(-1)), targets.reshape(-1), reduction="none")
-    per_token = per_token.view_as(counts)  # (B, T-1)
-    n_targets = counts.sum().clamp(min=1.0)
-    loss = (per_token * counts).sum() / n_targets
-    return loss, {"loss": loss.item(), "response_tokens": float(n_targets.item())}
+    counts = loss_mask[:, 1:]  # (B, T-1): position t predicts token t+1, which counts if it is a response token
+    # Logits only where they are needed: at the positions that predict a response token.
+    logits = model(ids, attention_mask=batch["attention_mask"], logits_at=F.pad(counts, (0, 1)))  # (N, V)
+    targets = ids[:, 1:][counts]  # (N,) the same positions' next tokens, in the same order
+    n_targets = max(targets.numel(), 1)
+    loss = F.cross_entropy(logits, targets, reduction="sum") / n_targets
+    return loss, {"loss": loss.item(), "response_tokens": float(targets.numel())}
 
 
 def length_buckets(examples: list[ChatExample], bucket_size: int) -> list[list[ChatExample]]:
