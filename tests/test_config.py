@@ -19,6 +19,7 @@ from minillm.config import (
     PRESETS,
     ModelConfig,
     PipelineConfig,
+    SFTConfig,
     TokenizerConfig,
     TrainConfig,
     apply_overrides,
@@ -66,6 +67,8 @@ BROKEN = [
     (PipelineConfig, {"corpus_mb": -1.0}, ["PipelineConfig.corpus_mb=-1.0", "(0.0, 1000.0]"]),
     (PipelineConfig, {"data_seed": -3}, ["PipelineConfig.data_seed=-3", "integer >= 0"]),
     (PipelineConfig, {"device": "gpu"}, ["PipelineConfig.device='gpu'", "cuda"]),
+    (SFTConfig, {"replay_length": 0}, ["SFTConfig.replay_length=0", "integer >= 1"]),
+    (SFTConfig, {"pretrain_mix": 1.0}, ["SFTConfig.pretrain_mix=1.0", "[0.0, 1.0)"]),
 ]
 
 

@@ -76,10 +76,7 @@ def length_buckets(examples: list[ChatExample], bucket_size: int) -> list[list[C
     return [ordered[i:i + bucket_size] for i in range(0, len(ordered), bucket_size)]
 
 
-REPLAY_LENGTH = 32  # tokens per window of pretraining text mixed into SFT batches (as long as a chat)
-
-
-def replay_examples(tokenizer: Any, docs: Sequence[str], length: int = REPLAY_LENGTH) -> list[ChatExample]:
+def replay_examples(tokenizer: Any, docs: Sequence[str], length: int) -> list[ChatExample]:
     """Pretraining text as SFT examples whose every token is a target: windows of the packed corpus.
 
     Mixed into SFT batches ("replay", `SFTConfig.pretrain_mix`), they keep the next-token loss of
@@ -176,9 +173,10 @@ def train_sft(
     if n_replay and not pretrain_docs:
         raise ConfigError(f"sft.pretrain_mix={cfg.pretrain_mix} mixes pretraining text into SFT, but no corpus was "
                           "given: pass the stage 1 documents (pretrain_docs=), or set sft.pretrain_mix=0")
-    replay = replay_examples(tokenizer, pretrain_docs, min(REPLAY_LENGTH, block)) if n_replay else []
+    replay_length = min(cfg.replay_length, block)
+    replay = replay_examples(tokenizer, pretrain_docs, replay_length) if n_replay else []
     if n_replay and not replay:
-        raise DataError(f"sft.pretrain_mix: the pretraining text holds fewer than {min(REPLAY_LENGTH, block)} "
+        raise DataError(f"sft.pretrain_mix: the pretraining text holds fewer than {replay_length} "
                         "tokens, not one window to replay; pass the stage 1 corpus")
     get_batch = make_get_batch(encoded, cfg.train.batch_size, tokenizer.pad_id, device, replay, n_replay)
     start = time.perf_counter()
