@@ -406,7 +406,7 @@ def preset(name: str) -> PipelineConfig:
             # 0.69). (The step and lr figures above came from an earlier CLM.)
             "sft.train.max_steps=800", "sft.train.lr=1e-3", "sft.train.eval_every=400",
             "sft.train.save_every=400", "sft.single_family_baseline=false", "sft.pretrain_mix=0.1",
-            # Stage 3 (~90 s reward model with its sampling, ~60 s PPO, ~45 s DPO). The reward model
+            # Stage 3 (~65 s reward model with its sampling, ~50 s PPO, ~30 s DPO). The reward model
             # starts from the SFT model's own likelihood of each answer, so it needs few steps: held-out
             # accuracy 0.82 after 75 steps, the same after 150. PPO's KL leash is strong (0.2): with
             # 0.05 the policy drifts to answers the reward model over-rates; 0.1, a learning rate of

@@ -356,11 +356,14 @@ def reward_hacking(
     cfg: PPOConfig, sft_dir: str | Path, rm_dir: str | Path, records: list[dict], out_dir: str | Path,
     with_kl_history: list[dict] | None = None, kl_coef: float = 0.0,
 ) -> dict[str, Any]:
-    """PPO with the KL penalty at `kl_coef` (0: off): the reward model's score keeps rising while gold falls.
+    """PPO with the KL penalty at `kl_coef` (0: off): the reward model's score rises, gold does not follow.
 
     The reward model is only right near the answers it was trained on (the SFT model's). Without
     the KL penalty nothing keeps the policy there, and it drifts to answers the reward model
-    over-rates. Writes the run to out_dir (resumable) and reward_hacking.png / reward_hacking_kl.png,
+    over-rates. (On the tiny preset, 30 steps without the leash: reward-model score 0.55 -> 0.94
+    against 0.85 with it, KL 1.4 against 0.7, final gold 1.67 against 1.90. The reward model's
+    likelihood term keeps it close to the SFT model's judgement, so the gap stays small.)
+    Writes the run to out_dir (resumable) and reward_hacking.png / reward_hacking_kl.png,
     beside the curves of a normal run (`with_kl_history`, e.g. `train_ppo(...)["history"]`) if given.
     Returns the first and last RM and gold scores, the last KL, and the win rate against SFT.
     """
