@@ -21,9 +21,10 @@ hardly *correctness* (0.58 of pairs where one answer is right and the other wron
 model already does it when it predicts the answer token by token: on the same pairs, the SFT
 model's mean log-probability of the answer orders 0.90 of them right. So the reward model keeps its
 language-model head and adds the answer's mean token log-probability, with a weight w learnt from
-the rankings like every other parameter (it starts at 1: "a likelier answer is better", until the
-rankings say how much). The ranking loss flows into that term too, so training also makes the
-preferred answers likelier: DPO's "implicit reward" (dpo.py), used here as one ingredient.
+the rankings like every other parameter (it starts at 1: "a likelier answer is better"; Adam moves
+one scalar by at most about the learning rate per step, so in the tiny preset's 80 steps it stays
+near 1). The ranking loss flows into that term too, so training also makes the preferred answers
+likelier: DPO's "implicit reward" (dpo.py), used here as one ingredient.
 
 Training (InstructGPT's loss): for every pair (w, l) of a ranking where answer w is ranked above
 answer l,
