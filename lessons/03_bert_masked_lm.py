@@ -124,8 +124,9 @@ def main() -> None:
    attention learns to look at the neighbours of a blank; watch which one leaves it first.
 4. BERT's learned position table (`--set mlm.model.position=learned`; the tiny preset uses RoPE,
    which tells attention how far apart two tokens are). In our runs (64 windows per step) the table
-   sat on the plateau far longer: masked accuracy 0.18 at step 300, against 0.54 with RoPE. A head that must find
-   "the word just before the blank" learns it once with RoPE, once per position with a table.
+   sat on the plateau far longer: masked accuracy 0.18 at step 300, against 0.54 with RoPE. A head
+   that must find "the word just before the blank" learns it once with RoPE, once per position
+   with a table.
 """)
 
 

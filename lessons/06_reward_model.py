@@ -45,6 +45,7 @@ from minillm.stage3_rlhf.annotator import (
 )
 from minillm.stage3_rlhf.preferences import collect_rankings, sample_distinct_answers
 from minillm.stage3_rlhf.reward_model import RewardModel, ranking_loss, train_reward_model
+from minillm.stage3_rlhf.sequences import last_real_index
 from minillm.train import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,12 +120,11 @@ def step4_styles(rm_dir: Path, record: dict) -> None:
     examples = [encode_example(tokenizer, record["prompt"], text, rm.config.block_size) for text in styles.values()]
     batch = collate(examples, tokenizer.pad_id)
     with torch.no_grad():
-        scores = rm(batch["ids"], batch["attention_mask"], batch["loss_mask"])
-        weight = rm.likelihood_weight.item()
-        rm.likelihood_weight.zero_()  # the same scores without the likelihood term: the head's share
-        head_only = rm(batch["ids"], batch["attention_mask"], batch["loss_mask"])
-        rm.likelihood_weight.fill_(weight)
-    print(f"  (learnt likelihood weight w = {weight:.2f}; 'from likelihood' is w * mean log p, normalised)")
+        scores = rm(batch["ids"], batch["attention_mask"], batch["loss_mask"])  # (5,) head + likelihood
+        last = last_real_index(batch["attention_mask"])  # (5,) where the head reads each answer
+        head_only = rm.token_scores(batch["ids"], batch["attention_mask"])[torch.arange(len(examples)), last]
+    print(f"  (learnt likelihood weight w = {rm.likelihood_weight.item():.2f}; 'from likelihood' is "
+          "w * mean log p, normalised)")
     for (style, text), score, head in zip(styles.items(), scores.tolist(), head_only.tolist(), strict=True):
         print(f"  {style:9s} reward model {score:+.2f} (from likelihood {score - head:+.2f})   "
               f"gold {gold_score(record, text):5.2f}   {text!r}")

@@ -110,8 +110,8 @@ class RewardModel(nn.Module):
         # vocabulary projection (the costly part), so it runs on those rows alone: (N, C) -> (N, V).
         predicts_answer = response_mask[:, 1:]  # (B, T-1)
         logprobs = torch.zeros(predicts_answer.shape, dtype=h.dtype, device=h.device)  # (B, T-1)
-        logprobs[predicts_answer] = gather_logprobs(self.body.lm_head(h[:, :-1][predicts_answer])[None],
-                                                    ids[:, 1:][predicts_answer][None])[0]  # (N,)
+        logits = self.body.lm_head(h[:, :-1][predicts_answer])  # (N, V), one row per answer token
+        logprobs[predicts_answer] = gather_logprobs(logits[None], ids[:, 1:][predicts_answer][None])[0]  # (N,)
         likelihood = masked_mean(logprobs, predicts_answer, dim=1)  # (B,) mean over answer tokens
         return (head_score + self.likelihood_weight * likelihood - self.reward_mean) / self.reward_std
 
