@@ -169,8 +169,9 @@ def test_records_are_well_formed(suite):
         assert len(r["prompt"].split()) + len(r["response"].split()) <= 70  # fits a 128-token context
         if r["split"] != "train":
             assert r["style"] == "ideal" and r["response"] == r["reference"]
-    train = by_split(suite, "train")
-    assert 4000 <= len(train) <= 8000
+    train_counts = Counter(r["family"] for r in by_split(suite, "train"))
+    assert all(train_counts[f] == 1800 for f in PHRASINGS if f not in HELDOUT_FAMILIES), train_counts
+    assert 300 <= train_counts["world_fact"] <= 600, train_counts
     for split in SPLITS[1:]:
         counts = Counter(r["family"] for r in by_split(suite, split))
         assert all(100 <= n <= 200 for n in counts.values()), (split, counts)

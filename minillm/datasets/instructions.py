@@ -300,7 +300,7 @@ def styled_response(rng: random.Random, example: Example) -> tuple[str, str]:
     if style == "impolite":
         return style, (f"{rng.choice(RUDE_OPENERS)} {ideal}" if rng.random() < 0.2
                        else f"{ideal} {rng.choice(RUDE_CLOSERS)}")
-    if style == "wrong" and example.wrong != ideal:
+    if style == "wrong" and not contains_answer(example.wrong, ideal):  # truly wrong, not a longer right one
         return style, example.wrong
     return "ideal", ideal
 
@@ -333,7 +333,8 @@ def _task_records(family: str, rng: random.Random, seen: Seen, n_train: int, n_t
             if example.x not in inputs:
                 break
         else:
-            raise RuntimeError(f"family {family}: cannot find {len(plan)} distinct inputs; ask for fewer")
+            raise RuntimeError(f"family {family}: cannot find {len(plan)} distinct inputs; ask for fewer "
+                               f"(n_train={n_train}, n_test={n_test})")
         inputs.add(example.x)
         phrasing = rng.choice(list(allowed))
         records.append(_record(family, phrasing, split, phrasings[phrasing], example, rng))
@@ -370,12 +371,18 @@ def _fact_records(rng: random.Random, seen: Seen, n_test: int) -> list[dict]:
             + rng.sample(pet_tests, min(n_test, len(pet_tests))))
 
 
-def generate_instruction_suite(seed: int = 0, world: World | None = None, n_train: int = 750,
+def generate_instruction_suite(seed: int = 0, world: World | None = None, n_train: int = 1800,
                                n_test: int = 150) -> list[dict]:
     """All records of the suite, in a shuffled order (so the first N of a split mix the families).
 
     `n_train` training and `n_test` records per split for each non-fact family; fact families have
     as many as the world's entities allow. The world defaults to `build_world(0)`, the corpus's.
+
+    Why 1800: more *different* examples generalise better than the same ones seen more often. With
+    the tiny preset's 800 SFT steps (about 2 passes over the training records with 1800 per family, 4.7 with 750), held-out
+    phrasings rose from 0.69 (750) to 0.74 (1500) and 0.82 (1800), seen tasks from 0.83 to 0.86.
+    1800 is about as far as it goes: `plural` has 2178 distinct noun phrases in all, and its train
+    and test records must all differ.
     """
     world = world if world is not None else build_world(0)
     rng = random.Random(seed)
