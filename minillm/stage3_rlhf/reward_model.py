@@ -22,7 +22,7 @@ model already does it when it predicts the answer token by token: on the same pa
 model's mean log-probability of the answer orders 0.90 of them right. So the reward model keeps its
 language-model head and adds the answer's mean token log-probability, with a weight w learnt from
 the rankings like every other parameter (it starts at 1: "a likelier answer is better"; Adam moves
-one scalar by at most about the learning rate per step, so in the tiny preset's 80 steps it stays
+one scalar by at most about the learning rate per step, so in the tiny preset's 40 steps it stays
 near 1). The ranking loss flows into that term too, so training also makes the preferred answers
 likelier: DPO's "implicit reward" (dpo.py), used here as one ingredient.
 
