@@ -11,17 +11,20 @@ What you will see:
    critic's value, and the advantage GAE makes of them.
 2. PPO training with the tiny preset, and its curves: reward-model score, gold score (the
    annotator's own judgement, which the policy never sees), KL, clip fraction, answer length.
-3. The same run without the leash (kl_coef = 0): the reward-model score climbs while the gold
-   score does not follow: reward hacking.
+3. Reward hacking: a weaker reward model (the scalar head alone, without the answer's likelihood:
+   it learnt style, hardly correctness) and PPO without the leash (kl_coef = 0). The reward-model
+   score climbs while the gold score falls: the policy finds answers the judge over-rates.
 
 Run it:  python lessons/07_ppo.py [SFT_RUN_DIR] [REWARD_RUN_DIR]
 Defaults: runs/lessons/05/sft and runs/lessons/06/reward (left by lessons 5 and 6). Outputs go to
-runs/lessons/07/ (ppo/ and no_kl/ runs with their PNGs and metrics.jsonl).
+runs/lessons/07/ (ppo/, head_only_reward/ and no_kl/ runs with their PNGs and metrics.jsonl).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -31,7 +34,7 @@ from minillm.config import preset
 from minillm.datasets.instructions import read_jsonl
 from minillm.model import GPT
 from minillm.stage3_rlhf.ppo import reward_hacking, rollout, train_ppo
-from minillm.stage3_rlhf.reward_model import RewardModel
+from minillm.stage3_rlhf.reward_model import RewardModel, train_reward_model
 from minillm.train import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +76,7 @@ def step1_dissect(sft: Path, rm_dir: Path, records: list[dict]) -> None:
           "  how much reward is still to come; the advantage is how much better than that it went.\n")
 
 
-def step2_train(sft: Path, rm_dir: Path, records: list[dict]) -> dict:
+def step2_train(sft: Path, rm_dir: Path, records: list[dict]) -> None:
     print(f"== 2. PPO, {CFG.ppo.train.max_steps} steps of {CFG.ppo.rollout_batch_size} answers ==")
     result = train_ppo(CFG.ppo, sft, rm_dir, records, OUT / "ppo", resume=True)
     print("  step  RM score   gold      KL  clipfrac  ratio  answer length")
@@ -85,16 +88,21 @@ def step2_train(sft: Path, rm_dir: Path, records: list[dict]) -> dict:
     for ex in result["examples"][:3]:
         print(f"    SFT: {ex['sft']!r}\n    PPO: {ex['after']!r}")
     print(f"  curves: {OUT / 'ppo' / 'ppo_reward.png'}, ppo_health.png, ppo_length.png\n")
-    return result
 
 
-def step3_reward_hacking(sft: Path, rm_dir: Path, records: list[dict], with_kl: dict) -> None:
-    print("== 3. The same PPO without the KL penalty ==")
-    result = reward_hacking(CFG.ppo, sft, rm_dir, records, OUT / "no_kl", with_kl_history=with_kl["history"])
+def step3_reward_hacking(sft: Path, rm_dir: Path, records: list[dict]) -> None:
+    print("== 3. Reward hacking: the head-only reward model, and no KL penalty ==")
+    # The same rankings the reward model of lesson 6 learnt from (its run folder records the file).
+    prefs = json.loads((rm_dir / "config.json").read_text(encoding="utf-8"))["run"]["prefs"]
+    head_only = train_reward_model(dataclasses.replace(CFG.reward, likelihood_term=False), sft, prefs,
+                                   OUT / "head_only_reward", records=records, resume=True)
+    print(f"  head-only reward model: held-out pairwise accuracy {head_only['pairwise_accuracy']:.2f}")
+    unleashed = dataclasses.replace(CFG.ppo, train=dataclasses.replace(CFG.ppo.train, max_steps=45))
+    result = reward_hacking(unleashed, sft, OUT / "head_only_reward", records, OUT / "no_kl")
     print(f"  reward model score {result['rm_score_first']:+.2f} -> {result['rm_score_last']:+.2f}, "
           f"gold {result['gold_first']:.2f} -> {result['gold_last']:.2f}, KL {result['kl_last']:.1f} nats"
-          f"\n  win rate against SFT {result['win_rate_vs_sft']:.0%} (with the leash: "
-          f"{with_kl['win_rate_vs_sft']:.0%}). Plots: {OUT / 'no_kl' / 'reward_hacking.png'}, "
+          f"\n  on held-out prompts: gold {result['gold_sft']:.2f} (SFT) -> {result['gold_after']:.2f}, win rate "
+          f"against SFT {result['win_rate_vs_sft']:.0%}. Plots: {OUT / 'no_kl' / 'reward_hacking.png'}, "
           "reward_hacking_kl.png\n")
 
 
@@ -104,8 +112,8 @@ def main() -> None:
     sft, rm_dir = run_dirs()
     records = read_jsonl(ROOT / "data" / "instructions.jsonl")
     step1_dissect(sft, rm_dir, [r for r in records if r["split"] == "train"])
-    with_kl = step2_train(sft, rm_dir, records)
-    step3_reward_hacking(sft, rm_dir, records, with_kl)
+    step2_train(sft, rm_dir, records)
+    step3_reward_hacking(sft, rm_dir, records)
     print("""== Try this ==
 1. A tighter or looser leash: CFG.ppo.kl_coef = 0.5, then 0.05. KL falls or grows, and so does
    how far the gold score can move; with a loose leash the reward model's errors start to pay.
@@ -113,6 +121,11 @@ def main() -> None:
    metrics.jsonl) rises when KL overshoots the target and falls when it undershoots.
 3. Break a detail: in ppo.rollout, recompute log-probs at temperature 1 while sampling at 0.7.
    The ratio of the first minibatch is no longer 1, the clip fraction jumps, training degrades.
+4. Hack the full reward model: run step 3 with `rm_dir` instead of the head-only one. Its
+   likelihood term checks the answer the way the SFT model would write it, and it is much harder
+   to fool: in our runs, 60 steps without the leash raised its score 0.55 -> 0.72 and gold did not
+   fall (win rate 0.60 against SFT). With the head-only model and the leash on (kl_coef 0.2), gold
+   still began to fall after ~25 steps: a leash slows hacking down, a better judge prevents it.
 """)
 
 

@@ -250,9 +250,13 @@ class RewardConfig:
     annotator_noise: float = 0.1  # how much the simulated annotator disagrees with itself
     annotator_tie_margin: float = 0.3  # answers whose noisy scores are this close are ranked as a tie
     max_new_tokens: int = 32  # answer length limit when sampling the answers to rank
+    # Add the answer's mean log-probability (times a learnt weight) to the head's score. False: the
+    # head alone, which learns style but hardly correctness, and which PPO learns to exploit.
+    likelihood_term: bool = True
 
     def __post_init__(self) -> None:
         c = "RewardConfig"
+        _boolean(c, "likelihood_term", self.likelihood_term)
         _positive_int(c, "max_new_tokens", self.max_new_tokens)
         _require(isinstance(self.answers_per_prompt, int) and self.answers_per_prompt >= 2, c,
                  "answers_per_prompt", self.answers_per_prompt, "expected an integer >= 2")

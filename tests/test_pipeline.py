@@ -1,11 +1,15 @@
 """The whole journey on the micro preset: every stage runs, report.json has every number, and a
-second run skips the finished steps instead of training again."""
+second run skips the finished steps instead of training again; then lesson 07's reward-hacking run."""
 
+import dataclasses
 import json
 import math
 
 from minillm.config import preset
+from minillm.datasets import generate_instruction_suite
 from minillm.pipeline import STEP_NAMES, run_pipeline
+from minillm.stage3_rlhf.ppo import reward_hacking
+from minillm.stage3_rlhf.reward_model import train_reward_model
 
 REQUIRED = {
     "tokenizer": ("seconds", "vocab_size", "tokens_per_byte"),
@@ -51,3 +55,13 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(tmp_path, c
     assert printed.count("already done") == len(STEP_NAMES)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("ckpt.pt")} == mtimes  # nothing retrained
     assert again["stages"] == report["stages"]
+
+    # Reward hacking (lesson 07): a head-only reward model on the same rankings, then PPO without a leash.
+    cfg = preset("micro")
+    head_only = train_reward_model(dataclasses.replace(cfg.reward, likelihood_term=False), out / "04_sft",
+                                   out / "05_reward_model" / "prefs.jsonl", tmp_path / "head_only")
+    assert finite(head_only["pairwise_accuracy"])
+    hacked = reward_hacking(cfg.ppo, out / "04_sft", tmp_path / "head_only", generate_instruction_suite(seed=0),
+                            tmp_path / "no_kl")
+    assert all(finite(v) for v in hacked.values()), hacked
+    assert all((tmp_path / "no_kl" / name).is_file() for name in ("reward_hacking.png", "reward_hacking_kl.png"))

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from minillm.config import ModelConfig
+from minillm.config import ModelConfig, apply_overrides, preset
 from minillm.model import GPT
 from minillm.stage3_rlhf.annotator import ranking_to_pairs
 from minillm.stage3_rlhf.dpo import dpo_loss
@@ -190,6 +190,20 @@ def test_reward_likelihood_term_is_the_answers_mean_logprob():
         torch.testing.assert_close(rm(ids, mask, answer)[0], head + 0.7 * by_hand)
         # prompt tokens do not count: changing the prompt's likelihood alone would move the score
         assert not torch.isclose(rm(ids, mask, mask)[0], rm(ids, mask, answer)[0])
+
+
+def test_reward_model_without_likelihood_term_is_the_head_alone():
+    torch.manual_seed(0)
+    rm = RewardModel.from_gpt(GPT(ModelConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=16)),
+                              likelihood_term=False)
+    torch.nn.init.normal_(rm.head.weight)
+    assert rm.likelihood_weight.item() == 0.0 and not rm.likelihood_weight.requires_grad
+    ids, mask = torch.tensor([[3, 8, 2, 30, 12, 7]]), torch.ones(1, 6, dtype=torch.bool)
+    answer = torch.tensor([[False, False, False, True, True, True]])
+    torch.testing.assert_close(rm(ids, mask, answer), rm.token_scores(ids, mask)[:, -1])
+    assert preset("micro").reward.likelihood_term
+    cfg = apply_overrides(preset("micro"), ["reward.likelihood_term=false"])
+    assert cfg.reward.likelihood_term is False
 
 
 def test_reward_normalisation_is_applied():

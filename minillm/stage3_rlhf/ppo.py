@@ -354,32 +354,32 @@ def summarize_run(history: list[dict], comparison: dict, seconds: float) -> dict
 
 def reward_hacking(
     cfg: PPOConfig, sft_dir: str | Path, rm_dir: str | Path, records: list[dict], out_dir: str | Path,
-    with_kl_history: list[dict] | None = None, kl_coef: float = 0.0,
+    kl_coef: float = 0.0,
 ) -> dict[str, Any]:
-    """PPO with the KL penalty at `kl_coef` (0: off): the reward model's score rises, gold does not follow.
+    """PPO with the KL penalty at `kl_coef` (0: off): does the reward model's score rise while gold falls?
 
-    The reward model is only right near the answers it was trained on (the SFT model's). Without
-    the KL penalty nothing keeps the policy there, and it drifts to answers the reward model
-    over-rates. (On the tiny preset, 30 steps without the leash: reward-model score 0.55 -> 0.94
-    against 0.85 with it, KL 1.4 against 0.7, final gold 1.67 against 1.90. The reward model's
-    likelihood term keeps it close to the SFT model's judgement, so the gap stays small.)
-    Writes the run to out_dir (resumable) and reward_hacking.png / reward_hacking_kl.png,
-    beside the curves of a normal run (`with_kl_history`, e.g. `train_ppo(...)["history"]`) if given.
-    Returns the first and last RM and gold scores, the last KL, and the win rate against SFT.
+    A reward model is only right near the answers it was trained on (the SFT model's). Without the
+    KL penalty nothing keeps the policy there, and it drifts to answers the reward model over-rates.
+    How far depends on the judge. Measured on the tiny preset:
+    - the head-only reward model (`RewardConfig.likelihood_term=False`, held-out accuracy 0.66: it
+      learnt style, hardly correctness), 45 steps: its score 0.31 -> 1.24 while gold fell 1.83 ->
+      0.95, KL 6.4 nats; on held-out prompts gold 1.43 (SFT) -> 0.75, win rate 0.39. With kl_coef
+      0.2 gold still turned down after ~25 steps (win rate 0.57);
+    - the full reward model (accuracy 0.83), 60 steps: score 0.55 -> 0.72, gold did not fall (win
+      rate 0.60, 0.58 with the leash): the answer's likelihood is hard to fool.
+    Writes the run to out_dir (resumable) and reward_hacking.png (reward-model score and gold per
+    step) and reward_hacking_kl.png. Returns the first and last RM and gold scores, the last KL, and
+    the held-out comparison with SFT.
     """
     out_dir = Path(out_dir)
     unleashed = dataclasses.replace(cfg, kl_coef=kl_coef, adaptive_kl=False)
     result = train_ppo(unleashed, sft_dir, rm_dir, records, out_dir, resume=True)
-    runs = {f"kl_coef {kl_coef:g}": result["history"]}
-    if with_kl_history:
-        runs[f"kl_coef {cfg.kl_coef:g}"] = with_kl_history
-    rows = [{"step": row["step"], **{f"{key} ({name})": row[key] for key in ("rm_score", "gold", "kl")}}
-            for name, history in runs.items() for row in history]
-    plot_metrics(rows, out_dir / "reward_hacking.png", [f"{k} ({n})" for n in runs for k in ("rm_score", "gold")],
-                 title="Reward model score vs gold score", ylabel="score")
-    plot_metrics(rows, out_dir / "reward_hacking_kl.png", [f"kl ({n})" for n in runs],
+    history = result["history"]
+    plot_metrics(history, out_dir / "reward_hacking.png", ["rm_score", "gold"],
+                 title=f"Reward model score vs gold score (kl_coef {kl_coef:g})", ylabel="score")
+    plot_metrics(history, out_dir / "reward_hacking_kl.png", ["kl"],
                  title="KL(policy || SFT) per answer", ylabel="nats")
-    first, last = result["history"][0], result["history"][-1]
+    first, last = history[0], history[-1]
     return {"rm_score_first": first["rm_score"], "rm_score_last": last["rm_score"], "gold_first": first["gold"],
             "gold_last": last["gold"], "kl_last": last["kl"], "win_rate_vs_sft": result["win_rate_vs_sft"],
             "gold_after": result["gold_after"], "gold_sft": result["gold_sft"]}

@@ -73,22 +73,25 @@ class RewardModel(nn.Module):
 
     kind = "reward"  # stored in checkpoints, so a run folder of another kind of model is refused
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, likelihood_term: bool = True) -> None:
         super().__init__()
         self.config = config
         self.body = GPT(config)
         self.head = nn.Linear(config.n_embd, 1)
         nn.init.zeros_(self.head.weight)  # the head starts with no opinion: every answer scores 0
         nn.init.zeros_(self.head.bias)
-        self.likelihood_weight = nn.Parameter(torch.ones(()))  # w: starts as "likelier is better"
+        # w: starts as "likelier is better"; without the likelihood term it is 0 and stays 0 (the head
+        # alone, as in InstructGPT: the weaker judge that lesson 07 shows PPO exploiting).
+        self.likelihood_weight = nn.Parameter(torch.tensor(1.0 if likelihood_term else 0.0),
+                                              requires_grad=likelihood_term)
         # Normalisation of the scores (set after training, saved in the state dict with the weights).
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
 
     @classmethod
-    def from_gpt(cls, gpt: GPT) -> RewardModel:
+    def from_gpt(cls, gpt: GPT, likelihood_term: bool = True) -> RewardModel:
         """A reward model whose body is a copy of `gpt` (the SFT model)."""
-        rm = cls(gpt.config)
+        rm = cls(gpt.config, likelihood_term)
         rm.body = copy.deepcopy(gpt)
         return rm
 
@@ -230,7 +233,7 @@ def train_reward_model(
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
     sft, tokenizer = load_model(sft_dir, GPT)
-    rm = RewardModel.from_gpt(sft)
+    rm = RewardModel.from_gpt(sft, cfg.likelihood_term)
     train_recs, test_recs = split_rankings(read_preferences(prefs_path))
     encoded = {name: [encode_ranking(tokenizer, r, rm.config.block_size) for r in recs]
                for name, recs in (("train", train_recs), ("val", test_recs))}
