@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from minillm.config import ModelConfig, apply_overrides, preset
 from minillm.model import GPT
 from minillm.stage3_rlhf.annotator import ranking_to_pairs
-from minillm.stage3_rlhf.dpo import dpo_loss
+from minillm.stage3_rlhf.dpo import chosen_nll, dpo_loss, make_dpo_loss
 from minillm.stage3_rlhf.ppo import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -67,6 +68,31 @@ def test_dpo_loss_matches_hand_computation():
     m = [0.5 * ((-1 + 2) - (-3 + 2)), 0.5 * ((-4 + 4) - (-1 + 2))]  # [1.0, -0.5]
     assert loss.item() == pytest.approx((neg_log_sigmoid(m[0]) + neg_log_sigmoid(m[1])) / 2, abs=1e-6)
     assert acc.item() == 0.5 and margin.item() == pytest.approx(0.25)
+
+
+def test_chosen_nll_is_the_mean_per_token_nll_of_the_chosen_answers():
+    # row 0: 3 answer tokens with summed log-prob -6 (the loss mask's first column predicts nothing);
+    # row 1: 1 answer token with log-prob -0.5
+    loss_mask = torch.tensor([[False, False, True, True, True], [False, False, False, True, False]])
+    nll = chosen_nll(torch.tensor([-6.0, -0.5]), loss_mask)
+    assert nll.item() == pytest.approx((6.0 / 3 + 0.5 / 1) / 2)
+
+
+def test_dpo_loss_fn_adds_the_weighted_chosen_nll():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=8)).eval()
+    ids = torch.randint(0, 16, (2, 6))
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    loss_mask = torch.tensor([[False, False, False, True, True, True]] * 2)
+    batch = {"chosen_ids": ids, "rejected_ids": ids.flip(1), "ref_chosen": torch.zeros(2),
+             "ref_rejected": torch.zeros(2), "chosen_attention_mask": mask, "rejected_attention_mask": mask,
+             "chosen_loss_mask": loss_mask, "rejected_loss_mask": loss_mask}
+    plain, _ = make_dpo_loss(0.5)(model, batch)
+    with_nll, stats = make_dpo_loss(0.5, nll_coef=0.2)(model, batch)
+    logits = model(ids)[:, 2:5]  # (2, 3, V): the positions that predict the three answer tokens
+    by_hand = F.cross_entropy(logits.reshape(-1, 16), ids[:, 3:6].reshape(-1)).item()
+    assert stats["chosen_nll"] == pytest.approx(by_hand, abs=1e-5)
+    assert with_nll.item() == pytest.approx(plain.item() + 0.2 * by_hand, abs=1e-5)
 
 
 # ---------------------------------------------------------------- PPO's pieces
