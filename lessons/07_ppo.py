@@ -123,9 +123,13 @@ def main() -> None:
    The ratio of the first minibatch is no longer 1, the clip fraction jumps, training degrades.
 4. Hack the full reward model: run step 3 with `rm_dir` instead of the head-only one. Its
    likelihood term checks the answer the way the SFT model would write it, and it is much harder
-   to fool: in our runs, 60 steps without the leash raised its score 0.55 -> 0.72 and gold did not
-   fall (win rate 0.60 against SFT). With the head-only model and the leash on (kl_coef 0.2), gold
-   still began to fall after ~25 steps: a leash slows hacking down, a better judge prevents it.
+   to fool: in our runs (with an earlier SFT model), 60 steps without the leash raised its score
+   0.55 -> 0.72 and gold did not fall (win rate 0.60 against SFT). With the head-only model and the
+   leash on (kl_coef 0.2), gold still began to fall after ~25 steps: a leash slows hacking down, a
+   better judge prevents it.
+5. Smaller rollouts: CFG.ppo.rollout_batch_size = 32 and 30 steps. The advantages are whitened
+   over half as many answers and each update is noisier: in our runs the win rate fell from 0.65
+   to 0.615; with a learning rate of 3e-4 on top, the entropy rose and the scores fell.
 """)
 
 

@@ -361,12 +361,14 @@ def reward_hacking(
     A reward model is only right near the answers it was trained on (the SFT model's). Without the
     KL penalty nothing keeps the policy there, and it drifts to answers the reward model over-rates.
     How far depends on the judge. Measured on the tiny preset:
-    - the head-only reward model (`RewardConfig.likelihood_term=False`, held-out accuracy 0.66: it
-      learnt style, hardly correctness), 45 steps: its score 0.31 -> 1.24 while gold fell 1.83 ->
-      0.95, KL 6.4 nats; on held-out prompts gold 1.43 (SFT) -> 0.75, win rate 0.39. With kl_coef
-      0.2 gold still turned down after ~25 steps (win rate 0.57);
-    - the full reward model (accuracy 0.83), 60 steps: score 0.55 -> 0.72, gold did not fall (win
-      rate 0.60, 0.58 with the leash): the answer's likelihood is hard to fool.
+    - the head-only reward model (`RewardConfig.likelihood_term=False`, held-out accuracy 0.71: it
+      learnt style, hardly correctness), 45 steps of 64 answers: its score 0.54 -> 1.26 while the
+      rollouts' gold fell 2.77 -> 0.50 (it peaked at 3.16 on step 7), KL 11.9 nats; on held-out
+      prompts gold 1.71 (SFT) -> 0.57, win rate 0.32. With an earlier SFT model and kl_coef 0.2,
+      gold still turned down after ~25 steps (win rate 0.57);
+    - the full reward model (accuracy 0.83, an earlier SFT model), 60 steps of 32: score 0.55 ->
+      0.72, gold did not fall (win rate 0.60, 0.58 with the leash): the answer's likelihood is hard
+      to fool.
     Writes the run to out_dir (resumable) and reward_hacking.png (reward-model score and gold per
     step) and reward_hacking_kl.png. Returns the first and last RM and gold scores, the last KL, and
     the held-out comparison with SFT.
