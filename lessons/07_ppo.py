@@ -36,6 +36,7 @@ from minillm.model import GPT
 from minillm.stage3_rlhf.ppo import reward_hacking, rollout, train_ppo
 from minillm.stage3_rlhf.reward_model import RewardModel, train_reward_model
 from minillm.train import load_model
+from minillm.utils import spread_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "lessons" / "07"
@@ -80,7 +81,7 @@ def step2_train(sft: Path, rm_dir: Path, records: list[dict]) -> None:
     print(f"== 2. PPO, {CFG.ppo.train.max_steps} steps of {CFG.ppo.rollout_batch_size} answers ==")
     result = train_ppo(CFG.ppo, sft, rm_dir, records, OUT / "ppo", resume=True)
     print("  step  RM score   gold      KL  clipfrac  ratio  answer length")
-    for row in result["history"][:: max(1, len(result["history"]) // 8)] + result["history"][-1:]:
+    for row in spread_rows(result["history"], 8):
         print(f"  {row['step']:4d} {row['rm_score']:+8.2f} {row['gold']:6.2f} {row['kl']:7.2f} "
               f"{row['clipfrac']:9.3f} {row['ratio']:6.3f} {row['response_len']:8.1f}")
     print(f"  against the SFT model on {CFG.ppo.eval_prompts} held-out prompts (judged by gold): win rate "

@@ -33,10 +33,12 @@ from minillm.datasets.instructions import read_jsonl
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import encode_example
+from minillm.stage3_rlhf.annotator import ranking_places
 from minillm.stage3_rlhf.dpo import dpo_loss, train_dpo
 from minillm.stage3_rlhf.preferences import read_preferences
 from minillm.stage3_rlhf.sequences import answer_logprob
 from minillm.train import load_model
+from minillm.utils import spread_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "lessons" / "08"
@@ -55,8 +57,10 @@ def inputs() -> tuple[Path, Path]:
 def step1_one_pair(sft: Path, prefs: Path) -> None:
     print("== 1. The DPO loss of one pair ==")
     policy, tokenizer = load_model(sft, GPT)
-    ranking = read_preferences(prefs)[0]
-    best, worst = ranking["answers"][ranking["ranking"][0]], ranking["answers"][ranking["ranking"][-1]]
+    # The first ranking with a best and a worst place (tied answers share a place: a list of indices).
+    ranking = next(r for r in read_preferences(prefs) if len(ranking_places(r["ranking"])) > 1)
+    places = ranking_places(ranking["ranking"])
+    best, worst = ranking["answers"][places[0][0]], ranking["answers"][places[-1][0]]
     batch = collate([encode_example(tokenizer, ranking["prompt"], a, policy.config.block_size) for a in (best, worst)],
                     tokenizer.pad_id)
     with torch.no_grad():
@@ -78,7 +82,7 @@ def step2_train(sft: Path, prefs: Path, records: list[dict]) -> dict:
     print(f"== 2. DPO, {CFG.dpo.train.max_steps} steps, beta {CFG.dpo.beta}, NLL weight {CFG.dpo.nll_coef} ==")
     result = train_dpo(CFG.dpo, sft, prefs, records, OUT / "dpo", resume=True)
     rows = [r for r in result["history"] if "accuracy" in r]
-    for row in rows[:: max(1, len(rows) // 6)] + rows[-1:]:
+    for row in spread_rows(rows, 6):
         print(f"  step {row['step']:4d}  loss {row['loss']:.4f}  pairs ordered right {row['accuracy']:.0%}  "
               f"margin {row['margin']:+.3f}  chosen NLL/token {row['chosen_nll']:.3f}")
     print(f"  held-out pairs ordered right: {result['pair_accuracy']:.0%}; loss curve {OUT / 'dpo' / 'loss.png'}\n")

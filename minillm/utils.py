@@ -68,3 +68,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def spread_rows(rows: list, n: int) -> list:
+    """About `n` rows taken evenly from `rows`, always including the last one, each once: a log to print."""
+    shown = rows[:: max(1, len(rows) // n)]
+    return shown if not rows or shown[-1] is rows[-1] else shown + rows[-1:]

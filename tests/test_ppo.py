@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import json
 import sys
@@ -25,6 +26,7 @@ from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
 
 torch.set_num_threads(2)
+ROOT = Path(__file__).resolve().parents[1]
 
 COLOURS = ["red", "blue", "green", "amber", "violet", "grey", "black", "white"]
 RECORDS = [
@@ -116,6 +118,21 @@ def test_train_dpo_runs_and_reports(runs):
     result = train_dpo(cfg, runs["sft"], runs["prefs"], RECORDS, runs["root"] / "dpo")
     assert 0.0 <= result["win_rate_vs_sft"] <= 1.0 and result["n_pairs"] > 0
     assert load_model(runs["root"] / "dpo", GPT)[0] is not None
+
+
+def test_lesson_08_dissects_a_pair_from_rankings_with_ties(runs, tmp_path, capsys):
+    """Lesson 8 step 1 on rankings whose places are groups of tied answers: the first ranking ties
+    every answer (no pair to show), the second has a tied best place; it must pick best and worst."""
+    spec = importlib.util.spec_from_file_location("lesson_08", ROOT / "lessons" / "08_dpo.py")
+    lesson = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lesson)
+    prefs = tmp_path / "tied.jsonl"
+    prefs.write_text("\n".join(json.dumps({"prompt": "Say the colour red.", "answers": answers, "ranking": ranking})
+                               for answers, ranking in ((["red", "blue"], [[0, 1]]),
+                                                        (["green", "red", "grey"], [[1, 2], 0]))) + "\n")
+    lesson.step1_one_pair(runs["sft"], prefs)
+    out = capsys.readouterr().out
+    assert "better: 'red'" in out and "worse:  'green'" in out and "dpo_loss says" in out
 
 
 def test_annotate_command_samples_distinct_answers_and_writes_rankings(runs, tmp_path):

@@ -22,6 +22,7 @@ from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, train
 from minillm.train.loop import LossFn
 from minillm.train.optim import param_groups
+from minillm.utils import spread_rows
 
 torch.set_num_threads(1)
 
@@ -259,3 +260,10 @@ def test_compile_gives_the_same_training(tmp_path, monkeypatch):
     for a, b in zip(eager, compiled, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     assert not math.isnan(compiled[0].sum().item())
+
+
+def test_spread_rows_takes_evenly_spaced_rows_and_the_last_once() -> None:
+    assert spread_rows(list(range(7)), 6) == [0, 1, 2, 3, 4, 5, 6]  # the last is already in: not twice
+    assert spread_rows(list(range(10)), 3) == [0, 3, 6, 9]
+    assert spread_rows(list(range(11)), 3) == [0, 3, 6, 9, 10]
+    assert spread_rows([], 4) == []
