@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from minillm.config import (
     PRESETS,
+    DPOConfig,
     ModelConfig,
     PipelineConfig,
     SFTConfig,
@@ -69,6 +70,7 @@ BROKEN = [
     (PipelineConfig, {"device": "gpu"}, ["PipelineConfig.device='gpu'", "cuda"]),
     (SFTConfig, {"replay_length": 0}, ["SFTConfig.replay_length=0", "integer >= 1"]),
     (SFTConfig, {"pretrain_mix": 1.0}, ["SFTConfig.pretrain_mix=1.0", "[0.0, 1.0)"]),
+    (DPOConfig, {"nll_coef": -0.5}, ["DPOConfig.nll_coef=-0.5", "[0.0, 100.0]"]),
 ]
 
 
