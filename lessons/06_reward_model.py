@@ -18,7 +18,7 @@ What you will see:
 4. The trained model's score of one answer written in the five styles of the training data, and
    how much of each score came from the likelihood term.
 
-Run it:  python lessons/06_reward_model.py [SFT_RUN_DIR]
+Run it:  python lessons/06_reward_model.py [SFT_RUN_DIR]    (about 2 minutes on a 2-core CPU)
 It uses SFT_RUN_DIR or runs/lessons/05/sft (left by lesson 5). Outputs go to runs/lessons/06/
 (prefs.jsonl: the rankings, open it; reward/: the reward model run with loss.png).
 """

@@ -15,7 +15,7 @@ What you will see:
    it learnt style, hardly correctness) and PPO without the leash (kl_coef = 0). The reward-model
    score climbs while the gold score falls: the policy finds answers the judge over-rates.
 
-Run it:  python lessons/07_ppo.py [SFT_RUN_DIR] [REWARD_RUN_DIR]
+Run it:  python lessons/07_ppo.py [SFT_RUN_DIR] [REWARD_RUN_DIR]    (about 5 minutes on a 2-core CPU)
 Defaults: runs/lessons/05/sft and runs/lessons/06/reward (left by lessons 5 and 6). Outputs go to
 runs/lessons/07/ (ppo/, head_only_reward/ and no_kl/ runs with their PNGs and metrics.jsonl).
 """
