@@ -58,7 +58,9 @@ def step1_one_pair(sft: Path, prefs: Path) -> None:
     print("== 1. The DPO loss of one pair ==")
     policy, tokenizer = load_model(sft, GPT)
     # The first ranking with a best and a worst place (tied answers share a place: a list of indices).
-    ranking = next(r for r in read_preferences(prefs) if len(ranking_places(r["ranking"])) > 1)
+    ranking = next((r for r in read_preferences(prefs) if len(ranking_places(r["ranking"])) > 1), None)
+    if ranking is None:
+        sys.exit(f"{prefs}: every ranking ties all its answers, so there is no pair to learn from")
     places = ranking_places(ranking["ranking"])
     best, worst = ranking["answers"][places[0][0]], ranking["answers"][places[-1][0]]
     batch = collate([encode_example(tokenizer, ranking["prompt"], a, policy.config.block_size) for a in (best, worst)],
