@@ -85,7 +85,10 @@ def step2_train(sft: Path, rm_dir: Path, records: list[dict]) -> None:
         print(f"  {row['step']:4d} {row['rm_score']:+8.2f} {row['gold']:6.2f} {row['kl']:7.2f} "
               f"{row['clipfrac']:9.3f} {row['ratio']:6.3f} {row['response_len']:8.1f}")
     print(f"  against the SFT model on {CFG.ppo.eval_prompts} held-out prompts (judged by gold): win rate "
-          f"{result['win_rate_vs_sft']:.0%}, gold {result['gold_sft']:.2f} -> {result['gold_after']:.2f}")
+          f"{result['win_rate_vs_sft']:.2f} ± {result['win_rate_stderr']:.2f} (one standard error), "
+          f"gold {result['gold_sft']:.2f} -> {result['gold_after']:.2f}")
+    print("  per task family: " + ", ".join(f"{family} {rate:.2f}"
+                                            for family, rate in result["win_rate_by_family"].items()))
     for ex in result["examples"][:3]:
         print(f"    SFT: {ex['sft']!r}\n    PPO: {ex['after']!r}")
     print(f"  curves: {OUT / 'ppo' / 'ppo_reward.png'}, ppo_health.png, ppo_length.png\n")

@@ -96,10 +96,12 @@ def step3_table(dpo: dict) -> None:
     rows = {"DPO": dpo}
     if PPO_METRICS.is_file():
         rows = {"PPO": json.loads(PPO_METRICS.read_text()), **rows}
-    print(f"  {'method':8s} {'win rate vs SFT':>16s} {'gold SFT':>9s} {'gold after':>11s} {'seconds':>8s}")
+    print(f"  {'method':8s} {'win rate vs SFT':>16s} {'± s.e.':>7s} {'gold SFT':>9s} {'gold after':>11s} "
+          f"{'seconds':>8s}")
     for name, m in rows.items():
-        print(f"  {name:8s} {m['win_rate_vs_sft']:>16.0%} {m['gold_sft']:>9.2f} {m['gold_after']:>11.2f} "
-              f"{m['seconds']:>8.0f}")
+        print(f"  {name:8s} {m['win_rate_vs_sft']:>16.2f} {m.get('win_rate_stderr', float('nan')):>7.2f} "
+              f"{m['gold_sft']:>9.2f} {m['gold_after']:>11.2f} {m['seconds']:>8.0f}")
+    print("  A difference smaller than about two standard errors could be the luck of the prompts drawn.")
     print()
 
 

@@ -93,8 +93,9 @@ def main() -> None:
     print(f"  SFT exact match on held-out phrasings: {r['sft']['exact_match']['heldout_phrasings']:.2f} "
           f"(base model {r['sft']['base_exact_match']['heldout_phrasings']:.2f})")
     print(f"  reward model pairwise accuracy: {r['reward_model']['pairwise_accuracy']:.2f}")
-    print(f"  win rate vs SFT by the gold judge: PPO {r['ppo']['win_rate_vs_sft']:.2f}, "
-          f"DPO {r['dpo']['win_rate_vs_sft']:.2f}")
+    print("  win rate vs SFT by the gold judge (± one standard error): "
+          + ", ".join(f"{name.upper()} {r[name]['win_rate_vs_sft']:.2f} ± {r[name]['win_rate_stderr']:.2f}"
+                      for name in ("ppo", "dpo")))
 
 
 if __name__ == "__main__":

@@ -196,8 +196,10 @@ REPORT_KEYS = {
     "clm": ("val_perplexity", "unigram_perplexity"),
     "sft": ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match"),
     "reward_model": ("pairwise_accuracy", "annotator_agreement"),
-    "ppo": ("win_rate_vs_sft", "gold_sft", "gold_after", "kl", "style_flaws_sft", "style_flaws_after"),
-    "dpo": ("win_rate_vs_sft", "gold_sft", "gold_after", "style_flaws_sft", "style_flaws_after"),
+    "ppo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_by_family", "gold_sft", "gold_after", "kl",
+            "style_flaws_sft", "style_flaws_after"),
+    "dpo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_by_family", "gold_sft", "gold_after",
+            "style_flaws_sft", "style_flaws_after"),
 }
 
 
@@ -222,6 +224,23 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def _win(stage: dict) -> str:
+    """A win rate with its standard error: "0.650 ± 0.034"."""
+    return f"{_fmt(stage['win_rate_vs_sft'])} ± {_fmt(stage.get('win_rate_stderr', float('nan')))}"
+
+
+def _family_table(s: dict) -> list[str]:
+    """Win rate against the SFT model per task family, PPO beside DPO."""
+    by_family = {name: s[name].get("win_rate_by_family", {}) for name in ("ppo", "dpo")}
+    families = sorted(set(by_family["ppo"]) | set(by_family["dpo"]))
+    if not families:
+        return []
+    return ["Win rate against the SFT model per task family (a few dozen prompts each):", "",
+            "| family | PPO | DPO |", "| --- | --- | --- |",
+            *[f"| {f} | {_fmt(by_family['ppo'].get(f, float('nan')))} | {_fmt(by_family['dpo'].get(f, float('nan')))} |"
+              for f in families], ""]
+
+
 def render_markdown(report: dict, j: Journey) -> str:
     """report.md: what each stage did, its key number against its baseline, its plot, examples."""
     s, r = report["stages"], j.results
@@ -244,8 +263,8 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"| reward model | pairwise accuracy {_fmt(s['reward_model']['pairwise_accuracy'])} "
         f"| chance 0.5 (annotator ceiling {_fmt(s['reward_model'].get('annotator_agreement'))}) "
         f"| {s['reward_model']['seconds']:.0f} |",
-        f"| PPO | win rate vs SFT {_fmt(s['ppo']['win_rate_vs_sft'])} | 0.5 | {s['ppo']['seconds']:.0f} |",
-        f"| DPO | win rate vs SFT {_fmt(s['dpo']['win_rate_vs_sft'])} | 0.5 | {s['dpo']['seconds']:.0f} |",
+        f"| PPO | win rate vs SFT {_win(s['ppo'])} | 0.5 | {s['ppo']['seconds']:.0f} |",
+        f"| DPO | win rate vs SFT {_win(s['dpo'])} | 0.5 | {s['dpo']['seconds']:.0f} |",
         "",
         "## 0. Tokenizer",
         f"Our byte-level BPE learned {s['tokenizer']['vocab_size']} ids from the corpus; on held-out text it "
@@ -288,16 +307,17 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"The reward model ranks held-out pairs correctly **{_fmt(s['reward_model']['pairwise_accuracy'])}** "
         f"of the time (the noisy annotator agrees with itself {_fmt(s['reward_model'].get('annotator_agreement'))}).",
         "",
-        f"PPO: win rate against the SFT model by the gold judge **{_fmt(s['ppo']['win_rate_vs_sft'])}**; mean gold "
+        f"PPO: win rate against the SFT model by the gold judge **{_win(s['ppo'])}** (± one standard error); mean gold "
         f"score {_fmt(s['ppo']['gold_sft'])} -> {_fmt(s['ppo']['gold_after'])}, KL to the SFT model "
         f"{_fmt(s['ppo']['kl'])}. Answers whose right answer comes wrapped in filler or rudeness: "
         f"{_fmt(s['ppo'].get('style_flaws_sft'))} of the SFT model's, {_fmt(s['ppo'].get('style_flaws_after'))} "
         "after PPO.",
         "",
-        f"DPO: win rate against the SFT model **{_fmt(s['dpo']['win_rate_vs_sft'])}**; mean gold score "
+        f"DPO: win rate against the SFT model **{_win(s['dpo'])}**; mean gold score "
         f"{_fmt(s['dpo'].get('gold_sft'))} -> {_fmt(s['dpo']['gold_after'])}; answers with a style flaw "
         f"{_fmt(s['dpo'].get('style_flaws_sft'))} -> {_fmt(s['dpo'].get('style_flaws_after'))}.",
         "",
+        *_family_table(s),
         *[f"![{png.stem}]({j.folder(name).name}/{png.name})"
           for name in ("reward_model", "ppo", "dpo") for png in sorted(j.folder(name).glob("*.png"))],
         "",

@@ -43,10 +43,15 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(tmp_path, c
     for rate in (stages["reward_model"]["pairwise_accuracy"], stages["ppo"]["win_rate_vs_sft"],
                  stages["dpo"]["win_rate_vs_sft"], stages["mlm"]["val_masked_accuracy"]):
         assert 0.0 <= rate <= 1.0
+    for name in ("ppo", "dpo"):  # how sure the win rate is, and where it comes from
+        assert finite(stages[name]["win_rate_stderr"]) and 0.0 <= stages[name]["win_rate_stderr"] <= 0.5
+        assert stages[name]["win_rate_by_family"] and all(
+            0.0 <= rate <= 1.0 for rate in stages[name]["win_rate_by_family"].values())
     top5 = stages["mlm"]["fill_mask_top5"]
     assert len(top5) == 5 and all(isinstance(piece, str) for piece in top5)
     markdown = (out / "report.md").read_text()
     assert "## 1. Pretraining" in markdown and "## 3. RLHF" in markdown
+    assert "| family | PPO | DPO |" in markdown and "±" in markdown
 
     capsys.readouterr()
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("ckpt.pt")}

@@ -20,7 +20,7 @@ from minillm.stage2_sft.sft import train_sft
 from minillm.stage3_rlhf.annotate import annotate
 from minillm.stage3_rlhf.dpo import train_dpo
 from minillm.stage3_rlhf.ppo import ppo_update, rollout, train_ppo
-from minillm.stage3_rlhf.preferences import collect_rankings, read_preferences
+from minillm.stage3_rlhf.preferences import collect_rankings, compare_policies, read_preferences
 from minillm.stage3_rlhf.reward_model import RewardModel, train_reward_model
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
@@ -104,6 +104,17 @@ def test_train_ppo_logs_every_metric_and_compares_with_sft(runs):
         assert isinstance(result[key], float), key
     assert 0.0 <= result["win_rate_vs_sft"] <= 1.0
     assert (out / "ppo_reward.png").is_file() and load_model(out, GPT)[0] is not None
+
+
+def test_a_policy_compared_with_itself_ties_everywhere(runs):
+    """Same model, same seed: the same answers, so every prompt of every family is a tie (0.5), with
+    no spread; a comparison that drew the two models' samples from different random streams fails."""
+    model, tokenizer = load_model(runs["sft"], GPT)
+    records = [{**r, "family": "colour" if i % 2 else "hue"} for i, r in enumerate(RECORDS[24:])]
+    result = compare_policies(model, model, tokenizer, records, temperature=1.0, max_new_tokens=5, seed=3)
+    assert result["answers_policy"] == result["answers_baseline"]
+    assert result["win_rate"] == 0.5 and result["win_rate_stderr"] == 0.0
+    assert result["win_rate_by_family"] == {"colour": 0.5, "hue": 0.5}
 
 
 def test_nan_rewards_stop_ppo_with_the_step_and_cause(runs, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import pytest
 
@@ -18,6 +19,7 @@ from minillm.stage3_rlhf.annotator import (
     rank_answers,
     self_agreement,
     win_rate,
+    win_rate_stderr,
 )
 from minillm.stage3_rlhf.preferences import read_preferences
 
@@ -163,3 +165,11 @@ def test_pair_agreement_and_win_rate_by_hand():
     # ties: in a, 0 and 1 tie, so a calls only (0>2) and (1>2); b ties 1 and 2 (half a point)
     assert pair_agreement([[0, 1], 2], [0, [1, 2]]) == pytest.approx((1 + 0.5) / 2)
     assert win_rate([1.0, 2.0, 0.0, 5.0], [0.0, 2.0, 1.0, 1.0]) == pytest.approx((1 + 0.5 + 0 + 1) / 4)
+
+
+def test_win_rate_stderr_is_the_standard_error_of_the_per_prompt_outcomes():
+    # outcomes 1, 0.5, 0, 1: mean 0.625, squared deviations 0.140625 + 0.015625 + 0.390625 + 0.140625
+    by_hand = (0.6875 / 3 / 4) ** 0.5
+    assert win_rate_stderr([1.0, 2.0, 0.0, 5.0], [0.0, 2.0, 1.0, 1.0]) == pytest.approx(by_hand)
+    assert win_rate_stderr([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]) == 0.0  # always better: no doubt left
+    assert math.isnan(win_rate_stderr([1.0], [0.0]))  # one prompt says nothing about the spread

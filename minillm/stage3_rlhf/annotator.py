@@ -165,8 +165,28 @@ def gold_agreement(records: Sequence[dict], answer_sets: Sequence[Sequence[str]]
     return hits / max(total, 1)
 
 
+def win_outcomes(gold_a: Sequence[float], gold_b: Sequence[float]) -> list[float]:
+    """Per prompt: 1 if answer a scores above answer b by gold, 0.5 for a tie, 0 if below."""
+    return [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(gold_a, gold_b, strict=True)]
+
+
 def win_rate(gold_a: Sequence[float], gold_b: Sequence[float]) -> float:
     """The share of prompts where answer a scores above answer b by gold; ties count half."""
-    wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(gold_a, gold_b, strict=True)]
+    wins = win_outcomes(gold_a, gold_b)
     return sum(wins) / len(wins)
+
+
+def win_rate_stderr(gold_a: Sequence[float], gold_b: Sequence[float]) -> float:
+    """The standard error of `win_rate`: how far it could move with other prompts of the same kind.
+
+    The win rate is a mean of n per-prompt outcomes, so its standard error is their sample standard
+    deviation over sqrt(n). On 200 prompts a win rate of 0.65 has about 0.03: two runs that differ
+    by less than ~0.06 (two standard errors) are not told apart by this measurement.
+    """
+    wins = win_outcomes(gold_a, gold_b)
+    n = len(wins)
+    if n < 2:
+        return float("nan")
+    mean = sum(wins) / n
+    return (sum((w - mean) ** 2 for w in wins) / (n - 1) / n) ** 0.5
 
