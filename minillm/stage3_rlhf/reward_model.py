@@ -26,12 +26,13 @@ one scalar by at most about the learning rate per step, so in the tiny preset's 
 near 1). The ranking loss flows into that term too, so training also makes the preferred answers
 likelier: DPO's "implicit reward" (dpo.py), used here as one ingredient.
 
-That sharing has a price, measured on the tiny preset's held-out rankings: the trained model
-orders right/wrong pairs correctly 0.74 of the time, while the untrained SFT likelihood alone did
-0.96; its language-model head has drifted towards style (style pairs: 1.00). Reading the
-likelihood from a frozen copy of the SFT model instead (weight 3) kept 0.88 of the right/wrong
-pairs and raised the held-out accuracy from 0.85 to 0.91, but cost 45 s more training and PPO on
-it won no more often (0.60 against 0.62 on 600 prompts), so the simpler shared model stays.
+That sharing has a price, measured on the held-out rankings of the current tiny preset: the
+trained model orders right/wrong pairs correctly 0.74 of the time, while the untrained SFT
+likelihood alone did 0.96 on the same pairs; its language-model head has drifted towards style
+(style pairs: 1.00). Reading the likelihood from a frozen copy of the SFT model instead (weight 3)
+kept 0.88 of the right/wrong pairs and raised the held-out accuracy from 0.85 to 0.91, but took
+45 s longer (55 -> 99 s), and PPO against it won no more often (0.60 against 0.62 on 600
+prompts), so the simpler shared model stays.
 
 Training (InstructGPT's loss): for every pair (w, l) of a ranking where answer w is ranked above
 answer l,
