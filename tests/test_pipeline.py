@@ -1,9 +1,13 @@
 """The whole journey on the micro preset: every stage runs, report.json has every number, and a
-second run skips the finished steps instead of training again; then lesson 07's reward-hacking run."""
+second run skips the finished steps instead of training again; lesson 09 reads the finished run;
+then lesson 07's reward-hacking run."""
 
 import dataclasses
+import importlib.util
 import json
 import math
+import sys
+from pathlib import Path
 
 from minillm.config import preset
 from minillm.datasets import generate_instruction_suite
@@ -20,14 +24,15 @@ REQUIRED = {
     "dpo": ("seconds", "win_rate_vs_sft", "gold_after"),
 }
 SFT_SPLITS = ("seen", "heldout_phrasings", "heldout_families", "world_facts")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(tmp_path, capsys):
-    out = tmp_path / "run"
+def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "micro"  # where lesson 09 --preset micro --out tmp_path looks
     report = run_pipeline(preset("micro"), out)
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk == report
@@ -60,6 +65,18 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(tmp_path, c
     assert printed.count("already done") == len(STEP_NAMES)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("ckpt.pt")} == mtimes  # nothing retrained
     assert again["stages"] == report["stages"]
+
+    # Lesson 09 drives the same steps from Python: on the finished run it trains nothing and shows
+    # each stage's answers and the key numbers.
+    spec = importlib.util.spec_from_file_location("lesson_09", ROOT / "lessons" / "09_end_to_end.py")
+    lesson = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lesson)
+    monkeypatch.setattr(sys, "argv", ["09_end_to_end.py", "--preset", "micro", "--out", str(tmp_path)])
+    lesson.main()
+    printed = capsys.readouterr().out
+    assert printed.count("already done") == len(STEP_NAMES)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("ckpt.pt")} == mtimes
+    assert "after SFT" in printed and "win rate vs SFT by the gold judge" in printed
 
     # Reward hacking (lesson 07): a head-only reward model on the same rankings, then PPO without a leash.
     cfg = preset("micro")
