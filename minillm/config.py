@@ -426,8 +426,10 @@ def preset(name: str) -> PipelineConfig:
             # over-rates; 0.1, a learning rate of 3e-4 (entropy rose, scores fell) or 4 PPO epochs
             # did not win more often. Rollouts of 64 answers instead of 32 (20 steps instead of 30)
             # won 0.65 instead of 0.615 (0.637 on 400 prompts): the advantages are whitened over
-            # more answers, and each update is less noisy. The win rate is bounded by what sharpening can give: the SFT
-            # model's own greedy answers beat its samples 0.71 of the time.
+            # more answers, and each update is less noisy. The win rate is bounded by what
+            # sharpening can give: the SFT model's own greedy answers beat its samples 0.71 of the
+            # time. On 600 prompts this preset wins 0.62; minibatches of 32 or 64, an annealed lr, a
+            # larger critic lr or frozen embeddings all won 0.58-0.61 there.
             "reward.n_prompts=400", "reward.train.max_steps=40", "reward.train.batch_size=32",
             "reward.train.lr=3e-4", "reward.train.eval_every=20", "reward.train.eval_batches=2",
             "reward.train.save_every=40",
