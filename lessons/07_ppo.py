@@ -87,6 +87,8 @@ def step2_train(sft: Path, rm_dir: Path, records: list[dict]) -> None:
     print(f"  against the SFT model on {CFG.ppo.eval_prompts} held-out prompts (judged by gold): win rate "
           f"{result['win_rate_vs_sft']:.2f} ± {result['win_rate_stderr']:.2f} (one standard error), "
           f"gold {result['gold_sft']:.2f} -> {result['gold_after']:.2f}")
+    print(f"  a perfect policy would win {result['win_rate_ceiling']:.2f}: it can only tie where the SFT "
+          "model's answer is already perfect")
     print("  per task family: " + ", ".join(f"{family} {rate:.2f}"
                                             for family, rate in result["win_rate_by_family"].items()))
     for ex in result["examples"][:3]:

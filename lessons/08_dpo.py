@@ -102,6 +102,8 @@ def step3_table(dpo: dict) -> None:
         print(f"  {name:8s} {m['win_rate_vs_sft']:>16.2f} {m.get('win_rate_stderr', float('nan')):>7.2f} "
               f"{m['gold_sft']:>9.2f} {m['gold_after']:>11.2f} {m['seconds']:>8.0f}")
     print("  A difference smaller than about two standard errors could be the luck of the prompts drawn.")
+    print(f"  A perfect policy would win {dpo['win_rate_ceiling']:.2f} against the same SFT answers (it can only "
+          "tie where they are already perfect).")
     print()
 
 

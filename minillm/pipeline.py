@@ -196,10 +196,10 @@ REPORT_KEYS = {
     "clm": ("val_perplexity", "unigram_perplexity"),
     "sft": ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match"),
     "reward_model": ("pairwise_accuracy", "annotator_agreement"),
-    "ppo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_by_family", "gold_sft", "gold_after", "kl",
-            "style_flaws_sft", "style_flaws_after"),
-    "dpo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_by_family", "gold_sft", "gold_after",
-            "style_flaws_sft", "style_flaws_after"),
+    "ppo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_ceiling", "win_rate_by_family", "gold_sft",
+            "gold_after", "kl", "style_flaws_sft", "style_flaws_after"),
+    "dpo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_ceiling", "win_rate_by_family", "gold_sft",
+            "gold_after", "style_flaws_sft", "style_flaws_after"),
 }
 
 
@@ -312,6 +312,9 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"{_fmt(s['ppo']['kl'])}. Answers whose right answer comes wrapped in filler or rudeness: "
         f"{_fmt(s['ppo'].get('style_flaws_sft'))} of the SFT model's, {_fmt(s['ppo'].get('style_flaws_after'))} "
         "after PPO.",
+        "",
+        f"A perfect policy would win {_fmt(s['ppo'].get('win_rate_ceiling', float('nan')))} against the same "
+        "SFT answers, not 1: where the SFT model's answer is already perfect, the best any policy can do is tie.",
         "",
         f"DPO: win rate against the SFT model **{_win(s['dpo'])}**; mean gold score "
         f"{_fmt(s['dpo'].get('gold_sft'))} -> {_fmt(s['dpo']['gold_after'])}; answers with a style flaw "

@@ -50,6 +50,7 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(tmp_path, c
         assert 0.0 <= rate <= 1.0
     for name in ("ppo", "dpo"):  # how sure the win rate is, and where it comes from
         assert finite(stages[name]["win_rate_stderr"]) and 0.0 <= stages[name]["win_rate_stderr"] <= 0.5
+        assert 0.5 <= stages[name]["win_rate_ceiling"] <= 1.0  # a perfect policy ties at worst
         assert stages[name]["win_rate_by_family"] and all(
             0.0 <= rate <= 1.0 for rate in stages[name]["win_rate_by_family"].values())
     top5 = stages["mlm"]["fill_mask_top5"]

@@ -19,6 +19,7 @@ from minillm.stage3_rlhf.annotator import (
     rank_answers,
     self_agreement,
     win_rate,
+    win_rate_ceiling,
     win_rate_stderr,
 )
 from minillm.stage3_rlhf.preferences import read_preferences
@@ -173,3 +174,12 @@ def test_win_rate_stderr_is_the_standard_error_of_the_per_prompt_outcomes():
     assert win_rate_stderr([1.0, 2.0, 0.0, 5.0], [0.0, 2.0, 1.0, 1.0]) == pytest.approx(by_hand)
     assert win_rate_stderr([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]) == 0.0  # always better: no doubt left
     assert math.isnan(win_rate_stderr([1.0], [0.0]))  # one prompt says nothing about the spread
+
+
+def test_win_rate_ceiling_ties_where_the_baseline_is_already_perfect():
+    records = [{"reference": "The Mell."}, {"reference": "4"}, {"reference": "cats"}]
+    perfect = gold_score(records[0], "The Mell.")
+    assert perfect == pytest.approx(4.0)  # every part of the score at its best
+    baseline = [perfect, gold_score(records[1], "5"), gold_score(records[2], "Sure! cats")]
+    assert win_rate_ceiling(records, baseline) == pytest.approx((0.5 + 1 + 1) / 3)
+    assert win_rate_ceiling(records, [perfect] * 3) == 0.5  # against perfect answers a tie is all there is

@@ -188,3 +188,14 @@ def win_rate_stderr(gold_a: Sequence[float], gold_b: Sequence[float]) -> float:
     """
     wins = win_outcomes(gold_a, gold_b)
     return statistics.stdev(wins) / math.sqrt(len(wins)) if len(wins) > 1 else float("nan")
+
+
+def win_rate_ceiling(records: Sequence[dict], gold_b: Sequence[float]) -> float:
+    """The win rate a perfect policy would reach against answers with gold scores `gold_b`.
+
+    A perfect answer is the reference itself (the highest gold score there is). Where answer b is
+    already perfect the best a policy can do is tie (0.5); everywhere else it can win. So if the SFT
+    model's samples are perfect on 43% of the prompts, no policy can win more than 1 - 0.43 / 2 =
+    0.79 of the comparisons: the number to read a win rate against.
+    """
+    return win_rate([gold_score(r, r["reference"]) for r in records], gold_b)

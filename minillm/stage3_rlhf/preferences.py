@@ -44,6 +44,7 @@ from minillm.stage3_rlhf.annotator import (
     ranking_places,
     ranking_to_pairs,
     win_rate,
+    win_rate_ceiling,
     win_rate_stderr,
 )
 from minillm.train import load_model
@@ -130,6 +131,7 @@ def compare_policies(
     """Both policies answer every record (sampled at `temperature`); the gold judge compares them.
 
     Returns {"win_rate": policy vs baseline (ties half), "win_rate_stderr": its standard error,
+    "win_rate_ceiling": what a perfect policy would win against the same baseline answers,
     "win_rate_by_family": {family: win rate on its records}, "gold_policy", "gold_baseline": mean gold
     scores, "style_flaws_policy", "style_flaws_baseline": the share of answers with a style flaw
     (`has_style_flaw`), "answers_policy", "answers_baseline": the answers, in the order of `records`}.
@@ -144,6 +146,7 @@ def compare_policies(
     return {
         "win_rate": win_rate(gold["policy"], gold["baseline"]),
         "win_rate_stderr": win_rate_stderr(gold["policy"], gold["baseline"]),
+        "win_rate_ceiling": win_rate_ceiling(records, gold["baseline"]),
         # per task family: RL need not help every kind of request alike (about 20-40 prompts per
         # family on the tiny preset, so each of these moves by 0.1 from run to run)
         "win_rate_by_family": {f: win_rate([gold["policy"][i] for i in rows], [gold["baseline"][i] for i in rows])
@@ -209,6 +212,7 @@ def comparison_summary(comparison: dict[str, Any], n_examples: int = 5) -> dict[
     return {
         "win_rate_vs_sft": comparison["win_rate"],
         "win_rate_stderr": comparison["win_rate_stderr"],
+        "win_rate_ceiling": comparison["win_rate_ceiling"],
         "win_rate_by_family": comparison["win_rate_by_family"],
         "gold_sft": comparison["gold_baseline"],
         "gold_after": comparison["gold_policy"],
