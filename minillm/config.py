@@ -285,9 +285,13 @@ class PPOConfig:
     no_eos_penalty: float = -1.0  # reward for responses that never produce <eos>
     critic_lr: float = 1e-5
     eval_prompts: int = 200  # held-out prompts on which the win rate against the SFT model is measured
+    # "model": the reward model scores the answers (RLHF). "gold": the simulated annotator's own
+    # noiseless judge does, an oracle no real RLHF has: what PPO reaches with a perfect reward model.
+    reward: str = "model"
 
     def __post_init__(self) -> None:
         c = "PPOConfig"
+        _one_of(c, "reward", self.reward, ("model", "gold"))
         for name in ("rollout_batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "eval_prompts"):
             _positive_int(c, name, getattr(self, name))
         _require(self.rollout_batch_size % self.minibatch_size == 0, c, "minibatch_size",

@@ -170,6 +170,7 @@ def test_the_order_of_overrides_does_not_matter():
     ("clm.train.max_steps", r"expected the form path=value"),
     ("sft.train.lr=0", r"^sft.train: TrainConfig.lr=0.0 is invalid: expected a number in \(0.0, 10.0\]$"),
     ("clm.model.n_head=3", r"^clm.model: ModelConfig.n_head=3 is invalid"),
+    ("ppo.reward=oracle", r"^ppo: PPOConfig.reward='oracle' is invalid: expected one of model, gold"),
 ])
 def test_a_bad_override_says_what_is_wrong_and_where(override, message):
     with pytest.raises(ConfigError, match=message):

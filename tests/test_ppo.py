@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import io
 import json
@@ -18,8 +19,9 @@ from minillm.errors import TrainingError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage3_rlhf.annotate import annotate
+from minillm.stage3_rlhf.annotator import WEIGHTS, gold_score
 from minillm.stage3_rlhf.dpo import train_dpo
-from minillm.stage3_rlhf.ppo import ppo_update, rollout, train_ppo
+from minillm.stage3_rlhf.ppo import gold_normaliser, ppo_update, rollout, train_ppo
 from minillm.stage3_rlhf.preferences import collect_rankings, compare_policies, read_preferences
 from minillm.stage3_rlhf.reward_model import RewardModel, train_reward_model
 from minillm.tokenizer import train_tokenizer
@@ -91,6 +93,26 @@ def test_first_minibatch_ratio_is_one_and_kl_is_zero_against_itself(runs):
     assert stats[0]["ratio_max_dev"] == 0.0 and stats[0]["clipfrac"] == 0.0
     assert len(stats) == cfg.ppo_epochs * cfg.rollout_batch_size // cfg.minibatch_size
     assert any(s["ratio_max_dev"] > 0 for s in stats[1:])  # later minibatches see an updated policy
+
+
+def test_the_gold_reward_scores_answers_by_the_judge_on_the_reward_models_scale(runs):
+    """PPO's oracle experiment (reward="gold"): an answer's score is its gold score, less the mean and
+    over the spread of the gold scores of the SFT model's own answers."""
+    policy, tok = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0]
+    cfg = dataclasses.replace(micro_ppo_config(), reward="gold")
+    prompts = [r for r in RECORDS if r["split"] == "train"]
+    mean, std = gold_normaliser(policy, tok, prompts, cfg)
+    assert (mean, std) == gold_normaliser(policy, tok, prompts, cfg)  # its own seed: a resume gets the same
+    lowest = sum(w for w in WEIGHTS.values() if w < 0)  # rude and wholly verbose, nothing right
+    assert std > 0 and lowest <= mean <= max(gold_score(r, r["reference"]) for r in prompts)
+    ro = rollout(policy, copy.deepcopy(policy), rm, copy.deepcopy(rm), tok, RECORDS[:4], cfg, 0.1,
+                 torch.Generator().manual_seed(0), (mean, std))
+    by_hand = [(gold_score(r, a) - mean) / std for r, a in zip(RECORDS[:4], ro.answers, strict=True)]
+    assert ro.rm_score.tolist() == pytest.approx(by_hand)
+    # and train_ppo uses it: every step's mean score is its mean gold, normalised the same way
+    rows = train_ppo(cfg, runs["sft"], runs["rm"], RECORDS, runs["root"] / "ppo_gold")["history"]
+    assert [r["rm_score"] for r in rows] == pytest.approx([(r["gold"] - mean) / std for r in rows])
 
 
 def test_train_ppo_logs_every_metric_and_compares_with_sft(runs):

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from minillm.config import PPOConfig, to_dict
 from minillm.errors import CheckpointError, TrainingError
 from minillm.model import GPT
-from minillm.stage2_sft.evaluate import left_pad
+from minillm.stage2_sft.evaluate import generate_answers, left_pad
 from minillm.stage2_sft.template import decode_response, encode_prompt
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.preferences import compare_policies, comparison_summary, heldout_records
@@ -167,9 +167,13 @@ def critic_values(critic: RewardModel, ids: Tensor, attention_mask: Tensor, n: i
 @torch.no_grad()
 def rollout(
     policy: GPT, ref: GPT, rm: RewardModel, critic: RewardModel, tokenizer: Any, records: list[dict],
-    cfg: PPOConfig, kl_coef: float, generator: torch.Generator,
+    cfg: PPOConfig, kl_coef: float, generator: torch.Generator, gold_norm: tuple[float, float] | None = None,
 ) -> Rollout:
-    """Sample one answer per record and compute everything the update needs."""
+    """Sample one answer per record and compute everything the update needs.
+
+    `gold_norm` (mean, std) is for `cfg.reward == "gold"`: the answers are then scored by the gold
+    judge, normalised with it, instead of by the reward model `rm` (see `gold_normaliser`).
+    """
     device = next(policy.parameters()).device
     room = policy.config.block_size - cfg.max_new_tokens
     prompt_ids, prompt_mask = left_pad([encode_prompt(tokenizer, r["prompt"], max_len=room) for r in records],
@@ -187,13 +191,17 @@ def rollout(
     values = critic_values(critic, ids, attention_mask, n) * mask
     has_eos = ((gen.new_ids == tokenizer.eos_id) & mask).any(dim=1)  # (B,)
     response_mask = torch.cat([torch.zeros_like(prompt_mask, device=device), mask], dim=1)  # (B, T0 + N)
-    rm_score = rm(ids, attention_mask, response_mask)  # (B,) detail: read at the last real token
+    answers = [decode_response(tokenizer, row.tolist()) for row in gen.new_ids]
+    if gold_norm is None:
+        rm_score = rm(ids, attention_mask, response_mask)  # (B,) detail: read at the last real token
+    else:  # the oracle experiment: the annotator's own noiseless judge in the reward model's place
+        gold = torch.tensor([gold_score(r, a) for r, a in zip(records, answers, strict=True)], device=device)
+        rm_score = (gold - gold_norm[0]) / gold_norm[1]  # (B,)
     # detail: a fixed penalty replaces the score of answers that never produced <eos>
     score = torch.where(has_eos, rm_score, torch.full_like(rm_score, cfg.no_eos_penalty))
     rewards, kl = per_token_rewards(score, logprobs, ref_logprobs, mask, kl_coef)
     advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)  # detail: GAE
     advantages = masked_whiten(advantages, mask)  # detail: advantages whitened over real tokens only
-    answers = [decode_response(tokenizer, row.tolist()) for row in gen.new_ids]
     return Rollout(records, answers, ids, attention_mask, mask, logprobs, ref_logprobs, values, score,
                    rm_score, has_eos, kl, advantages, returns)
 
@@ -243,6 +251,22 @@ PLOTS = {  # file name -> the metrics it shows
 }
 
 
+def gold_normaliser(policy: GPT, tokenizer: Any, prompts: list[dict], cfg: PPOConfig) -> tuple[float, float]:
+    """(mean, std) of the gold judge's scores of the SFT model's answers to 256 training prompts.
+
+    The reward model's scores are normalised to mean 0 and std 1 on the SFT model's answers
+    (reward_model.py), and PPO's settings (the KL coefficient above all) assume that scale; with
+    these two numbers the gold judge is put on the same scale when it replaces the reward model.
+    Drawn from their own seeded generator, so a resumed run computes the same two numbers.
+    """
+    generator = torch.Generator().manual_seed(cfg.train.seed + 1)
+    records = [prompts[i] for i in torch.randint(len(prompts), (256,), generator=generator).tolist()]
+    answers = generate_answers(policy, tokenizer, [r["prompt"] for r in records], cfg.max_new_tokens,
+                               temperature=cfg.temperature, generator=generator)
+    gold = torch.tensor([gold_score(r, a) for r, a in zip(records, answers, strict=True)])
+    return gold.mean().item(), max(gold.std().item(), 1e-6)
+
+
 def make_optimizer_pair(policy: GPT, critic: RewardModel, cfg: PPOConfig) -> torch.optim.AdamW:
     """One AdamW over the policy (lr) and the critic (critic_lr), decay on matrices only."""
     groups = [{**g, "lr": cfg.train.lr} for g in param_groups(policy, cfg.train.weight_decay)]
@@ -290,6 +314,7 @@ def train_ppo(
     generator = torch.Generator().manual_seed(cfg.train.seed)  # every draw of the run: prompts, tokens, minibatches
     prompts = [r for r in records if r.get("split", "train") == "train"]
     kl_coef, first_step = cfg.kl_coef, 1
+    gold_norm = gold_normaliser(policy, tokenizer, prompts, cfg) if cfg.reward == "gold" else None
     if ckpt_path.is_file():  # exact resume: weights, Adam moments, beta, and the generator where they were
         state = load_checkpoint(ckpt_path)
         policy.load_state_dict(state["model"])
@@ -306,7 +331,8 @@ def train_ppo(
     for step in tqdm(range(first_step, cfg.train.max_steps + 1), desc="ppo", initial=first_step - 1,
                      total=cfg.train.max_steps):
         rows = torch.randint(len(prompts), (cfg.rollout_batch_size,), generator=generator).tolist()
-        ro = rollout(policy, reference, rm, critic, tokenizer, [prompts[i] for i in rows], cfg, kl_coef, generator)
+        ro = rollout(policy, reference, rm, critic, tokenizer, [prompts[i] for i in rows], cfg, kl_coef, generator,
+                     gold_norm)
         check_rewards(ro, step)
         update = ppo_update(policy, critic, optimizer, ro, cfg, generator)
         row = {"step": step, **step_metrics(ro, update, kl_coef), "elapsed_s": time.perf_counter() - start}
