@@ -136,6 +136,11 @@ def main() -> None:
 5. Smaller rollouts: CFG.ppo.rollout_batch_size = 32 and 30 steps. The advantages are whitened
    over half as many answers and each update is noisier: in our runs the win rate fell from 0.65
    to 0.615; with a learning rate of 3e-4 on top, the entropy rose and the scores fell.
+6. A perfect reward model: CFG.ppo.reward = "gold" scores the answers with the gold judge itself.
+   Is the reward model what holds the win rate back? In our runs, no: on 600 held-out prompts the
+   oracle won 0.61 where the reward model's PPO won 0.62 (0.63 in 100 steps at kl_coef 0.05). Both
+   dropped the filler and the rudeness; neither made many wrong answers right on prompts it never
+   saw (38% wrong against the SFT model's 40%).
 """)
 
 
