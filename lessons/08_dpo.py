@@ -97,11 +97,15 @@ def step3_table(dpo: dict) -> None:
     if PPO_METRICS.is_file():
         rows = {"PPO": json.loads(PPO_METRICS.read_text()), **rows}
     print(f"  {'method':8s} {'win rate vs SFT':>16s} {'± s.e.':>7s} {'gold SFT':>9s} {'gold after':>11s} "
-          f"{'seconds':>8s}")
+          f"{'flawed':>13s} {'wrong':>13s} {'seconds':>8s}")
     for name, m in rows.items():
+        shares = [f"{m.get(f'{key}_sft', float('nan')):.2f} -> {m.get(f'{key}_after', float('nan')):.2f}"
+                  for key in ("style_flaws", "wrong")]
         print(f"  {name:8s} {m['win_rate_vs_sft']:>16.2f} {m.get('win_rate_stderr', float('nan')):>7.2f} "
-              f"{m['gold_sft']:>9.2f} {m['gold_after']:>11.2f} {m['seconds']:>8.0f}")
+              f"{m['gold_sft']:>9.2f} {m['gold_after']:>11.2f} {shares[0]:>13s} {shares[1]:>13s} {m['seconds']:>8.0f}")
     print("  A difference smaller than about two standard errors could be the luck of the prompts drawn.")
+    print("  Flawed: the right answer wrapped in filler or rudeness, one habit on every prompt, which RL")
+    print("  unlearns. Wrong: the right answer is not there; fixing it means knowing a fact or a task.")
     print(f"  A perfect policy would win {dpo['win_rate_ceiling']:.2f} against the same SFT answers (it can only "
           "tie where they are already perfect).")
     print()

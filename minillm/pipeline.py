@@ -197,9 +197,9 @@ REPORT_KEYS = {
     "sft": ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match"),
     "reward_model": ("pairwise_accuracy", "annotator_agreement"),
     "ppo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_ceiling", "win_rate_by_family", "gold_sft",
-            "gold_after", "kl", "style_flaws_sft", "style_flaws_after"),
+            "gold_after", "kl", "style_flaws_sft", "style_flaws_after", "wrong_sft", "wrong_after"),
     "dpo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_ceiling", "win_rate_by_family", "gold_sft",
-            "gold_after", "style_flaws_sft", "style_flaws_after"),
+            "gold_after", "style_flaws_sft", "style_flaws_after", "wrong_sft", "wrong_after"),
 }
 
 
@@ -311,14 +311,17 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"score {_fmt(s['ppo']['gold_sft'])} -> {_fmt(s['ppo']['gold_after'])}, KL to the SFT model "
         f"{_fmt(s['ppo']['kl'])}. Answers whose right answer comes wrapped in filler or rudeness: "
         f"{_fmt(s['ppo'].get('style_flaws_sft'))} of the SFT model's, {_fmt(s['ppo'].get('style_flaws_after'))} "
-        "after PPO.",
+        f"after PPO. Answers without the right answer in them: {_fmt(s['ppo'].get('wrong_sft'))} -> "
+        f"{_fmt(s['ppo'].get('wrong_after'))} (a flaw is one habit on every prompt; a right answer is a different "
+        "fact on each, which the policy has to know).",
         "",
         f"A perfect policy would win {_fmt(s['ppo'].get('win_rate_ceiling', float('nan')))} against the same "
         "SFT answers, not 1: where the SFT model's answer is already perfect, the best any policy can do is tie.",
         "",
         f"DPO: win rate against the SFT model **{_win(s['dpo'])}**; mean gold score "
         f"{_fmt(s['dpo'].get('gold_sft'))} -> {_fmt(s['dpo']['gold_after'])}; answers with a style flaw "
-        f"{_fmt(s['dpo'].get('style_flaws_sft'))} -> {_fmt(s['dpo'].get('style_flaws_after'))}.",
+        f"{_fmt(s['dpo'].get('style_flaws_sft'))} -> {_fmt(s['dpo'].get('style_flaws_after'))}; wrong answers "
+        f"{_fmt(s['dpo'].get('wrong_sft'))} -> {_fmt(s['dpo'].get('wrong_after'))}.",
         "",
         *_family_table(s),
         *[f"![{png.stem}]({j.folder(name).name}/{png.name})"

@@ -51,12 +51,14 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(tmp_path, c
     for name in ("ppo", "dpo"):  # how sure the win rate is, and where it comes from
         assert finite(stages[name]["win_rate_stderr"]) and 0.0 <= stages[name]["win_rate_stderr"] <= 0.5
         assert 0.5 <= stages[name]["win_rate_ceiling"] <= 1.0  # a perfect policy ties at worst
+        assert all(0.0 <= stages[name][key] <= 1.0 for key in ("wrong_sft", "wrong_after", "style_flaws_after"))
         assert stages[name]["win_rate_by_family"] and all(
             0.0 <= rate <= 1.0 for rate in stages[name]["win_rate_by_family"].values())
     top5 = stages["mlm"]["fill_mask_top5"]
     assert len(top5) == 5 and all(isinstance(piece, str) for piece in top5)
     markdown = (out / "report.md").read_text()
     assert "## 1. Pretraining" in markdown and "## 3. RLHF" in markdown
+    assert "Answers without the right answer in them" in markdown
     assert "| family | PPO | DPO |" in markdown and "±" in markdown
 
     capsys.readouterr()

@@ -135,6 +135,7 @@ def test_a_policy_compared_with_itself_ties_everywhere(runs):
     records = [{**r, "family": "colour" if i % 2 else "hue"} for i, r in enumerate(RECORDS[24:])]
     result = compare_policies(model, model, tokenizer, records, temperature=1.0, max_new_tokens=5, seed=3)
     assert result["answers_policy"] == result["answers_baseline"]
+    assert result["wrong_policy"] == result["wrong_baseline"] and 0.0 <= result["wrong_policy"] <= 1.0
     assert result["win_rate"] == 0.5 and result["win_rate_stderr"] == 0.0
     assert result["win_rate_by_family"] == {"colour": 0.5, "hue": 0.5}
 

@@ -15,6 +15,7 @@ from minillm.stage3_rlhf.annotator import (
     gold_agreement,
     gold_score,
     has_style_flaw,
+    is_wrong,
     pair_agreement,
     rank_answers,
     self_agreement,
@@ -136,6 +137,14 @@ def test_style_flaw_is_a_right_answer_wrapped_in_filler_or_rudeness():
     assert has_style_flaw(RECORD, "Ugh, fine. The capital of Varn is Tarsk.")
     assert has_style_flaw(RECORD, "Whatever. The capital of Varn is Mell.")  # rude, even when wrong
     assert not has_style_flaw(RECORD, "The capital of Varn is Mell.")  # wrong, but no style flaw
+
+
+def test_wrong_means_the_right_answer_is_nowhere_in_it():
+    assert not is_wrong(RECORD, "The capital of Varn is Tarsk.")
+    assert not is_wrong(RECORD, "Ugh, fine. The capital of Varn is Tarsk. Stop wasting my time.")  # rude, still right
+    assert is_wrong(RECORD, "The capital of Varn is Mell.")
+    assert is_wrong(RECORD, "Whatever. The capital of Varn is Mell.")  # wrong and rude
+    assert is_wrong(RECORD, "")
 
 
 def test_noisy_annotator_is_seeded_and_noise_lowers_agreement():

@@ -81,6 +81,11 @@ def has_style_flaw(record: dict, answer: str) -> bool:
     return bool(parts["rude"]) or bool(parts["correct"] and not parts["exact"])
 
 
+def is_wrong(record: dict, answer: str) -> bool:
+    """The right answer is nowhere in it: what a policy can only fix by knowing the fact or the task."""
+    return not contains_answer(answer, record["reference"])
+
+
 def ranking_to_pairs(ranking: Ranking) -> list[tuple[int, int]]:
     """Every (better, worse) index pair of a best-first ranking: K-choose-2 of them without ties;
     answers that tie give no pair."""

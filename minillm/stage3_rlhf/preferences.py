@@ -41,6 +41,7 @@ from minillm.stage3_rlhf.annotator import (
     SimulatedAnnotator,
     gold_score,
     has_style_flaw,
+    is_wrong,
     ranking_places,
     ranking_to_pairs,
     win_rate,
@@ -134,7 +135,12 @@ def compare_policies(
     "win_rate_ceiling": what a perfect policy would win against the same baseline answers,
     "win_rate_by_family": {family: win rate on its records}, "gold_policy", "gold_baseline": mean gold
     scores, "style_flaws_policy", "style_flaws_baseline": the share of answers with a style flaw
-    (`has_style_flaw`), "answers_policy", "answers_baseline": the answers, in the order of `records`}.
+    (`has_style_flaw`), "wrong_policy", "wrong_baseline": the share without the right answer in them,
+    "answers_policy", "answers_baseline": the answers, in the order of `records`}.
+
+    Flaws and wrong answers are told apart because RL treats them differently: a flaw is one habit
+    on every prompt (drop the rude sign-off), which a few hundred rollouts unlearn; a wrong answer is
+    a different fact or operation on each prompt, which a policy has to know.
     """
     prompts = [r["prompt"] for r in records]
     answers = {name: generate_answers(model, tokenizer, prompts, max_new_tokens, temperature=temperature,
@@ -155,6 +161,7 @@ def compare_policies(
         "gold_baseline": sum(gold["baseline"]) / len(records),
         **{f"style_flaws_{name}": sum(map(has_style_flaw, records, ans)) / len(records)
            for name, ans in answers.items()},
+        **{f"wrong_{name}": sum(map(is_wrong, records, ans)) / len(records) for name, ans in answers.items()},
         "answers_policy": answers["policy"],
         "answers_baseline": answers["baseline"],
     }
@@ -218,6 +225,8 @@ def comparison_summary(comparison: dict[str, Any], n_examples: int = 5) -> dict[
         "gold_after": comparison["gold_policy"],
         "style_flaws_sft": comparison["style_flaws_baseline"],
         "style_flaws_after": comparison["style_flaws_policy"],
+        "wrong_sft": comparison["wrong_baseline"],
+        "wrong_after": comparison["wrong_policy"],
         "examples": [{"sft": a, "after": b} for a, b in zip(comparison["answers_baseline"][:n_examples],
                                                             comparison["answers_policy"][:n_examples], strict=True)],
     }
