@@ -151,7 +151,13 @@ def test_kv_cache_grows_along_time_and_remembers_padding():
     k1, v1 = cache.update(0, torch.randn(2, 4, 1, 5), torch.randn(2, 4, 1, 5))
     assert torch.equal(mask, torch.tensor([[False, True, True, True], [True, True, True, True]]))
     assert k1.shape == (2, 4, 4, 5) and torch.equal(k1[:, :, :3], k0) and torch.equal(v1[:, :, :3], v0)
-    assert cache.keys[1] is None and cache.length == 4
+    assert cache.keys[1] is None and cache.length == 4 and cache.filled == [4, 0]
+    for t in range(20):  # past the buffer's first capacity: it grows, and keeps every key so far
+        k_next, v_next = cache.update(0, torch.full((2, 4, 1, 5), float(t)), torch.full((2, 4, 1, 5), -float(t)))
+    assert k_next.shape == (2, 4, 24, 5) and cache.keys[0].shape[2] >= 24
+    assert torch.equal(k_next[:, :, :4], k1) and torch.equal(v_next[:, :, :4], v1)
+    steps = torch.arange(20.0)
+    assert torch.equal(k_next[0, 0, 4:, 0], steps) and torch.equal(v_next[0, 0, 4:, 0], -steps)
 
 
 def test_kv_cache_without_padding_keeps_no_mask():

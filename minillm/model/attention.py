@@ -146,16 +146,20 @@ def apply_rotary(x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
 class KVCache:
     """The keys and values of every token seen so far, one (k, v) pair per layer, growing along T.
 
-    Simple on purpose: each step concatenates the new token's keys and values to the stored ones
-    (`torch.cat`), so the cache is exactly "all keys so far" and can be printed and inspected.
+    Each layer's keys live in a buffer with room to spare, as a Python list keeps its items: a step
+    writes its new keys into the next free slots, and only a full buffer is copied, into one twice
+    as long. Concatenating instead (`torch.cat([stored, new])`) copies ALL the stored keys at every
+    step; generating one sequence, that copy took a quarter of the time. `update` returns a view of
+    the filled part, so attention sees exactly "all keys so far".
     It also remembers which of the cached tokens are padding (`key_mask`), so that a left-padded
     prompt's pads stay hidden for the whole generation, not only during the first forward pass.
     One cache belongs to one batch of sequences; make a new one for every `generate` call.
     """
 
     def __init__(self, n_layer: int) -> None:
-        self.keys: list[Tensor | None] = [None] * n_layer  # each (B, H, T_past, D)
-        self.values: list[Tensor | None] = [None] * n_layer
+        self.keys: list[Tensor | None] = [None] * n_layer  # each (B, H, capacity, D); the first
+        self.values: list[Tensor | None] = [None] * n_layer  # filled[layer] positions are in use
+        self.filled = [0] * n_layer
         self.key_mask: Tensor | None = None  # (B, T_past), True = real token; None = no padding at all
         self.length = 0  # T_past: tokens already stored
 
@@ -175,11 +179,23 @@ class KVCache:
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append this step's keys/values (B, H, T, D) of `layer`; return all of them (B, H, T_past+T, D)."""
-        if self.keys[layer] is not None:
-            k = torch.cat([self.keys[layer], k], dim=2)
-            v = torch.cat([self.values[layer], v], dim=2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        past, end = self.filled[layer], self.filled[layer] + k.shape[2]
+        if self.keys[layer] is None or end > self.keys[layer].shape[2]:  # full: move to a buffer twice as long
+            self.keys[layer] = self._grown(self.keys[layer], k, past, 2 * end)
+            self.values[layer] = self._grown(self.values[layer], v, past, 2 * end)
+        self.keys[layer][:, :, past:end] = k
+        self.values[layer][:, :, past:end] = v
+        self.filled[layer] = end
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    @staticmethod
+    def _grown(buffer: Tensor | None, like: Tensor, filled: int, capacity: int) -> Tensor:
+        """A (B, H, capacity, D) buffer holding the first `filled` positions of `buffer`."""
+        B, H, _, D = like.shape
+        grown = like.new_empty(B, H, capacity, D)
+        if buffer is not None:
+            grown[:, :, :filled] = buffer[:, :, :filled]
+        return grown
 
 
 # --------------------------------------------------------------------------------------------------
