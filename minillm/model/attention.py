@@ -153,7 +153,9 @@ class KVCache:
     the filled part, so attention sees exactly "all keys so far".
     It also remembers which of the cached tokens are padding (`key_mask`), so that a left-padded
     prompt's pads stay hidden for the whole generation, not only during the first forward pass.
-    One cache belongs to one batch of sequences; make a new one for every `generate` call.
+    One cache belongs to one batch of sequences; make a new one for every `generate` call. It is
+    for inference: its buffers are written in place, so autograd cannot backpropagate through a
+    step after a later step has written (training recomputes the whole sequence, without a cache).
     """
 
     def __init__(self, n_layer: int) -> None:
