@@ -348,7 +348,8 @@ def train_ppo(
                 "generator": generator.get_state(), "kl_coef": kl_coef,
             })
     for name, keys in PLOTS.items():
-        plot_metrics(history, out_dir / name, keys, title=f"PPO (kl_coef {cfg.kl_coef})")
+        judge = ", rewarded by the gold judge" if cfg.reward == "gold" else ""  # rm_score is then gold's
+        plot_metrics(history, out_dir / name, keys, title=f"PPO (kl_coef {cfg.kl_coef}{judge})")
     comparison = compare_policies(policy, reference, tokenizer, heldout_records(records, cfg.eval_prompts, 0),
                                   cfg.temperature, cfg.max_new_tokens, seed=cfg.train.seed)
     metrics = summarize_run(history, comparison, time.perf_counter() - start)
