@@ -160,6 +160,19 @@ def test_kv_cache_grows_along_time_and_remembers_padding():
     assert torch.equal(k_next[0, 0, 4:, 0], steps) and torch.equal(v_next[0, 0, 4:, 0], -steps)
 
 
+def test_kv_cache_keeps_only_the_rows_asked_for():
+    cache = KVCache(n_layer=2)
+    cache.add_tokens(torch.tensor([[False, True], [True, True], [False, False]]), batch=3, t_new=2)
+    keys, values = torch.randn(3, 4, 2, 5), torch.randn(3, 4, 2, 5)
+    cache.update(0, keys, values)
+    cache.keep_rows(torch.tensor([True, False, True]))
+    mask = cache.add_tokens(None, batch=2, t_new=1)
+    k, v = cache.update(0, torch.zeros(2, 4, 1, 5), torch.ones(2, 4, 1, 5))
+    assert torch.equal(mask, torch.tensor([[False, True, True], [False, False, True]]))
+    assert torch.equal(k[:, :, :2], keys[[0, 2]]) and torch.equal(v[:, :, :2], values[[0, 2]])
+    assert (k[:, :, 2] == 0).all() and (v[:, :, 2] == 1).all() and cache.keys[1] is None
+
+
 def test_kv_cache_without_padding_keeps_no_mask():
     cache = KVCache(n_layer=1)
     assert cache.add_tokens(None, batch=2, t_new=4) is None

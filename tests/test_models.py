@@ -7,6 +7,7 @@ from minillm.config import ModelConfig
 from minillm.errors import ConfigError, ModelInputError
 from minillm.model import GPT, Bert, Block, KVCache
 from minillm.model.attention import rotary_angles
+from minillm.model.gpt import inverse_cdf_sample
 
 V = 53
 
@@ -213,6 +214,38 @@ def test_generation_is_deterministic_under_a_seeded_generator():
 
     assert torch.equal(sample(1), sample(1))
     assert not torch.equal(sample(1), sample(2))
+
+
+def test_sampled_rows_that_finish_early_leave_the_batch_without_changing_the_others():
+    model = make(GPT, gpt_config())
+    ids, mask = left_padded_batch()
+    ids, mask = ids.repeat(3, 1), mask.repeat(3, 1)  # 9 rows: they sample different answers
+
+    def sample(eos_id, use_cache=True):
+        return model.generate(ids, 12, temperature=1.0, attention_mask=mask, eos_id=eos_id, pad_id=V - 1,
+                              generator=torch.Generator().manual_seed(3), use_cache=use_cache)
+
+    eos = int(sample(None).new_ids[0, 1])  # row 0's second token ends its answer
+    cached, recomputed = sample(eos), sample(eos, use_cache=False)
+    lengths = cached.response_mask.sum(1)
+    assert lengths.min() < lengths.max() and lengths.max() > 2  # rows did finish at different steps
+    assert torch.equal(cached.new_ids, recomputed.new_ids)  # the cache dropped the same rows
+    torch.testing.assert_close(cached.logprobs, recomputed.logprobs, atol=1e-5, rtol=1e-5)
+    full_mask = torch.cat([mask, cached.response_mask], 1)  # the log-probs of what was sampled
+    logits = model(cached.ids, full_mask)[:, ids.shape[1] - 1:-1]
+    expected = logits.log_softmax(-1).gather(-1, cached.new_ids[..., None])[..., 0]
+    torch.testing.assert_close(cached.logprobs, expected * cached.response_mask, atol=1e-5, rtol=1e-5)
+
+
+def test_inverse_cdf_sampling_draws_each_token_as_often_as_its_probability():
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
+    n = 40_000
+    tokens = inverse_cdf_sample(probs.repeat(n, 1), torch.Generator().manual_seed(0))  # (n,)
+    freq = torch.bincount(tokens, minlength=5).double() / n
+    assert freq[1] == 0 and freq[4] == 0  # a token of probability 0 is never drawn, nor one past the end
+    torch.testing.assert_close(freq, probs.double(), atol=0.01, rtol=0)  # 4 standard errors
+    last_only = torch.tensor([[0.0, 0.0, 1.0]]).repeat(100, 1)
+    assert (inverse_cdf_sample(last_only, torch.Generator().manual_seed(1)) == 2).all()
 
 
 def test_top_k_one_and_tiny_top_p_are_greedy():

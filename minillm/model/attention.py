@@ -190,6 +190,15 @@ class KVCache:
         self.filled[layer] = end
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def keep_rows(self, keep: Tensor) -> None:
+        """Keep only the sequences where `keep` (B,) bool is True: generation drops finished rows."""
+        for layer, buffer in enumerate(self.keys):
+            if buffer is not None:  # (B, H, capacity, D) -> (b, H, capacity, D)
+                self.keys[layer] = buffer[keep]
+                self.values[layer] = self.values[layer][keep]
+        if self.key_mask is not None:
+            self.key_mask = self.key_mask[keep]
+
     @staticmethod
     def _grown(buffer: Tensor | None, like: Tensor, filled: int, capacity: int) -> Tensor:
         """A (B, H, capacity, D) buffer holding the first `filled` positions of `buffer`."""

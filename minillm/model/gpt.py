@@ -147,28 +147,37 @@ class GPT(nn.Module):
         B = ids.shape[0]
         cache = KVCache(self.config.n_layer) if use_cache else None
         mask = None if attention_mask is None else attention_mask.bool()  # (B, T), None = no padding
-        one_real = None if mask is None else torch.ones(B, 1, dtype=torch.bool, device=ids.device)
         seq = ids
-        done = torch.zeros(B, dtype=torch.bool, device=ids.device)
+        # The rows still generating, as indices into the batch. A row that has produced <eos> needs no
+        # more compute: it leaves the batch (and the cache), and later steps only run the others.
+        # Answers differ in length, so this saves most of the work when one long answer would
+        # otherwise keep every finished row running to the end.
+        rows = torch.arange(B, device=ids.device)  # (b,)
         new_ids, logprobs, alive = [], [], []
         was_training = self.training
         self.eval()
         try:
-            logits = self._next_token_logits(ids, mask, cache)  # (B, V): what follows each prompt
+            logits = self._next_token_logits(ids, mask, cache)  # (b, V): what follows each prompt
             for step in range(max_new_tokens):
-                token, logprob = sample_next(logits, temperature, top_k, top_p, generator)  # (B,), (B,)
-                token = token.masked_fill(done, pad)  # finished rows only emit padding
-                new_ids.append(token)
-                logprobs.append(logprob.masked_fill(done, 0.0))
-                alive.append(~done)
-                if eos_id is not None:
-                    done = done | (token == eos_id)
-                if bool(done.all()) or step == max_new_tokens - 1:
+                token, logprob = sample_next(logits, temperature, top_k, top_p, generator)  # (b,), (b,)
+                # Scatter the running rows' tokens into full-batch columns; finished rows emit padding.
+                new_ids.append(torch.full((B,), pad, dtype=token.dtype, device=ids.device).index_copy(0, rows, token))
+                logprobs.append(torch.zeros(B, dtype=logprob.dtype, device=ids.device).index_copy(0, rows, logprob))
+                alive.append(torch.zeros(B, dtype=torch.bool, device=ids.device).index_fill(0, rows, True))
+                running = torch.ones_like(token, dtype=torch.bool) if eos_id is None else token != eos_id  # (b,)
+                if step == max_new_tokens - 1 or not bool(running.any()):
                     break
+                if not bool(running.all()):  # some rows just finished: drop them
+                    rows, token = rows[running], token[running]
+                    mask = None if mask is None else mask[running]
+                    seq = seq[running]
+                    if cache is not None:
+                        cache.keep_rows(running)
+                one_real = None if mask is None else torch.ones(len(rows), 1, dtype=torch.bool, device=ids.device)
                 if cache is not None:  # feed only the new token; the cache holds the rest
                     logits = self._next_token_logits(token[:, None], one_real, cache)
                 else:  # recompute the whole sequence, one token longer
-                    seq = torch.cat([seq, token[:, None]], dim=1)  # (B, T + 1)
+                    seq = torch.cat([seq, token[:, None]], dim=1)  # (b, T + 1)
                     mask = None if mask is None else torch.cat([mask, one_real], dim=1)
                     logits = self._next_token_logits(seq, mask, None)
         finally:
@@ -297,5 +306,22 @@ def sample_next(
         return token, logits.log_softmax(dim=-1).gather(-1, token[:, None])[:, 0]
     scaled = logits / temperature  # < 1 sharpens the distribution, > 1 flattens it
     probs = filter_logits(scaled, top_k, top_p).softmax(dim=-1)  # (B, V)
-    token = torch.multinomial(probs, num_samples=1, generator=generator)[:, 0]  # (B,)
+    token = inverse_cdf_sample(probs, generator)  # (B,)
     return token, scaled.log_softmax(dim=-1).gather(-1, token[:, None])[:, 0]
+
+
+def inverse_cdf_sample(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One token per row of probs (B, V), drawn with probability probs[b, v]: inverse-CDF sampling.
+
+    Lay the tokens' probabilities end to end on [0, 1), throw one uniform number u at it, and take
+    the token whose stretch it lands in: the first whose cumulative probability exceeds u. A token
+    of probability p owns a stretch of length p, so it is hit with probability p; a filtered token
+    (p = 0) owns none and is never hit. It needs one random number per row: `torch.multinomial`
+    gives the same distribution but took ~40x as long on our 2-core CPU (batch 64, 1536 tokens).
+    u is drawn on the generator's device, so a CPU generator gives the same tokens on any device.
+    """
+    cumulative = probs.cumsum(dim=-1)  # (B, V), rising to ~1 (float rounding may leave it a hair off)
+    u = torch.rand(probs.shape[0], 1, generator=generator,
+                   device=generator.device if generator is not None else probs.device)  # (B, 1)
+    u = u.to(probs.device) * cumulative[:, -1:]  # scaled to the row's own total, so u never lies past it
+    return torch.searchsorted(cumulative, u, right=True)[:, 0]  # (B,) first index with cumulative > u
