@@ -160,10 +160,10 @@ class GPT(nn.Module):
             logits = self._next_token_logits(ids, mask, cache)  # (b, V): what follows each prompt
             for step in range(max_new_tokens):
                 token, logprob = sample_next(logits, temperature, top_k, top_p, generator)  # (b,), (b,)
-                # Scatter the running rows' tokens into full-batch columns; finished rows emit padding.
-                new_ids.append(torch.full((B,), pad, dtype=token.dtype, device=ids.device).index_copy(0, rows, token))
-                logprobs.append(torch.zeros(B, dtype=logprob.dtype, device=ids.device).index_copy(0, rows, logprob))
-                alive.append(torch.zeros(B, dtype=torch.bool, device=ids.device).index_fill(0, rows, True))
+                # Back to full-batch columns (B,): finished rows emit padding, log-prob 0, not alive.
+                new_ids.append(scatter_rows(token, rows, B, pad))
+                logprobs.append(scatter_rows(logprob, rows, B, 0.0))
+                alive.append(scatter_rows(torch.ones_like(token, dtype=torch.bool), rows, B, False))
                 running = torch.ones_like(token, dtype=torch.bool) if eos_id is None else token != eos_id  # (b,)
                 if step == max_new_tokens - 1 or not bool(running.any()):
                     break
@@ -308,6 +308,11 @@ def sample_next(
     probs = filter_logits(scaled, top_k, top_p).softmax(dim=-1)  # (B, V)
     token = inverse_cdf_sample(probs, generator)  # (B,)
     return token, scaled.log_softmax(dim=-1).gather(-1, token[:, None])[:, 0]
+
+
+def scatter_rows(values: Tensor, rows: Tensor, batch: int, fill: float | bool) -> Tensor:
+    """A (batch,) tensor with values (b,) at the indices `rows` and `fill` everywhere else."""
+    return torch.full((batch,), fill, dtype=values.dtype, device=values.device).index_copy(0, rows, values)
 
 
 def inverse_cdf_sample(probs: Tensor, generator: torch.Generator | None) -> Tensor:
