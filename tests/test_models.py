@@ -46,13 +46,15 @@ def test_shapes_and_tied_heads():
     assert not any("lm_head" in k for k in gpt.state_dict())  # the head IS the embedding table
 
 
-def test_logits_at_selected_positions_are_those_rows_of_the_full_logits():
-    gpt = make(GPT, gpt_config())
+@pytest.mark.parametrize("cls", [GPT, Bert])
+def test_logits_at_selected_positions_are_those_rows_of_the_full_logits(cls):
+    model = make(cls, gpt_config() if cls is GPT else bert_config())
     ids = ids_of(2, 7)
     at = torch.tensor([[False, True, True, False, False, False, False], [True] + [False] * 5 + [True]])
-    picked = gpt(ids, logits_at=at)  # (4, V): one row per True, row-major
+    picked = model(ids, logits_at=at)  # (4, V): one row per True, row-major
     assert picked.shape == (4, V)
-    torch.testing.assert_close(picked, torch.stack([gpt(ids)[b, t] for b, t in ((0, 1), (0, 2), (1, 0), (1, 6))]))
+    full = model(ids)  # (2, 7, V)
+    torch.testing.assert_close(picked, torch.stack([full[b, t] for b, t in ((0, 1), (0, 2), (1, 0), (1, 6))]))
 
 
 @pytest.mark.parametrize("norm", ["pre", "post"])

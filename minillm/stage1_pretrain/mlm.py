@@ -53,8 +53,8 @@ MAX_EVAL_WINDOWS = 256
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the chosen positions (labels != -100); the others give no signal.
 
-    logits (B, T, V), labels (B, T). Written as a sum divided by a count so that a batch with no
-    chosen position gives 0 instead of NaN.
+    logits (B, T, V), labels (B, T); or only the chosen positions' logits (N, V) and labels (N,).
+    Written as a sum divided by a count so that a batch with no chosen position gives 0, not NaN.
     """
     chosen = labels != IGNORE_INDEX  # (B, T)
     nll = F.cross_entropy(logits[chosen], labels[chosen], reduction="sum")  # logits[chosen]: (N, V)
@@ -173,9 +173,11 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
         return {"input_ids": masked.input_ids, "labels": masked.labels}
 
     def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        logits = model(batch["input_ids"])  # (B, T, V)
-        loss = mlm_loss(logits, batch["labels"])
-        correct, total = masked_accuracy(logits, batch["labels"])
+        chosen = batch["labels"] != IGNORE_INDEX  # (B, T): the ~15% of positions that are predicted
+        logits = model(batch["input_ids"], logits_at=chosen)  # (N, V): the head runs there only
+        labels = batch["labels"][chosen]  # (N,) in the same order
+        loss = mlm_loss(logits, labels)
+        correct, total = masked_accuracy(logits, labels)
         return loss, {"masked_acc": correct / max(total, 1)}
 
     def evaluate(model: nn.Module) -> dict[str, float]:
