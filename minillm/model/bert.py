@@ -105,7 +105,7 @@ class Bert(nn.Module):
         if logits_at is not None:
             h = h[logits_at]  # (N, C)
         h = self.head_ln(self.head_act(self.head_dense(h)))  # (B, T, C) or (N, C)
-        return h @ self.tok_emb.weight.T + self.head_bias  # (B, T, V): decoder tied to the embeddings
+        return h @ self.tok_emb.weight.T + self.head_bias  # (B, T, V) or (N, V): tied to the embeddings
 
     def _check_segments(self, ids: Tensor, token_type_ids: Tensor | None) -> None:
         if token_type_ids is None:

@@ -56,7 +56,7 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     logits (B, T, V), labels (B, T); or only the chosen positions' logits (N, V) and labels (N,).
     Written as a sum divided by a count so that a batch with no chosen position gives 0, not NaN.
     """
-    chosen = labels != IGNORE_INDEX  # (B, T)
+    chosen = labels != IGNORE_INDEX  # (B, T), or (N,) all True
     nll = F.cross_entropy(logits[chosen], labels[chosen], reduction="sum")  # logits[chosen]: (N, V)
     return nll / chosen.sum().clamp(min=1)
 
