@@ -90,6 +90,7 @@ def main() -> None:
     step4_trained_samples(run_dir)
     print("""
 == Try this ==
+("In our runs" below: with the 4-layer GPT of earlier versions; the preset now has 3 layers.)
 1. Temperature: in step 4, sample with temperature 0 (greedy: the same, most likely text every
    time), 0.8 and 1.5. Low temperatures repeat the corpus's commonest phrases; high ones invent
    words, then break down.

@@ -120,6 +120,7 @@ def main() -> None:
     step4_side_by_side(OUT / "sft")
     print("""
 == Try this ==
+("In our runs" below: with the 4-layer GPT of earlier versions; the preset now has 3 layers.)
 1. Train on the prompt too: `--set sft.train_on_prompt=true` makes every token after <bos> a
    target. At the same number of steps the answers get worse: part of the model's effort now goes
    into predicting the questions, which vary far more than the answers.
