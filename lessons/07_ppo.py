@@ -134,13 +134,15 @@ def main() -> None:
    leash on (kl_coef 0.2), gold still began to fall after ~25 steps: a leash slows hacking down, a
    better judge prevents it.
 5. Smaller rollouts: CFG.ppo.rollout_batch_size = 32 and 30 steps. The advantages are whitened
-   over half as many answers and each update is noisier: in our runs the win rate fell from 0.65
-   to 0.615; with a learning rate of 3e-4 on top, the entropy rose and the scores fell.
+   over half as many answers and each update is noisier. In our runs this won as often (0.645
+   against 0.64); with an earlier 4-layer SFT model it fell from 0.65 to 0.615, and with a
+   learning rate of 3e-4 on top the entropy rose and the scores fell.
 6. A perfect reward model: CFG.ppo.reward = "gold" scores the answers with the gold judge itself.
    Is the reward model what holds the win rate back? In our runs, no: on 600 held-out prompts the
    oracle won 0.59, as the reward model's PPO did (with a 4-layer GPT: 0.63 against 0.61, and 0.63
    in 100 steps at kl_coef 0.05), far from 0.7. Both dropped the filler and the rudeness; neither
-   made many wrong answers right on prompts it never saw (38% wrong against the SFT model's 40%).
+   made many wrong answers right on prompts it never saw (the reward model's PPO: 43% wrong
+   against the SFT model's 46%).
 """)
 
 
