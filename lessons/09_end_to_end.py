@@ -17,7 +17,7 @@ What you will see:
   polite, concise; the gold score printed beside each answer is the judge the policy never saw.
 
 Run it:  python lessons/09_end_to_end.py [--preset micro|tiny] [--out runs/lessons/09]
-With the tiny preset it takes 11 to 15 minutes on a 2-core CPU; the steps are saved, so a second
+With the tiny preset it takes 6 to 11 minutes on a 2-core CPU; the steps are saved, so a second
 run skips what is done and prints the comparison at once (pass --force to start over).
 """
 
