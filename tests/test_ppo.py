@@ -17,13 +17,21 @@ from crash_resume import assert_exact_resume
 from minillm.config import DPOConfig, ModelConfig, PPOConfig, RewardConfig, SFTConfig, TrainConfig
 from minillm.errors import TrainingError
 from minillm.model import GPT
+from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage3_rlhf.annotate import annotate
 from minillm.stage3_rlhf.annotator import WEIGHTS, gold_score
 from minillm.stage3_rlhf.dpo import train_dpo
 from minillm.stage3_rlhf.ppo import gold_normaliser, ppo_update, rollout, train_ppo
 from minillm.stage3_rlhf.preferences import collect_rankings, compare_policies, read_preferences
-from minillm.stage3_rlhf.reward_model import RewardModel, train_reward_model
+from minillm.stage3_rlhf.reward_model import (
+    RewardModel,
+    best_of_n,
+    best_of_n_kl,
+    pick_best,
+    score_answers,
+    train_reward_model,
+)
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
 
@@ -138,6 +146,44 @@ def test_a_policy_compared_with_itself_ties_everywhere(runs):
     assert result["wrong_policy"] == result["wrong_baseline"] and 0.0 <= result["wrong_policy"] <= 1.0
     assert result["win_rate"] == 0.5 and result["win_rate_stderr"] == 0.0
     assert result["win_rate_by_family"] == {"colour": 0.5, "hue": 0.5}
+
+
+def test_best_of_n_kl_bound_by_hand():
+    assert best_of_n_kl(1) == 0.0
+    assert best_of_n_kl(2) == pytest.approx(0.693147 - 0.5, abs=1e-6)
+    assert best_of_n_kl(4) == pytest.approx(1.386294 - 0.75, abs=1e-6)
+
+
+def test_pick_best_takes_the_highest_score_and_the_first_of_a_tie():
+    candidates = [["a", "b", "c"], ["d", "e", "f"]]
+    assert pick_best(candidates, torch.tensor([[0.1, 0.5, 0.5], [2.0, -1.0, 0.0]])) == ["b", "d"]
+
+
+def test_score_answers_in_a_padded_batch_equals_one_at_a_time(runs):
+    """Answers of different lengths share a right-padded batch; each score must equal its score alone."""
+    rm, tokenizer = load_model(runs["rm"], RewardModel)
+    rm.eval()
+    prompts = ["Say the colour red.", "Say the colour blue.", "Say the colour grey."]
+    answers = ["red", "blue blue blue blue", "It is grey, I think."]
+    together = score_answers(rm, tokenizer, prompts, answers)
+    alone = torch.cat([score_answers(rm, tokenizer, [p], [a]) for p, a in zip(prompts, answers, strict=True)])
+    assert together.shape == (3,) and torch.allclose(together, alone, atol=1e-5)
+    assert len(set(together.tolist())) == 3  # different answers, different scores: the test can fail
+
+
+def test_best_of_n_keeps_the_answer_the_reward_model_scores_highest(runs):
+    """Redraw the same candidates from the same seed, score each alone, and check the pick."""
+    policy, tokenizer = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0].eval()
+    prompts, n = [r["prompt"] for r in RECORDS[24:30]], 4
+    picked = best_of_n(policy, rm, tokenizer, prompts, n, 1.5, 5, generator=torch.Generator().manual_seed(7))
+    flat = generate_answers(policy, tokenizer, [p for p in prompts for _ in range(n)], 5, temperature=1.5,
+                            generator=torch.Generator().manual_seed(7))
+    for i, prompt in enumerate(prompts):
+        candidates = flat[i * n:(i + 1) * n]
+        scores = [score_answers(rm, tokenizer, [prompt], [c]).item() for c in candidates]
+        assert picked[i] == candidates[max(range(n), key=scores.__getitem__)]
+    assert len(set(flat)) > len(prompts)  # the candidates differ, so picking is a real choice
 
 
 def test_nan_rewards_stop_ppo_with_the_step_and_cause(runs, monkeypatch):

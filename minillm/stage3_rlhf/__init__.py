@@ -8,7 +8,8 @@ Read in this order:
 - annotate.py: the same rankings made by a person in the terminal (`minillm annotate`);
 - sequences.py: prompt + answer batches and their token log-probs (shared by PPO and DPO);
 - reward_model.py: a GPT with a scalar head on the last real token plus the answer's likelihood under
-  its own language-model head, the ranking loss, normalisation;
+  its own language-model head, the ranking loss, normalisation; best of n (the reward model
+  picks one of n sampled answers: the yardstick RL is read against);
 - ppo.py: rollouts, KL-penalised rewards, GAE, the clipped objectives; reward hacking without KL;
 - dpo.py: the same rankings, optimised directly, with no reward model and no sampling.
 """

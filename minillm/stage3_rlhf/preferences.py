@@ -129,7 +129,19 @@ def compare_policies(
     policy: GPT, baseline: GPT, tokenizer: Any, records: Sequence[dict], temperature: float,
     max_new_tokens: int, seed: int = 0,
 ) -> dict[str, Any]:
-    """Both policies answer every record (sampled at `temperature`); the gold judge compares them.
+    """Both policies answer every record (sampled at `temperature`, each from a generator seeded with
+    `seed`); the gold judge compares the answers (`compare_answers`, which says what is returned)."""
+    prompts = [r["prompt"] for r in records]
+    policy_answers, baseline_answers = (
+        generate_answers(model, tokenizer, prompts, max_new_tokens, temperature=temperature,
+                         generator=torch.Generator().manual_seed(seed))
+        for model in (policy, baseline))
+    return compare_answers(records, policy_answers, baseline_answers)
+
+
+def compare_answers(records: Sequence[dict], policy_answers: Sequence[str], baseline_answers: Sequence[str]
+                    ) -> dict[str, Any]:
+    """The gold judge's verdict on two answers to every record, one from a policy, one from a baseline.
 
     Returns {"win_rate": policy vs baseline (ties half), "win_rate_stderr": its standard error,
     "win_rate_ceiling": what a perfect policy would win against the same baseline answers,
@@ -142,10 +154,7 @@ def compare_policies(
     on every prompt (drop the rude sign-off), which a few hundred rollouts unlearn; a wrong answer is
     a different fact or operation on each prompt, which a policy has to know.
     """
-    prompts = [r["prompt"] for r in records]
-    answers = {name: generate_answers(model, tokenizer, prompts, max_new_tokens, temperature=temperature,
-                                      generator=torch.Generator().manual_seed(seed))
-               for name, model in (("policy", policy), ("baseline", baseline))}
+    answers = {"policy": list(policy_answers), "baseline": list(baseline_answers)}
     gold = {name: [gold_score(r, a) for r, a in zip(records, ans, strict=True)] for name, ans in answers.items()}
     families = sorted({r.get("family", "custom") for r in records})
     rows_of = {f: [i for i, r in enumerate(records) if r.get("family", "custom") == f] for f in families}

@@ -53,6 +53,7 @@ position instead of one per sequence: `token_scores` gives the head's value at e
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ from torch import Tensor, nn
 from minillm.config import ModelConfig, RewardConfig, to_dict
 from minillm.errors import DataError
 from minillm.model import GPT
+from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example
 from minillm.stage3_rlhf.annotator import answer_places, gold_agreement, self_agreement
@@ -288,3 +290,49 @@ def annotator_ceiling(cfg: RewardConfig, rankings: Sequence[dict], records: Sequ
     return {"annotator_agreement": self_agreement(recs, answers, cfg.annotator_noise, cfg.train.seed,
                                                  cfg.annotator_tie_margin),
             "gold_agreement": gold_agreement(recs, answers, [r["ranking"] for r in known])}
+
+
+# --------------------------------------------------------------------------------------------------
+# Best of n: the reward model used as a policy, with no training at all.
+#
+# Sample n answers to a prompt and keep the one the reward model scores highest. It is the simplest
+# way to turn a reward model into better answers, and the yardstick RL is read against (OpenAI's
+# WebGPT and "Scaling laws for reward model overoptimization" compare RL with it): it needs n
+# samples and n scores per prompt at answer time, where PPO pays once, in training, and then
+# answers with one sample. How far it moves from the policy it samples is bounded:
+# KL(best-of-n || policy) <= log n - (n - 1) / n nats.
+
+
+def best_of_n_kl(n: int) -> float:
+    """The bound on KL(best-of-n || the sampled policy), in nats: log n - (n - 1) / n (0 for n = 1)."""
+    return math.log(n) - (n - 1) / n
+
+
+@torch.no_grad()
+def score_answers(rm: RewardModel, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
+                  batch_size: int = 64) -> Tensor:
+    """The reward model's score of each (prompt, answer), in the chat template: (P,)."""
+    examples = [encode_example(tokenizer, p, a, rm.config.block_size) for p, a in zip(prompts, answers, strict=True)]
+    if any(ex is None for ex in examples):
+        raise DataError(f"an answer does not fit the reward model's context ({rm.config.block_size} tokens) "
+                        "after its prompt; generate shorter answers")
+    scores = []
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start:start + batch_size], tokenizer.pad_id)
+        scores.append(rm(batch["ids"], batch["attention_mask"], batch["loss_mask"]))  # (b,)
+    return torch.cat(scores)
+
+
+def pick_best(candidates: Sequence[Sequence[str]], scores: Tensor) -> list[str]:
+    """Per prompt, the candidate with the highest score; scores (P, n). On a tie, the first of them."""
+    return [answers[i] for answers, i in zip(candidates, scores.argmax(dim=1).tolist(), strict=True)]
+
+
+@torch.no_grad()
+def best_of_n(policy: GPT, rm: RewardModel, tokenizer: Any, prompts: Sequence[str], n: int, temperature: float,
+              max_new_tokens: int, generator: torch.Generator) -> list[str]:
+    """Sample `n` answers to each prompt from `policy` and keep the one `rm` scores highest."""
+    asked = [p for p in prompts for _ in range(n)]  # each prompt n times in a row
+    flat = generate_answers(policy, tokenizer, asked, max_new_tokens, temperature=temperature, generator=generator)
+    scores = score_answers(rm, tokenizer, asked, flat).view(len(prompts), n)  # (P, n)
+    return pick_best([flat[i * n:(i + 1) * n] for i in range(len(prompts))], scores)
