@@ -35,12 +35,17 @@ import torch
 from minillm.config import preset
 from minillm.datasets.instructions import read_jsonl
 from minillm.model import GPT
-from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import encode_example
 from minillm.stage3_rlhf.annotator import ranking_places
 from minillm.stage3_rlhf.dpo import dpo_loss, train_dpo
-from minillm.stage3_rlhf.preferences import compare_answers, comparison_summary, heldout_records, read_preferences
+from minillm.stage3_rlhf.preferences import (
+    compare_answers,
+    comparison_summary,
+    heldout_records,
+    read_preferences,
+    sample_answers,
+)
 from minillm.stage3_rlhf.reward_model import RewardModel, best_of_n, best_of_n_kl
 from minillm.stage3_rlhf.sequences import answer_logprob
 from minillm.train import load_model
@@ -101,15 +106,14 @@ def step2_train(sft: Path, prefs: Path, records: list[dict]) -> dict:
 
 def best_of(sft: Path, rm_dir: Path, records: list[dict], n: int) -> dict:
     """Best of n by the reward model, compared with the SFT model exactly as DPO was: the same
-    held-out prompts, and the same SFT answers (sampled from a generator seeded as `train_dpo` seeds it)."""
+    held-out prompts, and the same SFT answers (`sample_answers` with the seed `train_dpo` compares with)."""
     started = time.perf_counter()
     policy, tokenizer = load_model(sft, GPT)
     rm = load_model(rm_dir, RewardModel)[0].eval()
     tests = heldout_records(records, CFG.dpo.eval_prompts, 0)
-    prompts, temperature, max_new = [r["prompt"] for r in tests], CFG.dpo.temperature, CFG.dpo.max_new_tokens
-    sft_answers = generate_answers(policy, tokenizer, prompts, max_new, temperature=temperature,
-                                   generator=torch.Generator().manual_seed(CFG.dpo.train.seed))
-    picked = best_of_n(policy, rm, tokenizer, prompts, n, temperature, max_new,
+    temperature, max_new = CFG.dpo.temperature, CFG.dpo.max_new_tokens
+    sft_answers = sample_answers(policy, tokenizer, tests, temperature, max_new, CFG.dpo.train.seed)
+    picked = best_of_n(policy, rm, tokenizer, [r["prompt"] for r in tests], n, temperature, max_new,
                        generator=torch.Generator().manual_seed(CFG.dpo.train.seed + 1))  # other draws than SFT's
     return {**comparison_summary(compare_answers(tests, picked, sft_answers)), "n": n,
             "seconds": time.perf_counter() - started}

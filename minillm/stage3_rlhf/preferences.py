@@ -129,14 +129,19 @@ def compare_policies(
     policy: GPT, baseline: GPT, tokenizer: Any, records: Sequence[dict], temperature: float,
     max_new_tokens: int, seed: int = 0,
 ) -> dict[str, Any]:
-    """Both policies answer every record (sampled at `temperature`, each from a generator seeded with
-    `seed`); the gold judge compares the answers (`compare_answers`, which says what is returned)."""
-    prompts = [r["prompt"] for r in records]
-    policy_answers, baseline_answers = (
-        generate_answers(model, tokenizer, prompts, max_new_tokens, temperature=temperature,
-                         generator=torch.Generator().manual_seed(seed))
-        for model in (policy, baseline))
+    """Both policies answer every record (`sample_answers`, the same seed for both); the gold judge
+    compares the answers (`compare_answers`, which says what is returned)."""
+    policy_answers, baseline_answers = (sample_answers(model, tokenizer, records, temperature, max_new_tokens, seed)
+                                        for model in (policy, baseline))
     return compare_answers(records, policy_answers, baseline_answers)
+
+
+def sample_answers(model: GPT, tokenizer: Any, records: Sequence[dict], temperature: float, max_new_tokens: int,
+                   seed: int) -> list[str]:
+    """One answer per record, sampled from a generator seeded with `seed`: with the same seed, the
+    same model gives the same answers, so a baseline's answers can be drawn again to compare with."""
+    return generate_answers(model, tokenizer, [r["prompt"] for r in records], max_new_tokens,
+                            temperature=temperature, generator=torch.Generator().manual_seed(seed))
 
 
 def compare_answers(records: Sequence[dict], policy_answers: Sequence[str], baseline_answers: Sequence[str]
