@@ -224,6 +224,19 @@ def cmd_dpo(args: argparse.Namespace) -> None:
     _print_keys(result, ("win_rate_vs_sft", "gold_after"))
 
 
+def cmd_grpo(args: argparse.Namespace) -> None:
+    from minillm.stage3_rlhf.grpo import train_grpo
+
+    cfg = build_config(args)
+    records = _instruction_records(cfg, args.data, args.skip_bad_lines)
+    result = train_grpo(cfg.grpo, args.sft, records, args.out, rm_dir=args.reward, resume=args.resume)
+    print(f"win rate vs SFT: {result['win_rate_vs_sft']:.3f} ± {result['win_rate_stderr']:.3f}")
+    print(f"pass@1 (right answer in it): {result['pass_at_1_sft']:.3f} -> {result['pass_at_1_after']:.3f}")
+    for k in result["pass_at_k_sft"]:
+        print(f"pass@{k}: {result['pass_at_k_sft'][k]:.3f} -> {result['pass_at_k_after'][k]:.3f}")
+    print(f"KL to SFT: {result['kl']:.3f} nats per answer; run written to {args.out}")
+
+
 def _print_keys(result: dict, keys: Sequence[str]) -> None:
     for key in keys:
         print(f"{key}: {result.get(key)}")
@@ -373,6 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_config_args(p)
     p.set_defaults(func=cmd_dpo)
+
+    p = sub.add_parser("grpo", help="stage 3: GRPO, group-relative RL with a reward model or a verifiable reward")
+    p.add_argument("--sft", required=True)
+    p.add_argument("--reward", default=None,
+                   help="the reward-model run folder (for grpo.reward=model, the default); "
+                        "--set grpo.reward=verifiable needs none")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    _add_data_args(p)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_grpo)
 
     p = sub.add_parser("pipeline", help="all three stages end to end, with a report")
     p.add_argument("--out", required=True)

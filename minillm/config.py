@@ -309,6 +309,48 @@ class PPOConfig:
 
 
 @dataclass
+class GRPOConfig:
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup_steps=0, max_steps=30))
+    group_size: int = 8  # G: answers sampled per prompt; the group is its own baseline
+    prompts_per_step: int = 16  # prompts per rollout: group_size * prompts_per_step answers per step
+    minibatch_size: int = 32  # answers per gradient step; the rollout is split into minibatches
+    epochs: int = 1  # passes over each rollout
+    temperature: float = 1.0  # used both to sample and to recompute log-probs
+    max_new_tokens: int = 32
+    clip_range: float = 0.2
+    kl_coef: float = 0.0  # weight of the k3 estimate of KL(pi || pi_SFT) in the loss (0: no leash)
+    scale_by_std: bool = True  # divide by the group's std (GRPO); false: Dr. GRPO
+    baseline: str = "mean"  # "mean": the group's mean reward (GRPO); "leave_one_out": the others' mean (RLOO)
+    # "model": our reward model (RLHF); "verifiable": a program checks the answer against the
+    # reference (RLVR, verifier.py); "gold": the annotator's noiseless judge, an oracle
+    reward: str = "model"
+    exact_bonus: float = 0.2  # verifiable reward: added to 1 when the answer is exactly the reference
+    no_eos_penalty: float = -1.0  # the reward model's score of an answer that never produced <eos>
+    eval_prompts: int = 200  # held-out prompts on which the win rate against the SFT model is measured
+    passk_samples: int = 64  # n answers per prompt for the unbiased pass@k estimate (k <= n)
+    passk_prompts: int = 200  # held-out prompts for pass@k (the first ones of the eval prompts)
+
+    def __post_init__(self) -> None:
+        c = "GRPOConfig"
+        _one_of(c, "reward", self.reward, ("model", "verifiable", "gold"))
+        _one_of(c, "baseline", self.baseline, ("mean", "leave_one_out"))
+        _boolean(c, "scale_by_std", self.scale_by_std)
+        for name in ("prompts_per_step", "minibatch_size", "epochs", "max_new_tokens", "eval_prompts",
+                     "passk_samples", "passk_prompts"):
+            _positive_int(c, name, getattr(self, name))
+        _require(isinstance(self.group_size, int) and self.group_size >= 2, c, "group_size", self.group_size,
+                 "an integer >= 2: a group of one answer has nothing to be compared with")
+        _require((self.group_size * self.prompts_per_step) % self.minibatch_size == 0, c, "minibatch_size",
+                 self.minibatch_size, f"group_size * prompts_per_step ({self.group_size * self.prompts_per_step}) "
+                 "must be divisible by it")
+        _in_range(c, "temperature", self.temperature, 0.0, 10.0, lo_open=True)
+        _in_range(c, "clip_range", self.clip_range, 0.0, 1.0, lo_open=True)
+        _in_range(c, "kl_coef", self.kl_coef, 0.0, 100.0)
+        _in_range(c, "exact_bonus", self.exact_bonus, 0.0, 10.0)
+        _in_range(c, "no_eos_penalty", self.no_eos_penalty, -100.0, 100.0)
+
+
+@dataclass
 class DPOConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup_steps=5, max_steps=100))
     beta: float = 0.1  # how far from the reference the implicit reward lets the policy move
@@ -343,6 +385,8 @@ class PipelineConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)  # against the reward model
+    grpo_verifiable: GRPOConfig = field(default_factory=lambda: GRPOConfig(reward="verifiable"))
 
     def __post_init__(self) -> None:
         _in_range("PipelineConfig", "corpus_mb", self.corpus_mb, 0.0, 1000.0, lo_open=True)

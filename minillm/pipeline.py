@@ -1,4 +1,4 @@
-"""The whole journey in one call: tokenizer -> MLM -> CLM -> SFT -> reward model -> PPO and DPO.
+"""The whole journey in one call: tokenizer -> MLM -> CLM -> SFT -> reward model -> PPO, DPO and GRPO.
 
 Each stage is a *step* with its own folder under the output directory (`01_tokenizer`, `02_mlm`,
 ...). A step that finished wrote `result.json` there; running the pipeline again skips it (use
@@ -31,9 +31,18 @@ from minillm.stage1_pretrain.clm import train_clm
 from minillm.stage1_pretrain.mlm import train_mlm
 from minillm.stage2_sft.evaluate import run_sft_with_baselines
 from minillm.stage3_rlhf.dpo import train_dpo
+from minillm.stage3_rlhf.grpo import train_grpo
 from minillm.stage3_rlhf.ppo import train_ppo
-from minillm.stage3_rlhf.preferences import collect_rankings
+from minillm.stage3_rlhf.preferences import collect_rankings, heldout_records
 from minillm.stage3_rlhf.reward_model import train_reward_model
+from minillm.stage3_rlhf.scoreboard import (
+    BEST_OF,
+    crossing,
+    pass_at_k_curves,
+    plot_pass_at_k,
+    policy_table,
+    render_table,
+)
 from minillm.tokenizer import load_tokenizer, train_tokenizer
 from minillm.utils import resolve_device, write_json
 
@@ -135,6 +144,37 @@ def step_dpo(j: Journey) -> dict:
     return train_dpo(j.cfg.dpo, j.folder("sft"), prefs, j.records, j.folder("dpo"))
 
 
+def step_grpo(j: Journey) -> dict:
+    folder = j.folder("grpo")
+    return train_grpo(j.cfg.grpo, j.folder("sft"), j.records, folder, rm_dir=j.folder("reward_model"),
+                      resume=has_checkpoint(folder), pass_at_k=False)
+
+
+def step_grpo_verifiable(j: Journey) -> dict:
+    folder = j.folder("grpo_verifiable")
+    return train_grpo(j.cfg.grpo_verifiable, j.folder("sft"), j.records, folder, resume=has_checkpoint(folder),
+                      pass_at_k=False)
+
+
+RL_POLICIES = {"PPO": "ppo", "DPO": "dpo", "GRPO (reward model)": "grpo", "GRPO (verifiable)": "grpo_verifiable"}
+
+
+def step_rl_table(j: Journey) -> dict:
+    """Every stage-3 answerer on the same held-out prompts and draw (scoreboard.py), and pass@k."""
+    cfg = j.cfg.grpo
+    records = heldout_records(j.records, cfg.eval_prompts, 0)
+    policies = {name: (j.folder(step), j.results[step]["seconds"]) for name, step in RL_POLICIES.items()}
+    rows = policy_table(j.folder("sft"), j.folder("reward_model"), policies, records, cfg.temperature,
+                        cfg.max_new_tokens, seed=cfg.train.seed)
+    curves = pass_at_k_curves({"SFT": j.folder("sft"), **{name: j.folder(step) for name, step in RL_POLICIES.items()}},
+                              records[:cfg.passk_prompts], cfg.passk_samples, cfg.temperature, cfg.max_new_tokens,
+                              seed=cfg.train.seed)
+    plot_pass_at_k(curves, j.folder("rl_table") / "pass_at_k.png", min(cfg.passk_prompts, len(records)))
+    return {"rows": rows, "pass_at_k": curves, "n_prompts": len(records),
+            "best_of_n": {"win_rate_vs_sft": {str(n): rows[f"best of {n} (reward model)"]["win_rate_vs_sft"]
+                                              for n in BEST_OF}}}
+
+
 STEPS: dict[str, Callable[[Journey], dict]] = {
     "tokenizer": step_tokenizer,
     "mlm": step_mlm,
@@ -143,6 +183,9 @@ STEPS: dict[str, Callable[[Journey], dict]] = {
     "reward_model": step_reward_model,
     "ppo": step_ppo,
     "dpo": step_dpo,
+    "grpo": step_grpo,
+    "grpo_verifiable": step_grpo_verifiable,
+    "rl_table": step_rl_table,
 }
 STEP_NAMES = list(STEPS)
 FLASH_FLOOD_SENTENCE = "A flash flood watch will be in effect all night."
@@ -200,6 +243,10 @@ REPORT_KEYS = {
             "gold_after", "kl", "style_flaws_sft", "style_flaws_after", "wrong_sft", "wrong_after"),
     "dpo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_ceiling", "win_rate_by_family", "gold_sft",
             "gold_after", "style_flaws_sft", "style_flaws_after", "wrong_sft", "wrong_after"),
+    "grpo": ("win_rate_vs_sft", "win_rate_stderr", "kl", "pass_at_1_sft", "pass_at_1_after", "gold_sft", "gold_after",
+             "style_flaws_sft", "style_flaws_after"),
+    "grpo_verifiable": ("win_rate_vs_sft", "win_rate_stderr", "kl", "pass_at_1_sft", "pass_at_1_after", "gold_sft",
+                        "gold_after", "style_flaws_sft", "style_flaws_after"),
 }
 
 
@@ -214,6 +261,13 @@ def build_report(cfg: PipelineConfig, device: str, results: dict[str, dict]) -> 
                         "train_seconds": round(float(result["seconds"]), 2),
                         **{k: result[k] for k in keys if k in result}}
     stages["mlm"]["fill_mask_top5"] = [piece.strip() for piece, _ in results["mlm"]["fill_mask_top5"]]
+    table = results["rl_table"]
+    for name, step in (("GRPO (reward model)", "grpo"), ("GRPO (verifiable)", "grpo_verifiable")):
+        stages[step]["pass_at_k_sft"] = table["pass_at_k"]["SFT"]
+        stages[step]["pass_at_k_after"] = table["pass_at_k"][name]
+    stages["best_of_n"] = {"seconds": 0.0, **table["best_of_n"]}
+    stages["rl_table"] = {"seconds": round(float(table["wall_seconds"]), 2), "rows": table["rows"],
+                          "pass_at_k": table["pass_at_k"], "n_prompts": table["n_prompts"]}
     return {"preset": cfg.preset, "device": device,
             "seconds": round(sum(s["seconds"] for s in stages.values()), 2), "stages": stages}
 
@@ -265,6 +319,10 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"| {s['reward_model']['seconds']:.0f} |",
         f"| PPO | win rate vs SFT {_win(s['ppo'])} | 0.5 | {s['ppo']['seconds']:.0f} |",
         f"| DPO | win rate vs SFT {_win(s['dpo'])} | 0.5 | {s['dpo']['seconds']:.0f} |",
+        f"| GRPO (reward model) | win rate vs SFT {_win(s['grpo'])} | 0.5 | {s['grpo']['seconds']:.0f} |",
+        f"| GRPO (verifiable) | win rate vs SFT {_win(s['grpo_verifiable'])}, pass@1 "
+        f"{_fmt(s['grpo_verifiable']['pass_at_1_sft'])} -> {_fmt(s['grpo_verifiable']['pass_at_1_after'])} "
+        f"| 0.5 | {s['grpo_verifiable']['seconds']:.0f} |",
         "",
         "## 0. Tokenizer",
         f"Our byte-level BPE learned {s['tokenizer']['vocab_size']} ids from the corpus; on held-out text it "
@@ -328,8 +386,42 @@ def render_markdown(report: dict, j: Journey) -> str:
           for name in ("reward_model", "ppo", "dpo") for png in sorted(j.folder(name).glob("*.png"))],
         "",
         *_ppo_examples(j),
+        *_grpo_section(report, j),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _grpo_section(report: dict, j: Journey) -> list[str]:
+    """GRPO's runs, the one comparison table of every stage-3 answerer, and pass@k with its crossings."""
+    s = report["stages"]
+    table, curves = s["rl_table"], s["rl_table"]["pass_at_k"]
+    top = max(curves["SFT"], key=int)  # the largest k measured
+    crossings = []
+    for name in RL_POLICIES:
+        k = crossing(curves["SFT"], curves[name])
+        crossings.append(f"{name}: pass@1 {_fmt(curves['SFT']['1'])} -> {_fmt(curves[name]['1'])}, pass@{top} "
+                         f"{_fmt(curves['SFT'][top])} -> {_fmt(curves[name][top])}; "
+                         + (f"the SFT model catches up at k = {k}." if k else "the SFT model does not catch up."))
+    return [
+        "## 4. GRPO, verifiable rewards, and what RL can teach",
+        f"GRPO samples {j.cfg.grpo.group_size} answers per prompt and uses the group as its own baseline (no critic). "
+        f"Against the reward model it wins **{_win(s['grpo'])}**; rewarded by a program that checks the answer "
+        f"(RL with verifiable rewards) **{_win(s['grpo_verifiable'])}**. Every way to answer, on the same "
+        f"{table['n_prompts']} held-out prompts and the same draw:",
+        "",
+        *render_table(table["rows"]),
+        "",
+        f"pass@k, from {j.cfg.grpo.passk_samples} samples per prompt (the unbiased estimator): RL raises pass@1 "
+        "towards what the SFT model could already do with more tries; where the SFT curve catches up, RL has "
+        "taught nothing the model could not already sample.",
+        "",
+        *[f"- {line}" for line in crossings],
+        "",
+        f"![pass@k of the SFT model and each RL policy]({j.folder('rl_table').name}/pass_at_k.png)",
+        *[f"![GRPO {png.stem}]({j.folder(name).name}/{png.name})"
+          for name in ("grpo", "grpo_verifiable") for png in sorted(j.folder(name).glob("grpo_*.png"))],
+        "",
+    ]
 
 
 def _sft_examples(j: Journey) -> list[str]:

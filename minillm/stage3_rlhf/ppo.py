@@ -39,12 +39,17 @@ from tqdm import tqdm
 from minillm.config import PPOConfig, to_dict
 from minillm.errors import CheckpointError, TrainingError
 from minillm.model import GPT
-from minillm.stage2_sft.evaluate import generate_answers, left_pad
-from minillm.stage2_sft.template import decode_response, encode_prompt
+from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.preferences import compare_policies, comparison_summary, heldout_records
 from minillm.stage3_rlhf.reward_model import RewardModel
-from minillm.stage3_rlhf.sequences import gather_logprobs, last_real_index, masked_mean, next_token_logits
+from minillm.stage3_rlhf.sequences import (
+    gather_logprobs,
+    last_real_index,
+    masked_mean,
+    next_token_logits,
+    sample_responses,
+)
 from minillm.train import load_checkpoint, load_model, plot_metrics, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME
 from minillm.train.health import check_loss
@@ -175,25 +180,15 @@ def rollout(
     judge, normalised with it, instead of by the reward model `rm` (see `gold_normaliser`).
     """
     device = next(policy.parameters()).device
-    room = policy.config.block_size - cfg.max_new_tokens
-    prompt_ids, prompt_mask = left_pad([encode_prompt(tokenizer, r["prompt"], max_len=room) for r in records],
-                                       tokenizer.pad_id)
-    gen = policy.generate(  # detail: sampling with the KV cache, at the training temperature
-        prompt_ids.to(device), cfg.max_new_tokens, temperature=cfg.temperature, eos_id=tokenizer.eos_id,
-        attention_mask=prompt_mask.to(device), pad_id=tokenizer.pad_id, generator=generator,
-    )
-    # detail: responses are cut after the first <eos> and padded; `mask` excludes the pads everywhere.
-    mask = gen.response_mask  # (B, N)
+    resp = sample_responses(policy, tokenizer, [r["prompt"] for r in records], cfg.max_new_tokens, cfg.temperature,
+                            generator)
+    ids, attention_mask, mask, answers, has_eos = resp.ids, resp.attention_mask, resp.mask, resp.answers, resp.has_eos
     n = mask.shape[1]
-    ids, attention_mask = gen.ids, torch.cat([prompt_mask.to(device), mask], dim=1)  # (B, T0 + N)
     logprobs = gather_logprobs(response_logits(policy, ids, attention_mask, n, cfg.temperature), ids[:, -n:])
     ref_logprobs = gather_logprobs(response_logits(ref, ids, attention_mask, n, cfg.temperature), ids[:, -n:])
     values = critic_values(critic, ids, attention_mask, n) * mask
-    has_eos = ((gen.new_ids == tokenizer.eos_id) & mask).any(dim=1)  # (B,)
-    response_mask = torch.cat([torch.zeros_like(prompt_mask, device=device), mask], dim=1)  # (B, T0 + N)
-    answers = [decode_response(tokenizer, row.tolist()) for row in gen.new_ids]
     if gold_norm is None:
-        rm_score = rm(ids, attention_mask, response_mask)  # (B,) detail: read at the last real token
+        rm_score = rm(ids, attention_mask, resp.response_mask)  # (B,) detail: read at the last real token
     else:  # the oracle experiment: the annotator's own noiseless judge in the reward model's place
         gold = torch.tensor([gold_score(r, a) for r, a in zip(records, answers, strict=True)], device=device)
         rm_score = (gold - gold_norm[0]) / gold_norm[1]  # (B,)
@@ -288,6 +283,43 @@ def step_metrics(ro: Rollout, update: list[dict[str, float]], kl_coef: float) ->
     }
 
 
+def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_config: dict, generator: torch.Generator,
+             **resumable: Any) -> tuple[int, list[dict], dict]:
+    """Start an online-RL run in `out_dir`, or resume it exactly: (first step, metrics so far, saved state).
+
+    Each of `resumable` (policy, critic, optimizer, by their checkpoint key) gets its saved state,
+    and the generator its position, so a resumed run draws the same prompts and tokens as one that
+    never stopped. Shared by PPO and GRPO.
+    """
+    ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
+    if ckpt_path.is_file() and not resume:
+        raise CheckpointError(f"{out_dir} already holds a {method} run: pass resume (--resume) or choose another "
+                              "folder")
+    state: dict = {}
+    if ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)
+        for key, obj in resumable.items():
+            obj.load_state_dict(state[key])
+        generator.set_state(state["generator"])
+    first_step = state.get("step", 0) + 1
+    history = read_metrics(metrics_path, up_to_step=first_step - 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_metrics(metrics_path, history)
+    tokenizer.save(out_dir / TOKENIZER_NAME)
+    write_json(out_dir / CONFIG_NAME, run_config)
+    return first_step, history, state
+
+
+def save_run(out_dir: Path, step: int, policy: GPT, generator: torch.Generator, **state: Any) -> None:
+    """Checkpoint an online-RL run (atomically, train/checkpoint.py): the policy, loadable as any GPT
+    run, the generator, and `state` (modules and optimizers by their state dicts, numbers as they are)."""
+    save_checkpoint(out_dir / CKPT_NAME, {
+        "step": step, "model_kind": "gpt", "model_config": to_dict(policy.config), "model": policy.state_dict(),
+        "generator": generator.get_state(),
+        **{key: value.state_dict() if hasattr(value, "state_dict") else value for key, value in state.items()},
+    })
+
+
 def train_ppo(
     cfg: PPOConfig, sft_dir: str | Path, rm_dir: str | Path, records: list[dict], out_dir: str | Path, *,
     resume: bool = False,
@@ -300,9 +332,6 @@ def train_ppo(
     "gold_sft", "gold_after", "kl", "rm_score", "seconds", "history", "examples"}.
     """
     start, out_dir = time.perf_counter(), Path(out_dir)
-    ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
-    if ckpt_path.is_file() and not resume:
-        raise CheckpointError(f"{out_dir} already holds a PPO run: pass resume (--resume) or choose another folder")
     seed_everything(cfg.train.seed)
     policy, tokenizer = load_model(sft_dir, GPT)
     reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model of the KL penalty
@@ -313,40 +342,27 @@ def train_ppo(
     optimizer = make_optimizer_pair(policy, critic, cfg)
     generator = torch.Generator().manual_seed(cfg.train.seed)  # every draw of the run: prompts, tokens, minibatches
     prompts = [r for r in records if r.get("split", "train") == "train"]
-    kl_coef, first_step = cfg.kl_coef, 1
     gold_norm = gold_normaliser(policy, tokenizer, prompts, cfg) if cfg.reward == "gold" else None
-    if ckpt_path.is_file():  # exact resume: weights, Adam moments, beta, and the generator where they were
-        state = load_checkpoint(ckpt_path)
-        policy.load_state_dict(state["model"])
-        critic.load_state_dict(state["critic"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        kl_coef, first_step = state["kl_coef"], state["step"] + 1
-    history = read_metrics(metrics_path, up_to_step=first_step - 1)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_metrics(metrics_path, history)
-    tokenizer.save(out_dir / TOKENIZER_NAME)
-    write_json(out_dir / CONFIG_NAME, {"ppo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)})
+    first_step, history, state = open_run(
+        out_dir, "PPO", resume, tokenizer, {"ppo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
+        generator, model=policy, critic=critic, optimizer=optimizer)
+    kl_coef = state.get("kl_coef", cfg.kl_coef)  # adaptive beta resumes where it was
 
     for step in tqdm(range(first_step, cfg.train.max_steps + 1), desc="ppo", initial=first_step - 1,
                      total=cfg.train.max_steps):
         rows = torch.randint(len(prompts), (cfg.rollout_batch_size,), generator=generator).tolist()
         ro = rollout(policy, reference, rm, critic, tokenizer, [prompts[i] for i in rows], cfg, kl_coef, generator,
                      gold_norm)
-        check_rewards(ro, step)
+        check_rewards(ro.rm_score, ro.answers, step)
         update = ppo_update(policy, critic, optimizer, ro, cfg, generator)
         row = {"step": step, **step_metrics(ro, update, kl_coef), "elapsed_s": time.perf_counter() - start}
         check_loss(row["pg_loss"] + row["vf_loss"], step)
         if cfg.adaptive_kl:  # detail: adaptive beta steers the KL towards target_kl
             kl_coef = adapt_kl_coef(kl_coef, row["kl"], cfg.target_kl)
         history.append(row)
-        append_metrics(metrics_path, row)
+        append_metrics(out_dir / METRICS_NAME, row)
         if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:
-            save_checkpoint(ckpt_path, {  # atomic (train/checkpoint.py)
-                "step": step, "model_kind": "gpt", "model_config": to_dict(policy.config),
-                "model": policy.state_dict(), "critic": critic.state_dict(), "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(), "kl_coef": kl_coef,
-            })
+            save_run(out_dir, step, policy, generator, critic=critic, optimizer=optimizer, kl_coef=kl_coef)
     for name, keys in PLOTS.items():
         judge = ", rewarded by the gold judge" if cfg.reward == "gold" else ""  # rm_score is then gold's
         plot_metrics(history, out_dir / name, keys, title=f"PPO (kl_coef {cfg.kl_coef}{judge})")
@@ -357,22 +373,25 @@ def train_ppo(
     return metrics
 
 
-def check_rewards(ro: Rollout, step: int) -> None:
-    """Stop with a TrainingError naming the step and the answers if a reward is NaN or infinite."""
-    bad = (~torch.isfinite(ro.rm_score)).nonzero().flatten().tolist()
+def check_rewards(scores: Tensor, answers: list[str], step: int, method: str = "PPO") -> None:
+    """Stop with a TrainingError naming the step and an answer if a reward (B,) is NaN or infinite."""
+    bad = (~torch.isfinite(scores)).nonzero().flatten().tolist()
     if bad:
         raise TrainingError(
-            f"PPO stopped at step {step}: the reward model gave a non-finite score ({ro.rm_score[bad[0]].item()}) "
-            f"to {len(bad)} of {len(ro.answers)} answers, e.g. {ro.answers[bad[0]]!r}. Check the reward model "
-            "run (retrain it, or lower its lr); the last PPO checkpoint is kept"
+            f"{method} stopped at step {step}: the reward was non-finite ({scores[bad[0]].item()}) for {len(bad)} of "
+            f"{len(answers)} answers, e.g. {answers[bad[0]]!r}. Check the reward model run (retrain it, or lower "
+            f"its lr); the last {method} checkpoint is kept"
         )
 
 
 def summarize_run(history: list[dict], comparison: dict, seconds: float) -> dict[str, Any]:
-    """The numbers of the pipeline report: the comparison with SFT, and the last step's KL and RM score."""
+    """The numbers of the pipeline report: the comparison with SFT, and the last step's KL (and RM score)."""
     last = history[-1] if history else {}
-    return {**comparison_summary(comparison), "kl": last.get("kl", float("nan")),
-            "rm_score": last.get("rm_score", float("nan")), "seconds": seconds, "history": history}
+    summary = {**comparison_summary(comparison), "kl": last.get("kl", float("nan")), "seconds": seconds,
+               "history": history}
+    if "rm_score" in last:  # PPO's; GRPO has no single reward model score
+        summary["rm_score"] = last["rm_score"]
+    return summary
 
 
 # --------------------------------------------------------------------------------------------------

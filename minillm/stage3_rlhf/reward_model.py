@@ -72,7 +72,7 @@ from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example
 from minillm.stage3_rlhf.annotator import answer_places, gold_agreement, self_agreement
 from minillm.stage3_rlhf.preferences import read_preferences, split_rankings
-from minillm.stage3_rlhf.sequences import gather_logprobs, last_real_index, masked_mean
+from minillm.stage3_rlhf.sequences import gather_logprobs, last_real_index, masked_mean, per_answer
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
 from minillm.train.checkpoint import CKPT_NAME
 from minillm.utils import seed_everything, write_json
@@ -308,19 +308,10 @@ def best_of_n_kl(n: int) -> float:
     return math.log(n) - (n - 1) / n
 
 
-@torch.no_grad()
-def score_answers(rm: RewardModel, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str],
-                  batch_size: int = 64) -> Tensor:
+def score_answers(rm: RewardModel, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> Tensor:
     """The reward model's score of each (prompt, answer), in the chat template: (P,)."""
-    examples = [encode_example(tokenizer, p, a, rm.config.block_size) for p, a in zip(prompts, answers, strict=True)]
-    if any(ex is None for ex in examples):
-        raise DataError(f"an answer does not fit the reward model's context ({rm.config.block_size} tokens) "
-                        "after its prompt; generate shorter answers")
-    scores = []
-    for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start:start + batch_size], tokenizer.pad_id)
-        scores.append(rm(batch["ids"], batch["attention_mask"], batch["loss_mask"]))  # (b,)
-    return torch.cat(scores)
+    return per_answer(lambda b: rm(b["ids"], b["attention_mask"], b["loss_mask"]), tokenizer, prompts, answers,
+                      rm.config.block_size)
 
 
 def pick_best(candidates: Sequence[Sequence[str]], scores: Tensor) -> list[str]:

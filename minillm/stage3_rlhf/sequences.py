@@ -12,6 +12,10 @@ model's opinion of them is read:
 - `token_logprobs` is log p(token_t | tokens_<t) for every position: the quantity PPO turns into
   ratios and KL penalties, and DPO sums over an answer (`answer_logprob`). Both build on
   `next_token_logits` + `gather_logprobs`.
+- `per_answer` runs a model over (prompt, answer) pairs given as text, in the chat template, in
+  batches: the reward model's scores, a policy's log-probs of answers another policy gave.
+- `sample_responses` is the rollout's first half, shared by PPO and GRPO: a policy answers a batch
+  of prompts (KV cache), and the answers come back as one prompt + response tensor with its masks.
 
 The padding never leaks into a result: masked positions are excluded by the caller's mask, and the
 model's own attention mask keeps real tokens from looking at pads.
@@ -19,11 +23,19 @@ model's own attention mask keeps real tokens from looking at pads.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minillm.errors import ModelInputError
+from minillm.errors import DataError, ModelInputError
+from minillm.model import GPT
+from minillm.stage2_sft.evaluate import left_pad
+from minillm.stage2_sft.sft import collate
+from minillm.stage2_sft.template import decode_response, encode_example, encode_prompt
 
 
 def last_real_index(attention_mask: Tensor) -> Tensor:
@@ -69,3 +81,61 @@ def answer_logprob(model: nn.Module, ids: Tensor, attention_mask: Tensor, loss_m
     `loss_mask` is True on the answer's tokens (and its `<eos>`), as the chat template marks them.
     """
     return (token_logprobs(model, ids, attention_mask) * loss_mask[:, 1:]).sum(dim=1)
+
+
+@dataclass
+class Responses:
+    """A batch of prompts and the answers a policy sampled: B rows, T0 prompt columns (left-padded),
+    N response columns (right-padded after the first `<eos>`)."""
+
+    answers: list[str]  # (B,) decoded
+    ids: Tensor  # (B, T0 + N) prompt then response
+    attention_mask: Tensor  # (B, T0 + N) True on real tokens
+    mask: Tensor  # (B, N) True on the response's tokens, <eos> included
+    has_eos: Tensor  # (B,) bool: the answer ended by itself rather than at max_new_tokens
+
+    @property
+    def response_mask(self) -> Tensor:
+        """(B, T0 + N): True on the response's tokens only (what a reward model reads)."""
+        prompt_columns = self.ids.shape[1] - self.mask.shape[1]
+        return torch.cat([torch.zeros_like(self.mask[:, :1]).expand(-1, prompt_columns), self.mask], dim=1)
+
+
+@torch.no_grad()
+def sample_responses(policy: GPT, tokenizer: Any, prompts: list[str], max_new_tokens: int, temperature: float,
+                     generator: torch.Generator) -> Responses:
+    """Sample one answer per prompt with the KV cache, and keep it as tensors for scoring and training."""
+    device = next(policy.parameters()).device
+    room = policy.config.block_size - max_new_tokens
+    prompt_ids, prompt_mask = left_pad([encode_prompt(tokenizer, p, max_len=room) for p in prompts], tokenizer.pad_id)
+    gen = policy.generate(  # detail: sampling with the KV cache, at the training temperature
+        prompt_ids.to(device), max_new_tokens, temperature=temperature, eos_id=tokenizer.eos_id,
+        attention_mask=prompt_mask.to(device), pad_id=tokenizer.pad_id, generator=generator,
+    )
+    # detail: responses are cut after the first <eos> and padded; `mask` excludes the pads everywhere.
+    mask = gen.response_mask  # (B, N)
+    has_eos = ((gen.new_ids == tokenizer.eos_id) & mask).any(dim=1)  # (B,)
+    answers = [decode_response(tokenizer, row.tolist()) for row in gen.new_ids]
+    return Responses(answers, gen.ids, torch.cat([prompt_mask.to(device), mask], dim=1), mask, has_eos)
+
+
+@torch.no_grad()
+def per_answer(fn: Callable[[dict[str, Tensor]], Tensor], tokenizer: Any, prompts: Sequence[str],
+               answers: Sequence[str], block_size: int, batch_size: int = 64) -> Tensor:
+    """`fn` of each (prompt, answer) in the chat template, one value each: (P,).
+
+    `fn` takes a batch {"ids", "attention_mask", "loss_mask"} (B, T) (loss_mask True on the answer
+    and its `<eos>`) and returns (B,).
+    """
+    examples = [encode_example(tokenizer, p, a, block_size) for p, a in zip(prompts, answers, strict=True)]
+    if any(ex is None for ex in examples):
+        raise DataError(f"an answer does not fit the model's context ({block_size} tokens) after its prompt; "
+                        "generate shorter answers")
+    return torch.cat([fn(collate(examples[start:start + batch_size], tokenizer.pad_id))
+                      for start in range(0, len(examples), batch_size)])
+
+
+def answers_logprob(model: nn.Module, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> Tensor:
+    """log p(answer | prompt) of each pair under `model`, at temperature 1: (P,)."""
+    return per_answer(lambda b: answer_logprob(model, b["ids"], b["attention_mask"], b["loss_mask"]), tokenizer,
+                      prompts, answers, model.config.block_size)

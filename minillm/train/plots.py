@@ -39,6 +39,11 @@ def plot_metrics(rows: Sequence[dict], path: str | os.PathLike, keys: Sequence[s
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend()
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Lay out `fig` and write it as a PNG at `path` (folders created); return the path."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,291 @@
+"""GRPO: sample a group of answers per prompt, and let the group be its own baseline.
+
+PPO (ppo.py) needs a critic, a second network that learns to predict the reward still to come, so
+that each token's advantage is "better or worse than expected". Group Relative Policy Optimization
+(GRPO; Shao et al., 2024, DeepSeekMath) drops the critic. One GRPO step is:
+
+1. **Group rollout.** For each of P prompts, sample G answers (`GPT.generate`, KV cache).
+2. **Score.** Each answer gets one scalar reward: from the reward model (RLHF), from a program
+   that checks the answer against the reference (RL with verifiable rewards, verifier.py), or from
+   the gold judge (an oracle, to measure what a perfect reward would do).
+3. **Group advantages.** An answer's advantage is its reward minus the mean reward of its group,
+   divided by the group's standard deviation: the other answers to the same prompt are the
+   baseline, so no critic has to learn one. Every token of the answer shares its advantage.
+4. **Update.** The clipped surrogate of PPO (`ppo.clipped_policy_loss`), averaged over all answer
+   tokens, plus an optional KL penalty to the frozen SFT model.
+
+Variants differ in step 3 (Dr. GRPO: `scale_by_std=False`, since dividing by the std weights
+prompts whose answers barely differ as much as prompts where they differ a lot; RLOO:
+`baseline="leave_one_out"`, each answer compared with the mean of the *other* G - 1). A group whose
+answers all get the same reward (all right, or all wrong) has zero advantage everywhere: it
+teaches nothing. Their share is the first thing to watch: when most groups are unanimous, the
+prompts are too easy or too hard for the policy, and GRPO stalls.
+
+Every detail that matters is marked `# detail:` where it happens, as in ppo.py. Shapes: P prompts
+per step, G answers per prompt, B = P * G rows (the G answers of a prompt are consecutive rows),
+T0 prompt columns (left-padded), N response columns (right-padded), V vocabulary.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from minillm.config import GRPOConfig, to_dict
+from minillm.errors import ConfigError
+from minillm.model import GPT
+from minillm.stage3_rlhf.annotator import gold_score
+from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve
+from minillm.stage3_rlhf.ppo import (
+    check_rewards,
+    clipped_policy_loss,
+    open_run,
+    response_logits,
+    save_run,
+    summarize_run,
+)
+from minillm.stage3_rlhf.preferences import compare_policies, heldout_records
+from minillm.stage3_rlhf.reward_model import RewardModel
+from minillm.stage3_rlhf.sequences import Responses, gather_logprobs, masked_mean, sample_responses
+from minillm.stage3_rlhf.verifier import Verifier
+from minillm.train import load_model, plot_metrics
+from minillm.train.health import check_loss
+from minillm.train.loop import METRICS_NAME, append_metrics
+from minillm.train.optim import param_groups
+from minillm.utils import seed_everything, write_json
+
+# --------------------------------------------------------------------------------------------------
+# The pure pieces: each a function of tensors, tested against hand-computed values.
+
+
+def group_advantages(rewards: Tensor, baseline: str = "mean", scale_by_std: bool = True) -> Tensor:
+    """Each answer's reward relative to its group: (P, G) rewards -> (P, G) advantages.
+
+    baseline "mean":          A_i = r_i - mean(r)                        (GRPO)
+    baseline "leave_one_out": A_i = r_i - mean of the other G - 1 rewards (RLOO)
+                                  = G / (G - 1) * (r_i - mean(r))
+    scale_by_std divides by the group's standard deviation (GRPO; Dr. GRPO does not). A group whose
+    rewards are all equal gets advantage 0, whatever the scaling.
+    """
+    G = rewards.shape[1]
+    mean = rewards.mean(dim=1, keepdim=True)  # (P, 1)
+    if baseline == "mean":
+        advantages = rewards - mean  # detail: the group's mean is the baseline: no critic
+    elif baseline == "leave_one_out":
+        others = (rewards.sum(dim=1, keepdim=True) - rewards) / (G - 1)  # (P, G) the mean of the others
+        advantages = rewards - others
+    else:
+        raise ConfigError(f"grpo.baseline={baseline!r} is unknown: expected mean or leave_one_out")
+    if scale_by_std:  # detail: divided by the group's (sample) std; + eps so a unanimous group stays at 0
+        advantages = advantages / (rewards.std(dim=1, keepdim=True) + 1e-4)
+    return advantages
+
+
+def zero_signal(rewards: Tensor) -> Tensor:
+    """(P, G) -> (P,) bool: the groups whose answers all got the same reward (no gradient at all)."""
+    return (rewards == rewards[:, :1]).all(dim=1)
+
+
+def k3_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi: (B, N) -> (B, N).
+
+    k3 = exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1 (Schulman's "k3"): unbiased, and
+    never negative, unlike the plain log-ratio, so it is a sound penalty on a single sample.
+    """
+    log_ratio = ref_logprobs - logprobs
+    return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+def grpo_loss(
+    logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor, advantages: Tensor, mask: Tensor,
+    clip_range: float, kl_coef: float,
+) -> tuple[Tensor, dict[str, float]]:
+    """The clipped surrogate with each answer's advantage on every one of its tokens, + kl_coef * k3.
+
+    logprobs, old_logprobs, ref_logprobs, mask: (B, N); advantages: (B,), one per answer.
+    """
+    token_advantages = advantages[:, None].expand_as(logprobs)  # detail: every token shares its answer's advantage
+    # detail: token-level mean over all answer tokens of the batch (PPO's objective, reused)
+    pg_loss, stats = clipped_policy_loss(logprobs, old_logprobs, token_advantages, mask, clip_range)
+    kl = masked_mean(k3_kl(logprobs, ref_logprobs), mask)  # detail: the KL leash as a loss term, not a reward
+    return pg_loss + kl_coef * kl, {**stats, "pg_loss": pg_loss.item(), "k3_kl": kl.item()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Rewards: a reward model, a checking program, or the gold judge.
+
+RewardFn = Callable[[list[dict], Responses], Tensor]
+
+
+def make_reward_fn(cfg: GRPOConfig, records: list[dict], rm: RewardModel | None) -> RewardFn:
+    """The function that scores a rollout's answers, (records, responses) -> (B,), for `cfg.reward`."""
+    if cfg.reward == "model":
+        if rm is None:
+            raise ConfigError("grpo.reward=model needs a reward model: pass --reward RUN_DIR, or set "
+                              "grpo.reward=verifiable")
+
+        def model_reward(batch: list[dict], resp: Responses) -> Tensor:
+            score = rm(resp.ids, resp.attention_mask, resp.response_mask)  # (B,) read at the last real token
+            # detail: the reward model never saw an unfinished answer; it gets a fixed penalty instead
+            return torch.where(resp.has_eos, score, torch.full_like(score, cfg.no_eos_penalty))
+
+        return model_reward
+    judge = Verifier(records, cfg.exact_bonus) if cfg.reward == "verifiable" else gold_score
+
+    def program_reward(batch: list[dict], resp: Responses) -> Tensor:
+        return torch.tensor([judge(r, a) for r, a in zip(batch, resp.answers, strict=True)],
+                            device=resp.ids.device)
+
+    return program_reward
+
+
+# --------------------------------------------------------------------------------------------------
+# One group rollout, and the update on it.
+
+
+@dataclass
+class GroupRollout:
+    records: list[dict]  # (B,) each prompt's record G times in a row
+    responses: Responses
+    logprobs: Tensor  # (B, N) under the policy that sampled them ("old")
+    ref_logprobs: Tensor  # (B, N) under the frozen SFT model
+    rewards: Tensor  # (P, G)
+    advantages: Tensor  # (B,) one per answer
+
+    @property
+    def mask(self) -> Tensor:
+        return self.responses.mask
+
+
+@torch.no_grad()
+def rollout(policy: GPT, reference: GPT, reward_fn: RewardFn, tokenizer: Any, prompts: list[dict],
+            cfg: GRPOConfig, generator: torch.Generator) -> GroupRollout:
+    """G answers to each of `prompts`, their rewards, and each answer's advantage within its group."""
+    records = [r for r in prompts for _ in range(cfg.group_size)]  # detail: a group = G answers to one prompt
+    resp = sample_responses(policy, tokenizer, [r["prompt"] for r in records], cfg.max_new_tokens, cfg.temperature,
+                            generator)
+    n, ids = resp.mask.shape[1], resp.ids
+    logprobs = gather_logprobs(response_logits(policy, ids, resp.attention_mask, n, cfg.temperature), ids[:, -n:])
+    ref_logprobs = gather_logprobs(response_logits(reference, ids, resp.attention_mask, n, cfg.temperature),
+                                   ids[:, -n:])
+    rewards = reward_fn(records, resp).view(len(prompts), cfg.group_size)  # (P, G)
+    advantages = group_advantages(rewards, cfg.baseline, cfg.scale_by_std).flatten()  # (B,)
+    return GroupRollout(records, resp, logprobs, ref_logprobs, rewards, advantages)
+
+
+def grpo_update(policy: GPT, optimizer: torch.optim.Optimizer, ro: GroupRollout, cfg: GRPOConfig,
+                generator: torch.Generator) -> list[dict[str, float]]:
+    """Optimise the clipped objective on `ro`; one stats dict per minibatch, in order."""
+    n, ids, attention_mask = ro.mask.shape[1], ro.responses.ids, ro.responses.attention_mask
+    stats = []
+    for _ in range(cfg.epochs):
+        for mb in torch.randperm(len(ro.records), generator=generator).split(cfg.minibatch_size):
+            mask = ro.mask[mb]
+            logits = response_logits(policy, ids[mb], attention_mask[mb], n, cfg.temperature)  # (b, N, V)
+            logprobs = gather_logprobs(logits, ids[mb][:, -n:])  # (b, N)
+            loss, mb_stats = grpo_loss(logprobs, ro.logprobs[mb], ro.ref_logprobs[mb], ro.advantages[mb], mask,
+                                       cfg.clip_range, cfg.kl_coef)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            with torch.no_grad():
+                entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)  # (b, N)
+            stats.append({**mb_stats, "loss": loss.item(), "entropy": masked_mean(entropy, mask).item()})
+    return stats
+
+
+def step_metrics(ro: GroupRollout, update: list[dict[str, float]]) -> dict[str, float]:
+    """What one GRPO step logs: the rewards, how many groups carried a signal, and the update's averages."""
+    gold = [gold_score(r, a) for r, a in zip(ro.records, ro.responses.answers, strict=True)]
+    return {
+        "reward_mean": ro.rewards.mean().item(),
+        "reward_std": ro.rewards.std().item(),
+        "zero_signal_share": zero_signal(ro.rewards).float().mean().item(),
+        "gold": sum(gold) / len(gold),
+        # per answer: the sum over its tokens of log pi - log pi_ref, as PPO logs it
+        "kl": ((ro.logprobs - ro.ref_logprobs) * ro.mask).sum(dim=1).mean().item(),
+        "response_len": ro.mask.sum(dim=1).float().mean().item(),
+        **{key: sum(s[key] for s in update) / len(update) for key in update[0]},
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop: rollout, update, log, checkpoint; then the comparison with the SFT model and pass@k.
+
+PLOTS = {  # file name -> (the metrics it shows, its title)
+    "grpo_reward.png": (("reward_mean", "reward_std"), "Reward per step: group mean and spread"),
+    "grpo_signal.png": (("zero_signal_share", "clipfrac"), "Share of groups with no signal, and of clipped tokens"),
+    "grpo_kl.png": (("kl",), "KL(policy || SFT) per answer, nats"),
+    "grpo_entropy.png": (("entropy",), "Entropy of the policy per answer token, nats"),
+    "grpo_length.png": (("response_len",), "Mean answer length, tokens"),
+}
+
+
+def train_grpo(
+    cfg: GRPOConfig, sft_dir: str | Path, records: list[dict], out_dir: str | Path, *,
+    rm_dir: str | Path | None = None, resume: bool = False, pass_at_k: bool = True,
+) -> dict[str, Any]:
+    """GRPO from the SFT run `sft_dir` on the "train" records' prompts, rewarded as `cfg.reward` says.
+
+    `rm_dir` is the reward-model run (needed for reward "model"). Writes out_dir/: ckpt.pt (the
+    policy, loadable with `load_model(out_dir, GPT)`, plus optimizer and generator state for an
+    exact resume), tokenizer.json, config.json, metrics.jsonl, grpo_*.png, grpo_metrics.json.
+    Returns the comparison with the SFT model (as PPO's), pass@1 before and after, pass@k before and
+    after (unless `pass_at_k` is False: the pipeline measures every policy's pass@k in one place),
+    and the history.
+    """
+    start, out_dir = time.perf_counter(), Path(out_dir)
+    seed_everything(cfg.train.seed)
+    policy, tokenizer = load_model(sft_dir, GPT)
+    reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model: the KL term and pass@k's "before"
+    rm = load_model(rm_dir, RewardModel)[0].requires_grad_(False).eval() if cfg.reward == "model" and rm_dir else None
+    reward_fn = make_reward_fn(cfg, records, rm)
+    policy.eval()  # detail: dropout off during RL, as in PPO
+    reference.eval()
+    optimizer = torch.optim.AdamW(param_groups(policy, cfg.train.weight_decay), lr=cfg.train.lr,
+                                  betas=(cfg.train.beta1, cfg.train.beta2))
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    prompts = [r for r in records if r.get("split", "train") == "train"]
+    first_step, history, _ = open_run(
+        out_dir, "GRPO", resume, tokenizer, {"grpo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
+        generator, model=policy, optimizer=optimizer)
+
+    for step in tqdm(range(first_step, cfg.train.max_steps + 1), desc=f"grpo ({cfg.reward})", initial=first_step - 1,
+                     total=cfg.train.max_steps):
+        rows = torch.randint(len(prompts), (cfg.prompts_per_step,), generator=generator).tolist()
+        ro = rollout(policy, reference, reward_fn, tokenizer, [prompts[i] for i in rows], cfg, generator)
+        check_rewards(ro.rewards.flatten(), ro.responses.answers, step, "GRPO")
+        update = grpo_update(policy, optimizer, ro, cfg, generator)
+        row = {"step": step, **step_metrics(ro, update), "elapsed_s": time.perf_counter() - start}
+        check_loss(row["loss"], step)
+        history.append(row)
+        append_metrics(out_dir / METRICS_NAME, row)
+        if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:
+            save_run(out_dir, step, policy, generator, optimizer=optimizer)
+    train_seconds = time.perf_counter() - start
+    for name, (keys, title) in PLOTS.items():
+        plot_metrics(history, out_dir / name, keys, title=f"GRPO ({cfg.reward} reward): {title}")
+    heldout = heldout_records(records, cfg.eval_prompts, 0)
+    comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
+                                  seed=cfg.train.seed)
+    metrics = {**summarize_run(history, comparison, time.perf_counter() - start), "train_seconds": train_seconds,
+               "reward": cfg.reward, "pass_at_1_sft": 1.0 - comparison["wrong_baseline"],
+               "pass_at_1_after": 1.0 - comparison["wrong_policy"]}
+    if pass_at_k:
+        for name, model in (("sft", reference), ("after", policy)):
+            right = count_right(model, tokenizer, heldout[:cfg.passk_prompts], cfg.passk_samples, cfg.temperature,
+                                cfg.max_new_tokens, seed=cfg.train.seed)
+            metrics[f"pass_at_k_{name}"] = pass_at_k_curve(right, cfg.passk_samples)
+        metrics["seconds"] = time.perf_counter() - start
+    write_json(out_dir / "grpo_metrics.json", {k: v for k, v in metrics.items() if k != "history"})
+    return metrics

@@ -1,0 +1,65 @@
+"""pass@k: how often at least one of k sampled answers is right, estimated without bias.
+
+pass@1 asks what one answer gets right; pass@k asks what the model *can* get right when it may try
+k times. RL on a fixed model mostly moves probability towards answers it could already give, so it
+raises pass@1 towards pass@k, and it may lower pass@k at large k, when the answers it stopped
+giving were the only right ones for some prompts (Yue et al., 2025, "Does reinforcement learning
+really incentivize reasoning capacity in LLMs beyond the base model?").
+
+The naive estimate, "draw k answers, see if one is right", is noisy; drawing n >= k answers per
+prompt, c of them right, and asking how many of the C(n, k) subsets of k answers contain at least
+one right answer gives the unbiased estimate (Chen et al., 2021, the Codex paper):
+
+    pass@k = 1 - C(n - c, k) / C(n, k)
+
+averaged over prompts. `pass_at_k` computes the ratio of binomials as a product, which never
+forms the huge numbers C(64, 32) would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from minillm.datasets.instructions import contains_answer
+from minillm.model import GPT
+from minillm.stage2_sft.evaluate import generate_answers
+
+KS = (1, 2, 4, 8, 16, 32, 64)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k of one prompt from n samples of which c are right (k <= n)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:  # every subset of k holds a right answer
+        return 1.0
+    # C(n-c, k) / C(n, k) = prod over i in (n-c, n] of (1 - k / i)
+    miss = 1.0
+    for i in range(n - c + 1, n + 1):
+        miss *= 1.0 - k / i
+    return 1.0 - miss
+
+
+def pass_at_k_curve(correct: Sequence[int], n: int, ks: Sequence[int] = KS) -> dict[str, float]:
+    """pass@k averaged over prompts, for each k <= n: {"1": ..., "2": ..., ...} (string keys, as in JSON)."""
+    return {str(k): sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in ks if k <= n}
+
+
+def is_right(record: dict, answer: str) -> bool:
+    """The right answer is in it: what pass@k counts (the gold judge's "correct")."""
+    return contains_answer(answer, record["reference"])
+
+
+@torch.no_grad()
+def count_right(
+    policy: GPT, tokenizer: Any, records: Sequence[dict], n: int, temperature: float, max_new_tokens: int,
+    seed: int, judge: Callable[[dict, str], bool] = is_right,
+) -> list[int]:
+    """Sample `n` answers to each record (seeded) and count, per record, how many the judge accepts."""
+    asked = [r for r in records for _ in range(n)]  # each record n times in a row
+    answers = generate_answers(policy, tokenizer, [r["prompt"] for r in asked], max_new_tokens, batch_size=256,
+                               temperature=temperature, generator=torch.Generator().manual_seed(seed))
+    return [sum(judge(r, a) for a in answers[i * n:(i + 1) * n]) for i, r in enumerate(records)]

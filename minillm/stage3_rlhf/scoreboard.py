@@ -1,0 +1,128 @@
+"""One table for every way stage 3 can improve the SFT model, on the same prompts and the same draw.
+
+Each row is a way to answer the held-out prompts, judged by the gold judge against the SFT model's
+own samples (drawn with the same seed as every policy's, so each row faces the same baseline):
+
+- **SFT samples**: the baseline itself (win rate 0.5 by construction: every comparison is a tie);
+- **SFT greedy**: its most likely answer, no sampling: what "committing" to its knowledge gives;
+- **best of n** (n = 4, 8): n samples, the reward model keeps the one it scores highest; no
+  training, but n samples and n reward-model calls for every prompt at answer time;
+- **PPO, DPO, GRPO (reward model), GRPO (verifiable)**: trained policies, one sample per prompt.
+
+Columns: win rate vs the SFT samples (± one standard error), pass@1 (the right answer is in the
+answer), exact match, the share of answers with a style flaw, the KL to the SFT model, and the
+seconds spent training. The KL of a sampled policy is estimated from its own answers,
+mean of log pi(y) - log pi_SFT(y); the greedy answer's is -log pi_SFT(y) (all its mass on one
+answer); best of n's is the bound log n - (n - 1) / n.
+
+pass@k for k = 1 ... 64 of the SFT model and of each trained policy goes on one log-x chart
+(pass_at_k.png): where the curves cross is what RL can and cannot teach (pass_at_k.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+
+from minillm.datasets.instructions import is_correct
+from minillm.model import GPT
+from minillm.stage2_sft.evaluate import generate_answers
+from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve
+from minillm.stage3_rlhf.preferences import compare_answers, sample_answers
+from minillm.stage3_rlhf.reward_model import RewardModel, best_of_n, best_of_n_kl
+from minillm.stage3_rlhf.sequences import answers_logprob
+from minillm.train import load_model
+from minillm.train.plots import save_figure
+
+BEST_OF = (4, 8)
+
+
+def table_row(records: Sequence[dict], answers: Sequence[str], baseline: Sequence[str], kl: float,
+              train_seconds: float) -> dict[str, float]:
+    """One row of the table: `answers` to `records` judged against the SFT model's `baseline` answers."""
+    verdict = compare_answers(records, answers, baseline)
+    return {"win_rate_vs_sft": verdict["win_rate"], "win_rate_stderr": verdict["win_rate_stderr"],
+            "pass_at_1": 1.0 - verdict["wrong_policy"],
+            "exact_match": sum(map(is_correct, answers, (r["reference"] for r in records))) / len(records),
+            "style_flaws": verdict["style_flaws_policy"], "kl": kl, "train_seconds": train_seconds}
+
+
+def sampled_kl(policy: GPT, sft: GPT, tokenizer: Any, records: Sequence[dict], answers: Sequence[str]) -> float:
+    """Monte Carlo KL(policy || SFT) in nats per answer, from answers the policy sampled."""
+    prompts = [r["prompt"] for r in records]
+    gap = answers_logprob(policy, tokenizer, prompts, answers) - answers_logprob(sft, tokenizer, prompts, answers)
+    return gap.mean().item()
+
+
+@torch.no_grad()
+def policy_table(
+    sft_dir: str | Path, rm_dir: str | Path, policies: dict[str, tuple[str | Path, float]], records: Sequence[dict],
+    temperature: float, max_new_tokens: int, seed: int,
+) -> dict[str, dict[str, float]]:
+    """The table's rows, by name: the SFT model's samples and greedy answers, best of n by the
+    reward model, then each trained policy of `policies` ({name: (run folder, train seconds)})."""
+    sft, tokenizer = load_model(sft_dir, GPT)
+    rm = load_model(rm_dir, RewardModel)[0].eval()
+    prompts = [r["prompt"] for r in records]
+    baseline = sample_answers(sft, tokenizer, records, temperature, max_new_tokens, seed)
+    greedy = generate_answers(sft, tokenizer, prompts, max_new_tokens)  # temperature 0
+    greedy_kl = -answers_logprob(sft, tokenizer, prompts, greedy).mean().item()
+    rows = {"SFT samples": table_row(records, baseline, baseline, 0.0, 0.0),
+            "SFT greedy": table_row(records, greedy, baseline, greedy_kl, 0.0)}
+    for n in BEST_OF:
+        picked = best_of_n(sft, rm, tokenizer, prompts, n, temperature, max_new_tokens,
+                           torch.Generator().manual_seed(seed + n))
+        rows[f"best of {n} (reward model)"] = table_row(records, picked, baseline, best_of_n_kl(n), 0.0)
+    for name, (run_dir, seconds) in policies.items():
+        policy = load_model(run_dir, GPT)[0].eval()
+        answers = sample_answers(policy, tokenizer, records, temperature, max_new_tokens, seed)
+        rows[name] = table_row(records, answers, baseline, sampled_kl(policy, sft, tokenizer, records, answers),
+                               seconds)
+    return rows
+
+
+def pass_at_k_curves(models: dict[str, str | Path], records: Sequence[dict], n: int, temperature: float,
+                     max_new_tokens: int, seed: int) -> dict[str, dict[str, float]]:
+    """pass@k (k = 1, 2, 4, ... <= n) of each model run {name: folder}, from n samples per record."""
+    curves = {}
+    for name, run_dir in models.items():
+        model, tokenizer = load_model(run_dir, GPT)
+        curves[name] = pass_at_k_curve(count_right(model, tokenizer, records, n, temperature, max_new_tokens, seed), n)
+    return curves
+
+
+def plot_pass_at_k(curves: dict[str, dict[str, float]], path: str | Path, n_prompts: int) -> Path:
+    """pass@k against k (log scale) for each model: the chart where RL's curve crosses the SFT model's."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for name, curve in curves.items():
+        ks = [int(k) for k in curve]
+        ax.plot(ks, list(curve.values()), marker="o", markersize=3, label=name,
+                linestyle="--" if name == "SFT" else "-")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("k (answers sampled per prompt)")
+    ax.set_ylabel("pass@k: at least one of k is right")
+    ax.set_title(f"pass@k on {n_prompts} held-out prompts (unbiased estimate)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def crossing(sft: dict[str, float], policy: dict[str, float]) -> str | None:
+    """The first k at which the SFT model's pass@k reaches the policy's, or None if it never does."""
+    return next((k for k in sft if sft[k] >= policy[k]), None)
+
+
+def render_table(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The table as markdown lines."""
+    lines = ["| answers | win rate vs SFT samples | pass@1 | exact match | style flaws | KL to SFT (nats) | train s |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['win_rate_vs_sft']:.3f} ± {r['win_rate_stderr']:.3f} | {r['pass_at_1']:.3f} "
+                     f"| {r['exact_match']:.3f} | {r['style_flaws']:.3f} | {r['kl']:.2f} | {r['train_seconds']:.0f} |")
+    return lines

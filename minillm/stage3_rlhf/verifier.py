@@ -1,0 +1,56 @@
+"""Verifiable rewards: a program checks the answer, no model and no person involved.
+
+RL with verifiable rewards (RLVR) trains on tasks whose answers can be checked: a maths result, a
+unit test, or here, our small world, which knows the right answer to every request (the record's
+`reference`). The reward is deliberately plain:
+
+    1.0  the right answer is in it (`contains_answer`, as the gold judge's "correct" reads it)
+  + 0.2  ... and it is nothing but the answer (`is_correct`): a small bonus for an exact answer
+    0.0  otherwise
+
+Nothing else: no politeness, no length. That is the point of RLVR: the reward cannot be talked
+into anything, so there is no reward model to hack.
+
+A checker that asks only "is the right answer in there?" can still be gamed: an answer that names
+every river of the world contains the right river. So the checker also asks "does the answer
+commit?": an answer that contains, beside the right answer, *another answer of the same kind* (a
+reference of another record of the same task family: another river, another number, another item
+of the list) hedges, and earns nothing. The small world knows every candidate, because every
+record of a family is an example of what that family's answers look like. GSM8K-style RLVR
+solves the same problem by reading only the final "#### 42" of an answer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from minillm.datasets.instructions import contains_answer, is_correct, normalize_answer
+
+
+class Verifier:
+    """The verifiable reward of an answer to a record: 1 if right and committed, + `exact_bonus` if exact.
+
+    `records` are all the records the verifier may see (train and test): each task family's
+    references become the candidates that a hedging answer would list.
+    """
+
+    def __init__(self, records: Sequence[dict], exact_bonus: float = 0.2) -> None:
+        self.exact_bonus = exact_bonus
+        candidates: dict[str, set[str]] = defaultdict(set)
+        for record in records:
+            candidates[record.get("family", "custom")].add(normalize_answer(record["reference"]))
+        self.candidates = {family: sorted(c for c in refs if c) for family, refs in candidates.items()}
+
+    def hedges(self, record: dict, answer: str) -> bool:
+        """Whether the answer names another answer of the record's family beside the right one."""
+        right = normalize_answer(record["reference"])
+        # detail: the right answer is taken out once, so its own words cannot count as another answer
+        rest = f" {normalize_answer(answer)} ".replace(f" {right} ", " ", 1)
+        return any(f" {other} " in rest for other in self.candidates.get(record.get("family", "custom"), ())
+                   if other != right)
+
+    def __call__(self, record: dict, answer: str) -> float:
+        if not contains_answer(answer, record["reference"]) or self.hedges(record, answer):
+            return 0.0  # detail: wrong, or right only among other guesses
+        return 1.0 + (self.exact_bonus if is_correct(answer, record["reference"]) else 0.0)

@@ -1,0 +1,247 @@
+"""GRPO, the verifiable reward and pass@k: pieces by hand, a learning test, the run and its resume."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+import sys
+from math import comb
+from pathlib import Path
+
+import pytest
+import torch
+from crash_resume import assert_exact_resume
+from test_ppo import RECORDS, build_runs
+
+from minillm.config import GRPOConfig, TrainConfig
+from minillm.datasets.instructions import generate_instruction_suite
+from minillm.errors import ConfigError
+from minillm.model import GPT
+from minillm.stage2_sft.template import encode_prompt
+from minillm.stage3_rlhf.grpo import (
+    group_advantages,
+    grpo_loss,
+    grpo_update,
+    k3_kl,
+    make_reward_fn,
+    rollout,
+    train_grpo,
+    zero_signal,
+)
+from minillm.stage3_rlhf.pass_at_k import pass_at_k, pass_at_k_curve
+from minillm.stage3_rlhf.verifier import Verifier
+from minillm.train import load_model
+
+
+def micro_grpo_config(steps: int = 2, **changes) -> GRPOConfig:
+    cfg = GRPOConfig(train=TrainConfig(max_steps=steps, lr=1e-4, warmup_steps=0, save_every=1, seed=3),
+                     group_size=4, prompts_per_step=2, minibatch_size=4, max_new_tokens=5, eval_prompts=6,
+                     passk_samples=4, passk_prompts=3, reward="verifiable")
+    return dataclasses.replace(cfg, **changes)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    return build_runs(tmp_path_factory.mktemp("grpo"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The pure pieces, by hand.
+
+
+def test_group_advantages_by_hand():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [3.0, 1.0, 2.0, 2.0]])
+    # mean baseline: r - mean; the sample std of [1, 0, 0, 1] is sqrt(1/3), of [3, 1, 2, 2] sqrt(2/3)
+    plain = torch.tensor([[0.5, -0.5, -0.5, 0.5], [1.0, -1.0, 0.0, 0.0]])
+    assert group_advantages(rewards, "mean", scale_by_std=False) == pytest.approx(plain)
+    scaled = plain / torch.tensor([[(1 / 3) ** 0.5], [(2 / 3) ** 0.5]])
+    assert group_advantages(rewards, "mean", scale_by_std=True) == pytest.approx(scaled, rel=1e-3)
+    # leave one out: answer 0 of group 0 against the mean of (0, 0, 1) = 1/3 -> 2/3
+    loo = torch.tensor([[2 / 3, -2 / 3, -2 / 3, 2 / 3], [4 / 3, -4 / 3, 0.0, 0.0]])
+    assert group_advantages(rewards, "leave_one_out", scale_by_std=False) == pytest.approx(loo)
+    assert group_advantages(rewards, "leave_one_out", False) == pytest.approx(plain * 4 / 3)  # G / (G - 1)
+    with pytest.raises(ConfigError, match="baseline"):
+        group_advantages(rewards, "median")
+
+
+def test_a_unanimous_group_has_zero_advantage_and_gives_zero_gradient():
+    rewards = torch.tensor([[1.2, 1.2, 1.2], [0.0, 1.0, 0.0]])
+    assert zero_signal(rewards).tolist() == [True, False]
+    for baseline, scale in itertools.product(("mean", "leave_one_out"), (True, False)):
+        assert (group_advantages(rewards, baseline, scale)[0] == 0).all()
+    # the loss of a unanimous group alone: the gradient on the log-probs is exactly zero
+    logprobs = torch.randn(3, 4, requires_grad=True)
+    advantages = group_advantages(rewards, "mean", True)[0]
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    loss, _ = grpo_loss(logprobs, logprobs.detach(), logprobs.detach(), advantages, mask, 0.2, kl_coef=0.0)
+    loss.backward()
+    assert (logprobs.grad == 0).all()
+
+
+def test_the_loss_pushes_up_the_tokens_of_a_better_answer_and_down_the_worse():
+    logprobs = torch.zeros(2, 3, requires_grad=True)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    loss, stats = grpo_loss(logprobs, logprobs.detach(), logprobs.detach(), torch.tensor([1.0, -1.0]), mask, 0.2, 0.0)
+    loss.backward()
+    # d loss / d logprob = -A / (number of real tokens) on every real token, 0 on padding
+    torch.testing.assert_close(logprobs.grad, torch.tensor([[-0.2, -0.2, 0.0], [0.2, 0.2, 0.2]]))
+    assert stats["clipfrac"] == 0.0 and stats["k3_kl"] == 0.0
+
+
+def test_k3_kl_by_hand_and_never_negative():
+    logprobs, ref = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-2.0, -1.0]])
+    # d = ref - logp: -1 -> e^-1 + 1 - 1 = 0.3679; +1 -> e - 1 - 1 = 0.7183
+    torch.testing.assert_close(k3_kl(logprobs, ref), torch.tensor([[0.36788, 0.71828]]), rtol=1e-4, atol=0)
+    assert (k3_kl(torch.randn(50, 7), torch.randn(50, 7)) >= 0).all()
+    assert (k3_kl(ref, ref) == 0).all()
+
+
+def test_pass_at_k_equals_enumeration_of_every_subset():
+    for n, c in itertools.product(range(1, 8), range(0, 8)):
+        if c > n:
+            continue
+        right = [True] * c + [False] * (n - c)
+        for k in range(1, n + 1):
+            subsets = list(itertools.combinations(right, k))
+            assert pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
+            assert pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k))
+    assert pass_at_k(64, 1, 1) == pytest.approx(1 / 64) and pass_at_k(64, 0, 64) == 0.0
+    assert pass_at_k_curve([0, 64, 32], 64, (1, 64)) == pytest.approx({"1": 0.5, "64": 2 / 3})
+    with pytest.raises(ValueError, match="k <= n"):
+        pass_at_k(4, 1, 5)
+
+
+# --------------------------------------------------------------------------------------------------
+# The verifiable reward.
+
+FACTS = [{"family": "world_fact", "prompt": "Which river runs through Dorvik?", "reference": "The Mell."},
+         {"family": "world_fact", "prompt": "Which river runs through Ost?", "reference": "The Arno."},
+         {"family": "world_fact", "prompt": "Which river runs through Pell?", "reference": "The Tave."},
+         {"family": "count", "prompt": "How many: pears, salt, figs", "reference": "3"},
+         {"family": "count", "prompt": "How many: pears, salt", "reference": "2"},
+         {"family": "count", "prompt": "How many: pears", "reference": "1"}]
+
+
+def test_verifiable_reward_on_hand_made_answers():
+    verify = Verifier(FACTS, exact_bonus=0.2)
+    dorvik, three = FACTS[0], FACTS[3]
+    assert verify(dorvik, "The Mell.") == pytest.approx(1.2)  # exact
+    assert verify(dorvik, "mell") == pytest.approx(1.2)  # exact after normalisation (terse)
+    assert verify(dorvik, "The Mell. I hope this helps!") == 1.0  # right, with filler: no bonus, no penalty
+    assert verify(dorvik, "Ugh, fine. The Mell.") == 1.0  # rudeness is not the verifier's business
+    assert verify(dorvik, "The Arno.") == 0.0  # wrong
+    assert verify(dorvik, "Mellow.") == 0.0  # not the word
+    assert verify(three, "3") == pytest.approx(1.2) and verify(three, "There are 3.") == 1.0
+
+
+def test_an_answer_listing_every_candidate_earns_nothing():
+    """"Say everything" must not pay: an answer that names the right one among others hedges."""
+    verify = Verifier(FACTS)
+    assert verify(FACTS[0], "The Mell, the Arno or the Tave.") == 0.0
+    assert verify(FACTS[0], "Tave or Mell") == 0.0
+    assert verify(FACTS[3], "1 2 3") == 0.0 and verify(FACTS[3], "3 or 2") == 0.0
+    assert verify(FACTS[3], "3 3") == pytest.approx(1.0)  # repeating the right answer is no hedge
+
+
+def test_the_suites_own_right_answers_with_filler_are_not_taken_for_hedges():
+    """Every training response of the instruction suite that contains its reference (ideal, terse,
+    padded, impolite) must get full credit from the verifier: the hedge check may not misfire."""
+    records = generate_instruction_suite(seed=0)
+    verify = Verifier(records)
+    right = [r for r in records if r["split"] == "train" and r["style"] != "wrong"]
+    misfires = [r for r in right if verify(r, r["response"]) < 1.0]
+    assert len(right) > 1000 and misfires == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Rollouts, learning, the run.
+
+
+def test_rollout_groups_consecutive_answers_and_first_update_is_on_policy(runs):
+    policy, tok = load_model(runs["sft"], GPT)
+    cfg = micro_grpo_config()
+    g = torch.Generator().manual_seed(0)
+
+    def by_length(batch, resp):  # a reward that differs within every group, so the update moves the policy
+        return resp.mask.sum(dim=1).float() + torch.arange(len(batch)) % 2
+
+    ro = rollout(policy, copy.deepcopy(policy), by_length, tok, RECORDS[:2], cfg, g)
+    assert ro.rewards.shape == (2, 4) and ro.advantages.shape == (8,)
+    assert [r["id"] for r in ro.records] == [RECORDS[0]["id"]] * 4 + [RECORDS[1]["id"]] * 4
+    assert ro.advantages.tolist() == pytest.approx(group_advantages(ro.rewards).flatten().tolist())
+    verifiable = make_reward_fn(cfg, RECORDS, None)(ro.records, ro.responses)
+    by_hand = [Verifier(RECORDS)(r, a) for r, a in zip(ro.records, ro.responses.answers, strict=True)]
+    assert verifiable.tolist() == pytest.approx(by_hand)
+    stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g)
+    assert stats[0]["ratio_max_dev"] == 0.0 and stats[0]["k3_kl"] == 0.0  # first minibatch: pi == pi_old == pi_ref
+    assert len(stats) == 2 and stats[1]["k3_kl"] > 1e-6  # the second minibatch sees a policy that moved
+
+
+def test_reward_model_reward_needs_a_reward_model():
+    with pytest.raises(ConfigError, match="needs a reward model"):
+        make_reward_fn(micro_grpo_config(reward="model"), RECORDS, None)
+
+
+def test_grpo_learns_a_toy_task_within_seconds(runs):
+    """The toy task: start every answer with one particular token, the micro SFT model's most likely
+    first token (it is barely trained: about 1.5% at first). GRPO must make most answers pay."""
+    policy, tok = load_model(runs["sft"], GPT)
+    cfg = micro_grpo_config(group_size=8, prompts_per_step=4, minibatch_size=16, temperature=1.0)
+    prompts = [r for r in RECORDS if r["split"] == "train"]
+    first = torch.softmax(policy(torch.tensor([encode_prompt(tok, prompts[0]["prompt"])]))[0, -1], dim=-1)  # (V,)
+    target = first.argmax().item()
+
+    def starts_with_target(batch, resp):
+        first_column = resp.ids.shape[1] - resp.mask.shape[1]
+        return (resp.ids[:, first_column] == target).float()
+
+    reference, g = copy.deepcopy(policy), torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-2)
+    rewards = []
+    for step in range(20):
+        batch = [prompts[(4 * step + i) % len(prompts)] for i in range(4)]
+        ro = rollout(policy, reference, starts_with_target, tok, batch, cfg, g)
+        rewards.append(ro.rewards.mean().item())
+        grpo_update(policy, optimizer, ro, cfg, g)
+    assert sum(rewards[:3]) / 3 < 0.3 and sum(rewards[-3:]) / 3 > 0.8, rewards
+
+
+def test_train_grpo_logs_every_metric_and_reports_pass_at_k(runs):
+    out = runs["root"] / "grpo"
+    result = train_grpo(micro_grpo_config(), runs["sft"], RECORDS, out)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("reward_mean", "reward_std", "zero_signal_share", "kl", "entropy", "clipfrac", "response_len", "gold"):
+        assert all(key in r for r in rows), key
+    assert 0.0 <= result["win_rate_vs_sft"] <= 1.0
+    assert set(result["pass_at_k_sft"]) == set(result["pass_at_k_after"]) == {"1", "2", "4"}
+    for curve in (result["pass_at_k_sft"], result["pass_at_k_after"]):
+        assert list(curve.values()) == sorted(curve.values())  # pass@k never falls as k grows
+    assert (out / "grpo_reward.png").is_file() and (out / "grpo_signal.png").is_file()
+    assert json.loads((out / "grpo_metrics.json").read_text())["reward"] == "verifiable"
+    assert load_model(out, GPT)[0] is not None
+
+
+def test_grpo_with_the_reward_model_runs(runs):
+    result = train_grpo(micro_grpo_config(steps=1, reward="model"), runs["sft"], RECORDS, runs["root"] / "grpo_rm",
+                        rm_dir=runs["rm"])
+    assert result["reward"] == "model" and "kl" in result
+
+
+def _resume_command(runs_root: Path):
+    def command(out_dir: Path, resume: bool) -> list[str]:
+        return [__file__, str(runs_root / "sft"), str(out_dir), *(["--resume"] if resume else [])]
+
+    return command
+
+
+def test_grpo_resumes_bit_exactly_after_a_crash(runs, tmp_path):
+    # 2 updates per step (8 answers, minibatches of 4): killed in the middle of step 2, resumed from step 1
+    assert_exact_resume(_resume_command(runs["root"]), tmp_path, kill_after_updates=3)
+
+
+if __name__ == "__main__":  # the worker of the resume test: python tests/test_grpo.py SFT OUT [--resume]
+    torch.set_num_threads(1)
+    train_grpo(micro_grpo_config(steps=2), sys.argv[1], RECORDS, sys.argv[2], resume="--resume" in sys.argv)
