@@ -20,6 +20,8 @@ from typing import NoReturn
 from minillm.config import PRESETS, PipelineConfig, apply_overrides, preset, replace_train_configs
 from minillm.errors import CheckpointError, MinillmError
 
+DEFAULT_JOBS = 1  # pipeline steps side by side
+
 # --------------------------------------------------------------------------------------------------
 # Building the config every command starts from.
 
@@ -246,7 +248,8 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     from minillm.pipeline import run_pipeline
 
     cfg = build_config(args)
-    report = run_pipeline(cfg, args.out, force=args.force, corpus=args.corpus, instructions=args.data)
+    report = run_pipeline(cfg, args.out, force=args.force, corpus=args.corpus, instructions=args.data,
+                          jobs=args.jobs)
     print(f"done in {report['seconds']:.0f} s: {Path(args.out) / 'report.md'}")
 
 
@@ -402,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true", help="redo steps whose outputs already exist")
     p.add_argument("--corpus", default=None, help="pretraining text file (default: generated)")
+    p.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS,
+                   help="steps run side by side, in processes of one thread each, when they do not depend on "
+                        f"each other (default {DEFAULT_JOBS}); 1: one step at a time, with torch's own threads")
     _add_data_args(p)
     _add_config_args(p)
     p.set_defaults(func=cmd_pipeline)

@@ -416,6 +416,9 @@ def preset(name: str) -> PipelineConfig:
             "dpo.train.max_steps=5", "sft.max_new_tokens=8", "sft.eval_per_family=4",
             "reward.max_new_tokens=8", "ppo.eval_prompts=16", "dpo.eval_prompts=16", "dpo.max_new_tokens=8",
             "mlm.train.eval_batches=2", "clm.train.eval_batches=2", "sft.train.eval_batches=2",
+            *[f"{g}.{k}" for g in ("grpo", "grpo_verifiable") for k in (
+                "train.max_steps=2", "group_size=4", "prompts_per_step=2", "minibatch_size=4", "max_new_tokens=8",
+                "eval_prompts=16", "passk_samples=4", "passk_prompts=8")],
         ])
     if name == "small":  # device=auto for the pipeline and every stage: the GPU when there is one
         return replace_train_configs(apply_overrides(cfg, [

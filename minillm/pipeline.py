@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from minillm.config import PipelineConfig, to_dict
+import torch
+
+from minillm.config import PipelineConfig, from_dict, to_dict
 from minillm.datasets import generate_corpus, generate_instruction_suite, read_corpus, read_jsonl, split_documents
 from minillm.errors import DataError
 from minillm.stage1_pretrain.clm import train_clm
@@ -210,8 +214,12 @@ def run_step(j: Journey, name: str) -> dict:
 
 
 def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = False,
-                 corpus: str | None = None, instructions: str | None = None) -> dict:
-    """Run every stage in order into `out_dir` and write report.json and report.md there."""
+                 corpus: str | None = None, instructions: str | None = None, jobs: int = 1) -> dict:
+    """Run every stage into `out_dir` and write report.json and report.md there.
+
+    `jobs` > 1 runs steps that do not depend on each other side by side, in that many processes of
+    one thread each (`run_steps_in_parallel`); 1 runs them in order, in this process.
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out {out_dir} is a file; give a folder for the pipeline's outputs")
@@ -222,12 +230,56 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
     if force:  # later steps depend on earlier ones: redo all of them, from scratch, not from checkpoints
         for name in STEP_NAMES:
             shutil.rmtree(journey.folder(name), ignore_errors=True)
-    for name in STEP_NAMES:
-        journey.results[name] = run_step(journey, name)
+    if jobs > 1:
+        run_steps_in_parallel(journey, jobs)
+    else:
+        for name in STEP_NAMES:
+            journey.results[name] = run_step(journey, name)
     report = build_report(cfg, device.type, journey.results)
     write_json(out_dir / "report.json", report)
     (out_dir / "report.md").write_text(render_markdown(report, journey), encoding="utf-8")
     return report
+
+
+# --------------------------------------------------------------------------------------------------
+# Side by side: the steps form a graph, and on a machine with several cores the independent ones can
+# run at once. Each runs in its own process with one thread: tiny models gain little from a second
+# thread, and two processes that each want two threads on two cores slow each other down badly.
+
+NEEDS: dict[str, tuple[str, ...]] = {  # step -> the steps whose folders it reads
+    "tokenizer": (),
+    "mlm": ("tokenizer",),
+    "clm": ("tokenizer",),
+    "sft": ("clm",),
+    "reward_model": ("sft",),
+    "ppo": ("reward_model",),
+    "dpo": ("reward_model",),
+    "grpo": ("reward_model",),
+    "grpo_verifiable": ("sft",),
+    "rl_table": ("ppo", "dpo", "grpo", "grpo_verifiable"),
+}
+
+
+def _step_in_worker(cfg: dict, out_dir: Path, corpus: str | None, instructions: str | None, name: str,
+                    results: dict[str, dict]) -> dict:
+    """One step in a worker process, with one thread (the worker rebuilds the journey from its parts)."""
+    torch.set_num_threads(1)
+    journey = Journey(from_dict(PipelineConfig, cfg), out_dir, corpus, instructions, results=results)
+    return run_step(journey, name)
+
+
+def run_steps_in_parallel(j: Journey, jobs: int) -> None:
+    """Run every step as soon as the steps it needs are done, at most `jobs` at a time."""
+    pending, running = list(STEP_NAMES), {}
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while pending or running:
+            for name in [n for n in pending if all(need in j.results for need in NEEDS[n])][:jobs - len(running)]:
+                pending.remove(name)
+                running[pool.submit(_step_in_worker, to_dict(j.cfg), j.out_dir, j.corpus_path, j.instructions_path,
+                                    name, dict(j.results))] = name
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                j.results[running.pop(future)] = future.result()
 
 
 # --------------------------------------------------------------------------------------------------

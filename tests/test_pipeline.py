@@ -22,6 +22,8 @@ REQUIRED = {
     "reward_model": ("seconds", "pairwise_accuracy", "annotator_agreement"),
     "ppo": ("seconds", "win_rate_vs_sft", "gold_sft", "gold_after", "kl"),
     "dpo": ("seconds", "win_rate_vs_sft", "gold_after"),
+    "grpo": ("seconds", "win_rate_vs_sft", "win_rate_stderr", "kl", "pass_at_1_sft", "pass_at_1_after"),
+    "grpo_verifiable": ("seconds", "win_rate_vs_sft", "win_rate_stderr", "kl", "pass_at_1_sft", "pass_at_1_after"),
 }
 SFT_SPLITS = ("seen", "heldout_phrasings", "heldout_families", "world_facts")
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +40,16 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(tmp_path, c
     assert on_disk == report
     assert report["preset"] == "micro" and report["device"] == "cpu" and finite(report["seconds"])
     stages = report["stages"]
-    assert set(stages) == set(STEP_NAMES)
+    assert set(stages) == {*STEP_NAMES, "best_of_n"}
+    for name in ("grpo", "grpo_verifiable"):  # pass@k before and after, from passk_samples = 4 answers per prompt
+        for key in ("pass_at_k_sft", "pass_at_k_after"):
+            assert set(stages[name][key]) == {"1", "2", "4"} and all(0 <= v <= 1 for v in stages[name][key].values())
+    assert set(stages["best_of_n"]["win_rate_vs_sft"]) == {"4", "8"}
+    rows = stages["rl_table"]["rows"]
+    assert list(rows) == ["SFT samples", "SFT greedy", "best of 4 (reward model)", "best of 8 (reward model)",
+                          "PPO", "DPO", "GRPO (reward model)", "GRPO (verifiable)"]
+    assert rows["SFT samples"]["win_rate_vs_sft"] == 0.5 and rows["SFT samples"]["kl"] == 0.0  # the baseline itself
+    assert all(0 <= r[k] <= 1 for r in rows.values() for k in ("win_rate_vs_sft", "pass_at_1", "exact_match"))
     for stage, keys in REQUIRED.items():
         for key in keys:
             assert finite(stages[stage][key]), (stage, key, stages[stage].get(key))
@@ -57,7 +68,8 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(tmp_path, c
     top5 = stages["mlm"]["fill_mask_top5"]
     assert len(top5) == 5 and all(isinstance(piece, str) for piece in top5)
     markdown = (out / "report.md").read_text()
-    assert "## 1. Pretraining" in markdown and "## 3. RLHF" in markdown
+    assert "## 1. Pretraining" in markdown and "## 3. RLHF" in markdown and "## 4. GRPO" in markdown
+    assert "| GRPO (verifiable) |" in markdown and (out / "10_rl_table" / "pass_at_k.png").is_file()
     assert "Answers without the right answer in them" in markdown
     assert "| family | PPO | DPO |" in markdown and "±" in markdown
 

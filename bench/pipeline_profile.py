@@ -1,0 +1,150 @@
+"""Where does the journey spend its time? A per-stage profile of `minillm pipeline`.
+
+For every step of the pipeline it prints the wall time, split into what the step was doing:
+
+- forward, backward, optimizer: the three parts of a training step (the models' forward passes
+  outside generation and evaluation, `Tensor.backward`, `AdamW.step`);
+- generation: `GPT.generate` (sampling answers, with the KV cache);
+- evaluation: validation losses, exact match, win rates, pass@k, the reward model's accuracy;
+- data: tokenising, packing and batching text;
+- other: the rest (setup, checkpoints, plots).
+
+A stretch of time counts once, for the outermost of these it lies in: a forward pass inside an
+evaluation is evaluation. Separately, cProfile measures the **Python overhead**: the time spent in
+Python functions themselves (their own time, not the torch kernels they call), as a share of the
+step. cProfile slows Python code down, so the walls here are longer than an unprofiled run's; the
+shares are what to read.
+
+    python bench/pipeline_profile.py --preset tiny --out runs/profile      # the whole journey
+    python bench/pipeline_profile.py --preset micro --out /tmp/p --steps tokenizer mlm
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import functools
+import json
+import pstats
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from minillm import pipeline
+from minillm.config import preset
+from minillm.model import GPT, Bert
+from minillm.stage3_rlhf.reward_model import RewardModel
+
+CATEGORIES = ("forward", "backward", "optimizer", "generation", "evaluation", "data")
+# (module, attribute) -> category; functions are replaced wherever a minillm module imported them
+TIMED_FUNCTIONS = {
+    ("minillm.train.loop", "run_evaluation"): "evaluation",
+    ("minillm.stage2_sft.evaluate", "evaluate_model"): "evaluation",
+    ("minillm.stage3_rlhf.preferences", "compare_policies"): "evaluation",
+    ("minillm.stage3_rlhf.reward_model", "pairwise_accuracy"): "evaluation",
+    ("minillm.stage3_rlhf.scoreboard", "policy_table"): "evaluation",
+    ("minillm.stage3_rlhf.scoreboard", "pass_at_k_curves"): "evaluation",
+    ("minillm.stage1_pretrain.data", "pack_documents"): "data",
+    ("minillm.stage2_sft.sft", "collate"): "data",
+    ("minillm.stage2_sft.template", "encode_example"): "data",
+}
+TIMED_METHODS = {
+    (GPT, "forward"): "forward", (Bert, "forward"): "forward", (RewardModel, "forward"): "forward",
+    (GPT, "generate"): "generation", (torch.Tensor, "backward"): "backward", (torch.optim.AdamW, "step"): "optimizer",
+}
+
+
+class Clock:
+    """Time per category; a call inside an already timed one is not counted again."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.inside = False
+
+    def wrap(self, category: str, fn):
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            if self.inside:
+                return fn(*args, **kwargs)
+            self.inside, start = True, time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[category] += time.perf_counter() - start
+                self.inside = False
+
+        return timed
+
+    def install(self) -> None:
+        for (cls, name), category in TIMED_METHODS.items():
+            setattr(cls, name, self.wrap(category, getattr(cls, name)))
+        for (module_name, name), category in TIMED_FUNCTIONS.items():
+            __import__(module_name)
+            original = getattr(sys.modules[module_name], name)
+            timed = self.wrap(category, original)
+            for module in [m for n, m in sys.modules.items() if n.startswith("minillm") and m is not None]:
+                if getattr(module, name, None) is original:
+                    setattr(module, name, timed)
+
+
+def python_overhead(profile: cProfile.Profile) -> float:
+    """Seconds spent in Python functions' own code (built-ins and torch kernels excluded)."""
+    stats = pstats.Stats(profile).stats  # {(file, line, name): (calls, primitive calls, own time, cumulative, callers)}
+    return sum(own for (file, _, _), (_, _, own, _, _) in stats.items() if file != "~")
+
+
+def profile_pipeline(preset_name: str, out_dir: Path, steps: list[str]) -> dict[str, dict[str, float]]:
+    clock = Clock()
+    clock.install()
+    journey = pipeline.Journey(preset(preset_name), out_dir)
+    table = {}
+    for name in pipeline.STEP_NAMES:
+        if name not in steps:
+            continue
+        for marker in (journey.folder(name) / pipeline.RESULT_NAME,):
+            marker.unlink(missing_ok=True)  # always run the step: a finished one would only be read back
+        clock.seconds.clear()
+        profile, start = cProfile.Profile(), time.perf_counter()
+        profile.enable()
+        journey.results[name] = pipeline.run_step(journey, name)
+        profile.disable()
+        wall = time.perf_counter() - start
+        row = {"wall": wall, **{c: clock.seconds.get(c, 0.0) for c in CATEGORIES}}
+        row["other"] = wall - sum(row[c] for c in CATEGORIES)
+        row["python_overhead"] = python_overhead(profile)
+        table[name] = row
+    return table
+
+
+def print_table(table: dict[str, dict[str, float]]) -> None:
+    columns = ("wall", *CATEGORIES, "other", "python_overhead")
+    print("seconds per step (python_overhead overlaps the other columns: it is measured separately)")
+    print(f"{'step':16s}" + "".join(f"{c:>16s}" for c in columns))
+    for name, row in table.items():
+        print(f"{name:16s}" + "".join(f"{row[c]:16.1f}" for c in columns))
+    total = {c: sum(row[c] for row in table.values()) for c in columns}
+    print(f"{'total':16s}" + "".join(f"{total[c]:16.1f}" for c in columns))
+    print(f"{'share of wall':16s}" + "".join(f"{total[c] / total['wall']:16.0%}" for c in columns))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--out", type=Path, default=Path("runs/profile"))
+    parser.add_argument("--steps", nargs="*", default=pipeline.STEP_NAMES, choices=pipeline.STEP_NAMES,
+                        help="the steps to profile (the ones before them must have run into --out)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"profiling the {args.preset} pipeline into {args.out}, {args.threads} thread(s)")
+    table = profile_pipeline(args.preset, args.out, args.steps)
+    print_table(table)
+    (args.out / "profile.json").write_text(json.dumps(table, indent=2))
+    print(f"written: {args.out / 'profile.json'}")
+
+
+if __name__ == "__main__":
+    main()

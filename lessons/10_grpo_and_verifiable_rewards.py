@@ -1,0 +1,189 @@
+# %% [markdown]
+# # Lesson 10: GRPO, verifiable rewards, and what RL can and cannot teach
+#
+# PPO (lesson 7) needs a critic: a second network that guesses, at every token, how much reward is
+# still to come. GRPO (DeepSeekMath, 2024) asks the policy for a *group* of G answers to the same
+# prompt and uses the group itself as the baseline: an answer's advantage is how much better it
+# scored than its siblings, divided by how much they differ. No critic, no value loss, and the
+# baseline is exactly right for this prompt. The reward can be the reward model of lesson 6 (RLHF),
+# or a *program* that checks the answer against the known right one: RL with verifiable rewards
+# (RLVR), what today's reasoning models are trained with.
+#
+# What you will see:
+# 1. One group dissected: G answers to one prompt, their verifiable rewards, the advantages under
+#    GRPO, Dr. GRPO (no division by the std) and RLOO (leave-one-out baseline), and which answers'
+#    tokens get pushed up or down. Then the verifier on answers built to fool it.
+# 2. A GRPO run with the verifiable reward: reward, share of groups that carry no signal, entropy,
+#    KL; its win rate against the SFT model and its pass@1.
+# 3. pass@k of the SFT model and the RL policies, k = 1 ... 64, from 64 samples per prompt (the
+#    unbiased estimator). RL raises pass@1 towards what the SFT model could already do in a few
+#    tries; at large k the curves meet or cross: RL sharpened what was there, it taught little new.
+# 4. One table of every way stage 3 improves the SFT model, on the same held-out prompts and draw.
+#
+# Run it: `python lessons/10_grpo_and_verifiable_rewards.py [SFT_RUN_DIR] [REWARD_RUN_DIR] [--fresh]`,
+# or step through its cells. After the pipeline it reuses the pipeline's GRPO runs and table and
+# takes about half a minute; without them it trains GRPO here (1-3 minutes on a 2-core CPU).
+
+# %%
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from minillm.config import preset
+from minillm.datasets.instructions import read_jsonl
+from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
+from minillm.model import GPT
+from minillm.stage3_rlhf.grpo import group_advantages, make_reward_fn, rollout, train_grpo
+from minillm.stage3_rlhf.preferences import heldout_records
+from minillm.stage3_rlhf.scoreboard import crossing, pass_at_k_curves, plot_pass_at_k, render_table
+from minillm.stage3_rlhf.verifier import Verifier
+from minillm.train import load_model
+
+ARGS = lesson_args("Lesson 10: GRPO and verifiable rewards", inputs=["sft_run", "reward_run"])
+OUT = lesson_dir(10)
+CFG = preset("tiny")
+torch.set_num_threads(2)
+records = read_jsonl(DATA / "instructions.jsonl")
+sft = earlier_run("sft", lesson_dir(5) / "sft", given=ARGS.sft_run)
+rm = earlier_run("reward_model", lesson_dir(6) / "reward", given=ARGS.reward_run)
+
+# %% [markdown]
+# ## 1. One group, dissected
+# Eight answers to one prompt, scored by the verifier (1 if the right answer is in it, +0.2 if it is
+# nothing but the answer). The advantage is the reward minus the group's mean; GRPO divides by the
+# group's standard deviation, Dr. GRPO does not, RLOO compares each answer with the mean of the
+# *other* seven. Every token of an answer with a positive advantage is made more likely, every token
+# of one with a negative advantage less likely. A group whose answers all score the same teaches
+# nothing: its advantages are all zero.
+
+# %%
+def step1_one_group(sft_dir, records: list[dict]) -> None:
+    print("== 1. One group of answers, dissected ==")
+    policy, tokenizer = load_model(sft_dir, GPT)
+    cfg = CFG.grpo_verifiable
+    reward_fn = make_reward_fn(cfg, records, None)
+    generator = torch.Generator().manual_seed(3)
+    tests = heldout_records(records, 40, 0)
+    # the first held-out prompt whose group is not unanimous: one that teaches something
+    for record in tests:
+        ro = rollout(policy, copy.deepcopy(policy), reward_fn, tokenizer, [record], cfg, generator)
+        if ro.rewards.std() > 0:
+            break
+    rewards = ro.rewards  # (1, G)
+    variants = {"GRPO": group_advantages(rewards, "mean", True), "Dr. GRPO": group_advantages(rewards, "mean", False),
+                "RLOO": group_advantages(rewards, "leave_one_out", False)}
+    print(f"  prompt: {record['prompt']!r}   reference: {record['reference']!r}")
+    print(f"  {'answer':42s} reward   GRPO  Dr.GRPO   RLOO   its tokens are pushed")
+    for i, answer in enumerate(ro.responses.answers):
+        a = variants["GRPO"][0, i].item()
+        push = "up" if a > 0 else "down" if a < 0 else "(not at all)"
+        print(f"  {answer[:40]!r:42s} {rewards[0, i].item():5.2f} " +
+              " ".join(f"{v[0, i].item():+6.2f}" for v in variants.values()) + f"   {push}")
+    print("  The group's own mean is the baseline: no critic had to learn what this prompt is worth.\n")
+
+    verify = Verifier(records)
+    fact = next(r for r in records if r["family"] == "count" and r["split"] != "train")
+    print(f"  The verifier on hand-made answers to {fact['prompt']!r} (reference {fact['reference']!r}):")
+    others = [r["reference"] for r in records if r["family"] == "count" and r["reference"] != fact["reference"]]
+    for answer in (fact["reference"], f"There are {fact['reference']}.", f"{fact['reference']}. Hope this helps!",
+                   others[0], f"{others[0]}, {fact['reference']} or {others[1]}"):
+        print(f"    {answer!r:40s} -> {verify(fact, answer):.1f}")
+    print("  Listing several candidates contains the right one, but commits to none: it earns nothing.\n")
+
+
+step1_one_group(sft.path, records)
+
+# %% [markdown]
+# ## 2. A GRPO run with the verifiable reward
+# The policy samples 8 answers to each of 16 training prompts per step. Watch `zero_signal_share`:
+# the share of groups whose answers all scored alike. The SFT model answers most training prompts
+# right already, so many groups are unanimous and teach nothing: the signal comes from the prompts
+# it sometimes gets wrong. Entropy falls as the policy commits to its answers.
+
+# %%
+def step2_train(sft, records: list[dict]):
+    print("== 2. GRPO with the verifiable reward ==")
+    run = own_run("grpo_verifiable", OUT / "grpo_verifiable", fresh=ARGS.fresh, inputs=[sft],
+                  train=lambda here: train_grpo(CFG.grpo_verifiable, sft.path, records, here, pass_at_k=False))
+    history = run.history
+    for row in history[:: max(1, len(history) // 6)] + history[-1:]:
+        print(f"  step {row['step']:3d}  reward {row['reward_mean']:.3f} ± {row['reward_std']:.3f}  no-signal groups "
+              f"{row['zero_signal_share']:.2f}  entropy {row['entropy']:.3f}  KL {row['kl']:.3f}  "
+              f"answer length {row['response_len']:.1f}")
+    r = run.result
+    print(f"  Held out: win rate vs the SFT model {r['win_rate_vs_sft']:.3f} ± {r['win_rate_stderr']:.3f}; "
+          f"pass@1 (the right answer is in it) {r['pass_at_1_sft']:.3f} -> {r['pass_at_1_after']:.3f}")
+    print(f"  Plots: {run.path}/grpo_*.png\n")
+    return run
+
+
+grpo_verifiable = step2_train(sft, records)
+
+# %% [markdown]
+# ## 3. pass@k: what RL can and cannot teach
+# pass@k is the chance that at least one of k sampled answers is right. The SFT model's pass@64 is
+# what it *can* answer at all; its pass@1 is what it answers on one try. RL raises pass@1 towards
+# the SFT model's pass@k for small k: it makes the model commit to answers it could already give.
+# At large k the SFT curve catches up, or passes the RL policy's: answers the policy stopped giving
+# were sometimes the only right ones (Yue et al., 2025).
+
+# %%
+def step3_pass_at_k(sft, grpo_verifiable, records: list[dict]) -> None:
+    print("== 3. pass@k before and after RL ==")
+    table = earlier_run("rl_table", train_missing=False)
+    if table is not None:
+        curves = table.result["pass_at_k"]
+        print(f"  (the pipeline's pass@k: {CFG.grpo.passk_prompts} held-out prompts, {CFG.grpo.passk_samples} samples each)")
+    else:  # fewer prompts than the pipeline, to keep the lesson short
+        tests = heldout_records(records, 50, 0)
+        curves = pass_at_k_curves({"SFT": sft.path, "GRPO (verifiable)": grpo_verifiable.path}, tests, 64,
+                                  CFG.grpo.temperature, CFG.grpo.max_new_tokens, seed=0)
+        plot_pass_at_k(curves, OUT / "pass_at_k.png", len(tests))
+        print(f"  (50 held-out prompts x 64 samples; chart: {OUT / 'pass_at_k.png'})")
+    ks = list(curves["SFT"])
+    print("  " + f"{'k':>22s}" + "".join(f"{k:>7s}" for k in ks))
+    for name, curve in curves.items():
+        print(f"  {name:>22s}" + "".join(f"{curve[k]:7.3f}" for k in ks))
+    for name, curve in curves.items():
+        if name != "SFT":
+            k = crossing(curves["SFT"], curve)
+            print(f"  {name}: " + (f"the SFT model catches up at k = {k}" if k else f"not caught up by k = {ks[-1]}"))
+    print()
+
+
+step3_pass_at_k(sft, grpo_verifiable, records)
+
+# %% [markdown]
+# ## 4. Every way to improve the SFT model, in one table
+# The same held-out prompts, the same sampling seed for every policy. Best of n needs n samples and
+# n reward-model calls for every prompt at answer time; the trained policies answer with one sample.
+
+# %%
+def step4_table() -> None:
+    print("== 4. The comparison table ==")
+    table = earlier_run("rl_table", train_missing=False)
+    if table is None:
+        print("  The table needs every stage-3 run: `minillm pipeline --preset tiny --out runs/tiny` makes it\n"
+              "  (runs/tiny/10_rl_table/result.json), and this step then prints it.")
+        return
+    print("\n".join("  " + line for line in render_table(table.result["rows"])))
+
+
+step4_table()
+
+# %% [markdown]
+# ## Try this
+# Each is one `--set` on the command line (`minillm grpo --sft runs/tiny/04_sft --set ... --out runs/x`)
+# or one change to `CFG.grpo_verifiable` above; compare runs with `minillm compare runs/x runs/y`.
+# 1. **Group size**: `grpo_verifiable.group_size=2` vs `16` (with `minibatch_size` dividing the batch).
+#    With 2 answers, a group is unanimous far more often: watch `zero_signal_share` rise and learning slow.
+# 2. **No std scaling** (Dr. GRPO): `grpo_verifiable.scale_by_std=false`. Prompts whose answers barely
+#    differ (all right, some with a flourish) no longer get the same push as prompts where half are wrong.
+# 3. **The KL leash**: `grpo_verifiable.kl_coef=0.1` vs the default 0. The KL curve stays lower, and so
+#    does the gain.
+# 4. **Reward model vs verifier**: `minillm grpo --reward runs/tiny/05_reward_model` (reward=model).
+#    The reward model also rewards politeness and concision; the verifier only correctness.
+# 5. **A very high learning rate**: `grpo_verifiable.train.lr=3e-3`. The entropy collapses towards 0 in
+#    a few steps: every group becomes unanimous, the signal vanishes, and pass@k at large k falls.
