@@ -50,22 +50,29 @@ def run_pipeline(preset: str) -> tuple[dict, float]:
         return json.loads((Path(out) / "report.json").read_text()), seconds
 
 
-def matmul_tflops(dtype: torch.dtype = torch.bfloat16, n: int = 8192, repeats: int = 20) -> float:
-    """The GPU's achieved matmul rate in TFLOP/s: the denominator of MFU."""
-    a = torch.randn(n, n, device="cuda", dtype=dtype)
-    b = torch.randn(n, n, device="cuda", dtype=dtype)
+def matmul_tflops(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, n: int = 8192,
+                  repeats: int = 20) -> float:
+    """The device's achieved matmul rate in TFLOP/s: the denominator of MFU."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    torch.cuda.synchronize()
+    synchronize(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
-def small_preset_mfu(steps: int = 20) -> dict[str, float]:
-    """Model FLOPs utilisation of a bf16 training step of the `small` preset's GPT on this GPU.
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work: GPU kernels run asynchronously, so a clock needs this."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def small_preset_mfu(steps: int = 20, device: str = "cuda", preset_name: str = "small") -> dict[str, float]:
+    """Model FLOPs utilisation of a training step of the preset's GPT (bf16 autocast on CUDA).
 
     Model FLOPs per token: 6 x parameters (forward + backward of every matmul) plus the attention
     scores and weighted sums, 12 x layers x context x width (the PaLM paper's accounting).
@@ -73,14 +80,16 @@ def small_preset_mfu(steps: int = 20) -> dict[str, float]:
     from minillm.config import preset
     from minillm.model import GPT
 
-    cfg = preset("small").clm
+    cfg = preset(preset_name).clm
     model_cfg, batch = cfg.model, cfg.train.batch_size
-    model = GPT(model_cfg).cuda()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    ids = torch.randint(0, model_cfg.vocab_size, (batch, model_cfg.block_size + 1), device="cuda")
+    cuda = device.startswith("cuda")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    model = GPT(model_cfg).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
+    ids = torch.randint(0, model_cfg.vocab_size, (batch, model_cfg.block_size + 1), device=device)
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.split(":")[0], dtype=dtype, enabled=cuda):
             logits = model(ids[:, :-1])  # (B, T, V)
             loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
         optimizer.zero_grad(set_to_none=True)
@@ -89,17 +98,18 @@ def small_preset_mfu(steps: int = 20) -> dict[str, float]:
 
     for _ in range(3):
         step()
-    torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    torch.cuda.synchronize()
+    synchronize(device)
     seconds = (time.perf_counter() - start) / steps
     n_params = sum(p.numel() for p in model.parameters())
     flops_per_token = 6 * n_params + 12 * model_cfg.n_layer * model_cfg.block_size * model_cfg.n_embd
     achieved = flops_per_token * batch * model_cfg.block_size / seconds / 1e12
-    peak = matmul_tflops()
-    return {"achieved_tflops": achieved, "matmul_tflops": peak, "mfu": achieved / peak}
+    peak = matmul_tflops(device, dtype, n=8192 if cuda else 1024, repeats=20 if cuda else 3)
+    return {"achieved_tflops": achieved, "matmul_tflops": peak, "mfu": achieved / peak,
+            "step_seconds": seconds, "dtype": str(dtype)}
 
 
 def main() -> None:

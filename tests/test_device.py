@@ -1,0 +1,65 @@
+"""The paths that run on an accelerator, on the device --device names (cpu by default).
+
+`bench/gpu_check.sh` runs this file with `--device cuda`: the same checks as on the CPU, there.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minillm.config import ModelConfig, TrainConfig
+from minillm.model import GPT, Bert
+from minillm.stage1_pretrain.clm import clm_loss
+from minillm.train import train
+
+
+def micro_config(**changes) -> ModelConfig:
+    return ModelConfig(**{"vocab_size": 64, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32, **changes})
+
+
+def test_gpt_forward_backward_on_the_device_equals_the_cpu(device):
+    torch.manual_seed(0)
+    cpu_model = GPT(micro_config(position="rope", attention="sdpa"))
+    model = GPT(micro_config(position="rope", attention="sdpa")).to(device)
+    model.load_state_dict(cpu_model.state_dict())
+    ids = torch.randint(0, 64, (3, 20))
+    mask = torch.ones(3, 20, dtype=torch.bool)
+    mask[0, :5] = False  # a left-padded row
+    logits = model(ids.to(device), attention_mask=mask.to(device))
+    torch.testing.assert_close(logits.cpu(), cpu_model(ids, attention_mask=mask), rtol=1e-3, atol=1e-3)
+    clm_loss(model, ids.to(device)).backward()
+    assert all(p.grad is not None and p.grad.device.type == device.type for p in model.parameters())
+
+
+def test_kv_cache_generation_equals_recomputation_on_the_device(device):
+    torch.manual_seed(1)
+    model = GPT(micro_config()).to(device).eval()
+    prompt = torch.randint(0, 64, (4, 6), device=device)
+    cached = model.generate(prompt, 12, temperature=0, use_cache=True)
+    recomputed = model.generate(prompt, 12, temperature=0, use_cache=False)
+    assert torch.equal(cached.new_ids, recomputed.new_ids)
+
+
+def test_bert_runs_on_the_device(device):
+    model = Bert(micro_config()).to(device)
+    logits = model(torch.randint(0, 64, (2, 16), device=device))
+    assert logits.shape == (2, 16, 64) and logits.device.type == device.type
+
+
+def test_the_training_loop_learns_on_the_device(device, tmp_path):
+    torch.manual_seed(2)
+    model = GPT(micro_config())
+    pattern = torch.arange(33) % 8  # a repeating sequence: easy to learn
+
+    def get_batch(split, generator):
+        return {"ids": pattern.repeat(8, 1)}
+
+    def loss_fn(net, batch):
+        loss = clm_loss(net, batch["ids"])
+        return loss, {}
+
+    cfg = TrainConfig(max_steps=30, batch_size=8, lr=3e-3, warmup_steps=0, eval_every=30, save_every=30,
+                      eval_batches=1, log_every=10, device=device.type)
+    result = train(model, cfg, tmp_path, get_batch=get_batch, loss_fn=loss_fn, run_config={}, desc="device")
+    losses = [row["loss"] for row in result["history"] if "loss" in row]
+    assert losses[-1] < 0.5 * losses[0]
