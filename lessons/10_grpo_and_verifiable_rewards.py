@@ -135,7 +135,7 @@ def step3_pass_at_k(sft, grpo_verifiable, records: list[dict]) -> None:
     table = earlier_run("rl_table", train_missing=False)
     if table is not None:
         curves = table.result["pass_at_k"]
-        print(f"  (the pipeline's pass@k: {CFG.grpo.passk_prompts} held-out prompts, {CFG.grpo.passk_samples} samples each)")
+        print(f"  (the pipeline's: {CFG.grpo.passk_prompts} held-out prompts, {CFG.grpo.passk_samples} samples each)")
     else:  # fewer prompts than the pipeline, to keep the lesson short
         tests = heldout_records(records, 50, 0)
         curves = pass_at_k_curves({"SFT": sft.path, "GRPO (verifiable)": grpo_verifiable.path}, tests, 64,
