@@ -68,7 +68,8 @@ def main() -> None:
             print(f"{name:18s}{a:9.1f}{b:9.1f}{a / b:8.2f}")
     new = [name for name in ours["stages"] if name not in ref["stages"]]
     if new:
-        print("stages the reference does not have: " + ", ".join(f"{n} {ours['stages'][n]['seconds']:.0f} s" for n in new))
+        extra = ", ".join(f"{n} {ours['stages'][n]['seconds']:.0f} s" for n in new)
+        print(f"stages the reference does not have: {extra}")
     print(f"\n{'learning figure':38s}{'ours':>9s}{'ref':>9s}")
     for name, read in FIGURES.items():
         print(f"{name:38s}{read(ours['stages']):9.3f}{read(ref['stages']):9.3f}")
