@@ -35,7 +35,6 @@ from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
 
 torch.set_num_threads(2)
-ROOT = Path(__file__).resolve().parents[1]
 
 COLOURS = ["red", "blue", "green", "amber", "violet", "grey", "black", "white"]
 RECORDS = [
