@@ -70,12 +70,14 @@ record = next(r for r in records if r["split"] == "test_seen" and r["family"] ==
 
 # %%
 PART_NAMES = {"correct": "has the answer", "exact": "nothing but the answer", "full_form": "in the reference's form",
-              "near_miss": "word overlap", "rude": "rude", "verbose": "extra words"}
+              "rude": "rude", "near_miss": "word overlap", "verbose": "share of extra words"}
+GRADED = ("near_miss", "verbose")  # a share in [0, 1] times the weight; the other parts are yes (1) or no (0)
 
 
 def explain_score(record: dict, answer: str) -> str:
-    """The gold score as the sum of its weighted parts: 'has the answer +2.00, word overlap 0.67 +0.33, ...'."""
-    terms = [f"{PART_NAMES[k]}{'' if v == 1 else f' {v:.2f}'} {WEIGHTS[k] * v:+.2f}"
+    """The gold score as the sum of its parts: 'has the answer +2.00, word overlap 0.67 x 0.5 = +0.33, ...'."""
+    terms = [f"{PART_NAMES[k]} {v:.2f} x {WEIGHTS[k]:g} = {WEIGHTS[k] * v:+.2f}" if k in GRADED
+             else f"{PART_NAMES[k]} {WEIGHTS[k]:+.2f}"
              for k, v in score_parts(record, answer).items() if v]
     return ", ".join(terms) or "no part of the answer: 0"
 
