@@ -25,9 +25,9 @@
 # Run it: `python lessons/07_ppo.py [SFT_RUN_DIR] [REWARD_RUN_DIR] [--fresh]`, or step through its
 # cells. It starts from the SFT model and reward model of lessons 5 and 6 when they were trained
 # there with --fresh, else the pipeline's. After the pipeline, step 2 shows the pipeline's PPO run
-# (runs/tiny/06_ppo), and only step 3's two runs train: 1.5-3 minutes on a 2-core CPU (a second
-# run reuses them and takes seconds). `--fresh` trains PPO here too, into runs/lessons/07/ppo (about
-# a minute more). The experiments to try are at the end.
+# (runs/tiny/06_ppo), and only step 3's two runs train: about 2 minutes on a quiet 2-core CPU, 15
+# when four other trainings share it (measured); a second run reuses them and takes seconds.
+# `--fresh` trains PPO here too, into runs/lessons/07/ppo (about a minute more). The experiments to try are at the end.
 
 # %%
 from __future__ import annotations

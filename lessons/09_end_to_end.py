@@ -21,8 +21,8 @@
 #
 # Run it: `python lessons/09_end_to_end.py [--preset micro|tiny] [--out DIR] [--fresh]`, or step
 # through its cells. With the tiny preset it uses the pipeline's folder, runs/tiny: after
-# `minillm pipeline --preset tiny --out runs/tiny` every step is done and the lesson takes 20-40 s on
-# a 2-core CPU; otherwise it trains what is missing there (7-15 minutes). `--fresh` runs the whole
+# `minillm pipeline --preset tiny --out runs/tiny` every step is done and the lesson takes 15-20 s on
+# a 2-core CPU; otherwise it trains what is missing there (6-11 minutes, as the pipeline). `--fresh` runs the whole
 # journey again in runs/lessons/09/tiny. The experiments to try are at the end.
 
 # %%

@@ -173,7 +173,7 @@ def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: boo
         if finished(folder):
             _warn_if_other_settings()
             return _say(stage, read_run(folder, "the pipeline's run"), "; --fresh trains one here")
-    print(f"[{stage}] training it now, into {shown(here)}")
+    print(f"[{stage}] nothing to reuse: running it now, into {shown(here)}")
     shutil.rmtree(here, ignore_errors=True)
     here.mkdir(parents=True)
     result = {key: value for key, value in train(here).items() if key != "history"}
