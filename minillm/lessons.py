@@ -5,8 +5,8 @@ they build on.
 02_mlm, 03_clm, ... A lesson that needs a trained model (lesson 06 an SFT model, lesson 07 an SFT
 model and a reward model) should not spend minutes training it again. Two functions find runs:
 
-- `earlier_run(stage)`: a run the lesson *builds on*. Taken from the lesson that trained it (when that
-  lesson ran with --fresh), else from the pipeline's folder; if neither has it, the pipeline's own
+- `earlier_run(stage)`: a run the lesson *builds on*. Taken from the lesson that trained it (with
+  --fresh, or when the pipeline had not run), else from the pipeline's folder; if neither has it, the pipeline's own
   steps train it now, into runs/tiny, where the pipeline and the next lessons will find it.
 - `own_run(stage, here, train)`: the run the lesson *shows*. An earlier run of this lesson, made from
   the same inputs, else the pipeline's; with --fresh, or when there is neither, `train(here)` now.
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import minillm
 from minillm.config import diff_configs, preset, to_dict
+from minillm.errors import DataError
 from minillm.pipeline import RESULT_NAME, STEP_NAMES, Journey, run_step
 from minillm.train.loop import METRICS_NAME, read_metrics
 from minillm.utils import write_json
@@ -84,7 +85,7 @@ class Run:
     @property
     def history(self) -> list[dict]:
         """The rows of its metrics.jsonl, one per logged step (result.json leaves them out)."""
-        return read_metrics(self.path / METRICS_NAME, up_to_step=10**9)
+        return read_metrics(self.path / METRICS_NAME, up_to_step=10**9)  # every row
 
 
 def finished(folder: Path) -> bool:
@@ -128,13 +129,13 @@ def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | Non
     """The finished run of pipeline step `stage` that a lesson builds on.
 
     In order: `given` (a folder named on the command line), `lesson_folder` (where an earlier lesson
-    trained it with --fresh), the pipeline's runs/tiny/NN_stage. If none has it, the pipeline's steps
-    train it now into runs/tiny, with every earlier step that is missing (each skipped if done); with
+    trained it), the pipeline's runs/tiny/NN_stage. If none has it, the pipeline's steps train it now
+    into runs/tiny, with every earlier step it needs that is missing (each skipped if done); with
     `train_missing=False` the answer is then None.
     """
     if given is not None:
         if not (given / "ckpt.pt").is_file() and not finished(given):
-            sys.exit(f"{given} holds no finished run (no ckpt.pt): pass the folder of a {stage} run")
+            raise DataError(f"{given} holds no finished run (no ckpt.pt): pass the folder of a {stage} run")
         result = read_run(given, "").result if finished(given) else {}
         return _say(stage, Run(given, result, "given on the command line"))
     if lesson_folder is not None and finished(lesson_folder):
@@ -151,7 +152,8 @@ def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | Non
     if not (PIPELINE_DIR / "config.json").is_file():
         write_json(PIPELINE_DIR / "config.json", to_dict(journey.cfg))
     for name in STEP_NAMES[: STEP_NAMES.index(stage) + 1]:
-        run_step(journey, name)
+        if name != "mlm" or stage == "mlm":  # no later step reads the BERT model
+            run_step(journey, name)
     return _say(stage, read_run(folder, "trained now by the pipeline's steps"))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from minillm import lessons
+from minillm import config, lessons
 from minillm.lessons import Run, earlier_run, own_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +79,16 @@ def test_earlier_run_prefers_an_earlier_lessons_run_then_the_pipelines(pipeline_
     finish(lesson5, source="lesson")
     assert earlier_run("sft", lesson5).result == {"source": "lesson"}
     assert earlier_run("ppo", train_missing=False) is None  # not there, and not to be trained
+
+
+def test_earlier_run_trains_a_missing_step_with_the_pipelines_own_steps(pipeline_dir, monkeypatch, capsys):
+    monkeypatch.setattr(lessons, "preset", lambda name: config.preset("micro"))  # seconds, not minutes
+    run = earlier_run("clm")
+    assert run.path == lessons.pipeline_folder("clm") and run.result["val_perplexity"] > 1
+    assert (pipeline_dir / "config.json").is_file() and lessons.finished(lessons.pipeline_folder("tokenizer"))
+    assert not lessons.pipeline_folder("mlm").exists()  # nothing after it reads BERT
+    assert "trained now by the pipeline's steps" in capsys.readouterr().out
+    assert earlier_run("clm").source == "the pipeline's run"  # and the next lesson finds it
 
 
 def test_own_run_reuses_trains_what_is_missing_and_retrains_when_fresh(pipeline_dir, tmp_path, capsys):
