@@ -68,7 +68,7 @@ def lesson_args(description: str, inputs: Sequence[str] = ()) -> argparse.Namesp
     parser = argparse.ArgumentParser(description=description)
     for name in inputs:
         parser.add_argument(name, nargs="?", type=Path, default=None,
-                            help=f"a {name.replace('_', ' ')} folder to use instead of the one found")
+                            help=f"the {name.replace('_', ' ')} to use instead of the one the lesson finds")
     parser.add_argument("--fresh", action="store_true",
                         help="train this lesson's own stage again, in runs/lessons/NN, instead of reusing a run")
     return parser.parse_args([] if in_notebook() else sys.argv[1:])
