@@ -1,26 +1,30 @@
-"""Lesson 1: from text to tokens.
+# %% [markdown]
+# # Lesson 1: from text to tokens
+#
+# A language model reads integers. This lesson builds the tokenizer that turns text into them:
+#
+# 1. Text is bytes: every string becomes numbers 0..255 (UTF-8), Korean and emoji included.
+# 2. BPE merges, step by step: on a tiny text, the most frequent adjacent pair becomes a new token,
+#    again and again; you see each merge and the text shrink.
+# 3. The fast trainer on the shipped corpus (data/corpus.txt): the same merges as the textbook
+#    loop, thousands of times faster. You see what it learned.
+# 4. Ours beside sentencepiece (the library many real models use), on English and Korean: tokens
+#    per byte, the pieces each makes, and training time.
+#
+# Run it: `python lessons/01_tokenizer.py` (3-5 s on a 2-core CPU), or step through its cells in
+# VS Code, PyCharm or Jupyter (`pip install -e ".[notebooks]"`, then
+# `jupytext --to notebook lessons/01_tokenizer.py`). It writes both trained tokenizers to
+# runs/lessons/01/ (open them: they are plain JSON). The experiments to try are at the end.
 
-A language model reads integers. This lesson builds the tokenizer that turns text into them:
-
-1. Text is bytes: every string becomes numbers 0..255 (UTF-8), Korean and emoji included.
-2. BPE merges, step by step: on a tiny text, the most frequent adjacent pair becomes a new token,
-   again and again; you see each merge and the text shrink.
-3. The fast trainer on the shipped corpus (data/corpus.txt): the same merges as the textbook
-   loop, thousands of times faster. You see what it learned.
-4. Ours beside sentencepiece (the library many real models use), on English and Korean: tokens
-   per byte, the pieces each makes, and training time.
-
-Run it (under a minute on a laptop CPU):  python lessons/01_tokenizer.py
-It writes both trained tokenizers to runs/lessons/01/ (open them: they are plain JSON).
-"""
-
+# %%
 from __future__ import annotations
 
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
+from minillm.datasets.corpus import read_corpus, split_documents
+from minillm.lessons import DATA, ROOT, lesson_dir
 from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, Tokenizer, train_tokenizer
 from minillm.tokenizer.bpe import (
     PRESPLIT_PATTERN,
@@ -30,9 +34,8 @@ from minillm.tokenizer.bpe import (
     train_merges_simple,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT / "data" / "corpus.txt"
-OUT = ROOT / "runs" / "lessons" / "01"
+CORPUS = DATA / "corpus.txt"
+OUT = lesson_dir(1)
 VOCAB_SIZE = 2048
 TINY_TEXT = "the night, the nightly news, a new night: the newest news tonight"
 ENGLISH = "A flash flood watch will be in effect all night. Winds from the north will ease by morning."
@@ -45,6 +48,12 @@ def show(tok: Tokenizer, text: str, limit: int = 16) -> str:
     return "".join(f"[{p}]" for p in pieces[:limit]) + ("..." if len(pieces) > limit else "")
 
 
+# %% [markdown]
+# ## 1. Text is bytes
+# Every string is a list of numbers 0..255, so a byte-level tokenizer never meets a character it
+# cannot spell.
+
+# %%
 def step1_bytes() -> None:
     print("== 1. Text is bytes ==")
     for text in ["night", "밤", "🌧"]:
@@ -53,6 +62,15 @@ def step1_bytes() -> None:
           "  character. The price: Korean takes 3 bytes per syllable, an emoji 4.\n")
 
 
+step1_bytes()
+
+# %% [markdown]
+# ## 2. BPE merges, step by step
+# On a tiny text, count every adjacent pair of tokens, merge the most frequent one into a new token,
+# and repeat. The text is first split into chunks (words with their leading space, punctuation),
+# and merges never cross a chunk boundary.
+
+# %%
 def step2_merges_by_hand() -> None:
     print("== 2. BPE merges, step by step ==")
     regex = compile_pattern(PRESPLIT_PATTERN)
@@ -72,6 +90,20 @@ def step2_merges_by_hand() -> None:
     print(f"  the fast trainer learns the same {len(merges)} merges: {same}\n")
 
 
+step2_merges_by_hand()
+
+# %% [markdown]
+# ## 3. The fast trainer on the shipped corpus
+# The same merges as the loop above, found by updating pair counts incrementally instead of
+# recounting the whole text after each merge. 5% of the documents are held out for step 4.
+
+# %%
+if not CORPUS.is_file():
+    sys.exit(f"{CORPUS} is missing: steps 3 and 4 need the shipped corpus. Regenerate it with "
+             "`python -m minillm.datasets --out data` (see data/README.md).")
+docs, held_out = split_documents(read_corpus(CORPUS), val_fraction=0.05, seed=0)
+
+
 def step3_train_on_corpus(docs: list[str]) -> BPETokenizer:
     print(f"== 3. The fast trainer on {CORPUS.relative_to(ROOT)} ==", flush=True)  # before tqdm's bar
     size = sum(len(d.encode("utf-8")) for d in docs) / 1e6
@@ -89,6 +121,13 @@ def step3_train_on_corpus(docs: list[str]) -> BPETokenizer:
     return tok
 
 
+ours = step3_train_on_corpus(docs)
+
+# %% [markdown]
+# ## 4. Ours beside sentencepiece
+# Same corpus, same vocabulary size. Fewer tokens per byte means shorter sequences for the model.
+
+# %%
 def tokens_per_byte(tok: Tokenizer, docs: list[str]) -> float:
     return sum(len(tok.encode(d)) for d in docs) / sum(len(d.encode("utf-8")) for d in docs)
 
@@ -112,27 +151,15 @@ def step4_side_by_side(docs: list[str], held_out: list[str], ours: BPETokenizer)
     print(f"  saved both to {OUT.relative_to(ROOT)}/ (plain JSON: look at 'merges' and 'pieces')\n")
 
 
-def main() -> None:
-    step1_bytes()
-    step2_merges_by_hand()
-    if not CORPUS.is_file():
-        sys.exit(f"{CORPUS} is missing: steps 3 and 4 need the shipped corpus. Regenerate it with "
-                 "minillm.datasets.corpus (generate_corpus + write_corpus; see data/README.md).")
-    from minillm.datasets.corpus import read_corpus, split_documents
+step4_side_by_side(docs, held_out, ours)
 
-    docs, held_out = split_documents(read_corpus(CORPUS), val_fraction=0.05, seed=0)
-    ours = step3_train_on_corpus(docs)
-    step4_side_by_side(docs, held_out, ours)
-    print("== Try this ==\n"
-          "  1. Set VOCAB_SIZE = 512: the English line costs about 0.33 tokens per byte instead of 0.25.\n"
-          "     Then ask for 8192: this one-world corpus only supports about 2,600 merges, so the trainer\n"
-          "     warns, stops there, and the tokenizer's vocab_size tells you what you got.\n"
-          "  2. Train on docs + [KOREAN] * 50: Korean words such as ' 밤에는' become pieces and the Korean\n"
-          "     line drops from 1.0 to about 0.1 tokens per byte (50 copies of one sentence get learned\n"
-          "     whole). A tokenizer is only efficient on the languages it was trained on.\n"
-          "  3. Pass pattern=r'\\S+|\\s+' to BPETokenizer.train (split on whitespace only): spaces become\n"
-          "     tokens of their own, pieces like 'night.' appear, and tokens per byte rises to about 0.42.")
-
-
-if __name__ == "__main__":
-    main()
+# %% [markdown]
+# ## Try this
+# 1. Set `VOCAB_SIZE = 512`: the English line costs about 0.33 tokens per byte instead of 0.25.
+#    Then ask for 8192: this one-world corpus only supports about 2,600 merges, so the trainer
+#    warns, stops there, and the tokenizer's vocab_size tells you what you got.
+# 2. Train on `docs + [KOREAN] * 50`: Korean words such as ' 밤에는' become pieces and the Korean
+#    line drops from 1.0 to about 0.1 tokens per byte (50 copies of one sentence get learned
+#    whole). A tokenizer is only efficient on the languages it was trained on.
+# 3. Pass `pattern=r'\S+|\s+'` to `BPETokenizer.train` (split on whitespace only): spaces become
+#    tokens of their own, pieces like 'night.' appear, and tokens per byte rises to about 0.42.

@@ -1,31 +1,31 @@
-"""Lesson 2: attention, and the masks that decide who may look at whom.
+# %% [markdown]
+# # Lesson 2: attention, and the masks that decide who may look at whom
+#
+# Attention is how a token gathers information from the other tokens of its sequence. Everything
+# else in a transformer works on each token alone; attention is the only place where tokens meet.
+# Masks decide which meetings are allowed: pads must be ignored, and a GPT must not peek at the
+# future it is trained to predict.
+#
+# What you will see:
+# 1. A padded batch of three sentences, and its masks printed as grids of 1 (may attend) / 0:
+#    the padding mask, the causal mask, and their combination.
+# 2. Multi-head attention computed by hand, step by step (project, split heads, scores, mask,
+#    softmax, weighted sum, merge, project), and the library's module giving the same numbers,
+#    in its manual form and through PyTorch's fused kernel (SDPA).
+# 3. An attention map (PNG): the weights of one head for the padded sentence, without and with the
+#    causal mask. Hidden keys get exactly zero weight.
+# 4. What the causal mask hides: change a LATER word and the GPT's predictions for earlier
+#    positions do not move at all, while BERT's (no causal mask) do.
+# 5. Why the KV cache exists: generating with and without it gives the same tokens, in less time.
+#
+# Run it: `python lessons/02_attention_and_masks.py` (6-7 s on a 2-core CPU), or step through its
+# cells. Output: runs/lessons/02/attention_map.png. The experiments to try are at the end.
 
-Attention is how a token gathers information from the other tokens of its sequence. Everything
-else in a transformer works on each token alone; attention is the only place where tokens meet.
-Masks decide which meetings are allowed: pads must be ignored, and a GPT must not peek at the
-future it is trained to predict.
-
-What you will see:
-1. A padded batch of three sentences, and its masks printed as grids of 1 (may attend) / 0:
-   the padding mask, the causal mask, and their combination.
-2. Multi-head attention computed by hand, step by step (project, split heads, scores, mask,
-   softmax, weighted sum, merge, project), and the library's module giving the same numbers,
-   in its manual form and through PyTorch's fused kernel (SDPA).
-3. An attention map (PNG): the weights of one head for the padded sentence, without and with the
-   causal mask. Hidden keys get exactly zero weight.
-4. What the causal mask hides: change a LATER word and the GPT's predictions for earlier
-   positions do not move at all, while BERT's (no causal mask) do.
-5. Why the KV cache exists: generating with and without it gives the same tokens, in less time.
-
-Run it:  python lessons/02_attention_and_masks.py    (well under a minute on a CPU)
-Outputs: runs/lessons/02/attention_map.png
-"""
-
+# %%
 from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 
 import matplotlib
 
@@ -34,10 +34,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from minillm.config import ModelConfig  # noqa: E402
+from minillm.lessons import lesson_dir  # noqa: E402
 from minillm.model import GPT, Bert, MultiHeadAttention, causal_mask, combine_masks, padding_mask  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "runs" / "lessons" / "02"
+OUT = lesson_dir(2)
+torch.set_num_threads(1)  # small tensors: one thread is fastest, and fair to a shared machine
 
 # Lesson 1 builds real tokenizers; here one word = one token, so that every printed row is readable.
 SENTENCES = ["the storm reached the coast at night", "rain again", "the river rose fast"]
@@ -63,6 +64,12 @@ def left_padded_batch() -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
     return ids, ids != VOCAB[PAD], rows
 
 
+# %% [markdown]
+# ## 1. The masks of a padded batch
+# Short rows are padded on the left. The padding mask hides the pads from every query; the causal
+# mask hides the future; a decoder uses both at once.
+
+# %%
 def step1_masks(ids: torch.Tensor, attention_mask: torch.Tensor, rows: list[list[str]]) -> torch.Tensor:
     print("== 1. The masks of a padded batch (1 = may attend, . = hidden) ==")
     print(f"  ids {tuple(ids.shape)}:\n{ids}\n  attention_mask (True = real word):\n{attention_mask.int()}")
@@ -79,6 +86,15 @@ def step1_masks(ids: torch.Tensor, attention_mask: torch.Tensor, rows: list[list
     return both
 
 
+ids, attention_mask, rows = left_padded_batch()
+mask = step1_masks(ids, attention_mask, rows)
+
+# %% [markdown]
+# ## 2. Multi-head attention by hand vs the module
+# Project to queries, keys and values, split into heads, score every query against every key,
+# hide what the mask hides, softmax, take the weighted sum of the values, merge the heads, project.
+
+# %%
 def weights_by_hand(module: MultiHeadAttention, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The attention weights (B, H, T, T) of `module` on x (B, T, C), step by step; also v (B, H, T, D)."""
     B, T, C = x.shape
@@ -114,6 +130,13 @@ def step2_attention_by_hand(mask: torch.Tensor) -> tuple[MultiHeadAttention, tor
     return module, x
 
 
+module, x = step2_attention_by_hand(mask)
+
+# %% [markdown]
+# ## 3. An attention map
+# The weights of one (untrained) head, as an image: without and with the causal mask.
+
+# %%
 def step3_attention_map(module: MultiHeadAttention, x: torch.Tensor, attention_mask: torch.Tensor,
                         rows: list[list[str]]) -> None:
     row = 2
@@ -142,6 +165,13 @@ def step3_attention_map(module: MultiHeadAttention, x: torch.Tensor, attention_m
     print("  upper triangle (the future) is 0 too. Untrained, the visible keys share the weight roughly evenly.")
 
 
+step3_attention_map(module, x, attention_mask, rows)
+
+# %% [markdown]
+# ## 4. What the causal mask hides
+# Change one word and measure how much each position's output moves, in a GPT and in a BERT.
+
+# %%
 def step4_what_causality_hides() -> None:
     print("\n== 4. What the causal mask hides ==")
     config = ModelConfig(vocab_size=len(WORDS), block_size=16, n_layer=2, n_head=2, n_embd=16)
@@ -164,6 +194,14 @@ def step4_what_causality_hides() -> None:
     print("  (by little here, because untrained weights are small, but never by exactly 0).")
 
 
+step4_what_causality_hides()
+
+# %% [markdown]
+# ## 5. Generation with and without the KV cache
+# Each new token needs the keys and values of every earlier one. Keep them (the cache) and only the
+# new token's are computed; drop them and every step recomputes the whole sequence.
+
+# %%
 def step5_kv_cache() -> None:
     print("\n== 5. Generation with and without the KV cache ==")
     torch.manual_seed(0)
@@ -178,27 +216,16 @@ def step5_kv_cache() -> None:
           "\n  step recomputes the keys and values of the whole sequence; with it, only the new token's.")
 
 
-def main() -> None:
-    torch.set_num_threads(1)  # small tensors: one thread is fastest, and fair to a shared machine
-    ids, attention_mask, rows = left_padded_batch()
-    mask = step1_masks(ids, attention_mask, rows)
-    module, x = step2_attention_by_hand(mask)
-    step3_attention_map(module, x, attention_mask, rows)
-    step4_what_causality_hides()
-    step5_kv_cache()
-    print("""
-== Try this ==
-1. In `weights_by_hand`, delete the line `weights = weights.nan_to_num(0.0)`: step 2's `by_hand[1]`, the pad
-   queries of row 1, become NaN (softmax of a row of -inf). Then see how `attend` in
-   minillm/model/attention.py avoids it without ever producing a NaN, not even in the gradient.
-2. Pad on the RIGHT instead (put the pads after the words in `left_padded_batch`) and print the
-   combined mask: now no real query ever sees a pad even without the padding mask, because pads
-   lie in the future. Why must `GPT.generate` still use LEFT padding?
-3. In step 4, change the FIRST word instead of word 4: now every GPT position moves, since every
-   later prediction reads word 0. Then set `n_layer=6` or `n_head=1`: the zeros before the changed
-   word stay exact for any size, because the mask, not the learned weights, enforces causality.
-""")
+step5_kv_cache()
 
-
-if __name__ == "__main__":
-    main()
+# %% [markdown]
+# ## Try this
+# 1. In `weights_by_hand`, delete the line `weights = weights.nan_to_num(0.0)`: step 2's `by_hand[1]`,
+#    the pad queries of row 1, become NaN (softmax of a row of -inf). Then see how `attend` in
+#    minillm/model/attention.py avoids it without ever producing a NaN, not even in the gradient.
+# 2. Pad on the RIGHT instead (put the pads after the words in `left_padded_batch`) and print the
+#    combined mask: now no real query ever sees a pad even without the padding mask, because pads
+#    lie in the future. Why must `GPT.generate` still use LEFT padding?
+# 3. In step 4, change the FIRST word instead of word 4: now every GPT position moves, since every
+#    later prediction reads word 0. Then set `n_layer=6` or `n_head=1`: the zeros before the changed
+#    word stay exact for any size, because the mask, not the learned weights, enforces causality.

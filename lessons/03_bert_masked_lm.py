@@ -1,46 +1,58 @@
-"""Lesson 3: BERT learns language by filling in blanks (masked language modelling).
+# %% [markdown]
+# # Lesson 3: BERT learns language by filling in blanks (masked language modelling)
+#
+# Nobody labels the pretraining corpus. The labels come from the text itself: hide some tokens and
+# ask the model to guess them from the words on both sides. That is all BERT's pretraining is.
+#
+# What you will see:
+# 1. One sentence masked with BERT's recipe (15% of the tokens chosen; of those 80% become <mask>,
+#    10% a random token, 10% stay), token by token, with the labels the loss will use.
+# 2. One training step done by hand: the loss of an untrained model (close to ln V, the loss of a
+#    uniform guess over the V tokens), the gradient norm after `loss.backward()`, and the loss on
+#    the same batch after one AdamW step.
+# 3. A pretraining run with the shared training loop (`train_mlm`, tiny preset): masked-token
+#    accuracy on validation next to a baseline that always answers the most frequent token.
+# 4. The classic demo: the ranking for "A flash flood watch will be in effect all [MASK]." and its
+#    bar chart. A model that read the weather bulletins ranks time spans first.
+#
+# Run it: `python lessons/03_bert_masked_lm.py [--fresh]`, or step through its cells. After
+# `minillm pipeline --preset tiny --out runs/tiny` it shows the pipeline's BERT (runs/tiny/02_mlm) and
+# takes about 10 s; with `--fresh`, or without the pipeline's run, it trains one into runs/lessons/03/mlm
+# (30-100 s on a 2-core CPU, the more the busier it is: measured 33 s and 93 s). The experiments to try are at the end.
 
-Nobody labels the pretraining corpus. The labels come from the text itself: hide some tokens and
-ask the model to guess them from the words on both sides. That is all BERT's pretraining is.
-
-What you will see:
-1. One sentence masked with BERT's recipe (15% of the tokens chosen; of those 80% become <mask>,
-   10% a random token, 10% stay), token by token, with the labels the loss will use.
-2. One training step done by hand: the loss of an untrained model (close to ln V, the loss of a
-   uniform guess over the V tokens), the gradient norm after `loss.backward()`, and the loss on
-   the same batch after one AdamW step.
-3. A short pretraining run with the shared training loop (`train_mlm`, tiny preset): masked-token
-   accuracy on validation next to a baseline that always answers the most frequent token.
-4. The classic demo: the ranking for "A flash flood watch will be in effect all [MASK]." and its
-   bar chart. A model that read the weather bulletins ranks time spans first.
-
-Run it:  python lessons/03_bert_masked_lm.py    (2-4 minutes on a 2-core CPU)
-Outputs: runs/lessons/03/ (the MLM run: metrics.jsonl, loss.png, ckpt.pt, fill_mask.png).
-"""
-
+# %%
 from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 from pathlib import Path
 
 import torch
 
 from minillm.config import preset
 from minillm.datasets.corpus import read_corpus, split_documents
+from minillm.lessons import DATA, Run, earlier_run, lesson_args, lesson_dir, own_run
 from minillm.model import Bert
 from minillm.stage1_pretrain.data import pack_documents, random_windows
 from minillm.stage1_pretrain.masking import IGNORE_INDEX
 from minillm.stage1_pretrain.mlm import FLASH_FLOOD, fill_mask, mask_for_mlm, mlm_loss, train_mlm
-from minillm.tokenizer import train_tokenizer
+from minillm.tokenizer import load_tokenizer
 from minillm.train import load_model, make_optimizer
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "runs" / "lessons" / "03"
+ARGS = lesson_args("Lesson 3: BERT's masked language modelling")
+OUT = lesson_dir(3)
 CFG = preset("tiny")
+torch.set_num_threads(2)
+train_docs, val_docs = split_documents(read_corpus(DATA / "corpus.txt"))
+tokenizer_run = earlier_run("tokenizer")  # the tiny preset's BPE tokenizer (lesson 1 shows how it is made)
+tokenizer = load_tokenizer(tokenizer_run.path / "tokenizer.json")
 
+# %% [markdown]
+# ## 1. BERT's masking recipe on one sentence
+# Of the positions chosen for prediction, most become `<mask>`, some a random token, some stay as
+# they are: the model cannot tell which visible tokens to trust, so it learns about all of them.
 
+# %%
 def step1_mask_one_sentence(tokenizer) -> None:
     print("== 1. BERT's masking recipe on one sentence ==")
     ids = pack_documents(tokenizer, ["A flash flood watch will be in effect all night for the town of Dorvik."])
@@ -58,6 +70,13 @@ def step1_mask_one_sentence(tokenizer) -> None:
     print("  <bos>/<eos> are never chosen. Only the chosen positions have a label; the loss ignores -100.")
 
 
+step1_mask_one_sentence(tokenizer)
+
+# %% [markdown]
+# ## 2. One training step, by hand
+# Forward, loss, backward, optimizer step: the four lines every training loop repeats.
+
+# %%
 def step2_one_step_by_hand(tokenizer, train_stream: torch.Tensor) -> None:
     print("\n== 2. One training step, by hand ==")
     torch.manual_seed(0)
@@ -81,18 +100,40 @@ def step2_one_step_by_hand(tokenizer, train_stream: torch.Tensor) -> None:
     print(f"  loss on the same batch after one AdamW step (lr {cfg.train.lr}): {after.item():.4f}")
 
 
-def step3_train(tokenizer, train_docs: list[str], val_docs: list[str]) -> Path:
+step2_one_step_by_hand(tokenizer, pack_documents(tokenizer, train_docs))
+
+# %% [markdown]
+# ## 3. Pretraining with the shared loop
+# The same steps, repeated 500 times by `train_mlm`. Two validation numbers come out of it, and
+# they differ: during training the loop checks the model every 250 steps on a small fixed subset of
+# the validation text (64 windows, a few hundred blanks), which is cheap and shows the trend; at the
+# end `train_mlm` evaluates once on the whole validation text. Quote the final one: the subset's
+# number moves with the luck of which few hundred blanks it holds.
+
+# %%
+def step3_train() -> Run:
     print(f"\n== 3. Pretraining with the shared loop: {CFG.mlm.train.max_steps} steps (tiny preset) ==")
-    run_dir = OUT / "mlm"
-    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time the lesson is run
-    metrics = train_mlm(CFG.mlm, tokenizer, train_docs, val_docs, run_dir)
-    print(f"  validation masked-token accuracy: {metrics['val_masked_accuracy']:.1%}")
+    mlm = own_run("mlm", OUT / "mlm", fresh=ARGS.fresh, inputs=[tokenizer_run],
+                  train=lambda folder: train_mlm(CFG.mlm, tokenizer, train_docs, val_docs, folder))
+    metrics = mlm.result
+    for row in (r for r in mlm.history if r.get("split") == "val"):
+        print(f"  periodic check at step {row['step']}: masked-token accuracy {row['val_masked_accuracy']:.1%} "
+              f"on a subset ({row['val_masked_positions']} blanks)")
+    print(f"  final evaluation on all validation text: {metrics['val_masked_accuracy']:.1%} "
+          f"({metrics['val_masked_positions']} blanks)")
     print(f"  always answering {metrics['unigram_prediction']!r} (the most frequent token): "
           f"{metrics['unigram_masked_accuracy']:.1%}")
-    print(f"  loss curve: {run_dir / 'loss.png'}")
-    return run_dir
+    print(f"  loss curve: {mlm.path / 'loss.png'}")
+    return mlm
 
 
+mlm = step3_train()
+
+# %% [markdown]
+# ## 4. A flash flood watch will be in effect all [MASK].
+# The model's ranking of the blank, from the checkpoint the run saved.
+
+# %%
 def step4_flash_flood(run_dir: Path) -> None:
     print(f"\n== 4. {FLASH_FLOOD} ==")
     model, tokenizer = load_model(run_dir, Bert)
@@ -101,34 +142,22 @@ def step4_flash_flood(run_dir: Path) -> None:
     print(f"  bar chart: {run_dir / 'fill_mask.png'}")
 
 
-def main() -> None:
-    torch.set_num_threads(2)
-    OUT.mkdir(parents=True, exist_ok=True)
-    train_docs, val_docs = split_documents(read_corpus(ROOT / "data" / "corpus.txt"))
-    tokenizer = train_tokenizer(train_docs, CFG.tokenizer.vocab_size, progress=False)
-    step1_mask_one_sentence(tokenizer)
-    step2_one_step_by_hand(tokenizer, pack_documents(tokenizer, train_docs))
-    run_dir = step3_train(tokenizer, train_docs, val_docs)
-    step4_flash_flood(run_dir)
-    print("""
-== Try this ==
-1. Mask more: `minillm pretrain mlm --preset tiny --set mlm.mask_prob=0.4 --out runs/mask40`. Each
-   batch now holds more targets but less context around each blank; compare the validation
-   accuracy and the flash-flood ranking with this lesson's run.
-2. Always use <mask> (`--set mlm.mask_token_prob=1.0 --set mlm.random_token_prob=0.0`). The
-   masked accuracy barely changes, since evaluation masks with <mask> as well; what is lost is
-   robustness to visible tokens that are wrong. Put a wrong word next to the blank ("... in effect
-   all [MASK] banana.") and compare the rankings of the two runs with `fill_mask`.
-3. BERT's original post-LN blocks (`--set mlm.model.norm=post`; the tiny preset uses pre-LN):
-   compare the two loss curves (loss.png). Both first sit on a plateau at the unigram loss, until
-   attention learns to look at the neighbours of a blank; watch which one leaves it first.
-4. BERT's learned position table (`--set mlm.model.position=learned`; the tiny preset uses RoPE,
-   which tells attention how far apart two tokens are). In our runs (64 windows per step) the table
-   sat on the plateau far longer: masked accuracy 0.18 at step 300, against 0.54 with RoPE. A head
-   that must find "the word just before the blank" learns it once with RoPE, once per position
-   with a table.
-""")
+step4_flash_flood(mlm.path)
 
-
-if __name__ == "__main__":
-    main()
+# %% [markdown]
+# ## Try this
+# 1. Mask more: `minillm pretrain mlm --preset tiny --set mlm.mask_prob=0.4 --out runs/mask40`. Each
+#    batch now holds more targets but less context around each blank; compare the validation
+#    accuracy and the flash-flood ranking with this lesson's run.
+# 2. Always use `<mask>` (`--set mlm.mask_token_prob=1.0 --set mlm.random_token_prob=0.0`). The
+#    masked accuracy barely changes, since evaluation masks with `<mask>` as well; what is lost is
+#    robustness to visible tokens that are wrong. Put a wrong word next to the blank ("... in effect
+#    all [MASK] banana.") and compare the rankings of the two runs with `fill_mask`.
+# 3. BERT's original post-LN blocks (`--set mlm.model.norm=post`; the tiny preset uses pre-LN):
+#    compare the two loss curves (loss.png). Both first sit on a plateau at the unigram loss, until
+#    attention learns to look at the neighbours of a blank; watch which one leaves it first.
+# 4. BERT's learned position table (`--set mlm.model.position=learned`; the tiny preset uses RoPE,
+#    which tells attention how far apart two tokens are). In our runs (64 windows per step) the table
+#    sat on the plateau far longer: masked accuracy 0.18 at step 300, against 0.54 with RoPE. A head
+#    that must find "the word just before the blank" learns it once with RoPE, once per position
+#    with a table (docs/findings.md, "RoPE").

@@ -1,44 +1,53 @@
-"""Lesson 4: GPT learns language by predicting the next token (causal language modelling).
+# %% [markdown]
+# # Lesson 4: GPT learns language by predicting the next token (causal language modelling)
+#
+# A GPT reads left to right and, at every position, guesses the token that comes next. The targets
+# are the inputs shifted by one, so a window of T+1 tokens gives T training examples at once, and
+# the causal mask inside the model makes sure no position can peek at its own answer.
+#
+# What you will see:
+# 1. The shift on one sequence: each input token next to the target it must predict.
+# 2. Text sampled from the untrained model: random tokens.
+# 3. Pretraining with the shared loop (`train_clm`, tiny preset): validation perplexity next to a
+#    unigram model's (token frequencies only, no context) on the same tokens.
+# 4. Text sampled from the trained model: it now writes bulletins, forecasts and stories like the
+#    corpus, and states facts of the small world it read about.
+#
+# Run it: `python lessons/04_gpt_pretraining.py [--fresh]`, or step through its cells. After the
+# pipeline it shows the pipeline's GPT (runs/tiny/03_clm) and takes about 10 s; with `--fresh`, or
+# without the pipeline's run, it trains one into runs/lessons/04/clm (75-140 s on a 2-core CPU),
+# and lesson 5 then starts from that one. The experiments to try are at the end.
 
-A GPT reads left to right and, at every position, guesses the token that comes next. The targets
-are the inputs shifted by one, so a window of T+1 tokens gives T training examples at once, and
-the causal mask inside the model makes sure no position can peek at its own answer.
-
-What you will see:
-1. The shift on one sequence: each input token next to the target it must predict.
-2. Text sampled from the untrained model: random tokens.
-3. Pretraining with the shared loop (`train_clm`, tiny preset): validation perplexity next to a
-   unigram model's (token frequencies only, no context) on the same tokens.
-4. Text sampled from the trained model: it now writes bulletins, forecasts and stories like the
-   corpus, and states facts of the small world it read about.
-
-Run it:  python lessons/04_gpt_pretraining.py    (2-4 minutes on a 2-core CPU)
-Outputs: runs/lessons/04/clm/ (metrics.jsonl, loss.png, ckpt.pt, results.json). Lesson 5 starts
-its instruction tuning from this model.
-"""
-
+# %%
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import torch
 
 from minillm.config import preset
 from minillm.datasets.corpus import read_corpus, split_documents
+from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
 from minillm.model import GPT
 from minillm.stage1_pretrain.clm import generate_text, train_clm
 from minillm.stage1_pretrain.data import pack_documents
-from minillm.tokenizer import train_tokenizer
+from minillm.tokenizer import load_tokenizer
 from minillm.train import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "runs" / "lessons" / "04"
+ARGS = lesson_args("Lesson 4: GPT's next-token prediction")
+OUT = lesson_dir(4)
 CFG = preset("tiny")
 PROMPTS = ("Weather warning for", "Para works as", "Long ago, in")
+torch.set_num_threads(2)
+train_docs, val_docs = split_documents(read_corpus(DATA / "corpus.txt"))
+tokenizer_run = earlier_run("tokenizer")
+tokenizer = load_tokenizer(tokenizer_run.path / "tokenizer.json")
 
+# %% [markdown]
+# ## 1. Next-token targets: the input shifted by one
 
+# %%
 def step1_shifted_targets(tokenizer, doc: str) -> None:
     print("== 1. Next-token targets: the input shifted by one ==")
     ids = pack_documents(tokenizer, [doc])[:13]  # (T+1,) = 13 tokens -> 12 (input, target) pairs
@@ -49,6 +58,13 @@ def step1_shifted_targets(tokenizer, doc: str) -> None:
     print("  One forward pass scores all 12 predictions at once; the causal mask hides the future.")
 
 
+step1_shifted_targets(tokenizer, train_docs[0])
+
+# %% [markdown]
+# ## 2. Samples from the untrained model
+# Random weights give every token about the same probability: the text is noise.
+
+# %%
 def show_samples(model: GPT, tokenizer) -> None:
     for i, prompt in enumerate(PROMPTS):
         text = generate_text(model, tokenizer, prompt, max_new_tokens=40, temperature=0.8, top_k=40, seed=i)
@@ -61,59 +77,62 @@ def step2_untrained_samples(tokenizer) -> None:
     show_samples(GPT(dataclasses.replace(CFG.clm.model, vocab_size=tokenizer.vocab_size)), tokenizer)
 
 
-def step3_train(tokenizer, train_docs: list[str], val_docs: list[str]) -> Path:
+step2_untrained_samples(tokenizer)
+
+# %% [markdown]
+# ## 3. Pretraining with the shared loop
+# The same loop as lesson 3's, with the shifted targets and the causal mask. Perplexity is e to the
+# mean loss per token: how many tokens the model hesitates between, on average.
+
+# %%
+def step3_train() -> Path:
     print(f"\n== 3. Pretraining with the shared loop: {CFG.clm.train.max_steps} steps (tiny preset) ==")
-    run_dir = OUT / "clm"
-    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time the lesson is run
-    metrics = train_clm(CFG.clm, tokenizer, train_docs, val_docs, run_dir)
+    clm = own_run("clm", OUT / "clm", fresh=ARGS.fresh, inputs=[tokenizer_run],
+                  train=lambda folder: train_clm(CFG.clm, tokenizer, train_docs, val_docs, folder))
+    metrics = clm.result
     ratio = metrics["unigram_perplexity"] / metrics["val_perplexity"]
     print(f"  validation perplexity {metrics['val_perplexity']:.2f} on {metrics['val_tokens']} tokens; "
           f"unigram model {metrics['unigram_perplexity']:.1f} ({ratio:.0f}x higher)")
-    print(f"  loss curve: {run_dir / 'loss.png'}")
-    return run_dir
+    print(f"  loss curve: {clm.path / 'loss.png'}")
+    return clm.path
 
 
+run_dir = step3_train()
+
+# %% [markdown]
+# ## 4. Samples from the trained model
+# The same prompts and seeds as in step 2.
+
+# %%
 def step4_trained_samples(run_dir: Path) -> None:
     print("\n== 4. Samples from the trained model (temperature 0.8, top-k 40) ==")
     model, tokenizer = load_model(run_dir, GPT)
     show_samples(model, tokenizer)
 
 
-def main() -> None:
-    torch.set_num_threads(2)
-    OUT.mkdir(parents=True, exist_ok=True)
-    train_docs, val_docs = split_documents(read_corpus(ROOT / "data" / "corpus.txt"))
-    tokenizer = train_tokenizer(train_docs, CFG.tokenizer.vocab_size, progress=False)
-    step1_shifted_targets(tokenizer, train_docs[0])
-    step2_untrained_samples(tokenizer)
-    run_dir = step3_train(tokenizer, train_docs, val_docs)
-    step4_trained_samples(run_dir)
-    print("""
-== Try this ==
-1. Temperature: in step 4, sample with temperature 0 (greedy: the same, most likely text every
-   time), 0.8 and 1.5. Low temperatures repeat the corpus's commonest phrases; high ones invent
-   words, then break down.
-2. A shorter context: `minillm pretrain clm --preset tiny --set clm.model.block_size=32 --out X`.
-   Perplexity rises: the model no longer sees the start of a bulletin (its town, its hazard) when
-   it writes the end.
-3. Fewer steps: `--set clm.train.max_steps=60`, then ask greedily "Para works as" in both models.
-   The sentences look right early; which person has which job takes many more passes over the
-   corpus to memorise, and lesson 5's world-fact questions need exactly that.
-4. GPT-2's learned position table instead of RoPE: `--set clm.model.position=learned`. In our
-   runs the training loss was 2.27 against 1.71 at step 100, the validation perplexity ended at
-   2.15 against 1.94, and the SFT model built on it answered 0.83 instead of 0.92 of lesson 5's
-   seen questions, and 0.17 instead of 0.80 of its world facts: copying a town from a bulletin
-   into a headline is a rule about distances, which RoPE gives attention for free.
-5. Bigger batches: `--set clm.train.batch_size=32 --set clm.train.max_steps=550` reads 1.4 times
-   as many windows as the preset's 800 steps of 16 and took 134 s against 112 s in our runs, for
-   the same model: perplexity 1.95 against 1.94, and lesson 5's scores 0.93 / 0.85 / 0.83 against
-   0.92 / 0.82 / 0.80 (seen / new wordings / world facts; differences of a few hundredths are the
-   luck of 30 prompts per family). This early in training, more (noisier) updates do as much as
-   fewer, more exact ones, for less compute. (With the 4-layer GPT of an earlier version the
-   bigger batches did worse: perplexity 1.96, world facts 0.53 against 0.67; 1400 steps of 8
-   reached 1.90.)
-""")
+step4_trained_samples(run_dir)
 
-
-if __name__ == "__main__":
-    main()
+# %% [markdown]
+# ## Try this
+# 1. Temperature: in step 4, sample with temperature 0 (greedy: the same, most likely text every
+#    time), 0.8 and 1.5. Low temperatures repeat the corpus's commonest phrases; high ones invent
+#    words, then break down.
+# 2. A shorter context: `minillm pretrain clm --preset tiny --set clm.model.block_size=32 --out X`.
+#    Perplexity rises: the model no longer sees the start of a bulletin (its town, its hazard) when
+#    it writes the end.
+# 3. Fewer steps: `--set clm.train.max_steps=60`, then ask greedily "Para works as" in both models.
+#    The sentences look right early; which person has which job takes many more passes over the
+#    corpus to memorise, and lesson 5's world-fact questions need exactly that.
+# 4. GPT-2's learned position table instead of RoPE: `--set clm.model.position=learned`. In our
+#    runs the training loss was 2.27 against 1.71 at step 100, the validation perplexity ended at
+#    2.15 against 1.94, and the SFT model built on it answered 0.83 instead of 0.92 of lesson 5's
+#    seen questions, and 0.17 instead of 0.80 of its world facts: copying a town from a bulletin
+#    into a headline is a rule about distances, which RoPE gives attention for free.
+# 5. Bigger batches: `--set clm.train.batch_size=32 --set clm.train.max_steps=550` reads 1.4 times
+#    as many windows as the preset's 800 steps of 16 and took 134 s against 112 s in our runs, for
+#    the same model: perplexity 1.95 against 1.94, and lesson 5's scores 0.93 / 0.85 / 0.83 against
+#    0.92 / 0.82 / 0.80 (seen / new wordings / world facts; differences of a few hundredths are the
+#    luck of 30 prompts per family). This early in training, more (noisier) updates do as much as
+#    fewer, more exact ones, for less compute. (With the 4-layer GPT of an earlier version the
+#    bigger batches did worse: perplexity 1.96, world facts 0.53 against 0.67; 1400 steps of 8
+#    reached 1.90.)

@@ -1,42 +1,47 @@
-"""Lesson 6: the reward model, from rankings to a score function.
+# %% [markdown]
+# # Lesson 6: the reward model, from rankings to a score function
+#
+# SFT taught the model to answer. Its answers still vary: sometimes right and plain, sometimes
+# padded with chatter, rude, terse or wrong, because its training data did. People can tell which
+# answer they prefer far more easily than they can write the perfect one. RLHF starts there: rank a
+# few answers per prompt, then train a model that predicts those rankings.
+#
+# What you will see:
+# 1. One prompt, four answers sampled from the SFT model, the simulated annotator's score for each
+#    as the sum of its parts (what it rewards: the right answer, nothing but it, in the reference's
+#    form, overlapping words; what it penalises: rudeness, extra words), and its ranking.
+# 2. The ranking turned into its 4*3/2 = 6 pairs, and the ranking loss -log sigmoid(r_w - r_l)
+#    computed by hand for made-up rewards, next to the library's `ranking_loss`.
+# 3. A reward model trained on a few hundred rankings: the SFT GPT plus one linear head on the last
+#    real token, plus a learnt weight times the answer's mean token log-probability under the GPT's
+#    own language-model head (the head sees style; the likelihood sees whether the answer is right).
+#    Its pairwise accuracy on held-out rankings, next to the ceiling set by the annotator's noise.
+# 4. The trained model's score of one answer written in the five styles of the training data, and
+#    how much of each score came from the likelihood term.
+#
+# Run it: `python lessons/06_reward_model.py [SFT_RUN_DIR] [--fresh]`, or step through its cells.
+# It starts from SFT_RUN_DIR, or the SFT model lesson 5 trained with --fresh, or the pipeline's
+# (runs/tiny/04_sft). After the pipeline it shows the pipeline's reward model
+# (runs/tiny/05_reward_model) and takes 5-10 s; `--fresh` collects rankings and trains one into
+# runs/lessons/06/reward (1-1.5 minutes on a 2-core CPU; open its prefs.jsonl: the rankings). The
+# experiments to try are at the end.
 
-SFT taught the model to answer. Its answers still vary: sometimes right and plain, sometimes
-padded with chatter, rude, terse or wrong, because its training data did. People can tell which
-answer they prefer far more easily than they can write the perfect one. RLHF starts there: rank a
-few answers per prompt, then train a model that predicts those rankings.
-
-What you will see:
-1. One prompt, four answers sampled from the SFT model, the simulated annotator's score for each
-   (what it rewards: correct, exact, full form, near miss; what it penalises: rude, verbose), and
-   its ranking.
-2. The ranking turned into its 4*3/2 = 6 pairs, and the ranking loss -log sigmoid(r_w - r_l)
-   computed by hand for made-up rewards, next to the library's `ranking_loss`.
-3. A reward model trained on a few hundred rankings: the SFT GPT plus one linear head on the last
-   real token, plus a learnt weight times the answer's mean token log-probability under the GPT's
-   own language-model head (the head sees style; the likelihood sees whether the answer is right).
-   Its pairwise accuracy on held-out rankings, next to the ceiling set by the annotator's noise.
-4. The trained model's score of one answer written in the five styles of the training data, and
-   how much of each score came from the likelihood term.
-
-Run it:  python lessons/06_reward_model.py [SFT_RUN_DIR]    (about 2 minutes on a 2-core CPU)
-It uses SFT_RUN_DIR or runs/lessons/05/sft (left by lesson 5). Outputs go to runs/lessons/06/
-(prefs.jsonl: the rankings, open it; reward/: the reward model run with loss.png).
-"""
-
+# %%
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import torch
 
 from minillm.config import preset
 from minillm.datasets.instructions import PADDING_CLOSERS, PADDING_OPENERS, RUDE_OPENERS, read_jsonl, terse
+from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import encode_example
 from minillm.stage3_rlhf.annotator import (
+    WEIGHTS,
     SimulatedAnnotator,
     answer_places,
     gold_score,
@@ -48,16 +53,33 @@ from minillm.stage3_rlhf.reward_model import RewardModel, ranking_loss, train_re
 from minillm.stage3_rlhf.sequences import last_real_index
 from minillm.train import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "runs" / "lessons" / "06"
+ARGS = lesson_args("Lesson 6: the reward model", inputs=["sft_run"])
+OUT = lesson_dir(6)
 CFG = preset("tiny")
+torch.set_num_threads(2)
+records = read_jsonl(DATA / "instructions.jsonl")
+sft = earlier_run("sft", lesson_dir(5) / "sft", given=ARGS.sft_run)
+policy, tokenizer = load_model(sft.path, GPT)
+record = next(r for r in records if r["split"] == "test_seen" and r["family"] == "world_fact")
+
+# %% [markdown]
+# ## 1. Four answers to one prompt, scored and ranked by the simulated annotator
+# The annotator is a written-down scoring function (minillm/stage3_rlhf/annotator.py) plus noise:
+# people disagree, with each other and with themselves. Without the noise it is the *gold* judge,
+# which later measures the policies; the policy never sees it.
+
+# %%
+PART_NAMES = {"correct": "has the answer", "exact": "nothing but the answer", "full_form": "in the reference's form",
+              "rude": "rude", "near_miss": "word overlap", "verbose": "share of extra words"}
+GRADED = ("near_miss", "verbose")  # a share in [0, 1] times the weight; the other parts are yes (1) or no (0)
 
 
-def sft_dir() -> Path:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs" / "lessons" / "05" / "sft"
-    if not (path / "ckpt.pt").is_file():
-        sys.exit(f"no SFT run at {path}: run `python lessons/05_instruction_tuning.py` first, or pass a folder")
-    return path
+def explain_score(record: dict, answer: str) -> str:
+    """The gold score as the sum of its parts: 'has the answer +2.00, word overlap 0.67 x 0.5 = +0.33, ...'."""
+    terms = [f"{PART_NAMES[k]} {v:.2f} x {WEIGHTS[k]:g} = {WEIGHTS[k] * v:+.2f}" if k in GRADED
+             else f"{PART_NAMES[k]} {WEIGHTS[k]:+.2f}"
+             for k, v in score_parts(record, answer).items() if v]
+    return ", ".join(terms) or "no part of the answer: 0"
 
 
 def step1_one_ranking(policy: GPT, tokenizer, record: dict) -> list[int | list[int]]:
@@ -66,8 +88,7 @@ def step1_one_ranking(policy: GPT, tokenizer, record: dict) -> list[int | list[i
                                       torch.Generator().manual_seed(0))[0]
     print(f"  prompt:    {record['prompt']}\n  reference: {record['reference']}")
     for i, answer in enumerate(answers):
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in score_parts(record, answer).items() if v)
-        print(f"  [{i}] gold {gold_score(record, answer):5.2f}  {answer!r}\n        ({parts or 'nothing'})")
+        print(f"  [{i}] gold {gold_score(record, answer):5.2f}  {answer!r}\n        = {explain_score(record, answer)}")
     annotator = SimulatedAnnotator(CFG.reward.annotator_noise, seed=0, tie_margin=CFG.reward.annotator_tie_margin)
     ranking = annotator.rank(record, answers)
     print(f"  ranking, best first: {ranking}  (gold score + noise of std {CFG.reward.annotator_noise}; "
@@ -75,6 +96,14 @@ def step1_one_ranking(policy: GPT, tokenizer, record: dict) -> list[int | list[i
     return ranking
 
 
+ranking = step1_one_ranking(policy, tokenizer, record)
+
+# %% [markdown]
+# ## 2. From a ranking to pairs, and the ranking loss of each pair
+# A ranking of 4 is up to 6 comparisons (tied answers give none). The loss of one comparison is
+# -log sigmoid(r_better - r_worse): small when the better answer already scores higher, large when not.
+
+# %%
 def step2_loss_by_hand(ranking: list[int | list[int]]) -> None:
     print("== 2. A ranking of 4 is up to 6 comparisons (a tie gives none); the loss of each is "
           "-log sigmoid(r_better - r_worse) ==")
@@ -96,21 +125,40 @@ def step2_loss_by_hand(ranking: list[int | list[int]]) -> None:
           "  one ordered wrong costs a lot, and its gradient pushes the two scores apart.\n")
 
 
-def step3_train(sft: Path, records: list[dict]) -> Path:
+step2_loss_by_hand(ranking)
+
+# %% [markdown]
+# ## 3. Collect rankings from the SFT model and train the reward model
+# The reward model is the SFT GPT with a scalar head; it learns to give the preferred answer of each
+# pair the higher score.
+
+# %%
+def collect_and_train(folder: Path) -> dict:
+    """Rank answers sampled from the SFT model (folder/prefs.jsonl), then train a reward model on them."""
+    prefs = folder / "prefs.jsonl"
+    stats = collect_rankings(CFG.reward, sft.path, records, prefs)
+    print(f"  {stats['n_rankings']} rankings ({stats['n_pairs']} pairs) in {stats['seconds']:.0f} s -> {prefs}")
+    return train_reward_model(CFG.reward, sft.path, prefs, folder, records=records)
+
+
+def step3_train() -> Path:
     print("== 3. Collect rankings from the SFT model and train the reward model ==")
-    prefs, rm_dir = OUT / "prefs.jsonl", OUT / "reward"
-    if not prefs.is_file():
-        stats = collect_rankings(CFG.reward, sft, records, prefs)
-        print(f"  {stats['n_rankings']} rankings ({stats['n_pairs']} pairs) in {stats['seconds']:.0f} s -> {prefs}")
-    result = train_reward_model(CFG.reward, sft, prefs, rm_dir, records=records, resume=True)
+    rm = own_run("reward_model", OUT / "reward", train=collect_and_train, fresh=ARGS.fresh, inputs=[sft])
+    result = rm.result
     print(f"  held-out pairwise accuracy {result['pairwise_accuracy']:.1%} (training rankings "
           f"{result['train_accuracy']:.1%})\n  the annotator agrees with the gold judge on "
           f"{result['gold_agreement']:.1%} of those pairs and with itself on {result['annotator_agreement']:.1%}:"
-          "\n  a perfect reward model could not beat the first number. Loss curve: "
-          f"{rm_dir / 'loss.png'}\n")
-    return rm_dir
+          "\n  a perfect reward model could not beat the first number. Rankings: "
+          f"{rm.path / 'prefs.jsonl'}, loss curve: {rm.path / 'loss.png'}\n")
+    return rm.path
 
 
+rm_dir = step3_train()
+
+# %% [markdown]
+# ## 4. One answer in five styles: what the reward model learnt
+
+# %%
 def step4_styles(rm_dir: Path, record: dict) -> None:
     print("== 4. One answer in five styles: what the reward model learnt ==")
     rm, tokenizer = load_model(rm_dir, RewardModel)
@@ -131,32 +179,19 @@ def step4_styles(rm_dir: Path, record: dict) -> None:
     print()
 
 
-def main() -> None:
-    torch.set_num_threads(2)
-    OUT.mkdir(parents=True, exist_ok=True)
-    sft = sft_dir()
-    records = read_jsonl(ROOT / "data" / "instructions.jsonl")
-    policy, tokenizer = load_model(sft, GPT)
-    record = next(r for r in records if r["split"] == "test_seen" and r["family"] == "world_fact")
-    ranking = step1_one_ranking(policy, tokenizer, record)
-    step2_loss_by_hand(ranking)
-    rm_dir = step3_train(sft, records)
-    step4_styles(rm_dir, record)
-    print("""== Try this ==
-1. A noisier annotator: `--set reward.annotator_noise=1.0` (CLI) or edit CFG.reward here. The
-   ceiling (agreement with gold) falls, and the reward model's accuracy falls with it: a reward
-   model cannot be more consistent than its labellers.
-2. Fewer answers per ranking: `reward.answers_per_prompt=2` gives 1 pair per prompt instead of 6.
-   With the same number of prompts, accuracy drops: rankings of K are cheap extra comparisons.
-3. The head alone: `--set reward.likelihood_term=false` (CLI), or set it in CFG.reward here. With
-   the tiny preset's SFT model, held-out accuracy fell from 0.85 to 0.71: pairs that differ in style
-   stay right (0.92 in an earlier run), but pairs where one answer is right and the other wrong fall
-   close to a coin flip (0.58). Lesson 7 shows what PPO makes of such a judge.
-4. Read the head somewhere else: in RewardModel.forward, take the head's score at the FIRST token
-   instead of the last real one. That position has only seen `<bos>`: the head gives every answer
-   the same score, and only the likelihood term is left to tell answers apart.
-""")
+step4_styles(rm_dir, record)
 
-
-if __name__ == "__main__":
-    main()
+# %% [markdown]
+# ## Try this
+# 1. A noisier annotator: `--set reward.annotator_noise=1.0` (CLI) or edit CFG.reward here. The
+#    ceiling (agreement with gold) falls, and the reward model's accuracy falls with it: a reward
+#    model cannot be more consistent than its labellers.
+# 2. Fewer answers per ranking: `reward.answers_per_prompt=2` gives 1 pair per prompt instead of 6.
+#    With the same number of prompts, accuracy drops: rankings of K are cheap extra comparisons.
+# 3. The head alone: `--set reward.likelihood_term=false` (CLI), or set it in CFG.reward here. With
+#    the tiny preset's SFT model, held-out accuracy fell from 0.85 to 0.71: pairs that differ in style
+#    stay right (0.92 in an earlier run), but pairs where one answer is right and the other wrong fall
+#    close to a coin flip (0.58). Lesson 7 shows what PPO makes of such a judge.
+# 4. Read the head somewhere else: in RewardModel.forward, take the head's score at the FIRST token
+#    instead of the last real one. That position has only seen `<bos>`: the head gives every answer
+#    the same score, and only the likelihood term is left to tell answers apart.

@@ -1,57 +1,69 @@
-"""Lesson 7: PPO, the policy learns from the reward model, on a KL leash.
+# %% [markdown]
+# # Lesson 7: PPO, the policy learns from the reward model, on a KL leash
+#
+# The reward model of lesson 6 scores any answer. Now the SFT model (the *policy*) writes answers,
+# the reward model scores them, and PPO changes the policy so that better-scored answers become more
+# likely. A frozen copy of the SFT model (the *reference*) holds the leash: every token pays
+# beta * (log pi - log pi_ref), so the policy only drifts as far as the reward is worth.
+#
+# What you will see:
+# 1. One rollout dissected, token by token: the policy's and the reference's log-probs, the KL
+#    penalty, the reward (the penalty everywhere, the reward model's score on the last token), the
+#    critic's value, and the advantage GAE makes of them.
+# 2. PPO with the tiny preset, its curves (reward-model score, gold score: the annotator's own
+#    judgement, which the policy never sees; KL, clip fraction, answer length), its win rate against
+#    the SFT model, and a few held-out prompts with the reference and both models' answers.
+# 3. Reward hacking: a weaker reward model (the scalar head alone, without the answer's likelihood:
+#    it learnt style, hardly correctness) and PPO without the leash (kl_coef = 0). The reward-model
+#    score climbs while the gold score falls: the policy finds answers the judge over-rates.
+#
+# What PPO can and cannot reach here: it drops the filler and the rudeness (one habit on every
+# prompt, learnt at once), but hardly makes wrong answers right on prompts it never saw, so it wins
+# about 6 comparisons in 10 against the SFT model, not 7 or 8. Not even a perfect reward model
+# changes that (Try this 6); docs/findings.md has the measurements.
+#
+# Run it: `python lessons/07_ppo.py [SFT_RUN_DIR] [REWARD_RUN_DIR] [--fresh]`, or step through its
+# cells. It starts from the SFT model and reward model of lessons 5 and 6 when they were trained
+# there with --fresh, else the pipeline's. After the pipeline, step 2 shows the pipeline's PPO run
+# (runs/tiny/06_ppo), and only step 3's two runs train: about 2 minutes on a quiet 2-core CPU, 15
+# when four other trainings share it (measured); a second run reuses them and takes seconds.
+# `--fresh` trains PPO here too, into runs/lessons/07/ppo (about a minute more). The experiments to try are at the end.
 
-The reward model of lesson 6 scores any answer. Now the SFT model (the *policy*) writes answers,
-the reward model scores them, and PPO changes the policy so that better-scored answers become more
-likely. A frozen copy of the SFT model (the *reference*) holds the leash: every token pays
-beta * (log pi - log pi_ref), so the policy only drifts as far as the reward is worth.
-
-What you will see:
-1. One rollout dissected, token by token: the policy's and the reference's log-probs, the KL
-   penalty, the reward (the penalty everywhere, the reward model's score on the last token), the
-   critic's value, and the advantage GAE makes of them.
-2. PPO training with the tiny preset, and its curves: reward-model score, gold score (the
-   annotator's own judgement, which the policy never sees), KL, clip fraction, answer length.
-3. Reward hacking: a weaker reward model (the scalar head alone, without the answer's likelihood:
-   it learnt style, hardly correctness) and PPO without the leash (kl_coef = 0). The reward-model
-   score climbs while the gold score falls: the policy finds answers the judge over-rates.
-
-Run it:  python lessons/07_ppo.py [SFT_RUN_DIR] [REWARD_RUN_DIR]    (about 5 minutes on a 2-core CPU)
-Defaults: runs/lessons/05/sft and runs/lessons/06/reward (left by lessons 5 and 6). Outputs go to
-runs/lessons/07/ (ppo/, head_only_reward/ and no_kl/ runs with their PNGs and metrics.jsonl).
-"""
-
+# %%
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import torch
 
 from minillm.config import preset
 from minillm.datasets.instructions import read_jsonl
+from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
 from minillm.model import GPT
+from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.ppo import reward_hacking, rollout, train_ppo
+from minillm.stage3_rlhf.preferences import heldout_records
 from minillm.stage3_rlhf.reward_model import RewardModel, train_reward_model
 from minillm.train import load_model
 from minillm.utils import spread_rows
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "runs" / "lessons" / "07"
+ARGS = lesson_args("Lesson 7: PPO", inputs=["sft_run", "reward_run"])
+OUT = lesson_dir(7)
 CFG = preset("tiny")
+torch.set_num_threads(2)
+records = read_jsonl(DATA / "instructions.jsonl")
+sft = earlier_run("sft", lesson_dir(5) / "sft", given=ARGS.sft_run)
+rm = earlier_run("reward_model", lesson_dir(6) / "reward", given=ARGS.reward_run)
 
+# %% [markdown]
+# ## 1. One rollout, token by token
+# Every token pays -beta * KL; only the last one also gets the reward model's score. The critic's
+# values say how much reward is still to come; the advantage is how much better than that it went.
 
-def run_dirs() -> tuple[Path, Path]:
-    sft = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs" / "lessons" / "05" / "sft"
-    rm = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "runs" / "lessons" / "06" / "reward"
-    for path, lesson in ((sft, "05_instruction_tuning"), (rm, "06_reward_model")):
-        if not (path / "ckpt.pt").is_file():
-            sys.exit(f"no run at {path}: run `python lessons/{lesson}.py` first, or pass the folders")
-    return sft, rm
-
-
+# %%
 def step1_dissect(sft: Path, rm_dir: Path, records: list[dict]) -> None:
     print("== 1. One rollout, token by token ==")
     policy, tokenizer = load_model(sft, GPT)
@@ -77,11 +89,31 @@ def step1_dissect(sft: Path, rm_dir: Path, records: list[dict]) -> None:
           "  how much reward is still to come; the advantage is how much better than that it went.\n")
 
 
-def step2_train(sft: Path, rm_dir: Path, records: list[dict]) -> None:
+step1_dissect(sft.path, rm.path, [r for r in records if r["split"] == "train"])
+
+# %% [markdown]
+# ## 2. PPO
+# Each step samples answers to a batch of prompts (the rollout), scores them, and takes a few
+# clipped gradient steps on them. Then the policy and the SFT model answer the same held-out
+# prompts, and the gold judge compares each pair.
+
+# %%
+def show_examples(result: dict, n: int = 3) -> None:
+    """The first held-out prompts of the comparison, with the reference and both answers, scored by gold."""
+    tests = heldout_records(records, CFG.ppo.eval_prompts, 0)  # the prompts train_ppo compared on, in order
+    for record, example in zip(tests, result["examples"][:n], strict=False):
+        print(f"    prompt:    {record['prompt']!r}\n    reference: {record['reference']!r}")
+        for name, answer in (("SFT", example["sft"]), ("PPO", example["after"])):
+            print(f"    {name}:       {answer!r}  (gold {gold_score(record, answer):.2f})")
+
+
+def step2_train() -> None:
     print(f"== 2. PPO, {CFG.ppo.train.max_steps} steps of {CFG.ppo.rollout_batch_size} answers ==")
-    result = train_ppo(CFG.ppo, sft, rm_dir, records, OUT / "ppo", resume=True)
+    ppo = own_run("ppo", OUT / "ppo", fresh=ARGS.fresh, inputs=[sft, rm],
+                  train=lambda folder: train_ppo(CFG.ppo, sft.path, rm.path, records, folder))
+    result = ppo.result
     print("  step  RM score   gold      KL  clipfrac  ratio  answer length")
-    for row in spread_rows(result["history"], 8):
+    for row in spread_rows(ppo.history, 8):
         print(f"  {row['step']:4d} {row['rm_score']:+8.2f} {row['gold']:6.2f} {row['kl']:7.2f} "
               f"{row['clipfrac']:9.3f} {row['ratio']:6.3f} {row['response_len']:8.1f}")
     print(f"  against the SFT model on {CFG.ppo.eval_prompts} held-out prompts (judged by gold): win rate "
@@ -91,60 +123,61 @@ def step2_train(sft: Path, rm_dir: Path, records: list[dict]) -> None:
           "model's answer is already perfect")
     print("  per task family: " + ", ".join(f"{family} {rate:.2f}"
                                             for family, rate in result["win_rate_by_family"].items()))
-    for ex in result["examples"][:3]:
-        print(f"    SFT: {ex['sft']!r}\n    PPO: {ex['after']!r}")
-    print(f"  curves: {OUT / 'ppo' / 'ppo_reward.png'}, ppo_health.png, ppo_length.png\n")
+    show_examples(result)
+    print(f"  curves: {ppo.path / 'ppo_reward.png'}, ppo_health.png, ppo_length.png\n")
 
 
-def step3_reward_hacking(sft: Path, rm_dir: Path, records: list[dict]) -> None:
+step2_train()
+
+# %% [markdown]
+# ## 3. Reward hacking: the head-only reward model, and no KL penalty
+# The same rankings as lesson 6's reward model, learnt by the scalar head alone; then PPO against it
+# with the leash off, for 45 steps.
+
+# %%
+def step3_reward_hacking() -> None:
     print("== 3. Reward hacking: the head-only reward model, and no KL penalty ==")
     # The same rankings the reward model of lesson 6 learnt from (its run folder records the file).
-    prefs = json.loads((rm_dir / "config.json").read_text(encoding="utf-8"))["run"]["prefs"]
-    head_only = train_reward_model(dataclasses.replace(CFG.reward, likelihood_term=False), sft, prefs,
-                                   OUT / "head_only_reward", records=records, resume=True)
-    print(f"  head-only reward model: held-out pairwise accuracy {head_only['pairwise_accuracy']:.2f}")
+    prefs = json.loads((rm.path / "config.json").read_text(encoding="utf-8"))["run"]["prefs"]
+    head_only = own_run("reward_model", OUT / "head_only_reward", fresh=ARGS.fresh, inputs=[sft, rm],
+                        from_pipeline=False, train=lambda folder: train_reward_model(
+                            dataclasses.replace(CFG.reward, likelihood_term=False), sft.path, prefs, folder,
+                            records=records))
+    print(f"  head-only reward model: held-out pairwise accuracy {head_only.result['pairwise_accuracy']:.2f}")
     unleashed = dataclasses.replace(CFG.ppo, train=dataclasses.replace(CFG.ppo.train, max_steps=45))
-    result = reward_hacking(unleashed, sft, OUT / "head_only_reward", records, OUT / "no_kl")
+    hacked = own_run("ppo", OUT / "no_kl", fresh=ARGS.fresh, inputs=[sft, head_only], from_pipeline=False,
+                     train=lambda folder: reward_hacking(unleashed, sft.path, head_only.path, records, folder))
+    result = hacked.result
     print(f"  reward model score {result['rm_score_first']:+.2f} -> {result['rm_score_last']:+.2f}, "
           f"gold {result['gold_first']:.2f} -> {result['gold_last']:.2f}, KL {result['kl_last']:.1f} nats"
           f"\n  on held-out prompts: gold {result['gold_sft']:.2f} (SFT) -> {result['gold_after']:.2f}, win rate "
-          f"against SFT {result['win_rate_vs_sft']:.0%}. Plots: {OUT / 'no_kl' / 'reward_hacking.png'}, "
+          f"against SFT {result['win_rate_vs_sft']:.0%}. Plots: {hacked.path / 'reward_hacking.png'}, "
           "reward_hacking_kl.png\n")
 
 
-def main() -> None:
-    torch.set_num_threads(2)
-    OUT.mkdir(parents=True, exist_ok=True)
-    sft, rm_dir = run_dirs()
-    records = read_jsonl(ROOT / "data" / "instructions.jsonl")
-    step1_dissect(sft, rm_dir, [r for r in records if r["split"] == "train"])
-    step2_train(sft, rm_dir, records)
-    step3_reward_hacking(sft, rm_dir, records)
-    print("""== Try this ==
-1. A tighter or looser leash: CFG.ppo.kl_coef = 0.5, then 0.05. KL falls or grows, and so does
-   how far the gold score can move; with a loose leash the reward model's errors start to pay.
-2. The adaptive leash: CFG.ppo.adaptive_kl = True with target_kl = 2: beta (kl_coef in
-   metrics.jsonl) rises when KL overshoots the target and falls when it undershoots.
-3. Break a detail: in ppo.rollout, recompute log-probs at temperature 1 while sampling at 0.7.
-   The ratio of the first minibatch is no longer 1, the clip fraction jumps, training degrades.
-4. Hack the full reward model: run step 3 with `rm_dir` instead of the head-only one. Its
-   likelihood term checks the answer the way the SFT model would write it, and it is much harder
-   to fool: in our runs (with an earlier SFT model), 60 steps without the leash raised its score
-   0.55 -> 0.72 and gold did not fall (win rate 0.60 against SFT). With the head-only model and the
-   leash on (kl_coef 0.2), gold still began to fall after ~25 steps: a leash slows hacking down, a
-   better judge prevents it.
-5. Smaller rollouts: CFG.ppo.rollout_batch_size = 32 and 30 steps. The advantages are whitened
-   over half as many answers and each update is noisier. In our runs this won as often (0.645
-   against 0.64); with an earlier 4-layer SFT model it fell from 0.65 to 0.615, and with a
-   learning rate of 3e-4 on top the entropy rose and the scores fell.
-6. A perfect reward model: CFG.ppo.reward = "gold" scores the answers with the gold judge itself.
-   Is the reward model what holds the win rate back? In our runs, no: on 600 held-out prompts the
-   oracle won 0.59, as the reward model's PPO did (with a 4-layer GPT: 0.63 against 0.61, and 0.63
-   in 100 steps at kl_coef 0.05), far from 0.7. Both dropped the filler and the rudeness; neither
-   made many wrong answers right on prompts it never saw (the reward model's PPO: 43% wrong
-   against the SFT model's 46%).
-""")
+step3_reward_hacking()
 
-
-if __name__ == "__main__":
-    main()
+# %% [markdown]
+# ## Try this
+# 1. A tighter or looser leash: CFG.ppo.kl_coef = 0.5, then 0.05. KL falls or grows, and so does
+#    how far the gold score can move; with a loose leash the reward model's errors start to pay.
+# 2. The adaptive leash: CFG.ppo.adaptive_kl = True with target_kl = 2: beta (kl_coef in
+#    metrics.jsonl) rises when KL overshoots the target and falls when it undershoots.
+# 3. Break a detail: in ppo.rollout, recompute log-probs at temperature 1 while sampling at 0.7.
+#    The ratio of the first minibatch is no longer 1, the clip fraction jumps, training degrades.
+# 4. Hack the full reward model: run step 3 with `rm_dir` instead of the head-only one. Its
+#    likelihood term checks the answer the way the SFT model would write it, and it is much harder
+#    to fool: in our runs (with an earlier SFT model), 60 steps without the leash raised its score
+#    0.55 -> 0.72 and gold did not fall (win rate 0.60 against SFT). With the head-only model and the
+#    leash on (kl_coef 0.2), gold still began to fall after ~25 steps: a leash slows hacking down, a
+#    better judge prevents it.
+# 5. Smaller rollouts: CFG.ppo.rollout_batch_size = 32 and 30 steps. The advantages are whitened
+#    over half as many answers and each update is noisier. In our runs this won as often (0.645
+#    against 0.64); with an earlier 4-layer SFT model it fell from 0.65 to 0.615, and with a
+#    learning rate of 3e-4 on top the entropy rose and the scores fell.
+# 6. A perfect reward model: CFG.ppo.reward = "gold" scores the answers with the gold judge itself.
+#    Is the reward model what holds the win rate back? In our runs, no: on 600 held-out prompts the
+#    oracle won 0.59, as the reward model's PPO did (with a 4-layer GPT: 0.63 against 0.61, and 0.63
+#    in 100 steps at kl_coef 0.05), far from 0.7. Both dropped the filler and the rudeness; neither
+#    made many wrong answers right on prompts it never saw (the reward model's PPO: 43% wrong
+#    against the SFT model's 46%).

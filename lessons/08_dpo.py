@@ -1,27 +1,34 @@
-"""Lesson 8: DPO, learning from the same rankings with no reward model and no sampling.
+# %% [markdown]
+# # Lesson 8: DPO, learning from the same rankings with no reward model and no sampling
+#
+# PPO needed four models (policy, reference, reward model, critic) and a sampling loop. DPO asks:
+# if the best policy for "reward minus beta * KL" is known in closed form, why not train the policy
+# directly on the rankings? Its loss is the reward model's ranking loss, with the reward replaced by
+# beta * (log pi(answer) - log pi_ref(answer)).
+#
+# What you will see:
+# 1. The DPO loss of one pair, by hand: at the start the policy IS the reference, so every implicit
+#    reward is 0 and the loss is log 2; making the better answer likelier lowers it.
+# 2. DPO training on the rankings of lesson 6, with the same training loop as pretraining and SFT.
+#    The preset adds the chosen answers' own NLL per token (`dpo.nll_coef`, as Llama 3 did): the DPO
+#    loss only asks for a gap between the two answers, and opens it partly by making the better one
+#    less likely too; the NLL term keeps it likely. The log shows both parts.
+# 3. PPO vs DPO on the same held-out prompts, judged by the gold function, beside the yardstick
+#    that needs no training at all: best of 4, four SFT answers per prompt of which the reward
+#    model keeps the one it scores highest.
+#
+# What to expect: like PPO, DPO drops filler and rudeness and wins about 6 comparisons in 10, not
+# more; the reward model's own pick of 4 or 8 SFT samples wins about as often or more, at answer
+# time. docs/findings.md has the measurements, including what did not help.
+#
+# Run it: `python lessons/08_dpo.py [SFT_RUN_DIR] [PREFS_FILE] [REWARD_RUN_DIR] [--fresh]`, or step
+# through its cells. It starts from the SFT model, rankings and reward model of lessons 5 and 6 when
+# they were trained there with --fresh, else the pipeline's. After the pipeline, step 2 shows the
+# pipeline's DPO run (runs/tiny/07_dpo) and the lesson takes about 30 s on a 2-core CPU, most of it
+# best of 4 (saved, so a second run takes seconds); `--fresh` trains DPO into runs/lessons/08/dpo
+# (30-60 s more). The experiments to try are at the end.
 
-PPO needed four models (policy, reference, reward model, critic) and a sampling loop. DPO asks:
-if the best policy for "reward minus beta * KL" is known in closed form, why not train the policy
-directly on the rankings? Its loss is the reward model's ranking loss, with the reward replaced by
-beta * (log pi(answer) - log pi_ref(answer)).
-
-What you will see:
-1. The DPO loss of one pair, by hand: at the start the policy IS the reference, so every implicit
-   reward is 0 and the loss is log 2; making the better answer likelier lowers it.
-2. DPO training on the rankings of lesson 6, with the same training loop as pretraining and SFT.
-   The preset adds the chosen answers' own NLL per token (`dpo.nll_coef`, as Llama 3 did): the DPO
-   loss only asks for a gap between the two answers, and opens it partly by making the better one
-   less likely too; the NLL term keeps it likely. The log shows both parts.
-3. PPO vs DPO on the same held-out prompts, judged by the gold function, beside the yardstick
-   that needs no training at all: best of 4, four SFT answers per prompt of which the reward
-   model keeps the one it scores highest.
-
-Run it:  python lessons/08_dpo.py [SFT_RUN_DIR] [PREFS_FILE] [REWARD_RUN_DIR]    (about 1 minute on
-a 2-core CPU). Defaults: runs/lessons/05/sft, runs/lessons/06/prefs.jsonl and runs/lessons/06/reward.
-Outputs go to runs/lessons/08/. If lesson 7 left runs/lessons/07/ppo/ppo_metrics.json, the table
-shows PPO beside DPO; if there is no reward model, it leaves out best of 4.
-"""
-
+# %%
 from __future__ import annotations
 
 import json
@@ -34,10 +41,11 @@ import torch
 
 from minillm.config import preset
 from minillm.datasets.instructions import read_jsonl
+from minillm.lessons import DATA, Run, earlier_run, lesson_args, lesson_dir, own_run
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import encode_example
-from minillm.stage3_rlhf.annotator import ranking_places
+from minillm.stage3_rlhf.annotator import best_and_worst
 from minillm.stage3_rlhf.dpo import dpo_loss, train_dpo
 from minillm.stage3_rlhf.preferences import (
     compare_answers,
@@ -51,31 +59,33 @@ from minillm.stage3_rlhf.sequences import answer_logprob
 from minillm.train import load_model
 from minillm.utils import spread_rows
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "runs" / "lessons" / "08"
-PPO_METRICS = ROOT / "runs" / "lessons" / "07" / "ppo" / "ppo_metrics.json"
+ARGS = lesson_args("Lesson 8: DPO", inputs=["sft_run", "prefs_file", "reward_run"])
+OUT = lesson_dir(8)
 CFG = preset("tiny")
+torch.set_num_threads(2)
+records = read_jsonl(DATA / "instructions.jsonl")
+sft = earlier_run("sft", lesson_dir(5) / "sft", given=ARGS.sft_run)
+rm = earlier_run("reward_model", lesson_dir(6) / "reward", given=ARGS.reward_run)
+# The rankings the reward model learnt from, unless a file is given (e.g. your own, from `minillm annotate`).
+prefs = ARGS.prefs_file or rm.path / "prefs.jsonl"
+prefs_source = rm if ARGS.prefs_file is None else Run(prefs, {}, "given on the command line")
+ppo = earlier_run("ppo", lesson_dir(7) / "ppo", train_missing=False)  # for the table of step 3, if there is one
 
+# %% [markdown]
+# ## 1. The DPO loss of one pair
+# beta * (log pi - log pi_ref) is the *implicit reward* of an answer. The loss is the ranking loss of
+# lesson 6 on the two implicit rewards: -log sigmoid(r_better - r_worse).
 
-def inputs() -> tuple[Path, Path, Path | None]:
-    """The SFT run, the rankings, and the reward model (None if there is none: no best-of-4 row)."""
-    sft = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs" / "lessons" / "05" / "sft"
-    prefs = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "runs" / "lessons" / "06" / "prefs.jsonl"
-    rm_dir = Path(sys.argv[3]) if len(sys.argv) > 3 else ROOT / "runs" / "lessons" / "06" / "reward"
-    if not (sft / "ckpt.pt").is_file() or not prefs.is_file():
-        sys.exit(f"need an SFT run ({sft}) and rankings ({prefs}): run lessons 5 and 6 first, or pass them")
-    return sft, prefs, rm_dir if (rm_dir / "ckpt.pt").is_file() else None
-
-
+# %%
 def step1_one_pair(sft: Path, prefs: Path) -> None:
     print("== 1. The DPO loss of one pair ==")
     policy, tokenizer = load_model(sft, GPT)
     # The first ranking with a best and a worst place (tied answers share a place: a list of indices).
-    ranking = next((r for r in read_preferences(prefs) if len(ranking_places(r["ranking"])) > 1), None)
+    ranking, (i, j) = next(((r, pair) for r in read_preferences(prefs) if (pair := best_and_worst(r["ranking"]))),
+                           (None, (0, 0)))
     if ranking is None:
         sys.exit(f"{prefs}: every ranking ties all its answers, so there is no pair to learn from")
-    places = ranking_places(ranking["ranking"])
-    best, worst = ranking["answers"][places[0][0]], ranking["answers"][places[-1][0]]
+    best, worst = ranking["answers"][i], ranking["answers"][j]
     batch = collate([encode_example(tokenizer, ranking["prompt"], a, policy.config.block_size) for a in (best, worst)],
                     tokenizer.pad_id)
     with torch.no_grad():
@@ -93,17 +103,34 @@ def step1_one_pair(sft: Path, prefs: Path) -> None:
           f"dpo_loss says {dpo_loss(moved[:1], moved[1:], logp[:1], logp[1:], beta)[0].item():.4f}\n")
 
 
-def step2_train(sft: Path, prefs: Path, records: list[dict]) -> dict:
+step1_one_pair(sft.path, prefs)
+
+# %% [markdown]
+# ## 2. DPO training
+# The same loop as pretraining and SFT, with the DPO loss on pairs from the rankings.
+
+# %%
+def step2_train() -> dict:
     print(f"== 2. DPO, {CFG.dpo.train.max_steps} steps, beta {CFG.dpo.beta}, NLL weight {CFG.dpo.nll_coef} ==")
-    result = train_dpo(CFG.dpo, sft, prefs, records, OUT / "dpo", resume=True)
-    rows = [r for r in result["history"] if "accuracy" in r]
+    dpo = own_run("dpo", OUT / "dpo", fresh=ARGS.fresh, inputs=[sft, prefs_source],
+                  train=lambda folder: train_dpo(CFG.dpo, sft.path, prefs, records, folder))
+    result = dpo.result
+    rows = [r for r in dpo.history if "accuracy" in r]
     for row in spread_rows(rows, 6):
         print(f"  step {row['step']:4d}  loss {row['loss']:.4f}  pairs ordered right {row['accuracy']:.0%}  "
               f"margin {row['margin']:+.3f}  chosen NLL/token {row['chosen_nll']:.3f}")
-    print(f"  held-out pairs ordered right: {result['pair_accuracy']:.0%}; loss curve {OUT / 'dpo' / 'loss.png'}\n")
+    print(f"  held-out pairs ordered right: {result['pair_accuracy']:.0%}; loss curve {dpo.path / 'loss.png'}\n")
     return result
 
 
+dpo = step2_train()
+
+# %% [markdown]
+# ## 3. PPO vs DPO vs best of 4, on held-out prompts judged by gold
+# Best of 4 trains nothing: it samples four SFT answers per prompt and keeps the one the reward
+# model scores highest. It is the yardstick a trained policy should beat.
+
+# %%
 def best_of(sft: Path, rm_dir: Path, records: list[dict], n: int) -> dict:
     """Best of n by the reward model, compared with the SFT model exactly as DPO was: the same
     held-out prompts, and the same SFT answers (`sample_answers` with the seed `train_dpo` compares with)."""
@@ -119,13 +146,11 @@ def best_of(sft: Path, rm_dir: Path, records: list[dict], n: int) -> dict:
             "seconds": time.perf_counter() - started}
 
 
-def step3_table(dpo: dict, best: dict | None) -> None:
+def step3_table(dpo: dict, best: dict) -> None:
     print("== 3. PPO vs DPO, on held-out prompts judged by gold ==")
-    rows = {"DPO": dpo}
-    if PPO_METRICS.is_file():
-        rows = {"PPO": json.loads(PPO_METRICS.read_text()), **rows}
-    if best is not None:
-        rows[f"best of {best['n']}"] = best
+    rows = {"DPO": dpo, f"best of {best['n']}": best}
+    if ppo is not None:  # the PPO run lesson 7 showed
+        rows = {"PPO": json.loads((ppo.path / "ppo_metrics.json").read_text(encoding="utf-8")), **rows}
     print(f"  {'method':9s} {'win rate vs SFT':>16s} {'± s.e.':>7s} {'gold SFT':>9s} {'gold after':>11s} "
           f"{'flawed':>13s} {'wrong':>13s} {'seconds':>8s}")
     for name, m in rows.items():
@@ -134,12 +159,11 @@ def step3_table(dpo: dict, best: dict | None) -> None:
         print(f"  {name:9s} {m['win_rate_vs_sft']:>16.2f} {m.get('win_rate_stderr', float('nan')):>7.2f} "
               f"{m['gold_sft']:>9.2f} {m['gold_after']:>11.2f} {shares[0]:>13s} {shares[1]:>13s} {m['seconds']:>8.0f}")
     print("  A difference smaller than about two standard errors could be the luck of the prompts drawn.")
-    if best is not None:
-        n, ppo_kl = best["n"], f"; PPO ended {rows['PPO']['kl']:.2f} nats away" if "PPO" in rows else ""
-        print(f"  Best of {n} trains nothing: it samples {n} SFT answers and the reward model keeps one, so it")
-        print(f"  stays within {best_of_n_kl(n):.2f} nats of the SFT model (log n - (n-1)/n{ppo_kl}). It needs the")
-        print("  reward model at answer time, on every prompt; a trained policy answers alone, from what it")
-        print("  learnt on other prompts.")
+    n, ppo_kl = best["n"], f"; PPO ended {rows['PPO']['kl']:.2f} nats away" if "PPO" in rows else ""
+    print(f"  Best of {n} trains nothing: it samples {n} SFT answers and the reward model keeps one, so it")
+    print(f"  stays within {best_of_n_kl(n):.2f} nats of the SFT model (log n - (n-1)/n{ppo_kl}). It needs the")
+    print("  reward model at answer time, on every prompt; a trained policy answers alone, from what it")
+    print("  learnt on other prompts.")
     print("  Flawed: the right answer wrapped in filler or rudeness, one habit on every prompt, which RL")
     print("  unlearns. Wrong: the right answer is not there; fixing it means knowing a fact or a task.")
     print(f"  A perfect policy would win {dpo['win_rate_ceiling']:.2f} against the same SFT answers (it can only "
@@ -147,35 +171,27 @@ def step3_table(dpo: dict, best: dict | None) -> None:
     print()
 
 
-def main() -> None:
-    torch.set_num_threads(2)
-    OUT.mkdir(parents=True, exist_ok=True)
-    sft, prefs, rm_dir = inputs()
-    records = read_jsonl(ROOT / "data" / "instructions.jsonl")
-    step1_one_pair(sft, prefs)
-    dpo = step2_train(sft, prefs, records)
-    step3_table(dpo, best_of(sft, rm_dir, records, n=4) if rm_dir is not None else None)
-    print("""== Try this ==
-1. beta: CFG.dpo.beta = 0.5 keeps the policy near the reference (small, safe changes); 0.02 lets
-   it move far. Watch the win rate, and the answers: too far and they degrade.
-2. Only the best and worst answer of each ranking (one pair instead of up to six): edit
-   dpo.encode_pairs to pair places[0][0] with places[-1][0], where places = ranking_places(ranking).
-   Fewer comparisons, a weaker result.
-3. Plain DPO: CFG.dpo.nll_coef = 0. Both forms make the held-out chosen answers *less* likely
-   than the SFT model did (mean log-prob -3.22 -> -3.60 nats plain, -3.51 with the term, in our
-   runs): DPO only asks that the chosen answer gain on the rejected one. The term keeps the good
-   answers a little more likely; the win rate did not tell the two apart here (0.60 plain, 0.59
-   with it; with an earlier 4-layer model 0.57 and 0.61).
-4. A person's rankings: `minillm annotate --policy runs/lessons/05/sft --prompts data/instructions.jsonl
-   --out mine.jsonl`, rank twenty prompts, then run this lesson with mine.jsonl.
-5. Best of 8: `best_of(..., n=8)` in main. More samples, more chances that one is right, and a
-   larger step away from the SFT model (at most 1.2 nats). In our runs, on 600 held-out prompts
-   (other draws than this table's), the reward model's best of 4 / 8 won 0.66 / 0.69, and the
-   gold judge's own pick of 4 / 8 won 0.71 / 0.75: even the reward model's pick of eight, at twice
-   PPO's KL, stays under 0.7. That is the bar a trained policy, answering with one sample and no
-   reward model in sight, would have to clear.
-""")
+best = own_run("best_of_4", OUT / "best_of_4", fresh=ARGS.fresh, inputs=[sft, rm], from_pipeline=False,
+               train=lambda folder: best_of(sft.path, rm.path, records, n=4))
+step3_table(dpo, best.result)
 
-
-if __name__ == "__main__":
-    main()
+# %% [markdown]
+# ## Try this
+# 1. beta: CFG.dpo.beta = 0.5 keeps the policy near the reference (small, safe changes); 0.02 lets
+#    it move far. Watch the win rate, and the answers: too far and they degrade.
+# 2. Only the best and worst answer of each ranking (one pair instead of up to six): edit
+#    dpo.encode_pairs to make one pair per ranking, `best_and_worst(ranking)` (annotator.py).
+#    Fewer comparisons, a weaker result.
+# 3. Plain DPO: CFG.dpo.nll_coef = 0. Both forms make the held-out chosen answers *less* likely
+#    than the SFT model did (mean log-prob -3.22 -> -3.60 nats plain, -3.51 with the term, in our
+#    runs): DPO only asks that the chosen answer gain on the rejected one. The term keeps the good
+#    answers a little more likely; the win rate did not tell the two apart here (0.60 plain, 0.59
+#    with it; with an earlier 4-layer model 0.57 and 0.61).
+# 4. A person's rankings: `minillm annotate --policy runs/tiny/04_sft --prompts data/instructions.jsonl
+#    --out mine.jsonl`, rank twenty prompts, then `python lessons/08_dpo.py runs/tiny/04_sft mine.jsonl`.
+# 5. Best of 8: `best_of(..., n=8)` in step 3's cell. More samples, more chances that one is right, and a
+#    larger step away from the SFT model (at most 1.2 nats). In our runs, on 600 held-out prompts
+#    (other draws than this table's), the reward model's best of 4 / 8 won 0.66 / 0.69, and the
+#    gold judge's own pick of 4 / 8 won 0.71 / 0.75: even the reward model's pick of eight, at twice
+#    PPO's KL, stays under 0.7. That is the bar a trained policy, answering with one sample and no
+#    reward model in sight, would have to clear.

@@ -1,107 +1,168 @@
-"""Lesson 9: the whole journey, stage by stage, watching one model change its behaviour.
+# %% [markdown]
+# # Lesson 9: the whole journey, stage by stage, watching one model change its behaviour
+#
+# The previous lessons took the stages one at a time. Here we run them in order, from Python, with
+# the same functions `minillm pipeline` uses (`minillm.pipeline.run_step`), and then ask the model
+# of every stage the same requests, of three kinds:
+#
+# 1. a question about a world fact whose answer the SFT data never contained (only the corpus did),
+# 2. a seen task phrased in a way SFT never trained on,
+# 3. a request from a task family SFT never saw at all.
+#
+# What you will see:
+# - after CLM pretraining, the GPT *continues* the text instead of answering: it knows the world's
+#   language and facts, but not that a request wants an answer;
+# - after SFT, it answers, in the short format of the demonstrations, including requests phrased in
+#   new ways; whether it solves the unseen family is the open question of instruction tuning;
+# - after reinforcement learning from the rankings (PPO, DPO), the answers of the *sampled* policy
+#   move towards what the simulated annotators preferred. Its single most likely (greedy) answer,
+#   shown here, often does not change at all: the lesson measures how often it does, and shows the
+#   requests where the stages differ most, with the gold score (the judge no policy ever saw).
+#
+# Run it: `python lessons/09_end_to_end.py [--preset micro|tiny] [--out DIR] [--fresh]`, or step
+# through its cells. With the tiny preset it uses the pipeline's folder, runs/tiny: after
+# `minillm pipeline --preset tiny --out runs/tiny` every step is done and the lesson takes 15-20 s on
+# a 2-core CPU; otherwise it trains what is missing there (6-11 minutes, as the pipeline). `--fresh` runs the whole
+# journey again in runs/lessons/09/tiny. The experiments to try are at the end.
 
-The previous lessons took the stages one at a time. Here we run them in order, from Python, with
-the same functions `minillm pipeline` uses (`minillm.pipeline.run_step`), and after each stage we
-ask the newest model the same three requests:
-
-1. a question about a world fact whose answer the SFT data never contained (only the corpus did),
-2. a seen task phrased in a way SFT never trained on,
-3. a request from a task family SFT never saw at all.
-
-What you will see:
-- after CLM pretraining, the GPT *continues* the text instead of answering: it knows the world's
-  language and facts, but not that a request wants an answer;
-- after SFT, it answers, in the short format of the demonstrations, including requests phrased in
-  new ways; whether it solves the unseen family is the open question of instruction tuning;
-- after PPO and DPO, the answers move towards what the (simulated) annotators preferred: correct,
-  polite, concise; the gold score printed beside each answer is the judge the policy never saw.
-
-Run it:  python lessons/09_end_to_end.py [--preset micro|tiny] [--out runs/lessons/09]
-With the tiny preset it takes 6 to 11 minutes on a 2-core CPU; the steps are saved, so a second
-run skips what is done and prints the comparison at once (pass --force to start over).
-"""
-
+# %%
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
 from minillm.config import apply_overrides, preset
+from minillm.lessons import PIPELINE_DIR, ROOT, in_notebook
 from minillm.model import GPT, Bert
 from minillm.pipeline import STEP_NAMES, Journey, run_step
-from minillm.stage1_pretrain.mlm import fill_mask
+from minillm.stage1_pretrain.mlm import FLASH_FLOOD, fill_mask
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.train import load_model
 
+parser = argparse.ArgumentParser(description="Lesson 9: the whole journey, stage by stage")
+parser.add_argument("--preset", default="tiny", choices=("micro", "tiny", "small"))
+parser.add_argument("--out", default=None, help="run the journey in OUT/PRESET (default: runs/tiny for the "
+                    "tiny preset, where the pipeline writes; runs/lessons/09/PRESET otherwise)")
+parser.add_argument("--fresh", action="store_true", help="delete earlier steps in that folder and start over")
+parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                    help="override a config value, e.g. --set ppo.kl_coef=0 (use a new --out)")
+ARGS = parser.parse_args([] if in_notebook() else sys.argv[1:])
+if ARGS.out is not None:
+    out = Path(ARGS.out) / ARGS.preset
+elif ARGS.preset == "tiny" and not ARGS.fresh and not ARGS.set:
+    out = PIPELINE_DIR  # what `minillm pipeline --preset tiny --out runs/tiny` wrote: nothing to train again
+else:
+    out = ROOT / "runs" / "lessons" / "09" / ARGS.preset
+if ARGS.fresh:
+    shutil.rmtree(out, ignore_errors=True)
+print(f"the journey's folder: {out} (a step that finished there is read, not trained again)")
+journey = Journey(apply_overrides(preset(ARGS.preset), ARGS.set), out)
+RL_STEPS = STEP_NAMES[STEP_NAMES.index("reward_model") + 1:]  # the policies trained from the rankings
 
-def pick_requests(records: list[dict]) -> list[dict]:
-    """One test record each for: an unseen world fact, an unseen phrasing, an unseen family."""
-    wanted = ("test_world_fact", "test_heldout_phrasing", "test_heldout_family")
-    return [next(r for r in records if r["split"] == split) for split in wanted]
+# %% [markdown]
+# ## Stage 0 and 1: the tokenizer, then BERT learns by filling in blanks
+
+# %%
+for name in ("tokenizer", "mlm"):
+    journey.results[name] = run_step(journey, name)
+bert, tokenizer = load_model(journey.folder("mlm"), Bert)
+ranking = fill_mask(bert, tokenizer, FLASH_FLOOD, top_k=5)
+print(f"\nBERT fills {FLASH_FLOOD!r} with:", ", ".join(f"{piece.strip()} ({p:.2f})" for piece, p in ranking))
+
+# %% [markdown]
+# ## Stage 1 again: GPT learns to continue text
+# It has no idea yet that a request wants an answer.
+
+# %%
+journey.results["clm"] = run_step(journey, "clm")
+
+# %% [markdown]
+# ## Stage 2: instruction tuning on demonstrations
+
+# %%
+journey.results["sft"] = run_step(journey, "sft")
+
+# %% [markdown]
+# ## Stage 3: rankings -> reward model -> PPO, and DPO straight from the rankings
+
+# %%
+for name in ("reward_model", *RL_STEPS):
+    journey.results[name] = run_step(journey, name)
+
+# %% [markdown]
+# ## The same requests after every stage
+# Which requests to show is measured, not picked by hand: every model answers the first 20 test
+# requests of each kind (greedily: its most likely answer), and for each kind we show the request on
+# which the models after SFT disagree most (most distinct answers, then the widest spread of gold
+# scores). When reinforcement learning changed no greedy answer of a kind, the lesson says so.
+
+# %%
+KINDS = {"test_world_fact": "a world fact only the corpus stated",
+         "test_heldout_phrasing": "a trained task in words SFT never saw",
+         "test_heldout_family": "a task family SFT never saw"}
+STAGES = {"clm": "after CLM pretraining (the base model)", "sft": "after SFT",
+          **{name: f"after {name.upper()}" for name in RL_STEPS}}
 
 
-def show_answers(title: str, run_dir: Path, requests: list[dict]) -> None:
-    """Ask the GPT saved in `run_dir` each request (greedy) and print its answer and gold score."""
-    model, tokenizer = load_model(run_dir, GPT)
-    answers = generate_answers(model, tokenizer, [r["prompt"] for r in requests], max_new_tokens=32)
-    print(f"\n--- {title} ---")
-    for record, answer in zip(requests, answers, strict=True):
-        print(f"  [{record['split']}] {record['prompt']!r}")
-        print(f"      -> {answer!r}   (reference {record['reference']!r}, gold {gold_score(record, answer):+.2f})")
+def answers_after_each_stage(requests: list[dict]) -> dict[str, list[str]]:
+    """stage -> the greedy answer of its model to each request."""
+    answers = {}
+    for stage in STAGES:
+        model, tok = load_model(journey.folder(stage), GPT)
+        answers[stage] = generate_answers(model, tok, [r["prompt"] for r in requests], max_new_tokens=32)
+    return answers
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="tiny", choices=("micro", "tiny", "small"))
-    parser.add_argument("--out", default="runs/lessons/09")
-    parser.add_argument("--force", action="store_true", help="delete earlier steps and start over")
-    parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                        help="override a config value, e.g. --set ppo.kl_coef=0 (use a new --out)")
-    args = parser.parse_args()
-    out = Path(args.out) / args.preset
-    if args.force:
-        shutil.rmtree(out, ignore_errors=True)
-    journey = Journey(apply_overrides(preset(args.preset), args.set), out)
-    requests = pick_requests(journey.records)
-
-    # Stage 0 and 1: the tokenizer, then BERT learns by filling in blanks.
-    for name in ("tokenizer", "mlm"):
-        journey.results[name] = run_step(journey, name)
-    bert, tokenizer = load_model(journey.folder("mlm"), Bert)
-    ranking = fill_mask(bert, tokenizer, "A flash flood watch will be in effect all [MASK].", top_k=5)
-    print("\nBERT fills 'A flash flood watch will be in effect all [MASK].' with:",
-          ", ".join(f"{piece.strip()} ({p:.2f})" for piece, p in ranking))
-
-    # Stage 1 again: GPT learns to continue text. It has no idea yet that a request wants an answer.
-    journey.results["clm"] = run_step(journey, "clm")
-    show_answers("after CLM pretraining (the base model)", journey.folder("clm"), requests)
-
-    # Stage 2: instruction tuning on demonstrations.
-    journey.results["sft"] = run_step(journey, "sft")
-    show_answers("after SFT", journey.folder("sft"), requests)
-
-    # Stage 3: rankings -> reward model -> PPO, and DPO straight from the rankings.
-    for name in STEP_NAMES[STEP_NAMES.index("reward_model"):]:
-        journey.results[name] = run_step(journey, name)
-    show_answers("after PPO", journey.folder("ppo"), requests)
-    show_answers("after DPO", journey.folder("dpo"), requests)
-
-    r = journey.results
-    print("\nThe key numbers (the pipeline's report.json has them all):")
-    print(f"  SFT exact match on held-out phrasings: {r['sft']['exact_match']['heldout_phrasings']:.2f} "
-          f"(base model {r['sft']['base_exact_match']['heldout_phrasings']:.2f})")
-    print(f"  reward model pairwise accuracy: {r['reward_model']['pairwise_accuracy']:.2f}")
-    print("  win rate vs SFT by the gold judge (± one standard error): "
-          + ", ".join(f"{name.upper()} {r[name]['win_rate_vs_sft']:.2f} ± {r[name]['win_rate_stderr']:.2f}"
-                      for name in ("ppo", "dpo")))
+def most_different(rows: list[int], requests: list[dict], answers: dict[str, list[str]]) -> int:
+    """The row whose answers after SFT and RL differ most: distinct answers first, then gold spread."""
+    def difference(i: int) -> tuple[int, float]:
+        later = [answers[stage][i] for stage in STAGES if stage != "clm"]
+        golds = [gold_score(requests[i], a) for a in later]
+        return len(set(later)), max(golds) - min(golds)
+    return max(rows, key=difference)
 
 
-if __name__ == "__main__":
-    main()
+def show_requests(n_per_kind: int = 20) -> None:
+    requests = [r for split in KINDS for r in [r for r in journey.records if r["split"] == split][:n_per_kind]]
+    answers = answers_after_each_stage(requests)
+    for split, kind in KINDS.items():
+        rows = [i for i, r in enumerate(requests) if r["split"] == split]
+        changed = {stage: sum(answers[stage][i] != answers["sft"][i] for i in rows) for stage in RL_STEPS}
+        print(f"\n--- {kind} ({split}) ---")
+        print(f"  of {len(rows)} such requests, the greedy answer after SFT changed after "
+              + ", ".join(f"{stage.upper()} on {n}" for stage, n in changed.items()))
+        i = most_different(rows, requests, answers)
+        record = requests[i]
+        print(f"  {record['prompt']!r}  (reference {record['reference']!r})")
+        for stage, label in STAGES.items():
+            answer = answers[stage][i]
+            print(f"    {label:40s} -> {answer!r}  (gold {gold_score(record, answer):+.2f})")
+        if not any(changed.values()):
+            print("  Reinforcement learning changed none of these greedy answers: what it changed is how often\n"
+                  "  the sampled answers carry filler, rudeness or a wrong answer (the win rates below).")
 
-# Try this
+
+show_requests()
+
+# %% [markdown]
+# ## The key numbers
+# The pipeline's report.json (and report.md) has them all, each with its baseline.
+
+# %%
+r = journey.results
+print("\nThe key numbers (the pipeline's report.json has them all):")
+print(f"  SFT exact match on held-out phrasings: {r['sft']['exact_match']['heldout_phrasings']:.2f} "
+      f"(base model {r['sft']['base_exact_match']['heldout_phrasings']:.2f})")
+print(f"  reward model pairwise accuracy: {r['reward_model']['pairwise_accuracy']:.2f}")
+print("  win rate vs SFT by the gold judge, sampled answers (± one standard error): "
+      + ", ".join(f"{name.upper()} {r[name]['win_rate_vs_sft']:.2f} ± {r[name]['win_rate_stderr']:.2f}"
+                  for name in RL_STEPS if "win_rate_vs_sft" in r[name]))
+
+# %% [markdown]
+# ## Try this
 # 1. Starve pretraining: `--set clm.train.max_steps=20 --out runs/lessons/09-short`. The world-fact
 #    answer after SFT becomes a guess: SFT teaches the format, pretraining supplied the fact.
 # 2. Remove the KL leash: `--set ppo.kl_coef=0 --out runs/lessons/09-nokl`. The reward model's score

@@ -202,8 +202,7 @@ class CLMConfig:
 
     # RoPE rather than GPT-2's learned positions: stages 2 and 3 ask the model to copy (a town from a
     # bulletin into its headline, the words of a sentence into Kelish), and a head that finds "the
-    # token after the one I just saw" by distance learns that once, not once per position. On the
-    # tiny preset: SFT exact match 0.65 -> 0.81 (seen), world facts 0.37 -> 0.53, CLM ppl 2.19 -> 1.96.
+    # token after the one I just saw" by distance learns that once, not once per position.
     model: ModelConfig = field(default_factory=lambda: ModelConfig(position="rope"))
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -428,91 +427,41 @@ def preset(name: str) -> PipelineConfig:
             "mlm.train.max_steps=5000", "clm.train.max_steps=5000", "sft.train.max_steps=2000",
             "mlm.train.batch_size=64", "clm.train.batch_size=64",
         ]), device="auto")
-    if name == "tiny":  # each stage ~1-2 minutes on a 2-core CPU
+    if name == "tiny":  # each stage ~1-2 minutes on a 2-core CPU; docs/findings.md has what was tried
         cfg = apply_overrides(cfg, [
             # The generated corpus has ~1900 distinct words: 1536 ids make most names one token.
             "tokenizer.vocab_size=1536",
-            # MLM: a masked position must learn to look at its neighbours before it beats the
-            # unigram guess; a small pre-LN encoder on short windows gets there in many cheap steps.
-            # A long warmup matters: with 15 warmup steps at lr 3e-3 it sat on the unigram plateau
-            # (accuracy 0.15 after 1200 steps); with 100 at 2e-3 it reached 0.58 by step 800. With
-            # RoPE (positions as distances) it looks at its neighbours far sooner: 0.54 at step 300
-            # against 0.18 with BERT's learned position table. 500 steps of 32 windows reach 0.50 in
-            # 30 s, 400 of 64 reached 0.56 in 50 s; both rank "morning", "weekend" and other times
-            # of day first for the flash-flood sentence.
+            # MLM: a small pre-LN encoder with RoPE on short windows, many cheap steps. The long warmup
+            # is what lets it leave the unigram plateau (a masked position must first learn to look
+            # at its neighbours). 500 steps of 32 windows: masked accuracy ~0.50 in ~30 s.
             "mlm.model.attention=sdpa", "mlm.model.norm=pre", "mlm.model.n_layer=2", "mlm.model.block_size=32",
             "mlm.model.position=rope",
             "mlm.train.batch_size=32", "mlm.train.max_steps=500", "mlm.train.lr=2e-3", "mlm.train.warmup_steps=100",
             "mlm.train.eval_every=250", "mlm.train.eval_batches=8", "mlm.train.save_every=250",
-            # CLM: the model stages 2 and 3 start from (128 tokens hold a whole chat example). Facts
-            # start to stick only after ~4000 windows (syntax comes first). Its steps are the
-            # best-spent seconds of the journey: with 30% fewer, SFT lost 0.14 on seen tasks and 0.20
-            # on world facts. Small batches learn more per window this early in training, at the same
-            # cost per window: 550 steps of 32 windows gave perplexity 1.96 (SFT seen / new phrasings
-            # / world facts 0.81 / 0.60 / 0.53), 800 of 16 give 1.94 (0.83 / 0.69 / 0.67). 1400 of 8
-            # reached 1.90 (0.77 / 0.74 / 0.77) in 10% less time, but its SFT model's samples had
-            # fewer flaws for stage 3 to fix and PPO / DPO won only 0.52 / 0.54 against it. (Those
-            # runs, and the SFT and stage 3 figures below unless said, had 4 layers; with 3, 550 of
-            # 32 and 800 of 16 came out level, 1.95 / 1.94 and 0.93 / 0.85 / 0.83 against 0.92 /
-            # 0.82 / 0.80, and 800 of 16 took 112 s against 134 s.) 3 layers, not
-            # 4: the same steps take a quarter less time in every stage after this one, and lost
-            # little: perplexity 1.945 against 1.936, SFT seen / new phrasings / world facts 0.92 /
-            # 0.82 / 0.80 against 0.92 / 0.89 / 0.70, PPO / DPO 0.64 / 0.59 against 0.63 / 0.59 (on
-            # 600 prompts 0.59 / 0.55 against 0.61 / 0.58: its samples are wrong more often, 46%
-            # against 40%). The journey took 584 s instead of 783 s (back to back on one machine).
+            # CLM: the model stages 2 and 3 start from; 128 tokens hold a whole chat example. Its steps
+            # are the best-spent seconds of the journey (facts stick only after ~4000 windows); small
+            # batches learn as much per window this early, for less time. 3 layers, not 4: every later
+            # stage is a quarter faster, for little loss.
             "clm.model.n_layer=3", "clm.model.attention=sdpa",
             "clm.train.batch_size=16", "clm.train.max_steps=800", "clm.train.lr=3e-3",
             "clm.train.eval_every=400", "clm.train.eval_batches=8", "clm.train.save_every=400",
-            # SFT: ~1 epoch per 390 steps. Exact match keeps climbing with steps; on one CLM (seen /
-            # new phrasings / world facts): 800 steps 0.86 / 0.79 / 0.70, 1000 steps 0.90 / 0.88 /
-            # 0.73, 1200 steps 0.92 / 0.89 / 0.70 (past tense, the hardest family, 0.57 -> 0.80 on
-            # seen phrasings). lr 1e-3 keeps more of what pretraining stored than 1.5e-3 (world
-            # facts 0.70 vs 0.47 at 800 steps). The single-family baseline is left to lesson 05
-            # here, to keep the pipeline's time down. 3 rows of every 32 are pretraining text
-            # (replay): without them SFT overwrites the facts of people and towns it is never asked
-            # about (world-fact exact match 0.03 -> 0.70), at a small price on the tasks (seen 0.94
-            # -> 0.92, new phrasings 0.91 -> 0.89; at 800 steps the price was larger: 0.90 -> 0.86
-            # and 0.87 -> 0.79). At 800 steps, 2 rows of 32 gave 0.90 / 0.77 / 0.53 and replay
-            # windows of 16 tokens 0.86 / 0.80 / 0.50.
+            # SFT: ~3 epochs (~390 steps each); exact match keeps climbing with steps. lr 1e-3 keeps more
+            # of what pretraining stored. A tenth of each batch is replayed pretraining text, without
+            # which SFT overwrites the facts it never asks about. The single-family baseline is left to
+            # lesson 05, to keep the pipeline's time down.
             "sft.train.max_steps=1200", "sft.train.lr=1e-3", "sft.train.eval_every=400",
             "sft.train.save_every=400", "sft.single_family_baseline=false", "sft.pretrain_mix=0.1",
-            # Stage 3 (~60 s reward model with its sampling, ~55 s PPO, ~30 s DPO). The reward
-            # model starts from the SFT model's own likelihood of each answer, so it needs few
-            # steps. On one set of rankings, held-out accuracy was 0.83 after 40 steps of 32
-            # rankings, 0.80 after 80 of 16 and 0.82 after 120 of 16 (about 80 held-out rankings:
-            # +-0.02 is noise); bigger batches rank more steadily. 20 steps of 32 ranked as well
-            # (0.87) but PPO against it won 0.61 instead of 0.65.
-            # PPO's KL leash is strong (0.2): with 0.05 the policy drifts to answers the reward model
-            # over-rates; 0.1, a learning rate of 3e-4 (entropy rose, scores fell) or 4 PPO epochs
-            # did not win more often. Rollouts of 64 answers instead of 32 (20 steps instead of 30)
-            # won 0.65 instead of 0.615 (0.637 on 400 prompts): the advantages are whitened over
-            # more answers, and each update is less noisy (with 3 layers the two won alike, 0.64
-            # and 0.645). The win rate is bounded by what
-            # sharpening can give: the SFT model's own greedy answers beat its samples 0.71 of the
-            # time. On 600 prompts this preset wins 0.62; minibatches of 32 or 64, an annealed lr, a
-            # larger critic lr or frozen embeddings all won 0.58-0.61 there, and so did 40 steps,
-            # rollouts of 128, or the exact (whole-vocabulary) KL to the SFT model as a loss term
-            # (0.60). There a perfect policy would win 0.79 (43% of the SFT samples are already
-            # perfect: a tie is the most it can get there), the best of 4 SFT samples picked by the
-            # gold judge itself 0.71. PPO against the gold judge itself (ppo.reward=gold, a perfect
-            # reward model) won no more: 0.61 in these 20 steps, 0.63 in 100 with kl_coef 0.05.
-            # 500 rankings rather than 400 (the 3-layer model): held-out accuracy 0.85 against 0.80,
-            # on 100 held-out rankings instead of 80, for 8 s more.
+            # Reward model: it starts from the SFT model's own likelihood of each answer, so it needs few
+            # steps; batches of 32 rankings rank more steadily than 16. 500 rankings (~100 held out).
             "reward.n_prompts=500", "reward.train.max_steps=40", "reward.train.batch_size=32",
             "reward.train.lr=3e-4", "reward.train.eval_every=20", "reward.train.eval_batches=2",
             "reward.train.save_every=40",
+            # PPO: a strong KL leash (0.2; looser ones drift to answers the reward model over-rates) and
+            # rollouts of 64 answers, whose advantages are whitened over more answers: less noisy steps.
             "ppo.train.max_steps=20", "ppo.train.lr=1e-4", "ppo.critic_lr=1e-4", "ppo.kl_coef=0.2",
             "ppo.rollout_batch_size=64", "ppo.minibatch_size=16", "ppo.ppo_epochs=2", "ppo.train.save_every=10",
-            # DPO's beta 0.3 won 0.64 of comparisons against 0.61-0.63 for beta 0.03, 0.1, 0.5 and 1
-            # (the standard error is about 0.035) on an earlier SFT model. The chosen answers' own
-            # NLL (nll_coef 1) lifted the win rate from 0.57 to 0.61 at 60 steps (0.616 on 400
-            # prompts; 120 steps won no more: 0.586; with 3 layers: 0.59 with it, 0.60 without).
-            # DPO opens the gap partly by making the good answers less likely too: the held-out
-            # chosen answers' log-prob fell from -2.56 to -2.96 nats (-2.88 with the NLL; with 3
-            # layers -3.22 -> -3.60 and -3.51). On 600 prompts the preset wins 0.56; label smoothing
-            # for the annotator's noise (conservative DPO, 0.1 / 0.25), nll_coef 3, or 30 steps at
-            # lr 2e-4 won 0.55-0.58. Rankings without the annotator's noise (reward.annotator_noise=0)
-            # won no more either: 0.60 against 0.60 (600 prompts, the pipeline's sampling seed).
+            # DPO: beta 0.3 won most often of 0.03-1; the chosen answers' own NLL (RPO, as in Llama 3)
+            # keeps the good answers likely while the DPO loss opens the gap between the two.
             "dpo.train.max_steps=60", "dpo.train.batch_size=16", "dpo.train.lr=1e-4", "dpo.beta=0.3",
             "dpo.nll_coef=1.0",
             "dpo.train.eval_every=60", "dpo.train.eval_batches=2", "dpo.train.save_every=60",

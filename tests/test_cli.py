@@ -72,8 +72,8 @@ def test_each_command_has_help(argv, capsys):
 
 
 def _readme_commands() -> list[str]:
-    """The `minillm ...` lines of the README's code blocks, comments removed."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    """The `minillm ...` lines of the code blocks of the README and the CLI reference, comments removed."""
+    text = "\n".join((REPO / name).read_text(encoding="utf-8") for name in ("README.md", "docs/cli.md"))
     blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.DOTALL)
     return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()
             if line.startswith("minillm ")]

@@ -3,9 +3,9 @@ second run skips the finished steps instead of training again; lesson 09 reads t
 then lesson 07's reward-hacking run."""
 
 import dataclasses
-import importlib.util
 import json
 import math
+import runpy
 import sys
 from pathlib import Path
 
@@ -83,11 +83,8 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(tmp_path, c
 
     # Lesson 09 drives the same steps from Python: on the finished run it trains nothing and shows
     # each stage's answers and the key numbers.
-    spec = importlib.util.spec_from_file_location("lesson_09", ROOT / "lessons" / "09_end_to_end.py")
-    lesson = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lesson)
     monkeypatch.setattr(sys, "argv", ["09_end_to_end.py", "--preset", "micro", "--out", str(tmp_path)])
-    lesson.main()
+    runpy.run_path(str(ROOT / "lessons" / "09_end_to_end.py"), run_name="__main__")
     printed = capsys.readouterr().out
     assert printed.count("already done") == len(STEP_NAMES)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("ckpt.pt")} == mtimes

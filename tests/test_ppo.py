@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import io
 import json
 import sys
@@ -20,7 +19,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage3_rlhf.annotate import annotate
-from minillm.stage3_rlhf.annotator import WEIGHTS, gold_score
+from minillm.stage3_rlhf.annotator import WEIGHTS, best_and_worst, gold_score
 from minillm.stage3_rlhf.dpo import train_dpo
 from minillm.stage3_rlhf.ppo import gold_normaliser, ppo_update, rollout, train_ppo
 from minillm.stage3_rlhf.preferences import collect_rankings, compare_policies, read_preferences
@@ -36,7 +35,6 @@ from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
 
 torch.set_num_threads(2)
-ROOT = Path(__file__).resolve().parents[1]
 
 COLOURS = ["red", "blue", "green", "amber", "violet", "grey", "black", "white"]
 RECORDS = [
@@ -200,19 +198,13 @@ def test_train_dpo_runs_and_reports(runs):
     assert load_model(runs["root"] / "dpo", GPT)[0] is not None
 
 
-def test_lesson_08_dissects_a_pair_from_rankings_with_ties(runs, tmp_path, capsys):
-    """Lesson 8 step 1 on rankings whose places are groups of tied answers: the first ranking ties
-    every answer (no pair to show), the second has a tied best place; it must pick best and worst."""
-    spec = importlib.util.spec_from_file_location("lesson_08", ROOT / "lessons" / "08_dpo.py")
-    lesson = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lesson)
-    prefs = tmp_path / "tied.jsonl"
-    prefs.write_text("\n".join(json.dumps({"prompt": "Say the colour red.", "answers": answers, "ranking": ranking})
-                               for answers, ranking in ((["red", "blue"], [[0, 1]]),
-                                                        (["green", "red", "grey"], [[1, 2], 0]))) + "\n")
-    lesson.step1_one_pair(runs["sft"], prefs)
-    out = capsys.readouterr().out
-    assert "better: 'red'" in out and "worse:  'green'" in out and "dpo_loss says" in out
+def test_best_and_worst_of_rankings_with_ties():
+    """Lesson 8 shows the DPO loss on the best and the worst answer of the first ranking that has
+    both: a ranking that ties every answer has none; a tied place contributes its first answer."""
+    assert best_and_worst([[0, 1]]) is None
+    assert best_and_worst([[1, 2], 0]) == (1, 0)
+    assert best_and_worst([2, [0, 3], 1]) == (2, 1)
+    assert best_and_worst([3, 0, [1, 2]]) == (3, 1)
 
 
 def test_annotate_command_samples_distinct_answers_and_writes_rankings(runs, tmp_path):

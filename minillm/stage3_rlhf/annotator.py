@@ -70,6 +70,12 @@ def ranking_places(ranking: Ranking) -> list[list[int]]:
     return [list(place) if isinstance(place, (list, tuple)) else [place] for place in ranking]
 
 
+def best_and_worst(ranking: Ranking) -> tuple[int, int] | None:
+    """The best and the worst answer of a ranking (the first of a tied place); None when all tie."""
+    places = ranking_places(ranking)
+    return (places[0][0], places[-1][0]) if len(places) > 1 else None
+
+
 def answer_places(ranking: Ranking) -> dict[int, int]:
     """answer index -> its place (0 = best; tied answers share a place)."""
     return {answer: place for place, group in enumerate(ranking_places(ranking)) for answer in group}

@@ -1,0 +1,184 @@
+"""What the lessons in lessons/ share: where the repository is, their command line, and the runs
+they build on.
+
+`minillm pipeline --preset tiny --out runs/tiny` trains every stage once, into runs/tiny/01_tokenizer,
+02_mlm, 03_clm, ... A lesson that needs a trained model (lesson 06 an SFT model, lesson 07 an SFT
+model and a reward model) should not spend minutes training it again. Two functions find runs:
+
+- `earlier_run(stage)`: a run the lesson *builds on*. Taken from the lesson that trained it (with
+  --fresh, or when the pipeline had not run), else from the pipeline's folder; if neither has it, the pipeline's own
+  steps train it now, into runs/tiny, where the pipeline and the next lessons will find it.
+- `own_run(stage, here, train)`: the run the lesson *shows*. An earlier run of this lesson, made from
+  the same inputs, else the pipeline's; with --fresh, or when there is neither, `train(here)` now.
+
+Both print which run they use, so a reader always knows where the numbers come from. This module
+sits on top, beside pipeline.py: it uses the pipeline's steps and folders, nothing uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import minillm
+from minillm.config import diff_configs, preset, to_dict
+from minillm.errors import DataError
+from minillm.pipeline import RESULT_NAME, STEP_NAMES, Journey, run_step
+from minillm.train.loop import METRICS_NAME, read_metrics
+from minillm.utils import write_json
+
+
+def find_root() -> Path:
+    """The repository (the folder that holds data/ and lessons/): a lesson run as a script, or opened
+    as a notebook from lessons/ (where `__file__` is not defined), finds its data the same way."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents, Path(minillm.__file__).resolve().parents[1]):
+        if (folder / "data" / "corpus.txt").is_file() and (folder / "lessons").is_dir():
+            return folder
+    return here
+
+
+ROOT = find_root()
+DATA = ROOT / "data"
+PIPELINE_DIR = ROOT / "runs" / "tiny"  # where `minillm pipeline --preset tiny --out runs/tiny` writes
+
+
+def lesson_dir(number: int) -> Path:
+    """runs/lessons/NN: where lesson NN writes what it trains and plots."""
+    folder = ROOT / "runs" / "lessons" / f"{number:02d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def in_notebook() -> bool:
+    """True inside Jupyter or an editor's interactive window, whose kernel has its own command line."""
+    return "ipykernel" in sys.modules
+
+
+def lesson_args(description: str, inputs: Sequence[str] = ()) -> argparse.Namespace:
+    """The lesson's command line: `--fresh`, and optional run folders named `inputs` (e.g. "sft_run").
+
+    In a notebook the kernel's own arguments are not the lesson's: there every value is its default.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    for name in inputs:
+        parser.add_argument(name, nargs="?", type=Path, default=None,
+                            help=f"the {name.replace('_', ' ')} to use instead of the one the lesson finds")
+    parser.add_argument("--fresh", action="store_true",
+                        help="train this lesson's own stage again, in runs/lessons/NN, instead of reusing a run")
+    return parser.parse_args([] if in_notebook() else sys.argv[1:])
+
+
+@dataclass
+class Run:
+    """A finished run: its folder, the numbers its training returned, and where it came from."""
+
+    path: Path
+    result: dict
+    source: str
+
+    @property
+    def history(self) -> list[dict]:
+        """The rows of its metrics.jsonl, one per logged step (result.json leaves them out)."""
+        return read_metrics(self.path / METRICS_NAME, up_to_step=10**9)  # every row
+
+
+def finished(folder: Path) -> bool:
+    """A step that finished wrote result.json (the pipeline's steps and `own_run` alike)."""
+    return (folder / RESULT_NAME).is_file()
+
+
+def read_run(folder: Path, source: str) -> Run:
+    return Run(folder, json.loads((folder / RESULT_NAME).read_text(encoding="utf-8")), source)
+
+
+def shown(path: Path) -> str:
+    """A path relative to the repository when it lies inside it: runs/tiny/04_sft."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def pipeline_folder(stage: str) -> Path:
+    return Journey(preset("tiny"), PIPELINE_DIR).folder(stage)
+
+
+def _say(stage: str, run: Run, hint: str = "") -> Run:
+    print(f"[{stage}] using {shown(run.path)} ({run.source}){hint}")
+    return run
+
+
+def _warn_if_other_settings() -> None:
+    """Say so when runs/tiny was made with other settings than the tiny preset (e.g. with --set)."""
+    saved = PIPELINE_DIR / "config.json"
+    if not saved.is_file():
+        return
+    changed = [line for line in diff_configs(json.loads(saved.read_text(encoding="utf-8")), to_dict(preset("tiny")))
+               if "<missing>" not in line]  # fields added to the config since that run are not a change
+    if changed:
+        print(f"note: {shown(PIPELINE_DIR)} was made with settings other than the tiny preset's "
+              f"({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}): its numbers will differ from "
+              "the lesson's text")
+
+
+def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | None = None, *,
+                train_missing: bool = True) -> Run | None:
+    """The finished run of pipeline step `stage` that a lesson builds on.
+
+    In order: `given` (a folder named on the command line), `lesson_folder` (where an earlier lesson
+    trained it), the pipeline's runs/tiny/NN_stage. If none has it, the pipeline's steps train it now
+    into runs/tiny, with every earlier step it needs that is missing (each skipped if done); with
+    `train_missing=False` the answer is then None.
+    """
+    if given is not None:
+        if not (given / "ckpt.pt").is_file() and not finished(given):
+            raise DataError(f"{given} holds no finished run (no ckpt.pt): pass the folder of a {stage} run")
+        result = read_run(given, "").result if finished(given) else {}
+        return _say(stage, Run(given, result, "given on the command line"))
+    if lesson_folder is not None and finished(lesson_folder):
+        return _say(stage, read_run(lesson_folder, "trained by an earlier lesson"))
+    folder = pipeline_folder(stage)
+    if finished(folder):
+        _warn_if_other_settings()
+        return _say(stage, read_run(folder, "the pipeline's run"))
+    if not train_missing:
+        return None
+    print(f"[{stage}] no finished run in {shown(PIPELINE_DIR)}: the pipeline's steps train it now, there "
+          "(`minillm pipeline --preset tiny --out runs/tiny` later skips what is done)")
+    journey = Journey(preset("tiny"), PIPELINE_DIR)
+    if not (PIPELINE_DIR / "config.json").is_file():
+        write_json(PIPELINE_DIR / "config.json", to_dict(journey.cfg))
+    for name in STEP_NAMES[: STEP_NAMES.index(stage) + 1]:
+        if name != "mlm" or stage == "mlm":  # no later step reads the BERT model
+            run_step(journey, name)
+    return _say(stage, read_run(folder, "trained now by the pipeline's steps"))
+
+
+def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: bool,
+            inputs: Sequence[Run] = (), from_pipeline: bool = True) -> Run:
+    """The run of `stage` this lesson shows, trained by `train(here)` only when it must be.
+
+    Without `fresh`: an earlier run of this lesson in `here`, made from the same `inputs`; else the
+    pipeline's run of `stage`, when the inputs are the pipeline's too (a model trained from another
+    SFT model would not match) and `from_pipeline` (False for what the pipeline never makes, such as
+    lesson 7's head-only reward model). Otherwise, and always with `fresh`, `here` is emptied and
+    `train(here)` runs; what it returns is saved in here/result.json.
+    """
+    made_from = {run.path.name: str(run.path) for run in inputs}
+    if not fresh and finished(here) and read_run(here, "").result.get("made_from") == made_from:
+        return _say(stage, read_run(here, "this lesson's earlier run"), "; --fresh trains it again")
+    if not fresh and from_pipeline and all(run.path.parent == PIPELINE_DIR for run in inputs):
+        folder = pipeline_folder(stage)
+        if finished(folder):
+            _warn_if_other_settings()
+            return _say(stage, read_run(folder, "the pipeline's run"), "; --fresh trains one here")
+    print(f"[{stage}] nothing to reuse: running it now, into {shown(here)}")
+    shutil.rmtree(here, ignore_errors=True)
+    here.mkdir(parents=True)
+    result = {key: value for key, value in train(here).items() if key != "history"}
+    result["made_from"] = made_from
+    write_json(here / RESULT_NAME, json.loads(json.dumps(result, default=str)))
+    return Run(here, result, "trained now")

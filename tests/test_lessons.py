@@ -1,0 +1,147 @@
+"""The lessons open as notebooks, and the run-finding helper they share picks the right runs.
+
+Each lesson is a jupytext "percent" script: `# %% [markdown]` cells of prose as comment lines, and
+`# %%` code cells. jupytext turns it into a notebook; that notebook must be valid and hold exactly
+the script's code, so that stepping through the cells runs the same lesson as `python lessons/NN.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from minillm import config, lessons
+from minillm.lessons import Run, earlier_run, own_run
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
+
+
+def script_code(text: str) -> list[str]:
+    """The script's code lines, found without jupytext: cell markers and markdown cells left out,
+    blank lines dropped (jupytext trims them at the edges of a cell)."""
+    code, in_markdown = [], False
+    for line in text.splitlines():
+        if line.startswith("# %%"):
+            in_markdown = "[markdown]" in line
+        elif not in_markdown and line.strip():
+            code.append(line)
+    return code
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_each_lesson_opens_as_a_notebook_with_the_scripts_code(path):
+    jupytext = pytest.importorskip("jupytext")
+    nbformat = pytest.importorskip("nbformat")
+    text = path.read_text(encoding="utf-8")
+    notebook = jupytext.reads(text, fmt="py:percent")
+    nbformat.validate(notebook)
+    kinds = [cell.cell_type for cell in notebook.cells]
+    assert kinds[0] == "markdown" and notebook.cells[0].source.startswith("# Lesson"), path.name
+    assert kinds.count("code") >= 3 and kinds.count("markdown") >= 3, kinds  # steps, not one block
+    joined = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    assert [line for line in joined.splitlines() if line.strip()] == script_code(text)
+    assert "__file__" not in joined  # a notebook has no __file__: lessons find the repository another way
+
+
+def test_lessons_are_numbered_one_to_n():
+    numbers = [int(p.name[:2]) for p in LESSONS]
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+# --------------------------------------------------------------------------------------------------
+# earlier_run / own_run, on fake run folders (a folder is finished when it holds result.json).
+
+
+def finish(folder: Path, **result) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "result.json").write_text(json.dumps(result), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def pipeline_dir(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "runs" / "tiny"
+    monkeypatch.setattr(lessons, "PIPELINE_DIR", folder)
+    monkeypatch.setattr(lessons, "ROOT", tmp_path)
+    return folder
+
+
+def test_earlier_run_prefers_an_earlier_lessons_run_then_the_pipelines(pipeline_dir, tmp_path, capsys):
+    pipeline_sft = finish(lessons.pipeline_folder("sft"), source="pipeline")  # runs/tiny/04_sft
+    lesson5 = tmp_path / "runs" / "lessons" / "05" / "sft"
+    run = earlier_run("sft", lesson5)
+    assert run.path == pipeline_sft and run.result == {"source": "pipeline"}
+    assert f"using runs/tiny/{pipeline_sft.name} (the pipeline's run)" in capsys.readouterr().out
+    finish(lesson5, source="lesson")
+    assert earlier_run("sft", lesson5).result == {"source": "lesson"}
+    assert earlier_run("ppo", train_missing=False) is None  # not there, and not to be trained
+
+
+def test_earlier_run_trains_a_missing_step_with_the_pipelines_own_steps(pipeline_dir, monkeypatch, capsys):
+    monkeypatch.setattr(lessons, "preset", lambda name: config.preset("micro"))  # seconds, not minutes
+    run = earlier_run("clm")
+    assert run.path == lessons.pipeline_folder("clm") and run.result["val_perplexity"] > 1
+    assert (pipeline_dir / "config.json").is_file() and lessons.finished(lessons.pipeline_folder("tokenizer"))
+    assert not lessons.pipeline_folder("mlm").exists()  # nothing after it reads BERT
+    assert "trained now by the pipeline's steps" in capsys.readouterr().out
+    assert earlier_run("clm").source == "the pipeline's run"  # and the next lesson finds it
+
+
+def test_own_run_reuses_trains_what_is_missing_and_retrains_when_fresh(pipeline_dir, tmp_path, capsys):
+    sft = Run(finish(lessons.pipeline_folder("sft")), {}, "the pipeline's run")
+    finish(lessons.pipeline_folder("ppo"), win_rate_vs_sft=0.6)
+    here = tmp_path / "runs" / "lessons" / "07" / "ppo"
+    trained = []
+
+    def train(folder: Path) -> dict:
+        trained.append(folder)
+        return {"win_rate_vs_sft": 0.7, "history": [{"step": 1}]}
+
+    assert own_run("ppo", here, train, fresh=False, inputs=[sft]).result == {"win_rate_vs_sft": 0.6}
+    assert trained == []  # the pipeline's, made from the same SFT model
+    run = own_run("ppo", here, train, fresh=True, inputs=[sft])
+    assert trained == [here] and run.result["win_rate_vs_sft"] == 0.7 and "history" not in run.result
+    again = own_run("ppo", here, train, fresh=False, inputs=[sft])
+    assert trained == [here] and again.path == here and "this lesson's earlier run" in capsys.readouterr().out
+    # Made from another SFT model: neither this lesson's earlier run nor the pipeline's will do.
+    other = Run(finish(tmp_path / "runs" / "lessons" / "05" / "sft"), {}, "trained by an earlier lesson")
+    assert own_run("ppo", here, train, fresh=False, inputs=[other]).path == here and len(trained) == 2
+    # A variant the pipeline never trains is never taken from it.
+    own_run("ppo", tmp_path / "no_kl", train, fresh=False, inputs=[sft], from_pipeline=False)
+    assert trained[-1] == tmp_path / "no_kl"
+
+
+# --------------------------------------------------------------------------------------------------
+# README.ko.md is the Korean front door: the same commands and the same lessons as README.md.
+
+
+def commands(text: str) -> list[str]:
+    """The lines of the ```bash blocks: the commands to type."""
+    return [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL)
+            for line in block.splitlines() if line.strip()]
+
+
+def lesson_list(text: str) -> list[str]:
+    return re.findall(r"lessons/(\d\d_\w+)\.py", text)
+
+
+def test_the_korean_readme_has_the_same_commands_and_lessons():
+    english = (ROOT / "README.md").read_text(encoding="utf-8")
+    korean = (ROOT / "README.ko.md").read_text(encoding="utf-8")
+    assert "README.ko.md" in english.split("\n## ")[0]  # linked from the top
+    assert commands(korean) == commands(english) and commands(english)
+    assert lesson_list(korean) == lesson_list(english)
+    assert len(set(lesson_list(english))) >= len(LESSONS)
+    assert {p.stem for p in LESSONS} <= set(lesson_list(english))  # every lesson on disk is listed
+
+
+def test_the_readme_is_two_screens_and_ci_runs_its_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 120
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    test_command = next(line for line in commands(readme) if "pytest" in line)
+    assert test_command.split("&& ")[-1] in ci and 'pip install -q -e ".[test]"' in ci
