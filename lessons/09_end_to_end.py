@@ -36,7 +36,7 @@ from pathlib import Path
 from minillm.config import apply_overrides, preset
 from minillm.lessons import PIPELINE_DIR, ROOT, in_notebook
 from minillm.model import GPT, Bert
-from minillm.pipeline import STEP_NAMES, Journey, run_step
+from minillm.pipeline import RL_POLICIES, STEP_NAMES, Journey, run_step
 from minillm.stage1_pretrain.mlm import FLASH_FLOOD, fill_mask
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import gold_score
@@ -60,7 +60,7 @@ if ARGS.fresh:
     shutil.rmtree(out, ignore_errors=True)
 print(f"the journey's folder: {out} (a step that finished there is read, not trained again)")
 journey = Journey(apply_overrides(preset(ARGS.preset), ARGS.set), out)
-RL_STEPS = STEP_NAMES[STEP_NAMES.index("reward_model") + 1:]  # the policies trained from the rankings
+RL_STEPS = list(RL_POLICIES.values())  # the policies stage 3 trains: ppo, dpo, grpo, grpo_verifiable
 
 # %% [markdown]
 # ## Stage 0 and 1: the tokenizer, then BERT learns by filling in blanks
@@ -89,7 +89,7 @@ journey.results["sft"] = run_step(journey, "sft")
 # ## Stage 3: rankings -> reward model -> PPO, and DPO straight from the rankings
 
 # %%
-for name in ("reward_model", *RL_STEPS):
+for name in STEP_NAMES[STEP_NAMES.index("reward_model"):]:  # the policies, then the table comparing them
     journey.results[name] = run_step(journey, name)
 
 # %% [markdown]
@@ -104,7 +104,7 @@ KINDS = {"test_world_fact": "a world fact only the corpus stated",
          "test_heldout_phrasing": "a trained task in words SFT never saw",
          "test_heldout_family": "a task family SFT never saw"}
 STAGES = {"clm": "after CLM pretraining (the base model)", "sft": "after SFT",
-          **{name: f"after {name.upper()}" for name in RL_STEPS}}
+          **{step: f"after {name}" for name, step in RL_POLICIES.items()}}
 
 
 def answers_after_each_stage(requests: list[dict]) -> dict[str, list[str]]:
@@ -158,8 +158,8 @@ print(f"  SFT exact match on held-out phrasings: {r['sft']['exact_match']['heldo
       f"(base model {r['sft']['base_exact_match']['heldout_phrasings']:.2f})")
 print(f"  reward model pairwise accuracy: {r['reward_model']['pairwise_accuracy']:.2f}")
 print("  win rate vs SFT by the gold judge, sampled answers (± one standard error): "
-      + ", ".join(f"{name.upper()} {r[name]['win_rate_vs_sft']:.2f} ± {r[name]['win_rate_stderr']:.2f}"
-                  for name in RL_STEPS if "win_rate_vs_sft" in r[name]))
+      + ", ".join(f"{name} {r[step]['win_rate_vs_sft']:.2f} ± {r[step]['win_rate_stderr']:.2f}"
+                  for name, step in RL_POLICIES.items()))
 
 # %% [markdown]
 # ## Try this
