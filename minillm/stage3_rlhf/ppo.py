@@ -45,7 +45,7 @@ from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.preferences import compare_policies, comparison_summary, heldout_records
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.stage3_rlhf.sequences import gather_logprobs, last_real_index, masked_mean, next_token_logits
-from minillm.train import load_checkpoint, load_model, plot_metrics, save_checkpoint
+from minillm.train import load_checkpoint, load_model, plot_metrics, plot_panels, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME
 from minillm.train.health import check_loss
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME, append_metrics, read_metrics, write_metrics
@@ -244,10 +244,13 @@ def ppo_update(
 # --------------------------------------------------------------------------------------------------
 # The loop: rollout, update, log, checkpoint; then the comparison with the SFT model.
 
-PLOTS = {  # file name -> the metrics it shows
-    "ppo_reward.png": ("rm_score", "gold", "kl"),
-    "ppo_health.png": ("entropy", "clipfrac", "approx_kl", "ratio"),
-    "ppo_length.png": ("eos_share", "response_len"),
+PLOTS = {  # file name -> (title, its panels: the metrics that share an axis)
+    "ppo_reward.png": ("PPO: reward-model and gold scores of the rollouts; KL to the SFT model",
+                       (("rm_score", "gold"), ("kl",))),
+    "ppo_health.png": ("PPO health: entropy, clipped share and approx. KL, probability ratio",
+                       (("entropy",), ("clipfrac", "approx_kl"), ("ratio",))),
+    "ppo_length.png": ("PPO: share of answers that end with <eos>, and answer length",
+                       (("eos_share",), ("response_len",))),
 }
 
 
@@ -322,6 +325,7 @@ def train_ppo(
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         kl_coef, first_step = state["kl_coef"], state["step"] + 1
+        tqdm.write(f"ppo: resuming from step {state['step']} ({ckpt_path})")
     history = read_metrics(metrics_path, up_to_step=first_step - 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(metrics_path, history)
@@ -347,9 +351,9 @@ def train_ppo(
                 "model": policy.state_dict(), "critic": critic.state_dict(), "optimizer": optimizer.state_dict(),
                 "generator": generator.get_state(), "kl_coef": kl_coef,
             })
-    for name, keys in PLOTS.items():
+    for name, (title, panels) in PLOTS.items():
         judge = ", rewarded by the gold judge" if cfg.reward == "gold" else ""  # rm_score is then gold's
-        plot_metrics(history, out_dir / name, keys, title=f"PPO (kl_coef {cfg.kl_coef}{judge})")
+        plot_panels(history, out_dir / name, panels, title=f"{title} (kl_coef {cfg.kl_coef}{judge})")
     comparison = compare_policies(policy, reference, tokenizer, heldout_records(records, cfg.eval_prompts, 0),
                                   cfg.temperature, cfg.max_new_tokens, seed=cfg.train.seed)
     metrics = summarize_run(history, comparison, time.perf_counter() - start)
