@@ -171,6 +171,13 @@ def test_resuming_a_finished_run_returns_its_results_and_extending_it_continues(
     assert [row["step"] for row in longer["history"] if row["split"] == "train"] == [1, 3, 5]
 
 
+def test_a_fresh_start_says_nothing_about_resuming_and_a_resume_names_its_step(tmp_path, capsys):
+    short_run(tmp_path, tiny_gpt(), max_steps=3, resume=True)  # resume asked, nothing to resume: a plain start
+    assert "resum" not in capsys.readouterr().out
+    short_run(tmp_path, tiny_gpt(), max_steps=4, resume=True)
+    assert f"train: resuming from step 3 ({tmp_path / 'ckpt.pt'})" in capsys.readouterr().out
+
+
 def test_load_model_names_a_config_it_cannot_rebuild(tmp_path):
     save_checkpoint(tmp_path / "ckpt.pt", {"model": {}, "model_config": None})
     with pytest.raises(CheckpointError, match="holds no model config"):

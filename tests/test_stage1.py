@@ -207,6 +207,11 @@ def test_mlm_on_a_korean_corpus_finishes_and_writes_results(tmp_path, block_size
     metrics = train_mlm(cfg, tok, KOREAN, KOREAN[:6], tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert saved["val_masked_accuracy"] == metrics["val_masked_accuracy"]
+    # the periodic check on part of the validation split and the final full evaluation have different names
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    [check] = [row for row in rows if row["split"] == "val"]
+    assert "val_subset_masked_accuracy" in check and "val_masked_accuracy" not in check
+    assert rows[-1]["split"] == "final" and rows[-1]["val_masked_accuracy"] == saved["val_masked_accuracy"]
     if block_size == 32:
         assert saved["fill_mask_prompt"].endswith("[MASK].") and len(saved["fill_mask_top5"]) == 5
         assert (tmp_path / "fill_mask.png").is_file()
