@@ -23,7 +23,7 @@ from minillm.stage3_rlhf.annotator import (
     win_rate_ceiling,
     win_rate_stderr,
 )
-from minillm.stage3_rlhf.preferences import read_preferences, split_rankings
+from minillm.stage3_rlhf.preferences import compare_answers, comparison_summary, read_preferences, split_rankings
 
 GOOD = {"prompt": "Capital of Varn?", "answers": ["Tarsk", "Mell", "I don't know"], "ranking": [0, 2, 1]}
 
@@ -204,3 +204,20 @@ def test_win_rate_ceiling_ties_where_the_baseline_is_already_perfect():
     baseline = [perfect, gold_score(records[1], "5"), gold_score(records[2], "Sure! cats")]
     assert win_rate_ceiling(records, baseline) == pytest.approx((0.5 + 1 + 1) / 3)
     assert win_rate_ceiling(records, [perfect] * 3) == 0.5  # against perfect answers a tie is all there is
+
+
+def test_the_summary_shows_question_answers_and_reference_and_where_gold_changed_most():
+    records = [{"prompt": f"What is the capital of Varn {i}?", "reference": "Tarsk.", "family": "facts"}
+               for i in range(3)]
+    sft = ["Tarsk.", "I do not know.", "Tarsk."]
+    after = ["Tarsk.", "Tarsk.", "Tarsk, you fool."]
+    summary = comparison_summary(compare_answers(records, after, sft), n_examples=2)
+    first = summary["examples"][0]
+    assert {k: first[k] for k in ("prompt", "sft", "after", "reference")} == {
+        "prompt": records[0]["prompt"], "sft": "Tarsk.", "after": "Tarsk.", "reference": "Tarsk."}
+    assert first["gold_sft"] == gold_score(records[0], "Tarsk.") == first["gold_after"]
+    assert len(summary["examples"]) == 2
+    changed = summary["changed_examples"]  # the unchanged first prompt is not among them
+    assert [row["prompt"] for row in changed] == [records[1]["prompt"], records[2]["prompt"]]
+    deltas = [abs(row["gold_after"] - row["gold_sft"]) for row in changed]
+    assert deltas == sorted(deltas, reverse=True) and deltas[-1] > 0

@@ -174,7 +174,8 @@ def compare_answers(records: Sequence[dict], policy_answers: Sequence[str], base
     "style_flaws_policy", "style_flaws_baseline": the share of answers with a style flaw
     (`has_style_flaw`), "wrong_policy", "wrong_baseline": the share without the right answer in them,
     "answers_policy", "answers_baseline": the answers, in the order of `records`; "prompts",
-    "references": the records' prompts and right answers, in the same order}.
+    "references", "gold_scores_policy", "gold_scores_baseline": the records' prompts, right answers
+    and each answer's gold score, in the same order}.
 
     Flaws and wrong answers are told apart because RL treats them differently: a flaw is one habit
     on every prompt (drop the rude sign-off), which a few hundred rollouts unlearn; a wrong answer is
@@ -203,6 +204,8 @@ def compare_answers(records: Sequence[dict], policy_answers: Sequence[str], base
         "answers_baseline": answers["baseline"],
         "prompts": [r["prompt"] for r in records],
         "references": [r.get("reference", "") for r in records],
+        "gold_scores_policy": gold["policy"],
+        "gold_scores_baseline": gold["baseline"],
     }
 
 
@@ -254,9 +257,20 @@ def heldout_records(records: Sequence[dict], n: int, seed: int) -> list[dict]:
 
 
 def comparison_summary(comparison: dict[str, Any], n_examples: int = 5) -> dict[str, Any]:
-    """The report's keys for a policy compared with the SFT model, and a few answers side by side:
-    "examples" is a list of {"prompt", "sft", "after", "reference"} (the question, the SFT model's
-    answer, the policy's answer and the right answer), so a reader can tell which answer is right."""
+    """The report's keys for a policy compared with the SFT model, and a few answers side by side.
+
+    "examples": the first `n_examples` prompts as {"prompt", "sft", "after", "reference", "gold_sft",
+    "gold_after"} (the question, the SFT model's answer, the policy's, the right answer, and the gold
+    judge's score of each answer), so a reader can tell which answer is right. "changed_examples":
+    the same for the prompts whose gold score changed most (measured, not picked by hand; fewer when
+    fewer changed): where to look to see what the training did.
+    """
+    keys = ("prompts", "answers_baseline", "answers_policy", "references", "gold_scores_baseline",
+            "gold_scores_policy")
+    rows = [dict(zip(("prompt", "sft", "after", "reference", "gold_sft", "gold_after"), values, strict=True))
+            for values in zip(*(comparison[key] for key in keys), strict=True)]
+    changed = sorted((row for row in rows if row["gold_after"] != row["gold_sft"]),
+                     key=lambda row: -abs(row["gold_after"] - row["gold_sft"]))
     return {
         "win_rate_vs_sft": comparison["win_rate"],
         "win_rate_stderr": comparison["win_rate_stderr"],
@@ -270,7 +284,6 @@ def comparison_summary(comparison: dict[str, Any], n_examples: int = 5) -> dict[
         "style_flaws_after": comparison["style_flaws_policy"],
         "wrong_sft": comparison["wrong_baseline"],
         "wrong_after": comparison["wrong_policy"],
-        "examples": [{"prompt": p, "sft": a, "after": b, "reference": ref} for p, a, b, ref in zip(
-            *(comparison[key][:n_examples] for key in ("prompts", "answers_baseline", "answers_policy", "references")),
-            strict=True)],
+        "examples": rows[:n_examples],
+        "changed_examples": changed[:n_examples],
     }
