@@ -328,7 +328,7 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"{_fmt(s['dpo'].get('wrong_sft'))} -> {_fmt(s['dpo'].get('wrong_after'))}.",
         "",
         *_family_table(s),
-        *[f"![{label}: {png.stem.replace('_', ' ')}]({j.folder(name).name}/{png.name})"
+        *[f"![{label} {png.stem.removeprefix(name + '_').replace('_', ' ')}]({j.folder(name).name}/{png.name})"
           for name, label in (("reward_model", "reward model"), ("ppo", "PPO"), ("dpo", "DPO"))
           for png in sorted(j.folder(name).glob("*.png"))],
         "",

@@ -86,7 +86,7 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
                                    examples[0]["reference"]])
     samples = markdown.split("Samples:\n")[1].split("![GPT next-token loss]")[0]
     assert all(line.startswith(">") for line in samples.splitlines() if line.strip())  # no line escapes its quote
-    assert "](" in markdown and "![loss]" not in markdown and "![PPO: ppo health](06_ppo/ppo_health.png)" in markdown
+    assert "](" in markdown and "![loss]" not in markdown and "![PPO health](06_ppo/ppo_health.png)" in markdown
 
     capsys.readouterr()
     mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("ckpt.pt")}

@@ -245,12 +245,9 @@ def ppo_update(
 # The loop: rollout, update, log, checkpoint; then the comparison with the SFT model.
 
 PLOTS = {  # file name -> (title, its panels: the metrics that share an axis)
-    "ppo_reward.png": ("PPO: reward-model and gold scores of the rollouts; KL to the SFT model",
-                       (("rm_score", "gold"), ("kl",))),
-    "ppo_health.png": ("PPO health: entropy, clipped share and approx. KL, probability ratio",
-                       (("entropy",), ("clipfrac", "approx_kl"), ("ratio",))),
-    "ppo_length.png": ("PPO: share of answers that end with <eos>, and answer length",
-                       (("eos_share",), ("response_len",))),
+    "ppo_reward.png": ("PPO rollouts: scores and KL to SFT", (("rm_score", "gold"), ("kl",))),
+    "ppo_health.png": ("PPO health", (("entropy",), ("clipfrac", "approx_kl"), ("ratio",))),
+    "ppo_length.png": ("PPO answers: <eos> share and length", (("eos_share",), ("response_len",))),
 }
 
 
