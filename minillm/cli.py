@@ -461,6 +461,8 @@ def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
     if out is None or args.func in (cmd_tokenizer_train, cmd_annotate):
         return ""
     saved = last_saved_step(out)
+    if saved and args.func is cmd_pipeline and (saved[0].parent / "result.json").is_file():
+        saved = None  # a finished step's checkpoint: the step that was running had saved nothing yet
     again = " ".join(shlex.quote(a) for a in ["minillm", *argv])
     if hasattr(args, "resume") and not args.resume:
         again += " --resume"

@@ -273,7 +273,7 @@ CLI_TABLE = [
         ("nope.txt does not exist",)),
     Bad("tokenizer: output under a file",
         ("tokenizer", "train", "--input", "{ws}/corpus.txt", "--vocab-size", "280", "--out",
-         "{ws}/corpus.txt/tok.json"), OSError, ("corpus.txt", "check the path")),
+         "{ws}/corpus.txt/tok.json"), OSError, ("corpus.txt", "is a file, not a folder")),
     Bad("tokenizer file given to pretrain is corrupt", (*NEW_RUN, "--tokenizer-file", "{ws}/bad.json"),
         TokenizerError, ("bad.json is not valid JSON",), write("bad.json", "{")),
     # --- checkpoint files ------------------------------------------------------------------------
