@@ -197,7 +197,7 @@ def test_the_demo_sentence_fits_the_window_and_comes_from_the_corpus_when_flash_
     assert demo_sentence(korean, KOREAN, KOREAN, block_size=8) is None  # nothing fits: no demo, no crash
 
 
-@pytest.mark.filterwarnings("ignore:no font with Korean")  # no CJK font on the test machine: said once, tested elsewhere
+@pytest.mark.filterwarnings("ignore:no font with Korean")  # said once per process; tested in test_train_loop
 @pytest.mark.parametrize("block_size", [32, 8])
 def test_mlm_on_a_korean_corpus_finishes_and_writes_results(tmp_path, block_size):
     """Issue 25: a finished run used to exit 2 because the English demo overflowed the window."""
