@@ -85,6 +85,8 @@ LOCK_NAME = ".minillm.lock"
 
 def process_alive(pid: int) -> bool:
     """True when a process with this id exists (signal 0 only asks; it delivers nothing)."""
+    if os.name == "nt":  # there os.kill(pid, 0) would end the process: assume it runs (the error names the lock)
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -128,7 +130,7 @@ def run_folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
             if holder is not None and holder != os.getpid() and process_alive(holder):
                 raise RunLockedError(
                     f"{folder} is in use by another minillm process (PID {holder}); wait for it to finish, "
-                    f"stop it, or choose another --out"
+                    f"stop it, or choose another --out (if no process {holder} runs, delete {lock})"
                 ) from None
             print(f"minillm: note: taking over the lock of {folder}: its process (PID {holder}) is gone",
                   file=sys.stderr)
