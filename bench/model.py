@@ -98,6 +98,12 @@ def verdict(ok: bool) -> str:
     return "meets target" if ok else "BELOW target"
 
 
+def threads_text() -> str:
+    """'1 thread', '4 threads'."""
+    n = torch.get_num_threads()
+    return f"{n} thread{'' if n == 1 else 's'}"
+
+
 def bench_training(args: argparse.Namespace) -> dict[str, float]:
     base = dict(vocab_size=args.vocab, block_size=args.context, n_layer=4, n_head=4, n_embd=128)
     config = ModelConfig(**base)
@@ -111,7 +117,7 @@ def bench_training(args: argparse.Namespace) -> dict[str, float]:
     seconds = median_seconds(steps, args.steps, args.rounds, CLOCKS[args.clock])
     tokens = args.batch * args.context
     print(f"\nTraining step (forward+backward+AdamW), batch {args.batch} x context {args.context}, "
-          f"4 layers, 4 heads, width 128, vocab {args.vocab}, {torch.get_num_threads()} threads, "
+          f"4 layers, 4 heads, width 128, vocab {args.vocab}, {threads_text()}, "
           f"{args.clock} clock:")
     for name, s in seconds.items():
         print(f"  {name:32s} {tokens / s:10.0f} tokens/s  ({1000 * s:6.1f} ms/step)")

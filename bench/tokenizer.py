@@ -5,7 +5,7 @@
 On the same corpus (2 MB of generated text, see `bench_documents`, or --corpus FILE) and the same
 vocabulary size, it prints for our fast trainer, our simple trainer and sentencepiece BPE:
 training time, encode throughput (MB/s) and tokens per byte on held-out documents, with the ratios
-to sentencepiece and the targets of issue 2:
+to sentencepiece and against these targets:
   - our fast trainer within 3x of sentencepiece's training time;
   - our encode within 10x of sentencepiece's throughput;
   - our tokens per byte on held-out text within 5% of sentencepiece BPE's.
@@ -132,7 +132,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
           "(where it learned the same merges as the fast one); its time is scaled linearly by corpus "
           "size and number of merges (an overestimate: sequences shrink as merges proceed)")
 
-    print("\ntargets (issue 2):")
+    print("\ntargets:")
     for what, ratio, limit in [
         ("fast trainer time / sentencepiece", ours_train / spm_train, 3.0),
         ("sentencepiece encode MB/s / ours", spm_speed / ours_speed, 10.0),

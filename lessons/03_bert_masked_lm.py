@@ -105,7 +105,7 @@ step2_one_step_by_hand(tokenizer, pack_documents(tokenizer, train_docs))
 # %% [markdown]
 # ## 3. Pretraining with the shared loop
 # The same steps, repeated 500 times by `train_mlm`. Two validation numbers come out of it, and
-# they differ: during training the loop checks the model every 250 steps on a small fixed subset of
+# they differ: during training the loop checks the model every 50 steps on a small fixed subset of
 # the validation text (64 windows, a few hundred blanks), which is cheap and shows the trend; at the
 # end `train_mlm` evaluates once on the whole validation text. Quote the final one: the subset's
 # number moves with the luck of which few hundred blanks it holds.
@@ -117,8 +117,8 @@ def step3_train() -> Run:
                   train=lambda folder: train_mlm(CFG.mlm, tokenizer, train_docs, val_docs, folder))
     metrics = mlm.result
     for row in (r for r in mlm.history if r.get("split") == "val"):
-        print(f"  periodic check at step {row['step']}: masked-token accuracy {row['val_masked_accuracy']:.1%} "
-              f"on a subset ({row['val_masked_positions']} blanks)")
+        print(f"  periodic check at step {row['step']}: masked-token accuracy "
+              f"{row['val_subset_masked_accuracy']:.1%} on a subset ({row['val_subset_masked_positions']} blanks)")
     print(f"  final evaluation on all validation text: {metrics['val_masked_accuracy']:.1%} "
           f"({metrics['val_masked_positions']} blanks)")
     print(f"  always answering {metrics['unigram_prediction']!r} (the most frequent token): "

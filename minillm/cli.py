@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import NoReturn
 
@@ -118,6 +120,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         keys = ("val_perplexity", "unigram_perplexity")
     for key in keys:
         print(f"{key}: {result.get(key)}")
+    print("(the final evaluation on the whole validation split; the val_subset_* numbers in the log are "
+          "periodic checks on a part of it)")
     print(f"run written to {args.out}")
 
 
@@ -131,9 +135,21 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
     ranking = fill_mask(model, tok, args.text, top_k=args.top_k)
     for rank, (piece, prob) in enumerate(ranking, 1):
         print(f"{rank:2d}. {piece!r:20} {prob:.3f}")
-    plot_path = Path(args.plot) if args.plot else Path(args.ckpt) / "fill_mask.png"
+    plot_path = Path(args.plot) if args.plot else fill_mask_plot_path(args.ckpt, args.text)
     plot_fill_mask(ranking[:10], plot_path, title=args.text)
     print(f"bar chart: {plot_path}")
+
+
+def fill_mask_plot_path(ckpt: str, text: str) -> Path:
+    """CKPT/fill_mask_<words of the text>_<hash>.png: one chart per sentence, never the run's own
+    fill_mask.png (the chart report.md shows beside its text)."""
+    import hashlib
+    import re
+
+    folder = Path(ckpt) if Path(ckpt).is_dir() else Path(ckpt).parent
+    words = re.sub(r"[^a-z0-9]+", "_", text.lower().replace("[mask]", "mask")).strip("_")[:40]
+    digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
+    return folder / f"fill_mask_{words + '_' if words else ''}{digest}.png"
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -206,6 +222,7 @@ def cmd_reward(args: argparse.Namespace) -> None:
             collect_rankings(cfg.reward, args.sft, records, prefs)
     result = train_reward_model(cfg.reward, args.sft, prefs, args.out, records=records, resume=args.resume)
     _print_keys(result, ("pairwise_accuracy", "annotator_agreement"))
+    print(f"run written to {args.out}")
 
 
 def cmd_ppo(args: argparse.Namespace) -> None:
@@ -214,7 +231,9 @@ def cmd_ppo(args: argparse.Namespace) -> None:
     cfg = build_config(args)
     records = _instruction_records(cfg, args.data, args.skip_bad_lines)
     result = train_ppo(cfg.ppo, args.sft, args.reward, records, args.out, resume=args.resume)
-    _print_keys(result, ("win_rate_vs_sft", "gold_sft", "gold_after", "kl"))
+    print(comparison_lines(result, "PPO"))
+    print(f"KL to the SFT model: {result['kl']:.3f} nats per answer")
+    print(f"run written to {args.out}")
 
 
 def cmd_dpo(args: argparse.Namespace) -> None:
@@ -223,7 +242,8 @@ def cmd_dpo(args: argparse.Namespace) -> None:
     cfg = build_config(args)
     records = _instruction_records(cfg, args.data, args.skip_bad_lines)
     result = train_dpo(cfg.dpo, args.sft, args.prefs, records, args.out, resume=args.resume)
-    _print_keys(result, ("win_rate_vs_sft", "gold_after"))
+    print(comparison_lines(result, "DPO"))
+    print(f"run written to {args.out}")
 
 
 def cmd_grpo(args: argparse.Namespace) -> None:
@@ -242,6 +262,13 @@ def cmd_grpo(args: argparse.Namespace) -> None:
 def _print_keys(result: dict, keys: Sequence[str]) -> None:
     for key in keys:
         print(f"{key}: {result.get(key)}")
+
+
+def comparison_lines(result: dict, name: str) -> str:
+    """A policy against the SFT model by the gold judge, each number with its standard error."""
+    return (f"win rate vs SFT (gold judge): {result['win_rate_vs_sft']:.3f} ± {result['win_rate_stderr']:.3f}\n"
+            f"mean gold score: SFT {result['gold_sft']:.3f} ± {result['gold_sft_stderr']:.3f} -> "
+            f"{name} {result['gold_after']:.3f} ± {result['gold_after_stderr']:.3f}")
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:
@@ -325,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="an MLM run folder")
     p.add_argument("text", help='e.g. "A flash flood watch will be in effect all [MASK]."')
     p.add_argument("--top-k", type=_positive_int, default=10)
-    p.add_argument("--plot", default=None, help="bar chart PNG (default: CKPT/fill_mask.png)")
+    p.add_argument("--plot", default=None, help="bar chart PNG (default: CKPT/fill_mask_<the text>_<hash>.png)")
     p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("generate", help="sample a continuation with a trained GPT")
@@ -426,26 +453,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     written) becomes one line on stderr; any other exception is a bug and keeps its traceback.
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     with warnings.catch_warnings():
         if not args.debug:
             warnings.showwarning = _show_warning
         try:
-            func(args)
+            with _lock_for(args):
+                func(args)
         except (MinillmError, OSError) as err:
             if args.debug:
                 raise
             print(f"minillm: error: {_one_line(err)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("minillm: interrupted", file=sys.stderr)
+            print(f"minillm: interrupted{_resume_hint(args, argv)}", file=sys.stderr)
             return 130
     return 0
 
 
+def _lock_for(args: argparse.Namespace):
+    """Commands whose --out is a run folder hold its lock while they run (two runs in one folder
+    would overwrite each other); `tokenizer train` and `annotate` write a single file instead."""
+    from minillm.utils import run_folder_lock
+
+    if getattr(args, "out", None) is None or args.func in (cmd_tokenizer_train, cmd_annotate):
+        return nullcontext()
+    return run_folder_lock(args.out)
+
+
+def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    """After Ctrl-C: which step the newest checkpoint under --out holds, and the command that goes on."""
+    from minillm.train.checkpoint import last_saved_step
+
+    out = getattr(args, "out", None)
+    if out is None or args.func in (cmd_tokenizer_train, cmd_annotate):
+        return ""
+    saved = last_saved_step(out)
+    if saved and args.func is cmd_pipeline and (saved[0].parent / "result.json").is_file():
+        saved = None  # a finished step's checkpoint: the step that was running had saved nothing yet
+    again = " ".join(shlex.quote(a) for a in ["minillm", *argv])
+    if hasattr(args, "resume") and not args.resume:
+        again += " --resume"
+    where = f"last saved at step {saved[1]} ({saved[0]})" if saved else "no checkpoint saved yet"
+    if args.func is cmd_pipeline:
+        where += "; finished steps are kept"
+    return f"; {where}. Continue with: {again}"
+
+
 def _one_line(err: Exception) -> str:
     """The error's message on one line; for an OSError, what failed on which path, and the fix."""
+    if isinstance(err, (FileExistsError, NotADirectoryError)) and err.filename is not None:
+        return f"{err.filename} (or a folder above it) is a file, not a folder; give a folder path"
     if isinstance(err, OSError) and err.filename is not None:
         return f"{err.strerror or err}: {err.filename}; check the path and its permissions"
     return " ".join(str(err).split())

@@ -437,14 +437,15 @@ def preset(name: str) -> PipelineConfig:
             "mlm.model.attention=sdpa", "mlm.model.norm=pre", "mlm.model.n_layer=2", "mlm.model.block_size=32",
             "mlm.model.position=rope",
             "mlm.train.batch_size=32", "mlm.train.max_steps=500", "mlm.train.lr=2e-3", "mlm.train.warmup_steps=100",
-            "mlm.train.eval_every=250", "mlm.train.eval_batches=8", "mlm.train.save_every=250",
+            # 10 validation points per curve, so that a learner can read it (each check is 8 batches)
+            "mlm.train.eval_every=50", "mlm.train.eval_batches=8", "mlm.train.save_every=250",
             # CLM: the model stages 2 and 3 start from; 128 tokens hold a whole chat example. Its steps
             # are the best-spent seconds of the journey (facts stick only after ~4000 windows); small
             # batches learn as much per window this early, for less time. 3 layers, not 4: every later
             # stage is a quarter faster, for little loss.
             "clm.model.n_layer=3", "clm.model.attention=sdpa",
             "clm.train.batch_size=16", "clm.train.max_steps=800", "clm.train.lr=3e-3",
-            "clm.train.eval_every=400", "clm.train.eval_batches=8", "clm.train.save_every=400",
+            "clm.train.eval_every=80", "clm.train.eval_batches=8", "clm.train.save_every=400",
             # SFT: ~3 epochs (~390 steps each); exact match keeps climbing with steps. lr 1e-3 keeps more
             # of what pretraining stored. A tenth of each batch is replayed pretraining text, without
             # which SFT overwrites the facts it never asks about. The single-family baseline is left to

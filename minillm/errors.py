@@ -33,3 +33,7 @@ class ModelInputError(MinillmError, ValueError):
 
 class TrainingError(MinillmError, RuntimeError):
     """Training had to stop (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+class RunLockedError(MinillmError, RuntimeError):
+    """Another process is writing into the same run folder."""

@@ -144,8 +144,8 @@ def step_ppo(j: Journey) -> dict:
 
 
 def step_dpo(j: Journey) -> dict:
-    prefs = j.folder("reward_model") / "prefs.jsonl"
-    return train_dpo(j.cfg.dpo, j.folder("sft"), prefs, j.records, j.folder("dpo"))
+    prefs, folder = j.folder("reward_model") / "prefs.jsonl", j.folder("dpo")
+    return train_dpo(j.cfg.dpo, j.folder("sft"), prefs, j.records, folder, resume=has_checkpoint(folder))
 
 
 def step_grpo(j: Journey) -> dict:
@@ -347,6 +347,10 @@ def _family_table(s: dict) -> list[str]:
               for f in families], ""]
 
 
+SUBSET_NOTE = ("(This is the final evaluation, on the whole validation split; the training log's "
+               "`val_subset_*` numbers are periodic checks on a part of it, and differ a little.)")
+
+
 def render_markdown(report: dict, j: Journey) -> str:
     """report.md: what each stage did, its key number against its baseline, its plot, examples."""
     s, r = report["stages"], j.results
@@ -385,20 +389,20 @@ def render_markdown(report: dict, j: Journey) -> str:
         "### BERT: masked language modelling",
         "15% of the tokens are hidden and the encoder learns to fill them in. Masked-token accuracy on "
         f"validation: **{_fmt(s['mlm']['val_masked_accuracy'])}**, against "
-        f"{_fmt(s['mlm']['unigram_masked_accuracy'])} for always guessing the most frequent token.",
+        f"{_fmt(s['mlm']['unigram_masked_accuracy'])} for always guessing the most frequent token. "
+        f"{SUBSET_NOTE}",
         "",
-        f"\"{r['mlm'].get('fill_mask_prompt', '')}\" ->",
-        "",
+        *([f"\"{r['mlm']['fill_mask_prompt']}\" ->", ""] if r["mlm"].get("fill_mask_prompt") else []),
         *[f"{i}. `{piece.strip()}` ({p:.3f})" for i, (piece, p) in enumerate(r["mlm"]["fill_mask_top5"], 1)],
         "",
-        f"![fill-mask]({rel('mlm', 'fill_mask.png')}) ![MLM loss]({rel('mlm', 'loss.png')})",
+        f"![BERT fill-mask ranking]({rel('mlm', 'fill_mask.png')}) ![BERT masked-LM loss]({rel('mlm', 'loss.png')})",
         "",
         "### GPT: next-token prediction",
         f"Validation perplexity **{_fmt(s['clm']['val_perplexity'])}**, against "
-        f"{_fmt(s['clm']['unigram_perplexity'])} for a unigram model. Samples:",
+        f"{_fmt(s['clm']['unigram_perplexity'])} for a unigram model (the final evaluation, as above). Samples:",
         "",
-        *[f"> {sample}" + "\n" for sample in r["clm"].get("samples", [])],
-        f"![CLM loss]({rel('clm', 'loss.png')})",
+        *[quote(sample) + "\n" for sample in r["clm"].get("samples", [])],
+        f"![GPT next-token loss]({rel('clm', 'loss.png')})",
         "",
         "## 2. Instruction tuning (SFT)",
         "Exact match of greedy answers on test prompts; held-out phrasings and families were never trained on.",
@@ -410,7 +414,7 @@ def render_markdown(report: dict, j: Journey) -> str:
                              ("SFT on one family", "single_family_exact_match"), ("SFT", "exact_match"))
           if key in s["sft"]],
         "",
-        f"![exact match]({rel('sft', 'exact_match.png')})",
+        f"![SFT exact match per split]({rel('sft', 'exact_match.png')})",
         "",
         *_sft_examples(j),
         "## 3. RLHF",
@@ -434,8 +438,9 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"{_fmt(s['dpo'].get('wrong_sft'))} -> {_fmt(s['dpo'].get('wrong_after'))}.",
         "",
         *_family_table(s),
-        *[f"![{png.stem}]({j.folder(name).name}/{png.name})"
-          for name in ("reward_model", "ppo", "dpo") for png in sorted(j.folder(name).glob("*.png"))],
+        *[f"![{label} {png.stem.removeprefix(name + '_').replace('_', ' ')}]({j.folder(name).name}/{png.name})"
+          for name, label in (("reward_model", "reward model"), ("ppo", "PPO"), ("dpo", "DPO"))
+          for png in sorted(j.folder(name).glob("*.png"))],
         "",
         *_ppo_examples(j),
         *_grpo_section(report, j),
@@ -475,6 +480,15 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
         "",
     ]
 
+def table_row(cells: list[Any]) -> str:
+    """One markdown table row; a "|" or a newline inside a cell would break the table."""
+    return "| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |"
+
+
+def quote(text: str) -> str:
+    """`text` as a markdown block quote: every line of it starts with "> " (a bare newline would end it)."""
+    return "\n".join(f"> {line}" for line in text.splitlines() or [""])
+
 
 def _sft_examples(j: Journey) -> list[str]:
     """A few test answers of the base model and the SFT model, side by side."""
@@ -485,20 +499,19 @@ def _sft_examples(j: Journey) -> list[str]:
     picked = {row["split"]: row for row in rows}  # one example per split
     lines = ["| split | prompt | base | SFT | reference |", "| --- | --- | --- | --- | --- |"]
     for row in picked.values():
-        cells = [row["split"], row["prompt"], row.get("base", ""), row.get("sft", ""), row["reference"]]
-        lines.append("| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |")
+        lines.append(table_row([row["split"], row["prompt"], row.get("base", ""), row.get("sft", ""),
+                                row["reference"]]))
     return [*lines, ""]
 
 
 def _ppo_examples(j: Journey) -> list[str]:
-    """Answers before and after PPO, from the examples the PPO step saved."""
+    """Answers before and after PPO, with the question and the right answer, from the PPO step's examples."""
     examples = j.results["ppo"].get("examples") or []
     if not examples:
         return []
-    lines = ["| prompt | SFT | after PPO |", "| --- | --- | --- |"]
-    for ex in examples[:5]:
-        cells = [ex.get("prompt", ""), ex.get("sft", ""), ex.get("ppo", "")]
-        lines.append("| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |")
+    lines = ["| prompt | SFT | after PPO | reference |", "| --- | --- | --- | --- |"]
+    lines += [table_row([ex.get("prompt", ""), ex["sft"], ex["after"], ex.get("reference", "")])
+              for ex in examples[:5]]
     return [*lines, ""]
 
 

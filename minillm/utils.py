@@ -1,18 +1,22 @@
-"""Small helpers used across the stages: seeding, device choice, and safe JSON files."""
+"""Small helpers used across the stages: seeding, device choice, safe JSON files, run-folder locks."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from minillm.errors import ConfigError
+from minillm.errors import ConfigError, DataError, RunLockedError
 
 
 def seed_everything(seed: int) -> None:
@@ -74,3 +78,85 @@ def spread_rows(rows: list, n: int) -> list:
     """About `n` rows taken evenly from `rows`, always including the last one, each once: a log to print."""
     shown = rows[:: max(1, len(rows) // n)]
     return shown if not rows or shown[-1] is rows[-1] else shown + rows[-1:]
+
+
+LOCK_NAME = ".minillm.lock"
+
+
+def process_alive(pid: int) -> bool:
+    """True when a process with this id exists (signal 0 only asks; it delivers nothing)."""
+    if os.name == "nt":  # there os.kill(pid, 0) would end the process: assume it runs (the error names the lock)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, but belongs to another user
+        return True
+    return True
+
+
+def check_is_folder(path: Path) -> None:
+    """An output folder that is an existing *file* is a mistake worth its own sentence."""
+    if path.exists() and not path.is_dir():
+        raise DataError(f"--out {path} is a file, not a folder; give a folder for the run's outputs")
+
+
+@contextmanager
+def run_folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold `folder/.minillm.lock` (it holds our process id) while a command writes into `folder`.
+
+    Two runs writing into one folder would overwrite each other's checkpoints and metrics, and
+    both would say they succeeded. The lock file is created with O_EXCL, which the file system
+    grants to one process only. A second run finds it and stops with RunLockedError naming the
+    holder; a lock left behind by a process that is gone (killed with -9, a crashed machine) is
+    taken over with a notice. The lock is removed when the block ends, however it ends (and the
+    folder too, if this call created it and nothing was written into it).
+    """
+    folder = Path(folder)
+    check_is_folder(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is None and _age_s(lock) < 2:
+                time.sleep(0.1)  # just created by another run that has not written its PID yet
+                continue
+            if holder is not None and holder != os.getpid() and process_alive(holder):
+                raise RunLockedError(
+                    f"{folder} is in use by another minillm process (PID {holder}); wait for it to finish, "
+                    f"stop it, or choose another --out (if no process {holder} runs, delete {lock})"
+                ) from None
+            print(f"minillm: note: taking over the lock of {folder}: its process (PID {holder}) is gone",
+                  file=sys.stderr)
+            lock.unlink(missing_ok=True)  # then try O_EXCL again: if another run got there first, it wins
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    try:
+        yield lock
+    finally:
+        if _lock_holder(lock) == os.getpid():
+            lock.unlink(missing_ok=True)
+        if created and not any(folder.iterdir()):  # a run that failed at once leaves no empty folder behind
+            folder.rmdir()
+
+
+def _lock_holder(lock: Path) -> int | None:
+    """The process id written in a lock file (None if it is gone, empty or unreadable)."""
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _age_s(path: Path) -> float:
+    """Seconds since `path` was last written (infinite if it is gone)."""
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")

@@ -33,7 +33,7 @@ import torch
 from minillm.cli import main
 from minillm.config import ModelConfig, to_dict
 from minillm.datasets import generate_corpus, write_corpus
-from minillm.errors import CheckpointError, ConfigError, DataError, ModelInputError, TokenizerError
+from minillm.errors import CheckpointError, ConfigError, DataError, ModelInputError, RunLockedError, TokenizerError
 from minillm.model import GPT, Bert
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, save_checkpoint
@@ -228,7 +228,11 @@ CLI_TABLE = [
                     write("p.jsonl", '{"prompt": "a", "answers": ["x", "y"], "ranking": [0, 0]}\n')(ws))),
     Bad("rankings: none held out",
         ("reward", "--sft", "{ws}/gpt", "--prefs", "{ws}/p.jsonl", "--out", "{ws}/rm", "--preset", "micro",
-         "--data", "{ws}/i.jsonl"), DataError, ("p.jsonl", "held-out", "got 3 and 0", "collect more"),
+         "--data", "{ws}/i.jsonl"), DataError, ("p.jsonl", "held-out", "got 3 and 0", "collect more", "at least 5"),
+        lambda ws: (write("i.jsonl", GOOD_RECORD)(ws), write("p.jsonl", all_train_prefs())(ws))),
+    Bad("rankings: too few for DPO",
+        ("dpo", "--sft", "{ws}/gpt", "--prefs", "{ws}/p.jsonl", "--out", "{ws}/dpo", "--preset", "micro",
+         "--data", "{ws}/i.jsonl"), DataError, ("p.jsonl", "got 3 and 0", "at least 5"),
         lambda ws: (write("i.jsonl", GOOD_RECORD)(ws), write("p.jsonl", all_train_prefs())(ws))),
     Bad("reward: existing run and its rankings are kept",
         ("reward", "--sft", "{ws}/gpt", "--out", "{ws}/rm_done", "--preset", "micro", "--data", "{ws}/i.jsonl"),
@@ -240,7 +244,13 @@ CLI_TABLE = [
         DataError, ("no prompts file", "one prompt a line")),
     # --- tokenizer files -------------------------------------------------------------------------
     Bad("tokenizer: missing file", ("tokenizer", "encode", "--tokenizer", "{ws}/nope.json", "hi"),
-        TokenizerError, ("nope.json does not exist", "train one")),
+        TokenizerError, ("nope.json does not exist", "train one", "minillm tokenizer train")),
+    Bad("sentencepiece: vocabulary smaller than the corpus's characters",
+        ("tokenizer", "train", "--input", "{ws}/hangul.txt", "--kind", "sentencepiece", "--vocab-size", "300",
+         "--out", "{ws}/spm.json"), TokenizerError,
+        ("could not train a vocabulary of 300", "--set tokenizer.vocab_size=", "--vocab-size"),
+        write("hangul.txt", "\n".join(" ".join(chr(0xAC00 + (7 * i + j) % 2000) * 2 for j in range(12))
+                                      for i in range(300)))),
     Bad("tokenizer: not JSON", ("tokenizer", "encode", "--tokenizer", "{ws}/bad.json", "hi"), TokenizerError,
         ("bad.json is not valid JSON", "retrain"), write("bad.json", "this is not json")),
     Bad("tokenizer: truncated", ("tokenizer", "encode", "--tokenizer", "{ws}/bad.json", "hi"), TokenizerError,
@@ -263,7 +273,7 @@ CLI_TABLE = [
         ("nope.txt does not exist",)),
     Bad("tokenizer: output under a file",
         ("tokenizer", "train", "--input", "{ws}/corpus.txt", "--vocab-size", "280", "--out",
-         "{ws}/corpus.txt/tok.json"), OSError, ("corpus.txt", "check the path")),
+         "{ws}/corpus.txt/tok.json"), OSError, ("corpus.txt", "is a file, not a folder")),
     Bad("tokenizer file given to pretrain is corrupt", (*NEW_RUN, "--tokenizer-file", "{ws}/bad.json"),
         TokenizerError, ("bad.json is not valid JSON",), write("bad.json", "{")),
     # --- checkpoint files ------------------------------------------------------------------------
@@ -301,6 +311,11 @@ CLI_TABLE = [
     Bad("checkpoint: a GPT given as the reward model",
         ("ppo", "--sft", "{ws}/gpt", "--reward", "{ws}/gpt", "--out", "{ws}/ppo", "--preset", "micro",
          "--data", "{ws}/i.jsonl"), CheckpointError, ("'gpt'", "reward"), write("i.jsonl", GOOD_RECORD)),
+    Bad("--out is an existing file", (*PRETRAIN, "--out", "{ws}/corpus.txt"), DataError,
+        ("corpus.txt is a file, not a folder",)),
+    Bad("--out is a folder another run is writing", (*PRETRAIN, "--out", "{ws}/gpt", "--resume"), RunLockedError,
+        ("gpt is in use by another minillm process", f"PID {os.getppid()}", "another --out"),
+        write("gpt/.minillm.lock", f"{os.getppid()}\n")),
     Bad("fresh run into a folder holding one", (*PRETRAIN, "--out", "{ws}/gpt"), CheckpointError,
         ("gpt already holds a training run", "--resume", "another output folder")),
     Bad("resume with another model config", (*PRETRAIN, "--out", "{ws}/gpt", "--resume",
@@ -440,7 +455,7 @@ def test_in_a_separate_process_exit_code_2_and_one_line_and_debug_shows_the_trac
     assert plain.stdout == ""
     assert plain.stderr.splitlines() == [
         f"minillm: error: tokenizer file {tmp_path / 'missing.json'} does not exist; train one first "
-        "(train_tokenizer)"]
+        f"(minillm tokenizer train --input FILE --out {tmp_path / 'missing.json'})"]
     debug = subprocess.run([*command, "--debug", *args], capture_output=True, text=True, timeout=120)
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr

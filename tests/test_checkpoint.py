@@ -31,19 +31,53 @@ def test_save_then_load_gives_the_same_tensors_and_the_version(tmp_path):
     assert torch.equal(loaded["model"]["w"], payload["model"]["w"])
 
 
-def test_a_write_that_fails_half_way_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch):
+class FillsUp:
+    """A file on a disk that fills up: the first `room` bytes are written, then OSError(ENOSPC)."""
+
+    def __init__(self, f, room: int) -> None:
+        self.f, self.room = f, room
+
+    def write(self, data: bytes) -> int:
+        self.f.write(data[:self.room])
+        self.f.flush()
+        if len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        return len(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+@pytest.mark.parametrize("had_one", [True, False])
+def test_a_write_that_fails_half_way_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch, had_one):
     path = tmp_path / "ckpt.pt"
-    save_checkpoint(path, {"step": 1})
+    if had_one:
+        save_checkpoint(path, {"step": 1, "w": torch.arange(5.0)})
+    written = []
+    real_fdopen = os.fdopen
 
-    def disk_full(fd):
-        raise OSError(28, "No space left on device")
+    def fdopen(fd, mode):
+        written.append(FillsUp(real_fdopen(fd, mode), room=4096))
+        return written[-1]
 
-    monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(OSError, match="No space"):
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    with pytest.raises(CheckpointError) as info:
         save_checkpoint(path, {"step": 2, "big": torch.zeros(10_000)})
     monkeypatch.undo()
-    assert load_checkpoint(path)["step"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]  # no temporary file left behind
+    assert written, "the write was not intercepted"
+    assert isinstance(info.value.__cause__, OSError) and "No space left on device" in str(info.value)
+    assert ("previous checkpoint there is intact" if had_one else "no earlier checkpoint") in str(info.value)
+    assert "--resume" in str(info.value)
+    if had_one:
+        loaded = load_checkpoint(path)
+        assert loaded["step"] == 1 and torch.equal(loaded["w"], torch.arange(5.0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["ckpt.pt"] if had_one else [])  # no temporary file
 
 
 class Payload:
@@ -137,6 +171,13 @@ def test_resuming_a_finished_run_returns_its_results_and_extending_it_continues(
     assert [row["step"] for row in longer["history"] if row["split"] == "train"] == [1, 3, 5]
 
 
+def test_a_fresh_start_says_nothing_about_resuming_and_a_resume_names_its_step(tmp_path, capsys):
+    short_run(tmp_path, tiny_gpt(), max_steps=3, resume=True)  # resume asked, nothing to resume: a plain start
+    assert "resum" not in capsys.readouterr().out
+    short_run(tmp_path, tiny_gpt(), max_steps=4, resume=True)
+    assert f"train: resuming from step 3 ({tmp_path / 'ckpt.pt'})" in capsys.readouterr().out
+
+
 def test_load_model_names_a_config_it_cannot_rebuild(tmp_path):
     save_checkpoint(tmp_path / "ckpt.pt", {"model": {}, "model_config": None})
     with pytest.raises(CheckpointError, match="holds no model config"):
@@ -164,3 +205,13 @@ def test_a_run_killed_at_a_random_step_resumes_bit_for_bit(tmp_path):
     kill_after = random.randint(5, 11)
     assert_exact_resume(worker_command, tmp_path, kill_after_updates=kill_after)
 
+
+
+def test_a_long_reason_is_cut_between_words():
+    from minillm.train.checkpoint import _shorten
+
+    reason = "PytorchStreamReader failed reading zip archive: failed finding central directory " * 3
+    short = _shorten(reason.strip())
+    assert len(short) <= 124 and short.endswith(" ...")
+    assert reason.startswith(short[:-4]) and reason[len(short) - 4] == " "  # the cut falls on a space
+    assert _shorten("short and whole") == "short and whole"

@@ -215,6 +215,19 @@ def test_fill_mask_prints_a_ranking_and_draws_it(runs, tmp_path, capsys):
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
+def test_fill_mask_without_plot_leaves_the_runs_own_chart_alone(runs, capsys):
+    own = runs / "bert" / "fill_mask.png"
+    own.write_bytes(b"the chart report.md shows")
+    code, out, err = run(["fill-mask", "--ckpt", str(runs / "bert"), "Rain all [MASK].", "--top-k", "3"], capsys)
+    assert code == 0, err
+    assert own.read_bytes() == b"the chart report.md shows"
+    chart = cli.fill_mask_plot_path(str(runs / "bert"), "Rain all [MASK].")
+    assert chart.name.startswith("fill_mask_rain_all_mask_") and chart.read_bytes().startswith(b"\x89PNG")
+    assert f"bar chart: {chart}" in out
+    assert cli.fill_mask_plot_path(str(runs / "bert"), "Rain all [MASK]!") != chart  # one chart per sentence
+    assert cli.fill_mask_plot_path(str(runs / "bert" / "ckpt.pt"), "x [MASK]").parent == runs / "bert"
+
+
 def test_generate_continues_the_prompt_and_is_repeatable(runs, capsys):
     argv = ["generate", "--ckpt", str(runs / "gpt"), "The river", "--max-new-tokens", "5", "--seed", "3"]
     first = run(argv, capsys)
@@ -228,6 +241,18 @@ def test_chat_answers_each_line_until_end_of_input(runs, capsys, monkeypatch):
     code, out, err = run(["chat", "--ckpt", str(runs / "gpt"), "--max-new-tokens", "3"], capsys)
     assert code == 0, err
     assert out.count("bot> ") == 2  # the blank line is not a turn
+
+
+def test_chat_commands_are_listed_and_never_sent_to_the_model(runs, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n/help\n/reset\nhello\n/nonsense\n/quit\n"))
+    code, out, err = run(["chat", "--ckpt", str(runs / "gpt"), "--max-new-tokens", "3", "--temperature", "1"],
+                         capsys)
+    assert code == 0, err
+    assert out.count("bot> ") == 2  # only the two "hello" lines were prompts
+    assert out.count("commands: /help") == 3  # at the start, for /help, and after an unknown command
+    assert "unknown command /nonsense" in out and "sampling starts over" in out
+    first, second = re.findall(r"bot> (.*)", out)
+    assert first == second  # /reset: the same seed again, the same sampled answer
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,6 +287,40 @@ def test_a_path_that_cannot_be_written_is_one_line(monkeypatch, capsys):
 def test_ctrl_c_exits_130(monkeypatch, capsys):
     _fake_command(monkeypatch, KeyboardInterrupt())
     assert run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)[:3] == (130, "", "minillm: interrupted\n")
+
+
+def test_ctrl_c_says_which_step_is_saved_and_how_to_go_on(monkeypatch, capsys, tmp_path):
+    def interrupted_training(args) -> None:
+        save_checkpoint(Path(args.out) / "ckpt.pt", {"step": 40})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_pretrain", interrupted_training)
+    argv = ["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "my run")]
+    code, _, err = run(argv, capsys)
+    assert code == 130
+    assert err == (f"minillm: interrupted; last saved at step 40 ({tmp_path / 'my run' / 'ckpt.pt'}). Continue with: "
+                   f"minillm pretrain clm --preset micro --out '{tmp_path / 'my run'}' --resume\n")
+    assert not (tmp_path / "my run" / ".minillm.lock").exists()  # Ctrl-C lets go of the folder too
+
+    def interrupted_at_once(args) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_pipeline", interrupted_at_once)
+    code, _, err = run(["pipeline", "--out", str(tmp_path / "p")], capsys)
+    assert code == 130 and err == ("minillm: interrupted; no checkpoint saved yet; finished steps are kept. "
+                                   f"Continue with: minillm pipeline --out {tmp_path / 'p'}\n")
+
+
+def test_an_out_that_is_a_file_is_named_a_file(capsys, tmp_path):
+    err = FileExistsError(17, "File exists", str(tmp_path / "x"))
+    assert cli._one_line(err) == f"{tmp_path / 'x'} (or a folder above it) is a file, not a folder; give a folder path"
+
+
+def test_ppo_and_dpo_print_each_number_with_its_standard_error():
+    result = {"win_rate_vs_sft": 0.6512, "win_rate_stderr": 0.0341, "gold_sft": -0.14166666666666666,
+              "gold_sft_stderr": 0.05, "gold_after": 0.25, "gold_after_stderr": 0.049}
+    assert cli.comparison_lines(result, "PPO") == ("win rate vs SFT (gold judge): 0.651 ± 0.034\n"
+                                                   "mean gold score: SFT -0.142 ± 0.050 -> PPO 0.250 ± 0.049")
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):

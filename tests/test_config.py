@@ -90,6 +90,12 @@ def test_the_defaults_and_every_preset_are_valid():
         assert preset(name).preset == name
 
 
+@pytest.mark.parametrize("stage", ["mlm", "clm"])
+def test_the_tiny_pretraining_curves_have_enough_validation_points_to_read(stage):
+    train = getattr(preset("tiny"), stage).train
+    assert train.max_steps // train.eval_every >= 8  # issue 25: two points made no curve
+
+
 def test_an_unknown_preset_names_the_known_ones():
     with pytest.raises(ConfigError, match=r"preset='huge' is unknown: expected one of micro, tiny, small"):
         preset("huge")

@@ -217,6 +217,19 @@ def test_annotate_command_samples_distinct_answers_and_writes_rankings(runs, tmp
     assert summary["ranked"] == 1 and summary["remaining"] == 1
     [line] = read_preferences(out)
     assert line["prompt"] == "Say the colour red." and line["ranking"] == [2, 0, 1] and len(set(line["answers"])) == 3
+    # a second session shows the second prompt with the answers the first session would have shown it:
+    # each prompt's answers come from a seed of its own, not from where one shared stream had got to
+    fresh, shown_again = tmp_path / "fresh.jsonl", io.StringIO()
+    fresh.write_text(json.dumps({"prompt": "Say the colour red.", "answers": ["a", "b"], "ranking": [0, 1]}) + "\n")
+    annotate(runs["sft"], prompts, fresh, k=3, max_new_tokens=5, stdin=io.StringIO("q\n"), stdout=shown_again)
+    assert "=== prompt 2/2 ===" in shown_again.getvalue()
+    blue = shown_again.getvalue().split("=== prompt 2/2 ===")[1]
+    alone, shown_alone = tmp_path / "alone.jsonl", io.StringIO()
+    blue_only = tmp_path / "blue.txt"
+    blue_only.write_text("Say the colour blue.\n", encoding="utf-8")
+    annotate(runs["sft"], blue_only, alone, k=3, max_new_tokens=5, stdin=io.StringIO("q\n"), stdout=shown_alone)
+    assert blue.split("ranking, best first")[0] == shown_alone.getvalue().split("=== prompt 1/1 ===")[1].split(
+        "ranking, best first")[0]
 
 
 def _resume_command(runs_root: Path):

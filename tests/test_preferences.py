@@ -23,7 +23,7 @@ from minillm.stage3_rlhf.annotator import (
     win_rate_ceiling,
     win_rate_stderr,
 )
-from minillm.stage3_rlhf.preferences import read_preferences
+from minillm.stage3_rlhf.preferences import compare_answers, comparison_summary, read_preferences, split_rankings
 
 GOOD = {"prompt": "Capital of Varn?", "answers": ["Tarsk", "Mell", "I don't know"], "ranking": [0, 2, 1]}
 
@@ -91,16 +91,28 @@ def test_annotate_loop_reasks_appends_and_resumes(tmp_path):
     out = tmp_path / "human.jsonl"
     records = [{"prompt": f"p{i}", "id": f"id{i}"} for i in range(3)]
     summary, shown = scripted(records, out, "2 1 4\n2 1 4 3\nq\n")  # a malformed line, one ranking, stop
-    assert summary == {"ranked": 1, "skipped_done": 0, "remaining": 2}
+    assert summary == {"ranked": 1, "skipped_done": 0, "remaining": 2, "saved": 1}
     assert "not a ranking" in shown and shown.count("=== prompt 1/3") == 1
+    assert shown.endswith(f"1 ranking(s) saved in this session, 1 in {out}\n")  # what `q` leaves behind
     first = [json.loads(line) for line in out.read_text().splitlines()]
     assert first == [{"prompt": "p0", "answers": [f"p0 answer {i}" for i in range(4)], "ranking": [1, 0, 3, 2],
-                      "id": "id0", "annotator": "human"}]
-    # started again: p0 is done, p1 and p2 are asked; input ends (Ctrl-D) after one more ranking
+                      "split": "train", "id": "id0", "annotator": "human"}]
+    # started again: p0 is done, p1 and p2 are asked, counted on from 2/3; input ends (Ctrl-D) after one more
     summary, shown = scripted(records, out, "1 2 3 4\n")
-    assert summary == {"ranked": 1, "skipped_done": 1, "remaining": 1}
-    assert "p0" not in shown and "=== prompt 1/2 ===\np1" in shown
+    assert summary == {"ranked": 1, "skipped_done": 1, "remaining": 1, "saved": 2}
+    assert "p0" not in shown and "=== prompt 2/3 ===\np1" in shown
     assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == ["p0", "p1"]
+
+
+def test_annotate_marks_every_fifth_ranking_held_out_across_sessions(tmp_path):
+    out = tmp_path / "human.jsonl"
+    records = [{"prompt": f"p{i}"} for i in range(7)]
+    scripted(records, out, "1 2 3 4\n" * 3 + "q\n")
+    scripted(records, out, "1 2 3 4\n" * 4)
+    splits = [json.loads(line)["split"] for line in out.read_text().splitlines()]
+    assert splits == ["train"] * 4 + ["test"] + ["train"] * 2  # as the simulated annotator marks them
+    train, held_out = split_rankings(read_preferences(out))
+    assert len(train) == 6 and len(held_out) == 1
 
 
 def test_each_ranking_is_on_disk_before_the_next_question(tmp_path):
@@ -192,3 +204,20 @@ def test_win_rate_ceiling_ties_where_the_baseline_is_already_perfect():
     baseline = [perfect, gold_score(records[1], "5"), gold_score(records[2], "Sure! cats")]
     assert win_rate_ceiling(records, baseline) == pytest.approx((0.5 + 1 + 1) / 3)
     assert win_rate_ceiling(records, [perfect] * 3) == 0.5  # against perfect answers a tie is all there is
+
+
+def test_the_summary_shows_question_answers_and_reference_and_where_gold_changed_most():
+    records = [{"prompt": f"What is the capital of Varn {i}?", "reference": "Tarsk.", "family": "facts"}
+               for i in range(3)]
+    sft = ["Tarsk.", "I do not know.", "Tarsk."]
+    after = ["Tarsk.", "Tarsk.", "Tarsk, you fool."]
+    summary = comparison_summary(compare_answers(records, after, sft), n_examples=2)
+    first = summary["examples"][0]
+    assert {k: first[k] for k in ("prompt", "sft", "after", "reference")} == {
+        "prompt": records[0]["prompt"], "sft": "Tarsk.", "after": "Tarsk.", "reference": "Tarsk."}
+    assert first["gold_sft"] == gold_score(records[0], "Tarsk.") == first["gold_after"]
+    assert len(summary["examples"]) == 2
+    changed = summary["changed_examples"]  # the unchanged first prompt is not among them
+    assert [row["prompt"] for row in changed] == [records[1]["prompt"], records[2]["prompt"]]
+    deltas = [abs(row["gold_after"] - row["gold_sft"]) for row in changed]
+    assert deltas == sorted(deltas, reverse=True) and deltas[-1] > 0

@@ -19,7 +19,15 @@ from minillm.stage1_pretrain import clm as clm_module
 from minillm.stage1_pretrain.clm import clm_loss, generate_text, perplexity, train_clm, unigram_perplexity
 from minillm.stage1_pretrain.data import consecutive_windows, pack_documents
 from minillm.stage1_pretrain.masking import IGNORE_INDEX
-from minillm.stage1_pretrain.mlm import fill_mask, mlm_loss, plot_fill_mask, train_mlm
+from minillm.stage1_pretrain.mlm import (
+    FLASH_FLOOD,
+    blank_last_word,
+    demo_sentence,
+    fill_mask,
+    mlm_loss,
+    plot_fill_mask,
+    train_mlm,
+)
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
 
@@ -166,6 +174,50 @@ def test_tiny_clm_run_learns(tmp_path, corpus, tokenizer):
 
 # --------------------------------------------------------------------------------------------------
 # fill-mask.
+
+
+KOREAN = ["오늘 서울에는 비가 많이 내리겠습니다. 내일 부산에는 바람이 강하게 불겠습니다.",
+          "할머니는 시장에서 사과를 샀습니다. 아이들은 공원에서 공을 찼습니다.",
+          "고양이가 창가에서 잠을 잤습니다. 기차는 정시에 역에 도착했습니다."] * 30
+
+
+def test_blank_last_word_keeps_the_punctuation():
+    assert blank_last_word("It rained all night.") == "It rained all [MASK]."
+    assert blank_last_word("기차는 정시에 역에 도착했습니다.") == "기차는 정시에 역에 [MASK]."
+    assert blank_last_word("Too short.") is None and blank_last_word("one two ...") is None
+
+
+def test_the_demo_sentence_fits_the_window_and_comes_from_the_corpus_when_flash_floods_do_not(corpus, tokenizer):
+    train_docs, val_docs = corpus
+    assert demo_sentence(tokenizer, train_docs, val_docs, block_size=32) == FLASH_FLOOD  # the generated corpus
+    korean = train_tokenizer(KOREAN, 300, progress=False)
+    assert len(korean.encode(FLASH_FLOOD)) > 32  # the English demo does not fit a Korean tokenizer's window
+    sentence = demo_sentence(korean, KOREAN, KOREAN[1:], block_size=32)
+    assert sentence == "할머니는 시장에서 사과를 [MASK]."
+    assert demo_sentence(korean, KOREAN, KOREAN, block_size=8) is None  # nothing fits: no demo, no crash
+
+
+@pytest.mark.filterwarnings("ignore:no font with Korean")  # said once per process; tested in test_train_loop
+@pytest.mark.parametrize("block_size", [32, 8])
+def test_mlm_on_a_korean_corpus_finishes_and_writes_results(tmp_path, block_size):
+    """Issue 25: a finished run used to exit 2 because the English demo overflowed the window."""
+    tok = train_tokenizer(KOREAN, 300, progress=False)
+    cfg = MLMConfig(model=ModelConfig(norm="post", activation="gelu", n_layer=1, n_head=2, n_embd=16,
+                                      block_size=block_size),
+                    train=_train_cfg(max_steps=2, batch_size=4))
+    metrics = train_mlm(cfg, tok, KOREAN, KOREAN[:6], tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert saved["val_masked_accuracy"] == metrics["val_masked_accuracy"]
+    # the periodic check on part of the validation split and the final full evaluation have different names
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    [check] = [row for row in rows if row["split"] == "val"]
+    assert "val_subset_masked_accuracy" in check and "val_masked_accuracy" not in check
+    assert rows[-1]["split"] == "final" and rows[-1]["val_masked_accuracy"] == saved["val_masked_accuracy"]
+    if block_size == 32:
+        assert saved["fill_mask_prompt"].endswith("[MASK].") and len(saved["fill_mask_top5"]) == 5
+        assert (tmp_path / "fill_mask.png").is_file()
+    else:
+        assert saved["fill_mask_prompt"] is None and saved["fill_mask_top5"] == []
 
 
 def test_fill_mask_ranking_is_sorted_probabilities(tmp_path, tokenizer):

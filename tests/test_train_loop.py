@@ -9,19 +9,23 @@ from __future__ import annotations
 import functools
 import json
 import math
+import warnings
 from collections.abc import Callable
 
+import matplotlib
 import pytest
 import torch
 from _train_worker import VOCAB, counting_batch, next_token_loss, tiny_gpt
+from matplotlib.figure import Figure
 
 from minillm.config import TrainConfig
 from minillm.errors import DataError, TrainingError
 from minillm.model.gpt import GPT
 from minillm.tokenizer import train_tokenizer
-from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, train
+from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, plot_panels, plots, train
 from minillm.train.loop import LossFn
 from minillm.train.optim import param_groups
+from minillm.train.plots import find_cjk_font, has_cjk
 from minillm.utils import spread_rows
 
 torch.set_num_threads(1)
@@ -163,6 +167,57 @@ def test_plot_metrics_draws_the_keys_it_finds(tmp_path):
     rows = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": float("nan")}, {"step": 2, "val_loss": 2.5}]
     path = plot_metrics(rows, tmp_path / "sub" / "curve.png", ["loss", "val_loss", "absent"], title="t")
     assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 1000
+
+
+def _drawn_figure(monkeypatch) -> list:
+    """Catch the Figure a plot function saves, to look at its axes."""
+    figures = []
+    real_savefig = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        figures.append(fig)
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return figures
+
+
+def test_plot_panels_gives_each_scale_its_own_axis_and_whole_steps(tmp_path, monkeypatch):
+    figures = _drawn_figure(monkeypatch)
+    rows = [{"step": s, "ratio": 1.0 + 0.01 * s, "clipfrac": 0.02, "approx_kl": 0.01 * s} for s in (1, 2, 3)]
+    plot_panels(rows, tmp_path / "health.png", [("ratio",), ("clipfrac", "approx_kl")], title="PPO health")
+    [fig] = figures
+    axes = [ax for ax in fig.axes if ax.lines]
+    assert [[line.get_label() for line in ax.lines] for ax in axes] == [["ratio"], ["clipfrac", "approx_kl"]]
+    ticks = axes[-1].get_xticks()
+    assert all(float(t).is_integer() for t in ticks)  # no step 1.5
+    plot_metrics([{"step": s, "loss": 10.0 / s} for s in range(1, 20)], tmp_path / "loss.png", ["loss"], log_y=True)
+    assert figures[-1].axes[0].get_yscale() == "log"
+
+
+def test_korean_text_uses_an_installed_cjk_font(monkeypatch):
+    assert has_cjk(["fill 한국어"]) and not has_cjk(["plain ascii", "café"])
+    assert find_cjk_font(["DejaVu Sans", "Noto Sans CJK JP", "NanumGothic"]) == "Noto Sans CJK JP"
+    assert find_cjk_font(["DejaVu Sans"]) is None
+    monkeypatch.setattr(plots, "find_cjk_font", lambda: "NanumGothic")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with plots.text_fonts(["비가 많이 내리겠습니다"]):
+            assert matplotlib.rcParams["font.family"][-1] == "NanumGothic"
+    assert caught == []
+    assert "NanumGothic" not in matplotlib.rcParams["font.family"]  # only while that figure is drawn
+
+
+def test_without_a_cjk_font_one_warning_names_the_fix_instead_of_one_per_glyph(tmp_path, monkeypatch):
+    monkeypatch.setattr(plots, "find_cjk_font", lambda: None)
+    monkeypatch.setattr(plots, "_warned_no_cjk_font", False)
+    rows = [{"step": 1, "비": 1.0}, {"step": 2, "비": 0.5}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(2):
+            plot_metrics(rows, tmp_path / f"k{i}.png", ["비"], title="서울에는 비가 많이 내리겠습니다")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "fonts-noto-cjk" in messages[0], messages
 
 
 def test_a_batch_of_the_wrong_size_is_a_clear_data_error(tmp_path):

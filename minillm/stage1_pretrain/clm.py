@@ -33,6 +33,8 @@ from torch import nn
 from minillm.config import CLMConfig, to_dict
 from minillm.model import GPT
 from minillm.stage1_pretrain.data import (
+    SUBSET_WINDOWS,
+    as_subset_check,
     check_enough_tokens,
     check_resume,
     consecutive_windows,
@@ -124,13 +126,13 @@ def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
         return clm_loss(model, batch["ids"]), {}
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        return perplexity(model, streams["val"], T, B, max_windows=64)
+        return as_subset_check(perplexity(model, streams["val"], T, B, max_windows=SUBSET_WINDOWS))
 
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
     model = GPT(cfg.model)
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, evaluate=evaluate,
                    run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="clm",
-                   model_kind="gpt")
+                   model_kind="gpt", title="GPT next-token loss", log_y=True)
 
     metrics = perplexity(model, streams["val"], T, B)
     metrics["unigram_perplexity"] = unigram_perplexity(streams["train"], streams["val"],

@@ -11,7 +11,8 @@ The whole stage in four pieces, each a function below:
   validation split, next to a baseline that ignores the context and always answers the most
   frequent token. A model far above that baseline uses the words around the blank.
 - `fill_mask`: the classic demo. "A flash flood watch will be in effect all [MASK]." should rank
-  time spans first (night, day, weekend...), because that is what the corpus puts there.
+  time spans first (night, day, weekend...), because that is what the corpus puts there. On a
+  corpus of your own, `demo_sentence` blanks the last word of one of its validation sentences.
 
 The training itself is the shared loop of `minillm/train`: forward -> `mlm_loss` -> backward ->
 clip -> step, with logging, evaluation and checkpoints.
@@ -20,6 +21,8 @@ clip -> step, with logging, evaluation and checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +35,8 @@ from minillm.config import MLMConfig, to_dict
 from minillm.errors import ModelInputError
 from minillm.model import Bert
 from minillm.stage1_pretrain.data import (
+    SUBSET_WINDOWS,
+    as_subset_check,
     check_enough_tokens,
     check_resume,
     consecutive_windows,
@@ -42,6 +47,7 @@ from minillm.stage1_pretrain.data import (
 )
 from minillm.stage1_pretrain.masking import IGNORE_INDEX, MaskedBatch, mask_tokens
 from minillm.train import train
+from minillm.train.plots import text_fonts
 from minillm.utils import seed_everything
 
 MASK_LITERAL = "[MASK]"  # what a user types where the blank is
@@ -134,17 +140,45 @@ def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 10) -> list[t
     return [(tokenizer.id_to_piece(int(i)), float(p)) for p, i in zip(top.values, top.indices, strict=True)]
 
 
+def blank_last_word(sentence: str) -> str | None:
+    """'It rained all night.' -> 'It rained all [MASK].' (None for fewer than 3 words)."""
+    words = sentence.split()
+    if len(words) < 3:
+        return None
+    word, punctuation = re.fullmatch(r"(.*?)([^\w]*)", words[-1]).groups()  # "night." -> "night", "."
+    return " ".join(words[:-1]) + f" {MASK_LITERAL}{punctuation}" if word else None
+
+
+def demo_sentence(tokenizer, train_docs: Sequence[str], val_docs: Sequence[str], block_size: int,
+                  max_tries: int = 500) -> str | None:
+    """The sentence whose blank a finished run fills in, or None when none fits the context window.
+
+    The flash-flood sentence when the corpus talks about flash floods (the generated one does) and
+    it fits in `block_size` tokens; otherwise the first validation sentence that fits, with its last
+    word blanked: an English sentence means nothing to a model trained on Korean, and a tokenizer
+    trained on another script cuts it into more pieces than a small window holds.
+    """
+    candidates = [FLASH_FLOOD] if any("flash flood" in doc for doc in itertools.chain(val_docs, train_docs)) else []
+    sentences = (part.strip() for doc in val_docs for part in re.split(r"(?<=[.!?。])\s+|\n+", doc))
+    candidates += [blank_last_word(sentence) for sentence in itertools.islice(sentences, max_tries)]
+    for text in candidates:
+        if text is not None and len(_encode_with_mask(tokenizer, text)[0]) <= block_size:
+            return text
+    return None
+
+
 def plot_fill_mask(ranking: Sequence[tuple[str, float]], path: str | Path, title: str = FLASH_FLOOD) -> None:
     """A horizontal bar chart of a fill-mask ranking, best candidate on top."""
     pieces = [repr(piece) for piece, _ in ranking][::-1]
     probs = [p for _, p in ranking][::-1]
-    fig = Figure(figsize=(6, 0.35 * len(ranking) + 1.2))
-    ax = fig.subplots()
-    ax.barh(pieces, probs, color="tab:blue")
-    ax.set_xlabel("probability")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with text_fonts([title, *pieces]):  # a Korean corpus gives Korean pieces: a font that draws them
+        fig = Figure(figsize=(6, 0.35 * len(ranking) + 1.2))
+        ax = fig.subplots()
+        ax.barh(pieces, probs, color="tab:blue")
+        ax.set_xlabel("probability")
+        ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
 
 
 def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
@@ -181,19 +215,24 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
         return loss, {"masked_acc": correct / max(total, 1)}
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        return evaluate_mlm(model, cfg, tokenizer, streams["val"], most_frequent_id, max_windows=64)
+        return as_subset_check(evaluate_mlm(model, cfg, tokenizer, streams["val"], most_frequent_id,
+                                            max_windows=SUBSET_WINDOWS))
 
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
     model = Bert(cfg.model)
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, evaluate=evaluate,
                    run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="mlm",
-                   model_kind="bert")
+                   model_kind="bert", title="BERT masked-LM loss", log_y=True)
 
     metrics = evaluate_mlm(model, cfg, tokenizer, streams["val"], most_frequent_id)
-    ranking = fill_mask(model, tokenizer, FLASH_FLOOD)
-    plot_fill_mask(ranking, out_dir / "fill_mask.png")
+    sentence = demo_sentence(tokenizer, train_docs, val_docs, T)
+    ranking = fill_mask(model, tokenizer, sentence) if sentence else []
+    if sentence:
+        plot_fill_mask(ranking, out_dir / "fill_mask.png", title=sentence)
+    else:
+        print(f"note: no validation sentence fits the {T}-token window: no fill-mask demo for this run")
     metrics.update({
-        "fill_mask_prompt": FLASH_FLOOD,
+        "fill_mask_prompt": sentence,
         "fill_mask_top5": [[piece, round(p, 4)] for piece, p in ranking[:5]],
         "unigram_prediction": tokenizer.id_to_piece(most_frequent_id),
     })

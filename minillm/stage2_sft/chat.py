@@ -5,6 +5,9 @@ Each line you type is wrapped in the same chat template the model was trained on
 text before `<eos>` is the answer. There is no memory across turns: the SFT data holds single-turn
 conversations, so each question starts a fresh conversation.
 
+A line that starts with "/" is a command for the chat itself, never a prompt: /help lists them,
+/reset starts the sampling over (the same seed, so the same answers again), /quit leaves.
+
 `chat_loop` reads from and writes to any text streams, so a test can drive it with `io.StringIO`;
 `minillm chat --ckpt DIR` calls it with the terminal's stdin and stdout.
 """
@@ -18,6 +21,11 @@ import torch
 from minillm.stage2_sft.evaluate import generate_answers
 
 QUIT = "/quit"
+COMMANDS = {
+    "/help": "list these commands",
+    "/reset": "start the sampling over from its seed (no turn is remembered anyway)",
+    QUIT: "leave (or Ctrl-D)",
+}
 
 
 def chat_loop(
@@ -35,7 +43,8 @@ def chat_loop(
     model.eval()
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     mode = "greedy" if temperature == 0 else f"sampling at temperature {temperature}"
-    output_stream.write(f"minillm chat ({mode}). Type a request, or {QUIT} to leave.\n")
+    output_stream.write(f"minillm chat ({mode}). Type a request; each one starts a fresh conversation.\n")
+    output_stream.write(command_help())
     turns = 0
     while True:
         output_stream.write("you> ")
@@ -46,7 +55,21 @@ def chat_loop(
             return turns
         if not line.strip():
             continue
+        if line.startswith("/"):
+            command = line.split()[0]
+            if command == "/reset":
+                generator.manual_seed(seed)
+                output_stream.write("(sampling starts over from its seed)\n")
+            else:
+                unknown = "" if command == "/help" else f"unknown command {command}; "
+                output_stream.write(unknown + command_help())
+            continue
         reply = generate_answers(model, tokenizer, [line], max_new_tokens, temperature=temperature,
                                  top_k=top_k, generator=generator)[0]
         output_stream.write(f"bot> {reply}\n")
         turns += 1
+
+
+def command_help() -> str:
+    """The chat's commands, one per line."""
+    return "commands: " + "; ".join(f"{name} {what}" for name, what in COMMANDS.items()) + "\n"

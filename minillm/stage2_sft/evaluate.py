@@ -156,10 +156,11 @@ def plot_scores(table: dict[str, dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4))
     for m, (name, scores) in enumerate(table.items()):
         xs = [i + (m - (len(table) - 1) / 2) * width for i in range(len(splits))]
-        ax.bar(xs, [scores.get(k, {}).get("exact_match", 0.0) for k in splits], width,
-               label=MODEL_LABELS.get(name, name))
+        bars = ax.bar(xs, [scores.get(k, {}).get("exact_match", 0.0) for k in splits], width,
+                      label=MODEL_LABELS.get(name, name))
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)  # a bar of 0 is invisible: its label says it is there
     ax.set_xticks(range(len(splits)), [s.replace("_", "\n") for s in splits])
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.08)  # room for the labels above a bar of 1.0
     ax.set_ylabel("exact match")
     ax.set_title("Instruction tuning: exact match per test split")
     ax.legend(fontsize=8)

@@ -184,7 +184,7 @@ def train_sft(
         model, cfg.train, Path(out_dir), get_batch=get_batch, loss_fn=sft_loss,
         run_config={"sft": to_dict(cfg), "init_dir": str(init_dir) if init_dir else None,
                     "model": to_dict(model.config)},
-        tokenizer=tokenizer, resume=resume, desc="sft",
+        tokenizer=tokenizer, resume=resume, desc="sft", title="SFT loss (answer tokens only)",
     )
     losses = [h["loss"] for h in result["history"] if "loss" in h]
     return {

@@ -9,7 +9,11 @@ The loop is built for real people:
   same question is asked again;
 - each ranking is appended to the file and flushed to disk at once, so Ctrl-C (or `q`) loses
   nothing but the prompt on screen;
-- started again on the same file, it skips the prompts already ranked there.
+- started again on the same file, it skips the prompts already ranked there, goes on counting
+  where it stopped ("prompt 4/13684" after 3 ranked), and shows the same answers as before: each
+  prompt's answers are sampled with a seed of its own (`prompt_seed`), not from one shared stream;
+- every 5th ranking is marked "split": "test", held out to measure the reward model, like the
+  simulated annotator's (`preferences.split_of`).
 
 The file has the format of `preferences.py`, so the reward model and DPO read a person's rankings
 exactly as they read the simulated annotator's. `annotate_loop` takes its input and output
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
@@ -29,7 +34,7 @@ import torch
 from minillm.datasets.jsonl import read_records
 from minillm.errors import DataError
 from minillm.model import GPT
-from minillm.stage3_rlhf.preferences import append_preference, read_preferences, sample_distinct_answers
+from minillm.stage3_rlhf.preferences import append_preference, read_preferences, sample_distinct_answers, split_of
 from minillm.train import load_model
 
 
@@ -60,37 +65,45 @@ def annotate_loop(
 ) -> dict[str, int]:
     """Ask for a ranking of `answers_for(record)` for each record not yet ranked in `out_path`.
 
-    Prompts with fewer than 2 different answers are skipped (nothing to compare). Returns
+    Prompts with fewer than 2 different answers are skipped (nothing to compare). The counter runs
+    over all `records`, so a restart goes on from where the last session stopped. Returns
     {"ranked": new rankings written, "skipped_done": prompts already in the file, "remaining":
-    prompts left when the person stopped}.
+    prompts left when the person stopped, "saved": rankings in the file now}.
     """
     out_path = Path(out_path)
     has_lines = out_path.is_file() and out_path.read_text(encoding="utf-8").strip() != ""
-    done = {r["prompt"] for r in read_preferences(out_path)} if has_lines else set()
-    todo = [r for r in records if r["prompt"] not in done]
+    saved = read_preferences(out_path) if has_lines else []
+    done = {r["prompt"] for r in saved}
+    todo = [(number, r) for number, r in enumerate(records, start=1) if r["prompt"] not in done]
     ranked = 0
-    for number, record in enumerate(todo, start=1):
+
+    def summary(remaining: int) -> dict[str, int]:
+        stdout.write(f"\n{ranked} ranking(s) saved in this session, {len(saved) + ranked} in {out_path}\n")
+        return {"ranked": ranked, "skipped_done": len(records) - len(todo), "remaining": remaining,
+                "saved": len(saved) + ranked}
+
+    for left, (number, record) in zip(range(len(todo), 0, -1), todo, strict=True):
         answers = answers_for(record)
         if len(answers) < 2:  # the policy said the same thing every time: nothing to compare
-            stdout.write(f"\n(prompt {number}/{len(todo)}: fewer than 2 different answers, skipped)\n")
+            stdout.write(f"\n(prompt {number}/{len(records)}: fewer than 2 different answers, skipped)\n")
             continue
-        show_question(stdout, number, len(todo), record["prompt"], answers)
+        show_question(stdout, number, len(records), record["prompt"], answers)
         while True:
             stdout.write("ranking, best first (e.g. 2 1 4 3; 1=4 for a tie), or q to stop: ")
             stdout.flush()
             line = stdin.readline()
             if line == "" or line.strip().lower() in ("q", "quit"):  # end of input or a request to stop
-                return {"ranked": ranked, "skipped_done": len(records) - len(todo),
-                        "remaining": len(todo) - number + 1}
+                return summary(left)
             try:
                 ranking = parse_ranking(line, len(answers))
                 break
             except ValueError as err:
                 stdout.write(f"  not a ranking: {err}\n")
         append_preference(out_path, {"prompt": record["prompt"], "answers": answers, "ranking": ranking,
-                                     "id": record.get("id", ""), "annotator": "human"})
+                                     "split": split_of(len(saved) + ranked), "id": record.get("id", ""),
+                                     "annotator": "human"})
         ranked += 1
-    return {"ranked": ranked, "skipped_done": len(records) - len(todo), "remaining": 0}
+    return summary(0)
 
 
 def check_prompt_record(obj: dict) -> dict:
@@ -111,6 +124,12 @@ def read_prompts(path: str | os.PathLike) -> list[dict]:
     return [{"prompt": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def prompt_seed(seed: int, prompt: str) -> int:
+    """A seed for one prompt's answers: the same prompt and seed give the same answers in every session
+    (crc32 of the text, not Python's `hash`, which changes from one process to the next)."""
+    return (seed * 1_000_003 + zlib.crc32(prompt.encode("utf-8"))) % 2**63
+
+
 def annotate(
     policy_dir: str | os.PathLike, prompts_path: str | os.PathLike, out_path: str | os.PathLike, *,
     k: int = 4, temperature: float = 1.0, max_new_tokens: int = 48, seed: int = 0,
@@ -118,9 +137,9 @@ def annotate(
 ) -> dict[str, int]:
     """`minillm annotate`: sample K different answers per prompt from the policy and let a person rank them."""
     policy, tokenizer = load_model(policy_dir, GPT)
-    generator = torch.Generator().manual_seed(seed)
 
     def answers_for(record: dict) -> list[str]:
+        generator = torch.Generator().manual_seed(prompt_seed(seed, record["prompt"]))
         return sample_distinct_answers(policy, tokenizer, [record["prompt"]], k, temperature,
                                        max_new_tokens, generator)[0]
 

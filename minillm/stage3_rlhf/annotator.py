@@ -197,8 +197,12 @@ def win_rate_stderr(gold_a: Sequence[float], gold_b: Sequence[float]) -> float:
     both sides, make it smaller than a coin's 0.035): two runs that differ by less than ~0.05 (two
     standard errors) are not told apart by this measurement.
     """
-    wins = win_outcomes(gold_a, gold_b)
-    return statistics.stdev(wins) / math.sqrt(len(wins)) if len(wins) > 1 else float("nan")
+    return mean_stderr(win_outcomes(gold_a, gold_b))
+
+
+def mean_stderr(values: Sequence[float]) -> float:
+    """The standard error of the mean of `values`: their sample standard deviation over sqrt(n)."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
 def win_rate_ceiling(records: Sequence[dict], gold_b: Sequence[float]) -> float:

@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import DPOConfig, to_dict
-from minillm.errors import DataError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example
@@ -46,6 +45,7 @@ from minillm.stage3_rlhf.preferences import (
     compare_policies,
     comparison_summary,
     heldout_records,
+    not_enough_rankings,
     read_preferences,
     split_rankings,
 )
@@ -156,8 +156,8 @@ def train_dpo(
                                    tokenizer.pad_id)
               for name, rankings in (("train", train_rankings), ("val", test_rankings))}
     if not splits["train"] or not splits["val"]:
-        raise DataError(f"{prefs_path}: DPO needs training and held-out pairs, got {len(splits['train'])} and "
-                        f"{len(splits['val'])}; collect more rankings")
+        raise not_enough_rankings(prefs_path, "DPO needs training and held-out pairs", len(splits["train"]),
+                                  len(splits["val"]))
 
     def get_batch(split: str, generator: torch.Generator) -> dict[str, Tensor]:
         rows = torch.randint(len(splits[split]), (cfg.train.batch_size,), generator=generator).tolist()
@@ -166,7 +166,8 @@ def train_dpo(
     loss_fn = make_dpo_loss(cfg.beta, cfg.nll_coef)
     result = train(policy, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn,
                    run_config={"dpo": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
-                   tokenizer=tokenizer, resume=resume, desc="dpo", model_kind="gpt")
+                   tokenizer=tokenizer, resume=resume, desc="dpo", model_kind="gpt",
+                   title="DPO loss")
     policy.eval()
     with torch.no_grad():
         held_out = collate_pairs(splits["val"], tokenizer.pad_id)

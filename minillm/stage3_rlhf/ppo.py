@@ -50,7 +50,7 @@ from minillm.stage3_rlhf.sequences import (
     next_token_logits,
     sample_responses,
 )
-from minillm.train import load_checkpoint, load_model, plot_metrics, save_checkpoint
+from minillm.train import load_checkpoint, load_model, plot_metrics, plot_panels, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME
 from minillm.train.health import check_loss
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME, append_metrics, read_metrics, write_metrics
@@ -239,10 +239,10 @@ def ppo_update(
 # --------------------------------------------------------------------------------------------------
 # The loop: rollout, update, log, checkpoint; then the comparison with the SFT model.
 
-PLOTS = {  # file name -> the metrics it shows
-    "ppo_reward.png": ("rm_score", "gold", "kl"),
-    "ppo_health.png": ("entropy", "clipfrac", "approx_kl", "ratio"),
-    "ppo_length.png": ("eos_share", "response_len"),
+PLOTS = {  # file name -> (title, its panels: the metrics that share an axis)
+    "ppo_reward.png": ("PPO rollouts: scores and KL to SFT", (("rm_score", "gold"), ("kl",))),
+    "ppo_health.png": ("PPO health", (("entropy",), ("clipfrac", "approx_kl"), ("ratio",))),
+    "ppo_length.png": ("PPO answers: <eos> share and length", (("eos_share",), ("response_len",))),
 }
 
 
@@ -301,6 +301,7 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_confi
         for key, obj in resumable.items():
             obj.load_state_dict(state[key])
         generator.set_state(state["generator"])
+        tqdm.write(f"{method.lower()}: resuming from step {state['step']} ({ckpt_path})")
     first_step = state.get("step", 0) + 1
     history = read_metrics(metrics_path, up_to_step=first_step - 1)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -363,9 +364,9 @@ def train_ppo(
         append_metrics(out_dir / METRICS_NAME, row)
         if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:
             save_run(out_dir, step, policy, generator, critic=critic, optimizer=optimizer, kl_coef=kl_coef)
-    for name, keys in PLOTS.items():
+    for name, (title, panels) in PLOTS.items():
         judge = ", rewarded by the gold judge" if cfg.reward == "gold" else ""  # rm_score is then gold's
-        plot_metrics(history, out_dir / name, keys, title=f"PPO (kl_coef {cfg.kl_coef}{judge})")
+        plot_panels(history, out_dir / name, panels, title=f"{title} (kl_coef {cfg.kl_coef}{judge})")
     comparison = compare_policies(policy, reference, tokenizer, heldout_records(records, cfg.eval_prompts, 0),
                                   cfg.temperature, cfg.max_new_tokens, seed=cfg.train.seed)
     metrics = summarize_run(history, comparison, time.perf_counter() - start)

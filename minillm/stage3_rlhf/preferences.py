@@ -42,6 +42,7 @@ from minillm.stage3_rlhf.annotator import (
     gold_score,
     has_style_flaw,
     is_wrong,
+    mean_stderr,
     ranking_places,
     ranking_to_pairs,
     win_rate,
@@ -83,7 +84,25 @@ def split_rankings(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
     """(train, held-out) rankings: by their "split" field when every record has one, else every 5th held out."""
     if all("split" in r for r in records):
         return [r for r in records if r["split"] != "test"], [r for r in records if r["split"] == "test"]
-    return [r for i, r in enumerate(records) if i % 5 != 4], [r for i, r in enumerate(records) if i % 5 == 4]
+    last = HELD_OUT_EVERY - 1
+    return ([r for i, r in enumerate(records) if i % HELD_OUT_EVERY != last],
+            [r for i, r in enumerate(records) if i % HELD_OUT_EVERY == last])
+
+
+HELD_OUT_EVERY = 5  # without "split" fields, every 5th ranking is held out
+
+
+def split_of(index: int) -> str:
+    """The "split" of the `index`-th ranking written to a file: every 5th is "test", held out."""
+    return "test" if index % HELD_OUT_EVERY == HELD_OUT_EVERY - 1 else "train"
+
+
+def not_enough_rankings(path: str | os.PathLike, needs: str, n_train: int, n_held_out: int) -> DataError:
+    """The error for a rankings file too small to split: the numbers found, and how many it takes."""
+    return DataError(
+        f"{path}: {needs}, got {n_train} and {n_held_out}; collect more rankings: at least {HELD_OUT_EVERY} "
+        f"(every {HELD_OUT_EVERY}th is held out, or mark some \"split\": \"test\"), and a few hundred to learn "
+        "much (minillm annotate, or the simulated annotator)")
 
 
 def append_preference(path: str | os.PathLike, record: dict) -> None:
@@ -151,9 +170,12 @@ def compare_answers(records: Sequence[dict], policy_answers: Sequence[str], base
     Returns {"win_rate": policy vs baseline (ties half), "win_rate_stderr": its standard error,
     "win_rate_ceiling": what a perfect policy would win against the same baseline answers,
     "win_rate_by_family": {family: win rate on its records}, "gold_policy", "gold_baseline": mean gold
-    scores, "style_flaws_policy", "style_flaws_baseline": the share of answers with a style flaw
+    scores (and "gold_policy_stderr", "gold_baseline_stderr" their standard errors),
+    "style_flaws_policy", "style_flaws_baseline": the share of answers with a style flaw
     (`has_style_flaw`), "wrong_policy", "wrong_baseline": the share without the right answer in them,
-    "answers_policy", "answers_baseline": the answers, in the order of `records`}.
+    "answers_policy", "answers_baseline": the answers, in the order of `records`; "prompts",
+    "references", "gold_scores_policy", "gold_scores_baseline": the records' prompts, right answers
+    and each answer's gold score, in the same order}.
 
     Flaws and wrong answers are told apart because RL treats them differently: a flaw is one habit
     on every prompt (drop the rude sign-off), which a few hundred rollouts unlearn; a wrong answer is
@@ -173,11 +195,17 @@ def compare_answers(records: Sequence[dict], policy_answers: Sequence[str], base
                                for f, rows in rows_of.items()},
         "gold_policy": sum(gold["policy"]) / len(records),
         "gold_baseline": sum(gold["baseline"]) / len(records),
+        "gold_policy_stderr": mean_stderr(gold["policy"]),
+        "gold_baseline_stderr": mean_stderr(gold["baseline"]),
         **{f"style_flaws_{name}": sum(map(has_style_flaw, records, ans)) / len(records)
            for name, ans in answers.items()},
         **{f"wrong_{name}": sum(map(is_wrong, records, ans)) / len(records) for name, ans in answers.items()},
         "answers_policy": answers["policy"],
         "answers_baseline": answers["baseline"],
+        "prompts": [r["prompt"] for r in records],
+        "references": [r.get("reference", "") for r in records],
+        "gold_scores_policy": gold["policy"],
+        "gold_scores_baseline": gold["baseline"],
     }
 
 
@@ -210,7 +238,7 @@ def collect_rankings(
             elif len(lines) < cfg.n_prompts:
                 lines.append({"id": record.get("id", ""), "prompt": record["prompt"], "answers": answers,
                               "ranking": annotator.rank(record, answers),
-                              "split": "test" if len(lines) % 5 == 4 else "train", "annotator": "simulated"})
+                              "split": split_of(len(lines)), "annotator": "simulated"})
     if not lines:
         raise DataError(f"no prompt gave {K} different answers; lower reward.answers_per_prompt or raise "
                         "reward.sample_temperature")
@@ -229,7 +257,20 @@ def heldout_records(records: Sequence[dict], n: int, seed: int) -> list[dict]:
 
 
 def comparison_summary(comparison: dict[str, Any], n_examples: int = 5) -> dict[str, Any]:
-    """The report's keys for a policy compared with the SFT model, and a few answers side by side."""
+    """The report's keys for a policy compared with the SFT model, and a few answers side by side.
+
+    "examples": the first `n_examples` prompts as {"prompt", "sft", "after", "reference", "gold_sft",
+    "gold_after"} (the question, the SFT model's answer, the policy's, the right answer, and the gold
+    judge's score of each answer), so a reader can tell which answer is right. "changed_examples":
+    the same for the prompts whose gold score changed most (measured, not picked by hand; fewer when
+    fewer changed): where to look to see what the training did.
+    """
+    keys = ("prompts", "answers_baseline", "answers_policy", "references", "gold_scores_baseline",
+            "gold_scores_policy")
+    rows = [dict(zip(("prompt", "sft", "after", "reference", "gold_sft", "gold_after"), values, strict=True))
+            for values in zip(*(comparison[key] for key in keys), strict=True)]
+    changed = sorted((row for row in rows if row["gold_after"] != row["gold_sft"]),
+                     key=lambda row: -abs(row["gold_after"] - row["gold_sft"]))
     return {
         "win_rate_vs_sft": comparison["win_rate"],
         "win_rate_stderr": comparison["win_rate_stderr"],
@@ -237,10 +278,12 @@ def comparison_summary(comparison: dict[str, Any], n_examples: int = 5) -> dict[
         "win_rate_by_family": comparison["win_rate_by_family"],
         "gold_sft": comparison["gold_baseline"],
         "gold_after": comparison["gold_policy"],
+        "gold_sft_stderr": comparison["gold_baseline_stderr"],
+        "gold_after_stderr": comparison["gold_policy_stderr"],
         "style_flaws_sft": comparison["style_flaws_baseline"],
         "style_flaws_after": comparison["style_flaws_policy"],
         "wrong_sft": comparison["wrong_baseline"],
         "wrong_after": comparison["wrong_policy"],
-        "examples": [{"sft": a, "after": b} for a, b in zip(comparison["answers_baseline"][:n_examples],
-                                                            comparison["answers_policy"][:n_examples], strict=True)],
+        "examples": rows[:n_examples],
+        "changed_examples": changed[:n_examples],
     }

@@ -65,13 +65,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import ModelConfig, RewardConfig, to_dict
-from minillm.errors import DataError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example
 from minillm.stage3_rlhf.annotator import answer_places, gold_agreement, self_agreement
-from minillm.stage3_rlhf.preferences import read_preferences, split_rankings
+from minillm.stage3_rlhf.preferences import not_enough_rankings, read_preferences, split_rankings
 from minillm.stage3_rlhf.sequences import gather_logprobs, last_real_index, masked_mean, per_answer
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
 from minillm.train.checkpoint import CKPT_NAME
@@ -250,9 +249,8 @@ def train_reward_model(
     skipped = sum(e is None for es in encoded.values() for e in es)
     splits = {name: [e for e in es if e is not None] for name, es in encoded.items()}
     if not splits["train"] or not splits["val"]:
-        raise DataError(f"{prefs_path}: need training AND held-out rankings that compare at least two answers, "
-                        f"got {len(splits['train'])} and {len(splits['val'])} ({skipped} too long or all tied); "
-                        "collect more rankings")
+        raise not_enough_rankings(prefs_path, "need training AND held-out rankings that compare at least two "
+                                  f"answers ({skipped} too long or all tied)", len(splits["train"]), len(splits["val"]))
 
     def get_batch(split: str, generator: torch.Generator) -> dict[str, Tensor]:
         rows = torch.randint(len(splits[split]), (cfg.train.batch_size,), generator=generator).tolist()
@@ -263,7 +261,8 @@ def train_reward_model(
 
     result = train(rm, cfg.train, out_dir, get_batch=get_batch, loss_fn=reward_loss, evaluate=evaluate,
                    run_config={"reward": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
-                   tokenizer=tokenizer, resume=resume, desc="reward", model_kind="reward")
+                   tokenizer=tokenizer, resume=resume, desc="reward", model_kind="reward",
+                   title="Reward model ranking loss")
     # Reward normalisation: the SFT model's own answers (those in the rankings) score mean 0, std 1.
     mean, std = set_normalisation(rm, splits["train"], tokenizer.pad_id)
     ckpt_path = Path(out_dir) / CKPT_NAME

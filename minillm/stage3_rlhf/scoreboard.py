@@ -41,7 +41,7 @@ from minillm.train.plots import save_figure
 BEST_OF = (4, 8)
 
 
-def table_row(records: Sequence[dict], answers: Sequence[str], baseline: Sequence[str], kl: float,
+def policy_row(records: Sequence[dict], answers: Sequence[str], baseline: Sequence[str], kl: float,
               train_seconds: float) -> dict[str, float]:
     """One row of the table: `answers` to `records` judged against the SFT model's `baseline` answers."""
     verdict = compare_answers(records, answers, baseline)
@@ -71,16 +71,16 @@ def policy_table(
     baseline = sample_answers(sft, tokenizer, records, temperature, max_new_tokens, seed)
     greedy = generate_answers(sft, tokenizer, prompts, max_new_tokens)  # temperature 0
     greedy_kl = -answers_logprob(sft, tokenizer, prompts, greedy).mean().item()
-    rows = {"SFT samples": table_row(records, baseline, baseline, 0.0, 0.0),
-            "SFT greedy": table_row(records, greedy, baseline, greedy_kl, 0.0)}
+    rows = {"SFT samples": policy_row(records, baseline, baseline, 0.0, 0.0),
+            "SFT greedy": policy_row(records, greedy, baseline, greedy_kl, 0.0)}
     for n in BEST_OF:
         picked = best_of_n(sft, rm, tokenizer, prompts, n, temperature, max_new_tokens,
                            torch.Generator().manual_seed(seed + n))
-        rows[f"best of {n} (reward model)"] = table_row(records, picked, baseline, best_of_n_kl(n), 0.0)
+        rows[f"best of {n} (reward model)"] = policy_row(records, picked, baseline, best_of_n_kl(n), 0.0)
     for name, (run_dir, seconds) in policies.items():
         policy = load_model(run_dir, GPT)[0].eval()
         answers = sample_answers(policy, tokenizer, records, temperature, max_new_tokens, seed)
-        rows[name] = table_row(records, answers, baseline, sampled_kl(policy, sft, tokenizer, records, answers),
+        rows[name] = policy_row(records, answers, baseline, sampled_kl(policy, sft, tokenizer, records, answers),
                                seconds)
     return rows
 

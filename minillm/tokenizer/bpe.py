@@ -114,7 +114,8 @@ def read_tokenizer_json(path: str | os.PathLike) -> dict[str, Any]:
     """Read a tokenizer file and check the fields every kind has ("kind", "format_version")."""
     path = Path(path)
     if not path.is_file():
-        raise TokenizerError(f"tokenizer file {path} does not exist; train one first (train_tokenizer)")
+        raise TokenizerError(f"tokenizer file {path} does not exist; train one first "
+                             f"(minillm tokenizer train --input FILE --out {path})")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

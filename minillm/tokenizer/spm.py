@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -77,6 +78,19 @@ def spm_trainer_options(vocab_size: int, model_type: str) -> dict[str, Any]:
     }
 
 
+def spm_advice(message: str, vocab_size: int) -> str:
+    """sentencepiece's training error, with the fix that works in minillm.
+
+    Its own advice names its command-line options (`--character_coverage`), which minillm does not
+    pass through; what minillm exposes is the vocabulary size, so we say which size to ask for.
+    """
+    reason = re.sub(r"^.*\]\s*", "", message.strip()).split(" Increase vocab_size or")[0].rstrip(".")
+    numbers = re.search(r"(\d+) vs (\d+)", reason) or re.search(r"<= ?(\d+)", reason)
+    size = numbers.groups()[-1] if numbers else "N"  # the size it needs (or the most it allows)
+    return (f"sentencepiece could not train a vocabulary of {vocab_size} on this corpus ({reason}); "
+            f"use --set tokenizer.vocab_size={size} (or --vocab-size {size} with `minillm tokenizer train`)")
+
+
 class SentencePieceTokenizer(Tokenizer):
     """minillm's tokenizer interface over a trained sentencepiece model."""
 
@@ -117,10 +131,7 @@ class SentencePieceTokenizer(Tokenizer):
             options = spm_trainer_options(vocab_size, model_type)
             spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, **options)
         except RuntimeError as e:
-            raise TokenizerError(
-                f"sentencepiece could not train a vocabulary of {vocab_size} on this corpus ({e}); "
-                "follow its advice (usually: a larger vocab_size)"
-            ) from None
+            raise TokenizerError(spm_advice(str(e), vocab_size)) from None
         tok = cls(model.getvalue(), model_type)
         if tok.vocab_size < vocab_size:
             warn_smaller_vocab(vocab_size, tok.vocab_size, f"sentencepiece found only {tok.vocab_size} pieces")

@@ -8,8 +8,9 @@ scaler), health.py (NaN checks), rng.py and checkpoint.py (exact, safe resume), 
 from minillm.train.checkpoint import load_checkpoint, load_model, save_checkpoint
 from minillm.train.loop import train
 from minillm.train.optim import lr_at, make_optimizer
-from minillm.train.plots import plot_metrics
+from minillm.train.plots import plot_metrics, plot_panels
 
 __all__ = [
-    "load_checkpoint", "load_model", "lr_at", "make_optimizer", "plot_metrics", "save_checkpoint", "train",
+    "load_checkpoint", "load_model", "lr_at", "make_optimizer", "plot_metrics", "plot_panels", "save_checkpoint",
+    "train",
 ]

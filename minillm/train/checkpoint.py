@@ -43,7 +43,27 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write `payload` (tensors and plain values only) atomically, stamped with the format version."""
     buffer = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, **payload}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as err:  # e.g. the disk filled up half way: the temporary file is gone, the old one kept
+        kept = "the previous checkpoint there is intact" if Path(path).is_file() else "no earlier checkpoint exists"
+        raise CheckpointError(
+            f"could not write the checkpoint {path} ({err.strerror or err}); {kept}. Free some disk space "
+            "(or fix the folder's permissions) and resume with --resume"
+        ) from err
+
+
+def last_saved_step(run_dir: str | os.PathLike) -> tuple[Path, int] | None:
+    """(path, step) of the newest checkpoint in `run_dir` or one folder below it (a pipeline's
+    steps), None when there is none: what a Ctrl-C message tells the user they keep."""
+    run_dir = Path(run_dir)
+    found = [p for p in (run_dir / CKPT_NAME, *run_dir.glob(f"*/{CKPT_NAME}")) if p.is_file()]
+    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            return path, int(load_checkpoint(path).get("step", 0))
+        except CheckpointError:
+            continue
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -65,7 +85,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "checkpoints written by minillm"
         ) from None
     except Exception as err:  # torch reports damaged files as RuntimeError, EOFError, KeyError, ...
-        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        reason = _shorten(str(err).splitlines()[0]) if str(err) else type(err).__name__
         raise CheckpointError(
             f"{path} is corrupt or truncated ({reason}); use an intact copy or train again"
         ) from None
@@ -77,6 +97,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"version {FORMAT_VERSION}; use the minillm version that wrote it"
         )
     return payload
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    """`text` cut at a word boundary to at most about `limit` characters, with "..." when cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
 
 
 def model_config_dict(model: nn.Module) -> dict | None:

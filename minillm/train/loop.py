@@ -266,7 +266,8 @@ def summarize(history: list[dict]) -> dict[str, Any]:
 
 def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch: GetBatch, loss_fn: LossFn,
           evaluate: Evaluate | None = None, run_config: dict | None = None, tokenizer: Any = None,
-          resume: bool = False, desc: str = "train", model_kind: str = "gpt") -> dict[str, Any]:
+          resume: bool = False, desc: str = "train", model_kind: str = "gpt", title: str = "",
+          log_y: bool = False) -> dict[str, Any]:
     """Train `model` for cfg.max_steps optimizer steps; return {"history": rows, "final": latest values}.
 
     get_batch(split, generator) -> dict of tensors with cfg.batch_size rows ("train" or "val"),
@@ -275,6 +276,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
         (forward) so that DDP sees the pass.
     evaluate(model) -> dict of floats, called every cfg.eval_every steps next to the validation loss.
     resume: continue from out_dir/ckpt.pt if it exists (exactly where it stopped).
+    title, log_y: the loss plot's title (what is plotted, e.g. "GPT next-token loss"; default `desc`)
+        and whether its y axis is logarithmic (for a loss that flattens out).
     """
     out_dir = Path(out_dir)
     ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
@@ -299,9 +302,9 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     if ckpt_path.is_file():
         start_step, elapsed_before = restore_training_state(
             ckpt_path, model, optimizer, scaler, data_generator, cfg, ctx, model_kind)
+        if ctx.is_main:
+            tqdm.write(f"{desc}: resuming from step {start_step} ({ckpt_path})")
     else:
-        if resume and ctx.is_main:
-            tqdm.write(f"note: no {CKPT_NAME} in {out_dir} to resume from: starting at step 0")
         seed_everything(cfg.seed + ctx.rank)  # distinct dropout per rank; the same data for all
         data_generator.manual_seed(cfg.seed)
     history = read_metrics(metrics_path, up_to_step=start_step)  # a resume drops rows after the checkpoint
@@ -345,7 +348,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
                         append_metrics(metrics_path, row)
                 if step % cfg.save_every == 0 or step == cfg.max_steps:
                     if ctx.is_main:
-                        plot_metrics(history, out_dir / PLOT_NAME, ("loss", "val_loss"), title=desc)
+                        plot_metrics(history, out_dir / PLOT_NAME, ("loss", "val_loss"), title=title or desc,
+                                     log_y=log_y)
                     save_training_state(ckpt_path, model, optimizer, scaler, data_generator, cfg, ctx,
                                         step, model_kind, elapsed)
     finally:

@@ -5,41 +5,107 @@ evaluation rows mixed. `plot_metrics` draws chosen keys against the step, each k
 that have it, and saves a PNG. We build a matplotlib `Figure` directly instead of going through
 `pyplot`: a bare Figure renders to files with the "Agg" backend, needs no display (servers, CI),
 and leaves pyplot's global state alone for whoever else uses it in the same process.
+
+Numbers of very different sizes (a probability ratio near 1.0 and a clip fraction near 0.02) do
+not share an axis: `plot_panels` gives each group of keys its own panel, one above the other.
+
+Text in Korean, Chinese or Japanese (a corpus of your own, its tokens in a fill-mask chart) needs
+a font that has those glyphs; matplotlib's default has none and draws boxes. `text_fonts` looks
+for an installed one and uses it as a fallback.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
+import matplotlib
+from matplotlib import font_manager
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+# Families with Hangul, Han and Kana glyphs, as their names start (the first one found is used).
+CJK_FONTS = ("Noto Sans CJK", "Noto Serif CJK", "Noto Sans KR", "Noto Sans JP", "Noto Sans SC", "NanumGothic",
+             "NanumBarunGothic", "Nanum", "Source Han Sans", "Malgun Gothic", "Apple SD Gothic Neo", "AppleGothic",
+             "UnDotum", "Baekmuk", "WenQuanYi", "Droid Sans Fallback", "Unifont")
+CJK_RANGES = ((0x1100, 0x11FF), (0x2E80, 0x9FFF), (0xA960, 0xA97F), (0xAC00, 0xD7FF), (0xF900, 0xFAFF),
+              (0xFF00, 0xFFEF))  # Hangul Jamo, CJK scripts and symbols, Hangul syllables, full-width forms
+_warned_no_cjk_font = False
+
+
+def has_cjk(texts: Iterable[str]) -> bool:
+    """True when any of `texts` holds a Korean, Chinese or Japanese character."""
+    return any(lo <= ord(ch) <= hi for text in texts for ch in text for lo, hi in CJK_RANGES)
+
+
+def find_cjk_font(installed: Iterable[str] | None = None) -> str | None:
+    """The name of an installed font family with CJK glyphs (None if there is none)."""
+    names = sorted(set(installed if installed is not None else (f.name for f in font_manager.fontManager.ttflist)))
+    return next((name for prefix in CJK_FONTS for name in names if name.startswith(prefix)), None)
+
+
+@contextmanager
+def text_fonts(texts: Iterable[str]) -> Iterator[None]:
+    """Draw a figure whose `texts` may hold CJK characters: with a CJK font as the fallback when one is
+    installed; otherwise one warning that says which package to install (not one per missing glyph)."""
+    global _warned_no_cjk_font
+    if not has_cjk(texts):
+        yield
+        return
+    font = find_cjk_font()
+    with warnings.catch_warnings(), matplotlib.rc_context(
+            {"font.family": [matplotlib.rcParams["font.family"][0], font]} if font else {}):
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        if font is None and not _warned_no_cjk_font:
+            _warned_no_cjk_font = True
+            warnings.warn("no font with Korean/Chinese/Japanese glyphs is installed, so plots show boxes for "
+                          "them; install one (e.g. `apt install fonts-noto-cjk` or `fonts-nanum`, or "
+                          "Noto Sans CJK from fonts.google.com) and remove matplotlib's font cache "
+                          "(~/.cache/matplotlib)", stacklevel=3)
+        yield
 
 
 def plot_metrics(rows: Sequence[dict], path: str | os.PathLike, keys: Sequence[str] = ("loss", "val_loss"),
                  *, title: str = "", x: str = "step", ylabel: str = "", log_y: bool = False) -> Path:
-    """Plot `keys` against `x` from the rows that hold them; save a PNG at `path` and return it.
+    """Plot `keys` against `x` from the rows that hold them, on one axis; save a PNG at `path` and return it.
 
     A key no row holds is left out of the legend; rows whose value is not a finite number are skipped.
     """
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    for key in keys:
-        points = [(row[x], row[key]) for row in rows
-                  if x in row and isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=key)
-    ax.set_xlabel(x)
-    ax.set_ylabel(ylabel or ", ".join(keys))
-    if log_y:
-        ax.set_yscale("log")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend()
-    return save_figure(fig, path)
+    return plot_panels(rows, path, [keys], title=title, x=x, ylabels=[ylabel], log_y=log_y)
+
+
+def plot_panels(rows: Sequence[dict], path: str | os.PathLike, panels: Sequence[Sequence[str]], *,
+                title: str = "", x: str = "step", ylabels: Sequence[str] = (), log_y: bool = False) -> Path:
+    """One panel per group of keys, stacked with a shared x axis (numbers of different scales apart).
+
+    `log_y` puts every panel on a log scale (a loss that flattens out keeps showing its progress).
+    Steps are whole numbers, and so are the ticks of a step axis.
+    """
+    with text_fonts([title, *(key for keys in panels for key in keys), *ylabels]):
+        fig = Figure(figsize=(7, 2.2 + 1.8 * len(panels)) if len(panels) > 1 else (7, 4))
+        axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+        for i, (ax, keys) in enumerate(zip(axes, panels, strict=True)):
+            for key in keys:
+                points = [(row[x], row[key]) for row in rows
+                          if x in row and isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+                if points:
+                    xs, ys = zip(*points, strict=True)
+                    ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=key)
+            ax.set_ylabel((ylabels[i] if i < len(ylabels) else "") or ", ".join(keys))
+            if log_y and ax.lines and all(y > 0 for line in ax.lines for y in line.get_ydata()):
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=8)
+        if x == "step":
+            axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[-1].set_xlabel(x)
+        axes[0].set_title(title)
+        return save_figure(fig, path)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:

@@ -1,0 +1,67 @@
+"""The lock on a run folder: one writer at a time, a dead writer's lock taken over, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from minillm.cli import main
+from minillm.errors import DataError, RunLockedError
+from minillm.utils import LOCK_NAME, run_folder_lock
+
+
+def dead_pid() -> int:
+    """The id of a process that has finished (and been reaped): nobody holds it now."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_the_lock_holds_our_pid_and_is_gone_afterwards_even_after_an_error(tmp_path):
+    with run_folder_lock(tmp_path / "run") as lock:
+        assert lock.read_text().strip() == str(os.getpid())
+    assert not lock.exists() and not (tmp_path / "run").exists()  # it made the folder, nothing was written
+    with pytest.raises(ZeroDivisionError), run_folder_lock(tmp_path / "run2") as lock:
+        (tmp_path / "run2" / "ckpt.pt").write_bytes(b"x")
+        raise ZeroDivisionError
+    assert not lock.exists() and (tmp_path / "run2" / "ckpt.pt").is_file()
+
+
+def test_a_second_process_is_refused_naming_the_first(tmp_path, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from minillm.utils import run_folder_lock
+        with run_folder_lock({str(tmp_path / "run")!r}):
+            print("locked", flush=True)
+            sys.stdin.readline()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=f"in use by another minillm process \\(PID {holder.pid}\\)"), \
+                run_folder_lock(tmp_path / "run"):
+            pass
+        code = main(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and f"PID {holder.pid}" in err and "another --out" in err
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert not (tmp_path / "run" / LOCK_NAME).exists()  # the first one let go when it finished
+
+
+def test_a_lock_whose_process_is_gone_is_taken_over_with_a_notice(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_NAME).write_text(f"{dead_pid()}\n")
+    with run_folder_lock(tmp_path / "run") as lock:
+        assert lock.read_text().strip() == str(os.getpid())
+    assert "taking over the lock" in capsys.readouterr().err
+    assert not lock.exists()
+
+
+def test_an_out_path_that_is_a_file_is_named_as_such(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DataError, match="is a file, not a folder"), run_folder_lock(tmp_path / "file"):
+        pass
