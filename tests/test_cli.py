@@ -31,9 +31,9 @@ from minillm.tokenizer import load_tokenizer, train_tokenizer
 from minillm.train import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("tokenizer", "pretrain", "fill-mask", "generate", "sft", "chat", "annotate", "reward", "ppo", "dpo",
+COMMANDS = ("tokenizer", "pretrain", "fill-mask", "generate", "sft", "chat", "annotate", "reward", "ppo", "dpo", "grpo",
             "pipeline")
-TRAINING_COMMANDS = ("pretrain", "sft", "reward", "ppo", "dpo", "pipeline")
+TRAINING_COMMANDS = ("pretrain", "sft", "reward", "ppo", "dpo", "grpo", "pipeline")
 STAGES = ("mlm", "clm", "sft", "reward", "ppo", "dpo")
 TEXT = ("The river rises at night. A flash flood watch will be in effect all night.\n\n"
         "The town of Vell sits on the river. Rain is expected all weekend in Vell.\n\n") * 20
