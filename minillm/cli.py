@@ -277,7 +277,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
     cfg = build_config(args)
     report = run_pipeline(cfg, args.out, force=args.force, corpus=args.corpus, instructions=args.data,
                           jobs=args.jobs)
-    print(f"done in {report['seconds']:.0f} s: {Path(args.out) / 'report.md'}")
+    print(f"done in {report['wall_seconds']:.0f} s: {Path(args.out) / 'report.md'}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -137,7 +137,8 @@ def without_times(report: dict) -> dict:
             stage["rows"] = {name: untimed(row) for name, row in stage["rows"].items()}
         return stage
 
-    return {**report, "seconds": None, "stages": {name: untimed(stage) for name, stage in report["stages"].items()}}
+    return {**report, "seconds": None, "wall_seconds": None,
+            "stages": {name: untimed(stage) for name, stage in report["stages"].items()}}
 
 
 def test_quote_keeps_every_line_of_a_sample_inside_the_quote():
@@ -169,3 +170,11 @@ def test_ctrl_c_at_a_random_moment_then_the_same_command_ends_with_the_same_repo
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, f"{where}\n{again.stderr[-3000:]}"
     assert without_times(json.loads((out / "report.json").read_text())) == without_times(reference), where
+
+
+def test_steps_side_by_side_report_the_same_numbers(journey, tmp_path):
+    """--jobs 2: independent steps (and SFT's from-scratch baseline) run in parallel processes of one
+    thread each; every step is seeded, so report.json's numbers equal the one-at-a-time run's."""
+    _, reference = journey
+    report = run_pipeline(preset("micro"), tmp_path / "side_by_side", jobs=2)
+    assert report["jobs"] == 2 and without_times(report) == {**without_times(reference), "jobs": 2}
