@@ -466,6 +466,11 @@ def preset(name: str) -> PipelineConfig:
             "dpo.train.max_steps=60", "dpo.train.batch_size=16", "dpo.train.lr=1e-4", "dpo.beta=0.3",
             "dpo.nll_coef=1.0",
             "dpo.train.eval_every=60", "dpo.train.eval_batches=2", "dpo.train.save_every=60",
+            # GRPO: 30 steps of 32 prompts x 8 answers, lr 1e-4, no KL term; more prompts per step won
+            # more often than a higher lr (docs/findings.md). pass@k on the first 100 held-out prompts.
+            *[f"{g}.{k}" for g in ("grpo", "grpo_verifiable") for k in (
+                "train.lr=1e-4", "prompts_per_step=32", "minibatch_size=64", "train.save_every=10",
+                "passk_prompts=100")],
         ])
     return cfg
 
