@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--ref", default="86be2f6", help="the reference commit")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--jobs", type=int, default=None, help="this tree's --jobs (default: the CLI's default)")
+    parser.add_argument("--keep", type=Path, default=None, help="keep this tree's run in this folder (e.g. runs/tiny)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -56,7 +57,8 @@ def main() -> None:
         try:
             ref_wall, ref = run_journey(tmp / "ref", tmp / "ref_run", args.preset, [])
             ours_extra = [] if args.jobs is None else ["--jobs", str(args.jobs)]
-            our_wall, ours = run_journey(ROOT, tmp / "our_run", args.preset, ours_extra)
+            our_out = args.keep.resolve() if args.keep else tmp / "our_run"
+            our_wall, ours = run_journey(ROOT, our_out, args.preset, [*ours_extra, "--force"])
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "ref")], cwd=ROOT, check=False)
     print(f"\n=== the {args.preset} journey: this tree against {args.ref}, back to back ===")
