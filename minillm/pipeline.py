@@ -46,7 +46,7 @@ from minillm.stage3_rlhf.scoreboard import (
     render_table,
 )
 from minillm.tokenizer import load_tokenizer, train_tokenizer
-from minillm.utils import in_one_thread, resolve_device, write_json
+from minillm.utils import in_one_thread, interrupts_children, resolve_device, write_json
 
 RESULT_NAME = "result.json"
 
@@ -273,7 +273,8 @@ def _step_in_worker(cfg: dict, out_dir: Path, corpus: str | None, instructions: 
 def run_steps_in_parallel(j: Journey, jobs: int) -> None:
     """Run every step as soon as the steps it needs are done, at most `jobs` at a time."""
     pending, running = list(STEP_NAMES), {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool, \
+            interrupts_children():
         while pending or running:
             for name in [n for n in pending if all(need in j.results for need in NEEDS[n])][:jobs - len(running)]:
                 pending.remove(name)

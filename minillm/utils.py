@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -38,8 +39,21 @@ def beside(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[Future
     The block gets the Future; leaving the block waits for the second process. "spawn" starts a
     fresh interpreter, so nothing of this process's torch state is copied into it.
     """
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as side:
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as side, \
+            interrupts_children():
         yield side.submit(in_one_thread, fn, *args, **kwargs)
+
+
+@contextmanager
+def interrupts_children() -> Iterator[None]:
+    """On Ctrl-C here, pass it on to this process's children, as a terminal does for a whole job:
+    each stops where it is (its last checkpoint kept) instead of running on unseen."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGINT)
+        raise
 
 
 def seed_everything(seed: int) -> None:
