@@ -120,20 +120,16 @@ class ModelConfig:
         _one_of(c, "mlp", self.mlp, ("gelu", "swiglu"))
         _non_negative_int(c, "mlp_hidden", self.mlp_hidden)
         _non_negative_int(c, "n_kv_head", self.n_kv_head)
+        divisors = [h for h in range(1, self.n_head + 1) if self.n_head % h == 0]
         _require(self.n_head % max(self.n_kv_head, 1) == 0, c, "n_kv_head", self.n_kv_head,
                  f"n_head ({self.n_head}) must be divisible by it, so that every key/value head serves "
-                 f"the same number of query heads; try one of {[h for h in range(1, self.n_head + 1) if self.n_head % h == 0]}")
+                 f"the same number of query heads; try one of {divisors}")
         _boolean(c, "tie_embeddings", self.tie_embeddings)
         _in_range(c, "rope_base", self.rope_base, 1.0, 1e9, lo_open=True)
 
     def _apply_arch(self) -> None:
-        """Set the switches that `arch` names; refuse a switch given another non-default value."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        """Set the switches that `arch` names (ARCHITECTURES), whatever they were given as."""
         for name, value in ARCHITECTURES.get(self.arch, {}).items():
-            current = getattr(self, name)
-            _require(current in (value, defaults[name]), "ModelConfig", name, current,
-                     f"arch={self.arch!r} sets {name}={value!r}; drop one of the two, or leave arch empty "
-                     "and set each switch yourself")
             setattr(self, name, value)
 
     @property
@@ -149,8 +145,8 @@ class ModelConfig:
 # What `ModelConfig.arch` sets. Llama (Touvron et al., 2023) and its heirs (Mistral, Qwen) are GPT-2
 # with these changes: RMSNorm, a SwiGLU MLP, RoPE, no biases and an untied LM head. How many
 # key/value heads (n_kv_head) is a size, like n_head, and differs between them, so it is not here.
-# A switch left at (or set to) its GPT-2 default takes the architecture's value, and another value
-# is refused; to turn one of Llama's switches back, leave arch empty and set the switches one by one.
+# arch wins over the switches it sets: to turn one of Llama's back, leave arch empty and set the
+# switches one by one (as lesson 11 does).
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "llama": {"norm_type": "rmsnorm", "mlp": "swiglu", "position": "rope", "bias": False,
               "tie_embeddings": False},

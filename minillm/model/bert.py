@@ -36,6 +36,7 @@ from minillm.model.blocks import (
     Conversion,
     add_positions,
     check_model_inputs,
+    count_layers,
     init_weights,
     load_converted,
     make_norm,
@@ -43,7 +44,8 @@ from minillm.model.blocks import (
     position_table,
     positions_from_mask,
     read_out,
-    strip_prefix,
+    sized_source,
+    stack_rows,
 )
 
 
@@ -132,15 +134,12 @@ class Bert(nn.Module):
         stack them into our single qkv projection. The pooler and next-sentence head, which this
         model does not have, are skipped.
         """
-        sd = strip_prefix(state_dict, "bert.")
         emb = "embeddings."
         needed = [emb + "word_embeddings.weight", emb + "position_embeddings.weight",
                   "encoder.layer.0.intermediate.dense.weight"]
-        if any(k not in sd for k in needed):
-            raise CheckpointError(f"not a BERT state dict: missing {[k for k in needed if k not in sd]} "
-                                  "(needed to infer the model's size)")
+        sd = sized_source(state_dict, "bert.", needed, "BERT")
         vocab_size, n_embd = sd[emb + "word_embeddings.weight"].shape
-        n_layer = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.layer."))
+        n_layer = count_layers(sd, "encoder.layer.")
         segments = sd.get(emb + "token_type_embeddings.weight")
         config = ModelConfig(
             vocab_size=vocab_size, block_size=sd[emb + "position_embeddings.weight"].shape[0],
@@ -177,7 +176,7 @@ _BERT_LAYER = (
 
 def _bert_plan(config: ModelConfig) -> dict[str, Conversion]:
     """Our parameter name -> the BERT key(s) it comes from (q, k, v stacked into qkv)."""
-    same, stacked = (lambda ts: ts[0]), (lambda ts: torch.cat(ts, dim=0))
+    same, stacked = (lambda ts: ts[0]), stack_rows
     plan: dict[str, Conversion] = {
         "tok_emb.weight": (["embeddings.word_embeddings.weight"], same),
         "pos_emb.weight": (["embeddings.position_embeddings.weight"], same),

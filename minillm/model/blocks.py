@@ -37,7 +37,6 @@ from minillm.config import ModelConfig
 from minillm.errors import CheckpointError, ModelInputError
 from minillm.model.attention import KVCache, MultiHeadAttention, rotary_angles
 
-
 # Llama rounds SwiGLU's hidden width up to a multiple of 256, a size GPU kernels like (2% of
 # Llama-7B's 11008). At our widths 256 would be most of the layer; we round to a multiple of 32.
 SWIGLU_MULTIPLE_OF = 32
@@ -92,7 +91,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()  # (B, T, C)
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))  # (B, T, C), float64 stays float64
         normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return self.weight * normed.to(x.dtype)
 
@@ -225,9 +224,28 @@ def check_model_inputs(
 Conversion = tuple[list[str], Callable[[list[Tensor]], Tensor]]
 
 
+def stack_rows(tensors: list[Tensor]) -> Tensor:
+    """Source matrices stacked along the output rows (q, k, v -> our qkv); a single one is itself."""
+    return torch.cat(tensors, dim=0)
+
+
 def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """Drop `prefix` (e.g. 'transformer.') from the keys that have it; keep the other keys as they are."""
     return {k.removeprefix(prefix): v for k, v in state_dict.items()}
+
+
+def sized_source(state_dict: Mapping[str, Tensor], prefix: str, needed: list[str], source: str) -> dict[str, Tensor]:
+    """The state dict without `prefix`, refused at once if a key the model's size is read from is missing."""
+    sd = strip_prefix(state_dict, prefix)
+    missing = [k for k in needed if k not in sd]
+    if missing:
+        raise CheckpointError(f"not a {source} state dict: missing {missing} (needed to infer the model's size)")
+    return sd
+
+
+def count_layers(state_dict: Mapping[str, Tensor], prefix: str) -> int:
+    """How many layers the keys "{prefix}{i}.…" number: 1 + the largest i."""
+    return 1 + max(int(k.removeprefix(prefix).split(".")[0]) for k in state_dict if k.startswith(prefix))
 
 
 def load_converted(

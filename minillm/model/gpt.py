@@ -21,7 +21,10 @@ into a distribution (temperature, top-k, top-p), draw a token, append it. Two de
   is continued exactly as it would be on its own.
 
 `GPT.from_gpt2_state_dict` loads the weights of OpenAI's GPT-2 (a state dict you already have):
-the architecture here is GPT-2's, choice for choice (pre-LN, tanh GELU, eps 1e-5, tied head).
+the default architecture here is GPT-2's, choice for choice (pre-LN, tanh GELU, eps 1e-5, tied head).
+The switches of `ModelConfig` (RMSNorm, SwiGLU, grouped-query attention, RoPE, no biases, an untied
+head; `arch="llama"` sets them all) turn it into Llama, and `GPT.from_llama_state_dict` loads
+Llama's weights (Hugging Face layout) to prove that the switches are right.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from minillm.model.blocks import (
     Conversion,
     add_positions,
     check_model_inputs,
+    count_layers,
     init_weights,
     load_converted,
     make_norm,
@@ -47,7 +51,8 @@ from minillm.model.blocks import (
     position_table,
     positions_from_mask,
     read_out,
-    strip_prefix,
+    sized_source,
+    stack_rows,
 )
 
 
@@ -71,7 +76,7 @@ class Generation:
 
 
 class GPT(nn.Module):
-    """A GPT-2 style decoder: token + position embeddings, causal pre-LN blocks, tied LM head."""
+    """A GPT-2 style decoder: token + position embeddings, causal pre-LN blocks, tied LM head (by default)."""
 
     kind = "gpt"  # stored in checkpoints, so a run folder of another kind of model is refused
 
@@ -231,15 +236,11 @@ class GPT(nn.Module):
         stores its Linear layers as "Conv1D" with the weight transposed: (in, out) instead of
         (out, in), so each matrix is transposed on the way in.
         """
-        sd = strip_prefix(state_dict, "transformer.")
-        needed = ["wte.weight", "wpe.weight", "h.0.mlp.c_fc.weight"]
-        if any(k not in sd for k in needed):
-            raise CheckpointError(f"not a GPT-2 state dict: missing {[k for k in needed if k not in sd]} "
-                                  "(needed to infer the model's size)")
+        sd = sized_source(state_dict, "transformer.", ["wte.weight", "wpe.weight", "h.0.mlp.c_fc.weight"], "GPT-2")
         vocab_size, n_embd = sd["wte.weight"].shape
         config = ModelConfig(
             vocab_size=vocab_size, block_size=sd["wpe.weight"].shape[0], n_embd=n_embd,
-            n_layer=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("h.")),
+            n_layer=count_layers(sd, "h."),
             n_head=n_head if n_head is not None else max(1, n_embd // 64),
             mlp_ratio=sd["h.0.mlp.c_fc.weight"].shape[1] // n_embd,
             norm="pre", activation="gelu_tanh", layer_norm_eps=1e-5, attention=attention,
@@ -250,7 +251,6 @@ class GPT(nn.Module):
         model = cls(config)
         load_converted(model, sd, _gpt2_plan(config.n_layer), _gpt2_ignored, "GPT-2")
         return model
-
 
     @classmethod
     def from_llama_state_dict(
@@ -267,11 +267,8 @@ class GPT(nn.Module):
         Meta's q and k, which paired neighbours). Biases (attention_bias, mlp_bias) and RoPE scaling
         (Llama 3.1's rope_scaling) are not supported.
         """
-        sd = strip_prefix(state_dict, "model.")
         needed = ["embed_tokens.weight", "layers.0.self_attn.k_proj.weight", "layers.0.mlp.up_proj.weight"]
-        if any(k not in sd for k in needed):
-            raise CheckpointError(f"not a Llama state dict: missing {[k for k in needed if k not in sd]} "
-                                  "(needed to infer the model's size)")
+        sd = sized_source(state_dict, "model.", needed, "Llama")
         vocab_size, n_embd = sd["embed_tokens.weight"].shape
         if n_embd % n_head:
             raise CheckpointError(f"n_head={n_head} does not divide the width {n_embd}; pass the "
@@ -280,7 +277,7 @@ class GPT(nn.Module):
         config = ModelConfig(
             vocab_size=vocab_size, block_size=block_size, n_embd=n_embd, norm_type="rmsnorm", mlp="swiglu",
             position="rope", bias=False,
-            n_layer=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("layers.")),
+            n_layer=count_layers(sd, "layers."),
             n_head=n_head, n_kv_head=sd["layers.0.self_attn.k_proj.weight"].shape[0] // (n_embd // n_head),
             mlp_hidden=sd["layers.0.mlp.up_proj.weight"].shape[0], layer_norm_eps=norm_eps,
             rope_base=rope_base, attention=attention,
@@ -301,15 +298,14 @@ _LLAMA_LAYER = (
 
 def _llama_plan(config: ModelConfig) -> dict[str, Conversion]:
     """Our parameter name -> the Llama key(s) it comes from."""
-    stacked = (lambda ts: torch.cat(ts, dim=0))  # one source: itself
     plan: dict[str, Conversion] = {
-        "tok_emb.weight": (["embed_tokens.weight"], stacked), "ln_f.weight": (["norm.weight"], stacked),
+        "tok_emb.weight": (["embed_tokens.weight"], stack_rows), "ln_f.weight": (["norm.weight"], stack_rows),
     }
     if not config.tie_embeddings:
-        plan["head.weight"] = (["lm_head.weight"], stacked)
+        plan["head.weight"] = (["lm_head.weight"], stack_rows)
     for i in range(config.n_layer):
         for ours, theirs in _LLAMA_LAYER:
-            plan[f"blocks.{i}.{ours}.weight"] = ([f"layers.{i}.{t}.weight" for t in theirs], stacked)
+            plan[f"blocks.{i}.{ours}.weight"] = ([f"layers.{i}.{t}.weight" for t in theirs], stack_rows)
     return plan
 
 
