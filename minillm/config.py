@@ -254,6 +254,24 @@ class CLMConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters (model/lora.py): train rank * (in + out) numbers per chosen Linear, not in * out."""
+
+    rank: int = 0  # 0 = off: every weight trains (full fine-tuning)
+    alpha: float = 16.0  # the update is scaled by alpha / rank
+    dropout: float = 0.0  # dropout on the adapters' input
+    targets: str = "qkv,proj"  # comma-separated ends of Linear names: qkv, proj, fc, attn.proj, mlp.proj, head
+
+    def __post_init__(self) -> None:
+        c = "LoRAConfig"
+        _non_negative_int(c, "rank", self.rank)
+        _in_range(c, "alpha", self.alpha, 0.0, 1e6, lo_open=True)
+        _in_range(c, "dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        _require(isinstance(self.targets, str) and any(t.strip() for t in self.targets.split(",")), c, "targets",
+                 self.targets, "expected comma-separated layer names, e.g. qkv,proj")
+
+
+@dataclass
 class SFTConfig:
     """Supervised instruction tuning (stage 2): the loop's settings and how answers are evaluated."""
 
@@ -269,6 +287,7 @@ class SFTConfig:
     # ("replay"): it keeps SFT from overwriting what stage 1 stored. Needs the pretraining corpus.
     pretrain_mix: float = 0.0
     replay_length: int = 32  # tokens per replayed window (about as long as a chat example)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # rank > 0: train low-rank adapters only
 
     def __post_init__(self) -> None:
         _positive_int("SFTConfig", "max_new_tokens", self.max_new_tokens)
