@@ -49,12 +49,23 @@ def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
 
 
-def shared_metrics(runs: Sequence[Run]) -> list[str]:
-    """The numeric metrics every run logged, losses first."""
-    def numeric(run: Run) -> set[str]:
-        return {k for row in run.rows for k, v in row.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_CURVES}
-    common = set.intersection(*(numeric(run) for run in runs))
+def steps_logged(run: Run) -> dict[str, set[int]]:
+    """Each numeric metric of the run -> the steps at which it was logged."""
+    steps: dict[str, set[int]] = {}
+    for row in run.rows:
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in NOT_CURVES:
+                steps.setdefault(key, set()).add(row.get("step", 0))
+    return steps
+
+
+def shared_metrics(runs: Sequence[Run], curves_only: bool = False) -> list[str]:
+    """The numeric metrics every run logged, losses first; with `curves_only`, only those that some
+    run logged at two steps or more (a curve, not a single end-of-run figure)."""
+    logged = [steps_logged(run) for run in runs]
+    common = set.intersection(*(set(steps) for steps in logged))
+    if curves_only:
+        common = {k for k in common if any(len(steps[k]) > 1 for steps in logged)}
     return sorted(common, key=lambda k: (k not in ("loss", "val_loss"), k))
 
 
@@ -70,10 +81,20 @@ def flatten(config: dict, prefix: str = "") -> dict[str, object]:
 
 
 def config_differences(runs: Sequence[Run]) -> dict[str, list[object]]:
-    """Every setting whose value is not the same in all runs: path -> one value per run ("-" = absent)."""
+    """Every setting whose value is not the same in all runs: path -> one value per run ("-" = absent).
+
+    A config.json may hold the same setting twice (the model's config under "model" and again inside
+    the stage's "run" config); the longer path is dropped when it says the same as the shorter.
+    """
     flat = [flatten(run.config) for run in runs]
-    paths = sorted(set().union(*flat))
-    return {p: [f.get(p, "-") for f in flat] for p in paths if len({json.dumps(f.get(p, "-")) for f in flat}) > 1}
+    paths = sorted(set().union(*flat), key=lambda p: (p.count("."), p))
+    differ: dict[str, list[object]] = {}
+    for path in paths:
+        values = [f.get(path, "-") for f in flat]
+        if len({json.dumps(v) for v in values}) > 1 and not any(
+                path.endswith("." + q) and differ[q] == values for q in differ):
+            differ[path] = values
+    return dict(sorted(differ.items()))
 
 
 def plot_runs(runs: Sequence[Run], metrics: Sequence[str], path: str | os.PathLike) -> Path:
@@ -119,13 +140,16 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
     if not metrics:
         raise DataError(f"the runs share no metric: {', '.join(r.name for r in runs)} log different things "
                         "(compare runs of the same stage)")
-    plot = plot_runs(runs, metrics, out_png)
+    plot = plot_runs(runs, shared_metrics(runs, curves_only=True) or metrics, out_png)
     final = {run.name: summarize(run.rows) for run in runs}
+    same = [m for m in metrics if len({final[r.name][m] for r in runs}) == 1]
+    varying = [m for m in metrics if m not in same]
     differences = config_differences(runs)
     report = "\n\n".join([
-        "final values:\n" + text_table(["run", "step", *metrics],
+        "final values:\n" + text_table(["run", "step", *varying],
                                        [[r.name, final[r.name].get("step", "-"),
-                                         *(final[r.name].get(m, "-") for m in metrics)] for r in runs]),
+                                         *(final[r.name][m] for m in varying)] for r in runs])
+        + ("\nthe same in every run: " + ", ".join(f"{m} {final[runs[0].name][m]:.4g}" for m in same) if same else ""),
         "settings that differ:\n" + (text_table(["setting", *(r.name for r in runs)],
                                                 [[p, *(json.dumps(v) for v in values)]
                                                  for p, values in differences.items()])
