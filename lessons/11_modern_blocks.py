@@ -60,8 +60,8 @@ ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.
 OUT = ROOT / "runs" / "lessons" / "11"
 shutil.rmtree(OUT, ignore_errors=True)  # a fresh run each time the lesson is run
 CFG = preset("tiny")
-CLM_STEPS = 300  # every model gets the same steps (the tiny preset gives its CLM 800)
-SFT_STEPS = 600  # full SFT and LoRA alike (the tiny preset gives SFT 1200)
+CLM_STEPS = 200  # every model gets the same steps (the tiny preset gives its CLM 800)
+SFT_STEPS = 400  # full SFT and LoRA alike (the tiny preset gives SFT 1200)
 
 train_docs, val_docs = split_documents(read_corpus(ROOT / "data" / "corpus.txt"))
 tokenizer = train_tokenizer(train_docs, CFG.tokenizer.vocab_size, progress=False)

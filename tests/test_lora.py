@@ -123,9 +123,11 @@ def test_lora_sft_learns_writes_adapters_and_a_plain_merged_checkpoint(tmp_path)
                             log_every=1, save_every=1000)
     swapped = {"hello": "bye", "bye": "one two three", "one two three": "hello"}
     wrong = [{**r, "response": swapped[r["response"]]} for r in RECORDS]
-    train_sft(SFTConfig(train=train_cfg), wrong, tmp_path / "base", scratch_model_config=model_cfg,
-              tokenizer=tokenizer)  # a base that answers every request with another request's answer
     cfg = SFTConfig(train=train_cfg, lora=LoRAConfig(rank=4, alpha=8.0, targets="qkv,proj,fc"))
+    base_run = train_sft(cfg, wrong, tmp_path / "base", scratch_model_config=model_cfg,
+                         tokenizer=tokenizer)  # a base that answers every request with another request's answer
+    assert base_run["trainable_params"] == base_run["params"]  # from scratch there is nothing to adapt: all train
+    assert not (tmp_path / "base" / ADAPTERS_NAME).exists()
     result = train_sft(cfg, RECORDS, tmp_path / "lora", init_dir=tmp_path / "base")
     assert result["final_loss"] < 0.2 * result["first_loss"], result
     assert result["trainable_params"] == 4 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32))

@@ -17,9 +17,10 @@ with the same AdamW, schedule, clipping and checkpoints. Only two things change:
 for the baseline that shows what pretraining contributed, from random weights of the same shape.
 
 With `sft.lora.rank` > 0 the pretrained weights stay frozen and only low-rank adapters train
-(model/lora.py). The run folder then holds the adapters alone (`adapters.pt`, loadable onto the
-base with `load_adapted`) and, in ckpt.pt, the model with the adapters merged in, so that every
-later stage loads a plain GPT.
+(model/lora.py); the from-scratch baseline, having no pretrained weights to keep, trains them all.
+The run folder then holds the adapters alone (`adapters.pt`, loadable onto the base with
+`load_adapted`) and, in ckpt.pt, the model with the adapters merged in, so that every later stage
+loads a plain GPT.
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ def train_sft(
     seed_everything(cfg.train.seed)
     model, tokenizer = _initial_model(init_dir, scratch_model_config, tokenizer)
     out_dir = Path(out_dir)
-    if cfg.lora.rank:
+    lora = cfg.lora.rank > 0 and init_dir is not None  # adapters adapt a pretrained model, not random weights
+    if lora:
         if resume and (out_dir / ADAPTERS_NAME).is_file():
             raise CheckpointError(f"{out_dir} holds a finished LoRA run (its {CKPT_NAME} has the adapters merged "
                                   "in); nothing to resume. Train into another folder")
@@ -200,7 +202,7 @@ def train_sft(
                     "model": to_dict(model.config)},
         tokenizer=tokenizer, resume=resume, desc="sft",
     )
-    if cfg.lora.rank:
+    if lora:
         save_lora_run(model, cfg.lora, out_dir)
     losses = [h["loss"] for h in result["history"] if "loss" in h]
     return {
