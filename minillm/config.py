@@ -261,6 +261,7 @@ class LoRAConfig:
     alpha: float = 16.0  # the update is scaled by alpha / rank
     dropout: float = 0.0  # dropout on the adapters' input
     targets: str = "qkv,proj"  # comma-separated ends of Linear names: qkv, proj, fc, attn.proj, mlp.proj, head
+    also_train: str = ""  # modules trained in full beside the adapters, e.g. tok_emb (new chat tokens' vectors)
 
     def __post_init__(self) -> None:
         c = "LoRAConfig"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_models import gpt_config, ids_of, make
+from test_models import V, gpt_config, ids_of, make
 from test_sft import RECORDS, _toy_tokenizer
 
 from minillm.config import LoRAConfig, ModelConfig, SFTConfig, TrainConfig
@@ -91,6 +91,12 @@ def test_trainable_parameter_count_by_hand():
     _, mlp_only = adapted(targets="mlp.fc", rank=2)
     assert count_parameters(mlp_only, trainable_only=True) == 2 * 2 * (32 + 128)
     assert set(lora_layers(mlp_only)) == {"blocks.0.mlp.fc", "blocks.1.mlp.fc"}
+    with_table = make(GPT, gpt_config())
+    add_lora(with_table, rank=2, alpha=4.0, dropout=0.0, targets="fc", also_train="tok_emb")
+    assert count_parameters(with_table, trainable_only=True) == 2 * 2 * (32 + 128) + V * 32  # + the token table
+    assert "tok_emb.weight" in lora_state_dict(with_table)
+    with pytest.raises(ConfigError, match=r"also_train \['tok_embedding'\] names no module"):
+        add_lora(make(GPT, gpt_config()), 2, 4.0, 0.0, "fc", also_train="tok_embedding")
 
 
 def test_adapters_alone_round_trip_onto_the_base():
@@ -123,21 +129,25 @@ def test_lora_sft_learns_writes_adapters_and_a_plain_merged_checkpoint(tmp_path)
                             log_every=1, save_every=1000)
     swapped = {"hello": "bye", "bye": "one two three", "one two three": "hello"}
     wrong = [{**r, "response": swapped[r["response"]]} for r in RECORDS]
-    cfg = SFTConfig(train=train_cfg, lora=LoRAConfig(rank=4, alpha=8.0, targets="qkv,proj,fc"))
+    cfg = SFTConfig(train=train_cfg, lora=LoRAConfig(rank=4, alpha=8.0, targets="qkv,proj,fc", also_train="tok_emb"))
     base_run = train_sft(cfg, wrong, tmp_path / "base", scratch_model_config=model_cfg,
                          tokenizer=tokenizer)  # a base that answers every request with another request's answer
     assert base_run["trainable_params"] == base_run["params"]  # from scratch there is nothing to adapt: all train
     assert not (tmp_path / "base" / ADAPTERS_NAME).exists()
     result = train_sft(cfg, RECORDS, tmp_path / "lora", init_dir=tmp_path / "base")
     assert result["final_loss"] < 0.2 * result["first_loss"], result
-    assert result["trainable_params"] == 4 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32))
+    adapters = 4 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32))  # qkv, attn.proj, mlp.fc, mlp.proj
+    assert result["trainable_params"] == adapters + 32 * tokenizer.vocab_size  # + the token table, trained in full
     merged, _ = load_model(tmp_path / "lora", GPT)  # a plain GPT: later stages need no LoRA code
     on_base = load_adapted(tmp_path / "base", tmp_path / "lora" / ADAPTERS_NAME)
     ids = ids_of(2, 9) % tokenizer.vocab_size
     with torch.no_grad():
         torch.testing.assert_close(merged(ids), on_base(ids), atol=1e-5, rtol=1e-5)
     base, _ = load_model(tmp_path / "base", GPT)
+    trained = lora_state_dict(on_base)
+    assert "tok_emb.weight" in trained and not torch.equal(trained["tok_emb.weight"], base.tok_emb.weight)
     for name, tensor in base.state_dict().items():
-        assert torch.equal(on_base.state_dict()[name], tensor)
+        if name not in trained:
+            assert torch.equal(on_base.state_dict()[name], tensor), name  # the frozen base, bit for bit
     with pytest.raises(CheckpointError, match="finished LoRA run"):
         train_sft(cfg, RECORDS, tmp_path / "lora", init_dir=tmp_path / "base", resume=True)

@@ -17,6 +17,11 @@ that turns the base model into the fine-tuned one: keep one base and one file pe
 
 Which layers get adapters is chosen by name (`targets`): "qkv" adapts every attention's qkv, "proj"
 every layer named "proj" (attention's output and the MLP's), "mlp.proj" only the MLP's.
+
+A low-rank update cannot teach a token the model has never read: the chat template's role tokens
+appear only in fine-tuning, and their embeddings are still the random ones of initialisation.
+`also_train` names modules that train in full beside the adapters ("tok_emb": the token table),
+as PEFT's `modules_to_save` does for the same reason.
 """
 
 from __future__ import annotations
@@ -80,12 +85,14 @@ def parse_targets(targets: str | Sequence[str]) -> list[str]:
     return [name.strip() for name in names if name.strip()]
 
 
-def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float, targets: str | Sequence[str]) -> list[str]:
+def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float, targets: str | Sequence[str],
+             also_train: str | Sequence[str] = ()) -> list[str]:
     """Freeze every parameter of `model` and give each Linear named by `targets` a LoRA adapter.
 
     A target matches every Linear whose dotted name ends with it ("proj" -> "blocks.0.attn.proj"
-    and "blocks.0.mlp.proj"). Returns the names of the adapted layers. Raises ConfigError for a
-    target that matches nothing, listing the layers there are.
+    and "blocks.0.mlp.proj"). The modules named exactly in `also_train` (e.g. "tok_emb") stay
+    trainable in full. Returns the names of the adapted layers. Raises ConfigError for a target
+    that matches nothing, listing the layers there are.
     """
     wanted = parse_targets(targets)
     linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
@@ -97,7 +104,13 @@ def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float, targets:
         kinds = sorted({name.rsplit(".", 1)[-1] for name in linears})
         raise ConfigError(f"lora targets {unmatched or wanted} match no Linear layer of the model; its Linear "
                           f"layers end in {kinds} (e.g. targets=qkv,proj)")
+    modules = dict(model.named_modules())
+    unknown = [name for name in parse_targets(also_train) if name not in modules]
+    if unknown:
+        raise ConfigError(f"lora also_train {unknown} names no module of the model; e.g. tok_emb (the token table)")
     model.requires_grad_(False)  # the base is frozen: only the adapters below will train
+    for name in parse_targets(also_train):
+        modules[name].requires_grad_(True)
     for name in sorted(chosen):
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
@@ -120,21 +133,21 @@ def unmerge_lora(model: nn.Module) -> None:
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """The adapters alone: every "<layer>.lora_A" and "<layer>.lora_B" (the base weights are not in it)."""
-    return {f"{name}.{part}": getattr(layer, part).detach().clone()
-            for name, layer in lora_layers(model).items() for part in ("lora_A", "lora_B")}
+    """What fine-tuning changed: every trainable parameter, i.e. each "<layer>.lora_A" and
+    "<layer>.lora_B" and the modules of `also_train`; the frozen base weights are not in it."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def load_lora_state_dict(model: nn.Module, adapters: Mapping[str, Tensor]) -> None:
-    """Put saved adapters into a model that `add_lora` has given the same adapters."""
-    own = lora_state_dict(model)
-    if own.keys() != adapters.keys() or any(own[k].shape != adapters[k].shape for k in own):
+    """Put saved adapters into a model that `add_lora` has prepared the same way (rank, targets, also_train)."""
+    own = dict(model.named_parameters())
+    trainable = {name for name, p in own.items() if p.requires_grad}
+    if trainable != adapters.keys() or any(own[k].shape != adapters[k].shape for k in trainable):
         raise CheckpointError(f"the saved adapters {sorted(adapters)[:4]}... do not fit this model's "
-                              f"{sorted(own)[:4]}...; add_lora with the rank and targets they were trained with")
+                              f"{sorted(trainable)[:4]}...; add_lora with the rank and targets they were trained with")
     with torch.no_grad():
-        for name, layer in lora_layers(model).items():
-            layer.lora_A.copy_(adapters[f"{name}.lora_A"])
-            layer.lora_B.copy_(adapters[f"{name}.lora_B"])
+        for name, tensor in adapters.items():
+            own[name].copy_(tensor)
 
 
 def merged_state_dict(model: nn.Module) -> dict[str, Tensor]:

@@ -173,7 +173,7 @@ def train_sft(
         if resume and (out_dir / ADAPTERS_NAME).is_file():
             raise CheckpointError(f"{out_dir} holds a finished LoRA run (its {CKPT_NAME} has the adapters merged "
                                   "in); nothing to resume. Train into another folder")
-        add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+        add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets, cfg.lora.also_train)
     by_split = _split_records(records)
     block = model.config.block_size
     encoded: dict[str, list[ChatExample]] = {}
@@ -239,6 +239,6 @@ def load_adapted(base_dir: str | Path, adapters_path: str | Path) -> GPT:
         raise CheckpointError(f"{adapters_path} was trained on another base model than {base_dir}; "
                               "pass the CLM run folder its SFT started from")
     lora = from_dict(LoRAConfig, saved["lora"])
-    add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets)
+    add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.also_train)
     load_lora_state_dict(model, saved["adapters"])
     return model.eval()
