@@ -9,7 +9,11 @@ number, is what to read: the machine may be busy):
    - the same sizes built from `torch.nn.TransformerEncoderLayer` (norm_first=True, causal mask,
      the same GELU variant), with the same embeddings, final LayerNorm and tied head around it.
    Targets: sdpa >= PyTorch's blocks; manual within 1.5x of sdpa.
+   and the Llama-style block (RMSNorm, SwiGLU, RoPE, no biases, untied head, 2 of 4 key/value
+   heads) against GPT-2's, both with sdpa: what the modern switches cost per step.
 2. Generation of 256 new tokens with and without the KV cache. Target: the cache >= 5x faster.
+3. The KV cache's bytes per token with 4, 2 and 1 key/value heads (grouped-query attention),
+   read off a filled cache.
 
 Timings alternate between the models in several rounds and keep each model's median, so a burst of
 load from another process does not favour one side. By default the clock is this process's CPU
@@ -33,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import ModelConfig
-from minillm.model import GPT, MLP
+from minillm.model import GPT, MLP, KVCache
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
@@ -111,6 +115,7 @@ def bench_training(args: argparse.Namespace) -> dict[str, float]:
         "ours, manual attention": GPT(ModelConfig(**base, attention="manual")),
         "ours, sdpa attention": GPT(ModelConfig(**base, attention="sdpa")),
         "ours, sdpa + RoPE (tiny CLM)": GPT(ModelConfig(**base, attention="sdpa", position="rope")),
+        "ours, Llama block (GQA 2 of 4)": GPT(ModelConfig(**base, attention="sdpa", arch="llama", n_kv_head=2)),
         "torch TransformerEncoderLayer": TorchBlocksLM(config),
     }
     steps = {name: train_step_fn(m.train(), args.batch, config) for name, m in models.items()}
@@ -129,9 +134,11 @@ def bench_training(args: argparse.Namespace) -> dict[str, float]:
           f"{verdict(manual_vs_sdpa <= 1.5)})")
     rope_vs_learned = seconds["ours, sdpa + RoPE (tiny CLM)"] / seconds["ours, sdpa attention"]
     print(f"  RoPE time / learned positions   = {rope_vs_learned:.2f}x  (the price of turning q and k)")
+    llama_vs_gpt2 = seconds["ours, Llama block (GQA 2 of 4)"] / seconds["ours, sdpa attention"]
+    print(f"  Llama block time / GPT-2 block  = {llama_vs_gpt2:.2f}x  (RMSNorm, SwiGLU, RoPE, GQA, untied head)")
     return {"sdpa_tokens_per_s": tokens / seconds["ours, sdpa attention"],
             "sdpa_vs_torch_speed": sdpa_vs_torch, "manual_vs_sdpa_time": manual_vs_sdpa,
-            "rope_vs_learned_time": rope_vs_learned}
+            "rope_vs_learned_time": rope_vs_learned, "llama_vs_gpt2_time": llama_vs_gpt2}
 
 
 def bench_generation(args: argparse.Namespace) -> dict[int, float]:
@@ -158,6 +165,22 @@ def bench_generation(args: argparse.Namespace) -> dict[int, float]:
     return speedups
 
 
+def bench_kv_cache_memory(args: argparse.Namespace) -> dict[int, float]:
+    """Bytes the KV cache holds per token, with 4, 2 and 1 key/value heads for 4 query heads."""
+    print("\nKV cache per token (float32, 4 layers, 4 query heads of 32 channels):")
+    per_token = {}
+    for kv_heads in (4, 2, 1):
+        model = GPT(ModelConfig(vocab_size=args.vocab, block_size=args.context, n_layer=4, n_head=4, n_embd=128,
+                                n_kv_head=kv_heads)).eval()
+        cache = KVCache(model.config.n_layer)
+        with torch.no_grad():
+            model(torch.zeros(1, args.context, dtype=torch.long), cache=cache)
+        per_token[kv_heads] = cache.nbytes() / args.context
+        print(f"  {kv_heads} key/value head(s): {per_token[kv_heads]:6.0f} bytes/token "
+              f"({per_token[kv_heads] / per_token[4]:.2f}x multi-head attention's)")
+    return per_token
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -179,6 +202,7 @@ def main() -> None:
     torch.manual_seed(0)
     bench_training(args)
     bench_generation(args)
+    bench_kv_cache_memory(args)
 
 
 if __name__ == "__main__":

@@ -163,6 +163,12 @@ def cmd_generate(args: argparse.Namespace) -> None:
                         temperature=args.temperature, top_k=args.top_k, seed=args.seed))
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from minillm.compare import compare_runs
+
+    print(compare_runs(args.runs, args.out)["report"])
+
+
 def _require_tokenizer(tok, ckpt: str) -> None:
     if tok is None:
         raise CheckpointError(f"{ckpt} has no tokenizer.json beside its ckpt.pt; point --ckpt at the folder "
@@ -363,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("compare", help="overlay several runs' curves; table their final metrics and config differences")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (each with metrics.jsonl, config.json)")
+    p.add_argument("--out", default="compare.png", help="the PNG of the overlaid curves")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("sft", help="stage 2: instruction tuning from a CLM run, with its baselines")
     p.add_argument("--init", required=True, help="the CLM run folder to start from")

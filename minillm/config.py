@@ -86,9 +86,19 @@ class ModelConfig:
     # so attention scores depend on how far apart two tokens are (LLaMA; see attention.rotary_angles)
     position: str = "learned"
     type_vocab_size: int = 2  # BERT's segment embeddings (sentence A / B); unused by GPT
+    # The switches from GPT-2 towards Llama (model/blocks.py and attention.py); the defaults are GPT-2's.
+    norm_type: str = "layernorm"  # "rmsnorm": scale by the root mean square only (no centring, no bias)
+    mlp: str = "gelu"  # "swiglu": SiLU(gate) * up, a gated MLP of 2/3 the width (blocks.mlp_width)
+    mlp_hidden: int = 0  # the MLP's hidden width; 0 = from mlp_ratio (and, for swiglu, Llama's 2/3 rule)
+    n_kv_head: int = 0  # key/value heads shared by groups of query heads; 0 = n_head, 1 = multi-query
+    tie_embeddings: bool = True  # False: the LM head has its own (V, C) table instead of the token table's
+    rope_base: float = 10000.0  # RoPE's slowest turn is 1/rope_base radians per position (Llama 3: 500000)
+    arch: str = ""  # a named architecture that sets the switches above at once: "" (none) or "llama"
 
     def __post_init__(self) -> None:
         c = "ModelConfig"
+        _one_of(c, "arch", self.arch, ("", *ARCHITECTURES))
+        self._apply_arch()
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "mlp_ratio"):
             _positive_int(c, name, getattr(self, name))
         _non_negative_int(c, "type_vocab_size", self.type_vocab_size)
@@ -106,10 +116,41 @@ class ModelConfig:
         _require(self.position == "learned" or self.head_dim % 2 == 0, c, "position", self.position,
                  f"rope turns pairs of channels, so head_dim (n_embd / n_head = {self.head_dim}) must be even")
         _boolean(c, "bias", self.bias)
+        _one_of(c, "norm_type", self.norm_type, ("layernorm", "rmsnorm"))
+        _one_of(c, "mlp", self.mlp, ("gelu", "swiglu"))
+        _non_negative_int(c, "mlp_hidden", self.mlp_hidden)
+        _non_negative_int(c, "n_kv_head", self.n_kv_head)
+        divisors = [h for h in range(1, self.n_head + 1) if self.n_head % h == 0]
+        _require(self.n_head % max(self.n_kv_head, 1) == 0, c, "n_kv_head", self.n_kv_head,
+                 f"n_head ({self.n_head}) must be divisible by it, so that every key/value head serves "
+                 f"the same number of query heads; try one of {divisors}")
+        _boolean(c, "tie_embeddings", self.tie_embeddings)
+        _in_range(c, "rope_base", self.rope_base, 1.0, 1e9, lo_open=True)
+
+    def _apply_arch(self) -> None:
+        """Set the switches that `arch` names (ARCHITECTURES), whatever they were given as."""
+        for name, value in ARCHITECTURES.get(self.arch, {}).items():
+            setattr(self, name, value)
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """How many key/value heads attention keeps (and the KV cache stores)."""
+        return self.n_kv_head or self.n_head
+
+
+# What `ModelConfig.arch` sets. Llama (Touvron et al., 2023) and its heirs (Mistral, Qwen) are GPT-2
+# with these changes: RMSNorm, a SwiGLU MLP, RoPE, no biases and an untied LM head. How many
+# key/value heads (n_kv_head) is a size, like n_head, and differs between them, so it is not here.
+# arch wins over the switches it sets: to turn one of Llama's back, leave arch empty and set the
+# switches one by one (as lesson 11 does).
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "llama": {"norm_type": "rmsnorm", "mlp": "swiglu", "position": "rope", "bias": False,
+              "tie_embeddings": False},
+}
 
 
 @dataclass
@@ -212,6 +253,25 @@ class CLMConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """Low-rank adapters (model/lora.py): train rank * (in + out) numbers per chosen Linear, not in * out."""
+
+    rank: int = 0  # 0 = off: every weight trains (full fine-tuning)
+    alpha: float = 16.0  # the update is scaled by alpha / rank
+    dropout: float = 0.0  # dropout on the adapters' input
+    targets: str = "qkv,proj"  # comma-separated ends of Linear names: qkv, proj, fc, attn.proj, mlp.proj, head
+    also_train: str = ""  # modules trained in full beside the adapters, e.g. tok_emb (new chat tokens' vectors)
+
+    def __post_init__(self) -> None:
+        c = "LoRAConfig"
+        _non_negative_int(c, "rank", self.rank)
+        _in_range(c, "alpha", self.alpha, 0.0, 1e6, lo_open=True)
+        _in_range(c, "dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        _require(isinstance(self.targets, str) and any(t.strip() for t in self.targets.split(",")), c, "targets",
+                 self.targets, "expected comma-separated layer names, e.g. qkv,proj")
+
+
+@dataclass
 class SFTConfig:
     """Supervised instruction tuning (stage 2): the loop's settings and how answers are evaluated."""
 
@@ -227,6 +287,7 @@ class SFTConfig:
     # ("replay"): it keeps SFT from overwriting what stage 1 stored. Needs the pretraining corpus.
     pretrain_mix: float = 0.0
     replay_length: int = 32  # tokens per replayed window (about as long as a chat example)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)  # rank > 0: train low-rank adapters only
 
     def __post_init__(self) -> None:
         _positive_int("SFTConfig", "max_new_tokens", self.max_new_tokens)

@@ -147,3 +147,85 @@ def test_untied_lm_head_is_refused():
     sd["lm_head.weight"] = torch.randn(V, C)
     with pytest.raises(CheckpointError, match="lm_head.weight"):
         GPT.from_gpt2_state_dict(sd, n_head=H)
+
+
+# --------------------------------------------------------------------------------------------------
+# Llama (Hugging Face's LlamaForCausalLM): RMSNorm, SwiGLU, RoPE, grouped-query attention, no biases.
+
+LLAMA_KV_HEADS, LLAMA_HIDDEN = 2, 56  # 4 query heads share 2 key/value heads; a hidden width no rule gives
+
+
+def hf_llama(transformers, tie: bool):
+    config = transformers.LlamaConfig(
+        vocab_size=V, hidden_size=C, intermediate_size=LLAMA_HIDDEN, num_hidden_layers=L,
+        num_attention_heads=H, num_key_value_heads=LLAMA_KV_HEADS, max_position_embeddings=P,
+        rms_norm_eps=1e-6, rope_theta=500.0, tie_word_embeddings=tie, attention_bias=False,
+        bos_token_id=0, eos_token_id=1, pad_token_id=0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    scramble(model, seed=4)
+    if tie:
+        model.tie_weights()
+    return model
+
+
+def llama_from(reference) -> GPT:
+    return GPT.from_llama_state_dict(reference.state_dict(), n_head=H, block_size=P, rope_base=500.0,
+                                     norm_eps=1e-6).eval()
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_llama_logits_match_transformers(transformers, tie):
+    reference = hf_llama(transformers, tie)
+    ours = llama_from(reference)
+    c = ours.config
+    assert (c.n_layer, c.n_embd, c.n_kv_head, c.mlp_hidden, c.tie_embeddings) == (L, C, LLAMA_KV_HEADS,
+                                                                                   LLAMA_HIDDEN, tie)
+    ids = torch.randint(0, V, (3, P), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = reference(ids).logits
+        got = ours(ids)
+    assert expected.abs().max() > 1.0
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_llama_generation_with_cache_equals_without(transformers):
+    ours = llama_from(hf_llama(transformers, tie=False))
+    ids = torch.randint(0, V, (2, 5), generator=torch.Generator().manual_seed(6))
+    runs = [ours.generate(ids, 12, temperature=1.0, generator=torch.Generator().manual_seed(7), use_cache=cached)
+            for cached in (True, False)]
+    assert torch.equal(runs[0].ids, runs[1].ids)
+    torch.testing.assert_close(runs[0].logprobs, runs[1].logprobs, atol=1e-5, rtol=1e-5)
+
+
+def llama_layout_state_dict() -> dict[str, torch.Tensor]:
+    """A Llama state dict written by hand (random values), as LlamaForCausalLM names and shapes it."""
+    D = C // H
+    sd = {"model.embed_tokens.weight": torch.randn(V, C), "model.norm.weight": torch.ones(C),
+          "lm_head.weight": torch.randn(V, C)}
+    for i in range(L):
+        for name, shape in (("input_layernorm", (C,)), ("post_attention_layernorm", (C,)),
+                            ("self_attn.q_proj", (C, C)), ("self_attn.k_proj", (D, C)),
+                            ("self_attn.v_proj", (D, C)), ("self_attn.o_proj", (C, C)),
+                            ("mlp.gate_proj", (40, C)), ("mlp.up_proj", (40, C)), ("mlp.down_proj", (C, 40))):
+            sd[f"model.layers.{i}.{name}.weight"] = torch.randn(shape)
+    return sd
+
+
+def test_hand_written_llama_state_dict_loads_multi_query():
+    sd = llama_layout_state_dict()
+    model = GPT.from_llama_state_dict(sd, n_head=H)
+    assert model.config.kv_heads == 1 and model.config.mlp_hidden == 40  # read from the shapes
+    q, k, v = (sd[f"model.layers.1.self_attn.{n}_proj.weight"] for n in "qkv")
+    assert torch.equal(model.blocks[1].attn.qkv.weight, torch.cat([q, k, v]))
+    assert torch.equal(model.head.weight, sd["lm_head.weight"])
+
+
+def test_llama_biases_and_bad_head_counts_are_refused():
+    sd = llama_layout_state_dict()
+    sd["model.layers.0.self_attn.q_proj.bias"] = torch.randn(C)
+    with pytest.raises(CheckpointError, match=r"unexpected keys \['layers.0.self_attn.q_proj.bias'\]"):
+        GPT.from_llama_state_dict(sd, n_head=H)
+    with pytest.raises(CheckpointError, match="n_head=5 does not divide the width 32"):
+        GPT.from_llama_state_dict(llama_layout_state_dict(), n_head=5)
+    with pytest.raises(CheckpointError, match="not a Llama state dict"):
+        GPT.from_llama_state_dict(gpt2_layout_state_dict(), n_head=H)

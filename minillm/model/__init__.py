@@ -1,7 +1,8 @@
 """The networks: attention and its masks, the shared transformer block, BERT (encoder) and GPT (decoder).
 
 Read in this order: attention.py (masks, multi-head attention, KV cache) -> blocks.py (MLP, one
-block, pre-LN vs post-LN) -> bert.py and gpt.py (the two models built from those blocks).
+block, pre-LN vs post-LN) -> bert.py and gpt.py (the two models built from those blocks) -> lora.py
+(low-rank adapters for fine-tuning any of their Linear layers).
 """
 
 from minillm.model.attention import (

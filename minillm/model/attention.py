@@ -121,6 +121,10 @@ def attend(
 # the angle position * theta_i, with one frequency theta_i = base^(-2i/D) per pair. The dot product of
 # a query turned by angle a and a key turned by angle b depends only on a - b: attention scores see
 # the DISTANCE between two tokens, the same rule at every position. Values are not turned.
+# Pairing channel i with channel i + D/2 ("rotate half", as GPT-NeoX and Hugging Face's Llama do)
+# rather than the neighbours 2i and 2i + 1 (the paper's and Meta's original Llama code) only
+# reorders each head's channels; a model learns the same with either, but imported weights must
+# follow the layout they were trained with (see GPT.from_llama_state_dict).
 
 
 def rotary_angles(position_ids: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
@@ -190,6 +194,11 @@ class KVCache:
         self.filled[layer] = end
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def nbytes(self) -> int:
+        """Bytes of the keys and values stored so far (the filled part of every layer's buffers)."""
+        return sum(self.keys[i][:, :, :n].nbytes + self.values[i][:, :, :n].nbytes
+                   for i, n in enumerate(self.filled) if n)
+
     def keep_rows(self, keep: Tensor) -> None:
         """Keep only the sequences where `keep` (B,) bool is True: generation drops finished rows."""
         for layer, buffer in enumerate(self.keys):
@@ -218,22 +227,30 @@ class MultiHeadAttention(nn.Module):
 
     One Linear (`qkv`) makes queries, keys and values in a single matrix multiply (faster than
     three, same maths); `proj` mixes the heads' outputs back into the residual stream.
+
+    **Grouped-query attention** (GQA, Ainslie et al., 2023; `config.n_kv_head` < n_head): the
+    queries keep their n_head heads, but keys and values have only n_kv_head, and each one serves a
+    group of n_head / n_kv_head query heads. n_kv_head = 1 is multi-query attention (Shazeer, 2019).
+    What it saves is the KV cache: generation stores n_kv_head heads per token instead of n_head,
+    and reads them all at every step, which is what limits a large model's generation speed.
     """
 
     def __init__(self, config: ModelConfig, layer: int = 0, causal: bool = False) -> None:
         super().__init__()
-        self.n_head = config.n_head
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
         self.causal = causal  # True in a decoder (GPT): no token sees the tokens after it
         self.layer = layer  # index of this layer's slot in a KV cache
         self.use_sdpa = config.attention == "sdpa"
         self.dropout = config.dropout
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        # The widths of the queries, the keys and the values: (n_head + 2 * n_kv_head) * head_dim in all.
+        self.widths = [self.n_head * self.head_dim] + 2 * [self.n_kv_head * self.head_dim]
+        self.qkv = nn.Linear(config.n_embd, sum(self.widths), bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
 
     def split_heads(self, x: Tensor) -> Tensor:
-        """(B, T, C) -> (B, H, T, D): each head gets its own slice of the channels."""
-        B, T, C = x.shape
-        return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        """(B, T, heads * D) -> (B, heads, T, D): each head gets its own slice of the channels."""
+        B, T, width = x.shape
+        return x.view(B, T, width // self.head_dim, self.head_dim).transpose(1, 2)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None,
                 rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
@@ -243,12 +260,15 @@ class MultiHeadAttention(nn.Module):
         `rotary`: the (cos, sin) of `rotary_angles` for these T tokens when positions are RoPE.
         """
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
-        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # each (B, H, T, D)
+        q, k, v = self.qkv(x).split(self.widths, dim=2)  # (B, T, C), (B, T, Hkv*D), (B, T, Hkv*D)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H or Hkv, T, D)
         if rotary is not None:  # turn queries and keys by their positions' angles (before caching)
             q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         if cache is not None:
-            k, v = cache.update(self.layer, k, v)  # (B, H, T_past + T, D): all keys so far
+            k, v = cache.update(self.layer, k, v)  # (B, Hkv, T_past + T, D): all keys so far
+        if self.n_kv_head != self.n_head:  # GQA: query head h reads key/value head h // group
+            group = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, H, Tk, D)
         out = attend(
             q, k, v, mask, causal=self.causal, use_sdpa=self.use_sdpa,
             dropout=self.dropout if self.training else 0.0,

@@ -36,11 +36,16 @@ from minillm.model.blocks import (
     Conversion,
     add_positions,
     check_model_inputs,
+    count_layers,
     init_weights,
     load_converted,
+    make_norm,
+    output_table,
     position_table,
     positions_from_mask,
-    strip_prefix,
+    read_out,
+    sized_source,
+    stack_rows,
 )
 
 
@@ -56,16 +61,16 @@ class Bert(nn.Module):
         self.pos_emb = position_table(config)  # None with RoPE: positions turn queries and keys instead
         # Segment embeddings tell sentence A from sentence B (type_vocab_size=0: none at all).
         self.seg_emb = nn.Embedding(config.type_vocab_size, config.n_embd) if config.type_vocab_size else None
-        self.emb_ln = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.emb_ln = make_norm(config)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
         # A post-LN block already ends in a LayerNorm; a pre-LN stack needs one more at the top.
-        self.ln_f = (nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
-                     if config.norm == "pre" else None)
+        self.ln_f = make_norm(config) if config.norm == "pre" else None
         # The MLM head: one more transformation of each token's vector before reading out words.
         self.head_dense = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.head_act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
-        self.head_ln = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.head_ln = make_norm(config)
+        self.head = output_table(config)  # None: the decoder is the token table (tied)
         self.head_bias = nn.Parameter(torch.zeros(config.vocab_size))  # the decoder's own bias
         init_weights(self, config.n_layer)
 
@@ -79,7 +84,7 @@ class Bert(nn.Module):
             positions = torch.arange(ids.shape[1], device=ids.device)[None]  # (1, T)
         else:
             positions = positions_from_mask(attention_mask)  # (B, T): pads do not shift positions
-        x, rotary = add_positions(self.tok_emb(ids), self.pos_emb, positions, self.config.head_dim)  # (B, T, C)
+        x, rotary = add_positions(self.tok_emb(ids), self.pos_emb, positions, self.config)  # (B, T, C)
         if self.seg_emb is not None:
             segments = torch.zeros_like(ids) if token_type_ids is None else token_type_ids
             x = x + self.seg_emb(segments)
@@ -105,7 +110,7 @@ class Bert(nn.Module):
         if logits_at is not None:
             h = h[logits_at]  # (N, C)
         h = self.head_ln(self.head_act(self.head_dense(h)))  # (B, T, C) or (N, C)
-        return h @ self.tok_emb.weight.T + self.head_bias  # (B, T, V) or (N, V): tied to the embeddings
+        return read_out(h, self.tok_emb, self.head) + self.head_bias  # (B, T, V) or (N, V)
 
     def _check_segments(self, ids: Tensor, token_type_ids: Tensor | None) -> None:
         if token_type_ids is None:
@@ -129,15 +134,12 @@ class Bert(nn.Module):
         stack them into our single qkv projection. The pooler and next-sentence head, which this
         model does not have, are skipped.
         """
-        sd = strip_prefix(state_dict, "bert.")
         emb = "embeddings."
         needed = [emb + "word_embeddings.weight", emb + "position_embeddings.weight",
                   "encoder.layer.0.intermediate.dense.weight"]
-        if any(k not in sd for k in needed):
-            raise CheckpointError(f"not a BERT state dict: missing {[k for k in needed if k not in sd]} "
-                                  "(needed to infer the model's size)")
+        sd = sized_source(state_dict, "bert.", needed, "BERT")
         vocab_size, n_embd = sd[emb + "word_embeddings.weight"].shape
-        n_layer = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.layer."))
+        n_layer = count_layers(sd, "encoder.layer.")
         segments = sd.get(emb + "token_type_embeddings.weight")
         config = ModelConfig(
             vocab_size=vocab_size, block_size=sd[emb + "position_embeddings.weight"].shape[0],
@@ -174,7 +176,7 @@ _BERT_LAYER = (
 
 def _bert_plan(config: ModelConfig) -> dict[str, Conversion]:
     """Our parameter name -> the BERT key(s) it comes from (q, k, v stacked into qkv)."""
-    same, stacked = (lambda ts: ts[0]), (lambda ts: torch.cat(ts, dim=0))
+    same, stacked = (lambda ts: ts[0]), stack_rows
     plan: dict[str, Conversion] = {
         "tok_emb.weight": (["embeddings.word_embeddings.weight"], same),
         "pos_emb.weight": (["embeddings.position_embeddings.weight"], same),

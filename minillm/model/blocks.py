@@ -13,6 +13,14 @@ Where the LayerNorm sits is the main difference between the 2018 BERT and the 20
   output, which keeps gradients healthy; the stack then needs one final LayerNorm at the top.
 `ModelConfig.norm` switches between them, so a lesson can train both and compare.
 
+Llama (2023) and the models after it changed two more pieces, each a switch here:
+- **RMSNorm** (`norm_type="rmsnorm"`): divide by the root mean square of the channels, without
+  subtracting their mean and without a bias. One statistic instead of two, and it trains as well.
+- **SwiGLU** (`mlp="swiglu"`): the MLP's hidden layer is a product of two projections, one passed
+  through SiLU (a smooth gate between 0 and 1 times its input) and one left linear:
+  proj(SiLU(x W_gate) * (x W_up)). Three matrices instead of two, so the hidden width shrinks to
+  2/3 to keep the parameter count (`mlp_width`).
+
 Dropout sits where the originals put it: on the attention weights, and on each sub-layer's output
 before it is added to the residual stream (plus on the embeddings, in the models).
 """
@@ -29,20 +37,84 @@ from minillm.config import ModelConfig
 from minillm.errors import CheckpointError, ModelInputError
 from minillm.model.attention import KVCache, MultiHeadAttention, rotary_angles
 
+# Llama rounds SwiGLU's hidden width up to a multiple of 256, a size GPU kernels like (2% of
+# Llama-7B's 11008). At our widths 256 would be most of the layer; we round to a multiple of 32.
+SWIGLU_MULTIPLE_OF = 32
+
+
+def mlp_width(config: ModelConfig) -> int:
+    """The MLP's hidden width H: mlp_hidden if set, else mlp_ratio * C, and for SwiGLU 2/3 of that.
+
+    A GELU MLP has two (C, H) matrices; SwiGLU has three. Llama takes H = 2/3 * 4C, rounded up, so
+    that both MLPs hold about the same number of parameters: for C = 128, 352 against 512.
+    """
+    if config.mlp_hidden:
+        return config.mlp_hidden
+    width = config.mlp_ratio * config.n_embd
+    if config.mlp == "gelu":
+        return width
+    return SWIGLU_MULTIPLE_OF * math.ceil(int(2 * width / 3) / SWIGLU_MULTIPLE_OF)
+
 
 class MLP(nn.Module):
-    """Per-token feed-forward: C -> mlp_ratio*C -> GELU -> C."""
+    """Per-token feed-forward: C -> H -> GELU -> C, or with SwiGLU C -> (gate, up) -> SiLU(gate) * up -> C."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        hidden = config.mlp_ratio * config.n_embd
-        self.fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        hidden = mlp_width(config)
+        self.gated = config.mlp == "swiglu"
+        # SwiGLU's gate and up projections are made by one matmul, as qkv makes q, k and v.
+        self.fc = nn.Linear(config.n_embd, 2 * hidden if self.gated else hidden, bias=config.bias)
         # GPT-2 used the tanh approximation of GELU (cheaper in 2019); BERT the exact erf form.
-        self.act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        gelu = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.act = nn.SiLU() if self.gated else gelu
         self.proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(self.act(self.fc(x)))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
+        h = self.fc(x)  # (B, T, H), or (B, T, 2H) with SwiGLU
+        if self.gated:
+            gate, up = h.chunk(2, dim=-1)  # (B, T, H) each
+            return self.proj(self.act(gate) * up)  # (B, T, C)
+        return self.proj(self.act(h))  # (B, T, H) -> (B, T, C)
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * gain, over the channels: LayerNorm without centring or bias.
+
+    Computed in float32 whatever the input's dtype, as Llama does: a mean of squares in bfloat16
+    loses too many digits.
+    """
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))  # (B, T, C), float64 stays float64
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    """The normalisation layer `config.norm_type` names: LayerNorm (GPT-2, BERT) or RMSNorm (Llama)."""
+    if config.norm_type == "rmsnorm":
+        return RMSNorm(config.n_embd, config.layer_norm_eps)
+    return nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+
+
+def output_table(config: ModelConfig) -> nn.Linear | None:
+    """The LM head's own (V, C) table, or None when it reuses the token embeddings (tied, GPT-2, BERT).
+
+    Tying makes "which vector stands for token v" and "which vector predicts token v" the same
+    table: fewer parameters, and every gradient on one improves the other. Llama unties them.
+    """
+    return None if config.tie_embeddings else nn.Linear(config.n_embd, config.vocab_size, bias=False)
+
+
+def read_out(h: Tensor, tok_emb: nn.Embedding, table: nn.Linear | None) -> Tensor:
+    """Hidden states (..., C) -> logits (..., V): `table`, or the token table read backwards."""
+    return h @ (tok_emb.weight if table is None else table.weight).T
 
 
 class Block(nn.Module):
@@ -51,9 +123,9 @@ class Block(nn.Module):
     def __init__(self, config: ModelConfig, layer: int = 0, causal: bool = False) -> None:
         super().__init__()
         self.pre_norm = config.norm == "pre"
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = MultiHeadAttention(config, layer, causal)
-        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
         self.drop = nn.Dropout(config.dropout)
 
@@ -71,7 +143,7 @@ class Block(nn.Module):
 
 
 def init_weights(model: nn.Module, n_layer: int) -> None:
-    """GPT-2/BERT initialisation: weights ~ N(0, 0.02), biases 0, LayerNorm (1, 0).
+    """GPT-2/BERT initialisation: weights ~ N(0, 0.02), biases 0, LayerNorm (1, 0), RMSNorm 1.
 
     As in GPT-2, the projections that write into the residual stream (attn.proj, mlp.proj) are
     scaled down by 1/sqrt(2 * n_layer): the stream sums 2 * n_layer of them, and this keeps its
@@ -87,6 +159,8 @@ def init_weights(model: nn.Module, n_layer: int) -> None:
             nn.init.ones_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+        elif isinstance(module, RMSNorm):
+            nn.init.ones_(module.weight)
 
 
 def position_table(config: ModelConfig) -> nn.Embedding | None:
@@ -95,7 +169,7 @@ def position_table(config: ModelConfig) -> nn.Embedding | None:
 
 
 def add_positions(
-    x: Tensor, table: nn.Embedding | None, position_ids: Tensor, head_dim: int
+    x: Tensor, table: nn.Embedding | None, position_ids: Tensor, config: ModelConfig
 ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
     """Tell the model where each token is: (x + its position vector, None) with a learned table, or
     (x unchanged, RoPE's (cos, sin) for every attention to turn queries and keys by) without one.
@@ -104,7 +178,7 @@ def add_positions(
     """
     if table is not None:
         return x + table(position_ids), None  # (B, T, C)
-    return x, rotary_angles(position_ids, head_dim)  # each (B or 1, 1, T, D/2)
+    return x, rotary_angles(position_ids, config.head_dim, config.rope_base)  # each (B or 1, 1, T, D/2)
 
 
 def positions_from_mask(attention_mask: Tensor) -> Tensor:
@@ -150,9 +224,28 @@ def check_model_inputs(
 Conversion = tuple[list[str], Callable[[list[Tensor]], Tensor]]
 
 
+def stack_rows(tensors: list[Tensor]) -> Tensor:
+    """Source matrices stacked along the output rows (q, k, v -> our qkv); a single one is itself."""
+    return torch.cat(tensors, dim=0)
+
+
 def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """Drop `prefix` (e.g. 'transformer.') from the keys that have it; keep the other keys as they are."""
     return {k.removeprefix(prefix): v for k, v in state_dict.items()}
+
+
+def sized_source(state_dict: Mapping[str, Tensor], prefix: str, needed: list[str], source: str) -> dict[str, Tensor]:
+    """The state dict without `prefix`, refused at once if a key the model's size is read from is missing."""
+    sd = strip_prefix(state_dict, prefix)
+    missing = [k for k in needed if k not in sd]
+    if missing:
+        raise CheckpointError(f"not a {source} state dict: missing {missing} (needed to infer the model's size)")
+    return sd
+
+
+def count_layers(state_dict: Mapping[str, Tensor], prefix: str) -> int:
+    """How many layers the keys "{prefix}{i}.…" number: 1 + the largest i."""
+    return 1 + max(int(k.removeprefix(prefix).split(".")[0]) for k in state_dict if k.startswith(prefix))
 
 
 def load_converted(

@@ -21,12 +21,15 @@ into a distribution (temperature, top-k, top-p), draw a token, append it. Two de
   is continued exactly as it would be on its own.
 
 `GPT.from_gpt2_state_dict` loads the weights of OpenAI's GPT-2 (a state dict you already have):
-the architecture here is GPT-2's, choice for choice (pre-LN, tanh GELU, eps 1e-5, tied head).
+the default architecture here is GPT-2's, choice for choice (pre-LN, tanh GELU, eps 1e-5, tied head).
+The switches of `ModelConfig` (RMSNorm, SwiGLU, grouped-query attention, RoPE, no biases, an untied
+head; `arch="llama"` sets them all) turn it into Llama, and `GPT.from_llama_state_dict` loads
+Llama's weights (Hugging Face layout) to prove that the switches are right.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -40,11 +43,16 @@ from minillm.model.blocks import (
     Conversion,
     add_positions,
     check_model_inputs,
+    count_layers,
     init_weights,
     load_converted,
+    make_norm,
+    output_table,
     position_table,
     positions_from_mask,
-    strip_prefix,
+    read_out,
+    sized_source,
+    stack_rows,
 )
 
 
@@ -68,7 +76,7 @@ class Generation:
 
 
 class GPT(nn.Module):
-    """A GPT-2 style decoder: token + position embeddings, causal pre-LN blocks, tied LM head."""
+    """A GPT-2 style decoder: token + position embeddings, causal pre-LN blocks, tied LM head (by default)."""
 
     kind = "gpt"  # stored in checkpoints, so a run folder of another kind of model is refused
 
@@ -79,7 +87,8 @@ class GPT(nn.Module):
         self.pos_emb = position_table(config)  # None with RoPE: positions turn queries and keys instead
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer, causal=True) for layer in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+        self.ln_f = make_norm(config)
+        self.head = output_table(config)  # None: the LM head is the token table (tied)
         init_weights(self, config.n_layer)
 
     def hidden_states(
@@ -99,7 +108,7 @@ class GPT(nn.Module):
             position_ids = positions_from_mask(key_mask)[:, -T:]  # (B, T): real tokens counted only
         elif position_ids is None:
             position_ids = torch.arange(past, past + T, device=ids.device)[None]  # (1, T)
-        x, rotary = add_positions(self.tok_emb(ids), self.pos_emb, position_ids, self.config.head_dim)
+        x, rotary = add_positions(self.tok_emb(ids), self.pos_emb, position_ids, self.config)
         x = self.drop(x)  # (B, T, C)
         mask = None if key_mask is None else padding_mask(key_mask)  # (B, 1, 1, Tk); blocks add causality
         for block in self.blocks:
@@ -120,12 +129,9 @@ class GPT(nn.Module):
         return self.lm_head(h if logits_at is None else h[logits_at])  # (B, T, V) or (N, V)
 
     def lm_head(self, h: Tensor) -> Tensor:
-        """Hidden states (..., C) -> logits (..., V): the token table read backwards (weight tying).
-
-        Tying makes "which vector stands for token v" and "which vector predicts token v" the same
-        table: fewer parameters, and every gradient on one improves the other.
-        """
-        return h @ self.tok_emb.weight.T
+        """Hidden states (..., C) -> logits (..., V): the token table read backwards (weight tying),
+        or the head's own table with config.tie_embeddings=False (blocks.output_table)."""
+        return read_out(h, self.tok_emb, self.head)
 
     @torch.no_grad()
     def generate(
@@ -230,15 +236,11 @@ class GPT(nn.Module):
         stores its Linear layers as "Conv1D" with the weight transposed: (in, out) instead of
         (out, in), so each matrix is transposed on the way in.
         """
-        sd = strip_prefix(state_dict, "transformer.")
-        needed = ["wte.weight", "wpe.weight", "h.0.mlp.c_fc.weight"]
-        if any(k not in sd for k in needed):
-            raise CheckpointError(f"not a GPT-2 state dict: missing {[k for k in needed if k not in sd]} "
-                                  "(needed to infer the model's size)")
+        sd = sized_source(state_dict, "transformer.", ["wte.weight", "wpe.weight", "h.0.mlp.c_fc.weight"], "GPT-2")
         vocab_size, n_embd = sd["wte.weight"].shape
         config = ModelConfig(
             vocab_size=vocab_size, block_size=sd["wpe.weight"].shape[0], n_embd=n_embd,
-            n_layer=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("h.")),
+            n_layer=count_layers(sd, "h."),
             n_head=n_head if n_head is not None else max(1, n_embd // 64),
             mlp_ratio=sd["h.0.mlp.c_fc.weight"].shape[1] // n_embd,
             norm="pre", activation="gelu_tanh", layer_norm_eps=1e-5, attention=attention,
@@ -249,6 +251,67 @@ class GPT(nn.Module):
         model = cls(config)
         load_converted(model, sd, _gpt2_plan(config.n_layer), _gpt2_ignored, "GPT-2")
         return model
+
+    @classmethod
+    def from_llama_state_dict(
+        cls, state_dict: Mapping[str, Tensor], n_head: int, block_size: int = 2048,
+        rope_base: float = 10000.0, norm_eps: float = 1e-5, attention: str = "manual",
+    ) -> GPT:
+        """Build a GPT holding the weights of a Llama state dict (Hugging Face's LlamaForCausalLM layout).
+
+        Sizes are read from the shapes, the number of key/value heads too (the width of k_proj over
+        head_dim). What no tensor holds is an argument: n_head, the context (block_size), RoPE's base
+        (config.json's rope_theta) and RMSNorm's eps (rms_norm_eps). The q, k and v projections are
+        stacked into our qkv, gate and up into our fc. RoPE needs no reordering: Hugging Face's Llama
+        pairs channel i with i + D/2 as ours does (its conversion script already permuted the rows of
+        Meta's q and k, which paired neighbours). Biases (attention_bias, mlp_bias) and RoPE scaling
+        (Llama 3.1's rope_scaling) are not supported.
+        """
+        needed = ["embed_tokens.weight", "layers.0.self_attn.k_proj.weight", "layers.0.mlp.up_proj.weight"]
+        sd = sized_source(state_dict, "model.", needed, "Llama")
+        vocab_size, n_embd = sd["embed_tokens.weight"].shape
+        if n_embd % n_head:
+            raise CheckpointError(f"n_head={n_head} does not divide the width {n_embd}; pass the "
+                                  "num_attention_heads of the model's config.json")
+        head = sd.get("lm_head.weight")
+        config = ModelConfig(
+            vocab_size=vocab_size, block_size=block_size, n_embd=n_embd, norm_type="rmsnorm", mlp="swiglu",
+            position="rope", bias=False,
+            n_layer=count_layers(sd, "layers."),
+            n_head=n_head, n_kv_head=sd["layers.0.self_attn.k_proj.weight"].shape[0] // (n_embd // n_head),
+            mlp_hidden=sd["layers.0.mlp.up_proj.weight"].shape[0], layer_norm_eps=norm_eps,
+            rope_base=rope_base, attention=attention,
+            tie_embeddings=head is None or torch.equal(head, sd["embed_tokens.weight"]),
+        )
+        model = cls(config)
+        load_converted(model, sd, _llama_plan(config), _llama_ignored(config), "Llama")
+        return model
+
+
+# (our module, Llama's module(s)) in each block; several sources are stacked along the output rows.
+_LLAMA_LAYER = (
+    ("ln_1", ["input_layernorm"]), ("ln_2", ["post_attention_layernorm"]),
+    ("attn.qkv", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]), ("attn.proj", ["self_attn.o_proj"]),
+    ("mlp.fc", ["mlp.gate_proj", "mlp.up_proj"]), ("mlp.proj", ["mlp.down_proj"]),
+)
+
+
+def _llama_plan(config: ModelConfig) -> dict[str, Conversion]:
+    """Our parameter name -> the Llama key(s) it comes from."""
+    plan: dict[str, Conversion] = {
+        "tok_emb.weight": (["embed_tokens.weight"], stack_rows), "ln_f.weight": (["norm.weight"], stack_rows),
+    }
+    if not config.tie_embeddings:
+        plan["head.weight"] = (["lm_head.weight"], stack_rows)
+    for i in range(config.n_layer):
+        for ours, theirs in _LLAMA_LAYER:
+            plan[f"blocks.{i}.{ours}.weight"] = ([f"layers.{i}.{t}.weight" for t in theirs], stack_rows)
+    return plan
+
+
+def _llama_ignored(config: ModelConfig) -> Callable[[str], bool]:
+    """Llama keys we knowingly skip: a tied LM head (a copy of the embeddings) and RoPE frequency buffers."""
+    return lambda key: (key == "lm_head.weight" and config.tie_embeddings) or key.endswith("rotary_emb.inv_freq")
 
 
 # (our module, GPT-2's module) in each block.

@@ -15,6 +15,12 @@ with the same AdamW, schedule, clipping and checkpoints. Only two things change:
 
 `train_sft` starts from a stage-1 run folder (`init_dir`: the CLM checkpoint and its tokenizer) or,
 for the baseline that shows what pretraining contributed, from random weights of the same shape.
+
+With `sft.lora.rank` > 0 the pretrained weights stay frozen and only low-rank adapters train
+(model/lora.py); the from-scratch baseline, having no pretrained weights to keep, trains them all.
+The run folder then holds the adapters alone (`adapters.pt`, loadable onto the base with
+`load_adapted`) and, in ckpt.pt, the model with the adapters merged in, so that every later stage
+loads a plain GPT.
 """
 
 from __future__ import annotations
@@ -28,16 +34,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minillm.config import ModelConfig, SFTConfig, to_dict
-from minillm.errors import ConfigError, DataError
+from minillm.config import LoRAConfig, ModelConfig, SFTConfig, from_dict, to_dict
+from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
+from minillm.model.lora import add_lora, count_parameters, load_lora_state_dict, lora_state_dict, merged_state_dict
 from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft.template import ChatExample, TemplateStats, encode_records
 from minillm.train import load_model, train
+from minillm.train.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
 from minillm.utils import seed_everything
 
 TRAIN_SPLIT = "train"
 VAL_SPLIT = "test_seen"  # teacher-forced validation loss: unseen examples of seen tasks
+ADAPTERS_NAME = "adapters.pt"  # a LoRA run's adapters alone
 
 
 def collate(examples: list[ChatExample], pad_id: int) -> dict[str, Tensor]:
@@ -158,6 +167,13 @@ def train_sft(
     """
     seed_everything(cfg.train.seed)
     model, tokenizer = _initial_model(init_dir, scratch_model_config, tokenizer)
+    out_dir = Path(out_dir)
+    lora = cfg.lora.rank > 0 and init_dir is not None  # adapters adapt a pretrained model, not random weights
+    if lora:
+        if resume and (out_dir / ADAPTERS_NAME).is_file():
+            raise CheckpointError(f"{out_dir} holds a finished LoRA run (its {CKPT_NAME} has the adapters merged "
+                                  "in); nothing to resume. Train into another folder")
+        add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets, cfg.lora.also_train)
     by_split = _split_records(records)
     block = model.config.block_size
     encoded: dict[str, list[ChatExample]] = {}
@@ -181,18 +197,48 @@ def train_sft(
     get_batch = make_get_batch(encoded, cfg.train.batch_size, tokenizer.pad_id, device, replay, n_replay)
     start = time.perf_counter()
     result = train(
-        model, cfg.train, Path(out_dir), get_batch=get_batch, loss_fn=sft_loss,
+        model, cfg.train, out_dir, get_batch=get_batch, loss_fn=sft_loss,
         run_config={"sft": to_dict(cfg), "init_dir": str(init_dir) if init_dir else None,
                     "model": to_dict(model.config)},
         tokenizer=tokenizer, resume=resume, desc="sft", title="SFT loss (answer tokens only)",
     )
+    if lora:
+        save_lora_run(model, cfg.lora, out_dir)
     losses = [h["loss"] for h in result["history"] if "loss" in h]
     return {
         **result,
         "seconds": time.perf_counter() - start,
+        "trainable_params": count_parameters(model, trainable_only=True),
+        "params": count_parameters(model),
         "first_loss": losses[0] if losses else float("nan"),
         "final_loss": losses[-1] if losses else float("nan"),
         "template": {"encoded": stats["train"].encoded, "truncated": stats["train"].truncated,
                      "prompt_tokens_dropped": stats["train"].prompt_tokens_dropped,
                      "skipped": stats["train"].skipped},
     }
+
+
+def save_lora_run(model: nn.Module, lora: LoRAConfig, out_dir: Path) -> None:
+    """Write the adapters alone (adapters.pt) and replace ckpt.pt's weights with the merged model's.
+
+    The training loop saved the adapted model (base + adapters, resumable); later stages expect a
+    plain GPT, so its weights become W + scale * B A, with no adapter keys.
+    """
+    save_checkpoint(out_dir / ADAPTERS_NAME, {"lora": to_dict(lora), "model_config": to_dict(model.config),
+                                              "adapters": lora_state_dict(model)})
+    ckpt = load_checkpoint(out_dir / CKPT_NAME)
+    ckpt.pop("format_version")
+    save_checkpoint(out_dir / CKPT_NAME, {**ckpt, "model": merged_state_dict(model)})
+
+
+def load_adapted(base_dir: str | Path, adapters_path: str | Path) -> GPT:
+    """The base GPT of `base_dir` (a CLM run folder) with the adapters of a LoRA SFT run put on it."""
+    saved = load_checkpoint(adapters_path)
+    model, _ = load_model(base_dir, GPT)
+    if saved["model_config"] != to_dict(model.config):
+        raise CheckpointError(f"{adapters_path} was trained on another base model than {base_dir}; "
+                              "pass the CLM run folder its SFT started from")
+    lora = from_dict(LoRAConfig, saved["lora"])
+    add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.also_train)
+    load_lora_state_dict(model, saved["adapters"])
+    return model.eval()

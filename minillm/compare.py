@@ -1,0 +1,159 @@
+"""`minillm compare RUN_DIR...`: several training runs side by side, the tool for ablations.
+
+An ablation changes one thing (a switch, a learning rate, a seed) and asks what it did. Every run
+folder already holds what is needed to answer: `metrics.jsonl` (the curves) and `config.json`
+(every setting). `compare_runs` overlays the curves of every metric the runs share, one panel per
+metric, in one PNG; tabulates their final values; and lists the settings in which the runs differ,
+so a reader sees at once what was changed and what it did.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from minillm.errors import DataError
+from minillm.train.loop import CONFIG_NAME, METRICS_NAME, read_metrics, summarize
+
+NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
+
+
+@dataclass
+class Run:
+    name: str
+    rows: list[dict]  # metrics.jsonl, one dict per logged step
+    config: dict  # config.json as written by the training loop
+
+
+def load_run(run_dir: str | os.PathLike, name: str) -> Run:
+    """A run folder's metrics and config; DataError naming the folder if it holds no metrics."""
+    folder = Path(run_dir)
+    rows = read_metrics(folder / METRICS_NAME, up_to_step=math.inf)
+    if not rows:
+        raise DataError(f"{folder} holds no {METRICS_NAME} rows: point compare at run folders a training "
+                        "command wrote (e.g. runs/clm)")
+    config_path = folder / CONFIG_NAME
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    return Run(name, rows, config)
+
+
+def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
+    """Short labels: each folder's name, or its whole path where two folders share a name."""
+    names = [Path(d).name for d in run_dirs]
+    return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
+
+
+def steps_logged(run: Run) -> dict[str, set[int]]:
+    """Each numeric metric of the run -> the steps at which it was logged."""
+    steps: dict[str, set[int]] = {}
+    for row in run.rows:
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in NOT_CURVES:
+                steps.setdefault(key, set()).add(row.get("step", 0))
+    return steps
+
+
+def shared_metrics(runs: Sequence[Run], curves_only: bool = False) -> list[str]:
+    """The numeric metrics every run logged, losses first; with `curves_only`, only those that some
+    run logged at two steps or more (a curve, not a single end-of-run figure)."""
+    logged = [steps_logged(run) for run in runs]
+    common = set.intersection(*(set(steps) for steps in logged))
+    if curves_only:
+        common = {k for k in common if any(len(steps[k]) > 1 for steps in logged)}
+    return sorted(common, key=lambda k: (k not in ("loss", "val_loss"), k))
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """{"clm": {"model": {"n_layer": 3}}} -> {"clm.model.n_layer": 3}."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(runs: Sequence[Run]) -> dict[str, list[object]]:
+    """Every setting whose value is not the same in all runs: path -> one value per run ("-" = absent).
+
+    A config.json may hold the same setting twice (the model's config under "model" and again inside
+    the stage's "run" config); the longer path is dropped when it says the same as the shorter.
+    """
+    flat = [flatten(run.config) for run in runs]
+    paths = sorted(set().union(*flat), key=lambda p: (p.count("."), p))
+    differ: dict[str, list[object]] = {}
+    for path in paths:
+        values = [f.get(path, "-") for f in flat]
+        if len({json.dumps(v) for v in values}) > 1 and not any(
+                path.endswith("." + q) and differ[q] == values for q in differ):
+            differ[path] = values
+    return dict(sorted(differ.items()))
+
+
+def plot_runs(runs: Sequence[Run], metrics: Sequence[str], path: str | os.PathLike) -> Path:
+    """One panel per metric, one line per run, against the step; saved as a PNG at `path`."""
+    cols = min(len(metrics), 2)
+    grid_rows = math.ceil(len(metrics) / cols)
+    fig = Figure(figsize=(6 * cols, 3.5 * grid_rows))
+    axes = fig.subplots(grid_rows, cols, squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics, strict=False):
+        for run in runs:
+            points = [(row["step"], row[metric]) for row in run.rows
+                      if "step" in row and isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=run.name)
+        ax.set_title(metric)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns padded to their widest cell; floats to 4 significant digits."""
+    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
+
+
+def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike) -> dict:
+    """Overlay the runs' shared metrics in `out_png`; return the final values, the differing settings
+    and the text report (`report`) that the command line prints."""
+    if len(run_dirs) < 2:
+        raise DataError(f"compare needs at least two run folders, got {len(run_dirs)}")
+    runs = [load_run(d, n) for d, n in zip(run_dirs, run_names(run_dirs), strict=True)]
+    metrics = shared_metrics(runs)
+    if not metrics:
+        raise DataError(f"the runs share no metric: {', '.join(r.name for r in runs)} log different things "
+                        "(compare runs of the same stage)")
+    plot = plot_runs(runs, shared_metrics(runs, curves_only=True) or metrics, out_png)
+    final = {run.name: summarize(run.rows) for run in runs}
+    same = [m for m in metrics if len({final[r.name][m] for r in runs}) == 1]
+    varying = [m for m in metrics if m not in same]
+    differences = config_differences(runs)
+    report = "\n\n".join([
+        "final values:\n" + text_table(["run", "step", *varying],
+                                       [[r.name, final[r.name].get("step", "-"),
+                                         *(final[r.name][m] for m in varying)] for r in runs])
+        + ("\nthe same in every run: " + ", ".join(f"{m} {final[runs[0].name][m]:.4g}" for m in same) if same else ""),
+        "settings that differ:\n" + (text_table(["setting", *(r.name for r in runs)],
+                                                [[p, *(json.dumps(v) for v in values)]
+                                                 for p, values in differences.items()])
+                                     if differences else "(none: the runs have the same config)"),
+        f"curves: {plot}",
+    ])
+    return {"final": final, "differences": differences, "plot": str(plot), "report": report}

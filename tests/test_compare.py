@@ -1,0 +1,54 @@
+"""`minillm compare`: curves of several runs in one PNG, their final values, the settings that differ."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from minillm.cli import main
+from minillm.compare import compare_runs, config_differences, load_run, shared_metrics
+
+
+def write_run(folder: Path, lr: float, losses: list[float], extra: str = "grad_norm") -> Path:
+    folder.mkdir(parents=True)
+    rows = [{"step": 10 * (i + 1), "split": "train", "loss": loss, extra: 1.0 / (i + 1), "lr": lr}
+            for i, loss in enumerate(losses)]
+    rows.append({"step": 10 * len(losses), "split": "val", "val_loss": losses[-1] + 0.5})
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = {"run": {"sft": {"train": {"lr": lr, "seed": 1}, "lora": {"rank": 8 if lr > 1e-3 else 0}}},
+              "model_kind": "gpt"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_compare_tables_final_values_and_only_the_differing_settings(tmp_path):
+    a = write_run(tmp_path / "full", 1e-3, [3.0, 2.0, 1.5])
+    b = write_run(tmp_path / "lora", 3e-3, [3.0, 2.5, 1.75], extra="only_lora")
+    result = compare_runs([a, b], tmp_path / "cmp.png")
+    assert result["final"]["full"]["loss"] == 1.5 and result["final"]["lora"]["val_loss"] == 2.25
+    assert result["differences"] == {"run.sft.lora.rank": [0, 8], "run.sft.train.lr": [1e-3, 3e-3]}
+    assert (tmp_path / "cmp.png").stat().st_size > 10_000
+    report = result["report"]
+    assert "run.sft.train.lr" in report and "seed" not in report  # the same in both: not shown
+    assert "grad_norm" not in report and "only_lora" not in report  # logged by one run only
+
+
+def test_shared_metrics_order_and_config_of_identical_runs(tmp_path):
+    runs = [load_run(write_run(tmp_path / n, 1e-3, [2.0, 1.0]), n) for n in ("a", "b")]
+    assert shared_metrics(runs) == ["loss", "val_loss", "grad_norm", "lr"]
+    assert config_differences(runs) == {}
+
+
+def test_compare_command_prints_the_table_and_refuses_a_folder_without_metrics(tmp_path, capsys):
+    a = write_run(tmp_path / "x" / "run", 1e-3, [2.0, 1.0])
+    b = write_run(tmp_path / "y" / "run", 3e-3, [2.0, 0.5])
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert str(a) in out and "0.5" in out and "curves:" in out  # same folder names: whole paths as labels
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", str(a), str(tmp_path / "empty")]) == 2
+    assert "holds no metrics.jsonl rows" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare"])

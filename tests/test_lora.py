@@ -1,0 +1,153 @@
+"""LoRA: the adapted model starts as the base, merging changes nothing, the base never moves, and
+only the adapters (as many numbers as counted by hand) train; wired into SFT."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_models import V, gpt_config, ids_of, make
+from test_sft import RECORDS, _toy_tokenizer
+
+from minillm.config import LoRAConfig, ModelConfig, SFTConfig, TrainConfig
+from minillm.errors import CheckpointError, ConfigError
+from minillm.model import GPT
+from minillm.model.lora import (
+    LoRALinear,
+    add_lora,
+    count_parameters,
+    load_lora_state_dict,
+    lora_layers,
+    lora_state_dict,
+    merge_lora,
+    merged_state_dict,
+    unmerge_lora,
+)
+from minillm.stage2_sft.sft import ADAPTERS_NAME, load_adapted, train_sft
+from minillm.train import load_model
+from minillm.train.optim import make_optimizer
+
+
+def adapted(seed: int = 0, targets: str = "qkv,proj", rank: int = 4) -> tuple[GPT, GPT]:
+    """A base GPT and a copy of it with LoRA adapters whose B is random (as if trained)."""
+    base = make(GPT, gpt_config(), seed=seed)
+    model = make(GPT, gpt_config(), seed=seed)
+    add_lora(model, rank=rank, alpha=8.0, dropout=0.0, targets=targets)
+    return base, model
+
+
+def randomise_adapters(model: GPT) -> None:
+    with torch.no_grad():
+        for layer in lora_layers(model).values():
+            layer.lora_B.normal_(0.0, 0.3)
+
+
+def test_at_initialisation_the_adapted_model_is_the_base():
+    base, model = adapted()
+    ids = ids_of(2, 9)
+    assert torch.equal(model(ids), base(ids))  # B = 0: the update is exactly zero
+    assert model.state_dict().keys() - base.state_dict().keys() == {
+        f"blocks.{i}.{name}.{part}" for i in range(2) for name in ("attn.qkv", "attn.proj", "mlp.proj")
+        for part in ("lora_A", "lora_B")}
+
+
+def test_merged_equals_unmerged_and_unmerge_restores_the_base():
+    base, model = adapted()
+    randomise_adapters(model)
+    ids = ids_of(2, 9)
+    unmerged = model(ids)
+    assert not torch.allclose(unmerged, base(ids), atol=1e-3)  # the adapters do change the output
+    merge_lora(model)
+    torch.testing.assert_close(model(ids), unmerged, atol=1e-5, rtol=1e-5)
+    plain = GPT(gpt_config()).eval()
+    plain.load_state_dict(merged_state_dict(model))  # merged weights need no LoRA code
+    torch.testing.assert_close(plain(ids), unmerged, atol=1e-5, rtol=1e-5)
+    unmerge_lora(model)
+    torch.testing.assert_close(model.blocks[0].attn.qkv.weight, base.blocks[0].attn.qkv.weight, atol=1e-6, rtol=0)
+    torch.testing.assert_close(model(ids), unmerged, atol=1e-5, rtol=1e-5)
+
+
+def test_training_moves_the_adapters_only_and_the_optimizer_holds_only_them():
+    base, model = adapted()
+    model.train()
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-2, weight_decay=0.1))  # decay would move any weight held
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert held == {id(p) for layer in lora_layers(model).values() for p in (layer.lora_A, layer.lora_B)}
+    ids = ids_of(4, 12)
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(model(ids[:, :-1]).flatten(0, 1), ids[:, 1:].flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    trained = model.state_dict()
+    for name, tensor in base.state_dict().items():
+        assert torch.equal(trained[name], tensor), name  # bit for bit
+    assert all(layer.lora_B.abs().max() > 0 for layer in lora_layers(model).values())
+
+
+def test_trainable_parameter_count_by_hand():
+    _, model = adapted(targets="qkv,proj", rank=4)
+    # per layer: qkv (in 32, out 96), attn.proj (32, 32), mlp.proj (in 128, out 32); r * (in + out) each
+    assert count_parameters(model, trainable_only=True) == 2 * 4 * ((32 + 96) + (32 + 32) + (128 + 32))
+    _, mlp_only = adapted(targets="mlp.fc", rank=2)
+    assert count_parameters(mlp_only, trainable_only=True) == 2 * 2 * (32 + 128)
+    assert set(lora_layers(mlp_only)) == {"blocks.0.mlp.fc", "blocks.1.mlp.fc"}
+    with_table = make(GPT, gpt_config())
+    add_lora(with_table, rank=2, alpha=4.0, dropout=0.0, targets="fc", also_train="tok_emb")
+    assert count_parameters(with_table, trainable_only=True) == 2 * 2 * (32 + 128) + V * 32  # + the token table
+    assert "tok_emb.weight" in lora_state_dict(with_table)
+    with pytest.raises(ConfigError, match=r"also_train \['tok_embedding'\] names no module"):
+        add_lora(make(GPT, gpt_config()), 2, 4.0, 0.0, "fc", also_train="tok_embedding")
+
+
+def test_adapters_alone_round_trip_onto_the_base():
+    _, model = adapted()
+    randomise_adapters(model)
+    _, fresh = adapted()
+    load_lora_state_dict(fresh, lora_state_dict(model))
+    ids = ids_of(1, 7)
+    assert torch.equal(fresh(ids), model(ids))
+    _, other_rank = adapted(rank=2)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_lora_state_dict(other_rank, lora_state_dict(model))
+
+
+def test_bad_targets_and_double_adapters_are_refused():
+    with pytest.raises(ConfigError, match=r"lora targets \['qvk'\] match no Linear.*'fc', 'proj', 'qkv'"):
+        adapted(targets="qkv,qvk")
+    _, model = adapted()
+    with pytest.raises(ConfigError, match="already has LoRA"):
+        add_lora(model, 2, 4.0, 0.0, "fc")
+    with pytest.raises(ConfigError, match="LoRAConfig.targets"):
+        LoRAConfig(targets=" , ")
+    assert isinstance(model.blocks[0].attn.qkv, LoRALinear)
+
+
+def test_lora_sft_learns_writes_adapters_and_a_plain_merged_checkpoint(tmp_path):
+    tokenizer = _toy_tokenizer()
+    model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
+    train_cfg = TrainConfig(max_steps=40, batch_size=8, lr=2e-2, warmup_steps=2, eval_every=1000, eval_batches=2,
+                            log_every=1, save_every=1000)
+    swapped = {"hello": "bye", "bye": "one two three", "one two three": "hello"}
+    wrong = [{**r, "response": swapped[r["response"]]} for r in RECORDS]
+    cfg = SFTConfig(train=train_cfg, lora=LoRAConfig(rank=4, alpha=8.0, targets="qkv,proj,fc", also_train="tok_emb"))
+    base_run = train_sft(cfg, wrong, tmp_path / "base", scratch_model_config=model_cfg,
+                         tokenizer=tokenizer)  # a base that answers every request with another request's answer
+    assert base_run["trainable_params"] == base_run["params"]  # from scratch there is nothing to adapt: all train
+    assert not (tmp_path / "base" / ADAPTERS_NAME).exists()
+    result = train_sft(cfg, RECORDS, tmp_path / "lora", init_dir=tmp_path / "base")
+    assert result["final_loss"] < 0.2 * result["first_loss"], result
+    adapters = 4 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32))  # qkv, attn.proj, mlp.fc, mlp.proj
+    assert result["trainable_params"] == adapters + 32 * tokenizer.vocab_size  # + the token table, trained in full
+    merged, _ = load_model(tmp_path / "lora", GPT)  # a plain GPT: later stages need no LoRA code
+    on_base = load_adapted(tmp_path / "base", tmp_path / "lora" / ADAPTERS_NAME)
+    ids = ids_of(2, 9) % tokenizer.vocab_size
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids), on_base(ids), atol=1e-5, rtol=1e-5)
+    base, _ = load_model(tmp_path / "base", GPT)
+    trained = lora_state_dict(on_base)
+    assert "tok_emb.weight" in trained and not torch.equal(trained["tok_emb.weight"], base.tok_emb.weight)
+    for name, tensor in base.state_dict().items():
+        if name not in trained:
+            assert torch.equal(on_base.state_dict()[name], tensor), name  # the frozen base, bit for bit
+    with pytest.raises(CheckpointError, match="finished LoRA run"):
+        train_sft(cfg, RECORDS, tmp_path / "lora", init_dir=tmp_path / "base", resume=True)
