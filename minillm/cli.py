@@ -258,11 +258,12 @@ def cmd_grpo(args: argparse.Namespace) -> None:
     cfg = build_config(args)
     records = _instruction_records(cfg, args.data, args.skip_bad_lines)
     result = train_grpo(cfg.grpo, args.sft, records, args.out, rm_dir=args.reward, resume=args.resume)
-    print(f"win rate vs SFT: {result['win_rate_vs_sft']:.3f} ± {result['win_rate_stderr']:.3f}")
-    print(f"pass@1 (right answer in it): {result['pass_at_1_sft']:.3f} -> {result['pass_at_1_after']:.3f}")
-    for k in result["pass_at_k_sft"]:
-        print(f"pass@{k}: {result['pass_at_k_sft'][k]:.3f} -> {result['pass_at_k_after'][k]:.3f}")
-    print(f"KL to SFT: {result['kl']:.3f} nats per answer; run written to {args.out}")
+    print(comparison_lines(result, "GRPO"))
+    before, after = result["pass_at_k_sft"], result["pass_at_k_after"]
+    print(f"pass@1 (the right answer is in it): SFT {result['pass_at_1_sft']:.3f} -> {result['pass_at_1_after']:.3f}")
+    print("pass@k, SFT -> GRPO: " + ", ".join(f"k={k} {before[k]:.3f} -> {after[k]:.3f}" for k in before))
+    print(f"KL to the SFT model: {result['kl']:.3f} nats per answer")
+    print(f"run written to {args.out}")
 
 
 def _print_keys(result: dict, keys: Sequence[str]) -> None:
@@ -484,12 +485,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+WRITE_ONE_FILE = (cmd_tokenizer_train, cmd_annotate, cmd_compare)  # their --out is a file, not a run folder
+
+
 def _lock_for(args: argparse.Namespace):
     """Commands whose --out is a run folder hold its lock while they run (two runs in one folder
-    would overwrite each other); `tokenizer train` and `annotate` write a single file instead."""
+    would overwrite each other); `tokenizer train`, `annotate` and `compare` write a single file instead."""
     from minillm.utils import run_folder_lock
 
-    if getattr(args, "out", None) is None or args.func in (cmd_tokenizer_train, cmd_annotate):
+    if getattr(args, "out", None) is None or args.func in WRITE_ONE_FILE:
         return nullcontext()
     return run_folder_lock(args.out)
 
@@ -499,7 +503,7 @@ def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
     from minillm.train.checkpoint import last_saved_step
 
     out = getattr(args, "out", None)
-    if out is None or args.func in (cmd_tokenizer_train, cmd_annotate):
+    if out is None or args.func in WRITE_ONE_FILE:
         return ""
     saved = last_saved_step(out)
     if saved and args.func is cmd_pipeline and (saved[0].parent / "result.json").is_file():
