@@ -37,9 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -47,6 +45,7 @@ from minillm.compare import compare_runs
 from minillm.config import apply_overrides, preset
 from minillm.datasets.corpus import read_corpus, split_documents
 from minillm.datasets.instructions import read_jsonl
+from minillm.lessons import DATA, lesson_args, lesson_dir
 from minillm.model import GPT, KVCache
 from minillm.model.lora import count_parameters
 from minillm.stage1_pretrain.clm import train_clm
@@ -57,14 +56,14 @@ from minillm.train import load_model
 
 LESSON_STARTED = time.perf_counter()
 torch.set_num_threads(1)  # the tiny models gain little from a second thread, and the times are steadier
-ROOT = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd()
-OUT = ROOT / "runs" / "lessons" / "11"
+ARGS = lesson_args("Lesson 11: modern blocks and LoRA", inputs=["clm_run"])
+OUT = lesson_dir(11)
 shutil.rmtree(OUT, ignore_errors=True)  # a fresh run each time the lesson is run
 CFG = preset("tiny")
 CLM_STEPS = 200  # every model gets the same steps (the tiny preset gives its CLM 800)
 SFT_STEPS = 800  # full SFT and LoRA alike (the tiny preset gives SFT 1200)
 
-train_docs, val_docs = split_documents(read_corpus(ROOT / "data" / "corpus.txt"))
+train_docs, val_docs = split_documents(read_corpus(DATA / "corpus.txt"))
 tokenizer = train_tokenizer(train_docs, CFG.tokenizer.vocab_size, progress=False)
 print(f"tokenizer: {tokenizer.vocab_size} tokens; {len(train_docs)} training documents")
 
@@ -188,11 +187,11 @@ print(report["report"])
 # 200-step Llama-style model above (a weak base: every score below is then low).
 
 # %%
-records = read_jsonl(ROOT / "data" / "instructions.jsonl")
+records = read_jsonl(DATA / "instructions.jsonl")
 seen_tests = select_test_records([r for r in records if r.get("split") == "test_seen"], CFG.sft.eval_per_family)
-lesson4_clm = ROOT / "runs" / "lessons" / "04" / "clm"
-if "__file__" in globals() and len(sys.argv) > 1:  # run as a script with a CLM run folder (Jupyter has no __file__)
-    sft_init = Path(sys.argv[1])
+lesson4_clm = lesson_dir(4) / "clm"
+if ARGS.clm_run is not None:  # a CLM run folder named on the command line
+    sft_init = ARGS.clm_run
 elif (lesson4_clm / "ckpt.pt").is_file():
     sft_init = lesson4_clm
 else:

@@ -32,7 +32,7 @@ from minillm.train import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("tokenizer", "pretrain", "fill-mask", "generate", "sft", "chat", "annotate", "reward", "ppo", "dpo", "grpo",
-            "pipeline")
+            "compare", "pipeline")
 TRAINING_COMMANDS = ("pretrain", "sft", "reward", "ppo", "dpo", "grpo", "pipeline")
 STAGES = ("mlm", "clm", "sft", "reward", "ppo", "dpo")
 TEXT = ("The river rises at night. A flash flood watch will be in effect all night.\n\n"

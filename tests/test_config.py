@@ -32,7 +32,8 @@ from minillm.config import (
 )
 from minillm.errors import ConfigError
 
-STAGES = ("mlm", "clm", "sft", "reward", "ppo", "dpo")  # each holds a TrainConfig named "train"
+# each holds a TrainConfig named "train"
+STAGES = ("mlm", "clm", "sft", "reward", "ppo", "dpo", "grpo", "grpo_verifiable")
 
 # --------------------------------------------------------------------------------------------------
 # Validation: the message names the class and field, the value, and what is allowed.
