@@ -22,7 +22,7 @@ from typing import NoReturn
 from minillm.config import PRESETS, PipelineConfig, apply_overrides, preset, replace_train_configs
 from minillm.errors import CheckpointError, MinillmError
 
-DEFAULT_JOBS = 2  # pipeline steps side by side: two processes of one thread each suit a 2-core CPU (docs/findings.md)
+DEFAULT_JOBS = 1  # one step at a time, with torch's threads: faster on a quiet 2-core CPU (docs/findings.md)
 
 # --------------------------------------------------------------------------------------------------
 # Building the config every command starts from.
