@@ -40,8 +40,7 @@ from pathlib import Path
 import torch
 
 from minillm.config import preset
-from minillm.datasets.instructions import read_jsonl
-from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
+from minillm.lessons import lesson_args, lesson_dir, own_run, stage3_inputs
 from minillm.model import GPT
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.ppo import reward_hacking, rollout, train_ppo
@@ -54,9 +53,7 @@ ARGS = lesson_args("Lesson 7: PPO", inputs=["sft_run", "reward_run"])
 OUT = lesson_dir(7)
 CFG = preset("tiny")
 torch.set_num_threads(2)
-records = read_jsonl(DATA / "instructions.jsonl")
-sft = earlier_run("sft", lesson_dir(5) / "sft", given=ARGS.sft_run)
-rm = earlier_run("reward_model", lesson_dir(6) / "reward", given=ARGS.reward_run)
+records, sft, rm = stage3_inputs(ARGS)
 
 # %% [markdown]
 # ## 1. One rollout, token by token

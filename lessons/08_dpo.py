@@ -40,8 +40,7 @@ from pathlib import Path
 import torch
 
 from minillm.config import preset
-from minillm.datasets.instructions import read_jsonl
-from minillm.lessons import DATA, Run, earlier_run, lesson_args, lesson_dir, own_run
+from minillm.lessons import Run, earlier_run, lesson_args, lesson_dir, own_run, stage3_inputs
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import encode_example
@@ -63,9 +62,7 @@ ARGS = lesson_args("Lesson 8: DPO", inputs=["sft_run", "prefs_file", "reward_run
 OUT = lesson_dir(8)
 CFG = preset("tiny")
 torch.set_num_threads(2)
-records = read_jsonl(DATA / "instructions.jsonl")
-sft = earlier_run("sft", lesson_dir(5) / "sft", given=ARGS.sft_run)
-rm = earlier_run("reward_model", lesson_dir(6) / "reward", given=ARGS.reward_run)
+records, sft, rm = stage3_inputs(ARGS)
 # The rankings the reward model learnt from, unless a file is given (e.g. your own, from `minillm annotate`).
 prefs = ARGS.prefs_file or rm.path / "prefs.jsonl"
 prefs_source = rm if ARGS.prefs_file is None else Run(prefs, {}, "given on the command line")

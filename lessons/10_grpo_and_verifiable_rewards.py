@@ -32,8 +32,7 @@ import copy
 import torch
 
 from minillm.config import preset
-from minillm.datasets.instructions import read_jsonl
-from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
+from minillm.lessons import earlier_run, lesson_args, lesson_dir, own_run, stage3_inputs
 from minillm.model import GPT
 from minillm.stage3_rlhf.grpo import group_advantages, make_reward_fn, rollout, train_grpo
 from minillm.stage3_rlhf.preferences import heldout_records
@@ -45,9 +44,7 @@ ARGS = lesson_args("Lesson 10: GRPO and verifiable rewards", inputs=["sft_run", 
 OUT = lesson_dir(10)
 CFG = preset("tiny")
 torch.set_num_threads(2)
-records = read_jsonl(DATA / "instructions.jsonl")
-sft = earlier_run("sft", lesson_dir(5) / "sft", given=ARGS.sft_run)
-rm = earlier_run("reward_model", lesson_dir(6) / "reward", given=ARGS.reward_run)
+records, sft, rm = stage3_inputs(ARGS)
 
 # %% [markdown]
 # ## 1. One group, dissected

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import minillm
 from minillm.config import diff_configs, preset, to_dict
+from minillm.datasets.instructions import read_jsonl
 from minillm.errors import DataError
 from minillm.pipeline import RESULT_NAME, STEP_NAMES, Journey, run_step
 from minillm.train.loop import METRICS_NAME, read_metrics
@@ -155,6 +156,15 @@ def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | Non
         if name != "mlm" or stage == "mlm":  # no later step reads the BERT model
             run_step(journey, name)
     return _say(stage, read_run(folder, "trained now by the pipeline's steps"))
+
+
+def stage3_inputs(args: argparse.Namespace) -> tuple[list[dict], Run, Run]:
+    """What the stage-3 lessons (07, 08, 10) start from: the instruction records, the SFT run (lesson
+    05's or the pipeline's) and the reward-model run (lesson 06's or the pipeline's)."""
+    records = read_jsonl(DATA / "instructions.jsonl")
+    sft = earlier_run("sft", lesson_dir(5) / "sft", given=args.sft_run)
+    rm = earlier_run("reward_model", lesson_dir(6) / "reward", given=args.reward_run)
+    return records, sft, rm
 
 
 def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: bool,
