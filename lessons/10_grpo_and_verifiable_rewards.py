@@ -97,7 +97,7 @@ step1_one_group(sft.path, records)
 # The policy samples 8 answers to each of 16 training prompts per step. Watch `zero_signal_share`:
 # the share of groups whose answers all scored alike. The SFT model answers most training prompts
 # right already, so many groups are unanimous and teach nothing: the signal comes from the prompts
-# it sometimes gets wrong. Entropy falls as the policy commits to its answers.
+# it sometimes gets wrong. Entropy falls as the policy commits to its answers (grpo_health.png).
 
 # %%
 def step2_train(sft, records: list[dict]):

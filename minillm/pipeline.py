@@ -478,10 +478,12 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
         *[f"- {line}" for line in crossings],
         "",
         f"![pass@k of the SFT model and each RL policy]({j.folder('rl_table').name}/pass_at_k.png)",
-        *[f"![GRPO {png.stem}]({j.folder(name).name}/{png.name})"
-          for name in ("grpo", "grpo_verifiable") for png in sorted(j.folder(name).glob("grpo_*.png"))],
+        *[f"![{label} {png.stem.removeprefix('grpo_')}]({j.folder(step).name}/{png.name})"
+          for label, step in (("GRPO (reward model)", "grpo"), ("GRPO (verifiable)", "grpo_verifiable"))
+          for png in sorted(j.folder(step).glob("grpo_*.png"))],
         "",
     ]
+
 
 def table_row(cells: list[Any]) -> str:
     """One markdown table row; a "|" or a newline inside a cell would break the table."""

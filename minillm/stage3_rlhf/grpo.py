@@ -56,7 +56,7 @@ from minillm.stage3_rlhf.preferences import compare_policies, heldout_records
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.stage3_rlhf.sequences import Responses, gather_logprobs, masked_mean, sample_responses
 from minillm.stage3_rlhf.verifier import Verifier
-from minillm.train import load_model, plot_metrics
+from minillm.train import load_model, plot_panels
 from minillm.train.health import check_loss
 from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.train.optim import param_groups
@@ -222,12 +222,11 @@ def step_metrics(ro: GroupRollout, update: list[dict[str, float]]) -> dict[str, 
 # --------------------------------------------------------------------------------------------------
 # The loop: rollout, update, log, checkpoint; then the comparison with the SFT model and pass@k.
 
-PLOTS = {  # file name -> (the metrics it shows, its title)
-    "grpo_reward.png": (("reward_mean", "reward_std"), "Reward per step: group mean and spread"),
-    "grpo_signal.png": (("zero_signal_share", "clipfrac"), "Share of groups with no signal, and of clipped tokens"),
-    "grpo_kl.png": (("kl",), "KL(policy || SFT) per answer, nats"),
-    "grpo_entropy.png": (("entropy",), "Entropy of the policy per answer token, nats"),
-    "grpo_length.png": (("response_len",), "Mean answer length, tokens"),
+PLOTS = {  # file name -> (title, its panels: the metrics that share an axis)
+    "grpo_reward.png": ("GRPO rollouts: reward (group mean, spread) and gold score", (("reward_mean", "reward_std"),
+                                                                                      ("gold",))),
+    "grpo_health.png": ("GRPO health", (("zero_signal_share", "clipfrac"), ("entropy",), ("kl",))),
+    "grpo_length.png": ("GRPO answers: length in tokens", (("response_len",),)),
 }
 
 
@@ -273,8 +272,8 @@ def train_grpo(
         if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:
             save_run(out_dir, step, policy, generator, optimizer=optimizer)
     train_seconds = time.perf_counter() - start
-    for name, (keys, title) in PLOTS.items():
-        plot_metrics(history, out_dir / name, keys, title=f"GRPO ({cfg.reward} reward): {title}")
+    for name, (title, panels) in PLOTS.items():
+        plot_panels(history, out_dir / name, panels, title=f"{title} ({cfg.reward} reward)")
     heldout = heldout_records(records, cfg.eval_prompts, 0)
     comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
                                   seed=cfg.train.seed)
