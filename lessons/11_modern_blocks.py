@@ -45,7 +45,7 @@ from minillm.compare import compare_runs
 from minillm.config import apply_overrides, preset
 from minillm.datasets.corpus import read_corpus, split_documents
 from minillm.datasets.instructions import read_jsonl
-from minillm.lessons import DATA, lesson_args, lesson_dir
+from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir
 from minillm.model import GPT, KVCache
 from minillm.model.lora import count_parameters
 from minillm.stage1_pretrain.clm import train_clm
@@ -184,18 +184,14 @@ print(report["report"])
 # them meaning.
 #
 # The base is the GPT given on the command line (a CLM run folder), else lesson 4's, else the
-# 200-step Llama-style model above (a weak base: every score below is then low).
+# pipeline's (runs/tiny/03_clm), else the 200-step Llama-style model above (a weak base: every score
+# below is then low).
 
 # %%
 records = read_jsonl(DATA / "instructions.jsonl")
 seen_tests = select_test_records([r for r in records if r.get("split") == "test_seen"], CFG.sft.eval_per_family)
-lesson4_clm = lesson_dir(4) / "clm"
-if ARGS.clm_run is not None:  # a CLM run folder named on the command line
-    sft_init = ARGS.clm_run
-elif (lesson4_clm / "ckpt.pt").is_file():
-    sft_init = lesson4_clm
-else:
-    sft_init = OUT / "clm" / "llama"
+pretrained = earlier_run("clm", lesson_dir(4) / "clm", given=ARGS.clm_run, train_missing=False)
+sft_init = pretrained.path if pretrained is not None else OUT / "clm" / "llama"
 print(f"SFT starts from {sft_init}")
 sft_base = apply_overrides(CFG.sft, [f"train.max_steps={SFT_STEPS}", f"train.eval_every={SFT_STEPS}",
                                      f"train.save_every={SFT_STEPS}"])
