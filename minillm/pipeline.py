@@ -159,7 +159,8 @@ def step_grpo_verifiable(j: Journey) -> dict:
                       pass_at_k=False)
 
 
-RL_POLICIES = {"PPO": "ppo", "DPO": "dpo", "GRPO (reward model)": "grpo", "GRPO (verifiable)": "grpo_verifiable"}
+GRPO_POLICIES = {"GRPO (reward model)": "grpo", "GRPO (verifiable)": "grpo_verifiable"}  # label -> step
+RL_POLICIES = {"PPO": "ppo", "DPO": "dpo", **GRPO_POLICIES}  # every policy stage 3 trains
 
 
 def step_rl_table(j: Journey) -> dict:
@@ -317,7 +318,7 @@ def build_report(cfg: PipelineConfig, device: str, results: dict[str, dict]) -> 
                         **{k: result[k] for k in keys if k in result}}
     stages["mlm"]["fill_mask_top5"] = [piece.strip() for piece, _ in results["mlm"]["fill_mask_top5"]]
     table = results["rl_table"]
-    for name, step in (("GRPO (reward model)", "grpo"), ("GRPO (verifiable)", "grpo_verifiable")):
+    for name, step in GRPO_POLICIES.items():
         stages[step]["pass_at_k_sft"] = table["pass_at_k"]["SFT"]
         stages[step]["pass_at_k_after"] = table["pass_at_k"][name]
     stages["best_of_n"] = {"seconds": 0.0, **table["best_of_n"]}
@@ -479,7 +480,7 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
         "",
         f"![pass@k of the SFT model and each RL policy]({j.folder('rl_table').name}/pass_at_k.png)",
         *[f"![{label} {png.stem.removeprefix('grpo_')}]({j.folder(step).name}/{png.name})"
-          for label, step in (("GRPO (reward model)", "grpo"), ("GRPO (verifiable)", "grpo_verifiable"))
+          for label, step in GRPO_POLICIES.items()
           for png in sorted(j.folder(step).glob("grpo_*.png"))],
         "",
     ]

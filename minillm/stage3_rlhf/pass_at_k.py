@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from minillm.datasets.instructions import contains_answer
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
+from minillm.stage3_rlhf.annotator import is_wrong
 
 KS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -49,8 +49,8 @@ def pass_at_k_curve(correct: Sequence[int], n: int, ks: Sequence[int] = KS) -> d
 
 
 def is_right(record: dict, answer: str) -> bool:
-    """The right answer is in it: what pass@k counts (the gold judge's "correct")."""
-    return contains_answer(answer, record["reference"])
+    """The right answer is in it: what pass@k counts (the gold judge's "correct", `annotator.is_wrong`'s opposite)."""
+    return not is_wrong(record, answer)
 
 
 @torch.no_grad()
