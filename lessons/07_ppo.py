@@ -160,8 +160,10 @@ step3_reward_hacking()
 #    how far the gold score can move; with a loose leash the reward model's errors start to pay.
 # 2. The adaptive leash: CFG.ppo.adaptive_kl = True with target_kl = 2: beta (kl_coef in
 #    metrics.jsonl) rises when KL overshoots the target and falls when it undershoots.
-# 3. Break a detail: in ppo.rollout, recompute log-probs at temperature 1 while sampling at 0.7.
-#    The ratio of the first minibatch is no longer 1, the clip fraction jumps, training degrades.
+# 3. Break a detail: in ppo.response_logits, drop the division by the temperature and sample at
+#    CFG.ppo.temperature = 0.7. The update then scores the answers at temperature 1 while the
+#    rollout's log-probs came from 0.7: the ratio of the first minibatch is no longer 1, the clip
+#    fraction jumps, training degrades.
 # 4. Hack the full reward model: run step 3 with `rm_dir` instead of the head-only one. Its
 #    likelihood term checks the answer the way the SFT model would write it, and it is much harder
 #    to fool: in our runs (with an earlier SFT model), 60 steps without the leash raised its score

@@ -90,13 +90,15 @@ def test_first_minibatch_ratio_is_one_and_kl_is_zero_against_itself(runs):
     cfg = micro_ppo_config()
     critic, g = copy.deepcopy(rm), torch.Generator().manual_seed(0)
     ro = rollout(policy, copy.deepcopy(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
-    assert (ro.kl == 0).all()  # policy == reference: every per-token KL is exactly 0
+    # policy == reference: every per-token KL is 0, up to float rounding (the rollout's log-probs come
+    # from sampling with the KV cache, the reference's from a full forward pass)
+    assert ro.kl.abs().max() < 1e-5
     assert (ro.mask.sum(1) >= 1).all()
     for t in (ro.kl, ro.advantages, ro.returns, ro.values):
         assert (t[~ro.mask] == 0).all()  # padding carries nothing
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
     stats = ppo_update(policy, critic, optimizer, ro, cfg, g)
-    assert stats[0]["ratio_max_dev"] == 0.0 and stats[0]["clipfrac"] == 0.0
+    assert stats[0]["ratio_max_dev"] < 1e-4 and stats[0]["clipfrac"] == 0.0
     assert len(stats) == cfg.ppo_epochs * cfg.rollout_batch_size // cfg.minibatch_size
     assert any(s["ratio_max_dev"] > 0 for s in stats[1:])  # later minibatches see an updated policy
 

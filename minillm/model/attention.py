@@ -128,19 +128,32 @@ def attend(
 
 
 def rotary_angles(position_ids: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
-    """cos and sin of every (position, channel pair) angle: (B, T) -> two (B, 1, T, head_dim / 2) tensors."""
+    """cos and signed sin of every (position, channel) angle: (B, T) -> two (B, 1, T, head_dim) tensors.
+
+    Channel i and its partner i + D/2 turn by the same angle, so both halves of cos are equal; sin
+    carries the rotation's minus sign on its first half (see `apply_rotary`).
+    """
     pairs = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32)  # (D/2,)
     theta = base ** (-pairs / head_dim)  # (D/2,) from 1 (fast turn) down to ~1/base (slow)
     angles = position_ids[:, None, :, None].float() * theta  # (B, 1, T, D/2)
-    return angles.cos(), angles.sin()
+    sin = angles.sin()
+    return torch.cat([angles.cos()] * 2, dim=-1), torch.cat([-sin, sin], dim=-1)  # (B, 1, T, D) each
 
 
 def apply_rotary(x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
-    """Turn each channel pair (x_i, x_{i + D/2}) of x (B, H, T, D) by its angle: a 2-D rotation."""
-    cos, sin = rotary  # each (B, 1, T, D/2)
+    """Turn each channel pair (x_i, x_{i + D/2}) of x (B, H, T, D) by its angle a: a 2-D rotation,
+
+        x_i'       = x_i cos a - x_{i+D/2} sin a
+        x_{i+D/2}' = x_{i+D/2} cos a + x_i sin a
+
+    written for the whole head at once as x * cos + swapped(x) * signed_sin, where swapped(x) puts
+    each channel's partner in its place. Five tensor operations per call: generation turns the
+    queries and keys of one token per step in every layer, and each operation costs microseconds.
+    """
+    cos, signed_sin = rotary  # each (B, 1, T, D)
     x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each: the two halves of every pair
-    turned = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, H, T, D)
-    return turned.to(x.dtype)
+    swapped = torch.cat([x2, x1], dim=-1)  # (B, H, T, D): channel i holds its partner
+    return (x * cos + swapped * signed_sin).to(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,9 +255,9 @@ class MultiHeadAttention(nn.Module):
         self.layer = layer  # index of this layer's slot in a KV cache
         self.use_sdpa = config.attention == "sdpa"
         self.dropout = config.dropout
-        # The widths of the queries, the keys and the values: (n_head + 2 * n_kv_head) * head_dim in all.
-        self.widths = [self.n_head * self.head_dim] + 2 * [self.n_kv_head * self.head_dim]
-        self.qkv = nn.Linear(config.n_embd, sum(self.widths), bias=config.bias)
+        # How many heads of queries, keys and values qkv makes, each head_dim channels wide.
+        self.heads = [self.n_head, self.n_kv_head, self.n_kv_head]
+        self.qkv = nn.Linear(config.n_embd, sum(self.heads) * self.head_dim, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
 
     def split_heads(self, x: Tensor) -> Tensor:
@@ -260,8 +273,8 @@ class MultiHeadAttention(nn.Module):
         `rotary`: the (cos, sin) of `rotary_angles` for these T tokens when positions are RoPE.
         """
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(self.widths, dim=2)  # (B, T, C), (B, T, Hkv*D), (B, T, Hkv*D)
-        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H or Hkv, T, D)
+        heads = self.split_heads(self.qkv(x))  # (B, H + 2 * Hkv, T, D): every query, key and value head
+        q, k, v = heads.split(self.heads, dim=1)  # (B, H, T, D), (B, Hkv, T, D), (B, Hkv, T, D)
         if rotary is not None:  # turn queries and keys by their positions' angles (before caching)
             q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         if cache is not None:

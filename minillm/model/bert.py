@@ -38,6 +38,7 @@ from minillm.model.blocks import (
     check_model_inputs,
     count_layers,
     init_weights,
+    make_dropout,
     load_converted,
     make_norm,
     output_table,
@@ -62,7 +63,7 @@ class Bert(nn.Module):
         # Segment embeddings tell sentence A from sentence B (type_vocab_size=0: none at all).
         self.seg_emb = nn.Embedding(config.type_vocab_size, config.n_embd) if config.type_vocab_size else None
         self.emb_ln = make_norm(config)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = make_dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
         # A post-LN block already ends in a LayerNorm; a pre-LN stack needs one more at the top.
         self.ln_f = make_norm(config) if config.norm == "pre" else None

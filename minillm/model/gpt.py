@@ -45,6 +45,7 @@ from minillm.model.blocks import (
     check_model_inputs,
     count_layers,
     init_weights,
+    make_dropout,
     load_converted,
     make_norm,
     output_table,
@@ -85,7 +86,7 @@ class GPT(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = position_table(config)  # None with RoPE: positions turn queries and keys instead
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = make_dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer, causal=True) for layer in range(config.n_layer))
         self.ln_f = make_norm(config)
         self.head = output_table(config)  # None: the LM head is the token table (tied)
@@ -159,38 +160,42 @@ class GPT(nn.Module):
         # Answers differ in length, so this saves most of the work when one long answer would
         # otherwise keep every finished row running to the end.
         rows = torch.arange(B, device=ids.device)  # (b,)
-        new_ids, logprobs, alive = [], [], []
+        new_ids, logprobs = [], []
         was_training = self.training
         self.eval()
         try:
-            logits = self._next_token_logits(ids, mask, cache)  # (b, V): what follows each prompt
-            for step in range(max_new_tokens):
-                token, logprob = sample_next(logits, temperature, top_k, top_p, generator)  # (b,), (b,)
-                # Back to full-batch columns (B,): finished rows emit padding, log-prob 0, not alive.
-                new_ids.append(scatter_rows(token, rows, B, pad))
-                logprobs.append(scatter_rows(logprob, rows, B, 0.0))
-                alive.append(scatter_rows(torch.ones_like(token, dtype=torch.bool), rows, B, False))
-                running = torch.ones_like(token, dtype=torch.bool) if eos_id is None else token != eos_id  # (b,)
-                if step == max_new_tokens - 1 or not bool(running.any()):
-                    break
-                if not bool(running.all()):  # some rows just finished: drop them
-                    rows, token = rows[running], token[running]
-                    mask = None if mask is None else mask[running]
-                    seq = seq[running]
-                    if cache is not None:
-                        cache.keep_rows(running)
-                one_real = None if mask is None else torch.ones(len(rows), 1, dtype=torch.bool, device=ids.device)
-                if cache is not None:  # feed only the new token; the cache holds the rest
-                    logits = self._next_token_logits(token[:, None], one_real, cache)
-                else:  # recompute the whole sequence, one token longer
-                    seq = torch.cat([seq, token[:, None]], dim=1)  # (b, T + 1)
-                    mask = None if mask is None else torch.cat([mask, one_real], dim=1)
-                    logits = self._next_token_logits(seq, mask, None)
+            # Inference mode is no_grad and more: torch also skips the bookkeeping that autograd would
+            # need later (version counters, views), a tenth of a small model's step at batch 1.
+            with torch.inference_mode():
+                logits = self._next_token_logits(ids, mask, cache)  # (b, V): what follows each prompt
+                for step in range(max_new_tokens):
+                    token, logprob = sample_next(logits, temperature, top_k, top_p, generator)  # (b,), (b,)
+                    # Back to full-batch columns (B,): finished rows emit padding, log-prob 0.
+                    new_ids.append(scatter_rows(token, rows, B, pad))
+                    logprobs.append(scatter_rows(logprob, rows, B, 0.0))
+                    finished = None if eos_id is None else token == eos_id  # (b,)
+                    if step == max_new_tokens - 1 or (finished is not None and bool(finished.all())):
+                        break
+                    if finished is not None and bool(finished.any()):  # some rows just finished: drop them
+                        running = ~finished
+                        rows, token = rows[running], token[running]
+                        mask = None if mask is None else mask[running]
+                        seq = seq[running]
+                        if cache is not None:
+                            cache.keep_rows(running)
+                    one_real = None if mask is None else torch.ones(len(rows), 1, dtype=torch.bool, device=ids.device)
+                    if cache is not None:  # feed only the new token; the cache holds the rest
+                        logits = self._next_token_logits(token[:, None], one_real, cache)
+                    else:  # recompute the whole sequence, one token longer
+                        seq = torch.cat([seq, token[:, None]], dim=1)  # (b, T + 1)
+                        mask = None if mask is None else torch.cat([mask, one_real], dim=1)
+                        logits = self._next_token_logits(seq, mask, None)
         finally:
             self.train(was_training)
+        # Stacked outside inference mode, the results are ordinary tensors that a training step may use.
         new = torch.stack(new_ids, dim=1)  # (B, N)
-        return Generation(ids=torch.cat([ids, new], dim=1), new_ids=new,
-                          logprobs=torch.stack(logprobs, dim=1), response_mask=torch.stack(alive, dim=1))
+        return Generation(ids=torch.cat([ids, new], dim=1), new_ids=new, logprobs=torch.stack(logprobs, dim=1),
+                          response_mask=up_to_first(new, eos_id))
 
     def _next_token_logits(self, ids: Tensor, attention_mask: Tensor | None, cache: KVCache | None) -> Tensor:
         """Logits (B, V) for the token after the last position: the LM head runs on that position only."""
@@ -375,7 +380,18 @@ def sample_next(
 
 def scatter_rows(values: Tensor, rows: Tensor, batch: int, fill: float | bool) -> Tensor:
     """A (batch,) tensor with values (b,) at the indices `rows` and `fill` everywhere else."""
+    if len(rows) == batch:  # every row still generating: values are already in batch order
+        return values
     return torch.full((batch,), fill, dtype=values.dtype, device=values.device).index_copy(0, rows, values)
+
+
+def up_to_first(new_ids: Tensor, eos_id: int | None) -> Tensor:
+    """(B, N) bool: True on each row's generated tokens up to and including its first eos."""
+    if eos_id is None:
+        return torch.ones_like(new_ids, dtype=torch.bool)
+    is_eos = (new_ids == eos_id).int()  # (B, N)
+    eos_before = is_eos.cumsum(dim=1) - is_eos  # (B, N): how many eos came strictly before each column
+    return eos_before == 0
 
 
 def inverse_cdf_sample(probs: Tensor, generator: torch.Generator | None) -> Tensor:

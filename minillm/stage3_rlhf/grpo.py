@@ -105,18 +105,22 @@ def k3_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
 
 
 def grpo_loss(
-    logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor, advantages: Tensor, mask: Tensor,
+    logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | None, advantages: Tensor, mask: Tensor,
     clip_range: float, kl_coef: float,
 ) -> tuple[Tensor, dict[str, float]]:
     """The clipped surrogate with each answer's advantage on every one of its tokens, + kl_coef * k3.
 
     logprobs, old_logprobs, ref_logprobs, mask: (B, N); advantages: (B,), one per answer.
+    ref_logprobs may be None when kl_coef is 0: there is no KL term then.
     """
     token_advantages = advantages[:, None].expand_as(logprobs)  # detail: every token shares its answer's advantage
     # detail: token-level mean over all answer tokens of the batch (PPO's objective, reused)
     pg_loss, stats = clipped_policy_loss(logprobs, old_logprobs, token_advantages, mask, clip_range)
+    stats = {**stats, "pg_loss": pg_loss.item()}
+    if ref_logprobs is None:
+        return pg_loss, stats
     kl = masked_mean(k3_kl(logprobs, ref_logprobs), mask)  # detail: the KL leash as a loss term, not a reward
-    return pg_loss + kl_coef * kl, {**stats, "pg_loss": pg_loss.item(), "k3_kl": kl.item()}
+    return pg_loss + kl_coef * kl, {**stats, "k3_kl": kl.item()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,7 +160,7 @@ class GroupRollout:
     records: list[dict]  # (B,) each prompt's record G times in a row
     responses: Responses
     logprobs: Tensor  # (B, N) under the policy that sampled them ("old")
-    ref_logprobs: Tensor  # (B, N) under the frozen SFT model
+    ref_logprobs: Tensor  # (B, N) under the frozen SFT model; (b, N), the first b answers only, when kl_coef is 0
     rewards: Tensor  # (P, G)
     advantages: Tensor  # (B,) one per answer
 
@@ -173,12 +177,15 @@ def rollout(policy: GPT, reference: GPT, reward_fn: RewardFn, tokenizer: Any, pr
     resp = sample_responses(policy, tokenizer, [r["prompt"] for r in records], cfg.max_new_tokens, cfg.temperature,
                             generator)
     n, ids = resp.mask.shape[1], resp.ids
-    logprobs = gather_logprobs(response_logits(policy, ids, resp.attention_mask, n, cfg.temperature), ids[:, -n:])
-    ref_logprobs = gather_logprobs(response_logits(reference, ids, resp.attention_mask, n, cfg.temperature),
-                                   ids[:, -n:])
+    # detail: without a KL term (kl_coef 0) the frozen SFT model is read for one minibatch of answers
+    # only: enough to log the KL, a quarter or less of the cost of reading all of them.
+    read = len(records) if cfg.kl_coef > 0 else min(cfg.minibatch_size, len(records))
+    ref_logprobs = gather_logprobs(response_logits(reference, ids[:read], resp.attention_mask[:read], n,
+                                                   cfg.temperature), ids[:read, -n:])
     rewards = reward_fn(records, resp).view(len(prompts), cfg.group_size)  # (P, G)
     advantages = group_advantages(rewards, cfg.baseline, cfg.scale_by_std).flatten()  # (B,)
-    return GroupRollout(records, resp, logprobs, ref_logprobs, rewards, advantages)
+    # detail: the "old" log-probs are the ones the policy gave each token while sampling it
+    return GroupRollout(records, resp, resp.logprobs, ref_logprobs, rewards, advantages)
 
 
 def grpo_update(policy: GPT, optimizer: torch.optim.Optimizer, ro: GroupRollout, cfg: GRPOConfig,
@@ -191,7 +198,8 @@ def grpo_update(policy: GPT, optimizer: torch.optim.Optimizer, ro: GroupRollout,
             mask = ro.mask[mb]
             logits = response_logits(policy, ids[mb], attention_mask[mb], n, cfg.temperature)  # (b, N, V)
             logprobs = gather_logprobs(logits, ids[mb][:, -n:])  # (b, N)
-            loss, mb_stats = grpo_loss(logprobs, ro.logprobs[mb], ro.ref_logprobs[mb], ro.advantages[mb], mask,
+            ref_logprobs = ro.ref_logprobs[mb] if cfg.kl_coef > 0 else None
+            loss, mb_stats = grpo_loss(logprobs, ro.logprobs[mb], ref_logprobs, ro.advantages[mb], mask,
                                        cfg.clip_range, cfg.kl_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -207,13 +215,14 @@ def grpo_update(policy: GPT, optimizer: torch.optim.Optimizer, ro: GroupRollout,
 def step_metrics(ro: GroupRollout, update: list[dict[str, float]]) -> dict[str, float]:
     """What one GRPO step logs: the rewards, how many groups carried a signal, and the update's averages."""
     gold = [gold_score(r, a) for r, a in zip(ro.records, ro.responses.answers, strict=True)]
+    read = len(ro.ref_logprobs)  # the answers the frozen SFT model read (all of them, or one minibatch)
     return {
         "reward_mean": ro.rewards.mean().item(),
         "reward_std": ro.rewards.std().item(),
         "zero_signal_share": zero_signal(ro.rewards).float().mean().item(),
         "gold": sum(gold) / len(gold),
         # per answer: the sum over its tokens of log pi - log pi_ref, as PPO logs it
-        "kl": ((ro.logprobs - ro.ref_logprobs) * ro.mask).sum(dim=1).mean().item(),
+        "kl": ((ro.logprobs[:read] - ro.ref_logprobs) * ro.mask[:read]).sum(dim=1).mean().item(),
         "response_len": ro.mask.sum(dim=1).float().mean().item(),
         **{key: sum(s[key] for s in update) / len(update) for key in update[0]},
     }

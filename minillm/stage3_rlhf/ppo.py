@@ -47,7 +47,6 @@ from minillm.stage3_rlhf.sequences import (
     gather_logprobs,
     last_real_index,
     masked_mean,
-    next_token_logits,
     sample_responses,
 )
 from minillm.train import load_checkpoint, load_model, plot_metrics, plot_panels, save_checkpoint
@@ -159,9 +158,16 @@ class Rollout:
 
 
 def response_logits(model: torch.nn.Module, ids: Tensor, attention_mask: Tensor, n: int, temperature: float) -> Tensor:
-    """The temperature-scaled logits that predicted the last `n` tokens: (B, n, V)."""
+    """The temperature-scaled logits that predicted the last `n` tokens: (B, n, V).
+
+    The LM head, a small model's largest matmul, runs only at the n positions that predict a
+    response token (`logits_at`): the prompt's predictions are never used.
+    """
+    predicts_response = torch.zeros_like(ids, dtype=torch.bool)  # (B, T)
+    predicts_response[:, -n - 1:-1] = True  # position t predicts token t + 1
+    logits = model(ids, attention_mask=attention_mask, logits_at=predicts_response)  # (B * n, V)
     # detail: log-probs are recomputed at the SAME temperature the answers were sampled at.
-    return next_token_logits(model, ids, attention_mask, temperature)[:, -n:, :]
+    return logits.view(ids.shape[0], n, -1) / temperature
 
 
 def critic_values(critic: RewardModel, ids: Tensor, attention_mask: Tensor, n: int) -> Tensor:
@@ -184,7 +190,7 @@ def rollout(
                             generator)
     ids, attention_mask, mask, answers, has_eos = resp.ids, resp.attention_mask, resp.mask, resp.answers, resp.has_eos
     n = mask.shape[1]
-    logprobs = gather_logprobs(response_logits(policy, ids, attention_mask, n, cfg.temperature), ids[:, -n:])
+    logprobs = resp.logprobs  # detail: "old" log-probs, as the policy gave them while sampling (temperature included)
     ref_logprobs = gather_logprobs(response_logits(ref, ids, attention_mask, n, cfg.temperature), ids[:, -n:])
     values = critic_values(critic, ids, attention_mask, n) * mask
     if gold_norm is None:

@@ -15,7 +15,9 @@ model's opinion of them is read:
 - `per_answer` runs a model over (prompt, answer) pairs given as text, in the chat template, in
   batches: the reward model's scores, a policy's log-probs of answers another policy gave.
 - `sample_responses` is the rollout's first half, shared by PPO and GRPO: a policy answers a batch
-  of prompts (KV cache), and the answers come back as one prompt + response tensor with its masks.
+  of prompts (KV cache), and the answers come back as one prompt + response tensor with its masks,
+  and with the log-probability the policy gave each token as it drew it (the rollout's "old"
+  log-probs: no second pass over the answers is needed to know them).
 
 The padding never leaks into a result: masked positions are excluded by the caller's mask, and the
 model's own attention mask keeps real tokens from looking at pads.
@@ -93,6 +95,7 @@ class Responses:
     attention_mask: Tensor  # (B, T0 + N) True on real tokens
     mask: Tensor  # (B, N) True on the response's tokens, <eos> included
     has_eos: Tensor  # (B,) bool: the answer ended by itself rather than at max_new_tokens
+    logprobs: Tensor  # (B, N) each token's log-probability under the policy that sampled it; 0 on pads
 
     @property
     def response_mask(self) -> Tensor:
@@ -116,7 +119,8 @@ def sample_responses(policy: GPT, tokenizer: Any, prompts: list[str], max_new_to
     mask = gen.response_mask  # (B, N)
     has_eos = ((gen.new_ids == tokenizer.eos_id) & mask).any(dim=1)  # (B,)
     answers = [decode_response(tokenizer, row.tolist()) for row in gen.new_ids]
-    return Responses(answers, gen.ids, torch.cat([prompt_mask.to(device), mask], dim=1), mask, has_eos)
+    return Responses(answers, gen.ids, torch.cat([prompt_mask.to(device), mask], dim=1), mask, has_eos,
+                     gen.logprobs)
 
 
 @torch.no_grad()
