@@ -142,8 +142,11 @@ def main() -> None:
          met(train["manual_vs_sdpa_time"] <= 1.5)),
         ("train step time, RoPE / learned positions", f"{train['rope_vs_learned_time']:.2f}x", "our SDPA path",
          "(measured)", ""),
-        *[(f"KV-cache speed-up, batch {b}, 256 tokens", f"{s:.1f}x", "no-cache generation", ">= 5", met(s >= 5))
-          for b, s in gen.items()],
+        *[(f"KV-cache speed-up, batch {b}, 256 tokens", f"{s:.1f}x", "no-cache generation",
+           f">= {model_bench.KV_CACHE_TARGET:g}", met(s >= model_bench.KV_CACHE_TARGET))
+          for b, s in gen["speedup"].items()],
+        *[(f"generation, batch {b}, KV cache", f"{s:.0f} tokens/s", "", "(measured)", "")
+          for b, s in gen["tokens_per_s"].items()],
     ]
 
     if torch.cuda.is_available():

@@ -332,7 +332,7 @@ class PPOConfig:
     rollout_batch_size: int = 32  # prompts per rollout (one PPO "step")
     minibatch_size: int = 8
     ppo_epochs: int = 4
-    temperature: float = 1.0  # used both to sample and to recompute log-probs
+    temperature: float = 1.0  # used both to sample and to score the answers in the update
     max_new_tokens: int = 32
     kl_coef: float = 0.05  # beta in -beta * (log pi - log pi_ref)
     adaptive_kl: bool = False
@@ -375,10 +375,12 @@ class GRPOConfig:
     prompts_per_step: int = 16  # prompts per rollout: group_size * prompts_per_step answers per step
     minibatch_size: int = 32  # answers per gradient step; the rollout is split into minibatches
     epochs: int = 1  # passes over each rollout
-    temperature: float = 1.0  # used both to sample and to recompute log-probs
+    temperature: float = 1.0  # used both to sample and to score the answers in the update
     max_new_tokens: int = 32
     clip_range: float = 0.2
-    kl_coef: float = 0.0  # weight of the k3 estimate of KL(pi || pi_SFT) in the loss (0: no leash)
+    # weight of the k3 estimate of KL(pi || pi_SFT) in the loss; 0: no leash, and the SFT model then
+    # reads only one minibatch of answers per step, for the logged KL
+    kl_coef: float = 0.0
     scale_by_std: bool = True  # divide by the group's std (GRPO); false: Dr. GRPO
     baseline: str = "mean"  # "mean": the group's mean reward (GRPO); "leave_one_out": the others' mean (RLOO)
     # "model": our reward model (RLHF); "verifiable": a program checks the answer against the
