@@ -106,6 +106,8 @@ def profile_pipeline(preset_name: str, out_dir: Path, steps: list[str]) -> dict[
     table = {}
     for name in pipeline.STEP_NAMES:
         if name not in steps:
+            if (journey.folder(name) / pipeline.RESULT_NAME).is_file():  # run before: later steps read its result
+                journey.results[name] = pipeline.run_step(journey, name)
             continue
         for marker in (journey.folder(name) / pipeline.RESULT_NAME,):
             marker.unlink(missing_ok=True)  # always run the step: a finished one would only be read back
