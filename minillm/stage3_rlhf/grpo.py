@@ -159,7 +159,6 @@ def make_reward_fn(cfg: GRPOConfig, records: list[dict], rm: RewardModel | None)
 class GroupRollout:
     records: list[dict]  # (B,) each prompt's record G times in a row
     responses: Responses
-    logprobs: Tensor  # (B, N) under the policy that sampled them ("old")
     ref_logprobs: Tensor  # (B, N) under the frozen SFT model; (b, N), the first b answers only, when kl_coef is 0
     rewards: Tensor  # (P, G)
     advantages: Tensor  # (B,) one per answer
@@ -167,6 +166,11 @@ class GroupRollout:
     @property
     def mask(self) -> Tensor:
         return self.responses.mask
+
+    @property
+    def logprobs(self) -> Tensor:
+        """(B, N) under the policy that sampled them ("old"): what it gave each token as it drew it."""
+        return self.responses.logprobs
 
 
 @torch.no_grad()
@@ -184,8 +188,8 @@ def rollout(policy: GPT, reference: GPT, reward_fn: RewardFn, tokenizer: Any, pr
                                                    cfg.temperature), ids[:read, -n:])
     rewards = reward_fn(records, resp).view(len(prompts), cfg.group_size)  # (P, G)
     advantages = group_advantages(rewards, cfg.baseline, cfg.scale_by_std).flatten()  # (B,)
-    # detail: the "old" log-probs are the ones the policy gave each token while sampling it
-    return GroupRollout(records, resp, resp.logprobs, ref_logprobs, rewards, advantages)
+    # detail: the "old" log-probs are the ones the policy gave each token while sampling it (resp.logprobs)
+    return GroupRollout(records, resp, ref_logprobs, rewards, advantages)
 
 
 def grpo_update(policy: GPT, optimizer: torch.optim.Optimizer, ro: GroupRollout, cfg: GRPOConfig,
