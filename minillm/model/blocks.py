@@ -205,10 +205,11 @@ def check_model_inputs(
             f"ids must be a (batch, time) tensor of int64 token ids, got shape {tuple(ids.shape)} and "
             f"dtype {ids.dtype}; add a batch dimension with ids[None] and use torch.long"
         )
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= config.vocab_size):
+    lowest, highest = (int(v) for v in torch.aminmax(ids)) if ids.numel() else (0, 0)
+    if lowest < 0 or highest >= config.vocab_size:
         raise ModelInputError(
             f"token ids must be in [0, {config.vocab_size}) (the model's vocab_size), got min "
-            f"{int(ids.min())} and max {int(ids.max())}; was the model built for a different tokenizer?"
+            f"{lowest} and max {highest}; was the model built for a different tokenizer?"
         )
     total = past_length + ids.shape[1]
     if total > config.block_size:

@@ -173,10 +173,12 @@ class GPT(nn.Module):
                     # Back to full-batch columns (B,): finished rows emit padding, log-prob 0.
                     new_ids.append(scatter_rows(token, rows, B, pad))
                     logprobs.append(scatter_rows(logprob, rows, B, 0.0))
-                    finished = None if eos_id is None else token == eos_id  # (b,)
-                    if step == max_new_tokens - 1 or (finished is not None and bool(finished.all())):
+                    if step == max_new_tokens - 1:
                         break
+                    finished = None if eos_id is None else token == eos_id  # (b,)
                     if finished is not None and bool(finished.any()):  # some rows just finished: drop them
+                        if bool(finished.all()):  # every row has ended
+                            break
                         running = ~finished
                         rows, token = rows[running], token[running]
                         mask = None if mask is None else mask[running]

@@ -59,7 +59,7 @@ from minillm.stage3_rlhf.verifier import Verifier
 from minillm.train import load_model, plot_panels
 from minillm.train.health import check_loss
 from minillm.train.loop import METRICS_NAME, append_metrics
-from minillm.train.optim import param_groups
+from minillm.train.optim import make_optimizer
 from minillm.utils import seed_everything, write_json
 
 # --------------------------------------------------------------------------------------------------
@@ -264,8 +264,7 @@ def train_grpo(
     reward_fn = make_reward_fn(cfg, records, rm)
     policy.eval()  # detail: dropout off during RL, as in PPO
     reference.eval()
-    optimizer = torch.optim.AdamW(param_groups(policy, cfg.train.weight_decay), lr=cfg.train.lr,
-                                  betas=(cfg.train.beta1, cfg.train.beta2))
+    optimizer = make_optimizer(policy, cfg.train)
     generator = torch.Generator().manual_seed(cfg.train.seed)
     prompts = [r for r in records if r.get("split", "train") == "train"]
     first_step, history, _ = open_run(

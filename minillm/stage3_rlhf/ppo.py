@@ -53,7 +53,7 @@ from minillm.train import load_checkpoint, load_model, plot_metrics, plot_panels
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME
 from minillm.train.health import check_loss
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME, append_metrics, read_metrics, write_metrics
-from minillm.train.optim import param_groups
+from minillm.train.optim import adamw, param_groups
 from minillm.utils import seed_everything, write_json
 
 # --------------------------------------------------------------------------------------------------
@@ -272,7 +272,7 @@ def make_optimizer_pair(policy: GPT, critic: RewardModel, cfg: PPOConfig) -> tor
     """One AdamW over the policy (lr) and the critic (critic_lr), decay on matrices only."""
     groups = [{**g, "lr": cfg.train.lr} for g in param_groups(policy, cfg.train.weight_decay)]
     groups += [{**g, "lr": cfg.critic_lr} for g in param_groups(critic, cfg.train.weight_decay)]
-    return torch.optim.AdamW(groups, betas=(cfg.train.beta1, cfg.train.beta2))
+    return adamw(groups, cfg.train)
 
 
 def step_metrics(ro: Rollout, update: list[dict[str, float]], kl_coef: float) -> dict[str, float]:
