@@ -57,6 +57,11 @@ class TorchBlocksLM(nn.Module):
         )
         self.blocks = nn.TransformerEncoder(layer, config.n_layer, enable_nested_tensor=False)
         self.ln_f = nn.LayerNorm(config.n_embd)
+        # Embeddings start as ours do, N(0, 0.02). torch's default N(0, 1) makes the tied head's logits
+        # so large that the softmax's gradient is full of denormal floats, and a CPU matmul over
+        # denormals runs ~50x slower: the reference would be slow for a reason that is not its blocks.
+        for table in (self.tok_emb, self.pos_emb):
+            nn.init.normal_(table.weight, std=0.02)
 
     def forward(self, ids: Tensor) -> Tensor:
         T = ids.shape[1]
