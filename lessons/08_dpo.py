@@ -86,7 +86,7 @@ def step1_one_pair(sft: Path, prefs: Path) -> None:
     batch = collate([encode_example(tokenizer, ranking["prompt"], a, policy.config.block_size) for a in (best, worst)],
                     tokenizer.pad_id)
     with torch.no_grad():
-        logp = answer_logprob(policy, batch["ids"], batch["attention_mask"], batch["loss_mask"])  # (2,)
+        logp = answer_logprob(policy, batch["ids"], batch["loss_mask"])  # (2,)
     beta = CFG.dpo.beta
     print(f"  prompt: {ranking['prompt']}\n  better: {best!r}  log pi = {logp[0]:.2f}\n"
           f"  worse:  {worst!r}  log pi = {logp[1]:.2f}")

@@ -98,6 +98,30 @@ def test_loss_matches_a_hand_computation_over_response_tokens(tokenizer) -> None
     assert math.isclose(loss.item(), torch.stack(terms).mean().item(), rel_tol=1e-5)
 
 
+@pytest.mark.parametrize("position", ["learned", "rope"])
+def test_right_padding_needs_no_attention_mask(tokenizer, position) -> None:
+    """sft_loss and answer_logprob run without the mask: each row's real tokens must get the same
+    logits as the row alone (no padding), which only holds if causality hides every pad."""
+    batch = _batch(tokenizer)
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=2, n_head=2, n_embd=32,
+                            position=position, attention="sdpa")).eval()
+    unmasked = model(batch["ids"])  # (B, T, V)
+    masked = model(batch["ids"], attention_mask=batch["attention_mask"])
+    for row in range(len(batch["ids"])):
+        n = int(batch["attention_mask"][row].sum())
+        alone = model(batch["ids"][row:row + 1, :n])[0]  # (n, V): the row with no padding at all
+        torch.testing.assert_close(unmasked[row, :n], alone, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(masked[row, :n], alone, rtol=1e-5, atol=1e-5)
+    # the loss over response tokens, by hand from the row-alone logits, equals sft_loss
+    terms = []
+    for row in range(len(batch["ids"])):
+        n = int(batch["attention_mask"][row].sum())
+        logp = F.log_softmax(model(batch["ids"][row:row + 1, :n])[0], dim=-1)  # (n, V)
+        terms += [-logp[t - 1, batch["ids"][row, t]] for t in range(1, n) if batch["loss_mask"][row, t]]
+    assert sft_loss(model, batch)[0].item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-5)
+
+
 def test_prompt_logits_do_not_change_the_loss(tokenizer) -> None:
     batch = _batch(tokenizer)
     B, T = batch["ids"].shape

@@ -7,7 +7,9 @@ with the same AdamW, schedule, clipping and checkpoints. Only two things change:
    (`template.encode_example`), not a window cut from a long text. Rows have different lengths, so
    a batch is right-padded to its longest row and carries an attention mask (True = real token).
    Right padding keeps every real token at the same positions as when it is alone: pads sit after
-   the `<eos>`, where causal attention never lets a real token see them.
+   the `<eos>`, where causal attention never lets a real token see them. So the loss gives the
+   model no attention mask at all: causality alone hides every pad, and attention runs the
+   cheaper kernel that knows only the causal rule (a tenth of an SFT step).
 2. **The loss**: cross-entropy on the response tokens only. The logits at position t predict token
    t+1, so we shift as in pretraining, then average the per-token losses over the positions whose
    *target* is in the loss mask (response tokens and `<eos>`). Prompt and padding positions are
@@ -67,8 +69,9 @@ def sft_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[s
     """Mean cross-entropy over response tokens (and `<eos>`) only; prompt and pads cost nothing."""
     ids, loss_mask = batch["ids"], batch["loss_mask"]  # (B, T), (B, T)
     counts = loss_mask[:, 1:]  # (B, T-1): position t predicts token t+1, which counts if it is a response token
-    # Logits only where they are needed: at the positions that predict a response token.
-    logits = model(ids, attention_mask=batch["attention_mask"], logits_at=F.pad(counts, (0, 1)))  # (N, V)
+    # Logits only where they are needed: at the positions that predict a response token. No attention
+    # mask: the batch is right-padded, so the causal rule already hides each pad from every real token.
+    logits = model(ids, logits_at=F.pad(counts, (0, 1)))  # (N, V)
     targets = ids[:, 1:][counts]  # (N,) the same positions' next tokens, in the same order
     n_targets = max(targets.numel(), 1)
     loss = F.cross_entropy(logits, targets, reduction="sum") / n_targets

@@ -98,7 +98,7 @@ def reference_logprobs(reference: GPT, examples: Sequence[ChatExample], pad_id: 
     out = []
     for start in range(0, len(examples), batch_size):
         batch = collate(examples[start:start + batch_size], pad_id)
-        out += answer_logprob(reference, batch["ids"], batch["attention_mask"], batch["loss_mask"]).tolist()
+        out += answer_logprob(reference, batch["ids"], batch["loss_mask"]).tolist()
     return out
 
 
@@ -109,10 +109,14 @@ def with_reference(reference: GPT, pairs: Sequence[tuple[ChatExample, ChatExampl
 
 
 def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, Tensor]:
-    """B pairs -> chosen_* and rejected_* (ids, attention_mask, loss_mask), each (B, T), and ref_* (B,)."""
+    """B pairs -> chosen_* and rejected_* (ids, loss_mask), each (B, T), and ref_* (B,).
+
+    Each side is right-padded (`collate`), so it needs no attention mask (see `answer_logprob`).
+    """
     batch = {}
     for side in ("chosen", "rejected"):
-        batch |= {f"{side}_{k}": v for k, v in collate([getattr(p, side) for p in pairs], pad_id).items()}
+        rows = collate([getattr(p, side) for p in pairs], pad_id)
+        batch[f"{side}_ids"], batch[f"{side}_loss_mask"] = rows["ids"], rows["loss_mask"]
         batch[f"ref_{side}"] = torch.tensor([getattr(p, f"ref_{side}") for p in pairs])
     return batch
 
@@ -128,8 +132,8 @@ def make_dpo_loss(beta: float, nll_coef: float = 0.0):
     """The training loop's loss_fn: the DPO loss of a batch of pairs, plus `nll_coef` x `chosen_nll`."""
 
     def loss_fn(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        logp = {side: answer_logprob(model, batch[f"{side}_ids"], batch[f"{side}_attention_mask"],
-                                     batch[f"{side}_loss_mask"]) for side in ("chosen", "rejected")}  # (B,) each
+        logp = {side: answer_logprob(model, batch[f"{side}_ids"], batch[f"{side}_loss_mask"])
+                for side in ("chosen", "rejected")}  # (B,) each
         loss, accuracy, margin = dpo_loss(logp["chosen"], logp["rejected"], batch["ref_chosen"],
                                           batch["ref_rejected"], beta)
         nll = chosen_nll(logp["chosen"], batch["chosen_loss_mask"])

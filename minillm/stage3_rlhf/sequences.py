@@ -57,7 +57,7 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
 
 
-def next_token_logits(model: nn.Module, ids: Tensor, attention_mask: Tensor, temperature: float = 1.0) -> Tensor:
+def next_token_logits(model: nn.Module, ids: Tensor, attention_mask: Tensor | None, temperature: float = 1.0) -> Tensor:
     """The distribution over each next token: `(B, T-1, V)` logits, position t predicting ids[:, t+1].
 
     Dividing by `temperature` gives the distribution the tokens were *sampled* from when they were
@@ -72,17 +72,19 @@ def gather_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
     return torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def token_logprobs(model: nn.Module, ids: Tensor, attention_mask: Tensor, temperature: float = 1.0) -> Tensor:
+def token_logprobs(model: nn.Module, ids: Tensor, attention_mask: Tensor | None, temperature: float = 1.0) -> Tensor:
     """log p(ids[:, t+1] | ids[:, :t+1]) for every t: `(B, T-1)`. Mask the positions you need."""
     return gather_logprobs(next_token_logits(model, ids, attention_mask, temperature), ids[:, 1:])
 
 
-def answer_logprob(model: nn.Module, ids: Tensor, attention_mask: Tensor, loss_mask: Tensor) -> Tensor:
+def answer_logprob(model: nn.Module, ids: Tensor, loss_mask: Tensor) -> Tensor:
     """log p(answer | prompt) of each row: the sum of its answer tokens' log-probs, (B, T) -> (B,).
 
-    `loss_mask` is True on the answer's tokens (and its `<eos>`), as the chat template marks them.
+    `ids` are conversations right-padded by `collate`; `loss_mask` is True on the answer's tokens (and
+    its `<eos>`), as the chat template marks them. Like the SFT loss, it needs no attention mask: the
+    pads come after every real token of their row, where causal attention never looks.
     """
-    return (token_logprobs(model, ids, attention_mask) * loss_mask[:, 1:]).sum(dim=1)
+    return (token_logprobs(model, ids, None) * loss_mask[:, 1:]).sum(dim=1)
 
 
 @dataclass
@@ -141,5 +143,5 @@ def per_answer(fn: Callable[[dict[str, Tensor]], Tensor], tokenizer: Any, prompt
 
 def answers_logprob(model: nn.Module, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> Tensor:
     """log p(answer | prompt) of each pair under `model`, at temperature 1: (P,)."""
-    return per_answer(lambda b: answer_logprob(model, b["ids"], b["attention_mask"], b["loss_mask"]), tokenizer,
+    return per_answer(lambda b: answer_logprob(model, b["ids"], b["loss_mask"]), tokenizer,
                       prompts, answers, model.config.block_size)
