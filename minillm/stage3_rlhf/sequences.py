@@ -19,8 +19,10 @@ model's opinion of them is read:
   and with the log-probability the policy gave each token as it drew it (the rollout's "old"
   log-probs: no second pass over the answers is needed to know them).
 
-The padding never leaks into a result: masked positions are excluded by the caller's mask, and the
-model's own attention mask keeps real tokens from looking at pads.
+The padding never leaks into a result: masked positions are excluded by the caller's mask, and
+real tokens never look at pads. Left pads need the model's attention mask for that; right pads
+come after every real token, where causal attention never looks, so right-padded conversations
+(`answer_logprob`) are run without one.
 """
 
 from __future__ import annotations
