@@ -9,6 +9,7 @@ with the learning figures of both runs side by side (a faster run must not teach
 
     python bench/pipeline_speed.py                       # reference 86be2f6, --jobs as the CLI's default
     python bench/pipeline_speed.py --ref HEAD~3 --jobs 2 --preset micro
+    python bench/pipeline_speed.py --ours-first          # the other order, to see the machine's drift
 """
 
 from __future__ import annotations
@@ -50,15 +51,20 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--jobs", type=int, default=None, help="this tree's --jobs (default: the CLI's default)")
     parser.add_argument("--keep", type=Path, default=None, help="keep this tree's run in this folder (e.g. runs/tiny)")
+    parser.add_argument("--ours-first", action="store_true",
+                        help="run this tree before the reference: a machine whose speed drifts favours one "
+                             "order, and running both orders shows by how much")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subprocess.run(["git", "worktree", "add", "--detach", str(tmp / "ref"), args.ref], cwd=ROOT, check=True)
         try:
-            ref_wall, ref = run_journey(tmp / "ref", tmp / "ref_run", args.preset, [])
             ours_extra = [] if args.jobs is None else ["--jobs", str(args.jobs)]
             our_out = args.keep.resolve() if args.keep else tmp / "our_run"
-            our_wall, ours = run_journey(ROOT, our_out, args.preset, [*ours_extra, "--force"])
+            journeys = {"ref": lambda: run_journey(tmp / "ref", tmp / "ref_run", args.preset, []),
+                        "ours": lambda: run_journey(ROOT, our_out, args.preset, [*ours_extra, "--force"])}
+            done = {name: journeys[name]() for name in (("ours", "ref") if args.ours_first else ("ref", "ours"))}
+            (ref_wall, ref), (our_wall, ours) = done["ref"], done["ours"]
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "ref")], cwd=ROOT, check=False)
     print(f"\n=== the {args.preset} journey: this tree against {args.ref}, back to back ===")
