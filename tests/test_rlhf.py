@@ -20,7 +20,7 @@ from minillm.stage3_rlhf.ppo import (
     per_token_rewards,
 )
 from minillm.stage3_rlhf.reward_model import RewardModel, ranking_loss
-from minillm.stage3_rlhf.sequences import last_real_index
+from minillm.stage3_rlhf.sequences import answer_logprob, last_real_index
 
 
 def neg_log_sigmoid(x: float) -> float:
@@ -239,3 +239,20 @@ def test_reward_normalisation_is_applied():
     rm.reward_mean.fill_(0.5)
     rm.reward_std.fill_(2.0)
     torch.testing.assert_close(rm(ids, mask, mask), (raw - 0.5) / 2.0)
+
+
+def test_answer_logprob_sums_each_answer_tokens_logprobs_as_if_alone():
+    """answer_logprob on a right-padded batch = a hand sum over each row run alone, answer tokens only."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=40, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    ids = torch.randint(1, 40, (2, 9))
+    lengths = [9, 6]  # row 1 is right-padded with 3 pads (id 0)
+    ids[1, 6:] = 0
+    loss_mask = torch.zeros(2, 9, dtype=torch.bool)
+    loss_mask[0, 4:9] = True  # the answer: tokens 4..8 of row 0, tokens 3..5 of row 1
+    loss_mask[1, 3:6] = True
+    expected = []
+    for row, n in enumerate(lengths):
+        logp = F.log_softmax(model(ids[row:row + 1, :n])[0], dim=-1)  # (n, V)
+        expected.append(sum(logp[t - 1, ids[row, t]] for t in range(1, n) if loss_mask[row, t]))
+    torch.testing.assert_close(answer_logprob(model, ids, loss_mask), torch.stack(expected), rtol=1e-5, atol=1e-5)

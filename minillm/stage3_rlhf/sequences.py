@@ -9,9 +9,9 @@ model's opinion of them is read:
   whole conversations are padded on the right (`stage2_sft.sft.collate`).
 - `last_real_index` finds each row's last real token from the mask alone. It never searches for
   `<eos>`: the pad id may equal the eos id, and an answer that filled the whole length has none.
-- `token_logprobs` is log p(token_t | tokens_<t) for every position: the quantity PPO turns into
-  ratios and KL penalties, and DPO sums over an answer (`answer_logprob`). Both build on
-  `next_token_logits` + `gather_logprobs`.
+- `gather_logprobs` reads log p(token_t | tokens_<t) off a model's logits: the quantity PPO and GRPO
+  turn into ratios and KL penalties (`ppo.response_logits` gives them the logits of the answer's
+  positions only). `answer_logprob` sums it over an answer: what DPO compares.
 - `per_answer` runs a model over (prompt, answer) pairs given as text, in the chat template, in
   batches: the reward model's scores, a policy's log-probs of answers another policy gave.
 - `sample_responses` is the rollout's first half, shared by PPO and GRPO: a policy answers a batch
@@ -59,34 +59,24 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1.0)
 
 
-def next_token_logits(model: nn.Module, ids: Tensor, attention_mask: Tensor | None, temperature: float = 1.0) -> Tensor:
-    """The distribution over each next token: `(B, T-1, V)` logits, position t predicting ids[:, t+1].
-
-    Dividing by `temperature` gives the distribution the tokens were *sampled* from when they were
-    generated at that temperature; PPO must score them under that same distribution.
-    """
-    logits = model(ids, attention_mask=attention_mask)  # (B, T, V)
-    return logits[:, :-1, :] / temperature  # (B, T-1, V)
-
-
 def gather_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
     """log softmax(logits)[target] per position: (B, N, V), (B, N) -> (B, N)."""
     return torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
-
-
-def token_logprobs(model: nn.Module, ids: Tensor, attention_mask: Tensor | None, temperature: float = 1.0) -> Tensor:
-    """log p(ids[:, t+1] | ids[:, :t+1]) for every t: `(B, T-1)`. Mask the positions you need."""
-    return gather_logprobs(next_token_logits(model, ids, attention_mask, temperature), ids[:, 1:])
 
 
 def answer_logprob(model: nn.Module, ids: Tensor, loss_mask: Tensor) -> Tensor:
     """log p(answer | prompt) of each row: the sum of its answer tokens' log-probs, (B, T) -> (B,).
 
     `ids` are conversations right-padded by `collate`; `loss_mask` is True on the answer's tokens (and
-    its `<eos>`), as the chat template marks them. Like the SFT loss, it needs no attention mask: the
-    pads come after every real token of their row, where causal attention never looks.
+    its `<eos>`), as the chat template marks them. As in the SFT loss, the LM head runs only at the
+    positions that predict an answer token, and no attention mask is needed: the pads come after
+    every real token of their row, where causal attention never looks.
     """
-    return (token_logprobs(model, ids, None) * loss_mask[:, 1:]).sum(dim=1)
+    counts = loss_mask[:, 1:]  # (B, T-1): position t predicts token t+1, an answer token where True
+    logits = model(ids, logits_at=F.pad(counts, (0, 1)))  # (N, V), one row per answer token, row-major
+    token_logprobs = torch.zeros(counts.shape, dtype=logits.dtype, device=logits.device)  # (B, T-1)
+    token_logprobs[counts] = -F.cross_entropy(logits, ids[:, 1:][counts], reduction="none")  # (N,)
+    return token_logprobs.sum(dim=1)
 
 
 @dataclass
