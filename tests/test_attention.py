@@ -160,17 +160,31 @@ def test_kv_cache_grows_along_time_and_remembers_padding():
     assert torch.equal(k_next[0, 0, 4:, 0], steps) and torch.equal(v_next[0, 0, 4:, 0], -steps)
 
 
+def test_kv_cache_given_a_capacity_makes_room_for_it_at_once():
+    cache = KVCache(n_layer=1, capacity=10)
+    cache.update(0, torch.randn(2, 4, 3, 5), torch.randn(2, 4, 3, 5))
+    first = cache.keys[0]
+    assert first.shape == (2, 4, 10, 5)  # room for all 10 tokens, not twice the first 3
+    for _ in range(7):
+        cache.update(0, torch.randn(2, 4, 1, 5), torch.randn(2, 4, 1, 5))
+    assert cache.keys[0] is first  # 10 tokens written, not one buffer copied
+    k, _ = cache.update(0, torch.randn(2, 4, 1, 5), torch.randn(2, 4, 1, 5))
+    assert k.shape == (2, 4, 11, 5) and cache.keys[0].shape[2] == 22  # past it: twice as long, as usual
+
+
 def test_kv_cache_keeps_only_the_rows_asked_for():
     cache = KVCache(n_layer=2)
     cache.add_tokens(torch.tensor([[False, True], [True, True], [False, False]]), batch=3, t_new=2)
     keys, values = torch.randn(3, 4, 2, 5), torch.randn(3, 4, 2, 5)
     cache.update(0, keys, values)
-    cache.keep_rows(torch.tensor([True, False, True]))
+    cache.take_rows(torch.tensor([True, False, True]))
     mask = cache.add_tokens(None, batch=2, t_new=1)
     k, v = cache.update(0, torch.zeros(2, 4, 1, 5), torch.ones(2, 4, 1, 5))
     assert torch.equal(mask, torch.tensor([[False, True, True], [False, False, True]]))
     assert torch.equal(k[:, :, :2], keys[[0, 2]]) and torch.equal(v[:, :, :2], values[[0, 2]])
     assert (k[:, :, 2] == 0).all() and (v[:, :, 2] == 1).all() and cache.keys[1] is None
+    cache.take_rows(torch.tensor([1, 1, 0]))  # indices: rows copied, in the order asked
+    assert torch.equal(cache.keys[0][:, :, :2], keys[[2, 2, 0]]) and cache.key_mask.shape == (3, 3)
 
 
 def test_kv_cache_without_padding_keeps_no_mask():

@@ -239,6 +239,34 @@ def test_sampled_rows_that_finish_early_leave_the_batch_without_changing_the_oth
     torch.testing.assert_close(cached.logprobs, expected * cached.response_mask, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_a_repeated_prompt_is_run_once_and_its_rows_sample_as_if_each_ran_alone(padded):
+    """Rows with the same prompt (n samples of one prompt) share its prefill: the model reads each
+    distinct prompt once, and every row still gets the answers that recomputing without the cache gives."""
+    model = make(GPT, gpt_config())
+    ids, mask = left_padded_batch()
+    order = torch.tensor([0, 1, 0, 2, 1, 0])  # 6 rows, 3 distinct prompts, copies not side by side
+    ids, mask = ids[order], mask[order] if padded else None
+    if padded:  # what a pad slot holds does not make two copies of a prompt different
+        ids[4, :3] = torch.tensor([7, 8, 9])
+    batch_sizes = []
+    hook = model.tok_emb.register_forward_hook(lambda module, args, out: batch_sizes.append(out.shape[0]))
+
+    def sample(temperature, use_cache=True):
+        return model.generate(ids, 8, temperature=temperature, attention_mask=mask, use_cache=use_cache,
+                              generator=torch.Generator().manual_seed(5))
+
+    sampled = sample(1.0)
+    hook.remove()
+    assert batch_sizes[0] == 3 and batch_sizes[1:] == [6] * 7  # the prompts once each, then every row
+    torch.testing.assert_close(sampled.logprobs, sample(1.0, use_cache=False).logprobs, atol=1e-5, rtol=1e-5)
+    assert torch.equal(sampled.new_ids, sample(1.0, use_cache=False).new_ids)
+    assert len(set(map(tuple, sampled.new_ids[order == 0].tolist()))) > 1  # copies sample their own answers
+    greedy = sample(0.0)
+    assert torch.equal(greedy.new_ids[0], greedy.new_ids[2]) and torch.equal(greedy.new_ids[1], greedy.new_ids[4])
+    assert torch.equal(greedy.new_ids, sample(0.0, use_cache=False).new_ids)
+
+
 def test_inverse_cdf_sampling_draws_each_token_as_often_as_its_probability():
     probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
     n = 40_000

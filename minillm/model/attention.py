@@ -166,8 +166,10 @@ class KVCache:
     Each layer's keys live in a buffer with room to spare, as a Python list keeps its items: a step
     writes its new keys into the next free slots, and only a full buffer is copied, into one twice
     as long. Concatenating instead (`torch.cat([stored, new])`) copies ALL the stored keys at every
-    step; generating one sequence, that copy took a quarter of the time. `update` returns a view of
-    the filled part, so attention sees exactly "all keys so far".
+    step; generating one sequence, that copy took a quarter of the time. `generate` knows how long
+    its sequences can get (prompt + max_new_tokens) and asks for that `capacity` at once, so that
+    it never copies a buffer to grow it. `update` returns a view of the filled part, so attention
+    sees exactly "all keys so far".
     It also remembers which of the cached tokens are padding (`key_mask`), so that a left-padded
     prompt's pads stay hidden for the whole generation, not only during the first forward pass.
     One cache belongs to one batch of sequences; make a new one for every `generate` call. It is
@@ -175,7 +177,8 @@ class KVCache:
     step after a later step has written (training recomputes the whole sequence, without a cache).
     """
 
-    def __init__(self, n_layer: int) -> None:
+    def __init__(self, n_layer: int, capacity: int = 0) -> None:
+        self.capacity = capacity  # tokens the buffers first make room for (0: twice the first batch's)
         self.keys: list[Tensor | None] = [None] * n_layer  # each (B, H, capacity, D); the first
         self.values: list[Tensor | None] = [None] * n_layer  # filled[layer] positions are in use
         self.filled = [0] * n_layer
@@ -200,8 +203,9 @@ class KVCache:
         """Append this step's keys/values (B, H, T, D) of `layer`; return all of them (B, H, T_past+T, D)."""
         past, end = self.filled[layer], self.filled[layer] + k.shape[2]
         if self.keys[layer] is None or end > self.keys[layer].shape[2]:  # full: move to a buffer twice as long
-            self.keys[layer] = self._grown(self.keys[layer], k, past, 2 * end)
-            self.values[layer] = self._grown(self.values[layer], v, past, 2 * end)
+            room = self.capacity if end <= self.capacity else 2 * end
+            self.keys[layer] = self._grown(self.keys[layer], k, past, room)
+            self.values[layer] = self._grown(self.values[layer], v, past, room)
         self.keys[layer][:, :, past:end] = k
         self.values[layer][:, :, past:end] = v
         self.filled[layer] = end
@@ -212,14 +216,18 @@ class KVCache:
         return sum(self.keys[i][:, :, :n].nbytes + self.values[i][:, :, :n].nbytes
                    for i, n in enumerate(self.filled) if n)
 
-    def keep_rows(self, keep: Tensor) -> None:
-        """Keep only the sequences where `keep` (B,) bool is True: generation drops finished rows."""
+    def take_rows(self, rows: Tensor) -> None:
+        """Keep the sequences that `rows` picks, in its order: a (B,) bool mask or (b,) indices.
+
+        Generation drops the rows that have finished, and copies a shared prompt's keys and values
+        to every row that asked it (`GPT.generate`).
+        """
         for layer, buffer in enumerate(self.keys):
             if buffer is not None:  # (B, H, capacity, D) -> (b, H, capacity, D)
-                self.keys[layer] = buffer[keep]
-                self.values[layer] = self.values[layer][keep]
+                self.keys[layer] = buffer[rows]
+                self.values[layer] = self.values[layer][rows]
         if self.key_mask is not None:
-            self.key_mask = self.key_mask[keep]
+            self.key_mask = self.key_mask[rows]
 
     @staticmethod
     def _grown(buffer: Tensor | None, like: Tensor, filled: int, capacity: int) -> Tensor:

@@ -152,7 +152,7 @@ class GPT(nn.Module):
                                   attention_mask)
         pad = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
         B = ids.shape[0]
-        cache = KVCache(self.config.n_layer) if use_cache else None
+        cache = KVCache(self.config.n_layer, capacity=ids.shape[1] + max_new_tokens) if use_cache else None
         mask = None if attention_mask is None else attention_mask.bool()  # (B, T), None = no padding
         seq = ids
         # The rows still generating, as indices into the batch. A row that has produced <eos> needs no
@@ -167,7 +167,7 @@ class GPT(nn.Module):
             # Inference mode is no_grad and more: torch also skips the bookkeeping that autograd would
             # need later (version counters, views), a tenth of a small model's step at batch 1.
             with torch.inference_mode():
-                logits = self._next_token_logits(ids, mask, cache)  # (b, V): what follows each prompt
+                logits = self._prefill(ids, mask, cache)  # (B, V): what follows each prompt
                 for step in range(max_new_tokens):
                     token, logprob = sample_next(logits, temperature, top_k, top_p, generator)  # (b,), (b,)
                     # Back to full-batch columns (B,): finished rows emit padding, log-prob 0.
@@ -184,7 +184,7 @@ class GPT(nn.Module):
                         mask = None if mask is None else mask[running]
                         seq = seq[running]
                         if cache is not None:
-                            cache.keep_rows(running)
+                            cache.take_rows(running)
                     one_real = None if mask is None else torch.ones(len(rows), 1, dtype=torch.bool, device=ids.device)
                     if cache is not None:  # feed only the new token; the cache holds the rest
                         logits = self._next_token_logits(token[:, None], one_real, cache)
@@ -198,6 +198,28 @@ class GPT(nn.Module):
         new = torch.stack(new_ids, dim=1)  # (B, N)
         return Generation(ids=torch.cat([ids, new], dim=1), new_ids=new, logprobs=torch.stack(logprobs, dim=1),
                           response_mask=up_to_first(new, eos_id))
+
+    def _prefill(self, ids: Tensor, attention_mask: Tensor | None, cache: KVCache | None) -> Tensor:
+        """Run the prompts (B, T0) into the cache; return the logits (B, V) of each one's next token.
+
+        Rows that repeat a prompt share its prefill. Sampling n answers to one prompt (GRPO's
+        groups, pass@k, best of n) asks it n times; each distinct prompt runs once here, and its
+        keys, values and logits are copied to every row that asked it.
+        """
+        if cache is None:
+            return self._next_token_logits(ids, attention_mask, None)
+        B = ids.shape[0]
+        prompts = ids if attention_mask is None else ids.masked_fill(~attention_mask, -1)  # pads all alike
+        distinct, copy_of = torch.unique(prompts, dim=0, return_inverse=True)  # (P, T0), (B,) row -> its prompt
+        if len(distinct) == B:  # no prompt repeats: nothing to share
+            return self._next_token_logits(ids, attention_mask, cache)
+        # One row per distinct prompt (any of its copies: they are equal).
+        one_each = torch.empty(len(distinct), dtype=torch.long, device=ids.device).scatter_(
+            0, copy_of, torch.arange(B, device=ids.device))  # (P,)
+        logits = self._next_token_logits(
+            ids[one_each], None if attention_mask is None else attention_mask[one_each], cache)  # (P, V)
+        cache.take_rows(copy_of)  # (P, ...) -> (B, ...): every row gets its prompt's keys and values
+        return logits[copy_of]  # (B, V)
 
     def _next_token_logits(self, ids: Tensor, attention_mask: Tensor | None, cache: KVCache | None) -> Tensor:
         """Logits (B, V) for the token after the last position: the LM head runs on that position only."""
