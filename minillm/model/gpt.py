@@ -210,9 +210,11 @@ class GPT(nn.Module):
             return self._next_token_logits(ids, attention_mask, None)
         B = ids.shape[0]
         prompts = ids if attention_mask is None else ids.masked_fill(~attention_mask, -1)  # pads all alike
-        distinct, copy_of = torch.unique(prompts, dim=0, return_inverse=True)  # (P, T0), (B,) row -> its prompt
+        # Found on the CPU (a few thousand ids; not every accelerator has torch.unique over rows).
+        distinct, copy_of = torch.unique(prompts.cpu(), dim=0, return_inverse=True)  # (P, T0), (B,) row -> its prompt
         if len(distinct) == B:  # no prompt repeats: nothing to share
             return self._next_token_logits(ids, attention_mask, cache)
+        copy_of = copy_of.to(ids.device)
         # One row per distinct prompt (any of its copies: they are equal).
         one_each = torch.empty(len(distinct), dtype=torch.long, device=ids.device).scatter_(
             0, copy_of, torch.arange(B, device=ids.device))  # (P,)
