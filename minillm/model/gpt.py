@@ -14,7 +14,8 @@ computed by the training stages, not here.
 Generation (`GPT.generate`) repeats: run the model, take the logits of the last position, turn them
 into a distribution (temperature, top-k, top-p), draw a token, append it. Two details matter:
 - **KV cache**: keys and values of past tokens are kept (attention.KVCache), so each step only
-  processes the one new token. `use_cache=False` recomputes everything, for comparison.
+  processes the one new token. `use_cache=False` recomputes everything, for comparison. A prompt
+  that several rows repeat (n samples of one prompt) fills the cache once, for all of them.
 - **Batched prompts of different lengths** are LEFT-padded ("<pad> <pad> Hello there") so that every
   row's next token is appended at the same column. The attention mask hides the pads (also from
   all later tokens, through the cache), and position ids count real tokens only, so a padded prompt
