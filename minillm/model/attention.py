@@ -178,7 +178,7 @@ class KVCache:
     """
 
     def __init__(self, n_layer: int, capacity: int = 0) -> None:
-        self.capacity = capacity  # tokens the buffers first make room for (0: twice the first batch's)
+        self.capacity = capacity  # tokens the first buffers make room for (0: twice the first tokens)
         self.keys: list[Tensor | None] = [None] * n_layer  # each (B, H, capacity, D); the first
         self.values: list[Tensor | None] = [None] * n_layer  # filled[layer] positions are in use
         self.filled = [0] * n_layer
@@ -202,8 +202,8 @@ class KVCache:
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append this step's keys/values (B, H, T, D) of `layer`; return all of them (B, H, T_past+T, D)."""
         past, end = self.filled[layer], self.filled[layer] + k.shape[2]
-        if self.keys[layer] is None or end > self.keys[layer].shape[2]:  # full: move to a buffer twice as long
-            room = self.capacity if end <= self.capacity else 2 * end
+        if self.keys[layer] is None or end > self.keys[layer].shape[2]:  # none yet, or full: a bigger buffer
+            room = self.capacity if end <= self.capacity else 2 * end  # the capacity asked for, or twice the need
             self.keys[layer] = self._grown(self.keys[layer], k, past, room)
             self.values[layer] = self._grown(self.values[layer], v, past, room)
         self.keys[layer][:, :, past:end] = k

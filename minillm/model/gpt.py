@@ -183,9 +183,10 @@ class GPT(nn.Module):
                         running = ~finished
                         rows, token = rows[running], token[running]
                         mask = None if mask is None else mask[running]
-                        seq = seq[running]
                         if cache is not None:
                             cache.take_rows(running)
+                        else:
+                            seq = seq[running]
                     one_real = None if mask is None else torch.ones(len(rows), 1, dtype=torch.bool, device=ids.device)
                     if cache is not None:  # feed only the new token; the cache holds the rest
                         logits = self._next_token_logits(token[:, None], one_real, cache)
