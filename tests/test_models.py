@@ -267,6 +267,58 @@ def test_a_repeated_prompt_is_run_once_and_its_rows_sample_as_if_each_ran_alone(
     assert torch.equal(greedy.new_ids, sample(0.0, use_cache=False).new_ids)
 
 
+def prompts_and_responses(n: int):
+    """6 rows, 3 distinct left-padded prompts (rows 0, 2, 5 and rows 1, 4 repeat one), then n response
+    columns; row 1's answer ended after 2 tokens (right pads)."""
+    prompts, prompt_mask = left_padded_batch()
+    order = torch.tensor([0, 1, 0, 2, 1, 0])
+    ids = torch.cat([prompts[order], ids_of(6, n, seed=7)], dim=1)  # (6, 5 + n)
+    response_mask = torch.ones(6, n, dtype=torch.bool)
+    response_mask[1, 2:] = False
+    ids[4, :3] = torch.tensor([7, 8, 9])  # what a pad slot holds does not make row 4 another prompt
+    return ids, torch.cat([prompt_mask[order], response_mask], dim=1)
+
+
+@pytest.mark.parametrize("position", ["learned", "rope"])
+def test_response_states_read_a_repeated_prompt_once_with_a_full_passs_values_and_gradients(position):
+    """RL reads G answers to one prompt: `response_states` runs each distinct prompt once, then the
+    responses on top of its copied keys and values. States and gradients equal one full pass over every row."""
+    model = make(GPT, gpt_config(position=position)).double()
+    n = 4
+    ids, mask = prompts_and_responses(n)
+    real = mask[:, -n - 1:]  # (6, n + 1): the positions whose states anything reads
+    weights = torch.randn(6, n + 1, model.config.n_embd, dtype=torch.float64)
+    rows_seen = []
+    hook = model.tok_emb.register_forward_hook(lambda module, args, out: rows_seen.append(out.shape[0]))
+    shared = model.response_states(ids, mask, n)  # (6, n + 1, C)
+    hook.remove()
+    assert rows_seen == [3, 6]  # the 3 prompts once each, then the 6 responses
+    full = model.hidden_states(ids, mask)[:, -n - 1:]  # (6, n + 1, C)
+    torch.testing.assert_close(shared[real], full[real])
+    grads = []
+    for states in (shared, full):
+        model.zero_grad()
+        (states * weights)[real].sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for shared_grad, full_grad in zip(*grads, strict=True):
+        torch.testing.assert_close(shared_grad, full_grad)
+
+
+def test_response_states_without_repeats_is_one_pass_and_refuses_a_missing_prompt():
+    model = make(GPT, gpt_config())
+    ids, mask = prompts_and_responses(4)
+    ids, mask = ids[[0, 1, 3]], mask[[0, 1, 3]]  # three different prompts
+    rows_seen = []
+    hook = model.tok_emb.register_forward_hook(lambda module, args, out: rows_seen.append(out.shape[0]))
+    states = model.response_states(ids, mask, 4)
+    hook.remove()
+    assert rows_seen == [3]
+    assert torch.equal(states, model.hidden_states(ids, mask)[:, -5:])
+    for n in (0, ids.shape[1]):
+        with pytest.raises(ModelInputError, match="leave no prompt or no response"):
+            model.response_states(ids, mask, n)
+
+
 def test_inverse_cdf_sampling_draws_each_token_as_often_as_its_probability():
     probs = torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0])
     n = 40_000

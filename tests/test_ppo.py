@@ -187,7 +187,7 @@ def test_best_of_n_keeps_the_answer_the_reward_model_scores_highest(runs):
 
 
 def test_nan_rewards_stop_ppo_with_the_step_and_cause(runs, monkeypatch):
-    monkeypatch.setattr(RewardModel, "forward", lambda self, ids, *masks: torch.full((len(ids),), float("nan")))
+    monkeypatch.setattr(RewardModel, "scores", lambda self, h, ids, *masks: torch.full((len(ids),), float("nan")))
     with pytest.raises(TrainingError, match=r"PPO stopped at step 1: the reward was non-finite \(nan\)"):
         train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, runs["root"] / "ppo_nan")
 

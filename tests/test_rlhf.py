@@ -20,7 +20,7 @@ from minillm.stage3_rlhf.ppo import (
     per_token_rewards,
 )
 from minillm.stage3_rlhf.reward_model import RewardModel, ranking_loss
-from minillm.stage3_rlhf.sequences import answer_logprob, last_real_index
+from minillm.stage3_rlhf.sequences import Responses, answer_logprob, last_real_index
 
 
 def neg_log_sigmoid(x: float) -> float:
@@ -230,6 +230,26 @@ def test_reward_model_without_likelihood_term_is_the_head_alone():
     assert preset("micro").reward.likelihood_term
     cfg = apply_overrides(preset("micro"), ["reward.likelihood_term=false"])
     assert cfg.reward.likelihood_term is False
+
+
+def test_scoring_sampled_responses_reads_a_shared_prompt_once_and_gives_forwards_scores():
+    """GRPO scores G answers to each prompt: score_responses reads the answers' columns only, each
+    distinct prompt once, and must give what forward gives on the whole sequences."""
+    rm = small_reward_model()
+    rm.likelihood_weight.data.fill_(0.7)
+    prompts = torch.tensor([[0, 0, 5, 9], [4, 6, 8, 2], [0, 0, 5, 9]])  # left-padded; rows 0 and 2 alike
+    prompt_mask = prompts != 0
+    answers = torch.tensor([[11, 3, 7], [30, 7, 0], [12, 7, 0]])  # 7 = eos, then pads
+    mask = torch.tensor([[True, True, True], [True, True, False], [True, True, False]])
+    resp = Responses(["a", "b", "c"], torch.cat([prompts, answers], 1), torch.cat([prompt_mask, mask], 1), mask,
+                     torch.ones(3, dtype=torch.bool), torch.zeros(3, 3))
+    rows_seen = []
+    hook = rm.body.tok_emb.register_forward_hook(lambda module, args, out: rows_seen.append(out.shape[0]))
+    shared = rm.score_responses(resp)
+    hook.remove()
+    assert rows_seen == [2, 3]  # the two distinct prompts, then the three answers
+    torch.testing.assert_close(shared, rm(resp.ids, resp.attention_mask, resp.response_mask))
+    assert shared.std() > 1e-3  # the answers score differently: not trivially equal
 
 
 def test_reward_normalisation_is_applied():

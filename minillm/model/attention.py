@@ -173,8 +173,10 @@ class KVCache:
     It also remembers which of the cached tokens are padding (`key_mask`), so that a left-padded
     prompt's pads stay hidden for the whole generation, not only during the first forward pass.
     One cache belongs to one batch of sequences; make a new one for every `generate` call. It is
-    for inference: its buffers are written in place, so autograd cannot backpropagate through a
-    step after a later step has written (training recomputes the whole sequence, without a cache).
+    mostly for inference: its buffers are written in place, so autograd cannot backpropagate through a
+    step after a later step has written into the same buffer (training recomputes the whole sequence,
+    without a cache). One exception works: a prompt pass, `take_rows`, then one pass on top
+    (`GPT.response_states`), since take_rows makes new buffers and each is written only once.
     """
 
     def __init__(self, n_layer: int, capacity: int = 0) -> None:

@@ -208,22 +208,45 @@ class GPT(nn.Module):
         groups, pass@k, best of n) asks it n times; each distinct prompt runs once here, and its
         keys, values and logits are copied to every row that asked it.
         """
-        if cache is None:
-            return self._next_token_logits(ids, attention_mask, None)
-        B = ids.shape[0]
-        prompts = ids if attention_mask is None else ids.masked_fill(~attention_mask, -1)  # pads all alike
-        # Found on the CPU (a few thousand ids; not every accelerator has torch.unique over rows).
-        distinct, copy_of = torch.unique(prompts.cpu(), dim=0, return_inverse=True)  # (P, T0), (B,) row -> its prompt
-        if len(distinct) == B:  # no prompt repeats: nothing to share
+        shared = None if cache is None else distinct_prompts(ids, attention_mask)
+        if shared is None:  # no cache, or no prompt repeats: nothing to share
             return self._next_token_logits(ids, attention_mask, cache)
-        copy_of = copy_of.to(ids.device)
-        # One row per distinct prompt (any of its copies: they are equal).
-        one_each = torch.empty(len(distinct), dtype=torch.long, device=ids.device).scatter_(
-            0, copy_of, torch.arange(B, device=ids.device))  # (P,)
+        one_each, copy_of = shared
         logits = self._next_token_logits(
             ids[one_each], None if attention_mask is None else attention_mask[one_each], cache)  # (P, V)
         cache.take_rows(copy_of)  # (P, ...) -> (B, ...): every row gets its prompt's keys and values
         return logits[copy_of]  # (B, V)
+
+    def response_states(self, ids: Tensor, attention_mask: Tensor | None, n: int) -> Tensor:
+        """Hidden states (B, n + 1, C) at each row's last prompt column and its n response columns.
+
+        ids (B, T0 + n) are left-padded prompts followed by n columns of sampled response. These
+        n + 1 positions are all that RL reads: position t predicts token t + 1, so the last prompt
+        column predicts the first response token, and a reward model reads the answer's last token.
+
+        Rows that repeat a prompt (GRPO's group of answers to one prompt) share its pass, as in
+        generation: each distinct prompt runs once into a KV cache, its keys and values are copied to
+        every row that asked it, and the responses run on top. The numbers are those of one full
+        pass (to float rounding), and so are the gradients: autograd carries each copy's gradient
+        back to the one prompt pass, where they add up. (Each cache buffer is written once after it
+        is made, so autograd accepts the in-place writes.)
+        """
+        prompt_len = ids.shape[1] - n
+        if not 0 < n < ids.shape[1]:
+            raise ModelInputError(f"response_states: n={n} response columns in ids of {ids.shape[1]} columns "
+                                  f"leave no prompt or no response; n must be in [1, {ids.shape[1] - 1}]")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(ids, dtype=torch.bool)
+        shared = distinct_prompts(ids[:, :prompt_len], attention_mask[:, :prompt_len])
+        if shared is None:  # every row has its own prompt: one ordinary pass
+            return self.hidden_states(ids, attention_mask)[:, -n - 1:]  # (B, n + 1, C)
+        one_each, copy_of = shared
+        cache = KVCache(self.config.n_layer, capacity=ids.shape[1])
+        prompt_states = self.hidden_states(ids[one_each, :prompt_len], attention_mask[one_each, :prompt_len],
+                                           cache=cache)  # (P, T0, C): each distinct prompt once
+        cache.take_rows(copy_of)  # (P, ...) -> (B, ...): every row gets its prompt's keys and values
+        response = self.hidden_states(ids[:, prompt_len:], attention_mask[:, prompt_len:], cache=cache)  # (B, n, C)
+        return torch.cat([prompt_states[copy_of, -1:], response], dim=1)  # (B, n + 1, C)
 
     def _next_token_logits(self, ids: Tensor, attention_mask: Tensor | None, cache: KVCache | None) -> Tensor:
         """Logits (B, V) for the token after the last position: the LM head runs on that position only."""
@@ -376,6 +399,24 @@ def _gpt2_ignored(key: str) -> bool:
 
 # --------------------------------------------------------------------------------------------------
 # Sampling: from the last position's logits to one token per row.
+
+
+def distinct_prompts(ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """Which rows of ids (B, T) repeat a prompt: (one_each (P,), copy_of (B,)), or None if none does.
+
+    one_each picks one row per distinct prompt; copy_of maps every row to its prompt's place in
+    one_each, so rows[one_each][copy_of] == rows. Pads count as equal whatever id they hold.
+    """
+    prompts = ids if attention_mask is None else ids.masked_fill(~attention_mask.bool(), -1)  # pads all alike
+    # Found on the CPU (a few thousand ids; not every accelerator has torch.unique over rows).
+    distinct, copy_of = torch.unique(prompts.cpu(), dim=0, return_inverse=True)  # (P, T), (B,)
+    B = ids.shape[0]
+    if len(distinct) == B:
+        return None
+    copy_of = copy_of.to(ids.device)
+    one_each = torch.empty(len(distinct), dtype=torch.long, device=ids.device).scatter_(
+        0, copy_of, torch.arange(B, device=ids.device))  # (P,): any of a prompt's rows (they are equal)
+    return one_each, copy_of
 
 
 def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:

@@ -137,7 +137,7 @@ def make_reward_fn(cfg: GRPOConfig, records: list[dict], rm: RewardModel | None)
                               "grpo.reward=verifiable")
 
         def model_reward(batch: list[dict], resp: Responses) -> Tensor:
-            score = rm(resp.ids, resp.attention_mask, resp.response_mask)  # (B,) read at the last real token
+            score = rm.score_responses(resp)  # (B,) read at the last real token
             # detail: the reward model never saw an unfinished answer; it gets a fixed penalty instead
             return torch.where(resp.has_eos, score, torch.full_like(score, cfg.no_eos_penalty))
 
@@ -192,13 +192,26 @@ def rollout(policy: GPT, reference: GPT, reward_fn: RewardFn, tokenizer: Any, pr
     return GroupRollout(records, resp, ref_logprobs, rewards, advantages)
 
 
+def group_minibatches(n_prompts: int, group_size: int, minibatch_size: int,
+                      generator: torch.Generator) -> tuple[Tensor, ...]:
+    """A rollout's rows (B = n_prompts * group_size) in shuffled minibatches that keep groups whole.
+
+    The groups come in random order, and each group's G rows stay together. Its answers share one
+    prompt, which a minibatch then reads once for all of them (`GPT.response_states`); and a whole
+    group's advantages average to zero, so every minibatch pushes some answers up and others down.
+    """
+    groups = torch.randperm(n_prompts, generator=generator)  # (P,)
+    rows = (groups[:, None] * group_size + torch.arange(group_size)).flatten()  # (B,) group by group
+    return rows.split(minibatch_size)
+
+
 def grpo_update(policy: GPT, optimizer: torch.optim.Optimizer, ro: GroupRollout, cfg: GRPOConfig,
                 generator: torch.Generator) -> list[dict[str, float]]:
     """Optimise the clipped objective on `ro`; one stats dict per minibatch, in order."""
     n, ids, attention_mask = ro.mask.shape[1], ro.responses.ids, ro.responses.attention_mask
     stats = []
     for _ in range(cfg.epochs):
-        for mb in torch.randperm(len(ro.records), generator=generator).split(cfg.minibatch_size):
+        for mb in group_minibatches(len(ro.rewards), cfg.group_size, cfg.minibatch_size, generator):
             mask = ro.mask[mb]
             logits = response_logits(policy, ids[mb], attention_mask[mb], n, cfg.temperature)  # (b, N, V)
             logprobs = gather_logprobs(logits, ids[mb][:, -n:])  # (b, N)

@@ -157,17 +157,16 @@ class Rollout:
     returns: Tensor  # (B, N)
 
 
-def response_logits(model: torch.nn.Module, ids: Tensor, attention_mask: Tensor, n: int, temperature: float) -> Tensor:
+def response_logits(model: GPT, ids: Tensor, attention_mask: Tensor, n: int, temperature: float) -> Tensor:
     """The temperature-scaled logits that predicted the last `n` tokens: (B, n, V).
 
     The LM head, a small model's largest matmul, runs only at the n positions that predict a
-    response token (`logits_at`): the prompt's predictions are never used.
+    response token: the prompt's predictions are never used. Rows that repeat a prompt (GRPO's
+    groups) read it once (`GPT.response_states`).
     """
-    predicts_response = torch.zeros_like(ids, dtype=torch.bool)  # (B, T)
-    predicts_response[:, -n - 1:-1] = True  # position t predicts token t + 1
-    logits = model(ids, attention_mask=attention_mask, logits_at=predicts_response)  # (B * n, V)
+    states = model.response_states(ids, attention_mask, n)[:, :-1]  # (B, n, C): position t predicts t + 1
     # detail: log-probs are recomputed at the SAME temperature the answers were sampled at.
-    return logits.view(ids.shape[0], n, -1) / temperature
+    return model.lm_head(states) / temperature
 
 
 def critic_values(critic: RewardModel, ids: Tensor, attention_mask: Tensor, n: int) -> Tensor:
@@ -194,7 +193,7 @@ def rollout(
     ref_logprobs = gather_logprobs(response_logits(ref, ids, attention_mask, n, cfg.temperature), ids[:, -n:])
     values = critic_values(critic, ids, attention_mask, n) * mask
     if gold_norm is None:
-        rm_score = rm(ids, attention_mask, resp.response_mask)  # (B,) detail: read at the last real token
+        rm_score = rm.score_responses(resp)  # (B,) detail: read at the last real token
     else:  # the oracle experiment: the annotator's own noiseless judge in the reward model's place
         gold = torch.tensor([gold_score(r, a) for r, a in zip(records, answers, strict=True)], device=device)
         rm_score = (gold - gold_norm[0]) / gold_norm[1]  # (B,)

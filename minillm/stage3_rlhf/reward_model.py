@@ -71,7 +71,7 @@ from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example
 from minillm.stage3_rlhf.annotator import answer_places, gold_agreement, self_agreement
 from minillm.stage3_rlhf.preferences import not_enough_rankings, read_preferences, split_rankings
-from minillm.stage3_rlhf.sequences import gather_logprobs, last_real_index, masked_mean, per_answer
+from minillm.stage3_rlhf.sequences import Responses, gather_logprobs, last_real_index, masked_mean, per_answer
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
 from minillm.train.checkpoint import CKPT_NAME
 from minillm.utils import seed_everything, write_json
@@ -116,6 +116,22 @@ class RewardModel(nn.Module):
         them; the likelihood term averages over those tokens only.
         """
         h = self.body.hidden_states(ids, attention_mask=attention_mask)  # (B, T, C)
+        return self.scores(h, ids, attention_mask, response_mask)
+
+    def score_responses(self, resp: Responses) -> Tensor:
+        """`forward` for a policy's sampled answers (B,): the same scores, from the answers' positions.
+
+        A rollout's prompts are left-padded and its answers follow them, so everything the score
+        reads sits in the last n + 1 columns (the last prompt token predicts the first answer token).
+        A prompt that several rows repeat, as GRPO's groups do, is read once (`GPT.response_states`).
+        """
+        n = resp.mask.shape[1]
+        h = self.body.response_states(resp.ids, resp.attention_mask, n)  # (B, n + 1, C)
+        tail = slice(-n - 1, None)  # the columns of h
+        return self.scores(h, resp.ids[:, tail], resp.attention_mask[:, tail], resp.response_mask[:, tail])
+
+    def scores(self, h: Tensor, ids: Tensor, attention_mask: Tensor, response_mask: Tensor) -> Tensor:
+        """The answers' scores (B,) from the body's hidden states h (B, T, C) of ids (B, T)."""
         last = last_real_index(attention_mask)  # (B,)
         head_score = self.head(h[torch.arange(ids.shape[0], device=ids.device), last]).squeeze(-1)  # (B,)
         # Position t predicts token t+1; only the positions that predict an answer token need the
