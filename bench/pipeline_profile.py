@@ -55,6 +55,7 @@ TIMED_FUNCTIONS = {
 TIMED_METHODS = {
     (GPT, "forward"): "forward", (Bert, "forward"): "forward", (RewardModel, "forward"): "forward",
     (RewardModel, "token_scores"): "forward",  # PPO's critic: a value at every position
+    (GPT, "response_states"): "forward", (RewardModel, "score_responses"): "forward",  # RL's reads of answers
     (GPT, "generate"): "generation", (torch.Tensor, "backward"): "backward", (torch.optim.AdamW, "step"): "optimizer",
 }
 
