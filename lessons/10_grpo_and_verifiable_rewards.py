@@ -53,7 +53,8 @@ records, sft, rm = stage3_inputs(ARGS)
 # group's standard deviation, Dr. GRPO does not, RLOO compares each answer with the mean of the
 # *other* seven. Every token of an answer with a positive advantage is made more likely, every token
 # of one with a negative advantage less likely. A group whose answers all score the same teaches
-# nothing: its advantages are all zero.
+# nothing: its advantages are all zero. A group is also cheap: its answers share one prompt, which
+# the policy reads once for all of them, when it samples and when it trains (`GPT.response_states`).
 
 # %%
 def step1_one_group(sft_dir, records: list[dict]) -> None:

@@ -12,7 +12,8 @@ that each token's advantage is "better or worse than expected". Group Relative P
    divided by the group's standard deviation: the other answers to the same prompt are the
    baseline, so no critic has to learn one. Every token of the answer shares its advantage.
 4. **Update.** The clipped surrogate of PPO (`ppo.clipped_policy_loss`), averaged over all answer
-   tokens, plus an optional KL penalty to the frozen SFT model.
+   tokens, plus an optional KL penalty to the frozen SFT model. Minibatches hold whole groups: the
+   G answers of a group share one prompt, which the policy then reads once for all of them.
 
 Variants differ in step 3 (Dr. GRPO: `scale_by_std=False`, since dividing by the std weights
 prompts whose answers barely differ as much as prompts where they differ a lot; RLOO:
