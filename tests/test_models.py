@@ -280,7 +280,7 @@ def prompts_and_responses(n: int):
 
 
 @pytest.mark.parametrize("position", ["learned", "rope"])
-def test_response_states_read_a_repeated_prompt_once_with_a_full_passs_values_and_gradients(position):
+def test_response_states_read_a_repeated_prompt_once_and_match_a_full_pass_and_its_gradients(position):
     """RL reads G answers to one prompt: `response_states` runs each distinct prompt once, then the
     responses on top of its copied keys and values. States and gradients equal one full pass over every row."""
     model = make(GPT, gpt_config(position=position)).double()
