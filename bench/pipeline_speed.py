@@ -7,9 +7,16 @@ own minillm. The figure to read is the ratio of wall times (this tree over the r
 runs meet the same machine, so its speed on the day cancels out. Each stage's ratio is printed too,
 with the learning figures of both runs side by side (a faster run must not teach less).
 
+A shared machine's speed drifts, by a fifth within one run on some days: a journey run after the
+other can meet a different machine. `--interleave` runs the two journeys step by step in turns
+instead (the reference's tokenizer, ours, our MLM, the reference's, ...; the order flips at every
+step), each in a worker process of its own tree that keeps its data between steps as a pipeline
+does, so that both meet the machine at nearly the same moments.
+
     python bench/pipeline_speed.py                       # reference 86be2f6, --jobs as the CLI's default
     python bench/pipeline_speed.py --ref HEAD~3 --jobs 2 --preset micro
     python bench/pipeline_speed.py --ours-first          # the other order, to see the machine's drift
+    python bench/pipeline_speed.py --interleave          # step by step in turns: the drift cancels
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +53,73 @@ def run_journey(tree: Path, out: Path, preset: str, extra: list[str]) -> tuple[f
     return time.perf_counter() - start, json.loads((out / "report.json").read_text())
 
 
+# A worker runs one tree's pipeline a step at a time: it reads a step name on stdin, runs it into
+# its folder (keeping the journey's data, as `minillm pipeline` does) and answers "DONE <seconds>".
+# "report" writes report.json once every step is done. The same code runs in both trees: it uses
+# only what 86be2f6's pipeline already had (Journey, run_step, STEP_NAMES, run_pipeline).
+WORKER = """
+import sys, time
+from pathlib import Path
+from minillm.config import preset
+from minillm.pipeline import STEP_NAMES, Journey, run_pipeline, run_step
+cfg, out = preset(sys.argv[1]), Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+journey = Journey(cfg, out)
+print("STEPS", *STEP_NAMES, flush=True)
+for line in sys.stdin:
+    start = time.perf_counter()
+    if line.strip() == "report":
+        run_pipeline(cfg, out)  # every step is done: this reads their results and writes the report
+    else:
+        journey.results[line.strip()] = run_step(journey, line.strip())
+    print("DONE", time.perf_counter() - start, flush=True)
+"""
+
+
+class Worker:
+    """One tree's pipeline in its own process, driven a step at a time."""
+
+    def __init__(self, tree: Path, out: Path, preset: str) -> None:
+        self.out = out
+        self.process = subprocess.Popen([sys.executable, "-c", WORKER, preset, str(out)], cwd=tree, text=True,
+                                        env={**os.environ, "PYTHONPATH": str(tree)},
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.steps = self.answer("STEPS").split()
+
+    def answer(self, tag: str) -> str:
+        """The text after `tag` on the worker's next line that starts with it (its other lines are echoed)."""
+        for line in self.process.stdout:
+            if line.startswith(tag + " "):
+                return line[len(tag) + 1:]
+            print(line, end="")
+        raise RuntimeError(f"the pipeline worker in {self.out} stopped; its error is above")
+
+    def run(self, step: str) -> float:
+        """Run `step` (or "report"); return its wall time in seconds."""
+        self.process.stdin.write(step + "\n")
+        self.process.stdin.flush()
+        return float(self.answer("DONE"))
+
+    def close(self) -> dict:
+        """Write the report, stop the worker, return the report."""
+        self.run("report")
+        self.process.stdin.close()
+        self.process.wait()
+        return json.loads((self.out / "report.json").read_text())
+
+
+def run_interleaved(trees: dict[str, Path], outs: dict[str, Path], preset: str) -> dict[str, tuple[float, dict]]:
+    """Both journeys, step by step in turns, the order flipping at every step: {name: (wall s, report)}."""
+    workers = {name: Worker(trees[name], outs[name], preset) for name in trees}
+    walls = dict.fromkeys(trees, 0.0)
+    steps = workers["ours"].steps  # ours has every step of the reference, and maybe more
+    for i, step in enumerate(steps):
+        for name in (("ref", "ours") if i % 2 == 0 else ("ours", "ref")):
+            if step in workers[name].steps:
+                walls[name] += workers[name].run(step)
+    return {name: (walls[name], workers[name].close()) for name in trees}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", default="86be2f6", help="the reference commit")
@@ -54,26 +129,38 @@ def main() -> None:
     parser.add_argument("--ours-first", action="store_true",
                         help="run this tree before the reference: a machine whose speed drifts favours one "
                              "order, and running both orders shows by how much")
+    parser.add_argument("--interleave", action="store_true",
+                        help="run the two journeys step by step in turns, so that the machine's drift "
+                             "cancels (one step at a time in each: --jobs 1)")
     args = parser.parse_args()
+    if args.interleave and args.jobs not in (None, 1):
+        parser.error("--interleave runs one step at a time in each journey; drop --jobs or pass --jobs 1")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subprocess.run(["git", "worktree", "add", "--detach", str(tmp / "ref"), args.ref], cwd=ROOT, check=True)
         try:
             ours_extra = [] if args.jobs is None else ["--jobs", str(args.jobs)]
             our_out = args.keep.resolve() if args.keep else tmp / "our_run"
-            journeys = {"ref": lambda: run_journey(tmp / "ref", tmp / "ref_run", args.preset, []),
-                        "ours": lambda: run_journey(ROOT, our_out, args.preset, [*ours_extra, "--force"])}
-            done = {name: journeys[name]() for name in (("ours", "ref") if args.ours_first else ("ref", "ours"))}
+            if args.interleave:
+                shutil.rmtree(our_out, ignore_errors=True)  # as --force does: every step anew
+                done = run_interleaved({"ref": tmp / "ref", "ours": ROOT},
+                                       {"ref": tmp / "ref_run", "ours": our_out}, args.preset)
+            else:
+                journeys = {"ref": lambda: run_journey(tmp / "ref", tmp / "ref_run", args.preset, []),
+                            "ours": lambda: run_journey(ROOT, our_out, args.preset, [*ours_extra, "--force"])}
+                done = {name: journeys[name]() for name in (("ours", "ref") if args.ours_first else ("ref", "ours"))}
             (ref_wall, ref), (our_wall, ours) = done["ref"], done["ours"]
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "ref")], cwd=ROOT, check=False)
-    print(f"\n=== the {args.preset} journey: this tree against {args.ref}, back to back ===")
+    how = "step by step in turns" if args.interleave else "back to back"
+    print(f"\n=== the {args.preset} journey: this tree against {args.ref}, {how} ===")
     print(f"wall time: {our_wall:.0f} s against {ref_wall:.0f} s = {our_wall / ref_wall:.2f}x")
     print(f"{'stage':18s}{'ours s':>9s}{'ref s':>9s}{'ratio':>8s}")
     for name, stage in ref["stages"].items():
         if name in ours["stages"]:
             a, b = ours["stages"][name]["seconds"], stage["seconds"]
-            print(f"{name:18s}{a:9.1f}{b:9.1f}{a / b:8.2f}")
+            ratio = f"{a / b:8.2f}" if b > 0 else f"{'-':>8s}"  # a part with no time of its own (best_of_n)
+            print(f"{name:18s}{a:9.1f}{b:9.1f}{ratio}")
     new = [name for name in ours["stages"] if name not in ref["stages"]]
     if new:
         extra = ", ".join(f"{n} {ours['stages'][n]['seconds']:.0f} s" for n in new)

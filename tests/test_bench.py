@@ -1,4 +1,5 @@
-"""The benchmark scripts that a person runs rarely must still run: the GPU check's dry run on the CPU."""
+"""The benchmark scripts that a person runs rarely must still run: the GPU check's dry run on the CPU,
+and the journey benchmark's interleaved mode on the micro preset."""
 
 from __future__ import annotations
 
@@ -24,3 +25,21 @@ def test_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
     assert figures["mfu"]["mfu"] > 0 and figures["mfu"]["achieved_tflops"] > 0
     assert set(figures["generation_tokens_per_s"]) == {"1", "64"}
     assert all(v > 0 for v in figures["generation_tokens_per_s"].values())
+
+
+@pytest.mark.slow
+def test_interleaved_journeys_of_the_same_code_give_the_same_figures(tmp_path):
+    """`pipeline_speed.py --interleave` drives two pipelines a step at a time: against this very commit
+    every step runs in both, in turns, and the two reports agree on every learning figure."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "pipeline_speed.py"), "--preset", "micro",
+                           "--ref", "HEAD", "--interleave", "--keep", str(tmp_path / "ours")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "step by step in turns" in out and "stages the reference does not have" not in out
+    runs = [Path(line.split("->")[1].strip()) for line in out.splitlines() if "running ->" in line]
+    assert len(runs) == 20  # 10 steps, each in both journeys, one step at a time:
+    for first, second in zip(runs[::2], runs[1::2], strict=True):  # the same step, in one journey then the other
+        assert first.name == second.name and first.parent != second.parent
+    figures = out.split("learning figure")[1].strip().splitlines()[1:]
+    assert len(figures) == 8 and all(line.split()[-1] == line.split()[-2] for line in figures), figures
