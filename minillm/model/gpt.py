@@ -211,11 +211,8 @@ class GPT(nn.Module):
         shared = None if cache is None else distinct_prompts(ids, attention_mask)
         if shared is None:  # no cache, or no prompt repeats: nothing to share
             return self._next_token_logits(ids, attention_mask, cache)
-        one_each, copy_of = shared
-        logits = self._next_token_logits(
-            ids[one_each], None if attention_mask is None else attention_mask[one_each], cache)  # (P, V)
-        cache.take_rows(copy_of)  # (P, ...) -> (B, ...): every row gets its prompt's keys and values
-        return logits[copy_of]  # (B, V)
+        states = self._read_each_prompt_once(ids, attention_mask, cache, shared)  # (P, T0, C)
+        return self.lm_head(states[:, -1])[shared[1]]  # (P, V) -> (B, V)
 
     def response_states(self, ids: Tensor, attention_mask: Tensor | None, n: int) -> Tensor:
         """Hidden states (B, n + 1, C) at each row's last prompt column and its n response columns.
@@ -240,13 +237,24 @@ class GPT(nn.Module):
         shared = distinct_prompts(ids[:, :prompt_len], attention_mask[:, :prompt_len])
         if shared is None:  # every row has its own prompt: one ordinary pass
             return self.hidden_states(ids, attention_mask)[:, -n - 1:]  # (B, n + 1, C)
-        one_each, copy_of = shared
         cache = KVCache(self.config.n_layer, capacity=ids.shape[1])
-        prompt_states = self.hidden_states(ids[one_each, :prompt_len], attention_mask[one_each, :prompt_len],
-                                           cache=cache)  # (P, T0, C): each distinct prompt once
-        cache.take_rows(copy_of)  # (P, ...) -> (B, ...): every row gets its prompt's keys and values
+        prompt_states = self._read_each_prompt_once(ids[:, :prompt_len], attention_mask[:, :prompt_len], cache,
+                                                    shared)  # (P, T0, C)
         response = self.hidden_states(ids[:, prompt_len:], attention_mask[:, prompt_len:], cache=cache)  # (B, n, C)
-        return torch.cat([prompt_states[copy_of, -1:], response], dim=1)  # (B, n + 1, C)
+        return torch.cat([prompt_states[shared[1], -1:], response], dim=1)  # (B, n + 1, C)
+
+    def _read_each_prompt_once(self, ids: Tensor, attention_mask: Tensor | None, cache: KVCache,
+                               shared: tuple[Tensor, Tensor]) -> Tensor:
+        """Run each distinct prompt of ids (B, T0) once into `cache`, then give every row its prompt's
+        keys and values; return the distinct prompts' hidden states (P, T0, C).
+
+        `shared` is `distinct_prompts(ids, attention_mask)`: (one_each (P,), copy_of (B,)).
+        """
+        one_each, copy_of = shared
+        states = self.hidden_states(ids[one_each], None if attention_mask is None else attention_mask[one_each],
+                                    cache=cache)  # (P, T0, C)
+        cache.take_rows(copy_of)  # (P, ...) -> (B, ...): every row gets its prompt's keys and values
+        return states
 
     def _next_token_logits(self, ids: Tensor, attention_mask: Tensor | None, cache: KVCache | None) -> Tensor:
         """Logits (B, V) for the token after the last position: the LM head runs on that position only."""
