@@ -283,7 +283,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 
     cfg = build_config(args)
     report = run_pipeline(cfg, args.out, force=args.force, corpus=args.corpus, instructions=args.data,
-                          jobs=args.jobs)
+                          jobs=args.jobs, reuse_from=args.reuse)
     print(f"done in {report['wall_seconds']:.0f} s: {Path(args.out) / 'report.md'}")
 
 
@@ -443,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pipeline", help="all three stages end to end, with a report")
     p.add_argument("--out", required=True)
     p.add_argument("--force", action="store_true", help="redo steps whose outputs already exist")
+    p.add_argument("--reuse", default=None, metavar="RUN",
+                   help="copy the steps of this earlier pipeline run that were made from the same settings, "
+                        "and train only the others (e.g. --set ppo.kl_coef=0 --reuse runs/tiny --out runs/no-kl)")
     p.add_argument("--corpus", default=None, help="pretraining text file (default: generated)")
     p.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS,
                    help="steps run side by side, in processes of one thread each, when they do not depend on "

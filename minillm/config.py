@@ -652,3 +652,9 @@ def diff_configs(saved: dict, current: dict, prefix: str = "") -> list[str]:
         elif a != b:
             lines.append(f"{prefix}{key}: {json.dumps(a)} -> {json.dumps(b)}")
     return lines
+
+
+def changed_settings(saved: dict, current: dict) -> list[str]:
+    """diff_configs without the fields that only one side has: a field added to the config since
+    `saved` was written (or one taken out) changes nothing that was set, so it is not a change."""
+    return [line for line in diff_configs(saved, current) if "<missing>" not in line]

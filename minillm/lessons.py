@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import minillm
-from minillm.config import diff_configs, preset, to_dict
+from minillm.config import changed_settings, preset, to_dict
 from minillm.datasets.instructions import read_jsonl
 from minillm.errors import DataError
 from minillm.pipeline import RESULT_NAME, STEP_NAMES, Journey, run_step
@@ -117,8 +117,7 @@ def _warn_if_other_settings() -> None:
     saved = PIPELINE_DIR / "config.json"
     if not saved.is_file():
         return
-    changed = [line for line in diff_configs(json.loads(saved.read_text(encoding="utf-8")), to_dict(preset("tiny")))
-               if "<missing>" not in line]  # fields added to the config since that run are not a change
+    changed = changed_settings(json.loads(saved.read_text(encoding="utf-8")), to_dict(preset("tiny")))
     if changed:
         print(f"note: {shown(PIPELINE_DIR)} was made with settings other than the tiny preset's "
               f"({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}): its numbers will differ from "

@@ -10,15 +10,24 @@ last checkpoint. At the end the pipeline writes
 
 Stages only talk to each other through their folders (a run folder holds `ckpt.pt` and
 `tokenizer.json`), so each can also be run alone from the command line.
+
+An experiment reruns only what it changes. Each step writes `inputs.json` when it starts: the
+settings it reads (its section of the config, and which data) and which run of each earlier step it
+was made from. Run the pipeline again with `--set ppo.kl_coef=0.05` and the steps before PPO are
+kept; PPO sees its settings changed, runs again, and so does the comparison table, which was made
+from the old PPO run. `reuse_from` does the same into a new folder: the steps of another run that
+were made from the same inputs are copied, and only the rest train, so both runs stay side by side.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -26,7 +35,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from minillm.config import PipelineConfig, from_dict, to_dict
+from minillm.config import PipelineConfig, changed_settings, from_dict, to_dict
 from minillm.datasets import generate_corpus, generate_instruction_suite, read_corpus, read_jsonl, split_documents
 from minillm.errors import DataError
 from minillm.stage1_pretrain.clm import train_clm
@@ -61,9 +70,27 @@ class Journey:
     instructions_path: str | None = None
     results: dict[str, dict] = field(default_factory=dict)
     jobs: int = 1  # processes that may work at once (run_steps_in_parallel)
+    reuse_from: Path | None = None  # another run's folder: its steps made from the same inputs are copied
 
     def folder(self, name: str) -> Path:
         return self.out_dir / f"{STEP_NAMES.index(name) + 1:02d}_{name}"
+
+    @cached_property
+    def data_settings(self) -> dict[str, dict]:
+        """What the two datasets are: a file the user named (by its contents' sha256), or the settings
+        they are generated from."""
+        corpus = ({"file_sha256": file_sha256(self.corpus_path)} if self.corpus_path
+                  else {"data_seed": self.cfg.data_seed, "corpus_mb": self.cfg.corpus_mb})
+        instructions = ({"file_sha256": file_sha256(self.instructions_path)} if self.instructions_path
+                        else {"data_seed": self.cfg.data_seed})
+        return {"corpus": {**corpus, "val_fraction": self.cfg.val_fraction}, "instructions": instructions}
+
+    def inputs(self, name: str) -> dict:
+        """What step `name`'s outputs follow from: the settings it reads (READS), and the run of each
+        step it reads (NEEDS), named by the id that run wrote into its inputs.json when it started."""
+        config = {**to_dict(self.cfg), **self.data_settings}
+        return {"settings": {part: config[part] for part in READS[name]},
+                "made_from": {need: run_id(self.folder(need)) for need in NEEDS[name]}}
 
     @cached_property
     def documents(self) -> tuple[list[str], list[str]]:
@@ -196,13 +223,28 @@ FLASH_FLOOD_SENTENCE = "A flash flood watch will be in effect all night."
 
 
 def run_step(j: Journey, name: str) -> dict:
-    """Run one step, or read its result if it already finished."""
-    folder = j.folder(name)
+    """Run one step, or read its result if it already finished from the same inputs (`Journey.inputs`).
+
+    Outputs made from other inputs are deleted first: they no longer follow from the settings, and
+    a report that mixed them with the new ones would say what was never run.
+    """
+    folder, inputs = j.folder(name), j.inputs(name)
     result_path = folder / RESULT_NAME
-    if result_path.is_file():
+    stale = why_redo(folder, inputs)
+    if stale:
+        print(f"[{name}] {stale}: running it again")
+        shutil.rmtree(folder)
+    elif result_path.is_file():
         print(f"[{name}] already done ({result_path}); skipping (--force redoes it)")
         return json.loads(result_path.read_text(encoding="utf-8"))
+    source = None if j.reuse_from is None else j.reuse_from / folder.name
+    if source is not None and (source / RESULT_NAME).is_file() and why_redo(source, inputs) is None:
+        copy_run(source, folder)
+        print(f"[{name}] copied from {source}, made from the same inputs")
+        return json.loads(result_path.read_text(encoding="utf-8"))
     folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / INPUTS_NAME).is_file():  # (an interrupted run from the same inputs keeps its id)
+        write_json(folder / INPUTS_NAME, {"id": uuid.uuid4().hex, **inputs})
     print(f"[{name}] running -> {folder}")
     start = time.perf_counter()
     result = STEPS[name](j)
@@ -214,19 +256,26 @@ def run_step(j: Journey, name: str) -> dict:
 
 
 def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = False,
-                 corpus: str | None = None, instructions: str | None = None, jobs: int = 1) -> dict:
+                 corpus: str | None = None, instructions: str | None = None, jobs: int = 1,
+                 reuse_from: str | Path | None = None) -> dict:
     """Run every stage into `out_dir` and write report.json and report.md there.
 
     `jobs` > 1 runs steps that do not depend on each other side by side, in that many processes of
     one thread each (`run_steps_in_parallel`); 1 runs them in order, in this process.
+    `reuse_from`: the folder of another pipeline run; each of its steps made from the same inputs as
+    this run's is copied instead of trained (an experiment then trains only what it changed).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out {out_dir} is a file; give a folder for the pipeline's outputs")
+    if reuse_from is not None and not (Path(reuse_from) / "config.json").is_file():
+        raise DataError(f"--reuse {reuse_from} is not the folder of a pipeline run (it has no config.json); "
+                        "name the --out folder of an earlier `minillm pipeline`")
     device = resolve_device(cfg.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "config.json", to_dict(cfg))
-    journey = Journey(cfg, out_dir, corpus, instructions, jobs=jobs)
+    journey = Journey(cfg, out_dir, corpus, instructions, jobs=jobs,
+                      reuse_from=None if reuse_from is None else Path(reuse_from))
     if force:  # later steps depend on earlier ones: redo all of them, from scratch, not from checkpoints
         for name in STEP_NAMES:
             shutil.rmtree(journey.folder(name), ignore_errors=True)
@@ -264,10 +313,67 @@ NEEDS: dict[str, tuple[str, ...]] = {  # step -> the steps whose folders it read
 }
 
 
+# --------------------------------------------------------------------------------------------------
+# Which outputs are still good: a step's outputs follow from its settings and from the runs of the
+# steps it reads (NEEDS, and through theirs every step before). inputs.json records both.
+
+INPUTS_NAME = "inputs.json"
+READS: dict[str, tuple[str, ...]] = {  # step -> the parts of the settings it reads (Journey.inputs)
+    "tokenizer": ("tokenizer", "corpus"),
+    "mlm": ("mlm", "corpus"),
+    "clm": ("clm", "corpus"),
+    "sft": ("sft", "corpus", "instructions"),  # SFT replays pretraining text among its examples
+    "reward_model": ("reward", "instructions"),
+    "ppo": ("ppo", "instructions"),
+    "dpo": ("dpo", "instructions"),
+    "grpo": ("grpo", "instructions"),
+    "grpo_verifiable": ("grpo_verifiable", "instructions"),
+    "rl_table": ("grpo", "instructions"),  # it samples every policy with GRPO's evaluation settings
+}
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_id(folder: Path) -> str | None:
+    """The id a step's run wrote into its inputs.json when it started (None: no run there)."""
+    path = folder / INPUTS_NAME
+    return json.loads(path.read_text(encoding="utf-8"))["id"] if path.is_file() else None
+
+
+def why_redo(folder: Path, inputs: dict) -> str | None:
+    """Why the outputs in `folder` do not follow from `inputs` (Journey.inputs), or None when they do
+    (or when there are none)."""
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return None
+    if not (folder / INPUTS_NAME).is_file():
+        return "made by an older minillm, which did not record its settings"
+    saved = json.loads((folder / INPUTS_NAME).read_text(encoding="utf-8"))
+    changed = changed_settings(saved["settings"], inputs["settings"])
+    if changed:
+        return f"made with other settings ({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''})"
+    rerun = [need for need, run in inputs["made_from"].items() if saved["made_from"].get(need) != run]
+    if rerun:
+        return f"made from an earlier run of {', '.join(rerun)}"
+    return None
+
+
+def copy_run(source: Path, folder: Path) -> None:
+    """Copy a finished step's folder, all or nothing: into a temporary name first, then renamed, so
+    that an interrupted copy never looks like a run."""
+    partial = folder.with_name(folder.name + ".copying")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+
+
 def _step_in_worker(cfg: dict, out_dir: Path, corpus: str | None, instructions: str | None, name: str,
-                    results: dict[str, dict], jobs: int) -> dict:
+                    results: dict[str, dict], jobs: int, reuse_from: Path | None) -> dict:
     """One step in a worker process (the worker rebuilds the journey from its parts)."""
-    journey = Journey(from_dict(PipelineConfig, cfg), out_dir, corpus, instructions, results=results, jobs=jobs)
+    journey = Journey(from_dict(PipelineConfig, cfg), out_dir, corpus, instructions, results=results, jobs=jobs,
+                      reuse_from=reuse_from)
     return run_step(journey, name)
 
 
@@ -280,7 +386,7 @@ def run_steps_in_parallel(j: Journey, jobs: int) -> None:
             for name in [n for n in pending if all(need in j.results for need in NEEDS[n])][:jobs - len(running)]:
                 pending.remove(name)
                 running[pool.submit(in_one_thread, _step_in_worker, to_dict(j.cfg), j.out_dir, j.corpus_path,
-                                    j.instructions_path, name, dict(j.results), j.jobs)] = name
+                                    j.instructions_path, name, dict(j.results), j.jobs, j.reuse_from)] = name
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 j.results[running.pop(future)] = future.result()

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from minillm.config import preset
+from minillm import pipeline
+from minillm.config import apply_overrides, preset
 from minillm.datasets import generate_instruction_suite
-from minillm.pipeline import STEP_NAMES, quote, run_pipeline, table_row
+from minillm.pipeline import STEP_NAMES, Journey, quote, run_pipeline, run_step, table_row
 from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
 
@@ -170,6 +171,82 @@ def test_ctrl_c_at_a_random_moment_then_the_same_command_ends_with_the_same_repo
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, f"{where}\n{again.stderr[-3000:]}"
     assert without_times(json.loads((out / "report.json").read_text())) == without_times(reference), where
+
+
+def test_an_experiment_trains_only_the_steps_its_change_reaches_and_reports_what_a_fresh_run_would(
+        journey, tmp_path, capsys):
+    """--reuse copies the steps made from the same inputs, trains the rest, and leaves its source as it
+    was; the report equals a run from scratch. Then a change in the same folder redoes SFT and every
+    step after it, and keeps the three before."""
+    root, _ = journey
+    source = root / "micro"
+    before = {p: p.stat().st_mtime_ns for p in source.rglob("*")}
+    no_kl = apply_overrides(preset("micro"), ["ppo.kl_coef=0"])
+    capsys.readouterr()
+    reused = run_pipeline(no_kl, tmp_path / "no_kl", reuse_from=source)
+    printed = capsys.readouterr().out
+    trained = ("ppo", "rl_table")
+    for name in STEP_NAMES:
+        assert (f"[{name}] copied from" in printed) == (name not in trained), name
+        assert (f"[{name}] running" in printed) == (name in trained), name
+    assert {p: p.stat().st_mtime_ns for p in source.rglob("*")} == before  # the source is only read
+    assert without_times(reused) == without_times(run_pipeline(no_kl, tmp_path / "fresh"))
+
+    run_pipeline(apply_overrides(no_kl, ["sft.train.lr=0.005"]), tmp_path / "no_kl")
+    printed = capsys.readouterr().out
+    assert f"[sft] made with other settings (sft.train.lr: {no_kl.sft.train.lr} -> 0.005): running it again" in printed
+    assert "[reward_model] made from an earlier run of sft: running it again" in printed
+    assert "[rl_table] made from an earlier run of ppo, dpo, grpo, grpo_verifiable: running it again" in printed
+    assert [n for n in STEP_NAMES if f"[{n}] already done" in printed] == ["tokenizer", "mlm", "clm"]
+
+
+def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_same(tmp_path, monkeypatch, capsys):
+    """run_step's bookkeeping alone, with steps that train nothing: which steps a change redoes."""
+    ran = []
+
+    def fake_step(name):
+        def step(j):
+            ran.append(name)
+            (j.folder(name) / "ckpt.pt").write_text("weights")
+            return {"seconds": 0.0}
+        return step
+
+    monkeypatch.setattr(pipeline, "STEPS", {name: fake_step(name) for name in STEP_NAMES})
+    corpus, instructions = tmp_path / "corpus.txt", tmp_path / "instructions.jsonl"
+    corpus.write_text("Some text.\n")
+    instructions.write_text("{}\n")
+
+    def run_all(*overrides: str) -> list[str]:
+        """Every step once, with the micro preset and `overrides`; the steps that ran."""
+        ran.clear()
+        journey = Journey(apply_overrides(preset("micro"), list(overrides)), tmp_path / "run", str(corpus),
+                          str(instructions))
+        for name in STEP_NAMES:
+            run_step(journey, name)
+        return list(ran)
+
+    assert run_all() == STEP_NAMES
+    assert run_all() == []
+    instructions.write_text('{"changed": true}\n')  # the same file name, other contents
+    assert run_all() == STEP_NAMES[STEP_NAMES.index("sft"):]
+    assert run_all("grpo_verifiable.kl_coef=0.1") == ["grpo_verifiable", "rl_table"]
+    corpus.write_text("Other text.\n")
+    assert run_all("grpo_verifiable.kl_coef=0.1") == STEP_NAMES
+
+    # An interrupted step (a checkpoint, no result.json) resumes from the same inputs only: with
+    # other settings its checkpoint is deleted, not resumed.
+    dpo = tmp_path / "run" / "07_dpo"
+    (dpo / "result.json").unlink()
+    (dpo / "ckpt.pt").write_text("half-trained")
+    capsys.readouterr()
+    run_all("grpo_verifiable.kl_coef=0.1", "dpo.beta=0.9")
+    assert "[dpo] made with other settings (dpo.beta: " in capsys.readouterr().out
+    assert (dpo / "ckpt.pt").read_text() == "weights"
+
+    # A folder from before inputs.json was written cannot say what it was made from: it is redone.
+    (tmp_path / "run" / "02_mlm" / "inputs.json").unlink()
+    assert run_all("grpo_verifiable.kl_coef=0.1", "dpo.beta=0.9") == ["mlm"]
+    assert "[mlm] made by an older minillm, which did not record its settings" in capsys.readouterr().out
 
 
 def test_steps_side_by_side_report_the_same_numbers(journey, tmp_path):
