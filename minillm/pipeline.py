@@ -336,10 +336,20 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def saved_inputs(folder: Path) -> dict | None:
+    """The inputs.json a step's run wrote when it started; None when there is none or it is unreadable
+    (edited by hand, say): such a run cannot tell what it was made from."""
+    try:
+        saved = json.loads((folder / INPUTS_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) and {"id", "settings", "made_from"} <= set(saved) else None
+
+
 def run_id(folder: Path) -> str | None:
     """The id a step's run wrote into its inputs.json when it started (None: no run there)."""
-    path = folder / INPUTS_NAME
-    return json.loads(path.read_text(encoding="utf-8"))["id"] if path.is_file() else None
+    saved = saved_inputs(folder)
+    return None if saved is None else saved["id"]
 
 
 def why_redo(folder: Path, inputs: dict) -> str | None:
@@ -347,9 +357,9 @@ def why_redo(folder: Path, inputs: dict) -> str | None:
     (or when there are none)."""
     if not folder.is_dir() or not any(folder.iterdir()):
         return None
-    if not (folder / INPUTS_NAME).is_file():
-        return "made by an older minillm, which did not record its settings"
-    saved = json.loads((folder / INPUTS_NAME).read_text(encoding="utf-8"))
+    saved = saved_inputs(folder)
+    if saved is None:
+        return f"has no readable {INPUTS_NAME} (made by an older minillm?), so what it was made from is unknown"
     changed = changed_settings(saved["settings"], inputs["settings"])
     if changed:
         return f"made with other settings ({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''})"

@@ -243,10 +243,14 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
     assert "[dpo] made with other settings (dpo.beta: " in capsys.readouterr().out
     assert (dpo / "ckpt.pt").read_text() == "weights"
 
-    # A folder from before inputs.json was written cannot say what it was made from: it is redone.
+    # A folder from before inputs.json was written, or with a damaged one, cannot say what it was
+    # made from: it is redone.
     (tmp_path / "run" / "02_mlm" / "inputs.json").unlink()
-    assert run_all("grpo_verifiable.kl_coef=0.1", "dpo.beta=0.9") == ["mlm"]
-    assert "[mlm] made by an older minillm, which did not record its settings" in capsys.readouterr().out
+    (tmp_path / "run" / "06_ppo" / "inputs.json").write_text('{"id": "0", "sett')
+    assert run_all("grpo_verifiable.kl_coef=0.1", "dpo.beta=0.9") == ["mlm", "ppo", "rl_table"]
+    printed = capsys.readouterr().out
+    assert "[mlm] has no readable inputs.json (made by an older minillm?)" in printed
+    assert "[ppo] has no readable inputs.json" in printed
 
 
 def test_steps_side_by_side_report_the_same_numbers(journey, tmp_path):
