@@ -239,9 +239,8 @@ def run_step(j: Journey, name: str) -> dict:
         return json.loads(result_path.read_text(encoding="utf-8"))
     source = None if j.reuse_from is None else j.reuse_from / folder.name
     if source is not None and (source / RESULT_NAME).is_file() and why_redo(source, inputs) is None:
-        copy_run(source, folder)
         print(f"[{name}] copied from {source}, made from the same inputs")
-        return json.loads(result_path.read_text(encoding="utf-8"))
+        return copy_run(source, folder)
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / INPUTS_NAME).is_file():  # (an interrupted run from the same inputs keeps its id)
         write_json(folder / INPUTS_NAME, {"id": uuid.uuid4().hex, **inputs})
@@ -369,14 +368,17 @@ def why_redo(folder: Path, inputs: dict) -> str | None:
     return None
 
 
-def copy_run(source: Path, folder: Path) -> None:
+def copy_run(source: Path, folder: Path) -> dict:
     """Copy a finished step's folder, all or nothing: into a temporary name first, then renamed, so
-    that an interrupted copy never looks like a run."""
+    that an interrupted copy never looks like a run. Its result says where it was copied from."""
     partial = folder.with_name(folder.name + ".copying")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(source, partial)
+    result = {**json.loads((partial / RESULT_NAME).read_text(encoding="utf-8")), "copied_from": str(source)}
+    write_json(partial / RESULT_NAME, result)
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
+    return result
 
 
 def _step_in_worker(cfg: dict, out_dir: Path, corpus: str | None, instructions: str | None, name: str,
@@ -431,7 +433,7 @@ def build_report(cfg: PipelineConfig, device: str, results: dict[str, dict]) -> 
         # part the stage itself calls training (e.g. SFT without its from-scratch baseline)
         stages[name] = {"seconds": round(float(result.get("wall_seconds", result["seconds"])), 2),
                         "train_seconds": round(float(result["seconds"]), 2),
-                        **{k: result[k] for k in keys if k in result}}
+                        **{k: result[k] for k in (*keys, "copied_from") if k in result}}
     stages["mlm"]["fill_mask_top5"] = [piece.strip() for piece, _ in results["mlm"]["fill_mask_top5"]]
     table = results["rl_table"]
     for name, step in GRPO_POLICIES.items():
@@ -439,7 +441,8 @@ def build_report(cfg: PipelineConfig, device: str, results: dict[str, dict]) -> 
         stages[step]["pass_at_k_after"] = table["pass_at_k"][name]
     stages["best_of_n"] = {"seconds": 0.0, **table["best_of_n"]}
     stages["rl_table"] = {"seconds": round(float(table["wall_seconds"]), 2), "rows": table["rows"],
-                          "pass_at_k": table["pass_at_k"], "n_prompts": table["n_prompts"]}
+                          "pass_at_k": table["pass_at_k"], "n_prompts": table["n_prompts"],
+                          **{k: table[k] for k in ("copied_from",) if k in table}}
     return {"preset": cfg.preset, "device": device,
             "seconds": round(sum(s["seconds"] for s in stages.values()), 2), "stages": stages}
 
@@ -471,6 +474,16 @@ SUBSET_NOTE = ("(This is the final evaluation, on the whole validation split; th
                "`val_subset_*` numbers are periodic checks on a part of it, and differ a little.)")
 
 
+def copied_note(stages: dict) -> list[str]:
+    """A line naming the steps copied from another run (`reuse_from`), whose seconds are that run's."""
+    copied = [name for name, stage in stages.items() if "copied_from" in stage]
+    if not copied:
+        return []
+    sources = sorted({str(Path(stages[name]["copied_from"]).parent) for name in copied})
+    return ["", f"Copied from {', '.join(sources)}, where they were made from the same settings (their "
+            f"seconds are that run's): {', '.join(copied)}."]
+
+
 def render_markdown(report: dict, j: Journey) -> str:
     """report.md: what each stage did, its key number against its baseline, its plot, examples."""
     s, r = report["stages"], j.results
@@ -479,6 +492,7 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"# minillm report: preset `{report['preset']}` on {report['device']}",
         "",
         f"All three stages of training a language model, end to end, in {report['seconds']:.0f} s.",
+        *copied_note(s),
         "",
         "| stage | key number | baseline | seconds |",
         "| --- | --- | --- | --- |",

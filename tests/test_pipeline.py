@@ -131,9 +131,10 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
 
 def without_times(report: dict) -> dict:
     """report.json without its wall-clock seconds (which differ between any two runs), the comparison
-    table's "train seconds" column included, and without how many steps ran side by side."""
+    table's "train seconds" column included, without how many steps ran side by side, and without
+    which steps were copied from another run."""
     def untimed(stage: dict) -> dict:
-        stage = {k: v for k, v in stage.items() if k not in ("seconds", "train_seconds")}
+        stage = {k: v for k, v in stage.items() if k not in ("seconds", "train_seconds", "copied_from")}
         if "rows" in stage:
             stage["rows"] = {name: untimed(row) for name, row in stage["rows"].items()}
         return stage
@@ -190,6 +191,10 @@ def test_an_experiment_trains_only_the_steps_its_change_reaches_and_reports_what
         assert (f"[{name}] copied from" in printed) == (name not in trained), name
         assert (f"[{name}] running" in printed) == (name in trained), name
     assert {p: p.stat().st_mtime_ns for p in source.rglob("*")} == before  # the source is only read
+    copied = [name for name in STEP_NAMES if name not in trained]
+    assert [name for name, stage in reused["stages"].items() if "copied_from" in stage] == copied
+    assert f"Copied from {source}, where they were made from the same settings (their seconds are that run's): " \
+        f"{', '.join(copied)}." in (tmp_path / "no_kl" / "report.md").read_text()
     assert without_times(reused) == without_times(run_pipeline(no_kl, tmp_path / "fresh"))
 
     run_pipeline(apply_overrides(no_kl, ["sft.train.lr=0.005"]), tmp_path / "no_kl")
