@@ -35,6 +35,11 @@ def load_run(run_dir: str | os.PathLike, name: str) -> Run:
     """A run folder's metrics and config; DataError naming the folder if it holds no metrics."""
     folder = Path(run_dir)
     rows = read_metrics(folder / METRICS_NAME, up_to_step=math.inf)
+    if not rows and (folder / "report.json").is_file():
+        steps = sorted(p.name for p in folder.iterdir() if (p / METRICS_NAME).is_file())
+        raise DataError(f"{folder} is a pipeline run: compare one of its steps with the same step of the "
+                        f"other run, e.g. {folder / '06_ppo'} "
+                        f"(its steps with curves: {', '.join(steps) or 'none yet'})")
     if not rows:
         raise DataError(f"{folder} holds no {METRICS_NAME} rows: point compare at run folders a training "
                         "command wrote (e.g. runs/clm)")

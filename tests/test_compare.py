@@ -50,5 +50,11 @@ def test_compare_command_prints_the_table_and_refuses_a_folder_without_metrics(t
     (tmp_path / "empty").mkdir()
     assert main(["compare", str(a), str(tmp_path / "empty")]) == 2
     assert "holds no metrics.jsonl rows" in capsys.readouterr().err
+    pipeline_run = tmp_path / "pipeline"  # a pipeline's folder: its steps' folders hold the curves
+    write_run(pipeline_run / "03_clm", 1e-3, [2.0, 1.0])
+    (pipeline_run / "report.json").write_text("{}")
+    assert main(["compare", str(a), str(pipeline_run)]) == 2
+    assert (f"{pipeline_run} is a pipeline run: compare one of its steps with the same step of the other run, "
+            f"e.g. {pipeline_run / '06_ppo'} (its steps with curves: 03_clm)") in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["compare"])
