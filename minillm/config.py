@@ -658,3 +658,8 @@ def changed_settings(saved: dict, current: dict) -> list[str]:
     """diff_configs without the fields that only one side has: a field added to the config since
     `saved` was written (or one taken out) changes nothing that was set, so it is not a change."""
     return [line for line in diff_configs(saved, current) if "<missing>" not in line]
+
+
+def first_changes(changed: list[str], shown: int = 3) -> str:
+    """The first `shown` lines of a diff in one line: "a: 1 -> 2; b: true -> false; ..."."""
+    return "; ".join(changed[:shown]) + ("; ..." if len(changed) > shown else "")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import minillm
-from minillm.config import changed_settings, preset, to_dict
+from minillm.config import changed_settings, first_changes, preset, to_dict
 from minillm.datasets.instructions import read_jsonl
 from minillm.errors import DataError
 from minillm.pipeline import RESULT_NAME, STEP_NAMES, Journey, run_step
@@ -120,7 +120,7 @@ def _warn_if_other_settings() -> None:
     changed = changed_settings(json.loads(saved.read_text(encoding="utf-8")), to_dict(preset("tiny")))
     if changed:
         print(f"note: {shown(PIPELINE_DIR)} was made with settings other than the tiny preset's "
-              f"({'; '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}): its numbers will differ from "
+              f"({first_changes(changed)}): its numbers will differ from "
               "the lesson's text")
 
 

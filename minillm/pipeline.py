@@ -35,7 +35,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from minillm.config import PipelineConfig, changed_settings, from_dict, to_dict
+from minillm.config import PipelineConfig, changed_settings, first_changes, from_dict, to_dict
 from minillm.datasets import generate_corpus, generate_instruction_suite, read_corpus, read_jsonl, split_documents
 from minillm.errors import DataError
 from minillm.stage1_pretrain.clm import train_clm
@@ -361,7 +361,7 @@ def why_redo(folder: Path, inputs: dict) -> str | None:
         return f"has no readable {INPUTS_NAME} (made by an older minillm?), so what it was made from is unknown"
     changed = changed_settings(saved["settings"], inputs["settings"])
     if changed:
-        return f"made with other settings ({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''})"
+        return f"made with other settings ({first_changes(changed)})"
     rerun = [need for need, run in inputs["made_from"].items() if saved["made_from"].get(need) != run]
     if rerun:
         return f"made from an earlier run of {', '.join(rerun)}"
@@ -441,8 +441,9 @@ def build_report(cfg: PipelineConfig, device: str, results: dict[str, dict]) -> 
         stages[step]["pass_at_k_after"] = table["pass_at_k"][name]
     stages["best_of_n"] = {"seconds": 0.0, **table["best_of_n"]}
     stages["rl_table"] = {"seconds": round(float(table["wall_seconds"]), 2), "rows": table["rows"],
-                          "pass_at_k": table["pass_at_k"], "n_prompts": table["n_prompts"],
-                          **{k: table[k] for k in ("copied_from",) if k in table}}
+                          "pass_at_k": table["pass_at_k"], "n_prompts": table["n_prompts"]}
+    if "copied_from" in table:  # copied from another run (reuse_from), as any step may be
+        stages["rl_table"]["copied_from"] = table["copied_from"]
     return {"preset": cfg.preset, "device": device,
             "seconds": round(sum(s["seconds"] for s in stages.values()), 2), "stages": stages}
 
