@@ -7,7 +7,8 @@ model and a reward model) should not spend minutes training it again. Two functi
 
 - `earlier_run(stage)`: a run the lesson *builds on*. Taken from the lesson that trained it (with
   --fresh, or when the pipeline had not run), else from the pipeline's folder; if neither has it, the pipeline's own
-  steps train it now, into runs/tiny, where the pipeline and the next lessons will find it.
+  steps train it now, into runs/tiny (with the settings runs/tiny was made with), where the
+  pipeline and the next lessons will find it. A step there that other inputs made is never replaced.
 - `own_run(stage, here, train)`: the run the lesson *shows*. An earlier run of this lesson, made from
   the same inputs, else the pipeline's; with --fresh, or when there is neither, `train(here)` now.
 
@@ -26,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import minillm
-from minillm.config import changed_settings, first_changes, preset, to_dict
+from minillm.config import PipelineConfig, changed_settings, first_changes, from_dict, preset, to_dict
 from minillm.datasets.instructions import read_jsonl
 from minillm.errors import DataError
-from minillm.pipeline import RESULT_NAME, STEP_NAMES, Journey, run_step
+from minillm.pipeline import RESULT_NAME, STEP_NAMES, Journey, run_step, why_redo
 from minillm.train.loop import METRICS_NAME, read_metrics
 from minillm.utils import write_json
 
@@ -147,14 +148,41 @@ def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | Non
     if not train_missing:
         return None
     print(f"[{stage}] no finished run in {shown(PIPELINE_DIR)}: the pipeline's steps train it now, there "
-          "(`minillm pipeline --preset tiny --out runs/tiny` later skips what is done)")
-    journey = Journey(preset("tiny"), PIPELINE_DIR)
+          "(a later `minillm pipeline` into it with the same settings skips what is done)")
+    journey = pipeline_journey()
     if not (PIPELINE_DIR / "config.json").is_file():
         write_json(PIPELINE_DIR / "config.json", to_dict(journey.cfg))
     for name in STEP_NAMES[: STEP_NAMES.index(stage) + 1]:
         if name != "mlm" or stage == "mlm":  # no later step reads the BERT model
+            _refuse_to_replace(journey, name)
             run_step(journey, name)
     return _say(stage, read_run(folder, "trained now by the pipeline's steps"))
+
+
+def pipeline_journey() -> Journey:
+    """The journey runs/tiny belongs to: the settings it was made with (its config.json, which a
+    `minillm pipeline --set ...` writes), or the tiny preset when it has none yet. Finishing a run
+    with the preset's settings would redo, and so delete, every step the user trained with others."""
+    saved = PIPELINE_DIR / "config.json"
+    if not saved.is_file():
+        return Journey(preset("tiny"), PIPELINE_DIR)
+    try:
+        cfg = from_dict(PipelineConfig, json.loads(saved.read_text(encoding="utf-8")))
+    except ValueError as err:  # not JSON, or settings this minillm does not know (a ConfigError)
+        raise DataError(f"{shown(saved)} cannot be read ({err}); run `minillm pipeline --preset tiny --out "
+                        f"{shown(PIPELINE_DIR)}`, which writes it anew and redoes what is out of date") from None
+    return Journey(cfg, PIPELINE_DIR)
+
+
+def _refuse_to_replace(journey: Journey, name: str) -> None:
+    """Stop, naming the fix, before a lesson deletes a step of runs/tiny that other inputs made (its
+    own corpus file, say, or an older minillm): replacing a user's runs is the pipeline's call."""
+    folder = journey.folder(name)
+    reason = why_redo(folder, journey.inputs(name))
+    if reason:
+        raise DataError(f"{shown(folder)} {reason}, and a lesson does not replace the pipeline's runs: run "
+                        f"`minillm pipeline` into {shown(PIPELINE_DIR)} with the settings and data you want "
+                        "(it redoes what is out of date), or name the runs to use on the lesson's command line")
 
 
 def stage3_inputs(args: argparse.Namespace) -> tuple[list[dict], Run, Run]:

@@ -78,12 +78,15 @@ class Journey:
     @cached_property
     def data_settings(self) -> dict[str, dict]:
         """What the two datasets are: a file the user named (by its contents' sha256), or the settings
-        they are generated from."""
-        corpus = ({"file_sha256": file_sha256(self.corpus_path)} if self.corpus_path
-                  else {"data_seed": self.cfg.data_seed, "corpus_mb": self.cfg.corpus_mb})
-        instructions = ({"file_sha256": file_sha256(self.instructions_path)} if self.instructions_path
-                        else {"data_seed": self.cfg.data_seed})
-        return {"corpus": {**corpus, "val_fraction": self.cfg.val_fraction}, "instructions": instructions}
+        they are generated from. Both forms have the same keys, None where unused, so that going from
+        one to the other is a change (a key that only one side has is not: see changed_settings)."""
+        cfg, corpus_file, instructions_file = self.cfg, self.corpus_path, self.instructions_path
+        corpus = {"file_sha256": file_sha256(corpus_file) if corpus_file else None,
+                  "corpus_mb": None if corpus_file else cfg.corpus_mb,
+                  "data_seed": cfg.data_seed, "val_fraction": cfg.val_fraction}  # both split the documents
+        instructions = {"file_sha256": file_sha256(instructions_file) if instructions_file else None,
+                        "data_seed": None if instructions_file else cfg.data_seed}
+        return {"corpus": corpus, "instructions": instructions}
 
     def inputs(self, name: str) -> dict:
         """What step `name`'s outputs follow from: the settings it reads (READS), and the run of each
@@ -241,6 +244,7 @@ def run_step(j: Journey, name: str) -> dict:
     if source is not None and (source / RESULT_NAME).is_file() and why_redo(source, inputs) is None:
         print(f"[{name}] copied from {source}, made from the same inputs")
         return copy_run(source, folder)
+    shutil.rmtree(copying(folder), ignore_errors=True)  # what an interrupted copy left, if any
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / INPUTS_NAME).is_file():  # (an interrupted run from the same inputs keeps its id)
         write_json(folder / INPUTS_NAME, {"id": uuid.uuid4().hex, **inputs})
@@ -371,7 +375,7 @@ def why_redo(folder: Path, inputs: dict) -> str | None:
 def copy_run(source: Path, folder: Path) -> dict:
     """Copy a finished step's folder, all or nothing: into a temporary name first, then renamed, so
     that an interrupted copy never looks like a run. Its result says where it was copied from."""
-    partial = folder.with_name(folder.name + ".copying")
+    partial = copying(folder)
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(source, partial)
     result = {**json.loads((partial / RESULT_NAME).read_text(encoding="utf-8")), "copied_from": str(source)}
@@ -379,6 +383,11 @@ def copy_run(source: Path, folder: Path) -> dict:
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return result
+
+
+def copying(folder: Path) -> Path:
+    """Where copy_run puts a copy until it is complete: NAME.copying beside the step's folder."""
+    return folder.with_name(folder.name + ".copying")
 
 
 def _step_in_worker(cfg: dict, out_dir: Path, corpus: str | None, instructions: str | None, name: str,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from minillm import config, lessons
+from minillm.errors import DataError
 from minillm.lessons import Run, earlier_run, own_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +90,30 @@ def test_earlier_run_trains_a_missing_step_with_the_pipelines_own_steps(pipeline
     assert not lessons.pipeline_folder("mlm").exists()  # nothing after it reads BERT
     assert "trained now by the pipeline's steps" in capsys.readouterr().out
     assert earlier_run("clm").source == "the pipeline's run"  # and the next lesson finds it
+
+
+def test_earlier_run_finishes_runs_tiny_with_its_own_settings_and_never_replaces_a_step(pipeline_dir, monkeypatch):
+    monkeypatch.setattr(lessons, "preset", lambda name: config.preset("micro"))
+    made = config.preset("micro")
+    made.clm.train.max_steps = 3  # as `minillm pipeline --set clm.train.max_steps=3 --out runs/tiny` writes it
+    pipeline_dir.mkdir(parents=True)
+    (pipeline_dir / "config.json").write_text(json.dumps(config.to_dict(made)), encoding="utf-8")
+    clm = earlier_run("clm").path
+    settings = json.loads((clm / "inputs.json").read_text(encoding="utf-8"))["settings"]
+    assert settings["clm"]["train"]["max_steps"] == 3  # runs/tiny's settings, not the preset's
+    # The tokenizer was made from a corpus file this lesson cannot see: the CLM must be redone, and a
+    # lesson stops instead of deleting it.
+    tokenizer_inputs = lessons.pipeline_folder("tokenizer") / "inputs.json"
+    saved = json.loads(tokenizer_inputs.read_text(encoding="utf-8"))
+    saved["settings"]["corpus"] = {"file_sha256": "0" * 64, "val_fraction": 0.05}
+    tokenizer_inputs.write_text(json.dumps(saved), encoding="utf-8")
+    (clm / "result.json").unlink()  # interrupted: a lesson would have to finish it
+    with pytest.raises(DataError, match="01_tokenizer made with other settings .*a lesson does not replace"):
+        earlier_run("clm")
+    assert lessons.pipeline_folder("tokenizer").is_dir() and (clm / "inputs.json").is_file()
+    (pipeline_dir / "config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(DataError, match="config.json cannot be read"):
+        earlier_run("clm")
 
 
 def test_own_run_reuses_trains_what_is_missing_and_retrains_when_fresh(pipeline_dir, tmp_path, capsys):

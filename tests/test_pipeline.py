@@ -221,11 +221,12 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
     corpus.write_text("Some text.\n")
     instructions.write_text("{}\n")
 
-    def run_all(*overrides: str) -> list[str]:
-        """Every step once, with the micro preset and `overrides`; the steps that ran."""
+    def run_all(*overrides: str, corpus: Path | None = corpus, instructions: Path | None = instructions) -> list[str]:
+        """Every step once, with the micro preset and `overrides` (a None file: generated data); the
+        steps that ran."""
         ran.clear()
-        journey = Journey(apply_overrides(preset("micro"), list(overrides)), tmp_path / "run", str(corpus),
-                          str(instructions))
+        journey = Journey(apply_overrides(preset("micro"), list(overrides)), tmp_path / "run",
+                          corpus and str(corpus), instructions and str(instructions))
         for name in STEP_NAMES:
             run_step(journey, name)
         return list(ran)
@@ -243,10 +244,11 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
     dpo = tmp_path / "run" / "07_dpo"
     (dpo / "result.json").unlink()
     (dpo / "ckpt.pt").write_text("half-trained")
+    (tmp_path / "run" / "07_dpo.copying").mkdir()  # and a copy from --reuse that was interrupted
     capsys.readouterr()
     run_all("grpo_verifiable.kl_coef=0.1", "dpo.beta=0.9")
     assert "[dpo] made with other settings (dpo.beta: " in capsys.readouterr().out
-    assert (dpo / "ckpt.pt").read_text() == "weights"
+    assert (dpo / "ckpt.pt").read_text() == "weights" and not (tmp_path / "run" / "07_dpo.copying").exists()
 
     # A folder from before inputs.json was written, or with a damaged one, cannot say what it was
     # made from: it is redone.
@@ -256,6 +258,14 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
     printed = capsys.readouterr().out
     assert "[mlm] has no readable inputs.json (made by an older minillm?)" in printed
     assert "[ppo] has no readable inputs.json" in printed
+
+    # Generated data instead of a named file, or back, is other data.
+    changes = ("grpo_verifiable.kl_coef=0.1", "dpo.beta=0.9")
+    assert run_all(*changes, instructions=None) == STEP_NAMES[STEP_NAMES.index("sft"):]
+    assert "[sft] made with other settings (instructions.data_seed: null -> 0; instructions.file_sha256: " \
+        in capsys.readouterr().out
+    assert run_all(*changes, corpus=None, instructions=None) == STEP_NAMES
+    assert run_all(*changes, corpus=None) == STEP_NAMES[STEP_NAMES.index("sft"):]
 
 
 def test_steps_side_by_side_report_the_same_numbers(journey, tmp_path):
