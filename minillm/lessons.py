@@ -22,6 +22,7 @@ import argparse
 import json
 import shutil
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,16 @@ import minillm
 from minillm.config import PipelineConfig, changed_settings, first_changes, from_dict, preset, to_dict
 from minillm.datasets.instructions import read_jsonl
 from minillm.errors import DataError
-from minillm.pipeline import RESULT_NAME, STEP_NAMES, Journey, run_step, why_redo
+from minillm.pipeline import (
+    RESULT_NAME,
+    STEP_NAMES,
+    Journey,
+    made_from_earlier_runs,
+    made_otherwise,
+    run_id,
+    run_step,
+    saved_inputs,
+)
 from minillm.train.loop import METRICS_NAME, read_metrics
 from minillm.utils import write_json
 
@@ -142,13 +152,13 @@ def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | Non
     if lesson_folder is not None and finished(lesson_folder):
         return _say(stage, read_run(lesson_folder, "trained by an earlier lesson"))
     folder = pipeline_folder(stage)
-    if finished(folder):
+    if up_to_date(stage):
         _warn_if_other_settings()
         return _say(stage, read_run(folder, "the pipeline's run"))
     if not train_missing:
         return None
-    print(f"[{stage}] no finished run in {shown(PIPELINE_DIR)}: the pipeline's steps train it now, there "
-          "(a later `minillm pipeline` into it with the same settings skips what is done)")
+    print(f"[{stage}] no finished, up-to-date run in {shown(PIPELINE_DIR)}: the pipeline's steps train it now, "
+          "there (a later `minillm pipeline` into it with the same settings skips what is done)")
     journey = pipeline_journey()
     if not (PIPELINE_DIR / "config.json").is_file():
         write_json(PIPELINE_DIR / "config.json", to_dict(journey.cfg))
@@ -174,11 +184,24 @@ def pipeline_journey() -> Journey:
     return Journey(cfg, PIPELINE_DIR)
 
 
+def up_to_date(stage: str) -> bool:
+    """runs/tiny's run of `stage` finished, and was made from the runs beside it of the steps it reads.
+    One of those trained again since (by `minillm pipeline --set ...` in runs/tiny, say, stopped
+    before it reached this step) leaves it out of date. Its settings may be the user's own: that
+    only changes its numbers, and _warn_if_other_settings says so."""
+    folder, saved = pipeline_folder(stage), saved_inputs(pipeline_folder(stage))
+    made_from = Journey(preset("tiny"), PIPELINE_DIR).made_from(stage)  # (folder names: any settings will do)
+    return finished(folder) and (saved is None or made_from_earlier_runs(saved, made_from) is None)
+
+
 def _refuse_to_replace(journey: Journey, name: str) -> None:
     """Stop, naming the fix, before a lesson deletes a step of runs/tiny that other inputs made (its
-    own corpus file, say, or an older minillm): replacing a user's runs is the pipeline's call."""
+    own corpus file, say, or an older minillm): replacing a user's runs is the pipeline's call. A step
+    made from an earlier run of the steps before it is out of date whatever the settings: it is redone."""
     folder = journey.folder(name)
-    reason = why_redo(folder, journey.inputs(name))
+    if not folder.is_dir() or not any(folder.iterdir()):  # nothing there to replace
+        return
+    reason = made_otherwise(saved_inputs(folder), journey.inputs(name))
     if reason:
         raise DataError(f"{shown(folder)} {reason}, and a lesson does not replace the pipeline's runs: run "
                         f"`minillm pipeline` into {shown(PIPELINE_DIR)} with the settings and data you want "
@@ -194,6 +217,13 @@ def stage3_inputs(args: argparse.Namespace) -> tuple[list[dict], Run, Run]:
     return records, sft, rm
 
 
+def identity(run: Run) -> str:
+    """Which training run `run` is: its folder, and the id it got when it started (in a pipeline
+    step's inputs.json, or in the result.json of a lesson's own run). A run trained again into the
+    same folder is then another input, and what was made from the old one is out of date."""
+    return f"{run.path} (run {run_id(run.path) or run.result.get('id')})"
+
+
 def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: bool,
             inputs: Sequence[Run] = (), from_pipeline: bool = True) -> Run:
     """The run of `stage` this lesson shows, trained by `train(here)` only when it must be.
@@ -204,18 +234,18 @@ def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: boo
     lesson 7's head-only reward model). Otherwise, and always with `fresh`, `here` is emptied and
     `train(here)` runs; what it returns is saved in here/result.json.
     """
-    made_from = {run.path.name: str(run.path) for run in inputs}
+    made_from = {run.path.name: identity(run) for run in inputs}
     if not fresh and finished(here) and read_run(here, "").result.get("made_from") == made_from:
         return _say(stage, read_run(here, "this lesson's earlier run"), "; --fresh trains it again")
     if not fresh and from_pipeline and all(run.path.parent == PIPELINE_DIR for run in inputs):
         folder = pipeline_folder(stage)
-        if finished(folder):
+        if up_to_date(stage):
             _warn_if_other_settings()
             return _say(stage, read_run(folder, "the pipeline's run"), "; --fresh trains one here")
     print(f"[{stage}] nothing to reuse: running it now, into {shown(here)}")
     shutil.rmtree(here, ignore_errors=True)
     here.mkdir(parents=True)
     result = {key: value for key, value in train(here).items() if key != "history"}
-    result["made_from"] = made_from
+    result["made_from"], result["id"] = made_from, uuid.uuid4().hex
     write_json(here / RESULT_NAME, json.loads(json.dumps(result, default=str)))
     return Run(here, result, "trained now")

@@ -92,8 +92,11 @@ class Journey:
         """What step `name`'s outputs follow from: the settings it reads (READS), and the run of each
         step it reads (NEEDS), named by the id that run wrote into its inputs.json when it started."""
         config = {**to_dict(self.cfg), **self.data_settings}
-        return {"settings": {part: config[part] for part in READS[name]},
-                "made_from": {need: run_id(self.folder(need)) for need in NEEDS[name]}}
+        return {"settings": {part: config[part] for part in READS[name]}, "made_from": self.made_from(name)}
+
+    def made_from(self, name: str) -> dict[str, str | None]:
+        """The run of each step that step `name` reads (NEEDS), by the id in its inputs.json."""
+        return {need: run_id(self.folder(need)) for need in NEEDS[name]}
 
     @cached_property
     def documents(self) -> tuple[list[str], list[str]]:
@@ -361,15 +364,23 @@ def why_redo(folder: Path, inputs: dict) -> str | None:
     if not folder.is_dir() or not any(folder.iterdir()):
         return None
     saved = saved_inputs(folder)
+    return made_otherwise(saved, inputs) or made_from_earlier_runs(saved, inputs["made_from"])
+
+
+def made_otherwise(saved: dict | None, inputs: dict) -> str | None:
+    """Why a run that saved `saved` (its inputs.json) was not made with the settings and data of
+    `inputs`, or None when it was."""
     if saved is None:
         return f"has no readable {INPUTS_NAME} (made by an older minillm?), so what it was made from is unknown"
     changed = changed_settings(saved["settings"], inputs["settings"])
-    if changed:
-        return f"made with other settings ({first_changes(changed)})"
-    rerun = [need for need, run in inputs["made_from"].items() if saved["made_from"].get(need) != run]
-    if rerun:
-        return f"made from an earlier run of {', '.join(rerun)}"
-    return None
+    return f"made with other settings ({first_changes(changed)})" if changed else None
+
+
+def made_from_earlier_runs(saved: dict, made_from: dict[str, str | None]) -> str | None:
+    """Which of the steps it reads have run again since a run that saved `saved` was made (their
+    runs now: `made_from`, Journey.made_from), or None."""
+    rerun = [need for need, run in made_from.items() if saved["made_from"].get(need) != run]
+    return f"made from an earlier run of {', '.join(rerun)}" if rerun else None
 
 
 def copy_run(source: Path, folder: Path) -> dict:

@@ -140,6 +140,36 @@ def test_own_run_reuses_trains_what_is_missing_and_retrains_when_fresh(pipeline_
     assert trained[-1] == tmp_path / "no_kl"
 
 
+def test_a_run_made_from_an_earlier_run_of_the_steps_before_it_is_not_reused(pipeline_dir, tmp_path):
+    def made(stage: str, run_id: str, **made_from: str) -> Path:
+        """A finished pipeline step whose inputs.json names its run and the runs it was made from."""
+        folder = finish(lessons.pipeline_folder(stage), stage=stage, run=run_id)
+        inputs = {"id": run_id, "settings": {}, "made_from": made_from}
+        (folder / "inputs.json").write_text(json.dumps(inputs), encoding="utf-8")
+        return folder
+
+    made("sft", "sft-1"), made("reward_model", "rm-1", sft="sft-1"), made("ppo", "ppo-1", reward_model="rm-1")
+    here, trained = tmp_path / "runs" / "lessons" / "07" / "ppo", []
+
+    def train(folder: Path) -> dict:
+        trained.append(folder)
+        return {"win_rate_vs_sft": 0.7}
+
+    def ppo_run() -> Run:
+        return own_run("ppo", here, train, fresh=False, inputs=[earlier_run("sft"), earlier_run("reward_model")])
+
+    assert ppo_run().result["run"] == "ppo-1" and trained == []  # the pipeline's
+    own_run("ppo", here, train, fresh=True, inputs=[earlier_run("sft"), earlier_run("reward_model")])
+    assert ppo_run().path == here and len(trained) == 1  # this lesson's own, made from sft-1 and rm-1
+    # `minillm pipeline --set sft.... --out runs/tiny` trains SFT again, and is stopped before the reward model:
+    made("sft", "sft-2")
+    assert earlier_run("reward_model", train_missing=False) is None  # made from sft-1: out of date
+    made("reward_model", "rm-2", sft="sft-2")  # ... and stopped before PPO
+    run = ppo_run()  # neither the pipeline's PPO nor the lesson's own was made from these runs
+    assert run.path == here and run.source == "trained now" and len(trained) == 2
+    assert ppo_run().source == "this lesson's earlier run" and len(trained) == 2
+
+
 # --------------------------------------------------------------------------------------------------
 # README.ko.md is the Korean front door: the same commands and the same lessons as README.md.
 
