@@ -655,9 +655,26 @@ def diff_configs(saved: dict, current: dict, prefix: str = "") -> list[str]:
 
 
 def changed_settings(saved: dict, current: dict) -> list[str]:
-    """diff_configs without the fields that only one side has: a field added to the config since
-    `saved` was written (or one taken out) changes nothing that was set, so it is not a change."""
-    return [line for line in diff_configs(saved, current) if "<missing>" not in line]
+    """The lines of diff_configs for the pipeline's settings `saved` (a config.json or inputs.json
+    written earlier, perhaps by an older minillm) and `current` that are real changes.
+
+    A field that `saved` lacks was added to the config since: it counts at its default, the value
+    that keeps the behaviour from before it existed, so a preset or --set that moves it is a change.
+    A field only `saved` has was taken out since; nothing sets it now, so it is not a change.
+    """
+    known = at_defaults(saved, to_dict(PipelineConfig()))
+    return [line for line in diff_configs(known, current) if "<missing>" not in line]
+
+
+def at_defaults(saved: dict, defaults: dict) -> dict:
+    """`saved` with each field that it lacks and `defaults` has, at its default, at every depth."""
+    filled = dict(saved)
+    for key, default in defaults.items():
+        if key not in filled:
+            filled[key] = default
+        elif isinstance(filled[key], dict) and isinstance(default, dict):
+            filled[key] = at_defaults(filled[key], default)
+    return filled
 
 
 def first_changes(changed: list[str], shown: int = 3) -> str:

@@ -24,6 +24,7 @@ from minillm.config import (
     TokenizerConfig,
     TrainConfig,
     apply_overrides,
+    changed_settings,
     diff_configs,
     from_dict,
     preset,
@@ -254,3 +255,13 @@ def test_diff_configs_lists_each_changed_leaf_with_its_path():
         'tokenizer.kind: "bpe" -> "sentencepiece"',
     ]
     assert diff_configs(saved, saved) == []
+
+
+def test_a_setting_added_since_a_run_was_made_counts_at_its_default():
+    now = to_dict(preset("tiny"))
+    before = json.loads(json.dumps(now))  # as an older minillm wrote it: without two fields, with one since removed
+    del before["clm"]["model"]["activation"], before["clm"]["model"]["rope_base"]
+    before["clm"]["train"]["old_knob"] = 1
+    # The tiny preset moved activation from its default (GPT-2's tanh GELU); rope_base is at its default.
+    assert changed_settings(before, now) == ['clm.model.activation: "gelu_tanh" -> "gelu"']
+    assert changed_settings(now, now) == [] and changed_settings({"clm": now["clm"]}, {"clm": now["clm"]}) == []
