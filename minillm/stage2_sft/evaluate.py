@@ -185,12 +185,13 @@ def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir
     base_model, tokenizer = load_model(init_dir, GPT)
     scratch_dir, single_dir = out_dir / "baselines" / "scratch", out_dir / "baselines" / "single_family"
     train_sft(cfg, records, scratch_dir, scratch_model_config=base_model.config, tokenizer=tokenizer,
-              resume=resume, pretrain_docs=pretrain_docs)
+              resume=resume, pretrain_docs=pretrain_docs, name="sft from scratch")
     if not cfg.single_family_baseline:
         return {"scratch": scratch_dir}
     family = single_family_name(records, cfg.single_family)
     one_family = [r for r in records if r.get("split", "train") != "train" or r["family"] == family]
-    train_sft(cfg, one_family, single_dir, init_dir=init_dir, resume=resume, pretrain_docs=pretrain_docs)
+    train_sft(cfg, one_family, single_dir, init_dir=init_dir, resume=resume, pretrain_docs=pretrain_docs,
+              name=f"sft on {family} only")
     return {"scratch": scratch_dir, "single_family": single_dir}
 
 

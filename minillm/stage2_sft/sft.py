@@ -158,8 +158,11 @@ def train_sft(
     tokenizer: Any = None,
     resume: bool = False,
     pretrain_docs: Sequence[str] = (),
+    name: str = "sft",
 ) -> dict:
     """Fine-tune a GPT on the chat-templated `records` and write the run folder `out_dir`.
+
+    `name` labels its progress bar and printed lines (a baseline says which one it is).
 
     With `cfg.pretrain_mix` > 0, that share of every training batch is windows of `pretrain_docs`
     (the stage 1 corpus), trained with the plain next-token loss (see `replay_examples`).
@@ -186,7 +189,7 @@ def train_sft(
         if not encoded[split]:
             raise DataError(f"SFT: every {split} example is longer than the context ({block} tokens); "
                             f"{stats[split].summary()}. Use shorter examples or a larger block_size")
-    print(f"SFT template (train): {stats['train'].summary()}")
+    print(f"{name}, template (train): {stats['train'].summary()}")
     device = next(model.parameters()).device
     n_replay = round(cfg.pretrain_mix * cfg.train.batch_size)
     if n_replay and not pretrain_docs:
@@ -203,7 +206,7 @@ def train_sft(
         model, cfg.train, out_dir, get_batch=get_batch, loss_fn=sft_loss,
         run_config={"sft": to_dict(cfg), "init_dir": str(init_dir) if init_dir else None,
                     "model": to_dict(model.config)},
-        tokenizer=tokenizer, resume=resume, desc="sft", title="SFT loss (answer tokens only)",
+        tokenizer=tokenizer, resume=resume, desc=name, title="SFT loss (answer tokens only)",
     )
     if lora:
         save_lora_run(model, cfg.lora, out_dir)
