@@ -244,9 +244,12 @@ def run_step(j: Journey, name: str) -> dict:
         print(f"[{name}] already done ({result_path}); skipping (--force redoes it)")
         return json.loads(result_path.read_text(encoding="utf-8"))
     source = None if j.reuse_from is None else j.reuse_from / folder.name
-    if source is not None and (source / RESULT_NAME).is_file() and why_redo(source, inputs) is None:
-        print(f"[{name}] copied from {source}, made from the same inputs")
-        return copy_run(source, folder)
+    if source is not None and (source / RESULT_NAME).is_file():
+        differs = why_redo(source, inputs)
+        if differs is None:
+            print(f"[{name}] copied from {source}, made from the same inputs")
+            return copy_run(source, folder)
+        print(f"[{name}] not copied: {source} {differs}")
     shutil.rmtree(copying(folder), ignore_errors=True)  # what an interrupted copy left, if any
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / INPUTS_NAME).is_file():  # (an interrupted run from the same inputs keeps its id)

@@ -190,6 +190,8 @@ def test_an_experiment_trains_only_the_steps_its_change_reaches_and_reports_what
     for name in STEP_NAMES:
         assert (f"[{name}] copied from" in printed) == (name not in trained), name
         assert (f"[{name}] running" in printed) == (name in trained), name
+    assert f"[ppo] not copied: {source / '06_ppo'} made with other settings (ppo.kl_coef: " in printed
+    assert f"[rl_table] not copied: {source / '10_rl_table'} made from an earlier run of ppo\n" in printed
     assert {p: p.stat().st_mtime_ns for p in source.rglob("*")} == before  # the source is only read
     copied = [name for name in STEP_NAMES if name not in trained]
     assert [name for name, stage in reused["stages"].items() if "copied_from" in stage] == copied
