@@ -372,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("compare", help="overlay several runs' curves; table their final metrics and config differences")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (each with metrics.jsonl, config.json)")
-    p.add_argument("--out", default="compare.png", help="the PNG of the overlaid curves")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run folders (each with metrics.jsonl, config.json), or pipeline runs (report.json)")
+    p.add_argument("--out", default="compare.png", help="the PNG of the overlaid curves (not for pipeline runs)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("sft", help="stage 2: instruction tuning from a CLM run, with its baselines")

@@ -5,6 +5,10 @@ folder already holds what is needed to answer: `metrics.jsonl` (the curves) and 
 (every setting). `compare_runs` overlays the curves of every metric the runs share, one panel per
 metric, in one PNG; tabulates their final values; and lists the settings in which the runs differ,
 so a reader sees at once what was changed and what it did.
+
+Two runs of the whole pipeline (an experiment made with `minillm pipeline --set ... --reuse
+runs/tiny`, against runs/tiny) are compared by their reports instead (`compare_pipelines`): every
+learning figure that differs, the settings that differ, and which steps each trained on its own.
 """
 
 from __future__ import annotations
@@ -35,10 +39,10 @@ def load_run(run_dir: str | os.PathLike, name: str) -> Run:
     """A run folder's metrics and config; DataError naming the folder if it holds no metrics."""
     folder = Path(run_dir)
     rows = read_metrics(folder / METRICS_NAME, up_to_step=math.inf)
-    if not rows and (folder / "report.json").is_file():
+    if not rows and is_pipeline_run(folder):
         steps = sorted(p.name for p in folder.iterdir() if (p / METRICS_NAME).is_file())
-        raise DataError(f"{folder} is a pipeline run: compare one of its steps with the same step of the "
-                        f"other run, e.g. {folder / '06_ppo'} "
+        raise DataError(f"{folder} is a pipeline run: compare it with another pipeline run, or one of its steps "
+                        f"with the same step of the other run, e.g. {folder / '06_ppo'} "
                         f"(its steps with curves: {', '.join(steps) or 'none yet'})")
     if not rows:
         raise DataError(f"{folder} holds no {METRICS_NAME} rows: point compare at run folders a training "
@@ -137,9 +141,12 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike) -> dict:
     """Overlay the runs' shared metrics in `out_png`; return the final values, the differing settings
-    and the text report (`report`) that the command line prints."""
+    and the text report (`report`) that the command line prints. Pipeline runs are compared by their
+    reports instead (`compare_pipelines`, no PNG: each step has its own curves)."""
     if len(run_dirs) < 2:
         raise DataError(f"compare needs at least two run folders, got {len(run_dirs)}")
+    if all(is_pipeline_run(d) for d in run_dirs):
+        return compare_pipelines(run_dirs)
     runs = [load_run(d, n) for d, n in zip(run_dirs, run_names(run_dirs), strict=True)]
     metrics = shared_metrics(runs)
     if not metrics:
@@ -162,3 +169,56 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
         f"curves: {plot}",
     ])
     return {"final": final, "differences": differences, "plot": str(plot), "report": report}
+
+
+# --------------------------------------------------------------------------------------------------
+# Two journeys: the folders of `minillm pipeline`, compared by their report.json.
+
+REPORT_NAME = "report.json"
+TIMES = ("seconds", "train_seconds", "wall_seconds", "total_seconds")  # the machine's speed, not the run's
+
+
+def is_pipeline_run(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / REPORT_NAME).is_file()
+
+
+def report_figures(folder: Path) -> dict[str, object]:
+    """Every figure of a pipeline run's report.json by its path ("ppo.win_rate_vs_sft"), times left out."""
+    stages = json.loads((folder / REPORT_NAME).read_text(encoding="utf-8")).get("stages", {})
+    return {path: value for path, value in flatten(stages).items() if path.rsplit(".", 1)[-1] not in TIMES}
+
+
+def steps_trained_apart(folders: Sequence[Path]) -> list[str]:
+    """The step folders (e.g. 06_ppo) whose runs are not one and the same in every pipeline run: each
+    step's inputs.json names its run, and a step copied by --reuse keeps the id of the run it copies."""
+    from minillm.pipeline import run_id  # (the pipeline imports every stage: only needed here)
+
+    steps = sorted(p.name for p in folders[0].iterdir() if p.is_dir())
+    return [step for step in steps if len({run_id(folder / step) for folder in folders}) > 1]
+
+
+def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
+    """The learning figures that differ between pipeline runs, the settings that differ, and the steps
+    each trained on its own (whose curves `compare` can then overlay, step folder against step folder)."""
+    folders, names = [Path(d) for d in run_dirs], run_names(run_dirs)
+    figures = [report_figures(folder) for folder in folders]
+    shared = [path for path in figures[0] if all(path in f for f in figures[1:])]  # in the report's order
+    differ = [path for path in shared if len({json.dumps(f[path]) for f in figures}) > 1]
+    configs = [Run(name, [], json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+                   if (folder / CONFIG_NAME).is_file() else {}) for folder, name in zip(folders, names, strict=True)]
+    differences = config_differences(configs)
+    apart = steps_trained_apart(folders)
+    with_curves = [step for step in apart if all((folder / step / METRICS_NAME).is_file() for folder in folders)]
+    report = "\n\n".join([
+        "learning figures that differ:\n" + (text_table(["figure", *names], [[p, *(f[p] for f in figures)]
+                                                                           for p in differ]) if differ else "(none)")
+        + f"\n{len(shared) - len(differ)} others are the same in every run",
+        "settings that differ:\n" + (text_table(["setting", *names], [[p, *(json.dumps(v) for v in values)]
+                                                                    for p, values in differences.items()])
+                                     if differences else "(none: the runs have the same config)"),
+        "steps each run trained on its own: " + (", ".join(apart) or "none (every step is the same run)")
+        + (f"\noverlay a step's curves: minillm compare {' '.join(str(f / with_curves[0]) for f in folders)}"
+           if with_curves else ""),
+    ])
+    return {"figures": {name: {p: f[p] for p in differ} for name, f in zip(names, figures, strict=True)},
+            "differences": differences, "steps_apart": apart, "report": report}

@@ -54,7 +54,38 @@ def test_compare_command_prints_the_table_and_refuses_a_folder_without_metrics(t
     write_run(pipeline_run / "03_clm", 1e-3, [2.0, 1.0])
     (pipeline_run / "report.json").write_text("{}")
     assert main(["compare", str(a), str(pipeline_run)]) == 2
-    assert (f"{pipeline_run} is a pipeline run: compare one of its steps with the same step of the other run, "
-            f"e.g. {pipeline_run / '06_ppo'} (its steps with curves: 03_clm)") in capsys.readouterr().err
+    assert (f"{pipeline_run} is a pipeline run: compare it with another pipeline run, or one of its steps with "
+            f"the same step of the other run, e.g. {pipeline_run / '06_ppo'} (its steps with curves: 03_clm)"
+            ) in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["compare"])
+
+
+def write_pipeline_run(folder: Path, kl_coef: float, ppo_run: str, win_rate: float) -> Path:
+    """A finished pipeline's folder as far as compare reads it: report.json, config.json, and each
+    step's inputs.json naming its run (the same id: a step --reuse copied from the other run)."""
+    write_run(folder / "06_ppo", 1e-4, [1.0, win_rate])
+    (folder / "07_dpo").mkdir()
+    for step, run in (("06_ppo", ppo_run), ("07_dpo", "dpo-1")):
+        (folder / step / "inputs.json").write_text(json.dumps({"id": run, "settings": {}, "made_from": {}}))
+    stages = {"ppo": {"win_rate_vs_sft": win_rate, "kl": 0.5 + kl_coef, "seconds": 20 * win_rate,
+                      "win_rate_by_family": {"count": win_rate, "plural": 0.7}},
+              "dpo": {"win_rate_vs_sft": 0.6, "seconds": 10 * win_rate}}
+    (folder / "report.json").write_text(json.dumps({"stages": stages, "wall_seconds": 300 * win_rate}))
+    (folder / "config.json").write_text(json.dumps({"ppo": {"kl_coef": kl_coef, "epochs": 2}, "dpo": {"beta": 0.3}}))
+    return folder
+
+
+def test_two_pipeline_runs_compare_by_their_figures_settings_and_the_steps_each_trained(tmp_path, capsys):
+    tiny = write_pipeline_run(tmp_path / "tiny", 0.2, "ppo-1", 0.625)
+    no_kl = write_pipeline_run(tmp_path / "no-kl", 0.0, "ppo-2", 0.63)
+    result = compare_runs([tiny, no_kl], tmp_path / "unused.png")
+    assert result["figures"] == {"tiny": {"ppo.win_rate_vs_sft": 0.625, "ppo.kl": 0.7,
+                                          "ppo.win_rate_by_family.count": 0.625},
+                                 "no-kl": {"ppo.win_rate_vs_sft": 0.63, "ppo.kl": 0.5,
+                                           "ppo.win_rate_by_family.count": 0.63}}  # times left out
+    assert result["differences"] == {"ppo.kl_coef": [0.2, 0.0]} and result["steps_apart"] == ["06_ppo"]
+    assert main(["compare", str(tiny), str(no_kl)]) == 0
+    out = capsys.readouterr().out
+    assert "2 others are the same in every run" in out and "steps each run trained on its own: 06_ppo" in out
+    assert f"overlay a step's curves: minillm compare {tiny / '06_ppo'} {no_kl / '06_ppo'}" in out
