@@ -212,7 +212,7 @@ def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
     report = "\n\n".join([
         "learning figures that differ:\n" + (text_table(["figure", *names], [[p, *(f[p] for f in figures)]
                                                                            for p in differ]) if differ else "(none)")
-        + f"\n{len(shared) - len(differ)} others are the same in every run",
+        + f"\n{'the other' if differ else 'all'} {len(shared) - len(differ)} are the same in every run",
         "settings that differ:\n" + (text_table(["setting", *names], [[p, *(json.dumps(v) for v in values)]
                                                                     for p, values in differences.items()])
                                      if differences else "(none: the runs have the same config)"),

@@ -87,5 +87,5 @@ def test_two_pipeline_runs_compare_by_their_figures_settings_and_the_steps_each_
     assert result["differences"] == {"ppo.kl_coef": [0.2, 0.0]} and result["steps_apart"] == ["06_ppo"]
     assert main(["compare", str(tiny), str(no_kl)]) == 0
     out = capsys.readouterr().out
-    assert "2 others are the same in every run" in out and "steps each run trained on its own: 06_ppo" in out
+    assert "the other 2 are the same in every run" in out and "steps each run trained on its own: 06_ppo" in out
     assert f"overlay a step's curves: minillm compare {tiny / '06_ppo'} {no_kl / '06_ppo'}" in out
