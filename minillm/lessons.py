@@ -40,6 +40,7 @@ from minillm.pipeline import (
     run_id,
     run_step,
     saved_inputs,
+    step_folder,
 )
 from minillm.train.loop import METRICS_NAME, read_metrics
 from minillm.utils import write_json
@@ -115,7 +116,7 @@ def shown(path: Path) -> str:
 
 
 def pipeline_folder(stage: str) -> Path:
-    return Journey(preset("tiny"), PIPELINE_DIR).folder(stage)
+    return PIPELINE_DIR / step_folder(stage)
 
 
 def _say(stage: str, run: Run, hint: str = "") -> Run:

@@ -37,7 +37,7 @@ from typing import Any
 
 from minillm.config import PipelineConfig, changed_settings, first_changes, from_dict, to_dict
 from minillm.datasets import generate_corpus, generate_instruction_suite, read_corpus, read_jsonl, split_documents
-from minillm.errors import DataError
+from minillm.errors import ConfigError, DataError
 from minillm.stage1_pretrain.clm import train_clm
 from minillm.stage1_pretrain.mlm import train_mlm
 from minillm.stage2_sft.evaluate import run_sft_with_baselines
@@ -73,7 +73,7 @@ class Journey:
     reuse_from: Path | None = None  # another run's folder: its steps made from the same inputs are copied
 
     def folder(self, name: str) -> Path:
-        return self.out_dir / f"{STEP_NAMES.index(name) + 1:02d}_{name}"
+        return self.out_dir / step_folder(name)
 
     @cached_property
     def data_settings(self) -> dict[str, dict]:
@@ -117,6 +117,11 @@ class Journey:
     @property
     def tokenizer(self):
         return load_tokenizer(self.folder("tokenizer") / "tokenizer.json")
+
+
+def step_folder(name: str) -> str:
+    """The name of step `name`'s folder in a pipeline run: its place in the journey, then its name."""
+    return f"{STEP_NAMES.index(name) + 1:02d}_{name}"
 
 
 def has_checkpoint(folder: Path) -> bool:
@@ -277,9 +282,12 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out {out_dir} is a file; give a folder for the pipeline's outputs")
-    if reuse_from is not None and not (Path(reuse_from) / "config.json").is_file():
-        raise DataError(f"--reuse {reuse_from} is not the folder of a pipeline run (it has no config.json); "
-                        "name the --out folder of an earlier `minillm pipeline`")
+    if force and reuse_from is not None:
+        raise ConfigError("--force trains every step again and --reuse copies the steps it can: pass one of them")
+    if reuse_from is not None and not any((Path(reuse_from) / step_folder(name)).is_dir() for name in STEP_NAMES):
+        raise DataError(f"--reuse {reuse_from} is not the folder of a pipeline run (it has none of the step "
+                        f"folders {step_folder(STEP_NAMES[0])}, ...); name the --out folder of an earlier "
+                        "`minillm pipeline`")
     device = resolve_device(cfg.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "config.json", to_dict(cfg))
