@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from minillm.errors import DataError
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME, read_metrics, summarize
+from minillm.utils import read_json
 
 NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
 
@@ -48,7 +49,7 @@ def load_run(run_dir: str | os.PathLike, name: str) -> Run:
         raise DataError(f"{folder} holds no {METRICS_NAME} rows: point compare at run folders a training "
                         "command wrote (e.g. runs/clm)")
     config_path = folder / CONFIG_NAME
-    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    config = read_json(config_path) if config_path.is_file() else {}
     return Run(name, rows, config)
 
 
@@ -184,7 +185,7 @@ def is_pipeline_run(folder: str | os.PathLike) -> bool:
 
 def report_figures(folder: Path) -> dict[str, object]:
     """Every figure of a pipeline run's report.json by its path ("ppo.win_rate_vs_sft"), times left out."""
-    stages = json.loads((folder / REPORT_NAME).read_text(encoding="utf-8")).get("stages", {})
+    stages = read_json(folder / REPORT_NAME).get("stages", {})
     return {path: value for path, value in flatten(stages).items() if path.rsplit(".", 1)[-1] not in TIMES}
 
 
@@ -204,8 +205,8 @@ def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
     figures = [report_figures(folder) for folder in folders]
     shared = [path for path in figures[0] if all(path in f for f in figures[1:])]  # in the report's order
     differ = [path for path in shared if len({json.dumps(f[path]) for f in figures}) > 1]
-    configs = [Run(name, [], json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-                   if (folder / CONFIG_NAME).is_file() else {}) for folder, name in zip(folders, names, strict=True)]
+    configs = [Run(name, [], read_json(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {})
+               for folder, name in zip(folders, names, strict=True)]
     differences = config_differences(configs)
     apart = steps_trained_apart(folders)
     with_curves = [step for step in apart if all((folder / step / METRICS_NAME).is_file() for folder in folders)]

@@ -43,7 +43,7 @@ from minillm.pipeline import (
     step_folder,
 )
 from minillm.train.loop import METRICS_NAME, read_metrics
-from minillm.utils import write_json
+from minillm.utils import read_json, write_json
 
 
 def find_root() -> Path:
@@ -107,7 +107,7 @@ def finished(folder: Path) -> bool:
 
 
 def read_run(folder: Path, source: str) -> Run:
-    return Run(folder, json.loads((folder / RESULT_NAME).read_text(encoding="utf-8")), source)
+    return Run(folder, read_json(folder / RESULT_NAME), source)
 
 
 def shown(path: Path) -> str:
@@ -129,7 +129,7 @@ def _warn_if_other_settings() -> None:
     saved = PIPELINE_DIR / "config.json"
     if not saved.is_file():
         return
-    changed = changed_settings(json.loads(saved.read_text(encoding="utf-8")), to_dict(preset("tiny")))
+    changed = changed_settings(read_json(saved), to_dict(preset("tiny")))
     if changed:
         print(f"note: {shown(PIPELINE_DIR)} was made with settings other than the tiny preset's "
               f"({first_changes(changed)}): its numbers will differ from "

@@ -55,7 +55,7 @@ from minillm.stage3_rlhf.scoreboard import (
     render_table,
 )
 from minillm.tokenizer import load_tokenizer, train_tokenizer
-from minillm.utils import in_one_thread, interrupts_children, resolve_device, write_json
+from minillm.utils import in_one_thread, interrupts_children, read_json, resolve_device, write_json
 
 RESULT_NAME = "result.json"
 
@@ -247,7 +247,7 @@ def run_step(j: Journey, name: str) -> dict:
         shutil.rmtree(folder)
     elif result_path.is_file():
         print(f"[{name}] already done ({result_path}); skipping (--force redoes it)")
-        return json.loads(result_path.read_text(encoding="utf-8"))
+        return read_json(result_path)
     source = None if j.reuse_from is None else j.reuse_from / folder.name
     if source is not None and (source / RESULT_NAME).is_file():
         differs = why_redo(source, inputs)
@@ -400,7 +400,7 @@ def copy_run(source: Path, folder: Path) -> dict:
     partial = copying(folder)
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(source, partial)
-    result = {**json.loads((partial / RESULT_NAME).read_text(encoding="utf-8")), "copied_from": str(source)}
+    result = {**read_json(partial / RESULT_NAME), "copied_from": str(source)}
     write_json(partial / RESULT_NAME, result)
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)

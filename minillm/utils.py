@@ -111,6 +111,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON file that minillm wrote at `path` (a result.json, report.json, config.json), or a
+    DataError naming it when it is damaged or edited into something that is not JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path} is not valid JSON ({err}): minillm wrote it, so it was damaged or edited "
+                        "since; restore it, or make that run again") from None
+
+
 def spread_rows(rows: list, n: int) -> list:
     """About `n` rows taken evenly from `rows`, always including the last one, each once: a log to print."""
     shown = rows[:: max(1, len(rows) // n)]
