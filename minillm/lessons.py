@@ -141,9 +141,9 @@ def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | Non
     """The finished run of pipeline step `stage` that a lesson builds on.
 
     In order: `given` (a folder named on the command line), `lesson_folder` (where an earlier lesson
-    trained it), the pipeline's runs/tiny/NN_stage. If none has it, the pipeline's steps train it now
-    into runs/tiny, with every earlier step it needs that is missing (each skipped if done); with
-    `train_missing=False` the answer is then None.
+    trained it), the pipeline's runs/tiny/NN_stage if it is up to date (`up_to_date`). If none has
+    it, the pipeline's steps train it now into runs/tiny, with every earlier step it needs that is
+    missing or out of date (each skipped if done); with `train_missing=False` the answer is then None.
     """
     if given is not None:
         if not (given / "ckpt.pt").is_file() and not finished(given):
