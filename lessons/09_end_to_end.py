@@ -22,7 +22,7 @@
 # Run it: `python lessons/09_end_to_end.py [--preset micro|tiny] [--out DIR] [--fresh]`, or step
 # through its cells. With the tiny preset it uses the pipeline's folder, runs/tiny: after
 # `minillm pipeline --preset tiny --out runs/tiny` every step is done and the lesson takes 15-20 s on
-# a 2-core CPU; otherwise it trains what is missing there (6-11 minutes, as the pipeline). `--fresh` runs the whole
+# a 2-core CPU; otherwise it trains what is missing there (5-7 minutes, as the pipeline). `--fresh` runs the whole
 # journey again in runs/lessons/09/tiny. With `--set`, the steps that runs/tiny made from the same
 # settings are copied from there, and only the steps the change reaches train: an experiment on PPO
 # takes about a minute. The experiments to try are at the end.
@@ -33,16 +33,18 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 from pathlib import Path
 
-from minillm.config import apply_overrides, preset
-from minillm.lessons import PIPELINE_DIR, ROOT, in_notebook
+from minillm.config import apply_overrides, preset, to_dict
+from minillm.lessons import PIPELINE_DIR, ROOT, in_notebook, pipeline_journey
 from minillm.model import GPT, Bert
-from minillm.pipeline import RL_POLICIES, STEP_NAMES, Journey, run_step
+from minillm.pipeline import RL_POLICIES, STEP_NAMES, Journey, run_step, write_report
 from minillm.stage1_pretrain.mlm import FLASH_FLOOD, fill_mask
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.train import load_model
+from minillm.utils import resolve_device, write_json
 
 parser = argparse.ArgumentParser(description="Lesson 9: the whole journey, stage by stage")
 parser.add_argument("--preset", default="tiny", choices=("micro", "tiny", "small"))
@@ -61,9 +63,14 @@ else:
 if ARGS.fresh:
     shutil.rmtree(out, ignore_errors=True)
 print(f"the journey's folder: {out} (a step that finished there from the same settings is read, not trained again)")
-# Steps that runs/tiny made from the same settings are copied from there (`reuse_from`), not trained.
-reuse = PIPELINE_DIR if ARGS.preset == "tiny" and out != PIPELINE_DIR and not ARGS.fresh else None
-journey = Journey(apply_overrides(preset(ARGS.preset), ARGS.set), out, reuse_from=reuse)
+started = time.perf_counter()
+if out == PIPELINE_DIR and not ARGS.set:  # runs/tiny as `minillm pipeline` made it, with its own settings
+    journey = pipeline_journey()
+else:  # steps that runs/tiny made from the same settings are copied from there (`reuse_from`), not trained
+    reuse = PIPELINE_DIR if ARGS.preset == "tiny" and not ARGS.fresh else None
+    journey = Journey(apply_overrides(preset(ARGS.preset), ARGS.set), out, reuse_from=reuse)
+out.mkdir(parents=True, exist_ok=True)
+write_json(out / "config.json", to_dict(journey.cfg))  # as the pipeline does: what the steps are made with
 RL_STEPS = list(RL_POLICIES.values())  # the policies stage 3 trains: ppo, dpo, grpo, grpo_verifiable
 
 # %% [markdown]
@@ -95,6 +102,8 @@ journey.results["sft"] = run_step(journey, "sft")
 # %%
 for name in STEP_NAMES[STEP_NAMES.index("reward_model"):]:  # the policies, then the table comparing them
     journey.results[name] = run_step(journey, name)
+write_report(journey, resolve_device(journey.cfg.device).type, time.perf_counter() - started)
+print(f"\nreport: {out / 'report.md'}")
 
 # %% [markdown]
 # ## The same requests after every stage
@@ -171,5 +180,6 @@ print("  win rate vs SFT by the gold judge, sampled answers (± one standard err
 #    answer after SFT becomes a guess: SFT teaches the format, pretraining supplied the fact.
 # 2. Remove the KL leash: `--set ppo.kl_coef=0 --out runs/lessons/09-nokl`. The reward model's score
 #    climbs while the gold score after PPO falls: the policy found what the reward model over-rates.
+#    `minillm compare runs/tiny runs/lessons/09-nokl/tiny` lists every figure that moved.
 # 3. Swap the tokenizer: `--set tokenizer.kind=sentencepiece --out runs/lessons/09-spm`. Every stage
 #    still runs on the other tokenizer; compare the answers and numbers.

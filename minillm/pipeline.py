@@ -302,13 +302,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
     else:
         for name in STEP_NAMES:
             journey.results[name] = run_step(journey, name)
-    report = build_report(cfg, device.type, journey.results)
-    # "seconds" adds up the steps; with steps side by side the journey takes less: this many, this time
-    report["wall_seconds"] = round(time.perf_counter() - start, 2)
-    report["jobs"] = jobs
-    write_json(out_dir / "report.json", report)
-    (out_dir / "report.md").write_text(render_markdown(report, journey), encoding="utf-8")
-    return report
+    return write_report(journey, device.type, time.perf_counter() - start)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -477,6 +471,17 @@ def build_report(cfg: PipelineConfig, device: str, results: dict[str, dict]) -> 
         stages["rl_table"]["copied_from"] = table["copied_from"]
     return {"preset": cfg.preset, "device": device,
             "seconds": round(sum(s["seconds"] for s in stages.values()), 2), "stages": stages}
+
+
+def write_report(j: Journey, device: str, wall_seconds: float) -> dict:
+    """Write report.json and report.md for the finished steps in `j.results`; return the report."""
+    report = build_report(j.cfg, device, j.results)
+    # "seconds" adds up the steps; with steps side by side the journey takes less: this many, this time
+    report["wall_seconds"] = round(wall_seconds, 2)
+    report["jobs"] = j.jobs
+    write_json(j.out_dir / "report.json", report)
+    (j.out_dir / "report.md").write_text(render_markdown(report, j), encoding="utf-8")
+    return report
 
 
 def _fmt(x: Any) -> str:

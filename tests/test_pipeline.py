@@ -109,14 +109,16 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
     assert {p: p.stat().st_mtime_ns for p in out.rglob("ckpt.pt")} == mtimes  # nothing retrained
     assert again["stages"] == report["stages"]
 
-    # Lesson 09 drives the same steps from Python: on the finished run it trains nothing and shows
-    # each stage's answers and the key numbers.
+    # Lesson 09 drives the same steps from Python: on the finished run it trains nothing, shows
+    # each stage's answers and the key numbers, and writes the same report as the pipeline.
+    (out / "report.json").unlink()
     monkeypatch.setattr(sys, "argv", ["09_end_to_end.py", "--preset", "micro", "--out", str(root)])
     runpy.run_path(str(ROOT / "lessons" / "09_end_to_end.py"), run_name="__main__")
     printed = capsys.readouterr().out
     assert printed.count("already done") == len(STEP_NAMES)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("ckpt.pt")} == mtimes
     assert "after SFT" in printed and "win rate vs SFT by the gold judge" in printed
+    assert without_times(json.loads((out / "report.json").read_text())) == without_times(report)
 
     # Reward hacking (lesson 07): a head-only reward model on the same rankings, then PPO without a leash.
     cfg = preset("micro")
