@@ -11,7 +11,7 @@
 # 4. Ours beside sentencepiece (the library many real models use), on English and Korean: tokens
 #    per byte, the pieces each makes, and training time.
 #
-# Run it: `python lessons/01_tokenizer.py` (3-5 s on a 2-core CPU), or step through its cells in
+# Run it: `python lessons/01_tokenizer.py` (2-4 s on a 2-core CPU), or step through its cells in
 # VS Code, PyCharm or Jupyter (`pip install -e ".[notebooks]"`, then
 # `jupytext --to notebook lessons/01_tokenizer.py`). It writes both trained tokenizers to
 # runs/lessons/01/ (open them: they are plain JSON). The experiments to try are at the end.

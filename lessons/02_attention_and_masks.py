@@ -18,7 +18,7 @@
 #    positions do not move at all, while BERT's (no causal mask) do.
 # 5. Why the KV cache exists: generating with and without it gives the same tokens, in less time.
 #
-# Run it: `python lessons/02_attention_and_masks.py` (6-7 s on a 2-core CPU), or step through its
+# Run it: `python lessons/02_attention_and_masks.py` (3-5 s on a 2-core CPU), or step through its
 # cells. Output: runs/lessons/02/attention_map.png. The experiments to try are at the end.
 
 # %%

@@ -17,7 +17,7 @@
 #
 # Run it: `python lessons/03_bert_masked_lm.py [--fresh]`, or step through its cells. After
 # `minillm pipeline --preset tiny --out runs/tiny` it shows the pipeline's BERT (runs/tiny/02_mlm) and
-# takes about 10 s; with `--fresh`, or without the pipeline's run, it trains one into runs/lessons/03/mlm
+# takes 3-4 s; with `--fresh`, or without the pipeline's run, it trains one into runs/lessons/03/mlm
 # (30-100 s on a 2-core CPU, the more the busier it is: measured 33 s and 93 s). The experiments to try are at the end.
 
 # %%

@@ -14,7 +14,7 @@
 #    corpus, and states facts of the small world it read about.
 #
 # Run it: `python lessons/04_gpt_pretraining.py [--fresh]`, or step through its cells. After the
-# pipeline it shows the pipeline's GPT (runs/tiny/03_clm) and takes about 10 s; with `--fresh`, or
+# pipeline it shows the pipeline's GPT (runs/tiny/03_clm) and takes 2-3 s; with `--fresh`, or
 # without the pipeline's run, it trains one into runs/lessons/04/clm (75-140 s on a 2-core CPU),
 # and lesson 5 then starts from that one. The experiments to try are at the end.
 

@@ -22,7 +22,7 @@
 # Run it: `python lessons/06_reward_model.py [SFT_RUN_DIR] [--fresh]`, or step through its cells.
 # It starts from SFT_RUN_DIR, or the SFT model lesson 5 trained with --fresh, or the pipeline's
 # (runs/tiny/04_sft). After the pipeline it shows the pipeline's reward model
-# (runs/tiny/05_reward_model) and takes 5-10 s; `--fresh` collects rankings and trains one into
+# (runs/tiny/05_reward_model) and takes 2-3 s; `--fresh` collects rankings and trains one into
 # runs/lessons/06/reward (1-1.5 minutes on a 2-core CPU; open its prefs.jsonl: the rankings). The
 # experiments to try are at the end.
 

@@ -24,8 +24,8 @@
 # Run it: `python lessons/08_dpo.py [SFT_RUN_DIR] [PREFS_FILE] [REWARD_RUN_DIR] [--fresh]`, or step
 # through its cells. It starts from the SFT model, rankings and reward model of lessons 5 and 6 when
 # they were trained there with --fresh, else the pipeline's. After the pipeline, step 2 shows the
-# pipeline's DPO run (runs/tiny/07_dpo) and the lesson takes about 30 s on a 2-core CPU, most of it
-# best of 4 (saved, so a second run takes seconds); `--fresh` trains DPO into runs/lessons/08/dpo
+# pipeline's DPO run (runs/tiny/07_dpo) and the lesson takes about 4 s on a 2-core CPU, best of 4
+# included (saved, so a second run takes 2 s); `--fresh` trains DPO into runs/lessons/08/dpo
 # (30-60 s more). The experiments to try are at the end.
 
 # %%
