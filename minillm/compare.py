@@ -140,6 +140,14 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
 
 
+def settings_text(names: Sequence[str], differences: dict[str, list[object]]) -> str:
+    """The settings that differ (config_differences), one row each and one column per run."""
+    if not differences:
+        return "settings that differ:\n(none: the runs have the same config)"
+    rows = [[path, *(json.dumps(v) for v in values)] for path, values in differences.items()]
+    return "settings that differ:\n" + text_table(["setting", *names], rows)
+
+
 def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike) -> dict:
     """Overlay the runs' shared metrics in `out_png`; return the final values, the differing settings
     and the text report (`report`) that the command line prints. Pipeline runs are compared by their
@@ -163,10 +171,7 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
                                        [[r.name, final[r.name].get("step", "-"),
                                          *(final[r.name][m] for m in varying)] for r in runs])
         + ("\nthe same in every run: " + ", ".join(f"{m} {final[runs[0].name][m]:.4g}" for m in same) if same else ""),
-        "settings that differ:\n" + (text_table(["setting", *(r.name for r in runs)],
-                                                [[p, *(json.dumps(v) for v in values)]
-                                                 for p, values in differences.items()])
-                                     if differences else "(none: the runs have the same config)"),
+        settings_text([r.name for r in runs], differences),
         f"curves: {plot}",
     ])
     return {"final": final, "differences": differences, "plot": str(plot), "report": report}
@@ -210,16 +215,12 @@ def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
     differences = config_differences(configs)
     apart = steps_trained_apart(folders)
     with_curves = [step for step in apart if all((folder / step / METRICS_NAME).is_file() for folder in folders)]
-    report = "\n\n".join([
-        "learning figures that differ:\n" + (text_table(["figure", *names], [[p, *(f[p] for f in figures)]
-                                                                           for p in differ]) if differ else "(none)")
-        + f"\n{'the other' if differ else 'all'} {len(shared) - len(differ)} are the same in every run",
-        "settings that differ:\n" + (text_table(["setting", *names], [[p, *(json.dumps(v) for v in values)]
-                                                                    for p, values in differences.items()])
-                                     if differences else "(none: the runs have the same config)"),
-        "steps each run trained on its own: " + (", ".join(apart) or "none (every step is the same run)")
-        + (f"\noverlay a step's curves: minillm compare {' '.join(str(f / with_curves[0]) for f in folders)}"
-           if with_curves else ""),
-    ])
+    figures_text = "learning figures that differ:\n" + (
+        text_table(["figure", *names], [[p, *(f[p] for f in figures)] for p in differ]) if differ else "(none)")
+    figures_text += f"\n{'the other' if differ else 'all'} {len(shared) - len(differ)} are the same in every run"
+    steps_text = "steps each run trained on its own: " + (", ".join(apart) or "none (every step is the same run)")
+    if with_curves:
+        steps_text += f"\noverlay a step's curves: minillm compare {' '.join(str(f / with_curves[0]) for f in folders)}"
+    report = "\n\n".join([figures_text, settings_text(names, differences), steps_text])
     return {"figures": {name: {p: f[p] for p in differ} for name, f in zip(names, figures, strict=True)},
             "differences": differences, "steps_apart": apart, "report": report}
