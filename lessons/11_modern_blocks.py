@@ -28,7 +28,7 @@
 # Face Llama weights (grouped-query attention included) and gives the same logits within 1e-4
 # (tests/test_weight_import.py).
 #
-# Run it:  python lessons/11_modern_blocks.py [CLM_RUN_DIR]    (about 7 minutes on a 2-core CPU)
+# Run it:  python lessons/11_modern_blocks.py [CLM_RUN_DIR]    (5-6 minutes on a 2-core CPU)
 # Outputs: runs/lessons/11/ (clm/<model>/ runs, compare.png, sft/<run>/, table.json).
 
 # %%
