@@ -161,6 +161,9 @@ def main() -> None:
             a, b = ours["stages"][name]["seconds"], stage["seconds"]
             ratio = f"{a / b:8.2f}" if b > 0 else f"{'-':>8s}"  # a part with no time of its own (best_of_n)
             print(f"{name:18s}{a:9.1f}{b:9.1f}{ratio}")
+    shared = [name for name in ref["stages"] if name in ours["stages"]]
+    a, b = (sum(run["stages"][name]["seconds"] for name in shared) for run in (ours, ref))
+    print(f"{'those stages':18s}{a:9.1f}{b:9.1f}{a / b:8.2f}  (the journey the reference has)")
     new = [name for name in ours["stages"] if name not in ref["stages"]]
     if new:
         extra = ", ".join(f"{n} {ours['stages'][n]['seconds']:.0f} s" for n in new)

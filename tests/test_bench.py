@@ -37,6 +37,7 @@ def test_interleaved_journeys_of_the_same_code_give_the_same_figures(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "step by step in turns" in out and "stages the reference does not have" not in out
+    assert "those stages" in out.split("wall time")[1]  # the reference's own journey, summed
     runs = [Path(line.split("->")[1].strip()) for line in out.splitlines() if "running ->" in line]
     assert len(runs) == 20  # 10 steps, each in both journeys, one step at a time:
     for first, second in zip(runs[::2], runs[1::2], strict=True):  # the same step, in one journey then the other
