@@ -512,6 +512,8 @@ def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
     saved = last_saved_step(out)
     if saved and args.func is cmd_pipeline and (saved[0].parent / "result.json").is_file():
         saved = None  # a finished step's checkpoint: the step that was running had saved nothing yet
+    if args.func is cmd_pipeline:  # again with --force would delete the steps this run has finished
+        argv = [a for a in argv if a != "--force"]
     again = " ".join(shlex.quote(a) for a in ["minillm", *argv])
     if hasattr(args, "resume") and not args.resume:
         again += " --resume"

@@ -306,9 +306,9 @@ def test_ctrl_c_says_which_step_is_saved_and_how_to_go_on(monkeypatch, capsys, t
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "cmd_pipeline", interrupted_at_once)
-    code, _, err = run(["pipeline", "--out", str(tmp_path / "p")], capsys)
+    code, _, err = run(["pipeline", "--force", "--out", str(tmp_path / "p")], capsys)
     assert code == 130 and err == ("minillm: interrupted; no checkpoint saved yet; finished steps are kept. "
-                                   f"Continue with: minillm pipeline --out {tmp_path / 'p'}\n")
+                                   f"Continue with: minillm pipeline --out {tmp_path / 'p'}\n")  # (without --force)
 
 
 def test_an_out_that_is_a_file_is_named_a_file(capsys, tmp_path):
