@@ -283,7 +283,7 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 
     cfg = build_config(args)
     report = run_pipeline(cfg, args.out, force=args.force, corpus=args.corpus, instructions=args.data,
-                          jobs=args.jobs, reuse_from=args.reuse)
+                          jobs=args.jobs, reuse_from=args.reuse, skip_bad_lines=args.skip_bad_lines)
     print(f"done in {report['wall_seconds']:.0f} s: {Path(args.out) / 'report.md'}")
 
 

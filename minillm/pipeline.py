@@ -21,6 +21,7 @@ were made from the same inputs are copied, and only the rest train, so both runs
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -35,7 +36,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from minillm.config import PipelineConfig, changed_settings, first_changes, from_dict, to_dict
+from minillm.config import PipelineConfig, changed_settings, first_changes, to_dict
 from minillm.datasets import generate_corpus, generate_instruction_suite, read_corpus, read_jsonl, split_documents
 from minillm.errors import ConfigError, DataError
 from minillm.stage1_pretrain.clm import train_clm
@@ -71,6 +72,7 @@ class Journey:
     results: dict[str, dict] = field(default_factory=dict)
     jobs: int = 1  # processes that may work at once (run_steps_in_parallel)
     reuse_from: Path | None = None  # another run's folder: its steps made from the same inputs are copied
+    skip_bad_lines: bool = False  # a malformed line of the instructions file is reported and skipped
 
     def folder(self, name: str) -> Path:
         return self.out_dir / step_folder(name)
@@ -111,7 +113,7 @@ class Journey:
     def records(self) -> list[dict]:
         """The instruction suite (train and test records) for stages 2 and 3."""
         if self.instructions_path:
-            return read_jsonl(self.instructions_path)
+            return read_jsonl(self.instructions_path, on_error="skip" if self.skip_bad_lines else "stop")
         return generate_instruction_suite(seed=self.cfg.data_seed)
 
     @property
@@ -271,13 +273,14 @@ def run_step(j: Journey, name: str) -> dict:
 
 def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = False,
                  corpus: str | None = None, instructions: str | None = None, jobs: int = 1,
-                 reuse_from: str | Path | None = None) -> dict:
+                 reuse_from: str | Path | None = None, skip_bad_lines: bool = False) -> dict:
     """Run every stage into `out_dir` and write report.json and report.md there.
 
     `jobs` > 1 runs steps that do not depend on each other side by side, in that many processes of
     one thread each (`run_steps_in_parallel`); 1 runs them in order, in this process.
     `reuse_from`: the folder of another pipeline run; each of its steps made from the same inputs as
     this run's is copied instead of trained (an experiment then trains only what it changed).
+    `skip_bad_lines`: report and skip malformed lines of the `instructions` file instead of stopping.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -292,7 +295,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "config.json", to_dict(cfg))
     journey = Journey(cfg, out_dir, corpus, instructions, jobs=jobs,
-                      reuse_from=None if reuse_from is None else Path(reuse_from))
+                      reuse_from=None if reuse_from is None else Path(reuse_from), skip_bad_lines=skip_bad_lines)
     if force:  # later steps depend on earlier ones: redo all of them, from scratch, not from checkpoints
         for name in STEP_NAMES:
             shutil.rmtree(journey.folder(name), ignore_errors=True)
@@ -406,14 +409,6 @@ def copying(folder: Path) -> Path:
     return folder.with_name(folder.name + ".copying")
 
 
-def _step_in_worker(cfg: dict, out_dir: Path, corpus: str | None, instructions: str | None, name: str,
-                    results: dict[str, dict], jobs: int, reuse_from: Path | None) -> dict:
-    """One step in a worker process (the worker rebuilds the journey from its parts)."""
-    journey = Journey(from_dict(PipelineConfig, cfg), out_dir, corpus, instructions, results=results, jobs=jobs,
-                      reuse_from=reuse_from)
-    return run_step(journey, name)
-
-
 def run_steps_in_parallel(j: Journey, jobs: int) -> None:
     """Run every step as soon as the steps it needs are done, at most `jobs` at a time."""
     pending, running = list(STEP_NAMES), {}
@@ -422,8 +417,10 @@ def run_steps_in_parallel(j: Journey, jobs: int) -> None:
         while pending or running:
             for name in [n for n in pending if all(need in j.results for need in NEEDS[n])][:jobs - len(running)]:
                 pending.remove(name)
-                running[pool.submit(in_one_thread, _step_in_worker, to_dict(j.cfg), j.out_dir, j.corpus_path,
-                                    j.instructions_path, name, dict(j.results), j.jobs, j.reuse_from)] = name
+                # The worker gets the journey's settings and results so far, not the data it has read:
+                # a new Journey (dataclasses.replace) reads its own, as in a pipeline of its own.
+                journey = dataclasses.replace(j, results=dict(j.results))
+                running[pool.submit(in_one_thread, run_step, journey, name)] = name
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 j.results[running.pop(future)] = future.result()

@@ -18,8 +18,10 @@ import pytest
 import torch
 
 from minillm import pipeline
+from minillm.cli import main
 from minillm.config import apply_overrides, preset
 from minillm.datasets import generate_instruction_suite
+from minillm.errors import DataError
 from minillm.pipeline import STEP_NAMES, Journey, quote, run_pipeline, run_step, table_row
 from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
@@ -270,6 +272,23 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
         in capsys.readouterr().out
     assert run_all(*changes, corpus=None, instructions=None) == STEP_NAMES
     assert run_all(*changes, corpus=None) == STEP_NAMES[STEP_NAMES.index("sft"):]
+
+
+def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):
+    """`minillm pipeline --data FILE --skip-bad-lines` skips a malformed line, as `minillm sft` does,
+    and without the flag the line stops the journey, naming the flag."""
+    good = json.dumps({"prompt": "Say hi.", "response": "Hi."})
+    data = tmp_path / "instructions.jsonl"
+    data.write_text(f"{good}\n{{not json\n{good}\n")
+    with pytest.warns(UserWarning, match="skipped 1 bad line"):
+        assert len(Journey(preset("micro"), tmp_path / "run", None, str(data), skip_bad_lines=True).records) == 2
+    with pytest.raises(DataError, match="line 2.*--skip-bad-lines"):
+        Journey(preset("micro"), tmp_path / "run", None, str(data)).records  # noqa: B018 (a property that reads)
+    passed = {}
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *args, **kwargs: passed.update(kwargs) or {"wall_seconds": 0})
+    assert main(["pipeline", "--preset", "micro", "--out", str(tmp_path / "run"), "--data", str(data),
+                 "--skip-bad-lines"]) == 0
+    assert passed["skip_bad_lines"] is True
 
 
 def test_steps_side_by_side_report_the_same_numbers(journey, tmp_path):
