@@ -289,6 +289,8 @@ CLI_TABLE = [
         ("no checkpoint at", "empty_run", "train a model there first"),
         lambda ws: (ws / "empty_run").mkdir()),
     Bad("checkpoint: path missing", ("chat", "--ckpt", "{ws}/nope"), CheckpointError, ("no checkpoint at",)),
+    Bad("checkpoint: a folder of runs, such as a pipeline's", ("chat", "--ckpt", "{ws}"), CheckpointError,
+        ("no checkpoint at", "holds runs in its folders", "gpt", "name one of them")),
     Bad("checkpoint: truncated", ("generate", "--ckpt", "{ws}/cut", "hi"), CheckpointError,
         ("corrupt or truncated", "intact copy"),
         truncated("gpt/ckpt.pt", "cut/ckpt.pt")),

@@ -70,7 +70,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a checkpoint safely; every way it can be wrong is a CheckpointError saying which."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}: check the path, or train a model there first")
+        runs = sorted(ckpt.parent.name for ckpt in path.parent.glob(f"*/{path.name}")) if path.parent.is_dir() else []
+        inside = f"; {path.parent} holds runs in its folders {', '.join(runs)}: name one of them" if runs else ""
+        raise CheckpointError(f"no checkpoint at {path}: check the path, or train a model there first{inside}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
