@@ -292,10 +292,12 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
                         f"folders {step_folder(STEP_NAMES[0])}, ...); name the --out folder of an earlier "
                         "`minillm pipeline`")
     device = resolve_device(cfg.device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", to_dict(cfg))
     journey = Journey(cfg, out_dir, corpus, instructions, jobs=jobs,
                       reuse_from=None if reuse_from is None else Path(reuse_from), skip_bad_lines=skip_bad_lines)
+    if instructions:  # read now: a malformed file stops the journey before stage 1's minutes, not after them
+        print(f"instructions: {len(journey.records)} records from {instructions}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "config.json", to_dict(cfg))
     if force:  # later steps depend on earlier ones: redo all of them, from scratch, not from checkpoints
         for name in STEP_NAMES:
             shutil.rmtree(journey.folder(name), ignore_errors=True)
