@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from minillm.config import apply_overrides, preset, to_dict
+from minillm.config import apply_overrides, preset
 from minillm.lessons import PIPELINE_DIR, ROOT, in_notebook, pipeline_journey
 from minillm.model import GPT, Bert
 from minillm.pipeline import RL_POLICIES, STEP_NAMES, Journey, run_step, write_report
@@ -44,7 +44,7 @@ from minillm.stage1_pretrain.mlm import FLASH_FLOOD, fill_mask
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.train import load_model
-from minillm.utils import resolve_device, write_json
+from minillm.utils import resolve_device
 
 parser = argparse.ArgumentParser(description="Lesson 9: the whole journey, stage by stage")
 parser.add_argument("--preset", default="tiny", choices=("micro", "tiny", "small"))
@@ -69,8 +69,7 @@ if out == PIPELINE_DIR and not ARGS.set:  # runs/tiny as `minillm pipeline` made
 else:  # steps that runs/tiny made from the same settings are copied from there (`reuse_from`), not trained
     reuse = PIPELINE_DIR if ARGS.preset == "tiny" and not ARGS.fresh else None
     journey = Journey(apply_overrides(preset(ARGS.preset), ARGS.set), out, reuse_from=reuse)
-out.mkdir(parents=True, exist_ok=True)
-write_json(out / "config.json", to_dict(journey.cfg))  # as the pipeline does: what the steps are made with
+journey.write_config()  # as the pipeline does: what the steps are made with
 RL_STEPS = list(RL_POLICIES.values())  # the policies stage 3 trains: ppo, dpo, grpo, grpo_verifiable
 
 # %% [markdown]

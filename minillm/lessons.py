@@ -32,9 +32,11 @@ from minillm.config import PipelineConfig, changed_settings, first_changes, from
 from minillm.datasets.instructions import read_jsonl
 from minillm.errors import DataError
 from minillm.pipeline import (
+    CONFIG_NAME,
     RESULT_NAME,
     STEP_NAMES,
     Journey,
+    holds_outputs,
     made_from_earlier_runs,
     made_otherwise,
     run_id,
@@ -126,7 +128,7 @@ def _say(stage: str, run: Run, hint: str = "") -> Run:
 
 def _warn_if_other_settings() -> None:
     """Say so when runs/tiny was made with other settings than the tiny preset (e.g. with --set)."""
-    saved = PIPELINE_DIR / "config.json"
+    saved = PIPELINE_DIR / CONFIG_NAME
     if not saved.is_file():
         return
     changed = changed_settings(read_json(saved), to_dict(preset("tiny")))
@@ -161,8 +163,8 @@ def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | Non
     print(f"[{stage}] no finished, up-to-date run in {shown(PIPELINE_DIR)}: the pipeline's steps train it now, "
           "there (a later `minillm pipeline` into it with the same settings skips what is done)")
     journey = pipeline_journey()
-    if not (PIPELINE_DIR / "config.json").is_file():
-        write_json(PIPELINE_DIR / "config.json", to_dict(journey.cfg))
+    if not (PIPELINE_DIR / CONFIG_NAME).is_file():
+        journey.write_config()
     for name in STEP_NAMES[: STEP_NAMES.index(stage) + 1]:
         if name != "mlm" or stage == "mlm":  # no later step reads the BERT model
             _refuse_to_replace(journey, name)
@@ -174,12 +176,12 @@ def pipeline_journey() -> Journey:
     """The journey runs/tiny belongs to: the settings it was made with (its config.json, which a
     `minillm pipeline --set ...` writes), or the tiny preset when it has none yet. Finishing a run
     with the preset's settings would redo, and so delete, every step the user trained with others."""
-    saved = PIPELINE_DIR / "config.json"
+    saved = PIPELINE_DIR / CONFIG_NAME
     if not saved.is_file():
         return Journey(preset("tiny"), PIPELINE_DIR)
     try:
-        cfg = from_dict(PipelineConfig, json.loads(saved.read_text(encoding="utf-8")))
-    except ValueError as err:  # not JSON, or settings this minillm does not know (a ConfigError)
+        cfg = from_dict(PipelineConfig, read_json(saved))
+    except ValueError as err:  # not JSON (a DataError), or settings this minillm does not know (a ConfigError)
         raise DataError(f"{shown(saved)} cannot be read ({err}); run `minillm pipeline --preset tiny --out "
                         f"{shown(PIPELINE_DIR)}`, which writes it anew and redoes what is out of date") from None
     return Journey(cfg, PIPELINE_DIR)
@@ -190,7 +192,8 @@ def up_to_date(stage: str) -> bool:
     One of those trained again since (by `minillm pipeline --set ...` in runs/tiny, say, stopped
     before it reached this step) leaves it out of date. Its settings may be the user's own: that
     only changes its numbers, and _warn_if_other_settings says so."""
-    folder, saved = pipeline_folder(stage), saved_inputs(pipeline_folder(stage))
+    folder = pipeline_folder(stage)
+    saved = saved_inputs(folder)
     made_from = Journey(preset("tiny"), PIPELINE_DIR).made_from(stage)  # (folder names: any settings will do)
     return finished(folder) and (saved is None or made_from_earlier_runs(saved, made_from) is None)
 
@@ -200,7 +203,7 @@ def _refuse_to_replace(journey: Journey, name: str) -> None:
     own corpus file, say, or an older minillm): replacing a user's runs is the pipeline's call. A step
     made from an earlier run of the steps before it is out of date whatever the settings: it is redone."""
     folder = journey.folder(name)
-    if not folder.is_dir() or not any(folder.iterdir()):  # nothing there to replace
+    if not holds_outputs(folder):  # nothing there to replace
         return
     reason = made_otherwise(saved_inputs(folder), journey.inputs(name))
     if reason:

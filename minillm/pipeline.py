@@ -59,6 +59,7 @@ from minillm.tokenizer import load_tokenizer, train_tokenizer
 from minillm.utils import in_one_thread, interrupts_children, read_json, resolve_device, write_json
 
 RESULT_NAME = "result.json"
+CONFIG_NAME = "config.json"  # the journey's settings, in its folder
 
 
 @dataclass
@@ -76,6 +77,11 @@ class Journey:
 
     def folder(self, name: str) -> Path:
         return self.out_dir / step_folder(name)
+
+    def write_config(self) -> None:
+        """config.json in the journey's folder: every setting its steps are made with."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.out_dir / CONFIG_NAME, to_dict(self.cfg))
 
     @cached_property
     def data_settings(self) -> dict[str, dict]:
@@ -296,8 +302,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
                       reuse_from=None if reuse_from is None else Path(reuse_from), skip_bad_lines=skip_bad_lines)
     if instructions:  # read now: a malformed file stops the journey before stage 1's minutes, not after them
         print(f"instructions: {len(journey.records)} records from {instructions}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "config.json", to_dict(cfg))
+    journey.write_config()
     if force:  # later steps depend on earlier ones: redo all of them, from scratch, not from checkpoints
         for name in STEP_NAMES:
             shutil.rmtree(journey.folder(name), ignore_errors=True)
@@ -371,10 +376,15 @@ def run_id(folder: Path) -> str | None:
 def why_redo(folder: Path, inputs: dict) -> str | None:
     """Why the outputs in `folder` do not follow from `inputs` (Journey.inputs), or None when they do
     (or when there are none)."""
-    if not folder.is_dir() or not any(folder.iterdir()):
+    if not holds_outputs(folder):
         return None
     saved = saved_inputs(folder)
     return made_otherwise(saved, inputs) or made_from_earlier_runs(saved, inputs["made_from"])
+
+
+def holds_outputs(folder: Path) -> bool:
+    """True when a step's folder exists and is not empty: something that a redo would replace."""
+    return folder.is_dir() and any(folder.iterdir())
 
 
 def made_otherwise(saved: dict | None, inputs: dict) -> str | None:
