@@ -164,6 +164,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     warmup_steps: int = 20
     weight_decay: float = 0.1  # applied to matrices (embeddings included), never to biases or norm gains
+    optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' matrices, AdamW for the rest)
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
@@ -195,6 +196,7 @@ class TrainConfig:
         _in_range(c, "beta2", self.beta2, 0.0, 1.0, hi_open=True)
         _in_range(c, "grad_clip", self.grad_clip, 0.0, 1e6)
         _one_of(c, "dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        _one_of(c, "optimizer", self.optimizer, ("adamw", "muon"))
         _device(c, "device", self.device)
         _boolean(c, "compile", self.compile)
         _boolean(c, "detect_anomaly", self.detect_anomaly)
@@ -288,13 +290,27 @@ class SFTConfig:
     pretrain_mix: float = 0.0
     replay_length: int = 32  # tokens per replayed window (about as long as a chat example)
     lora: LoRAConfig = field(default_factory=LoRAConfig)  # rank > 0: train low-rank adapters only
+    # The from-scratch baseline has no pretrained knowledge to keep, so SFT's gentle lr need not bind
+    # it: it may train on its own steps, lr and optimizer (0 / 0.0 / "" = the same as SFT's).
+    scratch_max_steps: int = 0
+    scratch_lr: float = 0.0
+    scratch_optimizer: str = ""
 
     def __post_init__(self) -> None:
+        _non_negative_int("SFTConfig", "scratch_max_steps", self.scratch_max_steps)
+        _in_range("SFTConfig", "scratch_lr", self.scratch_lr, 0.0, 10.0)
+        _one_of("SFTConfig", "scratch_optimizer", self.scratch_optimizer, ("", "adamw", "muon"))
         _positive_int("SFTConfig", "max_new_tokens", self.max_new_tokens)
         _positive_int("SFTConfig", "eval_batch_size", self.eval_batch_size)
         _non_negative_int("SFTConfig", "eval_per_family", self.eval_per_family)
         _in_range("SFTConfig", "pretrain_mix", self.pretrain_mix, 0.0, 1.0, hi_open=True)
         _positive_int("SFTConfig", "replay_length", self.replay_length)
+
+    def scratch_train(self) -> TrainConfig:
+        """The training settings of the from-scratch baseline: SFT's, with the scratch_* ones that are set."""
+        return dataclasses.replace(self.train, max_steps=self.scratch_max_steps or self.train.max_steps,
+                                   lr=self.scratch_lr or self.train.lr,
+                                   optimizer=self.scratch_optimizer or self.train.optimizer)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -516,6 +532,9 @@ def preset(name: str) -> PipelineConfig:
             # lesson 05, to keep the pipeline's time down.
             "sft.train.max_steps=1200", "sft.train.lr=1e-3", "sft.train.eval_every=400",
             "sft.train.save_every=400", "sft.single_family_baseline=false", "sft.pretrain_mix=0.1",
+            # The from-scratch baseline: Muon at 5x SFT's lr learns more from random weights in 500
+            # steps (0.60 / 0.58 / 0.07) than AdamW at SFT's lr did in 1200 (0.55 / 0.49 / 0.03).
+            "sft.scratch_max_steps=500", "sft.scratch_lr=5e-3", "sft.scratch_optimizer=muon",
             # Reward model: it starts from the SFT model's own likelihood of each answer, so it needs few
             # steps; batches of 32 rankings rank more steadily than 16. 500 rankings (~100 held out).
             "reward.n_prompts=500", "reward.train.max_steps=40", "reward.train.batch_size=32",

@@ -63,6 +63,7 @@ BROKEN = [
     (TrainConfig, {"device": "tpu"}, ["TrainConfig.device='tpu'", "auto, cpu, cuda, cuda:N", "mps"]),
     (TrainConfig, {"device": "cuda:first"}, ["device='cuda:first'", "cuda:0"]),
     (TrainConfig, {"compile": "yes"}, ["TrainConfig.compile='yes'", "true or false"]),
+    (TrainConfig, {"optimizer": "sgd"}, ["TrainConfig.optimizer='sgd'", "adamw, muon"]),
     (TokenizerConfig, {"kind": "wordpiece"}, ["TokenizerConfig.kind='wordpiece'", "bpe, sentencepiece"]),
     (TokenizerConfig, {"vocab_size": 0}, ["TokenizerConfig.vocab_size=0", "integer >= 1"]),
     (TokenizerConfig, {"spm_model_type": "char"}, ["spm_model_type='char'", "bpe, unigram"]),
@@ -72,6 +73,8 @@ BROKEN = [
     (PipelineConfig, {"device": "gpu"}, ["PipelineConfig.device='gpu'", "cuda"]),
     (SFTConfig, {"replay_length": 0}, ["SFTConfig.replay_length=0", "integer >= 1"]),
     (SFTConfig, {"pretrain_mix": 1.0}, ["SFTConfig.pretrain_mix=1.0", "[0.0, 1.0)"]),
+    (SFTConfig, {"scratch_max_steps": -1}, ["SFTConfig.scratch_max_steps=-1", "integer >= 0"]),
+    (SFTConfig, {"scratch_optimizer": "lion"}, ["SFTConfig.scratch_optimizer='lion'", "adamw, muon"]),
     (DPOConfig, {"nll_coef": -0.5}, ["DPOConfig.nll_coef=-0.5", "[0.0, 100.0]"]),
 ]
 
@@ -90,6 +93,13 @@ def test_the_defaults_and_every_preset_are_valid():
         cls()
     for name in PRESETS:
         assert preset(name).preset == name
+
+
+def test_the_scratch_baseline_trains_like_sft_unless_its_own_settings_say_otherwise():
+    sft = SFTConfig()
+    assert sft.scratch_train() == sft.train
+    own = dataclasses.replace(sft, scratch_max_steps=7, scratch_lr=0.5, scratch_optimizer="muon").scratch_train()
+    assert own == dataclasses.replace(sft.train, max_steps=7, lr=0.5, optimizer="muon")
 
 
 @pytest.mark.parametrize("stage", ["mlm", "clm"])

@@ -255,8 +255,15 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
                   ("test_heldout_family", "Count to two.", "one two"), ("test_world_fact", "Bid farewell.", "bye")])]
     other = [{**r, "family": "other", "id": r["id"] + "o"} for r in RECORDS[:6]]
     cfg = SFTConfig(train=TrainConfig(max_steps=3, batch_size=4, eval_every=1000, eval_batches=1, log_every=1,
-                                      save_every=1000), max_new_tokens=4, single_family="other")
+                                      save_every=1000), max_new_tokens=4, single_family="other",
+                    scratch_max_steps=5, scratch_lr=5e-3, scratch_optimizer="muon")
     report = run_sft_with_baselines(cfg, RECORDS + other + tests, tmp_path / "sft", trained[1])
+    # the scratch baseline trains on its own steps, lr and optimizer; the single-family one on SFT's
+    runs = {name: json.loads((tmp_path / "sft" / "baselines" / name / "config.json").read_text())["train"]
+            for name in ("scratch", "single_family")}
+    assert (runs["scratch"]["max_steps"], runs["scratch"]["lr"], runs["scratch"]["optimizer"]) == (5, 5e-3, "muon")
+    assert (runs["single_family"]["max_steps"], runs["single_family"]["lr"], runs["single_family"]["optimizer"]) \
+        == (3, cfg.train.lr, "adamw")
     for key in ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match"):
         assert set(report[key]) == {"seen", "heldout_phrasings", "heldout_families", "world_facts"}
     assert report["single_family"] == "other" and report["test_examples"] == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -260,11 +261,17 @@ def test_resume_with_other_settings_names_the_fields(tmp_path, corpus, tokenizer
         train_mlm(_mlm_cfg(max_steps=2), other_tokenizer, *corpus, tmp_path, resume=True)
 
 
-def _pretrain_clm_command(out_dir: Path, resume: bool) -> list[str]:
-    return ["-m", "minillm.cli", "pretrain", "clm", "--preset", "micro", "--out", str(out_dir),
-            "--set", "clm.train.max_steps=12", "--set", "clm.train.save_every=4",
-            "--set", "clm.train.eval_every=5", *(["--resume"] if resume else [])]
+def _pretrain_clm_command(optimizer: str) -> Callable[[Path, bool], list[str]]:
+    def command(out_dir: Path, resume: bool) -> list[str]:
+        return ["-m", "minillm.cli", "pretrain", "clm", "--preset", "micro", "--out", str(out_dir),
+                "--set", "clm.train.max_steps=12", "--set", "clm.train.save_every=4",
+                "--set", "clm.train.eval_every=5", "--set", f"clm.train.optimizer={optimizer}",
+                *(["--resume"] if resume else [])]
+    return command
 
 
-def test_clm_killed_mid_run_resumes_bit_exactly(tmp_path):
-    assert_exact_resume(_pretrain_clm_command, tmp_path, kill_after_updates=6)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_clm_killed_mid_run_resumes_bit_exactly(tmp_path, optimizer):
+    # Muon with AdamW makes two optimizer updates per step: killed after step 6 of 12 either way
+    updates_per_step = 2 if optimizer == "muon" else 1
+    assert_exact_resume(_pretrain_clm_command(optimizer), tmp_path, kill_after_updates=6 * updates_per_step)

@@ -24,7 +24,7 @@ from minillm.model.gpt import GPT
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, plot_panels, plots, train
 from minillm.train.loop import LossFn
-from minillm.train.optim import param_groups
+from minillm.train.optim import Muon, MuonWithAdamW, make_optimizer, orthogonalize, param_groups
 from minillm.train.plots import find_cjk_font, has_cjk
 from minillm.utils import spread_rows
 
@@ -100,6 +100,61 @@ def test_weight_decay_applies_to_matrices_only_and_every_parameter_once():
     assert any(p is model.tok_emb.weight for p in decay["params"])
     grouped = [id(p) for p in decay["params"] + no_decay["params"]]
     assert sorted(grouped) == sorted({id(p) for p in model.parameters()})  # tied weights counted once
+
+
+# --------------------------------------------------------------------------------------------------
+# Muon: orthogonalised momentum for the blocks' matrices.
+
+
+@pytest.mark.parametrize("shape", [(24, 8), (8, 24), (16, 16)])
+def test_orthogonalize_keeps_the_singular_vectors_and_maps_each_singular_value_by_the_polynomial(shape):
+    """Checked against an SVD: U.T @ O @ V must be diagonal, and each entry the scalar iteration of s."""
+    generator = torch.Generator().manual_seed(0)
+    u, _, vh = torch.linalg.svd(torch.randn(shape, generator=generator, dtype=torch.float64), full_matrices=False)
+    s = torch.linspace(1.0, 0.1, min(shape), dtype=torch.float64)  # a tenfold spread, as a gradient has
+    out = orthogonalize(u @ torch.diag(s) @ vh)
+    inner = u.T @ out @ vh.T  # (k, k)
+    torch.testing.assert_close(inner, torch.diag(torch.diagonal(inner)), atol=1e-10, rtol=0)
+    expected = s / (s.norm() + 1e-7)  # the Frobenius norm is the norm of the singular values
+    for _ in range(5):
+        expected = 3.4445 * expected - 4.7750 * expected**3 + 2.0315 * expected**5
+    torch.testing.assert_close(torch.diagonal(inner), expected)
+    assert expected.min() > 0.6 and expected.max() < 1.25  # every direction moves about as far
+
+
+def test_muon_steps_like_torchs_own_muon():
+    """torch.optim.Muon orthogonalises in bfloat16, ours in the gradient's dtype: 1% apart, not more."""
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(24, 40, generator=generator) * 0.1
+    ours, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    optimizers = [Muon([ours], lr=0.02, weight_decay=0.5),
+                  torch.optim.Muon([theirs], lr=0.02, weight_decay=0.5, adjust_lr_fn="match_rms_adamw")]
+    for _ in range(4):
+        grad = torch.randn(24, 40, generator=generator)
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        for optimizer in optimizers:
+            optimizer.step()
+    moved_ours, moved_theirs = ours.detach() - start, theirs.detach() - start
+    assert (moved_ours - moved_theirs).norm() < 0.03 * moved_theirs.norm()
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_everything_else_once():
+    model = tiny_gpt()
+    optimizer = make_optimizer(model, small_cfg(optimizer="muon"))
+    assert isinstance(optimizer, MuonWithAdamW)
+    names = {id(p): name for name, p in model.named_parameters()}
+    muon = [names[id(p)] for group in optimizer.muon.param_groups for p in group["params"]]
+    adamw = [names[id(p)] for group in optimizer.adamw.param_groups for p in group["params"]]
+    assert muon and all(name.startswith("blocks.") and name.endswith("weight") for name in muon)
+    assert "tok_emb.weight" in adamw and "ln_f.weight" in adamw
+    assert sorted(muon + adamw) == sorted(names.values())
+    with pytest.raises(ValueError, match="matrices only"):
+        Muon([model.ln_f.weight], lr=1e-3, weight_decay=0.0)
+
+
+def test_a_short_muon_run_learns(tmp_path):
+    losses = train_losses(run(tmp_path, small_cfg(max_steps=40, optimizer="muon"))["history"])
+    assert losses[-1] < 0.6 * losses[0], losses
 
 
 # --------------------------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ The test splits ask four different questions:
 - `world_facts`: facts stated only in the pretraining corpus. Does SFT build on stage 1?
 
 And four models answer them: the **base** CLM (no SFT), **SFT** from the CLM, **SFT from scratch**
-(same data and steps, random init: what is left without pretraining), and SFT on a **single
+(same data, random init, its own steps and lr: what is left without pretraining), and SFT on a **single
 family** (same steps: does the variety of training tasks matter for unseen ones?).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -180,12 +181,18 @@ def single_family_name(records: Sequence[dict], requested: str) -> str:
 
 def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir: str | Path,
                     resume: bool, pretrain_docs: Sequence[str] = ()) -> dict[str, Path]:
-    """SFT from scratch (same data and steps, random init) and, if cfg.single_family_baseline, SFT on
-    one family (same steps). Both mix in the same pretraining text as SFT does (cfg.pretrain_mix)."""
+    """SFT from scratch (same data, random init) and, if cfg.single_family_baseline, SFT on one family
+    (same steps). Both mix in the same pretraining text as SFT does (cfg.pretrain_mix).
+
+    The scratch run trains on `cfg.scratch_train()`: SFT's settings unless cfg.scratch_* say otherwise.
+    A control is only fair when tuned for its own start: SFT's low lr is there to keep what
+    pretraining stored, and random weights have nothing to keep.
+    """
     base_model, tokenizer = load_model(init_dir, GPT)
     scratch_dir, single_dir = out_dir / "baselines" / "scratch", out_dir / "baselines" / "single_family"
-    train_sft(cfg, records, scratch_dir, scratch_model_config=base_model.config, tokenizer=tokenizer,
-              resume=resume, pretrain_docs=pretrain_docs, name="sft from scratch")
+    train_sft(dataclasses.replace(cfg, train=cfg.scratch_train()), records, scratch_dir,
+              scratch_model_config=base_model.config, tokenizer=tokenizer, resume=resume,
+              pretrain_docs=pretrain_docs, name="sft from scratch")
     if not cfg.single_family_baseline:
         return {"scratch": scratch_dir}
     family = single_family_name(records, cfg.single_family)

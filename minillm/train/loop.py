@@ -7,7 +7,7 @@ One optimizer step is:
         loss = loss_fn(model, micro_batch)         # forward, then the loss (the stage decides which)
         (loss / grad_accum_steps).backward()       # gradients add up over the micro-batches
     clip the gradient norm to cfg.grad_clip        # one bad batch cannot throw the weights away
-    optimizer.step()                               # AdamW, weight decay on matrices only
+    optimizer.step()                               # AdamW (or Muon for the blocks' matrices), optim.py
     learning rate <- warmup then cosine (optim.py)
 
 around which the loop logs (tqdm bar, metrics.jsonl), evaluates every `eval_every` steps,
@@ -193,7 +193,7 @@ def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Opt
             "model_config": model_config_dict(model),
             "train_config": to_dict(cfg),
             "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),  # Adam's moment estimates and step counts
+            "optimizer": optimizer.state_dict(),  # Adam's moment estimates and step counts (and Muon's momentum)
             "scaler": scaler.state_dict(),  # the float16 loss scale ({} when disabled)
             "rng": rng_per_rank,
             "data_generator": data_generator.get_state(),
