@@ -3,7 +3,7 @@
 For every step of the pipeline it prints the wall time, split into what the step was doing:
 
 - forward, backward, optimizer: the three parts of a training step (the models' forward passes
-  outside generation and evaluation, `Tensor.backward`, `AdamW.step`);
+  outside generation and evaluation, `Tensor.backward`, `AdamW.step` and `Muon.step`);
 - generation: `GPT.generate` (sampling answers, with the KV cache);
 - evaluation: validation losses, exact match, win rates, pass@k, the reward model's accuracy;
 - data: tokenising, packing and batching text;
@@ -27,6 +27,7 @@ import functools
 import importlib
 import json
 import pstats
+import shutil
 import sys
 import time
 from collections import defaultdict
@@ -38,6 +39,7 @@ from minillm import pipeline
 from minillm.config import preset
 from minillm.model import GPT, Bert
 from minillm.stage3_rlhf.reward_model import RewardModel
+from minillm.train.optim import Muon
 
 CATEGORIES = ("forward", "backward", "optimizer", "generation", "evaluation", "data")
 # (module, attribute) -> category; functions are replaced wherever a minillm module imported them
@@ -56,7 +58,8 @@ TIMED_METHODS = {
     (GPT, "forward"): "forward", (Bert, "forward"): "forward", (RewardModel, "forward"): "forward",
     (RewardModel, "token_scores"): "forward",  # PPO's critic: a value at every position
     (GPT, "response_states"): "forward", (RewardModel, "score_responses"): "forward",  # RL's reads of answers
-    (GPT, "generate"): "generation", (torch.Tensor, "backward"): "backward", (torch.optim.AdamW, "step"): "optimizer",
+    (GPT, "generate"): "generation", (torch.Tensor, "backward"): "backward",
+    (torch.optim.AdamW, "step"): "optimizer", (Muon, "step"): "optimizer",
 }
 
 
@@ -106,13 +109,14 @@ def profile_pipeline(preset_name: str, out_dir: Path, steps: list[str]) -> dict[
     clock.install()
     journey = pipeline.Journey(preset(preset_name), out_dir)
     table = {}
-    for name in pipeline.STEP_NAMES:
+    last = max(pipeline.STEP_NAMES.index(name) for name in steps)
+    for name in pipeline.STEP_NAMES[: last + 1]:  # the steps after the last profiled one are not needed
         if name not in steps:
             if (journey.folder(name) / pipeline.RESULT_NAME).is_file():  # run before: later steps read its result
                 journey.results[name] = pipeline.run_step(journey, name)
             continue
-        for marker in (journey.folder(name) / pipeline.RESULT_NAME,):
-            marker.unlink(missing_ok=True)  # always run the step: a finished one would only be read back
+        # Always train the step anew: a finished run, or its checkpoint, would only be read back.
+        shutil.rmtree(journey.folder(name), ignore_errors=True)
         clock.seconds.clear()
         profile, start = cProfile.Profile(), time.perf_counter()
         profile.enable()

@@ -1,5 +1,5 @@
 """The benchmark scripts that a person runs rarely must still run: the GPU check's dry run on the CPU,
-and the journey benchmark's interleaved mode on the micro preset."""
+the journey benchmark's interleaved mode and the profile, on the micro preset."""
 
 from __future__ import annotations
 
@@ -44,3 +44,21 @@ def test_interleaved_journeys_of_the_same_code_give_the_same_figures(tmp_path):
         assert first.name == second.name and first.parent != second.parent
     figures = out.split("learning figure")[1].strip().splitlines()[1:]
     assert len(figures) == 8 and all(line.split()[-1] == line.split()[-2] for line in figures), figures
+
+
+@pytest.mark.slow
+def test_the_profile_trains_each_step_it_profiles_and_stops_after_the_last(tmp_path):
+    """A step profiled again is trained anew (a finished run would only be read back, in no time, and
+    its row would say nothing), and the steps after the last profiled one do not run at all."""
+    def profile(*steps: str) -> str:
+        done = subprocess.run([sys.executable, str(ROOT / "bench" / "pipeline_profile.py"), "--preset", "micro",
+                               "--threads", "1", "--out", str(tmp_path), "--steps", *steps],
+                              cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
+
+    profile("tokenizer", "mlm", "clm", "sft", "reward_model")
+    again = profile("sft")
+    assert "[sft] running" in again and "reward_model" not in again
+    row = json.loads((tmp_path / "profile.json").read_text())["sft"]
+    assert row["forward"] > 0 and row["backward"] > 0 and row["optimizer"] > 0, row
