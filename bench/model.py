@@ -3,14 +3,15 @@
 Two measurements, each against a reference timed in the same run (so the ratio, not the absolute
 number, is what to read: the machine may be busy):
 
-1. Training step (forward + backward + AdamW step), tokens per second, for
+1. Training step (forward + backward + the fused AdamW step that training runs), tokens per second, for
    - our GPT with attention written out by hand (`attention="manual"`),
    - our GPT with PyTorch's fused kernel (`attention="sdpa"`),
    - the same sizes built from `torch.nn.TransformerEncoderLayer` (norm_first=True, causal mask,
      the same GELU variant), with the same embeddings, final LayerNorm and tied head around it.
    Targets: sdpa >= PyTorch's blocks; manual within 1.5x of sdpa.
    and the Llama-style block (RMSNorm, SwiGLU, RoPE, no biases, untied head, 2 of 4 key/value
-   heads) against GPT-2's, both with sdpa: what the modern switches cost per step.
+   heads) against GPT-2's, both with sdpa: what the modern switches cost per step; and our GPT
+   with Muon instead of AdamW (`train.optimizer=muon`): what orthogonalising the updates costs.
 2. Generation of 256 new tokens: tokens/s at batch 1 and 64 with the KV cache, and at batch 1 the
    cache's speed-up over recomputing the whole sequence at every step. Target: >= 6x.
 3. The KV cache's bytes per token with 4, 2 and 1 key/value heads (grouped-query attention),
@@ -37,8 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minillm.config import ModelConfig
+from minillm.config import ModelConfig, TrainConfig
 from minillm.model import GPT, MLP, KVCache
+from minillm.train.optim import make_optimizer
 
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 KV_CACHE_TARGET = 6.0  # the KV cache's speed-up over no cache at batch 1, 256 new tokens
@@ -71,9 +73,10 @@ class TorchBlocksLM(nn.Module):
         return self.ln_f(x) @ self.tok_emb.weight.T  # (B, T, V)
 
 
-def train_step_fn(model: nn.Module, batch: int, config: ModelConfig) -> Callable[[], None]:
-    """One forward + backward + AdamW step on random tokens."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+def train_step_fn(model: nn.Module, batch: int, config: ModelConfig, optimizer_name: str = "adamw"
+                  ) -> Callable[[], None]:
+    """One forward + backward + optimizer step on random tokens, with the optimizer training uses."""
+    optimizer = make_optimizer(model, TrainConfig(lr=1e-4, optimizer=optimizer_name))
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (batch, config.block_size + 1), generator=g)
     x, y = ids[:, :-1], ids[:, 1:]
@@ -126,9 +129,11 @@ def bench_training(args: argparse.Namespace) -> dict[str, float]:
         "torch TransformerEncoderLayer": TorchBlocksLM(config),
     }
     steps = {name: train_step_fn(m.train(), args.batch, config) for name, m in models.items()}
+    muon_model = GPT(ModelConfig(**base, attention="sdpa"))
+    steps["ours, sdpa attention, Muon"] = train_step_fn(muon_model.train(), args.batch, config, "muon")
     seconds = median_seconds(steps, args.steps, args.rounds, CLOCKS[args.clock])
     tokens = args.batch * args.context
-    print(f"\nTraining step (forward+backward+AdamW), batch {args.batch} x context {args.context}, "
+    print(f"\nTraining step (forward+backward+optimizer), batch {args.batch} x context {args.context}, "
           f"4 layers, 4 heads, width 128, vocab {args.vocab}, {threads_text()}, "
           f"{args.clock} clock:")
     for name, s in seconds.items():
@@ -143,9 +148,12 @@ def bench_training(args: argparse.Namespace) -> dict[str, float]:
     print(f"  RoPE time / learned positions   = {rope_vs_learned:.2f}x  (the price of turning q and k)")
     llama_vs_gpt2 = seconds["ours, Llama block (GQA 2 of 4)"] / seconds["ours, sdpa attention"]
     print(f"  Llama block time / GPT-2 block  = {llama_vs_gpt2:.2f}x  (RMSNorm, SwiGLU, RoPE, GQA, untied head)")
+    muon_vs_adamw = seconds["ours, sdpa attention, Muon"] / seconds["ours, sdpa attention"]
+    print(f"  Muon step time / AdamW step     = {muon_vs_adamw:.2f}x  (Newton-Schulz on every block matrix)")
     return {"sdpa_tokens_per_s": tokens / seconds["ours, sdpa attention"],
             "sdpa_vs_torch_speed": sdpa_vs_torch, "manual_vs_sdpa_time": manual_vs_sdpa,
-            "rope_vs_learned_time": rope_vs_learned, "llama_vs_gpt2_time": llama_vs_gpt2}
+            "rope_vs_learned_time": rope_vs_learned, "llama_vs_gpt2_time": llama_vs_gpt2,
+            "muon_vs_adamw_time": muon_vs_adamw}
 
 
 def bench_generation(args: argparse.Namespace) -> dict[str, dict[int, float]]:

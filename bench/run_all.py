@@ -142,6 +142,8 @@ def main() -> None:
          met(train["manual_vs_sdpa_time"] <= 1.5)),
         ("train step time, RoPE / learned positions", f"{train['rope_vs_learned_time']:.2f}x", "our SDPA path",
          "(measured)", ""),
+        ("train step time, Muon / AdamW", f"{train['muon_vs_adamw_time']:.2f}x", "our fused AdamW",
+         "(measured)", ""),
         *[(f"KV-cache speed-up, batch {b}, 256 tokens", f"{s:.1f}x", "no-cache generation",
            f">= {model_bench.KV_CACHE_TARGET:g}", met(s >= model_bench.KV_CACHE_TARGET))
           for b, s in gen["speedup"].items()],

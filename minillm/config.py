@@ -368,6 +368,8 @@ class PPOConfig:
     def __post_init__(self) -> None:
         c = "PPOConfig"
         _one_of(c, "reward", self.reward, ("model", "gold"))
+        _require(self.train.optimizer == "adamw", c, "train.optimizer", self.train.optimizer,
+                 "PPO trains its policy and critic with one AdamW (each with its own lr); use adamw")
         for name in ("rollout_batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "eval_prompts"):
             _positive_int(c, name, getattr(self, name))
         _require(self.rollout_batch_size % self.minibatch_size == 0, c, "minibatch_size",

@@ -20,6 +20,7 @@ from minillm.config import (
     DPOConfig,
     ModelConfig,
     PipelineConfig,
+    PPOConfig,
     SFTConfig,
     TokenizerConfig,
     TrainConfig,
@@ -76,6 +77,7 @@ BROKEN = [
     (SFTConfig, {"scratch_max_steps": -1}, ["SFTConfig.scratch_max_steps=-1", "integer >= 0"]),
     (SFTConfig, {"scratch_optimizer": "lion"}, ["SFTConfig.scratch_optimizer='lion'", "adamw, muon"]),
     (DPOConfig, {"nll_coef": -0.5}, ["DPOConfig.nll_coef=-0.5", "[0.0, 100.0]"]),
+    (PPOConfig, {"train": TrainConfig(optimizer="muon")}, ["PPOConfig.train.optimizer='muon'", "use adamw"]),
 ]
 
 
