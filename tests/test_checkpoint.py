@@ -140,8 +140,9 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
 # Resuming: the right model only, never overwriting silently, exactly where it stopped.
 
 
-def short_run(out_dir, model, max_steps=3, resume=False, model_kind="gpt") -> dict:
-    cfg = TrainConfig(max_steps=max_steps, batch_size=4, eval_every=100, eval_batches=1, save_every=100)
+def short_run(out_dir, model, max_steps=3, resume=False, model_kind="gpt", optimizer="adamw") -> dict:
+    cfg = TrainConfig(max_steps=max_steps, batch_size=4, eval_every=100, eval_batches=1, save_every=100,
+                      optimizer=optimizer)
     return train(model, cfg, out_dir, get_batch=counting_batch(4), loss_fn=next_token_loss, resume=resume,
                  model_kind=model_kind)
 
@@ -153,6 +154,16 @@ def test_resuming_with_another_model_config_names_the_fields_that_differ(tmp_pat
         short_run(tmp_path, other, resume=True)
     with pytest.raises(CheckpointError, match=r"holds a 'gpt' model, not a 'reward' one"):
         short_run(tmp_path, tiny_gpt(), resume=True, model_kind="reward")
+
+
+def test_resuming_with_another_optimizer_names_the_one_the_run_was_trained_with(tmp_path):
+    short_run(tmp_path / "adamw", tiny_gpt())
+    with pytest.raises(CheckpointError, match=r"trained with optimizer=adamw.*resume it with optimizer=adamw"):
+        short_run(tmp_path / "adamw", tiny_gpt(), max_steps=5, resume=True, optimizer="muon")
+    short_run(tmp_path / "muon", tiny_gpt(), optimizer="muon")
+    with pytest.raises(CheckpointError, match=r"trained with optimizer=muon"):
+        short_run(tmp_path / "muon", tiny_gpt(), max_steps=5, resume=True)
+    assert short_run(tmp_path / "muon", tiny_gpt(), max_steps=5, resume=True, optimizer="muon")["history"]
 
 
 def test_a_new_run_refuses_to_overwrite_a_finished_one(tmp_path):

@@ -17,7 +17,7 @@ from test_ppo import RECORDS, build_runs
 
 from minillm.config import GRPOConfig, TrainConfig
 from minillm.datasets.instructions import generate_instruction_suite
-from minillm.errors import ConfigError
+from minillm.errors import CheckpointError, ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.template import encode_prompt
 from minillm.stage3_rlhf.grpo import (
@@ -256,6 +256,14 @@ def test_grpo_with_the_reward_model_runs(runs):
     result = train_grpo(micro_grpo_config(steps=1, reward="model"), runs["sft"], RECORDS, runs["root"] / "grpo_rm",
                         rm_dir=runs["rm"])
     assert result["reward"] == "model" and "kl" in result
+
+
+def test_resuming_with_another_optimizer_is_one_clear_error(runs, tmp_path):
+    muon = micro_grpo_config(steps=1, train=TrainConfig(max_steps=1, lr=1e-4, warmup_steps=0, save_every=1,
+                                                        seed=3, optimizer="muon"))
+    train_grpo(muon, runs["sft"], RECORDS, tmp_path)  # Muon with AdamW trains a GRPO policy too
+    with pytest.raises(CheckpointError, match=r"ckpt.pt: its saved optimizer does not fit this run"):
+        train_grpo(micro_grpo_config(steps=2), runs["sft"], RECORDS, tmp_path, resume=True)
 
 
 def _resume_command(runs_root: Path):

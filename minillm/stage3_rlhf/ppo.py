@@ -50,7 +50,7 @@ from minillm.stage3_rlhf.sequences import (
     sample_responses,
 )
 from minillm.train import load_checkpoint, load_model, plot_metrics, plot_panels, save_checkpoint
-from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME
+from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME, short_reason
 from minillm.train.health import check_loss
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME, append_metrics, read_metrics, write_metrics
 from minillm.train.optim import adamw, param_groups
@@ -304,7 +304,12 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_confi
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         for key, obj in resumable.items():
-            obj.load_state_dict(state[key])
+            try:
+                obj.load_state_dict(state[key])
+            except (KeyError, RuntimeError, ValueError) as err:  # e.g. another model size or optimizer
+                raise CheckpointError(f"{ckpt_path}: its saved {key} does not fit this run ({short_reason(err)}); "
+                                      "resume with the settings it was trained with, or train into a new "
+                                      "folder") from None
         generator.set_state(state["generator"])
         tqdm.write(f"{method.lower()}: resuming from step {state['step']} ({ckpt_path})")
     first_step = state.get("step", 0) + 1

@@ -87,9 +87,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "checkpoints written by minillm"
         ) from None
     except Exception as err:  # torch reports damaged files as RuntimeError, EOFError, KeyError, ...
-        reason = _shorten(str(err).splitlines()[0]) if str(err) else type(err).__name__
         raise CheckpointError(
-            f"{path} is corrupt or truncated ({reason}); use an intact copy or train again"
+            f"{path} is corrupt or truncated ({short_reason(err)}); use an intact copy or train again"
         ) from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path} is not a minillm checkpoint (no format_version field)")
@@ -99,6 +98,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"version {FORMAT_VERSION}; use the minillm version that wrote it"
         )
     return payload
+
+
+def short_reason(err: BaseException) -> str:
+    """An error's first line, shortened (its type's name when it has no message): for one-line errors."""
+    return _shorten(str(err).splitlines()[0]) if str(err) else type(err).__name__
 
 
 def _shorten(text: str, limit: int = 120) -> str:

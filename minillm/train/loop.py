@@ -209,6 +209,11 @@ def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.
     ckpt = load_checkpoint(path)
     check_model_config(ckpt, model, model_kind, path)
     load_weights(model, ckpt["model"], path)
+    saved_optimizer = ckpt["train_config"].get("optimizer", "adamw")  # runs saved before Muon used AdamW
+    if saved_optimizer != cfg.optimizer:
+        raise CheckpointError(f"{path} was trained with optimizer={saved_optimizer}, whose saved state cannot "
+                              f"continue as {cfg.optimizer}: resume it with optimizer={saved_optimizer}, or train "
+                              "into a new folder")
     optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt["scaler"] and scaler.is_enabled():
         scaler.load_state_dict(ckpt["scaler"])
