@@ -534,8 +534,8 @@ def preset(name: str) -> PipelineConfig:
             # lesson 05, to keep the pipeline's time down.
             "sft.train.max_steps=1200", "sft.train.lr=1e-3", "sft.train.eval_every=400",
             "sft.train.save_every=400", "sft.single_family_baseline=false", "sft.pretrain_mix=0.1",
-            # The from-scratch baseline: Muon at 5x SFT's lr learns more from random weights in 500
-            # steps (0.60 / 0.58 / 0.07) than AdamW at SFT's lr did in 1200 (0.55 / 0.49 / 0.03).
+            # The from-scratch baseline has nothing pretrained to keep: Muon at 5x SFT's lr learns more
+            # from random weights in 500 steps than SFT's own settings do in 1200 (docs/findings.md).
             "sft.scratch_max_steps=500", "sft.scratch_lr=5e-3", "sft.scratch_optimizer=muon",
             # Reward model: it starts from the SFT model's own likelihood of each answer, so it needs few
             # steps; batches of 32 rankings rank more steadily than 16. 500 rankings (~100 held out).
