@@ -155,9 +155,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer 
     """The optimizer `cfg.optimizer` names over `model`'s trainable parameters, with cfg's lr and decay."""
     if cfg.optimizer == "adamw":
         return adamw(param_groups(model, cfg.weight_decay), cfg)
-    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    hidden = [p for name, p in trainable if is_hidden_matrix(name, p)]
-    rest = [p for name, p in trainable if not is_hidden_matrix(name, p)]
+    hidden, rest = [], []
+    for name, param in model.named_parameters():  # shared (tied) parameters are listed once
+        if param.requires_grad:
+            (hidden if is_hidden_matrix(name, param) else rest).append(param)
     return MuonWithAdamW(
         Muon(hidden, lr=cfg.lr, weight_decay=cfg.weight_decay),
         adamw(decay_groups(rest, cfg.weight_decay), cfg),
