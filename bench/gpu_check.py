@@ -2,13 +2,18 @@
 
 Called by bench/gpu_check.sh after it has installed the project and run the tests on the device:
 
+0. The tests' outcome, read from the JUnit XML files that pytest wrote (`--tests`).
 1. The pipeline at the `small` preset's model sizes with its steps cut short (`SHORT_SMALL`): every
    stage must run on the device and learn (each key number beats its baseline).
 2. MFU of the `small` preset's CLM training step: achieved model FLOP/s over the device's measured
    matmul rate (bf16 on a GPU).
 3. Generation speed, tokens per second, at batch 1 and 64, with the KV cache.
 
-    python bench/gpu_check.py --device cuda --out gpu_check.json
+A GPU may be lent for minutes, so one failing part does not cost the others: a phase that raises
+records its error in the JSON and the next one runs. The exit status is 1 when anything failed
+(a test, a phase, a stage that did not learn), so that a script can tell.
+
+    python bench/gpu_check.py --device cuda --out gpu_check.json --tests tests_all.xml
     python bench/gpu_check.py --device cpu --preset micro --out /tmp/check.json     # the dry run's sizes
 """
 
@@ -19,7 +24,11 @@ import importlib.util
 import json
 import tempfile
 import time
+import traceback
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -70,31 +79,78 @@ def generation_tokens_per_s(device: str, batch: int, new_tokens: int = 128, pres
     return batch * new_tokens / (time.perf_counter() - start)
 
 
+def junit_outcome(junit_xml: Path) -> dict[str, Any]:
+    """Counts and failing test ids from a pytest `--junitxml` report; an error when there is none
+    (gpu_check.sh stops a test run that outlasts its time limit, before pytest writes the file)."""
+    if not junit_xml.is_file():
+        return {"error": f"no report at {junit_xml}: the run was stopped before it ended (time limit?)"}
+    cases = list(ET.parse(junit_xml).getroot().iter("testcase"))
+    failed = [f"{case.get('classname')}::{case.get('name')}" for case in cases
+              if case.find("failure") is not None or case.find("error") is not None]
+    skipped = sum(case.find("skipped") is not None for case in cases)
+    return {"passed": len(cases) - len(failed) - skipped, "failed": len(failed), "skipped": skipped,
+            "failures": failed}
+
+
+def run_phase(figures: dict[str, Any], name: str, phase: Callable[[], Any]) -> None:
+    """figures[name] = phase(), or {"error": ...} when it raises: the check goes on to the next phase."""
+    try:
+        figures[name] = phase()
+    except Exception as err:  # any failure on an unfamiliar machine is a figure to bring back, not a stop
+        traceback.print_exc()
+        figures[name] = {"error": f"{type(err).__name__}: {err}"}
+
+
+def pipeline_figures(preset_name: str, device: str) -> dict[str, Any]:
+    """Every stage at the preset's sizes (SHORT_SMALL's steps for `small`): its seconds and whether it learnt."""
+    cfg = preset(preset_name)
+    if preset_name == "small":
+        cfg = apply_overrides(cfg, SHORT_SMALL)
+    cfg = replace_train_configs(apply_overrides(cfg, [f"device={device}"]), device=device)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        report = run_pipeline(cfg, out)
+        return {"preset": preset_name, "wall_seconds": time.perf_counter() - start,
+                "stage_seconds": {k: v["seconds"] for k, v in report["stages"].items()},
+                "learns": stages_learn(report)}
+
+
+def problems(figures: dict[str, Any], expect_learning: bool = True) -> list[str]:
+    """What failed, one line each: an empty list means the check passed. `expect_learning=False` for
+    the micro preset, whose few steps show that each stage runs, not that it learns."""
+    found = [f"{name}: {value['error']}" for name, value in figures.items()
+             if isinstance(value, dict) and "error" in value]
+    found += [f"{name}: {value['failed']} test(s) failed: {', '.join(value['failures'][:10])}"
+              for name, value in figures.get("tests", {}).items() if value.get("failed")]
+    found += [f"tests {name}: {value['error']}" for name, value in figures.get("tests", {}).items()
+              if "error" in value]
+    learns = figures.get("pipeline", {}).get("learns", {}) if expect_learning else {}
+    found += [f"the {stage} stage did not beat its baseline" for stage, ok in learns.items() if not ok]
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--preset", default="small", help="small: SHORT_SMALL's steps; micro: the dry run")
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
+    parser.add_argument("--tests", type=Path, nargs="*", default=[],
+                        help="JUnit XML reports of the test runs (pytest --junitxml), read into the JSON")
     args = parser.parse_args()
-    figures: dict = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
-                     "torch": torch.__version__}
-    cfg = preset(args.preset)
-    if args.preset == "small":
-        cfg = apply_overrides(cfg, SHORT_SMALL)
-    cfg = replace_train_configs(apply_overrides(cfg, [f"device={args.device}"]), device=args.device)
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        report = run_pipeline(cfg, out)
-        figures["pipeline"] = {"preset": args.preset, "wall_seconds": time.perf_counter() - start,
-                               "stage_seconds": {k: v["seconds"] for k, v in report["stages"].items()},
-                               "learns": stages_learn(report)}
-    figures["mfu"] = run_all_module().small_preset_mfu(device=args.device, preset_name=args.preset)
-    figures["generation_tokens_per_s"] = {str(b): generation_tokens_per_s(args.device, b, preset_name=args.preset)
-                                          for b in (1, 64)}
+    cuda = args.device.startswith("cuda")
+    figures: dict[str, Any] = {"device": torch.cuda.get_device_name() if cuda else args.device,
+                               "torch": torch.__version__,
+                               "tests": {path.stem: junit_outcome(path) for path in args.tests}}
+    run_phase(figures, "pipeline", lambda: pipeline_figures(args.preset, args.device))
+    run_phase(figures, "mfu", lambda: run_all_module().small_preset_mfu(device=args.device, preset_name=args.preset))
+    run_phase(figures, "generation_tokens_per_s", lambda: {
+        str(b): generation_tokens_per_s(args.device, b, preset_name=args.preset) for b in (1, 64)})
+    figures["problems"] = problems(figures, expect_learning=args.preset != "micro")
     args.out.write_text(json.dumps(figures, indent=2))
     print(json.dumps(figures, indent=2))
-    failed = [name for name, ok in figures["pipeline"]["learns"].items() if not ok]
-    print(f"written: {args.out}" + (f"; these stages did not beat their baseline: {failed}" if failed else ""))
+    print(f"written: {args.out}; " + ("every check passed" if not figures["problems"] else
+                                      "what failed:\n  " + "\n  ".join(figures["problems"])))
+    raise SystemExit(1 if figures["problems"] else 0)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import gpu_check  # noqa: E402  (a script of bench/, not a package)
 
 
 @pytest.mark.slow
@@ -21,10 +23,42 @@ def test_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert figures["problems"] == []
+    device_tests = figures["tests"]["tests_device"]
+    assert device_tests["passed"] >= 4 and device_tests["failed"] == 0, device_tests
     assert figures["pipeline"]["preset"] == "micro" and set(figures["pipeline"]["learns"]) >= {"mlm", "grpo"}
     assert figures["mfu"]["mfu"] > 0 and figures["mfu"]["achieved_tflops"] > 0
     assert set(figures["generation_tokens_per_s"]) == {"1", "64"}
     assert all(v > 0 for v in figures["generation_tokens_per_s"].values())
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="4">
+<testcase classname="tests.test_a" name="test_ok" time="0.1"/>
+<testcase classname="tests.test_a" name="test_ok_too" time="0.1"/>
+<testcase classname="tests.test_a" name="test_cuda_only" time="0"><skipped message="no mps"/></testcase>
+<testcase classname="tests.test_b" name="test_bad" time="0.2"><failure message="assert 1 == 2"/></testcase>
+</testsuite></testsuites>"""
+
+
+def test_the_gpu_check_reports_failures_and_goes_on(tmp_path):
+    """A lent GPU may be a machine for minutes: a failing test or phase is one line of the JSON's
+    problems, and the phases after it still run."""
+    (tmp_path / "tests_all.xml").write_text(JUNIT)
+    figures = {"tests": {"tests_all": gpu_check.junit_outcome(tmp_path / "tests_all.xml"),
+                         "tests_device": gpu_check.junit_outcome(tmp_path / "stopped.xml")}}
+    assert figures["tests"]["tests_all"] == {"passed": 2, "failed": 1, "skipped": 1,
+                                             "failures": ["tests.test_b::test_bad"]}
+    assert "was stopped" in figures["tests"]["tests_device"]["error"]
+    gpu_check.run_phase(figures, "mfu", lambda: 1 / 0)
+    gpu_check.run_phase(figures, "generation_tokens_per_s", lambda: {"1": 50.0})
+    figures["pipeline"] = {"learns": {"mlm": True, "ppo": False}}
+    assert figures["mfu"] == {"error": "ZeroDivisionError: division by zero"}
+    assert figures["generation_tokens_per_s"] == {"1": 50.0}
+    found = gpu_check.problems(figures)
+    assert len(found) == 4 and any("test_bad" in line for line in found) and any("ppo" in line for line in found)
+    assert gpu_check.problems(figures, expect_learning=False) == [line for line in found if "ppo" not in line]
+    assert gpu_check.problems({"tests": {"tests_all": {"passed": 3, "failed": 0, "skipped": 0, "failures": []}},
+                               "pipeline": {"learns": {"mlm": True}}}) == []
 
 
 @pytest.mark.slow
