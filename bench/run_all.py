@@ -18,6 +18,7 @@ changes the absolute numbers but not what they say:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -80,8 +81,10 @@ def small_preset_mfu(steps: int = 20, device: str = "cuda", preset_name: str = "
     from minillm.config import preset
     from minillm.model import GPT
 
-    cfg = preset(preset_name).clm
-    model_cfg, batch = cfg.model, cfg.train.batch_size
+    journey = preset(preset_name)
+    # the journey sizes the GPT's vocabulary to the tokenizer it trained, not to clm.model's default
+    model_cfg = dataclasses.replace(journey.clm.model, vocab_size=journey.tokenizer.vocab_size)
+    batch = journey.clm.train.batch_size
     cuda = device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
     model = GPT(model_cfg).to(device)

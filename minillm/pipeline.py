@@ -214,11 +214,12 @@ def step_rl_table(j: Journey) -> dict:
     cfg = j.cfg.grpo
     records = heldout_records(j.records, cfg.eval_prompts, 0)
     policies = {name: (j.folder(step), j.results[step]["seconds"]) for name, step in RL_POLICIES.items()}
+    device = resolve_device(cfg.train.device)
     rows = policy_table(j.folder("sft"), j.folder("reward_model"), policies, records, cfg.temperature,
-                        cfg.max_new_tokens, seed=cfg.train.seed)
+                        cfg.max_new_tokens, seed=cfg.train.seed, device=device)
     curves = pass_at_k_curves({"SFT": j.folder("sft"), **{name: j.folder(step) for name, step in RL_POLICIES.items()}},
                               records[:cfg.passk_prompts], cfg.passk_samples, cfg.temperature, cfg.max_new_tokens,
-                              seed=cfg.train.seed)
+                              seed=cfg.train.seed, device=device)
     plot_pass_at_k(curves, j.folder("rl_table") / "pass_at_k.png", min(cfg.passk_prompts, len(records)))
     return {"rows": rows, "pass_at_k": curves, "n_prompts": len(records),
             "best_of_n": {"win_rate_vs_sft": {str(n): rows[f"best of {n} (reward model)"]["win_rate_vs_sft"]

@@ -79,7 +79,16 @@ def resolve_device(device: str) -> torch.device:
         raise ConfigError("device='mps': Apple's MPS backend is not available here; use --device cpu or auto")
     if device != "cpu" and not device.startswith("cuda") and device != "mps":
         raise ConfigError(f"device={device!r}: expected one of auto, cpu, cuda, cuda:N, mps")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"numbered from 0; use --device cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return resolved
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The same batch {name: tensor}, every tensor moved to `device` (the model's)."""
+    return {name: tensor.to(device) for name, tensor in batch.items()}
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -12,6 +12,7 @@ import json
 import math
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,6 +34,7 @@ from minillm.config import (
     to_dict,
 )
 from minillm.errors import ConfigError
+from minillm.utils import resolve_device
 
 # each holds a TrainConfig named "train"
 STAGES = ("mlm", "clm", "sft", "reward", "ppo", "dpo", "grpo", "grpo_verifiable")
@@ -146,6 +148,15 @@ def test_device_names(device, ok):
     else:
         with pytest.raises(ConfigError, match="expected auto, cpu, cuda"):
             TrainConfig(device=device)
+
+
+def test_a_cuda_index_past_the_last_gpu_is_refused_with_the_range(monkeypatch):
+    """cuda:1 on a one-GPU machine: a clear error naming the devices there are, not a CUDA error later."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ConfigError, match=r"'cuda:1'.*1 CUDA device.*cuda:0 to cuda:0"):
+        resolve_device("cuda:1")
 
 
 # --------------------------------------------------------------------------------------------------

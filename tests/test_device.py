@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from torch import nn
 
-from minillm.config import ModelConfig, TrainConfig
+from minillm.config import ModelConfig, TrainConfig, apply_overrides, preset, replace_train_configs
 from minillm.model import GPT, Bert
+from minillm.pipeline import run_pipeline
 from minillm.stage1_pretrain.clm import clm_loss
 from minillm.train import train
 
@@ -63,3 +66,24 @@ def test_the_training_loop_learns_on_the_device(device, tmp_path):
     result = train(model, cfg, tmp_path, get_batch=get_batch, loss_fn=loss_fn, run_config={}, desc="device")
     losses = [row["loss"] for row in result["history"] if "loss" in row]
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_every_stage_of_the_micro_journey_runs_its_models_on_the_device(device, tmp_path):
+    """The journey with device=<device> for every stage: each model that runs a forward pass, from
+    MLM to the stage-3 scoreboard, has its weights there. A stage that loads a checkpoint and leaves
+    it on the CPU would crash on a GPU's batches, or run its part of the journey slowly on the CPU."""
+    if device.type == "cpu":
+        pytest.skip("on the CPU every model is there anyway; tests/test_pipeline.py runs the micro journey")
+    seen: set[str] = set()
+
+    def note_weights_device(module: nn.Module, args: tuple) -> None:
+        seen.update(p.device.type for p in module.parameters(recurse=False))
+
+    cfg = replace_train_configs(apply_overrides(preset("micro"), [f"device={device.type}"]), device=device.type)
+    hook = nn.modules.module.register_module_forward_pre_hook(note_weights_device)
+    try:
+        report = run_pipeline(cfg, tmp_path / "run")
+    finally:
+        hook.remove()
+    assert report["device"] == device.type and set(report["stages"]) >= {"mlm", "clm", "sft", "ppo", "dpo", "grpo"}
+    assert seen == {device.type}

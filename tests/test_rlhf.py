@@ -276,3 +276,22 @@ def test_answer_logprob_sums_each_answer_tokens_logprobs_as_if_alone():
         logp = F.log_softmax(model(ids[row:row + 1, :n])[0], dim=-1)  # (n, V)
         expected.append(sum(logp[t - 1, ids[row, t]] for t in range(1, n) if loss_mask[row, t]))
     torch.testing.assert_close(answer_logprob(model, ids, loss_mask), torch.stack(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_answer_logprobs_and_reward_scores_under_bfloat16_autocast_match_float32():
+    """Training with dtype=bfloat16 runs these under autocast, where the logits are bfloat16 but the
+    log-probs come back in float32: both must still be computed, close to float32's."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=40, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    rm = small_reward_model()
+    rm.likelihood_weight.data.fill_(0.7)
+    ids = torch.randint(1, 40, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    answer = torch.zeros(2, 9, dtype=torch.bool)
+    answer[:, 5:] = True
+    full = answer_logprob(model, ids, answer), rm(ids, mask, answer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = answer_logprob(model, ids, answer), rm(ids, mask, answer)
+    assert mixed[0].dtype == torch.float32  # the sum of each answer's log-probs is kept in float32
+    for exact, low in zip(full, mixed, strict=True):
+        torch.testing.assert_close(low.float(), exact, rtol=0.05, atol=0.05)

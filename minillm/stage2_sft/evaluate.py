@@ -43,7 +43,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage2_sft.template import decode_response, encode_prompt
 from minillm.train import load_model
-from minillm.utils import beside, in_one_thread, write_json
+from minillm.utils import beside, in_one_thread, resolve_device, write_json
 
 # test split in the data -> key in metrics.json and the pipeline's report.json
 SPLIT_KEYS = {
@@ -231,7 +231,7 @@ def run_sft_with_baselines(
     tests = select_test_records(records, cfg.eval_per_family)
     table, answers = {}, {}
     for name, run_dir in runs.items():
-        model, tokenizer = load_model(run_dir, GPT)
+        model, tokenizer = load_model(run_dir, GPT, map_location=resolve_device(cfg.train.device))
         table[name], answers[name] = evaluate_model(model, tokenizer, tests, cfg)
     report = {
         "seconds": sft_run["final"].get("elapsed_s", sft_run["seconds"]),  # training time, resumes included

@@ -44,7 +44,7 @@ from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft.template import ChatExample, TemplateStats, encode_records
 from minillm.train import load_model, train
 from minillm.train.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
-from minillm.utils import seed_everything
+from minillm.utils import seed_everything, to_device
 
 TRAIN_SPLIT = "train"
 VAL_SPLIT = "test_seen"  # teacher-forced validation loss: unseen examples of seen tasks
@@ -119,7 +119,7 @@ def make_get_batch(
         rows = torch.randint(len(bucket), (batch_size - n_text,), generator=generator).tolist()
         texts = torch.randint(len(replay), (n_text,), generator=generator).tolist() if n_text else []
         examples = [bucket[r] for r in rows] + [replay[t] for t in texts]
-        return {k: v.to(device) for k, v in collate(examples, pad_id).items()}
+        return to_device(collate(examples, pad_id), device)
 
     return get_batch
 

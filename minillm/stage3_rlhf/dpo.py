@@ -51,7 +51,7 @@ from minillm.stage3_rlhf.preferences import (
 )
 from minillm.stage3_rlhf.sequences import answer_logprob
 from minillm.train import load_model, train
-from minillm.utils import seed_everything, write_json
+from minillm.utils import resolve_device, seed_everything, to_device, write_json
 
 
 def dpo_loss(
@@ -97,7 +97,7 @@ def reference_logprobs(reference: GPT, examples: Sequence[ChatExample], pad_id: 
     """log pi_ref(answer | prompt) of each example: the reference never changes, so once is enough."""
     out = []
     for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start:start + batch_size], pad_id)
+        batch = to_device(collate(examples[start:start + batch_size], pad_id), next(reference.parameters()).device)
         out += answer_logprob(reference, batch["ids"], batch["loss_mask"]).tolist()
     return out
 
@@ -153,7 +153,7 @@ def train_dpo(
     """
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
-    policy, tokenizer = load_model(sft_dir, GPT)
+    policy, tokenizer = load_model(sft_dir, GPT, map_location=resolve_device(cfg.train.device))
     reference = copy.deepcopy(policy).requires_grad_(False).eval()
     train_rankings, test_rankings = split_rankings(read_preferences(prefs_path))
     splits = {name: with_reference(reference, encode_pairs(tokenizer, rankings, policy.config.block_size),
@@ -174,7 +174,7 @@ def train_dpo(
                    title="DPO loss")
     policy.eval()
     with torch.no_grad():
-        held_out = collate_pairs(splits["val"], tokenizer.pad_id)
+        held_out = to_device(collate_pairs(splits["val"], tokenizer.pad_id), next(policy.parameters()).device)
         pair_accuracy = loss_fn(policy, held_out)[1]["accuracy"]
     comparison = compare_policies(policy, reference, tokenizer, heldout_records(records, cfg.eval_prompts, 0),
                                   cfg.temperature, cfg.max_new_tokens, seed=cfg.train.seed)

@@ -61,7 +61,7 @@ from minillm.train import load_model, plot_panels
 from minillm.train.health import check_loss
 from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.train.optim import make_optimizer
-from minillm.utils import seed_everything, write_json
+from minillm.utils import resolve_device, seed_everything, write_json
 
 # --------------------------------------------------------------------------------------------------
 # The pure pieces: each a function of tensors, tested against hand-computed values.
@@ -272,9 +272,12 @@ def train_grpo(
     """
     start, out_dir = time.perf_counter(), Path(out_dir)
     seed_everything(cfg.train.seed)
-    policy, tokenizer = load_model(sft_dir, GPT)
+    device = resolve_device(cfg.train.device)
+    policy, tokenizer = load_model(sft_dir, GPT, map_location=device)
     reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model: the KL term and pass@k's "before"
-    rm = load_model(rm_dir, RewardModel)[0].requires_grad_(False).eval() if cfg.reward == "model" and rm_dir else None
+    rm = None
+    if cfg.reward == "model" and rm_dir:
+        rm = load_model(rm_dir, RewardModel, map_location=device)[0].requires_grad_(False).eval()
     reward_fn = make_reward_fn(cfg, records, rm)
     policy.eval()  # detail: dropout off during RL, as in PPO
     reference.eval()

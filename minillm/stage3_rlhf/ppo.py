@@ -54,7 +54,7 @@ from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME, short_reason
 from minillm.train.health import check_loss
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME, append_metrics, read_metrics, write_metrics
 from minillm.train.optim import adamw, param_groups
-from minillm.utils import seed_everything, write_json
+from minillm.utils import resolve_device, seed_everything, write_json
 
 # --------------------------------------------------------------------------------------------------
 # The pure pieces: each a function of tensors, tested against hand-computed values.
@@ -344,9 +344,10 @@ def train_ppo(
     """
     start, out_dir = time.perf_counter(), Path(out_dir)
     seed_everything(cfg.train.seed)
-    policy, tokenizer = load_model(sft_dir, GPT)
+    device = resolve_device(cfg.train.device)
+    policy, tokenizer = load_model(sft_dir, GPT, map_location=device)
     reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model of the KL penalty
-    rm = load_model(rm_dir, RewardModel)[0].requires_grad_(False)
+    rm = load_model(rm_dir, RewardModel, map_location=device)[0].requires_grad_(False)
     critic = copy.deepcopy(rm).requires_grad_(True)  # detail: the critic starts as the reward model
     for model in (policy, reference, rm, critic):
         model.eval()  # detail: dropout off during RL; eval mode changes no gradient, only dropout

@@ -50,6 +50,7 @@ from minillm.stage3_rlhf.annotator import (
     win_rate_stderr,
 )
 from minillm.train import load_model
+from minillm.utils import resolve_device
 
 
 def check_preference(obj: dict) -> dict:
@@ -220,7 +221,7 @@ def collect_rankings(
     Returns {"n_rankings", "n_pairs", "prompts_passed_over", "seconds"}.
     """
     start = time.perf_counter()
-    policy, tokenizer = load_model(sft_dir, GPT)
+    policy, tokenizer = load_model(sft_dir, GPT, map_location=resolve_device(cfg.train.device))
     generator = torch.Generator().manual_seed(cfg.train.seed)
     pool = [r for r in records if r.get("split", "train") == "train"]
     pool = [pool[i] for i in torch.randperm(len(pool), generator=generator).tolist()]

@@ -71,10 +71,17 @@ from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example
 from minillm.stage3_rlhf.annotator import answer_places, gold_agreement, self_agreement
 from minillm.stage3_rlhf.preferences import not_enough_rankings, read_preferences, split_rankings
-from minillm.stage3_rlhf.sequences import Responses, gather_logprobs, last_real_index, masked_mean, per_answer
+from minillm.stage3_rlhf.sequences import (
+    Responses,
+    gather_logprobs,
+    last_real_index,
+    masked_mean,
+    per_answer,
+    scatter_to_mask,
+)
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
 from minillm.train.checkpoint import CKPT_NAME
-from minillm.utils import seed_everything, write_json
+from minillm.utils import seed_everything, to_device, write_json
 
 
 class RewardModel(nn.Module):
@@ -137,9 +144,9 @@ class RewardModel(nn.Module):
         # Position t predicts token t+1; only the positions that predict an answer token need the
         # vocabulary projection (the costly part), so it runs on those rows alone: (N, C) -> (N, V).
         predicts_answer = response_mask[:, 1:]  # (B, T-1)
-        logprobs = torch.zeros(predicts_answer.shape, dtype=h.dtype, device=h.device)  # (B, T-1)
         logits = self.body.lm_head(h[:, :-1][predicts_answer])  # (N, V), one row per answer token
-        logprobs[predicts_answer] = gather_logprobs(logits[None], ids[:, 1:][predicts_answer][None])[0]  # (N,)
+        answer_logprobs = gather_logprobs(logits[None], ids[:, 1:][predicts_answer][None])[0]  # (N,)
+        logprobs = scatter_to_mask(answer_logprobs, predicts_answer)  # (B, T-1)
         likelihood = masked_mean(logprobs, predicts_answer, dim=1)  # (B,) mean over answer tokens
         return (head_score + self.likelihood_weight * likelihood - self.reward_mean) / self.reward_std
 
@@ -218,7 +225,7 @@ def pairwise_accuracy(model: RewardModel, rankings: Sequence[EncodedRanking], pa
     device = next(model.parameters()).device
     hits, total = 0.0, 0
     for start in range(0, len(rankings), batch_size):
-        batch = {k: v.to(device) for k, v in collate_rankings(rankings[start:start + batch_size], pad_id).items()}
+        batch = to_device(collate_rankings(rankings[start:start + batch_size], pad_id), device)
         margins = ranked_margins(ranking_rewards(model, batch), batch["ranks"])
         hits, total = hits + (margins > 0).sum().item(), total + margins.numel()
     return hits / max(total, 1)
@@ -325,8 +332,7 @@ def best_of_n_kl(n: int) -> float:
 
 def score_answers(rm: RewardModel, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> Tensor:
     """The reward model's score of each (prompt, answer), in the chat template: (P,)."""
-    return per_answer(lambda b: rm(b["ids"], b["attention_mask"], b["loss_mask"]), tokenizer, prompts, answers,
-                      rm.config.block_size)
+    return per_answer(lambda b: rm(b["ids"], b["attention_mask"], b["loss_mask"]), rm, tokenizer, prompts, answers)
 
 
 def pick_best(candidates: Sequence[Sequence[str]], scores: Tensor) -> list[str]:

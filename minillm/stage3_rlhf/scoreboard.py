@@ -61,12 +61,13 @@ def sampled_kl(policy: GPT, sft: GPT, tokenizer: Any, records: Sequence[dict], a
 @torch.no_grad()
 def policy_table(
     sft_dir: str | Path, rm_dir: str | Path, policies: dict[str, tuple[str | Path, float]], records: Sequence[dict],
-    temperature: float, max_new_tokens: int, seed: int,
+    temperature: float, max_new_tokens: int, seed: int, device: torch.device | str = "cpu",
 ) -> dict[str, dict[str, float]]:
     """The table's rows, by name: the SFT model's samples and greedy answers, best of n by the
-    reward model, then each trained policy of `policies` ({name: (run folder, train seconds)})."""
-    sft, tokenizer = load_model(sft_dir, GPT)
-    rm = load_model(rm_dir, RewardModel)[0].eval()
+    reward model, then each trained policy of `policies` ({name: (run folder, train seconds)}).
+    Every model runs on `device`."""
+    sft, tokenizer = load_model(sft_dir, GPT, device)
+    rm = load_model(rm_dir, RewardModel, device)[0].eval()
     prompts = [r["prompt"] for r in records]
     baseline = sample_answers(sft, tokenizer, records, temperature, max_new_tokens, seed)
     greedy = generate_answers(sft, tokenizer, prompts, max_new_tokens)  # temperature 0
@@ -78,7 +79,7 @@ def policy_table(
                            torch.Generator().manual_seed(seed + n))
         rows[f"best of {n} (reward model)"] = policy_row(records, picked, baseline, best_of_n_kl(n), 0.0)
     for name, (run_dir, seconds) in policies.items():
-        policy = load_model(run_dir, GPT)[0].eval()
+        policy = load_model(run_dir, GPT, device)[0].eval()
         answers = sample_answers(policy, tokenizer, records, temperature, max_new_tokens, seed)
         rows[name] = policy_row(records, answers, baseline, sampled_kl(policy, sft, tokenizer, records, answers),
                                seconds)
@@ -86,11 +87,11 @@ def policy_table(
 
 
 def pass_at_k_curves(models: dict[str, str | Path], records: Sequence[dict], n: int, temperature: float,
-                     max_new_tokens: int, seed: int) -> dict[str, dict[str, float]]:
-    """pass@k (k = 1, 2, 4, ... <= n) of each model run {name: folder}, from n samples per record."""
+                     max_new_tokens: int, seed: int, device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
+    """pass@k (k = 1, 2, 4, ... <= n) of each model run {name: folder}, from n samples per record, on `device`."""
     curves = {}
     for name, run_dir in models.items():
-        model, tokenizer = load_model(run_dir, GPT)
+        model, tokenizer = load_model(run_dir, GPT, device)
         curves[name] = pass_at_k_curve(count_right(model, tokenizer, records, n, temperature, max_new_tokens, seed), n)
     return curves
 

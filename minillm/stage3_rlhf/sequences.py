@@ -40,6 +40,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.evaluate import left_pad
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import decode_response, encode_example, encode_prompt
+from minillm.utils import to_device
 
 
 def last_real_index(attention_mask: Tensor) -> Tensor:
@@ -49,6 +50,17 @@ def last_real_index(attention_mask: Tensor) -> Tensor:
     T = attention_mask.shape[1]
     # The first True of the reversed row is the last True of the row.
     return T - 1 - attention_mask.flip(1).int().argmax(dim=1)  # (B,)
+
+
+def scatter_to_mask(values: Tensor, mask: Tensor) -> Tensor:
+    """(N,) values laid out at the N True places of `mask` (B, T), zeros elsewhere: (B, T).
+
+    The result takes the values' dtype: under autocast a loss comes back in float32 even when the
+    logits it was read from are bfloat16.
+    """
+    out = values.new_zeros(mask.shape)
+    out[mask] = values
+    return out
 
 
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -74,9 +86,8 @@ def answer_logprob(model: nn.Module, ids: Tensor, loss_mask: Tensor) -> Tensor:
     """
     counts = loss_mask[:, 1:]  # (B, T-1): position t predicts token t+1, an answer token where True
     logits = model(ids, logits_at=F.pad(counts, (0, 1)))  # (N, V), one row per answer token, row-major
-    token_logprobs = torch.zeros(counts.shape, dtype=logits.dtype, device=logits.device)  # (B, T-1)
-    token_logprobs[counts] = -F.cross_entropy(logits, ids[:, 1:][counts], reduction="none")  # (N,)
-    return token_logprobs.sum(dim=1)
+    answer_token_logprobs = -F.cross_entropy(logits, ids[:, 1:][counts], reduction="none")  # (N,)
+    return scatter_to_mask(answer_token_logprobs, counts).sum(dim=1)  # (B, T-1) -> (B,)
 
 
 @dataclass
@@ -118,22 +129,24 @@ def sample_responses(policy: GPT, tokenizer: Any, prompts: list[str], max_new_to
 
 
 @torch.no_grad()
-def per_answer(fn: Callable[[dict[str, Tensor]], Tensor], tokenizer: Any, prompts: Sequence[str],
-               answers: Sequence[str], block_size: int, batch_size: int = 64) -> Tensor:
+def per_answer(fn: Callable[[dict[str, Tensor]], Tensor], model: nn.Module, tokenizer: Any, prompts: Sequence[str],
+               answers: Sequence[str], batch_size: int = 64) -> Tensor:
     """`fn` of each (prompt, answer) in the chat template, one value each: (P,).
 
-    `fn` takes a batch {"ids", "attention_mask", "loss_mask"} (B, T) (loss_mask True on the answer
-    and its `<eos>`) and returns (B,).
+    `fn` runs `model` on a batch {"ids", "attention_mask", "loss_mask"} (B, T) (loss_mask True on
+    the answer and its `<eos>`) and returns (B,). The batches are built to fit the model's context
+    and placed on its device.
     """
+    block_size, device = model.config.block_size, next(model.parameters()).device
     examples = [encode_example(tokenizer, p, a, block_size) for p, a in zip(prompts, answers, strict=True)]
     if any(ex is None for ex in examples):
         raise DataError(f"an answer does not fit the model's context ({block_size} tokens) after its prompt; "
                         "generate shorter answers")
-    return torch.cat([fn(collate(examples[start:start + batch_size], tokenizer.pad_id))
-                      for start in range(0, len(examples), batch_size)])
+    batches = (collate(examples[start:start + batch_size], tokenizer.pad_id)
+               for start in range(0, len(examples), batch_size))
+    return torch.cat([fn(to_device(batch, device)) for batch in batches])
 
 
 def answers_logprob(model: nn.Module, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> Tensor:
     """log p(answer | prompt) of each pair under `model`, at temperature 1: (P,)."""
-    return per_answer(lambda b: answer_logprob(model, b["ids"], b["loss_mask"]), tokenizer,
-                      prompts, answers, model.config.block_size)
+    return per_answer(lambda b: answer_logprob(model, b["ids"], b["loss_mask"]), model, tokenizer, prompts, answers)
