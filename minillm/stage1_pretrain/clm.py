@@ -88,7 +88,8 @@ def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 60, 
                   top_k: int | None = 40, seed: int = 0) -> str:
     """Continue `prompt` (a document start, after `<bos>`) and return prompt + continuation.
 
-    Sampling stops at `<eos>`, the end of a document. The same seed gives the same text.
+    Sampling stops at `<eos>`, the end of a document. The same seed gives the same text, on any
+    device: the random numbers are drawn on the CPU.
     """
     device = next(model.parameters()).device
     ids = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(prompt)]], device=device)  # (1, T0)
@@ -96,7 +97,7 @@ def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 60, 
     was_training = model.training
     model.eval()
     out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                         eos_id=tokenizer.eos_id, generator=torch.Generator(device).manual_seed(seed))
+                         eos_id=tokenizer.eos_id, generator=torch.Generator().manual_seed(seed))
     model.train(was_training)
     new_ids = out.new_ids[0][out.response_mask[0]].tolist()
     return prompt + tokenizer.decode(new_ids, skip_special=True)

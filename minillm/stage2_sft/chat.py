@@ -41,7 +41,7 @@ def chat_loop(
 ) -> int:
     """Read a line, answer it, repeat until `/quit` or end of input. Returns the number of turns."""
     model.eval()
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same answers on any device
     mode = "greedy" if temperature == 0 else f"sampling at temperature {temperature}"
     output_stream.write(f"minillm chat ({mode}). Type a request; each one starts a fresh conversation.\n")
     output_stream.write(command_help())
