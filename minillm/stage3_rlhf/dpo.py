@@ -95,9 +95,9 @@ def encode_pairs(tokenizer: Any, rankings: Sequence[dict], block_size: int) -> l
 def reference_logprobs(reference: GPT, examples: Sequence[ChatExample], pad_id: int,
                        batch_size: int = 64) -> list[float]:
     """log pi_ref(answer | prompt) of each example: the reference never changes, so once is enough."""
-    out = []
+    out, device = [], next(reference.parameters()).device
     for start in range(0, len(examples), batch_size):
-        batch = to_device(collate(examples[start:start + batch_size], pad_id), next(reference.parameters()).device)
+        batch = to_device(collate(examples[start:start + batch_size], pad_id), device)
         out += answer_logprob(reference, batch["ids"], batch["loss_mask"]).tolist()
     return out
 
