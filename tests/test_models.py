@@ -7,7 +7,7 @@ from minillm.config import ModelConfig
 from minillm.errors import ConfigError, ModelInputError
 from minillm.model import GPT, Bert, Block, KVCache
 from minillm.model.attention import rotary_angles
-from minillm.model.gpt import inverse_cdf_sample
+from minillm.model.gpt import filter_logits, inverse_cdf_sample, sample_next
 
 V = 53
 
@@ -328,6 +328,41 @@ def test_inverse_cdf_sampling_draws_each_token_as_often_as_its_probability():
     torch.testing.assert_close(freq, probs.double(), atol=0.01, rtol=0)  # 4 standard errors
     last_only = torch.tensor([[0.0, 0.0, 1.0]]).repeat(100, 1)
     assert (inverse_cdf_sample(last_only, torch.Generator().manual_seed(1)) == 2).all()
+
+
+def test_inverse_cdf_sampling_rescales_rows_that_do_not_sum_to_one():
+    """Float rounding leaves a row's total a hair off 1; u is scaled to the total, so no draw runs past the end."""
+    n = 6000
+    tokens = inverse_cdf_sample(torch.tensor([[0.3, 0.3, 0.3]]).repeat(n, 1), torch.Generator().manual_seed(0))
+    assert tokens.max() < 3
+    torch.testing.assert_close(torch.bincount(tokens, minlength=3).double() / n,
+                               torch.full((3,), 1 / 3, dtype=torch.double), atol=0.03, rtol=0)  # 4.9 s.e.
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_sampling_draws_from_the_temperature_scaled_distribution(temperature):
+    """p_T(v) = softmax(logits / T): T = 0.5 squares the probabilities (renormalised), T = 2 takes
+    their square root. The token frequencies and the returned log-probs must both follow p_T."""
+    p = torch.tensor([0.6, 0.3, 0.1])
+    n = 20_000
+    logits = p.log().repeat(n, 1)  # (n, 3)
+    tokens, logprobs = sample_next(logits, temperature, None, None, torch.Generator().manual_seed(0))
+    expected = p ** (1 / temperature) / (p ** (1 / temperature)).sum()  # softmax(log p / T), by hand
+    torch.testing.assert_close(torch.bincount(tokens, minlength=3).float() / n, expected, atol=0.015, rtol=0)
+    torch.testing.assert_close(logprobs, expected.log()[tokens])
+
+
+def test_greedy_picks_the_argmax_and_returns_its_log_probability_at_temperature_1():
+    logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, -1.0, 0.5]])
+    tokens, logprobs = sample_next(logits, 0.0, None, None, None)
+    assert tokens.tolist() == [1, 0]
+    torch.testing.assert_close(logprobs, logits.log_softmax(-1).max(-1).values)
+
+
+def test_top_p_keeps_the_smallest_set_whose_probability_reaches_p():
+    logits = torch.tensor([[2.0, 1.0, 1.0]], dtype=torch.float64).log()  # probabilities 0.5, 0.25, 0.25
+    kept = {p: torch.isfinite(filter_logits(logits, None, p)).sum().item() for p in (0.4, 0.5, 0.6, 0.75, 0.8, 1.0)}
+    assert kept == {0.4: 1, 0.5: 1, 0.6: 2, 0.75: 2, 0.8: 3, 1.0: 3}
 
 
 def test_top_k_one_and_tiny_top_p_are_greedy():

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from minillm.config import ModelConfig, apply_overrides, preset
 from minillm.model import GPT
+from minillm.stage2_sft.template import ChatExample
 from minillm.stage3_rlhf.annotator import ranking_to_pairs
-from minillm.stage3_rlhf.dpo import chosen_nll, dpo_loss, make_dpo_loss
+from minillm.stage3_rlhf.dpo import chosen_nll, collate_pairs, dpo_loss, make_dpo_loss, with_reference
 from minillm.stage3_rlhf.ppo import (
     clipped_policy_loss,
     clipped_value_loss,
@@ -61,6 +62,11 @@ def test_ranking_loss_ignores_missing_answers_and_pools_rankings():
     assert acc.item() == 0.0
 
 
+def test_a_tie_in_scores_is_not_a_correctly_ordered_pair():
+    loss, acc = ranking_loss(torch.tensor([[1.0, 1.0]]), torch.tensor([[0, 1]]))  # answer 0 ranked above 1
+    assert acc.item() == 0.0 and loss.item() == pytest.approx(math.log(2), abs=1e-6)
+
+
 def test_dpo_loss_matches_hand_computation():
     pc, pr, rc, rr = torch.tensor([-1.0, -4.0]), torch.tensor([-3.0, -1.0]), torch.tensor([-2.0, -4.0]), \
         torch.tensor([-2.0, -2.0])
@@ -93,6 +99,25 @@ def test_dpo_loss_fn_adds_the_weighted_chosen_nll():
     by_hand = F.cross_entropy(logits.reshape(-1, 16), ids[:, 3:6].reshape(-1)).item()
     assert stats["chosen_nll"] == pytest.approx(by_hand, abs=1e-5)
     assert with_nll.item() == pytest.approx(plain.item() + 0.2 * by_hand, abs=1e-5)
+
+
+def test_dpo_reference_logprobs_belong_to_their_own_answer_and_an_unmoved_policy_loses_log_2():
+    torch.manual_seed(0)
+    reference = GPT(ModelConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=8)).eval()
+    chosen = ChatExample(ids=[1, 2, 3, 4, 5], loss_mask=[False, False, True, True, True])
+    rejected = ChatExample(ids=[1, 2, 9, 10, 11, 12], loss_mask=[False, False, True, True, True, True])
+    [pair] = with_reference(reference, [(chosen, rejected)], pad_id=0)
+
+    def by_hand(example: ChatExample) -> float:  # sum over answer tokens of log p(token | all before it)
+        with torch.no_grad():
+            logprobs = reference(torch.tensor([example.ids]))[0].log_softmax(-1)  # (T, V): row t predicts t + 1
+        return sum(logprobs[t - 1, example.ids[t]].item() for t, target in enumerate(example.loss_mask) if target)
+
+    assert pair.ref_chosen == pytest.approx(by_hand(chosen), abs=1e-5)
+    assert pair.ref_rejected == pytest.approx(by_hand(rejected), abs=1e-5)
+    # The policy IS the reference: both implicit rewards are 0, so the loss is -log sigmoid(0) = log 2.
+    loss, stats = make_dpo_loss(0.5)(reference, collate_pairs([pair], pad_id=0))
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-5) and stats["margin"] == pytest.approx(0, abs=1e-5)
 
 
 # ---------------------------------------------------------------- PPO's pieces
@@ -147,6 +172,8 @@ def test_clipped_policy_loss_by_hand():
     # token 0: max(-1.5, -1.2) = -1.2; token 1: max(0.5, 0.8) = 0.8  -> mean -0.2
     assert loss.item() == pytest.approx(-0.2, abs=1e-6)
     assert stats["clipfrac"] == pytest.approx(1.0) and stats["ratio"] == pytest.approx(1.0)
+    # k3 estimator of KL(old || new): mean of (ratio - 1) - log ratio over the real tokens, >= 0
+    assert stats["approx_kl"] == pytest.approx(((0.5 - math.log(1.5)) + (-0.5 - math.log(0.5))) / 2, abs=1e-6)
     loss, stats = clipped_policy_loss(old, old, adv, mask, clip_range=0.2)
     assert loss.item() == pytest.approx(0.0) and stats["clipfrac"] == 0 and stats["ratio_max_dev"] == 0
 
@@ -216,6 +243,23 @@ def test_reward_likelihood_term_is_the_answers_mean_logprob():
         torch.testing.assert_close(rm(ids, mask, answer)[0], head + 0.7 * by_hand)
         # prompt tokens do not count: changing the prompt's likelihood alone would move the score
         assert not torch.isclose(rm(ids, mask, mask)[0], rm(ids, mask, answer)[0])
+
+
+def test_a_batch_of_answers_of_different_lengths_scores_each_as_it_scores_alone():
+    """The likelihood term is a mean over each row's own answer tokens, not over the batch's."""
+    rm = small_reward_model()
+    rm.likelihood_weight.data.fill_(0.7)
+    rows = [([3, 8, 2, 30, 12, 7], 3), ([5, 9, 11, 7], 1)]  # (prompt + answer, answer tokens at the end)
+    alone, ids, mask, answer = [], [], [], []
+    for seq, n in rows:
+        real, answer_mask = [True] * len(seq), [False] * (len(seq) - n) + [True] * n
+        alone.append(rm(torch.tensor([seq]), torch.tensor([real]), torch.tensor([answer_mask])))
+        pad = 6 - len(seq)  # right-padded to the longer row
+        ids.append(seq + [0] * pad)
+        mask.append(real + [False] * pad)
+        answer.append(answer_mask + [False] * pad)
+    batched = rm(torch.tensor(ids), torch.tensor(mask), torch.tensor(answer))
+    torch.testing.assert_close(batched, torch.cat(alone), atol=1e-5, rtol=0)
 
 
 def test_reward_model_without_likelihood_term_is_the_head_alone():

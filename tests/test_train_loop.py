@@ -167,6 +167,9 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     # The gradient itself, before Adam (which would hide a wrong scale: it divides it out).
     norms = [[row["grad_norm"] for row in h if row["split"] == "train"] for h in (whole_history, history)]
     assert norms[0] == pytest.approx(norms[1], rel=1e-5)
+    # The logged loss is the whole batch's mean, not the sum of the micro-batches' means.
+    losses = [[row["loss"] for row in h if row["split"] == "train"] for h in (whole_history, history)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     for a, b in zip(whole, accumulated, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
