@@ -18,6 +18,7 @@ from minillm.model.gpt import GPT
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
 from minillm.train.checkpoint import FORMAT_VERSION
 from minillm.train.rng import capture_rng_state, restore_rng_state
+from minillm.utils import atomic_write_bytes
 
 torch.set_num_threads(1)
 WORKER = pathlib.Path(__file__).with_name("_train_worker.py")
@@ -121,9 +122,20 @@ def test_missing_foreign_and_future_files_are_clear_errors(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a minillm checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
-    torch.save({"format_version": FORMAT_VERSION + 1}, tmp_path / "future.pt")
-    with pytest.raises(CheckpointError, match=f"format version {FORMAT_VERSION + 1}"):
-        load_checkpoint(tmp_path / "future.pt")
+    for version in (FORMAT_VERSION + 1, FORMAT_VERSION - 1):  # a newer minillm's, or an older one's
+        torch.save({"format_version": version}, tmp_path / "other.pt")
+        with pytest.raises(CheckpointError, match=f"format version {version}"):
+            load_checkpoint(tmp_path / "other.pt")
+
+
+def test_an_atomic_write_reaches_the_disk_before_it_takes_the_name(tmp_path, monkeypatch):
+    """fsync, then rename: after a crash the name holds the old file or the whole new one, never a part."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda src, dst: (events.append("replace"), real_replace(src, dst))[1])
+    atomic_write_bytes(tmp_path / "out.bin", b"abc")
+    assert events == ["fsync", "replace"] and (tmp_path / "out.bin").read_bytes() == b"abc"
 
 
 def test_rng_states_survive_a_weights_only_round_trip(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from minillm.cli import main
-from minillm.compare import compare_runs, config_differences, load_run, shared_metrics
+from minillm.compare import Run, compare_runs, config_differences, load_run, shared_metrics
 
 
 def write_run(folder: Path, lr: float, losses: list[float], extra: str = "grad_norm") -> Path:
@@ -39,6 +39,13 @@ def test_shared_metrics_order_and_config_of_identical_runs(tmp_path):
     runs = [load_run(write_run(tmp_path / n, 1e-3, [2.0, 1.0]), n) for n in ("a", "b")]
     assert shared_metrics(runs) == ["loss", "val_loss", "grad_norm", "lr"]
     assert config_differences(runs) == {}
+
+
+def test_curves_only_leaves_out_a_metric_logged_at_one_step():
+    rows = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}, {"step": 2, "split": "final", "val_acc": 0.7}]
+    runs = [Run("a", rows, {}), Run("b", rows, {})]
+    assert shared_metrics(runs) == ["loss", "val_acc"]
+    assert shared_metrics(runs, curves_only=True) == ["loss"]  # val_acc is one end-of-run figure, not a curve
 
 
 def test_compare_command_prints_the_table_and_refuses_a_folder_without_metrics(tmp_path, capsys):

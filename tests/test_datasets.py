@@ -56,9 +56,6 @@ def by_split(records: list[dict], split: str) -> list[dict]:
 def test_world_is_deterministic_and_its_names_are_distinct():
     assert build_world(0) == WORLD
     assert build_world(1) != WORLD
-    names = ([t.name for t in WORLD.towns] + [p.name for p in WORLD.people] + list(WORLD.rivers)
-             + list(WORLD.regions) + list(WORLD.lexicon.values()))
-    assert len(names) == len(set(names))
     assert len(set(WORLD.lexicon.values())) == len(WORLD.lexicon)  # translation is invertible
     assert all(t.region in WORLD.regions and t.river in WORLD.rivers for t in WORLD.towns)
     assert all(any(t.name == p.home for t in WORLD.towns) for p in WORLD.people)
@@ -68,10 +65,21 @@ def test_world_is_deterministic_and_its_names_are_distinct():
 # The corpus
 
 
+@pytest.mark.parametrize("seed", range(0, 200, 3))
+def test_names_of_every_kind_are_distinct_words_whatever_the_case(seed):
+    """Towns, people, rivers, regions and toy words never share a word, not even as "Kulan" and "kulan"."""
+    world = build_world(seed)
+    names = ([t.name for t in world.towns] + [p.name for p in world.people]
+             + [r.removeprefix("the ") for r in world.rivers] + [g.split()[1] for g in world.regions]
+             + list(world.lexicon.values()))
+    assert len({n.lower() for n in names}) == len(names)
+
+
 def test_corpus_is_deterministic_and_seed_dependent():
     a, b = generate_corpus(seed=3, size_mb=0.1), generate_corpus(seed=3, size_mb=0.1)
     assert a == b
     assert a != generate_corpus(seed=4, size_mb=0.1)
+    assert a == generate_corpus(seed=3, size_mb=0.1, world=build_world(0))  # the seed draws text, not a world
     assert 0.1e6 <= sum(len(d.encode()) + 2 for d in a) < 0.1e6 + 2000
 
 
@@ -282,6 +290,8 @@ def test_judge():
     assert contains_answer("Sure! The Mell. I hope this helps!", "The Mell.")
     assert not contains_answer("The Mellow river.", "The Mell.")
     assert is_correct("3", "3") and not is_correct("13", "3") and not contains_answer("13 items", "3")
+    # a reference that normalises to nothing is in no answer, not even an empty one
+    assert not contains_answer("", "") and not contains_answer("...", "The")
 
 
 # --------------------------------------------------------------------------------------------------

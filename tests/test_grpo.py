@@ -9,6 +9,7 @@ import json
 import sys
 from math import comb
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -50,6 +51,14 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 # --------------------------------------------------------------------------------------------------
 # The pure pieces, by hand.
+
+
+def test_the_reward_model_scores_finished_answers_and_an_unfinished_one_gets_the_penalty():
+    cfg = GRPOConfig(reward="model")
+    rm = SimpleNamespace(score_responses=lambda resp: torch.tensor([0.7, -0.2, 1.5]))
+    resp = SimpleNamespace(has_eos=torch.tensor([True, False, True]))
+    rewards = make_reward_fn(cfg, [], rm)([], resp)
+    torch.testing.assert_close(rewards, torch.tensor([0.7, cfg.no_eos_penalty, 1.5]))
 
 
 def test_group_advantages_by_hand():

@@ -50,6 +50,23 @@ def test_at_initialisation_the_adapted_model_is_the_base():
         for part in ("lora_A", "lora_B")}
 
 
+def test_an_adapted_layer_is_the_base_plus_alpha_over_r_times_b_a_by_hand():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 5)
+    layer = LoRALinear(base, rank=4, alpha=8.0, dropout=0.0)
+    with torch.no_grad():
+        layer.lora_B.normal_()  # a trained-looking adapter (a fresh B is zero)
+    x = torch.randn(3, 6)
+    by_hand = x @ base.weight.T + base.bias + (8.0 / 4) * (x @ layer.lora_A.T @ layer.lora_B.T)
+    torch.testing.assert_close(layer(x), by_hand)
+
+
+def test_a_target_names_a_whole_module_not_the_end_of_a_longer_name():
+    model = torch.nn.ModuleDict({"proj": torch.nn.Linear(4, 4), "out_proj": torch.nn.Linear(4, 4)})
+    assert add_lora(model, rank=2, alpha=2.0, dropout=0.0, targets="proj") == ["proj"]
+    assert type(model["out_proj"]) is torch.nn.Linear
+
+
 def test_merged_equals_unmerged_and_unmerge_restores_the_base():
     base, model = adapted()
     randomise_adapters(model)

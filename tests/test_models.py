@@ -124,6 +124,13 @@ def test_changing_a_future_token_never_changes_an_earlier_gpt_logit(position):
     assert not torch.allclose(a[:, 7:], b[:, 7:])
 
 
+def test_bert_without_segment_ids_reads_every_token_as_segment_a():
+    model = make(Bert, bert_config(type_vocab_size=2))
+    ids = ids_of(2, 9)
+    torch.testing.assert_close(model(ids), model(ids, token_type_ids=torch.zeros_like(ids)))
+    assert not torch.allclose(model(ids), model(ids, token_type_ids=torch.ones_like(ids)), atol=1e-3)
+
+
 def test_bert_sees_both_directions():
     model = make(Bert, bert_config())
     ids = ids_of(1, 12)

@@ -31,6 +31,7 @@ from minillm.stage3_rlhf.reward_model import (
     score_answers,
     train_reward_model,
 )
+from minillm.stage3_rlhf.scoreboard import crossing, policy_row
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
 
@@ -152,6 +153,22 @@ def test_best_of_n_kl_bound_by_hand():
     assert best_of_n_kl(1) == 0.0
     assert best_of_n_kl(2) == pytest.approx(0.693147 - 0.5, abs=1e-6)
     assert best_of_n_kl(4) == pytest.approx(1.386294 - 0.75, abs=1e-6)
+
+
+def test_crossing_is_the_first_k_where_the_sft_model_reaches_the_policy():
+    sft, policy = {"1": 0.2, "2": 0.5, "4": 0.7}, {"1": 0.4, "2": 0.5, "4": 0.6}
+    assert crossing(sft, policy) == "2"  # equal counts as reached
+    assert crossing(sft, {k: 1.0 for k in sft}) is None
+
+
+def test_a_table_row_counts_right_and_exact_answers_of_the_policy_not_of_the_baseline():
+    references = ["The Mell.", "seven", "red fox"]
+    records = [{"prompt": f"q{i}", "reference": r, "family": "f"} for i, r in enumerate(references)]
+    row = policy_row(records, ["Mell", "Sure! seven.", "the red fox"], ["no idea", "six", "blue"], kl=0.3,
+                     train_seconds=2.0)
+    # by hand: all three answers hold the reference, two of them exactly (articles and case aside)
+    assert row["pass_at_1"] == 1.0 and row["exact_match"] == pytest.approx(2 / 3)
+    assert row["kl"] == 0.3 and row["train_seconds"] == 2.0
 
 
 def test_pick_best_takes_the_highest_score_and_the_first_of_a_tie():

@@ -115,6 +115,14 @@ def test_annotate_marks_every_fifth_ranking_held_out_across_sessions(tmp_path):
     assert len(train) == 6 and len(held_out) == 1
 
 
+def test_a_file_where_only_some_rankings_carry_a_split_holds_out_every_fifth():
+    records = [{"id": i} for i in range(10)]
+    records[0]["split"] = "train"  # e.g. one file appended to another written without the field
+    train, held_out = split_rankings(records)
+    assert [r["id"] for r in held_out] == [4, 9]
+    assert [r["id"] for r in train] == [0, 1, 2, 3, 5, 6, 7, 8]
+
+
 def test_each_ranking_is_on_disk_before_the_next_question(tmp_path):
     out = tmp_path / "human.jsonl"
     seen_on_disk = []

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from minillm.config import ModelConfig, apply_overrides, preset
 from minillm.model import GPT
+from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample
 from minillm.stage3_rlhf.annotator import ranking_to_pairs
 from minillm.stage3_rlhf.dpo import chosen_nll, collate_pairs, dpo_loss, make_dpo_loss, with_reference
@@ -20,7 +21,14 @@ from minillm.stage3_rlhf.ppo import (
     masked_whiten,
     per_token_rewards,
 )
-from minillm.stage3_rlhf.reward_model import RewardModel, ranking_loss
+from minillm.stage3_rlhf.reward_model import (
+    EncodedRanking,
+    RewardModel,
+    collate_rankings,
+    ranked_margins,
+    ranking_loss,
+    set_normalisation,
+)
 from minillm.stage3_rlhf.sequences import Responses, answer_logprob, last_real_index
 
 
@@ -260,6 +268,34 @@ def test_a_batch_of_answers_of_different_lengths_scores_each_as_it_scores_alone(
         answer.append(answer_mask + [False] * pad)
     batched = rm(torch.tensor(ids), torch.tensor(mask), torch.tensor(answer))
     torch.testing.assert_close(batched, torch.cat(alone), atol=1e-5, rtol=0)
+
+
+def example_of(length: int, generator: torch.Generator) -> ChatExample:
+    """A made-up conversation: 3 prompt tokens, then `length` - 3 answer tokens."""
+    return ChatExample(ids=torch.randint(4, 40, (length,), generator=generator).tolist(),
+                       loss_mask=[False] * 3 + [True] * (length - 3))
+
+
+def test_normalised_scores_have_mean_0_and_std_1_and_normalising_again_changes_nothing():
+    rm = small_reward_model()
+    with torch.no_grad():
+        rm.head.bias.fill_(3.0)  # raw scores far from 0
+    g = torch.Generator().manual_seed(1)
+    rankings = [EncodedRanking([example_of(6, g), example_of(8, g), example_of(7, g)], [0, 1, 2]) for _ in range(4)]
+    first = set_normalisation(rm, rankings, pad_id=0)
+    assert set_normalisation(rm, rankings, pad_id=0) == pytest.approx(first, abs=1e-5)  # e.g. on a resumed run
+    batch = collate([a for r in rankings for a in r.answers], 0)
+    scores = rm(batch["ids"], batch["attention_mask"], batch["loss_mask"])
+    assert scores.mean().item() == pytest.approx(0, abs=1e-4) and scores.std().item() == pytest.approx(1, abs=1e-4)
+
+
+def test_a_short_ranking_in_a_batch_gives_only_its_own_pairs():
+    g = torch.Generator().manual_seed(0)
+    batch = collate_rankings([EncodedRanking([example_of(5, g), example_of(6, g), example_of(7, g)], [2, 0, 1]),
+                              EncodedRanking([example_of(5, g), example_of(6, g)], [1, 0])], pad_id=0)
+    rewards = torch.tensor([[1.0, 10.0, 5.0], [2.0, 7.0, 100.0]])  # 100: the short ranking's filler slot
+    margins = sorted(ranked_margins(rewards, batch["ranks"]).tolist())
+    assert margins == sorted([10.0 - 1.0, 10.0 - 5.0, 5.0 - 1.0, 7.0 - 2.0])
 
 
 def test_reward_model_without_likelihood_term_is_the_head_alone():

@@ -24,6 +24,7 @@ from minillm.stage2_sft.evaluate import (
     generate_answers,
     run_sft_with_baselines,
     score_answers,
+    select_test_records,
     token_f1,
 )
 from minillm.stage2_sft.sft import collate, make_get_batch, replay_examples, sft_loss, train_sft
@@ -289,3 +290,12 @@ if __name__ == "__main__":  # the worker of the resume test: python tests/test_s
     torch.set_num_threads(1)
     _tiny_sft(_toy_tokenizer(), sys.argv[1], steps=10, save_every=4, dropout=0.1,  # dropout: RNG restored too
               resume="--resume" in sys.argv)
+
+
+def test_evaluation_keeps_the_first_per_family_test_records_of_each_split_and_family():
+    records = [{"split": split, "family": family, "i": i}
+               for i in range(5) for split in ("test_seen", "train") for family in ("a", "b")]
+    kept = select_test_records(records, 2)
+    assert [(r["split"], r["family"], r["i"]) for r in kept] == [
+        ("test_seen", "a", 0), ("test_seen", "b", 0), ("test_seen", "a", 1), ("test_seen", "b", 1)]
+    assert len(select_test_records(records, 0)) == 10  # 0: every test record

@@ -18,13 +18,14 @@ from minillm.errors import ConfigError, DataError, ModelInputError
 from minillm.model import GPT, Bert
 from minillm.stage1_pretrain import clm as clm_module
 from minillm.stage1_pretrain.clm import clm_loss, generate_text, perplexity, train_clm, unigram_perplexity
-from minillm.stage1_pretrain.data import consecutive_windows, pack_documents
+from minillm.stage1_pretrain.data import consecutive_windows, pack_documents, random_windows
 from minillm.stage1_pretrain.masking import IGNORE_INDEX
 from minillm.stage1_pretrain.mlm import (
     FLASH_FLOOD,
     blank_last_word,
     demo_sentence,
     fill_mask,
+    masked_accuracy,
     mlm_loss,
     plot_fill_mask,
     train_mlm,
@@ -275,3 +276,19 @@ def test_clm_killed_mid_run_resumes_bit_exactly(tmp_path, optimizer):
     # Muon with AdamW makes two optimizer updates per step: killed after step 6 of 12 either way
     updates_per_step = 2 if optimizer == "muon" else 1
     assert_exact_resume(_pretrain_clm_command(optimizer), tmp_path, kill_after_updates=6 * updates_per_step)
+
+
+def test_random_windows_can_start_at_every_offset_the_last_included():
+    windows = random_windows(torch.arange(6), 5, 200, torch.Generator().manual_seed(0))  # (200, 5)
+    assert set(windows[:, 0].tolist()) == {0, 1}  # the only two windows of 5 in 6 tokens
+    assert all(torch.equal(w, torch.arange(w[0], w[0] + 5)) for w in windows)
+    exact = random_windows(torch.arange(5), 5, 3, torch.Generator())  # a stream exactly one window long
+    assert torch.equal(exact, torch.arange(5).repeat(3, 1))
+
+
+def test_masked_accuracy_counts_the_masked_positions_only():
+    logits = torch.zeros(1, 4, 5)
+    logits[0, 1, 3] = 1.0  # right: label 3
+    logits[0, 2, 0] = 1.0  # wrong: label 4
+    labels = torch.tensor([[IGNORE_INDEX, 3, 4, IGNORE_INDEX]])
+    assert masked_accuracy(logits, labels) == (1, 2)

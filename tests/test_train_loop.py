@@ -23,6 +23,7 @@ from minillm.errors import DataError, TrainingError
 from minillm.model.gpt import GPT
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, plot_panels, plots, train
+from minillm.train.health import check_grad_norm
 from minillm.train.loop import LossFn
 from minillm.train.optim import Muon, MuonWithAdamW, make_optimizer, orthogonalize, param_groups
 from minillm.train.plots import find_cjk_font, has_cjk
@@ -302,6 +303,30 @@ def nan_from_step(bad_step: int, poison: Callable[[torch.nn.Module], torch.Tenso
         return loss, extra
 
     return loss_fn
+
+
+@pytest.mark.parametrize("norm", [float("nan"), float("inf"), float("-inf")])
+def test_a_gradient_norm_that_is_not_finite_stops_training(norm):
+    with pytest.raises(TrainingError, match=f"step 3: the gradient norm is {norm}"):
+        check_grad_norm(norm, torch.nn.Linear(2, 2), 3)
+
+
+def test_the_optimizer_steps_on_the_clipped_gradient(tmp_path, monkeypatch):
+    """grad_clip rescales the whole gradient to norm <= grad_clip before the optimizer sees it; the
+    logged grad_norm is the norm before clipping."""
+    seen = []
+    adamw_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        seen.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        return adamw_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    history = run(tmp_path, small_cfg(max_steps=5, eval_every=5, save_every=5, grad_clip=0.01))["history"]
+    logged = [row["grad_norm"] for row in history if row["split"] == "train"]
+    assert len(seen) == 5 and min(logged) > 0.01  # every raw gradient was longer than the limit...
+    assert max(seen) <= 0.01 * (1 + 1e-4)  # ...and every step used one cut down to it
 
 
 def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):

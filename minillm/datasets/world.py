@@ -159,15 +159,16 @@ def invent_names(rng: random.Random, n: int, stems: Sequence[str], endings: Sequ
 
     A different stem for every name keeps names easy to tell apart ("Dorvik" and "Dorvholm" would
     be needlessly confusable for a tiny model); `taken` (updated here) keeps towns, people, rivers
-    and toy words apart from one another.
+    and toy words apart from one another. It holds names in lower case: the person "Kulan" and the
+    toy word "kulan" would be the same word to a reader.
     """
     if len(stems) < n:
         raise ValueError(f"only {len(stems)} stems for {n} names: add stems")
     names = []
     for stem in rng.sample(list(stems), n):
-        name = stem + rng.choice([e for e in endings if stem + e not in taken])
+        name = stem + rng.choice([e for e in endings if (stem + e).lower() not in taken])
         names.append(name)
-        taken.add(name)
+        taken.add(name.lower())
     return names
 
 
