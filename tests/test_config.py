@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from minillm.config import (
     PRESETS,
     DPOConfig,
+    GRPOConfig,
     ModelConfig,
     PipelineConfig,
     PPOConfig,
@@ -80,7 +81,17 @@ BROKEN = [
     (SFTConfig, {"scratch_optimizer": "lion"}, ["SFTConfig.scratch_optimizer='lion'", "adamw, muon"]),
     (DPOConfig, {"nll_coef": -0.5}, ["DPOConfig.nll_coef=-0.5", "[0.0, 100.0]"]),
     (PPOConfig, {"train": TrainConfig(optimizer="muon")}, ["PPOConfig.train.optimizer='muon'", "use adamw"]),
+    (PPOConfig, {"clip_range": 0.0}, ["PPOConfig.clip_range=0.0"]),
+    (PPOConfig, {"rollout_batch_size": 32, "minibatch_size": 12}, ["PPOConfig.minibatch_size=12", "must be divisible"]),
+    (GRPOConfig, {"group_size": 1, "minibatch_size": 16}, ["GRPOConfig.group_size=1"]),
+    (GRPOConfig, {"passk_samples": 0}, ["GRPOConfig.passk_samples=0", "integer >= 1"]),
 ]
+
+
+@pytest.mark.parametrize("cls, kwargs", [(TrainConfig, {"min_lr_ratio": 1.0}), (TrainConfig, {"grad_clip": 0.0})])
+def test_the_ends_of_an_allowed_range_are_allowed(cls, kwargs):
+    """min_lr_ratio 1 is a constant learning rate after warm-up; grad_clip 0 turns clipping off."""
+    assert dataclasses.asdict(cls(**kwargs)).items() >= kwargs.items()
 
 
 @pytest.mark.parametrize("cls, kwargs, words", BROKEN,
@@ -174,10 +185,15 @@ def test_overrides_parse_each_type_and_leave_the_original_alone():
     assert base == preset("micro")
 
 
-@pytest.mark.parametrize("text, value", [("true", True), ("1", True), ("yes", True), ("on", True),
-                                         ("False", False), ("0", False), ("no", False), ("off", False)])
+@pytest.mark.parametrize("text, value", [("true", True), ("1", True), ("yes", True), ("on", True), ("TRUE", True),
+                                         ("Yes", True), ("False", False), ("0", False), ("no", False),
+                                         ("off", False)])
 def test_boolean_overrides(text, value):
     assert apply_overrides(TrainConfig(), [f"compile={text}"]).compile is value
+
+
+def test_only_the_first_equals_sign_separates_the_path_from_the_value():
+    assert apply_overrides(PipelineConfig(), ["sft.single_family=a=b"]).sft.single_family == "a=b"
 
 
 def test_the_order_of_overrides_does_not_matter():
@@ -198,6 +214,8 @@ def test_the_order_of_overrides_does_not_matter():
     ("clm.train.compile=maybe", r"expected true or false"),
     ("clm.model=3", r"'model' is a group of settings; name one of its fields \(vocab_size, "),
     ("clm.train.lr.peak=1", r"'lr' is a single value, not a group; use --set clm.train.lr=VALUE"),
+    ("clm.train.lr.a.b=1", r"'lr' is a single value, not a group; use --set clm.train.lr=VALUE"),
+    ("clm.model.n_layer=2.5", r"expected an integer"),
     ("clm.train.max_steps", r"expected the form path=value"),
     ("sft.train.lr=0", r"^sft.train: TrainConfig.lr=0.0 is invalid: expected a number in \(0.0, 10.0\]$"),
     ("clm.model.n_head=3", r"^clm.model: ModelConfig.n_head=3 is invalid"),
