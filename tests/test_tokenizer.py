@@ -312,6 +312,7 @@ def corrupt(tok: BPETokenizer, tmp_path, **changes) -> object:
         ({"merges": [[300, 5]]}, "unknown id"),
         ({"merges": [[1, 2], [1, 2]]}, "repeat"),
         ({"merges": [[1, 2, 3]]}, r"\[int, int\]"),
+        ({"merges": [[True, 2]]}, r"\[int, int\]"),  # a bool is an int to Python, not a token id
         ({"merges": "abc"}, r"\[int, int\]"),
         ({"special_tokens": {"<pad>": 0}}, "special_tokens .* do not match"),
         ({"pattern": "(a)"}, "capturing groups"),

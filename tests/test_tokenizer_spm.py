@@ -79,6 +79,7 @@ def test_save_load_round_trip(tok: SentencePieceTokenizer, tmp_path) -> None:
     assert data["model_type"] == tok.model_type
     loaded = load_tokenizer(path)
     assert isinstance(loaded, SentencePieceTokenizer)
+    assert loaded.model_type == tok.model_type and loaded.to_dict() == tok.to_dict()
     text = " ".join(CORPUS[:4]) + "\u2581"
     assert loaded.encode(text) == tok.encode(text)
     assert loaded.special_tokens == tok.special_tokens
@@ -104,6 +105,16 @@ def test_corrupt_file(tok: SentencePieceTokenizer, tmp_path, changes: dict, mess
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
     with pytest.raises(TokenizerError, match=message):
+        load_tokenizer(path)
+
+
+def test_one_character_outside_the_base64_alphabet_is_refused(tok: SentencePieceTokenizer, tmp_path) -> None:
+    data = tok.to_dict()
+    proto = data["model_proto_base64"]
+    data["model_proto_base64"] = proto[:8] + "!" + proto[8:]  # padding still fine: only the alphabet is wrong
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(TokenizerError, match="not base64"):
         load_tokenizer(path)
 
 
