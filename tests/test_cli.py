@@ -53,6 +53,11 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 # Help and the README.
 
 
+def test_a_count_of_zero_is_refused_before_anything_loads(capsys):
+    code, _, err = run(["generate", "--ckpt", "nowhere", "hi", "--top-k", "0"], capsys)
+    assert code == 2 and "'0' is not an integer >= 1" in err
+
+
 def test_top_level_help_lists_every_command(capsys):
     code, out, _ = run(["--help"], capsys)
     assert code == 0

@@ -22,7 +22,17 @@ from minillm.cli import main
 from minillm.config import apply_overrides, preset
 from minillm.datasets import generate_instruction_suite
 from minillm.errors import DataError
-from minillm.pipeline import STEP_NAMES, Journey, quote, run_pipeline, run_step, table_row
+from minillm.pipeline import (
+    GRPO_POLICIES,
+    REPORT_KEYS,
+    STEP_NAMES,
+    Journey,
+    build_report,
+    quote,
+    run_pipeline,
+    run_step,
+    table_row,
+)
 from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
 
@@ -145,6 +155,16 @@ def without_times(report: dict) -> dict:
 
     return {**report, "seconds": None, "wall_seconds": None, "jobs": None,
             "stages": {name: untimed(stage) for name, stage in report["stages"].items()}}
+
+
+def test_a_stage_reports_its_wall_time_and_its_training_time_apart():
+    results = {name: {"seconds": 1.0, "wall_seconds": 3.0} for name in REPORT_KEYS}
+    results["mlm"]["fill_mask_top5"] = []
+    results["rl_table"] = {"seconds": 1.0, "wall_seconds": 2.0, "rows": {}, "n_prompts": 0, "best_of_n": {},
+                           "pass_at_k": {"SFT": {}, **{name: {} for name in GRPO_POLICIES}}}
+    report = build_report(preset("micro"), "cpu", results)
+    assert report["stages"]["clm"]["seconds"] == 3.0 and report["stages"]["clm"]["train_seconds"] == 1.0
+    assert report["seconds"] == 3.0 * len(REPORT_KEYS) + 2.0  # the journey: every stage's wall time
 
 
 def test_quote_keeps_every_line_of_a_sample_inside_the_quote():
@@ -272,6 +292,27 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
         in capsys.readouterr().out
     assert run_all(*changes, corpus=None, instructions=None) == STEP_NAMES
     assert run_all(*changes, corpus=None) == STEP_NAMES[STEP_NAMES.index("sft"):]
+
+    # With a corpus file, the size of a generated corpus is no setting; the share held out is one.
+    assert run_all(*changes) == STEP_NAMES
+    assert run_all(*changes, "corpus_mb=0.5") == []
+    changes = (*changes, "val_fraction=0.2")
+    assert run_all(*changes) == STEP_NAMES
+
+    # An inputs.json that reads as JSON but lacks a field is as unreadable as a damaged one.
+    inputs = tmp_path / "run" / "07_dpo" / "inputs.json"
+    saved = json.loads(inputs.read_text())
+    del saved["made_from"]
+    inputs.write_text(json.dumps(saved))
+    assert run_all(*changes) == ["dpo", "rl_table"]
+
+    # --reuse copies finished steps only: an interrupted one (no result.json) runs again.
+    (tmp_path / "run" / "07_dpo" / "result.json").unlink()
+    ran.clear()
+    reusing = Journey(apply_overrides(preset("micro"), list(changes)), tmp_path / "new", str(corpus),
+                      str(instructions), reuse_from=tmp_path / "run")
+    copied = {name: "copied_from" in run_step(reusing, name) for name in STEP_NAMES}
+    assert ran == ["dpo", "rl_table"] and copied["ppo"] and not copied["dpo"]
 
 
 def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):

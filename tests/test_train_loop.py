@@ -252,6 +252,19 @@ def test_plot_panels_gives_each_scale_its_own_axis_and_whole_steps(tmp_path, mon
     assert all(float(t).is_integer() for t in ticks)  # no step 1.5
     plot_metrics([{"step": s, "loss": 10.0 / s} for s in range(1, 20)], tmp_path / "loss.png", ["loss"], log_y=True)
     assert figures[-1].axes[0].get_yscale() == "log"
+    # a value <= 0 has no place on a log axis: the scale stays linear rather than drop the point
+    plot_metrics([{"step": s, "reward": v} for s, v in ((1, -0.5), (2, 0.0), (3, 1.0))], tmp_path / "r.png",
+                 ["reward"], log_y=True)
+    assert figures[-1].axes[0].get_yscale() == "linear"
+
+
+def test_a_value_that_is_not_finite_is_no_point_of_the_curve(tmp_path, monkeypatch):
+    figures = _drawn_figure(monkeypatch)
+    rows = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": float("nan")}, {"step": 3, "loss": float("inf")},
+            {"step": 4, "loss": 2.0}]
+    plot_metrics(rows, tmp_path / "loss.png", ["loss"])
+    [line] = figures[-1].axes[0].lines
+    assert list(line.get_xdata()) == [1, 4] and list(line.get_ydata()) == [3.0, 2.0]
 
 
 def test_korean_text_uses_an_installed_cjk_font(monkeypatch):
