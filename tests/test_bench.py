@@ -71,7 +71,9 @@ def test_interleaved_journeys_of_the_same_code_give_the_same_figures(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "step by step in turns" in out and "stages the reference does not have" not in out
-    assert "those stages" in out.split("wall time")[1]  # the reference's own journey, summed
+    # the bench's own "wall time:" line (git prints the reference's commit subject before it, which may
+    # hold the same words), then the reference's own journey, summed
+    assert "those stages" in out.split("\nwall time: ")[1]
     runs = [Path(line.split("->")[1].strip()) for line in out.splitlines() if "running ->" in line]
     assert len(runs) == 20  # 10 steps, each in both journeys, one step at a time:
     for first, second in zip(runs[::2], runs[1::2], strict=True):  # the same step, in one journey then the other
