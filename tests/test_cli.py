@@ -306,6 +306,9 @@ def test_ctrl_c_says_which_step_is_saved_and_how_to_go_on(monkeypatch, capsys, t
     assert err == (f"minillm: interrupted; last saved at step 40 ({tmp_path / 'my run' / 'ckpt.pt'}). Continue with: "
                    f"minillm pretrain clm --preset micro --out '{tmp_path / 'my run'}' --resume\n")
     assert not (tmp_path / "my run" / ".minillm.lock").exists()  # Ctrl-C lets go of the folder too
+    code, _, err = run([*argv, "--resume"], capsys)  # interrupted again: the same command goes on, once more
+    assert code == 130 and err.endswith(f"Continue with: minillm pretrain clm --preset micro --out "
+                                        f"'{tmp_path / 'my run'}' --resume\n")
 
     def interrupted_at_once(args) -> None:
         raise KeyboardInterrupt

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections import Counter
 
 import pytest
@@ -264,6 +265,15 @@ def test_vocab_size_larger_than_the_corpus_supplies() -> None:
     assert tok.vocab_size == 256 + 3 + len(SPECIAL_TOKENS) == 265
     assert tok.encode(" abc") == [258]
     assert tok.eos_id == 259 + SPECIAL_TOKENS.index("<eos>")
+
+
+def test_a_corpus_with_enough_merges_trains_without_a_warning() -> None:
+    # The same corpus asked for exactly its 3 merges, and for fewer: the vocabulary asked for, no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for merges in (3, 2):
+            assert train_tokenizer(["abc abc"], 256 + merges + len(SPECIAL_TOKENS), progress=False).vocab_size == (
+                256 + merges + len(SPECIAL_TOKENS))
 
 
 def test_unknown_kind_and_trainer() -> None:
