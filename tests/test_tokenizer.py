@@ -272,8 +272,8 @@ def test_a_corpus_with_enough_merges_trains_without_a_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for merges in (3, 2):
-            assert train_tokenizer(["abc abc"], 256 + merges + len(SPECIAL_TOKENS), progress=False).vocab_size == (
-                256 + merges + len(SPECIAL_TOKENS))
+            asked = 256 + merges + len(SPECIAL_TOKENS)
+            assert train_tokenizer(["abc abc"], asked, progress=False).vocab_size == asked
 
 
 def test_unknown_kind_and_trainer() -> None:
