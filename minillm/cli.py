@@ -128,10 +128,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_fill_mask(args: argparse.Namespace) -> None:
     from minillm.model.bert import Bert
     from minillm.stage1_pretrain.mlm import fill_mask, plot_fill_mask
-    from minillm.train import load_model
 
-    model, tok = load_model(args.ckpt, Bert)
-    _require_tokenizer(tok, args.ckpt)
+    model, tok = _load_trained(args, Bert)
     ranking = fill_mask(model, tok, args.text, top_k=args.top_k)
     for rank, (piece, prob) in enumerate(ranking, 1):
         print(f"{rank:2d}. {piece!r:20} {prob:.3f}")
@@ -155,10 +153,8 @@ def fill_mask_plot_path(ckpt: str, text: str) -> Path:
 def cmd_generate(args: argparse.Namespace) -> None:
     from minillm.model.gpt import GPT
     from minillm.stage1_pretrain.clm import generate_text
-    from minillm.train import load_model
 
-    model, tok = load_model(args.ckpt, GPT)
-    _require_tokenizer(tok, args.ckpt)
+    model, tok = _load_trained(args, GPT)
     print(generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens,
                         temperature=args.temperature, top_k=args.top_k, seed=args.seed))
 
@@ -169,10 +165,16 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(compare_runs(args.runs, args.out)["report"])
 
 
-def _require_tokenizer(tok, ckpt: str) -> None:
+def _load_trained(args: argparse.Namespace, model_cls: type):
+    """(model, tokenizer) of the run in --ckpt, on --device; a run without its tokenizer is refused."""
+    from minillm.train import load_model
+    from minillm.utils import resolve_device
+
+    model, tok = load_model(args.ckpt, model_cls, map_location=resolve_device(args.device))
     if tok is None:
-        raise CheckpointError(f"{ckpt} has no tokenizer.json beside its ckpt.pt; point --ckpt at the folder "
+        raise CheckpointError(f"{args.ckpt} has no tokenizer.json beside its ckpt.pt; point --ckpt at the folder "
                               "of a training run (it holds both)")
+    return model, tok
 
 
 def cmd_sft(args: argparse.Namespace) -> None:
@@ -198,19 +200,18 @@ def _instruction_records(cfg: PipelineConfig, path: str | None, skip_bad_lines: 
 def cmd_chat(args: argparse.Namespace) -> None:
     from minillm.model.gpt import GPT
     from minillm.stage2_sft.chat import chat_loop
-    from minillm.train import load_model
 
-    model, tok = load_model(args.ckpt, GPT)
-    _require_tokenizer(tok, args.ckpt)
+    model, tok = _load_trained(args, GPT)
     chat_loop(model, tok, sys.stdin, sys.stdout, max_new_tokens=args.max_new_tokens,
               temperature=args.temperature)
 
 
 def cmd_annotate(args: argparse.Namespace) -> None:
     from minillm.stage3_rlhf.annotate import annotate
+    from minillm.utils import resolve_device
 
     annotate(args.policy, args.prompts, args.out, k=args.k, max_new_tokens=args.max_new_tokens,
-             seed=args.seed)
+             seed=args.seed, device=resolve_device(args.device), stdin=sys.stdin, stdout=sys.stdout)
 
 
 def cmd_reward(args: argparse.Namespace) -> None:
@@ -296,10 +297,15 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="tiny", choices=PRESETS, help="micro (tests), tiny (CPU), small (GPU)")
     p.add_argument("--set", action="append", metavar="PATH=VALUE",
                    help="override any config value, e.g. --set clm.model.n_layer=6 (repeatable)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N | mps (default: the preset's)")
+    _add_device_arg(p, default=None, default_text="the preset's")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--detect-anomaly", action="store_true", help="autograd anomaly detection (slow)")
+
+
+def _add_device_arg(p: argparse.ArgumentParser, default: str | None = "cpu", default_text: str = "cpu") -> None:
+    """--device, for the training commands and for those that load a trained model."""
+    p.add_argument("--device", default=default, help=f"auto | cpu | cuda | cuda:N | mps (default: {default_text})")
 
 
 def _positive_int(text: str) -> int:
@@ -360,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", help='e.g. "A flash flood watch will be in effect all [MASK]."')
     p.add_argument("--top-k", type=_positive_int, default=10)
     p.add_argument("--plot", default=None, help="bar chart PNG (default: CKPT/fill_mask_<the text>_<hash>.png)")
+    _add_device_arg(p)
     p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("generate", help="sample a continuation with a trained GPT")
@@ -369,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=_positive_int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    _add_device_arg(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("compare", help="overlay several runs' curves; table their final metrics and config differences")
@@ -392,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True)
     p.add_argument("--max-new-tokens", type=_positive_int, default=48)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    _add_device_arg(p)
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("annotate", help="stage 3: rank a policy's answers yourself, in the terminal")
@@ -401,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_positive_int, default=4, help="answers per prompt")
     p.add_argument("--max-new-tokens", type=_positive_int, default=48)
     p.add_argument("--seed", type=int, default=0)
+    _add_device_arg(p)
     p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("reward", help="stage 3: rank sampled answers and train the reward model")

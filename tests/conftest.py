@@ -1,5 +1,7 @@
 """Shared test setup."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -28,3 +30,25 @@ def device(request) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         pytest.skip("--device mps, but MPS is not available")
     return torch.device(name)
+
+
+@pytest.fixture(scope="session")
+def untrained_runs(tmp_path_factory) -> Path:
+    """Run folders `gpt/` and `bert/` as training writes them (ckpt.pt and tokenizer.json), with
+    random weights: for the commands that load a trained model, the plumbing, not the quality."""
+    from minillm.config import ModelConfig, to_dict
+    from minillm.model import GPT, Bert
+    from minillm.tokenizer import train_tokenizer
+    from minillm.train import save_checkpoint
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("untrained_runs")
+    text = ("The river rises at night. A flash flood watch will be in effect all night.\n\n"
+            "The town of Vell sits on the river. Rain is expected all weekend in Vell.\n\n") * 20
+    tok = train_tokenizer([text], 300, progress=False)
+    for kind, cls, extra in (("gpt", GPT, {}), ("bert", Bert, {"norm": "post", "activation": "gelu"})):
+        config = ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=32, **extra)
+        save_checkpoint(root / kind / "ckpt.pt", {"model_kind": kind, "model_config": to_dict(config),
+                                                  "model": cls(config).state_dict()})
+        tok.save(root / kind / "tokenizer.json")
+    return root

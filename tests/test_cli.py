@@ -24,10 +24,9 @@ import torch
 
 from minillm import cli
 from minillm.cli import build_config, build_parser, main, with_runtime
-from minillm.config import ModelConfig, apply_overrides, preset, to_dict
+from minillm.config import apply_overrides, preset
 from minillm.errors import DataError
-from minillm.model import GPT, Bert
-from minillm.tokenizer import load_tokenizer, train_tokenizer
+from minillm.tokenizer import load_tokenizer
 from minillm.train import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,22 +194,9 @@ def test_later_flags_win_over_set_for_the_runtime_fields():
 # The model commands, on hand-built run folders (random weights: the plumbing, not the quality).
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    root = tmp_path_factory.mktemp("runs")
-    tok = train_tokenizer([TEXT], 300, progress=False)
-    for kind, cls, extra in (("gpt", GPT, {}), ("bert", Bert, {"norm": "post", "activation": "gelu"})):
-        config = ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=32, **extra)
-        save_checkpoint(root / kind / "ckpt.pt", {"model_kind": kind, "model_config": to_dict(config),
-                                                  "model": cls(config).state_dict()})
-        tok.save(root / kind / "tokenizer.json")
-    return root
-
-
-def test_fill_mask_prints_a_ranking_and_draws_it(runs, tmp_path, capsys):
+def test_fill_mask_prints_a_ranking_and_draws_it(untrained_runs, tmp_path, capsys):
     plot = tmp_path / "ranking.png"
-    code, out, err = run(["fill-mask", "--ckpt", str(runs / "bert"), "Rain all [MASK].", "--top-k", "5",
+    code, out, err = run(["fill-mask", "--ckpt", str(untrained_runs / "bert"), "Rain all [MASK].", "--top-k", "5",
                           "--plot", str(plot)], capsys)
     assert code == 0, err
     rows = re.findall(r"^\s*(\d+)\. (.+?)\s+([\d.]+)$", out, re.MULTILINE)
@@ -220,37 +206,38 @@ def test_fill_mask_prints_a_ranking_and_draws_it(runs, tmp_path, capsys):
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
-def test_fill_mask_without_plot_leaves_the_runs_own_chart_alone(runs, capsys):
-    own = runs / "bert" / "fill_mask.png"
+def test_fill_mask_without_plot_leaves_the_runs_own_chart_alone(untrained_runs, capsys):
+    bert = untrained_runs / "bert"
+    own = bert / "fill_mask.png"
     own.write_bytes(b"the chart report.md shows")
-    code, out, err = run(["fill-mask", "--ckpt", str(runs / "bert"), "Rain all [MASK].", "--top-k", "3"], capsys)
+    code, out, err = run(["fill-mask", "--ckpt", str(bert), "Rain all [MASK].", "--top-k", "3"], capsys)
     assert code == 0, err
     assert own.read_bytes() == b"the chart report.md shows"
-    chart = cli.fill_mask_plot_path(str(runs / "bert"), "Rain all [MASK].")
+    chart = cli.fill_mask_plot_path(str(bert), "Rain all [MASK].")
     assert chart.name.startswith("fill_mask_rain_all_mask_") and chart.read_bytes().startswith(b"\x89PNG")
     assert f"bar chart: {chart}" in out
-    assert cli.fill_mask_plot_path(str(runs / "bert"), "Rain all [MASK]!") != chart  # one chart per sentence
-    assert cli.fill_mask_plot_path(str(runs / "bert" / "ckpt.pt"), "x [MASK]").parent == runs / "bert"
+    assert cli.fill_mask_plot_path(str(bert), "Rain all [MASK]!") != chart  # one chart per sentence
+    assert cli.fill_mask_plot_path(str(bert / "ckpt.pt"), "x [MASK]").parent == bert
 
 
-def test_generate_continues_the_prompt_and_is_repeatable(runs, capsys):
-    argv = ["generate", "--ckpt", str(runs / "gpt"), "The river", "--max-new-tokens", "5", "--seed", "3"]
+def test_generate_continues_the_prompt_and_is_repeatable(untrained_runs, capsys):
+    argv = ["generate", "--ckpt", str(untrained_runs / "gpt"), "The river", "--max-new-tokens", "5", "--seed", "3"]
     first = run(argv, capsys)
     assert first[0] == 0, first[2]
     assert first[1].startswith("The river")
     assert run(argv, capsys)[1] == first[1]
 
 
-def test_chat_answers_each_line_until_end_of_input(runs, capsys, monkeypatch):
+def test_chat_answers_each_line_until_end_of_input(untrained_runs, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n\nhow is the river?\n"))
-    code, out, err = run(["chat", "--ckpt", str(runs / "gpt"), "--max-new-tokens", "3"], capsys)
+    code, out, err = run(["chat", "--ckpt", str(untrained_runs / "gpt"), "--max-new-tokens", "3"], capsys)
     assert code == 0, err
     assert out.count("bot> ") == 2  # the blank line is not a turn
 
 
-def test_chat_commands_are_listed_and_never_sent_to_the_model(runs, capsys, monkeypatch):
+def test_chat_commands_are_listed_and_never_sent_to_the_model(untrained_runs, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n/help\n/reset\nhello\n/nonsense\n/quit\n"))
-    code, out, err = run(["chat", "--ckpt", str(runs / "gpt"), "--max-new-tokens", "3", "--temperature", "1"],
+    code, out, err = run(["chat", "--ckpt", str(untrained_runs / "gpt"), "--max-new-tokens", "3", "--temperature", "1"],
                          capsys)
     assert code == 0, err
     assert out.count("bot> ") == 2  # only the two "hello" lines were prompts
@@ -258,6 +245,44 @@ def test_chat_commands_are_listed_and_never_sent_to_the_model(runs, capsys, monk
     assert "unknown command /nonsense" in out and "sampling starts over" in out
     first, second = re.findall(r"bot> (.*)", out)
     assert first == second  # /reset: the same seed again, the same sampled answer
+
+
+def _model_command(name: str, runs: Path, tmp_path: Path) -> list[str]:
+    """A short call of each command that loads a trained model, on the run folders in `runs`."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("how is the river?\n")
+    return {"fill-mask": ["fill-mask", "--ckpt", str(runs / "bert"), "Rain all [MASK].",
+                          "--plot", str(tmp_path / "p.png")],
+            "generate": ["generate", "--ckpt", str(runs / "gpt"), "The river", "--max-new-tokens", "2"],
+            "chat": ["chat", "--ckpt", str(runs / "gpt"), "--max-new-tokens", "2"],
+            "annotate": ["annotate", "--policy", str(runs / "gpt"), "--prompts", str(prompts),
+                         "--out", str(tmp_path / "prefs.jsonl"), "--k", "2", "--max-new-tokens", "2"]}[name]
+
+
+@pytest.mark.parametrize("name", ("fill-mask", "generate", "chat", "annotate"))
+def test_the_model_commands_load_the_model_onto_the_device_named(name, untrained_runs, tmp_path, capsys, monkeypatch):
+    """--device goes through resolve_device to the checkpoint's map_location (a spy stands in for a GPU:
+    it hands back cpu:0, a device no default could give, and loads onto the plain cpu)."""
+    import minillm.train.checkpoint as checkpoint
+    import minillm.utils as utils
+
+    asked, loaded_to = [], []
+    real_load = checkpoint.load_checkpoint
+    monkeypatch.setattr(utils, "resolve_device", lambda name: asked.append(name) or torch.device("cpu:0"))
+    monkeypatch.setattr(checkpoint, "load_checkpoint",
+                        lambda path, map_location="cpu": loaded_to.append(map_location) or real_load(path, "cpu"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("q\n"))
+    code, _, err = run([*_model_command(name, untrained_runs, tmp_path), "--device", "auto"], capsys)
+    assert code == 0, err
+    assert asked == ["auto"] and loaded_to == [torch.device("cpu:0")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without CUDA")
+@pytest.mark.parametrize("name", ("fill-mask", "generate", "chat", "annotate"))
+def test_the_model_commands_refuse_a_missing_device_in_one_line(name, untrained_runs, tmp_path, capsys):
+    code, out, err = run([*_model_command(name, untrained_runs, tmp_path), "--device", "cuda"], capsys)
+    assert (code, out) == (2, "")
+    assert err == "minillm: error: device='cuda': CUDA is not available here; use --device cpu or auto\n"
 
 
 # --------------------------------------------------------------------------------------------------

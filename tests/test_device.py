@@ -5,10 +5,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
 from torch import nn
 
+from minillm.cli import main
 from minillm.config import ModelConfig, TrainConfig, apply_overrides, preset, replace_train_configs
 from minillm.model import GPT, Bert
 from minillm.pipeline import run_pipeline
@@ -18,6 +22,22 @@ from minillm.train import train
 
 def micro_config(**changes) -> ModelConfig:
     return ModelConfig(**{"vocab_size": 64, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32, **changes})
+
+
+@contextmanager
+def devices_of_the_weights_that_run() -> Iterator[set[str]]:
+    """A set that fills, inside the `with`, with the device type of every module's weights as the
+    module runs its forward pass (a global forward pre-hook; removed on the way out)."""
+    seen: set[str] = set()
+
+    def note_weights_device(module: nn.Module, args: tuple) -> None:
+        seen.update(p.device.type for p in module.parameters(recurse=False))
+
+    hook = nn.modules.module.register_module_forward_pre_hook(note_weights_device)
+    try:
+        yield seen
+    finally:
+        hook.remove()
 
 
 def test_gpt_forward_backward_on_the_device_equals_the_cpu(device):
@@ -74,16 +94,18 @@ def test_every_stage_of_the_micro_journey_runs_its_models_on_the_device(device, 
     it on the CPU would crash on a GPU's batches, or run its part of the journey slowly on the CPU."""
     if device.type == "cpu":
         pytest.skip("on the CPU every model is there anyway; tests/test_pipeline.py runs the micro journey")
-    seen: set[str] = set()
-
-    def note_weights_device(module: nn.Module, args: tuple) -> None:
-        seen.update(p.device.type for p in module.parameters(recurse=False))
-
     cfg = replace_train_configs(apply_overrides(preset("micro"), [f"device={device.type}"]), device=device.type)
-    hook = nn.modules.module.register_module_forward_pre_hook(note_weights_device)
-    try:
+    with devices_of_the_weights_that_run() as seen:
         report = run_pipeline(cfg, tmp_path / "run")
-    finally:
-        hook.remove()
     assert report["device"] == device.type and set(report["stages"]) >= {"mlm", "clm", "sft", "ppo", "dpo", "grpo"}
+    assert seen == {device.type}
+
+
+@pytest.mark.parametrize("argv", (["fill-mask", "--ckpt", "RUNS/bert", "Rain all [MASK].", "--plot", "TMP/p.png"],
+                                  ["generate", "--ckpt", "RUNS/gpt", "The river", "--max-new-tokens", "4"]))
+def test_the_model_commands_run_the_model_on_the_device(argv, device, untrained_runs, tmp_path):
+    """`minillm fill-mask/generate --device D`: the trained model runs there, not on the CPU."""
+    argv = [arg.replace("RUNS", str(untrained_runs)).replace("TMP", str(tmp_path)) for arg in argv]
+    with devices_of_the_weights_that_run() as seen:
+        assert main([*argv, "--device", str(device)]) == 0
     assert seen == {device.type}

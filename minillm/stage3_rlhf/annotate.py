@@ -133,10 +133,11 @@ def prompt_seed(seed: int, prompt: str) -> int:
 def annotate(
     policy_dir: str | os.PathLike, prompts_path: str | os.PathLike, out_path: str | os.PathLike, *,
     k: int = 4, temperature: float = 1.0, max_new_tokens: int = 48, seed: int = 0,
-    stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout,
+    device: str | torch.device = "cpu", stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout,
 ) -> dict[str, int]:
-    """`minillm annotate`: sample K different answers per prompt from the policy and let a person rank them."""
-    policy, tokenizer = load_model(policy_dir, GPT)
+    """`minillm annotate`: sample K different answers per prompt from the policy (run on `device`) and let
+    a person rank them."""
+    policy, tokenizer = load_model(policy_dir, GPT, map_location=device)
 
     def answers_for(record: dict) -> list[str]:
         generator = torch.Generator().manual_seed(prompt_seed(seed, record["prompt"]))
