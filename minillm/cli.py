@@ -211,7 +211,7 @@ def cmd_annotate(args: argparse.Namespace) -> None:
     from minillm.utils import resolve_device
 
     annotate(args.policy, args.prompts, args.out, k=args.k, max_new_tokens=args.max_new_tokens,
-             seed=args.seed, device=resolve_device(args.device), stdin=sys.stdin, stdout=sys.stdout)
+             seed=args.seed, device=resolve_device(args.device))
 
 
 def cmd_reward(args: argparse.Namespace) -> None:

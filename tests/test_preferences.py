@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 
 import pytest
 
@@ -85,6 +86,13 @@ def scripted(records, out_path, typed):
     summary = annotate_loop(records, lambda r: [f"{r['prompt']} answer {i}" for i in range(4)], out_path,
                             stdin, stdout)
     return summary, stdout.getvalue()
+
+
+def test_annotate_loop_reads_the_stdin_of_the_moment_it_is_called(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("2 1 4 3\nq\n"))  # after annotate.py was imported
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    summary = annotate_loop([{"prompt": "p"}], lambda r: [f"answer {i}" for i in range(4)], tmp_path / "h.jsonl")
+    assert summary["ranked"] == 1 and "=== prompt 1/1" in sys.stdout.getvalue()
 
 
 def test_annotate_loop_reasks_appends_and_resumes(tmp_path):

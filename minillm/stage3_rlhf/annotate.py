@@ -61,15 +61,18 @@ def show_question(out: IO[str], number: int, total: int, prompt: str, answers: S
 
 def annotate_loop(
     records: Sequence[dict], answers_for: Callable[[dict], list[str]], out_path: str | os.PathLike,
-    stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout,
+    stdin: IO[str] | None = None, stdout: IO[str] | None = None,
 ) -> dict[str, int]:
     """Ask for a ranking of `answers_for(record)` for each record not yet ranked in `out_path`.
 
     Prompts with fewer than 2 different answers are skipped (nothing to compare). The counter runs
     over all `records`, so a restart goes on from where the last session stopped. Returns
     {"ranked": new rankings written, "skipped_done": prompts already in the file, "remaining":
-    prompts left when the person stopped, "saved": rankings in the file now}.
+    prompts left when the person stopped, "saved": rankings in the file now}. The streams default to
+    the terminal's, looked up at the call (a default of `sys.stdin` would be the one at import time).
     """
+    stdin = sys.stdin if stdin is None else stdin
+    stdout = sys.stdout if stdout is None else stdout
     out_path = Path(out_path)
     has_lines = out_path.is_file() and out_path.read_text(encoding="utf-8").strip() != ""
     saved = read_preferences(out_path) if has_lines else []
@@ -133,7 +136,7 @@ def prompt_seed(seed: int, prompt: str) -> int:
 def annotate(
     policy_dir: str | os.PathLike, prompts_path: str | os.PathLike, out_path: str | os.PathLike, *,
     k: int = 4, temperature: float = 1.0, max_new_tokens: int = 48, seed: int = 0,
-    device: str | torch.device = "cpu", stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout,
+    device: str | torch.device = "cpu", stdin: IO[str] | None = None, stdout: IO[str] | None = None,
 ) -> dict[str, int]:
     """`minillm annotate`: sample K different answers per prompt from the policy (run on `device`) and let
     a person rank them."""
