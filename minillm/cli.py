@@ -319,6 +319,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _temperature(text: str) -> float:
+    """An argparse type: a sampling temperature, a number >= 0 (0 = greedy)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a temperature: a number >= 0 (0 = greedy)")
+    return value
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="instruction JSONL (default: the generated suite)")
     p.add_argument("--skip-bad-lines", action="store_true", help="report and skip malformed JSONL lines")
@@ -372,10 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="sample a continuation with a trained GPT")
     p.add_argument("--ckpt", required=True, help="a CLM, SFT or PPO run folder")
     p.add_argument("prompt")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=60)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=_positive_int, default=50)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=60, help="stop after this many tokens at most "
+                   "(sooner at <eos>, the end of a document)")
+    p.add_argument("--temperature", type=_temperature, default=0.8, help="0 = greedy; higher = more varied")
+    p.add_argument("--top-k", type=_positive_int, default=50, help="sample from the k likeliest tokens only")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
     _add_device_arg(p)
     p.set_defaults(func=cmd_generate)
 
@@ -399,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help="talk to an instruction-tuned GPT in the terminal")
     p.add_argument("--ckpt", required=True)
     p.add_argument("--max-new-tokens", type=_positive_int, default=48)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy")
     _add_device_arg(p)
     p.set_defaults(func=cmd_chat)
 

@@ -52,9 +52,15 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 # Help and the README.
 
 
-def test_a_count_of_zero_is_refused_before_anything_loads(capsys):
-    code, _, err = run(["generate", "--ckpt", "nowhere", "hi", "--top-k", "0"], capsys)
-    assert code == 2 and "'0' is not an integer >= 1" in err
+@pytest.mark.parametrize("argv, complaint", [
+    (["generate", "--ckpt", "nowhere", "hi", "--top-k", "0"], "'0' is not an integer >= 1"),
+    (["generate", "--ckpt", "nowhere", "hi", "--temperature", "-0.5"], "'-0.5' is not a temperature"),
+    (["chat", "--ckpt", "nowhere", "--temperature", "nan"], "'nan' is not a temperature"),
+    (["chat", "--ckpt", "nowhere", "--temperature", "warm"], "'warm' is not a temperature"),
+])
+def test_a_bad_count_or_temperature_is_refused_before_anything_loads(argv, complaint, capsys):
+    code, _, err = run(argv, capsys)
+    assert code == 2 and complaint in err
 
 
 def test_top_level_help_lists_every_command(capsys):
