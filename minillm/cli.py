@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from minillm.config import PRESETS, PipelineConfig, apply_overrides, preset, replace_train_configs
 from minillm.errors import CheckpointError, MinillmError
@@ -156,7 +156,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     model, tok = _load_trained(args, GPT)
     print(generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens,
-                        temperature=args.temperature, top_k=args.top_k, seed=args.seed))
+                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -308,26 +308,23 @@ def _add_device_arg(p: argparse.ArgumentParser, default: str | None = "cpu", def
     p.add_argument("--device", default=default, help=f"auto | cpu | cuda | cuda:N | mps (default: {default_text})")
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (argparse turns the error into a one-line usage error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
-    return value
+def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse type: `convert(text)`, refused unless `accept` takes it; argparse turns the refusal
+    ("'0' is not an integer >= 1") into a one-line usage error, before anything loads."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):  # nan fails every comparison, so it is refused too
+            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}")
+        return value
+    return parse
 
 
-def _temperature(text: str) -> float:
-    """An argparse type: a sampling temperature, a number >= 0 (0 = greedy)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text!r} is not a temperature: a number >= 0 (0 = greedy)")
-    return value
+_positive_int = _checked(int, lambda n: n >= 1, "an integer >= 1")
+_temperature = _checked(float, lambda t: t >= 0, "a temperature: a number >= 0 (0 = greedy)")
+_probability = _checked(float, lambda p: 0 < p <= 1, "a probability in (0, 1]")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -387,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(sooner at <eos>, the end of a document)")
     p.add_argument("--temperature", type=_temperature, default=0.8, help="0 = greedy; higher = more varied")
     p.add_argument("--top-k", type=_positive_int, default=50, help="sample from the k likeliest tokens only")
+    p.add_argument("--top-p", type=_probability, default=None,
+                   help="sample from the fewest likeliest tokens whose probabilities add up to p (default: off)")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
     _add_device_arg(p)
     p.set_defaults(func=cmd_generate)

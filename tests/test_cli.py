@@ -57,6 +57,8 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
     (["generate", "--ckpt", "nowhere", "hi", "--temperature", "-0.5"], "'-0.5' is not a temperature"),
     (["chat", "--ckpt", "nowhere", "--temperature", "nan"], "'nan' is not a temperature"),
     (["chat", "--ckpt", "nowhere", "--temperature", "warm"], "'warm' is not a temperature"),
+    (["generate", "--ckpt", "nowhere", "hi", "--top-p", "0"], "'0' is not a probability in (0, 1]"),
+    (["generate", "--ckpt", "nowhere", "hi", "--top-p", "1.5"], "'1.5' is not a probability in (0, 1]"),
 ])
 def test_a_bad_count_or_temperature_is_refused_before_anything_loads(argv, complaint, capsys):
     code, _, err = run(argv, capsys)
@@ -232,6 +234,16 @@ def test_generate_continues_the_prompt_and_is_repeatable(untrained_runs, capsys)
     assert first[0] == 0, first[2]
     assert first[1].startswith("The river")
     assert run(argv, capsys)[1] == first[1]
+
+
+def test_generate_with_a_tiny_top_p_is_greedy(untrained_runs, capsys):
+    """A nucleus of probability 1e-9 holds the likeliest token alone: sampling from it is the argmax."""
+    argv = ["generate", "--ckpt", str(untrained_runs / "gpt"), "The river", "--max-new-tokens", "8"]
+    greedy = run([*argv, "--temperature", "0"], capsys)
+    nucleus = run([*argv, "--top-p", "1e-9", "--temperature", "1.5", "--seed", "4"], capsys)
+    sampled = run([*argv, "--temperature", "1.5", "--seed", "4"], capsys)
+    assert greedy[0] == nucleus[0] == sampled[0] == 0
+    assert nucleus[1] == greedy[1] != sampled[1]
 
 
 def test_chat_answers_each_line_until_end_of_input(untrained_runs, capsys, monkeypatch):

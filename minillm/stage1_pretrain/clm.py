@@ -85,7 +85,7 @@ def unigram_perplexity(train_stream: torch.Tensor, val_stream: torch.Tensor, voc
 
 
 def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 60, temperature: float = 0.8,
-                  top_k: int | None = 40, seed: int = 0) -> str:
+                  top_k: int | None = 40, seed: int = 0, top_p: float | None = None) -> str:
     """Continue `prompt` (a document start, after `<bos>`) and return prompt + continuation.
 
     Sampling stops at `<eos>`, the end of a document. The same seed gives the same text, on any
@@ -96,7 +96,7 @@ def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 60, 
     max_new_tokens = min(max_new_tokens, model.config.block_size - ids.shape[1])
     was_training = model.training
     model.eval()
-    out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k,
+    out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          eos_id=tokenizer.eos_id, generator=torch.Generator().manual_seed(seed))
     model.train(was_training)
     new_ids = out.new_ids[0][out.response_mask[0]].tolist()
