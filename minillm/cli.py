@@ -165,7 +165,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(compare_runs(args.runs, args.out)["report"])
 
 
-def _load_trained(args: argparse.Namespace, model_cls: type):
+def _load_trained(args: argparse.Namespace, model_cls: type) -> tuple[Any, Any]:
     """(model, tokenizer) of the run in --ckpt, on --device; a run without its tokenizer is refused."""
     from minillm.train import load_model
     from minillm.utils import resolve_device
