@@ -203,7 +203,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
     model, tok = _load_trained(args, GPT)
     chat_loop(model, tok, sys.stdin, sys.stdout, max_new_tokens=args.max_new_tokens,
-              temperature=args.temperature)
+              temperature=args.temperature, top_k=args.top_k, seed=args.seed)
 
 
 def cmd_annotate(args: argparse.Namespace) -> None:
@@ -411,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True)
     p.add_argument("--max-new-tokens", type=_positive_int, default=48)
     p.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=_positive_int, default=None,
+                   help="when sampling, from the k likeliest tokens only (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="when sampling: the same seed gives the same answers")
     _add_device_arg(p)
     p.set_defaults(func=cmd_chat)
 
