@@ -354,7 +354,7 @@ CLI_TABLE = [
     Bad("prompt longer than the context", ("generate", "--ckpt", "{ws}/gpt", "word " * 40), ModelInputError,
         ("longer than the context block_size=16", "truncate")),
     Bad("negative temperature", ("generate", "--ckpt", "{ws}/gpt", "hi", "--temperature", "-1"),
-        ModelInputError, ("temperature=-1.0", ">= 0")),
+        SystemExit, ("--temperature", "'-1' is not a temperature", ">= 0")),
     Bad("--device cuda without CUDA", (*NEW_RUN, "--device", "cuda"), ConfigError,
         ("'cuda'", "CUDA is not available", "--device cpu")),
 ]

@@ -430,6 +430,8 @@ def test_bad_generate_arguments():
         model.generate(ids, 44)
     with pytest.raises(ModelInputError, match="top_p"):
         model.generate(ids, 3, top_p=1.5)
+    with pytest.raises(ModelInputError, match=r"temperature=-1.0 must be >= 0"):
+        model.generate(ids, 3, temperature=-1.0)
     with pytest.raises(ModelInputError, match="eos_id"):
         model.generate(ids, 3, eos_id=V)
     with pytest.raises(ModelInputError, match="block_size"):  # the cache counts the past tokens too
