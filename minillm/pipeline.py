@@ -446,7 +446,7 @@ REPORT_KEYS = {
     "tokenizer": ("vocab_size", "tokens_per_byte"),
     "mlm": ("val_masked_accuracy", "unigram_masked_accuracy", "fill_mask_top5"),
     "clm": ("val_perplexity", "unigram_perplexity"),
-    "sft": ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match"),
+    "sft": ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match", "questions"),
     "reward_model": ("pairwise_accuracy", "annotator_agreement"),
     "ppo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_ceiling", "win_rate_by_family", "gold_sft",
             "gold_after", "kl", "style_flaws_sft", "style_flaws_after", "wrong_sft", "wrong_after"),
@@ -503,6 +503,16 @@ def _fmt(x: Any) -> str:
 def _win(stage: dict) -> str:
     """A win rate with its standard error: "0.650 ± 0.034"."""
     return f"{_fmt(stage['win_rate_vs_sft'])} ± {_fmt(stage.get('win_rate_stderr', float('nan')))}"
+
+
+def exact_match_noise(sft: dict) -> list[str]:
+    """How many questions each split's exact match stands on, and so how far chance alone moves it:
+    p right out of n has a standard error of sqrt(p (1 - p) / n), like the win rates' ± below."""
+    if "questions" not in sft:  # a run made before the report counted them
+        return []
+    cells = [f"{split} {n} (± {_fmt(math.sqrt(sft['exact_match'][split] * (1 - sft['exact_match'][split]) / n))})"
+             for split, n in sft["questions"].items()]
+    return ["Questions per split, and one standard error of SFT's exact match on them: " + ", ".join(cells) + "."]
 
 
 def _family_table(s: dict) -> list[str]:
@@ -587,6 +597,7 @@ def render_markdown(report: dict, j: Journey) -> str:
         "",
         "## 2. Instruction tuning (SFT)",
         "Exact match of greedy answers on test prompts; held-out phrasings and families were never trained on.",
+        *exact_match_noise(s["sft"]),
         "",
         "| model | " + " | ".join(s["sft"]["exact_match"]) + " |",
         "| --- |" + " --- |" * len(s["sft"]["exact_match"]),

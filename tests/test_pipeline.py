@@ -28,6 +28,7 @@ from minillm.pipeline import (
     STEP_NAMES,
     Journey,
     build_report,
+    exact_match_noise,
     quote,
     run_pipeline,
     run_step,
@@ -85,6 +86,8 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
     for key in ("exact_match", "base_exact_match", "scratch_exact_match"):
         assert set(stages["sft"][key]) >= set(SFT_SPLITS)
         assert all(0.0 <= stages["sft"][key][s] <= 1.0 for s in SFT_SPLITS)
+    assert set(stages["sft"]["questions"]) == set(stages["sft"]["exact_match"])  # what each split stands on
+    assert all(isinstance(n, int) and n > 0 for n in stages["sft"]["questions"].values())
     for rate in (stages["reward_model"]["pairwise_accuracy"], stages["ppo"]["win_rate_vs_sft"],
                  stages["dpo"]["win_rate_vs_sft"], stages["mlm"]["val_masked_accuracy"]):
         assert 0.0 <= rate <= 1.0
@@ -101,6 +104,7 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
     assert "| GRPO (verifiable) |" in markdown and (out / "10_rl_table" / "pass_at_k.png").is_file()
     assert "Answers without the right answer in them" in markdown
     assert "| family | PPO | DPO |" in markdown and "±" in markdown
+    assert exact_match_noise(stages["sft"])[0] in markdown
     # the PPO examples: the question, both answers and the right answer (issue 25: prompt and PPO were empty)
     examples = json.loads((out / "06_ppo" / "ppo_metrics.json").read_text())["examples"]
     assert examples and all(ex["prompt"] and ex["reference"] and {"sft", "after", "gold_sft", "gold_after"} <= set(ex)
@@ -165,6 +169,14 @@ def test_a_stage_reports_its_wall_time_and_its_training_time_apart():
     report = build_report(preset("micro"), "cpu", results)
     assert report["stages"]["clm"]["seconds"] == 3.0 and report["stages"]["clm"]["train_seconds"] == 1.0
     assert report["seconds"] == 3.0 * len(REPORT_KEYS) + 2.0  # the journey: every stage's wall time
+
+
+def test_the_report_says_how_far_chance_moves_each_exact_match():
+    sft = {"exact_match": {"seen": 0.75, "world_facts": 0.5}, "questions": {"seen": 12, "world_facts": 4}}
+    # sqrt(0.75 * 0.25 / 12) = 0.125 and sqrt(0.5 * 0.5 / 4) = 0.25, by hand
+    assert exact_match_noise(sft) == ["Questions per split, and one standard error of SFT's exact match on them: "
+                                      "seen 12 (± 0.125), world_facts 4 (± 0.250)."]
+    assert exact_match_noise({"exact_match": {"seen": 0.75}}) == []  # a run made before the count: no line
 
 
 def test_quote_keeps_every_line_of_a_sample_inside_the_quote():

@@ -268,6 +268,7 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
     for key in ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match"):
         assert set(report[key]) == {"seen", "heldout_phrasings", "heldout_families", "world_facts"}
     assert report["single_family"] == "other" and report["test_examples"] == 4
+    assert report["questions"] == {"seen": 1, "heldout_phrasings": 1, "heldout_families": 1, "world_facts": 1}
     assert report["base_exact_match"]["seen"] == 1.0  # the base here is the toy SFT model itself
     saved = json.loads((tmp_path / "sft" / "metrics.json").read_text())
     assert saved["exact_match"] == report["exact_match"]

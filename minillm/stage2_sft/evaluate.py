@@ -214,7 +214,8 @@ def run_sft_with_baselines(
 
     Writes out_dir/metrics.json (the table), out_dir/exact_match.png and out_dir/answers.jsonl.
     Returns the pipeline's "sft" record: seconds (SFT training time), exact_match, base_exact_match,
-    scratch_exact_match, single_family_exact_match, and the per-family table under "models".
+    scratch_exact_match, single_family_exact_match, the number of test questions per split, and the
+    per-family table under "models".
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
@@ -244,6 +245,7 @@ def run_sft_with_baselines(
         "single_family": (single_family_name(records, cfg.single_family)
                           if baselines and cfg.single_family_baseline else None),
         "test_examples": len(tests),
+        "questions": {key: table["sft"][key]["n"] for key in exact_match_row(table["sft"])},  # per split
         "models": table,
         "config": to_dict(cfg),
     }
