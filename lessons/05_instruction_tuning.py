@@ -116,7 +116,7 @@ sft_dir = step3_train_and_score()
 # %% [markdown]
 # ## 4. Answers side by side
 # One test prompt per split, with the reference and each model's greedy answer. Look at the held-out
-# family: its column in the table above is zero for every model, and the answers show why. SFT
+# family: its column in the table above is about zero for every model, and the answers show why. SFT
 # answers a task it never saw in the shape of the nearest one it did: the list's first item when
 # asked for the last, a job when asked for a pet (docs/findings.md, "Task families SFT never saw").
 # FLAN found this kind of transfer only in models of tens of billions of parameters.
