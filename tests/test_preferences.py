@@ -13,11 +13,12 @@ from minillm.errors import DataError
 from minillm.stage3_rlhf.annotate import annotate_loop, parse_ranking
 from minillm.stage3_rlhf.annotator import (
     SimulatedAnnotator,
+    agreement_counts,
     gold_agreement,
     gold_score,
     has_style_flaw,
     is_wrong,
-    pair_agreement,
+    place_scores,
     rank_answers,
     self_agreement,
     win_rate,
@@ -196,7 +197,11 @@ def test_annotator_ties_answers_within_its_margin():
     assert rank_answers([1.0, 1.0], tie_margin=0.0) == [0, 1]  # no margin: the earlier answer first
 
 
-def test_pair_agreement_and_win_rate_by_hand():
+def test_agreement_of_two_rankings_and_win_rate_by_hand():
+    def pair_agreement(ranking_a, ranking_b) -> float:  # as self_agreement compares two annotations
+        hits, total = agreement_counts(ranking_a, place_scores(ranking_b))
+        return hits / total
+
     assert pair_agreement([0, 1, 2], [0, 1, 2]) == 1.0
     assert pair_agreement([0, 1, 2], [2, 1, 0]) == 0.0
     assert pair_agreement([0, 1, 2], [1, 0, 2]) == pytest.approx(2 / 3)

@@ -150,12 +150,6 @@ def place_scores(ranking: Ranking) -> dict[int, float]:
     return {answer: -float(place) for answer, place in answer_places(ranking).items()}
 
 
-def pair_agreement(ranking_a: Ranking, ranking_b: Ranking) -> float:
-    """The share of the pairs ranking a calls that ranking b orders the same way (b's ties count half)."""
-    hits, total = agreement_counts(ranking_a, place_scores(ranking_b))
-    return hits / max(total, 1)
-
-
 def self_agreement(records: Sequence[dict], answer_sets: Sequence[Sequence[str]], noise: float,
                    seed: int = 0, tie_margin: float = 0.0) -> float:
     """How often a second noisy annotation agrees with the first on a pair the first one calls,
