@@ -165,3 +165,8 @@ step4_side_by_side(sft_dir)
 #    0.60 / 0.58 / 0.07 in 26 s with the preset's Muon at lr 5e-3 for 500 steps; AdamW at lr 3e-3
 #    for 600 steps gave 0.38 / 0.25 / 0.10. A baseline held back by settings chosen for another
 #    model makes the gap to SFT look larger than it is.
+# 7. Did SFT ever read the word "first"? Rewrite two thirds of `first_item`'s training records to
+#    ask for the second or the third item (docs/findings.md, "Task families SFT never saw", has the
+#    dozen lines) and train on that file with `--data`. In our run `first_item` itself fell from
+#    0.70 to 0.13, and most answers were goods that are not in the list: the model had only learnt
+#    to copy a list's opening word. A skill it does not have cannot carry over to "last".
