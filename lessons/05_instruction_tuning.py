@@ -168,5 +168,5 @@ step4_side_by_side(sft_dir)
 # 7. Did SFT ever read the word "first"? Rewrite two thirds of `first_item`'s training records to
 #    ask for the second or the third item (docs/findings.md, "Task families SFT never saw", has the
 #    dozen lines) and train on that file with `--data`. In our run `first_item` itself fell from
-#    0.70 to 0.13, and most answers were goods that are not in the list: the model had only learnt
+#    0.70 to 0.13, and half its answers named goods not in the list: the model had only learnt
 #    to copy a list's opening word. A skill it does not have cannot carry over to "last".
