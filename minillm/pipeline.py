@@ -507,11 +507,16 @@ def _win(stage: dict) -> str:
 
 def exact_match_noise(sft: dict) -> list[str]:
     """How many questions each split's exact match stands on, and so how far chance alone moves it:
-    p right out of n has a standard error of sqrt(p (1 - p) / n), like the win rates' ± below."""
+    p right out of n has a standard error of sqrt(p (1 - p) / n), like the win rates' ± below. At
+    p = 0 or 1 that formula says 0, which no finite sample can promise: those splits say "none right"
+    or "all right" instead."""
     if "questions" not in sft:  # a run made before the report counted them
         return []
-    cells = [f"{split} {n} (± {_fmt(math.sqrt(sft['exact_match'][split] * (1 - sft['exact_match'][split]) / n))})"
-             for split, n in sft["questions"].items()]
+    cells = []
+    for split, n in sft["questions"].items():
+        p = sft["exact_match"][split]
+        spread = "none right" if p == 0 else "all right" if p == 1 else f"± {_fmt(math.sqrt(p * (1 - p) / n))}"
+        cells.append(f"{split} {n} ({spread})")
     return ["Questions per split, and one standard error of SFT's exact match on them: " + ", ".join(cells) + "."]
 
 

@@ -172,10 +172,12 @@ def test_a_stage_reports_its_wall_time_and_its_training_time_apart():
 
 
 def test_the_report_says_how_far_chance_moves_each_exact_match():
-    sft = {"exact_match": {"seen": 0.75, "world_facts": 0.5}, "questions": {"seen": 12, "world_facts": 4}}
-    # sqrt(0.75 * 0.25 / 12) = 0.125 and sqrt(0.5 * 0.5 / 4) = 0.25, by hand
+    sft = {"exact_match": {"seen": 0.75, "world_facts": 0.5, "heldout_families": 0.0, "heldout_phrasings": 1.0},
+           "questions": {"seen": 12, "world_facts": 4, "heldout_families": 60, "heldout_phrasings": 3}}
+    # sqrt(0.75 * 0.25 / 12) = 0.125 and sqrt(0.5 * 0.5 / 4) = 0.25, by hand; 0 and 1 have no ± to give
     assert exact_match_noise(sft) == ["Questions per split, and one standard error of SFT's exact match on them: "
-                                      "seen 12 (± 0.125), world_facts 4 (± 0.250)."]
+                                      "seen 12 (± 0.125), world_facts 4 (± 0.250), heldout_families 60 (none right), "
+                                      "heldout_phrasings 3 (all right)."]
     assert exact_match_noise({"exact_match": {"seen": 0.75}}) == []  # a run made before the count: no line
 
 
