@@ -203,7 +203,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
     model, tok = _load_trained(args, GPT)
     chat_loop(model, tok, sys.stdin, sys.stdout, max_new_tokens=args.max_new_tokens,
-              temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
 
 
 def cmd_annotate(args: argparse.Namespace) -> None:
@@ -327,6 +327,12 @@ _temperature = _checked(float, lambda t: t >= 0, "a temperature: a number >= 0 (
 _probability = _checked(float, lambda p: 0 < p <= 1, "a probability in (0, 1]")
 
 
+def _add_top_p_arg(p: argparse.ArgumentParser) -> None:
+    """--top-p, nucleus sampling, for the commands that sample from a trained model."""
+    p.add_argument("--top-p", type=_probability, default=None,
+                   help="sample from the fewest likeliest tokens whose probabilities add up to p (default: off)")
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="instruction JSONL (default: the generated suite)")
     p.add_argument("--skip-bad-lines", action="store_true", help="report and skip malformed JSONL lines")
@@ -384,8 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(sooner at <eos>, the end of a document)")
     p.add_argument("--temperature", type=_temperature, default=0.8, help="0 = greedy; higher = more varied")
     p.add_argument("--top-k", type=_positive_int, default=50, help="sample from the k likeliest tokens only")
-    p.add_argument("--top-p", type=_probability, default=None,
-                   help="sample from the fewest likeliest tokens whose probabilities add up to p (default: off)")
+    _add_top_p_arg(p)
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
     _add_device_arg(p)
     p.set_defaults(func=cmd_generate)
@@ -413,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=_positive_int, default=None,
                    help="when sampling, from the k likeliest tokens only (default: all)")
+    _add_top_p_arg(p)
     p.add_argument("--seed", type=int, default=0, help="when sampling: the same seed gives the same answers")
     _add_device_arg(p)
     p.set_defaults(func=cmd_chat)

@@ -253,7 +253,7 @@ def test_chat_answers_each_line_until_end_of_input(untrained_runs, capsys, monke
     assert out.count("bot> ") == 2  # the blank line is not a turn
 
 
-def test_chat_samples_by_its_seed_and_top_k(untrained_runs, capsys, monkeypatch):
+def test_chat_samples_by_its_seed_top_k_and_top_p(untrained_runs, capsys, monkeypatch):
     def answers(*options: str) -> list[str]:
         monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nhow is the river?\n"))
         code, out, err = run(["chat", "--ckpt", str(untrained_runs / "gpt"), "--max-new-tokens", "6", *options],
@@ -264,6 +264,7 @@ def test_chat_samples_by_its_seed_and_top_k(untrained_runs, capsys, monkeypatch)
     sampled = answers("--temperature", "1.5", "--seed", "1")
     assert answers("--temperature", "1.5", "--seed", "1") == sampled != answers("--temperature", "1.5", "--seed", "2")
     assert answers("--temperature", "1.5", "--top-k", "1") == answers() != sampled  # one token to draw from: greedy
+    assert answers("--temperature", "1.5", "--top-p", "1e-9") == answers()  # a nucleus of one token: greedy
 
 
 def test_chat_commands_are_listed_and_never_sent_to_the_model(untrained_runs, capsys, monkeypatch):

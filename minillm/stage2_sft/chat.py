@@ -37,6 +37,7 @@ def chat_loop(
     max_new_tokens: int = 64,
     temperature: float = 0.0,
     top_k: int | None = None,
+    top_p: float | None = None,
     seed: int = 0,
 ) -> int:
     """Read a line, answer it, repeat until `/quit` or end of input. Returns the number of turns."""
@@ -65,7 +66,7 @@ def chat_loop(
                 output_stream.write(unknown + command_help())
             continue
         reply = generate_answers(model, tokenizer, [line], max_new_tokens, temperature=temperature,
-                                 top_k=top_k, generator=generator)[0]
+                                 top_k=top_k, top_p=top_p, generator=generator)[0]
         output_stream.write(f"bot> {reply}\n")
         turns += 1
 

@@ -70,11 +70,13 @@ def left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def generate_answers(
     model: GPT, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64,
-    *, temperature: float = 0.0, top_k: int | None = None, generator: torch.Generator | None = None,
+    *, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+    generator: torch.Generator | None = None,
 ) -> list[str]:
     """Answers to `prompts`, in order, generated in left-padded batches of similar length.
 
-    Greedy by default (temperature 0); a temperature > 0 samples, with `generator` for repeatability.
+    Greedy by default (temperature 0); a temperature > 0 samples (from the top_k likeliest tokens, or
+    the top_p nucleus, when given), with `generator` for repeatability.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -85,7 +87,7 @@ def generate_answers(
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         ids, mask = left_pad([encoded[i] for i in rows], tokenizer.pad_id)  # (B, T0) each
-        gen = model.generate(ids.to(device), max_new_tokens, temperature=temperature, top_k=top_k,
+        gen = model.generate(ids.to(device), max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                              eos_id=tokenizer.eos_id, attention_mask=mask.to(device),
                              pad_id=tokenizer.pad_id, generator=generator)
         for row, i in enumerate(rows):
