@@ -297,15 +297,17 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="tiny", choices=PRESETS, help="micro (tests), tiny (CPU), small (GPU)")
     p.add_argument("--set", action="append", metavar="PATH=VALUE",
                    help="override any config value, e.g. --set clm.model.n_layer=6 (repeatable)")
-    _add_device_arg(p, default=None, default_text="the preset's")
+    _add_device_arg(p, default=None)
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--detect-anomaly", action="store_true", help="autograd anomaly detection (slow)")
 
 
-def _add_device_arg(p: argparse.ArgumentParser, default: str | None = "cpu", default_text: str = "cpu") -> None:
-    """--device, for the training commands and for those that load a trained model."""
-    p.add_argument("--device", default=default, help=f"auto | cpu | cuda | cuda:N | mps (default: {default_text})")
+def _add_device_arg(p: argparse.ArgumentParser, default: str | None = "cpu") -> None:
+    """--device, for the commands that load a trained model (cpu by default) and for the training
+    commands (default None: each stage's config says)."""
+    shown = default or "the preset's"
+    p.add_argument("--device", default=default, help=f"auto | cpu | cuda | cuda:N | mps (default: {shown})")
 
 
 def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
