@@ -24,7 +24,6 @@
 # %%
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -34,7 +33,7 @@ from minillm.datasets.corpus import read_corpus, split_documents
 from minillm.datasets.instructions import read_jsonl
 from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
 from minillm.model import GPT
-from minillm.stage2_sft.evaluate import format_table, generate_answers, run_sft_with_baselines
+from minillm.stage2_sft.evaluate import format_table, generate_answers, read_answers, run_sft_with_baselines
 from minillm.stage2_sft.template import encode_example, show_example
 from minillm.train import load_model
 
@@ -124,7 +123,7 @@ sft_dir = step3_train_and_score()
 # %%
 def step4_side_by_side(out_dir: Path) -> None:
     print("\n== 4. Answers side by side (one test prompt per split) ==")
-    rows = [json.loads(line) for line in (out_dir / "answers.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = read_answers(out_dir)
     for split in ("test_seen", "test_heldout_phrasing", "test_heldout_family", "test_world_fact"):
         row = next(r for r in rows if r["split"] == split)
         print(f"  [{split}] {row['prompt']!r}  (reference {row['reference']!r})")

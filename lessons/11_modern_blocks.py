@@ -53,6 +53,7 @@ from minillm.stage2_sft.evaluate import evaluate_model, select_test_records
 from minillm.stage2_sft.sft import train_sft
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
+from minillm.train.loop import METRICS_NAME, read_metrics
 
 LESSON_STARTED = time.perf_counter()
 torch.set_num_threads(1)  # the tiny models gain little from a second thread, and the times are steadier
@@ -124,7 +125,7 @@ for name, config in configs.items():
     run_dir = OUT / "clm" / name
     result = train_clm(dataclasses.replace(clm_cfg, model=config), tokenizer, train_docs, val_docs, run_dir)
     model, _ = load_model(run_dir, GPT)
-    last = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r][-1]
+    last = [r for r in read_metrics(run_dir / METRICS_NAME) if "loss" in r][-1]
     rows[name] = {"val_ppl": result["val_perplexity"], "params": count_parameters(model),
                   "ms_per_step": 1000 * last["elapsed_s"] / last["step"],
                   "gen_tokens_per_s": generation_speed(model), "kv_bytes_per_token": kv_bytes_per_token(model)}

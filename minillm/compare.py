@@ -39,7 +39,7 @@ class Run:
 def load_run(run_dir: str | os.PathLike, name: str) -> Run:
     """A run folder's metrics and config; DataError naming the folder if it holds no metrics."""
     folder = Path(run_dir)
-    rows = read_metrics(folder / METRICS_NAME, up_to_step=math.inf)
+    rows = read_metrics(folder / METRICS_NAME)
     if not rows and is_pipeline_run(folder):
         steps = sorted(p.name for p in folder.iterdir() if (p / METRICS_NAME).is_file())
         raise DataError(f"{folder} is a pipeline run: compare it with another pipeline run, or one of its steps "

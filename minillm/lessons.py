@@ -100,7 +100,7 @@ class Run:
     @property
     def history(self) -> list[dict]:
         """The rows of its metrics.jsonl, one per logged step (result.json leaves them out)."""
-        return read_metrics(self.path / METRICS_NAME, up_to_step=10**9)  # every row
+        return read_metrics(self.path / METRICS_NAME)
 
 
 def finished(folder: Path) -> bool:

@@ -41,7 +41,7 @@ from minillm.datasets import generate_corpus, generate_instruction_suite, read_c
 from minillm.errors import ConfigError, DataError
 from minillm.stage1_pretrain.clm import train_clm
 from minillm.stage1_pretrain.mlm import train_mlm
-from minillm.stage2_sft.evaluate import run_sft_with_baselines
+from minillm.stage2_sft.evaluate import ANSWERS_NAME, read_answers, run_sft_with_baselines
 from minillm.stage3_rlhf.dpo import train_dpo
 from minillm.stage3_rlhf.grpo import train_grpo
 from minillm.stage3_rlhf.ppo import train_ppo
@@ -691,10 +691,9 @@ def quote(text: str) -> str:
 
 def _sft_examples(j: Journey) -> list[str]:
     """A few test answers of the base model and the SFT model, side by side."""
-    path = j.folder("sft") / "answers.jsonl"
-    if not path.is_file():
+    if not (j.folder("sft") / ANSWERS_NAME).is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_answers(j.folder("sft"))
     picked = {row["split"]: row for row in rows}  # one example per split
     lines = ["| split | prompt | base | SFT | reference |", "| --- | --- | --- | --- | --- |"]
     for row in picked.values():

@@ -123,6 +123,16 @@ def test_corpus_files_round_trip(tmp_path):
     assert read_corpus(tmp_path / "user.txt") == ["Para one,\nstill one.", "Para two."]
 
 
+# Characters that Python's str.splitlines() also treats as line ends, though no file writer does.
+NOT_LINE_ENDS = "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def test_corpus_lines_end_only_at_newlines(tmp_path):
+    docs = [f"Page one{c}page two.\nNext line." for c in NOT_LINE_ENDS] + ["A\u2028\u2028B"]
+    write_corpus(tmp_path / "c.txt", docs)
+    assert read_corpus(tmp_path / "c.txt") == docs
+
+
 @pytest.mark.parametrize("content", [b"", b"  \n\n \t\n", b"caf\xe9 au lait\n"], ids=["empty", "blank", "latin1"])
 def test_read_corpus_rejects_unusable_files(tmp_path, content):
     path = tmp_path / "bad.txt"
@@ -305,6 +315,13 @@ def test_jsonl_round_trip_and_user_file_defaults(tmp_path, suite):
     [rec] = read_jsonl(tmp_path / "mine.jsonl")
     assert rec == {"id": "record1", "family": "custom", "phrasing": 0, "split": "train", "prompt": "Hi?",
                    "response": "Hello.", "reference": "Hello.", "style": "ideal"}
+
+
+def test_jsonl_strings_keep_characters_that_splitlines_would_cut_at(tmp_path, suite):
+    # json.dumps(ensure_ascii=False) writes these raw inside a string, so a line ends at "\n" only
+    records = [{**suite[0], "prompt": f"first{c}second"} for c in NOT_LINE_ENDS]
+    write_jsonl(tmp_path / "s.jsonl", records)
+    assert read_jsonl(tmp_path / "s.jsonl") == records
 
 
 BAD_LINES = [

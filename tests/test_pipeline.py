@@ -34,6 +34,7 @@ from minillm.pipeline import (
     run_step,
     table_row,
 )
+from minillm.stage2_sft.evaluate import read_answers
 from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
 
@@ -105,6 +106,9 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
     assert "Answers without the right answer in them" in markdown
     assert "| family | PPO | DPO |" in markdown and "±" in markdown
     assert exact_match_noise(stages["sft"])[0] in markdown
+    last_answer = read_answers(out / "04_sft")[-1]  # the side-by-side table shows the last answer of each split
+    assert table_row([last_answer["split"], last_answer["prompt"], last_answer["base"], last_answer["sft"],
+                      last_answer["reference"]]) in markdown
     # the PPO examples: the question, both answers and the right answer (issue 25: prompt and PPO were empty)
     examples = json.loads((out / "06_ppo" / "ppo_metrics.json").read_text())["examples"]
     assert examples and all(ex["prompt"] and ex["reference"] and {"sft", "after", "gold_sft", "gold_after"} <= set(ex)

@@ -22,6 +22,7 @@ from minillm.stage2_sft.chat import chat_loop
 from minillm.stage2_sft.evaluate import (
     format_table,
     generate_answers,
+    read_answers,
     run_sft_with_baselines,
     score_answers,
     select_test_records,
@@ -273,7 +274,7 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
     saved = json.loads((tmp_path / "sft" / "metrics.json").read_text())
     assert saved["exact_match"] == report["exact_match"]
     assert (tmp_path / "sft" / "exact_match.png").stat().st_size > 0
-    answers = [json.loads(line) for line in (tmp_path / "sft" / "answers.jsonl").read_text().splitlines()]
+    answers = read_answers(tmp_path / "sft")
     assert [a["base"] for a in answers][0] == "hello" and set(answers[0]) >= {"sft", "scratch", "single_family"}
     assert "SFT from scratch" in format_table(report)
 

@@ -489,7 +489,8 @@ def read_corpus(path: str | os.PathLike) -> list[str]:
         raise DataError(f"corpus file {path} is not UTF-8 text (byte {e.start} cannot be decoded); "
                         f"convert it, e.g. with `iconv -t utf-8`") from e
     docs, lines = [], []
-    for line in text.splitlines() + [""]:  # the extra blank line closes the last document
+    # Lines end at "\n" only (str.splitlines would also cut at a form feed or U+2028 inside a line).
+    for line in text.split("\n") + [""]:  # the extra blank line closes the last document
         if line.strip():
             lines.append(line.rstrip())
         elif lines:

@@ -39,7 +39,9 @@ def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_erro
     if not path.is_file():
         raise DataError(f"JSONL file {path} does not exist (or is not a file)")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # A JSON line ends at "\n" only: str.splitlines() would also cut at U+2028, U+0085 and the
+        # like, which json.dumps(..., ensure_ascii=False) writes unescaped inside a string.
+        lines = path.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as e:
         raise DataError(f"JSONL file {path} is not UTF-8 text (byte {e.start}); convert it to UTF-8") from e
     records, bad = [], []

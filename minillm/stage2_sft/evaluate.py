@@ -38,7 +38,7 @@ from torch import Tensor
 
 from minillm.config import SFTConfig, to_dict
 from minillm.datasets.instructions import is_correct, normalize_answer
-from minillm.datasets.jsonl import write_jsonl
+from minillm.datasets.jsonl import read_records, write_jsonl
 from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage2_sft.template import decode_response, encode_prompt
@@ -54,6 +54,7 @@ SPLIT_KEYS = {
 }
 MODEL_LABELS = {"base": "base (no SFT)", "sft": "SFT", "scratch": "SFT from scratch",
                 "single_family": "SFT, one family"}
+ANSWERS_NAME = "answers.jsonl"  # every model's answer to every test question, in the SFT run folder
 
 
 def left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
@@ -253,12 +254,18 @@ def run_sft_with_baselines(
     }
     write_json(out_dir / "metrics.json", report)
     plot_scores(table, out_dir / "exact_match.png")
-    write_jsonl(out_dir / "answers.jsonl", [
+    write_jsonl(out_dir / ANSWERS_NAME, [
         {**{k: rec[k] for k in ("id", "family", "split", "prompt", "reference")},
          **{name: ans[i] for name, ans in answers.items()}}
         for i, rec in enumerate(tests)
     ])
     return report
+
+
+def read_answers(out_dir: str | Path) -> list[dict]:
+    """The answers `run_sft_with_baselines` wrote: one row per test question, with its id, family,
+    split, prompt and reference, and each model's answer under the model's name ("base", "sft", ...)."""
+    return read_records(Path(out_dir) / ANSWERS_NAME, check=dict)
 
 
 def format_table(report: dict) -> str:

@@ -124,7 +124,7 @@ def read_prompts(path: str | os.PathLike) -> list[dict]:
         raise DataError(f"no prompts file at {path}: give a .jsonl of records or a text file, one prompt a line")
     if path.suffix == ".jsonl":
         return read_records(path, check_prompt_record)
-    return [{"prompt": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [{"prompt": line.strip()} for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def prompt_seed(seed: int, prompt: str) -> int:

@@ -233,11 +233,12 @@ def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.
 # metrics.jsonl: one JSON object per line, appended as training goes.
 
 
-def read_metrics(path: Path, up_to_step: int) -> list[dict]:
-    """The rows of `path` up to `up_to_step` (a row cut off by a crash mid-write is dropped)."""
+def read_metrics(path: Path, up_to_step: float = math.inf) -> list[dict]:
+    """The rows of `path` up to `up_to_step`, every row by default (a row cut off by a crash
+    mid-write is dropped)."""
     rows = []
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8").split("\n"):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
