@@ -105,6 +105,7 @@ def _tokenizer_for(cfg: PipelineConfig, path: str | None, train_docs: list[str])
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from minillm.stage1_pretrain.clm import train_clm
+    from minillm.stage1_pretrain.data import SUBSET_WINDOWS
     from minillm.stage1_pretrain.mlm import train_mlm
 
     cfg = build_config(args)
@@ -120,8 +121,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         keys = ("val_perplexity", "unigram_perplexity")
     for key in keys:
         print(f"{key}: {result.get(key)}")
-    print("(the final evaluation on the whole validation split; the val_subset_* numbers in the log are "
-          "periodic checks on a part of it)")
+    print(f"(the final evaluation, on up to a few hundred fixed validation windows; the val_subset_* numbers "
+          f"in the log are periodic checks on {SUBSET_WINDOWS} of them)")
     print(f"run written to {args.out}")
 
 

@@ -532,8 +532,8 @@ def _family_table(s: dict) -> list[str]:
               for f in families], ""]
 
 
-SUBSET_NOTE = ("(This is the final evaluation, on the whole validation split; the training log's "
-               "`val_subset_*` numbers are periodic checks on a part of it, and differ a little.)")
+SUBSET_NOTE = ("(This is the final evaluation, on up to a few hundred fixed validation windows; the training "
+               "log's `val_subset_*` numbers are periodic checks on 64 of them, and differ a little.)")
 
 
 def copied_note(stages: dict) -> list[str]:
@@ -584,7 +584,7 @@ def render_markdown(report: dict, j: Journey) -> str:
         "## 1. Pretraining",
         "### BERT: masked language modelling",
         "15% of the tokens are hidden and the encoder learns to fill them in. Masked-token accuracy on "
-        f"validation: **{_fmt(s['mlm']['val_masked_accuracy'])}**, against "
+        f"{r['mlm']['val_masked_positions']} validation blanks: **{_fmt(s['mlm']['val_masked_accuracy'])}**, against "
         f"{_fmt(s['mlm']['unigram_masked_accuracy'])} for always guessing the most frequent token. "
         f"{SUBSET_NOTE}",
         "",
@@ -594,7 +594,7 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"![BERT fill-mask ranking]({rel('mlm', 'fill_mask.png')}) ![BERT masked-LM loss]({rel('mlm', 'loss.png')})",
         "",
         "### GPT: next-token prediction",
-        f"Validation perplexity **{_fmt(s['clm']['val_perplexity'])}**, against "
+        f"Perplexity on {r['clm']['val_tokens']} validation tokens **{_fmt(s['clm']['val_perplexity'])}**, against "
         f"{_fmt(s['clm']['unigram_perplexity'])} for a unigram model (the final evaluation, as above). Samples:",
         "",
         *[quote(sample) + "\n" for sample in r["clm"].get("samples", [])],

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from crash_resume import assert_exact_resume
+from torch import nn
 
 from minillm.config import CLMConfig, MLMConfig, ModelConfig, TrainConfig
 from minillm.datasets import generate_corpus, split_documents
@@ -24,6 +27,7 @@ from minillm.stage1_pretrain.mlm import (
     FLASH_FLOOD,
     blank_last_word,
     demo_sentence,
+    evaluate_mlm,
     fill_mask,
     masked_accuracy,
     mlm_loss,
@@ -100,31 +104,28 @@ def test_mlm_loss_with_nothing_chosen_is_zero_not_nan():
     assert float(mlm_loss(logits, torch.full((1, 4), IGNORE_INDEX))) == 0.0
 
 
-class _Uniform(torch.nn.Module):
-    """Equal logits for every token: its perplexity is exactly the vocabulary size."""
+class Predicts(nn.Module):
+    """A stand-in model: at every position its logits favour `answer(ids)`, a (B, T) tensor of ids, by
+    `margin` over every other token (margin 0: equal logits, whose perplexity is the vocabulary size)."""
 
-    def __init__(self, vocab_size: int) -> None:
+    def __init__(self, vocab_size: int, answer: Callable[[torch.Tensor], torch.Tensor], margin: float = 1e4) -> None:
         super().__init__()
-        self.vocab_size = vocab_size
-        self.dummy = torch.nn.Parameter(torch.zeros(()))
+        self.vocab_size, self.answer, self.margin = vocab_size, answer, margin
+        self.anchor = nn.Parameter(torch.zeros(()))  # so that the model has a device
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(*ids.shape, self.vocab_size) + self.dummy
+        return self.margin * F.one_hot(self.answer(ids), self.vocab_size).float() + self.anchor  # (B, T, V)
 
 
 def test_clm_loss_shifts_targets_and_perplexity_of_uniform_model_is_vocab_size():
     stream = torch.arange(1, 50) % 7
-    assert perplexity(_Uniform(7), stream, block_size=8, batch_size=4)["val_perplexity"] == pytest.approx(7.0)
+    uniform = Predicts(7, answer=torch.zeros_like, margin=0.0)
+    assert perplexity(uniform, stream, block_size=8, batch_size=4)["val_perplexity"] == pytest.approx(7.0)
 
-    class _Oracle(torch.nn.Module):  # knows the next token is (id + 1) % 7: loss 0 iff the shift is right
-        dummy = torch.nn.Parameter(torch.zeros(()))
-
-        def forward(self, ids):
-            return torch.nn.functional.one_hot((ids + 1) % 7, 7).float() * 1e4 + self.dummy
-
+    knows_the_next = Predicts(7, answer=lambda ids: (ids + 1) % 7)  # loss 0 iff the shift is right
     ids = (torch.arange(9) % 7)[None]  # (1, T+1): 0 1 2 ... each token is the previous + 1
     with torch.no_grad():
-        assert float(clm_loss(_Oracle(), ids)) == pytest.approx(0.0, abs=1e-6)
+        assert float(clm_loss(knows_the_next, ids)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_unigram_perplexity_matches_hand_computation():
@@ -158,6 +159,9 @@ def test_tiny_mlm_run_learns(tmp_path, corpus, tokenizer):
     assert (tmp_path / "fill_mask.png").stat().st_size > 0
     assert json.loads((tmp_path / "results.json").read_text())["val_masked_accuracy"] == \
         metrics["val_masked_accuracy"]
+    specials = set(tokenizer.special_tokens.values())
+    counts = Counter(i for i in pack_documents(tokenizer, corpus[0]).tolist() if i not in specials)
+    assert metrics["unigram_prediction"] == tokenizer.id_to_piece(counts.most_common(1)[0][0])
 
 
 def test_tiny_clm_run_learns(tmp_path, corpus, tokenizer):
@@ -233,6 +237,25 @@ def test_fill_mask_ranking_is_sorted_probabilities(tmp_path, tokenizer):
     assert (tmp_path / "bars.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("text", ["[MASK] comes first.", "The river [MASK] floods.", "It ends with [MASK]"])
+def test_fill_mask_reads_the_logits_at_the_blank(tokenizer, text):
+    copies_its_input = Predicts(tokenizer.vocab_size, answer=lambda ids: ids)
+    [(piece, _)] = fill_mask(copies_its_input, tokenizer, text, top_k=1)
+    assert piece == tokenizer.id_to_piece(tokenizer.mask_id)
+
+
+def test_masked_accuracy_of_always_the_same_token_is_the_unigram_baseline(corpus, tokenizer):
+    stream = pack_documents(tokenizer, corpus[1])
+    token = int(stream[5])
+    always = Predicts(tokenizer.vocab_size, answer=lambda ids: torch.full_like(ids, token))
+    cfg = _mlm_cfg()
+    metrics = evaluate_mlm(always, cfg, tokenizer, stream, most_frequent_id=token)
+    assert metrics["val_masked_accuracy"] == metrics["unigram_masked_accuracy"] > 0
+    # the blanks are BERT's whatever rates the run trains with: the same blanks, the same score
+    other_rates = dataclasses.replace(cfg, mask_prob=0.4, mask_token_prob=1.0, random_token_prob=0.0)
+    assert evaluate_mlm(always, other_rates, tokenizer, stream, most_frequent_id=token) == metrics
+
+
 @pytest.mark.parametrize("text", ["no blank here", "two [MASK] blanks [MASK]"])
 def test_fill_mask_needs_exactly_one_blank(tokenizer, text):
     model = Bert(ModelConfig(vocab_size=tokenizer.vocab_size, **SMALL_MODEL))
@@ -250,6 +273,16 @@ def test_corpus_too_small_for_one_batch_says_how_many_tokens(tmp_path, tokenizer
         train_clm(_clm_cfg(), tokenizer, docs, docs, tmp_path)
     with pytest.raises(DataError, match=r"train split has \d+ tokens but one batch .* needs 512"):
         train_mlm(_mlm_cfg(), tokenizer, docs, docs, tmp_path)
+
+
+def test_a_stream_shorter_than_one_window_is_refused_with_both_lengths():
+    uniform = Predicts(7, answer=torch.zeros_like, margin=0.0)
+    with pytest.raises(DataError, match=r"evaluated split has 10 tokens but one window of 33 tokens needs 33"):
+        perplexity(uniform, torch.arange(10) % 7, block_size=32, batch_size=4)
+    with pytest.raises(DataError, match=r"evaluated split has 10 tokens"):
+        unigram_perplexity(torch.arange(10), torch.arange(10), 50, block_size=32)
+    with pytest.raises(DataError, match=r"sampled split has 10 tokens but one window of 32 tokens"):
+        random_windows(torch.arange(10), 32, 4, torch.Generator())
 
 
 def test_resume_with_other_settings_names_the_fields(tmp_path, corpus, tokenizer):

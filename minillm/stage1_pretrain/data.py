@@ -57,6 +57,7 @@ def check_enough_tokens(stream: torch.Tensor, needed: int, split: str, why: str)
 def random_windows(stream: torch.Tensor, length: int, batch_size: int,
                    generator: torch.Generator) -> torch.Tensor:
     """`batch_size` windows of `length` consecutive tokens at random offsets: (B, length)."""
+    check_enough_tokens(stream, length, "sampled", f"one window of {length} tokens")
     starts = torch.randint(len(stream) - length + 1, (batch_size,), generator=generator)  # (B,)
     offsets = torch.arange(length)  # (L,)
     return stream[starts[:, None] + offsets[None, :]]  # (B, L)
@@ -69,6 +70,7 @@ def consecutive_windows(stream: torch.Tensor, length: int, stride: int, max_wind
     prediction) each window's first token is the previous window's last, so every token after the
     first is a target exactly once.
     """
+    check_enough_tokens(stream, length, "evaluated", f"one window of {length} tokens")
     n = min(max_windows, (len(stream) - length) // stride + 1)
     starts = torch.arange(n) * stride  # (N,)
     return stream[starts[:, None] + torch.arange(length)[None, :]]  # (N, L)

@@ -53,7 +53,10 @@ from minillm.utils import seed_everything
 MASK_LITERAL = "[MASK]"  # what a user types where the blank is
 FLASH_FLOOD = "A flash flood watch will be in effect all [MASK]."
 EVAL_SEED = 1234  # masks the validation windows the same way at every evaluation
-MAX_EVAL_WINDOWS = 256
+MAX_EVAL_WINDOWS = 256  # the final evaluation scores the first 256 windows of the validation stream
+# Validation blanks are chosen and corrupted with BERT's rates whatever rates the run trains with, so
+# that runs which change them (mlm.mask_prob=0.4, say) are scored on the same blanks.
+EVAL_MASKING = {"mask_prob": 0.15, "mask_token_prob": 0.8, "random_token_prob": 0.1}
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -85,13 +88,20 @@ def mask_for_mlm(ids: torch.Tensor, cfg: MLMConfig, tokenizer, generator: torch.
 @torch.no_grad()
 def evaluate_mlm(model: nn.Module, cfg: MLMConfig, tokenizer, val_stream: torch.Tensor,
                  most_frequent_id: int, max_windows: int = MAX_EVAL_WINDOWS) -> dict[str, float]:
-    """Masked-token accuracy on fixed validation windows, and the unigram baseline on the same blanks."""
+    """Masked-token accuracy on fixed validation windows, and the unigram baseline on the same blanks.
+
+    The blanks are made as in training, by BERT's recipe (`EVAL_MASKING`): of the chosen positions,
+    80% show `<mask>`, 10% a random token and 10% their own token, and all of them are scored, as
+    BERT's masked-LM accuracy is. The 10% that show their answer are the easiest, the random ones the
+    hardest; `fill_mask` asks only the `<mask>` kind.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     T = cfg.model.block_size
     windows = consecutive_windows(val_stream, T, T, max_windows)  # (N, T)
-    masked = mask_for_mlm(windows, cfg, tokenizer, torch.Generator().manual_seed(EVAL_SEED))
+    blanks_cfg = dataclasses.replace(cfg, **EVAL_MASKING)
+    masked = mask_for_mlm(windows, blanks_cfg, tokenizer, torch.Generator().manual_seed(EVAL_SEED))
     correct = total = 0
     loss_sum = 0.0
     for start in range(0, len(windows), cfg.train.batch_size):
