@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 import warnings
@@ -105,7 +106,7 @@ def _tokenizer_for(cfg: PipelineConfig, path: str | None, train_docs: list[str])
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from minillm.stage1_pretrain.clm import train_clm
-    from minillm.stage1_pretrain.data import SUBSET_WINDOWS
+    from minillm.stage1_pretrain.data import SUBSET_NOTE
     from minillm.stage1_pretrain.mlm import train_mlm
 
     cfg = build_config(args)
@@ -121,8 +122,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         keys = ("val_perplexity", "unigram_perplexity")
     for key in keys:
         print(f"{key}: {result.get(key)}")
-    print(f"(the final evaluation, on up to a few hundred fixed validation windows; the val_subset_* numbers "
-          f"in the log are periodic checks on {SUBSET_WINDOWS} of them)")
+    print(f"({SUBSET_NOTE})")
     print(f"run written to {args.out}")
 
 
@@ -527,10 +527,11 @@ WRITE_ONE_FILE = (cmd_tokenizer_train, cmd_annotate, cmd_compare)  # their --out
 
 def _lock_for(args: argparse.Namespace):
     """Commands whose --out is a run folder hold its lock while they run (two runs in one folder
-    would overwrite each other); `tokenizer train`, `annotate` and `compare` write a single file instead."""
+    would overwrite each other); `tokenizer train`, `annotate` and `compare` write a single file instead.
+    Under torchrun only rank 0 writes files, so only rank 0 holds the lock."""
     from minillm.utils import run_folder_lock
 
-    if getattr(args, "out", None) is None or args.func in WRITE_ONE_FILE:
+    if getattr(args, "out", None) is None or args.func in WRITE_ONE_FILE or os.environ.get("RANK", "0") != "0":
         return nullcontext()
     return run_folder_lock(args.out)
 

@@ -40,6 +40,7 @@ from minillm.config import PipelineConfig, changed_settings, first_changes, to_d
 from minillm.datasets import generate_corpus, generate_instruction_suite, read_corpus, read_jsonl, split_documents
 from minillm.errors import ConfigError, DataError
 from minillm.stage1_pretrain.clm import train_clm
+from minillm.stage1_pretrain.data import SUBSET_NOTE
 from minillm.stage1_pretrain.mlm import train_mlm
 from minillm.stage2_sft.evaluate import ANSWERS_NAME, read_answers, run_sft_with_baselines
 from minillm.stage3_rlhf.dpo import train_dpo
@@ -532,9 +533,6 @@ def _family_table(s: dict) -> list[str]:
               for f in families], ""]
 
 
-SUBSET_NOTE = ("(This is the final evaluation, on up to a few hundred fixed validation windows; the training "
-               "log's `val_subset_*` numbers are periodic checks on 64 of them, and differ a little.)")
-
 
 def copied_note(stages: dict) -> list[str]:
     """A line naming the steps copied from another run (`reuse_from`), whose seconds are that run's."""
@@ -586,7 +584,7 @@ def render_markdown(report: dict, j: Journey) -> str:
         "15% of the tokens are hidden and the encoder learns to fill them in. Masked-token accuracy on "
         f"{r['mlm']['val_masked_positions']} validation blanks: **{_fmt(s['mlm']['val_masked_accuracy'])}**, against "
         f"{_fmt(s['mlm']['unigram_masked_accuracy'])} for always guessing the most frequent token. "
-        f"{SUBSET_NOTE}",
+        f"(This is {SUBSET_NOTE}.)",
         "",
         *([f"\"{r['mlm']['fill_mask_prompt']}\" ->", ""] if r["mlm"].get("fill_mask_prompt") else []),
         *[f"{i}. `{piece.strip()}` ({p:.3f})" for i, (piece, p) in enumerate(r["mlm"]["fill_mask_top5"], 1)],

@@ -13,6 +13,7 @@ from minillm.config import TrainConfig
 from minillm.train import load_checkpoint
 from minillm.train.distributed import DistContext
 from minillm.train.loop import micro_batches
+from minillm.utils import LOCK_NAME
 
 WORKER = pathlib.Path(__file__).with_name("_train_worker.py")
 
@@ -46,3 +47,13 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         key = "loss" if a["split"] == "train" else "val_loss"
         assert abs(a[key] - b[key]) < 1e-5, (a, b)
     assert json.loads((ddp / "config.json").read_text())["world_size"] == 2
+
+
+def test_the_documented_torchrun_command_runs_with_one_lock_for_all_ranks(tmp_path):
+    # docs/cli.md's command at micro size: every rank runs the CLI, and only rank 0 holds the run folder's lock
+    out = tmp_path / "clm-ddp"
+    check_ok(run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "minillm.cli",
+                         "pretrain", "clm", "--preset", "micro", "--out", str(out), "--device", "cpu",
+                         "--set", "clm.train.max_steps=2"], timeout=180))
+    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert (out / "ckpt.pt").is_file() and not (out / LOCK_NAME).exists()

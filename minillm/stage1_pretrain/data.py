@@ -77,6 +77,8 @@ def consecutive_windows(stream: torch.Tensor, length: int, stride: int, max_wind
 
 
 SUBSET_WINDOWS = 64  # the periodic check during training scores this many validation windows
+SUBSET_NOTE = (f"the final evaluation, on up to a few hundred fixed validation windows; the training log's "
+               f"val_subset_* numbers are periodic checks on {SUBSET_WINDOWS} of them, and differ a little")
 
 
 def as_subset_check(metrics: dict[str, float]) -> dict[str, float]:
