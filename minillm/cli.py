@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from minillm.config import PRESETS, PipelineConfig, apply_overrides, preset, replace_train_configs
-from minillm.errors import CheckpointError, MinillmError
+from minillm.errors import CheckpointError, ConfigError, MinillmError
 
 DEFAULT_JOBS = 1  # one step at a time, with torch's threads: faster on a quiet 2-core CPU (docs/findings.md)
 
@@ -51,10 +51,17 @@ def build_config(args: argparse.Namespace) -> PipelineConfig:
     after minutes of tokenizer training."""
     from minillm.utils import resolve_device
 
-    cfg = apply_overrides(preset(args.preset), args.set or [])
-    if args.device is not None:
-        resolve_device(args.device)
-    return with_runtime(cfg, args.device, args.dtype, args.compile, args.detect_anomaly)
+    chosen = preset(args.preset)
+    cfg = apply_overrides(chosen, args.set or [])
+    if cfg.preset != chosen.preset:
+        raise ConfigError(f"--set preset={cfg.preset}: a preset is a whole set of values; choose it with "
+                          f"--preset {cfg.preset}")
+    device = args.device
+    if device is None and cfg.device != chosen.device:  # `--set device=X` is --device X, said the long way
+        device = cfg.device
+    if device is not None:
+        resolve_device(device)
+    return with_runtime(cfg, device, args.dtype, args.compile, args.detect_anomaly)
 
 
 # --------------------------------------------------------------------------------------------------

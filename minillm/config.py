@@ -451,10 +451,13 @@ class DPOConfig:
 # The whole journey.
 
 
+PRESETS = ("micro", "tiny", "small")
+
+
 @dataclass
 class PipelineConfig:
-    preset: str = "tiny"
-    device: str = "cpu"
+    preset: str = "tiny"  # the preset these settings started from (choose it with --preset)
+    device: str = "cpu"  # every stage's train.device: `--device X` and `--set device=X` set them all
     data_seed: int = 0  # the world, corpus and instruction suite are generated from this seed
     corpus_mb: float = 2.0  # size of the generated pretraining corpus
     val_fraction: float = 0.05  # share of corpus documents held out for validation
@@ -473,9 +476,7 @@ class PipelineConfig:
         _non_negative_int("PipelineConfig", "data_seed", self.data_seed)
         _in_range("PipelineConfig", "val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
         _device("PipelineConfig", "device", self.device)
-
-
-PRESETS = ("micro", "tiny", "small")
+        _one_of("PipelineConfig", "preset", self.preset, PRESETS)
 
 
 def preset(name: str) -> PipelineConfig:
@@ -631,6 +632,14 @@ def replace_train_configs(cfg: Any, **changes: Any) -> Any:
     nested = {f.name: replace_train_configs(getattr(cfg, f.name), **changes)
               for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))}
     return dataclasses.replace(cfg, **nested)
+
+
+def train_configs(cfg: Any) -> list[TrainConfig]:
+    """Every TrainConfig inside `cfg` (one per stage of a PipelineConfig)."""
+    if isinstance(cfg, TrainConfig):
+        return [cfg]
+    return [train for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))
+            for train in train_configs(getattr(cfg, f.name))]
 
 
 def to_dict(cfg: Any) -> dict:

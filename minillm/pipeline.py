@@ -36,7 +36,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from minillm.config import PipelineConfig, changed_settings, first_changes, to_dict
+from minillm.config import PipelineConfig, changed_settings, first_changes, to_dict, train_configs
 from minillm.datasets import generate_corpus, generate_instruction_suite, read_corpus, read_jsonl, split_documents
 from minillm.errors import ConfigError, DataError
 from minillm.stage1_pretrain.clm import train_clm
@@ -299,7 +299,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
         raise DataError(f"--reuse {reuse_from} is not the folder of a pipeline run (it has none of the step "
                         f"folders {step_folder(STEP_NAMES[0])}, ...); name the --out folder of an earlier "
                         "`minillm pipeline`")
-    device = resolve_device(cfg.device)
+    devices = sorted({resolve_device(train.device).type for train in train_configs(cfg)})  # the report names them
     journey = Journey(cfg, out_dir, corpus, instructions, jobs=jobs,
                       reuse_from=None if reuse_from is None else Path(reuse_from), skip_bad_lines=skip_bad_lines)
     if instructions:  # read now: a malformed file stops the journey before stage 1's minutes, not after them
@@ -314,7 +314,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
     else:
         for name in STEP_NAMES:
             journey.results[name] = run_step(journey, name)
-    return write_report(journey, device.type, time.perf_counter() - start)
+    return write_report(journey, ", ".join(devices), time.perf_counter() - start)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ import torch
 
 from minillm import cli
 from minillm.cli import build_config, build_parser, main, with_runtime
-from minillm.config import apply_overrides, preset
-from minillm.errors import DataError
+from minillm.config import apply_overrides, preset, train_configs
+from minillm.errors import ConfigError, DataError
 from minillm.tokenizer import load_tokenizer
 from minillm.train import save_checkpoint
 
@@ -176,7 +176,6 @@ def test_runtime_flags_and_overrides_reach_every_stage(command):
     cfg = _config([*command, "--preset", "micro", "--set", "sft.train.max_steps=7", "--set", "clm.model.n_layer=2",
                    "--device", "cpu", "--dtype", "bfloat16", "--compile", "--detect-anomaly"])
     expected = apply_overrides(preset("micro"), ["sft.train.max_steps=7", "clm.model.n_layer=2"])
-    assert cfg.device == "cpu"
     for stage in STAGES:
         train = getattr(cfg, stage).train
         assert (train.device, train.dtype, train.compile, train.detect_anomaly) == ("cpu", "bfloat16", True, True)
@@ -184,6 +183,24 @@ def test_runtime_flags_and_overrides_reach_every_stage(command):
         assert unchanged == getattr(expected, stage).train  # nothing else moved
     assert cfg.clm.model == expected.clm.model
     assert cfg.tokenizer == expected.tokenizer
+
+
+@pytest.mark.parametrize("flag", [["--device", "cpu"], ["--set", "device=cpu"]])
+def test_device_and_set_device_move_every_stage(flag):
+    cfg = _config(["pipeline", "--out", "x", "--preset", "small", *flag])  # the small preset trains on "auto"
+    assert cfg.device == "cpu" and {train.device for train in train_configs(cfg)} == {"cpu"}
+
+
+def test_one_stages_device_stays_its_own():
+    cfg = _config(["pipeline", "--out", "x", "--preset", "small", "--set", "clm.train.device=cpu"])
+    assert cfg.clm.train.device == "cpu" and cfg.sft.train.device == "auto" and cfg.device == "auto"
+
+
+def test_the_preset_is_chosen_with_preset_not_set():
+    with pytest.raises(ConfigError, match=r"choose it with --preset tiny"):
+        _config(["pipeline", "--out", "x", "--preset", "micro", "--set", "preset=tiny"])
+    with pytest.raises(ConfigError, match=r"preset='bogus' .*expected one of micro, tiny, small"):
+        _config(["pipeline", "--out", "x", "--set", "preset=bogus"])
 
 
 def test_without_runtime_flags_the_config_is_the_preset_with_its_overrides():
