@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from minillm.config import ModelConfig
+from minillm.errors import ModelInputError
 from minillm.model.attention import (
     KVCache,
     MultiHeadAttention,
@@ -194,11 +195,27 @@ def test_kv_cache_without_padding_keeps_no_mask():
 
 
 @pytest.mark.parametrize("use_sdpa", [False, True])
-def test_attention_dropout_drops_weights_only_when_asked(use_sdpa):
+@pytest.mark.parametrize("masked", [False, True])  # SDPA takes another call with a mask than without
+def test_attention_dropout_drops_weights_only_when_asked(use_sdpa, masked):
     q, k, v = random_qkv(6)
+    mask = left_padded_causal_mask() if masked else None
     torch.manual_seed(0)
-    dropped = attend(q, k, v, causal=True, use_sdpa=use_sdpa, dropout=0.5)
-    assert not torch.allclose(dropped, attend(q, k, v, causal=True, use_sdpa=use_sdpa))
+    dropped = attend(q, k, v, mask, causal=True, use_sdpa=use_sdpa, dropout=0.5)
+    kept = attend(q, k, v, mask, causal=True, use_sdpa=use_sdpa)
+    assert not torch.allclose(dropped, kept)
+    assert torch.equal(kept, attend(q, k, v, mask, causal=True, use_sdpa=use_sdpa, dropout=0.0))
+
+
+@pytest.mark.parametrize("mask", [
+    torch.ones(5, 5, dtype=torch.bool),  # a raw (B, T) attention_mask: with B == T it would broadcast as (Tq, Tk)
+    torch.ones(5, 1, 1, 5),  # float, right shape
+    torch.ones(5, 1, 1, 5, dtype=torch.long),  # int, right shape
+], ids=["raw-2d", "float", "int"])
+def test_attend_refuses_a_mask_that_is_not_4d_bool(mask):
+    q, k, v = random_qkv(7, B=5)
+    with pytest.raises(ModelInputError, match=r"mask must be a bool tensor broadcastable to \(B, H, Tq, Tk\).*"
+                                              r"padding_mask\(attention_mask\) or combine_masks"):
+        attend(q, k, v, mask)
 
 
 # --------------------------------------------------------------------------------------------------

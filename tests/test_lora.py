@@ -35,10 +35,13 @@ def adapted(seed: int = 0, targets: str = "qkv,proj", rank: int = 4) -> tuple[GP
     return base, model
 
 
-def randomise_adapters(model: GPT) -> None:
+def randomise_adapters(model: GPT, seed: int = 0) -> None:
+    """Move both A and B away from their initial values, as training does."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in lora_layers(model).values():
-            layer.lora_B.normal_(0.0, 0.3)
+            layer.lora_A.normal_(0.0, 0.3, generator=g)
+            layer.lora_B.normal_(0.0, 0.3, generator=g)
 
 
 def test_at_initialisation_the_adapted_model_is_the_base():
@@ -120,12 +123,21 @@ def test_adapters_alone_round_trip_onto_the_base():
     _, model = adapted()
     randomise_adapters(model)
     _, fresh = adapted()
+    randomise_adapters(fresh, seed=1)  # other values: every adapter tensor, A and B, must come from the file
     load_lora_state_dict(fresh, lora_state_dict(model))
     ids = ids_of(1, 7)
     assert torch.equal(fresh(ids), model(ids))
     _, other_rank = adapted(rank=2)
     with pytest.raises(CheckpointError, match="do not fit"):
         load_lora_state_dict(other_rank, lora_state_dict(model))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_adapters_take_the_dtype_of_the_layer_they_adapt(dtype):
+    model = make(GPT, gpt_config()).to(dtype)
+    add_lora(model, rank=4, alpha=8.0, dropout=0.0, targets="qkv,proj")
+    assert {p.dtype for p in lora_state_dict(model).values()} == {dtype}
+    assert model(ids_of(1, 7)).dtype == dtype
 
 
 def test_bad_targets_and_double_adapters_are_refused():

@@ -92,6 +92,18 @@ def test_pre_and_post_norm_differ_and_post_ends_normalised():
     torch.testing.assert_close(out.mean(-1), torch.zeros(2, 3), atol=1e-5, rtol=0)  # LN is last in post-LN
 
 
+def test_residual_projections_start_smaller_by_the_square_root_of_twice_the_depth():
+    torch.manual_seed(0)
+    model = GPT(gpt_config(n_layer=8, n_embd=64))  # 8 x 4096 weights per kind: std known to ~0.5%
+
+    def std(suffix: str) -> float:
+        return torch.cat([p.flatten() for n, p in model.named_parameters() if n.endswith(suffix)]).std().item()
+
+    assert std("attn.qkv.weight") == pytest.approx(0.02, rel=0.03)
+    assert std("attn.proj.weight") == pytest.approx(0.02 / 4, rel=0.03)  # 0.02 / sqrt(2 * 8)
+    assert std("mlp.proj.weight") == pytest.approx(0.02 / 4, rel=0.03)
+
+
 def test_sdpa_model_equals_manual_model():
     manual = make(GPT, gpt_config())
     fused = GPT(gpt_config(attention="sdpa")).eval()
@@ -137,6 +149,18 @@ def test_bert_sees_both_directions():
     changed = ids.clone()
     changed[0, 7] = (ids[0, 7] + 1) % V
     assert not torch.allclose(model(ids)[:, :7], model(changed)[:, :7])
+
+
+def test_pre_ln_bert_ends_with_its_final_layernorm():
+    """The hidden states are LayerNorm(last block's output), computed here by hand in float64."""
+    model = make(Bert, gpt_config(norm="pre"))  # make() moves ln_f's gain and bias away from 1 and 0
+    seen = {}
+    model.blocks[-1].register_forward_hook(lambda module, inputs, output: seen.update(last=output))
+    h = model.hidden_states(ids_of(2, 7))  # (B, T, C)
+    x = seen["last"].double()  # (B, T, C)
+    centred = x - x.mean(-1, keepdim=True)
+    by_hand = centred / torch.sqrt(centred.pow(2).mean(-1, keepdim=True) + model.ln_f.eps)
+    torch.testing.assert_close(h.double(), by_hand * model.ln_f.weight + model.ln_f.bias, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("position", ["learned", "rope"])
@@ -359,6 +383,20 @@ def test_sampling_draws_from_the_temperature_scaled_distribution(temperature):
     torch.testing.assert_close(logprobs, expected.log()[tokens])
 
 
+@pytest.mark.parametrize("top_p", [None, 0.9])
+def test_a_bfloat16_model_samples_as_a_float32_one(top_p):
+    """bfloat16 keeps 8 bits of precision: in its softmax and running sum over 1000 tokens of
+    probability 1/1000, the later tokens' shares round away and about half are never drawn."""
+    logits = torch.zeros(2000, 1000)  # (B, V) uniform: every token equally likely
+
+    def draw(dtype):
+        return sample_next(logits.to(dtype), 1.0, None, top_p, torch.Generator().manual_seed(0))
+
+    (tokens, logprobs), (expected, expected_logprobs) = draw(torch.bfloat16), draw(torch.float32)
+    assert torch.equal(tokens, expected) and torch.equal(logprobs, expected_logprobs)
+    assert tokens.unique().numel() > 700  # 2000 draws from 1000 (900 with top_p) tokens hit ~860 (~800)
+
+
 def test_greedy_picks_the_argmax_and_returns_its_log_probability_at_temperature_1():
     logits = torch.tensor([[0.0, 2.0, 1.0], [3.0, -1.0, 0.5]])
     tokens, logprobs = sample_next(logits, 0.0, None, None, None)
@@ -378,6 +416,16 @@ def test_top_k_one_and_tiny_top_p_are_greedy():
     greedy = model.generate(ids, 6, temperature=0).new_ids
     assert torch.equal(model.generate(ids, 6, temperature=1.0, top_k=1).new_ids, greedy)
     assert torch.equal(model.generate(ids, 6, temperature=1.0, top_p=1e-6).new_ids, greedy)
+
+
+def test_generate_runs_without_dropout_and_gives_the_model_back_in_its_mode():
+    model = make(GPT, gpt_config(dropout=0.3))
+    ids = ids_of(2, 3)
+    greedy = model.generate(ids, 6, temperature=0).new_ids
+    assert not model.training  # in eval mode it stays in eval mode
+    model.train()
+    assert torch.equal(model.generate(ids, 6, temperature=0).new_ids, greedy)  # no dropout inside
+    assert model.training  # and in training mode it goes back to training
 
 
 def test_rows_stop_at_eos_then_pad_and_generation_stops_when_all_are_done():
@@ -434,7 +482,21 @@ def test_bad_generate_arguments():
         model.generate(ids, 3, temperature=-1.0)
     with pytest.raises(ModelInputError, match="eos_id"):
         model.generate(ids, 3, eos_id=V)
+    with pytest.raises(ModelInputError, match=r"ids has no prompt tokens; give at least one \(e.g. <bos>\)"):
+        model.generate(ids[:, :0], 3)
     with pytest.raises(ModelInputError, match="block_size"):  # the cache counts the past tokens too
         cache = KVCache(2)
         model(ids_of(1, 40), cache=cache)
         model(ids_of(1, 9), cache=cache)
+
+
+def test_a_kv_cache_of_another_model_or_batch_is_refused_before_it_is_changed():
+    model = make(GPT, gpt_config())  # 2 layers
+    with pytest.raises(ModelInputError, match=r"has 1 layers.*n_layer=2.*belongs to one model and one batch"):
+        model(ids_of(1, 3), cache=KVCache(1))
+    cache = KVCache(2)
+    model(ids_of(2, 3), cache=cache)
+    with pytest.raises(ModelInputError, match=r"holds a batch of 2.*ids a batch of 1.*make a new one"):
+        model(ids_of(1, 1), cache=cache)
+    assert cache.length == 3 and cache.filled == [3, 3]  # untouched: it still serves its own batch
+    assert model(ids_of(2, 1), cache=cache).shape == (2, 1, V)

@@ -26,6 +26,21 @@ def test_rmsnorm_is_the_formula_in_float64():
     assert torch.autograd.gradcheck(norm, (x.clone().requires_grad_(),))
 
 
+def test_rmsnorm_of_bfloat16_is_computed_in_float32():
+    """A bfloat16 input gives the float64 formula rounded once to bfloat16. Computed in bfloat16,
+    the mean of squares loses digits and a quarter of the outputs land on another bfloat16 value."""
+    x = (3 * torch.randn(4, 16, 64, generator=torch.Generator().manual_seed(0))).to(torch.bfloat16)
+    norm = RMSNorm(64, eps=1e-6).to(torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 2.0, 64))
+    x64 = x.double()
+    by_hand = (x64 / torch.sqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-6)).to(torch.bfloat16) * norm.weight
+    got = norm(x)
+    assert got.dtype == torch.bfloat16
+    # A float32 sum may round a value that sits on a bfloat16 rounding tie the other way: allow 1%.
+    assert (got != by_hand).float().mean() < 0.01
+
+
 def test_swiglu_mlp_is_silu_gate_times_up_with_two_thirds_width():
     config = gpt_config(mlp="swiglu", bias=False)
     mlp = MLP(config)

@@ -25,8 +25,9 @@ output as zero instead, so NaNs never leak into the rest of the network (see `at
 Finally, the **KV cache**. When a GPT generates text one token at a time, the keys and values of
 the tokens it has already seen never change (a token never sees the future, so later tokens
 cannot alter them). Instead of recomputing them at every step, we keep them: each step then only
-computes the query, key and value of the ONE new token and attends over the stored keys. That turns
-generating N tokens from O(N^2) work into O(N).
+computes the query, key and value of the ONE new token and attends over the stored keys. What it
+saves is the projections and MLP of every past token, redone at each step without it; attention
+itself still reads all t stored keys at step t, so generating N tokens stays O(N^2) in attention.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import ModelConfig
+from minillm.errors import ModelInputError
 
 # --------------------------------------------------------------------------------------------------
 # Masks: boolean tensors, True = may attend. Shapes broadcast to (B, n_head, T_query, T_key).
@@ -84,7 +86,14 @@ def attend(
     fused `scaled_dot_product_attention` kernel (faster, less memory). `dropout` drops attention
     weights with that probability (pass 0.0 outside training).
     Queries with no visible key get an output of zero (finite, never NaN).
+    A raw (B, T) attention mask would broadcast as (Tq, Tk), hiding the wrong keys without an error,
+    so a mask that is not a 4-D bool tensor is refused.
     """
+    if mask is not None and (mask.dtype != torch.bool or mask.dim() != 4):
+        raise ModelInputError(
+            f"mask must be a bool tensor broadcastable to (B, H, Tq, Tk), got dtype {mask.dtype} and shape "
+            f"{tuple(mask.shape)}; build it with padding_mask(attention_mask) or combine_masks(...)"
+        )
     t_query, t_key = q.shape[2], k.shape[2]
     if use_sdpa and causal and mask is None and t_query == t_key:
         # Causality is the only rule: SDPA's built-in causal kernel never even builds the mask.
@@ -212,6 +221,11 @@ class KVCache:
         self.values[layer][:, :, past:end] = v
         self.filled[layer] = end
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    @property
+    def batch(self) -> int | None:
+        """How many sequences the stored keys belong to; None while nothing is stored yet."""
+        return None if not self.keys or self.keys[0] is None else self.keys[0].shape[0]
 
     def nbytes(self) -> int:
         """Bytes of the keys and values stored so far (the filled part of every layer's buffers)."""

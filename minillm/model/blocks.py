@@ -191,15 +191,19 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
     """Position ids (B, T) that count only real tokens: cumsum(mask) - 1, clamped at 0.
 
     With left padding ("<pad> <pad> The cat") the first real token gets position 0, exactly as if
-    the row were not padded; pads themselves get 0 (their outputs are never used).
+    the row were not padded, and the pads in front get 0. Pads after the text (right padding) repeat
+    the last real token's position. Either way no real token reads a pad, and pad outputs are unused.
     """
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 def check_model_inputs(
-    ids: Tensor, attention_mask: Tensor | None, config: ModelConfig, past_length: int = 0
+    ids: Tensor, attention_mask: Tensor | None, config: ModelConfig, cache: KVCache | None = None
 ) -> None:
-    """Raise ModelInputError, naming the fix, when ids or mask do not fit the model."""
+    """Raise ModelInputError, naming the fix, when ids, mask or KV cache do not fit the model.
+
+    It runs at every decoding step, so it only compares sizes: no pass over the cached tensors.
+    """
     if ids.dim() != 2 or ids.dtype != torch.long:
         raise ModelInputError(
             f"ids must be a (batch, time) tensor of int64 token ids, got shape {tuple(ids.shape)} and "
@@ -211,6 +215,13 @@ def check_model_inputs(
             f"token ids must be in [0, {config.vocab_size}) (the model's vocab_size), got min "
             f"{lowest} and max {highest}; was the model built for a different tokenizer?"
         )
+    if cache is not None and (len(cache.keys) != config.n_layer or cache.batch not in (None, ids.shape[0])):
+        raise ModelInputError(
+            f"this KVCache has {len(cache.keys)} layers and holds a batch of {cache.batch}, but the model has "
+            f"n_layer={config.n_layer} and ids a batch of {ids.shape[0]}; a KVCache belongs to one model and "
+            "one batch: make a new one with KVCache(model.config.n_layer) for every batch"
+        )
+    past_length = 0 if cache is None else cache.length
     total = past_length + ids.shape[1]
     if total > config.block_size:
         raise ModelInputError(

@@ -102,8 +102,8 @@ class GPT(nn.Module):
         attention_mask (B, T): True = real token, False = padding. With a cache, ids and mask are the
         NEW tokens only; the cache remembers the earlier ones and their mask.
         """
+        check_model_inputs(ids, attention_mask, self.config, cache)
         past = 0 if cache is None else cache.length
-        check_model_inputs(ids, attention_mask, self.config, past)
         B, T = ids.shape
         key_mask = attention_mask if cache is None else cache.add_tokens(attention_mask, B, T)  # (B, Tk)
         if position_ids is None and key_mask is not None:
@@ -267,6 +267,8 @@ class GPT(nn.Module):
         check_model_inputs(ids, attention_mask, self.config)
         V, total = self.config.vocab_size, ids.shape[1] + max_new_tokens
         problems = []
+        if ids.shape[1] == 0:
+            problems.append("ids has no prompt tokens; give at least one (e.g. <bos>)")
         if max_new_tokens < 1:
             problems.append(f"max_new_tokens={max_new_tokens} must be >= 1")
         if total > self.config.block_size:
@@ -446,6 +448,8 @@ def sample_next(
     generator: torch.Generator | None,
 ) -> tuple[Tensor, Tensor]:
     """Pick one token per row from logits (B, V); return it (B,) and its log-probability (B,)."""
+    # In float32 whatever the model's dtype: bfloat16's softmax and cumsum lose small probabilities.
+    logits = logits.float()  # (B, V)
     if temperature == 0:  # greedy: the single likeliest token
         token = logits.argmax(dim=-1)  # (B,)
         return token, logits.log_softmax(dim=-1).gather(-1, token[:, None])[:, 0]

@@ -47,9 +47,11 @@ class LoRALinear(nn.Linear):
         nn.Module.__init__(self)  # not nn.Linear.__init__: the weights are the base's, not new ones
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=base.weight.device))  # (r, in)
+        # On the base's device and in its dtype: a float32 adapter cannot multiply a bfloat16 input.
+        like = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, **like))  # (r, in)
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as a fresh nn.Linear's weight
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))  # (out, r)
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, **like))  # (out, r)
         self.scale = alpha / rank
         self.drop = nn.Dropout(dropout)
         self.merged = False
