@@ -110,7 +110,7 @@ def step3_train_on_corpus(docs: list[str]) -> BPETokenizer:
     start = time.perf_counter()
     tok = train_tokenizer(docs, VOCAB_SIZE, kind="bpe")
     seconds = time.perf_counter() - start
-    print(f"  {size:.2f} MB, {VOCAB_SIZE - 256 - len(SPECIAL_TOKENS)} merges in {seconds:.1f} s")
+    print(f"  {size:.2f} MB, {len(tok.merges)} merges in {seconds:.1f} s")
     first = [tok.id_to_piece(256 + k) for k in range(15)]
     print(f"  first merges: {first}")
     longest = sorted(range(256, tok.vocab_size - len(SPECIAL_TOKENS)), key=lambda i: -len(tok.id_to_bytes(i)))

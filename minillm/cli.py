@@ -82,7 +82,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     print(f"tokens per byte on the training text: {n_tokens / n_bytes:.3f}")
     special = set(tok.special_tokens.values())
     longest = sorted((i for i in range(tok.vocab_size) if i not in special),
-                     key=lambda i: -len(tok.id_to_piece(i).encode("utf-8")))
+                     key=lambda i: -len(tok.id_to_bytes(i)))  # bytes, not how the piece is shown ('\\x80')
     print("some of the longest pieces it learned:", ", ".join(repr(tok.id_to_piece(i)) for i in longest[:12]))
 
 

@@ -26,7 +26,7 @@ from minillm import cli
 from minillm.cli import build_config, build_parser, main, with_runtime
 from minillm.config import apply_overrides, preset, train_configs
 from minillm.errors import ConfigError, DataError
-from minillm.tokenizer import load_tokenizer
+from minillm.tokenizer import SPECIAL_TOKENS, load_tokenizer
 from minillm.train import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,6 +135,14 @@ def test_tokenizer_train_then_encode(tmp_path, capsys):
     ratio = float(re.search(r"tokens per byte on the training text: ([\d.]+)", out).group(1))
     assert ratio == pytest.approx(len(tok.encode(joined)) / len(joined.encode("utf-8")), abs=5e-4)
     assert ratio < 1.0  # merges were learnt: fewer tokens than bytes
+    # a few merges, all of 2 or 3 bytes: the longest pieces are those, not bytes shown as 4 characters ('\\x80')
+    code, out, err = run(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "268",
+                          "--out", str(tmp_path / "few.json")], capsys)
+    few = load_tokenizer(tmp_path / "few.json")
+    shown = re.search(r"some of the longest pieces it learned: (.*)", out).group(1).split(", ")
+    [first] = few.encode(ast.literal_eval(shown[0]))  # one id, a learned merge
+    merges = range(256, few.vocab_size - len(SPECIAL_TOKENS))
+    assert len(few.id_to_bytes(first)) == max(len(few.id_to_bytes(i)) for i in merges)
 
     sentence = "A flash flood watch in Vell."
     code, out, err = run(["tokenizer", "encode", "--tokenizer", str(tok_path), sentence], capsys)

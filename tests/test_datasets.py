@@ -361,3 +361,15 @@ def test_read_jsonl_unusable_files(tmp_path):
         read_jsonl(tmp_path / "empty.jsonl")
     with pytest.raises(ConfigError, match="on_error"):
         read_jsonl(tmp_path / "empty.jsonl", on_error="ignore")
+
+
+def test_regenerating_more_records_than_a_family_has_inputs_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    from minillm.datasets.__main__ import main
+
+    monkeypatch.setattr("sys.argv", ["datasets", "--out", str(tmp_path / "data"), "--corpus-mb", "0.05",
+                                     "--n-train", "3000"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert "family plural: cannot find 3300 distinct inputs; ask for fewer" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # nothing written: the shipped files stay as they were

@@ -13,10 +13,11 @@ from pathlib import Path
 from minillm.datasets.corpus import generate_corpus, write_corpus
 from minillm.datasets.instructions import generate_instruction_suite
 from minillm.datasets.jsonl import write_jsonl
+from minillm.errors import MinillmError
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m minillm.datasets", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("data"), help="folder to write into")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corpus and the suite")
     parser.add_argument("--corpus-mb", type=float, default=2.0, help="corpus size in MB")
@@ -24,12 +25,15 @@ def main() -> None:
                         help="training records per task family (at most 1800: plural runs out of inputs)")
     args = parser.parse_args()
     start = time.perf_counter()
-    docs = generate_corpus(seed=args.seed, size_mb=args.corpus_mb)
+    try:  # both are made before either is written: a request that cannot be met leaves data/ as it was
+        docs = generate_corpus(seed=args.seed, size_mb=args.corpus_mb)
+        mid = time.perf_counter()
+        records = generate_instruction_suite(seed=args.seed, n_train=args.n_train)
+        end = time.perf_counter()
+    except MinillmError as err:
+        parser.error(str(err))
     write_corpus(args.out / "corpus.txt", docs)
-    mid = time.perf_counter()
-    records = generate_instruction_suite(seed=args.seed, n_train=args.n_train)
     write_jsonl(args.out / "instructions.jsonl", records)
-    end = time.perf_counter()
     made = (("corpus.txt", len(docs), mid - start), ("instructions.jsonl", len(records), end - mid))
     for name, n, seconds in made:
         size = (args.out / name).stat().st_size / 1e6

@@ -69,6 +69,7 @@ from minillm.datasets.world import (
     translate_to_toy,
     with_article,
 )
+from minillm.errors import ConfigError
 
 __all__ = ["SPLITS", "STYLES", "FAMILIES", "TRAIN_FAMILIES", "HELDOUT_FAMILIES", "HELDOUT_PHRASING",
            "generate_instruction_suite", "seen_entities", "normalize_answer", "is_correct",
@@ -333,7 +334,7 @@ def _task_records(family: str, rng: random.Random, seen: Seen, n_train: int, n_t
             if example.x not in inputs:
                 break
         else:
-            raise RuntimeError(f"family {family}: cannot find {len(plan)} distinct inputs; ask for fewer "
+            raise ConfigError(f"family {family}: cannot find {len(plan)} distinct inputs; ask for fewer "
                                f"(n_train={n_train}, n_test={n_test})")
         inputs.add(example.x)
         phrasing = rng.choice(list(allowed))

@@ -195,7 +195,7 @@ def build_world(seed: int = 0, n_towns: int = 40, n_people: int = 48, n_regions:
                     zip(region_names, rng.sample(REGION_KINDS, n_regions), strict=True))
     rivers = tuple(f"the {name}" for name in invent_names(rng, n_rivers, _RIVER_STEMS, _RIVER_ENDINGS, taken))
     town_names = invent_names(rng, n_towns, _TOWN_STEMS, _TOWN_ENDINGS, taken)
-    # Round-robin over regions and rivers so that every region and river has several towns.
+    # Round-robin over regions, so that every region has several towns; each town's river is drawn at random.
     towns = tuple(
         Town(name=name, region=regions[i % n_regions], river=rivers[rng.randrange(n_rivers)],
              population=rng.randrange(8, 120) * 100, known_for=rng.choice(KNOWN_FOR))
