@@ -245,11 +245,16 @@ def test_empty_corpus(corpus: list[str]) -> None:
         train_tokenizer(corpus, 300, progress=False)
 
 
-def test_a_single_str_is_not_a_corpus() -> None:
+@pytest.mark.parametrize("kind", ["bpe", "sentencepiece"])  # both trainers check their texts alike
+def test_a_corpus_is_strings_of_valid_utf8(kind: str) -> None:
     with pytest.raises(TokenizerError, match="iterable of strings"):
-        train_tokenizer("some text", 300, progress=False)
-    with pytest.raises(TokenizerError, match="must hold strings"):
-        train_tokenizer([b"bytes"], 300, progress=False)
+        train_tokenizer("some text", 300, kind=kind, progress=False)
+    with pytest.raises(TokenizerError, match="must hold strings, found a bytes"):
+        train_tokenizer([b"bytes"], 300, kind=kind, progress=False)
+    with pytest.raises(TokenizerError, match="must hold strings, found a NoneType"):
+        train_tokenizer(["ok text", None], 300, kind=kind, progress=False)
+    with pytest.raises(TokenizerError, match="lone surrogate"):
+        train_tokenizer(["ok \ud800 text"], 300, kind=kind, progress=False)
 
 
 def test_vocab_size_too_small() -> None:

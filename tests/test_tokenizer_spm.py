@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from minillm.errors import TokenizerError
 from minillm.tokenizer import SPECIAL_TOKENS, SentencePieceTokenizer, load_tokenizer, train_tokenizer
+from minillm.tokenizer.spm import MAX_LINE_BYTES, split_long_line
 
 CORPUS = [
     "A flash flood watch will be in effect all night.\nRain, then more rain tonight.",
@@ -136,6 +137,23 @@ def test_vocab_size_too_small_or_too_large_or_bad_model_type() -> None:
         train_tokenizer(many_characters, 300, kind="sentencepiece", progress=False)
     with pytest.raises(TokenizerError, match="model_type"):
         train_tokenizer(CORPUS, 400, kind="sentencepiece", spm_model_type="char")
+
+
+def test_long_lines_are_cut_at_spaces_and_between_characters() -> None:
+    line = "ab cd 가나다라"  # 5 + 1 + 12 bytes
+    parts = split_long_line(line, limit=8)
+    assert "".join(parts) == line and all(len(p.encode("utf-8")) <= 8 for p in parts)
+    assert parts[:2] == ["ab cd", " 가나"]  # the space begins the next part; a character is never cut
+    assert split_long_line("short", limit=8) == ["short"]
+
+
+def test_a_line_longer_than_sentencepiece_takes_trains_in_full() -> None:
+    # one line of 90 KB whose second half is another word: sentencepiece alone skips the whole line
+    line = "flood " * 7000 + "weekend " * 6000
+    assert len(line.encode("utf-8")) > MAX_LINE_BYTES
+    with pytest.warns(UserWarning, match="more than the corpus supports"):
+        tok = train_tokenizer([line], 300, kind="sentencepiece", progress=False)
+    assert len(tok.encode(" weekend")) == 1 and tok.decode(tok.encode(line)) == line
 
 
 def test_lone_surrogate_is_a_clear_error(tok: SentencePieceTokenizer) -> None:

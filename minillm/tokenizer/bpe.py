@@ -47,7 +47,7 @@ import os
 import re
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, ClassVar
@@ -545,14 +545,21 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     return regex
 
 
-def count_chunks(texts: Iterable[str], regex: re.Pattern[str]) -> dict[bytes, int]:
-    """How often each distinct chunk occurs in the corpus, as {utf8 bytes: count}."""
+def checked_texts(texts: Iterable[str]) -> Iterator[str]:
+    """The training texts one by one, each checked to be a str of valid UTF-8 (both trainers use this)."""
     if isinstance(texts, str):
         raise TokenizerError("texts must be an iterable of strings (e.g. a list of documents), not one str")
-    counts: Counter[str] = Counter()
     for text in texts:
         if not isinstance(text, str):
             raise TokenizerError(f"texts must hold strings, found a {type(text).__name__}")
+        utf8(text)
+        yield text
+
+
+def count_chunks(texts: Iterable[str], regex: re.Pattern[str]) -> dict[bytes, int]:
+    """How often each distinct chunk occurs in the corpus, as {utf8 bytes: count}."""
+    counts: Counter[str] = Counter()
+    for text in checked_texts(texts):
         counts.update(split_text(text, regex))
     if not any(chunk.strip() for chunk in counts):
         raise TokenizerError("the training corpus is empty or only whitespace; give it some text")

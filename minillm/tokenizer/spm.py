@@ -46,13 +46,30 @@ from minillm.tokenizer.bpe import (
     SPECIAL_TOKENS,
     Tokenizer,
     check_vocab_size,
+    checked_texts,
     require_keys,
     warn_smaller_vocab,
 )
 
 META_SPACE = "\u2581"  # "▁": how sentencepiece writes a space inside a piece
 N_RESERVED = 1 + 256  # <unk> and the 256 byte pieces; with the specials, the least a vocabulary holds
-MAX_LINE_BYTES = 1 << 16  # sentencepiece silently skips longer training lines; we raise its limit
+MAX_LINE_BYTES = 1 << 16  # sentencepiece silently skips longer training lines: we cut them (and raise its limit)
+
+
+def split_long_line(line: str, limit: int = MAX_LINE_BYTES) -> list[str]:
+    """`line` in parts of at most `limit` UTF-8 bytes, cut before a space where there is one (a space
+    begins a piece, "▁word"), else between two characters. A one-line file then trains as BPE's does."""
+    data = line.encode("utf-8")
+    parts = []
+    while len(data) > limit:
+        cut = data.rfind(b" ", 1, limit + 1)
+        if cut <= 0:
+            cut = limit
+            while data[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte: step back to the character's start
+                cut -= 1
+        parts.append(data[:cut].decode("utf-8"))
+        data = data[cut:]
+    return [*parts, data.decode("utf-8")]
 
 
 def spm_trainer_options(vocab_size: int, model_type: str) -> dict[str, Any]:
@@ -85,6 +102,7 @@ def spm_advice(message: str, vocab_size: int) -> str:
     pass through; what minillm exposes is the vocabulary size, so we say which size to ask for.
     """
     reason = re.sub(r"^.*\]\s*", "", message.strip()).split(" Increase vocab_size or")[0].rstrip(".")
+    reason = reason or message.strip()  # a message of another form: sentencepiece's own words
     numbers = re.search(r"(\d+) vs (\d+)", reason) or re.search(r"<= ?(\d+)", reason)
     size = numbers.groups()[-1] if numbers else "N"  # the size it needs (or the most it allows)
     return (f"sentencepiece could not train a vocabulary of {vocab_size} on this corpus ({reason}); "
@@ -121,9 +139,8 @@ class SentencePieceTokenizer(Tokenizer):
         if model_type not in ("bpe", "unigram"):
             raise TokenizerError(f"model_type={model_type!r}: expected 'bpe' or 'unigram'")
         check_vocab_size(vocab_size, N_RESERVED)
-        if isinstance(texts, str):
-            raise TokenizerError("texts must be an iterable of strings (e.g. a list of documents), not a str")
-        lines = [line for text in texts for line in text.split("\n") if line.strip()]
+        lines = [part for text in checked_texts(texts) for line in text.split("\n") if line.strip()
+                 for part in split_long_line(line)]
         if not lines:
             raise TokenizerError("the training corpus is empty or only whitespace; give it some text")
         model = io.BytesIO()
