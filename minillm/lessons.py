@@ -45,7 +45,7 @@ from minillm.pipeline import (
     step_folder,
 )
 from minillm.train.loop import METRICS_NAME, read_metrics
-from minillm.utils import read_json, write_json
+from minillm.utils import read_json, run_folder_lock, write_json
 
 
 def find_root() -> Path:
@@ -162,13 +162,14 @@ def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | Non
         return None
     print(f"[{stage}] no finished, up-to-date run in {shown(PIPELINE_DIR)}: the pipeline's steps train it now, "
           "there (a later `minillm pipeline` into it with the same settings skips what is done)")
-    journey = pipeline_journey()
-    if not (PIPELINE_DIR / CONFIG_NAME).is_file():
-        journey.write_config()
-    for name in STEP_NAMES[: STEP_NAMES.index(stage) + 1]:
-        if name != "mlm" or stage == "mlm":  # no later step reads the BERT model
-            _refuse_to_replace(journey, name)
-            run_step(journey, name)
+    with run_folder_lock(PIPELINE_DIR):  # as `minillm pipeline` does: one writer at a time
+        journey = pipeline_journey()
+        if not (PIPELINE_DIR / CONFIG_NAME).is_file():
+            journey.write_config()
+        for name in STEP_NAMES[: STEP_NAMES.index(stage) + 1]:
+            if name != "mlm" or stage == "mlm":  # no later step reads the BERT model
+                _refuse_to_replace(journey, name)
+                run_step(journey, name)
     return _say(stage, read_run(folder, "trained now by the pipeline's steps"))
 
 

@@ -8,14 +8,16 @@ the script's code, so that stepping through the cells runs the same lesson as `p
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 from minillm import config, lessons
-from minillm.errors import DataError
+from minillm.errors import DataError, RunLockedError
 from minillm.lessons import Run, earlier_run, own_run
+from minillm.utils import LOCK_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
@@ -90,6 +92,14 @@ def test_earlier_run_trains_a_missing_step_with_the_pipelines_own_steps(pipeline
     assert not lessons.pipeline_folder("mlm").exists()  # nothing after it reads BERT
     assert "trained now by the pipeline's steps" in capsys.readouterr().out
     assert earlier_run("clm").source == "the pipeline's run"  # and the next lesson finds it
+
+
+def test_earlier_run_stops_while_a_pipeline_writes_runs_tiny(pipeline_dir):
+    pipeline_dir.mkdir(parents=True)
+    (pipeline_dir / LOCK_NAME).write_text(f"{os.getppid()}\n")  # a live process that is not this one
+    with pytest.raises(RunLockedError, match=r"in use by another minillm process"):
+        earlier_run("tokenizer")
+    assert sorted(path.name for path in pipeline_dir.iterdir()) == [LOCK_NAME]  # nothing written beside it
 
 
 def test_earlier_run_finishes_runs_tiny_with_its_own_settings_and_never_replaces_a_step(pipeline_dir, monkeypatch):
