@@ -50,7 +50,23 @@ def load_run(run_dir: str | os.PathLike, name: str) -> Run:
                         "command wrote (e.g. runs/clm)")
     config_path = folder / CONFIG_NAME
     config = read_json(config_path) if config_path.is_file() else {}
-    return Run(name, rows, config)
+    return Run(name, rows, siblings_by_name(config, folder))
+
+
+def siblings_by_name(config: dict, folder: Path) -> dict:
+    """`config` with each path to a folder beside `folder` written "../NAME".
+
+    A pipeline step names the steps it read (PPO's sft_dir: runs/tiny/04_sft). Two runs of the same
+    step in two journeys read the same-named siblings in different folders: the same setting.
+    """
+    def short(value: object) -> object:
+        if isinstance(value, dict):
+            return {key: short(inner) for key, inner in value.items()}
+        if isinstance(value, str) and value and Path(value).resolve().parent == folder.resolve().parent:
+            return f"../{Path(value).name}"
+        return value
+
+    return short(config)
 
 
 def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:

@@ -12,13 +12,17 @@ from minillm.compare import Run, compare_runs, config_differences, load_run, sha
 
 
 def write_run(folder: Path, lr: float, losses: list[float], extra: str = "grad_norm") -> Path:
+    """A run folder as a training command writes it: its curves, and a config.json that holds the
+    train and model settings twice (at the top and inside the stage's own config), as real ones do."""
     folder.mkdir(parents=True)
     rows = [{"step": 10 * (i + 1), "split": "train", "loss": loss, extra: 1.0 / (i + 1), "lr": lr}
             for i, loss in enumerate(losses)]
     rows.append({"step": 10 * len(losses), "split": "val", "val_loss": losses[-1] + 0.5})
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    config = {"run": {"sft": {"train": {"lr": lr, "seed": 1}, "lora": {"rank": 8 if lr > 1e-3 else 0}}},
-              "model_kind": "gpt"}
+    train, model = {"lr": lr, "seed": 1}, {"n_layer": 3}
+    config = {"run": {"sft": {"train": train, "lora": {"rank": 8 if lr > 1e-3 else 0}}, "model": model,
+                      "init_dir": str(folder.parent / "03_clm")},  # the step it read, beside it
+              "train": train, "model": model, "model_kind": "gpt"}
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
@@ -28,10 +32,10 @@ def test_compare_tables_final_values_and_only_the_differing_settings(tmp_path):
     b = write_run(tmp_path / "lora", 3e-3, [3.0, 2.5, 1.75], extra="only_lora")
     result = compare_runs([a, b], tmp_path / "cmp.png")
     assert result["final"]["full"]["loss"] == 1.5 and result["final"]["lora"]["val_loss"] == 2.25
-    assert result["differences"] == {"run.sft.lora.rank": [0, 8], "run.sft.train.lr": [1e-3, 3e-3]}
+    assert result["differences"] == {"run.sft.lora.rank": [0, 8], "train.lr": [1e-3, 3e-3]}  # said once
     assert (tmp_path / "cmp.png").stat().st_size > 10_000
     report = result["report"]
-    assert "run.sft.train.lr" in report and "seed" not in report  # the same in both: not shown
+    assert "train.lr" in report and "seed" not in report  # the same in both: not shown
     assert "grad_norm" not in report and "only_lora" not in report  # logged by one run only
 
 
@@ -96,3 +100,5 @@ def test_two_pipeline_runs_compare_by_their_figures_settings_and_the_steps_each_
     out = capsys.readouterr().out
     assert "the other 2 are the same in every run" in out and "steps each run trained on its own: 06_ppo" in out
     assert f"overlay a step's curves: minillm compare {tiny / '06_ppo'} {no_kl / '06_ppo'}" in out
+    # the two PPO steps read their own journey's 03_clm: the same setting, in two folders
+    assert compare_runs([tiny / "06_ppo", no_kl / "06_ppo"], tmp_path / "steps.png")["differences"] == {}
