@@ -188,9 +188,7 @@ def run_folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
                     f"{folder} is in use by another minillm process (PID {holder}); wait for it to finish, "
                     f"stop it, or choose another --out (if no process {holder} runs, delete {lock})"
                 ) from None
-            print(f"minillm: note: taking over the lock of {folder}: its process (PID {holder}) is gone",
-                  file=sys.stderr)
-            lock.unlink(missing_ok=True)  # then try O_EXCL again: if another run got there first, it wins
+            remove_stale_lock(lock, holder)  # then try O_EXCL again: if another run got there first, it wins
     with os.fdopen(fd, "w") as f:
         f.write(f"{os.getpid()}\n")
     try:
@@ -200,6 +198,32 @@ def run_folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
             lock.unlink(missing_ok=True)
         if created and not any(folder.iterdir()):  # a run that failed at once leaves no empty folder behind
             folder.rmdir()
+
+
+def remove_stale_lock(lock: Path, holder: int | None) -> None:
+    """Remove `lock`, left by process `holder`, which is gone.
+
+    Two runs may find the same stale lock at once. Had each simply deleted it, the slower one could
+    delete the lock the faster one had just made, and both would run. So a run deletes it only while
+    it holds `lock.takeover` (created with O_EXCL: one run at a time), and only if it still names the
+    same dead process: a lock the other run has taken meanwhile is left alone.
+    """
+    guard = lock.with_name(lock.name + ".takeover")
+    try:
+        os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        if _age_s(guard) > 2:  # left by a run killed in the middle of a takeover
+            guard.unlink(missing_ok=True)
+        time.sleep(0.1)
+        return
+    try:
+        still_stale = _lock_holder(lock) == holder and (holder is not None or _age_s(lock) >= 2)
+        if still_stale:
+            print(f"minillm: note: taking over the lock of {lock.parent}: its process (PID {holder}) is gone",
+                  file=sys.stderr)
+            lock.unlink(missing_ok=True)
+    finally:
+        guard.unlink(missing_ok=True)
 
 
 def _lock_holder(lock: Path) -> int | None:

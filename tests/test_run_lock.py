@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
+from minillm import utils
 from minillm.cli import main
 from minillm.errors import DataError, RunLockedError
 from minillm.utils import LOCK_NAME, run_folder_lock
@@ -65,3 +67,31 @@ def test_an_out_path_that_is_a_file_is_named_as_such(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(DataError, match="is a file, not a folder"), run_folder_lock(tmp_path / "file"):
         pass
+
+
+def test_a_lock_just_made_and_not_yet_signed_is_waited_for_not_taken(tmp_path):
+    (tmp_path / "run").mkdir()
+    lock = tmp_path / "run" / LOCK_NAME
+    lock.write_text("")  # another run's O_EXCL has succeeded; its PID follows in a moment
+    threading.Timer(0.3, lambda: lock.write_text(f"{os.getppid()}\n")).start()
+    with pytest.raises(RunLockedError, match=f"PID {os.getppid()}"), run_folder_lock(tmp_path / "run"):
+        pass
+
+
+def test_of_two_runs_taking_over_one_stale_lock_the_slower_leaves_the_faster_ones_lock(tmp_path, monkeypatch):
+    (tmp_path / "run").mkdir()
+    lock = tmp_path / "run" / LOCK_NAME
+    lock.write_text(f"{dead_pid()}\n")
+    faster = os.getppid()  # a live process standing in for the other run
+    really_alive = utils.process_alive
+
+    def other_run_takes_it_over_first(pid: int) -> bool:  # while this run is checking the dead PID
+        if pid != faster:
+            lock.unlink()
+            lock.write_text(f"{faster}\n")
+        return really_alive(pid)
+
+    monkeypatch.setattr(utils, "process_alive", other_run_takes_it_over_first)
+    with pytest.raises(RunLockedError, match=f"PID {faster}"), run_folder_lock(tmp_path / "run"):
+        pass
+    assert lock.read_text().strip() == str(faster)  # the faster run's lock is still there
