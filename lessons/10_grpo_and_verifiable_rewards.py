@@ -175,7 +175,8 @@ step4_table()
 # ## Try this
 # Each is one `--set` on the command line (`minillm grpo --sft runs/tiny/04_sft --set ... --out runs/x`)
 # or one change to `CFG.grpo_verifiable` above; compare runs with `minillm compare runs/x runs/y`.
-# 1. **Group size**: `grpo_verifiable.group_size=2` vs `16` (with `minibatch_size` dividing the batch).
+# 1. **Group size**: `grpo_verifiable.group_size=2` vs `16` (a minibatch holds whole groups: the preset's
+#    64 answers fit either).
 #    With 2 answers, a group is unanimous far more often: watch `zero_signal_share` rise and learning slow.
 # 2. **No std scaling** (Dr. GRPO): `grpo_verifiable.scale_by_std=false`. Prompts whose answers barely
 #    differ (all right, some with a flourish) no longer get the same push as prompts where half are wrong.

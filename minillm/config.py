@@ -391,7 +391,7 @@ class GRPOConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup_steps=0, max_steps=30))
     group_size: int = 8  # G: answers sampled per prompt; the group is its own baseline
     prompts_per_step: int = 16  # prompts per rollout: group_size * prompts_per_step answers per step
-    minibatch_size: int = 32  # answers per gradient step; the rollout is split into minibatches
+    minibatch_size: int = 32  # answers per gradient step, whole groups only: a multiple of group_size
     epochs: int = 1  # passes over each rollout
     temperature: float = 1.0  # used both to sample and to score the answers in the update
     max_new_tokens: int = 32
@@ -423,6 +423,9 @@ class GRPOConfig:
         _require((self.group_size * self.prompts_per_step) % self.minibatch_size == 0, c, "minibatch_size",
                  self.minibatch_size, f"group_size * prompts_per_step ({self.group_size * self.prompts_per_step}) "
                  "must be divisible by it")
+        _require(self.minibatch_size % self.group_size == 0, c, "minibatch_size", self.minibatch_size,
+                 f"a multiple of group_size ({self.group_size}) is needed: a minibatch holds whole groups, whose "
+                 "advantages average to zero and whose answers share one prompt")
         _in_range(c, "temperature", self.temperature, 0.0, 10.0, lo_open=True)
         _in_range(c, "clip_range", self.clip_range, 0.0, 1.0, lo_open=True)
         _in_range(c, "kl_coef", self.kl_coef, 0.0, 100.0)

@@ -144,6 +144,12 @@ def all_train_prefs() -> str:
 
 NOT_UTF8 = "caf\u00e9 au lait\n\nsecond document\n".encode("latin-1")
 GOOD_RECORD = json.dumps({"prompt": "Say hi", "response": "hi"})
+HELD_OUT_RECORD = json.dumps({"prompt": "Say bye", "response": "bye", "split": "test_seen"})
+BOTH_SPLITS = GOOD_RECORD + "\n" + HELD_OUT_RECORD + "\n"
+PPO = ("ppo", "--sft", "{ws}/gpt", "--reward", "{ws}/gpt", "--out", "{ws}/ppo", "--preset", "micro",
+       "--data", "{ws}/i.jsonl")
+GRPO = ("grpo", "--sft", "{ws}/gpt", "--out", "{ws}/grpo", "--preset", "micro", "--data", "{ws}/i.jsonl",
+        "--set", "grpo.reward=verifiable")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,7 +242,7 @@ CLI_TABLE = [
     Bad("rankings: no valid line",
         ("dpo", "--sft", "{ws}/gpt", "--prefs", "{ws}/p.jsonl", "--out", "{ws}/dpo", "--preset", "micro",
          "--data", "{ws}/i.jsonl"), DataError, ("p.jsonl", "line 1", "ranking"),
-        lambda ws: (write("i.jsonl", GOOD_RECORD)(ws),
+        lambda ws: (write("i.jsonl", BOTH_SPLITS)(ws),
                     write("p.jsonl", '{"prompt": "a", "answers": ["x", "y"], "ranking": [0, 0]}\n')(ws))),
     Bad("rankings: none held out",
         ("reward", "--sft", "{ws}/gpt", "--prefs", "{ws}/p.jsonl", "--out", "{ws}/rm", "--preset", "micro",
@@ -245,12 +251,26 @@ CLI_TABLE = [
     Bad("rankings: too few for DPO",
         ("dpo", "--sft", "{ws}/gpt", "--prefs", "{ws}/p.jsonl", "--out", "{ws}/dpo", "--preset", "micro",
          "--data", "{ws}/i.jsonl"), DataError, ("p.jsonl", "got 3 and 0", "at least 5"),
-        lambda ws: (write("i.jsonl", GOOD_RECORD)(ws), write("p.jsonl", all_train_prefs())(ws))),
+        lambda ws: (write("i.jsonl", BOTH_SPLITS)(ws), write("p.jsonl", all_train_prefs())(ws))),
     Bad("reward: existing run and its rankings are kept",
         ("reward", "--sft", "{ws}/gpt", "--out", "{ws}/rm_done", "--preset", "micro", "--data", "{ws}/i.jsonl"),
         CheckpointError, ("rm_done already holds a training run", "--resume", "another output folder"),
         lambda ws: (write("i.jsonl", GOOD_RECORD)(ws), write("rm_done/prefs.jsonl", good_prefs())(ws),
                     shutil.copy(ws / "gpt" / "ckpt.pt", ws / "rm_done" / "ckpt.pt"))),
+    # --- stage 3 runs: records and answer lengths checked before anything is written ----------------
+    Bad("ppo: no training records", PPO, DataError, ("PPO: no training records", "split == 'train'"),
+        write("i.jsonl", HELD_OUT_RECORD)),
+    Bad("grpo: no held-out records", GRPO, DataError, ("no held-out records", "test splits"),
+        write("i.jsonl", GOOD_RECORD)),
+    Bad("dpo: no held-out records",
+        ("dpo", "--sft", "{ws}/gpt", "--prefs", "{ws}/p.jsonl", "--out", "{ws}/dpo", "--preset", "micro",
+         "--data", "{ws}/i.jsonl"), DataError, ("no held-out records", "test splits"),
+        lambda ws: (write("i.jsonl", GOOD_RECORD)(ws), write("p.jsonl", good_prefs())(ws))),
+    Bad("ppo: answers leave no room for a prompt", (*PPO, "--set", "ppo.max_new_tokens=13"), ConfigError,
+        ("PPOConfig.max_new_tokens=13", "no room for a prompt", "(16 tokens)", "largest allowed is 12"),
+        write("i.jsonl", BOTH_SPLITS)),
+    Bad("grpo: answers leave no room for a prompt", (*GRPO, "--set", "grpo.max_new_tokens=13"), ConfigError,
+        ("GRPOConfig.max_new_tokens=13", "largest allowed is 12"), write("i.jsonl", BOTH_SPLITS)),
     Bad("annotate: missing prompts file",
         ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/nope.jsonl", "--out", "{ws}/p.jsonl"),
         DataError, ("no prompts file", "one prompt a line")),
@@ -324,7 +344,7 @@ CLI_TABLE = [
         ("'gpt'", "bert")),
     Bad("checkpoint: a GPT given as the reward model",
         ("ppo", "--sft", "{ws}/gpt", "--reward", "{ws}/gpt", "--out", "{ws}/ppo", "--preset", "micro",
-         "--data", "{ws}/i.jsonl"), CheckpointError, ("'gpt'", "reward"), write("i.jsonl", GOOD_RECORD)),
+         "--data", "{ws}/i.jsonl"), CheckpointError, ("'gpt'", "reward"), write("i.jsonl", BOTH_SPLITS)),
     Bad("--out is an existing file", (*PRETRAIN, "--out", "{ws}/corpus.txt"), DataError,
         ("corpus.txt is a file, not a folder",)),
     Bad("--out is a folder another run is writing", (*PRETRAIN, "--out", "{ws}/gpt", "--resume"), RunLockedError,

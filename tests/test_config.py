@@ -84,6 +84,8 @@ BROKEN = [
     (PPOConfig, {"clip_range": 0.0}, ["PPOConfig.clip_range=0.0"]),
     (PPOConfig, {"rollout_batch_size": 32, "minibatch_size": 12}, ["PPOConfig.minibatch_size=12", "must be divisible"]),
     (GRPOConfig, {"group_size": 1, "minibatch_size": 16}, ["GRPOConfig.group_size=1"]),
+    (GRPOConfig, {"group_size": 8, "prompts_per_step": 3, "minibatch_size": 12},
+     ["GRPOConfig.minibatch_size=12", "multiple of group_size (8)", "whole groups"]),
     (GRPOConfig, {"passk_samples": 0}, ["GRPOConfig.passk_samples=0", "integer >= 1"]),
 ]
 

@@ -7,20 +7,21 @@ import dataclasses
 import itertools
 import json
 import sys
-from math import comb
+from math import comb, exp
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from crash_resume import assert_exact_resume
-from test_ppo import RECORDS, build_runs
+from test_ppo import RECORDS, build_runs, train_and_check_the_reference
 
 from minillm.config import GRPOConfig, TrainConfig
 from minillm.datasets.instructions import generate_instruction_suite
 from minillm.errors import CheckpointError, ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.template import encode_prompt
+from minillm.stage3_rlhf import grpo
 from minillm.stage3_rlhf.grpo import (
     group_advantages,
     group_minibatches,
@@ -108,6 +109,16 @@ def test_k3_kl_by_hand_and_never_negative():
     assert (k3_kl(ref, ref) == 0).all()
 
 
+def test_the_loss_adds_kl_coef_times_k3_of_the_policy_against_the_reference():
+    """KL(pi || pi_ref), not KL(pi_ref || pi): for log pi = -1 and log pi_ref = -2, k3 = e^-1 + 1 - 1;
+    the other direction would give e - 1 - 1."""
+    logprobs, ref = torch.full((1, 2), -1.0), torch.full((1, 2), -2.0)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    loss, stats = grpo_loss(logprobs, logprobs, ref, torch.zeros(1), mask, 0.2, kl_coef=0.5)  # advantage 0: no pg
+    assert stats["k3_kl"] == pytest.approx(exp(-1.0), abs=1e-6)
+    assert loss.item() == pytest.approx(0.5 * exp(-1.0), abs=1e-6)
+
+
 def test_pass_at_k_equals_enumeration_of_every_subset():
     for n, c in itertools.product(range(1, 8), range(0, 8)):
         if c > n:
@@ -121,6 +132,8 @@ def test_pass_at_k_equals_enumeration_of_every_subset():
     assert pass_at_k_curve([0, 64, 32], 64, (1, 64)) == pytest.approx({"1": 0.5, "64": 2 / 3})
     with pytest.raises(ValueError, match="k <= n"):
         pass_at_k(4, 1, 5)
+    with pytest.raises(ValueError, match="got no prompts"):
+        pass_at_k_curve([], 4)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,9 +258,10 @@ def test_grpo_learns_a_toy_task_within_seconds(runs):
     assert sum(rewards[:3]) / 3 < 0.3 and sum(rewards[-3:]) / 3 > 0.8, rewards
 
 
-def test_train_grpo_logs_every_metric_and_reports_pass_at_k(runs):
+def test_train_grpo_logs_every_metric_and_reports_pass_at_k(runs, monkeypatch):
     out = runs["root"] / "grpo"
-    result = train_grpo(micro_grpo_config(), runs["sft"], RECORDS, out)
+    result = train_and_check_the_reference(monkeypatch, grpo, runs["sft"],
+                                           lambda: train_grpo(micro_grpo_config(), runs["sft"], RECORDS, out))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward_mean", "reward_std", "zero_signal_share", "kl", "entropy", "clipfrac", "response_len", "gold"):

@@ -7,17 +7,21 @@ import dataclasses
 import io
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 from crash_resume import assert_exact_resume
 
 from minillm.config import DPOConfig, ModelConfig, PPOConfig, RewardConfig, SFTConfig, TrainConfig
-from minillm.errors import TrainingError
+from minillm.errors import ConfigError, TrainingError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.sft import train_sft
+from minillm.stage2_sft.template import encode_prompt
+from minillm.stage3_rlhf import dpo, ppo
 from minillm.stage3_rlhf.annotate import annotate
 from minillm.stage3_rlhf.annotator import WEIGHTS, best_and_worst, gold_score
 from minillm.stage3_rlhf.dpo import train_dpo
@@ -32,6 +36,7 @@ from minillm.stage3_rlhf.reward_model import (
     train_reward_model,
 )
 from minillm.stage3_rlhf.scoreboard import crossing, policy_row
+from minillm.stage3_rlhf.sequences import last_real_index, masked_mean, sample_responses
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
 
@@ -85,10 +90,43 @@ def test_rankings_file_and_reward_model_run(runs):
     assert rm.reward_std.item() > 0 and rm.reward_mean.item() == pytest.approx(metrics["reward_mean"])
 
 
-def test_first_minibatch_ratio_is_one_and_kl_is_zero_against_itself(runs):
+def train_and_check_the_reference(monkeypatch, module: ModuleType, sft_dir: Path, run: Callable[[], dict]) -> dict:
+    """`run()` (a train_* of `module`), checking that its reference is a frozen copy of the SFT model.
+
+    The reference anchors the KL and is the baseline the policy is compared with at the end. Were it
+    the policy itself, the KL would be 0 and the comparison a tie, and nothing would crash: so the
+    pair given to `module.compare_policies` is recorded, and after training the reference must still
+    equal the SFT checkpoint, parameter for parameter, while the policy has moved.
+    """
+    seen, compare = {}, module.compare_policies
+
+    def recording_compare(policy, reference, *args, **kwargs):
+        seen.update(policy=policy.state_dict(), reference=reference.state_dict())
+        return compare(policy, reference, *args, **kwargs)
+
+    monkeypatch.setattr(module, "compare_policies", recording_compare)
+    result = run()
+    sft = load_model(sft_dir, GPT)[0].state_dict()
+    assert all(torch.equal(seen["reference"][key], value) for key, value in sft.items())
+    assert not all(torch.equal(seen["policy"][key], value) for key, value in sft.items())
+    return result
+
+
+def with_eos_boost(policy: GPT, eos_id: int, boost: float) -> GPT:
+    """`policy` with `boost` added to its <eos> logit: the barely trained micro model never ends an
+    answer within 5 tokens by itself, and a rollout test needs answers that end early and answers
+    that do not end at all."""
+    head, bias = policy.lm_head, torch.zeros(policy.config.vocab_size)
+    bias[eos_id] = boost
+    policy.lm_head = lambda h: head(h) + bias  # generation and scoring both read the head through this
+    return policy
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])  # 0.7: the update must rescale its logits as sampling did
+def test_first_minibatch_ratio_is_one_and_kl_is_zero_against_itself(runs, temperature):
     policy, tok = load_model(runs["sft"], GPT)
     rm = load_model(runs["rm"], RewardModel)[0]
-    cfg = micro_ppo_config()
+    cfg = dataclasses.replace(micro_ppo_config(), temperature=temperature)
     critic, g = copy.deepcopy(rm), torch.Generator().manual_seed(0)
     ro = rollout(policy, copy.deepcopy(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
     # policy == reference: every per-token KL is 0, up to float rounding (the rollout's log-probs come
@@ -102,6 +140,36 @@ def test_first_minibatch_ratio_is_one_and_kl_is_zero_against_itself(runs):
     assert stats[0]["ratio_max_dev"] < 1e-4 and stats[0]["clipfrac"] == 0.0
     assert len(stats) == cfg.ppo_epochs * cfg.rollout_batch_size // cfg.minibatch_size
     assert any(s["ratio_max_dev"] > 0 for s in stats[1:])  # later minibatches see an updated policy
+
+
+def test_a_rollout_penalises_unfinished_answers_and_whitens_the_advantages(runs):
+    policy, tok = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0]
+    cfg = micro_ppo_config()
+    policy = with_eos_boost(policy, tok.eos_id, 4.0)
+    ro = rollout(policy, policy, rm, copy.deepcopy(rm), tok, RECORDS[:8], cfg, 0.1, torch.Generator().manual_seed(0))
+    n = ro.mask.shape[1]
+    # has_eos by hand: the answer's last real token is <eos>; some answers end early, some never end
+    last_token = ro.ids[:, -n:].gather(1, last_real_index(ro.mask)[:, None]).squeeze(1)  # (B,)
+    assert ro.has_eos.tolist() == (last_token == tok.eos_id).tolist()
+    assert (ro.has_eos & (ro.mask.sum(dim=1) < n)).any() and not ro.has_eos.all()
+    # an unfinished answer's score is the penalty; a finished one keeps the reward model's
+    assert (ro.score[~ro.has_eos] == cfg.no_eos_penalty).all()
+    assert torch.equal(ro.score[ro.has_eos], ro.rm_score[ro.has_eos])
+    # the advantages are whitened over the answers' real tokens: mean 0, std 1 there
+    assert masked_mean(ro.advantages, ro.mask).item() == pytest.approx(0.0, abs=1e-5)
+    assert masked_mean(ro.advantages ** 2, ro.mask).item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_answers_must_leave_room_for_the_prompt(runs):
+    """block_size 32: the prompt's 3 framing tokens and 1 of its own leave at most 28 for the answer."""
+    policy, tok = load_model(runs["sft"], GPT)
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ConfigError, match=r"max_new_tokens=29 leaves no room for a prompt .* largest allowed is 28"):
+        sample_responses(policy, tok, ["Say the colour red."], 29, 1.0, g)
+    resp = sample_responses(policy, tok, ["Say the colour red."], 28, 1.0, g)
+    prompt_columns = resp.ids.shape[1] - resp.mask.shape[1]
+    assert resp.ids[0, :prompt_columns].tolist() == encode_prompt(tok, "Say the colour red.", max_len=4)
 
 
 def test_the_gold_reward_scores_answers_by_the_judge_on_the_reward_models_scale(runs):
@@ -124,9 +192,10 @@ def test_the_gold_reward_scores_answers_by_the_judge_on_the_reward_models_scale(
     assert [r["rm_score"] for r in rows] == pytest.approx([(r["gold"] - mean) / std for r in rows])
 
 
-def test_train_ppo_logs_every_metric_and_compares_with_sft(runs):
+def test_train_ppo_logs_every_metric_and_compares_with_sft(runs, monkeypatch):
     out = runs["root"] / "ppo"
-    result = train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, out)
+    result = train_and_check_the_reference(monkeypatch, ppo, runs["sft"],
+                                           lambda: train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, out))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("rm_score", "gold", "kl", "entropy", "clipfrac", "approx_kl", "ratio", "eos_share", "response_len"):
@@ -209,10 +278,12 @@ def test_nan_rewards_stop_ppo_with_the_step_and_cause(runs, monkeypatch):
         train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, runs["root"] / "ppo_nan")
 
 
-def test_train_dpo_runs_and_reports(runs):
+def test_train_dpo_runs_and_reports(runs, monkeypatch):
     cfg = DPOConfig(train=TrainConfig(max_steps=3, batch_size=4, eval_every=3, save_every=3, eval_batches=1),
                     eval_prompts=6, max_new_tokens=5)
-    result = train_dpo(cfg, runs["sft"], runs["prefs"], RECORDS, runs["root"] / "dpo")
+    result = train_and_check_the_reference(monkeypatch, dpo, runs["sft"],
+                                           lambda: train_dpo(cfg, runs["sft"], runs["prefs"], RECORDS,
+                                                             runs["root"] / "dpo"))
     assert 0.0 <= result["win_rate_vs_sft"] <= 1.0 and result["n_pairs"] > 0
     assert load_model(runs["root"] / "dpo", GPT)[0] is not None
 

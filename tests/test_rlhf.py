@@ -15,8 +15,10 @@ from minillm.stage2_sft.template import ChatExample
 from minillm.stage3_rlhf.annotator import ranking_to_pairs
 from minillm.stage3_rlhf.dpo import chosen_nll, collate_pairs, dpo_loss, make_dpo_loss, with_reference
 from minillm.stage3_rlhf.ppo import (
+    adapt_kl_coef,
     clipped_policy_loss,
     clipped_value_loss,
+    critic_values,
     gae,
     masked_whiten,
     per_token_rewards,
@@ -193,6 +195,28 @@ def test_clipped_value_loss_by_hand():
     loss, _ = clipped_value_loss(new, old, returns, mask, clip_range=0.2)
     # token 0: max((0.5-1)^2, (0.2-1)^2) = 0.64; token 1: max(2.25, (-0.2-1)^2=1.44) = 2.25
     assert loss.item() == pytest.approx(0.5 * (0.64 + 2.25) / 2, abs=1e-6)
+
+
+def test_the_adaptive_kl_coefficient_rises_above_the_target_and_falls_below_it():
+    # beta * (1 + 0.1 * error), error = kl / target - 1 clipped to [-0.2, 0.2]
+    assert adapt_kl_coef(0.1, kl=0.21, target=0.2) == pytest.approx(0.1 * 1.005)  # error 0.05
+    assert adapt_kl_coef(0.1, kl=0.19, target=0.2) == pytest.approx(0.1 * 0.995)  # error -0.05
+    assert adapt_kl_coef(0.1, kl=2.0, target=0.2) == pytest.approx(0.1 * 1.02)  # error 9, clipped to 0.2
+    assert adapt_kl_coef(0.1, kl=0.0, target=0.2) == pytest.approx(0.1 * 0.98)  # error -1, clipped to -0.2
+    assert adapt_kl_coef(0.1, kl=0.2, target=0.2) == pytest.approx(0.1)  # on target: unchanged
+
+
+def test_the_critic_is_read_at_the_state_before_each_response_token():
+    """Position t's hidden state has seen tokens 0..t: the value of the state *before* response token t
+    is read one column to its left. A critic whose score is the column index shows which column was read."""
+
+    class ColumnCritic:
+        def token_scores(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return torch.arange(ids.shape[1]).float().expand(ids.shape[0], -1)  # (B, T): column t scores t
+
+    ids = torch.zeros(2, 7, dtype=torch.long)  # 4 prompt columns, then 3 response columns (4, 5, 6)
+    values = critic_values(ColumnCritic(), ids, torch.ones_like(ids, dtype=torch.bool), 3)
+    assert values.tolist() == [[3.0, 4.0, 5.0]] * 2
 
 
 # ---------------------------------------------------------------- the reward model reads the last real token

@@ -180,6 +180,11 @@ def test_train_sft_refuses_bad_arguments(tokenizer, tmp_path) -> None:
     too_long = [{**r, "response": "green " * 40} for r in RECORDS]
     with pytest.raises(DataError, match="longer than the context"):
         train_sft(cfg, too_long, tmp_path, scratch_model_config=model_cfg, tokenizer=tokenizer)
+    # a list built in Python has not been checked by read_jsonl: a record without its answer is named
+    no_answer = [*RECORDS, {"id": "q1", "prompt": "Say hi."}]
+    with pytest.raises(DataError, match=r"record 24 \(id 'q1'\) is invalid: missing field \"response\""):
+        train_sft(cfg, no_answer, tmp_path, scratch_model_config=model_cfg, tokenizer=tokenizer)
+    assert not any(tmp_path.iterdir())  # refused before the run folder was written
 
 
 def test_replay_mixes_pretraining_windows_into_training_batches_only(tokenizer) -> None:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import LoRAConfig, ModelConfig, SFTConfig, from_dict, to_dict
+from minillm.datasets.instructions import check_instruction_record
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.model.lora import add_lora, count_parameters, load_lora_state_dict, lora_state_dict, merged_state_dict
@@ -125,7 +126,16 @@ def make_get_batch(
 
 
 def _split_records(records: list[dict]) -> dict[str, list[dict]]:
-    """Training and validation records; a record without a "split" field counts as training data."""
+    """Training and validation records; a record without a "split" field counts as training data.
+
+    Each record is checked as `read_jsonl` checks a file's lines: a list built in Python has not
+    been, and a record without a "response" would otherwise stop the template with a bare KeyError.
+    """
+    for i, rec in enumerate(records):
+        try:
+            check_instruction_record(rec)
+        except ValueError as err:
+            raise DataError(f"SFT: record {i} (id {rec.get('id', '?')!r}) is invalid: {err}; fix or drop it") from None
     train_recs = [r for r in records if r.get("split", TRAIN_SPLIT) == TRAIN_SPLIT]
     val_recs = [r for r in records if r.get("split") == VAL_SPLIT]
     if not train_recs:

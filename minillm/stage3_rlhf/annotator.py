@@ -11,8 +11,9 @@ answer to a record (whose `reference` is the ideal answer) adds, from the heavie
     rude       -0.75 it contains a rude phrase ("Ugh, fine.", "Stop wasting my time.", ...)
     verbose    -0.5  x the share of words beyond what the reference needs (capped at 1)
 
-so the training styles of the instruction suite come out in the order people would put them:
-ideal (4.0) > terse (3.5) > padded, impolite (about 1.3 to 1.8) > wrong (below 0.5).
+so the training styles of the instruction suite come out in the order people would put them
+(gold scores of data/instructions.jsonl's training responses): ideal (4.0) > terse (3.5) > padded
+(1.55 to 2.25, mean 1.8) > impolite (0.9 to 1.7, mean 1.2) > wrong (below 0.5).
 
 People disagree, with each other and with themselves, so the annotator adds Gaussian noise of
 standard deviation `noise` to each score before ranking. People also say "these two are about

@@ -152,6 +152,7 @@ def train_dpo(
     "gold_sft", "gold_after", "pair_accuracy" (held-out pairs), "n_pairs", "seconds", "history", "examples"}.
     """
     start = time.perf_counter()
+    test_records = heldout_records(records, cfg.eval_prompts, 0)  # checked now, not after all the training
     seed_everything(cfg.train.seed)
     policy, tokenizer = load_model(sft_dir, GPT, map_location=resolve_device(cfg.train.device))
     reference = copy.deepcopy(policy).requires_grad_(False).eval()
@@ -176,8 +177,8 @@ def train_dpo(
     with torch.no_grad():
         held_out = to_device(collate_pairs(splits["val"], tokenizer.pad_id), next(policy.parameters()).device)
         pair_accuracy = loss_fn(policy, held_out)[1]["accuracy"]
-    comparison = compare_policies(policy, reference, tokenizer, heldout_records(records, cfg.eval_prompts, 0),
-                                  cfg.temperature, cfg.max_new_tokens, seed=cfg.train.seed)
+    comparison = compare_policies(policy, reference, tokenizer, test_records, cfg.temperature, cfg.max_new_tokens,
+                                  seed=cfg.train.seed)
     metrics = {**comparison_summary(comparison), "pair_accuracy": pair_accuracy, "n_pairs": len(splits["train"]),
                "seconds": time.perf_counter() - start}
     write_json(Path(out_dir) / "dpo_metrics.json", metrics)

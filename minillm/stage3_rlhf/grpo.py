@@ -50,12 +50,19 @@ from minillm.stage3_rlhf.ppo import (
     clipped_policy_loss,
     open_run,
     response_logits,
+    rl_records,
     save_run,
     summarize_run,
 )
-from minillm.stage3_rlhf.preferences import compare_policies, heldout_records
+from minillm.stage3_rlhf.preferences import compare_policies
 from minillm.stage3_rlhf.reward_model import RewardModel
-from minillm.stage3_rlhf.sequences import Responses, gather_logprobs, masked_mean, sample_responses
+from minillm.stage3_rlhf.sequences import (
+    Responses,
+    check_room_for_prompt,
+    gather_logprobs,
+    masked_mean,
+    sample_responses,
+)
 from minillm.stage3_rlhf.verifier import Verifier
 from minillm.train import load_model, plot_panels
 from minillm.train.health import check_loss
@@ -271,9 +278,11 @@ def train_grpo(
     and the history.
     """
     start, out_dir = time.perf_counter(), Path(out_dir)
+    prompts, heldout = rl_records(records, cfg.eval_prompts, "GRPO")
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     policy, tokenizer = load_model(sft_dir, GPT, map_location=device)
+    check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "GRPOConfig.max_new_tokens")
     reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model: the KL term and pass@k's "before"
     rm = None
     if cfg.reward == "model" and rm_dir:
@@ -283,7 +292,6 @@ def train_grpo(
     reference.eval()
     optimizer = make_optimizer(policy, cfg.train)
     generator = torch.Generator().manual_seed(cfg.train.seed)
-    prompts = [r for r in records if r.get("split", "train") == "train"]
     first_step, history, _ = open_run(
         out_dir, "GRPO", resume, tokenizer, {"grpo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
         generator, model=policy, optimizer=optimizer)
@@ -303,7 +311,6 @@ def train_grpo(
     train_seconds = time.perf_counter() - start
     for name, (title, panels) in PLOTS.items():
         plot_panels(history, out_dir / name, panels, title=f"{title} ({cfg.reward} reward)")
-    heldout = heldout_records(records, cfg.eval_prompts, 0)
     comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
                                   seed=cfg.train.seed)
     metrics = {**summarize_run(history, comparison, time.perf_counter() - start), "train_seconds": train_seconds,

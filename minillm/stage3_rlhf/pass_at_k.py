@@ -45,6 +45,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def pass_at_k_curve(correct: Sequence[int], n: int, ks: Sequence[int] = KS) -> dict[str, float]:
     """pass@k averaged over prompts, for each k <= n: {"1": ..., "2": ..., ...} (string keys, as in JSON)."""
+    if not correct:
+        raise ValueError("pass_at_k_curve got no prompts (an empty list of right-answer counts): give it one "
+                         "count per prompt")
     return {str(k): sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in ks if k <= n}
 
 

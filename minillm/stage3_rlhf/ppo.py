@@ -37,13 +37,14 @@ from torch import Tensor
 from tqdm import tqdm
 
 from minillm.config import PPOConfig, to_dict
-from minillm.errors import CheckpointError, TrainingError
+from minillm.errors import CheckpointError, DataError, TrainingError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.preferences import compare_policies, comparison_summary, heldout_records
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.stage3_rlhf.sequences import (
+    check_room_for_prompt,
     gather_logprobs,
     last_real_index,
     masked_mean,
@@ -288,6 +289,19 @@ def step_metrics(ro: Rollout, update: list[dict[str, float]], kl_coef: float) ->
     }
 
 
+def rl_records(records: list[dict], eval_prompts: int, method: str) -> tuple[list[dict], list[dict]]:
+    """The "train" records, whose prompts the rollouts draw, and the held-out records the policies are
+    compared on at the end: both checked before a run writes anything. Unchecked, records without a
+    training prompt would crash the first rollout, and records without a held-out one would stop the
+    run only after all of its training. Shared by PPO and GRPO.
+    """
+    prompts = [r for r in records if r.get("split", "train") == "train"]
+    if not prompts:
+        raise DataError(f"{method}: no training records (split == 'train') to draw prompts from; pass the "
+                        "instruction records with their training split")
+    return prompts, heldout_records(records, eval_prompts, 0)
+
+
 def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_config: dict, generator: torch.Generator,
              **resumable: Any) -> tuple[int, list[dict], dict]:
     """Start an online-RL run in `out_dir`, or resume it exactly: (first step, metrics so far, saved state).
@@ -343,9 +357,11 @@ def train_ppo(
     "gold_sft", "gold_after", "kl", "rm_score", "seconds", "history", "examples"}.
     """
     start, out_dir = time.perf_counter(), Path(out_dir)
+    prompts, heldout = rl_records(records, cfg.eval_prompts, "PPO")
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     policy, tokenizer = load_model(sft_dir, GPT, map_location=device)
+    check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "PPOConfig.max_new_tokens")
     reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model of the KL penalty
     rm = load_model(rm_dir, RewardModel, map_location=device)[0].requires_grad_(False)
     critic = copy.deepcopy(rm).requires_grad_(True)  # detail: the critic starts as the reward model
@@ -353,7 +369,6 @@ def train_ppo(
         model.eval()  # detail: dropout off during RL; eval mode changes no gradient, only dropout
     optimizer = make_optimizer_pair(policy, critic, cfg)
     generator = torch.Generator().manual_seed(cfg.train.seed)  # every draw of the run: prompts, tokens, minibatches
-    prompts = [r for r in records if r.get("split", "train") == "train"]
     gold_norm = gold_normaliser(policy, tokenizer, prompts, cfg) if cfg.reward == "gold" else None
     first_step, history, state = open_run(
         out_dir, "PPO", resume, tokenizer, {"ppo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
@@ -378,8 +393,8 @@ def train_ppo(
     for name, (title, panels) in PLOTS.items():
         judge = ", rewarded by the gold judge" if cfg.reward == "gold" else ""  # rm_score is then gold's
         plot_panels(history, out_dir / name, panels, title=f"{title} (kl_coef {cfg.kl_coef}{judge})")
-    comparison = compare_policies(policy, reference, tokenizer, heldout_records(records, cfg.eval_prompts, 0),
-                                  cfg.temperature, cfg.max_new_tokens, seed=cfg.train.seed)
+    comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
+                                  seed=cfg.train.seed)
     metrics = summarize_run(history, comparison, time.perf_counter() - start)
     write_json(out_dir / "ppo_metrics.json", {k: v for k, v in metrics.items() if k != "history"})
     return metrics

@@ -252,7 +252,8 @@ def heldout_records(records: Sequence[dict], n: int, seed: int) -> list[dict]:
     """`n` test records (any split but "train"), drawn in a seeded order: the prompts policies are compared on."""
     tests = [r for r in records if r.get("split", "train") != "train"]
     if not tests:
-        raise DataError("no held-out records (split != 'train') to compare the policies on")
+        raise DataError("no held-out records (split != 'train') to compare the policies on; pass the instruction "
+                        "records with their test splits too")
     order = torch.randperm(len(tests), generator=torch.Generator().manual_seed(seed)).tolist()
     return [tests[i] for i in order[:n]]
 
