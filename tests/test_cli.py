@@ -72,6 +72,12 @@ def test_top_level_help_lists_every_command(capsys):
         assert re.search(rf"^\s+{re.escape(command)}\s+\S", out, re.MULTILINE), command
 
 
+def test_python_dash_m_minillm_is_the_command():
+    result = subprocess.run([sys.executable, "-m", "minillm", "generate", "--ckpt", "nowhere", "hi", "--top-p", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "'0' is not a probability in (0, 1]" in result.stderr
+
+
 @pytest.mark.parametrize("argv", [[c] for c in COMMANDS if c != "tokenizer"]
                          + [["tokenizer"], ["tokenizer", "train"], ["tokenizer", "encode"]])
 def test_each_command_has_help(argv, capsys):
