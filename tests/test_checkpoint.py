@@ -16,7 +16,7 @@ from minillm.config import ModelConfig, TrainConfig
 from minillm.errors import CheckpointError
 from minillm.model.gpt import GPT
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
-from minillm.train.checkpoint import FORMAT_VERSION
+from minillm.train.checkpoint import FORMAT_VERSION, model_config_dict
 from minillm.train.rng import capture_rng_state, restore_rng_state
 from minillm.utils import atomic_write_bytes
 
@@ -210,8 +210,24 @@ def test_load_model_names_a_config_it_cannot_rebuild(tmp_path):
         load_model(tmp_path, GPT)
     save_checkpoint(tmp_path / "ckpt.pt", {"model": {"nope": torch.zeros(1)}, "model_config": {},
                                          "model_kind": "gpt"})
-    with pytest.raises(CheckpointError, match="weights do not fit"):
-        load_model(tmp_path / "ckpt.pt", GPT)
+    with pytest.raises(CheckpointError, match=r"weights do not fit this model \(Missing key\(s\) .*tok_emb"):
+        load_model(tmp_path / "ckpt.pt", GPT)  # the message names the keys, not only torch's header line
+
+
+def test_resuming_from_a_checkpoint_the_loop_did_not_write_names_what_it_lacks(tmp_path):
+    model = tiny_gpt()  # as PPO and GRPO save their runs: the model, no optimizer or RNG state
+    save_checkpoint(tmp_path / "ckpt.pt", {"model_kind": "gpt", "model_config": model_config_dict(model),
+                                         "model": model.state_dict()})
+    with pytest.raises(CheckpointError, match=r"not written by the training loop \(it has no step, train_config"):
+        short_run(tmp_path, tiny_gpt(), resume=True)
+
+
+def test_resuming_with_other_parameters_trained_says_so(tmp_path):
+    short_run(tmp_path, tiny_gpt(), max_steps=2)
+    frozen = tiny_gpt()
+    frozen.tok_emb.requires_grad_(False)  # e.g. a LoRA run resumed with other layers trained
+    with pytest.raises(CheckpointError, match=r"another set of trained parameters"):
+        short_run(tmp_path, frozen, max_steps=4, resume=True)
 
 
 def worker_command(out_dir: pathlib.Path, resume: bool) -> list[str]:
@@ -219,14 +235,18 @@ def worker_command(out_dir: pathlib.Path, resume: bool) -> list[str]:
             *(["--resume"] if resume else [])]
 
 
-def test_a_run_killed_at_a_random_step_resumes_bit_for_bit(tmp_path):
-    """SIGKILL after a random update between the first checkpoint (4) and the end (12), then resume.
+@pytest.mark.parametrize(("kill_after", "dtype"), [(7, "float32"), (11, "float16")])
+def test_a_killed_run_resumes_bit_for_bit(tmp_path, kill_after, dtype):
+    """SIGKILL after update 7 or 11 (checkpoints at 4 and 8), then resume.
 
     The worker uses dropout (torch's RNG), a data generator and accumulation, so a missing piece of
-    state (RNG, generator, optimizer moments, step) shows up as a difference.
+    state (RNG, generator, optimizer moments, step) shows up as a difference; so do the metrics rows
+    logged after the checkpoint, which the resume must drop. float16 adds the loss scaler's state.
     """
-    kill_after = random.randint(5, 11)
-    assert_exact_resume(worker_command, tmp_path, kill_after_updates=kill_after)
+    def command(out_dir: pathlib.Path, resume: bool) -> list[str]:
+        return [*worker_command(out_dir, resume), "--dtype", dtype]
+
+    assert_exact_resume(command, tmp_path, kill_after_updates=kill_after)
 
 
 

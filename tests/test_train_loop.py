@@ -6,7 +6,6 @@ second or two on one CPU thread.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import warnings
@@ -19,7 +18,7 @@ from _train_worker import VOCAB, counting_batch, next_token_loss, tiny_gpt
 from matplotlib.figure import Figure
 
 from minillm.config import TrainConfig
-from minillm.errors import DataError, TrainingError
+from minillm.errors import ConfigError, DataError, TrainingError
 from minillm.model.gpt import GPT
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, plot_panels, plots, train
@@ -83,6 +82,26 @@ def test_lr_schedule_warms_up_linearly_then_follows_a_cosine_to_the_floor():
     assert lr_at(100, cfg) == pytest.approx(2e-4)  # the last step sits on the floor
     after_warmup = [lr_at(s, cfg) for s in range(10, 101)]
     assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:], strict=False))
+    one_step_after_warmup = TrainConfig(max_steps=11, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(10, one_step_after_warmup) == pytest.approx(0.1)  # that one step is the last: the floor
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_the_optimizer_steps_with_the_schedules_lr(tmp_path, monkeypatch, optimizer):
+    """The lr every parameter group holds when the optimizer steps, not only the one the loop logs."""
+    seen = []
+    cls = MuonWithAdamW if optimizer == "muon" else torch.optim.AdamW
+    real_step = cls.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append([group["lr"] for group in self.param_groups])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "step", recording_step)
+    cfg = small_cfg(max_steps=8, optimizer=optimizer)
+    run(tmp_path, cfg)
+    assert len(seen) == 8
+    assert all(lrs == pytest.approx([lr_at(s, cfg)] * len(lrs)) for s, lrs in enumerate(seen))
 
 
 def test_the_logged_lr_is_the_schedule(tmp_path):
@@ -101,6 +120,9 @@ def test_weight_decay_applies_to_matrices_only_and_every_parameter_once():
     assert any(p is model.tok_emb.weight for p in decay["params"])
     grouped = [id(p) for p in decay["params"] + no_decay["params"]]
     assert sorted(grouped) == sorted({id(p) for p in model.parameters()})  # tied weights counted once
+    made = make_optimizer(model, TrainConfig(weight_decay=0.1)).param_groups  # the optimizer holds those groups
+    assert [(g["weight_decay"], [id(p) for p in g["params"]]) for g in made] == \
+        [(0.1, [id(p) for p in decay["params"]]), (0.0, [id(p) for p in no_decay["params"]])]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -298,6 +320,18 @@ def test_a_batch_of_the_wrong_size_is_a_clear_data_error(tmp_path):
         train(tiny_gpt(), cfg, tmp_path, get_batch=counting_batch(4), loss_fn=next_token_loss)
 
 
+def test_get_batch_and_loss_fn_that_break_their_contract_are_named(tmp_path):
+    cfg = small_cfg(max_steps=2)
+    as_tuple = counting_batch(cfg.batch_size)
+    with pytest.raises(DataError, match=r"get_batch\('train'\) returned a tuple: it must return a dict"):
+        train(tiny_gpt(), cfg, tmp_path / "a", get_batch=lambda *a: tuple(as_tuple(*a).values()),
+              loss_fn=next_token_loss)
+    for wrong, got in ((lambda m, b: next_token_loss(m, b)[0], r"a tensor of shape \(\)"),
+                       (lambda m, b: (m(b["ids"]).sum(-1), {}), r"\(Tensor, dict\)")):
+        with pytest.raises(ConfigError, match=got + r": it must return \(loss, metrics\)"):
+            run(tmp_path / "b", cfg, loss_fn=wrong)
+
+
 # --------------------------------------------------------------------------------------------------
 # Training health: NaN/inf stop the run, name the step and the tensor, keep the last checkpoint.
 
@@ -400,7 +434,14 @@ def test_compile_gives_the_same_training(tmp_path, monkeypatch):
     # Inductor's C++ code generation takes ~25 s even for a tiny model on one CPU thread, too slow
     # for the suite; "aot_eager" runs the same capture (dynamo graph + AOT autograd) with eager
     # kernels. A bigram model (embedding -> linear) keeps the graph capture itself quick.
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    compiled_models = []
+    real_compile = torch.compile
+
+    def compile_with_aot_eager(model, **kwargs):
+        compiled_models.append(model)
+        return real_compile(model, backend="aot_eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", compile_with_aot_eager)
     results = []
     for name, compile_ in (("eager", False), ("compiled", True)):
         torch.manual_seed(0)
@@ -408,6 +449,7 @@ def test_compile_gives_the_same_training(tmp_path, monkeypatch):
         run(tmp_path / name, small_cfg(max_steps=3, compile=compile_), model=model)
         results.append([p.detach() for p in model.parameters()])
     eager, compiled = results
+    assert len(compiled_models) == 1  # the compiled run did compile, and the eager one did not
     for a, b in zip(eager, compiled, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     assert not math.isnan(compiled[0].sum().item())

@@ -138,9 +138,10 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -
     """`model.load_state_dict(state)`, with a short CheckpointError instead of torch's key listing."""
     try:
         model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise CheckpointError(f"{path}: the weights do not fit this model ({first})") from None
+    except RuntimeError as err:  # torch lists the keys and shapes after a header line: keep the list, shortened
+        lines = str(err).splitlines()
+        detail = _shorten(" ".join(line.strip() for line in lines[1:]) or lines[0])
+        raise CheckpointError(f"{path}: the weights do not fit this model ({detail})") from None
 
 
 def load_model(run_dir: str | os.PathLike, model_cls: type[nn.Module],

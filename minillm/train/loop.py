@@ -86,6 +86,9 @@ EVAL_SEED_OFFSET = 10_007  # validation batches come from their own generator, s
 
 def check_batch(batch: dict[str, torch.Tensor], batch_size: int, split: str) -> None:
     """get_batch must return a dict of tensors with batch_size rows each."""
+    if not isinstance(batch, dict):
+        raise DataError(f"get_batch({split!r}) returned a {type(batch).__name__}: it must return a dict of "
+                        "tensors, e.g. {'input_ids': ids}, which loss_fn receives")
     for key, value in batch.items():
         if not isinstance(value, torch.Tensor) or value.dim() == 0 or value.shape[0] != batch_size:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -110,6 +113,18 @@ def micro_batches(batch: dict[str, torch.Tensor], cfg: TrainConfig, ctx: DistCon
 # One optimizer step and one evaluation.
 
 
+def checked_loss(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """loss_fn must return (a scalar loss tensor, a dict of extra metrics); say so, not torch."""
+    if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor) and out[0].dim() == 0
+            and isinstance(out[1], dict)):
+        got = (f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor)
+               else f"a {type(out).__name__}" if not isinstance(out, tuple)
+               else f"({', '.join(type(o).__name__ for o in out)})")
+        raise ConfigError(f"loss_fn returned {got}: it must return (loss, metrics), a scalar tensor and a dict "
+                          "of floats to log (e.g. `return loss, {}`)")
+    return out
+
+
 def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor], loss_fn: LossFn,
                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
                ctx: DistContext, device: torch.device, step: int) -> dict[str, float]:
@@ -124,7 +139,7 @@ def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor],
     for i, part in enumerate(parts):
         with accumulation_context(net, last_micro_batch=i == len(parts) - 1):
             with autocast(device, cfg.dtype):
-                loss, extra = loss_fn(net, part)  # forward + loss, a scalar: the mean over this micro-batch
+                loss, extra = checked_loss(loss_fn(net, part))  # forward + loss: the mean over this micro-batch
             # Each micro-batch's mean counts 1/grad_accum_steps, so the summed gradient is the one of
             # the whole batch (exactly so when micro-batches hold equally many loss terms; a masked
             # loss weights them equally instead, the usual approximation). The scaler multiplies
@@ -181,6 +196,10 @@ def run_evaluation(net: nn.Module, model: nn.Module, get_batch: GetBatch, loss_f
 # Checkpoints of the whole training state, and exact resume.
 
 
+# what a training-loop checkpoint holds beyond the model (an online-RL checkpoint holds none of these)
+TRAINING_STATE = ("step", "train_config", "optimizer", "scaler", "rng", "data_generator")
+
+
 def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                         scaler: torch.amp.GradScaler, data_generator: torch.Generator, cfg: TrainConfig,
                         ctx: DistContext, step: int, model_kind: str, elapsed_s: float) -> None:
@@ -207,6 +226,10 @@ def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.
                            cfg: TrainConfig, ctx: DistContext, model_kind: str) -> tuple[int, float]:
     """Load `path` into the model, optimizer, scaler and generators; return (step, elapsed_s)."""
     ckpt = load_checkpoint(path)
+    missing = [key for key in TRAINING_STATE if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} was not written by the training loop (it has no {', '.join(missing)}): "
+                              "another stage's checkpoint (PPO or GRPO?); train into another folder")
     check_model_config(ckpt, model, model_kind, path)
     load_weights(model, ckpt["model"], path)
     saved_optimizer = ckpt["train_config"].get("optimizer", "adamw")  # runs saved before Muon used AdamW
@@ -214,7 +237,11 @@ def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.
         raise CheckpointError(f"{path} was trained with optimizer={saved_optimizer}, whose saved state cannot "
                               f"continue as {cfg.optimizer}: resume it with optimizer={saved_optimizer}, or train "
                               "into a new folder")
-    optimizer.load_state_dict(ckpt["optimizer"])
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except ValueError:  # torch: "loaded state dict contains a parameter group that doesn't match ..."
+        raise CheckpointError(f"{path} was trained with another set of trained parameters (LoRA or frozen "
+                              "layers changed?): resume with the run's settings, or train into a new folder") from None
     if ckpt["scaler"] and scaler.is_enabled():
         scaler.load_state_dict(ckpt["scaler"])
     data_generator.set_state(ckpt["data_generator"])

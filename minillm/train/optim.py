@@ -173,8 +173,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     """
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    decay_steps = max(cfg.max_steps - 1 - cfg.warmup_steps, 1)
-    progress = min((step - cfg.warmup_steps) / decay_steps, 1.0)  # 0 -> 1
+    decay_steps = cfg.max_steps - 1 - cfg.warmup_steps
+    progress = 1.0 if decay_steps <= 0 else min((step - cfg.warmup_steps) / decay_steps, 1.0)  # 0 -> 1
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
     return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)
 
