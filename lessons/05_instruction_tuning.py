@@ -2,8 +2,9 @@
 # # Lesson 5: instruction tuning, from a text continuer to an assistant
 #
 # The GPT of lesson 4 continues text. Asked "Which river runs through Dorvik?", it writes more text
-# that looks like the corpus, not an answer. Supervised fine-tuning (SFT) shows it a few thousand
-# requests with their answers, in one fixed chat format, and trains it to produce the answers.
+# that looks like the corpus, not an answer. Supervised fine-tuning (SFT) shows it 11,224 requests
+# with their answers (each about three times), in one fixed chat format, and trains it to produce
+# the answers.
 #
 # What you will see:
 # 1. One example through the chat template: every token, and the few that count in the loss (the
@@ -135,6 +136,9 @@ step4_side_by_side(sft_dir)
 
 # %% [markdown]
 # ## Try this
+# Figures below were measured at 86476a2, whose preset run gave 0.92 / 0.82 / 0.80 (seen / new
+# wordings / world facts), unless another commit is named. The run step 3 shows gives 0.92 / 0.83 /
+# 0.77: another draw of the same preset (30 world-fact questions: a standard error of 0.08).
 # 1. Train on the prompt too: `--set sft.train_on_prompt=true` makes every token after <bos> a
 #    target. At the same number of steps the answers get worse: part of the model's effort now goes
 #    into predicting the questions, which vary far more than the answers.
@@ -143,29 +147,27 @@ step4_side_by_side(sft_dir)
 # 3. A weaker base: pretrain with --set clm.train.max_steps=50 and fine-tune it. The world-fact
 #    column drops towards SFT-from-scratch: SFT can only bring out what pretraining stored.
 # 4. No replay: `--set sft.pretrain_mix=0`. The trained tasks and their new wordings get better
-#    (seen 0.92 -> 0.94, held-out phrasings 0.82 -> 0.85 in our runs), and the world-fact column
-#    falls to the from-scratch level (0.80 -> 0.03): fine-tuning on questions about some people
-#    overwrites what the model knew about the others. Past tense gains most (new wordings 0.53 ->
-#    0.73): the replayed stories are in the past tense too, with their own objects, and pull the
-#    answer towards them instead of the words of the request. Shorter replayed windows are no
-#    half-way setting: in 800 steps, `--set sft.replay_length=16` gave 0.75 / 0.64 / 0.57 (seen /
-#    new wordings / world facts) against the default's 0.75 / 0.69 / 0.77. More steps pay most of
-#    the price back (800 -> 1200 steps: seen 0.75 -> 0.92, new wordings 0.69 -> 0.82, world
-#    facts 0.77 -> 0.80).
+#    (seen 0.92 -> 0.94, held-out phrasings 0.82 -> 0.85), and the world-fact column falls to the
+#    from-scratch level (0.80 -> 0.03): fine-tuning on questions about some people overwrites what
+#    the model knew about the others. Past tense gains most (new wordings 0.53 -> 0.73): the
+#    replayed stories are in the past tense too, with their own objects, and pull the answer towards
+#    them instead of the words of the request. Shorter replayed windows are no
+#    half-way setting: in 800 steps, `--set sft.replay_length=16` gave 0.75 / 0.64 / 0.57 against
+#    the default's 0.75 / 0.69 / 0.77 (which 1200 steps raised to 0.92 / 0.82 / 0.80).
 # 5. Less data, same steps: `python -m minillm.datasets --out /tmp/small --n-train 750`, then
 #    `minillm sft --init CLM_DIR --preset tiny --data /tmp/small/instructions.jsonl --out X`. Each
-#    example is seen 7 times instead of 3. In our runs the new wordings lost most (0.82 -> 0.73),
-#    the trained ones less (seen 0.92 -> 0.86; the test prompts are drawn anew with the data, so
-#    compare loosely): repetition is no substitute for variety. (With the 4-layer GPT of an earlier
+#    example is seen 7 times instead of 3. The new wordings lost most (0.82 -> 0.73), the trained
+#    ones less (seen 0.92 -> 0.86; the test prompts are drawn anew with the data, so compare
+#    loosely): repetition is no substitute for variety. (With the 4-layer GPT of an earlier
 #    version the trained wordings even got better, 0.92 -> 0.95, while the new ones fell to 0.78.)
 # 6. A control with the wrong settings: give the from-scratch baseline SFT's own, `--set
-#    sft.scratch_optimizer=adamw --set sft.scratch_lr=1e-3 --set sft.scratch_max_steps=1200`. In
-#    our runs it answered 0.55 / 0.49 / 0.03 (seen / new wordings / world facts) in 55 s, against
+#    sft.scratch_optimizer=adamw --set sft.scratch_lr=1e-3 --set sft.scratch_max_steps=1200`. At
+#    8a5fe19 it answered 0.55 / 0.49 / 0.03 (seen / new wordings / world facts) in 55 s, against
 #    0.60 / 0.58 / 0.07 in 26 s with the preset's Muon at lr 5e-3 for 500 steps; AdamW at lr 3e-3
 #    for 600 steps gave 0.38 / 0.25 / 0.10. A baseline held back by settings chosen for another
 #    model makes the gap to SFT look larger than it is.
 # 7. Did SFT ever read the word "first"? Rewrite two thirds of `first_item`'s training records to
 #    ask for the second or the third item (docs/findings.md, "Task families SFT never saw", has the
-#    dozen lines) and train on that file with `--data`. In our run `first_item` itself fell from
-#    0.70 to 0.13, and half its answers named goods not in the list: the model had only learnt
+#    dozen lines) and train on that file with `--data`. In the run it describes, `first_item` fell
+#    from 0.70 to 0.13, and half its answers named goods not in the list: the model had only learnt
 #    to copy a list's opening word. A skill it does not have cannot carry over to "last".

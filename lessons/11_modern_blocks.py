@@ -13,7 +13,8 @@
 #   key/value head serves a group of query heads. The point is the KV cache: generation stores
 #   and reads n_kv_head heads per token instead of n_head.
 # - `position=rope`, `bias=false`, `tie_embeddings=false`: rotary positions (lesson 4), no bias
-#   vectors, and an LM head with its own table. `arch=llama` sets all of these at once.
+#   vectors, and an LM head with its own table. `arch=llama` sets all of these but n_kv_head at
+#   once: how many key/value heads is a size, like n_head, and is set beside it.
 #
 # What you will see:
 # 1. The five models side by side, built only by switches: GPT-2, + RMSNorm, + SwiGLU, + GQA,
@@ -247,8 +248,10 @@ print(f"\nthe whole lesson took {time.perf_counter() - LESSON_STARTED:.0f} s")
 # 2. One switch alone, for the preset's full 800 steps: `--set clm.model.mlp=swiglu` on the tiny
 #    preset (GPT-2 with RoPE), against the preset itself; `minillm compare` lists exactly that one
 #    setting as the difference, and shows whether SwiGLU catches up with more steps.
-# 3. LoRA's rank: `minillm sft --init runs/llama --preset tiny --no-baselines --set sft.lora.rank=2`
-#    (and 32, with `--set sft.lora.alpha=64` to keep alpha / rank). Trainable parameters grow with
-#    the rank; watch how far exact match follows.
+# 3. LoRA's rank, with step 3's other LoRA settings (alpha / rank 2, the blocks' Linears, lr 3e-3,
+#    800 steps): `minillm sft --init runs/llama --preset tiny --no-baselines --set sft.lora.rank=2 --set
+#    sft.lora.alpha=4 --set sft.lora.targets=qkv,proj,fc --set sft.train.lr=3e-3 --set
+#    sft.train.max_steps=800 --out X`, and the same with rank=32 and alpha=64. Trainable parameters
+#    grow with the rank; watch how far exact match on seen tasks follows.
 # 4. LoRA on attention only (`--set sft.lora.targets=qkv`): fewer parameters still, and the MLP,
 #    where much of a transformer's knowledge sits, cannot change.

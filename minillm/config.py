@@ -514,7 +514,7 @@ def preset(name: str) -> PipelineConfig:
         ]), device="auto")
     if name == "tiny":  # each stage ~1-2 minutes on a 2-core CPU; docs/findings.md has what was tried
         cfg = apply_overrides(cfg, [
-            # The generated corpus has ~1900 distinct words: 1536 ids make most names one token.
+            # The generated corpus has ~1,100 distinct words and ~700 numbers: 1536 ids make most names one token.
             "tokenizer.vocab_size=1536",
             # MLM: a small pre-LN encoder with RoPE on short windows, many cheap steps. The long warmup
             # is what lets it leave the unigram plateau (a masked position must first learn to look

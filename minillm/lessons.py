@@ -49,13 +49,22 @@ from minillm.utils import read_json, run_folder_lock, write_json
 
 
 def find_root() -> Path:
-    """The repository (the folder that holds data/ and lessons/): a lesson run as a script, or opened
-    as a notebook from lessons/ (where `__file__` is not defined), finds its data the same way."""
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents, Path(minillm.__file__).resolve().parents[1]):
-        if (folder / "data" / "corpus.txt").is_file() and (folder / "lessons").is_dir():
-            return folder
-    return here
+    """The repository (the folder that holds data/corpus.txt and lessons/), searched for from the
+    current folder, from the running script's (`python /path/to/repo/lessons/03_....py` from
+    anywhere), and from minillm's own (an editable install), each with its parents. A notebook
+    opened from lessons/ (where `__file__` is not defined) finds it from the current folder. None
+    found is a DataError, raised when a lesson imports this module: before it creates anything."""
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    starts = [Path.cwd(), *(Path(s).parent for s in (sys.argv[0] if sys.argv else "", script) if s),
+              Path(minillm.__file__).parent]
+    for start in starts:
+        start = start.resolve()
+        for folder in (start, *start.parents):
+            if (folder / "data" / "corpus.txt").is_file() and (folder / "lessons").is_dir():
+                return folder
+    raise DataError("no minillm repository (a folder holding data/corpus.txt and lessons/) in or above "
+                    f"{', '.join(dict.fromkeys(str(s.resolve()) for s in starts))}: run the lesson from "
+                    "inside a checkout of the repository")
 
 
 ROOT = find_root()
@@ -75,6 +84,12 @@ def in_notebook() -> bool:
     return "ipykernel" in sys.modules
 
 
+def resolved(path: str | Path) -> Path:
+    """A path as given (relative to the current folder, or with ~), made absolute and free of `..` and
+    links: two spellings of one run folder are then one input, and `own_run` can tell the pipeline's."""
+    return Path(path).expanduser().resolve()
+
+
 def lesson_args(description: str, inputs: Sequence[str] = ()) -> argparse.Namespace:
     """The lesson's command line: `--fresh`, and optional run folders named `inputs` (e.g. "sft_run").
 
@@ -82,7 +97,7 @@ def lesson_args(description: str, inputs: Sequence[str] = ()) -> argparse.Namesp
     """
     parser = argparse.ArgumentParser(description=description)
     for name in inputs:
-        parser.add_argument(name, nargs="?", type=Path, default=None,
+        parser.add_argument(name, nargs="?", type=resolved, default=None,
                             help=f"the {name.replace('_', ' ')} to use instead of the one the lesson finds")
     parser.add_argument("--fresh", action="store_true",
                         help="train this lesson's own stage again, in runs/lessons/NN, instead of reusing a run")
@@ -148,8 +163,9 @@ def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | Non
     missing or out of date (each skipped if done); with `train_missing=False` the answer is then None.
     """
     if given is not None:
+        given = resolved(given)
         if not (given / "ckpt.pt").is_file() and not finished(given):
-            raise DataError(f"{given} holds no finished run (no ckpt.pt): pass the folder of a {stage} run")
+            raise DataError(f"{shown(given)} holds no finished run (no ckpt.pt): pass the folder of a {stage} run")
         result = read_run(given, "").result if finished(given) else {}
         return _say(stage, Run(given, result, "given on the command line"))
     if lesson_folder is not None and finished(lesson_folder):
@@ -226,7 +242,7 @@ def identity(run: Run) -> str:
     """Which training run `run` is: its folder, and the id it got when it started (in a pipeline
     step's inputs.json, or in the result.json of a lesson's own run). A run trained again into the
     same folder is then another input, and what was made from the old one is out of date."""
-    return f"{run.path} (run {run_id(run.path) or run.result.get('id')})"
+    return f"{resolved(run.path)} (run {run_id(run.path) or run.result.get('id')})"
 
 
 def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: bool,
@@ -242,7 +258,7 @@ def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: boo
     made_from = {run.path.name: identity(run) for run in inputs}
     if not fresh and finished(here) and read_run(here, "").result.get("made_from") == made_from:
         return _say(stage, read_run(here, "this lesson's earlier run"), "; --fresh trains it again")
-    if not fresh and from_pipeline and all(run.path.parent == PIPELINE_DIR for run in inputs):
+    if not fresh and from_pipeline and all(resolved(run.path).parent == resolved(PIPELINE_DIR) for run in inputs):
         folder = pipeline_folder(stage)
         if up_to_date(stage):
             _warn_if_other_settings()

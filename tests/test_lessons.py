@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
+import minillm
 from minillm import config, lessons
 from minillm.errors import DataError, RunLockedError
 from minillm.lessons import Run, earlier_run, own_run
@@ -178,6 +180,43 @@ def test_a_run_made_from_an_earlier_run_of_the_steps_before_it_is_not_reused(pip
     run = ppo_run()  # neither the pipeline's PPO nor the lesson's own was made from these runs
     assert run.path == here and run.source == "trained now" and len(trained) == 2
     assert ppo_run().source == "this lesson's earlier run" and len(trained) == 2
+
+
+def test_a_run_folder_given_as_a_relative_path_is_the_same_run_as_given_absolute(pipeline_dir, tmp_path,
+                                                                                  monkeypatch, capsys):
+    clm = finish(lessons.pipeline_folder("clm"))
+    finish(lessons.pipeline_folder("sft"), source="pipeline")
+    monkeypatch.chdir(tmp_path)
+    relative = Path("runs") / "tiny" / clm.name
+    monkeypatch.setattr(sys, "argv", ["05_instruction_tuning.py", str(relative)])
+    assert lessons.lesson_args("lesson 5", inputs=["clm_run"]).clm_run == clm
+    assert earlier_run("clm", given=relative).path == clm
+    assert f"using runs/tiny/{clm.name} (given on the command line)" in capsys.readouterr().out
+    here, trained = tmp_path / "runs" / "lessons" / "05" / "sft", []
+
+    def train(folder: Path) -> dict:
+        trained.append(folder)
+        return {}
+
+    # A Python caller's Run with the relative spelling: the pipeline's SFT run, made from that CLM, is reused,
+    typed, absolute = Run(relative, {}, "given"), Run(clm, {}, "given")
+    assert own_run("sft", here, train, fresh=False, inputs=[typed]).result == {"source": "pipeline"}
+    # and a lesson's own run made from one spelling is reused when the other is given.
+    own_run("sft", here, train, fresh=True, inputs=[typed])
+    assert own_run("sft", here, train, fresh=False, inputs=[absolute]).path == here and len(trained) == 1
+
+
+def test_the_repository_is_found_from_the_lesson_scripts_folder_or_a_data_error(tmp_path, monkeypatch):
+    # `cd /tmp && python /path/to/repo/lessons/03_bert_masked_lm.py`, minillm installed elsewhere:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(minillm, "__file__", str(tmp_path / "site-packages" / "minillm" / "__init__.py"))
+    monkeypatch.setattr(sys.modules["__main__"], "__file__", str(tmp_path / "main.py"), raising=False)
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "lessons" / "03_bert_masked_lm.py")])
+    assert lessons.find_root() == ROOT
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "elsewhere.py")])  # no repository anywhere
+    with pytest.raises(DataError, match="no minillm repository .*data/corpus.txt"):
+        lessons.find_root()
+    assert list(tmp_path.iterdir()) == []  # nothing written (no runs/lessons/03)
 
 
 # --------------------------------------------------------------------------------------------------
