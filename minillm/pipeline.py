@@ -448,14 +448,14 @@ REPORT_KEYS = {
     "mlm": ("val_masked_accuracy", "unigram_masked_accuracy", "fill_mask_top5"),
     "clm": ("val_perplexity", "unigram_perplexity"),
     "sft": ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match", "questions"),
-    "reward_model": ("pairwise_accuracy", "annotator_agreement"),
+    "reward_model": ("pairwise_accuracy", "gold_agreement", "annotator_agreement"),
     "ppo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_ceiling", "win_rate_by_family", "gold_sft",
-            "gold_after", "kl", "style_flaws_sft", "style_flaws_after", "wrong_sft", "wrong_after"),
+            "gold_after", "style_flaws_sft", "style_flaws_after", "wrong_sft", "wrong_after"),
     "dpo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_ceiling", "win_rate_by_family", "gold_sft",
             "gold_after", "style_flaws_sft", "style_flaws_after", "wrong_sft", "wrong_after"),
-    "grpo": ("win_rate_vs_sft", "win_rate_stderr", "kl", "pass_at_1_sft", "pass_at_1_after", "gold_sft", "gold_after",
+    "grpo": ("win_rate_vs_sft", "win_rate_stderr", "pass_at_1_sft", "pass_at_1_after", "gold_sft", "gold_after",
              "style_flaws_sft", "style_flaws_after"),
-    "grpo_verifiable": ("win_rate_vs_sft", "win_rate_stderr", "kl", "pass_at_1_sft", "pass_at_1_after", "gold_sft",
+    "grpo_verifiable": ("win_rate_vs_sft", "win_rate_stderr", "pass_at_1_sft", "pass_at_1_after", "gold_sft",
                         "gold_after", "style_flaws_sft", "style_flaws_after"),
 }
 
@@ -472,6 +472,13 @@ def build_report(cfg: PipelineConfig, device: str, results: dict[str, dict]) -> 
                         **{k: result[k] for k in (*keys, "copied_from") if k in result}}
     stages["mlm"]["fill_mask_top5"] = [piece.strip() for piece, _ in results["mlm"]["fill_mask_top5"]]
     table = results["rl_table"]
+    for name, step in RL_POLICIES.items():
+        # "kl": the policy's KL to the SFT model on the held-out prompts, the comparison table's column.
+        # The training log's KL is another number (answers to the last step's training prompts, sampled
+        # before its update), so it goes by its own name.
+        stages[step]["kl"] = table["rows"][name]["kl"]
+        if "kl" in results[step]:
+            stages[step]["kl_last_step"] = results[step]["kl"]
     for name, step in GRPO_POLICIES.items():
         stages[step]["pass_at_k_sft"] = table["pass_at_k"]["SFT"]
         stages[step]["pass_at_k_after"] = table["pass_at_k"][name]
@@ -565,7 +572,8 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"| SFT | exact match, held-out phrasings {_fmt(s['sft']['exact_match']['heldout_phrasings'])} "
         f"| base model {_fmt(s['sft']['base_exact_match']['heldout_phrasings'])} | {s['sft']['seconds']:.0f} |",
         f"| reward model | pairwise accuracy {_fmt(s['reward_model']['pairwise_accuracy'])} "
-        f"| chance 0.5 (annotator ceiling {_fmt(s['reward_model'].get('annotator_agreement'))}) "
+        f"| chance 0.5 (ceiling {_fmt(s['reward_model'].get('gold_agreement'))}: the rankings' agreement "
+        "with the gold judge) "
         f"| {s['reward_model']['seconds']:.0f} |",
         f"| PPO | win rate vs SFT {_win(s['ppo'])} | 0.5 | {s['ppo']['seconds']:.0f} |",
         f"| DPO | win rate vs SFT {_win(s['dpo'])} | 0.5 | {s['dpo']['seconds']:.0f} |",
@@ -614,11 +622,14 @@ def render_markdown(report: dict, j: Journey) -> str:
         *_sft_examples(j),
         "## 3. RLHF",
         f"The reward model ranks held-out pairs correctly **{_fmt(s['reward_model']['pairwise_accuracy'])}** "
-        f"of the time (the noisy annotator agrees with itself {_fmt(s['reward_model'].get('annotator_agreement'))}).",
+        f"of the time. The most any reward model can reach is how often those noisy rankings agree with the "
+        f"gold judge: {_fmt(s['reward_model'].get('gold_agreement'))} (two noisy annotations of the same "
+        f"answers agree {_fmt(s['reward_model'].get('annotator_agreement'))}: both carry noise).",
         "",
         f"PPO: win rate against the SFT model by the gold judge **{_win(s['ppo'])}** (± one standard error); mean gold "
         f"score {_fmt(s['ppo']['gold_sft'])} -> {_fmt(s['ppo']['gold_after'])}, KL to the SFT model "
-        f"{_fmt(s['ppo']['kl'])}. Answers whose right answer comes wrapped in filler or rudeness: "
+        f"{_fmt(s['ppo']['kl'])} on the held-out prompts. Answers whose right answer comes wrapped in filler or "
+        "rudeness: "
         f"{_fmt(s['ppo'].get('style_flaws_sft'))} of the SFT model's, {_fmt(s['ppo'].get('style_flaws_after'))} "
         f"after PPO. Answers without the right answer in them: {_fmt(s['ppo'].get('wrong_sft'))} -> "
         f"{_fmt(s['ppo'].get('wrong_after'))} (a flaw is one habit on every prompt; a right answer is a different "
@@ -663,7 +674,9 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
         "",
         *render_table(table["rows"]),
         "",
-        f"pass@k, from {j.cfg.grpo.passk_samples} samples per prompt (the unbiased estimator): RL raises pass@1 "
+        f"pass@k, from {j.cfg.grpo.passk_samples} samples per prompt (the unbiased estimator) on the first "
+        f"{min(j.cfg.grpo.passk_prompts, table['n_prompts'])} of those prompts, so its pass@1 differs a little "
+        "from the table's (one sample per prompt, every prompt): RL raises pass@1 "
         "towards what the SFT model could already do with more tries; where the SFT curve catches up, RL has "
         "taught nothing the model could not already sample.",
         "",

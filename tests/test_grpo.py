@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import itertools
 import json
+import shutil
 import sys
 from math import comb, exp
 from pathlib import Path
@@ -20,6 +21,7 @@ from minillm.config import GRPOConfig, TrainConfig
 from minillm.datasets.instructions import generate_instruction_suite
 from minillm.errors import CheckpointError, ConfigError
 from minillm.model import GPT
+from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.template import encode_prompt
 from minillm.stage3_rlhf import grpo
 from minillm.stage3_rlhf.grpo import (
@@ -34,8 +36,12 @@ from minillm.stage3_rlhf.grpo import (
     zero_signal,
 )
 from minillm.stage3_rlhf.pass_at_k import pass_at_k, pass_at_k_curve
+from minillm.stage3_rlhf.preferences import sample_answers
+from minillm.stage3_rlhf.scoreboard import policy_table, sampled_kl
+from minillm.stage3_rlhf.sequences import answers_logprob
 from minillm.stage3_rlhf.verifier import Verifier
-from minillm.train import load_model
+from minillm.train import load_checkpoint, load_model, save_checkpoint
+from minillm.train.checkpoint import CKPT_NAME
 
 
 def micro_grpo_config(steps: int = 2, **changes) -> GRPOConfig:
@@ -168,6 +174,21 @@ def test_an_answer_listing_every_candidate_earns_nothing():
     assert verify(FACTS[3], "3 3") == pytest.approx(1.0)  # repeating the right answer is no hedge
 
 
+def test_a_candidate_that_contains_the_right_answer_is_another_answer():
+    """Nested candidates (4,080 pairs in the suite): the right answer inside a longer candidate does
+    not make that candidate right, and the shorter candidate inside the right answer is no hedge."""
+    apples, big_apples, letter, soup = ({"family": f, "reference": ref} for f, ref in (
+        ("plural", "the apples"), ("plural", "the big apples"),
+        ("past_tense", "The baker brought a letter."), ("past_tense", "The baker brought a letter and made soup.")))
+    verify = Verifier([apples, big_apples, letter, soup])
+    assert verify(apples, "the big apples") == 0.0
+    assert verify(apples, "big apples or apples") == 0.0
+    assert verify(letter, "baker brought a letter and made soup") == 0.0
+    assert verify(big_apples, "the big apples") == pytest.approx(1.2)  # its own "apples" is no second guess
+    assert verify(soup, "The baker brought a letter and made soup.") == pytest.approx(1.2)
+    assert verify(big_apples, "the big apples, the big apples") == 1.0  # repeated, still no hedge
+
+
 def test_the_suites_own_right_answers_with_filler_are_not_taken_for_hedges():
     """Every training response of the instruction suite that contains its reference (ideal, terse,
     padded, impolite) must get full credit from the verifier: the hedge check may not misfire."""
@@ -203,6 +224,36 @@ def test_rollout_groups_consecutive_answers_and_first_update_is_on_policy(runs):
     # The old log-probs come from sampling (KV cache, batch shrinking as answers end); a full forward
     # pass gives the same numbers up to float rounding, so the first minibatch is on-policy.
     assert stats[0]["ratio_max_dev"] < 1e-4
+
+
+def test_the_tables_kl_column_by_hand(runs, tmp_path):
+    """KL to the SFT model: 0 for the SFT model itself; for a sampled policy, the mean over its own
+    answers of log pi(y) - log pi_SFT(y); for the greedy answer, -log pi_SFT(y) (one answer holds all
+    the mass). Each log-probability by hand is read one answer at a time."""
+    sft, tok = load_model(runs["sft"], GPT)
+    policy = copy.deepcopy(sft)
+    with torch.no_grad():  # another policy: the SFT model, nudged
+        g = torch.Generator().manual_seed(0)
+        for p in policy.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    shutil.copytree(runs["sft"], tmp_path / "policy")
+    ckpt = tmp_path / "policy" / CKPT_NAME
+    save_checkpoint(ckpt, {**load_checkpoint(ckpt), "model": policy.state_dict()})
+    records = [r for r in RECORDS if r["split"] != "train"][:6]
+    rows = policy_table(runs["sft"], runs["rm"], {"nudged": (tmp_path / "policy", 1.0)}, records,
+                        temperature=1.0, max_new_tokens=5, seed=0)
+
+    def logp(model: GPT, record: dict, answer: str) -> float:
+        return answers_logprob(model, tok, [record["prompt"]], [answer]).item()
+
+    answers = sample_answers(policy, tok, records, 1.0, 5, seed=0)  # the table's draw: the same seed
+    by_hand = sum(logp(policy, r, a) - logp(sft, r, a) for r, a in zip(records, answers, strict=True)) / len(records)
+    assert sampled_kl(sft, sft, tok, records, answers) == 0.0
+    assert abs(by_hand) > 1e-3 and sampled_kl(policy, sft, tok, records, answers) == pytest.approx(by_hand, abs=1e-5)
+    assert rows["nudged"]["kl"] == pytest.approx(by_hand, abs=1e-5)
+    greedy = generate_answers(sft, tok, [r["prompt"] for r in records], 5)
+    by_hand = -sum(logp(sft, r, a) for r, a in zip(records, greedy, strict=True)) / len(records)
+    assert by_hand > 0 and rows["SFT greedy"]["kl"] == pytest.approx(by_hand, abs=1e-5)
 
 
 def test_minibatches_keep_each_group_whole_and_take_every_row_once():

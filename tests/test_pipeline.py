@@ -23,13 +23,14 @@ from minillm.config import apply_overrides, preset
 from minillm.datasets import generate_instruction_suite
 from minillm.errors import DataError
 from minillm.pipeline import (
-    GRPO_POLICIES,
     REPORT_KEYS,
+    RL_POLICIES,
     STEP_NAMES,
     Journey,
     build_report,
     exact_match_noise,
     quote,
+    render_markdown,
     run_pipeline,
     run_step,
     table_row,
@@ -37,14 +38,15 @@ from minillm.pipeline import (
 from minillm.stage2_sft.evaluate import read_answers
 from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
+from minillm.stage3_rlhf.scoreboard import BEST_OF
 
 REQUIRED = {
     "tokenizer": ("seconds", "vocab_size", "tokens_per_byte"),
     "mlm": ("seconds", "val_masked_accuracy", "unigram_masked_accuracy"),
     "clm": ("seconds", "val_perplexity", "unigram_perplexity"),
-    "reward_model": ("seconds", "pairwise_accuracy", "annotator_agreement"),
+    "reward_model": ("seconds", "pairwise_accuracy", "gold_agreement", "annotator_agreement"),
     "ppo": ("seconds", "win_rate_vs_sft", "gold_sft", "gold_after", "kl"),
-    "dpo": ("seconds", "win_rate_vs_sft", "gold_after"),
+    "dpo": ("seconds", "win_rate_vs_sft", "gold_after", "kl"),
     "grpo": ("seconds", "win_rate_vs_sft", "win_rate_stderr", "kl", "pass_at_1_sft", "pass_at_1_after"),
     "grpo_verifiable": ("seconds", "win_rate_vs_sft", "win_rate_stderr", "kl", "pass_at_1_sft", "pass_at_1_after"),
 }
@@ -80,6 +82,7 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
     assert list(rows) == ["SFT samples", "SFT greedy", "best of 4 (reward model)", "best of 8 (reward model)",
                           "PPO", "DPO", "GRPO (reward model)", "GRPO (verifiable)"]
     assert rows["SFT samples"]["win_rate_vs_sft"] == 0.5 and rows["SFT samples"]["kl"] == 0.0  # the baseline itself
+    assert all(stages[step]["kl"] == rows[name]["kl"] for name, step in RL_POLICIES.items())  # one KL, held out
     assert all(0 <= r[k] <= 1 for r in rows.values() for k in ("win_rate_vs_sft", "pass_at_1", "exact_match"))
     for stage, keys in REQUIRED.items():
         for key in keys:
@@ -165,14 +168,65 @@ def without_times(report: dict) -> dict:
             "stages": {name: untimed(stage) for name, stage in report["stages"].items()}}
 
 
-def test_a_stage_reports_its_wall_time_and_its_training_time_apart():
-    results = {name: {"seconds": 1.0, "wall_seconds": 3.0} for name in REPORT_KEYS}
-    results["mlm"]["fill_mask_top5"] = []
-    results["rl_table"] = {"seconds": 1.0, "wall_seconds": 2.0, "rows": {}, "n_prompts": 0, "best_of_n": {},
-                           "pass_at_k": {"SFT": {}, **{name: {} for name in GRPO_POLICIES}}}
+def made_up_results() -> dict[str, dict]:
+    """Every step's result as build_report and render_markdown read them, each number 0.5 unless a
+    test sets it: a report without training anything."""
+    splits = dict.fromkeys(SFT_SPLITS, 0.5)
+    results = {name: {"seconds": 1.0, "wall_seconds": 3.0, **dict.fromkeys(keys, 0.5)}
+               for name, keys in REPORT_KEYS.items()}
+    results["mlm"].update(fill_mask_top5=[(" night", 0.5)], val_masked_positions=10)
+    results["clm"]["val_tokens"] = 100
+    results["sft"].update(exact_match=splits, base_exact_match=splits, scratch_exact_match=splits,
+                          single_family_exact_match=splits, questions=dict.fromkeys(SFT_SPLITS, 10))
+    for name in ("ppo", "dpo"):
+        results[name]["win_rate_by_family"] = {"count": 0.5}
+    row = {"win_rate_vs_sft": 0.5, "win_rate_stderr": 0.0, "pass_at_1": 0.5, "exact_match": 0.5,
+           "style_flaws": 0.0, "kl": 0.0, "train_seconds": 1.0}
+    names = ["SFT samples", "SFT greedy", *(f"best of {n} (reward model)" for n in BEST_OF), *RL_POLICIES]
+    curve = {"1": 0.5, "2": 0.75}
+    results["rl_table"] = {"seconds": 1.0, "wall_seconds": 2.0, "rows": {name: dict(row) for name in names},
+                           "n_prompts": 200, "best_of_n": {}, "pass_at_k": dict.fromkeys(["SFT", *RL_POLICIES], curve)}
+    return results
+
+
+def made_up_report(tmp_path: Path, results: dict[str, dict]) -> tuple[dict, str]:
+    """report.json's content and report.md made of `results` with the micro preset's settings."""
     report = build_report(preset("micro"), "cpu", results)
+    return report, render_markdown(report, Journey(preset("micro"), tmp_path, results=results))
+
+
+def test_a_stage_reports_its_wall_time_and_its_training_time_apart(tmp_path):
+    report, _ = made_up_report(tmp_path, made_up_results())
     assert report["stages"]["clm"]["seconds"] == 3.0 and report["stages"]["clm"]["train_seconds"] == 1.0
     assert report["seconds"] == 3.0 * len(REPORT_KEYS) + 2.0  # the journey: every stage's wall time
+
+
+def test_the_reward_models_ceiling_is_agreement_with_gold_not_with_itself(tmp_path):
+    results = made_up_results()
+    results["reward_model"].update(annotator_agreement=0.9, gold_agreement=0.99)
+    report, markdown = made_up_report(tmp_path, results)
+    assert report["stages"]["reward_model"]["gold_agreement"] == 0.99
+    assert "(ceiling 0.990: the rankings' agreement with the gold judge)" in markdown
+    assert "ceiling 0.900" not in markdown
+
+
+def test_the_report_says_which_prompts_pass_at_k_is_measured_on(tmp_path):
+    _, markdown = made_up_report(tmp_path, made_up_results())  # micro: pass@k on 8 prompts, 4 samples each
+    assert "on the same 200 held-out prompts" in markdown  # the table's
+    assert "from 4 samples per prompt (the unbiased estimator) on the first 8 of those prompts" in markdown
+
+
+def test_a_policys_kl_in_the_report_is_its_held_out_kl_from_the_table(tmp_path):
+    results = made_up_results()
+    for name, step in RL_POLICIES.items():
+        results["rl_table"]["rows"][name]["kl"] = 0.56  # on the held-out prompts
+        if step != "dpo":
+            results[step]["kl"] = 0.19  # the training log's last batch
+    report, markdown = made_up_report(tmp_path, results)
+    for step in RL_POLICIES.values():
+        assert report["stages"][step]["kl"] == 0.56
+        assert report["stages"][step].get("kl_last_step") == (None if step == "dpo" else 0.19)
+    assert "KL to the SFT model 0.560 on the held-out prompts" in markdown
 
 
 def test_the_report_says_how_far_chance_moves_each_exact_match():

@@ -113,6 +113,22 @@ def test_annotate_loop_reasks_appends_and_resumes(tmp_path):
     assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == ["p0", "p1"]
 
 
+def test_annotate_resumes_a_file_whose_only_line_a_crash_cut_off(tmp_path):
+    out = tmp_path / "human.jsonl"
+    records = [{"prompt": f"p{i}"} for i in range(2)]
+    out.write_text('{"prompt": "p0", "answers": ["p0 answer 0", "p0 ans', encoding="utf-8")  # no newline
+    with pytest.warns(UserWarning, match="skipped 1 bad line"), pytest.warns(UserWarning, match="only line was cut"):
+        summary, shown = scripted(records, out, "1 2 3 4\nq\n")
+    assert summary == {"ranked": 1, "skipped_done": 0, "remaining": 1, "saved": 1}
+    assert "=== prompt 1/2 ===\np0" in shown
+    with pytest.warns(UserWarning, match="skipped 1 bad line"):  # next session: the cut line is reported, p0 done
+        assert [r["prompt"] for r in read_preferences(out)] == ["p0"]
+    # a whole line that is no ranking is not a cut-off one: the file is refused, not written over
+    out.write_text('{"prompt": "p0"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="no valid record"), pytest.warns(UserWarning):
+        scripted(records, out, "1 2 3 4\n")
+
+
 def test_annotate_marks_every_fifth_ranking_held_out_across_sessions(tmp_path):
     out = tmp_path / "human.jsonl"
     records = [{"prompt": f"p{i}"} for i in range(7)]

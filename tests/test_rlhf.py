@@ -27,11 +27,14 @@ from minillm.stage3_rlhf.reward_model import (
     EncodedRanking,
     RewardModel,
     collate_rankings,
+    encode_ranking,
+    pairwise_accuracy,
     ranked_margins,
     ranking_loss,
     set_normalisation,
 )
 from minillm.stage3_rlhf.sequences import Responses, answer_logprob, last_real_index
+from minillm.tokenizer import train_tokenizer
 
 
 def neg_log_sigmoid(x: float) -> float:
@@ -320,6 +323,39 @@ def test_a_short_ranking_in_a_batch_gives_only_its_own_pairs():
     rewards = torch.tensor([[1.0, 10.0, 5.0], [2.0, 7.0, 100.0]])  # 100: the short ranking's filler slot
     margins = sorted(ranked_margins(rewards, batch["ranks"]).tolist())
     assert margins == sorted([10.0 - 1.0, 10.0 - 5.0, 5.0 - 1.0, 7.0 - 2.0])
+
+
+class FixedScores(torch.nn.Module):
+    """A stand-in reward model: an answer's score is looked up by its conversation's first token."""
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__()
+        self.scores = torch.nn.Parameter(torch.tensor(scores), requires_grad=False)
+
+    def forward(self, ids, attention_mask, response_mask):
+        return self.scores[ids[:, 0]]
+
+
+def conversation(first: int) -> ChatExample:
+    """A made-up conversation that FixedScores knows by its first token."""
+    return ChatExample(ids=[first, 9, 9], loss_mask=[False, True, True])
+
+
+def test_pairwise_accuracy_counts_the_pairs_ordered_right_over_all_rankings():
+    rankings = [EncodedRanking([conversation(i) for i in (0, 1, 2)], [0, 1, 2]),  # 0 > 1 > 2
+                EncodedRanking([conversation(i) for i in (3, 4, 5)], [0, 1, 1])]  # 3 > (4 = 5): 2 pairs
+    model = FixedScores([3.0, 1.0, 2.0, 0.0, 5.0, -1.0])
+    # by hand: 0>1 right, 0>2 right, 1>2 wrong (1 < 2); 3>4 wrong (0 < 5), 3>5 right; 4 = 5 is no pair
+    # 3 of 5 pairs, pooled (a mean of the rankings' own accuracies, 2/3 and 1/2, would give 0.583)
+    assert pairwise_accuracy(model, rankings, pad_id=0, batch_size=1) == pytest.approx(3 / 5)
+    assert pairwise_accuracy(model, rankings, pad_id=0) == pytest.approx(3 / 5)
+
+
+def test_a_ranking_that_ties_every_answer_is_not_encoded():
+    tok = train_tokenizer(["Which is it? It is a. It is b."] * 5, 270, progress=False)
+    record = {"prompt": "Which is it?", "answers": ["It is a.", "It is b."]}
+    assert encode_ranking(tok, {**record, "ranking": [[0, 1]]}, 64) is None  # nothing to compare
+    assert encode_ranking(tok, {**record, "ranking": [1, 0]}, 64).ranks == [1, 0]
 
 
 def test_reward_model_without_likelihood_term_is_the_head_alone():

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -74,8 +75,7 @@ def annotate_loop(
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     out_path = Path(out_path)
-    has_lines = out_path.is_file() and out_path.read_text(encoding="utf-8").strip() != ""
-    saved = read_preferences(out_path) if has_lines else []
+    saved = saved_rankings(out_path)
     done = {r["prompt"] for r in saved}
     todo = [(number, r) for number, r in enumerate(records, start=1) if r["prompt"] not in done]
     ranked = 0
@@ -107,6 +107,28 @@ def annotate_loop(
                                      "annotator": "human"})
         ranked += 1
     return summary(0)
+
+
+def saved_rankings(path: Path) -> list[dict]:
+    """The rankings an earlier session saved in `path`: none for a missing or empty file.
+
+    A crash while a ranking was written leaves its line cut off, without its newline. Among saved
+    rankings that line is skipped with a warning (`read_preferences`); when it is the file's only
+    line, nothing was saved yet: a warning says so and ranking starts from the first prompt (the
+    next ranking goes on a line of its own, `append_preference`). Lines that all fail although they
+    were written whole are not a cut-off ranking: that file is refused (DataError).
+    """
+    raw = path.read_bytes() if path.is_file() else b""
+    if not raw.strip():
+        return []
+    try:
+        return read_preferences(path)
+    except DataError:
+        if b"\n" in raw.strip() or raw.endswith(b"\n"):  # more than one line, or one that was ended
+            raise
+        warnings.warn(f"{path}: its only line was cut off (a crash while it was written?), so no ranking was "
+                      "saved yet; starting from the first prompt (delete that line when you like)", stacklevel=2)
+        return []
 
 
 def check_prompt_record(obj: dict) -> dict:

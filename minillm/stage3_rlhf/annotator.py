@@ -154,7 +154,9 @@ def place_scores(ranking: Ranking) -> dict[int, float]:
 def self_agreement(records: Sequence[dict], answer_sets: Sequence[Sequence[str]], noise: float,
                    seed: int = 0, tie_margin: float = 0.0) -> float:
     """How often a second noisy annotation agrees with the first on a pair the first one calls,
-    pooled over the given answer sets: the ceiling of a reward model's pairwise accuracy."""
+    pooled over the given answer sets: how consistent the labels are. It is not the ceiling of a
+    reward model's pairwise accuracy: a model that learnt the gold judge itself agrees with the held-out
+    rankings as often as `gold_agreement`, which is higher (both annotations carry noise, gold none)."""
     first, second = SimulatedAnnotator(noise, seed, tie_margin), SimulatedAnnotator(noise, seed + 1, tie_margin)
     hits, total = 0.0, 0
     for record, answers in zip(records, answer_sets, strict=True):

@@ -18,6 +18,12 @@ reference of another record of the same task family: another river, another numb
 of the list) hedges, and earns nothing. The small world knows every candidate, because every
 record of a family is an example of what that family's answers look like. GSM8K-style RLVR
 solves the same problem by reading only the final "#### 42" of an answer.
+
+Candidates can nest: "the apples" and "the big apples" are both plurals to give, "The baker
+brought a letter." and "... brought a letter and made soup." both past tenses. So the check reads
+*where* in the answer each candidate stands, as a span of words: "big apples" is the right answer
+plus a word, a different answer; but the "apples" inside a right "big apples" is no second guess.
+Another candidate hedges only where it stands outside every occurrence of the right answer.
 """
 
 from __future__ import annotations
@@ -26,6 +32,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from minillm.datasets.instructions import contains_answer, is_correct, normalize_answer
+
+
+def word_spans(words: list[str], phrase: str) -> list[tuple[int, int]]:
+    """Every (start, end) such that words[start:end] is `phrase` (a normalised answer), word for word."""
+    target = phrase.split()
+    n = len(target)
+    return [(i, i + n) for i in range(len(words) - n + 1) if words[i:i + n] == target]
 
 
 class Verifier:
@@ -43,12 +56,16 @@ class Verifier:
         self.candidates = {family: sorted(c for c in refs if c) for family, refs in candidates.items()}
 
     def hedges(self, record: dict, answer: str) -> bool:
-        """Whether the answer names another answer of the record's family beside the right one."""
-        right = normalize_answer(record["reference"])
-        # detail: the right answer is taken out once, so its own words cannot count as another answer
-        rest = f" {normalize_answer(answer)} ".replace(f" {right} ", " ", 1)
-        return any(f" {other} " in rest for other in self.candidates.get(record.get("family", "custom"), ())
-                   if other != right)
+        """Whether the answer names another answer of the record's family beside the right one: a
+        candidate at a span of words that no occurrence of the right answer covers."""
+        text, right = normalize_answer(answer), normalize_answer(record["reference"])
+        # detail: a family has up to ~2000 candidates; a text search finds the few the answer names at all
+        named = [other for other in self.candidates.get(record.get("family", "custom"), ())
+                 if other != right and f" {other} " in f" {text} "]
+        words = text.split()
+        covered = word_spans(words, right)
+        return any(not any(start <= s and e <= end for start, end in covered)
+                   for other in named for s, e in word_spans(words, other))
 
     def __call__(self, record: dict, answer: str) -> float:
         if not contains_answer(answer, record["reference"]) or self.hedges(record, answer):
