@@ -18,7 +18,7 @@ from crash_resume import assert_exact_resume
 from test_ppo import RECORDS, build_runs, train_and_check_the_reference
 
 from minillm.config import GRPOConfig, TrainConfig
-from minillm.datasets.instructions import generate_instruction_suite
+from minillm.datasets.instructions import contains_answer, generate_instruction_suite
 from minillm.errors import CheckpointError, ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
@@ -174,16 +174,18 @@ def test_an_answer_listing_every_candidate_earns_nothing():
     assert verify(FACTS[3], "3 3") == pytest.approx(1.0)  # repeating the right answer is no hedge
 
 
-def test_a_candidate_that_contains_the_right_answer_is_another_answer():
-    """Nested candidates (4,080 pairs in the suite): the right answer inside a longer candidate does
-    not make that candidate right, and the shorter candidate inside the right answer is no hedge."""
+def test_nested_candidates_hedge_only_when_the_answer_names_two():
+    """Nested candidates (4,080 pairs in the suite): only the outermost spans count. Two of them that
+    differ are a hedge, however they nest; one longer candidate that holds the right answer is judged
+    as the gold judge judges it (the right answer as whole words), not as a hedge."""
     apples, big_apples, letter, soup = ({"family": f, "reference": ref} for f, ref in (
         ("plural", "the apples"), ("plural", "the big apples"),
         ("past_tense", "The baker brought a letter."), ("past_tense", "The baker brought a letter and made soup.")))
     verify = Verifier([apples, big_apples, letter, soup])
-    assert verify(apples, "the big apples") == 0.0
-    assert verify(apples, "big apples or apples") == 0.0
-    assert verify(letter, "baker brought a letter and made soup") == 0.0
+    assert verify(apples, "big apples or apples") == 0.0  # the old check took "apples" out once: 1.0
+    assert verify(apples, "apples, or maybe the big apples") == 0.0
+    assert verify(letter, "The baker brought a letter. Or: the baker brought a letter and made soup.") == 0.0
+    assert verify(apples, "the big apples") == 1.0 and contains_answer("the big apples", "the apples")
     assert verify(big_apples, "the big apples") == pytest.approx(1.2)  # its own "apples" is no second guess
     assert verify(soup, "The baker brought a letter and made soup.") == pytest.approx(1.2)
     assert verify(big_apples, "the big apples, the big apples") == 1.0  # repeated, still no hedge

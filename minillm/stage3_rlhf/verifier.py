@@ -21,9 +21,12 @@ solves the same problem by reading only the final "#### 42" of an answer.
 
 Candidates can nest: "the apples" and "the big apples" are both plurals to give, "The baker
 brought a letter." and "... brought a letter and made soup." both past tenses. So the check reads
-*where* in the answer each candidate stands, as a span of words: "big apples" is the right answer
-plus a word, a different answer; but the "apples" inside a right "big apples" is no second guess.
-Another candidate hedges only where it stands outside every occurrence of the right answer.
+*where* in the answer each candidate stands, as a span of words, and counts only the outermost
+ones: "big apples or apples" names two answers and hedges; "the big apples" names one, whose
+"apples" is no second guess. Whether that one answer is right is the gold judge's rule, which the
+verifier shares (`contains_answer`: the right answer as whole words), so that the reward GRPO trains
+on and the judge that scores it agree. That rule counts "the big apples" right for "the apples";
+docs/findings.md ("The verifier's nested candidates") has what a stricter rule did.
 """
 
 from __future__ import annotations
@@ -56,16 +59,17 @@ class Verifier:
         self.candidates = {family: sorted(c for c in refs if c) for family, refs in candidates.items()}
 
     def hedges(self, record: dict, answer: str) -> bool:
-        """Whether the answer names another answer of the record's family beside the right one: a
-        candidate at a span of words that no occurrence of the right answer covers."""
+        """Whether the answer names two different answers of the record's family (the right one
+        among them): two candidates at outermost spans of words, neither inside the other."""
         text, right = normalize_answer(answer), normalize_answer(record["reference"])
         # detail: a family has up to ~2000 candidates; a text search finds the few the answer names at all
-        named = [other for other in self.candidates.get(record.get("family", "custom"), ())
-                 if other != right and f" {other} " in f" {text} "]
+        named = {other for other in self.candidates.get(record.get("family", "custom"), ())
+                 if f" {other} " in f" {text} "} | {right}
         words = text.split()
-        covered = word_spans(words, right)
-        return any(not any(start <= s and e <= end for start, end in covered)
-                   for other in named for s, e in word_spans(words, other))
+        spans = [(start, end, name) for name in named for start, end in word_spans(words, name)]
+        outermost = {name for start, end, name in spans
+                     if not any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in spans)}
+        return len(outermost) > 1
 
     def __call__(self, record: dict, answer: str) -> float:
         if not contains_answer(answer, record["reference"]) or self.hedges(record, answer):
