@@ -1,17 +1,23 @@
-"""The figures of a GPU check in one JSON file: each stage runs and learns, MFU, generation speed.
+"""The figures of a GPU check in one JSON file: each stage runs (and the first ones learn), MFU, generation speed.
 
 Called by bench/gpu_check.sh after it has installed the project and run the tests on the device:
 
-0. The tests' outcome, read from the JUnit XML files that pytest wrote (`--tests`).
-1. The pipeline at the `small` preset's model sizes with its steps cut short (`SHORT_SMALL`): every
-   stage must run on the device and learn (each key number beats its baseline).
-2. MFU of the `small` preset's CLM training step: achieved model FLOP/s over the device's measured
-   matmul rate (bf16 on a GPU).
-3. Generation speed, tokens per second, at batch 1 and 64, with the KV cache.
+0. The device's name (an error when `--device cuda` finds no CUDA), and the tests' outcome, read
+   from the JUnit XML files that pytest wrote (`--tests`); a test run in which nothing passed, every
+   test skipped (as the device tests do where the device is missing), is a problem too.
+1. MFU of the preset's CLM training step: achieved model FLOP/s over the device's measured matmul
+   rate (bf16 on a GPU).
+2. Generation speed, tokens per second, at batch 1 and 64, with the KV cache.
+3. The pipeline at the `small` preset's model sizes with its steps cut short (`SHORT_SMALL`): every
+   stage must run on the device. MLM, CLM, SFT and the reward model must also learn (each key
+   number beats its baseline: "learns" in the JSON); the RL stages' few steps show only that they
+   ran (a win rate in [0, 1]: "ran"), not that they learn.
 
 A GPU may be lent for minutes, so one failing part does not cost the others: a phase that raises
-records its error in the JSON and the next one runs. The exit status is 1 when anything failed
-(a test, a phase, a stage that did not learn), so that a script can tell.
+records its error in the JSON and the next one runs, and the JSON is written again (atomically)
+before every phase, listing the phases not run yet among its problems, so a check stopped by its
+time limit still brings back what it measured. The longest phase, the pipeline, comes last. The
+exit status is 1 when anything failed (a test, a phase, a stage that did not learn), so that a script can tell.
 
     python bench/gpu_check.py --device cuda --out gpu_check.json --tests tests_all.xml
     python bench/gpu_check.py --device cpu --preset micro --out /tmp/check.json     # the dry run's sizes
@@ -35,6 +41,7 @@ import torch
 from minillm.config import apply_overrides, preset, replace_train_configs
 from minillm.model import GPT
 from minillm.pipeline import run_pipeline
+from minillm.utils import write_json
 
 BENCH = Path(__file__).resolve().parent
 SHORT_SMALL = [  # the small preset's models, trained far enough to show learning in a few minutes
@@ -53,15 +60,21 @@ def run_all_module():
 
 
 def stages_learn(report: dict) -> dict[str, bool]:
-    """Each stage's key number against its baseline: True where the stage learnt something."""
+    """The first four stages' key numbers against their baselines: True where the stage learnt something."""
     s = report["stages"]
     return {
         "mlm": s["mlm"]["val_masked_accuracy"] > s["mlm"]["unigram_masked_accuracy"],
         "clm": s["clm"]["val_perplexity"] < s["clm"]["unigram_perplexity"],
         "sft": s["sft"]["exact_match"]["seen"] > s["sft"]["base_exact_match"]["seen"],
         "reward_model": s["reward_model"]["pairwise_accuracy"] > 0.5,
-        **{name: 0.0 <= s[name]["win_rate_vs_sft"] <= 1.0 for name in ("ppo", "dpo", "grpo", "grpo_verifiable")},
     }
+
+
+def rl_stages_ran(report: dict) -> dict[str, bool]:
+    """The RL stages ran to a win rate, a number in [0, 1] (not NaN). Only that: SHORT_SMALL's few RL
+    steps are too few to expect a win over SFT, so learning is not claimed for them."""
+    return {name: 0.0 <= report["stages"][name]["win_rate_vs_sft"] <= 1.0
+            for name in ("ppo", "dpo", "grpo", "grpo_verifiable")}
 
 
 @torch.no_grad()
@@ -79,12 +92,25 @@ def generation_tokens_per_s(device: str, batch: int, new_tokens: int = 128, pres
     return batch * new_tokens / (time.perf_counter() - start)
 
 
+def device_name(device: str) -> str:
+    """The GPU's name for a CUDA device, else the device as given; an error when CUDA is not there."""
+    if not device.startswith("cuda"):
+        return device
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device}, but torch {torch.__version__} finds no CUDA device (its CUDA "
+                           f"build: {torch.version.cuda or 'none'})")
+    return torch.cuda.get_device_name(device)
+
+
 def junit_outcome(junit_xml: Path) -> dict[str, Any]:
-    """Counts and failing test ids from a pytest `--junitxml` report; an error when there is none
-    (gpu_check.sh stops a test run that outlasts its time limit, before pytest writes the file)."""
+    """Counts and failing test ids from a pytest `--junitxml` report; an error when there is none or it
+    is cut short (gpu_check.sh stops a test run that outlasts its time limit, perhaps while pytest writes)."""
     if not junit_xml.is_file():
         return {"error": f"no report at {junit_xml}: the run was stopped before it ended (time limit?)"}
-    cases = list(ET.parse(junit_xml).getroot().iter("testcase"))
+    try:
+        cases = list(ET.parse(junit_xml).getroot().iter("testcase"))
+    except ET.ParseError as err:
+        return {"error": f"the report {junit_xml} is not whole XML ({err}): the run was stopped while writing it?"}
     failed = [f"{case.get('classname')}::{case.get('name')}" for case in cases
               if case.find("failure") is not None or case.find("error") is not None]
     skipped = sum(case.find("skipped") is not None for case in cases)
@@ -102,51 +128,73 @@ def run_phase(figures: dict[str, Any], name: str, phase: Callable[[], Any]) -> N
 
 
 def pipeline_figures(preset_name: str, device: str) -> dict[str, Any]:
-    """Every stage at the preset's sizes (SHORT_SMALL's steps for `small`): its seconds and whether it learnt."""
-    cfg = preset(preset_name)
-    if preset_name == "small":
-        cfg = apply_overrides(cfg, SHORT_SMALL)
+    """Every stage at the preset's sizes (SHORT_SMALL's steps for `small`): its seconds, whether the
+    first four learnt and whether the RL stages ran.
+
+    SHORT_SMALL is applied to the small preset whatever the preset (no training, a fraction of a
+    second), so that the dry run on a CPU catches a mistyped override before a GPU is lent for it."""
+    short_small = apply_overrides(preset("small"), SHORT_SMALL)
+    cfg = short_small if preset_name == "small" else preset(preset_name)
     cfg = replace_train_configs(apply_overrides(cfg, [f"device={device}"]), device=device)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         report = run_pipeline(cfg, out)
         return {"preset": preset_name, "wall_seconds": time.perf_counter() - start,
                 "stage_seconds": {k: v["seconds"] for k, v in report["stages"].items()},
-                "learns": stages_learn(report)}
+                "learns": stages_learn(report), "ran": rl_stages_ran(report)}
 
 
-def problems(figures: dict[str, Any], expect_learning: bool = True) -> list[str]:
+def problems(figures: dict[str, Any], expect_learning: bool = True, not_run_yet: tuple[str, ...] = ()) -> list[str]:
     """What failed, one line each: an empty list means the check passed. `expect_learning=False` for
-    the micro preset, whose few steps show that each stage runs, not that it learns."""
+    the micro preset, whose few steps show that each stage runs, not that it learns. `not_run_yet`:
+    the phases still to come, each a problem until it has run (a check stopped now did not run them)."""
     found = [f"{name}: {value['error']}" for name, value in figures.items()
              if isinstance(value, dict) and "error" in value]
-    found += [f"{name}: {value['failed']} test(s) failed: {', '.join(value['failures'][:10])}"
-              for name, value in figures.get("tests", {}).items() if value.get("failed")]
-    found += [f"tests {name}: {value['error']}" for name, value in figures.get("tests", {}).items()
-              if "error" in value]
-    learns = figures.get("pipeline", {}).get("learns", {}) if expect_learning else {}
+    for name, value in figures.get("tests", {}).items():
+        if "error" in value:
+            found.append(f"tests {name}: {value['error']}")
+        elif value["failed"]:
+            found.append(f"{name}: {value['failed']} test(s) failed: {', '.join(value['failures'][:10])}")
+        elif not value["passed"]:  # e.g. --device cuda where CUDA is missing: every device test skips
+            found.append(f"{name}: no test passed ({value['skipped']} skipped): is the device there?")
+    pipeline = figures.get("pipeline", {})
+    learns = pipeline.get("learns", {}) if expect_learning else {}
     found += [f"the {stage} stage did not beat its baseline" for stage, ok in learns.items() if not ok]
+    found += [f"the {stage} stage gave no win rate in [0, 1]" for stage, ok in pipeline.get("ran", {}).items()
+              if not ok]
+    found += [f"{name}: not run (the check stopped before it: time limit?)" for name in not_run_yet]
     return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--preset", default="small", help="small: SHORT_SMALL's steps; micro: the dry run")
+    parser.add_argument("--preset", default="small", choices=("small", "micro"),
+                        help="small: SHORT_SMALL's steps; micro: the dry run")
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     parser.add_argument("--tests", type=Path, nargs="*", default=[],
                         help="JUnit XML reports of the test runs (pytest --junitxml), read into the JSON")
+    parser.add_argument("--not-run", action="append", default=[],
+                        help="a sentence naming tests the check left out, and why; written into the JSON")
     args = parser.parse_args()
-    cuda = args.device.startswith("cuda")
-    figures: dict[str, Any] = {"device": torch.cuda.get_device_name() if cuda else args.device,
-                               "torch": torch.__version__,
+    figures: dict[str, Any] = {"torch": torch.__version__, "not_run": args.not_run,
                                "tests": {path.stem: junit_outcome(path) for path in args.tests}}
-    run_phase(figures, "pipeline", lambda: pipeline_figures(args.preset, args.device))
-    run_phase(figures, "mfu", lambda: run_all_module().small_preset_mfu(device=args.device, preset_name=args.preset))
-    run_phase(figures, "generation_tokens_per_s", lambda: {
-        str(b): generation_tokens_per_s(args.device, b, preset_name=args.preset) for b in (1, 64)})
-    figures["problems"] = problems(figures, expect_learning=args.preset != "micro")
-    args.out.write_text(json.dumps(figures, indent=2))
+    phases: dict[str, Callable[[], Any]] = {  # the longest last: a time limit then costs only it
+        "device": lambda: device_name(args.device),
+        "mfu": lambda: run_all_module().small_preset_mfu(device=args.device, preset_name=args.preset),
+        "generation_tokens_per_s": lambda: {
+            str(b): generation_tokens_per_s(args.device, b, preset_name=args.preset) for b in (1, 64)},
+        "pipeline": lambda: pipeline_figures(args.preset, args.device),
+    }
+
+    def save(not_run_yet: tuple[str, ...]) -> None:
+        figures["problems"] = problems(figures, expect_learning=args.preset != "micro", not_run_yet=not_run_yet)
+        write_json(args.out, figures)
+
+    for i, name in enumerate(phases):
+        save(tuple(phases)[i:])  # what a check stopped during this phase brings back
+        run_phase(figures, name, phases[name])
+    save(())
     print(json.dumps(figures, indent=2))
     print(f"written: {args.out}; " + ("every check passed" if not figures["problems"] else
                                       "what failed:\n  " + "\n  ".join(figures["problems"])))

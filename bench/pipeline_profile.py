@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 
 from minillm import pipeline
-from minillm.config import preset
+from minillm.cli import _positive_int
+from minillm.config import PRESETS, preset
 from minillm.model import GPT, Bert
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.train.optim import Muon
@@ -141,14 +142,32 @@ def print_table(table: dict[str, dict[str, float]]) -> None:
     print(f"{'share of wall':16s}" + "".join(f"{total[c] / total['wall']:16.0%}" for c in columns))
 
 
+def unmet_needs(steps: list[str], out_dir: Path) -> list[str]:
+    """The steps whose results `steps` read, directly or through each other, that are neither among
+    them nor finished in out_dir: without them the first profiled step would fail on a missing file."""
+    missing, to_check = [], list(steps)
+    while to_check:
+        for need in pipeline.NEEDS[to_check.pop()]:
+            if need not in steps and need not in missing and not (
+                    out_dir / pipeline.step_folder(need) / pipeline.RESULT_NAME).is_file():
+                missing.append(need)
+                to_check.append(need)
+    return sorted(missing, key=pipeline.STEP_NAMES.index)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--preset", default="tiny", choices=PRESETS)
     parser.add_argument("--out", type=Path, default=Path("runs/profile"))
-    parser.add_argument("--steps", nargs="*", default=pipeline.STEP_NAMES, choices=pipeline.STEP_NAMES,
-                        help="the steps to profile (the ones before them must have run into --out)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--steps", nargs="+", default=pipeline.STEP_NAMES, choices=pipeline.STEP_NAMES,
+                        help="the steps to profile (the ones they read must be among them or have run into --out)")
+    parser.add_argument("--threads", type=_positive_int, default=torch.get_num_threads())
     args = parser.parse_args()
+    missing = unmet_needs(args.steps, args.out)
+    if missing:
+        parser.error(f"--steps {' '.join(args.steps)}: {args.out} holds no result of {', '.join(missing)}, which "
+                     f"they read: profile them too (--steps {' '.join(missing + args.steps)}) or run them into "
+                     "--out first")
     torch.set_num_threads(args.threads)
     print(f"profiling the {args.preset} pipeline into {args.out}, {args.threads} thread(s)")
     table = profile_pipeline(args.preset, args.out, args.steps)

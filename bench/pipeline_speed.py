@@ -31,6 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from minillm.cli import _positive_int
+from minillm.config import PRESETS
+from minillm.pipeline import STEP_NAMES, step_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = {  # name -> how to read it from report.json's stages
     "MLM masked accuracy": lambda s: s["mlm"]["val_masked_accuracy"],
@@ -123,9 +127,12 @@ def run_interleaved(trees: dict[str, Path], outs: dict[str, Path], preset: str) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", default="86be2f6", help="the reference commit")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--jobs", type=int, default=None, help="this tree's --jobs (default: the CLI's default)")
-    parser.add_argument("--keep", type=Path, default=None, help="keep this tree's run in this folder (e.g. runs/tiny)")
+    parser.add_argument("--preset", default="tiny", choices=PRESETS)
+    parser.add_argument("--jobs", type=_positive_int, default=None,
+                        help="this tree's --jobs (default: the CLI's default)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep this tree's run in this folder (e.g. runs/tiny): its step folders are "
+                             "trained anew, as --force does; nothing else in it is touched")
     parser.add_argument("--ours-first", action="store_true",
                         help="run this tree before the reference: a machine whose speed drifts favours one "
                              "order, and running both orders shows by how much")
@@ -135,6 +142,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.interleave and args.jobs not in (None, 1):
         parser.error("--interleave runs one step at a time in each journey; drop --jobs or pass --jobs 1")
+    known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.ref}^{{commit}}"], cwd=ROOT,
+                           capture_output=True)
+    if known.returncode != 0:
+        parser.error(f"--ref {args.ref}: no such commit in {ROOT} (a commit id, tag or branch, e.g. HEAD~3)")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subprocess.run(["git", "worktree", "add", "--detach", str(tmp / "ref"), args.ref], cwd=ROOT, check=True)
@@ -142,7 +153,8 @@ def main() -> None:
             ours_extra = [] if args.jobs is None else ["--jobs", str(args.jobs)]
             our_out = args.keep.resolve() if args.keep else tmp / "our_run"
             if args.interleave:
-                shutil.rmtree(our_out, ignore_errors=True)  # as --force does: every step anew
+                for name in STEP_NAMES:  # as the pipeline's --force does: every step anew, the rest kept
+                    shutil.rmtree(our_out / step_folder(name), ignore_errors=True)
                 done = run_interleaved({"ref": tmp / "ref", "ours": ROOT},
                                        {"ref": tmp / "ref_run", "ours": our_out}, args.preset)
             else:

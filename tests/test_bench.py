@@ -1,5 +1,6 @@
 """The benchmark scripts that a person runs rarely must still run: the GPU check's dry run on the CPU,
-the journey benchmark's interleaved mode and the profile, on the micro preset."""
+the journey benchmark's interleaved mode and the profile, on the micro preset; the GPU check's logic
+on fabricated reports; and a bad option is a one-line error before anything runs."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-import gpu_check  # noqa: E402  (a script of bench/, not a package)
+import gpu_check  # noqa: E402  (scripts of bench/, not a package)
+import run_all  # noqa: E402
 
 
 @pytest.mark.slow
@@ -22,12 +26,15 @@ def test_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
     done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "tests/test_device.py --device cpu " in done.stdout  # the real run's --device cuda, here cpu
     figures = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert figures["problems"] == []
+    assert figures["problems"] == []  # SHORT_SMALL too was applied to the small preset, without a mistake
     device_tests = figures["tests"]["tests_device"]
     assert device_tests["passed"] >= 4 and device_tests["failed"] == 0, device_tests
-    assert figures["pipeline"]["preset"] == "micro" and set(figures["pipeline"]["learns"]) >= {"mlm", "grpo"}
-    assert figures["mfu"]["mfu"] > 0 and figures["mfu"]["achieved_tflops"] > 0
+    assert figures["pipeline"]["preset"] == "micro"
+    assert set(figures["pipeline"]["learns"]) == {"mlm", "clm", "sft", "reward_model"}
+    assert set(figures["pipeline"]["ran"]) == {"ppo", "dpo", "grpo", "grpo_verifiable"}
+    assert 0 < figures["mfu"]["mfu"] < 1 and figures["mfu"]["achieved_tflops"] > 0
     assert set(figures["generation_tokens_per_s"]) == {"1", "64"}
     assert all(v > 0 for v in figures["generation_tokens_per_s"].values())
 
@@ -44,31 +51,105 @@ def test_the_gpu_check_reports_failures_and_goes_on(tmp_path):
     """A lent GPU may be a machine for minutes: a failing test or phase is one line of the JSON's
     problems, and the phases after it still run."""
     (tmp_path / "tests_all.xml").write_text(JUNIT)
+    (tmp_path / "cut.xml").write_text(JUNIT[:200])  # pytest stopped while writing its report
     figures = {"tests": {"tests_all": gpu_check.junit_outcome(tmp_path / "tests_all.xml"),
                          "tests_device": gpu_check.junit_outcome(tmp_path / "stopped.xml")}}
     assert figures["tests"]["tests_all"] == {"passed": 2, "failed": 1, "skipped": 1,
                                              "failures": ["tests.test_b::test_bad"]}
     assert "was stopped" in figures["tests"]["tests_device"]["error"]
+    assert "not whole XML" in gpu_check.junit_outcome(tmp_path / "cut.xml")["error"]
     gpu_check.run_phase(figures, "mfu", lambda: 1 / 0)
     gpu_check.run_phase(figures, "generation_tokens_per_s", lambda: {"1": 50.0})
-    figures["pipeline"] = {"learns": {"mlm": True, "ppo": False}}
+    figures["pipeline"] = {"learns": {"mlm": True, "clm": False}, "ran": {"ppo": True}}
     assert figures["mfu"] == {"error": "ZeroDivisionError: division by zero"}
     assert figures["generation_tokens_per_s"] == {"1": 50.0}
     found = gpu_check.problems(figures)
-    assert len(found) == 4 and any("test_bad" in line for line in found) and any("ppo" in line for line in found)
-    assert gpu_check.problems(figures, expect_learning=False) == [line for line in found if "ppo" not in line]
+    assert len(found) == 4 and any("test_bad" in line for line in found) and any("clm" in line for line in found)
+    assert gpu_check.problems(figures, expect_learning=False) == [line for line in found if "clm" not in line]
     assert gpu_check.problems({"tests": {"tests_all": {"passed": 3, "failed": 0, "skipped": 0, "failures": []}},
                                "pipeline": {"learns": {"mlm": True}}}) == []
+
+
+def test_the_gpu_check_flags_a_machine_without_its_device():
+    """--device cuda without CUDA: every device test skips (pytest's exit status 0) and the device phase
+    fails; both are problems, not a check that passed."""
+    all_skipped = {"passed": 0, "failed": 0, "skipped": 7, "failures": []}
+    assert gpu_check.problems({"tests": {"tests_device": all_skipped}}) == [
+        "tests_device: no test passed (7 skipped): is the device there?"]
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="finds no CUDA device"):
+            gpu_check.device_name("cuda")
+    assert gpu_check.device_name("cpu") == "cpu"
+
+
+def test_a_stopped_gpu_check_still_leaves_its_json(tmp_path, monkeypatch):
+    """The JSON is written before every phase: a check stopped by its time limit (here, in the
+    generation phase) brings back what the phases before measured, and names the phases not run."""
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # what run_phase does not catch, as it cannot catch `timeout`'s kill
+
+    monkeypatch.setattr(gpu_check, "run_all_module", lambda: SimpleNamespace(small_preset_mfu=lambda **_: {"mfu": 0.5}))
+    monkeypatch.setattr(gpu_check, "generation_tokens_per_s", stopped)
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py", "--device", "cpu", "--preset", "micro",
+                                      "--out", str(tmp_path / "check.json")])
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main()
+    figures = json.loads((tmp_path / "check.json").read_text())
+    assert figures["device"] == "cpu" and figures["mfu"] == {"mfu": 0.5}
+    assert [line.split(":")[0] for line in figures["problems"]] == ["generation_tokens_per_s", "pipeline"]
+
+
+def fabricated_report(learned: bool) -> dict:
+    """A pipeline report's key numbers: each beats its baseline, or each falls short of it."""
+    good, bad = (0.9, 0.2) if learned else (0.2, 0.9)
+    return {"stages": {
+        "mlm": {"val_masked_accuracy": good, "unigram_masked_accuracy": bad},
+        "clm": {"val_perplexity": 1 / good, "unigram_perplexity": 1 / bad},
+        "sft": {"exact_match": {"seen": good}, "base_exact_match": {"seen": bad}},
+        "reward_model": {"pairwise_accuracy": 0.9 if learned else 0.4},
+        "ppo": {"win_rate_vs_sft": 0.0}, "dpo": {"win_rate_vs_sft": 1.0},
+        "grpo": {"win_rate_vs_sft": float("nan")}, "grpo_verifiable": {"win_rate_vs_sft": 1.5},
+    }}
+
+
+def test_the_gpu_check_tells_a_stage_that_learnt_from_one_that_did_not():
+    """The micro dry run learns nothing, so it cannot test this: fabricated reports do. The RL stages
+    are only checked to have run (a win rate in [0, 1]), whatever they learnt."""
+    assert set(gpu_check.stages_learn(fabricated_report(learned=True)).values()) == {True}
+    assert set(gpu_check.stages_learn(fabricated_report(learned=False)).values()) == {False}
+    assert gpu_check.rl_stages_ran(fabricated_report(learned=False)) == {
+        "ppo": True, "dpo": True, "grpo": False, "grpo_verifiable": False}
+
+
+@pytest.mark.parametrize(("script", "argv", "says"), [
+    ("pipeline_profile", ["--steps"], "expected at least one argument"),
+    ("pipeline_profile", ["--steps", "sft", "--out", "EMPTY"], "holds no result of tokenizer, clm"),
+    ("model", ["--rounds", "0"], "'0' is not an integer >= 1"),
+    ("tokenizer", ["--simple-merges", "0"], "'0' is not an integer >= 1"),
+    ("tokenizer", ["--simple-slice-kb", "0"], "'0' is not an integer >= 1"),
+    ("pipeline_speed", ["--ref", "nosuchref"], "--ref nosuchref: no such commit"),
+    ("run_all", ["--preset", "bogus"], "invalid choice: 'bogus'"),
+    ("run_all", ["--skip-pipeline", "--model-args=--gen-rounds 0"], "'0' is not an integer >= 1"),
+])
+def test_a_bad_option_is_a_one_line_error_before_anything_runs(script, argv, says, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *[str(tmp_path) if a == "EMPTY" else a for a in argv]])
+    with pytest.raises(SystemExit) as stop:
+        run_all.load_bench(script).main()
+    assert stop.value.code == 2 and says in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # the profile made no folder
 
 
 @pytest.mark.slow
 def test_interleaved_journeys_of_the_same_code_give_the_same_figures(tmp_path):
     """`pipeline_speed.py --interleave` drives two pipelines a step at a time: against this very commit
     every step runs in both, in turns, and the two reports agree on every learning figure."""
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "ours" / "notes.txt").write_text("mine")  # --keep's folder may hold a person's files
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "pipeline_speed.py"), "--preset", "micro",
                            "--ref", "HEAD", "--interleave", "--keep", str(tmp_path / "ours")],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "ours" / "notes.txt").read_text() == "mine"  # only the step folders were cleared
     out = done.stdout
     assert "step by step in turns" in out and "stages the reference does not have" not in out
     # the bench's own "wall time:" line (git prints the reference's commit subject before it, which may
