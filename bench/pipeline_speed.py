@@ -1,5 +1,7 @@
-"""Is the journey faster than it was? The tiny pipeline of a reference commit and of this working
-tree, back to back on the same machine, with the same Python environment.
+"""Is the journey faster than it was? A reference commit's pipeline against this tree's, in one run.
+
+The tiny pipeline of the reference commit and of this working tree run back to back on the same
+machine, with the same Python environment.
 
 The reference is checked out with `git worktree` into a temporary folder, and each pipeline runs as
 `python -m minillm.cli pipeline` with PYTHONPATH pointing at its own tree, so that each imports its
