@@ -317,6 +317,19 @@ def test_jsonl_round_trip_and_user_file_defaults(tmp_path, suite):
                    "response": "Hello.", "reference": "Hello.", "style": "ideal"}
 
 
+def test_a_jsonl_line_cut_inside_a_character_is_one_bad_line(tmp_path, suite):
+    path = tmp_path / "s.jsonl"
+    write_jsonl(path, [{**suite[0], "prompt": "서울의 날씨"}])
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole[:whole.index("서".encode()) + 1])  # a crash cut line 2 inside "서"
+    skipped = []
+    with pytest.warns(UserWarning, match="line 2: not UTF-8 text"):
+        assert read_jsonl(path, on_error="skip", skipped=skipped) == [{**suite[0], "prompt": "서울의 날씨"}]
+    assert skipped[0][0] == 2
+    with pytest.raises(DataError, match=r"line 2: not UTF-8 text \(byte \d+ of the line\): convert it"):
+        read_jsonl(path)
+
+
 def test_jsonl_strings_keep_characters_that_splitlines_would_cut_at(tmp_path, suite):
     # json.dumps(ensure_ascii=False) writes these raw inside a string, so a line ends at "\n" only
     records = [{**suite[0], "prompt": f"first{c}second"} for c in NOT_LINE_ENDS]

@@ -38,23 +38,23 @@ def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_erro
     path = Path(path)
     if not path.is_file():
         raise DataError(f"JSONL file {path} does not exist (or is not a file)")
-    try:
-        # A JSON line ends at "\n" only: str.splitlines() would also cut at U+2028, U+0085 and the
-        # like, which json.dumps(..., ensure_ascii=False) writes unescaped inside a string.
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as e:
-        raise DataError(f"JSONL file {path} is not UTF-8 text (byte {e.start}); convert it to UTF-8") from e
+    # A JSON line ends at "\n" only: str.splitlines() would also cut at U+2028, U+0085 and the like,
+    # which json.dumps(..., ensure_ascii=False) writes unescaped inside a string. Each line is decoded
+    # on its own, so a line that a crash cut inside a character is one bad line, not a bad file.
+    lines = path.read_bytes().split(b"\n")
     records, bad = [], []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(raw.decode("utf-8"))
             if not isinstance(obj, dict):
                 raise ValueError(f"expected a JSON object {{...}}, got {type(obj).__name__}")
             records.append(check(obj))
-        except ValueError as e:  # json.JSONDecodeError is a ValueError too
-            reason = f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e)
+        except ValueError as e:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors too
+            reason = (f"not UTF-8 text (byte {e.start} of the line): convert it to UTF-8"
+                      if isinstance(e, UnicodeDecodeError)
+                      else f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e))
             if on_error == "stop":
                 raise DataError(f"{path}, line {number}: {reason}; fix the line, or leave bad lines out "
                                 f"(--skip-bad-lines on the command line, on_error='skip' in Python)") from e
