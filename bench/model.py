@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minillm.cli import _positive_int
+from minillm.cli import positive_int
 from minillm.config import ModelConfig, TrainConfig
 from minillm.model import GPT, MLP, KVCache
 from minillm.train.optim import make_optimizer
@@ -201,16 +201,16 @@ def bench_kv_cache_memory(args: argparse.Namespace) -> dict[int, float]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=_positive_int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
-    parser.add_argument("--batch", type=_positive_int, default=16)
-    parser.add_argument("--context", type=_positive_int, default=128)
-    parser.add_argument("--vocab", type=_positive_int, default=4096)
-    parser.add_argument("--steps", type=_positive_int, default=2, help="training steps timed per round")
-    parser.add_argument("--rounds", type=_positive_int, default=3)
-    parser.add_argument("--gen-rounds", type=_positive_int, default=3)
-    parser.add_argument("--new-tokens", type=_positive_int, default=256)
-    parser.add_argument("--gen-batch", type=_positive_int, nargs="+", default=[1, 64],
+    parser.add_argument("--batch", type=positive_int, default=16)
+    parser.add_argument("--context", type=positive_int, default=128)
+    parser.add_argument("--vocab", type=positive_int, default=4096)
+    parser.add_argument("--steps", type=positive_int, default=2, help="training steps timed per round")
+    parser.add_argument("--rounds", type=positive_int, default=3)
+    parser.add_argument("--gen-rounds", type=positive_int, default=3)
+    parser.add_argument("--new-tokens", type=positive_int, default=256)
+    parser.add_argument("--gen-batch", type=positive_int, nargs="+", default=[1, 64],
                         help="prompts per generate call")
     return parser.parse_args(argv)
 

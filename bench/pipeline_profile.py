@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from minillm import pipeline
-from minillm.cli import _positive_int
+from minillm.cli import positive_int
 from minillm.config import PRESETS, preset
 from minillm.model import GPT, Bert
 from minillm.stage3_rlhf.reward_model import RewardModel
@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/profile"))
     parser.add_argument("--steps", nargs="+", default=pipeline.STEP_NAMES, choices=pipeline.STEP_NAMES,
                         help="the steps to profile (the ones they read must be among them or have run into --out)")
-    parser.add_argument("--threads", type=_positive_int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=positive_int, default=torch.get_num_threads())
     args = parser.parse_args()
     missing = unmet_needs(args.steps, args.out)
     if missing:

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from minillm.cli import _positive_int
+from minillm.cli import positive_int
 from minillm.config import PRESETS
 from minillm.pipeline import STEP_NAMES, step_folder
 
@@ -130,7 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", default="86be2f6", help="the reference commit")
     parser.add_argument("--preset", default="tiny", choices=PRESETS)
-    parser.add_argument("--jobs", type=_positive_int, default=None,
+    parser.add_argument("--jobs", type=positive_int, default=None,
                         help="this tree's --jobs (default: the CLI's default)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep this tree's run in this folder (e.g. runs/tiny): its step folders are "

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from minillm.cli import _positive_int
+from minillm.cli import positive_int
 from minillm.datasets.corpus import generate_corpus, read_corpus, split_documents
 from minillm.datasets.world import build_world
 from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, SentencePieceTokenizer, Tokenizer
@@ -99,8 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, default=None, help="a text file (documents separated "
                         "by blank lines); default: generated text, see bench_documents")
     parser.add_argument("--vocab-size", type=int, default=4096)
-    parser.add_argument("--simple-slice-kb", type=_positive_int, default=40)
-    parser.add_argument("--simple-merges", type=_positive_int, default=60)
+    parser.add_argument("--simple-slice-kb", type=positive_int, default=40)
+    parser.add_argument("--simple-merges", type=positive_int, default=60)
     return parser.parse_args(argv)
 
 

@@ -332,7 +332,7 @@ def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expec
     return parse
 
 
-_positive_int = _checked(int, lambda n: n >= 1, "an integer >= 1")
+positive_int = _checked(int, lambda n: n >= 1, "an integer >= 1")  # public: the bench scripts use it too
 _temperature = _checked(float, lambda t: t >= 0, "a temperature: a number >= 0 (0 = greedy)")
 _probability = _checked(float, lambda p: 0 < p <= 1, "a probability in (0, 1]")
 
@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fill-mask", help="rank the candidates for [MASK] with a trained BERT")
     p.add_argument("--ckpt", required=True, help="an MLM run folder")
     p.add_argument("text", help='e.g. "A flash flood watch will be in effect all [MASK]."')
-    p.add_argument("--top-k", type=_positive_int, default=10)
+    p.add_argument("--top-k", type=positive_int, default=10)
     p.add_argument("--plot", default=None, help="bar chart PNG (default: CKPT/fill_mask_<the text>_<hash>.png)")
     _add_device_arg(p)
     p.set_defaults(func=cmd_fill_mask)
@@ -396,10 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="sample a continuation with a trained GPT")
     p.add_argument("--ckpt", required=True, help="a CLM, SFT or PPO run folder")
     p.add_argument("prompt")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=60, help="stop after this many tokens at most "
+    p.add_argument("--max-new-tokens", type=positive_int, default=60, help="stop after this many tokens at most "
                    "(sooner at <eos>, the end of a document)")
     p.add_argument("--temperature", type=_temperature, default=0.8, help="0 = greedy; higher = more varied")
-    p.add_argument("--top-k", type=_positive_int, default=50, help="sample from the k likeliest tokens only")
+    p.add_argument("--top-k", type=positive_int, default=50, help="sample from the k likeliest tokens only")
     _add_top_p_arg(p)
     p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
     _add_device_arg(p)
@@ -424,9 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("chat", help="talk to an instruction-tuned GPT in the terminal")
     p.add_argument("--ckpt", required=True)
-    p.add_argument("--max-new-tokens", type=_positive_int, default=48)
+    p.add_argument("--max-new-tokens", type=positive_int, default=48)
     p.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy")
-    p.add_argument("--top-k", type=_positive_int, default=None,
+    p.add_argument("--top-k", type=positive_int, default=None,
                    help="when sampling, from the k likeliest tokens only (default: all)")
     _add_top_p_arg(p)
     p.add_argument("--seed", type=int, default=0, help="when sampling: the same seed gives the same answers")
@@ -437,8 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", required=True, help="the SFT run folder whose answers you rank")
     p.add_argument("--prompts", required=True, help="JSONL with a 'prompt' field per line")
     p.add_argument("--out", required=True, help="prefs JSONL (appended to; resumes where it left off)")
-    p.add_argument("--k", type=_positive_int, default=4, help="answers per prompt")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=48)
+    p.add_argument("--k", type=positive_int, default=4, help="answers per prompt")
+    p.add_argument("--max-new-tokens", type=positive_int, default=48)
     p.add_argument("--seed", type=int, default=0)
     _add_device_arg(p)
     p.set_defaults(func=cmd_annotate)
@@ -488,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="copy the steps of this earlier pipeline run that were made from the same settings, "
                         "and train only the others (e.g. --set ppo.kl_coef=0 --reuse runs/tiny --out runs/no-kl)")
     p.add_argument("--corpus", default=None, help="pretraining text file (default: generated)")
-    p.add_argument("--jobs", type=_positive_int, default=DEFAULT_JOBS,
+    p.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
                    help="steps run side by side, in processes of one thread each, when they do not depend on "
                         f"each other (default {DEFAULT_JOBS}); 1: one step at a time, with torch's own threads")
     _add_data_args(p)
