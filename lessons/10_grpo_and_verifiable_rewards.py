@@ -178,16 +178,18 @@ step4_table()
 
 # %% [markdown]
 # ## Try this
-# Each is one `--set` on the command line (`minillm grpo --sft runs/tiny/04_sft --set ... --out runs/x`)
-# or one change to `CFG.grpo_verifiable` above; compare runs with `minillm compare runs/x runs/y`.
-# 1. **Group size**: `grpo_verifiable.group_size=2` vs `16` (a minibatch holds whole groups: the preset's
-#    64 answers fit either).
+# Each is one change to `CFG.grpo_verifiable` above, or one more `--set` on the command line, where
+# `minillm grpo` trains the `grpo` section (the same settings, with the reward model unless told):
+# `minillm grpo --sft runs/tiny/04_sft --preset tiny --set grpo.reward=verifiable --set grpo.SETTING --out runs/x`.
+# Compare runs with `minillm compare runs/x runs/y`.
+# 1. **Group size**: `group_size=2` vs `16` (a minibatch holds whole groups: the preset's 64 answers
+#    fit either).
 #    With 2 answers, a group is unanimous far more often: watch `zero_signal_share` rise and learning slow.
-# 2. **No std scaling** (Dr. GRPO): `grpo_verifiable.scale_by_std=false`. Prompts whose answers barely
-#    differ (all right, some with a flourish) no longer get the same push as prompts where half are wrong.
-# 3. **The KL leash**: `grpo_verifiable.kl_coef=0.1` vs the default 0. The KL curve stays lower, and so
-#    does the gain.
-# 4. **Reward model vs verifier**: `minillm grpo --reward runs/tiny/05_reward_model` (reward=model).
-#    The reward model also rewards politeness and concision; the verifier only correctness.
-# 5. **A very high learning rate**: `grpo_verifiable.train.lr=3e-3`. The entropy collapses towards 0 in
-#    a few steps: every group becomes unanimous, the signal vanishes, and pass@k at large k falls.
+# 2. **No std scaling** (Dr. GRPO): `scale_by_std=false`. Prompts whose answers barely differ (all
+#    right, some with a flourish) no longer get the same push as prompts where half are wrong.
+# 3. **The KL leash**: `kl_coef=0.1` vs the default 0. The KL curve stays lower, and so does the gain.
+# 4. **Reward model vs verifier**: `minillm grpo --sft runs/tiny/04_sft --preset tiny --reward
+#    runs/tiny/05_reward_model --out runs/x` (reward=model, no `--set`). The reward model also rewards
+#    politeness and concision; the verifier only correctness.
+# 5. **A very high learning rate**: `train.lr=3e-3`. The entropy collapses towards 0 in a few steps:
+#    every group becomes unanimous, the signal vanishes, and pass@k at large k falls.

@@ -46,11 +46,16 @@ def with_runtime(cfg: PipelineConfig, device: str | None, dtype: str | None, com
     return replace_train_configs(cfg, **changes)
 
 
+# the config's sections (tokenizer, mlm, ..., grpo_verifiable), each read by one stage
+SECTIONS = tuple(name for name, value in vars(PipelineConfig()).items() if dataclasses.is_dataclass(value))
+
+
 def build_config(args: argparse.Namespace) -> PipelineConfig:
     """The preset, then the --set overrides, then the runtime flags; a missing device fails now, not
     after minutes of tokenizer training."""
     from minillm.utils import resolve_device
 
+    refuse_unread_sections(args.set or [], sections_read(args), args.command)
     chosen = preset(args.preset)
     cfg = apply_overrides(chosen, args.set or [])
     if cfg.preset != chosen.preset:
@@ -62,6 +67,25 @@ def build_config(args: argparse.Namespace) -> PipelineConfig:
     if device is not None:
         resolve_device(device)
     return with_runtime(cfg, device, args.dtype, args.compile, args.detect_anomaly)
+
+
+def sections_read(args: argparse.Namespace) -> tuple[str, ...]:
+    """The config sections a command trains from: each stage command its own (`minillm ppo` reads
+    `ppo`), pretraining its objective and the tokenizer it may train, the pipeline all of them."""
+    if args.command == "pretrain":
+        return (args.objective,) if args.tokenizer_file else ("tokenizer", args.objective)
+    return (args.command,) if args.command in SECTIONS else SECTIONS
+
+
+def refuse_unread_sections(overrides: Sequence[str], reads: Sequence[str], command: str) -> None:
+    """`minillm grpo --set grpo_verifiable.group_size=2` would set a section that `minillm grpo` never
+    reads (it trains `grpo`): refuse it, rather than train with the setting silently left out."""
+    for item in overrides:
+        section = item.split("=", 1)[0].split(".", 1)[0].strip()
+        if section in SECTIONS and section not in reads:
+            raise ConfigError(f"--set {item}: `minillm {command}` does not read the {section} section; "
+                              f"it reads {', '.join(reads)} (and the top-level settings such as device "
+                              f"and data_seed)")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -182,14 +182,21 @@ def _config(argv: list[str]):
     return build_config(build_parser().parse_args(argv))
 
 
-@pytest.mark.parametrize("command", [["pretrain", "clm", "--out", "x"], ["sft", "--init", "a", "--out", "x"],
-                                     ["reward", "--sft", "a", "--out", "x"],
-                                     ["ppo", "--sft", "a", "--reward", "b", "--out", "x"],
-                                     ["dpo", "--sft", "a", "--prefs", "p", "--out", "x"], ["pipeline", "--out", "x"]])
-def test_runtime_flags_and_overrides_reach_every_stage(command):
-    cfg = _config([*command, "--preset", "micro", "--set", "sft.train.max_steps=7", "--set", "clm.model.n_layer=2",
+COMMANDS_AND_SECTIONS = [(["pretrain", "clm", "--out", "x"], "clm"), (["sft", "--init", "a", "--out", "x"], "sft"),
+                         (["reward", "--sft", "a", "--out", "x"], "reward"),
+                         (["ppo", "--sft", "a", "--reward", "b", "--out", "x"], "ppo"),
+                         (["dpo", "--sft", "a", "--prefs", "p", "--out", "x"], "dpo"),
+                         (["grpo", "--sft", "a", "--out", "x"], "grpo")]
+
+
+@pytest.mark.parametrize("command, overrides", [
+    *[(command, [f"{section}.train.max_steps=7", "data_seed=3"]) for command, section in COMMANDS_AND_SECTIONS],
+    (["pipeline", "--out", "x"], ["sft.train.max_steps=7", "clm.model.n_layer=2", "data_seed=3"])])
+def test_runtime_flags_and_overrides_reach_every_stage(command, overrides):
+    cfg = _config([*command, "--preset", "micro", *(f"--set={item}" for item in overrides),
                    "--device", "cpu", "--dtype", "bfloat16", "--compile", "--detect-anomaly"])
-    expected = apply_overrides(preset("micro"), ["sft.train.max_steps=7", "clm.model.n_layer=2"])
+    expected = apply_overrides(preset("micro"), overrides)
+    assert cfg.data_seed == 3
     for stage in STAGES:
         train = getattr(cfg, stage).train
         assert (train.device, train.dtype, train.compile, train.detect_anomaly) == ("cpu", "bfloat16", True, True)
@@ -197,6 +204,20 @@ def test_runtime_flags_and_overrides_reach_every_stage(command):
         assert unchanged == getattr(expected, stage).train  # nothing else moved
     assert cfg.clm.model == expected.clm.model
     assert cfg.tokenizer == expected.tokenizer
+
+
+@pytest.mark.parametrize("command, section", COMMANDS_AND_SECTIONS)
+def test_a_stage_command_refuses_settings_of_sections_it_never_reads(command, section):
+    other = "grpo_verifiable" if section == "grpo" else "mlm"
+    with pytest.raises(ConfigError, match=rf"--set {other}.train.lr=1: `minillm {command[0]}` does not read "
+                                          rf"the {other} section; it reads .*{section}"):
+        _config([*command, "--set", f"{other}.train.lr=1"])
+
+
+def test_pretrain_reads_the_tokenizer_section_unless_given_a_tokenizer_file():
+    assert _config(["pretrain", "mlm", "--out", "x", "--set", "tokenizer.vocab_size=300"]).tokenizer.vocab_size == 300
+    with pytest.raises(ConfigError, match="does not read the tokenizer section"):
+        _config(["pretrain", "mlm", "--out", "x", "--tokenizer-file", "t.json", "--set", "tokenizer.vocab_size=300"])
 
 
 @pytest.mark.parametrize("flag", [["--device", "cpu"], ["--set", "device=cpu"]])
