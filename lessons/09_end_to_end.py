@@ -14,8 +14,9 @@
 #   language and facts, but not that a request wants an answer;
 # - after SFT, it answers, in the short format of the demonstrations, including requests phrased in
 #   new ways; whether it solves the unseen family is the open question of instruction tuning;
-# - after reinforcement learning from the rankings (PPO, DPO), the answers of the *sampled* policy
-#   move towards what the simulated annotators preferred. Its single most likely (greedy) answer,
+# - after reinforcement learning (PPO and GRPO against the reward model, DPO from the rankings, GRPO
+#   against a verifier), the answers of the *sampled* policy move towards what the simulated annotators
+#   preferred, or towards right answers. Its single most likely (greedy) answer,
 #   shown here, often does not change at all: the lesson measures how often it does, and shows the
 #   requests where the stages differ most, with the gold score (the judge no policy ever saw).
 #
@@ -96,7 +97,7 @@ journey.results["clm"] = run_step(journey, "clm")
 journey.results["sft"] = run_step(journey, "sft")
 
 # %% [markdown]
-# ## Stage 3: rankings -> reward model -> PPO, and DPO straight from the rankings
+# ## Stage 3: rankings -> reward model -> PPO and GRPO; DPO straight from the rankings; the table
 
 # %%
 for name in STEP_NAMES[STEP_NAMES.index("reward_model"):]:  # the policies, then the table comparing them
@@ -177,8 +178,10 @@ print("  win rate vs SFT by the gold judge, sampled answers (± one standard err
 # ## Try this
 # 1. Starve pretraining: `--set clm.train.max_steps=20 --out runs/lessons/09-short`. The world-fact
 #    answer after SFT becomes a guess: SFT teaches the format, pretraining supplied the fact.
-# 2. Remove the KL leash: `--set ppo.kl_coef=0 --out runs/lessons/09-nokl`. The reward model's score
-#    climbs while the gold score after PPO falls: the policy found what the reward model over-rates.
-#    `minillm compare runs/tiny runs/lessons/09-nokl/tiny` lists every figure that moved.
+# 2. Remove the KL leash: `--set ppo.kl_coef=0 --out runs/lessons/09-nokl`. Does the gold score
+#    after PPO fall while the reward model's score climbs? With this reward model, which also weighs
+#    how likely the SFT model finds the answer, it held in our runs (lesson 07, Try this 4); a
+#    head-only reward model is fooled (lesson 07's step 3). `minillm compare runs/tiny
+#    runs/lessons/09-nokl/tiny` lists every figure that moved.
 # 3. Swap the tokenizer: `--set tokenizer.kind=sentencepiece --out runs/lessons/09-spm`. Every stage
 #    still runs on the other tokenizer; compare the answers and numbers.

@@ -35,6 +35,7 @@ from minillm.model.blocks import (
     Block,
     Conversion,
     add_positions,
+    as_is,
     check_model_inputs,
     count_layers,
     init_weights,
@@ -177,24 +178,23 @@ _BERT_LAYER = (
 
 def _bert_plan(config: ModelConfig) -> dict[str, Conversion]:
     """Our parameter name -> the BERT key(s) it comes from (q, k, v stacked into qkv)."""
-    same, stacked = (lambda ts: ts[0]), stack_rows
     plan: dict[str, Conversion] = {
-        "tok_emb.weight": (["embeddings.word_embeddings.weight"], same),
-        "pos_emb.weight": (["embeddings.position_embeddings.weight"], same),
-        "head_bias": (["cls.predictions.bias"], same),
+        "tok_emb.weight": (["embeddings.word_embeddings.weight"], as_is),
+        "pos_emb.weight": (["embeddings.position_embeddings.weight"], as_is),
+        "head_bias": (["cls.predictions.bias"], as_is),
     }
     if config.type_vocab_size:
-        plan["seg_emb.weight"] = (["embeddings.token_type_embeddings.weight"], same)
+        plan["seg_emb.weight"] = (["embeddings.token_type_embeddings.weight"], as_is)
     for ours, theirs in _BERT_OUTSIDE_LAYERS:
         for p in ("weight", "bias"):
-            plan[f"{ours}.{p}"] = ([f"{theirs}.{p}"], same)
+            plan[f"{ours}.{p}"] = ([f"{theirs}.{p}"], as_is)
     for i in range(config.n_layer):
         layer = f"encoder.layer.{i}."
         for p in ("weight", "bias"):
             plan[f"blocks.{i}.attn.qkv.{p}"] = (
-                [f"{layer}attention.self.{name}.{p}" for name in ("query", "key", "value")], stacked)
+                [f"{layer}attention.self.{name}.{p}" for name in ("query", "key", "value")], stack_rows)
             for ours, theirs in _BERT_LAYER:
-                plan[f"blocks.{i}.{ours}.{p}"] = ([f"{layer}{theirs}.{p}"], same)
+                plan[f"blocks.{i}.{ours}.{p}"] = ([f"{layer}{theirs}.{p}"], as_is)
     return plan
 
 

@@ -1,4 +1,5 @@
-"""The pieces BERT and GPT share: the MLP, one transformer block, and the checks on model inputs.
+"""The pieces BERT and GPT share: the MLP and norms, one transformer block, positions, the checks on
+model inputs, and the importer of other implementations' weights.
 
 A transformer is a stack of identical blocks around a *residual stream*: a (B, T, C) tensor that
 every block reads from and adds to. Each block has two sub-layers:
@@ -236,10 +237,15 @@ def check_model_inputs(
 
 
 # --------------------------------------------------------------------------------------------------
-# Importing weights saved by other implementations (GPT-2, BERT): shared by gpt.py and bert.py.
+# Importing weights saved by other implementations (GPT-2, Llama, BERT): shared by gpt.py and bert.py.
 
 # How to build one of our parameters: the source keys it is made from, and how to combine them.
 Conversion = tuple[list[str], Callable[[list[Tensor]], Tensor]]
+
+
+def as_is(tensors: list[Tensor]) -> Tensor:
+    """The one source tensor, unchanged (its name and shape are already ours)."""
+    return tensors[0]
 
 
 def stack_rows(tensors: list[Tensor]) -> Tensor:

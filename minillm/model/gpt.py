@@ -43,6 +43,7 @@ from minillm.model.blocks import (
     Block,
     Conversion,
     add_positions,
+    as_is,
     check_model_inputs,
     count_layers,
     init_weights,
@@ -365,10 +366,10 @@ _LLAMA_LAYER = (
 def _llama_plan(config: ModelConfig) -> dict[str, Conversion]:
     """Our parameter name -> the Llama key(s) it comes from."""
     plan: dict[str, Conversion] = {
-        "tok_emb.weight": (["embed_tokens.weight"], stack_rows), "ln_f.weight": (["norm.weight"], stack_rows),
+        "tok_emb.weight": (["embed_tokens.weight"], as_is), "ln_f.weight": (["norm.weight"], as_is),
     }
     if not config.tie_embeddings:
-        plan["head.weight"] = (["lm_head.weight"], stack_rows)
+        plan["head.weight"] = (["lm_head.weight"], as_is)
     for i in range(config.n_layer):
         for ours, theirs in _LLAMA_LAYER:
             plan[f"blocks.{i}.{ours}.weight"] = ([f"layers.{i}.{t}.weight" for t in theirs], stack_rows)
@@ -387,18 +388,22 @@ _GPT2_LAYER = (
 )
 
 
+def _transposed(tensors: list[Tensor]) -> Tensor:
+    """GPT-2's Conv1D keeps its weight as (in, out); our nn.Linear keeps (out, in)."""
+    return tensors[0].T
+
+
 def _gpt2_plan(n_layer: int) -> dict[str, Conversion]:
     """Our parameter name -> the GPT-2 key it comes from (Conv1D weights transposed)."""
-    same, transposed = (lambda ts: ts[0]), (lambda ts: ts[0].T)
     plan: dict[str, Conversion] = {
-        "tok_emb.weight": (["wte.weight"], same), "pos_emb.weight": (["wpe.weight"], same),
-        "ln_f.weight": (["ln_f.weight"], same), "ln_f.bias": (["ln_f.bias"], same),
+        "tok_emb.weight": (["wte.weight"], as_is), "pos_emb.weight": (["wpe.weight"], as_is),
+        "ln_f.weight": (["ln_f.weight"], as_is), "ln_f.bias": (["ln_f.bias"], as_is),
     }
     for i in range(n_layer):
         for ours, theirs in _GPT2_LAYER:
-            weight = same if ours.startswith("ln") else transposed
+            weight = as_is if ours.startswith("ln") else _transposed
             plan[f"blocks.{i}.{ours}.weight"] = ([f"h.{i}.{theirs}.weight"], weight)
-            plan[f"blocks.{i}.{ours}.bias"] = ([f"h.{i}.{theirs}.bias"], same)
+            plan[f"blocks.{i}.{ours}.bias"] = ([f"h.{i}.{theirs}.bias"], as_is)
     return plan
 
 

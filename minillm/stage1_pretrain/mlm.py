@@ -90,10 +90,11 @@ def evaluate_mlm(model: nn.Module, cfg: MLMConfig, tokenizer, val_stream: torch.
                  most_frequent_id: int, max_windows: int = MAX_EVAL_WINDOWS) -> dict[str, float]:
     """Masked-token accuracy on fixed validation windows, and the unigram baseline on the same blanks.
 
-    The blanks are made as in training, by BERT's recipe (`EVAL_MASKING`): of the chosen positions,
-    80% show `<mask>`, 10% a random token and 10% their own token, and all of them are scored, as
-    BERT's masked-LM accuracy is. The 10% that show their answer are the easiest, the random ones the
-    hardest; `fill_mask` asks only the `<mask>` kind.
+    The blanks are made by BERT's recipe (`EVAL_MASKING`), whatever rates the run trained with, so
+    that runs with other rates face the same blanks: of the chosen positions, 80% show `<mask>`, 10%
+    a random token and 10% their own token, and all of them are scored, as BERT's masked-LM accuracy
+    is. The 10% that show their answer are the easiest, the random ones the hardest; `fill_mask`
+    asks only the `<mask>` kind.
     """
     was_training = model.training
     model.eval()

@@ -72,5 +72,5 @@ def chat_loop(
 
 
 def command_help() -> str:
-    """The chat's commands, one per line."""
+    """The chat's commands and what each does, on one line."""
     return "commands: " + "; ".join(f"{name} {what}" for name, what in COMMANDS.items()) + "\n"

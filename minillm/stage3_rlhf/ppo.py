@@ -434,7 +434,7 @@ def reward_hacking(
     A reward model is only right near the answers it was trained on (the SFT model's). Without the
     KL penalty nothing keeps the policy there, and it drifts to answers the reward model over-rates.
     How far depends on the judge. Measured on the tiny preset:
-    - the head-only reward model (`RewardConfig.likelihood_term=False`, held-out accuracy 0.71: it
+    - the head-only reward model (`RewardConfig.likelihood_term=False`, held-out accuracy about 0.7: it
       learnt style, hardly correctness), 45 steps of 64 answers: its score 0.54 -> 1.26 while the
       rollouts' gold fell 2.77 -> 0.50 (it peaked at 3.16 on step 7), KL 11.9 nats; on held-out
       prompts gold 1.71 (SFT) -> 0.57, win rate 0.32. With an earlier SFT model and kl_coef 0.2,
