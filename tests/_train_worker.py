@@ -46,6 +46,26 @@ def counting_batch(batch_size: int) -> GetBatch:
     return get_batch
 
 
+def with_unequal_masks(get_batch: GetBatch) -> GetBatch:
+    """The same batches, where row r's loss counts only its last 1 + r % SEQ_LEN targets: rows then
+    hold unequal numbers of loss terms, as SFT's do."""
+
+    def masked(split: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        batch = get_batch(split, generator)
+        rows = torch.arange(len(batch["ids"])).unsqueeze(1)  # (B, 1)
+        batch["mask"] = torch.arange(SEQ_LEN) >= SEQ_LEN - 1 - rows % SEQ_LEN  # (B, T)
+        return batch
+
+    return masked
+
+
+def masked_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """Mean cross-entropy over the targets the mask counts."""
+    logits = model(batch["ids"])  # (B, T, V)
+    per_token = F.cross_entropy(logits.flatten(0, 1).float(), batch["targets"].flatten(), reduction="none")
+    return (per_token * batch["mask"].flatten()).sum() / batch["mask"].sum(), {}
+
+
 def next_token_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
     logits = model(batch["ids"])  # (B, T, V)
     loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["targets"].flatten())
@@ -54,12 +74,17 @@ def next_token_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
 
 
 def run_worker(out: str, resume: bool = False, steps: int = 12, batch_size: int = 8, grad_accum: int = 1,
-               save_every: int = 4, dropout: float = 0.1, dtype: str = "float32") -> dict:
-    """Train the tiny GPT on the counting task into `out` (what the command line runs)."""
+               save_every: int = 4, dropout: float = 0.1, dtype: str = "float32", masked: bool = False) -> dict:
+    """Train the tiny GPT on the counting task into `out` (what the command line runs); `masked`:
+    with unequal loss masks, micro-batches weighted by their counts."""
     torch.set_num_threads(1)
     cfg = TrainConfig(max_steps=steps, batch_size=batch_size, grad_accum_steps=grad_accum, lr=1e-2,
                       warmup_steps=3, eval_every=5, eval_batches=2, log_every=1, save_every=save_every,
                       dtype=dtype)
+    if masked:
+        return train(tiny_gpt(dropout), cfg, out, get_batch=with_unequal_masks(counting_batch(cfg.batch_size)),
+                     loss_fn=masked_loss, count_terms=lambda batch: int(batch["mask"].sum()), resume=resume,
+                     desc="worker")
     return train(tiny_gpt(dropout), cfg, out, get_batch=counting_batch(cfg.batch_size),
                  loss_fn=next_token_loss, resume=resume, desc="worker")
 
@@ -74,6 +99,7 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=4)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--masked", action="store_true")
     run_worker(**vars(parser.parse_args()))
 
 

@@ -28,10 +28,19 @@ from minillm.stage2_sft.evaluate import (
     select_test_records,
     token_f1,
 )
-from minillm.stage2_sft.sft import collate, make_get_batch, replay_examples, sft_loss, train_sft
-from minillm.stage2_sft.template import encode_example, encode_prompt
+from minillm.stage2_sft.sft import (
+    collate,
+    count_targets,
+    make_get_batch,
+    replay_examples,
+    sft_loss,
+    train_sft,
+)
+from minillm.stage2_sft.template import ChatExample, encode_example, encode_prompt
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
+from minillm.train.distributed import DistContext
+from minillm.train.loop import micro_batches, train_step
 
 torch.set_num_threads(2)
 
@@ -200,6 +209,39 @@ def test_replay_mixes_pretraining_windows_into_training_batches_only(tokenizer) 
     every_token_counts = lambda b: (b["loss_mask"] == b["attention_mask"]).all(dim=1)  # noqa: E731
     assert every_token_counts(train_batch).tolist() == [False] * 5 + [True] * 3  # 3 rows of pretraining text
     assert not every_token_counts(val_batch).any()  # validation measures SFT alone
+    # with gradient accumulation both micro-batches hold replay rows; cut in halves, one held them all
+    parts = micro_batches(train_batch, TrainConfig(batch_size=8, grad_accum_steps=2), DistContext(), "cpu")
+    assert [int(every_token_counts(part).sum()) for part in parts] == [1, 2]
+
+
+@pytest.mark.parametrize("weighted", [True, pytest.param(False, marks=pytest.mark.xfail(strict=True))])
+def test_accumulated_sft_steps_equal_one_big_batch_though_rows_hold_unequal_targets(weighted) -> None:
+    """29 chats of 2-6 answer tokens, then 3 replayed windows of 32: weighting each micro-batch's mean
+    by its share of the targets gives the whole batch's gradient; equal weights (xfail) do not."""
+    gen = torch.Generator().manual_seed(0)
+    examples = []
+    for n_answer in torch.randint(2, 7, (29,), generator=gen).tolist():
+        examples.append(ChatExample(ids=torch.randint(3, 30, (6 + n_answer,), generator=gen).tolist(),
+                                    loss_mask=[False] * 6 + [True] * n_answer, prompt_tokens_dropped=0))
+    examples += [ChatExample(ids=torch.randint(3, 30, (32,), generator=gen).tolist(), loss_mask=[True] * 32,
+                             prompt_tokens_dropped=0) for _ in range(3)]
+    batch = collate(examples, pad_id=0)
+
+    def one_step(grad_accum_steps: int):
+        torch.manual_seed(0)
+        model = GPT(ModelConfig(vocab_size=30, block_size=40, n_layer=1, n_head=2, n_embd=16, dropout=0.0))
+        cfg = TrainConfig(batch_size=32, grad_accum_steps=grad_accum_steps, grad_clip=0.0)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # the update is the gradient itself
+        metrics = train_step(model, model, batch, sft_loss, optimizer, torch.amp.GradScaler(enabled=False), cfg,
+                             DistContext(), torch.device("cpu"), step=1,
+                             count_terms=count_targets if weighted else None)
+        return metrics, list(model.parameters())
+
+    (whole, after_whole), (accumulated, after_accumulated) = one_step(1), one_step(4)
+    assert accumulated["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+    assert accumulated["grad_norm"] == pytest.approx(whole["grad_norm"], rel=1e-5)
+    for a, b in zip(after_whole, after_accumulated, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
 
 
 def test_pretrain_mix_without_a_corpus_is_refused(tokenizer, tmp_path) -> None:

@@ -66,17 +66,27 @@ def collate(examples: list[ChatExample], pad_id: int) -> dict[str, Tensor]:
     return {"ids": ids, "attention_mask": attention_mask, "loss_mask": loss_mask}
 
 
+def target_positions(batch: dict[str, Tensor]) -> Tensor:
+    """(B, T-1) True where position t predicts a token that counts: token t+1 is a response token."""
+    return batch["loss_mask"][:, 1:]
+
+
+def count_targets(batch: dict[str, Tensor]) -> int:
+    """How many tokens `sft_loss` averages over: the loop weights micro-batches by it."""
+    return int(target_positions(batch).sum())
+
+
 def sft_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
     """Mean cross-entropy over response tokens (and `<eos>`) only; prompt and pads cost nothing."""
-    ids, loss_mask = batch["ids"], batch["loss_mask"]  # (B, T), (B, T)
-    counts = loss_mask[:, 1:]  # (B, T-1): position t predicts token t+1, which counts if it is a response token
+    ids = batch["ids"]  # (B, T)
+    counts = target_positions(batch)  # (B, T-1)
     # Logits only where they are needed: at the positions that predict a response token. No attention
     # mask: the batch is right-padded, so the causal rule already hides each pad from every real token.
     logits = model(ids, logits_at=F.pad(counts, (0, 1)))  # (N, V)
     targets = ids[:, 1:][counts]  # (N,) the same positions' next tokens, in the same order
     n_targets = max(targets.numel(), 1)
     loss = F.cross_entropy(logits, targets, reduction="sum") / n_targets
-    return loss, {"loss": loss.item(), "response_tokens": float(targets.numel())}
+    return loss, {"response_tokens": float(targets.numel())}
 
 
 def length_buckets(examples: list[ChatExample], bucket_size: int) -> list[list[ChatExample]]:
@@ -213,7 +223,7 @@ def train_sft(
     get_batch = make_get_batch(encoded, cfg.train.batch_size, tokenizer.pad_id, device, replay, n_replay)
     start = time.perf_counter()
     result = train(
-        model, cfg.train, out_dir, get_batch=get_batch, loss_fn=sft_loss,
+        model, cfg.train, out_dir, get_batch=get_batch, loss_fn=sft_loss, count_terms=count_targets,
         run_config={"sft": to_dict(cfg), "init_dir": str(init_dir) if init_dir else None,
                     "model": to_dict(model.config)},
         tokenizer=tokenizer, resume=resume, desc=name, title="SFT loss (answer tokens only)",

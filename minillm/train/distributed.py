@@ -78,10 +78,14 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
 
 
 def shard_rows(batch: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, torch.Tensor]:
-    """This rank's contiguous slice of the global batch's rows (the whole batch on one process)."""
+    """This rank's rows of the global batch, dealt like cards: rows rank, rank + world_size, ...
+
+    Dealt, not cut into contiguous slices, so that rows a batch keeps together at its end (SFT's
+    replay windows) are shared by every rank instead of all landing on the last one.
+    """
     if not ctx.enabled:
         return batch
-    return {key: value.chunk(ctx.world_size)[ctx.rank] for key, value in batch.items()}
+    return {key: value[ctx.rank::ctx.world_size].contiguous() for key, value in batch.items()}
 
 
 def mean_over_ranks(values: dict[str, float], ctx: DistContext, device: torch.device) -> dict[str, float]:

@@ -3,9 +3,10 @@
 One optimizer step is:
 
     batch = get_batch("train", generator)          # cfg.batch_size rows, drawn by OUR generator
-    for each micro-batch (batch split into cfg.grad_accum_steps parts):
+    for each micro-batch (batch dealt into cfg.grad_accum_steps parts):
         loss = loss_fn(model, micro_batch)         # forward, then the loss (the stage decides which)
-        (loss / grad_accum_steps).backward()       # gradients add up over the micro-batches
+        (loss * weight).backward()                 # gradients add up; weight = 1/grad_accum_steps,
+                                                   # or the micro-batch's share of the loss terms
     clip the gradient norm to cfg.grad_clip        # one bad batch cannot throw the weights away
     optimizer.step()                               # AdamW (or Muon for the blocks' matrices), optim.py
     learning rate <- warmup then cosine (optim.py)
@@ -72,6 +73,7 @@ from minillm.utils import atomic_write_bytes, resolve_device, seed_everything, w
 
 GetBatch = Callable[[str, torch.Generator], dict[str, torch.Tensor]]
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+CountTerms = Callable[[dict[str, torch.Tensor]], int]
 Evaluate = Callable[[nn.Module], dict[str, float]]
 
 METRICS_NAME = "metrics.jsonl"
@@ -100,13 +102,37 @@ def check_batch(batch: dict[str, torch.Tensor], batch_size: int, split: str) -> 
 
 def micro_batches(batch: dict[str, torch.Tensor], cfg: TrainConfig, ctx: DistContext,
                   device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """This rank's shard of the global batch, cut into grad_accum_steps micro-batches, on `device`."""
+    """This rank's shard of the global batch, dealt into grad_accum_steps micro-batches, on `device`.
+
+    Micro-batch i holds rows i, i + grad_accum_steps, ...: as in `shard_rows`, rows kept together
+    at the batch's end (SFT's replay windows) are spread over every micro-batch. Cut into contiguous
+    slices, they would all fall in the last one, whose mean counts only 1/grad_accum_steps.
+    """
     shard = shard_rows(batch, ctx)  # (batch_size / world_size, ...) per tensor
-    return [
-        {key: value.chunk(cfg.grad_accum_steps)[i].to(device, non_blocking=True)
-         for key, value in shard.items()}
-        for i in range(cfg.grad_accum_steps)
-    ]
+    k = cfg.grad_accum_steps
+    return [{key: value[i::k].contiguous().to(device, non_blocking=True) for key, value in shard.items()}
+            for i in range(k)]
+
+
+def micro_batch_weights(parts: list[dict[str, torch.Tensor]], count_terms: CountTerms | None,
+                        ctx: DistContext, device: torch.device) -> list[float]:
+    """How much each micro-batch's mean loss counts, so that the summed gradient is the batch's.
+
+    Without `count_terms`, 1/grad_accum_steps each: exact when every micro-batch's mean is over
+    equally many terms (CLM's full windows). A masked loss is not: SFT's rows hold from 2 answer
+    tokens to a whole replayed window of text. Weighting their means equally would over-weight the
+    tokens of sparse micro-batches, so the gradient would change with grad_accum_steps (the
+    gradient-accumulation bug widely shipped until 2024). With `count_terms(part)` (how many terms
+    the loss function averages over), micro-batch i counts n_i / N, its share of the terms of the
+    whole global batch; times world_size, because DDP then averages the ranks' gradients.
+    """
+    if count_terms is None:
+        return [1.0 / len(parts)] * len(parts)
+    counts = [float(count_terms(part)) for part in parts]
+    total = mean_over_ranks({"terms": sum(counts)}, ctx, device)["terms"] * ctx.world_size
+    if total == 0:  # no term anywhere: the loss is 0 and so is every weight's effect
+        return [1.0 / len(parts)] * len(parts)
+    return [n * ctx.world_size / total for n in counts]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -127,7 +153,8 @@ def checked_loss(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
 
 def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor], loss_fn: LossFn,
                optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
-               ctx: DistContext, device: torch.device, step: int) -> dict[str, float]:
+               ctx: DistContext, device: torch.device, step: int,
+               count_terms: CountTerms | None = None) -> dict[str, float]:
     """Forward, backward, clip and update on one global batch; return the step's metrics.
 
     `net` is what runs forward (the model, possibly wrapped by DDP and/or torch.compile);
@@ -135,18 +162,17 @@ def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor],
     """
     optimizer.zero_grad(set_to_none=True)
     parts = micro_batches(batch, cfg, ctx, device)
+    weights = micro_batch_weights(parts, count_terms, ctx, device)
     sums: dict[str, float] = {}
-    for i, part in enumerate(parts):
+    for i, (part, weight) in enumerate(zip(parts, weights, strict=True)):
         with accumulation_context(net, last_micro_batch=i == len(parts) - 1):
             with autocast(device, cfg.dtype):
                 loss, extra = checked_loss(loss_fn(net, part))  # forward + loss: the mean over this micro-batch
-            # Each micro-batch's mean counts 1/grad_accum_steps, so the summed gradient is the one of
-            # the whole batch (exactly so when micro-batches hold equally many loss terms; a masked
-            # loss weights them equally instead, the usual approximation). The scaler multiplies
-            # the loss for float16 (and is a no-op otherwise).
-            scaler.scale(loss / cfg.grad_accum_steps).backward()
+            # Weighted so that the summed gradient is the one of the whole batch's mean. The scaler
+            # multiplies the loss for float16 (and is a no-op otherwise).
+            scaler.scale(loss * weight).backward()
         for key, value in {"loss": loss.item(), **extra}.items():
-            sums[key] = sums.get(key, 0.0) + float(value) / len(parts)
+            sums[key] = sums.get(key, 0.0) + float(value) * weight
     metrics = mean_over_ranks(sums, ctx, device)  # every rank sees the global batch's numbers
     check_loss(metrics["loss"], step)
 
@@ -164,26 +190,28 @@ def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor],
 
 @torch.no_grad()
 def validation_loss(net: nn.Module, get_batch: GetBatch, loss_fn: LossFn, cfg: TrainConfig,
-                    ctx: DistContext, device: torch.device) -> float:
-    """Mean loss over cfg.eval_batches validation batches, the same batches at every evaluation."""
+                    ctx: DistContext, device: torch.device, count_terms: CountTerms | None = None) -> float:
+    """Mean loss over cfg.eval_batches validation batches, the same batches at every evaluation;
+    each batch's loss is its micro-batches' weighted as in training."""
     generator = torch.Generator().manual_seed(cfg.seed + EVAL_SEED_OFFSET)
-    total, count = 0.0, 0
+    total = 0.0
     for _ in range(cfg.eval_batches):
         batch = get_batch("val", generator)
         check_batch(batch, cfg.batch_size, "val")
-        for part in micro_batches(batch, cfg, ctx, device):
+        parts = micro_batches(batch, cfg, ctx, device)
+        for part, weight in zip(parts, micro_batch_weights(parts, count_terms, ctx, device), strict=True):
             with autocast(device, cfg.dtype):
                 loss, _ = loss_fn(net, part)
-            total, count = total + loss.item(), count + 1
-    return mean_over_ranks({"val_loss": total / count}, ctx, device)["val_loss"]
+            total += loss.item() * weight
+    return mean_over_ranks({"val_loss": total / cfg.eval_batches}, ctx, device)["val_loss"]
 
 
 def run_evaluation(net: nn.Module, model: nn.Module, get_batch: GetBatch, loss_fn: LossFn,
                    evaluate: Evaluate | None, cfg: TrainConfig, ctx: DistContext,
-                   device: torch.device) -> dict[str, float]:
+                   device: torch.device, count_terms: CountTerms | None = None) -> dict[str, float]:
     """The validation loss, plus the stage's own metrics from `evaluate(model)` (run on rank 0)."""
     model.eval()  # dropout off
-    metrics = {"val_loss": validation_loss(net, get_batch, loss_fn, cfg, ctx, device)}
+    metrics = {"val_loss": validation_loss(net, get_batch, loss_fn, cfg, ctx, device, count_terms)}
     if evaluate is not None and ctx.is_main:
         with torch.no_grad():
             metrics.update(evaluate(model))
@@ -300,7 +328,7 @@ def summarize(history: list[dict]) -> dict[str, Any]:
 def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch: GetBatch, loss_fn: LossFn,
           evaluate: Evaluate | None = None, run_config: dict | None = None, tokenizer: Any = None,
           resume: bool = False, desc: str = "train", model_kind: str = "gpt", title: str = "",
-          log_y: bool = False) -> dict[str, Any]:
+          log_y: bool = False, count_terms: CountTerms | None = None) -> dict[str, Any]:
     """Train `model` for cfg.max_steps optimizer steps; return {"history": rows, "final": latest values}.
 
     get_batch(split, generator) -> dict of tensors with cfg.batch_size rows ("train" or "val"),
@@ -308,6 +336,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     loss_fn(model, batch) -> (scalar loss, dict of extra floats to log); it must call model(...)
         (forward) so that DDP sees the pass.
     evaluate(model) -> dict of floats, called every cfg.eval_every steps next to the validation loss.
+    count_terms(batch) -> how many terms loss_fn averages over in `batch`, for a loss whose batches
+        hold unequal counts (a masked loss): micro-batches are then weighted by it (micro_batch_weights).
     resume: continue from out_dir/ckpt.pt if it exists (exactly where it stopped).
     title, log_y: the loss plot's title (what is plotted, e.g. "GPT next-token loss"; default `desc`)
         and whether its y axis is logarithmic (for a loss that flattens out).
@@ -361,7 +391,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
                 set_lr(optimizer, lr)
                 batch = get_batch("train", data_generator)
                 check_batch(batch, cfg.batch_size, "train")
-                metrics = train_step(net, model, batch, loss_fn, optimizer, scaler, cfg, ctx, device, step)
+                metrics = train_step(net, model, batch, loss_fn, optimizer, scaler, cfg, ctx, device, step,
+                                     count_terms)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}")
                 elapsed = elapsed_before + time.perf_counter() - started
 
@@ -370,7 +401,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
                     rows.append({"step": step, "split": "train", **metrics, "lr": lr, "elapsed_s": elapsed,
                                  "samples_per_s": cfg.batch_size / (time.perf_counter() - step_started)})
                 if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                    evaluation = run_evaluation(net, model, get_batch, loss_fn, evaluate, cfg, ctx, device)
+                    evaluation = run_evaluation(net, model, get_batch, loss_fn, evaluate, cfg, ctx, device,
+                                                count_terms)
                     rows.append({"step": step, "split": "val", **evaluation})
                     if ctx.is_main:
                         shown = ", ".join(f"{key} {value:.4g}" for key, value in evaluation.items())
