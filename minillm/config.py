@@ -342,9 +342,18 @@ class RewardConfig:
         _in_range(c, "annotator_tie_margin", self.annotator_tie_margin, 0.0, 10.0)
 
 
+def _online_rl_train(cls: str, train: TrainConfig) -> None:
+    """PPO and GRPO write their own loop (rollout, then updates), whose batches are answers:
+    refuse the accumulation that loop would silently leave out."""
+    _require(train.grad_accum_steps == 1, cls, "train.grad_accum_steps", train.grad_accum_steps,
+             "each update's batch is minibatch_size answers; use 1 and set minibatch_size")
+
+
 @dataclass
 class PPOConfig:
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5, warmup_steps=0, max_steps=60))
+    # constant lr (min_lr_ratio 1) unless told; rollout_batch_size and minibatch_size replace batch_size
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5, warmup_steps=0, min_lr_ratio=1.0,
+                                                                   max_steps=60))
     rollout_batch_size: int = 32  # prompts per rollout (one PPO "step")
     minibatch_size: int = 8
     ppo_epochs: int = 4
@@ -370,6 +379,7 @@ class PPOConfig:
         _one_of(c, "reward", self.reward, ("model", "gold"))
         _require(self.train.optimizer == "adamw", c, "train.optimizer", self.train.optimizer,
                  "PPO trains its policy and critic with one AdamW (each with its own lr); use adamw")
+        _online_rl_train(c, self.train)
         for name in ("rollout_batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "eval_prompts"):
             _positive_int(c, name, getattr(self, name))
         _require(self.rollout_batch_size % self.minibatch_size == 0, c, "minibatch_size",
@@ -388,7 +398,9 @@ class PPOConfig:
 
 @dataclass
 class GRPOConfig:
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup_steps=0, max_steps=30))
+    # constant lr (min_lr_ratio 1) unless told; prompts_per_step and minibatch_size replace batch_size
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup_steps=0, min_lr_ratio=1.0,
+                                                                   max_steps=30))
     group_size: int = 8  # G: answers sampled per prompt; the group is its own baseline
     prompts_per_step: int = 16  # prompts per rollout: group_size * prompts_per_step answers per step
     minibatch_size: int = 32  # answers per gradient step, whole groups only: a multiple of group_size
@@ -412,6 +424,7 @@ class GRPOConfig:
 
     def __post_init__(self) -> None:
         c = "GRPOConfig"
+        _online_rl_train(c, self.train)
         _one_of(c, "reward", self.reward, ("model", "verifiable", "gold"))
         _one_of(c, "baseline", self.baseline, ("mean", "leave_one_out"))
         _boolean(c, "scale_by_std", self.scale_by_std)

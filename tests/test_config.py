@@ -81,6 +81,8 @@ BROKEN = [
     (SFTConfig, {"scratch_optimizer": "lion"}, ["SFTConfig.scratch_optimizer='lion'", "adamw, muon"]),
     (DPOConfig, {"nll_coef": -0.5}, ["DPOConfig.nll_coef=-0.5", "[0.0, 100.0]"]),
     (PPOConfig, {"train": TrainConfig(optimizer="muon")}, ["PPOConfig.train.optimizer='muon'", "use adamw"]),
+    (PPOConfig, {"train": TrainConfig(grad_accum_steps=2)}, ["PPOConfig.train.grad_accum_steps=2", "minibatch_size"]),
+    (GRPOConfig, {"train": TrainConfig(grad_accum_steps=2)}, ["GRPOConfig.train.grad_accum_steps=2", "minibatch_size"]),
     (PPOConfig, {"clip_range": 0.0}, ["PPOConfig.clip_range=0.0"]),
     (PPOConfig, {"rollout_batch_size": 32, "minibatch_size": 12}, ["PPOConfig.minibatch_size=12", "must be divisible"]),
     (GRPOConfig, {"group_size": 1, "minibatch_size": 16}, ["GRPOConfig.group_size=1"]),

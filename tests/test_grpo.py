@@ -319,6 +319,7 @@ def test_train_grpo_logs_every_metric_and_reports_pass_at_k(runs, monkeypatch):
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward_mean", "reward_std", "zero_signal_share", "kl", "entropy", "clipfrac", "response_len", "gold"):
         assert all(key in r for r in rows), key
+    assert [r["lr"] for r in rows] == pytest.approx([1e-4, 1e-5])  # cosine to min_lr_ratio 0.1 over 2 steps
     assert 0.0 <= result["win_rate_vs_sft"] <= 1.0
     assert set(result["pass_at_k_sft"]) == set(result["pass_at_k_after"]) == {"1", "2", "4"}
     for curve in (result["pass_at_k_sft"], result["pass_at_k_after"]):

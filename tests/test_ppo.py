@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -38,7 +39,7 @@ from minillm.stage3_rlhf.reward_model import (
 from minillm.stage3_rlhf.scoreboard import crossing, policy_row
 from minillm.stage3_rlhf.sequences import last_real_index, masked_mean, sample_responses
 from minillm.tokenizer import train_tokenizer
-from minillm.train import load_model
+from minillm.train import load_checkpoint, load_model
 
 torch.set_num_threads(2)
 
@@ -200,10 +201,24 @@ def test_train_ppo_logs_every_metric_and_compares_with_sft(runs, monkeypatch):
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("rm_score", "gold", "kl", "entropy", "clipfrac", "approx_kl", "ratio", "eos_share", "response_len"):
         assert all(key in r for r in rows), key
+    # the schedule (cosine to min_lr_ratio 0.1 over 2 steps) moves the policy's lr and the critic's alike
+    assert [r["lr"] for r in rows] == pytest.approx([1e-4, 1e-5])
+    lrs = sorted({group["lr"] for group in load_checkpoint(out / "ckpt.pt")["optimizer"]["param_groups"]})
+    assert lrs == pytest.approx(sorted([1e-5, micro_ppo_config().critic_lr * 0.1]))
     for key in ("win_rate_vs_sft", "gold_sft", "gold_after", "kl"):
         assert isinstance(result[key], float), key
     assert 0.0 <= result["win_rate_vs_sft"] <= 1.0
     assert (out / "ppo_reward.png").is_file() and load_model(out, GPT)[0] is not None
+
+
+def test_ppo_and_grpo_say_that_they_ignore_dtype_and_compile(runs, tmp_path):
+    cfg = micro_ppo_config(steps=1)
+    bf16 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dtype="bfloat16", compile=True))
+    with pytest.warns(UserWarning, match=r"PPO trains in float32 without torch.compile; train.dtype=bfloat16"):
+        train_ppo(bf16, runs["sft"], runs["rm"], RECORDS, tmp_path / "bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ppo.warn_float32_eager(cfg.train, "GRPO")  # float32, eager: nothing to say
 
 
 def test_a_policy_compared_with_itself_ties_everywhere(runs):

@@ -53,6 +53,7 @@ from minillm.stage3_rlhf.ppo import (
     rl_records,
     save_run,
     summarize_run,
+    warn_float32_eager,
 )
 from minillm.stage3_rlhf.preferences import compare_policies
 from minillm.stage3_rlhf.reward_model import RewardModel
@@ -67,7 +68,7 @@ from minillm.stage3_rlhf.verifier import Verifier
 from minillm.train import load_model, plot_panels
 from minillm.train.health import check_loss
 from minillm.train.loop import METRICS_NAME, append_metrics
-from minillm.train.optim import make_optimizer
+from minillm.train.optim import follow_schedule, make_optimizer
 from minillm.utils import resolve_device, seed_everything, write_json
 
 # --------------------------------------------------------------------------------------------------
@@ -279,6 +280,7 @@ def train_grpo(
     """
     start, out_dir = time.perf_counter(), Path(out_dir)
     prompts, heldout = rl_records(records, cfg.eval_prompts, "GRPO")
+    warn_float32_eager(cfg.train, "GRPO")
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     policy, tokenizer = load_model(sft_dir, GPT, map_location=device)
@@ -301,8 +303,9 @@ def train_grpo(
         rows = torch.randint(len(prompts), (cfg.prompts_per_step,), generator=generator).tolist()
         ro = rollout(policy, reference, reward_fn, tokenizer, [prompts[i] for i in rows], cfg, generator)
         check_rewards(ro.rewards.flatten(), ro.responses.answers, step, "GRPO")
+        lr = follow_schedule(optimizer, step - 1, cfg.train)
         update = grpo_update(policy, optimizer, ro, cfg, generator)
-        row = {"step": step, **step_metrics(ro, update), "elapsed_s": time.perf_counter() - start}
+        row = {"step": step, **step_metrics(ro, update), "lr": lr, "elapsed_s": time.perf_counter() - start}
         check_loss(row["loss"], step)
         history.append(row)
         append_metrics(out_dir / METRICS_NAME, row)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from minillm.config import PPOConfig, to_dict
+from minillm.config import PPOConfig, TrainConfig, to_dict
 from minillm.errors import CheckpointError, DataError, TrainingError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
@@ -54,7 +55,7 @@ from minillm.train import load_checkpoint, load_model, plot_metrics, plot_panels
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME, short_reason
 from minillm.train.health import check_loss
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME, append_metrics, read_metrics, write_metrics
-from minillm.train.optim import adamw, param_groups
+from minillm.train.optim import adamw, follow_schedule, param_groups
 from minillm.utils import resolve_device, seed_everything, write_json
 
 # --------------------------------------------------------------------------------------------------
@@ -289,6 +290,14 @@ def step_metrics(ro: Rollout, update: list[dict[str, float]], kl_coef: float) ->
     }
 
 
+def warn_float32_eager(train: TrainConfig, method: str) -> None:
+    """`--dtype` and `--compile` reach every stage's TrainConfig, but the online-RL loops run in float32
+    and eagerly: say so, rather than let a learner think the run used them."""
+    if train.dtype != "float32" or train.compile:
+        warnings.warn(f"{method} trains in float32 without torch.compile; train.dtype={train.dtype} and "
+                      f"train.compile={train.compile} apply to the other stages only", stacklevel=2)
+
+
 def rl_records(records: list[dict], eval_prompts: int, method: str) -> tuple[list[dict], list[dict]]:
     """The "train" records, whose prompts the rollouts draw, and the held-out records the policies are
     compared on at the end: both checked before a run writes anything. Unchecked, records without a
@@ -358,6 +367,7 @@ def train_ppo(
     """
     start, out_dir = time.perf_counter(), Path(out_dir)
     prompts, heldout = rl_records(records, cfg.eval_prompts, "PPO")
+    warn_float32_eager(cfg.train, "PPO")
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     policy, tokenizer = load_model(sft_dir, GPT, map_location=device)
@@ -381,8 +391,9 @@ def train_ppo(
         ro = rollout(policy, reference, rm, critic, tokenizer, [prompts[i] for i in rows], cfg, kl_coef, generator,
                      gold_norm)
         check_rewards(ro.rm_score, ro.answers, step)
+        lr = follow_schedule(optimizer, step - 1, cfg.train)  # the critic's lr moves in proportion
         update = ppo_update(policy, critic, optimizer, ro, cfg, generator)
-        row = {"step": step, **step_metrics(ro, update, kl_coef), "elapsed_s": time.perf_counter() - start}
+        row = {"step": step, **step_metrics(ro, update, kl_coef), "lr": lr, "elapsed_s": time.perf_counter() - start}
         check_loss(row["pg_loss"] + row["vf_loss"], step)
         if cfg.adaptive_kl:  # detail: adaptive beta steers the KL towards target_kl
             kl_coef = adapt_kl_coef(kl_coef, row["kl"], cfg.target_kl)

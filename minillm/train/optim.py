@@ -179,6 +179,19 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)
 
 
+def follow_schedule(optimizer: torch.optim.Optimizer | MuonWithAdamW, step: int, cfg: TrainConfig) -> float:
+    """Move each group's lr along the schedule, keeping the ratios between groups; return lr_at(step).
+
+    For optimizers whose groups have lrs of their own (PPO's critic has `critic_lr`): each group's lr
+    becomes the lr it was made with ("initial_lr", as torch's schedulers call it) x lr_at(step) / cfg.lr.
+    """
+    lr = lr_at(step, cfg)
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+        group["lr"] = group["initial_lr"] * (lr / cfg.lr)
+    return lr
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group (weight decay differs, the lr does not)."""
     for group in optimizer.param_groups:
