@@ -260,6 +260,7 @@ def test_batched_left_padded_answers_equal_one_by_one(tokenizer) -> None:
     assert len({len(encode_prompt(tokenizer, p)) for p in prompts}) == 3  # really different lengths
     batched = generate_answers(model, tokenizer, prompts, max_new_tokens=6, batch_size=3)
     alone = [generate_answers(model, tokenizer, [p], max_new_tokens=6)[0] for p in prompts]
+    assert model.training  # answering switches dropout off only while it generates
     assert batched == alone
 
 

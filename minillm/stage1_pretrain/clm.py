@@ -94,11 +94,8 @@ def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 60, 
     device = next(model.parameters()).device
     ids = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(prompt)]], device=device)  # (1, T0)
     max_new_tokens = min(max_new_tokens, model.config.block_size - ids.shape[1])
-    was_training = model.training
-    model.eval()
     out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          eos_id=tokenizer.eos_id, generator=torch.Generator().manual_seed(seed))
-    model.train(was_training)
     new_ids = out.new_ids[0][out.response_mask[0]].tolist()
     return prompt + tokenizer.decode(new_ids, skip_special=True)
 

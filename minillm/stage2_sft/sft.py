@@ -252,9 +252,7 @@ def save_lora_run(model: nn.Module, lora: LoRAConfig, out_dir: Path) -> None:
     """
     save_checkpoint(out_dir / ADAPTERS_NAME, {"lora": to_dict(lora), "model_config": to_dict(model.config),
                                               "adapters": lora_state_dict(model)})
-    ckpt = load_checkpoint(out_dir / CKPT_NAME)
-    ckpt.pop("format_version")
-    save_checkpoint(out_dir / CKPT_NAME, {**ckpt, "model": merged_state_dict(model)})
+    save_checkpoint(out_dir / CKPT_NAME, {**load_checkpoint(out_dir / CKPT_NAME), "model": merged_state_dict(model)})
 
 
 def load_adapted(base_dir: str | Path, adapters_path: str | Path) -> GPT:

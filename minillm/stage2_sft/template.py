@@ -58,9 +58,11 @@ class TemplateStats:
     skipped_ids: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """One line for the log; it names the first skipped examples, so that they can be found."""
+        named = ", ".join(self.skipped_ids[:5]) + (", ..." if len(self.skipped_ids) > 5 else "")
         return (f"{self.encoded} examples encoded, {self.truncated} with a truncated prompt "
                 f"({self.prompt_tokens_dropped} prompt tokens dropped), {self.skipped} skipped "
-                f"because the response alone exceeds the context")
+                f"because the response alone exceeds the context" + (f" (ids {named})" if named else ""))
 
 
 def _text_ids(tokenizer: Any, text: str) -> list[int]:

@@ -18,14 +18,14 @@ forms the huge numbers C(64, 32) would be.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from minillm.datasets import contains_answer
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
-from minillm.stage3_rlhf.annotator import is_wrong
 
 KS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -51,18 +51,14 @@ def pass_at_k_curve(correct: Sequence[int], n: int, ks: Sequence[int] = KS) -> d
     return {str(k): sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in ks if k <= n}
 
 
-def is_right(record: dict, answer: str) -> bool:
-    """The right answer is in it: what pass@k counts (the gold judge's "correct", `annotator.is_wrong`'s opposite)."""
-    return not is_wrong(record, answer)
-
-
 @torch.no_grad()
 def count_right(
     policy: GPT, tokenizer: Any, records: Sequence[dict], n: int, temperature: float, max_new_tokens: int,
-    seed: int, judge: Callable[[dict, str], bool] = is_right,
+    seed: int,
 ) -> list[int]:
-    """Sample `n` answers to each record (seeded) and count, per record, how many the judge accepts."""
+    """Sample `n` answers to each record (seeded) and count, per record, how many are right: hold the
+    reference answer (`contains_answer`, the gold judge's "correct")."""
     asked = [r for r in records for _ in range(n)]  # each record n times in a row
     answers = generate_answers(policy, tokenizer, [r["prompt"] for r in asked], max_new_tokens, batch_size=256,
                                temperature=temperature, generator=torch.Generator().manual_seed(seed))
-    return [sum(judge(r, a) for a in answers[i * n:(i + 1) * n]) for i, r in enumerate(records)]
+    return [sum(contains_answer(a, r["reference"]) for a in answers[i * n:(i + 1) * n]) for i, r in enumerate(records)]

@@ -58,6 +58,7 @@ from minillm.errors import TokenizerError
 from minillm.utils import write_json
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<mask>", "<|user|>", "<|assistant|>")
+N_BYTES = 256  # ids 0..255 are the bytes; merge k creates the id N_BYTES + k
 FORMAT_VERSION = 1  # bump when the JSON layout changes; load refuses versions it does not know
 
 # The GPT-style pre-split, written for the standard `re` module:
@@ -297,13 +298,13 @@ def best_pair(counts: Mapping[Pair, int]) -> Pair:
 
 
 def train_merges_simple(
-    sequences: Iterable[Sequence[int]], num_merges: int, first_id: int = 256, progress: bool = False
+    sequences: Iterable[Sequence[int]], num_merges: int, progress: bool = False
 ) -> list[Pair]:
     """The textbook BPE trainer: count every adjacent pair, merge the most frequent, repeat.
 
     `sequences` holds every chunk of the corpus as byte ids, repeats included. Stops early when
     no pair is left (every chunk is a single token). Returns the merges in order; merge k creates
-    the id first_id + k.
+    the id N_BYTES + k.
     """
     seqs = [list(s) for s in sequences]
     merges: list[Pair] = []
@@ -314,13 +315,13 @@ def train_merges_simple(
         if not counts:
             break
         pair = best_pair(counts)
-        seqs = [merge_pair(seq, pair, first_id + k) for seq in seqs]
+        seqs = [merge_pair(seq, pair, N_BYTES + k) for seq in seqs]
         merges.append(pair)
     return merges
 
 
 def train_merges_fast(
-    chunk_counts: Mapping[bytes, int], num_merges: int, first_id: int = 256, progress: bool = False
+    chunk_counts: Mapping[bytes, int], num_merges: int, progress: bool = False
 ) -> list[Pair]:
     """The same merges as `train_merges_simple`, computed incrementally.
 
@@ -350,7 +351,7 @@ def train_merges_fast(
         pair = _pop_best(heap, counts)
         if pair is None:
             break
-        new_id = first_id + k
+        new_id = N_BYTES + k
         delta = _merge_in_chunks(pair, new_id, words, freqs, where)
         for p, d in delta.items():
             if d == 0:
@@ -408,15 +409,15 @@ class BPETokenizer(Tokenizer):
         self.merges: list[Pair] = [(int(a), int(b)) for a, b in merges]
         self.pattern = pattern
         self._regex = compile_pattern(pattern)
-        self._bytes = [bytes([b]) for b in range(256)]  # id -> the bytes it stands for
+        self._bytes = [bytes([b]) for b in range(N_BYTES)]  # id -> the bytes it stands for
         self._rank: dict[Pair, int] = {}  # pair -> the id it merges into (a lower id merges first)
         for k, (a, b) in enumerate(self.merges):
-            new_id = 256 + k
+            new_id = N_BYTES + k
             if not (0 <= a < new_id and 0 <= b < new_id) or (a, b) in self._rank:
                 raise TokenizerError(f"merge {k} = ({a}, {b}) is a repeat or uses an unknown id; retrain")
             self._bytes.append(self._bytes[a] + self._bytes[b])
             self._rank[(a, b)] = new_id
-        first_special = 256 + len(self.merges)
+        first_special = N_BYTES + len(self.merges)
         super().__init__({s: first_special + j for j, s in enumerate(SPECIAL_TOKENS)})
         self._cache: dict[str, list[int]] = {}
 
@@ -430,17 +431,17 @@ class BPETokenizer(Tokenizer):
         trainer: str = "fast",
         progress: bool = True,
     ) -> BPETokenizer:
-        """Learn vocab_size - 256 - len(SPECIAL_TOKENS) merges from `texts`.
+        """Learn vocab_size - N_BYTES - len(SPECIAL_TOKENS) merges from `texts`.
 
         `trainer` is "fast" (default) or "simple" (the textbook loop; same merges, much slower).
         Raises TokenizerError when the corpus is empty. When the corpus cannot supply that many
         merges, training stops after the last possible one and warns: the tokenizer is then
         smaller than asked (read its `vocab_size`; never assume the one you asked for).
         """
-        check_vocab_size(vocab_size, 256)
+        check_vocab_size(vocab_size, N_BYTES)
         regex = compile_pattern(pattern)
         chunk_counts = count_chunks(texts, regex)
-        num_merges = vocab_size - 256 - len(SPECIAL_TOKENS)
+        num_merges = vocab_size - N_BYTES - len(SPECIAL_TOKENS)
         if trainer == "fast":
             merges = train_merges_fast(chunk_counts, num_merges, progress=progress)
         elif trainer == "simple":
@@ -456,7 +457,7 @@ class BPETokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return 256 + len(self.merges) + len(SPECIAL_TOKENS)
+        return N_BYTES + len(self.merges) + len(SPECIAL_TOKENS)
 
     def id_to_bytes(self, i: int) -> bytes:
         return self._bytes[i]
@@ -512,9 +513,9 @@ class BPETokenizer(Tokenizer):
             "format_version": FORMAT_VERSION,
             "pattern": self.pattern,
             "special_tokens": self.special_tokens,
-            "merges": [list(m) for m in self.merges],  # merge k makes id 256 + k
+            "merges": [list(m) for m in self.merges],  # merge k makes id N_BYTES + k
             # for reading only: what each merged id stands for
-            "pieces": {str(i): self.id_to_piece(i) for i in range(256, 256 + len(self.merges))},
+            "pieces": {str(i): self.id_to_piece(i) for i in range(N_BYTES, N_BYTES + len(self.merges))},
         }
 
     @classmethod
