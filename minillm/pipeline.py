@@ -503,6 +503,8 @@ def write_report(j: Journey, device: str, wall_seconds: float) -> dict:
 
 
 def _fmt(x: Any) -> str:
+    if x is None:  # a figure this run has not got (e.g. a split that --data lacks)
+        return "-"
     if isinstance(x, float):
         return f"{x:.3f}" if math.isfinite(x) else str(x)
     return str(x)
@@ -569,8 +571,8 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"| unigram {_fmt(s['mlm']['unigram_masked_accuracy'])} | {s['mlm']['seconds']:.0f} |",
         f"| CLM (GPT) | perplexity {_fmt(s['clm']['val_perplexity'])} "
         f"| unigram {_fmt(s['clm']['unigram_perplexity'])} | {s['clm']['seconds']:.0f} |",
-        f"| SFT | exact match, held-out phrasings {_fmt(s['sft']['exact_match']['heldout_phrasings'])} "
-        f"| base model {_fmt(s['sft']['base_exact_match']['heldout_phrasings'])} | {s['sft']['seconds']:.0f} |",
+        f"| SFT | exact match, held-out phrasings {_fmt(s['sft']['exact_match'].get('heldout_phrasings'))} "
+        f"| base model {_fmt(s['sft']['base_exact_match'].get('heldout_phrasings'))} | {s['sft']['seconds']:.0f} |",
         f"| reward model | pairwise accuracy {_fmt(s['reward_model']['pairwise_accuracy'])} "
         f"| chance 0.5 (ceiling {_fmt(s['reward_model'].get('gold_agreement'))}: the rankings' agreement "
         "with the gold judge) "

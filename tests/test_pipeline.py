@@ -210,6 +210,15 @@ def test_the_reward_models_ceiling_is_agreement_with_gold_not_with_itself(tmp_pa
     assert "ceiling 0.900" not in markdown
 
 
+def test_instructions_of_your_own_without_every_test_split_still_get_a_report(tmp_path):
+    results = made_up_results()  # --data whose test questions are all of one split
+    results["sft"].update(exact_match={"seen": 0.75}, base_exact_match={"seen": 0.0}, questions={"seen": 4})
+    del results["sft"]["scratch_exact_match"], results["sft"]["single_family_exact_match"]
+    _, markdown = made_up_report(tmp_path, results)
+    assert "| SFT | exact match, held-out phrasings - | base model - |" in markdown
+    assert "| SFT | 0.750 |" in markdown
+
+
 def test_the_report_says_which_prompts_pass_at_k_is_measured_on(tmp_path):
     _, markdown = made_up_report(tmp_path, made_up_results())  # micro: pass@k on 8 prompts, 4 samples each
     assert "on the same 200 held-out prompts" in markdown  # the table's
