@@ -291,11 +291,24 @@ def test_chat_loop_answers_until_quit(trained) -> None:
     text = out.getvalue()
     assert turns == 2 and "bot> hello\nyou> " in text and "bot> one two three\n" in text
     assert text.endswith("bye\n")
-    assert chat_loop(model, tok, io.StringIO(""), io.StringIO()) == 0  # end of input ends the loop
+    assert chat_loop(model, tok, io.StringIO(""), io.StringIO(), max_new_tokens=6) == 0  # end of input ends it
     sampled = [io.StringIO() for _ in range(2)]
     for out in sampled:  # sampling with the same seed gives the same conversation
-        chat_loop(model, tok, io.StringIO("Greet me.\nCount to three.\n"), out, temperature=1.5, seed=3)
+        chat_loop(model, tok, io.StringIO("Greet me.\nCount to three.\n"), out, max_new_tokens=6, temperature=1.5,
+                  seed=3)
     assert sampled[0].getvalue() == sampled[1].getvalue() and "sampling" in sampled[0].getvalue()
+
+
+def test_chat_refuses_answers_that_leave_no_room_and_says_when_a_request_is_cut(trained) -> None:
+    model, tok = load_model(trained[1], GPT)
+    block = model.config.block_size
+    with pytest.raises(ConfigError, match=rf"--max-new-tokens={block} leaves no room for a prompt .* the largest "
+                                          rf"allowed is {block - 4}"):
+        chat_loop(model, tok, io.StringIO("Greet me.\n"), io.StringIO(), max_new_tokens=block)
+    out = io.StringIO()
+    chat_loop(model, tok, io.StringIO("Greet me.\n" + "Count to three. " * 20 + "\n"), out, max_new_tokens=6)
+    notes = [line for line in out.getvalue().splitlines() if "only the end of this request fits" in line]
+    assert len(notes) == 1 and f"its last {block - 6 - 3} tokens" in notes[0]  # the long request only
 
 
 def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import torch
 
 from minillm.stage2_sft.evaluate import generate_answers
+from minillm.stage2_sft.template import N_FRAMING_TOKENS, check_room_for_prompt, encode_prompt
 
 QUIT = "/quit"
 COMMANDS = {
@@ -41,6 +42,8 @@ def chat_loop(
     seed: int = 0,
 ) -> int:
     """Read a line, answer it, repeat until `/quit` or end of input. Returns the number of turns."""
+    check_room_for_prompt(model.config.block_size, max_new_tokens, "--max-new-tokens")
+    room = model.config.block_size - max_new_tokens  # the prompt's share of the context
     model.eval()
     generator = torch.Generator().manual_seed(seed)  # on the CPU: the same answers on any device
     mode = "greedy" if temperature == 0 else f"sampling at temperature {temperature}"
@@ -65,6 +68,10 @@ def chat_loop(
                 unknown = "" if command == "/help" else f"unknown command {command}; "
                 output_stream.write(unknown + command_help())
             continue
+        if len(encode_prompt(tokenizer, line)) > room:  # generate_answers keeps its end: say so
+            output_stream.write(f"(only the end of this request fits the {model.config.block_size}-token context "
+                                f"beside a {max_new_tokens}-token answer: the model reads its last "
+                                f"{room - (N_FRAMING_TOKENS - 1)} tokens)\n")
         reply = generate_answers(model, tokenizer, [line], max_new_tokens, temperature=temperature,
                                  top_k=top_k, top_p=top_p, generator=generator)[0]
         output_stream.write(f"bot> {reply}\n")

@@ -41,7 +41,7 @@ from minillm.datasets.instructions import is_correct, normalize_answer
 from minillm.datasets.jsonl import read_records, write_jsonl
 from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft
-from minillm.stage2_sft.template import N_FRAMING_TOKENS, decode_response, encode_prompt
+from minillm.stage2_sft.template import check_room_for_prompt, decode_response, encode_prompt
 from minillm.train import load_model
 from minillm.utils import beside, in_one_thread, resolve_device, write_json
 
@@ -80,8 +80,7 @@ def generate_answers(
     the top_p nucleus, when given), with `generator` for repeatability.
     """
     device = next(model.parameters()).device
-    # leave room for a prompt: its framing tokens (<bos> <|user|> ... <|assistant|>) and 1 of its own
-    max_new_tokens = min(max_new_tokens, model.config.block_size - N_FRAMING_TOKENS)
+    check_room_for_prompt(model.config.block_size, max_new_tokens, "max_new_tokens")
     encoded = [encode_prompt(tokenizer, p, max_len=model.config.block_size - max_new_tokens) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths, less padding
     answers = [""] * len(prompts)

@@ -43,6 +43,7 @@ from tqdm import tqdm
 from minillm.config import GRPOConfig, to_dict
 from minillm.errors import ConfigError
 from minillm.model import GPT
+from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve
 from minillm.stage3_rlhf.ppo import (
@@ -59,7 +60,6 @@ from minillm.stage3_rlhf.preferences import compare_policies
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.stage3_rlhf.sequences import (
     Responses,
-    check_room_for_prompt,
     gather_logprobs,
     masked_mean,
     sample_responses,

@@ -41,11 +41,11 @@ from minillm.config import PPOConfig, TrainConfig, to_dict
 from minillm.errors import CheckpointError, DataError, TrainingError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
+from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.preferences import compare_policies, comparison_summary, heldout_records
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.stage3_rlhf.sequences import (
-    check_room_for_prompt,
     gather_logprobs,
     last_real_index,
     masked_mean,

@@ -17,8 +17,8 @@ model's opinion of them is read:
 - `sample_responses` is the rollout's first half, shared by PPO and GRPO: a policy answers a batch
   of prompts (KV cache), and the answers come back as one prompt + response tensor with its masks,
   and with the log-probability the policy gave each token as it drew it (the rollout's "old"
-  log-probs: no second pass over the answers is needed to know them). `check_room_for_prompt`
-  refuses an answer length that would leave the prompts no room in the context.
+  log-probs: no second pass over the answers is needed to know them). An answer length that would
+  leave the prompts no room in the context is refused (`template.check_room_for_prompt`).
 
 The padding never leaks into a result: masked positions are excluded by the caller's mask, and
 real tokens never look at pads. Left pads need the model's attention mask for that; right pads
@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minillm.errors import ConfigError, DataError, ModelInputError
+from minillm.errors import DataError, ModelInputError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import left_pad
 from minillm.stage2_sft.sft import collate
-from minillm.stage2_sft.template import N_FRAMING_TOKENS, decode_response, encode_example, encode_prompt
+from minillm.stage2_sft.template import check_room_for_prompt, decode_response, encode_example, encode_prompt
 from minillm.utils import to_device
 
 
@@ -108,20 +108,6 @@ class Responses:
         """(B, T0 + N): True on the response's tokens only (what a reward model reads)."""
         prompt_columns = self.ids.shape[1] - self.mask.shape[1]
         return torch.cat([torch.zeros_like(self.mask[:, :1]).expand(-1, prompt_columns), self.mask], dim=1)
-
-
-def check_room_for_prompt(block_size: int, max_new_tokens: int, setting: str) -> None:
-    """ConfigError unless `max_new_tokens` leaves room in the context for a prompt of one token or more.
-
-    A rollout's prompt is cut from the left to fit the block_size - max_new_tokens columns the
-    answer leaves (`encode_prompt`). Leave it too few and the whole question is cut away: the policy
-    then answers `<bos> <|user|> <|assistant|>`, an empty question, and training goes on without a
-    word. `setting` names the value to lower (e.g. "PPOConfig.max_new_tokens").
-    """
-    largest = block_size - (N_FRAMING_TOKENS - 1) - 1  # the prompt's 3 framing tokens, and 1 of its own
-    if max_new_tokens > largest:
-        raise ConfigError(f"{setting}={max_new_tokens} leaves no room for a prompt in the policy's context "
-                          f"({block_size} tokens): the largest allowed is {largest}; lower it")
 
 
 @torch.no_grad()
