@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import io
 import json
+import shutil
 import sys
 import warnings
 from collections.abc import Callable
@@ -16,13 +17,13 @@ import pytest
 import torch
 from crash_resume import assert_exact_resume
 
-from minillm.config import DPOConfig, ModelConfig, PPOConfig, RewardConfig, SFTConfig, TrainConfig
-from minillm.errors import ConfigError, TrainingError
+from minillm.config import DPOConfig, GRPOConfig, ModelConfig, PPOConfig, RewardConfig, SFTConfig, TrainConfig
+from minillm.errors import CheckpointError, ConfigError, TrainingError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage2_sft.template import encode_prompt
-from minillm.stage3_rlhf import dpo, ppo
+from minillm.stage3_rlhf import dpo, grpo, ppo
 from minillm.stage3_rlhf.annotate import annotate
 from minillm.stage3_rlhf.annotator import WEIGHTS, best_and_worst, gold_score
 from minillm.stage3_rlhf.dpo import train_dpo
@@ -285,6 +286,20 @@ def test_best_of_n_keeps_the_answer_the_reward_model_scores_highest(runs):
         scores = [score_answers(rm, tokenizer, [prompt], [c]).item() for c in candidates]
         assert picked[i] == candidates[max(range(n), key=scores.__getitem__)]
     assert len(set(flat)) > len(prompts)  # the candidates differ, so picking is a real choice
+
+
+def test_a_reward_model_of_another_tokenizer_is_refused(runs, tmp_path):
+    rm = tmp_path / "rm"
+    shutil.copytree(runs["rm"], rm)
+    other = train_tokenizer(["a quite different corpus, about other things entirely"] * 20, vocab_size=280,
+                            progress=False)
+    other.save(rm / "tokenizer.json")
+    for train in (lambda out: train_ppo(micro_ppo_config(), runs["sft"], rm, RECORDS, out),
+                  lambda out: grpo.train_grpo(GRPOConfig(reward="model", max_new_tokens=5), runs["sft"], RECORDS, out,
+                                              rm_dir=rm)):
+        with pytest.raises(CheckpointError, match=r"another tokenizer than the SFT model .*\(minillm reward --sft"):
+            train(tmp_path / "out")
+        assert not (tmp_path / "out").exists()
 
 
 def test_nan_rewards_stop_ppo_with_the_step_and_cause(runs, monkeypatch):

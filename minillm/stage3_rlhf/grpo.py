@@ -57,7 +57,7 @@ from minillm.stage3_rlhf.ppo import (
     warn_float32_eager,
 )
 from minillm.stage3_rlhf.preferences import compare_policies
-from minillm.stage3_rlhf.reward_model import RewardModel
+from minillm.stage3_rlhf.reward_model import RewardModel, load_reward_model
 from minillm.stage3_rlhf.sequences import (
     Responses,
     gather_logprobs,
@@ -288,7 +288,7 @@ def train_grpo(
     reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model: the KL term and pass@k's "before"
     rm = None
     if cfg.reward == "model" and rm_dir:
-        rm = load_model(rm_dir, RewardModel, map_location=device)[0].requires_grad_(False).eval()
+        rm = load_reward_model(rm_dir, tokenizer, device, sft_dir)
     reward_fn = make_reward_fn(cfg, records, rm)
     policy.eval()  # detail: dropout off during RL, as in PPO
     reference.eval()

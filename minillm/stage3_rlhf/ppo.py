@@ -44,7 +44,7 @@ from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.preferences import compare_policies, comparison_summary, heldout_records
-from minillm.stage3_rlhf.reward_model import RewardModel
+from minillm.stage3_rlhf.reward_model import RewardModel, load_reward_model
 from minillm.stage3_rlhf.sequences import (
     gather_logprobs,
     last_real_index,
@@ -373,7 +373,7 @@ def train_ppo(
     policy, tokenizer = load_model(sft_dir, GPT, map_location=device)
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "PPOConfig.max_new_tokens")
     reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model of the KL penalty
-    rm = load_model(rm_dir, RewardModel, map_location=device)[0].requires_grad_(False)
+    rm = load_reward_model(rm_dir, tokenizer, device, sft_dir)
     critic = copy.deepcopy(rm).requires_grad_(True)  # detail: the critic starts as the reward model
     for model in (policy, reference, rm, critic):
         model.eval()  # detail: dropout off during RL; eval mode changes no gradient, only dropout

@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import ModelConfig, RewardConfig, to_dict
+from minillm.errors import CheckpointError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.sft import collate
@@ -151,6 +152,20 @@ class RewardModel(nn.Module):
         logprobs = scatter_to_mask(answer_logprobs, predicts_answer)  # (B, T-1)
         likelihood = masked_mean(logprobs, predicts_answer, dim=1)  # (B,) mean over answer tokens
         return (head_score + self.likelihood_weight * likelihood - self.reward_mean) / self.reward_std
+
+
+def load_reward_model(rm_dir: str | Path, tokenizer: Any, device: torch.device | str,
+                      sft_dir: str | Path) -> RewardModel:
+    """The reward model of `rm_dir`, frozen and in eval mode, refused unless it reads the policy's tokens.
+
+    A reward model trained from another SFT run may have another tokenizer: the policy's ids would
+    mean other words to it, and it would score every answer as noise without a word of warning.
+    """
+    rm, rm_tokenizer = load_model(rm_dir, RewardModel, map_location=device)
+    if rm_tokenizer is None or rm_tokenizer.to_dict() != tokenizer.to_dict():
+        raise CheckpointError(f"{rm_dir}: this reward model was trained with another tokenizer than the SFT model "
+                              f"of {sft_dir}; train one from that SFT run (minillm reward --sft {sft_dir} ...)")
+    return rm.requires_grad_(False).eval()
 
 
 def ranked_margins(rewards: Tensor, ranks: Tensor) -> Tensor:

@@ -33,7 +33,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve
 from minillm.stage3_rlhf.preferences import compare_answers, sample_answers
-from minillm.stage3_rlhf.reward_model import RewardModel, best_of_n, best_of_n_kl
+from minillm.stage3_rlhf.reward_model import best_of_n, best_of_n_kl, load_reward_model
 from minillm.stage3_rlhf.sequences import answers_logprob
 from minillm.train import load_model
 from minillm.train.plots import save_figure
@@ -67,7 +67,7 @@ def policy_table(
     reward model, then each trained policy of `policies` ({name: (run folder, train seconds)}).
     Every model runs on `device`."""
     sft, tokenizer = load_model(sft_dir, GPT, device)
-    rm = load_model(rm_dir, RewardModel, device)[0].eval()
+    rm = load_reward_model(rm_dir, tokenizer, device, sft_dir)
     prompts = [r["prompt"] for r in records]
     baseline = sample_answers(sft, tokenizer, records, temperature, max_new_tokens, seed)
     greedy = generate_answers(sft, tokenizer, prompts, max_new_tokens)  # temperature 0
