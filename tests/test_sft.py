@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -338,6 +339,10 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
     answers = read_answers(tmp_path / "sft")
     assert [a["base"] for a in answers][0] == "hello" and set(answers[0]) >= {"sft", "scratch", "single_family"}
     assert "SFT from scratch" in format_table(report)
+    typo = dataclasses.replace(cfg, single_family="othr")  # refused before anything trains
+    with pytest.raises(ConfigError, match=r"sft.single_family='othr' is not a family .* choose one of .*other"):
+        run_sft_with_baselines(typo, RECORDS + other + tests, tmp_path / "typo", trained[1])
+    assert not (tmp_path / "typo").exists()
 
 
 def _resume_command(out_dir: Path, resume: bool) -> list[str]:

@@ -39,6 +39,7 @@ from torch import Tensor
 from minillm.config import SFTConfig, to_dict
 from minillm.datasets.instructions import is_correct, normalize_answer
 from minillm.datasets.jsonl import read_records, write_jsonl
+from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage2_sft.template import check_room_for_prompt, decode_response, encode_prompt
@@ -178,6 +179,9 @@ def single_family_name(records: Sequence[dict], requested: str) -> str:
     for rec in records:
         if rec.get("split", "train") == "train":
             counts[rec["family"]] += 1
+    if requested and requested not in counts:
+        raise ConfigError(f"sft.single_family={requested!r} is not a family of the training records; choose one "
+                          f"of {', '.join(sorted(counts))}, or leave it empty for the largest")
     return requested or max(sorted(counts), key=counts.__getitem__)
 
 
@@ -221,6 +225,8 @@ def run_sft_with_baselines(
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
+    # named (and a typo refused) before minutes of training, not after
+    single_family = single_family_name(records, cfg.single_family) if baselines and cfg.single_family_baseline else None
     runs: dict[str, str | Path] = {"base": init_dir, "sft": out_dir}
     if baselines and side_by_side:
         with beside(train_baselines, cfg, records, out_dir, init_dir, resume, list(pretrain_docs)) as trained:
@@ -244,8 +250,7 @@ def run_sft_with_baselines(
         "template": sft_run["template"],
         **{("exact_match" if n == "sft" else f"{n}_exact_match"): exact_match_row(s) for n, s in table.items()},
         "f1": {n: {k: s[k]["f1"] for k in exact_match_row(s)} for n, s in table.items()},
-        "single_family": (single_family_name(records, cfg.single_family)
-                          if baselines and cfg.single_family_baseline else None),
+        "single_family": single_family,
         "test_examples": len(tests),
         "questions": {key: table["sft"][key]["n"] for key in exact_match_row(table["sft"])},  # per split
         "models": table,
