@@ -94,15 +94,18 @@ def refuse_unread_sections(overrides: Sequence[str], reads: Sequence[str], comma
 
 def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from minillm.datasets import read_corpus
-    from minillm.tokenizer import train_tokenizer
+    from minillm.tokenizer import TOKENIZER_NAME, train_tokenizer
 
+    out = Path(args.out)
+    if out.is_dir():  # a folder, as every other command's --out: the file goes inside it
+        out = out / TOKENIZER_NAME
     docs = [doc for path in args.input for doc in read_corpus(path)]
     tok = train_tokenizer(docs, args.vocab_size, kind=args.kind, spm_model_type=args.spm_model_type)
-    tok.save(args.out)
+    tok.save(out)
     text = "\n\n".join(docs)
     n_bytes = len(text.encode("utf-8"))
     n_tokens = len(tok.encode(text))
-    print(f"trained a {args.kind} tokenizer with {tok.vocab_size} ids -> {args.out}")
+    print(f"trained a {args.kind} tokenizer with {tok.vocab_size} ids -> {out}")
     print(f"tokens per byte on the training text: {n_tokens / n_bytes:.3f}")
     special = set(tok.special_tokens.values())
     longest = sorted((i for i in range(tok.vocab_size) if i not in special),

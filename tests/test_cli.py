@@ -160,6 +160,19 @@ def test_tokenizer_train_then_encode(tmp_path, capsys):
     assert len(ids) < len(sentence.encode("utf-8"))
 
 
+def test_a_folder_is_a_run_folder_to_the_tokenizer_commands(tmp_path, capsys):
+    corpus, run_dir = tmp_path / "corpus.txt", tmp_path / "run"
+    corpus.write_text(TEXT, encoding="utf-8")
+    run_dir.mkdir()
+    code, out, err = run(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "300", "--out", str(run_dir)],
+                         capsys)
+    assert code == 0 and f"-> {run_dir / 'tokenizer.json'}" in out, err
+    code, out, err = run(["tokenizer", "encode", "--tokenizer", str(run_dir), "Rain in Vell."], capsys)
+    assert code == 0 and out.startswith("ids:"), err
+    code, out, err = run(["tokenizer", "encode", "--tokenizer", str(tmp_path), "Rain"], capsys)
+    assert code == 2 and f"{tmp_path} is a folder without a tokenizer.json" in err
+
+
 def test_tokenizer_train_on_several_files_with_sentencepiece(tmp_path, capsys):
     files = []
     for i, part in enumerate(TEXT.split("\n\n")[:2]):

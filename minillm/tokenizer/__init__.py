@@ -14,11 +14,12 @@ import os
 from collections.abc import Iterable
 
 from minillm.errors import TokenizerError
-from minillm.tokenizer.bpe import SPECIAL_TOKENS, BPETokenizer, Tokenizer, read_tokenizer_json
+from minillm.tokenizer.bpe import SPECIAL_TOKENS, TOKENIZER_NAME, BPETokenizer, Tokenizer, read_tokenizer_json
 from minillm.tokenizer.spm import SentencePieceTokenizer
 
 __all__ = [
     "SPECIAL_TOKENS",
+    "TOKENIZER_NAME",
     "BPETokenizer",
     "SentencePieceTokenizer",
     "Tokenizer",

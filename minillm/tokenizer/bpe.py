@@ -59,6 +59,7 @@ from minillm.utils import write_json
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<mask>", "<|user|>", "<|assistant|>")
 N_BYTES = 256  # ids 0..255 are the bytes; merge k creates the id N_BYTES + k
+TOKENIZER_NAME = "tokenizer.json"  # the tokenizer file in a run folder
 FORMAT_VERSION = 1  # bump when the JSON layout changes; load refuses versions it does not know
 
 # The GPT-style pre-split, written for the standard `re` module:
@@ -112,8 +113,16 @@ def warn_smaller_vocab(asked: int, got: int, why: str) -> None:
 
 
 def read_tokenizer_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a tokenizer file and check the fields every kind has ("kind", "format_version")."""
+    """Read a tokenizer file and check the fields every kind has ("kind", "format_version").
+
+    A run folder stands for the tokenizer.json in it, as a run folder does for its checkpoint.
+    """
     path = Path(path)
+    if path.is_dir():
+        if not (path / TOKENIZER_NAME).is_file():
+            raise TokenizerError(f"{path} is a folder without a {TOKENIZER_NAME}: pass a tokenizer file, or a run "
+                                 "folder that holds one")
+        path = path / TOKENIZER_NAME
     if not path.is_file():
         raise TokenizerError(f"tokenizer file {path} does not exist; train one first "
                              f"(minillm tokenizer train --input FILE --out {path})")

@@ -31,12 +31,11 @@ from torch import nn
 
 from minillm.config import ModelConfig, diff_configs, from_dict, to_dict
 from minillm.errors import CheckpointError, ConfigError
-from minillm.tokenizer import load_tokenizer
+from minillm.tokenizer import TOKENIZER_NAME, load_tokenizer
 from minillm.utils import atomic_write_bytes
 
 FORMAT_VERSION = 1  # bump when the payload's layout changes; loading refuses other versions
 CKPT_NAME = "ckpt.pt"
-TOKENIZER_NAME = "tokenizer.json"
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
