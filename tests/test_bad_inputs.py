@@ -41,11 +41,13 @@ from minillm.train import load_checkpoint, save_checkpoint
 Setup = Callable[[Path], None]
 
 # The good run the table damages or reuses: a 1-step CLM run on a 10 kB corpus.
-MICRO = ("--preset", "micro", "--set", "tokenizer.vocab_size=300", "--set", "clm.train.batch_size=4",
-         "--set", "clm.model.block_size=16", "--set", "clm.train.max_steps=1",
-         "--set", "clm.train.eval_batches=1")
+CLM_MICRO = ("--preset", "micro", "--set", "clm.train.batch_size=4", "--set", "clm.model.block_size=16",
+             "--set", "clm.train.max_steps=1", "--set", "clm.train.eval_batches=1")
+MICRO = (*CLM_MICRO, "--set", "tokenizer.vocab_size=300")
 PRETRAIN = ("pretrain", "clm", "--corpus", "{ws}/corpus.txt", *MICRO)  # + "--out", ...
 NEW_RUN = (*PRETRAIN, "--out", "{ws}/new")
+# with --tokenizer-file the tokenizer section is not read, so it is not set
+NEW_RUN_OWN_TOKENIZER = ("pretrain", "clm", "--corpus", "{ws}/corpus.txt", *CLM_MICRO, "--out", "{ws}/new")
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,10 @@ CLI_TABLE = [
     Bad("batch not divisible by grad_accum", (*NEW_RUN, "--set", "clm.train.grad_accum_steps=3"), ConfigError,
         ("clm.train", "grad_accum_steps=3", "batch_size (4) must be divisible")),
     Bad("zero learning rate", (*NEW_RUN, "--set", "clm.train.lr=0"), ConfigError, ("lr=0.0", "(0.0, 10.0]")),
-    Bad("unknown dtype via --set", (*NEW_RUN, "--set", "sft.train.dtype=float8"), ConfigError,
-        ("sft.train", "dtype='float8'", "float32, bfloat16, float16")),
+    Bad("unknown dtype via --set", (*NEW_RUN, "--set", "clm.train.dtype=float8"), ConfigError,
+        ("clm.train", "dtype='float8'", "float32, bfloat16, float16")),
+    Bad("a section the command never reads", (*NEW_RUN, "--set", "sft.train.lr=1"), ConfigError,
+        ("--set sft.train.lr=1", "`minillm pretrain` does not read the sft section", "it reads tokenizer, clm")),
     Bad("unknown dtype flag", (*NEW_RUN, "--dtype", "float8"), SystemExit,
         ("--dtype", "invalid choice", "float32", "--help")),
     Bad("unknown device", (*NEW_RUN, "--device", "tpu"), ConfigError, ("device='tpu'", "auto, cpu, cuda")),
@@ -213,7 +217,7 @@ CLI_TABLE = [
     Bad("corpus of one document", (*NEW_RUN, "--corpus", "{ws}/one.txt"), DataError,
         ("only 1 document", "blank line"), write("one.txt", "a single document\nof two lines\n")),
     Bad("corpus too small for one batch",
-        (*NEW_RUN, "--corpus", "{ws}/two.txt", "--tokenizer-file", "{ws}/tok.json"), DataError,
+        (*NEW_RUN_OWN_TOKENIZER, "--corpus", "{ws}/two.txt", "--tokenizer-file", "{ws}/tok.json"), DataError,
         ("the train split has", "one batch (4 windows of 16+1 tokens) needs 68", "bigger corpus"),
         write("two.txt", "one doc\n\ntwo doc\n")),
     # --- instruction and preference files --------------------------------------------------------
@@ -306,7 +310,7 @@ CLI_TABLE = [
     Bad("tokenizer: output under a file",
         ("tokenizer", "train", "--input", "{ws}/corpus.txt", "--vocab-size", "280", "--out",
          "{ws}/corpus.txt/tok.json"), OSError, ("corpus.txt", "is a file, not a folder")),
-    Bad("tokenizer file given to pretrain is corrupt", (*NEW_RUN, "--tokenizer-file", "{ws}/bad.json"),
+    Bad("tokenizer file given to pretrain is corrupt", (*NEW_RUN_OWN_TOKENIZER, "--tokenizer-file", "{ws}/bad.json"),
         TokenizerError, ("bad.json is not valid JSON",), write("bad.json", "{")),
     # --- checkpoint files ------------------------------------------------------------------------
     Bad("checkpoint: folder without one", ("generate", "--ckpt", "{ws}/empty_run", "hi"), CheckpointError,
@@ -322,6 +326,10 @@ CLI_TABLE = [
         ("corrupt or truncated",), run_folder("noise", raw=random.Random(0).randbytes(4000))),
     Bad("checkpoint: a text file", ("generate", "--ckpt", "{ws}/text", "hi"), CheckpointError,
         ("text/ckpt.pt is corrupt or truncated",), run_folder("text", raw=b"hello world\n")),
+    Bad("checkpoint: another file of the run folder", ("generate", "--ckpt", "{ws}/gpt/tokenizer.json", "hi"),
+        CheckpointError, ("gpt/tokenizer.json is a JSON file, not a checkpoint", "pass the run folder")),
+    Bad("checkpoint: the run folder's loss curve", ("generate", "--ckpt", "{ws}/gpt/loss.png", "hi"),
+        CheckpointError, ("gpt/loss.png is a PNG image file, not a checkpoint",)),
     Bad("checkpoint: an empty file", ("generate", "--ckpt", "{ws}/zero", "hi"), CheckpointError,
         ("zero/ckpt.pt is corrupt or truncated", "intact copy"), run_folder("zero", raw=b"")),
     Bad("checkpoint: pickled code (must not run)", ("generate", "--ckpt", "{ws}/evil", "hi"), CheckpointError,

@@ -72,6 +72,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         runs = sorted(ckpt.parent.name for ckpt in path.parent.glob(f"*/{path.name}")) if path.parent.is_dir() else []
         inside = f"; {path.parent} holds runs in its folders {', '.join(runs)}: name one of them" if runs else ""
         raise CheckpointError(f"no checkpoint at {path}: check the path, or train a model there first{inside}")
+    with path.open("rb") as f:
+        head = f.read(8)
+    other = "JSON" if head.lstrip()[:1] in (b"{", b"[") else "PNG image" if head.startswith(b"\x89PNG") else None
+    if other:  # another file of a run folder (config.json, tokenizer.json, metrics.jsonl, loss.png)
+        raise CheckpointError(f"{path} is a {other} file, not a checkpoint: pass the run folder, or the {CKPT_NAME} "
+                              "in it")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
