@@ -120,6 +120,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
 
 
+def read_utf8_text(path: Path, what: str) -> str:
+    """The text of a file the user gave (`what` names it, e.g. "corpus file"), or a DataError when it
+    is not UTF-8, naming the first byte that cannot be decoded and how to convert it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what} {path} is not UTF-8 text (byte {e.start} cannot be decoded); convert it, "
+                        "e.g. with `iconv -t utf-8`") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """The JSON file that minillm wrote at `path` (a result.json, report.json, config.json), or a
     DataError naming it when it is damaged or edited into something that is not JSON."""

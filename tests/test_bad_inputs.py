@@ -278,6 +278,12 @@ CLI_TABLE = [
     Bad("annotate: missing prompts file",
         ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/nope.jsonl", "--out", "{ws}/p.jsonl"),
         DataError, ("no prompts file", "one prompt a line")),
+    Bad("annotate: a prompts file that is not UTF-8",
+        ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/latin1.txt", "--out", "{ws}/p.jsonl"),
+        DataError, ("prompts file", "latin1.txt is not UTF-8", "iconv"), write("latin1.txt", NOT_UTF8)),
+    Bad("annotate: one answer per prompt leaves nothing to rank",
+        ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/nope.jsonl", "--out", "{ws}/p.jsonl", "--k", "1"),
+        ConfigError, ("k=1", "at least 2 answers")),
     # --- tokenizer files -------------------------------------------------------------------------
     Bad("tokenizer: missing file", ("tokenizer", "encode", "--tokenizer", "{ws}/nope.json", "hi"),
         TokenizerError, ("nope.json does not exist", "train one", "minillm tokenizer train")),

@@ -73,7 +73,7 @@ from minillm.datasets.world import (
     with_article,
 )
 from minillm.errors import ConfigError, DataError
-from minillm.utils import atomic_write_bytes
+from minillm.utils import atomic_write_bytes, read_utf8_text
 
 # --------------------------------------------------------------------------------------------------
 # Weather vocabulary, shared with the instruction suite (the headline task summarises bulletins).
@@ -483,11 +483,7 @@ def read_corpus(path: str | os.PathLike) -> list[str]:
     if not path.is_file():
         raise DataError(f"corpus file {path} does not exist (or is not a file); pass a UTF-8 text file, "
                         f"or generate one with minillm.datasets.generate_corpus")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"corpus file {path} is not UTF-8 text (byte {e.start} cannot be decoded); "
-                        f"convert it, e.g. with `iconv -t utf-8`") from e
+    text = read_utf8_text(path, "corpus file")
     docs, lines = [], []
     # Lines end at "\n" only (str.splitlines would also cut at a form feed or U+2028 inside a line).
     for line in text.split("\n") + [""]:  # the extra blank line closes the last document

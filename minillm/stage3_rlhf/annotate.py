@@ -33,10 +33,11 @@ from typing import IO
 import torch
 
 from minillm.datasets.jsonl import read_records
-from minillm.errors import DataError
+from minillm.errors import ConfigError, DataError
 from minillm.model import GPT
 from minillm.stage3_rlhf.preferences import append_preference, read_preferences, sample_distinct_answers, split_of
 from minillm.train import load_model
+from minillm.utils import read_utf8_text
 
 
 def parse_ranking(text: str, k: int) -> list[int | list[int]]:
@@ -146,7 +147,7 @@ def read_prompts(path: str | os.PathLike) -> list[dict]:
         raise DataError(f"no prompts file at {path}: give a .jsonl of records or a text file, one prompt a line")
     if path.suffix == ".jsonl":
         return read_records(path, check_prompt_record)
-    return [{"prompt": line.strip()} for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    return [{"prompt": line.strip()} for line in read_utf8_text(path, "prompts file").split("\n") if line.strip()]
 
 
 def prompt_seed(seed: int, prompt: str) -> int:
@@ -162,6 +163,8 @@ def annotate(
 ) -> dict[str, int]:
     """`minillm annotate`: sample K different answers per prompt from the policy (run on `device`) and let
     a person rank them."""
+    if k < 2:
+        raise ConfigError(f"k={k}: a ranking needs at least 2 answers per prompt; ask for k >= 2")
     policy, tokenizer = load_model(policy_dir, GPT, map_location=device)
 
     def answers_for(record: dict) -> list[str]:
