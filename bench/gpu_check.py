@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from minillm.config import apply_overrides, preset, replace_train_configs
+from minillm.errors import one_line_errors
 from minillm.model import GPT
 from minillm.pipeline import run_pipeline
 from minillm.utils import write_json
@@ -202,4 +203,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    one_line_errors()
     main()

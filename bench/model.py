@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from minillm.cli import positive_int
 from minillm.config import ModelConfig, TrainConfig
+from minillm.errors import one_line_errors
 from minillm.model import GPT, MLP, KVCache
 from minillm.train.optim import make_optimizer
 
@@ -225,4 +226,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    one_line_errors()
     main()

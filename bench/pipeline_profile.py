@@ -38,6 +38,7 @@ import torch
 from minillm import pipeline
 from minillm.cli import positive_int
 from minillm.config import PRESETS, preset
+from minillm.errors import one_line_errors
 from minillm.model import GPT, Bert
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.train.optim import Muon
@@ -177,4 +178,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    one_line_errors()
     main()

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from minillm.cli import positive_int
 from minillm.config import PRESETS
+from minillm.errors import one_line_errors
 from minillm.pipeline import STEP_NAMES, step_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,4 +189,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    one_line_errors()
     main()

@@ -34,6 +34,7 @@ from types import ModuleType
 import torch
 
 from minillm.config import PRESETS
+from minillm.errors import one_line_errors
 
 BENCH = Path(__file__).resolve().parent
 
@@ -210,4 +211,5 @@ def met(ok: bool) -> str:
 
 
 if __name__ == "__main__":
+    one_line_errors()
     main()

@@ -25,6 +25,7 @@ from typing import TypeVar
 from minillm.cli import positive_int
 from minillm.datasets.corpus import generate_corpus, read_corpus, split_documents
 from minillm.datasets.world import build_world
+from minillm.errors import one_line_errors
 from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, SentencePieceTokenizer, Tokenizer
 from minillm.tokenizer.bpe import (
     PRESPLIT_PATTERN,
@@ -149,4 +150,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    one_line_errors()
     main()

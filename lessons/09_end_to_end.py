@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from minillm.config import apply_overrides, preset
+from minillm.errors import one_line_errors
 from minillm.lessons import PIPELINE_DIR, ROOT, in_notebook, pipeline_journey
 from minillm.model import GPT, Bert
 from minillm.pipeline import RL_POLICIES, STEP_NAMES, Journey, run_step, write_report
@@ -47,6 +48,7 @@ from minillm.stage3_rlhf.annotator import gold_score
 from minillm.train import load_model
 from minillm.utils import resolve_device
 
+one_line_errors()  # a mistake in the input ends the lesson with one line, not a traceback
 parser = argparse.ArgumentParser(description="Lesson 9: the whole journey, stage by stage")
 parser.add_argument("--preset", default="tiny", choices=("micro", "tiny", "small"))
 parser.add_argument("--out", default=None, help="run the journey in OUT/PRESET (default: runs/tiny for the "

@@ -3,8 +3,12 @@
 Everything that can go wrong because of *input* (a config value, a data file, a tokenizer or
 checkpoint file, a command-line argument) raises a subclass of `MinillmError`. The command line
 catches exactly these and prints one clear line (exit code 2) instead of a traceback; any other
-exception is a bug in minillm and keeps its traceback.
+exception is a bug in minillm and keeps its traceback. Scripts (the lessons, bench/) do the same
+with `one_line_errors()`.
 """
+
+import sys
+from pathlib import Path
 
 
 class MinillmError(Exception):
@@ -37,3 +41,16 @@ class TrainingError(MinillmError, RuntimeError):
 
 class RunLockedError(MinillmError, RuntimeError):
     """Another process is writing into the same run folder."""
+
+
+def one_line_errors() -> None:
+    """For a script (a lesson, a bench/ script): a MinillmError that nothing caught prints as one line
+    naming the problem and the fix, as the `minillm` command does; any other exception is a bug and
+    keeps its traceback."""
+    def excepthook(kind, err, traceback) -> None:
+        if issubclass(kind, MinillmError):
+            print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
+        else:
+            sys.__excepthook__(kind, err, traceback)
+
+    sys.excepthook = excepthook

@@ -30,7 +30,7 @@ from pathlib import Path
 import minillm
 from minillm.config import PipelineConfig, changed_settings, first_changes, from_dict, preset, to_dict
 from minillm.datasets.instructions import read_jsonl
-from minillm.errors import DataError
+from minillm.errors import DataError, one_line_errors
 from minillm.pipeline import (
     CONFIG_NAME,
     RESULT_NAME,
@@ -94,7 +94,9 @@ def lesson_args(description: str, inputs: Sequence[str] = ()) -> argparse.Namesp
     """The lesson's command line: `--fresh`, and optional run folders named `inputs` (e.g. "sft_run").
 
     In a notebook the kernel's own arguments are not the lesson's: there every value is its default.
+    A mistake in the input (a MinillmError) ends the lesson with one line, not a traceback.
     """
+    one_line_errors()
     parser = argparse.ArgumentParser(description=description)
     for name in inputs:
         parser.add_argument(name, nargs="?", type=resolved, default=None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -249,3 +250,16 @@ def test_the_readme_is_two_screens_and_ci_runs_its_test_command():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     test_command = next(line for line in commands(readme) if "pytest" in line)
     assert test_command.split("&& ")[-1] in ci and 'pip install -q -e ".[test]"' in ci
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("lessons/05_instruction_tuning.py", ["/nonexistent"], "05_instruction_tuning.py: error: /nonexistent holds no "
+                                                           "finished run"),
+    ("bench/tokenizer.py", ["--corpus", "/nonexistent.txt"], "tokenizer.py: error: corpus file /nonexistent.txt does "
+                                                              "not exist"),
+])
+def test_a_scripts_input_mistake_is_one_line_not_a_traceback(script, argv, message):
+    done = subprocess.run([sys.executable, str(ROOT / script), *argv], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 1 and done.stderr.strip().startswith(message), done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
