@@ -362,6 +362,8 @@ def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expec
 positive_int = _checked(int, lambda n: n >= 1, "an integer >= 1")  # public: the bench scripts use it too
 _temperature = _checked(float, lambda t: t >= 0, "a temperature: a number >= 0 (0 = greedy)")
 _probability = _checked(float, lambda p: 0 < p <= 1, "a probability in (0, 1]")
+_png_file = _checked(str, lambda name: name.lower().endswith(".png") and not Path(name).is_dir(),
+                     "a file name ending in .png (the chart is a PNG image)")
 
 
 def _add_top_p_arg(p: argparse.ArgumentParser) -> None:
@@ -416,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="an MLM run folder")
     p.add_argument("text", help='e.g. "A flash flood watch will be in effect all [MASK]."')
     p.add_argument("--top-k", type=positive_int, default=10)
-    p.add_argument("--plot", default=None, help="bar chart PNG (default: CKPT/fill_mask_<the text>_<hash>.png)")
+    p.add_argument("--plot", type=_png_file, default=None,
+                   help="bar chart PNG (default: CKPT/fill_mask_<the text>_<hash>.png)")
     _add_device_arg(p)
     p.set_defaults(func=cmd_fill_mask)
 
@@ -435,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="overlay several runs' curves; table their final metrics and config differences")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR",
                    help="run folders (each with metrics.jsonl, config.json), or pipeline runs (report.json)")
-    p.add_argument("--out", default="compare.png", help="the PNG of the overlaid curves (not for pipeline runs)")
+    p.add_argument("--out", type=_png_file, default="compare.png",
+                   help="the PNG of the overlaid curves (not for pipeline runs)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("sft", help="stage 2: instruction tuning from a CLM run, with its baselines")

@@ -59,6 +59,9 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
     (["chat", "--ckpt", "nowhere", "--temperature", "warm"], "'warm' is not a temperature"),
     (["generate", "--ckpt", "nowhere", "hi", "--top-p", "0"], "'0' is not a probability in (0, 1]"),
     (["generate", "--ckpt", "nowhere", "hi", "--top-p", "1.5"], "'1.5' is not a probability in (0, 1]"),
+    (["fill-mask", "--ckpt", "nowhere", "a <mask>", "--plot", "chart.txt"], "'chart.txt' is not a file name ending "
+                                                                             "in .png"),
+    (["compare", "a", "b", "--out", "curves"], "'curves' is not a file name ending in .png"),
 ])
 def test_a_bad_count_or_temperature_is_refused_before_anything_loads(argv, complaint, capsys):
     code, _, err = run(argv, capsys)
