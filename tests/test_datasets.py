@@ -386,3 +386,19 @@ def test_regenerating_more_records_than_a_family_has_inputs_fails_in_one_line(tm
     assert exit_info.value.code == 2
     assert "family plural: cannot find 3300 distinct inputs; ask for fewer" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()  # nothing written: the shipped files stay as they were
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["--n-train", "0"], "n_train=0: each family needs at least 1 record per split"),
+    (["--out", "{file}"], "is a file; it names the folder to write corpus.txt and instructions.jsonl into"),
+])
+def test_regenerating_with_no_records_or_into_a_file_fails_in_one_line(argv, complaint, tmp_path, monkeypatch, capsys):
+    from minillm.datasets.__main__ import main
+
+    (tmp_path / "a_file").write_text("mine", encoding="utf-8")
+    argv = [a.format(file=tmp_path / "a_file") for a in argv]
+    monkeypatch.setattr("sys.argv", ["datasets", "--out", str(tmp_path / "data"), "--corpus-mb", "0.05", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2 and complaint in capsys.readouterr().err
+    assert (tmp_path / "a_file").read_text(encoding="utf-8") == "mine" and not (tmp_path / "data").exists()

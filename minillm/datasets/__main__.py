@@ -24,6 +24,8 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=1800,
                         help="training records per task family (at most 1800: plural runs out of inputs)")
     args = parser.parse_args()
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; it names the folder to write corpus.txt and instructions.jsonl into")
     start = time.perf_counter()
     try:  # both are made before either is written: a request that cannot be met leaves data/ as it was
         docs = generate_corpus(seed=args.seed, size_mb=args.corpus_mb)

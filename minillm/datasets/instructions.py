@@ -385,6 +385,9 @@ def generate_instruction_suite(seed: int = 0, world: World | None = None, n_trai
     0.83 to 0.86. 1800 is about as far as it goes: `plural` has 2178 distinct noun phrases in all,
     and its train and test records must all differ.
     """
+    for name, n in (("n_train", n_train), ("n_test", n_test)):
+        if not (isinstance(n, int) and n >= 1):
+            raise ConfigError(f"{name}={n!r}: each family needs at least 1 record per split; ask for 1 or more")
     world = world if world is not None else build_world(0)
     rng = random.Random(seed)
     seen = seen_entities(world)
