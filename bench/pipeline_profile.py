@@ -37,11 +37,12 @@ import torch
 
 from minillm import pipeline
 from minillm.cli import positive_int
-from minillm.config import PRESETS, preset
+from minillm.config import PRESETS, changed_settings, first_changes, preset, to_dict
 from minillm.errors import one_line_errors
 from minillm.model import GPT, Bert
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.train.optim import Muon
+from minillm.utils import read_json
 
 CATEGORIES = ("forward", "backward", "optimizer", "generation", "evaluation", "data")
 # (module, attribute) -> category; functions are replaced wherever a minillm module imported them
@@ -164,6 +165,12 @@ def main() -> None:
                         help="the steps to profile (the ones they read must be among them or have run into --out)")
     parser.add_argument("--threads", type=positive_int, default=torch.get_num_threads())
     args = parser.parse_args()
+    saved = args.out / pipeline.CONFIG_NAME  # a pipeline's run folder: its steps were made with its settings
+    changed = changed_settings(read_json(saved), to_dict(preset(args.preset))) if saved.is_file() else []
+    if changed:
+        parser.error(f"--out {args.out} holds a pipeline run made with other settings than the {args.preset} preset's "
+                     f"({first_changes(changed)}): the profile would replace its steps; profile into a folder of "
+                     "its own")
     missing = unmet_needs(args.steps, args.out)
     if missing:
         parser.error(f"--steps {' '.join(args.steps)}: {args.out} holds no result of {', '.join(missing)}, which "

@@ -14,6 +14,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from minillm.config import apply_overrides, preset, to_dict
+from minillm.utils import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 import gpu_check  # noqa: E402  (scripts of bench/, not a package)
@@ -137,6 +140,16 @@ def test_a_bad_option_is_a_one_line_error_before_anything_runs(script, argv, say
         run_all.load_bench(script).main()
     assert stop.value.code == 2 and says in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # the profile made no folder
+
+
+def test_the_profile_never_replaces_a_pipeline_run_made_with_other_settings(tmp_path, monkeypatch, capsys):
+    write_json(tmp_path / "config.json", to_dict(apply_overrides(preset("micro"), ["dpo.beta=0.2"])))
+    monkeypatch.setattr(sys, "argv", ["pipeline_profile.py", "--preset", "micro", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as stop:
+        run_all.load_bench("pipeline_profile").main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "other settings than the micro preset's (dpo.beta: 0.2 -> 0.1" in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
 
 
 @pytest.mark.slow
