@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 import shlex
 import sys
@@ -20,7 +21,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
 
-from minillm.config import PRESETS, PipelineConfig, apply_overrides, preset, replace_train_configs
+from minillm.config import MAX_SEED, PRESETS, PipelineConfig, apply_overrides, preset, replace_train_configs
 from minillm.errors import CheckpointError, ConfigError, MinillmError
 
 DEFAULT_JOBS = 1  # one step at a time, with torch's threads: faster on a quiet 2-core CPU (docs/findings.md)
@@ -237,6 +238,8 @@ def cmd_chat(args: argparse.Namespace) -> None:
     from minillm.stage2_sft.chat import chat_loop
 
     model, tok = _load_trained(args, GPT)
+    if isinstance(sys.stdin, io.TextIOWrapper):  # a line of bytes that are not UTF-8 must not end the chat
+        sys.stdin.reconfigure(errors="replace")
     chat_loop(model, tok, sys.stdin, sys.stdout, max_new_tokens=args.max_new_tokens,
               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
 
@@ -362,6 +365,7 @@ def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expec
 positive_int = _checked(int, lambda n: n >= 1, "an integer >= 1")  # public: the bench scripts use it too
 _temperature = _checked(float, lambda t: t >= 0, "a temperature: a number >= 0 (0 = greedy)")
 _probability = _checked(float, lambda p: 0 < p <= 1, "a probability in (0, 1]")
+_seed = _checked(int, lambda n: 0 <= n <= MAX_SEED, "a seed: an integer in [0, 2**63 - 1]")
 _png_file = _checked(str, lambda name: name.lower().endswith(".png") and not Path(name).is_dir(),
                      "a file name ending in .png (the chart is a PNG image)")
 
@@ -431,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=_temperature, default=0.8, help="0 = greedy; higher = more varied")
     p.add_argument("--top-k", type=positive_int, default=50, help="sample from the k likeliest tokens only")
     _add_top_p_arg(p)
-    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text")
+    p.add_argument("--seed", type=_seed, default=0, help="the same seed gives the same text")
     _add_device_arg(p)
     p.set_defaults(func=cmd_generate)
 
@@ -460,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=positive_int, default=None,
                    help="when sampling, from the k likeliest tokens only (default: all)")
     _add_top_p_arg(p)
-    p.add_argument("--seed", type=int, default=0, help="when sampling: the same seed gives the same answers")
+    p.add_argument("--seed", type=_seed, default=0, help="when sampling: the same seed gives the same answers")
     _add_device_arg(p)
     p.set_defaults(func=cmd_chat)
 
@@ -470,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="prefs JSONL (appended to; resumes where it left off)")
     p.add_argument("--k", type=positive_int, default=4, help="answers per prompt")
     p.add_argument("--max-new-tokens", type=positive_int, default=48)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     _add_device_arg(p)
     p.set_defaults(func=cmd_annotate)
 
@@ -548,6 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _show_warning
         try:
             with _lock_for(args):
+                _say_when_nothing_to_resume(args)
                 func(args)
         except (MinillmError, OSError) as err:
             if args.debug:
@@ -572,6 +577,15 @@ def _lock_for(args: argparse.Namespace):
     if getattr(args, "out", None) is None or args.func in WRITE_ONE_FILE or os.environ.get("RANK", "0") != "0":
         return nullcontext()
     return run_folder_lock(args.out)
+
+
+def _say_when_nothing_to_resume(args: argparse.Namespace) -> None:
+    """--resume into a folder without a checkpoint (a typo in --out, say) starts a new run: say so."""
+    from minillm.train.checkpoint import CKPT_NAME
+
+    out = Path(args.out) if getattr(args, "resume", False) else None
+    if out is not None and not ((out / CKPT_NAME).is_file() or any(out.glob(f"*/{CKPT_NAME}"))):
+        print(f"minillm: nothing to resume in {args.out} (no checkpoint): starting a new run", file=sys.stderr)
 
 
 def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:

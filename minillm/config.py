@@ -39,6 +39,14 @@ def _non_negative_int(cls: str, name: str, value: Any) -> None:
     _require(ok, cls, name, value, "expected an integer >= 0")
 
 
+MAX_SEED = 2**63 - 1  # torch's generators take a seed that fits in 64 bits
+
+
+def _seed(cls: str, name: str, value: Any) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
+    _require(ok, cls, name, value, "expected an integer in [0, 2**63 - 1]")
+
+
 def _in_range(cls: str, name: str, value: Any, lo: float, hi: float, *, lo_open=False, hi_open=False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok:
@@ -184,7 +192,7 @@ class TrainConfig:
                      "log_every", "save_every"):
             _positive_int(c, name, getattr(self, name))
         _non_negative_int(c, "warmup_steps", self.warmup_steps)
-        _non_negative_int(c, "seed", self.seed)
+        _seed(c, "seed", self.seed)
         _require(
             self.batch_size % self.grad_accum_steps == 0, c, "grad_accum_steps", self.grad_accum_steps,
             f"batch_size ({self.batch_size}) must be divisible by grad_accum_steps",
@@ -489,7 +497,7 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         _in_range("PipelineConfig", "corpus_mb", self.corpus_mb, 0.0, 1000.0, lo_open=True)
-        _non_negative_int("PipelineConfig", "data_seed", self.data_seed)
+        _seed("PipelineConfig", "data_seed", self.data_seed)
         _in_range("PipelineConfig", "val_fraction", self.val_fraction, 0.0, 0.5, lo_open=True)
         _device("PipelineConfig", "device", self.device)
         _one_of("PipelineConfig", "preset", self.preset, PRESETS)

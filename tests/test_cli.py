@@ -321,6 +321,12 @@ def test_chat_answers_each_line_until_end_of_input(untrained_runs, capsys, monke
     assert out.count("bot> ") == 2  # the blank line is not a turn
 
 
+def test_a_line_that_is_not_utf8_does_not_end_the_chat(untrained_runs, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9 latin-1\nhello\n"), encoding="utf-8"))
+    code, out, err = run(["chat", "--ckpt", str(untrained_runs / "gpt"), "--max-new-tokens", "3"], capsys)
+    assert code == 0 and out.count("bot> ") == 2, err
+
+
 def test_chat_samples_by_its_seed_top_k_and_top_p(untrained_runs, capsys, monkeypatch):
     def answers(*options: str) -> list[str]:
         monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nhow is the river?\n"))
@@ -417,6 +423,15 @@ def test_a_path_that_cannot_be_written_is_one_line(monkeypatch, capsys):
 def test_ctrl_c_exits_130(monkeypatch, capsys):
     _fake_command(monkeypatch, KeyboardInterrupt())
     assert run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)[:3] == (130, "", "minillm: interrupted\n")
+
+
+def test_resume_into_a_folder_without_a_checkpoint_says_it_starts_anew(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(cli, "cmd_pretrain", lambda args: None)
+    code, _, err = run(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "typo"), "--resume"], capsys)
+    assert code == 0
+    assert err == f"minillm: nothing to resume in {tmp_path / 'typo'} (no checkpoint): starting a new run\n"
+    save_checkpoint(tmp_path / "run" / "ckpt.pt", {"step": 3})
+    assert run(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "run"), "--resume"], capsys)[2] == ""
 
 
 def test_ctrl_c_says_which_step_is_saved_and_how_to_go_on(monkeypatch, capsys, tmp_path):

@@ -210,12 +210,13 @@ def check_model_inputs(
             f"ids must be a (batch, time) tensor of int64 token ids, got shape {tuple(ids.shape)} and "
             f"dtype {ids.dtype}; add a batch dimension with ids[None] and use torch.long"
         )
-    lowest, highest = (int(v) for v in torch.aminmax(ids)) if ids.numel() else (0, 0)
-    if lowest < 0 or highest >= config.vocab_size:
-        raise ModelInputError(
-            f"token ids must be in [0, {config.vocab_size}) (the model's vocab_size), got min "
-            f"{lowest} and max {highest}; was the model built for a different tokenizer?"
-        )
+    if not torch.compiler.is_compiling():  # reading values back would break a compiled graph in two
+        lowest, highest = (int(v) for v in torch.aminmax(ids)) if ids.numel() else (0, 0)
+        if lowest < 0 or highest >= config.vocab_size:
+            raise ModelInputError(
+                f"token ids must be in [0, {config.vocab_size}) (the model's vocab_size), got min "
+                f"{lowest} and max {highest}; was the model built for a different tokenizer?"
+            )
     if cache is not None and (len(cache.keys) != config.n_layer or cache.batch not in (None, ids.shape[0])):
         raise ModelInputError(
             f"this KVCache has {len(cache.keys)} layers and holds a batch of {cache.batch}, but the model has "

@@ -286,9 +286,10 @@ def train_grpo(
     policy, tokenizer = load_model(sft_dir, GPT, map_location=device)
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "GRPOConfig.max_new_tokens")
     reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model: the KL term and pass@k's "before"
-    rm = None
-    if cfg.reward == "model" and rm_dir:
-        rm = load_reward_model(rm_dir, tokenizer, device, sft_dir)
+    if rm_dir and cfg.reward != "model":
+        raise ConfigError(f"a reward model ({rm_dir}) was given, but grpo.reward={cfg.reward} reads none: drop "
+                          "--reward, or set grpo.reward=model")
+    rm = load_reward_model(rm_dir, tokenizer, device, sft_dir) if rm_dir else None
     reward_fn = make_reward_fn(cfg, records, rm)
     policy.eval()  # detail: dropout off during RL, as in PPO
     reference.eval()
