@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -47,7 +46,7 @@ from minillm.stage3_rlhf.ppo import reward_hacking, rollout, train_ppo
 from minillm.stage3_rlhf.preferences import heldout_records
 from minillm.stage3_rlhf.reward_model import RewardModel, train_reward_model
 from minillm.train import load_model
-from minillm.utils import spread_rows
+from minillm.utils import read_json, spread_rows
 
 ARGS = lesson_args("Lesson 7: PPO", inputs=["sft_run", "reward_run"])
 OUT = lesson_dir(7)
@@ -135,7 +134,7 @@ step2_train()
 def step3_reward_hacking() -> None:
     print("== 3. Reward hacking: the head-only reward model, and no KL penalty ==")
     # The same rankings the reward model of lesson 6 learnt from (its run folder records the file).
-    prefs = json.loads((rm.path / "config.json").read_text(encoding="utf-8"))["run"]["prefs"]
+    prefs = read_json(rm.path / "config.json")["run"]["prefs"]
     head_only = own_run("reward_model", OUT / "head_only_reward", fresh=ARGS.fresh, inputs=[sft, rm],
                         from_pipeline=False, train=lambda folder: train_reward_model(
                             dataclasses.replace(CFG.reward, likelihood_term=False), sft.path, prefs, folder,

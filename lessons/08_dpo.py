@@ -31,7 +31,6 @@
 # %%
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -56,7 +55,7 @@ from minillm.stage3_rlhf.preferences import (
 from minillm.stage3_rlhf.reward_model import RewardModel, best_of_n, best_of_n_kl
 from minillm.stage3_rlhf.sequences import answer_logprob
 from minillm.train import load_model
-from minillm.utils import spread_rows
+from minillm.utils import read_json, spread_rows
 
 ARGS = lesson_args("Lesson 8: DPO", inputs=["sft_run", "prefs_file", "reward_run"])
 OUT = lesson_dir(8)
@@ -147,7 +146,7 @@ def step3_table(dpo: dict, best: dict) -> None:
     print("== 3. PPO vs DPO, on held-out prompts judged by gold ==")
     rows = {"DPO": dpo, f"best of {best['n']}": best}
     if ppo is not None:  # the PPO run lesson 7 showed
-        rows = {"PPO": json.loads((ppo.path / "ppo_metrics.json").read_text(encoding="utf-8")), **rows}
+        rows = {"PPO": read_json(ppo.path / "ppo_metrics.json"), **rows}
     print(f"  {'method':9s} {'win rate vs SFT':>16s} {'± s.e.':>7s} {'gold SFT':>9s} {'gold after':>11s} "
           f"{'flawed':>13s} {'wrong':>13s} {'seconds':>8s}")
     for name, m in rows.items():

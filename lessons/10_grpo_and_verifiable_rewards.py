@@ -39,6 +39,7 @@ from minillm.stage3_rlhf.preferences import heldout_records
 from minillm.stage3_rlhf.scoreboard import crossing, pass_at_k_curves, plot_pass_at_k, render_table
 from minillm.stage3_rlhf.verifier import Verifier
 from minillm.train import load_model
+from minillm.utils import spread_rows
 
 ARGS = lesson_args("Lesson 10: GRPO and verifiable rewards", inputs=["sft_run", "reward_run"])
 OUT = lesson_dir(10)
@@ -110,8 +111,7 @@ def step2_train(sft, records: list[dict]):
           f"{cfg.train.max_steps} steps")
     run = own_run("grpo_verifiable", OUT / "grpo_verifiable", fresh=ARGS.fresh, inputs=[sft],
                   train=lambda here: train_grpo(cfg, sft.path, records, here, pass_at_k=False))
-    history = run.history
-    for row in history[:: max(1, len(history) // 6)] + history[-1:]:
+    for row in spread_rows(run.history, 6):
         print(f"  step {row['step']:3d}  reward {row['reward_mean']:.3f} ± {row['reward_std']:.3f}  no-signal groups "
               f"{row['zero_signal_share']:.2f}  entropy {row['entropy']:.3f}  KL {row['kl']:.3f}  "
               f"answer length {row['response_len']:.1f}")

@@ -19,7 +19,6 @@ sits on top, beside pipeline.py: it uses the pipeline's steps and folders, nothi
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import uuid
@@ -37,6 +36,7 @@ from minillm.pipeline import (
     STEP_NAMES,
     Journey,
     holds_outputs,
+    jsonable,
     made_from_earlier_runs,
     made_otherwise,
     run_id,
@@ -270,5 +270,5 @@ def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: boo
     here.mkdir(parents=True)
     result = {key: value for key, value in train(here).items() if key != "history"}
     result["made_from"], result["id"] = made_from, uuid.uuid4().hex
-    write_json(here / RESULT_NAME, json.loads(json.dumps(result, default=str)))
+    write_json(here / RESULT_NAME, jsonable(result))
     return Run(here, result, "trained now")

@@ -275,7 +275,7 @@ def run_step(j: Journey, name: str) -> dict:
     result = {k: v for k, v in result.items() if k != "history"}
     result.setdefault("seconds", time.perf_counter() - start)
     result["wall_seconds"] = time.perf_counter() - start
-    write_json(result_path, _jsonable(result))
+    write_json(result_path, jsonable(result))
     return result
 
 
@@ -726,6 +726,6 @@ def _ppo_examples(j: Journey) -> list[str]:
     return [*lines, ""]
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """Make a result JSON-safe (tuples to lists, paths to strings)."""
     return json.loads(json.dumps(obj, default=str))

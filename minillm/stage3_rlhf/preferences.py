@@ -81,21 +81,21 @@ def read_preferences(path: str | os.PathLike, skipped: list[tuple[int, str]] | N
     return read_records(path, check_preference, on_error="skip", skipped=skipped)
 
 
-def split_rankings(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
-    """(train, held-out) rankings: by their "split" field when every record has one, else every 5th held out."""
-    if all("split" in r for r in records):
-        return [r for r in records if r["split"] != "test"], [r for r in records if r["split"] == "test"]
-    last = HELD_OUT_EVERY - 1
-    return ([r for i, r in enumerate(records) if i % HELD_OUT_EVERY != last],
-            [r for i, r in enumerate(records) if i % HELD_OUT_EVERY == last])
-
-
-HELD_OUT_EVERY = 5  # without "split" fields, every 5th ranking is held out
+HELD_OUT_EVERY = 5  # every 5th ranking is held out
 
 
 def split_of(index: int) -> str:
     """The "split" of the `index`-th ranking written to a file: every 5th is "test", held out."""
     return "test" if index % HELD_OUT_EVERY == HELD_OUT_EVERY - 1 else "train"
+
+
+def split_rankings(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) rankings: by their "split" field when every record has one, else by their
+    place in the file, as `split_of` names them."""
+    labelled = all("split" in r for r in records)
+    splits = [r["split"] if labelled else split_of(i) for i, r in enumerate(records)]
+    pairs = list(zip(records, splits, strict=True))
+    return [r for r, split in pairs if split != "test"], [r for r, split in pairs if split == "test"]
 
 
 def not_enough_rankings(path: str | os.PathLike, needs: str, n_train: int, n_held_out: int) -> DataError:
