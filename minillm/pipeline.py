@@ -25,12 +25,11 @@ import dataclasses
 import hashlib
 import json
 import math
-import multiprocessing
 import shutil
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -57,7 +56,7 @@ from minillm.stage3_rlhf.scoreboard import (
     render_table,
 )
 from minillm.tokenizer import load_tokenizer, train_tokenizer
-from minillm.utils import in_one_thread, interrupts_children, read_json, resolve_device, write_json
+from minillm.utils import in_one_thread, interrupts_children, read_json, resolve_device, worker_pool, write_json
 
 RESULT_NAME = "result.json"
 CONFIG_NAME = "config.json"  # the journey's settings, in its folder
@@ -426,8 +425,7 @@ def copying(folder: Path) -> Path:
 def run_steps_in_parallel(j: Journey, jobs: int) -> None:
     """Run every step as soon as the steps it needs are done, at most `jobs` at a time."""
     pending, running = list(STEP_NAMES), {}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool, \
-            interrupts_children():
+    with worker_pool(jobs) as pool, interrupts_children():
         while pending or running:
             for name in [n for n in pending if all(need in j.results for need in NEEDS[n])][:jobs - len(running)]:
                 pending.remove(name)

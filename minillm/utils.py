@@ -9,6 +9,7 @@ import random
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -32,15 +33,38 @@ def in_one_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return fn(*args, **kwargs)
 
 
+def stop_when_orphaned(parent: int, poll_seconds: float = 0.5) -> None:
+    """In a worker process: exit as soon as the process that started it, `parent`, dies.
+
+    Ctrl-C reaches the workers (`interrupts_children`), but `kill -9` of the pipeline gives it no
+    chance to stop them: they would train on unseen, writing into a run folder that a rerun of the
+    same command may already be writing into. A watching thread sees the parent go (the worker is
+    handed to another parent) and ends the worker; its files are written atomically, so none is cut.
+    `parent` is given, not read here: the parent may already be gone when a worker starts.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="stop-when-orphaned").start()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes for work beside this one: "spawn" starts fresh interpreters (nothing of this
+    process's torch state is copied), each stopping when this process dies."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=stop_when_orphaned, initargs=(os.getpid(),))
+
+
 @contextmanager
 def beside(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[Future]:
     """Run `fn(*args, **kwargs)` in a second process (one thread) while the `with` block runs here.
 
-    The block gets the Future; leaving the block waits for the second process. "spawn" starts a
-    fresh interpreter, so nothing of this process's torch state is copied into it.
+    The block gets the Future; leaving the block waits for the second process.
     """
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as side, \
-            interrupts_children():
+    with worker_pool(1) as side, interrupts_children():
         yield side.submit(in_one_thread, fn, *args, **kwargs)
 
 

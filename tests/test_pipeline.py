@@ -419,3 +419,41 @@ def test_steps_side_by_side_report_the_same_numbers(journey, tmp_path):
     _, reference = journey
     report = run_pipeline(preset("micro"), tmp_path / "side_by_side", jobs=2)
     assert report["jobs"] == 2 and without_times(report) == without_times(reference)
+
+
+PARENT_OF_A_WORKER = """
+import multiprocessing, time
+from minillm.utils import beside
+if __name__ == "__main__":
+    with beside(time.sleep, 120):
+        while not multiprocessing.active_children():
+            time.sleep(0.05)
+        print(*[child.pid for child in multiprocessing.active_children()], flush=True)
+        time.sleep(120)
+"""
+
+
+def test_a_worker_stops_when_its_parent_is_killed_outright(tmp_path):
+    """kill -9 of a pipeline run with --jobs 2 must not leave its workers training (and writing) on."""
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT_OF_A_WORKER)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert workers and all(alive(pid) for pid in workers)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in workers if alive(pid)]
+    for pid in left:  # leave no process behind when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left
+
+
+def alive(pid: int) -> bool:
+    """The process runs (a zombie, finished but not yet reaped by its new parent, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
