@@ -21,6 +21,11 @@
 #   bash bench/gpu_check.sh --dry-run   # the same steps on this CPU at micro size, in the current
 #                                       # Python, which it leaves as it is (nothing is installed)
 set -uo pipefail
+case "${1:-}" in
+  -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  ""|--dry-run) ;;
+  *) echo "gpu_check.sh: unknown option ${1}; it takes --dry-run or nothing (--help says more)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"

@@ -23,6 +23,15 @@ import gpu_check  # noqa: E402  (scripts of bench/, not a package)
 import run_all  # noqa: E402
 
 
+@pytest.mark.parametrize("option, code, says", [("--help", 0, "bash bench/gpu_check.sh --dry-run"),
+                                                 ("--bogus", 2, "unknown option --bogus")])
+def test_gpu_check_help_and_an_unknown_option_start_nothing(option, code, says, tmp_path):
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), option], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "OUT": str(tmp_path)})
+    assert done.returncode == code and says in done.stdout + done.stderr and "== install ==" not in done.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}

@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the corpus and the suite")
     parser.add_argument("--corpus-mb", type=float, default=2.0, help="corpus size in MB")
     parser.add_argument("--n-train", type=int, default=1800,
-                        help="training records per task family (at most 1800: plural runs out of inputs)")
+                        help="training records per task family (at most about 1870: plural runs out of inputs)")
     args = parser.parse_args()
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file; it names the folder to write corpus.txt and instructions.jsonl into")
