@@ -121,8 +121,8 @@ def micro_batch_weights(parts: list[dict[str, torch.Tensor]], count_terms: Count
     Without `count_terms`, 1/grad_accum_steps each: exact when every micro-batch's mean is over
     equally many terms (CLM's full windows). A masked loss is not: SFT's rows hold from 2 answer
     tokens to a whole replayed window of text. Weighting their means equally would over-weight the
-    tokens of sparse micro-batches, so the gradient would change with grad_accum_steps (the
-    gradient-accumulation bug widely shipped until 2024). With `count_terms(part)` (how many terms
+    tokens of sparse micro-batches, so the gradient would change with grad_accum_steps (a bug
+    common in training libraries until 2024; docs/findings.md). With `count_terms(part)` (how many terms
     the loss function averages over), micro-batch i counts n_i / N, its share of the terms of the
     whole global batch; times world_size, because DDP then averages the ranks' gradients.
     """
