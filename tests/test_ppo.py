@@ -27,6 +27,7 @@ from minillm.stage3_rlhf import dpo, grpo, ppo
 from minillm.stage3_rlhf.annotate import annotate
 from minillm.stage3_rlhf.annotator import WEIGHTS, best_and_worst, gold_score
 from minillm.stage3_rlhf.dpo import train_dpo
+from minillm.stage3_rlhf.online_rl import warn_float32_eager
 from minillm.stage3_rlhf.ppo import gold_normaliser, ppo_update, rollout, train_ppo
 from minillm.stage3_rlhf.preferences import collect_rankings, compare_policies, read_preferences
 from minillm.stage3_rlhf.reward_model import (
@@ -219,7 +220,7 @@ def test_ppo_and_grpo_say_that_they_ignore_dtype_and_compile(runs, tmp_path):
         train_ppo(bf16, runs["sft"], runs["rm"], RECORDS, tmp_path / "bf16")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        ppo.warn_float32_eager(cfg.train, "GRPO")  # float32, eager: nothing to say
+        warn_float32_eager(cfg.train, "GRPO")  # float32, eager: nothing to say
 
 
 def test_a_policy_compared_with_itself_ties_everywhere(runs):

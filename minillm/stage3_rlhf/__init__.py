@@ -11,7 +11,11 @@ Read in this order:
   its own language-model head, the ranking loss, normalisation; best of n (the reward model
   picks one of n sampled answers: the yardstick RL is read against);
 - ppo.py: rollouts, KL-penalised rewards, GAE, the clipped objectives; reward hacking without KL;
-- dpo.py: the same rankings, optimised directly, with no reward model and no sampling.
+  online_rl.py: what PPO and GRPO share around them (records, run folder, resume, checks);
+- dpo.py: the same rankings, optimised directly, with no reward model and no sampling;
+- grpo.py: group-relative advantages instead of a critic, rewarded by the reward model or by a
+  program (verifier.py: is the reference answer in it?); pass_at_k.py: what RL can and cannot teach;
+- scoreboard.py: every policy against the same SFT answers, on the same held-out prompts.
 """
 
 from minillm.stage3_rlhf.annotate import annotate

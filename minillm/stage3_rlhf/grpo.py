@@ -45,17 +45,16 @@ from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf.annotator import gold_score
-from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve
-from minillm.stage3_rlhf.ppo import (
+from minillm.stage3_rlhf.online_rl import (
     check_rewards,
-    clipped_policy_loss,
     open_run,
-    response_logits,
     rl_records,
     save_run,
     summarize_run,
     warn_float32_eager,
 )
+from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve
+from minillm.stage3_rlhf.ppo import clipped_policy_loss, response_logits
 from minillm.stage3_rlhf.preferences import compare_policies
 from minillm.stage3_rlhf.reward_model import RewardModel, load_reward_model
 from minillm.stage3_rlhf.sequences import (

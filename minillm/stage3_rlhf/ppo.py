@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +36,20 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from minillm.config import PPOConfig, TrainConfig, to_dict
-from minillm.errors import CheckpointError, DataError, TrainingError
+from minillm.config import PPOConfig, to_dict
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf.annotator import gold_score
-from minillm.stage3_rlhf.preferences import compare_policies, comparison_summary, heldout_records
+from minillm.stage3_rlhf.online_rl import (
+    check_rewards,
+    open_run,
+    rl_records,
+    save_run,
+    summarize_run,
+    warn_float32_eager,
+)
+from minillm.stage3_rlhf.preferences import compare_policies
 from minillm.stage3_rlhf.reward_model import RewardModel, load_reward_model
 from minillm.stage3_rlhf.sequences import (
     gather_logprobs,
@@ -51,10 +57,9 @@ from minillm.stage3_rlhf.sequences import (
     masked_mean,
     sample_responses,
 )
-from minillm.train import load_checkpoint, load_model, plot_metrics, plot_panels, save_checkpoint
-from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME, short_reason
+from minillm.train import load_model, plot_metrics, plot_panels
 from minillm.train.health import check_loss
-from minillm.train.loop import CONFIG_NAME, METRICS_NAME, append_metrics, read_metrics, write_metrics
+from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.train.optim import adamw, follow_schedule, param_groups
 from minillm.utils import resolve_device, seed_everything, write_json
 
@@ -290,70 +295,6 @@ def step_metrics(ro: Rollout, update: list[dict[str, float]], kl_coef: float) ->
     }
 
 
-def warn_float32_eager(train: TrainConfig, method: str) -> None:
-    """`--dtype` and `--compile` reach every stage's TrainConfig, but the online-RL loops run in float32
-    and eagerly: say so, rather than let a learner think the run used them."""
-    if train.dtype != "float32" or train.compile:
-        warnings.warn(f"{method} trains in float32 without torch.compile; train.dtype={train.dtype} and "
-                      f"train.compile={train.compile} apply to the other stages only", stacklevel=2)
-
-
-def rl_records(records: list[dict], eval_prompts: int, method: str) -> tuple[list[dict], list[dict]]:
-    """The "train" records, whose prompts the rollouts draw, and the held-out records the policies are
-    compared on at the end: both checked before a run writes anything. Unchecked, records without a
-    training prompt would crash the first rollout, and records without a held-out one would stop the
-    run only after all of its training. Shared by PPO and GRPO.
-    """
-    prompts = [r for r in records if r.get("split", "train") == "train"]
-    if not prompts:
-        raise DataError(f"{method}: no training records (split == 'train') to draw prompts from; pass the "
-                        "instruction records with their training split")
-    return prompts, heldout_records(records, eval_prompts, 0)
-
-
-def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_config: dict, generator: torch.Generator,
-             **resumable: Any) -> tuple[int, list[dict], dict]:
-    """Start an online-RL run in `out_dir`, or resume it exactly: (first step, metrics so far, saved state).
-
-    Each of `resumable` (policy, critic, optimizer, by their checkpoint key) gets its saved state,
-    and the generator its position, so a resumed run draws the same prompts and tokens as one that
-    never stopped. Shared by PPO and GRPO.
-    """
-    ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
-    if ckpt_path.is_file() and not resume:
-        raise CheckpointError(f"{out_dir} already holds a {method} run: pass resume (--resume) or choose another "
-                              "folder")
-    state: dict = {}
-    if ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        for key, obj in resumable.items():
-            try:
-                obj.load_state_dict(state[key])
-            except (KeyError, RuntimeError, ValueError) as err:  # e.g. another model size or optimizer
-                raise CheckpointError(f"{ckpt_path}: its saved {key} does not fit this run ({short_reason(err)}); "
-                                      "resume with the settings it was trained with, or train into a new "
-                                      "folder") from None
-        generator.set_state(state["generator"])
-        tqdm.write(f"{method.lower()}: resuming from step {state['step']} ({ckpt_path})")
-    first_step = state.get("step", 0) + 1
-    history = read_metrics(metrics_path, up_to_step=first_step - 1)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_metrics(metrics_path, history)
-    tokenizer.save(out_dir / TOKENIZER_NAME)
-    write_json(out_dir / CONFIG_NAME, run_config)
-    return first_step, history, state
-
-
-def save_run(out_dir: Path, step: int, policy: GPT, generator: torch.Generator, **state: Any) -> None:
-    """Checkpoint an online-RL run (atomically, train/checkpoint.py): the policy, loadable as any GPT
-    run, the generator, and `state` (modules and optimizers by their state dicts, numbers as they are)."""
-    save_checkpoint(out_dir / CKPT_NAME, {
-        "step": step, "model_kind": "gpt", "model_config": to_dict(policy.config), "model": policy.state_dict(),
-        "generator": generator.get_state(),
-        **{key: value.state_dict() if hasattr(value, "state_dict") else value for key, value in state.items()},
-    })
-
-
 def train_ppo(
     cfg: PPOConfig, sft_dir: str | Path, rm_dir: str | Path, records: list[dict], out_dir: str | Path, *,
     resume: bool = False,
@@ -409,27 +350,6 @@ def train_ppo(
     metrics = summarize_run(history, comparison, time.perf_counter() - start)
     write_json(out_dir / "ppo_metrics.json", {k: v for k, v in metrics.items() if k != "history"})
     return metrics
-
-
-def check_rewards(scores: Tensor, answers: list[str], step: int, method: str = "PPO") -> None:
-    """Stop with a TrainingError naming the step and an answer if a reward (B,) is NaN or infinite."""
-    bad = (~torch.isfinite(scores)).nonzero().flatten().tolist()
-    if bad:
-        raise TrainingError(
-            f"{method} stopped at step {step}: the reward was non-finite ({scores[bad[0]].item()}) for {len(bad)} of "
-            f"{len(answers)} answers, e.g. {answers[bad[0]]!r}. Check the reward model run (retrain it, or lower "
-            f"its lr); the last {method} checkpoint is kept"
-        )
-
-
-def summarize_run(history: list[dict], comparison: dict, seconds: float) -> dict[str, Any]:
-    """The numbers of the pipeline report: the comparison with SFT, and the last step's KL (and RM score)."""
-    last = history[-1] if history else {}
-    summary = {**comparison_summary(comparison), "kl": last.get("kl", float("nan")), "seconds": seconds,
-               "history": history}
-    if "rm_score" in last:  # PPO's; GRPO has no single reward model score
-        summary["rm_score"] = last["rm_score"]
-    return summary
 
 
 # --------------------------------------------------------------------------------------------------
