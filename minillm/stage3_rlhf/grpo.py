@@ -44,15 +44,8 @@ from minillm.config import GRPOConfig, to_dict
 from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.template import check_room_for_prompt
+from minillm.stage3_rlhf import online_rl
 from minillm.stage3_rlhf.annotator import gold_score
-from minillm.stage3_rlhf.online_rl import (
-    check_rewards,
-    open_run,
-    rl_records,
-    save_run,
-    summarize_run,
-    warn_float32_eager,
-)
 from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve
 from minillm.stage3_rlhf.ppo import clipped_policy_loss, response_logits
 from minillm.stage3_rlhf.preferences import compare_policies
@@ -278,8 +271,8 @@ def train_grpo(
     and the history.
     """
     start, out_dir = time.perf_counter(), Path(out_dir)
-    prompts, heldout = rl_records(records, cfg.eval_prompts, "GRPO")
-    warn_float32_eager(cfg.train, "GRPO")
+    prompts, heldout = online_rl.rl_records(records, cfg.eval_prompts, "GRPO")
+    online_rl.warn_float32_eager(cfg.train, "GRPO")
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     policy, tokenizer = load_model(sft_dir, GPT, map_location=device)
@@ -294,7 +287,7 @@ def train_grpo(
     reference.eval()
     optimizer = make_optimizer(policy, cfg.train)
     generator = torch.Generator().manual_seed(cfg.train.seed)
-    first_step, history, _ = open_run(
+    first_step, history, _ = online_rl.open_run(
         out_dir, "GRPO", resume, tokenizer, {"grpo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
         generator, model=policy, optimizer=optimizer)
 
@@ -302,7 +295,7 @@ def train_grpo(
                      total=cfg.train.max_steps):
         rows = torch.randint(len(prompts), (cfg.prompts_per_step,), generator=generator).tolist()
         ro = rollout(policy, reference, reward_fn, tokenizer, [prompts[i] for i in rows], cfg, generator)
-        check_rewards(ro.rewards.flatten(), ro.responses.answers, step, "GRPO")
+        online_rl.check_rewards(ro.rewards.flatten(), ro.responses.answers, step, "GRPO")
         lr = follow_schedule(optimizer, step - 1, cfg.train)
         update = grpo_update(policy, optimizer, ro, cfg, generator)
         row = {"step": step, **step_metrics(ro, update), "lr": lr, "elapsed_s": time.perf_counter() - start}
@@ -310,15 +303,15 @@ def train_grpo(
         history.append(row)
         append_metrics(out_dir / METRICS_NAME, row)
         if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:
-            save_run(out_dir, step, policy, generator, optimizer=optimizer)
+            online_rl.save_run(out_dir, step, policy, generator, optimizer=optimizer)
     train_seconds = time.perf_counter() - start
     for name, (title, panels) in PLOTS.items():
         plot_panels(history, out_dir / name, panels, title=f"{title} ({cfg.reward} reward)")
     comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
                                   seed=cfg.train.seed)
-    metrics = {**summarize_run(history, comparison, time.perf_counter() - start), "train_seconds": train_seconds,
-               "reward": cfg.reward, "pass_at_1_sft": 1.0 - comparison["wrong_baseline"],
-               "pass_at_1_after": 1.0 - comparison["wrong_policy"]}
+    metrics = {**online_rl.summarize_run(history, comparison, time.perf_counter() - start),
+               "train_seconds": train_seconds, "reward": cfg.reward,
+               "pass_at_1_sft": 1.0 - comparison["wrong_baseline"], "pass_at_1_after": 1.0 - comparison["wrong_policy"]}
     if pass_at_k:
         for name, model in (("sft", reference), ("after", policy)):
             right = count_right(model, tokenizer, heldout[:cfg.passk_prompts], cfg.passk_samples, cfg.temperature,

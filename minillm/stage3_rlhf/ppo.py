@@ -40,15 +40,8 @@ from minillm.config import PPOConfig, to_dict
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.template import check_room_for_prompt
+from minillm.stage3_rlhf import online_rl
 from minillm.stage3_rlhf.annotator import gold_score
-from minillm.stage3_rlhf.online_rl import (
-    check_rewards,
-    open_run,
-    rl_records,
-    save_run,
-    summarize_run,
-    warn_float32_eager,
-)
 from minillm.stage3_rlhf.preferences import compare_policies
 from minillm.stage3_rlhf.reward_model import RewardModel, load_reward_model
 from minillm.stage3_rlhf.sequences import (
@@ -307,8 +300,8 @@ def train_ppo(
     "gold_sft", "gold_after", "kl", "rm_score", "seconds", "history", "examples"}.
     """
     start, out_dir = time.perf_counter(), Path(out_dir)
-    prompts, heldout = rl_records(records, cfg.eval_prompts, "PPO")
-    warn_float32_eager(cfg.train, "PPO")
+    prompts, heldout = online_rl.rl_records(records, cfg.eval_prompts, "PPO")
+    online_rl.warn_float32_eager(cfg.train, "PPO")
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     policy, tokenizer = load_model(sft_dir, GPT, map_location=device)
@@ -321,7 +314,7 @@ def train_ppo(
     optimizer = make_optimizer_pair(policy, critic, cfg)
     generator = torch.Generator().manual_seed(cfg.train.seed)  # every draw of the run: prompts, tokens, minibatches
     gold_norm = gold_normaliser(policy, tokenizer, prompts, cfg) if cfg.reward == "gold" else None
-    first_step, history, state = open_run(
+    first_step, history, state = online_rl.open_run(
         out_dir, "PPO", resume, tokenizer, {"ppo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
         generator, model=policy, critic=critic, optimizer=optimizer)
     kl_coef = state.get("kl_coef", cfg.kl_coef)  # adaptive beta resumes where it was
@@ -331,7 +324,7 @@ def train_ppo(
         rows = torch.randint(len(prompts), (cfg.rollout_batch_size,), generator=generator).tolist()
         ro = rollout(policy, reference, rm, critic, tokenizer, [prompts[i] for i in rows], cfg, kl_coef, generator,
                      gold_norm)
-        check_rewards(ro.rm_score, ro.answers, step)
+        online_rl.check_rewards(ro.rm_score, ro.answers, step)
         lr = follow_schedule(optimizer, step - 1, cfg.train)  # the critic's lr moves in proportion
         update = ppo_update(policy, critic, optimizer, ro, cfg, generator)
         row = {"step": step, **step_metrics(ro, update, kl_coef), "lr": lr, "elapsed_s": time.perf_counter() - start}
@@ -341,13 +334,13 @@ def train_ppo(
         history.append(row)
         append_metrics(out_dir / METRICS_NAME, row)
         if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:
-            save_run(out_dir, step, policy, generator, critic=critic, optimizer=optimizer, kl_coef=kl_coef)
+            online_rl.save_run(out_dir, step, policy, generator, critic=critic, optimizer=optimizer, kl_coef=kl_coef)
     for name, (title, panels) in PLOTS.items():
         judge = ", rewarded by the gold judge" if cfg.reward == "gold" else ""  # rm_score is then gold's
         plot_panels(history, out_dir / name, panels, title=f"{title} (kl_coef {cfg.kl_coef}{judge})")
     comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
                                   seed=cfg.train.seed)
-    metrics = summarize_run(history, comparison, time.perf_counter() - start)
+    metrics = online_rl.summarize_run(history, comparison, time.perf_counter() - start)
     write_json(out_dir / "ppo_metrics.json", {k: v for k, v in metrics.items() if k != "history"})
     return metrics
 
