@@ -158,7 +158,8 @@ def test_lora_sft_learns_writes_adapters_and_a_plain_merged_checkpoint(tmp_path)
                             log_every=1, save_every=1000)
     swapped = {"hello": "bye", "bye": "one two three", "one two three": "hello"}
     wrong = [{**r, "response": swapped[r["response"]]} for r in RECORDS]
-    cfg = SFTConfig(train=train_cfg, lora=LoRAConfig(rank=4, alpha=8.0, targets="qkv,proj,fc", also_train="tok_emb"))
+    cfg = SFTConfig(train=train_cfg, lora=LoRAConfig(rank=4, alpha=8.0, targets="qkv,proj,fc", also_train="tok_emb"),
+                    max_new_tokens=8)
     base_run = train_sft(cfg, wrong, tmp_path / "base", scratch_model_config=model_cfg,
                          tokenizer=tokenizer)  # a base that answers every request with another request's answer
     assert base_run["trainable_params"] == base_run["params"]  # from scratch there is nothing to adapt: all train

@@ -69,7 +69,7 @@ def build_runs(root: Path) -> dict[str, Path]:
                           progress=False)
     model_cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
     sft_cfg = SFTConfig(train=TrainConfig(max_steps=15, batch_size=8, lr=3e-3, warmup_steps=2, eval_every=100,
-                                          save_every=100, log_every=5))
+                                          save_every=100, log_every=5), max_new_tokens=8)
     train_sft(sft_cfg, RECORDS, root / "sft", scratch_model_config=model_cfg, tokenizer=tok)
     reward_cfg = RewardConfig(train=TrainConfig(max_steps=4, batch_size=4, eval_every=4, save_every=4,
                                                 eval_batches=1, log_every=1),
@@ -317,6 +317,13 @@ def test_train_dpo_runs_and_reports(runs, monkeypatch):
                                                              runs["root"] / "dpo"))
     assert 0.0 <= result["win_rate_vs_sft"] <= 1.0 and result["n_pairs"] > 0
     assert load_model(runs["root"] / "dpo", GPT)[0] is not None
+
+
+def test_dpo_refuses_an_answer_length_without_room_before_it_trains(runs, tmp_path):
+    cfg = DPOConfig(train=TrainConfig(max_steps=3, batch_size=4), eval_prompts=6, max_new_tokens=29)
+    with pytest.raises(ConfigError, match=r"DPOConfig.max_new_tokens=29 leaves no room .* largest allowed is 28"):
+        train_dpo(cfg, runs["sft"], runs["prefs"], RECORDS, tmp_path / "dpo")
+    assert not (tmp_path / "dpo").exists()  # refused before training, not at the comparison after it
 
 
 def test_best_and_worst_of_rankings_with_ties():

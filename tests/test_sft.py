@@ -180,7 +180,7 @@ def test_without_optimizer_steps_nothing_is_learned(tokenizer, tmp_path, monkeyp
 
 
 def test_train_sft_refuses_bad_arguments(tokenizer, tmp_path) -> None:
-    cfg = SFTConfig()
+    cfg = SFTConfig(max_new_tokens=8)
     model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
     with pytest.raises(ConfigError, match="exactly one"):
         train_sft(cfg, RECORDS, tmp_path, tokenizer=tokenizer)
@@ -248,9 +248,11 @@ def test_accumulated_sft_steps_equal_one_big_batch_though_rows_hold_unequal_targ
 def test_pretrain_mix_without_a_corpus_is_refused(tokenizer, tmp_path) -> None:
     model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
     with pytest.raises(ConfigError, match="pretrain_mix"):
-        train_sft(SFTConfig(pretrain_mix=0.25), RECORDS, tmp_path, scratch_model_config=model_cfg, tokenizer=tokenizer)
+        train_sft(SFTConfig(pretrain_mix=0.25, max_new_tokens=8), RECORDS, tmp_path, scratch_model_config=model_cfg,
+                  tokenizer=tokenizer)
     with pytest.raises(DataError, match="not one window"):
-        train_sft(SFTConfig(pretrain_mix=0.25), RECORDS, tmp_path, scratch_model_config=model_cfg, tokenizer=tokenizer,
+        train_sft(SFTConfig(pretrain_mix=0.25, max_new_tokens=8), RECORDS, tmp_path, scratch_model_config=model_cfg,
+                  tokenizer=tokenizer,
                   pretrain_docs=["hi"])
 
 

@@ -42,7 +42,7 @@ from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.model.lora import add_lora, count_parameters, load_lora_state_dict, lora_state_dict, merged_state_dict
 from minillm.stage1_pretrain.data import pack_documents
-from minillm.stage2_sft.template import ChatExample, TemplateStats, encode_records
+from minillm.stage2_sft.template import ChatExample, TemplateStats, check_room_for_prompt, encode_records
 from minillm.train import load_model, train
 from minillm.train.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
 from minillm.utils import seed_everything, to_device
@@ -193,6 +193,8 @@ def train_sft(
     """
     seed_everything(cfg.train.seed)
     model, tokenizer = _initial_model(init_dir, scratch_model_config, tokenizer)
+    # the evaluation after training answers with this length: refuse it now, not after the training
+    check_room_for_prompt(model.config.block_size, cfg.max_new_tokens, "SFTConfig.max_new_tokens")
     out_dir = Path(out_dir)
     lora = cfg.lora.rank > 0 and init_dir is not None  # adapters adapt a pretrained model, not random weights
     if lora:

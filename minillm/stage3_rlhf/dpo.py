@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from minillm.config import DPOConfig, to_dict
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
-from minillm.stage2_sft.template import ChatExample, encode_example
+from minillm.stage2_sft.template import ChatExample, check_room_for_prompt, encode_example
 from minillm.stage3_rlhf.annotator import ranking_to_pairs
 from minillm.stage3_rlhf.preferences import (
     compare_policies,
@@ -155,6 +155,8 @@ def train_dpo(
     test_records = heldout_records(records, cfg.eval_prompts, 0)  # checked now, not after all the training
     seed_everything(cfg.train.seed)
     policy, tokenizer = load_model(sft_dir, GPT, map_location=resolve_device(cfg.train.device))
+    # the comparison after training answers with this length: refuse it now, not after the training
+    check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "DPOConfig.max_new_tokens")
     reference = copy.deepcopy(policy).requires_grad_(False).eval()
     train_rankings, test_rankings = split_rankings(read_preferences(prefs_path))
     splits = {name: with_reference(reference, encode_pairs(tokenizer, rankings, policy.config.block_size),

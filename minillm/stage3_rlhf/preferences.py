@@ -37,6 +37,7 @@ from minillm.datasets.jsonl import read_records, write_jsonl
 from minillm.errors import DataError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
+from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf.annotator import (
     SimulatedAnnotator,
     gold_score,
@@ -222,6 +223,7 @@ def collect_rankings(
     """
     start = time.perf_counter()
     policy, tokenizer = load_model(sft_dir, GPT, map_location=resolve_device(cfg.train.device))
+    check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "RewardConfig.max_new_tokens")
     generator = torch.Generator().manual_seed(cfg.train.seed)
     pool = [r for r in records if r.get("split", "train") == "train"]
     pool = [pool[i] for i in torch.randperm(len(pool), generator=generator).tolist()]
