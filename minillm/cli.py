@@ -262,7 +262,8 @@ def cmd_reward(args: argparse.Namespace) -> None:
     if prefs is None:
         prefs = str(Path(args.out) / "prefs.jsonl")
         if Path(prefs).is_file():  # rankings collected before (maybe by hand): never overwrite them
-            print(f"using the rankings already in {prefs}")
+            print(f"using the rankings already in {prefs}, whatever settings made them (delete it, or train "
+                  "into another --out, to sample and rank new answers)")
         else:
             collect_rankings(cfg.reward, args.sft, records, prefs)
     result = train_reward_model(cfg.reward, args.sft, prefs, args.out, records=records, resume=args.resume)

@@ -425,6 +425,20 @@ def test_ctrl_c_exits_130(monkeypatch, capsys):
     assert run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)[:3] == (130, "", "minillm: interrupted\n")
 
 
+def test_reward_keeps_the_rankings_it_finds_in_its_folder_and_says_how_to_make_new_ones(monkeypatch, capsys, tmp_path):
+    from minillm.stage3_rlhf import preferences, reward_model
+
+    (tmp_path / "prefs.jsonl").write_text("ranked by hand\n", encoding="utf-8")
+    collected, trained_on = [], []
+    monkeypatch.setattr(preferences, "collect_rankings", lambda *args: collected.append(args))
+    monkeypatch.setattr(reward_model, "train_reward_model",
+                        lambda cfg, sft, prefs, out, **kw: trained_on.append(prefs) or {"pairwise_accuracy": 0.5})
+    code, out, err = run(["reward", "--sft", "s", "--preset", "micro", "--out", str(tmp_path)], capsys)
+    assert code == 0 and collected == [] and trained_on == [str(tmp_path / "prefs.jsonl")], err
+    assert f"using the rankings already in {tmp_path / 'prefs.jsonl'}, whatever settings made them (delete it" in out
+    assert (tmp_path / "prefs.jsonl").read_text(encoding="utf-8") == "ranked by hand\n"
+
+
 def test_resume_into_a_folder_without_a_checkpoint_says_it_starts_anew(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(cli, "cmd_pretrain", lambda args: None)
     code, _, err = run(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "typo"), "--resume"], capsys)
