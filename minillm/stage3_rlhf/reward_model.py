@@ -191,6 +191,10 @@ def ranking_loss(rewards: Tensor, ranks: Tensor) -> tuple[Tensor, Tensor]:
     """-log sigmoid(r_better - r_worse) averaged over every pair of every ranking; and the accuracy.
 
     Shapes as in `ranked_margins`. The accuracy is the share of pairs `ordered_right`.
+
+    The mean is over the batch's pairs, pooled. InstructGPT instead divides each prompt's loss by
+    its C(K, 2) pairs, so that every prompt counts once. The two agree when every ranking is whole;
+    pooled, a ranking with ties (which give no pair) counts less, in proportion to what it says.
     """
     margins = ranked_margins(rewards, ranks)
     return -F.logsigmoid(margins).mean(), ordered_right(margins).mean()
