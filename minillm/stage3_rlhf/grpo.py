@@ -115,7 +115,9 @@ def grpo_loss(
     ref_logprobs may be None when kl_coef is 0: there is no KL term then.
     """
     token_advantages = advantages[:, None].expand_as(logprobs)  # detail: every token shares its answer's advantage
-    # detail: token-level mean over all answer tokens of the batch (PPO's objective, reused)
+    # detail: token-level mean over all answer tokens of the batch (PPO's objective, reused), as Dr. GRPO
+    # and DAPO do. DeepSeekMath's GRPO averages within each answer first, so each token of a long
+    # answer counts less than one of a short answer: that pushes wrong answers to grow longer.
     pg_loss, stats = clipped_policy_loss(logprobs, old_logprobs, token_advantages, mask, clip_range)
     stats = {**stats, "pg_loss": pg_loss.item()}
     if ref_logprobs is None:
