@@ -582,10 +582,9 @@ def _lock_for(args: argparse.Namespace):
 
 def _say_when_nothing_to_resume(args: argparse.Namespace) -> None:
     """--resume into a folder without a checkpoint (a typo in --out, say) starts a new run: say so."""
-    from minillm.train.checkpoint import CKPT_NAME
+    from minillm.train.checkpoint import saved_checkpoints
 
-    out = Path(args.out) if getattr(args, "resume", False) else None
-    if out is not None and not ((out / CKPT_NAME).is_file() or any(out.glob(f"*/{CKPT_NAME}"))):
+    if getattr(args, "resume", False) and not saved_checkpoints(args.out):
         print(f"minillm: nothing to resume in {args.out} (no checkpoint): starting a new run", file=sys.stderr)
 
 

@@ -54,9 +54,8 @@ def find_root() -> Path:
     anywhere), and from minillm's own (an editable install), each with its parents. A notebook
     opened from lessons/ (where `__file__` is not defined) finds it from the current folder. None
     found is a DataError, raised when a lesson imports this module: before it creates anything."""
-    script = getattr(sys.modules.get("__main__"), "__file__", None)
-    starts = [Path.cwd(), *(Path(s).parent for s in (sys.argv[0] if sys.argv else "", script) if s),
-              Path(minillm.__file__).parent]
+    scripts = [sys.argv[0] if sys.argv else "", getattr(sys.modules.get("__main__"), "__file__", None)]
+    starts = [Path.cwd(), *(Path(script).parent for script in scripts if script), Path(minillm.__file__).parent]
     for start in starts:
         start = start.resolve()
         for folder in (start, *start.parents):

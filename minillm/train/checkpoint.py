@@ -52,12 +52,16 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         ) from err
 
 
-def last_saved_step(run_dir: str | os.PathLike) -> tuple[Path, int] | None:
-    """(path, step) of the newest checkpoint in `run_dir` or one folder below it (a pipeline's
-    steps), None when there is none: what a Ctrl-C message tells the user they keep."""
+def saved_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoint files in `run_dir` or one folder below it (a pipeline's steps), unread."""
     run_dir = Path(run_dir)
-    found = [p for p in (run_dir / CKPT_NAME, *run_dir.glob(f"*/{CKPT_NAME}")) if p.is_file()]
-    for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
+    return [p for p in (run_dir / CKPT_NAME, *run_dir.glob(f"*/{CKPT_NAME}")) if p.is_file()]
+
+
+def last_saved_step(run_dir: str | os.PathLike) -> tuple[Path, int] | None:
+    """(path, step) of the newest readable checkpoint of `saved_checkpoints(run_dir)`, None when there
+    is none: what a Ctrl-C message tells the user they keep."""
+    for path in sorted(saved_checkpoints(run_dir), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             return path, int(load_checkpoint(path).get("step", 0))
         except CheckpointError:
