@@ -260,7 +260,7 @@ def cmd_reward(args: argparse.Namespace) -> None:
     records = _instruction_records(cfg, args.data, args.skip_bad_lines)
     prefs = args.prefs
     if prefs is None:
-        prefs = str(Path(args.out) / "prefs.jsonl")
+        prefs = str(Path(args.out) / PREFS_NAME)
         if Path(prefs).is_file():  # rankings collected before (maybe by hand): never overwrite them
             print(f"using the rankings already in {prefs}, whatever settings made them (delete it, or train "
                   "into another --out, to sample and rank new answers)")
@@ -566,18 +566,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+PREFS_NAME = "prefs.jsonl"  # the rankings `reward` collects into its folder, or finds there
 WRITE_ONE_FILE = (cmd_tokenizer_train, cmd_annotate, cmd_compare)  # their --out is a file, not a run folder
 
 
 def _lock_for(args: argparse.Namespace):
     """Commands whose --out is a run folder hold its lock while they run (two runs in one folder
     would overwrite each other); `tokenizer train`, `annotate` and `compare` write a single file instead.
-    Under torchrun only rank 0 writes files, so only rank 0 holds the lock."""
+    Under torchrun only rank 0 writes files, so only rank 0 holds the lock. `reward` may find your
+    own rankings in its folder before any run has been there (cmd_reward)."""
     from minillm.utils import run_folder_lock
 
     if getattr(args, "out", None) is None or args.func in WRITE_ONE_FILE or os.environ.get("RANK", "0") != "0":
         return nullcontext()
-    return run_folder_lock(args.out)
+    return run_folder_lock(args.out, inputs=(PREFS_NAME,) if args.func is cmd_reward else ())
 
 
 def _say_when_nothing_to_resume(args: argparse.Namespace) -> None:

@@ -171,6 +171,7 @@ def spread_rows(rows: list, n: int) -> list:
 
 
 LOCK_NAME = ".minillm.lock"
+RUN_MARK_NAME = ".minillm-run"  # an empty file left in every folder a run writes into: "this folder is a run's"
 
 
 def process_alive(pid: int) -> bool:
@@ -192,8 +193,36 @@ def check_is_folder(path: Path) -> None:
         raise DataError(f"--out {path} is a file, not a folder; give a folder for the run's outputs")
 
 
+def check_not_foreign(folder: Path, inputs: tuple[str, ...] = ()) -> None:
+    """Refuse a folder that already holds files no minillm run wrote (`--out .` in a project, say).
+
+    A run writes config.json, metrics.jsonl, checkpoints and plots into its folder, over any file of
+    the same name: someone else's config.json would be lost. So a run goes only into a new folder, an
+    empty one, or one a run has written before (it holds RUN_MARK_NAME). `inputs` names the files a
+    command reads from its folder and never overwrites (`reward` uses the prefs.jsonl it finds there).
+    """
+    if not folder.is_dir() or (folder / RUN_MARK_NAME).exists() or made_by_earlier_minillm(folder):
+        return
+    theirs = sorted(path.name for path in folder.iterdir()
+                    if not path.name.startswith(LOCK_NAME) and path.name not in inputs)
+    if theirs:
+        shown = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
+        raise DataError(
+            f"--out {folder} already holds files no minillm run wrote ({shown}); a run writes its config.json, "
+            "metrics and checkpoints there and would overwrite files of those names: give a new or empty folder "
+            f"(if it is a run of an earlier minillm, create an empty {RUN_MARK_NAME} file in it)"
+        )
+
+
+def made_by_earlier_minillm(folder: Path) -> bool:
+    """A run folder from before RUN_MARK_NAME existed: a training run's config.json beside its
+    metrics.jsonl, or a pipeline run's config.json beside its first step's folder."""
+    return (folder / "config.json").is_file() and ((folder / "metrics.jsonl").is_file()
+                                                    or (folder / "01_tokenizer").is_dir())
+
+
 @contextmanager
-def run_folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> Iterator[Path]:
     """Hold `folder/.minillm.lock` (it holds our process id) while a command writes into `folder`.
 
     Two runs writing into one folder would overwrite each other's checkpoints and metrics, and
@@ -201,10 +230,14 @@ def run_folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
     grants to one process only. A second run finds it and stops with RunLockedError naming the
     holder; a lock left behind by a process that is gone (killed with -9, a crashed machine) is
     taken over with a notice. The lock is removed when the block ends, however it ends (and the
-    folder too, if this call created it and nothing was written into it).
+    folder too, if this call created it and nothing was written into it). A folder holding files of
+    someone else's is refused before anything is written (check_not_foreign, which lets the files
+    named in `inputs` through); one that is taken is
+    marked as a run's (RUN_MARK_NAME), so that later runs may go on in it.
     """
     folder = Path(folder)
     check_is_folder(folder)
+    check_not_foreign(folder, inputs)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
@@ -225,12 +258,15 @@ def run_folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
             remove_stale_lock(lock, holder)  # then try O_EXCL again: if another run got there first, it wins
     with os.fdopen(fd, "w") as f:
         f.write(f"{os.getpid()}\n")
+    mark = folder / RUN_MARK_NAME
+    mark.touch()
     try:
         yield lock
     finally:
         if _lock_holder(lock) == os.getpid():
             lock.unlink(missing_ok=True)
-        if created and not any(folder.iterdir()):  # a run that failed at once leaves no empty folder behind
+        if created and [path.name for path in folder.iterdir()] == [RUN_MARK_NAME]:
+            mark.unlink()  # a run that failed at once leaves no empty folder behind
             folder.rmdir()
 
 

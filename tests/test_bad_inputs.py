@@ -37,6 +37,7 @@ from minillm.errors import CheckpointError, ConfigError, DataError, ModelInputEr
 from minillm.model import GPT, Bert
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, save_checkpoint
+from minillm.utils import RUN_MARK_NAME
 
 Setup = Callable[[Path], None]
 
@@ -260,6 +261,7 @@ CLI_TABLE = [
         ("reward", "--sft", "{ws}/gpt", "--out", "{ws}/rm_done", "--preset", "micro", "--data", "{ws}/i.jsonl"),
         CheckpointError, ("rm_done already holds a training run", "--resume", "another output folder"),
         lambda ws: (write("i.jsonl", GOOD_RECORD)(ws), write("rm_done/prefs.jsonl", good_prefs())(ws),
+                    write(f"rm_done/{RUN_MARK_NAME}", "")(ws),
                     shutil.copy(ws / "gpt" / "ckpt.pt", ws / "rm_done" / "ckpt.pt"))),
     # --- stage 3 runs: records and answer lengths checked before anything is written ----------------
     Bad("ppo: no training records", PPO, DataError, ("PPO: no training records", "split == 'train'"),

@@ -28,6 +28,7 @@ from minillm.config import apply_overrides, preset, train_configs
 from minillm.errors import ConfigError, DataError
 from minillm.tokenizer import SPECIAL_TOKENS, load_tokenizer
 from minillm.train import save_checkpoint
+from minillm.utils import RUN_MARK_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("tokenizer", "pretrain", "fill-mask", "generate", "sft", "chat", "annotate", "reward", "ppo", "dpo", "grpo",
@@ -445,6 +446,7 @@ def test_resume_into_a_folder_without_a_checkpoint_says_it_starts_anew(monkeypat
     assert code == 0
     assert err == f"minillm: nothing to resume in {tmp_path / 'typo'} (no checkpoint): starting a new run\n"
     save_checkpoint(tmp_path / "run" / "ckpt.pt", {"step": 3})
+    (tmp_path / "run" / RUN_MARK_NAME).touch()  # the run that saved it marked its folder
     assert run(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "run"), "--resume"], capsys)[2] == ""
 
 

@@ -20,7 +20,7 @@ import minillm
 from minillm import config, lessons
 from minillm.errors import DataError, RunLockedError
 from minillm.lessons import Run, earlier_run, own_run
-from minillm.utils import LOCK_NAME
+from minillm.utils import LOCK_NAME, RUN_MARK_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
@@ -111,6 +111,7 @@ def test_earlier_run_finishes_runs_tiny_with_its_own_settings_and_never_replaces
     made.clm.train.max_steps = 3  # as `minillm pipeline --set clm.train.max_steps=3 --out runs/tiny` writes it
     pipeline_dir.mkdir(parents=True)
     (pipeline_dir / "config.json").write_text(json.dumps(config.to_dict(made)), encoding="utf-8")
+    (pipeline_dir / RUN_MARK_NAME).touch()
     clm = earlier_run("clm").path
     settings = json.loads((clm / "inputs.json").read_text(encoding="utf-8"))["settings"]
     assert settings["clm"]["train"]["max_steps"] == 3  # runs/tiny's settings, not the preset's

@@ -69,6 +69,42 @@ def test_an_out_path_that_is_a_file_is_named_as_such(tmp_path):
         pass
 
 
+def test_a_folder_holding_someone_elses_files_is_refused_before_anything_is_written(tmp_path, capsys):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text('{"mine": true}')
+    code = main(["pretrain", "clm", "--preset", "micro", "--out", str(project)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no minillm run wrote (config.json)" in err
+    assert sorted(path.name for path in project.iterdir()) == ["config.json"]
+    assert (project / "config.json").read_text() == '{"mine": true}'
+
+
+def test_a_run_marks_its_folder_and_may_go_on_in_it(tmp_path):
+    with run_folder_lock(tmp_path / "run"):
+        (tmp_path / "run" / "config.json").write_text("{}")
+    assert (tmp_path / "run" / utils.RUN_MARK_NAME).is_file()
+    with run_folder_lock(tmp_path / "run"):  # the second run in it (a --resume, a rerun) is let in
+        pass
+    (tmp_path / "empty").mkdir()
+    with run_folder_lock(tmp_path / "empty"):  # an empty folder the user made is fine, and is kept
+        pass
+    assert [path.name for path in (tmp_path / "empty").iterdir()] == [utils.RUN_MARK_NAME]
+
+
+def test_runs_of_a_minillm_from_before_the_mark_are_recognised(tmp_path):
+    training, pipeline = tmp_path / "training", tmp_path / "pipeline"
+    for folder in (training, pipeline):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    (training / "metrics.jsonl").write_text("")
+    (pipeline / "01_tokenizer").mkdir()
+    for folder in (training, pipeline):
+        with run_folder_lock(folder):
+            pass
+        assert (folder / utils.RUN_MARK_NAME).is_file()
+
+
 def test_a_lock_just_made_and_not_yet_signed_is_waited_for_not_taken(tmp_path):
     (tmp_path / "run").mkdir()
     lock = tmp_path / "run" / LOCK_NAME
