@@ -52,7 +52,7 @@ TIMED_FUNCTIONS = {
     ("minillm.stage3_rlhf.preferences", "compare_policies"): "evaluation",
     ("minillm.stage3_rlhf.reward_model", "pairwise_accuracy"): "evaluation",
     ("minillm.stage3_rlhf.scoreboard", "policy_table"): "evaluation",
-    ("minillm.stage3_rlhf.scoreboard", "pass_at_k_curves"): "evaluation",
+    ("minillm.stage3_rlhf.scoreboard", "right_answer_counts"): "evaluation",
     ("minillm.stage1_pretrain.data", "pack_documents"): "data",
     ("minillm.stage2_sft.sft", "collate"): "data",
     ("minillm.stage2_sft.template", "encode_example"): "data",

@@ -299,9 +299,11 @@ def cmd_grpo(args: argparse.Namespace) -> None:
     records = _instruction_records(cfg, args.data, args.skip_bad_lines)
     result = train_grpo(cfg.grpo, args.sft, records, args.out, rm_dir=args.reward, resume=args.resume)
     print(comparison_lines(result, "GRPO"))
-    before, after = result["pass_at_k_sft"], result["pass_at_k_after"]
+    before, after, gain = result["pass_at_k_sft"], result["pass_at_k_after"], result["pass_at_k_gain"]
     print(f"pass@1 (the right answer is in it): SFT {result['pass_at_1_sft']:.3f} -> {result['pass_at_1_after']:.3f}")
-    print("pass@k, SFT -> GRPO: " + ", ".join(f"k={k} {before[k]:.3f} -> {after[k]:.3f}" for k in before))
+    print("pass@k, SFT -> GRPO (gain ± its standard error): "
+          + ", ".join(f"k={k} {before[k]:.3f} -> {after[k]:.3f} ({gain[k]['gain']:+.3f} ± {gain[k]['stderr']:.3f})"
+                      for k in before))
     print(f"KL to the SFT model: {result['kl']:.3f} nats per answer")
     print(f"run written to {args.out}")
 

@@ -49,11 +49,12 @@ from minillm.stage3_rlhf.preferences import collect_rankings, heldout_records
 from minillm.stage3_rlhf.reward_model import train_reward_model
 from minillm.stage3_rlhf.scoreboard import (
     BEST_OF,
-    crossing,
-    pass_at_k_curves,
+    pass_at_k_line,
+    pass_at_k_summary,
     plot_pass_at_k,
     policy_table,
     render_table,
+    right_answer_counts,
 )
 from minillm.tokenizer import load_tokenizer, train_tokenizer
 from minillm.utils import in_one_thread, interrupts_children, read_json, resolve_device, worker_pool, write_json
@@ -217,11 +218,13 @@ def step_rl_table(j: Journey) -> dict:
     device = resolve_device(cfg.train.device)
     rows = policy_table(j.folder("sft"), j.folder("reward_model"), policies, records, cfg.temperature,
                         cfg.max_new_tokens, seed=cfg.train.seed, device=device)
-    curves = pass_at_k_curves({"SFT": j.folder("sft"), **{name: j.folder(step) for name, step in RL_POLICIES.items()}},
-                              records[:cfg.passk_prompts], cfg.passk_samples, cfg.temperature, cfg.max_new_tokens,
-                              seed=cfg.train.seed, device=device)
-    plot_pass_at_k(curves, j.folder("rl_table") / "pass_at_k.png", min(cfg.passk_prompts, len(records)))
-    return {"rows": rows, "pass_at_k": curves, "n_prompts": len(records),
+    models = {"SFT": j.folder("sft"), **{name: j.folder(step) for name, step in RL_POLICIES.items()}}
+    right = right_answer_counts(models, records[:cfg.passk_prompts], cfg.passk_samples, cfg.temperature,
+                                cfg.max_new_tokens, seed=cfg.train.seed, device=device)
+    summary = pass_at_k_summary(right, cfg.passk_samples)
+    plot_pass_at_k(summary["pass_at_k"], summary["pass_at_k_gain"], j.folder("rl_table") / "pass_at_k.png",
+                   min(cfg.passk_prompts, len(records)))
+    return {"rows": rows, **summary, "right_of_n": right, "n_prompts": len(records),
             "best_of_n": {"win_rate_vs_sft": {str(n): rows[f"best of {n} (reward model)"]["win_rate_vs_sft"]
                                               for n in BEST_OF}}}
 
@@ -482,7 +485,8 @@ def build_report(cfg: PipelineConfig, device: str, results: dict[str, dict]) -> 
         stages[step]["pass_at_k_after"] = table["pass_at_k"][name]
     stages["best_of_n"] = {"seconds": 0.0, **table["best_of_n"]}
     stages["rl_table"] = {"seconds": round(float(table["wall_seconds"]), 2), "rows": table["rows"],
-                          "pass_at_k": table["pass_at_k"], "n_prompts": table["n_prompts"]}
+                          **{k: table[k] for k in ("pass_at_k", "pass_at_k_stderr", "pass_at_k_gain") if k in table},
+                          "n_prompts": table["n_prompts"]}  # a table made before the errors were measured has none
     if "copied_from" in table:  # copied from another run (reuse_from), as any step may be
         stages["rl_table"]["copied_from"] = table["copied_from"]
     return {"preset": cfg.preset, "device": device,
@@ -658,13 +662,8 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
     """GRPO's runs, the one comparison table of every stage-3 answerer, and pass@k with its crossings."""
     s = report["stages"]
     table, curves = s["rl_table"], s["rl_table"]["pass_at_k"]
-    top = max(curves["SFT"], key=int)  # the largest k measured
-    crossings = []
-    for name in RL_POLICIES:
-        k = crossing(curves["SFT"], curves[name])
-        crossings.append(f"{name}: pass@1 {_fmt(curves['SFT']['1'])} -> {_fmt(curves[name]['1'])}, pass@{top} "
-                         f"{_fmt(curves['SFT'][top])} -> {_fmt(curves[name][top])}; "
-                         + (f"the SFT model catches up at k = {k}." if k else "the SFT model does not catch up."))
+    gains = table.get("pass_at_k_gain", {})
+    crossings = [pass_at_k_line(name, curves["SFT"], curves[name], gains.get(name)) for name in RL_POLICIES]
     return [
         "## 4. GRPO, verifiable rewards, and what RL can teach",
         f"GRPO samples {j.cfg.grpo.group_size} answers per prompt and uses the group as its own baseline (no critic). "
@@ -678,7 +677,9 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
         f"{min(j.cfg.grpo.passk_prompts, table['n_prompts'])} of those prompts, so its pass@1 differs a little "
         "from the table's (one sample per prompt, every prompt): RL raises pass@1 "
         "towards what the SFT model could already do with more tries; where the SFT curve catches up, RL has "
-        "taught nothing the model could not already sample.",
+        "taught nothing the model could not already sample. In brackets, each policy's gain over the SFT model "
+        "and its standard error, measured prompt by prompt: a gain within two standard errors of 0 is not told "
+        "apart from none by these prompts.",
         "",
         *[f"- {line}" for line in crossings],
         "",

@@ -6,9 +6,11 @@ import copy
 import dataclasses
 import itertools
 import json
+import random
 import shutil
+import statistics
 import sys
-from math import comb, exp
+from math import comb, exp, sqrt
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,7 +37,7 @@ from minillm.stage3_rlhf.grpo import (
     train_grpo,
     zero_signal,
 )
-from minillm.stage3_rlhf.pass_at_k import pass_at_k, pass_at_k_curve
+from minillm.stage3_rlhf.pass_at_k import pass_at_k, pass_at_k_curve, pass_at_k_gain, pass_at_k_stderr
 from minillm.stage3_rlhf.preferences import sample_answers
 from minillm.stage3_rlhf.scoreboard import policy_table, sampled_kl
 from minillm.stage3_rlhf.sequences import answers_logprob
@@ -140,6 +142,41 @@ def test_pass_at_k_equals_enumeration_of_every_subset():
         pass_at_k(4, 1, 5)
     with pytest.raises(ValueError, match="got no prompts"):
         pass_at_k_curve([], 4)
+
+
+def test_pass_at_k_standard_errors_by_hand():
+    before, after = [0, 2, 4], [1, 2, 4]  # right answers of 4, on three prompts; pass@1 is c / 4
+    assert pass_at_k_stderr(before, 4, (1,)) == pytest.approx({"1": 0.5 / sqrt(3)})  # stdev of 0, 1/2, 1
+    # per-prompt gains 1/4, 0, 0: mean 1/12, stdev sqrt(1/48), standard error sqrt(1/48) / sqrt(3) = 1/12
+    gain = pass_at_k_gain(before, after, 4, (1, 4))
+    assert gain["1"] == pytest.approx({"gain": 1 / 12, "stderr": 1 / 12})
+    assert gain["4"] == pytest.approx({"gain": 1 / 3, "stderr": 1 / 3})  # pass@4: 0, 1, 1 -> 1, 1, 1
+    with pytest.raises(ValueError, match="same prompts: got 3 and 2"):
+        pass_at_k_gain(before, after[:2], 4)
+
+
+def test_pass_at_k_standard_errors_match_the_spread_over_new_draws():
+    """Draw 60 prompts of random difficulty and 16 answers to each from two models (the second a
+    little better on every prompt), many times over: the standard errors computed from one draw must
+    match how far the curve and the gain really move from draw to draw."""
+    rng = random.Random(0)
+
+    def right_of_16(p: float) -> int:
+        return sum(rng.random() < p for _ in range(16))
+
+    curves, gains, curve_errors, gain_errors = [], [], [], []
+    for _ in range(300):
+        difficulty = [rng.random() for _ in range(60)]
+        before = [right_of_16(p) for p in difficulty]
+        after = [right_of_16(min(1.0, p + 0.1)) for p in difficulty]
+        curves.append(pass_at_k_curve(before, 16, (2,))["2"])
+        curve_errors.append(pass_at_k_stderr(before, 16, (2,))["2"])
+        gain = pass_at_k_gain(before, after, 16, (2,))["2"]
+        gains.append(gain["gain"])
+        gain_errors.append(gain["stderr"])
+    assert statistics.mean(curve_errors) == pytest.approx(statistics.stdev(curves), rel=0.15)
+    assert statistics.mean(gain_errors) == pytest.approx(statistics.stdev(gains), rel=0.15)
+    assert statistics.stdev(gains) < 0.5 * sqrt(2) * statistics.stdev(curves)  # pairing removes the prompts' spread
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,6 +361,9 @@ def test_train_grpo_logs_every_metric_and_reports_pass_at_k(runs, monkeypatch):
     assert set(result["pass_at_k_sft"]) == set(result["pass_at_k_after"]) == {"1", "2", "4"}
     for curve in (result["pass_at_k_sft"], result["pass_at_k_after"]):
         assert list(curve.values()) == sorted(curve.values())  # pass@k never falls as k grows
+    gain = result["pass_at_k_gain"]
+    assert [gain[k]["gain"] for k in gain] == pytest.approx(
+        [result["pass_at_k_after"][k] - result["pass_at_k_sft"][k] for k in gain])
     assert all((out / name).is_file() for name in ("grpo_reward.png", "grpo_health.png", "grpo_length.png"))
     assert json.loads((out / "grpo_metrics.json").read_text())["reward"] == "verifiable"
     assert load_model(out, GPT)[0] is not None

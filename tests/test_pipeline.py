@@ -78,6 +78,10 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
         for key in ("pass_at_k_sft", "pass_at_k_after"):
             assert set(stages[name][key]) == {"1", "2", "4"} and all(0 <= v <= 1 for v in stages[name][key].values())
     assert set(stages["best_of_n"]["win_rate_vs_sft"]) == {"4", "8"}
+    curves, table = stages["rl_table"]["pass_at_k"], stages["rl_table"]
+    assert set(table["pass_at_k_stderr"]) == {"SFT", *RL_POLICIES} and set(table["pass_at_k_gain"]) == set(RL_POLICIES)
+    for name, gain in table["pass_at_k_gain"].items():  # the mean of per-prompt gains is the curves' difference
+        assert [g["gain"] for g in gain.values()] == pytest.approx([curves[name][k] - curves["SFT"][k] for k in gain])
     rows = stages["rl_table"]["rows"]
     assert list(rows) == ["SFT samples", "SFT greedy", "best of 4 (reward model)", "best of 8 (reward model)",
                           "PPO", "DPO", "GRPO (reward model)", "GRPO (verifiable)"]
@@ -223,6 +227,17 @@ def test_the_report_says_which_prompts_pass_at_k_is_measured_on(tmp_path):
     _, markdown = made_up_report(tmp_path, made_up_results())  # micro: pass@k on 8 prompts, 4 samples each
     assert "on the same 200 held-out prompts" in markdown  # the table's
     assert "from 4 samples per prompt (the unbiased estimator) on the first 8 of those prompts" in markdown
+
+
+def test_the_report_gives_each_policys_pass_at_k_gain_with_its_standard_error(tmp_path):
+    results = made_up_results()
+    _, markdown = made_up_report(tmp_path, results)  # a table made before the errors were measured
+    assert "- PPO: pass@1 0.500 -> 0.500, pass@2 0.750 -> 0.750; the SFT model catches up at k = 1." in markdown
+    results["rl_table"]["pass_at_k_gain"] = {name: {"1": {"gain": 0.125, "stderr": 0.05},
+                                                    "2": {"gain": -0.02, "stderr": 0.03}} for name in RL_POLICIES}
+    report, markdown = made_up_report(tmp_path, results)
+    assert report["stages"]["rl_table"]["pass_at_k_gain"]["DPO"]["1"]["gain"] == 0.125
+    assert "- PPO: pass@1 0.500 -> 0.500 (+0.125 ± 0.050), pass@2 0.750 -> 0.750 (-0.020 ± 0.030);" in markdown
 
 
 def test_a_policys_kl_in_the_report_is_its_held_out_kl_from_the_table(tmp_path):

@@ -46,7 +46,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf import online_rl
 from minillm.stage3_rlhf.annotator import gold_score
-from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve
+from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve, pass_at_k_gain
 from minillm.stage3_rlhf.ppo import clipped_policy_loss, response_logits
 from minillm.stage3_rlhf.preferences import compare_policies
 from minillm.stage3_rlhf.reward_model import RewardModel, load_reward_model
@@ -269,8 +269,8 @@ def train_grpo(
     policy, loadable with `load_model(out_dir, GPT)`, plus optimizer and generator state for an
     exact resume), tokenizer.json, config.json, metrics.jsonl, grpo_*.png, grpo_metrics.json.
     Returns the comparison with the SFT model (as PPO's), pass@1 before and after, pass@k before and
-    after (unless `pass_at_k` is False: the pipeline measures every policy's pass@k in one place),
-    and the history.
+    after and its gain with the gain's standard error (unless `pass_at_k` is False: the pipeline
+    measures every policy's pass@k in one place), and the history.
     """
     start, out_dir = time.perf_counter(), Path(out_dir)
     prompts, heldout = online_rl.rl_records(records, cfg.eval_prompts, "GRPO")
@@ -315,10 +315,12 @@ def train_grpo(
                "train_seconds": train_seconds, "reward": cfg.reward,
                "pass_at_1_sft": 1.0 - comparison["wrong_baseline"], "pass_at_1_after": 1.0 - comparison["wrong_policy"]}
     if pass_at_k:
-        for name, model in (("sft", reference), ("after", policy)):
-            right = count_right(model, tokenizer, heldout[:cfg.passk_prompts], cfg.passk_samples, cfg.temperature,
-                                cfg.max_new_tokens, seed=cfg.train.seed)
-            metrics[f"pass_at_k_{name}"] = pass_at_k_curve(right, cfg.passk_samples)
+        right = {name: count_right(model, tokenizer, heldout[:cfg.passk_prompts], cfg.passk_samples, cfg.temperature,
+                                   cfg.max_new_tokens, seed=cfg.train.seed)
+                 for name, model in (("sft", reference), ("after", policy))}
+        metrics.update({f"pass_at_k_{name}": pass_at_k_curve(counts, cfg.passk_samples)
+                        for name, counts in right.items()})
+        metrics["pass_at_k_gain"] = pass_at_k_gain(right["sft"], right["after"], cfg.passk_samples)
         metrics["seconds"] = time.perf_counter() - start
     write_json(out_dir / "grpo_metrics.json", {k: v for k, v in metrics.items() if k != "history"})
     return metrics

@@ -14,6 +14,10 @@ one right answer gives the unbiased estimate (Chen et al., 2021, the Codex paper
 
 averaged over prompts. `pass_at_k` computes the ratio of binomials as a product, which never
 forms the huge numbers C(64, 32) would be.
+
+A curve from a hundred prompts is itself an estimate: another hundred would give another one. Each
+point gets its standard error (`pass_at_k_stderr`), and a policy's gain over the SFT model is measured
+prompt by prompt (`pass_at_k_gain`), so that a gap smaller than its noise is read as none.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from minillm.datasets import contains_answer
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
+from minillm.stage3_rlhf.annotator import mean_stderr
 
 KS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -49,6 +54,33 @@ def pass_at_k_curve(correct: Sequence[int], n: int, ks: Sequence[int] = KS) -> d
         raise ValueError("pass_at_k_curve got no prompts (an empty list of right-answer counts): give it one "
                          "count per prompt")
     return {str(k): sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in ks if k <= n}
+
+
+def pass_at_k_stderr(correct: Sequence[int], n: int, ks: Sequence[int] = KS) -> dict[str, float]:
+    """The standard error of each point of `pass_at_k_curve`: how far it could move with other prompts
+    of the same kind and other samples. The curve is a mean of per-prompt estimates, so it is their
+    sample standard deviation over sqrt(prompts) (mean_stderr)."""
+    return {str(k): mean_stderr([pass_at_k(n, c, k) for c in correct]) for k in ks if k <= n}
+
+
+def pass_at_k_gain(before: Sequence[int], after: Sequence[int], n: int,
+                   ks: Sequence[int] = KS) -> dict[str, dict[str, float]]:
+    """How much pass@k rose from one model to another, with its standard error, for each k <= n.
+
+    `before` and `after` count the right answers of the two models to the *same* prompts. The gain
+    is measured prompt by prompt: a hard prompt is hard for both models, so the per-prompt
+    differences spread far less than either model's estimates, and their standard error is the one
+    that says whether the gain is real. (Subtracting two curves and adding their standard errors
+    would call most real gains noise.)
+    """
+    if len(before) != len(after):
+        raise ValueError(f"pass_at_k_gain needs counts for the same prompts: got {len(before)} and {len(after)}")
+    gains = {}
+    for k in ks:
+        if k <= n:
+            per_prompt = [pass_at_k(n, a, k) - pass_at_k(n, b, k) for b, a in zip(before, after, strict=True)]
+            gains[str(k)] = {"gain": sum(per_prompt) / len(per_prompt), "stderr": mean_stderr(per_prompt)}
+    return gains
 
 
 @torch.no_grad()

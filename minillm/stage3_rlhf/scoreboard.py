@@ -16,7 +16,8 @@ mean of log pi(y) - log pi_SFT(y); the greedy answer's is -log pi_SFT(y) (all it
 answer); best of n's is the bound log n - (n - 1) / n.
 
 pass@k for k = 1 ... 64 of the SFT model and of each trained policy goes on one log-x chart
-(pass_at_k.png): where the curves cross is what RL can and cannot teach (pass_at_k.py).
+(pass_at_k.png), and beside it each policy's gain over the SFT model with its standard error:
+where the curves cross is what RL can and cannot teach (pass_at_k.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from matplotlib.figure import Figure
 from minillm.datasets.instructions import is_correct
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
-from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve
+from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve, pass_at_k_gain, pass_at_k_stderr
 from minillm.stage3_rlhf.preferences import compare_answers, sample_answers
 from minillm.stage3_rlhf.reward_model import best_of_n, best_of_n_kl, load_reward_model
 from minillm.stage3_rlhf.sequences import answers_logprob
@@ -86,37 +87,74 @@ def policy_table(
     return rows
 
 
-def pass_at_k_curves(models: dict[str, str | Path], records: Sequence[dict], n: int, temperature: float,
-                     max_new_tokens: int, seed: int, device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
-    """pass@k (k = 1, 2, 4, ... <= n) of each model run {name: folder}, from n samples per record, on `device`."""
-    curves = {}
+def right_answer_counts(models: dict[str, str | Path], records: Sequence[dict], n: int, temperature: float,
+                        max_new_tokens: int, seed: int, device: torch.device | str = "cpu") -> dict[str, list[int]]:
+    """How many of n sampled answers to each record are right, for each model run {name: folder}, on `device`."""
+    counts = {}
     for name, run_dir in models.items():
         model, tokenizer = load_model(run_dir, GPT, device)
-        curves[name] = pass_at_k_curve(count_right(model, tokenizer, records, n, temperature, max_new_tokens, seed), n)
-    return curves
+        counts[name] = count_right(model, tokenizer, records, n, temperature, max_new_tokens, seed)
+    return counts
 
 
-def plot_pass_at_k(curves: dict[str, dict[str, float]], path: str | Path, n_prompts: int) -> Path:
-    """pass@k against k (log scale) for each model: the chart where RL's curve crosses the SFT model's."""
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
+def pass_at_k_summary(right: dict[str, list[int]], n: int) -> dict[str, dict]:
+    """From the right-answer counts of the SFT model ("SFT") and of each policy (right_answer_counts):
+    every model's pass@k curve and its standard errors, and each policy's gain over the SFT model."""
+    return {"pass_at_k": {name: pass_at_k_curve(counts, n) for name, counts in right.items()},
+            "pass_at_k_stderr": {name: pass_at_k_stderr(counts, n) for name, counts in right.items()},
+            "pass_at_k_gain": {name: pass_at_k_gain(right["SFT"], counts, n)
+                               for name, counts in right.items() if name != "SFT"}}
+
+
+def plot_pass_at_k(curves: dict[str, dict[str, float]], gains: dict[str, dict[str, dict[str, float]]],
+                   path: str | Path, n_prompts: int) -> Path:
+    """Left: pass@k against k (log scale) for each model, the chart where RL's curve crosses the SFT
+    model's. Right: each policy's gain over the SFT model (pass_at_k_gain) with one standard error,
+    around a line at 0: the curves' own uncertainty is mostly the prompts' difficulty, which both
+    models share, so whether two curves really differ is read here, not from the left."""
+    fig = Figure(figsize=(12, 4.5))
+    left, right = fig.subplots(1, 2)
     for name, curve in curves.items():
         ks = [int(k) for k in curve]
-        ax.plot(ks, list(curve.values()), marker="o", markersize=3, label=name,
-                linestyle="--" if name == "SFT" else "-")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("k (answers sampled per prompt)")
-    ax.set_ylabel("pass@k: at least one of k is right")
-    ax.set_title(f"pass@k on {n_prompts} held-out prompts (unbiased estimate)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+        left.plot(ks, list(curve.values()), marker="o", markersize=3, label=name,
+                  linestyle="--" if name == "SFT" else "-", color="black" if name == "SFT" else None)
+    for shift, (name, gain) in enumerate(gains.items(), start=1):
+        ks = [int(k) for k in gain]
+        nudged = [k * 2 ** (0.06 * (shift - (len(gains) + 1) / 2)) for k in ks]  # side by side, not on top
+        right.errorbar(nudged, [g["gain"] for g in gain.values()], yerr=[g["stderr"] for g in gain.values()],
+                       marker="o", markersize=3, capsize=2, label=name, color=f"C{shift - 1}")
+    right.axhline(0.0, color="black", linestyle="--", linewidth=1)
+    left.set_ylabel("pass@k: at least one of k is right")
+    left.set_title(f"pass@k on {n_prompts} held-out prompts (unbiased estimate)")
+    right.set_ylabel("pass@k minus the SFT model's, prompt by prompt")
+    right.set_title("gain over the SFT model, ± one standard error")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("k (answers sampled per prompt)")
+        ax.grid(alpha=0.3)
+        ax.legend()
     return save_figure(fig, path)
 
 
 def crossing(sft: dict[str, float], policy: dict[str, float]) -> str | None:
     """The first k at which the SFT model's pass@k reaches the policy's, or None if it never does."""
     return next((k for k in sft if sft[k] >= policy[k]), None)
+
+
+def pass_at_k_line(name: str, sft: dict[str, float], policy: dict[str, float],
+                   gain: dict[str, dict[str, float]] | None) -> str:
+    """One policy's pass@k in a sentence: at k = 1 and at the largest k, the SFT model's -> the
+    policy's (the gain ± its standard error, where `gain` from pass_at_k_gain is known), and the k at
+    which the SFT model catches up."""
+    top = max(sft, key=int)  # the largest k measured
+    points = []
+    for k in ("1", top):
+        change = f" ({gain[k]['gain']:+.3f} ± {gain[k]['stderr']:.3f})" if gain else ""
+        points.append(f"pass@{k} {sft[k]:.3f} -> {policy[k]:.3f}{change}")
+    k = crossing(sft, policy)
+    return f"{name}: {', '.join(points)}; " + (f"the SFT model catches up at k = {k}." if k else
+                                                "the SFT model does not catch up.")
 
 
 def render_table(rows: dict[str, dict[str, Any]]) -> list[str]:
