@@ -114,15 +114,16 @@ def plot_pass_at_k(curves: dict[str, dict[str, float]], gains: dict[str, dict[st
     models share, so whether two curves really differ is read here, not from the left."""
     fig = Figure(figsize=(12, 4.5))
     left, right = fig.subplots(1, 2)
+    colors = {"SFT": "black", **{name: f"C{i}" for i, name in enumerate(gains)}}  # a policy's, in both panels
     for name, curve in curves.items():
         ks = [int(k) for k in curve]
         left.plot(ks, list(curve.values()), marker="o", markersize=3, label=name,
-                  linestyle="--" if name == "SFT" else "-", color="black" if name == "SFT" else None)
-    for shift, (name, gain) in enumerate(gains.items(), start=1):
+                  linestyle="--" if name == "SFT" else "-", color=colors[name])
+    for i, (name, gain) in enumerate(gains.items()):
         ks = [int(k) for k in gain]
-        nudged = [k * 2 ** (0.06 * (shift - (len(gains) + 1) / 2)) for k in ks]  # side by side, not on top
+        nudged = [k * 2 ** (0.06 * (i - (len(gains) - 1) / 2)) for k in ks]  # side by side, not on top
         right.errorbar(nudged, [g["gain"] for g in gain.values()], yerr=[g["stderr"] for g in gain.values()],
-                       marker="o", markersize=3, capsize=2, label=name, color=f"C{shift - 1}")
+                       marker="o", markersize=3, capsize=2, label=name, color=colors[name])
     right.axhline(0.0, color="black", linestyle="--", linewidth=1)
     left.set_ylabel("pass@k: at least one of k is right")
     left.set_title(f"pass@k on {n_prompts} held-out prompts (unbiased estimate)")
