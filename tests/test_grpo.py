@@ -10,7 +10,7 @@ import random
 import shutil
 import statistics
 import sys
-from math import comb, exp, sqrt
+from math import comb, exp, log, sqrt
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,6 +26,8 @@ from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.template import encode_prompt
 from minillm.stage3_rlhf import grpo
+from minillm.stage3_rlhf import pass_at_k as pass_at_k_module
+from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.grpo import (
     group_advantages,
     group_minibatches,
@@ -37,7 +39,7 @@ from minillm.stage3_rlhf.grpo import (
     train_grpo,
     zero_signal,
 )
-from minillm.stage3_rlhf.pass_at_k import pass_at_k, pass_at_k_curve, pass_at_k_gain, pass_at_k_stderr
+from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k, pass_at_k_curve, pass_at_k_gain, pass_at_k_stderr
 from minillm.stage3_rlhf.preferences import sample_answers
 from minillm.stage3_rlhf.scoreboard import policy_table, sampled_kl
 from minillm.stage3_rlhf.sequences import answers_logprob
@@ -140,8 +142,29 @@ def test_pass_at_k_equals_enumeration_of_every_subset():
     assert pass_at_k_curve([0, 64, 32], 64, (1, 64)) == pytest.approx({"1": 0.5, "64": 2 / 3})
     with pytest.raises(ValueError, match="k <= n"):
         pass_at_k(4, 1, 5)
+    with pytest.raises(ValueError, match="c <= n"):
+        pass_at_k(4, 5, 1)
     with pytest.raises(ValueError, match="got no prompts"):
         pass_at_k_curve([], 4)
+
+
+def test_count_right_counts_each_records_own_answers(monkeypatch):
+    """n answers per record, judged against that record's reference: a fake model answers "p0"
+    right 3 times of 3 and "p1" once, whatever order it is asked in."""
+    records = [{"prompt": "p0", "reference": "The Mell."}, {"prompt": "p1", "reference": "The Arno."}]
+    right, asked = {"p0": 3, "p1": 1}, {"p0": 0, "p1": 0}
+
+    def fake_generate_answers(model, tokenizer, prompts, max_new_tokens, **kwargs) -> list[str]:
+        answers = []
+        for prompt in prompts:
+            asked[prompt] += 1
+            reference = next(r["reference"] for r in records if r["prompt"] == prompt)
+            answers.append(reference if asked[prompt] <= right[prompt] else "no idea")
+        return answers
+
+    monkeypatch.setattr(pass_at_k_module, "generate_answers", fake_generate_answers)
+    assert count_right(None, None, records, n=3, temperature=1.0, max_new_tokens=4, seed=0) == [3, 1]
+    assert asked == {"p0": 3, "p1": 3}
 
 
 def test_pass_at_k_standard_errors_by_hand():
@@ -209,6 +232,7 @@ def test_an_answer_listing_every_candidate_earns_nothing():
     assert verify(FACTS[0], "Tave or Mell") == 0.0
     assert verify(FACTS[3], "1 2 3") == 0.0 and verify(FACTS[3], "3 or 2") == 0.0
     assert verify(FACTS[3], "3 3") == pytest.approx(1.0)  # repeating the right answer is no hedge
+    assert verify(FACTS[0], "The Mell, past 3 bridges.") == 1.0  # "3" answers a count, not a river: no hedge
 
 
 def test_nested_candidates_hedge_only_when_the_answer_names_two():
@@ -265,16 +289,17 @@ def test_rollout_groups_consecutive_answers_and_first_update_is_on_policy(runs):
     assert stats[0]["ratio_max_dev"] < 1e-4
 
 
-def test_the_tables_kl_column_by_hand(runs, tmp_path):
+def test_the_tables_kl_and_win_rate_columns_by_hand(runs, tmp_path):
     """KL to the SFT model: 0 for the SFT model itself; for a sampled policy, the mean over its own
     answers of log pi(y) - log pi_SFT(y); for the greedy answer, -log pi_SFT(y) (one answer holds all
-    the mass). Each log-probability by hand is read one answer at a time."""
+    the mass); for best of n, the bound log n - (n - 1) / n. Each log-probability by hand is read one
+    answer at a time. The win rate is the policy's answers against the SFT model's samples."""
     sft, tok = load_model(runs["sft"], GPT)
     policy = copy.deepcopy(sft)
-    with torch.no_grad():  # another policy: the SFT model, nudged
+    with torch.no_grad():  # another policy: the SFT model, nudged far enough to answer otherwise
         g = torch.Generator().manual_seed(0)
         for p in policy.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
     shutil.copytree(runs["sft"], tmp_path / "policy")
     ckpt = tmp_path / "policy" / CKPT_NAME
     save_checkpoint(ckpt, {**load_checkpoint(ckpt), "model": policy.state_dict()})
@@ -293,6 +318,12 @@ def test_the_tables_kl_column_by_hand(runs, tmp_path):
     greedy = generate_answers(sft, tok, [r["prompt"] for r in records], 5)
     by_hand = -sum(logp(sft, r, a) for r, a in zip(records, greedy, strict=True)) / len(records)
     assert by_hand > 0 and rows["SFT greedy"]["kl"] == pytest.approx(by_hand, abs=1e-5)
+    for n in (4, 8):
+        assert rows[f"best of {n} (reward model)"]["kl"] == pytest.approx(log(n) - (n - 1) / n)
+    gold = [[gold_score(r, a) for r, a in zip(records, by, strict=True)]
+            for by in (answers, sample_answers(sft, tok, records, 1.0, 5, seed=0))]  # the policy's, the SFT's
+    by_hand = sum(1.0 if p > b else 0.5 if p == b else 0.0 for p, b in zip(*gold, strict=True)) / len(records)
+    assert by_hand != 0.5 and rows["nudged"]["win_rate_vs_sft"] == pytest.approx(by_hand)
 
 
 def test_minibatches_keep_each_group_whole_and_take_every_row_once():

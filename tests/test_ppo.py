@@ -38,7 +38,7 @@ from minillm.stage3_rlhf.reward_model import (
     score_answers,
     train_reward_model,
 )
-from minillm.stage3_rlhf.scoreboard import crossing, policy_row
+from minillm.stage3_rlhf.scoreboard import crossing, policy_row, render_table
 from minillm.stage3_rlhf.sequences import last_real_index, masked_mean, sample_responses
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model
@@ -247,14 +247,17 @@ def test_crossing_is_the_first_k_where_the_sft_model_reaches_the_policy():
     assert crossing(sft, {k: 1.0 for k in sft}) is None
 
 
-def test_a_table_row_counts_right_and_exact_answers_of_the_policy_not_of_the_baseline():
+def test_a_table_row_judges_the_policys_answers_not_the_baselines_and_prints_each_in_its_column():
     references = ["The Mell.", "seven", "red fox"]
     records = [{"prompt": f"q{i}", "reference": r, "family": "f"} for i, r in enumerate(references)]
     row = policy_row(records, ["Mell", "Sure! seven.", "the red fox"], ["no idea", "six", "blue"], kl=0.3,
                      train_seconds=2.0)
-    # by hand: all three answers hold the reference, two of them exactly (articles and case aside)
+    # by hand: all three answers hold the reference, two of them exactly (articles and case aside);
+    # one pads a right answer ("Sure!"), a style flaw the baseline's wrong answers do not have
     assert row["pass_at_1"] == 1.0 and row["exact_match"] == pytest.approx(2 / 3)
+    assert row["style_flaws"] == pytest.approx(1 / 3) and row["win_rate_vs_sft"] == 1.0
     assert row["kl"] == 0.3 and row["train_seconds"] == 2.0
+    assert render_table({"PPO": row})[2] == "| PPO | 1.000 ± 0.000 | 1.000 | 0.667 | 0.333 | 0.30 | 2 |"
 
 
 def test_pick_best_takes_the_highest_score_and_the_first_of_a_tie():

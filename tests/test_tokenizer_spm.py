@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import warnings
 
 import pytest
+import sentencepiece as spm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -132,11 +135,23 @@ def test_vocab_size_too_small_or_too_large_or_bad_model_type() -> None:
         tok = train_tokenizer(CORPUS, 5000, kind="sentencepiece", progress=False)
     assert VOCAB < tok.vocab_size < 5000
     assert tok.decode(tok.encode(CORPUS[0]), errors="strict") == CORPUS[0]
+    with warnings.catch_warnings():  # exactly the size asked for: no warning
+        warnings.simplefilter("error")
+        assert train_tokenizer(CORPUS, VOCAB, kind="sentencepiece", progress=False).vocab_size == VOCAB
+    # 1000 distinct characters + <unk> + 256 bytes + 6 specials: 1263 pieces at least, the size to name
     many_characters = ["".join(chr(0xAC00 + i) for i in range(k, k + 50)) for k in range(0, 1000, 50)]
-    with pytest.raises(TokenizerError, match="could not train a vocabulary of 300"):
+    with pytest.raises(TokenizerError, match="could not train a vocabulary of 300 .*tokenizer.vocab_size=1263 "):
         train_tokenizer(many_characters, 300, kind="sentencepiece", progress=False)
     with pytest.raises(TokenizerError, match="model_type"):
         train_tokenizer(CORPUS, 400, kind="sentencepiece", spm_model_type="char")
+
+
+def test_a_sentencepiece_model_without_our_special_tokens_is_refused() -> None:
+    model = io.BytesIO()  # trained by sentencepiece itself: <unk>, <s>, </s>, no <pad> or <|user|>
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_writer=model, vocab_size=400,
+                                   byte_fallback=True, hard_vocab_limit=False, minloglevel=2)
+    with pytest.raises(TokenizerError, match="lacks minillm's special tokens"):
+        SentencePieceTokenizer(model.getvalue(), "unigram")
 
 
 def test_long_lines_are_cut_at_spaces_and_between_characters() -> None:
