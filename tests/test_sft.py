@@ -16,17 +16,21 @@ from crash_resume import assert_exact_resume
 from torch import nn
 
 from minillm.config import ModelConfig, SFTConfig, TrainConfig
+from minillm.datasets.instructions import is_correct
 from minillm.errors import ConfigError, DataError
 from minillm.model import GPT
 from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft.chat import chat_loop
 from minillm.stage2_sft.evaluate import (
+    SPLIT_KEYS,
+    exact_match_row,
     format_table,
     generate_answers,
     read_answers,
     run_sft_with_baselines,
     score_answers,
     select_test_records,
+    single_family_name,
     token_f1,
 )
 from minillm.stage2_sft.sft import (
@@ -256,15 +260,33 @@ def test_pretrain_mix_without_a_corpus_is_refused(tokenizer, tmp_path) -> None:
                   pretrain_docs=["hi"])
 
 
-def test_batched_left_padded_answers_equal_one_by_one(tokenizer) -> None:
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=tokenizer.vocab_size, block_size=48, n_layer=2, n_head=2, n_embd=32))
-    prompts = ["Greet me.", "Count to three, slowly, please, now.", "Bid me farewell."]
-    assert len({len(encode_prompt(tokenizer, p)) for p in prompts}) == 3  # really different lengths
-    batched = generate_answers(model, tokenizer, prompts, max_new_tokens=6, batch_size=3)
-    alone = [generate_answers(model, tokenizer, [p], max_new_tokens=6)[0] for p in prompts]
+def test_batched_left_padded_answers_equal_one_by_one(trained) -> None:
+    model, tok = load_model(trained[1], GPT)
+    model.train()
+    prompts = list(ANSWERS)  # six requests; batches of 4 leave a last batch of 2
+    assert len({len(encode_prompt(tok, p)) for p in prompts}) >= 3  # really different lengths
+    batched = generate_answers(model, tok, prompts, max_new_tokens=6, batch_size=4)
+    alone = [generate_answers(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
     assert model.training  # answering switches dropout off only while it generates
-    assert batched == alone
+    assert batched == alone and all(batched)  # real answers (an untrained model's are all empty)
+
+
+def test_token_f1_counts_a_repeated_word_once_per_match_and_two_empty_answers_agree() -> None:
+    assert token_f1("cat cat cat", "the cat") == pytest.approx(0.5)  # precision 1/3, recall 1 ("the" dropped)
+    assert token_f1("", "...") == 1.0  # both normalise to nothing
+
+
+def test_the_single_family_baseline_defaults_to_the_largest_training_family() -> None:
+    records = ([{"split": "train", "family": "a"}] * 2 + [{"split": "train", "family": "b"}] * 3
+               + [{"split": "test_seen", "family": "a"}] * 5 + [{"family": "c"}] * 2)  # no split: train
+    assert single_family_name(records, "") == "b"  # the test records of "a" do not count
+    assert single_family_name(records[2:4] + records[:2], "") == "a"  # a tie: the first name alphabetically
+
+
+def test_the_headline_row_and_the_table_show_exact_match_not_f1() -> None:
+    scores = {"seen": {"exact_match": 0.25, "f1": 0.75, "n": 4}}
+    assert exact_match_row(scores) == {"seen": 0.25}
+    assert format_table({"models": {"sft": scores}}).splitlines()[1].split()[:3] == ["SFT", "25%", "(F1"]
 
 
 def test_scores_against_hand_made_answers() -> None:
@@ -340,6 +362,10 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
     assert (tmp_path / "sft" / "exact_match.png").stat().st_size > 0
     answers = read_answers(tmp_path / "sft")
     assert [a["base"] for a in answers][0] == "hello" and set(answers[0]) >= {"sft", "scratch", "single_family"}
+    assert [a["prompt"] for a in answers] == [t["prompt"] for t in tests]  # each question's own answers
+    for name, key in (("base", "base_exact_match"), ("sft", "exact_match"), ("scratch", "scratch_exact_match")):
+        assert {SPLIT_KEYS[a["split"]]: float(is_correct(a[name], a["reference"])) for a in answers} == report[key]
+    assert len({a["base"] for a in answers}) > 1  # answers that differ: a row holding another's would show
     assert "SFT from scratch" in format_table(report)
     typo = dataclasses.replace(cfg, single_family="othr")  # refused before anything trains
     with pytest.raises(ConfigError, match=r"sft.single_family='othr' is not a family .* choose one of .*other"):
