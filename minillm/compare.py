@@ -224,19 +224,20 @@ def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
     each trained on its own (whose curves `compare` can then overlay, step folder against step folder)."""
     folders, names = [Path(d) for d in run_dirs], run_names(run_dirs)
     figures = [report_figures(folder) for folder in folders]
-    shared = [path for path in figures[0] if all(path in f for f in figures[1:])]  # in the report's order
-    differ = [path for path in shared if len({json.dumps(f[path]) for f in figures}) > 1]
+    every = list(dict.fromkeys(path for f in figures for path in f))  # in the reports' order
+    differ = [path for path in every if len({json.dumps(f.get(path)) for f in figures}) > 1]  # missing: None
     configs = [Run(name, [], read_json(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {})
                for folder, name in zip(folders, names, strict=True)]
     differences = config_differences(configs)
     apart = steps_trained_apart(folders)
     with_curves = [step for step in apart if all((folder / step / METRICS_NAME).is_file() for folder in folders)]
     figures_text = "learning figures that differ:\n" + (
-        text_table(["figure", *names], [[p, *(f[p] for f in figures)] for p in differ]) if differ else "(none)")
-    figures_text += f"\n{'the other' if differ else 'all'} {len(shared) - len(differ)} are the same in every run"
+        text_table(["figure", *names], [[p, *(f.get(p, "-") for f in figures)] for p in differ]) if differ
+        else "(none)")
+    figures_text += f"\n{'the other' if differ else 'all'} {len(every) - len(differ)} are the same in every run"
     steps_text = "steps each run trained on its own: " + (", ".join(apart) or "none (every step is the same run)")
     if with_curves:
         steps_text += f"\noverlay a step's curves: minillm compare {' '.join(str(f / with_curves[0]) for f in folders)}"
     report = "\n\n".join([figures_text, settings_text(names, differences), steps_text])
-    return {"figures": {name: {p: f[p] for p in differ} for name, f in zip(names, figures, strict=True)},
+    return {"figures": {name: {p: f.get(p) for p in differ} for name, f in zip(names, figures, strict=True)},
             "differences": differences, "steps_apart": apart, "report": report}

@@ -102,3 +102,32 @@ def test_two_pipeline_runs_compare_by_their_figures_settings_and_the_steps_each_
     assert f"overlay a step's curves: minillm compare {tiny / '06_ppo'} {no_kl / '06_ppo'}" in out
     # the two PPO steps read their own journey's 03_clm: the same setting, in two folders
     assert compare_runs([tiny / "06_ppo", no_kl / "06_ppo"], tmp_path / "steps.png")["differences"] == {}
+
+
+def test_a_folder_read_from_elsewhere_is_a_setting_that_differs(tmp_path):
+    a = write_run(tmp_path / "x" / "sft", 1e-3, [2.0, 1.0])
+    b = write_run(tmp_path / "y" / "sft", 1e-3, [2.0, 1.0])
+    config = json.loads((b / "config.json").read_text())
+    config["run"]["init_dir"] = str(tmp_path / "elsewhere" / "03_clm")  # not beside b: another checkpoint
+    (b / "config.json").write_text(json.dumps(config))
+    assert compare_runs([a, b], tmp_path / "c.png")["differences"] == {
+        "run.init_dir": ["../03_clm", str(tmp_path / "elsewhere" / "03_clm")]}
+
+
+def test_metrics_equal_in_every_run_go_on_one_line_and_the_table_shows_the_last_step(tmp_path):
+    a = write_run(tmp_path / "a", 1e-3, [3.0, 2.0, 1.5])
+    b = write_run(tmp_path / "b", 3e-3, [3.0, 2.5, 1.5])
+    report = compare_runs([a, b], tmp_path / "c.png")["report"]
+    assert "the same in every run: loss 1.5, val_loss 2, grad_norm 0.3333" in report
+    assert report.splitlines()[:4] == ["final values:", "run  step  lr   ", "a    30    0.001", "b    30    0.003"]
+
+
+def test_a_figure_only_one_pipeline_run_reports_is_a_difference_shown_as_missing(tmp_path):
+    tiny = write_pipeline_run(tmp_path / "tiny", 0.2, "ppo-1", 0.625)
+    more = write_pipeline_run(tmp_path / "more", 0.2, "ppo-1", 0.625)
+    report = json.loads((more / "report.json").read_text())
+    report["stages"]["ppo"]["extra_figure"] = 1.0  # e.g. a figure a later minillm added
+    (more / "report.json").write_text(json.dumps(report))
+    result = compare_runs([more, tiny], tmp_path / "unused.png")
+    assert result["figures"] == {"more": {"ppo.extra_figure": 1.0}, "tiny": {"ppo.extra_figure": None}}
+    assert "ppo.extra_figure  1     -" in result["report"] and "the other 5 are the same" in result["report"]
