@@ -28,7 +28,7 @@ from minillm.datasets import (
     write_jsonl,
 )
 from minillm.datasets.instructions import FACT_PHRASINGS, HELDOUT_PHRASING, PHRASINGS, seen_entities
-from minillm.datasets.world import NOUN_PLURALS, VERB_PAST
+from minillm.datasets.world import NOUN_PLURALS, TOY_ENGLISH, VERB_PAST
 from minillm.errors import ConfigError, DataError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -344,6 +344,9 @@ BAD_LINES = [
     ('{"prompt": "a", "response": 3}', 'line 2: field "response" should be a str'),
     ('{"prompt": "a", "response": "b", "phrasing": "1"}', 'line 2: field "phrasing" should be a int'),
     ('{"prompt": "a", "response": "b", "split": "dev"}', 'line 2: field "split" is \'dev\''),
+    ('{"prompt": "a", "response": "b", "phrasing": true}', 'line 2: field "phrasing" should be a int, got bool'),
+    ('{"prompt": "  ", "response": "b"}', 'line 2: field "prompt" is empty'),
+    ('{"prompt": "a", "response": "b", "style": "rude"}', 'line 2: field "style" is \'rude\''),
 ]
 
 
@@ -402,3 +405,8 @@ def test_regenerating_with_no_records_or_into_a_file_fails_in_one_line(argv, com
         main()
     assert exit_info.value.code == 2 and complaint in capsys.readouterr().err
     assert (tmp_path / "a_file").read_text(encoding="utf-8") == "mine" and not (tmp_path / "data").exists()
+
+
+def test_no_kelish_word_is_an_english_word_it_translates():
+    for seed in (0, 62):  # seed 62 would draw "river" without the check
+        assert not set(build_world(seed).lexicon.values()) & set(TOY_ENGLISH)
