@@ -258,3 +258,28 @@ def test_a_long_reason_is_cut_between_words():
     assert len(short) <= 124 and short.endswith(" ...")
     assert reason.startswith(short[:-4]) and reason[len(short) - 4] == " "  # the cut falls on a space
     assert _shorten("short and whole") == "short and whole"
+
+
+# ---- PROPOSED (mutation review) ----
+def test_load_model_gives_a_model_in_eval_mode(tmp_path):
+    short_run(tmp_path, tiny_gpt(dropout=0.5))
+    model, _ = load_model(tmp_path, GPT)
+    assert not model.training and not any(m.training for m in model.modules())
+
+
+def test_an_atomic_write_gives_the_file_the_usual_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "out.bin", b"abc")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o644  # not mkstemp's owner-only 0o600
+
+
+def test_asking_for_cuda_where_there_is_none_is_a_config_error(monkeypatch):
+    from minillm.errors import ConfigError
+    from minillm.utils import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError, match="CUDA is not available here"):
+            resolve_device(name)

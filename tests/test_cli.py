@@ -499,3 +499,25 @@ def test_warnings_are_one_plain_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_tokenizer_encode", command)
     code, _, err = run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)
     assert (code, err) == (0, "minillm: warning: skipped 2 bad line(s): line 3: invalid JSON\n")
+
+
+# ---- PROPOSED (mutation review) ----
+def test_ctrl_c_in_a_pipeline_names_the_newest_readable_checkpoint_of_the_running_step(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "p"
+
+    def interrupted_pipeline(args) -> None:
+        finished, running, damaged = out / "03_clm" / "ckpt.pt", out / "04_sft" / "ckpt.pt", out / "05_x" / "ckpt.pt"
+        save_checkpoint(finished, {"step": 10})
+        (out / "03_clm" / "result.json").write_text("{}")  # a finished step
+        save_checkpoint(running, {"step": 7})  # the step that was running
+        damaged.parent.mkdir()
+        damaged.write_bytes(b"not a checkpoint")  # newest, unreadable: skipped
+        for i, path in enumerate((finished, running, damaged)):
+            import os
+            os.utime(path, (1_000_000 + i, 1_000_000 + i))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_pipeline", interrupted_pipeline)
+    code, _, err = run(["pipeline", "--out", str(out)], capsys)
+    assert code == 130
+    assert f"interrupted; last saved at step 7 ({out / '04_sft' / 'ckpt.pt'}); finished steps are kept." in err

@@ -20,9 +20,12 @@ from minillm.config import (
     PRESETS,
     DPOConfig,
     GRPOConfig,
+    LoRAConfig,
+    MLMConfig,
     ModelConfig,
     PipelineConfig,
     PPOConfig,
+    RewardConfig,
     SFTConfig,
     TokenizerConfig,
     TrainConfig,
@@ -90,6 +93,21 @@ BROKEN = [
     (GRPOConfig, {"group_size": 8, "prompts_per_step": 3, "minibatch_size": 12},
      ["GRPOConfig.minibatch_size=12", "multiple of group_size (8)", "whole groups"]),
     (GRPOConfig, {"passk_samples": 0}, ["GRPOConfig.passk_samples=0", "integer >= 1"]),
+    # PROPOSED (mutation review): rules no entry reached
+    (ModelConfig, {"n_embd": 30, "n_head": 2, "position": "rope"}, ["ModelConfig.position='rope'",
+                                                                    "head_dim (n_embd / n_head = 15) must be even"]),
+    (TrainConfig, {"min_lr_ratio": 1.5}, ["TrainConfig.min_lr_ratio=1.5", "[0.0, 1.0]"]),
+    (TrainConfig, {"weight_decay": -0.1}, ["TrainConfig.weight_decay=-0.1", "[0.0, 10.0]"]),
+    (TrainConfig, {"grad_clip": -1.0}, ["TrainConfig.grad_clip=-1.0", "[0.0, 1000000.0]"]),
+    (TrainConfig, {"beta1": 1.0}, ["TrainConfig.beta1=1.0", "[0.0, 1.0)"]),
+    (TrainConfig, {"warmup_steps": True}, ["TrainConfig.warmup_steps=True", "integer >= 0"]),
+    (MLMConfig, {"mask_prob": 0.0}, ["MLMConfig.mask_prob=0.0", "(0.0, 1.0]"]),
+    (MLMConfig, {"mask_token_prob": 0.9, "random_token_prob": 0.2},
+     ["MLMConfig.random_token_prob=0.2", "mask_token_prob + random_token_prob must be <= 1"]),
+    (RewardConfig, {"answers_per_prompt": 1}, ["RewardConfig.answers_per_prompt=1", "integer >= 2"]),
+    (PPOConfig, {"critic_lr": 0.0}, ["PPOConfig.critic_lr=0.0", "(0.0, 10.0]"]),
+    (DPOConfig, {"beta": 0.0}, ["DPOConfig.beta=0.0", "(0.0, 100.0]"]),
+    (LoRAConfig, {"dropout": 1.0}, ["LoRAConfig.dropout=1.0", "[0.0, 1.0)"]),
 ]
 
 
@@ -301,6 +319,7 @@ def test_diff_configs_lists_each_changed_leaf_with_its_path():
         'tokenizer.kind: "bpe" -> "sentencepiece"',
     ]
     assert diff_configs(saved, saved) == []
+    assert diff_configs({"a": 1}, {"a": 1, "b": 2}) == ['b: "<missing>" -> 2']  # PROPOSED: a field only now has
 
 
 def test_a_setting_added_since_a_run_was_made_counts_at_its_default():

@@ -181,3 +181,46 @@ def test_lora_sft_learns_writes_adapters_and_a_plain_merged_checkpoint(tmp_path)
             assert torch.equal(on_base.state_dict()[name], tensor), name  # the frozen base, bit for bit
     with pytest.raises(CheckpointError, match="finished LoRA run"):
         train_sft(cfg, RECORDS, tmp_path / "lora", init_dir=tmp_path / "base", resume=True)
+
+
+# ---- PROPOSED (mutation review) ----
+def test_adapter_dropout_drops_the_adapters_input_in_training_only():
+    torch.manual_seed(0)
+    base = torch.nn.Linear(6, 5)
+    layer = LoRALinear(base, rank=4, alpha=8.0, dropout=1.0)  # every input of the adapter dropped
+    with torch.no_grad():
+        layer.lora_B.normal_()
+    x = torch.randn(3, 6)
+    layer.train()
+    torch.testing.assert_close(layer(x), base(x))  # training: the adapter sees zeros, only the base is left
+    layer.eval()
+    torch.testing.assert_close(layer(x), base(x) + 2.0 * (x @ layer.lora_A.T @ layer.lora_B.T))
+
+
+def test_merging_or_unmerging_twice_changes_nothing_more():
+    base, model = adapted()
+    randomise_adapters(model)
+    ids = ids_of(2, 9)
+    unmerged = model(ids)
+    merge_lora(model)
+    merge_lora(model)
+    torch.testing.assert_close(model(ids), unmerged, atol=1e-5, rtol=1e-5)
+    unmerge_lora(model)
+    unmerge_lora(model)
+    torch.testing.assert_close(model.blocks[0].attn.qkv.weight, base.blocks[0].attn.qkv.weight, atol=1e-6, rtol=0)
+
+
+def test_adapters_trained_with_another_also_train_are_refused():
+    with_table = make(GPT, gpt_config())
+    add_lora(with_table, rank=2, alpha=4.0, dropout=0.0, targets="fc", also_train="tok_emb")
+    without = make(GPT, gpt_config())
+    add_lora(without, rank=2, alpha=4.0, dropout=0.0, targets="fc")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_lora_state_dict(without, lora_state_dict(with_table))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_lora_state_dict(with_table, lora_state_dict(without))
+
+
+def test_count_parameters_counts_the_frozen_base_and_the_adapters():
+    base, model = adapted(targets="qkv,proj", rank=4)
+    assert count_parameters(model) == count_parameters(base) + 2 * 4 * ((32 + 96) + (32 + 32) + (128 + 32))

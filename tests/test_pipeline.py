@@ -409,6 +409,7 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
                       str(instructions), reuse_from=tmp_path / "run")
     copied = {name: "copied_from" in run_step(reusing, name) for name in STEP_NAMES}
     assert ran == ["dpo", "rl_table"] and copied["ppo"] and not copied["dpo"]
+    assert "copied_from" in run_step(reusing, "ppo")  # PROPOSED: a rerun reads it back from result.json
 
 
 def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):
@@ -472,3 +473,31 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+# ---- PROPOSED (mutation review) ----
+def test_the_family_table_puts_each_policys_rates_in_its_own_column_for_every_family(tmp_path):
+    results = made_up_results()
+    results["ppo"]["win_rate_by_family"] = {"count": 0.25}
+    results["dpo"]["win_rate_by_family"] = {"count": 0.75, "colour": 0.5}  # a family only DPO was measured on
+    _, markdown = made_up_report(tmp_path, results)
+    assert "| colour | nan | 0.500 |\n| count | 0.250 | 0.750 |" in markdown
+
+
+def test_each_grpo_stage_reports_its_own_pass_at_k_curve(tmp_path):
+    results = made_up_results()
+    curves = results["rl_table"]["pass_at_k"]
+    curves.update({"SFT": {"1": 0.1}, "GRPO (reward model)": {"1": 0.2}, "GRPO (verifiable)": {"1": 0.3}})
+    report, _ = made_up_report(tmp_path, results)
+    assert report["stages"]["grpo"]["pass_at_k_sft"] == {"1": 0.1}
+    assert report["stages"]["grpo"]["pass_at_k_after"] == {"1": 0.2}
+    assert report["stages"]["grpo_verifiable"]["pass_at_k_after"] == {"1": 0.3}
+
+
+def test_a_copied_comparison_table_is_named_as_copied(tmp_path):
+    results = made_up_results()
+    results["rl_table"]["copied_from"] = str(tmp_path / "other" / "10_rl_table")
+    report, markdown = made_up_report(tmp_path, results)
+    assert report["stages"]["rl_table"]["copied_from"] == str(tmp_path / "other" / "10_rl_table")
+    assert f"Copied from {tmp_path / 'other'}, where they were made from the same settings (their seconds are " \
+        "that run's): rl_table." in markdown

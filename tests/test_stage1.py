@@ -218,6 +218,7 @@ def test_mlm_on_a_korean_corpus_finishes_and_writes_results(tmp_path, block_size
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     [check] = [row for row in rows if row["split"] == "val"]
     assert "val_subset_masked_accuracy" in check and "val_masked_accuracy" not in check
+    assert "subset_unigram_masked_accuracy" in check and "unigram_masked_accuracy" not in check  # PROPOSED
     assert rows[-1]["split"] == "final" and rows[-1]["val_masked_accuracy"] == saved["val_masked_accuracy"]
     if block_size == 32:
         assert saved["fill_mask_prompt"].endswith("[MASK].") and len(saved["fill_mask_top5"]) == 5
@@ -325,3 +326,18 @@ def test_masked_accuracy_counts_the_masked_positions_only():
     logits[0, 2, 0] = 1.0  # wrong: label 4
     labels = torch.tensor([[IGNORE_INDEX, 3, 4, IGNORE_INDEX]])
     assert masked_accuracy(logits, labels) == (1, 2)
+
+
+# ---- PROPOSED (mutation review) ----
+def test_resume_may_start_fresh_and_may_train_for_more_steps(tmp_path, corpus, tokenizer):
+    run = tmp_path / "run"
+    train_clm(_clm_cfg(max_steps=2), tokenizer, *corpus, run, resume=True)  # nothing to resume yet: a new run
+    more = train_clm(_clm_cfg(max_steps=4), tokenizer, *corpus, run, resume=True)  # only train.* changed
+    losses = _train_losses(run)
+    assert more["steps"] == 4 and len(losses) == 4
+    assert more["train_tokens"] == len(pack_documents(tokenizer, corpus[0]))
+    assert more["final_train_loss"] == losses[-1]
+
+
+def test_consecutive_windows_stop_at_max_windows():
+    assert consecutive_windows(torch.arange(21), 5, 4, max_windows=2).tolist() == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]

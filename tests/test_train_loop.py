@@ -460,3 +460,53 @@ def test_spread_rows_takes_evenly_spaced_rows_and_the_last_once() -> None:
     assert spread_rows(list(range(10)), 3) == [0, 3, 6, 9]
     assert spread_rows(list(range(11)), 3) == [0, 3, 6, 9, 10]
     assert spread_rows([], 4) == []
+
+
+# ---- PROPOSED (mutation review) ----
+from minillm.stage3_rlhf.reward_model import RewardModel  # noqa: E402
+from minillm.train.health import check_loss, first_bad_gradient  # noqa: E402
+from minillm.train.optim import follow_schedule  # noqa: E402
+
+
+def test_follow_schedule_moves_every_group_in_proportion_at_every_step():
+    """warmup 2 then cosine over steps 2..5 to 0.1 * lr, by hand; a group made with 5x the lr keeps 5x."""
+    cfg = TrainConfig(max_steps=6, lr=1e-2, warmup_steps=2, min_lr_ratio=0.1)
+    by_hand = [5e-3, 1e-2, 1e-2, 1e-2 * (0.1 + 0.9 * 0.75), 1e-2 * (0.1 + 0.9 * 0.25), 1e-3]
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW([{"params": [a]}, {"params": [b], "lr": 5e-2}], lr=cfg.lr)
+    for step, lr in enumerate(by_hand):
+        assert follow_schedule(optimizer, step, cfg) == pytest.approx(lr)
+        assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([lr, 5 * lr])
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_the_optimizer_takes_its_betas_and_weight_decay_from_the_config(optimizer):
+    cfg = TrainConfig(optimizer=optimizer, beta1=0.8, beta2=0.99, weight_decay=0.3)
+    made = make_optimizer(tiny_gpt(), cfg)
+    adamw = made.adamw if optimizer == "muon" else made
+    assert {g["betas"] for g in adamw.param_groups} == {(0.8, 0.99)}
+    if optimizer == "muon":
+        assert {g["weight_decay"] for g in made.muon.param_groups} == {0.3}
+
+
+def test_muon_takes_the_blocks_matrices_of_a_model_inside_another():
+    """The reward model's GPT sits under `body.`: its blocks' matrices are hidden matrices too."""
+    model = RewardModel(tiny_gpt().config)
+    optimizer = make_optimizer(model, small_cfg(optimizer="muon"))
+    muon = {id(p) for group in optimizer.muon.param_groups for p in group["params"]}
+    blocks = {id(p) for name, p in model.named_parameters() if name.startswith("body.blocks.") and p.dim() == 2}
+    assert blocks and muon == blocks
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf"), float("-inf")])
+def test_a_loss_that_is_not_finite_stops_training(loss):
+    with pytest.raises(TrainingError, match=f"step 4: the loss is {loss}"):
+        check_loss(loss, 4)
+
+
+def test_a_gradient_with_one_nan_entry_is_named():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    model[1].weight.grad[0, 2] = float("nan")  # one bad number among nine
+    assert first_bad_gradient(model) == "1.weight"
