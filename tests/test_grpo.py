@@ -25,7 +25,7 @@ from minillm.errors import CheckpointError, ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.template import encode_prompt
-from minillm.stage3_rlhf import grpo
+from minillm.stage3_rlhf import grpo, online_rl
 from minillm.stage3_rlhf import pass_at_k as pass_at_k_module
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.grpo import (
@@ -46,6 +46,7 @@ from minillm.stage3_rlhf.sequences import answers_logprob
 from minillm.stage3_rlhf.verifier import Verifier
 from minillm.train import load_checkpoint, load_model, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME
+from minillm.train.optim import follow_schedule
 
 
 def micro_grpo_config(steps: int = 2, **changes) -> GRPOConfig:
@@ -412,6 +413,21 @@ def test_resuming_with_another_optimizer_is_one_clear_error(runs, tmp_path):
     train_grpo(muon, runs["sft"], RECORDS, tmp_path)  # Muon with AdamW trains a GRPO policy too
     with pytest.raises(CheckpointError, match=r"ckpt.pt: its saved optimizer does not fit this run"):
         train_grpo(micro_grpo_config(steps=2), runs["sft"], RECORDS, tmp_path, resume=True)
+
+
+def test_a_resume_with_another_lr_steps_with_the_lr_it_logs(tmp_path):
+    """The saved optimizer holds the old run's lrs; the resumed run must step with its own config's
+    (each group in proportion: PPO's critic has an lr of its own), as follow_schedule reports."""
+    weight = torch.nn.Parameter(torch.zeros(2))
+    old = torch.optim.AdamW([{"params": [weight]}, {"params": [], "lr": 3e-3}], lr=1e-3)
+    follow_schedule(old, 0, TrainConfig(max_steps=4, lr=1e-3, warmup_steps=0, min_lr_ratio=1.0))
+    save_checkpoint(tmp_path / CKPT_NAME, {"step": 2, "optimizer": old.state_dict(),
+                                           "generator": torch.Generator().get_state()})
+    new = torch.optim.AdamW([{"params": [weight]}, {"params": [], "lr": 3e-2}], lr=1e-2)
+    online_rl.open_run(tmp_path, "GRPO", True, SimpleNamespace(save=lambda path: None), {}, torch.Generator(),
+                       optimizer=new)
+    logged = follow_schedule(new, 2, TrainConfig(max_steps=8, lr=1e-2, warmup_steps=0, min_lr_ratio=1.0))
+    assert logged == 1e-2 and [g["lr"] for g in new.param_groups] == pytest.approx([1e-2, 3e-2])
 
 
 def _resume_command(runs_root: Path):

@@ -53,7 +53,8 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_confi
 
     Each of `resumable` (policy, critic, optimizer, by their checkpoint key) gets its saved state,
     and the generator its position, so a resumed run draws the same prompts and tokens as one that
-    never stopped.
+    never stopped. An optimizer keeps the learning rates this run was made with (a resume with
+    another `lr` or `critic_lr` uses the new one, as the log says), not the saved run's.
     """
     ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
     if ckpt_path.is_file() and not resume:
@@ -63,12 +64,15 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_confi
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         for key, obj in resumable.items():
+            made_with = [group["lr"] for group in getattr(obj, "param_groups", [])]  # this run's settings
             try:
                 obj.load_state_dict(state[key])
             except (KeyError, RuntimeError, ValueError) as err:  # e.g. another model size or optimizer
                 raise CheckpointError(f"{ckpt_path}: its saved {key} does not fit this run ({short_reason(err)}); "
                                       "resume with the settings it was trained with, or train into a new "
                                       "folder") from None
+            for group, lr in zip(getattr(obj, "param_groups", []), made_with, strict=True):
+                group["initial_lr"] = lr  # the saved state holds the old run's lrs: follow_schedule scales these
         generator.set_state(state["generator"])
         tqdm.write(f"{method.lower()}: resuming from step {state['step']} ({ckpt_path})")
     first_step = state.get("step", 0) + 1
