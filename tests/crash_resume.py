@@ -1,8 +1,9 @@
 """Crash-and-resume harness, reusable by every stage's tests.
 
-`assert_exact_resume` runs a training command three times in subprocesses:
+`assert_exact_resume` runs a training command three times in subprocesses of one thread each:
 1. straight through, into `tmp/straight`;
-2. into `tmp/crashed`, SIGKILLed right after its K-th optimizer update (tests/_kill_after_updates.py);
+2. at the same time (the two are independent, and a 2-core machine runs them in the time of one), into
+   `tmp/crashed`, SIGKILLed right after its K-th optimizer update (tests/_kill_after_updates.py);
 3. again into `tmp/crashed` with resume on;
 then checks that the two final checkpoints hold bit-identical tensors (model, optimizer, RNG
 states) and that the metrics.jsonl curves agree row for row. A stage test only says how to build
@@ -40,11 +41,27 @@ KILLER = Path(__file__).with_name("_kill_after_updates.py")
 TIMING_KEYS = {"elapsed_s", "samples_per_s"}  # wall-clock numbers differ between runs by nature
 
 
+def start_python(args: list[str]) -> subprocess.Popen:
+    """Start `python ARGS...` with one thread, from the repository root, its output captured."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=Path(__file__).parent.parent)
+
+
+def finish(process: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
+    """Wait for a started process (killing it past `timeout` seconds) and return what it printed."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
 def run_python(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     """Run `python ARGS...` with one thread, from the repository root; fail the test with its stderr."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=Path(__file__).parent.parent)
+    return finish(start_python(args), timeout)
 
 
 def check_ok(result: subprocess.CompletedProcess) -> None:
@@ -76,8 +93,12 @@ def assert_exact_resume(command: Callable[[Path, bool], list[str]], tmp_path: Pa
                         ckpt_name: str = CKPT_NAME, timeout: float = 120) -> None:
     """A run SIGKILLed after `kill_after_updates` updates and resumed ends bit-identical to a straight one."""
     straight, crashed = tmp_path / "straight", tmp_path / "crashed"
-    check_ok(run_python(command(straight, False), timeout))
-    killed = run_python([str(KILLER), str(kill_after_updates), *command(crashed, False)], timeout)
+    straight_run = start_python(command(straight, False))
+    try:
+        killed = run_python([str(KILLER), str(kill_after_updates), *command(crashed, False)], timeout)
+    finally:  # a failing test leaves no process behind
+        straight_done = finish(straight_run, timeout)
+    check_ok(straight_done)
     assert killed.returncode == -signal.SIGKILL, (
         f"the run was not killed after update {kill_after_updates} (exit {killed.returncode}): "
         f"does it take that many steps?\n{killed.stderr[-2000:]}")
