@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from minillm.config import preset
+from minillm.config import preset, to_dict
 from minillm.datasets.corpus import read_corpus, split_documents
 from minillm.lessons import DATA, Run, earlier_run, lesson_args, lesson_dir, own_run
 from minillm.model import Bert
@@ -114,7 +114,7 @@ step2_one_step_by_hand(tokenizer, pack_documents(tokenizer, train_docs))
 # %%
 def step3_train() -> Run:
     print(f"\n== 3. Pretraining with the shared loop: {CFG.mlm.train.max_steps} steps (tiny preset) ==")
-    mlm = own_run("mlm", OUT / "mlm", fresh=ARGS.fresh, inputs=[tokenizer_run],
+    mlm = own_run("mlm", OUT / "mlm", fresh=ARGS.fresh, inputs=[tokenizer_run], settings={"mlm": to_dict(CFG.mlm)},
                   train=lambda folder: train_mlm(CFG.mlm, tokenizer, train_docs, val_docs, folder))
     metrics = mlm.result
     for row in (r for r in mlm.history if r.get("split") == "val"):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from minillm.config import preset
+from minillm.config import preset, to_dict
 from minillm.datasets.corpus import read_corpus, split_documents
 from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
 from minillm.model import GPT
@@ -87,7 +87,7 @@ step2_untrained_samples(tokenizer)
 # %%
 def step3_train() -> Path:
     print(f"\n== 3. Pretraining with the shared loop: {CFG.clm.train.max_steps} steps (tiny preset) ==")
-    clm = own_run("clm", OUT / "clm", fresh=ARGS.fresh, inputs=[tokenizer_run],
+    clm = own_run("clm", OUT / "clm", fresh=ARGS.fresh, inputs=[tokenizer_run], settings={"clm": to_dict(CFG.clm)},
                   train=lambda folder: train_clm(CFG.clm, tokenizer, train_docs, val_docs, folder))
     metrics = clm.result
     ratio = metrics["unigram_perplexity"] / metrics["val_perplexity"]

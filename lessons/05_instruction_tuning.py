@@ -16,7 +16,7 @@
 # 4. Answers side by side, so that you see *how* each model is right or wrong.
 #
 # Run it: `python lessons/05_instruction_tuning.py [CLM_RUN_DIR] [--fresh]`, or step through its
-# cells. It starts from CLM_RUN_DIR, or the GPT lesson 4 trained with --fresh, or the pipeline's
+# cells. It starts from CLM_RUN_DIR, or a GPT lesson 4 trained itself (--fresh, an edited CFG), or the pipeline's
 # (runs/tiny/03_clm). After the pipeline it shows the pipeline's SFT run (runs/tiny/04_sft) and
 # takes 2-3 s. `--fresh` trains SFT and both baselines into runs/lessons/05/sft (2-3 minutes on a
 # 2-core CPU: two runs of 1200 steps and one of 500), and lessons 6-8 then build on that model. The experiments to
@@ -25,11 +25,12 @@
 # %%
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
-from minillm.config import apply_overrides, preset
+from minillm.config import preset, to_dict
 from minillm.datasets.corpus import read_corpus, split_documents
 from minillm.datasets.instructions import read_jsonl
 from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
@@ -40,9 +41,10 @@ from minillm.train import load_model
 
 ARGS = lesson_args("Lesson 5: instruction tuning", inputs=["clm_run"])
 OUT = lesson_dir(5)
-# The tiny preset, plus the single-family baseline the pipeline skips for time: does training on
-# many task families help on families never seen, compared with training on one?
-CFG = apply_overrides(preset("tiny"), ["sft.single_family_baseline=true"])
+CFG = preset("tiny")
+# When this lesson trains SFT itself, it adds the single-family baseline the pipeline skips for time:
+# does training on many task families help on families never seen, compared with training on one?
+WITH_SINGLE_FAMILY = dataclasses.replace(CFG.sft, single_family_baseline=True)
 torch.set_num_threads(2)
 records = read_jsonl(DATA / "instructions.jsonl")
 clm = earlier_run("clm", lesson_dir(4) / "clm", given=ARGS.clm_run)
@@ -89,8 +91,9 @@ step2_base_model(clm.path, [next(r for r in records if r["split"] == s)["prompt"
 # is there to keep what pretraining stored, and random weights store nothing. So the scratch run
 # trains with Muon (minillm/train/optim.py) at five times SFT's lr, for 500 steps instead of 1200,
 # and still beats what SFT's own settings gave it (0.60 / 0.58 against 0.55 / 0.49 on the trained
-# tasks and their new wordings). SFT on a single task family (trained only with `--fresh`: the pipeline skips it for
-# time) asks whether variety in the tasks helps on families never seen. A tenth of each SFT batch is
+# tasks and their new wordings). SFT on a single task family (trained only when this lesson trains
+# SFT itself, with `--fresh` or after an edit of CFG.sft: the pipeline skips it for time) asks
+# whether variety in the tasks helps on families never seen. A tenth of each SFT batch is
 # pretraining text ("replay", `sft.pretrain_mix`), so that SFT does not overwrite the facts stage 1
 # stored about people and towns it never asks about.
 
@@ -98,12 +101,14 @@ step2_base_model(clm.path, [next(r for r in records if r["split"] == s)["prompt"
 def step3_train_and_score() -> Path:
     print("\n== 3. SFT, and the baselines ==")
     pretrain_docs = split_documents(read_corpus(DATA / "corpus.txt"))[0]
-    sft = own_run("sft", OUT / "sft", fresh=ARGS.fresh, inputs=[clm], train=lambda folder: run_sft_with_baselines(
-        CFG.sft, records, folder, clm.path, resume=True, pretrain_docs=pretrain_docs))
+    sft = own_run("sft", OUT / "sft", fresh=ARGS.fresh, inputs=[clm], settings={"sft": to_dict(CFG.sft)},
+                  train=lambda folder: run_sft_with_baselines(WITH_SINGLE_FAMILY, records, folder, clm.path,
+                                                              resume=True, pretrain_docs=pretrain_docs))
     report = sft.result
     print(f"  SFT trained in {report['seconds']:.0f} s; everything (the runs and their evaluations) took "
           f"{report['total_seconds']:.0f} s")
-    print(f"  loss on response tokens: {report['first_loss']:.2f} at step 1 -> {report['final_loss']:.2f}")
+    print(f"  training loss (answer tokens, plus the replayed pretraining text): {report['first_loss']:.2f} "
+          f"at step 1 -> {report['final_loss']:.2f}")
     print("\n  Exact match (and token F1) per test split:")
     print("  " + format_table(report).replace("\n", "\n  "))
     if report["single_family"]:

@@ -10,8 +10,9 @@
 # 1. One prompt, four answers sampled from the SFT model, the simulated annotator's score for each
 #    as the sum of its parts (what it rewards: the right answer, nothing but it, in the reference's
 #    form, overlapping words; what it penalises: rudeness, extra words), and its ranking.
-# 2. The ranking turned into its 4*3/2 = 6 pairs, and the ranking loss -log sigmoid(r_w - r_l)
-#    computed by hand for made-up rewards, next to the library's `ranking_loss`.
+# 2. The ranking turned into its pairs (up to 4*3/2 = 6; tied answers give none), and the ranking
+#    loss -log sigmoid(r_w - r_l) computed by hand for made-up rewards, next to the library's
+#    `ranking_loss`.
 # 3. A reward model trained on a few hundred rankings: the SFT GPT plus one linear head on the last
 #    real token, plus a learnt weight times the answer's mean token log-probability under the GPT's
 #    own language-model head (the head sees style; the likelihood sees whether the answer is right).
@@ -20,7 +21,7 @@
 #    how much of each score came from the likelihood term.
 #
 # Run it: `python lessons/06_reward_model.py [SFT_RUN_DIR] [--fresh]`, or step through its cells.
-# It starts from SFT_RUN_DIR, or the SFT model lesson 5 trained with --fresh, or the pipeline's
+# It starts from SFT_RUN_DIR, or an SFT model lesson 5 trained itself (--fresh, an edited CFG), or the pipeline's
 # (runs/tiny/04_sft). After the pipeline it shows the pipeline's reward model
 # (runs/tiny/05_reward_model) and takes 2-3 s; `--fresh` collects rankings and trains one into
 # runs/lessons/06/reward (1-1.5 minutes on a 2-core CPU; open its prefs.jsonl: the rankings). The
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from minillm.config import preset
+from minillm.config import preset, to_dict
 from minillm.datasets.instructions import PADDING_CLOSERS, PADDING_OPENERS, RUDE_OPENERS, read_jsonl, terse
 from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
 from minillm.model import GPT
@@ -92,7 +93,8 @@ def step1_one_ranking(policy: GPT, tokenizer, record: dict) -> list[int | list[i
     annotator = SimulatedAnnotator(CFG.reward.annotator_noise, seed=0, tie_margin=CFG.reward.annotator_tie_margin)
     ranking = annotator.rank(record, answers)
     print(f"  ranking, best first: {ranking}  (gold score + noise of std {CFG.reward.annotator_noise}; "
-          f"answers within {CFG.reward.annotator_tie_margin} of each other tie, written as a list)\n")
+          f"an answer within {CFG.reward.annotator_tie_margin} of the one above it ties with it, "
+          "written as a list)\n")
     return ranking
 
 
@@ -143,7 +145,8 @@ def collect_and_train(folder: Path) -> dict:
 
 def step3_train() -> Path:
     print("== 3. Collect rankings from the SFT model and train the reward model ==")
-    rm = own_run("reward_model", OUT / "reward", train=collect_and_train, fresh=ARGS.fresh, inputs=[sft])
+    rm = own_run("reward_model", OUT / "reward", train=collect_and_train, fresh=ARGS.fresh, inputs=[sft],
+                 settings={"reward": to_dict(CFG.reward)})
     result = rm.result
     print(f"  held-out pairwise accuracy {result['pairwise_accuracy']:.1%} (training rankings "
           f"{result['train_accuracy']:.1%})\n  the annotator agrees with the gold judge on "
@@ -183,6 +186,9 @@ step4_styles(rm_dir, record)
 
 # %% [markdown]
 # ## Try this
+# An edit of CFG here trains this lesson's own reward model (the pipeline's was made with the
+# preset's settings) into runs/lessons/06/reward. Lessons 7 and 8 then build on it, as they say
+# when they start: delete that folder to have them use the pipeline's again.
 # 1. A noisier annotator: `--set reward.annotator_noise=1.0` (CLI) or edit CFG.reward here. The
 #    ceiling (agreement with gold) falls, and the reward model's accuracy falls with it: a reward
 #    model cannot be more consistent than its labellers.
@@ -193,6 +199,7 @@ step4_styles(rm_dir, record)
 #    accuracy fell from 0.83 to 0.70: pairs that differ in style stay right (0.97), but pairs where one
 #    answer is right and the other wrong fall to a coin flip (0.48). Lesson 7 shows what PPO makes of
 #    such a judge.
-# 4. Read the head somewhere else: in RewardModel.forward, take the head's score at the FIRST token
-#    instead of the last real one. That position has only seen `<bos>`: the head gives every answer
-#    the same score, and only the likelihood term is left to tell answers apart.
+# 4. Read the head somewhere else: in RewardModel.scores (which forward calls), take the head's
+#    score at the FIRST token instead of the last real one. That position has only seen `<bos>`:
+#    the head gives every answer the same score, and only the likelihood term is left to tell
+#    answers apart. (An edit of the library is no edit of CFG: run with `--fresh`.)

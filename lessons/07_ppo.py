@@ -23,8 +23,8 @@
 # changes that (Try this 6); docs/findings.md has the measurements.
 #
 # Run it: `python lessons/07_ppo.py [SFT_RUN_DIR] [REWARD_RUN_DIR] [--fresh]`, or step through its
-# cells. It starts from the SFT model and reward model of lessons 5 and 6 when they were trained
-# there with --fresh, else the pipeline's. After the pipeline, step 2 shows the pipeline's PPO run
+# cells. It starts from the SFT model and reward model of lessons 5 and 6 when they trained
+# their own (--fresh, an edited CFG), else the pipeline's. After the pipeline, step 2 shows the pipeline's PPO run
 # (runs/tiny/06_ppo), and only step 3's two runs train: about a minute on a quiet 2-core CPU (62 s
 # measured), 15 when four other trainings share it; a second run reuses them and takes seconds.
 # `--fresh` trains PPO here too, into runs/lessons/07/ppo (about a minute more). The experiments to try are at the end.
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from minillm.config import preset
+from minillm.config import preset, to_dict
 from minillm.lessons import lesson_args, lesson_dir, own_run, stage3_inputs
 from minillm.model import GPT
 from minillm.stage3_rlhf.annotator import gold_score
@@ -105,7 +105,7 @@ def show_examples(result: dict, n: int = 3) -> None:
 
 def step2_train() -> None:
     print(f"== 2. PPO, {CFG.ppo.train.max_steps} steps of {CFG.ppo.rollout_batch_size} answers ==")
-    ppo = own_run("ppo", OUT / "ppo", fresh=ARGS.fresh, inputs=[sft, rm],
+    ppo = own_run("ppo", OUT / "ppo", fresh=ARGS.fresh, inputs=[sft, rm], settings={"ppo": to_dict(CFG.ppo)},
                   train=lambda folder: train_ppo(CFG.ppo, sft.path, rm.path, records, folder))
     result = ppo.result
     print("  step  RM score   gold      KL  clipfrac  ratio  answer length")
@@ -135,13 +135,15 @@ def step3_reward_hacking() -> None:
     print("== 3. Reward hacking: the head-only reward model, and no KL penalty ==")
     # The same rankings the reward model of lesson 6 learnt from (its run folder records the file).
     prefs = read_json(rm.path / "config.json")["run"]["prefs"]
+    head_only_cfg = dataclasses.replace(CFG.reward, likelihood_term=False)
     head_only = own_run("reward_model", OUT / "head_only_reward", fresh=ARGS.fresh, inputs=[sft, rm],
-                        from_pipeline=False, train=lambda folder: train_reward_model(
-                            dataclasses.replace(CFG.reward, likelihood_term=False), sft.path, prefs, folder,
-                            records=records))
+                        from_pipeline=False, settings={"reward": to_dict(head_only_cfg)},
+                        train=lambda folder: train_reward_model(head_only_cfg, sft.path, prefs, folder,
+                                                                records=records))
     print(f"  head-only reward model: held-out pairwise accuracy {head_only.result['pairwise_accuracy']:.2f}")
     unleashed = dataclasses.replace(CFG.ppo, train=dataclasses.replace(CFG.ppo.train, max_steps=45))
     hacked = own_run("ppo", OUT / "no_kl", fresh=ARGS.fresh, inputs=[sft, head_only], from_pipeline=False,
+                     settings={"ppo": to_dict(unleashed)},
                      train=lambda folder: reward_hacking(unleashed, sft.path, head_only.path, records, folder))
     result = hacked.result
     print(f"  reward model score {result['rm_score_first']:+.2f} -> {result['rm_score_last']:+.2f}, "

@@ -23,7 +23,7 @@
 #
 # Run it: `python lessons/08_dpo.py [SFT_RUN_DIR] [PREFS_FILE] [REWARD_RUN_DIR] [--fresh]`, or step
 # through its cells. It starts from the SFT model, rankings and reward model of lessons 5 and 6 when
-# they were trained there with --fresh, else the pipeline's. After the pipeline, step 2 shows the
+# they trained their own (--fresh, an edited CFG), else the pipeline's. After the pipeline, step 2 shows the
 # pipeline's DPO run (runs/tiny/07_dpo) and the lesson takes about 4 s on a 2-core CPU, best of 4
 # included (saved, so a second run takes 2 s); `--fresh` trains DPO into runs/lessons/08/dpo
 # (30-60 s more). The experiments to try are at the end.
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from minillm.config import preset
+from minillm.config import preset, to_dict
 from minillm.lessons import Run, earlier_run, lesson_args, lesson_dir, own_run, stage3_inputs
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
@@ -108,7 +108,7 @@ step1_one_pair(sft.path, prefs)
 # %%
 def step2_train() -> dict:
     print(f"== 2. DPO, {CFG.dpo.train.max_steps} steps, beta {CFG.dpo.beta}, NLL weight {CFG.dpo.nll_coef} ==")
-    dpo = own_run("dpo", OUT / "dpo", fresh=ARGS.fresh, inputs=[sft, prefs_source],
+    dpo = own_run("dpo", OUT / "dpo", fresh=ARGS.fresh, inputs=[sft, prefs_source], settings={"dpo": to_dict(CFG.dpo)},
                   train=lambda folder: train_dpo(CFG.dpo, sft.path, prefs, records, folder))
     result = dpo.result
     rows = [r for r in dpo.history if "accuracy" in r]
@@ -167,7 +167,7 @@ def step3_table(dpo: dict, best: dict) -> None:
     print()
 
 
-best = own_run("best_of_4", OUT / "best_of_4", fresh=ARGS.fresh, inputs=[sft, rm], from_pipeline=False,
+best = own_run("best_of_4", OUT / "best_of_4", fresh=ARGS.fresh, inputs=[sft, rm], from_pipeline=False, settings={},
                train=lambda folder: best_of(sft.path, rm.path, records, n=4))
 step3_table(dpo, best.result)
 

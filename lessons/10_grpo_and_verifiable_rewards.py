@@ -31,7 +31,7 @@ import copy
 
 import torch
 
-from minillm.config import preset
+from minillm.config import preset, to_dict
 from minillm.lessons import earlier_run, lesson_args, lesson_dir, own_run, stage3_inputs
 from minillm.model import GPT
 from minillm.stage3_rlhf.grpo import group_advantages, make_reward_fn, rollout, train_grpo
@@ -116,6 +116,7 @@ def step2_train(sft, records: list[dict]):
     print(f"  {cfg.group_size} answers to each of {cfg.prompts_per_step} training prompts per step, "
           f"{cfg.train.max_steps} steps")
     run = own_run("grpo_verifiable", OUT / "grpo_verifiable", fresh=ARGS.fresh, inputs=[sft],
+                  settings={"grpo_verifiable": to_dict(cfg)},
                   train=lambda here: train_grpo(cfg, sft.path, records, here, pass_at_k=False))
     for row in spread_rows(run.history, 6):
         print(f"  step {row['step']:3d}  reward {row['reward_mean']:.3f} ± {row['reward_std']:.3f}  no-signal groups "

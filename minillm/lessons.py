@@ -6,11 +6,13 @@ they build on.
 model and a reward model) should not spend minutes training it again. Two functions find runs:
 
 - `earlier_run(stage)`: a run the lesson *builds on*. Taken from the lesson that trained it (with
-  --fresh, or when the pipeline had not run), else from the pipeline's folder; if neither has it, the pipeline's own
-  steps train it now, into runs/tiny (with the settings runs/tiny was made with), where the
-  pipeline and the next lessons will find it. A step there that other inputs made is never replaced.
-- `own_run(stage, here, train)`: the run the lesson *shows*. An earlier run of this lesson, made from
-  the same inputs, else the pipeline's; with --fresh, or when there is neither, `train(here)` now.
+  --fresh, after an edit of its CFG, or when the pipeline had not run), else from the pipeline's
+  folder; if neither has it, the pipeline's own steps train it now, into runs/tiny (with the
+  settings runs/tiny was made with), where the pipeline and the next lessons will find it. A step
+  there that other inputs made is never replaced.
+- `own_run(stage, here, train, settings=...)`: the run the lesson *shows*. An earlier run of this
+  lesson, made from the same inputs with the same settings, else the pipeline's if made so too; with
+  --fresh, or when neither will do (say the reader edited the lesson's CFG), `train(here)` now.
 
 Both print which run they use, so a reader always knows where the numbers come from. This module
 sits on top, beside pipeline.py: it uses the pipeline's steps and folders, nothing uses it.
@@ -246,28 +248,63 @@ def identity(run: Run) -> str:
     return f"{resolved(run.path)} (run {run_id(run.path) or run.result.get('id')})"
 
 
-def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: bool,
+def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: bool, settings: dict[str, dict],
             inputs: Sequence[Run] = (), from_pipeline: bool = True) -> Run:
     """The run of `stage` this lesson shows, trained by `train(here)` only when it must be.
 
-    Without `fresh`: an earlier run of this lesson in `here`, made from the same `inputs`; else the
-    pipeline's run of `stage`, when the inputs are the pipeline's too (a model trained from another
-    SFT model would not match) and `from_pipeline` (False for what the pipeline never makes, such as
-    lesson 7's head-only reward model). Otherwise, and always with `fresh`, `here` is emptied and
-    `train(here)` runs; what it returns is saved in here/result.json.
+    `settings` are the parts of the lesson's CFG the run is made with, named as in a pipeline step's
+    inputs.json (e.g. {"reward": to_dict(CFG.reward)}). Without `fresh`: an earlier run of this
+    lesson in `here`, made from the same `inputs` with the same settings; else the pipeline's run of
+    `stage`, when its inputs and its settings are the lesson's too (a model trained from another SFT
+    model, or with the CFG a reader just edited, would not match) and `from_pipeline` (False for what
+    the pipeline never makes, such as lesson 7's head-only reward model). Otherwise, and always with
+    `fresh`, `here` is emptied and `train(here)` runs; what it returns is saved in here/result.json,
+    with the inputs and settings it was made from.
     """
     made_from = {run.path.name: identity(run) for run in inputs}
-    if not fresh and finished(here) and read_run(here, "").result.get("made_from") == made_from:
-        return _say(stage, read_run(here, "this lesson's earlier run"), "; --fresh trains it again")
-    if not fresh and from_pipeline and all(resolved(run.path).parent == resolved(PIPELINE_DIR) for run in inputs):
-        folder = pipeline_folder(stage)
-        if up_to_date(stage):
-            _warn_if_other_settings()
-            return _say(stage, read_run(folder, "the pipeline's run"), "; --fresh trains one here")
-    print(f"[{stage}] nothing to reuse: running it now, into {shown(here)}")
+    if fresh:
+        why_train = "--fresh"
+    else:
+        why_not_earlier = _why_not_reuse_earlier(here, made_from, settings)
+        if why_not_earlier is None:
+            return _say(stage, read_run(here, "this lesson's earlier run"), "; --fresh trains it again")
+        why_train = why_not_earlier
+        if from_pipeline and all(resolved(run.path).parent == resolved(PIPELINE_DIR) for run in inputs):
+            why_not_pipeline = _why_not_reuse_pipelines(stage, settings)
+            if why_not_pipeline is None:
+                _warn_if_other_settings()
+                return _say(stage, read_run(pipeline_folder(stage), "the pipeline's run"), "; --fresh trains one here")
+            why_train = f"{why_not_earlier}; {why_not_pipeline}"
+    print(f"[{stage}] running it now ({why_train}), into {shown(here)}")
     shutil.rmtree(here, ignore_errors=True)
     here.mkdir(parents=True)
     result = {key: value for key, value in train(here).items() if key != "history"}
-    result["made_from"], result["id"] = made_from, uuid.uuid4().hex
+    result["made_from"], result["settings"], result["id"] = made_from, settings, uuid.uuid4().hex
     write_json(here / RESULT_NAME, jsonable(result))
     return Run(here, result, "trained now")
+
+
+def _why_not_reuse_earlier(here: Path, made_from: dict[str, str], settings: dict[str, dict]) -> str | None:
+    """Why the lesson's earlier run in `here` does not show what the lesson asks for now, or None."""
+    if not finished(here):
+        return f"no earlier run in {shown(here)}"
+    earlier = read_run(here, "").result
+    if earlier.get("made_from") != made_from:
+        return "this lesson's earlier run was made from other runs"
+    if "settings" not in earlier:
+        return "this lesson's earlier run does not record its settings (an older minillm made it)"
+    changed = changed_settings(earlier["settings"], settings)
+    return f"this lesson's earlier run was made with other settings ({first_changes(changed)})" if changed else None
+
+
+def _why_not_reuse_pipelines(stage: str, settings: dict[str, dict]) -> str | None:
+    """Why runs/tiny's run of `stage` does not show what the lesson asks for, or None. A run whose
+    inputs.json is missing is taken at its word, as `up_to_date` takes it."""
+    folder = pipeline_folder(stage)
+    if not up_to_date(stage):
+        return f"no finished, up-to-date run in {shown(folder)}"
+    saved = saved_inputs(folder)
+    if saved is None:
+        return None
+    changed = changed_settings({part: saved["settings"].get(part, {}) for part in settings}, settings)
+    return f"{shown(folder)} was made with other settings ({first_changes(changed)})" if changed else None

@@ -140,18 +140,51 @@ def test_own_run_reuses_trains_what_is_missing_and_retrains_when_fresh(pipeline_
         trained.append(folder)
         return {"win_rate_vs_sft": 0.7, "history": [{"step": 1}]}
 
-    assert own_run("ppo", here, train, fresh=False, inputs=[sft]).result == {"win_rate_vs_sft": 0.6}
+    assert own_run("ppo", here, train, settings={}, fresh=False, inputs=[sft]).result == {"win_rate_vs_sft": 0.6}
     assert trained == []  # the pipeline's, made from the same SFT model
-    run = own_run("ppo", here, train, fresh=True, inputs=[sft])
+    run = own_run("ppo", here, train, settings={}, fresh=True, inputs=[sft])
     assert trained == [here] and run.result["win_rate_vs_sft"] == 0.7 and "history" not in run.result
-    again = own_run("ppo", here, train, fresh=False, inputs=[sft])
+    again = own_run("ppo", here, train, settings={}, fresh=False, inputs=[sft])
     assert trained == [here] and again.path == here and "this lesson's earlier run" in capsys.readouterr().out
     # Made from another SFT model: neither this lesson's earlier run nor the pipeline's will do.
     other = Run(finish(tmp_path / "runs" / "lessons" / "05" / "sft"), {}, "trained by an earlier lesson")
-    assert own_run("ppo", here, train, fresh=False, inputs=[other]).path == here and len(trained) == 2
+    assert own_run("ppo", here, train, settings={}, fresh=False, inputs=[other]).path == here and len(trained) == 2
     # A variant the pipeline never trains is never taken from it.
-    own_run("ppo", tmp_path / "no_kl", train, fresh=False, inputs=[sft], from_pipeline=False)
+    own_run("ppo", tmp_path / "no_kl", train, settings={}, fresh=False, inputs=[sft], from_pipeline=False)
     assert trained[-1] == tmp_path / "no_kl"
+
+
+def test_a_run_made_with_other_settings_is_not_reused(pipeline_dir, tmp_path, capsys):
+    """A reader who edits the lesson's CFG sees a run made with the edit, without --fresh; and back
+    at the pipeline's settings, the pipeline's run again."""
+    preset_reward = config.to_dict(config.preset("tiny").reward)
+    noisy = {**preset_reward, "annotator_noise": 1.0}
+    sft = Run(finish(lessons.pipeline_folder("sft")), {}, "the pipeline's run")
+    rm_folder = finish(lessons.pipeline_folder("reward_model"), source="pipeline")
+    (rm_folder / "inputs.json").write_text(json.dumps({"id": "rm-1", "settings": {"reward": preset_reward},
+                                                       "made_from": {}}), encoding="utf-8")
+    here, trained = tmp_path / "runs" / "lessons" / "06" / "reward", []
+
+    def reward_run(reward_settings: dict) -> Run:
+        def train(folder: Path) -> dict:
+            trained.append(reward_settings["annotator_noise"])
+            return {"source": "lesson"}
+        return own_run("reward_model", here, train, fresh=False, inputs=[sft], settings={"reward": reward_settings})
+
+    assert reward_run(preset_reward).path == rm_folder and trained == []
+    assert reward_run(noisy).path == here and trained == [1.0]
+    assert (f"running it now (no earlier run in runs/lessons/06/reward; runs/tiny/{rm_folder.name} was made with "
+            f"other settings (reward.annotator_noise: {preset_reward['annotator_noise']} -> 1.0))") in \
+        capsys.readouterr().out
+    assert reward_run(noisy).source == "this lesson's earlier run" and trained == [1.0]
+    assert reward_run(preset_reward).path == rm_folder and trained == [1.0]  # the edit undone
+    capsys.readouterr()
+    # A lesson's run from before runs recorded their settings cannot be told apart: it is made again.
+    old = json.loads((here / "result.json").read_text(encoding="utf-8"))
+    del old["settings"]
+    (here / "result.json").write_text(json.dumps(old), encoding="utf-8")
+    assert reward_run(noisy).source == "trained now" and trained == [1.0, 1.0]
+    assert "does not record its settings" in capsys.readouterr().out
 
 
 def test_a_run_made_from_an_earlier_run_of_the_steps_before_it_is_not_reused(pipeline_dir, tmp_path):
@@ -170,10 +203,11 @@ def test_a_run_made_from_an_earlier_run_of_the_steps_before_it_is_not_reused(pip
         return {"win_rate_vs_sft": 0.7}
 
     def ppo_run() -> Run:
-        return own_run("ppo", here, train, fresh=False, inputs=[earlier_run("sft"), earlier_run("reward_model")])
+        return own_run("ppo", here, train, settings={}, fresh=False,
+                       inputs=[earlier_run("sft"), earlier_run("reward_model")])
 
     assert ppo_run().result["run"] == "ppo-1" and trained == []  # the pipeline's
-    own_run("ppo", here, train, fresh=True, inputs=[earlier_run("sft"), earlier_run("reward_model")])
+    own_run("ppo", here, train, settings={}, fresh=True, inputs=[earlier_run("sft"), earlier_run("reward_model")])
     assert ppo_run().path == here and len(trained) == 1  # this lesson's own, made from sft-1 and rm-1
     # `minillm pipeline --set sft.... --out runs/tiny` trains SFT again, and is stopped before the reward model:
     made("sft", "sft-2")
@@ -202,10 +236,10 @@ def test_a_run_folder_given_as_a_relative_path_is_the_same_run_as_given_absolute
 
     # A Python caller's Run with the relative spelling: the pipeline's SFT run, made from that CLM, is reused,
     typed, absolute = Run(relative, {}, "given"), Run(clm, {}, "given")
-    assert own_run("sft", here, train, fresh=False, inputs=[typed]).result == {"source": "pipeline"}
+    assert own_run("sft", here, train, settings={}, fresh=False, inputs=[typed]).result == {"source": "pipeline"}
     # and a lesson's own run made from one spelling is reused when the other is given.
-    own_run("sft", here, train, fresh=True, inputs=[typed])
-    assert own_run("sft", here, train, fresh=False, inputs=[absolute]).path == here and len(trained) == 1
+    own_run("sft", here, train, settings={}, fresh=True, inputs=[typed])
+    assert own_run("sft", here, train, settings={}, fresh=False, inputs=[absolute]).path == here and len(trained) == 1
 
 
 def test_the_repository_is_found_from_the_lesson_scripts_folder_or_a_data_error(tmp_path, monkeypatch):

@@ -77,7 +77,8 @@ def count_targets(batch: dict[str, Tensor]) -> int:
 
 
 def sft_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-    """Mean cross-entropy over response tokens (and `<eos>`) only; prompt and pads cost nothing."""
+    """Mean cross-entropy over the tokens the loss mask marks: response tokens (and `<eos>`), and every
+    token of a replayed pretraining window (`replay_examples`); prompt and pads cost nothing."""
     ids = batch["ids"]  # (B, T)
     counts = target_positions(batch)  # (B, T-1)
     # Logits only where they are needed: at the positions that predict a response token. No attention
@@ -228,7 +229,7 @@ def train_sft(
         model, cfg.train, out_dir, get_batch=get_batch, loss_fn=sft_loss, count_terms=count_targets,
         run_config={"sft": to_dict(cfg), "init_dir": str(init_dir) if init_dir else None,
                     "model": to_dict(model.config)},
-        tokenizer=tokenizer, resume=resume, desc=name, title="SFT loss (answer tokens only)",
+        tokenizer=tokenizer, resume=resume, desc=name, title="SFT loss (answer tokens + replayed text)",
     )
     if lora:
         save_lora_run(model, cfg.lora, out_dir)

@@ -17,8 +17,9 @@ so the training styles of the instruction suite come out in the order people wou
 
 People disagree, with each other and with themselves, so the annotator adds Gaussian noise of
 standard deviation `noise` to each score before ranking. People also say "these two are about
-equally good" (Llama 2's annotators could answer "negligibly better / unsure"): answers whose noisy
-scores lie within `tie_margin` of each other share a place in the ranking, written as a list:
+equally good" (Llama 2's annotators could answer "negligibly better / unsure"): an answer whose
+noisy score lies within `tie_margin` of the next better one shares its place in the ranking (so
+ties chain: 1.0, 0.8, 0.6 with a margin of 0.3 are one place), written as a list:
 `[2, [0, 3], 1]` says answer 2 is best, 0 and 3 tie, 1 is worst. A tie is no comparison, so it
 trains nothing and is not counted when a reward model's accuracy is measured; what is left are the
 pairs a person would actually call. The scoring function WITHOUT noise is the
@@ -121,7 +122,7 @@ def rank_answers(scores: Sequence[float], tie_margin: float = 0.0) -> list[int |
 
 class SimulatedAnnotator:
     """Ranks K answers by gold score plus Gaussian noise of std `noise`, from its own seeded generator;
-    answers whose noisy scores are within `tie_margin` of each other tie."""
+    an answer whose noisy score is within `tie_margin` of the next better one ties with it."""
 
     def __init__(self, noise: float, seed: int = 0, tie_margin: float = 0.0) -> None:
         self.noise = noise
