@@ -42,7 +42,7 @@ from minillm.config import preset, to_dict
 from minillm.lessons import lesson_args, lesson_dir, own_run, stage3_inputs
 from minillm.model import GPT
 from minillm.stage3_rlhf.annotator import gold_score
-from minillm.stage3_rlhf.ppo import reward_hacking, rollout, train_ppo
+from minillm.stage3_rlhf.ppo import gae, reward_hacking, rollout, train_ppo
 from minillm.stage3_rlhf.preferences import heldout_records
 from minillm.stage3_rlhf.reward_model import RewardModel, train_reward_model
 from minillm.train import load_model
@@ -74,15 +74,18 @@ def step1_dissect(sft: Path, rm_dir: Path, records: list[dict]) -> None:
     n = int(ro.mask[0].sum())
     print(f"  prompt: {records[0]['prompt']}\n  answer: {ro.answers[0]!r}  (reward model score "
           f"{ro.rm_score[0].item():+.2f}, <eos>: {bool(ro.has_eos[0])})")
-    print("  token            log pi  log ref  KL=pi-ref   reward    value  advantage(whitened)")
+    print("  token            log pi  log ref  KL=pi-ref   reward    value  advantage  whitened")
     rewards = -CFG.ppo.kl_coef * ro.kl[0]
     rewards[n - 1] += ro.score[0]
+    raw = gae(rewards[None], ro.values[:1], ro.mask[:1], CFG.ppo.gamma, CFG.ppo.lam)[0][0]  # before whitening
     for t in range(n):
         piece = tokenizer.id_to_piece(int(ro.ids[0, -ro.mask.shape[1] + t]))
         print(f"  {piece!r:15s} {ro.logprobs[0, t]:8.3f} {ro.ref_logprobs[0, t]:8.3f} {ro.kl[0, t]:10.4f} "
-              f"{rewards[t]:8.3f} {ro.values[0, t]:8.3f} {ro.advantages[0, t]:10.3f}")
+              f"{rewards[t]:8.3f} {ro.values[0, t]:8.3f} {raw[t]:10.3f} {ro.advantages[0, t]:9.3f}")
     print("  Every token pays -beta * KL; only the last one also gets the score. The critic's values say\n"
-          "  how much reward is still to come; the advantage is how much better than that it went.\n")
+          "  how much reward is still to come; the advantage (GAE) is how much better than that it went.\n"
+          "  The update uses it whitened (mean 0, std 1) over the rollout's tokens: over this one answer,\n"
+          "  a token that did better than expected, but less so than its neighbours, turns negative.\n")
 
 
 step1_dissect(sft.path, rm.path, [r for r in records if r["split"] == "train"])
@@ -143,7 +146,7 @@ def step3_reward_hacking() -> None:
     print(f"  head-only reward model: held-out pairwise accuracy {head_only.result['pairwise_accuracy']:.2f}")
     unleashed = dataclasses.replace(CFG.ppo, train=dataclasses.replace(CFG.ppo.train, max_steps=45))
     hacked = own_run("ppo", OUT / "no_kl", fresh=ARGS.fresh, inputs=[sft, head_only], from_pipeline=False,
-                     settings={"ppo": to_dict(unleashed)},
+                     settings={"ppo": to_dict(dataclasses.replace(unleashed, kl_coef=0.0, adaptive_kl=False))},
                      train=lambda folder: reward_hacking(unleashed, sft.path, head_only.path, records, folder))
     result = hacked.result
     print(f"  reward model score {result['rm_score_first']:+.2f} -> {result['rm_score_last']:+.2f}, "
@@ -165,7 +168,8 @@ step3_reward_hacking()
 #    CFG.ppo.temperature = 0.7. The update then scores the answers at temperature 1 while the
 #    rollout's log-probs came from 0.7: the ratio of the first minibatch is no longer 1, the clip
 #    fraction jumps, training degrades.
-# 4. Hack the full reward model: run step 3 with `rm_dir` instead of the head-only one. Its
+# 4. Hack the full reward model: in step 3, pass `rm.path` instead of `head_only.path` to
+#    reward_hacking, and `inputs=[sft, rm]` to its own_run (else the earlier run is reused). Its
 #    likelihood term checks the answer the way the SFT model would write it, and it is much harder
 #    to fool: in our runs (with an earlier SFT model), 60 steps without the leash raised its score
 #    0.55 -> 0.72 and gold did not fall (win rate 0.60 against SFT). With the head-only model and the

@@ -115,6 +115,8 @@ def step2_train() -> dict:
     for row in spread_rows(rows, 6):
         print(f"  step {row['step']:4d}  loss {row['loss']:.4f}  pairs ordered right {row['accuracy']:.0%}  "
               f"margin {row['margin']:+.3f}  chosen NLL/token {row['chosen_nll']:.3f}")
+    print("  (a pair counts as ordered right when its margin is above 0: at step 1 the policy is the\n"
+          "  reference, every margin is 0, and none is)")
     print(f"  held-out pairs ordered right: {result['pair_accuracy']:.0%}; loss curve {dpo.path / 'loss.png'}\n")
     return result
 
@@ -176,7 +178,7 @@ step3_table(dpo, best.result)
 # 1. beta: CFG.dpo.beta = 0.5 keeps the policy near the reference (small, safe changes); 0.02 lets
 #    it move far. Watch the win rate, and the answers: too far and they degrade.
 # 2. Only the best and worst answer of each ranking (one pair instead of up to six): edit
-#    dpo.encode_pairs to make one pair per ranking, `best_and_worst(ranking)` (annotator.py).
+#    dpo.encode_pairs to make one pair per ranking, `best_and_worst(ranking["ranking"])` (annotator.py).
 #    Fewer comparisons, a weaker result.
 # 3. Plain DPO: CFG.dpo.nll_coef = 0. Both forms make the held-out chosen answers *less* likely
 #    than the SFT model did (mean log-prob -3.22 -> -3.60 nats plain, -3.51 with the term, in our

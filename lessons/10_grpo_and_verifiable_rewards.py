@@ -5,7 +5,8 @@
 # still to come. GRPO (DeepSeekMath, 2024) asks the policy for a *group* of G answers to the same
 # prompt and uses the group itself as the baseline: an answer's advantage is how much better it
 # scored than its siblings, divided by how much they differ. No critic, no value loss, and the
-# baseline is exactly right for this prompt. The reward can be the reward model of lesson 6 (RLHF),
+# baseline is measured on this very prompt (from G samples, the answer itself among them: RLOO,
+# below, leaves it out). The reward can be the reward model of lesson 6 (RLHF),
 # or a *program* that checks the answer against the known right one: RL with verifiable rewards
 # (RLVR), what today's reasoning models are trained with.
 #

@@ -359,9 +359,9 @@ def reward_hacking(
     KL penalty nothing keeps the policy there, and it drifts to answers the reward model over-rates.
     How far depends on the judge. Measured on the tiny preset:
     - the head-only reward model (`RewardConfig.likelihood_term=False`, held-out accuracy about 0.7: it
-      learnt style, hardly correctness), 45 steps of 64 answers: its score 0.54 -> 1.26 while the
-      rollouts' gold fell 2.77 -> 0.50 (it peaked at 3.16 on step 7), KL 11.9 nats; on held-out
-      prompts gold 1.71 (SFT) -> 0.57, win rate 0.32. With an earlier SFT model and kl_coef 0.2,
+      learnt style, hardly correctness), 45 steps of 64 answers: its score 0.39 -> 1.00 while the
+      rollouts' gold fell 2.22 -> 1.28 (it peaked at 3.01 on step 4), KL 6.0 nats; on held-out
+      prompts gold 1.65 (SFT) -> 0.93, win rate 0.44. With an earlier SFT model and kl_coef 0.2,
       gold still turned down after ~25 steps (win rate 0.57);
     - the full reward model (accuracy 0.83, an earlier SFT model), 60 steps of 32: score 0.55 ->
       0.72, gold did not fall (win rate 0.60, 0.58 with the leash): the answer's likelihood is hard
