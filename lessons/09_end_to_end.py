@@ -73,7 +73,6 @@ else:  # steps that runs/tiny made from the same settings are copied from there 
     reuse = PIPELINE_DIR if ARGS.preset == "tiny" and not ARGS.fresh else None
     journey = Journey(apply_overrides(preset(ARGS.preset), ARGS.set), out, reuse_from=reuse)
 journey.write_config()  # as the pipeline does: what the steps are made with
-RL_STEPS = list(RL_POLICIES.values())  # the policies stage 3 trains: ppo, dpo, grpo, grpo_verifiable
 
 # %% [markdown]
 # ## Stage 0 and 1: the tokenizer, then BERT learns by filling in blanks
@@ -145,10 +144,10 @@ def show_requests(n_per_kind: int = 20) -> None:
     answers = answers_after_each_stage(requests)
     for split, kind in KINDS.items():
         rows = [i for i, r in enumerate(requests) if r["split"] == split]
-        changed = {stage: sum(answers[stage][i] != answers["sft"][i] for i in rows) for stage in RL_STEPS}
+        changed = {name: sum(answers[step][i] != answers["sft"][i] for i in rows) for name, step in RL_POLICIES.items()}
         print(f"\n--- {kind} ({split}) ---")
         print(f"  of {len(rows)} such requests, the greedy answer after SFT changed after "
-              + ", ".join(f"{stage.upper()} on {n}" for stage, n in changed.items()))
+              + ", ".join(f"{name} on {n}" for name, n in changed.items()))
         i = most_different(rows, requests, answers)
         record = requests[i]
         print(f"  {record['prompt']!r}  (reference {record['reference']!r})")

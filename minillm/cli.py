@@ -98,7 +98,9 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from minillm.tokenizer import TOKENIZER_NAME, train_tokenizer
 
     out = Path(args.out)
-    if out.is_dir():  # a folder, as every other command's --out: the file goes inside it
+    # a folder, as every other command's --out (one that exists, or a new one written with a trailing
+    # slash): the file goes inside it
+    if out.is_dir() or args.out.endswith(("/", os.sep)):
         out = out / TOKENIZER_NAME
     docs = [doc for path in args.input for doc in read_corpus(path)]
     tok = train_tokenizer(docs, args.vocab_size, kind=args.kind, spm_model_type=args.spm_model_type)

@@ -175,6 +175,10 @@ def test_a_folder_is_a_run_folder_to_the_tokenizer_commands(tmp_path, capsys):
     assert code == 0 and out.startswith("ids:"), err
     code, out, err = run(["tokenizer", "encode", "--tokenizer", str(tmp_path), "Rain"], capsys)
     assert code == 2 and f"{tmp_path} is a folder without a tokenizer.json" in err
+    new_folder = tmp_path / "new"  # not there yet: a trailing slash says it is a folder, not a file name
+    code, out, err = run(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "300",
+                          "--out", f"{new_folder}/"], capsys)
+    assert code == 0 and (new_folder / "tokenizer.json").is_file(), err
 
 
 def test_tokenizer_train_on_several_files_with_sentencepiece(tmp_path, capsys):
