@@ -273,6 +273,9 @@ def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: boo
             why_not_pipeline = _why_not_reuse_pipelines(stage, settings)
             if why_not_pipeline is None:
                 _warn_if_other_settings()
+                if finished(here):  # an experiment's run, say, after its edit was undone
+                    print(f"note: {shown(here)} stays ({why_not_earlier}); a later lesson that builds on "
+                          f"{stage} takes it before the pipeline's: delete it to have them take the pipeline's")
                 return _say(stage, read_run(pipeline_folder(stage), "the pipeline's run"), "; --fresh trains one here")
             why_train = f"{why_not_earlier}; {why_not_pipeline}"
     print(f"[{stage}] running it now ({why_train}), into {shown(here)}")

@@ -178,7 +178,8 @@ def test_a_run_made_with_other_settings_is_not_reused(pipeline_dir, tmp_path, ca
         capsys.readouterr().out
     assert reward_run(noisy).source == "this lesson's earlier run" and trained == [1.0]
     assert reward_run(preset_reward).path == rm_folder and trained == [1.0]  # the edit undone
-    capsys.readouterr()
+    assert "note: runs/lessons/06/reward stays (this lesson's earlier run was made with other settings " \
+        "(reward.annotator_noise: 1.0 -> " in capsys.readouterr().out  # lesson 7 would still build on it
     # A lesson's run from before runs recorded their settings cannot be told apart: it is made again.
     old = json.loads((here / "result.json").read_text(encoding="utf-8"))
     del old["settings"]
