@@ -9,17 +9,18 @@
 # when everything passed.
 #
 # Time plan, 8 minutes (480 s) on one GPU; each part runs under `timeout`:
-#   install                  60 s  PyTorch already there: minillm alone, nothing downloaded (a bare
-#                                  machine downloads PyTorch first, outside the 8 minutes: 300 s more)
+#   install                  60 s  PyTorch and the test packages already there: minillm alone, nothing
+#                                  downloaded (a missing package is fetched; a bare machine downloads
+#                                  PyTorch first, outside the 8 minutes: 300 s more)
 #   tests/test_device.py     90 s  --device cuda: every test that takes a device, in full
 #   the rest of the suite   120 s  all but the slow tests, in 8 processes (pytest-xdist); skipped
-#                                  without xdist (in one process it takes ~10 minutes)
+#                                  without xdist (in one process it takes 5-9 minutes on 2 cores)
 #   bench/gpu_check.py      210 s  MFU, generation speed, then the shortened small pipeline, last
 # The JSON's "not_run" names the tests left out.
 #
 #   bash bench/gpu_check.sh             # on the GPU machine
-#   bash bench/gpu_check.sh --dry-run   # the same steps on this CPU at micro size, in the current
-#                                       # Python, which it leaves as it is (nothing is installed)
+#   bash bench/gpu_check.sh --dry-run   # the same steps on this CPU at micro size (all but the rest of
+#                                       # the suite), in the current Python, which it leaves as it is
 set -uo pipefail
 case "${1:-}" in
   -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -79,9 +80,11 @@ if [[ "$device" == cuda ]]; then
       --junitxml "${reports[1]}"
     not_run+=(--not-run "the slow tests (-m slow): the bench scripts run at micro size, CPU work")
   else
-    not_run+=(--not-run "all but tests/test_device.py: without pytest-xdist the suite takes ~10 minutes")
+    not_run+=(--not-run "all but tests/test_device.py: without pytest-xdist the suite takes 5-9 minutes")
     echo "skipped: ${not_run[1]}"
   fi
+else
+  not_run+=(--not-run "all but tests/test_device.py: the dry run checks the steps; python -m pytest runs the suite")
 fi
 
 echo "== MFU, generation speed, every stage at the $preset preset's sizes =="
