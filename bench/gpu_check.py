@@ -26,7 +26,6 @@ exit status is 1 when anything failed (a test, a phase, a stage that did not lea
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import json
 import tempfile
@@ -83,8 +82,7 @@ def rl_stages_ran(report: dict) -> dict[str, bool]:
 def generation_tokens_per_s(device: str, batch: int, new_tokens: int = 128, preset_name: str = "small") -> float:
     """Tokens per second of greedy generation with the KV cache, the preset's GPT (its vocabulary the
     tokenizer's, as in the journey), after a 16-token prompt."""
-    journey = preset(preset_name)
-    model_cfg = dataclasses.replace(journey.clm.model, vocab_size=journey.tokenizer.vocab_size)
+    model_cfg = run_all_module().journey_gpt_config(preset_name)
     model = GPT(model_cfg).to(device).eval()
     new_tokens = min(new_tokens, model_cfg.block_size - 16)
     prompt = torch.randint(0, model_cfg.vocab_size, (batch, 16), device=device)

@@ -33,7 +33,7 @@ from types import ModuleType
 
 import torch
 
-from minillm.config import PRESETS
+from minillm.config import PRESETS, ModelConfig
 from minillm.errors import one_line_errors
 
 BENCH = Path(__file__).resolve().parent
@@ -78,6 +78,15 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def journey_gpt_config(preset_name: str) -> ModelConfig:
+    """The GPT config of the preset's journey: its vocabulary sized to the tokenizer the journey
+    trains, not to clm.model's default."""
+    from minillm.config import preset
+
+    journey = preset(preset_name)
+    return dataclasses.replace(journey.clm.model, vocab_size=journey.tokenizer.vocab_size)
+
+
 def small_preset_mfu(steps: int = 20, device: str = "cuda", preset_name: str = "small") -> dict[str, float]:
     """Model FLOPs utilisation of a training step of the preset's GPT (bf16 autocast on CUDA).
 
@@ -87,10 +96,8 @@ def small_preset_mfu(steps: int = 20, device: str = "cuda", preset_name: str = "
     from minillm.config import preset
     from minillm.model import GPT
 
-    journey = preset(preset_name)
-    # the journey sizes the GPT's vocabulary to the tokenizer it trained, not to clm.model's default
-    model_cfg = dataclasses.replace(journey.clm.model, vocab_size=journey.tokenizer.vocab_size)
-    batch = journey.clm.train.batch_size
+    model_cfg = journey_gpt_config(preset_name)
+    batch = preset(preset_name).clm.train.batch_size
     cuda = device.startswith("cuda")
     dtype = torch.bfloat16 if cuda else torch.float32
     model = GPT(model_cfg).to(device)

@@ -296,8 +296,8 @@ def _why_not_reuse_earlier(here: Path, made_from: dict[str, str], settings: dict
         return "this lesson's earlier run was made from other runs"
     if "settings" not in earlier:
         return "this lesson's earlier run does not record its settings (an older minillm made it)"
-    changed = changed_settings(earlier["settings"], settings)
-    return f"this lesson's earlier run was made with other settings ({first_changes(changed)})" if changed else None
+    otherwise = made_otherwise(earlier, {"settings": settings})
+    return f"this lesson's earlier run was {otherwise}" if otherwise else None
 
 
 def _why_not_reuse_pipelines(stage: str, settings: dict[str, dict]) -> str | None:
@@ -307,7 +307,5 @@ def _why_not_reuse_pipelines(stage: str, settings: dict[str, dict]) -> str | Non
     if not up_to_date(stage):
         return f"no finished, up-to-date run in {shown(folder)}"
     saved = saved_inputs(folder)
-    if saved is None:
-        return None
-    changed = changed_settings({part: saved["settings"].get(part, {}) for part in settings}, settings)
-    return f"{shown(folder)} was made with other settings ({first_changes(changed)})" if changed else None
+    otherwise = None if saved is None else made_otherwise(saved, {"settings": settings})
+    return f"{shown(folder)} was {otherwise}" if otherwise else None
