@@ -125,13 +125,6 @@ def cmd_tokenizer_encode(args: argparse.Namespace) -> None:
     print("pieces:", [tok.id_to_piece(i) for i in ids])
 
 
-def _corpus_splits(cfg: PipelineConfig, corpus: str | None) -> tuple[list[str], list[str]]:
-    from minillm.datasets import generate_corpus, read_corpus, split_documents
-
-    docs = read_corpus(corpus) if corpus else generate_corpus(seed=cfg.data_seed, size_mb=cfg.corpus_mb)
-    return split_documents(docs, val_fraction=cfg.val_fraction, seed=cfg.data_seed)
-
-
 def _tokenizer_for(cfg: PipelineConfig, path: str | None, train_docs: list[str]):
     from minillm.tokenizer import load_tokenizer, train_tokenizer
 
@@ -142,6 +135,7 @@ def _tokenizer_for(cfg: PipelineConfig, path: str | None, train_docs: list[str])
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
+    from minillm.datasets import corpus_splits
     from minillm.stage1_pretrain.clm import train_clm
     from minillm.stage1_pretrain.data import SUBSET_NOTE
     from minillm.stage1_pretrain.mlm import train_mlm
@@ -149,7 +143,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     cfg = build_config(args)
     if args.tokenizer_kind:
         cfg = apply_overrides(cfg, [f"tokenizer.kind={args.tokenizer_kind}"])
-    train_docs, val_docs = _corpus_splits(cfg, args.corpus)
+    train_docs, val_docs = corpus_splits(cfg, args.corpus)
     tok = _tokenizer_for(cfg, args.tokenizer_file, train_docs)
     if args.objective == "mlm":
         result = train_mlm(cfg.mlm, tok, train_docs, val_docs, args.out, resume=args.resume)
@@ -216,23 +210,16 @@ def _load_trained(args: argparse.Namespace, model_cls: type) -> tuple[Any, Any]:
 
 
 def cmd_sft(args: argparse.Namespace) -> None:
+    from minillm.datasets import corpus_splits, instruction_records
     from minillm.stage2_sft.evaluate import format_table, run_sft_with_baselines
 
     cfg = build_config(args)
-    records = _instruction_records(cfg, args.data, args.skip_bad_lines)
-    pretrain_docs = _corpus_splits(cfg, args.corpus)[0] if cfg.sft.pretrain_mix > 0 else []
+    records = instruction_records(cfg, args.data, args.skip_bad_lines)
+    pretrain_docs = corpus_splits(cfg, args.corpus)[0] if cfg.sft.pretrain_mix > 0 else []
     report = run_sft_with_baselines(cfg.sft, records, args.out, args.init, baselines=not args.no_baselines,
                                     resume=args.resume, pretrain_docs=pretrain_docs)
     print(format_table(report))
     print(f"run written to {args.out}")
-
-
-def _instruction_records(cfg: PipelineConfig, path: str | None, skip_bad_lines: bool) -> list[dict]:
-    from minillm.datasets import generate_instruction_suite, read_jsonl
-
-    if path:
-        return read_jsonl(path, on_error="skip" if skip_bad_lines else "stop")
-    return generate_instruction_suite(seed=cfg.data_seed)
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
@@ -255,11 +242,12 @@ def cmd_annotate(args: argparse.Namespace) -> None:
 
 
 def cmd_reward(args: argparse.Namespace) -> None:
+    from minillm.datasets import instruction_records
     from minillm.stage3_rlhf.preferences import collect_rankings
     from minillm.stage3_rlhf.reward_model import train_reward_model
 
     cfg = build_config(args)
-    records = _instruction_records(cfg, args.data, args.skip_bad_lines)
+    records = instruction_records(cfg, args.data, args.skip_bad_lines)
     prefs = args.prefs
     if prefs is None:
         prefs = str(Path(args.out) / PREFS_NAME)
@@ -274,10 +262,11 @@ def cmd_reward(args: argparse.Namespace) -> None:
 
 
 def cmd_ppo(args: argparse.Namespace) -> None:
+    from minillm.datasets import instruction_records
     from minillm.stage3_rlhf.ppo import train_ppo
 
     cfg = build_config(args)
-    records = _instruction_records(cfg, args.data, args.skip_bad_lines)
+    records = instruction_records(cfg, args.data, args.skip_bad_lines)
     result = train_ppo(cfg.ppo, args.sft, args.reward, records, args.out, resume=args.resume)
     print(comparison_lines(result, "PPO"))
     print(f"KL to the SFT model: {result['kl']:.3f} nats per answer")
@@ -285,20 +274,22 @@ def cmd_ppo(args: argparse.Namespace) -> None:
 
 
 def cmd_dpo(args: argparse.Namespace) -> None:
+    from minillm.datasets import instruction_records
     from minillm.stage3_rlhf.dpo import train_dpo
 
     cfg = build_config(args)
-    records = _instruction_records(cfg, args.data, args.skip_bad_lines)
+    records = instruction_records(cfg, args.data, args.skip_bad_lines)
     result = train_dpo(cfg.dpo, args.sft, args.prefs, records, args.out, resume=args.resume)
     print(comparison_lines(result, "DPO"))
     print(f"run written to {args.out}")
 
 
 def cmd_grpo(args: argparse.Namespace) -> None:
+    from minillm.datasets import instruction_records
     from minillm.stage3_rlhf.grpo import train_grpo
 
     cfg = build_config(args)
-    records = _instruction_records(cfg, args.data, args.skip_bad_lines)
+    records = instruction_records(cfg, args.data, args.skip_bad_lines)
     result = train_grpo(cfg.grpo, args.sft, records, args.out, rm_dir=args.reward, resume=args.resume)
     print(comparison_lines(result, "GRPO"))
     before, after, gain = result["pass_at_k_sft"], result["pass_at_k_after"], result["pass_at_k_gain"]

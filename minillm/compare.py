@@ -24,19 +24,22 @@ from matplotlib.figure import Figure
 
 from minillm.errors import DataError
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME, read_metrics, summarize
+from minillm.train.plots import plot_curve, save_figure, text_fonts
 from minillm.utils import read_json
 
 NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
 
 
 @dataclass
-class Run:
+class LoggedRun:
+    """What a training run logged: its curves and settings, under the label the comparison shows."""
+
     name: str
     rows: list[dict]  # metrics.jsonl, one dict per logged step
     config: dict  # config.json as written by the training loop
 
 
-def load_run(run_dir: str | os.PathLike, name: str) -> Run:
+def load_run(run_dir: str | os.PathLike, name: str) -> LoggedRun:
     """A run folder's metrics and config; DataError naming the folder if it holds no metrics."""
     folder = Path(run_dir)
     rows = read_metrics(folder / METRICS_NAME)
@@ -50,7 +53,7 @@ def load_run(run_dir: str | os.PathLike, name: str) -> Run:
                         "command wrote (e.g. runs/clm)")
     config_path = folder / CONFIG_NAME
     config = read_json(config_path) if config_path.is_file() else {}
-    return Run(name, rows, siblings_by_name(config, folder))
+    return LoggedRun(name, rows, siblings_by_name(config, folder))
 
 
 def siblings_by_name(config: dict, folder: Path) -> dict:
@@ -58,15 +61,22 @@ def siblings_by_name(config: dict, folder: Path) -> dict:
 
     A pipeline step names the steps it read (PPO's sft_dir: runs/tiny/04_sft). Two runs of the same
     step in two journeys read the same-named siblings in different folders: the same setting.
+    Only a path is rewritten: a word such as "adamw" would resolve to a file in the current folder,
+    which is `folder`'s parent when the runs sit there.
     """
     def short(value: object) -> object:
         if isinstance(value, dict):
             return {key: short(inner) for key, inner in value.items()}
-        if isinstance(value, str) and value and Path(value).resolve().parent == folder.resolve().parent:
+        if is_path(value) and Path(value).resolve().parent == folder.resolve().parent:
             return f"../{Path(value).name}"
         return value
 
     return short(config)
+
+
+def is_path(value: object) -> bool:
+    """A setting that names a file or folder: text with a path separator in it."""
+    return isinstance(value, str) and any(sep in value for sep in {"/", os.sep})
 
 
 def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
@@ -75,7 +85,7 @@ def run_names(run_dirs: Sequence[str | os.PathLike]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(d) for d in run_dirs]
 
 
-def steps_logged(run: Run) -> dict[str, set[int]]:
+def steps_logged(run: LoggedRun) -> dict[str, set[int]]:
     """Each numeric metric of the run -> the steps at which it was logged."""
     steps: dict[str, set[int]] = {}
     for row in run.rows:
@@ -85,7 +95,7 @@ def steps_logged(run: Run) -> dict[str, set[int]]:
     return steps
 
 
-def shared_metrics(runs: Sequence[Run], curves_only: bool = False) -> list[str]:
+def shared_metrics(runs: Sequence[LoggedRun], curves_only: bool = False) -> list[str]:
     """The numeric metrics every run logged, losses first; with `curves_only`, only those that some
     run logged at two steps or more (a curve, not a single end-of-run figure)."""
     logged = [steps_logged(run) for run in runs]
@@ -106,7 +116,7 @@ def flatten(config: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def config_differences(runs: Sequence[Run]) -> dict[str, list[object]]:
+def config_differences(runs: Sequence[LoggedRun]) -> dict[str, list[object]]:
     """Every setting whose value is not the same in all runs: path -> one value per run ("-" = absent).
 
     A config.json may hold the same setting twice (the model's config under "model" and again inside
@@ -123,30 +133,23 @@ def config_differences(runs: Sequence[Run]) -> dict[str, list[object]]:
     return dict(sorted(differ.items()))
 
 
-def plot_runs(runs: Sequence[Run], metrics: Sequence[str], path: str | os.PathLike) -> Path:
+def plot_runs(runs: Sequence[LoggedRun], metrics: Sequence[str], path: str | os.PathLike) -> Path:
     """One panel per metric, one line per run, against the step; saved as a PNG at `path`."""
     cols = min(len(metrics), 2)
     grid_rows = math.ceil(len(metrics) / cols)
-    fig = Figure(figsize=(6 * cols, 3.5 * grid_rows))
-    axes = fig.subplots(grid_rows, cols, squeeze=False).ravel()
-    for ax, metric in zip(axes, metrics, strict=False):
-        for run in runs:
-            points = [(row["step"], row[metric]) for row in run.rows
-                      if "step" in row and isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
-            if points:
-                xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=run.name)
-        ax.set_title(metric)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    for ax in axes[len(metrics):]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    with text_fonts([*metrics, *(run.name for run in runs)]):
+        fig = Figure(figsize=(6 * cols, 3.5 * grid_rows))
+        axes = fig.subplots(grid_rows, cols, squeeze=False).ravel()
+        for ax, metric in zip(axes, metrics, strict=False):
+            for run in runs:
+                plot_curve(ax, run.rows, metric, label=run.name)
+            ax.set_title(metric)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        for ax in axes[len(metrics):]:
+            ax.set_visible(False)
+        return save_figure(fig, path)
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -197,7 +200,7 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
 # Two journeys: the folders of `minillm pipeline`, compared by their report.json.
 
 REPORT_NAME = "report.json"
-TIMES = ("seconds", "train_seconds", "wall_seconds", "total_seconds")  # the machine's speed, not the run's
+TIMES = ("seconds", "train_seconds")  # a stage's times in report.json: the machine's speed, not the run's
 
 
 def is_pipeline_run(folder: str | os.PathLike) -> bool:
@@ -226,7 +229,7 @@ def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
     figures = [report_figures(folder) for folder in folders]
     every = list(dict.fromkeys(path for f in figures for path in f))  # in the reports' order
     differ = [path for path in every if len({json.dumps(f.get(path)) for f in figures}) > 1]  # missing: None
-    configs = [Run(name, [], read_json(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {})
+    configs = [LoggedRun(name, [], read_json(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {})
                for folder, name in zip(folders, names, strict=True)]
     differences = config_differences(configs)
     apart = steps_trained_apart(folders)

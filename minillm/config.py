@@ -86,7 +86,7 @@ class ModelConfig:
     dropout: float = 0.0
     bias: bool = True
     norm: str = "pre"  # "pre": LayerNorm before each sub-layer (GPT-2); "post": after the residual (BERT)
-    activation: str = "gelu_tanh"  # GPT-2 uses the tanh approximation; BERT the exact erf "gelu"
+    activation: str = "gelu_tanh"  # the plain MLP's GELU: GPT-2's tanh approximation, or BERT's exact erf "gelu"
     layer_norm_eps: float = 1e-5  # GPT-2: 1e-5, BERT: 1e-12
     attention: str = "manual"  # "manual": every step written out; "sdpa": torch's fused kernel
     # "learned": a table of one vector per position, added to the token's (GPT-2, BERT);
@@ -96,7 +96,9 @@ class ModelConfig:
     type_vocab_size: int = 2  # BERT's segment embeddings (sentence A / B); unused by GPT
     # The switches from GPT-2 towards Llama (model/blocks.py and attention.py); the defaults are GPT-2's.
     norm_type: str = "layernorm"  # "rmsnorm": scale by the root mean square only (no centring, no bias)
-    mlp: str = "gelu"  # "swiglu": SiLU(gate) * up, a gated MLP of 2/3 the width (blocks.mlp_width)
+    # "gelu": the plain MLP, up -> GELU (`activation`) -> down; "swiglu": SiLU(gate) * up, a gated MLP
+    # of 2/3 the width (blocks.mlp_width), whose SiLU leaves `activation` unused
+    mlp: str = "gelu"
     mlp_hidden: int = 0  # the MLP's hidden width; 0 = from mlp_ratio (and, for swiglu, Llama's 2/3 rule)
     n_kv_head: int = 0  # key/value heads shared by groups of query heads; 0 = n_head, 1 = multi-query
     tie_embeddings: bool = True  # False: the LM head has its own (V, C) table instead of the token table's
@@ -279,6 +281,8 @@ class LoRAConfig:
         _in_range(c, "dropout", self.dropout, 0.0, 1.0, hi_open=True)
         _require(isinstance(self.targets, str) and any(t.strip() for t in self.targets.split(",")), c, "targets",
                  self.targets, "expected comma-separated layer names, e.g. qkv,proj")
+        _require(isinstance(self.also_train, str), c, "also_train", self.also_train,
+                 "expected comma-separated module names, e.g. tok_emb, or \"\" for none")
 
 
 @dataclass
@@ -287,7 +291,7 @@ class SFTConfig:
 
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=300, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=100, eval_batches=4))
-    max_new_tokens: int = 32  # answer length limit when evaluating (the longest reference is ~16 tokens)
+    max_new_tokens: int = 32  # answer length limit when evaluating (the longest reference: 19 tokens and <eos>)
     eval_batch_size: int = 64  # prompts generated together (left-padded) when evaluating
     eval_per_family: int = 30  # test examples scored per family in each split (0 = all of them)
     single_family: str = ""  # the family of the single-family baseline ("" = the largest one)
@@ -305,6 +309,10 @@ class SFTConfig:
     scratch_optimizer: str = ""
 
     def __post_init__(self) -> None:
+        _require(isinstance(self.single_family, str), "SFTConfig", "single_family", self.single_family,
+                 "expected a family's name, e.g. translate, or \"\" for the largest")
+        _boolean("SFTConfig", "single_family_baseline", self.single_family_baseline)
+        _boolean("SFTConfig", "train_on_prompt", self.train_on_prompt)
         _non_negative_int("SFTConfig", "scratch_max_steps", self.scratch_max_steps)
         _in_range("SFTConfig", "scratch_lr", self.scratch_lr, 0.0, 10.0)
         _one_of("SFTConfig", "scratch_optimizer", self.scratch_optimizer, ("", "adamw", "muon"))
@@ -312,7 +320,17 @@ class SFTConfig:
         _positive_int("SFTConfig", "eval_batch_size", self.eval_batch_size)
         _non_negative_int("SFTConfig", "eval_per_family", self.eval_per_family)
         _in_range("SFTConfig", "pretrain_mix", self.pretrain_mix, 0.0, 1.0, hi_open=True)
+        self._check_replay_rows()
         _positive_int("SFTConfig", "replay_length", self.replay_length)
+
+    def _check_replay_rows(self) -> None:
+        """A batch holds round(pretrain_mix * batch_size) replayed rows: a share that rounds to none
+        would turn replay off unnoticed, and one that rounds to all would leave no instructions."""
+        rows = self.train.batch_size
+        n_replay = round(self.pretrain_mix * rows)
+        _require(self.pretrain_mix == 0 or 1 <= n_replay < rows, "SFTConfig", "pretrain_mix", self.pretrain_mix,
+                 f"it gives {n_replay} of a batch's {rows} rows to replay; use 0 (no replay) or a share from "
+                 f"{1 / rows:.3g} to {(rows - 1) / rows:.3g}, which leaves a row to each")
 
     def scratch_train(self) -> TrainConfig:
         """The training settings of the from-scratch baseline: SFT's, with the scratch_* ones that are set."""
@@ -385,6 +403,7 @@ class PPOConfig:
     def __post_init__(self) -> None:
         c = "PPOConfig"
         _one_of(c, "reward", self.reward, ("model", "gold"))
+        _boolean(c, "adaptive_kl", self.adaptive_kl)
         _require(self.train.optimizer == "adamw", c, "train.optimizer", self.train.optimizer,
                  "PPO trains its policy and critic with one AdamW (each with its own lr); use adamw")
         _online_rl_train(c, self.train)
@@ -482,7 +501,7 @@ PRESETS = ("micro", "tiny", "small")
 class PipelineConfig:
     preset: str = "tiny"  # the preset these settings started from (choose it with --preset)
     device: str = "cpu"  # every stage's train.device: `--device X` and `--set device=X` set them all
-    data_seed: int = 0  # the world, corpus and instruction suite are generated from this seed
+    data_seed: int = 0  # draws the corpus, the instruction suite and their splits (the world is always build_world(0))
     corpus_mb: float = 2.0  # size of the generated pretraining corpus
     val_fraction: float = 0.05  # share of corpus documents held out for validation
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

@@ -34,6 +34,7 @@ from minillm.datasets.instructions import read_jsonl
 from minillm.errors import DataError, one_line_errors
 from minillm.pipeline import (
     CONFIG_NAME,
+    NEEDS,
     RESULT_NAME,
     STEP_NAMES,
     Journey,
@@ -208,14 +209,22 @@ def pipeline_journey() -> Journey:
 
 
 def up_to_date(stage: str) -> bool:
-    """runs/tiny's run of `stage` finished, and was made from the runs beside it of the steps it reads.
-    One of those trained again since (by `minillm pipeline --set ...` in runs/tiny, say, stopped
+    """runs/tiny's run of `stage` finished, and was made from the runs of the earlier steps now beside
+    it. One of those trained again since (by `minillm pipeline --set ...` in runs/tiny, say, stopped
     before it reached this step) leaves it out of date. Its settings may be the user's own: that
     only changes its numbers, and _warn_if_other_settings says so."""
-    folder = pipeline_folder(stage)
-    saved = saved_inputs(folder)
+    return finished(pipeline_folder(stage)) and made_from_the_runs_beside_it(stage)
+
+
+def made_from_the_runs_beside_it(stage: str) -> bool:
+    """runs/tiny's run of `stage` was made from the runs of the steps it needs (NEEDS) now beside it,
+    and so was each of those, back to the tokenizer: PPO made from a reward model that was made from
+    an SFT model since trained again is out of date too. A run without inputs.json is taken at its word."""
+    saved = saved_inputs(pipeline_folder(stage))
     made_from = Journey(preset("tiny"), PIPELINE_DIR).made_from(stage)  # (folder names: any settings will do)
-    return finished(folder) and (saved is None or made_from_earlier_runs(saved, made_from) is None)
+    if saved is not None and made_from_earlier_runs(saved, made_from) is not None:
+        return False
+    return all(made_from_the_runs_beside_it(need) for need in NEEDS[stage])
 
 
 def _refuse_to_replace(journey: Journey, name: str) -> None:

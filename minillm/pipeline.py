@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from minillm.config import PipelineConfig, changed_settings, first_changes, to_dict, train_configs
-from minillm.datasets import generate_corpus, generate_instruction_suite, read_corpus, read_jsonl, split_documents
+from minillm.datasets import corpus_splits, instruction_records
 from minillm.errors import ConfigError, DataError
 from minillm.stage1_pretrain.clm import train_clm
 from minillm.stage1_pretrain.data import SUBSET_NOTE
@@ -57,7 +57,15 @@ from minillm.stage3_rlhf.scoreboard import (
     right_answer_counts,
 )
 from minillm.tokenizer import load_tokenizer, train_tokenizer
-from minillm.utils import in_one_thread, interrupts_children, read_json, resolve_device, worker_pool, write_json
+from minillm.utils import (
+    check_is_folder,
+    in_one_thread,
+    interrupts_children,
+    read_json,
+    resolve_device,
+    worker_pool,
+    write_json,
+)
 
 RESULT_NAME = "result.json"
 CONFIG_NAME = "config.json"  # the journey's settings, in its folder
@@ -99,29 +107,23 @@ class Journey:
 
     def inputs(self, name: str) -> dict:
         """What step `name`'s outputs follow from: the settings it reads (READS), and the run of each
-        step it reads (NEEDS), named by the id that run wrote into its inputs.json when it started."""
+        step it waits for (NEEDS), named by the id that run wrote into its inputs.json when it started."""
         config = {**to_dict(self.cfg), **self.data_settings}
         return {"settings": {part: config[part] for part in READS[name]}, "made_from": self.made_from(name)}
 
     def made_from(self, name: str) -> dict[str, str | None]:
-        """The run of each step that step `name` reads (NEEDS), by the id in its inputs.json."""
+        """The run of each step that step `name` waits for (NEEDS), by the id in its inputs.json."""
         return {need: run_id(self.folder(need)) for need in NEEDS[name]}
 
     @cached_property
     def documents(self) -> tuple[list[str], list[str]]:
         """(train, validation) documents of the pretraining corpus."""
-        if self.corpus_path:
-            docs = read_corpus(self.corpus_path)
-        else:
-            docs = generate_corpus(seed=self.cfg.data_seed, size_mb=self.cfg.corpus_mb)
-        return split_documents(docs, val_fraction=self.cfg.val_fraction, seed=self.cfg.data_seed)
+        return corpus_splits(self.cfg, self.corpus_path)
 
     @cached_property
     def records(self) -> list[dict]:
         """The instruction suite (train and test records) for stages 2 and 3."""
-        if self.instructions_path:
-            return read_jsonl(self.instructions_path, on_error="skip" if self.skip_bad_lines else "stop")
-        return generate_instruction_suite(seed=self.cfg.data_seed)
+        return instruction_records(self.cfg, self.instructions_path, self.skip_bad_lines)
 
     @property
     def tokenizer(self):
@@ -293,8 +295,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
     `skip_bad_lines`: report and skip malformed lines of the `instructions` file instead of stopping.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"--out {out_dir} is a file; give a folder for the pipeline's outputs")
+    check_is_folder(out_dir)
     if force and reuse_from is not None:
         raise ConfigError("--force trains every step again and --reuse copies the steps it can: pass one of them")
     if reuse_from is not None and not any((Path(reuse_from) / step_folder(name)).is_dir() for name in STEP_NAMES):
@@ -324,7 +325,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
 # run at once. Each runs in its own process with one thread: tiny models gain little from a second
 # thread, and two processes that each want two threads on two cores slow each other down badly.
 
-NEEDS: dict[str, tuple[str, ...]] = {  # step -> the steps whose folders it reads
+NEEDS: dict[str, tuple[str, ...]] = {  # step -> the steps it waits for, and through them every earlier one
     "tokenizer": (),
     "mlm": ("tokenizer",),
     "clm": ("tokenizer",),
@@ -555,6 +556,9 @@ def copied_note(stages: dict) -> list[str]:
             f"seconds are that run's): {', '.join(copied)}."]
 
 
+TOKENIZER_NAMES = {"bpe": "Our byte-level BPE", "sentencepiece": "SentencePiece's BPE"}  # tokenizer.kind ->
+
+
 def render_markdown(report: dict, j: Journey) -> str:
     """report.md: what each stage did, its key number against its baseline, its plot, examples."""
     s, r = report["stages"], j.results
@@ -562,7 +566,8 @@ def render_markdown(report: dict, j: Journey) -> str:
     lines = [
         f"# minillm report: preset `{report['preset']}` on {report['device']}",
         "",
-        f"All three stages of training a language model, end to end, in {report['seconds']:.0f} s.",
+        "All three stages of training a language model, end to end; its steps took "
+        f"{report['seconds']:.0f} s in all.",
         *copied_note(s),
         "",
         "| stage | key number | baseline | seconds |",
@@ -587,13 +592,15 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"| 0.5 | {s['grpo_verifiable']['seconds']:.0f} |",
         "",
         "## 0. Tokenizer",
-        f"Our byte-level BPE learned {s['tokenizer']['vocab_size']} ids from the corpus; on held-out text it "
+        f"{TOKENIZER_NAMES[j.cfg.tokenizer.kind]} learned {s['tokenizer']['vocab_size']} ids from the corpus; on "
+        "held-out text it "
         f"needs {_fmt(s['tokenizer']['tokens_per_byte'])} tokens per byte. "
         f"\"{FLASH_FLOOD_SENTENCE}\" becomes `{r['tokenizer'].get('example_pieces')}`.",
         "",
         "## 1. Pretraining",
         "### BERT: masked language modelling",
-        "15% of the tokens are hidden and the encoder learns to fill them in. Masked-token accuracy on "
+        f"{j.cfg.mlm.mask_prob:.0%} of the tokens are hidden and the encoder learns to fill them in. Masked-token "
+        "accuracy on "
         f"{r['mlm']['val_masked_positions']} validation blanks: **{_fmt(s['mlm']['val_masked_accuracy'])}**, against "
         f"{_fmt(s['mlm']['unigram_masked_accuracy'])} for always guessing the most frequent token. "
         f"(This is {SUBSET_NOTE}.)",

@@ -260,7 +260,6 @@ def test_a_long_reason_is_cut_between_words():
     assert _shorten("short and whole") == "short and whole"
 
 
-# ---- PROPOSED (mutation review) ----
 def test_load_model_gives_a_model_in_eval_mode(tmp_path):
     short_run(tmp_path, tiny_gpt(dropout=0.5))
     model, _ = load_model(tmp_path, GPT)

@@ -505,7 +505,6 @@ def test_warnings_are_one_plain_line(monkeypatch, capsys):
     assert (code, err) == (0, "minillm: warning: skipped 2 bad line(s): line 3: invalid JSON\n")
 
 
-# ---- PROPOSED (mutation review) ----
 def test_ctrl_c_in_a_pipeline_names_the_newest_readable_checkpoint_of_the_running_step(monkeypatch, capsys, tmp_path):
     out = tmp_path / "p"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from minillm.cli import main
-from minillm.compare import Run, compare_runs, config_differences, load_run, shared_metrics
+from minillm.compare import LoggedRun, compare_runs, config_differences, load_run, shared_metrics
 
 
 def write_run(folder: Path, lr: float, losses: list[float], extra: str = "grad_norm") -> Path:
@@ -47,7 +47,7 @@ def test_shared_metrics_order_and_config_of_identical_runs(tmp_path):
 
 def test_curves_only_leaves_out_a_metric_logged_at_one_step():
     rows = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}, {"step": 2, "split": "final", "val_acc": 0.7}]
-    runs = [Run("a", rows, {}), Run("b", rows, {})]
+    runs = [LoggedRun("a", rows, {}), LoggedRun("b", rows, {})]
     assert shared_metrics(runs) == ["loss", "val_acc"]
     assert shared_metrics(runs, curves_only=True) == ["loss"]  # val_acc is one end-of-run figure, not a curve
 
@@ -112,6 +112,17 @@ def test_a_folder_read_from_elsewhere_is_a_setting_that_differs(tmp_path):
     (b / "config.json").write_text(json.dumps(config))
     assert compare_runs([a, b], tmp_path / "c.png")["differences"] == {
         "run.init_dir": ["../03_clm", str(tmp_path / "elsewhere" / "03_clm")]}
+
+
+def test_a_setting_that_is_a_word_is_shown_as_written_when_the_runs_sit_in_the_current_folder(tmp_path,
+                                                                                          monkeypatch):
+    for name, optimizer in (("a", "adamw"), ("b", "muon")):
+        folder = write_run(tmp_path / name, 1e-3, [2.0, 1.0])
+        config = json.loads((folder / "config.json").read_text())
+        config["train"]["optimizer"] = optimizer
+        (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)  # "adamw" resolves to tmp_path/adamw, beside the run folders
+    assert compare_runs(["a", "b"], tmp_path / "c.png")["differences"] == {"train.optimizer": ["adamw", "muon"]}
 
 
 def test_metrics_equal_in_every_run_go_on_one_line_and_the_table_shows_the_last_step(tmp_path):

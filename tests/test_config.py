@@ -93,7 +93,6 @@ BROKEN = [
     (GRPOConfig, {"group_size": 8, "prompts_per_step": 3, "minibatch_size": 12},
      ["GRPOConfig.minibatch_size=12", "multiple of group_size (8)", "whole groups"]),
     (GRPOConfig, {"passk_samples": 0}, ["GRPOConfig.passk_samples=0", "integer >= 1"]),
-    # PROPOSED (mutation review): rules no entry reached
     (ModelConfig, {"n_embd": 30, "n_head": 2, "position": "rope"}, ["ModelConfig.position='rope'",
                                                                     "head_dim (n_embd / n_head = 15) must be even"]),
     (TrainConfig, {"min_lr_ratio": 1.5}, ["TrainConfig.min_lr_ratio=1.5", "[0.0, 1.0]"]),
@@ -108,12 +107,22 @@ BROKEN = [
     (PPOConfig, {"critic_lr": 0.0}, ["PPOConfig.critic_lr=0.0", "(0.0, 10.0]"]),
     (DPOConfig, {"beta": 0.0}, ["DPOConfig.beta=0.0", "(0.0, 100.0]"]),
     (LoRAConfig, {"dropout": 1.0}, ["LoRAConfig.dropout=1.0", "[0.0, 1.0)"]),
+    (LoRAConfig, {"also_train": 5}, ["LoRAConfig.also_train=5", "comma-separated module names"]),
+    (SFTConfig, {"single_family_baseline": "false"}, ["SFTConfig.single_family_baseline='false'", "true or false"]),
+    (SFTConfig, {"train_on_prompt": 1}, ["SFTConfig.train_on_prompt=1", "true or false"]),
+    (SFTConfig, {"single_family": 3}, ["SFTConfig.single_family=3", "a family's name"]),
+    (PPOConfig, {"adaptive_kl": "off"}, ["PPOConfig.adaptive_kl='off'", "true or false"]),
+    # 0.01 of 32 rows rounds to none: replay would be off; 0.99 rounds to all: no instructions
+    (SFTConfig, {"pretrain_mix": 0.01}, ["SFTConfig.pretrain_mix=0.01", "0 of a batch's 32 rows", "0.0312 to 0.969"]),
+    (SFTConfig, {"pretrain_mix": 0.99}, ["SFTConfig.pretrain_mix=0.99", "32 of a batch's 32 rows"]),
 ]
 
 
-@pytest.mark.parametrize("cls, kwargs", [(TrainConfig, {"min_lr_ratio": 1.0}), (TrainConfig, {"grad_clip": 0.0})])
+@pytest.mark.parametrize("cls, kwargs", [(TrainConfig, {"min_lr_ratio": 1.0}), (TrainConfig, {"grad_clip": 0.0}),
+                                         (SFTConfig, {"pretrain_mix": 1 / 32}), (SFTConfig, {"pretrain_mix": 31 / 32})])
 def test_the_ends_of_an_allowed_range_are_allowed(cls, kwargs):
-    """min_lr_ratio 1 is a constant learning rate after warm-up; grad_clip 0 turns clipping off."""
+    """min_lr_ratio 1 is a constant learning rate after warm-up; grad_clip 0 turns clipping off;
+    pretrain_mix may give one row of 32 to replay, or all rows but one."""
     assert dataclasses.asdict(cls(**kwargs)).items() >= kwargs.items()
 
 
@@ -319,7 +328,7 @@ def test_diff_configs_lists_each_changed_leaf_with_its_path():
         'tokenizer.kind: "bpe" -> "sentencepiece"',
     ]
     assert diff_configs(saved, saved) == []
-    assert diff_configs({"a": 1}, {"a": 1, "b": 2}) == ['b: "<missing>" -> 2']  # PROPOSED: a field only now has
+    assert diff_configs({"a": 1}, {"a": 1, "b": 2}) == ['b: "<missing>" -> 2']  # a field only now has
 
 
 def test_a_setting_added_since_a_run_was_made_counts_at_its_default():

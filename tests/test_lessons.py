@@ -213,6 +213,7 @@ def test_a_run_made_from_an_earlier_run_of_the_steps_before_it_is_not_reused(pip
     # `minillm pipeline --set sft.... --out runs/tiny` trains SFT again, and is stopped before the reward model:
     made("sft", "sft-2")
     assert earlier_run("reward_model", train_missing=False) is None  # made from sft-1: out of date
+    assert earlier_run("ppo", train_missing=False) is None  # made from that reward model: out of date too
     made("reward_model", "rm-2", sft="sft-2")  # ... and stopped before PPO
     run = ppo_run()  # neither the pipeline's PPO nor the lesson's own was made from these runs
     assert run.path == here and run.source == "trained now" and len(trained) == 2

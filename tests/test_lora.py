@@ -183,7 +183,6 @@ def test_lora_sft_learns_writes_adapters_and_a_plain_merged_checkpoint(tmp_path)
         train_sft(cfg, RECORDS, tmp_path / "lora", init_dir=tmp_path / "base", resume=True)
 
 
-# ---- PROPOSED (mutation review) ----
 def test_adapter_dropout_drops_the_adapters_input_in_training_only():
     torch.manual_seed(0)
     base = torch.nn.Linear(6, 5)

@@ -93,7 +93,7 @@ def test_random_replacements_are_ordinary_tokens_spread_over_the_vocabulary():
     # ~80 draws per ordinary id: every one of them comes up, and nothing else
     assert replaced.unique().tolist() == list(range(len(SPECIAL), VOCAB))
     assert ordinary_token_ids(10, [0, 1, 5]).tolist() == [2, 3, 4, 6, 7, 8, 9]
-    assert ordinary_token_ids(6, [4, 5]).tolist() == [0, 1, 2, 3]  # PROPOSED: id 0 is ordinary in BPE
+    assert ordinary_token_ids(6, [4, 5]).tolist() == [0, 1, 2, 3]  # id 0 is ordinary in BPE
 
 
 def test_same_seed_same_mask_and_input_untouched():

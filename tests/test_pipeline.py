@@ -205,6 +205,16 @@ def test_a_stage_reports_its_wall_time_and_its_training_time_apart(tmp_path):
     assert report["seconds"] == 3.0 * len(REPORT_KEYS) + 2.0  # the journey: every stage's wall time
 
 
+def test_the_report_describes_the_tokenizer_and_masking_the_settings_chose(tmp_path):
+    results = made_up_results()
+    _, markdown = made_up_report(tmp_path, results)
+    assert "Our byte-level BPE learned" in markdown and "15% of the tokens are hidden" in markdown
+    cfg = apply_overrides(preset("micro"), ["tokenizer.kind=sentencepiece", "mlm.mask_prob=0.3"])
+    markdown = render_markdown(build_report(cfg, "cpu", results), Journey(cfg, tmp_path, results=results))
+    assert "SentencePiece's BPE learned" in markdown and "30% of the tokens are hidden" in markdown
+    assert "its steps took 29 s in all" in markdown  # nine steps of 3 s and the table's 2 s, added up
+
+
 def test_the_reward_models_ceiling_is_agreement_with_gold_not_with_itself(tmp_path):
     results = made_up_results()
     results["reward_model"].update(annotator_agreement=0.9, gold_agreement=0.99)
@@ -409,7 +419,7 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
                       str(instructions), reuse_from=tmp_path / "run")
     copied = {name: "copied_from" in run_step(reusing, name) for name in STEP_NAMES}
     assert ran == ["dpo", "rl_table"] and copied["ppo"] and not copied["dpo"]
-    assert "copied_from" in run_step(reusing, "ppo")  # PROPOSED: a rerun reads it back from result.json
+    assert "copied_from" in run_step(reusing, "ppo")  # a rerun reads it back from result.json
 
 
 def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):
@@ -475,7 +485,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-# ---- PROPOSED (mutation review) ----
 def test_the_family_table_puts_each_policys_rates_in_its_own_column_for_every_family(tmp_path):
     results = made_up_results()
     results["ppo"]["win_rate_by_family"] = {"count": 0.25}

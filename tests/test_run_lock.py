@@ -133,7 +133,6 @@ def test_of_two_runs_taking_over_one_stale_lock_the_slower_leaves_the_faster_one
     assert lock.read_text().strip() == str(faster)  # the faster run's lock is still there
 
 
-# ---- PROPOSED (mutation review) ----
 def test_a_lock_left_with_our_own_pid_is_taken_over(tmp_path, capsys):
     """A run killed with -9 whose PID the next run happens to get (containers restart at the same PIDs)."""
     (tmp_path / "run").mkdir()

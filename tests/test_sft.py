@@ -287,6 +287,8 @@ def test_the_headline_row_and_the_table_show_exact_match_not_f1() -> None:
     scores = {"seen": {"exact_match": 0.25, "f1": 0.75, "n": 4}}
     assert exact_match_row(scores) == {"seen": 0.25}
     assert format_table({"models": {"sft": scores}}).splitlines()[1].split()[:3] == ["SFT", "25%", "(F1"]
+    table = format_table({"models": {"sft": scores, "base": {}}}).splitlines()  # "-" where a split is missing
+    assert len({len(line) for line in table}) == 1, table  # every column lines up with its header
 
 
 def test_scores_against_hand_made_answers() -> None:

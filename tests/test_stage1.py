@@ -218,7 +218,7 @@ def test_mlm_on_a_korean_corpus_finishes_and_writes_results(tmp_path, block_size
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     [check] = [row for row in rows if row["split"] == "val"]
     assert "val_subset_masked_accuracy" in check and "val_masked_accuracy" not in check
-    assert "subset_unigram_masked_accuracy" in check and "unigram_masked_accuracy" not in check  # PROPOSED
+    assert "subset_unigram_masked_accuracy" in check and "unigram_masked_accuracy" not in check
     assert rows[-1]["split"] == "final" and rows[-1]["val_masked_accuracy"] == saved["val_masked_accuracy"]
     if block_size == 32:
         assert saved["fill_mask_prompt"].endswith("[MASK].") and len(saved["fill_mask_top5"]) == 5
@@ -328,7 +328,6 @@ def test_masked_accuracy_counts_the_masked_positions_only():
     assert masked_accuracy(logits, labels) == (1, 2)
 
 
-# ---- PROPOSED (mutation review) ----
 def test_resume_may_start_fresh_and_may_train_for_more_steps(tmp_path, corpus, tokenizer):
     run = tmp_path / "run"
     train_clm(_clm_cfg(max_steps=2), tokenizer, *corpus, run, resume=True)  # nothing to resume yet: a new run

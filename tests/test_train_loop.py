@@ -20,11 +20,12 @@ from matplotlib.figure import Figure
 from minillm.config import TrainConfig
 from minillm.errors import ConfigError, DataError, TrainingError
 from minillm.model.gpt import GPT
+from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, plot_panels, plots, train
-from minillm.train.health import check_grad_norm
+from minillm.train.health import check_grad_norm, check_loss, first_bad_gradient
 from minillm.train.loop import LossFn
-from minillm.train.optim import Muon, MuonWithAdamW, make_optimizer, orthogonalize, param_groups
+from minillm.train.optim import Muon, MuonWithAdamW, follow_schedule, make_optimizer, orthogonalize, param_groups
 from minillm.train.plots import find_cjk_font, has_cjk
 from minillm.utils import spread_rows
 
@@ -460,12 +461,6 @@ def test_spread_rows_takes_evenly_spaced_rows_and_the_last_once() -> None:
     assert spread_rows(list(range(10)), 3) == [0, 3, 6, 9]
     assert spread_rows(list(range(11)), 3) == [0, 3, 6, 9, 10]
     assert spread_rows([], 4) == []
-
-
-# ---- PROPOSED (mutation review) ----
-from minillm.stage3_rlhf.reward_model import RewardModel  # noqa: E402
-from minillm.train.health import check_loss, first_bad_gradient  # noqa: E402
-from minillm.train.optim import follow_schedule  # noqa: E402
 
 
 def test_follow_schedule_moves_every_group_in_proportion_at_every_step():

@@ -34,6 +34,7 @@ import os
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from minillm.datasets.vocabulary import (
     BIRDS,
@@ -74,6 +75,9 @@ from minillm.datasets.world import (
 )
 from minillm.errors import ConfigError, DataError
 from minillm.utils import atomic_write_bytes, read_utf8_text
+
+if TYPE_CHECKING:
+    from minillm.config import PipelineConfig
 
 # --------------------------------------------------------------------------------------------------
 # Weather vocabulary, shared with the instruction suite (the headline task summarises bulletins).
@@ -493,7 +497,8 @@ def read_corpus(path: str | os.PathLike) -> list[str]:
             docs.append("\n".join(lines))
             lines = []
     if not docs:
-        raise DataError(f"corpus file {path} holds no text (it is empty or only whitespace)")
+        raise DataError(f"corpus file {path} holds no text (it is empty or only whitespace): give a UTF-8 text "
+                        "file of documents separated by blank lines")
     return docs
 
 
@@ -516,3 +521,10 @@ def split_documents(docs: Sequence[str], val_fraction: float = 0.05,
     train = [d for i, d in enumerate(docs) if i not in val_idx]
     val = [d for i, d in enumerate(docs) if i in val_idx]
     return train, val
+
+
+def corpus_splits(cfg: PipelineConfig, path: str | os.PathLike | None) -> tuple[list[str], list[str]]:
+    """(train, val) documents of the pretraining corpus: the file at `path`, or when there is none the
+    generated corpus of `cfg.corpus_mb` megabytes; split by `cfg.val_fraction` with `cfg.data_seed`."""
+    docs = read_corpus(path) if path else generate_corpus(seed=cfg.data_seed, size_mb=cfg.corpus_mb)
+    return split_documents(docs, val_fraction=cfg.val_fraction, seed=cfg.data_seed)

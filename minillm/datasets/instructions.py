@@ -51,6 +51,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from minillm.datasets.corpus import HAZARDS, bulletin_sentences, capitalize, random_span
 from minillm.datasets.jsonl import read_records, write_jsonl
@@ -70,6 +71,9 @@ from minillm.datasets.world import (
     with_article,
 )
 from minillm.errors import ConfigError
+
+if TYPE_CHECKING:
+    from minillm.config import PipelineConfig
 
 __all__ = ["SPLITS", "STYLES", "FAMILIES", "TRAIN_FAMILIES", "HELDOUT_FAMILIES", "HELDOUT_PHRASING",
            "generate_instruction_suite", "seen_entities", "normalize_answer", "is_correct",
@@ -472,3 +476,12 @@ def read_jsonl(path: str | os.PathLike, on_error: str = "stop",
     for i, rec in enumerate(records, start=1):
         rec["id"] = rec["id"] or f"record{i}"
     return records
+
+
+def instruction_records(cfg: PipelineConfig, path: str | os.PathLike | None,
+                        skip_bad_lines: bool = False) -> list[dict]:
+    """The instruction suite for stages 2 and 3: the JSONL file at `path` (a malformed line stops the
+    read, or with `skip_bad_lines` is reported and skipped), or the suite generated with `cfg.data_seed`."""
+    if path:
+        return read_jsonl(path, on_error="skip" if skip_bad_lines else "stop")
+    return generate_instruction_suite(seed=cfg.data_seed)

@@ -32,8 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from minillm.config import SFTConfig, to_dict
@@ -44,6 +44,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage2_sft.template import check_room_for_prompt, decode_response, encode_prompt
 from minillm.train import load_model
+from minillm.train.plots import save_figure
 from minillm.utils import beside, in_one_thread, resolve_device, write_json
 
 # test split in the data -> key in metrics.json and the pipeline's report.json
@@ -157,7 +158,8 @@ def plot_scores(table: dict[str, dict], path: Path) -> None:
     """Grouped bars: exact match per split, one bar per model."""
     splits = [k for k in SPLIT_KEYS.values() if any(k in s for s in table.values())]
     width = 0.8 / max(len(table), 1)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
     for m, (name, scores) in enumerate(table.items()):
         xs = [i + (m - (len(table) - 1) / 2) * width for i in range(len(splits))]
         bars = ax.bar(xs, [scores.get(k, {}).get("exact_match", 0.0) for k in splits], width,
@@ -168,9 +170,7 @@ def plot_scores(table: dict[str, dict], path: Path) -> None:
     ax.set_ylabel("exact match")
     ax.set_title("Instruction tuning: exact match per test split")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def single_family_name(records: Sequence[dict], requested: str) -> str:
@@ -276,9 +276,9 @@ def format_table(report: dict) -> str:
     """The exact-match table as text: one row per model, one column per split."""
     rows = [(n, report["models"][n]) for n in MODEL_LABELS if n in report["models"]]
     keys = list(SPLIT_KEYS.values())
-    lines = [f"{'model':20s}" + "".join(f"{k:>19s}" for k in keys)]
+    lines = [f"{'model':20s}" + "".join(f"{k:>20s}" for k in keys)]  # a cell: "      92% (F1 0.95)"
     for name, scores in rows:
         cells = "".join(f"{scores[k]['exact_match']:>10.0%} (F1 {scores[k]['f1']:.2f})" if k in scores
-                        else f"{'-':>19s}" for k in keys)
+                        else f"{'-':>20s}" for k in keys)
         lines.append(f"{MODEL_LABELS[name]:20s}{cells}")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Supervised fine-tuning (SFT): teach a pretrained GPT to answer, one demonstration at a time.
 
 Nothing about the optimisation is new: it is the same loop as pretraining (`minillm.train.train`),
-with the same AdamW, schedule, clipping and checkpoints. Only two things change:
+with the same optimizer, schedule, clipping and checkpoints. Only two things change:
 
 1. **The data**: each row of a batch is one conversation in the chat template
    (`template.encode_example`), not a window cut from a long text. Rows have different lengths, so
@@ -10,10 +10,12 @@ with the same AdamW, schedule, clipping and checkpoints. Only two things change:
    the `<eos>`, where causal attention never lets a real token see them. So the loss gives the
    model no attention mask at all: causality alone hides every pad, and attention runs the
    cheaper kernel that knows only the causal rule (a tenth of an SFT step).
-2. **The loss**: cross-entropy on the response tokens only. The logits at position t predict token
-   t+1, so we shift as in pretraining, then average the per-token losses over the positions whose
-   *target* is in the loss mask (response tokens and `<eos>`). Prompt and padding positions are
-   computed by the model but multiplied by zero here: they get no gradient.
+2. **The loss**: cross-entropy on the response tokens only (and on every token of the replayed
+   pretraining windows, `replay_examples`). The logits at position t predict token t+1, so we
+   shift as in pretraining, then average the per-token losses over the positions whose *target* is
+   in the loss mask (response tokens and `<eos>`). The LM head runs only at those positions
+   (`logits_at`): prompt and pad positions add no loss term, so the model is never taught to write
+   the prompt.
 
 `train_sft` starts from a stage-1 run folder (`init_dir`: the CLM checkpoint and its tokenizer) or,
 for the baseline that shows what pretraining contributed, from random weights of the same shape.

@@ -63,7 +63,8 @@ def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     elif device.type != "cpu":
-        raise ConfigError(f"device={device.type!r}: distributed training runs on cuda (NCCL) or cpu (gloo)")
+        raise ConfigError(f"device={device.type!r}: distributed training runs on cuda (NCCL) or cpu (gloo); "
+                          "pass --device cuda or --device cpu")
     owns_group = not dist.is_initialized()
     if owns_group:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

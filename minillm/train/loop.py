@@ -2,6 +2,7 @@
 
 One optimizer step is:
 
+    learning rate <- warmup then cosine (optim.py), for this step
     batch = get_batch("train", generator)          # cfg.batch_size rows, drawn by OUR generator
     for each micro-batch (batch dealt into cfg.grad_accum_steps parts):
         loss = loss_fn(model, micro_batch)         # forward, then the loss (the stage decides which)
@@ -9,7 +10,6 @@ One optimizer step is:
                                                    # or the micro-batch's share of the loss terms
     clip the gradient norm to cfg.grad_clip        # one bad batch cannot throw the weights away
     optimizer.step()                               # AdamW (or Muon for the blocks' matrices), optim.py
-    learning rate <- warmup then cosine (optim.py)
 
 around which the loop logs (tqdm bar, metrics.jsonl), evaluates every `eval_every` steps,
 checks that nothing became NaN (health.py), and saves a checkpoint every `save_every` steps.
@@ -354,7 +354,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
         shutdown(ctx)
         raise ConfigError(
             f"TrainConfig.batch_size={cfg.batch_size} must be divisible by grad_accum_steps x processes "
-            f"= {cfg.grad_accum_steps} x {ctx.world_size}"
+            f"= {cfg.grad_accum_steps} x {ctx.world_size}; set batch_size to a multiple of "
+            f"{cfg.grad_accum_steps * ctx.world_size}"
         )
     model.to(device).train()
     optimizer = make_optimizer(model, cfg)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib import font_manager
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -70,42 +71,45 @@ def text_fonts(texts: Iterable[str]) -> Iterator[None]:
 
 
 def plot_metrics(rows: Sequence[dict], path: str | os.PathLike, keys: Sequence[str] = ("loss", "val_loss"),
-                 *, title: str = "", x: str = "step", ylabel: str = "", log_y: bool = False) -> Path:
-    """Plot `keys` against `x` from the rows that hold them, on one axis; save a PNG at `path` and return it.
-
-    A key no row holds is left out of the legend; rows whose value is not a finite number are skipped.
-    """
-    return plot_panels(rows, path, [keys], title=title, x=x, ylabels=[ylabel], log_y=log_y)
+                 *, title: str = "", ylabel: str = "", log_y: bool = False) -> Path:
+    """Plot `keys` against the step from the rows that hold them, on one axis; save a PNG at `path`
+    and return it. A key no row holds is left out of the legend."""
+    return plot_panels(rows, path, [keys], title=title, ylabels=[ylabel], log_y=log_y)
 
 
 def plot_panels(rows: Sequence[dict], path: str | os.PathLike, panels: Sequence[Sequence[str]], *,
-                title: str = "", x: str = "step", ylabels: Sequence[str] = (), log_y: bool = False) -> Path:
-    """One panel per group of keys, stacked with a shared x axis (numbers of different scales apart).
+                title: str = "", ylabels: Sequence[str] = (), log_y: bool = False) -> Path:
+    """One panel per group of keys, stacked with a shared step axis (numbers of different scales apart).
 
     `log_y` puts every panel on a log scale (a loss that flattens out keeps showing its progress).
-    Steps are whole numbers, and so are the ticks of a step axis.
+    Steps are whole numbers, and so are the axis's ticks.
     """
     with text_fonts([title, *(key for keys in panels for key in keys), *ylabels]):
         fig = Figure(figsize=(7, 2.2 + 1.8 * len(panels)) if len(panels) > 1 else (7, 4))
         axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
         for i, (ax, keys) in enumerate(zip(axes, panels, strict=True)):
             for key in keys:
-                points = [(row[x], row[key]) for row in rows
-                          if x in row and isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
-                if points:
-                    xs, ys = zip(*points, strict=True)
-                    ax.plot(xs, ys, marker="o" if len(points) < 30 else None, markersize=3, label=key)
+                plot_curve(ax, rows, key, label=key)
             ax.set_ylabel((ylabels[i] if i < len(ylabels) else "") or ", ".join(keys))
             if log_y and ax.lines and all(y > 0 for line in ax.lines for y in line.get_ydata()):
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)
             if ax.lines:
                 ax.legend(fontsize=8)
-        if x == "step":
-            axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes[-1].set_xlabel(x)
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[-1].set_xlabel("step")
         axes[0].set_title(title)
         return save_figure(fig, path)
+
+
+def plot_curve(ax: Axes, rows: Sequence[dict], key: str, label: str) -> None:
+    """Draw `key` against the step from the rows that hold it; a row whose value is not a finite
+    number (a NaN, a missing evaluation) is skipped, and a key no row holds draws nothing."""
+    points = [(row["step"], row[key]) for row in rows
+              if "step" in row and isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+    if points:
+        steps, values = zip(*points, strict=True)
+        ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=label)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
