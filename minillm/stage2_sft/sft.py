@@ -109,7 +109,7 @@ def replay_examples(tokenizer: Any, docs: Sequence[str], length: int) -> list[Ch
     stage 1 alive while the model learns to answer, so fine-tuning does not overwrite the facts that
     pretraining stored (without them, a tiny model forgets the facts it was never asked about).
     """
-    stream = pack_documents(tokenizer, docs)
+    stream = pack_documents(tokenizer, docs)  # (N,) the whole corpus as one id stream
     windows = stream[: len(stream) // length * length].view(-1, length)  # (n, length)
     return [ChatExample(ids=w.tolist(), loss_mask=[True] * length, prompt_tokens_dropped=0) for w in windows]
 
@@ -127,7 +127,7 @@ def make_get_batch(
     buckets = {split: length_buckets(examples, 4 * batch_size) for split, examples in splits.items()}
 
     def get_batch(split: str, generator: torch.Generator) -> dict[str, Tensor]:
-        weights = torch.tensor([len(b) for b in buckets[split]], dtype=torch.float)
+        weights = torch.tensor([len(b) for b in buckets[split]], dtype=torch.float)  # (n_buckets,)
         bucket = buckets[split][int(torch.multinomial(weights, 1, generator=generator))]
         n_text = n_replay if split == "train" else 0
         rows = torch.randint(len(bucket), (batch_size - n_text,), generator=generator).tolist()
@@ -169,6 +169,24 @@ def _initial_model(
     if tokenizer is None:
         raise ConfigError("train_sft from scratch needs a tokenizer=; pass the CLM run's tokenizer")
     return GPT(scratch_model_config), tokenizer
+
+
+def replay_rows(cfg: SFTConfig, tokenizer: Any, pretrain_docs: Sequence[str],
+                block: int) -> tuple[list[ChatExample], int]:
+    """The replayed windows of `pretrain_docs` and how many rows of each batch they fill: none
+    when `cfg.pretrain_mix` is 0, else round(pretrain_mix * batch_size) (config.py checks it)."""
+    n_replay = round(cfg.pretrain_mix * cfg.train.batch_size)
+    if not n_replay:
+        return [], 0
+    if not pretrain_docs:
+        raise ConfigError(f"sft.pretrain_mix={cfg.pretrain_mix} mixes pretraining text into SFT, but no corpus was "
+                          "given: pass the stage 1 documents (pretrain_docs=), or set sft.pretrain_mix=0")
+    replay_length = min(cfg.replay_length, block)
+    replay = replay_examples(tokenizer, pretrain_docs, replay_length)
+    if not replay:
+        raise DataError(f"sft.pretrain_mix: the pretraining text holds fewer than {replay_length} "
+                        "tokens, not one window to replay; pass the stage 1 corpus")
+    return replay, n_replay
 
 
 def train_sft(
@@ -216,15 +234,7 @@ def train_sft(
                             f"{stats[split].summary()}. Use shorter examples or a larger block_size")
     print(f"{name}, template (train): {stats['train'].summary()}")
     device = next(model.parameters()).device
-    n_replay = round(cfg.pretrain_mix * cfg.train.batch_size)
-    if n_replay and not pretrain_docs:
-        raise ConfigError(f"sft.pretrain_mix={cfg.pretrain_mix} mixes pretraining text into SFT, but no corpus was "
-                          "given: pass the stage 1 documents (pretrain_docs=), or set sft.pretrain_mix=0")
-    replay_length = min(cfg.replay_length, block)
-    replay = replay_examples(tokenizer, pretrain_docs, replay_length) if n_replay else []
-    if n_replay and not replay:
-        raise DataError(f"sft.pretrain_mix: the pretraining text holds fewer than {replay_length} "
-                        "tokens, not one window to replay; pass the stage 1 corpus")
+    replay, n_replay = replay_rows(cfg, tokenizer, pretrain_docs, block)
     get_batch = make_get_batch(encoded, cfg.train.batch_size, tokenizer.pad_id, device, replay, n_replay)
     start = time.perf_counter()
     result = train(

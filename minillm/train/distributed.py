@@ -93,7 +93,7 @@ def mean_over_ranks(values: dict[str, float], ctx: DistContext, device: torch.de
     """Average each value over the ranks (e.g. the loss of each shard -> the global batch's loss)."""
     if not ctx.enabled or not values:
         return values
-    stacked = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    stacked = torch.tensor(list(values.values()), dtype=torch.float64, device=device)  # (K,) one per metric
     dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
     return dict(zip(values, (stacked / ctx.world_size).tolist(), strict=True))
 
