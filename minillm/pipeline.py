@@ -561,8 +561,7 @@ TOKENIZER_NAMES = {"bpe": "Our byte-level BPE", "sentencepiece": "SentencePiece'
 
 def render_markdown(report: dict, j: Journey) -> str:
     """report.md: what each stage did, its key number against its baseline, its plot, examples."""
-    s, r = report["stages"], j.results
-    rel = lambda name, file: f"{j.folder(name).name}/{file}"  # noqa: E731  (paths relative to report.md)
+    s = report["stages"]
     lines = [
         f"# minillm report: preset `{report['preset']}` on {report['device']}",
         "",
@@ -591,12 +590,29 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"{_fmt(s['grpo_verifiable']['pass_at_1_sft'])} -> {_fmt(s['grpo_verifiable']['pass_at_1_after'])} "
         f"| 0.5 | {s['grpo_verifiable']['seconds']:.0f} |",
         "",
+        *_tokenizer_section(report, j),
+        *_pretraining_section(report, j),
+        *_sft_section(report, j),
+        *_rlhf_section(report, j),
+        *_grpo_section(report, j),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _tokenizer_section(report: dict, j: Journey) -> list[str]:
+    s, r = report["stages"], j.results
+    return [
         "## 0. Tokenizer",
-        f"{TOKENIZER_NAMES[j.cfg.tokenizer.kind]} learned {s['tokenizer']['vocab_size']} ids from the corpus; on "
-        "held-out text it "
-        f"needs {_fmt(s['tokenizer']['tokens_per_byte'])} tokens per byte. "
+        f"{TOKENIZER_NAMES[j.cfg.tokenizer.kind]} learned {s['tokenizer']['vocab_size']} ids from the corpus; "
+        f"on held-out text it needs {_fmt(s['tokenizer']['tokens_per_byte'])} tokens per byte. "
         f"\"{FLASH_FLOOD_SENTENCE}\" becomes `{r['tokenizer'].get('example_pieces')}`.",
         "",
+    ]
+
+
+def _pretraining_section(report: dict, j: Journey) -> list[str]:
+    s, r = report["stages"], j.results
+    return [
         "## 1. Pretraining",
         "### BERT: masked language modelling",
         f"{j.cfg.mlm.mask_prob:.0%} of the tokens are hidden and the encoder learns to fill them in. Masked-token "
@@ -608,15 +624,22 @@ def render_markdown(report: dict, j: Journey) -> str:
         *([f"\"{r['mlm']['fill_mask_prompt']}\" ->", ""] if r["mlm"].get("fill_mask_prompt") else []),
         *[f"{i}. `{piece.strip()}` ({p:.3f})" for i, (piece, p) in enumerate(r["mlm"]["fill_mask_top5"], 1)],
         "",
-        f"![BERT fill-mask ranking]({rel('mlm', 'fill_mask.png')}) ![BERT masked-LM loss]({rel('mlm', 'loss.png')})",
+        f"![BERT fill-mask ranking]({_linked(j, 'mlm', 'fill_mask.png')}) "
+        f"![BERT masked-LM loss]({_linked(j, 'mlm', 'loss.png')})",
         "",
         "### GPT: next-token prediction",
         f"Perplexity on {r['clm']['val_tokens']} validation tokens **{_fmt(s['clm']['val_perplexity'])}**, against "
         f"{_fmt(s['clm']['unigram_perplexity'])} for a unigram model (the final evaluation, as above). Samples:",
         "",
         *[quote(sample) + "\n" for sample in r["clm"].get("samples", [])],
-        f"![GPT next-token loss]({rel('clm', 'loss.png')})",
+        f"![GPT next-token loss]({_linked(j, 'clm', 'loss.png')})",
         "",
+    ]
+
+
+def _sft_section(report: dict, j: Journey) -> list[str]:
+    s = report["stages"]
+    return [
         "## 2. Instruction tuning (SFT)",
         "Exact match of greedy answers on test prompts; held-out phrasings and families were never trained on.",
         *exact_match_noise(s["sft"]),
@@ -628,9 +651,16 @@ def render_markdown(report: dict, j: Journey) -> str:
                              ("SFT on one family", "single_family_exact_match"), ("SFT", "exact_match"))
           if key in s["sft"]],
         "",
-        f"![SFT exact match per split]({rel('sft', 'exact_match.png')})",
+        f"![SFT exact match per split]({_linked(j, 'sft', 'exact_match.png')})",
         "",
         *_sft_examples(j),
+    ]
+
+
+def _rlhf_section(report: dict, j: Journey) -> list[str]:
+    """The reward model, PPO and DPO: their figures, the per-family table, their plots and examples."""
+    s = report["stages"]
+    return [
         "## 3. RLHF",
         f"The reward model ranks held-out pairs correctly **{_fmt(s['reward_model']['pairwise_accuracy'])}** "
         f"of the time. The most any reward model can reach is how often those noisy rankings agree with the "
@@ -660,9 +690,12 @@ def render_markdown(report: dict, j: Journey) -> str:
           for png in sorted(j.folder(name).glob("*.png"))],
         "",
         *_ppo_examples(j),
-        *_grpo_section(report, j),
     ]
-    return "\n".join(lines) + "\n"
+
+
+def _linked(j: Journey, step: str, file: str) -> str:
+    """A file of a step's folder as report.md links it: relative to the report, beside the step folders."""
+    return f"{j.folder(step).name}/{file}"
 
 
 def _grpo_section(report: dict, j: Journey) -> list[str]:
