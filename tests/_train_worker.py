@@ -11,7 +11,9 @@ a loss that does not fall means training is broken.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,7 +21,8 @@ from torch import nn
 from minillm.config import ModelConfig, TrainConfig
 from minillm.model.gpt import GPT
 from minillm.train import train
-from minillm.train.loop import GetBatch
+from minillm.train.distributed import DistContext
+from minillm.train.loop import CountTerms, GetBatch, LossFn, train_step
 from minillm.utils import seed_everything
 
 VOCAB, SEQ_LEN = 16, 12
@@ -71,6 +74,28 @@ def next_token_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
     loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["targets"].flatten())
     accuracy = (logits.argmax(-1) == batch["targets"]).float().mean().item()
     return loss, {"accuracy": accuracy}
+
+
+def assert_accumulation_changes_nothing(make_model: Callable[[], nn.Module], batch: dict[str, torch.Tensor],
+                                        loss_fn: LossFn, count_terms: CountTerms | None,
+                                        grad_accum_steps: int = 4) -> None:
+    """One optimizer step on `batch`, taken whole and then dealt into `grad_accum_steps` micro-batches,
+    must be the same step: the same loss, gradient norm and weights after. SGD at lr 1 without
+    clipping makes the update the gradient itself; `make_model` builds the same weights each time."""
+
+    def one_step(accumulation: int) -> tuple[dict[str, float], list[torch.Tensor]]:
+        model = make_model()
+        cfg = TrainConfig(batch_size=len(next(iter(batch.values()))), grad_accum_steps=accumulation, grad_clip=0.0)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        metrics = train_step(model, model, batch, loss_fn, optimizer, torch.amp.GradScaler(enabled=False), cfg,
+                             DistContext(), torch.device("cpu"), step=1, count_terms=count_terms)
+        return metrics, list(model.parameters())
+
+    (whole, after_whole), (accumulated, after_accumulated) = one_step(1), one_step(grad_accum_steps)
+    assert accumulated["loss"] == pytest.approx(whole["loss"], rel=1e-5)
+    assert accumulated["grad_norm"] == pytest.approx(whole["grad_norm"], rel=1e-5)
+    for a, b in zip(after_whole, after_accumulated, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
 
 
 def run_worker(out: str, resume: bool = False, steps: int = 12, batch_size: int = 8, grad_accum: int = 1,

@@ -282,3 +282,20 @@ def test_asking_for_cuda_where_there_is_none_is_a_config_error(monkeypatch):
     for name in ("cuda", "cuda:0"):
         with pytest.raises(ConfigError, match="CUDA is not available here"):
             resolve_device(name)
+
+
+@pytest.mark.parametrize("initialized", [True, False])
+def test_cuda_rng_states_are_saved_and_restored_once_cuda_is_in_use(monkeypatch, initialized):
+    """torch.cuda faked, so that a CPU-only machine sees what a GPU run saves: every device's generator
+    state once CUDA has started (and nothing before, so that saving never starts CUDA), given back
+    to torch.cuda on restore."""
+    device_states = [torch.tensor([1, 2, 3], dtype=torch.uint8), torch.tensor([4, 5], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: initialized)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: device_states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    state = capture_rng_state()
+    assert ("cuda" in state) == initialized
+    restore_rng_state(state)
+    assert restored == ([device_states] if initialized else [])

@@ -500,3 +500,36 @@ def test_a_kv_cache_of_another_model_or_batch_is_refused_before_it_is_changed():
         model(ids_of(1, 1), cache=cache)
     assert cache.length == 3 and cache.filled == [3, 3]  # untouched: it still serves its own batch
     assert model(ids_of(2, 1), cache=cache).shape == (2, 1, V)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_residual_dropout_drops_what_both_sub_layers_add(norm):
+    """With the residual dropout at p=1 in training mode, attention and MLP add nothing: a pre-LN
+    block is the identity, a post-LN block is its two LayerNorms one after the other."""
+    torch.manual_seed(0)
+    block = Block(ModelConfig(n_embd=8, n_head=2, norm=norm, dropout=0.5)).train()
+    block.drop.p = 1.0  # (the config refuses 1.0; set here to drop every sub-layer output)
+    x = torch.randn(2, 3, 8)
+    expected = x if norm == "pre" else block.ln_2(block.ln_1(x))
+    torch.testing.assert_close(block(x), expected)
+    block.eval()
+    assert not torch.allclose(block(x), expected)  # in eval mode the sub-layers do add something
+
+
+def test_generate_refuses_a_row_that_is_all_padding():
+    """A row with no real token has no prompt to continue (its last column must be True)."""
+    model = make(GPT, gpt_config())
+    ids, mask = left_padded_batch()
+    mask[1] = False
+    with pytest.raises(ModelInputError, match="LEFT padding"):
+        model.generate(ids, 3, attention_mask=mask)
+
+
+def test_bert_refuses_segment_ids_outside_its_segment_table():
+    """Segment id 2 with type_vocab_size=2, or any segment id for a model without segments, is a clear
+    ModelInputError (not torch's IndexError, and not silently ignored)."""
+    ids = ids_of(1, 5)
+    for type_vocab_size, segment in ((2, 2), (0, 0)):
+        model = make(Bert, bert_config(type_vocab_size=type_vocab_size))
+        with pytest.raises(ModelInputError, match=rf"token_type_ids must be in \[0, {type_vocab_size}\)"):
+            model(ids, token_type_ids=torch.full_like(ids, segment))

@@ -93,6 +93,23 @@ def test_rankings_file_and_reward_model_run(runs):
     assert rm.reward_std.item() > 0 and rm.reward_mean.item() == pytest.approx(metrics["reward_mean"])
 
 
+def test_the_reward_model_weights_its_micro_batches_by_their_pairs(runs, tmp_path):
+    """One step of train_reward_model on rankings with ties (6, 3 or 4 pairs each), with the batch
+    whole and in 4 micro-batches: the same step."""
+    ties = [[0, 1, 2, 3], [0, [1, 2, 3]], [[0, 1, 2], 3], [[0, 1], [2, 3]]]  # 6, 3, 3 and 4 pairs
+    rankings = [{**r, "ranking": ties[i % 4]} for i, r in enumerate(read_preferences(runs["prefs"]))]
+    (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rankings), encoding="utf-8")
+    steps = []
+    for k in (1, 4):
+        cfg = RewardConfig(train=TrainConfig(max_steps=1, batch_size=4, grad_accum_steps=k, eval_every=100,
+                                             save_every=100, log_every=1), n_prompts=10, answers_per_prompt=4)
+        train_reward_model(cfg, runs["sft"], tmp_path / "prefs.jsonl", tmp_path / str(k), records=RECORDS)
+        rows = [json.loads(line) for line in (tmp_path / str(k) / "metrics.jsonl").read_text().splitlines()]
+        steps.append(next(row for row in rows if row.get("split") == "train"))
+    assert steps[1]["grad_norm"] == pytest.approx(steps[0]["grad_norm"], rel=1e-4)
+    assert steps[1]["loss"] == pytest.approx(steps[0]["loss"], rel=1e-4)
+
+
 def train_and_check_the_reference(monkeypatch, module: ModuleType, sft_dir: Path, run: Callable[[], dict]) -> dict:
     """`run()` (a train_* of `module`), checking that its reference is a frozen copy of the SFT model.
 

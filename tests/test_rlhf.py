@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _train_worker import assert_accumulation_changes_nothing
 
 from minillm.config import ModelConfig, apply_overrides, preset
 from minillm.model import GPT
@@ -27,10 +28,12 @@ from minillm.stage3_rlhf.reward_model import (
     EncodedRanking,
     RewardModel,
     collate_rankings,
+    count_pairs,
     encode_ranking,
     pairwise_accuracy,
     ranked_margins,
     ranking_loss,
+    reward_loss,
     set_normalisation,
 )
 from minillm.stage3_rlhf.sequences import Responses, answer_logprob, last_real_index
@@ -314,6 +317,18 @@ def test_normalised_scores_have_mean_0_and_std_1_and_normalising_again_changes_n
     batch = collate([a for r in rankings for a in r.answers], 0)
     scores = rm(batch["ids"], batch["attention_mask"], batch["loss_mask"])
     assert scores.mean().item() == pytest.approx(0, abs=1e-4) and scores.std().item() == pytest.approx(1, abs=1e-4)
+
+
+@pytest.mark.parametrize("weighted", [True, pytest.param(False, marks=pytest.mark.xfail(strict=True))])
+def test_accumulated_reward_model_steps_equal_one_big_batch_though_rankings_hold_unequal_pairs(weighted):
+    """Rankings of 4, 3 and 2 answers, some with ties, give 6 to 0 pairs each: weighting each
+    micro-batch's mean by its share of the pairs gives the whole batch's gradient; equal weights do not."""
+    g = torch.Generator().manual_seed(0)
+    places = [[0, 1, 2, 3], [0, 0, 1], [1, 0], [0, 1, 1, 1], [0, 1, 2], [0, 0, 0, 1], [1, 0, 2, 3], [0, 1]]
+    rankings = [EncodedRanking([example_of(5 + i, g) for i in range(len(ranks))], ranks) for ranks in places]
+    batch = collate_rankings(rankings, pad_id=0)
+    assert [count_pairs({"ranks": batch["ranks"][i:i + 1]}) for i in range(8)] == [6, 2, 1, 3, 3, 3, 6, 1]
+    assert_accumulation_changes_nothing(small_reward_model, batch, reward_loss, count_pairs if weighted else None)
 
 
 def test_a_short_ranking_in_a_batch_gives_only_its_own_pairs():

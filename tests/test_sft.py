@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _train_worker import assert_accumulation_changes_nothing
 from crash_resume import assert_exact_resume
 from torch import nn
 
@@ -45,7 +46,7 @@ from minillm.stage2_sft.template import ChatExample, encode_example, encode_prom
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
 from minillm.train.distributed import DistContext
-from minillm.train.loop import micro_batches, train_step
+from minillm.train.loop import micro_batches
 
 torch.set_num_threads(2)
 
@@ -232,21 +233,11 @@ def test_accumulated_sft_steps_equal_one_big_batch_though_rows_hold_unequal_targ
                              prompt_tokens_dropped=0) for _ in range(3)]
     batch = collate(examples, pad_id=0)
 
-    def one_step(grad_accum_steps: int):
+    def model() -> GPT:
         torch.manual_seed(0)
-        model = GPT(ModelConfig(vocab_size=30, block_size=40, n_layer=1, n_head=2, n_embd=16, dropout=0.0))
-        cfg = TrainConfig(batch_size=32, grad_accum_steps=grad_accum_steps, grad_clip=0.0)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # the update is the gradient itself
-        metrics = train_step(model, model, batch, sft_loss, optimizer, torch.amp.GradScaler(enabled=False), cfg,
-                             DistContext(), torch.device("cpu"), step=1,
-                             count_terms=count_targets if weighted else None)
-        return metrics, list(model.parameters())
+        return GPT(ModelConfig(vocab_size=30, block_size=40, n_layer=1, n_head=2, n_embd=16, dropout=0.0))
 
-    (whole, after_whole), (accumulated, after_accumulated) = one_step(1), one_step(4)
-    assert accumulated["loss"] == pytest.approx(whole["loss"], rel=1e-5)
-    assert accumulated["grad_norm"] == pytest.approx(whole["grad_norm"], rel=1e-5)
-    for a, b in zip(after_whole, after_accumulated, strict=True):
-        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
+    assert_accumulation_changes_nothing(model, batch, sft_loss, count_targets if weighted else None)
 
 
 def test_pretrain_mix_without_a_corpus_is_refused(tokenizer, tmp_path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _train_worker import assert_accumulation_changes_nothing
 from crash_resume import assert_exact_resume
 from torch import nn
 
@@ -25,7 +26,9 @@ from minillm.stage1_pretrain.data import consecutive_windows, pack_documents, ra
 from minillm.stage1_pretrain.masking import IGNORE_INDEX
 from minillm.stage1_pretrain.mlm import (
     FLASH_FLOOD,
+    batch_loss,
     blank_last_word,
+    count_blanks,
     demo_sentence,
     evaluate_mlm,
     fill_mask,
@@ -97,6 +100,36 @@ def test_mlm_loss_ignores_unchosen_positions():
     assert torch.equal(mlm_loss(logits, labels), mlm_loss(changed, labels))
     changed[~unchosen] += torch.randn(int((~unchosen).sum()), 10, generator=g)
     assert not torch.allclose(mlm_loss(logits, labels), mlm_loss(changed, labels))
+
+
+@pytest.mark.parametrize("weighted", [True, pytest.param(False, marks=pytest.mark.xfail(strict=True))])
+def test_accumulated_mlm_steps_equal_one_big_batch_though_windows_hold_unequal_blanks(weighted):
+    """Window r of 8 has r + 1 blanks: weighting each micro-batch's mean by its share of the blanks
+    gives the whole batch's gradient; equal weights (xfail) do not."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 40, (8, 16), generator=g)  # (B, T)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    for r in range(8):
+        labels[r, :r + 1] = ids[r, :r + 1]  # the blanks' answers; the input keeps them (as BERT's 10% kept)
+    batch = {"input_ids": ids, "labels": labels}
+    assert count_blanks(batch) == sum(range(1, 9))
+
+    def model() -> Bert:
+        torch.manual_seed(0)
+        return Bert(ModelConfig(vocab_size=40, norm="post", activation="gelu", **SMALL_MODEL))
+
+    assert_accumulation_changes_nothing(model, batch, batch_loss, count_blanks if weighted else None)
+
+
+def test_train_mlm_weights_its_micro_batches_by_their_blanks(tmp_path, corpus, tokenizer):
+    """One step of train_mlm, with the batch whole and in 4 micro-batches: the same step."""
+    steps = []
+    for k in (1, 4):
+        train_mlm(_mlm_cfg(max_steps=1, grad_accum_steps=k), tokenizer, *corpus, tmp_path / str(k))
+        rows = [json.loads(line) for line in (tmp_path / str(k) / "metrics.jsonl").read_text().splitlines()]
+        steps.append(next(row for row in rows if row.get("split") == "train"))
+    assert steps[1]["grad_norm"] == pytest.approx(steps[0]["grad_norm"], rel=1e-4)
+    assert steps[1]["loss"] == pytest.approx(steps[0]["loss"], rel=1e-4)
 
 
 def test_mlm_loss_with_nothing_chosen_is_zero_not_nan():
@@ -340,3 +373,47 @@ def test_resume_may_start_fresh_and_may_train_for_more_steps(tmp_path, corpus, t
 
 def test_consecutive_windows_stop_at_max_windows():
     assert consecutive_windows(torch.arange(21), 5, 4, max_windows=2).tolist() == [[0, 1, 2, 3, 4], [4, 5, 6, 7, 8]]
+
+
+def test_val_masked_loss_is_the_mean_over_every_masked_position(corpus, tokenizer):
+    """A model whose logits favour each position's own input token by 2: at a blank that shows its
+    answer the loss is log(1 + (V - 1) e^-2), at any other blank log(e^2 + V - 1). The validation
+    windows span several batches holding unequal numbers of blanks; each blank counts once."""
+    V = tokenizer.vocab_size
+    copies_its_input = Predicts(V, answer=lambda ids: ids, margin=2.0)
+    cfg = _mlm_cfg(batch_size=4)
+    stream = pack_documents(tokenizer, corpus[1])
+    metrics = evaluate_mlm(copies_its_input, cfg, tokenizer, stream, most_frequent_id=0)
+    total = metrics["val_masked_positions"]
+    right = round(metrics["val_masked_accuracy"] * total)  # the blanks that show their own token
+    assert 0 < right < total and total > 3 * cfg.train.batch_size * 32 * 0.15
+    expected = (right * math.log(1 + (V - 1) * math.exp(-2)) + (total - right) * math.log(math.exp(2) + V - 1)) / total
+    assert metrics["val_masked_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_evaluations_give_the_model_back_in_training_mode(corpus, tokenizer):
+    """perplexity, evaluate_mlm and fill_mask switch to eval mode and back to the mode they were given."""
+    stream = pack_documents(tokenizer, corpus[1])
+    model = Predicts(tokenizer.vocab_size, answer=lambda ids: ids, margin=1.0).train()
+    perplexity(model, stream, block_size=8, batch_size=4, max_windows=4)
+    assert model.training
+    evaluate_mlm(model, _mlm_cfg(), tokenizer, stream, most_frequent_id=0, max_windows=4)
+    assert model.training
+    fill_mask(model, tokenizer, "The river [MASK] floods.")
+    assert model.training
+    perplexity(model.eval(), stream, block_size=8, batch_size=4, max_windows=4)
+    assert not model.training
+
+
+def test_the_unigram_baseline_answers_the_most_frequent_ordinary_token(tmp_path, tokenizer):
+    """Documents of one word each: <bos> and <eos> are the most frequent tokens of the stream, but a
+    blank is never a special token, so the baseline must answer the most frequent ordinary one."""
+    docs = ["river"] * 30 + ["night", "day", "weekend", "town", "rain", "flood", "watch", "wind"] * 3
+    stream = pack_documents(tokenizer, docs).tolist()
+    specials = set(tokenizer.special_tokens.values())
+    assert Counter(stream).most_common(1)[0][0] in specials  # the trap this test sets
+    [(expected, _)] = Counter(i for i in stream if i not in specials).most_common(1)
+    cfg = MLMConfig(model=ModelConfig(norm="post", activation="gelu", n_layer=1, n_head=2, n_embd=16, block_size=8),
+                    train=_train_cfg(max_steps=1, batch_size=2))
+    metrics = train_mlm(cfg, tokenizer, docs, docs, tmp_path)
+    assert metrics["unigram_prediction"] == tokenizer.id_to_piece(expected)

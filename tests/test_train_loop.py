@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import warnings
 from collections.abc import Callable
 
@@ -505,3 +506,40 @@ def test_a_gradient_with_one_nan_entry_is_named():
         p.grad = torch.zeros_like(p)
     model[1].weight.grad[0, 2] = float("nan")  # one bad number among nine
     assert first_bad_gradient(model) == "1.weight"
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_the_validation_loss_is_the_mean_over_the_validation_batches(tmp_path, accumulation):
+    """Validation batches whose losses are 1 and 3 (get_batch says which) give val_loss 2, with or
+    without accumulation."""
+    cfg = small_cfg(max_steps=1, eval_batches=2, grad_accum_steps=accumulation)  # evaluated at its last step
+    draw = counting_batch(cfg.batch_size)
+    val_losses = iter([1.0, 3.0])
+
+    def get_batch(split, generator):
+        batch = draw(split, generator)
+        if split == "val":
+            batch["val_loss"] = torch.full((cfg.batch_size,), next(val_losses))
+        return batch
+
+    def loss_fn(model, batch):
+        loss, extra = next_token_loss(model, batch)
+        return (batch["val_loss"].mean() if "val_loss" in batch else loss), extra
+
+    result = train(tiny_gpt(), cfg, tmp_path, get_batch=get_batch, loss_fn=loss_fn)
+    [row] = [row for row in result["history"] if row["split"] == "val"]
+    assert row["val_loss"] == pytest.approx(2.0)
+
+
+def test_a_fresh_run_trains_the_same_whatever_the_process_drew_before(tmp_path):
+    """The loop seeds every generator from cfg.seed: random numbers drawn before train() (here, a
+    different number of them) change neither the dropout masks nor anything else of the run."""
+    trained = []
+    for draws in (0, 7):
+        model = tiny_gpt(dropout=0.3)
+        torch.rand(draws)  # what the process did before training: draws from the global generators
+        [random.random() for _ in range(draws)]
+        run(tmp_path / str(draws), small_cfg(max_steps=3, eval_every=100, save_every=100), model=model)
+        trained.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*trained, strict=True):
+        assert torch.equal(a, b)

@@ -70,6 +70,23 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nll / chosen.sum().clamp(min=1)
 
 
+def batch_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training loop's loss_fn: `mlm_loss` of a batch of masked windows, and its masked accuracy."""
+    chosen = batch["labels"] != IGNORE_INDEX  # (B, T): the ~15% of positions that are predicted
+    logits = model(batch["input_ids"], logits_at=chosen)  # (N, V): the head runs there only
+    labels = batch["labels"][chosen]  # (N,) in the same order
+    loss = mlm_loss(logits, labels)
+    correct, total = masked_accuracy(logits, labels)
+    return loss, {"masked_acc": correct / max(total, 1)}
+
+
+def count_blanks(batch: dict[str, torch.Tensor]) -> int:
+    """How many positions `batch_loss` averages over. The number of blanks differs from window to
+    window, so with gradient accumulation the loop weights each micro-batch's mean by its share of
+    them (`count_terms`): equal weights would give a blank of a sparse micro-batch more say."""
+    return int((batch["labels"] != IGNORE_INDEX).sum())
+
+
 def masked_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     """(correct, total) top-1 predictions at the chosen positions."""
     chosen = labels != IGNORE_INDEX
@@ -217,22 +234,14 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
         masked = mask_for_mlm(ids, cfg, tokenizer, generator)
         return {"input_ids": masked.input_ids, "labels": masked.labels}
 
-    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        chosen = batch["labels"] != IGNORE_INDEX  # (B, T): the ~15% of positions that are predicted
-        logits = model(batch["input_ids"], logits_at=chosen)  # (N, V): the head runs there only
-        labels = batch["labels"][chosen]  # (N,) in the same order
-        loss = mlm_loss(logits, labels)
-        correct, total = masked_accuracy(logits, labels)
-        return loss, {"masked_acc": correct / max(total, 1)}
-
     def evaluate(model: nn.Module) -> dict[str, float]:
         return as_subset_check(evaluate_mlm(model, cfg, tokenizer, streams["val"], most_frequent_id,
                                             max_windows=SUBSET_WINDOWS))
 
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
     model = Bert(cfg.model)
-    result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, evaluate=evaluate,
-                   run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="mlm",
+    result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=batch_loss, count_terms=count_blanks,
+                   evaluate=evaluate, run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="mlm",
                    model_kind="bert", title="BERT masked-LM loss", log_y=True)
 
     metrics = evaluate_mlm(model, cfg, tokenizer, streams["val"], most_frequent_id)

@@ -175,10 +175,14 @@ def ranked_margins(rewards: Tensor, ranks: Tensor) -> Tensor:
     ranks:   each answer's place in its ranking (0 = best; tied answers share a place, and give no
              pair); -1 marks a missing answer.
     """
+    return (rewards[:, :, None] - rewards[:, None, :])[better_pairs(ranks)]  # (n_pairs,)
+
+
+def better_pairs(ranks: Tensor) -> Tensor:
+    """(B, K) places -> (B, K, K), True at [b, i, j] where answer i is ranked above answer j.
+    A whole ranking of K gives K*(K-1)/2 such pairs; ties and missing answers (-1) give none."""
     valid = ranks >= 0  # (B, K)
-    # better[b, i, j]: answer i is ranked above answer j. A ranking of K gives K*(K-1)/2 such pairs.
-    better = (ranks[:, :, None] < ranks[:, None, :]) & valid[:, :, None] & valid[:, None, :]  # (B, K, K)
-    return (rewards[:, :, None] - rewards[:, None, :])[better]  # (n_pairs,)
+    return (ranks[:, :, None] < ranks[:, None, :]) & valid[:, :, None] & valid[:, None, :]
 
 
 def ordered_right(margins: Tensor) -> Tensor:
@@ -242,6 +246,13 @@ def reward_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dic
     """The ranking loss of a batch of rankings (the training loop's loss_fn)."""
     loss, accuracy = ranking_loss(ranking_rewards(model, batch), batch["ranks"])
     return loss, {"accuracy": accuracy.item()}
+
+
+def count_pairs(batch: dict[str, Tensor]) -> int:
+    """How many pairs `reward_loss` averages over. Ties and short rankings make it differ from
+    ranking to ranking, so with gradient accumulation the loop weights each micro-batch's mean by
+    its share of the pairs (`count_terms`), as one batch would have pooled them."""
+    return int(better_pairs(batch["ranks"]).sum())
 
 
 @torch.no_grad()
@@ -309,7 +320,8 @@ def train_reward_model(
     def evaluate(model: nn.Module) -> dict[str, float]:
         return {"pairwise_accuracy": pairwise_accuracy(model, splits["val"], tokenizer.pad_id)}
 
-    result = train(rm, cfg.train, out_dir, get_batch=get_batch, loss_fn=reward_loss, evaluate=evaluate,
+    result = train(rm, cfg.train, out_dir, get_batch=get_batch, loss_fn=reward_loss, count_terms=count_pairs,
+                   evaluate=evaluate,
                    run_config={"reward": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
                    tokenizer=tokenizer, resume=resume, desc="reward", model_kind="reward",
                    title="Reward model ranking loss")
