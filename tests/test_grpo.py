@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from crash_resume import assert_exact_resume
-from test_ppo import RECORDS, build_runs, train_and_check_the_reference
+from test_ppo import RECORDS, build_runs, logprobs_alone, nudged, train_and_check_the_reference
 
 from minillm.config import GRPOConfig, TrainConfig
 from minillm.datasets.instructions import contains_answer, generate_instruction_suite
@@ -29,6 +29,7 @@ from minillm.stage3_rlhf import grpo, online_rl
 from minillm.stage3_rlhf import pass_at_k as pass_at_k_module
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.grpo import (
+    GroupRollout,
     group_advantages,
     group_minibatches,
     grpo_loss,
@@ -41,8 +42,8 @@ from minillm.stage3_rlhf.grpo import (
 )
 from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k, pass_at_k_curve, pass_at_k_gain, pass_at_k_stderr
 from minillm.stage3_rlhf.preferences import sample_answers
-from minillm.stage3_rlhf.scoreboard import policy_table, sampled_kl
-from minillm.stage3_rlhf.sequences import answers_logprob
+from minillm.stage3_rlhf.scoreboard import pass_at_k_summary, policy_table, sampled_kl
+from minillm.stage3_rlhf.sequences import Responses, answers_logprob
 from minillm.stage3_rlhf.verifier import Verifier
 from minillm.train import load_checkpoint, load_model, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME
@@ -71,6 +72,9 @@ def test_the_reward_model_scores_finished_answers_and_an_unfinished_one_gets_the
     resp = SimpleNamespace(has_eos=torch.tensor([True, False, True]))
     rewards = make_reward_fn(cfg, [], rm)([], resp)
     torch.testing.assert_close(rewards, torch.tensor([0.7, cfg.no_eos_penalty, 1.5]))
+    # a broken reward model's NaN is not hidden behind the penalty: check_rewards must see it, as PPO's does
+    rm.score_responses = lambda resp: torch.tensor([0.7, float("nan"), 1.5])
+    assert make_reward_fn(cfg, [], rm)([], resp)[1].isnan()
 
 
 def test_group_advantages_by_hand():
@@ -110,6 +114,49 @@ def test_the_loss_pushes_up_the_tokens_of_a_better_answer_and_down_the_worse():
     # d loss / d logprob = -A / (number of real tokens) on every real token, 0 on padding
     torch.testing.assert_close(logprobs.grad, torch.tensor([[-0.2, -0.2, 0.0], [0.2, 0.2, 0.2]]))
     assert stats["clipfrac"] == 0.0 and stats["k3_kl"] == 0.0
+
+
+def test_zero_signal_judges_each_group_by_its_own_rewards():
+    rewards = torch.tensor([[0.0, 1.0], [2.0, 2.0], [1.0, 1.0]])  # the first group differs, the others are unanimous
+    assert zero_signal(rewards).tolist() == [False, True, True]
+
+
+def test_the_kl_term_ignores_the_padding_after_an_answer():
+    """Pads are not answer tokens: whatever the log-probs read there, they add no KL and get no gradient."""
+    logprobs = torch.tensor([[-1.0, -1.0]], requires_grad=True)
+    ref = torch.tensor([[-1.0, -3.0]])  # equal on the answer's token, far apart on the pad
+    mask = torch.tensor([[True, False]])
+    loss, stats = grpo_loss(logprobs, logprobs.detach(), ref, torch.zeros(1), mask, 0.2, kl_coef=0.5)
+    assert stats["k3_kl"] == 0.0 and loss.item() == 0.0  # over both columns: (e^-2 + 2 - 1) / 2 = 0.57
+    loss.backward()
+    assert logprobs.grad[0, 1] == 0
+
+
+def test_the_logged_kl_is_per_answer_over_the_answers_the_reference_read():
+    """kl_coef 0: the reference read the first minibatch only (here 2 answers of 4); the KL logged is
+    the mean over those answers of the sum over each one's real tokens of log pi - log pi_ref."""
+    mask = torch.tensor([[True, True, False], [True, False, False], [True, True, True], [True, False, False]])
+    logprobs = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0], [-1.0, -1.0, -1.0], [-2.0, 0.0, 0.0]])
+    ref = torch.tensor([[-1.5, -1.0, -9.0], [-0.1, -9.0, -9.0]])  # -9 on the pads: they must not count
+    resp = Responses(["The Mell.", "x", "y", "z"], None, None, mask, torch.ones(4, dtype=torch.bool), logprobs)
+    ro = GroupRollout([{"reference": "The Mell."}] * 4, resp, ref, torch.tensor([[1.0, 0.0], [0.5, 0.5]]),
+                      torch.zeros(4))
+    row = grpo.step_metrics(ro, [{"loss": 1.0}, {"loss": 2.0}])
+    # by hand: answer 0: (-1 + 1.5) + (-2 + 1) = -0.5; answer 1: -0.5 + 0.1 = -0.4
+    assert row["kl"] == pytest.approx(-0.45)
+    assert row["zero_signal_share"] == 0.5 and row["reward_mean"] == 0.5 and row["loss"] == 1.5
+    assert row["response_len"] == 1.75 and row["gold"] == 1.0  # 4 (the perfect answer) and three 0s
+
+
+def test_the_kl_term_reads_the_frozen_reference_not_the_policy(runs):
+    policy, tok = load_model(runs["sft"], GPT)
+    reference = nudged(policy)
+    cfg = micro_grpo_config(kl_coef=0.1, temperature=0.7)
+    ro = rollout(policy, reference, lambda b, r: torch.arange(len(b)).float(), tok, RECORDS[:2], cfg,
+                 torch.Generator().manual_seed(0))
+    by_hand = logprobs_alone(reference, ro.responses.ids, ro.responses.attention_mask, ro.mask, 0.7)
+    torch.testing.assert_close(ro.ref_logprobs * ro.mask, by_hand, atol=1e-4, rtol=0)
+    assert ((ro.logprobs - by_hand) * ro.mask).abs().max() > 0.05  # the policy's own would differ
 
 
 def test_k3_kl_by_hand_and_never_negative():
@@ -177,6 +224,23 @@ def test_pass_at_k_standard_errors_by_hand():
     assert gain["4"] == pytest.approx({"gain": 1 / 3, "stderr": 1 / 3})  # pass@4: 0, 1, 1 -> 1, 1, 1
     with pytest.raises(ValueError, match="same prompts: got 3 and 2"):
         pass_at_k_gain(before, after[:2], 4)
+
+
+def test_pass_at_k_standard_error_above_k_1_by_hand():
+    # pass@2 of 4 answers with c right: c = 0 -> 0; c = 2 -> 1 - C(2, 2) / C(4, 2) = 5/6; c = 4 -> 1.
+    # Their mean is 11/18, squared deviations (121 + 16 + 49) / 324, sample variance 93/324, so the
+    # standard error is sqrt(93) / 18 / sqrt(3) = sqrt(31) / 18 (pass@1's would be 0.5 / sqrt(3))
+    assert pass_at_k_stderr([0, 2, 4], 4, (2,)) == pytest.approx({"2": sqrt(31) / 18})
+
+
+def test_the_tables_pass_at_k_gain_is_each_policy_over_the_sft_model():
+    right = {"SFT": [0, 2, 4], "GRPO": [1, 2, 4]}  # right answers of 4, on three prompts
+    summary = pass_at_k_summary(right, 4)
+    assert summary["pass_at_k"]["SFT"] == pytest.approx({"1": 0.5, "2": (0 + 5 / 6 + 1) / 3, "4": 2 / 3})
+    gain = summary["pass_at_k_gain"]
+    assert set(gain) == {"GRPO"} and set(summary["pass_at_k_stderr"]) == {"SFT", "GRPO"}
+    # per prompt, GRPO minus SFT: pass@1 +1/4, 0, 0; pass@2 (1 - C(3, 2) / C(4, 2) = 1/2) - 0, 0, 0; pass@4 +1, 0, 0
+    assert [gain["GRPO"][k]["gain"] for k in ("1", "2", "4")] == pytest.approx([1 / 12, 1 / 6, 1 / 3])
 
 
 def test_pass_at_k_standard_errors_match_the_spread_over_new_draws():

@@ -27,9 +27,9 @@ from minillm.stage3_rlhf import dpo, grpo, ppo
 from minillm.stage3_rlhf.annotate import annotate
 from minillm.stage3_rlhf.annotator import WEIGHTS, best_and_worst, gold_score
 from minillm.stage3_rlhf.dpo import train_dpo
-from minillm.stage3_rlhf.online_rl import warn_float32_eager
-from minillm.stage3_rlhf.ppo import gold_normaliser, ppo_update, rollout, train_ppo
-from minillm.stage3_rlhf.preferences import collect_rankings, compare_policies, read_preferences
+from minillm.stage3_rlhf.online_rl import check_rewards, rl_records, summarize_run, warn_float32_eager
+from minillm.stage3_rlhf.ppo import Rollout, gold_normaliser, ppo_update, rollout, step_metrics, train_ppo
+from minillm.stage3_rlhf.preferences import collect_rankings, compare_answers, compare_policies, read_preferences
 from minillm.stage3_rlhf.reward_model import (
     RewardModel,
     best_of_n,
@@ -181,6 +181,77 @@ def test_a_rollout_penalises_unfinished_answers_and_whitens_the_advantages(runs)
     assert masked_mean(ro.advantages ** 2, ro.mask).item() == pytest.approx(1.0, abs=1e-3)
 
 
+def nudged(model: GPT, seed: int = 0, scale: float = 0.2) -> GPT:
+    """A copy of `model` with every weight moved a little: another policy, that answers otherwise."""
+    other, g = copy.deepcopy(model), torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return other
+
+
+def logprobs_alone(model: GPT, ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
+                   temperature: float) -> torch.Tensor:
+    """(B, N) log-probs of each row's response tokens under `model`, by hand: every row run alone with
+    its pads cut away (no attention mask, no KV cache), logits over `temperature`; 0 on the pads."""
+    out = torch.zeros(mask.shape)
+    for b in range(len(ids)):
+        real = ids[b][attention_mask[b]]  # the prompt's and the answer's tokens, nothing else
+        k, length = int(mask[b].sum()), len(real)  # the answer is the last k of them
+        with torch.no_grad():
+            logp = torch.log_softmax(model(real[None])[0] / temperature, dim=-1)  # (L, V): row t predicts t + 1
+        for j in range(k):
+            out[b, j] = logp[length - k + j - 1, real[length - k + j]]
+    return out
+
+
+def test_the_kl_penalty_is_measured_against_the_frozen_reference(runs):
+    """The rollout's reference log-probs are the reference's own (not the policy's, which would make
+    every KL 0 and cut PPO's leash without a sound), and kl = log pi - log pi_ref on each real token."""
+    policy, tok = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0]
+    reference = nudged(policy)
+    cfg = dataclasses.replace(micro_ppo_config(), temperature=0.7)
+    ro = rollout(policy, reference, rm, copy.deepcopy(rm), tok, RECORDS[:4], cfg, 0.1, torch.Generator().manual_seed(0))
+    ref_by_hand = logprobs_alone(reference, ro.ids, ro.attention_mask, ro.mask, 0.7)
+    policy_by_hand = logprobs_alone(policy, ro.ids, ro.attention_mask, ro.mask, 0.7)
+    torch.testing.assert_close(ro.ref_logprobs * ro.mask, ref_by_hand, atol=1e-4, rtol=0)
+    torch.testing.assert_close(ro.kl, (policy_by_hand - ref_by_hand) * ro.mask, atol=1e-4, rtol=0)
+    assert ro.kl.abs().max() > 0.05  # the two models differ: a KL read off the policy alone would fail
+
+
+def test_the_critic_is_regressed_from_its_old_values_towards_the_returns(runs):
+    """One minibatch holding the whole rollout: before its step the critic still predicts the rollout's
+    values, so clipping changes nothing and the value loss is half the mean squared gap between those
+    values and the returns (GAE's targets) over the real tokens."""
+    policy, tok = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0]
+    cfg = dataclasses.replace(micro_ppo_config(), minibatch_size=4, ppo_epochs=1)
+    critic, g = copy.deepcopy(rm), torch.Generator().manual_seed(0)
+    ro = rollout(policy, copy.deepcopy(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
+    gap = (ro.values - ro.returns)[ro.mask]
+    assert gap.abs().max() > 2 * cfg.clip_range_value  # gaps beyond the clip range: the test can fail
+    optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
+    [stats] = ppo_update(policy, critic, optimizer, ro, cfg, g)
+    assert stats["vf_loss"] == pytest.approx(0.5 * (gap ** 2).mean().item(), rel=1e-4)
+
+
+def test_the_logged_kl_is_per_answer_the_sum_over_its_tokens():
+    """Adaptive KL steers this number towards target_kl, a KL per answer in nats: the per-token
+    log-ratios summed over each answer's real tokens, then averaged over the answers."""
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    kl = torch.tensor([[0.5, -0.1, 0.0], [0.2, 0.0, 0.0]])
+    records = [{"reference": "The Mell."}, {"reference": "3"}]
+    ro = Rollout(records=records, answers=["The Mell.", "4"], ids=None, attention_mask=None, mask=mask,
+                 logprobs=None, ref_logprobs=None, values=None, score=None, rm_score=torch.tensor([1.0, -0.5]),
+                 has_eos=torch.tensor([True, False]), kl=kl, advantages=None, returns=None)
+    row = step_metrics(ro, [{"pg_loss": 1.0}, {"pg_loss": 3.0}], kl_coef=0.1)
+    assert row["kl"] == pytest.approx((0.4 + 0.2) / 2)  # a mean over the 6 entries would say 0.1
+    # the perfect answer scores 4, the wrong one 0; 2 and 1 real tokens; one answer of two ended
+    assert row["gold"] == 2.0 and row["response_len"] == 1.5 and row["eos_share"] == 0.5
+    assert row["rm_score"] == 0.25 and row["pg_loss"] == 2.0 and row["kl_coef"] == 0.1
+
+
 def test_answers_must_leave_room_for_the_prompt(runs):
     """block_size 32: the prompt's 3 framing tokens and 1 of its own leave at most 28 for the answer."""
     policy, tok = load_model(runs["sft"], GPT)
@@ -327,6 +398,33 @@ def test_nan_rewards_stop_ppo_with_the_step_and_cause(runs, monkeypatch):
     monkeypatch.setattr(RewardModel, "scores", lambda self, h, ids, *masks: torch.full((len(ids),), float("nan")))
     with pytest.raises(TrainingError, match=r"PPO stopped at step 1: the reward was non-finite \(nan\)"):
         train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, runs["root"] / "ppo_nan")
+
+
+def test_an_infinite_reward_stops_a_run_as_a_nan_does():
+    with pytest.raises(TrainingError, match=r"GRPO stopped at step 7: the reward was non-finite \(inf\) for 1 of 3 "
+                                            r"answers, e\.g\. 'b'"):
+        check_rewards(torch.tensor([0.5, float("inf"), 1.0]), ["a", "b", "c"], 7, "GRPO")
+    with pytest.raises(TrainingError, match=r"non-finite \(-inf\)"):
+        check_rewards(torch.tensor([float("-inf")]), ["a"], 1)
+    check_rewards(torch.tensor([0.5, -2.0]), ["a", "b"], 7)  # finite: nothing to say
+
+
+def test_a_run_summary_reports_the_last_steps_kl_and_reward_model_score():
+    records = [{"prompt": "q", "reference": "Tarsk."}]
+    comparison = compare_answers(records, ["Tarsk."], ["Tarsk."])
+    history = [{"kl": 0.1, "rm_score": 0.2}, {"kl": 0.7, "rm_score": 0.9}]
+    summary = summarize_run(history, comparison, seconds=3.0)
+    assert (summary["kl"], summary["rm_score"], summary["seconds"]) == (0.7, 0.9, 3.0)
+    assert summary["win_rate_vs_sft"] == 0.5 and summary["history"] == history
+    assert "rm_score" not in summarize_run([{"kl": 0.4}], comparison, 1.0)  # GRPO logs no reward model score
+
+
+def test_records_without_a_split_are_training_prompts():
+    """As everywhere else (SFT, the rankings, the held-out records): a record without "split" is training data."""
+    records = [{"prompt": "p1", "reference": "a"}, {"prompt": "p2", "reference": "b", "split": "train"},
+               {"prompt": "q", "reference": "c", "split": "test_seen"}]
+    prompts, heldout = rl_records(records, 5, "PPO")
+    assert [r["prompt"] for r in prompts] == ["p1", "p2"] and [r["prompt"] for r in heldout] == ["q"]
 
 
 def test_train_dpo_runs_and_reports(runs, monkeypatch):

@@ -8,8 +8,10 @@ import math
 import sys
 
 import pytest
+import torch
 
 from minillm.errors import DataError
+from minillm.stage3_rlhf import preferences
 from minillm.stage3_rlhf.annotate import annotate_loop, parse_ranking
 from minillm.stage3_rlhf.annotator import (
     SimulatedAnnotator,
@@ -25,7 +27,13 @@ from minillm.stage3_rlhf.annotator import (
     win_rate_ceiling,
     win_rate_stderr,
 )
-from minillm.stage3_rlhf.preferences import compare_answers, comparison_summary, read_preferences, split_rankings
+from minillm.stage3_rlhf.preferences import (
+    compare_answers,
+    comparison_summary,
+    read_preferences,
+    sample_distinct_answers,
+    split_rankings,
+)
 
 GOOD = {"prompt": "Capital of Varn?", "answers": ["Tarsk", "Mell", "I don't know"], "ranking": [0, 2, 1]}
 
@@ -176,6 +184,15 @@ def test_gold_prefers_correct_then_polite_then_concise():
     assert ideal > rude > nonsense
 
 
+def test_gold_score_of_a_padded_and_of_a_wrong_answer_by_hand():
+    # "The Mell, I think." normalises to "mell i think": the answer is in it (+2.0), but not exactly (0)
+    # nor in the reference's form (0); its word F1 with "mell" is 2 * (1/3 * 1) / (1/3 + 1) = 0.5
+    # (+0.5 x 0.5); nothing rude; 2 words beyond the reference's 1, over 1 + 2 (-0.5 x 2/3)
+    assert gold_score({"reference": "The Mell."}, "The Mell, I think.") == pytest.approx(2.0 + 0.25 - 1 / 3)
+    # "I do not know." for "Tarsk.": nothing right, and 3 words beyond 1, over 3: the whole verbosity penalty
+    assert gold_score({"reference": "Tarsk."}, "I do not know.") == pytest.approx(-0.5)
+
+
 def test_style_flaw_is_a_right_answer_wrapped_in_filler_or_rudeness():
     assert not has_style_flaw(RECORD, "The capital of Varn is Tarsk.")
     assert has_style_flaw(RECORD, "The capital of Varn is Tarsk. I hope this helps!")
@@ -258,3 +275,36 @@ def test_the_summary_shows_question_answers_and_reference_and_where_gold_changed
     assert [row["prompt"] for row in changed] == [records[1]["prompt"], records[2]["prompt"]]
     deltas = [abs(row["gold_after"] - row["gold_sft"]) for row in changed]
     assert deltas == sorted(deltas, reverse=True) and deltas[-1] > 0
+
+
+def test_the_summary_reports_each_models_numbers_under_its_own_name():
+    records = [{"prompt": f"q{i}", "reference": "Tarsk."} for i in range(2)]
+    sft, after = ["I do not know.", "Tarsk."], ["Tarsk.", "Tarsk."]
+    summary = comparison_summary(compare_answers(records, after, sft))
+    # gold by hand: "Tarsk." is perfect (4.0), "I do not know." is wrong and verbose (-0.5)
+    assert summary["gold_sft"] == pytest.approx((-0.5 + 4.0) / 2) and summary["gold_after"] == pytest.approx(4.0)
+    assert summary["wrong_sft"] == 0.5 and summary["wrong_after"] == 0.0
+    assert summary["win_rate_vs_sft"] == 0.75  # one win, one tie
+
+
+def test_the_changed_examples_come_largest_change_first_whichever_way_it_went():
+    records = [{"prompt": f"q{i}", "reference": "Tarsk."} for i in range(3)]
+    sft = ["Tarsk.", "Sure! Tarsk.", "Tarsk."]
+    after = ["Tarsk.", "Tarsk.", "I do not know."]  # q1 rises a little (filler dropped), q2 falls far (4.0 -> -0.5)
+    changed = comparison_summary(compare_answers(records, after, sft))["changed_examples"]
+    assert [row["prompt"] for row in changed] == ["q2", "q1"]
+
+
+def test_distinct_answers_are_resampled_until_k_differ(monkeypatch):
+    """A prompt whose samples repeat is asked again (k more samples, only the short prompts); repeats
+    are dropped, never kept, and a prompt still short after `rounds` is returned short."""
+    draws = {("p", "p", "p", "q", "q", "q"): [["a", "a", "b", "x", "x", "x"], ["b", "c", "d", "y", "x", "z"]],
+             ("r", "r", "r"): [["s", "s", "s"], ["s", "s", "s"]]}
+
+    def fake_generate_answers(model, tokenizer, prompts, max_new_tokens, **kwargs) -> list[str]:
+        return draws[tuple(prompts)].pop(0)
+
+    monkeypatch.setattr(preferences, "generate_answers", fake_generate_answers)
+    found = sample_distinct_answers(None, None, ["p", "q"], 3, 1.0, 5, torch.Generator())
+    assert found == [["a", "b", "c"], ["x", "y", "z"]]
+    assert sample_distinct_answers(None, None, ["r"], 3, 1.0, 5, torch.Generator(), rounds=2) == [["s"]]

@@ -12,9 +12,9 @@ from _train_worker import assert_accumulation_changes_nothing
 from minillm.config import ModelConfig, apply_overrides, preset
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
-from minillm.stage2_sft.template import ChatExample
+from minillm.stage2_sft.template import ChatExample, encode_example
 from minillm.stage3_rlhf.annotator import ranking_to_pairs
-from minillm.stage3_rlhf.dpo import chosen_nll, collate_pairs, dpo_loss, make_dpo_loss, with_reference
+from minillm.stage3_rlhf.dpo import chosen_nll, collate_pairs, dpo_loss, encode_pairs, make_dpo_loss, with_reference
 from minillm.stage3_rlhf.ppo import (
     adapt_kl_coef,
     clipped_policy_loss,
@@ -136,6 +136,27 @@ def test_dpo_reference_logprobs_belong_to_their_own_answer_and_an_unmoved_policy
     assert loss.item() == pytest.approx(math.log(2), abs=1e-5) and stats["margin"] == pytest.approx(0, abs=1e-5)
 
 
+def test_an_unmoved_policy_orders_no_pair_right():
+    """DPO's accuracy (the held-out pair_accuracy train_dpo reports) counts the pairs whose chosen
+    answer has the higher implicit reward; a tie orders nothing, as in the reward model's accuracy."""
+    same = torch.tensor([-3.0, -5.0])
+    loss, acc, margin = dpo_loss(same, same, same, same, beta=0.5)  # policy == reference: every margin is 0
+    assert acc.item() == 0.0 and margin.item() == 0.0 and loss.item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_dpo_pairs_put_the_better_answer_first_and_leave_out_answers_that_do_not_fit():
+    tok = train_tokenizer(["Which is it? It is a. It is b. It is c. It is d."] * 5, 270, progress=False)
+    answers = ["It is a.", "It is b. " * 20, "It is c.", "It is d."]  # answer 1 is far longer than 32 tokens
+    ranking = {"prompt": "Which is it?", "answers": answers, "ranking": [2, [0, 3], 1]}
+    pairs = encode_pairs(tok, [ranking], block_size=32)
+
+    def ids(i: int) -> list[int]:
+        return encode_example(tok, "Which is it?", answers[i], 32).ids
+
+    # by hand: 2 beats 0, 3 and 1; 0 and 3 tie (no pair) and beat 1; every pair with 1 is left out
+    assert [(chosen.ids, rejected.ids) for chosen, rejected in pairs] == [(ids(2), ids(0)), (ids(2), ids(3))]
+
+
 # ---------------------------------------------------------------- PPO's pieces
 
 
@@ -201,6 +222,16 @@ def test_clipped_value_loss_by_hand():
     loss, _ = clipped_value_loss(new, old, returns, mask, clip_range=0.2)
     # token 0: max((0.5-1)^2, (0.2-1)^2) = 0.64; token 1: max(2.25, (-0.2-1)^2=1.44) = 2.25
     assert loss.item() == pytest.approx(0.5 * (0.64 + 2.25) / 2, abs=1e-6)
+
+
+def test_the_value_clipfrac_is_the_share_of_tokens_whose_clipped_error_is_the_larger():
+    mask = torch.tensor([[True, True, True, False]])
+    old, returns = torch.zeros(1, 4), torch.ones(1, 4)
+    new = torch.tensor([[0.5, -0.5, 0.6, 9.0]])  # clipped to 0.2, -0.2, 0.2 (and a pad)
+    loss, clipfrac = clipped_value_loss(new, old, returns, mask, clip_range=0.2)
+    # token 0: 0.25 < 0.64, the clipped error counts; token 1: 2.25 > 1.44, the plain one; token 2: 0.16 < 0.64
+    assert clipfrac == pytest.approx(2 / 3)
+    assert loss.item() == pytest.approx(0.5 * (0.64 + 2.25 + 0.64) / 3, abs=1e-6)
 
 
 def test_the_adaptive_kl_coefficient_rises_above_the_target_and_falls_below_it():
@@ -414,6 +445,20 @@ def test_reward_normalisation_is_applied():
     rm.reward_mean.fill_(0.5)
     rm.reward_std.fill_(2.0)
     torch.testing.assert_close(rm(ids, mask, mask), (raw - 0.5) / 2.0)
+
+
+def test_the_critics_values_are_normalised_as_the_reward_is():
+    """PPO's critic is a copy of the reward model and reads `token_scores`: with the likelihood term
+    off, its value at the last token must be the answer's score, normalisation included, or the
+    critic would predict returns on another scale than the rewards they are made of."""
+    rm = small_reward_model()
+    rm.likelihood_weight.data.zero_()  # the head alone
+    ids, mask = torch.tensor([[1, 2, 3, 4]]), torch.ones(1, 4, dtype=torch.bool)
+    raw = rm.token_scores(ids, mask)
+    rm.reward_mean.fill_(0.5)
+    rm.reward_std.fill_(2.0)
+    torch.testing.assert_close(rm.token_scores(ids, mask), (raw - 0.5) / 2.0)
+    torch.testing.assert_close(rm.token_scores(ids, mask)[:, -1], rm(ids, mask, mask))
 
 
 def test_answer_logprob_sums_each_answer_tokens_logprobs_as_if_alone():

@@ -35,6 +35,7 @@ from minillm.stage2_sft.evaluate import (
     token_f1,
 )
 from minillm.stage2_sft.sft import (
+    _split_records,
     collate,
     count_targets,
     make_get_batch,
@@ -200,6 +201,18 @@ def test_train_sft_refuses_bad_arguments(tokenizer, tmp_path) -> None:
     with pytest.raises(DataError, match=r"record 24 \(id 'q1'\) is invalid: missing field \"response\""):
         train_sft(cfg, no_answer, tmp_path, scratch_model_config=model_cfg, tokenizer=tokenizer)
     assert not any(tmp_path.iterdir())  # refused before the run folder was written
+
+
+def test_only_training_records_are_trained_on() -> None:
+    """Test records of every split are held out of training, and test_seen is the validation set; a
+    record without a split is training data (what train_sft encodes for each comes from this split)."""
+    records = [{"id": f"r{i}", "prompt": "p", "response": "r", "split": split} for i, split in enumerate(
+        ["train", "test_seen", "test_heldout_family", "test_world_fact", "train", "test_heldout_phrasing"])]
+    records.append({"id": "none", "prompt": "p", "response": "r"})
+    splits = _split_records(records)
+    assert [r["id"] for r in splits["train"]] == ["r0", "r4", "none"]
+    assert [r["id"] for r in splits["val"]] == ["r1"]
+    assert _split_records(records[:1])["val"] == records[:1]  # no test_seen records: validate on training data
 
 
 def test_replay_mixes_pretraining_windows_into_training_batches_only(tokenizer) -> None:

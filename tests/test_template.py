@@ -111,6 +111,20 @@ def test_decode_response_stops_at_eos(tok: CharTokenizer) -> None:
     assert decode_response(tok, tok.encode(" no end")) == "no end"
 
 
+def test_an_example_needs_room_for_one_prompt_token_beside_the_whole_response(tok: CharTokenizer) -> None:
+    # " ok" + <eos> is 4 tokens and <bos> <|user|> <|assistant|> 3 more: 7 leave no room for the
+    # question at all (skipped, never encoded without one), 8 keep its last character
+    assert encode_example(tok, "Hi?", "ok", max_len=7) is None
+    ex = encode_example(tok, "Hi?", "ok", max_len=8)
+    assert ex.ids == [tok.bos_id, tok.user_id, *tok.encode("?"), tok.assistant_id, *tok.encode(" ok"), tok.eos_id]
+    assert ex.prompt_tokens_dropped == len(" Hi") == 3
+
+
+def test_decode_response_drops_special_tokens_before_the_eos(tok: CharTokenizer) -> None:
+    ids = [tok.assistant_id, *tok.encode(" Tarsk"), tok.pad_id, *tok.encode("."), tok.eos_id, tok.user_id]
+    assert decode_response(tok, ids) == "Tarsk."
+
+
 def test_train_on_prompt_switch_counts_everything_after_bos(tok: CharTokenizer) -> None:
     ex = encode_example(tok, "Hi?", "Yo.", max_len=64, train_on_prompt=True)
     assert ex.loss_mask == [False] + [True] * (len(ex.ids) - 1)

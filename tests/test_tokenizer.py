@@ -236,6 +236,12 @@ def test_decode_rejects_unknown_ids_and_replaces_cut_characters(tok: BPETokenize
         tok.decode(half, errors="strict")
 
 
+def test_a_token_holding_part_of_a_character_shows_its_bytes(tok: BPETokenizer) -> None:
+    # "한" is the 3 bytes ED 95 9C: one of them alone is no text, and is shown as \xNN, not as U+FFFD
+    assert tok.id_to_piece(0xED) == "\\xed" and tok.id_to_piece(ord("a")) == "a"
+    assert tok.decode([0xED, 0x95, 0x9C], errors="strict") == "한"
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 
 

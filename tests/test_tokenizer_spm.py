@@ -160,6 +160,9 @@ def test_long_lines_are_cut_at_spaces_and_between_characters() -> None:
     assert "".join(parts) == line and all(len(p.encode("utf-8")) <= 8 for p in parts)
     assert parts[:2] == ["ab cd", " 가나"]  # the space begins the next part; a character is never cut
     assert split_long_line("short", limit=8) == ["short"]
+    assert split_long_line("🙂🙂x", limit=4) == ["🙂", "🙂", "x"]  # the smallest limit: one 4-byte character
+    with pytest.raises(ValueError, match="up to 4 bytes"):
+        split_long_line("🙂x", limit=3)  # (before the check, a loop that never ended)
 
 
 def test_a_line_longer_than_sentencepiece_takes_trains_in_full() -> None:

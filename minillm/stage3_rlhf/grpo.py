@@ -141,8 +141,10 @@ def make_reward_fn(cfg: GRPOConfig, records: list[dict], rm: RewardModel | None)
 
         def model_reward(batch: list[dict], resp: Responses) -> Tensor:
             score = rm.score_responses(resp)  # (B,) read at the last real token
-            # detail: the reward model never saw an unfinished answer; it gets a fixed penalty instead
-            return torch.where(resp.has_eos, score, torch.full_like(score, cfg.no_eos_penalty))
+            # detail: the reward model never saw an unfinished answer; it gets a fixed penalty instead.
+            # A score that is not a number is kept, so that check_rewards reports the broken model.
+            keep = resp.has_eos | ~score.isfinite()
+            return torch.where(keep, score, torch.full_like(score, cfg.no_eos_penalty))
 
         return model_reward
     judge = Verifier(records, cfg.exact_bonus) if cfg.reward == "verifiable" else gold_score

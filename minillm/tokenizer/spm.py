@@ -58,7 +58,10 @@ MAX_LINE_BYTES = 1 << 16  # sentencepiece silently skips longer training lines: 
 
 def split_long_line(line: str, limit: int = MAX_LINE_BYTES) -> list[str]:
     """`line` in parts of at most `limit` UTF-8 bytes, cut before a space where there is one (a space
-    begins a piece, "▁word"), else between two characters. A one-line file then trains as BPE's does."""
+    begins a piece, "▁word"), else between two characters. A one-line file then trains as BPE's does.
+    A limit under 4 bytes could not hold every character (UTF-8 takes up to 4), so it is refused."""
+    if limit < 4:
+        raise ValueError(f"limit={limit}: a part must hold any UTF-8 character, which takes up to 4 bytes")
     data = line.encode("utf-8")
     parts = []
     while len(data) > limit:
