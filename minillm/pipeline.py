@@ -497,7 +497,8 @@ def build_report(cfg: PipelineConfig, device: str, results: dict[str, dict]) -> 
 def write_report(j: Journey, device: str, wall_seconds: float) -> dict:
     """Write report.json and report.md for the finished steps in `j.results`; return the report."""
     report = build_report(j.cfg, device, j.results)
-    # "seconds" adds up the steps; with steps side by side the journey takes less: this many, this time
+    # "seconds" adds up the steps' times; "wall_seconds" is how long this call took, which is less
+    # with steps side by side (`jobs`), and far less for a rerun that finds its steps already done
     report["wall_seconds"] = round(wall_seconds, 2)
     report["jobs"] = j.jobs
     write_json(j.out_dir / "report.json", report)
