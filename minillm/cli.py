@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from minillm.config import MAX_SEED, PRESETS, PipelineConfig, apply_overrides, preset, replace_train_configs
-from minillm.errors import CheckpointError, ConfigError, MinillmError
+from minillm.errors import CheckpointError, ConfigError, DataError, MinillmError
 
 DEFAULT_JOBS = 1  # one step at a time, with torch's threads: faster on a quiet 2-core CPU (docs/findings.md)
 
@@ -102,6 +102,7 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     # slash): the file goes inside it
     if out.is_dir() or args.out.endswith(("/", os.sep)):
         out = out / TOKENIZER_NAME
+    _refuse_to_overwrite_with_a_tokenizer(out, args.input)
     docs = [doc for path in args.input for doc in read_corpus(path)]
     tok = train_tokenizer(docs, args.vocab_size, kind=args.kind, spm_model_type=args.spm_model_type)
     tok.save(out)
@@ -114,6 +115,22 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     longest = sorted((i for i in range(tok.vocab_size) if i not in special),
                      key=lambda i: -len(tok.id_to_bytes(i)))  # bytes, not how the piece is shown ('\\x80')
     print("some of the longest pieces it learned:", ", ".join(repr(tok.id_to_piece(i)) for i in longest[:12]))
+
+
+def _refuse_to_overwrite_with_a_tokenizer(out: Path, inputs: Sequence[str]) -> None:
+    """`tokenizer train --out` may replace an older tokenizer, but not the text it trains on, nor any
+    other file that happens to have the name (a run's ckpt.pt, say): those would be lost."""
+    from minillm.tokenizer import load_tokenizer
+
+    if any(Path(path).resolve() == out.resolve() for path in inputs):
+        raise DataError(f"--out {out} is one of the --input files: the tokenizer would overwrite it; give "
+                        "another path, e.g. tokenizer.json")
+    if out.is_file():
+        try:
+            load_tokenizer(out)
+        except MinillmError:
+            raise DataError(f"--out {out} already holds a file that is not a tokenizer, which writing there "
+                            "would replace; give a new file name or a folder") from None
 
 
 def cmd_tokenizer_encode(args: argparse.Namespace) -> None:

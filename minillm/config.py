@@ -634,11 +634,16 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
     the end: the order of the overrides does not matter, and two fields that must agree (e.g.
     batch_size and grad_accum_steps) can be changed together.
     """
+    if isinstance(overrides, str):  # (a str would be read one character at a time)
+        raise ConfigError(f"apply_overrides takes a list of \"path=value\" strings, got one str: [{overrides!r}]")
     data = to_dict(cfg)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected the form path=value, e.g. clm.model.n_layer=6")
         path, text = (part.strip() for part in item.split("=", 1))
+        if path.endswith("model.vocab_size"):
+            raise ConfigError(f"--set {path}: a model has one row per id of its tokenizer, so its vocab_size is "
+                              "the tokenizer's; use --set tokenizer.vocab_size=N")
         _set_path(data, type(cfg), path.split("."), text, path)
     return from_dict(type(cfg), data)
 

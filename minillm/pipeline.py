@@ -57,6 +57,7 @@ from minillm.stage3_rlhf.scoreboard import (
     right_answer_counts,
 )
 from minillm.tokenizer import load_tokenizer, train_tokenizer
+from minillm.train.loop import METRICS_NAME
 from minillm.utils import (
     check_is_folder,
     in_one_thread,
@@ -296,6 +297,9 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
     """
     out_dir = Path(out_dir)
     check_is_folder(out_dir)
+    if (out_dir / METRICS_NAME).is_file():  # a pipeline's steps log in their own folders, never at its top
+        raise DataError(f"--out {out_dir} holds a training run (its {METRICS_NAME}), not a pipeline run: the "
+                        "pipeline would write its own config.json over the run's; give the pipeline a new folder")
     if force and reuse_from is not None:
         raise ConfigError("--force trains every step again and --reuse copies the steps it can: pass one of them")
     if reuse_from is not None and not any((Path(reuse_from) / step_folder(name)).is_dir() for name in STEP_NAMES):

@@ -95,6 +95,8 @@ def resolve_device(device: str) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    if device.startswith("cuda") and device != "cuda" and not (device[4:5] == ":" and device[5:].isdigit()):
+        raise ConfigError(f"device={device!r}: expected cuda or cuda:N, with N a device number from 0 (cuda:0)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r}: CUDA is not available here; use --device cpu or auto")
     if device == "mps" and not (
@@ -146,12 +148,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_utf8_text(path: Path, what: str) -> str:
     """The text of a file the user gave (`what` names it, e.g. "corpus file"), or a DataError when it
-    is not UTF-8, naming the first byte that cannot be decoded and how to convert it."""
+    is not UTF-8 (naming the first byte that cannot be decoded and how to convert it) or not text."""
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{what} {path} is not UTF-8 text (byte {e.start} cannot be decoded); convert it, "
                         "e.g. with `iconv -t utf-8`") from None
+    if "\x00" in text:  # valid UTF-8, but no text file holds NUL: an archive (tar pads with them) or binary data
+        raise DataError(f"{what} {path} holds NUL bytes (character {text.index(chr(0))}), so it is not a text "
+                        "file (an archive? extract it first); give plain UTF-8 text")
+    return text
 
 
 def read_json(path: str | os.PathLike) -> Any:

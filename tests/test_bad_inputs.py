@@ -16,6 +16,7 @@ make (ids that the command line never builds). Everything runs on the `micro` pr
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -23,6 +24,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +33,21 @@ import pytest
 import torch
 
 from minillm.cli import main
-from minillm.config import ModelConfig, to_dict
-from minillm.datasets import generate_corpus, write_corpus
-from minillm.errors import CheckpointError, ConfigError, DataError, ModelInputError, RunLockedError, TokenizerError
+from minillm.config import ModelConfig, apply_overrides, preset, to_dict
+from minillm.datasets import generate_corpus, read_jsonl, write_corpus
+from minillm.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MinillmError,
+    ModelInputError,
+    RunLockedError,
+    TokenizerError,
+)
 from minillm.model import GPT, Bert
+from minillm.stage1_pretrain.mlm import fill_mask
 from minillm.tokenizer import train_tokenizer
-from minillm.train import load_checkpoint, save_checkpoint
+from minillm.train import load_checkpoint, load_model, save_checkpoint
 from minillm.utils import RUN_MARK_NAME
 
 Setup = Callable[[Path], None]
@@ -153,6 +164,31 @@ PPO = ("ppo", "--sft", "{ws}/gpt", "--reward", "{ws}/gpt", "--out", "{ws}/ppo", 
        "--data", "{ws}/i.jsonl")
 GRPO = ("grpo", "--sft", "{ws}/gpt", "--out", "{ws}/grpo", "--preset", "micro", "--data", "{ws}/i.jsonl",
         "--set", "grpo.reward=verifiable")
+
+
+def tar_of_corpus(ws: Path) -> None:
+    """A tar archive of the corpus: tar headers are NUL-padded ASCII, so the whole file is valid UTF-8."""
+    with tarfile.open(ws / "corpus.tar", "w") as archive:
+        archive.add(ws / "corpus.txt", arcname="corpus.txt")
+
+
+def smaller_tokenizer_beside(name: str) -> Setup:
+    """A run folder whose tokenizer.json was swapped for one of 280 ids; its model has 300."""
+    def setup(ws: Path) -> None:
+        run_folder(name, gpt_payload, tokenizer=False)(ws)
+        train_tokenizer([(ws / "corpus.txt").read_text(encoding="utf-8")], 280, progress=False).save(
+            ws / name / "tokenizer.json")
+    return setup
+
+
+def other_corpus_and_no_tokenizer(ws: Path) -> None:
+    (ws / "gpt" / "tokenizer.json").unlink()
+    (ws / "other.txt").write_text((ws / "corpus.txt").read_text(encoding="utf-8").replace("e", "E"), encoding="utf-8")
+
+
+def prefs_with_split(split: str) -> str:
+    return "".join(json.dumps({"prompt": f"Count to {i}", "answers": [str(i), "no", f"{i}!"], "ranking": [0, 2, 1],
+                               "split": split if i % 5 == 4 else "train"}) + "\n" for i in range(10))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -407,6 +443,45 @@ CLI_TABLE = [
         SystemExit, ("--temperature", "'-1' is not a temperature", ">= 0")),
     Bad("--device cuda without CUDA", (*NEW_RUN, "--device", "cuda"), ConfigError,
         ("'cuda'", "CUDA is not available", "--device cpu")),
+    # --- overwriting, mixing up and misreading files ---------------------------------------------
+    # DATA LOSS before the check: the corpus is replaced by the tokenizer's JSON, without a word
+    Bad("tokenizer train: --out is its own --input",
+        ("tokenizer", "train", "--input", "{ws}/corpus.txt", "--vocab-size", "280", "--out", "{ws}/corpus.txt"),
+        MinillmError, ("corpus.txt", "--input", "overwrite")),
+    # DATA LOSS before the check: a run's checkpoint is replaced by the tokenizer's JSON
+    Bad("tokenizer train: --out is a checkpoint",
+        ("tokenizer", "train", "--input", "{ws}/corpus.txt", "--vocab-size", "280", "--out", "{ws}/gpt/ckpt.pt"),
+        MinillmError, ("ckpt.pt", "not a tokenizer")),
+    # DATA LOSS before the check: the pipeline wrote its config.json over the run's (--resume then refused it)
+    Bad("pipeline: --out is a single-stage training run",
+        ("pipeline", "--preset", "micro", "--out", "{ws}/gpt", "--corpus", "{ws}/nope.txt"),
+        MinillmError, ("gpt", "training run", "pipeline")),
+    # SILENT before the check: the run resumes with a tokenizer retrained on other text, and writes it into the folder
+    Bad("resume a run whose tokenizer.json is missing",
+        ("pretrain", "clm", "--corpus", "{ws}/other.txt", *MICRO, "--out", "{ws}/gpt", "--resume"),
+        ConfigError, ("cannot resume", "tokenizer.json"), other_corpus_and_no_tokenizer),
+    # SILENT before the check: the model's vocab_size is taken from the tokenizer and the setting is dropped
+    Bad("--set the model's vocab_size", (*NEW_RUN, "--set", "clm.model.vocab_size=5"), ConfigError,
+        ("clm.model.vocab_size", "tokenizer.vocab_size")),
+    # SILENT before the check: generate prints text decoded with the wrong tokenizer
+    Bad("checkpoint: a tokenizer of another vocabulary beside it", ("generate", "--ckpt", "{ws}/smalltok", "hi"),
+        MinillmError, ("tokenizer.json", "280", "300"), smaller_tokenizer_beside("smalltok")),
+    # SILENT before the check: a tar archive (valid UTF-8, NUL padded) is trained on as text
+    Bad("corpus that is a tar archive",
+        (*NEW_RUN_OWN_TOKENIZER, "--corpus", "{ws}/corpus.tar", "--tokenizer-file", "{ws}/tok.json"),
+        DataError, ("corpus.tar", "NUL", "text file"), tar_of_corpus),
+    # TRACEBACK before the check: AttributeError: 'list' object has no attribute 'items' (check_resume)
+    Bad("resume with a config.json whose run is not an object", (*PRETRAIN, "--out", "{ws}/gpt", "--resume"),
+        ConfigError, ("config.json", "corrupt"),
+        edit_json("gpt/config.json", "gpt/config.json", lambda d: d.update(run=[1]))),
+    # UNCLEAR before the check: "ckpt.pt is not valid JSON ('utf-8' codec can't decode ...); retrain it"
+    Bad("tokenizer: a checkpoint given as the tokenizer",
+        ("tokenizer", "encode", "--tokenizer", "{ws}/gpt/ckpt.pt", "hi"), TokenizerError,
+        ("ckpt.pt", "checkpoint", "tokenizer.json")),
+    # UNCLEAR before the check: "i.jsonl holds no valid record (... missing field(s) ['answers', 'ranking'])"
+    Bad("annotate: --out is the --prompts file",
+        ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/i.jsonl", "--out", "{ws}/i.jsonl", "--k", "2"),
+        MinillmError, ("--out", "--prompts"), write("i.jsonl", BOTH_SPLITS)),
 ]
 
 assert len({bad.name for bad in CLI_TABLE}) == len(CLI_TABLE), "row names must be unique"
@@ -489,6 +564,16 @@ def _tiny_gpt() -> GPT:
     return GPT(ModelConfig(vocab_size=50, n_layer=1, n_head=2, n_embd=16, block_size=8))
 
 
+@functools.lru_cache(maxsize=1)
+def _tiny_tok():
+    return train_tokenizer(["the river rises at night, the town sits on the river"] * 3, 270, progress=False)
+
+
+def _tiny_bert() -> Bert:
+    return Bert(ModelConfig(vocab_size=_tiny_tok().vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=16,
+                            norm="post", activation="gelu"))
+
+
 LIBRARY_TABLE = [
     ("ids >= vocab_size", lambda: _tiny_gpt()(torch.tensor([[1, 50]])), ModelInputError,
      ("[0, 50)", "max 50", "different tokenizer")),
@@ -499,6 +584,33 @@ LIBRARY_TABLE = [
      lambda: _tiny_gpt()(torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)),
      ModelInputError, ("(2, 3)", "(2, 4)", "one True/False per token")),
     ("float ids", lambda: _tiny_gpt()(torch.zeros(1, 4)), ModelInputError, ("torch.float32", "torch.long")),
+    # TRACEBACK before the check: RuntimeError "index 50 is out of bounds" from searchsorted
+    ("generate: temperature nan", lambda: _tiny_gpt().generate(torch.tensor([[1, 2]]), 3, temperature=float("nan")),
+     ModelInputError, ("temperature=nan",)),
+    # TRACEBACK before the check: TypeError from KVCache's new_empty (attention.py)
+    ("generate: max_new_tokens a float", lambda: _tiny_gpt().generate(torch.tensor([[1, 2]]), 3.0),
+     ModelInputError, ("max_new_tokens=3.0", "integer")),
+    # TRACEBACK before the check: TypeError from torch.topk
+    ("generate: top_k a float", lambda: _tiny_gpt().generate(torch.tensor([[1, 2]]), 3, top_k=2.5),
+     ModelInputError, ("top_k=2.5", "integer")),
+    # TRACEBACK before the check: AttributeError: 'list' object has no attribute 'dim'
+    ("generate: ids a list", lambda: _tiny_gpt().generate([[1, 2]], 3), ModelInputError, ("list", "torch.tensor")),
+    # SILENT before the check: returns []
+    ("fill_mask: top_k 0", lambda: fill_mask(_tiny_bert(), _tiny_tok(), "the [MASK] rises", top_k=0),
+     ModelInputError, ("top_k=0", ">= 1")),
+    # TRACEBACK before the check: RuntimeError "selected index k out of range" from torch.topk
+    ("fill_mask: top_k negative", lambda: fill_mask(_tiny_bert(), _tiny_tok(), "the [MASK] rises", top_k=-3),
+     ModelInputError, ("top_k=-3", ">= 1")),
+    # SILENT before the check: a causal GPT ranks candidates for the blank as if it were a BERT
+    ("fill_mask: a GPT", lambda: fill_mask(GPT(ModelConfig(vocab_size=_tiny_tok().vocab_size, n_layer=1, n_head=2,
+                                                           n_embd=16, block_size=16)), _tiny_tok(), "the [MASK]"),
+     MinillmError, ("bert", "gpt")),
+    # UNCLEAR before the check: "vocab_size=300.0 is too small ... use vocab_size >= 262"
+    ("train_tokenizer: vocab_size a float", lambda: train_tokenizer(["hello world"] * 3, 300.0, progress=False),
+     TokenizerError, ("vocab_size=300.0", "integer")),
+    # UNCLEAR before the check: "--set 'c': expected the form path=value" (it iterated over the string's characters)
+    ("apply_overrides: one str, not a list", lambda: apply_overrides(preset("micro"), "clm.train.lr=0.1"),
+     ConfigError, ("list", "str")),
 ]
 
 
@@ -527,3 +639,54 @@ def test_in_a_separate_process_exit_code_2_and_one_line_and_debug_shows_the_trac
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1].startswith("minillm.errors.TokenizerError: tokenizer file")
+
+
+def test_a_malformed_cuda_index_is_one_line_where_cuda_exists(ws, capsys, monkeypatch):
+    """With CUDA present, torch.device('cuda:-1') would raise its own RuntimeError: the format is checked
+    first. (CUDA simulated: is_available and device_count patched.)"""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for argv in (["generate", "--ckpt", str(ws / "gpt"), "hi", "--device", "cuda:-1"],
+                 ["pretrain", "clm", "--out", str(ws / "new"), "--preset", "micro", "--device", "cuda:-1"]):
+        assert run_cli(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "cuda:-1" in err and "cuda:0" in err, err
+
+
+def test_loading_onto_a_missing_device_does_not_call_the_checkpoint_corrupt(ws, monkeypatch):
+    """load_model(..., map_location='cuda') on a machine without CUDA names the device, not a
+    "corrupt or truncated" checkpoint (torch's error when it cannot map the tensors there)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MinillmError) as info:
+        load_model(ws / "gpt", GPT, map_location="cuda")
+    message = str(info.value)
+    assert "corrupt" not in message and "cuda" in message and "cpu" in message, message
+
+
+def test_duplicate_instruction_ids_are_refused(tmp_path):
+    """Ids link answers and rankings to their records (reward_model.annotator_ceiling keys a dict by
+    them): two records with id "x" are refused, naming both."""
+    path = tmp_path / "i.jsonl"
+    path.write_text('{"prompt": "a", "response": "b", "id": "x"}\n{"prompt": "c", "response": "d", "id": "x"}\n',
+                    encoding="utf-8")
+    with pytest.raises(DataError, match=r"records 1 and 2 have the same id 'x'"):
+        read_jsonl(path)
+
+
+def test_an_instruction_file_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors start UTF-8 files with a byte order mark; it is not part of line 1's JSON
+    (read_corpus accepts one too)."""
+    path = tmp_path / "i.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"prompt": "a", "response": "b"}\r\n')
+    assert [(r["prompt"], r["response"]) for r in read_jsonl(path)] == [("a", "b")]
+
+
+def test_a_ranking_with_a_split_name_of_the_instruction_files_is_named(ws, capsys):
+    """Rankings are "train" or "test"; one marked "test_seen" (an instruction file's split) is skipped
+    with a warning that names it, above the error that follows (no held-out ranking is left)."""
+    write("i.jsonl", BOTH_SPLITS)(ws)
+    write("p.jsonl", prefs_with_split("test_seen"))(ws)
+    assert run_cli(["dpo", "--sft", str(ws / "gpt"), "--prefs", str(ws / "p.jsonl"), "--out", str(ws / "dpo"),
+                    "--preset", "micro", "--data", str(ws / "i.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "'split' 'test_seen': a ranking is \"train\" or \"test\"" in err and "Traceback" not in err, err

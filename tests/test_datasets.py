@@ -332,7 +332,7 @@ def test_a_jsonl_line_cut_inside_a_character_is_one_bad_line(tmp_path, suite):
 
 def test_jsonl_strings_keep_characters_that_splitlines_would_cut_at(tmp_path, suite):
     # json.dumps(ensure_ascii=False) writes these raw inside a string, so a line ends at "\n" only
-    records = [{**suite[0], "prompt": f"first{c}second"} for c in NOT_LINE_ENDS]
+    records = [{**suite[0], "id": f"r{i}", "prompt": f"first{c}second"} for i, c in enumerate(NOT_LINE_ENDS)]
     write_jsonl(tmp_path / "s.jsonl", records)
     assert read_jsonl(tmp_path / "s.jsonl") == records
 

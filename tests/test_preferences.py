@@ -148,12 +148,13 @@ def test_annotate_marks_every_fifth_ranking_held_out_across_sessions(tmp_path):
     assert len(train) == 6 and len(held_out) == 1
 
 
-def test_a_file_where_only_some_rankings_carry_a_split_holds_out_every_fifth():
+def test_a_file_where_only_some_rankings_carry_a_split_is_refused():
+    """Which rule holds out which ranking would be a guess: the split fields (and ignore the rankings
+    without one?) or the place in the file (and ignore the fields?)."""
     records = [{"id": i} for i in range(10)]
     records[0]["split"] = "train"  # e.g. one file appended to another written without the field
-    train, held_out = split_rankings(records)
-    assert [r["id"] for r in held_out] == [4, 9]
-    assert [r["id"] for r in train] == [0, 1, 2, 3, 5, 6, 7, 8]
+    with pytest.raises(DataError, match="9 of 10 rankings have no \"split\""):
+        split_rankings(records)
 
 
 def test_each_ranking_is_on_disk_before_the_next_question(tmp_path):

@@ -6,6 +6,7 @@ second or two on one CPU thread.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -28,7 +29,7 @@ from minillm.train.health import check_grad_norm, check_loss, first_bad_gradient
 from minillm.train.loop import LossFn
 from minillm.train.optim import Muon, MuonWithAdamW, follow_schedule, make_optimizer, orthogonalize, param_groups
 from minillm.train.plots import find_cjk_font, has_cjk
-from minillm.utils import spread_rows
+from minillm.utils import seed_everything, spread_rows
 
 torch.set_num_threads(1)
 
@@ -229,7 +230,8 @@ def test_every_evaluation_sees_the_same_validation_batches(tmp_path):
 def test_a_run_writes_its_files_and_rebuilds_with_load_model(tmp_path):
     tokenizer = train_tokenizer(["the cat sat on the mat, the dog sat on the log"] * 5, 270, progress=False)
     cfg = small_cfg(max_steps=4, log_every=2)
-    model = tiny_gpt()
+    seed_everything(0)
+    model = GPT(dataclasses.replace(tiny_gpt().config, vocab_size=tokenizer.vocab_size))  # a row per id
     run(tmp_path, cfg, model=model, run_config={"note": "hi"}, tokenizer=tokenizer, model_kind="gpt")
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["run"] == {"note": "hi"} and config["train"]["max_steps"] == 4

@@ -70,7 +70,7 @@ from minillm.datasets.world import (
     translate_to_toy,
     with_article,
 )
-from minillm.errors import ConfigError
+from minillm.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from minillm.config import PipelineConfig
@@ -470,11 +470,17 @@ def read_jsonl(path: str | os.PathLike, on_error: str = "stop",
                skipped: list[tuple[int, str]] | None = None) -> list[dict]:
     """Instruction records from a JSONL file (see `jsonl.read_records` for on_error and skipped).
 
-    Records without an id get "record<N>", N counting the good records from 1.
+    Records without an id get "record<N>", N counting the good records from 1; two records with one
+    id are a DataError.
     """
     records = read_records(path, check_instruction_record, on_error, skipped)
+    first_with: dict[str, int] = {}  # id -> the number of the first record that has it
     for i, rec in enumerate(records, start=1):
         rec["id"] = rec["id"] or f"record{i}"
+        if rec["id"] in first_with:  # answers and rankings are matched to their records by id
+            raise DataError(f"{path}: records {first_with[rec['id']]} and {i} have the same id {rec['id']!r}; "
+                            "give each record its own id (or none: it then gets record<N>)")
+        first_with[rec["id"]] = i
     return records
 
 

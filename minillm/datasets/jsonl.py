@@ -41,7 +41,7 @@ def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_erro
     # A JSON line ends at "\n" only: str.splitlines() would also cut at U+2028, U+0085 and the like,
     # which json.dumps(..., ensure_ascii=False) writes unescaped inside a string. Each line is decoded
     # on its own, so a line that a crash cut inside a character is one bad line, not a bad file.
-    lines = path.read_bytes().split(b"\n")
+    lines = path.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n")  # (the BOM some editors write first)
     records, bad = [], []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():

@@ -205,6 +205,9 @@ def check_model_inputs(
 
     It runs at every decoding step, so it only compares sizes: no pass over the cached tensors.
     """
+    if not isinstance(ids, Tensor):
+        raise ModelInputError(f"ids must be a (batch, time) tensor of int64 token ids, got a {type(ids).__name__}; "
+                              "use torch.tensor([ids])")
     if ids.dim() != 2 or ids.dtype != torch.long:
         raise ModelInputError(
             f"ids must be a (batch, time) tensor of int64 token ids, got shape {tuple(ids.shape)} and "

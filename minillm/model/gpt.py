@@ -266,6 +266,9 @@ class GPT(nn.Module):
         top_p: float | None, eos_id: int | None, pad_id: int | None, attention_mask: Tensor | None,
     ) -> None:
         check_model_inputs(ids, attention_mask, self.config)
+        for name, value in (("max_new_tokens", max_new_tokens), ("top_k", top_k)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ModelInputError(f"generate: {name}={value!r} must be an integer")
         V, total = self.config.vocab_size, ids.shape[1] + max_new_tokens
         problems = []
         if ids.shape[1] == 0:
@@ -275,7 +278,7 @@ class GPT(nn.Module):
         if total > self.config.block_size:
             problems.append(f"prompt ({ids.shape[1]}) + max_new_tokens ({max_new_tokens}) = {total} "
                             f"exceeds block_size={self.config.block_size}; shorten one of them")
-        if temperature < 0:
+        if not temperature >= 0:  # (written so that NaN fails it too)
             problems.append(f"temperature={temperature} must be >= 0 (0 = greedy)")
         if top_k is not None and top_k < 1:
             problems.append(f"top_k={top_k} must be >= 1 or None")

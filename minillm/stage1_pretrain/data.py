@@ -101,21 +101,25 @@ def check_resume(out_dir: Path, run_config: dict, tokenizer) -> None:
     """Before resuming `out_dir`: same tokenizer, same stage settings (all but `train`), or ConfigError."""
     if not (out_dir / CKPT_NAME).is_file():
         return  # nothing to resume: the run starts fresh
-    if (out_dir / TOKENIZER_NAME).is_file() and \
-            load_tokenizer(out_dir / TOKENIZER_NAME).to_dict() != tokenizer.to_dict():
+    if not (out_dir / TOKENIZER_NAME).is_file():  # a tokenizer trained anew would map text to other ids
+        raise ConfigError(
+            f"cannot resume {out_dir}: its {TOKENIZER_NAME} is missing, so the ids its weights were trained on "
+            "are unknown; restore the file, or start a new run in another folder"
+        )
+    if load_tokenizer(out_dir / TOKENIZER_NAME).to_dict() != tokenizer.to_dict():
         raise ConfigError(
             f"cannot resume {out_dir}: it was trained with another tokenizer than the one given now; "
             f"use {out_dir / TOKENIZER_NAME}, or start a new run in another folder"
         )
     try:
         saved = json.loads((out_dir / CONFIG_NAME).read_text(encoding="utf-8")).get("run") or {}
+        saved = {k: v for k, v in saved.items() if k != "train"}
     except (OSError, ValueError, AttributeError):
         raise ConfigError(
             f"cannot resume {out_dir}: its {CONFIG_NAME} is missing or corrupt, so the saved settings are unknown; "
             "restore it, or start a new run in another folder"
         ) from None
-    differences = diff_configs({k: v for k, v in saved.items() if k != "train"},
-                               {k: v for k, v in run_config.items() if k != "train"})
+    differences = diff_configs(saved, {k: v for k, v in run_config.items() if k != "train"})
     if differences:
         raise ConfigError(
             f"cannot resume {out_dir}: its settings differ (saved -> now): {'; '.join(differences)}. "

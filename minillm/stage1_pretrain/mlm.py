@@ -157,6 +157,11 @@ def _encode_with_mask(tokenizer, text: str) -> tuple[list[int], int]:
 @torch.no_grad()
 def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 10) -> list[tuple[str, float]]:
     """The `top_k` most likely tokens for the "[MASK]" in `text`, as (piece, probability), best first."""
+    if getattr(model, "kind", "bert") != "bert":  # a GPT sees only the words before the blank
+        raise ModelInputError(f"fill_mask needs a BERT (it reads both sides of the blank), got a {model.kind!r} "
+                              "model; load a masked-LM run")
+    if not isinstance(top_k, int) or top_k < 1:
+        raise ModelInputError(f"fill_mask: top_k={top_k!r} must be an integer >= 1")
     ids, position = _encode_with_mask(tokenizer, text)
     was_training = model.training
     model.eval()

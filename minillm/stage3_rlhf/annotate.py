@@ -165,6 +165,9 @@ def annotate(
     a person rank them."""
     if k < 2:
         raise ConfigError(f"k={k}: a ranking needs at least 2 answers per prompt; ask for k >= 2")
+    if Path(out_path).resolve() == Path(prompts_path).resolve():
+        raise ConfigError(f"--out {out_path} is the --prompts file: rankings are appended to --out, so they need "
+                          "a file of their own, e.g. rankings.jsonl")
     policy, tokenizer = load_model(policy_dir, GPT, map_location=device)
 
     def answers_for(record: dict) -> list[str]:

@@ -73,6 +73,8 @@ def check_preference(obj: dict) -> dict:
             or sorted(flat) != list(range(len(answers)))):
         raise ValueError(f"'ranking' {ranking!r} does not name each of 0..{len(answers) - 1} exactly once "
                          "(the best answer's index first; tied answers in a list, e.g. [0, [2, 3], 1])")
+    if obj.get("split", "train") not in ("train", "test"):
+        raise ValueError(f"'split' {obj['split']!r}: a ranking is \"train\" or \"test\" (held out)")
     return obj
 
 
@@ -91,9 +93,14 @@ def split_of(index: int) -> str:
 
 
 def split_rankings(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
-    """(train, held-out) rankings: by their "split" field when every record has one, else by their
-    place in the file, as `split_of` names them."""
+    """(train, held-out) rankings: by their "split" field when every record has one, or by their
+    place in the file, as `split_of` names them, when none has; DataError when only some have."""
     labelled = all("split" in r for r in records)
+    unlabelled = sum("split" not in r for r in records)
+    if not labelled and unlabelled < len(records):  # which rule would hold out which ranking is unclear
+        raise DataError(f"{unlabelled} of {len(records)} rankings have no \"split\" and the others have one: give "
+                        "every ranking a \"split\" (\"train\" or \"test\"), or none (then every "
+                        f"{HELD_OUT_EVERY}th is held out)")
     splits = [r["split"] if labelled else split_of(i) for i, r in enumerate(records)]
     pairs = list(zip(records, splits, strict=True))
     return [r for r, split in pairs if split != "test"], [r for r, split in pairs if split == "test"]
@@ -103,8 +110,8 @@ def not_enough_rankings(path: str | os.PathLike, needs: str, n_train: int, n_hel
     """The error for a rankings file too small to split: the numbers found, and how many it takes."""
     return DataError(
         f"{path}: {needs}, got {n_train} and {n_held_out}; collect more rankings: at least {HELD_OUT_EVERY} "
-        f"(every {HELD_OUT_EVERY}th is held out, or mark some \"split\": \"test\"), and a few hundred to learn "
-        "much (minillm annotate, or the simulated annotator)")
+        f"(every {HELD_OUT_EVERY}th is held out, or give every ranking a \"split\": \"train\" or \"test\"), and a "
+        "few hundred to learn much (minillm annotate, or the simulated annotator)")
 
 
 def append_preference(path: str | os.PathLike, record: dict) -> None:

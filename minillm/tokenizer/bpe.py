@@ -126,8 +126,12 @@ def read_tokenizer_json(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise TokenizerError(f"tokenizer file {path} does not exist; train one first "
                              f"(minillm tokenizer train --input FILE --out {path})")
+    raw = path.read_bytes()
+    if raw.startswith(b"PK\x03\x04"):  # a zip archive, as torch.save writes a checkpoint
+        raise TokenizerError(f"{path} is a checkpoint (or another zip archive), not a tokenizer; pass the run "
+                             f"folder, or the {TOKENIZER_NAME} beside the checkpoint")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TokenizerError(f"tokenizer file {path} is not valid JSON ({e}); retrain it") from None
     if not isinstance(data, dict) or "kind" not in data:

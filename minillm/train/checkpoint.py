@@ -32,7 +32,7 @@ from torch import nn
 from minillm.config import ModelConfig, diff_configs, from_dict, to_dict
 from minillm.errors import CheckpointError, ConfigError
 from minillm.tokenizer import TOKENIZER_NAME, load_tokenizer
-from minillm.utils import atomic_write_bytes
+from minillm.utils import atomic_write_bytes, resolve_device
 
 FORMAT_VERSION = 1  # bump when the payload's layout changes; loading refuses other versions
 CKPT_NAME = "ckpt.pt"
@@ -82,6 +82,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if other:  # another file of a run folder (config.json, tokenizer.json, metrics.jsonl, loss.png)
         raise CheckpointError(f"{path} is a {other} file, not a checkpoint: pass the run folder, or the {CKPT_NAME} "
                               "in it")
+    if isinstance(map_location, str):  # a device this machine lacks is named as such, not blamed on the file
+        map_location = resolve_device(map_location)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -179,4 +181,8 @@ def load_model(run_dir: str | os.PathLike, model_cls: type[nn.Module],
     tokenizer = None
     if (ckpt_path.parent / TOKENIZER_NAME).is_file():
         tokenizer = load_tokenizer(ckpt_path.parent / TOKENIZER_NAME)
+        if tokenizer.vocab_size != config.vocab_size:  # another run's tokenizer: every id would mean another piece
+            raise CheckpointError(f"{ckpt_path.parent / TOKENIZER_NAME} has {tokenizer.vocab_size} ids but the model "
+                                  f"beside it {config.vocab_size}: it is not the tokenizer the model was trained "
+                                  "with; put the run's own tokenizer.json back")
     return model.to(map_location).eval(), tokenizer
