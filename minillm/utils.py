@@ -150,7 +150,7 @@ def read_utf8_text(path: Path, what: str) -> str:
     """The text of a file the user gave (`what` names it, e.g. "corpus file"), or a DataError when it
     is not UTF-8 (naming the first byte that cannot be decoded and how to convert it) or not text."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # (-sig: a byte order mark some editors write first is dropped)
     except UnicodeDecodeError as e:
         raise DataError(f"{what} {path} is not UTF-8 text (byte {e.start} cannot be decoded); convert it, "
                         "e.g. with `iconv -t utf-8`") from None
@@ -295,8 +295,9 @@ def remove_stale_lock(lock: Path, holder: int | None) -> None:
     try:
         still_stale = _lock_holder(lock) == holder and (holder is not None or _age_s(lock) >= 2)
         if still_stale:
-            print(f"minillm: note: taking over the lock of {lock.parent}: its process (PID {holder}) is gone",
-                  file=sys.stderr)
+            whose = (f"its process (PID {holder}) is gone" if holder is not None
+                     else "a run stopped as it began left it unsigned")
+            print(f"minillm: note: taking over the lock of {lock.parent}: {whose}", file=sys.stderr)
             lock.unlink(missing_ok=True)
     finally:
         guard.unlink(missing_ok=True)

@@ -13,12 +13,12 @@ from _train_worker import counting_batch, next_token_loss, tiny_gpt
 from crash_resume import assert_exact_resume
 
 from minillm.config import ModelConfig, TrainConfig
-from minillm.errors import CheckpointError
+from minillm.errors import CheckpointError, DataError
 from minillm.model.gpt import GPT
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
 from minillm.train.checkpoint import FORMAT_VERSION, model_config_dict
 from minillm.train.rng import capture_rng_state, restore_rng_state
-from minillm.utils import atomic_write_bytes
+from minillm.utils import atomic_write_bytes, read_json
 
 torch.set_num_threads(1)
 WORKER = pathlib.Path(__file__).with_name("_train_worker.py")
@@ -273,6 +273,12 @@ def test_an_atomic_write_gives_the_file_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "out.bin").stat().st_mode & 0o777 == 0o644  # not mkstemp's owner-only 0o600
+
+
+def test_a_result_json_that_is_not_utf8_is_named_not_a_traceback(tmp_path):
+    (tmp_path / "result.json").write_bytes(b'{"loss": "caf\xe9"}')  # edited in a Latin-1 editor, say
+    with pytest.raises(DataError, match=r"result.json is not valid JSON .*restore it"):
+        read_json(tmp_path / "result.json")
 
 
 def test_asking_for_cuda_where_there_is_none_is_a_config_error(monkeypatch):

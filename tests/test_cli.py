@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import io
+import os
 import re
 import shlex
 import subprocess
@@ -28,7 +29,7 @@ from minillm.config import apply_overrides, preset, train_configs
 from minillm.errors import ConfigError, DataError
 from minillm.tokenizer import SPECIAL_TOKENS, load_tokenizer
 from minillm.train import save_checkpoint
-from minillm.utils import RUN_MARK_NAME
+from minillm.utils import LOCK_NAME, RUN_MARK_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("tokenizer", "pretrain", "fill-mask", "generate", "sft", "chat", "annotate", "reward", "ppo", "dpo", "grpo",
@@ -63,6 +64,9 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
     (["fill-mask", "--ckpt", "nowhere", "a <mask>", "--plot", "chart.txt"], "'chart.txt' is not a file name ending "
                                                                              "in .png"),
     (["compare", "a", "b", "--out", "curves"], "'curves' is not a file name ending in .png"),
+    (["generate", "--ckpt", "nowhere", "hi", "--seed", str(2**63)], f"'{2**63}' is not a seed: an integer in [0, "
+                                                                    "2**63 - 1]"),
+    (["chat", "--ckpt", "nowhere", "--seed", "-1"], "'-1' is not a seed"),
 ])
 def test_a_bad_count_or_temperature_is_refused_before_anything_loads(argv, complaint, capsys):
     code, _, err = run(argv, capsys)
@@ -477,6 +481,35 @@ def test_ctrl_c_says_which_step_is_saved_and_how_to_go_on(monkeypatch, capsys, t
     code, _, err = run(["pipeline", "--force", "--out", str(tmp_path / "p")], capsys)
     assert code == 130 and err == ("minillm: interrupted; no checkpoint saved yet; finished steps are kept. "
                                    f"Continue with: minillm pipeline --out {tmp_path / 'p'}\n")  # (without --force)
+
+
+def test_ctrl_c_before_the_running_step_saved_names_no_finished_steps_checkpoint(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "p"
+
+    def interrupted_pipeline(args) -> None:
+        save_checkpoint(out / "03_clm" / "ckpt.pt", {"step": 10})
+        (out / "03_clm" / "result.json").write_text("{}")  # a finished step, its checkpoint the newest
+        (out / "04_sft").mkdir()  # the running step, which has saved nothing yet
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_pipeline", interrupted_pipeline)
+    code, _, err = run(["pipeline", "--out", str(out)], capsys)
+    assert code == 130 and err == ("minillm: interrupted; no checkpoint saved yet; finished steps are kept. "
+                                   f"Continue with: minillm pipeline --out {out}\n")
+
+
+def test_under_torchrun_only_rank_0_holds_the_run_folders_lock(monkeypatch, capsys, tmp_path):
+    """Ranks 1, 2, ... write no files; rank 0 holds the lock (a live process other than this one stands
+    in for it), and the other ranks of the same run must not be refused by it."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_NAME).write_text(f"{os.getppid()}\n")
+    monkeypatch.setattr(cli, "cmd_pretrain", lambda args: None)
+    argv = ["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "run")]
+    monkeypatch.setenv("RANK", "1")
+    assert run(argv, capsys)[0] == 0
+    monkeypatch.setenv("RANK", "0")
+    code, _, err = run(argv, capsys)
+    assert code == 2 and f"in use by another minillm process (PID {os.getppid()})" in err
 
 
 def test_an_out_that_is_a_file_is_named_a_file(capsys, tmp_path):

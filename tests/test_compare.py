@@ -142,3 +142,54 @@ def test_a_figure_only_one_pipeline_run_reports_is_a_difference_shown_as_missing
     result = compare_runs([more, tiny], tmp_path / "unused.png")
     assert result["figures"] == {"more": {"ppo.extra_figure": 1.0}, "tiny": {"ppo.extra_figure": None}}
     assert "ppo.extra_figure  1     -" in result["report"] and "the other 5 are the same" in result["report"]
+
+
+def test_a_setting_at_two_depths_is_shown_at_both_when_they_say_different_things():
+    """The longer path is left out only when it repeats the shorter one's values: the reward model's own
+    lr inside the run's config is another setting than the loop's lr."""
+    runs = [LoggedRun(name, [], {"train": {"lr": lr}, "run": {"reward": {"train": {"lr": rm_lr}}}})
+            for name, lr, rm_lr in (("a", 1e-3, 1e-4), ("b", 3e-3, 2e-4))]
+    assert config_differences(runs) == {"run.reward.train.lr": [1e-4, 2e-4], "train.lr": [1e-3, 3e-3]}
+
+
+def test_a_metric_logged_as_a_curve_by_one_run_is_a_curve_and_a_flag_is_no_metric():
+    a = [{"step": 1, "val_loss": 2.0, "stopped_early": False}, {"step": 2, "val_loss": 1.0, "stopped_early": False}]
+    b = [{"step": 2, "val_loss": 1.5, "stopped_early": True}]  # b logged val_loss once
+    runs = [LoggedRun("a", a, {}), LoggedRun("b", b, {})]
+    assert shared_metrics(runs) == ["val_loss"]  # True/False is not a number to plot
+    assert shared_metrics(runs, curves_only=True) == ["val_loss"]  # a's curve is worth overlaying
+
+
+def test_a_folder_of_the_same_name_elsewhere_is_not_a_sibling(tmp_path):
+    a = write_run(tmp_path / "x" / "sft", 1e-3, [2.0, 1.0])
+    b = write_run(tmp_path / "other" / "x" / "sft", 1e-3, [2.0, 1.0])
+    config = json.loads((b / "config.json").read_text())
+    config["run"]["init_dir"] = str(tmp_path / "x" / "03_clm")  # a's CLM (folder "x" too), not b's own
+    (b / "config.json").write_text(json.dumps(config))
+    assert compare_runs([a, b], tmp_path / "c.png")["differences"] == {
+        "run.init_dir": ["../03_clm", str(tmp_path / "x" / "03_clm")]}
+
+
+def test_three_runs_a_metric_that_differs_in_the_middle_one_is_in_the_table(tmp_path):
+    runs = [write_run(tmp_path / name, 1e-3, [3.0, 2.0, last]) for name, last in (("a", 1.5), ("b", 1.75), ("c", 1.5))]
+    result = compare_runs(runs, tmp_path / "c.png")
+    assert [result["final"][name]["loss"] for name in "abc"] == [1.5, 1.75, 1.5]
+    assert "the same in every run: grad_norm 0.3333, lr 0.001" in result["report"]  # loss and val_loss differ
+    assert result["report"].splitlines()[1].split() == ["run", "step", "loss", "val_loss"]
+
+
+def test_three_pipeline_runs_a_step_trained_apart_in_the_last_one_is_named(tmp_path):
+    folders = [write_pipeline_run(tmp_path / name, 0.2, ppo_run, 0.625)
+               for name, ppo_run in (("a", "ppo-1"), ("b", "ppo-1"), ("c", "ppo-2"))]
+    assert compare_runs(folders, tmp_path / "unused.png")["steps_apart"] == ["06_ppo"]
+
+
+def test_pipeline_runs_that_differ_only_in_their_times_have_the_same_figures(tmp_path):
+    folders = [write_pipeline_run(tmp_path / name, 0.2, "ppo-1", 0.625) for name in ("fast", "slow")]
+    for folder, seconds in zip(folders, (12.5, 30.0), strict=True):  # the machine's speed, not the run's
+        report = json.loads((folder / "report.json").read_text())
+        report["stages"]["ppo"].update(seconds=seconds + 1, train_seconds=seconds)
+        (folder / "report.json").write_text(json.dumps(report))
+    result = compare_runs(folders, tmp_path / "unused.png")
+    assert result["figures"] == {"fast": {}, "slow": {}}
+    assert "learning figures that differ:\n(none)\nall 5 are the same in every run" in result["report"]

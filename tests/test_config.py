@@ -32,6 +32,7 @@ from minillm.config import (
     apply_overrides,
     changed_settings,
     diff_configs,
+    first_changes,
     from_dict,
     preset,
     replace_train_configs,
@@ -193,6 +194,16 @@ def test_device_names(device, ok):
             TrainConfig(device=device)
 
 
+def test_auto_takes_a_gpu_then_apples_mps_then_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+
+
 def test_a_cuda_index_past_the_last_gpu_is_refused_with_the_range(monkeypatch):
     """cuda:1 on a one-GPU machine: a clear error naming the devices there are, not a CUDA error later."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -339,3 +350,10 @@ def test_a_setting_added_since_a_run_was_made_counts_at_its_default():
     # The tiny preset moved activation from its default (GPT-2's tanh GELU); rope_base is at its default.
     assert changed_settings(before, now) == ['clm.model.activation: "gelu_tanh" -> "gelu"']
     assert changed_settings(now, now) == [] and changed_settings({"clm": now["clm"]}, {"clm": now["clm"]}) == []
+
+
+def test_first_changes_shows_three_changes_and_says_when_there_are_more():
+    changed = ["a: 1 -> 2", "b: true -> false", "c: \"x\" -> \"y\"", "d: 0 -> 1"]
+    assert first_changes(changed[:3]) == 'a: 1 -> 2; b: true -> false; c: "x" -> "y"'  # all of them: no "..."
+    assert first_changes(changed) == 'a: 1 -> 2; b: true -> false; c: "x" -> "y"; ...'
+    assert first_changes(changed, shown=1) == "a: 1 -> 2; ..."

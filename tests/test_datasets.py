@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from minillm.config import apply_overrides, preset
 from minillm.datasets import (
     FAMILIES,
     HELDOUT_FAMILIES,
@@ -17,6 +18,7 @@ from minillm.datasets import (
     TRAIN_FAMILIES,
     build_world,
     contains_answer,
+    corpus_splits,
     generate_corpus,
     generate_instruction_suite,
     is_correct,
@@ -121,6 +123,8 @@ def test_corpus_files_round_trip(tmp_path):
     # a user's plain text: paragraphs separated by (whitespace-only) blank lines, CRLF line ends
     (tmp_path / "user.txt").write_bytes(b"Para one,\r\nstill one.\r\n  \r\n\r\nPara two.\r\n")
     assert read_corpus(tmp_path / "user.txt") == ["Para one,\nstill one.", "Para two."]
+    (tmp_path / "bom.txt").write_bytes("\ufeffTitle.\n\nSecond.\n".encode())  # a Windows editor's byte order mark
+    assert read_corpus(tmp_path / "bom.txt") == ["Title.", "Second."]
 
 
 # Characters that Python's str.splitlines() also treats as line ends, though no file writer does.
@@ -141,6 +145,14 @@ def test_read_corpus_rejects_unusable_files(tmp_path, content):
         read_corpus(path)
 
 
+def test_a_documents_indented_lines_keep_their_indentation(tmp_path):
+    docs = ["A recipe:\n  two eggs\n\tand a pinch of salt.", "Next."]  # only the ends of lines are trimmed
+    write_corpus(tmp_path / "c.txt", docs)
+    assert read_corpus(tmp_path / "c.txt") == docs
+    (tmp_path / "code.txt").write_bytes(b"def f():\n    return 1   \n")
+    assert read_corpus(tmp_path / "code.txt") == ["def f():\n    return 1"]
+
+
 def test_read_corpus_missing_file(tmp_path):
     with pytest.raises(DataError, match="nope.txt.*does not exist"):
         read_corpus(tmp_path / "nope.txt")
@@ -153,6 +165,14 @@ def test_write_corpus_refuses_documents_that_would_not_read_back(tmp_path):
         write_corpus(tmp_path / "c.txt", ["one", "  "])
 
 
+def test_write_corpus_refuses_a_line_of_spaces_inside_a_document(tmp_path):
+    # read_corpus takes a whitespace-only line for the blank line between documents: "one" and "two"
+    # would come back as two documents
+    with pytest.raises(DataError, match="document 1 contains a blank line"):
+        write_corpus(tmp_path / "c.txt", ["fine", "one\n \t \ntwo"])
+    assert not (tmp_path / "c.txt").exists()
+
+
 def test_split_documents_by_document():
     docs = [f"doc {i}" for i in range(100)]
     train, val = split_documents(docs, val_fraction=0.1, seed=1)
@@ -163,6 +183,23 @@ def test_split_documents_by_document():
     assert sorted(map(len, split_documents(["a", "b"], val_fraction=0.01))) == [1, 1]
     with pytest.raises(DataError, match="at least 2"):
         split_documents(["only one"])
+
+
+def test_a_large_val_fraction_still_leaves_a_document_to_train_on():
+    # round(2 * 0.9) = 2 and round(10 * 0.99) = 10 would hold out every document
+    assert sorted(map(len, split_documents(["a", "b"], val_fraction=0.9))) == [1, 1]
+    train, val = split_documents([f"doc {i}" for i in range(10)], val_fraction=0.99)
+    assert (len(train), len(val)) == (1, 9)
+
+
+def test_a_corpus_files_split_follows_data_seed_and_val_fraction(tmp_path):
+    docs = [f"Document {i}." for i in range(40)]
+    write_corpus(tmp_path / "c.txt", docs)
+    splits = {seed: corpus_splits(apply_overrides(preset("micro"), [f"data_seed={seed}", "val_fraction=0.25"]),
+                                  tmp_path / "c.txt") for seed in (1, 2)}
+    for train, val in splits.values():
+        assert (len(train), len(val)) == (30, 10) and sorted(train + val, key=docs.index) == docs
+    assert splits[1][1] != splits[2][1]  # another data_seed holds out other documents of the same file
     with pytest.raises(ConfigError, match="val_fraction"):
         split_documents(docs, val_fraction=1.0)
 
@@ -304,6 +341,13 @@ def test_judge():
     assert not contains_answer("", "") and not contains_answer("...", "The")
 
 
+def test_the_judge_forgives_a_leading_article_and_no_other():
+    assert normalize_answer("The dog sees a cat under the bridge.") == "dog sees a cat under the bridge"
+    # an article inside the answer is part of it: "the child" is not "a child"
+    assert not is_correct("The baker helped the child.", "The baker helped a child.")
+    assert not is_correct("a cat sees the dog", "a cat sees a dog")
+
+
 # --------------------------------------------------------------------------------------------------
 # JSONL files
 
@@ -367,6 +411,16 @@ def test_read_jsonl_skip_reports_every_skipped_line(tmp_path):
     with pytest.warns(UserWarning, match=r"skipped 3 bad line\(s\): line 2: .*line 4: .*line 5: "):
         records = read_jsonl(path, on_error="skip", skipped=skipped)
     assert len(records) == 2 and [n for n, _ in skipped] == [2, 4, 5]
+
+
+def test_skipped_lists_every_bad_line_though_the_warning_names_the_first_20(tmp_path):
+    good = json.dumps({"prompt": "p", "response": "r"})
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(good + "\n" + "not json\n" * 25, encoding="utf-8")  # bad lines 2 to 26
+    skipped: list[tuple[int, str]] = []
+    with pytest.warns(UserWarning, match=r"skipped 25 bad line\(s\): line 2: .*line 21: [^;]*\(and 5 more\)$"):
+        assert len(read_jsonl(path, on_error="skip", skipped=skipped)) == 1
+    assert [n for n, _ in skipped] == list(range(2, 27))
 
 
 def test_read_jsonl_unusable_files(tmp_path):

@@ -317,6 +317,15 @@ def test_nested_candidates_hedge_only_when_the_answer_names_two():
     assert verify(big_apples, "the big apples, the big apples") == 1.0  # repeated, still no hedge
 
 
+def test_an_answer_to_a_record_the_verifier_was_not_built_from_still_hedges():
+    """The right answer of a record outside `records` is no candidate of its family; named beside one
+    candidate ("the Ouse or the Mell") it is still two guesses, not one."""
+    verify = Verifier(FACTS)
+    osk = {"family": "world_fact", "prompt": "Which river runs through Osk?", "reference": "The Ouse."}
+    assert verify(osk, "The Ouse.") == pytest.approx(1.2)
+    assert verify(osk, "The Ouse or the Mell.") == 0.0 and verify(osk, "Mell, or the Ouse") == 0.0
+
+
 def test_the_suites_own_right_answers_with_filler_are_not_taken_for_hedges():
     """Every training response of the instruction suite that contains its reference (ideal, terse,
     padded, impolite) must get full credit from the verifier: the hedge check may not misfire."""

@@ -154,6 +154,18 @@ def test_own_run_reuses_trains_what_is_missing_and_retrains_when_fresh(pipeline_
     assert trained[-1] == tmp_path / "no_kl"
 
 
+def test_the_pipelines_run_is_not_shown_when_one_input_is_a_lessons_own(pipeline_dir, tmp_path):
+    """The pipeline's PPO was made from the pipeline's SFT model: with lesson 5's SFT model as one input
+    (and the pipeline's reward model as the other), the lesson trains its own."""
+    finish(lessons.pipeline_folder("ppo"), source="pipeline")
+    sft = Run(finish(tmp_path / "runs" / "lessons" / "05" / "sft"), {}, "trained by an earlier lesson")
+    rm = Run(finish(lessons.pipeline_folder("reward_model")), {}, "the pipeline's run")
+    here, trained = tmp_path / "runs" / "lessons" / "07" / "ppo", []
+    run = own_run("ppo", here, lambda folder: trained.append(folder) or {"source": "lesson"}, settings={},
+                  fresh=False, inputs=[sft, rm])
+    assert run.path == here and run.result["source"] == "lesson" and trained == [here]
+
+
 def test_a_run_made_with_other_settings_is_not_reused(pipeline_dir, tmp_path, capsys):
     """A reader who edits the lesson's CFG sees a run made with the edit, without --fresh; and back
     at the pipeline's settings, the pipeline's run again."""

@@ -8,6 +8,7 @@ import math
 import os
 import random
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -420,6 +421,33 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
     copied = {name: "copied_from" in run_step(reusing, name) for name in STEP_NAMES}
     assert ran == ["dpo", "rl_table"] and copied["ppo"] and not copied["dpo"]
     assert "copied_from" in run_step(reusing, "ppo")  # a rerun reads it back from result.json
+
+
+def test_a_copy_from_another_run_cut_short_is_not_taken_for_a_finished_step(tmp_path, monkeypatch):
+    """--reuse stopped (Ctrl-C) half-way through copying a step: the next run copies it again, whole,
+    instead of finding a result.json beside no checkpoint and calling the step done."""
+    def step(j):  # a step that trains nothing: its checkpoint is its output
+        (j.folder("tokenizer") / "ckpt.pt").write_text("weights")
+        return {"seconds": 0.0}
+
+    monkeypatch.setattr(pipeline, "STEPS", {**pipeline.STEPS, "tokenizer": step})
+    run_step(Journey(preset("micro"), tmp_path / "source"), "tokenizer")
+    reusing = Journey(preset("micro"), tmp_path / "new", reuse_from=tmp_path / "source")
+    copytree = shutil.copytree
+
+    def cut_short(source, target, **kwargs):  # result.json and inputs.json copied, then Ctrl-C
+        Path(target).mkdir(parents=True)
+        for name in ("result.json", "inputs.json"):
+            shutil.copy2(Path(source) / name, Path(target) / name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copytree", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        run_step(reusing, "tokenizer")
+    monkeypatch.setattr(shutil, "copytree", copytree)
+    result = run_step(reusing, "tokenizer")
+    assert result["copied_from"] == str(tmp_path / "source" / "01_tokenizer")
+    assert (tmp_path / "new" / "01_tokenizer" / "ckpt.pt").read_text() == "weights"
 
 
 def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):

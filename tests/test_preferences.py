@@ -12,7 +12,7 @@ import torch
 
 from minillm.errors import DataError
 from minillm.stage3_rlhf import preferences
-from minillm.stage3_rlhf.annotate import annotate_loop, parse_ranking
+from minillm.stage3_rlhf.annotate import annotate_loop, parse_ranking, prompt_seed, read_prompts
 from minillm.stage3_rlhf.annotator import (
     SimulatedAnnotator,
     agreement_counts,
@@ -119,6 +119,38 @@ def test_annotate_loop_reasks_appends_and_resumes(tmp_path):
     assert summary == {"ranked": 1, "skipped_done": 1, "remaining": 1, "saved": 2}
     assert "p0" not in shown and "=== prompt 2/3 ===\np1" in shown
     assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == ["p0", "p1"]
+
+
+def test_a_prompt_with_a_single_answer_is_skipped_and_q_in_capitals_stops(tmp_path):
+    out = tmp_path / "human.jsonl"
+    records = [{"prompt": f"p{i}"} for i in range(3)]
+    answers = {"p0": ["the only answer"], "p1": ["a", "b"], "p2": ["c", "d"]}  # p0: nothing to compare
+    stdout = io.StringIO()
+    summary = annotate_loop(records, lambda r: answers[r["prompt"]], out, io.StringIO("2 1\nQUIT\n"), stdout)
+    shown = stdout.getvalue()
+    assert "(prompt 1/3: fewer than 2 different answers, skipped)" in shown and "the only answer" not in shown
+    assert "not a ranking" not in shown  # "QUIT" is q's long form, whatever its case
+    assert summary == {"ranked": 1, "skipped_done": 0, "remaining": 1, "saved": 1}
+    assert [(r["prompt"], r["ranking"]) for r in read_preferences(out)] == [("p1", [1, 0])]
+
+
+def test_each_prompts_seed_is_fixed_by_its_text_and_the_seed_in_every_process():
+    # crc32("hello") = 0x3610a686 = 907060870; Python's hash() of a str would change from process to process
+    assert prompt_seed(0, "hello") == 907060870
+    assert prompt_seed(2, "hello") == 2 * 1_000_003 + 907060870
+    assert prompt_seed(0, "hellp") != prompt_seed(0, "hello")
+
+
+def test_prompts_to_rank_come_from_a_jsonl_of_records_or_a_text_file_of_lines(tmp_path):
+    records = tmp_path / "prompts.jsonl"
+    records.write_text('{"prompt": "Which river?", "id": "r1"}\n\n{"prompt": "Count: a, b"}\n', encoding="utf-8")
+    assert read_prompts(records) == [{"prompt": "Which river?", "id": "r1"}, {"prompt": "Count: a, b"}]
+    lines = tmp_path / "prompts.txt"  # any other file: one prompt a line, taken as written
+    lines.write_text('Which river?\n\n  {"prompt": "x"}  \n', encoding="utf-8")
+    assert read_prompts(lines) == [{"prompt": "Which river?"}, {"prompt": '{"prompt": "x"}'}]
+    records.write_text('{"prompt": "ok"}\n{"prompt": " "}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"prompts.jsonl, line 2: expected a non-empty \"prompt\" string"):
+        read_prompts(records)
 
 
 def test_annotate_resumes_a_file_whose_only_line_a_crash_cut_off(tmp_path):

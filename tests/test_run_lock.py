@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -52,6 +53,24 @@ def test_a_second_process_is_refused_naming_the_first(tmp_path, capsys):
     finally:
         holder.communicate("\n", timeout=60)
     assert not (tmp_path / "run" / LOCK_NAME).exists()  # the first one let go when it finished
+
+
+def give_up_waiting_after(monkeypatch, seconds: float) -> None:
+    """Make a lock that is waited for in vain fail the test after `seconds` of waiting, not hang it."""
+    waited, sleep = [0.0], time.sleep
+
+    def counted_sleep(s: float) -> None:
+        waited[0] += s
+        assert waited[0] <= seconds, f"still waiting for the lock after {seconds} s"
+        sleep(s)
+
+    monkeypatch.setattr(time, "sleep", counted_sleep)
+
+
+def make_old(path) -> None:
+    """Date `path` a minute back: written long ago, by a run that is gone."""
+    old = time.time() - 60
+    os.utime(path, (old, old))
 
 
 def test_a_lock_whose_process_is_gone_is_taken_over_with_a_notice(tmp_path, capsys):
@@ -112,6 +131,68 @@ def test_a_lock_just_made_and_not_yet_signed_is_waited_for_not_taken(tmp_path):
     threading.Timer(0.3, lambda: lock.write_text(f"{os.getppid()}\n")).start()
     with pytest.raises(RunLockedError, match=f"PID {os.getppid()}"), run_folder_lock(tmp_path / "run"):
         pass
+
+
+def test_a_lock_left_empty_by_a_run_killed_before_it_signed_is_taken_over(tmp_path, monkeypatch, capsys):
+    (tmp_path / "run").mkdir()
+    lock = tmp_path / "run" / LOCK_NAME
+    lock.write_text("")  # O_EXCL succeeded, then kill -9 before the PID was written
+    make_old(lock)
+    give_up_waiting_after(monkeypatch, 5)
+    with run_folder_lock(tmp_path / "run") as held:
+        assert held.read_text().strip() == str(os.getpid())
+    assert "taking over the lock" in capsys.readouterr().err and not lock.exists()
+
+
+def test_a_takeover_left_half_done_by_a_killed_run_does_not_block_the_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "run").mkdir()
+    lock = tmp_path / "run" / LOCK_NAME
+    lock.write_text(f"{dead_pid()}\n")
+    guard = lock.with_name(LOCK_NAME + ".takeover")  # the run that was taking it over was killed too
+    guard.touch()
+    make_old(guard)
+    give_up_waiting_after(monkeypatch, 5)
+    with run_folder_lock(tmp_path / "run") as held:
+        assert held.read_text().strip() == str(os.getpid())
+    assert "taking over the lock" in capsys.readouterr().err and not guard.exists() and not lock.exists()
+
+
+def test_a_lock_held_by_another_users_process_is_not_taken_over(tmp_path, monkeypatch):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / LOCK_NAME).write_text("4242\n")
+
+    def kill(pid: int, signal: int) -> None:  # what os.kill(pid, 0) does for a process of another user
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", kill)
+    with pytest.raises(RunLockedError, match=r"\(PID 4242\)"), run_folder_lock(tmp_path / "run"):
+        pass
+    assert (tmp_path / "run" / LOCK_NAME).read_text() == "4242\n"
+
+
+def test_an_unsigned_lock_made_anew_during_a_takeover_is_left_to_its_run(tmp_path, monkeypatch):
+    """An empty, old lock is stale; but if, while this run decides so, another run takes it over and
+    has not yet signed its new (empty, fresh) lock, that lock is the other run's to keep."""
+    (tmp_path / "run").mkdir()
+    lock = tmp_path / "run" / LOCK_NAME
+    lock.write_text("")
+    make_old(lock)
+    age_s, made_anew = utils._age_s, []
+
+    def other_run_takes_it_over_first(path):
+        age = age_s(path)
+        if path == lock and age >= 2 and not made_anew:  # this run has just judged the old lock stale
+            lock.unlink()
+            lock.write_text("")  # the other run's O_EXCL; its PID follows in a moment
+            threading.Timer(0.3, lambda: lock.write_text(f"{os.getppid()}\n")).start()
+            made_anew.append(True)
+        return age
+
+    monkeypatch.setattr(utils, "_age_s", other_run_takes_it_over_first)
+    give_up_waiting_after(monkeypatch, 5)
+    with pytest.raises(RunLockedError, match=f"PID {os.getppid()}"), run_folder_lock(tmp_path / "run"):
+        pass
+    assert made_anew and lock.read_text().strip() == str(os.getppid())
 
 
 def test_of_two_runs_taking_over_one_stale_lock_the_slower_leaves_the_faster_ones_lock(tmp_path, monkeypatch):

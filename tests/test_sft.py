@@ -342,6 +342,21 @@ def test_chat_refuses_answers_that_leave_no_room_and_says_when_a_request_is_cut(
     assert len(notes) == 1 and f"its last {block - 6 - 3} tokens" in notes[0]  # the long request only
 
 
+def test_chat_says_a_request_is_cut_only_when_it_does_not_fit(tokenizer) -> None:
+    """A request whose template fills the prompt's share of the context exactly is read whole: no note.
+    One token more, and only its end is read: the note. (An untrained model: the plumbing only.)"""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=16))
+    room = 16 - 4  # block_size - max_new_tokens
+    # " ~~~~~~~~" is 9 tokens (a space and 8 tildes, bytes the toy tokenizer never merged), + 3 framing tokens
+    fits = "~" * (room - 4)
+    assert len(encode_prompt(tokenizer, fits)) == room and len(encode_prompt(tokenizer, fits + "~")) == room + 1
+    out = io.StringIO()
+    assert chat_loop(model, tokenizer, io.StringIO(f"{fits}\n{fits}~\n"), out, max_new_tokens=4) == 2
+    notes = [line for line in out.getvalue().splitlines() if "only the end of this request fits" in line]
+    assert len(notes) == 1 and out.getvalue().index(notes[0]) > out.getvalue().index("bot> ")  # the second's
+
+
 def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
     tests = [{"id": f"t{i}", "family": "toy", "split": split, "prompt": prompt, "response": answer,
               "reference": answer} for i, (split, prompt, answer) in enumerate([

@@ -510,6 +510,19 @@ def test_a_gradient_with_one_nan_entry_is_named():
     assert first_bad_gradient(model) == "1.weight"
 
 
+def test_the_first_parameter_with_an_infinite_or_nan_gradient_is_named():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))  # 0.weight, 0.bias, 1.weight, 1.bias
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    model[0].bias.grad[1] = float("inf")  # an overflow, not a NaN
+    model[1].weight.grad[0, 0] = float("nan")
+    assert first_bad_gradient(model) == "0.bias"  # the first in the model's order, not the last
+    model[0].bias.grad[1] = -float("inf")
+    assert first_bad_gradient(model) == "0.bias"
+    model[0].bias.grad.zero_(), model[1].weight.grad.zero_()
+    assert first_bad_gradient(model) == "?"  # nothing to name
+
+
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_the_validation_loss_is_the_mean_over_the_validation_batches(tmp_path, accumulation):
     """Validation batches whose losses are 1 and 3 (get_batch says which) give val_loss 2, with or
