@@ -482,6 +482,11 @@ CLI_TABLE = [
     Bad("annotate: --out is the --prompts file",
         ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/i.jsonl", "--out", "{ws}/i.jsonl", "--k", "2"),
         MinillmError, ("--out", "--prompts"), write("i.jsonl", BOTH_SPLITS)),
+    # UNCLEAR before the hint: "line 1: invalid JSON (Expecting property name ...); fix the line"
+    Bad("instruction JSONL: one pretty-printed JSON document",
+        ("sft", "--init", "{ws}/gpt", "--out", "{ws}/sft", "--preset", "micro", "--data", "{ws}/i.jsonl"),
+        DataError, ("i.jsonl", "line 1", "one whole object per line"),
+        write("i.jsonl", json.dumps({"prompt": "Say hi", "response": "hi"}, indent=2))),
 ]
 
 assert len({bad.name for bad in CLI_TABLE}) == len(CLI_TABLE), "row names must be unique"
@@ -595,6 +600,11 @@ LIBRARY_TABLE = [
      ModelInputError, ("top_k=2.5", "integer")),
     # TRACEBACK before the check: AttributeError: 'list' object has no attribute 'dim'
     ("generate: ids a list", lambda: _tiny_gpt().generate([[1, 2]], 3), ModelInputError, ("list", "torch.tensor")),
+    # TRACEBACK before the check: ValueError "only one element tensors can be converted to Python scalars"
+    ("decode: a (batch, time) tensor", lambda: _tiny_tok().decode(torch.tensor([[40, 41]])), TokenizerError,
+     ("decode", "ids[0]")),
+    # SILENT before the check: decode([5.7]) was "\x05"
+    ("decode: float ids", lambda: _tiny_tok().decode([5.7]), TokenizerError, ("5.7", "integer ids")),
     # SILENT before the check: returns []
     ("fill_mask: top_k 0", lambda: fill_mask(_tiny_bert(), _tiny_tok(), "the [MASK] rises", top_k=0),
      ModelInputError, ("top_k=0", ">= 1")),
@@ -690,3 +700,14 @@ def test_a_ranking_with_a_split_name_of_the_instruction_files_is_named(ws, capsy
                     "--preset", "micro", "--data", str(ws / "i.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "'split' 'test_seen': a ranking is \"train\" or \"test\"" in err and "Traceback" not in err, err
+
+
+def test_an_unwritable_out_names_that_path_not_a_temporary_file(ws, capsys):
+    """Files are written through a temporary file beside them (atomic_write_bytes); when that cannot be
+    created, the error names the file the user gave."""
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc (a folder where no file can be created, even by root)")
+    assert run_cli(["tokenizer", "train", "--input", str(ws / "corpus.txt"), "--vocab-size", "280",
+                    "--out", "/proc/t.json"]) == 2
+    err = capsys.readouterr().err
+    assert "/proc/t.json" in err and ".tmp" not in err, err

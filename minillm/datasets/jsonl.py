@@ -55,6 +55,9 @@ def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_erro
             reason = (f"not UTF-8 text (byte {e.start} of the line): convert it to UTF-8"
                       if isinstance(e, UnicodeDecodeError)
                       else f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e))
+            if raw.strip() in (b"{", b"["):  # how a pretty-printed JSON file (json.dump with indent) begins
+                reason += ("; the file looks like one JSON document spread over lines, and JSONL needs one whole "
+                           "object per line")
             if on_error == "stop":
                 raise DataError(f"{path}, line {number}: {reason}; fix the line, or leave bad lines out "
                                 f"(--skip-bad-lines on the command line, on_error='skip' in Python)") from e

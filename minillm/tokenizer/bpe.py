@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import operator
 import os
 import re
 import warnings
@@ -237,8 +238,12 @@ class Tokenizer:
         becomes U+FFFD; pass errors="strict" to get an error instead (the tests do).
         """
         parts: list[bytes] = []
-        for i in ids:
-            i = int(i)
+        for item in ids:
+            try:
+                i = operator.index(item)  # an int, or a one-element integer tensor; not a float, not a row
+            except TypeError:
+                raise TokenizerError(f"decode takes a sequence of integer ids, got {item!r} among them; for a "
+                                     "(batch, time) tensor decode one row at a time, e.g. ids[0]") from None
             if not 0 <= i < self.vocab_size:
                 raise TokenizerError(f"id {i} is outside the vocabulary (0..{self.vocab_size - 1})")
             special = self._special_of_id.get(i)
