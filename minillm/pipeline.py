@@ -561,7 +561,7 @@ def copied_note(stages: dict) -> list[str]:
             f"seconds are that run's): {', '.join(copied)}."]
 
 
-TOKENIZER_NAMES = {"bpe": "Our byte-level BPE", "sentencepiece": "SentencePiece's BPE"}  # tokenizer.kind ->
+TOKENIZER_NAMES = {"bpe": "Our byte-level BPE", "sentencepiece": "SentencePiece's BPE"}  # how report.md names each
 
 
 def render_markdown(report: dict, j: Journey) -> str:
@@ -620,10 +620,10 @@ def _pretraining_section(report: dict, j: Journey) -> list[str]:
     return [
         "## 1. Pretraining",
         "### BERT: masked language modelling",
-        f"{j.cfg.mlm.mask_prob:.0%} of the tokens are hidden and the encoder learns to fill them in. Masked-token "
-        "accuracy on "
-        f"{r['mlm']['val_masked_positions']} validation blanks: **{_fmt(s['mlm']['val_masked_accuracy'])}**, against "
-        f"{_fmt(s['mlm']['unigram_masked_accuracy'])} for always guessing the most frequent token. "
+        f"{j.cfg.mlm.mask_prob:.0%} of the tokens are hidden and the encoder learns to fill them in. "
+        f"Masked-token accuracy on {r['mlm']['val_masked_positions']} validation blanks: "
+        f"**{_fmt(s['mlm']['val_masked_accuracy'])}**, against {_fmt(s['mlm']['unigram_masked_accuracy'])} for "
+        "always guessing the most frequent token. "
         f"(This is {SUBSET_NOTE}.)",
         "",
         *([f"\"{r['mlm']['fill_mask_prompt']}\" ->", ""] if r["mlm"].get("fill_mask_prompt") else []),
@@ -690,7 +690,7 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
         f"{_fmt(s['dpo'].get('wrong_sft'))} -> {_fmt(s['dpo'].get('wrong_after'))}.",
         "",
         *_family_table(s),
-        *[f"![{label} {png.stem.removeprefix(name + '_').replace('_', ' ')}]({j.folder(name).name}/{png.name})"
+        *[f"![{label} {png.stem.removeprefix(name + '_').replace('_', ' ')}]({_linked(j, name, png.name)})"
           for name, label in (("reward_model", "reward model"), ("ppo", "PPO"), ("dpo", "DPO"))
           for png in sorted(j.folder(name).glob("*.png"))],
         "",

@@ -28,6 +28,6 @@ from minillm.datasets.world import World, build_world
 __all__ = [
     "FAMILIES", "HELDOUT_FAMILIES", "SPLITS", "STYLES", "TRAIN_FAMILIES", "World", "build_world",
     "contains_answer", "corpus_splits", "generate_corpus", "generate_instruction_suite", "instruction_records",
-    "is_correct", "normalize_answer",
-    "read_corpus", "read_jsonl", "read_records", "split_documents", "write_corpus", "write_jsonl",
+    "is_correct", "normalize_answer", "read_corpus", "read_jsonl", "read_records", "split_documents", "write_corpus",
+    "write_jsonl",
 ]

@@ -95,13 +95,12 @@ def split_of(index: int) -> str:
 def split_rankings(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
     """(train, held-out) rankings: by their "split" field when every record has one, or by their
     place in the file, as `split_of` names them, when none has; DataError when only some have."""
-    labelled = all("split" in r for r in records)
     unlabelled = sum("split" not in r for r in records)
-    if not labelled and unlabelled < len(records):  # which rule would hold out which ranking is unclear
+    if 0 < unlabelled < len(records):  # which rule would hold out which ranking is unclear
         raise DataError(f"{unlabelled} of {len(records)} rankings have no \"split\" and the others have one: give "
                         "every ranking a \"split\" (\"train\" or \"test\"), or none (then every "
                         f"{HELD_OUT_EVERY}th is held out)")
-    splits = [r["split"] if labelled else split_of(i) for i, r in enumerate(records)]
+    splits = [split_of(i) if unlabelled else r["split"] for i, r in enumerate(records)]
     pairs = list(zip(records, splits, strict=True))
     return [r for r, split in pairs if split != "test"], [r for r, split in pairs if split == "test"]
 
