@@ -212,6 +212,10 @@ def test_load_model_names_a_config_it_cannot_rebuild(tmp_path):
                                          "model_kind": "gpt"})
     with pytest.raises(CheckpointError, match=r"weights do not fit this model \(Missing key\(s\) .*tok_emb"):
         load_model(tmp_path / "ckpt.pt", GPT)  # the message names the keys, not only torch's header line
+    for weights in ({}, {"model": [1, 2]}):  # checkpoints made by hand: no weights, or not a dict of tensors
+        save_checkpoint(tmp_path / "ckpt.pt", {**weights, "model_config": {}, "model_kind": "gpt"})
+        with pytest.raises(CheckpointError, match='holds no model weights \\(no "model" entry'):
+            load_model(tmp_path, GPT)
 
 
 def test_resuming_from_a_checkpoint_the_loop_did_not_write_names_what_it_lacks(tmp_path):

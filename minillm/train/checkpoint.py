@@ -176,6 +176,9 @@ def load_model(run_dir: str | os.PathLike, model_cls: type[nn.Module],
     if expected_kind is not None and ckpt.get("model_kind") != expected_kind:
         raise CheckpointError(f"{ckpt_path} holds a {ckpt.get('model_kind')!r} model, not a {expected_kind!r} one; "
                               "point to the run folder of the right stage")
+    if not isinstance(ckpt.get("model"), dict):
+        raise CheckpointError(f"{ckpt_path} holds no model weights (no \"model\" entry of tensors), so there is "
+                              "nothing to load; point to a checkpoint written by minillm's training")
     model = model_cls(config)
     load_weights(model, ckpt["model"], ckpt_path)
     tokenizer = None
