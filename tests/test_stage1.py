@@ -211,6 +211,15 @@ def test_tiny_clm_run_learns(tmp_path, corpus, tokenizer):
     assert text.startswith("The") and text == generate_text(model, tokenizer, "The", max_new_tokens=10, seed=3)
 
 
+def test_a_prompt_that_fills_the_window_is_named_as_such_not_as_max_new_tokens_0(tokenizer):
+    model = GPT(ModelConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=8))
+    prompt = "\x01" * 7  # 7 byte tokens: with <bos> they fill the 8-token window
+    assert len(tokenizer.encode(prompt)) == 7
+    with pytest.raises(ModelInputError, match=r"prompt \(8\) \+ max_new_tokens \(1\) = 9 exceeds block_size=8"):
+        generate_text(model, tokenizer, prompt, max_new_tokens=60)
+    assert generate_text(model, tokenizer, prompt[:-1], max_new_tokens=60).startswith(prompt[:-1])  # room for 1
+
+
 # --------------------------------------------------------------------------------------------------
 # fill-mask.
 
@@ -234,6 +243,28 @@ def test_the_demo_sentence_fits_the_window_and_comes_from_the_corpus_when_flash_
     sentence = demo_sentence(korean, KOREAN, KOREAN[1:], block_size=32)
     assert sentence == "할머니는 시장에서 사과를 [MASK]."
     assert demo_sentence(korean, KOREAN, KOREAN, block_size=8) is None  # nothing fits: no demo, no crash
+
+
+def test_a_validation_sentence_that_already_holds_a_blank_is_not_the_demo(tokenizer):
+    """blank_last_word would give it a second [MASK], which fill_mask refuses: train_mlm used to end there."""
+    assert blank_last_word("Type [MASK] where a word is hidden.") is None
+    val = ["Type [MASK] where a word is hidden. The river rose in the night."]
+    assert demo_sentence(tokenizer, val, val, block_size=32) == "The river rose in the [MASK]."
+
+
+def test_clm_samples_only_the_prompts_that_fit_the_window(tmp_path, capsys):
+    """A Korean tokenizer spells "A flash flood watch" in 19 tokens, more than a 16-token window
+    holds: the run still finishes and writes its results, with no sample for that prompt."""
+    tok = train_tokenizer(KOREAN, 300, progress=False)
+    fits = [p for p in clm_module.SAMPLE_PROMPTS if len(tok.encode(p)) <= 14]  # <bos> + prompt + 1 new <= 16
+    assert 0 < len(fits) < len(clm_module.SAMPLE_PROMPTS)
+    cfg = CLMConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16),
+                    train=_train_cfg(max_steps=1, batch_size=4))
+    metrics = train_clm(cfg, tok, KOREAN, KOREAN[:6], tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["samples"] == metrics["samples"]
+    assert len(metrics["samples"]) == len(fits)
+    assert all(sample.startswith(prompt) for sample, prompt in zip(metrics["samples"], fits, strict=True))
+    assert "'A flash flood watch' leaves no room in the 16-token window" in capsys.readouterr().out
 
 
 @pytest.mark.filterwarnings("ignore:no font with Korean")  # said once per process; tested in test_train_loop

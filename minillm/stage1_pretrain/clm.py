@@ -47,7 +47,7 @@ from minillm.train import train
 from minillm.utils import seed_everything
 
 SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")
-MAX_EVAL_WINDOWS = 512
+MAX_EVAL_WINDOWS = 512  # the final evaluation scores the first 512 windows (of T+1 tokens) of the validation stream
 
 
 def clm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -60,7 +60,8 @@ def clm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def perplexity(model: nn.Module, stream: torch.Tensor, block_size: int, batch_size: int,
                max_windows: int = MAX_EVAL_WINDOWS) -> dict[str, float]:
-    """exp(mean NLL) of `stream`, scored in consecutive windows; also returns how many tokens were scored."""
+    """exp(mean NLL) over the first `max_windows` consecutive windows of `stream` (see
+    `consecutive_windows`); also returns how many tokens were scored."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -88,16 +89,35 @@ def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 60, 
                   top_k: int | None = 40, seed: int = 0, top_p: float | None = None) -> str:
     """Continue `prompt` (a document start, after `<bos>`) and return prompt + continuation.
 
-    Sampling stops at `<eos>`, the end of a document. The same seed gives the same text, on any
-    device: the random numbers are drawn on the CPU.
+    Sampling stops at `<eos>`, the end of a document. The same seed draws the same random numbers
+    on any device (they are drawn on the CPU), so it gives the same text, unless another device's
+    float rounding of the logits changes a token.
     """
     device = next(model.parameters()).device
     ids = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(prompt)]], device=device)  # (1, T0)
-    max_new_tokens = min(max_new_tokens, model.config.block_size - ids.shape[1])
+    room = model.config.block_size - ids.shape[1]  # positions the window has left after the prompt
+    # With no room left we still ask for one token, so that the model's check names the real problem
+    # (the prompt fills the window), not "max_new_tokens=0".
+    max_new_tokens = min(max_new_tokens, max(room, 1))
     out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          eos_id=tokenizer.eos_id, generator=torch.Generator().manual_seed(seed))
     new_ids = out.new_ids[0][out.response_mask[0]].tolist()
     return prompt + tokenizer.decode(new_ids, skip_special=True)
+
+
+def sample_texts(model: GPT, tokenizer, block_size: int) -> list[str]:
+    """A sample for each of `SAMPLE_PROMPTS` that leaves room in the window to continue it.
+
+    A tokenizer trained on another script (Korean, say) spells the English prompts byte by byte, in
+    more tokens than a small window holds: such a prompt gets no sample, and a note says so.
+    """
+    samples = []
+    for seed, prompt in enumerate(SAMPLE_PROMPTS):  # the seed follows the prompt, skipped ones included
+        if 1 + len(tokenizer.encode(prompt)) < block_size:  # <bos>, the prompt, and one new token at least
+            samples.append(generate_text(model, tokenizer, prompt, seed=seed))
+        else:
+            print(f"note: the prompt {prompt!r} leaves no room in the {block_size}-token window: no sample for it")
+    return samples
 
 
 def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
@@ -135,5 +155,5 @@ def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     metrics = perplexity(model, streams["val"], T, B)
     metrics["unigram_perplexity"] = unigram_perplexity(streams["train"], streams["val"],
                                                        tokenizer.vocab_size, T)
-    metrics["samples"] = [generate_text(model, tokenizer, p, seed=i) for i, p in enumerate(SAMPLE_PROMPTS)]
+    metrics["samples"] = sample_texts(model, tokenizer, T)
     return write_results(out_dir, metrics, streams, cfg.train.max_steps, result)

@@ -68,7 +68,8 @@ def consecutive_windows(stream: torch.Tensor, length: int, stride: int, max_wind
 
     With stride = length the windows tile the stream; with stride = length - 1 (next-token
     prediction) each window's first token is the previous window's last, so every token after the
-    first is a target exactly once.
+    first is a target exactly once, up to the last whole window: a tail too short for one more
+    window, and everything past `max_windows` windows, is not scored.
     """
     check_enough_tokens(stream, length, "evaluated", f"one window of {length} tokens")
     n = min(max_windows, (len(stream) - length) // stride + 1)
@@ -82,7 +83,8 @@ SUBSET_NOTE = (f"the final evaluation, on up to a few hundred fixed validation w
 
 
 def as_subset_check(metrics: dict[str, float]) -> dict[str, float]:
-    """Rename an evaluation on `SUBSET_WINDOWS` windows for the training log: val_x -> val_subset_x.
+    """Rename an evaluation on `SUBSET_WINDOWS` windows for the training log: val_x -> val_subset_x,
+    and any other key x -> subset_x (unigram_masked_accuracy -> subset_unigram_masked_accuracy).
 
     The log checks a subset every `eval_every` steps (cheap); the run ends with the full evaluation
     (up to a few hundred windows) under the plain names. The two differ a little, and different

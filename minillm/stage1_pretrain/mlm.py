@@ -174,9 +174,13 @@ def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 10) -> list[t
 
 
 def blank_last_word(sentence: str) -> str | None:
-    """'It rained all night.' -> 'It rained all [MASK].' (None for fewer than 3 words)."""
+    """'It rained all night.' -> 'It rained all [MASK].'
+
+    None for fewer than 3 words, for a last word without letters or digits ('...'), and for a
+    sentence that already holds "[MASK]" (it would have two blanks, which fill-mask refuses).
+    """
     words = sentence.split()
-    if len(words) < 3:
+    if len(words) < 3 or MASK_LITERAL in sentence:
         return None
     word, punctuation = re.fullmatch(r"(.*?)([^\w]*)", words[-1]).groups()  # "night." -> "night", "."
     return " ".join(words[:-1]) + f" {MASK_LITERAL}{punctuation}" if word else None
@@ -220,7 +224,8 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
 
     The model's vocabulary size is taken from the tokenizer. Returns the final metrics (also
     written to `out_dir/results.json` and as the last row of metrics.jsonl): validation masked
-    accuracy and its unigram baseline, the flash-flood ranking, and the step count.
+    accuracy and its unigram baseline, the fill-mask demo's prompt and top 5 (see `demo_sentence`;
+    none when no sentence fits the window), and the step count.
     """
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))

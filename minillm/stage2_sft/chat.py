@@ -45,7 +45,7 @@ def chat_loop(
     check_room_for_prompt(model.config.block_size, max_new_tokens, "--max-new-tokens")
     room = model.config.block_size - max_new_tokens  # the prompt's share of the context
     model.eval()
-    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same answers on any device
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same random draws on any device
     mode = "greedy" if temperature == 0 else f"sampling at temperature {temperature}"
     output_stream.write(f"minillm chat ({mode}). Type a request; each one starts a fresh conversation.\n")
     output_stream.write(command_help())

@@ -70,8 +70,10 @@ FORMAT_VERSION = 1  # bump when the JSON layout changes; load refuses versions i
 #    ?(?:_|[^\w\s])+        punctuation and symbols (everything that is neither letter, digit nor space)
 #   \s+(?!\S)               whitespace, leaving the last space to prefix the next word
 #   \s+                     any other whitespace (at the end of the text)
-# `[^\W\d_]` is "a word character that is not a digit or underscore", i.e. a letter, in any
-# script. Every character is a letter, a digit, whitespace or "other", so the chunks always cover
+# `[^\W\d_]` is "a word character that is not a digit or underscore": a letter, in any script
+# (and the few numeric characters that are not decimal digits, such as ² ½ Ⅻ). A combining accent
+# (U+0301) is not a word character but "other", so a decomposed "é" (e + U+0301) splits in two.
+# Every character is a letter, a digit, whitespace or "other", so the chunks always cover
 # the whole text; `split_text` still checks it, for patterns that users supply.
 PRESPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d{1,3}| ?(?:_|[^\w\s])+|\s+(?!\S)|\s+"""
 
