@@ -102,7 +102,7 @@ class ModelConfig:
     mlp_hidden: int = 0  # the MLP's hidden width; 0 = from mlp_ratio (and, for swiglu, Llama's 2/3 rule)
     n_kv_head: int = 0  # key/value heads shared by groups of query heads; 0 = n_head, 1 = multi-query
     tie_embeddings: bool = True  # False: the LM head has its own (V, C) table instead of the token table's
-    rope_base: float = 10000.0  # RoPE's slowest turn is 1/rope_base radians per position (Llama 3: 500000)
+    rope_base: float = 10000.0  # RoPE's slowest pair turns rope_base^(-(D-2)/D) radians a position (Llama 3: 500000)
     arch: str = ""  # a named architecture that sets the switches above at once: "" (none) or "llama"
 
     def __post_init__(self) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_models import V, gpt_config, ids_of, make
+from test_models import V, bert_config, gpt_config, ids_of, make
 from test_sft import RECORDS, _toy_tokenizer
 
 from minillm.config import LoRAConfig, ModelConfig, SFTConfig, TrainConfig
 from minillm.errors import CheckpointError, ConfigError
-from minillm.model import GPT
+from minillm.model import GPT, Bert
 from minillm.model.lora import (
     LoRALinear,
     add_lora,
@@ -84,6 +84,22 @@ def test_merged_equals_unmerged_and_unmerge_restores_the_base():
     unmerge_lora(model)
     torch.testing.assert_close(model.blocks[0].attn.qkv.weight, base.blocks[0].attn.qkv.weight, atol=1e-6, rtol=0)
     torch.testing.assert_close(model(ids), unmerged, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [GPT, Bert])
+def test_an_adapter_on_an_untied_lm_head_changes_the_logits_and_trains(cls):
+    """The untied head is a Linear like qkv: its adapter must count in the forward pass (as merging it
+    into the weight does) and receive gradients."""
+    model = make(cls, (gpt_config if cls is GPT else bert_config)(tie_embeddings=False))
+    assert add_lora(model, rank=2, alpha=4.0, dropout=0.0, targets="head") == ["head"]
+    randomise_adapters(model)
+    ids = ids_of(2, 9)
+    unmerged = model(ids)
+    merge_lora(model)  # W + scale * B A, read by a plain matmul
+    torch.testing.assert_close(model(ids), unmerged, atol=1e-5, rtol=1e-5)
+    unmerge_lora(model)
+    model(ids).square().mean().backward()
+    assert model.head.lora_A.grad is not None and model.head.lora_B.grad.abs().max() > 0
 
 
 def test_training_moves_the_adapters_only_and_the_optimizer_holds_only_them():

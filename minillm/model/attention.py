@@ -143,7 +143,7 @@ def rotary_angles(position_ids: Tensor, head_dim: int, base: float = 10000.0) ->
     carries the rotation's minus sign on its first half (see `apply_rotary`).
     """
     pairs = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32)  # (D/2,)
-    theta = base ** (-pairs / head_dim)  # (D/2,) from 1 (fast turn) down to ~1/base (slow)
+    theta = base ** (-pairs / head_dim)  # (D/2,) from 1 (fast turn) down to base^(-(D-2)/D) (slow)
     angles = position_ids[:, None, :, None].float() * theta  # (B, 1, T, D/2)
     sin = angles.sin()
     return torch.cat([angles.cos()] * 2, dim=-1), torch.cat([-sin, sin], dim=-1)  # (B, 1, T, D) each
@@ -190,7 +190,7 @@ class KVCache:
 
     def __init__(self, n_layer: int, capacity: int = 0) -> None:
         self.capacity = capacity  # tokens the first buffers make room for (0: twice the first tokens)
-        self.keys: list[Tensor | None] = [None] * n_layer  # each (B, H, capacity, D); the first
+        self.keys: list[Tensor | None] = [None] * n_layer  # each (B, Hkv, capacity, D); the first
         self.values: list[Tensor | None] = [None] * n_layer  # filled[layer] positions are in use
         self.filled = [0] * n_layer
         self.key_mask: Tensor | None = None  # (B, T_past), True = real token; None = no padding at all
@@ -211,7 +211,10 @@ class KVCache:
         return self.key_mask
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Append this step's keys/values (B, H, T, D) of `layer`; return all of them (B, H, T_past+T, D)."""
+        """Append this step's keys/values (B, Hkv, T, D) of `layer`; return all of them (B, Hkv, T_past+T, D).
+
+        Hkv = n_kv_head: with grouped-query attention the cache holds fewer heads than the queries have.
+        """
         past, end = self.filled[layer], self.filled[layer] + k.shape[2]
         if self.keys[layer] is None or end > self.keys[layer].shape[2]:  # none yet, or full: a bigger buffer
             room = self.capacity if end <= self.capacity else 2 * end  # the capacity asked for, or twice the need
@@ -242,7 +245,7 @@ class KVCache:
             rows = rows.nonzero().squeeze(1)  # (b,) the indices of the True rows
         # index_select, not buffer[rows]: on a CPU it copies these buffers 3x faster than indexing does.
         for layer, buffer in enumerate(self.keys):
-            if buffer is not None:  # (B, H, capacity, D) -> (b, H, capacity, D)
+            if buffer is not None:  # (B, Hkv, capacity, D) -> (b, Hkv, capacity, D)
                 self.keys[layer] = buffer.index_select(0, rows)
                 self.values[layer] = self.values[layer].index_select(0, rows)
         if self.key_mask is not None:
@@ -250,7 +253,7 @@ class KVCache:
 
     @staticmethod
     def _grown(buffer: Tensor | None, like: Tensor, filled: int, capacity: int) -> Tensor:
-        """A (B, H, capacity, D) buffer holding the first `filled` positions of `buffer`."""
+        """A (B, Hkv, capacity, D) buffer holding the first `filled` positions of `buffer`."""
         B, H, _, D = like.shape
         grown = like.new_empty(B, H, capacity, D)
         if buffer is not None:
@@ -283,8 +286,8 @@ class MultiHeadAttention(nn.Module):
         self.use_sdpa = config.attention == "sdpa"
         self.dropout = config.dropout
         # How many heads of queries, keys and values qkv makes, each head_dim channels wide.
-        self.heads = [self.n_head, self.n_kv_head, self.n_kv_head]
-        self.qkv = nn.Linear(config.n_embd, sum(self.heads) * self.head_dim, bias=config.bias)
+        self.qkv_heads = [self.n_head, self.n_kv_head, self.n_kv_head]
+        self.qkv = nn.Linear(config.n_embd, sum(self.qkv_heads) * self.head_dim, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
 
     def split_heads(self, x: Tensor) -> Tensor:
@@ -301,7 +304,7 @@ class MultiHeadAttention(nn.Module):
         """
         B, T, C = x.shape
         heads = self.split_heads(self.qkv(x))  # (B, H + 2 * Hkv, T, D): every query, key and value head
-        q, k, v = heads.split(self.heads, dim=1)  # (B, H, T, D), (B, Hkv, T, D), (B, Hkv, T, D)
+        q, k, v = heads.split(self.qkv_heads, dim=1)  # (B, H, T, D), (B, Hkv, T, D), (B, Hkv, T, D)
         if rotary is not None:  # turn queries and keys by their positions' angles (before caching)
             q, k = apply_rotary(q, rotary), apply_rotary(k, rotary)
         if cache is not None:

@@ -8,7 +8,8 @@ Follow a batch through `Bert.hidden_states`:
 
     ids (B, T) -> token embedding + position embedding + segment embedding (sentence A or B)
       -> LayerNorm -> dropout (B, T, C)
-      -> n_layer encoder blocks with the padding mask (post-LN, as in BERT, by default)
+      -> n_layer encoder blocks with the padding mask (post-LN as in BERT: stage 1's MLMConfig
+         default; ModelConfig's own default, norm="pre", adds a final LayerNorm `ln_f`)
       -> (B, T, C)
 
 and the MLM head in `Bert.forward`:

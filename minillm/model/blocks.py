@@ -120,8 +120,11 @@ def output_table(config: ModelConfig) -> nn.Linear | None:
 
 
 def read_out(h: Tensor, tok_emb: nn.Embedding, table: nn.Linear | None) -> Tensor:
-    """Hidden states (..., C) -> logits (..., V): `table`, or the token table read backwards."""
-    return h @ (tok_emb.weight if table is None else table.weight).T
+    """Hidden states (..., C) -> logits (..., V): `table`, or the token table read backwards.
+
+    `table` is called, not its weight read: a LoRA adapter on the head (lora.py) lives in its forward.
+    """
+    return h @ tok_emb.weight.T if table is None else table(h)
 
 
 class Block(nn.Module):
@@ -152,9 +155,9 @@ class Block(nn.Module):
 def init_weights(model: nn.Module, n_layer: int) -> None:
     """GPT-2/BERT initialisation: weights ~ N(0, 0.02), biases 0, LayerNorm (1, 0), RMSNorm 1.
 
-    As in GPT-2, the projections that write into the residual stream (attn.proj, mlp.proj) are
-    scaled down by 1/sqrt(2 * n_layer): the stream sums 2 * n_layer of them, and this keeps its
-    variance at initialisation independent of depth.
+    As in GPT-2 (BERT did not do this; here both models do), the projections that write into the
+    residual stream (attn.proj, mlp.proj) are scaled down by 1/sqrt(2 * n_layer): the stream sums
+    2 * n_layer of them, and this keeps its variance at initialisation independent of depth.
     """
     for name, module in model.named_modules():
         if isinstance(module, (nn.Linear, nn.Embedding)):

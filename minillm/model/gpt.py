@@ -1,6 +1,6 @@
 """GPT: a decoder-only transformer that predicts the next token, and the sampling loop that writes text.
 
-Follow a batch of token ids through `GPT.hidden_states`:
+Follow a batch of token ids through `GPT.forward` (`hidden_states`, then `lm_head`):
 
     ids (B, T) --token embedding--> (B, T, C) + position embedding (B, T, C)
       (or, with config.position = "rope", no position vector: each attention turns its queries and keys)
@@ -90,7 +90,7 @@ class GPT(nn.Module):
         self.pos_emb = position_table(config)  # None with RoPE: positions turn queries and keys instead
         self.drop = make_dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer, causal=True) for layer in range(config.n_layer))
-        self.ln_f = make_norm(config)
+        self.ln_f = make_norm(config)  # pre-LN's final norm; with norm="post" a second one after the last block's
         self.head = output_table(config)  # None: the LM head is the token table (tied)
         init_weights(self, config.n_layer)
 
@@ -416,7 +416,8 @@ def _gpt2_ignored(key: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
-# Sampling: from the last position's logits to one token per row.
+# Generation's helpers: which rows share a prompt, and sampling from the last position's logits
+# one token per row.
 
 
 def distinct_prompts(ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor] | None:
@@ -491,7 +492,8 @@ def inverse_cdf_sample(probs: Tensor, generator: torch.Generator | None) -> Tens
     of probability p owns a stretch of length p, so it is hit with probability p; a filtered token
     (p = 0) owns none and is never hit. It needs one random number per row: `torch.multinomial`
     gives the same distribution but took ~40x as long on our 2-core CPU (batch 64, 1536 tokens).
-    u is drawn on the generator's device, so a CPU generator gives the same tokens on any device.
+    u is drawn on the generator's device, so a CPU generator draws the same u on any device (the
+    tokens match too, unless another device's rounding moves a cumulative probability across u).
     """
     cumulative = probs.cumsum(dim=-1)  # (B, V), rising to ~1 (float rounding may leave it a hair off)
     u = torch.rand(probs.shape[0], 1, generator=generator,

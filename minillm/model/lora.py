@@ -19,7 +19,8 @@ Which layers get adapters is chosen by name (`targets`): "qkv" adapts every atte
 every layer named "proj" (attention's output and the MLP's), "mlp.proj" only the MLP's.
 
 A low-rank update cannot teach a token the model has never read: the chat template's role tokens
-appear only in fine-tuning, and their embeddings are still the random ones of initialisation.
+appear only in fine-tuning, so pretraining never trained their rows of the token table as inputs
+(a tied head only pushed them down, as outputs that never came).
 `also_train` names modules that train in full beside the adapters ("tok_emb": the token table),
 as PEFT's `modules_to_save` does for the same reason.
 """
