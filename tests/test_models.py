@@ -190,21 +190,22 @@ def left_padded_batch():
     return ids, mask
 
 
+@pytest.mark.parametrize("attention", ["manual", "sdpa"])
+@pytest.mark.parametrize("chunks", [(1, 1, 1, 1, 1, 1), (2, 3, 1)])  # one token at a time, or several at once
 @pytest.mark.parametrize("position", ["learned", "rope"])
 @pytest.mark.parametrize("padded", [False, True])
-def test_cached_logits_equal_full_recompute_at_every_step(padded, position):
-    model = make(GPT, gpt_config(position=position))
+def test_cached_logits_equal_full_recompute_at_every_step(padded, position, chunks, attention):
+    model = make(GPT, gpt_config(position=position, attention=attention))
     ids, mask = left_padded_batch()
     mask = mask if padded else None
-    cont = ids_of(3, 6, seed=5)  # tokens fed one at a time after the prompt
+    cont = ids_of(3, 6, seed=5)  # tokens fed in `chunks` after the prompt
     full_ids = torch.cat([ids, cont], 1)
     full_mask = None if mask is None else torch.cat([mask, torch.ones(3, 6, dtype=torch.bool)], 1)
     full = model(full_ids, full_mask)  # (3, 11, V) all at once, no cache
     cache = KVCache(model.config.n_layer)
-    step_mask = None if mask is None else torch.ones(3, 1, dtype=torch.bool)
     got = [model(ids, mask, cache=cache)]
-    for t in range(6):
-        got.append(model(cont[:, t:t + 1], step_mask, cache=cache))
+    for chunk in cont.split(list(chunks), dim=1):  # (3, c): a chunk attends to the cache and causally within
+        got.append(model(chunk, None if mask is None else torch.ones_like(chunk, dtype=torch.bool), cache=cache))
     got = torch.cat(got, 1)
     real = full_mask if full_mask is not None else torch.ones(3, 11, dtype=torch.bool)
     torch.testing.assert_close(got[real], full[real], atol=1e-5, rtol=1e-5)
