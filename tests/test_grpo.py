@@ -106,6 +106,18 @@ def test_a_unanimous_group_has_zero_advantage_and_gives_zero_gradient():
     assert (logprobs.grad == 0).all()
 
 
+def test_a_unanimous_group_whose_float32_mean_is_off_by_a_rounding_still_has_zero_advantage():
+    """Eight verifiable rewards of 1.2 (right and exact) average to 1.2 - 1.2e-7 in float32; divided by
+    their std, just as tiny, that rounding would be an advantage of about 1e-3 on every answer."""
+    for value, G in itertools.product((1.2, 0.7, 0.1, -0.45), (6, 7, 8, 16)):
+        rewards = torch.tensor([[value] * G, [0.0] + [1.0] * (G - 1)])
+        assert zero_signal(rewards).tolist() == [True, False]
+        for baseline, scale in itertools.product(("mean", "leave_one_out"), (True, False)):
+            advantages = group_advantages(rewards, baseline, scale)
+            assert (advantages[0] == 0).all(), (value, G, baseline, scale)
+            assert (advantages[1] != 0).all()  # the group that differs keeps its signal
+
+
 def test_the_loss_pushes_up_the_tokens_of_a_better_answer_and_down_the_worse():
     logprobs = torch.zeros(2, 3, requires_grad=True)
     mask = torch.tensor([[True, True, False], [True, True, True]])

@@ -90,6 +90,11 @@ def test_parse_ranking_rejects_malformed_input(text):
         parse_ranking(text, 4)
 
 
+def test_a_digit_that_is_not_a_number_gets_the_rankings_own_message():
+    with pytest.raises(ValueError, match="use only the numbers 1 to 4"):  # not int()'s "invalid literal"
+        parse_ranking("2 1 4 3²", 4)
+
+
 def scripted(records, out_path, typed):
     stdin, stdout = io.StringIO(typed), io.StringIO()
     summary = annotate_loop(records, lambda r: [f"{r['prompt']} answer {i}" for i in range(4)], out_path,

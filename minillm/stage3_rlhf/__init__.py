@@ -6,7 +6,8 @@ Read in this order:
 - preferences.py: K answers sampled from the SFT model per prompt, ranked, stored as JSONL;
   comparing two policies by the gold judge;
 - annotate.py: the same rankings made by a person in the terminal (`minillm annotate`);
-- sequences.py: prompt + answer batches and their token log-probs (shared by PPO and DPO);
+- sequences.py: prompt + answer batches and their token log-probs (shared by the reward model, PPO,
+  DPO and GRPO);
 - reward_model.py: a GPT with a scalar head on the last real token plus the answer's likelihood under
   its own language-model head, the ranking loss, normalisation; best of n (the reward model
   picks one of n sampled answers: the yardstick RL is read against);

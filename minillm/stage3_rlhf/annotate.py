@@ -44,7 +44,7 @@ def parse_ranking(text: str, k: int) -> list[int | list[int]]:
     """'2 1 4 3' (1-based, best first) -> [1, 0, 3, 2] (0-based); '2 1=4 3' ties answers 1 and 4:
     -> [1, [0, 3], 2]. ValueError saying what is wrong."""
     places = [word.split("=") for word in text.replace(",", " ").split()]
-    if not all(n.isdigit() for place in places for n in place):
+    if not all(n.isdecimal() for place in places for n in place):  # "²" is a digit, but no number int() reads
         example = " ".join(map(str, range(1, k + 1)))
         raise ValueError(f"use only the numbers 1 to {k}, separated by spaces (= between answers that tie), "
                          f"e.g. {example}")

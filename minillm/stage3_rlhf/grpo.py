@@ -85,13 +85,17 @@ def group_advantages(rewards: Tensor, baseline: str = "mean", scale_by_std: bool
         advantages = rewards - others
     else:
         raise ConfigError(f"grpo.baseline={baseline!r} is unknown: expected mean or leave_one_out")
-    if scale_by_std:  # detail: divided by the group's (sample) std; + eps so a unanimous group stays at 0
+    if scale_by_std:  # detail: divided by the group's (sample) std; + eps against a std of 0
         advantages = advantages / (rewards.std(dim=1, keepdim=True) + 1e-4)
-    return advantages
+    # detail: a unanimous group gets exactly 0. In float32 its mean can miss the common reward by one
+    # rounding (eight rewards of 1.2 average to 1.2 - 1.2e-7), which the std division, by a std just
+    # as tiny, would blow up to about 1e-3 on every answer of the group.
+    return torch.where(zero_signal(rewards)[:, None], torch.zeros_like(advantages), advantages)
 
 
 def zero_signal(rewards: Tensor) -> Tensor:
-    """(P, G) -> (P,) bool: the groups whose answers all got the same reward (no gradient at all)."""
+    """(P, G) -> (P,) bool: the groups whose answers all got the same reward (advantage 0: only the KL
+    term, when there is one, moves their answers)."""
     return (rewards == rewards[:, :1]).all(dim=1)
 
 
@@ -115,9 +119,10 @@ def grpo_loss(
     ref_logprobs may be None when kl_coef is 0: there is no KL term then.
     """
     token_advantages = advantages[:, None].expand_as(logprobs)  # detail: every token shares its answer's advantage
-    # detail: token-level mean over all answer tokens of the batch (PPO's objective, reused), as Dr. GRPO
-    # and DAPO do. DeepSeekMath's GRPO averages within each answer first, so each token of a long
-    # answer counts less than one of a short answer: that pushes wrong answers to grow longer.
+    # detail: token-level mean over all answer tokens of the batch (PPO's objective, reused), as DAPO
+    # does; Dr. GRPO divides the tokens' sum by a constant instead (answers x the length limit), which
+    # also weighs every token alike. DeepSeekMath's GRPO averages within each answer first, so each token
+    # of a long answer counts less than one of a short answer: that pushes wrong answers to grow longer.
     pg_loss, stats = clipped_policy_loss(logprobs, old_logprobs, token_advantages, mask, clip_range)
     stats = {**stats, "pg_loss": pg_loss.item()}
     if ref_logprobs is None:

@@ -12,8 +12,9 @@ own samples (drawn with the same seed as every policy's, so each row faces the s
 Columns: win rate vs the SFT samples (± one standard error), pass@1 (the right answer is in the
 answer), exact match, the share of answers with a style flaw, the KL to the SFT model, and the
 seconds spent training. The KL of a sampled policy is estimated from its own answers,
-mean of log pi(y) - log pi_SFT(y); the greedy answer's is -log pi_SFT(y) (all its mass on one
-answer); best of n's is the bound log n - (n - 1) / n.
+mean of log pi(y) - log pi_SFT(y) at temperature 1 (a KL only when the answers were sampled at
+temperature 1, the default); the greedy answer's is -log pi_SFT(y) (all its mass on one answer);
+best of n's is the bound log n - (n - 1) / n.
 
 pass@k for k = 1 ... 64 of the SFT model and of each trained policy goes on one log-x chart
 (pass_at_k.png), and beside it each policy's gain over the SFT model with its standard error:
@@ -53,7 +54,8 @@ def policy_row(records: Sequence[dict], answers: Sequence[str], baseline: Sequen
 
 
 def sampled_kl(policy: GPT, sft: GPT, tokenizer: Any, records: Sequence[dict], answers: Sequence[str]) -> float:
-    """Monte Carlo KL(policy || SFT) in nats per answer, from answers the policy sampled."""
+    """Monte Carlo KL(policy || SFT) in nats per answer, from answers the policy sampled at temperature 1
+    (both log-probs are read at temperature 1: answers drawn at another temperature give no KL)."""
     prompts = [r["prompt"] for r in records]
     gap = answers_logprob(policy, tokenizer, prompts, answers) - answers_logprob(sft, tokenizer, prompts, answers)
     return gap.mean().item()
