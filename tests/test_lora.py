@@ -102,6 +102,16 @@ def test_an_adapter_on_an_untied_lm_head_changes_the_logits_and_trains(cls):
     assert model.head.lora_A.grad is not None and model.head.lora_B.grad.abs().max() > 0
 
 
+def test_muon_with_adapters_on_the_head_only_names_the_setting_to_change():
+    """Muon updates the blocks' matrices: with none trainable it has nothing to hold, and torch's own
+    error ("optimizer got an empty parameter list") would not say why."""
+    model = make(GPT, gpt_config(tie_embeddings=False))
+    add_lora(model, rank=2, alpha=4.0, dropout=0.0, targets="head")
+    with pytest.raises(ConfigError, match="optimizer=muon: no trainable weight matrix .* use optimizer=adamw"):
+        make_optimizer(model, TrainConfig(optimizer="muon"))
+    assert make_optimizer(model, TrainConfig(optimizer="adamw"))  # AdamW takes the head's adapters
+
+
 def test_training_moves_the_adapters_only_and_the_optimizer_holds_only_them():
     base, model = adapted()
     model.train()

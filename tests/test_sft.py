@@ -47,7 +47,9 @@ from minillm.stage2_sft.template import ChatExample, encode_example, encode_prom
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
 from minillm.train.distributed import DistContext
-from minillm.train.loop import micro_batches
+from minillm.train.loop import micro_batches, train_step
+from minillm.train.optim import make_optimizer
+from minillm.train.precision import make_grad_scaler
 
 torch.set_num_threads(2)
 
@@ -251,6 +253,25 @@ def test_accumulated_sft_steps_equal_one_big_batch_though_rows_hold_unequal_targ
         return GPT(ModelConfig(vocab_size=30, block_size=40, n_layer=1, n_head=2, n_embd=16, dropout=0.0))
 
     assert_accumulation_changes_nothing(model, batch, sft_loss, count_targets if weighted else None)
+
+
+def test_an_sft_steps_logged_numbers_do_not_depend_on_gradient_accumulation() -> None:
+    """The loop averages loss_fn's extras as it averages the loss, so an extra must be a mean: a count of
+    targets, which sft_loss used to log, came out 16, 10 or 7 for this batch's 16 targets with 1, 2 or 4
+    micro-batches."""
+    examples = [ChatExample(ids=list(range(3, 9 + n)), loss_mask=[False] * 6 + [True] * n, prompt_tokens_dropped=0)
+                for n in (2, 2, 2, 10)]  # unequal rows: micro-batches of 4, 12, or 2, 2, 2, 10 targets
+    batch = collate(examples, pad_id=0)
+    logged = []
+    for accumulation in (1, 2, 4):
+        torch.manual_seed(0)
+        model = GPT(ModelConfig(vocab_size=30, block_size=16, n_layer=1, n_head=2, n_embd=16, dropout=0.0))
+        cfg = TrainConfig(batch_size=4, grad_accum_steps=accumulation)
+        logged.append(train_step(model, model, batch, sft_loss, make_optimizer(model, cfg),
+                                 make_grad_scaler(torch.device("cpu"), "float32"), cfg, DistContext(),
+                                 torch.device("cpu"), step=1, count_terms=count_targets))
+    for metrics in logged[1:]:
+        assert metrics.keys() == logged[0].keys() and metrics == pytest.approx(logged[0], rel=1e-5)
 
 
 def test_pretrain_mix_without_a_corpus_is_refused(tokenizer, tmp_path) -> None:

@@ -96,7 +96,8 @@ def test_too_long_response_is_skipped_and_counted(tok: CharTokenizer) -> None:
     assert stats.skipped_ids == ["c"]
     assert stats.prompt_tokens_dropped == len(" " + records[1]["prompt"].strip()) - (16 - 4 - 6)
     assert all(len(e.ids) <= 16 and e.ids[-1] == tok.eos_id for e in examples)
-    assert stats.summary().endswith("1 skipped because the response alone exceeds the context (ids c)")
+    assert stats.summary().endswith(
+        "1 skipped because the response leaves no room for a prompt in the context (ids c)")
 
 
 def test_prompt_for_generation_truncates_to_fit(tok: CharTokenizer) -> None:

@@ -412,10 +412,11 @@ def generate_instruction_suite(seed: int = 0, world: World | None = None, n_trai
 
 
 def normalize_answer(text: str) -> str:
-    """Lower case, punctuation removed, leading article dropped, spaces collapsed.
+    """Lower case, punctuation removed (apostrophes and hyphens kept), leading article dropped, spaces collapsed.
 
     'The Mell.' -> 'mell'; '  the red Foxes! ' -> 'red foxes'. Dropping the leading article lets the
-    terse 'Mell' count as correct; it is the only leniency.
+    terse 'Mell' count as correct; it is the only leniency. Apostrophes and hyphens stay, so that
+    "don't" and "well-known" stay one word: "'Mell'" in single quotes normalises to "'mell'".
     """
     words = re.sub(r"[^\w\s'-]", " ", text.lower()).split()
     if words and words[0] in ("the", "a", "an"):

@@ -80,7 +80,7 @@ def count_targets(batch: dict[str, Tensor]) -> int:
 
 def sft_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
     """Mean cross-entropy over the tokens the loss mask marks: response tokens (and `<eos>`), and every
-    token of a replayed pretraining window (`replay_examples`); prompt and pads cost nothing."""
+    token after the first of a replayed pretraining window (`replay_examples`); prompt and pads cost nothing."""
     ids = batch["ids"]  # (B, T)
     counts = target_positions(batch)  # (B, T-1)
     # Logits only where they are needed: at the positions that predict a response token. No attention
@@ -89,7 +89,7 @@ def sft_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[s
     targets = ids[:, 1:][counts]  # (N,) the same positions' next tokens, in the same order
     n_targets = max(targets.numel(), 1)
     loss = F.cross_entropy(logits, targets, reduction="sum") / n_targets
-    return loss, {"response_tokens": float(targets.numel())}
+    return loss, {}
 
 
 def length_buckets(examples: list[ChatExample], bucket_size: int) -> list[list[ChatExample]]:
@@ -103,7 +103,8 @@ def length_buckets(examples: list[ChatExample], bucket_size: int) -> list[list[C
 
 
 def replay_examples(tokenizer: Any, docs: Sequence[str], length: int) -> list[ChatExample]:
-    """Pretraining text as SFT examples whose every token is a target: windows of the packed corpus.
+    """Pretraining text as SFT examples whose every token after the first is a target (the first has
+    nothing before it to be predicted from): windows of the packed corpus.
 
     Mixed into SFT batches ("replay", `SFTConfig.pretrain_mix`), they keep the next-token loss of
     stage 1 alive while the model learns to answer, so fine-tuning does not overwrite the facts that
@@ -140,6 +141,7 @@ def make_get_batch(
 
 def _split_records(records: list[dict]) -> dict[str, list[dict]]:
     """Training and validation records; a record without a "split" field counts as training data.
+    Without test_seen records, the validation loss is measured on the training records.
 
     Each record is checked as `read_jsonl` checks a file's lines: a list built in Python has not
     been, and a record without a "response" would otherwise stop the template with a bare KeyError.

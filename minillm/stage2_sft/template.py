@@ -23,9 +23,10 @@ write questions (and spend capacity on the user's phrasing). `loss_mask[t]` is T
 is a *target*, so the prediction made at position t-1 is scored.
 
 Examples longer than the context window lose prompt tokens from the left (the end of a prompt,
-where the actual request usually sits, is kept) and are counted; an example whose response alone
-does not fit is skipped and counted, never cut silently, because a response without its `<eos>`
-would teach the model to ramble past the window.
+where the actual request usually sits, is kept) and are counted; an example whose response (with
+`<eos>`) leaves no room for the three framing tokens and one prompt token is skipped and counted,
+never cut silently, because a response without its `<eos>` would teach the model to ramble past
+the window.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class TemplateStats:
     encoded: int = 0
     truncated: int = 0  # examples whose prompt lost tokens from the left
     prompt_tokens_dropped: int = 0
-    skipped: int = 0  # examples whose response (with <eos>) did not fit at all
+    skipped: int = 0  # examples whose response (with <eos>) left no room for one prompt token
     skipped_ids: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -64,7 +65,8 @@ class TemplateStats:
         named = ", ".join(self.skipped_ids[:5]) + (", ..." if len(self.skipped_ids) > 5 else "")
         return (f"{self.encoded} examples encoded, {self.truncated} with a truncated prompt "
                 f"({self.prompt_tokens_dropped} prompt tokens dropped), {self.skipped} skipped "
-                f"because the response alone exceeds the context" + (f" (ids {named})" if named else ""))
+                f"because the response leaves no room for a prompt in the context"
+                + (f" (ids {named})" if named else ""))
 
 
 def _text_ids(tokenizer: Any, text: str) -> list[int]:
@@ -101,7 +103,8 @@ def check_room_for_prompt(block_size: int, max_new_tokens: int, setting: str) ->
 def encode_example(
     tokenizer: Any, prompt: str, response: str, max_len: int, train_on_prompt: bool = False
 ) -> ChatExample | None:
-    """The full template with its loss mask, or None if the response with `<eos>` cannot fit.
+    """The full template with its loss mask, or None if the response with `<eos>` leaves no room for
+    the framing tokens and one prompt token.
 
     `max_len` is the context length (the model's block_size). The response is never cut.
     `train_on_prompt` (an experiment, off by default) makes every token after `<bos>` a target.

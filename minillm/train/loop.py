@@ -334,7 +334,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     get_batch(split, generator) -> dict of tensors with cfg.batch_size rows ("train" or "val"),
         drawn with the given generator only.
     loss_fn(model, batch) -> (scalar loss, dict of extra floats to log); it must call model(...)
-        (forward) so that DDP sees the pass.
+        (forward) so that DDP sees the pass. Each extra is averaged as the loss is (micro-batches by
+        their weights, then ranks), so it must be a mean, such as an accuracy, never a count.
     evaluate(model) -> dict of floats, called every cfg.eval_every steps next to the validation loss.
     count_terms(batch) -> how many terms loss_fn averages over in `batch`, for a loss whose batches
         hold unequal counts (a masked loss): micro-batches are then weighted by it (micro_batch_weights).

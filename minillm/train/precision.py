@@ -1,9 +1,10 @@
 """Mixed precision: run the big matrix products in 16-bit floats, keep the weights in 32-bit.
 
 `torch.autocast` runs each operation in the precision that suits it: matrix multiplications in
-bfloat16 or float16 (half the memory traffic, and much faster on GPUs with tensor cores),
-reductions such as softmax and the loss in float32. The parameters and the optimizer state stay
-in float32, so small updates are not rounded away.
+bfloat16 or float16 (half the memory traffic, and much faster on GPUs with tensor cores), the
+loss in float32 (on CUDA also softmax and layer norm; torch's CPU autocast leaves those in the
+16-bit type). The parameters and the optimizer state stay in float32, so small updates are not
+rounded away.
 
 - **bfloat16** keeps float32's exponent range (it just has fewer mantissa bits), so gradients
   neither overflow nor underflow: autocast alone is enough.
