@@ -87,21 +87,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def mps_available() -> bool:
+    """Whether this torch has Apple's MPS backend and this machine can use it."""
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def resolve_device(device: str) -> torch.device:
     """Turn 'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' into a torch.device, checking it exists."""
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     if device.startswith("cuda") and device != "cuda" and not (device[4:5] == ":" and device[5:].isdigit()):
         raise ConfigError(f"device={device!r}: expected cuda or cuda:N, with N a device number from 0 (cuda:0)")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r}: CUDA is not available here; use --device cpu or auto")
-    if device == "mps" and not (
-        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    ):
+    if device == "mps" and not mps_available():
         raise ConfigError("device='mps': Apple's MPS backend is not available here; use --device cpu or auto")
     if device != "cpu" and not device.startswith("cuda") and device != "mps":
         raise ConfigError(f"device={device!r}: expected one of auto, cpu, cuda, cuda:N, mps")

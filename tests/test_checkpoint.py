@@ -309,3 +309,15 @@ def test_cuda_rng_states_are_saved_and_restored_once_cuda_is_in_use(monkeypatch,
     assert ("cuda" in state) == initialized
     restore_rng_state(state)
     assert restored == ([device_states] if initialized else [])
+
+
+def test_the_mps_rng_state_is_saved_and_restored_where_mps_exists(monkeypatch):
+    """torch.mps faked, as torch.cuda is above: on an Apple GPU dropout draws from the MPS generator."""
+    mps_state, restored = torch.tensor([7, 8, 9], dtype=torch.uint8), []
+    monkeypatch.setattr("minillm.train.rng.mps_available", lambda: True)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda: mps_state)
+    monkeypatch.setattr(torch.mps, "set_rng_state", restored.append)
+    state = capture_rng_state()
+    assert torch.equal(state["mps"], mps_state)
+    restore_rng_state(state)
+    assert restored == [mps_state]

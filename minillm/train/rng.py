@@ -2,7 +2,7 @@
 
 A training run draws random numbers from several independent generators: Python's `random`,
 NumPy's global generator, torch's CPU generator (dropout, sampling), one generator per CUDA
-device, and the loop's own data generator (which rows go in the next batch). Saving the model
+device (or Apple's MPS one), and the loop's own data generator (which rows go in the next batch). Saving the model
 and optimizer alone is not enough to continue where a run stopped: after a resume, dropout
 would drop different units and the batches would come in another order, so the loss curve
 would drift away from the one of an uninterrupted run.
@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from minillm.utils import mps_available
+
 
 def capture_rng_state() -> dict[str, Any]:
     """The state of every global generator of this process, as checkpoint-safe values."""
@@ -32,6 +34,8 @@ def capture_rng_state() -> dict[str, Any]:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if mps_available():  # dropout on an Apple GPU draws from this one
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -45,3 +49,5 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and mps_available():
+        torch.mps.set_rng_state(state["mps"])
