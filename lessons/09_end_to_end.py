@@ -5,7 +5,7 @@
 # the same functions `minillm pipeline` uses (`minillm.pipeline.run_step`), and then ask the model
 # of every stage the same requests, of three kinds:
 #
-# 1. a question about a world fact whose answer the SFT data never contained (only the corpus did),
+# 1. a question about a world fact that the SFT data never stated (only the corpus did),
 # 2. a seen task phrased in a way SFT never trained on,
 # 3. a request from a task family SFT never saw at all.
 #

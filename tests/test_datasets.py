@@ -32,6 +32,7 @@ from minillm.datasets import (
 from minillm.datasets.instructions import FACT_PHRASINGS, HELDOUT_PHRASING, PHRASINGS, seen_entities
 from minillm.datasets.world import NOUN_PLURALS, TOY_ENGLISH, VERB_PAST
 from minillm.errors import ConfigError, DataError
+from minillm.stage3_rlhf.online_rl import rl_records
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 WORLD = build_world(0)
@@ -87,6 +88,14 @@ def test_corpus_is_deterministic_and_seed_dependent():
 
 def test_shipped_corpus_is_the_generator_output(corpus):
     assert read_corpus(DATA / "corpus.txt") == corpus
+
+
+def test_shipped_files_are_the_generators_bytes(tmp_path, corpus, suite):
+    """Byte for byte, as data/README.md says (reading back would forgive a trailing space or a key order)."""
+    write_corpus(tmp_path / "corpus.txt", corpus)
+    write_jsonl(tmp_path / "instructions.jsonl", suite)
+    for name in ("corpus.txt", "instructions.jsonl"):
+        assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
 
 
 def test_flash_flood_sentence_has_many_plausible_spans(corpus):
@@ -249,6 +258,51 @@ def test_splits_are_disjoint_and_held_out_parts_never_trained(suite):
     assert all(r["phrasing"] == HELDOUT_PHRASING for r in by_split(suite, "test_heldout_phrasing"))
 
 
+def test_no_test_prompt_is_a_training_prompt_up_to_case_spaces_and_punctuation(suite):
+    train_prompts = {normalize_answer(r["prompt"]) for r in by_split(suite, "train")}
+    assert not [r["id"] for r in suite if r["split"] != "train" and normalize_answer(r["prompt"]) in train_prompts]
+
+
+def test_training_never_asks_the_held_out_families_operations(suite):
+    """No training record asks about a pet (pet_fact) or for the last item of a list (last_item)."""
+    train = by_split(suite, "train")
+    pet_questions = [re.escape(t).replace(re.escape("{x}"), ".+") for t in FACT_PHRASINGS["pet"]]
+    assert not [r["id"] for r in train if re.search(r"\b(pet|animal|last)\b", r["prompt"], flags=re.I)
+                or any(re.fullmatch(q, r["prompt"], flags=re.S) for q in pet_questions)]
+
+
+def test_every_held_out_fact_is_stated_in_the_corpus_training_split(corpus):
+    """The facts of test_world_fact (unseen towns and people) and of pet_fact (everyone) are in the
+    documents stage 1 trains on, not only in its validation documents: dozens of sentences each."""
+    train_docs, _ = split_documents(corpus)  # the pipeline's split: val_fraction 0.05, seed 0
+    sentences: dict[str, set[int]] = {}  # word -> the sentences that hold it
+    for i, sentence in enumerate(s for doc in train_docs for s in re.split(r"(?<=\.) ", doc)):
+        for word in set(re.findall(r"\w+", sentence)):
+            sentences.setdefault(word, set()).add(i)
+
+    def together(a: str, b: str) -> int:  # sentences naming both
+        return len(sentences.get(a, set()) & sentences.get(b.removeprefix("the ").split()[0], set()))
+
+    seen = seen_entities(WORLD)
+    facts = ([(t.name, t.river) for t in WORLD.towns if t not in seen.towns]
+             + [(t.name, t.region) for t in WORLD.towns if t not in seen.towns]
+             + [(p.name, p.home) for p in WORLD.people if p not in seen.people]
+             + [(p.name, p.job) for p in WORLD.people if p not in seen.people]
+             + [(p.name, p.pet) for p in WORLD.people])
+    assert len(facts) == 2 * 16 + 2 * 19 + 48
+    assert min(together(a, b) for a, b in facts) >= 20, sorted((together(a, b), a, b) for a, b in facts)[:3]
+
+
+def test_rl_trains_on_training_prompts_and_is_judged_on_prompts_no_stage_trained_on(suite):
+    """PPO and GRPO roll out on the training prompts (as the reward model's rankings and DPO's pairs
+    are drawn from them); every policy is compared on held-out records, none of them a training prompt."""
+    prompts, heldout = rl_records(suite, 200, "PPO")
+    assert len(prompts) == len(by_split(suite, "train")) and len(heldout) == 200
+    assert all(r["split"] != "train" for r in heldout)
+    assert not {r["prompt"] for r in prompts} & {r["prompt"] for r in heldout}
+    assert {r["split"] for r in heldout} == set(SPLITS[1:])  # every test split has a say
+
+
 def _template_index(r: dict) -> int:
     """Which wording of its family a prompt uses, found by matching the prompt against each template."""
     tables = [PHRASINGS[r["family"]]] if r["family"] in PHRASINGS else FACT_PHRASINGS.values()
@@ -341,6 +395,13 @@ def test_judge():
     assert not contains_answer("", "") and not contains_answer("...", "The")
 
 
+def test_a_reference_that_normalises_to_nothing_matches_no_answer():
+    # a user's record with an empty response has an empty reference: a blank answer is not right
+    assert not is_correct("", "") and not is_correct("...", "The.") and not is_correct("The", "")
+    assert not contains_answer("", "")
+    assert is_correct("3", "3.")
+
+
 def test_the_judge_forgives_a_leading_article_and_no_other():
     assert normalize_answer("The dog sees a cat under the bridge.") == "dog sees a cat under the bridge"
     # an article inside the answer is part of it: "the child" is not "a child"
@@ -401,6 +462,18 @@ def test_read_jsonl_stops_at_bad_line_with_its_number(tmp_path, line, message):
     path.write_text(f"{good}\n{line}\n{good}\n", encoding="utf-8")
     with pytest.raises(DataError, match=re.escape(message)):
         read_jsonl(path)
+
+
+def test_a_line_nested_too_deeply_for_json_is_one_bad_line_with_its_number(tmp_path):
+    good = json.dumps({"prompt": "p", "response": "r"})
+    path = tmp_path / "deep.jsonl"
+    path.write_text(f"{good}\n{'[' * 100_000}{']' * 100_000}\n{good}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"deep.jsonl, line 2: JSON nested too deeply"):
+        read_jsonl(path)
+    skipped: list[tuple[int, str]] = []
+    with pytest.warns(UserWarning, match="line 2: JSON nested too deeply"):
+        assert len(read_jsonl(path, on_error="skip", skipped=skipped)) == 2
+    assert [n for n, _ in skipped] == [2]
 
 
 def test_read_jsonl_skip_reports_every_skipped_line(tmp_path):

@@ -2,6 +2,7 @@
 
 - `world.py`: the world's places, people and toy language, built from a seed;
 - `corpus.py`: the pretraining documents (weather bulletins, profiles, stories, language notes);
+- `vocabulary.py`: the everyday word lists that give the corpus breadth;
 - `instructions.py`: the instruction-tuning records, their splits and the answer judge;
 - `jsonl.py`: reading JSON Lines with line-numbered errors.
 

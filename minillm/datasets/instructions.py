@@ -5,16 +5,18 @@ Stage 2 teaches the pretrained GPT to answer requests. Its claim is that instruc
 record in one of five splits:
 
 - `train`: what SFT learns from;
-- `test_seen`: new examples of trained families, worded with trained phrasings;
+- `test_seen`: new examples of trained families, worded with trained phrasings (for `world_fact`:
+  a trained fact, in a trained phrasing that training never paired with it);
 - `test_heldout_phrasing`: new examples of trained families, worded with a phrasing never trained
-  on (the last of each family's nine phrasings);
+  on (the last of each family's nine phrasings; for `world_fact`: a trained fact, worded anew);
 - `test_heldout_family`: whole families never trained on: `last_item` (its operation resembles the
   trained `first_item`, and the corpus's stories say "the first item was ... and the last was ...")
   and `pet_fact` (a question about people's pets: the facts are in the corpus, the relation is never
   asked in training, but answering questions about the world is);
 - `test_world_fact`: questions about towns and people that appear in *no* training record at all.
-  Their facts are stated only in the pretraining corpus, so a model trained by SFT from scratch
-  cannot know them; one fine-tuned from the pretrained GPT can, if pretraining stored them.
+  Their facts are stated only in the pretraining corpus: a model fine-tuned from the pretrained GPT
+  can answer them if pretraining stored them, while SFT from scratch reads them only in the corpus
+  text that SFT replays (`sft.pretrain_mix`; in the tiny preset about a tenth of one pass over it).
 
 The families (each a small, exactly checkable operation a tiny word-level model can learn; no
 letter-level tasks, since BPE tokens hide the letters):
@@ -29,7 +31,8 @@ letter-level tasks, since BPE tokens hide the letters):
     last_item    "pears, salt, figs" -> "figs"                        (held-out family)
     pet_fact     "What pet does Mira keep?" -> "A cat."               (held-out family)
 
-Training responses vary in style on purpose, as real demonstrations do: 60% `ideal`, and `terse`
+Training responses vary in style on purpose, as real demonstrations do: 60% `ideal` (63% in the end: a
+`terse` draw with nothing to strip, or a `wrong` one that still holds the answer, stays ideal), and `terse`
 (the bare answer), `padded` (a chatty sign-off, sometimes an opener too), `impolite` (a rude
 sign-off, sometimes a rude opener) and a few `wrong`. The `reference` is always the ideal, correct
 answer; test records have ideal responses. Stage 3 then has something to improve: its annotator
@@ -96,7 +99,7 @@ SEEN_FRACTION = 0.6  # share of towns whose facts (and residents) may appear in 
 # Phrasings: how each family's instruction is worded. {x} is the example's input. Eight varied
 # wordings per trained family teach the model that the wording changes and the key word does not;
 # the last one (index HELDOUT_PHRASING) is held out. A held-out phrasing keeps the family's key
-# word ("plural", "count", "Kelish") in a new sentence around it.
+# word ("plural", "headline", "Kelish") in a new sentence around it.
 
 PHRASINGS: dict[str, tuple[str, ...]] = {
     "headline": ("Write a headline for this bulletin: {x}",
@@ -380,8 +383,10 @@ def generate_instruction_suite(seed: int = 0, world: World | None = None, n_trai
                                n_test: int = 150) -> list[dict]:
     """All records of the suite, in a shuffled order (so the first N of a split mix the families).
 
-    `n_train` training and `n_test` records per split for each non-fact family; fact families have
-    as many as the world's entities allow. The world defaults to `build_world(0)`, the corpus's.
+    `n_train` training and `n_test` records per split for each non-fact family. `world_fact` has as
+    many as the seen facts allow (FACT_TRAIN_PHRASINGS per fact in train, one each in test_seen and
+    test_heldout_phrasing); test_world_fact and `pet_fact` draw `n_test` of their questions. The
+    world defaults to `build_world(0)`, the corpus's.
 
     Why 1800: more *different* examples generalise better than the same ones seen more often. In
     800 SFT steps (about 2 passes over the training records; 4.7 with 750 per family), held-out
@@ -415,8 +420,10 @@ def normalize_answer(text: str) -> str:
     """Lower case, punctuation removed (apostrophes and hyphens kept), leading article dropped, spaces collapsed.
 
     'The Mell.' -> 'mell'; '  the red Foxes! ' -> 'red foxes'. Dropping the leading article lets the
-    terse 'Mell' count as correct; it is the only leniency. Apostrophes and hyphens stay, so that
-    "don't" and "well-known" stay one word: "'Mell'" in single quotes normalises to "'mell'".
+    terse 'Mell' count as correct; it is the only leniency, though it also forgives one leading
+    article for another ('A smith walked home.' for 'The smith walked home.'). Apostrophes and
+    hyphens stay, so that "don't" and "well-known" stay one word: "'Mell'" in single quotes
+    normalises to "'mell'".
     """
     words = re.sub(r"[^\w\s'-]", " ", text.lower()).split()
     if words and words[0] in ("the", "a", "an"):
@@ -428,13 +435,19 @@ def is_correct(answer: str, reference: str) -> bool:
     """Exact match after normalisation: the score stage 2 reports and stage 3's gold judge builds on.
 
     A padded answer ("Sure! The Mell. I hope this helps!") is *not* exactly correct; use
-    `contains_answer` to ask whether the right answer is in there at all.
+    `contains_answer` to ask whether the right answer is in there at all. A reference that normalises
+    to nothing ("", "The.") matches no answer, as in `contains_answer`: a blank answer is never right.
     """
-    return normalize_answer(answer) == normalize_answer(reference)
+    ref = normalize_answer(reference)
+    return bool(ref) and normalize_answer(answer) == ref
 
 
 def contains_answer(answer: str, reference: str) -> bool:
-    """Whether the normalised reference appears as whole words inside the normalised answer."""
+    """Whether the normalised reference appears as whole words inside the normalised answer.
+
+    The reference's leading article is dropped, so another determiner before the rest passes too:
+    'these red foxes' contains 'the red foxes'.
+    """
     ref = normalize_answer(reference)
     return bool(ref) and f" {ref} " in f" {normalize_answer(answer)} "
 

@@ -51,10 +51,13 @@ def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_erro
             if not isinstance(obj, dict):
                 raise ValueError(f"expected a JSON object {{...}}, got {type(obj).__name__}")
             records.append(check(obj))
-        except ValueError as e:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors too
+        # UnicodeDecodeError and json.JSONDecodeError are ValueErrors too; json raises RecursionError
+        # for a line of brackets nested about a thousand deep
+        except (ValueError, RecursionError) as e:
             reason = (f"not UTF-8 text (byte {e.start} of the line): convert it to UTF-8"
                       if isinstance(e, UnicodeDecodeError)
-                      else f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e))
+                      else f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError)
+                      else "JSON nested too deeply to read" if isinstance(e, RecursionError) else str(e))
             if raw.strip() in (b"{", b"["):  # how a pretty-printed JSON file (json.dump with indent) begins
                 reason += ("; the file looks like one JSON document spread over lines, and JSONL needs one whole "
                            "object per line")

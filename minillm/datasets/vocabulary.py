@@ -4,8 +4,8 @@ The facts of `world.py` are few on purpose (so they can be memorised); the prose
 not be. A corpus of a few hundred distinct words would teach a model little syntax, and a BPE
 tokenizer with a vocabulary of 2048 would run out of pairs to merge (every word would already be
 one token). These lists feed the nature notes, chronicles, market reports and story events of
-`corpus.py`: well over a thousand distinct words in sentences that make sense. None of them is a
-fact that stage 2 asks about.
+`corpus.py`: 406 distinct words of their own, in sentences that make sense (the shipped corpus has
+1,119 distinct words in all). None of them is a fact that stage 2 asks about.
 """
 
 from __future__ import annotations
