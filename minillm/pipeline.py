@@ -737,8 +737,9 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
 
 
 def table_row(cells: list[Any]) -> str:
-    """One markdown table row; a "|" or a newline inside a cell would break the table."""
-    return "| " + " | ".join(str(c).replace("|", "/").replace("\n", " ") for c in cells) + " |"
+    """One markdown table row; a "|" or a line break inside a cell would break the table (a model's answer
+    may hold any of the characters `str.splitlines` breaks at: "\r", "\x0c", "\u2028", ...)."""
+    return "| " + " | ".join(" ".join(str(c).replace("|", "/").splitlines()) for c in cells) + " |"
 
 
 def quote(text: str) -> str:

@@ -277,6 +277,8 @@ def test_the_report_says_how_far_chance_moves_each_exact_match():
 def test_quote_keeps_every_line_of_a_sample_inside_the_quote():
     assert quote("one\ntwo") == "> one\n> two" and quote("") == "> "
     assert table_row(["a|b", "c\nd"]) == "| a/b | c d |"
+    for line_break in ("\r", "\r\n", "\x0b", "\x0c", "\x1e", "\x85", "\u2028"):  # a tiny model's answer may hold any
+        assert table_row([f"x{line_break}y"]) == "| x y |", repr(line_break)
 
 
 def test_ctrl_c_at_a_random_moment_then_the_same_command_ends_with_the_same_report(journey, tmp_path):
