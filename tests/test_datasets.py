@@ -125,6 +125,23 @@ def test_every_fact_is_stated_many_times(corpus):
     assert len(claims) > 300 and all(jobs[name] == job for name, job in claims)
 
 
+def test_no_sentence_puts_a_town_on_another_river_or_in_another_region(corpus):
+    """A sentence naming one town and one river (or region) never pairs them wrongly: "she walked along
+    the Mell until she reached Dorvik" would place Dorvik on the Mell."""
+    river_of = {t.name: t.river.removeprefix("the ") for t in WORLD.towns}
+    region_of = {t.name: t.region.split()[1] for t in WORLD.towns}
+    rivers, regions = set(river_of.values()), set(region_of.values())
+    wrong = []
+    for sentence in (s for doc in corpus for s in re.split(r"(?<=\.) ", doc)):
+        words = set(re.findall(r"\w+", sentence))
+        towns = words & river_of.keys()
+        if len(towns) == 1:
+            town = towns.pop()
+            wrong += [sentence for place, places in ((river_of[town], rivers), (region_of[town], regions))
+                      if len(words & places) == 1 and place not in words]
+    assert not wrong, (len(wrong), wrong[:3])
+
+
 def test_corpus_files_round_trip(tmp_path):
     docs = ["First document.\nIts second line.", "Second document.", "Third."]
     write_corpus(tmp_path / "c.txt", docs)
@@ -261,6 +278,14 @@ def test_splits_are_disjoint_and_held_out_parts_never_trained(suite):
 def test_no_test_prompt_is_a_training_prompt_up_to_case_spaces_and_punctuation(suite):
     train_prompts = {normalize_answer(r["prompt"]) for r in by_split(suite, "train")}
     assert not [r["id"] for r in suite if r["split"] != "train" and normalize_answer(r["prompt"]) in train_prompts]
+
+
+def test_no_test_headline_is_a_training_headline(suite):
+    """A headline is all that matters in its bulletin (town, hazard, span): a test bulletin with a trained
+    headline would be a trained example in other words."""
+    trained = {r["reference"] for r in by_split(suite, "train") if r["family"] == "headline"}
+    tests = [r for r in suite if r["family"] == "headline" and r["split"] != "train"]
+    assert len(tests) == 300 and not [r["id"] for r in tests if r["reference"] in trained]
 
 
 def test_training_never_asks_the_held_out_families_operations(suite):

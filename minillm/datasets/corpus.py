@@ -324,7 +324,8 @@ def story_document(rng: random.Random, world: World, hero: Person) -> str:
     ))
     goods = rng.sample(MARKET_GOODS, rng.randrange(3, 6))
     events = [
-        f"{capitalize(pro)} walked along {town.river} until {pro} reached {friend.home}.",
+        # the river of the town reached, so that the sentence says where that town lies, and truly
+        f"{capitalize(pro)} walked along {world.town(friend.home).river} until {pro} reached {friend.home}.",
         f"At the market, {pro} bought {rng.choice(NUMBER_WORDS)} {rng.choice(list(NOUN_PLURALS.values()))}.",
         f"On the road, {pro} saw {rng.choice(NUMBER_WORDS)} {rng.choice(ADJECTIVES)} "
         f"{rng.choice(list(NOUN_PLURALS.values()))} and {random_noun_phrase(rng).singular}.",
