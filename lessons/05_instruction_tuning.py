@@ -142,8 +142,8 @@ step4_side_by_side(sft_dir)
 # %% [markdown]
 # ## Try this
 # Figures below were measured at 86476a2, whose preset run gave 0.92 / 0.82 / 0.80 (seen / new
-# wordings / world facts), unless another commit is named. The run step 3 shows gives 0.92 / 0.83 /
-# 0.77: another draw of the same preset (30 world-fact questions: a standard error of 0.08).
+# wordings / world facts), unless another commit is named. The run step 3 shows gives 0.93 / 0.81 /
+# 0.70: another draw of the preset and of the data (30 world-fact questions: a standard error of 0.08).
 # 1. Train on the prompt too: `--set sft.train_on_prompt=true` makes every token after <bos> a
 #    target. At the same number of steps the answers get worse: part of the model's effort now goes
 #    into predicting the questions, which vary far more than the answers.
