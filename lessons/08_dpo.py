@@ -162,7 +162,7 @@ def step3_table(dpo: dict, best: dict) -> None:
     print(f"  stays within {best_of_n_kl(n):.2f} nats of the SFT model (log n - (n-1)/n{ppo_kl}). It needs the")
     print("  reward model at answer time, on every prompt; a trained policy answers alone, from what it")
     print("  learnt on other prompts.")
-    print("  Flawed: the right answer wrapped in filler or rudeness, one habit on every prompt, which RL")
+    print("  Flawed: rudeness, or the right answer wrapped in filler, one habit on every prompt, which RL")
     print("  unlearns. Wrong: the right answer is not there; fixing it means knowing a fact or a task.")
     print(f"  A perfect policy would win {dpo['win_rate_ceiling']:.2f} against the same SFT answers (it can only "
           "tie where they are already perfect).")

@@ -140,10 +140,11 @@ grpo_verifiable = step2_train(sft, records)
 # At large k, Yue et al. (2025) found that the base model's curve catches up and then passes the RL
 # policy's: answers the policy stopped giving were sometimes the only right ones. Here the gains
 # shrink as k grows, and whether the SFT curve catches up within 64 samples depends on the draw: in
-# the tiny run of 58d97cc it does for PPO by k = 4, while GRPO with the verifiable reward stays about
+# the tiny run of 58d97cc it does for PPO by k = 2, while GRPO with the verifiable reward stays about
 # two standard errors above it up to k = 64; in earlier runs every policy fell behind it by k = 4
-# to 16 (docs/findings.md, "pass@k"). Each gain is printed with its standard error, measured prompt
-# by prompt: on 50 or 100 prompts, a gain of a few hundredths may be noise.
+# to 16 (docs/findings.md, "pass@k"; report.md says for each policy where the SFT model catches
+# up). Each gain is printed with its standard error, measured prompt by prompt: on 50 or 100
+# prompts, a gain of a few hundredths may be noise.
 
 # %%
 def step3_pass_at_k(sft, grpo_verifiable, records: list[dict]) -> None:

@@ -40,7 +40,7 @@ from minillm.datasets import corpus_splits, instruction_records
 from minillm.errors import ConfigError, DataError
 from minillm.stage1_pretrain.clm import train_clm
 from minillm.stage1_pretrain.data import SUBSET_NOTE
-from minillm.stage1_pretrain.mlm import train_mlm
+from minillm.stage1_pretrain.mlm import EVAL_MASKING, train_mlm
 from minillm.stage2_sft.evaluate import ANSWERS_NAME, read_answers, run_sft_with_baselines
 from minillm.stage3_rlhf.dpo import train_dpo
 from minillm.stage3_rlhf.grpo import train_grpo
@@ -544,7 +544,8 @@ def _family_table(s: dict) -> list[str]:
     families = sorted(set(by_family["ppo"]) | set(by_family["dpo"]))
     if not families:
         return []
-    return ["Win rate against the SFT model per task family (a few dozen prompts each):", "",
+    return ["Win rate against the SFT model per task family (each on its family's share of the held-out "
+            "prompts, so on fewer prompts than the win rates above):", "",
             "| family | PPO | DPO |", "| --- | --- | --- |",
             *[f"| {f} | {_fmt(by_family['ppo'].get(f, float('nan')))} | {_fmt(by_family['dpo'].get(f, float('nan')))} |"
               for f in families], ""]
@@ -561,7 +562,10 @@ def copied_note(stages: dict) -> list[str]:
             f"seconds are that run's): {', '.join(copied)}."]
 
 
-TOKENIZER_NAMES = {"bpe": "Our byte-level BPE", "sentencepiece": "SentencePiece's BPE"}  # how report.md names each
+# how report.md names each tokenizer, by (kind, spm_model_type): the model type only matters to sentencepiece
+TOKENIZER_NAMES = {("bpe", "bpe"): "Our byte-level BPE", ("bpe", "unigram"): "Our byte-level BPE",
+                   ("sentencepiece", "bpe"): "SentencePiece's BPE",
+                   ("sentencepiece", "unigram"): "SentencePiece's unigram model"}
 
 
 def render_markdown(report: dict, j: Journey) -> str:
@@ -608,7 +612,8 @@ def _tokenizer_section(report: dict, j: Journey) -> list[str]:
     s, r = report["stages"], j.results
     return [
         "## 0. Tokenizer",
-        f"{TOKENIZER_NAMES[j.cfg.tokenizer.kind]} learned {s['tokenizer']['vocab_size']} ids from the corpus; "
+        f"{TOKENIZER_NAMES[j.cfg.tokenizer.kind, j.cfg.tokenizer.spm_model_type]}, trained on the corpus, has "
+        f"{s['tokenizer']['vocab_size']} ids (the 256 bytes and the special tokens among them); "
         f"on held-out text it needs {_fmt(s['tokenizer']['tokens_per_byte'])} tokens per byte. "
         f"\"{FLASH_FLOOD_SENTENCE}\" becomes `{r['tokenizer'].get('example_pieces')}`.",
         "",
@@ -620,8 +625,12 @@ def _pretraining_section(report: dict, j: Journey) -> list[str]:
     return [
         "## 1. Pretraining",
         "### BERT: masked language modelling",
-        f"{j.cfg.mlm.mask_prob:.0%} of the tokens are hidden and the encoder learns to fill them in. "
-        f"Masked-token accuracy on {r['mlm']['val_masked_positions']} validation blanks: "
+        f"{j.cfg.mlm.mask_prob:.0%} of the tokens are chosen as blanks ({j.cfg.mlm.mask_token_prob:.0%} of them "
+        f"shown as [MASK], {j.cfg.mlm.random_token_prob:.0%} as a random token, the rest as themselves) and the "
+        "encoder learns to fill them in. "
+        f"Masked-token accuracy on {r['mlm']['val_masked_positions']} validation blanks (chosen at BERT's "
+        f"{EVAL_MASKING['mask_prob']:.0%}, {EVAL_MASKING['mask_token_prob']:.0%} of them [MASK], whatever the "
+        "training used, so that runs compare): "
         f"**{_fmt(s['mlm']['val_masked_accuracy'])}**, against {_fmt(s['mlm']['unigram_masked_accuracy'])} for "
         "always guessing the most frequent token. "
         f"(This is {SUBSET_NOTE}.)",
@@ -629,8 +638,9 @@ def _pretraining_section(report: dict, j: Journey) -> list[str]:
         *([f"\"{r['mlm']['fill_mask_prompt']}\" ->", ""] if r["mlm"].get("fill_mask_prompt") else []),
         *[f"{i}. `{piece.strip()}` ({p:.3f})" for i, (piece, p) in enumerate(r["mlm"]["fill_mask_top5"], 1)],
         "",
-        f"![BERT fill-mask ranking]({_linked(j, 'mlm', 'fill_mask.png')}) "
-        f"![BERT masked-LM loss]({_linked(j, 'mlm', 'loss.png')})",
+        # (no validation sentence fitted the window: no fill-mask ranking, and no chart of it)
+        (f"![BERT fill-mask ranking]({_linked(j, 'mlm', 'fill_mask.png')}) " if r["mlm"]["fill_mask_top5"] else "")
+        + f"![BERT masked-LM loss]({_linked(j, 'mlm', 'loss.png')})",
         "",
         "### GPT: next-token prediction",
         f"Perplexity on {r['clm']['val_tokens']} validation tokens **{_fmt(s['clm']['val_perplexity'])}**, against "
@@ -674,8 +684,8 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
         "",
         f"PPO: win rate against the SFT model by the gold judge **{_win(s['ppo'])}** (± one standard error); mean gold "
         f"score {_fmt(s['ppo']['gold_sft'])} -> {_fmt(s['ppo']['gold_after'])}, KL to the SFT model "
-        f"{_fmt(s['ppo']['kl'])} on the held-out prompts. Answers whose right answer comes wrapped in filler or "
-        "rudeness: "
+        f"{_fmt(s['ppo']['kl'])} on the held-out prompts. Answers with a style flaw (rudeness, or the right "
+        "answer wrapped in filler): "
         f"{_fmt(s['ppo'].get('style_flaws_sft'))} of the SFT model's, {_fmt(s['ppo'].get('style_flaws_after'))} "
         f"after PPO. Answers without the right answer in them: {_fmt(s['ppo'].get('wrong_sft'))} -> "
         f"{_fmt(s['ppo'].get('wrong_after'))} (a flaw is one habit on every prompt; a right answer is a different "
@@ -698,6 +708,11 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
     ]
 
 
+# what each GRPO run was rewarded by (GRPOConfig.reward), as report.md says it
+GRPO_REWARDS = {"model": "the reward model", "verifiable": "a program that checks the answer (RL with verifiable "
+                "rewards)", "gold": "the gold judge itself (an oracle no real run has)"}
+
+
 def _linked(j: Journey, step: str, file: str) -> str:
     """A file of a step's folder as report.md links it: relative to the report, beside the step folders."""
     return f"{j.folder(step).name}/{file}"
@@ -711,20 +726,22 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
     crossings = [pass_at_k_line(name, curves["SFT"], curves[name], gains.get(name)) for name in RL_POLICIES]
     return [
         "## 4. GRPO, verifiable rewards, and what RL can teach",
-        f"GRPO samples {j.cfg.grpo.group_size} answers per prompt and uses the group as its own baseline (no critic). "
-        f"Against the reward model it wins **{_win(s['grpo'])}**; rewarded by a program that checks the answer "
-        f"(RL with verifiable rewards) **{_win(s['grpo_verifiable'])}**. Every way to answer, on the same "
+        f"GRPO samples {_group_sizes(j)} answers per prompt and uses the group as its own baseline (no critic). "
+        f"Rewarded by {GRPO_REWARDS[j.cfg.grpo.reward]} it wins **{_win(s['grpo'])}** against the SFT model; "
+        f"rewarded by {GRPO_REWARDS[j.cfg.grpo_verifiable.reward]} **{_win(s['grpo_verifiable'])}**. "
+        "Every way to answer, on the same "
         f"{table['n_prompts']} held-out prompts and the same draw:",
         "",
         *render_table(table["rows"]),
         "",
         f"pass@k, from {j.cfg.grpo.passk_samples} samples per prompt (the unbiased estimator) on the first "
         f"{min(j.cfg.grpo.passk_prompts, table['n_prompts'])} of those prompts, so its pass@1 differs a little "
-        "from the table's (one sample per prompt, every prompt): RL raises pass@1 "
-        "towards what the SFT model could already do with more tries; where the SFT curve catches up, RL has "
-        "taught nothing the model could not already sample. In brackets, each policy's gain over the SFT model "
-        "and its standard error, measured prompt by prompt: a gain within two standard errors of 0 is not told "
-        "apart from none by these prompts.",
+        "from the table's (one sample per prompt, every prompt). RL may raise pass@1 towards what the SFT model "
+        "already reaches with more tries, and may lower pass@k at large k where it stopped sampling the only "
+        "right answers (Yue et al., 2025); where the SFT curve catches up, these prompts show nothing RL taught "
+        "that the SFT model could not already sample. In brackets, each policy's gain over the SFT model and "
+        "its standard error, measured prompt by prompt: a gain within two standard errors of 0 is not told "
+        "apart from none by these prompts, and each line says where the SFT model catches up by that rule.",
         "",
         *[f"- {line}" for line in crossings],
         "",
@@ -734,6 +751,15 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
           for png in sorted(j.folder(step).glob("grpo_*.png"))],
         "",
     ]
+
+
+def _group_sizes(j: Journey) -> str:
+    """How many answers GRPO samples per prompt: "8", or each run's where they differ: "8 (reward model)
+    and 4 (verifiable)"."""
+    sizes = {label: getattr(j.cfg, step).group_size for label, step in GRPO_POLICIES.items()}
+    if len(set(sizes.values())) == 1:
+        return str(next(iter(sizes.values())))
+    return " and ".join(f"{size} ({label.removeprefix('GRPO (')}" for label, size in sizes.items())
 
 
 def table_row(cells: list[Any]) -> str:

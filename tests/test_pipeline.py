@@ -209,11 +209,57 @@ def test_a_stage_reports_its_wall_time_and_its_training_time_apart(tmp_path):
 def test_the_report_describes_the_tokenizer_and_masking_the_settings_chose(tmp_path):
     results = made_up_results()
     _, markdown = made_up_report(tmp_path, results)
-    assert "Our byte-level BPE learned" in markdown and "15% of the tokens are hidden" in markdown
-    cfg = apply_overrides(preset("micro"), ["tokenizer.kind=sentencepiece", "mlm.mask_prob=0.3"])
+    assert "Our byte-level BPE, trained on the corpus, has 0.5 ids" in markdown
+    assert "15% of the tokens are chosen as blanks (80% of them shown as [MASK], 10% as a random token" in markdown
+    cfg = apply_overrides(preset("micro"), ["tokenizer.kind=sentencepiece", "mlm.mask_prob=0.3",
+                                            "mlm.mask_token_prob=0.5"])
     markdown = render_markdown(build_report(cfg, "cpu", results), Journey(cfg, tmp_path, results=results))
-    assert "SentencePiece's BPE learned" in markdown and "30% of the tokens are hidden" in markdown
+    assert "SentencePiece's BPE, trained on the corpus" in markdown
+    assert "30% of the tokens are chosen as blanks (50% of them shown as [MASK], 10% as a random token" in markdown
+    # the validation blanks are BERT's whatever the training used (mlm.EVAL_MASKING): the report says so
+    assert "validation blanks (chosen at BERT's 15%, 80% of them [MASK], whatever the training used" in markdown
     assert "its steps took 29 s in all" in markdown  # nine steps of 3 s and the table's 2 s, added up
+    cfg = apply_overrides(preset("micro"), ["tokenizer.kind=sentencepiece", "tokenizer.spm_model_type=unigram"])
+    markdown = render_markdown(build_report(cfg, "cpu", results), Journey(cfg, tmp_path, results=results))
+    assert "SentencePiece's unigram model, trained on the corpus" in markdown and "BPE" not in markdown
+
+
+def test_a_run_without_a_fill_mask_demo_links_no_chart_of_it(tmp_path):
+    results = made_up_results()  # no validation sentence fitted the window: mlm.py drew no fill_mask.png
+    results["mlm"].update(fill_mask_prompt=None, fill_mask_top5=[])
+    _, markdown = made_up_report(tmp_path, results)
+    assert "fill_mask.png" not in markdown and "![BERT masked-LM loss](02_mlm/loss.png)" in markdown
+    _, markdown = made_up_report(tmp_path, made_up_results())
+    assert "![BERT fill-mask ranking](02_mlm/fill_mask.png) ![BERT masked-LM loss](02_mlm/loss.png)" in markdown
+
+
+def test_the_report_words_style_flaws_family_tables_and_each_grpo_run_as_measured(tmp_path):
+    _, markdown = made_up_report(tmp_path, made_up_results())
+    # has_style_flaw counts a rude answer that is wrong too, not only a right answer wrapped in something
+    assert "Answers with a style flaw (rudeness, or the right answer wrapped in filler): 0.500 of the SFT" in markdown
+    assert "whose right answer comes wrapped" not in markdown
+    # a family's share of the held-out prompts: 11 to 31 of the tiny run's 200, 1 or 2 of the micro run's 16
+    assert "a few dozen" not in markdown and "per task family (each on its family's share of the" in markdown
+    assert "GRPO samples 4 answers per prompt" in markdown  # micro: both GRPO runs sample 4
+    cfg = apply_overrides(preset("micro"), ["grpo_verifiable.group_size=2"])
+    markdown = render_markdown(build_report(cfg, "cpu", made_up_results()),
+                               Journey(cfg, tmp_path, results=made_up_results()))
+    assert "GRPO samples 4 (reward model) and 2 (verifiable) answers per prompt" in markdown
+    assert "Rewarded by the reward model it wins **0.500 ± 0.500** against the SFT model; rewarded by a program " \
+        "that checks the answer (RL with verifiable rewards) **0.500 ± 0.500**." in markdown
+    cfg = apply_overrides(preset("micro"), ["grpo.reward=gold"])  # the report says what each run was rewarded by
+    markdown = render_markdown(build_report(cfg, "cpu", made_up_results()),
+                               Journey(cfg, tmp_path, results=made_up_results()))
+    assert "Rewarded by the gold judge itself" in markdown and "Against the reward model" not in markdown
+
+
+def test_the_pass_at_k_paragraph_claims_nothing_the_gains_may_contradict(tmp_path):
+    _, markdown = made_up_report(tmp_path, made_up_results())
+    # the runs disagree: a pass@1 gain may be within two standard errors of 0 (tiny: GRPO with the reward
+    # model, +0.029 ± 0.018), and the SFT model may end ahead (the earlier run, every policy at k = 64)
+    assert "RL raises pass@1" not in markdown and "RL has taught nothing" not in markdown
+    assert "RL may raise pass@1 towards what the SFT model already reaches with more tries, and may lower " \
+        "pass@k at large k" in markdown
 
 
 def test_the_reward_models_ceiling_is_agreement_with_gold_not_with_itself(tmp_path):
@@ -243,7 +289,8 @@ def test_the_report_says_which_prompts_pass_at_k_is_measured_on(tmp_path):
 def test_the_report_gives_each_policys_pass_at_k_gain_with_its_standard_error(tmp_path):
     results = made_up_results()
     _, markdown = made_up_report(tmp_path, results)  # a table made before the errors were measured
-    assert "- PPO: pass@1 0.500 -> 0.500, pass@2 0.750 -> 0.750; the SFT model catches up at k = 1." in markdown
+    assert "- PPO: pass@1 0.500 -> 0.500, pass@2 0.750 -> 0.750; the SFT model is level or ahead already at k = 1." \
+        in markdown
     results["rl_table"]["pass_at_k_gain"] = {name: {"1": {"gain": 0.125, "stderr": 0.05},
                                                     "2": {"gain": -0.02, "stderr": 0.03}} for name in RL_POLICIES}
     report, markdown = made_up_report(tmp_path, results)

@@ -38,7 +38,7 @@ from minillm.stage3_rlhf.reward_model import (
     score_answers,
     train_reward_model,
 )
-from minillm.stage3_rlhf.scoreboard import crossing, policy_row, render_table
+from minillm.stage3_rlhf.scoreboard import crossing, pass_at_k_line, policy_row, render_table
 from minillm.stage3_rlhf.sequences import last_real_index, masked_mean, sample_responses
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model
@@ -333,6 +333,43 @@ def test_crossing_is_the_first_k_where_the_sft_model_reaches_the_policy():
     sft, policy = {"1": 0.2, "2": 0.5, "4": 0.7}, {"1": 0.4, "2": 0.5, "4": 0.6}
     assert crossing(sft, policy) == "2"  # equal counts as reached
     assert crossing(sft, {k: 1.0 for k in sft}) is None
+
+
+def test_the_pass_at_k_line_says_where_the_sft_model_catches_up_by_the_gains_standard_error():
+    sft, policy = {"1": 0.5, "2": 0.64, "4": 0.73}, {"1": 0.53, "2": 0.66, "4": 0.75}
+
+    def line(*gains: tuple[float, float]) -> str:
+        gain = {k: {"gain": g, "stderr": e} for k, (g, e) in zip(sft, gains, strict=True)}
+        return pass_at_k_line("P", sft, policy, gain)
+
+    # the tiny run's DPO: ahead at k = 1 and 2, then a gain within two standard errors of 0, though above it
+    assert line((0.032, 0.011), (0.026, 0.011), (0.016, 0.010)).endswith(
+        "; the SFT model catches up at k = 4 (the gain is within two standard errors of 0 there).")
+    # the tiny run's GRPO (reward model): +0.029 ± 0.018 is not told apart from none
+    assert line((0.029, 0.018), (0.016, 0.017), (0.012, 0.014)).endswith(
+        "; the gain is within two standard errors of 0 already at k = 1.")
+    assert line((0.035, 0.015), (0.016, 0.015), (-0.032, 0.014)).endswith(  # the tiny run's PPO at k = 1, 2, 16
+        "; the SFT model catches up at k = 2 (the gain is within two standard errors of 0 there), and is more "
+        "than two standard errors ahead at k = 4.")
+    assert line((0.022, 0.014), (-0.009, 0.015), (-0.035, 0.014)).endswith(  # the earlier run's PPO
+        "; the gain is within two standard errors of 0 already at k = 1; the SFT model is more than two standard "
+        "errors ahead at k = 4.")
+    assert line((0.07, 0.012), (0.048, 0.011), (-0.05, 0.01)).endswith(
+        "; the SFT model catches up at k = 4 and is more than two standard errors ahead there.")
+    assert line((-0.05, 0.01), (-0.05, 0.01), (-0.05, 0.01)).endswith(
+        "; the SFT model is more than two standard errors ahead already at k = 1.")
+    assert line((0.07, 0.012), (0.048, 0.011), (0.03, 0.01)).endswith(
+        "; the SFT model does not catch up by k = 4 (the gain stays more than two standard errors above 0).")
+
+
+def test_the_pass_at_k_line_without_gains_says_what_the_curves_say_and_names_each_k_once():
+    sft = {"1": 0.6, "2": 0.8}
+    assert pass_at_k_line("P", sft, {"1": 0.5, "2": 0.7}, None) == (  # the policy never led: nothing to catch up
+        "P: pass@1 0.600 -> 0.500, pass@2 0.800 -> 0.700; the SFT model is level or ahead already at k = 1.")
+    assert pass_at_k_line("P", sft, {"1": 0.7, "2": 0.8}, None).endswith("; the SFT model catches up at k = 2.")
+    assert pass_at_k_line("P", {"1": 0.5}, {"1": 0.6}, {"1": {"gain": 0.1, "stderr": 0.02}}) == (  # n = 1
+        "P: pass@1 0.500 -> 0.600 (+0.100 ± 0.020); the SFT model does not catch up by k = 1 (the gain stays more "
+        "than two standard errors above 0).")
 
 
 def test_a_table_row_judges_the_policys_answers_not_the_baselines_and_prints_each_in_its_column():

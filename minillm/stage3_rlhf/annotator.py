@@ -84,7 +84,8 @@ def answer_places(ranking: Ranking) -> dict[int, int]:
 
 
 def has_style_flaw(record: dict, answer: str) -> bool:
-    """The right answer, but wrapped in filler or rudeness: what RLHF should teach the model to drop."""
+    """Rudeness (right answer or not), or the right answer wrapped in filler: what RLHF should teach
+    the model to drop."""
     parts = score_parts(record, answer)
     return bool(parts["rude"]) or bool(parts["correct"] and not parts["exact"])
 

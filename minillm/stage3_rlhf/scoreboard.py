@@ -18,7 +18,8 @@ best of n's is the bound log n - (n - 1) / n.
 
 pass@k for k = 1 ... 64 of the SFT model and of each trained policy goes on one log-x chart
 (pass_at_k.png), and beside it each policy's gain over the SFT model with its standard error:
-where the curves cross is what RL can and cannot teach (pass_at_k.py).
+where the SFT model catches up (the gain no longer more than two standard errors above 0) is what RL
+can and cannot teach (pass_at_k.py).
 """
 
 from __future__ import annotations
@@ -145,19 +146,51 @@ def crossing(sft: dict[str, float], policy: dict[str, float]) -> str | None:
     return next((k for k in sft if sft[k] >= policy[k]), None)
 
 
+def lead(gain: dict[str, float]) -> int:
+    """1 where a gain of pass_at_k_gain is more than two standard errors above 0, -1 where it is more
+    than two below, 0 where it is not told apart from none (a NaN standard error tells nothing apart)."""
+    return 1 if gain["gain"] > 2 * gain["stderr"] else -1 if gain["gain"] < -2 * gain["stderr"] else 0
+
+
+def catching_up(gain: dict[str, dict[str, float]]) -> str:
+    """Where the SFT model catches up with a policy, read from the policy's gain and its standard error:
+    the first k at which the gain is no longer more than two standard errors above 0, and the first k
+    at which the SFT model is more than two standard errors ahead."""
+    level = next((k for k, g in gain.items() if lead(g) < 1), None)
+    behind = next((k for k, g in gain.items() if lead(g) < 0), None)
+    if level is None:
+        return (f"the SFT model does not catch up by k = {max(gain, key=int)} (the gain stays more than two standard "
+                "errors above 0).")
+    if level == "1":
+        if behind == "1":
+            return "the SFT model is more than two standard errors ahead already at k = 1."
+        said = "the gain is within two standard errors of 0 already at k = 1"
+        return said + (f"; the SFT model is more than two standard errors ahead at k = {behind}." if behind else ".")
+    said = f"the SFT model catches up at k = {level}"
+    if behind == level:
+        return said + " and is more than two standard errors ahead there."
+    said += " (the gain is within two standard errors of 0 there)"
+    return said + (f", and is more than two standard errors ahead at k = {behind}." if behind else ".")
+
+
 def pass_at_k_line(name: str, sft: dict[str, float], policy: dict[str, float],
                    gain: dict[str, dict[str, float]] | None) -> str:
     """One policy's pass@k in a sentence: at k = 1 and at the largest k, the SFT model's -> the
     policy's (the gain ± its standard error, where `gain` from pass_at_k_gain is known), and the k at
-    which the SFT model catches up."""
+    which the SFT model catches up: by the gain's standard error where it is known (`catching_up`),
+    else where its curve reaches the policy's (`crossing`)."""
     top = max(sft, key=int)  # the largest k measured
     points = []
-    for k in ("1", top):
+    for k in dict.fromkeys(("1", top)):  # once, when only k = 1 was measured
         change = f" ({gain[k]['gain']:+.3f} ± {gain[k]['stderr']:.3f})" if gain else ""
         points.append(f"pass@{k} {sft[k]:.3f} -> {policy[k]:.3f}{change}")
+    if gain:
+        return f"{name}: {', '.join(points)}; {catching_up(gain)}"
     k = crossing(sft, policy)
-    return f"{name}: {', '.join(points)}; " + (f"the SFT model catches up at k = {k}." if k else
-                                                "the SFT model does not catch up.")
+    said = ("the SFT model does not catch up." if k is None else
+            "the SFT model is level or ahead already at k = 1." if k == "1" else
+            f"the SFT model catches up at k = {k}.")
+    return f"{name}: {', '.join(points)}; {said}"
 
 
 def render_table(rows: dict[str, dict[str, Any]]) -> list[str]:
