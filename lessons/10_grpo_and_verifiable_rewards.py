@@ -135,16 +135,18 @@ grpo_verifiable = step2_train(sft, records)
 # %% [markdown]
 # ## 3. pass@k: what RL can and cannot teach
 # pass@k is the chance that at least one of k sampled answers is right. The SFT model's pass@64 is
-# what it *can* answer at all; its pass@1 is what it answers on one try. RL raises pass@1 towards
-# the SFT model's pass@k for small k: it makes the model commit to answers it could already give.
+# what it *can* answer at all; its pass@1 is what it answers on one try. RL can raise pass@1 towards
+# the SFT model's pass@k for small k, by making the model commit to answers it could already give.
 # At large k, Yue et al. (2025) found that the base model's curve catches up and then passes the RL
 # policy's: answers the policy stopped giving were sometimes the only right ones. Here the gains
-# shrink as k grows, and whether the SFT curve catches up within 64 samples depends on the draw: in
-# the tiny run of 58d97cc it does for PPO by k = 2, while GRPO with the verifiable reward stays about
-# two standard errors above it up to k = 64; in earlier runs every policy fell behind it by k = 4
-# to 16 (docs/findings.md, "pass@k"; report.md says for each policy where the SFT model catches
-# up). Each gain is printed with its standard error, measured prompt by prompt: on 50 or 100
-# prompts, a gain of a few hundredths may be noise.
+# shrink as k grows, and whether the SFT curve then passes the policy's depends on the draw. In the
+# tiny run of 58d97cc pass@1 rises for every policy (by more than two standard errors for three of
+# four) and from k = 16 on no gain is more than two standard errors above 0 (report.md says where
+# each one's lead ends), but the SFT model passes only PPO (2.3 standard errors ahead at k = 16);
+# GRPO with the verifiable reward stays 1.9 to 2.1 standard errors above it from k = 8 to 64. In
+# earlier runs every policy fell behind it by k = 4 to 16 (docs/findings.md, "pass@k"). Each gain is
+# printed with its standard error, measured prompt by prompt: on 50 or 100 prompts, a gain of a few
+# hundredths may be noise.
 
 # %%
 def step3_pass_at_k(sft, grpo_verifiable, records: list[dict]) -> None:

@@ -759,7 +759,7 @@ def _group_sizes(j: Journey) -> str:
     sizes = {label: getattr(j.cfg, step).group_size for label, step in GRPO_POLICIES.items()}
     if len(set(sizes.values())) == 1:
         return str(next(iter(sizes.values())))
-    return " and ".join(f"{size} ({label.removeprefix('GRPO (')}" for label, size in sizes.items())
+    return " and ".join(f"{size} {label.removeprefix('GRPO ')}" for label, size in sizes.items())
 
 
 def table_row(cells: list[Any]) -> str:

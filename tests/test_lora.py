@@ -109,7 +109,8 @@ def test_muon_with_adapters_on_the_head_only_names_the_setting_to_change():
     add_lora(model, rank=2, alpha=4.0, dropout=0.0, targets="head")
     with pytest.raises(ConfigError, match="optimizer=muon: no trainable weight matrix .* use optimizer=adamw"):
         make_optimizer(model, TrainConfig(optimizer="muon"))
-    assert make_optimizer(model, TrainConfig(optimizer="adamw"))  # AdamW takes the head's adapters
+    held = [p for group in make_optimizer(model, TrainConfig(optimizer="adamw")).param_groups for p in group["params"]]
+    assert {id(p) for p in held} == {id(model.head.lora_A), id(model.head.lora_B)}  # AdamW takes the head's adapters
 
 
 def test_training_moves_the_adapters_only_and_the_optimizer_holds_only_them():

@@ -194,10 +194,11 @@ def made_up_results() -> dict[str, dict]:
     return results
 
 
-def made_up_report(tmp_path: Path, results: dict[str, dict]) -> tuple[dict, str]:
-    """report.json's content and report.md made of `results` with the micro preset's settings."""
-    report = build_report(preset("micro"), "cpu", results)
-    return report, render_markdown(report, Journey(preset("micro"), tmp_path, results=results))
+def made_up_report(tmp_path: Path, results: dict[str, dict], *overrides: str) -> tuple[dict, str]:
+    """report.json's content and report.md made of `results` with the micro preset's settings and `overrides`."""
+    cfg = apply_overrides(preset("micro"), list(overrides))
+    report = build_report(cfg, "cpu", results)
+    return report, render_markdown(report, Journey(cfg, tmp_path, results=results))
 
 
 def test_a_stage_reports_its_wall_time_and_its_training_time_apart(tmp_path):
@@ -211,16 +212,14 @@ def test_the_report_describes_the_tokenizer_and_masking_the_settings_chose(tmp_p
     _, markdown = made_up_report(tmp_path, results)
     assert "Our byte-level BPE, trained on the corpus, has 0.5 ids" in markdown
     assert "15% of the tokens are chosen as blanks (80% of them shown as [MASK], 10% as a random token" in markdown
-    cfg = apply_overrides(preset("micro"), ["tokenizer.kind=sentencepiece", "mlm.mask_prob=0.3",
-                                            "mlm.mask_token_prob=0.5"])
-    markdown = render_markdown(build_report(cfg, "cpu", results), Journey(cfg, tmp_path, results=results))
+    _, markdown = made_up_report(tmp_path, results, "tokenizer.kind=sentencepiece", "mlm.mask_prob=0.3",
+                                 "mlm.mask_token_prob=0.5")
     assert "SentencePiece's BPE, trained on the corpus" in markdown
     assert "30% of the tokens are chosen as blanks (50% of them shown as [MASK], 10% as a random token" in markdown
     # the validation blanks are BERT's whatever the training used (mlm.EVAL_MASKING): the report says so
     assert "validation blanks (chosen at BERT's 15%, 80% of them [MASK], whatever the training used" in markdown
     assert "its steps took 29 s in all" in markdown  # nine steps of 3 s and the table's 2 s, added up
-    cfg = apply_overrides(preset("micro"), ["tokenizer.kind=sentencepiece", "tokenizer.spm_model_type=unigram"])
-    markdown = render_markdown(build_report(cfg, "cpu", results), Journey(cfg, tmp_path, results=results))
+    _, markdown = made_up_report(tmp_path, results, "tokenizer.kind=sentencepiece", "tokenizer.spm_model_type=unigram")
     assert "SentencePiece's unigram model, trained on the corpus" in markdown and "BPE" not in markdown
 
 
@@ -241,15 +240,11 @@ def test_the_report_words_style_flaws_family_tables_and_each_grpo_run_as_measure
     # a family's share of the held-out prompts: 11 to 31 of the tiny run's 200, 1 or 2 of the micro run's 16
     assert "a few dozen" not in markdown and "per task family (each on its family's share of the" in markdown
     assert "GRPO samples 4 answers per prompt" in markdown  # micro: both GRPO runs sample 4
-    cfg = apply_overrides(preset("micro"), ["grpo_verifiable.group_size=2"])
-    markdown = render_markdown(build_report(cfg, "cpu", made_up_results()),
-                               Journey(cfg, tmp_path, results=made_up_results()))
+    _, markdown = made_up_report(tmp_path, made_up_results(), "grpo_verifiable.group_size=2")
     assert "GRPO samples 4 (reward model) and 2 (verifiable) answers per prompt" in markdown
     assert "Rewarded by the reward model it wins **0.500 ± 0.500** against the SFT model; rewarded by a program " \
         "that checks the answer (RL with verifiable rewards) **0.500 ± 0.500**." in markdown
-    cfg = apply_overrides(preset("micro"), ["grpo.reward=gold"])  # the report says what each run was rewarded by
-    markdown = render_markdown(build_report(cfg, "cpu", made_up_results()),
-                               Journey(cfg, tmp_path, results=made_up_results()))
+    _, markdown = made_up_report(tmp_path, made_up_results(), "grpo.reward=gold")  # what each run was rewarded by
     assert "Rewarded by the gold judge itself" in markdown and "Against the reward model" not in markdown
 
 

@@ -157,20 +157,20 @@ def catching_up(gain: dict[str, dict[str, float]]) -> str:
     the first k at which the gain is no longer more than two standard errors above 0, and the first k
     at which the SFT model is more than two standard errors ahead."""
     level = next((k for k, g in gain.items() if lead(g) < 1), None)
-    behind = next((k for k, g in gain.items() if lead(g) < 0), None)
+    behind = next((k for k, g in gain.items() if lead(g) < 0), None)  # never before `level`
+    ahead = "more than two standard errors ahead"
     if level is None:
         return (f"the SFT model does not catch up by k = {max(gain, key=int)} (the gain stays more than two standard "
                 "errors above 0).")
-    if level == "1":
-        if behind == "1":
-            return "the SFT model is more than two standard errors ahead already at k = 1."
-        said = "the gain is within two standard errors of 0 already at k = 1"
-        return said + (f"; the SFT model is more than two standard errors ahead at k = {behind}." if behind else ".")
-    said = f"the SFT model catches up at k = {level}"
+    if behind == "1":
+        return f"the SFT model is {ahead} already at k = 1."
+    if level == "1":  # the policy never led: nothing to catch up
+        return ("the gain is within two standard errors of 0 already at k = 1"
+                + (f"; the SFT model is {ahead} at k = {behind}." if behind else "."))
     if behind == level:
-        return said + " and is more than two standard errors ahead there."
-    said += " (the gain is within two standard errors of 0 there)"
-    return said + (f", and is more than two standard errors ahead at k = {behind}." if behind else ".")
+        return f"the SFT model catches up at k = {level} and is {ahead} there."
+    return (f"the SFT model catches up at k = {level} (the gain is within two standard errors of 0 there)"
+            + (f", and is {ahead} at k = {behind}." if behind else "."))
 
 
 def pass_at_k_line(name: str, sft: dict[str, float], policy: dict[str, float],
