@@ -183,13 +183,15 @@ step3_table(dpo, best.result)
 # 3. Plain DPO: CFG.dpo.nll_coef = 0. Both forms make the held-out chosen answers *less* likely
 #    than the SFT model did (mean log-prob -3.22 -> -3.60 nats plain, -3.51 with the term, in our
 #    runs): DPO only asks that the chosen answer gain on the rejected one. The term keeps the good
-#    answers a little more likely; the win rate did not tell the two apart here (0.60 plain, 0.59
-#    with it; with an earlier 4-layer model 0.57 and 0.61).
+#    answers a little more likely; the win rate did not tell the two apart (before 58d97cc redrew
+#    the data: 0.60 plain, 0.59 with it, where step 2's run now wins 0.62; with an earlier 4-layer
+#    model 0.57 and 0.61).
 # 4. A person's rankings: `minillm annotate --policy runs/tiny/04_sft --prompts data/instructions.jsonl
 #    --out mine.jsonl`, rank twenty prompts, then `python lessons/08_dpo.py runs/tiny/04_sft mine.jsonl`.
 # 5. Best of 8: `best_of(..., n=8)` in step 3's cell. More samples, more chances that one is right, and a
-#    larger step away from the SFT model (at most 1.2 nats). In our runs, on 600 held-out prompts
-#    (other draws than this table's), the reward model's best of 4 / 8 won 0.66 / 0.69, and the
-#    gold judge's own pick of 4 / 8 won 0.71 / 0.75: even the reward model's pick of eight, at twice
-#    PPO's KL, stays under 0.7. That is the bar a trained policy, answering with one sample and no
-#    reward model in sight, would have to clear.
+#    larger step away from the SFT model (at most 1.2 nats). In our runs before 58d97cc redrew the
+#    data, on 600 held-out prompts (other draws than this table's), the reward model's best of 4 / 8
+#    won 0.66 / 0.69, and the gold judge's own pick of 4 / 8 won 0.71 / 0.75. At 58d97cc, in
+#    runs/tiny/report.md (200 prompts) the reward model's best of 4 / 8 win 0.66 / 0.71, best of 8
+#    at 1.20 nats against PPO's 0.76. That is the bar a trained policy, answering with one sample
+#    and no reward model in sight, would have to clear.

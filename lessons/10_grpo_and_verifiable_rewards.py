@@ -105,9 +105,9 @@ step1_one_group(sft.path, records)
 # ## 2. A GRPO run with the verifiable reward
 # Each step the policy samples a group of answers to each of a batch of training prompts (the
 # preset's numbers are printed below). Watch `zero_signal_share`: the share of groups whose answers
-# all scored alike, which teach nothing. At first few groups are unanimous (about 1 in 10 in the
+# all scored alike, which teach nothing. At first few groups are unanimous (under 1 in 10 in the
 # tiny preset's run): the SFT model still varies on most prompts. As training goes on the policy
-# commits to its answers, right or wrong, and the share rises (about 1 in 3 by step 30): the signal
+# commits to its answers, right or wrong, and the share rises (about 2 in 5 by step 30): the signal
 # narrows to the prompts it still sometimes gets wrong. Entropy falls with it (grpo_health.png).
 
 # %%
