@@ -35,7 +35,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from minillm.config import PipelineConfig, changed_settings, first_changes, to_dict, train_configs
+from minillm.config import PipelineConfig, TokenizerConfig, changed_settings, first_changes, to_dict, train_configs
 from minillm.datasets import corpus_splits, instruction_records
 from minillm.errors import ConfigError, DataError
 from minillm.stage1_pretrain.clm import train_clm
@@ -562,10 +562,11 @@ def copied_note(stages: dict) -> list[str]:
             f"seconds are that run's): {', '.join(copied)}."]
 
 
-# how report.md names each tokenizer, by (kind, spm_model_type): the model type only matters to sentencepiece
-TOKENIZER_NAMES = {("bpe", "bpe"): "Our byte-level BPE", ("bpe", "unigram"): "Our byte-level BPE",
-                   ("sentencepiece", "bpe"): "SentencePiece's BPE",
-                   ("sentencepiece", "unigram"): "SentencePiece's unigram model"}
+def tokenizer_name(cfg: TokenizerConfig) -> str:
+    """How report.md names the tokenizer; `spm_model_type` only matters to sentencepiece."""
+    if cfg.kind == "bpe":
+        return "Our byte-level BPE"
+    return {"bpe": "SentencePiece's BPE", "unigram": "SentencePiece's unigram model"}[cfg.spm_model_type]
 
 
 def render_markdown(report: dict, j: Journey) -> str:
@@ -612,7 +613,7 @@ def _tokenizer_section(report: dict, j: Journey) -> list[str]:
     s, r = report["stages"], j.results
     return [
         "## 0. Tokenizer",
-        f"{TOKENIZER_NAMES[j.cfg.tokenizer.kind, j.cfg.tokenizer.spm_model_type]}, trained on the corpus, has "
+        f"{tokenizer_name(j.cfg.tokenizer)}, trained on the corpus, has "
         f"{s['tokenizer']['vocab_size']} ids (the 256 bytes and the special tokens among them); "
         f"on held-out text it needs {_fmt(s['tokenizer']['tokens_per_byte'])} tokens per byte. "
         f"\"{FLASH_FLOOD_SENTENCE}\" becomes `{r['tokenizer'].get('example_pieces')}`.",
