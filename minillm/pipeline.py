@@ -210,6 +210,7 @@ def step_grpo_verifiable(j: Journey) -> dict:
 
 
 GRPO_POLICIES = {"GRPO (reward model)": "grpo", "GRPO (verifiable)": "grpo_verifiable"}  # label -> step
+GRPO_LABEL_REWARDS = {"GRPO (reward model)": "model", "GRPO (verifiable)": "verifiable"}  # what each label names
 RL_POLICIES = {"PPO": "ppo", "DPO": "dpo", **GRPO_POLICIES}  # every policy stage 3 trains
 
 
@@ -599,6 +600,7 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"| GRPO (verifiable) | win rate vs SFT {_win(s['grpo_verifiable'])}, pass@1 "
         f"{_fmt(s['grpo_verifiable']['pass_at_1_sft'])} -> {_fmt(s['grpo_verifiable']['pass_at_1_after'])} "
         f"| 0.5 | {s['grpo_verifiable']['seconds']:.0f} |",
+        *_relabelled_grpo_note(j),
         "",
         *_tokenizer_section(report, j),
         *_pretraining_section(report, j),
@@ -712,6 +714,15 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
 # what each GRPO run was rewarded by (GRPOConfig.reward), as report.md says it
 GRPO_REWARDS = {"model": "the reward model", "verifiable": "a program that checks the answer (RL with verifiable "
                 "rewards)", "gold": "the gold judge itself (an oracle no real run has)"}
+
+
+def _relabelled_grpo_note(j: Journey) -> list[str]:
+    """A line for each GRPO run rewarded otherwise than its label says (`grpo.reward=gold`, say). The
+    label stays, because report.json's keys and every table name a run by its step."""
+    notes = [f"{label} is the `{step}` step; `{step}.reward={reward}` rewarded it by {GRPO_REWARDS[reward]}."
+             for label, step in GRPO_POLICIES.items()
+             if (reward := getattr(j.cfg, step).reward) != GRPO_LABEL_REWARDS[label]]
+    return ["", *notes] if notes else []
 
 
 def _linked(j: Journey, step: str, file: str) -> str:

@@ -246,6 +246,9 @@ def test_the_report_words_style_flaws_family_tables_and_each_grpo_run_as_measure
         "that checks the answer (RL with verifiable rewards) **0.500 ± 0.500**." in markdown
     _, markdown = made_up_report(tmp_path, made_up_results(), "grpo.reward=gold")  # what each run was rewarded by
     assert "Rewarded by the gold judge itself" in markdown and "Against the reward model" not in markdown
+    # the tables keep the step's label, and say what rewarded it
+    assert "GRPO (reward model) is the `grpo` step; `grpo.reward=gold` rewarded it by the gold judge itself" in markdown
+    assert "is the `grpo" not in made_up_report(tmp_path, made_up_results())[1]  # nothing to say by default
 
 
 def test_the_pass_at_k_paragraph_claims_nothing_the_gains_may_contradict(tmp_path):
