@@ -24,8 +24,8 @@
 # Run it: `python lessons/08_dpo.py [SFT_RUN_DIR] [PREFS_FILE] [REWARD_RUN_DIR] [--fresh]`, or step
 # through its cells. It starts from the SFT model, rankings and reward model of lessons 5 and 6 when
 # they trained their own (--fresh, an edited CFG), else the pipeline's. After the pipeline, step 2 shows the
-# pipeline's DPO run (runs/tiny/07_dpo) and the lesson takes about 4 s on a 2-core CPU, best of 4
-# included (saved, so a second run takes 2 s); `--fresh` trains DPO into runs/lessons/08/dpo
+# pipeline's DPO run (runs/tiny/07_dpo) and the lesson takes 5-10 s on a 2-core CPU, best of 4
+# included (saved, so a second run takes a few seconds); `--fresh` trains DPO into runs/lessons/08/dpo
 # (30-60 s more). The experiments to try are at the end.
 
 # %%
@@ -157,11 +157,14 @@ def step3_table(dpo: dict, best: dict) -> None:
         print(f"  {name:9s} {m['win_rate_vs_sft']:>16.2f} {m.get('win_rate_stderr', float('nan')):>7.2f} "
               f"{m['gold_sft']:>9.2f} {m['gold_after']:>11.2f} {shares[0]:>13s} {shares[1]:>13s} {m['seconds']:>8.0f}")
     print("  A difference smaller than about two standard errors could be the luck of the prompts drawn.")
-    n, ppo_kl = best["n"], f"; PPO ended {rows['PPO']['kl']:.2f} nats away" if "PPO" in rows else ""
+    n = best["n"]
     print(f"  Best of {n} trains nothing: it samples {n} SFT answers and the reward model keeps one, so it")
-    print(f"  stays within {best_of_n_kl(n):.2f} nats of the SFT model (log n - (n-1)/n{ppo_kl}). It needs the")
-    print("  reward model at answer time, on every prompt; a trained policy answers alone, from what it")
-    print("  learnt on other prompts.")
+    print(f"  stays within {best_of_n_kl(n):.2f} nats of the SFT model (log n - (n-1)/n). It needs the reward")
+    print("  model at answer time, on every prompt; a trained policy answers alone, from what it learnt on")
+    print("  other prompts.")
+    if "PPO" in rows:  # the training log's KL, on training prompts: report.md's table measures held-out ones
+        kl = rows["PPO"]["kl"]
+        print(f"  For scale: PPO's answers in its last training step were {kl:.2f} nats from the SFT model.")
     print("  Flawed: rudeness, or the right answer wrapped in filler, one habit on every prompt, which RL")
     print("  unlearns. Wrong: the right answer is not there; fixing it means knowing a fact or a task.")
     print(f"  A perfect policy would win {dpo['win_rate_ceiling']:.2f} against the same SFT answers (it can only "

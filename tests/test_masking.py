@@ -76,6 +76,25 @@ def test_special_and_padding_tokens_are_never_chosen_or_changed():
     assert (out.labels[special] == IGNORE_INDEX).all()
 
 
+def test_specials_at_the_end_of_the_vocabulary_as_in_our_bpe():
+    """Our BPE puts its specials after the 256 bytes and the merges; the tests above put them first.
+    Renumbering every id so that the specials come last must give the same masking, renumbered: the
+    same positions chosen, the same share masked, kept and replaced, and no special ever drawn."""
+    def renumber(t: torch.Tensor) -> torch.Tensor:  # ids 6..299 -> 0..293, specials 0..5 -> 294..299
+        return (t - len(SPECIAL)) % VOCAB
+
+    ids = _batch(seed=13)
+    out = _mask(ids, mask_prob=0.5)
+    specials_last = [int(renumber(torch.tensor(i))) for i in SPECIAL]
+    moved = mask_tokens(renumber(ids), mask_id=int(renumber(torch.tensor(MASK))), special_ids=specials_last,
+                        vocab_size=VOCAB, generator=torch.Generator().manual_seed(1), mask_prob=0.5)
+    assert torch.equal(moved.chosen, out.chosen)
+    assert torch.equal(moved.input_ids, renumber(out.input_ids))
+    assert torch.equal(moved.labels[out.chosen], renumber(out.labels[out.chosen]))
+    assert not torch.isin(moved.input_ids[moved.chosen & (moved.input_ids != specials_last[MASK])],
+                          torch.tensor(specials_last)).any()
+
+
 def test_labels_hold_originals_only_at_chosen_positions():
     ids = _batch(seed=7)
     out = _mask(ids)

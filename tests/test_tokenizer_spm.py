@@ -42,7 +42,9 @@ def test_round_trip_examples(tok: SentencePieceTokenizer, text: str) -> None:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text())  # st.text() never draws lone surrogates: every string it makes is valid UTF-8
 def test_round_trip_any_text(tok: SentencePieceTokenizer, text: str) -> None:
-    assert tok.decode(tok.encode(text), errors="strict") == text
+    ids = tok.encode(text)
+    assert tok.decode(ids, errors="strict") == text
+    assert tok._sp.unk_id() not in ids  # a character the corpus never had is spelled in bytes, never <unk>
 
 
 def test_decode_agrees_with_sentencepiece(tok: SentencePieceTokenizer) -> None:
