@@ -180,8 +180,8 @@ step3_reward_hacking()
 #    against 0.64); with an earlier 4-layer SFT model it fell from 0.65 to 0.615, and with a
 #    learning rate of 3e-4 on top the entropy rose and the scores fell.
 # 6. A perfect reward model: CFG.ppo.reward = "gold" scores the answers with the gold judge itself.
-#    Is the reward model what holds the win rate back? In our runs, no: on 600 held-out prompts the
-#    oracle won 0.59, as the reward model's PPO did (with a 4-layer GPT: 0.63 against 0.61, and 0.63
-#    in 100 steps at kl_coef 0.05), far from 0.7. Both dropped the filler and the rudeness; neither
-#    made many wrong answers right on prompts it never saw (the reward model's PPO: 43% wrong
-#    against the SFT model's 46%).
+#    Is the reward model what holds the win rate back? In our runs, no: on 600 held-out prompts
+#    (abcc676) the oracle won 0.60 and the reward model's PPO 0.62, each ± 0.015, far from the 0.80
+#    a perfect policy would win (earlier draws: 0.59 both; a 4-layer GPT 0.63 against 0.61). Both
+#    dropped the filler and the rudeness (in 24% of the SFT answers; 6% and 3% after); neither made
+#    many wrong answers right on prompts it never saw (SFT 45% wrong; 39% and 42% after).
