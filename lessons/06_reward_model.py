@@ -195,10 +195,10 @@ step4_styles(rm_dir, record)
 # 2. Fewer answers per ranking: `reward.answers_per_prompt=2` gives 1 pair per prompt instead of 6.
 #    With the same number of prompts, accuracy drops: rankings of K are cheap extra comparisons.
 # 3. The head alone: `--set reward.likelihood_term=false` (CLI), or set it in CFG.reward here. With
-#    the tiny preset's SFT model (the held-out rankings of `minillm pipeline --preset tiny`), held-out
-#    accuracy fell from 0.83 to 0.70: pairs that differ in style stay right (0.97), but pairs where one
-#    answer is right and the other wrong fall to a coin flip (0.48). Lesson 7 shows what PPO makes of
-#    such a judge.
+#    the tiny preset's SFT model (the held-out rankings of `minillm pipeline --preset tiny --out
+#    runs/tiny`), held-out accuracy fell from 0.83 to 0.70: pairs that differ in style stay right
+#    (0.97), but pairs where one answer is right and the other wrong fall to a coin flip (0.48).
+#    Lesson 7 shows what PPO makes of such a judge.
 # 4. Read the head somewhere else: in RewardModel.scores (which forward calls), take the head's
 #    score at the FIRST token instead of the last real one. That position has only seen `<bos>`:
 #    the head gives every answer the same score, and only the likelihood term is left to tell

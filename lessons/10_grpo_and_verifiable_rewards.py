@@ -196,7 +196,8 @@ step4_table()
 # ## Try this
 # Each is one change to `CFG.grpo_verifiable` above, or one more `--set` on the command line, where
 # `minillm grpo` trains the `grpo` section (the same settings, with the reward model unless told):
-# `minillm grpo --sft runs/tiny/04_sft --preset tiny --set grpo.reward=verifiable --set grpo.SETTING --out runs/x`.
+# `minillm grpo --sft runs/tiny/04_sft --preset tiny --set grpo.reward=verifiable --set grpo.group_size=16
+# --out runs/x`, with your try's setting in place of group_size=16.
 # Compare runs with `minillm compare runs/x runs/y`.
 # 1. **Group size**: `group_size=2` vs `16` (a minibatch holds whole groups: the preset's 64 answers
 #    fit either).

@@ -97,12 +97,24 @@ def test_each_command_has_help(argv, capsys):
             assert flag in out
 
 
-def _readme_commands() -> list[str]:
-    """The `minillm ...` lines of the code blocks of the README and the CLI reference, comments removed."""
-    text = "\n".join((REPO / name).read_text(encoding="utf-8") for name in ("README.md", "docs/cli.md"))
+def _block_commands(text: str) -> list[str]:
+    """The `minillm ...` lines of a text's code blocks, comments removed."""
     blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.DOTALL)
     return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()
             if line.startswith("minillm ")]
+
+
+def _readme_commands() -> list[str]:
+    """The commands of the README's and the CLI reference's code blocks."""
+    return [line for name in ("README.md", "docs/cli.md") for line in _block_commands(_read(name))]
+
+
+def _read(name: str) -> str:
+    """A document's text; of a lesson, its comments, where it quotes commands (a quote may wrap)."""
+    text = (REPO / name).read_text(encoding="utf-8")
+    if name.endswith(".py"):
+        return "\n".join(line.strip().removeprefix("#") for line in text.splitlines() if line.lstrip().startswith("#"))
+    return text
 
 
 def _with_options(line: str) -> str:
@@ -118,6 +130,32 @@ def test_the_readme_documents_commands_that_parse():
         for variant in (re.sub(r"\s*\[[^\]]+\]", "", line), _with_options(line)):
             args = parser.parse_args(shlex.split(variant)[1:])
             assert callable(args.func), variant
+
+
+DOCUMENTS = ("README.md", "README.ko.md", "docs/cli.md", "docs/findings.md", "data/README.md",
+             *(f"lessons/{path.name}" for path in sorted((REPO / "lessons").glob("*.py"))))
+SHOWN_AS_MISTAKES = {"minillm grpo --set grpo_verifiable.group_size=2"}  # docs/cli.md: a section grpo refuses
+
+
+@pytest.mark.parametrize("name", DOCUMENTS)
+def test_every_command_a_document_quotes_parses_and_sets_settings_that_exist(name, capsys):
+    """A command in `backticks` (its spaces and line breaks as one space) or a code block, with options
+    ("--"): it parses, and a training command's preset and --set values make a valid config, so a
+    reader who copies it is not stopped by a renamed flag or setting."""
+    text = _read(name)
+    spans = [" ".join(span.split()) for span in re.findall(r"(?<!`)`(minillm [^`]+)`", text)]
+    commands = [c for c in (*spans, *_block_commands(text)) if "--" in c and c not in SHOWN_AS_MISTAKES]
+    parser = build_parser()
+    for command in commands:
+        for variant in (re.sub(r"\s*\[[^\]]+\]", "", command), _with_options(command)):
+            try:
+                args = parser.parse_args(shlex.split(variant)[1:])
+            except SystemExit as exit_:  # --help exits with 0; a flag argparse refuses, with 2
+                assert exit_.code == 0, f"{name}: {variant}\n{capsys.readouterr().err}"
+                continue
+            if hasattr(args, "preset"):
+                args.device = None  # the settings are checked here, not whether this machine has the device
+                build_config(args)
 
 
 def test_the_installed_script_runs():
