@@ -73,9 +73,10 @@ def matmul_tflops(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, n: 
 
 
 def synchronize(device: str) -> None:
-    """Wait for the device's queued work: GPU kernels run asynchronously, so a clock needs this."""
+    """Wait for the device's queued work: GPU kernels run asynchronously, so a clock needs this.
+    That device's, by name: a bare synchronize() waits for the current GPU (cuda:0), not for cuda:1."""
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def journey_gpt_config(preset_name: str) -> ModelConfig:

@@ -82,6 +82,16 @@ def test_the_gpu_check_reports_failures_and_goes_on(tmp_path):
                                "pipeline": {"learns": {"mlm": True}}}) == []
 
 
+def test_the_clock_waits_for_the_gpu_that_runs_the_work(monkeypatch):
+    """--device cuda:1: a clock stopped after waiting for the current GPU (cuda:0) would time how fast
+    cuda:1's kernels were queued, not how fast they ran."""
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    run_all.synchronize("cuda:1")
+    run_all.synchronize("cpu")  # nothing to wait for
+    assert waited == ["cuda:1"]
+
+
 def test_the_gpu_check_flags_a_machine_without_its_device():
     """--device cuda without CUDA: every device test skips (pytest's exit status 0) and the device phase
     fails; both are problems, not a check that passed."""

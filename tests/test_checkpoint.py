@@ -303,12 +303,33 @@ def test_cuda_rng_states_are_saved_and_restored_once_cuda_is_in_use(monkeypatch,
     restored = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: initialized)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(device_states))
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: device_states)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
     state = capture_rng_state()
     assert ("cuda" in state) == initialized
     restore_rng_state(state)
     assert restored == ([device_states] if initialized else [])
+
+
+def test_a_resume_that_sees_fewer_gpus_restores_the_generators_of_those_there(monkeypatch):
+    """A checkpoint of a process that saw 2 GPUs, resumed where 1 is visible (CUDA_VISIBLE_DEVICES,
+    another machine). torch's own set_rng_state_all runs, down to its list of per-GPU generators
+    (faked: one), where a state for the missing GPU raised IndexError."""
+
+    class Generator:  # stands in for torch.cuda.default_generators[i]
+        def set_state(self, new_state: torch.Tensor) -> None:
+            self.state = new_state
+
+    there = Generator()
+    state = {**capture_rng_state(), "cuda": [torch.tensor([1, 2], dtype=torch.uint8),
+                                             torch.tensor([3, 4], dtype=torch.uint8)]}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # torch sets a state at once, not lazily
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "default_generators", (there,))
+    restore_rng_state(state)
+    assert torch.equal(there.state, state["cuda"][0])
 
 
 def test_the_mps_rng_state_is_saved_and_restored_where_mps_exists(monkeypatch):

@@ -48,6 +48,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
                          np_state["has_gauss"], np_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # One state per GPU the saving process saw. Where fewer are visible now (another machine,
+        # CUDA_VISIBLE_DEVICES), only theirs are put back: torch would index a GPU that is not there.
+        torch.cuda.set_rng_state_all(state["cuda"][:torch.cuda.device_count()])
     if "mps" in state and mps_available():
         torch.mps.set_rng_state(state["mps"])
