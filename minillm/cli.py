@@ -158,6 +158,9 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from minillm.stage1_pretrain.mlm import train_mlm
 
     cfg = build_config(args)
+    if args.tokenizer_kind and args.tokenizer_file:  # the kind would be left out without a word
+        raise ConfigError(f"--tokenizer {args.tokenizer_kind} trains a new tokenizer, but --tokenizer-file "
+                          f"{args.tokenizer_file} gives a trained one; pass one of them")
     if args.tokenizer_kind:
         cfg = apply_overrides(cfg, [f"tokenizer.kind={args.tokenizer_kind}"])
     train_docs, val_docs = corpus_splits(cfg, args.corpus)
@@ -231,6 +234,9 @@ def cmd_sft(args: argparse.Namespace) -> None:
     from minillm.stage2_sft.evaluate import format_table, run_sft_with_baselines
 
     cfg = build_config(args)
+    if args.corpus and cfg.sft.pretrain_mix == 0:  # the file would be left unread without a word
+        raise ConfigError(f"--corpus {args.corpus} is the pretraining text that sft.pretrain_mix replays, but "
+                          f"pretrain_mix is 0 (no replay); add e.g. --set sft.pretrain_mix=0.1, or drop --corpus")
     records = instruction_records(cfg, args.data, args.skip_bad_lines)
     pretrain_docs = corpus_splits(cfg, args.corpus)[0] if cfg.sft.pretrain_mix > 0 else []
     report = run_sft_with_baselines(cfg.sft, records, args.out, args.init, baselines=not args.no_baselines,

@@ -210,6 +210,10 @@ def is_pipeline_run(folder: str | os.PathLike) -> bool:
 def report_figures(folder: Path) -> dict[str, object]:
     """Every figure of a pipeline run's report.json by its path ("ppo.win_rate_vs_sft"), times left out."""
     stages = read_json(folder / REPORT_NAME).get("stages", {})
+    if not isinstance(stages, dict):
+        raise DataError(f"{folder / REPORT_NAME}: its \"stages\" are a JSON {type(stages).__name__}, not an "
+                        "object {...}: minillm wrote it, so it was damaged or edited since; restore it, or make "
+                        "that run again")
     return {path: value for path, value in flatten(stages).items() if path.rsplit(".", 1)[-1] not in TIMES}
 
 

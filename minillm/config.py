@@ -47,6 +47,11 @@ def _seed(cls: str, name: str, value: Any) -> None:
     _require(ok, cls, name, value, "expected an integer in [0, 2**63 - 1]")
 
 
+# The smallest temperature above 0 that sampling takes: a logit divided by less can overflow float32
+# (3.4e38) to inf, and softmax then gives NaN. Temperature 0 is greedy decoding.
+MIN_TEMPERATURE = 1e-30
+
+
 def _in_range(cls: str, name: str, value: Any, lo: float, hi: float, *, lo_open=False, hi_open=False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok:
@@ -363,7 +368,7 @@ class RewardConfig:
         _require(isinstance(self.answers_per_prompt, int) and self.answers_per_prompt >= 2, c,
                  "answers_per_prompt", self.answers_per_prompt, "expected an integer >= 2")
         _positive_int(c, "n_prompts", self.n_prompts)
-        _in_range(c, "sample_temperature", self.sample_temperature, 0.0, 10.0, lo_open=True)
+        _in_range(c, "sample_temperature", self.sample_temperature, MIN_TEMPERATURE, 10.0)
         _in_range(c, "annotator_noise", self.annotator_noise, 0.0, 10.0)
         _in_range(c, "annotator_tie_margin", self.annotator_tie_margin, 0.0, 10.0)
 
@@ -411,7 +416,7 @@ class PPOConfig:
             _positive_int(c, name, getattr(self, name))
         _require(self.rollout_batch_size % self.minibatch_size == 0, c, "minibatch_size",
                  self.minibatch_size, f"rollout_batch_size ({self.rollout_batch_size}) must be divisible by it")
-        _in_range(c, "temperature", self.temperature, 0.0, 10.0, lo_open=True)
+        _in_range(c, "temperature", self.temperature, MIN_TEMPERATURE, 10.0)
         _in_range(c, "kl_coef", self.kl_coef, 0.0, 100.0)
         _in_range(c, "target_kl", self.target_kl, 0.0, 1000.0, lo_open=True)
         _in_range(c, "clip_range", self.clip_range, 0.0, 1.0, lo_open=True)
@@ -466,7 +471,7 @@ class GRPOConfig:
         _require(self.minibatch_size % self.group_size == 0, c, "minibatch_size", self.minibatch_size,
                  f"a multiple of group_size ({self.group_size}) is needed: a minibatch holds whole groups, whose "
                  "advantages average to zero and whose answers share one prompt")
-        _in_range(c, "temperature", self.temperature, 0.0, 10.0, lo_open=True)
+        _in_range(c, "temperature", self.temperature, MIN_TEMPERATURE, 10.0)
         _in_range(c, "clip_range", self.clip_range, 0.0, 1.0, lo_open=True)
         _in_range(c, "kl_coef", self.kl_coef, 0.0, 100.0)
         _in_range(c, "exact_bonus", self.exact_bonus, 0.0, 10.0)
@@ -487,7 +492,7 @@ class DPOConfig:
         _in_range("DPOConfig", "nll_coef", self.nll_coef, 0.0, 100.0)
         _positive_int("DPOConfig", "eval_prompts", self.eval_prompts)
         _positive_int("DPOConfig", "max_new_tokens", self.max_new_tokens)
-        _in_range("DPOConfig", "temperature", self.temperature, 0.0, 10.0, lo_open=True)
+        _in_range("DPOConfig", "temperature", self.temperature, MIN_TEMPERATURE, 10.0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -312,6 +312,8 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
                       reuse_from=None if reuse_from is None else Path(reuse_from), skip_bad_lines=skip_bad_lines)
     if instructions:  # read now: a malformed file stops the journey before stage 1's minutes, not after them
         print(f"instructions: {len(journey.records)} records from {instructions}")
+    if corpus:  # the same for the corpus (missing, not UTF-8, empty), before config.json is written
+        print(f"corpus: {sum(map(len, journey.documents))} documents from {corpus}")
     journey.write_config()
     if force:  # later steps depend on earlier ones: redo all of them, from scratch, not from checkpoints
         for name in STEP_NAMES:

@@ -166,14 +166,19 @@ def read_utf8_text(path: Path, what: str) -> str:
     return text
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """The JSON file that minillm wrote at `path` (a result.json, report.json, config.json), or a
-    DataError naming it when it is damaged or edited into something that is not JSON."""
+def read_json(path: str | os.PathLike) -> dict:
+    """The JSON object that minillm wrote at `path` (a result.json, report.json, config.json), or a
+    DataError naming it when it is damaged or edited into something that is not a JSON object."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path} is not valid JSON ({err}): minillm wrote it, so it was damaged or edited "
-                        "since; restore it, or make that run again") from None
+        problem = f"is not valid JSON ({err})"
+    else:
+        if isinstance(data, dict):
+            return data
+        problem = f"holds a JSON {type(data).__name__}, not an object {{...}}"
+    raise DataError(f"{path} {problem}: minillm wrote it, so it was damaged or edited since; restore it, "
+                    "or make that run again")
 
 
 def spread_rows(rows: list, n: int) -> list:

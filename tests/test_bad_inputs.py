@@ -33,7 +33,7 @@ import pytest
 import torch
 
 from minillm.cli import main
-from minillm.config import ModelConfig, apply_overrides, preset, to_dict
+from minillm.config import MIN_TEMPERATURE, ModelConfig, apply_overrides, preset, to_dict
 from minillm.datasets import generate_corpus, read_jsonl, write_corpus
 from minillm.errors import (
     CheckpointError,
@@ -45,6 +45,7 @@ from minillm.errors import (
     TokenizerError,
 )
 from minillm.model import GPT, Bert
+from minillm.model.gpt import filter_logits, sample_next
 from minillm.stage1_pretrain.mlm import fill_mask
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, save_checkpoint
@@ -184,6 +185,14 @@ def smaller_tokenizer_beside(name: str) -> Setup:
 def other_corpus_and_no_tokenizer(ws: Path) -> None:
     (ws / "gpt" / "tokenizer.json").unlink()
     (ws / "other.txt").write_text((ws / "corpus.txt").read_text(encoding="utf-8").replace("e", "E"), encoding="utf-8")
+
+
+def copy_of_gpt_run(name: str, file: str, content: str) -> Setup:
+    """A copy of the good CLM run, `name`, whose `file` is replaced by `content`."""
+    def setup(ws: Path) -> None:
+        shutil.copytree(ws / "gpt", ws / name)
+        (ws / name / file).write_text(content, encoding="utf-8")
+    return setup
 
 
 def prefs_with_split(split: str) -> str:
@@ -487,6 +496,43 @@ CLI_TABLE = [
         ("sft", "--init", "{ws}/gpt", "--out", "{ws}/sft", "--preset", "micro", "--data", "{ws}/i.jsonl"),
         DataError, ("i.jsonl", "line 1", "one whole object per line"),
         write("i.jsonl", json.dumps({"prompt": "Say hi", "response": "hi"}, indent=2))),
+    # TRACEBACK before the check: AttributeError: 'list' object has no attribute 'items' (the PNG already written)
+    Bad("compare: a run's config.json that is not an object",
+        ("compare", "{ws}/gpt", "{ws}/gpt2", "--out", "{ws}/c.png"), DataError,
+        ("gpt2/config.json", "JSON list", "restore it"), copy_of_gpt_run("gpt2", "config.json", "[1]")),
+    # TRACEBACK before the check: AttributeError: 'list' object has no attribute 'get' (read_metrics)
+    Bad("compare: a metrics.jsonl line that is not a row", ("compare", "{ws}/gpt", "{ws}/gpt2", "--out", "{ws}/c.png"),
+        DataError, ("gpt2/metrics.jsonl, line 2", "not a row of metrics", "delete or fix that line"),
+        copy_of_gpt_run("gpt2", "metrics.jsonl", '{"step": 1, "loss": 5.0}\n[1]\n')),
+    # TRACEBACK before the check: the same AttributeError, when --resume reads the run's metrics
+    Bad("resume a run whose metrics.jsonl has a line that is not a row",
+        (*PRETRAIN, "--out", "{ws}/gpt", "--resume", "--set", "clm.train.max_steps=2"), DataError,
+        ("metrics.jsonl, line 1", "\"step\"", "delete or fix that line"),
+        write("gpt/metrics.jsonl", '{"step": "1"}\n')),
+    # TRACEBACK before the check: AttributeError: 'list' object has no attribute 'get' (report_figures)
+    Bad("compare: a pipeline run's report.json that is not an object", ("compare", "{ws}/j1", "{ws}/j2"), DataError,
+        ("j2/report.json", "JSON list", "restore it"),
+        lambda ws: (write("j1/report.json", '{"stages": {}}')(ws), write("j2/report.json", "[1]")(ws))),
+    Bad("compare: a pipeline run's report.json whose stages are not an object", ("compare", "{ws}/j1", "{ws}/j2"),
+        DataError, ("j2/report.json", "stages", "JSON list", "restore it"),
+        lambda ws: (write("j1/report.json", '{"stages": {}}')(ws), write("j2/report.json", '{"stages": [1]}')(ws))),
+    # TRACEBACK before the check: RuntimeError "index 300 is out of bounds" (logits / 1e-300 = inf, softmax NaN)
+    Bad("generate: a temperature so small that logits / temperature overflow",
+        ("generate", "--ckpt", "{ws}/gpt", "hi", "--temperature", "1e-300"), ModelInputError,
+        ("temperature=1e-300", "below 1e-30", "use 0 for greedy")),
+    # SILENT before the check: the sentencepiece kind is dropped and the given BPE tokenizer is used
+    Bad("pretrain: --tokenizer KIND with --tokenizer-file",
+        (*NEW_RUN_OWN_TOKENIZER, "--tokenizer-file", "{ws}/tok.json", "--tokenizer", "sentencepiece"), ConfigError,
+        ("--tokenizer sentencepiece", "--tokenizer-file", "pass one of them")),
+    # SILENT before the check: the micro preset's pretrain_mix is 0, so the file was never read (nor checked)
+    Bad("sft: --corpus with nothing to replay it",
+        ("sft", "--init", "{ws}/gpt", "--out", "{ws}/sft", "--preset", "micro", "--data", "{ws}/i.jsonl",
+         "--corpus", "{ws}/corpus.txt"), ConfigError, ("--corpus", "pretrain_mix is 0", "--set sft.pretrain_mix=")),
+    # UNCLEAR and a LEFTOVER before the check: "No such file or directory: ...nope.txt; check the path", after
+    # journey/config.json was written
+    Bad("pipeline: missing corpus, found before anything is written",
+        ("pipeline", "--preset", "micro", "--out", "{ws}/journey", "--corpus", "{ws}/nope.txt"), DataError,
+        ("nope.txt does not exist", "UTF-8 text file")),
 ]
 
 assert len({bad.name for bad in CLI_TABLE}) == len(CLI_TABLE), "row names must be unique"
@@ -700,6 +746,17 @@ def test_a_ranking_with_a_split_name_of_the_instruction_files_is_named(ws, capsy
                     "--preset", "micro", "--data", str(ws / "i.jsonl")]) == 2
     err = capsys.readouterr().err
     assert "'split' 'test_seen': a ranking is \"train\" or \"test\"" in err and "Traceback" not in err, err
+
+
+def test_sampling_survives_a_top_p_and_a_temperature_at_the_edge_of_float32():
+    """A top_p below float32's range compares as 0 with every probability (every token was dropped, and
+    sampling drew an index past the vocabulary: RuntimeError); the smallest temperature `generate`
+    takes keeps logits / temperature finite. The likeliest token must be drawn."""
+    logits = torch.tensor([[1.0, 30.0, 2.0], [-5.0, -1.0, -3.0]])
+    assert filter_logits(logits, None, 1e-300).argmax(dim=-1).tolist() == [1, 1]
+    for temperature, top_p in ((MIN_TEMPERATURE, None), (0.8, 1e-300)):
+        token, logprob = sample_next(logits, temperature, None, top_p, torch.Generator().manual_seed(0))
+        assert token.tolist() == [1, 1] and torch.isfinite(logprob).all(), (temperature, top_p, logprob)
 
 
 def test_an_unwritable_out_names_that_path_not_a_temporary_file(ws, capsys):

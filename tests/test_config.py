@@ -106,6 +106,8 @@ BROKEN = [
      ["MLMConfig.random_token_prob=0.2", "mask_token_prob + random_token_prob must be <= 1"]),
     (RewardConfig, {"answers_per_prompt": 1}, ["RewardConfig.answers_per_prompt=1", "integer >= 2"]),
     (PPOConfig, {"critic_lr": 0.0}, ["PPOConfig.critic_lr=0.0", "(0.0, 10.0]"]),
+    # logits / 1e-40 overflow float32: sampling would give NaN probabilities
+    (PPOConfig, {"temperature": 1e-40}, ["PPOConfig.temperature=1e-40", "[1e-30, 10.0]"]),
     (DPOConfig, {"beta": 0.0}, ["DPOConfig.beta=0.0", "(0.0, 100.0]"]),
     (LoRAConfig, {"dropout": 1.0}, ["LoRAConfig.dropout=1.0", "[0.0, 1.0)"]),
     (LoRAConfig, {"also_train": 5}, ["LoRAConfig.also_train=5", "comma-separated module names"]),

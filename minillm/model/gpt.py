@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from minillm.config import ModelConfig
+from minillm.config import MIN_TEMPERATURE, ModelConfig
 from minillm.errors import CheckpointError, ModelInputError
 from minillm.model.attention import KVCache, padding_mask
 from minillm.model.blocks import (
@@ -280,6 +280,9 @@ class GPT(nn.Module):
                             f"exceeds block_size={self.config.block_size}; shorten one of them")
         if not temperature >= 0:  # (written so that NaN fails it too)
             problems.append(f"temperature={temperature} must be >= 0 (0 = greedy)")
+        elif 0 < temperature < MIN_TEMPERATURE:
+            problems.append(f"temperature={temperature} is below {MIN_TEMPERATURE:g}, where logits / temperature "
+                            "overflow float32 (inf, then NaN probabilities); use 0 for greedy")
         if top_k is not None and top_k < 1:
             problems.append(f"top_k={top_k} must be >= 1 or None")
         if top_p is not None and not 0 < top_p <= 1:
@@ -447,7 +450,9 @@ def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Ten
         sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
         probs = sorted_logits.softmax(dim=-1)
         mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above this one
-        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))  # the best stays
+        outside = mass_before >= top_p
+        outside[:, 0] = False  # the best always stays (a top_p below float32's range compares as 0)
+        sorted_logits = sorted_logits.masked_fill(outside, float("-inf"))
         logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
     return logits
 

@@ -290,14 +290,18 @@ def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.
 
 def read_metrics(path: Path, up_to_step: float = math.inf) -> list[dict]:
     """The rows of `path` up to `up_to_step`, every row by default (a row cut off by a crash
-    mid-write is dropped)."""
+    mid-write is dropped; a whole line that is not a row, which no crash writes, is a DataError)."""
     rows = []
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").split("\n"):
+        for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if not isinstance(row, dict) or not isinstance(row.get("step", 0), (int, float)):
+                raise DataError(f"{path}, line {number}: {line[:40]!r} is not a row of metrics (a JSON object "
+                                "with a numeric \"step\"); minillm wrote this file, so it was edited since: "
+                                "delete or fix that line")
             if row.get("step", math.inf) <= up_to_step:
                 rows.append(row)
     return rows
