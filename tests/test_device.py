@@ -69,7 +69,9 @@ def test_bert_runs_on_the_device(device):
     assert logits.shape == (2, 16, 64) and logits.device.type == device.type
 
 
-def test_the_training_loop_learns_on_the_device(device, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])  # float16 with the grad scaler
+def test_the_training_loop_learns_on_the_device(device, dtype, tmp_path):
+    """Mixed precision too: on a GPU, autocast and the grad scaler run their CUDA kernels only here."""
     torch.manual_seed(2)
     model = GPT(micro_config())
     pattern = torch.arange(33) % 8  # a repeating sequence: easy to learn
@@ -82,7 +84,7 @@ def test_the_training_loop_learns_on_the_device(device, tmp_path):
         return loss, {}
 
     cfg = TrainConfig(max_steps=30, batch_size=8, lr=3e-3, warmup_steps=0, eval_every=30, save_every=30,
-                      eval_batches=1, log_every=10, device=device.type)
+                      eval_batches=1, log_every=10, device=device.type, dtype=dtype)
     result = train(model, cfg, tmp_path, get_batch=get_batch, loss_fn=loss_fn, run_config={}, desc="device")
     losses = [row["loss"] for row in result["history"] if "loss" in row]
     assert losses[-1] < 0.5 * losses[0]
