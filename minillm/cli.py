@@ -249,10 +249,9 @@ def cmd_chat(args: argparse.Namespace) -> None:
     from minillm.model.gpt import GPT
     from minillm.stage2_sft.chat import chat_loop
 
+    stdin = _typed_lines("chat")
     model, tok = _load_trained(args, GPT)
-    if isinstance(sys.stdin, io.TextIOWrapper):  # a line of bytes that are not UTF-8 must not end the chat
-        sys.stdin.reconfigure(errors="replace")
-    chat_loop(model, tok, sys.stdin, sys.stdout, max_new_tokens=args.max_new_tokens,
+    chat_loop(model, tok, stdin, sys.stdout, max_new_tokens=args.max_new_tokens,
               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
 
 
@@ -261,7 +260,20 @@ def cmd_annotate(args: argparse.Namespace) -> None:
     from minillm.utils import resolve_device
 
     annotate(args.policy, args.prompts, args.out, k=args.k, max_new_tokens=args.max_new_tokens,
-             seed=args.seed, device=resolve_device(args.device))
+             seed=args.seed, device=resolve_device(args.device), stdin=_typed_lines("annotate"))
+
+
+def _typed_lines(command: str) -> io.TextIOBase:
+    """stdin, for the commands a person types into (`chat`, `annotate`). A line of bytes that are not
+    UTF-8 (a terminal set to Latin-1, a paste) must not end the session with a traceback: its bad bytes
+    become U+FFFD, which the chat reads as text and annotate refuses as no ranking, and asks again.
+    A closed stdin (`<&-`, a service without a terminal) has no lines to read: say so before loading."""
+    if sys.stdin is None:
+        raise DataError(f"`minillm {command}` reads what you type from stdin, but stdin is closed; run it in a "
+                        "terminal, or give it the lines from a file (< lines.txt)")
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="replace")
+    return sys.stdin
 
 
 def cmd_reward(args: argparse.Namespace) -> None:
@@ -609,18 +621,21 @@ def _say_when_nothing_to_resume(args: argparse.Namespace) -> None:
 
 
 def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
-    """After Ctrl-C: which step the newest checkpoint under --out holds, and the command that goes on."""
+    """After Ctrl-C: which step the newest checkpoint under --out holds (for annotate: that the rankings
+    typed are kept), and the command that goes on."""
     from minillm.train.checkpoint import last_saved_step
 
     out = getattr(args, "out", None)
-    if out is None or args.func in WRITE_ONE_FILE:
+    if args.func is cmd_pipeline:  # again with --force would delete the steps this run has finished
+        argv = [a for a in argv if a != "--force"]
+    again = " ".join(shlex.quote(a) for a in ["minillm", *argv])
+    if args.func is cmd_annotate:  # each ranking is on disk before the next question (append_preference)
+        return f"; the rankings typed so far are kept in {out}. Continue with: {again}"
+    if out is None or args.func in WRITE_ONE_FILE:  # a file, written whole or not at all
         return ""
     saved = last_saved_step(out)
     if saved and args.func is cmd_pipeline and (saved[0].parent / "result.json").is_file():
         saved = None  # a finished step's checkpoint: the step that was running had saved nothing yet
-    if args.func is cmd_pipeline:  # again with --force would delete the steps this run has finished
-        argv = [a for a in argv if a != "--force"]
-    again = " ".join(shlex.quote(a) for a in ["minillm", *argv])
     if hasattr(args, "resume") and not args.resume:
         again += " --resume"
     where = f"last saved at step {saved[1]} ({saved[0]})" if saved else "no checkpoint saved yet"

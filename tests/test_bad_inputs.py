@@ -345,6 +345,22 @@ CLI_TABLE = [
     Bad("annotate: one answer per prompt leaves nothing to rank",
         ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/nope.jsonl", "--out", "{ws}/p.jsonl", "--k", "1"),
         ConfigError, ("k=1", "at least 2 answers")),
+    # TRACEBACK-free but LOST the first ranking typed: "Is a directory: ..." came after it, at its writing
+    Bad("annotate: --out is a folder",
+        ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/p.txt", "--out", "{ws}", "--max-new-tokens", "4"),
+        ConfigError, ("is a folder", "rankings go into a file", "prefs.jsonl"), write("p.txt", "how?\n")),
+    Bad("annotate: --out ending in a slash",
+        ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/p.txt", "--out", "{ws}/rankings/",
+         "--max-new-tokens", "4"), ConfigError, ("is a folder", "rankings/prefs.jsonl"), write("p.txt", "how?\n")),
+    # SILENT before the check: nothing asked, exit code 0 (an empty .jsonl was refused)
+    Bad("annotate: a prompts text file without a prompt",
+        ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/p.txt", "--out", "{ws}/p.jsonl"),
+        DataError, ("p.txt holds no prompts", "one prompt a line"), write("p.txt", "\n   \n")),
+    # UNCLEAR before the check: "max_new_tokens=13 leaves no room ...", not the flag's name
+    Bad("annotate: answers that leave no room for a prompt",
+        ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/p.txt", "--out", "{ws}/p.jsonl",
+         "--max-new-tokens", "13"), ConfigError, ("--max-new-tokens=13", "largest allowed is 12"),
+        write("p.txt", "how?\n")),
     # --- tokenizer files -------------------------------------------------------------------------
     Bad("tokenizer: missing file", ("tokenizer", "encode", "--tokenizer", "{ws}/nope.json", "hi"),
         TokenizerError, ("nope.json does not exist", "train one", "minillm tokenizer train")),

@@ -400,6 +400,77 @@ def test_chat_commands_are_listed_and_never_sent_to_the_model(untrained_runs, ca
     assert first == second  # /reset: the same seed again, the same sampled answer
 
 
+def test_chat_reads_only_the_first_word_of_a_command(untrained_runs, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("  /help\n/quit now\nhello\n"))
+    code, out, err = run(["chat", "--ckpt", str(untrained_runs / "gpt"), "--max-new-tokens", "3"], capsys)
+    assert code == 0, err
+    assert out.count("commands: /help") == 2 and "unknown command" not in out  # " /help" is /help too
+    assert out.endswith("bye\n") and "bot> " not in out  # "/quit now" quits; "hello" is never sent
+
+
+class _Typist(io.TextIOBase):
+    """A person at the terminal: types `lines`, one per question, then presses Ctrl-C."""
+
+    def __init__(self, *lines: str) -> None:
+        self.lines = list(lines)
+
+    def readable(self) -> bool:
+        return True
+
+    def readline(self, size: int = -1) -> str:
+        if not self.lines:
+            raise KeyboardInterrupt
+        return self.lines.pop(0)
+
+
+def _annotate(runs: Path, prompts: Path, out: Path) -> list[str]:
+    return ["annotate", "--policy", str(runs / "gpt"), "--prompts", str(prompts), "--out", str(out),
+            "--k", "2", "--max-new-tokens", "2"]
+
+
+def test_a_line_that_is_not_utf8_is_no_ranking_and_annotate_asks_again(untrained_runs, tmp_path, capsys,
+                                                                       monkeypatch):
+    prompts, out = tmp_path / "prompts.txt", tmp_path / "prefs.jsonl"
+    prompts.write_text("how is the river?\n")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\n2 1\n"), encoding="utf-8"))
+    code, shown, err = run(_annotate(untrained_runs, prompts, out), capsys)
+    assert code == 0, err
+    assert "not a ranking" in shown and len(out.read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ("chat", "annotate"))
+def test_a_closed_stdin_is_one_line_before_the_model_loads(name, untrained_runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", None)  # `minillm chat <&-`
+    code, out, err = run(_model_command(name, untrained_runs, tmp_path), capsys)
+    assert (code, out) == (2, "")
+    assert f"`minillm {name}` reads what you type from stdin, but stdin is closed" in err
+
+
+def test_annotate_shows_examples_of_the_answers_on_screen_and_says_when_all_are_ranked(untrained_runs, tmp_path,
+                                                                                        capsys, monkeypatch):
+    prompts, out = tmp_path / "prompts.txt", tmp_path / "new" / "folder" / "prefs.jsonl"  # made before the question
+    prompts.write_text("how is the river?\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("2 1\n"))
+    code, shown, err = run(_annotate(untrained_runs, prompts, out), capsys)
+    assert code == 0, err
+    assert "ranking, best first (e.g. 2 1; 1=2 for a tie)" in shown  # not "2 1 4 3": there are 2 answers
+    assert len(out.read_text().splitlines()) == 1  # the ranking typed is kept, in the folder made for it
+    code, shown, err = run(_annotate(untrained_runs, prompts, out), capsys)
+    assert code == 0 and f"all 1 prompt(s) are ranked in {out} already: nothing left to ask" in shown, err
+
+
+def test_ctrl_c_in_annotate_says_the_rankings_are_kept_and_how_to_go_on(untrained_runs, tmp_path, capsys,
+                                                                        monkeypatch):
+    prompts, out = tmp_path / "prompts.txt", tmp_path / "prefs.jsonl"
+    prompts.write_text("how is the river?\nwhere is Vell?\n")
+    monkeypatch.setattr(sys, "stdin", _Typist("2 1\n"))  # one ranking, then Ctrl-C at the second question
+    argv = _annotate(untrained_runs, prompts, out)
+    code, _, err = run(argv, capsys)
+    assert code == 130 and len(out.read_text().splitlines()) == 1
+    assert err == (f"minillm: interrupted; the rankings typed so far are kept in {out}. Continue with: "
+                   f"{shlex.join(['minillm', *argv])}\n")
+
+
 def _model_command(name: str, runs: Path, tmp_path: Path) -> list[str]:
     """A short call of each command that loads a trained model, on the run folders in `runs`."""
     prompts = tmp_path / "prompts.txt"

@@ -109,6 +109,18 @@ def test_annotate_loop_reads_the_stdin_of_the_moment_it_is_called(tmp_path, monk
     assert summary["ranked"] == 1 and "=== prompt 1/1" in sys.stdout.getvalue()
 
 
+def test_a_prompt_in_the_file_twice_is_asked_once(tmp_path):
+    """Ranked twice, one ranking could be held out while the other trains the reward model."""
+    (tmp_path / "p.txt").write_text("where is Vell?\nhow long is the Misk?\nwhere is Vell?\n", encoding="utf-8")
+    lines = [json.dumps({"prompt": p, "id": i}) for i, p in enumerate(["b", "a", "b", "c", "a"])]
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="1 prompt\\(s\\) appear more than once; each is asked once"):
+        assert [r["prompt"] for r in read_prompts(tmp_path / "p.txt")] == ["where is Vell?", "how long is the Misk?"]
+    with pytest.warns(UserWarning, match="2 prompt"):  # the first record of each, in the file's order
+        assert read_prompts(tmp_path / "p.jsonl") == [{"prompt": "b", "id": 0}, {"prompt": "a", "id": 1},
+                                                      {"prompt": "c", "id": 3}]
+
+
 def test_annotate_loop_reasks_appends_and_resumes(tmp_path):
     out = tmp_path / "human.jsonl"
     records = [{"prompt": f"p{i}", "id": f"id{i}"} for i in range(3)]

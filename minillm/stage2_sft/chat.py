@@ -5,7 +5,8 @@ Each line you type is wrapped in the same chat template the model was trained on
 text before `<eos>` is the answer. There is no memory across turns: the SFT data holds single-turn
 conversations, so each question starts a fresh conversation.
 
-A line that starts with "/" is a command for the chat itself, never a prompt: /help lists them,
+A line that starts with "/" (after any spaces) is a command for the chat itself, never a prompt, and
+only its first word counts ("/quit now" quits): /help lists them,
 /reset starts the sampling over (the same seed, so the same answers again), /quit leaves.
 
 `chat_loop` reads from and writes to any text streams, so a test can drive it with `io.StringIO`;
@@ -54,13 +55,13 @@ def chat_loop(
         output_stream.write("you> ")
         output_stream.flush()
         line = input_stream.readline()
-        if not line or line.strip() == QUIT:  # "" means end of input (Ctrl-D)
+        command = line.split()[0] if line.lstrip().startswith("/") else None  # "/quit now" is /quit too
+        if not line or command == QUIT:  # "" means end of input (Ctrl-D)
             output_stream.write("\n" if not line else "bye\n")
             return turns
         if not line.strip():
             continue
-        if line.startswith("/"):
-            command = line.split()[0]
+        if command:
             if command == "/reset":
                 generator.manual_seed(seed)
                 output_stream.write("(sampling starts over from its seed)\n")

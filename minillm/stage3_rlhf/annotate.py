@@ -35,6 +35,7 @@ import torch
 from minillm.datasets.jsonl import read_records
 from minillm.errors import ConfigError, DataError
 from minillm.model import GPT
+from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf.preferences import append_preference, read_preferences, sample_distinct_answers, split_of
 from minillm.train import load_model
 from minillm.utils import read_utf8_text
@@ -53,6 +54,14 @@ def parse_ranking(text: str, k: int) -> list[int | list[int]]:
         typed = text.strip() or "nothing"
         raise ValueError(f"name each of the {k} answers exactly once (1 to {k}); you typed {typed}")
     return [int(place[0]) - 1 if len(place) == 1 else [int(n) - 1 for n in place] for place in places]
+
+
+def example_ranking(n: int) -> str:
+    """A ranking of answers 1..n to show as an example, each pair swapped: '2 1 4 3', or '2 1 3' for 3."""
+    numbers = list(range(1, n + 1))
+    for i in range(0, n - 1, 2):
+        numbers[i], numbers[i + 1] = numbers[i + 1], numbers[i]
+    return " ".join(map(str, numbers))
 
 
 def show_question(out: IO[str], number: int, total: int, prompt: str, answers: Sequence[str]) -> None:
@@ -80,6 +89,8 @@ def annotate_loop(
     done = {r["prompt"] for r in saved}
     todo = [(number, r) for number, r in enumerate(records, start=1) if r["prompt"] not in done]
     ranked = 0
+    if records and not todo:
+        stdout.write(f"\nall {len(records)} prompt(s) are ranked in {out_path} already: nothing left to ask\n")
 
     def summary(remaining: int) -> dict[str, int]:
         stdout.write(f"\n{ranked} ranking(s) saved in this session, {len(saved) + ranked} in {out_path}\n")
@@ -93,7 +104,8 @@ def annotate_loop(
             continue
         show_question(stdout, number, len(records), record["prompt"], answers)
         while True:
-            stdout.write("ranking, best first (e.g. 2 1 4 3; 1=4 for a tie), or q to stop: ")
+            stdout.write(f"ranking, best first (e.g. {example_ranking(len(answers))}; 1={len(answers)} for a tie), "
+                         "or q to stop: ")
             stdout.flush()
             line = stdin.readline()
             if line == "" or line.strip().lower() in ("q", "quit"):  # end of input or a request to stop
@@ -132,6 +144,15 @@ def saved_rankings(path: Path) -> list[dict]:
         return []
 
 
+def check_rankings_file(path: str | os.PathLike) -> None:
+    """Before the first question: `path` can take the rankings. A folder is refused, and a missing
+    folder above the file is made now, so that no ranking a person typed is lost to the path's error."""
+    if Path(path).is_dir() or str(path).endswith(("/", os.sep)):
+        raise ConfigError(f"--out {path} is a folder, but the rankings go into a file: give its name, "
+                          f"e.g. --out {Path(path) / 'prefs.jsonl'}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
 def check_prompt_record(obj: dict) -> dict:
     """A record to rank answers for: it needs a non-empty "prompt" string (anything else is kept)."""
     if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
@@ -141,13 +162,27 @@ def check_prompt_record(obj: dict) -> dict:
 
 def read_prompts(path: str | os.PathLike) -> list[dict]:
     """Prompts to rank: a .jsonl of records with a "prompt" field (bad lines stop with their number),
-    or a text file with one prompt per line."""
+    or a text file with one prompt per line. Each prompt once: one asked twice would be ranked twice,
+    and one of its rankings could be held out ("test") while the other trains the reward model."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no prompts file at {path}: give a .jsonl of records or a text file, one prompt a line")
     if path.suffix == ".jsonl":
-        return read_records(path, check_prompt_record)
-    return [{"prompt": line.strip()} for line in read_utf8_text(path, "prompts file").split("\n") if line.strip()]
+        records = read_records(path, check_prompt_record)
+    else:
+        records = [{"prompt": line.strip()} for line in read_utf8_text(path, "prompts file").split("\n")
+                   if line.strip()]
+    if not records:  # as an empty .jsonl is refused (read_records): there would be nothing to ask
+        raise DataError(f"{path} holds no prompts: write one prompt a line, or give a .jsonl of records")
+    first_of_each, seen = [], set()
+    for record in records:
+        if record["prompt"] not in seen:
+            seen.add(record["prompt"])
+            first_of_each.append(record)
+    if len(first_of_each) < len(records):
+        warnings.warn(f"{path}: {len(records) - len(first_of_each)} prompt(s) appear more than once; each is "
+                      "asked once", stacklevel=2)
+    return first_of_each
 
 
 def prompt_seed(seed: int, prompt: str) -> int:
@@ -168,11 +203,14 @@ def annotate(
     if Path(out_path).resolve() == Path(prompts_path).resolve():
         raise ConfigError(f"--out {out_path} is the --prompts file: rankings are appended to --out, so they need "
                           "a file of their own, e.g. rankings.jsonl")
+    records = read_prompts(prompts_path)  # a mistake in the small file first, before the model loads
     policy, tokenizer = load_model(policy_dir, GPT, map_location=device)
+    check_room_for_prompt(policy.config.block_size, max_new_tokens, "--max-new-tokens")
+    check_rankings_file(out_path)  # last: a folder it makes is made for a session that starts
 
     def answers_for(record: dict) -> list[str]:
         generator = torch.Generator().manual_seed(prompt_seed(seed, record["prompt"]))
         return sample_distinct_answers(policy, tokenizer, [record["prompt"]], k, temperature,
                                        max_new_tokens, generator)[0]
 
-    return annotate_loop(read_prompts(prompts_path), answers_for, out_path, stdin, stdout)
+    return annotate_loop(records, answers_for, out_path, stdin, stdout)
