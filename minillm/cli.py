@@ -17,7 +17,7 @@ import shlex
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -569,7 +569,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return the exit code (0 done, 2 a problem with the input, 130 interrupted).
+    """Run one command; return the exit code (0 done, 2 a problem with the input, 130 interrupted, 141
+    when the program reading the output stopped early, as `| head` does).
 
     A MinillmError (a problem with the input) or an OSError (a path that cannot be read or
     written) becomes one line on stderr; any other exception is a bug and keeps its traceback.
@@ -585,6 +586,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             with _lock_for(args):
                 _say_when_nothing_to_resume(args)
                 func(args)
+        except BrokenPipeError:  # `minillm ... | head`: the reader has all it wanted, nothing went wrong
+            _discard_stdout()
+            return 141  # 128 + SIGPIPE, the code a shell gives a program the pipe ended
         except (MinillmError, OSError) as err:
             if args.debug:
                 raise
@@ -594,6 +598,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"minillm: interrupted{_resume_hint(args, argv)}", file=sys.stderr)
             return 130
     return 0
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: the output still buffered would fail again as Python exits."""
+    with suppress(OSError, ValueError):  # a stdout with no file behind it (a test's) has nothing to point
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 PREFS_NAME = "prefs.jsonl"  # the rankings `reward` collects into its folder, or finds there

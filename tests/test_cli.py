@@ -158,6 +158,17 @@ def test_every_command_a_document_quotes_parses_and_sets_settings_that_exist(nam
                 build_config(args)
 
 
+def test_a_reader_that_stops_early_is_no_error(untrained_runs):
+    """`minillm tokenizer encode ... | head -c 20`: the pipe is closed before the ids are written. That
+    is the reader's choice, not a failure: no error line, and a shell's exit code for it (141)."""
+    argv = ["tokenizer", "encode", "--tokenizer", str(untrained_runs / "gpt"), "river town " * 100]
+    process = subprocess.Popen([sys.executable, "-m", "minillm", *argv], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()  # the reader leaves before the first byte
+    err = process.stderr.read().decode()
+    assert (process.wait(timeout=120), err) == (141, "")
+
+
 def test_the_installed_script_runs():
     script = Path(sys.executable).with_name("minillm")
     if not script.is_file():
