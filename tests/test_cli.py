@@ -158,6 +158,57 @@ def test_every_command_a_document_quotes_parses_and_sets_settings_that_exist(nam
                 build_config(args)
 
 
+SECTIONS = set(dataclasses.asdict(preset("tiny")))  # tokenizer, mlm, clm, sft, ..., and the top-level fields
+PLACEHOLDERS = {"path", "경로"}  # `--set path=value`: the syntax, not a setting
+_VALUE = r"([^\s`;()]+)"
+
+
+def _settings_named(text: str) -> list[list[str]]:
+    """The "path=value" settings a text tells a reader to try, in groups that apply together: the
+    `--set`s of one `code span` (e.g. mask_token_prob=1.0 with random_token_prob=0.0); a span's bare
+    `section.field=value`; `CFG.section.field = value` in a lesson; a `--set` outside any span."""
+    text = re.sub(r"```.*?```", "", text, flags=re.DOTALL)  # code blocks: their commands are parsed above
+
+    def setting(path: str, value: str) -> str:
+        return f"{path}={value.rstrip('.,:').strip(chr(34) + chr(39))}"  # a sentence's full stop, "gold"
+
+    groups, spans = [], re.findall(r"`([^`]+)`", text)
+    for span in (" ".join(span.split()) for span in spans):
+        sets = re.findall(r"--set ((?:\w+\.)*\w+)=" + _VALUE, span)
+        groups.append([setting(p, v) for p, v in sets if p not in PLACEHOLDERS])
+        groups += [[setting(p, v)] for p, v in re.findall(r"(?:^|\s)((?:\w+\.)+\w+)=" + _VALUE, span)
+                   if p.split(".")[0] in SECTIONS and f"--set {p}=" not in span]  # not a relative train.lr=...
+    outside = re.sub(r"`[^`]+`", "", text)
+    groups += [[setting(p, v)] for p, v in re.findall(r"--set ((?:\w+\.)*\w+)=" + _VALUE, outside)]
+    groups += [[setting(p, v)] for p, v in re.findall(r"\bCFG\.((?:\w+\.)+\w+) ?= ?" + _VALUE, text)]
+    return [group for group in groups if group]
+
+
+@pytest.mark.parametrize("name", DOCUMENTS)
+def test_every_setting_a_document_suggests_exists_and_takes_its_value(name):
+    """`--set sft.pretrain_mix=0`, `reward.answers_per_prompt=2` or a lesson's "CFG.ppo.kl_coef = 0.5"
+    quoted in prose, outside any command the test above parses: a renamed field, or a value the
+    field no longer takes, stops the reader who tries it."""
+    groups = _settings_named(_read(name))
+    for group in groups:
+        try:
+            apply_overrides(preset("tiny"), group)
+        except ConfigError as err:
+            pytest.fail(f"{name}: {' '.join(group)}: {err}")
+
+
+def test_the_settings_a_document_suggests_are_found():
+    """The finder above sees each form (so that a test of nothing cannot pass)."""
+    text = ("Try `--set mlm.mask_token_prob=1.0 --set mlm.random_token_prob=0.0`, `reward.answers_per_prompt=2`,\n"
+            " CFG.ppo.kl_coef = 0.5, then CFG.ppo.reward = \"gold\". Pretrain with --set clm.train.max_steps=50.\n"
+            "Not `--set path=value`, nor `train.lr=3e-3` (relative), nor `minillm` alone.")
+    assert _settings_named(text) == [
+        ["mlm.mask_token_prob=1.0", "mlm.random_token_prob=0.0"], ["reward.answers_per_prompt=2"],
+        ["clm.train.max_steps=50"], ["ppo.kl_coef=0.5"], ["ppo.reward=gold"]]
+    with pytest.raises(ConfigError, match="has no field 'kl_coeff'"):
+        apply_overrides(preset("tiny"), _settings_named("CFG.ppo.kl_coeff = 0.5")[0])
+
+
 def test_a_reader_that_stops_early_is_no_error(untrained_runs):
     """`minillm tokenizer encode ... | head -c 20`: the pipe is closed before the ids are written. That
     is the reader's choice, not a failure: no error line, and a shell's exit code for it (141)."""

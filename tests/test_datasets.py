@@ -32,7 +32,9 @@ from minillm.datasets import (
 from minillm.datasets.instructions import FACT_PHRASINGS, HELDOUT_PHRASING, PHRASINGS, seen_entities
 from minillm.datasets.world import NOUN_PLURALS, TOY_ENGLISH, VERB_PAST
 from minillm.errors import ConfigError, DataError
+from minillm.stage2_sft.template import encode_example
 from minillm.stage3_rlhf.online_rl import rl_records
+from minillm.tokenizer import train_tokenizer
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 WORLD = build_world(0)
@@ -238,6 +240,22 @@ def test_suite_is_deterministic_and_shipped(suite):
     assert generate_instruction_suite(seed=0) == suite
     assert generate_instruction_suite(seed=1) != suite
     assert read_jsonl(DATA / "instructions.jsonl") == suite
+
+
+def test_the_shipped_examples_fit_the_tiny_presets_context_and_answer_limit():
+    """In the tokens of the tiny preset's BPE, trained as its pipeline trains it (about a second), every
+    shipped example fits the GPT's context whole, and every test reference with its <eos> fits the
+    answer limit SFT is evaluated with: no question is cut and no right answer is cut short (data/README.md
+    and SFTConfig.max_new_tokens's comment quote the longest)."""
+    cfg = preset("tiny")
+    train_docs, _ = split_documents(read_corpus(DATA / "corpus.txt"), val_fraction=cfg.val_fraction,
+                                    seed=cfg.data_seed)
+    tok = train_tokenizer(train_docs, cfg.tokenizer.vocab_size, kind=cfg.tokenizer.kind, progress=False)
+    records = read_jsonl(DATA / "instructions.jsonl")
+    longest = max(len(encode_example(tok, r["prompt"], r["response"], 10**6).ids) for r in records)
+    assert longest <= cfg.clm.model.block_size
+    answer = max(len(tok.encode(r["reference"])) + 1 for r in records if r["split"] != "train")
+    assert answer <= cfg.sft.max_new_tokens
 
 
 def test_records_are_well_formed(suite):
