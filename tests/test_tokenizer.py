@@ -309,6 +309,8 @@ def test_save_load_round_trip(tok: BPETokenizer, tmp_path) -> None:
     assert loaded.encode(text) == tok.encode(text)
     assert loaded.special_tokens == tok.special_tokens
     assert BPETokenizer.load(path).merges == tok.merges
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # saved again by an editor that adds a BOM, as
+    assert load_tokenizer(path).merges == tok.merges  # the corpus and JSONL readers forgive it
 
 
 def corrupt(tok: BPETokenizer, tmp_path, **changes) -> object:

@@ -134,7 +134,7 @@ def read_tokenizer_json(path: str | os.PathLike) -> dict[str, Any]:
         raise TokenizerError(f"{path} is a checkpoint (or another zip archive), not a tokenizer; pass the run "
                              f"folder, or the {TOKENIZER_NAME} beside the checkpoint")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8-sig"))  # (-sig: a byte order mark an editor adds is dropped)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TokenizerError(f"tokenizer file {path} is not valid JSON ({e}); retrain it") from None
     if not isinstance(data, dict) or "kind" not in data:
