@@ -23,10 +23,10 @@
 # Run it: `python lessons/09_end_to_end.py [--preset micro|tiny] [--out DIR] [--fresh]`, or step
 # through its cells. With the tiny preset it uses the pipeline's folder, runs/tiny: after
 # `minillm pipeline --preset tiny --out runs/tiny` every step is done and the lesson takes about 3 s on
-# a 2-core CPU; otherwise it trains what is missing there (4-6 minutes, as the pipeline). `--fresh` runs the whole
-# journey again in runs/lessons/09/tiny. With `--set`, the steps that runs/tiny made from the same
-# settings are copied from there, and only the steps the change reaches train: an experiment on PPO
-# takes about a minute. The experiments to try are at the end.
+# a 2-core CPU; otherwise it trains what is missing there (4 to 10 minutes, as the pipeline).
+# `--fresh` runs the whole journey again in runs/lessons/09/tiny. With `--set`, the steps that
+# runs/tiny made from the same settings are copied from there, and only the steps the change reaches
+# train: an experiment on PPO takes about a minute. The experiments to try are at the end.
 
 # %%
 from __future__ import annotations
