@@ -586,6 +586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             with _lock_for(args):
                 _say_when_nothing_to_resume(args)
                 func(args)
+            # Flushed here, inside the try: a pipe's stdout is block-buffered, so a short output is only
+            # written now, and a reader gone by then would otherwise fail at exit ("Exception ignored").
+            if sys.stdout is not None:  # (None when started with stdout closed, `>&-`)
+                sys.stdout.flush()
         except BrokenPipeError:  # `minillm ... | head`: the reader has all it wanted, nothing went wrong
             _discard_stdout()
             return 141  # 128 + SIGPIPE, the code a shell gives a program the pipe ended

@@ -657,6 +657,9 @@ LIBRARY_TABLE = [
     # TRACEBACK before the check: TypeError from KVCache's new_empty (attention.py)
     ("generate: max_new_tokens a float", lambda: _tiny_gpt().generate(torch.tensor([[1, 2]]), 3.0),
      ModelInputError, ("max_new_tokens=3.0", "integer")),
+    # SILENT without the bool check: True is an int to isinstance, so generate(ids, True) made one token
+    ("generate: max_new_tokens a bool", lambda: _tiny_gpt().generate(torch.tensor([[1, 2]]), True),
+     ModelInputError, ("max_new_tokens=True", "integer")),
     # TRACEBACK before the check: TypeError from torch.topk
     ("generate: top_k a float", lambda: _tiny_gpt().generate(torch.tensor([[1, 2]]), 3, top_k=2.5),
      ModelInputError, ("top_k=2.5", "integer")),

@@ -209,15 +209,26 @@ def test_the_settings_a_document_suggests_are_found():
         apply_overrides(preset("tiny"), _settings_named("CFG.ppo.kl_coeff = 0.5")[0])
 
 
-def test_a_reader_that_stops_early_is_no_error(untrained_runs):
+@pytest.mark.parametrize("buffered", [True, False])
+def test_a_reader_that_stops_early_is_no_error(untrained_runs, buffered):
     """`minillm tokenizer encode ... | head -c 20`: the pipe is closed before the ids are written. That
-    is the reader's choice, not a failure: no error line, and a shell's exit code for it (141)."""
-    argv = ["tokenizer", "encode", "--tokenizer", str(untrained_runs / "gpt"), "river town " * 100]
-    process = subprocess.Popen([sys.executable, "-m", "minillm", *argv], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
-    process.stdout.close()  # the reader leaves before the first byte
-    err = process.stderr.read().decode()
-    assert (process.wait(timeout=120), err) == (141, "")
+    is the reader's choice, not a failure: no error line, and a shell's exit code for it (141).
+    Buffered is how a user's pipe behaves (PYTHONUNBUFFERED unset): the ids are still in the buffer when
+    the command returns, and the broken pipe comes at the last flush, which once ended in Python's
+    "Exception ignored ... BrokenPipeError" and exit code 120; this suite's own environment may set
+    PYTHONUNBUFFERED, which hid it, so the test sets it either way."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    # a short output (all of it still buffered at the end) and a long one (the pipe breaks mid-print, and
+    # what is left in the buffer must not fail again as Python exits)
+    for text in ("river town " * 100, "Rain in Vell, " * 2000):
+        argv = ["tokenizer", "encode", "--tokenizer", str(untrained_runs / "gpt"), text]
+        process = subprocess.Popen([sys.executable, "-m", "minillm", *argv], cwd=REPO, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, env=env)
+        process.stdout.close()  # the reader leaves before the first byte
+        err = process.stderr.read().decode()
+        assert (process.wait(timeout=120), err) == (141, ""), len(text)
 
 
 def test_the_installed_script_runs():

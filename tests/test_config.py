@@ -108,6 +108,10 @@ BROKEN = [
     (PPOConfig, {"critic_lr": 0.0}, ["PPOConfig.critic_lr=0.0", "(0.0, 10.0]"]),
     # logits / 1e-40 overflow float32: sampling would give NaN probabilities
     (PPOConfig, {"temperature": 1e-40}, ["PPOConfig.temperature=1e-40", "[1e-30, 10.0]"]),
+    # the same floor in every config that samples (each has its own _in_range call)
+    (RewardConfig, {"sample_temperature": 1e-40}, ["RewardConfig.sample_temperature=1e-40", "[1e-30, 10.0]"]),
+    (GRPOConfig, {"temperature": 1e-40}, ["GRPOConfig.temperature=1e-40", "[1e-30, 10.0]"]),
+    (DPOConfig, {"temperature": 1e-40}, ["DPOConfig.temperature=1e-40", "[1e-30, 10.0]"]),
     (DPOConfig, {"beta": 0.0}, ["DPOConfig.beta=0.0", "(0.0, 100.0]"]),
     (LoRAConfig, {"dropout": 1.0}, ["LoRAConfig.dropout=1.0", "[0.0, 1.0)"]),
     (LoRAConfig, {"also_train": 5}, ["LoRAConfig.also_train=5", "comma-separated module names"]),

@@ -580,3 +580,17 @@ def test_regenerating_with_no_records_or_into_a_file_fails_in_one_line(argv, com
 def test_no_kelish_word_is_an_english_word_it_translates():
     for seed in (0, 62):  # seed 62 would draw "river" without the check
         assert not set(build_world(seed).lexicon.values()) & set(TOY_ENGLISH)
+
+
+def test_a_pretty_printed_json_array_given_as_jsonl_gets_the_hint_and_an_ordinary_bad_line_does_not(tmp_path):
+    """json.dump(records, f, indent=2) writes "[" alone on the first line, as a pretty-printed object
+    writes "{": both are one document spread over lines. A line that only begins with "{" is just a
+    bad line, and the hint would mislead there."""
+    path = tmp_path / "list.jsonl"
+    path.write_text(json.dumps([{"prompt": "Say hi", "response": "hi"}], indent=2), encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 1: .*one JSON document spread over lines"):
+        read_jsonl(path)
+    path.write_text('{"prompt": "Say hi", "response": \n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"line 1: invalid JSON") as caught:
+        read_jsonl(path)
+    assert "spread over lines" not in str(caught.value)

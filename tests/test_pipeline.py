@@ -585,3 +585,14 @@ def test_a_copied_comparison_table_is_named_as_copied(tmp_path):
     assert report["stages"]["rl_table"]["copied_from"] == str(tmp_path / "other" / "10_rl_table")
     assert f"Copied from {tmp_path / 'other'}, where they were made from the same settings (their seconds are " \
         "that run's): rl_table." in markdown
+
+
+def test_each_grpo_label_is_checked_against_its_own_reward(tmp_path):
+    """Two runs whose rewards are swapped are each relabelled: the reward of "GRPO (verifiable)" is not
+    "verifiable" even though another label names that reward."""
+    _, markdown = made_up_report(tmp_path, made_up_results(), "grpo.reward=verifiable",
+                                 "grpo_verifiable.reward=model")
+    assert "GRPO (reward model) is the `grpo` step; `grpo.reward=verifiable` rewarded it by a program that " \
+        "checks the answer" in markdown
+    assert "GRPO (verifiable) is the `grpo_verifiable` step; `grpo_verifiable.reward=model` rewarded it by the " \
+        "reward model." in markdown

@@ -38,7 +38,7 @@ from minillm.stage3_rlhf.reward_model import (
     score_answers,
     train_reward_model,
 )
-from minillm.stage3_rlhf.scoreboard import crossing, pass_at_k_line, policy_row, render_table
+from minillm.stage3_rlhf.scoreboard import catching_up, crossing, lead, pass_at_k_line, policy_row, render_table
 from minillm.stage3_rlhf.sequences import last_real_index, masked_mean, sample_responses
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model
@@ -532,3 +532,14 @@ if __name__ == "__main__":  # the worker of the resume test: python tests/test_p
     torch.set_num_threads(1)
     train_ppo(micro_ppo_config(steps=2), sys.argv[1], sys.argv[2], RECORDS, sys.argv[3],
               resume="--resume" in sys.argv)
+
+
+def test_a_gain_is_a_lead_only_beyond_two_standard_errors_and_a_nan_error_tells_nothing_apart():
+    """lead's rule by hand: strictly more than two standard errors either side of 0. pass_at_k_gain's
+    standard error is NaN when one prompt was measured (mean_stderr of one value): that tells no gain
+    apart from none, however large, so the SFT model is "within two standard errors" at once."""
+    assert lead({"gain": 0.3, "stderr": 0.125}) == 1 and lead({"gain": -0.3, "stderr": 0.125}) == -1
+    assert lead({"gain": 0.25, "stderr": 0.125}) == 0 and lead({"gain": -0.25, "stderr": 0.125}) == 0  # exactly 2
+    assert lead({"gain": 0.5, "stderr": float("nan")}) == 0 and lead({"gain": -0.5, "stderr": float("nan")}) == 0
+    nan_gain = {"1": {"gain": 0.5, "stderr": float("nan")}}
+    assert catching_up(nan_gain) == "the gain is within two standard errors of 0 already at k = 1."

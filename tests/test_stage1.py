@@ -448,3 +448,21 @@ def test_the_unigram_baseline_answers_the_most_frequent_ordinary_token(tmp_path,
                     train=_train_cfg(max_steps=1, batch_size=2))
     metrics = train_mlm(cfg, tokenizer, docs, docs, tmp_path)
     assert metrics["unigram_prediction"] == tokenizer.id_to_piece(expected)
+
+
+def test_clm_samples_skip_a_prompt_that_exactly_fills_the_window_and_keep_each_prompts_own_seed():
+    """A prompt of block_size - 1 tokens leaves room for <bos> only, none for a new token: it is
+    skipped (generate_text would refuse it). Each remaining sample is drawn with its prompt's index in
+    SAMPLE_PROMPTS as the seed, as if no prompt had been skipped, so a sample does not change with the
+    tokenizer that drops an earlier prompt. The oracle: generate_text called with that seed by hand."""
+    tok = train_tokenizer(KOREAN, 300, progress=False)
+    skipped = "A flash flood watch"
+    block_size = 1 + len(tok.encode(skipped))  # <bos> + the prompt fill the window exactly
+    prompts = clm_module.SAMPLE_PROMPTS
+    assert all(1 + len(tok.encode(p)) < block_size for p in prompts if p != skipped)
+    assert prompts.index(skipped) < len(prompts) - 1  # a later prompt's seed would move if skipped ones did not count
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=block_size)).eval()
+    samples = clm_module.sample_texts(model, tok, block_size)
+    assert samples == [generate_text(model, tok, p, seed=i) for i, p in enumerate(prompts) if p != skipped]
+    assert generate_text(model, tok, "The", seed=1) != generate_text(model, tok, "The", seed=2)  # seeds matter here
