@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from minillm.errors import DataError
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME, read_metrics, summarize
 from minillm.train.plots import plot_curve, save_figure, text_fonts
-from minillm.utils import read_json
+from minillm.utils import damaged, read_json
 
 NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
 
@@ -211,9 +211,8 @@ def report_figures(folder: Path) -> dict[str, object]:
     """Every figure of a pipeline run's report.json by its path ("ppo.win_rate_vs_sft"), times left out."""
     stages = read_json(folder / REPORT_NAME).get("stages", {})
     if not isinstance(stages, dict):
-        raise DataError(f"{folder / REPORT_NAME}: its \"stages\" are a JSON {type(stages).__name__}, not an "
-                        "object {...}: minillm wrote it, so it was damaged or edited since; restore it, or make "
-                        "that run again")
+        raise damaged(folder / REPORT_NAME, f"holds \"stages\" that are a JSON {type(stages).__name__}, not an "
+                      "object {...}")
     return {path: value for path, value in flatten(stages).items() if path.rsplit(".", 1)[-1] not in TIMES}
 
 

@@ -172,13 +172,16 @@ def read_json(path: str | os.PathLike) -> dict:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        problem = f"is not valid JSON ({err})"
-    else:
-        if isinstance(data, dict):
-            return data
-        problem = f"holds a JSON {type(data).__name__}, not an object {{...}}"
-    raise DataError(f"{path} {problem}: minillm wrote it, so it was damaged or edited since; restore it, "
-                    "or make that run again")
+        raise damaged(path, f"is not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise damaged(path, f"holds a JSON {type(data).__name__}, not an object {{...}}")
+    return data
+
+
+def damaged(path: str | os.PathLike, problem: str) -> DataError:
+    """The error for a file minillm wrote that no longer reads as it wrote it: `problem` says how."""
+    return DataError(f"{path} {problem}: minillm wrote it, so it was damaged or edited since; restore it, "
+                     "or make that run again")
 
 
 def spread_rows(rows: list, n: int) -> list:

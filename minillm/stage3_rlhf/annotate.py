@@ -174,15 +174,13 @@ def read_prompts(path: str | os.PathLike) -> list[dict]:
                    if line.strip()]
     if not records:  # as an empty .jsonl is refused (read_records): there would be nothing to ask
         raise DataError(f"{path} holds no prompts: write one prompt a line, or give a .jsonl of records")
-    first_of_each, seen = [], set()
+    first_of_each: dict[str, dict] = {}  # prompt -> its first record, in the file's order
     for record in records:
-        if record["prompt"] not in seen:
-            seen.add(record["prompt"])
-            first_of_each.append(record)
+        first_of_each.setdefault(record["prompt"], record)
     if len(first_of_each) < len(records):
         warnings.warn(f"{path}: {len(records) - len(first_of_each)} prompt(s) appear more than once; each is "
                       "asked once", stacklevel=2)
-    return first_of_each
+    return list(first_of_each.values())
 
 
 def prompt_seed(seed: int, prompt: str) -> int:
