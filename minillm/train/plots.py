@@ -60,7 +60,8 @@ def text_fonts(texts: Iterable[str]) -> Iterator[None]:
     font = find_cjk_font()
     with warnings.catch_warnings(), matplotlib.rc_context(
             {"font.family": [matplotlib.rcParams["font.family"][0], font]} if font else {}):
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        # "Glyph 48708 (...) missing from font(s) DejaVu Sans." (matplotlib 3.7: "... from current font.")
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
         if font is None and not _warned_no_cjk_font:
             _warned_no_cjk_font = True
             warnings.warn("no font with Korean/Chinese/Japanese glyphs is installed, so plots show boxes for "
