@@ -276,7 +276,7 @@ def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> 
                     f"stop it, or choose another --out (if no process {holder} runs, delete {lock})"
                 ) from None
             remove_stale_lock(lock, holder)  # then try O_EXCL again: if another run got there first, it wins
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(f"{os.getpid()}\n")
     mark = folder / RUN_MARK_NAME
     mark.touch()
@@ -320,7 +320,7 @@ def remove_stale_lock(lock: Path, holder: int | None) -> None:
 def _lock_holder(lock: Path) -> int | None:
     """The process id written in a lock file (None if it is gone, empty or unreadable)."""
     try:
-        return int(lock.read_text().strip())
+        return int(lock.read_text(encoding="ascii").strip())
     except (OSError, ValueError):
         return None
 
