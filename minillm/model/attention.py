@@ -28,6 +28,8 @@ cannot alter them). Instead of recomputing them at every step, we keep them: eac
 computes the query, key and value of the ONE new token and attends over the stored keys. What it
 saves is the projections and MLP of every past token, redone at each step without it; attention
 itself still reads all t stored keys at step t, so generating N tokens stays O(N^2) in attention.
+
+The letters of the shape comments (B, T, C, H, Hkv, D, ...) are listed in minillm/model/__init__.py.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def attend(
         mask = combine_masks(mask, causal_mask(t_query, t_key, q.device))  # (B or 1, 1, Tq, Tk)
     has_key = None
     if mask is not None:
-        has_key = mask.any(dim=-1, keepdim=True)  # (B, 1, Tq, 1): does this query see anything?
+        has_key = mask.any(dim=-1, keepdim=True)  # (B or 1, 1, Tq or 1, 1): does this query see anything?
         # A query that may see nothing is allowed to see everything instead (so its softmax is
         # finite); its output is then replaced by zeros below.
         mask = mask | ~has_key
@@ -190,8 +192,8 @@ class KVCache:
 
     def __init__(self, n_layer: int, capacity: int = 0) -> None:
         self.capacity = capacity  # tokens the first buffers make room for (0: twice the first tokens)
-        self.keys: list[Tensor | None] = [None] * n_layer  # each (B, Hkv, capacity, D); the first
-        self.values: list[Tensor | None] = [None] * n_layer  # filled[layer] positions are in use
+        self.keys: list[Tensor | None] = [None] * n_layer  # each (B, Hkv, room, D), room >= capacity;
+        self.values: list[Tensor | None] = [None] * n_layer  # the first filled[layer] positions are in use
         self.filled = [0] * n_layer
         self.key_mask: Tensor | None = None  # (B, T_past), True = real token; None = no padding at all
         self.length = 0  # T_past: tokens already stored

@@ -80,7 +80,8 @@ class Bert(nn.Module):
     def hidden_states(
         self, ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
     ) -> Tensor:
-        """ids (B, T) -> (B, T, C). attention_mask (B, T): True = real token. token_type_ids (B, T): 0/1."""
+        """ids (B, T) -> (B, T, C). attention_mask (B, T): True = real token. token_type_ids (B, T): the
+        segment of each token, in [0, type_vocab_size) (0/1 = sentence A/B)."""
         check_model_inputs(ids, attention_mask, self.config)
         self._check_segments(ids, token_type_ids)
         if attention_mask is None:
@@ -105,15 +106,15 @@ class Bert(nn.Module):
         """ids (B, T) -> logits (B, T, V) over the vocabulary at every position.
 
         logits_at (B, T) bool: the positions whose predictions are needed (in MLM training, the ~15%
-        that were masked); the logits come back as (N, V), one row per True in row-major order. The
-        head and the vocabulary projection then run on those rows only, a third of a small
+        that were masked); the logits come back as (M, V), one row per True (M of them) in row-major
+        order. The head and the vocabulary projection then run on those rows only, a third of a small
         encoder's training compute saved.
         """
         h = self.hidden_states(ids, attention_mask, token_type_ids)  # (B, T, C)
         if logits_at is not None:
-            h = h[logits_at]  # (N, C)
-        h = self.head_ln(self.head_act(self.head_dense(h)))  # (B, T, C) or (N, C)
-        return read_out(h, self.tok_emb, self.head) + self.head_bias  # (B, T, V) or (N, V)
+            h = h[logits_at]  # (M, C)
+        h = self.head_ln(self.head_act(self.head_dense(h)))  # (B, T, C) or (M, C)
+        return read_out(h, self.tok_emb, self.head) + self.head_bias  # (B, T, V) or (M, V)
 
     def _check_segments(self, ids: Tensor, token_type_ids: Tensor | None) -> None:
         if token_type_ids is None:

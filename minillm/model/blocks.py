@@ -44,10 +44,11 @@ SWIGLU_MULTIPLE_OF = 32
 
 
 def mlp_width(config: ModelConfig) -> int:
-    """The MLP's hidden width H: mlp_hidden if set, else mlp_ratio * C, and for SwiGLU 2/3 of that.
+    """The MLP's hidden width d_ff: mlp_hidden if set, else mlp_ratio * C, and for SwiGLU 2/3 of that.
 
-    A GELU MLP has two (C, H) matrices; SwiGLU has three. Llama takes H = 2/3 * 4C, rounded up, so
-    that both MLPs hold about the same number of parameters: for C = 128, 352 against 512.
+    (Not H, which counts attention heads.) A GELU MLP has two C x d_ff matrices; SwiGLU has three.
+    Llama takes d_ff = 2/3 * 4C, rounded up, so that both MLPs hold about the same number of
+    parameters: for C = 128, 352 against 512.
     """
     if config.mlp_hidden:
         return config.mlp_hidden
@@ -58,7 +59,7 @@ def mlp_width(config: ModelConfig) -> int:
 
 
 class MLP(nn.Module):
-    """Per-token feed-forward: C -> H -> GELU -> C, or with SwiGLU C -> (gate, up) -> SiLU(gate) * up -> C."""
+    """Per-token feed-forward: C -> d_ff -> GELU -> C, or with SwiGLU C -> (gate, up) -> SiLU(gate) * up -> C."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -72,11 +73,11 @@ class MLP(nn.Module):
         self.proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.fc(x)  # (B, T, H), or (B, T, 2H) with SwiGLU
+        h = self.fc(x)  # (B, T, d_ff), or (B, T, 2 * d_ff) with SwiGLU
         if self.gated:
-            gate, up = h.chunk(2, dim=-1)  # (B, T, H) each
+            gate, up = h.chunk(2, dim=-1)  # (B, T, d_ff) each
             return self.proj(self.act(gate) * up)  # (B, T, C)
-        return self.proj(self.act(h))  # (B, T, H) -> (B, T, C)
+        return self.proj(self.act(h))  # (B, T, d_ff) -> (B, T, C)
 
 
 class RMSNorm(nn.Module):

@@ -125,11 +125,12 @@ class GPT(nn.Module):
         """ids (B, T) -> logits (B, T, V); logits[:, t] predict the token after ids[:, t].
 
         logits_at (B, T) bool: the positions whose predictions are needed; the logits come back as
-        (N, V), one row per True in row-major order. The vocabulary projection is a small model's
-        largest matmul, and a loss that counts only the answer's tokens (SFT) needs it nowhere else.
+        (M, V), one row per True (M of them) in row-major order. The vocabulary projection is a small
+        model's largest matmul, and a loss that counts only the answer's tokens (SFT) needs it nowhere
+        else.
         """
         h = self.hidden_states(ids, attention_mask, position_ids, cache)  # (B, T, C)
-        return self.lm_head(h if logits_at is None else h[logits_at])  # (B, T, V) or (N, V)
+        return self.lm_head(h if logits_at is None else h[logits_at])  # (B, T, V) or (M, V)
 
     def lm_head(self, h: Tensor) -> Tensor:
         """Hidden states (..., C) -> logits (..., V): the token table read backwards (weight tying),

@@ -65,7 +65,7 @@ def perplexity(model: nn.Module, stream: torch.Tensor, block_size: int, batch_si
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    windows = consecutive_windows(stream, block_size + 1, block_size, max_windows)  # (N, T+1)
+    windows = consecutive_windows(stream, block_size + 1, block_size, max_windows)  # (W, T+1): W windows
     nll_sum = 0.0
     for start in range(0, len(windows), batch_size):
         ids = windows[start:start + batch_size].to(device)  # (b, T+1)
@@ -81,7 +81,7 @@ def unigram_perplexity(train_stream: torch.Tensor, val_stream: torch.Tensor, voc
     """Perplexity of an add-one unigram model fitted on `train_stream`, on the tokens `perplexity` scores."""
     counts = unigram_counts(train_stream, vocab_size) + 1.0  # add-one: no token has probability 0
     log_p = torch.log(counts / counts.sum())  # (V,)
-    targets = consecutive_windows(val_stream, block_size + 1, block_size, max_windows)[:, 1:]  # (N, T)
+    targets = consecutive_windows(val_stream, block_size + 1, block_size, max_windows)[:, 1:]  # (W, T)
     return math.exp(float(-log_p[targets].mean()))
 
 

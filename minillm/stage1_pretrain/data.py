@@ -36,7 +36,7 @@ from minillm.utils import write_json
 
 
 def pack_documents(tokenizer, docs: Sequence[str]) -> torch.Tensor:
-    """Encode each document as `<bos> ids <eos>` and concatenate them into one stream (N,)."""
+    """Encode each document as `<bos> ids <eos>` and concatenate them into one 1-D stream of token ids."""
     stream: list[int] = []
     for doc in docs:
         stream.append(tokenizer.bos_id)
@@ -56,7 +56,7 @@ def check_enough_tokens(stream: torch.Tensor, needed: int, split: str, why: str)
 
 def random_windows(stream: torch.Tensor, length: int, batch_size: int,
                    generator: torch.Generator) -> torch.Tensor:
-    """`batch_size` windows of `length` consecutive tokens at random offsets: (B, length)."""
+    """`batch_size` windows of `length` consecutive tokens at random offsets: (B, L), L = length."""
     check_enough_tokens(stream, length, "sampled", f"one window of {length} tokens")
     starts = torch.randint(len(stream) - length + 1, (batch_size,), generator=generator)  # (B,)
     offsets = torch.arange(length)  # (L,)
@@ -64,7 +64,7 @@ def random_windows(stream: torch.Tensor, length: int, batch_size: int,
 
 
 def consecutive_windows(stream: torch.Tensor, length: int, stride: int, max_windows: int) -> torch.Tensor:
-    """Windows of `length` tokens starting every `stride` tokens from the start: (N, length).
+    """Windows of L = `length` tokens starting every `stride` tokens from the start: (W, L), W windows.
 
     With stride = length the windows tile the stream; with stride = length - 1 (next-token
     prediction) each window's first token is the previous window's last, so every token after the
@@ -73,8 +73,8 @@ def consecutive_windows(stream: torch.Tensor, length: int, stride: int, max_wind
     """
     check_enough_tokens(stream, length, "evaluated", f"one window of {length} tokens")
     n = min(max_windows, (len(stream) - length) // stride + 1)
-    starts = torch.arange(n) * stride  # (N,)
-    return stream[starts[:, None] + torch.arange(length)[None, :]]  # (N, L)
+    starts = torch.arange(n) * stride  # (W,)
+    return stream[starts[:, None] + torch.arange(length)[None, :]]  # (W, L)
 
 
 SUBSET_WINDOWS = 64  # the periodic check during training scores this many validation windows
@@ -95,7 +95,7 @@ def as_subset_check(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def unigram_counts(stream: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """How often each token id occurs in `stream`: (V,) float."""
+    """How often each token id occurs in `stream`: (V,) float64."""
     return torch.bincount(stream, minlength=vocab_size).double()
 
 

@@ -62,19 +62,19 @@ EVAL_MASKING = {"mask_prob": 0.15, "mask_token_prob": 0.8, "random_token_prob": 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the chosen positions (labels != -100); the others give no signal.
 
-    logits (B, T, V), labels (B, T); or only the chosen positions' logits (N, V) and labels (N,).
+    logits (B, T, V), labels (B, T); or only the M chosen positions' logits (M, V) and labels (M,).
     Written as a sum divided by a count so that a batch with no chosen position gives 0, not NaN.
     """
-    chosen = labels != IGNORE_INDEX  # (B, T), or (N,) all True
-    nll = F.cross_entropy(logits[chosen], labels[chosen], reduction="sum")  # logits[chosen]: (N, V)
+    chosen = labels != IGNORE_INDEX  # (B, T), or (M,) all True
+    nll = F.cross_entropy(logits[chosen], labels[chosen], reduction="sum")  # logits[chosen]: (M, V)
     return nll / chosen.sum().clamp(min=1)
 
 
 def batch_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """The training loop's loss_fn: `mlm_loss` of a batch of masked windows, and its masked accuracy."""
     chosen = batch["labels"] != IGNORE_INDEX  # (B, T): the ~15% of positions that are predicted
-    logits = model(batch["input_ids"], logits_at=chosen)  # (N, V): the head runs there only
-    labels = batch["labels"][chosen]  # (N,) in the same order
+    logits = model(batch["input_ids"], logits_at=chosen)  # (M, V): the head runs there only
+    labels = batch["labels"][chosen]  # (M,) in the same order
     loss = mlm_loss(logits, labels)
     correct, total = masked_accuracy(logits, labels)
     return loss, {"masked_acc": correct / max(total, 1)}
@@ -117,7 +117,7 @@ def evaluate_mlm(model: nn.Module, cfg: MLMConfig, tokenizer, val_stream: torch.
     model.eval()
     device = next(model.parameters()).device
     T = cfg.model.block_size
-    windows = consecutive_windows(val_stream, T, T, max_windows)  # (N, T)
+    windows = consecutive_windows(val_stream, T, T, max_windows)  # (W, T): W windows
     blanks_cfg = dataclasses.replace(cfg, **EVAL_MASKING)
     masked = mask_for_mlm(windows, blanks_cfg, tokenizer, torch.Generator().manual_seed(EVAL_SEED))
     correct = total = 0

@@ -69,7 +69,8 @@ def collate(examples: list[ChatExample], pad_id: int) -> dict[str, Tensor]:
 
 
 def target_positions(batch: dict[str, Tensor]) -> Tensor:
-    """(B, T-1) True where position t predicts a token that counts: token t+1 is a response token."""
+    """(B, T-1) True where position t predicts a token that counts (loss_mask True at t + 1): a
+    response token or its `<eos>`, or any token after the first of a replayed window."""
     return batch["loss_mask"][:, 1:]
 
 
@@ -85,8 +86,8 @@ def sft_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[s
     counts = target_positions(batch)  # (B, T-1)
     # Logits only where they are needed: at the positions that predict a response token. No attention
     # mask: the batch is right-padded, so the causal rule already hides each pad from every real token.
-    logits = model(ids, logits_at=F.pad(counts, (0, 1)))  # (N, V)
-    targets = ids[:, 1:][counts]  # (N,) the same positions' next tokens, in the same order
+    logits = model(ids, logits_at=F.pad(counts, (0, 1)))  # (M, V), M = counts.sum()
+    targets = ids[:, 1:][counts]  # (M,) the same positions' next tokens, in the same order
     n_targets = max(targets.numel(), 1)
     loss = F.cross_entropy(logits, targets, reduction="sum") / n_targets
     return loss, {}
@@ -110,8 +111,8 @@ def replay_examples(tokenizer: Any, docs: Sequence[str], length: int) -> list[Ch
     stage 1 alive while the model learns to answer, so fine-tuning does not overwrite the facts that
     pretraining stored (without them, a tiny model forgets the facts it was never asked about).
     """
-    stream = pack_documents(tokenizer, docs)  # (N,) the whole corpus as one id stream
-    windows = stream[: len(stream) // length * length].view(-1, length)  # (n, length)
+    stream = pack_documents(tokenizer, docs)  # (S,) the whole corpus, S tokens, as one id stream
+    windows = stream[: len(stream) // length * length].view(-1, length)  # (S // length, length)
     return [ChatExample(ids=w.tolist(), loss_mask=[True] * length, prompt_tokens_dropped=0) for w in windows]
 
 

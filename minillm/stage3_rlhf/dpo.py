@@ -57,14 +57,14 @@ from minillm.utils import resolve_device, seed_everything, to_device, write_json
 def dpo_loss(
     policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor, beta: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The DPO loss over a batch of pairs; every input is a (P,) sequence log-prob.
+    """The DPO loss over a batch of B pairs; every input is a (B,) sequence log-prob, one per pair.
 
     Returns (loss, accuracy, margin): accuracy is the share of pairs whose implicit reward prefers the
     chosen answer, margin the mean implicit reward difference (both for logging).
     """
-    chosen_reward = beta * (policy_chosen - ref_chosen)  # (P,) implicit reward of the better answer
-    rejected_reward = beta * (policy_rejected - ref_rejected)  # (P,)
-    margins = chosen_reward - rejected_reward  # (P,)
+    chosen_reward = beta * (policy_chosen - ref_chosen)  # (B,) implicit reward of the better answer
+    rejected_reward = beta * (policy_rejected - ref_rejected)  # (B,)
+    margins = chosen_reward - rejected_reward  # (B,)
     loss = -F.logsigmoid(margins).mean()
     return loss, (margins > 0).float().mean(), margins.mean()
 
@@ -109,9 +109,10 @@ def with_reference(reference: GPT, pairs: Sequence[tuple[ChatExample, ChatExampl
 
 
 def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, Tensor]:
-    """B pairs -> chosen_* and rejected_* (ids, loss_mask), each (B, T), and ref_* (B,).
+    """B pairs -> chosen_* (ids, loss_mask) (B, T_chosen), rejected_* (B, T_rejected), and ref_* (B,).
 
-    Each side is right-padded (`collate`), so it needs no attention mask (see `answer_logprob`).
+    Each side is right-padded (`collate`) to its own longest row, so T_chosen and T_rejected usually
+    differ; it needs no attention mask (see `answer_logprob`).
     """
     batch = {}
     for side in ("chosen", "rejected"):
@@ -123,7 +124,8 @@ def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, Tensor
 
 def chosen_nll(policy_chosen: Tensor, chosen_loss_mask: Tensor) -> Tensor:
     """The chosen answers' negative log-likelihood per answer token, averaged over the batch: the
-    SFT loss on the preferred answers. (B,) sequence log-probs and their (B, T) loss masks."""
+    SFT loss on the preferred answers, except that each answer's mean counts once whatever its
+    length (`sft_loss` pools all tokens instead). (B,) sequence log-probs and their (B, T) loss masks."""
     n_tokens = chosen_loss_mask[:, 1:].sum(dim=1).clamp(min=1)  # (B,) the tokens each sum ran over
     return (-policy_chosen / n_tokens).mean()
 

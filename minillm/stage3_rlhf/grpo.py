@@ -24,7 +24,8 @@ prompts are too easy or too hard for the policy, and GRPO stalls.
 
 Every detail that matters is marked `# detail:` where it happens, as in ppo.py. Shapes: P prompts
 per step, G answers per prompt, B = P * G rows (the G answers of a prompt are consecutive rows),
-T0 prompt columns (left-padded), N response columns (right-padded), V vocabulary.
+T0 prompt columns (left-padded), N response columns (right-padded), V vocabulary, b the rows of one
+minibatch.
 """
 
 from __future__ import annotations

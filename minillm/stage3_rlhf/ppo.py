@@ -19,8 +19,8 @@ marked `# detail:` where it happens. The names follow "The N implementation deta
 PPO" (Huang et al., 2024) and OpenAI's lm-human-preferences.
 
 Shapes: B prompts per rollout, T0 prompt columns (left-padded), N response columns (right-padded
-after the first `<eos>`), V vocabulary. `mask` is (B, N): True on the answer's tokens, `<eos>`
-included, False on the padding after it.
+after the first `<eos>`), V vocabulary, b the rows of one minibatch. `mask` is (B, N): True on the
+answer's tokens, `<eos>` included, False on the padding after it.
 """
 
 from __future__ import annotations

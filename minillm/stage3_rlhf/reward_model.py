@@ -145,10 +145,10 @@ class RewardModel(nn.Module):
         last = last_real_index(attention_mask)  # (B,)
         head_score = self.head(h[torch.arange(ids.shape[0], device=ids.device), last]).squeeze(-1)  # (B,)
         # Position t predicts token t+1; only the positions that predict an answer token need the
-        # vocabulary projection (the costly part), so it runs on those rows alone: (N, C) -> (N, V).
+        # vocabulary projection (the costly part), so it runs on those rows alone: (M, C) -> (M, V).
         predicts_answer = response_mask[:, 1:]  # (B, T-1)
-        logits = self.body.lm_head(h[:, :-1][predicts_answer])  # (N, V), one row per answer token
-        answer_logprobs = gather_logprobs(logits[None], ids[:, 1:][predicts_answer][None])[0]  # (N,)
+        logits = self.body.lm_head(h[:, :-1][predicts_answer])  # (M, V), one row per answer token
+        answer_logprobs = gather_logprobs(logits[None], ids[:, 1:][predicts_answer][None])[0]  # (M,)
         logprobs = scatter_to_mask(answer_logprobs, predicts_answer)  # (B, T-1)
         likelihood = masked_mean(logprobs, predicts_answer, dim=1)  # (B,) mean over answer tokens
         return (head_score + self.likelihood_weight * likelihood - self.reward_mean) / self.reward_std

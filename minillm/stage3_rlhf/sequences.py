@@ -54,7 +54,7 @@ def last_real_index(attention_mask: Tensor) -> Tensor:
 
 
 def scatter_to_mask(values: Tensor, mask: Tensor) -> Tensor:
-    """(N,) values laid out at the N True places of `mask` (B, T), zeros elsewhere: (B, T).
+    """(M,) values laid out at the M True places of `mask` (B, T), zeros elsewhere: (B, T).
 
     The result takes the values' dtype: under autocast a loss comes back in float32 even when the
     logits it was read from are bfloat16.
@@ -86,8 +86,8 @@ def answer_logprob(model: nn.Module, ids: Tensor, loss_mask: Tensor) -> Tensor:
     every real token of their row, where causal attention never looks.
     """
     counts = loss_mask[:, 1:]  # (B, T-1): position t predicts token t+1, an answer token where True
-    logits = model(ids, logits_at=F.pad(counts, (0, 1)))  # (N, V), one row per answer token, row-major
-    answer_token_logprobs = -F.cross_entropy(logits, ids[:, 1:][counts], reduction="none")  # (N,)
+    logits = model(ids, logits_at=F.pad(counts, (0, 1)))  # (M, V), one row per answer token, row-major
+    answer_token_logprobs = -F.cross_entropy(logits, ids[:, 1:][counts], reduction="none")  # (M,)
     return scatter_to_mask(answer_token_logprobs, counts).sum(dim=1)  # (B, T-1) -> (B,)
 
 
