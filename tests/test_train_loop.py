@@ -319,6 +319,21 @@ def test_without_a_cjk_font_one_warning_names_the_fix_instead_of_one_per_glyph(t
     assert len(messages) == 1 and "fonts-noto-cjk" in messages[0], messages
 
 
+@pytest.mark.parametrize("glyph_warning", [
+    "Glyph 48708 (\\N{HANGUL SYLLABLE BI}) missing from font(s) DejaVu Sans.",  # newer matplotlib (3.11)
+    "Glyph 48708 (\\N{HANGUL SYLLABLE BI}) missing from current font.",  # matplotlib 3.7
+])
+def test_the_per_glyph_warning_of_every_matplotlib_is_silenced(glyph_warning, monkeypatch):
+    """The test above draws with whichever matplotlib is installed; this one pins both wordings."""
+    monkeypatch.setattr(plots, "find_cjk_font", lambda: None)
+    monkeypatch.setattr(plots, "_warned_no_cjk_font", True)  # our own warning given already
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with plots.text_fonts(["비"]):
+            warnings.warn(glyph_warning, UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == []
+
+
 def test_a_batch_of_the_wrong_size_is_a_clear_data_error(tmp_path):
     cfg = small_cfg(max_steps=2)
     with pytest.raises(DataError, match=r"'ids' with shape \(4, 12\).*batch_size=8"):
