@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,7 +244,8 @@ def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
     figures_text += f"\n{'the other' if differ else 'all'} {len(every) - len(differ)} are the same in every run"
     steps_text = "steps each run trained on its own: " + (", ".join(apart) or "none (every step is the same run)")
     if with_curves:
-        steps_text += f"\noverlay a step's curves: minillm compare {' '.join(str(f / with_curves[0]) for f in folders)}"
+        step_folders = " ".join(shlex.quote(str(f / with_curves[0])) for f in folders)  # a command to paste
+        steps_text += f"\noverlay a step's curves: minillm compare {step_folders}"
     report = "\n\n".join([figures_text, settings_text(names, differences), steps_text])
     return {"figures": {name: {p: f.get(p) for p in differ} for name, f in zip(names, figures, strict=True)},
             "differences": differences, "steps_apart": apart, "report": report}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,16 @@ def test_two_pipeline_runs_compare_by_their_figures_settings_and_the_steps_each_
     assert f"overlay a step's curves: minillm compare {tiny / '06_ppo'} {no_kl / '06_ppo'}" in out
     # the two PPO steps read their own journey's 03_clm: the same setting, in two folders
     assert compare_runs([tiny / "06_ppo", no_kl / "06_ppo"], tmp_path / "steps.png")["differences"] == {}
+
+
+def test_the_overlay_command_it_suggests_can_be_pasted_when_a_folder_has_a_space(tmp_path, capsys):
+    runs = tmp_path / "my runs"
+    tiny = write_pipeline_run(runs / "tiny", 0.2, "ppo-1", 0.625)
+    no_kl = write_pipeline_run(runs / "no-kl", 0.0, "ppo-2", 0.63)
+    assert main(["compare", str(tiny), str(no_kl)]) == 0
+    hint = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("overlay a step's curves: "))
+    assert shlex.split(hint.removeprefix("overlay a step's curves: ")) == [
+        "minillm", "compare", str(tiny / "06_ppo"), str(no_kl / "06_ppo")]
 
 
 def test_a_folder_read_from_elsewhere_is_a_setting_that_differs(tmp_path):
