@@ -37,6 +37,7 @@ from minillm.cli import positive_int
 from minillm.config import PRESETS
 from minillm.errors import one_line_errors
 from minillm.pipeline import STEP_NAMES, step_folder
+from minillm.utils import check_not_foreign, run_folder_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = {  # name -> how to read it from report.json's stages
@@ -134,8 +135,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="this tree's --jobs (default: the CLI's default)")
     parser.add_argument("--keep", type=Path, default=None,
-                        help="keep this tree's run in this folder (e.g. runs/tiny): its step folders are "
-                             "trained anew, as --force does; nothing else in it is touched")
+                        help="keep this tree's run in this folder (e.g. runs/tiny; new, empty or a run's, as "
+                             "for --out): its step folders are trained anew, as --force does; nothing else in "
+                             "it is touched")
     parser.add_argument("--ours-first", action="store_true",
                         help="run this tree before the reference: a machine whose speed drifts favours one "
                              "order, and running both orders shows by how much")
@@ -149,6 +151,8 @@ def main() -> None:
                            capture_output=True)
     if known.returncode != 0:
         parser.error(f"--ref {args.ref}: no such commit in {ROOT} (a commit id, tag or branch, e.g. HEAD~3)")
+    if args.keep:  # the pipeline's own rule for --out, checked before the reference's journey runs
+        check_not_foreign(args.keep.resolve(), flag="--keep")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subprocess.run(["git", "worktree", "add", "--detach", str(tmp / "ref"), args.ref], cwd=ROOT, check=True)
@@ -156,10 +160,11 @@ def main() -> None:
             ours_extra = [] if args.jobs is None else ["--jobs", str(args.jobs)]
             our_out = args.keep.resolve() if args.keep else tmp / "our_run"
             if args.interleave:
-                for name in STEP_NAMES:  # as the pipeline's --force does: every step anew, the rest kept
-                    shutil.rmtree(our_out / step_folder(name), ignore_errors=True)
-                done = run_interleaved({"ref": tmp / "ref", "ours": ROOT},
-                                       {"ref": tmp / "ref_run", "ours": our_out}, args.preset)
+                with run_folder_lock(our_out):  # held as `minillm pipeline` holds it (it takes it itself below)
+                    for name in STEP_NAMES:  # as the pipeline's --force does: every step anew, the rest kept
+                        shutil.rmtree(our_out / step_folder(name), ignore_errors=True)
+                    done = run_interleaved({"ref": tmp / "ref", "ours": ROOT},
+                                           {"ref": tmp / "ref_run", "ours": our_out}, args.preset)
             else:
                 journeys = {"ref": lambda: run_journey(tmp / "ref", tmp / "ref_run", args.preset, []),
                             "ours": lambda: run_journey(ROOT, our_out, args.preset, [*ours_extra, "--force"])}

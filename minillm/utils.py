@@ -213,8 +213,9 @@ def check_is_folder(path: Path) -> None:
         raise DataError(f"--out {path} is a file, not a folder; give a folder for the run's outputs")
 
 
-def check_not_foreign(folder: Path, inputs: tuple[str, ...] = ()) -> None:
-    """Refuse a folder that already holds files no minillm run wrote (`--out .` in a project, say).
+def check_not_foreign(folder: Path, inputs: tuple[str, ...] = (), flag: str = "--out") -> None:
+    """Refuse a folder that already holds files no minillm run wrote (`--out .` in a project, say);
+    `flag` is the option that named it, for the message.
 
     A run writes config.json, metrics.jsonl, checkpoints and plots into its folder, over any file of
     the same name: someone else's config.json would be lost. So a run goes only into a new folder, an
@@ -228,7 +229,7 @@ def check_not_foreign(folder: Path, inputs: tuple[str, ...] = ()) -> None:
     if theirs:
         shown = ", ".join(theirs[:3]) + (", ..." if len(theirs) > 3 else "")
         raise DataError(
-            f"--out {folder} already holds files no minillm run wrote ({shown}); a run writes its config.json, "
+            f"{flag} {folder} already holds files no minillm run wrote ({shown}); a run writes its config.json, "
             "metrics and checkpoints there and would overwrite files of those names: give a new or empty folder "
             f"(if it is a run of an earlier minillm, create an empty {RUN_MARK_NAME} file in it)"
         )

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from minillm.config import apply_overrides, preset, to_dict
-from minillm.utils import write_json
+from minillm.utils import RUN_MARK_NAME, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -171,12 +171,29 @@ def test_the_profile_never_replaces_a_pipeline_run_made_with_other_settings(tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
 
 
+@pytest.mark.parametrize("mode", [[], ["--interleave"]])
+def test_a_keep_folder_of_someone_elses_files_is_refused_before_the_reference_runs(tmp_path, mode):
+    """Back to back, the pipeline refused it only after the reference's whole journey; interleaved, it
+    was taken and its config.json overwritten. Both now refuse it first, as `--out` does."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text('{"my": "settings"}')
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "pipeline_speed.py"), "--preset", "micro",
+                           "--ref", "HEAD", "--keep", str(tmp_path / "mine"), *mode],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"--keep {tmp_path / 'mine'} already holds files no minillm run wrote (config.json)" in done.stderr
+    assert "running ->" not in done.stdout  # no journey started
+    assert (tmp_path / "mine" / "config.json").read_text() == '{"my": "settings"}'
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["config.json"]
+
+
 @pytest.mark.slow
 def test_interleaved_journeys_of_the_same_code_give_the_same_figures(tmp_path):
     """`pipeline_speed.py --interleave` drives two pipelines a step at a time: against this very commit
     every step runs in both, in turns, and the two reports agree on every learning figure."""
     (tmp_path / "ours").mkdir()
-    (tmp_path / "ours" / "notes.txt").write_text("mine")  # --keep's folder may hold a person's files
+    (tmp_path / "ours" / RUN_MARK_NAME).touch()  # a run's folder, to which a person added a file of theirs
+    (tmp_path / "ours" / "notes.txt").write_text("mine")
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "pipeline_speed.py"), "--preset", "micro",
                            "--ref", "HEAD", "--interleave", "--keep", str(tmp_path / "ours")],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
