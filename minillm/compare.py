@@ -58,7 +58,7 @@ def load_run(run_dir: str | os.PathLike, name: str) -> LoggedRun:
 
 
 def siblings_by_name(config: dict, folder: Path) -> dict:
-    """`config` with each path to a folder beside `folder` written "../NAME".
+    """`config` with each path to a folder beside `folder`, or to a file in one, written "../NAME[/FILE]".
 
     A pipeline step names the steps it read (PPO's sft_dir: runs/tiny/04_sft). Two runs of the same
     step in two journeys read the same-named siblings in different folders: the same setting.
@@ -68,8 +68,10 @@ def siblings_by_name(config: dict, folder: Path) -> dict:
     def short(value: object) -> object:
         if isinstance(value, dict):
             return {key: short(inner) for key, inner in value.items()}
-        if is_path(value) and Path(value).resolve().parent == folder.resolve().parent:
-            return f"../{Path(value).name}"
+        if is_path(value):  # a sibling, or a file in one (DPO's prefs: runs/tiny/05_reward_model/prefs.jsonl)
+            path, parent = Path(value).resolve(), folder.resolve().parent
+            if path.is_relative_to(parent) and path != parent:
+                return f"../{path.relative_to(parent).as_posix()}"
         return value
 
     return short(config)
@@ -154,10 +156,19 @@ def plot_runs(runs: Sequence[LoggedRun], metrics: Sequence[str], path: str | os.
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Columns padded to their widest cell; floats to 4 significant digits."""
-    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in [header, *rows]]
+    """Columns padded to their widest cell."""
+    cells = [[str(v) for v in row] for row in [header, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
+
+
+def distinct_texts(values: Sequence[object]) -> list[str]:
+    """Values that are compared with each other, as table cells: floats to 4 significant digits, or to
+    as many more as it takes to print different ones differently (-0.18961 and -0.18964 are both
+    -0.1896 at 4, and a table of what differs would show them the same)."""
+    floats = {v for v in values if isinstance(v, float)}
+    digits = next((d for d in range(4, 17) if len({f"{v:.{d}g}" for v in floats}) == len(floats)), 17)
+    return [f"{v:.{digits}g}" if isinstance(v, float) else str(v) for v in values]
 
 
 def settings_text(names: Sequence[str], differences: dict[str, list[object]]) -> str:
@@ -186,10 +197,11 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
     same = [m for m in metrics if len({final[r.name][m] for r in runs}) == 1]
     varying = [m for m in metrics if m not in same]
     differences = config_differences(runs)
+    columns = [distinct_texts([final[r.name][m] for r in runs]) for m in varying]  # one metric's runs each
     report = "\n\n".join([
         "final values:\n" + text_table(["run", "step", *varying],
-                                       [[r.name, final[r.name].get("step", "-"),
-                                         *(final[r.name][m] for m in varying)] for r in runs])
+                                       [[r.name, final[r.name].get("step", "-"), *(column[i] for column in columns)]
+                                        for i, r in enumerate(runs)])
         + ("\nthe same in every run: " + ", ".join(f"{m} {final[runs[0].name][m]:.4g}" for m in same) if same else ""),
         settings_text([r.name for r in runs], differences),
         f"curves: {plot}",
@@ -201,7 +213,9 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
 # Two journeys: the folders of `minillm pipeline`, compared by their report.json.
 
 REPORT_NAME = "report.json"
-TIMES = ("seconds", "train_seconds")  # a stage's times in report.json: the machine's speed, not the run's
+# A stage's entries in report.json that are no learning figure: its times (the machine's speed, not the
+# run's) and the run a step was copied from (`--reuse`; "steps each run trained on its own" lists those).
+NOT_FIGURES = ("seconds", "train_seconds", "copied_from")
 
 
 def is_pipeline_run(folder: str | os.PathLike) -> bool:
@@ -209,12 +223,12 @@ def is_pipeline_run(folder: str | os.PathLike) -> bool:
 
 
 def report_figures(folder: Path) -> dict[str, object]:
-    """Every figure of a pipeline run's report.json by its path ("ppo.win_rate_vs_sft"), times left out."""
+    """Every figure of a pipeline run's report.json by its path ("ppo.win_rate_vs_sft"), NOT_FIGURES left out."""
     stages = read_json(folder / REPORT_NAME).get("stages", {})
     if not isinstance(stages, dict):
         raise damaged(folder / REPORT_NAME, f"holds \"stages\" that are a JSON {type(stages).__name__}, not an "
                       "object {...}")
-    return {path: value for path, value in flatten(stages).items() if path.rsplit(".", 1)[-1] not in TIMES}
+    return {path: value for path, value in flatten(stages).items() if path.rsplit(".", 1)[-1] not in NOT_FIGURES}
 
 
 def steps_trained_apart(folders: Sequence[Path]) -> list[str]:
@@ -239,8 +253,8 @@ def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
     apart = steps_trained_apart(folders)
     with_curves = [step for step in apart if all((folder / step / METRICS_NAME).is_file() for folder in folders)]
     figures_text = "learning figures that differ:\n" + (
-        text_table(["figure", *names], [[p, *(f.get(p, "-") for f in figures)] for p in differ]) if differ
-        else "(none)")
+        text_table(["figure", *names], [[p, *distinct_texts([f.get(p, "-") for f in figures])] for p in differ])
+        if differ else "(none)")
     figures_text += f"\n{'the other' if differ else 'all'} {len(every) - len(differ)} are the same in every run"
     steps_text = "steps each run trained on its own: " + (", ".join(apart) or "none (every step is the same run)")
     if with_curves:

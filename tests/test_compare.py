@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from minillm.cli import main
-from minillm.compare import LoggedRun, compare_runs, config_differences, load_run, shared_metrics
+from minillm.compare import LoggedRun, compare_runs, config_differences, distinct_texts, load_run, shared_metrics
 
 
 def write_run(folder: Path, lr: float, losses: list[float], extra: str = "grad_norm") -> Path:
@@ -195,12 +195,41 @@ def test_three_pipeline_runs_a_step_trained_apart_in_the_last_one_is_named(tmp_p
     assert compare_runs(folders, tmp_path / "unused.png")["steps_apart"] == ["06_ppo"]
 
 
-def test_pipeline_runs_that_differ_only_in_their_times_have_the_same_figures(tmp_path):
+def test_pipeline_runs_that_differ_only_in_their_times_or_sources_have_the_same_figures(tmp_path):
     folders = [write_pipeline_run(tmp_path / name, 0.2, "ppo-1", 0.625) for name in ("fast", "slow")]
     for folder, seconds in zip(folders, (12.5, 30.0), strict=True):  # the machine's speed, not the run's
         report = json.loads((folder / "report.json").read_text())
         report["stages"]["ppo"].update(seconds=seconds + 1, train_seconds=seconds)
+        report["stages"]["dpo"]["copied_from"] = str(folder / "source" / "07_dpo")  # --reuse: no figure either
         (folder / "report.json").write_text(json.dumps(report))
     result = compare_runs(folders, tmp_path / "unused.png")
     assert result["figures"] == {"fast": {}, "slow": {}}
     assert "learning figures that differ:\n(none)\nall 5 are the same in every run" in result["report"]
+
+
+def test_a_file_inside_a_sibling_step_is_the_same_setting_in_two_journeys(tmp_path):
+    """DPO reads its journey's 05_reward_model/prefs.jsonl: two journeys' DPO runs read the same-named
+    file of their own sibling step, which is no difference."""
+    runs = []
+    for journey in ("tiny", "beta"):
+        folder = write_run(tmp_path / journey / "07_dpo", 1e-3, [2.0, 1.0])
+        config = json.loads((folder / "config.json").read_text())
+        config["run"]["prefs"] = str(tmp_path / journey / "05_reward_model" / "prefs.jsonl")
+        (folder / "config.json").write_text(json.dumps(config))
+        runs.append(folder)
+    assert compare_runs(runs, tmp_path / "c.png")["differences"] == {}
+
+
+def test_figures_that_differ_only_beyond_four_digits_are_printed_differently(tmp_path):
+    assert distinct_texts([-0.18961, -0.18964, "-"]) == ["-0.18961", "-0.18964", "-"]
+    assert distinct_texts([0.625, 0.625, 2]) == ["0.625", "0.625", "2"]  # equal ones keep 4 digits
+    near = distinct_texts([1 / 3, 1 / 3 + 1e-16])  # the last bit of a float64
+    assert near[0] != near[1] and [float(t) for t in near] == [1 / 3, 1 / 3 + 1e-16]
+    runs = [write_pipeline_run(tmp_path / name, 0.2, "ppo-1", rate) for name, rate in (("a", 0.625), ("b", 0.62504))]
+    row = next(line for line in compare_runs(runs, tmp_path / "c.png")["report"].splitlines()
+               if line.startswith("ppo.win_rate_vs_sft "))
+    assert row.split() == ["ppo.win_rate_vs_sft", "0.625", "0.62504"]
+    a, b = (write_run(tmp_path / name, 1e-3, [2.0, last]) for name, last in (("x", 1.00001), ("y", 1.00002)))
+    table = compare_runs([a, b], tmp_path / "d.png")["report"].splitlines()
+    assert table[1].split()[:3] == ["run", "step", "loss"] and [line.split()[2] for line in table[2:4]] == [
+        "1.00001", "1.00002"]  # a column (one metric's runs) gets the digits it needs
