@@ -42,7 +42,7 @@ from minillm.errors import one_line_errors
 from minillm.model import GPT, Bert
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.train.optim import Muon
-from minillm.utils import read_json
+from minillm.utils import read_json, run_folder_lock
 
 CATEGORIES = ("forward", "backward", "optimizer", "generation", "evaluation", "data")
 # (module, attribute) -> category; functions are replaced wherever a minillm module imported them
@@ -178,9 +178,10 @@ def main() -> None:
                      "--out first")
     torch.set_num_threads(args.threads)
     print(f"profiling the {args.preset} pipeline into {args.out}, {args.threads} thread(s)")
-    table = profile_pipeline(args.preset, args.out, args.steps)
-    print_table(table)
-    (args.out / "profile.json").write_text(json.dumps(table, indent=2))
+    with run_folder_lock(args.out):  # as `minillm pipeline --out`: never a folder of someone else's files
+        table = profile_pipeline(args.preset, args.out, args.steps)
+        print_table(table)
+        (args.out / "profile.json").write_text(json.dumps(table, indent=2))
     print(f"written: {args.out / 'profile.json'}")
 
 

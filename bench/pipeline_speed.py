@@ -174,7 +174,8 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "ref")], cwd=ROOT, check=False)
     how = "step by step in turns" if args.interleave else "back to back"
     print(f"\n=== the {args.preset} journey: this tree against {args.ref}, {how} ===")
-    print(f"wall time: {our_wall:.0f} s against {ref_wall:.0f} s = {our_wall / ref_wall:.2f}x")
+    print(f"wall time: this tree {our_wall:.0f} s, {args.ref} {ref_wall:.0f} s = {our_wall / ref_wall:.2f}x "
+          "(under 1: this tree is faster)")
     print(f"{'stage':18s}{'ours s':>9s}{'ref s':>9s}{'ratio':>8s}")
     for name, stage in ref["stages"].items():
         if name in ours["stages"]:

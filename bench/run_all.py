@@ -166,7 +166,9 @@ def main() -> None:
         ("train step time, Muon / AdamW", f"{train['muon_vs_adamw_time']:.2f}x", "our fused AdamW",
          "(measured)", ""),
         *[(f"KV-cache speed-up, batch {b}, {model_args.new_tokens} tokens", f"{s:.1f}x", "no-cache generation",
-           f">= {model_bench.KV_CACHE_TARGET:g}", met(s >= model_bench.KV_CACHE_TARGET))
+           *((f">= {model_bench.KV_CACHE_TARGET:g}", met(s >= model_bench.KV_CACHE_TARGET))
+             if model_args.new_tokens == model_bench.KV_CACHE_TOKENS  # the target is for 256 tokens only
+             else (f"({model_bench.KV_CACHE_TOKENS} tokens: >= {model_bench.KV_CACHE_TARGET:g})", "")))
           for b, s in gen["speedup"].items()],
         *[(f"generation, batch {b}, KV cache", f"{s:.0f} tokens/s", "", "(measured)", "")
           for b, s in gen["tokens_per_s"].items()],

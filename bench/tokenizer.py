@@ -102,7 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--simple-slice-kb", type=positive_int, default=40)
     parser.add_argument("--simple-merges", type=positive_int, default=60)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.vocab_size < 256 + len(SPECIAL_TOKENS):  # before the corpus is made, and run_all's other benches
+        parser.error(f"--vocab-size {args.vocab_size}: it holds 256 bytes and {len(SPECIAL_TOKENS)} special "
+                     f"tokens, so give at least {256 + len(SPECIAL_TOKENS)}")
+    return args
 
 
 def measure(args: argparse.Namespace) -> dict[str, float]:
@@ -115,7 +119,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     # Both trainers take well under a second here: the fastest of 3 runs each keeps the ratio steady.
     ours, ours_train = timed(lambda: BPETokenizer.train(train_docs, args.vocab_size, progress=False), repeats=3)
     spm, spm_train = timed(lambda: SentencePieceTokenizer.train(train_docs, args.vocab_size), repeats=3)
-    full_merges = args.vocab_size - 256 - len(SPECIAL_TOKENS)
+    full_merges = ours.vocab_size - 256 - len(SPECIAL_TOKENS)  # what it learned: a corpus may allow fewer
     simple_train = simple_trainer_estimate(train_docs, args.simple_slice_kb, args.simple_merges, full_merges)
     ours_speed, spm_speed = encode_speed(ours, docs), encode_speed(spm, docs)
     ours_tpb, spm_tpb = tokens_per_byte(ours, held_out), tokens_per_byte(spm, held_out)

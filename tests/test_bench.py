@@ -228,3 +228,66 @@ def test_the_profile_trains_each_step_it_profiles_and_stops_after_the_last(tmp_p
     assert "[sft] running" in again and "reward_model" not in again
     row = json.loads((tmp_path / "profile.json").read_text())["sft"]
     assert row["forward"] > 0 and row["backward"] > 0 and row["optimizer"] > 0, row
+
+
+def test_the_profile_refuses_a_folder_of_someone_elses_files(tmp_path, monkeypatch, capsys):
+    """It cleared the step folders it profiles (and everything a person had put in them) and wrote its
+    profile.json over theirs; it now refuses such an --out, as `minillm pipeline --out` does."""
+    (tmp_path / "01_tokenizer").mkdir()
+    (tmp_path / "01_tokenizer" / "thesis.tex").write_text("mine")
+    (tmp_path / "profile.json").write_text("mine")
+    monkeypatch.setattr(sys, "argv", ["pipeline_profile.py", "--preset", "micro", "--out", str(tmp_path),
+                                      "--steps", "tokenizer"])
+    with pytest.raises(Exception, match="already holds files no minillm run wrote"):
+        run_all.load_bench("pipeline_profile").main()
+    assert (tmp_path / "01_tokenizer" / "thesis.tex").read_text() == "mine"
+    assert (tmp_path / "profile.json").read_text() == "mine"
+
+
+def test_the_kv_cache_target_is_judged_only_at_the_length_it_is_for(monkeypatch, capsys):
+    """The 6x target is for 256 new tokens; the docs' shorter run (--new-tokens 64) was marked BELOW
+    target at a length where the cache cannot gain that much."""
+    model = run_all.load_bench("model")
+    model.bench_generation(model.parse_args(["--vocab", "64", "--new-tokens", "4", "--gen-batch", "1",
+                                             "--gen-rounds", "1"]))
+    line = next(x for x in capsys.readouterr().out.splitlines() if "speed-up" in x)
+    assert "not judged at 4 tokens" in line and "target" in line and "BELOW" not in line, line
+
+    def fake(name):
+        bench = loaded(name)
+        bench.measure = lambda args: {"fast_train_vs_spm_time": 1, "spm_vs_ours_encode_speed": 1,
+                                      "tokens_per_byte_vs_spm": 1}
+        bench.bench_training = lambda args: dict.fromkeys(["sdpa_vs_torch_speed", "manual_vs_sdpa_time",
+                                                           "rope_vs_learned_time", "muon_vs_adamw_time"], 1.0)
+        bench.bench_generation = lambda args: {"speedup": {1: 2.0}, "tokens_per_s": {1: 100.0}}
+        return bench
+
+    loaded = run_all.load_bench
+    monkeypatch.setattr(run_all, "load_bench", fake)
+    monkeypatch.setattr(sys, "argv", ["run_all.py", "--skip-pipeline", "--model-args=--new-tokens 64"])
+    run_all.main()
+    row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("KV-cache speed-up"))
+    assert "(256 tokens: >= 6)" in row and "BELOW" not in row, row
+
+
+def test_the_tokenizer_bench_checks_its_vocabulary_size_before_anything_runs(capsys):
+    """--vocab-size 0 passed the parse (run_all checks every option first) and failed only after the
+    corpus was generated."""
+    with pytest.raises(SystemExit) as stop:
+        run_all.load_bench("tokenizer").parse_args(["--vocab-size", "0"])
+    assert stop.value.code == 2 and "--vocab-size 0: it holds 256 bytes" in capsys.readouterr().err
+
+
+def test_the_simple_trainer_is_extrapolated_to_the_merges_learned(tmp_path, monkeypatch):
+    """A corpus that allows fewer merges than --vocab-size asks for: the simple trainer's estimate was
+    scaled to the merges asked for, not those the fast trainer learned (here ~3x too long)."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text((ROOT / "data" / "corpus.txt").read_text()[:3000])
+    bench = run_all.load_bench("tokenizer")
+    scaled_to, trained, train = [], [], bench.BPETokenizer.train
+    monkeypatch.setattr(bench, "simple_trainer_estimate", lambda docs, kb, merges, full: scaled_to.append(full) or 1.0)
+    monkeypatch.setattr(bench.BPETokenizer, "train", lambda *a, **k: trained.append(train(*a, **k)) or trained[-1])
+    with pytest.warns(UserWarning, match="more than the corpus supports"):
+        bench.measure(bench.parse_args(["--corpus", str(corpus), "--vocab-size", "2000"]))
+    ours = trained[-1].vocab_size
+    assert ours < 2000 and scaled_to == [ours - 256 - len(bench.SPECIAL_TOKENS)]
