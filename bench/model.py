@@ -180,8 +180,8 @@ def bench_generation(args: argparse.Namespace) -> dict[str, dict[int, float]]:
         tokens_per_s[batch] = batch * args.new_tokens / seconds["with KV cache"]
         if batch == 1:
             speedups[batch] = seconds["without cache"] / seconds["with KV cache"]
-            judged = verdict(speedups[batch] >= KV_CACHE_TARGET) if args.new_tokens == KV_CACHE_TOKENS else \
-                f"not judged at {args.new_tokens} tokens"
+            judged = (verdict(speedups[batch] >= KV_CACHE_TARGET) if args.new_tokens == KV_CACHE_TOKENS
+                      else f"not judged at {args.new_tokens} tokens")
             print(f"  batch  1: KV cache speed-up = {speedups[batch]:.1f}x  "
                   f"(target >= {KV_CACHE_TARGET} at {KV_CACHE_TOKENS} new tokens: {judged})")
     return {"speedup": speedups, "tokens_per_s": tokens_per_s}

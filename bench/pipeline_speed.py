@@ -160,7 +160,7 @@ def main() -> None:
             ours_extra = [] if args.jobs is None else ["--jobs", str(args.jobs)]
             our_out = args.keep.resolve() if args.keep else tmp / "our_run"
             if args.interleave:
-                with run_folder_lock(our_out):  # held as `minillm pipeline` holds it (it takes it itself below)
+                with run_folder_lock(our_out):  # as `minillm pipeline` holds it (back to back, that command takes it)
                     for name in STEP_NAMES:  # as the pipeline's --force does: every step anew, the rest kept
                         shutil.rmtree(our_out / step_folder(name), ignore_errors=True)
                     done = run_interleaved({"ref": tmp / "ref", "ours": ROOT},

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from minillm.config import apply_overrides, preset, to_dict
+from minillm.errors import DataError
 from minillm.utils import RUN_MARK_NAME, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,7 +239,7 @@ def test_the_profile_refuses_a_folder_of_someone_elses_files(tmp_path, monkeypat
     (tmp_path / "profile.json").write_text("mine")
     monkeypatch.setattr(sys, "argv", ["pipeline_profile.py", "--preset", "micro", "--out", str(tmp_path),
                                       "--steps", "tokenizer"])
-    with pytest.raises(Exception, match="already holds files no minillm run wrote"):
+    with pytest.raises(DataError, match="already holds files no minillm run wrote"):
         run_all.load_bench("pipeline_profile").main()
     assert (tmp_path / "01_tokenizer" / "thesis.tex").read_text() == "mine"
     assert (tmp_path / "profile.json").read_text() == "mine"
