@@ -41,7 +41,8 @@ from minillm.config import apply_overrides, preset
 from minillm.errors import one_line_errors
 from minillm.lessons import PIPELINE_DIR, ROOT, in_notebook, pipeline_journey
 from minillm.model import GPT, Bert
-from minillm.pipeline import RL_POLICIES, STEP_NAMES, Journey, run_step, write_report
+from minillm.pipeline import STEP_NAMES, Journey, run_step
+from minillm.report import RL_POLICIES, write_report
 from minillm.stage1_pretrain.mlm import FLASH_FLOOD, fill_mask
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import gold_score

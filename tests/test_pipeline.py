@@ -23,19 +23,8 @@ from minillm.cli import main
 from minillm.config import apply_overrides, preset
 from minillm.datasets import generate_instruction_suite
 from minillm.errors import DataError
-from minillm.pipeline import (
-    REPORT_KEYS,
-    RL_POLICIES,
-    STEP_NAMES,
-    Journey,
-    build_report,
-    exact_match_noise,
-    quote,
-    render_markdown,
-    run_pipeline,
-    run_step,
-    table_row,
-)
+from minillm.pipeline import STEP_NAMES, Journey, run_pipeline, run_step
+from minillm.report import REPORT_KEYS, RL_POLICIES, build_report, exact_match_noise, quote, render_markdown, table_row
 from minillm.stage2_sft.evaluate import read_answers
 from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model

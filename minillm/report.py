@@ -1,0 +1,390 @@
+"""The journey's report: report.json (its key figures, machine-readable) and report.md (the page a
+learner reads), written from the results of a finished pipeline run (pipeline.py).
+
+report.json keeps, per stage, its seconds and the figures REPORT_KEYS names, in the shape the README
+documents. report.md tells the journey in order: the tokenizer, pretraining, SFT, RLHF and GRPO,
+each as its own section function, with each figure beside its baseline, its plots and examples.
+
+Nothing here trains or samples: every number comes from a step's result (`Journey.results`) or from
+a file a step wrote into its folder (answers, plots).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from minillm.config import PipelineConfig, TokenizerConfig
+from minillm.stage1_pretrain.data import SUBSET_NOTE
+from minillm.stage1_pretrain.mlm import EVAL_MASKING
+from minillm.stage2_sft.evaluate import ANSWERS_NAME, read_answers
+from minillm.stage3_rlhf.scoreboard import pass_at_k_line, render_table
+from minillm.utils import write_json
+
+if TYPE_CHECKING:  # (the pipeline imports this module to write its report)
+    from minillm.pipeline import Journey
+
+# How the report and the comparison table name each stage-3 policy, and the pipeline step that trains it.
+GRPO_POLICIES = {"GRPO (reward model)": "grpo", "GRPO (verifiable)": "grpo_verifiable"}  # label -> step
+GRPO_LABEL_REWARDS = {"GRPO (reward model)": "model", "GRPO (verifiable)": "verifiable"}  # what each label names
+RL_POLICIES = {"PPO": "ppo", "DPO": "dpo", **GRPO_POLICIES}  # every policy stage 3 trains
+FLASH_FLOOD_SENTENCE = "A flash flood watch will be in effect all night."  # report.md shows its tokens
+
+# report.json: per stage, the figures of its result that the report keeps (besides its seconds)
+REPORT_KEYS = {
+    "tokenizer": ("vocab_size", "tokens_per_byte"),
+    "mlm": ("val_masked_accuracy", "unigram_masked_accuracy", "fill_mask_top5"),
+    "clm": ("val_perplexity", "unigram_perplexity"),
+    "sft": ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match", "questions"),
+    "reward_model": ("pairwise_accuracy", "gold_agreement", "annotator_agreement"),
+    "ppo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_ceiling", "win_rate_by_family", "gold_sft",
+            "gold_after", "style_flaws_sft", "style_flaws_after", "wrong_sft", "wrong_after"),
+    "dpo": ("win_rate_vs_sft", "win_rate_stderr", "win_rate_ceiling", "win_rate_by_family", "gold_sft",
+            "gold_after", "style_flaws_sft", "style_flaws_after", "wrong_sft", "wrong_after"),
+    "grpo": ("win_rate_vs_sft", "win_rate_stderr", "pass_at_1_sft", "pass_at_1_after", "gold_sft", "gold_after",
+             "style_flaws_sft", "style_flaws_after"),
+    "grpo_verifiable": ("win_rate_vs_sft", "win_rate_stderr", "pass_at_1_sft", "pass_at_1_after", "gold_sft",
+                        "gold_after", "style_flaws_sft", "style_flaws_after"),
+}
+
+
+def build_report(cfg: PipelineConfig, device: str, results: dict[str, dict]) -> dict:
+    """report.json: per stage its seconds and key numbers (the shape the README documents)."""
+    stages = {}
+    for name, keys in REPORT_KEYS.items():
+        result = results[name]
+        # the step's wall time (training plus its evaluations and baselines); "train_seconds" is the
+        # part the stage itself calls training (e.g. SFT without its from-scratch baseline)
+        stages[name] = {"seconds": round(float(result.get("wall_seconds", result["seconds"])), 2),
+                        "train_seconds": round(float(result["seconds"]), 2),
+                        **{k: result[k] for k in (*keys, "copied_from") if k in result}}
+    stages["mlm"]["fill_mask_top5"] = [piece.strip() for piece, _ in results["mlm"]["fill_mask_top5"]]
+    table = results["rl_table"]
+    for name, step in RL_POLICIES.items():
+        # "kl": the policy's KL to the SFT model on the held-out prompts, the comparison table's column.
+        # The training log's KL is another number (answers to the last step's training prompts, sampled
+        # before its update), so it goes by its own name.
+        stages[step]["kl"] = table["rows"][name]["kl"]
+        if "kl" in results[step]:
+            stages[step]["kl_last_step"] = results[step]["kl"]
+    for name, step in GRPO_POLICIES.items():
+        stages[step]["pass_at_k_sft"] = table["pass_at_k"]["SFT"]
+        stages[step]["pass_at_k_after"] = table["pass_at_k"][name]
+    stages["best_of_n"] = {"seconds": 0.0, **table["best_of_n"]}
+    stages["rl_table"] = {"seconds": round(float(table["wall_seconds"]), 2), "rows": table["rows"],
+                          **{k: table[k] for k in ("pass_at_k", "pass_at_k_stderr", "pass_at_k_gain") if k in table},
+                          "n_prompts": table["n_prompts"]}  # a table made before the errors were measured has none
+    if "copied_from" in table:  # copied from another run (reuse_from), as any step may be
+        stages["rl_table"]["copied_from"] = table["copied_from"]
+    return {"preset": cfg.preset, "device": device,
+            "seconds": round(sum(s["seconds"] for s in stages.values()), 2), "stages": stages}
+
+
+def write_report(j: Journey, device: str, wall_seconds: float) -> dict:
+    """Write report.json and report.md for the finished steps in `j.results`; return the report."""
+    report = build_report(j.cfg, device, j.results)
+    # "seconds" adds up the steps' times; "wall_seconds" is how long this call took, which is less
+    # with steps side by side (`jobs`), and far less for a rerun that finds its steps already done
+    report["wall_seconds"] = round(wall_seconds, 2)
+    report["jobs"] = j.jobs
+    write_json(j.out_dir / "report.json", report)
+    (j.out_dir / "report.md").write_text(render_markdown(report, j), encoding="utf-8")
+    return report
+
+
+def _fmt(x: Any) -> str:
+    if x is None:  # a figure this run has not got (e.g. a split that --data lacks)
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.3f}" if math.isfinite(x) else str(x)
+    return str(x)
+
+
+def _win(stage: dict) -> str:
+    """A win rate with its standard error: "0.650 ± 0.034"."""
+    return f"{_fmt(stage['win_rate_vs_sft'])} ± {_fmt(stage.get('win_rate_stderr', float('nan')))}"
+
+
+def exact_match_noise(sft: dict) -> list[str]:
+    """How many questions each split's exact match stands on, and so how far chance alone moves it:
+    p right out of n has a standard error of sqrt(p (1 - p) / n), like the win rates' ± below. At
+    p = 0 or 1 that formula says 0, which no finite sample can promise: those splits say "none right"
+    or "all right" instead."""
+    if "questions" not in sft:  # a run made before the report counted them
+        return []
+    cells = []
+    for split, n in sft["questions"].items():
+        p = sft["exact_match"][split]
+        spread = "none right" if p == 0 else "all right" if p == 1 else f"± {_fmt(math.sqrt(p * (1 - p) / n))}"
+        cells.append(f"{split} {n} ({spread})")
+    return ["Questions per split, and one standard error of SFT's exact match on them: " + ", ".join(cells) + "."]
+
+
+def _family_table(s: dict) -> list[str]:
+    """Win rate against the SFT model per task family, PPO beside DPO."""
+    by_family = {name: s[name].get("win_rate_by_family", {}) for name in ("ppo", "dpo")}
+    families = sorted(set(by_family["ppo"]) | set(by_family["dpo"]))
+    if not families:
+        return []
+    return ["Win rate against the SFT model per task family (each on its family's share of the held-out "
+            "prompts, so on fewer prompts than the win rates above):", "",
+            "| family | PPO | DPO |", "| --- | --- | --- |",
+            *[f"| {f} | {_fmt(by_family['ppo'].get(f, float('nan')))} | {_fmt(by_family['dpo'].get(f, float('nan')))} |"
+              for f in families], ""]
+
+
+def copied_note(stages: dict) -> list[str]:
+    """A line naming the steps copied from another run (`reuse_from`), whose seconds are that run's."""
+    copied = [name for name, stage in stages.items() if "copied_from" in stage]
+    if not copied:
+        return []
+    sources = sorted({str(Path(stages[name]["copied_from"]).parent) for name in copied})
+    return ["", f"Copied from {', '.join(sources)}, where they were made from the same settings (their "
+            f"seconds are that run's): {', '.join(copied)}."]
+
+
+def tokenizer_name(cfg: TokenizerConfig) -> str:
+    """How report.md names the tokenizer; `spm_model_type` only matters to sentencepiece."""
+    if cfg.kind == "bpe":
+        return "Our byte-level BPE"
+    return {"bpe": "SentencePiece's BPE", "unigram": "SentencePiece's unigram model"}[cfg.spm_model_type]
+
+
+def render_markdown(report: dict, j: Journey) -> str:
+    """report.md: what each stage did, its key number against its baseline, its plot, examples."""
+    s = report["stages"]
+    lines = [
+        f"# minillm report: preset `{report['preset']}` on {report['device']}",
+        "",
+        "All three stages of training a language model, end to end; its steps took "
+        f"{report['seconds']:.0f} s in all.",
+        *copied_note(s),
+        "",
+        "| stage | key number | baseline | seconds |",
+        "| --- | --- | --- | --- |",
+        f"| tokenizer | {_fmt(s['tokenizer']['tokens_per_byte'])} tokens/byte | 1.000 (raw bytes) "
+        f"| {s['tokenizer']['seconds']:.0f} |",
+        f"| MLM (BERT) | masked accuracy {_fmt(s['mlm']['val_masked_accuracy'])} "
+        f"| unigram {_fmt(s['mlm']['unigram_masked_accuracy'])} | {s['mlm']['seconds']:.0f} |",
+        f"| CLM (GPT) | perplexity {_fmt(s['clm']['val_perplexity'])} "
+        f"| unigram {_fmt(s['clm']['unigram_perplexity'])} | {s['clm']['seconds']:.0f} |",
+        f"| SFT | exact match, held-out phrasings {_fmt(s['sft']['exact_match'].get('heldout_phrasings'))} "
+        f"| base model {_fmt(s['sft']['base_exact_match'].get('heldout_phrasings'))} | {s['sft']['seconds']:.0f} |",
+        f"| reward model | pairwise accuracy {_fmt(s['reward_model']['pairwise_accuracy'])} "
+        f"| chance 0.5 (ceiling {_fmt(s['reward_model'].get('gold_agreement'))}: the rankings' agreement "
+        "with the gold judge) "
+        f"| {s['reward_model']['seconds']:.0f} |",
+        f"| PPO | win rate vs SFT {_win(s['ppo'])} | 0.5 | {s['ppo']['seconds']:.0f} |",
+        f"| DPO | win rate vs SFT {_win(s['dpo'])} | 0.5 | {s['dpo']['seconds']:.0f} |",
+        f"| GRPO (reward model) | win rate vs SFT {_win(s['grpo'])} | 0.5 | {s['grpo']['seconds']:.0f} |",
+        f"| GRPO (verifiable) | win rate vs SFT {_win(s['grpo_verifiable'])}, pass@1 "
+        f"{_fmt(s['grpo_verifiable']['pass_at_1_sft'])} -> {_fmt(s['grpo_verifiable']['pass_at_1_after'])} "
+        f"| 0.5 | {s['grpo_verifiable']['seconds']:.0f} |",
+        *_relabelled_grpo_note(j),
+        "",
+        *_tokenizer_section(report, j),
+        *_pretraining_section(report, j),
+        *_sft_section(report, j),
+        *_rlhf_section(report, j),
+        *_grpo_section(report, j),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _tokenizer_section(report: dict, j: Journey) -> list[str]:
+    s, r = report["stages"], j.results
+    return [
+        "## 0. Tokenizer",
+        f"{tokenizer_name(j.cfg.tokenizer)}, trained on the corpus, has "
+        f"{s['tokenizer']['vocab_size']} ids (the 256 bytes and the special tokens among them); "
+        f"on held-out text it needs {_fmt(s['tokenizer']['tokens_per_byte'])} tokens per byte. "
+        f"\"{FLASH_FLOOD_SENTENCE}\" becomes `{r['tokenizer'].get('example_pieces')}`.",
+        "",
+    ]
+
+
+def _pretraining_section(report: dict, j: Journey) -> list[str]:
+    s, r = report["stages"], j.results
+    return [
+        "## 1. Pretraining",
+        "### BERT: masked language modelling",
+        f"{j.cfg.mlm.mask_prob:.0%} of the tokens are chosen as blanks ({j.cfg.mlm.mask_token_prob:.0%} of them "
+        f"shown as [MASK], {j.cfg.mlm.random_token_prob:.0%} as a random token, the rest as themselves) and the "
+        "encoder learns to fill them in. "
+        f"Masked-token accuracy on {r['mlm']['val_masked_positions']} validation blanks (chosen at BERT's "
+        f"{EVAL_MASKING['mask_prob']:.0%}, {EVAL_MASKING['mask_token_prob']:.0%} of them [MASK], whatever the "
+        "training used, so that runs compare): "
+        f"**{_fmt(s['mlm']['val_masked_accuracy'])}**, against {_fmt(s['mlm']['unigram_masked_accuracy'])} for "
+        "always guessing the most frequent token. "
+        f"(This is {SUBSET_NOTE}.)",
+        "",
+        *([f"\"{r['mlm']['fill_mask_prompt']}\" ->", ""] if r["mlm"].get("fill_mask_prompt") else []),
+        *[f"{i}. `{piece.strip()}` ({p:.3f})" for i, (piece, p) in enumerate(r["mlm"]["fill_mask_top5"], 1)],
+        "",
+        # (no validation sentence fitted the window: no fill-mask ranking, and no chart of it)
+        (f"![BERT fill-mask ranking]({_linked(j, 'mlm', 'fill_mask.png')}) " if r["mlm"]["fill_mask_top5"] else "")
+        + f"![BERT masked-LM loss]({_linked(j, 'mlm', 'loss.png')})",
+        "",
+        "### GPT: next-token prediction",
+        f"Perplexity on {r['clm']['val_tokens']} validation tokens **{_fmt(s['clm']['val_perplexity'])}**, against "
+        f"{_fmt(s['clm']['unigram_perplexity'])} for a unigram model (the final evaluation, as above). Samples:",
+        "",
+        *[quote(sample) + "\n" for sample in r["clm"].get("samples", [])],
+        f"![GPT next-token loss]({_linked(j, 'clm', 'loss.png')})",
+        "",
+    ]
+
+
+def _sft_section(report: dict, j: Journey) -> list[str]:
+    s = report["stages"]
+    return [
+        "## 2. Instruction tuning (SFT)",
+        "Exact match of greedy answers on test prompts; held-out phrasings and families were never trained on.",
+        *exact_match_noise(s["sft"]),
+        "",
+        "| model | " + " | ".join(s["sft"]["exact_match"]) + " |",
+        "| --- |" + " --- |" * len(s["sft"]["exact_match"]),
+        *[f"| {label} | " + " | ".join(_fmt(v) for v in s["sft"][key].values()) + " |"
+          for label, key in (("base (CLM, no SFT)", "base_exact_match"), ("SFT from scratch", "scratch_exact_match"),
+                             ("SFT on one family", "single_family_exact_match"), ("SFT", "exact_match"))
+          if key in s["sft"]],
+        "",
+        f"![SFT exact match per split]({_linked(j, 'sft', 'exact_match.png')})",
+        "",
+        *_sft_examples(j),
+    ]
+
+
+def _rlhf_section(report: dict, j: Journey) -> list[str]:
+    """The reward model, PPO and DPO: their figures, the per-family table, their plots and examples."""
+    s = report["stages"]
+    return [
+        "## 3. RLHF",
+        f"The reward model ranks held-out pairs correctly **{_fmt(s['reward_model']['pairwise_accuracy'])}** "
+        f"of the time. The most any reward model can reach is how often those noisy rankings agree with the "
+        f"gold judge: {_fmt(s['reward_model'].get('gold_agreement'))} (two noisy annotations of the same "
+        f"answers agree {_fmt(s['reward_model'].get('annotator_agreement'))}: both carry noise).",
+        "",
+        f"PPO: win rate against the SFT model by the gold judge **{_win(s['ppo'])}** (± one standard error); mean gold "
+        f"score {_fmt(s['ppo']['gold_sft'])} -> {_fmt(s['ppo']['gold_after'])}, KL to the SFT model "
+        f"{_fmt(s['ppo']['kl'])} on the held-out prompts. Answers with a style flaw (rudeness, or the right "
+        "answer wrapped in filler): "
+        f"{_fmt(s['ppo'].get('style_flaws_sft'))} of the SFT model's, {_fmt(s['ppo'].get('style_flaws_after'))} "
+        f"after PPO. Answers without the right answer in them: {_fmt(s['ppo'].get('wrong_sft'))} -> "
+        f"{_fmt(s['ppo'].get('wrong_after'))} (a flaw is one habit on every prompt; a right answer is a different "
+        "fact on each, which the policy has to know).",
+        "",
+        f"A perfect policy would win {_fmt(s['ppo'].get('win_rate_ceiling', float('nan')))} against the same "
+        "SFT answers, not 1: where the SFT model's answer is already perfect, the best any policy can do is tie.",
+        "",
+        f"DPO: win rate against the SFT model **{_win(s['dpo'])}**; mean gold score "
+        f"{_fmt(s['dpo'].get('gold_sft'))} -> {_fmt(s['dpo']['gold_after'])}; answers with a style flaw "
+        f"{_fmt(s['dpo'].get('style_flaws_sft'))} -> {_fmt(s['dpo'].get('style_flaws_after'))}; wrong answers "
+        f"{_fmt(s['dpo'].get('wrong_sft'))} -> {_fmt(s['dpo'].get('wrong_after'))}.",
+        "",
+        *_family_table(s),
+        *[f"![{label} {png.stem.removeprefix(name + '_').replace('_', ' ')}]({_linked(j, name, png.name)})"
+          for name, label in (("reward_model", "reward model"), ("ppo", "PPO"), ("dpo", "DPO"))
+          for png in sorted(j.folder(name).glob("*.png"))],
+        "",
+        *_ppo_examples(j),
+    ]
+
+
+# what each GRPO run was rewarded by (GRPOConfig.reward), as report.md says it
+GRPO_REWARDS = {"model": "the reward model", "verifiable": "a program that checks the answer (RL with verifiable "
+                "rewards)", "gold": "the gold judge itself (an oracle no real run has)"}
+
+
+def _relabelled_grpo_note(j: Journey) -> list[str]:
+    """A line for each GRPO run rewarded otherwise than its label says (`grpo.reward=gold`, say). The
+    label stays, because report.json's keys and every table name a run by its step."""
+    notes = [f"{label} is the `{step}` step; `{step}.reward={reward}` rewarded it by {GRPO_REWARDS[reward]}."
+             for label, step in GRPO_POLICIES.items()
+             if (reward := getattr(j.cfg, step).reward) != GRPO_LABEL_REWARDS[label]]
+    return ["", *notes] if notes else []
+
+
+def _linked(j: Journey, step: str, file: str) -> str:
+    """A file of a step's folder as report.md links it: relative to the report, beside the step folders."""
+    return f"{j.folder(step).name}/{file}"
+
+
+def _grpo_section(report: dict, j: Journey) -> list[str]:
+    """GRPO's runs, the one comparison table of every stage-3 answerer, and pass@k with its crossings."""
+    s = report["stages"]
+    table, curves = s["rl_table"], s["rl_table"]["pass_at_k"]
+    gains = table.get("pass_at_k_gain", {})
+    crossings = [pass_at_k_line(name, curves["SFT"], curves[name], gains.get(name)) for name in RL_POLICIES]
+    return [
+        "## 4. GRPO, verifiable rewards, and what RL can teach",
+        f"GRPO samples {_group_sizes(j)} answers per prompt and uses the group as its own baseline (no critic). "
+        f"Rewarded by {GRPO_REWARDS[j.cfg.grpo.reward]} it wins **{_win(s['grpo'])}** against the SFT model; "
+        f"rewarded by {GRPO_REWARDS[j.cfg.grpo_verifiable.reward]} **{_win(s['grpo_verifiable'])}**. "
+        "Every way to answer, on the same "
+        f"{table['n_prompts']} held-out prompts and the same draw:",
+        "",
+        *render_table(table["rows"]),
+        "",
+        f"pass@k, from {j.cfg.grpo.passk_samples} samples per prompt (the unbiased estimator) on the first "
+        f"{min(j.cfg.grpo.passk_prompts, table['n_prompts'])} of those prompts, so its pass@1 differs a little "
+        "from the table's (one sample per prompt, every prompt). RL may raise pass@1 towards what the SFT model "
+        "already reaches with more tries, and may lower pass@k at large k where it stopped sampling the only "
+        "right answers (Yue et al., 2025); where the SFT curve catches up, these prompts show nothing RL taught "
+        "that the SFT model could not already sample. In brackets, each policy's gain over the SFT model and "
+        "its standard error, measured prompt by prompt: a gain within two standard errors of 0 is not told "
+        "apart from none by these prompts, and each line says where the SFT model catches up by that rule.",
+        "",
+        *[f"- {line}" for line in crossings],
+        "",
+        f"![pass@k of the SFT model and each RL policy]({j.folder('rl_table').name}/pass_at_k.png)",
+        *[f"![{label} {png.stem.removeprefix('grpo_')}]({j.folder(step).name}/{png.name})"
+          for label, step in GRPO_POLICIES.items()
+          for png in sorted(j.folder(step).glob("grpo_*.png"))],
+        "",
+    ]
+
+
+def _group_sizes(j: Journey) -> str:
+    """How many answers GRPO samples per prompt: "8", or each run's where they differ: "8 (reward model)
+    and 4 (verifiable)"."""
+    sizes = {label: getattr(j.cfg, step).group_size for label, step in GRPO_POLICIES.items()}
+    if len(set(sizes.values())) == 1:
+        return str(next(iter(sizes.values())))
+    return " and ".join(f"{size} {label.removeprefix('GRPO ')}" for label, size in sizes.items())
+
+
+def table_row(cells: list[Any]) -> str:
+    """One markdown table row; a "|" or a line break inside a cell would break the table (a model's answer
+    may hold any of the characters `str.splitlines` breaks at: "\r", "\x0c", "\u2028", ...)."""
+    return "| " + " | ".join(" ".join(str(c).replace("|", "/").splitlines()) for c in cells) + " |"
+
+
+def quote(text: str) -> str:
+    """`text` as a markdown block quote: every line of it starts with "> " (a bare newline would end it)."""
+    return "\n".join(f"> {line}" for line in text.splitlines() or [""])
+
+
+def _sft_examples(j: Journey) -> list[str]:
+    """A few test answers of the base model and the SFT model, side by side."""
+    if not (j.folder("sft") / ANSWERS_NAME).is_file():
+        return []
+    rows = read_answers(j.folder("sft"))
+    picked = {row["split"]: row for row in rows}  # one example per split
+    lines = ["| split | prompt | base | SFT | reference |", "| --- | --- | --- | --- | --- |"]
+    for row in picked.values():
+        lines.append(table_row([row["split"], row["prompt"], row.get("base", ""), row.get("sft", ""),
+                                row["reference"]]))
+    return [*lines, ""]
+
+
+def _ppo_examples(j: Journey) -> list[str]:
+    """Answers before and after PPO, with the question and the right answer, from the PPO step's examples."""
+    examples = j.results["ppo"].get("examples") or []
+    if not examples:
+        return []
+    lines = ["| prompt | SFT | after PPO | reference |", "| --- | --- | --- | --- |"]
+    lines += [table_row([ex.get("prompt", ""), ex["sft"], ex["after"], ex.get("reference", "")])
+              for ex in examples[:5]]
+    return [*lines, ""]
