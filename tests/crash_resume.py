@@ -85,7 +85,7 @@ def assert_identical(a: Any, b: Any, where: str = "checkpoint") -> None:
 
 
 def read_curve(run_dir: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
 
 

@@ -40,7 +40,7 @@ def test_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "tests/test_device.py --device cpu " in done.stdout  # the real run's --device cuda, here cpu
-    figures = json.loads((tmp_path / "gpu_check.json").read_text())
+    figures = json.loads((tmp_path / "gpu_check.json").read_text(encoding="utf-8"))
     assert figures["problems"] == []  # SHORT_SMALL too was applied to the small preset, without a mistake
     device_tests = figures["tests"]["tests_device"]
     assert device_tests["passed"] >= 4 and device_tests["failed"] == 0, device_tests
@@ -63,8 +63,8 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="py
 def test_the_gpu_check_reports_failures_and_goes_on(tmp_path):
     """A lent GPU may be a machine for minutes: a failing test or phase is one line of the JSON's
     problems, and the phases after it still run."""
-    (tmp_path / "tests_all.xml").write_text(JUNIT)
-    (tmp_path / "cut.xml").write_text(JUNIT[:200])  # pytest stopped while writing its report
+    (tmp_path / "tests_all.xml").write_text(JUNIT, encoding="utf-8")
+    (tmp_path / "cut.xml").write_text(JUNIT[:200], encoding="utf-8")  # pytest stopped while writing its report
     figures = {"tests": {"tests_all": gpu_check.junit_outcome(tmp_path / "tests_all.xml"),
                          "tests_device": gpu_check.junit_outcome(tmp_path / "stopped.xml")}}
     assert figures["tests"]["tests_all"] == {"passed": 2, "failed": 1, "skipped": 1,
@@ -117,7 +117,7 @@ def test_a_stopped_gpu_check_still_leaves_its_json(tmp_path, monkeypatch):
                                       "--out", str(tmp_path / "check.json")])
     with pytest.raises(KeyboardInterrupt):
         gpu_check.main()
-    figures = json.loads((tmp_path / "check.json").read_text())
+    figures = json.loads((tmp_path / "check.json").read_text(encoding="utf-8"))
     assert figures["device"] == "cpu" and figures["mfu"] == {"mfu": 0.5}
     assert [line.split(":")[0] for line in figures["problems"]] == ["generation_tokens_per_s", "pipeline"]
 
@@ -177,14 +177,14 @@ def test_a_keep_folder_of_someone_elses_files_is_refused_before_the_reference_ru
     """Back to back, the pipeline refused it only after the reference's whole journey; interleaved, it
     was taken and its config.json overwritten. Both now refuse it first, as `--out` does."""
     (tmp_path / "mine").mkdir()
-    (tmp_path / "mine" / "config.json").write_text('{"my": "settings"}')
+    (tmp_path / "mine" / "config.json").write_text('{"my": "settings"}', encoding="utf-8")
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "pipeline_speed.py"), "--preset", "micro",
                            "--ref", "HEAD", "--keep", str(tmp_path / "mine"), *mode],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert f"--keep {tmp_path / 'mine'} already holds files no minillm run wrote (config.json)" in done.stderr
     assert "running ->" not in done.stdout  # no journey started
-    assert (tmp_path / "mine" / "config.json").read_text() == '{"my": "settings"}'
+    assert (tmp_path / "mine" / "config.json").read_text(encoding="utf-8") == '{"my": "settings"}'
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["config.json"]
 
 
@@ -194,12 +194,12 @@ def test_interleaved_journeys_of_the_same_code_give_the_same_figures(tmp_path):
     every step runs in both, in turns, and the two reports agree on every learning figure."""
     (tmp_path / "ours").mkdir()
     (tmp_path / "ours" / RUN_MARK_NAME).touch()  # a run's folder, to which a person added a file of theirs
-    (tmp_path / "ours" / "notes.txt").write_text("mine")
+    (tmp_path / "ours" / "notes.txt").write_text("mine", encoding="utf-8")
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "pipeline_speed.py"), "--preset", "micro",
                            "--ref", "HEAD", "--interleave", "--keep", str(tmp_path / "ours")],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert (tmp_path / "ours" / "notes.txt").read_text() == "mine"  # only the step folders were cleared
+    assert (tmp_path / "ours" / "notes.txt").read_text(encoding="utf-8") == "mine"  # only the step folders were cleared
     out = done.stdout
     assert "step by step in turns" in out and "stages the reference does not have" not in out
     # the bench's own "wall time:" line (git prints the reference's commit subject before it, which may
@@ -227,7 +227,7 @@ def test_the_profile_trains_each_step_it_profiles_and_stops_after_the_last(tmp_p
     profile("tokenizer", "clm", "sft")  # the steps SFT reads, and SFT
     again = profile("sft")
     assert "[sft] running" in again and "reward_model" not in again
-    row = json.loads((tmp_path / "profile.json").read_text())["sft"]
+    row = json.loads((tmp_path / "profile.json").read_text(encoding="utf-8"))["sft"]
     assert row["forward"] > 0 and row["backward"] > 0 and row["optimizer"] > 0, row
 
 
@@ -235,14 +235,14 @@ def test_the_profile_refuses_a_folder_of_someone_elses_files(tmp_path, monkeypat
     """It cleared the step folders it profiles (and everything a person had put in them) and wrote its
     profile.json over theirs; it now refuses such an --out, as `minillm pipeline --out` does."""
     (tmp_path / "01_tokenizer").mkdir()
-    (tmp_path / "01_tokenizer" / "thesis.tex").write_text("mine")
-    (tmp_path / "profile.json").write_text("mine")
+    (tmp_path / "01_tokenizer" / "thesis.tex").write_text("mine", encoding="utf-8")
+    (tmp_path / "profile.json").write_text("mine", encoding="utf-8")
     monkeypatch.setattr(sys, "argv", ["pipeline_profile.py", "--preset", "micro", "--out", str(tmp_path),
                                       "--steps", "tokenizer"])
     with pytest.raises(DataError, match="already holds files no minillm run wrote"):
         run_all.load_bench("pipeline_profile").main()
-    assert (tmp_path / "01_tokenizer" / "thesis.tex").read_text() == "mine"
-    assert (tmp_path / "profile.json").read_text() == "mine"
+    assert (tmp_path / "01_tokenizer" / "thesis.tex").read_text(encoding="utf-8") == "mine"
+    assert (tmp_path / "profile.json").read_text(encoding="utf-8") == "mine"
 
 
 def test_the_kv_cache_target_is_judged_only_at_the_length_it_is_for(monkeypatch, capsys):
@@ -283,7 +283,7 @@ def test_the_simple_trainer_is_extrapolated_to_the_merges_learned(tmp_path, monk
     """A corpus that allows fewer merges than --vocab-size asks for: the simple trainer's estimate was
     scaled to the merges asked for, not those the fast trainer learned (here ~3x too long)."""
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text((ROOT / "data" / "corpus.txt").read_text()[:3000])
+    corpus.write_text((ROOT / "data" / "corpus.txt").read_text(encoding="utf-8")[:3000], encoding="utf-8")
     bench = run_all.load_bench("tokenizer")
     scaled_to, trained, train = [], [], bench.BPETokenizer.train
     monkeypatch.setattr(bench, "simple_trainer_estimate", lambda docs, kb, merges, full: scaled_to.append(full) or 1.0)

@@ -504,11 +504,11 @@ def _annotate(runs: Path, prompts: Path, out: Path) -> list[str]:
 def test_a_line_that_is_not_utf8_is_no_ranking_and_annotate_asks_again(untrained_runs, tmp_path, capsys,
                                                                        monkeypatch):
     prompts, out = tmp_path / "prompts.txt", tmp_path / "prefs.jsonl"
-    prompts.write_text("how is the river?\n")
+    prompts.write_text("how is the river?\n", encoding="utf-8")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\n2 1\n"), encoding="utf-8"))
     code, shown, err = run(_annotate(untrained_runs, prompts, out), capsys)
     assert code == 0, err
-    assert "not a ranking" in shown and len(out.read_text().splitlines()) == 1
+    assert "not a ranking" in shown and len(out.read_text(encoding="utf-8").splitlines()) == 1
 
 
 @pytest.mark.parametrize("name", ("chat", "annotate"))
@@ -522,12 +522,13 @@ def test_a_closed_stdin_is_one_line_before_the_model_loads(name, untrained_runs,
 def test_annotate_shows_examples_of_the_answers_on_screen_and_says_when_all_are_ranked(untrained_runs, tmp_path,
                                                                                         capsys, monkeypatch):
     prompts, out = tmp_path / "prompts.txt", tmp_path / "new" / "folder" / "prefs.jsonl"  # made before the question
-    prompts.write_text("how is the river?\n")
+    prompts.write_text("how is the river?\n", encoding="utf-8")
     monkeypatch.setattr(sys, "stdin", io.StringIO("2 1\n"))
     code, shown, err = run(_annotate(untrained_runs, prompts, out), capsys)
     assert code == 0, err
     assert "ranking, best first (e.g. 2 1; 1=2 for a tie)" in shown  # not "2 1 4 3": there are 2 answers
-    assert len(out.read_text().splitlines()) == 1  # the ranking typed is kept, in the folder made for it
+    # the ranking typed is kept, in the folder made for it
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1
     code, shown, err = run(_annotate(untrained_runs, prompts, out), capsys)
     assert code == 0 and f"all 1 prompt(s) are ranked in {out} already: nothing left to ask" in shown, err
 
@@ -535,11 +536,11 @@ def test_annotate_shows_examples_of_the_answers_on_screen_and_says_when_all_are_
 def test_ctrl_c_in_annotate_says_the_rankings_are_kept_and_how_to_go_on(untrained_runs, tmp_path, capsys,
                                                                         monkeypatch):
     prompts, out = tmp_path / "prompts.txt", tmp_path / "prefs.jsonl"
-    prompts.write_text("how is the river?\nwhere is Vell?\n")
+    prompts.write_text("how is the river?\nwhere is Vell?\n", encoding="utf-8")
     monkeypatch.setattr(sys, "stdin", _Typist("2 1\n"))  # one ranking, then Ctrl-C at the second question
     argv = _annotate(untrained_runs, prompts, out)
     code, _, err = run(argv, capsys)
-    assert code == 130 and len(out.read_text().splitlines()) == 1
+    assert code == 130 and len(out.read_text(encoding="utf-8").splitlines()) == 1
     assert err == (f"minillm: interrupted; the rankings typed so far are kept in {out}. Continue with: "
                    f"{shlex.join(['minillm', *argv])}\n")
 
@@ -547,7 +548,7 @@ def test_ctrl_c_in_annotate_says_the_rankings_are_kept_and_how_to_go_on(untraine
 def _model_command(name: str, runs: Path, tmp_path: Path) -> list[str]:
     """A short call of each command that loads a trained model, on the run folders in `runs`."""
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("how is the river?\n")
+    prompts.write_text("how is the river?\n", encoding="utf-8")
     return {"fill-mask": ["fill-mask", "--ckpt", str(runs / "bert"), "Rain all [MASK].",
                           "--plot", str(tmp_path / "p.png")],
             "generate": ["generate", "--ckpt", str(runs / "gpt"), "The river", "--max-new-tokens", "2"],
@@ -670,7 +671,8 @@ def test_ctrl_c_before_the_running_step_saved_names_no_finished_steps_checkpoint
 
     def interrupted_pipeline(args) -> None:
         save_checkpoint(out / "03_clm" / "ckpt.pt", {"step": 10})
-        (out / "03_clm" / "result.json").write_text("{}")  # a finished step, its checkpoint the newest
+        # a finished step, its checkpoint the newest
+        (out / "03_clm" / "result.json").write_text("{}", encoding="utf-8")
         (out / "04_sft").mkdir()  # the running step, which has saved nothing yet
         raise KeyboardInterrupt
 
@@ -684,7 +686,7 @@ def test_under_torchrun_only_rank_0_holds_the_run_folders_lock(monkeypatch, caps
     """Ranks 1, 2, ... write no files; rank 0 holds the lock (a live process other than this one stands
     in for it), and the other ranks of the same run must not be refused by it."""
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / LOCK_NAME).write_text(f"{os.getppid()}\n")
+    (tmp_path / "run" / LOCK_NAME).write_text(f"{os.getppid()}\n", encoding="utf-8")
     monkeypatch.setattr(cli, "cmd_pretrain", lambda args: None)
     argv = ["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "run")]
     monkeypatch.setenv("RANK", "1")
@@ -726,7 +728,7 @@ def test_ctrl_c_in_a_pipeline_names_the_newest_readable_checkpoint_of_the_runnin
     def interrupted_pipeline(args) -> None:
         finished, running, damaged = out / "03_clm" / "ckpt.pt", out / "04_sft" / "ckpt.pt", out / "05_x" / "ckpt.pt"
         save_checkpoint(finished, {"step": 10})
-        (out / "03_clm" / "result.json").write_text("{}")  # a finished step
+        (out / "03_clm" / "result.json").write_text("{}", encoding="utf-8")  # a finished step
         save_checkpoint(running, {"step": 7})  # the step that was running
         damaged.parent.mkdir()
         damaged.write_bytes(b"not a checkpoint")  # newest, unreadable: skipped

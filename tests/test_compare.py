@@ -19,12 +19,12 @@ def write_run(folder: Path, lr: float, losses: list[float], extra: str = "grad_n
     rows = [{"step": 10 * (i + 1), "split": "train", "loss": loss, extra: 1.0 / (i + 1), "lr": lr}
             for i, loss in enumerate(losses)]
     rows.append({"step": 10 * len(losses), "split": "val", "val_loss": losses[-1] + 0.5})
-    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     train, model = {"lr": lr, "seed": 1}, {"n_layer": 3}
     config = {"run": {"sft": {"train": train, "lora": {"rank": 8 if lr > 1e-3 else 0}}, "model": model,
                       "init_dir": str(folder.parent / "03_clm")},  # the step it read, beside it
               "train": train, "model": model, "model_kind": "gpt"}
-    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     return folder
 
 
@@ -64,7 +64,7 @@ def test_compare_command_prints_the_table_and_refuses_a_folder_without_metrics(t
     assert "holds no metrics.jsonl rows" in capsys.readouterr().err
     pipeline_run = tmp_path / "pipeline"  # a pipeline's folder: its steps' folders hold the curves
     write_run(pipeline_run / "03_clm", 1e-3, [2.0, 1.0])
-    (pipeline_run / "report.json").write_text("{}")
+    (pipeline_run / "report.json").write_text("{}", encoding="utf-8")
     assert main(["compare", str(a), str(pipeline_run)]) == 2
     assert (f"{pipeline_run} is a pipeline run: compare it with another pipeline run, or one of its steps with "
             f"the same step of the other run, e.g. {pipeline_run / '06_ppo'} (its steps with curves: 03_clm)"
@@ -79,12 +79,15 @@ def write_pipeline_run(folder: Path, kl_coef: float, ppo_run: str, win_rate: flo
     write_run(folder / "06_ppo", 1e-4, [1.0, win_rate])
     (folder / "07_dpo").mkdir()
     for step, run in (("06_ppo", ppo_run), ("07_dpo", "dpo-1")):
-        (folder / step / "inputs.json").write_text(json.dumps({"id": run, "settings": {}, "made_from": {}}))
+        inputs = {"id": run, "settings": {}, "made_from": {}}
+        (folder / step / "inputs.json").write_text(json.dumps(inputs), encoding="utf-8")
     stages = {"ppo": {"win_rate_vs_sft": win_rate, "kl": 0.5 + kl_coef, "seconds": 20 * win_rate,
                       "win_rate_by_family": {"count": win_rate, "plural": 0.7}},
               "dpo": {"win_rate_vs_sft": 0.6, "seconds": 10 * win_rate}}
-    (folder / "report.json").write_text(json.dumps({"stages": stages, "wall_seconds": 300 * win_rate}))
-    (folder / "config.json").write_text(json.dumps({"ppo": {"kl_coef": kl_coef, "epochs": 2}, "dpo": {"beta": 0.3}}))
+    report = {"stages": stages, "wall_seconds": 300 * win_rate}
+    (folder / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    config = {"ppo": {"kl_coef": kl_coef, "epochs": 2}, "dpo": {"beta": 0.3}}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     return folder
 
 
@@ -118,9 +121,9 @@ def test_the_overlay_command_it_suggests_can_be_pasted_when_a_folder_has_a_space
 def test_a_folder_read_from_elsewhere_is_a_setting_that_differs(tmp_path):
     a = write_run(tmp_path / "x" / "sft", 1e-3, [2.0, 1.0])
     b = write_run(tmp_path / "y" / "sft", 1e-3, [2.0, 1.0])
-    config = json.loads((b / "config.json").read_text())
+    config = json.loads((b / "config.json").read_text(encoding="utf-8"))
     config["run"]["init_dir"] = str(tmp_path / "elsewhere" / "03_clm")  # not beside b: another checkpoint
-    (b / "config.json").write_text(json.dumps(config))
+    (b / "config.json").write_text(json.dumps(config), encoding="utf-8")
     assert compare_runs([a, b], tmp_path / "c.png")["differences"] == {
         "run.init_dir": ["../03_clm", str(tmp_path / "elsewhere" / "03_clm")]}
 
@@ -129,9 +132,9 @@ def test_a_setting_that_is_a_word_is_shown_as_written_when_the_runs_sit_in_the_c
                                                                                           monkeypatch):
     for name, optimizer in (("a", "adamw"), ("b", "muon")):
         folder = write_run(tmp_path / name, 1e-3, [2.0, 1.0])
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         config["train"]["optimizer"] = optimizer
-        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     monkeypatch.chdir(tmp_path)  # "adamw" resolves to tmp_path/adamw, beside the run folders
     assert compare_runs(["a", "b"], tmp_path / "c.png")["differences"] == {"train.optimizer": ["adamw", "muon"]}
 
@@ -147,9 +150,9 @@ def test_metrics_equal_in_every_run_go_on_one_line_and_the_table_shows_the_last_
 def test_a_figure_only_one_pipeline_run_reports_is_a_difference_shown_as_missing(tmp_path):
     tiny = write_pipeline_run(tmp_path / "tiny", 0.2, "ppo-1", 0.625)
     more = write_pipeline_run(tmp_path / "more", 0.2, "ppo-1", 0.625)
-    report = json.loads((more / "report.json").read_text())
+    report = json.loads((more / "report.json").read_text(encoding="utf-8"))
     report["stages"]["ppo"]["extra_figure"] = 1.0  # e.g. a figure a later minillm added
-    (more / "report.json").write_text(json.dumps(report))
+    (more / "report.json").write_text(json.dumps(report), encoding="utf-8")
     result = compare_runs([more, tiny], tmp_path / "unused.png")
     assert result["figures"] == {"more": {"ppo.extra_figure": 1.0}, "tiny": {"ppo.extra_figure": None}}
     assert "ppo.extra_figure  1     -" in result["report"] and "the other 5 are the same" in result["report"]
@@ -174,9 +177,9 @@ def test_a_metric_logged_as_a_curve_by_one_run_is_a_curve_and_a_flag_is_no_metri
 def test_a_folder_of_the_same_name_elsewhere_is_not_a_sibling(tmp_path):
     a = write_run(tmp_path / "x" / "sft", 1e-3, [2.0, 1.0])
     b = write_run(tmp_path / "other" / "x" / "sft", 1e-3, [2.0, 1.0])
-    config = json.loads((b / "config.json").read_text())
+    config = json.loads((b / "config.json").read_text(encoding="utf-8"))
     config["run"]["init_dir"] = str(tmp_path / "x" / "03_clm")  # a's CLM (folder "x" too), not b's own
-    (b / "config.json").write_text(json.dumps(config))
+    (b / "config.json").write_text(json.dumps(config), encoding="utf-8")
     assert compare_runs([a, b], tmp_path / "c.png")["differences"] == {
         "run.init_dir": ["../03_clm", str(tmp_path / "x" / "03_clm")]}
 
@@ -198,10 +201,10 @@ def test_three_pipeline_runs_a_step_trained_apart_in_the_last_one_is_named(tmp_p
 def test_pipeline_runs_that_differ_only_in_their_times_or_sources_have_the_same_figures(tmp_path):
     folders = [write_pipeline_run(tmp_path / name, 0.2, "ppo-1", 0.625) for name in ("fast", "slow")]
     for folder, seconds in zip(folders, (12.5, 30.0), strict=True):  # the machine's speed, not the run's
-        report = json.loads((folder / "report.json").read_text())
+        report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
         report["stages"]["ppo"].update(seconds=seconds + 1, train_seconds=seconds)
         report["stages"]["dpo"]["copied_from"] = str(folder / "source" / "07_dpo")  # --reuse: no figure either
-        (folder / "report.json").write_text(json.dumps(report))
+        (folder / "report.json").write_text(json.dumps(report), encoding="utf-8")
     result = compare_runs(folders, tmp_path / "unused.png")
     assert result["figures"] == {"fast": {}, "slow": {}}
     assert "learning figures that differ:\n(none)\nall 5 are the same in every run" in result["report"]
@@ -213,9 +216,9 @@ def test_a_file_inside_a_sibling_step_is_the_same_setting_in_two_journeys(tmp_pa
     runs = []
     for journey in ("tiny", "beta"):
         folder = write_run(tmp_path / journey / "07_dpo", 1e-3, [2.0, 1.0])
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         config["run"]["prefs"] = str(tmp_path / journey / "05_reward_model" / "prefs.jsonl")
-        (folder / "config.json").write_text(json.dumps(config))
+        (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
         runs.append(folder)
     assert compare_runs(runs, tmp_path / "c.png")["differences"] == {}
 

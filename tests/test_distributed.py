@@ -43,13 +43,13 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         torch.testing.assert_close(two["model"][name], weight, atol=1e-6, rtol=1e-5, msg=name)
     assert len(two["rng"]) == 2  # each rank's RNG states, for an exact resume on 2 processes
 
-    rows = [json.loads(line) for line in (ddp / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (ddp / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [row["step"] for row in rows if row["split"] == "train"] == [1, 2, 3, 4]  # rank 0 alone logs
-    single_rows = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
+    single_rows = [json.loads(line) for line in (single / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     for a, b in zip(single_rows, rows, strict=True):  # the logged loss is the global batch's, on every rank
         key = "loss" if a["split"] == "train" else "val_loss"
         assert abs(a[key] - b[key]) < 1e-5, (a, b)
-    assert json.loads((ddp / "config.json").read_text())["world_size"] == 2
+    assert json.loads((ddp / "config.json").read_text(encoding="utf-8"))["world_size"] == 2
 
 
 def test_the_documented_torchrun_command_runs_with_one_lock_for_all_ranks(tmp_path):
@@ -58,5 +58,5 @@ def test_the_documented_torchrun_command_runs_with_one_lock_for_all_ranks(tmp_pa
     check_ok(run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "minillm.cli",
                          "pretrain", "clm", "--preset", "micro", "--out", str(out), "--device", "cpu",
                          "--set", "clm.train.max_steps=2"], timeout=180))
-    assert json.loads((out / "config.json").read_text())["world_size"] == 2
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["world_size"] == 2
     assert (out / "ckpt.pt").is_file() and not (out / LOCK_NAME).exists()

@@ -469,7 +469,7 @@ def test_train_grpo_logs_every_metric_and_reports_pass_at_k(runs, monkeypatch):
     out = runs["root"] / "grpo"
     result = train_and_check_the_reference(monkeypatch, grpo, runs["sft"],
                                            lambda: train_grpo(micro_grpo_config(), runs["sft"], RECORDS, out))
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward_mean", "reward_std", "zero_signal_share", "kl", "entropy", "clipfrac", "response_len", "gold"):
         assert all(key in r for r in rows), key
@@ -482,7 +482,7 @@ def test_train_grpo_logs_every_metric_and_reports_pass_at_k(runs, monkeypatch):
     assert [gain[k]["gain"] for k in gain] == pytest.approx(
         [result["pass_at_k_after"][k] - result["pass_at_k_sft"][k] for k in gain])
     assert all((out / name).is_file() for name in ("grpo_reward.png", "grpo_health.png", "grpo_length.png"))
-    assert json.loads((out / "grpo_metrics.json").read_text())["reward"] == "verifiable"
+    assert json.loads((out / "grpo_metrics.json").read_text(encoding="utf-8"))["reward"] == "verifiable"
     assert load_model(out, GPT)[0] is not None
 
 

@@ -99,7 +99,7 @@ def test_earlier_run_trains_a_missing_step_with_the_pipelines_own_steps(pipeline
 
 def test_earlier_run_stops_while_a_pipeline_writes_runs_tiny(pipeline_dir):
     pipeline_dir.mkdir(parents=True)
-    (pipeline_dir / LOCK_NAME).write_text(f"{os.getppid()}\n")  # a live process that is not this one
+    (pipeline_dir / LOCK_NAME).write_text(f"{os.getppid()}\n", encoding="utf-8")  # a live process that is not this one
     with pytest.raises(RunLockedError, match=r"in use by another minillm process"):
         earlier_run("tokenizer")
     assert sorted(path.name for path in pipeline_dir.iterdir()) == [LOCK_NAME]  # nothing written beside it

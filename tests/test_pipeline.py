@@ -29,6 +29,7 @@ from minillm.stage2_sft.evaluate import read_answers
 from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
 from minillm.stage3_rlhf.scoreboard import BEST_OF
+from minillm.utils import read_json
 
 REQUIRED = {
     "tokenizer": ("seconds", "vocab_size", "tokens_per_byte"),
@@ -59,7 +60,7 @@ def journey(tmp_path_factory) -> tuple[Path, dict]:
 def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tmp_path, capsys, monkeypatch):
     root, report = journey
     out = root / "micro"
-    on_disk = json.loads((out / "report.json").read_text())
+    on_disk = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert on_disk == report
     assert report["preset"] == "micro" and report["device"] == "cpu" and finite(report["seconds"])
     stages = report["stages"]
@@ -97,7 +98,7 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
             0.0 <= rate <= 1.0 for rate in stages[name]["win_rate_by_family"].values())
     top5 = stages["mlm"]["fill_mask_top5"]
     assert len(top5) == 5 and all(isinstance(piece, str) for piece in top5)
-    markdown = (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text(encoding="utf-8")
     assert "## 1. Pretraining" in markdown and "## 3. RLHF" in markdown and "## 4. GRPO" in markdown
     assert "| GRPO (verifiable) |" in markdown and (out / "10_rl_table" / "pass_at_k.png").is_file()
     assert "Answers without the right answer in them" in markdown
@@ -107,7 +108,7 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
     assert table_row([last_answer["split"], last_answer["prompt"], last_answer["base"], last_answer["sft"],
                       last_answer["reference"]]) in markdown
     # the PPO examples: the question, both answers and the right answer (issue 25: prompt and PPO were empty)
-    examples = json.loads((out / "06_ppo" / "ppo_metrics.json").read_text())["examples"]
+    examples = json.loads((out / "06_ppo" / "ppo_metrics.json").read_text(encoding="utf-8"))["examples"]
     assert examples and all(ex["prompt"] and ex["reference"] and {"sft", "after", "gold_sft", "gold_after"} <= set(ex)
                             for ex in examples)
     table = markdown.split("| prompt | SFT | after PPO | reference |\n| --- | --- | --- | --- |\n")[1]
@@ -135,7 +136,7 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
     assert printed.count("already done") == len(STEP_NAMES)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("ckpt.pt")} == mtimes
     assert "after SFT" in printed and "win rate vs SFT by the gold judge" in printed
-    assert without_times(json.loads((out / "report.json").read_text())) == without_times(report)
+    assert without_times(json.loads((out / "report.json").read_text(encoding="utf-8"))) == without_times(report)
 
     # Reward hacking (lesson 07): a head-only reward model on the same rankings, then PPO without a leash.
     cfg = preset("micro")
@@ -338,7 +339,7 @@ def test_ctrl_c_at_a_random_moment_then_the_same_command_ends_with_the_same_repo
         assert "Continue with: minillm pipeline" in err.splitlines()[-1], where
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, f"{where}\n{again.stderr[-3000:]}"
-    assert without_times(json.loads((out / "report.json").read_text())) == without_times(reference), where
+    assert without_times(read_json(out / "report.json")) == without_times(reference), where
 
 
 def test_an_experiment_trains_only_the_steps_its_change_reaches_and_reports_what_a_fresh_run_would(
@@ -363,7 +364,7 @@ def test_an_experiment_trains_only_the_steps_its_change_reaches_and_reports_what
     copied = [name for name in STEP_NAMES if name not in trained]
     assert [name for name, stage in reused["stages"].items() if "copied_from" in stage] == copied
     assert f"Copied from {source}, where they were made from the same settings (their seconds are that run's): " \
-        f"{', '.join(copied)}." in (tmp_path / "no_kl" / "report.md").read_text()
+        f"{', '.join(copied)}." in (tmp_path / "no_kl" / "report.md").read_text(encoding="utf-8")
     assert without_times(reused) == without_times(run_pipeline(no_kl, tmp_path / "fresh"))
 
     run_pipeline(apply_overrides(no_kl, ["sft.train.lr=0.005"]), tmp_path / "no_kl")
@@ -381,14 +382,14 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
     def fake_step(name):
         def step(j):
             ran.append(name)
-            (j.folder(name) / "ckpt.pt").write_text("weights")
+            (j.folder(name) / "ckpt.pt").write_text("weights", encoding="utf-8")
             return {"seconds": 0.0}
         return step
 
     monkeypatch.setattr(pipeline, "STEPS", {name: fake_step(name) for name in STEP_NAMES})
     corpus, instructions = tmp_path / "corpus.txt", tmp_path / "instructions.jsonl"
-    corpus.write_text("Some text.\n")
-    instructions.write_text("{}\n")
+    corpus.write_text("Some text.\n", encoding="utf-8")
+    instructions.write_text("{}\n", encoding="utf-8")
 
     def run_all(*overrides: str, corpus: Path | None = corpus, instructions: Path | None = instructions) -> list[str]:
         """Every step once, with the micro preset and `overrides` (a None file: generated data); the
@@ -402,27 +403,28 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
 
     assert run_all() == STEP_NAMES
     assert run_all() == []
-    instructions.write_text('{"changed": true}\n')  # the same file name, other contents
+    instructions.write_text('{"changed": true}\n', encoding="utf-8")  # the same file name, other contents
     assert run_all() == STEP_NAMES[STEP_NAMES.index("sft"):]
     assert run_all("grpo_verifiable.kl_coef=0.1") == ["grpo_verifiable", "rl_table"]
-    corpus.write_text("Other text.\n")
+    corpus.write_text("Other text.\n", encoding="utf-8")
     assert run_all("grpo_verifiable.kl_coef=0.1") == STEP_NAMES
 
     # An interrupted step (a checkpoint, no result.json) resumes from the same inputs only: with
     # other settings its checkpoint is deleted, not resumed.
     dpo = tmp_path / "run" / "07_dpo"
     (dpo / "result.json").unlink()
-    (dpo / "ckpt.pt").write_text("half-trained")
+    (dpo / "ckpt.pt").write_text("half-trained", encoding="utf-8")
     (tmp_path / "run" / "07_dpo.copying").mkdir()  # and a copy from --reuse that was interrupted
     capsys.readouterr()
     run_all("grpo_verifiable.kl_coef=0.1", "dpo.beta=0.9")
     assert "[dpo] made with other settings (dpo.beta: " in capsys.readouterr().out
-    assert (dpo / "ckpt.pt").read_text() == "weights" and not (tmp_path / "run" / "07_dpo.copying").exists()
+    assert (dpo / "ckpt.pt").read_text(encoding="utf-8") == "weights"
+    assert not (tmp_path / "run" / "07_dpo.copying").exists()
 
     # A folder from before inputs.json was written, or with a damaged one, cannot say what it was
     # made from: it is redone.
     (tmp_path / "run" / "02_mlm" / "inputs.json").unlink()
-    (tmp_path / "run" / "06_ppo" / "inputs.json").write_text('{"id": "0", "sett')
+    (tmp_path / "run" / "06_ppo" / "inputs.json").write_text('{"id": "0", "sett', encoding="utf-8")
     assert run_all("grpo_verifiable.kl_coef=0.1", "dpo.beta=0.9") == ["mlm", "ppo", "rl_table"]
     printed = capsys.readouterr().out
     assert "[mlm] has no readable inputs.json (made by an older minillm?)" in printed
@@ -444,9 +446,9 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
 
     # An inputs.json that reads as JSON but lacks a field is as unreadable as a damaged one.
     inputs = tmp_path / "run" / "07_dpo" / "inputs.json"
-    saved = json.loads(inputs.read_text())
+    saved = json.loads(inputs.read_text(encoding="utf-8"))
     del saved["made_from"]
-    inputs.write_text(json.dumps(saved))
+    inputs.write_text(json.dumps(saved), encoding="utf-8")
     assert run_all(*changes) == ["dpo", "rl_table"]
 
     # --reuse copies finished steps only: an interrupted one (no result.json) runs again.
@@ -463,7 +465,7 @@ def test_a_copy_from_another_run_cut_short_is_not_taken_for_a_finished_step(tmp_
     """--reuse stopped (Ctrl-C) half-way through copying a step: the next run copies it again, whole,
     instead of finding a result.json beside no checkpoint and calling the step done."""
     def step(j):  # a step that trains nothing: its checkpoint is its output
-        (j.folder("tokenizer") / "ckpt.pt").write_text("weights")
+        (j.folder("tokenizer") / "ckpt.pt").write_text("weights", encoding="utf-8")
         return {"seconds": 0.0}
 
     monkeypatch.setattr(pipeline, "STEPS", {**pipeline.STEPS, "tokenizer": step})
@@ -483,7 +485,7 @@ def test_a_copy_from_another_run_cut_short_is_not_taken_for_a_finished_step(tmp_
     monkeypatch.setattr(shutil, "copytree", copytree)
     result = run_step(reusing, "tokenizer")
     assert result["copied_from"] == str(tmp_path / "source" / "01_tokenizer")
-    assert (tmp_path / "new" / "01_tokenizer" / "ckpt.pt").read_text() == "weights"
+    assert (tmp_path / "new" / "01_tokenizer" / "ckpt.pt").read_text(encoding="utf-8") == "weights"
 
 
 def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):
@@ -491,7 +493,7 @@ def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch
     and without the flag the line stops the journey, naming the flag."""
     good = json.dumps({"prompt": "Say hi.", "response": "Hi."})
     data = tmp_path / "instructions.jsonl"
-    data.write_text(f"{good}\n{{not json\n{good}\n")
+    data.write_text(f"{good}\n{{not json\n{good}\n", encoding="utf-8")
     with pytest.warns(UserWarning, match="skipped 1 bad line"):
         assert len(Journey(preset("micro"), tmp_path / "run", None, str(data), skip_bad_lines=True).records) == 2
     with pytest.raises(DataError, match="line 2.*--skip-bad-lines"):
@@ -526,7 +528,7 @@ if __name__ == "__main__":
 def test_a_worker_stops_when_its_parent_is_killed_outright(tmp_path):
     """kill -9 of a pipeline run with --jobs 2 must not leave its workers training (and writing) on."""
     script = tmp_path / "parent.py"
-    script.write_text(PARENT_OF_A_WORKER)
+    script.write_text(PARENT_OF_A_WORKER, encoding="utf-8")
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     workers = [int(pid) for pid in parent.stdout.readline().split()]
     assert workers and all(alive(pid) for pid in workers)
@@ -544,7 +546,7 @@ def test_a_worker_stops_when_its_parent_is_killed_outright(tmp_path):
 def alive(pid: int) -> bool:
     """The process runs (a zombie, finished but not yet reaped by its new parent, does not)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").split(") ", 1)[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
 

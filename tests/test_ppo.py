@@ -104,7 +104,8 @@ def test_the_reward_model_weights_its_micro_batches_by_their_pairs(runs, tmp_pat
         cfg = RewardConfig(train=TrainConfig(max_steps=1, batch_size=4, grad_accum_steps=k, eval_every=100,
                                              save_every=100, log_every=1), n_prompts=10, answers_per_prompt=4)
         train_reward_model(cfg, runs["sft"], tmp_path / "prefs.jsonl", tmp_path / str(k), records=RECORDS)
-        rows = [json.loads(line) for line in (tmp_path / str(k) / "metrics.jsonl").read_text().splitlines()]
+        metrics = (tmp_path / str(k) / "metrics.jsonl").read_text(encoding="utf-8")
+        rows = [json.loads(line) for line in metrics.splitlines()]
         steps.append(next(row for row in rows if row.get("split") == "train"))
     assert steps[1]["grad_norm"] == pytest.approx(steps[0]["grad_norm"], rel=1e-4)
     assert steps[1]["loss"] == pytest.approx(steps[0]["loss"], rel=1e-4)
@@ -287,7 +288,7 @@ def test_train_ppo_logs_every_metric_and_compares_with_sft(runs, monkeypatch):
     out = runs["root"] / "ppo"
     result = train_and_check_the_reference(monkeypatch, ppo, runs["sft"],
                                            lambda: train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, out))
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("rm_score", "gold", "kl", "entropy", "clipfrac", "approx_kl", "ratio", "eos_share", "response_len"):
         assert all(key in r for r in rows), key
@@ -503,7 +504,8 @@ def test_annotate_command_samples_distinct_answers_and_writes_rankings(runs, tmp
     # a second session shows the second prompt with the answers the first session would have shown it:
     # each prompt's answers come from a seed of its own, not from where one shared stream had got to
     fresh, shown_again = tmp_path / "fresh.jsonl", io.StringIO()
-    fresh.write_text(json.dumps({"prompt": "Say the colour red.", "answers": ["a", "b"], "ranking": [0, 1]}) + "\n")
+    record = {"prompt": "Say the colour red.", "answers": ["a", "b"], "ranking": [0, 1]}
+    fresh.write_text(json.dumps(record) + "\n", encoding="utf-8")
     annotate(runs["sft"], prompts, fresh, k=3, max_new_tokens=5, stdin=io.StringIO("q\n"), stdout=shown_again)
     assert "=== prompt 2/2 ===" in shown_again.getvalue()
     blue = shown_again.getvalue().split("=== prompt 2/2 ===")[1]

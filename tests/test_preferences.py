@@ -128,14 +128,14 @@ def test_annotate_loop_reasks_appends_and_resumes(tmp_path):
     assert summary == {"ranked": 1, "skipped_done": 0, "remaining": 2, "saved": 1}
     assert "not a ranking" in shown and shown.count("=== prompt 1/3") == 1
     assert shown.endswith(f"1 ranking(s) saved in this session, 1 in {out}\n")  # what `q` leaves behind
-    first = [json.loads(line) for line in out.read_text().splitlines()]
+    first = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert first == [{"prompt": "p0", "answers": [f"p0 answer {i}" for i in range(4)], "ranking": [1, 0, 3, 2],
                       "split": "train", "id": "id0", "annotator": "human"}]
     # started again: p0 is done, p1 and p2 are asked, counted on from 2/3; input ends (Ctrl-D) after one more
     summary, shown = scripted(records, out, "1 2 3 4\n")
     assert summary == {"ranked": 1, "skipped_done": 1, "remaining": 1, "saved": 2}
     assert "p0" not in shown and "=== prompt 2/3 ===\np1" in shown
-    assert [json.loads(line)["prompt"] for line in out.read_text().splitlines()] == ["p0", "p1"]
+    assert [json.loads(line)["prompt"] for line in out.read_text(encoding="utf-8").splitlines()] == ["p0", "p1"]
 
 
 def test_a_prompt_with_a_single_answer_is_skipped_and_q_in_capitals_stops(tmp_path):
@@ -191,7 +191,7 @@ def test_annotate_marks_every_fifth_ranking_held_out_across_sessions(tmp_path):
     records = [{"prompt": f"p{i}"} for i in range(7)]
     scripted(records, out, "1 2 3 4\n" * 3 + "q\n")
     scripted(records, out, "1 2 3 4\n" * 4)
-    splits = [json.loads(line)["split"] for line in out.read_text().splitlines()]
+    splits = [json.loads(line)["split"] for line in out.read_text(encoding="utf-8").splitlines()]
     assert splits == ["train"] * 4 + ["test"] + ["train"] * 2  # as the simulated annotator marks them
     train, held_out = split_rankings(read_preferences(out))
     assert len(train) == 6 and len(held_out) == 1
@@ -211,7 +211,7 @@ def test_each_ranking_is_on_disk_before_the_next_question(tmp_path):
     seen_on_disk = []
 
     def answers_for(record):  # called just before each question is shown
-        seen_on_disk.append(len(out.read_text().splitlines()) if out.exists() else 0)
+        seen_on_disk.append(len(out.read_text(encoding="utf-8").splitlines()) if out.exists() else 0)
         return ["a", "b"]
 
     annotate_loop([{"prompt": "x"}, {"prompt": "y"}], answers_for, out, io.StringIO("1 2\n2 1\n"), io.StringIO())

@@ -26,7 +26,7 @@ def dead_pid() -> int:
 
 def test_the_lock_holds_our_pid_and_is_gone_afterwards_even_after_an_error(tmp_path):
     with run_folder_lock(tmp_path / "run") as lock:
-        assert lock.read_text().strip() == str(os.getpid())
+        assert lock.read_text(encoding="utf-8").strip() == str(os.getpid())
     assert not lock.exists() and not (tmp_path / "run").exists()  # it made the folder, nothing was written
     with pytest.raises(ZeroDivisionError), run_folder_lock(tmp_path / "run2") as lock:
         (tmp_path / "run2" / "ckpt.pt").write_bytes(b"x")
@@ -75,15 +75,15 @@ def make_old(path) -> None:
 
 def test_a_lock_whose_process_is_gone_is_taken_over_with_a_notice(tmp_path, capsys):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / LOCK_NAME).write_text(f"{dead_pid()}\n")
+    (tmp_path / "run" / LOCK_NAME).write_text(f"{dead_pid()}\n", encoding="utf-8")
     with run_folder_lock(tmp_path / "run") as lock:
-        assert lock.read_text().strip() == str(os.getpid())
+        assert lock.read_text(encoding="utf-8").strip() == str(os.getpid())
     assert "taking over the lock" in capsys.readouterr().err
     assert not lock.exists()
 
 
 def test_an_out_path_that_is_a_file_is_named_as_such(tmp_path):
-    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "file").write_text("not a folder", encoding="utf-8")
     with pytest.raises(DataError, match="is a file, not a folder"), run_folder_lock(tmp_path / "file"):
         pass
 
@@ -91,17 +91,17 @@ def test_an_out_path_that_is_a_file_is_named_as_such(tmp_path):
 def test_a_folder_holding_someone_elses_files_is_refused_before_anything_is_written(tmp_path, capsys):
     project = tmp_path / "project"
     project.mkdir()
-    (project / "config.json").write_text('{"mine": true}')
+    (project / "config.json").write_text('{"mine": true}', encoding="utf-8")
     code = main(["pretrain", "clm", "--preset", "micro", "--out", str(project)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no minillm run wrote (config.json)" in err
     assert sorted(path.name for path in project.iterdir()) == ["config.json"]
-    assert (project / "config.json").read_text() == '{"mine": true}'
+    assert (project / "config.json").read_text(encoding="utf-8") == '{"mine": true}'
 
 
 def test_a_run_marks_its_folder_and_may_go_on_in_it(tmp_path):
     with run_folder_lock(tmp_path / "run"):
-        (tmp_path / "run" / "config.json").write_text("{}")
+        (tmp_path / "run" / "config.json").write_text("{}", encoding="utf-8")
     assert (tmp_path / "run" / utils.RUN_MARK_NAME).is_file()
     with run_folder_lock(tmp_path / "run"):  # the second run in it (a --resume, a rerun) is let in
         pass
@@ -115,8 +115,8 @@ def test_runs_of_a_minillm_from_before_the_mark_are_recognised(tmp_path):
     training, pipeline = tmp_path / "training", tmp_path / "pipeline"
     for folder in (training, pipeline):
         folder.mkdir()
-        (folder / "config.json").write_text("{}")
-    (training / "metrics.jsonl").write_text("")
+        (folder / "config.json").write_text("{}", encoding="utf-8")
+    (training / "metrics.jsonl").write_text("", encoding="utf-8")
     (pipeline / "01_tokenizer").mkdir()
     for folder in (training, pipeline):
         with run_folder_lock(folder):
@@ -127,8 +127,8 @@ def test_runs_of_a_minillm_from_before_the_mark_are_recognised(tmp_path):
 def test_a_lock_just_made_and_not_yet_signed_is_waited_for_not_taken(tmp_path):
     (tmp_path / "run").mkdir()
     lock = tmp_path / "run" / LOCK_NAME
-    lock.write_text("")  # another run's O_EXCL has succeeded; its PID follows in a moment
-    threading.Timer(0.3, lambda: lock.write_text(f"{os.getppid()}\n")).start()
+    lock.write_text("", encoding="utf-8")  # another run's O_EXCL has succeeded; its PID follows in a moment
+    threading.Timer(0.3, lambda: lock.write_text(f"{os.getppid()}\n", encoding="utf-8")).start()
     with pytest.raises(RunLockedError, match=f"PID {os.getppid()}"), run_folder_lock(tmp_path / "run"):
         pass
 
@@ -136,11 +136,11 @@ def test_a_lock_just_made_and_not_yet_signed_is_waited_for_not_taken(tmp_path):
 def test_a_lock_left_empty_by_a_run_killed_before_it_signed_is_taken_over(tmp_path, monkeypatch, capsys):
     (tmp_path / "run").mkdir()
     lock = tmp_path / "run" / LOCK_NAME
-    lock.write_text("")  # O_EXCL succeeded, then kill -9 before the PID was written
+    lock.write_text("", encoding="utf-8")  # O_EXCL succeeded, then kill -9 before the PID was written
     make_old(lock)
     give_up_waiting_after(monkeypatch, 5)
     with run_folder_lock(tmp_path / "run") as held:
-        assert held.read_text().strip() == str(os.getpid())
+        assert held.read_text(encoding="utf-8").strip() == str(os.getpid())
     err = capsys.readouterr().err  # an empty lock names no process: no "PID None"
     assert "taking over the lock" in err and "left it unsigned" in err and "PID None" not in err
     assert not lock.exists()
@@ -149,19 +149,19 @@ def test_a_lock_left_empty_by_a_run_killed_before_it_signed_is_taken_over(tmp_pa
 def test_a_takeover_left_half_done_by_a_killed_run_does_not_block_the_folder(tmp_path, monkeypatch, capsys):
     (tmp_path / "run").mkdir()
     lock = tmp_path / "run" / LOCK_NAME
-    lock.write_text(f"{dead_pid()}\n")
+    lock.write_text(f"{dead_pid()}\n", encoding="utf-8")
     guard = lock.with_name(LOCK_NAME + ".takeover")  # the run that was taking it over was killed too
     guard.touch()
     make_old(guard)
     give_up_waiting_after(monkeypatch, 5)
     with run_folder_lock(tmp_path / "run") as held:
-        assert held.read_text().strip() == str(os.getpid())
+        assert held.read_text(encoding="utf-8").strip() == str(os.getpid())
     assert "taking over the lock" in capsys.readouterr().err and not guard.exists() and not lock.exists()
 
 
 def test_a_lock_held_by_another_users_process_is_not_taken_over(tmp_path, monkeypatch):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / LOCK_NAME).write_text("4242\n")
+    (tmp_path / "run" / LOCK_NAME).write_text("4242\n", encoding="utf-8")
 
     def kill(pid: int, signal: int) -> None:  # what os.kill(pid, 0) does for a process of another user
         raise PermissionError(1, "Operation not permitted")
@@ -169,7 +169,7 @@ def test_a_lock_held_by_another_users_process_is_not_taken_over(tmp_path, monkey
     monkeypatch.setattr(os, "kill", kill)
     with pytest.raises(RunLockedError, match=r"\(PID 4242\)"), run_folder_lock(tmp_path / "run"):
         pass
-    assert (tmp_path / "run" / LOCK_NAME).read_text() == "4242\n"
+    assert (tmp_path / "run" / LOCK_NAME).read_text(encoding="utf-8") == "4242\n"
 
 
 def test_an_unsigned_lock_made_anew_during_a_takeover_is_left_to_its_run(tmp_path, monkeypatch):
@@ -177,7 +177,7 @@ def test_an_unsigned_lock_made_anew_during_a_takeover_is_left_to_its_run(tmp_pat
     has not yet signed its new (empty, fresh) lock, that lock is the other run's to keep."""
     (tmp_path / "run").mkdir()
     lock = tmp_path / "run" / LOCK_NAME
-    lock.write_text("")
+    lock.write_text("", encoding="utf-8")
     make_old(lock)
     age_s, made_anew = utils._age_s, []
 
@@ -185,8 +185,8 @@ def test_an_unsigned_lock_made_anew_during_a_takeover_is_left_to_its_run(tmp_pat
         age = age_s(path)
         if path == lock and age >= 2 and not made_anew:  # this run has just judged the old lock stale
             lock.unlink()
-            lock.write_text("")  # the other run's O_EXCL; its PID follows in a moment
-            threading.Timer(0.3, lambda: lock.write_text(f"{os.getppid()}\n")).start()
+            lock.write_text("", encoding="utf-8")  # the other run's O_EXCL; its PID follows in a moment
+            threading.Timer(0.3, lambda: lock.write_text(f"{os.getppid()}\n", encoding="utf-8")).start()
             made_anew.append(True)
         return age
 
@@ -194,32 +194,32 @@ def test_an_unsigned_lock_made_anew_during_a_takeover_is_left_to_its_run(tmp_pat
     give_up_waiting_after(monkeypatch, 5)
     with pytest.raises(RunLockedError, match=f"PID {os.getppid()}"), run_folder_lock(tmp_path / "run"):
         pass
-    assert made_anew and lock.read_text().strip() == str(os.getppid())
+    assert made_anew and lock.read_text(encoding="utf-8").strip() == str(os.getppid())
 
 
 def test_of_two_runs_taking_over_one_stale_lock_the_slower_leaves_the_faster_ones_lock(tmp_path, monkeypatch):
     (tmp_path / "run").mkdir()
     lock = tmp_path / "run" / LOCK_NAME
-    lock.write_text(f"{dead_pid()}\n")
+    lock.write_text(f"{dead_pid()}\n", encoding="utf-8")
     faster = os.getppid()  # a live process standing in for the other run
     really_alive = utils.process_alive
 
     def other_run_takes_it_over_first(pid: int) -> bool:  # while this run is checking the dead PID
         if pid != faster:
             lock.unlink()
-            lock.write_text(f"{faster}\n")
+            lock.write_text(f"{faster}\n", encoding="utf-8")
         return really_alive(pid)
 
     monkeypatch.setattr(utils, "process_alive", other_run_takes_it_over_first)
     with pytest.raises(RunLockedError, match=f"PID {faster}"), run_folder_lock(tmp_path / "run"):
         pass
-    assert lock.read_text().strip() == str(faster)  # the faster run's lock is still there
+    assert lock.read_text(encoding="utf-8").strip() == str(faster)  # the faster run's lock is still there
 
 
 def test_a_lock_left_with_our_own_pid_is_taken_over(tmp_path, capsys):
     """A run killed with -9 whose PID the next run happens to get (containers restart at the same PIDs)."""
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / LOCK_NAME).write_text(f"{os.getpid()}\n")
+    (tmp_path / "run" / LOCK_NAME).write_text(f"{os.getpid()}\n", encoding="utf-8")
     with run_folder_lock(tmp_path / "run") as lock:
-        assert lock.read_text().strip() == str(os.getpid())
+        assert lock.read_text(encoding="utf-8").strip() == str(os.getpid())
     assert "taking over the lock" in capsys.readouterr().err and not lock.exists()

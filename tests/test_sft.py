@@ -50,6 +50,7 @@ from minillm.train.distributed import DistContext
 from minillm.train.loop import micro_batches, train_step
 from minillm.train.optim import make_optimizer
 from minillm.train.precision import make_grad_scaler
+from minillm.utils import read_json
 
 torch.set_num_threads(2)
 
@@ -389,7 +390,7 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
                     scratch_max_steps=5, scratch_lr=5e-3, scratch_optimizer="muon")
     report = run_sft_with_baselines(cfg, RECORDS + other + tests, tmp_path / "sft", trained[1])
     # the scratch baseline trains on its own steps, lr and optimizer; the single-family one on SFT's
-    runs = {name: json.loads((tmp_path / "sft" / "baselines" / name / "config.json").read_text())["train"]
+    runs = {name: read_json(tmp_path / "sft" / "baselines" / name / "config.json")["train"]
             for name in ("scratch", "single_family")}
     assert (runs["scratch"]["max_steps"], runs["scratch"]["lr"], runs["scratch"]["optimizer"]) == (5, 5e-3, "muon")
     assert (runs["single_family"]["max_steps"], runs["single_family"]["lr"], runs["single_family"]["optimizer"]) \
@@ -399,7 +400,7 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
     assert report["single_family"] == "other" and report["test_examples"] == 4
     assert report["questions"] == {"seen": 1, "heldout_phrasings": 1, "heldout_families": 1, "world_facts": 1}
     assert report["base_exact_match"]["seen"] == 1.0  # the base here is the toy SFT model itself
-    saved = json.loads((tmp_path / "sft" / "metrics.json").read_text())
+    saved = json.loads((tmp_path / "sft" / "metrics.json").read_text(encoding="utf-8"))
     assert saved["exact_match"] == report["exact_match"]
     assert (tmp_path / "sft" / "exact_match.png").stat().st_size > 0
     answers = read_answers(tmp_path / "sft")

@@ -70,7 +70,7 @@ def _clm_cfg(**train_kw) -> CLMConfig:
 
 
 def _train_losses(run_dir: Path) -> list[float]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     return [row["loss"] for row in rows if row.get("split") == "train"]
 
 
@@ -126,7 +126,8 @@ def test_train_mlm_weights_its_micro_batches_by_their_blanks(tmp_path, corpus, t
     steps = []
     for k in (1, 4):
         train_mlm(_mlm_cfg(max_steps=1, grad_accum_steps=k), tokenizer, *corpus, tmp_path / str(k))
-        rows = [json.loads(line) for line in (tmp_path / str(k) / "metrics.jsonl").read_text().splitlines()]
+        metrics = (tmp_path / str(k) / "metrics.jsonl").read_text(encoding="utf-8")
+        rows = [json.loads(line) for line in metrics.splitlines()]
         steps.append(next(row for row in rows if row.get("split") == "train"))
     assert steps[1]["grad_norm"] == pytest.approx(steps[0]["grad_norm"], rel=1e-4)
     assert steps[1]["loss"] == pytest.approx(steps[0]["loss"], rel=1e-4)
@@ -190,7 +191,7 @@ def test_tiny_mlm_run_learns(tmp_path, corpus, tokenizer):
     assert 0.0 <= metrics["val_masked_accuracy"] <= 1.0 and metrics["val_masked_positions"] > 0
     assert len(metrics["fill_mask_top5"]) == 5
     assert (tmp_path / "fill_mask.png").stat().st_size > 0
-    assert json.loads((tmp_path / "results.json").read_text())["val_masked_accuracy"] == \
+    assert json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["val_masked_accuracy"] == \
         metrics["val_masked_accuracy"]
     specials = set(tokenizer.special_tokens.values())
     counts = Counter(i for i in pack_documents(tokenizer, corpus[0]).tolist() if i not in specials)
@@ -279,7 +280,7 @@ def test_mlm_on_a_korean_corpus_finishes_and_writes_results(tmp_path, block_size
     saved = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert saved["val_masked_accuracy"] == metrics["val_masked_accuracy"]
     # the periodic check on part of the validation split and the final full evaluation have different names
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     [check] = [row for row in rows if row["split"] == "val"]
     assert "val_subset_masked_accuracy" in check and "val_masked_accuracy" not in check
     assert "subset_unigram_masked_accuracy" in check and "unigram_masked_accuracy" not in check

@@ -300,7 +300,7 @@ def test_unknown_kind_and_trainer() -> None:
 def test_save_load_round_trip(tok: BPETokenizer, tmp_path) -> None:
     path = tmp_path / "tok.json"
     tok.save(path)
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     assert data["kind"] == "bpe" and data["format_version"] == 1
     assert data["merges"][0] == list(tok.merges[0])
     loaded = load_tokenizer(path)
@@ -321,7 +321,7 @@ def corrupt(tok: BPETokenizer, tmp_path, **changes) -> object:
         else:
             data[key] = value
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(data), encoding="utf-8")
     return path
 
 
@@ -350,10 +350,10 @@ def test_missing_bad_json_and_wrong_kind(tok: BPETokenizer, tmp_path) -> None:
     with pytest.raises(TokenizerError, match="does not exist"):
         load_tokenizer(tmp_path / "nope.json")
     bad = tmp_path / "bad.json"
-    bad.write_text('{"kind": "bpe", "merges": [')
+    bad.write_text('{"kind": "bpe", "merges": [', encoding="utf-8")
     with pytest.raises(TokenizerError, match="not valid JSON"):
         load_tokenizer(bad)
-    bad.write_text("[1, 2]")
+    bad.write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(TokenizerError, match="no 'kind'"):
         load_tokenizer(bad)
     from minillm.tokenizer import SentencePieceTokenizer

@@ -80,7 +80,7 @@ def test_vocab_size_is_as_asked(tok: SentencePieceTokenizer) -> None:
 def test_save_load_round_trip(tok: SentencePieceTokenizer, tmp_path) -> None:
     path = tmp_path / "spm.json"
     tok.save(path)
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     assert data["kind"] == "sentencepiece" and data["format_version"] == 1
     assert data["model_type"] == tok.model_type
     loaded = load_tokenizer(path)
@@ -109,7 +109,7 @@ def test_corrupt_file(tok: SentencePieceTokenizer, tmp_path, changes: dict, mess
         else:
             data[key] = value
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(TokenizerError, match=message):
         load_tokenizer(path)
 
@@ -119,7 +119,7 @@ def test_one_character_outside_the_base64_alphabet_is_refused(tok: SentencePiece
     proto = data["model_proto_base64"]
     data["model_proto_base64"] = proto[:8] + "!" + proto[8:]  # padding still fine: only the alphabet is wrong
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(TokenizerError, match="not base64"):
         load_tokenizer(path)
 

@@ -234,10 +234,10 @@ def test_a_run_writes_its_files_and_rebuilds_with_load_model(tmp_path):
     seed_everything(0)
     model = GPT(dataclasses.replace(tiny_gpt().config, vocab_size=tokenizer.vocab_size))  # a row per id
     run(tmp_path, cfg, model=model, run_config={"note": "hi"}, tokenizer=tokenizer, model_kind="gpt")
-    config = json.loads((tmp_path / "config.json").read_text())
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
     assert config["run"] == {"note": "hi"} and config["train"]["max_steps"] == 4
     assert config["model"]["n_embd"] == 16 and config["model_kind"] == "gpt"
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(r["step"], r["split"]) for r in rows] == [(1, "train"), (2, "train"), (4, "train"), (4, "val")]
     assert {"loss", "lr", "grad_norm", "accuracy", "elapsed_s", "samples_per_s"} <= rows[0].keys()
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -402,7 +402,7 @@ def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_pat
         run(tmp_path, cfg, loss_fn=nan_from_step(7, lambda model: torch.tensor(float("nan"))))
     ckpt = load_checkpoint(tmp_path / "ckpt.pt")
     assert ckpt["step"] == 5 and all(torch.isfinite(t).all() for t in ckpt["model"].values())
-    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert max(steps) == 6
 
 
