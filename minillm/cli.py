@@ -205,10 +205,14 @@ def fill_mask_plot_path(ckpt: str, text: str) -> Path:
 def cmd_generate(args: argparse.Namespace) -> None:
     from minillm.model.gpt import GPT
     from minillm.stage1_pretrain.clm import generate_text
+    from minillm.utils import escape_controls
 
     model, tok = _load_trained(args, GPT)
-    print(generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens,
-                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed))
+    text = generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens,
+                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    # A terminal would obey the control characters a model may write (ESC clears it): there they are
+    # shown as escapes. Into a file or a pipe the text goes as the model wrote it, for what reads it.
+    print(escape_controls(text) if sys.stdout is not None and sys.stdout.isatty() else text)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -503,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", required=True, help="the SFT run folder whose answers you rank")
     p.add_argument("--prompts", required=True, help="JSONL with a 'prompt' field per line")
     p.add_argument("--out", required=True, help="prefs JSONL (appended to; resumes where it left off)")
-    p.add_argument("--k", type=positive_int, default=4, help="answers per prompt")
+    p.add_argument("--k", type=positive_int, default=4, help="answers per prompt (2 to 9)")
     p.add_argument("--max-new-tokens", type=positive_int, default=48)
     p.add_argument("--seed", type=_seed, default=0)
     _add_device_arg(p)

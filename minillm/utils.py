@@ -1,4 +1,5 @@
-"""Small helpers used across the stages: seeding, device choice, safe JSON files, run-folder locks."""
+"""Small helpers used across the stages: seeding, device choice, safe JSON files, locks on run folders
+and files, model text made safe to show in a terminal."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,24 @@ def spread_rows(rows: list, n: int) -> list:
     return shown if not rows or shown[-1] is rows[-1] else shown + rows[-1:]
 
 
+# Each control character but newline and tab, and how it is shown: "\x1b", "\r", "\x08", "\x9b", ...
+_CONTROL_ESCAPES = {code: chr(code).encode("unicode_escape").decode("ascii")
+                    for code in (*range(0x20), *range(0x7F, 0xA0)) if chr(code) not in "\n\t"}
+
+
+def escape_controls(text: str) -> str:
+    """`text` as it may be shown in a terminal: each control character but newline and tab written
+    out as its escape, `\\x1b` or `\\r`.
+
+    A model's text may hold any character (a byte-level tokenizer can spell every byte), and a
+    terminal obeys the control ones: ESC starts a sequence that can clear the screen or recolour
+    it, `\\r` sends the cursor back to overwrite the line, `\\x08` steps back over what was shown. A
+    person ranking answers would then rank something other than what they saw. Only what is shown
+    is escaped: what is saved to a file keeps the model's exact text.
+    """
+    return text.translate(_CONTROL_ESCAPES)
+
+
 LOCK_NAME = ".minillm.lock"
 RUN_MARK_NAME = ".minillm-run"  # an empty file left in every folder a run writes into: "this folder is a run's"
 
@@ -244,13 +263,10 @@ def made_by_earlier_minillm(folder: Path) -> bool:
 
 @contextmanager
 def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> Iterator[Path]:
-    """Hold `folder/.minillm.lock` (it holds our process id) while a command writes into `folder`.
+    """Hold `folder/.minillm.lock` (`hold_lock`) while a command writes into `folder`.
 
     Two runs writing into one folder would overwrite each other's checkpoints and metrics, and
-    both would say they succeeded. The lock file is created with O_EXCL, which the file system
-    grants to one process only. A second run finds it and stops with RunLockedError naming the
-    holder; a lock left behind by a process that is gone (killed with -9, a crashed machine) is
-    taken over with a notice. The lock is removed when the block ends, however it ends (and the
+    both would say they succeeded. The lock is removed when the block ends, however it ends (and the
     folder too, if this call created it and nothing was written into it). A folder holding files of
     someone else's is refused before anything is written (check_not_foreign, which lets the files
     named in `inputs` through); one that is taken is
@@ -261,7 +277,37 @@ def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> 
     check_not_foreign(folder, inputs)
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK_NAME
+    mark = folder / RUN_MARK_NAME
+    try:
+        with hold_lock(folder / LOCK_NAME, folder) as lock:
+            mark.touch()
+            yield lock
+    finally:
+        if created and [path.name for path in folder.iterdir()] == [RUN_MARK_NAME]:
+            mark.unlink()  # a run that failed at once leaves no empty folder behind
+            folder.rmdir()
+
+
+def file_lock(path: str | os.PathLike) -> AbstractContextManager[Path]:
+    """`hold_lock` on one file that a session keeps appending to: `minillm annotate`'s rankings.
+
+    The lock lies beside the file, `.minillm.lock-NAME`: its name starts with LOCK_NAME, so a run
+    folder that holds the file (`reward` reads its prefs.jsonl) does not count the lock as a stranger's.
+    """
+    path = Path(path)
+    return hold_lock(path.with_name(f"{LOCK_NAME}-{path.name}"), path)
+
+
+@contextmanager
+def hold_lock(lock: Path, guarded: Path) -> Iterator[Path]:
+    """Hold the file `lock` (it holds our process id) while this process writes `guarded`, a run
+    folder (`run_folder_lock`) or one file (`file_lock`).
+
+    The lock file is created with O_EXCL, which the file system grants to one process only. A
+    second process finds it and stops with RunLockedError naming the holder; a lock left behind by
+    a process that is gone (killed with -9, a crashed machine) is taken over with a notice. The lock
+    is removed when the block ends, however it ends.
+    """
     while True:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -273,26 +319,21 @@ def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> 
                 continue
             if holder is not None and holder != os.getpid() and process_alive(holder):
                 raise RunLockedError(
-                    f"{folder} is in use by another minillm process (PID {holder}); wait for it to finish, "
+                    f"{guarded} is in use by another minillm process (PID {holder}); wait for it to finish, "
                     f"stop it, or choose another --out (if no process {holder} runs, delete {lock})"
                 ) from None
-            remove_stale_lock(lock, holder)  # then try O_EXCL again: if another run got there first, it wins
+            remove_stale_lock(lock, holder, guarded)  # then O_EXCL again: if another run got there first, it wins
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(f"{os.getpid()}\n")
-    mark = folder / RUN_MARK_NAME
-    mark.touch()
     try:
         yield lock
     finally:
         if _lock_holder(lock) == os.getpid():
             lock.unlink(missing_ok=True)
-        if created and [path.name for path in folder.iterdir()] == [RUN_MARK_NAME]:
-            mark.unlink()  # a run that failed at once leaves no empty folder behind
-            folder.rmdir()
 
 
-def remove_stale_lock(lock: Path, holder: int | None) -> None:
-    """Remove `lock`, left by process `holder`, which is gone.
+def remove_stale_lock(lock: Path, holder: int | None, guarded: Path) -> None:
+    """Remove `lock` on `guarded`, left by process `holder`, which is gone.
 
     Two runs may find the same stale lock at once. Had each simply deleted it, the slower one could
     delete the lock the faster one had just made, and both would run. So a run deletes it only while
@@ -312,7 +353,7 @@ def remove_stale_lock(lock: Path, holder: int | None) -> None:
         if still_stale:
             whose = (f"its process (PID {holder}) is gone" if holder is not None
                      else "a run stopped as it began left it unsigned")
-            print(f"minillm: note: taking over the lock of {lock.parent}: {whose}", file=sys.stderr)
+            print(f"minillm: note: taking over the lock of {guarded}: {whose}", file=sys.stderr)
             lock.unlink(missing_ok=True)
     finally:
         guard.unlink(missing_ok=True)

@@ -346,6 +346,10 @@ CLI_TABLE = [
     Bad("annotate: one answer per prompt leaves nothing to rank",
         ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/nope.jsonl", "--out", "{ws}/p.jsonl", "--k", "1"),
         ConfigError, ("k=1", "at least 2 answers")),
+    # UNBOUNDED before the check: --k 1000000000 went on to sample a billion answers at once
+    Bad("annotate: more answers per prompt than a person can rank",
+        ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/nope.jsonl", "--out", "{ws}/p.jsonl",
+         "--k", "1000000000"), ConfigError, ("k=1000000000", "at most 9 answers", "from 2 to 9")),
     # TRACEBACK-free but LOST the first ranking typed: "Is a directory: ..." came after it, at its writing
     Bad("annotate: --out is a folder",
         ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/p.txt", "--out", "{ws}", "--max-new-tokens", "4"),

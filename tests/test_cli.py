@@ -545,6 +545,28 @@ def test_ctrl_c_in_annotate_says_the_rankings_are_kept_and_how_to_go_on(untraine
                    f"{shlex.join(['minillm', *argv])}\n")
 
 
+def test_a_second_annotate_on_the_same_file_is_refused_while_the_first_runs(untrained_runs, tmp_path, capsys,
+                                                                           monkeypatch):
+    """Both would ask the prompts the file lacks, and each would append its own rankings of them."""
+    prompts, out = tmp_path / "prompts.txt", tmp_path / "prefs.jsonl"
+    prompts.write_text("how is the river?\n", encoding="utf-8")
+    argv = _annotate(untrained_runs, prompts, out)
+    first = subprocess.Popen([sys.executable, "-m", "minillm", *argv], cwd=REPO, text=True, encoding="utf-8",
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        while "=== prompt 1/1 ===" not in first.stdout.readline():  # the first one asks its question
+            assert first.poll() is None, "the first session ended before its question"
+        monkeypatch.setattr(sys, "stdin", io.StringIO("2 1\n"))
+        code, shown, err = run(argv, capsys)
+        lock = tmp_path / f"{LOCK_NAME}-prefs.jsonl"
+        assert (code, err.count("\n")) == (2, 1) and "=== prompt" not in shown
+        assert f"{out} is in use by another minillm process (PID {first.pid})" in err and f"delete {lock}" in err
+    finally:
+        first.communicate("2 1\n", timeout=120)
+    assert first.returncode == 0 and not lock.exists()  # the first one ranked, then let go
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1  # its ranking only
+
+
 def _model_command(name: str, runs: Path, tmp_path: Path) -> list[str]:
     """A short call of each command that loads a trained model, on the run folders in `runs`."""
     prompts = tmp_path / "prompts.txt"
@@ -555,6 +577,36 @@ def _model_command(name: str, runs: Path, tmp_path: Path) -> list[str]:
             "chat": ["chat", "--ckpt", str(runs / "gpt"), "--max-new-tokens", "2"],
             "annotate": ["annotate", "--policy", str(runs / "gpt"), "--prompts", str(prompts),
                          "--out", str(tmp_path / "prefs.jsonl"), "--k", "2", "--max-new-tokens", "2"]}[name]
+
+
+class _Terminal(io.StringIO):
+    """A stdout that says it is a terminal, as a person's is."""
+    def isatty(self) -> bool:
+        return True
+
+
+WILD = "calm\x1b[2J\rsea"  # what a byte-level model may write: ESC [2J clears a terminal, \r overwrites the line
+
+
+@pytest.mark.parametrize("name", ("generate", "chat"))
+def test_a_terminal_is_shown_the_models_control_characters_as_escapes(name, untrained_runs, tmp_path, monkeypatch):
+    from minillm.stage1_pretrain import clm
+    from minillm.stage2_sft import chat
+
+    monkeypatch.setattr(clm, "generate_text", lambda *args, **kwargs: WILD)
+    monkeypatch.setattr(chat, "generate_answers", lambda *args, **kwargs: [WILD])
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    assert main(_model_command(name, untrained_runs, tmp_path)) == 0
+    assert "calm\\x1b[2J\\rsea\n" in terminal.getvalue() and not {"\x1b", "\r"} & set(terminal.getvalue())
+
+
+def test_generate_writes_the_models_exact_text_into_a_file_or_a_pipe(untrained_runs, tmp_path, capsys, monkeypatch):
+    from minillm.stage1_pretrain import clm
+
+    monkeypatch.setattr(clm, "generate_text", lambda *args, **kwargs: WILD)
+    assert run(_model_command("generate", untrained_runs, tmp_path), capsys)[:2] == (0, WILD + "\n")
 
 
 @pytest.mark.parametrize("name", ("fill-mask", "generate", "chat", "annotate"))

@@ -151,6 +151,19 @@ def test_a_prompt_with_a_single_answer_is_skipped_and_q_in_capitals_stops(tmp_pa
     assert [(r["prompt"], r["ranking"]) for r in read_preferences(out)] == [("p1", [1, 0])]
 
 
+def test_answers_are_shown_with_their_control_characters_escaped_and_saved_exactly(tmp_path):
+    """ESC [2J would clear the screen and \\r overwrite the line: the person must see what they rank."""
+    out = tmp_path / "human.jsonl"
+    answers = ["calm\x1b[2J", "up\rdown", "two\nlines\tand a tab"]
+    stdout = io.StringIO()
+    annotate_loop([{"prompt": "p\x07"}], lambda r: answers, out, io.StringIO("3 1 2\n"), stdout)
+    shown = stdout.getvalue()
+    assert "\x1b" not in shown and "\r" not in shown and "\x07" not in shown
+    assert "p\\x07\n" in shown and "[1] calm\\x1b[2J\n" in shown and "[2] up\\rdown\n" in shown
+    assert "[3] two\nlines\tand a tab\n" in shown  # newline and tab are text, shown as they are
+    assert read_preferences(out)[0]["answers"] == answers
+
+
 def test_each_prompts_seed_is_fixed_by_its_text_and_the_seed_in_every_process():
     # crc32("hello") = 0x3610a686 = 907060870; Python's hash() of a str would change from process to process
     assert prompt_seed(0, "hello") == 907060870

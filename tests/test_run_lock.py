@@ -1,7 +1,9 @@
-"""The lock on a run folder: one writer at a time, a dead writer's lock taken over, nothing left behind."""
+"""The lock on a run folder, and on the rankings file `annotate` appends to: one writer at a time, a
+dead writer's lock taken over, nothing left behind."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import pytest
 from minillm import utils
 from minillm.cli import main
 from minillm.errors import DataError, RunLockedError
+from minillm.stage3_rlhf.annotate import annotate_loop
 from minillm.utils import LOCK_NAME, run_folder_lock
 
 
@@ -223,3 +226,12 @@ def test_a_lock_left_with_our_own_pid_is_taken_over(tmp_path, capsys):
     with run_folder_lock(tmp_path / "run") as lock:
         assert lock.read_text(encoding="utf-8").strip() == str(os.getpid())
     assert "taking over the lock" in capsys.readouterr().err and not lock.exists()
+
+
+def test_a_rankings_file_whose_annotate_session_died_is_taken_over(tmp_path, capsys):
+    out = tmp_path / "prefs.jsonl"
+    lock = tmp_path / f"{LOCK_NAME}-prefs.jsonl"
+    lock.write_text(f"{dead_pid()}\n", encoding="utf-8")  # that session was killed with -9
+    summary = annotate_loop([{"prompt": "p"}], lambda r: ["a", "b"], out, io.StringIO("2 1\n"), io.StringIO())
+    assert summary["ranked"] == 1 and f"taking over the lock of {out}" in capsys.readouterr().err
+    assert not lock.exists()

@@ -9,6 +9,9 @@ A line that starts with "/" (after any spaces) is a command for the chat itself,
 only its first word counts ("/quit now" quits): /help lists them,
 /reset starts the sampling over (the same seed, so the same answers again), /quit leaves.
 
+The answer's control characters but newline and tab are shown as escapes (`utils.escape_controls`):
+a model may write any byte, and an escape sequence would otherwise clear or recolour the terminal.
+
 `chat_loop` reads from and writes to any text streams, so a test can drive it with `io.StringIO`;
 `minillm chat --ckpt DIR` calls it with the terminal's stdin and stdout.
 """
@@ -21,6 +24,7 @@ import torch
 
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.template import N_FRAMING_TOKENS, check_room_for_prompt, encode_prompt
+from minillm.utils import escape_controls
 
 QUIT = "/quit"
 COMMANDS = {
@@ -75,7 +79,7 @@ def chat_loop(
                                 f"{room - (N_FRAMING_TOKENS - 1)} tokens)\n")
         reply = generate_answers(model, tokenizer, [line], max_new_tokens, temperature=temperature,
                                  top_k=top_k, top_p=top_p, generator=generator)[0]
-        output_stream.write(f"bot> {reply}\n")
+        output_stream.write(f"bot> {escape_controls(reply)}\n")  # an ESC in it must not steer the terminal
         turns += 1
 
 

@@ -13,7 +13,12 @@ The loop is built for real people:
   where it stopped ("prompt 4/13684" after 3 ranked), and shows the same answers as before: each
   prompt's answers are sampled with a seed of its own (`prompt_seed`), not from one shared stream;
 - every 5th ranking is marked "split": "test", held out to measure the reward model, like the
-  simulated annotator's (`preferences.split_of`).
+  simulated annotator's (`preferences.split_of`);
+- a second session on the same file stops before its first question (`utils.file_lock`): both
+  would ask the prompts the file lacks, and each would save its own rankings of them;
+- an answer's control characters are shown as escapes (`\\x1b`, `\\r`): an escape sequence could
+  clear or recolour the screen, so the person would rank what they never saw. The file keeps the
+  answers exactly.
 
 The file has the format of `preferences.py`, so the reward model and DPO read a person's rankings
 exactly as they read the simulated annotator's. `annotate_loop` takes its input and output
@@ -38,7 +43,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf.preferences import append_preference, read_preferences, sample_distinct_answers, split_of
 from minillm.train import load_model
-from minillm.utils import read_utf8_text
+from minillm.utils import escape_controls, file_lock, read_utf8_text
 
 
 def parse_ranking(text: str, k: int) -> list[int | list[int]]:
@@ -65,9 +70,11 @@ def example_ranking(n: int) -> str:
 
 
 def show_question(out: IO[str], number: int, total: int, prompt: str, answers: Sequence[str]) -> None:
-    out.write(f"\n=== prompt {number}/{total} ===\n{prompt}\n\n")
+    """The prompt and its numbered answers, control characters escaped (`escape_controls`): the file
+    gets the answers as they are, the screen must show what is ranked."""
+    out.write(f"\n=== prompt {number}/{total} ===\n{escape_controls(prompt)}\n\n")
     for i, answer in enumerate(answers, start=1):
-        out.write(f"  [{i}] {answer or '(empty answer)'}\n")
+        out.write(f"  [{i}] {escape_controls(answer) or '(empty answer)'}\n")
 
 
 def annotate_loop(
@@ -79,47 +86,49 @@ def annotate_loop(
     Prompts with fewer than 2 different answers are skipped (nothing to compare). The counter runs
     over all `records`, so a restart goes on from where the last session stopped. Returns
     {"ranked": new rankings written, "skipped_done": prompts already in the file, "remaining":
-    prompts left when the person stopped, "saved": rankings in the file now}. The streams default to
+    prompts left when the person stopped, "saved": rankings in the file now}. The file is locked
+    while the session runs: another session on it stops with RunLockedError. The streams default to
     the terminal's, looked up at the call (a default of `sys.stdin` would be the one at import time).
     """
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
     out_path = Path(out_path)
-    saved = saved_rankings(out_path)
-    done = {r["prompt"] for r in saved}
-    todo = [(number, r) for number, r in enumerate(records, start=1) if r["prompt"] not in done]
-    ranked = 0
-    if records and not todo:
-        stdout.write(f"\nall {len(records)} prompt(s) are ranked in {out_path} already: nothing left to ask\n")
+    with file_lock(out_path):  # a second session on the file would rank the same prompts again
+        saved = saved_rankings(out_path)
+        done = {r["prompt"] for r in saved}
+        todo = [(number, r) for number, r in enumerate(records, start=1) if r["prompt"] not in done]
+        ranked = 0
+        if records and not todo:
+            stdout.write(f"\nall {len(records)} prompt(s) are ranked in {out_path} already: nothing left to ask\n")
 
-    def summary(remaining: int) -> dict[str, int]:
-        stdout.write(f"\n{ranked} ranking(s) saved in this session, {len(saved) + ranked} in {out_path}\n")
-        return {"ranked": ranked, "skipped_done": len(records) - len(todo), "remaining": remaining,
-                "saved": len(saved) + ranked}
+        def summary(remaining: int) -> dict[str, int]:
+            stdout.write(f"\n{ranked} ranking(s) saved in this session, {len(saved) + ranked} in {out_path}\n")
+            return {"ranked": ranked, "skipped_done": len(records) - len(todo), "remaining": remaining,
+                    "saved": len(saved) + ranked}
 
-    for left, (number, record) in zip(range(len(todo), 0, -1), todo, strict=True):
-        answers = answers_for(record)
-        if len(answers) < 2:  # the policy said the same thing every time: nothing to compare
-            stdout.write(f"\n(prompt {number}/{len(records)}: fewer than 2 different answers, skipped)\n")
-            continue
-        show_question(stdout, number, len(records), record["prompt"], answers)
-        while True:
-            stdout.write(f"ranking, best first (e.g. {example_ranking(len(answers))}; 1={len(answers)} for a tie), "
-                         "or q to stop: ")
-            stdout.flush()
-            line = stdin.readline()
-            if line == "" or line.strip().lower() in ("q", "quit"):  # end of input or a request to stop
-                return summary(left)
-            try:
-                ranking = parse_ranking(line, len(answers))
-                break
-            except ValueError as err:
-                stdout.write(f"  not a ranking: {err}\n")
-        append_preference(out_path, {"prompt": record["prompt"], "answers": answers, "ranking": ranking,
-                                     "split": split_of(len(saved) + ranked), "id": record.get("id", ""),
-                                     "annotator": "human"})
-        ranked += 1
-    return summary(0)
+        for left, (number, record) in zip(range(len(todo), 0, -1), todo, strict=True):
+            answers = answers_for(record)
+            if len(answers) < 2:  # the policy said the same thing every time: nothing to compare
+                stdout.write(f"\n(prompt {number}/{len(records)}: fewer than 2 different answers, skipped)\n")
+                continue
+            show_question(stdout, number, len(records), record["prompt"], answers)
+            while True:
+                stdout.write(f"ranking, best first (e.g. {example_ranking(len(answers))}; 1={len(answers)} for a tie), "
+                             "or q to stop: ")
+                stdout.flush()
+                line = stdin.readline()
+                if line == "" or line.strip().lower() in ("q", "quit"):  # end of input or a request to stop
+                    return summary(left)
+                try:
+                    ranking = parse_ranking(line, len(answers))
+                    break
+                except ValueError as err:
+                    stdout.write(f"  not a ranking: {err}\n")
+            append_preference(out_path, {"prompt": record["prompt"], "answers": answers, "ranking": ranking,
+                                         "split": split_of(len(saved) + ranked), "id": record.get("id", ""),
+                                         "annotator": "human"})
+            ranked += 1
+        return summary(0)
 
 
 def saved_rankings(path: Path) -> list[dict]:
@@ -189,6 +198,9 @@ def prompt_seed(seed: int, prompt: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(prompt.encode("utf-8"))) % 2**63
 
 
+MAX_K = 9  # answers per prompt: a person reads them all and orders them, so few (InstructGPT's: 4 to 9)
+
+
 def annotate(
     policy_dir: str | os.PathLike, prompts_path: str | os.PathLike, out_path: str | os.PathLike, *,
     k: int = 4, temperature: float = 1.0, max_new_tokens: int = 48, seed: int = 0,
@@ -198,6 +210,9 @@ def annotate(
     a person rank them."""
     if k < 2:
         raise ConfigError(f"k={k}: a ranking needs at least 2 answers per prompt; ask for k >= 2")
+    if k > MAX_K:  # and the model samples all k at once: a huge k would not fit in memory
+        raise ConfigError(f"k={k}: a person ranks at most {MAX_K} answers per prompt (InstructGPT's labelers "
+                          f"ranked 4 to 9); ask for k from 2 to {MAX_K}")
     if Path(out_path).resolve() == Path(prompts_path).resolve():
         raise ConfigError(f"--out {out_path} is the --prompts file: rankings are appended to --out, so they need "
                           "a file of their own, e.g. rankings.jsonl")
