@@ -203,8 +203,9 @@ def bench_kv_cache_memory(args: argparse.Namespace) -> dict[int, float]:
     return per_token
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    """The options; `prog` names them in an error (run_all.py passes its own option that held them)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
     parser.add_argument("--batch", type=positive_int, default=16)
