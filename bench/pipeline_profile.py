@@ -181,7 +181,7 @@ def main() -> None:
     with run_folder_lock(args.out):  # as `minillm pipeline --out`: never a folder of someone else's files
         table = profile_pipeline(args.preset, args.out, args.steps)
         print_table(table)
-        (args.out / "profile.json").write_text(json.dumps(table, indent=2))
+        (args.out / "profile.json").write_text(json.dumps(table, indent=2), encoding="utf-8")
     print(f"written: {args.out / 'profile.json'}")
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from minillm.cli import positive_int
 from minillm.config import PRESETS
-from minillm.errors import one_line_errors
+from minillm.errors import TrainingError, one_line_errors
 from minillm.pipeline import STEP_NAMES, step_folder
 from minillm.utils import check_not_foreign, run_folder_lock
 
@@ -56,9 +56,11 @@ def run_journey(tree: Path, out: Path, preset: str, extra: list[str]) -> tuple[f
     """Run `minillm pipeline` of the code in `tree`; return its wall time and report."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "minillm.cli", "pipeline", "--preset", preset, "--out", str(out), *extra],
-                   cwd=tree, env=env, check=True)
-    return time.perf_counter() - start, json.loads((out / "report.json").read_text())
+    done = subprocess.run([sys.executable, "-m", "minillm.cli", "pipeline", "--preset", preset, "--out", str(out),
+                           *extra], cwd=tree, env=env)
+    if done.returncode != 0:  # the pipeline printed why; a traceback of this call would add nothing
+        raise TrainingError(f"`minillm pipeline` of {tree} stopped (exit status {done.returncode}); its error is above")
+    return time.perf_counter() - start, json.loads((out / "report.json").read_text(encoding="utf-8"))
 
 
 # A worker runs one tree's pipeline a step at a time: it reads a step name on stdin, runs it into
@@ -100,7 +102,7 @@ class Worker:
             if line.startswith(tag + " "):
                 return line[len(tag) + 1:]
             print(line, end="")
-        raise RuntimeError(f"the pipeline worker in {self.out} stopped; its error is above")
+        raise TrainingError(f"the pipeline worker in {self.out} stopped; its error is above")
 
     def run(self, step: str) -> float:
         """Run `step` (or "report"); return its wall time in seconds."""
@@ -113,7 +115,7 @@ class Worker:
         self.run("report")
         self.process.stdin.close()
         self.process.wait()
-        return json.loads((self.out / "report.json").read_text())
+        return json.loads((self.out / "report.json").read_text(encoding="utf-8"))
 
 
 def run_interleaved(trees: dict[str, Path], outs: dict[str, Path], preset: str) -> dict[str, tuple[float, dict]]:

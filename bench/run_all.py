@@ -58,7 +58,7 @@ def run_pipeline(preset: str) -> tuple[dict, float]:
         if done.returncode != 0:  # the pipeline printed why; a traceback of this call would add nothing
             raise TrainingError(f"the timed `minillm pipeline --preset {preset}` stopped (exit status "
                                 f"{done.returncode}); its own error is above (--skip-pipeline runs the benches alone)")
-        return json.loads((Path(out) / "report.json").read_text()), seconds
+        return json.loads((Path(out) / "report.json").read_text(encoding="utf-8")), seconds
 
 
 def matmul_tflops(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, n: int = 8192,

@@ -36,7 +36,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 
@@ -55,6 +54,7 @@ from minillm.stage2_sft.sft import train_sft
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
 from minillm.train.loop import METRICS_NAME, read_metrics
+from minillm.utils import write_json
 
 LESSON_STARTED = time.perf_counter()
 torch.set_num_threads(1)  # the tiny models gain little from a second thread, and the times are steadier
@@ -217,7 +217,7 @@ print(f"\n{'':>9} {'exact match (seen)':>19} {'trainable params':>17} {'time':>7
 for name, r in sft_rows.items():
     print(f"{name:>9} {r['exact_match_seen']:19.2f} {r['trainable']:>10,d} ({r['trainable'] / r['params']:4.0%}) "
           f"{r['seconds']:6.0f}s")
-(OUT / "table.json").write_text(json.dumps({"clm": rows, "sft": sft_rows, "sft_init": str(sft_init)}, indent=2))
+write_json(OUT / "table.json", {"clm": rows, "sft": sft_rows, "sft_init": str(sft_init)})
 print(f"\nthe whole lesson took {time.perf_counter() - LESSON_STARTED:.0f} s")
 # In our runs, after the pipeline (so from its CLM, runs/tiny/03_clm: GPT-2 blocks with RoPE, 3
 # layers; 464 s for the whole lesson):

@@ -193,6 +193,17 @@ def test_a_keep_folder_of_someone_elses_files_is_refused_before_the_reference_ru
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["config.json"]
 
 
+def test_a_journey_that_stops_ends_the_speed_bench_in_one_line_not_a_traceback(tmp_path):
+    """Back to back or interleaved, a pipeline that fails has printed its own error; the bench adds a
+    MinillmError (one line, by one_line_errors) saying which journey stopped, not a CalledProcessError's
+    or a RuntimeError's traceback."""
+    speed = run_all.load_bench("pipeline_speed")
+    with pytest.raises(MinillmError, match=r"`minillm pipeline` of .* stopped \(exit status 2\)"):
+        speed.run_journey(ROOT, tmp_path / "back_to_back", "bogus", [])  # an unknown preset: exit status 2
+    with pytest.raises(MinillmError, match="the pipeline worker in .*interleaved stopped"):
+        speed.Worker(ROOT, tmp_path / "interleaved", "bogus")
+
+
 @pytest.mark.slow
 def test_interleaved_journeys_of_the_same_code_give_the_same_figures(tmp_path):
     """`pipeline_speed.py --interleave` drives two pipelines a step at a time: against this very commit
