@@ -269,8 +269,8 @@ def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> 
     both would say they succeeded. The lock is removed when the block ends, however it ends (and the
     folder too, if this call created it and nothing was written into it). A folder holding files of
     someone else's is refused before anything is written (check_not_foreign, which lets the files
-    named in `inputs` through); one that is taken is
-    marked as a run's (RUN_MARK_NAME), so that later runs may go on in it.
+    named in `inputs` through); one that is taken is marked as a run's (RUN_MARK_NAME), so that
+    later runs may go on in it.
     """
     folder = Path(folder)
     check_is_folder(folder)
