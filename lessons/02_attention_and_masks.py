@@ -96,7 +96,8 @@ mask = step1_masks(ids, attention_mask, rows)
 
 # %%
 def weights_by_hand(module: MultiHeadAttention, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The attention weights (B, H, T, T) of `module` on x (B, T, C), step by step; also v (B, H, T, D)."""
+    """The attention weights (B, H, T, T) of `module` on x (B, T, C), step by step; also v (B, H, T, D),
+    where H is the number of heads and D = C // H the size of each head's queries, keys and values."""
     B, T, C = x.shape
     H = module.n_head
     q, k, v = module.qkv(x).split(C, dim=2)  # project: each (B, T, C)
@@ -149,7 +150,7 @@ def step3_attention_map(module: MultiHeadAttention, x: torch.Tensor, attention_m
     for ax, (title, mask) in zip(axes, masks.items(), strict=True):
         with torch.no_grad():
             weights = weights_by_hand(module, x, mask)[0][row, 0]  # (T, T)
-        image = ax.imshow(weights, cmap="viridis", vmin=0, vmax=1)
+        image = ax.imshow(weights.numpy(), cmap="viridis", vmin=0, vmax=1)  # matplotlib draws numpy arrays
         ax.set_xticks(range(T), rows[row], rotation=45, ha="right")
         ax.set_yticks(range(T), rows[row])
         ax.set_xlabel("key (attended to)")
@@ -162,7 +163,8 @@ def step3_attention_map(module: MultiHeadAttention, x: torch.Tensor, attention_m
     fig.savefig(OUT / "attention_map.png", dpi=110)
     plt.close(fig)
     print(f"  wrote {OUT / 'attention_map.png'}: pad columns are 0 everywhere; with the causal mask the")
-    print("  upper triangle (the future) is 0 too. Untrained, the visible keys share the weight roughly evenly.")
+    print("  upper triangle (the future) is 0 too. Untrained, the weights follow no pattern yet: each row")
+    print("  spreads over the keys it may see, unevenly (the projections are random).")
 
 
 step3_attention_map(module, x, attention_mask, rows)
@@ -172,14 +174,14 @@ step3_attention_map(module, x, attention_mask, rows)
 # Change one word and measure how much each position's output moves, in a GPT and in a BERT.
 
 # %%
-def step4_what_causality_hides() -> None:
+def step4_what_causality_hides(changed_at: int = 4) -> None:
     print("\n== 4. What the causal mask hides ==")
     config = ModelConfig(vocab_size=len(WORDS), block_size=16, n_layer=2, n_head=2, n_embd=16)
     torch.manual_seed(0)
     gpt = GPT(config).eval()
     bert = Bert(ModelConfig(**{**vars(config), "norm": "post", "activation": "gelu"})).eval()
     sentence = SENTENCES[0].split()
-    changed = sentence[:4] + ["harbour"] + sentence[5:]  # change word 4 only
+    changed = sentence[:changed_at] + ["harbour"] + sentence[changed_at + 1:]  # change that one word only
     ids = torch.tensor([[VOCAB[w] for w in sentence]])
     ids2 = torch.tensor([[VOCAB[w] for w in changed]])
     print(f"  {' '.join(sentence)!r} -> {' '.join(changed)!r}")
@@ -189,7 +191,7 @@ def step4_what_causality_hides() -> None:
         d_bert = (bert(ids) - bert(ids2)).abs().amax(-1)[0]
     for t, word in enumerate(sentence):
         print(f"  {t:>8} {word:>8} {d_gpt[t]:>20.2e} {d_bert[t]:>21.2e}")
-    print("  GPT: exactly 0 before position 4. Its prediction at position t may only use words 0..t, so")
+    print(f"  GPT: exactly 0 before position {changed_at}. Its prediction at position t may only use words 0..t, so")
     print("  training it to predict word t+1 is an honest exam. BERT sees both sides: every position moves")
     print("  (by little here, because untrained weights are small, but never by exactly 0).")
 
@@ -226,6 +228,7 @@ step5_kv_cache()
 # 2. Pad on the RIGHT instead (put the pads after the words in `left_padded_batch`) and print the
 #    combined mask: now no real query ever sees a pad even without the padding mask, because pads
 #    lie in the future. Why must `GPT.generate` still use LEFT padding?
-# 3. In step 4, change the FIRST word instead of word 4: now every GPT position moves, since every
-#    later prediction reads word 0. Then set `n_layer=6` or `n_head=1`: the zeros before the changed
-#    word stay exact for any size, because the mask, not the learned weights, enforces causality.
+# 3. In step 4, change the FIRST word instead of word 4 (`step4_what_causality_hides(changed_at=0)`):
+#    now every GPT position moves, since every later prediction reads word 0. Then set `n_layer=6`
+#    or `n_head=1`: the zeros before the changed word stay exact for any size, because the mask, not
+#    the learned weights, enforces causality.

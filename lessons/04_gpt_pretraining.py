@@ -51,7 +51,7 @@ tokenizer = load_tokenizer(tokenizer_run.path / "tokenizer.json")
 def step1_shifted_targets(tokenizer, doc: str) -> None:
     print("== 1. Next-token targets: the input shifted by one ==")
     ids = pack_documents(tokenizer, [doc])[:13]  # (T+1,) = 13 tokens -> 12 (input, target) pairs
-    inputs, targets = ids[:-1], ids[1:]
+    inputs, targets = ids[:-1], ids[1:]  # (T,) each: targets[t] = ids[t + 1], the token after inputs[t]
     for t, y in enumerate(targets.tolist()):
         context = "".join(tokenizer.id_to_piece(i) for i in inputs[:t + 1].tolist())
         print(f"  position {t:>2}: sees ...{context[-40:]!r:<44} must predict {tokenizer.id_to_piece(y)!r}")
@@ -125,9 +125,10 @@ step4_trained_samples(run_dir)
 # 2. A shorter context: `minillm pretrain clm --preset tiny --set clm.model.block_size=32 --out X`.
 #    Perplexity rises: the model no longer sees the start of a bulletin (its town, its hazard) when
 #    it writes the end.
-# 3. Fewer steps: `--set clm.train.max_steps=60`, then ask greedily "Para works as" in both models.
-#    The sentences look right early; which person has which job takes many more passes over the
-#    corpus to memorise, and lesson 5's world-fact questions need exactly that.
+# 3. Fewer steps: `--set clm.train.max_steps=60`, then ask greedily "Para works as" in both models
+#    (`minillm generate --ckpt X --temperature 0 "Para works as"`; in our run: a smith, against
+#    the corpus's weaver). The sentences look right early; which person has which job takes many
+#    more passes over the corpus to memorise, and lesson 5's world-fact questions need exactly that.
 # 4. GPT-2's learned position table instead of RoPE: `--set clm.model.position=learned`. At
 #    86476a2 (preset: perplexity 1.94, SFT 0.92 / 0.82 / 0.80) the training loss was 2.27 against
 #    1.71 at step 100, the validation perplexity ended at 2.15 against 1.94, and the SFT model built

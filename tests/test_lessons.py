@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import minillm
 from minillm import config, lessons
@@ -268,6 +270,25 @@ def test_the_repository_is_found_from_the_lesson_scripts_folder_or_a_data_error(
         lessons.find_root()
     assert list(tmp_path.iterdir()) == []  # nothing written (no runs/lessons/03)
 
+
+
+def test_lesson_2_names_the_word_it_changed_and_the_gpt_before_it_does_not_move(tmp_path, monkeypatch, capsys):
+    """Step 4's verdict names the position it changed, so Try 3's `changed_at=0` prints a true sentence
+    (it used to say "before position 4" whatever word was changed); and its table shows the claim."""
+    monkeypatch.setattr(lessons, "ROOT", tmp_path)  # the lesson's attention map goes under tmp_path
+    threads = torch.get_num_threads()
+    try:
+        lesson = runpy.run_path(str(ROOT / "lessons" / "02_attention_and_masks.py"))
+    finally:
+        torch.set_num_threads(threads)  # the lesson sets one thread
+    for changed_at in (0, 4):
+        capsys.readouterr()
+        lesson["step4_what_causality_hides"](changed_at=changed_at)
+        out = capsys.readouterr().out
+        gpt_moved = [float(row.split()[2]) for row in out.splitlines() if re.match(r"\s+\d+ ", row)]
+        assert len(gpt_moved) == 7 and gpt_moved[:changed_at] == [0.0] * changed_at
+        assert all(moved > 0 for moved in gpt_moved[changed_at:])
+        assert f"GPT: exactly 0 before position {changed_at}." in out
 
 # --------------------------------------------------------------------------------------------------
 # README.ko.md is the Korean front door: the same commands and the same lessons as README.md.
