@@ -31,6 +31,7 @@
 # %%
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -178,9 +179,19 @@ def step4_styles(rm_dir: Path, record: dict) -> None:
         head_only = rm.token_scores(batch["ids"], batch["attention_mask"])[torch.arange(len(examples)), last]
     print(f"  (learnt likelihood weight w = {rm.likelihood_weight.item():.2f}; 'from likelihood' is "
           "w * mean log p, normalised)")
-    for (style, text), score, head in zip(styles.items(), scores.tolist(), head_only.tolist(), strict=True):
-        print(f"  {style:9s} reward model {score:+.2f} (from likelihood {score - head:+.2f})   "
-              f"gold {gold_score(record, text):5.2f}   {text!r}")
+    gold = {style: gold_score(record, text) for style, text in styles.items()}
+    reward = dict(zip(styles, scores.tolist(), strict=True))
+    for (style, text), head in zip(styles.items(), head_only.tolist(), strict=True):
+        print(f"  {style:9s} reward model {reward[style]:+.2f} (from likelihood {reward[style] - head:+.2f})   "
+              f"gold {gold[style]:5.2f}   {text!r}")
+    # Where the two judges order a pair differently is where a policy tuned on this reward model will
+    # drift away from what gold wants (lesson 7): read its two "from likelihood" figures to see why.
+    pairs = list(itertools.combinations(styles, 2))
+    crossed = [(a, b) for a, b in pairs if (gold[a] - gold[b]) * (reward[a] - reward[b]) < 0]
+    print(f"  The reward model orders {len(pairs) - len(crossed)} of these {len(pairs)} pairs as gold does.")
+    for a, b in crossed:
+        better, worse = (a, b) if gold[a] > gold[b] else (b, a)
+        print(f"  It prefers {worse} to {better}; gold prefers {better}.")
     print()
 
 
