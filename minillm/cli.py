@@ -620,7 +620,8 @@ WRITE_ONE_FILE = (cmd_tokenizer_train, cmd_annotate, cmd_compare)  # their --out
 
 def _lock_for(args: argparse.Namespace):
     """Commands whose --out is a run folder hold its lock while they run (two runs in one folder
-    would overwrite each other); `tokenizer train`, `annotate` and `compare` write a single file instead.
+    would overwrite each other); `tokenizer train`, `annotate` and `compare` write a single file instead
+    (annotate, which appends to its file for as long as a person ranks, locks that file itself: file_lock).
     Under torchrun only rank 0 writes files, so only rank 0 holds the lock. `reward` may find your
     own rankings in its folder before any run has been there (cmd_reward)."""
     from minillm.utils import run_folder_lock

@@ -40,7 +40,7 @@ class TrainingError(MinillmError, RuntimeError):
 
 
 class RunLockedError(MinillmError, RuntimeError):
-    """Another process is writing into the same run folder."""
+    """Another process is writing into the same run folder, or into the same rankings file (annotate)."""
 
 
 def one_line_errors() -> None:
