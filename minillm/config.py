@@ -558,13 +558,13 @@ def preset(name: str) -> PipelineConfig:
             "mlm.train.max_steps=5000", "clm.train.max_steps=5000", "sft.train.max_steps=2000",
             "mlm.train.batch_size=64", "clm.train.batch_size=64",
         ]), device="auto")
-    if name == "tiny":  # each stage ~1-2 minutes on a 2-core CPU; docs/findings.md has what was tried
+    if name == "tiny":  # each stage 10 s to 2 minutes on a 2-core CPU; docs/findings.md has what was tried
         cfg = apply_overrides(cfg, [
             # The generated corpus has ~1,100 distinct words and ~700 numbers: 1536 ids make most names one token.
             "tokenizer.vocab_size=1536",
             # MLM: a small pre-LN encoder with RoPE on short windows, many cheap steps. The long warmup
             # is what lets it leave the unigram plateau (a masked position must first learn to look
-            # at its neighbours). 500 steps of 32 windows: masked accuracy ~0.50 in ~30 s.
+            # at its neighbours). 500 steps of 32 windows: masked accuracy ~0.50 in ~20 s.
             "mlm.model.attention=sdpa", "mlm.model.norm=pre", "mlm.model.n_layer=2", "mlm.model.block_size=32",
             "mlm.model.position=rope",
             "mlm.train.batch_size=32", "mlm.train.max_steps=500", "mlm.train.lr=2e-3", "mlm.train.warmup_steps=100",

@@ -11,7 +11,7 @@ syllables together, and every fact about them is written down here, once, as dat
 - a toy language ("Kelish") with a fixed word-for-word lexicon, and the English grammar tables
   (plurals, past tenses) that the stories use and the rewriting tasks test.
 
-The world is deliberately *small* (40 towns, 48 people by default): the tiny CPU model sees about a
+The world is deliberately *small* (40 towns, 48 people by default): the tiny CPU model sees about 1.6
 million tokens of pretraining, so each fact must be repeated dozens of times in varied sentences
 to be memorised at all. Everything is drawn from `random.Random(seed)`, so the same seed always
 builds the same world.

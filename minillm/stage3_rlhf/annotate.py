@@ -10,7 +10,7 @@ The loop is built for real people:
 - each ranking is appended to the file and flushed to disk at once, so Ctrl-C (or `q`) loses
   nothing but the prompt on screen;
 - started again on the same file, it skips the prompts already ranked there, goes on counting
-  where it stopped ("prompt 4/13684" after 3 ranked), and shows the same answers as before: each
+  where it stopped ("prompt 4/13686" after 3 ranked), and shows the same answers as before: each
   prompt's answers are sampled with a seed of its own (`prompt_seed`), not from one shared stream;
 - every 5th ranking is marked "split": "test", held out to measure the reward model, like the
   simulated annotator's (`preferences.split_of`);

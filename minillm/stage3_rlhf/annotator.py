@@ -192,7 +192,7 @@ def win_rate_stderr(gold_a: Sequence[float], gold_b: Sequence[float]) -> float:
     """The standard error of `win_rate`: how far it could move with other prompts of the same kind.
 
     The win rate is a mean of n per-prompt outcomes, so its standard error is their sample standard
-    deviation over sqrt(n). On the tiny preset's 200 prompts it is about 0.02 (ties, worth 0.5 to
+    deviation over sqrt(n). On the tiny preset's 200 prompts it is 0.02 to 0.03 (ties, worth 0.5 to
     both sides, make it smaller than a coin's 0.035): two runs that differ by less than ~0.05 (two
     standard errors) are not told apart by this measurement.
     """
@@ -209,7 +209,7 @@ def win_rate_ceiling(records: Sequence[dict], gold_b: Sequence[float]) -> float:
 
     A perfect answer is the reference itself (the highest gold score there is). Where answer b is
     already perfect the best a policy can do is tie (0.5); everywhere else it can win. So if the SFT
-    model's samples are perfect on 43% of the prompts, no policy can win more than 1 - 0.43 / 2 =
-    0.79 of the comparisons: the number to read a win rate against.
+    model's samples are perfect on 36% of the prompts (as in the README's tiny run), no policy can
+    win more than 1 - 0.36 / 2 = 0.82 of the comparisons: the number to read a win rate against.
     """
     return win_rate([gold_score(r, r["reference"]) for r in records], gold_b)

@@ -357,11 +357,11 @@ def reward_hacking(
 
     A reward model is only right near the answers it was trained on (the SFT model's). Without the
     KL penalty nothing keeps the policy there, and it drifts to answers the reward model over-rates.
-    How far depends on the judge. Measured on the tiny preset:
+    How far depends on the judge. Measured on the tiny preset (a 2-core Intel Xeon):
     - the head-only reward model (`RewardConfig.likelihood_term=False`, held-out accuracy about 0.7: it
-      learnt style, hardly correctness), 45 steps of 64 answers: its score 0.39 -> 1.00 while the
-      rollouts' gold fell 2.22 -> 1.28 (it peaked at 3.01 on step 4), KL 6.0 nats; on held-out
-      prompts gold 1.65 (SFT) -> 0.93, win rate 0.44. With an earlier SFT model and kl_coef 0.2,
+      learnt style, hardly correctness), 45 steps of 64 answers: its score 0.33 -> 1.10 while the
+      rollouts' gold fell 2.46 -> 1.25 (it peaked at 3.14 on step 6), KL 8.2 nats; on held-out
+      prompts gold 1.43 (SFT) -> 1.06, win rate 0.44. With an earlier SFT model and kl_coef 0.2,
       gold still turned down after ~25 steps (win rate 0.57);
     - the full reward model (accuracy 0.83, an earlier SFT model), 60 steps of 32: score 0.55 ->
       0.72, gold did not fall (win rate 0.60, 0.58 with the leash): the answer's likelihood is hard

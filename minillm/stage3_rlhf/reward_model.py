@@ -19,22 +19,22 @@ hundred rankings (rude, padded, terse: 0.97 of such pairs ordered right on the t
 not *correctness* (0.48 of pairs where one answer is right and the other wrong: a coin flip).
 Checking that "Dabel met the teacher." is the past tense of the prompt's sentence means doing the
 task, and the model already does it when it predicts the answer token by token: on the same pairs,
-the SFT model's mean log-probability of the answer orders 0.95 of them right. So the reward model
+the SFT model's mean log-probability of the answer orders 0.96 of them right. So the reward model
 keeps its language-model head and adds the answer's mean token log-probability, with a weight w
 learnt from the rankings like every other parameter (it starts at 1: "a likelier answer is better";
 Adam moves one scalar by at most about the learning rate per step, so in the tiny preset's 40 steps
 it stays near 1). The ranking loss flows into that term too, so training also makes the preferred
 answers likelier: DPO's "implicit reward" (dpo.py), used here as one ingredient.
 
-That sharing has a price: the trained model orders right/wrong pairs correctly 0.74 of the time,
-while the untrained SFT likelihood alone did 0.95 on the same pairs; its language-model head has
-drifted towards style (style pairs: 0.97, as the head alone). Its held-out accuracy is 0.83, the
-head alone's 0.70. (All these: the 100 held-out rankings, 511 pairs, of a tiny-preset pipeline run,
-a pair filed as right/wrong or style by whether the gold judge finds the right answer in each of
-its answers.) Reading the likelihood from a frozen copy of the SFT model instead (weight 3) kept
-0.88 of the right/wrong pairs and raised the held-out accuracy from 0.85 to 0.91 in an earlier run
-of the preset, but took 45 s longer (55 -> 99 s), and PPO against it won no more often (0.60
-against 0.62 on 600 prompts), so the simpler shared model stays.
+That sharing has a price: the trained model orders right/wrong pairs correctly 0.72 of the time,
+while the untrained SFT likelihood alone did 0.96 on the same pairs; its language-model head has
+drifted towards style (style pairs: 0.96, the head alone 0.97). Its held-out accuracy is 0.85, the
+head alone's 0.74. (All these: the 99 held-out rankings, 518 pairs, of a tiny-preset pipeline run on
+a 2-core Intel Xeon, a pair filed as right/wrong or style by whether the gold judge finds the right
+answer in each of its answers.) Reading the likelihood from a frozen copy of the SFT model instead
+(weight 3) kept 0.88 of the right/wrong pairs and raised the held-out accuracy from 0.85 to 0.91
+in an earlier run of the preset, but took 45 s longer (55 -> 99 s), and PPO against it won no more
+often (0.60 against 0.62 on 600 prompts), so the simpler shared model stays.
 
 Training (InstructGPT's loss): for every pair (w, l) of a ranking where answer w is ranked above
 answer l,
