@@ -145,7 +145,13 @@ def step4_side_by_side(docs: list[str], held_out: list[str], ours: BPETokenizer)
         for label, tok in [("ours", ours), ("sentencepiece", spm)]:
             ids = tok.encode(text)
             print(f"    {label:<14} {len(ids) / len(text.encode()):.3f} tokens/byte  {show(tok, text)}")
-    print("  The corpus is English, so neither learned Korean: both spell it with bytes (3 per syllable).")
+    # fewer tokens than bytes: a tokenizer that learned no Korean piece spells Korean byte by byte
+    learned = [label for label, tok in [("ours", ours), ("sentencepiece", spm)]
+               if len(tok.encode(KOREAN)) < len(KOREAN.encode())]
+    if learned:  # (Try 2 below puts Korean into the corpus)
+        print(f"  {' and '.join(learned)} learned Korean pieces from its corpus: fewer tokens than bytes.")
+    else:
+        print("  The corpus is English, so neither learned Korean: both spell it with bytes (3 per syllable).")
     ours.save(OUT / "bpe.json")
     spm.save(OUT / "sentencepiece.json")
     print(f"  saved both to {OUT.relative_to(ROOT)}/ (plain JSON: look at 'merges' and 'pieces')\n")
