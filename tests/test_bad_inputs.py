@@ -350,6 +350,13 @@ CLI_TABLE = [
     Bad("annotate: more answers per prompt than a person can rank",
         ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/nope.jsonl", "--out", "{ws}/p.jsonl",
          "--k", "1000000000"), ConfigError, ("k=1000000000", "at most 9 answers", "from 2 to 9")),
+    # the edges of "2 to 9" (--k's help): 10 is refused, 9 goes on to the next check (here the missing file)
+    Bad("annotate: 10 answers per prompt, one more than allowed",
+        ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/nope.jsonl", "--out", "{ws}/p.jsonl", "--k", "10"),
+        ConfigError, ("k=10", "at most 9 answers")),
+    Bad("annotate: 9 answers per prompt are allowed, the missing prompts file is the mistake",
+        ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/nope.jsonl", "--out", "{ws}/p.jsonl", "--k", "9"),
+        DataError, ("no prompts file",)),
     # TRACEBACK-free but LOST the first ranking typed: "Is a directory: ..." came after it, at its writing
     Bad("annotate: --out is a folder",
         ("annotate", "--policy", "{ws}/gpt", "--prompts", "{ws}/p.txt", "--out", "{ws}", "--max-new-tokens", "4"),

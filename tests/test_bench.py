@@ -274,17 +274,18 @@ def test_the_kv_cache_target_is_judged_only_at_the_length_it_is_for(monkeypatch,
 
 
 def run_all_row(monkeypatch, capsys, what: str, *options: str, tokenizer: dict | None = None,
-                report: dict | None = None) -> str:
+                training: dict | None = None, report: dict | None = None) -> str:
     """The row of run_all.py's table that starts with `what`, its benches and pipeline faked (they take
-    minutes): `tokenizer` replaces some of the tokenizer bench's figures, `report` is the pipeline's."""
+    minutes): `tokenizer` and `training` replace some of the tokenizer bench's and the training bench's
+    figures, `report` is the pipeline's."""
     def fake(name):
         bench = loaded(name)
         bench.measure = lambda args: {"fast_train_vs_spm_time": 1, "spm_vs_ours_encode_speed": 1,
                                       "tokens_per_byte_vs_spm": 1, "ours_vocab_size": 4096,
                                       "spm_vocab_size": 4096, **(tokenizer or {})}
-        bench.bench_training = lambda args: dict.fromkeys(["sdpa_vs_torch_speed", "manual_vs_sdpa_time",
-                                                           "rope_vs_learned_time", "llama_vs_gpt2_time",
-                                                           "muon_vs_adamw_time"], 1.0)
+        bench.bench_training = lambda args: {**dict.fromkeys(["sdpa_vs_torch_speed", "manual_vs_sdpa_time",
+                                                              "rope_vs_learned_time", "llama_vs_gpt2_time",
+                                                              "muon_vs_adamw_time"], 1.0), **(training or {})}
         bench.bench_generation = lambda args: {"speedup": {1: 2.0}, "tokens_per_s": {1: 100.0}}
         bench.bench_kv_cache_memory = lambda args: {4: 4096.0, 2: 2048.0, 1: 1024.0}
         return bench
@@ -322,9 +323,12 @@ def test_tokens_per_byte_across_vocabulary_sizes_is_not_judged(small_corpus, mon
     ratio was judged MISSED (it could as well have been met), with two warnings above as the only notice."""
     bench = run_all.load_bench("tokenizer")
     with pytest.warns(UserWarning, match="more than the corpus supports"):
-        bench.measure(bench.parse_args(["--corpus", str(small_corpus), "--vocab-size", "2000"]))
+        figures = bench.measure(bench.parse_args(["--corpus", str(small_corpus), "--vocab-size", "2000"]))
     line = next(x for x in capsys.readouterr().out.splitlines() if "tokens per byte - 1|" in x)
     assert "not judged: the vocabularies differ (ours " in line and "MISSED" not in line, line
+    # the sizes it hands run_all.py are the ones it printed, each under its own name
+    sizes = f"(ours {figures['ours_vocab_size']}, sentencepiece {figures['spm_vocab_size']})"
+    assert line.endswith(sizes), (line, sizes)
     row = run_all_row(monkeypatch, capsys, "tokens per byte", "--skip-pipeline",
                       tokenizer={"tokens_per_byte_vs_spm": 1.0, "ours_vocab_size": 840})
     assert row.endswith("not judged: the vocabularies differ (ours 840, sentencepiece 4096)"), row
@@ -332,8 +336,9 @@ def test_tokens_per_byte_across_vocabulary_sizes_is_not_judged(small_corpus, mon
 
 def test_run_all_shows_every_part_of_the_model_bench(monkeypatch, capsys):
     """It left out the Llama block's cost and the KV cache's bytes per token with fewer key/value heads."""
-    row = run_all_row(monkeypatch, capsys, "train step time, Llama block", "--skip-pipeline")
-    assert "1.00x" in row and "(measured)" in row, row
+    row = run_all_row(monkeypatch, capsys, "train step time, Llama block", "--skip-pipeline",
+                      training={"llama_vs_gpt2_time": 1.25})  # its own figure, not another row's 1.00
+    assert "1.25x" in row and "(measured)" in row, row
     for heads, ratio in [(2, "0.50x"), (1, "0.25x")]:
         row = run_all_row(monkeypatch, capsys, f"KV cache bytes per token, {heads} of 4", "--skip-pipeline")
         assert ratio in row and "4 of 4: 4096 bytes" in row, row
@@ -346,6 +351,14 @@ def test_the_mlm_row_has_a_verdict_as_the_other_stages_do(preset, learned, verdi
     row = run_all_row(monkeypatch, capsys, "MLM masked accuracy", "--preset", preset,
                       report=fabricated_report(learned))
     assert row.endswith(verdict), row
+
+
+def test_the_mlm_row_asks_for_three_times_the_unigram_accuracy(monkeypatch, capsys):
+    """The row names ">= 3x higher" (the tiny run: 0.50 against 0.08, 6x): 2.5x is below it."""
+    report = fabricated_report(learned=True)
+    report["stages"]["mlm"] = {"val_masked_accuracy": 0.5, "unigram_masked_accuracy": 0.2}
+    row = run_all_row(monkeypatch, capsys, "MLM masked accuracy", "--preset", "tiny", report=report)
+    assert row.endswith("BELOW"), row
 
 
 def test_a_failed_pipeline_is_one_line_naming_it():

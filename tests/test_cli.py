@@ -609,6 +609,13 @@ def test_generate_writes_the_models_exact_text_into_a_file_or_a_pipe(untrained_r
     assert run(_model_command("generate", untrained_runs, tmp_path), capsys)[:2] == (0, WILD + "\n")
 
 
+def test_generate_without_any_stdout_is_no_error(untrained_runs, tmp_path, monkeypatch):
+    """`minillm generate ... >&-` (or pythonw): Python's sys.stdout is None, print writes nowhere, and the
+    question whether stdout is a terminal must not end the command with an AttributeError."""
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(_model_command("generate", untrained_runs, tmp_path)) == 0
+
+
 @pytest.mark.parametrize("name", ("fill-mask", "generate", "chat", "annotate"))
 def test_the_model_commands_load_the_model_onto_the_device_named(name, untrained_runs, tmp_path, capsys, monkeypatch):
     """--device goes through resolve_device to the checkpoint's map_location (a spy stands in for a GPU:

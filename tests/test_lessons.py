@@ -7,10 +7,12 @@ the script's code, so that stepping through the cells runs the same lesson as `p
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +24,10 @@ import minillm
 from minillm import config, lessons
 from minillm.errors import DataError, RunLockedError
 from minillm.lessons import Run, earlier_run, own_run
+from minillm.model import GPT
+from minillm.stage3_rlhf import reward_model
+from minillm.tokenizer import train_tokenizer
+from minillm.train import save_checkpoint
 from minillm.utils import LOCK_NAME, RUN_MARK_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,6 +287,7 @@ def test_lesson_2_names_the_word_it_changed_and_the_gpt_before_it_does_not_move(
         lesson = runpy.run_path(str(ROOT / "lessons" / "02_attention_and_masks.py"))
     finally:
         torch.set_num_threads(threads)  # the lesson sets one thread
+    assert "GPT: exactly 0 before position 4." in capsys.readouterr().out  # the word Try 3 names: word 4
     for changed_at in (0, 4):
         capsys.readouterr()
         lesson["step4_what_causality_hides"](changed_at=changed_at)
@@ -289,6 +296,68 @@ def test_lesson_2_names_the_word_it_changed_and_the_gpt_before_it_does_not_move(
         assert len(gpt_moved) == 7 and gpt_moved[:changed_at] == [0.0] * changed_at
         assert all(moved > 0 for moved in gpt_moved[changed_at:])
         assert f"GPT: exactly 0 before position {changed_at}." in out
+
+
+def test_lesson_1_names_the_tokenizer_that_learned_korean_and_says_neither_only_when_neither_did(
+        tmp_path, monkeypatch, capsys):
+    """Step 4 said "neither learned Korean" whatever the corpus: after Try 2 (Korean in step 3's corpus)
+    that sat beside our tokenizer's 0.104 tokens per byte. On the English corpus it still says "neither";
+    with Try 2 only ours spells the Korean line in fewer tokens than bytes, and it is named alone."""
+    (tmp_path / "data").mkdir()
+    shutil.copy(lessons.DATA / "corpus.txt", tmp_path / "data")  # the lesson shows it relative to ROOT
+    monkeypatch.setattr(lessons, "ROOT", tmp_path)  # its tokenizers are saved under tmp_path
+    monkeypatch.setattr(lessons, "DATA", tmp_path / "data")
+    lesson = runpy.run_path(str(ROOT / "lessons" / "01_tokenizer.py"))
+    out = capsys.readouterr().out
+    assert "The corpus is English, so neither learned Korean" in out and "learned Korean pieces" not in out
+    docs, held_out = lesson["docs"], lesson["held_out"]
+    ours = lesson["train_tokenizer"](docs + [lesson["KOREAN"]] * 50, lesson["VOCAB_SIZE"], kind="bpe")  # Try 2
+    lesson["step4_side_by_side"](docs, held_out, ours)  # sentencepiece is trained on step 4's docs: no Korean
+    out = capsys.readouterr().out
+    assert "\n  ours learned Korean pieces from its corpus" in out and "neither" not in out, out
+
+
+def test_lesson_6_counts_the_pairs_its_reward_model_orders_as_gold_does(tmp_path, monkeypatch, capsys):
+    """Step 4's "orders N of these 10 pairs as gold does" and its "It prefers X to Y" lines, checked
+    against the scores it prints above them: a reward model that scores the five styles 0, 1, -1, 2, -2
+    (on an untrained SFT model given on the command line) orders some pairs as gold does, not all."""
+    class SetScores(reward_model.RewardModel):
+        def forward(self, ids, attention_mask, loss_mask):
+            return torch.tensor([0.0, 1.0, -1.0, 2.0, -2.0])  # ideal, terse, padded, impolite, wrong
+
+    monkeypatch.setattr(reward_model, "RewardModel", SetScores)  # the lesson imports it from there
+    torch.manual_seed(0)
+    tok = train_tokenizer(["Where does Para live? Para lives in Vell. I do not know."] * 20, 280, progress=False)
+    model_config = config.ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=96)
+    sft, rm = tmp_path / "sft", tmp_path / "runs" / "lessons" / "06" / "reward"
+    for folder, kind, model in ((sft, "gpt", GPT(model_config)), (rm, "reward", SetScores(model_config))):
+        save_checkpoint(folder / "ckpt.pt", {"model_kind": kind, "model_config": config.to_dict(model_config),
+                                             "model": model.state_dict()})
+        tok.save(folder / "tokenizer.json")
+    monkeypatch.setattr(lessons, "ROOT", tmp_path)  # the lesson takes rm as its own earlier run
+    finish(rm, made_from={"sft": lessons.identity(Run(sft, {}, ""))}, id="0",
+           settings={"reward": config.to_dict(config.preset("tiny").reward)},
+           **dict.fromkeys(["pairwise_accuracy", "train_accuracy", "gold_agreement", "annotator_agreement"], 0.5))
+    monkeypatch.setattr(sys, "argv", ["06_reward_model.py", str(sft)])
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the lesson sets its own
+    threads = torch.get_num_threads()
+    try:
+        runpy.run_path(str(ROOT / "lessons" / "06_reward_model.py"))
+    finally:
+        torch.set_num_threads(threads)  # the lesson sets two threads
+    out = capsys.readouterr().out.split("== 4.")[1]
+    table = re.findall(r"^  (\w+) +reward model ([-+][\d.]+) .* gold +([-\d.]+) ", out, re.MULTILINE)
+    reward = {style: float(r) for style, r, g in table}
+    gold = {style: float(g) for style, r, g in table}
+    assert len(table) == 5 and len(set(gold.values())) == 5, table
+    crossed = {(a, b) if gold[a] > gold[b] else (b, a) for a, b in itertools.combinations(gold, 2)
+               if (gold[a] - gold[b]) * (reward[a] - reward[b]) < 0}  # (gold's better, gold's worse)
+    assert 0 < len(crossed) < 10, table  # both kinds of pair are there to be counted
+    assert f"The reward model orders {10 - len(crossed)} of these 10 pairs as gold does." in out
+    said = re.findall(r"It prefers (\w+) to (\w+); gold prefers (\w+)\.", out)
+    assert sorted((better, worse) for worse, better, gold_better in said if gold_better == better) == sorted(crossed)
+    assert len(said) == len(crossed)
+
 
 # --------------------------------------------------------------------------------------------------
 # README.ko.md is the Korean front door: the same commands and the same lessons as README.md.

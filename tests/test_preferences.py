@@ -34,6 +34,7 @@ from minillm.stage3_rlhf.preferences import (
     sample_distinct_answers,
     split_rankings,
 )
+from minillm.utils import escape_controls
 
 GOOD = {"prompt": "Capital of Varn?", "answers": ["Tarsk", "Mell", "I don't know"], "ranking": [0, 2, 1]}
 
@@ -162,6 +163,20 @@ def test_answers_are_shown_with_their_control_characters_escaped_and_saved_exact
     assert "p\\x07\n" in shown and "[1] calm\\x1b[2J\n" in shown and "[2] up\\rdown\n" in shown
     assert "[3] two\nlines\tand a tab\n" in shown  # newline and tab are text, shown as they are
     assert read_preferences(out)[0]["answers"] == answers
+
+
+def test_an_empty_answer_is_shown_as_such(tmp_path):
+    """A policy may answer nothing at all (<eos> first): "[2]" followed by nothing looks like a glitch."""
+    stdout = io.StringIO()
+    annotate_loop([{"prompt": "p"}], lambda r: ["a", ""], tmp_path / "human.jsonl", io.StringIO("q\n"), stdout)
+    assert "[2] (empty answer)\n" in stdout.getvalue()
+
+
+def test_every_control_character_is_escaped_c0_del_and_c1_and_nothing_else():
+    """The edges of both ranges: NUL and \\x1f, DEL, and the C1 codes \\x80-\\x9f, among them \\x9b, the
+    one-byte form of ESC [ that some terminals obey. Space, ~, the no-break space \\xa0 and Korean are text."""
+    assert escape_controls("\x00\x1f\x7f\x80\x9b2J\x9f") == "\\x00\\x1f\\x7f\\x80\\x9b2J\\x9f"
+    assert escape_controls(" ~\xa0밤\n\t") == " ~\xa0밤\n\t"
 
 
 def test_each_prompts_seed_is_fixed_by_its_text_and_the_seed_in_every_process():

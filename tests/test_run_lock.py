@@ -228,6 +228,14 @@ def test_a_lock_left_with_our_own_pid_is_taken_over(tmp_path, capsys):
     assert "taking over the lock" in capsys.readouterr().err and not lock.exists()
 
 
+def test_a_lock_taken_by_another_run_meanwhile_is_left_to_it(tmp_path):
+    """The lock is removed at the end only while it still holds our PID: one deleted by hand (the error
+    message says to, when its process seems gone) and taken since by another run is that run's."""
+    with run_folder_lock(tmp_path / "run") as lock:
+        lock.write_text(f"{os.getppid()}\n", encoding="utf-8")  # a live process stands in for the other run
+    assert lock.read_text(encoding="utf-8").strip() == str(os.getppid())
+
+
 def test_a_rankings_file_whose_annotate_session_died_is_taken_over(tmp_path, capsys):
     out = tmp_path / "prefs.jsonl"
     lock = tmp_path / f"{LOCK_NAME}-prefs.jsonl"
