@@ -165,6 +165,15 @@ def test_corpus_lines_end_only_at_newlines(tmp_path):
     assert read_corpus(tmp_path / "c.txt") == docs
 
 
+@pytest.mark.parametrize("doc", ["One.\r\rTwo.", "One.\r \rTwo.", "One.\n\rTwo.", "One.\x00"])
+def test_write_corpus_refuses_what_would_not_read_back_as_written(tmp_path, doc):
+    # a lone "\r" ends a line when the file is read, so "\r\r" is a blank line that splits the
+    # document in two; a NUL is refused by read_corpus. write_corpus refuses both before writing.
+    with pytest.raises(DataError, match="document 1"):
+        write_corpus(tmp_path / "c.txt", ["Zero.", doc])
+    assert not (tmp_path / "c.txt").exists()
+
+
 @pytest.mark.parametrize("content", [b"", b"  \n\n \t\n", b"caf\xe9 au lait\n"], ids=["empty", "blank", "latin1"])
 def test_read_corpus_rejects_unusable_files(tmp_path, content):
     path = tmp_path / "bad.txt"
@@ -450,6 +459,16 @@ def test_the_judge_forgives_a_leading_article_and_no_other():
     # an article inside the answer is part of it: "the child" is not "a child"
     assert not is_correct("The baker helped the child.", "The baker helped a child.")
     assert not is_correct("a cat sees the dog", "a cat sees a dog")
+
+
+def test_the_judge_reads_composed_and_decomposed_unicode_alike():
+    # "é" as one code point (NFC) or as "e" + a combining accent (NFD); "한국" as syllables or as jamo
+    assert is_correct("Caf\u00e9 na\u00efve", "Cafe\u0301 nai\u0308ve.")
+    assert is_correct("\ud55c\uad6d", "\u1112\u1161\u11ab\u1100\u116e\u11a8")
+    assert contains_answer("It is the caf\u00e9.", "The cafe\u0301")
+    # a combining mark is part of its word, not punctuation: no "nai ve", no Hindi word cut in two
+    assert normalize_answer("nai\u0308ve") == "na\u00efve"
+    assert normalize_answer("\u0928\u092e\u0938\u094d\u0924\u0947") == "\u0928\u092e\u0938\u094d\u0924\u0947"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -468,11 +468,20 @@ def generate_corpus(seed: int = 0, size_mb: float = 2.0, world: World | None = N
 
 
 def write_corpus(path: str | os.PathLike, docs: Sequence[str]) -> None:
-    """Write documents separated by one blank line (atomically). Documents may not contain blank lines."""
+    """Write documents separated by one blank line (atomically). Documents may not contain blank lines.
+
+    What is written must read back as the same documents: `read_corpus` reads text files the way
+    Python does, where "\r\n" and a lone "\r" end a line as "\n" does, so a blank line made with
+    "\r" is refused too; and so is a NUL character, which `read_corpus` refuses in a text file.
+    """
     for i, doc in enumerate(docs):
         if not doc.strip():
             raise DataError(f"write_corpus: document {i} is empty; drop empty documents before writing")
-        if any(not line.strip() for line in doc.strip().split("\n")):
+        if "\x00" in doc:
+            raise DataError(f"write_corpus: document {i} contains a NUL character, which read_corpus refuses "
+                            f"(no text file holds one); remove it")
+        lines = doc.strip().replace("\r\n", "\n").replace("\r", "\n").split("\n")  # the lines read_corpus sees
+        if any(not line.strip() for line in lines):
             raise DataError(f"write_corpus: document {i} contains a blank line, which would split it in two "
                             f"when read back; join its paragraphs with single newlines")
     atomic_write_bytes(path, ("\n\n".join(doc.strip() for doc in docs) + "\n").encode("utf-8"))

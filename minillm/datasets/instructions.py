@@ -52,6 +52,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -438,11 +439,23 @@ def normalize_answer(text: str) -> str:
     article for another ('A smith walked home.' for 'The smith walked home.'). Apostrophes and
     hyphens stay, so that "don't" and "well-known" stay one word: "'Mell'" in single quotes
     normalises to "'mell'".
+
+    One text can be spelled with different code points: "é" is one character (U+00E9) or "e" plus
+    a combining accent (U+0301), and "한" one syllable or three jamo. The lowered text is put in NFC,
+    Unicode's composed form, so that both spellings compare equal; and combining marks that are
+    left (an accent with no composed form, Hindi vowel signs) are part of their word, not
+    punctuation that would cut "naïve" into "nai ve".
     """
-    words = re.sub(r"[^\w\s'-]", " ", text.lower()).split()
+    text = unicodedata.normalize("NFC", text.lower())
+    words = re.sub(r"[^\w\s'-]", _space_unless_mark, text).split()
     if words and words[0] in ("the", "a", "an"):
         words = words[1:]
     return " ".join(words)
+
+
+def _space_unless_mark(match: re.Match[str]) -> str:
+    """A punctuation character becomes a space; a combining mark (category M*) stays in its word."""
+    return match.group() if unicodedata.category(match.group()).startswith("M") else " "
 
 
 def is_correct(answer: str, reference: str) -> bool:
