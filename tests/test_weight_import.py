@@ -39,9 +39,9 @@ def hf_gpt2(transformers):
     return model
 
 
-def hf_bert(transformers, head: str):
+def hf_bert(transformers, head: str, intermediate_size: int = 2 * C):
     config = transformers.BertConfig(vocab_size=V, hidden_size=C, num_hidden_layers=L, num_attention_heads=H,
-                                     intermediate_size=2 * C, max_position_embeddings=P, type_vocab_size=2,
+                                     intermediate_size=intermediate_size, max_position_embeddings=P, type_vocab_size=2,
                                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0)
     model = getattr(transformers, head)(config).eval()
     scramble(model, seed=2)
@@ -89,20 +89,33 @@ def test_bert_logits_match_transformers(transformers, head):
     torch.testing.assert_close(got[mask], expected[mask], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("hidden", [3 * C + 5, C // 2])  # 101 // C would be 3; 16 // C, 0
+def test_bert_mlp_width_that_is_no_multiple_of_the_width_matches_transformers(transformers, hidden):
+    """BertConfig.intermediate_size may be any width; the logits still match Hugging Face's."""
+    reference = hf_bert(transformers, "BertForMaskedLM", intermediate_size=hidden)
+    ours = Bert.from_bert_state_dict(reference.state_dict(), n_head=H).eval()
+    assert ours.config.mlp_hidden == hidden
+    ids = torch.randint(0, V, (2, 16), generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), reference(ids).logits, atol=1e-4, rtol=1e-4)
+
+
 # --------------------------------------------------------------------------------------------------
 # Bad state dicts: written out by hand in GPT-2's layout, so these run without transformers.
 
 
-def gpt2_layout_state_dict() -> dict[str, torch.Tensor]:
-    """A valid GPT-2 state dict (random values), keys and Conv1D shapes as GPT-2 stores them."""
+def gpt2_layout_state_dict(hidden: int = 4 * C) -> dict[str, torch.Tensor]:
+    """A valid GPT-2 state dict (random values), keys and Conv1D shapes as GPT-2 stores them.
+
+    hidden: the MLP's width (GPT2Config.n_inner; every released GPT-2 has 4 * n_embd)."""
     sd = {"wte.weight": torch.randn(V, C), "wpe.weight": torch.randn(P, C),
           "ln_f.weight": torch.ones(C), "ln_f.bias": torch.zeros(C)}
     for i in range(L):
         for name, shape in (("ln_1.weight", (C,)), ("ln_1.bias", (C,)), ("ln_2.weight", (C,)),
                             ("ln_2.bias", (C,)), ("attn.c_attn.weight", (C, 3 * C)),
                             ("attn.c_attn.bias", (3 * C,)), ("attn.c_proj.weight", (C, C)),
-                            ("attn.c_proj.bias", (C,)), ("mlp.c_fc.weight", (C, 4 * C)),
-                            ("mlp.c_fc.bias", (4 * C,)), ("mlp.c_proj.weight", (4 * C, C)),
+                            ("attn.c_proj.bias", (C,)), ("mlp.c_fc.weight", (C, hidden)),
+                            ("mlp.c_fc.bias", (hidden,)), ("mlp.c_proj.weight", (hidden, C)),
                             ("mlp.c_proj.bias", (C,))):
             sd[f"h.{i}.{name}"] = torch.randn(shape)
     return sd
@@ -113,6 +126,15 @@ def test_hand_written_gpt2_state_dict_loads_with_transposed_weights():
     model = GPT.from_gpt2_state_dict(sd, n_head=H)
     assert torch.equal(model.blocks[1].mlp.fc.weight, sd["h.1.mlp.c_fc.weight"].T)
     assert model.config.n_layer == L and model.config.mlp_ratio == 4
+
+
+@pytest.mark.parametrize("hidden", [3 * C + 5, C // 2])  # 101 // C would be 3; 16 // C, 0
+def test_gpt2_mlp_width_that_is_no_multiple_of_the_width_loads(hidden):
+    """GPT2Config.n_inner may be any width: it is read from c_fc's shape, not rounded to a multiple of C."""
+    sd = gpt2_layout_state_dict(hidden)
+    model = GPT.from_gpt2_state_dict(sd, n_head=H)
+    assert model.config.mlp_hidden == hidden
+    assert torch.equal(model.blocks[1].mlp.proj.weight, sd["h.1.mlp.c_proj.weight"].T)
 
 
 def test_missing_and_extra_keys_are_listed():

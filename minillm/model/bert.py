@@ -43,6 +43,7 @@ from minillm.model.blocks import (
     load_converted,
     make_dropout,
     make_norm,
+    mlp_size,
     output_table,
     position_table,
     positions_from_mask,
@@ -149,7 +150,7 @@ class Bert(nn.Module):
             vocab_size=vocab_size, block_size=sd[emb + "position_embeddings.weight"].shape[0],
             n_embd=n_embd, n_layer=n_layer,
             n_head=n_head if n_head is not None else max(1, n_embd // 64),
-            mlp_ratio=sd["encoder.layer.0.intermediate.dense.weight"].shape[0] // n_embd,
+            **mlp_size(sd["encoder.layer.0.intermediate.dense.weight"].shape[0], n_embd),  # (d_ff, C)
             norm="post", activation="gelu", layer_norm_eps=1e-12, attention=attention,
             type_vocab_size=0 if segments is None else segments.shape[0],
         )

@@ -275,6 +275,17 @@ def sized_source(state_dict: Mapping[str, Tensor], prefix: str, needed: list[str
     return sd
 
 
+def mlp_size(hidden: int, n_embd: int) -> dict[str, int]:
+    """The ModelConfig field that gives a plain MLP of hidden width `hidden` (read from a weight's shape).
+
+    mlp_ratio when the width is a whole multiple of n_embd (GPT-2's and BERT's 4 * n_embd), so that
+    such a model's config reads as theirs do; mlp_hidden otherwise. Hugging Face lets any width be
+    chosen (GPT2Config.n_inner, BertConfig.intermediate_size): hidden // n_embd would round 3.5 * C
+    down to 3 * C (every MLP tensor refused as mis-shaped) and a width below C down to 0.
+    """
+    return {"mlp_ratio": hidden // n_embd} if hidden % n_embd == 0 else {"mlp_hidden": hidden}
+
+
 def count_layers(state_dict: Mapping[str, Tensor], prefix: str) -> int:
     """How many layers the keys "{prefix}{i}.…" number: 1 + the largest i."""
     return 1 + max(int(k.removeprefix(prefix).split(".")[0]) for k in state_dict if k.startswith(prefix))

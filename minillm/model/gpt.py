@@ -50,6 +50,7 @@ from minillm.model.blocks import (
     load_converted,
     make_dropout,
     make_norm,
+    mlp_size,
     output_table,
     position_table,
     positions_from_mask,
@@ -316,7 +317,7 @@ class GPT(nn.Module):
             vocab_size=vocab_size, block_size=sd["wpe.weight"].shape[0], n_embd=n_embd,
             n_layer=count_layers(sd, "h."),
             n_head=n_head if n_head is not None else max(1, n_embd // 64),
-            mlp_ratio=sd["h.0.mlp.c_fc.weight"].shape[1] // n_embd,
+            **mlp_size(sd["h.0.mlp.c_fc.weight"].shape[1], n_embd),  # Conv1D: (in, out) = (C, d_ff)
             norm="pre", activation="gelu_tanh", layer_norm_eps=1e-5, attention=attention,
         )
         if "lm_head.weight" in sd and not torch.equal(sd["lm_head.weight"], sd["wte.weight"]):
