@@ -422,6 +422,13 @@ def test_float16_skips_a_step_whose_gradients_overflow_instead_of_stopping(tmp_p
     assert scaler["scale"] == 2.0**15  # started at 2**16, halved once, for the one skipped step
 
 
+def test_float16_stops_at_a_nan_gradient_that_skipping_does_not_cure(tmp_path):
+    # every step's gradient is NaN: 17 skipped steps halve the scale from 2**16 to 2**-1, and at step
+    # 18 the gradient is named as in float32 instead of the run ending untrained with no error
+    with pytest.raises(TrainingError, match=r"step 18: the gradient norm is nan.*'ln_f.weight'"):
+        run(tmp_path, small_cfg(max_steps=30, dtype="float16"), loss_fn=nan_from_step(1, sqrt_of_zero))
+
+
 @pytest.mark.filterwarnings("ignore:Error detected")  # the warning carries the forward traceback
 def test_detect_anomaly_points_at_the_operation(tmp_path):
     with pytest.raises(RuntimeError, match="returned nan values"):

@@ -4,7 +4,9 @@ One NaN in the loss turns every gradient into NaN, then every weight, and from t
 only burns time writing garbage checkpoints. So the loop checks, at every step, that the loss
 and the gradient norm are finite numbers, and stops with a TrainingError naming the step and the
 culprit (the loss, or the first parameter whose gradient is not finite). Since nothing is saved
-after the bad step, the last checkpoint on disk is the last good one.
+after the bad step, the last checkpoint on disk is the last good one. In float16 a gradient that
+overflows is no error (precision.py: the step is skipped); the gradient check starts only once the
+loss scale has fallen below 1, some 17 skipped steps in a row, when no overflow explains it any more.
 
 To find the *operation* that produced a NaN, run with `detect_anomaly=True`
 (`torch.autograd.set_detect_anomaly`): backward then fails at the first NaN and its traceback

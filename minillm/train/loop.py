@@ -179,7 +179,10 @@ def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor],
     scaler.unscale_(optimizer)  # back to the true gradients before measuring them (float16 only)
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     norm = torch.nn.utils.get_total_norm(grads)  # the norm of all gradients as one long vector
-    if not scaler.is_enabled():  # with float16 an overflow is expected now and then: the scaler skips it
+    # With float16 an overflow is expected now and then: the scaler skips that step and halves its
+    # scale (from 2**16) until the gradients fit. A scale below 1 lifts nothing any more, so
+    # gradients still not finite then are a NaN or inf of the model or the loss: stop, as in float32.
+    if not scaler.is_enabled() or scaler.get_scale() < 1.0:
         check_grad_norm(norm.item(), model, step)
     if cfg.grad_clip > 0:  # scale every gradient by min(1, grad_clip / norm)
         torch.nn.utils.clip_grads_with_norm_(model.parameters(), cfg.grad_clip, norm)

@@ -11,7 +11,8 @@ rounded away.
 - **float16** has a narrow range: small gradients underflow to 0. A *grad scaler* multiplies the
   loss by a large factor before backward (so gradients stay representable), divides the
   gradients by it before the optimizer step, and skips any step whose gradients overflowed to
-  inf, lowering the factor. It is created for every run but enabled only for float16, where a
+  inf, lowering the factor (a factor below 1 means the gradients are NaN whatever the scale,
+  and training stops: loop.py). It is created for every run but enabled only for float16, where a
   disabled scaler passes everything through unchanged: the loop has a single code path.
 """
 
