@@ -34,7 +34,6 @@ from minillm.datasets.instructions import read_jsonl
 from minillm.errors import DataError, one_line_errors
 from minillm.pipeline import (
     CONFIG_NAME,
-    NEEDS,
     RESULT_NAME,
     STEP_NAMES,
     Journey,
@@ -42,6 +41,7 @@ from minillm.pipeline import (
     jsonable,
     made_from_earlier_runs,
     made_otherwise,
+    needs,
     run_id,
     run_step,
     saved_inputs,
@@ -216,15 +216,15 @@ def up_to_date(stage: str) -> bool:
     return finished(pipeline_folder(stage)) and made_from_the_runs_beside_it(stage)
 
 
-def made_from_the_runs_beside_it(stage: str) -> bool:
-    """runs/tiny's run of `stage` was made from the runs of the steps it needs (NEEDS) now beside it,
+def made_from_the_runs_beside_it(stage: str, journey: Journey | None = None) -> bool:
+    """runs/tiny's run of `stage` was made from the runs of the steps it needs (`needs`) now beside it,
     and so was each of those, back to the tokenizer: PPO made from a reward model that was made from
     an SFT model since trained again is out of date too. A run without inputs.json is taken at its word."""
+    journey = journey or pipeline_journey()  # its settings: a GRPO step's needs follow its reward (`needs`)
     saved = saved_inputs(pipeline_folder(stage))
-    made_from = Journey(preset("tiny"), PIPELINE_DIR).made_from(stage)  # (folder names: any settings will do)
-    if saved is not None and made_from_earlier_runs(saved, made_from) is not None:
+    if saved is not None and made_from_earlier_runs(saved, journey.made_from(stage)) is not None:
         return False
-    return all(made_from_the_runs_beside_it(need) for need in NEEDS[stage])
+    return all(made_from_the_runs_beside_it(need, journey) for need in needs(journey.cfg, stage))
 
 
 def _refuse_to_replace(journey: Journey, name: str) -> None:

@@ -105,13 +105,13 @@ class Journey:
 
     def inputs(self, name: str) -> dict:
         """What step `name`'s outputs follow from: the settings it reads (READS), and the run of each
-        step it waits for (NEEDS), named by the id that run wrote into its inputs.json when it started."""
+        step it waits for (`needs`), named by the id that run wrote into its inputs.json when it started."""
         config = {**to_dict(self.cfg), **self.data_settings}
         return {"settings": {part: config[part] for part in READS[name]}, "made_from": self.made_from(name)}
 
     def made_from(self, name: str) -> dict[str, str | None]:
-        """The run of each step that step `name` waits for (NEEDS), by the id in its inputs.json."""
-        return {need: run_id(self.folder(need)) for need in NEEDS[name]}
+        """The run of each step that step `name` waits for (`needs`), by the id in its inputs.json."""
+        return {need: run_id(self.folder(need)) for need in needs(self.cfg, name)}
 
     @cached_property
     def documents(self) -> tuple[list[str], list[str]]:
@@ -134,8 +134,15 @@ def step_folder(name: str) -> str:
 
 
 def has_checkpoint(folder: Path) -> bool:
-    """True when a training run in `folder` was interrupted after saving: resume it, do not restart."""
-    return (folder / "ckpt.pt").is_file()
+    """True when a training run in `folder`, or in a folder below it, was interrupted after saving:
+    resume it, do not restart.
+
+    Below it too, because SFT's step trains its baselines in `baselines/*/`, and with `--jobs 2` they
+    train beside SFT itself: a Ctrl-C may find a baseline's checkpoint saved and SFT's not yet. A
+    step's folder holds only runs made from its current inputs (run_step deletes the others), so
+    every checkpoint there is one to continue.
+    """
+    return any(folder.rglob("ckpt.pt"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -195,14 +202,19 @@ def step_dpo(j: Journey) -> dict:
 
 
 def step_grpo(j: Journey) -> dict:
-    folder = j.folder("grpo")
-    return train_grpo(j.cfg.grpo, j.folder("sft"), j.records, folder, rm_dir=j.folder("reward_model"),
-                      resume=has_checkpoint(folder), pass_at_k=False)
+    return grpo_step(j, "grpo")
 
 
 def step_grpo_verifiable(j: Journey) -> dict:
-    folder = j.folder("grpo_verifiable")
-    return train_grpo(j.cfg.grpo_verifiable, j.folder("sft"), j.records, folder, resume=has_checkpoint(folder),
+    return grpo_step(j, "grpo_verifiable")
+
+
+def grpo_step(j: Journey, name: str) -> dict:
+    """One of the two GRPO steps: the same algorithm, each with its own settings (its `reward` first).
+    Only a run rewarded by the reward model is given it (`needs`): GRPO refuses a model it would not read."""
+    folder, cfg = j.folder(name), getattr(j.cfg, name)
+    rm_dir = j.folder("reward_model") if "reward_model" in needs(j.cfg, name) else None
+    return train_grpo(cfg, j.folder("sft"), j.records, folder, rm_dir=rm_dir, resume=has_checkpoint(folder),
                       pass_at_k=False)
 
 
@@ -340,6 +352,21 @@ NEEDS: dict[str, tuple[str, ...]] = {  # step -> the steps it waits for, and thr
     "grpo_verifiable": ("sft",),
     "rl_table": ("ppo", "dpo", "grpo", "grpo_verifiable"),
 }
+GRPO_STEPS = ("grpo", "grpo_verifiable")  # NEEDS names their default rewards' needs: see `needs`
+
+
+def needs(cfg: PipelineConfig, name: str) -> tuple[str, ...]:
+    """The steps that step `name` waits for and is made from, with the settings `cfg`.
+
+    NEEDS, except for the two GRPO steps, whose needs follow their `reward`: rewarded by the reward
+    model ("model", grpo's default), a step reads that model and must be redone when it is; rewarded
+    by a program ("verifiable", grpo_verifiable's default, or the "gold" judge) it reads only the SFT
+    model, and a new reward model leaves it as it was. (`--set grpo_verifiable.reward=model` with
+    NEEDS alone would keep a GRPO run trained against a reward model since replaced.)
+    """
+    if name in GRPO_STEPS:
+        return ("reward_model",) if getattr(cfg, name).reward == "model" else ("sft",)
+    return NEEDS[name]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -434,7 +461,8 @@ def run_steps_in_parallel(j: Journey, jobs: int) -> None:
     pending, running = list(STEP_NAMES), {}
     with worker_pool(jobs) as pool, interrupts_children():
         while pending or running:
-            for name in [n for n in pending if all(need in j.results for need in NEEDS[n])][:jobs - len(running)]:
+            ready = [n for n in pending if all(need in j.results for need in needs(j.cfg, n))]
+            for name in ready[:jobs - len(running)]:
                 pending.remove(name)
                 # The worker gets the journey's settings and results so far, not the data it has read:
                 # a new Journey (dataclasses.replace) reads its own, as in a pipeline of its own.

@@ -375,6 +375,26 @@ def test_an_experiment_trains_only_the_steps_its_change_reaches_and_reports_what
     assert [n for n in STEP_NAMES if f"[{n}] already done" in printed] == ["tokenizer", "mlm", "clm"]
 
 
+def test_a_grpo_step_rewarded_otherwise_runs_and_is_made_from_what_its_reward_reads(journey, tmp_path, capsys):
+    """grpo.reward=gold and grpo_verifiable.reward=model (the swaps report.md names): each GRPO step is
+    given the reward model only when that model rewards it, so neither stops with "a reward model was
+    given, but ... reads none", and each is made from what it reads: a new reward model redoes the
+    GRPO run it rewards, and leaves the one the gold judge rewards."""
+    root, _ = journey
+    swapped = apply_overrides(preset("micro"), ["grpo.reward=gold", "grpo_verifiable.reward=model"])
+    out = tmp_path / "swapped"
+    run_pipeline(swapped, out, reuse_from=root / "micro")
+    ids = {name: json.loads((out / pipeline.step_folder(name) / "inputs.json").read_text(encoding="utf-8"))
+           for name in ("sft", "reward_model", "grpo", "grpo_verifiable")}
+    assert ids["grpo"]["made_from"] == {"sft": ids["sft"]["id"]}
+    assert ids["grpo_verifiable"]["made_from"] == {"reward_model": ids["reward_model"]["id"]}
+    capsys.readouterr()
+    run_pipeline(apply_overrides(swapped, ["reward.train.lr=0.001"]), out)
+    printed = capsys.readouterr().out
+    assert [n for n in STEP_NAMES if f"[{n}] already done" in printed] == ["tokenizer", "mlm", "clm", "sft", "grpo"]
+    assert "[grpo_verifiable] made from an earlier run of reward_model: running it again" in printed
+
+
 def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_same(tmp_path, monkeypatch, capsys):
     """run_step's bookkeeping alone, with steps that train nothing: which steps a change redoes."""
     ran = []
@@ -523,6 +543,19 @@ if __name__ == "__main__":
         print(*[child.pid for child in multiprocessing.active_children()], flush=True)
         time.sleep(120)
 """
+
+
+def test_sft_stopped_after_a_baseline_saved_and_before_sft_did_continues(journey, tmp_path):
+    """With --jobs 2, SFT's baselines train beside SFT: a Ctrl-C may find a baseline's checkpoint saved
+    and SFT's not yet. The same command again resumes each run from its own checkpoint (it used to stop
+    with "baselines/scratch already holds a training run: pass resume", a flag the pipeline has not),
+    and ends with the uninterrupted run's report."""
+    root, reference = journey
+    out = tmp_path / "stopped"
+    shutil.copytree(root / "micro", out)
+    for name in ("ckpt.pt", "result.json"):  # SFT itself had not saved; its baselines had finished
+        (out / "04_sft" / name).unlink()
+    assert without_times(run_pipeline(preset("micro"), out)) == without_times(reference)
 
 
 def test_a_worker_stops_when_its_parent_is_killed_outright(tmp_path):
