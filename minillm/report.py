@@ -108,9 +108,9 @@ def _win(stage: dict) -> str:
 
 def exact_match_noise(sft: dict) -> list[str]:
     """How many questions each split's exact match stands on, and so how far chance alone moves it:
-    p right out of n has a standard error of sqrt(p (1 - p) / n), like the win rates' ± below. At
-    p = 0 or 1 that formula says 0, which no finite sample can promise: those splits say "none right"
-    or "all right" instead."""
+    p right out of n has a standard error of sqrt(p (1 - p) / n) (the win rates' ± below uses the
+    sample variance, over n - 1). At p = 0 or 1 that formula says 0, which no finite sample can
+    promise: those splits say "none right" or "all right" instead."""
     if "questions" not in sft:  # a run made before the report counted them
         return []
     cells = []
@@ -275,8 +275,7 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
         f"{_fmt(s['ppo'].get('wrong_after'))} (a flaw is one habit on every prompt; a right answer is a different "
         "fact on each, which the policy has to know).",
         "",
-        f"A perfect policy would win {_fmt(s['ppo'].get('win_rate_ceiling', float('nan')))} against the same "
-        "SFT answers, not 1: where the SFT model's answer is already perfect, the best any policy can do is tie.",
+        ceiling_sentence(s["ppo"].get("win_rate_ceiling", float("nan"))),
         "",
         f"DPO: win rate against the SFT model **{_win(s['dpo'])}**; mean gold score "
         f"{_fmt(s['dpo'].get('gold_sft'))} -> {_fmt(s['dpo']['gold_after'])}; answers with a style flaw "
@@ -290,6 +289,16 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
         "",
         *_ppo_examples(j),
     ]
+
+
+def ceiling_sentence(ceiling: float) -> str:
+    """What a perfect policy would win against the SFT answers (`win_rate_ceiling`), and why it is not 1;
+    at 1 (no SFT answer is perfect, as in a run too short to learn) there is no "not 1" to explain."""
+    if ceiling == 1:
+        return ("A perfect policy would win 1.000 against the same SFT answers: none of them is perfect, so "
+                "a policy could win on every prompt.")
+    return (f"A perfect policy would win {_fmt(ceiling)} against the same SFT answers, not 1: where the SFT "
+            "model's answer is already perfect, the best any policy can do is tie.")
 
 
 # what each GRPO run was rewarded by (GRPOConfig.reward), as report.md says it

@@ -259,6 +259,19 @@ def test_the_reward_models_ceiling_is_agreement_with_gold_not_with_itself(tmp_pa
     assert "ceiling 0.900" not in markdown
 
 
+def test_a_ceiling_of_1_is_not_said_to_be_below_1(tmp_path):
+    # the micro run's SFT model gets no answer perfect: its ceiling is 1, and "would win 1.000 ..., not 1"
+    # contradicted itself (a helper's checking of report.md against the results)
+    results = made_up_results()
+    results["ppo"]["win_rate_ceiling"] = 1.0
+    _, markdown = made_up_report(tmp_path, results)
+    assert "A perfect policy would win 1.000 against the same SFT answers: none of them is perfect" in markdown
+    assert "not 1:" not in markdown
+    results["ppo"]["win_rate_ceiling"] = 0.8375  # the tiny run's: below 1, and why
+    _, markdown = made_up_report(tmp_path, results)
+    assert "A perfect policy would win 0.838 against the same SFT answers, not 1: where the SFT model's" in markdown
+
+
 def test_instructions_of_your_own_without_every_test_split_still_get_a_report(tmp_path):
     results = made_up_results()  # --data whose test questions are all of one split
     results["sft"].update(exact_match={"seen": 0.75}, base_exact_match={"seen": 0.0}, questions={"seen": 4})
