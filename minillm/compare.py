@@ -185,6 +185,11 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
     reports instead (`compare_pipelines`, no PNG: each step has its own curves)."""
     if len(run_dirs) < 2:
         raise DataError(f"compare needs at least two run folders, got {len(run_dirs)}")
+    for run_dir in run_dirs:  # before a pipeline run beside it is blamed for the company it keeps
+        if not Path(run_dir).is_dir():
+            what = "is a file, not a run folder" if Path(run_dir).exists() else "does not exist"
+            raise DataError(f"{run_dir} {what}: point compare at run folders a training command or the "
+                            "pipeline wrote (e.g. runs/clm, runs/tiny)")
     if all(is_pipeline_run(d) for d in run_dirs):
         return compare_pipelines(run_dirs)
     runs = [load_run(d, n) for d, n in zip(run_dirs, run_names(run_dirs), strict=True)]

@@ -91,6 +91,21 @@ def write_pipeline_run(folder: Path, kl_coef: float, ppo_run: str, win_rate: flo
     return folder
 
 
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_folder_that_is_not_there_is_named_as_such_beside_any_run(tmp_path, capsys, kind):
+    # it was called a folder that "holds no metrics.jsonl rows", and beside a pipeline run the
+    # pipeline run was blamed ("is a pipeline run: compare it with another pipeline run")
+    wrong = tmp_path / "typo"
+    if kind == "file":
+        wrong.write_text("not a run\n", encoding="utf-8")
+    what = "does not exist" if kind == "missing" else "is a file, not a run folder"
+    for other in (write_run(tmp_path / "run", 1e-3, [2.0, 1.0]), write_pipeline_run(tmp_path / "tiny", 0.2, "p", 0.6)):
+        assert main(["compare", str(other), str(wrong), "--out", str(tmp_path / "c.png")]) == 2
+        assert capsys.readouterr().err.strip() == (f"minillm: error: {wrong} {what}: point compare at run folders "
+                                                   "a training command or the pipeline wrote (e.g. runs/clm, "
+                                                   "runs/tiny)")
+
+
 def test_two_pipeline_runs_compare_by_their_figures_settings_and_the_steps_each_trained(tmp_path, capsys):
     tiny = write_pipeline_run(tmp_path / "tiny", 0.2, "ppo-1", 0.625)
     no_kl = write_pipeline_run(tmp_path / "no-kl", 0.0, "ppo-2", 0.63)
