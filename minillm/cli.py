@@ -119,12 +119,18 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
 
 def _refuse_to_overwrite_with_a_tokenizer(out: Path, inputs: Sequence[str]) -> None:
     """`tokenizer train --out` may replace an older tokenizer, but not the text it trains on, nor any
-    other file that happens to have the name (a run's ckpt.pt, say): those would be lost."""
-    from minillm.tokenizer import load_tokenizer
+    other file that happens to have the name (a run's ckpt.pt, say): those would be lost; nor a run's
+    own tokenizer.json, which the model beside it needs."""
+    from minillm.tokenizer import TOKENIZER_NAME, load_tokenizer
+    from minillm.train.checkpoint import CKPT_NAME
 
     if any(Path(path).resolve() == out.resolve() for path in inputs):
         raise DataError(f"--out {out} is one of the --input files: the tokenizer would overwrite it; give "
                         "another path, e.g. tokenizer.json")
+    if out.name == TOKENIZER_NAME and out.is_file() and (out.parent / CKPT_NAME).is_file():
+        # a run's own tokenizer: the model beside it reads its ids by it
+        raise DataError(f"--out {out} is the tokenizer of the trained model beside it ({out.parent / CKPT_NAME}), "
+                        "which would then read every id as another piece; give a new file name or folder")
     if out.is_file():
         try:
             load_tokenizer(out)

@@ -172,8 +172,9 @@ def read_json(path: str | os.PathLike) -> dict:
     DataError naming it when it is damaged or edited into something that is not a JSON object."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise damaged(path, f"is not valid JSON ({err})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:  # (brackets nested ~1000 deep)
+        why = "nested too deeply to read" if isinstance(err, RecursionError) else err
+        raise damaged(path, f"is not valid JSON ({why})") from None
     if not isinstance(data, dict):
         raise damaged(path, f"holds a JSON {type(data).__name__}, not an object {{...}}")
     return data

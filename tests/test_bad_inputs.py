@@ -561,6 +561,36 @@ CLI_TABLE = [
     Bad("pipeline: missing corpus, found before anything is written",
         ("pipeline", "--preset", "micro", "--out", "{ws}/journey", "--corpus", "{ws}/nope.txt"), DataError,
         ("nope.txt does not exist", "UTF-8 text file")),
+    # --- found by fuzzing the command line ----------------------------------------------------------
+    # TRACEBACK before the check: OverflowError from the progress bar's len(range(merges))
+    Bad("tokenizer train: a vocabulary too large to count",
+        ("tokenizer", "train", "--input", "{ws}/corpus.txt", "--vocab-size", "99999999999999999999999",
+         "--out", "{ws}/t.json"), TokenizerError, ("vocab_size=99999999999999999999999 is too large", "2**31 - 1")),
+    # TRACEBACK before the check: sentencepiece's ValueError "cannot parse "2147483648" as int"
+    Bad("sentencepiece: a vocabulary above 32 bits",
+        (*NEW_RUN, "--set", "tokenizer.kind=sentencepiece", "--set", "tokenizer.vocab_size=2147483648"),
+        TokenizerError, ("vocab_size=2147483648 is too large",)),
+    # TRACEBACK before the check: TypeError: unhashable type: 'list'
+    Bad("tokenizer: a kind that is a list", ("tokenizer", "encode", "--tokenizer", "{ws}/bad.json", "hi"),
+        TokenizerError, ("unknown tokenizer kind []",), edit_json("tok.json", "bad.json", lambda d: d.update(kind=[]))),
+    # TRACEBACK before the check: RecursionError from json (the JSONL reader already caught it)
+    Bad("tokenizer: JSON nested too deeply", ("tokenizer", "encode", "--tokenizer", "{ws}/bad.json", "hi"),
+        TokenizerError, ("bad.json is not valid JSON", "nested too deeply"),
+        write("bad.json", "[" * 100_000 + "]" * 100_000)),
+    Bad("compare: a run's config.json nested too deeply", ("compare", "{ws}/gpt", "{ws}/gpt2", "--out", "{ws}/c.png"),
+        DataError, ("gpt2/config.json is not valid JSON", "nested too deeply"),
+        copy_of_gpt_run("gpt2", "config.json", "[" * 100_000 + "]" * 100_000)),
+    # TRACEBACK before the check: "RuntimeError: index 300 is out of bounds" from sampling NaN probabilities
+    Bad("checkpoint: NaN weights", ("generate", "--ckpt", "{ws}/nanw", "hi"), CheckpointError,
+        ("nanw/ckpt.pt holds NaN or infinite weights", "train the model again"),
+        run_folder("nanw", lambda ws: {**gpt_payload(ws), "model": {name: t.float().fill_(float("nan")) if
+                                                                      t.is_floating_point() else t for name, t in
+                                                                      gpt_payload(ws)["model"].items()}})),
+    # DATA LOSS before the check: the run's own tokenizer.json was replaced, and its model then read
+    # every id as another piece (loading it stopped at the vocabulary sizes, or silently garbled text)
+    Bad("tokenizer train: --out is a trained run's folder",
+        ("tokenizer", "train", "--input", "{ws}/corpus.txt", "--vocab-size", "280", "--out", "{ws}/gpt"),
+        DataError, ("gpt/tokenizer.json is the tokenizer of the trained model", "new file name or folder")),
 ]
 
 assert len({bad.name for bad in CLI_TABLE}) == len(CLI_TABLE), "row names must be unique"
@@ -801,3 +831,14 @@ def test_an_unwritable_out_names_that_path_not_a_temporary_file(ws, capsys):
                     "--out", "/proc/t.json"]) == 2
     err = capsys.readouterr().err
     assert "/proc/t.json" in err and ".tmp" not in err, err
+
+
+def test_compare_reads_a_metrics_line_that_is_not_utf8_as_no_row(ws, capsys):
+    """minillm writes metrics.jsonl in ASCII: a byte that is not UTF-8 was edited in, and its line reads as
+    no row (as a line a crash cut short does), not as a UnicodeDecodeError traceback."""
+    shutil.copytree(ws / "gpt", ws / "gpt2")
+    rows = (ws / "gpt" / "metrics.jsonl").read_bytes()
+    (ws / "gpt2" / "metrics.jsonl").write_bytes(b"\xff\xfe garbage\n" + rows)
+    assert run_cli(["compare", str(ws / "gpt"), str(ws / "gpt2"), "--out", str(ws / "c.png")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert (ws / "c.png").is_file()

@@ -52,7 +52,7 @@ def train_tokenizer(
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Load a tokenizer file written by `save`, whatever its kind."""
     data = read_tokenizer_json(path)
-    cls = KINDS.get(data["kind"])
+    cls = KINDS.get(data["kind"]) if isinstance(data["kind"], str) else None  # (a list is no key of KINDS)
     if cls is None:
         raise TokenizerError(f"{path}: unknown tokenizer kind {data['kind']!r}, not one of {sorted(KINDS)}")
     return cls.from_dict(data)

@@ -96,14 +96,21 @@ def utf8(text: str) -> bytes:
         ) from None
 
 
+MAX_VOCAB_SIZE = 2**31 - 1  # sentencepiece reads vocab_size as a 32-bit int; a bigger one ends in a traceback
+
+
 def check_vocab_size(vocab_size: int, n_base: int) -> None:
-    """A vocabulary must hold its base pieces (e.g. the 256 bytes) and the special tokens."""
+    """A vocabulary must hold its base pieces (e.g. the 256 bytes) and the special tokens, and fit
+    in the 32-bit count that sentencepiece (and a progress bar's length) can take."""
     minimum = n_base + len(SPECIAL_TOKENS)
     if not isinstance(vocab_size, int) or vocab_size < minimum:
         raise TokenizerError(
             f"vocab_size={vocab_size!r} is too small: it must hold {n_base} base pieces and "
             f"{len(SPECIAL_TOKENS)} special tokens, so use vocab_size >= {minimum}"
         )
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise TokenizerError(f"vocab_size={vocab_size} is too large: at most 2**31 - 1 = {MAX_VOCAB_SIZE} "
+                             "(a corpus supports far fewer; e.g. use 4096)")
 
 
 def warn_smaller_vocab(asked: int, got: int, why: str) -> None:
@@ -135,8 +142,10 @@ def read_tokenizer_json(path: str | os.PathLike) -> dict[str, Any]:
                              f"folder, or the {TOKENIZER_NAME} beside the checkpoint")
     try:
         data = json.loads(raw.decode("utf-8-sig"))  # (-sig: a byte order mark an editor adds is dropped)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TokenizerError(f"tokenizer file {path} is not valid JSON ({e}); retrain it") from None
+    # (RecursionError: json's error for brackets nested about a thousand deep)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        why = "nested too deeply to read" if isinstance(e, RecursionError) else e
+        raise TokenizerError(f"tokenizer file {path} is not valid JSON ({why}); retrain it") from None
     if not isinstance(data, dict) or "kind" not in data:
         raise TokenizerError(f"tokenizer file {path} has no 'kind' field; it is not a minillm tokenizer")
     if data.get("format_version") != FORMAT_VERSION:

@@ -181,6 +181,10 @@ def load_model(run_dir: str | os.PathLike, model_cls: type[nn.Module],
                               "nothing to load; point to a checkpoint written by minillm's training")
     model = model_cls(config)
     load_weights(model, ckpt["model"], ckpt_path)
+    broken = next((name for name, t in ckpt["model"].items() if t.is_floating_point() and not t.isfinite().all()), None)
+    if broken is not None:  # every answer would be sampled from NaN probabilities (torch fails with an index error)
+        raise CheckpointError(f"{ckpt_path} holds NaN or infinite weights ({broken}): the file was damaged, or saved "
+                              "from a run that diverged; train the model again, or restore the run's ckpt.pt")
     tokenizer = None
     if (ckpt_path.parent / TOKENIZER_NAME).is_file():
         tokenizer = load_tokenizer(ckpt_path.parent / TOKENIZER_NAME)

@@ -296,7 +296,8 @@ def read_metrics(path: Path, up_to_step: float = math.inf) -> list[dict]:
     mid-write is dropped; a whole line that is not a row, which no crash writes, is a DataError)."""
     rows = []
     if path.is_file():
-        for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        # (minillm writes ASCII: a byte that is not UTF-8 was edited in, and its line reads as no row)
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").split("\n"), start=1):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
