@@ -593,6 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.debug:
             warnings.showwarning = _show_warning
         try:
+            _refuse_an_input_run_as_out(args)
             with _lock_for(args):
                 _say_when_nothing_to_resume(args)
                 func(args)
@@ -635,6 +636,23 @@ def _lock_for(args: argparse.Namespace):
     if getattr(args, "out", None) is None or args.func in WRITE_ONE_FILE or os.environ.get("RANK", "0") != "0":
         return nullcontext()
     return run_folder_lock(args.out, inputs=(PREFS_NAME,) if args.func is cmd_reward else ())
+
+
+INPUT_RUNS = ("init", "sft", "reward")  # the options that name a run folder a command reads
+
+
+def _refuse_an_input_run_as_out(args: argparse.Namespace) -> None:
+    """--out may not be a run the command reads (`sft --init runs/clm --out runs/clm`): the new run
+    would write its config.json and checkpoints over it, and with --resume even go on from the
+    other stage's optimizer state as if it were its own."""
+    out = getattr(args, "out", None)
+    if out is None or args.func in WRITE_ONE_FILE:
+        return
+    for option in INPUT_RUNS:
+        run = getattr(args, option, None)
+        if run is not None and Path(run).resolve() == Path(out).resolve():
+            raise DataError(f"--out {out} is the run --{option} reads: training there would overwrite it; "
+                            "give --out a folder of its own")
 
 
 def _say_when_nothing_to_resume(args: argparse.Namespace) -> None:

@@ -591,6 +591,16 @@ CLI_TABLE = [
     Bad("tokenizer train: --out is a trained run's folder",
         ("tokenizer", "train", "--input", "{ws}/corpus.txt", "--vocab-size", "280", "--out", "{ws}/gpt"),
         DataError, ("gpt/tokenizer.json is the tokenizer of the trained model", "new file name or folder")),
+    # DATA LOSS before the check: with --resume, SFT went on from the CLM run's optimizer state and wrote
+    # its config.json over the CLM's (without it, the error's hint was to add --resume)
+    Bad("sft: --out is the run --init reads, even with --resume",
+        ("sft", "--init", "{ws}/gpt", "--out", "{ws}/gpt", "--resume", "--preset", "micro", "--data",
+         "{ws}/i.jsonl", "--no-baselines"), DataError, ("--out", "gpt is the run --init reads", "a folder of its own"),
+        write("i.jsonl", BOTH_SPLITS)),
+    Bad("ppo: --out is a run it reads, spelled another way",
+        ("ppo", "--sft", "{ws}/sft", "--reward", "{ws}/gpt", "--out", "{ws}/sft/../gpt", "--preset", "micro",
+         "--data", "{ws}/i.jsonl"), DataError, ("is the run --reward reads",),
+        lambda ws: (write("i.jsonl", BOTH_SPLITS)(ws), shutil.copytree(ws / "gpt", ws / "sft"))),
 ]
 
 assert len({bad.name for bad in CLI_TABLE}) == len(CLI_TABLE), "row names must be unique"
