@@ -407,6 +407,8 @@ positive_int = _checked(int, lambda n: n >= 1, "an integer >= 1")  # public: the
 _temperature = _checked(float, lambda t: t >= 0, "a temperature: a number >= 0 (0 = greedy)")
 _probability = _checked(float, lambda p: 0 < p <= 1, "a probability in (0, 1]")
 _seed = _checked(int, lambda n: 0 <= n <= MAX_SEED, "a seed: an integer in [0, 2**63 - 1]")
+_utf8_text = _checked(str, lambda text: not any("\ud800" <= c <= "\udfff" for c in text),  # undecodable bytes
+                      "UTF-8 text: the terminal sent bytes in another encoding; set it to UTF-8 (e.g. LANG=C.UTF-8)")
 _png_file = _checked(str, lambda name: name.lower().endswith(".png") and not Path(name).is_dir(),
                      "a file name ending in .png (the chart is a PNG image)")
 
@@ -445,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tokenizer_train)
     p = tok_sub.add_parser("encode", help="print the ids and pieces of a text")
     p.add_argument("--tokenizer", required=True)
-    p.add_argument("text")
+    p.add_argument("text", type=_utf8_text)
     p.set_defaults(func=cmd_tokenizer_encode)
 
     p = sub.add_parser("pretrain", help="stage 1: masked-LM (BERT) or next-token (GPT) pretraining")
@@ -461,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fill-mask", help="rank the candidates for [MASK] with a trained BERT")
     p.add_argument("--ckpt", required=True, help="an MLM run folder")
-    p.add_argument("text", help='e.g. "A flash flood watch will be in effect all [MASK]."')
+    p.add_argument("text", type=_utf8_text, help='e.g. "A flash flood watch will be in effect all [MASK]."')
     p.add_argument("--top-k", type=positive_int, default=10)
     p.add_argument("--plot", type=_png_file, default=None,
                    help="bar chart PNG (default: CKPT/fill_mask_<the text>_<hash>.png)")
@@ -470,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample a continuation with a trained GPT")
     p.add_argument("--ckpt", required=True, help="a CLM, SFT or PPO run folder")
-    p.add_argument("prompt")
+    p.add_argument("prompt", type=_utf8_text)
     p.add_argument("--max-new-tokens", type=positive_int, default=60, help="stop after this many tokens at most "
                    "(sooner at <eos>, the end of a document)")
     p.add_argument("--temperature", type=_temperature, default=0.8, help="0 = greedy; higher = more varied")

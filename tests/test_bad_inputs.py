@@ -593,6 +593,11 @@ CLI_TABLE = [
         DataError, ("gpt/tokenizer.json is the tokenizer of the trained model", "new file name or folder")),
     # DATA LOSS before the check: with --resume, SFT went on from the CLM run's optimizer state and wrote
     # its config.json over the CLM's (without it, the error's hint was to add --resume)
+    # UNCLEAR before the check: the tokenizer's advice to Python callers, "clean it first, e.g. text.encode(...)"
+    *(Bad(f"{command[0]}: a prompt of bytes that are not UTF-8", (*command, "caf\udce9"), SystemExit,
+          (r"'caf\udce9' is not UTF-8 text", "set it to UTF-8"))  # (a Latin-1 é, as Python passes it on)
+      for command in (("generate", "--ckpt", "{ws}/gpt"), ("fill-mask", "--ckpt", "{ws}/bert"),
+                      ("tokenizer", "encode", "--tokenizer", "{ws}/tok.json"))),
     Bad("sft: --out is the run --init reads, even with --resume",
         ("sft", "--init", "{ws}/gpt", "--out", "{ws}/gpt", "--resume", "--preset", "micro", "--data",
          "{ws}/i.jsonl", "--no-baselines"), DataError, ("--out", "gpt is the run --init reads", "a folder of its own"),
