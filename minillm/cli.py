@@ -15,6 +15,7 @@ import io
 import os
 import shlex
 import sys
+import unicodedata
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext, suppress
@@ -407,7 +408,10 @@ positive_int = _checked(int, lambda n: n >= 1, "an integer >= 1")  # public: the
 _temperature = _checked(float, lambda t: t >= 0, "a temperature: a number >= 0 (0 = greedy)")
 _probability = _checked(float, lambda p: 0 < p <= 1, "a probability in (0, 1]")
 _seed = _checked(int, lambda n: 0 <= n <= MAX_SEED, "a seed: an integer in [0, 2**63 - 1]")
-_utf8_text = _checked(str, lambda text: not any("\ud800" <= c <= "\udfff" for c in text),  # undecodable bytes
+# NFC: a prompt pasted with decomposed Hangul (three jamo for "한", as macOS file names hold it) is put in
+# the composed form that read_corpus gives the tokenizer; decomposed, it would be raw bytes the model never read
+_utf8_text = _checked(lambda text: unicodedata.normalize("NFC", text),
+                      lambda text: not any("\ud800" <= c <= "\udfff" for c in text),  # undecodable bytes
                       "UTF-8 text: the terminal sent bytes in another encoding; set it to UTF-8 (e.g. LANG=C.UTF-8)")
 _png_file = _checked(str, lambda name: name.lower().endswith(".png") and not Path(name).is_dir(),
                      "a file name ending in .png (the chart is a PNG image)")

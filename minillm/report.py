@@ -199,7 +199,8 @@ def _tokenizer_section(report: dict, j: Journey) -> list[str]:
         f"{tokenizer_name(j.cfg.tokenizer)}, trained on the corpus, has "
         f"{s['tokenizer']['vocab_size']} ids (the 256 bytes and the special tokens among them); "
         f"on held-out text it needs {_fmt(s['tokenizer']['tokens_per_byte'])} tokens per byte. "
-        f"\"{FLASH_FLOOD_SENTENCE}\" becomes `{r['tokenizer'].get('example_pieces')}`.",
+        f"\"{r['tokenizer'].get('example_sentence', FLASH_FLOOD_SENTENCE)}\" becomes "
+        f"`{r['tokenizer'].get('example_pieces')}`.",
         "",
     ]
 

@@ -447,6 +447,21 @@ def test_a_line_that_is_not_utf8_does_not_end_the_chat(untrained_runs, capsys, m
     assert code == 0 and out.count("bot> ") == 2, err
 
 
+def test_decomposed_hangul_typed_or_pasted_reaches_the_model_composed(untrained_runs, capsys, monkeypatch):
+    # "한빛" as six jamo (a macOS file name) is the same text as two syllables, which the corpus is read as
+    nfc, nfd = "\ud55c\ube5b", "\u1112\u1161\u11ab\u1107\u1175\u11be"
+    commands = (["generate", "--ckpt", "r"], ["fill-mask", "--ckpt", "r"], ["tokenizer", "encode", "--tokenizer", "t"])
+    for command in commands:
+        args = build_parser().parse_args([*command, nfd + " [MASK]"])
+        assert (args.prompt if command[0] == "generate" else args.text) == nfc + " [MASK]"
+    seen = []
+    monkeypatch.setattr("minillm.stage2_sft.chat.generate_answers",
+                        lambda model, tok, prompts, *a, **k: seen.extend(prompts) or ["ok"])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(nfd + "\n"))
+    code, _, err = run(["chat", "--ckpt", str(untrained_runs / "gpt"), "--max-new-tokens", "3"], capsys)
+    assert code == 0 and seen == [nfc + "\n"], err
+
+
 def test_chat_samples_by_its_seed_top_k_and_top_p(untrained_runs, capsys, monkeypatch):
     def answers(*options: str) -> list[str]:
         monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nhow is the river?\n"))

@@ -471,6 +471,23 @@ def test_the_judge_reads_composed_and_decomposed_unicode_alike():
     assert normalize_answer("\u0928\u092e\u0938\u094d\u0924\u0947") == "\u0928\u092e\u0938\u094d\u0924\u0947"
 
 
+def test_the_judge_reads_full_width_forms_as_their_ascii():
+    # a Korean, Japanese or Chinese input method types "３" and "ＡＢＣ" in full width
+    assert is_correct("\uff13", "3") and is_correct("\uff34\uff55\uff55\uff4e\uac15\uff0e", "Tuun\uac15")
+    assert contains_answer("\ub2f5: \uff13", "3")
+
+
+def test_korean_corpus_and_instructions_are_read_in_composed_form(tmp_path):
+    # macOS often stores Hangul decomposed: "한" as three jamo. Read in NFC, the tokenizer sees one spelling
+    nfc, nfd = "\ud55c\ube5b\ub9c8\uc744", "\u1112\u1161\u11ab\u1107\u1175\u11be\u1106\u1161\u110b\u1173\u11af"
+    (tmp_path / "c.txt").write_text(f"{nfd}\n\n{nfc}\n", encoding="utf-8")
+    assert read_corpus(tmp_path / "c.txt") == [nfc, nfc]
+    line = json.dumps({"prompt": nfd + "?", "response": nfd}, ensure_ascii=False)
+    (tmp_path / "i.jsonl").write_text(line + "\n", encoding="utf-8")
+    (record,) = read_jsonl(tmp_path / "i.jsonl")
+    assert (record["prompt"], record["response"], record["reference"]) == (nfc + "?", nfc, nfc)
+
+
 # --------------------------------------------------------------------------------------------------
 # JSONL files
 

@@ -213,6 +213,19 @@ def test_the_report_describes_the_tokenizer_and_masking_the_settings_chose(tmp_p
     assert "SentencePiece's unigram model, trained on the corpus" in markdown and "BPE" not in markdown
 
 
+def test_the_report_shows_the_tokenizer_cutting_a_sentence_of_the_corpus_it_was_trained_on(tmp_path):
+    from minillm.pipeline import example_sentence
+    from minillm.report import FLASH_FLOOD_SENTENCE
+    english = ["A flash flood watch is in effect.", "The Misk runs by Gundby."]
+    assert example_sentence(english[:1], english[1:]) == FLASH_FLOOD_SENTENCE  # the shipped corpus: as before
+    korean = ["한빛마을에 비.", "\n솔내는 맑음.\n내일은 비."]  # a corpus of your own, no flash flood in it
+    assert example_sentence(korean[:1], korean[1:]) == "솔내는 맑음."
+    results = made_up_results()
+    results["tokenizer"].update(example_sentence="솔내는 맑음.", example_pieces=["솔내는", " 맑음", "."])
+    _, markdown = made_up_report(tmp_path, results)
+    assert "\"솔내는 맑음.\" becomes" in markdown and FLASH_FLOOD_SENTENCE not in markdown
+
+
 def test_a_run_without_a_fill_mask_demo_links_no_chart_of_it(tmp_path):
     results = made_up_results()  # no validation sentence fitted the window: mlm.py drew no fill_mask.png
     results["mlm"].update(fill_mask_prompt=None, fill_mask_top5=[])

@@ -13,7 +13,7 @@ from minillm.config import ModelConfig, apply_overrides, preset
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example
-from minillm.stage3_rlhf.annotator import ranking_to_pairs
+from minillm.stage3_rlhf.annotator import gold_score, ranking_to_pairs
 from minillm.stage3_rlhf.dpo import chosen_nll, collate_pairs, dpo_loss, encode_pairs, make_dpo_loss, with_reference
 from minillm.stage3_rlhf.ppo import (
     adapt_kl_coef,
@@ -495,3 +495,12 @@ def test_answer_logprobs_and_reward_scores_under_bfloat16_autocast_match_float32
     assert mixed[0].dtype == torch.float32  # the sum of each answer's log-probs is kept in float32
     for exact, low in zip(full, mixed, strict=True):
         torch.testing.assert_close(low.float(), exact, rtol=0.05, atol=0.05)
+
+
+def test_the_gold_judge_scores_a_reference_in_another_unicode_spelling_as_the_reference():
+    # decomposed Hangul (macOS) and a full-width full stop (a Korean input method) are the reference as written
+    record = {"reference": "\ube14\ub860\uac15\uc785\ub2c8\ub2e4."}
+    nfd = "\u1107\u1173\u11af\u1105\u1169\u11ab\u1100\u1161\u11bc\u110b\u1175\u11b8\u1102\u1175\u1103\u1161."
+    full_width_stop = record["reference"][:-1] + "\uff0e"
+    assert gold_score(record, nfd) == gold_score(record, full_width_stop) == gold_score(record, record["reference"])
+    assert gold_score(record, record["reference"]) == 4.0

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import random
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -490,14 +491,16 @@ def write_corpus(path: str | os.PathLike, docs: Sequence[str]) -> None:
 def read_corpus(path: str | os.PathLike) -> list[str]:
     """The documents of a text file: blocks of lines separated by one or more blank lines.
 
-    Any UTF-8 text file works; a file without blank lines is a single document.
+    Any UTF-8 text file works; a file without blank lines is a single document. The text is put in
+    NFC, Unicode's composed form: "한" typed as one syllable and "한" as three jamo (as macOS often
+    writes it) are then the same bytes, so the tokenizer and the model see one spelling, not two.
     Raises DataError if the file is missing, not UTF-8, or holds no text.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"corpus file {path} does not exist (or is not a file); pass a UTF-8 text file, "
                         f"or generate one with minillm.datasets.generate_corpus")
-    text = read_utf8_text(path, "corpus file")
+    text = unicodedata.normalize("NFC", read_utf8_text(path, "corpus file"))
     docs, lines = [], []
     # Lines end at "\n" only (str.splitlines would also cut at a form feed or U+2028 inside a line).
     for line in text.split("\n") + [""]:  # the extra blank line closes the last document

@@ -441,12 +441,13 @@ def normalize_answer(text: str) -> str:
     normalises to "'mell'".
 
     One text can be spelled with different code points: "é" is one character (U+00E9) or "e" plus
-    a combining accent (U+0301), and "한" one syllable or three jamo. The lowered text is put in NFC,
-    Unicode's composed form, so that both spellings compare equal; and combining marks that are
-    left (an accent with no composed form, Hindi vowel signs) are part of their word, not
-    punctuation that would cut "naïve" into "nai ve".
+    a combining accent (U+0301), "한" one syllable or three jamo, and "3" or "ＡＢＣ" typed in a
+    Chinese, Japanese or Korean input method's full-width forms "３", "ＡＢＣ". The lowered text is put
+    in NFKC, Unicode's composed form with such compatibility forms folded, so that each pair compares
+    equal; and combining marks that are left (an accent with no composed form, Hindi vowel signs) are
+    part of their word, not punctuation that would cut "naïve" into "nai ve".
     """
-    text = unicodedata.normalize("NFC", text.lower())
+    text = unicodedata.normalize("NFKC", text.lower())
     words = re.sub(r"[^\w\s'-]", _space_unless_mark, text).split()
     if words and words[0] in ("the", "a", "an"):
         words = words[1:]
@@ -484,13 +485,15 @@ def contains_answer(answer: str, reference: str) -> bool:
 
 _REQUIRED = {"prompt": str, "response": str}
 _OPTIONAL = {"id": str, "family": str, "phrasing": int, "split": str, "reference": str, "style": str}
+_TEXTS = ("prompt", "response", "reference")  # put in NFC when read
 
 
 def check_instruction_record(obj: dict) -> dict:
     """Validate one instruction record and fill in defaults; ValueError says what is wrong.
 
     Only "prompt" and "response" are required. Defaults: family "custom", phrasing 0, split "train",
-    reference = response, style "ideal" (ids are filled in by `read_jsonl`).
+    reference = response, style "ideal" (ids are filled in by `read_jsonl`). Texts are put in NFC, as
+    `read_corpus` puts the corpus: a prompt saved with decomposed Hangul (macOS) is the same text.
     """
     for key, kind in {**_REQUIRED, **_OPTIONAL}.items():
         if key in _REQUIRED and key not in obj:
@@ -503,8 +506,9 @@ def check_instruction_record(obj: dict) -> dict:
         raise ValueError(f'field "split" is {obj["split"]!r}; expected one of {", ".join(SPLITS)}')
     if obj.get("style", "ideal") not in STYLES:
         raise ValueError(f'field "style" is {obj["style"]!r}; expected one of {", ".join(STYLES)}')
-    return {"id": "", "family": "custom", "phrasing": 0, "split": "train", "reference": obj["response"],
-            "style": "ideal", **obj}
+    record = {"id": "", "family": "custom", "phrasing": 0, "split": "train", "reference": obj["response"],
+              "style": "ideal", **obj}
+    return {key: unicodedata.normalize("NFC", value) if key in _TEXTS else value for key, value in record.items()}
 
 
 def read_jsonl(path: str | os.PathLike, on_error: str = "stop",

@@ -18,6 +18,7 @@ a model may write any byte, and an escape sequence would otherwise clear or reco
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, TextIO
 
 import torch
@@ -58,7 +59,7 @@ def chat_loop(
     while True:
         output_stream.write("you> ")
         output_stream.flush()
-        line = input_stream.readline()
+        line = unicodedata.normalize("NFC", input_stream.readline())  # as the corpus and --data are read
         command = line.split()[0] if line.lstrip().startswith("/") else None  # "/quit now" is /quit too
         if not line or command == QUIT:  # "" means end of input (Ctrl-D)
             output_stream.write("\n" if not line else "bye\n")

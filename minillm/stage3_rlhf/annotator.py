@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import unicodedata
 from collections.abc import Sequence
 from itertools import pairwise
 
@@ -57,11 +58,17 @@ def score_parts(record: dict, answer: str) -> dict[str, float]:
     return {
         "correct": float(contains_answer(answer, reference)),
         "exact": float(is_correct(answer, reference)),
-        "full_form": float(" ".join(answer.lower().split()) == " ".join(reference.lower().split())),
+        "full_form": float(_as_written(answer) == _as_written(reference)),
         "near_miss": token_f1(answer, reference),
         "rude": float(any(contains_answer(answer, phrase) for phrase in RUDE_PHRASES)),
         "verbose": min(1.0, max(0, n_answer - n_reference) / (n_reference + 2)),
     }
+
+
+def _as_written(text: str) -> str:
+    """Lower case, spaces collapsed, in NFKC (as `normalize_answer`): punctuation and articles kept, so that
+    "The Mell." is written as the reference writes it and "Mell" is not; decomposed Hangul is the same text."""
+    return " ".join(unicodedata.normalize("NFKC", text.lower()).split())
 
 
 Ranking = Sequence[int | Sequence[int]]  # best first; a list inside is a group of tied answers
