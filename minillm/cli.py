@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from minillm.config import MAX_SEED, PRESETS, PipelineConfig, apply_overrides, preset, replace_train_configs
-from minillm.errors import CheckpointError, ConfigError, DataError, MinillmError
+from minillm.errors import ConfigError, DataError, MinillmError
 
 DEFAULT_JOBS = 1  # one step at a time, with torch's threads: faster on a quiet 2-core CPU (docs/findings.md)
 
@@ -230,14 +230,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def _load_trained(args: argparse.Namespace, model_cls: type) -> tuple[Any, Any]:
     """(model, tokenizer) of the run in --ckpt, on --device; a run without its tokenizer is refused."""
-    from minillm.train import load_model
+    from minillm.train import load_model_and_tokenizer
     from minillm.utils import resolve_device
 
-    model, tok = load_model(args.ckpt, model_cls, map_location=resolve_device(args.device))
-    if tok is None:
-        raise CheckpointError(f"{args.ckpt} has no tokenizer.json beside its ckpt.pt; point --ckpt at the folder "
-                              "of a training run (it holds both)")
-    return model, tok
+    return load_model_and_tokenizer(args.ckpt, model_cls, map_location=resolve_device(args.device))
 
 
 def cmd_sft(args: argparse.Namespace) -> None:

@@ -437,6 +437,15 @@ CLI_TABLE = [
         run_folder("badcfg", lambda ws: gpt_payload(ws, n_head=5))),
     Bad("checkpoint: no tokenizer beside it", ("generate", "--ckpt", "{ws}/notok", "hi"), CheckpointError,
         ("no tokenizer.json", "folder of a training run"), run_folder("notok", gpt_payload, tokenizer=False)),
+    # TRACEBACK before the check: AttributeError ('NoneType' object has no attribute 'encode' / 'to_dict' / 'save')
+    *[Bad(f"{argv[0]}: the --sft/--init run has no tokenizer.json", argv, CheckpointError,
+          ("notok has no tokenizer.json", "put the run's own tokenizer.json back"),
+          lambda ws: (write("i.jsonl", BOTH_SPLITS)(ws), write("p.jsonl", good_prefs())(ws),
+                      run_folder("notok", gpt_payload, tokenizer=False)(ws)))
+      for argv in [(*PPO[:2], "{ws}/notok", *PPO[3:]), (*GRPO[:2], "{ws}/notok", *GRPO[3:]),
+                   ("dpo", "--sft", "{ws}/notok", "--prefs", "{ws}/p.jsonl", "--out", "{ws}/dpo", "--preset", "micro"),
+                   ("reward", "--sft", "{ws}/notok", "--out", "{ws}/rm", "--preset", "micro", "--data", "{ws}/i.jsonl"),
+                   ("sft", "--init", "{ws}/notok", "--out", "{ws}/sft", "--preset", "micro", "--no-baselines")]],
     Bad("checkpoint: corrupt tokenizer beside it", ("generate", "--ckpt", "{ws}/gpt_badtok", "hi"),
         TokenizerError, ("tokenizer.json is not valid JSON", "retrain"),
         lambda ws: (run_folder("gpt_badtok", gpt_payload, tokenizer=False)(ws),

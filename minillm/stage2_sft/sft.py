@@ -45,7 +45,7 @@ from minillm.model import GPT
 from minillm.model.lora import add_lora, count_parameters, load_lora_state_dict, lora_state_dict, merged_state_dict
 from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft.template import ChatExample, TemplateStats, check_room_for_prompt, encode_records
-from minillm.train import load_model, train
+from minillm.train import load_model, load_model_and_tokenizer, train
 from minillm.train.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
 from minillm.utils import seed_everything, to_device
 
@@ -167,8 +167,9 @@ def _initial_model(
         raise ConfigError("train_sft: give exactly one of init_dir (a CLM run folder) or "
                           "scratch_model_config (random init)")
     if init_dir is not None:
-        model, run_tokenizer = load_model(init_dir, GPT)
-        return model, tokenizer or run_tokenizer
+        if tokenizer is not None:  # the caller's (the pipeline's): the run's own is not needed
+            return load_model(init_dir, GPT)[0], tokenizer
+        return load_model_and_tokenizer(init_dir, GPT)
     if tokenizer is None:
         raise ConfigError("train_sft from scratch needs a tokenizer=; pass the CLM run's tokenizer")
     return GPT(scratch_model_config), tokenizer

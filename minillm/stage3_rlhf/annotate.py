@@ -42,7 +42,7 @@ from minillm.errors import ConfigError, DataError
 from minillm.model import GPT
 from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf.preferences import append_preference, read_preferences, sample_distinct_answers, split_of
-from minillm.train import load_model
+from minillm.train import load_model_and_tokenizer
 from minillm.utils import escape_controls, file_lock, read_utf8_text
 
 
@@ -217,7 +217,7 @@ def annotate(
         raise ConfigError(f"--out {out_path} is the --prompts file: rankings are appended to --out, so they need "
                           "a file of their own, e.g. rankings.jsonl")
     records = read_prompts(prompts_path)  # a mistake in the small file first, before the model loads
-    policy, tokenizer = load_model(policy_dir, GPT, map_location=device)
+    policy, tokenizer = load_model_and_tokenizer(policy_dir, GPT, map_location=device)
     check_room_for_prompt(policy.config.block_size, max_new_tokens, "--max-new-tokens")
     check_rankings_file(out_path)  # last: a folder it makes is made for a session that starts
 

@@ -50,7 +50,7 @@ from minillm.stage3_rlhf.preferences import (
     split_rankings,
 )
 from minillm.stage3_rlhf.sequences import answer_logprob
-from minillm.train import load_model, train
+from minillm.train import load_model_and_tokenizer, train
 from minillm.utils import resolve_device, seed_everything, to_device, write_json
 
 
@@ -156,7 +156,7 @@ def train_dpo(
     start = time.perf_counter()
     test_records = heldout_records(records, cfg.eval_prompts, 0)  # checked now, not after all the training
     seed_everything(cfg.train.seed)
-    policy, tokenizer = load_model(sft_dir, GPT, map_location=resolve_device(cfg.train.device))
+    policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT, map_location=resolve_device(cfg.train.device))
     # the comparison after training answers with this length: refuse it now, not after the training
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "DPOConfig.max_new_tokens")
     reference = copy.deepcopy(policy).requires_grad_(False).eval()

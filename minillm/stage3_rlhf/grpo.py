@@ -58,7 +58,7 @@ from minillm.stage3_rlhf.sequences import (
     sample_responses,
 )
 from minillm.stage3_rlhf.verifier import Verifier
-from minillm.train import load_model, plot_panels
+from minillm.train import load_model_and_tokenizer, plot_panels
 from minillm.train.health import check_loss
 from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.train.optim import follow_schedule, make_optimizer
@@ -285,7 +285,7 @@ def train_grpo(
     online_rl.warn_float32_eager(cfg.train, "GRPO")
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
-    policy, tokenizer = load_model(sft_dir, GPT, map_location=device)
+    policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT, map_location=device)
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "GRPOConfig.max_new_tokens")
     reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model: the KL term and pass@k's "before"
     if rm_dir and cfg.reward != "model":

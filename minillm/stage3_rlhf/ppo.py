@@ -50,7 +50,7 @@ from minillm.stage3_rlhf.sequences import (
     masked_mean,
     sample_responses,
 )
-from minillm.train import load_model, plot_metrics, plot_panels
+from minillm.train import load_model_and_tokenizer, plot_metrics, plot_panels
 from minillm.train.health import check_loss
 from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.train.optim import adamw, follow_schedule, param_groups
@@ -304,7 +304,7 @@ def train_ppo(
     online_rl.warn_float32_eager(cfg.train, "PPO")
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
-    policy, tokenizer = load_model(sft_dir, GPT, map_location=device)
+    policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT, map_location=device)
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "PPOConfig.max_new_tokens")
     reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model of the KL penalty
     rm = load_reward_model(rm_dir, tokenizer, device, sft_dir)

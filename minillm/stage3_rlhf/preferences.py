@@ -50,7 +50,7 @@ from minillm.stage3_rlhf.annotator import (
     win_rate_ceiling,
     win_rate_stderr,
 )
-from minillm.train import load_model
+from minillm.train import load_model_and_tokenizer
 from minillm.utils import resolve_device
 
 
@@ -228,7 +228,7 @@ def collect_rankings(
     Returns {"n_rankings", "n_pairs", "prompts_passed_over", "seconds"}.
     """
     start = time.perf_counter()
-    policy, tokenizer = load_model(sft_dir, GPT, map_location=resolve_device(cfg.train.device))
+    policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT, map_location=resolve_device(cfg.train.device))
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "RewardConfig.max_new_tokens")
     generator = torch.Generator().manual_seed(cfg.train.seed)
     pool = [r for r in records if r.get("split", "train") == "train"]

@@ -82,7 +82,7 @@ from minillm.stage3_rlhf.sequences import (
     per_answer,
     scatter_to_mask,
 )
-from minillm.train import load_checkpoint, load_model, save_checkpoint, train
+from minillm.train import load_checkpoint, load_model_and_tokenizer, save_checkpoint, train
 from minillm.train.checkpoint import CKPT_NAME
 from minillm.utils import seed_everything, to_device, write_json
 
@@ -161,8 +161,8 @@ def load_reward_model(rm_dir: str | Path, tokenizer: Any, device: torch.device |
     A reward model trained from another SFT run may have another tokenizer: the policy's ids would
     mean other words to it, and it would score every answer as noise without a word of warning.
     """
-    rm, rm_tokenizer = load_model(rm_dir, RewardModel, map_location=device)
-    if rm_tokenizer is None or rm_tokenizer.to_dict() != tokenizer.to_dict():
+    rm, rm_tokenizer = load_model_and_tokenizer(rm_dir, RewardModel, map_location=device)
+    if rm_tokenizer.to_dict() != tokenizer.to_dict():
         raise CheckpointError(f"{rm_dir}: this reward model was trained with another tokenizer than the SFT model "
                               f"of {sft_dir}; train one from that SFT run (minillm reward --sft {sft_dir} ...)")
     return rm.requires_grad_(False).eval()
@@ -302,7 +302,7 @@ def train_reward_model(
     """
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
-    sft, tokenizer = load_model(sft_dir, GPT)
+    sft, tokenizer = load_model_and_tokenizer(sft_dir, GPT)
     rm = RewardModel.from_gpt(sft, cfg.likelihood_term)
     train_recs, test_recs = split_rankings(read_preferences(prefs_path))
     encoded = {name: [encode_ranking(tokenizer, r, rm.config.block_size) for r in recs]

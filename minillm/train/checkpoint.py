@@ -193,3 +193,16 @@ def load_model(run_dir: str | os.PathLike, model_cls: type[nn.Module],
                                   f"beside it {config.vocab_size}: it is not the tokenizer the model was trained "
                                   "with; put the run's own tokenizer.json back")
     return model.to(map_location).eval(), tokenizer
+
+
+def load_model_and_tokenizer(run_dir: str | os.PathLike, model_cls: type[nn.Module],
+                             map_location: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+    """`load_model` for a run whose tokenizer is needed to read or write text: a run folder without its
+    tokenizer.json is refused (unchecked, the first `tokenizer.encode` failed with an AttributeError)."""
+    model, tokenizer = load_model(run_dir, model_cls, map_location)
+    if tokenizer is None:
+        folder = Path(run_dir).parent if Path(run_dir).is_file() else Path(run_dir)
+        raise CheckpointError(f"{folder} has no {TOKENIZER_NAME} beside its {CKPT_NAME}: the model's ids cannot be "
+                              "read as text without it; point at the folder of a training run (it holds both), "
+                              f"put the run's own {TOKENIZER_NAME} back, or train the run again")
+    return model, tokenizer
