@@ -23,7 +23,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage2_sft.template import encode_prompt
-from minillm.stage3_rlhf import dpo, grpo, ppo
+from minillm.stage3_rlhf import dpo, grpo, online_rl, ppo
 from minillm.stage3_rlhf.annotate import annotate
 from minillm.stage3_rlhf.annotator import WEIGHTS, best_and_worst, gold_score
 from minillm.stage3_rlhf.dpo import train_dpo
@@ -41,7 +41,7 @@ from minillm.stage3_rlhf.reward_model import (
 from minillm.stage3_rlhf.scoreboard import catching_up, crossing, lead, pass_at_k_line, policy_row, render_table
 from minillm.stage3_rlhf.sequences import last_real_index, masked_mean, sample_responses
 from minillm.tokenizer import train_tokenizer
-from minillm.train import load_checkpoint, load_model
+from minillm.train import load_checkpoint, load_model, save_checkpoint
 
 torch.set_num_threads(2)
 
@@ -545,3 +545,18 @@ def test_a_gain_is_a_lead_only_beyond_two_standard_errors_and_a_nan_error_tells_
     assert lead({"gain": 0.5, "stderr": float("nan")}) == 0 and lead({"gain": -0.5, "stderr": float("nan")}) == 0
     nan_gain = {"1": {"gain": 0.5, "stderr": float("nan")}}
     assert catching_up(nan_gain) == "the gain is within two standard errors of 0 already at k = 1."
+
+
+def test_an_rl_run_refuses_a_folder_that_holds_another_method_or_stage(tmp_path):
+    """PPO with --out at a CLM run said "already holds a PPO run: pass --resume", and with --resume "its
+    saved critic does not fit"; GRPO at a PPO run the same. Each checkpoint now says which method made it."""
+    save_checkpoint(tmp_path / "ppo" / "ckpt.pt", {"method": "PPO", "step": 3,
+                                                    "generator": torch.Generator().get_state()})
+    save_checkpoint(tmp_path / "clm" / "ckpt.pt", {"step": 3, "train_config": {}})  # the training loop's
+    for resume in (False, True):
+        with pytest.raises(CheckpointError, match="ppo holds a PPO run, not a GRPO run: choose another folder"):
+            online_rl.open_run(tmp_path / "ppo", "GRPO", resume, None, {}, torch.Generator())
+        with pytest.raises(CheckpointError, match="clm holds another stage's training run, not a PPO run"):
+            online_rl.open_run(tmp_path / "clm", "PPO", resume, None, {}, torch.Generator())
+    with pytest.raises(CheckpointError, match="already holds a PPO run: pass resume"):  # its own: as before
+        online_rl.open_run(tmp_path / "ppo", "PPO", False, None, {}, torch.Generator())

@@ -313,7 +313,7 @@ def train_grpo(
         history.append(row)
         append_metrics(out_dir / METRICS_NAME, row)
         if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:
-            online_rl.save_run(out_dir, step, policy, generator, optimizer=optimizer)
+            online_rl.save_run(out_dir, "GRPO", step, policy, generator, optimizer=optimizer)
     train_seconds = time.perf_counter() - start
     for name, (title, panels) in PLOTS.items():
         plot_panels(history, out_dir / name, panels, title=f"{title} ({cfg.reward} reward)")

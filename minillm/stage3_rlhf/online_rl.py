@@ -57,12 +57,15 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_confi
     another `lr` or `critic_lr` uses the new one, as the log says), not the saved run's.
     """
     ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
-    if ckpt_path.is_file() and not resume:
+    state: dict = load_checkpoint(ckpt_path) if ckpt_path.is_file() else {}
+    saved_method = state.get("method", method)  # (checkpoints written before the method was saved: taken at their word)
+    if state and ("generator" not in state or saved_method != method):  # the training loop's, or the other RL method's
+        what = f"a {saved_method} run" if "generator" in state else "another stage's training run"
+        raise CheckpointError(f"{out_dir} holds {what}, not a {method} run: choose another folder")
+    if state and not resume:
         raise CheckpointError(f"{out_dir} already holds a {method} run: pass resume (--resume) or choose another "
                               "folder")
-    state: dict = {}
-    if ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
+    if state:
         for key, obj in resumable.items():
             made_with = [group["lr"] for group in getattr(obj, "param_groups", [])]  # this run's settings
             try:
@@ -84,12 +87,13 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_confi
     return first_step, history, state
 
 
-def save_run(out_dir: Path, step: int, policy: GPT, generator: torch.Generator, **state: Any) -> None:
-    """Checkpoint an online-RL run (atomically, train/checkpoint.py): the policy, loadable as any GPT
-    run, the generator, and `state` (modules and optimizers by their state dicts, numbers as they are)."""
+def save_run(out_dir: Path, method: str, step: int, policy: GPT, generator: torch.Generator, **state: Any) -> None:
+    """Checkpoint an online-RL run (atomically, train/checkpoint.py): which method made it, the policy,
+    loadable as any GPT run, the generator, and `state` (modules and optimizers by their state dicts,
+    numbers as they are)."""
     save_checkpoint(out_dir / CKPT_NAME, {
-        "step": step, "model_kind": "gpt", "model_config": to_dict(policy.config), "model": policy.state_dict(),
-        "generator": generator.get_state(),
+        "method": method, "step": step, "model_kind": "gpt", "model_config": to_dict(policy.config),
+        "model": policy.state_dict(), "generator": generator.get_state(),
         **{key: value.state_dict() if hasattr(value, "state_dict") else value for key, value in state.items()},
     })
 

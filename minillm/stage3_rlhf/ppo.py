@@ -334,7 +334,8 @@ def train_ppo(
         history.append(row)
         append_metrics(out_dir / METRICS_NAME, row)
         if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:
-            online_rl.save_run(out_dir, step, policy, generator, critic=critic, optimizer=optimizer, kl_coef=kl_coef)
+            online_rl.save_run(out_dir, "PPO", step, policy, generator, critic=critic, optimizer=optimizer,
+                               kl_coef=kl_coef)
     for name, (title, panels) in PLOTS.items():
         judge = ", rewarded by the gold judge" if cfg.reward == "gold" else ""  # rm_score is then gold's
         plot_panels(history, out_dir / name, panels, title=f"{title} (kl_coef {cfg.kl_coef}{judge})")
