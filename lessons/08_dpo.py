@@ -46,6 +46,7 @@ from minillm.stage2_sft.template import encode_example
 from minillm.stage3_rlhf.annotator import best_and_worst
 from minillm.stage3_rlhf.dpo import dpo_loss, train_dpo
 from minillm.stage3_rlhf.preferences import (
+    EVAL_SEED,
     compare_answers,
     comparison_summary,
     heldout_records,
@@ -137,9 +138,9 @@ def best_of(sft: Path, rm_dir: Path, records: list[dict], n: int) -> dict:
     rm = load_model(rm_dir, RewardModel)[0].eval()
     tests = heldout_records(records, CFG.dpo.eval_prompts, 0)
     temperature, max_new = CFG.dpo.temperature, CFG.dpo.max_new_tokens
-    sft_answers = sample_answers(policy, tokenizer, tests, temperature, max_new, CFG.dpo.train.seed)
+    sft_answers = sample_answers(policy, tokenizer, tests, temperature, max_new, EVAL_SEED)
     picked = best_of_n(policy, rm, tokenizer, [r["prompt"] for r in tests], n, temperature, max_new,
-                       generator=torch.Generator().manual_seed(CFG.dpo.train.seed + 1))  # other draws than SFT's
+                       generator=torch.Generator().manual_seed(EVAL_SEED + 1))  # other draws than SFT's
     return {**comparison_summary(compare_answers(tests, picked, sft_answers)), "n": n,
             "seconds": time.perf_counter() - started}
 

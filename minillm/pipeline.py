@@ -44,7 +44,7 @@ from minillm.stage2_sft.evaluate import run_sft_with_baselines
 from minillm.stage3_rlhf.dpo import train_dpo
 from minillm.stage3_rlhf.grpo import train_grpo
 from minillm.stage3_rlhf.ppo import train_ppo
-from minillm.stage3_rlhf.preferences import collect_rankings, heldout_records
+from minillm.stage3_rlhf.preferences import EVAL_SEED, collect_rankings, heldout_records
 from minillm.stage3_rlhf.reward_model import train_reward_model
 from minillm.stage3_rlhf.scoreboard import (
     BEST_OF,
@@ -236,10 +236,10 @@ def step_rl_table(j: Journey) -> dict:
     policies = {name: (j.folder(step), j.results[step]["seconds"]) for name, step in RL_POLICIES.items()}
     device = resolve_device(cfg.train.device)
     rows = policy_table(j.folder("sft"), j.folder("reward_model"), policies, records, cfg.temperature,
-                        cfg.max_new_tokens, seed=cfg.train.seed, device=device)
+                        cfg.max_new_tokens, seed=EVAL_SEED, device=device)
     models = {"SFT": j.folder("sft"), **{name: j.folder(step) for name, step in RL_POLICIES.items()}}
     right = right_answer_counts(models, records[:cfg.passk_prompts], cfg.passk_samples, cfg.temperature,
-                                cfg.max_new_tokens, seed=cfg.train.seed, device=device)
+                                cfg.max_new_tokens, seed=EVAL_SEED, device=device)
     summary = pass_at_k_summary(right, cfg.passk_samples)
     plot_pass_at_k(summary["pass_at_k"], summary["pass_at_k_gain"], j.folder("rl_table") / "pass_at_k.png",
                    min(cfg.passk_prompts, len(records)))

@@ -475,6 +475,52 @@ def test_train_dpo_runs_and_reports(runs, monkeypatch):
     assert load_model(runs["root"] / "dpo", GPT)[0] is not None
 
 
+@pytest.mark.parametrize("method", ["ppo", "dpo", "grpo"])
+def test_a_training_seed_moves_the_policy_never_the_sft_answers_it_is_compared_with(runs, tmp_path, method):
+    """The SFT model's answers to the held-out prompts, and so its gold score, are one fixed draw, as
+    the prompts are: two runs that differ only in their training seed face the same baseline."""
+    def run(seed: int) -> dict:
+        out, train = tmp_path / f"{method}-{seed}", TrainConfig(max_steps=1, batch_size=4, warmup_steps=0, seed=seed)
+        if method == "ppo":
+            return train_ppo(dataclasses.replace(micro_ppo_config(), train=train), runs["sft"], runs["rm"], RECORDS,
+                             out)
+        if method == "dpo":
+            return train_dpo(DPOConfig(train=train, eval_prompts=6, max_new_tokens=5), runs["sft"], runs["prefs"],
+                             RECORDS, out)
+        cfg = GRPOConfig(train=train, group_size=2, prompts_per_step=2, minibatch_size=2, max_new_tokens=5,
+                         eval_prompts=6, passk_samples=2, passk_prompts=3, reward="verifiable")
+        return grpo.train_grpo(cfg, runs["sft"], RECORDS, out)
+
+    first, second = run(3), run(4)
+    assert [e["sft"] for e in first["examples"]] == [e["sft"] for e in second["examples"]]
+    assert first["gold_sft"] == second["gold_sft"]
+    if method == "grpo":
+        assert first["pass_at_k_sft"] == second["pass_at_k_sft"]
+
+
+def test_the_comparison_table_draws_its_answers_whatever_grpos_training_seed(monkeypatch, tmp_path):
+    """The table samples every policy (PPO, DPO, best of n, ...) and the SFT baseline: GRPO's training
+    seed must not move the rows of the policies it does not train."""
+    from types import SimpleNamespace
+
+    from minillm import pipeline
+    from minillm.config import apply_overrides, preset
+
+    seeds = []
+    rows = {f"best of {n} (reward model)": {"win_rate_vs_sft": 0.5} for n in pipeline.BEST_OF}
+    monkeypatch.setattr(pipeline, "policy_table", lambda *a, seed, **k: seeds.append(seed) or rows)
+    monkeypatch.setattr(pipeline, "right_answer_counts", lambda *a, seed, **k: seeds.append(seed) or {})
+    monkeypatch.setattr(pipeline, "pass_at_k_summary", lambda *a: {"pass_at_k": {}, "pass_at_k_gain": {}})
+    monkeypatch.setattr(pipeline, "plot_pass_at_k", lambda *a: None)
+    monkeypatch.setattr(pipeline, "heldout_records", lambda records, n, seed: records)
+    for seed in (1337, 7):
+        journey = SimpleNamespace(cfg=apply_overrides(preset("micro"), [f"grpo.train.seed={seed}"]), records=RECORDS,
+                                  results={step: {"seconds": 0.0} for step in pipeline.RL_POLICIES.values()},
+                                  folder=lambda name: tmp_path / name)
+        pipeline.step_rl_table(journey)
+    assert len(seeds) == 4 and len(set(seeds)) == 1
+
+
 def test_dpo_refuses_an_answer_length_without_room_before_it_trains(runs, tmp_path):
     cfg = DPOConfig(train=TrainConfig(max_steps=3, batch_size=4), eval_prompts=6, max_new_tokens=29)
     with pytest.raises(ConfigError, match=r"DPOConfig.max_new_tokens=29 leaves no room .* largest allowed is 28"):

@@ -42,6 +42,7 @@ from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, check_room_for_prompt, encode_example
 from minillm.stage3_rlhf.annotator import ranking_to_pairs
 from minillm.stage3_rlhf.preferences import (
+    EVAL_SEED,
     compare_policies,
     comparison_summary,
     heldout_records,
@@ -182,7 +183,7 @@ def train_dpo(
         held_out = to_device(collate_pairs(splits["val"], tokenizer.pad_id), next(policy.parameters()).device)
         pair_accuracy = loss_fn(policy, held_out)[1]["accuracy"]
     comparison = compare_policies(policy, reference, tokenizer, test_records, cfg.temperature, cfg.max_new_tokens,
-                                  seed=cfg.train.seed)
+                                  seed=EVAL_SEED)
     metrics = {**comparison_summary(comparison), "pair_accuracy": pair_accuracy, "n_pairs": len(splits["train"]),
                "seconds": time.perf_counter() - start}
     write_json(Path(out_dir) / "dpo_metrics.json", metrics)

@@ -49,7 +49,7 @@ from minillm.stage3_rlhf import online_rl
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve, pass_at_k_gain
 from minillm.stage3_rlhf.ppo import clipped_policy_loss, response_logits
-from minillm.stage3_rlhf.preferences import compare_policies
+from minillm.stage3_rlhf.preferences import EVAL_SEED, compare_policies
 from minillm.stage3_rlhf.reward_model import RewardModel, load_reward_model
 from minillm.stage3_rlhf.sequences import (
     Responses,
@@ -318,13 +318,13 @@ def train_grpo(
     for name, (title, panels) in PLOTS.items():
         plot_panels(history, out_dir / name, panels, title=f"{title} ({cfg.reward} reward)")
     comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
-                                  seed=cfg.train.seed)
+                                  seed=EVAL_SEED)
     metrics = {**online_rl.summarize_run(history, comparison, time.perf_counter() - start),
                "train_seconds": train_seconds, "reward": cfg.reward,
                "pass_at_1_sft": 1.0 - comparison["wrong_baseline"], "pass_at_1_after": 1.0 - comparison["wrong_policy"]}
     if pass_at_k:
         right = {name: count_right(model, tokenizer, heldout[:cfg.passk_prompts], cfg.passk_samples, cfg.temperature,
-                                   cfg.max_new_tokens, seed=cfg.train.seed)
+                                   cfg.max_new_tokens, seed=EVAL_SEED)
                  for name, model in (("sft", reference), ("after", policy))}
         metrics.update({f"pass_at_k_{name}": pass_at_k_curve(counts, cfg.passk_samples)
                         for name, counts in right.items()})

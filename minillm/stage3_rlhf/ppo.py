@@ -42,7 +42,7 @@ from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf import online_rl
 from minillm.stage3_rlhf.annotator import gold_score
-from minillm.stage3_rlhf.preferences import compare_policies
+from minillm.stage3_rlhf.preferences import EVAL_SEED, compare_policies
 from minillm.stage3_rlhf.reward_model import RewardModel, load_reward_model
 from minillm.stage3_rlhf.sequences import (
     gather_logprobs,
@@ -340,7 +340,7 @@ def train_ppo(
         judge = ", rewarded by the gold judge" if cfg.reward == "gold" else ""  # rm_score is then gold's
         plot_panels(history, out_dir / name, panels, title=f"{title} (kl_coef {cfg.kl_coef}{judge})")
     comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
-                                  seed=cfg.train.seed)
+                                  seed=EVAL_SEED)
     metrics = online_rl.summarize_run(history, comparison, time.perf_counter() - start)
     write_json(out_dir / "ppo_metrics.json", {k: v for k, v in metrics.items() if k != "history"})
     return metrics

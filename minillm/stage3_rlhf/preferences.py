@@ -257,6 +257,14 @@ def collect_rankings(
             "prompts_passed_over": passed_over, "seconds": time.perf_counter() - start}
 
 
+# The draw that every policy and the SFT model answer the held-out prompts with (compare_policies, the
+# comparison table, pass@k). Fixed, as the prompts are (heldout_records(..., 0)): a training seed moves
+# the policy it trains, never the SFT baseline's answers nor another policy's figures, so runs that
+# differ in a seed compare on the same baseline. 1337 is TrainConfig.seed's default: the journey's
+# figures stay those it drew when each stage compared with its own training seed.
+EVAL_SEED = 1337
+
+
 def heldout_records(records: Sequence[dict], n: int, seed: int) -> list[dict]:
     """`n` test records (any split but "train"), drawn in a seeded order: the prompts policies are compared on."""
     tests = [r for r in records if r.get("split", "train") != "train"]
