@@ -668,8 +668,6 @@ def _say_when_nothing_to_resume(args: argparse.Namespace) -> None:
 def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
     """After Ctrl-C: which step the newest checkpoint under --out holds (for annotate: that the rankings
     typed are kept), and the command that goes on."""
-    from minillm.train.checkpoint import last_saved_step
-
     out = getattr(args, "out", None)
     if args.func is cmd_pipeline:  # again with --force would delete the steps this run has finished
         argv = [a for a in argv if a != "--force"]
@@ -678,11 +676,15 @@ def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
         return f"; the rankings typed so far are kept in {out}. Continue with: {again}"
     if out is None or args.func in WRITE_ONE_FILE:  # a file, written whole or not at all
         return ""
+    if hasattr(args, "resume") and not args.resume:
+        again += " --resume"
+    try:
+        from minillm.train.checkpoint import last_saved_step
+    except (ImportError, AttributeError):  # Ctrl-C came during `import torch`, which is left half-imported
+        return f"; stopped before training began. Continue with: {again}"
     saved = last_saved_step(out)
     if saved and args.func is cmd_pipeline and (saved[0].parent / "result.json").is_file():
         saved = None  # a finished step's checkpoint: the step that was running had saved nothing yet
-    if hasattr(args, "resume") and not args.resume:
-        again += " --resume"
     where = f"last saved at step {saved[1]} ({saved[0]})" if saved else "no checkpoint saved yet"
     if args.func is cmd_pipeline:
         where += "; finished steps are kept"

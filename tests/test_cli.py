@@ -740,6 +740,32 @@ def test_ctrl_c_says_which_step_is_saved_and_how_to_go_on(monkeypatch, capsys, t
                                    f"Continue with: minillm pipeline --out {tmp_path / 'p'}\n")  # (without --force)
 
 
+def test_ctrl_c_while_torch_is_being_imported_still_exits_130_with_the_command_that_goes_on(
+        monkeypatch, capsys, tmp_path):
+    """A Ctrl-C in a run's first second lands in `import torch` and leaves torch half-imported: the
+    hint's own import of the checkpoint module then failed (AttributeError: partially initialized
+    module 'torch'), so the run ended in a traceback with exit code 1, not 130 and one line."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def half_imported_torch(name, *args, **kwargs):
+        if name == "minillm.train.checkpoint":
+            raise AttributeError("partially initialized module 'torch' has no attribute 'fx'")
+        return real_import(name, *args, **kwargs)
+
+    def interrupted_while_importing(args) -> None:
+        monkeypatch.setattr(builtins, "__import__", half_imported_torch)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_pretrain", interrupted_while_importing)
+    out = tmp_path / "run"
+    code, _, err = run(["pretrain", "clm", "--preset", "micro", "--out", str(out)], capsys)
+    assert (code, err) == (130, "minillm: interrupted; stopped before training began. Continue with: "
+                                f"minillm pretrain clm --preset micro --out {out} --resume\n")
+    assert not out.exists()  # nothing written, the lock let go
+
+
 def test_ctrl_c_before_the_running_step_saved_names_no_finished_steps_checkpoint(monkeypatch, capsys, tmp_path):
     out = tmp_path / "p"
 
