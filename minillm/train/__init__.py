@@ -11,7 +11,6 @@ from minillm.train.optim import lr_at, make_optimizer
 from minillm.train.plots import plot_metrics, plot_panels
 
 __all__ = [
-    "load_checkpoint", "load_model", "load_model_and_tokenizer",
-    "lr_at", "make_optimizer", "plot_metrics", "plot_panels", "save_checkpoint",
-    "train",
+    "load_checkpoint", "load_model", "load_model_and_tokenizer", "lr_at", "make_optimizer", "plot_metrics",
+    "plot_panels", "save_checkpoint", "train",
 ]
