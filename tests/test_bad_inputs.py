@@ -308,7 +308,8 @@ CLI_TABLE = [
         CheckpointError, ("rm_done already holds a training run", "--resume", "another output folder"),
         lambda ws: (write("i.jsonl", GOOD_RECORD)(ws), write("rm_done/prefs.jsonl", good_prefs())(ws),
                     write(f"rm_done/{RUN_MARK_NAME}", "")(ws),
-                    shutil.copy(ws / "gpt" / "ckpt.pt", ws / "rm_done" / "ckpt.pt"))),
+                    save_checkpoint(ws / "rm_done" / "ckpt.pt",  # a reward model's run, as far as the loop can tell
+                                    {**load_checkpoint(ws / "gpt" / "ckpt.pt"), "stage": "reward"}))),
     # --- stage 3 runs: records and answer lengths checked before anything is written ----------------
     Bad("ppo: no training records", PPO, DataError, ("PPO: no training records", "split == 'train'"),
         write("i.jsonl", HELD_OUT_RECORD)),
@@ -600,13 +601,13 @@ CLI_TABLE = [
     Bad("tokenizer train: --out is a trained run's folder",
         ("tokenizer", "train", "--input", "{ws}/corpus.txt", "--vocab-size", "280", "--out", "{ws}/gpt"),
         DataError, ("gpt/tokenizer.json is the tokenizer of the trained model", "new file name or folder")),
-    # DATA LOSS before the check: with --resume, SFT went on from the CLM run's optimizer state and wrote
-    # its config.json over the CLM's (without it, the error's hint was to add --resume)
     # UNCLEAR before the check: the tokenizer's advice to Python callers, "clean it first, e.g. text.encode(...)"
     *(Bad(f"{command[0]}: a prompt of bytes that are not UTF-8", (*command, "caf\udce9"), SystemExit,
           (r"'caf\udce9' is not UTF-8 text", "set it to UTF-8"))  # (a Latin-1 é, as Python passes it on)
       for command in (("generate", "--ckpt", "{ws}/gpt"), ("fill-mask", "--ckpt", "{ws}/bert"),
                       ("tokenizer", "encode", "--tokenizer", "{ws}/tok.json"))),
+    # DATA LOSS before the check: with --resume, SFT went on from the CLM run's optimizer state and wrote
+    # its config.json over the CLM's (without it, the error's hint was to add --resume)
     Bad("sft: --out is the run --init reads, even with --resume",
         ("sft", "--init", "{ws}/gpt", "--out", "{ws}/gpt", "--resume", "--preset", "micro", "--data",
          "{ws}/i.jsonl", "--no-baselines"), DataError, ("--out", "gpt is the run --init reads", "a folder of its own"),

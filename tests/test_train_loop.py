@@ -20,7 +20,7 @@ from _train_worker import VOCAB, counting_batch, next_token_loss, tiny_gpt
 from matplotlib.figure import Figure
 
 from minillm.config import TrainConfig
-from minillm.errors import ConfigError, DataError, TrainingError
+from minillm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from minillm.model.gpt import GPT
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.tokenizer import train_tokenizer
@@ -420,6 +420,16 @@ def test_float16_skips_a_step_whose_gradients_overflow_instead_of_stopping(tmp_p
     run(tmp_path, small_cfg(max_steps=5, dtype="float16"), loss_fn=nan_from_step(3, sqrt_of_zero, 3))
     scaler = load_checkpoint(tmp_path / "ckpt.pt")["scaler"]
     assert scaler["scale"] == 2.0**15  # started at 2**16, halved once, for the one skipped step
+
+
+def test_another_stages_run_is_neither_resumed_nor_offered_to_be(tmp_path):
+    # a CLM run's folder given to SFT: both GPTs, so the model fits, and the error's advice was to pass
+    # resume, which went on from the CLM's optimizer state and step as if they were SFT's own
+    run(tmp_path, small_cfg(max_steps=2, save_every=2), desc="clm")
+    for resume in (False, True):
+        with pytest.raises(CheckpointError, match=r"is a 'clm' run's checkpoint, not a 'sft' run's: train into"):
+            run(tmp_path, small_cfg(max_steps=4), desc="sft", resume=resume)
+    assert run(tmp_path, small_cfg(max_steps=4), desc="clm", resume=True)["history"][-1]["step"] == 4  # its own
 
 
 def test_float16_stops_at_a_nan_gradient_that_skipping_does_not_cure(tmp_path):

@@ -233,12 +233,14 @@ TRAINING_STATE = ("step", "train_config", "optimizer", "scaler", "rng", "data_ge
 
 def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                         scaler: torch.amp.GradScaler, data_generator: torch.Generator, cfg: TrainConfig,
-                        ctx: DistContext, step: int, model_kind: str, elapsed_s: float) -> None:
-    """Everything needed to continue from `step` as if never stopped (written by rank 0)."""
+                        ctx: DistContext, step: int, model_kind: str, elapsed_s: float, stage: str) -> None:
+    """Everything needed to continue from `step` as if never stopped (written by rank 0), and which
+    stage's run it is (`desc`: "clm", "sft", ...)."""
     rng_per_rank = gather_objects(capture_rng_state(), ctx)  # every rank has its own dropout stream
     if ctx.is_main:
         save_checkpoint(path, {
             "step": step,
+            "stage": stage,
             "model_kind": model_kind,
             "model_config": model_config_dict(model),
             "train_config": to_dict(cfg),
@@ -252,15 +254,26 @@ def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Opt
     barrier(ctx)  # no rank goes on (or returns) before the checkpoint is on disk
 
 
+def check_same_stage(ckpt: dict, stage: str, path: Path) -> None:
+    """A checkpoint of another stage's run is refused: SFT resumed from a CLM run's checkpoint (both
+    GPTs, so the model fits) would go on from its optimizer state and step as if they were its own.
+    Checkpoints written before the stage was saved are taken at their word."""
+    saved = ckpt.get("stage", stage)
+    if saved != stage:
+        raise CheckpointError(f"{path} is a {saved!r} run's checkpoint, not a {stage!r} run's: train into another "
+                              "folder")
+
+
 def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                            scaler: torch.amp.GradScaler, data_generator: torch.Generator,
-                           cfg: TrainConfig, ctx: DistContext, model_kind: str) -> tuple[int, float]:
+                           cfg: TrainConfig, ctx: DistContext, model_kind: str, stage: str) -> tuple[int, float]:
     """Load `path` into the model, optimizer, scaler and generators; return (step, elapsed_s)."""
     ckpt = load_checkpoint(path)
     missing = [key for key in TRAINING_STATE if key not in ckpt]
     if missing:
         raise CheckpointError(f"{path} was not written by the training loop (it has no {', '.join(missing)}): "
                               "another stage's checkpoint (PPO or GRPO?); train into another folder")
+    check_same_stage(ckpt, stage, path)
     check_model_config(ckpt, model, model_kind, path)
     load_weights(model, ckpt["model"], path)
     saved_optimizer = ckpt["train_config"].get("optimizer", "adamw")  # runs saved before Muon used AdamW
@@ -354,6 +367,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     out_dir = Path(out_dir)
     ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
     if ckpt_path.is_file() and not resume:
+        check_same_stage(load_checkpoint(ckpt_path), desc, ckpt_path)  # "pass resume" would be bad advice then
         raise CheckpointError(
             f"{out_dir} already holds a training run ({CKPT_NAME}): pass resume (--resume) to continue "
             "it, or choose another output folder"
@@ -374,7 +388,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     start_step, elapsed_before = 0, 0.0
     if ckpt_path.is_file():
         start_step, elapsed_before = restore_training_state(
-            ckpt_path, model, optimizer, scaler, data_generator, cfg, ctx, model_kind)
+            ckpt_path, model, optimizer, scaler, data_generator, cfg, ctx, model_kind, desc)
         if ctx.is_main:
             tqdm.write(f"{desc}: resuming from step {start_step} ({ckpt_path})")
     else:
@@ -426,7 +440,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
                         plot_metrics(history, out_dir / PLOT_NAME, ("loss", "val_loss"), title=title or desc,
                                      log_y=log_y)
                     save_training_state(ckpt_path, model, optimizer, scaler, data_generator, cfg, ctx,
-                                        step, model_kind, elapsed)
+                                        step, model_kind, elapsed, desc)
     finally:
         bar.close()
         shutdown(ctx)
