@@ -361,6 +361,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     count_terms(batch) -> how many terms loss_fn averages over in `batch`, for a loss whose batches
         hold unequal counts (a masked loss): micro-batches are then weighted by it (micro_batch_weights).
     resume: continue from out_dir/ckpt.pt if it exists (exactly where it stopped).
+    desc: the run's stage ("clm", "sft", ...), as the progress bar shows it; every checkpoint records
+        it, so that no other stage's checkpoint is ever resumed as this one.
     title, log_y: the loss plot's title (what is plotted, e.g. "GPT next-token loss"; default `desc`)
         and whether its y axis is logarithmic (for a loss that flattens out).
     """
