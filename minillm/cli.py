@@ -187,11 +187,12 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_fill_mask(args: argparse.Namespace) -> None:
     from minillm.model.bert import Bert
     from minillm.stage1_pretrain.mlm import fill_mask, plot_fill_mask
+    from minillm.utils import pad_to_columns
 
     model, tok = _load_trained(args, Bert)
     ranking = fill_mask(model, tok, args.text, top_k=args.top_k)
     for rank, (piece, prob) in enumerate(ranking, 1):
-        print(f"{rank:2d}. {piece!r:20} {prob:.3f}")
+        print(f"{rank:2d}. {pad_to_columns(repr(piece), 20)} {prob:.3f}")
     plot_path = Path(args.plot) if args.plot else fill_mask_plot_path(args.ckpt, args.text)
     plot_fill_mask(ranking[:10], plot_path, title=args.text)
     print(f"bar chart: {plot_path}")

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
@@ -208,6 +209,14 @@ def escape_controls(text: str) -> str:
     is escaped: what is saved to a file keeps the model's exact text.
     """
     return text.translate(_CONTROL_ESCAPES)
+
+
+def pad_to_columns(text: str, columns: int) -> str:
+    """`text` followed by spaces up to `columns` terminal columns. A wide character (Hangul, a CJK
+    ideograph, a full-width form) takes two columns, so str.ljust, which counts characters, would
+    leave the next column of a table out of line after Korean text."""
+    width = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(0, columns - width)
 
 
 LOCK_NAME = ".minillm.lock"

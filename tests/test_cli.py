@@ -29,7 +29,7 @@ from minillm.config import apply_overrides, preset, train_configs
 from minillm.errors import ConfigError, DataError
 from minillm.tokenizer import SPECIAL_TOKENS, load_tokenizer
 from minillm.train import save_checkpoint
-from minillm.utils import LOCK_NAME, RUN_MARK_NAME
+from minillm.utils import LOCK_NAME, RUN_MARK_NAME, pad_to_columns
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("tokenizer", "pretrain", "fill-mask", "generate", "sft", "chat", "annotate", "reward", "ppo", "dpo", "grpo",
@@ -400,6 +400,16 @@ def test_fill_mask_prints_a_ranking_and_draws_it(untrained_runs, tmp_path, capsy
     probs = [float(p) for _, _, p in rows]
     assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-3
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_fill_mask_columns_line_up_after_korean_pieces(untrained_runs, capsys, monkeypatch):
+    # a Hangul syllable takes two terminal columns: padded by characters, its probability sat further right
+    monkeypatch.setattr("minillm.stage1_pretrain.mlm.fill_mask", lambda *a, **k: [("한국", 0.5), ("ab", 0.25)])
+    code, out, err = run(["fill-mask", "--ckpt", str(untrained_runs / "bert"), "Rain all [MASK]."], capsys)
+    assert code == 0, err
+    assert out.splitlines()[:2] == [" 1. '한국'" + " " * 14 + " 0.500",  # 6 columns of text, 14 of padding
+                                    " 2. 'ab'" + " " * 16 + " 0.250"]
+    assert pad_to_columns("Ａb", 5) == "Ａb  "  # a full-width letter takes two columns too
 
 
 def test_fill_mask_without_plot_leaves_the_runs_own_chart_alone(untrained_runs, capsys):
