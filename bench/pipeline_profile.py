@@ -37,7 +37,7 @@ import torch
 
 from minillm import pipeline
 from minillm.cli import positive_int
-from minillm.config import PRESETS, changed_settings, first_changes, preset, to_dict
+from minillm.config import PRESETS, PipelineConfig, changed_settings, first_changes, preset, to_dict
 from minillm.errors import one_line_errors
 from minillm.model import GPT, Bert
 from minillm.stage3_rlhf.reward_model import RewardModel
@@ -144,12 +144,13 @@ def print_table(table: dict[str, dict[str, float]]) -> None:
     print(f"{'share of wall':16s}" + "".join(f"{total[c] / total['wall']:16.0%}" for c in columns))
 
 
-def unmet_needs(steps: list[str], out_dir: Path) -> list[str]:
-    """The steps whose results `steps` read, directly or through each other, that are neither among
-    them nor finished in out_dir: without them the first profiled step would fail on a missing file."""
+def unmet_needs(steps: list[str], out_dir: Path, cfg: PipelineConfig) -> list[str]:
+    """The steps whose results `steps` read with the settings `cfg`, directly or through each other, that
+    are neither among them nor finished in out_dir: without them the first profiled step would fail on
+    a missing file."""
     missing, to_check = [], list(steps)
     while to_check:
-        for need in pipeline.NEEDS[to_check.pop()]:
+        for need in pipeline.needs(cfg, to_check.pop()):
             if need not in steps and need not in missing and not (
                     out_dir / pipeline.step_folder(need) / pipeline.RESULT_NAME).is_file():
                 missing.append(need)
@@ -171,7 +172,7 @@ def main() -> None:
         parser.error(f"--out {args.out} holds a pipeline run made with other settings than the {args.preset} preset's "
                      f"({first_changes(changed)}): the profile would replace its steps; profile into a folder of "
                      "its own")
-    missing = unmet_needs(args.steps, args.out)
+    missing = unmet_needs(args.steps, args.out, preset(args.preset))
     if missing:
         parser.error(f"--steps {' '.join(args.steps)}: {args.out} holds no result of {', '.join(missing)}, which "
                      f"they read: profile them too (--steps {' '.join(missing + args.steps)}) or run them into "

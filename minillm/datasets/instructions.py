@@ -441,17 +441,22 @@ def normalize_answer(text: str) -> str:
     normalises to "'mell'".
 
     One text can be spelled with different code points: "é" is one character (U+00E9) or "e" plus
-    a combining accent (U+0301), "한" one syllable or three jamo, and "3" or "ＡＢＣ" typed in a
-    Chinese, Japanese or Korean input method's full-width forms "３", "ＡＢＣ". The lowered text is put
-    in NFKC, Unicode's composed form with such compatibility forms folded, so that each pair compares
-    equal; and combining marks that are left (an accent with no composed form, Hindi vowel signs) are
-    part of their word, not punctuation that would cut "naïve" into "nai ve".
+    a combining accent (U+0301), "한" one syllable or three jamo, and "3" or "ABC" in the full-width
+    forms a Chinese, Japanese or Korean input method types, "３" or "ＡＢＣ". The text is `folded`, so
+    that each pair compares equal; and combining marks that are left (an accent with no composed
+    form, Hindi vowel signs) are part of their word, not punctuation that would cut "naïve" into "nai ve".
     """
-    text = unicodedata.normalize("NFKC", text.lower())
+    text = folded(text)
     words = re.sub(r"[^\w\s'-]", _space_unless_mark, text).split()
     if words and words[0] in ("the", "a", "an"):
         words = words[1:]
     return " ".join(words)
+
+
+def folded(text: str) -> str:
+    """`text` in lower case and in NFKC, Unicode's composed form with compatibility forms (full width)
+    folded: one spelling for texts that read alike, which every judgement of an answer starts from."""
+    return unicodedata.normalize("NFKC", text.lower())
 
 
 def _space_unless_mark(match: re.Match[str]) -> str:

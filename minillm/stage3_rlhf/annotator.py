@@ -38,13 +38,19 @@ from __future__ import annotations
 
 import math
 import statistics
-import unicodedata
 from collections.abc import Sequence
 from itertools import pairwise
 
 import torch
 
-from minillm.datasets.instructions import RUDE_CLOSERS, RUDE_OPENERS, contains_answer, is_correct, normalize_answer
+from minillm.datasets.instructions import (
+    RUDE_CLOSERS,
+    RUDE_OPENERS,
+    contains_answer,
+    folded,
+    is_correct,
+    normalize_answer,
+)
 from minillm.stage2_sft.evaluate import token_f1
 
 WEIGHTS = {"correct": 2.0, "exact": 1.0, "full_form": 0.5, "near_miss": 0.5, "rude": -0.75, "verbose": -0.5}
@@ -66,9 +72,9 @@ def score_parts(record: dict, answer: str) -> dict[str, float]:
 
 
 def _as_written(text: str) -> str:
-    """Lower case, spaces collapsed, in NFKC (as `normalize_answer`): punctuation and articles kept, so that
+    """Folded (as in `normalize_answer`), spaces collapsed: punctuation and articles kept, so that
     "The Mell." is written as the reference writes it and "Mell" is not; decomposed Hangul is the same text."""
-    return " ".join(unicodedata.normalize("NFKC", text.lower()).split())
+    return " ".join(folded(text).split())
 
 
 Ranking = Sequence[int | Sequence[int]]  # best first; a list inside is a group of tied answers
