@@ -268,7 +268,8 @@ def cmd_annotate(args: argparse.Namespace) -> None:
     from minillm.utils import resolve_device
 
     annotate(args.policy, args.prompts, args.out, k=args.k, max_new_tokens=args.max_new_tokens,
-             seed=args.seed, device=resolve_device(args.device), stdin=_typed_lines("annotate"))
+             seed=args.seed, device=resolve_device(args.device), stdin=_typed_lines("annotate"),
+             skip_bad_lines=args.skip_bad_lines)
 
 
 def _typed_lines(command: str) -> io.TextIOBase:
@@ -369,11 +370,12 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 # The parser.
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    """The arguments every training command shares."""
+def _add_config_args(p: argparse.ArgumentParser, sections: str, example: str) -> None:
+    """The arguments every training command shares; --set's help names the `sections` the command reads
+    (`refuse_unread_sections` refuses the others) and an `example` that it takes."""
     p.add_argument("--preset", default="tiny", choices=PRESETS, help="micro (tests), tiny (CPU), small (GPU)")
     p.add_argument("--set", action="append", metavar="PATH=VALUE",
-                   help="override any config value, e.g. --set clm.model.n_layer=6 (repeatable)")
+                   help=f"override a setting of {sections}, e.g. --set {example} (repeatable)")
     _add_device_arg(p, default=None)
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -420,9 +422,14 @@ def _add_top_p_arg(p: argparse.ArgumentParser) -> None:
                    help="sample from the fewest likeliest tokens whose probabilities add up to p (default: off)")
 
 
+def _add_skip_bad_lines_arg(p: argparse.ArgumentParser) -> None:
+    """--skip-bad-lines, for every command that reads a JSONL file of yours (a bad line's error names it)."""
+    p.add_argument("--skip-bad-lines", action="store_true", help="report and skip malformed JSONL lines")
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="instruction JSONL (default: the generated suite)")
-    p.add_argument("--skip-bad-lines", action="store_true", help="report and skip malformed JSONL lines")
+    _add_skip_bad_lines_arg(p)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -459,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train this kind of tokenizer first (default: the preset's)")
     p.add_argument("--tokenizer-file", default=None, help="use this trained tokenizer instead")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    _add_config_args(p)
+    _add_config_args(p, "the objective's section (mlm or clm) or the tokenizer section", "clm.model.n_layer=6")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("fill-mask", help="rank the candidates for [MASK] with a trained BERT")
@@ -498,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", default=None,
                    help="pretraining text mixed in by sft.pretrain_mix (default: the generated small-world corpus)")
     _add_data_args(p)
-    _add_config_args(p)
+    _add_config_args(p, "the sft section", "sft.train.max_steps=300")
     p.set_defaults(func=cmd_sft)
 
     p = sub.add_parser("chat", help="talk to an instruction-tuned GPT in the terminal")
@@ -514,11 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("annotate", help="stage 3: rank a policy's answers yourself, in the terminal")
     p.add_argument("--policy", required=True, help="the SFT run folder whose answers you rank")
-    p.add_argument("--prompts", required=True, help="JSONL with a 'prompt' field per line")
+    p.add_argument("--prompts", required=True,
+                   help="a .jsonl with a 'prompt' field per line, or a text file of one prompt a line")
     p.add_argument("--out", required=True, help="prefs JSONL (appended to; resumes where it left off)")
     p.add_argument("--k", type=positive_int, default=4, help="answers per prompt (2 to 9)")
     p.add_argument("--max-new-tokens", type=positive_int, default=48)
     p.add_argument("--seed", type=_seed, default=0)
+    _add_skip_bad_lines_arg(p)
     _add_device_arg(p)
     p.set_defaults(func=cmd_annotate)
 
@@ -528,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefs", default=None, help="rankings JSONL (default: made by the simulated annotator)")
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
-    _add_config_args(p)
+    _add_config_args(p, "the reward section", "reward.annotator_noise=1.0")
     p.set_defaults(func=cmd_reward)
 
     p = sub.add_parser("ppo", help="stage 3: PPO against the reward model, with a KL leash")
@@ -537,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
-    _add_config_args(p)
+    _add_config_args(p, "the ppo section", "ppo.kl_coef=0.05")
     p.set_defaults(func=cmd_ppo)
 
     p = sub.add_parser("dpo", help="stage 3: direct preference optimisation on the rankings")
@@ -546,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
-    _add_config_args(p)
+    _add_config_args(p, "the dpo section", "dpo.beta=0.1")
     p.set_defaults(func=cmd_dpo)
 
     p = sub.add_parser("grpo", help="stage 3: GRPO, group-relative RL with a reward model or a verifiable reward")
@@ -557,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
-    _add_config_args(p)
+    _add_config_args(p, "the grpo section", "grpo.reward=verifiable")
     p.set_defaults(func=cmd_grpo)
 
     p = sub.add_parser("pipeline", help="all three stages end to end, with a report")
@@ -571,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps run side by side, in processes of one thread each, when they do not depend on "
                         f"each other (default {DEFAULT_JOBS}); 1: one step at a time, with torch's own threads")
     _add_data_args(p)
-    _add_config_args(p)
+    _add_config_args(p, "any section", "ppo.kl_coef=0")
     p.set_defaults(func=cmd_pipeline)
     return parser
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import io
+import json
 import os
 import re
 import shlex
@@ -95,6 +96,25 @@ def test_each_command_has_help(argv, capsys):
     if argv[0] in TRAINING_COMMANDS:
         for flag in ("--preset", "--set", "--device", "--dtype", "--compile", "--detect-anomaly"):
             assert flag in out
+
+
+# each training command with the arguments it requires (pretrain's objective: the example's section)
+REQUIRED = {"pretrain": ["--out", "x"], "sft": ["--init", "c", "--out", "x"], "reward": ["--sft", "s", "--out", "x"],
+            "ppo": ["--sft", "s", "--reward", "r", "--out", "x"], "dpo": ["--sft", "s", "--prefs", "p", "--out", "x"],
+            "grpo": ["--sft", "s", "--out", "x"], "pipeline": ["--out", "x"]}
+
+
+@pytest.mark.parametrize("command", TRAINING_COMMANDS)
+def test_the_set_examples_in_a_commands_help_are_settings_it_takes(command, capsys):
+    """Every training command's --help once offered `--set clm.model.n_layer=6`, which all but
+    pretrain clm and the pipeline refuse: they read only their own section."""
+    _, out, _ = run([command, "--help"], capsys)
+    examples = re.findall(r"--set ((?:\w+\.)+\w+=\S+?)[),]?(?:\s|$)", " ".join(out.split()))
+    assert examples, out
+    for example in examples:
+        objective = [example.split(".")[0]] if command == "pretrain" else []
+        args = build_parser().parse_args([command, *objective, *REQUIRED[command], "--set", example])
+        build_config(args)
 
 
 def _block_commands(text: str) -> list[str]:
@@ -534,6 +554,19 @@ def test_a_line_that_is_not_utf8_is_no_ranking_and_annotate_asks_again(untrained
     code, shown, err = run(_annotate(untrained_runs, prompts, out), capsys)
     assert code == 0, err
     assert "not a ranking" in shown and len(out.read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_annotate_takes_the_skip_bad_lines_that_its_error_names(untrained_runs, tmp_path, capsys, monkeypatch):
+    """A bad line of the --prompts file stops annotate with "--skip-bad-lines on the command line", a
+    flag that annotate itself once refused ("unrecognized arguments")."""
+    prompts, out = tmp_path / "prompts.jsonl", tmp_path / "prefs.jsonl"
+    prompts.write_text('{"prompt": "how is the river?"}\n{"prompt": \n', encoding="utf-8")
+    code, _, err = run(_annotate(untrained_runs, prompts, out), capsys)
+    assert code == 2 and "prompts.jsonl, line 2" in err and "--skip-bad-lines" in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("2 1\n"))
+    code, _, err = run([*_annotate(untrained_runs, prompts, out), "--skip-bad-lines"], capsys)
+    assert code == 0 and "minillm: warning:" in err and "skipped 1 bad line(s): line 2" in err, err
+    assert json.loads(out.read_text(encoding="utf-8"))["prompt"] == "how is the river?"
 
 
 @pytest.mark.parametrize("name", ("chat", "annotate"))

@@ -169,15 +169,16 @@ def check_prompt_record(obj: dict) -> dict:
     return obj
 
 
-def read_prompts(path: str | os.PathLike) -> list[dict]:
-    """Prompts to rank: a .jsonl of records with a "prompt" field (bad lines stop with their number),
-    or a text file with one prompt per line. Each prompt once: one asked twice would be ranked twice,
-    and one of its rankings could be held out ("test") while the other trains the reward model."""
+def read_prompts(path: str | os.PathLike, skip_bad_lines: bool = False) -> list[dict]:
+    """Prompts to rank: a .jsonl of records with a "prompt" field (a bad line stops with its number, or
+    with `skip_bad_lines` is reported and skipped), or a text file with one prompt per line. Each
+    prompt once: one asked twice would be ranked twice, and one of its rankings could be held out
+    ("test") while the other trains the reward model."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no prompts file at {path}: give a .jsonl of records or a text file, one prompt a line")
     if path.suffix == ".jsonl":
-        records = read_records(path, check_prompt_record)
+        records = read_records(path, check_prompt_record, on_error="skip" if skip_bad_lines else "stop")
     else:
         records = [{"prompt": line.strip()} for line in read_utf8_text(path, "prompts file").split("\n")
                    if line.strip()]
@@ -205,6 +206,7 @@ def annotate(
     policy_dir: str | os.PathLike, prompts_path: str | os.PathLike, out_path: str | os.PathLike, *,
     k: int = 4, temperature: float = 1.0, max_new_tokens: int = 48, seed: int = 0,
     device: str | torch.device = "cpu", stdin: IO[str] | None = None, stdout: IO[str] | None = None,
+    skip_bad_lines: bool = False,
 ) -> dict[str, int]:
     """`minillm annotate`: sample K different answers per prompt from the policy (run on `device`) and let
     a person rank them."""
@@ -216,7 +218,7 @@ def annotate(
     if Path(out_path).resolve() == Path(prompts_path).resolve():
         raise ConfigError(f"--out {out_path} is the --prompts file: rankings are appended to --out, so they need "
                           "a file of their own, e.g. rankings.jsonl")
-    records = read_prompts(prompts_path)  # a mistake in the small file first, before the model loads
+    records = read_prompts(prompts_path, skip_bad_lines)  # a mistake in the small file first, before the model loads
     policy, tokenizer = load_model_and_tokenizer(policy_dir, GPT, map_location=device)
     check_room_for_prompt(policy.config.block_size, max_new_tokens, "--max-new-tokens")
     check_rankings_file(out_path)  # last: a folder it makes is made for a session that starts
