@@ -8,6 +8,10 @@ last checkpoint. At the end the pipeline writes (report.py)
 - `report.json`: every stage's key numbers and wall time, machine-readable;
 - `report.md`: the same as a page a learner reads, with plots and example outputs.
 
+Before the first step, `preflight` refuses every setting that a later step would refuse when it
+starts (an answer length that leaves no room for a prompt, say), so that a mistake costs seconds,
+not the minutes of training before that step.
+
 Stages only talk to each other through their folders (a run folder holds `ckpt.pt` and
 `tokenizer.json`), so each can also be run alone from the command line.
 
@@ -40,11 +44,18 @@ from minillm.errors import ConfigError, DataError
 from minillm.report import FLASH_FLOOD_SENTENCE, RL_POLICIES, write_report
 from minillm.stage1_pretrain.clm import train_clm
 from minillm.stage1_pretrain.mlm import train_mlm
-from minillm.stage2_sft.evaluate import run_sft_with_baselines
+from minillm.stage2_sft.evaluate import run_sft_with_baselines, single_family_name
+from minillm.stage2_sft.sft import check_adapters, training_records
+from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf.dpo import train_dpo
 from minillm.stage3_rlhf.grpo import train_grpo
 from minillm.stage3_rlhf.ppo import train_ppo
-from minillm.stage3_rlhf.preferences import EVAL_SEED, collect_rankings, heldout_records
+from minillm.stage3_rlhf.preferences import (
+    EVAL_SEED,
+    check_rankings_hold_one_out,
+    collect_rankings,
+    heldout_records,
+)
 from minillm.stage3_rlhf.reward_model import train_reward_model
 from minillm.stage3_rlhf.scoreboard import (
     BEST_OF,
@@ -304,6 +315,34 @@ def jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
+# --------------------------------------------------------------------------------------------------
+# Pre-flight: a setting that a step refuses when it starts is refused before the first step, not
+# after minutes of the training before it. Each check is the one its step makes: the same function,
+# the same message.
+
+
+def preflight(j: Journey) -> None:
+    """Refuse now each setting that a later step would refuse when it starts.
+
+    Every model from SFT on starts from the CLM's, so each answer length must leave a prompt room in
+    clm.model.block_size tokens (the comparison table answers with grpo's). An instruction file of
+    your own must hold what SFT and the RL steps read, and sft.single_family must name one of its
+    families (a generated suite always has both splits and every family). What needs the trained
+    tokenizer (does a chat example fit the context? does the corpus fill a batch?) stays in its
+    step: an estimate made before the tokenizer exists could refuse settings that work.
+    """
+    cfg = j.cfg
+    for name in ("sft", "reward", "ppo", "dpo", "grpo", "grpo_verifiable"):
+        check_room_for_prompt(cfg.clm.model.block_size, getattr(cfg, name).max_new_tokens, f"{name}.max_new_tokens")
+    check_adapters(cfg.sft, cfg.clm.model)
+    check_rankings_hold_one_out(cfg.reward.n_prompts)
+    if j.instructions_path or cfg.sft.single_family:
+        training_records(j.records)  # SFT trains on them, and the RL steps draw their prompts from them
+        heldout_records(j.records, 1, 0)  # the policies are compared on them
+        if cfg.sft.single_family_baseline:
+            single_family_name(j.records, cfg.sft.single_family)
+
+
 def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = False,
                  corpus: str | None = None, instructions: str | None = None, jobs: int = 1,
                  reuse_from: str | Path | None = None, skip_bad_lines: bool = False) -> dict:
@@ -333,6 +372,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
         print(f"instructions: {len(journey.records)} records from {instructions}")
     if corpus:  # the same for the corpus (missing, not UTF-8, empty), before config.json is written
         print(f"corpus: {sum(map(len, journey.documents))} documents from {corpus}")
+    preflight(journey)
     journey.write_config()
     if force:  # later steps depend on earlier ones: redo all of them, from scratch, not from checkpoints
         for name in STEP_NAMES:

@@ -571,6 +571,18 @@ CLI_TABLE = [
     Bad("pipeline: missing corpus, found before anything is written",
         ("pipeline", "--preset", "micro", "--out", "{ws}/journey", "--corpus", "{ws}/nope.txt"), DataError,
         ("nope.txt does not exist", "UTF-8 text file")),
+    # LATE before the check: the tokenizer, MLM and CLM trained (minutes in the tiny preset) before SFT refused it
+    Bad("pipeline: a context too short for SFT's answers, found before any step",
+        ("pipeline", "--preset", "micro", "--out", "{ws}/journey", "--set", "clm.model.block_size=8"), ConfigError,
+        ("max_new_tokens=8 leaves no room for a prompt", "(8 tokens)", "lower it")),
+    # LATE before the check: every step up to PPO trained before the instruction file was found to lack a test split
+    Bad("pipeline: instructions without held-out records, found before any step",
+        ("pipeline", "--preset", "micro", "--out", "{ws}/journey", "--data", "{ws}/i.jsonl"), DataError,
+        ("no held-out records", "test splits"), write("i.jsonl", GOOD_RECORD)),
+    # TRACEBACK before the check: ValueError "max() arg is an empty sequence" naming the single-family baseline
+    Bad("sft: no training records, with the single-family baseline",
+        ("sft", "--init", "{ws}/gpt", "--out", "{ws}/sft", "--preset", "micro", "--data", "{ws}/i.jsonl"), DataError,
+        ("SFT: no training records", "split"), write("i.jsonl", HELD_OUT_RECORD)),
     # --- found by fuzzing the command line ----------------------------------------------------------
     # TRACEBACK before the check: OverflowError from the progress bar's len(range(merges))
     Bad("tokenizer train: a vocabulary too large to count",

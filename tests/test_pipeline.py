@@ -22,7 +22,7 @@ from minillm import pipeline
 from minillm.cli import main
 from minillm.config import apply_overrides, preset
 from minillm.datasets import generate_instruction_suite
-from minillm.errors import DataError
+from minillm.errors import ConfigError, DataError
 from minillm.pipeline import STEP_NAMES, Journey, run_pipeline, run_step
 from minillm.report import REPORT_KEYS, RL_POLICIES, build_report, exact_match_noise, quote, render_markdown, table_row
 from minillm.stage2_sft.evaluate import read_answers
@@ -646,3 +646,67 @@ def test_each_grpo_label_is_checked_against_its_own_reward(tmp_path):
         "checks the answer" in markdown
     assert "GRPO (verifiable) is the `grpo_verifiable` step; `grpo_verifiable.reward=model` rewarded it by the " \
         "reward model." in markdown
+
+
+# --------------------------------------------------------------------------------------------------
+# Pre-flight: what a step refuses when it starts is refused before the first step.
+
+PREFLIGHT_REFUSALS = [  # --set ..., and the words of the refusal each made only at its step's start before
+    (("clm.model.block_size=8",), r"sft.max_new_tokens=8 leaves no room for a prompt .*\(8 tokens\)"),
+    (("reward.max_new_tokens=61",), r"reward.max_new_tokens=61 leaves no room for a prompt .*\(64 tokens\)"),
+    (("ppo.max_new_tokens=61",), r"ppo.max_new_tokens=61 leaves no room"),
+    (("dpo.max_new_tokens=61",), r"dpo.max_new_tokens=61 leaves no room"),
+    (("grpo.max_new_tokens=61",), r"grpo.max_new_tokens=61 leaves no room"),
+    (("grpo_verifiable.max_new_tokens=61",), r"grpo_verifiable.max_new_tokens=61 leaves no room"),
+    (("sft.lora.rank=4", "sft.lora.targets=nothing"), r"lora targets \['nothing'\] match no Linear layer"),
+    (("sft.lora.rank=4", "sft.lora.also_train=nope"), r"lora also_train \['nope'\] names no module"),
+    (("sft.lora.rank=4", "sft.lora.targets=head", "clm.model.tie_embeddings=false", "sft.train.optimizer=muon"),
+     r"optimizer=muon: no trainable weight matrix"),
+    (("reward.n_prompts=4",), r"reward.n_prompts=4 holds no ranking out"),
+    (("sft.single_family=nonexistent",), r"sft.single_family='nonexistent' is not a family"),
+]
+
+
+def no_step_may_run(monkeypatch) -> None:
+    """Every step fails the test: a setting refused before the first step never reaches one."""
+    def step(j: Journey) -> dict:
+        raise AssertionError("a step ran before the bad setting was refused")
+    for name in STEP_NAMES:
+        monkeypatch.setitem(pipeline.STEPS, name, step)
+
+
+@pytest.mark.parametrize(("settings", "words"), PREFLIGHT_REFUSALS)
+def test_a_setting_a_later_step_would_refuse_is_refused_before_the_first_step(settings, words, tmp_path,
+                                                                               monkeypatch):
+    no_step_may_run(monkeypatch)
+    with pytest.raises(ConfigError, match=words):
+        run_pipeline(apply_overrides(preset("micro"), list(settings)), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # not even its config.json
+
+
+@pytest.mark.parametrize(("split", "words"), [("train", "no held-out records"),
+                                              ("test_seen", "SFT: no training records")])
+def test_an_instruction_file_without_a_split_the_steps_read_is_refused_before_the_first_step(split, words, tmp_path,
+                                                                                            monkeypatch):
+    """Only training records: every step up to PPO trained before; only test records: up to SFT."""
+    data = tmp_path / "instructions.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say {w}.", "response": w, "split": split}) + "\n"
+                            for w in ("hi", "bye")), encoding="utf-8")
+    no_step_may_run(monkeypatch)
+    with pytest.raises(DataError, match=words):
+        run_pipeline(preset("micro"), tmp_path / "run", instructions=str(data))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["micro", "tiny", "small"])
+def test_every_preset_passes_the_preflight_and_it_draws_no_random_number(name, tmp_path):
+    """With LoRA on, the preflight adapts a throw-away model: the steps' draws after it stay as they were."""
+    state = torch.random.get_rng_state()
+    pipeline.preflight(Journey(preset(name), tmp_path))
+    pipeline.preflight(Journey(apply_overrides(preset(name), ["sft.lora.rank=8", "sft.lora.targets=qkv,fc"]), tmp_path))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_family_that_exists_passes_the_preflight(tmp_path):
+    pipeline.preflight(Journey(apply_overrides(preset("micro"), ["sft.single_family=translate"]), tmp_path))

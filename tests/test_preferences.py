@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from minillm.errors import DataError
+from minillm.config import RewardConfig
+from minillm.errors import ConfigError, DataError
 from minillm.stage3_rlhf import preferences
 from minillm.stage3_rlhf.annotate import annotate_loop, parse_ranking, prompt_seed, read_prompts
 from minillm.stage3_rlhf.annotator import (
@@ -28,6 +29,7 @@ from minillm.stage3_rlhf.annotator import (
     win_rate_stderr,
 )
 from minillm.stage3_rlhf.preferences import (
+    collect_rankings,
     compare_answers,
     comparison_summary,
     read_preferences,
@@ -223,6 +225,14 @@ def test_annotate_marks_every_fifth_ranking_held_out_across_sessions(tmp_path):
     assert splits == ["train"] * 4 + ["test"] + ["train"] * 2  # as the simulated annotator marks them
     train, held_out = split_rankings(read_preferences(out))
     assert len(train) == 6 and len(held_out) == 1
+
+
+def test_too_few_rankings_to_hold_one_out_are_refused_before_any_is_sampled(tmp_path):
+    """Four rankings hold none out (every 5th is): the reward model refused them only after the sampling.
+    The SFT folder is not even read."""
+    with pytest.raises(ConfigError, match="reward.n_prompts=4 holds no ranking out"):
+        collect_rankings(RewardConfig(n_prompts=4), tmp_path / "no_sft_run", [], tmp_path / "prefs.jsonl")
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_file_where_only_some_rankings_carry_a_split_is_refused():

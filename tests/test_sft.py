@@ -309,6 +309,12 @@ def test_the_single_family_baseline_defaults_to_the_largest_training_family() ->
     assert single_family_name(records[2:4] + records[:2], "") == "a"  # a tie: the first name alphabetically
 
 
+def test_no_training_records_to_name_a_family_from_is_one_clear_line() -> None:
+    """It was max()'s ValueError on an empty sequence: `minillm sft --data` with test records only."""
+    with pytest.raises(DataError, match="SFT: no training records"):
+        single_family_name([{"split": "test_seen", "family": "a"}], "")
+
+
 def test_the_headline_row_and_the_table_show_exact_match_not_f1() -> None:
     scores = {"seen": {"exact_match": 0.25, "f1": 0.75, "n": 4}}
     assert exact_match_row(scores) == {"seen": 0.25}

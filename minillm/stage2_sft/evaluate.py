@@ -41,7 +41,7 @@ from minillm.datasets.instructions import is_correct, normalize_answer
 from minillm.datasets.jsonl import read_records, write_jsonl
 from minillm.errors import ConfigError
 from minillm.model import GPT
-from minillm.stage2_sft.sft import train_sft
+from minillm.stage2_sft.sft import train_sft, training_records
 from minillm.stage2_sft.template import check_room_for_prompt, decode_response, encode_prompt
 from minillm.train import load_model
 from minillm.train.plots import save_figure
@@ -176,9 +176,8 @@ def plot_scores(table: dict[str, dict], path: Path) -> None:
 def single_family_name(records: Sequence[dict], requested: str) -> str:
     """The family the single-family baseline trains on: `requested`, or the largest training family."""
     counts: dict[str, int] = defaultdict(int)
-    for rec in records:
-        if rec.get("split", "train") == "train":
-            counts[rec["family"]] += 1
+    for rec in training_records(records):
+        counts[rec["family"]] += 1
     if requested and requested not in counts:
         raise ConfigError(f"sft.single_family={requested!r} is not a family of the training records; choose one "
                           f"of {', '.join(sorted(counts))}, or leave it empty for the largest")

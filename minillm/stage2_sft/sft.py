@@ -47,6 +47,7 @@ from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft.template import ChatExample, TemplateStats, check_room_for_prompt, encode_records
 from minillm.train import load_model, load_model_and_tokenizer, train
 from minillm.train.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
+from minillm.train.optim import make_optimizer
 from minillm.utils import seed_everything, to_device
 
 TRAIN_SPLIT = "train"
@@ -152,11 +153,17 @@ def _split_records(records: list[dict]) -> dict[str, list[dict]]:
             check_instruction_record(rec)
         except ValueError as err:
             raise DataError(f"SFT: record {i} (id {rec.get('id', '?')!r}) is invalid: {err}; fix or drop it") from None
-    train_recs = [r for r in records if r.get("split", TRAIN_SPLIT) == TRAIN_SPLIT]
+    train_recs = training_records(records)
     val_recs = [r for r in records if r.get("split") == VAL_SPLIT]
+    return {"train": train_recs, "val": val_recs or train_recs}
+
+
+def training_records(records: Sequence[dict]) -> list[dict]:
+    """The records SFT trains on (a record without a "split" field counts as one), or DataError when none is."""
+    train_recs = [r for r in records if r.get("split", TRAIN_SPLIT) == TRAIN_SPLIT]
     if not train_recs:
         raise DataError("SFT: no training records (split == 'train'); check the JSONL's split field")
-    return {"train": train_recs, "val": val_recs or train_recs}
+    return train_recs
 
 
 def _initial_model(
@@ -226,7 +233,7 @@ def train_sft(
         if resume and (out_dir / ADAPTERS_NAME).is_file():
             raise CheckpointError(f"{out_dir} holds a finished LoRA run (its {CKPT_NAME} has the adapters merged "
                                   "in); nothing to resume. Train into another folder")
-        add_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets, cfg.lora.also_train)
+        add_adapters(model, cfg.lora)
     by_split = _split_records(records)
     block = model.config.block_size
     encoded: dict[str, list[ChatExample]] = {}
@@ -263,6 +270,23 @@ def train_sft(
     }
 
 
+def add_adapters(model: GPT, lora: LoRAConfig) -> None:
+    """Freeze `model` and put the adapters that `lora` describes on it (model/lora.py's add_lora)."""
+    add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.also_train)
+
+
+def check_adapters(cfg: SFTConfig, base: ModelConfig) -> None:
+    """Refuse now what train_sft would refuse only once it starts: LoRA targets or also_train that name no
+    layer of a GPT shaped `base`, or an optimizer left with no weight to update (muon with adapters on the
+    LM head only). It adapts a throw-away GPT of that shape, as train_sft adapts the pretrained one."""
+    if cfg.lora.rank == 0:
+        return
+    with torch.random.fork_rng(devices=[]):  # its random weights leave every later draw as it was
+        model = GPT(base)
+        add_adapters(model, cfg.lora)
+    make_optimizer(model, cfg.train)
+
+
 def save_lora_run(model: nn.Module, lora: LoRAConfig, out_dir: Path) -> None:
     """Write the adapters alone (adapters.pt) and replace ckpt.pt's weights with the merged model's.
 
@@ -281,7 +305,6 @@ def load_adapted(base_dir: str | Path, adapters_path: str | Path) -> GPT:
     if saved["model_config"] != to_dict(model.config):
         raise CheckpointError(f"{adapters_path} was trained on another base model than {base_dir}; "
                               "pass the CLM run folder its SFT started from")
-    lora = from_dict(LoRAConfig, saved["lora"])
-    add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.also_train)
+    add_adapters(model, from_dict(LoRAConfig, saved["lora"]))
     load_lora_state_dict(model, saved["adapters"])
     return model.eval()

@@ -34,7 +34,7 @@ import torch
 
 from minillm.config import RewardConfig
 from minillm.datasets.jsonl import read_records, write_jsonl
-from minillm.errors import DataError
+from minillm.errors import ConfigError, DataError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.template import check_room_for_prompt
@@ -90,6 +90,15 @@ HELD_OUT_EVERY = 5  # every 5th ranking is held out
 def split_of(index: int) -> str:
     """The "split" of the `index`-th ranking written to a file: every 5th is "test", held out."""
     return "test" if index % HELD_OUT_EVERY == HELD_OUT_EVERY - 1 else "train"
+
+
+def check_rankings_hold_one_out(n_prompts: int) -> None:
+    """ConfigError unless `n_prompts` rankings (reward.n_prompts) include a held-out one (`split_of`): the
+    reward model, and DPO, are refused without one, and only after the minutes of sampling them."""
+    if n_prompts < HELD_OUT_EVERY:
+        raise ConfigError(f"reward.n_prompts={n_prompts} holds no ranking out (every {HELD_OUT_EVERY}th is), and the "
+                          f"reward model and DPO are measured on held-out rankings; use reward.n_prompts >= "
+                          f"{HELD_OUT_EVERY}")
 
 
 def split_rankings(records: Sequence[dict]) -> tuple[list[dict], list[dict]]:
@@ -228,6 +237,7 @@ def collect_rankings(
     Returns {"n_rankings", "n_pairs", "prompts_passed_over", "seconds"}.
     """
     start = time.perf_counter()
+    check_rankings_hold_one_out(cfg.n_prompts)
     policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT, map_location=resolve_device(cfg.train.device))
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "RewardConfig.max_new_tokens")
     generator = torch.Generator().manual_seed(cfg.train.seed)
