@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from minillm.errors import DataError
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME, read_metrics, summarize
-from minillm.train.plots import plot_curve, save_figure, text_fonts
+from minillm.train.plots import axis_label, plot_curve, save_figure, step_axis, text_fonts
 from minillm.utils import damaged, read_json
 
 NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
@@ -146,8 +146,8 @@ def plot_runs(runs: Sequence[LoggedRun], metrics: Sequence[str], path: str | os.
         for ax, metric in zip(axes, metrics, strict=False):
             for run in runs:
                 plot_curve(ax, run.rows, metric, label=run.name)
-            ax.set_title(metric)
-            ax.set_xlabel("step")
+            ax.set_title(axis_label([metric]))
+            step_axis(ax)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         for ax in axes[len(metrics):]:

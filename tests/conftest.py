@@ -32,6 +32,22 @@ def device(request) -> torch.device:
     return torch.device(name)
 
 
+@pytest.fixture
+def drawn_figures(monkeypatch) -> list:
+    """Every matplotlib Figure saved during the test, in order: to look at a plot's axes and title."""
+    from matplotlib.figure import Figure
+
+    figures = []
+    real_savefig = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):
+        figures.append(fig)
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return figures
+
+
 @pytest.fixture(scope="session")
 def untrained_runs(tmp_path_factory) -> Path:
     """Run folders `gpt/` and `bert/` as training writes them (ckpt.pt and tokenizer.json), with

@@ -40,6 +40,21 @@ def test_compare_tables_final_values_and_only_the_differing_settings(tmp_path):
     assert "grad_norm" not in report and "only_lora" not in report  # logged by one run only
 
 
+def test_the_png_draws_each_runs_logged_values_against_whole_steps(tmp_path, drawn_figures):
+    """Runs of a few steps (PPO's micro runs log steps 1 and 2) had ticks at step 0.5, 1.5 and 2.5."""
+    runs = []
+    for name, kls in (("a", [0.0, 0.1]), ("b", [0.0, 0.3])):
+        folder = write_run(tmp_path / name, 1e-3, [2.0, 1.0])
+        rows = [{"step": step, "kl": kl} for step, kl in enumerate(kls, start=1)]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        runs.append(folder)
+    compare_runs(runs, tmp_path / "c.png")
+    [ax] = [ax for ax in drawn_figures[-1].axes if ax.get_visible()]
+    assert ax.get_title() == "kl (nats)" and [line.get_label() for line in ax.lines] == ["a", "b"]
+    assert [list(line.get_ydata()) for line in ax.lines] == [[0.0, 0.1], [0.0, 0.3]]
+    assert all(float(tick).is_integer() for tick in ax.get_xticks())
+
+
 def test_shared_metrics_order_and_config_of_identical_runs(tmp_path):
     runs = [load_run(write_run(tmp_path / n, 1e-3, [2.0, 1.0]), n) for n in ("a", "b")]
     assert shared_metrics(runs) == ["loss", "val_loss", "grad_norm", "lr"]

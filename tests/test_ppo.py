@@ -475,6 +475,18 @@ def test_train_dpo_runs_and_reports(runs, monkeypatch):
     assert load_model(runs["root"] / "dpo", GPT)[0] is not None
 
 
+def test_the_dpo_loss_plot_names_the_nll_term_its_loss_holds(runs, tmp_path, drawn_figures):
+    """With nll_coef (RPO; the tiny preset's 1.0) the plotted loss is DPO's plus the chosen answers' NLL:
+    titled "DPO loss", its first point sat well above the ln 2 every DPO loss starts from."""
+    train = TrainConfig(max_steps=1, batch_size=4, warmup_steps=0)
+    titles = []
+    for nll_coef in (0.0, 1.0):
+        train_dpo(DPOConfig(train=train, eval_prompts=6, max_new_tokens=5, nll_coef=nll_coef), runs["sft"],
+                  runs["prefs"], RECORDS, tmp_path / str(nll_coef))
+        titles.append(drawn_figures[-1].axes[0].get_title())
+    assert titles == ["DPO loss", "DPO loss + 1 x chosen answer's NLL"]
+
+
 @pytest.mark.parametrize("method", ["ppo", "dpo", "grpo"])
 def test_a_training_seed_moves_the_policy_never_the_sft_answers_it_is_compared_with(runs, tmp_path, method):
     """The SFT model's answers to the held-out prompts, and so its gold score, are one fixed draw, as

@@ -286,6 +286,19 @@ def test_pretrain_mix_without_a_corpus_is_refused(tokenizer, tmp_path) -> None:
                   pretrain_docs=["hi"])
 
 
+def test_the_loss_plot_says_what_its_losses_count(tokenizer, tmp_path, drawn_figures) -> None:
+    """The title said "answer tokens + replayed text" also when no text was replayed (pretrain_mix 0, the
+    default and the micro preset's); with replay, only the training batches hold it, not val_loss's."""
+    model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
+    train = TrainConfig(max_steps=1, batch_size=4, warmup_steps=0)
+    titles = []
+    for mix, docs in ((0.0, []), (0.25, ["hello one two three bye " * 20])):
+        train_sft(SFTConfig(train=train, pretrain_mix=mix, max_new_tokens=4), RECORDS, tmp_path / str(mix),
+                  scratch_model_config=model_cfg, tokenizer=tokenizer, pretrain_docs=docs)
+        titles.append(drawn_figures[-1].axes[0].get_title())
+    assert titles == ["SFT loss on answer tokens", "SFT loss on answer tokens (train batches: + replayed text)"]
+
+
 def test_batched_left_padded_answers_equal_one_by_one(trained) -> None:
     model, tok = load_model(trained[1], GPT)
     model.train()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _plots import inside_its_figure
 from _train_worker import assert_accumulation_changes_nothing
 from crash_resume import assert_exact_resume
 from torch import nn
@@ -301,6 +302,17 @@ def test_fill_mask_ranking_is_sorted_probabilities(tmp_path, tokenizer):
     assert all(p > 0 for p in probs) and sum(probs) <= 1.0 + 1e-6
     plot_fill_mask(ranking, tmp_path / "bars.png")
     assert (tmp_path / "bars.png").stat().st_size > 0
+
+
+def test_fill_mask_chart_makes_its_folder_and_keeps_a_long_sentence_in_sight(tmp_path, drawn_figures):
+    """`fill-mask --plot charts/x.png` printed its ranking and then failed on the missing folder; and a
+    sentence wider than the chart ran off both its sides, the [MASK] with it."""
+    sentence = ("The [MASK] will be cloudy on Tuesday with a chance of rain in the afternoon and strong winds "
+                "from the north.")
+    path = tmp_path / "charts" / "fill_mask.png"
+    plot_fill_mask([(" day", 0.3), (" week", 0.2)], path, title=sentence)
+    [fig] = drawn_figures
+    assert path.is_file() and inside_its_figure(fig, fig.axes[0].title)
 
 
 @pytest.mark.parametrize("text", ["[MASK] comes first.", "The river [MASK] floods.", "It ends with [MASK]"])

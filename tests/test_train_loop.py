@@ -16,8 +16,8 @@ from collections.abc import Callable
 import matplotlib
 import pytest
 import torch
+from _plots import inside_its_figure
 from _train_worker import VOCAB, counting_batch, next_token_loss, tiny_gpt
-from matplotlib.figure import Figure
 
 from minillm.config import TrainConfig
 from minillm.errors import CheckpointError, ConfigError, DataError, TrainingError
@@ -228,7 +228,7 @@ def test_every_evaluation_sees_the_same_validation_batches(tmp_path):
 # Outputs: config.json, metrics.jsonl, loss.png, ckpt.pt, tokenizer.json.
 
 
-def test_a_run_writes_its_files_and_rebuilds_with_load_model(tmp_path):
+def test_a_run_writes_its_files_and_rebuilds_with_load_model(tmp_path, drawn_figures):
     tokenizer = train_tokenizer(["the cat sat on the mat, the dog sat on the log"] * 5, 270, progress=False)
     cfg = small_cfg(max_steps=4, log_every=2)
     seed_everything(0)
@@ -241,6 +241,10 @@ def test_a_run_writes_its_files_and_rebuilds_with_load_model(tmp_path):
     assert [(r["step"], r["split"]) for r in rows] == [(1, "train"), (2, "train"), (4, "train"), (4, "val")]
     assert {"loss", "lr", "grad_norm", "accuracy", "elapsed_s", "samples_per_s"} <= rows[0].keys()
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    [ax] = drawn_figures[-1].axes  # loss.png: the logged numbers, in nats
+    assert [list(line.get_ydata()) for line in ax.lines] == [[r[key] for r in rows if key in r]
+                                                             for key in ("loss", "val_loss")]
+    assert ax.get_ylabel() == "loss, val_loss (nats)"
     assert load_checkpoint(tmp_path / "ckpt.pt")["step"] == 4
 
     rebuilt, loaded_tokenizer = load_model(tmp_path, GPT)
@@ -255,21 +259,8 @@ def test_plot_metrics_draws_the_keys_it_finds(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 1000
 
 
-def _drawn_figure(monkeypatch) -> list:
-    """Catch the Figure a plot function saves, to look at its axes."""
-    figures = []
-    real_savefig = Figure.savefig
-
-    def savefig(fig, *args, **kwargs):
-        figures.append(fig)
-        return real_savefig(fig, *args, **kwargs)
-
-    monkeypatch.setattr(Figure, "savefig", savefig)
-    return figures
-
-
-def test_plot_panels_gives_each_scale_its_own_axis_and_whole_steps(tmp_path, monkeypatch):
-    figures = _drawn_figure(monkeypatch)
+def test_plot_panels_gives_each_scale_its_own_axis_and_whole_steps(tmp_path, drawn_figures):
+    figures = drawn_figures
     rows = [{"step": s, "ratio": 1.0 + 0.01 * s, "clipfrac": 0.02, "approx_kl": 0.01 * s} for s in (1, 2, 3)]
     plot_panels(rows, tmp_path / "health.png", [("ratio",), ("clipfrac", "approx_kl")], title="PPO health")
     [fig] = figures
@@ -285,8 +276,26 @@ def test_plot_panels_gives_each_scale_its_own_axis_and_whole_steps(tmp_path, mon
     assert figures[-1].axes[0].get_yscale() == "linear"
 
 
-def test_a_value_that_is_not_finite_is_no_point_of_the_curve(tmp_path, monkeypatch):
-    figures = _drawn_figure(monkeypatch)
+def test_a_long_title_wraps_inside_the_figure(tmp_path, drawn_figures):
+    """GRPO's "... and gold score (verifiable reward)" ran off both sides and the top of grpo_reward.png."""
+    rows = [{"step": s, "reward_mean": 0.5, "reward_std": 0.2, "gold": 3.0} for s in (1, 2, 3)]
+    title = "GRPO rollouts: reward (group mean, spread) and gold score (verifiable reward)"  # fits until laid out
+    plot_panels(rows, tmp_path / "reward.png", [("reward_mean", "reward_std"), ("gold",)], title=title)
+    [fig] = drawn_figures
+    assert fig.axes[0].get_title() == title and inside_its_figure(fig, fig.axes[0].title)
+
+
+def test_an_axis_names_the_unit_of_its_keys(tmp_path, drawn_figures):
+    rows = [{"step": s, "kl": 0.1, "approx_kl": 0.01, "clipfrac": 0.02, "response_len": 7.0} for s in (1, 2)]
+    plot_panels(rows, tmp_path / "p.png", [("kl", "approx_kl"), ("kl", "clipfrac"), ("response_len",)])
+    assert [ax.get_ylabel() for ax in drawn_figures[-1].axes] == [
+        "kl, approx_kl (nats)", "kl, clipfrac", "response_len (tokens)"]  # no unit for a mix
+    plot_metrics(rows, tmp_path / "kl.png", ["kl"], ylabel="KL per answer")  # a label given is kept
+    assert drawn_figures[-1].axes[0].get_ylabel() == "KL per answer"
+
+
+def test_a_value_that_is_not_finite_is_no_point_of_the_curve(tmp_path, drawn_figures):
+    figures = drawn_figures
     rows = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": float("nan")}, {"step": 3, "loss": float("inf")},
             {"step": 4, "loss": 2.0}]
     plot_metrics(rows, tmp_path / "loss.png", ["loss"])

@@ -47,7 +47,7 @@ from minillm.stage1_pretrain.data import (
 )
 from minillm.stage1_pretrain.masking import IGNORE_INDEX, MaskedBatch, mask_tokens
 from minillm.train import train
-from minillm.train.plots import text_fonts
+from minillm.train.plots import save_figure, text_fonts
 from minillm.utils import seed_everything
 
 MASK_LITERAL = "[MASK]"  # what a user types where the blank is
@@ -213,9 +213,8 @@ def plot_fill_mask(ranking: Sequence[tuple[str, float]], path: str | Path, title
         ax = fig.subplots()
         ax.barh(pieces, probs, color="tab:blue")
         ax.set_xlabel("probability")
-        ax.set_title(title, fontsize=9)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        ax.set_title(title, fontsize=9, wrap=True)  # a long sentence wraps, its [MASK] in sight
+        save_figure(fig, path, dpi=120)
 
 
 def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],

@@ -247,12 +247,15 @@ def train_sft(
     device = next(model.parameters()).device
     replay, n_replay = replay_rows(cfg, tokenizer, pretrain_docs, block)
     get_batch = make_get_batch(encoded, cfg.train.batch_size, tokenizer.pad_id, device, replay, n_replay)
+    # what the plotted losses count: validation batches replay no text, so val_loss is the answers' alone
+    targets = "prompt and answer tokens" if cfg.train_on_prompt else "answer tokens"
+    title = f"SFT loss on {targets}" + (" (train batches: + replayed text)" if n_replay else "")
     start = time.perf_counter()
     result = train(
         model, cfg.train, out_dir, get_batch=get_batch, loss_fn=sft_loss, count_terms=count_targets,
         run_config={"sft": to_dict(cfg), "init_dir": str(init_dir) if init_dir else None,
                     "model": to_dict(model.config)},
-        tokenizer=tokenizer, resume=resume, desc=name, title="SFT loss (answer tokens + replayed text)",
+        tokenizer=tokenizer, resume=resume, desc=name, title=title,
     )
     if lora:
         save_lora_run(model, cfg.lora, out_dir)

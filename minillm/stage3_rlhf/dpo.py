@@ -177,7 +177,7 @@ def train_dpo(
     result = train(policy, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn,
                    run_config={"dpo": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
                    tokenizer=tokenizer, resume=resume, desc="dpo", model_kind="gpt",
-                   title="DPO loss")
+                   title="DPO loss" + (f" + {cfg.nll_coef:g} x chosen answer's NLL" if cfg.nll_coef else ""))
     policy.eval()
     with torch.no_grad():
         held_out = to_device(collate_pairs(splits["val"], tokenizer.pad_id), next(policy.parameters()).device)

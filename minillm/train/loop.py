@@ -440,7 +440,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
                 if step % cfg.save_every == 0 or step == cfg.max_steps:
                     if ctx.is_main:
                         plot_metrics(history, out_dir / PLOT_NAME, ("loss", "val_loss"), title=title or desc,
-                                     log_y=log_y)
+                                     ylabel="loss, val_loss (nats)", log_y=log_y)
                     save_training_state(ckpt_path, model, optimizer, scaler, data_generator, cfg, ctx,
                                         step, model_kind, elapsed, desc)
     finally:

@@ -9,6 +9,9 @@ and leaves pyplot's global state alone for whoever else uses it in the same proc
 Numbers of very different sizes (a probability ratio near 1.0 and a clip fraction near 0.02) do
 not share an axis: `plot_panels` gives each group of keys its own panel, one above the other.
 
+A long title (a fill-mask sentence, a run's settings) wraps onto more lines instead of running off the
+figure's edges, and an axis says the unit of what it shows (`UNITS`: KL and entropy in nats).
+
 Text in Korean, Chinese or Japanese (a corpus of your own, its tokens in a fill-mask chart) needs
 a font that has those glyphs; matplotlib's default has none and draws boxes. `text_fonts` looks
 for an installed one and uses it as a fallback.
@@ -36,6 +39,9 @@ CJK_FONTS = ("Noto Sans CJK", "Noto Serif CJK", "Noto Sans KR", "Noto Sans JP", 
 CJK_RANGES = ((0x1100, 0x11FF), (0x2E80, 0x9FFF), (0xA960, 0xA97F), (0xAC00, 0xD7FF), (0xF900, 0xFAFF),
               (0xFF00, 0xFFEF))  # Hangul Jamo, CJK scripts and symbols, Hangul syllables, full-width forms
 _warned_no_cjk_font = False
+# The unit of a logged metric, where it has one (KL and entropy use the natural log). A "loss" has none
+# here: the training loop's are cross-entropies in nats (its plot says so), GRPO's is a clipped objective.
+UNITS = {"kl": "nats", "approx_kl": "nats", "entropy": "nats", "response_len": "tokens"}
 
 
 def has_cjk(texts: Iterable[str]) -> bool:
@@ -91,16 +97,28 @@ def plot_panels(rows: Sequence[dict], path: str | os.PathLike, panels: Sequence[
         for i, (ax, keys) in enumerate(zip(axes, panels, strict=True)):
             for key in keys:
                 plot_curve(ax, rows, key, label=key)
-            ax.set_ylabel((ylabels[i] if i < len(ylabels) else "") or ", ".join(keys))
+            ax.set_ylabel((ylabels[i] if i < len(ylabels) else "") or axis_label(keys))
             if log_y and ax.lines and all(y > 0 for line in ax.lines for y in line.get_ydata()):
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)
             if ax.lines:
                 ax.legend(fontsize=8)
-        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
-        axes[-1].set_xlabel("step")
-        axes[0].set_title(title)
+        step_axis(axes[-1])
+        axes[0].set_title(title, wrap=True)  # a long one wraps at the figure's edge
         return save_figure(fig, path)
+
+
+def step_axis(ax: Axes) -> None:
+    """Label `ax`'s x axis as the step, with whole-number ticks (there is no step 2.5)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+
+
+def axis_label(keys: Sequence[str]) -> str:
+    """The keys an axis shows, with their unit when they share one: "kl, approx_kl (nats)"."""
+    units = {UNITS.get(key) for key in keys}
+    unit = units.pop() if len(units) == 1 else None
+    return ", ".join(keys) + (f" ({unit})" if unit else "")
 
 
 def plot_curve(ax: Axes, rows: Sequence[dict], key: str, label: str) -> None:
@@ -113,10 +131,14 @@ def plot_curve(ax: Axes, rows: Sequence[dict], key: str, label: str) -> None:
         ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=label)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """Lay out `fig` and write it as a PNG at `path` (folders created); return the path."""
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Lay out `fig` and write it as a PNG at `path` (folders created); return the path.
+
+    Laid out twice: a title that wraps (`wrap=True`) is cut to the width its axes leave it where they
+    stand, and the first layout moves them; the second makes room for the lines it then has."""
+    fig.tight_layout()
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     return path
