@@ -74,7 +74,7 @@ def test_a_write_that_fails_half_way_leaves_the_old_checkpoint_intact(tmp_path, 
     assert written, "the write was not intercepted"
     assert isinstance(info.value.__cause__, OSError) and "No space left on device" in str(info.value)
     assert ("previous checkpoint there is intact" if had_one else "no earlier checkpoint") in str(info.value)
-    assert "--resume" in str(info.value)
+    assert "a stage command goes on with --resume, the pipeline by itself" in str(info.value)  # it has no --resume
     if had_one:
         loaded = load_checkpoint(path)
         assert loaded["step"] == 1 and torch.equal(loaded["w"], torch.arange(5.0))

@@ -48,7 +48,8 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         kept = "the previous checkpoint there is intact" if Path(path).is_file() else "no earlier checkpoint exists"
         raise CheckpointError(
             f"could not write the checkpoint {path} ({err.strerror or err}); {kept}. Free some disk space "
-            "(or fix the folder's permissions) and resume with --resume"
+            "(or fix the folder's permissions) and run the command again: a stage command goes on with --resume, "
+            "the pipeline by itself (it has no --resume)"
         ) from err
 
 
