@@ -24,7 +24,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from minillm.errors import DataError
-from minillm.train.loop import CONFIG_NAME, METRICS_NAME, read_metrics, summarize
+from minillm.train.loop import CONFIG_NAME, FINAL_SPLIT, METRICS_NAME, read_metrics, summarize
 from minillm.train.plots import axis_label, plot_curve, save_figure, step_axis, text_fonts
 from minillm.utils import damaged, read_json
 
@@ -145,7 +145,7 @@ def plot_runs(runs: Sequence[LoggedRun], metrics: Sequence[str], path: str | os.
         axes = fig.subplots(grid_rows, cols, squeeze=False).ravel()
         for ax, metric in zip(axes, metrics, strict=False):
             for run in runs:
-                plot_curve(ax, run.rows, metric, label=run.name)
+                plot_curve(ax, curve_rows(run.rows, metric), metric, label=run.name)
             ax.set_title(axis_label([metric]))
             step_axis(ax)
             ax.grid(alpha=0.3)
@@ -153,6 +153,14 @@ def plot_runs(runs: Sequence[LoggedRun], metrics: Sequence[str], path: str | os.
         for ax in axes[len(metrics):]:
             ax.set_visible(False)
         return save_figure(fig, path)
+
+
+def curve_rows(rows: Sequence[dict], metric: str) -> list[dict]:
+    """The rows a curve of `metric` is drawn through: the training log's. An end-of-run evaluation
+    (FINAL_SPLIT) measures on more data than the log's, so a curve through both would jump at its last
+    step (stage 1's val_loss); it is drawn only where it is the metric's one value."""
+    logged = [row for row in rows if row.get("split") != FINAL_SPLIT and metric in row]
+    return logged or list(rows)
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from minillm.cli import main
-from minillm.compare import LoggedRun, compare_runs, config_differences, distinct_texts, load_run, shared_metrics
+from minillm.compare import (
+    LoggedRun,
+    compare_runs,
+    config_differences,
+    curve_rows,
+    distinct_texts,
+    load_run,
+    shared_metrics,
+)
 
 
 def write_run(folder: Path, lr: float, losses: list[float], extra: str = "grad_norm") -> Path:
@@ -266,3 +274,20 @@ def test_figures_that_differ_only_beyond_four_digits_are_printed_differently(tmp
     table = compare_runs([a, b], tmp_path / "d.png")["report"].splitlines()
     assert table[1].split()[:3] == ["run", "step", "loss"] and [line.split()[2] for line in table[2:4]] == [
         "1.00001", "1.00002"]  # a column (one metric's runs) gets the digits it needs
+
+
+def test_a_curve_ends_at_the_logs_last_value_not_at_the_end_of_run_evaluation(tmp_path, drawn_figures):
+    """A CLM run's metrics.jsonl ends with its final evaluation's val_loss (0.664 on every window), at the
+    step of the log's last one (0.686 on a few batches): compare drew both, a drop at the curve's end."""
+    runs = []
+    for name in ("a", "b"):
+        folder = write_run(tmp_path / name, 1e-3, [2.0, 1.0])
+        rows = [{"step": 1, "split": "val", "val_loss": 0.9}, {"step": 2, "split": "val", "val_loss": 0.686},
+                {"step": 2, "split": "final", "val_loss": 0.664, "val_perplexity": 1.94}]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        runs.append(folder)
+    result = compare_runs(runs, tmp_path / "c.png")
+    [ax] = [ax for ax in drawn_figures[-1].axes if ax.get_visible()]
+    assert ax.get_title() == "val_loss" and [list(line.get_ydata()) for line in ax.lines] == [[0.9, 0.686]] * 2
+    assert result["final"]["a"]["val_loss"] == 0.664  # the figure compare tabulates is still the final one
+    assert curve_rows(rows, "val_perplexity") == rows  # a metric only the final row holds: its one point

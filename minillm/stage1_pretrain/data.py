@@ -31,7 +31,7 @@ from minillm.config import diff_configs
 from minillm.errors import ConfigError, DataError
 from minillm.tokenizer import load_tokenizer
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME
-from minillm.train.loop import CONFIG_NAME, METRICS_NAME, append_metrics
+from minillm.train.loop import CONFIG_NAME, FINAL_SPLIT, METRICS_NAME, append_metrics
 from minillm.utils import write_json
 
 
@@ -139,5 +139,5 @@ def write_results(out_dir: Path, metrics: dict, streams: dict[str, torch.Tensor]
         "final_train_loss": train_result["final"].get("loss"),
     })
     write_json(out_dir / "results.json", metrics)
-    append_metrics(out_dir / METRICS_NAME, {"step": steps, "split": "final", **metrics})
+    append_metrics(out_dir / METRICS_NAME, {"step": steps, "split": FINAL_SPLIT, **metrics})
     return metrics

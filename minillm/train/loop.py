@@ -79,6 +79,9 @@ Evaluate = Callable[[nn.Module], dict[str, float]]
 METRICS_NAME = "metrics.jsonl"
 CONFIG_NAME = "config.json"
 PLOT_NAME = "loss.png"
+# metrics.jsonl's "split" of a stage's end-of-run evaluation (stage 1's: every validation window it scores,
+# where the log's "val" rows score a few batches), appended after the loop's rows
+FINAL_SPLIT = "final"
 EVAL_SEED_OFFSET = 10_007  # validation batches come from their own generator, seeded cfg.seed + this
 
 
