@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ from minillm.stage2_sft.evaluate import read_answers
 from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
 from minillm.stage3_rlhf.scoreboard import BEST_OF
+from minillm.tokenizer import train_tokenizer
 from minillm.utils import read_json
 
 REQUIRED = {
@@ -706,6 +708,17 @@ def test_every_preset_passes_the_preflight_and_it_draws_no_random_number(name, t
     pipeline.preflight(Journey(apply_overrides(preset(name), ["sft.lora.rank=8", "sft.lora.targets=qkv,fc"]), tmp_path))
     assert torch.equal(torch.random.get_rng_state(), state)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["micro", "tiny", "small"])
+def test_every_presets_vocabulary_is_one_its_corpus_supports(name, tmp_path):
+    """The small preset asked for 8192 ids, and every run warned that its corpus supports 2908 (then every
+    word is one token) and trained that many: a setting that said what the run did not do."""
+    cfg = preset(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "vocab_size=... is more than the corpus supports"
+        tok = train_tokenizer(Journey(cfg, tmp_path).documents[0], cfg.tokenizer.vocab_size, progress=False)
+    assert tok.vocab_size == cfg.tokenizer.vocab_size
 
 
 def test_a_family_that_exists_passes_the_preflight(tmp_path):
