@@ -330,6 +330,7 @@ def cmd_dpo(args: argparse.Namespace) -> None:
 
 def cmd_grpo(args: argparse.Namespace) -> None:
     from minillm.datasets import instruction_records
+    from minillm.stage3_rlhf.annotator import with_stderr
     from minillm.stage3_rlhf.grpo import train_grpo
 
     cfg = build_config(args)
@@ -339,8 +340,8 @@ def cmd_grpo(args: argparse.Namespace) -> None:
     before, after, gain = result["pass_at_k_sft"], result["pass_at_k_after"], result["pass_at_k_gain"]
     print(f"pass@1 (the right answer is in it): SFT {result['pass_at_1_sft']:.3f} -> {result['pass_at_1_after']:.3f}")
     print("pass@k, SFT -> GRPO (gain ± its standard error): "
-          + ", ".join(f"k={k} {before[k]:.3f} -> {after[k]:.3f} ({gain[k]['gain']:+.3f} ± {gain[k]['stderr']:.3f})"
-                      for k in before))
+          + ", ".join(f"k={k} {before[k]:.3f} -> {after[k]:.3f} "
+                      f"({with_stderr(gain[k]['gain'], gain[k]['stderr'], signed=True)})" for k in before))
     print(f"KL to the SFT model: {result['kl']:.3f} nats per answer")
     print(f"run written to {args.out}")
 
@@ -352,9 +353,11 @@ def _print_keys(result: dict, keys: Sequence[str]) -> None:
 
 def comparison_lines(result: dict, name: str) -> str:
     """A policy against the SFT model by the gold judge, each number with its standard error."""
-    return (f"win rate vs SFT (gold judge): {result['win_rate_vs_sft']:.3f} ± {result['win_rate_stderr']:.3f}\n"
-            f"mean gold score: SFT {result['gold_sft']:.3f} ± {result['gold_sft_stderr']:.3f} -> "
-            f"{name} {result['gold_after']:.3f} ± {result['gold_after_stderr']:.3f}")
+    from minillm.stage3_rlhf.annotator import with_stderr
+
+    return (f"win rate vs SFT (gold judge): {with_stderr(result['win_rate_vs_sft'], result['win_rate_stderr'])}\n"
+            f"mean gold score: SFT {with_stderr(result['gold_sft'], result['gold_sft_stderr'])} -> "
+            f"{name} {with_stderr(result['gold_after'], result['gold_after_stderr'])}")
 
 
 def cmd_pipeline(args: argparse.Namespace) -> None:

@@ -19,6 +19,7 @@ from minillm.config import PipelineConfig, TokenizerConfig
 from minillm.stage1_pretrain.data import SUBSET_NOTE
 from minillm.stage1_pretrain.mlm import EVAL_MASKING
 from minillm.stage2_sft.evaluate import ANSWERS_NAME, read_answers
+from minillm.stage3_rlhf.annotator import with_stderr
 from minillm.stage3_rlhf.scoreboard import pass_at_k_line, render_table
 from minillm.utils import write_json
 
@@ -102,8 +103,11 @@ def _fmt(x: Any) -> str:
 
 
 def _win(stage: dict) -> str:
-    """A win rate with its standard error: "0.650 ± 0.034"."""
-    return f"{_fmt(stage['win_rate_vs_sft'])} ± {_fmt(stage.get('win_rate_stderr', float('nan')))}"
+    """A win rate with its standard error: "0.650 ± 0.034" (the rate alone from a run made before the
+    errors were measured)."""
+    if "win_rate_stderr" not in stage:
+        return _fmt(stage["win_rate_vs_sft"])
+    return with_stderr(stage["win_rate_vs_sft"], stage["win_rate_stderr"])
 
 
 def exact_match_noise(sft: dict) -> list[str]:

@@ -849,6 +849,10 @@ def test_ppo_and_dpo_print_each_number_with_its_standard_error():
               "gold_sft_stderr": 0.05, "gold_after": 0.25, "gold_after_stderr": 0.049}
     assert cli.comparison_lines(result, "PPO") == ("win rate vs SFT (gold judge): 0.651 ± 0.034\n"
                                                    "mean gold score: SFT -0.142 ± 0.050 -> PPO 0.250 ± 0.049")
+    one_prompt = {**result, "win_rate_stderr": float("nan"), "gold_sft_stderr": float("nan"),
+                  "gold_after_stderr": float("nan")}  # --set ppo.eval_prompts=1: no spread to measure
+    assert "nan" not in cli.comparison_lines(one_prompt, "PPO")
+    assert cli.comparison_lines(one_prompt, "PPO").startswith("win rate vs SFT (gold judge): 0.651 ± n/a (1 prompt)\n")
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):

@@ -175,6 +175,9 @@ def test_bad_targets_and_double_adapters_are_refused():
         add_lora(model, 2, 4.0, 0.0, "fc")
     with pytest.raises(ConfigError, match="LoRAConfig.targets"):
         LoRAConfig(targets=" , ")
+    # sft.lora.targets=head on a tied head (the preset's GPT): say why there is no head Linear to adapt
+    with pytest.raises(ConfigError, match=r"LM head is the token table \(tie_embeddings=true\), no Linear: pretrain"):
+        adapted(targets="qkv,head")
     assert isinstance(model.blocks[0].attn.qkv, LoRALinear)
 
 

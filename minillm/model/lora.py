@@ -105,8 +105,12 @@ def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float, targets:
     unmatched = [t for t in wanted if not any(n == t or n.endswith("." + t) for n in linears)]
     if unmatched or not wanted:
         kinds = sorted({name.rsplit(".", 1)[-1] for name in linears})
+        # a tied LM head is no Linear of its own but the token table (blocks.output_table)
+        tied = ("; the LM head is the token table (tie_embeddings=true), no Linear: pretrain with "
+                "tie_embeddings=false to adapt it, or train the table in full with also_train=tok_emb"
+                ) if "head" in unmatched else ""
         raise ConfigError(f"lora targets {unmatched or wanted} match no Linear layer of the model; its Linear "
-                          f"layers end in {kinds} (e.g. targets=qkv,proj)")
+                          f"layers end in {kinds} (e.g. targets=qkv,proj){tied}")
     modules = dict(model.named_modules())
     unknown = [name for name in parse_targets(also_train) if name not in modules]
     if unknown:

@@ -217,6 +217,16 @@ def mean_stderr(values: Sequence[float]) -> float:
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
+def with_stderr(value: float, stderr: float, signed: bool = False) -> str:
+    """A figure and its standard error as the reports print them: "0.650 ± 0.034" ("+0.650" if `signed`).
+
+    One prompt has no spread to measure, so its standard error is NaN (mean_stderr): that is written
+    "± n/a (1 prompt)", not "± nan", which would read as a broken measurement (e.g. --set ppo.eval_prompts=1).
+    """
+    figure = f"{value:+.3f}" if signed else f"{value:.3f}"
+    return f"{figure} ± {stderr:.3f}" if math.isfinite(stderr) else f"{figure} ± n/a (1 prompt)"
+
+
 def win_rate_ceiling(records: Sequence[dict], gold_b: Sequence[float]) -> float:
     """The win rate a perfect policy would reach against answers with gold scores `gold_b`.
 

@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from minillm.datasets.instructions import is_correct
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
+from minillm.stage3_rlhf.annotator import with_stderr
 from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve, pass_at_k_gain, pass_at_k_stderr
 from minillm.stage3_rlhf.preferences import compare_answers, sample_answers
 from minillm.stage3_rlhf.reward_model import best_of_n, best_of_n_kl, load_reward_model
@@ -187,7 +188,7 @@ def pass_at_k_line(name: str, sft: dict[str, float], policy: dict[str, float],
     top = max(sft, key=int)  # the largest k measured
     points = []
     for k in dict.fromkeys(("1", top)):  # once, when only k = 1 was measured
-        change = f" ({gain[k]['gain']:+.3f} ± {gain[k]['stderr']:.3f})" if gain else ""
+        change = f" ({with_stderr(gain[k]['gain'], gain[k]['stderr'], signed=True)})" if gain else ""
         points.append(f"pass@{k} {sft[k]:.3f} -> {policy[k]:.3f}{change}")
     if gain:
         return f"{name}: {', '.join(points)}; {catching_up(gain)}"
@@ -203,6 +204,6 @@ def render_table(rows: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["| answers | win rate vs SFT samples | pass@1 | exact match | style flaws | KL to SFT (nats) | train s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['win_rate_vs_sft']:.3f} ± {r['win_rate_stderr']:.3f} | {r['pass_at_1']:.3f} "
+        lines.append(f"| {name} | {with_stderr(r['win_rate_vs_sft'], r['win_rate_stderr'])} | {r['pass_at_1']:.3f} "
                      f"| {r['exact_match']:.3f} | {r['style_flaws']:.3f} | {r['kl']:.2f} | {r['train_seconds']:.0f} |")
     return lines
