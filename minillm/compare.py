@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from minillm.errors import DataError
 from minillm.train.loop import CONFIG_NAME, FINAL_SPLIT, METRICS_NAME, read_metrics, summarize
 from minillm.train.plots import axis_label, plot_curve, save_figure, step_axis, text_fonts
-from minillm.utils import damaged, read_json
+from minillm.utils import damaged, holds_pipeline_steps, read_json
 
 NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
 
@@ -198,6 +198,9 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
             what = "is a file, not a run folder" if Path(run_dir).exists() else "does not exist"
             raise DataError(f"{run_dir} {what}: point compare at run folders a training command or the "
                             "pipeline wrote (e.g. runs/clm, runs/tiny)")
+        if holds_pipeline_steps(Path(run_dir)) and not is_pipeline_run(run_dir):  # stopped, or still running
+            raise DataError(f"{run_dir} is a pipeline run that has not finished (it has no {REPORT_NAME} yet): run "
+                            "its `minillm pipeline` command again, which goes on where it stopped, then compare")
     if all(is_pipeline_run(d) for d in run_dirs):
         return compare_pipelines(run_dirs)
     runs = [load_run(d, n) for d, n in zip(run_dirs, run_names(run_dirs), strict=True)]

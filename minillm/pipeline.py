@@ -41,7 +41,7 @@ from typing import Any
 from minillm.config import PipelineConfig, changed_settings, first_changes, to_dict, train_configs
 from minillm.datasets import corpus_splits, instruction_records
 from minillm.errors import ConfigError, DataError
-from minillm.report import FLASH_FLOOD_SENTENCE, RL_POLICIES, write_report
+from minillm.report import FLASH_FLOOD_SENTENCE, RL_POLICIES, remove_report, write_report
 from minillm.stage1_pretrain.clm import train_clm
 from minillm.stage1_pretrain.mlm import train_mlm
 from minillm.stage2_sft.evaluate import run_sft_with_baselines, single_family_name
@@ -373,6 +373,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
     if corpus:  # the same for the corpus (missing, not UTF-8, empty), before config.json is written
         print(f"corpus: {sum(map(len, journey.documents))} documents from {corpus}")
     preflight(journey)
+    remove_report(out_dir)  # (before config.json changes: no report of other settings beside it)
     journey.write_config()
     if force:  # later steps depend on earlier ones: redo all of them, from scratch, not from checkpoints
         for name in STEP_NAMES:

@@ -21,7 +21,7 @@ from minillm.stage1_pretrain.mlm import EVAL_MASKING
 from minillm.stage2_sft.evaluate import ANSWERS_NAME, read_answers
 from minillm.stage3_rlhf.annotator import with_stderr
 from minillm.stage3_rlhf.scoreboard import pass_at_k_line, render_table
-from minillm.utils import write_json
+from minillm.utils import atomic_write_bytes, write_json
 
 if TYPE_CHECKING:  # (the pipeline imports this module to write its report)
     from minillm.pipeline import Journey
@@ -82,16 +82,33 @@ def build_report(cfg: PipelineConfig, device: str, results: dict[str, dict]) -> 
             "seconds": round(sum(s["seconds"] for s in stages.values()), 2), "stages": stages}
 
 
+REPORT_FILES = ("report.json", "report.md")
+
+
 def write_report(j: Journey, device: str, wall_seconds: float) -> dict:
-    """Write report.json and report.md for the finished steps in `j.results`; return the report."""
+    """Write report.md and report.json for the finished steps in `j.results`; return the report.
+
+    report.json comes last, each file whole or not at all (atomically): a folder that holds a
+    report.json holds the report of the journey its config.json describes, whole (`remove_report`).
+    """
     report = build_report(j.cfg, device, j.results)
     # "seconds" adds up the steps' times; "wall_seconds" is how long this call took, which is less
     # with steps side by side (`jobs`), and far less for a rerun that finds its steps already done
     report["wall_seconds"] = round(wall_seconds, 2)
     report["jobs"] = j.jobs
-    write_json(j.out_dir / "report.json", report)
-    (j.out_dir / "report.md").write_text(render_markdown(report, j), encoding="utf-8")
+    json_path, page_path = (j.out_dir / name for name in REPORT_FILES)
+    atomic_write_bytes(page_path, render_markdown(report, j).encode("utf-8"))
+    write_json(json_path, report)
     return report
+
+
+def remove_report(out_dir: Path) -> None:
+    """Delete a pipeline run's report, report.json first, before the run starts again (`write_report`
+    writes a new one when it ends). Left there, the report of the settings before would stand beside
+    the new config.json until then, and a run stopped in between (an experiment's `--set`, Ctrl-C, a
+    kill) would keep it for good: `minillm compare` would give the new settings the old figures."""
+    for name in REPORT_FILES:
+        (out_dir / name).unlink(missing_ok=True)
 
 
 def _fmt(x: Any) -> str:

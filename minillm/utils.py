@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import signal
 import sys
 import tempfile
@@ -149,6 +150,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+# The name of atomic_write_bytes's temporary file: ".ckpt.pt.", mkstemp's 8 random characters, ".tmp".
+INTERRUPTED_WRITE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_interrupted_writes(folder: Path) -> None:
+    """Delete the temporary files that atomic_write_bytes left in `folder`, or in a folder below it,
+    when its process was killed in the middle of a write (kill -9, the OOM killer, a power cut: no
+    `except` ran to remove them).
+
+    Each is the unfinished new version of a file whose old version is intact, and nothing ever
+    reads it; but a checkpoint's is as large as the checkpoint, and every kill would leave one more.
+    Call this only while holding the folder's lock (run_folder_lock): no write of ours is under way then.
+    """
+    for tmp in folder.rglob("*.tmp"):
+        if INTERRUPTED_WRITE.fullmatch(tmp.name) and tmp.is_file():
+            tmp.unlink(missing_ok=True)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
@@ -267,8 +286,12 @@ def check_not_foreign(folder: Path, inputs: tuple[str, ...] = (), flag: str = "-
 def made_by_earlier_minillm(folder: Path) -> bool:
     """A run folder from before RUN_MARK_NAME existed: a training run's config.json beside its
     metrics.jsonl, or a pipeline run's config.json beside its first step's folder."""
-    return (folder / "config.json").is_file() and ((folder / "metrics.jsonl").is_file()
-                                                    or (folder / "01_tokenizer").is_dir())
+    return (folder / "config.json").is_file() and ((folder / "metrics.jsonl").is_file() or holds_pipeline_steps(folder))
+
+
+def holds_pipeline_steps(folder: Path) -> bool:
+    """True when `folder` is a pipeline run's: it holds the folder of the first step, 01_tokenizer."""
+    return (folder / "01_tokenizer").is_dir()
 
 
 @contextmanager
@@ -280,7 +303,7 @@ def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> 
     folder too, if this call created it and nothing was written into it). A folder holding files of
     someone else's is refused before anything is written (check_not_foreign, which lets the files
     named in `inputs` through); one that is taken is marked as a run's (RUN_MARK_NAME), so that
-    later runs may go on in it.
+    later runs may go on in it, and rid of what a killed run's unfinished writes left there.
     """
     folder = Path(folder)
     check_is_folder(folder)
@@ -291,6 +314,7 @@ def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> 
     try:
         with hold_lock(folder / LOCK_NAME, folder) as lock:
             mark.touch()
+            remove_interrupted_writes(folder)
             yield lock
     finally:
         if created and [path.name for path in folder.iterdir()] == [RUN_MARK_NAME]:

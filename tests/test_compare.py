@@ -129,6 +129,20 @@ def test_a_folder_that_is_not_there_is_named_as_such_beside_any_run(tmp_path, ca
                                                    "runs/tiny)")
 
 
+def test_a_pipeline_run_that_has_not_finished_is_named_as_such_beside_any_run(tmp_path, capsys):
+    # a pipeline stopped before its report (killed, Ctrl-C) was said to hold "no metrics.jsonl rows"
+    # and sent to "run folders a training command wrote"; beside a finished one, that one was blamed
+    stopped = write_pipeline_run(tmp_path / "stopped", 0.2, "p", 0.6)
+    (stopped / "01_tokenizer").mkdir()
+    (stopped / "report.json").unlink()
+    for other in (write_run(tmp_path / "run", 1e-3, [2.0, 1.0]), write_pipeline_run(tmp_path / "tiny", 0.2, "p", 0.6)):
+        for pair in ([other, stopped], [stopped, other]):
+            assert main(["compare", *map(str, pair), "--out", str(tmp_path / "c.png")]) == 2
+            assert capsys.readouterr().err.strip() == (
+                f"minillm: error: {stopped} is a pipeline run that has not finished (it has no report.json yet): "
+                "run its `minillm pipeline` command again, which goes on where it stopped, then compare")
+
+
 def test_two_pipeline_runs_compare_by_their_figures_settings_and_the_steps_each_trained(tmp_path, capsys):
     tiny = write_pipeline_run(tmp_path / "tiny", 0.2, "ppo-1", 0.625)
     no_kl = write_pipeline_run(tmp_path / "no-kl", 0.0, "ppo-2", 0.63)

@@ -554,6 +554,35 @@ def test_a_copy_from_another_run_cut_short_is_not_taken_for_a_finished_step(tmp_
     assert (tmp_path / "new" / "01_tokenizer" / "ckpt.pt").read_text(encoding="utf-8") == "weights"
 
 
+def test_a_run_stopped_before_its_report_keeps_no_report_of_other_settings(tmp_path, monkeypatch):
+    """An experiment in a finished run's folder (--set dpo.beta=0.9), stopped in DPO: config.json holds
+    the new settings, so the report of the old ones is gone (`minillm compare` read its figures as the
+    new settings'). And a report cut short while report.md is written leaves no report.json."""
+    results = made_up_results()
+
+    def made_up(name):
+        return lambda j: results[name]
+
+    def stopped(j):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "STEPS", {name: made_up(name) for name in STEP_NAMES})
+    run = tmp_path / "run"
+    run_pipeline(preset("micro"), run)
+    assert (run / "report.json").is_file() and (run / "report.md").is_file()
+    monkeypatch.setitem(pipeline.STEPS, "dpo", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(apply_overrides(preset("micro"), ["dpo.beta=0.9"]), run)
+    assert read_json(run / "config.json")["dpo"]["beta"] == 0.9
+    assert not (run / "report.json").exists() and not (run / "report.md").exists()
+
+    monkeypatch.setitem(pipeline.STEPS, "dpo", made_up("dpo"))
+    monkeypatch.setattr("minillm.report.render_markdown", lambda *args: stopped(None))
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(preset("micro"), run)
+    assert not (run / "report.json").exists()
+
+
 def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):
     """`minillm pipeline --data FILE --skip-bad-lines` skips a malformed line, as `minillm sft` does,
     and without the flag the line stops the journey, naming the flag."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -112,6 +113,29 @@ def test_a_run_marks_its_folder_and_may_go_on_in_it(tmp_path):
     with run_folder_lock(tmp_path / "empty"):  # an empty folder the user made is fine, and is kept
         pass
     assert [path.name for path in (tmp_path / "empty").iterdir()] == [utils.RUN_MARK_NAME]
+
+
+def test_a_write_cut_by_kill_9_leaves_no_temporary_file_once_the_folder_is_taken_again(tmp_path):
+    """A process killed between writing a checkpoint's temporary file and renaming it (here at the
+    fsync) keeps the old checkpoint but leaves `.ckpt.pt.XXXXXXXX.tmp`, as large as a checkpoint:
+    the next run in the folder (the rerun) removes it, and in the folders below (a pipeline's steps)."""
+    run = tmp_path / "run"
+    (run / "04_sft").mkdir(parents=True)
+    (run / utils.RUN_MARK_NAME).touch()
+    (run / "04_sft" / "ckpt.pt").write_bytes(b"old")
+    killed = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os, signal
+        from minillm import utils
+        os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
+        utils.atomic_write_bytes({str(run / "04_sft" / "ckpt.pt")!r}, b"new")
+        """)], env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert [p.name for p in (run / "04_sft").glob(".ckpt.pt.*.tmp")]  # what the kill left
+    (run / "notes.tmp").write_text("a file of ours, not a cut write", encoding="utf-8")
+    with run_folder_lock(run):
+        pass
+    assert sorted(p.name for p in (run / "04_sft").iterdir()) == ["ckpt.pt"]
+    assert (run / "04_sft" / "ckpt.pt").read_bytes() == b"old" and (run / "notes.tmp").is_file()
 
 
 def test_runs_of_a_minillm_from_before_the_mark_are_recognised(tmp_path):

@@ -213,6 +213,18 @@ def test_tiny_clm_run_learns(tmp_path, corpus, tokenizer):
     assert text.startswith("The") and text == generate_text(model, tokenizer, "The", max_new_tokens=10, seed=3)
 
 
+@pytest.mark.parametrize("train", [train_mlm, train_clm])
+def test_a_finished_run_resumed_logs_its_final_evaluation_once(tmp_path, corpus, tokenizer, train):
+    """A pipeline killed after a stage-1 step's final evaluation was logged, and before it recorded the
+    step, resumes the run at its last step and evaluates again (as `--resume` of a finished run does):
+    metrics.jsonl then held two "final" rows, and differed from an uninterrupted run's."""
+    cfg = (_mlm_cfg if train is train_mlm else _clm_cfg)(max_steps=2, log_every=1000)
+    train(cfg, tokenizer, *corpus, tmp_path)
+    once = (tmp_path / "metrics.jsonl").read_text(encoding="utf-8")
+    train(cfg, tokenizer, *corpus, tmp_path, resume=True)
+    assert (tmp_path / "metrics.jsonl").read_text(encoding="utf-8") == once
+
+
 def test_a_prompt_that_fills_the_window_is_named_as_such_not_as_max_new_tokens_0(tokenizer):
     model = GPT(ModelConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=8))
     prompt = "\x01" * 7  # 7 byte tokens: with <bos> they fill the 8-token window

@@ -31,7 +31,7 @@ from minillm.config import diff_configs
 from minillm.errors import ConfigError, DataError
 from minillm.tokenizer import load_tokenizer
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME
-from minillm.train.loop import CONFIG_NAME, FINAL_SPLIT, METRICS_NAME, append_metrics
+from minillm.train.loop import CONFIG_NAME, FINAL_SPLIT, METRICS_NAME, read_metrics, write_metrics
 from minillm.utils import write_json
 
 
@@ -132,12 +132,17 @@ def check_resume(out_dir: Path, run_config: dict, tokenizer) -> None:
 def write_results(out_dir: Path, metrics: dict, streams: dict[str, torch.Tensor], steps: int,
                   train_result: dict) -> dict:
     """Complete a stage-1 run's final metrics, write them to results.json and as the last
-    ("final") row of metrics.jsonl, and return them."""
+    ("final") row of metrics.jsonl, and return them.
+
+    The row takes the place of a final row that metrics.jsonl already holds: a run that is resumed
+    after it finished (a rerun of a pipeline killed before it recorded the step, or `--resume` of a
+    finished run) trains no step and evaluates again, and would otherwise log a second one."""
     metrics.update({
         "train_tokens": len(streams["train"]),
         "steps": steps,
         "final_train_loss": train_result["final"].get("loss"),
     })
     write_json(out_dir / "results.json", metrics)
-    append_metrics(out_dir / METRICS_NAME, {"step": steps, "split": FINAL_SPLIT, **metrics})
+    logged = [row for row in read_metrics(out_dir / METRICS_NAME) if row.get("split") != FINAL_SPLIT]
+    write_metrics(out_dir / METRICS_NAME, [*logged, {"step": steps, "split": FINAL_SPLIT, **metrics}])
     return metrics
