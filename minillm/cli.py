@@ -68,7 +68,20 @@ def build_config(args: argparse.Namespace) -> PipelineConfig:
         device = cfg.device
     if device is not None:
         resolve_device(device)
-    return with_runtime(cfg, device, args.dtype, args.compile, args.detect_anomaly)
+    cfg = with_runtime(cfg, device, args.dtype, args.compile, args.detect_anomaly)
+    note_gpu_preset_on_cpu(cfg)
+    return cfg
+
+
+def note_gpu_preset_on_cpu(cfg: PipelineConfig) -> None:
+    """Say so when the small preset, sized for one GPU, finds none: device=auto then trains it on the
+    CPU, a training step of tens of seconds where a GPU takes a fraction of one, and nothing else tells."""
+    from minillm.utils import resolve_device
+
+    if cfg.preset == "small" and cfg.device == "auto" and resolve_device("auto").type == "cpu":
+        print("minillm: note: the small preset is sized for one GPU and device=auto finds none, so it trains on "
+              "the CPU, for many hours; --preset tiny takes minutes on a CPU (--device cpu runs small here "
+              "without this note)", file=sys.stderr)
 
 
 def sections_read(args: argparse.Namespace) -> tuple[str, ...]:

@@ -558,6 +558,9 @@ def preset(name: str) -> PipelineConfig:
             "clm.model.n_layer=6", "clm.model.n_embd=384", "clm.model.n_head=6", "clm.model.block_size=256",
             "mlm.train.max_steps=5000", "clm.train.max_steps=5000", "sft.train.max_steps=2000",
             "mlm.train.batch_size=64", "clm.train.batch_size=64",
+            # MLM: the tiny preset's recipe. With BERT's (post-LN, learned positions, warmup 20, lr 1e-3) a
+            # 6 x 384 encoder still guessed the unigram after 300 steps; with this one, 0.73 masked accuracy
+            "mlm.model.norm=pre", "mlm.model.position=rope", "mlm.train.warmup_steps=100", "mlm.train.lr=2e-3",
         ]), device="auto")
     if name == "tiny":  # each stage 10 s to 2 minutes on a 2-core CPU; docs/findings.md has what was tried
         cfg = apply_overrides(cfg, [

@@ -382,6 +382,21 @@ def test_device_and_set_device_move_every_stage(flag):
     assert cfg.device == "cpu" and {train.device for train in train_configs(cfg)} == {"cpu"}
 
 
+@pytest.mark.parametrize("argv, gpu, noted", [
+    (["pipeline", "--out", "x", "--preset", "small"], False, True),
+    (["pretrain", "clm", "--out", "x", "--preset", "small"], False, True),
+    (["pipeline", "--out", "x", "--preset", "small"], True, False),
+    (["pipeline", "--out", "x", "--preset", "small", "--device", "cpu"], False, False),
+    (["pipeline", "--out", "x", "--preset", "tiny", "--device", "auto"], False, False),
+])
+def test_the_small_preset_says_when_it_finds_no_gpu(argv, gpu, noted, monkeypatch, capsys):
+    """Without a GPU, device=auto trained the small preset on the CPU for many hours, and only tqdm's ETA told."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr("minillm.utils.mps_available", lambda: False)
+    _config(argv)
+    assert ("sized for one GPU and device=auto finds none" in capsys.readouterr().err) == noted
+
+
 def test_one_stages_device_stays_its_own():
     cfg = _config(["pipeline", "--out", "x", "--preset", "small", "--set", "clm.train.device=cpu"])
     assert cfg.clm.train.device == "cpu" and cfg.sft.train.device == "auto" and cfg.device == "auto"

@@ -293,6 +293,14 @@ def test_replace_train_configs_reaches_every_stage_and_nothing_else():
     assert count_train_dicts(to_dict(cfg)) == len(STAGES)
 
 
+def test_the_small_preset_pretrains_its_bert_by_the_recipe_that_leaves_the_plateau():
+    """BERT's own settings kept a small encoder at the unigram guess for all 300 steps of gpu_check's run
+    (docs/findings.md, "BERT: the warmup decides whether it leaves the plateau"); tiny's recipe did not."""
+    small, tiny = preset("small").mlm, preset("tiny").mlm
+    recipe = [(m.model.norm, m.model.position, m.train.warmup_steps, m.train.lr) for m in (small, tiny)]
+    assert recipe[0] == recipe[1] == ("pre", "rope", 100, 2e-3)
+
+
 def test_the_small_preset_puts_every_stage_on_the_gpu_when_there_is_one():
     cfg = preset("small")
     assert cfg.device == "auto"
