@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import io
 import os
+import re
 import shlex
 import sys
 import unicodedata
@@ -637,6 +638,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"minillm: error: {_one_line(err)}", file=sys.stderr)
             return 2
+        except RuntimeError as err:  # torch's out-of-memory errors are RuntimeErrors; any other is a bug
+            if args.debug or not is_out_of_memory(err):
+                raise
+            print(f"minillm: error: {out_of_memory_line(err)}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print(f"minillm: interrupted{_resume_hint(args, argv)}", file=sys.stderr)
             return 130
@@ -715,6 +721,25 @@ def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
     if args.func is cmd_pipeline:
         where += "; finished steps are kept"
     return f"; {where}. Continue with: {again}"
+
+
+# What torch says when memory runs out: on a GPU (torch.OutOfMemoryError), on Apple's GPU, on the CPU
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory")
+
+
+def is_out_of_memory(err: RuntimeError) -> bool:
+    """True for an allocation that failed: a setting too large for the machine, not a bug of ours."""
+    return any(words in str(err).lower() for words in OUT_OF_MEMORY)
+
+
+def out_of_memory_line(err: RuntimeError) -> str:
+    """One line for a failed allocation: how much was asked for, and the settings that decide it."""
+    asked = re.search(r"tried to allocate (\d+) bytes|tried to allocate ([\d.]+ [KMGT]iB)", str(err), re.IGNORECASE)
+    size = "" if asked is None else f" (it tried to allocate {asked[2] or f'{int(asked[1]) / 2**30:.2f} GiB'})"
+    return (f"out of memory{size}: the model or a batch does not fit in this device's memory. Split each batch "
+            "into parts (--set SECTION.train.grad_accum_steps=K: the same batch for the optimizer, K times less "
+            "memory for its activations), lower SECTION.train.batch_size, or make the model smaller (n_layer, "
+            "n_embd, block_size); --debug shows where it failed")
 
 
 def _one_line(err: Exception) -> str:

@@ -744,6 +744,28 @@ def test_a_path_that_cannot_be_written_is_one_line(monkeypatch, capsys):
     assert err == "minillm: error: Permission denied: /root/out.json; check the path and its permissions\n"
 
 
+@pytest.mark.parametrize(("error", "size"), [
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                  "tried to allocate 51539607552 bytes. Error code 12 (Cannot allocate memory)"), "48.00 GiB"),
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.1 "
+                            "GiB of which 1.2 GiB is free."), "2.00 GiB"),
+    (RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB, other allocations: 1.00 GB)"), None),
+])
+def test_memory_running_out_is_one_line_that_names_the_settings_to_lower(error, size, monkeypatch, capsys):
+    """`--set clm.model.n_embd=65536` ended in torch's traceback, from inside nn.Linear's __init__."""
+    _fake_command(monkeypatch, error)
+    code, out, err = run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("minillm: error: out of memory" + (f" (it tried to allocate {size})" if size else "") + ":")
+    assert "grad_accum_steps" in err and "batch_size" in err
+
+
+def test_a_runtime_error_that_is_not_memory_is_a_bug_and_keeps_its_traceback(monkeypatch):
+    _fake_command(monkeypatch, RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)"))
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        main(["tokenizer", "encode", "--tokenizer", "t", "x"])
+
+
 def test_ctrl_c_exits_130(monkeypatch, capsys):
     _fake_command(monkeypatch, KeyboardInterrupt())
     assert run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)[:3] == (130, "", "minillm: interrupted\n")
