@@ -7,6 +7,7 @@ import io
 import json
 import math
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -216,6 +217,19 @@ def test_only_training_records_are_trained_on() -> None:
     assert [r["id"] for r in splits["train"]] == ["r0", "r4", "none"]
     assert [r["id"] for r in splits["val"]] == ["r1"]
     assert _split_records(records[:1])["val"] == records[:1]  # no test_seen records: validate on training data
+
+
+def test_replayed_text_is_held_as_one_tensor_not_as_python_lists(tokenizer) -> None:
+    # a 50 MB corpus is ~20M tokens: as ready-made examples (a Python int and a True per token in two
+    # lists, ~40 bytes a token) replay took a gigabyte; as one tensor of windows it takes 8 bytes a token
+    docs = [f"hello {i} one two three bye " * 40 for i in range(200)]
+    tracemalloc.start()
+    windows = replay_examples(tokenizer, docs, length=16)
+    held = tracemalloc.get_traced_memory()[0]  # Python objects still alive (a tensor's storage is not among them)
+    tracemalloc.stop()
+    n_tokens = len(windows) * 16
+    assert n_tokens > 40_000 and held < 4 * n_tokens, f"{held / n_tokens:.1f} bytes of Python objects a token"
+    assert windows[-1].ids == pack_documents(tokenizer, docs)[n_tokens - 16 : n_tokens].tolist()
 
 
 def test_replay_mixes_pretraining_windows_into_training_batches_only(tokenizer) -> None:

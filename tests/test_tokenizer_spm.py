@@ -179,3 +179,13 @@ def test_a_line_longer_than_sentencepiece_takes_trains_in_full() -> None:
 def test_lone_surrogate_is_a_clear_error(tok: SentencePieceTokenizer) -> None:
     with pytest.raises(TokenizerError, match="surrogate"):
         tok.encode("\udfff")
+
+
+def test_training_says_what_it_does_since_sentencepiece_shows_no_progress_bar(capsys) -> None:
+    # a unigram vocabulary took a minute on a 50 MB corpus, with nothing on the screen
+    SentencePieceTokenizer.train(CORPUS, VOCAB, model_type="unigram")
+    out = capsys.readouterr().out
+    assert f"sentencepiece: training a unigram vocabulary of {VOCAB} on 0.0 MB of text" in out
+    assert "no progress bar" in out
+    SentencePieceTokenizer.train(CORPUS, VOCAB, model_type="unigram", progress=False)
+    assert capsys.readouterr().out == ""

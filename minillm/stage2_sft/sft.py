@@ -104,7 +104,25 @@ def length_buckets(examples: list[ChatExample], bucket_size: int) -> list[list[C
     return [ordered[i:i + bucket_size] for i in range(0, len(ordered), bucket_size)]
 
 
-def replay_examples(tokenizer: Any, docs: Sequence[str], length: int) -> list[ChatExample]:
+class ReplayWindows(Sequence[ChatExample]):
+    """Windows of the packed corpus as SFT examples, each made when a batch asks for it.
+
+    One (N, L) tensor holds every window, 8 bytes a token. N ready-made examples would hold each
+    token as a Python int and a True in two lists, ~40 bytes a token: a gigabyte for a 50 MB corpus.
+    """
+
+    def __init__(self, windows: Tensor) -> None:
+        self.windows = windows  # (N, L)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, i: int) -> ChatExample:
+        ids = self.windows[i].tolist()  # (L,)
+        return ChatExample(ids=ids, loss_mask=[True] * len(ids), prompt_tokens_dropped=0)
+
+
+def replay_examples(tokenizer: Any, docs: Sequence[str], length: int) -> ReplayWindows:
     """Pretraining text as SFT examples whose every token after the first is a target (the first has
     nothing before it to be predicted from): windows of the packed corpus.
 
@@ -113,8 +131,7 @@ def replay_examples(tokenizer: Any, docs: Sequence[str], length: int) -> list[Ch
     pretraining stored (without them, a tiny model forgets the facts it was never asked about).
     """
     stream = pack_documents(tokenizer, docs)  # (S,) the whole corpus, S tokens, as one id stream
-    windows = stream[: len(stream) // length * length].view(-1, length)  # (S // length, length)
-    return [ChatExample(ids=w.tolist(), loss_mask=[True] * length, prompt_tokens_dropped=0) for w in windows]
+    return ReplayWindows(stream[: len(stream) // length * length].view(-1, length))  # (S // length, length)
 
 
 def make_get_batch(
@@ -183,7 +200,7 @@ def _initial_model(
 
 
 def replay_rows(cfg: SFTConfig, tokenizer: Any, pretrain_docs: Sequence[str],
-                block: int) -> tuple[list[ChatExample], int]:
+                block: int) -> tuple[Sequence[ChatExample], int]:
     """The replayed windows of `pretrain_docs` and how many rows of each batch they fill: none
     when `cfg.pretrain_mix` is 0, else round(pretrain_mix * batch_size) (config.py checks it)."""
     n_replay = round(cfg.pretrain_mix * cfg.train.batch_size)

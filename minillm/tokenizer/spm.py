@@ -137,8 +137,9 @@ class SentencePieceTokenizer(Tokenizer):
         cls, texts: Iterable[str], vocab_size: int, *, model_type: str = "bpe", progress: bool = True
     ) -> SentencePieceTokenizer:
         """Train sentencepiece on the lines of `texts`. Like ours, it warns and returns a smaller
-        vocabulary when the corpus cannot supply `vocab_size` pieces. (`progress` is accepted for
-        symmetry with ours, but sentencepiece trains in C++ and shows no progress bar.)"""
+        vocabulary when the corpus cannot supply `vocab_size` pieces. sentencepiece trains in C++
+        and shows no progress bar, so with `progress` one line says what it is doing: a unigram
+        vocabulary took a minute on 50 MB of text (2 CPU cores), without a word otherwise."""
         if model_type not in ("bpe", "unigram"):
             raise TokenizerError(f"model_type={model_type!r}: expected 'bpe' or 'unigram'")
         check_vocab_size(vocab_size, N_RESERVED)
@@ -146,6 +147,10 @@ class SentencePieceTokenizer(Tokenizer):
                  for part in split_long_line(line)]
         if not lines:
             raise TokenizerError("the training corpus is empty or only whitespace; give it some text")
+        if progress:
+            n_mb = sum(len(line.encode("utf-8")) for line in lines) / 1e6
+            print(f"sentencepiece: training a {model_type} vocabulary of {vocab_size} on {n_mb:.1f} MB of text "
+                  "(it trains in C++ and shows no progress bar; a unigram vocabulary takes longest)", flush=True)
         model = io.BytesIO()
         try:
             options = spm_trainer_options(vocab_size, model_type)
