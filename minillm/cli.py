@@ -291,12 +291,16 @@ def _typed_lines(command: str) -> io.TextIOBase:
     """stdin, for the commands a person types into (`chat`, `annotate`). A line of bytes that are not
     UTF-8 (a terminal set to Latin-1, a paste) must not end the session with a traceback: its bad bytes
     become U+FFFD, which the chat reads as text and annotate refuses as no ranking, and asks again.
-    A closed stdin (`<&-`, a service without a terminal) has no lines to read: say so before loading."""
+    Lines from a file or a pipe (< lines.txt) are read as UTF-8, as every file a user gives is, and
+    without the byte order mark a Windows editor may write first: Python would read them in the
+    locale's encoding (cp1252 on Windows), and a first ranking "\ufeff2 1" (or "ï»¿2 1") would be
+    refused, so that each later line answered the question before its own. A terminal keeps its
+    encoding. A closed stdin (`<&-`, a service without a terminal) has no lines to read: say so before loading."""
     if sys.stdin is None:
         raise DataError(f"`minillm {command}` reads what you type from stdin, but stdin is closed; run it in a "
                         "terminal, or give it the lines from a file (< lines.txt)")
     if isinstance(sys.stdin, io.TextIOWrapper):
-        sys.stdin.reconfigure(errors="replace")
+        sys.stdin.reconfigure(encoding=sys.stdin.encoding if sys.stdin.isatty() else "utf-8-sig", errors="replace")
     return sys.stdin
 
 
@@ -619,6 +623,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
+    from minillm.utils import show_unencodable_output  # (imported here: torch with it, and --help stays fast)
+
+    show_unencodable_output()  # a stdout that is not UTF-8 (Windows, piped) must not end a trained run at its "±"
     with warnings.catch_warnings():
         if not args.debug:
             warnings.showwarning = _show_warning

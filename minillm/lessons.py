@@ -48,7 +48,9 @@ from minillm.pipeline import (
     step_folder,
 )
 from minillm.train.loop import METRICS_NAME, read_metrics
-from minillm.utils import read_json, run_folder_lock, write_json
+from minillm.utils import read_json, run_folder_lock, show_unencodable_output, write_json
+
+show_unencodable_output()  # every lesson imports this module first; lessons print Korean text and "±"
 
 
 def find_root() -> Path:

@@ -3,6 +3,8 @@ and files, model text made safe to show in a terminal."""
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import multiprocessing
 import os
@@ -56,9 +58,31 @@ def stop_when_orphaned(parent: int, poll_seconds: float = 0.5) -> None:
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """Processes for work beside this one: "spawn" starts fresh interpreters (nothing of this
-    process's torch state is copied), each stopping when this process dies."""
+    process's torch state is copied), each stopping when this process dies and printing as it does."""
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=stop_when_orphaned, initargs=(os.getpid(),))
+                               initializer=_start_worker, initargs=(os.getpid(),))
+
+
+def _start_worker(parent: int) -> None:
+    """What a worker of `worker_pool` does first: a fresh interpreter has none of its parent's setup."""
+    stop_when_orphaned(parent)
+    show_unencodable_output()
+
+
+def show_unencodable_output() -> None:
+    """Make stdout write a character its encoding lacks as an escape (`\\xb1` for "±", `\\ud55c`
+    for "한") instead of raising UnicodeEncodeError. Called first by each command and lesson.
+
+    stdout is not always UTF-8: on Windows, output sent to a file or a pipe is written in the
+    system's code page (cp1252 in Western Europe, which has "±" but no Hangul), and under the C
+    locale with PYTHONUTF8=0 it is ASCII. There, printing a model's Korean answer or a figure's "±"
+    would end the command with a traceback, after its training had finished. Python's stderr
+    already writes escapes (errors="backslashreplace"); stdout now does the same. A UTF-8 stdout,
+    and one that is not a file's text stream (a notebook's), is left as it is.
+    """
+    stream = sys.stdout
+    if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name != "utf-8":
+        stream.reconfigure(errors="backslashreplace")
 
 
 @contextmanager

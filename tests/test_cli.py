@@ -251,6 +251,17 @@ def test_a_reader_that_stops_early_is_no_error(untrained_runs, buffered):
         assert (process.wait(timeout=120), err) == (141, ""), len(text)
 
 
+def test_a_stdout_that_is_not_utf8_shows_what_it_cannot_encode_as_escapes(untrained_runs):
+    """On Windows, output sent to a file or a pipe is written in the code page (cp1252: "±" but no Hangul);
+    under the C locale with PYTHONUTF8=0 it is ASCII. A model's Korean answer, or the "±" that ppo, dpo and
+    grpo print after training, used to end the command there with UnicodeEncodeError."""
+    argv = ["generate", "--ckpt", str(untrained_runs / "gpt"), "밤 ±", "--max-new-tokens", "2"]
+    done = subprocess.run([sys.executable, "-m", "minillm", *argv], cwd=REPO, capture_output=True, timeout=120,
+                          env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert done.stdout.startswith(b"\\ubc24 \xb1")  # only what cp1252 lacks is escaped
+
+
 def test_the_installed_script_runs():
     script = Path(sys.executable).with_name("minillm")
     if not script.is_file():
@@ -589,6 +600,22 @@ def test_a_line_that_is_not_utf8_is_no_ranking_and_annotate_asks_again(untrained
     code, shown, err = run(_annotate(untrained_runs, prompts, out), capsys)
     assert code == 0, err
     assert "not a ranking" in shown and len(out.read_text(encoding="utf-8").splitlines()) == 1
+
+
+@pytest.mark.parametrize("encoding", ("utf-8", "cp1252"))  # cp1252: Python's on Windows for a redirected stdin
+def test_rankings_from_a_file_that_starts_with_a_byte_order_mark_go_to_their_own_prompts(
+        encoding, untrained_runs, tmp_path, capsys, monkeypatch):
+    """`minillm annotate ... < ranks.txt`, the file saved by a Windows editor with a byte order mark: its first
+    ranking was refused ("\ufeff2 1", or "ï»¿2 1" read as cp1252), and each later line went to the prompt
+    before its own, with exit code 0."""
+    prompts, out = tmp_path / "prompts.txt", tmp_path / "prefs.jsonl"
+    prompts.write_text("how is the river?\nhow is the sea?\n", encoding="utf-8")
+    ranks = io.TextIOWrapper(io.BytesIO("\ufeff2 1\n1 2\n".encode("utf-8")), encoding=encoding)
+    monkeypatch.setattr(sys, "stdin", ranks)
+    code, shown, err = run(_annotate(untrained_runs, prompts, out), capsys)
+    assert code == 0 and "not a ranking" not in shown, err
+    saved = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["prompt"], r["ranking"]) for r in saved] == [("how is the river?", [1, 0]), ("how is the sea?", [0, 1])]
 
 
 def test_annotate_takes_the_skip_bad_lines_that_its_error_names(untrained_runs, tmp_path, capsys, monkeypatch):

@@ -402,3 +402,11 @@ def test_a_scripts_input_mistake_is_one_line_not_a_traceback(script, argv, messa
                           cwd=ROOT)
     assert done.returncode == 1 and done.stderr.strip().startswith(message), done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_lesson_shows_what_its_stdout_cannot_encode_as_escapes():
+    """Lessons print Korean text and "±": `python lessons/01_tokenizer.py > log.txt` on Windows writes in the
+    code page (cp1252, no Hangul), and lesson 1 stopped at its first Korean line with UnicodeEncodeError."""
+    done = subprocess.run([sys.executable, "-c", "import minillm.lessons; print('밤 ±')"], capture_output=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, "PYTHONIOENCODING": "cp1252"})
+    assert (done.returncode, done.stdout) == (0, b"\\ubc24 \xb1" + os.linesep.encode()), done.stderr

@@ -31,7 +31,7 @@ from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
 from minillm.stage3_rlhf.scoreboard import BEST_OF
 from minillm.tokenizer import train_tokenizer
-from minillm.utils import read_json
+from minillm.utils import read_json, worker_pool
 
 REQUIRED = {
     "tokenizer": ("seconds", "vocab_size", "tokens_per_byte"),
@@ -649,6 +649,14 @@ def test_a_worker_stops_when_its_parent_is_killed_outright(tmp_path):
     for pid in left:  # leave no process behind when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not left
+
+
+def test_a_worker_shows_what_its_stdout_cannot_encode_as_escapes(monkeypatch):
+    """A worker is a fresh interpreter: it must print as the command does (show_unencodable_output), or a
+    step run with --jobs 2 on an ASCII or cp1252 stdout (Windows, piped) fails at a Korean line."""
+    monkeypatch.setenv("PYTHONIOENCODING", "ascii")
+    with worker_pool(1) as pool:
+        assert pool.submit(print, "밤 ±").result(timeout=120) is None
 
 
 def alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ from minillm.datasets.corpus import generate_corpus, write_corpus
 from minillm.datasets.instructions import generate_instruction_suite
 from minillm.datasets.jsonl import write_jsonl
 from minillm.errors import MinillmError
+from minillm.utils import show_unencodable_output
 
 
 def main() -> None:
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=1800,
                         help="training records per task family (at most about 1870: plural runs out of inputs)")
     args = parser.parse_args()
+    show_unencodable_output()
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file; it names the folder to write corpus.txt and instructions.jsonl into")
     start = time.perf_counter()
