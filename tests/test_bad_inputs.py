@@ -732,6 +732,18 @@ LIBRARY_TABLE = [
      lambda: _tiny_gpt()(torch.zeros(2, 4, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)),
      ModelInputError, ("(2, 3)", "(2, 4)", "one True/False per token")),
     ("float ids", lambda: _tiny_gpt()(torch.zeros(1, 4)), ModelInputError, ("torch.float32", "torch.long")),
+    # TRACEBACK before the check: "Expected all tensors to be on the same device" from inside nn.Embedding on
+    # a GPU (model.to("cuda") and ids left on the CPU); "meta" stands in for the GPU here
+    ("ids on another device than the model", lambda: _tiny_gpt()(torch.zeros(1, 4, dtype=torch.long, device="meta")),
+     ModelInputError, ("ids are on meta", "weights are on cpu", "ids.to('cpu')")),
+    ("mask on another device than the model",
+     lambda: _tiny_gpt()(torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 4, dtype=torch.bool, device="meta")),
+     ModelInputError, ("attention_mask is on meta", "weights are on cpu", "attention_mask.to('cpu')")),
+    ("generate: ids on another device than the model",
+     lambda: _tiny_gpt().generate(torch.zeros(1, 4, dtype=torch.long, device="meta"), 3), ModelInputError,
+     ("ids are on meta",)),
+    ("bert: ids on another device than the model",
+     lambda: _tiny_bert()(torch.zeros(1, 4, dtype=torch.long, device="meta")), ModelInputError, ("ids are on meta",)),
     # TRACEBACK before the check: RuntimeError "index 50 is out of bounds" from searchsorted
     ("generate: temperature nan", lambda: _tiny_gpt().generate(torch.tensor([[1, 2]]), 3, temperature=float("nan")),
      ModelInputError, ("temperature=nan",)),

@@ -83,7 +83,7 @@ class Bert(nn.Module):
     ) -> Tensor:
         """ids (B, T) -> (B, T, C). attention_mask (B, T): True = real token. token_type_ids (B, T): the
         segment of each token, in [0, type_vocab_size) (0/1 = sentence A/B)."""
-        check_model_inputs(ids, attention_mask, self.config)
+        check_model_inputs(ids, attention_mask, self.config, self.tok_emb.weight.device)
         self._check_segments(ids, token_type_ids)
         if attention_mask is None:
             positions = torch.arange(ids.shape[1], device=ids.device)[None]  # (1, T)

@@ -203,11 +203,14 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
 
 
 def check_model_inputs(
-    ids: Tensor, attention_mask: Tensor | None, config: ModelConfig, cache: KVCache | None = None
+    ids: Tensor, attention_mask: Tensor | None, config: ModelConfig, device: torch.device,
+    cache: KVCache | None = None,
 ) -> None:
     """Raise ModelInputError, naming the fix, when ids, mask or KV cache do not fit the model.
 
-    It runs at every decoding step, so it only compares sizes: no pass over the cached tensors.
+    `device` is where the model's weights are: inputs left on the CPU after `model.to("cuda")`
+    would otherwise stop torch deep inside nn.Embedding. It runs at every decoding step, so it
+    only compares sizes and devices: no pass over the cached tensors.
     """
     if not isinstance(ids, Tensor):
         raise ModelInputError(f"ids must be a (batch, time) tensor of int64 token ids, got a {type(ids).__name__}; "
@@ -217,6 +220,10 @@ def check_model_inputs(
             f"ids must be a (batch, time) tensor of int64 token ids, got shape {tuple(ids.shape)} and "
             f"dtype {ids.dtype}; add a batch dimension with ids[None] and use torch.long"
         )
+    for name, tensor, verb in (("ids", ids, "are"), ("attention_mask", attention_mask, "is")):
+        if tensor is not None and tensor.device != device:
+            raise ModelInputError(f"{name} {verb} on {tensor.device} but the model's weights are on {device}; move "
+                                  f"the inputs to the model's device first: {name}.to({str(device)!r})")
     if not torch.compiler.is_compiling():  # reading values back would break a compiled graph in two
         lowest, highest = (int(v) for v in torch.aminmax(ids)) if ids.numel() else (0, 0)
         if lowest < 0 or highest >= config.vocab_size:

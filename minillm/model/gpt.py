@@ -104,7 +104,7 @@ class GPT(nn.Module):
         attention_mask (B, T): True = real token, False = padding. With a cache, ids and mask are the
         NEW tokens only; the cache remembers the earlier ones and their mask.
         """
-        check_model_inputs(ids, attention_mask, self.config, cache)
+        check_model_inputs(ids, attention_mask, self.config, self.tok_emb.weight.device, cache)
         past = 0 if cache is None else cache.length
         B, T = ids.shape
         key_mask = attention_mask if cache is None else cache.add_tokens(attention_mask, B, T)  # (B, Tk)
@@ -267,7 +267,7 @@ class GPT(nn.Module):
         self, ids: Tensor, max_new_tokens: int, temperature: float, top_k: int | None,
         top_p: float | None, eos_id: int | None, pad_id: int | None, attention_mask: Tensor | None,
     ) -> None:
-        check_model_inputs(ids, attention_mask, self.config)
+        check_model_inputs(ids, attention_mask, self.config, self.tok_emb.weight.device)
         for name, value in (("max_new_tokens", max_new_tokens), ("top_k", top_k)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise ModelInputError(f"generate: {name}={value!r} must be an integer")
