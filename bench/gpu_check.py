@@ -104,20 +104,25 @@ def device_name(device: str) -> str:
     return torch.cuda.get_device_name(device)
 
 
-def junit_outcome(junit_xml: Path) -> dict[str, Any]:
+def junit_outcome(junit_xml: Path, stopped: bool = False) -> dict[str, Any]:
     """Counts and failing test ids from a pytest `--junitxml` report; an error when there is none or it
-    is cut short (gpu_check.sh stops a test run that outlasts its time limit, perhaps while pytest writes)."""
+    is cut short (gpu_check.sh stops a test run that outlasts its time limit, perhaps while pytest writes).
+
+    `stopped`: the run reached its time limit and was interrupted (Ctrl-C): the report then holds the
+    tests that finished, counted as usual, and "stopped_at_time_limit" says the others did not run."""
     if not junit_xml.is_file():
         return {"error": f"no report at {junit_xml}: the run was stopped before it ended (time limit?)"}
     try:
-        cases = list(ET.parse(junit_xml).getroot().iter("testcase"))
+        cases = [case for case in ET.parse(junit_xml).getroot().iter("testcase")
+                 if case.get("name")]  # an interrupted test is written as a nameless <testcase/>
     except ET.ParseError as err:
         return {"error": f"the report {junit_xml} is not whole XML ({err}): the run was stopped while writing it?"}
     failed = [f"{case.get('classname')}::{case.get('name')}" for case in cases
               if case.find("failure") is not None or case.find("error") is not None]
     skipped = sum(case.find("skipped") is not None for case in cases)
-    return {"passed": len(cases) - len(failed) - skipped, "failed": len(failed), "skipped": skipped,
-            "failures": failed}
+    outcome = {"passed": len(cases) - len(failed) - skipped, "failed": len(failed), "skipped": skipped,
+               "failures": failed}
+    return {**outcome, "stopped_at_time_limit": True} if stopped else outcome
 
 
 def run_phase(figures: dict[str, Any], name: str, phase: Callable[[], Any]) -> None:
@@ -159,6 +164,9 @@ def problems(figures: dict[str, Any], expect_learning: bool = True, not_run_yet:
             found.append(f"{name}: {value['failed']} test(s) failed: {', '.join(value['failures'][:10])}")
         elif not value["passed"]:  # e.g. --device cuda where CUDA is missing: every device test skips
             found.append(f"{name}: no test passed ({value['skipped']} skipped): is the device there?")
+        if value.get("stopped_at_time_limit"):
+            found.append(f"{name}: stopped at its time limit; the tests after the {value['passed']} that "
+                         "passed did not run")
     pipeline = figures.get("pipeline", {})
     learns = pipeline.get("learns", {}) if expect_learning else {}
     found += [f"the {stage} stage did not beat its baseline" for stage, ok in learns.items() if not ok]
@@ -178,9 +186,11 @@ def main() -> None:
                         help="JUnit XML reports of the test runs (pytest --junitxml), read into the JSON")
     parser.add_argument("--not-run", action="append", default=[],
                         help="a sentence naming tests the check left out, and why; written into the JSON")
+    parser.add_argument("--stopped", type=Path, action="append", default=[],
+                        help="one of the --tests reports whose run was stopped at its time limit")
     args = parser.parse_args()
     figures: dict[str, Any] = {"torch": torch.__version__, "not_run": args.not_run,
-                               "tests": {path.stem: junit_outcome(path) for path in args.tests}}
+                               "tests": {path.stem: junit_outcome(path, path in args.stopped) for path in args.tests}}
     phases: dict[str, Callable[[], Any]] = {  # the longest last: a time limit then costs only it
         "device": lambda: device_name(args.device),
         "mfu": lambda: run_all_module().small_preset_mfu(device=args.device, preset_name=args.preset),

@@ -5,8 +5,8 @@
 #
 # A GPU may be lent for minutes, so the check brings back every figure it can: a failing test or
 # phase is written into the JSON (its "problems" list) and the next one still runs, gpu_check.py
-# rewrites the JSON before every phase, and each part has a time limit. The exit status is 0 only
-# when everything passed.
+# rewrites the JSON before every phase, and each part has a time limit (a test run stopped there
+# still reports the tests it finished). The exit status is 0 only when everything passed.
 #
 # Time plan, 8 minutes (480 s) on one GPU; each part runs under `timeout`:
 #   install                  60 s  PyTorch and the test packages already there: minillm alone, nothing
@@ -72,14 +72,22 @@ reports=("$OUT/tests_device.xml")
 not_run=()
 device_tests=($PY -m pytest -q tests/test_device.py --device "$device" --junitxml "${reports[0]}")
 echo "== tests that take a device, on $device: ${device_tests[*]} =="
-timeout 150 "${device_tests[@]}"
+# At its limit a test run gets Ctrl-C (SIGINT), not SIGKILL: pytest then still writes the report of
+# the tests it finished, and --stopped tells gpu_check.py that the others did not run.
+stopped=()
+run_tests() {  # run_tests SECONDS REPORT COMMAND...
+  local limit=$1 report=$2; shift 2
+  timeout -s INT -k 20 "$limit" "$@"
+  [[ $? == 124 ]] && stopped+=(--stopped "$report")
+}
+run_tests 150 "${reports[0]}" "${device_tests[@]}"
 if [[ "$device" == cuda ]]; then
   echo "== the rest of the suite =="
   if $PY -c "import xdist" 2>/dev/null; then
     # 8 processes of 2 threads each share the machine's CPU cores: the suite is CPU work
     reports+=("$OUT/tests_rest.xml")
-    OMP_NUM_THREADS=2 timeout 60 $PY -m pytest -q -n 8 -m "not slow" --ignore tests/test_device.py \
-      --junitxml "${reports[1]}"
+    OMP_NUM_THREADS=2 run_tests 60 "${reports[1]}" $PY -m pytest -q -n 8 -m "not slow" \
+      --ignore tests/test_device.py --junitxml "${reports[1]}"
     not_run+=(--not-run "the slow tests (-m slow): the bench scripts run at micro size, CPU work")
   else
     not_run+=(--not-run "all but tests/test_device.py: without pytest-xdist the suite takes 5-9 minutes")
@@ -91,4 +99,4 @@ fi
 
 echo "== MFU, generation speed, every stage at the $preset preset's sizes =="
 timeout 210 $PY bench/gpu_check.py --device "$device" --preset "$preset" --tests "${reports[@]}" \
-  --out "$OUT/gpu_check.json" "${not_run[@]}"
+  --out "$OUT/gpu_check.json" "${not_run[@]}" "${stopped[@]}"

@@ -83,6 +83,43 @@ def test_the_gpu_check_reports_failures_and_goes_on(tmp_path):
                                "pipeline": {"learns": {"mlm": True}}}) == []
 
 
+def test_a_test_run_stopped_at_its_time_limit_counts_what_finished_and_says_it_stopped(tmp_path):
+    """gpu_check.sh interrupts a test run at its limit (SIGINT), so pytest still writes the tests it
+    finished, with the interrupted one as a nameless <testcase/>: those count, and the run is a
+    problem, not a pass with fewer tests."""
+    (tmp_path / "tests_rest.xml").write_text(
+        '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="1">'
+        '<testcase classname="tests.test_a" name="test_ok" time="0.1"/><testcase time="0.000"/>'
+        '</testsuite></testsuites>', encoding="utf-8")
+    outcome = gpu_check.junit_outcome(tmp_path / "tests_rest.xml", stopped=True)
+    assert outcome == {"passed": 1, "failed": 0, "skipped": 0, "failures": [], "stopped_at_time_limit": True}
+    assert gpu_check.problems({"tests": {"tests_rest": outcome}}) == [
+        "tests_rest: stopped at its time limit; the tests after the 1 that passed did not run"]
+    assert "stopped_at_time_limit" not in gpu_check.junit_outcome(tmp_path / "tests_rest.xml")
+
+
+def test_gpu_check_sh_interrupts_a_test_run_at_its_limit_and_says_so(tmp_path):
+    """The shell side of the above, with gpu_check.sh's own run_tests: at the limit pytest gets SIGINT
+    and still writes the report of the tests it finished, and the report is named with --stopped."""
+    (tmp_path / "test_slow.py").write_text("import time\n\ndef test_quick():\n    pass\n\n"
+                                           "def test_slow():\n    time.sleep(60)\n", encoding="utf-8")
+    report = tmp_path / "tests_rest.xml"
+    shell = (f'set -uo pipefail; stopped=(); {_shell_function("run_tests")}\n'
+             f'run_tests 8 {report} {sys.executable} -m pytest -q -p no:cacheprovider test_slow.py '
+             f'--junitxml {report}\n'
+             'echo "${stopped[@]}"')
+    done = subprocess.run(["bash", "-c", shell], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines()[-1] == f"--stopped {report}", done.stdout + done.stderr
+    assert gpu_check.junit_outcome(report)["passed"] == 1
+
+
+def _shell_function(name: str) -> str:
+    """The text of bash function `name` in bench/gpu_check.sh, from its `name() {` line to its `}`."""
+    lines = (ROOT / "bench" / "gpu_check.sh").read_text(encoding="utf-8").splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith(f"{name}() {{"))
+    return "\n".join(lines[first:lines.index("}", first) + 1])
+
+
 def test_the_clock_waits_for_the_gpu_that_runs_the_work(monkeypatch):
     """--device cuda:1: a clock stopped after waiting for the current GPU (cuda:0) would time how fast
     cuda:1's kernels were queued, not how fast they ran."""
