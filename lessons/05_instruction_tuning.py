@@ -109,7 +109,9 @@ def step3_train_and_score() -> Path:
           f"{report['total_seconds']:.0f} s")
     print(f"  training loss (answer tokens, plus the replayed pretraining text): {report['first_loss']:.2f} "
           f"at step 1 -> {report['final_loss']:.2f}")
-    print("\n  Exact match (and token F1) per test split:")
+    print("\n  Exact match (and token F1) per test split. Exact match: the greedy answer is the reference,\n"
+          "  case, punctuation and a leading article aside; token F1: the share of words the two have in\n"
+          "  common (the harmonic mean of precision and recall), partial credit for a near miss.")
     print("  " + format_table(report).replace("\n", "\n  "))
     if report["single_family"]:
         print(f"  single-family baseline trained on: {report['single_family']}")
@@ -142,8 +144,10 @@ step4_side_by_side(sft_dir)
 # %% [markdown]
 # ## Try this
 # Figures below were measured at 86476a2, whose preset run gave 0.92 / 0.82 / 0.80 (seen / new
-# wordings / world facts), unless another commit is named. The run step 3 shows gives 0.93 / 0.81 /
-# 0.70: another draw of the preset and of the data (30 world-fact questions: a standard error of 0.08).
+# wordings / world facts), unless another commit is named. The pipeline's run gave 0.93 / 0.81 / 0.70
+# at 58d97cc, and the same code 0.91 / 0.73 / 0.77 on another CPU (docs/findings.md, "Another CPU"):
+# other draws of the preset and of the data (30 world-fact questions: a standard error of 0.08), so
+# the run step 3 shows you may differ from both by as much.
 # 1. Train on the prompt too: `--set sft.train_on_prompt=true` makes every token after <bos> a
 #    target. At the same number of steps the answers get worse: part of the model's effort now goes
 #    into predicting the questions, which vary far more than the answers.

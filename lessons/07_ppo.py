@@ -78,14 +78,19 @@ def step1_dissect(sft: Path, rm_dir: Path, records: list[dict]) -> None:
     rewards = -CFG.ppo.kl_coef * ro.kl[0]
     rewards[n - 1] += ro.score[0]
     raw = gae(rewards[None], ro.values[:1], ro.mask[:1], CFG.ppo.gamma, CFG.ppo.lam)[0][0]  # before whitening
-    for t in range(n):
-        piece = tokenizer.id_to_piece(int(ro.ids[0, -ro.mask.shape[1] + t]))
+    pieces = [tokenizer.id_to_piece(int(i)) for i in ro.ids[0, -ro.mask.shape[1]:][:n]]  # the answer's tokens
+    for t, piece in enumerate(pieces):
         print(f"  {piece!r:15s} {ro.logprobs[0, t]:8.3f} {ro.ref_logprobs[0, t]:8.3f} {ro.kl[0, t]:10.4f} "
               f"{rewards[t]:8.3f} {ro.values[0, t]:8.3f} {raw[t]:10.3f} {ro.advantages[0, t]:9.3f}")
+    # A token whose advantage changes sign when whitened, if there is one (which way depends on the draw).
+    flipped = next((t for t in range(n) if raw[t] * ro.advantages[0, t] < 0), None)
+    example = "" if flipped is None else (f": here {pieces[flipped]!r} goes {raw[flipped]:+.3f} -> "
+                                          f"{ro.advantages[0, flipped]:+.3f}")
     print("  Every token pays -beta * KL; only the last one also gets the score. The critic's values say\n"
           "  how much reward is still to come; the advantage (GAE) is how much better than that it went.\n"
-          "  The update uses it whitened (mean 0, std 1) over the rollout's tokens: over this one answer,\n"
-          "  a token that did better than expected, but less so than its neighbours, turns negative.\n")
+          "  The update uses it whitened (mean 0, std 1) over the rollout's tokens: over this one answer, a\n"
+          "  token's sign then says only whether it did better or worse than the answer's average token,\n"
+          f"  not than expected{example}.\n")
 
 
 step1_dissect(sft.path, rm.path, [r for r in records if r["split"] == "train"])

@@ -92,7 +92,8 @@ def step1_one_group(sft_dir, records: list[dict]) -> None:
     verify = Verifier(records)
     fact = next(r for r in records if r["family"] == "count" and r["split"] != "train")
     print(f"  The verifier on hand-made answers to {fact['prompt']!r} (reference {fact['reference']!r}):")
-    others = [r["reference"] for r in records if r["family"] == "count" and r["reference"] != fact["reference"]]
+    others = list(dict.fromkeys(r["reference"] for r in records  # two different wrong counts
+                                if r["family"] == "count" and r["reference"] != fact["reference"]))
     for answer in (fact["reference"], f"There are {fact['reference']}.", f"{fact['reference']}. Hope this helps!",
                    others[0], f"{others[0]}, {fact['reference']} or {others[1]}"):
         print(f"    {answer!r:40s} -> {verify(fact, answer):.1f}")
@@ -176,8 +177,13 @@ step3_pass_at_k(sft, grpo_verifiable, records)
 
 # %% [markdown]
 # ## 4. Every way to improve the SFT model, in one table
-# The same held-out prompts, the same sampling seed for every policy. Best of n needs n samples and
-# n reward-model calls for every prompt at answer time; the trained policies answer with one sample.
+# The same held-out prompts, the same sampling seed for every policy, each row judged by gold against
+# the SFT model's own samples (the lines under the table name its rows and columns;
+# minillm/stage3_rlhf/scoreboard.py says how each is measured). Best of n needs n samples and n
+# reward-model calls for every prompt at answer time; the trained policies answer with one sample.
+# Set the SFT greedy row beside them: no trained policy has passed it in our runs. RL makes the
+# samples commit to answers the SFT model already knew (docs/findings.md, "GRPO: what more compute
+# buys, and the ceiling of pass@1"), and greedy decoding commits at once.
 
 # %%
 def step4_table() -> None:
@@ -188,6 +194,9 @@ def step4_table() -> None:
               "  (runs/tiny/10_rl_table/result.json), and this step then prints it.")
         return
     print("\n".join("  " + line for line in render_table(table.result["rows"])))
+    print("  SFT samples: the baseline every row is judged against (0.5 by construction). SFT greedy: the SFT\n"
+          "  model's most likely answer, no sampling, no training. pass@1: the right answer is in it; exact\n"
+          "  match: it is nothing else; style flaws: rudeness or filler; KL in nats; train s: seconds of training.")
 
 
 step4_table()

@@ -7,6 +7,8 @@ the script's code, so that stepping through the cells runs the same lesson as `p
 
 from __future__ import annotations
 
+import ast
+import importlib
 import itertools
 import json
 import os
@@ -64,6 +66,53 @@ def test_each_lesson_opens_as_a_notebook_with_the_scripts_code(path):
 def test_lessons_are_numbered_one_to_n():
     numbers = [int(p.name[:2]) for p in LESSONS]
     assert numbers == list(range(1, len(numbers) + 1))
+
+
+def prose(path: Path) -> str:
+    """A lesson's comment lines (its markdown cells and its code's comments), the rest blanked."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return "\n".join(line if line.lstrip().startswith("#") else "" for line in lines)
+
+
+def test_the_names_a_lessons_text_points_at_exist():
+    """Every `module.name` (ppo.response_logits), `GPT.method` and setting (CFG.ppo.kl_coef, --set
+    sft.lora.rank=8) a lesson's text names is there under that name: a Try this that edits a function
+    or sets a setting that was renamed would send the reader looking for nothing."""
+    modules: dict[str, list[str]] = {}  # a module's file name -> its dotted names (sft: minillm.stage2_sft.sft)
+    for file in (ROOT / "minillm").rglob("[!_]*.py"):
+        modules.setdefault(file.stem, []).append(".".join(file.relative_to(ROOT).with_suffix("").parts))
+    settings = config.preset("tiny")
+    missing = []
+    for path in LESSONS:
+        text = prose(path)
+        for found in re.finditer(r"(?<![\w./-])(?:CFG\.)?([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)", text):
+            first, *rest = found.group(1).split(".")
+            if rest in (["json"], ["md"], ["png"]) or (first not in modules and first != "GPT"
+                                                       and not hasattr(settings, first)):
+                continue  # a run's file (report.md), a variable of the code; annotator.py is checked
+            if rest == ["py"]:
+                rest = ["__name__"]  # any module has it: the file is there
+            in_module = any(hasattr(importlib.import_module(name), rest[0]) for name in modules.get(first, []))
+            obj = GPT if first == "GPT" else settings
+            for part in ([] if first == "GPT" else [first]) + rest:
+                obj = getattr(obj, part, None)
+            if not in_module and obj is None:
+                missing.append(f"{path.name}:{text.count(chr(10), 0, found.start()) + 1}: {found.group(0)}")
+    assert not missing, missing
+
+
+def test_lesson_8s_best_of_n_keeps_a_run_for_each_n():
+    """Try this 5 asks for best of 8. Its n was in neither the run's folder nor its settings, so the
+    best of 4 saved by an earlier run was reused (own_run takes a run made from the same inputs and
+    settings) and printed again as "best of 4": the experiment showed nothing new."""
+    text = (ROOT / "lessons" / "08_dpo.py").read_text(encoding="utf-8")
+    calls = [node for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Call)]
+    best_of = next(c for c in calls if getattr(c.func, "id", "") == "own_run" and "best_of(" in ast.unparse(c))
+    n = next(k.value for c in ast.walk(best_of) if getattr(getattr(c, "func", None), "id", "") == "best_of"
+             for k in c.keywords if k.arg == "n")
+    assert isinstance(n, ast.Name), ast.unparse(n)  # a name the reader sets, not a number inside the call
+    assert n.id in ast.unparse(best_of.args[1]), ast.unparse(best_of.args[1])  # the run's folder follows it
+    assert f"`{n.id} = 8`" in prose(ROOT / "lessons" / "08_dpo.py")  # and Try this 5 says to set it
 
 
 # --------------------------------------------------------------------------------------------------
