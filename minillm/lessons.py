@@ -37,6 +37,7 @@ from minillm.pipeline import (
     RESULT_NAME,
     STEP_NAMES,
     Journey,
+    file_sha256,
     holds_outputs,
     jsonable,
     made_from_earlier_runs,
@@ -47,6 +48,7 @@ from minillm.pipeline import (
     saved_inputs,
     step_folder,
 )
+from minillm.train.checkpoint import CKPT_NAME
 from minillm.train.loop import METRICS_NAME, read_metrics
 from minillm.utils import read_json, run_folder_lock, show_unencodable_output, write_json
 
@@ -170,8 +172,8 @@ def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | Non
     """
     if given is not None:
         given = resolved(given)
-        if not (given / "ckpt.pt").is_file() and not finished(given):
-            raise DataError(f"{shown(given)} holds no finished run (no ckpt.pt): pass the folder of a {stage} run")
+        if not (given / CKPT_NAME).is_file() and not finished(given):
+            raise DataError(f"{shown(given)} holds no finished run (no {CKPT_NAME}): pass the folder of a {stage} run")
         result = read_run(given, "").result if finished(given) else {}
         return _say(stage, Run(given, result, "given on the command line"))
     if lesson_folder is not None and finished(lesson_folder):
@@ -255,8 +257,16 @@ def stage3_inputs(args: argparse.Namespace) -> tuple[list[dict], Run, Run]:
 def identity(run: Run) -> str:
     """Which training run `run` is: its folder, and the id it got when it started (in a pipeline
     step's inputs.json, or in the result.json of a lesson's own run). A run trained again into the
-    same folder is then another input, and what was made from the old one is out of date."""
-    return f"{resolved(run.path)} (run {run_id(run.path) or run.result.get('id')})"
+    same folder is then another input, and what was made from the old one is out of date.
+
+    What has no such id, a file (your rankings, given to lesson 8) or the folder of a stage command
+    (`minillm sft --out my_sft`), is known by its content: the sha256 of the file or of the run's
+    ckpt.pt. Rankings added to the file, or an SFT trained again into the folder, are then new inputs."""
+    made = run_id(run.path) or run.result.get("id")
+    if made is None:
+        content = run.path if run.path.is_file() else run.path / CKPT_NAME
+        made = f"sha256 {file_sha256(content)[:16]}" if content.is_file() else None
+    return f"{resolved(run.path)} (run {made})"
 
 
 def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: bool, settings: dict[str, dict],

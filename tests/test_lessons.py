@@ -313,6 +313,31 @@ def test_a_run_folder_given_as_a_relative_path_is_the_same_run_as_given_absolute
     assert own_run("sft", here, train, settings={}, fresh=False, inputs=[absolute]).path == here and len(trained) == 1
 
 
+def test_an_input_without_a_run_id_is_known_by_its_content(pipeline_dir, tmp_path):
+    """Lesson 8's DPO from your rankings file (`--prefs-file`), or a lesson given a stage command's
+    folder (`minillm sft --out my_sft`): neither has a run id. Rankings added to the file, or an SFT
+    trained again into the folder, kept the lesson's earlier run, made from the old ones."""
+    prefs, sft = tmp_path / "prefs.jsonl", tmp_path / "my_sft"
+    prefs.write_text('{"ranking": [0, 1]}\n', encoding="utf-8")
+    sft.mkdir()
+    (sft / "ckpt.pt").write_bytes(b"weights")
+    here, trained = tmp_path / "runs" / "lessons" / "08" / "dpo", []
+
+    def dpo_from_now() -> Run:
+        return own_run("dpo", here, lambda folder: trained.append(folder) or {}, settings={}, fresh=False,
+                       inputs=[Run(sft, {}, "given"), Run(prefs, {}, "given")], from_pipeline=False)
+
+    dpo_from_now()
+    dpo_from_now()
+    assert len(trained) == 1  # the same inputs: the earlier run
+    with prefs.open("a", encoding="utf-8") as f:
+        f.write('{"ranking": [1, 0]}\n')
+    dpo_from_now()
+    (sft / "ckpt.pt").write_bytes(b"other weights")
+    dpo_from_now()
+    assert len(trained) == 3
+
+
 def test_the_repository_is_found_from_the_lesson_scripts_folder_or_a_data_error(tmp_path, monkeypatch):
     # `cd /tmp && python /path/to/repo/lessons/03_bert_masked_lm.py`, minillm installed elsewhere:
     monkeypatch.chdir(tmp_path)
