@@ -45,8 +45,10 @@ from minillm.stage3_rlhf.preferences import sample_answers
 from minillm.stage3_rlhf.scoreboard import pass_at_k_summary, policy_table, sampled_kl
 from minillm.stage3_rlhf.sequences import Responses, answers_logprob
 from minillm.stage3_rlhf.verifier import Verifier
+from minillm.tokenizer import TOKENIZER_NAME, load_tokenizer, train_tokenizer
 from minillm.train import load_checkpoint, load_model, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME
+from minillm.train.loop import CONFIG_NAME
 from minillm.train.optim import follow_schedule
 
 
@@ -500,7 +502,7 @@ def test_resuming_with_another_optimizer_is_one_clear_error(runs, tmp_path):
         train_grpo(micro_grpo_config(steps=2), runs["sft"], RECORDS, tmp_path, resume=True)
 
 
-def test_a_resume_with_another_lr_steps_with_the_lr_it_logs(tmp_path):
+def test_a_resume_with_another_lr_steps_with_the_lr_it_logs(runs, tmp_path):
     """The saved optimizer holds the old run's lrs; the resumed run must step with its own config's
     (each group in proportion: PPO's critic has an lr of its own), as follow_schedule reports."""
     weight = torch.nn.Parameter(torch.zeros(2))
@@ -508,11 +510,31 @@ def test_a_resume_with_another_lr_steps_with_the_lr_it_logs(tmp_path):
     follow_schedule(old, 0, TrainConfig(max_steps=4, lr=1e-3, warmup_steps=0, min_lr_ratio=1.0))
     save_checkpoint(tmp_path / CKPT_NAME, {"step": 2, "optimizer": old.state_dict(),
                                            "generator": torch.Generator().get_state()})
+    shutil.copy(runs["sft"] / TOKENIZER_NAME, tmp_path)  # the run's tokenizer and settings, as a run has them
+    (tmp_path / CONFIG_NAME).write_text("{}", encoding="utf-8")
     new = torch.optim.AdamW([{"params": [weight]}, {"params": [], "lr": 3e-2}], lr=1e-2)
-    online_rl.open_run(tmp_path, "GRPO", True, SimpleNamespace(save=lambda path: None), {}, torch.Generator(),
-                       optimizer=new)
+    online_rl.open_run(tmp_path, "GRPO", True, load_tokenizer(tmp_path), {}, torch.Generator(), optimizer=new)
     logged = follow_schedule(new, 2, TrainConfig(max_steps=8, lr=1e-2, warmup_steps=0, min_lr_ratio=1.0))
     assert logged == 1e-2 and [g["lr"] for g in new.param_groups] == pytest.approx([1e-2, 3e-2])
+
+
+def test_a_resume_with_another_setting_or_tokenizer_is_refused(runs, tmp_path):
+    # PPO and GRPO resumed with another kl_coef, reward or group size went on silently, and config.json
+    # then recorded the new value for the whole run; with another tokenizer the policy went on with other ids
+    save_checkpoint(tmp_path / CKPT_NAME, {"step": 2, "generator": torch.Generator().get_state()})
+    shutil.copy(runs["sft"] / TOKENIZER_NAME, tmp_path)
+    made = {"grpo": {"kl_coef": 0.0, "train": {"lr": 1e-3}}, "sft_dir": "runs/sft", "rm_dir": None}
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(made), encoding="utf-8")
+    tokenizer = load_tokenizer(tmp_path)
+    with pytest.raises(ConfigError, match=r"cannot resume .*differ \(saved -> now\): grpo.kl_coef: 0.0 -> 0.1"):
+        online_rl.open_run(tmp_path, "GRPO", True, tokenizer, {**made, "grpo": {"kl_coef": 0.1, "train": {"lr": 1e-3}}},
+                           torch.Generator())
+    other = train_tokenizer(["a bird flew over the hill and the river"] * 5, 270, progress=False)
+    with pytest.raises(ConfigError, match=r"cannot resume .*another tokenizer than the one given now"):
+        online_rl.open_run(tmp_path, "GRPO", True, other, made, torch.Generator())
+    # another lr is how the steps are taken: the run goes on
+    more = {**made, "grpo": {"kl_coef": 0.0, "train": {"lr": 5e-3}}}
+    assert online_rl.open_run(tmp_path, "GRPO", True, tokenizer, more, torch.Generator())[0] == 3
 
 
 def _resume_command(runs_root: Path):

@@ -211,6 +211,10 @@ def test_lora_sft_learns_writes_adapters_and_a_plain_merged_checkpoint(tmp_path)
             assert torch.equal(on_base.state_dict()[name], tensor), name  # the frozen base, bit for bit
     with pytest.raises(CheckpointError, match="finished LoRA run"):
         train_sft(cfg, RECORDS, tmp_path / "lora", init_dir=tmp_path / "base", resume=True)
+    # the adapters alone are no model to load ("holds a None model, not a 'gpt' one" said generate and chat)
+    refusal = r"adapters.pt holds no model of any kind \(its entries: adapters, .*lora, model_config\); point to"
+    with pytest.raises(CheckpointError, match=refusal):
+        load_model(tmp_path / "lora" / ADAPTERS_NAME, GPT)
 
 
 def test_adapter_dropout_drops_the_adapters_input_in_training_only():

@@ -441,6 +441,43 @@ def test_another_stages_run_is_neither_resumed_nor_offered_to_be(tmp_path):
     assert run(tmp_path, small_cfg(max_steps=4), desc="clm", resume=True)["history"][-1]["step"] == 4  # its own
 
 
+def test_a_resume_continues_the_same_experiment_or_names_what_differs(tmp_path, capsys):
+    # SFT, the reward model and DPO (stage 1 alone checked) went on silently with another setting of their
+    # stage, config.json then recording it for the whole run; and with another tokenizer of the same size
+    # (SFT resumed from another CLM run), its weights went on with other ids, and its tokenizer.json was replaced
+    tokenizer = train_tokenizer(["the cat sat on the mat, the dog sat on the log"] * 5, 270, progress=False)
+    made = {"dpo": {"beta": 0.1, "train": {"lr": 1e-2}}, "sft_dir": "runs/sft"}
+    run(tmp_path, small_cfg(max_steps=2, save_every=2), run_config=made, tokenizer=tokenizer)
+    with pytest.raises(ConfigError, match=r"cannot resume .*settings differ \(saved -> now\): dpo.beta: 0.1 -> 0.5\."):
+        run(tmp_path, small_cfg(max_steps=4), run_config={**made, "dpo": {"beta": 0.5}}, tokenizer=tokenizer,
+            resume=True)
+    other = train_tokenizer(["a bird flew over the hill and the river"] * 5, 270, progress=False)
+    with pytest.raises(ConfigError, match=r"cannot resume .*another tokenizer than the one given now"):
+        run(tmp_path, small_cfg(max_steps=4), run_config=made, tokenizer=other, resume=True)
+    # how the steps are taken may change (the loop notes it), and so may an input's spelling (noted here)
+    moved = {"dpo": {"beta": 0.1, "train": {"lr": 5e-3}}, "sft_dir": "./runs/sft"}
+    capsys.readouterr()
+    assert run(tmp_path, small_cfg(max_steps=4), run_config=moved, tokenizer=tokenizer,
+               resume=True)["history"][-1]["step"] == 4
+    assert "other inputs (saved -> now): sft_dir: runs/sft -> ./runs/sft" in capsys.readouterr().out
+
+
+def test_a_resume_for_more_steps_says_what_the_learning_rate_does(tmp_path, capsys):
+    # "train longer" (resume with a larger max_steps) stretches the cosine: the rate jumps up where the run
+    # stopped, and the run is not the one a fresh run of that length makes; the note named max_steps only
+    short, longer = small_cfg(max_steps=6, warmup_steps=2, save_every=6), small_cfg(max_steps=12, warmup_steps=2)
+    run(tmp_path / "decayed", short)
+    capsys.readouterr()
+    run(tmp_path / "decayed", longer, resume=True)
+    note = capsys.readouterr().out
+    assert f"step 6 trained at {lr_at(5, short):.3g}, step 7 trains at {lr_at(6, longer):.3g}" in note
+    assert lr_at(6, longer) > lr_at(5, short) and "steps 1 to 6 other rates" in note
+    # stopped while warming up: the longer schedule gives the steps so far the same rates
+    run(tmp_path / "warming", small_cfg(max_steps=2, warmup_steps=3, save_every=2))
+    run(tmp_path / "warming", small_cfg(max_steps=4, warmup_steps=3), resume=True)
+    assert "gives steps 1 to 2 the rates they had" in capsys.readouterr().out
+
+
 def test_float16_stops_at_a_nan_gradient_that_skipping_does_not_cure(tmp_path):
     # every step's gradient is NaN: 17 skipped steps halve the scale from 2**16 to 2**-1, and at step
     # 18 the gradient is named as in float32 instead of the run ending untrained with no error

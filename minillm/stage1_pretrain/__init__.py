@@ -2,7 +2,7 @@
 
 Read in this order:
 - data.py: documents -> one packed token stream (`<bos> doc <eos> ...`) -> windows; the unigram
-  counts behind the baselines; the resume check;
+  counts behind the baselines;
 - masking.py: BERT's recipe (15% of tokens chosen; 80% <mask>, 10% random, 10% kept);
 - mlm.py: masked language modelling with a BERT encoder, its loss on the chosen positions,
   masked accuracy against the unigram baseline, and `fill_mask`;

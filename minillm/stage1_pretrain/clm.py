@@ -36,7 +36,6 @@ from minillm.stage1_pretrain.data import (
     SUBSET_WINDOWS,
     as_subset_check,
     check_enough_tokens,
-    check_resume,
     consecutive_windows,
     pack_documents,
     random_windows,
@@ -44,6 +43,7 @@ from minillm.stage1_pretrain.data import (
     write_results,
 )
 from minillm.train import train
+from minillm.train.loop import check_resume
 from minillm.utils import seed_everything
 
 SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")

@@ -14,24 +14,20 @@ Pretraining needs no labels, only text, so the data pipeline is short:
 3. **Count.** The unigram counts of the training stream give the baselines that tell us whether a
    model learnt anything beyond "which tokens are frequent".
 
-Resuming a run must continue the *same* experiment: `check_resume` refuses a run folder whose
-tokenizer or stage settings differ from the ones given now (the training loop itself checks the
-model's shape, and only notes changed optimisation settings such as more steps).
+Resuming a run must continue the *same* experiment: the training loop's `check_resume` refuses a
+run folder whose tokenizer or stage settings differ from the ones given now, and only notes changed
+optimisation settings such as more steps. Stage 1 calls it before the corpus is packed.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from minillm.config import diff_configs
-from minillm.errors import ConfigError, DataError
-from minillm.tokenizer import load_tokenizer
-from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME
-from minillm.train.loop import CONFIG_NAME, FINAL_SPLIT, METRICS_NAME, read_metrics, write_metrics
+from minillm.errors import DataError
+from minillm.train.loop import FINAL_SPLIT, METRICS_NAME, read_metrics, write_metrics
 from minillm.utils import write_json
 
 
@@ -97,36 +93,6 @@ def as_subset_check(metrics: dict[str, float]) -> dict[str, float]:
 def unigram_counts(stream: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """How often each token id occurs in `stream`: (V,) float64."""
     return torch.bincount(stream, minlength=vocab_size).double()
-
-
-def check_resume(out_dir: Path, run_config: dict, tokenizer) -> None:
-    """Before resuming `out_dir`: same tokenizer, same stage settings (all but `train`), or ConfigError."""
-    if not (out_dir / CKPT_NAME).is_file():
-        return  # nothing to resume: the run starts fresh
-    if not (out_dir / TOKENIZER_NAME).is_file():  # a tokenizer trained anew would map text to other ids
-        raise ConfigError(
-            f"cannot resume {out_dir}: its {TOKENIZER_NAME} is missing, so the ids its weights were trained on "
-            "are unknown; restore the file, or start a new run in another folder"
-        )
-    if load_tokenizer(out_dir / TOKENIZER_NAME).to_dict() != tokenizer.to_dict():
-        raise ConfigError(
-            f"cannot resume {out_dir}: it was trained with another tokenizer than the one given now; "
-            f"use {out_dir / TOKENIZER_NAME}, or start a new run in another folder"
-        )
-    try:
-        saved = json.loads((out_dir / CONFIG_NAME).read_text(encoding="utf-8")).get("run") or {}
-        saved = {k: v for k, v in saved.items() if k != "train"}
-    except (OSError, ValueError, AttributeError):
-        raise ConfigError(
-            f"cannot resume {out_dir}: its {CONFIG_NAME} is missing or corrupt, so the saved settings are unknown; "
-            "restore it, or start a new run in another folder"
-        ) from None
-    differences = diff_configs(saved, {k: v for k, v in run_config.items() if k != "train"})
-    if differences:
-        raise ConfigError(
-            f"cannot resume {out_dir}: its settings differ (saved -> now): {'; '.join(differences)}. "
-            "Use the saved settings, or start a new run in another folder"
-        )
 
 
 def write_results(out_dir: Path, metrics: dict, streams: dict[str, torch.Tensor], steps: int,

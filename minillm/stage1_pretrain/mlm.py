@@ -38,7 +38,6 @@ from minillm.stage1_pretrain.data import (
     SUBSET_WINDOWS,
     as_subset_check,
     check_enough_tokens,
-    check_resume,
     consecutive_windows,
     pack_documents,
     random_windows,
@@ -47,6 +46,7 @@ from minillm.stage1_pretrain.data import (
 )
 from minillm.stage1_pretrain.masking import IGNORE_INDEX, MaskedBatch, mask_tokens
 from minillm.train import train
+from minillm.train.loop import check_resume
 from minillm.train.plots import save_figure, text_fonts
 from minillm.utils import seed_everything
 

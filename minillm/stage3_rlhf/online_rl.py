@@ -22,7 +22,7 @@ from minillm.model import GPT
 from minillm.stage3_rlhf.preferences import comparison_summary, heldout_records
 from minillm.train import load_checkpoint, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME, short_reason
-from minillm.train.loop import CONFIG_NAME, METRICS_NAME, read_metrics, write_metrics
+from minillm.train.loop import CONFIG_NAME, METRICS_NAME, check_resume, read_metrics, write_metrics
 from minillm.utils import write_json
 
 
@@ -54,7 +54,8 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_confi
     Each of `resumable` (policy, critic, optimizer, by their checkpoint key) gets its saved state,
     and the generator its position, so a resumed run draws the same prompts and tokens as one that
     never stopped. An optimizer keeps the learning rates this run was made with (a resume with
-    another `lr` or `critic_lr` uses the new one, as the log says), not the saved run's.
+    another `lr` or `critic_lr` uses the new one, as the log says), not the saved run's; any other
+    setting, and the tokenizer, must be the run's (`check_resume`).
     """
     ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
     state: dict = load_checkpoint(ckpt_path) if ckpt_path.is_file() else {}
@@ -66,6 +67,7 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_confi
         raise CheckpointError(f"{out_dir} already holds a {method} run: pass resume (--resume) or choose another "
                               "folder")
     if state:
+        check_resume(out_dir, run_config, tokenizer, saved_under=None)  # its config.json is run_config
         for key, obj in resumable.items():
             made_with = [group["lr"] for group in getattr(obj, "param_groups", [])]  # this run's settings
             try:

@@ -174,6 +174,9 @@ def load_model(run_dir: str | os.PathLike, model_cls: type[nn.Module],
     except ConfigError as err:
         raise CheckpointError(f"{ckpt_path} holds an invalid model config: {err}") from None
     expected_kind = getattr(model_cls, "kind", None)  # e.g. GPT.kind == "gpt"
+    if expected_kind is not None and ckpt.get("model_kind") is None:  # a LoRA run's adapters.pt, say
+        raise CheckpointError(f"{ckpt_path} holds no model of any kind (its entries: {', '.join(sorted(ckpt))}); "
+                              f"point to a training run's folder, or the {CKPT_NAME} in it")
     if expected_kind is not None and ckpt.get("model_kind") != expected_kind:
         raise CheckpointError(f"{ckpt_path} holds a {ckpt.get('model_kind')!r} model, not a {expected_kind!r} one; "
                               "point to the run folder of the right stage")

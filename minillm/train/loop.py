@@ -31,6 +31,7 @@ evaluation), loss.png, ckpt.pt, and tokenizer.json when a tokenizer is given.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -44,6 +45,7 @@ from tqdm import tqdm
 
 from minillm.config import TrainConfig, diff_configs, to_dict
 from minillm.errors import CheckpointError, ConfigError, DataError
+from minillm.tokenizer import load_tokenizer
 from minillm.train.checkpoint import (
     CKPT_NAME,
     TOKENIZER_NAME,
@@ -299,8 +301,90 @@ def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.
         seed_everything(cfg.seed + ctx.rank + step)
     changed = diff_configs(ckpt["train_config"], to_dict(cfg))
     if changed and ctx.is_main:
-        tqdm.write(f"note: resuming {path} with changed training settings: {'; '.join(changed)}")
+        tqdm.write(f"note: resuming {path} with changed training settings: {'; '.join(changed)}"
+                   f"{schedule_note(ckpt['train_config'], cfg, step)}")
     return step, ckpt.get("elapsed_s", 0.0)
+
+
+SCHEDULE_SETTINGS = ("lr", "warmup_steps", "max_steps", "min_lr_ratio")  # what lr_at reads
+
+
+def schedule_note(saved: dict, cfg: TrainConfig, step: int) -> str:
+    """What a resume with another schedule (more steps, say) does to the learning rate, or "" if the
+    schedule is the saved one. The steps after `step` follow the schedule of `cfg`, so the rate jumps
+    where the run stopped (the cosine of more steps is higher there). Steps 1 to `step` had the rates
+    that `cfg` gives them only if the run stopped before the schedules part (still warming up, say):
+    otherwise a fresh run of `cfg` is another run, which the note says."""
+    before = dataclasses.replace(cfg, **{key: saved[key] for key in SCHEDULE_SETTINGS if key in saved})
+    if all(getattr(before, key) == getattr(cfg, key) for key in SCHEDULE_SETTINGS):
+        return ""
+    same = all(lr_at(i, before) == lr_at(i, cfg) for i in range(step))
+    return (f". The learning rate follows the new schedule: step {step} trained at {lr_at(step - 1, before):.3g}, "
+            f"step {step + 1} trains at {lr_at(step, cfg):.3g}; "
+            + (f"the new schedule gives steps 1 to {step} the rates they had" if same
+               else f"the new schedule would have given steps 1 to {step} other rates (a fresh run of these "
+                    "settings is another run)"))
+
+
+# What a resume may change: how the steps are taken (the `train` section, and PPO's critic_lr beside it), noted
+# when it changes. The run's inputs, by path (the CLM run SFT starts from, the SFT run, reward model and
+# rankings of stage 3), may be spelled otherwise (another working folder, a moved run): a changed path is noted,
+# and what must not change in them is checked by what they hold (the tokenizer here, the model's shape when loaded).
+# Every other setting decides what the run learns: a resume with another one would mix two experiments.
+TRAINING_SETTINGS = ("train", "critic_lr")
+INPUT_PATHS = ("init_dir", "sft_dir", "rm_dir", "prefs")
+
+
+def without_keys(config: dict, keys: tuple[str, ...]) -> dict:
+    """`config` without the entries named `keys`, at every depth."""
+    return {key: without_keys(value, keys) if isinstance(value, dict) else value
+            for key, value in config.items() if key not in keys}
+
+
+def check_resume(out_dir: Path, run_config: dict | None, tokenizer: Any, saved_under: str | None = "run") -> None:
+    """Before resuming the checkpoint in `out_dir` (if there is one): the same tokenizer and the same
+    settings, all but TRAINING_SETTINGS and INPUT_PATHS, as the run was made with (its tokenizer.json
+    and config.json), or ConfigError. A resume must continue the *same* experiment: weights trained on
+    one tokenizer's ids would go on with another's, and config.json would record one setting for both
+    parts. A setting that minillm gained after the run was made, or lost since, is no change.
+    `saved_under`: config.json's key of the run's settings (the training loop's "run"), or None
+    when they are the whole file (an online-RL run's)."""
+    if not (out_dir / CKPT_NAME).is_file():
+        return  # nothing to resume: the run starts fresh
+    if tokenizer is not None:
+        if not (out_dir / TOKENIZER_NAME).is_file():  # a tokenizer trained anew would map text to other ids
+            raise ConfigError(
+                f"cannot resume {out_dir}: its {TOKENIZER_NAME} is missing, so the ids its weights were trained on "
+                "are unknown; restore the file, or start a new run in another folder"
+            )
+        if load_tokenizer(out_dir / TOKENIZER_NAME).to_dict() != tokenizer.to_dict():
+            raise ConfigError(
+                f"cannot resume {out_dir}: it was trained with another tokenizer than the one given now; resume "
+                f"with its own ({out_dir / TOKENIZER_NAME}, or the run it was made from), or start a new run in "
+                "another folder"
+            )
+    if run_config is None:
+        return
+    try:
+        saved = json.loads((out_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+        saved = saved[saved_under] if saved_under else saved
+        differences = [line for line in diff_configs(without_keys(saved, TRAINING_SETTINGS + INPUT_PATHS),
+                                                     without_keys(run_config, TRAINING_SETTINGS + INPUT_PATHS))
+                       if "<missing>" not in line]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise ConfigError(
+            f"cannot resume {out_dir}: its {CONFIG_NAME} is missing or corrupt, so the saved settings are unknown; "
+            "restore it, or start a new run in another folder"
+        ) from None
+    if differences:
+        raise ConfigError(
+            f"cannot resume {out_dir}: its settings differ (saved -> now): {'; '.join(differences)}. "
+            "Use the saved settings, or start a new run in another folder"
+        )
+    moved = [f"{key}: {saved.get(key)} -> {run_config.get(key)}" for key in INPUT_PATHS
+             if saved.get(key) != run_config.get(key)]
+    if moved:
+        tqdm.write(f"note: resuming {out_dir} from other inputs (saved -> now): {'; '.join(moved)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -377,6 +461,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
             f"{out_dir} already holds a training run ({CKPT_NAME}): pass resume (--resume) to continue "
             "it, or choose another output folder"
         )
+    if resume:
+        check_resume(out_dir, run_config, tokenizer)  # the same experiment, before anything loads
     ctx, device = init_distributed(resolve_device(cfg.device))
     if cfg.batch_size % (cfg.grad_accum_steps * ctx.world_size):
         shutdown(ctx)
