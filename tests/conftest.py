@@ -6,14 +6,24 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """The tests use tiny tensors: one thread is fastest, and on a busy 2-core machine several
-    threads would wait on each other (gradcheck took 30 s with 2 threads, 0.5 s with 1)."""
+    threads would wait on each other (gradcheck took 30 s with 2 threads, 0.5 s with 1).
+    One thread for the whole session, the fixtures that train a module's shared runs included: a model
+    trained with 2 threads differs in its last bits from one trained with 1, so a shared run would
+    otherwise differ with whichever test ran before it, or with the machine when a file runs alone."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def one_thread_again(one_thread):
+    """A test that changes the thread count (a lesson sets 2) leaves one thread to what comes next."""
+    yield
+    torch.set_num_threads(1)
 
 
 def pytest_addoption(parser):

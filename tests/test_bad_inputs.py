@@ -640,7 +640,6 @@ assert len({bad.name for bad in CLI_TABLE}) == len(CLI_TABLE), "row names must b
 @pytest.fixture(scope="module")
 def golden(tmp_path_factory) -> Path:
     """A corpus, a tokenizer, a 1-step CLM run (through the CLI) and a BERT run folder."""
-    torch.set_num_threads(2)
     ws = tmp_path_factory.mktemp("golden")
     write_corpus(ws / "corpus.txt", generate_corpus(seed=0, size_mb=0.01))
     tok = train_tokenizer([ws.joinpath("corpus.txt").read_text(encoding="utf-8")], 300, progress=False)

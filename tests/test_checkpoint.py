@@ -20,7 +20,6 @@ from minillm.train.checkpoint import FORMAT_VERSION, model_config_dict
 from minillm.train.rng import capture_rng_state, restore_rng_state
 from minillm.utils import atomic_write_bytes, read_json
 
-torch.set_num_threads(1)
 WORKER = pathlib.Path(__file__).with_name("_train_worker.py")
 
 

@@ -356,11 +356,7 @@ def test_lesson_2_names_the_word_it_changed_and_the_gpt_before_it_does_not_move(
     """Step 4's verdict names the position it changed, so Try 3's `changed_at=0` prints a true sentence
     (it used to say "before position 4" whatever word was changed); and its table shows the claim."""
     monkeypatch.setattr(lessons, "ROOT", tmp_path)  # the lesson's attention map goes under tmp_path
-    threads = torch.get_num_threads()
-    try:
-        lesson = runpy.run_path(str(ROOT / "lessons" / "02_attention_and_masks.py"))
-    finally:
-        torch.set_num_threads(threads)  # the lesson sets one thread
+    lesson = runpy.run_path(str(ROOT / "lessons" / "02_attention_and_masks.py"))
     assert "GPT: exactly 0 before position 4." in capsys.readouterr().out  # the word Try 3 names: word 4
     for changed_at in (0, 4):
         capsys.readouterr()
@@ -414,11 +410,7 @@ def test_lesson_6_counts_the_pairs_its_reward_model_orders_as_gold_does(tmp_path
            **dict.fromkeys(["pairwise_accuracy", "train_accuracy", "gold_agreement", "annotator_agreement"], 0.5))
     monkeypatch.setattr(sys, "argv", ["06_reward_model.py", str(sft)])
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the lesson sets its own
-    threads = torch.get_num_threads()
-    try:
-        runpy.run_path(str(ROOT / "lessons" / "06_reward_model.py"))
-    finally:
-        torch.set_num_threads(threads)  # the lesson sets two threads
+    runpy.run_path(str(ROOT / "lessons" / "06_reward_model.py"))  # it sets two threads: conftest sets one again
     out = capsys.readouterr().out.split("== 4.")[1]
     table = re.findall(r"^  (\w+) +reward model ([-+][\d.]+) .* gold +([-\d.]+) ", out, re.MULTILINE)
     reward = {style: float(r) for style, r, g in table}
@@ -471,9 +463,14 @@ def test_the_readme_is_two_screens_and_ci_runs_its_test_command():
     ("bench/tokenizer.py", ["--corpus", "/nonexistent.txt"], "tokenizer.py: error: corpus file /nonexistent.txt does "
                                                               "not exist"),
 ])
-def test_a_scripts_input_mistake_is_one_line_not_a_traceback(script, argv, message):
-    done = subprocess.run([sys.executable, str(ROOT / script), *argv], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT)
+def test_a_scripts_input_mistake_is_one_line_not_a_traceback(script, argv, message, tmp_path):
+    # Run from a copy of the script beside the repository's data/, so that what it makes before it reads
+    # its arguments (lesson 5: runs/lessons/04 and 05) goes under tmp_path, not into the repository.
+    (tmp_path / "data").symlink_to(ROOT / "data")
+    (tmp_path / script).parent.mkdir()
+    shutil.copy(ROOT / script, tmp_path / script)
+    done = subprocess.run([sys.executable, str(tmp_path / script), *argv], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
     assert done.returncode == 1 and done.stderr.strip().startswith(message), done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 

@@ -55,7 +55,6 @@ def finite(x) -> bool:
 def journey(tmp_path_factory) -> tuple[Path, dict]:
     """One uninterrupted micro pipeline (in the folder lesson 09 --preset micro --out ROOT looks in)."""
     root = tmp_path_factory.mktemp("journey")
-    torch.set_num_threads(1)  # as in every test (conftest), and as the Ctrl-C test's subprocesses run
     return root, run_pipeline(preset("micro"), root / "micro")
 
 

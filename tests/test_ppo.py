@@ -43,8 +43,6 @@ from minillm.stage3_rlhf.sequences import last_real_index, masked_mean, sample_r
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, save_checkpoint
 
-torch.set_num_threads(2)
-
 COLOURS = ["red", "blue", "green", "amber", "violet", "grey", "black", "white"]
 RECORDS = [
     {"id": f"c{i}", "prompt": f"Say the colour {c}.", "response": c, "reference": c,

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,8 @@ from minillm.cli import main
 from minillm.errors import DataError, RunLockedError
 from minillm.stage3_rlhf.annotate import annotate_loop
 from minillm.utils import LOCK_NAME, run_folder_lock
+
+ROOT = Path(__file__).resolve().parents[1]  # the subprocesses import this minillm, from whatever folder pytest runs in
 
 
 def dead_pid() -> int:
@@ -45,7 +48,7 @@ def test_a_second_process_is_refused_naming_the_first(tmp_path, capsys):
         with run_folder_lock({str(tmp_path / "run")!r}):
             print("locked", flush=True)
             sys.stdin.readline()
-        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunLockedError, match=f"in use by another minillm process \\(PID {holder.pid}\\)"), \
@@ -128,7 +131,7 @@ def test_a_write_cut_by_kill_9_leaves_no_temporary_file_once_the_folder_is_taken
         from minillm import utils
         os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
         utils.atomic_write_bytes({str(run / "04_sft" / "ckpt.pt")!r}, b"new")
-        """)], env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=60)
+        """)], env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     assert killed.returncode == -signal.SIGKILL
     assert [p.name for p in (run / "04_sft").glob(".ckpt.pt.*.tmp")]  # what the kill left
     (run / "notes.tmp").write_text("a file of ours, not a cut write", encoding="utf-8")

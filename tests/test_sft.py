@@ -53,8 +53,6 @@ from minillm.train.optim import make_optimizer
 from minillm.train.precision import make_grad_scaler
 from minillm.utils import read_json
 
-torch.set_num_threads(2)
-
 # A toy task learnt in a few dozen steps: each request has its fixed answer, worded several ways.
 ANSWERS = {"Greet me.": "hello", "Say hi to me.": "hello", "Bid me farewell.": "bye", "I am leaving now.": "bye",
            "Count to three.": "one two three", "Give me three numbers.": "one two three"}

@@ -31,8 +31,6 @@ from minillm.train.optim import Muon, MuonWithAdamW, follow_schedule, make_optim
 from minillm.train.plots import find_cjk_font, has_cjk
 from minillm.utils import seed_everything, spread_rows
 
-torch.set_num_threads(1)
-
 
 def small_cfg(**overrides) -> TrainConfig:
     values = dict(max_steps=20, batch_size=8, lr=1e-2, warmup_steps=3, eval_every=10, eval_batches=2,
