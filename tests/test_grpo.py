@@ -160,6 +160,8 @@ def test_the_logged_kl_is_per_answer_over_the_answers_the_reference_read():
     assert row["kl"] == pytest.approx(-0.45)
     assert row["zero_signal_share"] == 0.5 and row["reward_mean"] == 0.5 and row["loss"] == 1.5
     assert row["response_len"] == 1.75 and row["gold"] == 1.0  # 4 (the perfect answer) and three 0s
+    unanimous = dataclasses.replace(ro, rewards=torch.ones(1, 4))  # one group whose 4 answers scored alike
+    assert grpo.step_metrics(unanimous, [{"loss": 1.0}])["zero_signal_share"] == 1.0
 
 
 def test_the_kl_term_reads_the_frozen_reference_not_the_policy(runs):

@@ -362,6 +362,16 @@ def test_inverse_cdf_sampling_draws_each_token_as_often_as_its_probability():
     assert (inverse_cdf_sample(last_only, torch.Generator().manual_seed(1)) == 2).all()
 
 
+def test_inverse_cdf_sampling_never_draws_a_token_of_probability_zero_even_when_u_is_0(monkeypatch):
+    """torch.rand may return exactly 0 (once in 2**24 draws): the token drawn is the first whose
+    cumulative probability exceeds u, so a filtered token at the start of the row owns no stretch
+    even then; and u on a boundary belongs to the next token's stretch."""
+    probs = torch.tensor([[0.0, 0.25, 0.0, 0.75], [0.0, 0.0, 1.0, 0.0]])
+    for u, expected in ((0.0, [1, 2]), (0.25, [3, 2])):
+        monkeypatch.setattr(torch, "rand", lambda *shape, u=u, **_: torch.full(shape, u))
+        assert inverse_cdf_sample(probs, None).tolist() == expected
+
+
 def test_inverse_cdf_sampling_rescales_rows_that_do_not_sum_to_one():
     """Float rounding leaves a row's total a hair off 1; u is scaled to the total, so no draw runs past the end."""
     n = 6000

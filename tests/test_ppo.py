@@ -180,6 +180,22 @@ def test_a_rollout_penalises_unfinished_answers_and_whitens_the_advantages(runs)
     assert masked_mean(ro.advantages ** 2, ro.mask).item() == pytest.approx(1.0, abs=1e-3)
 
 
+def test_without_discount_or_kl_a_tokens_advantage_is_the_score_minus_its_value(runs):
+    """gamma = lam = 1 and no KL penalty: the deltas telescope, so each real token's advantage is its
+    answer's score minus the critic's value there, and its return is the score. The rollout's
+    advantages are those, whitened over the real tokens: a better answer's tokens are pushed up."""
+    policy, tok = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0]
+    cfg = dataclasses.replace(micro_ppo_config(), gamma=1.0, lam=1.0)
+    policy = with_eos_boost(policy, tok.eos_id, 4.0)
+    ro = rollout(policy, policy, rm, copy.deepcopy(rm), tok, RECORDS[:8], cfg, 0.0, torch.Generator().manual_seed(0))
+    by_hand = (ro.score[:, None] - ro.values)[ro.mask]  # (real tokens,)
+    assert by_hand.std() > 0.1  # answers of different scores: a sign error cannot pass unseen
+    torch.testing.assert_close(ro.returns[ro.mask], ro.score[:, None].expand_as(ro.mask)[ro.mask], atol=1e-5, rtol=0)
+    whitened = (by_hand - by_hand.mean()) / by_hand.std(unbiased=False)
+    torch.testing.assert_close(ro.advantages[ro.mask], whitened, atol=1e-4, rtol=0)
+
+
 def nudged(model: GPT, seed: int = 0, scale: float = 0.2) -> GPT:
     """A copy of `model` with every weight moved a little: another policy, that answers otherwise."""
     other, g = copy.deepcopy(model), torch.Generator().manual_seed(seed)
@@ -233,6 +249,33 @@ def test_the_critic_is_regressed_from_its_old_values_towards_the_returns(runs):
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
     [stats] = ppo_update(policy, critic, optimizer, ro, cfg, g)
     assert stats["vf_loss"] == pytest.approx(0.5 * (gap ** 2).mean().item(), rel=1e-4)
+
+
+def test_the_ratio_is_taken_against_the_sampling_policy_not_the_reference(runs):
+    """PPO's ratio is pi_new / pi_old, pi_old the policy that sampled the rollout: the first minibatch is
+    on-policy (ratio 1) even when the frozen reference, which only the KL penalty reads, is far away."""
+    policy, tok = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0]
+    cfg, critic, g = micro_ppo_config(), copy.deepcopy(rm), torch.Generator().manual_seed(0)
+    ro = rollout(policy, nudged(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
+    assert ro.kl.abs().max() > 0.05  # the reference differs: a ratio against it would be far from 1
+    optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
+    stats = ppo_update(policy, critic, optimizer, ro, cfg, g)
+    assert stats[0]["ratio_max_dev"] < 1e-4 and stats[0]["clipfrac"] == 0.0
+
+
+def test_the_critic_learns_its_value_loss_falls_over_the_epochs(runs):
+    """The value loss is part of the loss that steps (with vf_coef): epochs over one rollout, each a
+    single minibatch, bring the critic's values closer to the returns every time (value clipping,
+    which stops a value 0.2 away from its old one, is set out of the way)."""
+    policy, tok = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0]
+    cfg = dataclasses.replace(micro_ppo_config(), minibatch_size=4, ppo_epochs=3, clip_range_value=100.0)
+    critic, g = copy.deepcopy(rm), torch.Generator().manual_seed(0)
+    ro = rollout(policy, copy.deepcopy(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
+    optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-2)
+    losses = [s["vf_loss"] for s in ppo_update(policy, critic, optimizer, ro, cfg, g)]
+    assert losses[0] > losses[1] > losses[2] and losses[2] < 0.9 * losses[0], losses
 
 
 def test_the_logged_kl_is_per_answer_the_sum_over_its_tokens():

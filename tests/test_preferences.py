@@ -348,6 +348,13 @@ def test_win_rate_ceiling_ties_where_the_baseline_is_already_perfect():
     assert win_rate_ceiling(records, [perfect] * 3) == 0.5  # against perfect answers a tie is all there is
 
 
+def test_the_reported_ceiling_is_against_the_baselines_answers_not_the_policys():
+    records = [{"prompt": f"Q{i}?", "reference": ref} for i, ref in enumerate(["The Mell.", "4", "cats"])]
+    # against the baseline's answers (perfect once) a perfect policy ties 1 and wins 2, whatever this policy said
+    comparison = compare_answers(records, ["The Mell.", "4", "Cats."], ["The Mell.", "5", "Sure! cats"])
+    assert comparison["win_rate_ceiling"] == pytest.approx((0.5 + 1 + 1) / 3)
+
+
 def test_the_summary_shows_question_answers_and_reference_and_where_gold_changed_most():
     records = [{"prompt": f"What is the capital of Varn {i}?", "reference": "Tarsk.", "family": "facts"}
                for i in range(3)]

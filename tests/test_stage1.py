@@ -33,6 +33,7 @@ from minillm.stage1_pretrain.mlm import (
     demo_sentence,
     evaluate_mlm,
     fill_mask,
+    mask_for_mlm,
     masked_accuracy,
     mlm_loss,
     plot_fill_mask,
@@ -344,6 +345,31 @@ def test_masked_accuracy_of_always_the_same_token_is_the_unigram_baseline(corpus
     # the blanks are BERT's whatever rates the run trains with: the same blanks, the same score
     other_rates = dataclasses.replace(cfg, mask_prob=0.4, mask_token_prob=1.0, random_token_prob=0.0)
     assert evaluate_mlm(always, other_rates, tokenizer, stream, most_frequent_id=token) == metrics
+
+
+@pytest.mark.parametrize("mask_token_prob,random_token_prob", [(1.0, 0.0), (0.0, 1.0)])
+def test_a_run_masks_with_its_own_configs_rates(corpus, tokenizer, mask_token_prob, random_token_prob):
+    """mask_for_mlm hands each of cfg's rates to its own parameter: all <mask>, or all random tokens."""
+    cfg = dataclasses.replace(_mlm_cfg(), mask_prob=0.5, mask_token_prob=mask_token_prob,
+                              random_token_prob=random_token_prob)
+    ids = consecutive_windows(pack_documents(tokenizer, corpus[1]), 32, 32, 8)  # (8, 32)
+    masked = mask_for_mlm(ids, cfg, tokenizer, torch.Generator().manual_seed(0))
+    shown = masked.input_ids[masked.chosen]  # what the chosen positions show
+    assert 0.4 < masked.chosen.float().mean() < 0.6
+    assert (shown == tokenizer.mask_id).float().mean() == mask_token_prob
+
+
+def test_the_unigram_baseline_guesses_the_blanks_original_tokens_not_what_they_show(corpus, tokenizer):
+    """The baseline answers the most frequent token at every blank: it is right as often as that token
+    is a blank's original (its label), about its share of the text; the blanks mostly show <mask>, so
+    scoring it against what they show would put the baseline near 0 and flatter every model."""
+    stream = pack_documents(tokenizer, corpus[1])
+    ordinary = stream[~torch.isin(stream, torch.tensor(list(tokenizer.special_tokens.values())))]
+    token = int(torch.bincount(ordinary).argmax())
+    share = (ordinary == token).float().mean().item()
+    always = Predicts(tokenizer.vocab_size, answer=lambda ids: torch.full_like(ids, token))
+    metrics = evaluate_mlm(always, _mlm_cfg(), tokenizer, stream, most_frequent_id=token)
+    assert metrics["unigram_masked_accuracy"] == metrics["val_masked_accuracy"] > share / 2
 
 
 @pytest.mark.parametrize("text", ["no blank here", "two [MASK] blanks [MASK]"])
