@@ -22,7 +22,9 @@ model only differ in how a batch is drawn and how the loss is computed, and ever
 **Why the loop owns the data generator.** `get_batch(split, generator)` must draw its rows with
 that generator only. The loop seeds it and saves its state in each checkpoint, so a resumed run
 sees exactly the batches that an uninterrupted run would have seen; together with the RNG
-states (rng.py) this makes a resume bit-for-bit exact on CPU.
+states (rng.py) this makes a resume bit-for-bit exact on CPU. A resume must also be the *same*
+experiment: `check_resume` refuses any change but the `train` settings (more steps, another lr),
+and the resume's note says what a new schedule does to the learning rate (`schedule_note`).
 
 Files written to `out_dir` (by rank 0 only when several processes train):
 config.json (run and train config), metrics.jsonl (one JSON object per logged step, then per

@@ -1,0 +1,212 @@
+"""Do the library's docstrings and comments name things that exist?
+
+A learner follows a backticked name (`train.loop.check_resume`, `GPT.generate`, `--skip-bad-lines`,
+`sft.lora.rank`, `metrics.jsonl`) to read more; after a rename or a move, a stale name sends them
+nowhere. This test finds every backticked span in minillm/'s docstrings and comments and checks that
+each one that looks like a name resolves: to something importable from minillm (or Python, torch), to
+a setting of PipelineConfig, to a command-line flag, to a name used somewhere in the library's code
+(a function's argument, a local, a metric key), or to a file of the repository or a run. Spans that
+are code snippets or token text (`<eos>`, `2 1=4 3`) are not names and are skipped by their shape;
+the few name-shaped spans that are not names sit in NOT_NAMES, each with its reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import builtins
+import dataclasses
+import importlib
+import io
+import keyword
+import re
+import tokenize
+from pathlib import Path
+
+import pytest
+
+from minillm.cli import build_parser
+from minillm.config import PipelineConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "minillm"
+BACKTICKED = re.compile(r"`([^`\n]+)`")
+# a name, dotted or not, maybe called (`f(x)`) or given a value (`causal=True`)
+NAME = re.compile(r"(?P<name>[A-Za-z_][\w.]*?)\.?(\(.*\))?(=.*)?")
+FILE = re.compile(r"[\w./*-]+\.(py|json|jsonl|pt|png|md|lock)|[\w./*-]+/")
+
+LESSON_FLAGS = {"--fresh"}  # lessons.lesson_args: a lesson's own command line
+
+NOT_NAMES = {  # name-shaped spans that are not the library's names
+    "ignore_index",  # torch.nn.functional.cross_entropy's argument
+    "modules_to_save",  # PEFT's setting
+    "pyplot",  # matplotlib.pyplot
+    "--character_coverage",  # a flag of sentencepiece's own trainer
+    "--set path=value",  # the form of every override
+    "lock.takeover",  # a file name made at run time (the lock's name + ".takeover")
+}
+
+
+def _has_docstring(node: ast.AST) -> bool:
+    return (isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and ast.get_docstring(node) is not None)
+
+
+def text_spans(path: Path) -> list[tuple[int, str]]:
+    """(line, span) for every backticked span in the file's docstrings and comments."""
+    source = path.read_text(encoding="utf-8")
+    texts = [(node.body[0].lineno, node.body[0].value.value) for node in ast.walk(ast.parse(source))
+             if _has_docstring(node)]
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            texts.append((tok.start[0], tok.string))
+    return [(line, m.group(1)) for line, text in texts for m in BACKTICKED.finditer(text)]
+
+
+def arguments() -> set[str]:
+    """The library's argument names (`config`, `model`, `tokenizer`): a span starting with one is that
+    argument's attribute, not the module of the same name."""
+    return {node.arg for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, ast.arg)}
+
+
+def code_names() -> set[str]:
+    """Every identifier the library's code uses: definitions, arguments, attributes, keywords, and
+    string constants shaped like names (metric keys, file names, setting names)."""
+    names: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree) if _has_docstring(node)}
+        for node in ast.walk(tree):
+            if id(node) in docstrings:  # what is checked cannot vouch for itself
+                continue
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.arg):
+                names.add(node.arg)
+            elif isinstance(node, ast.Name):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                names.add(node.attr)
+            elif isinstance(node, ast.keyword) and node.arg:
+                names.add(node.arg)
+            elif isinstance(node, ast.alias):
+                names.add((node.asname or node.name).split(".")[0])
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names.update(re.findall(r"[\w.-]+", node.value))
+    return names
+
+
+def settings(cfg: object = PipelineConfig(), prefix: str = "") -> set[str]:
+    """Every setting's dotted path: `sft.lora.rank`, `train.max_steps`, and the sections themselves."""
+    paths: set[str] = set()
+    for field in dataclasses.fields(cfg):
+        path = prefix + field.name
+        paths.add(path)
+        value = getattr(cfg, field.name)
+        if dataclasses.is_dataclass(value):
+            paths |= settings(value, path + ".")
+    return paths
+
+
+def _setting(cfg: object, path: str) -> object:
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def flags(parser: argparse.ArgumentParser) -> set[str]:
+    """Every option string of the command line, subcommands included."""
+    found = {s for action in parser._actions for s in action.option_strings}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= flags(sub)
+    return found
+
+
+def importable(dotted: str) -> bool:
+    """`dotted` names a module or an attribute of one, under minillm or not."""
+    parts = dotted.split(".")
+    for prefix in ("minillm.", ""):
+        for cut in range(len(parts), 0, -1):
+            if parts[cut - 1] == "__main__":
+                continue
+            try:
+                obj = importlib.import_module(prefix + ".".join(parts[:cut]))
+            except ImportError:
+                continue
+            try:
+                for attr in parts[cut:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                break
+            return True
+    return False
+
+
+def library_scopes() -> dict[str, list[object]]:
+    """What a dotted name's first part may be: a module of the library by its last name (`jsonl`,
+    `ppo`) or a class defined in one (`GPT`, `ModelConfig`)."""
+    found: dict[str, list[object]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        if name.endswith("__main__"):  # importing it runs the command line
+            continue
+        module = importlib.import_module(name)
+        found.setdefault(name.rsplit(".", 1)[-1], []).append(module)
+        for attr, obj in vars(module).items():
+            if isinstance(obj, type) and obj.__module__ == name:
+                found.setdefault(attr, []).append(obj)
+    return found
+
+
+@pytest.fixture(scope="module")
+def known() -> dict:
+    all_settings = settings()
+    return {"names": code_names() | set(dir(builtins)) | set(keyword.kwlist), "settings": all_settings,
+            "leaves": {p.rsplit(".", 1)[-1] for p in all_settings}, "flags": flags(build_parser()) | LESSON_FLAGS,
+            "scopes": library_scopes(), "arguments": arguments(),
+            "sections": {path for path in all_settings
+                         if dataclasses.is_dataclass(_setting(PipelineConfig(), path))}}
+
+
+def resolves(span: str, known: dict) -> bool:
+    if span.startswith("--"):
+        flag, _, rest = span.partition(" ")
+        if flag == "--set" and rest:
+            return rest.partition("=")[0] in known["settings"]
+        return all(f in known["flags"] for f in flag.split("/") if f) or all(
+            "--" + f.lstrip("-") in known["flags"] for f in flag.split("/"))
+    if FILE.fullmatch(span):
+        stem = span.rstrip("/").rsplit("/", 1)[-1]
+        return (any(ROOT.rglob(stem)) or stem in known["names"] or "*" in stem)
+    match = NAME.fullmatch(span)
+    if not match:
+        return True  # a snippet or token text, not a name
+    name = match["name"]
+    if name in known["settings"] or any(path.endswith("." + name) for path in known["settings"]):
+        return True
+    if importable(name):
+        return True
+    if any(".".join(name.split(".")[:cut]) in known["sections"] for cut in range(2, name.count(".") + 1)):
+        return False  # under a section such as `sft.lora`: only a setting of it will do
+    head, *rest = name.split(".")
+    if head in known["scopes"] and head not in known["arguments"] and rest:  # found there, not anywhere
+        return any(_has_path(scope, rest) for scope in known["scopes"][head])
+    return all(part in known["names"] or part in known["leaves"] for part in name.split("."))
+
+
+def _has_path(obj: object, attrs: list[str]) -> bool:
+    for attr in attrs:
+        if not hasattr(obj, attr) and attr not in getattr(obj, "__dataclass_fields__", {}):
+            return False
+        obj = getattr(obj, attr, None)
+    return True
+
+
+def test_backticked_names_resolve(known: dict) -> None:
+    stale = [f"{path.relative_to(ROOT)}:{line}: `{span}`"
+             for path in sorted(PACKAGE.rglob("*.py")) for line, span in text_spans(path)
+             if span not in NOT_NAMES and not resolves(span, known)]
+    assert not stale, "names in docstrings/comments that resolve to nothing:\n" + "\n".join(stale)
