@@ -290,11 +290,11 @@ def cmd_annotate(args: argparse.Namespace) -> None:
 def _typed_lines(command: str) -> io.TextIOBase:
     """stdin, for the commands a person types into (`chat`, `annotate`). A line of bytes that are not
     UTF-8 (a terminal set to Latin-1, a paste) must not end the session with a traceback: its bad bytes
-    become U+FFFD, which the chat reads as text and annotate refuses as no ranking, and asks again.
-    Lines from a file or a pipe (< lines.txt) are read as UTF-8, as every file a user gives is, and
-    without the byte order mark a Windows editor may write first: Python would read them in the
-    locale's encoding (cp1252 on Windows), and a first ranking "\ufeff2 1" (or "ï»¿2 1") would be
-    refused, so that each later line answered the question before its own. A terminal keeps its
+    become U+FFFD, which the chat reads as text and annotate refuses as no ranking (at a terminal it
+    asks again; from a file it stops at that line). Lines from a file or a pipe (< lines.txt) are read
+    as UTF-8, as every file a user gives is, and without the byte order mark a Windows editor may
+    write first: Python would read them in the locale's encoding (cp1252 on Windows), and a first
+    ranking "\ufeff2 1" (or "ï»¿2 1") would be refused. A terminal keeps its
     encoding. A closed stdin (`<&-`, a service without a terminal) has no lines to read: say so before loading."""
     if sys.stdin is None:
         raise DataError(f"`minillm {command}` reads what you type from stdin, but stdin is closed; run it in a "

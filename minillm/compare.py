@@ -3,8 +3,10 @@
 An ablation changes one thing (a switch, a learning rate, a seed) and asks what it did. Every run
 folder already holds what is needed to answer: `metrics.jsonl` (the curves) and `config.json`
 (every setting). `compare_runs` overlays the curves of every metric the runs share, one panel per
-metric, in one PNG; tabulates their final values; and lists the settings in which the runs differ,
-so a reader sees at once what was changed and what it did.
+metric, in one PNG; tabulates their final values (what was learned: the learning rate the schedule
+reached, the machine's speed and the counts of what was read are named apart, `not_a_result`); and
+lists the settings in which the runs differ, so a reader sees at once what was changed and what it
+did. Runs of different stages (`stage_of`) are compared on the settings they share, and told so.
 
 Two runs of the whole pipeline (an experiment made with `minillm pipeline --set ... --reuse
 runs/tiny`, against runs/tiny) are compared by their reports instead (`compare_pipelines`): every
@@ -29,6 +31,18 @@ from minillm.train.plots import axis_label, plot_curve, save_figure, step_axis, 
 from minillm.utils import damaged, holds_pipeline_steps, read_json
 
 NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
+
+
+def not_a_result(metric: str) -> str | None:
+    """Why a logged number is no result of what a run learned, so no row of the final values (None: it
+    is one). Its curve is still drawn: the learning rate's shows the schedule each run followed."""
+    if metric == "lr":  # at the last step, the cosine's floor: train.lr x min_lr_ratio, a setting
+        return "the schedule's learning rate at the last step, which the train settings set"
+    if metric == "samples_per_s":
+        return "the machine's speed"
+    if metric == "steps" or metric.endswith(("_tokens", "_positions")):  # train_tokens, val_masked_positions
+        return "how much was read or measured"
+    return None
 
 
 @dataclass
@@ -119,14 +133,25 @@ def flatten(config: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def config_differences(runs: Sequence[LoggedRun]) -> dict[str, list[object]]:
-    """Every setting whose value is not the same in all runs: path -> one value per run ("-" = absent).
+def stage_of(config: dict) -> str:
+    """The stage whose run wrote `config` (its config.json): the name of its own settings, those that
+    hold its train settings ("sft" in run.sft, "ppo"); pretraining's are the whole run config, named by
+    the model ("clm" for a GPT, "mlm" for BERT). "" when config.json says neither (it is missing)."""
+    settings = config["run"] if isinstance(config.get("run"), dict) else config
+    own = [key for key, value in settings.items() if isinstance(value, dict) and "train" in value]
+    return own[0] if own else {"gpt": "clm", "bert": "mlm"}.get(str(config.get("model_kind")), "")
+
+
+def config_differences(runs: Sequence[LoggedRun], shared_only: bool = False) -> dict[str, list[object]]:
+    """Every setting whose value is not the same in all runs: path -> one value per run ("-" = absent);
+    with `shared_only`, only settings that every run has (runs of different stages share few).
 
     A config.json may hold the same setting twice (the model's config under "model" and again inside
     the stage's "run" config); the longer path is dropped when it says the same as the shorter.
     """
     flat = [flatten(run.config) for run in runs]
-    paths = sorted(set().union(*flat), key=lambda p: (p.count("."), p))
+    paths = sorted(set.intersection(*map(set, flat)) if shared_only else set().union(*flat),
+                   key=lambda p: (p.count("."), p))
     differ: dict[str, list[object]] = {}
     for path in paths:
         values = [f.get(path, "-") for f in flat]
@@ -179,10 +204,11 @@ def distinct_texts(values: Sequence[object]) -> list[str]:
     return [f"{v:.{digits}g}" if isinstance(v, float) else str(v) for v in values]
 
 
-def settings_text(names: Sequence[str], differences: dict[str, list[object]]) -> str:
+def settings_text(names: Sequence[str], differences: dict[str, list[object]], shared_only: bool = False) -> str:
     """The settings that differ (config_differences), one row each and one column per run."""
     if not differences:
-        return "settings that differ:\n(none: the runs have the same config)"
+        return "settings that differ:\n" + ("(none among the settings they share)" if shared_only
+                                             else "(none: the runs have the same config)")
     rows = [[path, *(json.dumps(v) for v in values)] for path, values in differences.items()]
     return "settings that differ:\n" + text_table(["setting", *names], rows)
 
@@ -210,19 +236,42 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
                         "(compare runs of the same stage)")
     plot = plot_runs(runs, shared_metrics(runs, curves_only=True) or metrics, out_png)
     final = {run.name: summarize(run.rows) for run in runs}
-    same = [m for m in metrics if len({final[r.name][m] for r in runs}) == 1]
-    varying = [m for m in metrics if m not in same]
-    differences = config_differences(runs)
+    results = [m for m in metrics if not not_a_result(m)]
+    same = [m for m in results if len({final[r.name][m] for r in runs}) == 1]
+    varying = [m for m in results if m not in same]
+    stages = {r.name: stage_of(r.config) for r in runs}
+    shared_only = "" not in stages.values() and len(set(stages.values())) > 1
+    differences = config_differences(runs, shared_only)
     columns = [distinct_texts([final[r.name][m] for r in runs]) for m in varying]  # one metric's runs each
     report = "\n\n".join([
+        *([stages_note(runs, stages)] if shared_only else []),
         "final values:\n" + text_table(["run", "step", *varying],
                                        [[r.name, final[r.name].get("step", "-"), *(column[i] for column in columns)]
                                         for i, r in enumerate(runs)])
-        + ("\nthe same in every run: " + ", ".join(f"{m} {final[runs[0].name][m]:.4g}" for m in same) if same else ""),
-        settings_text([r.name for r in runs], differences),
+        + ("\nthe same in every run: " + ", ".join(f"{m} {final[runs[0].name][m]:.4g}" for m in same) if same else "")
+        + not_results_text([m for m in metrics if m not in results]),
+        settings_text([r.name for r in runs], differences, shared_only),
         f"curves: {plot}",
     ])
     return {"final": final, "differences": differences, "plot": str(plot), "report": report}
+
+
+def stages_note(runs: Sequence[LoggedRun], stages: dict[str, str]) -> str:
+    """One line for runs of different stages: each run's stage, and how many of their settings only some of
+    them have (a CLM run has no sft.lora, an SFT run no clm settings), left out of the table."""
+    flat = [set(flatten(run.config)) for run in runs]
+    apart = len(set().union(*flat) - set.intersection(*flat))
+    return (f"these runs are of different stages ({', '.join(f'{name}: {stage}' for name, stage in stages.items())});"
+            f" only the settings they share are compared (the {apart} that not every run has are left out)")
+
+
+def not_results_text(metrics: Sequence[str]) -> str:
+    """A line naming the logged numbers left out of the final values, each group with why (not_a_result)."""
+    reasons: dict[str, list[str]] = {}
+    for metric in metrics:
+        reasons.setdefault(not_a_result(metric) or "", []).append(metric)
+    parts = [f"{', '.join(names)} ({why})" for why, names in reasons.items()]
+    return "\nleft out, as no result of the training: " + "; ".join(parts) if parts else ""
 
 
 # --------------------------------------------------------------------------------------------------

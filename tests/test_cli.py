@@ -592,14 +592,33 @@ def _annotate(runs: Path, prompts: Path, out: Path) -> list[str]:
             "--k", "2", "--max-new-tokens", "2"]
 
 
+class _TerminalBytes(io.TextIOWrapper):
+    """Bytes typed at a terminal (isatty): a person who is asked again after a line that is no ranking."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def test_a_line_that_is_not_utf8_is_no_ranking_and_annotate_asks_again(untrained_runs, tmp_path, capsys,
                                                                        monkeypatch):
     prompts, out = tmp_path / "prompts.txt", tmp_path / "prefs.jsonl"
     prompts.write_text("how is the river?\n", encoding="utf-8")
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9\n2 1\n"), encoding="utf-8"))
+    monkeypatch.setattr(sys, "stdin", _TerminalBytes(io.BytesIO(b"caf\xe9\n2 1\n"), encoding="utf-8"))
     code, shown, err = run(_annotate(untrained_runs, prompts, out), capsys)
     assert code == 0, err
     assert "not a ranking" in shown and len(out.read_text(encoding="utf-8").splitlines()) == 1
+
+
+def test_rankings_from_a_file_stop_at_a_line_that_is_not_one(untrained_runs, tmp_path, capsys, monkeypatch):
+    """`< ranks.txt` cannot be asked again: after "2 2" each later line ranked the prompt before its own."""
+    prompts, out = tmp_path / "prompts.txt", tmp_path / "prefs.jsonl"
+    prompts.write_text("how is the river?\nhow is the sea?\nwhere is Vell?\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"2 1\n2 2\n1 2\n"), encoding="utf-8"))
+    code, _, err = run(_annotate(untrained_runs, prompts, out), capsys)
+    assert (code, err.count("\n")) == (2, 1), err
+    assert err.startswith("minillm: error: line 2 of the rankings read from stdin (for prompt 2/3) is not a ranking")
+    assert [json.loads(line)["prompt"] for line in out.read_text(encoding="utf-8").splitlines()] == [
+        "how is the river?"]
 
 
 @pytest.mark.parametrize("encoding", ("utf-8", "cp1252"))  # cp1252: Python's on Windows for a redirected stdin

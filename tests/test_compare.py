@@ -17,6 +17,7 @@ from minillm.compare import (
     distinct_texts,
     load_run,
     shared_metrics,
+    stage_of,
 )
 
 
@@ -195,8 +196,8 @@ def test_metrics_equal_in_every_run_go_on_one_line_and_the_table_shows_the_last_
     a = write_run(tmp_path / "a", 1e-3, [3.0, 2.0, 1.5])
     b = write_run(tmp_path / "b", 3e-3, [3.0, 2.5, 1.5])
     report = compare_runs([a, b], tmp_path / "c.png")["report"]
-    assert "the same in every run: loss 1.5, val_loss 2, grad_norm 0.3333" in report
-    assert report.splitlines()[:4] == ["final values:", "run  step  lr   ", "a    30    0.001", "b    30    0.003"]
+    assert "the same in every run: loss 1.5, val_loss 2, grad_norm 0.3333\n" in report
+    assert report.splitlines()[:4] == ["final values:", "run  step", "a    30  ", "b    30  "]  # lr: no result
 
 
 def test_a_figure_only_one_pipeline_run_reports_is_a_difference_shown_as_missing(tmp_path):
@@ -240,7 +241,7 @@ def test_three_runs_a_metric_that_differs_in_the_middle_one_is_in_the_table(tmp_
     runs = [write_run(tmp_path / name, 1e-3, [3.0, 2.0, last]) for name, last in (("a", 1.5), ("b", 1.75), ("c", 1.5))]
     result = compare_runs(runs, tmp_path / "c.png")
     assert [result["final"][name]["loss"] for name in "abc"] == [1.5, 1.75, 1.5]
-    assert "the same in every run: grad_norm 0.3333, lr 0.001" in result["report"]  # loss and val_loss differ
+    assert "the same in every run: grad_norm 0.3333\n" in result["report"]  # loss and val_loss differ
     assert result["report"].splitlines()[1].split() == ["run", "step", "loss", "val_loss"]
 
 
@@ -305,3 +306,56 @@ def test_a_curve_ends_at_the_logs_last_value_not_at_the_end_of_run_evaluation(tm
     assert ax.get_title() == "val_loss" and [list(line.get_ydata()) for line in ax.lines] == [[0.9, 0.686]] * 2
     assert result["final"]["a"]["val_loss"] == 0.664  # the figure compare tabulates is still the final one
     assert curve_rows(rows, "val_perplexity") == rows  # a metric only the final row holds: its one point
+
+
+def test_the_learning_rate_and_other_bookkeeping_are_named_apart_from_the_final_values(tmp_path):
+    """Lesson 11's runs listed "lr 0.0003" under "the same in every run" as if it were their setting: it is
+    the cosine's floor at the last step. The machine's speed and the counts of what was read are no results
+    either (the settings that make them are compared below)."""
+    runs = []
+    for name, loss in (("a", 1.5), ("b", 1.25)):
+        folder = write_run(tmp_path / name, 3e-3, [2.0, loss])
+        final = {"step": 20, "split": "final", "val_loss": loss, "train_tokens": 5120, "samples_per_s": 300.0 + loss,
+                 "val_masked_positions": 77}
+        with (folder / "metrics.jsonl").open("a", encoding="utf-8") as f:
+            f.write(json.dumps({**final, "lr": 3e-4}) + "\n")
+        runs.append(folder)
+    report = compare_runs(runs, tmp_path / "c.png")["report"]
+    final_values = report.split("\n\n")[0].splitlines()
+    assert final_values[1].split() == ["run", "step", "loss", "val_loss"]
+    assert final_values[4] == "the same in every run: grad_norm 0.5"
+    assert final_values[5] == ("left out, as no result of the training: lr (the schedule's learning rate at the "
+                               "last step, which the train settings set); samples_per_s (the machine's speed); "
+                               "train_tokens, val_masked_positions (how much was read or measured)")
+    assert len(final_values) == 6
+
+
+def ppo_run(folder: Path) -> Path:
+    """An online-RL run's folder: its curves, and its stage's settings at the top of config.json."""
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text(json.dumps({"step": 1, "kl": 0.1, "lr": 1e-4}) + "\n", encoding="utf-8")
+    config = {"ppo": {"train": {"lr": 1e-4}, "kl_coef": 0.2}, "sft_dir": str(folder.parent / "04_sft")}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def test_runs_of_different_stages_compare_only_the_settings_they_share_and_say_so(tmp_path):
+    """A CLM run beside an SFT run listed every setting of either stage, with "-" for the other."""
+    sft = write_run(tmp_path / "04_sft", 1e-3, [2.0, 1.0])
+    clm = write_run(tmp_path / "03_clm", 3e-3, [2.0, 1.5])
+    config = json.loads((clm / "config.json").read_text(encoding="utf-8"))
+    config["run"] = {"model": config["model"], "train": config["train"]}  # CLM's run config is its stage's own
+    (clm / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    ppo = ppo_run(tmp_path / "06_ppo")
+    assert [stage_of(load_run(d, "x").config) for d in (clm, sft, ppo)] == ["clm", "sft", "ppo"]
+    assert stage_of({}) == ""
+    result = compare_runs([clm, sft], tmp_path / "c.png")
+    assert result["differences"] == {"train.lr": [3e-3, 1e-3]}  # not run.sft.lora.rank, run.init_dir, run.train.*
+    report = result["report"]
+    assert report.startswith("these runs are of different stages (03_clm: clm, 04_sft: sft); only the settings "
+                             "they share are compared (the 6 that not every run has are left out)\n\nfinal values:")
+    assert '"-"' not in report
+    same = write_run(tmp_path / "other" / "04_sft", 1e-3, [2.0, 1.0])  # the same stage: no note
+    assert compare_runs([sft, same], tmp_path / "c.png")["report"].startswith("final values:")
+    report = compare_runs([sft, ppo], tmp_path / "c.png")["report"]
+    assert "settings that differ:\n(none among the settings they share)" in report

@@ -99,9 +99,10 @@ def test_a_digit_that_is_not_a_number_gets_the_rankings_own_message():
 
 
 def scripted(records, out_path, typed):
+    """A person at the terminal types `typed`: a line that is no ranking is asked again."""
     stdin, stdout = io.StringIO(typed), io.StringIO()
     summary = annotate_loop(records, lambda r: [f"{r['prompt']} answer {i}" for i in range(4)], out_path,
-                            stdin, stdout)
+                            stdin, stdout, interactive=True)
     return summary, stdout.getvalue()
 
 
@@ -139,6 +140,26 @@ def test_annotate_loop_reasks_appends_and_resumes(tmp_path):
     assert summary == {"ranked": 1, "skipped_done": 1, "remaining": 1, "saved": 2}
     assert "p0" not in shown and "=== prompt 2/3 ===\np1" in shown
     assert [json.loads(line)["prompt"] for line in out.read_text(encoding="utf-8").splitlines()] == ["p0", "p1"]
+
+
+def test_piped_rankings_stop_at_a_line_that_is_not_one_and_keep_those_before(tmp_path):
+    """`minillm annotate ... < ranks.txt`: no one can answer again, and asking again made each later line rank
+    the prompt before its own, with exit code 0. A skipped prompt (one answer) takes no line."""
+    out = tmp_path / "human.jsonl"
+    records = [{"prompt": f"p{i}"} for i in range(5)]
+    answers = {"p0": ["a", "b"], "p1": ["the only answer"], "p2": ["c", "d"], "p3": ["e", "f"], "p4": ["g", "h"]}
+    piped = io.StringIO("2 1\n1 1\n2 1\n1 2\n")  # not a terminal: the default reads it as a file
+    with pytest.raises(DataError, match=r"^line 2 of the rankings read from stdin \(for prompt 3/5\) is not a "
+                                        r"ranking: name each of the 2 answers exactly once .*you typed 1 1; the 1 "
+                                        r"ranking\(s\) before it are saved in .*human.jsonl.*delete the 1 line"):
+        annotate_loop(records, lambda r: answers[r["prompt"]], out, piped, io.StringIO())
+    assert [(r["prompt"], r["ranking"]) for r in read_preferences(out)] == [("p0", [1, 0])]  # p2 and on: unranked
+    with pytest.raises(DataError, match=r"^line 1 .*\(for prompt 3/5\).*nothing was saved in this session"):
+        annotate_loop(records, lambda r: answers[r["prompt"]], out, io.StringIO("2\n"), io.StringIO(),
+                      interactive=False)
+    annotate_loop(records, lambda r: answers[r["prompt"]], out, io.StringIO("2 1\n1 2\n1 2\n"), io.StringIO())
+    assert [(r["prompt"], r["ranking"]) for r in read_preferences(out)] == [
+        ("p0", [1, 0]), ("p2", [1, 0]), ("p3", [0, 1]), ("p4", [0, 1])]  # the rerun's lines from the bad one on
 
 
 def test_a_prompt_with_a_single_answer_is_skipped_and_q_in_capitals_stops(tmp_path):

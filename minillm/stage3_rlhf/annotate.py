@@ -6,7 +6,10 @@ or `2 1=4 3` when answers 1 and 4 seem equally good (a tie teaches nothing, so n
 The loop is built for real people:
 
 - a malformed ranking (a missing number, a repeat, a word) is refused with the reason, and the
-  same question is asked again;
+  same question is asked again. Rankings read from a file or a pipe (`< ranks.txt`) cannot be asked
+  again: each line answers the next prompt shown, so after a bad line every later ranking would
+  answer the prompt before its own. There a bad line stops the session (DataError naming the line
+  and the prompt), and the rankings before it are kept;
 - each ranking is appended to the file and flushed to disk at once, so Ctrl-C (or `q`) loses
   nothing but the prompt on screen;
 - started again on the same file, it skips the prompts already ranked there, goes on counting
@@ -79,7 +82,7 @@ def show_question(out: IO[str], number: int, total: int, prompt: str, answers: S
 
 def annotate_loop(
     records: Sequence[dict], answers_for: Callable[[dict], list[str]], out_path: str | os.PathLike,
-    stdin: IO[str] | None = None, stdout: IO[str] | None = None,
+    stdin: IO[str] | None = None, stdout: IO[str] | None = None, interactive: bool | None = None,
 ) -> dict[str, int]:
     """Ask for a ranking of `answers_for(record)` for each record not yet ranked in `out_path`.
 
@@ -89,9 +92,12 @@ def annotate_loop(
     prompts left when the person stopped, "saved": rankings in the file now}. The file is locked
     while the session runs: another session on it stops with RunLockedError. The streams default to
     the terminal's, looked up at the call (a default of `sys.stdin` would be the one at import time).
+    `interactive` (by default: whether stdin is a terminal) says whether a person answers, who is asked
+    again after a line that is not a ranking; lines from a file stop there (DataError).
     """
     stdin = sys.stdin if stdin is None else stdin
     stdout = sys.stdout if stdout is None else stdout
+    interactive = stdin.isatty() if interactive is None else interactive
     out_path = Path(out_path)
     with file_lock(out_path):  # a second session on the file would rank the same prompts again
         saved = saved_rankings(out_path)
@@ -123,12 +129,25 @@ def annotate_loop(
                     ranking = parse_ranking(line, len(answers))
                     break
                 except ValueError as err:
+                    if not interactive:  # no one to ask again: each later line would rank the prompt before its own
+                        raise DataError(f"line {ranked + 1} of the rankings read from stdin (for prompt {number}/"
+                                        f"{len(records)}) is not a ranking: {err}; "
+                                        f"{rerun_advice(ranked, out_path)}") from None
                     stdout.write(f"  not a ranking: {err}\n")
             append_preference(out_path, {"prompt": record["prompt"], "answers": answers, "ranking": ranking,
                                          "split": split_of(len(saved) + ranked), "id": record.get("id", ""),
                                          "annotator": "human"})
             ranked += 1
         return summary(0)
+
+
+def rerun_advice(ranked: int, out_path: Path) -> str:
+    """What to do after a bad line of piped rankings, when the `ranked` lines before it were all rankings:
+    a rerun skips the prompts ranked in `out_path`, so its input must start at the bad line."""
+    if ranked == 0:
+        return "nothing was saved in this session; fix that line and run again"
+    return (f"the {ranked} ranking(s) before it are saved in {out_path}, and a rerun skips their prompts: fix that "
+            f"line, delete the {ranked} line(s) before it, and run again")
 
 
 def saved_rankings(path: Path) -> list[dict]:
