@@ -149,7 +149,8 @@ def _family_table(s: dict) -> list[str]:
     if not families:
         return []
     return ["Win rate against the SFT model per task family (each on its family's share of the held-out "
-            "prompts, so on fewer prompts than the win rates above):", "",
+            "prompts, so on fewer prompts than the win rates above, and noisier: a win rate on n prompts has a "
+            "standard error of up to 0.5/√n, 0.1 on 25):", "",
             "| family | PPO | DPO |", "| --- | --- | --- |",
             *[f"| {f} | {_fmt(by_family['ppo'].get(f, float('nan')))} | {_fmt(by_family['dpo'].get(f, float('nan')))} |"
               for f in families], ""]
@@ -204,6 +205,11 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"| 0.5 | {s['grpo_verifiable']['seconds']:.0f} |",
         *_relabelled_grpo_note(j),
         "",
+        "Higher is better for every key number but tokens/byte and perplexity, where lower is. A win rate is "
+        "judged by the gold judge (section 3) against the SFT model's own sampled answers, so 0.5 is no better "
+        "and no worse; ± is one standard error. Each section below says what its numbers mean; the lessons "
+        "(README) teach each stage, and docs/findings.md says what was tried and measured.",
+        "",
         *_tokenizer_section(report, j),
         *_pretraining_section(report, j),
         *_sft_section(report, j),
@@ -250,7 +256,10 @@ def _pretraining_section(report: dict, j: Journey) -> list[str]:
         "",
         "### GPT: next-token prediction",
         f"Perplexity on {r['clm']['val_tokens']} validation tokens **{_fmt(s['clm']['val_perplexity'])}**, against "
-        f"{_fmt(s['clm']['unigram_perplexity'])} for a unigram model (the final evaluation, as above). Samples:",
+        f"{_fmt(s['clm']['unigram_perplexity'])} for a unigram model (the final evaluation, as above). Perplexity "
+        "is e to the mean next-token loss: about how many tokens the model is torn between at each step, so lower "
+        "is better; the unigram model guesses each token by its frequency alone, blind to the words before it. "
+        "Samples:",
         "",
         *[quote(sample) + "\n" for sample in r["clm"].get("samples", [])],
         f"![GPT next-token loss]({_linked(j, 'clm', 'loss.png')})",
@@ -262,15 +271,16 @@ def _sft_section(report: dict, j: Journey) -> list[str]:
     s = report["stages"]
     return [
         "## 2. Instruction tuning (SFT)",
-        "Exact match of greedy answers on test prompts; held-out phrasings and families were never trained on.",
+        "Exact match of greedy answers (the most likely token at each step) on test prompts: the answer is the "
+        "reference and nothing more, once both are lower-cased and stripped of punctuation and a leading article. "
+        + "; ".join(f"{split}: {SFT_SPLITS[split]}" for split in s["sft"]["exact_match"] if split in SFT_SPLITS)
+        + ". " + " ".join(f"{label}: {meaning}." for label, key, meaning in SFT_ROWS if key in s["sft"]),
         *exact_match_noise(s["sft"]),
         "",
         "| model | " + " | ".join(s["sft"]["exact_match"]) + " |",
         "| --- |" + " --- |" * len(s["sft"]["exact_match"]),
         *[f"| {label} | " + " | ".join(_fmt(v) for v in s["sft"][key].values()) + " |"
-          for label, key in (("base (CLM, no SFT)", "base_exact_match"), ("SFT from scratch", "scratch_exact_match"),
-                             ("SFT on one family", "single_family_exact_match"), ("SFT", "exact_match"))
-          if key in s["sft"]],
+          for label, key, _ in SFT_ROWS if key in s["sft"]],
         "",
         f"![SFT exact match per split]({_linked(j, 'sft', 'exact_match.png')})",
         "",
@@ -278,20 +288,43 @@ def _sft_section(report: dict, j: Journey) -> list[str]:
     ]
 
 
+# what each test split of the shipped instructions asks (a split of your own --data is shown unexplained)
+SFT_SPLITS = {
+    "seen": "new questions of trained tasks, worded as in training",
+    "heldout_phrasings": "trained tasks worded in ways SFT never saw",
+    "heldout_families": "tasks SFT never saw (what the tiny preset answers of them, and why: docs/findings.md, "
+                        "\"Task families SFT never saw\")",
+    "world_facts": "facts stated only in the pretraining corpus, never in SFT's data",
+}
+# the rows of report.md's SFT table: label, the key of its exact match in the SFT result, what the model is
+SFT_ROWS = (
+    ("base (CLM, no SFT)", "base_exact_match", "the GPT before SFT"),
+    ("SFT from scratch", "scratch_exact_match", "the same SFT on an untrained GPT, which shows what pretraining adds"),
+    ("SFT on one family", "single_family_exact_match", "the same SFT on one task family's data alone, which shows "
+                                                       "what the variety of tasks adds"),
+    ("SFT", "exact_match", "the pretrained GPT after SFT on every training task"),
+)
+
+
 def _rlhf_section(report: dict, j: Journey) -> list[str]:
     """The reward model, PPO and DPO: their figures, the per-family table, their plots and examples."""
     s = report["stages"]
     return [
         "## 3. RLHF",
-        f"The reward model ranks held-out pairs correctly **{_fmt(s['reward_model']['pairwise_accuracy'])}** "
-        f"of the time. The most any reward model can reach is how often those noisy rankings agree with the "
-        f"gold judge: {_fmt(s['reward_model'].get('gold_agreement'))} (two noisy annotations of the same "
-        f"answers agree {_fmt(s['reward_model'].get('annotator_agreement'))}: both carry noise).",
+        "A simulated annotator ranks answers as people would, by a scoring function plus noise; that function "
+        "without the noise is the gold judge, which no model trains on and which judges every policy below. "
+        "The reward model, trained on the noisy rankings, orders a held-out pair as they do "
+        f"**{_fmt(s['reward_model']['pairwise_accuracy'])}** of the time (chance: 0.5). The most any reward "
+        "model can reach is how often those noisy rankings agree with the gold judge: "
+        f"{_fmt(s['reward_model'].get('gold_agreement'))} (two noisy annotations of the same answers agree "
+        f"{_fmt(s['reward_model'].get('annotator_agreement'))}: both carry noise).",
         "",
-        f"PPO: win rate against the SFT model by the gold judge **{_win(s['ppo'])}** (± one standard error); mean gold "
-        f"score {_fmt(s['ppo']['gold_sft'])} -> {_fmt(s['ppo']['gold_after'])}, KL to the SFT model "
-        f"{_fmt(s['ppo']['kl'])} on the held-out prompts. Answers with a style flaw (rudeness, or the right "
-        "answer wrapped in filler): "
+        f"PPO: win rate against the SFT model by the gold judge **{_win(s['ppo'])}** (± one standard error): the "
+        "share of held-out prompts on which its sampled answer scores above the SFT model's, ties counting half. "
+        f"Mean gold score {_fmt(s['ppo']['gold_sft'])} -> {_fmt(s['ppo']['gold_after'])} (an ideal answer scores 4, "
+        f"a wrong one below 0.5); KL to the SFT model {_fmt(s['ppo']['kl'])} on the held-out prompts (in "
+        "nats: how far PPO moved its answers from the SFT model's, which its KL penalty holds back). Answers "
+        "with a style flaw (rudeness, or the right answer wrapped in filler): "
         f"{_fmt(s['ppo'].get('style_flaws_sft'))} of the SFT model's, {_fmt(s['ppo'].get('style_flaws_after'))} "
         f"after PPO. Answers without the right answer in them: {_fmt(s['ppo'].get('wrong_sft'))} -> "
         f"{_fmt(s['ppo'].get('wrong_after'))} (a flaw is one habit on every prompt; a right answer is a different "
@@ -308,6 +341,12 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
         *[f"![{label} {png.stem.removeprefix(name + '_').replace('_', ' ')}]({_linked(j, name, png.name)})"
           for name, label in (("reward_model", "reward model"), ("ppo", "PPO"), ("dpo", "DPO"))
           for png in sorted(j.folder(name).glob("*.png"))],
+        "",
+        "The PPO plots, one point per step, on that step's answers: rm_score the reward model's score and gold "
+        "the gold judge's; kl their KL to the SFT model; entropy how spread the policy's next-token choices are "
+        "(falling: it grows sure); ratio a token's probability after an update over before (near 1: small "
+        "steps), clipfrac the share of tokens whose ratio PPO's clip cut, approx_kl how far one update moved "
+        "the policy; eos_share the share of answers that ended by themselves. lessons/07_ppo.py reads them.",
         "",
         *_ppo_examples(j),
     ]
@@ -358,7 +397,14 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
         "",
         *render_table(table["rows"]),
         "",
-        f"pass@k, from {j.cfg.grpo.passk_samples} samples per prompt (the unbiased estimator) on the first "
+        "SFT samples are the baseline itself (0.5 by construction); SFT greedy is its most likely answer, no "
+        "sampling; best of n samples n answers and keeps the one the reward model scores highest, with no "
+        "training but n answers and n scores per prompt. pass@1: the right answer is in the answer; exact "
+        "match: the answer is the right answer and nothing more. The greedy answer's KL is "
+        "-log p of it under the SFT model, best of n's the bound log n - (n - 1)/n (scoreboard.py).",
+        "",
+        "pass@k is the chance that at least one of k sampled answers is right; here it is estimated "
+        f"from {j.cfg.grpo.passk_samples} samples per prompt (the unbiased estimator) on the first "
         f"{min(j.cfg.grpo.passk_prompts, table['n_prompts'])} of those prompts, so its pass@1 differs a little "
         "from the table's (one sample per prompt, every prompt). RL may raise pass@1 towards what the SFT model "
         "already reaches with more tries, and may lower pass@k at large k where it stopped sampling the only "
@@ -373,6 +419,11 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
         *[f"![{label} {png.stem.removeprefix('grpo_')}]({j.folder(step).name}/{png.name})"
           for label, step in GRPO_POLICIES.items()
           for png in sorted(j.folder(step).glob("grpo_*.png"))],
+        "",
+        "The GRPO plots read as PPO's, and: reward_mean and reward_std are the mean and spread of the step's "
+        "rewards; zero_signal_share is the share of groups in which every answer got the same reward, "
+        "so each advantage is 0 and the reward teaches the group nothing. lessons/10_grpo_and_verifiable_rewards.py "
+        "reads them.",
         "",
     ]
 

@@ -777,3 +777,34 @@ def test_every_presets_vocabulary_is_one_its_corpus_supports(name, tmp_path):
 
 def test_a_family_that_exists_passes_the_preflight(tmp_path):
     pipeline.preflight(Journey(apply_overrides(preset("micro"), ["sft.single_family=translate"]), tmp_path))
+
+
+def test_the_report_defines_each_term_where_a_newcomer_first_meets_it(tmp_path):
+    """report.md is a learner's first page: perplexity, exact match, the test splits, the gold judge, the
+    win rate, KL, the comparison table's rows, pass@k and the plots' curve names went undefined, and the
+    summary table said neither which way is better nor what a win rate's 0.5 is (a helper's reading)."""
+    _, markdown = made_up_report(tmp_path, made_up_results())
+    for definition in (
+        "Higher is better for every key number but tokens/byte and perplexity, where lower is.",
+        "Perplexity is e to the mean next-token loss",
+        "the unigram model guesses each token by its frequency alone",
+        "the answer is the reference and nothing more, once both are lower-cased",
+        "heldout_families: tasks SFT never saw (what the tiny preset answers of them, and why: docs/findings.md",
+        "SFT from scratch: the same SFT on an untrained GPT", "SFT on one family: the same SFT on one task family",
+        "that function without the noise is the gold judge",
+        "ties counting half", "on the held-out prompts (in nats: how far PPO moved its answers",
+        "a win rate on n prompts has a standard error of up to 0.5/√n",
+        "zero_signal_share is the share of groups in which every answer got the same reward",
+        "clipfrac the share of tokens whose ratio",
+        "SFT greedy is its most likely answer", "best of n samples n answers and keeps the one the reward model",
+        "pass@k is the chance that at least one of k sampled answers is right",
+    ):
+        assert definition in markdown, definition
+    # each term is defined before the section that first uses it ends: the gold judge before PPO's win rate
+    assert markdown.index("is the gold judge") < markdown.index("PPO: win rate")
+    results = made_up_results()  # instructions of your own: only the splits and rows the run has are explained
+    results["sft"].update(exact_match={"seen": 0.75}, base_exact_match={"seen": 0.0}, questions={"seen": 4})
+    del results["sft"]["scratch_exact_match"], results["sft"]["single_family_exact_match"]
+    _, markdown = made_up_report(tmp_path, results)
+    assert "seen: new questions of trained tasks" in markdown
+    assert "heldout_families:" not in markdown and "SFT from scratch:" not in markdown
