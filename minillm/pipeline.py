@@ -38,7 +38,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from minillm.config import PipelineConfig, changed_settings, first_changes, to_dict, train_configs
+from minillm.config import PipelineConfig, at_defaults, changed_settings, first_changes, to_dict, train_configs
 from minillm.datasets import corpus_splits, instruction_records
 from minillm.errors import ConfigError, DataError
 from minillm.report import FLASH_FLOOD_SENTENCE, RL_POLICIES, remove_report, write_report
@@ -104,13 +104,17 @@ class Journey:
     @cached_property
     def data_settings(self) -> dict[str, dict]:
         """What the two datasets are: a file the user named (by its contents' sha256), or the settings
-        they are generated from. Both forms have the same keys, None where unused, so that going from
-        one to the other is a change (a key that only one side has is not: see changed_settings)."""
+        they are generated from and the sha256 of what they generate (another minillm may generate
+        other text from the same settings: 58d97cc and f09a98f changed the generated data). Both forms
+        have the same keys, None where unused, so that going from one to the other is a change (a key
+        that only one side has is not: see changed_settings)."""
         cfg, corpus_file, instructions_file = self.cfg, self.corpus_path, self.instructions_path
         corpus = {"file_sha256": file_sha256(corpus_file) if corpus_file else None,
+                  "generated_sha256": None if corpus_file else json_sha256(self.documents),
                   "corpus_mb": None if corpus_file else cfg.corpus_mb,
                   "data_seed": cfg.data_seed, "val_fraction": cfg.val_fraction}  # both split the documents
         instructions = {"file_sha256": file_sha256(instructions_file) if instructions_file else None,
+                        "generated_sha256": None if instructions_file else json_sha256(self.records),
                         "data_seed": None if instructions_file else cfg.data_seed}
         return {"corpus": corpus, "instructions": instructions}
 
@@ -440,8 +444,18 @@ READS: dict[str, tuple[str, ...]] = {  # step -> the parts of the settings it re
 }
 
 
+# What an inputs.json written before the generated data's sha256 was recorded says about it: nothing,
+# which no generated data matches, so a step an older minillm trained on generated data is redone.
+UNRECORDED = {"corpus": {"generated_sha256": None}, "instructions": {"generated_sha256": None}}
+
+
 def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def json_sha256(data: Any) -> str:
+    """The sha256 of `data` written as JSON: which generated documents or records a step read."""
+    return hashlib.sha256(json.dumps(data).encode("utf-8")).hexdigest()
 
 
 def saved_inputs(folder: Path) -> dict | None:
@@ -479,7 +493,7 @@ def made_otherwise(saved: dict | None, inputs: dict) -> str | None:
     `inputs`, or None when it was."""
     if saved is None:
         return f"has no readable {INPUTS_NAME} (made by an older minillm?), so what it was made from is unknown"
-    changed = changed_settings(saved["settings"], inputs["settings"])
+    changed = changed_settings(at_defaults(saved["settings"], UNRECORDED), inputs["settings"])
     return f"made with other settings ({first_changes(changed)})" if changed else None
 
 

@@ -167,6 +167,20 @@ def test_resuming_with_another_model_config_names_the_fields_that_differ(tmp_pat
         short_run(tmp_path, tiny_gpt(), resume=True, model_kind="reward")
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes_at_its_default(tmp_path, capsys):
+    """An older minillm's checkpoint lacks the model fields (arch, norm_type, ...) and the optimizer
+    added since: the model it held is today's at their defaults, as load_model reads it, so training
+    it longer goes on, with no setting said to have changed but the one that did."""
+    short_run(tmp_path, tiny_gpt())
+    ckpt = load_checkpoint(tmp_path / "ckpt.pt")
+    for field in ("arch", "mlp", "mlp_hidden", "n_kv_head", "norm_type", "rope_base", "tie_embeddings"):
+        del ckpt["model_config"][field]
+    del ckpt["train_config"]["optimizer"]
+    save_checkpoint(tmp_path / "ckpt.pt", {key: value for key, value in ckpt.items() if key != "format_version"})
+    assert short_run(tmp_path, tiny_gpt(), max_steps=5, resume=True)["history"]
+    assert "changed training settings: max_steps: 3 -> 5. " in capsys.readouterr().out
+
+
 def test_resuming_with_another_optimizer_names_the_one_the_run_was_trained_with(tmp_path):
     short_run(tmp_path / "adamw", tiny_gpt())
     with pytest.raises(CheckpointError, match=r"trained with optimizer=adamw.*resume it with optimizer=adamw"):

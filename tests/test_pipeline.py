@@ -501,6 +501,22 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
     assert "[sft] made with other settings (instructions.data_seed: null -> 0; instructions.file_sha256: " \
         in capsys.readouterr().out
     assert run_all(*changes, corpus=None, instructions=None) == STEP_NAMES
+    assert run_all(*changes, corpus=None, instructions=None) == []
+
+    # The same settings may generate other data in another minillm (58d97cc and f09a98f changed it):
+    # what was trained on other generated documents is redone, and so is a step whose inputs.json (an
+    # older minillm's) does not say which generated records it read.
+    generated = pipeline.corpus_splits
+    monkeypatch.setattr(pipeline, "corpus_splits", lambda cfg, path: tuple(docs[1:] for docs in generated(cfg, path)))
+    assert run_all(*changes, corpus=None, instructions=None) == STEP_NAMES
+    monkeypatch.setattr(pipeline, "corpus_splits", generated)
+    assert run_all(*changes, corpus=None, instructions=None) == STEP_NAMES
+    inputs = tmp_path / "run" / "07_dpo" / "inputs.json"
+    saved = json.loads(inputs.read_text(encoding="utf-8"))
+    del saved["settings"]["instructions"]["generated_sha256"]
+    inputs.write_text(json.dumps(saved), encoding="utf-8")
+    assert run_all(*changes, corpus=None, instructions=None) == ["dpo", "rl_table"]
+    assert "[dpo] made with other settings (instructions.generated_sha256: null -> " in capsys.readouterr().out
     assert run_all(*changes, corpus=None) == STEP_NAMES[STEP_NAMES.index("sft"):]
 
     # With a corpus file, the size of a generated corpus is no setting; the share held out is one.

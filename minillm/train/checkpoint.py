@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from minillm.config import ModelConfig, diff_configs, from_dict, to_dict
+from minillm.config import ModelConfig, at_defaults, diff_configs, from_dict, to_dict
 from minillm.errors import CheckpointError, ConfigError
 from minillm.tokenizer import TOKENIZER_NAME, load_tokenizer
 from minillm.utils import atomic_write_bytes, resolve_device
@@ -137,7 +137,10 @@ def check_model_config(ckpt: dict[str, Any], model: nn.Module, model_kind: str, 
             f"{path} holds a {ckpt.get('model_kind')!r} model, not a {model_kind!r} one; "
             "point to a checkpoint of the right stage"
         )
-    differences = diff_configs(ckpt.get("model_config") or {}, model_config_dict(model) or {})
+    saved, config = ckpt.get("model_config") or {}, getattr(model, "config", None)
+    if dataclasses.is_dataclass(config):  # a field added since the checkpoint was written: at its default, as
+        saved = at_defaults(saved, to_dict(type(config)()))  # load_model reads it (the model it had then)
+    differences = diff_configs(saved, model_config_dict(model) or {})
     if differences:
         raise CheckpointError(
             f"{path} was written for another model config; fields differ (checkpoint -> now): "

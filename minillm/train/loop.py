@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from minillm.config import TrainConfig, diff_configs, to_dict
+from minillm.config import TrainConfig, at_defaults, diff_configs, to_dict
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.tokenizer import load_tokenizer
 from minillm.train.checkpoint import (
@@ -283,7 +283,8 @@ def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.
     check_same_stage(ckpt, stage, path)
     check_model_config(ckpt, model, model_kind, path)
     load_weights(model, ckpt["model"], path)
-    saved_optimizer = ckpt["train_config"].get("optimizer", "adamw")  # runs saved before Muon used AdamW
+    saved = at_defaults(ckpt["train_config"], to_dict(TrainConfig()))  # a setting added since: at its default
+    saved_optimizer = saved["optimizer"]  # (runs saved before Muon used AdamW, the default)
     if saved_optimizer != cfg.optimizer:
         raise CheckpointError(f"{path} was trained with optimizer={saved_optimizer}, whose saved state cannot "
                               f"continue as {cfg.optimizer}: resume it with optimizer={saved_optimizer}, or train "
@@ -301,10 +302,10 @@ def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.
         restore_rng_state(ckpt["rng"][ctx.rank])
     else:  # another number of processes: no exact resume possible, but fresh, distinct streams
         seed_everything(cfg.seed + ctx.rank + step)
-    changed = diff_configs(ckpt["train_config"], to_dict(cfg))
+    changed = diff_configs(saved, to_dict(cfg))
     if changed and ctx.is_main:
         tqdm.write(f"note: resuming {path} with changed training settings: {'; '.join(changed)}"
-                   f"{schedule_note(ckpt['train_config'], cfg, step)}")
+                   f"{schedule_note(saved, cfg, step)}")
     return step, ckpt.get("elapsed_s", 0.0)
 
 
