@@ -161,6 +161,17 @@ def _warn_if_other_settings() -> None:
               "the lesson's text")
 
 
+def _warn_if_made_otherwise(stage: str) -> None:
+    """Say so when runs/tiny's run of `stage` was not made with runs/tiny's own settings and data: by
+    an older minillm, say, which generated other data from the same settings. A lesson still shows it
+    (replacing the pipeline's runs is the pipeline's call), but its numbers may not be the text's."""
+    saved = saved_inputs(pipeline_folder(stage))  # a run without one is taken at its word
+    reason = saved and made_otherwise(saved, pipeline_journey().inputs(stage))
+    if reason:
+        print(f"note: {shown(pipeline_folder(stage))} {reason}: its numbers may differ from the lesson's text; "
+              f"`minillm pipeline --out {shown(PIPELINE_DIR)}` redoes what is out of date")
+
+
 def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | None = None, *,
                 train_missing: bool = True) -> Run | None:
     """The finished run of pipeline step `stage` that a lesson builds on.
@@ -181,6 +192,7 @@ def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | Non
     folder = pipeline_folder(stage)
     if up_to_date(stage):
         _warn_if_other_settings()
+        _warn_if_made_otherwise(stage)
         return _say(stage, read_run(folder, "the pipeline's run"))
     if not train_missing:
         return None

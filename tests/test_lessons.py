@@ -154,6 +154,22 @@ def test_earlier_run_trains_a_missing_step_with_the_pipelines_own_steps(pipeline
     assert earlier_run("clm").source == "the pipeline's run"  # and the next lesson finds it
 
 
+def test_a_pipeline_run_made_from_other_data_is_shown_with_a_note(pipeline_dir, monkeypatch, capsys):
+    """runs/tiny made by an older minillm, which generated other data from the same settings: a lesson
+    still shows its runs (replacing them is the pipeline's call), and says their numbers may differ."""
+    monkeypatch.setattr(lessons, "preset", lambda name: config.preset("micro"))
+    earlier_run("tokenizer")
+    capsys.readouterr()
+    earlier_run("tokenizer")
+    assert "note:" not in capsys.readouterr().out  # made from runs/tiny's own settings and data
+    inputs = lessons.pipeline_folder("tokenizer") / "inputs.json"
+    saved = json.loads(inputs.read_text(encoding="utf-8"))
+    del saved["settings"]["corpus"]["generated_sha256"]  # as an inputs.json of before it was recorded
+    inputs.write_text(json.dumps(saved), encoding="utf-8")
+    assert earlier_run("tokenizer").path == lessons.pipeline_folder("tokenizer")
+    assert "01_tokenizer made with other settings (corpus.generated_sha256" in capsys.readouterr().out
+
+
 def test_earlier_run_stops_while_a_pipeline_writes_runs_tiny(pipeline_dir):
     pipeline_dir.mkdir(parents=True)
     (pipeline_dir / LOCK_NAME).write_text(f"{os.getppid()}\n", encoding="utf-8")  # a live process that is not this one
