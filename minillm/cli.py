@@ -294,8 +294,8 @@ def _typed_lines(command: str) -> io.TextIOBase:
     asks again; from a file it stops at that line). Lines from a file or a pipe (< lines.txt) are read
     as UTF-8, as every file a user gives is, and without the byte order mark a Windows editor may
     write first: Python would read them in the locale's encoding (cp1252 on Windows), and a first
-    ranking "\ufeff2 1" (or "ï»¿2 1") would be refused. A terminal keeps its
-    encoding. A closed stdin (`<&-`, a service without a terminal) has no lines to read: say so before loading."""
+    ranking "\ufeff2 1" (or "ï»¿2 1") would be refused. A terminal keeps its encoding. A closed
+    stdin (`<&-`, a service without a terminal) has no lines to read: say so before loading."""
     if sys.stdin is None:
         raise DataError(f"`minillm {command}` reads what you type from stdin, but stdin is closed; run it in a "
                         "terminal, or give it the lines from a file (< lines.txt)")
