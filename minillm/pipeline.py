@@ -65,6 +65,7 @@ from minillm.stage3_rlhf.scoreboard import (
     right_answer_counts,
 )
 from minillm.tokenizer import load_tokenizer, train_tokenizer
+from minillm.train.distributed import refuse_several_processes
 from minillm.train.loop import METRICS_NAME
 from minillm.utils import (
     check_is_folder,
@@ -358,6 +359,7 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
     this run's is copied instead of trained (an experiment then trains only what it changed).
     `skip_bad_lines`: report and skip malformed lines of the `instructions` file instead of stopping.
     """
+    refuse_several_processes("the pipeline")
     out_dir = Path(out_dir)
     check_is_folder(out_dir)
     if (out_dir / METRICS_NAME).is_file():  # a pipeline's steps log in their own folders, never at its top

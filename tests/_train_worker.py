@@ -125,7 +125,12 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--masked", action="store_true")
-    run_worker(**vars(parser.parse_args()))
+    # several runs one after another in one process, into OUT/1, OUT/2, ... (as `sft` trains its baselines)
+    parser.add_argument("--runs", type=int, default=1)
+    args = vars(parser.parse_args())
+    runs, out = args.pop("runs"), args.pop("out")
+    for run in range(1, runs + 1):
+        run_worker(out if runs == 1 else f"{out}/{run}", **args)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ from minillm.stage3_rlhf.sequences import (
 )
 from minillm.stage3_rlhf.verifier import Verifier
 from minillm.train import load_model_and_tokenizer, plot_panels
+from minillm.train.distributed import refuse_several_processes
 from minillm.train.health import check_loss
 from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.train.optim import follow_schedule, make_optimizer
@@ -280,6 +281,7 @@ def train_grpo(
     after and its gain with the gain's standard error (unless `pass_at_k` is False: the pipeline
     measures every policy's pass@k in one place), and the history.
     """
+    refuse_several_processes("GRPO")
     start, out_dir = time.perf_counter(), Path(out_dir)
     prompts, heldout = online_rl.rl_records(records, cfg.eval_prompts, "GRPO")
     online_rl.warn_float32_eager(cfg.train, "GRPO")

@@ -51,6 +51,7 @@ from minillm.stage3_rlhf.sequences import (
     sample_responses,
 )
 from minillm.train import load_model_and_tokenizer, plot_metrics, plot_panels
+from minillm.train.distributed import refuse_several_processes
 from minillm.train.health import check_loss
 from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.train.optim import adamw, follow_schedule, param_groups
@@ -299,6 +300,7 @@ def train_ppo(
     metrics.jsonl (one row per step), ppo_*.png, ppo_metrics.json. Returns {"win_rate_vs_sft",
     "gold_sft", "gold_after", "kl", "rm_score", "seconds", "history", "examples"}.
     """
+    refuse_several_processes("PPO")
     start, out_dir = time.perf_counter(), Path(out_dir)
     prompts, heldout = online_rl.rl_records(records, cfg.eval_prompts, "PPO")
     online_rl.warn_float32_eager(cfg.train, "PPO")

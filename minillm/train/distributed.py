@@ -15,10 +15,16 @@ machine) and WORLD_SIZE (N). Every copy holds a full replica of the model. At ea
 Only rank 0 writes files (checkpoints, metrics, plots); the others wait at a barrier when they
 must not run ahead of a file being written. Run outside torchrun, everything here degrades to a
 single process with no communication at all.
+
+The process group is joined once per process and left when the process exits: a command that trains
+several runs in a row (`sft` and its baselines) trains them all in one group. Leaving it after each
+run and joining anew would not work: the new group meets in torchrun's store under the old group's
+keys, and the ranks hang, or fail to connect, depending on which one comes first.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -39,7 +45,6 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    owns_group: bool = False  # True when we created the process group (and so must destroy it)
 
     @property
     def enabled(self) -> bool:
@@ -54,6 +59,7 @@ def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
     """Join the process group torchrun set up (if any) and return the context and this rank's device.
 
     On CUDA each rank takes the GPU of its LOCAL_RANK and talks NCCL; on CPU the ranks use gloo.
+    The first call joins the group, and leaves it at the process's exit; later calls use it again.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
@@ -65,10 +71,20 @@ def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
     elif device.type != "cpu":
         raise ConfigError(f"device={device.type!r}: distributed training runs on cuda (NCCL) or cpu (gloo); "
                           "pass --device cuda or --device cpu")
-    owns_group = not dist.is_initialized()
-    if owns_group:
+    if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistContext(rank, world_size, local_rank, owns_group), device
+        atexit.register(dist.destroy_process_group)
+    return DistContext(rank, world_size, local_rank), device
+
+
+def refuse_several_processes(what: str) -> None:
+    """`what` does not train through the shared loop, so it has no ranks: under torchrun every process
+    would run all of it and write the same files. Refuse, before anything loads or is written."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        raise ConfigError(f"{what} runs in one process, but torchrun started {world_size}: each would run all "
+                          "of it into the same folder; run it without torchrun (torchrun runs pretrain, sft, "
+                          "reward and dpo)")
 
 
 def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
@@ -111,12 +127,6 @@ def barrier(ctx: DistContext) -> None:
     """Wait until every rank gets here (nothing to wait for on a single process)."""
     if ctx.enabled:
         dist.barrier()
-
-
-def shutdown(ctx: DistContext) -> None:
-    """Leave the process group, if we were the ones who created it."""
-    if ctx.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def accumulation_context(model: nn.Module, last_micro_batch: bool) -> AbstractContextManager:

@@ -65,7 +65,6 @@ from minillm.train.distributed import (
     init_distributed,
     mean_over_ranks,
     shard_rows,
-    shutdown,
     wrap_model,
 )
 from minillm.train.health import check_grad_norm, check_loss
@@ -468,7 +467,6 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
         check_resume(out_dir, run_config, tokenizer)  # the same experiment, before anything loads
     ctx, device = init_distributed(resolve_device(cfg.device))
     if cfg.batch_size % (cfg.grad_accum_steps * ctx.world_size):
-        shutdown(ctx)
         raise ConfigError(
             f"TrainConfig.batch_size={cfg.batch_size} must be divisible by grad_accum_steps x processes "
             f"= {cfg.grad_accum_steps} x {ctx.world_size}; set batch_size to a multiple of "
@@ -537,5 +535,4 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
                                         step, model_kind, elapsed, desc)
     finally:
         bar.close()
-        shutdown(ctx)
     return {"history": history, "final": summarize(history)}
