@@ -24,6 +24,7 @@ continues from a saved state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -49,14 +50,33 @@ def start_python(args: list[str]) -> subprocess.Popen:
 
 
 def finish(process: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
-    """Wait for a started process (killing it past `timeout` seconds) and return what it printed."""
+    """Wait for a started process and return what it printed. Past `timeout` seconds it is killed with
+    every process it started: torchrun's ranks, in a process group of their own, would otherwise live
+    on holding its output open, and the test would hang on them instead of failing."""
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
+        for pid in [process.pid, *descendants(process.pid)]:  # found before the first kill orphans them
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         process.communicate()
         raise
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started by `pid`, by their children, and so on (Linux: read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended while we read
+            parent = int(stat.read_bytes().rsplit(b")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def run_python(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
