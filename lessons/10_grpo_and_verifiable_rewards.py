@@ -108,8 +108,9 @@ step1_one_group(sft.path, records)
 # preset's numbers are printed below). Watch `zero_signal_share`: the share of groups whose answers
 # all scored alike, which teach nothing. At first few groups are unanimous (under 1 in 10 in the
 # tiny preset's run): the SFT model still varies on most prompts. As training goes on the policy
-# commits to its answers, right or wrong, and the share rises (about 2 in 5 by step 30): the signal
-# narrows to the prompts it still sometimes gets wrong. Entropy falls with it (grpo_health.png).
+# commits to its answers, right or wrong, and the share rises (about 2 in 5 over the last steps,
+# noisy from one step to the next): the signal narrows to the prompts it still sometimes gets
+# wrong. Entropy falls with it (grpo_health.png).
 
 # %%
 def step2_train(sft, records: list[dict]):
@@ -141,10 +142,10 @@ grpo_verifiable = step2_train(sft, records)
 # At large k, Yue et al. (2025) found that the base model's curve catches up and then passes the RL
 # policy's: answers the policy stopped giving were sometimes the only right ones. Here the gains
 # shrink as k grows, and whether the SFT curve then passes the policy's depends on the draw. In the
-# tiny run of 58d97cc pass@1 rises for every policy (by more than two standard errors for three of
-# four) and from k = 16 on no gain is more than two standard errors above 0 (report.md says where
-# each one's lead ends), but the SFT model passes only PPO (2.3 standard errors ahead at k = 16);
-# GRPO with the verifiable reward stays 1.9 to 2.1 standard errors above it from k = 8 to 64. In
+# tiny run of ca60458 pass@1 rises for every policy, by 2.8 to 5.7 standard errors, and by k = 2 to 4
+# no gain is more than two standard errors above 0 (report.md says where each one's lead ends). At
+# k = 64 the four gains lie between -0.02 and +0.04, each inside two standard errors of 0: no policy
+# answers what the SFT model could not already sample, and none is clearly behind it either. In
 # earlier runs every policy fell behind it by k = 4 to 16 (docs/findings.md, "pass@k"). Each gain is
 # printed with its standard error, measured prompt by prompt: on 50 or 100 prompts, a gain of a few
 # hundredths may be noise.
