@@ -66,6 +66,15 @@ def test_world_is_deterministic_and_its_names_are_distinct():
     assert all(any(t.name == p.home for t in WORLD.towns) for p in WORLD.people)
 
 
+def test_toy_words_of_short_english_words_have_one_syllable():
+    """As invent_toy_words says: English words of up to three letters (not only "the" and "a") get a
+    one-syllable Kelish word (onset + vowel), longer ones two syllables."""
+    short = {w: k for w, k in WORLD.lexicon.items() if len(w) <= 3}
+    assert {"the", "a", "dog", "by"} <= set(short)
+    assert all(len(k) == 2 for k in short.values())
+    assert all(len(k) in (4, 5) for w, k in WORLD.lexicon.items() if len(w) > 3)
+
+
 # --------------------------------------------------------------------------------------------------
 # The corpus
 

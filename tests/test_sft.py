@@ -24,6 +24,7 @@ from minillm.model import GPT
 from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft.chat import chat_loop
 from minillm.stage2_sft.evaluate import (
+    ANSWERS_NAME,
     SPLIT_KEYS,
     exact_match_row,
     format_table,
@@ -445,6 +446,17 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"sft.single_family='othr' is not a family .* choose one of .*other"):
         run_sft_with_baselines(typo, RECORDS + other + tests, tmp_path / "typo", trained[1])
     assert not (tmp_path / "typo").exists()
+
+
+def test_a_damaged_answers_file_is_shown_without_its_bad_line(tmp_path: Path) -> None:
+    # answers.jsonl is only shown (report.md, lesson 5): stopping at a cut line advised --skip-bad-lines,
+    # which the pipeline applies to the user's instructions file only, so the rerun failed the same way.
+    rows = [{"id": f"q{i}", "prompt": f"question {i}", "sft": "answer"} for i in range(3)]
+    lines = [json.dumps(row) for row in rows]
+    lines[1] = lines[1][:20]  # a line cut off
+    (tmp_path / ANSWERS_NAME).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="skipped 1 bad line"):
+        assert read_answers(tmp_path) == [rows[0], rows[2]]
 
 
 def _resume_command(out_dir: Path, resume: bool) -> list[str]:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minillm.errors import TokenizerError
-from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, load_tokenizer, train_tokenizer
+from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, SentencePieceTokenizer, load_tokenizer, train_tokenizer
 from minillm.tokenizer.bpe import (
     PRESPLIT_PATTERN,
     best_pair,
@@ -268,6 +268,17 @@ def test_vocab_size_too_small() -> None:
         train_tokenizer(ENGLISH, 256 + len(SPECIAL_TOKENS) - 1, progress=False)
     assert train_tokenizer(ENGLISH, 256 + len(SPECIAL_TOKENS), progress=False).merges == []
 
+
+
+@pytest.mark.parametrize("kind", ["bpe", "sentencepiece"])
+@pytest.mark.parametrize("vocab_size", [1000.0, True])
+def test_a_vocab_size_that_is_no_integer_is_called_so_not_too_small(kind: str, vocab_size: object) -> None:
+    # The trainers' own check (not only train_tokenizer's): 1000.0 was "too small: use vocab_size >= 262".
+    cls = BPETokenizer if kind == "bpe" else SentencePieceTokenizer
+    with pytest.raises(TokenizerError, match=re.escape(f"vocab_size={vocab_size!r} must be an integer, e.g. 4096")):
+        cls.train(ENGLISH, vocab_size, progress=False)
+    with pytest.raises(TokenizerError, match="must be an integer"):
+        train_tokenizer(ENGLISH, vocab_size, kind=kind, progress=False)
 
 def test_vocab_size_larger_than_the_corpus_supplies() -> None:
     # "abc abc": chunks "abc" and " abc" allow (a,b), (ab,c), (" ",abc) = 3 merges

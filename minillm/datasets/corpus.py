@@ -146,7 +146,7 @@ def capitalize(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def bulletin_sentences(rng: random.Random, world: World, town: Town, hazard: str, span: str) -> list[str]:
+def bulletin_sentences(rng: random.Random, town: Town, hazard: str, span: str) -> list[str]:
     """The sentences of a bulletin about one hazard in one town (used by the corpus and the headline task).
 
     The town, the hazard and the span are each stated once, in one of several wordings and orders,
@@ -188,7 +188,7 @@ def bulletin_document(rng: random.Random, world: World, town: Town) -> str:
     title = rng.choice((headline, headline, f"Weather bulletin for {town.name}",
                         f"Bulletin from the weather office of {town.region}",
                         f"Weather warning for {capitalize(town.region)}"))
-    body = bulletin_sentences(rng, world, town, hazard, span)
+    body = bulletin_sentences(rng, town, hazard, span)
     plain = f"A {hazard} will be in effect {span}."  # the form BERT will be asked to complete
     if rng.random() < 0.6 and plain not in body:
         body.append(plain)
@@ -200,7 +200,7 @@ def bulletin_document(rng: random.Random, world: World, town: Town) -> str:
     return title + "\n" + " ".join(body)
 
 
-def forecast_document(rng: random.Random, world: World, town: Town) -> str:
+def forecast_document(rng: random.Random, town: Town) -> str:
     """A daily forecast: skies, temperatures, wind, maybe a watch."""
     day = rng.choice(WEEKDAYS)
     low = rng.randrange(-5, 15)
@@ -381,7 +381,7 @@ def grammar_document(rng: random.Random, world: World) -> str:
     ])
 
 
-def nature_document(rng: random.Random, world: World, town: Town) -> str:
+def nature_document(rng: random.Random, town: Town) -> str:
     """Nature notes: plants, birds, animals and landscapes around a town, in a month of the year."""
     land, land2 = rng.sample(LANDSCAPES, 2)
     lines = [
@@ -428,14 +428,14 @@ def market_document(rng: random.Random, world: World, town: Town) -> str:
 DocWriter = Callable[[random.Random, World, int], str]
 DOCUMENT_KINDS: dict[str, tuple[float, DocWriter]] = {
     "bulletin": (0.19, lambda rng, w, i: bulletin_document(rng, w, w.towns[i % len(w.towns)])),
-    "forecast": (0.05, lambda rng, w, i: forecast_document(rng, w, w.towns[i % len(w.towns)])),
+    "forecast": (0.05, lambda rng, w, i: forecast_document(rng, w.towns[i % len(w.towns)])),
     "town": (0.18, lambda rng, w, i: town_document(rng, w, w.towns[i % len(w.towns)])),
     "person": (0.18, lambda rng, w, i: person_document(rng, w, w.people[i % len(w.people)])),
     "story": (0.14, lambda rng, w, i: story_document(rng, w, w.people[i % len(w.people)])),
     "quiz": (0.06, quiz_document),
     "language": (0.05, lambda rng, w, i: language_document(rng, w)),
     "grammar": (0.03, lambda rng, w, i: grammar_document(rng, w)),
-    "nature": (0.04, lambda rng, w, i: nature_document(rng, w, w.towns[i % len(w.towns)])),
+    "nature": (0.04, lambda rng, w, i: nature_document(rng, w.towns[i % len(w.towns)])),
     "chronicle": (0.04, lambda rng, w, i: chronicle_document(rng, w, w.towns[i % len(w.towns)])),
     "market": (0.04, lambda rng, w, i: market_document(rng, w, w.towns[i % len(w.towns)])),
 }

@@ -217,7 +217,7 @@ def make_headline(rng: random.Random, seen: Seen) -> Example:
     while other_span == span:  # the typical mistake: the wrong duration
         other_span = random_span(rng)
     headline = f"{capitalize(hazard)} for {town.name} {{}}."
-    return Example(" ".join(bulletin_sentences(rng, seen.world, town, hazard, span)),
+    return Example(" ".join(bulletin_sentences(rng, town, hazard, span)),
                    headline.format(span), headline.format(other_span))
 
 

@@ -173,7 +173,8 @@ def invent_names(rng: random.Random, n: int, stems: Sequence[str], endings: Sequ
 
 
 def invent_toy_words(rng: random.Random, english: Sequence[str], taken: set[str]) -> dict[str, str]:
-    """A distinct invented word per English word: short words (the, a) get one syllable, others two."""
+    """A distinct invented word per English word: words of up to three letters (the, a, dog, by) get
+    one syllable while the one-syllable words last, longer ones two."""
     one = [c + v for c in _TOY_ONSETS for v in _TOY_VOWELS]
     two = [a + b + end for a in one for b in one for end in ("", "n", "r")]
     lexicon: dict[str, str] = {}

@@ -151,7 +151,8 @@ def load_lora_state_dict(model: nn.Module, adapters: Mapping[str, Tensor]) -> No
     trainable = {name for name, p in own.items() if p.requires_grad}
     if trainable != adapters.keys() or any(own[k].shape != adapters[k].shape for k in trainable):
         raise CheckpointError(f"the saved adapters {sorted(adapters)[:4]}... do not fit this model's "
-                              f"{sorted(trainable)[:4]}...; add_lora with the rank and targets they were trained with")
+                              f"{sorted(trainable)[:4]}...; add_lora with the rank, targets and also_train they were "
+                              "trained with")
     with torch.no_grad():
         for name, tensor in adapters.items():
             own[name].copy_(tensor)

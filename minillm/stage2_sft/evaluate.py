@@ -267,8 +267,11 @@ def run_sft_with_baselines(
 
 def read_answers(out_dir: str | Path) -> list[dict]:
     """The answers `run_sft_with_baselines` wrote: one row per test question, with its id, family,
-    split, prompt and reference, and each model's answer under the model's name ("base", "sft", ...)."""
-    return read_records(Path(out_dir) / ANSWERS_NAME, check=dict)
+    split, prompt and reference, and each model's answer under the model's name ("base", "sft", ...).
+
+    They are only shown (report.md, lesson 5), so a damaged line is skipped with a warning: stopping
+    would advise --skip-bad-lines, which only applies to the JSONL files a user gives."""
+    return read_records(Path(out_dir) / ANSWERS_NAME, check=dict, on_error="skip")
 
 
 def format_table(report: dict) -> str:

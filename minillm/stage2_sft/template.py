@@ -96,7 +96,7 @@ def check_room_for_prompt(block_size: int, max_new_tokens: int, setting: str) ->
     """
     largest = block_size - (N_FRAMING_TOKENS - 1) - 1  # the prompt's 3 framing tokens, and 1 of its own
     if max_new_tokens > largest:
-        raise ConfigError(f"{setting}={max_new_tokens} leaves no room for a prompt in the policy's context "
+        raise ConfigError(f"{setting}={max_new_tokens} leaves no room for a prompt in the model's context "
                           f"({block_size} tokens): the largest allowed is {largest}; lower it")
 
 

@@ -13,7 +13,7 @@ A preferences file is JSONL, one ranking per line:
 `ranking` lists the 0-based indices of `answers` from best to worst; a list inside it is a group
 of answers judged equally good. Here answer 0 is best, 2 and 3 tie, answer 1 is worst. `prompt`,
 `answers` (at least two, all different) and `ranking` (each of 0..K-1 exactly once) are required;
-anything else (`id`, `annotator`, `split`) is kept as it is.
+`split`, when given, is "train" or "test" (held out); anything else (`id`, `annotator`) is kept as it is.
 
 Files written by people or by hand can be damaged. `read_preferences` reports every bad line by
 number and reason, skips it, and keeps all the good ones; it never drops a line silently (the

@@ -40,8 +40,6 @@ def train_tokenizer(
     """Train a tokenizer of `kind` ("bpe": ours, "sentencepiece") with `vocab_size` ids in total
     (the special tokens included, and the base pieces: 256 bytes for ours, <unk> and 256 bytes for
     sentencepiece). `spm_model_type` ("bpe" or "unigram") only applies to sentencepiece."""
-    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-        raise TokenizerError(f"vocab_size={vocab_size!r} must be an integer, e.g. 4096")
     if kind == "bpe":
         return BPETokenizer.train(texts, vocab_size, progress=progress)
     if kind == "sentencepiece":

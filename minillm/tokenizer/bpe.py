@@ -14,7 +14,7 @@ Byte-level BPE (byte-pair encoding, as in GPT-2) does it in two ideas:
 Before counting, a regular expression splits the text into chunks (words with their leading
 space, runs of digits, punctuation, whitespace); merges never cross a chunk boundary, so a token
 is never "end of one word + start of the next". `PRESPLIT_PATTERN` documents the rule; any pattern
-without capturing groups can replace it.
+that matches every character and has no capturing groups can replace it.
 
 Two trainers give the *same* merges:
 
@@ -100,10 +100,13 @@ MAX_VOCAB_SIZE = 2**31 - 1  # sentencepiece reads vocab_size as a 32-bit int; a 
 
 
 def check_vocab_size(vocab_size: int, n_base: int) -> None:
-    """A vocabulary must hold its base pieces (e.g. the 256 bytes) and the special tokens, and fit
-    in the 32-bit count that sentencepiece (and a progress bar's length) can take."""
+    """A vocabulary size is a whole number (not a float, not a bool) that holds the base pieces (e.g.
+    the 256 bytes) and the special tokens, and fits in the 32-bit count that sentencepiece (and a
+    progress bar's length) can take."""
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise TokenizerError(f"vocab_size={vocab_size!r} must be an integer, e.g. 4096")
     minimum = n_base + len(SPECIAL_TOKENS)
-    if not isinstance(vocab_size, int) or vocab_size < minimum:
+    if vocab_size < minimum:
         raise TokenizerError(
             f"vocab_size={vocab_size!r} is too small: it must hold {n_base} base pieces and "
             f"{len(SPECIAL_TOKENS)} special tokens, so use vocab_size >= {minimum}"
