@@ -308,17 +308,21 @@ def cmd_reward(args: argparse.Namespace) -> None:
     from minillm.datasets import instruction_records
     from minillm.stage3_rlhf.preferences import collect_rankings
     from minillm.stage3_rlhf.reward_model import train_reward_model
+    from minillm.train.distributed import is_main_process, rank_zero_first
+    from minillm.utils import resolve_device
 
     cfg = build_config(args)
     records = instruction_records(cfg, args.data, args.skip_bad_lines)
     prefs = args.prefs
     if prefs is None:
         prefs = str(Path(args.out) / PREFS_NAME)
-        if Path(prefs).is_file():  # rankings collected before (maybe by hand): never overwrite them
-            print(f"using the rankings already in {prefs}, whatever settings made them (delete it, or train "
-                  "into another --out, to sample and rank new answers)")
-        else:
-            collect_rankings(cfg.reward, args.sft, records, prefs)
+        if is_main_process():  # (under torchrun rank 0 alone, which holds the folder's lock)
+            if Path(prefs).is_file():  # rankings collected before (maybe by hand): never overwrite them
+                print(f"using the rankings already in {prefs}, whatever settings made them (delete it, or train "
+                      "into another --out, to sample and rank new answers)")
+            else:
+                collect_rankings(cfg.reward, args.sft, records, prefs)
+        rank_zero_first(resolve_device(cfg.reward.train.device))  # the other ranks read the file once it is there
     result = train_reward_model(cfg.reward, args.sft, prefs, args.out, records=records, resume=args.resume)
     _print_keys(result, ("pairwise_accuracy", "annotator_agreement"))
     print(f"run written to {args.out}")
@@ -673,9 +677,10 @@ def _lock_for(args: argparse.Namespace):
     (annotate, which appends to its file for as long as a person ranks, locks that file itself: file_lock).
     Under torchrun only rank 0 writes files, so only rank 0 holds the lock. `reward` may find your
     own rankings in its folder before any run has been there (cmd_reward)."""
+    from minillm.train.distributed import is_main_process
     from minillm.utils import run_folder_lock
 
-    if getattr(args, "out", None) is None or args.func in WRITE_ONE_FILE or os.environ.get("RANK", "0") != "0":
+    if getattr(args, "out", None) is None or args.func in WRITE_ONE_FILE or not is_main_process():
         return nullcontext()
     return run_folder_lock(args.out, inputs=(PREFS_NAME,) if args.func is cmd_reward else ())
 

@@ -60,11 +60,26 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 def test_the_documented_torchrun_command_runs_with_one_lock_for_all_ranks(tmp_path):
     # docs/cli.md's command at micro size: every rank runs the CLI, and only rank 0 holds the run folder's lock
     out = tmp_path / "clm-ddp"
-    check_ok(run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "minillm.cli",
+    result = run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "minillm.cli",
                          "pretrain", "clm", "--preset", "micro", "--out", str(out), "--device", "cpu",
-                         "--set", "clm.train.max_steps=2"], timeout=180))
+                         "--set", "clm.train.max_steps=2"], timeout=180)
+    check_ok(result)
     assert json.loads((out / "config.json").read_text(encoding="utf-8"))["world_size"] == 2
     assert (out / "ckpt.pt").is_file() and not (out / LOCK_NAME).exists()
+    # rank 0 alone evaluates after training and prints the results; rank 1 left once training was done
+    assert result.stdout.count("val_perplexity:") == 1 and result.stdout.count("run written to") == 1, result.stdout
+
+
+def test_under_torchrun_reward_collects_its_rankings_on_rank_0_alone(untrained_runs, tmp_path):
+    # rank 1 sampled and wrote the same prefs.jsonl beside rank 0, outside the lock, and when rank 0's file came
+    # first said it was "using the rankings already in" the folder of this fresh run
+    out = tmp_path / "rm-ddp"
+    result = run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "minillm.cli",
+                         "reward", "--preset", "micro", "--sft", str(untrained_runs / "gpt"), "--out", str(out),
+                         "--device", "cpu", "--set", "reward.train.max_steps=2"], timeout=50)
+    check_ok(result)
+    assert "already in" not in result.stdout and result.stdout.count("run written to") == 1, result.stdout
+    assert (out / "prefs.jsonl").is_file() and (out / "reward_metrics.json").is_file()
 
 
 def test_runs_trained_one_after_another_share_one_process_group(tmp_path):

@@ -111,6 +111,20 @@ def test_the_reward_model_weights_its_micro_batches_by_their_pairs(runs, tmp_pat
     assert steps[1]["loss"] == pytest.approx(steps[0]["loss"], rel=1e-4)
 
 
+def test_a_finished_reward_model_resumed_for_more_steps_trains_as_a_straight_run(runs, tmp_path):
+    # The finished run's checkpoint holds the normalisation set after training; the resumed steps used to rank
+    # scores divided by its std, a loss of another scale. (Warmup past the last step: both schedules agree.)
+    def reward_cfg(steps: int) -> RewardConfig:
+        return RewardConfig(train=TrainConfig(max_steps=steps, batch_size=4, lr=3e-3, warmup_steps=10,
+                                              eval_every=100, save_every=100, log_every=1))
+
+    straight = train_reward_model(reward_cfg(4), runs["sft"], runs["prefs"], tmp_path / "straight")
+    train_reward_model(reward_cfg(2), runs["sft"], runs["prefs"], tmp_path / "resumed")
+    resumed = train_reward_model(reward_cfg(4), runs["sft"], runs["prefs"], tmp_path / "resumed", resume=True)
+    assert logged(resumed["history"], "train", "loss") == pytest.approx(logged(straight["history"], "train", "loss"),
+                                                                        abs=1e-6)
+
+
 def train_and_check_the_reference(monkeypatch, module: ModuleType, sft_dir: Path, run: Callable[[], dict]) -> dict:
     """`run()` (a train_* of `module`), checking that its reference is a frozen copy of the SFT model.
 

@@ -43,6 +43,7 @@ from minillm.stage1_pretrain.data import (
     write_results,
 )
 from minillm.train import train
+from minillm.train.distributed import leave_unless_main
 from minillm.train.loop import check_resume
 from minillm.utils import seed_everything
 
@@ -151,6 +152,7 @@ def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, evaluate=evaluate,
                    run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="clm",
                    model_kind="gpt", title="GPT next-token loss", log_y=True)
+    leave_unless_main()  # under torchrun, rank 0 alone evaluates and writes the results
 
     metrics = perplexity(model, streams["val"], T, B)
     metrics["unigram_perplexity"] = unigram_perplexity(streams["train"], streams["val"],

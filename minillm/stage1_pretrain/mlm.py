@@ -46,6 +46,7 @@ from minillm.stage1_pretrain.data import (
 )
 from minillm.stage1_pretrain.masking import IGNORE_INDEX, MaskedBatch, mask_tokens
 from minillm.train import train
+from minillm.train.distributed import leave_unless_main
 from minillm.train.loop import check_resume
 from minillm.train.plots import save_figure, text_fonts
 from minillm.utils import seed_everything
@@ -252,6 +253,7 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=batch_loss, count_terms=count_blanks,
                    evaluate=evaluate, run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="mlm",
                    model_kind="bert", title="BERT masked-LM loss", log_y=True)
+    leave_unless_main()  # under torchrun, rank 0 alone evaluates and writes the results
 
     metrics = evaluate_mlm(model, cfg, tokenizer, streams["val"], most_frequent_id)
     sentence = demo_sentence(tokenizer, train_docs, val_docs, T)

@@ -44,6 +44,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft, training_records
 from minillm.stage2_sft.template import check_room_for_prompt, decode_response, encode_prompt
 from minillm.train import load_model
+from minillm.train.distributed import leave_unless_main
 from minillm.train.plots import save_figure
 from minillm.utils import beside, in_one_thread, resolve_device, write_json
 
@@ -236,6 +237,7 @@ def run_sft_with_baselines(
         sft_run = train_sft(cfg, records, out_dir, init_dir=init_dir, resume=resume, pretrain_docs=pretrain_docs)
         if baselines:
             runs.update(train_baselines(cfg, records, out_dir, init_dir, resume, pretrain_docs))
+    leave_unless_main()  # under torchrun, rank 0 alone answers the tests and writes the table
     tests = select_test_records(records, cfg.eval_per_family)
     table, answers = {}, {}
     for name, run_dir in runs.items():

@@ -47,6 +47,7 @@ from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft.template import ChatExample, TemplateStats, check_room_for_prompt, encode_records
 from minillm.train import load_model, load_model_and_tokenizer, train
 from minillm.train.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
+from minillm.train.distributed import is_main_process
 from minillm.train.optim import make_optimizer
 from minillm.utils import seed_everything, to_device
 
@@ -274,7 +275,7 @@ def train_sft(
                     "model": to_dict(model.config)},
         tokenizer=tokenizer, resume=resume, desc=name, title=title,
     )
-    if lora:
+    if lora and is_main_process():  # (rank 0's checkpoint; a baseline may train next, so no rank leaves yet)
         save_lora_run(model, cfg.lora, out_dir)
     losses = [h["loss"] for h in result["history"] if "loss" in h]
     return {

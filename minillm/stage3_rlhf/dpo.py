@@ -52,6 +52,7 @@ from minillm.stage3_rlhf.preferences import (
 )
 from minillm.stage3_rlhf.sequences import answer_logprob
 from minillm.train import load_model_and_tokenizer, train
+from minillm.train.distributed import leave_unless_main
 from minillm.utils import resolve_device, seed_everything, to_device, write_json
 
 
@@ -178,6 +179,7 @@ def train_dpo(
                    run_config={"dpo": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
                    tokenizer=tokenizer, resume=resume, desc="dpo", model_kind="gpt",
                    title="DPO loss" + (f" + {cfg.nll_coef:g} x chosen answer's NLL" if cfg.nll_coef else ""))
+    leave_unless_main()  # under torchrun, rank 0 alone compares the policies and writes the results
     policy.eval()
     with torch.no_grad():
         held_out = to_device(collate_pairs(splits["val"], tokenizer.pad_id), next(policy.parameters()).device)

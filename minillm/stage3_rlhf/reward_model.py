@@ -84,6 +84,7 @@ from minillm.stage3_rlhf.sequences import (
 )
 from minillm.train import load_checkpoint, load_model_and_tokenizer, save_checkpoint, train
 from minillm.train.checkpoint import CKPT_NAME
+from minillm.train.distributed import leave_unless_main
 from minillm.utils import seed_everything, to_device, write_json
 
 
@@ -119,14 +120,15 @@ class RewardModel(nn.Module):
         h = self.body.hidden_states(ids, attention_mask=attention_mask)  # (B, T, C)
         return (self.head(h).squeeze(-1) - self.reward_mean) / self.reward_std  # (B, T)
 
-    def forward(self, ids: Tensor, attention_mask: Tensor, response_mask: Tensor) -> Tensor:
+    def forward(self, ids: Tensor, attention_mask: Tensor, response_mask: Tensor, normalised: bool = True) -> Tensor:
         """One score per answer: (B, T) ids, attention mask and response mask -> (B,).
 
         response_mask: True on the answer's tokens (and its `<eos>`), as `collate`'s loss_mask marks
-        them; the likelihood term averages over those tokens only.
+        them; the likelihood term averages over those tokens only. normalised=False: the raw score,
+        before the normalisation that is set after training (what training ranks, see `reward_loss`).
         """
         h = self.body.hidden_states(ids, attention_mask=attention_mask)  # (B, T, C)
-        return self.scores(h, ids, attention_mask, response_mask)
+        return self.scores(h, ids, attention_mask, response_mask, normalised)
 
     def score_responses(self, resp: Responses) -> Tensor:
         """`forward` for a policy's sampled answers (B,): the same scores, from the answers' positions.
@@ -140,7 +142,8 @@ class RewardModel(nn.Module):
         tail = slice(-n - 1, None)  # the columns of h
         return self.scores(h, resp.ids[:, tail], resp.attention_mask[:, tail], resp.response_mask[:, tail])
 
-    def scores(self, h: Tensor, ids: Tensor, attention_mask: Tensor, response_mask: Tensor) -> Tensor:
+    def scores(self, h: Tensor, ids: Tensor, attention_mask: Tensor, response_mask: Tensor,
+               normalised: bool = True) -> Tensor:
         """The answers' scores (B,) from the body's hidden states h (B, T, C) of ids (B, T)."""
         last = last_real_index(attention_mask)  # (B,)
         head_score = self.head(h[torch.arange(ids.shape[0], device=ids.device), last]).squeeze(-1)  # (B,)
@@ -151,7 +154,8 @@ class RewardModel(nn.Module):
         answer_logprobs = gather_logprobs(logits[None], ids[:, 1:][predicts_answer][None])[0]  # (M,)
         logprobs = scatter_to_mask(answer_logprobs, predicts_answer)  # (B, T-1)
         likelihood = masked_mean(logprobs, predicts_answer, dim=1)  # (B,) mean over answer tokens
-        return (head_score + self.likelihood_weight * likelihood - self.reward_mean) / self.reward_std
+        raw = head_score + self.likelihood_weight * likelihood
+        return (raw - self.reward_mean) / self.reward_std if normalised else raw
 
 
 def load_reward_model(rm_dir: str | Path, tokenizer: Any, device: torch.device | str,
@@ -235,16 +239,18 @@ def collate_rankings(rankings: Sequence[EncodedRanking], pad_id: int) -> dict[st
     return {**{key: batch[key].view(B, K, T) for key in ("ids", "attention_mask", "loss_mask")}, "ranks": ranks}
 
 
-def ranking_rewards(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+def ranking_rewards(model: nn.Module, batch: dict[str, Tensor], normalised: bool = True) -> Tensor:
     """The score of every answer of a batch of rankings: ids (B, K, T) -> (B, K)."""
     B, K, T = batch["ids"].shape
     flat = (batch[key].view(B * K, T) for key in ("ids", "attention_mask", "loss_mask"))  # (B*K, T) each
-    return model(*flat).view(B, K)
+    return model(*flat, normalised=normalised).view(B, K)
 
 
 def reward_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-    """The ranking loss of a batch of rankings (the training loop's loss_fn)."""
-    loss, accuracy = ranking_loss(ranking_rewards(model, batch), batch["ranks"])
+    """The ranking loss of a batch of rankings (the training loop's loss_fn), on the raw scores: the
+    normalisation is set after training (0 and 1 until then), so a finished run resumed for more steps
+    would otherwise go on with its scores divided by their std, a loss of another scale."""
+    loss, accuracy = ranking_loss(ranking_rewards(model, batch, normalised=False), batch["ranks"])
     return loss, {"accuracy": accuracy.item()}
 
 
@@ -325,6 +331,7 @@ def train_reward_model(
                    run_config={"reward": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
                    tokenizer=tokenizer, resume=resume, desc="reward", model_kind="reward",
                    title="Reward model ranking loss")
+    leave_unless_main()  # under torchrun, rank 0 alone normalises, evaluates and writes the results
     # Reward normalisation: the SFT model's own answers (those in the rankings) score mean 0, std 1.
     mean, std = set_normalisation(rm, splits["train"], tokenizer.pad_id)
     ckpt_path = Path(out_dir) / CKPT_NAME
