@@ -82,15 +82,16 @@ def rl_stages_ran(report: dict) -> dict[str, bool]:
 def generation_tokens_per_s(device: str, batch: int, new_tokens: int = 128, preset_name: str = "small") -> float:
     """Tokens per second of greedy generation with the KV cache, the preset's GPT (its vocabulary the
     tokenizer's, as in the journey), after a 16-token prompt."""
-    model_cfg = run_all_module().journey_gpt_config(preset_name)
+    run_all = run_all_module()  # loaded here, not inside the timed stretch: each load runs the file again
+    model_cfg = run_all.journey_gpt_config(preset_name)
     model = GPT(model_cfg).to(device).eval()
     new_tokens = min(new_tokens, model_cfg.block_size - 16)
     prompt = torch.randint(0, model_cfg.vocab_size, (batch, 16), device=device)
     model.generate(prompt, 4, temperature=0)  # warm-up
-    run_all_module().synchronize(device)
+    run_all.synchronize(device)
     start = time.perf_counter()
     model.generate(prompt, new_tokens, temperature=0)  # no eos: every row runs to the end
-    run_all_module().synchronize(device)
+    run_all.synchronize(device)
     return batch * new_tokens / (time.perf_counter() - start)
 
 

@@ -61,6 +61,7 @@ TIMED_METHODS = {
     (GPT, "forward"): "forward", (Bert, "forward"): "forward", (RewardModel, "forward"): "forward",
     (RewardModel, "token_scores"): "forward",  # PPO's critic: a value at every position
     (GPT, "response_states"): "forward", (RewardModel, "score_responses"): "forward",  # RL's reads of answers
+    (GPT, "lm_head"): "forward",  # RL runs it on response_states' output itself (ppo.response_logits)
     (GPT, "generate"): "generation", (torch.Tensor, "backward"): "backward",
     (torch.optim.AdamW, "step"): "optimizer", (Muon, "step"): "optimizer",
 }

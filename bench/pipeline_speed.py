@@ -37,7 +37,7 @@ from minillm.cli import positive_int
 from minillm.config import PRESETS
 from minillm.errors import TrainingError, one_line_errors
 from minillm.pipeline import STEP_NAMES, step_folder
-from minillm.utils import check_not_foreign, run_folder_lock
+from minillm.utils import check_is_folder, check_not_foreign, run_folder_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = {  # name -> how to read it from report.json's stages
@@ -130,6 +130,22 @@ def run_interleaved(trees: dict[str, Path], outs: dict[str, Path], preset: str) 
     return {name: (walls[name], workers[name].close()) for name in trees}
 
 
+def ref_problem(ref: str) -> str | None:
+    """Why `git worktree add` could not check out `ref` from ROOT's history, in a sentence; None if it can."""
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=ROOT, capture_output=True, text=True)
+    except FileNotFoundError:
+        return "git is not installed, and the reference is checked out of the repository's history with it"
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != ROOT:
+        return (f"{ROOT} is not a git checkout (a copy without its history?), so no reference can be checked out "
+                "of it; run the bench in a clone of the repository")
+    known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=ROOT,
+                           capture_output=True)
+    if known.returncode != 0:
+        return f"no such commit in {ROOT} (a commit id, tag or branch, e.g. HEAD~3)"
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", default="86be2f6", help="the reference commit")
@@ -149,11 +165,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.interleave and args.jobs not in (None, 1):
         parser.error("--interleave runs one step at a time in each journey; drop --jobs or pass --jobs 1")
-    known = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.ref}^{{commit}}"], cwd=ROOT,
-                           capture_output=True)
-    if known.returncode != 0:
-        parser.error(f"--ref {args.ref}: no such commit in {ROOT} (a commit id, tag or branch, e.g. HEAD~3)")
-    if args.keep:  # the pipeline's own rule for --out, checked before the reference's journey runs
+    problem = ref_problem(args.ref)
+    if problem:
+        parser.error(f"--ref {args.ref}: {problem}")
+    if args.keep:  # the pipeline's own rules for --out, checked before the reference's journey runs
+        check_is_folder(args.keep.resolve(), flag="--keep")
         check_not_foreign(args.keep.resolve(), flag="--keep")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

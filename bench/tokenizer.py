@@ -80,7 +80,8 @@ def tokens_per_byte(tok: Tokenizer, docs: list[str]) -> float:
 
 
 def simple_trainer_estimate(train_docs: list[str], slice_kb: int, merges: int, full_merges: int) -> float:
-    """Seconds the simple trainer would take on the whole corpus, extrapolated from a slice.
+    """Seconds the simple trainer would take on the whole corpus, extrapolated from a slice: per byte
+    and per merge it learned there (a small slice may allow fewer than `merges`).
 
     Also checks, on the slice, that the fast trainer learns the very same merges."""
     regex = compile_pattern(PRESPLIT_PATTERN)
@@ -94,7 +95,7 @@ def simple_trainer_estimate(train_docs: list[str], slice_kb: int, merges: int, f
     simple, seconds = timed(lambda: train_merges_simple(chunks, merges))
     if simple != train_merges_fast(Counter(chunks), merges):
         raise AssertionError("the simple and fast trainers disagree on the slice: a bug")
-    return seconds * (megabytes(train_docs) * 1e6 / size) * (full_merges / merges)
+    return seconds * (megabytes(train_docs) * 1e6 / size) * (full_merges / len(simple))
 
 
 def tokens_per_byte_verdict(ratio: float, ours_vocab: int, spm_vocab: int) -> str:
@@ -137,7 +138,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
 
     # Both trainers take well under a second here: the fastest of 3 runs each keeps the ratio steady.
     ours, ours_train = timed(lambda: BPETokenizer.train(train_docs, args.vocab_size, progress=False), repeats=3)
-    spm, spm_train = timed(lambda: SentencePieceTokenizer.train(train_docs, args.vocab_size), repeats=3)
+    spm, spm_train = timed(lambda: SentencePieceTokenizer.train(train_docs, args.vocab_size, progress=False), repeats=3)
     full_merges = ours.vocab_size - 256 - len(SPECIAL_TOKENS)  # what it learned: a corpus may allow fewer
     simple_train = simple_trainer_estimate(train_docs, args.simple_slice_kb, args.simple_merges, full_merges)
     ours_speed, spm_speed = encode_speed(ours, docs), encode_speed(spm, docs)
@@ -154,9 +155,9 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     for name, vocab, train_s, speed, tpb in rows:
         print(f"{name:<34}{vocab:>6}{train_s:>11.1f}{train_s / spm_train:>9.1f}{speed:>13.2f}"
               f"{spm_speed / speed:>10.2f}{tpb:>13.4f}{tpb / spm_tpb:>8.3f}")
-    print(f"* the simple trainer ran {args.simple_merges} merges on a {args.simple_slice_kb} KB slice "
+    print(f"* the simple trainer ran up to {args.simple_merges} merges on a {args.simple_slice_kb} KB slice "
           "(where it learned the same merges as the fast one); its time is scaled linearly by corpus "
-          "size and number of merges (an overestimate: sequences shrink as merges proceed)")
+          "size and number of merges learned (an overestimate: sequences shrink as merges proceed)")
 
     print("\ntargets:")
     for what, ratio, limit, judged in [

@@ -279,10 +279,13 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def check_is_folder(path: Path) -> None:
-    """An output folder that is an existing *file* is a mistake worth its own sentence."""
-    if path.exists() and not path.is_dir():
-        raise DataError(f"--out {path} is a file, not a folder; give a folder for the run's outputs")
+def check_is_folder(path: Path, flag: str = "--out") -> None:
+    """An output folder that is an existing *file*, or would lie under one, is a mistake worth its own
+    sentence (not mkdir's traceback); `flag` is the option that named it, for the message."""
+    existing = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not existing.is_dir():
+        under = "" if existing == path else f" lies under {existing}, which"
+        raise DataError(f"{flag} {path}{under} is a file, not a folder; give a folder for the run's outputs")
 
 
 def check_not_foreign(folder: Path, inputs: tuple[str, ...] = (), flag: str = "--out") -> None:

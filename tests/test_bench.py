@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from minillm.config import apply_overrides, preset, to_dict
+from minillm.config import ModelConfig, apply_overrides, preset, to_dict
 from minillm.errors import DataError, MinillmError
+from minillm.model import GPT
+from minillm.stage3_rlhf.ppo import response_logits
 from minillm.utils import RUN_MARK_NAME, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,6 +164,21 @@ def test_a_stopped_gpu_check_still_leaves_its_json(tmp_path, monkeypatch):
     assert [line.split(":")[0] for line in figures["problems"]] == ["generation_tokens_per_s", "pipeline"]
 
 
+def test_the_generation_clock_times_generation_alone(monkeypatch):
+    """bench/run_all.py was loaded anew (its file run again, ~6 ms) between the end of the timed
+    generation and the clock's stop: a part of every figure that was not generation."""
+    run_all_module = gpu_check.run_all_module()
+
+    def slow_load():
+        time.sleep(0.5)
+        return run_all_module
+
+    monkeypatch.setattr(gpu_check, "run_all_module", slow_load)
+    new_tokens = 8
+    tokens_per_s = gpu_check.generation_tokens_per_s("cpu", 1, new_tokens=new_tokens, preset_name="micro")
+    assert new_tokens / tokens_per_s < 0.5, f"{new_tokens / tokens_per_s:.2f} s for {new_tokens} tokens"
+
+
 def fabricated_report(learned: bool) -> dict:
     """A pipeline report's key numbers: each beats its baseline, or each falls short of it."""
     good, bad = (0.9, 0.2) if learned else (0.2, 0.9)
@@ -230,6 +250,46 @@ def test_a_keep_folder_of_someone_elses_files_is_refused_before_the_reference_ru
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["config.json"]
 
 
+@pytest.mark.parametrize("mode", [[], ["--interleave"]])
+@pytest.mark.parametrize(("keep", "says"), [("notes.txt", "notes.txt is a file"),
+                                            ("notes.txt/run", "notes.txt/run lies under {file}, which is a file")])
+def test_a_keep_that_is_a_file_is_refused_before_the_reference_runs(keep, says, mode, tmp_path, monkeypatch):
+    """Back to back, `--keep FILE` (or FILE/run) was refused by our pipeline only after the reference's
+    whole journey; interleaved, the refusal named --out, or was mkdir's traceback."""
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["pipeline_speed.py", "--preset", "micro", "--ref", "HEAD",
+                                      "--keep", str(tmp_path / keep), *mode])
+    says = f"--keep {tmp_path}/{says.format(file=tmp_path / 'notes.txt')}, not a folder"
+    with pytest.raises(DataError, match="^" + re.escape(says)):
+        run_all.load_bench("pipeline_speed").main()
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+def test_the_profile_refuses_an_out_under_a_file_in_one_line(tmp_path, monkeypatch):
+    """It ended in mkdir's NotADirectoryError traceback."""
+    (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
+    monkeypatch.setattr(sys, "argv", ["pipeline_profile.py", "--preset", "micro", "--steps", "tokenizer",
+                                      "--out", str(tmp_path / "notes.txt" / "p")])
+    with pytest.raises(DataError, match="lies under .*notes.txt, which is a file, not a folder"):
+        run_all.load_bench("pipeline_profile").main()
+
+
+@pytest.mark.parametrize("checkout, says", [("a copy without .git", "{tmp_path} is not a git checkout"),
+                                            ("no git program", "git is not installed")])
+def test_the_speed_bench_says_why_no_reference_can_be_checked_out(checkout, says, tmp_path, monkeypatch, capsys):
+    """In a copy of the files without their git history it said "--ref 86be2f6: no such commit", as if
+    the commit were the problem; without git it ended in a FileNotFoundError traceback."""
+    speed = run_all.load_bench("pipeline_speed")
+    if checkout == "no git program":
+        monkeypatch.setenv("PATH", str(tmp_path))  # no git on it
+    else:
+        monkeypatch.setattr(speed, "ROOT", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["pipeline_speed.py", "--preset", "micro"])
+    with pytest.raises(SystemExit) as stop:
+        speed.main()
+    assert stop.value.code == 2 and f"--ref 86be2f6: {says.format(tmp_path=tmp_path)}" in capsys.readouterr().err
+
+
 def test_a_journey_that_stops_ends_the_speed_bench_in_one_line_not_a_traceback(tmp_path):
     """Back to back or interleaved, a pipeline that fails has printed its own error; the bench adds a
     MinillmError (one line, by one_line_errors) saying which journey stopped, not a CalledProcessError's
@@ -296,6 +356,23 @@ def test_the_profile_refuses_a_folder_of_someone_elses_files(tmp_path, monkeypat
         run_all.load_bench("pipeline_profile").main()
     assert (tmp_path / "01_tokenizer" / "thesis.tex").read_text(encoding="utf-8") == "mine"
     assert (tmp_path / "profile.json").read_text(encoding="utf-8") == "mine"
+
+
+def test_the_profile_counts_the_lm_head_of_an_rl_pass_as_forward(monkeypatch):
+    """PPO and GRPO take the hidden states of the answers (`GPT.response_states`) and run the LM head
+    on them themselves (`ppo.response_logits`): that part of their forward passes was "other"."""
+    profile = run_all.load_bench("pipeline_profile")
+    for cls, name in profile.TIMED_METHODS:
+        monkeypatch.setattr(cls, name, getattr(cls, name))  # so that the test's end undoes install()
+    monkeypatch.setattr(profile, "TIMED_FUNCTIONS", {})
+    lm_head = GPT.lm_head
+    monkeypatch.setattr(GPT, "lm_head", lambda self, h: time.sleep(0.3) or lm_head(self, h))  # a head to notice
+    clock = profile.Clock()
+    clock.install()
+    model = GPT(ModelConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    ids = torch.randint(0, 64, (2, 8))
+    response_logits(model, ids, torch.ones_like(ids, dtype=torch.bool), n=3, temperature=1.0)
+    assert clock.seconds["forward"] >= 0.3, dict(clock.seconds)
 
 
 def test_the_kv_cache_target_is_judged_only_at_the_length_it_is_for(monkeypatch, capsys):
@@ -371,6 +448,15 @@ def test_tokens_per_byte_across_vocabulary_sizes_is_not_judged(small_corpus, mon
     assert row.endswith("not judged: the vocabularies differ (ours 840, sentencepiece 4096)"), row
 
 
+def test_sentencepiece_trains_as_ours_does_without_a_progress_line(small_corpus, capsys):
+    """Ours trains with progress=False; each of sentencepiece's three timed runs printed a line (three
+    identical lines above the table) and counted its corpus's megabytes for it, inside its time."""
+    bench = run_all.load_bench("tokenizer")
+    bench.measure(bench.parse_args(["--corpus", str(small_corpus), "--vocab-size", "400"]))
+    out = capsys.readouterr().out
+    assert "sentencepiece: training" not in out and "ours, fast trainer" in out, out
+
+
 def test_run_all_shows_every_part_of_the_model_bench(monkeypatch, capsys):
     """It left out the Llama block's cost and the KV cache's bytes per token with fewer key/value heads."""
     row = run_all_row(monkeypatch, capsys, "train step time, Llama block", "--skip-pipeline",
@@ -423,3 +509,16 @@ def test_the_simple_trainer_is_extrapolated_to_the_merges_learned(small_corpus, 
         bench.measure(bench.parse_args(["--corpus", str(small_corpus), "--vocab-size", "2000"]))
     ours = trained[-1].vocab_size
     assert ours < 2000 and scaled_to == [ours - 256 - len(bench.SPECIAL_TOKENS)]
+
+
+def test_the_simple_trainer_is_timed_per_merge_it_learned_on_its_slice(small_corpus, monkeypatch):
+    """--simple-merges beyond what the slice allows (5000 on 3 KB): the slice's time was divided by
+    the 5000 merges asked for, not the few hundred learned, an estimate about ten times too short."""
+    bench = run_all.load_bench("tokenizer")
+    monkeypatch.setattr(bench, "timed", lambda fn, repeats=1: (fn(), 1.0))  # every timed call takes 1 s
+    docs = bench.read_corpus(small_corpus)  # under the 40 KB slice: the slice is the whole corpus
+    regex = bench.compile_pattern(bench.PRESPLIT_PATTERN)
+    learned = len(bench.train_merges_fast(Counter(c.encode("utf-8") for d in docs for c in bench.split_text(d, regex)),
+                                          5000))
+    assert learned < 5000
+    assert bench.simple_trainer_estimate(docs, 40, 5000, full_merges=learned) == pytest.approx(1.0)
