@@ -26,6 +26,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from minillm.errors import DataError
+from minillm.provenance import MADE_BY, code_summary, describe
 from minillm.train.loop import CONFIG_NAME, FINAL_SPLIT, METRICS_NAME, read_metrics, summarize
 from minillm.train.plots import axis_label, plot_curve, save_figure, step_axis, text_fonts
 from minillm.utils import damaged, holds_pipeline_steps, read_json
@@ -51,7 +52,8 @@ class LoggedRun:
 
     name: str
     rows: list[dict]  # metrics.jsonl, one dict per logged step
-    config: dict  # config.json as written by the training loop
+    config: dict  # config.json as written by the training loop, without its record of the code
+    made_by: object = None  # that record (provenance.py); None for a run made before minillm recorded it
 
 
 def load_run(run_dir: str | os.PathLike, name: str) -> LoggedRun:
@@ -68,7 +70,8 @@ def load_run(run_dir: str | os.PathLike, name: str) -> LoggedRun:
                         "command wrote (e.g. runs/clm)")
     config_path = folder / CONFIG_NAME
     config = read_json(config_path) if config_path.is_file() else {}
-    return LoggedRun(name, rows, siblings_by_name(config, folder))
+    made_by = config.pop(MADE_BY, None)  # not a setting: `code_note` names it apart
+    return LoggedRun(name, rows, siblings_by_name(config, folder), made_by)
 
 
 def siblings_by_name(config: dict, folder: Path) -> dict:
@@ -245,6 +248,7 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
     columns = [distinct_texts([final[r.name][m] for r in runs]) for m in varying]  # one metric's runs each
     report = "\n\n".join([
         *([stages_note(runs, stages)] if shared_only else []),
+        *code_note([r.name for r in runs], [describe(r.made_by) for r in runs]),
         "final values:\n" + text_table(["run", "step", *varying],
                                        [[r.name, final[r.name].get("step", "-"), *(column[i] for column in columns)]
                                         for i, r in enumerate(runs)])
@@ -263,6 +267,14 @@ def stages_note(runs: Sequence[LoggedRun], stages: dict[str, str]) -> str:
     apart = len(set().union(*flat) - set.intersection(*flat))
     return (f"these runs are of different stages ({', '.join(f'{name}: {stage}' for name, stage in stages.items())});"
             f" only the settings they share are compared (the {apart} that not every run has are left out)")
+
+
+def code_note(names: Sequence[str], codes: Sequence[str]) -> list[str]:
+    """A line for runs made by different code (provenance.py), naming each run's: a figure may have moved
+    with the code, not with the settings. None when one code made them all."""
+    if len(set(codes)) == 1:
+        return []
+    return ["made by different code: " + "; ".join(f"{name}: {code}" for name, code in zip(names, codes, strict=True))]
 
 
 def not_results_text(metrics: Sequence[str]) -> str:
@@ -308,6 +320,8 @@ def steps_trained_apart(folders: Sequence[Path]) -> list[str]:
 def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
     """The learning figures that differ between pipeline runs, the settings that differ, and the steps
     each trained on its own (whose curves `compare` can then overlay, step folder against step folder)."""
+    from minillm.pipeline import code_records  # (as in steps_trained_apart)
+
     folders, names = [Path(d) for d in run_dirs], run_names(run_dirs)
     figures = [report_figures(folder) for folder in folders]
     every = list(dict.fromkeys(path for f in figures for path in f))  # in the reports' order
@@ -325,6 +339,8 @@ def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
     if with_curves:
         step_folders = " ".join(shlex.quote(str(f / with_curves[0])) for f in folders)  # a command to paste
         steps_text += f"\noverlay a step's curves: minillm compare {step_folders}"
-    report = "\n\n".join([figures_text, settings_text(names, differences), steps_text])
+    made = [code_records(folder) for folder in folders]  # which code made the steps each trained on its own
+    codes = [code_summary({step: records.get(step) for step in apart}) for records in made]
+    report = "\n\n".join([*code_note(names, codes), figures_text, settings_text(names, differences), steps_text])
     return {"figures": {name: {p: f.get(p) for p in differ} for name, f in zip(names, figures, strict=True)},
             "differences": differences, "steps_apart": apart, "report": report}

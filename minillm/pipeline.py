@@ -17,10 +17,11 @@ Stages only talk to each other through their folders (a run folder holds `ckpt.p
 
 An experiment reruns only what it changes. Each step writes `inputs.json` when it starts: the
 settings it reads (its section of the config, and which data) and which run of each earlier step it
-was made from. Run the pipeline again with `--set ppo.kl_coef=0.05` and the steps before PPO are
-kept; PPO sees its settings changed, runs again, and so does the comparison table, which was made
-from the old PPO run. `reuse_from` does the same into a new folder: the steps of another run that
-were made from the same inputs are copied, and only the rest train, so both runs stay side by side.
+was made from (and which code started it, provenance.py, which report.md names and no reuse reads).
+Run the pipeline again with `--set ppo.kl_coef=0.05` and the steps before PPO are kept; PPO sees its
+settings changed, runs again, and so does the comparison table, which was made from the old PPO run.
+`reuse_from` does the same into a new folder: the steps of another run that were made from the same
+inputs are copied, and only the rest train, so both runs stay side by side.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from typing import Any
 from minillm.config import PipelineConfig, at_defaults, changed_settings, first_changes, to_dict, train_configs
 from minillm.datasets import corpus_splits, instruction_records
 from minillm.errors import ConfigError, DataError
+from minillm.provenance import MADE_BY, made_by, saved_record
 from minillm.report import FLASH_FLOOD_SENTENCE, RL_POLICIES, remove_report, write_report
 from minillm.stage1_pretrain.clm import train_clm
 from minillm.stage1_pretrain.mlm import train_mlm
@@ -304,7 +306,7 @@ def run_step(j: Journey, name: str) -> dict:
     shutil.rmtree(copying(folder), ignore_errors=True)  # what an interrupted copy left, if any
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / INPUTS_NAME).is_file():  # (an interrupted run from the same inputs keeps its id)
-        write_json(folder / INPUTS_NAME, {"id": uuid.uuid4().hex, **inputs})
+        write_json(folder / INPUTS_NAME, {"id": uuid.uuid4().hex, **inputs, MADE_BY: made_by()})
     print(f"[{name}] running -> {folder}")
     start = time.perf_counter()
     result = STEPS[name](j)
@@ -483,6 +485,12 @@ def why_redo(folder: Path, inputs: dict) -> str | None:
         return None
     saved = saved_inputs(folder)
     return made_otherwise(saved, inputs) or made_from_earlier_runs(saved, inputs["made_from"])
+
+
+def code_records(out_dir: Path) -> dict[str, object]:
+    """Step folder -> which code started its run (the record in its inputs.json; provenance.py), None for a
+    step made before minillm recorded it, or not made yet."""
+    return {step_folder(name): saved_record(out_dir / step_folder(name) / INPUTS_NAME) for name in STEP_NAMES}
 
 
 def holds_outputs(folder: Path) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from minillm.config import PipelineConfig, TokenizerConfig
+from minillm.provenance import code_summary
 from minillm.stage1_pretrain.data import SUBSET_NOTE
 from minillm.stage1_pretrain.mlm import EVAL_MASKING
 from minillm.stage2_sft.evaluate import ANSWERS_NAME, read_answers
@@ -166,6 +167,13 @@ def copied_note(stages: dict) -> list[str]:
             f"seconds are that run's): {', '.join(copied)}."]
 
 
+def made_by_text(j: Journey) -> str:
+    """Which code made the run's steps (provenance.py): after an upgrade, a figure may move with the code."""
+    from minillm.pipeline import code_records  # (the pipeline imports this module: only needed here)
+
+    return code_summary(code_records(j.out_dir))
+
+
 def tokenizer_name(cfg: TokenizerConfig) -> str:
     """How report.md names the tokenizer; `spm_model_type` only matters to sentencepiece."""
     if cfg.kind == "bpe":
@@ -182,6 +190,8 @@ def render_markdown(report: dict, j: Journey) -> str:
         "All three stages of training a language model, end to end; its steps took "
         f"{report['seconds']:.0f} s in all.",
         *copied_note(s),
+        "",
+        f"Made by {made_by_text(j)}.",
         "",
         "| stage | key number | baseline | seconds |",
         "| --- | --- | --- | --- |",

@@ -11,6 +11,7 @@ import pytest
 from minillm.cli import main
 from minillm.compare import (
     LoggedRun,
+    compare_pipelines,
     compare_runs,
     config_differences,
     curve_rows,
@@ -359,3 +360,44 @@ def test_runs_of_different_stages_compare_only_the_settings_they_share_and_say_s
     assert compare_runs([sft, same], tmp_path / "c.png")["report"].startswith("final values:")
     report = compare_runs([sft, ppo], tmp_path / "c.png")["report"]
     assert "settings that differ:\n(none among the settings they share)" in report
+
+
+def with_record(config_path: Path, record: dict | None) -> None:
+    """Write `record` into a config.json or inputs.json as minillm's provenance.py does (None: none, as
+    a run made before it was recorded)."""
+    data = json.loads(config_path.read_text(encoding="utf-8"))
+    data.pop("made_by", None)
+    config_path.write_text(json.dumps(data if record is None else {**data, "made_by": record}), encoding="utf-8")
+
+
+RECORD = {"minillm": "0.1.0", "commit": "ca60458f4d1f7d5b", "dirty": False, "torch": "2.6.0", "python": "3.12.3",
+          "device": "cpu"}
+
+
+def test_runs_made_by_different_code_are_named_in_one_line_and_no_setting_differs(tmp_path):
+    # after an upgrade, compare showed the same settings for runs whose figures moved with the code
+    runs = [write_run(tmp_path / name, 1e-3, [2.0, 1.0]) for name in ("a", "b", "old")]
+    with_record(runs[0] / "config.json", RECORD)
+    with_record(runs[1] / "config.json", {**RECORD, "device": "cuda:0 (H100)"})  # the same code elsewhere
+    result = compare_runs(runs[:2], tmp_path / "c.png")
+    assert "made by" not in result["report"] and result["differences"] == {}
+    with_record(runs[1] / "config.json", {**RECORD, "commit": "0123456789ab", "dirty": True})
+    result = compare_runs(runs, tmp_path / "c.png")  # and a run made before minillm recorded its code
+    assert result["differences"] == {}  # the record is no setting
+    assert result["report"].splitlines()[0] == (
+        "made by different code: a: minillm 0.1.0 (commit ca60458f4d), torch 2.6.0, Python 3.12.3; "
+        "b: minillm 0.1.0 (commit 0123456789 with uncommitted changes), torch 2.6.0, Python 3.12.3; "
+        "old: unknown code (made before minillm recorded it)")
+
+
+def test_pipeline_runs_name_the_code_of_the_steps_each_trained_on_its_own(tmp_path):
+    tiny = write_pipeline_run(tmp_path / "tiny", 0.2, "ppo-1", 0.625)  # (its steps: made before records)
+    no_kl = write_pipeline_run(tmp_path / "no-kl", 0.0, "ppo-2", 0.63)
+    for folder in (tiny, no_kl):  # 07_dpo: copied by --reuse, the same run (and code) in both
+        with_record(folder / "07_dpo" / "inputs.json", {**RECORD, "commit": "0123456789ab"})
+    with_record(no_kl / "06_ppo" / "inputs.json", RECORD)
+    report = compare_pipelines([tiny, no_kl])["report"]
+    assert report.splitlines()[0] == ("made by different code: tiny: unknown code (made before minillm recorded it); "
+                                      "no-kl: minillm 0.1.0 (commit ca60458f4d), torch 2.6.0, Python 3.12.3")
+    with_record(tiny / "06_ppo" / "inputs.json", RECORD)
+    assert "made by" not in compare_pipelines([tiny, no_kl])["report"]

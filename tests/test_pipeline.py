@@ -25,13 +25,14 @@ from minillm.config import apply_overrides, preset
 from minillm.datasets import generate_instruction_suite
 from minillm.errors import ConfigError, DataError
 from minillm.pipeline import STEP_NAMES, Journey, run_pipeline, run_step
+from minillm.provenance import code_record, describe
 from minillm.report import REPORT_KEYS, RL_POLICIES, build_report, exact_match_noise, quote, render_markdown, table_row
 from minillm.stage2_sft.evaluate import read_answers
 from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
 from minillm.stage3_rlhf.scoreboard import BEST_OF
 from minillm.tokenizer import train_tokenizer
-from minillm.utils import read_json, worker_pool
+from minillm.utils import read_json, worker_pool, write_json
 
 REQUIRED = {
     "tokenizer": ("seconds", "vocab_size", "tokens_per_byte"),
@@ -596,6 +597,34 @@ def test_a_run_stopped_before_its_report_keeps_no_report_of_other_settings(tmp_p
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(preset("micro"), run)
     assert not (run / "report.json").exists()
+
+
+def test_each_step_records_its_code_which_report_md_names_and_no_reuse_reads(tmp_path, monkeypatch, capsys):
+    """Nothing said which code made a pipeline run, so a figure that moved after an upgrade came with no
+    explanation. Each step's inputs.json now records it; a step made by other code, or before the record
+    existed, is still kept, and the figures of report.json stay those of the steps."""
+    results = made_up_results()
+    monkeypatch.setattr(pipeline, "STEPS", {name: (lambda j, name=name: results[name]) for name in STEP_NAMES})
+    run = tmp_path / "run"
+    run_pipeline(preset("micro"), run)
+    assert all(read_json(run / pipeline.step_folder(name) / "inputs.json")["made_by"] == code_record()
+               for name in STEP_NAMES)
+    now = describe(code_record())
+    assert f"\nMade by {now}.\n" in (run / "report.md").read_text(encoding="utf-8")
+    stages = read_json(run / "report.json")["stages"]
+
+    old, other = run / "02_mlm" / "inputs.json", run / "07_dpo" / "inputs.json"
+    write_json(old, {key: value for key, value in read_json(old).items() if key != "made_by"})
+    earlier = {**code_record(), "commit": "0123456789ab", "dirty": False}
+    write_json(other, {**read_json(other), "made_by": earlier})
+    capsys.readouterr()
+    run_pipeline(preset("micro"), run)
+    printed = capsys.readouterr().out
+    assert all(f"[{name}] already done" in printed for name in STEP_NAMES)
+    assert read_json(run / "report.json")["stages"] == stages
+    line = (f"Made by {now} for 01_tokenizer, 03_clm, 04_sft, 05_reward_model, 06_ppo, 08_grpo, 09_grpo_verifiable, "
+            f"10_rl_table; unknown code (made before minillm recorded it) for 02_mlm; {describe(earlier)} for 07_dpo.")
+    assert line in (run / "report.md").read_text(encoding="utf-8")
 
 
 def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import platform
 import random
+import subprocess
 import warnings
 from collections.abc import Callable
 
@@ -19,9 +21,12 @@ import torch
 from _plots import inside_its_figure
 from _train_worker import VOCAB, counting_batch, next_token_loss, tiny_gpt
 
+import minillm
+from minillm import provenance
 from minillm.config import TrainConfig
 from minillm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from minillm.model.gpt import GPT
+from minillm.provenance import code_record
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, plot_panels, plots, train
@@ -474,6 +479,73 @@ def test_a_resume_for_more_steps_says_what_the_learning_rate_does(tmp_path, caps
     run(tmp_path / "warming", small_cfg(max_steps=2, warmup_steps=3, save_every=2))
     run(tmp_path / "warming", small_cfg(max_steps=4, warmup_steps=3), resume=True)
     assert "gives steps 1 to 2 the rates they had" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------
+# Which code made a run (provenance.py): recorded beside the run, never in what it trains.
+
+
+def test_config_json_records_the_code_beside_checkpoints_that_stay_identical(tmp_path):
+    # nothing said which minillm, commit, torch or device made a run, so a figure that moved after an
+    # upgrade came with no explanation
+    for name in ("a", "b"):
+        run(tmp_path / name, small_cfg(max_steps=2, save_every=2))
+    made = json.loads((tmp_path / "a" / "config.json").read_text(encoding="utf-8"))["made_by"]
+    assert made == {**code_record(), "device": "cpu"}
+    assert made["minillm"] == minillm.__version__ and made["torch"] == torch.__version__
+    assert made["python"] == platform.python_version()
+    a, b = (load_checkpoint(tmp_path / name / "ckpt.pt") for name in ("a", "b"))
+    assert "made_by" not in a and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_a_resume_by_other_code_is_noted_and_recorded(tmp_path, capsys):
+    run(tmp_path, small_cfg(max_steps=2, save_every=2))
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    earlier = {**config["made_by"], "commit": "0123456789abcdef"}
+    (tmp_path / "config.json").write_text(json.dumps({**config, "made_by": earlier}), encoding="utf-8")
+    capsys.readouterr()
+    run(tmp_path, small_cfg(max_steps=4, save_every=2), resume=True)  # a note, not a refusal
+    assert f"made by minillm {minillm.__version__} (commit 0123456789" in capsys.readouterr().out
+    made = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))["made_by"]
+    assert made["commit"] == code_record()["commit"] and made["resumed_from"] == earlier
+    run(tmp_path, small_cfg(max_steps=6, save_every=2), resume=True)  # the same code again: no note, history kept
+    assert "made by" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))["made_by"]["resumed_from"] == earlier
+    # a run made before the record existed resumes too, from unknown code
+    del config["made_by"]
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    run(tmp_path, small_cfg(max_steps=8, save_every=2), resume=True)
+    assert "made by unknown code" in capsys.readouterr().out
+
+
+def test_the_commit_is_a_checkouts_own_and_none_without_git(tmp_path, monkeypatch):
+    # a wheel installed in a virtual environment inside some other repository is not that repository's code
+    def record_with(package_dir, **env):
+        monkeypatch.setattr(provenance, "PACKAGE_DIR", package_dir)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        code_record.cache_clear()
+        return code_record()
+
+    try:
+        checkout = tmp_path / "checkout"
+        (checkout / "minillm").mkdir(parents=True)
+        (checkout / "minillm" / "a.py").write_text("x = 1\n", encoding="utf-8")
+        git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+        for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "c"]):
+            subprocess.run([*git, *args], check=True, capture_output=True)
+        head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+        assert record_with(checkout / "minillm")["commit"] == head and code_record()["dirty"] is False
+        (checkout / "notes.txt").write_text("not code", encoding="utf-8")
+        assert record_with(checkout / "minillm")["dirty"] is False  # only the package counts
+        (checkout / "minillm" / "a.py").write_text("x = 2\n", encoding="utf-8")
+        assert record_with(checkout / "minillm")["dirty"] is True
+        site = checkout / "venv" / "minillm"  # installed inside the checkout: not its code
+        site.mkdir(parents=True)
+        assert record_with(site)["commit"] is None and code_record()["dirty"] is None
+        assert record_with(checkout / "minillm", PATH=str(tmp_path))["commit"] is None  # no git at all
+    finally:
+        code_record.cache_clear()
 
 
 def test_float16_stops_at_a_nan_gradient_that_skipping_does_not_cure(tmp_path):

@@ -301,7 +301,7 @@ def train_grpo(
     generator = torch.Generator().manual_seed(cfg.train.seed)
     first_step, history, _ = online_rl.open_run(
         out_dir, "GRPO", resume, tokenizer, {"grpo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
-        generator, model=policy, optimizer=optimizer)
+        generator, device, model=policy, optimizer=optimizer)
 
     for step in tqdm(range(first_step, cfg.train.max_steps + 1), desc=f"grpo ({cfg.reward})", initial=first_step - 1,
                      total=cfg.train.max_steps):

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from minillm.config import TrainConfig, to_dict
 from minillm.errors import CheckpointError, DataError, TrainingError
 from minillm.model import GPT
+from minillm.provenance import MADE_BY, made_by, resumed_record
 from minillm.stage3_rlhf.preferences import comparison_summary, heldout_records
 from minillm.train import load_checkpoint, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME, short_reason
@@ -48,14 +49,15 @@ def rl_records(records: list[dict], eval_prompts: int, method: str) -> tuple[lis
 
 
 def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_config: dict, generator: torch.Generator,
-             **resumable: Any) -> tuple[int, list[dict], dict]:
+             device: torch.device | None = None, **resumable: Any) -> tuple[int, list[dict], dict]:
     """Start an online-RL run in `out_dir`, or resume it exactly: (first step, metrics so far, saved state).
 
     Each of `resumable` (policy, critic, optimizer, by their checkpoint key) gets its saved state,
     and the generator its position, so a resumed run draws the same prompts and tokens as one that
     never stopped. An optimizer keeps the learning rates this run was made with (a resume with
     another `lr` or `critic_lr` uses the new one, as the log says), not the saved run's; any other
-    setting, and the tokenizer, must be the run's (`check_resume`).
+    setting, and the tokenizer, must be the run's (`check_resume`). config.json gets `run_config`, and
+    which code made the run on which `device` (provenance.py).
     """
     ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
     state: dict = load_checkpoint(ckpt_path) if ckpt_path.is_file() else {}
@@ -85,7 +87,8 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_confi
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(metrics_path, history)
     tokenizer.save(out_dir / TOKENIZER_NAME)
-    write_json(out_dir / CONFIG_NAME, run_config)
+    record = resumed_record(out_dir / CONFIG_NAME, made_by(device)) if state else made_by(device)
+    write_json(out_dir / CONFIG_NAME, {**run_config, MADE_BY: record})
     return first_step, history, state
 
 

@@ -318,7 +318,7 @@ def train_ppo(
     gold_norm = gold_normaliser(policy, tokenizer, prompts, cfg) if cfg.reward == "gold" else None
     first_step, history, state = online_rl.open_run(
         out_dir, "PPO", resume, tokenizer, {"ppo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
-        generator, model=policy, critic=critic, optimizer=optimizer)
+        generator, device, model=policy, critic=critic, optimizer=optimizer)
     kl_coef = state.get("kl_coef", cfg.kl_coef)  # adaptive beta resumes where it was
 
     for step in tqdm(range(first_step, cfg.train.max_steps + 1), desc="ppo", initial=first_step - 1,

@@ -27,8 +27,9 @@ experiment: `check_resume` refuses any change but the `train` settings (more ste
 and the resume's note says what a new schedule does to the learning rate (`schedule_note`).
 
 Files written to `out_dir` (by rank 0 only when several processes train):
-config.json (run and train config), metrics.jsonl (one JSON object per logged step, then per
-evaluation), loss.png, ckpt.pt, and tokenizer.json when a tokenizer is given.
+config.json (run and train config, and which code made the run: provenance.py), metrics.jsonl (one
+JSON object per logged step, then per evaluation), loss.png, ckpt.pt, and tokenizer.json when a
+tokenizer is given.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from tqdm import tqdm
 
 from minillm.config import TrainConfig, at_defaults, diff_configs, to_dict
 from minillm.errors import CheckpointError, ConfigError, DataError
+from minillm.provenance import MADE_BY, made_by, resumed_record
 from minillm.tokenizer import load_tokenizer
 from minillm.train.checkpoint import (
     CKPT_NAME,
@@ -489,8 +491,10 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     history = read_metrics(metrics_path, up_to_step=start_step)  # a resume drops rows after the checkpoint
     if ctx.is_main:
         write_metrics(metrics_path, history)
+        record = made_by(device) if start_step == 0 else resumed_record(out_dir / CONFIG_NAME, made_by(device))
         write_json(out_dir / CONFIG_NAME, {"run": run_config, "train": to_dict(cfg), "model_kind": model_kind,
-                                           "model": model_config_dict(model), "world_size": ctx.world_size})
+                                           "model": model_config_dict(model), "world_size": ctx.world_size,
+                                           MADE_BY: record})
         if tokenizer is not None:
             tokenizer.save(out_dir / TOKENIZER_NAME)
 
