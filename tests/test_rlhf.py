@@ -378,7 +378,7 @@ class FixedScores(torch.nn.Module):
         super().__init__()
         self.scores = torch.nn.Parameter(torch.tensor(scores), requires_grad=False)
 
-    def forward(self, ids, attention_mask, response_mask):
+    def forward(self, ids, attention_mask, response_mask, normalised=True):  # (as RewardModel.forward)
         return self.scores[ids[:, 0]]
 
 
