@@ -3,6 +3,9 @@
     python tests/_kill_after_updates.py K path/to/script.py ARGS...
     python tests/_kill_after_updates.py K -m package.module ARGS...
 
+K = 0 kills nothing: the program runs to its end, and the last line on stderr says how many
+updates it made ("optimizer updates: N"), so that a test can tell a resume from a fresh start.
+
 A global optimizer hook (torch.optim.optimizer.register_optimizer_step_post_hook) counts the updates
 of every optimizer in the process, so this works for any training loop without touching it. SIGKILL
 cannot be caught: no cleanup code, no `finally`, exactly like a power cut or the OOM killer.
@@ -10,12 +13,15 @@ cannot be caught: no cleanup code, no `finally`, exactly like a power cut or the
 
 from __future__ import annotations
 
+import atexit
 import os
 import runpy
 import signal
 import sys
 
 from torch.optim.optimizer import register_optimizer_step_post_hook
+
+UPDATES_LINE = "optimizer updates: "
 
 
 def kill_after(updates: int) -> None:
@@ -28,6 +34,8 @@ def kill_after(updates: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     register_optimizer_step_post_hook(hook)
+    if updates == 0:
+        atexit.register(lambda: print(f"{UPDATES_LINE}{count}", file=sys.stderr))
 
 
 def main() -> None:

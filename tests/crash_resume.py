@@ -5,9 +5,10 @@
 2. at the same time (the two are independent, and a 2-core machine runs them in the time of one), into
    `tmp/crashed`, SIGKILLed right after its K-th optimizer update (tests/_kill_after_updates.py);
 3. again into `tmp/crashed` with resume on;
-then checks that the two final checkpoints hold bit-identical tensors (model, optimizer, RNG
-states) and that the metrics.jsonl curves agree row for row. A stage test only says how to build
-its command:
+then checks that the resume went on from a checkpoint (it made fewer optimizer updates than the
+straight run: a fresh start would end bit-identical too), that the two final checkpoints hold
+bit-identical tensors (model, optimizer, RNG states) and that the metrics.jsonl curves agree row for
+row. A stage test only says how to build its command:
 
     from crash_resume import assert_exact_resume
 
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _kill_after_updates import UPDATES_LINE
 
 from minillm.train.checkpoint import CKPT_NAME, load_checkpoint
 
@@ -109,11 +111,18 @@ def read_curve(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
 
 
+def updates_made(result: subprocess.CompletedProcess) -> int:
+    """How many optimizer updates a program run under KILLER with K = 0 made (its report on stderr)."""
+    reports = [line for line in result.stderr.splitlines() if line.startswith(UPDATES_LINE)]
+    assert reports, f"no {UPDATES_LINE!r} line on stderr:\n{result.stderr[-2000:]}"
+    return int(reports[-1].removeprefix(UPDATES_LINE))
+
+
 def assert_exact_resume(command: Callable[[Path, bool], list[str]], tmp_path: Path, kill_after_updates: int,
                         ckpt_name: str = CKPT_NAME, timeout: float = 120) -> None:
     """A run SIGKILLed after `kill_after_updates` updates and resumed ends bit-identical to a straight one."""
     straight, crashed = tmp_path / "straight", tmp_path / "crashed"
-    straight_run = start_python(command(straight, False))
+    straight_run = start_python([str(KILLER), "0", *command(straight, False)])  # killed never, updates counted
     try:
         killed = run_python([str(KILLER), str(kill_after_updates), *command(crashed, False)], timeout)
     finally:  # a failing test leaves no process behind
@@ -122,7 +131,14 @@ def assert_exact_resume(command: Callable[[Path, bool], list[str]], tmp_path: Pa
     assert killed.returncode == -signal.SIGKILL, (
         f"the run was not killed after update {kill_after_updates} (exit {killed.returncode}): "
         f"does it take that many steps?\n{killed.stderr[-2000:]}")
-    check_ok(run_python(command(crashed, True), timeout))
+    resumed = run_python([str(KILLER), "0", *command(crashed, True)], timeout)
+    check_ok(resumed)
+    # A fresh start would also end bit-identical: the resume must go on from a checkpoint saved before the
+    # kill, so it makes fewer updates than the straight run, and at most kill_after_updates fewer.
+    total, rest = updates_made(straight_done), updates_made(resumed)
+    assert total - kill_after_updates <= rest < total, (
+        f"the resume made {rest} of the straight run's {total} updates: it did not go on from a checkpoint "
+        f"saved before update {kill_after_updates}")
 
     a, b = load_checkpoint(straight / ckpt_name), load_checkpoint(crashed / ckpt_name)
     a.pop("elapsed_s", None), b.pop("elapsed_s", None)  # wall-clock time is the one thing allowed to differ

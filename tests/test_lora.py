@@ -79,6 +79,9 @@ def test_merged_equals_unmerged_and_unmerge_restores_the_base():
     merge_lora(model)
     torch.testing.assert_close(model(ids), unmerged, atol=1e-5, rtol=1e-5)
     plain = GPT(gpt_config()).eval()
+    # the merged layers' own weights hold W + scale * B A: without their adapters they give the same logits
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.endswith((".lora_A", ".lora_B"))})
+    torch.testing.assert_close(plain(ids), unmerged, atol=1e-5, rtol=1e-5)
     plain.load_state_dict(merged_state_dict(model))  # merged weights need no LoRA code
     torch.testing.assert_close(plain(ids), unmerged, atol=1e-5, rtol=1e-5)
     unmerge_lora(model)

@@ -427,6 +427,8 @@ def test_top_k_one_and_tiny_top_p_are_greedy():
     greedy = model.generate(ids, 6, temperature=0).new_ids
     assert torch.equal(model.generate(ids, 6, temperature=1.0, top_k=1).new_ids, greedy)
     assert torch.equal(model.generate(ids, 6, temperature=1.0, top_p=1e-6).new_ids, greedy)
+    # below float32's range top_p compares as 0, so every token's mass before it reaches it: the best stays
+    assert torch.equal(model.generate(ids, 6, temperature=1.0, top_p=1e-50).new_ids, greedy)
 
 
 def test_generate_runs_without_dropout_and_gives_the_model_back_in_its_mode():

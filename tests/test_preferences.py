@@ -300,6 +300,8 @@ def test_gold_score_of_a_padded_and_of_a_wrong_answer_by_hand():
     assert gold_score({"reference": "The Mell."}, "The Mell, I think.") == pytest.approx(2.0 + 0.25 - 1 / 3)
     # "I do not know." for "Tarsk.": nothing right, and 3 words beyond 1, over 3: the whole verbosity penalty
     assert gold_score({"reference": "Tarsk."}, "I do not know.") == pytest.approx(-0.5)
+    # 8 words beyond 1, over 3, is capped at the whole penalty too: a longer answer loses no more
+    assert gold_score({"reference": "Tarsk."}, "I do not know the answer to that one.") == pytest.approx(-0.5)
 
 
 def test_style_flaw_is_a_right_answer_wrapped_in_filler_or_rudeness():

@@ -109,6 +109,7 @@ def test_prompt_for_generation_truncates_to_fit(tok: CharTokenizer) -> None:
 def test_decode_response_stops_at_eos(tok: CharTokenizer) -> None:
     ids = [*tok.encode(" Tarsk."), tok.eos_id, *tok.encode("junk")]
     assert decode_response(tok, ids) == "Tarsk."
+    assert decode_response(tok, [*ids, tok.eos_id]) == "Tarsk."  # the first <eos> ends it, not the last
     assert decode_response(tok, tok.encode(" no end")) == "no end"
 
 
