@@ -160,8 +160,8 @@ class ModelConfig:
 # What `ModelConfig.arch` sets. Llama (Touvron et al., 2023) and its heirs (Mistral, Qwen) are GPT-2
 # with these changes: RMSNorm, a SwiGLU MLP, RoPE, no biases and an untied LM head. How many
 # key/value heads (n_kv_head) is a size, like n_head, and differs between them, so it is not here.
-# arch wins over the switches it sets: to turn one of Llama's back, leave arch empty and set the
-# switches one by one (as lesson 11 does).
+# arch wins over the switches it sets (--set of one of them to another value is refused): to turn
+# one of Llama's back, leave arch empty and set the switches one by one (as lesson 11 does).
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "llama": {"norm_type": "rmsnorm", "mlp": "swiglu", "position": "rope", "bias": False,
               "tie_embeddings": False},
@@ -646,7 +646,7 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
     """
     if isinstance(overrides, str):  # (a str would be read one character at a time)
         raise ConfigError(f"apply_overrides takes a list of \"path=value\" strings, got one str: [{overrides!r}]")
-    data = to_dict(cfg)
+    data, paths = to_dict(cfg), []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected the form path=value, e.g. clm.model.n_layer=6")
@@ -655,7 +655,24 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
             raise ConfigError(f"--set {path}: a model has one row per id of its tokenizer, so its vocab_size is "
                               "the tokenizer's; use --set tokenizer.vocab_size=N")
         _set_path(data, type(cfg), path.split("."), text, path)
+        paths.append(path)
+    for path in paths:  # once every value is set: an arch given after its switch counts too
+        _check_not_overridden_by_arch(data, path)
     return from_dict(type(cfg), data)
+
+
+def _check_not_overridden_by_arch(data: dict, path: str) -> None:
+    """Refuse `--set path=...` of a switch that its model's `arch` sets to another value: arch wins
+    (ModelConfig._apply_arch), so the value asked for would be dropped without a word."""
+    *keys, name = path.split(".")
+    for key in keys:
+        data = data[key]
+    switches = ARCHITECTURES.get(data.get("arch"), {})
+    if name in switches and data[name] != switches[name]:
+        where = ".".join(keys)
+        sets = ", ".join(f"{k}={json.dumps(v)}" for k, v in switches.items())
+        raise ConfigError(f"--set {path}={json.dumps(data[name])}: {where}.arch={data['arch']} sets {sets}, and "
+                          f"arch wins; to change one of them leave {where}.arch empty and set the switches one by one")
 
 
 def _set_path(data: dict, cls: type, keys: list[str], text: str, full: str) -> None:

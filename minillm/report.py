@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # (the pipeline imports this module to write its report)
 
 # How the report and the comparison table name each stage-3 policy, and the pipeline step that trains it.
 GRPO_POLICIES = {"GRPO (reward model)": "grpo", "GRPO (verifiable)": "grpo_verifiable"}  # label -> step
-GRPO_LABEL_REWARDS = {"GRPO (reward model)": "model", "GRPO (verifiable)": "verifiable"}  # what each label names
+# what each online-RL label names as its reward (PPOConfig.reward, GRPOConfig.reward)
+LABEL_REWARDS = {"PPO": "model", "GRPO (reward model)": "model", "GRPO (verifiable)": "verifiable"}
 RL_POLICIES = {"PPO": "ppo", "DPO": "dpo", **GRPO_POLICIES}  # every policy stage 3 trains
 FLASH_FLOOD_SENTENCE = "A flash flood watch will be in effect all night."  # report.md shows its tokens
 
@@ -213,7 +214,7 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"| GRPO (verifiable) | win rate vs SFT {_win(s['grpo_verifiable'])}, pass@1 "
         f"{_fmt(s['grpo_verifiable']['pass_at_1_sft'])} -> {_fmt(s['grpo_verifiable']['pass_at_1_after'])} "
         f"| 0.5 | {s['grpo_verifiable']['seconds']:.0f} |",
-        *_relabelled_grpo_note(j),
+        *_relabelled_rewards_note(j),
         "",
         "Higher is better for every key number but tokens/byte and perplexity, where lower is. A win rate is "
         "judged by the gold judge (section 3) against the SFT model's own sampled answers, so 0.5 is no better "
@@ -352,9 +353,10 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
           for name, label in (("reward_model", "reward model"), ("ppo", "PPO"), ("dpo", "DPO"))
           for png in sorted(j.folder(name).glob("*.png"))],
         "",
-        "The PPO plots, one point per step, on that step's answers: rm_score the reward model's score and gold "
-        "the gold judge's; kl their KL to the SFT model; entropy how spread the policy's next-token choices are "
-        "(falling: it grows sure); ratio a token's probability after an update over before (near 1: small "
+        "The PPO plots, one point per step, on that step's answers: rm_score the score that rewarded PPO (the "
+        "reward model's, or with ppo.reward=gold the gold judge's, normalised) and gold the gold judge's; kl "
+        "their KL to the SFT model; entropy how spread the policy's next-token choices are (falling: it grows "
+        "sure); ratio a token's probability after an update over before (near 1: small "
         "steps), clipfrac the share of tokens whose ratio PPO's clip cut, approx_kl how far one update moved "
         "the policy; eos_share the share of answers that ended by themselves. lessons/07_ppo.py reads them.",
         "",
@@ -372,17 +374,17 @@ def ceiling_sentence(ceiling: float) -> str:
             "model's answer is already perfect, the best any policy can do is tie.")
 
 
-# what each GRPO run was rewarded by (GRPOConfig.reward), as report.md says it
-GRPO_REWARDS = {"model": "the reward model", "verifiable": "a program that checks the answer (RL with verifiable "
+# what each online-RL run was rewarded by (PPOConfig.reward, GRPOConfig.reward), as report.md says it
+RL_REWARDS = {"model": "the reward model", "verifiable": "a program that checks the answer (RL with verifiable "
                 "rewards)", "gold": "the gold judge itself (an oracle no real run has)"}
 
 
-def _relabelled_grpo_note(j: Journey) -> list[str]:
-    """A line for each GRPO run rewarded otherwise than its label says (`grpo.reward=gold`, say). The
+def _relabelled_rewards_note(j: Journey) -> list[str]:
+    """A line for each PPO or GRPO run rewarded otherwise than its label says (`ppo.reward=gold`, say). The
     label stays, because report.json's keys and every table name a run by its step."""
-    notes = [f"{label} is the `{step}` step; `{step}.reward={reward}` rewarded it by {GRPO_REWARDS[reward]}."
-             for label, step in GRPO_POLICIES.items()
-             if (reward := getattr(j.cfg, step).reward) != GRPO_LABEL_REWARDS[label]]
+    notes = [f"{label} is the `{step}` step; `{step}.reward={reward}` rewarded it by {RL_REWARDS[reward]}."
+             for label, step in RL_POLICIES.items()
+             if label in LABEL_REWARDS and (reward := getattr(j.cfg, step).reward) != LABEL_REWARDS[label]]
     return ["", *notes] if notes else []
 
 
@@ -400,8 +402,8 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
     return [
         "## 4. GRPO, verifiable rewards, and what RL can teach",
         f"GRPO samples {_group_sizes(j)} answers per prompt and uses the group as its own baseline (no critic). "
-        f"Rewarded by {GRPO_REWARDS[j.cfg.grpo.reward]} it wins **{_win(s['grpo'])}** against the SFT model; "
-        f"rewarded by {GRPO_REWARDS[j.cfg.grpo_verifiable.reward]} **{_win(s['grpo_verifiable'])}**. "
+        f"Rewarded by {RL_REWARDS[j.cfg.grpo.reward]} it wins **{_win(s['grpo'])}** against the SFT model; "
+        f"rewarded by {RL_REWARDS[j.cfg.grpo_verifiable.reward]} **{_win(s['grpo_verifiable'])}**. "
         "Every way to answer, on the same "
         f"{table['n_prompts']} held-out prompts and the same draw:",
         "",

@@ -137,6 +137,18 @@ def test_arch_llama_sets_every_switch_and_survives_a_round_trip():
         ModelConfig(arch="mistral")
 
 
+@pytest.mark.parametrize("overrides", [["model.arch=llama", "model.position=learned"],
+                                       ["model.bias=true", "model.arch=llama"]])  # in either order
+def test_a_set_switch_that_arch_would_drop_is_refused(overrides):
+    """arch wins over the switches it sets: a --set of one of them to another value (an ablation of
+    RoPE, say) would train Llama's value without a word, so it is refused, naming the way to do it."""
+    with pytest.raises(ConfigError, match=r"--set model\.(position|bias)=.*model\.arch=llama sets .* leave "
+                                          r"model\.arch empty and set the switches one by one"):
+        apply_overrides(CLMConfig(), overrides)
+    agreeing = apply_overrides(CLMConfig(), ["model.arch=llama", "model.bias=false", "model.position=rope"]).model
+    assert (agreeing.bias, agreeing.position) == (False, "rope")  # what arch sets anyway is no conflict
+
+
 @pytest.mark.parametrize(("fields", "message"), [
     ({"n_kv_head": 3}, "n_head \\(4\\) must be divisible by it"),
     ({"n_kv_head": 8}, "n_head \\(4\\) must be divisible by it"),

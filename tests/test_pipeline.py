@@ -749,6 +749,14 @@ def test_each_grpo_label_is_checked_against_its_own_reward(tmp_path):
         "reward model." in markdown
 
 
+def test_a_ppo_run_rewarded_by_the_gold_judge_says_so(tmp_path):
+    """ppo.reward=gold (docs/cli.md's oracle experiment): report.md's PPO row and plots are the gold
+    judge's work, not the reward model's, and the report says so, as it does for GRPO."""
+    _, markdown = made_up_report(tmp_path, made_up_results(), "ppo.reward=gold")
+    assert "PPO is the `ppo` step; `ppo.reward=gold` rewarded it by the gold judge itself" in markdown
+    assert "is the `ppo` step" not in made_up_report(tmp_path, made_up_results())[1]  # nothing to say by default
+
+
 # --------------------------------------------------------------------------------------------------
 # Pre-flight: what a step refuses when it starts is refused before the first step.
 
