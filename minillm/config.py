@@ -662,7 +662,7 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
 
 
 def _check_not_overridden_by_arch(data: dict, path: str) -> None:
-    """Refuse `--set path=...` of a switch that its model's `arch` sets to another value: arch wins
+    """Refuse a `--set` of a switch (at `path`) that its model's `arch` sets to another value: arch wins
     (ModelConfig._apply_arch), so the value asked for would be dropped without a word."""
     *keys, name = path.split(".")
     for key in keys:
