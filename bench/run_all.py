@@ -92,7 +92,7 @@ def journey_gpt_config(preset_name: str) -> ModelConfig:
     return dataclasses.replace(journey.clm.model, vocab_size=journey.tokenizer.vocab_size)
 
 
-def small_preset_mfu(steps: int = 20, device: str = "cuda", preset_name: str = "small") -> dict[str, float]:
+def small_preset_mfu(steps: int = 20, device: str = "cuda", preset_name: str = "small") -> dict[str, float | str]:
     """Model FLOPs utilisation of a training step of the preset's GPT (bf16 autocast on CUDA).
 
     Model FLOPs per token: 6 x parameters (forward + backward of every matmul) plus the attention

@@ -37,7 +37,7 @@ from minillm.stage1_pretrain.data import pack_documents, random_windows
 from minillm.stage1_pretrain.masking import IGNORE_INDEX
 from minillm.stage1_pretrain.mlm import FLASH_FLOOD, fill_mask, mask_for_mlm, mlm_loss, train_mlm
 from minillm.tokenizer import load_tokenizer
-from minillm.train import load_model, make_optimizer
+from minillm.train import load_model_and_tokenizer, make_optimizer
 
 ARGS = lesson_args("Lesson 3: BERT's masked language modelling")
 OUT = lesson_dir(3)
@@ -137,7 +137,7 @@ mlm = step3_train()
 # %%
 def step4_flash_flood(run_dir: Path) -> None:
     print(f"\n== 4. {FLASH_FLOOD} ==")
-    model, tokenizer = load_model(run_dir, Bert)
+    model, tokenizer = load_model_and_tokenizer(run_dir, Bert)
     for rank, (piece, prob) in enumerate(fill_mask(model, tokenizer, FLASH_FLOOD, top_k=10), start=1):
         print(f"  {rank:>2}. {piece!r:<14} {prob:6.1%}  {'#' * round(prob * 60)}")
     print(f"  bar chart: {run_dir / 'fill_mask.png'}")

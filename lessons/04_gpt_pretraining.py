@@ -33,7 +33,7 @@ from minillm.model import GPT
 from minillm.stage1_pretrain.clm import generate_text, train_clm
 from minillm.stage1_pretrain.data import pack_documents
 from minillm.tokenizer import load_tokenizer
-from minillm.train import load_model
+from minillm.train import load_model_and_tokenizer
 
 ARGS = lesson_args("Lesson 4: GPT's next-token prediction")
 OUT = lesson_dir(4)
@@ -106,7 +106,7 @@ run_dir = step3_train()
 # %%
 def step4_trained_samples(run_dir: Path) -> None:
     print("\n== 4. Samples from the trained model (temperature 0.8, top-k 40) ==")
-    model, tokenizer = load_model(run_dir, GPT)
+    model, tokenizer = load_model_and_tokenizer(run_dir, GPT)
     show_samples(model, tokenizer)
 
 

@@ -37,7 +37,7 @@ from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import format_table, generate_answers, read_answers, run_sft_with_baselines
 from minillm.stage2_sft.template import encode_example, show_example
-from minillm.train import load_model
+from minillm.train import load_model_and_tokenizer
 
 ARGS = lesson_args("Lesson 5: instruction tuning", inputs=["clm_run"])
 OUT = lesson_dir(5)
@@ -48,7 +48,7 @@ WITH_SINGLE_FAMILY = dataclasses.replace(CFG.sft, single_family_baseline=True)
 torch.set_num_threads(2)
 records = read_jsonl(DATA / "instructions.jsonl")
 clm = earlier_run("clm", lesson_dir(4) / "clm", given=ARGS.clm_run)
-_, tokenizer = load_model(clm.path, GPT)
+_, tokenizer = load_model_and_tokenizer(clm.path, GPT)
 
 # %% [markdown]
 # ## 1. One example through the chat template
@@ -74,7 +74,7 @@ step1_template(tokenizer, next(r for r in records if r["family"] == "world_fact"
 # %%
 def step2_base_model(clm_dir: Path, prompts: list[str]) -> None:
     print("\n== 2. The pretrained GPT, asked in the chat format before any SFT ==")
-    model, tokenizer = load_model(clm_dir, GPT)
+    model, tokenizer = load_model_and_tokenizer(clm_dir, GPT)
     for prompt, reply in zip(prompts, generate_answers(model, tokenizer, prompts, max_new_tokens=24),
                              strict=True):
         print(f"  {prompt!r}\n    -> {reply!r}")

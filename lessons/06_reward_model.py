@@ -54,7 +54,7 @@ from minillm.stage3_rlhf.annotator import (
 from minillm.stage3_rlhf.preferences import collect_rankings, sample_distinct_answers
 from minillm.stage3_rlhf.reward_model import RewardModel, ranking_loss, train_reward_model
 from minillm.stage3_rlhf.sequences import last_real_index
-from minillm.train import load_model
+from minillm.train import load_model_and_tokenizer
 
 ARGS = lesson_args("Lesson 6: the reward model", inputs=["sft_run"])
 OUT = lesson_dir(6)
@@ -62,7 +62,7 @@ CFG = preset("tiny")
 torch.set_num_threads(2)
 records = read_jsonl(DATA / "instructions.jsonl")
 sft = earlier_run("sft", lesson_dir(5) / "sft", given=ARGS.sft_run)
-policy, tokenizer = load_model(sft.path, GPT)
+policy, tokenizer = load_model_and_tokenizer(sft.path, GPT)
 record = next(r for r in records if r["split"] == "test_seen" and r["family"] == "world_fact")
 
 # %% [markdown]
@@ -167,7 +167,7 @@ rm_dir = step3_train()
 # %%
 def step4_styles(rm_dir: Path, record: dict) -> None:
     print("== 4. One answer in five styles: what the reward model learnt ==")
-    rm, tokenizer = load_model(rm_dir, RewardModel)
+    rm, tokenizer = load_model_and_tokenizer(rm_dir, RewardModel)
     ideal = record["reference"]
     styles = {"ideal": ideal, "terse": terse(ideal), "padded": f"{PADDING_OPENERS[0]} {ideal} {PADDING_CLOSERS[0]}",
               "impolite": f"{RUDE_OPENERS[0]} {ideal}", "wrong": "I do not know."}

@@ -44,8 +44,8 @@ from minillm.model import GPT
 from minillm.stage3_rlhf.annotator import gold_score
 from minillm.stage3_rlhf.ppo import gae, reward_hacking, rollout, train_ppo
 from minillm.stage3_rlhf.preferences import heldout_records
-from minillm.stage3_rlhf.reward_model import RewardModel, train_reward_model
-from minillm.train import load_model
+from minillm.stage3_rlhf.reward_model import load_reward_model, train_reward_model
+from minillm.train import load_model_and_tokenizer
 from minillm.utils import read_json, spread_rows
 
 ARGS = lesson_args("Lesson 7: PPO", inputs=["sft_run", "reward_run"])
@@ -62,8 +62,8 @@ records, sft, rm = stage3_inputs(ARGS)
 # %%
 def step1_dissect(sft: Path, rm_dir: Path, records: list[dict]) -> None:
     print("== 1. One rollout, token by token ==")
-    policy, tokenizer = load_model(sft, GPT)
-    rm = load_model(rm_dir, RewardModel)[0]
+    policy, tokenizer = load_model_and_tokenizer(sft, GPT)
+    rm = load_reward_model(rm_dir, tokenizer, "cpu", sft)
     # A policy that already moved a little (one noisy step away from the reference), so that KL is not 0.
     moved = copy.deepcopy(policy)
     with torch.no_grad():

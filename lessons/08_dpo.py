@@ -53,9 +53,9 @@ from minillm.stage3_rlhf.preferences import (
     read_preferences,
     sample_answers,
 )
-from minillm.stage3_rlhf.reward_model import RewardModel, best_of_n, best_of_n_kl
+from minillm.stage3_rlhf.reward_model import best_of_n, best_of_n_kl, load_reward_model
 from minillm.stage3_rlhf.sequences import answer_logprob
-from minillm.train import load_model
+from minillm.train import load_model_and_tokenizer
 from minillm.utils import read_json, spread_rows
 
 ARGS = lesson_args("Lesson 8: DPO", inputs=["sft_run", "prefs_file", "reward_run"])
@@ -76,7 +76,7 @@ ppo = earlier_run("ppo", lesson_dir(7) / "ppo", train_missing=False)  # for the 
 # %%
 def step1_one_pair(sft: Path, prefs: Path) -> None:
     print("== 1. The DPO loss of one pair ==")
-    policy, tokenizer = load_model(sft, GPT)
+    policy, tokenizer = load_model_and_tokenizer(sft, GPT)
     # The first ranking with a best and a worst place (tied answers share a place: a list of indices).
     ranking, (i, j) = next(((r, pair) for r in read_preferences(prefs) if (pair := best_and_worst(r["ranking"]))),
                            (None, (0, 0)))
@@ -135,8 +135,8 @@ def best_of(sft: Path, rm_dir: Path, records: list[dict], n: int) -> dict:
     """Best of n by the reward model, compared with the SFT model exactly as DPO was: the same
     held-out prompts, and the same SFT answers (`sample_answers` with the seed `train_dpo` compares with)."""
     started = time.perf_counter()
-    policy, tokenizer = load_model(sft, GPT)
-    rm = load_model(rm_dir, RewardModel)[0].eval()
+    policy, tokenizer = load_model_and_tokenizer(sft, GPT)
+    rm = load_reward_model(rm_dir, tokenizer, "cpu", sft)
     tests = heldout_records(records, CFG.dpo.eval_prompts, 0)
     temperature, max_new = CFG.dpo.temperature, CFG.dpo.max_new_tokens
     sft_answers = sample_answers(policy, tokenizer, tests, temperature, max_new, EVAL_SEED)

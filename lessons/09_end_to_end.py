@@ -46,7 +46,7 @@ from minillm.report import RL_POLICIES, write_report
 from minillm.stage1_pretrain.mlm import FLASH_FLOOD, fill_mask
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import gold_score
-from minillm.train import load_model
+from minillm.train import load_model_and_tokenizer
 from minillm.utils import resolve_device
 
 one_line_errors()  # a mistake in the input ends the lesson with one line, not a traceback
@@ -81,7 +81,7 @@ journey.write_config()  # as the pipeline does: what the steps are made with
 # %%
 for name in ("tokenizer", "mlm"):
     journey.results[name] = run_step(journey, name)
-bert, tokenizer = load_model(journey.folder("mlm"), Bert)
+bert, tokenizer = load_model_and_tokenizer(journey.folder("mlm"), Bert)
 ranking = fill_mask(bert, tokenizer, FLASH_FLOOD, top_k=5)
 print(f"\nBERT fills {FLASH_FLOOD!r} with:", ", ".join(f"{piece.strip()} ({p:.2f})" for piece, p in ranking))
 
@@ -126,7 +126,7 @@ def answers_after_each_stage(requests: list[dict]) -> dict[str, list[str]]:
     """stage -> the greedy answer of its model to each request."""
     answers = {}
     for stage in STAGES:
-        model, tok = load_model(journey.folder(stage), GPT)
+        model, tok = load_model_and_tokenizer(journey.folder(stage), GPT)
         answers[stage] = generate_answers(model, tok, [r["prompt"] for r in requests], max_new_tokens=32)
     return answers
 

@@ -45,7 +45,7 @@ from minillm.stage3_rlhf.scoreboard import (
     right_answer_counts,
 )
 from minillm.stage3_rlhf.verifier import Verifier
-from minillm.train import load_model
+from minillm.train import load_model_and_tokenizer
 from minillm.utils import spread_rows
 
 ARGS = lesson_args("Lesson 10: GRPO and verifiable rewards", inputs=["sft_run", "reward_run"])
@@ -67,7 +67,7 @@ records, sft, rm = stage3_inputs(ARGS)
 # %%
 def step1_one_group(sft_dir, records: list[dict]) -> None:
     print("== 1. One group of answers, dissected ==")
-    policy, tokenizer = load_model(sft_dir, GPT)
+    policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT)
     cfg = CFG.grpo_verifiable
     reward_fn = make_reward_fn(cfg, records, None)
     generator = torch.Generator().manual_seed(3)

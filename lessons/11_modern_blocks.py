@@ -52,7 +52,7 @@ from minillm.stage1_pretrain.clm import train_clm
 from minillm.stage2_sft.evaluate import evaluate_model, select_test_records
 from minillm.stage2_sft.sft import train_sft
 from minillm.tokenizer import train_tokenizer
-from minillm.train import load_model
+from minillm.train import load_model, load_model_and_tokenizer
 from minillm.train.loop import METRICS_NAME, read_metrics
 from minillm.utils import write_json
 
@@ -208,7 +208,7 @@ sft_rows = {}
 for name, cfg in SFT_RUNS.items():
     run_dir = OUT / "sft" / name.replace(" ", "_").replace("=", "").replace("+", "plus")
     result = train_sft(cfg, records, run_dir, init_dir=sft_init, pretrain_docs=train_docs)
-    model, tok = load_model(run_dir, GPT)
+    model, tok = load_model_and_tokenizer(run_dir, GPT)
     scores, _ = evaluate_model(model, tok, seen_tests, cfg)
     sft_rows[name] = {"exact_match_seen": scores["seen"]["exact_match"], "trainable": result["trainable_params"],
                       "params": result["params"], "seconds": result["seconds"]}

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext, suppress
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from minillm.config import MAX_SEED, PRESETS, PipelineConfig, apply_overrides, preset, replace_train_configs
 from minillm.errors import ConfigError, DataError, MinillmError
@@ -287,7 +287,7 @@ def cmd_annotate(args: argparse.Namespace) -> None:
              skip_bad_lines=args.skip_bad_lines)
 
 
-def _typed_lines(command: str) -> io.TextIOBase:
+def _typed_lines(command: str) -> TextIO:
     """stdin, for the commands a person types into (`chat`, `annotate`). A line of bytes that are not
     UTF-8 (a terminal set to Latin-1, a paste) must not end the session with a traceback: its bad bytes
     become U+FFFD, which the chat reads as text and annotate refuses as no ranking (at a terminal it

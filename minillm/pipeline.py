@@ -469,7 +469,9 @@ def saved_inputs(folder: Path) -> dict | None:
         saved = json.loads((folder / INPUTS_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return saved if isinstance(saved, dict) and {"id", "settings", "made_from"} <= set(saved) else None
+    readable = (isinstance(saved, dict) and "id" in saved
+                and all(isinstance(saved.get(key), dict) for key in ("settings", "made_from")))
+    return saved if readable else None
 
 
 def run_id(folder: Path) -> str | None:

@@ -42,7 +42,7 @@ from minillm.stage3_rlhf.grpo import (
 )
 from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k, pass_at_k_curve, pass_at_k_gain, pass_at_k_stderr
 from minillm.stage3_rlhf.preferences import sample_answers
-from minillm.stage3_rlhf.scoreboard import pass_at_k_summary, policy_table, sampled_kl
+from minillm.stage3_rlhf.scoreboard import pass_at_k_summary, policy_table, right_answer_counts, sampled_kl
 from minillm.stage3_rlhf.sequences import Responses, answers_logprob
 from minillm.stage3_rlhf.verifier import Verifier
 from minillm.tokenizer import TOKENIZER_NAME, load_tokenizer, train_tokenizer
@@ -377,6 +377,20 @@ def test_rollout_groups_consecutive_answers_and_first_update_is_on_policy(runs):
     # The old log-probs come from sampling (KV cache, batch shrinking as answers end); a full forward
     # pass gives the same numbers up to float rounding, so the first minibatch is on-policy.
     assert stats[0]["ratio_max_dev"] < 1e-4
+
+
+def test_the_scoreboard_refuses_a_run_without_its_tokenizer(untrained_runs, tmp_path):
+    """A run folder that lost its tokenizer.json is refused in one line naming the file, before any
+    answer is sampled: `load_model` gives no tokenizer for it, and the first prompt encoded with None
+    failed with an AttributeError (as the SFT model of the table, the reward model's check)."""
+    notok = tmp_path / "notok"
+    notok.mkdir()
+    shutil.copy(untrained_runs / "gpt" / CKPT_NAME, notok / CKPT_NAME)
+    records = [r for r in RECORDS if r["split"] != "train"][:1]
+    with pytest.raises(CheckpointError, match="notok has no tokenizer.json"):
+        right_answer_counts({"SFT": notok}, records, 2, 1.0, 4, seed=0)
+    with pytest.raises(CheckpointError, match="notok has no tokenizer.json"):
+        policy_table(notok, untrained_runs / "gpt", {}, records, 1.0, 4, seed=0)
 
 
 def test_the_tables_kl_and_win_rate_columns_by_hand(runs, tmp_path):

@@ -115,6 +115,20 @@ def test_lesson_8s_best_of_n_keeps_a_run_for_each_n():
     assert f"`{n.id} = 8`" in prose(ROOT / "lessons" / "08_dpo.py")  # and Try this 5 says to set it
 
 
+@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+def test_a_lesson_loads_what_it_reads_text_with_through_the_checked_loaders(path):
+    """A run named on a lesson's command line may have lost its tokenizer.json: `load_model` then gives
+    None for the tokenizer, and the lesson stopped with an AttributeError at its first encode. A lesson
+    that keeps the tokenizer loads with `load_model_and_tokenizer` (one line naming the missing file),
+    and a reward model with `load_reward_model`, which also refuses one trained with another tokenizer
+    than the policy's (it would score the policy's ids as other words)."""
+    loads = [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Assign) and "load_model(" in ast.unparse(node.value)]
+    tokenizer_dropped = [node for node in loads if isinstance(node.targets[0], ast.Tuple)
+                         and ast.unparse(node.targets[0].elts[1]) == "_" and "RewardModel" not in ast.unparse(node)]
+    assert loads == tokenizer_dropped, [ast.unparse(node) for node in loads if node not in tokenizer_dropped]
+
+
 # --------------------------------------------------------------------------------------------------
 # earlier_run / own_run, on fake run folders (a folder is finished when it holds result.json).
 

@@ -543,6 +543,19 @@ def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_sa
     assert "copied_from" in run_step(reusing, "ppo")  # a rerun reads it back from result.json
 
 
+def test_an_inputs_json_with_a_field_of_another_kind_is_unreadable(tmp_path):
+    """Edited by hand to "made_from": null or "settings": [], an inputs.json still named every field: the
+    step was checked as if both were dicts, and the pipeline stopped with an AttributeError or a TypeError."""
+    folder = tmp_path / "03_clm"
+    folder.mkdir()
+    (folder / "ckpt.pt").write_bytes(b"")  # outputs that a redo would replace
+    inputs = {"settings": {}, "made_from": {"tokenizer": "a"}}  # what the step would be made from now
+    for key, value in (("made_from", None), ("settings", [])):
+        (folder / "inputs.json").write_text(json.dumps({"id": "x", "settings": {}, "made_from": {}, key: value}))
+        assert pipeline.saved_inputs(folder) is None
+        assert "has no readable inputs.json" in pipeline.why_redo(folder, inputs)
+
+
 def test_a_copy_from_another_run_cut_short_is_not_taken_for_a_finished_step(tmp_path, monkeypatch):
     """--reuse stopped (Ctrl-C) half-way through copying a step: the next run copies it again, whole,
     instead of finding a result.json beside no checkpoint and calling the step done."""

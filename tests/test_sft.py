@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import math
+import shutil
 import sys
 import tracemalloc
 from pathlib import Path
@@ -19,7 +20,7 @@ from torch import nn
 
 from minillm.config import ModelConfig, SFTConfig, TrainConfig
 from minillm.datasets.instructions import is_correct
-from minillm.errors import ConfigError, DataError
+from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft.chat import chat_loop
@@ -35,6 +36,7 @@ from minillm.stage2_sft.evaluate import (
     select_test_records,
     single_family_name,
     token_f1,
+    train_baselines,
 )
 from minillm.stage2_sft.sft import (
     _split_records,
@@ -448,6 +450,17 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"sft.single_family='othr' is not a family .* choose one of .*other"):
         run_sft_with_baselines(typo, RECORDS + other + tests, tmp_path / "typo", trained[1])
     assert not (tmp_path / "typo").exists()
+
+
+def test_the_baselines_refuse_a_clm_run_without_its_tokenizer(untrained_runs, tmp_path) -> None:
+    """The scratch baseline takes the CLM run's tokenizer: a run that lost its tokenizer.json is refused
+    naming the file, not with train_sft's "needs a tokenizer=; pass the CLM run's tokenizer", which
+    blamed a caller that had passed the run's (None: `load_model` gives none for such a run)."""
+    clm = tmp_path / "clm"
+    clm.mkdir()
+    shutil.copy(untrained_runs / "gpt" / "ckpt.pt", clm / "ckpt.pt")
+    with pytest.raises(CheckpointError, match="clm has no tokenizer.json"):
+        train_baselines(SFTConfig(), RECORDS, tmp_path / "sft", clm, resume=False)
 
 
 def test_a_damaged_answers_file_is_shown_without_its_bad_line(tmp_path: Path) -> None:

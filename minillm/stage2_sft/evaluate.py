@@ -43,7 +43,7 @@ from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft, training_records
 from minillm.stage2_sft.template import check_room_for_prompt, decode_response, encode_prompt
-from minillm.train import load_model
+from minillm.train import load_model_and_tokenizer
 from minillm.train.distributed import leave_unless_main
 from minillm.train.plots import save_figure
 from minillm.utils import beside, in_one_thread, resolve_device, write_json
@@ -194,7 +194,7 @@ def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir
     A control is only fair when tuned for its own start: SFT's low lr is there to keep what
     pretraining stored, and random weights have nothing to keep.
     """
-    base_model, tokenizer = load_model(init_dir, GPT)
+    base_model, tokenizer = load_model_and_tokenizer(init_dir, GPT)
     scratch_dir, single_dir = out_dir / "baselines" / "scratch", out_dir / "baselines" / "single_family"
     train_sft(dataclasses.replace(cfg, train=cfg.scratch_train()), records, scratch_dir,
               scratch_model_config=base_model.config, tokenizer=tokenizer, resume=resume,
@@ -241,7 +241,7 @@ def run_sft_with_baselines(
     tests = select_test_records(records, cfg.eval_per_family)
     table, answers = {}, {}
     for name, run_dir in runs.items():
-        model, tokenizer = load_model(run_dir, GPT, map_location=resolve_device(cfg.train.device))
+        model, tokenizer = load_model_and_tokenizer(run_dir, GPT, map_location=resolve_device(cfg.train.device))
         table[name], answers[name] = evaluate_model(model, tokenizer, tests, cfg)
     report = {
         "seconds": sft_run["final"].get("elapsed_s", sft_run["seconds"]),  # training time, resumes included

@@ -56,7 +56,7 @@ VAL_SPLIT = "test_seen"  # teacher-forced validation loss: unseen examples of se
 ADAPTERS_NAME = "adapters.pt"  # a LoRA run's adapters alone
 
 
-def collate(examples: list[ChatExample], pad_id: int) -> dict[str, Tensor]:
+def collate(examples: Sequence[ChatExample], pad_id: int) -> dict[str, Tensor]:
     """Right-pad conversations to one (B, T) batch: ids, attention_mask and loss_mask."""
     T = max(len(ex.ids) for ex in examples)
     ids = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)

@@ -62,7 +62,7 @@ from minillm.train import load_model_and_tokenizer, plot_panels
 from minillm.train.distributed import refuse_several_processes
 from minillm.train.health import check_loss
 from minillm.train.loop import METRICS_NAME, append_metrics
-from minillm.train.optim import follow_schedule, make_optimizer
+from minillm.train.optim import AnyOptimizer, follow_schedule, make_optimizer
 from minillm.utils import resolve_device, seed_everything, write_json
 
 # --------------------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def group_minibatches(n_prompts: int, group_size: int, minibatch_size: int,
     return rows.split(minibatch_size)
 
 
-def grpo_update(policy: GPT, optimizer: torch.optim.Optimizer, ro: GroupRollout, cfg: GRPOConfig,
+def grpo_update(policy: GPT, optimizer: AnyOptimizer, ro: GroupRollout, cfg: GRPOConfig,
                 generator: torch.Generator) -> list[dict[str, float]]:
     """Optimise the clipped objective on `ro`; one stats dict per minibatch, in order."""
     n, ids, attention_mask = ro.mask.shape[1], ro.responses.ids, ro.responses.attention_mask

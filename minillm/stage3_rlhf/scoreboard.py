@@ -39,7 +39,7 @@ from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve, pass_at_
 from minillm.stage3_rlhf.preferences import compare_answers, sample_answers
 from minillm.stage3_rlhf.reward_model import best_of_n, best_of_n_kl, load_reward_model
 from minillm.stage3_rlhf.sequences import answers_logprob
-from minillm.train import load_model
+from minillm.train import load_model, load_model_and_tokenizer
 from minillm.train.plots import save_figure
 
 BEST_OF = (4, 8)
@@ -76,7 +76,7 @@ def policy_table(
     """The table's rows, by name: the SFT model's samples and greedy answers, best of n by the
     reward model, then each trained policy of `policies` ({name: (run folder, train seconds)}).
     Every model runs on `device`."""
-    sft, tokenizer = load_model(sft_dir, GPT, device)
+    sft, tokenizer = load_model_and_tokenizer(sft_dir, GPT, device)
     rm = load_reward_model(rm_dir, tokenizer, device, sft_dir)
     prompts = [r["prompt"] for r in records]
     baseline = sample_answers(sft, tokenizer, records, temperature, max_new_tokens, seed)
@@ -101,7 +101,7 @@ def right_answer_counts(models: dict[str, str | Path], records: Sequence[dict], 
     """How many of n sampled answers to each record are right, for each model run {name: folder}, on `device`."""
     counts = {}
     for name, run_dir in models.items():
-        model, tokenizer = load_model(run_dir, GPT, device)
+        model, tokenizer = load_model_and_tokenizer(run_dir, GPT, device)
         counts[name] = count_right(model, tokenizer, records, n, temperature, max_new_tokens, seed)
     return counts
 

@@ -24,18 +24,19 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from minillm.config import ModelConfig, at_defaults, diff_configs, from_dict, to_dict
 from minillm.errors import CheckpointError, ConfigError
-from minillm.tokenizer import TOKENIZER_NAME, load_tokenizer
+from minillm.tokenizer import TOKENIZER_NAME, Tokenizer, load_tokenizer
 from minillm.utils import atomic_write_bytes, resolve_device
 
 FORMAT_VERSION = 1  # bump when the payload's layout changes; loading refuses other versions
 CKPT_NAME = "ckpt.pt"
+ModelT = TypeVar("ModelT", bound=nn.Module)  # load_model(run, GPT) gives back a GPT
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
@@ -159,8 +160,8 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -
         raise CheckpointError(f"{path}: the weights do not fit this model ({detail})") from None
 
 
-def load_model(run_dir: str | os.PathLike, model_cls: type[nn.Module],
-               map_location: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+def load_model(run_dir: str | os.PathLike, model_cls: type[ModelT],
+               map_location: str | torch.device = "cpu") -> tuple[ModelT, Tokenizer | None]:
     """Rebuild a trained model (in eval mode) and its tokenizer from a run folder.
 
     `run_dir` is the folder a training run wrote (or its ckpt.pt directly); `model_cls` is built
@@ -202,8 +203,8 @@ def load_model(run_dir: str | os.PathLike, model_cls: type[nn.Module],
     return model.to(map_location).eval(), tokenizer
 
 
-def load_model_and_tokenizer(run_dir: str | os.PathLike, model_cls: type[nn.Module],
-                             map_location: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+def load_model_and_tokenizer(run_dir: str | os.PathLike, model_cls: type[ModelT],
+                             map_location: str | torch.device = "cpu") -> tuple[ModelT, Tokenizer]:
     """`load_model` for a run whose tokenizer is needed to read or write text: a run folder without its
     tokenizer.json is refused (unchecked, the first `tokenizer.encode` failed with an AttributeError)."""
     model, tokenizer = load_model(run_dir, model_cls, map_location)

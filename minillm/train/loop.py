@@ -70,7 +70,7 @@ from minillm.train.distributed import (
     wrap_model,
 )
 from minillm.train.health import check_grad_norm, check_loss
-from minillm.train.optim import lr_at, make_optimizer, set_lr
+from minillm.train.optim import AnyOptimizer, lr_at, make_optimizer, set_lr
 from minillm.train.plots import plot_metrics
 from minillm.train.precision import autocast, make_grad_scaler
 from minillm.train.rng import capture_rng_state, restore_rng_state
@@ -160,7 +160,7 @@ def checked_loss(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
 
 
 def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor], loss_fn: LossFn,
-               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
+               optimizer: AnyOptimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
                ctx: DistContext, device: torch.device, step: int,
                count_terms: CountTerms | None = None) -> dict[str, float]:
     """Forward, backward, clip and update on one global batch; return the step's metrics.
@@ -239,7 +239,7 @@ def run_evaluation(net: nn.Module, model: nn.Module, get_batch: GetBatch, loss_f
 TRAINING_STATE = ("step", "train_config", "optimizer", "scaler", "rng", "data_generator")
 
 
-def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+def save_training_state(path: Path, model: nn.Module, optimizer: AnyOptimizer,
                         scaler: torch.amp.GradScaler, data_generator: torch.Generator, cfg: TrainConfig,
                         ctx: DistContext, step: int, model_kind: str, elapsed_s: float, stage: str) -> None:
     """Everything needed to continue from `step` as if never stopped (written by rank 0), and which
@@ -272,7 +272,7 @@ def check_same_stage(ckpt: dict, stage: str, path: Path) -> None:
                               "folder")
 
 
-def restore_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+def restore_training_state(path: Path, model: nn.Module, optimizer: AnyOptimizer,
                            scaler: torch.amp.GradScaler, data_generator: torch.Generator,
                            cfg: TrainConfig, ctx: DistContext, model_kind: str, stage: str) -> tuple[int, float]:
     """Load `path` into the model, optimizer, scaler and generators; return (step, elapsed_s)."""

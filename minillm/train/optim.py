@@ -148,12 +148,15 @@ class MuonWithAdamW:
         self.adamw.load_state_dict(state["adamw"])
 
 
+AnyOptimizer = torch.optim.Optimizer | MuonWithAdamW  # what make_optimizer returns, and the loop steps
+
+
 def is_hidden_matrix(name: str, param: nn.Parameter) -> bool:
     """A weight matrix inside a transformer block (what Muon updates): 2-D and under `blocks.`."""
     return param.dim() == 2 and (name.startswith("blocks.") or ".blocks." in name)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer | MuonWithAdamW:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> AnyOptimizer:
     """The optimizer `cfg.optimizer` names over `model`'s trainable parameters, with cfg's lr and decay."""
     if cfg.optimizer == "adamw":
         return adamw(param_groups(model, cfg.weight_decay), cfg)
@@ -184,7 +187,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)
 
 
-def follow_schedule(optimizer: torch.optim.Optimizer | MuonWithAdamW, step: int, cfg: TrainConfig) -> float:
+def follow_schedule(optimizer: AnyOptimizer, step: int, cfg: TrainConfig) -> float:
     """Move each group's lr along the schedule, keeping the ratios between groups; return lr_at(step).
 
     For optimizers whose groups have lrs of their own (PPO's critic has `critic_lr`): each group's lr
@@ -197,7 +200,7 @@ def follow_schedule(optimizer: torch.optim.Optimizer | MuonWithAdamW, step: int,
     return lr
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(optimizer: AnyOptimizer, lr: float) -> None:
     """Set the learning rate of every parameter group (weight decay differs, the lr does not)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
