@@ -165,14 +165,25 @@ step3_reward_hacking()
 
 # %% [markdown]
 # ## Try this
-# 1. A tighter or looser leash: CFG.ppo.kl_coef = 0.5, then 0.05. KL falls or grows, and so does
-#    how far the gold score can move; with a loose leash the reward model's errors start to pay.
+# 1. A tighter or looser leash: CFG.ppo.kl_coef = 0.5, then 0.05. KL falls or grows: over the last
+#    five steps 0.36 and 0.60 nats against the preset's 0.52 (kl_coef 0.2), in the tiny run of
+#    7cb820d. In 20 steps the gold judge hardly tells the three apart: win rates 0.625 and 0.61
+#    against 0.65 (each ± 0.03). In earlier runs the loose leash drifted to answers the reward
+#    model over-rates (docs/findings.md, "What PPO can reach").
 # 2. The adaptive leash: CFG.ppo.adaptive_kl = True with target_kl = 2: beta (kl_coef in
-#    metrics.jsonl) rises when KL overshoots the target and falls when it undershoots.
+#    metrics.jsonl) rises when KL overshoots the target and falls when it undershoots, by at most
+#    2% a step. Our KL stays under 1 nat, so at target 2 beta only falls: 0.2 -> 0.14 in 20 steps,
+#    in the tiny run of 7cb820d. With target_kl = 0.1 it rises instead, 0.2 -> 0.27. Neither
+#    moved the win rate beyond the noise (0.63 both, ± 0.03).
 # 3. Break a detail: in ppo.response_logits, drop the division by the temperature and sample at
 #    CFG.ppo.temperature = 0.7. The update then scores the answers at temperature 1 while the
-#    rollout's log-probs came from 0.7: the ratio of the first minibatch is no longer 1, the clip
-#    fraction jumps, training degrades.
+#    rollout's log-probs came from 0.7: the ratio of the first minibatch is no longer 1. How much
+#    that costs depends on how sure the model is. Ours is nearly sure of most tokens, where a
+#    temperature changes little, and in the tiny run of 7cb820d the bug hid: against the same run
+#    without it, the clip fraction of the last five steps doubled (0.027 against 0.014) and so did
+#    the logged KL (0.66 against 0.33 nats: the reference is read at temperature 1 too), but the win
+#    rate (0.55 both) and the held-out gold score did not move. A bug the win rate does not show
+#    is one a test has to catch (tests/test_ppo.py: the first minibatch's ratio is 1, at 0.7 too).
 # 4. Hack the full reward model: in step 3, pass `rm.path` instead of `head_only.path` to
 #    reward_hacking, and `inputs=[sft, rm]` to its own_run (else the earlier run is reused). Its
 #    likelihood term checks the answer the way the SFT model would write it, and it is much harder
@@ -181,9 +192,10 @@ step3_reward_hacking()
 #    leash on (kl_coef 0.2), gold still began to fall after ~25 steps: a leash slows hacking down, a
 #    better judge prevents it.
 # 5. Smaller rollouts: CFG.ppo.rollout_batch_size = 32 and 30 steps. The advantages are whitened
-#    over half as many answers and each update is noisier. In our runs this won as often (0.645
-#    against 0.64); with an earlier 4-layer SFT model it fell from 0.65 to 0.615, and with a
-#    learning rate of 3e-4 on top the entropy rose and the scores fell.
+#    over half as many answers and each update is noisier. In the tiny run of 7cb820d this won
+#    0.62 against the preset's 0.65, each ± 0.03: not told apart. With an earlier 4-layer SFT model
+#    it won 0.615 against 0.65, and with a learning rate of 3e-4 on top the entropy rose and the
+#    scores fell.
 # 6. A perfect reward model: CFG.ppo.reward = "gold" scores the answers with the gold judge itself.
 #    Is the reward model what holds the win rate back? In our runs, no: on 600 held-out prompts
 #    (abcc676) the oracle won 0.60 and the reward model's PPO 0.62, each ± 0.015, far from the 0.80
