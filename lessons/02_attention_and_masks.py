@@ -229,6 +229,6 @@ step5_kv_cache()
 #    combined mask: now no real query ever sees a pad even without the padding mask, because pads
 #    lie in the future. Why must `GPT.generate` still use LEFT padding?
 # 3. In step 4, change the FIRST word instead of word 4 (`step4_what_causality_hides(changed_at=0)`):
-#    now every GPT position moves, since every later prediction reads word 0. Then set `n_layer=6`
-#    or `n_head=1`: the zeros before the changed word stay exact for any size, because the mask, not
-#    the learned weights, enforces causality.
+#    now every GPT position moves, since every later prediction reads word 0. Then, back at word 4,
+#    set `n_layer=6` or `n_head=1`: the zeros before the changed word stay exact for any size,
+#    because the mask, not the learned weights, enforces causality.

@@ -65,9 +65,9 @@ step1_shifted_targets(tokenizer, train_docs[0])
 # Random weights give every token about the same probability: the text is noise.
 
 # %%
-def show_samples(model: GPT, tokenizer) -> None:
+def show_samples(model: GPT, tokenizer, temperature: float = 0.8) -> None:
     for i, prompt in enumerate(PROMPTS):
-        text = generate_text(model, tokenizer, prompt, max_new_tokens=40, temperature=0.8, top_k=40, seed=i)
+        text = generate_text(model, tokenizer, prompt, max_new_tokens=40, temperature=temperature, top_k=40, seed=i)
         print(f"  {text!r}")
 
 
@@ -104,10 +104,10 @@ run_dir = step3_train()
 # The same prompts and seeds as in step 2.
 
 # %%
-def step4_trained_samples(run_dir: Path) -> None:
-    print("\n== 4. Samples from the trained model (temperature 0.8, top-k 40) ==")
+def step4_trained_samples(run_dir: Path, temperature: float = 0.8) -> None:
+    print(f"\n== 4. Samples from the trained model (temperature {temperature:g}, top-k 40) ==")
     model, tokenizer = load_model_and_tokenizer(run_dir, GPT)
-    show_samples(model, tokenizer)
+    show_samples(model, tokenizer, temperature)
 
 
 step4_trained_samples(run_dir)
@@ -115,13 +115,14 @@ step4_trained_samples(run_dir)
 # %% [markdown]
 # ## Try this
 # Figures below were measured at the commit each names, against the preset's own run of then. The
-# pipeline's run (runs/tiny) that step 3 shows gives 1.94, and lesson 5's SFT on it 0.93 / 0.81 /
-# 0.70 (seen / new wordings / world facts): other draws of the same preset and of the data (58d97cc
-# redrew the instruction suite and corrected a story sentence), a few hundredths apart, world facts
-# by up to 0.13 (30 questions: a standard error of 0.08).
+# pipeline's run (runs/tiny) that step 3 shows gave 1.94 in the tiny run of ca60458, and lesson 5's
+# SFT on it 0.91 / 0.73 / 0.77 (seen / new wordings / world facts; 0.93 / 0.81 / 0.70 at 58d97cc, on
+# another CPU): other draws of the same preset and of the data (58d97cc redrew the instruction suite
+# and corrected a story sentence), new wordings by up to 0.09 and world facts by up to 0.13 (210 and
+# 30 questions: standard errors of 0.03 and 0.08).
 # 1. Temperature: in step 4, sample with temperature 0 (greedy: the same, most likely text every
-#    time), 0.8 and 1.5. Low temperatures repeat the corpus's commonest phrases; high ones invent
-#    words, then break down.
+#    time), 0.8 and 1.5 (`step4_trained_samples(run_dir, temperature=0)`). Low temperatures repeat
+#    the corpus's commonest phrases; high ones invent words, then break down.
 # 2. A shorter context: `minillm pretrain clm --preset tiny --set clm.model.block_size=32 --out X`.
 #    Perplexity rises: the model no longer sees the start of a bulletin (its town, its hazard) when
 #    it writes the end.

@@ -220,4 +220,6 @@ step4_styles(rm_dir, record)
 # 4. Read the head somewhere else: in RewardModel.scores (which forward calls), take the head's
 #    score at the FIRST token instead of the last real one. That position has only seen `<bos>`:
 #    the head gives every answer the same score, and only the likelihood term is left to tell
-#    answers apart. (An edit of the library is no edit of CFG: run with `--fresh`.)
+#    answers apart. In our run (7cb820d) held-out accuracy still read 0.85 (0.846 with the head): on
+#    these pairs the likelihood term alone does as well as with the head, while the head alone (Try
+#    3) does not. (An edit of the library is no edit of CFG: run with `--fresh`.)

@@ -324,7 +324,9 @@ def cmd_reward(args: argparse.Namespace) -> None:
                 collect_rankings(cfg.reward, args.sft, records, prefs)
         rank_zero_first(resolve_device(cfg.reward.train.device))  # the other ranks read the file once it is there
     result = train_reward_model(cfg.reward, args.sft, prefs, args.out, records=records, resume=args.resume)
-    _print_keys(result, ("pairwise_accuracy", "annotator_agreement"))
+    # gold_agreement is the ceiling (how often the rankings agree with the gold judge); annotator_agreement
+    # is how often two noisy rankings of the same answers agree
+    _print_keys(result, ("pairwise_accuracy", "gold_agreement", "annotator_agreement"))
     print(f"run written to {args.out}")
 
 

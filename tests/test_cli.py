@@ -851,6 +851,19 @@ def test_reward_keeps_the_rankings_it_finds_in_its_folder_and_says_how_to_make_n
     assert (tmp_path / "prefs.jsonl").read_text(encoding="utf-8") == "ranked by hand\n"
 
 
+def test_reward_prints_the_ceiling_its_accuracy_is_read_against(monkeypatch, capsys, tmp_path):
+    """Lesson 6's Try 1 says the ceiling (agreement with gold) falls with a noisier annotator: the command
+    prints it, not only the annotator's agreement with itself, which a reader took for the ceiling."""
+    from minillm.stage3_rlhf import preferences, reward_model
+
+    result = {"pairwise_accuracy": 0.79, "gold_agreement": 0.86, "annotator_agreement": 0.78}
+    monkeypatch.setattr(preferences, "collect_rankings", lambda *args: None)
+    monkeypatch.setattr(reward_model, "train_reward_model", lambda *args, **kw: result)
+    code, out, err = run(["reward", "--sft", "s", "--preset", "micro", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "pairwise_accuracy: 0.79\ngold_agreement: 0.86\nannotator_agreement: 0.78\n" in out
+
+
 def test_resume_into_a_folder_without_a_checkpoint_says_it_starts_anew(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(cli, "cmd_pretrain", lambda args: None)
     code, _, err = run(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "typo"), "--resume"], capsys)

@@ -101,6 +101,25 @@ def test_the_names_a_lessons_text_points_at_exist():
     assert not missing, missing
 
 
+def test_the_calls_a_lessons_text_asks_for_take_those_arguments():
+    """A Try this that asks for a call of one of the lesson's own functions, such as lesson 2's
+    `step4_what_causality_hides(changed_at=0)`, names arguments the function takes: lesson 4's Try 1
+    asks for step 4 at other temperatures, which step 4 could not be given (0.8 was written inside
+    the sampling call, and in step 4's heading, which then went on saying 0.8)."""
+    bad = []
+    for path in LESSONS:
+        functions = {node.name: node.args for node in ast.parse(path.read_text(encoding="utf-8")).body
+                     if isinstance(node, ast.FunctionDef)}
+        for found in re.finditer(r"`((\w+)\(.*?\))`", prose(path)):
+            if found.group(2) in functions:
+                call, args = ast.parse(found.group(1), mode="eval").body, functions[found.group(2)]
+                positional = [a.arg for a in args.posonlyargs + args.args]
+                params = positional + [a.arg for a in args.kwonlyargs]
+                if len(call.args) > len(positional) or any(k.arg not in params for k in call.keywords):
+                    bad.append(f"{path.name}: {found.group(1)}")
+    assert not bad, bad
+
+
 def test_lesson_8s_best_of_n_keeps_a_run_for_each_n():
     """Try this 5 asks for best of 8. Its n was in neither the run's folder nor its settings, so the
     best of 4 saved by an earlier run was reused (own_run takes a run made from the same inputs and
