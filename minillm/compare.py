@@ -271,7 +271,7 @@ def stages_note(runs: Sequence[LoggedRun], stages: dict[str, str]) -> str:
 
 def code_note(names: Sequence[str], codes: Sequence[str]) -> list[str]:
     """A line for runs made by different code (provenance.py), naming each run's: a figure may have moved
-    with the code, not with the settings. None when one code made them all."""
+    with the code, not with the settings. No line when one code made them all."""
     if len(set(codes)) == 1:
         return []
     return ["made by different code: " + "; ".join(f"{name}: {code}" for name, code in zip(names, codes, strict=True))]

@@ -33,10 +33,12 @@ PACKAGE_DIR = Path(minillm.__file__).resolve().parent  # .../minillm; its parent
 
 
 def _git(*args: str) -> str | None:
-    """The output of `git args` in the checkout minillm was imported from, None where that fails."""
+    """The output of `git args` in the checkout minillm was imported from, None where that fails. Only
+    read: without --no-optional-locks, `git status` takes the checkout's index.lock to rewrite its index,
+    and a `git commit` of yours at that moment fails."""
     try:
-        done = subprocess.run(["git", "-C", str(PACKAGE_DIR.parent), *args], capture_output=True, text=True,
-                              timeout=10, check=True)
+        done = subprocess.run(["git", "--no-optional-locks", "-C", str(PACKAGE_DIR.parent), *args],
+                              capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):  # no git, not a repository, refused, too slow
         return None
     return done.stdout
@@ -80,7 +82,7 @@ def code_text(record: dict) -> str:
     """The code of a record, without the code of a run it was resumed from."""
     commit = record.get("commit")
     where = (f"commit {str(commit)[:10]}{' with uncommitted changes' if record.get('dirty') else ''}" if commit
-             else "not a git checkout")
+             else "no git commit known")  # a wheel, no git program, or git refused the checkout
     return f"minillm {record.get('minillm')} ({where}), torch {record.get('torch')}, Python {record.get('python')}"
 
 

@@ -864,6 +864,24 @@ def test_reward_prints_the_ceiling_its_accuracy_is_read_against(monkeypatch, cap
     assert "pairwise_accuracy: 0.79\ngold_agreement: 0.86\nannotator_agreement: 0.78\n" in out
 
 
+def test_under_torchrun_reward_collects_its_rankings_on_rank_0_alone(monkeypatch, capsys, tmp_path):
+    """Rank 1 sampled and wrote the same prefs.jsonl beside rank 0, outside the lock. (The torchrun test of
+    test_distributed.py passes without the check too: both ranks find no file, and neither says so.)"""
+    from minillm.stage3_rlhf import preferences, reward_model
+    from minillm.train import distributed
+
+    collected = []
+    monkeypatch.setattr(preferences, "collect_rankings", lambda *args: collected.append(args))
+    monkeypatch.setattr(reward_model, "train_reward_model", lambda *args, **kw: {})
+    monkeypatch.setattr(distributed, "rank_zero_first", lambda device: None)  # no group here to wait in
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("1", "0"):
+        monkeypatch.setenv("RANK", rank)
+        code, _, err = run(["reward", "--sft", "s", "--preset", "micro", "--out", str(tmp_path / "rm")], capsys)
+        assert code == 0, err
+    assert len(collected) == 1
+
+
 def test_resume_into_a_folder_without_a_checkpoint_says_it_starts_anew(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(cli, "cmd_pretrain", lambda args: None)
     code, _, err = run(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "typo"), "--resume"], capsys)
@@ -948,6 +966,7 @@ def test_under_torchrun_only_rank_0_holds_the_run_folders_lock(monkeypatch, caps
     (tmp_path / "run" / LOCK_NAME).write_text(f"{os.getppid()}\n", encoding="utf-8")
     monkeypatch.setattr(cli, "cmd_pretrain", lambda args: None)
     argv = ["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "run")]
+    monkeypatch.setenv("WORLD_SIZE", "2")  # (as torchrun sets it)
     monkeypatch.setenv("RANK", "1")
     assert run(argv, capsys)[0] == 0
     monkeypatch.setenv("RANK", "0")

@@ -16,7 +16,7 @@ from minillm.pipeline import run_pipeline
 from minillm.stage3_rlhf.grpo import train_grpo
 from minillm.stage3_rlhf.ppo import train_ppo
 from minillm.train import load_checkpoint
-from minillm.train.distributed import DistContext
+from minillm.train.distributed import DistContext, is_main_process, leave_unless_main
 from minillm.train.loop import micro_batches
 from minillm.utils import LOCK_NAME
 
@@ -89,6 +89,20 @@ def test_runs_trained_one_after_another_share_one_process_group(tmp_path):
     check_ok(run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
                          "--out", str(out), "--steps", "2", "--runs", "6"], timeout=60))
     assert all((out / str(run) / "ckpt.pt").is_file() for run in range(1, 7))
+
+
+def test_a_rank_without_several_processes_is_the_main_process(monkeypatch):
+    # RANK=1 left in the environment, no WORLD_SIZE: the run trained and wrote its checkpoint as the one
+    # process it is, then left with exit status 0 before its evaluation, result.json or printed results
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert is_main_process()
+    leave_unless_main()  # stays
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun's rank 1 leaves
+    assert not is_main_process()
+    with pytest.raises(SystemExit) as leaving:
+        leave_unless_main()
+    assert leaving.value.code == 0
 
 
 @pytest.mark.parametrize("command", ["ppo", "grpo", "pipeline"])

@@ -9,11 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import platform
 import random
 import subprocess
+import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -518,6 +521,17 @@ def test_a_resume_by_other_code_is_noted_and_recorded(tmp_path, capsys):
     assert "made by unknown code" in capsys.readouterr().out
 
 
+def git_checkout(tmp_path) -> Path:
+    """A git checkout holding minillm/a.py, committed."""
+    checkout = tmp_path / "checkout"
+    (checkout / "minillm").mkdir(parents=True)
+    (checkout / "minillm" / "a.py").write_text("x = 1\n", encoding="utf-8")
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "c"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    return checkout
+
+
 def test_the_commit_is_a_checkouts_own_and_none_without_git(tmp_path, monkeypatch):
     # a wheel installed in a virtual environment inside some other repository is not that repository's code
     def record_with(package_dir, **env):
@@ -528,13 +542,9 @@ def test_the_commit_is_a_checkouts_own_and_none_without_git(tmp_path, monkeypatc
         return code_record()
 
     try:
-        checkout = tmp_path / "checkout"
-        (checkout / "minillm").mkdir(parents=True)
-        (checkout / "minillm" / "a.py").write_text("x = 1\n", encoding="utf-8")
-        git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
-        for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "c"]):
-            subprocess.run([*git, *args], check=True, capture_output=True)
-        head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+        checkout = git_checkout(tmp_path)
+        head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], check=True, capture_output=True,
+                              text=True).stdout.strip()
         assert record_with(checkout / "minillm")["commit"] == head and code_record()["dirty"] is False
         (checkout / "notes.txt").write_text("not code", encoding="utf-8")
         assert record_with(checkout / "minillm")["dirty"] is False  # only the package counts
@@ -543,9 +553,27 @@ def test_the_commit_is_a_checkouts_own_and_none_without_git(tmp_path, monkeypatc
         site = checkout / "venv" / "minillm"  # installed inside the checkout: not its code
         site.mkdir(parents=True)
         assert record_with(site)["commit"] is None and code_record()["dirty"] is None
-        assert record_with(checkout / "minillm", PATH=str(tmp_path))["commit"] is None  # no git at all
+        no_git = record_with(checkout / "minillm", PATH=str(tmp_path))  # no git at all: still a checkout
+        assert no_git["commit"] is None and "(no git commit known)" in provenance.describe(no_git)
     finally:
         code_record.cache_clear()
+
+
+def test_the_record_only_reads_the_checkout(tmp_path, monkeypatch):
+    # `git status` rewrote the checkout's index when a file's timestamp had changed, under its index.lock:
+    # a `git commit` of the user's at that moment failed with "index.lock: File exists"
+    checkout = git_checkout(tmp_path)
+    index = checkout / ".git" / "index"
+    before = index.stat().st_mtime_ns, index.read_bytes()
+    time.sleep(0.01)
+    os.utime(checkout / "minillm" / "a.py")  # the same text, touched: git status would refresh the index
+    monkeypatch.setattr(provenance, "PACKAGE_DIR", checkout / "minillm")
+    code_record.cache_clear()
+    try:
+        assert code_record()["dirty"] is False
+    finally:
+        code_record.cache_clear()
+    assert (index.stat().st_mtime_ns, index.read_bytes()) == before
 
 
 def test_float16_stops_at_a_nan_gradient_that_skipping_does_not_cure(tmp_path):

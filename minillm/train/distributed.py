@@ -57,13 +57,18 @@ class DistContext:
         return self.rank == 0
 
 
+def launched_world_size() -> int:
+    """How many processes torchrun started (its WORLD_SIZE); 1 for a process it did not start."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
     """Join the process group torchrun set up (if any) and return the context and this rank's device.
 
     On CUDA each rank takes the GPU of its LOCAL_RANK and talks NCCL; on CPU the ranks use gloo.
     The first call joins the group, and leaves it at the process's exit; later calls use it again.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     if world_size <= 1:
         return DistContext(), device
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
@@ -82,7 +87,7 @@ def init_distributed(device: torch.device) -> tuple[DistContext, torch.device]:
 def refuse_several_processes(what: str) -> None:
     """`what` does not train through the shared loop, so it has no ranks: under torchrun every process
     would run all of it and write the same files. Refuse, before anything loads or is written."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     if world_size > 1:
         raise ConfigError(f"{what} runs in one process, but torchrun started {world_size}: each would run all "
                           "of it into the same folder; run it without torchrun (torchrun runs pretrain, sft, "
@@ -90,8 +95,11 @@ def refuse_several_processes(what: str) -> None:
 
 
 def is_main_process() -> bool:
-    """True on rank 0, and in a process that torchrun did not start (read before the group is joined)."""
-    return os.environ.get("RANK", "0") == "0"
+    """True on rank 0, and in a process that torchrun did not start (read before the group is joined).
+    A RANK without a WORLD_SIZE above 1 (left in the environment by a scheduler, say) is one process
+    alone, as init_distributed reads it: it trains and writes as rank 0, so it evaluates and writes the
+    results too, instead of leaving (leave_unless_main) without them."""
+    return launched_world_size() <= 1 or os.environ.get("RANK", "0") == "0"
 
 
 def leave_unless_main() -> None:
