@@ -36,7 +36,7 @@ from minillm.stage3_rlhf.reward_model import (
     reward_loss,
     set_normalisation,
 )
-from minillm.stage3_rlhf.sequences import Responses, answer_logprob, last_real_index
+from minillm.stage3_rlhf.sequences import Responses, answer_logprob, gather_logprobs, last_real_index
 from minillm.tokenizer import train_tokenizer
 
 
@@ -81,6 +81,19 @@ def test_ranking_loss_ignores_missing_answers_and_pools_rankings():
 def test_a_tie_in_scores_is_not_a_correctly_ordered_pair():
     loss, acc = ranking_loss(torch.tensor([[1.0, 1.0]]), torch.tensor([[0, 1]]))  # answer 0 ranked above 1
     assert acc.item() == 0.0 and loss.item() == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_the_ranking_loss_of_bfloat16_scores_is_computed_in_float32():
+    """Under bfloat16 autocast a head-only reward model scores in bfloat16, and torch leaves logsigmoid
+    in it: a loss near ln 2 then moves in steps of 1/256, and the 20 micro steps of a head-only reward
+    model (margins ~1e-3) all logged 0.69140625. The loss must be that of the scores as they are."""
+    rewards = torch.tensor([[1e-4, 0.0], [0.01, 0.02]], dtype=torch.bfloat16)
+    ranks = torch.tensor([[0, 1], [0, 1]])
+    margins = [rewards[0, 0].item() - rewards[0, 1].item(), rewards[1, 0].item() - rewards[1, 1].item()]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = ranking_loss(rewards, ranks)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(sum(map(neg_log_sigmoid, margins)) / 2, abs=1e-6)
 
 
 def test_dpo_loss_matches_hand_computation():
@@ -494,9 +507,21 @@ def test_answer_logprobs_and_reward_scores_under_bfloat16_autocast_match_float32
     full = answer_logprob(model, ids, answer), rm(ids, mask, answer)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = answer_logprob(model, ids, answer), rm(ids, mask, answer)
-    assert mixed[0].dtype == torch.float32  # the sum of each answer's log-probs is kept in float32
+    assert mixed[0].dtype == mixed[1].dtype == torch.float32  # log-probs and their means are kept in float32
     for exact, low in zip(full, mixed, strict=True):
-        torch.testing.assert_close(low.float(), exact, rtol=0.05, atol=0.05)
+        torch.testing.assert_close(low, exact, rtol=0.05, atol=0.05)
+
+
+def test_log_probs_of_bfloat16_logits_are_those_of_the_logits_in_float32():
+    """torch's CPU autocast leaves log_softmax in bfloat16 (CUDA's runs it in float32): log-probs near
+    -6 would be rounded to steps of 1/32, and the reward model's likelihood term with them."""
+    logits = (3 * torch.randn(2, 5, 40, generator=torch.Generator().manual_seed(0))).to(torch.bfloat16)
+    targets = torch.randint(40, (2, 5), generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = gather_logprobs(logits, targets)
+    assert low.dtype == torch.float32
+    exact = F.log_softmax(logits.float(), dim=-1).gather(-1, targets[..., None])[..., 0]  # (2, 5)
+    torch.testing.assert_close(low, exact, rtol=0, atol=0)
 
 
 def test_the_gold_judge_scores_a_reference_in_another_unicode_spelling_as_the_reference():

@@ -203,8 +203,11 @@ def ranking_loss(rewards: Tensor, ranks: Tensor) -> tuple[Tensor, Tensor]:
     The mean is over the batch's pairs, pooled. InstructGPT instead divides each prompt's loss by
     its C(K, 2) pairs, so that every prompt counts once. The two agree when every ranking is whole;
     pooled, a ranking with ties (which give no pair) counts less, in proportion to what it says.
+
+    In float32 whatever the scores' dtype: under bfloat16 autocast the head's scores are bfloat16, and
+    a loss near ln 2 computed in bfloat16 moves in steps of 1/256, too coarse to show it learning.
     """
-    margins = ranked_margins(rewards, ranks)
+    margins = ranked_margins(rewards.float(), ranks)
     return -F.logsigmoid(margins).mean(), ordered_right(margins).mean()
 
 

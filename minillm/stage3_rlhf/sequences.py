@@ -73,8 +73,14 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
 
 
 def gather_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
-    """log softmax(logits)[target] per position: (B, N, V), (B, N) -> (B, N)."""
-    return torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    """log softmax(logits)[target] per position: (B, N, V), (B, N) -> (B, N), in float32.
+
+    Under autocast the logits may be bfloat16, and torch's CPU autocast leaves log_softmax in the
+    logits' dtype: log-probs between -4 and -8 would be rounded to steps of 1/32, and the reward
+    model's mean of them taken in bfloat16 too. From the logits in float32 (as autocast's
+    cross_entropy does) they are the logits' exact log-probs.
+    """
+    return torch.gather(F.log_softmax(logits.float(), dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
 
 
 def answer_logprob(model: nn.Module, ids: Tensor, loss_mask: Tensor) -> Tensor:

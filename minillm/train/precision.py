@@ -2,9 +2,11 @@
 
 `torch.autocast` runs each operation in the precision that suits it: matrix multiplications in
 bfloat16 or float16 (half the memory traffic, and much faster on GPUs with tensor cores), the
-loss in float32 (on CUDA also softmax and layer norm; torch's CPU autocast leaves those in the
-16-bit type). The parameters and the optimizer state stay in float32, so small updates are not
-rounded away.
+cross-entropy loss in float32 (on CUDA also softmax, log_softmax and layer norm; torch's CPU
+autocast leaves those in the 16-bit type, and on both it leaves logsigmoid there). So the
+log-probabilities the reward model reads (`stage3_rlhf.sequences.gather_logprobs`) and its
+ranking loss cast to float32 themselves. The parameters and the optimizer state stay in float32,
+so small updates are not rounded away.
 
 - **bfloat16** keeps float32's exponent range (it just has fewer mantissa bits), so gradients
   neither overflow nor underflow: autocast alone is enough.
