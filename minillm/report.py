@@ -376,7 +376,7 @@ def ceiling_sentence(ceiling: float) -> str:
 
 # what each online-RL run was rewarded by (PPOConfig.reward, GRPOConfig.reward), as report.md says it
 RL_REWARDS = {"model": "the reward model", "verifiable": "a program that checks the answer (RL with verifiable "
-                "rewards)", "gold": "the gold judge itself (an oracle no real run has)"}
+              "rewards)", "gold": "the gold judge itself (an oracle no real run has)"}
 
 
 def _relabelled_rewards_note(j: Journey) -> list[str]:
