@@ -393,6 +393,20 @@ def test_the_scoreboard_refuses_a_run_without_its_tokenizer(untrained_runs, tmp_
         policy_table(notok, untrained_runs / "gpt", {}, records, 1.0, 4, seed=0)
 
 
+def test_the_table_refuses_a_policy_trained_with_another_tokenizer(runs, tmp_path):
+    """The table samples every policy with the SFT run's tokenizer and reads its KL to the SFT model
+    token by token: a policy trained from another SFT run, whose tokenizer has the same size, loaded
+    and scored its ids as other words, without a word of warning."""
+    other = tmp_path / "other"
+    shutil.copytree(runs["sft"], other)
+    saved = json.loads((other / "tokenizer.json").read_text(encoding="utf-8"))
+    saved["pattern"] = r"\S+|\s+"  # the same ids, split otherwise: another tokenizer of the same size
+    (other / "tokenizer.json").write_text(json.dumps(saved), encoding="utf-8")
+    records = [r for r in RECORDS if r["split"] != "train"][:1]
+    with pytest.raises(CheckpointError, match="this policy was trained with another tokenizer"):
+        policy_table(runs["sft"], runs["rm"], {"PPO": (other, 0.0)}, records, 1.0, 4, seed=0)
+
+
 def test_the_tables_kl_and_win_rate_columns_by_hand(runs, tmp_path):
     """KL to the SFT model: 0 for the SFT model itself; for a sampled policy, the mean over its own
     answers of log pi(y) - log pi_SFT(y); for the greedy answer, -log pi_SFT(y) (one answer holds all

@@ -32,6 +32,7 @@ import torch
 from matplotlib.figure import Figure
 
 from minillm.datasets.instructions import is_correct
+from minillm.errors import CheckpointError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import with_stderr
@@ -39,7 +40,7 @@ from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve, pass_at_
 from minillm.stage3_rlhf.preferences import compare_answers, sample_answers
 from minillm.stage3_rlhf.reward_model import best_of_n, best_of_n_kl, load_reward_model
 from minillm.stage3_rlhf.sequences import answers_logprob
-from minillm.train import load_model, load_model_and_tokenizer
+from minillm.train import load_model_and_tokenizer
 from minillm.train.plots import save_figure
 
 BEST_OF = (4, 8)
@@ -69,6 +70,17 @@ def sampled_kl(policy: GPT, sft: GPT, tokenizer: Any, records: Sequence[dict], a
 
 
 @torch.no_grad()
+def load_policy(run_dir: str | Path, tokenizer: Any, sft_dir: str | Path, device: torch.device | str) -> GPT:
+    """A trained policy, refused unless it reads the SFT model's tokens: the table samples it with the SFT
+    run's tokenizer and reads its KL to the SFT model token by token, so a policy trained from another
+    SFT run would be scored on ids that mean other words to it."""
+    policy, policy_tokenizer = load_model_and_tokenizer(run_dir, GPT, device)
+    if policy_tokenizer.to_dict() != tokenizer.to_dict():
+        raise CheckpointError(f"{run_dir}: this policy was trained with another tokenizer than the SFT model of "
+                              f"{sft_dir}; compare policies trained from that SFT run")
+    return policy
+
+
 def policy_table(
     sft_dir: str | Path, rm_dir: str | Path, policies: dict[str, tuple[str | Path, float]], records: Sequence[dict],
     temperature: float, max_new_tokens: int, seed: int, device: torch.device | str = "cpu",
@@ -78,6 +90,8 @@ def policy_table(
     Every model runs on `device`."""
     sft, tokenizer = load_model_and_tokenizer(sft_dir, GPT, device)
     rm = load_reward_model(rm_dir, tokenizer, device, sft_dir)
+    trained = {name: (load_policy(run_dir, tokenizer, sft_dir, device), seconds)  # each checked before any sampling
+               for name, (run_dir, seconds) in policies.items()}
     prompts = [r["prompt"] for r in records]
     baseline = sample_answers(sft, tokenizer, records, temperature, max_new_tokens, seed)
     greedy = generate_answers(sft, tokenizer, prompts, max_new_tokens)  # temperature 0
@@ -88,8 +102,7 @@ def policy_table(
         picked = best_of_n(sft, rm, tokenizer, prompts, n, temperature, max_new_tokens,
                            torch.Generator().manual_seed(seed + n))
         rows[f"best of {n} (reward model)"] = policy_row(records, picked, baseline, best_of_n_kl(n), 0.0)
-    for name, (run_dir, seconds) in policies.items():
-        policy = load_model(run_dir, GPT, device)[0].eval()
+    for name, (policy, seconds) in trained.items():
         answers = sample_answers(policy, tokenizer, records, temperature, max_new_tokens, seed)
         rows[name] = policy_row(records, answers, baseline, sampled_kl(policy, sft, tokenizer, records, answers),
                                seconds)
