@@ -193,10 +193,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     else:
         result = train_clm(cfg.clm, tok, train_docs, val_docs, args.out, resume=args.resume)
         keys = ("val_perplexity", "unigram_perplexity")
-    for key in keys:
-        print(f"{key}: {result.get(key)}")
-    print(f"({SUBSET_NOTE})")
-    print(f"run written to {args.out}")
+    _print_results(args, result, lambda result: f"{_key_lines(result, keys)}\n({SUBSET_NOTE})")
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
@@ -264,8 +261,7 @@ def cmd_sft(args: argparse.Namespace) -> None:
     pretrain_docs = corpus_splits(cfg, args.corpus)[0] if cfg.sft.pretrain_mix > 0 else []
     report = run_sft_with_baselines(cfg.sft, records, args.out, args.init, baselines=not args.no_baselines,
                                     resume=args.resume, pretrain_docs=pretrain_docs)
-    print(format_table(report))
-    print(f"run written to {args.out}")
+    _print_results(args, report, format_table)
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
@@ -326,8 +322,8 @@ def cmd_reward(args: argparse.Namespace) -> None:
     result = train_reward_model(cfg.reward, args.sft, prefs, args.out, records=records, resume=args.resume)
     # gold_agreement is the ceiling (how often the rankings agree with the gold judge); annotator_agreement
     # is how often two noisy rankings of the same answers agree
-    _print_keys(result, ("pairwise_accuracy", "gold_agreement", "annotator_agreement"))
-    print(f"run written to {args.out}")
+    keys = ("pairwise_accuracy", "gold_agreement", "annotator_agreement")
+    _print_results(args, result, lambda result: _key_lines(result, keys))
 
 
 def cmd_ppo(args: argparse.Namespace) -> None:
@@ -349,8 +345,7 @@ def cmd_dpo(args: argparse.Namespace) -> None:
     cfg = build_config(args)
     records = instruction_records(cfg, args.data, args.skip_bad_lines)
     result = train_dpo(cfg.dpo, args.sft, args.prefs, records, args.out, resume=args.resume)
-    print(comparison_lines(result, "DPO"))
-    print(f"run written to {args.out}")
+    _print_results(args, result, lambda result: comparison_lines(result, "DPO"))
 
 
 def cmd_grpo(args: argparse.Namespace) -> None:
@@ -371,9 +366,18 @@ def cmd_grpo(args: argparse.Namespace) -> None:
     print(f"run written to {args.out}")
 
 
-def _print_keys(result: dict, keys: Sequence[str]) -> None:
-    for key in keys:
-        print(f"{key}: {result.get(key)}")
+def _print_results(args: argparse.Namespace, result: dict | None, lines: Callable[[dict], str]) -> None:
+    """Print a trained run's results (`lines` of them) and where the run is written: the end of each command
+    that torchrun may run. Under torchrun a stage returns its results on rank 0 alone, and None on the
+    other ranks (minillm.train.distributed), which print nothing: the results appear once."""
+    if result is None:
+        return
+    print(lines(result))
+    print(f"run written to {args.out}")
+
+
+def _key_lines(result: dict, keys: Sequence[str]) -> str:
+    return "\n".join(f"{key}: {result.get(key)}" for key in keys)
 
 
 def comparison_lines(result: dict, name: str) -> str:

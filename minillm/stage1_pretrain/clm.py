@@ -43,7 +43,7 @@ from minillm.stage1_pretrain.data import (
     write_results,
 )
 from minillm.train import train
-from minillm.train.distributed import leave_unless_main
+from minillm.train.distributed import is_main_process
 from minillm.train.loop import check_resume
 from minillm.utils import seed_everything
 
@@ -122,12 +122,12 @@ def sample_texts(model: GPT, tokenizer, block_size: int) -> list[str]:
 
 
 def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
-              out_dir: str | Path, *, resume: bool = False) -> dict:
+              out_dir: str | Path, *, resume: bool = False) -> dict | None:
     """Pretrain a GPT by next-token prediction on packed documents; write the run to `out_dir`.
 
     The model's vocabulary size is taken from the tokenizer. Returns the final metrics (also in
     `out_dir/results.json` and as the last row of metrics.jsonl): validation perplexity, the
-    unigram baseline's, and samples.
+    unigram baseline's, and samples; None on torchrun's ranks other than 0 (minillm.train.distributed).
     """
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
@@ -152,7 +152,8 @@ def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, evaluate=evaluate,
                    run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="clm",
                    model_kind="gpt", title="GPT next-token loss", log_y=True)
-    leave_unless_main()  # under torchrun, rank 0 alone evaluates and writes the results
+    if not is_main_process():  # under torchrun, rank 0 alone evaluates and writes the results
+        return None
 
     metrics = perplexity(model, streams["val"], T, B)
     metrics["unigram_perplexity"] = unigram_perplexity(streams["train"], streams["val"],

@@ -46,7 +46,7 @@ from minillm.stage1_pretrain.data import (
 )
 from minillm.stage1_pretrain.masking import IGNORE_INDEX, MaskedBatch, mask_tokens
 from minillm.train import train
-from minillm.train.distributed import leave_unless_main
+from minillm.train.distributed import is_main_process
 from minillm.train.loop import check_resume
 from minillm.train.plots import save_figure, text_fonts
 from minillm.utils import seed_everything
@@ -219,13 +219,13 @@ def plot_fill_mask(ranking: Sequence[tuple[str, float]], path: str | Path, title
 
 
 def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
-              out_dir: str | Path, *, resume: bool = False) -> dict:
+              out_dir: str | Path, *, resume: bool = False) -> dict | None:
     """Pretrain a BERT encoder with masked language modelling; write the run to `out_dir`.
 
     The model's vocabulary size is taken from the tokenizer. Returns the final metrics (also
     written to `out_dir/results.json` and as the last row of metrics.jsonl): validation masked
     accuracy and its unigram baseline, the fill-mask demo's prompt and top 5 (see `demo_sentence`;
-    none when no sentence fits the window), and the step count.
+    none when no sentence fits the window), and the step count; None on torchrun's ranks other than 0.
     """
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
@@ -253,7 +253,8 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=batch_loss, count_terms=count_blanks,
                    evaluate=evaluate, run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="mlm",
                    model_kind="bert", title="BERT masked-LM loss", log_y=True)
-    leave_unless_main()  # under torchrun, rank 0 alone evaluates and writes the results
+    if not is_main_process():  # under torchrun, rank 0 alone evaluates and writes the results
+        return None
 
     metrics = evaluate_mlm(model, cfg, tokenizer, streams["val"], most_frequent_id)
     sentence = demo_sentence(tokenizer, train_docs, val_docs, T)

@@ -44,7 +44,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft, training_records
 from minillm.stage2_sft.template import check_room_for_prompt, decode_response, encode_prompt
 from minillm.train import load_model_and_tokenizer
-from minillm.train.distributed import leave_unless_main
+from minillm.train.distributed import is_main_process
 from minillm.train.plots import save_figure
 from minillm.utils import beside, in_one_thread, resolve_device, write_json
 
@@ -211,7 +211,7 @@ def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir
 def run_sft_with_baselines(
     cfg: SFTConfig, records: list[dict], out_dir: str | Path, init_dir: str | Path,
     *, baselines: bool = True, resume: bool = False, pretrain_docs: Sequence[str] = (), side_by_side: bool = False,
-) -> dict:
+) -> dict | None:
     """SFT from `init_dir` into `out_dir`, then score it and the base model (and, with `baselines`,
     SFT from scratch and single-family SFT) on the same test records.
 
@@ -221,7 +221,7 @@ def run_sft_with_baselines(
     Writes out_dir/metrics.json (the table), out_dir/exact_match.png and out_dir/answers.jsonl.
     Returns the pipeline's "sft" record: seconds (SFT training time), exact_match, base_exact_match,
     scratch_exact_match, single_family_exact_match, the number of test questions per split, and the
-    per-family table under "models".
+    per-family table under "models"; None on torchrun's ranks other than 0 (minillm.train.distributed).
     """
     out_dir = Path(out_dir)
     started = time.perf_counter()
@@ -237,7 +237,8 @@ def run_sft_with_baselines(
         sft_run = train_sft(cfg, records, out_dir, init_dir=init_dir, resume=resume, pretrain_docs=pretrain_docs)
         if baselines:
             runs.update(train_baselines(cfg, records, out_dir, init_dir, resume, pretrain_docs))
-    leave_unless_main()  # under torchrun, rank 0 alone answers the tests and writes the table
+    if not is_main_process():  # under torchrun, rank 0 alone answers the tests and writes the table
+        return None
     tests = select_test_records(records, cfg.eval_per_family)
     table, answers = {}, {}
     for name, run_dir in runs.items():

@@ -47,7 +47,7 @@ from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft.template import ChatExample, TemplateStats, check_room_for_prompt, encode_records
 from minillm.train import load_model, load_model_and_tokenizer, train
 from minillm.train.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
-from minillm.train.distributed import is_main_process
+from minillm.train.distributed import is_main_process, rank_zero_first
 from minillm.train.optim import make_optimizer
 from minillm.utils import seed_everything, to_device
 
@@ -275,8 +275,10 @@ def train_sft(
                     "model": to_dict(model.config)},
         tokenizer=tokenizer, resume=resume, desc=name, title=title,
     )
-    if lora and is_main_process():  # (rank 0's checkpoint; a baseline may train next, so no rank leaves yet)
-        save_lora_run(model, cfg.lora, out_dir)
+    if lora:
+        if is_main_process():  # (rank 0's checkpoint)
+            save_lora_run(model, cfg.lora, out_dir)
+        rank_zero_first(device)  # under torchrun the next stage reads the merged checkpoint on every rank
     losses = [h["loss"] for h in result["history"] if "loss" in h]
     return {
         **result,

@@ -52,7 +52,7 @@ from minillm.stage3_rlhf.preferences import (
 )
 from minillm.stage3_rlhf.sequences import answer_logprob
 from minillm.train import load_model_and_tokenizer, train
-from minillm.train.distributed import leave_unless_main
+from minillm.train.distributed import is_main_process
 from minillm.utils import resolve_device, seed_everything, to_device, write_json
 
 
@@ -149,11 +149,12 @@ def make_dpo_loss(beta: float, nll_coef: float = 0.0):
 def train_dpo(
     cfg: DPOConfig, sft_dir: str | Path, prefs_path: str | Path, records: list[dict], out_dir: str | Path, *,
     resume: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """DPO from the SFT run `sft_dir` on the rankings of `prefs_path`; write the run folder `out_dir`.
 
     The policy is saved like any GPT run (`load_model(out_dir, GPT)`). Returns {"win_rate_vs_sft",
-    "gold_sft", "gold_after", "pair_accuracy" (held-out pairs), "n_pairs", "seconds", "history", "examples"}.
+    "gold_sft", "gold_after", "pair_accuracy" (held-out pairs), "n_pairs", "seconds", "history", "examples"};
+    None on torchrun's ranks other than 0 (minillm.train.distributed).
     """
     start = time.perf_counter()
     test_records = heldout_records(records, cfg.eval_prompts, 0)  # checked now, not after all the training
@@ -179,7 +180,8 @@ def train_dpo(
                    run_config={"dpo": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
                    tokenizer=tokenizer, resume=resume, desc="dpo", model_kind="gpt",
                    title="DPO loss" + (f" + {cfg.nll_coef:g} x chosen answer's NLL" if cfg.nll_coef else ""))
-    leave_unless_main()  # under torchrun, rank 0 alone compares the policies and writes the results
+    if not is_main_process():  # under torchrun, rank 0 alone compares the policies and writes the results
+        return None
     policy.eval()
     with torch.no_grad():
         held_out = to_device(collate_pairs(splits["val"], tokenizer.pad_id), next(policy.parameters()).device)

@@ -84,7 +84,7 @@ from minillm.stage3_rlhf.sequences import (
 )
 from minillm.train import load_checkpoint, load_model_and_tokenizer, save_checkpoint, train
 from minillm.train.checkpoint import CKPT_NAME
-from minillm.train.distributed import leave_unless_main
+from minillm.train.distributed import is_main_process
 from minillm.utils import seed_everything, to_device, write_json
 
 
@@ -300,14 +300,14 @@ def set_normalisation(model: RewardModel, rankings: Sequence[EncodedRanking], pa
 def train_reward_model(
     cfg: RewardConfig, sft_dir: str | Path, prefs_path: str | Path, out_dir: str | Path, *,
     records: Sequence[dict] | None = None, resume: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Train a reward model from the SFT run `sft_dir` on the rankings of `prefs_path`; write `out_dir`.
 
     `records` (the instruction records, matched to rankings by "id") is optional: with it, the
     annotator's agreement with itself and with the gold judge is reported next to the accuracy.
     Returns {"pairwise_accuracy" (held-out rankings), "train_accuracy", "annotator_agreement",
     "gold_agreement", "reward_mean", "reward_std", "n_train", "n_test", "skipped" (too long for the
-    context, or every answer tied), "seconds", "history"}.
+    context, or every answer tied), "seconds", "history"}; None on torchrun's ranks other than 0.
     """
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
@@ -334,7 +334,8 @@ def train_reward_model(
                    run_config={"reward": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
                    tokenizer=tokenizer, resume=resume, desc="reward", model_kind="reward",
                    title="Reward model ranking loss")
-    leave_unless_main()  # under torchrun, rank 0 alone normalises, evaluates and writes the results
+    if not is_main_process():  # under torchrun, rank 0 alone normalises, evaluates and writes the results
+        return None
     # Reward normalisation: the SFT model's own answers (those in the rankings) score mean 0, std 1.
     mean, std = set_normalisation(rm, splits["train"], tokenizer.pad_id)
     ckpt_path = Path(out_dir) / CKPT_NAME

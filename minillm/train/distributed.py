@@ -13,9 +13,14 @@ machine) and WORLD_SIZE (N). Every copy holds a full replica of the model. At ea
    stay identical without ever sending weights around.
 
 Only rank 0 writes files (checkpoints, metrics, plots); the others wait at a barrier when they
-must not run ahead of a file being written. Once a command's training is done, the other ranks leave
-(`leave_unless_main`): the final evaluation, the result files and the printed results are rank 0's
-alone. Run outside torchrun, everything here degrades to a single process with no communication at all.
+must not run ahead of a file being written. Once a stage's training is done, its function returns None
+on the other ranks (`if not is_main_process(): return None`, right after the training): the final
+evaluation, the result files and the results, returned and printed, are rank 0's alone (the others
+would only repeat them and write the same files beside rank 0). The function returns, it does not
+end the process: a script that trains two stages in a row goes on to the second on every rank, and
+the other ranks wait there for rank 0, at the second training's first exchange (DDP's copy of the
+weights), until it is done evaluating the first. Run outside torchrun, everything here degrades to a
+single process with no communication at all.
 
 The process group is joined once per process and left when the process exits: a command that trains
 several runs in a row (`sft` and its baselines) trains them all in one group. Leaving it after each
@@ -27,7 +32,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -98,26 +102,14 @@ def is_main_process() -> bool:
     """True on rank 0, and in a process that torchrun did not start (read before the group is joined).
     A RANK without a WORLD_SIZE above 1 (left in the environment by a scheduler, say) is one process
     alone, as init_distributed reads it: it trains and writes as rank 0, so it evaluates and writes the
-    results too, instead of leaving (leave_unless_main) without them."""
+    results too, instead of returning without them."""
     return launched_world_size() <= 1 or os.environ.get("RANK", "0") == "0"
-
-
-def leave_unless_main() -> None:
-    """End this process here, with exit status 0, unless it is rank 0 (or torchrun did not start it).
-
-    A stage calls it once its last training run is done. Every rank has trained, and the weights are in
-    rank 0's checkpoint; what is left (the final evaluation, result files, plots, the printed results)
-    needs no other rank, which would only repeat it and write the same files beside rank 0. torchrun
-    waits for rank 0 to finish. Rank 0 and a single process go on, so a stage's function returns its
-    results there only.
-    """
-    if not is_main_process():
-        sys.exit(0)
 
 
 def rank_zero_first(device: torch.device) -> None:
     """Under torchrun, hold every rank here until all get here: rank 0 comes once it has written a file
-    (reward's rankings) that the others then read. Nothing to wait for on a single process."""
+    (reward's rankings, LoRA's merged checkpoint) that the others then read. Nothing to wait for on a
+    single process."""
     barrier(init_distributed(device)[0])
 
 
