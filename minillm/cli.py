@@ -511,10 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("generate", help="sample a continuation with a trained GPT")
-    p.add_argument("--ckpt", required=True, help="a CLM, SFT or PPO run folder")
+    p.add_argument("--ckpt", required=True, help="a CLM run folder (an SFT, PPO, DPO or GRPO one too, but the "
+                   "prompt is continued as plain text, without the chat template: to ask those a question, use `chat`)")
     p.add_argument("prompt", type=_utf8_text)
     p.add_argument("--max-new-tokens", type=positive_int, default=60, help="stop after this many tokens at most "
-                   "(sooner at <eos>, the end of a document)")
+                   "(sooner at <eos>, the end of a document, or where the model's context window is full)")
     p.add_argument("--temperature", type=_temperature, default=0.8, help="0 = greedy; higher = more varied")
     p.add_argument("--top-k", type=positive_int, default=50, help="sample from the k likeliest tokens only")
     _add_top_p_arg(p)
@@ -541,7 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sft)
 
     p = sub.add_parser("chat", help="talk to an instruction-tuned GPT in the terminal")
-    p.add_argument("--ckpt", required=True)
+    p.add_argument("--ckpt", required=True, help="an SFT, PPO, DPO or GRPO run folder (a CLM run never saw the "
+                   "chat template: it continues the template's text instead of answering)")
     p.add_argument("--max-new-tokens", type=positive_int, default=48)
     p.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=positive_int, default=None,

@@ -485,7 +485,7 @@ CLI_TABLE = [
     Bad("fill-mask text with two [MASK]", ("fill-mask", "--ckpt", "{ws}/bert", "[MASK] and [MASK]"),
         ModelInputError, ("exactly one [MASK]", "found 2")),
     Bad("prompt longer than the context", ("generate", "--ckpt", "{ws}/gpt", "word " * 40), ModelInputError,
-        ("longer than the context block_size=16", "truncate")),
+        ("the prompt is", "tokens with <bos>", "context holds 16", "shorten the prompt to at most 14 tokens")),
     Bad("negative temperature", ("generate", "--ckpt", "{ws}/gpt", "hi", "--temperature", "-1"),
         SystemExit, ("--temperature", "'-1' is not a temperature", ">= 0")),
     Bad("--device cuda without CUDA", (*NEW_RUN, "--device", "cuda"), ConfigError,

@@ -510,6 +510,22 @@ def test_generate_with_a_tiny_top_p_is_greedy(untrained_runs, capsys):
     assert nucleus[1] == greedy[1] != sampled[1]
 
 
+def test_generate_and_chat_help_say_which_runs_answer_questions(capsys):
+    """`generate --ckpt` named SFT and PPO runs without a word that their prompt is not wrapped in the
+    chat template (a question came back continued, not answered), and `chat --ckpt` had no help."""
+    _, generate_help, _ = run(["generate", "--help"], capsys)
+    _, chat_help, _ = run(["chat", "--help"], capsys)
+    assert "without the chat template" in " ".join(generate_help.split())
+    assert "where the model's context window is full" in " ".join(generate_help.split())
+    assert "an SFT, PPO, DPO or GRPO run folder" in " ".join(chat_help.split())
+
+
+def test_a_sentence_longer_than_the_context_is_refused_without_naming_a_cache(untrained_runs, capsys):
+    """A BERT has no KV cache, but its refusal read "sequence of N tokens (0 cached + N new)"."""
+    code, _, err = run(["fill-mask", "--ckpt", str(untrained_runs / "bert"), "rain " * 40 + "[MASK]."], capsys)
+    assert code == 2 and "is longer than the context block_size=32" in err and "cached" not in err
+
+
 def test_chat_answers_each_line_until_end_of_input(untrained_runs, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n\nhow is the river?\n"))
     code, out, err = run(["chat", "--ckpt", str(untrained_runs / "gpt"), "--max-new-tokens", "3"], capsys)

@@ -228,12 +228,17 @@ def test_a_finished_run_resumed_logs_its_final_evaluation_once(tmp_path, corpus,
     assert (tmp_path / "metrics.jsonl").read_text(encoding="utf-8") == once
 
 
-def test_a_prompt_that_fills_the_window_is_named_as_such_not_as_max_new_tokens_0(tokenizer):
+def test_a_prompt_that_fills_the_window_is_named_as_such_not_as_max_new_tokens(tokenizer):
+    """It was refused as "prompt (8) + max_new_tokens (1) = 9 exceeds block_size=8; shorten one of
+    them", a max_new_tokens of 1 that nobody asked for (60 here) and that no shortening helps."""
     model = GPT(ModelConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=8))
     prompt = "\x01" * 7  # 7 byte tokens: with <bos> they fill the 8-token window
     assert len(tokenizer.encode(prompt)) == 7
-    with pytest.raises(ModelInputError, match=r"prompt \(8\) \+ max_new_tokens \(1\) = 9 exceeds block_size=8"):
-        generate_text(model, tokenizer, prompt, max_new_tokens=60)
+    for too_long in (prompt, prompt * 3):  # filling the window, and overflowing it
+        with pytest.raises(ModelInputError, match="^the prompt is .* tokens with <bos>, and the model's context holds "
+                                                  "8: no room is left to continue it; shorten the prompt to at most "
+                                                  "6 tokens$"):
+            generate_text(model, tokenizer, too_long, max_new_tokens=60)
     assert generate_text(model, tokenizer, prompt[:-1], max_new_tokens=60).startswith(prompt[:-1])  # room for 1
 
 

@@ -240,8 +240,9 @@ def check_model_inputs(
     past_length = 0 if cache is None else cache.length
     total = past_length + ids.shape[1]
     if total > config.block_size:
+        parts = "" if cache is None else f" ({past_length} cached + {ids.shape[1]} new)"  # no cache: no split to name
         raise ModelInputError(
-            f"sequence of {total} tokens ({past_length} cached + {ids.shape[1]} new) is longer than the "
+            f"sequence of {total} tokens{parts} is longer than the "
             f"context block_size={config.block_size}; truncate the input or train with a larger block_size"
         )
     if attention_mask is not None and attention_mask.shape != ids.shape:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minillm.config import CLMConfig, to_dict
+from minillm.errors import ModelInputError
 from minillm.model import GPT
 from minillm.stage1_pretrain.data import (
     SUBSET_WINDOWS,
@@ -90,16 +91,20 @@ def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 60, 
                   top_k: int | None = 40, seed: int = 0, top_p: float | None = None) -> str:
     """Continue `prompt` (a document start, after `<bos>`) and return prompt + continuation.
 
-    Sampling stops at `<eos>`, the end of a document. The same seed draws the same random numbers
-    on any device (they are drawn on the CPU), so it gives the same text, unless another device's
-    float rounding of the logits changes a token.
+    Sampling stops at `<eos>`, the end of a document, or where the context window is full. The same
+    seed draws the same random numbers on any device (they are drawn on the CPU), so it gives the
+    same text, unless another device's float rounding of the logits changes a token. A prompt that
+    leaves no room in the window is refused (ModelInputError).
     """
     device = next(model.parameters()).device
     ids = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(prompt)]], device=device)  # (1, T0)
-    room = model.config.block_size - ids.shape[1]  # positions the window has left after the prompt
-    # With no room left we still ask for one token, so that the model's check names the real problem
-    # (the prompt fills the window), not "max_new_tokens=0".
-    max_new_tokens = min(max_new_tokens, max(room, 1))
+    block_size = model.config.block_size
+    room = block_size - ids.shape[1]  # positions the window has left after the prompt
+    if room < 1:
+        raise ModelInputError(f"the prompt is {ids.shape[1]} tokens with <bos>, and the model's context holds "
+                              f"{block_size}: no room is left to continue it; shorten the prompt to at most "
+                              f"{block_size - 2} tokens")
+    max_new_tokens = min(max_new_tokens, room)
     out = model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          eos_id=tokenizer.eos_id, generator=torch.Generator().manual_seed(seed))
     new_ids = out.new_ids[0][out.response_mask[0]].tolist()
