@@ -23,7 +23,7 @@
 #
 # Run it: `python lessons/10_grpo_and_verifiable_rewards.py [SFT_RUN_DIR] [REWARD_RUN_DIR] [--fresh]`,
 # or step through its cells. After the pipeline it reuses the pipeline's GRPO runs and table and
-# takes 2-3 s; without them it trains GRPO here (1-3 minutes on a 2-core CPU).
+# takes 3-4 s; without them it trains GRPO here (1-3 minutes on a 2-core CPU).
 
 # %%
 from __future__ import annotations
