@@ -664,7 +664,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"minillm: error: {out_of_memory_line(err)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print(f"minillm: interrupted{_resume_hint(args, argv)}", file=sys.stderr)
+            if _torchrun_rank() in (None, 0):  # under torchrun every rank gets the Ctrl-C: rank 0 says it once
+                print(f"minillm: interrupted{_resume_hint(args, argv)}", file=sys.stderr)
             return 130
     return 0
 
@@ -741,7 +742,19 @@ def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
     where = f"last saved at step {saved[1]} ({saved[0]})" if saved else "no checkpoint saved yet"
     if args.func is cmd_pipeline:
         where += "; finished steps are kept"
+    if _torchrun_rank() is not None:  # (a resume is bit-exact with the same number of processes)
+        return f"; {where}. Continue with the same torchrun launch, of: {again}"
     return f"; {where}. Continue with: {again}"
+
+
+def _torchrun_rank() -> int | None:
+    """This process's rank among those torchrun launched; None when torchrun launched one process or
+    none, and where torch is half-imported (a Ctrl-C during `import torch`, before any rank trained)."""
+    try:
+        from minillm.train.distributed import launched_world_size
+    except (ImportError, AttributeError):
+        return None
+    return int(os.environ.get("RANK", "0")) if launched_world_size() > 1 else None
 
 
 # What torch says when memory runs out: on a GPU (torch.OutOfMemoryError), on Apple's GPU, on the CPU

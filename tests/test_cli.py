@@ -933,6 +933,23 @@ def test_ctrl_c_says_which_step_is_saved_and_how_to_go_on(monkeypatch, capsys, t
                                    f"Continue with: minillm pipeline --out {tmp_path / 'p'}\n")  # (without --force)
 
 
+def test_ctrl_c_under_torchrun_is_said_once_and_names_the_torchrun_launch(monkeypatch, capsys, tmp_path):
+    """torchrun passes a Ctrl-C to every rank: each printed the interrupted line, with a hint to go on
+    with one process, whose resume is not bit-exact with dropout (another number of processes)."""
+    def interrupted_training(args) -> None:
+        save_checkpoint(Path(args.out) / "ckpt.pt", {"step": 40})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_pretrain", interrupted_training)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert run(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "rank1")], capsys)[0::2] == (130, "")
+    monkeypatch.setenv("RANK", "0")  # (in a folder of its own: rank 1 marks no folder as a run)
+    code, _, err = run(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "run")], capsys)
+    assert code == 130 and err.endswith("Continue with the same torchrun launch, of: minillm pretrain clm --preset "
+                                        f"micro --out {tmp_path / 'run'} --resume\n"), err
+
+
 def test_ctrl_c_while_torch_is_being_imported_still_exits_130_with_the_command_that_goes_on(
         monkeypatch, capsys, tmp_path):
     """A Ctrl-C in a run's first second lands in `import torch` and leaves torch half-imported: the
