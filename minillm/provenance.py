@@ -94,9 +94,13 @@ def saved_record(path: Path) -> object:
         return None
 
 
-def resumed_record(config_path: Path, record: dict[str, object]) -> dict[str, object]:
-    """`record` for a run resumed from the one whose config.json is at `config_path`. Made by other code,
-    that run is noted in one line, and its record kept under "resumed_from": the run is now both's."""
+def run_record(config_path: Path, device: torch.device | str | None, resumed: bool) -> dict[str, object]:
+    """The record a run's config.json (at `config_path`) gets: this code's on `device` (`made_by`). A
+    resumed run made by other code is noted in one line, and the earlier record kept under
+    "resumed_from": the run is now both's."""
+    record = made_by(device)
+    if not resumed:
+        return record
     earlier = saved_record(config_path)
     if isinstance(earlier, dict) and code_text(earlier) == code_text(record):  # the same code trained last
         return {**earlier, **record}  # (the code it was resumed from before, if any, stays)

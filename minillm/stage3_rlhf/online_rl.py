@@ -19,7 +19,7 @@ from tqdm import tqdm
 from minillm.config import TrainConfig, to_dict
 from minillm.errors import CheckpointError, DataError, TrainingError
 from minillm.model import GPT
-from minillm.provenance import MADE_BY, made_by, resumed_record
+from minillm.provenance import MADE_BY, run_record
 from minillm.stage3_rlhf.preferences import comparison_summary, heldout_records
 from minillm.train import load_checkpoint, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME, short_reason
@@ -87,7 +87,7 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_confi
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics(metrics_path, history)
     tokenizer.save(out_dir / TOKENIZER_NAME)
-    record = resumed_record(out_dir / CONFIG_NAME, made_by(device)) if state else made_by(device)
+    record = run_record(out_dir / CONFIG_NAME, device, resumed=bool(state))
     write_json(out_dir / CONFIG_NAME, {**run_config, MADE_BY: record})
     return first_step, history, state
 

@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from minillm.config import TrainConfig, at_defaults, diff_configs, to_dict
 from minillm.errors import CheckpointError, ConfigError, DataError
-from minillm.provenance import MADE_BY, made_by, resumed_record
+from minillm.provenance import MADE_BY, run_record
 from minillm.tokenizer import load_tokenizer
 from minillm.train.checkpoint import (
     CKPT_NAME,
@@ -491,7 +491,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     history = read_metrics(metrics_path, up_to_step=start_step)  # a resume drops rows after the checkpoint
     if ctx.is_main:
         write_metrics(metrics_path, history)
-        record = made_by(device) if start_step == 0 else resumed_record(out_dir / CONFIG_NAME, made_by(device))
+        record = run_record(out_dir / CONFIG_NAME, device, resumed=start_step > 0)
         write_json(out_dir / CONFIG_NAME, {"run": run_config, "train": to_dict(cfg), "model_kind": model_kind,
                                            "model": model_config_dict(model), "world_size": ctx.world_size,
                                            MADE_BY: record})
