@@ -42,7 +42,7 @@ from minillm.config import preset, to_dict
 from minillm.lessons import lesson_args, lesson_dir, own_run, stage3_inputs
 from minillm.model import GPT
 from minillm.stage3_rlhf.annotator import gold_score
-from minillm.stage3_rlhf.ppo import gae, reward_hacking, rollout, train_ppo
+from minillm.stage3_rlhf.ppo import gae, per_token_rewards, reward_hacking, rollout, train_ppo
 from minillm.stage3_rlhf.preferences import heldout_records
 from minillm.stage3_rlhf.reward_model import load_reward_model, train_reward_model
 from minillm.train import load_model_and_tokenizer
@@ -75,13 +75,13 @@ def step1_dissect(sft: Path, rm_dir: Path, records: list[dict]) -> None:
     print(f"  prompt: {records[0]['prompt']}\n  answer: {ro.answers[0]!r}  (reward model score "
           f"{ro.rm_score[0].item():+.2f}, <eos>: {bool(ro.has_eos[0])})")
     print("  token            log pi  log ref  KL=pi-ref   reward    value  advantage  whitened")
-    rewards = -CFG.ppo.kl_coef * ro.kl[0]
-    rewards[n - 1] += ro.score[0]
-    raw = gae(rewards[None], ro.values[:1], ro.mask[:1], CFG.ppo.gamma, CFG.ppo.lam)[0][0]  # before whitening
+    # the rewards the rollout handed to GAE (it keeps only GAE's output): -beta * KL, + the score on the last token
+    rewards, _ = per_token_rewards(ro.score, ro.logprobs, ro.ref_logprobs, ro.mask, CFG.ppo.kl_coef)  # (1, N)
+    raw = gae(rewards, ro.values, ro.mask, CFG.ppo.gamma, CFG.ppo.lam)[0][0]  # before whitening
     pieces = [tokenizer.id_to_piece(int(i)) for i in ro.ids[0, -ro.mask.shape[1]:][:n]]  # the answer's tokens
     for t, piece in enumerate(pieces):
         print(f"  {piece!r:15s} {ro.logprobs[0, t]:8.3f} {ro.ref_logprobs[0, t]:8.3f} {ro.kl[0, t]:10.4f} "
-              f"{rewards[t]:8.3f} {ro.values[0, t]:8.3f} {raw[t]:10.3f} {ro.advantages[0, t]:9.3f}")
+              f"{rewards[0, t]:8.3f} {ro.values[0, t]:8.3f} {raw[t]:10.3f} {ro.advantages[0, t]:9.3f}")
     # A token whose advantage changes sign when whitened, if there is one (which way depends on the draw).
     flipped = next((t for t in range(n) if raw[t] * ro.advantages[0, t] < 0), None)
     example = "" if flipped is None else (f": here {pieces[flipped]!r} goes {raw[flipped]:+.3f} -> "

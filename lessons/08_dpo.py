@@ -187,8 +187,8 @@ step3_table(dpo, best.result)
 #    0.62, 0.61 and 0.59 (each ± 0.03). At 0.02 the DPO loss's gradient is small (beta times the
 #    margin's), so the NLL term leads: fewer held-out pairs ordered right (70% against 73%), the
 #    chosen answers more likely than at 0.3.
-# 2. Only the best and worst answer of each ranking (one pair instead of up to six): edit
-#    dpo.encode_pairs to make one pair per ranking, `best_and_worst(ranking["ranking"])` (annotator.py).
+# 2. Only the best and worst answer of each ranking (one pair instead of up to six): CFG.dpo.pairs =
+#    "best_and_worst" (`--set dpo.pairs=best_and_worst` on the command line).
 #    Fewer comparisons, but not a weaker result: in the tiny run of 7cb820d its 395 pairs (against
 #    2071) won 0.625 against 0.61 (each ± 0.03), with fewer flawed answers (0.03 against 0.08) and
 #    further from the SFT model (KL 0.53 against 0.29 nats): here the clearest pair of each ranking

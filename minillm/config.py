@@ -479,11 +479,15 @@ class GRPOConfig:
         _in_range(c, "no_eos_penalty", self.no_eos_penalty, -100.0, 100.0)
 
 
+DPO_PAIRS = ("all", "best_and_worst")  # DPOConfig.pairs: which pairs of a ranking DPO trains on
+
+
 @dataclass
 class DPOConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup_steps=5, max_steps=100))
     beta: float = 0.1  # how far from the reference the implicit reward lets the policy move
     nll_coef: float = 0.0  # weight of the chosen answers' own NLL per token (RPO; Llama 3 used 0.2)
+    pairs: str = "all"  # from each ranking: "all" its (better, worse) pairs, or only "best_and_worst"
     eval_prompts: int = 200  # held-out prompts on which the win rate against the SFT model is measured
     temperature: float = 1.0  # sampling temperature of the answers compared with the SFT model's
     max_new_tokens: int = 32
@@ -491,6 +495,7 @@ class DPOConfig:
     def __post_init__(self) -> None:
         _in_range("DPOConfig", "beta", self.beta, 0.0, 100.0, lo_open=True)
         _in_range("DPOConfig", "nll_coef", self.nll_coef, 0.0, 100.0)
+        _one_of("DPOConfig", "pairs", self.pairs, DPO_PAIRS)
         _positive_int("DPOConfig", "eval_prompts", self.eval_prompts)
         _positive_int("DPOConfig", "max_new_tokens", self.max_new_tokens)
         _in_range("DPOConfig", "temperature", self.temperature, MIN_TEMPERATURE, 10.0)

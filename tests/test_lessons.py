@@ -134,6 +134,17 @@ def test_lesson_8s_best_of_n_keeps_a_run_for_each_n():
     assert f"`{n.id} = 8`" in prose(ROOT / "lessons" / "08_dpo.py")  # and Try this 5 says to set it
 
 
+def test_a_lesson_takes_the_kl_leash_from_the_library_not_from_a_copy_of_its_formula():
+    """Lessons use the library's own functions rather than a private copy of them (the design). Lesson
+    7's rollout table built PPO's per-token rewards itself, -kl_coef * KL plus the score on the last
+    token, beside `ppo.per_token_rewards`, which the rollout uses: a change to one would not reach the
+    other, and the table would show rewards that PPO never used. No lesson computes with a kl_coef."""
+    copies = [f"{path.name}:{node.lineno}: {ast.unparse(node)}" for path in LESSONS
+              for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+              if isinstance(node, ast.BinOp) and "kl_coef" in ast.unparse(node)]
+    assert not copies, copies
+
+
 @pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
 def test_a_lesson_loads_what_it_reads_text_with_through_the_checked_loaders(path):
     """A run named on a lesson's command line may have lost its tokenizer.json: `load_model` then gives

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from _train_worker import assert_accumulation_changes_nothing
 
-from minillm.config import ModelConfig, apply_overrides, preset
+from minillm.config import DPOConfig, ModelConfig, apply_overrides, preset
+from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example
@@ -168,6 +169,25 @@ def test_dpo_pairs_put_the_better_answer_first_and_leave_out_answers_that_do_not
 
     # by hand: 2 beats 0, 3 and 1; 0 and 3 tie (no pair) and beat 1; every pair with 1 is left out
     assert [(chosen.ids, rejected.ids) for chosen, rejected in pairs] == [(ids(2), ids(0)), (ids(2), ids(3))]
+
+
+
+def test_dpo_pairs_best_and_worst_is_a_setting_one_pair_per_ranking():
+    """Lesson 8's Try this 2 trains on each ranking's best answer against its worst alone. The design
+    wants the internals an experiment changes to be settings, not edits: it asked the reader to edit
+    dpo.encode_pairs. `dpo.pairs=best_and_worst` gives that one pair (a tie at the top or the bottom:
+    its first answer); a ranking whose answers all tie gives none, as with every pair."""
+    tok = train_tokenizer(["Which is it? It is a. It is b. It is c. It is d."] * 5, 270, progress=False)
+    answers = ["It is a.", "It is b.", "It is c.", "It is d."]
+    rankings = [{"prompt": "Which is it?", "answers": answers, "ranking": [2, [0, 3], 1]},
+                {"prompt": "Which is it?", "answers": answers, "ranking": [[1, 0], 3, 2]},
+                {"prompt": "Which is it?", "answers": answers, "ranking": [[0, 1, 2, 3]]}]
+    pairs = encode_pairs(tok, rankings, block_size=32, which="best_and_worst")
+    ids = [encode_example(tok, "Which is it?", a, 32).ids for a in answers]
+    assert [(chosen.ids, rejected.ids) for chosen, rejected in pairs] == [(ids[2], ids[1]), (ids[1], ids[2])]
+    assert apply_overrides(DPOConfig(), ["pairs=best_and_worst"]).pairs == "best_and_worst"
+    with pytest.raises(ConfigError, match="DPOConfig.pairs"):
+        DPOConfig(pairs="best")
 
 
 # ---------------------------------------------------------------- PPO's pieces

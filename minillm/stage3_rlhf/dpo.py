@@ -40,7 +40,7 @@ from minillm.config import DPOConfig, to_dict
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, check_room_for_prompt, encode_example
-from minillm.stage3_rlhf.annotator import ranking_to_pairs
+from minillm.stage3_rlhf.annotator import best_and_worst, ranking_to_pairs
 from minillm.stage3_rlhf.preferences import (
     EVAL_SEED,
     compare_policies,
@@ -83,13 +83,19 @@ class EncodedPair:
     ref_rejected: float
 
 
-def encode_pairs(tokenizer: Any, rankings: Sequence[dict], block_size: int) -> list[tuple[ChatExample, ChatExample]]:
-    """Every (better, worse) pair of every ranking, in the chat template; pairs that do not fit are left out."""
+def encode_pairs(tokenizer: Any, rankings: Sequence[dict], block_size: int,
+                 which: str = "all") -> list[tuple[ChatExample, ChatExample]]:
+    """The (better, worse) pairs of every ranking, in the chat template; pairs that do not fit are left out.
+
+    which="all": every pair a ranking implies (up to 6 from 4 answers); "best_and_worst" (DPOConfig.pairs):
+    only its best answer against its worst, the clearest comparison and one pair per ranking.
+    """
     pairs = []
     for ranking in rankings:
         answers = [encode_example(tokenizer, ranking["prompt"], a, block_size) for a in ranking["answers"]]
-        pairs += [(answers[w], answers[l]) for w, l in ranking_to_pairs(ranking["ranking"])
-                  if answers[w] is not None and answers[l] is not None]
+        chosen = (ranking_to_pairs(ranking["ranking"]) if which == "all"
+                  else [pair for pair in [best_and_worst(ranking["ranking"])] if pair is not None])
+        pairs += [(answers[w], answers[l]) for w, l in chosen if answers[w] is not None and answers[l] is not None]
     return pairs
 
 
@@ -164,7 +170,7 @@ def train_dpo(
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "DPOConfig.max_new_tokens")
     reference = copy.deepcopy(policy).requires_grad_(False).eval()
     train_rankings, test_rankings = split_rankings(read_preferences(prefs_path))
-    splits = {name: with_reference(reference, encode_pairs(tokenizer, rankings, policy.config.block_size),
+    splits = {name: with_reference(reference, encode_pairs(tokenizer, rankings, policy.config.block_size, cfg.pairs),
                                    tokenizer.pad_id)
               for name, rankings in (("train", train_rankings), ("val", test_rankings))}
     if not splits["train"] or not splits["val"]:
