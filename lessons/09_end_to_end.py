@@ -37,7 +37,7 @@ import sys
 import time
 from pathlib import Path
 
-from minillm.config import apply_overrides, preset
+from minillm.config import PRESETS, apply_overrides, preset
 from minillm.errors import one_line_errors
 from minillm.lessons import PIPELINE_DIR, ROOT, in_notebook, pipeline_journey
 from minillm.model import GPT, Bert
@@ -51,7 +51,7 @@ from minillm.utils import resolve_device
 
 one_line_errors()  # a mistake in the input ends the lesson with one line, not a traceback
 parser = argparse.ArgumentParser(description="Lesson 9: the whole journey, stage by stage")
-parser.add_argument("--preset", default="tiny", choices=("micro", "tiny", "small"))
+parser.add_argument("--preset", default="tiny", choices=PRESETS)
 parser.add_argument("--out", default=None, help="run the journey in OUT/PRESET (default: runs/tiny for the "
                     "tiny preset, where the pipeline writes; runs/lessons/09/PRESET otherwise)")
 parser.add_argument("--fresh", action="store_true", help="delete earlier steps in that folder and start over")

@@ -91,7 +91,8 @@ class ModelConfig:
     dropout: float = 0.0
     bias: bool = True
     norm: str = "pre"  # "pre": LayerNorm before each sub-layer (GPT-2); "post": after the residual (BERT)
-    activation: str = "gelu_tanh"  # the plain MLP's GELU: GPT-2's tanh approximation, or BERT's exact erf "gelu"
+    # the plain MLP's activation (blocks.make_activation): GPT-2's tanh GELU "gelu_tanh", or BERT's exact erf "gelu"
+    activation: str = "gelu_tanh"
     layer_norm_eps: float = 1e-5  # GPT-2: 1e-5, BERT: 1e-12
     attention: str = "manual"  # "manual": every step written out; "sdpa": torch's fused kernel
     # "learned": a table of one vector per position, added to the token's (GPT-2, BERT);
@@ -128,7 +129,7 @@ class ModelConfig:
         _one_of(c, "activation", self.activation, ("gelu_tanh", "gelu"))
         _one_of(c, "attention", self.attention, ("manual", "sdpa"))
         _one_of(c, "position", self.position, ("learned", "rope"))
-        _require(self.position == "learned" or self.head_dim % 2 == 0, c, "position", self.position,
+        _require(self.position != "rope" or self.head_dim % 2 == 0, c, "position", self.position,
                  f"rope turns pairs of channels, so head_dim (n_embd / n_head = {self.head_dim}) must be even")
         _boolean(c, "bias", self.bias)
         _one_of(c, "norm_type", self.norm_type, ("layernorm", "rmsnorm"))
@@ -166,6 +167,11 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "llama": {"norm_type": "rmsnorm", "mlp": "swiglu", "position": "rope", "bias": False,
               "tie_embeddings": False},
 }
+
+
+# The optimizers a TrainConfig may name (and SFT's scratch_optimizer); a new one also needs its
+# branch in train/optim.py's make_optimizer.
+OPTIMIZERS = ("adamw", "muon")
 
 
 @dataclass
@@ -211,7 +217,7 @@ class TrainConfig:
         _in_range(c, "beta2", self.beta2, 0.0, 1.0, hi_open=True)
         _in_range(c, "grad_clip", self.grad_clip, 0.0, 1e6)
         _one_of(c, "dtype", self.dtype, ("float32", "bfloat16", "float16"))
-        _one_of(c, "optimizer", self.optimizer, ("adamw", "muon"))
+        _one_of(c, "optimizer", self.optimizer, OPTIMIZERS)
         _device(c, "device", self.device)
         _boolean(c, "compile", self.compile)
         _boolean(c, "detect_anomaly", self.detect_anomaly)
@@ -321,7 +327,7 @@ class SFTConfig:
         _boolean("SFTConfig", "train_on_prompt", self.train_on_prompt)
         _non_negative_int("SFTConfig", "scratch_max_steps", self.scratch_max_steps)
         _in_range("SFTConfig", "scratch_lr", self.scratch_lr, 0.0, 10.0)
-        _one_of("SFTConfig", "scratch_optimizer", self.scratch_optimizer, ("", "adamw", "muon"))
+        _one_of("SFTConfig", "scratch_optimizer", self.scratch_optimizer, ("", *OPTIMIZERS))
         _positive_int("SFTConfig", "max_new_tokens", self.max_new_tokens)
         _positive_int("SFTConfig", "eval_batch_size", self.eval_batch_size)
         _non_negative_int("SFTConfig", "eval_per_family", self.eval_per_family)
@@ -379,6 +385,13 @@ def _online_rl_train(cls: str, train: TrainConfig) -> None:
     refuse the accumulation that loop would silently leave out."""
     _require(train.grad_accum_steps == 1, cls, "train.grad_accum_steps", train.grad_accum_steps,
              "each update's batch is minibatch_size answers; use 1 and set minibatch_size")
+
+
+# What an online-RL run may be rewarded by (PPOConfig.reward takes model or gold, GRPOConfig.reward
+# any), as report.md says it. A new reward for GRPO: add it here and its function in
+# stage3_rlhf/grpo.py's make_reward_fn.
+RL_REWARDS = {"model": "the reward model", "verifiable": "a program that checks the answer (RL with verifiable "
+              "rewards)", "gold": "the gold judge itself (an oracle no real run has)"}
 
 
 @dataclass
@@ -458,7 +471,7 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         c = "GRPOConfig"
         _online_rl_train(c, self.train)
-        _one_of(c, "reward", self.reward, ("model", "verifiable", "gold"))
+        _one_of(c, "reward", self.reward, tuple(RL_REWARDS))
         _one_of(c, "baseline", self.baseline, ("mean", "leave_one_out"))
         _boolean(c, "scale_by_std", self.scale_by_std)
         for name in ("prompts_per_step", "minibatch_size", "epochs", "max_new_tokens", "eval_prompts",
@@ -505,7 +518,7 @@ class DPOConfig:
 # The whole journey.
 
 
-PRESETS = ("micro", "tiny", "small")
+PRESETS = ("micro", "tiny", "small")  # a new preset: its name here, its overrides in preset()
 
 
 @dataclass

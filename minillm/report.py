@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from minillm.config import PipelineConfig, TokenizerConfig
+from minillm.config import RL_REWARDS, PipelineConfig, TokenizerConfig
 from minillm.provenance import code_summary
 from minillm.stage1_pretrain.data import SUBSET_NOTE
 from minillm.stage1_pretrain.mlm import EVAL_MASKING
@@ -372,11 +372,6 @@ def ceiling_sentence(ceiling: float) -> str:
                 "a policy could win on every prompt.")
     return (f"A perfect policy would win {_fmt(ceiling)} against the same SFT answers, not 1: where the SFT "
             "model's answer is already perfect, the best any policy can do is tie.")
-
-
-# what each online-RL run was rewarded by (PPOConfig.reward, GRPOConfig.reward), as report.md says it
-RL_REWARDS = {"model": "the reward model", "verifiable": "a program that checks the answer (RL with verifiable "
-              "rewards)", "gold": "the gold judge itself (an oracle no real run has)"}
 
 
 def _relabelled_rewards_note(j: Journey) -> list[str]:

@@ -21,6 +21,7 @@ from minillm.datasets import (
     corpus_splits,
     generate_corpus,
     generate_instruction_suite,
+    instructions,
     is_correct,
     normalize_answer,
     read_corpus,
@@ -106,7 +107,9 @@ def test_shipped_files_are_the_generators_bytes(tmp_path, corpus, suite):
     write_corpus(tmp_path / "corpus.txt", corpus)
     write_jsonl(tmp_path / "instructions.jsonl", suite)
     for name in ("corpus.txt", "instructions.jsonl"):
-        assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), name
+        assert (tmp_path / name).read_bytes() == (DATA / name).read_bytes(), (
+            f"data/{name} is not the generators' output: after changing a generator, regenerate it with "
+            "python -m minillm.datasets --out data (data/README.md)")
 
 
 def test_flash_flood_sentence_has_many_plausible_spans(corpus):
@@ -592,6 +595,20 @@ def test_read_jsonl_unusable_files(tmp_path):
         read_jsonl(tmp_path / "empty.jsonl")
     with pytest.raises(ConfigError, match="on_error"):
         read_jsonl(tmp_path / "empty.jsonl", on_error="ignore")
+
+
+def test_a_task_family_added_in_some_places_only_is_refused_naming_the_others(monkeypatch):
+    """A learner's new family ("reverse the words"): wordings alone are not enough, and the error says
+    what else to add where (it was a KeyError deep in the generator, or an IndexError with 4 wordings)."""
+    monkeypatch.setitem(instructions.PHRASINGS, "reverse_words", ("Reverse the words: {x}",) * 4)
+    with pytest.raises(ConfigError, match=r"'reverse_words' lacks its name in TRAIN_FAMILIES or HELDOUT_FAMILIES "
+                                          r"and a maker in MAKERS and 9 wordings \(the last held out\) in PHRASINGS"):
+        generate_instruction_suite(n_train=2, n_test=1)
+    monkeypatch.setitem(instructions.MAKERS, "reverse_words", instructions.make_count)
+    monkeypatch.setattr(instructions, "FAMILIES", (*instructions.FAMILIES, "reverse_words"))
+    monkeypatch.setattr(instructions, "HELDOUT_FAMILIES", (*instructions.HELDOUT_FAMILIES, "reverse_words"))
+    assert {r["family"] for r in generate_instruction_suite(n_train=2, n_test=1)
+            if r["split"] == "test_heldout_family"} == {"last_item", "pet_fact", "reverse_words"}
 
 
 def test_regenerating_more_records_than_a_family_has_inputs_fails_in_one_line(tmp_path, monkeypatch, capsys):

@@ -19,6 +19,7 @@ import torch
 from crash_resume import assert_exact_resume
 from test_ppo import RECORDS, build_runs, logprobs_alone, nudged, train_and_check_the_reference
 
+from minillm import config, report
 from minillm.config import GRPOConfig, TrainConfig
 from minillm.datasets.instructions import contains_answer, generate_instruction_suite
 from minillm.errors import CheckpointError, ConfigError
@@ -469,6 +470,15 @@ def test_kl_term_reads_every_answer_and_starts_at_zero(runs):
 def test_reward_model_reward_needs_a_reward_model():
     with pytest.raises(ConfigError, match="needs a reward model"):
         make_reward_fn(micro_grpo_config(reward="model"), RECORDS, None)
+
+
+def test_a_reward_added_to_the_config_alone_is_refused_naming_make_reward_fn(monkeypatch):
+    """A learner's new GRPO reward: its name in config.RL_REWARDS (which the config and report.md both
+    read) is accepted, and its missing function is named, not replaced by the gold judge's."""
+    monkeypatch.setitem(config.RL_REWARDS, "concise", "a program that counts the answer's words")
+    with pytest.raises(ConfigError, match=r"grpo.reward=concise: make_reward_fn .* add its branch"):
+        make_reward_fn(micro_grpo_config(reward="concise"), RECORDS, None)
+    assert report.RL_REWARDS is config.RL_REWARDS
 
 
 def test_grpo_learns_a_toy_task_within_seconds(runs):

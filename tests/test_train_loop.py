@@ -25,7 +25,7 @@ from _plots import inside_its_figure
 from _train_worker import VOCAB, counting_batch, next_token_loss, tiny_gpt
 
 import minillm
-from minillm import provenance
+from minillm import config, provenance
 from minillm.config import TrainConfig
 from minillm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from minillm.model.gpt import GPT
@@ -93,6 +93,15 @@ def test_lr_schedule_warms_up_linearly_then_follows_a_cosine_to_the_floor():
     assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:], strict=False))
     one_step_after_warmup = TrainConfig(max_steps=11, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_at(10, one_step_after_warmup) == pytest.approx(0.1)  # that one step is the last: the floor
+
+
+def test_an_optimizer_added_to_the_config_alone_is_refused_naming_make_optimizer(monkeypatch):
+    """A learner's new optimizer: one list in config.OPTIMIZERS serves every stage (SFT's scratch run
+    too), and an optimizer without its branch is named, not built as Muon."""
+    monkeypatch.setattr(config, "OPTIMIZERS", (*config.OPTIMIZERS, "sgd"))
+    assert config.SFTConfig(scratch_optimizer="sgd").scratch_train().optimizer == "sgd"
+    with pytest.raises(ConfigError, match=r"optimizer=sgd: make_optimizer .* add its branch"):
+        make_optimizer(torch.nn.Linear(2, 2), TrainConfig(optimizer="sgd"))
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])

@@ -338,6 +338,27 @@ def headline_is_for_tests(headline: str) -> bool:
     return random.Random(f"headline-{headline}").random() < HEADLINE_TEST_SHARE
 
 
+def check_families() -> None:
+    """Refuse, naming what is missing, a task family added to this module in some places only.
+
+    A family made by a maker (every one but the fact families, FACT_RELATIONS) needs its name in
+    TRAIN_FAMILIES or HELDOUT_FAMILIES, its wordings in PHRASINGS (a trained one HELDOUT_PHRASING + 1,
+    the last never trained on) and its maker in MAKERS.
+    """
+    for family in dict.fromkeys([*FAMILIES, *PHRASINGS, *MAKERS]):  # each family named anywhere, once
+        if family in FACT_RELATIONS:
+            continue
+        wordings = "wordings" if family in HELDOUT_FAMILIES else f"{HELDOUT_PHRASING + 1} wordings (the last held out)"
+        needs = {"its name in TRAIN_FAMILIES or HELDOUT_FAMILIES": family in FAMILIES,
+                 "a maker in MAKERS": family in MAKERS,
+                 f"{wordings} in PHRASINGS": len(PHRASINGS.get(family, ())) > (
+                     0 if family in HELDOUT_FAMILIES else HELDOUT_PHRASING)}
+        missing = [need for need, ok in needs.items() if not ok]
+        if missing:
+            raise ConfigError(f"task family {family!r} lacks {' and '.join(missing)} "
+                              "(minillm/datasets/instructions.py)")
+
+
 def _task_records(family: str, rng: random.Random, seen: Seen, n_train: int, n_test: int) -> list[dict]:
     """Records of one non-fact family: distinct inputs, never shared between splits (nor, for
     `headline`, the answers: see `headline_is_for_tests`)."""
@@ -412,6 +433,7 @@ def generate_instruction_suite(seed: int = 0, world: World | None = None, n_trai
     for name, n in (("n_train", n_train), ("n_test", n_test)):
         if not (isinstance(n, int) and n >= 1):
             raise ConfigError(f"{name}={n!r}: each family needs at least 1 record per split; ask for 1 or more")
+    check_families()
     world = world if world is not None else build_world(0)
     rng = random.Random(seed)
     seen = seen_entities(world)

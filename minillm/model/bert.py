@@ -41,6 +41,7 @@ from minillm.model.blocks import (
     count_layers,
     init_weights,
     load_converted,
+    make_activation,
     make_dropout,
     make_norm,
     mlp_size,
@@ -72,7 +73,7 @@ class Bert(nn.Module):
         self.ln_f = make_norm(config) if config.norm == "pre" else None
         # The MLM head: one more transformation of each token's vector before reading out words.
         self.head_dense = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.head_act = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+        self.head_act = make_activation(config)
         self.head_ln = make_norm(config)
         self.head = output_table(config)  # None: the decoder is the token table (tied)
         self.head_bias = nn.Parameter(torch.zeros(config.vocab_size))  # the decoder's own bias

@@ -53,9 +53,16 @@ def mlp_width(config: ModelConfig) -> int:
     if config.mlp_hidden:
         return config.mlp_hidden
     width = config.mlp_ratio * config.n_embd
-    if config.mlp == "gelu":
-        return width
-    return SWIGLU_MULTIPLE_OF * math.ceil(int(2 * width / 3) / SWIGLU_MULTIPLE_OF)
+    if config.mlp == "swiglu":  # the one gated MLP (as MLP.gated reads it): 2/3 of the width
+        return SWIGLU_MULTIPLE_OF * math.ceil(int(2 * width / 3) / SWIGLU_MULTIPLE_OF)
+    return width
+
+
+def make_activation(config: ModelConfig) -> nn.Module:
+    """The plain MLP's activation `config.activation` names (BERT's MLM head uses it too): GELU, as
+    GPT-2's tanh approximation (cheaper in 2019) or BERT's exact erf form. A new activation goes here
+    and in ModelConfig's list of allowed values."""
+    return nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
 
 
 class MLP(nn.Module):
@@ -67,9 +74,7 @@ class MLP(nn.Module):
         self.gated = config.mlp == "swiglu"
         # SwiGLU's gate and up projections are made by one matmul, as qkv makes q, k and v.
         self.fc = nn.Linear(config.n_embd, 2 * hidden if self.gated else hidden, bias=config.bias)
-        # GPT-2 used the tanh approximation of GELU (cheaper in 2019); BERT the exact erf form.
-        gelu = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
-        self.act = nn.SiLU() if self.gated else gelu
+        self.act = nn.SiLU() if self.gated else make_activation(config)
         self.proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -182,14 +187,16 @@ def position_table(config: ModelConfig) -> nn.Embedding | None:
 def add_positions(
     x: Tensor, table: nn.Embedding | None, position_ids: Tensor, config: ModelConfig
 ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
-    """Tell the model where each token is: (x + its position vector, None) with a learned table, or
-    (x unchanged, RoPE's (cos, sin) for every attention to turn queries and keys by) without one.
+    """Tell the model where each token is, as `config.position` says: (x + its position vector from
+    `table`, None) when "learned", or (x unchanged, RoPE's (cos, sin) for every attention to turn
+    queries and keys by) when "rope". A new scheme gets its branch here, its table (if any) in
+    `position_table`, and its name in ModelConfig's allowed values.
 
     x (B, T, C); position_ids (B or 1, T).
     """
-    if table is not None:
-        return x + table(position_ids), None  # (B, T, C)
-    return x, rotary_angles(position_ids, config.head_dim, config.rope_base)  # each (B or 1, 1, T, D)
+    if config.position == "rope":
+        return x, rotary_angles(position_ids, config.head_dim, config.rope_base)  # each (B or 1, 1, T, D)
+    return x + table(position_ids), None  # (B, T, C)
 
 
 def positions_from_mask(attention_mask: Tensor) -> Tensor:

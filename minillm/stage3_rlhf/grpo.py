@@ -154,7 +154,14 @@ def make_reward_fn(cfg: GRPOConfig, records: list[dict], rm: RewardModel | None)
             return torch.where(keep, score, torch.full_like(score, cfg.no_eos_penalty))
 
         return model_reward
-    judge = Verifier(records, cfg.exact_bonus) if cfg.reward == "verifiable" else gold_score
+    judge: Callable[[dict, str], float]
+    if cfg.reward == "verifiable":
+        judge = Verifier(records, cfg.exact_bonus)
+    elif cfg.reward == "gold":
+        judge = gold_score
+    else:  # a reward added to config.RL_REWARDS without its function here
+        raise ConfigError(f"grpo.reward={cfg.reward}: make_reward_fn (minillm/stage3_rlhf/grpo.py) has no "
+                          "function for it; add its branch there, beside verifiable's")
 
     def program_reward(batch: list[dict], resp: Responses) -> Tensor:
         return torch.tensor([judge(r, a) for r, a in zip(batch, resp.answers, strict=True)],

@@ -160,6 +160,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> AnyOptimizer:
     """The optimizer `cfg.optimizer` names over `model`'s trainable parameters, with cfg's lr and decay."""
     if cfg.optimizer == "adamw":
         return adamw(param_groups(model, cfg.weight_decay), cfg)
+    if cfg.optimizer != "muon":  # a name added to config.OPTIMIZERS without its branch here
+        raise ConfigError(f"optimizer={cfg.optimizer}: make_optimizer (minillm/train/optim.py) builds no optimizer "
+                          "of that name; add its branch there, beside adamw's")
     hidden, rest = [], []
     for name, param in model.named_parameters():  # shared (tied) parameters are listed once
         if param.requires_grad:
