@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import io
 import os
 import re
@@ -656,7 +657,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (MinillmError, OSError) as err:
             if args.debug:
                 raise
-            print(f"minillm: error: {_one_line(err)}", file=sys.stderr)
+            hint = _resume_hint(args, argv) if disk_refused(err) else ""  # what is kept, and how to go on
+            print(f"minillm: error: {_one_line(err)}{hint}", file=sys.stderr)
             return 2
         except RuntimeError as err:  # torch's out-of-memory errors are RuntimeErrors; any other is a bug
             if args.debug or not is_out_of_memory(err):
@@ -776,10 +778,23 @@ def out_of_memory_line(err: RuntimeError) -> str:
             "n_embd, block_size); --debug shows where it failed")
 
 
+# The errors of a disk that refuses more bytes: full, a file-size limit (`ulimit -f`), a user's quota
+DISK_REFUSED = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def disk_refused(err: Exception) -> bool:
+    """True for a write the disk refused (`DISK_REFUSED`) on a file it names: the run can go on from
+    what it has saved once there is room, which the error's line says."""
+    return isinstance(err, OSError) and err.errno in DISK_REFUSED and err.filename is not None
+
+
 def _one_line(err: Exception) -> str:
     """The error's message on one line; for an OSError, what failed on which path, and the fix."""
     if isinstance(err, (FileExistsError, NotADirectoryError)) and err.filename is not None:
         return f"{err.filename} (or a folder above it) is a file, not a folder; give a folder path"
+    if disk_refused(err):
+        return (f"could not write {err.filename} ({err.strerror}): the disk is full or a file-size limit was hit; "
+                "free some space (or raise the limit) and run the command again")
     if isinstance(err, OSError) and err.filename is not None:
         return f"{err.strerror or err}: {err.filename}; check the path and its permissions"
     return " ".join(str(err).split())

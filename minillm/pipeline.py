@@ -77,6 +77,7 @@ from minillm.utils import (
     resolve_device,
     worker_pool,
     write_json,
+    writing,
 )
 
 RESULT_NAME = "result.json"
@@ -521,12 +522,26 @@ def copy_run(source: Path, folder: Path) -> dict:
     that an interrupted copy never looks like a run. Its result says where it was copied from."""
     partial = copying(folder)
     shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(source, partial)
+    copy_tree(source, partial)
     result = {**read_json(partial / RESULT_NAME), "copied_from": str(source)}
     write_json(partial / RESULT_NAME, result)
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     return result
+
+
+def copy_tree(source: Path, copy: Path) -> None:
+    """Copy the folder `source`, and what it holds, to `copy`. A file that cannot be written (a full
+    disk) stops it with its own OSError, naming the copy: shutil.copytree would try every other file
+    too, and then raise one error listing each failure, source and copy, on a single line."""
+    copy.mkdir(parents=True)
+    for path in sorted(source.rglob("*")):  # (sorted: a folder before what it holds)
+        target = copy / path.relative_to(source)
+        if path.is_dir():
+            target.mkdir()
+        else:
+            with writing(target):
+                shutil.copy2(path, target)
 
 
 def copying(folder: Path) -> Path:

@@ -155,23 +155,38 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with writing(path):  # an error names the file the caller asked for, not the temporary one beside it
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:  # name the file the caller asked for, not the temporary one beside it
-        raise type(err)(err.errno, err.strerror, str(path)) from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; give the usual permissions
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Around the writing of `path`: an OSError raised there names `path`.
+
+    A write that the disk refuses half way (it is full, or a file-size limit was hit) raises an
+    OSError that names no file at all ("[Errno 28] No space left on device"), and one about a
+    temporary file names a file the user never asked for. The command line turns the error, once
+    it names `path`, into one line saying which file could not be written and what to do.
+    """
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        yield
+    except OSError as err:
+        if err.errno is None:  # not the operating system's refusal (no errno to name it by): keep it as it is
+            raise
+        raise type(err)(err.errno, err.strerror, str(path)) from err
 
 
 # The name of atomic_write_bytes's temporary file: ".ckpt.pt.", mkstemp's 8 random characters, ".tmp".
@@ -384,7 +399,7 @@ def hold_lock(lock: Path, guarded: Path) -> Iterator[Path]:
                     f"stop it, or choose another --out (if no process {holder} runs, delete {lock})"
                 ) from None
             remove_stale_lock(lock, holder, guarded)  # then O_EXCL again: if another run got there first, it wins
-    with os.fdopen(fd, "w", encoding="ascii") as f:
+    with writing(lock), os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(f"{os.getpid()}\n")
     try:
         yield lock

@@ -1,5 +1,7 @@
 """Shared test setup."""
 
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,25 @@ def one_thread_again(one_thread):
     """A test that changes the thread count (a lesson sets 2) leaves one thread to what comes next."""
     yield
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def file_size_limit() -> Callable[[int], AbstractContextManager[None]]:
+    """`with file_size_limit(n):` no file may grow past n bytes (as `ulimit -f`): a write past it fails
+    half way with EFBIG, as one on a full disk fails with ENOSPC (Python ignores the SIGXFSZ signal
+    that would end the process). Skipped where there are no such limits (Windows)."""
+    resource = pytest.importorskip("resource")
+
+    @contextmanager
+    def limit(n_bytes: int) -> Iterator[None]:
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, hard))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    return limit
 
 
 def pytest_addoption(parser):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import random
@@ -15,10 +16,13 @@ from crash_resume import assert_exact_resume
 from minillm.config import ModelConfig, TrainConfig
 from minillm.errors import CheckpointError, DataError
 from minillm.model.gpt import GPT
+from minillm.stage3_rlhf.preferences import append_preference
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
 from minillm.train.checkpoint import FORMAT_VERSION, model_config_dict
+from minillm.train.loop import append_metrics
+from minillm.train.plots import plot_metrics
 from minillm.train.rng import capture_rng_state, restore_rng_state
-from minillm.utils import atomic_write_bytes, read_json
+from minillm.utils import atomic_write_bytes, read_json, write_json
 
 WORKER = pathlib.Path(__file__).with_name("_train_worker.py")
 
@@ -78,6 +82,31 @@ def test_a_write_that_fails_half_way_leaves_the_old_checkpoint_intact(tmp_path, 
         loaded = load_checkpoint(path)
         assert loaded["step"] == 1 and torch.equal(loaded["w"], torch.arange(5.0))
     assert sorted(p.name for p in tmp_path.iterdir()) == (["ckpt.pt"] if had_one else [])  # no temporary file
+
+
+def _write_a_plot(path: pathlib.Path, steps: int) -> None:
+    plot_metrics([{"step": s, "loss": 1.0 / s} for s in range(1, steps + 1)], path, ["loss"], title="loss")
+
+
+@pytest.mark.parametrize(("name", "write", "kept_whole"), [
+    ("config.json", lambda path, big: write_json(path, {"note": "x" * big}), True),
+    ("loss.png", lambda path, big: _write_a_plot(path, steps=big // 100), True),  # (written whole, or not at all)
+    ("metrics.jsonl", lambda path, big: append_metrics(path, {"step": 2, "note": "x" * big}), False),
+    ("prefs.jsonl", lambda path, big: append_preference(path, {"prompt": "x" * big}), False),
+])
+def test_a_write_the_disk_refuses_names_its_file_and_keeps_the_old_one(tmp_path, file_size_limit, name, write,
+                                                                       kept_whole):
+    """A full disk or a file-size limit stopped `pretrain clm` with "minillm: error: [Errno 27] File too
+    large": no file named, nor what to do; and a plot being redrawn was left cut off half way."""
+    path = tmp_path / name
+    write(path, 10)
+    before = path.read_bytes()
+    with file_size_limit(len(before) + 100), pytest.raises(OSError) as info:
+        write(path, 20_000)
+    assert info.value.filename == str(path) and info.value.errno == errno.EFBIG
+    if kept_whole:
+        assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left beside it
 
 
 class Payload:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import errno
 import io
 import json
 import os
@@ -931,6 +932,24 @@ def test_ctrl_c_says_which_step_is_saved_and_how_to_go_on(monkeypatch, capsys, t
     code, _, err = run(["pipeline", "--force", "--out", str(tmp_path / "p")], capsys)
     assert code == 130 and err == ("minillm: interrupted; no checkpoint saved yet; finished steps are kept. "
                                    f"Continue with: minillm pipeline --out {tmp_path / 'p'}\n")  # (without --force)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_how_to_go_on(monkeypatch, capsys, tmp_path):
+    """A write the disk refused ended the run with "[Errno 28] No space left on device", or with "File too
+    large: ...; check the path and its permissions", which sends the user to the wrong fix."""
+    metrics = tmp_path / "run" / "metrics.jsonl"
+
+    def disk_full(args) -> None:
+        save_checkpoint(Path(args.out) / "ckpt.pt", {"step": 40})
+        raise OSError(errno.ENOSPC, "No space left on device", str(metrics))
+
+    monkeypatch.setattr(cli, "cmd_pretrain", disk_full)
+    code, out, err = run(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "run")], capsys)
+    assert (code, out) == (2, "")
+    assert err == (f"minillm: error: could not write {metrics} (No space left on device): the disk is full or a "
+                   "file-size limit was hit; free some space (or raise the limit) and run the command again; last "
+                   f"saved at step 40 ({tmp_path / 'run' / 'ckpt.pt'}). Continue with: minillm pretrain clm --preset "
+                   f"micro --out {tmp_path / 'run'} --resume\n")
 
 
 def test_ctrl_c_under_torchrun_is_said_once_and_names_the_torchrun_launch(monkeypatch, capsys, tmp_path):

@@ -3,6 +3,7 @@ second run skips the finished steps instead of training again; lesson 09 reads t
 then lesson 07's reward-hacking run."""
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -566,21 +567,36 @@ def test_a_copy_from_another_run_cut_short_is_not_taken_for_a_finished_step(tmp_
     monkeypatch.setattr(pipeline, "STEPS", {**pipeline.STEPS, "tokenizer": step})
     run_step(Journey(preset("micro"), tmp_path / "source"), "tokenizer")
     reusing = Journey(preset("micro"), tmp_path / "new", reuse_from=tmp_path / "source")
-    copytree = shutil.copytree
+    copy_tree = pipeline.copy_tree
 
-    def cut_short(source, target, **kwargs):  # result.json and inputs.json copied, then Ctrl-C
+    def cut_short(source, target):  # result.json and inputs.json copied, then Ctrl-C
         Path(target).mkdir(parents=True)
         for name in ("result.json", "inputs.json"):
             shutil.copy2(Path(source) / name, Path(target) / name)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(shutil, "copytree", cut_short)
+    monkeypatch.setattr(pipeline, "copy_tree", cut_short)
     with pytest.raises(KeyboardInterrupt):
         run_step(reusing, "tokenizer")
-    monkeypatch.setattr(shutil, "copytree", copytree)
+    monkeypatch.setattr(pipeline, "copy_tree", copy_tree)
     result = run_step(reusing, "tokenizer")
     assert result["copied_from"] == str(tmp_path / "source" / "01_tokenizer")
     assert (tmp_path / "new" / "01_tokenizer" / "ckpt.pt").read_text(encoding="utf-8") == "weights"
+
+
+def test_a_copy_the_disk_refuses_names_the_file_it_could_not_write(tmp_path, file_size_limit):
+    """--reuse on a full disk ended in one "line" of shutil.copytree's: a list of every file of the step
+    that failed, each with its source, its copy and the reason, with no word of what to do."""
+    source = tmp_path / "source" / "04_sft"
+    (source / "baselines" / "scratch").mkdir(parents=True)
+    (source / "result.json").write_text("{}", encoding="utf-8")
+    for name in ("ckpt.pt", "baselines/scratch/ckpt.pt", "baselines/scratch/loss.png"):
+        (source / name).write_bytes(b"w" * 5000)
+    with file_size_limit(4096), pytest.raises(OSError) as info:
+        pipeline.copy_run(source, tmp_path / "new" / "04_sft")
+    assert info.value.errno == errno.EFBIG
+    assert info.value.filename == str(tmp_path / "new" / "04_sft.copying" / "baselines" / "scratch" / "ckpt.pt")
+    assert not (tmp_path / "new" / "04_sft").exists()  # the step is not taken as copied
 
 
 def test_a_run_stopped_before_its_report_keeps_no_report_of_other_settings(tmp_path, monkeypatch):

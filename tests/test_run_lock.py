@@ -41,6 +41,14 @@ def test_the_lock_holds_our_pid_and_is_gone_afterwards_even_after_an_error(tmp_p
     assert not lock.exists() and (tmp_path / "run2" / "ckpt.pt").is_file()
 
 
+def test_a_lock_the_disk_refuses_is_named(tmp_path, file_size_limit):
+    """On a full disk the lock's process id could not be written: "[Errno 28] No space left on device",
+    as the command's whole error, named no file."""
+    with file_size_limit(0), pytest.raises(OSError) as info, run_folder_lock(tmp_path / "run"):
+        pass
+    assert info.value.filename == str(tmp_path / "run" / LOCK_NAME)
+
+
 def test_a_second_process_is_refused_naming_the_first(tmp_path, capsys):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time

@@ -51,7 +51,7 @@ from minillm.stage3_rlhf.annotator import (
     win_rate_stderr,
 )
 from minillm.train import load_model_and_tokenizer
-from minillm.utils import resolve_device
+from minillm.utils import resolve_device, writing
 
 
 def check_preference(obj: dict) -> dict:
@@ -127,7 +127,7 @@ def append_preference(path: str | os.PathLike, record: dict) -> None:
     path = Path(path)
     # A line cut off by a crash is left alone (the reader reports it), but the new one starts on its own line.
     needs_newline = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    with open(path, "a", encoding="utf-8") as f:
+    with writing(path), open(path, "a", encoding="utf-8") as f:
         f.write(("\n" if needs_newline else "") + json.dumps(record, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())

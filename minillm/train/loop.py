@@ -74,7 +74,7 @@ from minillm.train.optim import AnyOptimizer, lr_at, make_optimizer, set_lr
 from minillm.train.plots import plot_metrics
 from minillm.train.precision import autocast, make_grad_scaler
 from minillm.train.rng import capture_rng_state, restore_rng_state
-from minillm.utils import atomic_write_bytes, resolve_device, seed_everything, write_json
+from minillm.utils import atomic_write_bytes, resolve_device, seed_everything, write_json, writing
 
 GetBatch = Callable[[str, torch.Generator], dict[str, torch.Tensor]]
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
@@ -421,7 +421,7 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 
 
 def append_metrics(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
+    with writing(path), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
 
 

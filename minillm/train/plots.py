@@ -19,6 +19,7 @@ for an installed one and uses it as a fallback.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -31,6 +32,8 @@ from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from minillm.utils import atomic_write_bytes
 
 # Families with Hangul, Han and Kana glyphs, as their names start (the first one found is used).
 CJK_FONTS = ("Noto Sans CJK", "Noto Serif CJK", "Noto Sans KR", "Noto Sans JP", "Noto Sans SC", "NanumGothic",
@@ -138,7 +141,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     stand, and the first layout moves them; the second makes room for the lines it then has."""
     fig.tight_layout()
     fig.tight_layout()
+    png = io.BytesIO()  # drawn in memory, then written whole: a full disk keeps the previous plot intact
+    fig.savefig(png, format="png", dpi=dpi)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    atomic_write_bytes(path, png.getvalue())
     return path
