@@ -327,6 +327,44 @@ def test_no_test_headline_is_a_training_headline(suite):
     assert len(tests) == 300 and not [r["id"] for r in tests if r["reference"] in trained]
 
 
+def _task_input(r: dict) -> str:
+    """The input of a non-fact record: its prompt without the wording of its phrasing around it."""
+    before, after = PHRASINGS[r["family"]][r["phrasing"]].split("{x}")
+    return r["prompt"][len(before):len(r["prompt"]) - len(after)]
+
+
+def test_data_readme_counts_the_tests_near_copies_of_training_text(suite, corpus):
+    """data/README.md ("New inputs, small input spaces") counts the test inputs that are a trained one
+    with another town in it, and those that the corpus stage 1 trains on states with their answer.
+    It once counted 3 such headline bulletins where there are 11: it had counted whole prompts."""
+    def masked(r: dict, text: str) -> str:  # the headline's town and its region made anonymous
+        town = WORLD.town(r["reference"].split(" for ")[1].split()[0])
+        return text.replace(town.name, "<town>").replace(town.region, "<region>")
+
+    headlines = {split: [r for r in by_split(suite, split) if r["family"] == "headline"] for split in SPLITS[:3]}
+    trained_bulletins = {masked(r, _task_input(r)) for r in headlines["train"]}
+    trained_prompts = {masked(r, r["prompt"]) for r in headlines["train"]}
+    seen, heldout = ([r for r in headlines[split] if masked(r, _task_input(r)) in trained_bulletins]
+                     for split in SPLITS[1:3])
+    same_wording = [r for r in seen if masked(r, r["prompt"]) in trained_prompts]
+
+    text = "\n".join(split_documents(corpus)[0])  # the pipeline's split: what stage 1 trains on
+    notes = set(re.findall(r'The plural of "([a-z ]+)" is "([a-z ]+)"\.', text))
+    stories = set(re.findall(r"wrote a list: ([a-z, ]+)\. There were \d+ items", text))
+    tests = [r for r in suite if r["split"] != "train"]
+    plurals = [r for r in tests if r["family"] == "plural" and (_task_input(r), r["reference"]) in notes]
+    lists = Counter(r["family"] for r in tests if r["family"] in ("first_item", "last_item", "count")
+                    and _task_input(r) in stories)
+
+    readme = " ".join((DATA / "README.md").read_text(encoding="utf-8").split())
+    for claim in (f"{len(seen)} `test_seen` bulletins ({len(same_wording)} of them in a training prompt's wording",
+                  f"and {len(heldout)} `test_heldout_phrasing` ones are a trained bulletin",
+                  f"{len(plurals)} of the 300 `plural` test inputs with their plural",
+                  f"{lists['first_item']} `first_item` and {lists['last_item']} `last_item` test list"):
+        assert claim in readme, claim
+    assert lists["count"] == 0
+
+
 def test_training_never_asks_the_held_out_families_operations(suite):
     """No training record asks about a pet (pet_fact) or for the last item of a list (last_item)."""
     train = by_split(suite, "train")
