@@ -334,6 +334,21 @@ def test_nested_candidates_hedge_only_when_the_answer_names_two():
     assert verify(big_apples, "the big apples, the big apples") == 1.0  # repeated, still no hedge
 
 
+def test_naming_the_questions_own_subject_is_no_hedge():
+    """world_fact holds four kinds of answer, so the town a river question asks about is a candidate
+    of its family too (the answer to "Where does Mira live?"): "Dorvik lies on the Mell." is one answer,
+    right as the gold judge says, and must be paid. A list's items are named by its question and stay
+    rivals: the question lists the right answer too."""
+    dorvik = {"family": "world_fact", "prompt": "Which river runs through Dorvik?", "reference": "The Mell."}
+    mira = {"family": "world_fact", "prompt": "Where does Mira live?", "reference": "Dorvik."}
+    first = {"family": "first_item", "prompt": "Name the first item: flour, soap", "reference": "flour"}
+    verify = Verifier([dorvik, mira, first, {"family": "first_item", "reference": "soap"}])
+    assert verify(dorvik, "Dorvik lies on the Mell.") == 1.0 and gold_score(dorvik, "Dorvik lies on the Mell.") > 1
+    assert verify(dorvik, "The Mell or Dorvik.") == 1.0  # the question's own town is no river
+    assert verify(mira, "Mira lives in Dorvik.") == 1.0
+    assert verify(first, "flour, soap") == 0.0 and verify(first, "flour") == pytest.approx(1.2)
+
+
 def test_an_answer_to_a_record_the_verifier_was_not_built_from_still_hedges():
     """The right answer of a record outside `records` is no candidate of its family; named beside one
     candidate ("the Ouse or the Mell") it is still two guesses, not one."""

@@ -16,7 +16,11 @@ every river of the world contains the right river. So the checker also asks "doe
 commit?": an answer that contains, beside the right answer, *another answer of the same kind* (a
 reference of another record of the same task family: another river, another number, another item
 of the list) hedges, and earns nothing. The small world knows every candidate, because every
-record of a family is an example of what that family's answers look like. GSM8K-style RLVR
+record of a family is an example of what that family's answers look like. A family may hold several
+kinds of answer (world_fact asks rivers, regions, home towns and jobs), so a candidate that the
+question itself names is its subject, not a second guess ("Dorvik lies on the Mell." answers "Which
+river runs through Dorvik?" once), unless the question names the right answer too: a list's other
+items are rivals. GSM8K-style RLVR
 solves the same problem by reading only the final "#### 42" of an answer.
 
 Candidates can nest: "the apples" and "the big apples" are both plurals to give, "The baker
@@ -62,9 +66,13 @@ class Verifier:
         """Whether the answer names two different answers of the record's family (the right one
         among them): two candidates at outermost spans of words, neither inside the other."""
         text, right = normalize_answer(answer), normalize_answer(record["reference"])
+        asked = f" {normalize_answer(record.get('prompt', ''))} "
         # detail: a family has up to ~2000 candidates; a text search finds the few the answer names at all
         named = {other for other in self.candidates.get(record.get("family", "custom"), ())
                  if f" {other} " in f" {text} "} | {right}
+        # the question's own subject is no second guess, unless the question lists the right answer too
+        if f" {right} " not in asked:
+            named = {name for name in named if name == right or f" {name} " not in asked}
         words = text.split()
         spans = [(start, end, name) for name in named for start, end in word_spans(words, name)]
         outermost = {name for start, end, name in spans
