@@ -24,7 +24,17 @@ from contextlib import nullcontext, suppress
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from minillm.config import MAX_SEED, PRESETS, PipelineConfig, apply_overrides, preset, replace_train_configs
+from minillm.config import (
+    DTYPES,
+    MAX_SEED,
+    PRESETS,
+    SPM_MODEL_TYPES,
+    TOKENIZER_KINDS,
+    PipelineConfig,
+    apply_overrides,
+    preset,
+    replace_train_configs,
+)
 from minillm.errors import ConfigError, DataError, MinillmError
 
 DEFAULT_JOBS = 1  # one step at a time, with torch's threads: faster on a quiet 2-core CPU (docs/findings.md)
@@ -410,7 +420,7 @@ def _add_config_args(p: argparse.ArgumentParser, sections: str, example: str) ->
     p.add_argument("--set", action="append", metavar="PATH=VALUE",
                    help=f"override a setting of {sections}, e.g. --set {example} (repeatable)")
     _add_device_arg(p, default=None)
-    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--dtype", default=None, choices=DTYPES)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--detect-anomaly", action="store_true", help="autograd anomaly detection (slow)")
 
@@ -482,8 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = tok_sub.add_parser("train", help="train a tokenizer on text files")
     p.add_argument("--input", nargs="+", required=True, help="text files (documents split by blank lines)")
     p.add_argument("--vocab-size", type=int, default=2048)
-    p.add_argument("--kind", default="bpe", choices=("bpe", "sentencepiece"))
-    p.add_argument("--spm-model-type", default="bpe", choices=("bpe", "unigram"))
+    p.add_argument("--kind", default="bpe", choices=TOKENIZER_KINDS)
+    p.add_argument("--spm-model-type", default="bpe", choices=SPM_MODEL_TYPES)
     p.add_argument("--out", required=True, help="tokenizer JSON file to write")
     p.set_defaults(func=cmd_tokenizer_train)
     p = tok_sub.add_parser("encode", help="print the ids and pieces of a text")
@@ -495,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("objective", choices=("mlm", "clm"))
     p.add_argument("--out", required=True)
     p.add_argument("--corpus", default=None, help="text file (default: the generated small-world corpus)")
-    p.add_argument("--tokenizer", dest="tokenizer_kind", default=None, choices=("bpe", "sentencepiece"),
+    p.add_argument("--tokenizer", dest="tokenizer_kind", default=None, choices=TOKENIZER_KINDS,
                    help="train this kind of tokenizer first (default: the preset's)")
     p.add_argument("--tokenizer-file", default=None, help="use this trained tokenizer instead")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")

@@ -172,6 +172,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 # The optimizers a TrainConfig may name (and SFT's scratch_optimizer); a new one also needs its
 # branch in train/optim.py's make_optimizer.
 OPTIMIZERS = ("adamw", "muon")
+DTYPES = ("float32", "bfloat16", "float16")  # TrainConfig.dtype: what autocast computes in (float32: no autocast)
 
 
 @dataclass
@@ -216,11 +217,15 @@ class TrainConfig:
         _in_range(c, "beta1", self.beta1, 0.0, 1.0, hi_open=True)
         _in_range(c, "beta2", self.beta2, 0.0, 1.0, hi_open=True)
         _in_range(c, "grad_clip", self.grad_clip, 0.0, 1e6)
-        _one_of(c, "dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        _one_of(c, "dtype", self.dtype, DTYPES)
         _one_of(c, "optimizer", self.optimizer, OPTIMIZERS)
         _device(c, "device", self.device)
         _boolean(c, "compile", self.compile)
         _boolean(c, "detect_anomaly", self.detect_anomaly)
+
+
+TOKENIZER_KINDS = ("bpe", "sentencepiece")  # TokenizerConfig.kind
+SPM_MODEL_TYPES = ("bpe", "unigram")  # TokenizerConfig.spm_model_type
 
 
 @dataclass
@@ -231,8 +236,8 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         c = "TokenizerConfig"
-        _one_of(c, "kind", self.kind, ("bpe", "sentencepiece"))
-        _one_of(c, "spm_model_type", self.spm_model_type, ("bpe", "unigram"))
+        _one_of(c, "kind", self.kind, TOKENIZER_KINDS)
+        _one_of(c, "spm_model_type", self.spm_model_type, SPM_MODEL_TYPES)
         _positive_int(c, "vocab_size", self.vocab_size)
 
 
