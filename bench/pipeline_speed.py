@@ -102,6 +102,7 @@ class Worker:
             if line.startswith(tag + " "):
                 return line[len(tag) + 1:]
             print(line, end="")
+        self.stop()  # reaped and its pipes closed: else a ResourceWarning says the process still runs
         raise TrainingError(f"the pipeline worker in {self.out} stopped; its error is above")
 
     def run(self, step: str) -> float:
@@ -110,11 +111,16 @@ class Worker:
         self.process.stdin.flush()
         return float(self.answer("DONE"))
 
+    def stop(self) -> None:
+        """Close the worker's stdin (it stops at its end) and stdout, and wait for it to exit."""
+        self.process.stdin.close()
+        self.process.stdout.close()
+        self.process.wait()
+
     def close(self) -> dict:
         """Write the report, stop the worker, return the report."""
         self.run("report")
-        self.process.stdin.close()
-        self.process.wait()
+        self.stop()
         return json.loads((self.out / "report.json").read_text(encoding="utf-8"))
 
 

@@ -245,11 +245,11 @@ def test_a_reader_that_stops_early_is_no_error(untrained_runs, buffered):
     # what is left in the buffer must not fail again as Python exits)
     for text in ("river town " * 100, "Rain in Vell, " * 2000):
         argv = ["tokenizer", "encode", "--tokenizer", str(untrained_runs / "gpt"), text]
-        process = subprocess.Popen([sys.executable, "-m", "minillm", *argv], cwd=REPO, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, env=env)
-        process.stdout.close()  # the reader leaves before the first byte
-        err = process.stderr.read().decode()
-        assert (process.wait(timeout=120), err) == (141, ""), len(text)
+        with subprocess.Popen([sys.executable, "-m", "minillm", *argv], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env) as process:  # (which closes stderr at the end)
+            process.stdout.close()  # the reader leaves before the first byte
+            err = process.stderr.read().decode()
+            assert (process.wait(timeout=120), err) == (141, ""), len(text)
 
 
 def test_a_stdout_that_is_not_utf8_shows_what_it_cannot_encode_as_escapes(untrained_runs):

@@ -710,11 +710,10 @@ def test_a_worker_stops_when_its_parent_is_killed_outright(tmp_path):
     """kill -9 of a pipeline run with --jobs 2 must not leave its workers training (and writing) on."""
     script = tmp_path / "parent.py"
     script.write_text(PARENT_OF_A_WORKER, encoding="utf-8")
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    workers = [int(pid) for pid in parent.stdout.readline().split()]
-    assert workers and all(alive(pid) for pid in workers)
-    parent.kill()
-    parent.wait()
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True) as parent:
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert workers and all(alive(pid) for pid in workers)
+        parent.kill()
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
