@@ -153,6 +153,16 @@ def test_the_readme_documents_commands_that_parse():
             assert callable(args.func), variant
 
 
+def test_the_cli_reference_names_the_floors_pyproject_promises():
+    """docs/cli.md's Versions section names pyproject.toml's floors: a floor raised in one place only
+    (matplotlib 3.7.0 cut a wrapped title's top line off the PNG, so the floor is 3.7.1) would tell a
+    reader a version works that does not. Read with a regex, as .ci/floor does (3.10 has no tomllib)."""
+    dependencies = re.search(r"^dependencies = \[(.*?)\]", _read("pyproject.toml"), re.S | re.M)
+    floors = dict(re.findall(r'"([\w.-]+)>=([\w.]+)"', dependencies.group(1)))
+    named = re.search(r"names as floors \((.*?)\)", _read("docs/cli.md"), re.S).group(1)
+    assert dict(re.findall(r"([\w.-]+) (\d[\w.]*)", named)) == floors
+
+
 DOCUMENTS = ("README.md", "README.ko.md", "docs/cli.md", "docs/findings.md", "data/README.md",
              *(f"lessons/{path.name}" for path in sorted((REPO / "lessons").glob("*.py"))))
 SHOWN_AS_MISTAKES = {"minillm grpo --set grpo_verifiable.group_size=2"}  # docs/cli.md: a section grpo refuses
