@@ -732,8 +732,8 @@ def _say_when_nothing_to_resume(args: argparse.Namespace) -> None:
 
 
 def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
-    """After Ctrl-C: which step the newest checkpoint under --out holds (for annotate: that the rankings
-    typed are kept), and the command that goes on."""
+    """After Ctrl-C, or a write the disk refused: which step the newest checkpoint under --out holds (for
+    annotate: that the rankings typed are kept), and the command that goes on."""
     out = getattr(args, "out", None)
     if args.func is cmd_pipeline:  # again with --force would delete the steps this run has finished
         argv = [a for a in argv if a != "--force"]

@@ -533,15 +533,17 @@ def copy_run(source: Path, folder: Path) -> dict:
 def copy_tree(source: Path, copy: Path) -> None:
     """Copy the folder `source`, and what it holds, to `copy`. A file that cannot be written (a full
     disk) stops it with its own OSError, naming the copy: shutil.copytree would try every other file
-    too, and then raise one error listing each failure, source and copy, on a single line."""
+    too, and then raise one error listing each failure, source and copy, on a single line. A file
+    that cannot be read is opened before `writing`, so that its error names it, not the copy."""
     copy.mkdir(parents=True)
     for path in sorted(source.rglob("*")):  # (sorted: a folder before what it holds)
         target = copy / path.relative_to(source)
         if path.is_dir():
             target.mkdir()
         else:
-            with writing(target):
-                shutil.copy2(path, target)
+            with path.open("rb") as original, writing(target), target.open("wb") as copied:
+                shutil.copyfileobj(original, copied)
+            shutil.copystat(path, target)  # its times too, as copytree did: the newest checkpoint is found by them
 
 
 def copying(folder: Path) -> Path:

@@ -399,8 +399,12 @@ def hold_lock(lock: Path, guarded: Path) -> Iterator[Path]:
                     f"stop it, or choose another --out (if no process {holder} runs, delete {lock})"
                 ) from None
             remove_stale_lock(lock, holder, guarded)  # then O_EXCL again: if another run got there first, it wins
-    with writing(lock), os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(f"{os.getpid()}\n")
+    try:
+        with writing(lock), os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(f"{os.getpid()}\n")
+    except OSError:  # (a full disk) the lock is ours but unsigned: left, the next run would wait, then take it over
+        lock.unlink(missing_ok=True)
+        raise
     try:
         yield lock
     finally:

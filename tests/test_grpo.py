@@ -318,7 +318,7 @@ def test_an_answer_listing_every_candidate_earns_nothing():
 
 
 def test_nested_candidates_hedge_only_when_the_answer_names_two():
-    """Nested candidates (4,080 pairs in the suite): only the outermost spans count. Two of them that
+    """Nested candidates (4,047 pairs in the suite): only the outermost spans count. Two of them that
     differ are a hedge, however they nest; one longer candidate that holds the right answer is judged
     as the gold judge judges it (the right answer as whole words), not as a hedge."""
     apples, big_apples, letter, soup = ({"family": f, "reference": ref} for f, ref in (
@@ -347,6 +347,17 @@ def test_naming_the_questions_own_subject_is_no_hedge():
     assert verify(dorvik, "The Mell or Dorvik.") == 1.0  # the question's own town is no river
     assert verify(mira, "Mira lives in Dorvik.") == 1.0
     assert verify(first, "flour, soap") == 0.0 and verify(first, "flour") == pytest.approx(1.2)
+
+
+def test_a_name_the_question_holds_is_still_a_rival_when_the_right_answer_holds_it_too():
+    """The plural of "that red sheep" is "those red sheep": the question names "red sheep", the plural
+    of "the red sheep", which is an answer of the same kind, not the question's subject. Taken for the
+    subject, "those red sheep or the red sheep" was paid (72 such hedges in the shipped suite)."""
+    sheep = {"family": "plural", "prompt": "Make this plural: that red sheep", "reference": "those red sheep"}
+    verify = Verifier([sheep, {"family": "plural", "prompt": "Make this plural: the red sheep",
+                               "reference": "the red sheep"}])
+    assert verify(sheep, "those red sheep or the red sheep") == 0.0
+    assert verify(sheep, "Those red sheep.") == pytest.approx(1.2)
 
 
 def test_an_answer_to_a_record_the_verifier_was_not_built_from_still_hedges():

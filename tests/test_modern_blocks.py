@@ -162,6 +162,18 @@ def test_bad_switches_are_config_errors(fields, message):
         gpt_config(**fields)
 
 
+@pytest.mark.parametrize(("field", "value", "where"), [("activation", "relu", "make_activation"),
+                                                      ("position", "alibi", "position_table")])
+def test_a_choice_added_to_the_config_alone_is_refused_naming_where_to_build_it(field, value, where):
+    """A learner's new activation or position scheme, allowed by ModelConfig but not built: the
+    activation was built as the exact GELU, the scheme failed in the forward pass on a None table."""
+    config = gpt_config()
+    setattr(config, field, value)  # (as if ModelConfig's list of allowed values had it)
+    for model in (GPT, Bert):
+        with pytest.raises(ConfigError, match=rf"{field}={value}: {where} \(minillm/model/blocks.py\)"):
+            model(config)
+
+
 def test_default_model_is_unchanged_by_the_switches():
     """The defaults build GPT-2's modules, same names, same shapes, same random draws."""
     torch.manual_seed(0)

@@ -599,6 +599,18 @@ def test_a_copy_the_disk_refuses_names_the_file_it_could_not_write(tmp_path, fil
     assert not (tmp_path / "new" / "04_sft").exists()  # the step is not taken as copied
 
 
+def test_a_copy_whose_source_cannot_be_read_names_the_source(tmp_path):
+    """The error of a file of the step that cannot be read (here a link to nothing) named the copy, as
+    if the copy were missing: "No such file or directory: .../04_sft.copying/ckpt.pt"."""
+    source = tmp_path / "source" / "04_sft"
+    source.mkdir(parents=True)
+    (source / "result.json").write_text("{}", encoding="utf-8")
+    (source / "ckpt.pt").symlink_to(tmp_path / "gone.pt")
+    with pytest.raises(FileNotFoundError) as info:
+        pipeline.copy_run(source, tmp_path / "new" / "04_sft")
+    assert info.value.filename == str(source / "ckpt.pt")
+
+
 def test_a_run_stopped_before_its_report_keeps_no_report_of_other_settings(tmp_path, monkeypatch):
     """An experiment in a finished run's folder (--set dpo.beta=0.9), stopped in DPO: config.json holds
     the new settings, so the report of the old ones is gone (`minillm compare` read its figures as the

@@ -49,6 +49,17 @@ def test_a_lock_the_disk_refuses_is_named(tmp_path, file_size_limit):
     assert info.value.filename == str(tmp_path / "run" / LOCK_NAME)
 
 
+def test_a_lock_the_disk_refuses_is_not_left_behind(tmp_path, file_size_limit, capsys):
+    """The lock was made, empty, before its process id was refused: it stayed, and the run after the
+    space was freed took it over with a note about a run that "left it unsigned"."""
+    with file_size_limit(0), pytest.raises(OSError), run_folder_lock(tmp_path / "run"):
+        pass
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+    with run_folder_lock(tmp_path / "run"):
+        pass
+    assert capsys.readouterr().err == ""
+
+
 def test_a_second_process_is_refused_naming_the_first(tmp_path, capsys):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from minillm.config import ModelConfig
-from minillm.errors import CheckpointError, ModelInputError
+from minillm.errors import CheckpointError, ConfigError, ModelInputError
 from minillm.model.attention import KVCache, MultiHeadAttention, rotary_angles
 
 # Llama rounds SwiGLU's hidden width up to a multiple of 256, a size GPU kernels like (2% of
@@ -62,7 +62,12 @@ def make_activation(config: ModelConfig) -> nn.Module:
     """The plain MLP's activation `config.activation` names (BERT's MLM head uses it too): GELU, as
     GPT-2's tanh approximation (cheaper in 2019) or BERT's exact erf form. A new activation goes here
     and in ModelConfig's list of allowed values."""
-    return nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
+    if config.activation == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    if config.activation == "gelu":
+        return nn.GELU(approximate="none")
+    raise ConfigError(f"activation={config.activation}: make_activation (minillm/model/blocks.py) builds no "
+                      "activation of that name; add its branch there, beside gelu's")
 
 
 class MLP(nn.Module):
@@ -181,7 +186,12 @@ def init_weights(model: nn.Module, n_layer: int) -> None:
 
 def position_table(config: ModelConfig) -> nn.Embedding | None:
     """The learned table of one vector per position, or None when positions are RoPE's rotations."""
-    return nn.Embedding(config.block_size, config.n_embd) if config.position == "learned" else None
+    if config.position == "learned":
+        return nn.Embedding(config.block_size, config.n_embd)
+    if config.position == "rope":
+        return None
+    raise ConfigError(f"position={config.position}: position_table (minillm/model/blocks.py) knows no scheme of "
+                      "that name; give it its table (or None) there, and its branch in add_positions")
 
 
 def add_positions(

@@ -19,9 +19,10 @@ of the list) hedges, and earns nothing. The small world knows every candidate, b
 record of a family is an example of what that family's answers look like. A family may hold several
 kinds of answer (world_fact asks rivers, regions, home towns and jobs), so a candidate that the
 question itself names is its subject, not a second guess ("Dorvik lies on the Mell." answers "Which
-river runs through Dorvik?" once), unless the question names the right answer too: a list's other
-items are rivals. GSM8K-style RLVR
-solves the same problem by reading only the final "#### 42" of an answer.
+river runs through Dorvik?" once), unless the question names the right answer too (a list's other
+items are rivals) or the right answer holds it ("those red sheep", the plural of "that red sheep", holds
+"red sheep", another plural: "those red sheep or the red sheep" hedges). GSM8K-style RLVR solves the
+same problem by reading only the final "#### 42" of an answer.
 
 Candidates can nest: "the apples" and "the big apples" are both plurals to give, "The baker
 brought a letter." and "... brought a letter and made soup." both past tenses. So the check reads
@@ -70,9 +71,10 @@ class Verifier:
         # detail: a family has up to ~2000 candidates; a text search finds the few the answer names at all
         named = {other for other in self.candidates.get(record.get("family", "custom"), ())
                  if f" {other} " in f" {text} "} | {right}
-        # the question's own subject is no second guess, unless the question lists the right answer too
+        # the question's own subject is no second guess, unless the question lists the right answer too,
+        # or the right answer holds it (the plural of "that red sheep": "red sheep" is another plural)
         if f" {right} " not in asked:
-            named = {name for name in named if name == right or f" {name} " not in asked}
+            named = {name for name in named if f" {name} " not in asked or f" {name} " in f" {right} "}
         words = text.split()
         spans = [(start, end, name) for name in named for start, end in word_spans(words, name)]
         outermost = {name for start, end, name in spans
