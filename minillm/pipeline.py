@@ -27,6 +27,7 @@ inputs are copied, and only the rest train, so both runs stay side by side.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import shutil
@@ -311,6 +312,11 @@ def run_step(j: Journey, name: str) -> dict:
     print(f"[{name}] running -> {folder}")
     start = time.perf_counter()
     result = STEPS[name](j)
+    # Free what the step held before the next one allocates its own. Some of it is held only by reference
+    # cycles, which Python frees at its next full collection, maybe steps later: matplotlib draws a log axis's
+    # labels with pyparsing, whose caught exceptions keep the frames that called it, so MLM's and CLM's model
+    # and optimizer stayed through the rest of the journey (on a GPU, memory that the later steps need).
+    gc.collect()
     result = {k: v for k, v in result.items() if k != "history"}
     result.setdefault("seconds", time.perf_counter() - start)
     result["wall_seconds"] = time.perf_counter() - start

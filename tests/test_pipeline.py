@@ -4,6 +4,7 @@ then lesson 07's reward-hacking run."""
 
 import dataclasses
 import errno
+import gc
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import warnings
+import weakref
 from pathlib import Path
 
 import pytest
@@ -555,6 +557,30 @@ def test_an_inputs_json_with_a_field_of_another_kind_is_unreadable(tmp_path):
         (folder / "inputs.json").write_text(json.dumps({"id": "x", "settings": {}, "made_from": {}, key: value}))
         assert pipeline.saved_inputs(folder) is None
         assert "has no readable inputs.json" in pipeline.why_redo(folder, inputs)
+
+
+def test_what_a_step_holds_in_reference_cycles_is_freed_before_the_next_step(tmp_path, monkeypatch):
+    """A model that a step left in a reference cycle stayed until Python's next full collection, maybe steps
+    later: MLM's and CLM's model and optimizer did (matplotlib's log-axis labels are parsed by pyparsing,
+    whose caught exceptions keep the frames that called it), and on a GPU the later steps ran short."""
+    models = []
+
+    def step(j):
+        model = torch.nn.Linear(2, 2)
+        models.append(weakref.ref(model))
+        try:
+            raise ValueError("caught, as pyparsing catches its own")
+        except ValueError as err:
+            caught = err  # its traceback holds this frame, which holds it and the model: a cycle
+        return {"seconds": 0.0, "caught": str(caught)}
+
+    monkeypatch.setitem(pipeline.STEPS, "tokenizer", step)
+    gc.disable()  # no automatic collection in the middle: only what run_step frees is freed
+    try:
+        run_step(Journey(preset("micro"), tmp_path), "tokenizer")
+        assert models[0]() is None
+    finally:
+        gc.enable()
 
 
 def test_a_copy_from_another_run_cut_short_is_not_taken_for_a_finished_step(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import random
 import shutil
 import sys
 import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +27,7 @@ from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage2_sft.template import encode_prompt
 from minillm.stage3_rlhf import dpo, grpo, online_rl, ppo
+from minillm.stage3_rlhf import reward_model as reward_model_module
 from minillm.stage3_rlhf.annotate import annotate
 from minillm.stage3_rlhf.annotator import WEIGHTS, best_and_worst, gold_score
 from minillm.stage3_rlhf.dpo import train_dpo
@@ -43,7 +45,7 @@ from minillm.stage3_rlhf.reward_model import (
 from minillm.stage3_rlhf.scoreboard import catching_up, crossing, lead, pass_at_k_line, policy_row, render_table
 from minillm.stage3_rlhf.sequences import Responses, answers_logprob, last_real_index, masked_mean, sample_responses
 from minillm.tokenizer import train_tokenizer
-from minillm.train import load_checkpoint, load_model, save_checkpoint
+from minillm.train import load_checkpoint, load_model, load_model_and_tokenizer, save_checkpoint
 
 COLOURS = ["red", "blue", "green", "amber", "violet", "grey", "black", "white"]
 RECORDS = [
@@ -109,6 +111,28 @@ def test_the_reward_model_weights_its_micro_batches_by_their_pairs(runs, tmp_pat
         steps.append(next(row for row in rows if row.get("split") == "train"))
     assert steps[1]["grad_norm"] == pytest.approx(steps[0]["grad_norm"], rel=1e-4)
     assert steps[1]["loss"] == pytest.approx(steps[0]["loss"], rel=1e-4)
+
+
+def test_the_reward_model_trains_without_the_sft_model_in_memory(runs, tmp_path, monkeypatch):
+    """The reward model trains a copy of the SFT model; the SFT model itself was kept beside it to the end."""
+    loaded = []
+
+    def load(*args, **kwargs):
+        model, tokenizer = load_model_and_tokenizer(*args, **kwargs)
+        loaded.append(weakref.ref(model))
+        return model, tokenizer
+
+    class Training(Exception):
+        pass
+
+    def train(*args, **kwargs):  # the training starts: is the SFT model still in memory?
+        raise Training(loaded[0]() is not None)
+
+    monkeypatch.setattr(reward_model_module, "load_model_and_tokenizer", load)
+    monkeypatch.setattr(reward_model_module, "train", train)
+    with pytest.raises(Training) as started:
+        train_reward_model(RewardConfig(), runs["sft"], runs["prefs"], tmp_path / "rm")
+    assert started.value.args == (False,)
 
 
 def test_a_finished_reward_model_resumed_for_more_steps_trains_as_a_straight_run(runs, tmp_path):

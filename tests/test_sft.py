@@ -9,6 +9,7 @@ import math
 import shutil
 import sys
 import tracemalloc
+import weakref
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from minillm.datasets.instructions import is_correct
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.stage1_pretrain.data import pack_documents
+from minillm.stage2_sft import evaluate
 from minillm.stage2_sft.chat import chat_loop
 from minillm.stage2_sft.evaluate import (
     ANSWERS_NAME,
@@ -49,7 +51,7 @@ from minillm.stage2_sft.sft import (
 )
 from minillm.stage2_sft.template import ChatExample, encode_example, encode_prompt
 from minillm.tokenizer import train_tokenizer
-from minillm.train import load_model
+from minillm.train import load_model, load_model_and_tokenizer
 from minillm.train.distributed import DistContext
 from minillm.train.loop import micro_batches, train_step
 from minillm.train.optim import make_optimizer
@@ -461,6 +463,26 @@ def test_the_baselines_refuse_a_clm_run_without_its_tokenizer(untrained_runs, tm
     shutil.copy(untrained_runs / "gpt" / "ckpt.pt", clm / "ckpt.pt")
     with pytest.raises(CheckpointError, match="clm has no tokenizer.json"):
         train_baselines(SFTConfig(), RECORDS, tmp_path / "sft", clm, resume=False)
+
+
+def test_the_baselines_train_without_the_base_model_in_memory(trained, tmp_path, monkeypatch) -> None:
+    """train_baselines loads the CLM run for its shape and tokenizer only; it kept the whole model beside both
+    baselines' trainings."""
+    loaded, alive = [], []
+
+    def load(*args, **kwargs):
+        model, tokenizer = load_model_and_tokenizer(*args, **kwargs)
+        loaded.append(weakref.ref(model))
+        return model, tokenizer
+
+    def train(*args, **kwargs) -> dict:  # a baseline's training: is the base model still in memory?
+        alive.append(loaded[0]() is not None)
+        return {}
+
+    monkeypatch.setattr(evaluate, "load_model_and_tokenizer", load)
+    monkeypatch.setattr(evaluate, "train_sft", train)
+    train_baselines(SFTConfig(single_family_baseline=False), RECORDS, tmp_path / "sft", trained[1], resume=False)
+    assert alive == [False]
 
 
 def test_a_damaged_answers_file_is_shown_without_its_bad_line(tmp_path: Path) -> None:

@@ -195,9 +195,11 @@ def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir
     pretraining stored, and random weights have nothing to keep.
     """
     base_model, tokenizer = load_model_and_tokenizer(init_dir, GPT)
+    base_config = base_model.config
+    del base_model  # only its shape is needed: its weights are not kept through both trainings
     scratch_dir, single_dir = out_dir / "baselines" / "scratch", out_dir / "baselines" / "single_family"
     train_sft(dataclasses.replace(cfg, train=cfg.scratch_train()), records, scratch_dir,
-              scratch_model_config=base_model.config, tokenizer=tokenizer, resume=resume,
+              scratch_model_config=base_config, tokenizer=tokenizer, resume=resume,
               pretrain_docs=pretrain_docs, name="sft from scratch")
     if not cfg.single_family_baseline:
         return {"scratch": scratch_dir}

@@ -313,6 +313,7 @@ def train_reward_model(
     seed_everything(cfg.train.seed)
     sft, tokenizer = load_model_and_tokenizer(sft_dir, GPT)
     rm = RewardModel.from_gpt(sft, cfg.likelihood_term)
+    del sft  # the reward model trains a copy of it: the SFT model itself is not kept through the training
     train_recs, test_recs = split_rankings(read_preferences(prefs_path))
     encoded = {name: [encode_ranking(tokenizer, r, rm.config.block_size) for r in recs]
                for name, recs in (("train", train_recs), ("val", test_recs))}
