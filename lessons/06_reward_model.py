@@ -79,9 +79,9 @@ GRADED = ("near_miss", "verbose")  # a share in [0, 1] times the weight; the oth
 
 def explain_score(record: dict, answer: str) -> str:
     """The gold score as the sum of its parts: 'has the answer +2.00, word overlap 0.67 x 0.5 = +0.33, ...'."""
-    name = PART_NAMES.get  # (a criterion you add to annotator.WEIGHTS shows under its own key)
-    terms = [f"{name(k, k)} {v:.2f} x {WEIGHTS[k]:g} = {WEIGHTS[k] * v:+.2f}" if k in GRADED
-             else f"{name(k, k)} {WEIGHTS[k]:+.2f}"
+    # (a criterion you add to annotator.WEIGHTS has no name here: it shows under its own key)
+    terms = [f"{PART_NAMES.get(k, k)} {v:.2f} x {WEIGHTS[k]:g} = {WEIGHTS[k] * v:+.2f}" if k in GRADED
+             else f"{PART_NAMES.get(k, k)} {WEIGHTS[k]:+.2f}"
              for k, v in score_parts(record, answer).items() if v]
     return ", ".join(terms) or "no part of the answer: 0"
 
