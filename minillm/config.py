@@ -77,6 +77,15 @@ def _device(cls: str, name: str, value: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 # The network and the optimisation loop: shared by every stage.
 
+# The names each of ModelConfig's switches takes. A new one goes in its list here and gets its branch in
+# the function named beside it, which refuses a name it has no branch for (rather than build another).
+NORMS = ("pre", "post")  # ModelConfig.norm: blocks.is_pre_norm
+ACTIVATIONS = ("gelu_tanh", "gelu")  # ModelConfig.activation: blocks.make_activation
+ATTENTIONS = ("manual", "sdpa")  # ModelConfig.attention: attention.uses_sdpa
+POSITIONS = ("learned", "rope")  # ModelConfig.position: blocks.position_table and add_positions
+NORM_TYPES = ("layernorm", "rmsnorm")  # ModelConfig.norm_type: blocks.make_norm
+MLPS = ("gelu", "swiglu")  # ModelConfig.mlp: blocks.is_gated
+
 
 @dataclass
 class ModelConfig:
@@ -125,15 +134,15 @@ class ModelConfig:
         )
         _in_range(c, "dropout", self.dropout, 0.0, 1.0, hi_open=True)
         _in_range(c, "layer_norm_eps", self.layer_norm_eps, 0.0, 1.0, lo_open=True)
-        _one_of(c, "norm", self.norm, ("pre", "post"))
-        _one_of(c, "activation", self.activation, ("gelu_tanh", "gelu"))
-        _one_of(c, "attention", self.attention, ("manual", "sdpa"))
-        _one_of(c, "position", self.position, ("learned", "rope"))
+        _one_of(c, "norm", self.norm, NORMS)
+        _one_of(c, "activation", self.activation, ACTIVATIONS)
+        _one_of(c, "attention", self.attention, ATTENTIONS)
+        _one_of(c, "position", self.position, POSITIONS)
         _require(self.position != "rope" or self.head_dim % 2 == 0, c, "position", self.position,
                  f"rope turns pairs of channels, so head_dim (n_embd / n_head = {self.head_dim}) must be even")
         _boolean(c, "bias", self.bias)
-        _one_of(c, "norm_type", self.norm_type, ("layernorm", "rmsnorm"))
-        _one_of(c, "mlp", self.mlp, ("gelu", "swiglu"))
+        _one_of(c, "norm_type", self.norm_type, NORM_TYPES)
+        _one_of(c, "mlp", self.mlp, MLPS)
         _non_negative_int(c, "mlp_hidden", self.mlp_hidden)
         _non_negative_int(c, "n_kv_head", self.n_kv_head)
         divisors = [h for h in range(1, self.n_head + 1) if self.n_head % h == 0]
@@ -225,7 +234,8 @@ class TrainConfig:
 
 
 TOKENIZER_KINDS = ("bpe", "sentencepiece")  # TokenizerConfig.kind
-SPM_MODEL_TYPES = ("bpe", "unigram")  # TokenizerConfig.spm_model_type
+# TokenizerConfig.spm_model_type: the sentencepiece models it may train, as report.md names them
+SPM_MODEL_TYPES = {"bpe": "SentencePiece's BPE", "unigram": "SentencePiece's unigram model"}
 
 
 @dataclass
@@ -237,7 +247,7 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         c = "TokenizerConfig"
         _one_of(c, "kind", self.kind, TOKENIZER_KINDS)
-        _one_of(c, "spm_model_type", self.spm_model_type, SPM_MODEL_TYPES)
+        _one_of(c, "spm_model_type", self.spm_model_type, tuple(SPM_MODEL_TYPES))
         _positive_int(c, "vocab_size", self.vocab_size)
 
 
@@ -392,11 +402,12 @@ def _online_rl_train(cls: str, train: TrainConfig) -> None:
              "each update's batch is minibatch_size answers; use 1 and set minibatch_size")
 
 
-# What an online-RL run may be rewarded by (PPOConfig.reward takes model or gold, GRPOConfig.reward
+# What an online-RL run may be rewarded by (PPOConfig.reward those of PPO_REWARDS, GRPOConfig.reward
 # any), as report.md says it. A new reward for GRPO: add it here and its function in
 # stage3_rlhf/grpo.py's make_reward_fn.
 RL_REWARDS = {"model": "the reward model", "verifiable": "a program that checks the answer (RL with verifiable "
               "rewards)", "gold": "the gold judge itself (an oracle no real run has)"}
+PPO_REWARDS = ("model", "gold")  # PPOConfig.reward: each one of RL_REWARDS, with its branch in ppo.py's uses_gold
 
 
 @dataclass
@@ -426,7 +437,7 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         c = "PPOConfig"
-        _one_of(c, "reward", self.reward, ("model", "gold"))
+        _one_of(c, "reward", self.reward, PPO_REWARDS)
         _boolean(c, "adaptive_kl", self.adaptive_kl)
         _require(self.train.optimizer == "adamw", c, "train.optimizer", self.train.optimizer,
                  "PPO trains its policy and critic with one AdamW (each with its own lr); use adamw")
@@ -445,6 +456,9 @@ class PPOConfig:
         _in_range(c, "lam", self.lam, 0.0, 1.0)
         _in_range(c, "no_eos_penalty", self.no_eos_penalty, -100.0, 100.0)
         _in_range(c, "critic_lr", self.critic_lr, 0.0, 10.0, lo_open=True)
+
+
+GRPO_BASELINES = ("mean", "leave_one_out")  # GRPOConfig.baseline: its branch in grpo.py's group_advantages
 
 
 @dataclass
@@ -477,7 +491,7 @@ class GRPOConfig:
         c = "GRPOConfig"
         _online_rl_train(c, self.train)
         _one_of(c, "reward", self.reward, tuple(RL_REWARDS))
-        _one_of(c, "baseline", self.baseline, ("mean", "leave_one_out"))
+        _one_of(c, "baseline", self.baseline, GRPO_BASELINES)
         _boolean(c, "scale_by_std", self.scale_by_std)
         for name in ("prompts_per_step", "minibatch_size", "epochs", "max_new_tokens", "eval_prompts",
                      "passk_samples", "passk_prompts"):
@@ -586,7 +600,7 @@ def preset(name: str) -> PipelineConfig:
             "mlm.model.norm=pre", "mlm.model.position=rope", "mlm.train.warmup_steps=100", "mlm.train.lr=2e-3",
         ]), device="auto")
     if name == "tiny":  # each stage 10 s to 2 minutes on a 2-core CPU; docs/findings.md has what was tried
-        cfg = apply_overrides(cfg, [
+        return apply_overrides(cfg, [
             # The generated corpus has ~1,100 distinct words and ~700 numbers: 1536 ids make most names one token.
             "tokenizer.vocab_size=1536",
             # MLM: a small pre-LN encoder with RoPE on short windows, many cheap steps. The long warmup
@@ -634,7 +648,8 @@ def preset(name: str) -> PipelineConfig:
                 "train.lr=1e-4", "prompts_per_step=32", "minibatch_size=64", "train.save_every=10",
                 "passk_prompts=100")],
         ])
-    return cfg
+    raise ConfigError(f"preset={name}: preset (minillm/config.py) has no settings for it; add its branch there, "
+                      "beside tiny's")
 
 
 # --------------------------------------------------------------------------------------------------

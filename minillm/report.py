@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from minillm.config import RL_REWARDS, PipelineConfig, TokenizerConfig
+from minillm.config import RL_REWARDS, SPM_MODEL_TYPES, PipelineConfig, TokenizerConfig
 from minillm.provenance import code_summary
 from minillm.stage1_pretrain.data import SUBSET_NOTE
 from minillm.stage1_pretrain.mlm import EVAL_MASKING
@@ -179,7 +179,9 @@ def tokenizer_name(cfg: TokenizerConfig) -> str:
     """How report.md names the tokenizer; `spm_model_type` only matters to sentencepiece."""
     if cfg.kind == "bpe":
         return "Our byte-level BPE"
-    return {"bpe": "SentencePiece's BPE", "unigram": "SentencePiece's unigram model"}[cfg.spm_model_type]
+    if cfg.kind == "sentencepiece":
+        return SPM_MODEL_TYPES[cfg.spm_model_type]
+    return f"The {cfg.kind} tokenizer"  # a kind a learner added to train_tokenizer
 
 
 def render_markdown(report: dict, j: Journey) -> str:

@@ -7,15 +7,20 @@ real JSON text, since that is how config.json and checkpoints store them.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from minillm import config, report
+from minillm.cli import build_parser
 from minillm.config import (
     PRESETS,
     DPOConfig,
@@ -38,7 +43,14 @@ from minillm.config import (
     replace_train_configs,
     to_dict,
 )
-from minillm.errors import ConfigError
+from minillm.errors import ConfigError, MinillmError
+from minillm.model import GPT, Bert
+from minillm.stage3_rlhf import grpo
+from minillm.stage3_rlhf.dpo import chosen_pairs
+from minillm.stage3_rlhf.grpo import group_advantages
+from minillm.stage3_rlhf.ppo import uses_gold
+from minillm.tokenizer import train_tokenizer
+from minillm.train.precision import make_grad_scaler
 from minillm.utils import resolve_device
 
 # each holds a TrainConfig named "train"
@@ -371,3 +383,102 @@ def test_first_changes_shows_three_changes_and_says_when_there_are_more():
     assert first_changes(changed[:3]) == 'a: 1 -> 2; b: true -> false; c: "x" -> "y"'  # all of them: no "..."
     assert first_changes(changed) == 'a: 1 -> 2; b: true -> false; c: "x" -> "y"; ...'
     assert first_changes(changed, shown=1) == "a: 1 -> 2; ..."
+
+
+# --------------------------------------------------------------------------------------------------
+# Named settings: one list each in config.py, which validation, --help and docs/cli.md all read. A name
+# a learner adds to that list alone is refused by its consumer at the start, naming the function to
+# extend, never built as another choice. (Each monkeypatched list is the one config.py's checks read.)
+
+
+@pytest.mark.parametrize("model_cls", [GPT, Bert])
+@pytest.mark.parametrize(("names", "field", "value", "where"), [
+    ("NORMS", "norm", "sandwich", "is_pre_norm (minillm/model/blocks.py)"),  # was: post-LN
+    ("NORM_TYPES", "norm_type", "batchnorm", "make_norm (minillm/model/blocks.py)"),  # was: LayerNorm
+    ("MLPS", "mlp", "geglu", "is_gated (minillm/model/blocks.py)"),  # was: the GELU MLP
+    ("ATTENTIONS", "attention", "flash", "uses_sdpa (minillm/model/attention.py)"),  # was: manual
+    ("ACTIVATIONS", "activation", "relu", "make_activation (minillm/model/blocks.py)"),
+    ("POSITIONS", "position", "alibi", "position_table (minillm/model/blocks.py)"),
+])
+def test_a_model_switch_added_to_its_config_list_alone_is_refused_naming_where_to_build_it(
+        monkeypatch, model_cls, names, field, value, where):
+    monkeypatch.setattr(config, names, (*getattr(config, names), value))
+    model_config = ModelConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16, **{field: value})
+    with pytest.raises(ConfigError, match=rf"^{field}={value}: {re.escape(where)} .* there"):
+        model_cls(model_config)
+
+
+@pytest.mark.parametrize(("names", "value", "consume", "where"), [
+    # was: a KeyError from autocast at the first step
+    ("DTYPES", "float8", lambda v: make_grad_scaler(torch.device("cpu"), TrainConfig(dtype=v).dtype),
+     "dtype=float8: torch_dtype (minillm/train/precision.py)"),
+    # was: the base defaults, which are no preset, without a word
+    ("PRESETS", "medium", lambda v: preset(PipelineConfig(preset=v).preset),
+     "preset=medium: preset (minillm/config.py)"),
+    # was: scored by the reward model
+    ("PPO_REWARDS", "verifiable", lambda v: uses_gold(PPOConfig(reward=v)),
+     "ppo.reward=verifiable: uses_gold (minillm/stage3_rlhf/ppo.py)"),
+    # was: best_and_worst's pairs
+    ("DPO_PAIRS", "adjacent", lambda v: chosen_pairs([0, 1, 2], DPOConfig(pairs=v).pairs),
+     "dpo.pairs=adjacent: chosen_pairs (minillm/stage3_rlhf/dpo.py)"),
+    ("GRPO_BASELINES", "median", lambda v: group_advantages(torch.zeros(1, 4), GRPOConfig(baseline=v).baseline),
+     "grpo.baseline=median: group_advantages (minillm/stage3_rlhf/grpo.py)"),
+    # was: "expected one of ['bpe', 'sentencepiece']", of a kind the config had just allowed
+    ("TOKENIZER_KINDS", "wordpiece", lambda v: train_tokenizer(["a b"], 300, kind=TokenizerConfig(kind=v).kind),
+     "kind='wordpiece': train_tokenizer (minillm/tokenizer/__init__.py)"),
+])
+def test_a_setting_added_to_its_config_list_alone_is_refused_naming_where_to_add_it(
+        monkeypatch, names, value, consume, where):
+    monkeypatch.setattr(config, names, (*getattr(config, names), value))
+    with pytest.raises(MinillmError, match=rf"^{re.escape(where)} .*its branch there"):
+        consume(value)
+
+
+def test_grpo_refuses_a_baseline_without_its_branch_before_the_first_rollout(monkeypatch, tmp_path, untrained_runs):
+    """(It was refused by the first update, after a rollout of prompts_per_step x group_size answers.)"""
+    monkeypatch.setattr(config, "GRPO_BASELINES", (*config.GRPO_BASELINES, "median"))
+    monkeypatch.setattr(grpo, "rollout", lambda *args, **kwargs: pytest.fail("a rollout ran"))
+    cfg = GRPOConfig(train=TrainConfig(max_steps=1, warmup_steps=0), group_size=2, prompts_per_step=2,
+                     minibatch_size=2, max_new_tokens=4, eval_prompts=2, reward="gold", baseline="median")
+    records = [{"id": str(i), "prompt": "Say red.", "reference": "red", "split": "train" if i < 4 else "test_seen"}
+               for i in range(8)]
+    with pytest.raises(ConfigError, match=r"^grpo.baseline=median: group_advantages"):
+        grpo.train_grpo(cfg, untrained_runs / "gpt", records, tmp_path / "grpo")
+
+
+def test_a_sentencepiece_model_type_added_to_the_config_alone_trains_and_is_named_in_the_report(monkeypatch):
+    """sentencepiece trains every model type itself: SPM_MODEL_TYPES is the one list (it was a second
+    copy in spm.py that refused the name, and report.md's names, which failed with a KeyError)."""
+    monkeypatch.setitem(config.SPM_MODEL_TYPES, "char", "SentencePiece's characters")
+    settings = TokenizerConfig(kind="sentencepiece", spm_model_type="char", vocab_size=280)
+    text = ["The river rises at night. A flash flood watch will be in effect all night."] * 20
+    tok = train_tokenizer(text, settings.vocab_size, kind=settings.kind, spm_model_type=settings.spm_model_type,
+                          progress=False)
+    assert tok.decode(tok.encode("a flash flood")) == "a flash flood"
+    assert report.tokenizer_name(settings) == "SentencePiece's characters"
+
+
+def _choices(parser: argparse.ArgumentParser) -> dict[str, list]:
+    """Each option's choices, by its name ("--preset"), over every command of `parser`."""
+    found: dict[str, list] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                for name, choices in _choices(sub).items():
+                    found.setdefault(name, []).extend(choices)
+        elif action.choices is not None:
+            for name in action.option_strings:
+                found.setdefault(name, []).append(list(action.choices))
+    return found
+
+
+@pytest.mark.parametrize(("option", "names", "documented"), [
+    ("--preset", config.PRESETS, True), ("--dtype", config.DTYPES, True),
+    ("--tokenizer", config.TOKENIZER_KINDS, True), ("--kind", config.TOKENIZER_KINDS, False),
+    ("--spm-model-type", config.SPM_MODEL_TYPES, False),
+])
+def test_help_and_docs_list_each_options_names_as_its_config_list_does(option, names, documented):
+    assert all(choices == list(names) for choices in _choices(build_parser())[option])
+    if documented:
+        docs = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+        assert f"{option} {'|'.join(names)}" in docs

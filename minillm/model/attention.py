@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import ModelConfig
-from minillm.errors import ModelInputError
+from minillm.errors import ConfigError, ModelInputError
 
 # --------------------------------------------------------------------------------------------------
 # Masks: boolean tensors, True = may attend. Shapes broadcast to (B, n_head, T_query, T_key).
@@ -268,6 +268,17 @@ class KVCache:
 # Multi-head attention as a module: project, split heads, attend, merge heads, project.
 
 
+def uses_sdpa(config: ModelConfig) -> bool:
+    """Whether `config.attention` runs `attend` in torch's fused kernel ("sdpa") or written out
+    ("manual"). A new way to attend gets its branch here (and in attend) and its name in config.ATTENTIONS."""
+    if config.attention == "sdpa":
+        return True
+    if config.attention == "manual":
+        return False
+    raise ConfigError(f"attention={config.attention}: uses_sdpa (minillm/model/attention.py) knows no attention of "
+                      "that name; add its branch there, and its computation in attend")
+
+
 class MultiHeadAttention(nn.Module):
     """n_head attention heads side by side, each of width head_dim = n_embd / n_head.
 
@@ -286,7 +297,7 @@ class MultiHeadAttention(nn.Module):
         self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.kv_heads, config.head_dim
         self.causal = causal  # True in a decoder (GPT): no token sees the tokens after it
         self.layer = layer  # index of this layer's slot in a KV cache
-        self.use_sdpa = config.attention == "sdpa"
+        self.use_sdpa = uses_sdpa(config)
         self.dropout = config.dropout
         # How many heads of queries, keys and values qkv makes, each head_dim channels wide.
         self.qkv_heads = [self.n_head, self.n_kv_head, self.n_kv_head]

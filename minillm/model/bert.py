@@ -40,6 +40,7 @@ from minillm.model.blocks import (
     check_model_inputs,
     count_layers,
     init_weights,
+    is_pre_norm,
     load_converted,
     make_activation,
     make_dropout,
@@ -70,7 +71,7 @@ class Bert(nn.Module):
         self.drop = make_dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
         # A post-LN block already ends in a LayerNorm; a pre-LN stack needs one more at the top.
-        self.ln_f = make_norm(config) if config.norm == "pre" else None
+        self.ln_f = make_norm(config) if is_pre_norm(config) else None
         # The MLM head: one more transformation of each token's vector before reading out words.
         self.head_dense = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.head_act = make_activation(config)

@@ -43,6 +43,17 @@ from minillm.model.attention import KVCache, MultiHeadAttention, rotary_angles
 SWIGLU_MULTIPLE_OF = 32
 
 
+def is_gated(config: ModelConfig) -> bool:
+    """Whether `config.mlp` names the gated MLP ("swiglu") or the plain one ("gelu"). A new MLP gets
+    its branch here (and in MLP and mlp_width) and its name in config.MLPS."""
+    if config.mlp == "swiglu":
+        return True
+    if config.mlp == "gelu":
+        return False
+    raise ConfigError(f"mlp={config.mlp}: is_gated (minillm/model/blocks.py) knows no MLP of that name; add its "
+                      "branch there, and build it in MLP")
+
+
 def mlp_width(config: ModelConfig) -> int:
     """The MLP's hidden width d_ff: mlp_hidden if set, else mlp_ratio * C, and for SwiGLU 2/3 of that.
 
@@ -53,7 +64,7 @@ def mlp_width(config: ModelConfig) -> int:
     if config.mlp_hidden:
         return config.mlp_hidden
     width = config.mlp_ratio * config.n_embd
-    if config.mlp == "swiglu":  # the one gated MLP (as MLP.gated reads it): 2/3 of the width
+    if is_gated(config):  # SwiGLU: 2/3 of the width
         return SWIGLU_MULTIPLE_OF * math.ceil(int(2 * width / 3) / SWIGLU_MULTIPLE_OF)
     return width
 
@@ -61,7 +72,7 @@ def mlp_width(config: ModelConfig) -> int:
 def make_activation(config: ModelConfig) -> nn.Module:
     """The plain MLP's activation `config.activation` names (BERT's MLM head uses it too): GELU, as
     GPT-2's tanh approximation (cheaper in 2019) or BERT's exact erf form. A new activation goes here
-    and in ModelConfig's list of allowed values."""
+    and in config.ACTIVATIONS."""
     if config.activation == "gelu_tanh":
         return nn.GELU(approximate="tanh")
     if config.activation == "gelu":
@@ -76,7 +87,7 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         hidden = mlp_width(config)
-        self.gated = config.mlp == "swiglu"
+        self.gated = is_gated(config)
         # SwiGLU's gate and up projections are made by one matmul, as qkv makes q, k and v.
         self.fc = nn.Linear(config.n_embd, 2 * hidden if self.gated else hidden, bias=config.bias)
         self.act = nn.SiLU() if self.gated else make_activation(config)
@@ -115,10 +126,25 @@ def make_dropout(p: float) -> nn.Module:
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
-    """The normalisation layer `config.norm_type` names: LayerNorm (GPT-2, BERT) or RMSNorm (Llama)."""
+    """The normalisation layer `config.norm_type` names: LayerNorm (GPT-2, BERT) or RMSNorm (Llama).
+    A new one goes here and in config.NORM_TYPES."""
     if config.norm_type == "rmsnorm":
         return RMSNorm(config.n_embd, config.layer_norm_eps)
-    return nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+    if config.norm_type == "layernorm":
+        return nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
+    raise ConfigError(f"norm_type={config.norm_type}: make_norm (minillm/model/blocks.py) builds no norm of that "
+                      "name; add its branch there, beside rmsnorm's")
+
+
+def is_pre_norm(config: ModelConfig) -> bool:
+    """Whether `config.norm` puts the norm before each sub-layer ("pre", GPT-2) or after the residual
+    ("post", BERT). A new placement gets its branch here (and in Block.forward) and its name in config.NORMS."""
+    if config.norm == "pre":
+        return True
+    if config.norm == "post":
+        return False
+    raise ConfigError(f"norm={config.norm}: is_pre_norm (minillm/model/blocks.py) knows no placement of that name; "
+                      "add its branch there, and its order in Block.forward")
 
 
 def output_table(config: ModelConfig) -> nn.Linear | None:
@@ -143,7 +169,7 @@ class Block(nn.Module):
 
     def __init__(self, config: ModelConfig, layer: int = 0, causal: bool = False) -> None:
         super().__init__()
-        self.pre_norm = config.norm == "pre"
+        self.pre_norm = is_pre_norm(config)
         self.ln_1 = make_norm(config)
         self.attn = MultiHeadAttention(config, layer, causal)
         self.ln_2 = make_norm(config)
@@ -200,7 +226,7 @@ def add_positions(
     """Tell the model where each token is, as `config.position` says: (x + its position vector from
     `table`, None) when "learned", or (x unchanged, RoPE's (cos, sin) for every attention to turn
     queries and keys by) when "rope". A new scheme gets its branch here, its table (if any) in
-    `position_table`, and its name in ModelConfig's allowed values.
+    `position_table`, and its name in config.POSITIONS.
 
     x (B, T, C); position_ids (B or 1, T).
     """

@@ -37,10 +37,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import DPOConfig, to_dict
+from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, check_room_for_prompt, encode_example
-from minillm.stage3_rlhf.annotator import best_and_worst, ranking_to_pairs
+from minillm.stage3_rlhf.annotator import Ranking, best_and_worst, ranking_to_pairs
 from minillm.stage3_rlhf.preferences import (
     EVAL_SEED,
     compare_policies,
@@ -83,6 +84,17 @@ class EncodedPair:
     ref_rejected: float
 
 
+def chosen_pairs(ranking: Ranking, which: str) -> list[tuple[int, int]]:
+    """The (better, worse) answer indices of one ranking that DPO trains on, as `which` (DPOConfig.pairs)
+    says. A new choice gets its branch here and its name in config.DPO_PAIRS."""
+    if which == "all":
+        return ranking_to_pairs(ranking)
+    if which == "best_and_worst":
+        return [pair for pair in [best_and_worst(ranking)] if pair is not None]
+    raise ConfigError(f"dpo.pairs={which}: chosen_pairs (minillm/stage3_rlhf/dpo.py) knows no choice of that name; "
+                      "add its branch there, beside best_and_worst's")
+
+
 def encode_pairs(tokenizer: Any, rankings: Sequence[dict], block_size: int,
                  which: str = "all") -> list[tuple[ChatExample, ChatExample]]:
     """The (better, worse) pairs of every ranking, in the chat template; pairs that do not fit are left out.
@@ -93,8 +105,7 @@ def encode_pairs(tokenizer: Any, rankings: Sequence[dict], block_size: int,
     pairs = []
     for ranking in rankings:
         answers = [encode_example(tokenizer, ranking["prompt"], a, block_size) for a in ranking["answers"]]
-        chosen = (ranking_to_pairs(ranking["ranking"]) if which == "all"
-                  else [pair for pair in [best_and_worst(ranking["ranking"])] if pair is not None])
+        chosen = chosen_pairs(ranking["ranking"], which)
         pairs += [(answers[w], answers[l]) for w, l in chosen if answers[w] is not None and answers[l] is not None]
     return pairs
 

@@ -85,8 +85,9 @@ def group_advantages(rewards: Tensor, baseline: str = "mean", scale_by_std: bool
     elif baseline == "leave_one_out":
         others = (rewards.sum(dim=1, keepdim=True) - rewards) / (G - 1)  # (P, G) the mean of the others
         advantages = rewards - others
-    else:
-        raise ConfigError(f"grpo.baseline={baseline!r} is unknown: expected mean or leave_one_out")
+    else:  # a baseline added to config.GRPO_BASELINES without its branch here
+        raise ConfigError(f"grpo.baseline={baseline}: group_advantages (minillm/stage3_rlhf/grpo.py) knows no "
+                          "baseline of that name; add its branch there, beside leave_one_out's")
     if scale_by_std:  # detail: divided by the group's (sample) std; + eps against a std of 0
         advantages = advantages / (rewards.std(dim=1, keepdim=True) + 1e-4)
     # detail: a unanimous group gets exactly 0. In float32 its mean can miss the common reward by one
@@ -302,6 +303,8 @@ def train_grpo(
                           "--reward, or set grpo.reward=model")
     rm = load_reward_model(rm_dir, tokenizer, device, sft_dir) if rm_dir else None
     reward_fn = make_reward_fn(cfg, records, rm)
+    # group_advantages refuses a baseline it has no branch for: now, not after the first rollout
+    group_advantages(torch.zeros(1, cfg.group_size), cfg.baseline)
     policy.eval()  # detail: dropout off during RL, as in PPO
     reference.eval()
     optimizer = make_optimizer(policy, cfg.train)

@@ -37,6 +37,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from minillm.config import PPOConfig, to_dict
+from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.template import check_room_for_prompt
@@ -252,6 +253,18 @@ PLOTS = {  # file name -> (title, its panels: the metrics that share an axis)
 }
 
 
+def uses_gold(cfg: PPOConfig) -> bool:
+    """Whether PPO's answers are scored by the gold judge ("gold", put on the reward model's scale by
+    gold_normaliser) or by the reward model ("model"). A new reward gets its branch here, its scoring
+    in rollout, and its name in config.PPO_REWARDS."""
+    if cfg.reward == "gold":
+        return True
+    if cfg.reward == "model":
+        return False
+    raise ConfigError(f"ppo.reward={cfg.reward}: uses_gold (minillm/stage3_rlhf/ppo.py) knows no reward of that "
+                      "name; add its branch there, and its scoring in rollout")
+
+
 def gold_normaliser(policy: GPT, tokenizer: Any, prompts: list[dict], cfg: PPOConfig) -> tuple[float, float]:
     """(mean, std) of the gold judge's scores of the SFT model's answers to 256 training prompts.
 
@@ -315,7 +328,7 @@ def train_ppo(
         model.eval()  # detail: dropout off during RL; eval mode changes no gradient, only dropout
     optimizer = make_optimizer_pair(policy, critic, cfg)
     generator = torch.Generator().manual_seed(cfg.train.seed)  # every draw of the run: prompts, tokens, minibatches
-    gold_norm = gold_normaliser(policy, tokenizer, prompts, cfg) if cfg.reward == "gold" else None
+    gold_norm = gold_normaliser(policy, tokenizer, prompts, cfg) if uses_gold(cfg) else None
     first_step, history, state = online_rl.open_run(
         out_dir, "PPO", resume, tokenizer, {"ppo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
         generator, device, model=policy, critic=critic, optimizer=optimizer)
@@ -339,7 +352,7 @@ def train_ppo(
             online_rl.save_run(out_dir, "PPO", step, policy, generator, critic=critic, optimizer=optimizer,
                                kl_coef=kl_coef)
     for name, (title, panels) in PLOTS.items():
-        judge = ", rewarded by the gold judge" if cfg.reward == "gold" else ""  # rm_score is then gold's
+        judge = ", rewarded by the gold judge" if uses_gold(cfg) else ""  # rm_score is then gold's
         plot_panels(history, out_dir / name, panels, title=f"{title} (kl_coef {cfg.kl_coef}{judge})")
     comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
                                   seed=EVAL_SEED)

@@ -44,7 +44,8 @@ def train_tokenizer(
         return BPETokenizer.train(texts, vocab_size, progress=progress)
     if kind == "sentencepiece":
         return SentencePieceTokenizer.train(texts, vocab_size, model_type=spm_model_type, progress=progress)
-    raise TokenizerError(f"kind={kind!r}: expected one of {sorted(KINDS)}")
+    raise TokenizerError(f"kind={kind!r}: train_tokenizer (minillm/tokenizer/__init__.py) trains bpe or "
+                         "sentencepiece; a new kind gets its branch there, and its class in KINDS")
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 import sentencepiece as spm
 
+from minillm.config import SPM_MODEL_TYPES
 from minillm.errors import TokenizerError
 from minillm.tokenizer.bpe import (
     FORMAT_VERSION,
@@ -140,8 +141,8 @@ class SentencePieceTokenizer(Tokenizer):
         vocabulary when the corpus cannot supply `vocab_size` pieces. sentencepiece trains in C++
         and shows no progress bar, so with `progress` one line says what it is doing: a unigram
         vocabulary took a minute on 50 MB of text (2 CPU cores), without a word otherwise."""
-        if model_type not in ("bpe", "unigram"):
-            raise TokenizerError(f"model_type={model_type!r}: expected 'bpe' or 'unigram'")
+        if model_type not in SPM_MODEL_TYPES:
+            raise TokenizerError(f"model_type={model_type!r}: expected one of {', '.join(SPM_MODEL_TYPES)}")
         check_vocab_size(vocab_size, N_RESERVED)
         lines = [part for text in checked_texts(texts) for line in text.split("\n") if line.strip()
                  for part in split_long_line(line)]

@@ -24,16 +24,29 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from minillm.errors import ConfigError
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    """The torch type that `dtype` (TrainConfig.dtype) names. A new one gets its branch here and its
+    name in config.DTYPES; make_grad_scaler, which every run builds before its first step, reads it."""
+    if dtype == "float32":
+        return torch.float32
+    if dtype == "bfloat16":
+        return torch.bfloat16
+    if dtype == "float16":
+        return torch.float16
+    raise ConfigError(f"dtype={dtype}: torch_dtype (minillm/train/precision.py) knows no type of that name; add "
+                      "its branch there, beside float16's")
 
 
 def autocast(device: torch.device, dtype: str) -> AbstractContextManager:
     """The context in which forward passes run: autocast to `dtype`, or nothing for float32."""
     if dtype == "float32":
         return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+    return torch.autocast(device_type=device.type, dtype=torch_dtype(dtype))
 
 
 def make_grad_scaler(device: torch.device, dtype: str) -> torch.amp.GradScaler:
     """A gradient scaler, active only for float16."""
-    return torch.amp.GradScaler(device.type, enabled=dtype == "float16")
+    return torch.amp.GradScaler(device.type, enabled=torch_dtype(dtype) == torch.float16)
