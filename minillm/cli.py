@@ -243,7 +243,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     # A terminal would obey the control characters a model may write (ESC clears it): there they are
     # shown as escapes. Into a file or a pipe the text goes as the model wrote it, for what reads it.
-    print(escape_controls(text) if sys.stdout is not None and sys.stdout.isatty() else text)
+    print(escape_controls(text) if sys.stdout.isatty() else text)
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -642,9 +642,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     A MinillmError (a problem with the input) or an OSError (a path that cannot be read or
     written) becomes one line on stderr; any other exception is a bug and keeps its traceback.
     """
+    stand_in_for_closed_output()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args = _parse_args(parser, argv)
     func: Callable[[argparse.Namespace], None] = args.func
     from minillm.utils import show_unencodable_output  # (imported here: torch with it, and --help stays fast)
 
@@ -659,8 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 func(args)
             # Flushed here, inside the try: a pipe's stdout is block-buffered, so a short output is only
             # written now, and a reader gone by then would otherwise fail at exit ("Exception ignored").
-            if sys.stdout is not None:  # (None when started with stdout closed, `>&-`)
-                sys.stdout.flush()
+            sys.stdout.flush()
         except BrokenPipeError:  # `minillm ... | head`: the reader has all it wanted, nothing went wrong
             _discard_stdout()
             return 141  # 128 + SIGPIPE, the code a shell gives a program the pipe ended
@@ -680,6 +680,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"minillm: interrupted{_resume_hint(args, argv)}", file=sys.stderr)
             return 130
     return 0
+
+
+def stand_in_for_closed_output() -> None:
+    """Give a stdout or stderr that was closed when the command started (`>&-`, `2>&-`, a service
+    launched without them) /dev/null in its place: what is written there is discarded, as asked.
+
+    Python makes a closed stream None, and writing to None fails: every progress bar (tqdm writes to
+    stderr) would end training at its first step with exit code 1 and no word, and `chat` at its
+    greeting. Its free file descriptor (1 or 2) would also go to the next file or pipe opened, which
+    a worker process (`pipeline --jobs 2`) would then print into. So /dev/null is put at that very
+    descriptor, inheritable as a real stdout is: the workers print there too."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:
+            devnull = os.open(os.devnull, os.O_WRONLY)  # (the lowest free descriptor: 0 if stdin is closed too)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            os.set_inheritable(fd, True)
+            setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115 (open to the end)
+
+
+def _parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """`parser.parse_args(argv)`. `--help` prints into stdout's buffer and ends the program (SystemExit)
+    before main's try: the help is flushed here, so that a reader gone before it came (`minillm --help
+    | true`) ends the command as quietly as any other output does, with 141, not with Python's
+    "Exception ignored ... BrokenPipeError" and 120."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _discard_stdout()
+            raise SystemExit(141) from None
+        raise
 
 
 def _discard_stdout() -> None:

@@ -1,0 +1,77 @@
+"""The commands in the environments users launch them in: output that a reader cuts short, and a
+stdout or stderr closed before the command starts (`>&-`, `2>&-`, a service launched without them).
+
+A closed stream is None in Python, which the tests that call `main` here set; what a shell gives a
+process (a pipe whose reader left, descriptors 1 and 2 closed) is tested in a process of its own.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minillm.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def users_env() -> dict[str, str]:
+    """This environment with PYTHONUNBUFFERED unset, as in a user's shell: this suite's own may set it,
+    which hides what a block-buffered stdout does."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["pipeline", "--help"]])
+def test_help_to_a_reader_that_left_ends_quietly(argv):
+    """`minillm --help | true`: the reader is gone before the help is written. argparse prints it into
+    stdout's buffer and exits before `main`'s try, so Python's own flush at exit failed with "Exception
+    ignored ... BrokenPipeError" and exit code 120; every command's output already ended with 141."""
+    with subprocess.Popen([sys.executable, "-m", "minillm", *argv], cwd=REPO, env=users_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as process:
+        process.stdout.close()
+        err = process.stderr.read().decode()
+        assert (process.wait(timeout=120), err) == (141, "")
+
+
+def test_training_with_stderr_closed_runs_to_the_end(tmp_path, monkeypatch, capsys):
+    """`minillm tokenizer train ... 2>&-`: Python makes a closed stderr None, and the first progress bar
+    (tqdm writes to stderr) ended the command with exit code 1 and no word said; a pipeline ended at
+    its first step the same way."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The river rises at night. Rain is expected all weekend in Vell.\n\n" * 20, encoding="utf-8")
+    out = tmp_path / "tok.json"
+    monkeypatch.setattr(sys, "stderr", None)
+    assert main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "300", "--out", str(out)]) == 0
+    assert out.is_file()
+    assert capsys.readouterr().out.startswith("trained a bpe tokenizer")
+
+
+def test_chat_with_stdout_closed_reads_its_input_to_the_end(untrained_runs, monkeypatch):
+    """`minillm chat ... < questions.txt >&-` (a smoke test of a model, say): the chat wrote its greeting
+    to a stdout that Python had made None, and ended with an AttributeError traceback."""
+    monkeypatch.setattr(sys, "stdout", None)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("The river\n"))
+    assert main(["chat", "--ckpt", str(untrained_runs / "gpt"), "--max-new-tokens", "2"]) == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads the descriptors from Linux's /proc")
+@pytest.mark.parametrize("closed", [(1, 2), (0, 1, 2)])  # `>&- 2>&-`, and stdin closed too (`0<&-`)
+def test_a_closed_stdout_or_stderr_is_dev_null_for_the_processes_it_starts(closed):
+    """Started with both closed, the command's descriptors 1 and 2 are /dev/null, and so are those of the
+    processes it starts (`pipeline --jobs 2`'s workers): a worker with a closed stderr ended at its
+    first progress bar, and a free descriptor would have gone to the next file the command opened.
+    With stdin closed as well, the first file opened takes descriptor 0, not 1."""
+    read, write = os.pipe()
+    worker = f"import os; os.write({write}, ' '.join(os.readlink(f'/proc/self/fd/{{fd}}') for fd in (1, 2)).encode())"
+    code = ("import subprocess, sys; from minillm.cli import stand_in_for_closed_output; stand_in_for_closed_output(); "
+            f"subprocess.run([sys.executable, '-c', {worker!r}], pass_fds=({write},))")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, pass_fds=(write,), timeout=120,
+                   preexec_fn=lambda: [os.close(fd) for fd in closed])
+    os.close(write)
+    with os.fdopen(read) as answer:
+        assert answer.read() == f"{os.devnull} {os.devnull}"
