@@ -35,6 +35,7 @@ from minillm.config import (
     preset,
     replace_train_configs,
 )
+from minillm.ctrl_c import ctrl_c_held
 from minillm.errors import ConfigError, DataError, MinillmError
 
 DEFAULT_JOBS = 1  # one step at a time, with torch's threads: faster on a quiet 2-core CPU (docs/findings.md)
@@ -647,13 +648,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse_args(parser, argv)
     func: Callable[[argparse.Namespace], None] = args.func
-    from minillm.utils import show_unencodable_output  # (imported here: torch with it, and --help stays fast)
-
-    show_unencodable_output()  # a stdout that is not UTF-8 (Windows, piped) must not end a trained run at its "±"
     with warnings.catch_warnings():
         if not args.debug:
             warnings.showwarning = _show_warning
         try:
+            # Imported here: torch with it, and --help stays fast. It takes seconds, and a Ctrl-C in them left a
+            # half-imported torch and a page of traceback: the Ctrl-C waits for the import's end, and stops here.
+            with ctrl_c_held():
+                from minillm.utils import show_unencodable_output
+            show_unencodable_output()  # a stdout that is not UTF-8 (Windows, piped) must not end a run at its "±"
             _refuse_an_input_run_as_out(args)
             with _lock_for(args):
                 _say_when_nothing_to_resume(args)

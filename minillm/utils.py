@@ -7,6 +7,8 @@ import codecs
 import io
 import json
 import multiprocessing
+import multiprocessing.context
+import multiprocessing.resource_tracker
 import os
 import random
 import re
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from minillm.ctrl_c import HAS_SIGNAL_MASKS, ctrl_c_held
 from minillm.errors import ConfigError, DataError, RunLockedError
 
 
@@ -56,17 +59,103 @@ def stop_when_orphaned(parent: int, poll_seconds: float = 0.5) -> None:
     threading.Thread(target=watch, daemon=True, name="stop-when-orphaned").start()
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
+def worker_pool(workers: int) -> WorkerPool:
     """Processes for work beside this one: "spawn" starts fresh interpreters (nothing of this
-    process's torch state is copied), each stopping when this process dies and printing as it does."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(os.getpid(),))
+    process's torch state is copied), each stopping when this process dies, printing as it does,
+    and stopped by Ctrl-C as it is (WorkerPool)."""
+    return WorkerPool(max_workers=workers, mp_context=_SpawnHoldingCtrlC(),
+                      initializer=_start_worker, initargs=(os.getpid(),))
+
+
+class WorkerPool(ProcessPoolExecutor):
+    """A process pool whose tasks a Ctrl-C stops as it stops the command, and whose workers it leaves
+    quiet while they have no task.
+
+    A terminal's Ctrl-C goes to every process of the command, and `interrupts_children` sends one more.
+    Python's answer, a KeyboardInterrupt, is right inside a task: the task stops where it is, and the
+    parent gets the exception from its future. Anywhere else in a worker (waiting for a task, reading
+    one, sending a result back) nothing catches it, and each worker printed a page of traceback above
+    the command's one line "minillm: interrupted; ... Continue with: ...". So a worker only notes a
+    Ctrl-C that comes between tasks (`_on_ctrl_c`): the task it was about to start stops at once, and a
+    worker with nothing to do ends when the pool shuts down, as it would have anyway.
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        return super().submit(_run_task, fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """As ProcessPoolExecutor's, but a Ctrl-C must not cut short the wait for the workers to stop: it
+        left them waiting for a task, and this process hung as it exited, waiting for them. A pool made by a
+        worker's task (SFT's baselines, `beside`) is waited for through a Ctrl-C, which its workers got
+        too, and the task stops after; elsewhere a Ctrl-C while it waits (a second one) stops them outright."""
+        global _in_task, _interrupted
+        in_task, _in_task = _in_task, False  # (in a worker's task a Ctrl-C is now only noted)
+        try:
+            super().shutdown(wait, cancel_futures=cancel_futures)
+        except KeyboardInterrupt:
+            for child in multiprocessing.active_children():
+                child.terminate()
+            raise
+        finally:
+            _in_task = in_task
+        if in_task and _interrupted:
+            _interrupted = False
+            raise KeyboardInterrupt
 
 
 def _start_worker(parent: int) -> None:
     """What a worker of `worker_pool` does first: a fresh interpreter has none of its parent's setup."""
     stop_when_orphaned(parent)
     show_unencodable_output()
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # (a command started with it ignored keeps it so)
+        signal.signal(signal.SIGINT, _on_ctrl_c)
+    if HAS_SIGNAL_MASKS:  # a Ctrl-C held since the start is noted now (_SpawnProcessHoldingCtrlC)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+_in_task = False  # in a worker: whether it runs a task now (a Ctrl-C then raises KeyboardInterrupt)
+_interrupted = False  # in a worker: a Ctrl-C came while it ran none (its next task stops at once)
+
+
+def _on_ctrl_c(signum: int, frame: object) -> None:
+    """A worker's SIGINT handler: KeyboardInterrupt inside a task, a note anywhere else."""
+    global _interrupted
+    if _in_task:
+        raise KeyboardInterrupt
+    _interrupted = True
+
+
+def _run_task(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """In a worker: run one task of `WorkerPool.submit`."""
+    global _in_task, _interrupted
+    _in_task = True  # (set first: a Ctrl-C from here on raises; one before it was noted, and is seen below)
+    try:
+        if _interrupted:  # it came while the task was awaited or read: stop before starting it
+            _interrupted = False
+            raise KeyboardInterrupt
+        return fn(*args, **kwargs)
+    finally:
+        _in_task = False  # (a single store, with no call before it where a Ctrl-C could raise)
+
+
+class _SpawnProcessHoldingCtrlC(multiprocessing.context.SpawnProcess):
+    """A "spawn" process that starts with SIGINT blocked: one that comes is held, not lost, until
+    `_start_worker` is ready for it. A fresh interpreter first spends seconds importing torch (to read
+    `_start_worker` from this module), and a KeyboardInterrupt there ended it with a traceback.
+    The child inherits the mask of the thread that starts it; the standard library starts its resource
+    tracker the same way (bpo-33613). Windows has no signal masks: there the process starts as before."""
+
+    def start(self) -> None:
+        if HAS_SIGNAL_MASKS:
+            multiprocessing.resource_tracker.ensure_running()  # (starting it unblocks SIGINT: done first)
+        with ctrl_c_held():
+            super().start()
+
+
+class _SpawnHoldingCtrlC(multiprocessing.context.SpawnContext):
+    """The "spawn" start method, its processes started by _SpawnProcessHoldingCtrlC."""
+
+    Process = _SpawnProcessHoldingCtrlC
 
 
 def show_unencodable_output() -> None:

@@ -1,11 +1,24 @@
 """Shared test setup."""
 
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    """The tests that send Ctrl-C (SIGINT) to this process, to a worker or to a `minillm` they start must
+    see Python answer it, however pytest was started. A shell without job control (a script, a CI
+    runner) starts a background job, `pytest ... &`, with SIGINT *ignored*, and so does every program
+    started from it: Python then sets no KeyboardInterrupt handler. The signal did nothing, a test
+    expecting a KeyboardInterrupt failed ("DID NOT RAISE"), and one accepting a run that finished passed
+    without checking anything. Python's own handler is set back here; the commands the tests start then
+    begin with the default too, since exec resets a handled signal (an ignored one stays ignored)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import warnings
@@ -28,6 +29,7 @@ import torch
 from minillm import cli
 from minillm.cli import build_config, build_parser, main, with_runtime
 from minillm.config import apply_overrides, preset, train_configs
+from minillm.ctrl_c import HAS_SIGNAL_MASKS
 from minillm.errors import ConfigError, DataError
 from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, load_tokenizer
 from minillm.train import save_checkpoint
@@ -862,6 +864,34 @@ def test_a_runtime_error_that_is_not_memory_is_a_bug_and_keeps_its_traceback(mon
 def test_ctrl_c_exits_130(monkeypatch, capsys):
     _fake_command(monkeypatch, KeyboardInterrupt())
     assert run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)[:3] == (130, "", "minillm: interrupted\n")
+
+
+@pytest.mark.skipif(not HAS_SIGNAL_MASKS, reason="no signal masks (Windows): a Ctrl-C is answered at once")
+def test_ctrl_c_while_main_imports_torch_waits_for_the_import_then_exits_130(monkeypatch, capsys):
+    """A command's first seconds go to `import torch` (with minillm.utils): a Ctrl-C there printed a page of
+    torch's traceback, and one caught there would leave a half-imported torch that crashed the interpreter
+    at exit. The Ctrl-C waits for the import's end, then stops the command with its one line."""
+    import builtins
+
+    real_import, events = builtins.__import__, []
+
+    def ctrl_c_during_the_import(name, *args, **kwargs):
+        if name != "minillm.utils" or events:
+            return real_import(name, *args, **kwargs)
+        events.append("Ctrl-C")
+        signal.raise_signal(signal.SIGINT)  # as the import begins
+        module = real_import(name, *args, **kwargs)
+        events.append("imported")
+        return module
+
+    monkeypatch.setattr(builtins, "__import__", ctrl_c_during_the_import)
+    _fake_command(monkeypatch, AssertionError("the command ran after the Ctrl-C"))
+    try:
+        code, out, err = run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)
+    except KeyboardInterrupt:  # (caught: left alone it would stop the whole test run)
+        pytest.fail("a Ctrl-C during the import of torch escaped main as a KeyboardInterrupt")
+    assert (code, out, err) == (130, "", "minillm: interrupted\n")
+    assert events == ["Ctrl-C", "imported"]  # the import went on to its end: no half-imported torch
 
 
 def test_reward_keeps_the_rankings_it_finds_in_its_folder_and_says_how_to_make_new_ones(monkeypatch, capsys, tmp_path):
