@@ -141,6 +141,12 @@ def test_module_manual_equals_sdpa_and_heads_are_split_correctly():
     one_head = reference_attention(*(t[:, :, 4:8].unsqueeze(1) for t in (q, k, v)), mask)[:, 0]  # (B, T, 4)
     heads = attend(*(manual.split_heads(t) for t in (q, k, v)), mask)  # (B, H, T, 4)
     torch.testing.assert_close(heads[:, 1].double(), one_head, atol=1e-6, rtol=1e-6)
+    # The whole module by hand: qkv's rows are queries, keys, values in that order (GPT-2's c_attn
+    # and the weight importers rely on it); head h's output fills channels 4h..4h+4 before proj.
+    every_head = [reference_attention(*(t[:, :, 4 * h:4 * h + 4].unsqueeze(1) for t in (q, k, v)), mask)[:, 0]
+                  for h in range(3)]  # 3 x (B, T, 4)
+    by_hand = torch.cat(every_head, dim=-1) @ manual.proj.weight.double().T + manual.proj.bias.double()
+    torch.testing.assert_close(manual(x, mask).double(), by_hand, atol=1e-5, rtol=1e-5)
 
 
 def test_kv_cache_grows_along_time_and_remembers_padding():
@@ -192,6 +198,9 @@ def test_kv_cache_without_padding_keeps_no_mask():
     cache = KVCache(n_layer=1)
     assert cache.add_tokens(None, batch=2, t_new=4) is None
     assert cache.add_tokens(None, batch=2, t_new=1) is None and cache.length == 5
+    # A first padded step: the five tokens before it were all real, and stay visible.
+    mask = cache.add_tokens(torch.tensor([[True], [False]]), batch=2, t_new=1)
+    assert torch.equal(mask, torch.tensor([[True] * 6, [True] * 5 + [False]]))
 
 
 @pytest.mark.parametrize("use_sdpa", [False, True])
@@ -252,3 +261,22 @@ def test_rotary_scores_depend_only_on_the_distance():
     assert score(5, 2) == pytest.approx(score(40, 37), abs=1e-4)  # same distance, same score
     assert score(5, 2) != pytest.approx(score(5, 4), abs=1e-3)  # another distance, another score
     assert apply_rotary(q, rotary_angles(torch.tensor([[9]]), 16)).norm() == pytest.approx(q.norm().item())
+
+
+@pytest.mark.parametrize("use_sdpa", [False, True])
+def test_attention_dropout_zeroes_weights_at_rate_p_and_rescales_the_rest(use_sdpa):
+    """Dropout removes attention LINKS (weights), each with probability p, and scales the survivors by
+    1 / (1 - p) so that their expected sum is still 1. Equal scores make every weight 1 / Tk, and
+    one-hot values (v_j = e_j) copy each weight into its own output channel, so the output shows the
+    dropped weights themselves; an extra all-ones channel must then hold their sum (a dropout on the
+    output instead would drop that channel on its own)."""
+    B, H, Tq, Tk, p = 1, 4, 64, 16, 0.25
+    q, k = torch.zeros(B, H, Tq, 8), torch.zeros(B, H, Tk, 8)  # every score 0: every weight 1 / Tk
+    v = torch.cat([torch.eye(Tk), torch.ones(Tk, 1)], dim=1).expand(B, H, Tk, Tk + 1)  # (B, H, Tk, Tk + 1)
+    torch.manual_seed(0)
+    out = attend(q, k, v, use_sdpa=use_sdpa, dropout=p)  # (B, H, Tq, Tk + 1)
+    weights, row_sums = out[..., :Tk], out[..., Tk]
+    kept = weights != 0
+    torch.testing.assert_close(weights[kept], torch.full_like(weights[kept], 1 / (Tk * (1 - p))))
+    assert (~kept).float().mean().item() == pytest.approx(p, abs=0.03)  # 4096 weights: p to about +-0.007
+    torch.testing.assert_close(row_sums, weights.sum(dim=-1))

@@ -7,6 +7,7 @@ from minillm.config import ModelConfig
 from minillm.errors import ConfigError, ModelInputError
 from minillm.model import GPT, Bert, Block, KVCache
 from minillm.model.attention import rotary_angles
+from minillm.model.blocks import make_activation
 from minillm.model.gpt import filter_logits, inverse_cdf_sample, sample_next
 
 V = 53
@@ -102,6 +103,9 @@ def test_residual_projections_start_smaller_by_the_square_root_of_twice_the_dept
     assert std("attn.qkv.weight") == pytest.approx(0.02, rel=0.03)
     assert std("attn.proj.weight") == pytest.approx(0.02 / 4, rel=0.03)  # 0.02 / sqrt(2 * 8)
     assert std("mlp.proj.weight") == pytest.approx(0.02 / 4, rel=0.03)
+    # Biases start at 0 and LayerNorm gains at 1 (nn.Linear's own init would give random biases).
+    assert all((p == 0).all() for n, p in model.named_parameters() if n.endswith(".bias"))
+    assert all((p == 1).all() for n, p in model.named_parameters() if ".ln_" in n and n.endswith(".weight"))
 
 
 def test_sdpa_model_equals_manual_model():
@@ -474,6 +478,7 @@ def test_bad_ids_and_masks_are_model_input_errors(cls):
         model(torch.tensor([[1, V]]))
     with pytest.raises(ModelInputError, match="vocab_size"):
         model(torch.tensor([[-1, 2]]))
+    assert model(ids_of(1, 48)).shape == (1, 48, V)  # exactly block_size tokens fit
     with pytest.raises(ModelInputError, match="block_size"):
         model(ids_of(1, 49))
     with pytest.raises(ModelInputError, match="attention_mask"):
@@ -546,3 +551,43 @@ def test_bert_refuses_segment_ids_outside_its_segment_table():
         model = make(Bert, bert_config(type_vocab_size=type_vocab_size))
         with pytest.raises(ModelInputError, match=rf"token_type_ids must be in \[0, {type_vocab_size}\)"):
             model(ids, token_type_ids=torch.full_like(ids, segment))
+
+
+def test_bert_mlm_head_is_dense_gelu_layernorm_then_the_tied_table_plus_a_bias_by_hand():
+    """The MLM head by its formula in float64: LayerNorm(GELU(h W^T + b)) E^T + bias, E the token table.
+    Without this check a head that forgot its GELU or its bias would still train (only worse), and
+    only the optional comparison with Hugging Face (test_weight_import.py) would notice."""
+    model = make(Bert, bert_config())  # make() moves every bias, gain and head_bias away from 0 and 1
+    ids = ids_of(2, 7)
+    h = model.hidden_states(ids).double()  # (B, T, C)
+    dense, ln = model.head_dense, model.head_ln
+    x = h @ dense.weight.double().T + dense.bias.double()
+    x = 0.5 * x * (1 + torch.erf(x / 2 ** 0.5))  # BERT's exact GELU
+    x = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-12)
+    x = x * ln.weight.double() + ln.bias.double()
+    by_hand = x @ model.tok_emb.weight.double().T + model.head_bias.double()  # (B, T, V)
+    torch.testing.assert_close(model(ids).double(), by_hand, atol=1e-4, rtol=1e-4)
+
+
+def test_gpt2_gelu_is_the_tanh_formula_by_hand():
+    """GPT-2's MLP uses the tanh approximation of GELU, not the exact erf form: they differ by up to
+    ~5e-4, too little to see in training curves but enough to miss GPT-2's logits when its weights
+    are imported (which only the optional comparison with Hugging Face checks)."""
+    x = torch.linspace(-4, 4, 101, dtype=torch.float64)
+    by_hand = 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x**3)))
+    torch.testing.assert_close(make_activation(gpt_config())(x), by_hand)
+
+
+def test_bert_blocks_read_the_layernorm_of_token_position_and_segment_vectors_by_hand():
+    """BERT's embedding by its formula in float64: LayerNorm(E_tok[id] + E_pos[p] + E_seg[s]) (eps
+    1e-12), caught as it enters the first block. The LayerNorm is what keeps three summed tables at
+    a sane scale; forgetting it trains on, and only the comparison with Hugging Face would notice."""
+    model = make(Bert, bert_config(type_vocab_size=2))  # make() moves emb_ln's gain and bias off 1 and 0
+    seen = {}
+    model.blocks[0].register_forward_pre_hook(lambda module, inputs: seen.update(first=inputs[0]))
+    ids, segments = ids_of(2, 7), ids_of(2, 7, seed=1) % 2
+    model.hidden_states(ids, token_type_ids=segments)
+    x = (model.tok_emb.weight[ids] + model.pos_emb.weight[:7] + model.seg_emb.weight[segments]).double()
+    x = (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-12)
+    by_hand = x * model.emb_ln.weight.double() + model.emb_ln.bias.double()  # (B, T, C)
+    torch.testing.assert_close(seen["first"].double(), by_hand, atol=1e-5, rtol=1e-5)

@@ -184,3 +184,13 @@ def test_default_model_is_unchanged_by_the_switches():
                                                   strict=True))
     assert isinstance(default.ln_f, torch.nn.LayerNorm) and default.blocks[0].mlp.fc.weight.shape == (128, 32)
     assert default.head is None
+
+
+def test_rope_logits_do_not_change_when_every_position_moves_by_the_same_amount():
+    """RoPE's promise at the model level: scores depend on the distance between query and key only,
+    so giving every token position p + 7 instead of p leaves every logit as it was (a learned position
+    table gives no such promise). It fails if queries and keys are not BOTH turned."""
+    model = make(GPT, gpt_config(n_kv_head=2, **LLAMA))
+    ids = ids_of(2, 9)
+    moved = torch.arange(7, 16)[None]  # (1, T): positions 7..15 instead of 0..8
+    torch.testing.assert_close(model(ids, position_ids=moved), model(ids), atol=1e-4, rtol=1e-4)
