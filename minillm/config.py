@@ -425,6 +425,8 @@ class PPOConfig:
     target_kl: float = 6.0  # adaptive beta steers the mean KL per response towards this
     clip_range: float = 0.2
     clip_range_value: float = 0.2
+    # The value loss's weight in the summed loss. The critic shares no weight with the policy, and AdamW
+    # undoes a gradient's scale, so it barely matters here: critic_lr sets how fast the critic learns.
     vf_coef: float = 0.1
     gamma: float = 1.0
     lam: float = 0.95

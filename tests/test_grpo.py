@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from crash_resume import assert_exact_resume
-from test_ppo import RECORDS, build_runs, logprobs_alone, nudged, train_and_check_the_reference
+from test_ppo import RECORDS, build_runs, entropy_alone, logprobs_alone, nudged, train_and_check_the_reference
 
 from minillm import config, report
 from minillm.config import GRPOConfig, TrainConfig
@@ -394,6 +394,8 @@ def test_rollout_groups_consecutive_answers_and_first_update_is_on_policy(runs):
     ro = rollout(policy, copy.deepcopy(policy), by_length, tok, RECORDS[:2], cfg, g)
     assert ro.rewards.shape == (2, 4) and ro.advantages.shape == (8,)
     assert [r["id"] for r in ro.records] == [RECORDS[0]["id"]] * 4 + [RECORDS[1]["id"]] * 4
+    by_row = by_length(ro.records, ro.responses)  # (8,): rows 0-3 answer the first prompt, rows 4-7 the second
+    assert ro.rewards.tolist() == [by_row[:4].tolist(), by_row[4:].tolist()]  # a group is one prompt's answers
     assert ro.advantages.tolist() == pytest.approx(group_advantages(ro.rewards).flatten().tolist())
     verifiable = make_reward_fn(cfg, RECORDS, None)(ro.records, ro.responses)
     by_hand = [Verifier(RECORDS)(r, a) for r, a in zip(ro.records, ro.responses.answers, strict=True)]
@@ -491,6 +493,19 @@ def test_kl_term_reads_every_answer_and_starts_at_zero(runs):
     stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g)
     assert stats[0]["k3_kl"] < 1e-8  # first minibatch: pi == pi_old == pi_ref
     assert len(stats) == 2 and stats[1]["k3_kl"] > 1e-6  # the second minibatch sees a policy that moved
+
+
+def test_the_logged_entropy_is_the_policys_over_the_answers_real_tokens(runs):
+    """One minibatch holding the whole rollout: the entropy GRPO logs (grpo_health.png) is the policy's
+    -sum p log p at each real answer token, at the sampling temperature, averaged over those tokens; a
+    sign slip would log it negative, and a collapse of the policy's entropy would go unseen."""
+    policy, tok = load_model(runs["sft"], GPT)
+    cfg = micro_grpo_config(minibatch_size=8, temperature=0.7)
+    g = torch.Generator().manual_seed(0)
+    ro = rollout(policy, policy, lambda b, r: torch.arange(len(b)).float(), tok, RECORDS[:2], cfg, g)
+    by_hand = entropy_alone(policy, ro.responses.ids, ro.responses.attention_mask, ro.mask, 0.7)  # before the step
+    [stats] = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g)
+    assert stats["entropy"] == pytest.approx(by_hand, rel=1e-4)
 
 
 def test_reward_model_reward_needs_a_reward_model():

@@ -212,6 +212,8 @@ def test_a_rollout_penalises_unfinished_answers_and_whitens_the_advantages(runs)
     last_token = ro.ids[:, -n:].gather(1, last_real_index(ro.mask)[:, None]).squeeze(1)  # (B,)
     assert ro.has_eos.tolist() == (last_token == tok.eos_id).tolist()
     assert (ro.has_eos & (ro.mask.sum(dim=1) < n)).any() and not ro.has_eos.all()
+    for t in (ro.kl, ro.values, ro.advantages, ro.returns):  # the answers that ended early have pads
+        assert (t[~ro.mask] == 0).all()
     # an unfinished answer's score is the penalty; a finished one keeps the reward model's
     assert (ro.score[~ro.has_eos] == cfg.no_eos_penalty).all()
     assert torch.equal(ro.score[ro.has_eos], ro.rm_score[ro.has_eos])
@@ -236,6 +238,31 @@ def test_without_discount_or_kl_a_tokens_advantage_is_the_score_minus_its_value(
     torch.testing.assert_close(ro.advantages[ro.mask], whitened, atol=1e-4, rtol=0)
 
 
+def test_a_rollouts_returns_are_gae_with_its_own_gamma_and_lam(runs):
+    """With gamma != lam (0.9 and 0.5) and a KL penalty, each real token's return is its GAE advantage,
+    written out as the discounted sum A_t = sum_k (gamma lam)^(k-t) delta_k in float64 loops, plus its
+    value. gamma = lam = 1 (the test above) cannot tell gamma from lam: a rollout that passed them to
+    `gae` the other way round would discount the bootstrap by lam and pass that test unseen."""
+    policy, tok = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0]
+    gamma, lam, kl_coef = 0.9, 0.5, 0.1
+    cfg = dataclasses.replace(micro_ppo_config(), gamma=gamma, lam=lam)
+    policy = with_eos_boost(policy, tok.eos_id, 4.0)
+    ro = rollout(policy, nudged(policy), rm, copy.deepcopy(rm), tok, RECORDS[:8], cfg, kl_coef,
+                 torch.Generator().manual_seed(0))
+    by_hand = torch.zeros(ro.mask.shape, dtype=torch.float64)
+    for b in range(len(ro.records)):
+        n = int(ro.mask[b].sum())
+        rewards = [-kl_coef * float(ro.kl[b, t]) for t in range(n)]
+        rewards[-1] += float(ro.score[b])  # the answer's score lands on its last real token
+        values = [float(ro.values[b, t]) for t in range(n)] + [0.0]  # V = 0 once the answer has ended
+        deltas = [rewards[t] + gamma * values[t + 1] - values[t] for t in range(n)]
+        for t in range(n):
+            by_hand[b, t] = sum((gamma * lam) ** (k - t) * deltas[k] for k in range(t, n)) + values[t]
+    assert ro.mask.sum(dim=1).min() < ro.mask.sum(dim=1).max()  # answers of several lengths
+    torch.testing.assert_close(ro.returns.double(), by_hand, atol=1e-5, rtol=0)
+
+
 def nudged(model: GPT, seed: int = 0, scale: float = 0.2) -> GPT:
     """A copy of `model` with every weight moved a little: another policy, that answers otherwise."""
     other, g = copy.deepcopy(model), torch.Generator().manual_seed(seed)
@@ -245,19 +272,34 @@ def nudged(model: GPT, seed: int = 0, scale: float = 0.2) -> GPT:
     return other
 
 
-def logprobs_alone(model: GPT, ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
-                   temperature: float) -> torch.Tensor:
-    """(B, N) log-probs of each row's response tokens under `model`, by hand: every row run alone with
-    its pads cut away (no attention mask, no KV cache), logits over `temperature`; 0 on the pads."""
-    out = torch.zeros(mask.shape)
+def log_softmax_alone(model: GPT, ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """(B, N, V) the log-distribution `model` gives each response token of each row, by hand: every row
+    run alone with its pads cut away (no attention mask, no KV cache), logits over `temperature`; 0 on
+    the pads."""
+    out = torch.zeros(*mask.shape, model.config.vocab_size)
     for b in range(len(ids)):
         real = ids[b][attention_mask[b]]  # the prompt's and the answer's tokens, nothing else
         k, length = int(mask[b].sum()), len(real)  # the answer is the last k of them
         with torch.no_grad():
             logp = torch.log_softmax(model(real[None])[0] / temperature, dim=-1)  # (L, V): row t predicts t + 1
-        for j in range(k):
-            out[b, j] = logp[length - k + j - 1, real[length - k + j]]
+        out[b, :k] = logp[length - k - 1:length - 1]
     return out
+
+
+def logprobs_alone(model: GPT, ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
+                   temperature: float) -> torch.Tensor:
+    """(B, N) log-probs of each row's response tokens under `model` (`log_softmax_alone`); 0 on the pads."""
+    logp = log_softmax_alone(model, ids, attention_mask, mask, temperature)  # (B, N, V)
+    return logp.gather(2, ids[:, -mask.shape[1]:, None]).squeeze(2)
+
+
+def entropy_alone(model: GPT, ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
+                  temperature: float) -> float:
+    """The mean over the answers' real tokens of the entropy -sum_v p log p of `model`'s next-token
+    distribution there (`log_softmax_alone`): what the updates log as "entropy", in nats."""
+    logp = log_softmax_alone(model, ids, attention_mask, mask, temperature)[mask].double()  # (real tokens, V)
+    return -(logp.exp() * logp).sum(dim=-1).mean().item()
 
 
 def test_the_kl_penalty_is_measured_against_the_frozen_reference(runs):
@@ -278,7 +320,9 @@ def test_the_kl_penalty_is_measured_against_the_frozen_reference(runs):
 def test_the_critic_is_regressed_from_its_old_values_towards_the_returns(runs):
     """One minibatch holding the whole rollout: before its step the critic still predicts the rollout's
     values, so clipping changes nothing and the value loss is half the mean squared gap between those
-    values and the returns (GAE's targets) over the real tokens."""
+    values and the returns (GAE's targets) over the real tokens. The entropy logged with it is the
+    policy's own before the step, -sum p log p averaged over the real tokens (a sign slip would log a
+    negative entropy, and an entropy collapse would go unseen on the health plot)."""
     policy, tok = load_model(runs["sft"], GPT)
     rm = load_model(runs["rm"], RewardModel)[0]
     cfg = dataclasses.replace(micro_ppo_config(), minibatch_size=4, ppo_epochs=1)
@@ -286,9 +330,11 @@ def test_the_critic_is_regressed_from_its_old_values_towards_the_returns(runs):
     ro = rollout(policy, copy.deepcopy(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
     gap = (ro.values - ro.returns)[ro.mask]
     assert gap.abs().max() > 2 * cfg.clip_range_value  # gaps beyond the clip range: the test can fail
+    entropy = entropy_alone(policy, ro.ids, ro.attention_mask, ro.mask, cfg.temperature)  # before the step
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
     [stats] = ppo_update(policy, critic, optimizer, ro, cfg, g)
     assert stats["vf_loss"] == pytest.approx(0.5 * (gap ** 2).mean().item(), rel=1e-4)
+    assert stats["entropy"] == pytest.approx(entropy, rel=1e-4)  # the policy's, in nats, over real tokens
 
 
 def test_the_ratio_is_taken_against_the_sampling_policy_not_the_reference(runs):
@@ -302,6 +348,29 @@ def test_the_ratio_is_taken_against_the_sampling_policy_not_the_reference(runs):
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
     stats = ppo_update(policy, critic, optimizer, ro, cfg, g)
     assert stats[0]["ratio_max_dev"] < 1e-4 and stats[0]["clipfrac"] == 0.0
+
+
+def test_the_update_steps_on_the_policy_loss_plus_vf_coef_times_the_value_loss(runs):
+    """One plain gradient step (SGD, no gradient clipping) on one minibatch holding the whole rollout:
+    the critic moves by lr x vf_coef x the gradient of the value loss written out by hand (half the
+    mean squared gap between its values and the returns over the real tokens; unclipped, since the
+    critic still predicts the rollout's values). A loss that dropped vf_coef would move it ten times
+    as far. (Under AdamW the scale of a network's whole gradient hardly matters: vf_coef weighs the
+    critic against the policy only through gradient clipping and Adam's eps.)"""
+    policy, tok = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0]
+    cfg = dataclasses.replace(micro_ppo_config(), minibatch_size=4, ppo_epochs=1, vf_coef=0.1,
+                              train=dataclasses.replace(micro_ppo_config().train, grad_clip=0.0))
+    critic, g = copy.deepcopy(rm), torch.Generator().manual_seed(0)
+    ro = rollout(policy, copy.deepcopy(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
+    by_hand = copy.deepcopy(critic).requires_grad_(True)
+    values = by_hand.token_scores(ro.ids, ro.attention_mask)[:, -ro.mask.shape[1] - 1:-1]  # before each token
+    (0.5 * ((values - ro.returns)[ro.mask] ** 2).mean()).backward()
+    before = critic.head.weight.detach().clone()
+    lr = 0.5
+    ppo_update(policy, critic, torch.optim.SGD([*policy.parameters(), *critic.parameters()], lr=lr), ro, cfg, g)
+    torch.testing.assert_close(critic.head.weight - before, -lr * cfg.vf_coef * by_hand.head.weight.grad,
+                               atol=1e-6, rtol=1e-4)
 
 
 def test_the_critic_learns_its_value_loss_falls_over_the_epochs(runs):
