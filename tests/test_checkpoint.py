@@ -312,6 +312,18 @@ def test_load_model_gives_a_model_in_eval_mode(tmp_path):
     assert not model.training and not any(m.training for m in model.modules())
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_load_model_refuses_weights_that_are_not_finite(tmp_path, bad):
+    """One weight NaN or infinite, as in a run that diverged: every answer would be sampled from NaN
+    probabilities (an inf weight makes them NaN as surely as a NaN does), so loading says so in one line."""
+    short_run(tmp_path, tiny_gpt())
+    ckpt = load_checkpoint(tmp_path / "ckpt.pt")
+    ckpt["model"]["blocks.0.mlp.fc.weight"][0, 0] = bad
+    save_checkpoint(tmp_path / "ckpt.pt", ckpt)
+    with pytest.raises(CheckpointError, match="NaN or infinite weights"):
+        load_model(tmp_path, GPT)
+
+
 def test_an_atomic_write_gives_the_file_the_usual_permissions(tmp_path):
     umask = os.umask(0o022)
     try:

@@ -10,6 +10,7 @@ import shutil
 import sys
 import tracemalloc
 import weakref
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -251,6 +252,21 @@ def test_replay_mixes_pretraining_windows_into_training_batches_only(tokenizer) 
     # with gradient accumulation both micro-batches hold replay rows; cut in halves, one held them all
     parts = micro_batches(train_batch, TrainConfig(batch_size=8, grad_accum_steps=2), DistContext(), "cpu")
     assert [int(every_token_counts(part).sum()) for part in parts] == [1, 2]
+
+
+def test_length_buckets_draw_every_example_equally_often() -> None:
+    """Batches come from length buckets of 4 batches' worth of examples, so the last bucket is smaller:
+    9 examples in buckets of 8 and 1. Choosing a bucket in proportion to its size keeps every example
+    at the same rate, 2 rows a batch / 9 examples; choosing buckets alike would put the lone longest
+    example in half of the batches, training on it some 4 times as often as on any other."""
+    examples = [ChatExample(ids=[i + 1] * (i + 2), loss_mask=[True] * (i + 2)) for i in range(9)]  # lengths 2..10
+    get_batch = make_get_batch({"train": examples}, 2, pad_id=0, device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    n_batches = 900
+    drawn = Counter(int(row[0]) - 1 for _ in range(n_batches) for row in get_batch("train", generator)["ids"])
+    expected = n_batches * 2 / 9  # 200 rows of each example (buckets chosen alike: ~900 of the lone one)
+    assert sorted(drawn) == list(range(9))
+    assert all(abs(drawn[i] - expected) < 0.3 * expected for i in range(9)), drawn
 
 
 # Equal weights must fail by the assertion that the steps differ, not by any error on the way there.

@@ -450,6 +450,31 @@ def test_masked_accuracy_counts_the_masked_positions_only():
     assert masked_accuracy(logits, labels) == (1, 2)
 
 
+class CopiesAtBlanks(nn.Module):
+    """A stand-in encoder that predicts each position's own input token, called as batch_loss calls it:
+    model(ids, logits_at=chosen) -> (M, V) logits at the chosen positions only."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+
+    def forward(self, ids: torch.Tensor, logits_at: torch.Tensor) -> torch.Tensor:
+        return F.one_hot(ids[logits_at], self.vocab_size).float()  # (M, V)
+
+
+def test_the_logged_masked_accuracy_is_the_fraction_of_blanks_guessed_right():
+    """batch_loss's masked_acc is logged and averaged over micro-batches as a mean, so it must be a
+    fraction in [0, 1], not a count: here 3 of the 5 blanks show their own token (BERT's kept 10%),
+    and a model that copies its input guesses exactly those, 3/5."""
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])  # (B, T) what the encoder sees
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[0, 1], labels[0, 4], labels[1, 0] = 6, 9, 11  # blanks that show their answer
+    labels[1, 3], labels[1, 5] = 2, 3  # blanks that show another token (<mask> or a random one)
+    _, extra = batch_loss(CopiesAtBlanks(20), {"input_ids": ids, "labels": labels})
+    right = sum(int(ids[r, t] == labels[r, t]) for r in range(2) for t in range(6) if labels[r, t] != IGNORE_INDEX)
+    assert extra["masked_acc"] == pytest.approx(right / 5) == pytest.approx(0.6)
+
+
 def test_resume_may_start_fresh_and_may_train_for_more_steps(tmp_path, corpus, tokenizer):
     run = tmp_path / "run"
     train_clm(_clm_cfg(max_steps=2), tokenizer, *corpus, run, resume=True)  # nothing to resume yet: a new run
@@ -491,6 +516,10 @@ def test_evaluations_give_the_model_back_in_training_mode(corpus, tokenizer):
     fill_mask(model, tokenizer, "The river [MASK] floods.")
     assert model.training
     perplexity(model.eval(), stream, block_size=8, batch_size=4, max_windows=4)
+    assert not model.training
+    evaluate_mlm(model, _mlm_cfg(), tokenizer, stream, most_frequent_id=0, max_windows=4)
+    assert not model.training  # a model given in eval mode is not switched to training (dropout on)
+    fill_mask(model, tokenizer, "The river [MASK] floods.")
     assert not model.training
 
 

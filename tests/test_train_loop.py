@@ -487,10 +487,16 @@ def test_a_resume_for_more_steps_says_what_the_learning_rate_does(tmp_path, caps
     note = capsys.readouterr().out
     assert f"step 6 trained at {lr_at(5, short):.3g}, step 7 trains at {lr_at(6, longer):.3g}" in note
     assert lr_at(6, longer) > lr_at(5, short) and "steps 1 to 6 other rates" in note
-    # stopped while warming up: the longer schedule gives the steps so far the same rates
-    run(tmp_path / "warming", small_cfg(max_steps=2, warmup_steps=3, save_every=2))
+    # stopped while warming up: the longer schedule gives the steps so far the same rates. The note names
+    # the rate step 2 was logged with (2/3 of lr: a note one step off would name 3/3), and step 3's (3/3)
+    warmed = run(tmp_path / "warming", small_cfg(max_steps=2, warmup_steps=3, save_every=2))["history"]
+    used = next(row["lr"] for row in warmed if row["split"] == "train" and row["step"] == 2)
+    assert used == pytest.approx(1e-2 * 2 / 3)
+    capsys.readouterr()
     run(tmp_path / "warming", small_cfg(max_steps=4, warmup_steps=3), resume=True)
-    assert "gives steps 1 to 2 the rates they had" in capsys.readouterr().out
+    note = capsys.readouterr().out
+    assert f"step 2 trained at {used:.3g}, step 3 trains at {1e-2:.3g}" in note
+    assert "gives steps 1 to 2 the rates they had" in note
 
 
 # --------------------------------------------------------------------------------------------------
