@@ -20,7 +20,7 @@ import sys
 import unicodedata
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -36,7 +36,7 @@ from minillm.config import (
     replace_train_configs,
 )
 from minillm.ctrl_c import ctrl_c_held
-from minillm.errors import ConfigError, DataError, MinillmError
+from minillm.errors import ConfigError, DataError, MinillmError, discard_stdout, stand_in_for_closed_output
 
 DEFAULT_JOBS = 1  # one step at a time, with torch's threads: faster on a quiet 2-core CPU (docs/findings.md)
 
@@ -665,7 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # written now, and a reader gone by then would otherwise fail at exit ("Exception ignored").
             sys.stdout.flush()
         except BrokenPipeError:  # `minillm ... | head`: the reader has all it wanted, nothing went wrong
-            _discard_stdout()
+            discard_stdout()
             return 141  # 128 + SIGPIPE, the code a shell gives a program the pipe ended
         except (MinillmError, OSError) as err:
             if args.debug:
@@ -685,25 +685,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def stand_in_for_closed_output() -> None:
-    """Give a stdout or stderr that was closed when the command started (`>&-`, `2>&-`, a service
-    launched without them) /dev/null in its place: what is written there is discarded, as asked.
-
-    Python makes a closed stream None, and writing to None fails: every progress bar (tqdm writes to
-    stderr) would end training at its first step with exit code 1 and no word, and `chat` at its
-    greeting. Its free file descriptor (1 or 2) would also go to the next file or pipe opened, which
-    a worker process (`pipeline --jobs 2`) would then print into. So /dev/null is put at that very
-    descriptor, inheritable as a real stdout is: the workers print there too."""
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        if getattr(sys, name) is None:
-            devnull = os.open(os.devnull, os.O_WRONLY)  # (the lowest free descriptor: 0 if stdin is closed too)
-            if devnull != fd:
-                os.dup2(devnull, fd)
-                os.close(devnull)
-            os.set_inheritable(fd, True)
-            setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115 (open to the end)
-
-
 def _parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
     """`parser.parse_args(argv)`. `--help` prints into stdout's buffer and ends the program (SystemExit)
     before main's try: the help is flushed here, so that a reader gone before it came (`minillm --help
@@ -715,15 +696,9 @@ def _parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argpars
         try:
             sys.stdout.flush()
         except BrokenPipeError:
-            _discard_stdout()
+            discard_stdout()
             raise SystemExit(141) from None
         raise
-
-
-def _discard_stdout() -> None:
-    """Point stdout at /dev/null: the output still buffered would fail again as Python exits."""
-    with suppress(OSError, ValueError):  # a stdout with no file behind it (a test's) has nothing to point
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 PREFS_NAME = "prefs.jsonl"  # the rankings `reward` collects into its folder, or finds there

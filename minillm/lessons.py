@@ -52,7 +52,11 @@ from minillm.train.checkpoint import CKPT_NAME
 from minillm.train.loop import METRICS_NAME, read_metrics
 from minillm.utils import read_json, run_folder_lock, show_unencodable_output, write_json
 
-show_unencodable_output()  # every lesson imports this module first; lessons print Korean text and "±"
+# Every lesson imports this module first, which sets it up as a `minillm` command is: a mistake in the
+# input is one line, a reader that left (`| head`) ends it quietly, a closed stderr (`2>&-`) does not
+# end it at its first progress bar; and its Korean text and "±" print on any stdout.
+one_line_errors()
+show_unencodable_output()
 
 
 def find_root() -> Path:
@@ -100,9 +104,8 @@ def lesson_args(description: str, inputs: Sequence[str] = ()) -> argparse.Namesp
     """The lesson's command line: `--fresh`, and optional run folders named `inputs` (e.g. "sft_run").
 
     In a notebook the kernel's own arguments are not the lesson's: there every value is its default.
-    A mistake in the input (a MinillmError) ends the lesson with one line, not a traceback.
+    A mistake in the input (a MinillmError) ends the lesson with one line, not a traceback (one_line_errors).
     """
-    one_line_errors()
     parser = argparse.ArgumentParser(description=description)
     for name in inputs:
         parser.add_argument(name, nargs="?", type=resolved, default=None,

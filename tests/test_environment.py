@@ -68,10 +68,40 @@ def test_a_closed_stdout_or_stderr_is_dev_null_for_the_processes_it_starts(close
     With stdin closed as well, the first file opened takes descriptor 0, not 1."""
     read, write = os.pipe()
     worker = f"import os; os.write({write}, ' '.join(os.readlink(f'/proc/self/fd/{{fd}}') for fd in (1, 2)).encode())"
-    code = ("import subprocess, sys; from minillm.cli import stand_in_for_closed_output; stand_in_for_closed_output(); "
-            f"subprocess.run([sys.executable, '-c', {worker!r}], pass_fds=({write},))")
+    code = ("import subprocess, sys; from minillm.errors import stand_in_for_closed_output; "
+            f"stand_in_for_closed_output(); subprocess.run([sys.executable, '-c', {worker!r}], pass_fds=({write},))")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, pass_fds=(write,), timeout=120,
                    preexec_fn=lambda: [os.close(fd) for fd in closed])
     os.close(write)
     with os.fdopen(read) as answer:
         assert answer.read() == f"{os.devnull} {os.devnull}"
+
+
+# What does not go through `main`: a lesson (each imports minillm.lessons first: `import minillm.lessons` below is
+# one), `python -m minillm.datasets`, a bench/ script. Each ends as a `minillm` command does (one_line_errors).
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["-c", "import minillm.lessons; print('the lesson')"], 141),
+    ([str(REPO / "lessons" / "09_end_to_end.py"), "--help"], 0),  # a lesson with a command line of its own
+    (["-m", "minillm.datasets", "--help"], 0),
+])
+def test_a_script_whose_reader_left_ends_quietly(argv, code):
+    """`python lessons/01_tokenizer.py | head -1`: the lesson ran on into a BrokenPipeError traceback and exit code
+    1 (or, with a short output, Python's "Exception ignored ... BrokenPipeError" and 120 as it exited), as did
+    `python -m minillm.datasets --help | true`. A lesson now stops at the print that finds the reader gone, with
+    141 as `minillm` does; a --help argparse failed to write ends with its 0, and nothing is said."""
+    with subprocess.Popen([sys.executable, *argv], cwd=REPO, env=users_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as process:
+        process.stdout.close()  # (the script is still importing torch: the reader is gone before its first line)
+        err = process.stderr.read().decode()
+        assert (process.wait(timeout=120), err) == (code, "")
+
+
+def test_a_lesson_with_stderr_closed_runs_past_its_progress_bars():
+    """`python lessons/01_tokenizer.py > log.txt 2>&-`: Python makes a closed stderr None, and the lesson ended
+    at its first progress bar (tqdm writes to stderr) with exit code 1 and no word said."""
+    lesson = "import minillm.lessons; from tqdm import tqdm; print('the lesson', sum(tqdm(range(3))))"
+    done = subprocess.run([sys.executable, "-c", lesson], cwd=REPO, env=users_env(), stdout=subprocess.PIPE,
+                          timeout=120, preexec_fn=lambda: os.close(2))
+    assert (done.returncode, done.stdout) == (0, b"the lesson 3\n")

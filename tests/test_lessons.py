@@ -411,6 +411,19 @@ def test_the_repository_is_found_from_the_lesson_scripts_folder_or_a_data_error(
     assert list(tmp_path.iterdir()) == []  # nothing written (no runs/lessons/03)
 
 
+def test_a_lesson_run_outside_the_repository_says_so_in_one_line(tmp_path):
+    """minillm installed from a wheel, a lesson copied out of the repository: the DataError came as the lesson
+    imported minillm.lessons, before `lesson_args` (or lessons 1, 2 and 9, which never call it) had set up
+    one-line errors, and ended in a traceback."""
+    lesson = tmp_path / "lesson.py"
+    lesson.write_text("import minillm\n"
+                      "minillm.__file__ = '/site-packages/minillm/__init__.py'  # not an editable install\n"
+                      "import minillm.lessons\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, str(lesson)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.startswith("lesson.py: error: no minillm repository"), done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
 
 def test_lesson_2_names_the_word_it_changed_and_the_gpt_before_it_does_not_move(tmp_path, monkeypatch, capsys):
     """Step 4's verdict names the position it changed, so Try 3's `changed_at=0` prints a true sentence

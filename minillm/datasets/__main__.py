@@ -13,7 +13,7 @@ from pathlib import Path
 from minillm.datasets.corpus import generate_corpus, write_corpus
 from minillm.datasets.instructions import generate_instruction_suite
 from minillm.datasets.jsonl import write_jsonl
-from minillm.errors import MinillmError
+from minillm.errors import MinillmError, one_line_errors
 from minillm.utils import show_unencodable_output
 
 
@@ -46,4 +46,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    one_line_errors()  # it ends as a `minillm` command does: `--help | head`, `2>&-`
     main()
