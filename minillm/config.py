@@ -402,7 +402,7 @@ def _online_rl_train(cls: str, train: TrainConfig) -> None:
              "each update's batch is minibatch_size answers; use 1 and set minibatch_size")
 
 
-# What an online-RL run may be rewarded by (PPOConfig.reward those of PPO_REWARDS, GRPOConfig.reward
+# What an online-RL run may be rewarded by (PPOConfig.reward takes those in PPO_REWARDS, GRPOConfig.reward
 # any), as report.md says it. A new reward for GRPO: add it here and its function in
 # stage3_rlhf/grpo.py's make_reward_fn.
 RL_REWARDS = {"model": "the reward model", "verifiable": "a program that checks the answer (RL with verifiable "

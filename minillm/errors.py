@@ -78,15 +78,30 @@ def stand_in_for_closed_output() -> None:
     stderr) would end training at its first step with exit code 1 and no word, and `chat` at its
     greeting. Its free file descriptor (1 or 2) would also go to the next file or pipe opened, which
     a worker process (`pipeline --jobs 2`) would then print into. So /dev/null is put at that very
-    descriptor, inheritable as a real stdout is: the workers print there too."""
+    descriptor, inheritable as a real stdout is: the workers print there too. A stream that a caller of
+    `main` set to None over a descriptor still open (a test, a script silencing it) gets /dev/null as
+    the stream alone: the descriptor is the caller's process's, and stays as it was."""
     for fd, name in ((1, "stdout"), (2, "stderr")):
-        if getattr(sys, name) is None:
-            devnull = os.open(os.devnull, os.O_WRONLY)  # (the lowest free descriptor: 0 if stdin is closed too)
-            if devnull != fd:
-                os.dup2(devnull, fd)
-                os.close(devnull)
-            os.set_inheritable(fd, True)
-            setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115 (open to the end)
+        if getattr(sys, name) is not None:
+            continue
+        if _is_open(fd):  # None set by a caller of main: the descriptor is not ours to replace
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 (open to the end)
+            continue
+        devnull = os.open(os.devnull, os.O_WRONLY)  # (the lowest free descriptor: 0 if stdin is closed too)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        os.set_inheritable(fd, True)
+        setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115 (open to the end)
+
+
+def _is_open(fd: int) -> bool:
+    """Whether file descriptor `fd` is open in this process."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def write_lines_as_they_come() -> None:

@@ -40,9 +40,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from minillm.config import PipelineConfig, at_defaults, changed_settings, first_changes, to_dict, train_configs
 from minillm.datasets import corpus_splits, instruction_records
 from minillm.errors import ConfigError, DataError
+from minillm.model import GPT, Bert
 from minillm.provenance import MADE_BY, made_by, saved_record
 from minillm.report import FLASH_FLOOD_SENTENCE, RL_POLICIES, remove_report, write_report
 from minillm.stage1_pretrain.clm import train_clm
@@ -50,9 +53,9 @@ from minillm.stage1_pretrain.mlm import train_mlm
 from minillm.stage2_sft.evaluate import run_sft_with_baselines, single_family_name
 from minillm.stage2_sft.sft import check_adapters, training_records
 from minillm.stage2_sft.template import check_room_for_prompt
-from minillm.stage3_rlhf.dpo import train_dpo
-from minillm.stage3_rlhf.grpo import train_grpo
-from minillm.stage3_rlhf.ppo import train_ppo
+from minillm.stage3_rlhf.dpo import chosen_pairs, train_dpo
+from minillm.stage3_rlhf.grpo import group_advantages, train_grpo
+from minillm.stage3_rlhf.ppo import train_ppo, uses_gold
 from minillm.stage3_rlhf.preferences import (
     EVAL_SEED,
     check_rankings_hold_one_out,
@@ -70,6 +73,7 @@ from minillm.stage3_rlhf.scoreboard import (
 from minillm.tokenizer import load_tokenizer, train_tokenizer
 from minillm.train.distributed import refuse_several_processes
 from minillm.train.loop import METRICS_NAME
+from minillm.train.precision import torch_dtype
 from minillm.utils import (
     check_is_folder,
     in_one_thread,
@@ -343,9 +347,20 @@ def preflight(j: Journey) -> None:
     your own must hold what SFT and the RL steps read, and sft.single_family must name one of its
     families (a generated suite always has both splits and every family). What needs the trained
     tokenizer (does a chat example fit the context? does the corpus fill a batch?) stays in its
-    step: an estimate made before the tokenizer exists could refuse settings that work.
+    step: an estimate made before the tokenizer exists could refuse settings that work. A name added
+    to one of config.py's lists without its branch (a norm, a dtype, a DPO choice of pairs, a GRPO
+    baseline) is refused by the function that lacks the branch, as the step would be.
     """
     cfg = j.cfg
+    with torch.device("meta"):  # the two models' shapes alone: no memory, no time, no random draw
+        Bert(cfg.mlm.model)
+        GPT(cfg.clm.model)  # (every later model is the CLM's shape, the reward model's included)
+    for train in train_configs(cfg):
+        torch_dtype(train.dtype)
+    uses_gold(cfg.ppo)
+    chosen_pairs([0, 1], cfg.dpo.pairs)
+    for grpo in (cfg.grpo, cfg.grpo_verifiable):
+        group_advantages(torch.zeros(1, grpo.group_size), grpo.baseline)
     for name in ("sft", "reward", "ppo", "dpo", "grpo", "grpo_verifiable"):
         check_room_for_prompt(cfg.clm.model.block_size, getattr(cfg, name).max_new_tokens, f"{name}.max_new_tokens")
     check_adapters(cfg.sft, cfg.clm.model)

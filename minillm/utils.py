@@ -74,8 +74,8 @@ class WorkerPool(ProcessPoolExecutor):
     A terminal's Ctrl-C goes to every process of the command, and `interrupts_children` sends one more.
     Python's answer, a KeyboardInterrupt, is right inside a task: the task stops where it is, and the
     parent gets the exception from its future. Anywhere else in a worker (waiting for a task, reading
-    one, sending a result back) nothing catches it, and each worker printed a page of traceback above
-    the command's one line "minillm: interrupted; ... Continue with: ...". So a worker only notes a
+    one, sending a result back) nothing catches it, and each worker would print a page of traceback
+    above the command's one line "minillm: interrupted; ... Continue with: ...". So a worker only notes a
     Ctrl-C that comes between tasks (`_on_ctrl_c`): the task it was about to start stops at once, and a
     worker with nothing to do ends when the pool shuts down, as it would have anyway.
     """
@@ -84,10 +84,11 @@ class WorkerPool(ProcessPoolExecutor):
         return super().submit(_run_task, fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """As ProcessPoolExecutor's, but a Ctrl-C must not cut short the wait for the workers to stop: it
-        left them waiting for a task, and this process hung as it exited, waiting for them. A pool made by a
-        worker's task (SFT's baselines, `beside`) is waited for through a Ctrl-C, which its workers got
-        too, and the task stops after; elsewhere a Ctrl-C while it waits (a second one) stops them outright."""
+        """As ProcessPoolExecutor's, but a Ctrl-C must not cut short the wait for the workers to stop: that
+        would leave them waiting for a task, and this process would hang as it exits, waiting for them. A
+        pool made by a worker's task (SFT's baselines, `beside`) is waited for through a Ctrl-C, which its
+        workers got too, and the task stops after; elsewhere a Ctrl-C while it waits (a second one) stops
+        them outright."""
         global _in_task, _interrupted
         in_task, _in_task = _in_task, False  # (in a worker's task a Ctrl-C is now only noted)
         try:
@@ -141,7 +142,7 @@ def _run_task(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 class _SpawnProcessHoldingCtrlC(multiprocessing.context.SpawnProcess):
     """A "spawn" process that starts with SIGINT blocked: one that comes is held, not lost, until
     `_start_worker` is ready for it. A fresh interpreter first spends seconds importing torch (to read
-    `_start_worker` from this module), and a KeyboardInterrupt there ended it with a traceback.
+    `_start_worker` from this module), and a KeyboardInterrupt there would end it with a traceback.
     The child inherits the mask of the thread that starts it; the standard library starts its resource
     tracker the same way (bpo-33613). Windows has no signal masks: there the process starts as before."""
 

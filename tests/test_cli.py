@@ -894,6 +894,25 @@ def test_ctrl_c_while_main_imports_torch_waits_for_the_import_then_exits_130(mon
     assert events == ["Ctrl-C", "imported"]  # the import went on to its end: no half-imported torch
 
 
+@pytest.mark.parametrize(("fd", "name"), [(1, "stdout"), (2, "stderr")])
+def test_a_stream_a_caller_of_main_set_to_none_is_discarded_and_its_descriptor_left_alone(monkeypatch, capfd, fd,
+                                                                                         name):
+    """main stands /dev/null in for a stdout or stderr closed at the start, at its descriptor. A caller that
+    set the stream to None over a descriptor still open (a test, a script silencing main) must keep that
+    descriptor: /dev/null put there swallowed all its process wrote afterwards (`pytest -s` lost its report)."""
+    monkeypatch.setattr(cli, "cmd_tokenizer_encode", lambda args: print("discarded", file=getattr(sys, name)))
+    before, saved = os.fstat(fd), os.dup(fd)
+    monkeypatch.setattr(sys, name, None)
+    try:
+        assert main(["tokenizer", "encode", "--tokenizer", "t", "x"]) == 0
+        after = os.fstat(fd)
+    finally:
+        os.dup2(saved, fd)  # (the descriptor back for the rest of the run, had main replaced it)
+        os.close(saved)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+    assert "discarded" not in "".join(capfd.readouterr())
+
+
 def test_reward_keeps_the_rankings_it_finds_in_its_folder_and_says_how_to_make_new_ones(monkeypatch, capsys, tmp_path):
     from minillm.stage3_rlhf import preferences, reward_model
 

@@ -19,7 +19,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minillm import config, report
+from minillm import config, pipeline, report
 from minillm.cli import build_parser
 from minillm.config import (
     PRESETS,
@@ -45,6 +45,7 @@ from minillm.config import (
 )
 from minillm.errors import ConfigError, MinillmError
 from minillm.model import GPT, Bert
+from minillm.pipeline import Journey
 from minillm.stage3_rlhf import grpo
 from minillm.stage3_rlhf.dpo import chosen_pairs
 from minillm.stage3_rlhf.grpo import group_advantages
@@ -444,6 +445,22 @@ def test_grpo_refuses_a_baseline_without_its_branch_before_the_first_rollout(mon
                for i in range(8)]
     with pytest.raises(ConfigError, match=r"^grpo.baseline=median: group_advantages"):
         grpo.train_grpo(cfg, untrained_runs / "gpt", records, tmp_path / "grpo")
+
+
+@pytest.mark.parametrize(("names", "setting", "where"), [
+    ("NORMS", "clm.model.norm=sandwich", "is_pre_norm"),
+    ("DTYPES", "sft.train.dtype=float8", "torch_dtype"),
+    ("PPO_REWARDS", "ppo.reward=verifiable", "uses_gold"),
+    ("DPO_PAIRS", "dpo.pairs=adjacent", "chosen_pairs"),
+    ("GRPO_BASELINES", "grpo_verifiable.baseline=median", "group_advantages"),
+])
+def test_a_name_without_its_branch_is_refused_before_the_pipelines_first_step(
+        monkeypatch, tmp_path, names, setting, where):
+    """(It was refused when its step started: after minutes of training the steps before it.)"""
+    value = setting.split("=")[1]
+    monkeypatch.setattr(config, names, (*getattr(config, names), value))
+    with pytest.raises(ConfigError, match=rf"={value}: {where} "):
+        pipeline.preflight(Journey(apply_overrides(preset("micro"), [setting]), tmp_path))
 
 
 def test_a_sentencepiece_model_type_added_to_the_config_alone_trains_and_is_named_in_the_report(monkeypatch):

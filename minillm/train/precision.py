@@ -29,7 +29,8 @@ from minillm.errors import ConfigError
 
 def torch_dtype(dtype: str) -> torch.dtype:
     """The torch type that `dtype` (TrainConfig.dtype) names. A new one gets its branch here and its
-    name in config.DTYPES; make_grad_scaler, which every run builds before its first step, reads it."""
+    name in config.DTYPES; the training loop's make_grad_scaler reads it before the first step, and
+    the pipeline's preflight before the first stage."""
     if dtype == "float32":
         return torch.float32
     if dtype == "bfloat16":
