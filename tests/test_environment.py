@@ -31,11 +31,20 @@ def test_help_to_a_reader_that_left_ends_quietly(argv):
     """`minillm --help | true`: the reader is gone before the help is written. argparse prints it into
     stdout's buffer and exits before `main`'s try, so Python's own flush at exit failed with "Exception
     ignored ... BrokenPipeError" and exit code 120; every command's output already ended with 141."""
-    with subprocess.Popen([sys.executable, "-m", "minillm", *argv], cwd=REPO, env=users_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as process:
-        process.stdout.close()
-        err = process.stderr.read().decode()
-        assert (process.wait(timeout=120), err) == (141, "")
+    assert run_with_its_reader_gone(["-m", "minillm", *argv]) == (141, "")
+
+
+def run_with_its_reader_gone(argv: list[str]) -> tuple[int, str]:
+    """Run `python *argv` with its stdout a pipe whose reading end is closed before it starts: its first
+    write finds the reader gone, however late or early it comes. (Its exit code, its stderr.)"""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, *argv], cwd=REPO, env=users_env(), stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    return done.returncode, done.stderr
 
 
 def test_training_with_stderr_closed_runs_to_the_end(tmp_path, monkeypatch, capsys):
@@ -91,11 +100,7 @@ def test_a_script_whose_reader_left_ends_quietly(argv, code):
     1 (or, with a short output, Python's "Exception ignored ... BrokenPipeError" and 120 as it exited), as did
     `python -m minillm.datasets --help | true`. A lesson now stops at the print that finds the reader gone, with
     141 as `minillm` does; a --help argparse failed to write ends with its 0, and nothing is said."""
-    with subprocess.Popen([sys.executable, *argv], cwd=REPO, env=users_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as process:
-        process.stdout.close()  # (the script is still importing torch: the reader is gone before its first line)
-        err = process.stderr.read().decode()
-        assert (process.wait(timeout=120), err) == (code, "")
+    assert run_with_its_reader_gone(argv) == (code, "")
 
 
 def test_a_lesson_with_stderr_closed_runs_past_its_progress_bars():
