@@ -35,8 +35,8 @@ from minillm.config import (
     preset,
     replace_train_configs,
 )
-from minillm.ctrl_c import ctrl_c_held
-from minillm.errors import ConfigError, DataError, MinillmError, discard_stdout, stand_in_for_closed_output
+from minillm.console import ctrl_c_held, discard_stdout, stand_in_for_closed_output
+from minillm.errors import ConfigError, DataError, MinillmError
 
 DEFAULT_JOBS = 1  # one step at a time, with torch's threads: faster on a quiet 2-core CPU (docs/findings.md)
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from minillm.ctrl_c import HAS_SIGNAL_MASKS, ctrl_c_held
+from minillm.console import HAS_SIGNAL_MASKS, ctrl_c_held
 from minillm.errors import ConfigError, DataError, RunLockedError
 
 

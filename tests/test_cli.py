@@ -29,7 +29,7 @@ import torch
 from minillm import cli
 from minillm.cli import build_config, build_parser, main, with_runtime
 from minillm.config import apply_overrides, preset, train_configs
-from minillm.ctrl_c import HAS_SIGNAL_MASKS
+from minillm.console import HAS_SIGNAL_MASKS
 from minillm.errors import ConfigError, DataError
 from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, load_tokenizer
 from minillm.train import save_checkpoint

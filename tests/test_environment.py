@@ -77,7 +77,7 @@ def test_a_closed_stdout_or_stderr_is_dev_null_for_the_processes_it_starts(close
     With stdin closed as well, the first file opened takes descriptor 0, not 1."""
     read, write = os.pipe()
     worker = f"import os; os.write({write}, ' '.join(os.readlink(f'/proc/self/fd/{{fd}}') for fd in (1, 2)).encode())"
-    code = ("import subprocess, sys; from minillm.errors import stand_in_for_closed_output; "
+    code = ("import subprocess, sys; from minillm.console import stand_in_for_closed_output; "
             f"stand_in_for_closed_output(); subprocess.run([sys.executable, '-c', {worker!r}], pass_fds=({write},))")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, pass_fds=(write,), timeout=120,
                    preexec_fn=lambda: [os.close(fd) for fd in closed])

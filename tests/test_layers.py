@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "minillm"
 # layer and the layers below it. The pipeline and report.py (which writes the pipeline's report) are
 # one layer; compare.py, lessons.py (what lessons/ share) and the command line sit on top of it.
 LAYERS: list[set[str]] = [
-    {"minillm", "errors", "ctrl_c"},  # (minillm: the package's __init__, its version)
+    {"minillm", "errors", "console"},  # (minillm: the package's __init__, its version)
     {"utils", "config", "provenance"},
     {"tokenizer"},
     {"model"},

@@ -1,0 +1,112 @@
+"""How a command meets the process it runs in: a Ctrl-C, a stdout or stderr closed, a reader gone.
+
+Python's defaults are right for a short script and wrong for a command that trains for minutes:
+- Ctrl-C (SIGINT) is answered with a KeyboardInterrupt wherever the program is, and in two places
+  that is wrong: in the middle of `import torch` (the seconds a command starts with, and a worker
+  process too), a half-imported torch would print a page of traceback, or crash the interpreter as
+  it exits; and a worker of `utils.worker_pool` is not ready for one before its setup has run.
+  There the signal is blocked (`ctrl_c_held`): the kernel keeps it pending, and delivers it the
+  moment it is unblocked, where a KeyboardInterrupt is expected. A blocked signal is not an ignored
+  one: a command started with SIGINT ignored (`minillm pipeline &` in a script) keeps ignoring it.
+  Windows has no signal masks: there a Ctrl-C is answered at once.
+- A stdout or stderr closed at the start is None, and the first print or progress bar fails
+  (`stand_in_for_closed_output`).
+- A reader that left (`| head`) makes the next write raise BrokenPipeError, and output still
+  buffered fails again as Python exits (`discard_stdout`, `write_lines_as_they_come`).
+cli.main and `errors.one_line_errors` (for the lessons and scripts) use these before torch is imported.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+HAS_SIGNAL_MASKS = hasattr(signal, "pthread_sigmask")  # POSIX (Linux, macOS); not Windows
+
+
+@contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """Inside the block a Ctrl-C waits; it is answered (a KeyboardInterrupt) as the block ends.
+
+    The mask is this thread's, and the kernel gives the signal to a thread that does not block it,
+    if there is one (Python then answers it in the main thread at once): it is held only while the
+    thread that holds it is the only one that could take it, as when a command starts. A thread
+    or process started inside the block starts with SIGINT blocked too, and keeps it blocked after
+    the block: harmless for a thread (Python answers signals in the main thread), but a process must
+    unblock it itself, as `utils._start_worker` does, or no Ctrl-C would ever reach it."""
+    if not HAS_SIGNAL_MASKS:
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def stand_in_for_closed_output() -> None:
+    """Give a stdout or stderr that was closed when the command started (`>&-`, `2>&-`, a service
+    launched without them) /dev/null in its place: what is written there is discarded, as asked.
+
+    Python makes a closed stream None, and writing to None fails: every progress bar (tqdm writes to
+    stderr) would end training at its first step with exit code 1 and no word, and `chat` at its
+    greeting. Its free file descriptor (1 or 2) would also go to the next file or pipe opened, which
+    a worker process (`pipeline --jobs 2`) would then print into. So /dev/null is put at that very
+    descriptor, inheritable as a real stdout is: the workers print there too. A stream that a caller of
+    `main` set to None over a descriptor still open (a test, a script silencing it) gets /dev/null as
+    the stream alone: the descriptor is the caller's process's, and stays as it was."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        if _is_open(fd):  # None set by a caller of main: the descriptor is not ours to replace
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 (open to the end)
+            continue
+        devnull = os.open(os.devnull, os.O_WRONLY)  # (the lowest free descriptor: 0 if stdin is closed too)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+        os.set_inheritable(fd, True)
+        setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115 (open to the end)
+
+
+def _is_open(fd: int) -> bool:
+    """Whether file descriptor `fd` is open in this process."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def write_lines_as_they_come() -> None:
+    """Make a script's stdout write each line as it is printed, as it does to a terminal, also into a
+    pipe or a file (`| tee log.txt` then shows a lesson as it runs, not 8 KB at a time).
+
+    A script has no `main` whose end can flush its output inside a try, as cli.main does: a reader gone
+    (`| head -1`, `| true`) is then found at the print that follows, where `one_line_errors` ends the
+    script with 141. Output still buffered at exit would fail there instead, with Python's "Exception
+    ignored ... BrokenPipeError" and exit code 120: argparse leaves its `--help` so (it ignores a failed
+    write of it and exits 0), and it is dropped quietly as the script exits."""
+    if isinstance(sys.stdout, io.TextIOWrapper):  # (a notebook's stdout is not: it is left as it is)
+        sys.stdout.reconfigure(line_buffering=True)
+        atexit.unregister(_drop_output_for_a_reader_gone)  # (once, however often a script calls this)
+        atexit.register(_drop_output_for_a_reader_gone)
+
+
+def _drop_output_for_a_reader_gone() -> None:
+    """At exit: write what stdout still holds; a reader gone by then did not want it (--help | true)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_stdout()
+
+
+def discard_stdout() -> None:
+    """Point stdout at /dev/null: the output still buffered would fail again as Python exits."""
+    with suppress(OSError, ValueError):  # a stdout with no file behind it (a test's) has nothing to point
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
