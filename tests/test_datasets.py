@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,7 @@ from minillm.datasets import (
     corpus_splits,
     generate_corpus,
     generate_instruction_suite,
+    instruction_records,
     instructions,
     is_correct,
     normalize_answer,
@@ -31,7 +33,7 @@ from minillm.datasets import (
     write_jsonl,
 )
 from minillm.datasets.instructions import FACT_PHRASINGS, HELDOUT_PHRASING, PHRASINGS, seen_entities
-from minillm.datasets.world import NOUN_PLURALS, TOY_ENGLISH, VERB_PAST
+from minillm.datasets.world import NOUN_PLURALS, TOY_ENGLISH, VERB_PAST, invent_names
 from minillm.errors import ConfigError, DataError
 from minillm.stage2_sft.template import encode_example
 from minillm.stage3_rlhf.online_rl import rl_records
@@ -90,11 +92,22 @@ def test_names_of_every_kind_are_distinct_words_whatever_the_case(seed):
     assert len({n.lower() for n in names}) == len(names)
 
 
+def test_a_name_taken_in_another_case_is_never_drawn():
+    """`taken` holds lower-case names, so "Kulan" is refused when "kulan" (a toy word, say) is taken; the
+    kinds' syllables can spell one name (region "Ner" + "en" and person "Ne" + "ren" are both "Neren")."""
+    for seed in range(20):
+        assert invent_names(random.Random(seed), 1, ["Kul"], ["an", "ix"], {"kulan"}) == ["Kulix"]
+
+
 def test_corpus_is_deterministic_and_seed_dependent():
     a, b = generate_corpus(seed=3, size_mb=0.1), generate_corpus(seed=3, size_mb=0.1)
     assert a == b
     assert a != generate_corpus(seed=4, size_mb=0.1)
     assert a == generate_corpus(seed=3, size_mb=0.1, world=build_world(0))  # the seed draws text, not a world
+    other = build_world(1)  # the world passed in is the one written about
+    assert {t.name for t in other.towns} <= set(re.findall(r"\w+", "\n".join(generate_corpus(3, 0.1, other))))
+    with pytest.raises(ConfigError, match="must be positive"):
+        generate_corpus(size_mb=0)  # (an empty corpus would fail later, far from its cause)
     assert 0.1e6 <= sum(len(d.encode()) + 2 for d in a) < 0.1e6 + 2000
 
 
@@ -249,8 +262,11 @@ def test_a_corpus_files_split_follows_data_seed_and_val_fraction(tmp_path):
     for train, val in splits.values():
         assert (len(train), len(val)) == (30, 10) and sorted(train + val, key=docs.index) == docs
     assert splits[1][1] != splits[2][1]  # another data_seed holds out other documents of the same file
-    with pytest.raises(ConfigError, match="val_fraction"):
-        split_documents(docs, val_fraction=1.0)
+    train, val = corpus_splits(apply_overrides(preset("micro"), ["data_seed=1", "corpus_mb=0.02"]), None)
+    assert sorted(train + val) == sorted(generate_corpus(seed=1, size_mb=0.02))  # the generated corpus too
+    for val_fraction in (0.0, 1.0):  # (0.0 would still hold out one document, against what was asked)
+        with pytest.raises(ConfigError, match="val_fraction"):
+            split_documents(docs, val_fraction=val_fraction)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -519,6 +535,8 @@ def test_the_judge_reads_composed_and_decomposed_unicode_alike():
     # a combining mark is part of its word, not punctuation: no "nai ve", no Hindi word cut in two
     assert normalize_answer("nai\u0308ve") == "na\u00efve"
     assert normalize_answer("\u0928\u092e\u0938\u094d\u0924\u0947") == "\u0928\u092e\u0938\u094d\u0924\u0947"
+    # a spacing mark (category Mc, e.g. the vowel signs of "kitab") is a combining mark too
+    assert normalize_answer("\u0915\u093f\u0924\u093e\u092c") == "\u0915\u093f\u0924\u093e\u092c"
 
 
 def test_the_judge_reads_full_width_forms_as_their_ascii():
@@ -613,6 +631,11 @@ def test_read_jsonl_skip_reports_every_skipped_line(tmp_path):
     with pytest.warns(UserWarning, match=r"skipped 3 bad line\(s\): line 2: .*line 4: .*line 5: "):
         records = read_jsonl(path, on_error="skip", skipped=skipped)
     assert len(records) == 2 and [n for n, _ in skipped] == [2, 4, 5]
+    # what stages 2 and 3 read: a bad line stops them, unless --skip-bad-lines
+    with pytest.raises(DataError, match="line 2"):
+        instruction_records(preset("micro"), path)
+    with pytest.warns(UserWarning, match="skipped 3 bad line"):
+        assert instruction_records(preset("micro"), path, skip_bad_lines=True) == records
 
 
 def test_skipped_lists_every_bad_line_though_the_warning_names_the_first_20(tmp_path):
@@ -623,6 +646,14 @@ def test_skipped_lists_every_bad_line_though_the_warning_names_the_first_20(tmp_
     with pytest.warns(UserWarning, match=r"skipped 25 bad line\(s\): line 2: .*line 21: [^;]*\(and 5 more\)$"):
         assert len(read_jsonl(path, on_error="skip", skipped=skipped)) == 1
     assert [n for n, _ in skipped] == list(range(2, 27))
+
+
+def test_jsonl_from_a_windows_editor_reads_as_written(tmp_path):
+    """A byte order mark before the first record and blank lines with spaces or "\\r" (CRLF line ends)
+    are not records: a file saved by a Windows editor reads without a bad line."""
+    good = json.dumps({"prompt": "p", "response": "r"})
+    (tmp_path / "win.jsonl").write_bytes(("\ufeff" + good + "\r\n  \r\n\r\n" + good + "\r\n").encode())
+    assert [r["prompt"] for r in read_jsonl(tmp_path / "win.jsonl")] == ["p", "p"]
 
 
 def test_read_jsonl_unusable_files(tmp_path):
@@ -642,6 +673,10 @@ def test_a_task_family_added_in_some_places_only_is_refused_naming_the_others(mo
     with pytest.raises(ConfigError, match=r"'reverse_words' lacks its name in TRAIN_FAMILIES or HELDOUT_FAMILIES "
                                           r"and a maker in MAKERS and 9 wordings \(the last held out\) in PHRASINGS"):
         generate_instruction_suite(n_train=2, n_test=1)
+    with monkeypatch.context() as m:  # a trained family one wording short: it has no held-out wording
+        m.setitem(instructions.PHRASINGS, "plural", instructions.PHRASINGS["plural"][:HELDOUT_PHRASING])
+        with pytest.raises(ConfigError, match=r"'plural' lacks 9 wordings \(the last held out\)"):
+            generate_instruction_suite(n_train=2, n_test=1)
     monkeypatch.setitem(instructions.MAKERS, "reverse_words", instructions.make_count)
     monkeypatch.setattr(instructions, "FAMILIES", (*instructions.FAMILIES, "reverse_words"))
     monkeypatch.setattr(instructions, "HELDOUT_FAMILIES", (*instructions.HELDOUT_FAMILIES, "reverse_words"))

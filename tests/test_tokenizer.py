@@ -16,6 +16,7 @@ from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, SentencePieceTokeniz
 from minillm.tokenizer.bpe import (
     PRESPLIT_PATTERN,
     best_pair,
+    check_vocab_size,
     compile_pattern,
     count_chunks,
     merge_pair,
@@ -219,6 +220,8 @@ def test_special_tokens(tok: BPETokenizer) -> None:
     text = "".join(SPECIAL_TOKENS) + " <eos>"
     assert not set(tok.encode(text)) & set(ids.values())
     assert tok.encode("hi<eos>", allow_special=True) == tok.encode("hi") + [tok.eos_id]
+    # with allow_special, every special string (the last, <|assistant|>, too) is its one id
+    assert [tok.encode(s, allow_special=True) for s in SPECIAL_TOKENS] == [[i] for i in ids.values()]
     seq = [tok.bos_id] + tok.encode("night") + [tok.eos_id, tok.pad_id]
     assert tok.decode(seq) == "<bos>night<eos><pad>"
     assert tok.decode(seq, skip_special=True) == "night"
@@ -267,6 +270,13 @@ def test_vocab_size_too_small() -> None:
     with pytest.raises(TokenizerError, match=f">= {256 + len(SPECIAL_TOKENS)}"):
         train_tokenizer(ENGLISH, 256 + len(SPECIAL_TOKENS) - 1, progress=False)
     assert train_tokenizer(ENGLISH, 256 + len(SPECIAL_TOKENS), progress=False).merges == []
+
+
+def test_the_largest_vocab_size_is_the_largest_32_bit_int() -> None:
+    """sentencepiece reads vocab_size as a signed 32-bit int: 2**31 - 1 is allowed, one more is refused."""
+    check_vocab_size(2**31 - 1, 256)
+    with pytest.raises(TokenizerError, match="too large"):
+        check_vocab_size(2**31, 256)
 
 
 
@@ -344,6 +354,8 @@ def corrupt(tok: BPETokenizer, tmp_path, **changes) -> object:
         ({"format_version": 99}, "format_version=99"),
         ({"merges": None}, r"missing \['merges'\]"),
         ({"merges": [[300, 5]]}, "unknown id"),
+        ({"merges": [[256, 5]]}, "unknown id"),  # merge 0 makes id 256: it cannot use 256 itself
+        ({"pattern": None}, r"missing \['pattern'\]"),  # each missing key is named, the first one too
         ({"merges": [[1, 2], [1, 2]]}, "repeat"),
         ({"merges": [[1, 2, 3]]}, r"\[int, int\]"),
         ({"merges": [[True, 2]]}, r"\[int, int\]"),  # a bool is an int to Python, not a token id

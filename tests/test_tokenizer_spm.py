@@ -71,6 +71,7 @@ def test_special_tokens(tok: SentencePieceTokenizer) -> None:
     assert tok.decode(seq) == "<bos>night<eos>"
     assert tok.decode(seq, skip_special=True) == "night"
     assert tok.id_to_piece(tok.user_id) == "<|user|>"
+    assert tok.decode([0]) == "\ufffd"  # <unk> (id 0): encode never makes it, but a model may sample it; it shows
 
 
 def test_vocab_size_is_as_asked(tok: SentencePieceTokenizer) -> None:
@@ -174,6 +175,7 @@ def test_a_line_longer_than_sentencepiece_takes_trains_in_full() -> None:
     with pytest.warns(UserWarning, match="more than the corpus supports"):
         tok = train_tokenizer([line], 300, kind="sentencepiece", progress=False)
     assert len(tok.encode(" weekend")) == 1 and tok.decode(tok.encode(line)) == line
+    assert len(tok.encode(" flood")) == 1  # learnt from the first part, which is all but 64 KB long
 
 
 def test_lone_surrogate_is_a_clear_error(tok: SentencePieceTokenizer) -> None:
