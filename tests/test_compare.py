@@ -401,3 +401,57 @@ def test_pipeline_runs_name_the_code_of_the_steps_each_trained_on_its_own(tmp_pa
                                       "no-kl: minillm 0.1.0 (commit ca60458f4d), torch 2.6.0, Python 3.12.3")
     with_record(tiny / "06_ppo" / "inputs.json", RECORD)
     assert "made by" not in compare_pipelines([tiny, no_kl])["report"]
+
+
+def test_a_metric_that_differs_only_in_the_last_of_three_runs_is_not_called_the_same(tmp_path):
+    """"the same in every run" must ask every run: a metric that only the last of three runs moved
+    would be printed once, with the first run's value, as if the change had done nothing."""
+    runs = [write_run(tmp_path / name, 1e-3, [3.0, 2.0, last]) for name, last in (("a", 1.5), ("b", 1.5), ("c", 1.75))]
+    result = compare_runs(runs, tmp_path / "c.png")
+    assert "the same in every run: grad_norm 0.3333\n" in result["report"]  # loss and val_loss differ in c
+    assert result["report"].splitlines()[1].split() == ["run", "step", "loss", "val_loss"]
+
+
+def test_figures_are_printed_to_four_significant_digits_where_those_tell_them_apart():
+    # rounded by hand: 0.123456 is 0.1235 at 4 digits (0.123 at 3); more digits only where 4 print two as one
+    assert distinct_texts([0.123456, 0.234567, 7]) == ["0.1235", "0.2346", "7"]
+    assert distinct_texts([2.0, 2.0]) == ["2", "2"]
+
+
+def test_a_run_without_a_config_json_is_compared_on_every_setting_the_other_has(tmp_path):
+    """A run folder without config.json (copied without it, say) has no stage: it is no run "of a
+    different stage" compared on the settings both have (it has none, so the table would say none
+    differ). Every setting of the other run is listed, "-" where this one has none."""
+    with_config = write_run(tmp_path / "a", 1e-3, [2.0, 1.0])
+    without = write_run(tmp_path / "b", 1e-3, [2.0, 1.0])
+    (without / "config.json").unlink()
+    result = compare_runs([with_config, without], tmp_path / "c.png")
+    assert result["differences"] == {"model.n_layer": [3, "-"], "model_kind": ["gpt", "-"],
+                                     "run.init_dir": ["../03_clm", "-"], "run.sft.lora.rank": [0, "-"],
+                                     "train.lr": [1e-3, "-"], "train.seed": [1, "-"]}
+    assert result["report"].startswith("final values:")  # no line about stages
+
+
+def test_no_overlay_is_suggested_for_a_step_whose_curves_one_run_lacks(tmp_path):
+    """The overlay command compare suggests is pasted as it is: for a step one run has no metrics.jsonl
+    of (a folder copied without its log, say) it would only end in "holds no metrics.jsonl rows"."""
+    tiny = write_pipeline_run(tmp_path / "tiny", 0.2, "ppo-1", 0.625)
+    no_kl = write_pipeline_run(tmp_path / "no-kl", 0.0, "ppo-2", 0.63)
+    (no_kl / "06_ppo" / "metrics.jsonl").unlink()
+    report = compare_pipelines([tiny, no_kl])["report"]
+    assert "steps each run trained on its own: 06_ppo" in report and "overlay" not in report
+
+
+def test_a_value_that_is_not_a_number_leaves_a_gap_in_its_curve(tmp_path, drawn_figures):
+    """A NaN in metrics.jsonl (a loss that overflowed at one step) is skipped, not drawn: matplotlib would
+    break the line there and a NaN would set no axis limit, hiding that the log holds a bad value."""
+    runs = []
+    for name, kls in (("a", [0.0, float("nan"), 0.2]), ("b", [0.0, 0.1, 0.3])):
+        folder = write_run(tmp_path / name, 1e-3, [2.0, 1.0])
+        rows = [{"step": step, "kl": kl} for step, kl in enumerate(kls, start=1)]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        runs.append(folder)
+    compare_runs(runs, tmp_path / "c.png")
+    [ax] = [ax for ax in drawn_figures[-1].axes if ax.get_visible()]
+    assert [list(line.get_xdata()) for line in ax.lines] == [[1, 3], [1, 2, 3]]
+    assert [list(line.get_ydata()) for line in ax.lines] == [[0.0, 0.2], [0.0, 0.1, 0.3]]

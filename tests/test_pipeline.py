@@ -1006,3 +1006,100 @@ def test_the_report_defines_each_term_where_a_newcomer_first_meets_it(tmp_path):
     _, markdown = made_up_report(tmp_path, results)
     assert "seen: new questions of trained tasks" in markdown
     assert "heldout_families:" not in markdown and "SFT from scratch:" not in markdown
+
+
+def test_each_figure_of_report_md_is_the_one_its_sentence_names(tmp_path):
+    """Every figure made_up_results gives is 0.5, so report.md could print a stage's "before" as its
+    "after", the unigram baseline as the model's accuracy, or PPO's win rate in DPO's row, and every
+    other test would still pass: a learner would believe the swapped number. Here each figure is a
+    different number, written by hand where report.md must show it (mutation audit, s29)."""
+    results = made_up_results()
+    results["mlm"].update(val_masked_accuracy=0.41, unigram_masked_accuracy=0.07)
+    results["clm"].update(val_perplexity=12.5, unigram_perplexity=140.0)
+    for key, base in (("base_exact_match", 0.0), ("scratch_exact_match", 0.1), ("single_family_exact_match", 0.2),
+                      ("exact_match", 0.3)):  # each model's row, and in it each split's column, its own number
+        results["sft"][key] = {split: base + 0.01 * i for i, split in enumerate(SFT_SPLITS, 1)}
+    results["reward_model"].update(pairwise_accuracy=0.66, gold_agreement=0.81, annotator_agreement=0.72)
+    results["ppo"].update(win_rate_vs_sft=0.61, win_rate_stderr=0.031, win_rate_ceiling=0.84, gold_sft=1.25,
+                          gold_after=2.5, style_flaws_sft=0.3, style_flaws_after=0.1, wrong_sft=0.45, wrong_after=0.35)
+    results["dpo"].update(win_rate_vs_sft=0.57, win_rate_stderr=0.033, win_rate_ceiling=0.86, gold_sft=1.26,
+                          gold_after=2.0, style_flaws_sft=0.31, style_flaws_after=0.2, wrong_sft=0.46, wrong_after=0.4)
+    results["grpo"].update(win_rate_vs_sft=0.55, win_rate_stderr=0.034)
+    results["grpo_verifiable"].update(win_rate_vs_sft=0.62, win_rate_stderr=0.036, pass_at_1_sft=0.2,
+                                      pass_at_1_after=0.3)
+    results["rl_table"]["pass_at_k"] = {**dict.fromkeys(["SFT", *RL_POLICIES], {"1": 0.5, "2": 0.75}),
+                                        "SFT": {"1": 0.2, "2": 0.3}, "PPO": {"1": 0.4, "2": 0.5}}
+    report, markdown = made_up_report(tmp_path, results)
+    assert report["stages"]["mlm"]["fill_mask_top5"] == ["night"]  # the piece " night", its space stripped
+    for row in (
+        "| MLM (BERT) | masked accuracy 0.410 | unigram 0.070 |", "| CLM (GPT) | perplexity 12.500 | unigram 140.000 |",
+        "| SFT | exact match, held-out phrasings 0.320 | base model 0.020 |",
+        "| reward model | pairwise accuracy 0.660 | chance 0.5 (ceiling 0.810: the rankings' agreement",
+        "| PPO | win rate vs SFT 0.610 ± 0.031 |", "| DPO | win rate vs SFT 0.570 ± 0.033 |",
+        "| GRPO (reward model) | win rate vs SFT 0.550 ± 0.034 |",
+        "| GRPO (verifiable) | win rate vs SFT 0.620 ± 0.036, pass@1 0.200 -> 0.300 |",
+        # the SFT table: columns in SFT_SPLITS' order, one row per model
+        "| base (CLM, no SFT) | 0.010 | 0.020 | 0.030 | 0.040 |",
+        "| SFT from scratch | 0.110 | 0.120 | 0.130 | 0.140 |",
+        "| SFT on one family | 0.210 | 0.220 | 0.230 | 0.240 |", "| SFT | 0.310 | 0.320 | 0.330 | 0.340 |",
+    ):
+        assert row in markdown, row
+    for sentence in (
+        "**0.410**, against 0.070 for always guessing the most frequent token",
+        "**12.500**, against 140.000 for a unigram model",
+        "orders a held-out pair as they do **0.660** of the time", "with the gold judge: 0.810 (two noisy "
+        "annotations of the same answers agree 0.720", "PPO: win rate against the SFT model by the gold judge "
+        "**0.610 ± 0.031**", "Mean gold score 1.250 -> 2.500", "0.300 of the SFT model's, 0.100 after PPO",
+        "Answers without the right answer in them: 0.450 -> 0.350", "A perfect policy would win 0.840 against",
+        "DPO: win rate against the SFT model **0.570 ± 0.033**; mean gold score 1.260 -> 2.000; answers with a "
+        "style flaw 0.310 -> 0.200; wrong answers 0.460 -> 0.400.",
+        "it wins **0.550 ± 0.034** against the SFT model; rewarded by a program that checks the answer (RL with "
+        "verifiable rewards) **0.620 ± 0.036**", "- PPO: pass@1 0.200 -> 0.400, pass@2 0.300 -> 0.500;",
+    ):
+        assert sentence in markdown, sentence
+
+
+def test_tokens_per_byte_counts_the_bytes_of_text_that_is_not_ascii(tmp_path):
+    """report.md's first figure is tokens per byte. A tokenizer of the 256 bytes and no merge needs
+    exactly one token per byte, whatever the script: dividing by characters instead of UTF-8 bytes
+    would print about 2.5 for Korean text (3 bytes a syllable), a slip English text never shows."""
+    cfg = apply_overrides(preset("micro"), ["tokenizer.vocab_size=262"])  # the 256 bytes and 6 special tokens
+    journey = Journey(cfg, tmp_path)
+    # (train, validation) documents, set in place of the corpus the cached property would read
+    journey.__dict__["documents"] = (["한빛마을에 비가 온다."], ["솔내는 맑음. 내일은 비."])
+    result = pipeline.step_tokenizer(journey)
+    assert result["vocab_size"] == 262 and result["tokens_per_byte"] == 1.0
+
+
+def test_a_step_resumed_after_ctrl_c_keeps_its_run_id_and_its_own_training_seconds(tmp_path, monkeypatch):
+    """The id in inputs.json names the run that later steps are made from, and its record the code that
+    started it: a step stopped mid-training and resumed is the same run, so both stay. And a step's own
+    "seconds" (SFT's leaves its baselines out) stays beside the wall time run_step measures: report.json
+    shows them as "train_seconds" and "seconds", and one written over the other would say the same twice."""
+    def step(j):  # a step that trains nothing: stopped after its first checkpoint, finished on the rerun
+        checkpoint = j.folder("tokenizer") / "ckpt.pt"
+        if not checkpoint.is_file():
+            checkpoint.write_text("half-trained", encoding="utf-8")
+            raise KeyboardInterrupt
+        return {"seconds": 0.25}
+
+    monkeypatch.setattr(pipeline, "STEPS", {**pipeline.STEPS, "tokenizer": step})
+    journey = Journey(preset("micro"), tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_step(journey, "tokenizer")
+    started = read_json(journey.folder("tokenizer") / "inputs.json")
+    result = run_step(journey, "tokenizer")
+    assert read_json(journey.folder("tokenizer") / "inputs.json") == started
+    assert result["seconds"] == 0.25 and result["wall_seconds"] >= 0.0
+
+
+def test_the_questions_each_split_stands_on_are_its_answered_questions(journey):
+    """report.md's "Questions per split" and the ± of each exact match are computed from these counts:
+    each must be the number of test questions of its split, counted here from the answers SFT wrote."""
+    root, report = journey
+    counts: dict[str, int] = {}
+    for row in read_answers(root / "micro" / "04_sft"):
+        split = {"test_seen": "seen", "test_heldout_phrasing": "heldout_phrasings",
+                 "test_heldout_family": "heldout_families", "test_world_fact": "world_facts"}[row["split"]]
+        counts[split] = counts.get(split, 0) + 1
+    assert report["stages"]["sft"]["questions"] == counts

@@ -426,3 +426,33 @@ def test_distinct_answers_are_resampled_until_k_differ(monkeypatch):
     found = sample_distinct_answers(None, None, ["p", "q"], 3, 1.0, 5, torch.Generator())
     assert found == [["a", "b", "c"], ["x", "y", "z"]]
     assert sample_distinct_answers(None, None, ["r"], 3, 1.0, 5, torch.Generator(), rounds=2) == [["s"]]
+
+
+def test_each_familys_win_rate_and_each_models_standard_error_are_its_own():
+    """The per-family win rates and the ± of each mean gold score, by hand: a family's win rate is the
+    policy's against the SFT model on that family's prompts alone (swapped, 0.75 would read 0.25), and
+    each model's standard error is the spread of its own scores: sample standard deviation over √n."""
+    records = [{"prompt": f"q{i}", "reference": "Tarsk.", "family": family}
+               for i, family in enumerate(["facts", "facts", "count", "count"])]
+    sft = ["Tarsk.", "I do not know.", "Tarsk.", "Tarsk."]
+    after = ["Tarsk.", "Tarsk.", "Tarsk.", "I do not know."]  # facts: a tie and a win; count: a tie and a loss
+    assert compare_answers(records, after, sft)["win_rate_by_family"] == {"count": 0.25, "facts": 0.75}
+    right, wrong = gold_score(records[0], "Tarsk."), gold_score(records[0], "I do not know.")
+    mean = (3 * right + wrong) / 4  # the SFT model's scores: three right answers, one wrong
+    stderr = math.sqrt((3 * (right - mean) ** 2 + (wrong - mean) ** 2) / 3) / math.sqrt(4)
+    summary = comparison_summary(compare_answers(records, ["Tarsk."] * 4, sft))  # always right: no spread
+    assert summary["gold_sft_stderr"] == pytest.approx(stderr) and summary["gold_after_stderr"] == 0.0
+    # each prompt's reference stays beside its prompt
+    records = [{"prompt": "Capital of Varn?", "reference": "Tarsk."}, {"prompt": "2 + 2?", "reference": "4"}]
+    summary = comparison_summary(compare_answers(records, ["Tarsk.", "4"], ["Mell.", "5"]))
+    assert [(row["prompt"], row["reference"]) for row in summary["examples"]] == [
+        ("Capital of Varn?", "Tarsk."), ("2 + 2?", "4")]
+
+
+def test_policies_are_compared_on_every_test_split_and_never_on_training_prompts():
+    """The instruction suite's held-out records are "test_seen", "test_heldout_family", ...: every
+    split but "train" is held out, and a record without a split is a training one."""
+    records = [{"prompt": "a", "split": "train"}, {"prompt": "b", "split": "test_seen"}, {"prompt": "c"},
+               {"prompt": "d", "split": "test_heldout_family"}, {"prompt": "e", "split": "test"}]
+    assert sorted(r["prompt"] for r in preferences.heldout_records(records, 10, seed=0)) == ["b", "d", "e"]
+    assert len(preferences.heldout_records(records, 2, seed=0)) == 2
