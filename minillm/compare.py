@@ -82,16 +82,30 @@ def siblings_by_name(config: dict, folder: Path) -> dict:
     Only a path is rewritten: a word such as "adamw" would resolve to a file in the current folder,
     which is `folder`'s parent when the runs sit there.
     """
+    parent = folder.resolve().parent
+
     def short(value: object) -> object:
         if isinstance(value, dict):
             return {key: short(inner) for key, inner in value.items()}
         if is_path(value):  # a sibling, or a file in one (DPO's prefs: runs/tiny/05_reward_model/prefs.jsonl)
-            path, parent = Path(value).resolve(), folder.resolve().parent
-            if path.is_relative_to(parent) and path != parent:
-                return f"../{path.relative_to(parent).as_posix()}"
+            for path in readings(Path(value), parent):
+                if path.is_relative_to(parent) and path != parent:
+                    return f"../{path.relative_to(parent).as_posix()}"
         return value
 
     return short(config)
+
+
+def readings(path: Path, parent: Path) -> list[Path]:
+    """Where `path`, a setting of a run in `parent`, may point. A relative path was written relative to the
+    folder the run was started in, which need not be the current one: read against the current folder, and
+    against each folder above `parent` from which its first names lead back down to `parent` (runs/tiny/04_sft,
+    of a run in /home/me/runs/tiny, read against /home/me), nearest the root first."""
+    if path.is_absolute():
+        return [path.resolve()]
+    starts = [Path.cwd(), *(parent.parents[k - 1] for k in range(len(path.parts) - 1, 0, -1)
+                           if k < len(parent.parts) and path.parts[:k] == parent.parts[-k:])]
+    return [(start / path).resolve() for start in starts]
 
 
 def is_path(value: object) -> bool:
@@ -201,8 +215,9 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 def distinct_texts(values: Sequence[object]) -> list[str]:
     """Values that are compared with each other, as table cells: floats to 4 significant digits, or to
     as many more as it takes to print different ones differently (-0.18961 and -0.18964 are both
-    -0.1896 at 4, and a table of what differs would show them the same)."""
-    floats = {v for v in values if isinstance(v, float)}
+    -0.1896 at 4, and a table of what differs would show them the same). NaN prints "nan" at any
+    digits, and NaN != NaN: two would ask for more digits than any float has."""
+    floats = {v for v in values if isinstance(v, float) and not math.isnan(v)}
     digits = next((d for d in range(4, 17) if len({f"{v:.{d}g}" for v in floats}) == len(floats)), 17)
     return [f"{v:.{digits}g}" if isinstance(v, float) else str(v) for v in values]
 

@@ -145,17 +145,19 @@ def exact_match_noise(sft: dict) -> list[str]:
 
 
 def _family_table(s: dict) -> list[str]:
-    """Win rate against the SFT model per task family, PPO beside DPO."""
+    """Win rate against the SFT model per task family, PPO beside DPO; "-" where none of a policy's
+    held-out prompts is of the family (`ppo.eval_prompts` and `dpo.eval_prompts` may differ)."""
     by_family = {name: s[name].get("win_rate_by_family", {}) for name in ("ppo", "dpo")}
     families = sorted(set(by_family["ppo"]) | set(by_family["dpo"]))
     if not families:
         return []
+    unmeasured = any(f not in rates for rates in by_family.values() for f in families)
     return ["Win rate against the SFT model per task family (each on its family's share of the held-out "
             "prompts, so on fewer prompts than the win rates above, and noisier: a win rate on n prompts has a "
-            "standard error of up to 0.5/√n, 0.1 on 25):", "",
+            "standard error of up to 0.5/√n, 0.1 on 25"
+            + ("; -: none of that policy's held-out prompts is of the family" if unmeasured else "") + "):", "",
             "| family | PPO | DPO |", "| --- | --- | --- |",
-            *[f"| {f} | {_fmt(by_family['ppo'].get(f, float('nan')))} | {_fmt(by_family['dpo'].get(f, float('nan')))} |"
-              for f in families], ""]
+            *[f"| {f} | {_fmt(by_family['ppo'].get(f))} | {_fmt(by_family['dpo'].get(f))} |" for f in families], ""]
 
 
 def copied_note(stages: dict) -> list[str]:
@@ -343,8 +345,8 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
         f"{_fmt(s['ppo'].get('wrong_after'))} (a flaw is one habit on every prompt; a right answer is a different "
         "fact on each, which the policy has to know).",
         "",
-        ceiling_sentence(s["ppo"].get("win_rate_ceiling", float("nan"))),
-        "",
+        # (a PPO run made before the ceiling was measured has none to state: no "would win nan")
+        *([ceiling_sentence(s["ppo"]["win_rate_ceiling"]), ""] if "win_rate_ceiling" in s["ppo"] else []),
         f"DPO: win rate against the SFT model **{_win(s['dpo'])}**; mean gold score "
         f"{_fmt(s['dpo'].get('gold_sft'))} -> {_fmt(s['dpo']['gold_after'])}; answers with a style flaw "
         f"{_fmt(s['dpo'].get('style_flaws_sft'))} -> {_fmt(s['dpo'].get('style_flaws_after'))}; wrong answers "

@@ -455,3 +455,30 @@ def test_a_value_that_is_not_a_number_leaves_a_gap_in_its_curve(tmp_path, drawn_
     [ax] = [ax for ax in drawn_figures[-1].axes if ax.get_visible()]
     assert [list(line.get_xdata()) for line in ax.lines] == [[1, 3], [1, 2, 3]]
     assert [list(line.get_ydata()) for line in ax.lines] == [[0.0, 0.2], [0.0, 0.1, 0.3]]
+
+
+def test_nan_prints_as_nan_and_leaves_the_other_floats_of_its_column_their_four_digits(tmp_path):
+    """NaN != NaN: two NaNs were two floats that "nan" prints as one, and distinct_texts went on to 17
+    digits, the most a float has, printing the column's 0.3 as 0.29999999999999999."""
+    assert distinct_texts([float("nan"), float("nan"), 0.3]) == ["nan", "nan", "0.3"]
+    # read from metrics.jsonl, every NaN is one float (json's), so a loss that is NaN in every run is the same
+    a, b = (write_run(tmp_path / name, 1e-3, [2.0, float("nan")]) for name in ("a", "b"))
+    assert "the same in every run: loss nan, val_loss nan, grad_norm 0.5\n" in compare_runs([a, b], tmp_path / "c.png")[
+        "report"]
+
+
+def test_two_journeys_made_in_one_folder_and_compared_from_another_read_the_same_siblings(tmp_path, monkeypatch):
+    """`minillm pipeline --out runs/tiny` (and runs/beta) started in tmp_path records SFT's init_dir as
+    runs/tiny/03_clm, relative to tmp_path. Compared from tmp_path/runs, that path was read against the
+    current folder (runs/runs/tiny/03_clm, beside neither run) and shown as a setting that differs."""
+    for journey, read in (("tiny", "runs/tiny/03_clm"), ("beta", "runs/beta/03_clm"), ("gamma", "runs/tiny/03_clm")):
+        folder = write_run(tmp_path / "runs" / journey / "04_sft", 1e-3, [2.0, 1.0])
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config["run"]["init_dir"] = read  # gamma's SFT read tiny's CLM, not its own
+        (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "runs")
+    assert compare_runs(["tiny/04_sft", "beta/04_sft"], tmp_path / "c.png")["differences"] == {}
+    assert compare_runs(["tiny/04_sft", "gamma/04_sft"], tmp_path / "c.png")["differences"] == {
+        "run.init_dir": ["../03_clm", "runs/tiny/03_clm"]}
+    monkeypatch.chdir(tmp_path)  # where they were made: as before
+    assert compare_runs(["runs/tiny/04_sft", "runs/beta/04_sft"], tmp_path / "c.png")["differences"] == {}

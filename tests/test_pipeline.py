@@ -860,8 +860,12 @@ def test_the_family_table_puts_each_policys_rates_in_its_own_column_for_every_fa
     results = made_up_results()
     results["ppo"]["win_rate_by_family"] = {"count": 0.25}
     results["dpo"]["win_rate_by_family"] = {"count": 0.75, "colour": 0.5}  # a family only DPO was measured on
-    _, markdown = made_up_report(tmp_path, results)
-    assert "| colour | nan | 0.500 |\n| count | 0.250 | 0.750 |" in markdown
+    report, markdown = made_up_report(tmp_path, results)
+    # "-", the report's word for a figure a run has not got ("nan" reads as a bug), and what it means
+    assert "| colour | - | 0.500 |\n| count | 0.250 | 0.750 |" in markdown
+    assert "0.1 on 25; -: none of that policy's held-out prompts is of the family):" in markdown
+    assert report["stages"]["ppo"]["win_rate_by_family"] == {"count": 0.25}  # report.json: as measured
+    assert "-: none" not in made_up_report(tmp_path, made_up_results())[1]  # every family measured: nothing to say
 
 
 def test_each_grpo_stage_reports_its_own_pass_at_k_curve(tmp_path):
@@ -1103,3 +1107,13 @@ def test_the_questions_each_split_stands_on_are_its_answered_questions(journey):
                  "test_heldout_family": "heldout_families", "test_world_fact": "world_facts"}[row["split"]]
         counts[split] = counts.get(split, 0) + 1
     assert report["stages"]["sft"]["questions"] == counts
+
+
+def test_a_ppo_run_made_before_the_ceiling_was_measured_states_no_ceiling(tmp_path):
+    """A step kept from an older journey has no win_rate_ceiling: report.md said "A perfect policy would
+    win nan against the same SFT answers, not 1", a "nan" where the report means "not measured"."""
+    results = made_up_results()
+    del results["ppo"]["win_rate_ceiling"]
+    _, markdown = made_up_report(tmp_path, results)
+    assert "A perfect policy" not in markdown and "nan" not in markdown
+    assert "which the policy has to know).\n\nDPO: win rate" in markdown  # one blank line between, as before
