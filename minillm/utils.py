@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from minillm.console import HAS_SIGNAL_MASKS, ctrl_c_held
 from minillm.errors import ConfigError, DataError, RunLockedError
@@ -67,6 +68,9 @@ def worker_pool(workers: int) -> WorkerPool:
                       initializer=_start_worker, initargs=(os.getpid(),))
 
 
+STOP_GRACE_SECONDS = 2.0  # how long a second Ctrl-C waits for a pool's workers to end before stopping them outright
+
+
 class WorkerPool(ProcessPoolExecutor):
     """A process pool whose tasks a Ctrl-C stops as it stops the command, and whose workers it leaves
     quiet while they have no task.
@@ -87,15 +91,23 @@ class WorkerPool(ProcessPoolExecutor):
         """As ProcessPoolExecutor's, but a Ctrl-C must not cut short the wait for the workers to stop: that
         would leave them waiting for a task, and this process would hang as it exits, waiting for them. A
         pool made by a worker's task (SFT's baselines, `beside`) is waited for through a Ctrl-C, which its
-        workers got too, and the task stops after; elsewhere a Ctrl-C while it waits (a second one) stops
-        them outright."""
+        workers got too, and the task stops after. Elsewhere a Ctrl-C while it waits (a second one)
+        gives them STOP_GRACE_SECONDS to end by themselves, as they do once their tasks have stopped, then stops
+        them outright: a worker stopped so never unlinks the semaphores it made (tqdm's lock, its own pool's
+        queues), and the resource tracker warned of "leaked semaphore objects" below the command's last line."""
         global _in_task, _interrupted
         in_task, _in_task = _in_task, False  # (in a worker's task a Ctrl-C is now only noted)
+        workers = list((self._processes or {}).values())  # this pool's own, not other children of this process
         try:
             super().shutdown(wait, cancel_futures=cancel_futures)
         except KeyboardInterrupt:
-            for child in multiprocessing.active_children():
-                child.terminate()
+            try:  # they got the Ctrl-C too: given a moment, most end by themselves, cleaning up as they do
+                deadline = time.monotonic() + STOP_GRACE_SECONDS
+                for worker in workers:
+                    worker.join(max(0.0, deadline - time.monotonic()))
+            finally:  # (a third Ctrl-C cuts the moment short, never this)
+                for worker in workers:
+                    worker.terminate()
             raise
         finally:
             _in_task = in_task
@@ -108,6 +120,11 @@ def _start_worker(parent: int) -> None:
     """What a worker of `worker_pool` does first: a fresh interpreter has none of its parent's setup."""
     stop_when_orphaned(parent)
     show_unencodable_output()
+    # tqdm's default lock holds a multiprocessing semaphore, made at a worker's first progress bar, that the
+    # process unlinks as it ends: a worker stopped outright (a second Ctrl-C, `shutdown`) left it behind, and the
+    # resource tracker warned of "leaked semaphore objects" below the command's last line. A worker's bars are
+    # its own (no process shares them), so a thread lock serves.
+    tqdm.set_lock(threading.RLock())
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # (a command started with it ignored keeps it so)
         signal.signal(signal.SIGINT, _on_ctrl_c)
     if HAS_SIGNAL_MASKS:  # a Ctrl-C held since the start is noted now (_SpawnProcessHoldingCtrlC)

@@ -1117,3 +1117,53 @@ def test_a_ppo_run_made_before_the_ceiling_was_measured_states_no_ceiling(tmp_pa
     _, markdown = made_up_report(tmp_path, results)
     assert "A perfect policy" not in markdown and "nan" not in markdown
     assert "which the policy has to know).\n\nDPO: win rate" in markdown  # one blank line between, as before
+
+
+def test_a_workers_progress_bars_hold_no_semaphore_that_a_stop_outright_would_leave_behind():
+    """tqdm's default lock makes a multiprocessing semaphore at a process's first bar, unlinked as the process
+    ends. A worker stopped outright by a second Ctrl-C never unlinked it, and `pipeline --jobs 2` printed
+    "resource_tracker: There appear to be 1 leaked semaphore objects" below its one line. A worker's bars,
+    its own alone, take a thread lock."""
+    with worker_pool(1) as pool:
+        lock = pool.submit(eval, "type(__import__('tqdm').tqdm.get_lock()).__module__").result(timeout=120)
+    assert lock in ("threading", "_thread")
+
+
+def test_a_ctrl_c_while_a_pool_waits_stops_its_own_workers_and_no_other_process(monkeypatch):
+    """A second Ctrl-C while a pool waited for its workers terminated every child of this process: a script
+    that ran a process of its own beside `worker_pool` saw it killed too."""
+    monkeypatch.setattr(utils, "STOP_GRACE_SECONDS", 0.1)
+    other = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(30,))
+    other.start()
+    try:
+        pool = worker_pool(1)
+        worker = pool.submit(os.getpid).result(timeout=120)
+        pool.submit(time.sleep, 5)
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # while the pool waits for it
+        with pytest.raises(KeyboardInterrupt):
+            pool.shutdown()
+        time.sleep(0.5)
+        assert other.is_alive()
+    finally:
+        other.kill()
+        other.join()
+    deadline = time.monotonic() + 2
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(worker)
+
+
+def test_a_ctrl_c_while_a_pool_waits_gives_its_workers_a_moment_to_end_by_themselves():
+    """A second Ctrl-C 0.5-1 s after the first, while `pipeline --jobs 2` waited for its workers, terminated
+    them at once: SFT's worker, still stopping its baselines' pool, never unlinked that pool's semaphores, and
+    the resource tracker printed "There appear to be 5 leaked semaphore objects" below the command's one line.
+    A worker whose task ends within STOP_GRACE_SECONDS now ends by itself."""
+    before = set(multiprocessing.active_children())
+    pool = worker_pool(1)
+    pool.submit(os.getpid).result(timeout=120)
+    [worker] = [child for child in multiprocessing.active_children() if child not in before]
+    pool.submit(time.sleep, 1)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()  # while the pool waits for it
+    with pytest.raises(KeyboardInterrupt):
+        pool.shutdown()
+    assert worker.exitcode == 0  # it ended after its task (not -15: terminated in it)
