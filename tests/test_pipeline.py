@@ -789,9 +789,11 @@ def test_ctrl_c_stops_a_workers_task_and_prints_no_traceback_where_the_worker_ha
     assert "Traceback" not in capfd.readouterr().err
 
 
-def test_a_ctrl_c_while_a_pool_waits_for_its_workers_stops_them_outright():
+def test_a_ctrl_c_while_a_pool_waits_for_its_workers_stops_them_outright(monkeypatch):
     """A second Ctrl-C while `pipeline --jobs 2` waited for its workers to stop cut the wait short: they were
-    never told to stop, and the command hung as it exited, waiting for them. It now stops them outright."""
+    never told to stop, and the command hung as it exited, waiting for them. It now stops them outright
+    (after a moment for them to end by themselves, made short here: this worker's task runs on)."""
+    monkeypatch.setattr(utils, "STOP_GRACE_SECONDS", 0.1)
     pool = worker_pool(1)
     worker = pool.submit(os.getpid).result(timeout=120)
     pool.submit(time.sleep, 5)
@@ -1153,11 +1155,13 @@ def test_a_ctrl_c_while_a_pool_waits_stops_its_own_workers_and_no_other_process(
     assert not alive(worker)
 
 
-def test_a_ctrl_c_while_a_pool_waits_gives_its_workers_a_moment_to_end_by_themselves():
+def test_a_ctrl_c_while_a_pool_waits_gives_its_workers_a_moment_to_end_by_themselves(monkeypatch):
     """A second Ctrl-C 0.5-1 s after the first, while `pipeline --jobs 2` waited for its workers, terminated
     them at once: SFT's worker, still stopping its baselines' pool, never unlinked that pool's semaphores, and
     the resource tracker printed "There appear to be 5 leaked semaphore objects" below the command's one line.
-    A worker whose task ends within STOP_GRACE_SECONDS now ends by itself."""
+    A worker whose task ends within STOP_GRACE_SECONDS now ends by itself. (The moment is made long here,
+    so that a slow exit on a busy machine is still within it: the wait ends when the worker does.)"""
+    monkeypatch.setattr(utils, "STOP_GRACE_SECONDS", 60.0)
     before = set(multiprocessing.active_children())
     pool = worker_pool(1)
     pool.submit(os.getpid).result(timeout=120)
