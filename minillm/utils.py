@@ -452,7 +452,8 @@ def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> 
     folder too, if this call created it and nothing was written into it). A folder holding files of
     someone else's is refused before anything is written (check_not_foreign, which lets the files
     named in `inputs` through); one that is taken is marked as a run's (RUN_MARK_NAME), so that
-    later runs may go on in it, and rid of what a killed run's unfinished writes left there.
+    later runs may go on in it, and rid of what a killed run's unfinished writes left there. A folder
+    inside one that another process holds, or holding one, is refused (check_no_run_around).
     """
     folder = Path(folder)
     check_is_folder(folder)
@@ -463,12 +464,35 @@ def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> 
     try:
         with hold_lock(folder / LOCK_NAME, folder) as lock:
             mark.touch()
+            check_no_run_around(folder, lock)
             remove_interrupted_writes(folder)
             yield lock
     finally:
         if created and [path.name for path in folder.iterdir()] == [RUN_MARK_NAME]:
             mark.unlink()  # a run that failed at once leaves no empty folder behind
             folder.rmdir()
+
+
+def check_no_run_around(folder: Path, lock: Path) -> None:
+    """Refuse `folder` (whose `lock` this process now holds) when another live minillm process holds a
+    folder above it or below it: `minillm sft --out runs/p/04_sft` while `minillm pipeline --out runs/p`
+    runs, or the other way round. Each lock guards only its own folder, yet the pipeline writes into its
+    steps' folders, and taking a folder deletes the unfinished writes below it (remove_interrupted_writes):
+    the other run's checkpoint, as it is being written."""
+    around = (*(above / LOCK_NAME for above in folder.resolve().parents), *folder.rglob(LOCK_NAME))
+    for other in around:
+        holder = _lock_holder(other)
+        if other != lock and _held_by_another(holder):
+            where = "lies in" if other.parent in folder.resolve().parents else "holds"
+            raise RunLockedError(
+                f"{folder} {where} {other.parent}, which another minillm process (PID {holder}) is writing; wait "
+                f"for it to finish, stop it, or choose another --out (if no process {holder} runs, delete {other})"
+            )
+
+
+def _held_by_another(holder: int | None) -> bool:
+    """True when `holder`, the process id a lock names, is another process that is still running."""
+    return holder is not None and holder != os.getpid() and process_alive(holder)
 
 
 def file_lock(path: str | os.PathLike) -> AbstractContextManager[Path]:
@@ -500,7 +524,7 @@ def hold_lock(lock: Path, guarded: Path) -> Iterator[Path]:
             if holder is None and _age_s(lock) < 2:
                 time.sleep(0.1)  # just created by another run that has not written its PID yet
                 continue
-            if holder is not None and holder != os.getpid() and process_alive(holder):
+            if _held_by_another(holder):
                 raise RunLockedError(
                     f"{guarded} is in use by another minillm process (PID {holder}); wait for it to finish, "
                     f"stop it, or choose another --out (if no process {holder} runs, delete {lock})"

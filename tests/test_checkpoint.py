@@ -22,7 +22,7 @@ from minillm.train.checkpoint import FORMAT_VERSION, model_config_dict
 from minillm.train.loop import append_metrics
 from minillm.train.plots import plot_metrics
 from minillm.train.rng import capture_rng_state, restore_rng_state
-from minillm.utils import atomic_write_bytes, read_json, write_json
+from minillm.utils import INTERRUPTED_WRITE, atomic_write_bytes, read_json, write_json
 
 WORKER = pathlib.Path(__file__).with_name("_train_worker.py")
 
@@ -59,6 +59,8 @@ class FillsUp:
 
 
 @pytest.mark.parametrize("had_one", [True, False])
+
+
 def test_a_write_that_fails_half_way_leaves_the_old_checkpoint_intact(tmp_path, monkeypatch, had_one):
     path = tmp_path / "ckpt.pt"
     if had_one:
@@ -94,6 +96,8 @@ def _write_a_plot(path: pathlib.Path, steps: int) -> None:
     ("metrics.jsonl", lambda path, big: append_metrics(path, {"step": 2, "note": "x" * big}), False),
     ("prefs.jsonl", lambda path, big: append_preference(path, {"prompt": "x" * big}), False),
 ])
+
+
 def test_a_write_the_disk_refuses_names_its_file_and_keeps_the_old_one(tmp_path, file_size_limit, name, write,
                                                                        kept_whole):
     """A full disk or a file-size limit stopped `pretrain clm` with "minillm: error: [Errno 27] File too
@@ -135,7 +139,13 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused_before_it_runs(tmp_pa
     (lambda data: data[: len(data) // 2], "corrupt or truncated"),
     (lambda data: b"", "corrupt or truncated"),
     (lambda data: b"this is not a checkpoint at all", "corrupt or truncated"),
+    # another file of a run folder, passed by mistake, is named for what it is
+    (lambda data: b' {"step": 3}', "is a JSON file, not a checkpoint"),
+    (lambda data: b"[1, 2]\n", "is a JSON file, not a checkpoint"),
+    (lambda data: b"\x89PNG\r\n\x1a\n" + data, "is a PNG image file, not a checkpoint"),
 ])
+
+
 def test_a_damaged_file_is_a_clear_error(tmp_path, damage, message):
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, {"model": {"w": torch.randn(64, 64)}})
@@ -157,23 +167,30 @@ def test_missing_foreign_and_future_files_are_clear_errors(tmp_path):
 
 
 def test_an_atomic_write_reaches_the_disk_before_it_takes_the_name(tmp_path, monkeypatch):
-    """fsync, then rename: after a crash the name holds the old file or the whole new one, never a part."""
-    events = []
+    """fsync, then rename: after a crash the name holds the old file or the whole new one, never a part.
+    The temporary file lies beside the target: a rename is atomic only within one file system (from
+    /tmp it may fail, or copy), and a kill leaves it where the next run's lock cleans it up."""
+    events, renamed = [], []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(os, "replace", lambda src, dst: (events.append("replace"), real_replace(src, dst))[1])
+    monkeypatch.setattr(os, "replace", lambda src, dst: (events.append("replace"), renamed.append(src),
+                                                         real_replace(src, dst))[2])
     atomic_write_bytes(tmp_path / "out.bin", b"abc")
     assert events == ["fsync", "replace"] and (tmp_path / "out.bin").read_bytes() == b"abc"
+    assert pathlib.Path(renamed[0]).parent == tmp_path and INTERRUPTED_WRITE.fullmatch(pathlib.Path(renamed[0]).name)
 
 
 def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
+    """Each generator continues after a restore with the very numbers it would have drawn next,
+    including the half-used pairs: Python's `random.gauss` and NumPy's `normal` each draw two
+    Gaussians at once and keep the second for the next call."""
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
-    np.random.normal()  # NumPy caches the second Gaussian of each pair: part of the state
+    random.gauss(0, 1), np.random.normal()  # each caches the second Gaussian of its pair: part of the state
     save_checkpoint(tmp_path / "rng.pt", {"rng": capture_rng_state()})
-    expected = (random.random(), np.random.normal(), np.random.rand(), torch.rand(3))
+    expected = (random.gauss(0, 1), random.random(), np.random.normal(), np.random.rand(), torch.rand(3))
     restore_rng_state(load_checkpoint(tmp_path / "rng.pt")["rng"])
-    again = (random.random(), np.random.normal(), np.random.rand(), torch.rand(3))
-    assert expected[:3] == again[:3] and torch.equal(expected[3], again[3])
+    again = (random.gauss(0, 1), random.random(), np.random.normal(), np.random.rand(), torch.rand(3))
+    assert expected[:4] == again[:4] and torch.equal(expected[4], again[4])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -282,6 +299,8 @@ def worker_command(out_dir: pathlib.Path, resume: bool) -> list[str]:
 
 
 @pytest.mark.parametrize(("kill_after", "dtype"), [(7, "float32"), (11, "float16")])
+
+
 def test_a_killed_run_resumes_bit_for_bit(tmp_path, kill_after, dtype):
     """SIGKILL after update 7 or 11 (checkpoints at 4 and 8), then resume.
 
@@ -294,6 +313,81 @@ def test_a_killed_run_resumes_bit_for_bit(tmp_path, kill_after, dtype):
 
     assert_exact_resume(command, tmp_path, kill_after_updates=kill_after)
 
+
+def test_the_step_a_ctrl_c_keeps_is_the_newest_readable_checkpoints(tmp_path):
+    """After Ctrl-C the command names the step it keeps: that of the checkpoint written last, in the
+    run folder or a pipeline step's folder below it, passing over one that no longer reads. Told the
+    oldest instead (or a step folder's overlooked), a learner would resume expecting the wrong step."""
+    from minillm.train.checkpoint import last_saved_step
+
+    for folder, step, written_at in (("02_mlm", 40, 1_000), ("03_clm", 7, 2_000), ("04_sft", 99, 3_000)):
+        save_checkpoint(tmp_path / folder / "ckpt.pt", {"step": step})
+        os.utime(tmp_path / folder / "ckpt.pt", (written_at, written_at))  # when each was written, set by hand
+    (tmp_path / "04_sft" / "ckpt.pt").write_bytes(b"cut short")  # the newest, damaged: not what is kept
+    os.utime(tmp_path / "04_sft" / "ckpt.pt", (3_000, 3_000))
+    assert last_saved_step(tmp_path) == (tmp_path / "03_clm" / "ckpt.pt", 7)
+    assert last_saved_step(tmp_path / "02_mlm") == (tmp_path / "02_mlm" / "ckpt.pt", 40)
+    assert last_saved_step(tmp_path / "05_rm") is None
+
+
+def test_a_resume_gives_each_rank_its_own_dropout_stream(tmp_path):
+    """Saved by 1 process at step 3, resumed by 2: no rank has a saved stream, so each is seeded anew.
+    Seeded as a fresh run's rank is (seed + rank), dropout would repeat the masks of steps 1, 2, ... all
+    over again; the same seed on both ranks would drop the same units on each. Both must differ. Saved
+    by 2 and resumed by 2, each rank goes on with its own saved stream."""
+    from minillm.train.distributed import DistContext
+    from minillm.train.loop import make_optimizer, restore_training_state, save_training_state
+    from minillm.utils import seed_everything
+
+    cfg, model = TrainConfig(), tiny_gpt()
+    no_scaler = torch.amp.GradScaler("cpu", enabled=False)
+    save_training_state(tmp_path / "ckpt.pt", model, make_optimizer(model, cfg), no_scaler, torch.Generator(), cfg,
+                        DistContext(), step=3, model_kind="gpt", elapsed_s=0.0, stage="train")
+    draws = {}
+    for rank in (0, 1):
+        restore_training_state(tmp_path / "ckpt.pt", model, make_optimizer(model, cfg), no_scaler, torch.Generator(),
+                               cfg, DistContext(rank, world_size=2), "gpt", "train")
+        draws[rank] = torch.rand(8)
+        seed_everything(cfg.seed + rank)  # how a fresh run seeds this rank
+        assert not torch.equal(draws[rank], torch.rand(8))
+    assert not torch.equal(draws[0], draws[1])
+    # saved by 2 processes, resumed by 2: rank 1 goes on with its own stream, not rank 0's
+    ckpt = load_checkpoint(tmp_path / "ckpt.pt")
+    ckpt["rng"] = []
+    for seed in (10, 11):  # each rank's generators when it saved
+        seed_everything(seed)
+        ckpt["rng"].append(capture_rng_state())
+    save_checkpoint(tmp_path / "ckpt.pt", ckpt)
+    restore_training_state(tmp_path / "ckpt.pt", model, make_optimizer(model, cfg), no_scaler, torch.Generator(),
+                           cfg, DistContext(1, world_size=2), "gpt", "train")
+    resumed = torch.rand(8)
+    torch.manual_seed(11)
+    assert torch.equal(resumed, torch.rand(8))
+
+
+def test_a_resume_by_the_same_code_records_where_it_trains_now(tmp_path):
+    """Begun on one device and resumed by the same code on another: config.json's record names the
+    device of the steps from here on, and keeps what the earlier record knew that this one does not
+    (the code of a run it was itself resumed from)."""
+    from minillm.provenance import MADE_BY, code_record, run_record
+
+    earlier = {**code_record(), "device": "cuda:0 (a GPU)", "resumed_from": None}
+    write_json(tmp_path / "config.json", {MADE_BY: earlier})
+    assert run_record(tmp_path / "config.json", "cpu", resumed=True) == {**code_record(), "device": "cpu",
+                                                                          "resumed_from": None}
+
+
+def test_the_code_of_a_pipelines_steps_is_one_phrase_only_when_it_is_one_code():
+    """A pipeline run whose steps were made by different code (an upgrade half way) says which made
+    which: a learner comparing its figures must not read them as one code's."""
+    from minillm.provenance import code_summary
+
+    new = {"minillm": "0.2.0", "commit": "ca60458abcdef", "dirty": True, "torch": "2.6.0", "python": "3.12.3"}
+    assert code_summary({"01_tokenizer": new, "02_mlm": new}) == (
+        "minillm 0.2.0 (commit ca60458abc with uncommitted changes), torch 2.6.0, Python 3.12.3")
+    assert code_summary({"01_tokenizer": new, "02_mlm": new, "03_clm": None}) == (
+        "minillm 0.2.0 (commit ca60458abc with uncommitted changes), torch 2.6.0, Python 3.12.3 for "
+        "01_tokenizer, 02_mlm; unknown code (made before minillm recorded it) for 03_clm")
 
 
 def test_a_long_reason_is_cut_between_words():
@@ -313,6 +407,8 @@ def test_load_model_gives_a_model_in_eval_mode(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+
+
 def test_load_model_refuses_weights_that_are_not_finite(tmp_path, bad):
     """One weight NaN or infinite, as in a run that diverged: every answer would be sampled from NaN
     probabilities (an inf weight makes them NaN as surely as a NaN does), so loading says so in one line."""
@@ -322,6 +418,26 @@ def test_load_model_refuses_weights_that_are_not_finite(tmp_path, bad):
     save_checkpoint(tmp_path / "ckpt.pt", ckpt)
     with pytest.raises(CheckpointError, match="NaN or infinite weights"):
         load_model(tmp_path, GPT)
+
+
+@pytest.mark.parametrize("model_ids", [200, 262, 300])
+
+
+def test_load_model_refuses_a_tokenizer_with_another_number_of_ids(tmp_path, model_ids):
+    """A tokenizer.json copied from another run: id 7 would mean another piece than in training, so
+    the text in and out would be garbage. Too few ids is as wrong as too many; the same number loads."""
+    from minillm.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(["abc abd"], vocab_size=262, progress=False)  # 256 bytes + 6 special tokens
+    tokenizer.save(tmp_path / "tokenizer.json")
+    model = GPT(ModelConfig(vocab_size=model_ids, block_size=4, n_layer=1, n_head=1, n_embd=8))
+    save_checkpoint(tmp_path / "ckpt.pt", {"model_kind": "gpt", "model_config": model_config_dict(model),
+                                           "model": model.state_dict()})
+    if model_ids == tokenizer.vocab_size:
+        assert load_model(tmp_path, GPT)[1].vocab_size == 262
+    else:
+        with pytest.raises(CheckpointError, match=f"has 262 ids but the model beside it {model_ids}"):
+            load_model(tmp_path, GPT)
 
 
 def test_an_atomic_write_gives_the_file_the_usual_permissions(tmp_path):
@@ -349,6 +465,8 @@ def test_asking_for_cuda_where_there_is_none_is_a_config_error(monkeypatch):
 
 
 @pytest.mark.parametrize("initialized", [True, False])
+
+
 def test_cuda_rng_states_are_saved_and_restored_once_cuda_is_in_use(monkeypatch, initialized):
     """torch.cuda faked, so that a CPU-only machine sees what a GPU run saves: every device's generator
     state once CUDA has started (and nothing before, so that saving never starts CUDA), given back

@@ -1134,3 +1134,14 @@ def test_ctrl_c_in_a_pipeline_names_the_newest_readable_checkpoint_of_the_runnin
     code, _, err = run(["pipeline", "--out", str(out)], capsys)
     assert code == 130
     assert f"interrupted; last saved at step 7 ({out / '04_sft' / 'ckpt.pt'}); finished steps are kept." in err
+
+
+def test_a_full_disk_that_names_no_file_keeps_the_systems_own_words(monkeypatch, capsys, tmp_path):
+    """A write that no `writing` wrapped refuses with an OSError that names no file: the line must not
+    claim "could not write None", nor tell the user to resume from a file that was never named."""
+    def disk_full(args) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli, "cmd_pretrain", disk_full)
+    code, _, err = run(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "run")], capsys)
+    assert (code, err) == (2, "minillm: error: [Errno 28] No space left on device\n")

@@ -202,6 +202,98 @@ def test_n_head_is_accepted_exactly_when_it_divides_n_embd(n_embd, n_head):
         assert n_embd % n_head == 0
 
 
+# --------------------------------------------------------------------------------------------------
+# Every range rule, stated again here from the documented ranges (not read from config.py), and probed
+# at its two ends and one float step either side: a bound off by one step, or an open end made closed
+# (lr=0 accepted: a run that never moves), lets a bad value through to a deep torch error or a silent no-op.
+
+INF = math.inf
+# (config, field, lo, hi, lo_open, hi_open, other fields the probe needs to pass the config's other rules)
+RANGES = [
+    (ModelConfig, "dropout", 0.0, 1.0, False, True, {}),
+    (ModelConfig, "layer_norm_eps", 0.0, 1.0, True, False, {}),
+    (ModelConfig, "rope_base", 1.0, 1e9, True, False, {}),
+    (TrainConfig, "lr", 0.0, 10.0, True, False, {}),
+    (TrainConfig, "min_lr_ratio", 0.0, 1.0, False, False, {}),
+    (TrainConfig, "weight_decay", 0.0, 10.0, False, False, {}),
+    (TrainConfig, "beta1", 0.0, 1.0, False, True, {}),
+    (TrainConfig, "beta2", 0.0, 1.0, False, True, {}),
+    (TrainConfig, "grad_clip", 0.0, 1e6, False, False, {}),
+    (MLMConfig, "mask_prob", 0.0, 1.0, True, False, {}),
+    (MLMConfig, "mask_token_prob", 0.0, 1.0, False, False, {"random_token_prob": 0.0}),
+    (MLMConfig, "random_token_prob", 0.0, 1.0, False, False, {"mask_token_prob": 0.0}),
+    (LoRAConfig, "alpha", 0.0, 1e6, True, False, {}),
+    (LoRAConfig, "dropout", 0.0, 1.0, False, True, {}),
+    (SFTConfig, "scratch_lr", 0.0, 10.0, False, False, {}),
+    (RewardConfig, "sample_temperature", 1e-30, 10.0, False, False, {}),
+    (RewardConfig, "annotator_noise", 0.0, 10.0, False, False, {}),
+    (RewardConfig, "annotator_tie_margin", 0.0, 10.0, False, False, {}),
+    (PPOConfig, "temperature", 1e-30, 10.0, False, False, {}),
+    (PPOConfig, "kl_coef", 0.0, 100.0, False, False, {}),
+    (PPOConfig, "target_kl", 0.0, 1000.0, True, False, {}),
+    (PPOConfig, "clip_range", 0.0, 1.0, True, False, {}),
+    (PPOConfig, "clip_range_value", 0.0, 100.0, True, False, {}),
+    (PPOConfig, "vf_coef", 0.0, 100.0, False, False, {}),
+    (PPOConfig, "gamma", 0.0, 1.0, False, False, {}),
+    (PPOConfig, "lam", 0.0, 1.0, False, False, {}),
+    (PPOConfig, "no_eos_penalty", -100.0, 100.0, False, False, {}),
+    (PPOConfig, "critic_lr", 0.0, 10.0, True, False, {}),
+    (GRPOConfig, "temperature", 1e-30, 10.0, False, False, {}),
+    (GRPOConfig, "clip_range", 0.0, 1.0, True, False, {}),
+    (GRPOConfig, "kl_coef", 0.0, 100.0, False, False, {}),
+    (GRPOConfig, "exact_bonus", 0.0, 10.0, False, False, {}),
+    (GRPOConfig, "no_eos_penalty", -100.0, 100.0, False, False, {}),
+    (DPOConfig, "beta", 0.0, 100.0, True, False, {}),
+    (DPOConfig, "nll_coef", 0.0, 100.0, False, False, {}),
+    (DPOConfig, "temperature", 1e-30, 10.0, False, False, {}),
+    (PipelineConfig, "corpus_mb", 0.0, 1000.0, True, False, {}),
+    (PipelineConfig, "val_fraction", 0.0, 0.5, True, False, {}),
+]
+
+
+def _accepts(cls: type, **kwargs) -> bool:
+    try:
+        cls(**kwargs)
+    except ConfigError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("cls, name, lo, hi, lo_open, hi_open, others", RANGES,
+                         ids=[f"{c.__name__}.{n}" for c, n, *_ in RANGES])
+def test_each_range_is_accepted_exactly_between_its_documented_ends(cls, name, lo, hi, lo_open, hi_open, others):
+    """Each end is in the range unless it is open, the next float past it never is, the next one inside
+    always is; a bool (True would read as 1.0) is no number; and the message shows the same interval."""
+    probes = {lo: not lo_open, math.nextafter(lo, -INF): False, math.nextafter(lo, INF): True,
+              hi: not hi_open, math.nextafter(hi, INF): False, math.nextafter(hi, -INF): True}
+    for value, accepted in probes.items():
+        assert _accepts(cls, **others, **{name: value}) is accepted, f"{cls.__name__}.{name}={value!r}"
+    with pytest.raises(ConfigError) as info:
+        cls(**others, **{name: True})
+    interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    assert str(info.value).endswith(f"{cls.__name__}.{name}=True is invalid: expected a number in {interval}")
+
+
+@pytest.mark.parametrize("cls, name", [(TrainConfig, "seed"), (PipelineConfig, "data_seed")])
+def test_a_seed_is_accepted_up_to_the_largest_that_torch_takes(cls, name):
+    """A seed is any integer a torch generator takes: the largest, 2**63 - 1, too (torch seeds it as
+    given), while 2**63, which does not fit a signed 64-bit integer, is refused."""
+    largest = 2**63 - 1
+    assert torch.Generator().manual_seed(largest).initial_seed() == largest
+    assert _accepts(cls, **{name: largest}) and _accepts(cls, **{name: 0})
+    assert not _accepts(cls, **{name: largest + 1}) and not _accepts(cls, **{name: -1})
+
+
+def test_n_kv_head_is_accepted_exactly_when_it_divides_n_head():
+    """Grouped-query attention gives each key/value head the same number of query heads: n_kv_head
+    must divide n_head (0 means n_head: one key/value head per query head). 3 of 4 heads would leave a
+    head without its group, and attention's reshape would fail deep in torch."""
+    for n_head in range(1, 9):
+        for n_kv_head in range(0, 10):
+            shares_evenly = n_kv_head == 0 or (n_kv_head <= n_head and n_head % n_kv_head == 0)
+            assert _accepts(ModelConfig, n_embd=840, n_head=n_head, n_kv_head=n_kv_head) is shares_evenly
+
+
 @pytest.mark.parametrize("device, ok", [("auto", True), ("cpu", True), ("cuda", True), ("cuda:1", True),
                                         ("mps", True), ("cuda:", False), ("cuda:x", False), ("CPU", False),
                                         ("", False)])

@@ -109,8 +109,13 @@ def test_a_lock_whose_process_is_gone_is_taken_over_with_a_notice(tmp_path, caps
 
 
 def test_an_out_path_that_is_a_file_is_named_as_such(tmp_path):
+    """The message names the file that is in the way: the --out itself, or the folder above it that
+    is a file (a learner who typed `--out notes.txt/run` must look at notes.txt, not at run)."""
     (tmp_path / "file").write_text("not a folder", encoding="utf-8")
-    with pytest.raises(DataError, match="is a file, not a folder"), run_folder_lock(tmp_path / "file"):
+    with pytest.raises(DataError, match=r"file is a file, not a folder"), run_folder_lock(tmp_path / "file"):
+        pass
+    with pytest.raises(DataError, match=r"file/run/x lies under \S*file, which is a file"), \
+            run_folder_lock(tmp_path / "file" / "run" / "x"):
         pass
 
 
@@ -244,6 +249,39 @@ def test_an_unsigned_lock_made_anew_during_a_takeover_is_left_to_its_run(tmp_pat
     with pytest.raises(RunLockedError, match=f"PID {os.getppid()}"), run_folder_lock(tmp_path / "run"):
         pass
     assert made_anew and lock.read_text(encoding="utf-8").strip() == str(os.getppid())
+
+
+def test_a_folder_inside_or_around_one_another_run_holds_is_refused_and_its_writes_kept(tmp_path):
+    """`minillm pipeline --out p` writes into its steps' folders (p/04_sft) without a lock of their own.
+    A stage command taking p/04_sft meanwhile (or a pipeline taking p while a stage command runs in
+    p/04_sft) would write beside the other run, and delete the checkpoint it is writing as a "leftover"
+    temporary file. Both directions are refused; the other run's file is untouched."""
+    step = tmp_path / "p" / "04_sft"
+    step.mkdir(parents=True)
+    for folder in (tmp_path / "p", step):
+        (folder / utils.RUN_MARK_NAME).touch()  # both runs' folders, written before
+    in_flight = step / ".ckpt.pt.abcd1234.tmp"  # the other run's checkpoint, being written
+    in_flight.write_bytes(b"half")
+    (tmp_path / "p" / LOCK_NAME).write_text(f"{os.getppid()}\n", encoding="utf-8")  # a live process holds p
+    with pytest.raises(RunLockedError, match=rf"04_sft lies in \S*p, which another minillm process \(PID "
+                                             rf"{os.getppid()}\)"), run_folder_lock(step):
+        pass
+    (tmp_path / "p" / LOCK_NAME).rename(step / LOCK_NAME)  # now a run in p/04_sft, and p asked for
+    with pytest.raises(RunLockedError, match=r"p holds \S*04_sft, which another"), run_folder_lock(tmp_path / "p"):
+        pass
+    assert in_flight.read_bytes() == b"half" and not (tmp_path / "p" / LOCK_NAME).exists()
+
+
+def test_a_takeover_under_way_in_another_run_is_left_to_finish(tmp_path):
+    """A fresh `.takeover` guard means another run is removing the stale lock right now: this run
+    leaves the guard and the lock alone (and tries again later). Deleting a guard that young would let
+    both runs remove the lock, and then both could take the folder."""
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(f"{dead_pid()}\n", encoding="utf-8")
+    guard = lock.with_name(LOCK_NAME + ".takeover")
+    guard.touch()  # the other run's, made just now
+    utils.remove_stale_lock(lock, int(lock.read_text(encoding="ascii")), tmp_path)
+    assert guard.exists() and lock.exists()
 
 
 def test_of_two_runs_taking_over_one_stale_lock_the_slower_leaves_the_faster_ones_lock(tmp_path, monkeypatch):
