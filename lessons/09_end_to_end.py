@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 
 from minillm.config import PRESETS, apply_overrides, preset
-from minillm.errors import one_line_errors
 from minillm.lessons import PIPELINE_DIR, ROOT, in_notebook, pipeline_journey
 from minillm.model import GPT, Bert
 from minillm.pipeline import STEP_NAMES, Journey, run_step
@@ -49,7 +48,6 @@ from minillm.stage3_rlhf.annotator import gold_score
 from minillm.train import load_model_and_tokenizer
 from minillm.utils import resolve_device
 
-one_line_errors()  # a mistake in the input ends the lesson with one line, not a traceback
 parser = argparse.ArgumentParser(description="Lesson 9: the whole journey, stage by stage")
 parser.add_argument("--preset", default="tiny", choices=PRESETS)
 parser.add_argument("--out", default=None, help="run the journey in OUT/PRESET (default: runs/tiny for the "
