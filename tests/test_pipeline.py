@@ -797,7 +797,7 @@ def test_a_ctrl_c_while_a_pool_waits_for_its_workers_stops_them_outright(monkeyp
     pool = worker_pool(1)
     worker = pool.submit(os.getpid).result(timeout=120)
     pool.submit(time.sleep, 5)
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # while the pool waits for it
+    ctrl_c_once_it_waits(pool)
     with pytest.raises(KeyboardInterrupt):
         pool.shutdown()
     deadline = time.monotonic() + 2  # (its task would end in 5 s, and the worker after it)
@@ -842,12 +842,23 @@ def test_a_pool_made_by_a_workers_task_is_waited_for_through_a_ctrl_c(monkeypatc
         pool = worker_pool(1)
         pool.submit(time.sleep, 1.5)
         [worker] = [child for child in multiprocessing.active_children() if child not in before]
-        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # while the pool waits for it
+        ctrl_c_once_it_waits(pool)
         with pytest.raises(KeyboardInterrupt):
             pool.shutdown()
     finally:
         signal.signal(signal.SIGINT, ctrl_c)
     assert worker.exitcode == 0  # it ended after its task (not -15: terminated in it)
+
+
+def ctrl_c_once_it_waits(pool: utils.WorkerPool) -> None:
+    """Send this process a Ctrl-C as soon as `pool.shutdown()` has begun to wait for its workers. (A timer
+    raced a busy machine: its signal could come before the wait began, outside what the tests check.)"""
+    def send() -> None:
+        while not pool._shutdown_thread:  # (ProcessPoolExecutor's own flag, set as its shutdown begins)
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=send, daemon=True).start()
 
 
 def alive(pid: int) -> bool:
@@ -1141,7 +1152,7 @@ def test_a_ctrl_c_while_a_pool_waits_stops_its_own_workers_and_no_other_process(
         pool = worker_pool(1)
         worker = pool.submit(os.getpid).result(timeout=120)
         pool.submit(time.sleep, 5)
-        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # while the pool waits for it
+        ctrl_c_once_it_waits(pool)
         with pytest.raises(KeyboardInterrupt):
             pool.shutdown()
         time.sleep(0.5)
@@ -1166,8 +1177,8 @@ def test_a_ctrl_c_while_a_pool_waits_gives_its_workers_a_moment_to_end_by_themse
     pool = worker_pool(1)
     pool.submit(os.getpid).result(timeout=120)
     [worker] = [child for child in multiprocessing.active_children() if child not in before]
-    pool.submit(time.sleep, 1)
-    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()  # while the pool waits for it
+    pool.submit(time.sleep, 3)
+    ctrl_c_once_it_waits(pool)
     with pytest.raises(KeyboardInterrupt):
         pool.shutdown()
     assert worker.exitcode == 0  # it ended after its task (not -15: terminated in it)
