@@ -789,11 +789,9 @@ def test_ctrl_c_stops_a_workers_task_and_prints_no_traceback_where_the_worker_ha
     assert "Traceback" not in capfd.readouterr().err
 
 
-def test_a_ctrl_c_while_a_pool_waits_for_its_workers_stops_them_outright(monkeypatch):
+def test_a_ctrl_c_while_a_pool_waits_for_its_workers_stops_them_outright():
     """A second Ctrl-C while `pipeline --jobs 2` waited for its workers to stop cut the wait short: they were
-    never told to stop, and the command hung as it exited, waiting for them. It now stops them outright
-    (after a moment for them to end by themselves, made short here: this worker's task runs on)."""
-    monkeypatch.setattr(utils, "STOP_GRACE_SECONDS", 0.1)
+    never told to stop, and the command hung as it exited, waiting for them. It now stops them outright."""
     pool = worker_pool(1)
     worker = pool.submit(os.getpid).result(timeout=120)
     pool.submit(time.sleep, 5)
@@ -1142,10 +1140,9 @@ def test_a_workers_progress_bars_hold_no_semaphore_that_a_stop_outright_would_le
     assert lock in ("threading", "_thread")
 
 
-def test_a_ctrl_c_while_a_pool_waits_stops_its_own_workers_and_no_other_process(monkeypatch):
+def test_a_ctrl_c_while_a_pool_waits_stops_its_own_workers_and_no_other_process():
     """A second Ctrl-C while a pool waited for its workers terminated every child of this process: a script
     that ran a process of its own beside `worker_pool` saw it killed too."""
-    monkeypatch.setattr(utils, "STOP_GRACE_SECONDS", 0.1)
     other = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(30,))
     other.start()
     try:
@@ -1164,21 +1161,3 @@ def test_a_ctrl_c_while_a_pool_waits_stops_its_own_workers_and_no_other_process(
     while alive(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(worker)
-
-
-def test_a_ctrl_c_while_a_pool_waits_gives_its_workers_a_moment_to_end_by_themselves(monkeypatch):
-    """A second Ctrl-C 0.5-1 s after the first, while `pipeline --jobs 2` waited for its workers, terminated
-    them at once: SFT's worker, still stopping its baselines' pool, never unlinked that pool's semaphores, and
-    the resource tracker printed "There appear to be 5 leaked semaphore objects" below the command's one line.
-    A worker whose task ends within STOP_GRACE_SECONDS now ends by itself. (The moment is made long here,
-    so that a slow exit on a busy machine is still within it: the wait ends when the worker does.)"""
-    monkeypatch.setattr(utils, "STOP_GRACE_SECONDS", 60.0)
-    before = set(multiprocessing.active_children())
-    pool = worker_pool(1)
-    pool.submit(os.getpid).result(timeout=120)
-    [worker] = [child for child in multiprocessing.active_children() if child not in before]
-    pool.submit(time.sleep, 3)
-    ctrl_c_once_it_waits(pool)
-    with pytest.raises(KeyboardInterrupt):
-        pool.shutdown()
-    assert worker.exitcode == 0  # it ended after its task (not -15: terminated in it)
