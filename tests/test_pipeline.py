@@ -798,10 +798,7 @@ def test_a_ctrl_c_while_a_pool_waits_for_its_workers_stops_them_outright():
     ctrl_c_once_it_waits(pool)
     with pytest.raises(KeyboardInterrupt):
         pool.shutdown()
-    deadline = time.monotonic() + 2  # (its task would end in 5 s, and the worker after it)
-    while alive(worker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    left = alive(worker)
+    left = not gone_within(worker, 2)  # (its task would end in 5 s, and the worker after it)
     if left:  # leave no process behind when the test fails (this one would wait for it as it exits)
         os.kill(worker, signal.SIGKILL)
     assert not left
@@ -857,6 +854,14 @@ def ctrl_c_once_it_waits(pool: utils.WorkerPool) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=send, daemon=True).start()
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    """Whether process `pid` has ended within `seconds` from now."""
+    deadline = time.monotonic() + seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
 
 
 def alive(pid: int) -> bool:
@@ -1157,7 +1162,4 @@ def test_a_ctrl_c_while_a_pool_waits_stops_its_own_workers_and_no_other_process(
     finally:
         other.kill()
         other.join()
-    deadline = time.monotonic() + 2
-    while alive(worker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not alive(worker)
+    assert gone_within(worker, 2)
