@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import hashlib
 import io
 import os
 import re
@@ -20,7 +21,7 @@ import sys
 import unicodedata
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -50,14 +51,13 @@ def with_runtime(cfg: PipelineConfig, device: str | None, dtype: str | None, com
     changes: dict = {}
     if device is not None:
         changes["device"] = device
+        cfg = dataclasses.replace(cfg, device=device)  # the top-level setting too, as `--set device=X` gives it
     if dtype is not None:
         changes["dtype"] = dtype
     if compile:
         changes["compile"] = True
     if detect_anomaly:
         changes["detect_anomaly"] = True
-    if device is not None:
-        cfg = dataclasses.replace(cfg, device=device)
     return replace_train_configs(cfg, **changes)
 
 
@@ -176,7 +176,8 @@ def cmd_tokenizer_encode(args: argparse.Namespace) -> None:
     print("pieces:", [tok.id_to_piece(i) for i in ids])
 
 
-def _tokenizer_for(cfg: PipelineConfig, path: str | None, train_docs: list[str]):
+def _tokenizer_for(cfg: PipelineConfig, path: str | None, train_docs: list[str]) -> Any:
+    """The tokenizer in the file `path`, or, with none given, a new one trained on `train_docs` by the config."""
     from minillm.tokenizer import load_tokenizer, train_tokenizer
 
     if path:
@@ -225,9 +226,6 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 def fill_mask_plot_path(ckpt: str, text: str) -> Path:
     """CKPT/fill_mask_<words of the text>_<hash>.png: one chart per sentence, never the run's own
     fill_mask.png (the chart report.md shows beside its text)."""
-    import hashlib
-    import re
-
     folder = Path(ckpt) if Path(ckpt).is_dir() else Path(ckpt).parent
     words = re.sub(r"[^a-z0-9]+", "_", text.lower().replace("[mask]", "mask")).strip("_")[:40]
     digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
@@ -314,7 +312,7 @@ def _typed_lines(command: str) -> TextIO:
 
 def cmd_reward(args: argparse.Namespace) -> None:
     from minillm.datasets import instruction_records
-    from minillm.stage3_rlhf.preferences import collect_rankings
+    from minillm.stage3_rlhf.preferences import PREFS_NAME, collect_rankings
     from minillm.stage3_rlhf.reward_model import train_reward_model
     from minillm.train.distributed import is_main_process, rank_zero_first
     from minillm.utils import resolve_device
@@ -631,7 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
     """Warnings (e.g. skipped JSONL lines) as one plain line, not Python's source-line format."""
     print(f"minillm: warning: {message}", file=sys.stderr)
 
@@ -640,8 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit code (0 done, 2 a problem with the input, 130 interrupted, 141
     when the program reading the output stopped early, as `| head` does).
 
-    A MinillmError (a problem with the input) or an OSError (a path that cannot be read or
-    written) becomes one line on stderr; any other exception is a bug and keeps its traceback.
+    A MinillmError (a problem with the input), an OSError (a path that cannot be read or written)
+    or torch's out-of-memory error (a setting too large for the machine) becomes one line on stderr;
+    any other exception is a bug and keeps its traceback.
     """
     stand_in_for_closed_output()
     parser = build_parser()
@@ -652,8 +652,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.debug:
             warnings.showwarning = _show_warning
         try:
-            # Imported here: torch with it, and --help stays fast. It takes seconds, and a Ctrl-C in them left a
-            # half-imported torch and a page of traceback: the Ctrl-C waits for the import's end, and stops here.
+            # Imported here: torch with it, and --help stays fast. It takes seconds, and a Ctrl-C in them would leave
+            # torch half-imported and print a page of traceback: the Ctrl-C waits for the import's end, and stops here.
             with ctrl_c_held():
                 from minillm.utils import show_unencodable_output
             show_unencodable_output()  # a stdout that is not UTF-8 (Windows, piped) must not end a run at its "±"
@@ -701,20 +701,25 @@ def _parse_args(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argpars
         raise
 
 
-PREFS_NAME = "prefs.jsonl"  # the rankings `reward` collects into its folder, or finds there
 WRITE_ONE_FILE = (cmd_tokenizer_train, cmd_annotate, cmd_compare)  # their --out is a file, not a run folder
 
 
-def _lock_for(args: argparse.Namespace):
+def _out_run(args: argparse.Namespace) -> str | None:
+    """The run folder that --out names; None for a command without --out, or whose --out is a file."""
+    return None if args.func in WRITE_ONE_FILE else getattr(args, "out", None)
+
+
+def _lock_for(args: argparse.Namespace) -> AbstractContextManager:
     """Commands whose --out is a run folder hold its lock while they run (two runs in one folder
     would overwrite each other); `tokenizer train`, `annotate` and `compare` write a single file instead
     (annotate, which appends to its file for as long as a person ranks, locks that file itself: file_lock).
     Under torchrun only rank 0 writes files, so only rank 0 holds the lock. `reward` may find your
     own rankings in its folder before any run has been there (cmd_reward)."""
+    from minillm.stage3_rlhf.preferences import PREFS_NAME
     from minillm.train.distributed import is_main_process
     from minillm.utils import run_folder_lock
 
-    if getattr(args, "out", None) is None or args.func in WRITE_ONE_FILE or not is_main_process():
+    if _out_run(args) is None or not is_main_process():
         return nullcontext()
     return run_folder_lock(args.out, inputs=(PREFS_NAME,) if args.func is cmd_reward else ())
 
@@ -726,8 +731,8 @@ def _refuse_an_input_run_as_out(args: argparse.Namespace) -> None:
     """--out may not be a run the command reads (`sft --init runs/clm --out runs/clm`): the new run
     would write its config.json and checkpoints over it, and with --resume even go on from the
     other stage's optimizer state as if it were its own."""
-    out = getattr(args, "out", None)
-    if out is None or args.func in WRITE_ONE_FILE:
+    out = _out_run(args)
+    if out is None:
         return
     for option in INPUT_RUNS:
         run = getattr(args, option, None)
@@ -753,7 +758,7 @@ def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
     again = " ".join(shlex.quote(a) for a in ["minillm", *argv])
     if args.func is cmd_annotate:  # each ranking is on disk before the next question (append_preference)
         return f"; the rankings typed so far are kept in {out}. Continue with: {again}"
-    if out is None or args.func in WRITE_ONE_FILE:  # a file, written whole or not at all
+    if _out_run(args) is None:  # a file, written whole or not at all
         return ""
     if hasattr(args, "resume") and not args.resume:
         again += " --resume"

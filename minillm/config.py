@@ -52,7 +52,8 @@ def _seed(cls: str, name: str, value: Any) -> None:
 MIN_TEMPERATURE = 1e-30
 
 
-def _in_range(cls: str, name: str, value: Any, lo: float, hi: float, *, lo_open=False, hi_open=False) -> None:
+def _in_range(cls: str, name: str, value: Any, lo: float, hi: float, *, lo_open: bool = False,
+              hi_open: bool = False) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok:
         ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)

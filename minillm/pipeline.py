@@ -58,6 +58,7 @@ from minillm.stage3_rlhf.grpo import group_advantages, train_grpo
 from minillm.stage3_rlhf.ppo import train_ppo, uses_gold
 from minillm.stage3_rlhf.preferences import (
     EVAL_SEED,
+    PREFS_NAME,
     check_rankings_hold_one_out,
     collect_rankings,
     heldout_records,
@@ -70,7 +71,7 @@ from minillm.stage3_rlhf.scoreboard import (
     policy_table,
     right_answer_counts,
 )
-from minillm.tokenizer import load_tokenizer, train_tokenizer
+from minillm.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from minillm.train.distributed import refuse_several_processes
 from minillm.train.loop import METRICS_NAME
 from minillm.train.precision import torch_dtype
@@ -113,10 +114,10 @@ class Journey:
     @cached_property
     def data_settings(self) -> dict[str, dict]:
         """What the two datasets are: a file the user named (by its contents' sha256), or the settings
-        they are generated from and the sha256 of what they generate (another minillm may generate
-        other text from the same settings: 58d97cc and f09a98f changed the generated data). Both forms
-        have the same keys, None where unused, so that going from one to the other is a change (a key
-        that only one side has is not: see changed_settings)."""
+        they are generated from and the sha256 of what they generate (another version of minillm may
+        generate other text from the same settings). Both forms have the same keys, None where unused,
+        so that going from one to the other is a change (a key that only one side has is not: see
+        changed_settings)."""
         cfg, corpus_file, instructions_file = self.cfg, self.corpus_path, self.instructions_path
         corpus = {"file_sha256": file_sha256(corpus_file) if corpus_file else None,
                   "generated_sha256": None if corpus_file else json_sha256(self.documents),
@@ -148,7 +149,8 @@ class Journey:
         return instruction_records(self.cfg, self.instructions_path, self.skip_bad_lines)
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer the first step trained, read from its folder."""
         return load_tokenizer(self.folder("tokenizer") / "tokenizer.json")
 
 
@@ -216,7 +218,7 @@ def step_sft(j: Journey) -> dict:
 
 def step_reward_model(j: Journey) -> dict:
     folder = j.folder("reward_model")
-    prefs = folder / "prefs.jsonl"
+    prefs = folder / PREFS_NAME
     start = time.perf_counter()
     if not prefs.is_file():
         collect_rankings(j.cfg.reward, j.folder("sft"), j.records, prefs)
@@ -232,7 +234,7 @@ def step_ppo(j: Journey) -> dict:
 
 
 def step_dpo(j: Journey) -> dict:
-    prefs, folder = j.folder("reward_model") / "prefs.jsonl", j.folder("dpo")
+    prefs, folder = j.folder("reward_model") / PREFS_NAME, j.folder("dpo")
     return train_dpo(j.cfg.dpo, j.folder("sft"), prefs, j.records, folder, resume=has_checkpoint(folder))
 
 
@@ -451,6 +453,23 @@ def needs(cfg: PipelineConfig, name: str) -> tuple[str, ...]:
     return NEEDS[name]
 
 
+def run_steps_in_parallel(j: Journey, jobs: int) -> None:
+    """Run every step as soon as the steps it needs are done, at most `jobs` at a time."""
+    pending, running = list(STEP_NAMES), {}
+    with worker_pool(jobs) as pool, interrupts_children():
+        while pending or running:
+            ready = [n for n in pending if all(need in j.results for need in needs(j.cfg, n))]
+            for name in ready[:jobs - len(running)]:
+                pending.remove(name)
+                # The worker gets the journey's settings and results so far, not the data it has read:
+                # a new Journey (dataclasses.replace) reads its own, as in a pipeline of its own.
+                journey = dataclasses.replace(j, results=dict(j.results))
+                running[pool.submit(in_one_thread, run_step, journey, name)] = name
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                j.results[running.pop(future)] = future.result()
+
+
 # --------------------------------------------------------------------------------------------------
 # Which outputs are still good: a step's outputs follow from its settings and from the runs of the
 # steps it reads (NEEDS, and through theirs every step before). inputs.json records both.
@@ -476,6 +495,7 @@ UNRECORDED = {"corpus": {"generated_sha256": None}, "instructions": {"generated_
 
 
 def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes: which file of the user's a step read."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
@@ -570,20 +590,3 @@ def copy_tree(source: Path, copy: Path) -> None:
 def copying(folder: Path) -> Path:
     """Where copy_run puts a copy until it is complete: NAME.copying beside the step's folder."""
     return folder.with_name(folder.name + ".copying")
-
-
-def run_steps_in_parallel(j: Journey, jobs: int) -> None:
-    """Run every step as soon as the steps it needs are done, at most `jobs` at a time."""
-    pending, running = list(STEP_NAMES), {}
-    with worker_pool(jobs) as pool, interrupts_children():
-        while pending or running:
-            ready = [n for n in pending if all(need in j.results for need in needs(j.cfg, n))]
-            for name in ready[:jobs - len(running)]:
-                pending.remove(name)
-                # The worker gets the journey's settings and results so far, not the data it has read:
-                # a new Journey (dataclasses.replace) reads its own, as in a pipeline of its own.
-                journey = dataclasses.replace(j, results=dict(j.results))
-                running[pool.submit(in_one_thread, run_step, journey, name)] = name
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                j.results[running.pop(future)] = future.result()

@@ -226,6 +226,9 @@ def compare_answers(records: Sequence[dict], policy_answers: Sequence[str], base
     }
 
 
+PREFS_NAME = "prefs.jsonl"  # the rankings a reward-model run collects into its folder, or finds there
+
+
 def collect_rankings(
     cfg: RewardConfig, sft_dir: str | os.PathLike, records: Sequence[dict], out_path: str | os.PathLike,
 ) -> dict[str, Any]:
