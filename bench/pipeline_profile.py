@@ -40,9 +40,10 @@ from minillm.cli import positive_int
 from minillm.config import PRESETS, PipelineConfig, changed_settings, first_changes, preset, to_dict
 from minillm.errors import one_line_errors
 from minillm.model import GPT, Bert
+from minillm.run_lock import run_folder_lock
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.train.optim import Muon
-from minillm.utils import read_json, run_folder_lock
+from minillm.utils import read_json
 
 CATEGORIES = ("forward", "backward", "optimizer", "generation", "evaluation", "data")
 # (module, attribute) -> category; functions are replaced wherever a minillm module imported them

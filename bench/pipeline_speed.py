@@ -37,7 +37,7 @@ from minillm.cli import positive_int
 from minillm.config import PRESETS
 from minillm.errors import TrainingError, one_line_errors
 from minillm.pipeline import STEP_NAMES, step_folder
-from minillm.utils import check_is_folder, check_not_foreign, run_folder_lock
+from minillm.run_lock import check_is_folder, check_not_foreign, run_folder_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = {  # name -> how to read it from report.json's stages

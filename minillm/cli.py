@@ -715,9 +715,9 @@ def _lock_for(args: argparse.Namespace) -> AbstractContextManager:
     (annotate, which appends to its file for as long as a person ranks, locks that file itself: file_lock).
     Under torchrun only rank 0 writes files, so only rank 0 holds the lock. `reward` may find your
     own rankings in its folder before any run has been there (cmd_reward)."""
+    from minillm.run_lock import run_folder_lock
     from minillm.stage3_rlhf.preferences import PREFS_NAME
     from minillm.train.distributed import is_main_process
-    from minillm.utils import run_folder_lock
 
     if _out_run(args) is None or not is_main_process():
         return nullcontext()

@@ -27,9 +27,10 @@ from matplotlib.figure import Figure
 
 from minillm.errors import DataError
 from minillm.provenance import MADE_BY, code_summary, describe
+from minillm.run_lock import holds_pipeline_steps
 from minillm.train.loop import CONFIG_NAME, FINAL_SPLIT, METRICS_NAME, read_metrics, summarize
 from minillm.train.plots import axis_label, plot_curve, save_figure, step_axis, text_fonts
-from minillm.utils import damaged, holds_pipeline_steps, read_json
+from minillm.utils import damaged, read_json
 
 NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
 

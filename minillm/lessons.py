@@ -48,9 +48,10 @@ from minillm.pipeline import (
     saved_inputs,
     step_folder,
 )
+from minillm.run_lock import run_folder_lock
 from minillm.train.checkpoint import CKPT_NAME
 from minillm.train.loop import METRICS_NAME, read_metrics
-from minillm.utils import read_json, run_folder_lock, show_unencodable_output, write_json
+from minillm.utils import read_json, show_unencodable_output, write_json
 
 # Every lesson imports this module first, which sets it up as a `minillm` command is: a mistake in the
 # input is one line, a reader that left (`| head`) ends it quietly, a closed stderr (`2>&-`) does not

@@ -48,6 +48,7 @@ from minillm.errors import ConfigError, DataError
 from minillm.model import GPT, Bert
 from minillm.provenance import MADE_BY, made_by, saved_record
 from minillm.report import FLASH_FLOOD_SENTENCE, RL_POLICIES, remove_report, write_report
+from minillm.run_lock import check_is_folder
 from minillm.stage1_pretrain.clm import train_clm
 from minillm.stage1_pretrain.mlm import train_mlm
 from minillm.stage2_sft.evaluate import run_sft_with_baselines, single_family_name
@@ -76,7 +77,6 @@ from minillm.train.distributed import refuse_several_processes
 from minillm.train.loop import METRICS_NAME
 from minillm.train.precision import torch_dtype
 from minillm.utils import (
-    check_is_folder,
     in_one_thread,
     interrupts_children,
     read_json,

@@ -47,10 +47,10 @@ from minillm.errors import (
 )
 from minillm.model import GPT, Bert
 from minillm.model.gpt import filter_logits, sample_next
+from minillm.run_lock import RUN_MARK_NAME
 from minillm.stage1_pretrain.mlm import fill_mask
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, save_checkpoint
-from minillm.utils import RUN_MARK_NAME
 
 Setup = Callable[[Path], None]
 

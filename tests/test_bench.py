@@ -22,8 +22,9 @@ import torch
 from minillm.config import ModelConfig, apply_overrides, preset, to_dict
 from minillm.errors import DataError, MinillmError
 from minillm.model import GPT
+from minillm.run_lock import RUN_MARK_NAME
 from minillm.stage3_rlhf.ppo import response_logits
-from minillm.utils import RUN_MARK_NAME, write_json
+from minillm.utils import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

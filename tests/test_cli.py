@@ -31,9 +31,10 @@ from minillm.cli import build_config, build_parser, main, with_runtime
 from minillm.config import apply_overrides, preset, train_configs
 from minillm.console import HAS_SIGNAL_MASKS
 from minillm.errors import ConfigError, DataError
+from minillm.run_lock import LOCK_NAME, RUN_MARK_NAME
 from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, load_tokenizer
 from minillm.train import save_checkpoint
-from minillm.utils import LOCK_NAME, RUN_MARK_NAME, pad_to_columns
+from minillm.utils import pad_to_columns
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("tokenizer", "pretrain", "fill-mask", "generate", "sft", "chat", "annotate", "reward", "ppo", "dpo", "grpo",

@@ -13,12 +13,12 @@ from crash_resume import check_ok, run_python
 from minillm.config import GRPOConfig, PPOConfig, TrainConfig, preset
 from minillm.errors import ConfigError
 from minillm.pipeline import run_pipeline
+from minillm.run_lock import LOCK_NAME
 from minillm.stage3_rlhf.grpo import train_grpo
 from minillm.stage3_rlhf.ppo import train_ppo
 from minillm.train import load_checkpoint
 from minillm.train.distributed import DistContext, is_main_process
 from minillm.train.loop import micro_batches
-from minillm.utils import LOCK_NAME
 
 WORKER = pathlib.Path(__file__).with_name("_train_worker.py")
 

@@ -27,10 +27,10 @@ from minillm import config, lessons
 from minillm.errors import DataError, RunLockedError
 from minillm.lessons import Run, earlier_run, own_run
 from minillm.model import GPT
+from minillm.run_lock import LOCK_NAME, RUN_MARK_NAME
 from minillm.stage3_rlhf import reward_model
 from minillm.tokenizer import train_tokenizer
 from minillm.train import save_checkpoint
-from minillm.utils import LOCK_NAME, RUN_MARK_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))

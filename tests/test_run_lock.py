@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from minillm import utils
+from minillm import run_lock
 from minillm.cli import main
 from minillm.errors import DataError, RunLockedError
+from minillm.run_lock import LOCK_NAME, run_folder_lock
 from minillm.stage3_rlhf.annotate import annotate_loop
-from minillm.utils import LOCK_NAME, run_folder_lock
 
 ROOT = Path(__file__).resolve().parents[1]  # the subprocesses import this minillm, from whatever folder pytest runs in
 
@@ -63,7 +63,7 @@ def test_a_lock_the_disk_refuses_is_not_left_behind(tmp_path, file_size_limit, c
 def test_a_second_process_is_refused_naming_the_first(tmp_path, capsys):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from minillm.utils import run_folder_lock
+        from minillm.run_lock import run_folder_lock
         with run_folder_lock({str(tmp_path / "run")!r}):
             print("locked", flush=True)
             sys.stdin.readline()
@@ -133,13 +133,13 @@ def test_a_folder_holding_someone_elses_files_is_refused_before_anything_is_writ
 def test_a_run_marks_its_folder_and_may_go_on_in_it(tmp_path):
     with run_folder_lock(tmp_path / "run"):
         (tmp_path / "run" / "config.json").write_text("{}", encoding="utf-8")
-    assert (tmp_path / "run" / utils.RUN_MARK_NAME).is_file()
+    assert (tmp_path / "run" / run_lock.RUN_MARK_NAME).is_file()
     with run_folder_lock(tmp_path / "run"):  # the second run in it (a --resume, a rerun) is let in
         pass
     (tmp_path / "empty").mkdir()
     with run_folder_lock(tmp_path / "empty"):  # an empty folder the user made is fine, and is kept
         pass
-    assert [path.name for path in (tmp_path / "empty").iterdir()] == [utils.RUN_MARK_NAME]
+    assert [path.name for path in (tmp_path / "empty").iterdir()] == [run_lock.RUN_MARK_NAME]
 
 
 def test_a_write_cut_by_kill_9_leaves_no_temporary_file_once_the_folder_is_taken_again(tmp_path):
@@ -148,7 +148,7 @@ def test_a_write_cut_by_kill_9_leaves_no_temporary_file_once_the_folder_is_taken
     the next run in the folder (the rerun) removes it, and in the folders below (a pipeline's steps)."""
     run = tmp_path / "run"
     (run / "04_sft").mkdir(parents=True)
-    (run / utils.RUN_MARK_NAME).touch()
+    (run / run_lock.RUN_MARK_NAME).touch()
     (run / "04_sft" / "ckpt.pt").write_bytes(b"old")
     killed = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
         import os, signal
@@ -175,7 +175,7 @@ def test_runs_of_a_minillm_from_before_the_mark_are_recognised(tmp_path):
     for folder in (training, pipeline):
         with run_folder_lock(folder):
             pass
-        assert (folder / utils.RUN_MARK_NAME).is_file()
+        assert (folder / run_lock.RUN_MARK_NAME).is_file()
 
 
 def test_a_lock_just_made_and_not_yet_signed_is_waited_for_not_taken(tmp_path):
@@ -233,7 +233,7 @@ def test_an_unsigned_lock_made_anew_during_a_takeover_is_left_to_its_run(tmp_pat
     lock = tmp_path / "run" / LOCK_NAME
     lock.write_text("", encoding="utf-8")
     make_old(lock)
-    age_s, made_anew = utils._age_s, []
+    age_s, made_anew = run_lock._age_s, []
 
     def other_run_takes_it_over_first(path):
         age = age_s(path)
@@ -244,7 +244,7 @@ def test_an_unsigned_lock_made_anew_during_a_takeover_is_left_to_its_run(tmp_pat
             made_anew.append(True)
         return age
 
-    monkeypatch.setattr(utils, "_age_s", other_run_takes_it_over_first)
+    monkeypatch.setattr(run_lock, "_age_s", other_run_takes_it_over_first)
     give_up_waiting_after(monkeypatch, 5)
     with pytest.raises(RunLockedError, match=f"PID {os.getppid()}"), run_folder_lock(tmp_path / "run"):
         pass
@@ -259,7 +259,7 @@ def test_a_folder_inside_or_around_one_another_run_holds_is_refused_and_its_writ
     step = tmp_path / "p" / "04_sft"
     step.mkdir(parents=True)
     for folder in (tmp_path / "p", step):
-        (folder / utils.RUN_MARK_NAME).touch()  # both runs' folders, written before
+        (folder / run_lock.RUN_MARK_NAME).touch()  # both runs' folders, written before
     in_flight = step / ".ckpt.pt.abcd1234.tmp"  # the other run's checkpoint, being written
     in_flight.write_bytes(b"half")
     (tmp_path / "p" / LOCK_NAME).write_text(f"{os.getppid()}\n", encoding="utf-8")  # a live process holds p
@@ -280,7 +280,7 @@ def test_a_takeover_under_way_in_another_run_is_left_to_finish(tmp_path):
     lock.write_text(f"{dead_pid()}\n", encoding="utf-8")
     guard = lock.with_name(LOCK_NAME + ".takeover")
     guard.touch()  # the other run's, made just now
-    utils.remove_stale_lock(lock, int(lock.read_text(encoding="ascii")), tmp_path)
+    run_lock.remove_stale_lock(lock, int(lock.read_text(encoding="ascii")), tmp_path)
     assert guard.exists() and lock.exists()
 
 
@@ -289,7 +289,7 @@ def test_of_two_runs_taking_over_one_stale_lock_the_slower_leaves_the_faster_one
     lock = tmp_path / "run" / LOCK_NAME
     lock.write_text(f"{dead_pid()}\n", encoding="utf-8")
     faster = os.getppid()  # a live process standing in for the other run
-    really_alive = utils.process_alive
+    really_alive = run_lock.process_alive
 
     def other_run_takes_it_over_first(pid: int) -> bool:  # while this run is checking the dead PID
         if pid != faster:
@@ -297,7 +297,7 @@ def test_of_two_runs_taking_over_one_stale_lock_the_slower_leaves_the_faster_one
             lock.write_text(f"{faster}\n", encoding="utf-8")
         return really_alive(pid)
 
-    monkeypatch.setattr(utils, "process_alive", other_run_takes_it_over_first)
+    monkeypatch.setattr(run_lock, "process_alive", other_run_takes_it_over_first)
     with pytest.raises(RunLockedError, match=f"PID {faster}"), run_folder_lock(tmp_path / "run"):
         pass
     assert lock.read_text(encoding="utf-8").strip() == str(faster)  # the faster run's lock is still there

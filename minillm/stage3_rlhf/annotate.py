@@ -17,7 +17,7 @@ The loop is built for real people:
   prompt's answers are sampled with a seed of its own (`prompt_seed`), not from one shared stream;
 - every 5th ranking is marked "split": "test", held out to measure the reward model, like the
   simulated annotator's (`preferences.split_of`);
-- a second session on the same file stops before its first question (`utils.file_lock`): both
+- a second session on the same file stops before its first question (`run_lock.file_lock`): both
   would ask the prompts the file lacks, and each would save its own rankings of them;
 - an answer's control characters are shown as escapes (`\\x1b`, `\\r`): an escape sequence could
   clear or recolour the screen, so the person would rank what they never saw. The file keeps the
@@ -43,10 +43,11 @@ import torch
 from minillm.datasets.jsonl import read_records
 from minillm.errors import ConfigError, DataError
 from minillm.model import GPT
+from minillm.run_lock import file_lock
 from minillm.stage2_sft.template import check_room_for_prompt
 from minillm.stage3_rlhf.preferences import append_preference, read_preferences, sample_distinct_answers, split_of
 from minillm.train import load_model_and_tokenizer
-from minillm.utils import escape_controls, file_lock, read_utf8_text
+from minillm.utils import escape_controls, read_utf8_text
 
 
 def parse_ranking(text: str, k: int) -> list[int | list[int]]:
