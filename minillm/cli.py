@@ -758,7 +758,7 @@ def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
     again = " ".join(shlex.quote(a) for a in ["minillm", *argv])
     if args.func is cmd_annotate:  # each ranking is on disk before the next question (append_preference)
         return f"; the rankings typed so far are kept in {out}. Continue with: {again}"
-    if _out_run(args) is None:  # a file, written whole or not at all
+    if _out_run(args) is None:  # no --out, or a file: written whole or not at all
         return ""
     if hasattr(args, "resume") and not args.resume:
         again += " --resume"

@@ -531,12 +531,6 @@ def why_redo(folder: Path, inputs: dict) -> str | None:
     return made_otherwise(saved, inputs) or made_from_earlier_runs(saved, inputs["made_from"])
 
 
-def code_records(out_dir: Path) -> dict[str, object]:
-    """Step folder -> which code started its run (the record in its inputs.json; provenance.py), None for a
-    step made before minillm recorded it, or not made yet."""
-    return {step_folder(name): saved_record(out_dir / step_folder(name) / INPUTS_NAME) for name in STEP_NAMES}
-
-
 def holds_outputs(folder: Path) -> bool:
     """True when a step's folder exists and is not empty: something that a redo would replace."""
     return folder.is_dir() and any(folder.iterdir())
@@ -556,6 +550,16 @@ def made_from_earlier_runs(saved: dict, made_from: dict[str, str | None]) -> str
     runs now: `made_from`, Journey.made_from), or None."""
     rerun = [need for need, run in made_from.items() if saved["made_from"].get(need) != run]
     return f"made from an earlier run of {', '.join(rerun)}" if rerun else None
+
+
+def code_records(out_dir: Path) -> dict[str, object]:
+    """Step folder -> which code started its run (the record in its inputs.json; provenance.py), None for a
+    step made before minillm recorded it, or not made yet."""
+    return {step_folder(name): saved_record(out_dir / step_folder(name) / INPUTS_NAME) for name in STEP_NAMES}
+
+
+# --------------------------------------------------------------------------------------------------
+# Reuse (`reuse_from`): a step of another run made from the same inputs is copied, not trained.
 
 
 def copy_run(source: Path, folder: Path) -> dict:

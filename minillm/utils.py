@@ -166,22 +166,6 @@ class _SpawnHoldingCtrlC(multiprocessing.context.SpawnContext):
     Process = _SpawnProcessHoldingCtrlC
 
 
-def show_unencodable_output() -> None:
-    """Make stdout write a character its encoding lacks as an escape (`\\xb1` for "±", `\\ud55c`
-    for "한") instead of raising UnicodeEncodeError. Called first by each command and lesson.
-
-    stdout is not always UTF-8: on Windows, output sent to a file or a pipe is written in the
-    system's code page (cp1252 in Western Europe, which has "±" but no Hangul), and under the C
-    locale with PYTHONUTF8=0 it is ASCII. There, printing a model's Korean answer or a figure's "±"
-    would end the command with a traceback, after its training had finished. Python's stderr
-    already writes escapes (errors="backslashreplace"); stdout now does the same. A UTF-8 stdout,
-    and one that is not a file's text stream (a notebook's), is left as it is.
-    """
-    stream = sys.stdout
-    if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name != "utf-8":
-        stream.reconfigure(errors="backslashreplace")
-
-
 @contextmanager
 def beside(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[Future]:
     """Run `fn(*args, **kwargs)` in a second process (one thread) while the `with` block runs here.
@@ -346,6 +330,22 @@ def spread_rows(rows: list, n: int) -> list:
     """About `n` rows taken evenly from `rows`, always including the last one, each once: a log to print."""
     shown = rows[:: max(1, len(rows) // n)]
     return shown if not rows or shown[-1] is rows[-1] else shown + rows[-1:]
+
+
+def show_unencodable_output() -> None:
+    """Make stdout write a character its encoding lacks as an escape (`\\xb1` for "±", `\\ud55c`
+    for "한") instead of raising UnicodeEncodeError. Called first by each command and lesson.
+
+    stdout is not always UTF-8: on Windows, output sent to a file or a pipe is written in the
+    system's code page (cp1252 in Western Europe, which has "±" but no Hangul), and under the C
+    locale with PYTHONUTF8=0 it is ASCII. There, printing a model's Korean answer or a figure's "±"
+    would end the command with a traceback, after its training had finished. Python's stderr
+    already writes escapes (errors="backslashreplace"); this makes stdout do the same. A UTF-8 stdout,
+    and one that is not a file's text stream (a notebook's), is left as it is.
+    """
+    stream = sys.stdout
+    if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name != "utf-8":
+        stream.reconfigure(errors="backslashreplace")
 
 
 # Each control character but newline and tab, and how it is shown: "\x1b", "\r", "\x08", "\x9b", ...
