@@ -86,10 +86,8 @@ def hold_lock(lock: Path, guarded: Path) -> Iterator[Path]:
                 time.sleep(0.1)  # just created by another run that has not written its PID yet
                 continue
             if _held_by_another(holder):
-                raise RunLockedError(
-                    f"{guarded} is in use by another minillm process (PID {holder}); wait for it to finish, "
-                    f"stop it, or choose another --out (if no process {holder} runs, delete {lock})"
-                ) from None
+                raise RunLockedError(f"{guarded} is in use by another minillm process (PID {holder}); "
+                                     f"{_ways_on(holder, lock)}") from None
             remove_stale_lock(lock, holder, guarded)  # then O_EXCL again: if another run got there first, it wins
     try:
         with writing(lock), os.fdopen(fd, "w", encoding="ascii") as f:
@@ -184,10 +182,13 @@ def check_no_run_around(folder: Path, lock: Path) -> None:
         holder = _lock_holder(other)
         if other != lock and _held_by_another(holder):
             where = "lies in" if other.parent in folder.resolve().parents else "holds"
-            raise RunLockedError(
-                f"{folder} {where} {other.parent}, which another minillm process (PID {holder}) is writing; wait "
-                f"for it to finish, stop it, or choose another --out (if no process {holder} runs, delete {other})"
-            )
+            raise RunLockedError(f"{folder} {where} {other.parent}, which another minillm process (PID {holder}) "
+                                 f"is writing; {_ways_on(holder, other)}")
+
+
+def _ways_on(holder: int, lock: Path) -> str:
+    """The end of the error for a folder that process `holder` holds with `lock`: the ways on."""
+    return f"wait for it to finish, stop it, or choose another --out (if no process {holder} runs, delete {lock})"
 
 
 def process_alive(pid: int) -> bool:
