@@ -321,7 +321,7 @@ def run_step(j: Journey, name: str) -> dict:
     # Free what the step held before the next one allocates its own. Some of it is held only by reference
     # cycles, which Python frees at its next full collection, maybe steps later: matplotlib draws a log axis's
     # labels with pyparsing, whose caught exceptions keep the frames that called it, so MLM's and CLM's model
-    # and optimizer stayed through the rest of the journey (on a GPU, memory that the later steps need).
+    # and optimizer would stay through the rest of the journey (on a GPU, memory that the later steps need).
     gc.collect()
     result = {k: v for k, v in result.items() if k != "history"}
     result.setdefault("seconds", time.perf_counter() - start)
