@@ -33,6 +33,7 @@ from minillm.config import (
     TOKENIZER_KINDS,
     PipelineConfig,
     apply_overrides,
+    device_names,
     preset,
     replace_train_configs,
 )
@@ -428,7 +429,7 @@ def _add_device_arg(p: argparse.ArgumentParser, default: str | None = "cpu") -> 
     """--device, for the commands that load a trained model (cpu by default) and for the training
     commands (default None: each stage's config says)."""
     shown = default or "the preset's"
-    p.add_argument("--device", default=default, help=f"auto | cpu | cuda | cuda:N | mps (default: {shown})")
+    p.add_argument("--device", default=default, help=f"{device_names(' | ')} (default: {shown})")
 
 
 def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
@@ -454,7 +455,16 @@ _seed = _checked(int, lambda n: 0 <= n <= MAX_SEED, "a seed: an integer in [0, 2
 _utf8_text = _checked(lambda text: unicodedata.normalize("NFC", text),
                       lambda text: not any("\ud800" <= c <= "\udfff" for c in text),  # undecodable bytes
                       "UTF-8 text: the terminal sent bytes in another encoding; set it to UTF-8 (e.g. LANG=C.UTF-8)")
-_png_file = _checked(str, lambda name: name.lower().endswith(".png") and not Path(name).is_dir(),
+
+
+def _path(text: str) -> str:
+    """The argparse type of every file and folder argument: a leading `~` is the home folder. The shell
+    expands it only at the start of a word, so --out=~/runs or a quoted "~/runs" made a folder named "~"
+    here; the lessons expand their paths the same way (lessons.resolved), and pip its own."""
+    return os.path.expanduser(text)
+
+
+_png_file = _checked(_path, lambda name: name.lower().endswith(".png") and not Path(name).is_dir(),
                      "a file name ending in .png (the chart is a PNG image)")
 
 
@@ -470,7 +480,7 @@ def _add_skip_bad_lines_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, help="instruction JSONL (default: the generated suite)")
+    p.add_argument("--data", type=_path, default=None, help="instruction JSONL (default: the generated suite)")
     _add_skip_bad_lines_arg(p)
 
 
@@ -489,30 +499,30 @@ def build_parser() -> argparse.ArgumentParser:
     tok = sub.add_parser("tokenizer", help="train a tokenizer or look at how it splits text")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
     p = tok_sub.add_parser("train", help="train a tokenizer on text files")
-    p.add_argument("--input", nargs="+", required=True, help="text files (documents split by blank lines)")
+    p.add_argument("--input", nargs="+", type=_path, required=True, help="text files (documents split by blank lines)")
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--kind", default="bpe", choices=TOKENIZER_KINDS)
     p.add_argument("--spm-model-type", default="bpe", choices=SPM_MODEL_TYPES)
-    p.add_argument("--out", required=True, help="tokenizer JSON file to write")
+    p.add_argument("--out", type=_path, required=True, help="tokenizer JSON file to write")
     p.set_defaults(func=cmd_tokenizer_train)
     p = tok_sub.add_parser("encode", help="print the ids and pieces of a text")
-    p.add_argument("--tokenizer", required=True)
+    p.add_argument("--tokenizer", type=_path, required=True)
     p.add_argument("text", type=_utf8_text)
     p.set_defaults(func=cmd_tokenizer_encode)
 
     p = sub.add_parser("pretrain", help="stage 1: masked-LM (BERT) or next-token (GPT) pretraining")
     p.add_argument("objective", choices=("mlm", "clm"))
-    p.add_argument("--out", required=True)
-    p.add_argument("--corpus", default=None, help="text file (default: the generated small-world corpus)")
+    p.add_argument("--out", type=_path, required=True)
+    p.add_argument("--corpus", type=_path, default=None, help="text file (default: the generated small-world corpus)")
     p.add_argument("--tokenizer", dest="tokenizer_kind", default=None, choices=TOKENIZER_KINDS,
                    help="train this kind of tokenizer first (default: the preset's)")
-    p.add_argument("--tokenizer-file", default=None, help="use this trained tokenizer instead")
+    p.add_argument("--tokenizer-file", type=_path, default=None, help="use this trained tokenizer instead")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     _add_config_args(p, "the objective's section (mlm or clm) or the tokenizer section", "clm.model.n_layer=6")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("fill-mask", help="rank the candidates for [MASK] with a trained BERT")
-    p.add_argument("--ckpt", required=True, help="an MLM run folder")
+    p.add_argument("--ckpt", type=_path, required=True, help="an MLM run folder")
     p.add_argument("text", type=_utf8_text, help='e.g. "A flash flood watch will be in effect all [MASK]."')
     p.add_argument("--top-k", type=positive_int, default=10)
     p.add_argument("--plot", type=_png_file, default=None,
@@ -521,8 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("generate", help="sample a continuation with a trained GPT")
-    p.add_argument("--ckpt", required=True, help="a CLM run folder (an SFT, PPO, DPO or GRPO one too, but the "
-                   "prompt is continued as plain text, without the chat template: to ask those a question, use `chat`)")
+    p.add_argument("--ckpt", type=_path, required=True,
+                   help="a CLM run folder (an SFT, PPO, DPO or GRPO one too, but the prompt is continued as plain "
+                        "text, without the chat template: to ask those a question, use `chat`)")
     p.add_argument("prompt", type=_utf8_text)
     p.add_argument("--max-new-tokens", type=positive_int, default=60, help="stop after this many tokens at most "
                    "(sooner at <eos>, the end of a document, or where the model's context window is full)")
@@ -534,26 +545,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("compare", help="overlay several runs' curves; table their final metrics and config differences")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR",
+    p.add_argument("runs", nargs="+", type=_path, metavar="RUN_DIR",
                    help="run folders (each with metrics.jsonl, config.json), or pipeline runs (report.json)")
     p.add_argument("--out", type=_png_file, default="compare.png",
                    help="the PNG of the overlaid curves (not for pipeline runs)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("sft", help="stage 2: instruction tuning from a CLM run, with its baselines")
-    p.add_argument("--init", required=True, help="the CLM run folder to start from")
-    p.add_argument("--out", required=True)
+    p.add_argument("--init", type=_path, required=True, help="the CLM run folder to start from")
+    p.add_argument("--out", type=_path, required=True)
     p.add_argument("--no-baselines", action="store_true", help="skip the scratch and single-family runs")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--corpus", default=None,
+    p.add_argument("--corpus", type=_path, default=None,
                    help="pretraining text mixed in by sft.pretrain_mix (default: the generated small-world corpus)")
     _add_data_args(p)
     _add_config_args(p, "the sft section", "sft.train.max_steps=300")
     p.set_defaults(func=cmd_sft)
 
     p = sub.add_parser("chat", help="talk to an instruction-tuned GPT in the terminal")
-    p.add_argument("--ckpt", required=True, help="an SFT, PPO, DPO or GRPO run folder (a CLM run never saw the "
-                   "chat template: it continues the template's text instead of answering)")
+    p.add_argument("--ckpt", type=_path, required=True,
+                   help="an SFT, PPO, DPO or GRPO run folder (a CLM run never saw the chat template: it continues "
+                        "the template's text instead of answering)")
     p.add_argument("--max-new-tokens", type=positive_int, default=48)
     p.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=positive_int, default=None,
@@ -564,10 +576,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("annotate", help="stage 3: rank a policy's answers yourself, in the terminal")
-    p.add_argument("--policy", required=True, help="the SFT run folder whose answers you rank")
-    p.add_argument("--prompts", required=True,
+    p.add_argument("--policy", type=_path, required=True, help="the SFT run folder whose answers you rank")
+    p.add_argument("--prompts", type=_path, required=True,
                    help="a .jsonl with a 'prompt' field per line, or a text file of one prompt a line")
-    p.add_argument("--out", required=True, help="prefs JSONL (appended to; resumes where it left off)")
+    p.add_argument("--out", type=_path, required=True, help="prefs JSONL (appended to; resumes where it left off)")
     p.add_argument("--k", type=positive_int, default=4, help="answers per prompt (2 to 9)")
     p.add_argument("--max-new-tokens", type=positive_int, default=48)
     p.add_argument("--seed", type=_seed, default=0)
@@ -576,50 +588,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("reward", help="stage 3: rank sampled answers and train the reward model")
-    p.add_argument("--sft", required=True, help="the SFT run folder")
-    p.add_argument("--out", required=True)
-    p.add_argument("--prefs", default=None, help="rankings JSONL (default: made by the simulated annotator)")
+    p.add_argument("--sft", type=_path, required=True, help="the SFT run folder")
+    p.add_argument("--out", type=_path, required=True)
+    p.add_argument("--prefs", type=_path, default=None,
+                   help="rankings JSONL (default: made by the simulated annotator)")
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
     _add_config_args(p, "the reward section", "reward.annotator_noise=1.0")
     p.set_defaults(func=cmd_reward)
 
     p = sub.add_parser("ppo", help="stage 3: PPO against the reward model, with a KL leash")
-    p.add_argument("--sft", required=True)
-    p.add_argument("--reward", required=True, help="the reward-model run folder")
-    p.add_argument("--out", required=True)
+    p.add_argument("--sft", type=_path, required=True)
+    p.add_argument("--reward", type=_path, required=True, help="the reward-model run folder")
+    p.add_argument("--out", type=_path, required=True)
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
     _add_config_args(p, "the ppo section", "ppo.kl_coef=0.05")
     p.set_defaults(func=cmd_ppo)
 
     p = sub.add_parser("dpo", help="stage 3: direct preference optimisation on the rankings")
-    p.add_argument("--sft", required=True)
-    p.add_argument("--prefs", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--sft", type=_path, required=True)
+    p.add_argument("--prefs", type=_path, required=True)
+    p.add_argument("--out", type=_path, required=True)
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
     _add_config_args(p, "the dpo section", "dpo.beta=0.1")
     p.set_defaults(func=cmd_dpo)
 
     p = sub.add_parser("grpo", help="stage 3: GRPO, group-relative RL with a reward model or a verifiable reward")
-    p.add_argument("--sft", required=True)
-    p.add_argument("--reward", default=None,
+    p.add_argument("--sft", type=_path, required=True)
+    p.add_argument("--reward", type=_path, default=None,
                    help="the reward-model run folder (for grpo.reward=model, the default); "
                         "--set grpo.reward=verifiable needs none")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=_path, required=True)
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
     _add_config_args(p, "the grpo section", "grpo.reward=verifiable")
     p.set_defaults(func=cmd_grpo)
 
     p = sub.add_parser("pipeline", help="all three stages end to end, with a report")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=_path, required=True)
     p.add_argument("--force", action="store_true", help="redo steps whose outputs already exist")
-    p.add_argument("--reuse", default=None, metavar="RUN",
+    p.add_argument("--reuse", type=_path, default=None, metavar="RUN",
                    help="copy the steps of this earlier pipeline run that were made from the same settings, "
                         "and train only the others (e.g. --set ppo.kl_coef=0 --reuse runs/tiny --out runs/no-kl)")
-    p.add_argument("--corpus", default=None, help="pretraining text file (default: generated)")
+    p.add_argument("--corpus", type=_path, default=None, help="pretraining text file (default: generated)")
     p.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
                    help="steps run side by side, in processes of one thread each, when they do not depend on "
                         f"each other (default {DEFAULT_JOBS}); 1: one step at a time, with torch's own threads")

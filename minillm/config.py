@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,10 +70,29 @@ def _boolean(cls: str, name: str, value: Any) -> None:
     _require(isinstance(value, bool), cls, name, value, "expected true or false")
 
 
+# The devices TrainConfig.device and --device name: each gets its branch in utils.resolve_device, which
+# refuses a name it has no branch for. "cuda" is taken as "cuda:N" too, the GPU numbered N.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def is_device_name(value: Any) -> bool:
+    """Whether `value` names a device of DEVICES, or a numbered GPU as torch writes it ("cuda:0", "cuda:12";
+    not "cuda:00" nor other digits than 0-9, which torch refuses)."""
+    return isinstance(value, str) and (value in DEVICES or re.fullmatch(r"cuda:(0|[1-9][0-9]*)", value) is not None)
+
+
+def device_names(sep: str = ", ") -> str:
+    """DEVICES with cuda's numbered form, as --help and the errors list them: "auto, cpu, cuda, cuda:N, mps"."""
+    return sep.join(form for name in DEVICES for form in ((name, "cuda:N") if name == "cuda" else (name,)))
+
+
+def expected_devices() -> str:
+    """What a device name must be, as its refusals say it (here and in utils.resolve_device)."""
+    return f"expected {device_names()} (N = a GPU number, e.g. cuda:0)"
+
+
 def _device(cls: str, name: str, value: Any) -> None:
-    ok = isinstance(value, str) and (value in ("auto", "cpu", "mps", "cuda")
-                                     or (value.startswith("cuda:") and value[5:].isdigit()))
-    _require(ok, cls, name, value, "expected auto, cpu, cuda, cuda:N (N = a GPU number, e.g. cuda:0) or mps")
+    _require(is_device_name(value), cls, name, value, expected_devices())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,7 +428,8 @@ def _online_rl_train(cls: str, train: TrainConfig) -> None:
 # stage3_rlhf/grpo.py's make_reward_fn.
 RL_REWARDS = {"model": "the reward model", "verifiable": "a program that checks the answer (RL with verifiable "
               "rewards)", "gold": "the gold judge itself (an oracle no real run has)"}
-PPO_REWARDS = ("model", "gold")  # PPOConfig.reward: each one of RL_REWARDS, with its branch in ppo.py's uses_gold
+# PPOConfig.reward: each one of RL_REWARDS (PPOConfig refuses one that is not), with its branch in ppo.py's uses_gold
+PPO_REWARDS = ("model", "gold")
 
 
 @dataclass
@@ -441,6 +462,9 @@ class PPOConfig:
     def __post_init__(self) -> None:
         c = "PPOConfig"
         _one_of(c, "reward", self.reward, PPO_REWARDS)
+        _require(self.reward in RL_REWARDS, c, "reward", self.reward,  # (report.md's KeyError, at the journey's end)
+                 "config.PPO_REWARDS names it and config.RL_REWARDS does not; add it there too, with the words "
+                 "report.md says of it")
         _boolean(c, "adaptive_kl", self.adaptive_kl)
         _require(self.train.optimizer == "adamw", c, "train.optimizer", self.train.optimizer,
                  "PPO trains its policy and critic with one AdamW (each with its own lr); use adamw")

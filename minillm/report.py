@@ -19,7 +19,7 @@ from minillm.config import RL_REWARDS, SPM_MODEL_TYPES, PipelineConfig, Tokenize
 from minillm.provenance import code_summary
 from minillm.stage1_pretrain.data import SUBSET_NOTE
 from minillm.stage1_pretrain.mlm import EVAL_MASKING
-from minillm.stage2_sft.evaluate import ANSWERS_NAME, read_answers
+from minillm.stage2_sft.evaluate import ANSWERS_NAME, SPLIT_KEYS, read_answers
 from minillm.stage3_rlhf.annotator import with_stderr
 from minillm.stage3_rlhf.scoreboard import pass_at_k_line, render_table
 from minillm.utils import atomic_write_bytes, write_json
@@ -193,7 +193,8 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"# minillm report: preset `{report['preset']}` on {report['device']}",
         "",
         "All three stages of training a language model, end to end; its steps took "
-        f"{report['seconds']:.0f} s in all.",
+        f"{report['seconds']:.0f} s in all: the stages in the table below, and {s['rl_table']['seconds']:.0f} s "
+        f"for section 4's comparison of every model (`{j.folder('rl_table').name}`).",
         *copied_note(s),
         "",
         f"Made by {made_by_text(j)}.",
@@ -460,15 +461,16 @@ def quote(text: str) -> str:
 
 
 def _sft_examples(j: Journey) -> list[str]:
-    """A few test answers of the base model and the SFT model, side by side."""
+    """A test answer of the base model and the SFT model side by side for each split, which is named and
+    ordered as in the exact-match table above it ("world_facts", not the data's "test_world_fact")."""
     if not (j.folder("sft") / ANSWERS_NAME).is_file():
         return []
-    rows = read_answers(j.folder("sft"))
-    picked = {row["split"]: row for row in rows}  # one example per split
+    picked = {row.get("split"): row for row in read_answers(j.folder("sft"))}  # one example per split
     lines = ["| split | prompt | base | SFT | reference |", "| --- | --- | --- | --- | --- |"]
-    for row in picked.values():
-        lines.append(table_row([row["split"], row["prompt"], row.get("base", ""), row.get("sft", ""),
-                                row["reference"]]))
+    for split, key in SPLIT_KEYS.items():
+        if split in picked:
+            row = picked[split]
+            lines.append(table_row([key, row["prompt"], row.get("base", ""), row.get("sft", ""), row["reference"]]))
     return [*lines, ""]
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from minillm.config import expected_devices, is_device_name
 from minillm.console import HAS_SIGNAL_MASKS, ctrl_c_held
 from minillm.errors import ConfigError, DataError
 
@@ -201,26 +202,33 @@ def mps_available() -> bool:
 
 
 def resolve_device(device: str) -> torch.device:
-    """Turn 'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' into a torch.device, checking it exists."""
-    if device == "auto":
+    """Turn a name of config.DEVICES ("auto", "cpu", "cuda", "cuda:N", "mps") into a torch.device, checking
+    it exists here. A new device gets its branch here and its name in config.DEVICES."""
+    if not is_device_name(device):
+        raise ConfigError(f"device={device!r}: {expected_devices()}")
+    kind = device.split(":")[0]  # "cuda:1" is a cuda device
+    if kind == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if mps_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if device.startswith("cuda") and device != "cuda" and not (device[4:5] == ":" and device[5:].isdigit()):
-        raise ConfigError(f"device={device!r}: expected cuda or cuda:N, with N a device number from 0 (cuda:0)")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device!r}: CUDA is not available here; use --device cpu or auto")
-    if device == "mps" and not mps_available():
-        raise ConfigError("device='mps': Apple's MPS backend is not available here; use --device cpu or auto")
-    if device != "cpu" and not device.startswith("cuda") and device != "mps":
-        raise ConfigError(f"device={device!r}: expected one of auto, cpu, cuda, cuda:N, mps")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise ConfigError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                          f"numbered from 0; use --device cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    return resolved
+    if kind == "cpu":
+        return torch.device("cpu")
+    if kind == "mps":
+        if not mps_available():
+            raise ConfigError("device='mps': Apple's MPS backend is not available here; use --device cpu or auto")
+        return torch.device("mps")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device!r}: CUDA is not available here; use --device cpu or auto")
+        resolved = torch.device(device)
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"numbered from 0; use --device cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return resolved
+    raise ConfigError(f"device={device}: resolve_device (minillm/utils.py) knows no device of that name; add "
+                      "its branch there, beside mps's")
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:

@@ -530,3 +530,16 @@ def test_the_simple_trainer_is_timed_per_merge_it_learned_on_its_slice(small_cor
                                           5000))
     assert learned < 5000
     assert bench.simple_trainer_estimate(docs, 40, 5000, full_merges=learned) == pytest.approx(1.0)
+
+
+def test_sentencepieces_refusal_of_a_vocabulary_names_an_option_this_bench_takes(tmp_path, capsys):
+    """A corpus of more characters than --vocab-size holds: the error named `--set tokenizer.vocab_size`,
+    which bench/tokenizer.py does not take, and `--vocab-size` for `minillm tokenizer train` only."""
+    bench = run_all.load_bench("tokenizer")
+    corpus = tmp_path / "hangul.txt"
+    corpus.write_text("\n\n".join(" ".join(chr(0xAC00 + (7 * i + j) % 2000) * 2 for j in range(12))
+                                  for i in range(300)), encoding="utf-8")
+    with pytest.raises(MinillmError, match="could not train a vocabulary of 300") as refused:
+        bench.measure(bench.parse_args(["--corpus", str(corpus), "--vocab-size", "300"]))
+    size = re.search(r"--vocab-size (\d+) with [^,]*bench/tokenizer.py", str(refused.value)).group(1)
+    assert bench.parse_args(["--vocab-size", size]).vocab_size == int(size) > 300

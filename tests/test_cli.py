@@ -9,6 +9,7 @@ test_bad_inputs.py.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import errno
@@ -1146,3 +1147,37 @@ def test_a_full_disk_that_names_no_file_keeps_the_systems_own_words(monkeypatch,
     monkeypatch.setattr(cli, "cmd_pretrain", disk_full)
     code, _, err = run(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "run")], capsys)
     assert (code, err) == (2, "minillm: error: [Errno 28] No space left on device\n")
+
+
+def _text_arguments(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Every argument of every command of `parser` that takes a value (no flag, no fixed choices)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found += [a for sub in action.choices.values() for a in _text_arguments(sub)]
+        elif action.nargs != 0 and action.choices is None:
+            found.append(action)
+    return found
+
+
+def test_a_path_given_with_a_home_folder_tilde_is_the_home_folder(monkeypatch, tmp_path, capsys):
+    """The shell expands `~` only at a word's start: `--out=~/tok.json` (or a quoted "~/tok.json") wrote into a
+    folder named `~` of the current one."""
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    (home / "corpus.txt").write_text("A flash flood watch is in effect.\n\nThe Misk runs by Gundby.\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(here)
+    code, _, err = run(["tokenizer", "train", "--input=~/corpus.txt", "--vocab-size", "270", "--out=~/tok.json"],
+                       capsys)
+    assert code == 0, err
+    assert (home / "tok.json").is_file() and list(here.iterdir()) == []
+    compare = build_parser().parse_args(["compare", "~/a", "--out", "~/curves.png"])
+    assert compare.runs == [str(home / "a")] and compare.out == str(home / "curves.png")
+
+
+def test_every_argument_that_takes_text_is_a_path_unless_named_here():
+    """A new file or folder argument takes the type that expands `~` (cli._path, or _png_file, built on it)."""
+    plain = {action.dest for action in _text_arguments(build_parser()) if action.type is None}
+    assert plain == {"set", "device"}

@@ -296,10 +296,13 @@ def test_n_kv_head_is_accepted_exactly_when_it_divides_n_head():
 
 @pytest.mark.parametrize("device, ok", [("auto", True), ("cpu", True), ("cuda", True), ("cuda:1", True),
                                         ("mps", True), ("cuda:", False), ("cuda:x", False), ("CPU", False),
-                                        ("", False)])
+                                        ("", False), ("cuda:12", True), ("cuda:00", False), ("cuda:\u0663", False)])
 def test_device_names(device, ok):
+    """A name the config takes is one torch takes too ("cuda:00" and an Arabic-Indic 3 passed the config,
+    and torch refused them with a RuntimeError's traceback, on a machine with a GPU)."""
     if ok:
         assert TrainConfig(device=device).device == device
+        assert device == "auto" or torch.device(device).type == device.split(":")[0]
     else:
         with pytest.raises(ConfigError, match="expected auto, cpu, cuda"):
             TrainConfig(device=device)
@@ -516,6 +519,9 @@ def test_a_model_switch_added_to_its_config_list_alone_is_refused_naming_where_t
      "dpo.pairs=adjacent: chosen_pairs (minillm/stage3_rlhf/dpo.py)"),
     ("GRPO_BASELINES", "median", lambda v: group_advantages(torch.zeros(1, 4), GRPOConfig(baseline=v).baseline),
      "grpo.baseline=median: group_advantages (minillm/stage3_rlhf/grpo.py)"),
+    # was: "expected one of auto, cpu, cuda, cuda:N, mps" from utils' own list, which lacked it
+    ("DEVICES", "xpu", lambda v: resolve_device(TrainConfig(device=v).device),
+     "device=xpu: resolve_device (minillm/utils.py)"),
     # was: "expected one of ['bpe', 'sentencepiece']", of a kind the config had just allowed
     ("TOKENIZER_KINDS", "wordpiece", lambda v: train_tokenizer(["a b"], 300, kind=TokenizerConfig(kind=v).kind),
      "kind='wordpiece': train_tokenizer (minillm/tokenizer/__init__.py)"),
@@ -525,6 +531,14 @@ def test_a_setting_added_to_its_config_list_alone_is_refused_naming_where_to_add
     monkeypatch.setattr(config, names, (*getattr(config, names), value))
     with pytest.raises(MinillmError, match=rf"^{re.escape(where)} .*its branch there"):
         consume(value)
+
+
+def test_a_ppo_reward_added_to_ppo_rewards_alone_is_refused_naming_rl_rewards(monkeypatch):
+    """Every PPO reward is one of RL_REWARDS, whose words report.md says (it was a KeyError there, at the
+    journey's end, once uses_gold had its branch)."""
+    monkeypatch.setattr(config, "PPO_REWARDS", (*config.PPO_REWARDS, "length"))
+    with pytest.raises(ConfigError, match=r"^PPOConfig.reward='length' is invalid: .*RL_REWARDS does not"):
+        PPOConfig(reward="length")
 
 
 def test_grpo_refuses_a_baseline_without_its_branch_before_the_first_rollout(monkeypatch, tmp_path, untrained_runs):
@@ -591,3 +605,21 @@ def test_help_and_docs_list_each_options_names_as_its_config_list_does(option, n
     if documented:
         docs = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
         assert f"{option} {'|'.join(names)}" in docs
+
+
+def _helps(parser: argparse.ArgumentParser, option: str) -> list[str]:
+    """The help of `option` in every command of `parser` that takes it."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found += [text for sub in action.choices.values() for text in _helps(sub, option)]
+        elif option in action.option_strings:
+            found.append(action.help)
+    return found
+
+
+def test_help_and_docs_list_the_devices_as_config_does():
+    docs = (Path(__file__).parent.parent / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert f"--device {config.device_names('|')}" in docs
+    helps = _helps(build_parser(), "--device")
+    assert len(helps) > 10 and all(text.startswith(f"{config.device_names(' | ')} (default: ") for text in helps)

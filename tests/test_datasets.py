@@ -729,3 +729,18 @@ def test_a_pretty_printed_json_array_given_as_jsonl_gets_the_hint_and_an_ordinar
     with pytest.raises(DataError, match=r"line 1: invalid JSON") as caught:
         read_jsonl(path)
     assert "spread over lines" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("world", "relation"), [
+    (dict(n_towns=1), "river"), (dict(n_towns=2), "river"),  # one seen town: no other town to name wrongly
+    (dict(n_rivers=1), "river"), (dict(n_regions=1), "region"), (dict(n_people=1), "home"),
+])
+def test_a_world_without_a_wrong_answer_to_a_fact_is_refused_naming_the_minimum(world, relation):
+    """(It was "IndexError: Cannot choose from an empty sequence", from the draw of a fact's wrong answer.)"""
+    with pytest.raises(ConfigError, match=rf"^world: .* to the {relation} question, .* at least 2 different"):
+        generate_instruction_suite(0, build_world(0, **world), n_train=5, n_test=2)
+
+
+def test_a_world_of_few_towns_or_people_that_has_wrong_answers_makes_a_suite():
+    for world in (dict(n_towns=3), dict(n_people=2), dict(n_towns=3, n_people=3)):
+        assert generate_instruction_suite(0, build_world(0, **world), n_train=5, n_test=2)

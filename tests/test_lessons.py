@@ -554,3 +554,17 @@ def test_a_lesson_shows_what_its_stdout_cannot_encode_as_escapes():
     done = subprocess.run([sys.executable, "-c", "import minillm.lessons; print('밤 ±')"], capture_output=True,
                           timeout=120, cwd=ROOT, env={**os.environ, "PYTHONIOENCODING": "cp1252"})
     assert (done.returncode, done.stdout) == (0, b"\\ubc24 \xb1" + os.linesep.encode()), done.stderr
+
+
+def test_resolved_gives_one_spelling_of_a_folder_however_it_is_named(tmp_path, monkeypatch):
+    """`..`, a link and `~` all name the same run folder: resolved must see through each (`.absolute()`
+    keeps `..` and the link, so two spellings of one folder would be two inputs)."""
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "runs")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(run)
+    real = run.resolve()
+    spellings = [run, "../tiny", ".", tmp_path / "link" / "tiny", tmp_path / "runs" / ".." / "runs" / "tiny",
+                 "~/link/tiny"]
+    assert [lessons.resolved(path) for path in spellings] == [real] * len(spellings)

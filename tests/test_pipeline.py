@@ -32,7 +32,7 @@ from minillm.errors import ConfigError, DataError
 from minillm.pipeline import STEP_NAMES, Journey, run_pipeline, run_step
 from minillm.provenance import code_record, describe
 from minillm.report import REPORT_KEYS, RL_POLICIES, build_report, exact_match_noise, quote, render_markdown, table_row
-from minillm.stage2_sft.evaluate import read_answers
+from minillm.stage2_sft.evaluate import SPLIT_KEYS, read_answers
 from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
 from minillm.stage3_rlhf.scoreboard import BEST_OF
@@ -112,7 +112,7 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
     assert "| family | PPO | DPO |" in markdown and "±" in markdown
     assert exact_match_noise(stages["sft"])[0] in markdown
     last_answer = read_answers(out / "04_sft")[-1]  # the side-by-side table shows the last answer of each split
-    assert table_row([last_answer["split"], last_answer["prompt"], last_answer["base"], last_answer["sft"],
+    assert table_row([SPLIT_KEYS[last_answer["split"]], last_answer["prompt"], last_answer["base"], last_answer["sft"],
                       last_answer["reference"]]) in markdown
     # the PPO examples: the question, both answers and the right answer (issue 25: prompt and PPO were empty)
     examples = json.loads((out / "06_ppo" / "ppo_metrics.json").read_text(encoding="utf-8"))["examples"]
@@ -1163,3 +1163,28 @@ def test_a_ctrl_c_while_a_pool_waits_stops_its_own_workers_and_no_other_process(
         other.kill()
         other.join()
     assert gone_within(worker, 2)
+
+
+def test_the_reports_total_time_is_its_tables_seconds_and_the_comparison_steps(tmp_path):
+    """report.md's "N s in all" added the comparison table's step (10_rl_table), which has no row in the
+    table of seconds: the column came to less than the total, and nothing said why."""
+    report, markdown = made_up_report(tmp_path, made_up_results())
+    table = markdown.split("| stage | key number | baseline | seconds |\n| --- | --- | --- | --- |\n")[1]
+    column = sum(float(line.rsplit("|", 2)[1]) for line in table.split("\n\n")[0].splitlines())
+    assert column == 27 and report["seconds"] == 29.0  # nine steps of 3 s in the table, and the comparison's 2 s
+    assert ("its steps took 29 s in all: the stages in the table below, and 2 s for section 4's comparison of "
+            "every model (`10_rl_table`).") in markdown
+
+
+def test_the_reports_sft_examples_name_each_split_as_the_exact_match_table_does(tmp_path):
+    """The examples were named by the data's splits ("test_world_fact") under a table that says "world_facts"."""
+    from minillm.datasets.jsonl import write_jsonl
+    sft_folder = Journey(preset("micro"), tmp_path).folder("sft")
+    sft_folder.mkdir()
+    write_jsonl(sft_folder / "answers.jsonl", [
+        {"split": split, "prompt": f"Q {split}?", "base": "no", "sft": "yes", "reference": "Yes."}
+        for split in ("test_world_fact", "test_heldout_phrasing", "test_seen", "test_heldout_family")])
+    _, markdown = made_up_report(tmp_path, made_up_results())
+    assert "| model | seen | heldout_phrasings | heldout_families | world_facts |" in markdown
+    examples = [line.split(" | ")[0] for line in markdown.splitlines() if line.startswith("| ") and "Q test_" in line]
+    assert examples == ["| seen", "| heldout_phrasings", "| heldout_families", "| world_facts"]

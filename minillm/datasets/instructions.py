@@ -394,10 +394,17 @@ def _fact_records(rng: random.Random, seen: Seen, n_test: int) -> list[dict]:
     records, world_fact_tests, pet_tests = [], [], []
     for relation in FACT_RELATIONS["world_fact"]:
         phrasings = FACT_PHRASINGS[relation]
+        seen_answers = {fact_answer(world, relation, s) for s in fact_subjects(relation, seen.towns, seen.people)}
+        if len(seen_answers) < 2:  # a question's wrong answer is another seen answer: there would be none
+            raise ConfigError(
+                f"world: the entities SFT may name (seen_entities: {len(seen.towns)} of its {len(world.towns)} towns "
+                f"and the {len(seen.people)} people living there) give {len(seen_answers)} answer(s) to the "
+                f"{relation} question, and its fact records need at least 2 different ones (another seen answer is "
+                "each one's wrong answer); build a world with more towns, people, rivers or regions "
+                "(build_world's defaults: 40, 48, 10 and 6)")
         for subject in fact_subjects(relation, world.towns, world.people):
             answer = fact_answer(world, relation, subject)
-            wrong_pool = sorted({fact_answer(world, relation, s)
-                                 for s in fact_subjects(relation, seen.towns, seen.people)} - {answer})
+            wrong_pool = sorted(seen_answers - {answer})
             example = Example(subject, answer, rng.choice(wrong_pool))
             order = rng.sample(range(HELDOUT_PHRASING), FACT_TRAIN_PHRASINGS + 1)  # trained wordings only
             if subject in seen_names:
