@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from minillm.config import ModelConfig
+from minillm.config import MIN_TEMPERATURE, ModelConfig
 from minillm.errors import ConfigError, ModelInputError
 from minillm.model import GPT, Bert, Block, KVCache
 from minillm.model.attention import rotary_angles
@@ -398,6 +398,37 @@ def test_sampling_draws_from_the_temperature_scaled_distribution(temperature):
     torch.testing.assert_close(logprobs, expected.log()[tokens])
 
 
+def test_sampling_frequencies_follow_the_temperature_then_top_k_then_top_p_filtered_softmax():
+    """Temperature first, then top-k, then the top-p nucleus (the token that crosses p kept), then a draw.
+
+    The expected distribution is built by hand in float64 with plain sorting and a loop; 10 000
+    draws must match it within 0.02 (4 standard errors). At temperature 0.5 the nucleus of
+    top_p=0.7 holds 2 tokens; at temperature 1 it would hold 3, so a sampler that scales by the
+    temperature after filtering (a plausible slip: it draws the same text without top_p) draws a
+    third token here and fails. The log-probs stay those of the untruncated scaled distribution.
+    """
+    p = [0.05, 0.3, 0.12, 0.25, 0.2, 0.08]
+    temperature, top_k, top_p, n = 0.5, 4, 0.7, 10_000
+    scaled = [q ** (1 / temperature) for q in p]
+    scaled = [q / sum(scaled) for q in scaled]  # softmax(log p / T)
+    ranked = sorted(range(len(p)), key=lambda v: -scaled[v])[:top_k]  # the top-k, likeliest first
+    kept_mass = sum(scaled[v] for v in ranked)
+    nucleus, mass = [], 0.0
+    for v in ranked:
+        if mass >= top_p * kept_mass:  # the likelier tokens already reach p of the top-k's mass
+            break
+        nucleus.append(v)
+        mass += scaled[v]
+    expected = torch.zeros(len(p), dtype=torch.float64)
+    expected[nucleus] = torch.tensor([scaled[v] / mass for v in nucleus], dtype=torch.float64)
+    assert nucleus == [1, 3]
+    logits = torch.tensor(p).log().repeat(n, 1)  # (n, V)
+    tokens, logprobs = sample_next(logits, temperature, top_k, top_p, torch.Generator().manual_seed(0))
+    freq = torch.bincount(tokens, minlength=len(p)).double() / n
+    torch.testing.assert_close(freq, expected, atol=0.02, rtol=0)
+    torch.testing.assert_close(logprobs, torch.tensor(scaled).log()[tokens])
+
+
 @pytest.mark.parametrize("top_p", [None, 0.9])
 def test_a_bfloat16_model_samples_as_a_float32_one(top_p):
     """bfloat16 keeps 8 bits of precision: in its softmax and running sum over 1000 tokens of
@@ -460,6 +491,8 @@ def test_rows_stop_at_eos_then_pad_and_generation_stops_when_all_are_done():
         assert torch.equal(gen.new_ids[row, :n], free[row, :n])
     everyone = model.generate(ids[:1], 10, temperature=0, eos_id=eos)
     assert everyone.new_ids.shape == (1, stop + 1)  # stopped early: nothing left to generate
+    default_pad = model.generate(ids, 10, temperature=0, attention_mask=mask, eos_id=eos)  # no pad_id given
+    assert (default_pad.new_ids[0, stop + 1:] == eos).all()  # the docstring's default: pad_id = eos_id
 
 
 # --------------------------------------------------------------------------------------------------
@@ -506,6 +539,34 @@ def test_bad_generate_arguments():
         cache = KVCache(2)
         model(ids_of(1, 40), cache=cache)
         model(ids_of(1, 9), cache=cache)
+
+
+def test_every_generate_argument_at_the_edge_of_its_range_is_accepted():
+    """The limits are inclusive where the docstring says so: a prompt and max_new_tokens that fill
+    block_size exactly, top_p=1 (no truncation), a top_k above the vocabulary size, the last token id
+    as eos_id and pad_id, and the smallest temperature allowed. Refusing one would turn a valid
+    request into an error that names no real problem."""
+    model = make(GPT, gpt_config())
+    ids, mask = left_padded_batch()  # (3, 5)
+    fill = model.config.block_size - ids.shape[1]
+    full = model.generate(ids, fill, temperature=0, attention_mask=mask)
+    assert full.ids.shape == (3, model.config.block_size)
+    cold = model.generate(ids, 4, temperature=MIN_TEMPERATURE, top_k=V + 1, top_p=1.0, attention_mask=mask,
+                          eos_id=V - 1, pad_id=V - 1, generator=torch.Generator().manual_seed(0))
+    real = cold.response_mask
+    assert torch.equal(cold.new_ids[real], full.new_ids[:, :4][real])  # so cold a temperature is greedy
+
+
+def test_generate_sizes_its_kv_cache_once_for_prompt_and_answer(monkeypatch):
+    """generate knows the longest its sequences get (prompt + max_new_tokens) and makes each layer's
+    key and value buffers that long at once: none is copied into a bigger one mid-answer."""
+    model = make(GPT, gpt_config())
+    ids, mask = left_padded_batch()  # (3, 5)
+    sizes = []
+    grown = KVCache._grown
+    monkeypatch.setattr(KVCache, "_grown", staticmethod(lambda *args: sizes.append(args[-1]) or grown(*args)))
+    model.generate(ids, 10, temperature=0, attention_mask=mask)
+    assert sizes == [5 + 10] * (2 * model.config.n_layer)  # keys and values of every layer, once each
 
 
 def test_a_kv_cache_of_another_model_or_batch_is_refused_before_it_is_changed():

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from _train_worker import assert_accumulation_changes_nothing
 
 from minillm.config import DPOConfig, ModelConfig, apply_overrides, preset
-from minillm.errors import ConfigError
+from minillm.errors import ConfigError, DataError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
-from minillm.stage2_sft.template import ChatExample, encode_example
+from minillm.stage2_sft.template import ChatExample, encode_example, encode_prompt
 from minillm.stage3_rlhf.annotator import gold_score, ranking_to_pairs
 from minillm.stage3_rlhf.dpo import chosen_nll, collate_pairs, dpo_loss, encode_pairs, make_dpo_loss, with_reference
 from minillm.stage3_rlhf.ppo import (
@@ -37,7 +37,14 @@ from minillm.stage3_rlhf.reward_model import (
     reward_loss,
     set_normalisation,
 )
-from minillm.stage3_rlhf.sequences import Responses, answer_logprob, gather_logprobs, last_real_index
+from minillm.stage3_rlhf.sequences import (
+    Responses,
+    answer_logprob,
+    answers_logprob,
+    gather_logprobs,
+    last_real_index,
+    sample_responses,
+)
 from minillm.tokenizer import train_tokenizer
 
 
@@ -551,3 +558,59 @@ def test_the_gold_judge_scores_a_reference_in_another_unicode_spelling_as_the_re
     full_width_stop = record["reference"][:-1] + "\uff0e"
     assert gold_score(record, nfd) == gold_score(record, full_width_stop) == gold_score(record, record["reference"])
     assert gold_score(record, record["reference"]) == 4.0
+
+
+# ---------------------------------------------------------------- sequences given as text
+
+
+def tiny_policy(tok) -> GPT:
+    torch.manual_seed(0)
+    return GPT(ModelConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16)).eval()
+
+
+def test_answers_logprob_is_the_answer_tokens_log_probs_drawn_one_at_a_time():
+    """log p(answer | prompt), the scoreboard's KL and log-prob gap, by brute force: feed the prompt,
+    then one answer token at a time, adding each token's log-prob in float64. The prompt's own tokens
+    must not count (a mask of the whole conversation would add them), and <eos> must.
+    An answer too long for the context is one clear DataError, even beside answers that fit."""
+    tok = train_tokenizer(["Which is it? It is a. It is b."] * 5, 270, progress=False)
+    model = tiny_policy(tok)
+    prompts, answers = ["Which is it?", "It is a. Which?"], ["It is a.", "b."]
+    got = answers_logprob(model, tok, prompts, answers)
+    for row, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
+        context = encode_prompt(tok, prompt)
+        whole = encode_example(tok, prompt, answer, 32).ids  # prompt, answer, <eos>
+        assert whole[:len(context)] == context and whole[-1] == tok.eos_id
+        total = 0.0
+        for token in whole[len(context):]:
+            logits = model(torch.tensor([context]))[0, -1].double()
+            total += logits.log_softmax(-1)[token].item()
+            context = context + [token]
+        assert got[row].item() == pytest.approx(total, abs=1e-4)
+    with pytest.raises(DataError, match="does not fit the model's context"):
+        answers_logprob(model, tok, prompts, ["b.", "It is a. " * 8])
+
+
+def test_sampled_responses_mask_the_prompt_pads_and_what_follows_each_eos():
+    """Responses.attention_mask is the left-padded prompt's mask, then True up to and including each
+    answer's first <eos> and False after it, built here from the prompt lengths and a scan for <eos>.
+    The toy policy says <eos> with probability 0.3 at every step (its final norm outputs one constant
+    vector), so some answers end early and some run to max_new_tokens."""
+    tok = train_tokenizer(["Which is it? It is a. It is b."] * 5, 270, progress=False)
+    policy = tiny_policy(tok)
+    with torch.no_grad():
+        policy.ln_f.weight.zero_()  # every position's final state is ln_f.bias, set to channel 0 alone
+        policy.ln_f.bias.zero_()
+        policy.ln_f.bias[0] = 1.0
+        policy.tok_emb.weight[:, 0] = 0.0  # the tied head's logits are then table[:, 0]: 0 but for <eos>
+        policy.tok_emb.weight[tok.eos_id, 0] = math.log(0.3 / 0.7 * (tok.vocab_size - 1))
+    prompts = ["Which is it?", "It is a. It is b. Which is it?", "It is b."] * 2
+    resp = sample_responses(policy, tok, prompts, 6, 1.0, torch.Generator().manual_seed(0))
+    lengths = [len(encode_prompt(tok, p)) for p in prompts]
+    width = max(lengths)
+    for row, (length, new_ids) in enumerate(zip(lengths, resp.ids[:, width:].tolist(), strict=True)):
+        answer_length = new_ids.index(tok.eos_id) + 1 if tok.eos_id in new_ids else len(new_ids)
+        expected = [False] * (width - length) + [True] * (length + answer_length) + [False] * (6 - answer_length)
+        assert resp.attention_mask[row].tolist() == expected
+        assert bool(resp.has_eos[row]) == (tok.eos_id in new_ids)
+    assert 0 < int(resp.has_eos.sum()) < len(prompts) and resp.mask.sum(1).min() < 6  # both kinds of answer
