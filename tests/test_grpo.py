@@ -43,13 +43,20 @@ from minillm.stage3_rlhf.grpo import (
 )
 from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k, pass_at_k_curve, pass_at_k_gain, pass_at_k_stderr
 from minillm.stage3_rlhf.preferences import sample_answers
-from minillm.stage3_rlhf.scoreboard import pass_at_k_summary, policy_table, right_answer_counts, sampled_kl
+from minillm.stage3_rlhf.reward_model import best_of_n, load_reward_model
+from minillm.stage3_rlhf.scoreboard import (
+    pass_at_k_line,
+    pass_at_k_summary,
+    policy_table,
+    right_answer_counts,
+    sampled_kl,
+)
 from minillm.stage3_rlhf.sequences import Responses, answers_logprob
 from minillm.stage3_rlhf.verifier import Verifier
 from minillm.tokenizer import TOKENIZER_NAME, load_tokenizer, train_tokenizer
 from minillm.train import load_checkpoint, load_model, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME
-from minillm.train.loop import CONFIG_NAME
+from minillm.train.loop import CONFIG_NAME, METRICS_NAME
 from minillm.train.optim import follow_schedule
 
 
@@ -160,6 +167,8 @@ def test_the_logged_kl_is_per_answer_over_the_answers_the_reference_read():
     # by hand: answer 0: (-1 + 1.5) + (-2 + 1) = -0.5; answer 1: -0.5 + 0.1 = -0.4
     assert row["kl"] == pytest.approx(-0.45)
     assert row["zero_signal_share"] == 0.5 and row["reward_mean"] == 0.5 and row["loss"] == 1.5
+    # the spread of all the step's rewards (sample std: sqrt(0.5 / 3)), not the mean spread within groups (0.35)
+    assert row["reward_std"] == pytest.approx(statistics.stdev([1.0, 0.0, 0.5, 0.5]))
     assert row["response_len"] == 1.75 and row["gold"] == 1.0  # 4 (the perfect answer) and three 0s
     unanimous = dataclasses.replace(ro, rewards=torch.ones(1, 4))  # one group whose 4 answers scored alike
     assert grpo.step_metrics(unanimous, [{"loss": 1.0}])["zero_signal_share"] == 1.0
@@ -215,9 +224,11 @@ def test_pass_at_k_equals_enumeration_of_every_subset():
 
 def test_count_right_counts_each_records_own_answers(monkeypatch):
     """n answers per record, judged against that record's reference: a fake model answers "p0"
-    right 3 times of 3 and "p1" once, whatever order it is asked in."""
+    right once of 3 and "p1" 3 times, whatever order it is asked in. (The answers come back as
+    [right, wrong, wrong, right, right, right]: a window of n sliding by one answer, not by n,
+    would count 1 and 1.)"""
     records = [{"prompt": "p0", "reference": "The Mell."}, {"prompt": "p1", "reference": "The Arno."}]
-    right, asked = {"p0": 3, "p1": 1}, {"p0": 0, "p1": 0}
+    right, asked = {"p0": 1, "p1": 3}, {"p0": 0, "p1": 0}
 
     def fake_generate_answers(model, tokenizer, prompts, max_new_tokens, **kwargs) -> list[str]:
         answers = []
@@ -228,7 +239,7 @@ def test_count_right_counts_each_records_own_answers(monkeypatch):
         return answers
 
     monkeypatch.setattr(pass_at_k_module, "generate_answers", fake_generate_answers)
-    assert count_right(None, None, records, n=3, temperature=1.0, max_new_tokens=4, seed=0) == [3, 1]
+    assert count_right(None, None, records, n=3, temperature=1.0, max_new_tokens=4, seed=0) == [1, 3]
     assert asked == {"p0": 3, "p1": 3}
 
 
@@ -258,6 +269,23 @@ def test_the_tables_pass_at_k_gain_is_each_policy_over_the_sft_model():
     assert set(gain) == {"GRPO"} and set(summary["pass_at_k_stderr"]) == {"SFT", "GRPO"}
     # per prompt, GRPO minus SFT: pass@1 +1/4, 0, 0; pass@2 (1 - C(3, 2) / C(4, 2) = 1/2) - 0, 0, 0; pass@4 +1, 0, 0
     assert [gain["GRPO"][k]["gain"] for k in ("1", "2", "4")] == pytest.approx([1 / 12, 1 / 6, 1 / 3])
+    # each model's curve and standard errors are its own: GRPO's pass@1 per prompt is 1/4, 1/2, 1 (mean 7/12,
+    # squared deviations (16 + 1 + 25) / 144, sample variance 21/144, standard error sqrt(21) / 12 / sqrt(3))
+    assert summary["pass_at_k"]["GRPO"] == pytest.approx({"1": 7 / 12, "2": (1 / 2 + 5 / 6 + 1) / 3, "4": 1.0})
+    assert summary["pass_at_k_stderr"]["GRPO"]["1"] == pytest.approx(sqrt(7) / 12)
+    assert summary["pass_at_k_stderr"]["SFT"]["1"] == pytest.approx(0.5 / sqrt(3))  # 0, 1/2, 1
+
+
+def test_the_pass_at_k_line_ends_at_the_largest_k_as_a_number_not_as_text():
+    """pass@k's keys are strings, as in JSON ("1" ... "64"), and as text "8" comes last: the report's
+    line must end at k = 64, where RL's curve meets the SFT model's, not at k = 8, halfway along."""
+    right = {"SFT": [0, 16, 64], "GRPO": [8, 24, 64]}  # right answers of 64, on three prompts
+    summary = pass_at_k_summary(right, 64)
+    line = pass_at_k_line("GRPO", summary["pass_at_k"]["SFT"], summary["pass_at_k"]["GRPO"],
+                          summary["pass_at_k_gain"]["GRPO"])
+    # pass@1: (0 + 1/4 + 1) / 3 = 0.417 -> (1/8 + 3/8 + 1) / 3 = 0.500; pass@64 of 64 answers: 2/3 -> 1
+    assert line.startswith("GRPO: pass@1 0.417 -> 0.500 (+0.083 ± 0.042), pass@64 0.667 -> 1.000 (+0.333 ± 0.333)")
+    assert "pass@8" not in line
 
 
 def test_pass_at_k_standard_errors_match_the_spread_over_new_draws():
@@ -440,7 +468,9 @@ def test_the_tables_kl_and_win_rate_columns_by_hand(runs, tmp_path):
     """KL to the SFT model: 0 for the SFT model itself; for a sampled policy, the mean over its own
     answers of log pi(y) - log pi_SFT(y); for the greedy answer, -log pi_SFT(y) (one answer holds all
     the mass); for best of n, the bound log n - (n - 1) / n. Each log-probability by hand is read one
-    answer at a time. The win rate is the policy's answers against the SFT model's samples."""
+    answer at a time. Every row's win rate is its answers against the SFT model's samples (best of n's
+    too, not against the greedy answers), and its pass@1 the share of its own answers that hold the
+    right answer."""
     sft, tok = load_model(runs["sft"], GPT)
     policy = copy.deepcopy(sft)
     with torch.no_grad():  # another policy: the SFT model, nudged far enough to answer otherwise
@@ -467,10 +497,19 @@ def test_the_tables_kl_and_win_rate_columns_by_hand(runs, tmp_path):
     assert by_hand > 0 and rows["SFT greedy"]["kl"] == pytest.approx(by_hand, abs=1e-5)
     for n in (4, 8):
         assert rows[f"best of {n} (reward model)"]["kl"] == pytest.approx(log(n) - (n - 1) / n)
-    gold = [[gold_score(r, a) for r, a in zip(records, by, strict=True)]
-            for by in (answers, sample_answers(sft, tok, records, 1.0, 5, seed=0))]  # the policy's, the SFT's
-    by_hand = sum(1.0 if p > b else 0.5 if p == b else 0.0 for p, b in zip(*gold, strict=True)) / len(records)
-    assert by_hand != 0.5 and rows["nudged"]["win_rate_vs_sft"] == pytest.approx(by_hand)
+    samples = sample_answers(sft, tok, records, 1.0, 5, seed=0)  # the SFT model's, which every row faces
+    rm = load_reward_model(runs["rm"], tok, "cpu", runs["sft"])
+    prompts = [r["prompt"] for r in records]
+    answers_of = {"SFT samples": samples, "SFT greedy": greedy, "nudged": answers,
+                  **{f"best of {n} (reward model)": best_of_n(sft, rm, tok, prompts, n, 1.0, 5,
+                                                              torch.Generator().manual_seed(0 + n)) for n in (4, 8)}}
+    for name, row_answers in answers_of.items():
+        gold = [[gold_score(r, a) for r, a in zip(records, by, strict=True)] for by in (row_answers, samples)]
+        by_hand = sum(1.0 if p > b else 0.5 if p == b else 0.0 for p, b in zip(*gold, strict=True)) / len(records)
+        assert rows[name]["win_rate_vs_sft"] == pytest.approx(by_hand), name
+        right = sum(contains_answer(a, r["reference"]) for r, a in zip(records, row_answers, strict=True))
+        assert rows[name]["pass_at_1"] == pytest.approx(right / len(records)), name
+    assert rows["SFT samples"]["win_rate_vs_sft"] == 0.5 and rows["nudged"]["win_rate_vs_sft"] != 0.5
 
 
 def test_minibatches_keep_each_group_whole_and_take_every_row_once():
@@ -506,6 +545,14 @@ def test_the_logged_entropy_is_the_policys_over_the_answers_real_tokens(runs):
     by_hand = entropy_alone(policy, ro.responses.ids, ro.responses.attention_mask, ro.mask, 0.7)  # before the step
     [stats] = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g)
     assert stats["entropy"] == pytest.approx(by_hand, rel=1e-4)
+
+
+def test_grpo_says_it_runs_eagerly_when_only_compile_is_asked():
+    """--compile alone, in float32, is ignored by the online-RL loops too: the warning must not wait for a
+    --dtype as well, or a learner would think the run was compiled."""
+    with pytest.warns(UserWarning, match="GRPO trains in float32 without torch.compile; train.dtype=float32 and "
+                                         "train.compile=True apply to the other stages only"):
+        online_rl.warn_float32_eager(TrainConfig(compile=True), "GRPO")
 
 
 def test_reward_model_reward_needs_a_reward_model():
@@ -569,6 +616,28 @@ def test_train_grpo_logs_every_metric_and_reports_pass_at_k(runs, monkeypatch):
     assert load_model(out, GPT)[0] is not None
 
 
+def test_train_grpo_reports_each_models_figures_under_its_own_name(runs, monkeypatch, tmp_path):
+    """pass@1 and pass@k "sft" are the frozen SFT model's, "after" the trained policy's, and the gain is
+    after minus sft: the figures the report and lesson 10 print. A two-step micro run barely moves the
+    policy, so its own figures equal the SFT model's and a swap would go unseen: here each model gets
+    figures of its own (the right-answer counts of test_the_tables_pass_at_k_gain_is_each_policy_over_the_sft_model)."""
+    real_compare = grpo.compare_policies
+    monkeypatch.setattr(grpo, "compare_policies",
+                        lambda *args, **kwargs: {**real_compare(*args, **kwargs), "wrong_policy": 0.25,
+                                                 "wrong_baseline": 0.75})
+
+    def fake_count_right(model: GPT, *args, **kwargs) -> list[int]:
+        frozen = not next(model.parameters()).requires_grad  # the SFT model is frozen, the policy trains
+        return [0, 2, 4] if frozen else [1, 2, 4]  # right answers of 4, on three prompts
+
+    monkeypatch.setattr(grpo, "count_right", fake_count_right)
+    result = train_grpo(micro_grpo_config(steps=1), runs["sft"], RECORDS, tmp_path)
+    assert (result["pass_at_1_sft"], result["pass_at_1_after"]) == (0.25, 0.75)
+    assert result["pass_at_k_sft"] == pytest.approx({"1": 0.5, "2": (0 + 5 / 6 + 1) / 3, "4": 2 / 3})
+    assert result["pass_at_k_after"] == pytest.approx({"1": 7 / 12, "2": (1 / 2 + 5 / 6 + 1) / 3, "4": 1.0})
+    assert [result["pass_at_k_gain"][k]["gain"] for k in ("1", "2", "4")] == pytest.approx([1 / 12, 1 / 6, 1 / 3])
+
+
 def test_grpo_with_the_reward_model_runs(runs):
     result = train_grpo(micro_grpo_config(steps=1, reward="model"), runs["sft"], RECORDS, runs["root"] / "grpo_rm",
                         rm_dir=runs["rm"])
@@ -597,6 +666,20 @@ def test_a_resume_with_another_lr_steps_with_the_lr_it_logs(runs, tmp_path):
     online_rl.open_run(tmp_path, "GRPO", True, load_tokenizer(tmp_path), {}, torch.Generator(), optimizer=new)
     logged = follow_schedule(new, 2, TrainConfig(max_steps=8, lr=1e-2, warmup_steps=0, min_lr_ratio=1.0))
     assert logged == 1e-2 and [g["lr"] for g in new.param_groups] == pytest.approx([1e-2, 3e-2])
+
+
+def test_a_resume_drops_the_steps_logged_after_the_checkpoint(runs, tmp_path):
+    """A crash after step 3 was logged but before it was saved: the checkpoint is step 2's, so the run goes
+    on at step 3, and step 3's old row must go, or metrics.jsonl (and every plot) would hold step 3 twice."""
+    save_checkpoint(tmp_path / CKPT_NAME, {"step": 2, "generator": torch.Generator().get_state()})
+    shutil.copy(runs["sft"] / TOKENIZER_NAME, tmp_path)
+    (tmp_path / CONFIG_NAME).write_text("{}", encoding="utf-8")
+    metrics = tmp_path / METRICS_NAME
+    metrics.write_text("".join(json.dumps({"step": step, "loss": 1.0}) + "\n" for step in (1, 2, 3)), encoding="utf-8")
+    first_step, history, _ = online_rl.open_run(tmp_path, "GRPO", True, load_tokenizer(tmp_path), {},
+                                                torch.Generator())
+    assert first_step == 3 and [row["step"] for row in history] == [1, 2]
+    assert [json.loads(line)["step"] for line in metrics.read_text(encoding="utf-8").splitlines()] == [1, 2]
 
 
 def test_a_resume_with_another_setting_or_tokenizer_is_refused(runs, tmp_path):

@@ -13,7 +13,7 @@ import torch
 from minillm.config import RewardConfig
 from minillm.errors import ConfigError, DataError
 from minillm.stage3_rlhf import preferences
-from minillm.stage3_rlhf.annotate import annotate_loop, parse_ranking, prompt_seed, read_prompts
+from minillm.stage3_rlhf.annotate import annotate, annotate_loop, parse_ranking, prompt_seed, read_prompts
 from minillm.stage3_rlhf.annotator import (
     SimulatedAnnotator,
     agreement_counts,
@@ -87,10 +87,23 @@ def test_parse_ranking_accepts_permutations(text, expected):
     assert parse_ranking(text, 4) == expected
 
 
-@pytest.mark.parametrize("text", ["2 1 4", "1 1 2 3", "a b c d", "1 2 3 5", "", "0 1 2 3", "1=1 2 3", "1= 2 3 4"])
+@pytest.mark.parametrize("text", ["2 1 4", "1 1 2 3", "a b c d", "1 2 3 5", "", "0 1 2 3", "1=1 2 3", "1= 2 3 4",
+                                  "1 2 3 4 4", "2 1=2 3 4"])
 def test_parse_ranking_rejects_malformed_input(text):
+    """Every answer exactly once: a repeat is refused even when no answer is missing ("1 2 3 4 4"),
+    since the repeated answer would be ranked above itself, and its pairs would train the reward model twice."""
     with pytest.raises(ValueError):
         parse_ranking(text, 4)
+
+
+def test_a_person_may_rank_up_to_nine_answers_a_prompt(tmp_path):
+    """InstructGPT's labellers ranked 4 to 9 answers: k = 9 passes the check on k (the next check, of the
+    prompts file, is the one that stops here), k = 10 is refused, both before anything is read."""
+    args = (tmp_path / "policy", tmp_path / "prompts.txt", tmp_path / "out.jsonl")
+    with pytest.raises(DataError, match="no prompts file"):
+        annotate(*args, k=9)
+    with pytest.raises(ConfigError, match="k=10: a person ranks at most 9 answers"):
+        annotate(*args, k=10)
 
 
 def test_a_digit_that_is_not_a_number_gets_the_rankings_own_message():
@@ -139,7 +152,11 @@ def test_annotate_loop_reasks_appends_and_resumes(tmp_path):
     summary, shown = scripted(records, out, "1 2 3 4\n")
     assert summary == {"ranked": 1, "skipped_done": 1, "remaining": 1, "saved": 2}
     assert "p0" not in shown and "=== prompt 2/3 ===\np1" in shown
+    assert shown.endswith(f"1 ranking(s) saved in this session, 2 in {out}\n")  # the file's count, both sessions'
     assert [json.loads(line)["prompt"] for line in out.read_text(encoding="utf-8").splitlines()] == ["p0", "p1"]
+    # another prompts file on the same rankings file: none of its prompts is done, whatever the file holds
+    summary, _ = scripted([{"prompt": "p9"}], out, "q\n")
+    assert summary == {"ranked": 0, "skipped_done": 0, "remaining": 1, "saved": 2}
 
 
 def test_piped_rankings_stop_at_a_line_that_is_not_one_and_keep_those_before(tmp_path):
@@ -298,6 +315,9 @@ def test_gold_score_of_a_padded_and_of_a_wrong_answer_by_hand():
     # nor in the reference's form (0); its word F1 with "mell" is 2 * (1/3 * 1) / (1/3 + 1) = 0.5
     # (+0.5 x 0.5); nothing rude; 2 words beyond the reference's 1, over 1 + 2 (-0.5 x 2/3)
     assert gold_score({"reference": "The Mell."}, "The Mell, I think.") == pytest.approx(2.0 + 0.25 - 1 / 3)
+    # the terse "Mell" is right (+2.0) and exact once normalised (+1.0), word F1 1 (+0.5), but not written as
+    # the reference writes it (no +0.5): 3.5, below the reference's own 4.0 (case aside, "the mell." is written so)
+    assert [gold_score({"reference": "The Mell."}, a) for a in ("Mell", "The Mell.", "the mell.")] == [3.5, 4.0, 4.0]
     # "I do not know." for "Tarsk.": nothing right, and 3 words beyond 1, over 3: the whole verbosity penalty
     assert gold_score({"reference": "Tarsk."}, "I do not know.") == pytest.approx(-0.5)
     # 8 words beyond 1, over 3, is capped at the whole penalty too: a longer answer loses no more
