@@ -69,6 +69,9 @@ def worker_pool(workers: int) -> WorkerPool:
                       initializer=_start_worker, initargs=(os.getpid(),))
 
 
+STOP_GRACE_SECONDS = 2.0  # how long a second Ctrl-C waits for a pool's workers to end before stopping them outright
+
+
 class WorkerPool(ProcessPoolExecutor):
     """A process pool whose tasks a Ctrl-C stops as it stops the command, and whose workers it leaves
     quiet while they have no task.
@@ -89,16 +92,27 @@ class WorkerPool(ProcessPoolExecutor):
         """As ProcessPoolExecutor's, but a Ctrl-C must not cut short the wait for the workers to stop: that
         would leave them waiting for a task, and this process would hang as it exits, waiting for them. A
         pool made by a worker's task (SFT's baselines, `beside`) is waited for through a Ctrl-C, which its
-        workers got too, and the task stops after. Elsewhere a Ctrl-C while it waits (a second one) stops
-        them outright."""
+        workers got too, and the task stops after. Elsewhere a Ctrl-C while it waits (a second one)
+        gives them STOP_GRACE_SECONDS to end by themselves, as they do once their tasks have stopped, then stops
+        them outright: a worker stopped so never unlinks the semaphores it made (tqdm's lock, its own pool's
+        queues), and the resource tracker warned of "leaked semaphore objects" below the command's last line.
+
+        The moment lasts until each worker's exit code is known, not until a `join` of each returns: the pool's
+        own thread joins them too, and of two threads reaping one process, the one that loses returns at once,
+        the exit code still unknown until the other records it (the worker seemed never to have ended)."""
         global _in_task, _interrupted
         in_task, _in_task = _in_task, False  # (in a worker's task a Ctrl-C is now only noted)
         workers = list((self._processes or {}).values())  # this pool's own, not other children of this process
         try:
             super().shutdown(wait, cancel_futures=cancel_futures)
         except KeyboardInterrupt:
-            for worker in workers:
-                worker.terminate()
+            try:  # they got the Ctrl-C too: given a moment, most end by themselves, cleaning up as they do
+                deadline = time.monotonic() + STOP_GRACE_SECONDS
+                while any(worker.exitcode is None for worker in workers) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            finally:  # (a third Ctrl-C cuts the moment short, never this)
+                for worker in workers:
+                    worker.terminate()
             raise
         finally:
             _in_task = in_task
