@@ -298,7 +298,7 @@ def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: boo
     `fresh`, `here` is emptied and `train(here)` runs; what it returns is saved in here/result.json,
     with the inputs and settings it was made from.
     """
-    made_from = {run.path.name: identity(run) for run in inputs}
+    made_from = [identity(run) for run in inputs]  # (not keyed by folder name: a/out and b/out are two inputs)
     if fresh:
         why_train = "--fresh"
     else:
@@ -324,7 +324,7 @@ def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: boo
     return Run(here, result, "trained now")
 
 
-def _why_not_reuse_earlier(here: Path, made_from: dict[str, str], settings: dict[str, dict]) -> str | None:
+def _why_not_reuse_earlier(here: Path, made_from: list[str], settings: dict[str, dict]) -> str | None:
     """Why the lesson's earlier run in `here` does not show what the lesson asks for now, or None."""
     if not finished(here):
         return f"no earlier run in {shown(here)}"

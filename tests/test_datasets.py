@@ -684,6 +684,26 @@ def test_a_task_family_added_in_some_places_only_is_refused_naming_the_others(mo
             if r["split"] == "test_heldout_family"} == {"last_item", "pet_fact", "reverse_words"}
 
 
+def test_regenerating_writes_the_generators_output_for_the_settings_given_and_says_its_sizes(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """`python -m minillm.datasets --out DIR --seed 3 ...` writes what the generators make with *those* settings
+    (a seed or size dropped on its way would regenerate data/ as another corpus than the one asked for), and
+    each line it prints names the file, its count and its size in MB as the file on disk has them."""
+    from minillm.datasets.__main__ import main
+
+    out = tmp_path / "data"
+    monkeypatch.setattr("sys.argv", ["datasets", "--out", str(out), "--seed", "3", "--corpus-mb", "0.05",
+                                     "--n-train", "2"])
+    main()
+    docs, records = read_corpus(out / "corpus.txt"), read_jsonl(out / "instructions.jsonl")
+    assert docs == generate_corpus(seed=3, size_mb=0.05) and records == generate_instruction_suite(seed=3, n_train=2)
+    said = capsys.readouterr().out.splitlines()
+    for line, name, count in zip(said, ("corpus.txt", "instructions.jsonl"), (f"{len(docs)} documents",
+                                                                               f"{len(records)} records"), strict=True):
+        megabytes = len((out / name).read_bytes()) / 1_000_000
+        assert line.startswith(f"{out / name}: {count}, {megabytes:.2f} MB, ") and line.endswith(" s"), line
+
+
 def test_regenerating_more_records_than_a_family_has_inputs_fails_in_one_line(tmp_path, monkeypatch, capsys):
     from minillm.datasets.__main__ import main
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from minillm.cli import main
+from minillm.console import HAS_SIGNAL_MASKS, ctrl_c_held
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,21 +71,23 @@ def test_chat_with_stdout_closed_reads_its_input_to_the_end(untrained_runs, monk
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads the descriptors from Linux's /proc")
-@pytest.mark.parametrize("closed", [(1, 2), (0, 1, 2)])  # `>&- 2>&-`, and stdin closed too (`0<&-`)
+@pytest.mark.parametrize("closed", [(2,), (1, 2), (0, 1, 2)])  # `2>&-`, `>&- 2>&-`, and stdin closed too (`0<&-`)
 def test_a_closed_stdout_or_stderr_is_dev_null_for_the_processes_it_starts(closed):
     """Started with both closed, the command's descriptors 1 and 2 are /dev/null, and so are those of the
     processes it starts (`pipeline --jobs 2`'s workers): a worker with a closed stderr ended at its
     first progress bar, and a free descriptor would have gone to the next file the command opened.
-    With stdin closed as well, the first file opened takes descriptor 0, not 1."""
+    With stdin closed as well, the first file opened takes descriptor 0, not 1; with stderr alone closed, its
+    /dev/null is descriptor 2, not the next one free."""
     read, write = os.pipe()
-    worker = f"import os; os.write({write}, ' '.join(os.readlink(f'/proc/self/fd/{{fd}}') for fd in (1, 2)).encode())"
+    shown = [fd for fd in (1, 2) if fd in closed]
+    worker = f"import os; os.write({write}, ' '.join(os.readlink(f'/proc/self/fd/{{fd}}') for fd in {shown}).encode())"
     code = ("import subprocess, sys; from minillm.console import stand_in_for_closed_output; "
             f"stand_in_for_closed_output(); subprocess.run([sys.executable, '-c', {worker!r}], pass_fds=({write},))")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, pass_fds=(write,), timeout=120,
                    preexec_fn=lambda: [os.close(fd) for fd in closed])
     os.close(write)
     with os.fdopen(read) as answer:
-        assert answer.read() == f"{os.devnull} {os.devnull}"
+        assert answer.read() == " ".join([os.devnull] * len(shown))
 
 
 # What does not go through `main`: a lesson (each imports minillm.lessons first: `import minillm.lessons` below is
@@ -110,3 +114,35 @@ def test_a_lesson_with_stderr_closed_runs_past_its_progress_bars():
     done = subprocess.run([sys.executable, "-c", lesson], cwd=REPO, env=users_env(), stdout=subprocess.PIPE,
                           timeout=120, preexec_fn=lambda: os.close(2))
     assert (done.returncode, done.stdout) == (0, b"the lesson 3\n")
+
+
+@pytest.mark.parametrize("bug, last_line", [("RuntimeError('a bug')", "RuntimeError: a bug"),
+                                           ("FileNotFoundError('x.png')", "FileNotFoundError: x.png")])
+def test_a_bug_in_a_script_keeps_its_traceback(bug, last_line):
+    """one_line_errors shortens only what it knows: a MinillmError (the user's input) to one line, a reader
+    gone to a quiet 141. Any other exception, an OSError included, is a bug to report, and its traceback is
+    what the report needs: shortened or swallowed, a learner would have nothing to go on."""
+    script = f"from minillm.errors import one_line_errors; one_line_errors(); raise {bug}"
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith("Traceback (most recent call last):"), done.stderr
+    assert done.stderr.splitlines()[-1] == last_line
+
+
+@pytest.mark.skipif(not HAS_SIGNAL_MASKS, reason="no signal masks (Windows): a Ctrl-C is answered at once")
+def test_a_ctrl_c_held_is_answered_where_the_outermost_hold_ends():
+    """`ctrl_c_held` blocks SIGINT and then puts back the mask it found, rather than unblocking SIGINT: held
+    inside a block that already holds it (torch imported by a caller that holds Ctrl-C itself), a Ctrl-C
+    still waits for the outer block's end. Read from the kernel's mask, not from the function's own state."""
+    def mask() -> set:
+        return signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+    before, reached = mask(), []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_held():
+            with ctrl_c_held():
+                signal.raise_signal(signal.SIGINT)
+                reached.append("inner")
+            assert signal.SIGINT in mask()  # still held here
+            reached.append("outer")
+        reached.append("after")  # not reached: the Ctrl-C is answered as the outer block ends
+    assert reached == ["inner", "outer"] and mask() == before

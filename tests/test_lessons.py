@@ -7,6 +7,7 @@ the script's code, so that stepping through the cells runs the same lesson as `p
 
 from __future__ import annotations
 
+import argparse
 import ast
 import importlib
 import itertools
@@ -17,6 +18,7 @@ import runpy
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -180,6 +182,7 @@ def pipeline_dir(tmp_path, monkeypatch) -> Path:
 def test_earlier_run_prefers_an_earlier_lessons_run_then_the_pipelines(pipeline_dir, tmp_path, capsys):
     pipeline_sft = finish(lessons.pipeline_folder("sft"), source="pipeline")  # runs/tiny/04_sft
     lesson5 = tmp_path / "runs" / "lessons" / "05" / "sft"
+    lesson5.mkdir(parents=True)  # lesson 5 stopped before it finished: no result.json
     run = earlier_run("sft", lesson5)
     assert run.path == pipeline_sft and run.result == {"source": "pipeline"}
     assert f"using runs/tiny/{pipeline_sft.name} (the pipeline's run)" in capsys.readouterr().out
@@ -194,6 +197,7 @@ def test_earlier_run_trains_a_missing_step_with_the_pipelines_own_steps(pipeline
     assert run.path == lessons.pipeline_folder("clm") and run.result["val_perplexity"] > 1
     assert (pipeline_dir / "config.json").is_file() and lessons.finished(lessons.pipeline_folder("tokenizer"))
     assert not lessons.pipeline_folder("mlm").exists()  # nothing after it reads BERT
+    assert earlier_run("mlm").path == lessons.pipeline_folder("mlm")  # unless it is the run asked for
     assert "trained now by the pipeline's steps" in capsys.readouterr().out
     assert earlier_run("clm").source == "the pipeline's run"  # and the next lesson finds it
 
@@ -357,6 +361,9 @@ def test_a_run_folder_given_as_a_relative_path_is_the_same_run_as_given_absolute
     relative = Path("runs") / "tiny" / clm.name
     monkeypatch.setattr(sys, "argv", ["05_instruction_tuning.py", str(relative)])
     assert lessons.lesson_args("lesson 5", inputs=["clm_run"]).clm_run == clm
+    monkeypatch.setenv("HOME", str(tmp_path))  # "~/..." in quotes, or from a script: no shell expands it
+    monkeypatch.setattr(sys, "argv", ["05_instruction_tuning.py", f"~/runs/../runs/tiny/{clm.name}"])
+    assert lessons.lesson_args("lesson 5", inputs=["clm_run"]).clm_run == clm
     assert earlier_run("clm", given=relative).path == clm
     assert f"using runs/tiny/{clm.name} (given on the command line)" in capsys.readouterr().out
     here, trained = tmp_path / "runs" / "lessons" / "05" / "sft", []
@@ -371,6 +378,23 @@ def test_a_run_folder_given_as_a_relative_path_is_the_same_run_as_given_absolute
     # and a lesson's own run made from one spelling is reused when the other is given.
     own_run("sft", here, train, settings={}, fresh=True, inputs=[typed])
     assert own_run("sft", here, train, settings={}, fresh=False, inputs=[absolute]).path == here and len(trained) == 1
+
+
+def test_the_stage3_lessons_take_each_run_named_on_their_command_line(pipeline_dir, tmp_path):
+    """`python lessons/07_ppo.py my_sft my_rm`: the SFT model and the reward model are each the one named."""
+    sft, rm = finish(tmp_path / "my_sft"), finish(tmp_path / "my_rm")
+    records, sft_run, rm_run = lessons.stage3_inputs(argparse.Namespace(sft_run=sft, reward_run=rm))
+    assert (sft_run.path, rm_run.path) == (sft, rm) and records
+
+
+def test_in_a_notebook_a_lesson_reads_no_command_line(monkeypatch):
+    """A Jupyter kernel's command line is its own (`ipykernel_launcher.py -f kernel-1.json`): read as the
+    lesson's, argparse would end the notebook's first cell with "unrecognized arguments". There every
+    value is its default."""
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setattr(sys, "argv", ["ipykernel_launcher.py", "-f", "/tmp/kernel-1.json"])
+    args = lessons.lesson_args("lesson 7", inputs=["sft_run", "reward_run"])
+    assert (args.sft_run, args.reward_run, args.fresh) == (None, None, False)
 
 
 def test_an_input_without_a_run_id_is_known_by_its_content(pipeline_dir, tmp_path):
@@ -398,9 +422,28 @@ def test_an_input_without_a_run_id_is_known_by_its_content(pipeline_dir, tmp_pat
     assert len(trained) == 3
 
 
+def test_inputs_in_folders_of_one_name_are_each_what_a_run_is_made_from(pipeline_dir, tmp_path):
+    """`python lessons/07_ppo.py a/out rm/out`, then `... b/out rm/out`: a lesson's run recorded its inputs
+    by folder name, the reward model's "out" took the place of the SFT model's, and the PPO trained from SFT
+    model a was shown again as the one made from b."""
+    def stage_folder(folder: Path) -> Run:  # a stage command's --out: known by its checkpoint's content
+        folder.mkdir(parents=True)
+        (folder / "ckpt.pt").write_bytes(str(folder).encode())
+        return Run(folder, {}, "given on the command line")
+
+    sft_a, sft_b, rm = (stage_folder(tmp_path / name / "out") for name in ("a", "b", "rm"))
+    here, trained = tmp_path / "runs" / "lessons" / "07" / "ppo", []
+    for sft in (sft_a, sft_b, sft_b):
+        own_run("ppo", here, lambda folder, sft=sft: trained.append(sft) or {}, settings={}, fresh=False,
+                inputs=[sft, rm])
+    assert trained == [sft_a, sft_b]  # b's own PPO, then reused
+
+
 def test_the_repository_is_found_from_the_lesson_scripts_folder_or_a_data_error(tmp_path, monkeypatch):
     # `cd /tmp && python /path/to/repo/lessons/03_bert_masked_lm.py`, minillm installed elsewhere:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # a project of the reader's own with a data/corpus.txt is not the repository
+    (tmp_path / "data" / "corpus.txt").write_text("my own corpus", encoding="utf-8")
     monkeypatch.setattr(minillm, "__file__", str(tmp_path / "site-packages" / "minillm" / "__init__.py"))
     monkeypatch.setattr(sys.modules["__main__"], "__file__", str(tmp_path / "main.py"), raising=False)
     monkeypatch.setattr(sys, "argv", [str(ROOT / "lessons" / "03_bert_masked_lm.py")])
@@ -408,7 +451,7 @@ def test_the_repository_is_found_from_the_lesson_scripts_folder_or_a_data_error(
     monkeypatch.setattr(sys, "argv", [str(tmp_path / "elsewhere.py")])  # no repository anywhere
     with pytest.raises(DataError, match="no minillm repository .*data/corpus.txt"):
         lessons.find_root()
-    assert list(tmp_path.iterdir()) == []  # nothing written (no runs/lessons/03)
+    assert list(tmp_path.iterdir()) == [tmp_path / "data"]  # nothing written (no runs/lessons/03)
 
 
 def test_a_lesson_run_outside_the_repository_says_so_in_one_line(tmp_path):
@@ -478,7 +521,7 @@ def test_lesson_6_counts_the_pairs_its_reward_model_orders_as_gold_does(tmp_path
                                              "model": model.state_dict()})
         tok.save(folder / "tokenizer.json")
     monkeypatch.setattr(lessons, "ROOT", tmp_path)  # the lesson takes rm as its own earlier run
-    finish(rm, made_from={"sft": lessons.identity(Run(sft, {}, ""))}, id="0",
+    finish(rm, made_from=[lessons.identity(Run(sft, {}, ""))], id="0",
            settings={"reward": config.to_dict(config.preset("tiny").reward)},
            **dict.fromkeys(["pairwise_accuracy", "train_accuracy", "gold_agreement", "annotator_agreement"], 0.5))
     monkeypatch.setattr(sys, "argv", ["06_reward_model.py", str(sft)])

@@ -37,6 +37,7 @@ from minillm.train.health import check_grad_norm, check_loss, first_bad_gradient
 from minillm.train.loop import LossFn
 from minillm.train.optim import Muon, MuonWithAdamW, follow_schedule, make_optimizer, orthogonalize, param_groups
 from minillm.train.plots import find_cjk_font, has_cjk
+from minillm.train.precision import autocast
 from minillm.utils import seed_everything, spread_rows
 
 
@@ -281,6 +282,9 @@ def test_plot_panels_gives_each_scale_its_own_axis_and_whole_steps(tmp_path, dra
     [fig] = figures
     axes = [ax for ax in fig.axes if ax.lines]
     assert [[line.get_label() for line in ax.lines] for ax in axes] == [["ratio"], ["clipfrac", "approx_kl"]]
+    assert [ax.get_xlabel() for ax in axes] == ["", "step"]  # named once, under the bottom panel...
+    assert axes[0].get_shared_x_axes().joined(*axes)  # ...which it is for all: step 2 is above step 2
+    assert {line.get_marker() for ax in axes for line in ax.lines} == {"o"}  # 3 logged points show as dots
     ticks = axes[-1].get_xticks()
     assert all(float(t).is_integer() for t in ticks)  # no step 1.5
     plot_metrics([{"step": s, "loss": 10.0 / s} for s in range(1, 20)], tmp_path / "loss.png", ["loss"], log_y=True)
@@ -307,12 +311,14 @@ def test_an_axis_names_the_unit_of_its_keys(tmp_path, drawn_figures):
         "kl, approx_kl (nats)", "kl, clipfrac", "response_len (tokens)"]  # no unit for a mix
     plot_metrics(rows, tmp_path / "kl.png", ["kl"], ylabel="KL per answer")  # a label given is kept
     assert drawn_figures[-1].axes[0].get_ylabel() == "KL per answer"
+    plot_panels(rows, tmp_path / "two.png", [("kl",), ("clipfrac",), ("response_len",)], ylabels=["KL", ""])
+    assert [ax.get_ylabel() for ax in drawn_figures[-1].axes] == ["KL", "clipfrac", "response_len (tokens)"]
 
 
 def test_a_value_that_is_not_finite_is_no_point_of_the_curve(tmp_path, drawn_figures):
     figures = drawn_figures
     rows = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": float("nan")}, {"step": 3, "loss": float("inf")},
-            {"step": 4, "loss": 2.0}]
+            {"step": 4, "loss": 2.0}, {"loss": 1.0}]  # (the last has no step to be drawn at)
     plot_metrics(rows, tmp_path / "loss.png", ["loss"])
     [line] = figures[-1].axes[0].lines
     assert list(line.get_xdata()) == [1, 4] and list(line.get_ydata()) == [3.0, 2.0]
@@ -320,13 +326,15 @@ def test_a_value_that_is_not_finite_is_no_point_of_the_curve(tmp_path, drawn_fig
 
 def test_korean_text_uses_an_installed_cjk_font(monkeypatch):
     assert has_cjk(["fill 한국어"]) and not has_cjk(["plain ascii", "café"])
+    assert all(has_cjk([ch]) for ch in "\u1100\u11ff\uac00\ud7a3")  # the first and last Hangul jamo, syllable
     assert find_cjk_font(["DejaVu Sans", "Noto Sans CJK JP", "NanumGothic"]) == "Noto Sans CJK JP"
     assert find_cjk_font(["DejaVu Sans"]) is None
     monkeypatch.setattr(plots, "find_cjk_font", lambda: "NanumGothic")
+    default = matplotlib.rcParams["font.family"][0]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with plots.text_fonts(["비가 많이 내리겠습니다"]):
-            assert matplotlib.rcParams["font.family"][-1] == "NanumGothic"
+        with plots.text_fonts(["비가 많이 내리겠습니다"]):  # a fallback: digits and Latin keep the default font
+            assert matplotlib.rcParams["font.family"] == [default, "NanumGothic"]
     assert caught == []
     assert "NanumGothic" not in matplotlib.rcParams["font.family"]  # only while that figure is drawn
 
@@ -624,6 +632,15 @@ def test_mixed_precision_follows_the_float32_curve(tmp_path, dtype, tolerance):
     assert mixed[-1] < 0.9 * mixed[0]
     scaler_state = load_checkpoint(tmp_path / dtype / "ckpt.pt")["scaler"]
     assert bool(scaler_state) == (dtype == "float16")  # only float16 needs the loss scale
+
+
+def test_autocast_is_made_for_the_device_the_model_runs_on():
+    """On a GPU, an autocast made for "cpu" would leave every CUDA matrix product in float32: mixed precision
+    silently off, the run as slow as float32. Checked without a GPU: the context is made, never entered."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "CUDA is not available ... Disabling autocast"
+        context = autocast(torch.device("cuda"), "bfloat16")
+    assert (context.device, context.fast_dtype) == ("cuda", torch.bfloat16)
 
 
 def test_compile_gives_the_same_training(tmp_path, monkeypatch):
