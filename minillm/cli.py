@@ -458,9 +458,9 @@ _utf8_text = _checked(lambda text: unicodedata.normalize("NFC", text),
 
 
 def _path(text: str) -> str:
-    """The argparse type of every file and folder argument: a leading `~` is the home folder. The shell
-    expands it only at the start of a word, so --out=~/runs or a quoted "~/runs" made a folder named "~"
-    here; the lessons expand their paths the same way (lessons.resolved), and pip its own."""
+    """The argparse type of every file and folder argument: a leading `~` is the home folder, as in the
+    lessons' run folders (lessons.resolved). The shell expands `~` only at the start of a word: without
+    this, --out=~/runs or a quoted "~/runs" would make a folder named "~" in the current one."""
     return os.path.expanduser(text)
 
 

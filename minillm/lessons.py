@@ -329,6 +329,8 @@ def _why_not_reuse_earlier(here: Path, made_from: list[str], settings: dict[str,
     if not finished(here):
         return f"no earlier run in {shown(here)}"
     earlier = read_run(here, "").result
+    if not isinstance(earlier.get("made_from"), list):  # by folder name, or not at all: it cannot be told apart
+        return "this lesson's earlier run does not record its inputs as this minillm does (an older one made it)"
     if earlier.get("made_from") != made_from:
         return "this lesson's earlier run was made from other runs"
     if "settings" not in earlier:

@@ -241,7 +241,7 @@ def resolve_device(device: str) -> torch.device:
             raise ConfigError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                               f"numbered from 0; use --device cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         return resolved
-    raise ConfigError(f"device={device}: resolve_device (minillm/utils.py) knows no device of that name; add "
+    raise ConfigError(f"device={device!r}: resolve_device (minillm/utils.py) knows no device of that name; add "
                       "its branch there, beside mps's")
 
 

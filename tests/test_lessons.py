@@ -439,6 +439,18 @@ def test_inputs_in_folders_of_one_name_are_each_what_a_run_is_made_from(pipeline
     assert trained == [sft_a, sft_b]  # b's own PPO, then reused
 
 
+def test_a_lesson_run_recording_its_inputs_by_folder_name_is_made_again_saying_why(pipeline_dir, tmp_path, capsys):
+    """A run an older minillm saved with {folder name: run} cannot tell a/out from b/out: it is trained again,
+    and the reason is its record's form, not "made from other runs" (it may have been made from these)."""
+    sft = Run(finish(tmp_path / "my_sft", id="sft-1"), {"id": "sft-1"}, "given on the command line")
+    here, trained = tmp_path / "runs" / "lessons" / "07" / "ppo", []
+    finish(here, made_from={"my_sft": lessons.identity(sft)}, settings={}, id="0")
+    own_run("ppo", here, lambda folder: trained.append(folder) or {}, settings={}, fresh=False, inputs=[sft])
+    assert trained == [here]
+    assert "(this lesson's earlier run does not record its inputs as this minillm does (an older one made it))" \
+        in capsys.readouterr().out
+
+
 def test_the_repository_is_found_from_the_lesson_scripts_folder_or_a_data_error(tmp_path, monkeypatch):
     # `cd /tmp && python /path/to/repo/lessons/03_bert_masked_lm.py`, minillm installed elsewhere:
     monkeypatch.chdir(tmp_path)
