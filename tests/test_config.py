@@ -521,7 +521,7 @@ def test_a_model_switch_added_to_its_config_list_alone_is_refused_naming_where_t
      "grpo.baseline=median: group_advantages (minillm/stage3_rlhf/grpo.py)"),
     # was: "expected one of auto, cpu, cuda, cuda:N, mps" from utils' own list, which lacked it
     ("DEVICES", "xpu", lambda v: resolve_device(TrainConfig(device=v).device),
-     "device=xpu: resolve_device (minillm/utils.py)"),
+     "device='xpu': resolve_device (minillm/utils.py)"),
     # was: "expected one of ['bpe', 'sentencepiece']", of a kind the config had just allowed
     ("TOKENIZER_KINDS", "wordpiece", lambda v: train_tokenizer(["a b"], 300, kind=TokenizerConfig(kind=v).kind),
      "kind='wordpiece': train_tokenizer (minillm/tokenizer/__init__.py)"),
