@@ -198,7 +198,15 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(tmp / "ref")], cwd=ROOT, check=False)
     how = "step by step in turns" if args.interleave else "back to back"
     print(f"\n=== the {args.preset} journey: this tree against {args.ref}, {how} ===")
-    print(f"wall time: this tree {our_wall:.0f} s, {args.ref} {ref_wall:.0f} s = {our_wall / ref_wall:.2f}x "
+    print_comparison(args.ref, (our_wall, ours), (ref_wall, ref))
+
+
+def print_comparison(ref_name: str, ours_run: tuple[float, dict], ref_run: tuple[float, dict]) -> None:
+    """The figures to read: the ratio of wall times (this tree over the reference), each stage's seconds
+    and ratio, the stages both have summed, and the learning figures side by side.
+    `ours_run`, `ref_run`: (wall seconds, report.json)."""
+    (our_wall, ours), (ref_wall, ref) = ours_run, ref_run
+    print(f"wall time: this tree {our_wall:.0f} s, {ref_name} {ref_wall:.0f} s = {our_wall / ref_wall:.2f}x "
           "(under 1: this tree is faster)")
     print(f"{'stage':18s}{'ours s':>9s}{'ref s':>9s}{'ratio':>8s}")
     for name, stage in ref["stages"].items():

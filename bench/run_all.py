@@ -36,6 +36,7 @@ import torch
 
 from minillm.config import PRESETS, ModelConfig
 from minillm.errors import TrainingError, one_line_errors
+from minillm.model import GPT
 
 BENCH = Path(__file__).resolve().parent
 
@@ -92,14 +93,19 @@ def journey_gpt_config(preset_name: str) -> ModelConfig:
     return dataclasses.replace(journey.clm.model, vocab_size=journey.tokenizer.vocab_size)
 
 
-def small_preset_mfu(steps: int = 20, device: str = "cuda", preset_name: str = "small") -> dict[str, float | str]:
-    """Model FLOPs utilisation of a training step of the preset's GPT (bf16 autocast on CUDA).
+def model_flops_per_token(model: GPT) -> float:
+    """A training step's model FLOPs per token: 6 x parameters (forward + backward of every matmul)
+    plus the attention scores and weighted sums, 12 x layers x context x width (the PaLM paper's
+    accounting, which counts the whole T x T score matrix, not its causal half)."""
+    cfg = model.config
+    n_params = sum(p.numel() for p in model.parameters())  # a tied table once: a lookup multiplies nothing
+    return 6 * n_params + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
 
-    Model FLOPs per token: 6 x parameters (forward + backward of every matmul) plus the attention
-    scores and weighted sums, 12 x layers x context x width (the PaLM paper's accounting).
-    """
+
+def small_preset_mfu(steps: int = 20, device: str = "cuda", preset_name: str = "small") -> dict[str, float | str]:
+    """Model FLOPs utilisation of a training step of the preset's GPT (bf16 autocast on CUDA): its
+    model FLOPs (`model_flops_per_token`) per second over the device's measured matmul rate."""
     from minillm.config import preset
-    from minillm.model import GPT
 
     model_cfg = journey_gpt_config(preset_name)
     batch = preset(preset_name).clm.train.batch_size
@@ -125,9 +131,7 @@ def small_preset_mfu(steps: int = 20, device: str = "cuda", preset_name: str = "
         step()
     synchronize(device)
     seconds = (time.perf_counter() - start) / steps
-    n_params = sum(p.numel() for p in model.parameters())
-    flops_per_token = 6 * n_params + 12 * model_cfg.n_layer * model_cfg.block_size * model_cfg.n_embd
-    achieved = flops_per_token * batch * model_cfg.block_size / seconds / 1e12
+    achieved = model_flops_per_token(model) * batch * model_cfg.block_size / seconds / 1e12
     peak = matmul_tflops(device, dtype, n=8192 if cuda else 1024, repeats=20 if cuda else 3)
     return {"achieved_tflops": achieved, "matmul_tflops": peak, "mfu": achieved / peak,
             "step_seconds": seconds, "dtype": str(dtype)}

@@ -5,6 +5,7 @@ on fabricated reports; and a bad option is a one-line error before anything runs
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import time
 import warnings
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
@@ -39,6 +40,22 @@ def test_gpu_check_help_and_an_unknown_option_start_nothing(option, code, says, 
                           text=True, timeout=30, env={**os.environ, "OUT": str(tmp_path)})
     assert done.returncode == code and says in done.stdout + done.stderr and "== install ==" not in done.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gpu_check_dry_run_runs_each_part_at_micro_size_on_the_cpu(tmp_path):
+    """What --dry-run hands each part, with a python3 that only writes down its arguments (the real
+    dry run below takes a minute and more): the device tests and gpu_check.py on the cpu, at micro size."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python3").write_text('#!/bin/sh\necho "$*" >> "$CALLS"\n', encoding="utf-8")
+    (tmp_path / "bin" / "python3").chmod(0o755)
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "CALLS": str(tmp_path / "calls.txt"),
+           "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = (tmp_path / "calls.txt").read_text(encoding="utf-8").splitlines()
+    assert any(c.startswith("-m pytest -q tests/test_device.py --device cpu ") for c in calls), calls
+    assert any(c.startswith("bench/gpu_check.py --device cpu --preset micro ") for c in calls), calls
 
 
 @pytest.mark.slow
@@ -396,10 +413,10 @@ def test_the_kv_cache_target_is_judged_only_at_the_length_it_is_for(monkeypatch,
 
 
 def run_all_row(monkeypatch, capsys, what: str, *options: str, tokenizer: dict | None = None,
-                training: dict | None = None, report: dict | None = None) -> str:
+                training: dict | None = None, report: dict | None = None, wall: float = 100.0) -> str:
     """The row of run_all.py's table that starts with `what`, its benches and pipeline faked (they take
     minutes): `tokenizer` and `training` replace some of the tokenizer bench's and the training bench's
-    figures, `report` is the pipeline's."""
+    figures, `report` and `wall` are the pipeline's report and wall seconds."""
     def fake(name):
         bench = loaded(name)
         bench.measure = lambda args: {"fast_train_vs_spm_time": 1, "spm_vs_ours_encode_speed": 1,
@@ -414,7 +431,7 @@ def run_all_row(monkeypatch, capsys, what: str, *options: str, tokenizer: dict |
 
     loaded = run_all.load_bench
     monkeypatch.setattr(run_all, "load_bench", fake)
-    monkeypatch.setattr(run_all, "run_pipeline", lambda preset: (report, 100.0))
+    monkeypatch.setattr(run_all, "run_pipeline", lambda preset: (report, wall))
     monkeypatch.setattr(sys, "argv", ["run_all.py", *options])
     run_all.main()
     return next(x for x in capsys.readouterr().out.splitlines() if x.startswith(what))
@@ -492,6 +509,27 @@ def test_the_mlm_row_asks_for_three_times_the_unigram_accuracy(monkeypatch, caps
     assert row.endswith("BELOW"), row
 
 
+@pytest.mark.parametrize(("side", "verdict"), [(-1, "BELOW"), (1, "met")])
+def test_each_tiny_target_is_judged_on_its_own_figure_at_its_own_line(side, verdict, monkeypatch, capsys):
+    """Figures just under (side -1) or just over (side 1) the line each row names: a verdict read off
+    another figure (SFT's seen questions for its held-out phrasings), a line moved (PPO at 0.5) or a
+    comparison turned round would say "met" of a miss. The KV cache's fake 2x at 256 tokens is below 6x."""
+    d = 0.01 * side
+    report = fabricated_report(learned=True)
+    report["stages"]["clm"] = {"val_perplexity": 10.0, "unigram_perplexity": 50.0 + 100 * d}
+    report["stages"]["sft"]["exact_match"] = {"seen": 0.8 - 10 * d, "heldout_phrasings": 0.8 + d}
+    report["stages"]["reward_model"]["pairwise_accuracy"] = 0.8 + d
+    report["stages"]["ppo"]["win_rate_vs_sft"] = 0.7 + d
+    report["stages"]["dpo"]["win_rate_vs_sft"] = 0.65 + d
+    for what in ("CLM perplexity", "SFT exact match, held-out", "reward model", "PPO win rate", "DPO win rate"):
+        row = run_all_row(monkeypatch, capsys, what, "--preset", "tiny", report=report)
+        assert row.endswith(verdict), row
+    row = run_all_row(monkeypatch, capsys, "pipeline --preset tiny, wall time", report=report, wall=600 - 100 * d)
+    assert row.endswith(verdict), row
+    row = run_all_row(monkeypatch, capsys, "KV-cache speed-up, batch 1, 256 tokens", "--skip-pipeline")
+    assert row.endswith("BELOW"), row
+
+
 def test_a_failed_pipeline_is_one_line_naming_it():
     """It ended run_all.py with subprocess's traceback under the pipeline's own error."""
     with pytest.raises(MinillmError, match=r"`minillm pipeline --preset bogus` stopped \(exit status 2\)"):
@@ -543,3 +581,271 @@ def test_sentencepieces_refusal_of_a_vocabulary_names_an_option_this_bench_takes
         bench.measure(bench.parse_args(["--corpus", str(corpus), "--vocab-size", "300"]))
     size = re.search(r"--vocab-size (\d+) with [^,]*bench/tokenizer.py", str(refused.value)).group(1)
     assert bench.parse_args(["--vocab-size", size]).vocab_size == int(size) > 300
+
+
+class FakeClock:
+    """A perf_counter / process_time that moves on by `step` seconds at every reading: a timed stretch
+    then lasts a known number of readings, whatever the machine is doing."""
+
+    def __init__(self, step: float = 1.0) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def made_up_report(seconds: dict[str, float], figure: float) -> dict:
+    """A report.json with these stage seconds and every learning figure that pipeline_speed.py reads
+    set to `figure`, except the DPO win rate (`figure` + 0.1), so that a row read from the wrong stage shows."""
+    stages = {name: {"seconds": s} for name, s in seconds.items()}
+    stages["mlm"]["val_masked_accuracy"] = figure
+    stages["clm"]["val_perplexity"] = figure
+    stages["sft"]["exact_match"] = dict.fromkeys(["seen", "heldout_phrasings", "world_facts"], figure)
+    stages["reward_model"]["pairwise_accuracy"] = figure
+    stages["ppo"]["win_rate_vs_sft"] = figure
+    stages["dpo"]["win_rate_vs_sft"] = figure + 0.1
+    return {"stages": stages}
+
+
+def test_the_speed_bench_prints_this_tree_over_the_reference_for_every_figure(capsys):
+    """The figure of issue #22 is a ratio, this tree's time over the reference's: an inverted ratio,
+    two swapped columns or a stage left out of the sum reads as the opposite verdict, and nothing
+    fails. Made-up reports, the expected figures worked out by hand."""
+    speed = run_all.load_bench("pipeline_speed")
+    base = {"tokenizer": 2.0, "mlm": 10.0, "clm": 20.0, "sft": 4.0, "reward_model": 1.0, "ppo": 3.0, "dpo": 5.0}
+    ref = made_up_report({**base, "best_of_n": 0.0}, figure=0.25)
+    ours = made_up_report({**base, "tokenizer": 1.0, "mlm": 15.0, "best_of_n": 0.0, "grpo": 7.0}, figure=0.5)
+    speed.print_comparison("REF", (30.0, ours), (40.0, ref))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("wall time: this tree 30 s, REF 40 s = 0.75x"), lines[0]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:] if line}
+    assert rows["tokenizer"] == ["1.0", "2.0", "0.50"] and rows["mlm"] == ["15.0", "10.0", "1.50"]
+    assert rows["best_of_n"] == ["0.0", "0.0", "-"]  # no time of its own: no ratio
+    assert "grpo" not in rows  # the reference has no GRPO: it is not in the sum either
+    assert rows["those"] == ["stages", "49.0", "45.0", "1.09", "(the", "journey", "the", "reference", "has)"]
+    assert "stages the reference does not have: grpo 7 s" in lines
+    figures = lines[lines.index(next(x for x in lines if x.startswith("learning figure"))) + 1:]
+    assert len(figures) == 8
+    for line in figures:  # this tree's column first
+        assert line.split()[-2:] == (["0.600", "0.350"] if line.startswith("DPO") else ["0.500", "0.250"]), line
+
+
+def test_interleaved_journeys_take_turns_and_sum_each_ones_steps(monkeypatch):
+    """--interleave cancels the machine's drift only if the order flips at every step and each
+    journey's wall time is the sum of its own steps; a step only this tree has runs once, in it."""
+    speed = run_all.load_bench("pipeline_speed")
+    ran = []
+
+    class FakeWorker:  # a journey whose steps take made-up times
+        def __init__(self, tree, out, preset):
+            self.name, self.steps = str(tree), ["a", "b", "c"] if str(tree) == "ref" else ["a", "b", "c", "new"]
+
+        def run(self, step):
+            ran.append(f"{self.name} {step}")
+            return {"ref": 1.0, "ours": 10.0}[self.name] * (1 + self.steps.index(step))
+
+        def close(self):
+            return {"report of": self.name}
+
+    monkeypatch.setattr(speed, "Worker", FakeWorker)
+    done = speed.run_interleaved({"ref": Path("ref"), "ours": Path("ours")}, {"ref": Path("r"), "ours": Path("o")},
+                                 "micro")
+    assert ran == ["ref a", "ours a", "ours b", "ref b", "ref c", "ours c", "ours new"]
+    assert done == {"ref": (1.0 + 2.0 + 3.0, {"report of": "ref"}), "ours": (10.0 + 20.0 + 30.0 + 40.0,
+                                                                           {"report of": "ours"})}
+
+
+def test_the_speed_bench_refuses_a_copy_inside_another_repository(monkeypatch):
+    """A copy of the project's files inside another git repository: git answers for that repository,
+    whose commit would be checked out as the reference. It is refused as a copy without history.
+    (This repository's bench/ folder stands in for such a copy.)"""
+    speed = run_all.load_bench("pipeline_speed")
+    monkeypatch.setattr(speed, "ROOT", ROOT / "bench")
+    assert "is not a git checkout" in speed.ref_problem("HEAD")
+
+
+def test_mfu_counts_the_flops_a_flop_counter_counts(monkeypatch):
+    """MFU's numerator: 6 x parameters + the attention's 12 x layers x context x width per token, against
+    the matmul FLOPs that torch's FlopCounterMode counts in a forward and backward pass (within 3%:
+    the biases and norms' parameters are counted, not multiplied). The denominator: 2 n^3 per n x n
+    matmul. A fake clock makes every timed stretch last one second."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = run_all.journey_gpt_config("micro")
+    assert cfg.vocab_size == preset("micro").tokenizer.vocab_size  # the journey's model, not clm.model's 4096 rows
+    model, batch = GPT(cfg), 2
+    ids = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size + 1))
+    with FlopCounterMode(display=False) as counter:
+        logits = model(ids[:, :-1])
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten()).backward()
+    per_token = counter.get_total_flops() / (batch * cfg.block_size)
+    assert run_all.model_flops_per_token(model) == pytest.approx(per_token, rel=0.03)
+
+    a = torch.ones(256, 256)
+    with FlopCounterMode(display=False) as counter:
+        a @ a
+    monkeypatch.setattr(run_all, "time", SimpleNamespace(perf_counter=FakeClock()))
+    assert run_all.matmul_tflops("cpu", torch.float32, n=256, repeats=3) * 1e12 == 3 * counter.get_total_flops()
+
+    mfu = run_all.small_preset_mfu(steps=2, device="cpu", preset_name="micro")
+    tokens = preset("micro").clm.train.batch_size * cfg.block_size
+    assert mfu["step_seconds"] == 0.5  # one (fake) second for 2 steps
+    assert mfu["achieved_tflops"] * 1e12 == pytest.approx(per_token * tokens / 0.5, rel=0.03)
+    assert mfu["mfu"] == pytest.approx(mfu["achieved_tflops"] / mfu["matmul_tflops"])
+
+
+def test_the_model_bench_turns_times_into_the_ratios_it_names(monkeypatch, capsys):
+    """Made-up median times, the figures worked out by hand: "sdpa speed / torch blocks speed" is the
+    torch blocks' time over ours (2.0, meets >= 1), "manual time / sdpa time" 3.0 (BELOW <= 1.5), Muon
+    over AdamW 2.5; and the Muon row does time a Muon step."""
+    model_bench = run_all.load_bench("model")
+    times = {"ours, manual attention": 0.03, "ours, sdpa attention": 0.01, "ours, sdpa + RoPE (tiny CLM)": 0.012,
+             "ours, Llama block (GQA 2 of 4)": 0.015, "torch TransformerEncoderLayer": 0.02,
+             "ours, sdpa attention, Muon": 0.025}
+    monkeypatch.setattr(model_bench, "median_seconds", lambda fns, *a, **k: {name: times[name] for name in fns})
+    optimizers, make = [], model_bench.make_optimizer
+    monkeypatch.setattr(model_bench, "make_optimizer", lambda m, cfg: optimizers.append(cfg.optimizer) or make(m, cfg))
+    args = model_bench.parse_args(["--vocab", "64", "--context", "8", "--batch", "2"])
+    figures = model_bench.bench_training(args)
+    assert figures == pytest.approx({"sdpa_tokens_per_s": 16 / 0.01, "sdpa_vs_torch_speed": 2.0,
+                                     "manual_vs_sdpa_time": 3.0, "rope_vs_learned_time": 1.2,
+                                     "llama_vs_gpt2_time": 1.5, "muon_vs_adamw_time": 2.5})
+    assert sorted(optimizers) == ["adamw"] * 5 + ["muon"]
+    out = capsys.readouterr().out
+    assert "2.00x  (target >= 1.0: meets target)" in out and "3.00x  (target <= 1.5: BELOW target)" in out, out
+    assert "ours, sdpa attention                   1600 tokens/s" in out, out
+
+
+def test_the_model_bench_times_per_call_and_divides_tokens_by_seconds(monkeypatch, capsys):
+    """median_seconds is the time of ONE call (a round runs `repeats`), tokens/s of generation counts
+    every row of the batch, the KV cache's speed-up is the uncached time over the cached one, and the
+    cache holds 2 (keys and values) x 4 layers x heads x 32 channels x 4 bytes per token."""
+    model_bench = run_all.load_bench("model")
+    clock = FakeClock(step=0)
+    seconds = model_bench.median_seconds({"a": lambda: clock.advance(2.0), "b": lambda: clock.advance(5.0)},
+                                         repeats=3, rounds=3, clock=clock)
+    assert seconds == {"a": 2.0, "b": 5.0}
+
+    fake = {1: {"with KV cache": 0.5, "without cache": 4.0}, 3: {"with KV cache": 2.0}}
+    monkeypatch.setattr(model_bench, "median_seconds", lambda fns, *a, **k: fake[1 if "without cache" in fns else 3])
+    args = model_bench.parse_args(["--vocab", "64", "--new-tokens", "4", "--gen-batch", "1", "3"])
+    assert model_bench.bench_generation(args) == {"speedup": {1: 8.0}, "tokens_per_s": {1: 8.0, 3: 6.0}}
+
+    per_token = model_bench.bench_kv_cache_memory(model_bench.parse_args(["--vocab", "64", "--context", "8"]))
+    assert per_token == {heads: 2 * 4 * heads * 32 * 4 for heads in (4, 2, 1)}
+    out = capsys.readouterr().out
+    assert "2 key/value head(s):   2048 bytes/token (0.50x" in out and "(0.25x" in out, out
+
+
+def test_the_tokenizer_bench_measures_bytes_and_its_ratios_put_ours_on_top(small_corpus, monkeypatch):
+    """Tokens per byte and MB/s count UTF-8 bytes, not characters; the simple trainer's slice time is
+    scaled up by the corpus's bytes over the slice's; and the ratios it hands run_all.py are ours over
+    sentencepiece's, as their names say (made-up times; token counts recounted here)."""
+    bench = run_all.load_bench("tokenizer")
+    one_per_char = SimpleNamespace(encode=list)
+    assert bench.tokens_per_byte(one_per_char, ["héllo", "wörld"]) == 10 / 12  # 12 bytes: two of them 2-byte
+    monkeypatch.setattr(bench, "timed", lambda fn, repeats=1: (fn(), 2.0))
+    assert bench.encode_speed(one_per_char, ["héllo", "wörld"]) == pytest.approx(12 / 1e6 / 2.0)
+
+    docs = bench.read_corpus(small_corpus)
+    first = next(i for i in range(1, len(docs) + 1) if len("".join(docs[:i]).encode("utf-8")) >= 1000)
+    share = len("".join(docs[:first]).encode("utf-8")) / len("".join(docs).encode("utf-8"))
+    assert share < 0.6  # the 1 KB slice is a part of the corpus
+    # 2 s for 5 merges on the slice: 10 merges on the whole corpus take 2 x 2 s / share
+    assert bench.simple_trainer_estimate(docs, 1, 5, full_merges=10) == pytest.approx(2.0 * 2 / share)
+
+    seconds = iter([3.0, 1.5, 1.0, 2.0, 0.5])  # ours trains, spm trains, the simple slice, ours encodes, spm encodes
+    monkeypatch.setattr(bench, "timed", lambda fn, repeats=1: (fn(), next(seconds)))
+    trained = {}
+    for cls in (bench.BPETokenizer, bench.SentencePieceTokenizer):
+        train = cls.train
+        monkeypatch.setattr(cls, "train", lambda *a, cls=cls, train=train, **k: trained.setdefault(cls, train(*a, **k)))
+    figures = bench.measure(bench.parse_args(["--corpus", str(small_corpus), "--vocab-size", "400"]))
+    held_out = bench.split_documents(docs, val_fraction=0.05, seed=0)[1]
+    ours, spm = (sum(len(trained[cls].encode(d)) for d in held_out)
+                 for cls in (bench.BPETokenizer, bench.SentencePieceTokenizer))
+    assert figures["fast_train_vs_spm_time"] == 2.0 and figures["spm_vs_ours_encode_speed"] == pytest.approx(4.0)
+    assert figures["tokens_per_byte_vs_spm"] == pytest.approx(ours / spm)
+
+
+def test_the_gpu_check_times_every_row_and_shortens_the_small_pipeline_on_its_device(monkeypatch):
+    """Generation tokens/s counts every row of the batch (a fake clock: one second); the pipeline phase
+    runs the small preset with SHORT_SMALL's steps (not the preset's own, minutes longer) on the device
+    asked for, in every stage."""
+    monkeypatch.setattr(gpu_check, "time", SimpleNamespace(perf_counter=FakeClock()))
+    assert gpu_check.generation_tokens_per_s("cpu", 3, new_tokens=4, preset_name="micro") == 3 * 4
+    ran = []
+    report = fabricated_report(learned=True)
+    for stage in report["stages"].values():
+        stage["seconds"] = 1.5
+    monkeypatch.setattr(gpu_check, "run_pipeline", lambda cfg, out: ran.append(cfg) or report)
+    figures = gpu_check.pipeline_figures("small", "cpu")
+    cfg = ran[0]
+    assert cfg.clm.train.max_steps == 600 < preset("small").clm.train.max_steps
+    assert {cfg.device, cfg.mlm.train.device, cfg.clm.train.device, cfg.sft.train.device} == {"cpu"}
+    assert figures["stage_seconds"] == dict.fromkeys(report["stages"], 1.5) and figures["wall_seconds"] == 1.0
+
+
+@pytest.fixture
+def profile(monkeypatch) -> ModuleType:
+    """bench/pipeline_profile.py with a fake clock (every timed stretch lasts one second per reading) and
+    the methods that Clock.install wraps put back at the test's end."""
+    module = run_all.load_bench("pipeline_profile")
+    for cls, name in module.TIMED_METHODS:
+        monkeypatch.setattr(cls, name, getattr(cls, name))
+    monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=FakeClock()))
+    return module
+
+
+def test_the_profile_counts_each_second_once_in_the_column_of_its_outermost_part(profile, monkeypatch, tmp_path):
+    """A forward pass inside an evaluation is evaluation; generation, backward and the optimizer step
+    each have their column; a step's "other" is its wall time less every column, "data" included; each
+    step's row is its own; and the steps profiled run up to the last one asked for."""
+    clock = profile.Clock()
+    forward = clock.wrap("forward", lambda: None)
+    clock.wrap("evaluation", forward)()
+    forward()
+    forward()
+    assert dict(clock.seconds) == {"evaluation": 1.0, "forward": 2.0}
+
+    data = importlib.import_module("minillm.stage1_pretrain.data")
+    monkeypatch.setattr(data, "pack_documents", lambda: None)
+    monkeypatch.setattr(profile, "TIMED_FUNCTIONS", {("minillm.stage1_pretrain.data", "pack_documents"): "data"})
+    model = GPT(ModelConfig(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=8))
+    optimizer = torch.optim.AdamW(model.parameters())
+
+    def step(journey, name):  # a pipeline step that does a little of everything
+        data.pack_documents()
+        model.generate(torch.zeros(1, 2, dtype=torch.long), 2, temperature=0)  # its forward passes are generation
+        model(torch.zeros(1, 4, dtype=torch.long)).sum().backward()
+        optimizer.step()
+        return {}
+
+    monkeypatch.setattr(profile.pipeline, "run_step", step)
+    monkeypatch.setattr(profile.pipeline, "Journey", lambda cfg, out: SimpleNamespace(results={}, folder=lambda n: out))
+    table = profile.profile_pipeline("micro", tmp_path, ["mlm", "tokenizer"])
+    # 12 readings, one second apart: the wall time's first and last, and two for each of the 5 timed parts
+    row = {"wall": 11.0, "forward": 1.0, "backward": 1.0, "optimizer": 1.0, "generation": 1.0, "evaluation": 0.0,
+           "data": 1.0, "other": 6.0}
+    assert list(table) == ["tokenizer", "mlm"]
+    for name in table:
+        assert {c: v for c, v in table[name].items() if c != "python_overhead"} == row, name
+
+
+def test_the_profile_table_sums_its_rows_and_shares_them_of_the_wall_time(capsys):
+    """Python's overhead is the own time of Python functions, not of built-ins (cProfile files those
+    under "~"); the total row sums the steps and its shares are of the total wall time."""
+    profile = run_all.load_bench("pipeline_profile")
+    stats = {("~", 0, "<built-in method torch.mm>"): (1, 1, 2.0, 2.0, {}), ("a.py", 3, "f"): (1, 1, 0.5, 3.0, {}),
+             ("b.py", 7, "g"): (2, 2, 0.25, 0.25, {})}
+    assert profile.python_overhead(SimpleNamespace(create_stats=lambda: None, stats=stats)) == 0.75
+    row = dict.fromkeys([*profile.CATEGORIES, "python_overhead"], 0.0)
+    profile.print_table({"mlm": {**row, "wall": 30.0, "forward": 10.0, "other": 20.0},
+                         "clm": {**row, "wall": 10.0, "forward": 10.0, "other": 0.0}})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].split()[:3] == ["total", "40.0", "20.0"] and lines[-2].split()[-2:] == ["20.0", "0.0"]
+    assert lines[-1].split()[3:5] == ["100%", "50%"] and lines[-1].split()[-2:] == ["50%", "0%"], lines[-1]
