@@ -4,7 +4,7 @@ Python's defaults are right for a short script and wrong for a command that trai
 - Ctrl-C (SIGINT) is answered with a KeyboardInterrupt wherever the program is, and in two places
   that is wrong: in the middle of `import torch` (the seconds a command starts with, and a worker
   process too), a half-imported torch would print a page of traceback, or crash the interpreter as
-  it exits; and a worker of `utils.worker_pool` is not ready for one before its setup has run.
+  it exits; and a worker of `workers.worker_pool` is not ready for one before its setup has run.
   There the signal is blocked (`ctrl_c_held`): the kernel keeps it pending, and delivers it the
   moment it is unblocked, where a KeyboardInterrupt is expected. A blocked signal is not an ignored
   one: a command started with SIGINT ignored (`minillm pipeline &` in a script) keeps ignoring it.
@@ -38,7 +38,7 @@ def ctrl_c_held() -> Iterator[None]:
     thread that holds it is the only one that could take it, as when a command starts. A thread
     or process started inside the block starts with SIGINT blocked too, and keeps it blocked after
     the block: harmless for a thread (Python answers signals in the main thread), but a process must
-    unblock it itself, as `utils._start_worker` does, or no Ctrl-C would ever reach it."""
+    unblock it itself, as `workers._start_worker` does, or no Ctrl-C would ever reach it."""
     if not HAS_SIGNAL_MASKS:
         yield
         return

@@ -76,15 +76,8 @@ from minillm.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from minillm.train.distributed import refuse_several_processes
 from minillm.train.loop import METRICS_NAME
 from minillm.train.precision import torch_dtype
-from minillm.utils import (
-    in_one_thread,
-    interrupts_children,
-    read_json,
-    resolve_device,
-    worker_pool,
-    write_json,
-    writing,
-)
+from minillm.utils import read_json, resolve_device, write_json, writing
+from minillm.workers import in_one_thread, interrupts_children, worker_pool
 
 RESULT_NAME = "result.json"
 CONFIG_NAME = "config.json"  # the journey's settings, in its folder

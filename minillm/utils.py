@@ -1,206 +1,28 @@
-"""Small helpers used across the stages: processes beside this one, seeding, device choice, safe JSON
-files, model text made safe to show in a terminal. (The locks on run folders are in run_lock.py.)"""
+"""Small helpers used across the stages: seeding, device choice, safe JSON files, model text made
+safe to show in a terminal. (The locks on run folders are in run_lock.py, the processes beside this
+one in workers.py.)"""
 
 from __future__ import annotations
 
 import codecs
 import io
 import json
-import multiprocessing
-import multiprocessing.context
-import multiprocessing.resource_tracker
 import os
 import random
 import re
-import signal
 import sys
 import tempfile
-import threading
-import time
 import unicodedata
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from minillm.config import expected_devices, is_device_name
-from minillm.console import HAS_SIGNAL_MASKS, ctrl_c_held
 from minillm.errors import ConfigError, DataError
-
-
-def in_one_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call `fn` with torch limited to one thread: for work run in a process beside others.
-
-    Tiny models gain little from a second thread, while two processes that each spin up two threads
-    on two cores wait on each other badly (a training step measured 10x slower).
-    """
-    torch.set_num_threads(1)
-    return fn(*args, **kwargs)
-
-
-def stop_when_orphaned(parent: int, poll_seconds: float = 0.5) -> None:
-    """In a worker process: exit as soon as the process that started it, `parent`, dies.
-
-    Ctrl-C reaches the workers (`interrupts_children`), but `kill -9` of the pipeline gives it no
-    chance to stop them: they would train on unseen, writing into a run folder that a rerun of the
-    same command may already be writing into. A watching thread sees the parent go (the worker is
-    handed to another parent) and ends the worker; its files are written atomically, so none is cut.
-    `parent` is given, not read here: the parent may already be gone when a worker starts.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(poll_seconds)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="stop-when-orphaned").start()
-
-
-def worker_pool(workers: int) -> WorkerPool:
-    """Processes for work beside this one: "spawn" starts fresh interpreters (nothing of this
-    process's torch state is copied), each stopping when this process dies, printing as it does,
-    and stopped by Ctrl-C as it is (WorkerPool)."""
-    return WorkerPool(max_workers=workers, mp_context=_SpawnHoldingCtrlC(),
-                      initializer=_start_worker, initargs=(os.getpid(),))
-
-
-STOP_GRACE_SECONDS = 2.0  # how long a second Ctrl-C waits for a pool's workers to end before stopping them outright
-
-
-class WorkerPool(ProcessPoolExecutor):
-    """A process pool whose tasks a Ctrl-C stops as it stops the command, and whose workers it leaves
-    quiet while they have no task.
-
-    A terminal's Ctrl-C goes to every process of the command, and `interrupts_children` sends one more.
-    Python's answer, a KeyboardInterrupt, is right inside a task: the task stops where it is, and the
-    parent gets the exception from its future. Anywhere else in a worker (waiting for a task, reading
-    one, sending a result back) nothing catches it, and each worker would print a page of traceback
-    above the command's one line "minillm: interrupted; ... Continue with: ...". So a worker only notes a
-    Ctrl-C that comes between tasks (`_on_ctrl_c`): the task it was about to start stops at once, and a
-    worker with nothing to do ends when the pool shuts down, as it would have anyway.
-    """
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        return super().submit(_run_task, fn, *args, **kwargs)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """As ProcessPoolExecutor's, but a Ctrl-C must not cut short the wait for the workers to stop: that
-        would leave them waiting for a task, and this process would hang as it exits, waiting for them. A
-        pool made by a worker's task (SFT's baselines, `beside`) is waited for through a Ctrl-C, which its
-        workers got too, and the task stops after. Elsewhere a Ctrl-C while it waits (a second one)
-        gives them STOP_GRACE_SECONDS to end by themselves, as they do once their tasks have stopped, then stops
-        them outright: a worker stopped so never unlinks the semaphores it made (tqdm's lock, its own pool's
-        queues), and the resource tracker warned of "leaked semaphore objects" below the command's last line.
-
-        The moment lasts until each worker's exit code is known, not until a `join` of each returns: the pool's
-        own thread joins them too, and of two threads reaping one process, the one that loses returns at once,
-        the exit code still unknown until the other records it (the worker seemed never to have ended)."""
-        global _in_task, _interrupted
-        in_task, _in_task = _in_task, False  # (in a worker's task a Ctrl-C is now only noted)
-        workers = list((self._processes or {}).values())  # this pool's own, not other children of this process
-        try:
-            super().shutdown(wait, cancel_futures=cancel_futures)
-        except KeyboardInterrupt:
-            try:  # they got the Ctrl-C too: given a moment, most end by themselves, cleaning up as they do
-                deadline = time.monotonic() + STOP_GRACE_SECONDS
-                while any(worker.exitcode is None for worker in workers) and time.monotonic() < deadline:
-                    time.sleep(0.01)
-            finally:  # (a third Ctrl-C cuts the moment short, never this)
-                for worker in workers:
-                    worker.terminate()
-            raise
-        finally:
-            _in_task = in_task
-        if in_task and _interrupted:
-            _interrupted = False
-            raise KeyboardInterrupt
-
-
-def _start_worker(parent: int) -> None:
-    """What a worker of `worker_pool` does first: a fresh interpreter has none of its parent's setup."""
-    stop_when_orphaned(parent)
-    show_unencodable_output()
-    # tqdm's default lock holds a multiprocessing semaphore, made at a worker's first progress bar, that the
-    # process unlinks as it ends: a worker stopped outright (a second Ctrl-C, `shutdown`) left it behind, and the
-    # resource tracker warned of "leaked semaphore objects" below the command's last line. A worker's bars are
-    # its own (no process shares them), so a thread lock serves.
-    tqdm.set_lock(threading.RLock())
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # (a command started with it ignored keeps it so)
-        signal.signal(signal.SIGINT, _on_ctrl_c)
-    if HAS_SIGNAL_MASKS:  # a Ctrl-C held since the start is noted now (_SpawnProcessHoldingCtrlC)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-
-
-_in_task = False  # in a worker: whether it runs a task now (a Ctrl-C then raises KeyboardInterrupt)
-_interrupted = False  # in a worker: a Ctrl-C came while it ran none (its next task stops at once)
-
-
-def _on_ctrl_c(signum: int, frame: object) -> None:
-    """A worker's SIGINT handler: KeyboardInterrupt inside a task, a note anywhere else."""
-    global _interrupted
-    if _in_task:
-        raise KeyboardInterrupt
-    _interrupted = True
-
-
-def _run_task(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """In a worker: run one task of `WorkerPool.submit`."""
-    global _in_task, _interrupted
-    _in_task = True  # (set first: a Ctrl-C from here on raises; one before it was noted, and is seen below)
-    try:
-        if _interrupted:  # it came while the task was awaited or read: stop before starting it
-            _interrupted = False
-            raise KeyboardInterrupt
-        return fn(*args, **kwargs)
-    finally:
-        _in_task = False  # (a single store, with no call before it where a Ctrl-C could raise)
-
-
-class _SpawnProcessHoldingCtrlC(multiprocessing.context.SpawnProcess):
-    """A "spawn" process that starts with SIGINT blocked: one that comes is held, not lost, until
-    `_start_worker` is ready for it. A fresh interpreter first spends seconds importing torch (to read
-    `_start_worker` from this module), and a KeyboardInterrupt there would end it with a traceback.
-    The child inherits the mask of the thread that starts it; the standard library starts its resource
-    tracker the same way (bpo-33613). Windows has no signal masks: there the process starts as before."""
-
-    def start(self) -> None:
-        if HAS_SIGNAL_MASKS:
-            multiprocessing.resource_tracker.ensure_running()  # (starting it unblocks SIGINT: done first)
-        with ctrl_c_held():
-            super().start()
-
-
-class _SpawnHoldingCtrlC(multiprocessing.context.SpawnContext):
-    """The "spawn" start method, its processes started by _SpawnProcessHoldingCtrlC."""
-
-    Process = _SpawnProcessHoldingCtrlC
-
-
-@contextmanager
-def beside(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[Future]:
-    """Run `fn(*args, **kwargs)` in a second process (one thread) while the `with` block runs here.
-
-    The block gets the Future; leaving the block waits for the second process.
-    """
-    with worker_pool(1) as side, interrupts_children():
-        yield side.submit(in_one_thread, fn, *args, **kwargs)
-
-
-@contextmanager
-def interrupts_children() -> Iterator[None]:
-    """On Ctrl-C here, pass it on to this process's children, as a terminal does for a whole job:
-    each stops where it is (its last checkpoint kept) instead of running on unseen."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        for child in multiprocessing.active_children():
-            os.kill(child.pid, signal.SIGINT)
-        raise
 
 
 def seed_everything(seed: int) -> None:

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "minillm"
 # one layer; compare.py, lessons.py (what lessons/ share) and the command line sit on top of it.
 LAYERS: list[set[str]] = [
     {"minillm", "errors", "console"},  # (minillm: the package's __init__, its version)
-    {"utils", "run_lock", "config", "provenance"},
+    {"utils", "run_lock", "workers", "config", "provenance"},
     {"tokenizer"},
     {"model"},
     {"datasets"},

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minillm import pipeline, utils
+from minillm import pipeline, workers
 from minillm.cli import main
 from minillm.config import apply_overrides, preset
 from minillm.datasets import generate_instruction_suite
@@ -38,7 +38,8 @@ from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
 from minillm.stage3_rlhf.scoreboard import BEST_OF
 from minillm.tokenizer import train_tokenizer
-from minillm.utils import read_json, worker_pool, write_json
+from minillm.utils import read_json, write_json
+from minillm.workers import worker_pool
 
 REQUIRED = {
     "tokenizer": ("seconds", "vocab_size", "tokens_per_byte"),
@@ -724,7 +725,7 @@ def test_steps_side_by_side_report_the_same_numbers(journey, tmp_path):
 
 PARENT_OF_A_WORKER = """
 import multiprocessing, time
-from minillm.utils import beside
+from minillm.workers import beside
 if __name__ == "__main__":
     with beside(time.sleep, 120):
         while not multiprocessing.active_children():
@@ -752,13 +753,13 @@ def test_a_worker_stops_when_its_parent_is_killed_outright(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(PARENT_OF_A_WORKER, encoding="utf-8")
     with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True) as parent:
-        workers = [int(pid) for pid in parent.stdout.readline().split()]
-        assert workers and all(alive(pid) for pid in workers)
+        worker_pids = [int(pid) for pid in parent.stdout.readline().split()]
+        assert worker_pids and all(alive(pid) for pid in worker_pids)
         parent.kill()
     deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in worker_pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = [pid for pid in workers if alive(pid)]
+    left = [pid for pid in worker_pids if alive(pid)]
     for pid in left:  # leave no process behind when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not left
@@ -794,7 +795,7 @@ def test_a_ctrl_c_while_a_pool_waits_for_its_workers_stops_them_outright(monkeyp
     """A second Ctrl-C while `pipeline --jobs 2` waited for its workers to stop cut the wait short: they were
     never told to stop, and the command hung as it exited, waiting for them. It now stops them outright
     (after a moment for them to end by themselves, made short here: this worker's task runs on)."""
-    monkeypatch.setattr(utils, "STOP_GRACE_SECONDS", 0.1)
+    monkeypatch.setattr(workers, "STOP_GRACE_SECONDS", 0.1)
     pool = worker_pool(1)
     worker = pool.submit(os.getpid).result(timeout=120)
     pool.submit(time.sleep, 5)
@@ -818,7 +819,7 @@ def test_a_ctrl_c_while_a_pool_waits_gives_its_workers_a_moment_to_end_by_themse
     one reaped it first and was held up before recording its exit code (on a busy machine), the worker had
     ended but showed no exit code here, and this test failed in two runs of the whole suite. That order is
     forced here (`the_pools_thread_reaps_first`)."""
-    monkeypatch.setattr(utils, "STOP_GRACE_SECONDS", 60.0)
+    monkeypatch.setattr(workers, "STOP_GRACE_SECONDS", 60.0)
     before = set(multiprocessing.active_children())
     pool = worker_pool(1)
     pool.submit(os.getpid).result(timeout=120)
@@ -857,8 +858,8 @@ def test_a_pool_made_by_a_workers_task_is_waited_for_through_a_ctrl_c(monkeypatc
     while it waited for that pool cut the wait short, and the worker hung as it exited. Stopping the pool's
     worker outright instead left a "leaked semaphore" warning (tqdm's lock): the pool is waited for, since
     its worker got the Ctrl-C too, and the task stops after. (This process plays a worker running a task.)"""
-    monkeypatch.setattr(utils, "_in_task", True)
-    ctrl_c = signal.signal(signal.SIGINT, utils._on_ctrl_c)
+    monkeypatch.setattr(workers, "_in_task", True)
+    ctrl_c = signal.signal(signal.SIGINT, workers._on_ctrl_c)
     before = set(multiprocessing.active_children())
     try:
         pool = worker_pool(1)
@@ -872,7 +873,7 @@ def test_a_pool_made_by_a_workers_task_is_waited_for_through_a_ctrl_c(monkeypatc
     assert worker.exitcode == 0  # it ended after its task (not -15: terminated in it)
 
 
-def ctrl_c_once_it_waits(pool: utils.WorkerPool) -> None:
+def ctrl_c_once_it_waits(pool: workers.WorkerPool) -> None:
     """Send this process a Ctrl-C as soon as `pool.shutdown()` has begun to wait for its workers. (A timer
     raced a busy machine: its signal could come before the wait began, outside what the tests check.)"""
     def send() -> None:
@@ -1193,7 +1194,7 @@ def test_a_workers_progress_bars_hold_no_semaphore_that_a_stop_outright_would_le
 def test_a_ctrl_c_while_a_pool_waits_stops_its_own_workers_and_no_other_process(monkeypatch):
     """A second Ctrl-C while a pool waited for its workers terminated every child of this process: a script
     that ran a process of its own beside `worker_pool` saw it killed too."""
-    monkeypatch.setattr(utils, "STOP_GRACE_SECONDS", 0.1)
+    monkeypatch.setattr(workers, "STOP_GRACE_SECONDS", 0.1)
     other = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(30,))
     other.start()
     try:

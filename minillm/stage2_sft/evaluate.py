@@ -46,7 +46,8 @@ from minillm.stage2_sft.template import check_room_for_prompt, decode_response, 
 from minillm.train import load_model_and_tokenizer
 from minillm.train.distributed import is_main_process
 from minillm.train.plots import save_figure
-from minillm.utils import beside, in_one_thread, resolve_device, write_json
+from minillm.utils import resolve_device, write_json
+from minillm.workers import beside, in_one_thread
 
 # test split in the data -> key in metrics.json and the pipeline's report.json
 SPLIT_KEYS = {
