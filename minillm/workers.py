@@ -116,9 +116,15 @@ def _run_task(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def _on_ctrl_c(signum: int, frame: object) -> None:
-    """A worker's SIGINT handler: KeyboardInterrupt inside a task, a note anywhere else."""
-    global _ctrl_c_between_tasks
+    """A worker's SIGINT handler: KeyboardInterrupt inside a task, once; a note anywhere else.
+
+    Once: a terminal's Ctrl-C and the one `interrupts_children` passes on come a moment apart, and a user
+    may press twice. A second KeyboardInterrupt would land in the first one's clean-up (a progress bar
+    closing, a pool of the task's own stopping), cutting it short, or where Python can only print it
+    ("Exception ignored in ...") above the command's one line. So the task's later Ctrl-Cs are only noted."""
+    global _in_task, _ctrl_c_between_tasks
     if _in_task:
+        _in_task = False
         raise KeyboardInterrupt
     _ctrl_c_between_tasks = True
 

@@ -791,6 +791,27 @@ def test_ctrl_c_stops_a_workers_task_and_prints_no_traceback_where_the_worker_ha
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_a_second_ctrl_c_in_a_task_leaves_the_first_ones_clean_up_to_finish(tmp_path):
+    """Two Ctrl-Cs 0.3-0.7 s apart under `pipeline --jobs 2` printed "Exception ignored in: <generator object
+    tqdm.__iter__> ... KeyboardInterrupt" above the command's one line in 4 runs of 8: the second landed in the
+    clean-up of the first (a progress bar closing). A task now gets one KeyboardInterrupt; a later Ctrl-C is
+    only noted, so its clean-up runs to the end, and the task after it stops before it starts."""
+    second_during_clean_up = (
+        "import signal\n"
+        "try:\n"
+        "    signal.raise_signal(signal.SIGINT)\n"  # the first Ctrl-C, in the task
+        "finally:\n"
+        "    signal.raise_signal(signal.SIGINT)\n"  # the second, while the task cleans up
+        "    __import__('pathlib').Path(path).write_text('cleaned up')\n")
+    marker = tmp_path / "marker"
+    with worker_pool(1) as pool:
+        task = pool.submit(exec, second_during_clean_up, {"path": str(marker)})
+        assert isinstance(task.exception(timeout=120), KeyboardInterrupt)  # the first Ctrl-C's
+        assert marker.read_text() == "cleaned up"
+        assert isinstance(pool.submit(abs, -1).exception(timeout=120), KeyboardInterrupt)  # the noted second
+        assert pool.submit(abs, -1).result(timeout=120) == 1
+
+
 def test_a_ctrl_c_while_a_pool_waits_for_its_workers_stops_them_outright(monkeypatch):
     """A second Ctrl-C while `pipeline --jobs 2` waited for its workers to stop cut the wait short: they were
     never told to stop, and the command hung as it exited, waiting for them. It now stops them outright
