@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import argparse
 import ast
+import builtins
 import importlib
 import itertools
 import json
+import math
 import os
 import re
 import runpy
 import shutil
+import statistics
 import subprocess
 import sys
 import types
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -26,13 +30,17 @@ import torch
 
 import minillm
 from minillm import config, lessons
+from minillm.datasets.instructions import PADDING_CLOSERS, PADDING_OPENERS, read_jsonl
 from minillm.errors import DataError, RunLockedError
 from minillm.lessons import Run, earlier_run, own_run
 from minillm.model import GPT
 from minillm.run_lock import LOCK_NAME, RUN_MARK_NAME
+from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage3_rlhf import reward_model
+from minillm.stage3_rlhf.annotator import gold_score
 from minillm.tokenizer import train_tokenizer
-from minillm.train import save_checkpoint
+from minillm.tokenizer.bpe import PRESPLIT_PATTERN, compile_pattern, split_text
+from minillm.train import make_optimizer, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.py"))
@@ -480,6 +488,66 @@ def test_a_lesson_run_outside_the_repository_says_so_in_one_line(tmp_path):
 
 
 
+# --------------------------------------------------------------------------------------------------
+# What a lesson computes on its own, checked against an independent computation: a slip in a lesson's
+# arithmetic is what its reader believes. Steps that need trained runs are run alone, on small inputs.
+
+
+def is_constant(node: ast.stmt) -> bool:
+    """`NAME = value` where value calls no function but builtins and methods (sorted, s.split()): no run is
+    read or made, no command line parsed."""
+    return (isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) and t.id.isupper() for t in node.targets)
+            and all(not isinstance(call.func, ast.Name) or hasattr(builtins, call.func.id)
+                    for call in ast.walk(node.value) if isinstance(call, ast.Call)))
+
+
+def lesson_functions(stem: str, **names) -> dict:
+    """A lesson's imports, constants (`is_constant`: SENTENCES, VOCAB) and functions, without running its
+    steps. `names` stands in for the module-level values its functions read (CFG, OUT, ARGS) or for what
+    they call (a training run, by its result): a function looks its globals up when it is called."""
+    tree = ast.parse((ROOT / "lessons" / f"{stem}.py").read_text(encoding="utf-8"))
+    tree.body = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom | ast.FunctionDef)
+                 or is_constant(node)]
+    namespace = dict(names)  # the constants may be made from them (lesson 5's from CFG)
+    exec(compile(tree, stem, "exec"), namespace)
+    namespace.update(names)  # in place of what the lesson imports under those names
+    return namespace
+
+
+def section(out: str, number: int) -> str:
+    """What a lesson printed under its heading `== number. ...`, up to the next one."""
+    return re.split(r"\n== \d+\.", "\n" + out)[number]
+
+
+TINY_TEXT = "Where does Para live? Para lives in Vell. I do not know."
+
+
+def tiny_tokenizer():
+    return train_tokenizer([TINY_TEXT] * 20, 280, progress=False)
+
+
+def save_run(folder: Path, tokenizer, model: torch.nn.Module, kind: str) -> Path:
+    """A run folder holding `model` (untrained, a few thousand weights) and its tokenizer."""
+    save_checkpoint(folder / "ckpt.pt", {"model_kind": kind, "model_config": config.to_dict(model.config),
+                                         "model": model.state_dict()})
+    tokenizer.save(folder / "tokenizer.json")
+    return folder
+
+
+def tiny_model_config(tokenizer) -> config.ModelConfig:
+    return config.ModelConfig(vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=96)
+
+
+def run_lesson_1(tmp_path: Path, monkeypatch) -> dict:
+    """Lesson 1 run whole on the shipped corpus, its tokenizers saved under tmp_path: its globals."""
+    (tmp_path / "data").mkdir()
+    shutil.copy(lessons.DATA / "corpus.txt", tmp_path / "data")  # the lesson shows it relative to ROOT
+    monkeypatch.setattr(lessons, "ROOT", tmp_path)  # its tokenizers are saved under tmp_path
+    monkeypatch.setattr(lessons, "DATA", tmp_path / "data")
+    return runpy.run_path(str(ROOT / "lessons" / "01_tokenizer.py"))
+
+
+
 def test_lesson_2_names_the_word_it_changed_and_the_gpt_before_it_does_not_move(tmp_path, monkeypatch, capsys):
     """Step 4's verdict names the position it changed, so Try 3's `changed_at=0` prints a true sentence
     (it used to say "before position 4" whatever word was changed); and its table shows the claim."""
@@ -501,11 +569,7 @@ def test_lesson_1_names_the_tokenizer_that_learned_korean_and_says_neither_only_
     """Step 4 said "neither learned Korean" whatever the corpus: after Try 2 (Korean in step 3's corpus)
     that sat beside our tokenizer's 0.104 tokens per byte. On the English corpus it still says "neither";
     with Try 2 only ours spells the Korean line in fewer tokens than bytes, and it is named alone."""
-    (tmp_path / "data").mkdir()
-    shutil.copy(lessons.DATA / "corpus.txt", tmp_path / "data")  # the lesson shows it relative to ROOT
-    monkeypatch.setattr(lessons, "ROOT", tmp_path)  # its tokenizers are saved under tmp_path
-    monkeypatch.setattr(lessons, "DATA", tmp_path / "data")
-    lesson = runpy.run_path(str(ROOT / "lessons" / "01_tokenizer.py"))
+    lesson = run_lesson_1(tmp_path, monkeypatch)
     out = capsys.readouterr().out
     assert "The corpus is English, so neither learned Korean" in out and "learned Korean pieces" not in out
     docs, held_out = lesson["docs"], lesson["held_out"]
@@ -517,21 +581,22 @@ def test_lesson_1_names_the_tokenizer_that_learned_korean_and_says_neither_only_
 
 def test_lesson_6_counts_the_pairs_its_reward_model_orders_as_gold_does(tmp_path, monkeypatch, capsys):
     """Step 4's "orders N of these 10 pairs as gold does" and its "It prefers X to Y" lines, checked
-    against the scores it prints above them: a reward model that scores the five styles 0, 1, -1, 2, -2
-    (on an untrained SFT model given on the command line) orders some pairs as gold does, not all."""
+    against the scores it prints above them: a reward model that scores the five styles 0, 1, -1, 2, 2
+    (on an untrained SFT model given on the command line) orders some pairs as gold does, not all; the
+    pair it scores alike (2, 2) is no disagreement. Its head reads 1 on every token, so each "from
+    likelihood" share is the score less 1."""
     class SetScores(reward_model.RewardModel):
         def forward(self, ids, attention_mask, loss_mask):
-            return torch.tensor([0.0, 1.0, -1.0, 2.0, -2.0])  # ideal, terse, padded, impolite, wrong
+            return torch.tensor([0.0, 1.0, -1.0, 2.0, 2.0])  # ideal, terse, padded, impolite, wrong
+
+        def token_scores(self, ids, attention_mask):
+            return torch.ones(ids.shape)  # the head says 1 everywhere: the likelihood term is the score - 1
 
     monkeypatch.setattr(reward_model, "RewardModel", SetScores)  # the lesson imports it from there
     torch.manual_seed(0)
-    tok = train_tokenizer(["Where does Para live? Para lives in Vell. I do not know."] * 20, 280, progress=False)
-    model_config = config.ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=96)
-    sft, rm = tmp_path / "sft", tmp_path / "runs" / "lessons" / "06" / "reward"
-    for folder, kind, model in ((sft, "gpt", GPT(model_config)), (rm, "reward", SetScores(model_config))):
-        save_checkpoint(folder / "ckpt.pt", {"model_kind": kind, "model_config": config.to_dict(model_config),
-                                             "model": model.state_dict()})
-        tok.save(folder / "tokenizer.json")
+    tok = tiny_tokenizer()
+    sft = save_run(tmp_path / "sft", tok, GPT(tiny_model_config(tok)), "gpt")
+    rm = save_run(tmp_path / "runs" / "lessons" / "06" / "reward", tok, SetScores(tiny_model_config(tok)), "reward")
     monkeypatch.setattr(lessons, "ROOT", tmp_path)  # the lesson takes rm as its own earlier run
     finish(rm, made_from=[lessons.identity(Run(sft, {}, ""))], id="0",
            settings={"reward": config.to_dict(config.preset("tiny").reward)},
@@ -540,9 +605,11 @@ def test_lesson_6_counts_the_pairs_its_reward_model_orders_as_gold_does(tmp_path
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # the lesson sets its own
     runpy.run_path(str(ROOT / "lessons" / "06_reward_model.py"))  # it sets two threads: conftest sets one again
     out = capsys.readouterr().out.split("== 4.")[1]
-    table = re.findall(r"^  (\w+) +reward model ([-+][\d.]+) .* gold +([-\d.]+) ", out, re.MULTILINE)
-    reward = {style: float(r) for style, r, g in table}
-    gold = {style: float(g) for style, r, g in table}
+    table = re.findall(r"^  (\w+) +reward model ([-+][\d.]+) \(from likelihood ([-+][\d.]+)\) +gold +([-\d.]+) ",
+                       out, re.MULTILINE)
+    reward = {style: float(r) for style, r, _, g in table}
+    gold = {style: float(g) for style, r, _, g in table}
+    assert [float(likelihood) for _, _, likelihood, _ in table] == [r - 1 for r in reward.values()]
     assert len(table) == 5 and len(set(gold.values())) == 5, table
     crossed = {(a, b) if gold[a] > gold[b] else (b, a) for a, b in itertools.combinations(gold, 2)
                if (gold[a] - gold[b]) * (reward[a] - reward[b]) < 0}  # (gold's better, gold's worse)
@@ -551,6 +618,327 @@ def test_lesson_6_counts_the_pairs_its_reward_model_orders_as_gold_does(tmp_path
     said = re.findall(r"It prefers (\w+) to (\w+); gold prefers (\w+)\.", out)
     assert sorted((better, worse) for worse, better, gold_better in said if gold_better == better) == sorted(crossed)
     assert len(said) == len(crossed)
+
+
+def merged(chunk: list[bytes], pair: tuple[bytes, bytes]) -> list[bytes]:
+    """`chunk` with every occurrence of `pair`, left to right, joined into one token."""
+    out, i = [], 0
+    while i < len(chunk):
+        if tuple(chunk[i:i + 2]) == pair:
+            out, i = [*out, chunk[i] + chunk[i + 1]], i + 2
+        else:
+            out, i = [*out, chunk[i]], i + 1
+    return out
+
+
+def test_lesson_1s_merge_table_and_tokens_per_byte_are_what_its_merges_and_counts_give(
+        tmp_path, monkeypatch, capsys):
+    """Step 2's table, replayed by a plain loop over lists of bytes: each row's pair is a most frequent
+    adjacent pair at that moment, its new token is the two pieces joined, the count is the tokens left.
+    Step 3's first merges are its first 15 pairs joined and its longest pieces come longest first; step 4's
+    figures are tokens over UTF-8 bytes (a Korean line no tokenizer learned is exactly 1 per byte)."""
+    lesson = run_lesson_1(tmp_path, monkeypatch)
+    out = capsys.readouterr().out
+    merges = section(out, 2)
+    chunks = [[bytes([b]) for b in chunk.encode()] for chunk in split_text(lesson["TINY_TEXT"],
+                                                                           compile_pattern(PRESPLIT_PATTERN))]
+    assert f"before any merge the text is {sum(map(len, chunks))} tokens" in merges
+    rows = re.findall(r"^ +(\d+)  ('.*?') \+ ('.*?') +-> ('.*?') +(\d+)$", merges, re.MULTILINE)
+    assert [int(row[0]) for row in rows] == list(range(1, 13)), merges
+    for _, a, b, new, count in rows:
+        pair = (ast.literal_eval(a).encode(), ast.literal_eval(b).encode())
+        counts = Counter(p for chunk in chunks for p in zip(chunk, chunk[1:], strict=False))
+        assert counts[pair] == max(counts.values()), (pair, counts.most_common(3))
+        assert ast.literal_eval(new).encode() == pair[0] + pair[1]
+        chunks = [merged(chunk, pair) for chunk in chunks]
+        assert sum(map(len, chunks)) == int(count)
+    assert "the fast trainer learns the same 12 merges: True" in merges
+    first = ast.literal_eval(re.search(r"first merges: (\[.*\])", out).group(1))
+    longest = [len(p.encode()) for p in ast.literal_eval(re.search(r"longest pieces: (\[.*\])", out).group(1))]
+    ours = lesson["ours"]
+    assert first == [(ours.id_to_bytes(a) + ours.id_to_bytes(b)).decode() for a, b in ours.merges[:15]]
+    assert longest == sorted(longest, reverse=True)
+    assert longest[0] == max(len(ours.id_to_bytes(i)) for i in range(256, 256 + len(ours.merges)))
+    side_by_side, held_out = section(out, 4), lesson["held_out"]
+    per_byte = sum(len(ours.encode(d)) for d in held_out) / sum(len(d.encode("utf-8")) for d in held_out)
+    assert f"held-out documents: ours {per_byte:.3f}," in side_by_side
+    english = len(ours.encode(lesson["ENGLISH"])) / len(lesson["ENGLISH"].encode("utf-8"))
+    assert re.search(rf"English: .*\n +ours +{english:.3f} tokens/byte", side_by_side)
+    assert re.search(r"Korean: .*\n +ours +1\.000 tokens/byte .*\n +sentencepiece +1\.000 tokens/byte", side_by_side)
+
+
+def grids(out: str) -> list[list[list[bool]]]:
+    """The 1 / . tables a lesson printed, each as rows of booleans."""
+    found: list[list[list[bool]]] = []
+    previous_was_row = False
+    for line in out.splitlines():
+        row = re.fullmatch(r" *\S+((?: +[1.])+)", line)
+        if row and not previous_was_row:
+            found.append([])
+        if row:
+            found[-1].append([cell == "1" for cell in row.group(1).split()])
+        previous_was_row = bool(row)
+    return found
+
+
+def test_lesson_2s_masks_and_attention_by_hand_are_what_they_say(capsys, monkeypatch):
+    """Step 1's three grids, cell by cell, against the rule each states (a key is seen when it is a word,
+    when it is not in the future, when both); step 2's attention by hand against the module (both forms)
+    and against a float64 loop over every query of one head; step 4's BERT moving at every position;
+    step 5 generating once with the cache and once without. A learner copies these rules from here."""
+    lesson = lesson_functions("02_attention_and_masks")
+    ids, attention_mask, rows = lesson["left_padded_batch"]()
+    mask = lesson["step1_masks"](ids, attention_mask, rows)
+    words = rows[1]
+    real, T = [w != lesson["PAD"] for w in words], len(words)
+    expected = [[[real[k] for k in range(T)] for _ in range(T)], [[k <= q for k in range(T)] for q in range(T)],
+                [[real[k] and k <= q for k in range(T)] for q in range(T)]]
+    assert grids(capsys.readouterr().out) == expected
+    module, x = lesson["step2_attention_by_hand"](mask)
+    out = capsys.readouterr().out
+    differences = [float(d) for d in re.findall(r"max \|by hand - module \((?:manual|SDPA)\)\| += (\S+)", out)]
+    assert len(differences) == 2 and all(d < 1e-5 for d in differences), out  # NaN fails too
+    with torch.no_grad():
+        weights = lesson["weights_by_hand"](module, x, mask)[0][1, 0].double()  # row 1, head 0: (T, T)
+        q, k, _ = module.qkv(x[1]).double().split(16, dim=-1)  # (T, 16) each; head 0 is the first 8 channels
+    for t in range(T):
+        seen = [s for s in range(T) if mask[1, 0, t, s]]
+        scores = {s: sum(q[t, d] * k[s, d] for d in range(8)) / 8 ** 0.5 for s in seen}
+        total = sum(math.exp(v) for v in scores.values())
+        loop = [math.exp(scores[s]) / total if s in scores else 0.0 for s in range(T)]
+        assert weights[t].tolist() == pytest.approx(loop, abs=1e-6), t
+    lesson["step4_what_causality_hides"]()
+    table = [row.split() for row in capsys.readouterr().out.splitlines() if re.match(r"\s+\d+ ", row)]
+    assert len(table) == 7 and all(float(bert) > 0 for *_, bert in table)  # "never by exactly 0"
+    use_cache = []
+    generate = GPT.generate
+    monkeypatch.setattr(GPT, "generate", lambda self, prompt, n, **kw: use_cache.append(kw["use_cache"]) or
+                        generate(self, prompt, 2, **kw))  # 2 new tokens, not 150: fast
+    lesson["step5_kv_cache"]()
+    assert use_cache == [True, False]
+
+
+def test_lesson_3s_masking_table_and_step_by_hand_say_what_happened(tmp_path, capsys):
+    """Step 1 calls a blank "kept" exactly when the model sees the original token, "<mask>" when it sees
+    <mask>; step 2's ln V is the natural log, its gradient norm the root of the summed squared gradients
+    (torch's own norm of the model it trained), and one step on the same batch lowers that batch's loss.
+    Step 3 reads the periodic checks from the validation rows of the log."""
+    tokenizer, made = tiny_tokenizer(), []
+    lesson = lesson_functions("03_bert_masked_lm", CFG=config.preset("micro"),
+                              make_optimizer=lambda model, cfg: made.append(model) or make_optimizer(model, cfg))
+    lesson["step1_mask_one_sentence"](tokenizer)
+    rows = re.findall(r"^ +('.*?') -> +('.*?')   .*?  (<mask>|kept|random token)$", capsys.readouterr().out, re.M)
+    assert {what for *_, what in rows} == {"<mask>", "kept", "random token"}, rows  # the seed shows every case
+    for original, seen, what in rows:
+        assert what == ("<mask>" if seen == "'<mask>'" else "kept" if seen == original else "random token")
+    lesson["step2_one_step_by_hand"](tokenizer, pack_documents(tokenizer, [TINY_TEXT] * 40))
+    out = capsys.readouterr().out
+    norm = torch.nn.utils.get_total_norm([p.grad for p in made[0].parameters() if p.grad is not None])
+    assert f"gradient norm: {norm:.4f}" in out
+    assert f"uniform guess: ln V = {math.log(tokenizer.vocab_size):.4f}" in out
+    before, after = (float(x) for x in re.findall(r"(?:before the step|AdamW step \(lr [\d.e-]+\)): ([\d.]+)", out))
+    assert after < before, out
+    history = [{"split": "train", "step": 50, "loss": 3.0},
+               {"split": "val", "step": 50, "val_subset_masked_accuracy": 0.25, "val_subset_masked_positions": 300}]
+    mlm = types.SimpleNamespace(result={"val_masked_accuracy": 0.5, "val_masked_positions": 1150,
+                                        "unigram_prediction": ".", "unigram_masked_accuracy": 0.08},
+                                history=history, path=tmp_path)
+    lesson.update(OUT=tmp_path, ARGS=argparse.Namespace(fresh=False), tokenizer_run=None, own_run=lambda *a, **kw: mlm)
+    lesson["step3_train"]()
+    assert "periodic check at step 50: masked-token accuracy 25.0% on a subset (300 blanks)" in capsys.readouterr().out
+
+
+def test_lesson_4s_shift_ratio_and_temperature_are_the_ones_it_names(tmp_path, capsys):
+    """Step 1's rows: position t sees the tokens up to t and must predict token t + 1; step 3's "N x higher"
+    is the unigram perplexity over the model's; step 4 samples at the temperature it is given (Try 1)."""
+    tokenizer = tiny_tokenizer()
+    lesson = lesson_functions("04_gpt_pretraining", CFG=config.preset("tiny"))
+    lesson["step1_shifted_targets"](tokenizer, TINY_TEXT)
+    rows = re.findall(r"position +(\d+): sees \.\.\.('.*?') +must predict ('.*?')$", capsys.readouterr().out, re.M)
+    pieces = [tokenizer.id_to_piece(i) for i in pack_documents(tokenizer, [TINY_TEXT])[:13].tolist()]
+    assert len(rows) == 12
+    for t, context, target in rows:
+        assert ast.literal_eval(context) == "".join(pieces[:int(t) + 1])[-40:]
+        assert ast.literal_eval(target) == pieces[int(t) + 1]
+    clm = types.SimpleNamespace(result={"val_perplexity": 2.0, "val_tokens": 100, "unigram_perplexity": 300.0},
+                                path=tmp_path)
+    lesson.update(OUT=tmp_path, ARGS=argparse.Namespace(fresh=False), tokenizer_run=None, own_run=lambda *a, **kw: clm)
+    lesson["step3_train"]()
+    assert "unigram model 300.0 (150x higher)" in capsys.readouterr().out
+    temperatures = []
+    lesson.update(load_model_and_tokenizer=lambda *a: (None, None),
+                  show_samples=lambda model, tok, temperature=0.8: temperatures.append(temperature))
+    lesson["step4_trained_samples"](tmp_path, temperature=0)
+    assert temperatures == [0]
+
+
+def test_lesson_5_counts_the_loss_tokens_it_marks_and_shows_each_splits_own_answer(tmp_path, capsys):
+    """Step 1's "N of them are targets of the loss" is the number of tokens its table marks with *, fewer
+    than all (the prompt is read, not graded); step 4 shows under each split's name that split's prompt."""
+    tokenizer = tiny_tokenizer()
+    lesson = lesson_functions("05_instruction_tuning", CFG=config.preset("tiny"))
+    lesson["step1_template"](tokenizer, {"prompt": "Where does Para live?", "response": "Para lives in Vell."})
+    out = capsys.readouterr().out
+    marked = len(re.findall(r"^ +\d+ +\* ", out, re.M))
+    assert 0 < marked < len(re.findall(r"^ +\d+ ", out, re.M)) and f"; {marked} of them (marked *)" in out
+    splits = ("test_world_fact", "test_seen", "test_heldout_family", "test_heldout_phrasing")
+    answers = [{"split": s, "prompt": f"asked in {s}", "reference": "r", "sft": "a"} for s in splits]
+    lesson["read_answers"] = lambda folder: answers
+    lesson["step4_side_by_side"](tmp_path)
+    shown = re.findall(r"\[(\w+)\] 'asked in (\w+)'", capsys.readouterr().out)
+    assert len(shown) == 4 and all(split == asked for split, asked in shown)
+
+
+def test_lesson_6s_pair_losses_by_hand_are_softplus_of_the_margins_and_the_score_is_its_parts(capsys):
+    """Step 2 by hand: the pairs of a ranking with a tie, each with loss log(1 + e^-(r_better - r_worse)),
+    their mean equal to `ranking_loss`'s; `explain_score`'s terms add up to the gold score of an answer
+    wrapped in filler (a graded part, whose weight is not 1): the lesson says the score is their sum."""
+    lesson = lesson_functions("06_reward_model")
+    lesson["step2_loss_by_hand"]([2, [0, 3], 1])  # answer 2 best, 0 and 3 tied, 1 worst
+    out = capsys.readouterr().out
+    rewards = [0.5, -0.3, 1.2, 0.0]  # the lesson's made-up scores
+    pairs = re.findall(r"answer (\d) > answer (\d): .* = ([\d.]+)$", out, re.M)
+    assert sorted((int(b), int(w)) for b, w, _ in pairs) == [(0, 1), (2, 0), (2, 1), (2, 3), (3, 1)]
+    losses = [math.log1p(math.exp(-(rewards[int(b)] - rewards[int(w)]))) for b, w, _ in pairs]
+    assert [float(loss) for *_, loss in pairs] == pytest.approx(losses, abs=1e-4)
+    mean = sum(losses) / len(losses)
+    assert f"mean by hand {mean:.4f}; ranking_loss {mean:.4f} (pairs ordered right: 100%)" in out
+    record = {"prompt": "Where does Para live?", "reference": "Para lives in Vell.", "family": "world_fact"}
+    answer = f"{PADDING_OPENERS[0]} Para lives in Vell. {PADDING_CLOSERS[0]}"
+    terms = lesson["explain_score"](record, answer)
+    assert "x -0.5" in terms, terms  # the filler: a share times its weight
+    assert sum(float(t) for t in re.findall(r"([-+][\d.]+)(?:,|$)", terms)) == pytest.approx(
+        gold_score(record, answer), abs=0.02)
+
+
+def tiny_runs(tmp_path: Path) -> tuple[Path, Path]:
+    """An untrained GPT run (an SFT model given on the command line) and a rankings file for it."""
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    sft = save_run(tmp_path / "sft", tokenizer, GPT(tiny_model_config(tokenizer)), "gpt")
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text(json.dumps({"prompt": "Where does Para live?", "ranking": [1, [0, 2]],
+                                 "answers": ["I do not know.", "Para lives in Vell.", "Vell."]}) + "\n",
+                     encoding="utf-8")
+    return sft, prefs
+
+def test_lesson_7s_rollout_table_shows_the_answers_tokens_and_the_textbook_gae(tmp_path, capsys):
+    """Step 1's table on a made-up rollout: its tokens are the answer's (not the prompt's), each reward is
+    -beta * (log pi - log ref) with the score added on the last real token, and the advantage before
+    whitening is GAE by its textbook recursion, A_t = r_t + gamma V_t+1 - V_t + gamma lambda A_t+1; the
+    token named as flipping sign when whitened is the first that does."""
+    tokenizer, cfg = tiny_tokenizer(), config.preset("tiny").ppo
+    prompt, answer = tokenizer.encode("Where does Para live?"), tokenizer.encode(" Para lives in Vell.")
+    n, N = len(answer), len(answer) + 2  # two pads after the answer
+    logprobs = -torch.linspace(0.5, 2.0, N)[None]  # (1, N)
+    ref_logprobs, values, score = logprobs - torch.linspace(-0.3, 0.4, N)[None], torch.linspace(1.0, -0.5, N)[None], 1.5
+    rewards = [-cfg.kl_coef * (logprobs[0, t] - ref_logprobs[0, t]).item() + (score if t == n - 1 else 0.0)
+               for t in range(n)]
+    raw, following = [0.0] * n, 0.0
+    for t in reversed(range(n)):
+        next_value = values[0, t + 1].item() if t + 1 < n else 0.0
+        following = rewards[t] + cfg.gamma * next_value - values[0, t].item() + cfg.gamma * cfg.lam * following
+        raw[t] = following
+    whitened = torch.tensor([*raw, 0.0, 0.0])[None]
+    whitened[0, 2] = -raw[2]  # the first token whose sign the whitening flips
+    ro = types.SimpleNamespace(answers=["Para lives in Vell."], ids=torch.tensor([prompt + answer + [0, 0]]),
+                               mask=(torch.arange(N) < n)[None].float(), logprobs=logprobs, ref_logprobs=ref_logprobs,
+                               kl=logprobs - ref_logprobs, values=values, advantages=whitened,
+                               score=torch.tensor([score]), rm_score=torch.tensor([score]),
+                               has_eos=torch.tensor([True]))
+    lesson = lesson_functions("07_ppo", CFG=config.preset("tiny"), rollout=lambda *a: ro,
+                              load_reward_model=lambda *a: None,
+                              load_model_and_tokenizer=lambda *a: (torch.nn.Linear(2, 2), tokenizer))
+    lesson["step1_dissect"](tmp_path, tmp_path, [{"prompt": "Where does Para live?"}])
+    out = capsys.readouterr().out
+    rows = re.findall(r"^  ('.*?') +" + " +".join([r"(-?[\d.]+)"] * 7) + "$", out, re.M)
+    assert [ast.literal_eval(row[0]) for row in rows] == [tokenizer.id_to_piece(i) for i in answer]
+    assert [float(row[4]) for row in rows] == pytest.approx(rewards, abs=1e-3)
+    assert [float(row[6]) for row in rows] == pytest.approx(raw, abs=1e-3)
+    assert f"here {tokenizer.id_to_piece(answer[2])!r} goes {raw[2]:+.3f} -> {-raw[2]:+.3f}" in out
+
+
+
+def test_lesson_8s_dpo_loss_by_hand_and_best_of_n_bound_are_the_formulas_it_names(tmp_path, capsys):
+    """Step 1: with policy = reference the loss is log 2; a step of +1 nat to the better answer and -1
+    to the worse gives margin beta * 2 and loss log(1 + e^(-2 beta)), by hand and by `dpo_loss`. Step 3's
+    best-of-n bound is log n - (n - 1) / n (for n = 4: 0.64 nats)."""
+    sft, prefs = tiny_runs(tmp_path)
+    cfg = config.preset("tiny")
+    lesson = lesson_functions("08_dpo", CFG=cfg, ppo=None)
+    lesson["step1_one_pair"](sft, prefs)
+    out = capsys.readouterr().out
+    beta = cfg.dpo.beta
+    assert "better: 'Para lives in Vell.'" in out and f"loss = log 2 = {math.log(2):.4f}" in out
+    loss = math.log1p(math.exp(-2 * beta))
+    assert f"= {2 * beta:.2f},\n  loss = log(1 + e^-{2 * beta:.2f}) = {loss:.4f}; dpo_loss says {loss:.4f}" in out
+    row = {"win_rate_vs_sft": 0.6, "win_rate_stderr": 0.03, "gold_sft": 1.0, "gold_after": 2.0, "seconds": 1.0,
+           "win_rate_ceiling": 0.8}
+    lesson["step3_table"](row, {**row, "n": 4})
+    assert f"stays within {math.log(4) - 3 / 4:.2f} nats" in capsys.readouterr().out
+
+
+def test_lesson_9_shows_the_request_whose_later_answers_differ_most_and_counts_the_changes(capsys):
+    """"The row whose answers after SFT and RL differ most: distinct answers first, then gold spread", and
+    "the greedy answer after SFT changed after PPO on N": checked on made-up answers where the base model's
+    answer, or putting the gold spread first, would pick another request."""
+    requests = [{"split": "test_world_fact", "prompt": f"q{i}", "reference": "Para lives in Vell."} for i in range(3)]
+    right = "Para lives in Vell."
+    answers = {"clm": ["a1", "y", "z"], "sft": ["a1", "Vell.", "I do not know."],
+               "ppo": ["a2", "Vell.", right], "dpo": ["a3", "Vell.", right]}
+    lesson = lesson_functions("09_end_to_end", journey=types.SimpleNamespace(records=requests),
+                              STAGES={"clm": "base", "sft": "after SFT", "ppo": "after PPO", "dpo": "after DPO"},
+                              RL_POLICIES={"PPO": "ppo", "DPO": "dpo"}, answers_after_each_stage=lambda r: answers,
+                              KINDS={"test_world_fact": "a world fact"})
+    # q0: three answers after SFT, all wrong; q2: two (with the base model's, three), one of them right
+    assert lesson["most_different"]([0, 1, 2], requests, answers) == 0
+    lesson["show_requests"]()
+    out = capsys.readouterr().out
+    assert "the greedy answer after SFT changed after PPO on 2, DPO on 2" in out and "\n  'q0'" in out
+
+
+def test_lesson_10_pushes_up_the_answers_its_group_rewards_above_its_mean(capsys):
+    """Step 1 dissects the first group whose rewards differ, and each answer's three advantages are the
+    textbook ones, computed here by loops: GRPO (r - mean) / std, Dr. GRPO r - mean, RLOO r minus the mean
+    of the other answers; an answer is pushed up exactly when its GRPO advantage is above 0."""
+    records = read_jsonl(lessons.DATA / "instructions.jsonl")
+    prompts = [{"prompt": "unanimous", "reference": "r"}, {"prompt": "split", "reference": "r"}]
+    rewards = {"unanimous": [1.0] * 4, "split": [1.0, 0.0, 0.5, 0.0]}
+
+    def rollout(policy, reference, reward_fn, tokenizer, group, cfg, generator):
+        answers = [f"answer {i}" for i in range(4)]
+        return types.SimpleNamespace(rewards=torch.tensor([rewards[group[0]["prompt"]]]),
+                                     responses=types.SimpleNamespace(answers=answers))
+
+    lesson = lesson_functions("10_grpo_and_verifiable_rewards", CFG=config.preset("tiny"), rollout=rollout,
+                              load_model_and_tokenizer=lambda *a: (None, None), make_reward_fn=lambda *a: None,
+                              heldout_records=lambda *a: prompts)
+    lesson["step1_one_group"](None, records)
+    out = capsys.readouterr().out
+    assert "prompt: 'split'" in out
+    rows = re.findall(r"^  'answer (\d)' +([\d.]+) +(\S+) +(\S+) +(\S+) +(up|down|\(not at all\))$", out, re.M)
+    r = rewards["split"]
+    mean, std = sum(r) / 4, statistics.stdev(r)
+    assert len(rows) == 4
+    for i, reward, grpo, dr_grpo, rloo, push in rows:
+        i = int(i)
+        others = (sum(r) - r[i]) / 3
+        assert float(reward) == r[i]
+        assert [float(grpo), float(dr_grpo), float(rloo)] == pytest.approx(
+            [(r[i] - mean) / std, r[i] - mean, r[i] - others], abs=0.006)
+        assert push == ("up" if r[i] > mean else "down")
+
+
+def test_lesson_11s_kv_bytes_and_generation_speed_are_per_token():
+    """The KV cache holds 2 (keys and values) x layers x kv heads x head_dim x 4 bytes per token; the
+    speed is tokens generated (prompts x new tokens) over the faster of two tries."""
+    lesson = lesson_functions("11_modern_blocks")
+    model = GPT(config.ModelConfig(vocab_size=64, block_size=96, n_layer=2, n_head=4, n_kv_head=2, n_embd=32))
+    assert lesson["kv_bytes_per_token"](model) == 2 * 2 * 2 * (32 // 4) * 4
+    clock = iter([0.0, 2.0, 10.0, 11.0])  # two tries: 2 s, then 1 s
+    lesson["time"] = types.SimpleNamespace(perf_counter=lambda: next(clock))
+    fake = types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=64), generate=lambda *a, **kw: None)
+    assert lesson["generation_speed"](fake) == 8 * 64 / 1.0
 
 
 # --------------------------------------------------------------------------------------------------
