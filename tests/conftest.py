@@ -1,6 +1,9 @@
 """Shared test setup."""
 
+import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -39,6 +42,62 @@ def one_thread_again(one_thread):
     """A test that changes the thread count (a lesson sets 2) leaves one thread to what comes next."""
     yield
     torch.set_num_threads(1)
+
+
+ENDING_S = 5  # how long a thread or a process a test started may take to end after the test
+
+
+@pytest.fixture(autouse=True)
+def nothing_a_test_starts_outlives_it():
+    """A thread or a process a test started must have ended with the test (a few seconds are given to one
+    that is ending). One left running acts during a later test: a thread that sends this process a Ctrl-C
+    once a pool shuts down, a timer that writes a file, a training run competing for the 2 cores, and that
+    later test fails, alone of the suite, with nothing in it to say why. Costs a few ms a test (/proc read
+    twice; under 1% of the suite). Left alone: tqdm's monitor thread and multiprocessing's helper processes,
+    which stay by design."""
+    threads, children = set(threading.enumerate()), running_children()
+    yield
+    deadline = time.monotonic() + ENDING_S
+    while True:
+        threads_left = [thread.name for thread in set(threading.enumerate()) - threads if thread.name != "tqdm_monitor"]
+        children_left = {pid for pid in running_children() - children if not kept_by_multiprocessing(pid)}
+        if not (threads_left or children_left) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not threads_left, f"threads the test started still run: {threads_left}"
+    assert not children_left, f"processes the test started still run: {[cmdline(pid) for pid in children_left]}"
+
+
+def running_children() -> set[int]:
+    """The process ids of this process's children that run (not those ended and waiting to be reaped);
+    an empty set where there is no /proc to read them from (macOS, Windows)."""
+    if not os.path.isdir("/proc"):
+        return set()
+    found = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                state, parent = stat.read().rsplit(b")", 1)[1].split()[:2]  # the fields after "(its name)"
+        except OSError:  # a process that ended while we read
+            continue
+        if int(parent) == os.getpid() and state != b"Z":
+            found.add(int(name))
+    return found
+
+
+def kept_by_multiprocessing(pid: int) -> bool:
+    """Whether `pid` is a helper process multiprocessing starts once and keeps for the session."""
+    return any(helper in cmdline(pid) for helper in ("multiprocessing.resource_tracker", "multiprocessing.forkserver"))
+
+
+def cmdline(pid: int) -> str:
+    """The command line of process `pid`, for the message (what it is, if it has ended meanwhile)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return f"process {pid}, ended since"
 
 
 @pytest.fixture

@@ -21,6 +21,10 @@ from minillm.train.distributed import DistContext, is_main_process
 from minillm.train.loop import micro_batches
 
 WORKER = pathlib.Path(__file__).with_name("_train_worker.py")
+# How long a torchrun of 2 ranks may take before its test fails it as hung. Each run here took 13-26 s on a loaded
+# 2-core machine (3 processes importing torch, then a few micro steps): the 50 or 60 s three of them had would fail
+# a run that is only slow on a CI machine 3x slower still, and a hung run is caught as surely at 180 s.
+TORCHRUN_LIMIT_S = 180
 
 
 def test_each_rank_is_dealt_its_rows_then_deals_them_into_micro_batches():
@@ -41,7 +45,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     # 2 ranks x 2 micro-batches of 2 rows: the same 8 rows per step as the single process.
     check_ok(run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
                          "--out", str(ddp), "--steps", "4", "--batch-size", "8", "--dropout", "0",
-                         "--grad-accum", "2", "--masked"], timeout=180))
+                         "--grad-accum", "2", "--masked"], timeout=TORCHRUN_LIMIT_S))
 
     one, two = load_checkpoint(single / "ckpt.pt"), load_checkpoint(ddp / "ckpt.pt")
     for name, weight in one["model"].items():
@@ -62,7 +66,7 @@ def test_the_documented_torchrun_command_runs_with_one_lock_for_all_ranks(tmp_pa
     out = tmp_path / "clm-ddp"
     result = run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "minillm.cli",
                          "pretrain", "clm", "--preset", "micro", "--out", str(out), "--device", "cpu",
-                         "--set", "clm.train.max_steps=2"], timeout=180)
+                         "--set", "clm.train.max_steps=2"], timeout=TORCHRUN_LIMIT_S)
     check_ok(result)
     assert json.loads((out / "config.json").read_text(encoding="utf-8"))["world_size"] == 2
     assert (out / "ckpt.pt").is_file() and not (out / LOCK_NAME).exists()
@@ -76,7 +80,7 @@ def test_under_torchrun_reward_collects_its_rankings_on_rank_0_alone(untrained_r
     out = tmp_path / "rm-ddp"
     result = run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "minillm.cli",
                          "reward", "--preset", "micro", "--sft", str(untrained_runs / "gpt"), "--out", str(out),
-                         "--device", "cpu", "--set", "reward.train.max_steps=2"], timeout=50)
+                         "--device", "cpu", "--set", "reward.train.max_steps=2"], timeout=TORCHRUN_LIMIT_S)
     check_ok(result)
     assert "already in" not in result.stdout and result.stdout.count("run written to") == 1, result.stdout
     assert (out / "prefs.jsonl").is_file() and (out / "reward_metrics.json").is_file()
@@ -87,7 +91,7 @@ def test_runs_trained_one_after_another_share_one_process_group(tmp_path):
     # anew hung or failed to connect (most times, not every time, with 3 runs)
     out = tmp_path / "runs"
     check_ok(run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER),
-                         "--out", str(out), "--steps", "2", "--runs", "6"], timeout=60))
+                         "--out", str(out), "--steps", "2", "--runs", "6"], timeout=TORCHRUN_LIMIT_S))
     assert all((out / str(run) / "ckpt.pt").is_file() for run in range(1, 7))
 
 
@@ -118,7 +122,7 @@ def test_a_script_trains_two_stages_in_a_row_under_torchrun(tmp_path):
     script = tmp_path / "two_stages.py"
     script.write_text(TWO_STAGES, encoding="utf-8")
     result = run_python(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-                         str(tmp_path / "runs")], timeout=60)
+                         str(tmp_path / "runs")], timeout=TORCHRUN_LIMIT_S)
     check_ok(result)  # torchrun's exit status is 0 only when both ranks' are
     assert result.stdout.count("sft results:") == 1, result.stdout  # the second stage's results, once
     assert (tmp_path / "runs" / "sft" / "metrics.json").is_file()

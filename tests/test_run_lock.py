@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -91,6 +90,20 @@ def give_up_waiting_after(monkeypatch, seconds: float) -> None:
         sleep(s)
 
     monkeypatch.setattr(time, "sleep", counted_sleep)
+
+
+def signed_once_waited_for(monkeypatch, lock: Path, pid: int) -> None:
+    """The run that made the empty `lock` writes its PID into it while this run first waits (sleeps) for it.
+    (A timer 0.3 s on raced the 2 s after which an empty lock counts as left by a killed run: a pause of the
+    machine longer than the difference, and this run took the lock before the timer signed it.)"""
+    sleep = time.sleep
+
+    def sign_then_sleep(s: float) -> None:
+        if not lock.read_text(encoding="utf-8"):
+            lock.write_text(f"{pid}\n", encoding="utf-8")
+        sleep(s)
+
+    monkeypatch.setattr(time, "sleep", sign_then_sleep)
 
 
 def make_old(path) -> None:
@@ -178,11 +191,11 @@ def test_runs_of_a_minillm_from_before_the_mark_are_recognised(tmp_path):
         assert (folder / run_lock.RUN_MARK_NAME).is_file()
 
 
-def test_a_lock_just_made_and_not_yet_signed_is_waited_for_not_taken(tmp_path):
+def test_a_lock_just_made_and_not_yet_signed_is_waited_for_not_taken(tmp_path, monkeypatch):
     (tmp_path / "run").mkdir()
     lock = tmp_path / "run" / LOCK_NAME
     lock.write_text("", encoding="utf-8")  # another run's O_EXCL has succeeded; its PID follows in a moment
-    threading.Timer(0.3, lambda: lock.write_text(f"{os.getppid()}\n", encoding="utf-8")).start()
+    signed_once_waited_for(monkeypatch, lock, os.getppid())
     with pytest.raises(RunLockedError, match=f"PID {os.getppid()}"), run_folder_lock(tmp_path / "run"):
         pass
 
@@ -240,11 +253,11 @@ def test_an_unsigned_lock_made_anew_during_a_takeover_is_left_to_its_run(tmp_pat
         if path == lock and age >= 2 and not made_anew:  # this run has just judged the old lock stale
             lock.unlink()
             lock.write_text("", encoding="utf-8")  # the other run's O_EXCL; its PID follows in a moment
-            threading.Timer(0.3, lambda: lock.write_text(f"{os.getppid()}\n", encoding="utf-8")).start()
             made_anew.append(True)
         return age
 
     monkeypatch.setattr(run_lock, "_age_s", other_run_takes_it_over_first)
+    signed_once_waited_for(monkeypatch, lock, os.getppid())
     give_up_waiting_after(monkeypatch, 5)
     with pytest.raises(RunLockedError, match=f"PID {os.getppid()}"), run_folder_lock(tmp_path / "run"):
         pass
