@@ -50,15 +50,20 @@ def test_compare_tables_final_values_and_only_the_differing_settings(tmp_path):
     assert "grad_norm" not in report and "only_lora" not in report  # logged by one run only
 
 
-def test_the_png_draws_each_runs_logged_values_against_whole_steps(tmp_path, drawn_figures):
-    """Runs of a few steps (PPO's micro runs log steps 1 and 2) had ticks at step 0.5, 1.5 and 2.5."""
+def runs_logging_kl(tmp_path: Path, kls: dict[str, list[float]]) -> list[Path]:
+    """A run folder for each name, whose metrics.jsonl logs only its `kl` values, at steps 1, 2, ..."""
     runs = []
-    for name, kls in (("a", [0.0, 0.1]), ("b", [0.0, 0.3])):
+    for name, values in kls.items():
         folder = write_run(tmp_path / name, 1e-3, [2.0, 1.0])
-        rows = [{"step": step, "kl": kl} for step, kl in enumerate(kls, start=1)]
+        rows = [{"step": step, "kl": kl} for step, kl in enumerate(values, start=1)]
         (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         runs.append(folder)
-    compare_runs(runs, tmp_path / "c.png")
+    return runs
+
+
+def test_the_png_draws_each_runs_logged_values_against_whole_steps(tmp_path, drawn_figures):
+    """Runs of a few steps (PPO's micro runs log steps 1 and 2) had ticks at step 0.5, 1.5 and 2.5."""
+    compare_runs(runs_logging_kl(tmp_path, {"a": [0.0, 0.1], "b": [0.0, 0.3]}), tmp_path / "c.png")
     [ax] = [ax for ax in drawn_figures[-1].axes if ax.get_visible()]
     assert ax.get_title() == "kl (nats)" and [line.get_label() for line in ax.lines] == ["a", "b"]
     assert [list(line.get_ydata()) for line in ax.lines] == [[0.0, 0.1], [0.0, 0.3]]
@@ -445,13 +450,7 @@ def test_no_overlay_is_suggested_for_a_step_whose_curves_one_run_lacks(tmp_path)
 def test_a_value_that_is_not_a_number_leaves_a_gap_in_its_curve(tmp_path, drawn_figures):
     """A NaN in metrics.jsonl (a loss that overflowed at one step) is skipped, not drawn: matplotlib would
     break the line there and a NaN would set no axis limit, hiding that the log holds a bad value."""
-    runs = []
-    for name, kls in (("a", [0.0, float("nan"), 0.2]), ("b", [0.0, 0.1, 0.3])):
-        folder = write_run(tmp_path / name, 1e-3, [2.0, 1.0])
-        rows = [{"step": step, "kl": kl} for step, kl in enumerate(kls, start=1)]
-        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        runs.append(folder)
-    compare_runs(runs, tmp_path / "c.png")
+    compare_runs(runs_logging_kl(tmp_path, {"a": [0.0, float("nan"), 0.2], "b": [0.0, 0.1, 0.3]}), tmp_path / "c.png")
     [ax] = [ax for ax in drawn_figures[-1].axes if ax.get_visible()]
     assert [list(line.get_xdata()) for line in ax.lines] == [[1, 3], [1, 2, 3]]
     assert [list(line.get_ydata()) for line in ax.lines] == [[0.0, 0.2], [0.0, 0.1, 0.3]]

@@ -816,13 +816,7 @@ def test_a_ctrl_c_while_a_pool_waits_for_its_workers_stops_them_outright(monkeyp
     """A second Ctrl-C while `pipeline --jobs 2` waited for its workers to stop cut the wait short: they were
     never told to stop, and the command hung as it exited, waiting for them. It now stops them outright
     (after a moment for them to end by themselves, made short here: this worker's task runs on)."""
-    monkeypatch.setattr(workers, "STOP_GRACE_SECONDS", 0.1)
-    pool = worker_pool(1)
-    worker = pool.submit(os.getpid).result(timeout=120)
-    pool.submit(time.sleep, 5)
-    ctrl_c_once_it_waits(pool)
-    with pytest.raises(KeyboardInterrupt):
-        pool.shutdown()
+    worker = ctrl_c_while_it_waits_for_a_busy_worker(monkeypatch)
     left = not gone_within(worker, 2)  # (its task would end in 5 s, and the worker after it)
     if left:  # leave no process behind when the test fails (this one would wait for it as it exits)
         os.kill(worker, signal.SIGKILL)
@@ -892,6 +886,20 @@ def test_a_pool_made_by_a_workers_task_is_waited_for_through_a_ctrl_c(monkeypatc
     finally:
         signal.signal(signal.SIGINT, ctrl_c)
     assert worker.exitcode == 0  # it ended after its task (not -15: terminated in it)
+
+
+def ctrl_c_while_it_waits_for_a_busy_worker(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Make a pool of one worker, give it a 5 s task, and send a Ctrl-C once `shutdown` waits for it, with
+    the moment the worker is given to end by itself made short (its task runs on): the shutdown raises
+    KeyboardInterrupt. Returns the worker's process id."""
+    monkeypatch.setattr(workers, "STOP_GRACE_SECONDS", 0.1)
+    pool = worker_pool(1)
+    worker = pool.submit(os.getpid).result(timeout=120)
+    pool.submit(time.sleep, 5)
+    ctrl_c_once_it_waits(pool)
+    with pytest.raises(KeyboardInterrupt):
+        pool.shutdown()
+    return worker
 
 
 def ctrl_c_once_it_waits(pool: workers.WorkerPool) -> None:
@@ -1215,16 +1223,10 @@ def test_a_workers_progress_bars_hold_no_semaphore_that_a_stop_outright_would_le
 def test_a_ctrl_c_while_a_pool_waits_stops_its_own_workers_and_no_other_process(monkeypatch):
     """A second Ctrl-C while a pool waited for its workers terminated every child of this process: a script
     that ran a process of its own beside `worker_pool` saw it killed too."""
-    monkeypatch.setattr(workers, "STOP_GRACE_SECONDS", 0.1)
     other = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(30,))
     other.start()
     try:
-        pool = worker_pool(1)
-        worker = pool.submit(os.getpid).result(timeout=120)
-        pool.submit(time.sleep, 5)
-        ctrl_c_once_it_waits(pool)
-        with pytest.raises(KeyboardInterrupt):
-            pool.shutdown()
+        worker = ctrl_c_while_it_waits_for_a_busy_worker(monkeypatch)
         time.sleep(0.5)
         assert other.is_alive()
     finally:
