@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,8 @@ from minillm.utils import resolve_device, seed_everything, to_device, write_json
 def dpo_loss(
     policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor, beta: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The DPO loss over a batch of B pairs; every input is a (B,) sequence log-prob, one per pair.
+    """The DPO loss over a batch of B pairs (Rafailov et al., eq. 7); every input is a (B,) sequence
+    log-prob, one per pair.
 
     Returns (loss, accuracy, margin): accuracy is the share of pairs whose implicit reward prefers the
     chosen answer, margin the mean implicit reward difference (both for logging).
@@ -122,6 +123,7 @@ def reference_logprobs(reference: GPT, examples: Sequence[ChatExample], pad_id: 
 
 
 def with_reference(reference: GPT, pairs: Sequence[tuple[ChatExample, ChatExample]], pad_id: int) -> list[EncodedPair]:
+    """Each (chosen, rejected) pair with the reference's log-prob of both answers, read once for all epochs."""
     ref_c = reference_logprobs(reference, [c for c, _ in pairs], pad_id)
     ref_r = reference_logprobs(reference, [r for _, r in pairs], pad_id)
     return [EncodedPair(c, r, a, b) for (c, r), a, b in zip(pairs, ref_c, ref_r, strict=True)]
@@ -149,7 +151,8 @@ def chosen_nll(policy_chosen: Tensor, chosen_loss_mask: Tensor) -> Tensor:
     return (-policy_chosen / n_tokens).mean()
 
 
-def make_dpo_loss(beta: float, nll_coef: float = 0.0):
+def make_dpo_loss(beta: float, nll_coef: float = 0.0
+                  ) -> Callable[[nn.Module, dict[str, Tensor]], tuple[Tensor, dict[str, float]]]:
     """The training loop's loss_fn: the DPO loss of a batch of pairs, plus `nll_coef` x `chosen_nll`."""
 
     def loss_fn(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:

@@ -55,6 +55,7 @@ from minillm.stage3_rlhf.sequences import (
     Responses,
     gather_logprobs,
     masked_mean,
+    mean_entropy,
     sample_responses,
 )
 from minillm.stage3_rlhf.verifier import Verifier
@@ -116,7 +117,8 @@ def grpo_loss(
     logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | None, advantages: Tensor, mask: Tensor,
     clip_range: float, kl_coef: float,
 ) -> tuple[Tensor, dict[str, float]]:
-    """The clipped surrogate with each answer's advantage on every one of its tokens, + kl_coef * k3.
+    """The clipped surrogate with each answer's advantage on every one of its tokens, + kl_coef * k3
+    (DeepSeekMath's GRPO objective, eq. 3, and its KL estimate, eq. 4; averaged as said below).
 
     logprobs, old_logprobs, ref_logprobs, mask: (B, N); advantages: (B,), one per answer.
     ref_logprobs may be None when kl_coef is 0: there is no KL term then.
@@ -177,14 +179,18 @@ def make_reward_fn(cfg: GRPOConfig, records: list[dict], rm: RewardModel | None)
 
 @dataclass
 class GroupRollout:
+    """P groups of G sampled answers and everything the update reads of them. Unlike PPO's Rollout it
+    holds no values, returns or per-token rewards: one advantage per answer is all GRPO needs."""
+
     records: list[dict]  # (B,) each prompt's record G times in a row
-    responses: Responses
+    responses: Responses  # the sampled answers: ids, masks and "old" log-probs (sequences.py)
     ref_logprobs: Tensor  # (B, N) under the frozen SFT model; (b, N), the first b answers only, when kl_coef is 0
     rewards: Tensor  # (P, G)
     advantages: Tensor  # (B,) one per answer
 
     @property
     def mask(self) -> Tensor:
+        """(B, N) True on the response's tokens, <eos> included."""
         return self.responses.mask
 
     @property
@@ -205,7 +211,7 @@ def rollout(policy: GPT, reference: GPT, reward_fn: RewardFn, tokenizer: Any, pr
     # only: enough to log the KL, a quarter or less of the cost of reading all of them.
     read = len(records) if cfg.kl_coef > 0 else min(cfg.minibatch_size, len(records))
     ref_logprobs = gather_logprobs(response_logits(reference, ids[:read], resp.attention_mask[:read], n,
-                                                   cfg.temperature), ids[:read, -n:])
+                                                   cfg.temperature), ids[:read, -n:])  # (B, N), or (b, N) without KL
     rewards = reward_fn(records, resp).view(len(prompts), cfg.group_size)  # (P, G)
     advantages = group_advantages(rewards, cfg.baseline, cfg.scale_by_std).flatten()  # (B,)
     # detail: the "old" log-probs are the ones the policy gave each token while sampling it (resp.logprobs)
@@ -243,9 +249,7 @@ def grpo_update(policy: GPT, optimizer: AnyOptimizer, ro: GroupRollout, cfg: GRP
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.train.grad_clip)
             optimizer.step()
-            with torch.no_grad():
-                entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)  # (b, N)
-            stats.append({**mb_stats, "loss": loss.item(), "entropy": masked_mean(entropy, mask).item()})
+            stats.append({**mb_stats, "loss": loss.item(), "entropy": mean_entropy(logits, mask)})
     return stats
 
 

@@ -49,6 +49,7 @@ from minillm.stage3_rlhf.sequences import (
     gather_logprobs,
     last_real_index,
     masked_mean,
+    mean_entropy,
     sample_responses,
 )
 from minillm.train import load_model_and_tokenizer, plot_metrics, plot_panels
@@ -105,11 +106,18 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
 def clipped_policy_loss(
     logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip_range: float
 ) -> tuple[Tensor, dict[str, float]]:
-    """PPO's clipped surrogate, averaged over real tokens; plus how far the policy moved."""
+    """PPO's clipped surrogate, averaged over real tokens; plus how far the policy moved.
+
+    All inputs (B, N). The PPO paper (Schulman et al., 2017, eq. 7) maximises
+    E[min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A)]; a loss to minimise is its negative, so the
+    min of the two objectives becomes the max of the two losses. Either way the pessimistic term
+    wins: once a token's ratio has left [1 - eps, 1 + eps] in the direction its advantage pushes,
+    the clipped term is constant and the token gets no more gradient.
+    """
     log_ratio = (logprobs - old_logprobs) * mask  # (B, N)
     ratio = torch.exp(log_ratio)  # (B, N) pi_new / pi_old of each sampled token
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    unclipped = -advantages * ratio  # (B, N)
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)  # (B, N)
     loss = masked_mean(torch.max(unclipped, clipped), mask)  # detail: clipped policy loss
     with torch.no_grad():
         stats = {
@@ -124,11 +132,18 @@ def clipped_policy_loss(
 def clipped_value_loss(
     values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, clip_range: float
 ) -> tuple[Tensor, float]:
-    """The critic's squared error, pessimistic over a clipped and an unclipped prediction."""
-    clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
-    worst = torch.max((values - returns) ** 2, (clipped - returns) ** 2)  # detail: clipped value loss
+    """The critic's squared error, pessimistic over a clipped and an unclipped prediction; and the share
+    of tokens where the clipped one's error was the larger (those get no gradient once clipped).
+
+    All inputs (B, N). As the policy's ratio is clipped, so is the value's step: a prediction more than
+    `clip_range` from the one the rollout saw is scored by the larger of the two errors, so the critic
+    gains nothing by following one noisy batch of returns further than that.
+    """
+    clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)  # (B, N)
+    unclipped_error, clipped_error = (values - returns) ** 2, (clipped - returns) ** 2  # (B, N) each
+    worst = torch.max(unclipped_error, clipped_error)  # detail: clipped value loss
     loss = 0.5 * masked_mean(worst, mask)
-    return loss, masked_mean(((values - returns) ** 2 < (clipped - returns) ** 2).float(), mask).item()
+    return loss, masked_mean((unclipped_error < clipped_error).float(), mask).item()
 
 
 def adapt_kl_coef(kl_coef: float, kl: float, target: float) -> float:
@@ -143,20 +158,22 @@ def adapt_kl_coef(kl_coef: float, kl: float, target: float) -> float:
 
 @dataclass
 class Rollout:
-    records: list[dict]
-    answers: list[str]
+    """One batch of sampled answers and everything the update reads of them, fixed for all its epochs."""
+
+    records: list[dict]  # (B,) the prompts' records
+    answers: list[str]  # (B,) decoded
     ids: Tensor  # (B, T0 + N) prompt (left-padded) then response (right-padded)
     attention_mask: Tensor  # (B, T0 + N)
     mask: Tensor  # (B, N) the response's real tokens
     logprobs: Tensor  # (B, N) under the policy that sampled them ("old")
     ref_logprobs: Tensor  # (B, N) under the frozen SFT reference
-    values: Tensor  # (B, N) the critic's predictions ("old")
-    score: Tensor  # (B,) the reward model's score, or the no-<eos> penalty
-    rm_score: Tensor  # (B,) the reward model's score as it was
-    has_eos: Tensor  # (B,) bool
-    kl: Tensor  # (B, N)
-    advantages: Tensor  # (B, N) whitened
-    returns: Tensor  # (B, N)
+    values: Tensor  # (B, N) the critic's predictions ("old"), 0 on pads
+    score: Tensor  # (B,) the reward model's score, or the no-<eos> penalty: the reward on the last token
+    rm_score: Tensor  # (B,) the reward model's score as it was (the gold judge's, for reward "gold")
+    has_eos: Tensor  # (B,) bool: the answer ended by itself
+    kl: Tensor  # (B, N) log pi - log pi_ref per token: the KL penalty before its coefficient
+    advantages: Tensor  # (B, N) GAE, whitened
+    returns: Tensor  # (B, N) advantages + values: the critic's regression target
 
 
 def response_logits(model: GPT, ids: Tensor, attention_mask: Tensor, n: int, temperature: float) -> Tensor:
@@ -172,8 +189,13 @@ def response_logits(model: GPT, ids: Tensor, attention_mask: Tensor, n: int, tem
 
 
 def critic_values(critic: RewardModel, ids: Tensor, attention_mask: Tensor, n: int) -> Tensor:
-    """The critic's value of each state before a response token: (B, n)."""
-    return critic.token_scores(ids, attention_mask)[:, -n - 1:-1]
+    """The critic's value of each state before a response token: (B, n).
+
+    The state before response token t is everything up to the column just before it, so the values
+    are read one column to the left of the answer: from the last prompt token (before the first
+    answer token) to the second-to-last column (before the last one).
+    """
+    return critic.token_scores(ids, attention_mask)[:, -n - 1:-1]  # (B, T0 + N) -> (B, n)
 
 
 @torch.no_grad()
@@ -192,8 +214,8 @@ def rollout(
     ids, attention_mask, mask, answers, has_eos = resp.ids, resp.attention_mask, resp.mask, resp.answers, resp.has_eos
     n = mask.shape[1]
     logprobs = resp.logprobs  # detail: "old" log-probs, as the policy gave them while sampling (temperature included)
-    ref_logprobs = gather_logprobs(response_logits(ref, ids, attention_mask, n, cfg.temperature), ids[:, -n:])
-    values = critic_values(critic, ids, attention_mask, n) * mask
+    ref_logprobs = gather_logprobs(response_logits(ref, ids, attention_mask, n, cfg.temperature), ids[:, -n:])  # (B, N)
+    values = critic_values(critic, ids, attention_mask, n) * mask  # (B, N)
     if gold_norm is None:
         rm_score = rm.score_responses(resp)  # (B,) detail: read at the last real token
     else:  # the oracle experiment: the annotator's own noiseless judge in the reward model's place
@@ -222,11 +244,11 @@ def ppo_update(
     for _ in range(cfg.ppo_epochs):  # detail: several PPO epochs over shuffled minibatches
         for mb in torch.randperm(len(ro.records), generator=generator).split(cfg.minibatch_size):
             mask = ro.mask[mb]
-            logits = response_logits(policy, ro.ids[mb], ro.attention_mask[mb], n, cfg.temperature)
+            logits = response_logits(policy, ro.ids[mb], ro.attention_mask[mb], n, cfg.temperature)  # (b, N, V)
             logprobs = gather_logprobs(logits, ro.ids[mb][:, -n:])  # (b, N)
             pg_loss, pg_stats = clipped_policy_loss(logprobs, ro.logprobs[mb], ro.advantages[mb], mask,
                                                     cfg.clip_range)
-            values = critic_values(critic, ro.ids[mb], ro.attention_mask[mb], n)
+            values = critic_values(critic, ro.ids[mb], ro.attention_mask[mb], n)  # (b, N)
             vf_loss, vf_clipfrac = clipped_value_loss(values, ro.values[mb], ro.returns[mb], mask,
                                                       cfg.clip_range_value)
             loss = pg_loss + cfg.vf_coef * vf_loss
@@ -236,10 +258,8 @@ def ppo_update(
                 for net in (policy, critic):
                     torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
             optimizer.step()
-            with torch.no_grad():
-                entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)  # (b, N)
             stats.append({**pg_stats, "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(),
-                          "vf_clipfrac": vf_clipfrac, "entropy": masked_mean(entropy, mask).item()})
+                          "vf_clipfrac": vf_clipfrac, "entropy": mean_entropy(logits, mask)})
     return stats
 
 
@@ -351,8 +371,8 @@ def train_ppo(
         if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:
             online_rl.save_run(out_dir, "PPO", step, policy, generator, critic=critic, optimizer=optimizer,
                                kl_coef=kl_coef)
+    judge = ", rewarded by the gold judge" if uses_gold(cfg) else ""  # rm_score is then gold's
     for name, (title, panels) in PLOTS.items():
-        judge = ", rewarded by the gold judge" if uses_gold(cfg) else ""  # rm_score is then gold's
         plot_panels(history, out_dir / name, panels, title=f"{title} (kl_coef {cfg.kl_coef}{judge})")
     comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
                                   seed=EVAL_SEED)
@@ -373,15 +393,12 @@ def reward_hacking(
 
     A reward model is only right near the answers it was trained on (the SFT model's). Without the
     KL penalty nothing keeps the policy there, and it drifts to answers the reward model over-rates.
-    How far depends on the judge. Measured on the tiny preset (a 2-core Intel Xeon):
-    - the head-only reward model (`RewardConfig.likelihood_term=False`, held-out accuracy about 0.7: it
-      learnt style, hardly correctness), 45 steps of 64 answers: its score 0.33 -> 1.10 while the
-      rollouts' gold fell 2.46 -> 1.25 (it peaked at 3.14 on step 6), KL 8.2 nats; on held-out
-      prompts gold 1.43 (SFT) -> 1.06, win rate 0.44. With an earlier SFT model and kl_coef 0.2,
-      gold still turned down after ~25 steps (win rate 0.57);
-    - the full reward model (accuracy 0.83, an earlier SFT model), 60 steps of 32: score 0.55 ->
-      0.72, gold did not fall (win rate 0.60, 0.58 with the leash): the answer's likelihood is hard
-      to fool.
+    How far depends on the judge. On the tiny preset, the head-only reward model
+    (`RewardConfig.likelihood_term=False`, held-out accuracy about 0.7: it learnt style, hardly
+    correctness), 45 steps of 64 answers: its score 0.33 -> 1.10 while the rollouts' gold fell
+    2.46 -> 1.25 (it peaked at 3.14 on step 6), KL 8.2 nats; on held-out prompts gold 1.43 (SFT) ->
+    1.06, win rate 0.44. Against the full reward model, whose likelihood term is hard to fool, gold
+    did not fall (lessons/07_ppo.py, exercise 4, has that run and what the leash changes).
     Writes the run to out_dir (resumable) and reward_hacking.png (reward-model score and gold per
     step) and reward_hacking_kl.png. Returns the first and last RM and gold scores, the last KL, and
     the held-out comparison with SFT.

@@ -249,8 +249,8 @@ def collect_rankings(
     annotator = SimulatedAnnotator(cfg.annotator_noise, seed=cfg.train.seed, tie_margin=cfg.annotator_tie_margin)
     K, lines, passed_over, cursor = cfg.answers_per_prompt, [], 0, 0
     while len(lines) < cfg.n_prompts and cursor < len(pool):
-        # Not every prompt gives K different answers (3 in 4 with an earlier SFT model, 24 in 25 with the
-        # tiny preset's today): ask for 1.4x the rankings still missing.
+        # Not every prompt gives K different answers (a confident model repeats itself), and a prompt that
+        # does not is passed over: ask for 1.4x the rankings still missing.
         chunk = pool[cursor:cursor + math.ceil(1.4 * (cfg.n_prompts - len(lines)))]
         cursor += len(chunk)
         answer_sets = sample_distinct_answers(policy, tokenizer, [r["prompt"] for r in chunk], K,

@@ -11,7 +11,8 @@ model's opinion of them is read:
   `<eos>`: the pad id may equal the eos id, and an answer that filled the whole length has none.
 - `gather_logprobs` reads log p(token_t | tokens_<t) off a model's logits: the quantity PPO and GRPO
   turn into ratios and KL penalties (`ppo.response_logits` gives them the logits of the answer's
-  positions only). `answer_logprob` sums it over an answer: what DPO compares.
+  positions only). `answer_logprob` sums it over an answer: what DPO compares. `mean_entropy` is
+  what PPO and GRPO log of the same logits.
 - `per_answer` runs a model over (prompt, answer) pairs given as text, in the chat template, in
   batches: the reward model's scores, a policy's log-probs of answers another policy gave.
 - `sample_responses` is the rollout's first half, shared by PPO and GRPO: a policy answers a batch
@@ -81,6 +82,17 @@ def gather_logprobs(logits: Tensor, targets: Tensor) -> Tensor:
     cross_entropy does) they are the logits' exact log-probs.
     """
     return torch.gather(F.log_softmax(logits.float(), dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def mean_entropy(logits: Tensor, mask: Tensor) -> float:
+    """The policy's entropy per answer token, averaged over the True places of `mask`: (B, N, V), (B, N).
+
+    Logged by PPO and GRPO, never trained on: it falls as the policy grows sure of its answers, and
+    one near 0 samples the same answer every time, so its rollouts have nothing left to explore.
+    """
+    entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)  # (B, N)
+    return masked_mean(entropy, mask).item()
 
 
 def answer_logprob(model: nn.Module, ids: Tensor, loss_mask: Tensor) -> Tensor:
