@@ -336,7 +336,8 @@ def test_a_resume_gives_each_rank_its_own_dropout_stream(tmp_path):
     over again; the same seed on both ranks would drop the same units on each. Both must differ. Saved
     by 2 and resumed by 2, each rank goes on with its own saved stream."""
     from minillm.train.distributed import DistContext
-    from minillm.train.loop import make_optimizer, restore_training_state, save_training_state
+    from minillm.train.optim import make_optimizer
+    from minillm.train.resume import restore_training_state, save_training_state
     from minillm.utils import seed_everything
 
     cfg, model = TrainConfig(), tiny_gpt()

@@ -1,6 +1,6 @@
 """Do the library's docstrings and comments name things that exist?
 
-A learner follows a backticked name (`train.loop.check_resume`, `GPT.generate`, `--skip-bad-lines`,
+A learner follows a backticked name (`train.resume.check_resume`, `GPT.generate`, `--skip-bad-lines`,
 `sft.lora.rank`, `metrics.jsonl`) to read more; after a rename or a move, a stale name sends them
 nowhere. This test finds every backticked span in minillm/'s docstrings and comments and checks that
 each one that looks like a name resolves: to something importable from minillm (or Python, torch), to

@@ -45,7 +45,7 @@ from minillm.stage1_pretrain.data import (
 )
 from minillm.train import train
 from minillm.train.distributed import is_main_process
-from minillm.train.loop import check_resume
+from minillm.train.resume import check_resume
 from minillm.utils import seed_everything
 
 SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")

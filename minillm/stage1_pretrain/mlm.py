@@ -47,8 +47,8 @@ from minillm.stage1_pretrain.data import (
 from minillm.stage1_pretrain.masking import IGNORE_INDEX, MaskedBatch, mask_tokens
 from minillm.train import train
 from minillm.train.distributed import is_main_process
-from minillm.train.loop import check_resume
 from minillm.train.plots import save_figure, text_fonts
+from minillm.train.resume import check_resume
 from minillm.utils import seed_everything
 
 MASK_LITERAL = "[MASK]"  # what a user types where the blank is

@@ -23,7 +23,8 @@ from minillm.provenance import MADE_BY, run_record
 from minillm.stage3_rlhf.preferences import comparison_summary, heldout_records
 from minillm.train import load_checkpoint, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME, short_reason
-from minillm.train.loop import CONFIG_NAME, METRICS_NAME, check_resume, read_metrics, write_metrics
+from minillm.train.loop import CONFIG_NAME, METRICS_NAME, read_metrics, write_metrics
+from minillm.train.resume import check_resume
 from minillm.utils import write_json
 
 

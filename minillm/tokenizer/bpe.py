@@ -78,92 +78,172 @@ FORMAT_VERSION = 1  # bump when the JSON layout changes; load refuses versions i
 PRESPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d{1,3}| ?(?:_|[^\w\s])+|\s+(?!\S)|\s+"""
 
 Pair = tuple[int, int]
+MAX_VOCAB_SIZE = 2**31 - 1  # sentencepiece reads vocab_size as a 32-bit int; a bigger one ends in a traceback
 CACHE_LIMIT = 200_000  # chunks remembered by encode; the cache is emptied when it grows past this
 
 
 # --------------------------------------------------------------------------------------------------
-# What every tokenizer shares.
+# The BPE building blocks: split, count, merge.
 
 
-def utf8(text: str) -> bytes:
-    """Encode text as UTF-8, or explain why it cannot be (lone surrogates are not valid UTF-8)."""
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile a pre-split pattern; it must not have capturing groups (findall would return them)."""
     try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as e:
+        regex = re.compile(pattern)
+    except (re.error, TypeError) as e:
+        raise TokenizerError(f"pre-split pattern {pattern!r} is not a valid regex: {e}") from None
+    if regex.groups:
+        raise TokenizerError(f"pre-split pattern {pattern!r} has capturing groups; write (?:...), not (...)")
+    return regex
+
+
+def split_text(text: str, pattern: re.Pattern[str]) -> list[str]:
+    """Cut text into the chunks that merges may not cross; they must cover the text exactly."""
+    chunks = pattern.findall(text)
+    if sum(map(len, chunks)) != len(text):
         raise TokenizerError(
-            f"the text contains {text[e.start:e.end]!r} at position {e.start}, a lone surrogate that "
-            "is not valid UTF-8; clean it first, e.g. text.encode('utf-8', 'replace').decode()"
-        ) from None
-
-
-MAX_VOCAB_SIZE = 2**31 - 1  # sentencepiece reads vocab_size as a 32-bit int; a bigger one ends in a traceback
-
-
-def check_vocab_size(vocab_size: int, n_base: int) -> None:
-    """A vocabulary size is a whole number (not a float, not a bool) that holds the base pieces (e.g.
-    the 256 bytes) and the special tokens, and fits in the 32-bit count that sentencepiece (and a
-    progress bar's length) can take."""
-    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
-        raise TokenizerError(f"vocab_size={vocab_size!r} must be an integer, e.g. 4096")
-    minimum = n_base + len(SPECIAL_TOKENS)
-    if vocab_size < minimum:
-        raise TokenizerError(
-            f"vocab_size={vocab_size!r} is too small: it must hold {n_base} base pieces and "
-            f"{len(SPECIAL_TOKENS)} special tokens, so use vocab_size >= {minimum}"
+            f"the pre-split pattern {pattern.pattern!r} skips characters of {text[:40]!r}; "
+            "a pattern must match every character (end it with an alternative like |\\s+|.)"
         )
-    if vocab_size > MAX_VOCAB_SIZE:
-        raise TokenizerError(f"vocab_size={vocab_size} is too large: at most 2**31 - 1 = {MAX_VOCAB_SIZE} "
-                             "(a corpus supports far fewer; e.g. use 4096)")
+    return chunks
 
 
-def warn_smaller_vocab(asked: int, got: int, why: str) -> None:
-    """Say that training stopped early, with a vocabulary smaller than asked."""
-    warnings.warn(
-        f"vocab_size={asked} is more than the corpus supports: {why}, so the tokenizer has "
-        f"vocab_size={got}. Give more varied text for a bigger vocabulary.",
-        stacklevel=3,
-    )
+def count_chunks(texts: Iterable[str], regex: re.Pattern[str]) -> dict[bytes, int]:
+    """How often each distinct chunk occurs in the corpus, as {utf8 bytes: count}."""
+    counts: Counter[str] = Counter()
+    for text in checked_texts(texts):
+        counts.update(split_text(text, regex))
+    if not any(chunk.strip() for chunk in counts):
+        raise TokenizerError("the training corpus is empty or only whitespace; give it some text")
+    return {utf8(chunk): n for chunk, n in counts.items()}
 
 
-def read_tokenizer_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a tokenizer file and check the fields every kind has ("kind", "format_version").
+def merge_pair(seq: Sequence[int], pair: Pair, new_id: int) -> list[int]:
+    """Replace each occurrence of `pair` in `seq`, scanning left to right, by `new_id`."""
+    a, b = pair
+    out: list[int] = []
+    i, n = 0, len(seq)
+    while i < n:
+        if seq[i] == a and i + 1 < n and seq[i + 1] == b:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(seq[i])
+            i += 1
+    return out
 
-    A run folder stands for the tokenizer.json in it, as a run folder does for its checkpoint.
+
+def best_pair(counts: Mapping[Pair, int]) -> Pair:
+    """The tie-break rule: highest count, then the smallest pair (a, b)."""
+    return min(counts, key=lambda p: (-counts[p], p))
+
+
+def train_merges_simple(
+    sequences: Iterable[Sequence[int]], num_merges: int, progress: bool = False
+) -> list[Pair]:
+    """The textbook BPE trainer: count every adjacent pair, merge the most frequent, repeat.
+
+    `sequences` holds every chunk of the corpus as byte ids, repeats included. Stops early when
+    no pair is left (every chunk is a single token). Returns the merges in order; merge k creates
+    the id N_BYTES + k.
     """
-    path = Path(path)
-    if path.is_dir():
-        if not (path / TOKENIZER_NAME).is_file():
-            raise TokenizerError(f"{path} is a folder without a {TOKENIZER_NAME}: pass a tokenizer file, or a run "
-                                 "folder that holds one")
-        path = path / TOKENIZER_NAME
-    if not path.is_file():
-        raise TokenizerError(f"tokenizer file {path} does not exist; train one first "
-                             f"(minillm tokenizer train --input FILE --out {path})")
-    raw = path.read_bytes()
-    if raw.startswith(b"PK\x03\x04"):  # a zip archive, as torch.save writes a checkpoint
-        raise TokenizerError(f"{path} is a checkpoint (or another zip archive), not a tokenizer; pass the run "
-                             f"folder, or the {TOKENIZER_NAME} beside the checkpoint")
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))  # (-sig: a byte order mark an editor adds is dropped)
-    # (RecursionError: json's error for brackets nested about a thousand deep)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        why = "nested too deeply to read" if isinstance(e, RecursionError) else e
-        raise TokenizerError(f"tokenizer file {path} is not valid JSON ({why}); retrain it") from None
-    if not isinstance(data, dict) or "kind" not in data:
-        raise TokenizerError(f"tokenizer file {path} has no 'kind' field; it is not a minillm tokenizer")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise TokenizerError(
-            f"tokenizer file {path} has format_version={data.get('format_version')!r}, this minillm "
-            f"reads version {FORMAT_VERSION}; retrain the tokenizer with this version"
-        )
-    return data
+    seqs = [list(s) for s in sequences]
+    merges: list[Pair] = []
+    for k in tqdm(range(num_merges), desc="BPE merges (simple)", disable=not progress):
+        counts: Counter[Pair] = Counter()
+        for seq in seqs:
+            counts.update(pairwise(seq))
+        if not counts:
+            break
+        pair = best_pair(counts)
+        seqs = [merge_pair(seq, pair, N_BYTES + k) for seq in seqs]
+        merges.append(pair)
+    return merges
 
 
-def require_keys(data: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
-    """Fail with the names of the missing keys of a tokenizer file."""
-    missing = [k for k in keys if k not in data]
-    if missing:
-        raise TokenizerError(f"{what} tokenizer file is missing {missing}; it is corrupt, retrain it")
+def train_merges_fast(
+    chunk_counts: Mapping[bytes, int], num_merges: int, progress: bool = False
+) -> list[Pair]:
+    """The same merges as `train_merges_simple`, computed incrementally.
+
+    `chunk_counts` maps each distinct chunk (as UTF-8 bytes) to how often it occurs. We keep:
+      words[i]    the current ids of distinct chunk i, freqs[i] its number of occurrences
+      counts      pair -> occurrences in the whole corpus (= the simple trainer's Counter)
+      where       pair -> the chunks that may contain it (may hold stale entries, never misses one)
+      heap        (-count, pair) entries; an entry whose count is out of date is skipped when popped
+    A merge only touches the chunks in where[pair]: for each, the pairs of its old ids are
+    subtracted and the pairs of its new ids added (times the chunk's frequency), which keeps
+    `counts` exactly equal to a full recount. Old pairs only lose counts and new pairs all contain
+    the new id, so pushing a fresh heap entry for every changed pair is enough.
+    """
+    words = [list(chunk) for chunk in chunk_counts]
+    freqs = list(chunk_counts.values())
+    counts: dict[Pair, int] = defaultdict(int)
+    where: dict[Pair, set[int]] = defaultdict(set)
+    for i, (word, freq) in enumerate(zip(words, freqs, strict=True)):
+        for pair in pairwise(word):
+            counts[pair] += freq
+            where[pair].add(i)
+    heap = [(-c, pair) for pair, c in counts.items()]
+    heapq.heapify(heap)
+
+    merges: list[Pair] = []
+    for k in tqdm(range(num_merges), desc="BPE merges", disable=not progress):
+        pair = _pop_best(heap, counts)
+        if pair is None:
+            break
+        delta = _merge_in_chunks(pair, N_BYTES + k, words, freqs, where)
+        _update_counts(delta, counts, where, heap)
+        merges.append(pair)
+    return merges
+
+
+def _pop_best(heap: list[tuple[int, Pair]], counts: Mapping[Pair, int]) -> Pair | None:
+    """Pop heap entries until one is up to date; the heap order is the tie-break rule."""
+    while heap:
+        neg_count, pair = heapq.heappop(heap)
+        if counts.get(pair, 0) == -neg_count:
+            return pair
+    return None
+
+
+def _merge_in_chunks(
+    pair: Pair, new_id: int, words: list[list[int]], freqs: list[int], where: dict[Pair, set[int]]
+) -> dict[Pair, int]:
+    """Apply one merge to the chunks that contain `pair`; return the change of every pair count."""
+    delta: dict[Pair, int] = defaultdict(int)
+    for i in where.pop(pair, ()):
+        old = words[i]
+        new = merge_pair(old, pair, new_id)
+        if len(new) == len(old):  # a stale entry: an earlier merge already used these ids
+            continue
+        freq = freqs[i]
+        for p in pairwise(old):
+            delta[p] -= freq
+        for p in pairwise(new):
+            delta[p] += freq
+            if new_id in p:
+                where[p].add(i)
+        words[i] = new
+    return delta
+
+
+def _update_counts(delta: Mapping[Pair, int], counts: dict[Pair, int], where: dict[Pair, set[int]],
+                   heap: list[tuple[int, Pair]]) -> None:
+    """Add a merge's `delta` to the pair counts, and push a heap entry for every count that changed."""
+    for p, d in delta.items():
+        if d == 0:
+            continue
+        counts[p] += d
+        if counts[p] > 0:
+            heapq.heappush(heap, (-counts[p], p))
+        else:  # gone for good: old pairs never come back
+            del counts[p]
+            where.pop(p, None)
+
+
+# --------------------------------------------------------------------------------------------------
+# What every tokenizer shares.
 
 
 class Tokenizer:
@@ -258,8 +338,7 @@ class Tokenizer:
             except TypeError:
                 raise TokenizerError(f"decode takes a sequence of integer ids, got {item!r} among them; for a "
                                      "(batch, time) tensor decode one row at a time, e.g. ids[0]") from None
-            if not 0 <= i < self.vocab_size:
-                raise TokenizerError(f"id {i} is outside the vocabulary (0..{self.vocab_size - 1})")
+            self._check_in_vocab(i)
             special = self._special_of_id.get(i)
             if special is None:
                 parts.append(self.id_to_bytes(i))
@@ -269,11 +348,14 @@ class Tokenizer:
 
     def id_to_piece(self, i: int) -> str:
         """A readable form of one token, e.g. " night"; a partial UTF-8 character shows as \\xNN."""
-        if not 0 <= i < self.vocab_size:
-            raise TokenizerError(f"id {i} is outside the vocabulary (0..{self.vocab_size - 1})")
+        self._check_in_vocab(i)
         if i in self._special_of_id:
             return self._special_of_id[i]
         return self.id_to_bytes(i).decode("utf-8", errors="backslashreplace")
+
+    def _check_in_vocab(self, i: int) -> None:
+        if not 0 <= i < self.vocab_size:
+            raise TokenizerError(f"id {i} is outside the vocabulary (0..{self.vocab_size - 1})")
 
     # ---- one JSON file --------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -295,141 +377,7 @@ class Tokenizer:
 
 
 # --------------------------------------------------------------------------------------------------
-# The BPE building blocks: split, count, merge.
-
-
-def split_text(text: str, pattern: re.Pattern[str]) -> list[str]:
-    """Cut text into the chunks that merges may not cross; they must cover the text exactly."""
-    chunks = pattern.findall(text)
-    if sum(map(len, chunks)) != len(text):
-        raise TokenizerError(
-            f"the pre-split pattern {pattern.pattern!r} skips characters of {text[:40]!r}; "
-            "a pattern must match every character (end it with an alternative like |\\s+|.)"
-        )
-    return chunks
-
-
-def merge_pair(seq: Sequence[int], pair: Pair, new_id: int) -> list[int]:
-    """Replace each occurrence of `pair` in `seq`, scanning left to right, by `new_id`."""
-    a, b = pair
-    out: list[int] = []
-    i, n = 0, len(seq)
-    while i < n:
-        if seq[i] == a and i + 1 < n and seq[i + 1] == b:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(seq[i])
-            i += 1
-    return out
-
-
-def best_pair(counts: Mapping[Pair, int]) -> Pair:
-    """The tie-break rule: highest count, then the smallest pair (a, b)."""
-    return min(counts, key=lambda p: (-counts[p], p))
-
-
-def train_merges_simple(
-    sequences: Iterable[Sequence[int]], num_merges: int, progress: bool = False
-) -> list[Pair]:
-    """The textbook BPE trainer: count every adjacent pair, merge the most frequent, repeat.
-
-    `sequences` holds every chunk of the corpus as byte ids, repeats included. Stops early when
-    no pair is left (every chunk is a single token). Returns the merges in order; merge k creates
-    the id N_BYTES + k.
-    """
-    seqs = [list(s) for s in sequences]
-    merges: list[Pair] = []
-    for k in tqdm(range(num_merges), desc="BPE merges (simple)", disable=not progress):
-        counts: Counter[Pair] = Counter()
-        for seq in seqs:
-            counts.update(pairwise(seq))
-        if not counts:
-            break
-        pair = best_pair(counts)
-        seqs = [merge_pair(seq, pair, N_BYTES + k) for seq in seqs]
-        merges.append(pair)
-    return merges
-
-
-def train_merges_fast(
-    chunk_counts: Mapping[bytes, int], num_merges: int, progress: bool = False
-) -> list[Pair]:
-    """The same merges as `train_merges_simple`, computed incrementally.
-
-    `chunk_counts` maps each distinct chunk (as UTF-8 bytes) to how often it occurs. We keep:
-      words[i]    the current ids of distinct chunk i, freqs[i] its number of occurrences
-      counts      pair -> occurrences in the whole corpus (= the simple trainer's Counter)
-      where       pair -> the chunks that may contain it (may hold stale entries, never misses one)
-      heap        (-count, pair) entries; an entry whose count is out of date is skipped when popped
-    A merge only touches the chunks in where[pair]: for each, the pairs of its old ids are
-    subtracted and the pairs of its new ids added (times the chunk's frequency), which keeps
-    `counts` exactly equal to a full recount. Old pairs only lose counts and new pairs all contain
-    the new id, so pushing a fresh heap entry for every changed pair is enough.
-    """
-    words = [list(chunk) for chunk in chunk_counts]
-    freqs = list(chunk_counts.values())
-    counts: dict[Pair, int] = defaultdict(int)
-    where: dict[Pair, set[int]] = defaultdict(set)
-    for i, (word, freq) in enumerate(zip(words, freqs, strict=True)):
-        for pair in pairwise(word):
-            counts[pair] += freq
-            where[pair].add(i)
-    heap = [(-c, pair) for pair, c in counts.items()]
-    heapq.heapify(heap)
-
-    merges: list[Pair] = []
-    for k in tqdm(range(num_merges), desc="BPE merges", disable=not progress):
-        pair = _pop_best(heap, counts)
-        if pair is None:
-            break
-        new_id = N_BYTES + k
-        delta = _merge_in_chunks(pair, new_id, words, freqs, where)
-        for p, d in delta.items():
-            if d == 0:
-                continue
-            counts[p] += d
-            if counts[p] > 0:
-                heapq.heappush(heap, (-counts[p], p))
-            else:  # gone for good: old pairs never come back
-                del counts[p]
-                where.pop(p, None)
-        merges.append(pair)
-    return merges
-
-
-def _pop_best(heap: list[tuple[int, Pair]], counts: Mapping[Pair, int]) -> Pair | None:
-    """Pop heap entries until one is up to date; the heap order is the tie-break rule."""
-    while heap:
-        neg_count, pair = heapq.heappop(heap)
-        if counts.get(pair, 0) == -neg_count:
-            return pair
-    return None
-
-
-def _merge_in_chunks(
-    pair: Pair, new_id: int, words: list[list[int]], freqs: list[int], where: dict[Pair, set[int]]
-) -> dict[Pair, int]:
-    """Apply one merge to the chunks that contain `pair`; return the change of every pair count."""
-    delta: dict[Pair, int] = defaultdict(int)
-    for i in where.pop(pair, ()):
-        old = words[i]
-        new = merge_pair(old, pair, new_id)
-        if len(new) == len(old):  # a stale entry: an earlier merge already used these ids
-            continue
-        freq = freqs[i]
-        for p in pairwise(old):
-            delta[p] -= freq
-        for p in pairwise(new):
-            delta[p] += freq
-            if new_id in p:
-                where[p].add(i)
-        words[i] = new
-    return delta
-
-
-# --------------------------------------------------------------------------------------------------
-# The tokenizer.
+# Our tokenizer.
 
 
 class BPETokenizer(Tokenizer):
@@ -567,15 +515,19 @@ class BPETokenizer(Tokenizer):
         return tok
 
 
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a pre-split pattern; it must not have capturing groups (findall would return them)."""
+# --------------------------------------------------------------------------------------------------
+# Checks of the input, and the tokenizer file.
+
+
+def utf8(text: str) -> bytes:
+    """Encode text as UTF-8, or explain why it cannot be (lone surrogates are not valid UTF-8)."""
     try:
-        regex = re.compile(pattern)
-    except (re.error, TypeError) as e:
-        raise TokenizerError(f"pre-split pattern {pattern!r} is not a valid regex: {e}") from None
-    if regex.groups:
-        raise TokenizerError(f"pre-split pattern {pattern!r} has capturing groups; write (?:...), not (...)")
-    return regex
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TokenizerError(
+            f"the text contains {text[e.start:e.end]!r} at position {e.start}, a lone surrogate that "
+            "is not valid UTF-8; clean it first, e.g. text.encode('utf-8', 'replace').decode()"
+        ) from None
 
 
 def checked_texts(texts: Iterable[str]) -> Iterator[str]:
@@ -589,11 +541,68 @@ def checked_texts(texts: Iterable[str]) -> Iterator[str]:
         yield text
 
 
-def count_chunks(texts: Iterable[str], regex: re.Pattern[str]) -> dict[bytes, int]:
-    """How often each distinct chunk occurs in the corpus, as {utf8 bytes: count}."""
-    counts: Counter[str] = Counter()
-    for text in checked_texts(texts):
-        counts.update(split_text(text, regex))
-    if not any(chunk.strip() for chunk in counts):
-        raise TokenizerError("the training corpus is empty or only whitespace; give it some text")
-    return {utf8(chunk): n for chunk, n in counts.items()}
+def check_vocab_size(vocab_size: int, n_base: int) -> None:
+    """A vocabulary size is a whole number (not a float, not a bool) that holds the base pieces (e.g.
+    the 256 bytes) and the special tokens, and fits in the 32-bit count that sentencepiece (and a
+    progress bar's length) can take."""
+    if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
+        raise TokenizerError(f"vocab_size={vocab_size!r} must be an integer, e.g. 4096")
+    minimum = n_base + len(SPECIAL_TOKENS)
+    if vocab_size < minimum:
+        raise TokenizerError(
+            f"vocab_size={vocab_size!r} is too small: it must hold {n_base} base pieces and "
+            f"{len(SPECIAL_TOKENS)} special tokens, so use vocab_size >= {minimum}"
+        )
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise TokenizerError(f"vocab_size={vocab_size} is too large: at most 2**31 - 1 = {MAX_VOCAB_SIZE} "
+                             "(a corpus supports far fewer; e.g. use 4096)")
+
+
+def warn_smaller_vocab(asked: int, got: int, why: str) -> None:
+    """Say that training stopped early, with a vocabulary smaller than asked."""
+    warnings.warn(
+        f"vocab_size={asked} is more than the corpus supports: {why}, so the tokenizer has "
+        f"vocab_size={got}. Give more varied text for a bigger vocabulary.",
+        stacklevel=3,
+    )
+
+
+def read_tokenizer_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a tokenizer file and check the fields every kind has ("kind", "format_version").
+
+    A run folder stands for the tokenizer.json in it, as a run folder does for its checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / TOKENIZER_NAME).is_file():
+            raise TokenizerError(f"{path} is a folder without a {TOKENIZER_NAME}: pass a tokenizer file, or a run "
+                                 "folder that holds one")
+        path = path / TOKENIZER_NAME
+    if not path.is_file():
+        raise TokenizerError(f"tokenizer file {path} does not exist; train one first "
+                             f"(minillm tokenizer train --input FILE --out {path})")
+    raw = path.read_bytes()
+    if raw.startswith(b"PK\x03\x04"):  # a zip archive, as torch.save writes a checkpoint
+        raise TokenizerError(f"{path} is a checkpoint (or another zip archive), not a tokenizer; pass the run "
+                             f"folder, or the {TOKENIZER_NAME} beside the checkpoint")
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))  # (-sig: a byte order mark an editor adds is dropped)
+    # (RecursionError: json's error for brackets nested about a thousand deep)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        why = "nested too deeply to read" if isinstance(e, RecursionError) else e
+        raise TokenizerError(f"tokenizer file {path} is not valid JSON ({why}); retrain it") from None
+    if not isinstance(data, dict) or "kind" not in data:
+        raise TokenizerError(f"tokenizer file {path} has no 'kind' field; it is not a minillm tokenizer")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise TokenizerError(
+            f"tokenizer file {path} has format_version={data.get('format_version')!r}, this minillm "
+            f"reads version {FORMAT_VERSION}; retrain the tokenizer with this version"
+        )
+    return data
+
+
+def require_keys(data: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
+    """Fail with the names of the missing keys of a tokenizer file."""
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise TokenizerError(f"{what} tokenizer file is missing {missing}; it is corrupt, retrain it")

@@ -1,8 +1,8 @@
 """The shared training machinery: the explicit loop, checkpoints, schedules, plots, several GPUs.
 
 Read in this order: optim.py (AdamW groups, warmup + cosine), precision.py (autocast, grad
-scaler), health.py (NaN checks), rng.py and checkpoint.py (exact, safe resume), distributed.py
-(torchrun + DDP), plots.py, then loop.py, which puts them together.
+scaler), health.py (NaN checks), rng.py, checkpoint.py and resume.py (exact, safe resume),
+distributed.py (torchrun + DDP), plots.py, then loop.py, which puts them together.
 """
 
 from minillm.train.checkpoint import load_checkpoint, load_model, load_model_and_tokenizer, save_checkpoint

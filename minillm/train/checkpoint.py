@@ -36,6 +36,7 @@ from minillm.utils import atomic_write_bytes, resolve_device
 
 FORMAT_VERSION = 1  # bump when the payload's layout changes; loading refuses other versions
 CKPT_NAME = "ckpt.pt"
+CONFIG_NAME = "config.json"  # the run's settings, which the training loop writes beside its checkpoint
 ModelT = TypeVar("ModelT", bound=nn.Module)  # load_model(run, GPT) gives back a GPT
 
 
@@ -206,7 +207,7 @@ def load_model(run_dir: str | os.PathLike, model_cls: type[ModelT],
 def load_model_and_tokenizer(run_dir: str | os.PathLike, model_cls: type[ModelT],
                              map_location: str | torch.device = "cpu") -> tuple[ModelT, Tokenizer]:
     """`load_model` for a run whose tokenizer is needed to read or write text: a run folder without its
-    tokenizer.json is refused (unchecked, the first `tokenizer.encode` failed with an AttributeError)."""
+    tokenizer.json is refused here, in one line, rather than at the first `tokenizer.encode` (on None)."""
     model, tokenizer = load_model(run_dir, model_cls, map_location)
     if tokenizer is None:
         folder = Path(run_dir).parent if Path(run_dir).is_file() else Path(run_dir)
