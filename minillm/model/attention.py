@@ -193,9 +193,9 @@ class KVCache:
 
     def __init__(self, n_layer: int, capacity: int = 0) -> None:
         self.capacity = capacity  # tokens the first buffers make room for (0: twice the first tokens)
-        self.keys: list[Tensor | None] = [None] * n_layer  # each (B, Hkv, room, D), room >= capacity;
-        self.values: list[Tensor | None] = [None] * n_layer  # the first filled[layer] positions are in use
-        self.filled = [0] * n_layer
+        self.keys: list[Tensor | None] = [None] * n_layer  # per layer (B, Hkv, room, D), room >= capacity
+        self.values: list[Tensor | None] = [None] * n_layer  # per layer the same shape as its keys
+        self.filled = [0] * n_layer  # per layer: how many positions of the room are in use
         self.key_mask: Tensor | None = None  # (B, T_past), True = real token; None = no padding at all
         self.length = 0  # T_past: tokens already stored
 

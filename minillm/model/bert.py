@@ -34,25 +34,19 @@ from minillm.errors import CheckpointError, ModelInputError
 from minillm.model.attention import padding_mask
 from minillm.model.blocks import (
     Block,
-    Conversion,
     add_positions,
-    as_is,
     check_model_inputs,
-    count_layers,
     init_weights,
     is_pre_norm,
-    load_converted,
     make_activation,
     make_dropout,
     make_norm,
-    mlp_size,
     output_table,
     position_table,
     positions_from_mask,
     read_out,
-    sized_source,
-    stack_rows,
 )
+from minillm.model.weights import bert_ignored, bert_plan, count_layers, load_converted, mlp_size, sized_source
 
 
 class Bert(nn.Module):
@@ -120,6 +114,8 @@ class Bert(nn.Module):
         return read_out(h, self.tok_emb, self.head) + self.head_bias  # (B, T, V) or (M, V)
 
     def _check_segments(self, ids: Tensor, token_type_ids: Tensor | None) -> None:
+        """Raise ModelInputError unless token_type_ids gives each token of ids (B, T) a segment in
+        [0, type_vocab_size): an id past the table would stop torch deep inside nn.Embedding."""
         if token_type_ids is None:
             return
         n = self.config.type_vocab_size
@@ -162,48 +158,5 @@ class Bert(nn.Module):
                 raise CheckpointError(f"{tied} differs from {original}: BERT ties them, and so does this "
                                       "Bert; an untied decoder cannot be loaded")
         model = cls(config)
-        load_converted(model, sd, _bert_plan(config), _bert_ignored, "BERT")
+        load_converted(model, sd, bert_plan(config), bert_ignored, "BERT")
         return model
-
-
-# (our module, BERT's module) pairs whose weight and bias are copied as they are.
-_BERT_OUTSIDE_LAYERS = (
-    ("emb_ln", "embeddings.LayerNorm"),
-    ("head_dense", "cls.predictions.transform.dense"),
-    ("head_ln", "cls.predictions.transform.LayerNorm"),
-)
-_BERT_LAYER = (
-    ("attn.proj", "attention.output.dense"),
-    ("ln_1", "attention.output.LayerNorm"),
-    ("mlp.fc", "intermediate.dense"),
-    ("mlp.proj", "output.dense"),
-    ("ln_2", "output.LayerNorm"),
-)
-
-
-def _bert_plan(config: ModelConfig) -> dict[str, Conversion]:
-    """Our parameter name -> the BERT key(s) it comes from (q, k, v stacked into qkv)."""
-    plan: dict[str, Conversion] = {
-        "tok_emb.weight": (["embeddings.word_embeddings.weight"], as_is),
-        "pos_emb.weight": (["embeddings.position_embeddings.weight"], as_is),
-        "head_bias": (["cls.predictions.bias"], as_is),
-    }
-    if config.type_vocab_size:
-        plan["seg_emb.weight"] = (["embeddings.token_type_embeddings.weight"], as_is)
-    for ours, theirs in _BERT_OUTSIDE_LAYERS:
-        for p in ("weight", "bias"):
-            plan[f"{ours}.{p}"] = ([f"{theirs}.{p}"], as_is)
-    for i in range(config.n_layer):
-        layer = f"encoder.layer.{i}."
-        for p in ("weight", "bias"):
-            plan[f"blocks.{i}.attn.qkv.{p}"] = (
-                [f"{layer}attention.self.{name}.{p}" for name in ("query", "key", "value")], stack_rows)
-            for ours, theirs in _BERT_LAYER:
-                plan[f"blocks.{i}.{ours}.{p}"] = ([f"{layer}{theirs}.{p}"], as_is)
-    return plan
-
-
-def _bert_ignored(key: str) -> bool:
-    """BERT keys we knowingly skip: pooler, next-sentence head, tied decoder copies, position buffer."""
-    return key.startswith(("pooler.", "cls.seq_relationship.")) or key in (
-        "cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "embeddings.position_ids")

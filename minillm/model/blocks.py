@@ -1,5 +1,5 @@
-"""The pieces BERT and GPT share: the MLP and norms, one transformer block, positions, the checks on
-model inputs, and the importer of other implementations' weights.
+"""The pieces BERT and GPT share: the MLP and norms, one transformer block, positions, the LM
+head's table, and the checks on model inputs.
 
 A transformer is a stack of identical blocks around a *residual stream*: a (B, T, C) tensor that
 every block reads from and adds to. Each block has two sub-layers:
@@ -29,14 +29,16 @@ before it is added to the residual stream (plus on the embeddings, in the models
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from minillm.config import ModelConfig
-from minillm.errors import CheckpointError, ConfigError, ModelInputError
+from minillm.errors import ConfigError, ModelInputError
 from minillm.model.attention import KVCache, MultiHeadAttention, rotary_angles
+
+# --------------------------------------------------------------------------------------------------
+# The MLP: each token on its own through a wider hidden layer and back.
 
 # Llama rounds SwiGLU's hidden width up to a multiple of 256, a size GPU kernels like (2% of
 # Llama-7B's 11008). At our widths 256 would be most of the layer; we round to a multiple of 32.
@@ -101,6 +103,10 @@ class MLP(nn.Module):
         return self.proj(self.act(h))  # (B, T, d_ff) -> (B, T, C)
 
 
+# --------------------------------------------------------------------------------------------------
+# Norms, dropout, and the block that puts them around attention and the MLP.
+
+
 class RMSNorm(nn.Module):
     """x / sqrt(mean(x^2) + eps) * gain, over the channels: LayerNorm without centring or bias.
 
@@ -119,12 +125,6 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
-def make_dropout(p: float) -> nn.Module:
-    """nn.Dropout(p), or nn.Identity() when p is 0. A dropout of 0 changes nothing but still costs a
-    call per sub-layer, 3-4 us each (by the CPU): 3-5% of a small model's step when it generates."""
-    return nn.Dropout(p) if p > 0 else nn.Identity()
-
-
 def make_norm(config: ModelConfig) -> nn.Module:
     """The normalisation layer `config.norm_type` names: LayerNorm (GPT-2, BERT) or RMSNorm (Llama).
     A new one goes here and in config.NORM_TYPES."""
@@ -136,6 +136,12 @@ def make_norm(config: ModelConfig) -> nn.Module:
                       "name; add its branch there, beside rmsnorm's")
 
 
+def make_dropout(p: float) -> nn.Module:
+    """nn.Dropout(p), or nn.Identity() when p is 0. A dropout of 0 changes nothing but still costs a
+    call per sub-layer, 3-4 us each (by the CPU): 3-5% of a small model's step when it generates."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 def is_pre_norm(config: ModelConfig) -> bool:
     """Whether `config.norm` puts the norm before each sub-layer ("pre", GPT-2) or after the residual
     ("post", BERT). A new placement gets its branch here (and in Block.forward) and its name in config.NORMS."""
@@ -145,23 +151,6 @@ def is_pre_norm(config: ModelConfig) -> bool:
         return False
     raise ConfigError(f"norm={config.norm}: is_pre_norm (minillm/model/blocks.py) knows no placement of that name; "
                       "add its branch there, and its order in Block.forward")
-
-
-def output_table(config: ModelConfig) -> nn.Linear | None:
-    """The LM head's own (V, C) table, or None when it reuses the token embeddings (tied, GPT-2, BERT).
-
-    Tying makes "which vector stands for token v" and "which vector predicts token v" the same
-    table: fewer parameters, and every gradient on one improves the other. Llama unties them.
-    """
-    return None if config.tie_embeddings else nn.Linear(config.n_embd, config.vocab_size, bias=False)
-
-
-def read_out(h: Tensor, tok_emb: nn.Embedding, table: nn.Linear | None) -> Tensor:
-    """Hidden states (..., C) -> logits (..., V): `table`, or the token table read backwards.
-
-    `table` is called, not its weight read: a LoRA adapter on the head (lora.py) lives in its forward.
-    """
-    return h @ tok_emb.weight.T if table is None else table(h)
 
 
 class Block(nn.Module):
@@ -210,6 +199,10 @@ def init_weights(model: nn.Module, n_layer: int) -> None:
             nn.init.ones_(module.weight)
 
 
+# --------------------------------------------------------------------------------------------------
+# The model's two ends: where each token is (positions) and which token comes next (the LM head's table).
+
+
 def position_table(config: ModelConfig) -> nn.Embedding | None:
     """The learned table of one vector per position, or None when positions are RoPE's rotations."""
     if config.position == "learned":
@@ -243,6 +236,27 @@ def positions_from_mask(attention_mask: Tensor) -> Tensor:
     the last real token's position. Either way no real token reads a pad, and pad outputs are unused.
     """
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def output_table(config: ModelConfig) -> nn.Linear | None:
+    """The LM head's own (V, C) table, or None when it reuses the token embeddings (tied, GPT-2, BERT).
+
+    Tying makes "which vector stands for token v" and "which vector predicts token v" the same
+    table: fewer parameters, and every gradient on one improves the other. Llama unties them.
+    """
+    return None if config.tie_embeddings else nn.Linear(config.n_embd, config.vocab_size, bias=False)
+
+
+def read_out(h: Tensor, tok_emb: nn.Embedding, table: nn.Linear | None) -> Tensor:
+    """Hidden states (..., C) -> logits (..., V): `table`, or the token table read backwards.
+
+    `table` is called, not its weight read: a LoRA adapter on the head (lora.py) lives in its forward.
+    """
+    return h @ tok_emb.weight.T if table is None else table(h)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a caller passes in, checked before any tensor work.
 
 
 def check_model_inputs(
@@ -293,88 +307,3 @@ def check_model_inputs(
             f"attention_mask has shape {tuple(attention_mask.shape)} but ids have {tuple(ids.shape)}; "
             "the mask needs one True/False per token (True = real token, False = padding)"
         )
-
-
-# --------------------------------------------------------------------------------------------------
-# Importing weights saved by other implementations (GPT-2, Llama, BERT): shared by gpt.py and bert.py.
-
-# How to build one of our parameters: the source keys it is made from, and how to combine them.
-Conversion = tuple[list[str], Callable[[list[Tensor]], Tensor]]
-
-
-def as_is(tensors: list[Tensor]) -> Tensor:
-    """The one source tensor, unchanged (its name and shape are already ours)."""
-    return tensors[0]
-
-
-def stack_rows(tensors: list[Tensor]) -> Tensor:
-    """Source matrices stacked along the output rows (q, k, v -> our qkv); a single one is itself."""
-    return torch.cat(tensors, dim=0)
-
-
-def strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    """Drop `prefix` (e.g. 'transformer.') from the keys that have it; keep the other keys as they are."""
-    return {k.removeprefix(prefix): v for k, v in state_dict.items()}
-
-
-def sized_source(state_dict: Mapping[str, Tensor], prefix: str, needed: list[str], source: str) -> dict[str, Tensor]:
-    """The state dict without `prefix`, refused at once if a key the model's size is read from is missing."""
-    sd = strip_prefix(state_dict, prefix)
-    missing = [k for k in needed if k not in sd]
-    if missing:
-        raise CheckpointError(f"not a {source} state dict: missing {missing} (needed to infer the model's size)")
-    return sd
-
-
-def mlp_size(hidden: int, n_embd: int) -> dict[str, int]:
-    """The ModelConfig field that gives a plain MLP of hidden width `hidden` (read from a weight's shape).
-
-    mlp_ratio when the width is a whole multiple of n_embd (GPT-2's and BERT's 4 * n_embd), so that
-    such a model's config reads as theirs do; mlp_hidden otherwise. Hugging Face lets any width be
-    chosen (GPT2Config.n_inner, BertConfig.intermediate_size): hidden // n_embd would round 3.5 * C
-    down to 3 * C (every MLP tensor refused as mis-shaped) and a width below C down to 0.
-    """
-    return {"mlp_ratio": hidden // n_embd} if hidden % n_embd == 0 else {"mlp_hidden": hidden}
-
-
-def count_layers(state_dict: Mapping[str, Tensor], prefix: str) -> int:
-    """How many layers the keys "{prefix}{i}.…" number: 1 + the largest i."""
-    return 1 + max(int(k.removeprefix(prefix).split(".")[0]) for k in state_dict if k.startswith(prefix))
-
-
-def load_converted(
-    model: nn.Module, state_dict: Mapping[str, Tensor], plan: dict[str, Conversion],
-    ignored: Callable[[str], bool], source: str,
-) -> None:
-    """Fill `model` from `state_dict` following `plan` (our key -> conversion of source keys).
-
-    Raises CheckpointError listing every missing, unexpected (extra) and mis-shaped key, so a user
-    sees all that is wrong in one go. `ignored(key)` marks source keys we knowingly drop (buffers,
-    heads we do not have, tied copies).
-    """
-    used = {key for sources, _ in plan.values() for key in sources}
-    missing = sorted(used - state_dict.keys())
-    extra = sorted(k for k in state_dict if k not in used and not ignored(k))
-    if missing or extra:
-        raise CheckpointError(
-            f"this does not look like a {source} state dict: missing keys {missing or 'none'}; "
-            f"unexpected keys {extra or 'none'}. Pass the model's own state_dict() (e.g. from "
-            f"torch.load of its pytorch_model.bin) without renaming its keys"
-        )
-    own = model.state_dict()
-    converted, misshaped = {}, []
-    for ours, (sources, combine) in plan.items():
-        try:
-            tensor = combine([state_dict[k] for k in sources])
-        except RuntimeError:  # e.g. q, k, v of different widths cannot be stacked
-            tensor = None
-        if tensor is None or tensor.shape != own[ours].shape:
-            got = [tuple(state_dict[k].shape) for k in sources]
-            misshaped.append(f"{'+'.join(sources)} has shape {got}, expected {tuple(own[ours].shape)}")
-        converted[ours] = tensor
-    if misshaped:
-        raise CheckpointError(
-            f"{source} state dict has mis-shaped tensors (the model's shape was inferred from the "
-            f"embeddings and the first layer): {'; '.join(misshaped)}"
-        )
-    model.load_state_dict(converted, strict=True)

@@ -30,7 +30,7 @@ Llama's weights (Hugging Face layout) to prove that the switches are right.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -41,22 +41,25 @@ from minillm.errors import CheckpointError, ModelInputError
 from minillm.model.attention import KVCache, padding_mask
 from minillm.model.blocks import (
     Block,
-    Conversion,
     add_positions,
-    as_is,
     check_model_inputs,
-    count_layers,
     init_weights,
-    load_converted,
     make_dropout,
     make_norm,
-    mlp_size,
     output_table,
     position_table,
     positions_from_mask,
     read_out,
+)
+from minillm.model.weights import (
+    count_layers,
+    gpt2_ignored,
+    gpt2_plan,
+    llama_ignored,
+    llama_plan,
+    load_converted,
+    mlp_size,
     sized_source,
-    stack_rows,
 )
 
 
@@ -105,7 +108,7 @@ class GPT(nn.Module):
         NEW tokens only; the cache remembers the earlier ones and their mask.
         """
         check_model_inputs(ids, attention_mask, self.config, self.tok_emb.weight.device, cache)
-        past = 0 if cache is None else cache.length
+        past = 0 if cache is None else cache.length  # T_past, read before add_tokens counts these tokens
         B, T = ids.shape
         key_mask = attention_mask if cache is None else cache.add_tokens(attention_mask, B, T)  # (B, Tk)
         if position_ids is None and key_mask is not None:
@@ -217,35 +220,6 @@ class GPT(nn.Module):
         states = self._read_each_prompt_once(ids, attention_mask, cache, shared)  # (P, T0, C)
         return self.lm_head(states[:, -1])[shared[1]]  # (P, V) -> (B, V)
 
-    def response_states(self, ids: Tensor, attention_mask: Tensor | None, n: int) -> Tensor:
-        """Hidden states (B, n + 1, C) at each row's last prompt column and its n response columns.
-
-        ids (B, T0 + n) are left-padded prompts followed by n columns of sampled response. These
-        n + 1 positions are all that RL reads: position t predicts token t + 1, so the last prompt
-        column predicts the first response token, and a reward model reads the answer's last token.
-
-        Rows that repeat a prompt (GRPO's group of answers to one prompt) share its pass, as in
-        generation: each distinct prompt runs once into a KV cache, its keys and values are copied to
-        every row that asked it, and the responses run on top. The numbers are those of one full
-        pass (to float rounding), and so are the gradients: autograd carries each copy's gradient
-        back to the one prompt pass, where they add up. (Each cache buffer is written once after it
-        is made, so autograd accepts the in-place writes.)
-        """
-        prompt_len = ids.shape[1] - n
-        if not 0 < n < ids.shape[1]:
-            raise ModelInputError(f"response_states: n={n} response columns in ids of {ids.shape[1]} columns "
-                                  f"leave no prompt or no response; n must be in [1, {ids.shape[1] - 1}]")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(ids, dtype=torch.bool)
-        shared = distinct_prompts(ids[:, :prompt_len], attention_mask[:, :prompt_len])
-        if shared is None:  # every row has its own prompt: one ordinary pass
-            return self.hidden_states(ids, attention_mask)[:, -n - 1:]  # (B, n + 1, C)
-        cache = KVCache(self.config.n_layer, capacity=ids.shape[1])
-        prompt_states = self._read_each_prompt_once(ids[:, :prompt_len], attention_mask[:, :prompt_len], cache,
-                                                    shared)  # (P, T0, C)
-        response = self.hidden_states(ids[:, prompt_len:], attention_mask[:, prompt_len:], cache=cache)  # (B, n, C)
-        return torch.cat([prompt_states[shared[1], -1:], response], dim=1)  # (B, n + 1, C)
-
     def _read_each_prompt_once(self, ids: Tensor, attention_mask: Tensor | None, cache: KVCache,
                                shared: tuple[Tensor, Tensor]) -> Tensor:
         """Run each distinct prompt of ids (B, T0) once into `cache`, then give every row its prompt's
@@ -300,6 +274,35 @@ class GPT(nn.Module):
         if problems:
             raise ModelInputError("generate: " + "; ".join(problems))
 
+    def response_states(self, ids: Tensor, attention_mask: Tensor | None, n: int) -> Tensor:
+        """Hidden states (B, n + 1, C) at each row's last prompt column and its n response columns.
+
+        ids (B, T0 + n) are left-padded prompts followed by n columns of sampled response. These
+        n + 1 positions are all that RL reads: position t predicts token t + 1, so the last prompt
+        column predicts the first response token, and a reward model reads the answer's last token.
+
+        Rows that repeat a prompt (GRPO's group of answers to one prompt) share its pass, as in
+        generation: each distinct prompt runs once into a KV cache, its keys and values are copied to
+        every row that asked it, and the responses run on top. The numbers are those of one full
+        pass (to float rounding), and so are the gradients: autograd carries each copy's gradient
+        back to the one prompt pass, where they add up. (Each cache buffer is written once after it
+        is made, so autograd accepts the in-place writes.)
+        """
+        prompt_len = ids.shape[1] - n
+        if not 0 < n < ids.shape[1]:
+            raise ModelInputError(f"response_states: n={n} response columns in ids of {ids.shape[1]} columns "
+                                  f"leave no prompt or no response; n must be in [1, {ids.shape[1] - 1}]")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(ids, dtype=torch.bool)
+        shared = distinct_prompts(ids[:, :prompt_len], attention_mask[:, :prompt_len])
+        if shared is None:  # every row has its own prompt: one ordinary pass
+            return self.hidden_states(ids, attention_mask)[:, -n - 1:]  # (B, n + 1, C)
+        cache = KVCache(self.config.n_layer, capacity=ids.shape[1])
+        prompt_states = self._read_each_prompt_once(ids[:, :prompt_len], attention_mask[:, :prompt_len], cache,
+                                                    shared)  # (P, T0, C)
+        response = self.hidden_states(ids[:, prompt_len:], attention_mask[:, prompt_len:], cache=cache)  # (B, n, C)
+        return torch.cat([prompt_states[shared[1], -1:], response], dim=1)  # (B, n + 1, C)
+
     @classmethod
     def from_gpt2_state_dict(
         cls, state_dict: Mapping[str, Tensor], n_head: int | None = None, attention: str = "manual"
@@ -324,7 +327,7 @@ class GPT(nn.Module):
             raise CheckpointError("lm_head.weight differs from wte.weight: GPT-2 ties them, and so does "
                                   "this GPT; an untied head cannot be loaded")
         model = cls(config)
-        load_converted(model, sd, _gpt2_plan(config.n_layer), _gpt2_ignored, "GPT-2")
+        load_converted(model, sd, gpt2_plan(config.n_layer), gpt2_ignored, "GPT-2")
         return model
 
     @classmethod
@@ -359,65 +362,8 @@ class GPT(nn.Module):
             tie_embeddings=head is None or torch.equal(head, sd["embed_tokens.weight"]),
         )
         model = cls(config)
-        load_converted(model, sd, _llama_plan(config), _llama_ignored(config), "Llama")
+        load_converted(model, sd, llama_plan(config), llama_ignored(config), "Llama")
         return model
-
-
-# (our module, Llama's module(s)) in each block; several sources are stacked along the output rows.
-_LLAMA_LAYER = (
-    ("ln_1", ["input_layernorm"]), ("ln_2", ["post_attention_layernorm"]),
-    ("attn.qkv", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]), ("attn.proj", ["self_attn.o_proj"]),
-    ("mlp.fc", ["mlp.gate_proj", "mlp.up_proj"]), ("mlp.proj", ["mlp.down_proj"]),
-)
-
-
-def _llama_plan(config: ModelConfig) -> dict[str, Conversion]:
-    """Our parameter name -> the Llama key(s) it comes from."""
-    plan: dict[str, Conversion] = {
-        "tok_emb.weight": (["embed_tokens.weight"], as_is), "ln_f.weight": (["norm.weight"], as_is),
-    }
-    if not config.tie_embeddings:
-        plan["head.weight"] = (["lm_head.weight"], as_is)
-    for i in range(config.n_layer):
-        for ours, theirs in _LLAMA_LAYER:
-            plan[f"blocks.{i}.{ours}.weight"] = ([f"layers.{i}.{t}.weight" for t in theirs], stack_rows)
-    return plan
-
-
-def _llama_ignored(config: ModelConfig) -> Callable[[str], bool]:
-    """Llama keys we knowingly skip: a tied LM head (a copy of the embeddings) and RoPE frequency buffers."""
-    return lambda key: (key == "lm_head.weight" and config.tie_embeddings) or key.endswith("rotary_emb.inv_freq")
-
-
-# (our module, GPT-2's module) in each block.
-_GPT2_LAYER = (
-    ("ln_1", "ln_1"), ("ln_2", "ln_2"), ("attn.qkv", "attn.c_attn"), ("attn.proj", "attn.c_proj"),
-    ("mlp.fc", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj"),
-)
-
-
-def _transposed(tensors: list[Tensor]) -> Tensor:
-    """GPT-2's Conv1D keeps its weight as (in, out); our nn.Linear keeps (out, in)."""
-    return tensors[0].T
-
-
-def _gpt2_plan(n_layer: int) -> dict[str, Conversion]:
-    """Our parameter name -> the GPT-2 key it comes from (Conv1D weights transposed)."""
-    plan: dict[str, Conversion] = {
-        "tok_emb.weight": (["wte.weight"], as_is), "pos_emb.weight": (["wpe.weight"], as_is),
-        "ln_f.weight": (["ln_f.weight"], as_is), "ln_f.bias": (["ln_f.bias"], as_is),
-    }
-    for i in range(n_layer):
-        for ours, theirs in _GPT2_LAYER:
-            weight = as_is if ours.startswith("ln") else _transposed
-            plan[f"blocks.{i}.{ours}.weight"] = ([f"h.{i}.{theirs}.weight"], weight)
-            plan[f"blocks.{i}.{ours}.bias"] = ([f"h.{i}.{theirs}.bias"], as_is)
-    return plan
-
-
-def _gpt2_ignored(key: str) -> bool:
-    """GPT-2 keys we knowingly skip: the tied LM head (checked above) and old causal-mask buffers."""
-    return key == "lm_head.weight" or key.endswith((".attn.bias", ".attn.masked_bias"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -443,22 +389,6 @@ def distinct_prompts(ids: Tensor, attention_mask: Tensor | None) -> tuple[Tensor
     return one_each, copy_of
 
 
-def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
-    """Set to -inf every token outside the top-k and outside the top-p nucleus. logits (B, V)."""
-    if top_k is not None:
-        kth_best = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth_best, float("-inf"))
-    if top_p is not None:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
-        probs = sorted_logits.softmax(dim=-1)
-        mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above this one
-        outside = mass_before >= top_p
-        outside[:, 0] = False  # the best always stays (a top_p below float32's range compares as 0)
-        sorted_logits = sorted_logits.masked_fill(outside, float("-inf"))
-        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
-    return logits
-
-
 def sample_next(
     logits: Tensor, temperature: float, top_k: int | None, top_p: float | None,
     generator: torch.Generator | None,
@@ -475,20 +405,20 @@ def sample_next(
     return token, scaled.log_softmax(dim=-1).gather(-1, token[:, None])[:, 0]
 
 
-def scatter_rows(values: Tensor, rows: Tensor, batch: int, fill: float | bool) -> Tensor:
-    """A (batch,) tensor with values (b,) at the indices `rows` and `fill` everywhere else."""
-    if len(rows) == batch:  # every row still generating: values are already in batch order
-        return values
-    return torch.full((batch,), fill, dtype=values.dtype, device=values.device).index_copy(0, rows, values)
-
-
-def up_to_first(new_ids: Tensor, eos_id: int | None) -> Tensor:
-    """(B, N) bool: True on each row's generated tokens up to and including its first eos."""
-    if eos_id is None:
-        return torch.ones_like(new_ids, dtype=torch.bool)
-    is_eos = (new_ids == eos_id).int()  # (B, N)
-    eos_before = is_eos.cumsum(dim=1) - is_eos  # (B, N): how many eos came strictly before each column
-    return eos_before == 0
+def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
+    """Set to -inf every token outside the top-k and outside the top-p nucleus. logits (B, V)."""
+    if top_k is not None:
+        kth_best = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if top_p is not None:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
+        probs = sorted_logits.softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above this one
+        outside = mass_before >= top_p
+        outside[:, 0] = False  # the best always stays (a top_p below float32's range compares as 0)
+        sorted_logits = sorted_logits.masked_fill(outside, float("-inf"))
+        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+    return logits
 
 
 def inverse_cdf_sample(probs: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -507,3 +437,19 @@ def inverse_cdf_sample(probs: Tensor, generator: torch.Generator | None) -> Tens
                    device=generator.device if generator is not None else probs.device)  # (B, 1)
     u = u.to(probs.device) * cumulative[:, -1:]  # scaled to the row's own total, so u never lies past it
     return torch.searchsorted(cumulative, u, right=True)[:, 0]  # (B,) first index with cumulative > u
+
+
+def scatter_rows(values: Tensor, rows: Tensor, batch: int, fill: float | bool) -> Tensor:
+    """A (batch,) tensor with values (b,) at the indices `rows` and `fill` everywhere else."""
+    if len(rows) == batch:  # every row still generating: values are already in batch order
+        return values
+    return torch.full((batch,), fill, dtype=values.dtype, device=values.device).index_copy(0, rows, values)
+
+
+def up_to_first(new_ids: Tensor, eos_id: int | None) -> Tensor:
+    """(B, N) bool: True on each row's generated tokens up to and including its first eos."""
+    if eos_id is None:
+        return torch.ones_like(new_ids, dtype=torch.bool)
+    is_eos = (new_ids == eos_id).int()  # (B, N)
+    eos_before = is_eos.cumsum(dim=1) - is_eos  # (B, N): how many eos came strictly before each column
+    return eos_before == 0

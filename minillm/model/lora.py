@@ -88,21 +88,41 @@ def parse_targets(targets: str | Sequence[str]) -> list[str]:
     return [name.strip() for name in names if name.strip()]
 
 
+def names_layer(target: str, name: str) -> bool:
+    """Whether `target` names the Linear layer called `name`: its whole dotted name, or its end
+    ("proj" names "blocks.0.attn.proj" and "blocks.0.mlp.proj", "mlp.proj" only the second)."""
+    return name == target or name.endswith("." + target)
+
+
 def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float, targets: str | Sequence[str],
              also_train: str | Sequence[str] = ()) -> list[str]:
     """Freeze every parameter of `model` and give each Linear named by `targets` a LoRA adapter.
 
-    A target matches every Linear whose dotted name ends with it ("proj" -> "blocks.0.attn.proj"
-    and "blocks.0.mlp.proj"). The modules named exactly in `also_train` (e.g. "tok_emb") stay
-    trainable in full. Returns the names of the adapted layers. Raises ConfigError for a target
-    that matches nothing, listing the layers there are.
+    A target matches every Linear whose dotted name ends with it (`names_layer`). The modules named
+    exactly in `also_train` (e.g. "tok_emb") stay trainable in full. Returns the names of the adapted
+    layers. Raises ConfigError for a target that matches nothing, listing the layers there are.
     """
-    wanted = parse_targets(targets)
+    wanted, in_full = parse_targets(targets), parse_targets(also_train)
     linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    check_lora_request(model, linears, wanted, in_full)
+    model.requires_grad_(False)  # the base is frozen: only the adapters below will train
+    for name in in_full:
+        model.get_submodule(name).requires_grad_(True)
+    chosen = sorted(name for name in linears if any(names_layer(t, name) for t in wanted))
+    for name in chosen:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, dropout))
+    return chosen
+
+
+def check_lora_request(model: nn.Module, linears: Mapping[str, nn.Linear], wanted: list[str],
+                       in_full: list[str]) -> None:
+    """Raise ConfigError, naming the fix, unless `add_lora` can do what it is asked: the model has no
+    adapters yet, every target names one of its `linears` at least, and `in_full` names its modules."""
     if any(isinstance(module, LoRALinear) for module in linears.values()):
         raise ConfigError("add_lora: this model already has LoRA adapters; add them once")
-    chosen = {name for name in linears for t in wanted if name == t or name.endswith("." + t)}
-    unmatched = [t for t in wanted if not any(n == t or n.endswith("." + t) for n in linears)]
+    unmatched = [t for t in wanted if not any(names_layer(t, name) for name in linears)]
     if unmatched or not wanted:
         kinds = sorted({name.rsplit(".", 1)[-1] for name in linears})
         # a tied LM head is no Linear of its own but the token table (blocks.output_table)
@@ -112,29 +132,24 @@ def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float, targets:
         raise ConfigError(f"lora targets {unmatched or wanted} match no Linear layer of the model; its Linear "
                           f"layers end in {kinds} (e.g. targets=qkv,proj){tied}")
     modules = dict(model.named_modules())
-    unknown = [name for name in parse_targets(also_train) if name not in modules]
+    unknown = [name for name in in_full if name not in modules]
     if unknown:
         raise ConfigError(f"lora also_train {unknown} names no module of the model; e.g. tok_emb (the token table)")
-    model.requires_grad_(False)  # the base is frozen: only the adapters below will train
-    for name in parse_targets(also_train):
-        modules[name].requires_grad_(True)
-    for name in sorted(chosen):
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha, dropout))
-    return sorted(chosen)
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    """Every adapted layer of `model`, by its dotted name."""
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
 def merge_lora(model: nn.Module) -> None:
+    """Add every adapter into its frozen weight (`LoRALinear.merge`): inference as fast as the base's."""
     for layer in lora_layers(model).values():
         layer.merge()
 
 
 def unmerge_lora(model: nn.Module) -> None:
+    """Take every merged adapter back out of its weight, to train or save it on its own again."""
     for layer in lora_layers(model).values():
         layer.unmerge()
 

@@ -56,7 +56,7 @@ def clm_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over a batch of windows ids (B, T+1)."""
     inputs, targets = ids[:, :-1], ids[:, 1:]  # (B, T) each: position t predicts token t+1
     logits = model(inputs)  # (B, T, V)
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())  # (B*T, V) against (B*T,)
 
 
 @torch.no_grad()
@@ -136,7 +136,7 @@ def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     """
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
-    if resume:
+    if resume:  # refused now, before the corpus is packed, if the tokenizer or stage settings changed
         check_resume(out_dir, to_dict(cfg), tokenizer)
     T, B = cfg.model.block_size, cfg.train.batch_size
     streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}

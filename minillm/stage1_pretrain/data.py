@@ -14,9 +14,8 @@ Pretraining needs no labels, only text, so the data pipeline is short:
 3. **Count.** The unigram counts of the training stream give the baselines that tell us whether a
    model learnt anything beyond "which tokens are frequent".
 
-Resuming a run must continue the *same* experiment: the training loop's `check_resume` refuses a
-run folder whose tokenizer or stage settings differ from the ones given now, and only notes changed
-optimisation settings such as more steps. Stage 1 calls it before the corpus is packed.
+Both stages also report alike: `as_subset_check` names the training log's periodic checks apart
+from the final evaluation, and `write_results` writes that final evaluation.
 """
 
 from __future__ import annotations

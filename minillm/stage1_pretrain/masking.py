@@ -76,10 +76,10 @@ def mask_tokens(
     # One more uniform number per position decides what a chosen token turns into:
     # [0, p_mask) -> <mask>, [p_mask, p_mask + p_random) -> random token, the rest -> unchanged.
     action = torch.rand(original.shape, generator=generator)  # (B, T)
-    to_mask = chosen & (action < mask_token_prob)
-    to_random = chosen & (action >= mask_token_prob) & (action < mask_token_prob + random_token_prob)
+    to_mask = chosen & (action < mask_token_prob)  # (B, T) bool
+    to_random = chosen & (action >= mask_token_prob) & (action < mask_token_prob + random_token_prob)  # (B, T) bool
 
-    pool = ordinary_token_ids(vocab_size, special_ids)
+    pool = ordinary_token_ids(vocab_size, special_ids)  # (V - number of special tokens,)
     random_ids = pool[torch.randint(len(pool), original.shape, generator=generator)]  # (B, T)
 
     input_ids = original.clone()

@@ -126,7 +126,7 @@ def evaluate_mlm(model: nn.Module, cfg: MLMConfig, tokenizer, val_stream: torch.
     for start in range(0, len(windows), cfg.train.batch_size):
         rows = slice(start, start + cfg.train.batch_size)
         logits = model(masked.input_ids[rows].to(device))  # (b, T, V)
-        labels = masked.labels[rows].to(device)
+        labels = masked.labels[rows].to(device)  # (b, T): IGNORE_INDEX except at the blanks
         c, n = masked_accuracy(logits, labels)
         correct, total = correct + c, total + n
         loss_sum += float(mlm_loss(logits, labels)) * n
@@ -229,7 +229,7 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     """
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
-    if resume:
+    if resume:  # refused now, before the corpus is packed, if the tokenizer or stage settings changed
         check_resume(out_dir, to_dict(cfg), tokenizer)
     T, B = cfg.model.block_size, cfg.train.batch_size
     streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}
