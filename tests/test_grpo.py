@@ -17,7 +17,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 from crash_resume import assert_exact_resume
-from test_ppo import RECORDS, build_runs, entropy_alone, logprobs_alone, nudged, train_and_check_the_reference
+from test_ppo import (
+    RECORDS,
+    build_runs,
+    entropy_alone,
+    logprobs_alone,
+    nudged,
+    surrogate_alone,
+    train_and_check_the_reference,
+)
 
 from minillm import config, report
 from minillm.config import GRPOConfig, TrainConfig
@@ -100,6 +108,86 @@ def test_group_advantages_by_hand():
     assert group_advantages(rewards, "leave_one_out", False) == pytest.approx(plain * 4 / 3)  # G / (G - 1)
     with pytest.raises(ConfigError, match="baseline"):
         group_advantages(rewards, "median")
+
+@pytest.mark.parametrize("baseline,scale_by_std", list(itertools.product(("mean", "leave_one_out"), (True, False))))
+def test_group_advantages_match_loops_over_random_groups(baseline, scale_by_std):
+    """Each answer's advantage against its own group, in float64 Python loops from the papers' formulas:
+    GRPO (Shao et al., 2024) A_i = (r_i - mean(r)) / (std(r) + eps), std the sample std (G - 1);
+    RLOO (Ahmadian et al., 2024) A_i = r_i - mean of the G - 1 others; Dr. GRPO leaves out the std.
+    Random groups of sizes 2 to 8, one unanimous (advantage 0)."""
+    g = torch.Generator().manual_seed(0)
+    for P, G in [(1, 2), (3, 4), (2, 8)]:
+        rewards = torch.randn(P, G, generator=g, dtype=torch.float64)
+        rewards[-1] = 0.5 if P > 1 else rewards[-1]  # a unanimous group
+        ours = group_advantages(rewards, baseline, scale_by_std)
+        for p in range(P):
+            r = rewards[p].tolist()
+            mean = sum(r) / G
+            std = sqrt(sum((x - mean) ** 2 for x in r) / (G - 1))
+            for i in range(G):
+                base = mean if baseline == "mean" else (sum(r) - r[i]) / (G - 1)
+                expected = (r[i] - base) / (std + 1e-4) if scale_by_std else r[i] - base
+                assert ours[p, i].item() == pytest.approx(expected, rel=1e-9, abs=1e-12), (P, G, p, i)
+
+
+def test_the_grpo_loss_and_its_gradient_match_a_per_token_reference():
+    """GRPO's loss as grpo.py's docstring states it, written as float64 loops over the real tokens of
+    random answers of several lengths: -(1/M) sum over the M answer tokens of the batch of min(r A,
+    clip(r) A), each token carrying its answer's advantage A, plus kl_coef x the mean over the same
+    tokens of k3 = pi_ref/pi - log(pi_ref/pi) - 1. The normalisation is per token over the batch (a long
+    answer's tokens weigh as much as a short one's), not per answer then over answers (DeepSeekMath's):
+    the test tells the two apart, and checks the gradient on every log-prob."""
+    g = torch.Generator().manual_seed(0)
+    eps, beta = 0.2, 0.3
+    for B, N in [(2, 3), (4, 6), (8, 5)]:
+        old = -torch.rand(B, N, generator=g, dtype=torch.float64) * 3
+        new = (old + 0.4 * torch.randn(B, N, generator=g, dtype=torch.float64)).requires_grad_(True)
+        ref = old + 0.5 * torch.randn(B, N, generator=g, dtype=torch.float64)
+        advantages = torch.randn(B, generator=g, dtype=torch.float64)
+        lengths = torch.randint(1, N + 1, (B,), generator=g)
+        lengths[0], lengths[1] = 1, N  # a one-token answer (its <eos> alone) and one that fills the length
+        mask = torch.arange(N)[None, :] < lengths[:, None]
+        loss, stats = grpo_loss(new, old, ref, advantages, mask, eps, beta)
+        surrogate, kl, per_answer = [], [], []
+        for b in range(B):
+            answer = []
+            for t in range(int(lengths[b])):
+                ratio, a = torch.exp(new[b, t] - old[b, t]), advantages[b]
+                answer.append(torch.minimum(ratio * a, torch.clamp(ratio, 1 - eps, 1 + eps) * a))
+                kl.append(torch.exp(ref[b, t] - new[b, t]) - (ref[b, t] - new[b, t]) - 1)
+            surrogate += answer
+            per_answer.append(sum(answer) / len(answer))
+        by_hand = -sum(surrogate) / len(surrogate) + beta * sum(kl) / len(kl)
+        torch.testing.assert_close(loss, by_hand, rtol=1e-12, atol=1e-12)
+        assert stats["k3_kl"] == pytest.approx((sum(kl) / len(kl)).item(), rel=1e-12)
+        per_sequence = -sum(per_answer) / B + beta * sum(kl) / len(kl)  # DeepSeekMath's averaging
+        assert abs(loss.item() - per_sequence.item()) > 1e-3
+        [ours] = torch.autograd.grad(loss, new)
+        [theirs] = torch.autograd.grad(by_hand, new)
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+        assert (ours[~mask] == 0).all()
+
+
+def test_k3s_mean_is_kl_of_pi_to_the_reference_but_its_gradients_mean_is_the_other_directions():
+    """What `k3_kl`'s docstring says, computed exactly over a small vocabulary (no sampling): with y
+    drawn from pi, E[k3(y)] = KL(pi || pi_ref), an unbiased value; but k3 used as a loss has gradient
+    (1 - pi_ref/pi) d log pi at each sample, whose expectation is the gradient of KL(pi_ref || pi), the
+    other direction. Both pull pi towards pi_ref, and agree to first order when the two are close."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    ref = torch.log_softmax(torch.randn(6, generator=g, dtype=torch.float64), dim=0)
+    logp = torch.log_softmax(logits, dim=0)  # (V,) the policy
+    pi = logp.exp().detach()  # the sampling distribution: the samples themselves carry no gradient
+    expected_k3 = (pi * k3_kl(logp, ref)).sum()  # E over y ~ pi of k3(y)
+    forward_kl = (logp.exp() * (logp - ref)).sum()  # KL(pi || pi_ref)
+    reverse_kl = (ref.exp() * (ref - logp)).sum()  # KL(pi_ref || pi)
+    assert expected_k3.item() == pytest.approx(forward_kl.item(), rel=1e-12)
+    [grad_k3] = torch.autograd.grad(expected_k3, logits, retain_graph=True)
+    [grad_reverse] = torch.autograd.grad(reverse_kl, logits, retain_graph=True)
+    [grad_forward] = torch.autograd.grad(forward_kl, logits)
+    torch.testing.assert_close(grad_k3, grad_reverse, rtol=1e-12, atol=1e-12)
+    assert (grad_k3 - grad_forward).abs().max() > 0.01
+
 
 
 def test_a_unanimous_group_has_zero_advantage_and_gives_zero_gradient():
@@ -434,6 +522,38 @@ def test_rollout_groups_consecutive_answers_and_first_update_is_on_policy(runs):
     # The old log-probs come from sampling (KV cache, batch shrinking as answers end); a full forward
     # pass gives the same numbers up to float rounding, so the first minibatch is on-policy.
     assert stats[0]["ratio_max_dev"] < 1e-4
+
+def test_one_grpo_step_moves_the_policy_by_the_gradient_of_the_surrogate_read_row_by_row(runs):
+    """GRPO's update on one minibatch holding both groups, with plain SGD and no KL term, and "old"
+    log-probs moved off the policy's so that the clip holds some tokens: every policy weight moves by
+    -lr x the gradient of PPO's surrogate (`surrogate_alone`, float64, each row alone), every token
+    carrying its answer's group advantage and the mean taken over all the answers' tokens."""
+    policy, tok = load_model(runs["sft"], GPT)
+    cfg = micro_grpo_config(minibatch_size=8, epochs=1, temperature=0.7,
+                            train=dataclasses.replace(micro_grpo_config().train, grad_clip=0.0))
+    g = torch.Generator().manual_seed(0)
+    ro = rollout(policy, policy, lambda batch, resp: torch.arange(len(batch)).float() % 3, tok, RECORDS[:2], cfg, g)
+    resp, n = ro.responses, ro.mask.shape[1]
+    # answers of several lengths, as if each had ended there: what follows is padding, masked everywhere
+    mask = resp.mask & (torch.arange(n)[None, :] < torch.tensor([[n], [2], [4], [1], [3], [n], [1], [2]]))
+    assert len(set(mask.sum(dim=1).tolist())) > 1
+    off_policy = resp.logprobs + 0.3 * torch.randn(mask.shape, generator=torch.Generator().manual_seed(1))
+    resp = dataclasses.replace(resp, mask=mask, attention_mask=torch.cat([resp.attention_mask[:, :-n], mask], dim=1),
+                               logprobs=off_policy * mask)
+    ro = dataclasses.replace(ro, responses=resp)
+    by_hand = copy.deepcopy(policy).double()
+    loss, clipped = surrogate_alone(by_hand, resp.ids, resp.attention_mask, mask, resp.logprobs,
+                                    ro.advantages[:, None].expand_as(mask), cfg.temperature, cfg.clip_range)
+    assert 0 < clipped < int(mask.sum())  # the clip holds some tokens, not all
+    names = [name for name, _ in by_hand.named_parameters()]
+    grads = dict(zip(names, torch.autograd.grad(loss, list(by_hand.parameters())), strict=True))
+    before = {name: p.detach().clone() for name, p in policy.named_parameters()}
+    lr = 0.5
+    [stats] = grpo_update(policy, torch.optim.SGD(policy.parameters(), lr=lr), ro, cfg, g)
+    assert stats["loss"] == pytest.approx(loss.item(), abs=1e-5)
+    for name, p in policy.named_parameters():
+        torch.testing.assert_close((p.detach() - before[name]).double(), -lr * grads[name], atol=1e-6, rtol=1e-4)
+
 
 
 def test_the_scoreboard_refuses_a_run_without_its_tokenizer(untrained_runs, tmp_path):

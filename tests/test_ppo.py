@@ -301,6 +301,21 @@ def entropy_alone(model: GPT, ids: torch.Tensor, attention_mask: torch.Tensor, m
     logp = log_softmax_alone(model, ids, attention_mask, mask, temperature)[mask].double()  # (real tokens, V)
     return -(logp.exp() * logp).sum(dim=-1).mean().item()
 
+def test_the_sampled_log_probs_are_the_policys_own_read_row_by_row(runs):
+    """The rollout's "old" log-probs come from sampling (KV cache, left-padded prompts, rows dropping
+    out as they say <eos>): each must be log softmax(logits / T)[token] of the policy run on that row's
+    prefix alone, and 0 after the answer's <eos>. Prompts of several lengths, answers that end early."""
+    policy, tok = load_model(runs["sft"], GPT)
+    policy = with_eos_boost(policy, tok.eos_id, 2.0)
+    prompts = [r["prompt"] + " Now." * (i % 3) for i, r in enumerate(RECORDS[:6])]  # prompts of several lengths
+    resp = sample_responses(policy, tok, prompts, 5, 0.7, torch.Generator().manual_seed(0))
+    assert resp.mask.sum(dim=1).min() < resp.mask.sum(dim=1).max() and resp.has_eos.any()
+    assert not resp.has_eos.all() and not resp.attention_mask[:, 0].all()  # answers cut at 5 tokens; left pads
+    by_hand = logprobs_alone(policy, resp.ids, resp.attention_mask, resp.mask, 0.7)
+    torch.testing.assert_close(resp.logprobs * resp.mask, by_hand * resp.mask, atol=1e-5, rtol=0)
+    assert (resp.logprobs[~resp.mask] == 0).all()
+
+
 
 def test_the_kl_penalty_is_measured_against_the_frozen_reference(runs):
     """The rollout's reference log-probs are the reference's own (not the policy's, which would make
@@ -371,6 +386,62 @@ def test_the_update_steps_on_the_policy_loss_plus_vf_coef_times_the_value_loss(r
     ppo_update(policy, critic, torch.optim.SGD([*policy.parameters(), *critic.parameters()], lr=lr), ro, cfg, g)
     torch.testing.assert_close(critic.head.weight - before, -lr * cfg.vf_coef * by_hand.head.weight.grad,
                                atol=1e-6, rtol=1e-4)
+
+def surrogate_alone(model: GPT, ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
+                    old_logprobs: torch.Tensor, advantages: torch.Tensor, temperature: float,
+                    clip_range: float) -> tuple[torch.Tensor, int]:
+    """PPO's clipped surrogate loss written from the paper, as a loop over the rows, each run alone with
+    its pads cut away (no attention mask, no KV cache): -(1/M) sum over the M real response tokens of
+    min(r A, clip(r, 1 - eps, 1 + eps) A), r = pi(token) / pi_old(token) at `temperature`. `model` may
+    be a float64 copy; the result keeps its graph. Also returns how many tokens the clip held."""
+    terms, clipped = [], 0
+    for b in range(len(ids)):
+        real = ids[b][attention_mask[b]]  # the prompt's and the answer's tokens, nothing else
+        k, length = int(mask[b].sum()), len(real)  # the answer is the last k of them
+        logp = torch.log_softmax(model(real[None])[0] / temperature, dim=-1)  # (L, V): row t predicts t + 1
+        for t in range(k):
+            ratio = torch.exp(logp[length - k - 1 + t, real[length - k + t]] - float(old_logprobs[b, t]))
+            a = float(advantages[b, t])
+            plain, capped = ratio * a, torch.clamp(ratio, 1 - clip_range, 1 + clip_range) * a
+            terms.append(torch.minimum(plain, capped))
+            clipped += bool(capped < plain)
+    return -sum(terms) / len(terms), clipped
+
+
+def test_one_ppo_step_moves_the_policy_by_the_gradient_of_the_surrogate_read_row_by_row(runs):
+    """One plain SGD step (no gradient clipping) on one minibatch holding the whole rollout, whose "old"
+    log-probs are moved off the policy's so that the clip holds some tokens and not others: every
+    policy weight moves by -lr x the gradient of `surrogate_alone`, the paper's objective computed in
+    float64 on each row alone. The slicing of response columns, the temperature, the masking and
+    averaging and the clip all have to agree for this to pass."""
+    policy, tok = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0]
+    cfg = dataclasses.replace(micro_ppo_config(), minibatch_size=4, ppo_epochs=1, temperature=0.7,
+                              train=dataclasses.replace(micro_ppo_config().train, grad_clip=0.0))
+    critic, g = copy.deepcopy(rm), torch.Generator().manual_seed(0)
+    ro = rollout(policy, nudged(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
+    n = ro.mask.shape[1]
+    # answers of several lengths, as if each had ended there: what follows is padding, masked everywhere
+    mask = ro.mask & (torch.arange(n)[None, :] < torch.tensor([[n], [2], [4], [1]]))
+    assert len(set(mask.sum(dim=1).tolist())) > 1
+    attention_mask = torch.cat([ro.attention_mask[:, :-n], mask], dim=1)
+    off_policy = ro.logprobs + 0.3 * torch.randn(mask.shape, generator=torch.Generator().manual_seed(1))
+    ro = dataclasses.replace(ro, mask=mask, attention_mask=attention_mask, logprobs=off_policy * mask,
+                             advantages=ro.advantages * mask, values=ro.values * mask, returns=ro.returns * mask)
+    by_hand = copy.deepcopy(policy).double()
+    loss, clipped = surrogate_alone(by_hand, ro.ids, ro.attention_mask, ro.mask, ro.logprobs, ro.advantages,
+                                    cfg.temperature, cfg.clip_range)
+    assert 0 < clipped < int(ro.mask.sum())  # the clip holds some tokens, not all
+    names = [name for name, _ in by_hand.named_parameters()]
+    grads = dict(zip(names, torch.autograd.grad(loss, list(by_hand.parameters())), strict=True))
+    before = {name: p.detach().clone() for name, p in policy.named_parameters()}
+    lr = 0.5
+    [stats] = ppo_update(policy, critic, torch.optim.SGD([*policy.parameters(), *critic.parameters()], lr=lr), ro,
+                         cfg, g)
+    assert stats["pg_loss"] == pytest.approx(loss.item(), abs=1e-5)
+    for name, p in policy.named_parameters():
+        torch.testing.assert_close((p.detach() - before[name]).double(), -lr * grads[name], atol=1e-6, rtol=1e-4)
+
 
 
 def test_the_critic_learns_its_value_loss_falls_over_the_epochs(runs):

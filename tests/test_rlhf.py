@@ -15,7 +15,15 @@ from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example, encode_prompt
 from minillm.stage3_rlhf.annotator import gold_score, ranking_to_pairs
-from minillm.stage3_rlhf.dpo import chosen_nll, collate_pairs, dpo_loss, encode_pairs, make_dpo_loss, with_reference
+from minillm.stage3_rlhf.dpo import (
+    EncodedPair,
+    chosen_nll,
+    collate_pairs,
+    dpo_loss,
+    encode_pairs,
+    make_dpo_loss,
+    with_reference,
+)
 from minillm.stage3_rlhf.ppo import (
     adapt_kl_coef,
     clipped_policy_loss,
@@ -103,6 +111,29 @@ def test_the_ranking_loss_of_bfloat16_scores_is_computed_in_float32():
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(sum(map(neg_log_sigmoid, margins)) / 2, abs=1e-6)
 
+def test_ranking_loss_and_its_gradient_match_a_loop_over_every_ranked_pair():
+    """InstructGPT's loss, mean over pairs (w ranked above l) of -log sigmoid(r_w - r_l), written as a
+    Python loop over every pair of random rankings with ties and missing answers, in float64: the
+    value, the accuracy (share of pairs with r_w > r_l) and the gradient on every score agree. The
+    gradient is what trains the reward model: a pair counted twice or in the wrong order would move it."""
+    g = torch.Generator().manual_seed(0)
+    for B, K in [(1, 2), (3, 4), (5, 6)]:
+        rewards = torch.randn(B, K, generator=g, dtype=torch.float64, requires_grad=True)
+        ranks = torch.randint(0, K - 1, (B, K), generator=g)  # K - 1 places for K answers: ties
+        ranks[0, 0], ranks[0, 1] = 0, 1  # every batch holds at least one pair
+        ranks[-1, -1] = -1 if K > 2 else ranks[-1, -1]  # a missing answer
+        loss, accuracy = ranking_loss(rewards, ranks)
+        pairs = [(b, i, j) for b in range(B) for i in range(K) for j in range(K)
+                 if 0 <= ranks[b, i] < ranks[b, j] and ranks[b, j] >= 0]
+        margins = [rewards[b, i] - rewards[b, j] for b, i, j in pairs]
+        by_hand = sum(-torch.log(torch.sigmoid(m)) for m in margins) / len(pairs)
+        torch.testing.assert_close(loss.double(), by_hand, rtol=1e-6, atol=1e-6)
+        assert accuracy.item() == pytest.approx(sum(float(m > 0) for m in margins) / len(pairs))
+        [ours] = torch.autograd.grad(loss, rewards)
+        [theirs] = torch.autograd.grad(by_hand, rewards)
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
 
 def test_dpo_loss_matches_hand_computation():
     pc, pr, rc, rr = torch.tensor([-1.0, -4.0]), torch.tensor([-3.0, -1.0]), torch.tensor([-2.0, -4.0]), \
@@ -163,6 +194,46 @@ def test_an_unmoved_policy_orders_no_pair_right():
     same = torch.tensor([-3.0, -5.0])
     loss, acc, margin = dpo_loss(same, same, same, same, beta=0.5)  # policy == reference: every margin is 0
     assert acc.item() == 0.0 and margin.item() == 0.0 and loss.item() == pytest.approx(math.log(2), abs=1e-6)
+
+def test_the_dpo_loss_and_its_gradient_match_a_reference_that_reads_one_prefix_at_a_time():
+    """DPO (Rafailov et al., 2023, eq. 7): -log sigmoid(beta [(log pi(w) - log pi_ref(w)) - (log pi(l) -
+    log pi_ref(l))]), log pi(y) the sum over the answer's tokens (its <eos> included, the prompt's
+    excluded) of log p(token | all before it), written as a loop that runs the model on each prefix
+    alone, in float64. Pairs of several prompt and answer lengths, so both sides are right-padded to
+    their own length. The loss, its accuracy and margin, the chosen answers' NLL term and the gradient
+    on every weight agree: padding or a prompt token that leaked into a sum would show in all of them."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=16, block_size=12, n_layer=1, n_head=2, n_embd=8)).double().eval()
+    g = torch.Generator().manual_seed(0)
+
+    def example(prompt_len: int, answer_len: int) -> ChatExample:
+        ids = torch.randint(1, 16, (prompt_len + answer_len,), generator=g).tolist()
+        return ChatExample(ids=ids, loss_mask=[False] * prompt_len + [True] * answer_len)
+
+    pairs = [EncodedPair(example(3, 4), example(3, 1), -5.0, -1.5), EncodedPair(example(5, 2), example(5, 6), -2.0,
+                                                                                 -9.0),
+             EncodedPair(example(2, 1), example(4, 3), -0.5, -4.0)]
+    beta, nll_coef = 0.5, 0.3
+    loss, stats = make_dpo_loss(beta, nll_coef)(model, collate_pairs(pairs, pad_id=0))
+
+    def logprob(ex: ChatExample) -> torch.Tensor:  # sum over answer tokens of log p(token | prefix), prefix alone
+        return sum(torch.log_softmax(model(torch.tensor([ex.ids[:t]]))[0, -1], dim=-1)[ex.ids[t]]
+                   for t in range(1, len(ex.ids)) if ex.loss_mask[t])
+
+    margins = [beta * ((logprob(p.chosen) - p.ref_chosen) - (logprob(p.rejected) - p.ref_rejected)) for p in pairs]
+    dpo = sum(-torch.log(torch.sigmoid(m)) for m in margins) / len(pairs)
+    nll = sum(-logprob(p.chosen) / sum(p.chosen.loss_mask) for p in pairs) / len(pairs)
+    by_hand = dpo + nll_coef * nll
+    torch.testing.assert_close(loss, by_hand, rtol=1e-9, atol=1e-9)
+    assert stats["accuracy"] == pytest.approx(sum(float(m > 0) for m in margins) / len(pairs))
+    assert stats["margin"] == pytest.approx((sum(margins) / len(pairs)).item(), abs=1e-9)
+    assert stats["chosen_nll"] == pytest.approx(nll.item(), abs=1e-9)
+    assert 0 < stats["accuracy"] < 1  # pairs ordered both ways: the test can tell the sides apart
+    weights = [p for p in model.parameters() if p.requires_grad]
+    ours, theirs = torch.autograd.grad(loss, weights), torch.autograd.grad(by_hand, weights)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
 
 
 def test_dpo_pairs_put_the_better_answer_first_and_leave_out_answers_that_do_not_fit():
@@ -272,6 +343,62 @@ def test_the_value_clipfrac_is_the_share_of_tokens_whose_clipped_error_is_the_la
     # token 0: 0.25 < 0.64, the clipped error counts; token 1: 2.25 > 1.44, the plain one; token 2: 0.16 < 0.64
     assert clipfrac == pytest.approx(2 / 3)
     assert loss.item() == pytest.approx(0.5 * (0.64 + 2.25 + 0.64) / 3, abs=1e-6)
+
+def test_the_clipped_surrogate_and_its_gradient_match_the_papers_formula():
+    """PPO's objective (Schulman et al., 2017, eq. 7) per real token, L = min(r A, clip(r, 1-eps, 1+eps) A)
+    with r = exp(log pi - log pi_old), and the loss -mean L over the real tokens, in float64 loops, on
+    random batches with padding: value and gradient agree, and the gradient is exactly 0 on every
+    token where the clipped term is the smaller (the policy has moved far enough there) and on pads."""
+    g = torch.Generator().manual_seed(0)
+    eps = 0.2
+    for B, N in [(1, 1), (3, 5), (4, 7)]:
+        old = -torch.rand(B, N, generator=g, dtype=torch.float64) * 3
+        new = (old + 0.4 * torch.randn(B, N, generator=g, dtype=torch.float64)).requires_grad_(True)
+        advantages = torch.randn(B, N, generator=g, dtype=torch.float64)
+        lengths = torch.randint(1, N + 1, (B,), generator=g)
+        mask = torch.arange(N)[None, :] < lengths[:, None]  # (B, N) answers of several lengths
+        loss, stats = clipped_policy_loss(new, old, advantages, mask, eps)
+        terms, clipped = [], torch.zeros(B, N, dtype=torch.bool)
+        for b in range(B):
+            for t in range(int(lengths[b])):
+                ratio = torch.exp(new[b, t] - old[b, t])
+                plain, capped = ratio * advantages[b, t], torch.clamp(ratio, 1 - eps, 1 + eps) * advantages[b, t]
+                terms.append(torch.minimum(plain, capped))
+                clipped[b, t] = bool(capped < plain)
+        by_hand = -sum(terms) / len(terms)
+        torch.testing.assert_close(loss, by_hand, rtol=1e-12, atol=1e-12)
+        [ours] = torch.autograd.grad(loss, new)
+        [theirs] = torch.autograd.grad(by_hand, new)
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+        assert (ours[clipped | ~mask] == 0).all() and (ours[~clipped & mask] != 0).all()
+        assert stats["clipfrac"] == pytest.approx(clipped[mask].double().mean().item())
+    assert clipped.any() and (~clipped & mask).any()  # both kinds of token were seen
+
+
+def test_the_clipped_value_loss_and_its_gradient_match_their_formula():
+    """The critic's loss, 0.5 * mean over real tokens of max((V - R)^2, (V_old + clip(V - V_old, -eps,
+    eps) - R)^2), in float64 loops on random batches with padding: value and gradient agree, and a
+    value that moved beyond eps from its old prediction in the direction that widens the error gets no
+    gradient (the clipped error is the larger there and does not depend on V)."""
+    g = torch.Generator().manual_seed(1)
+    eps = 0.2
+    for B, N in [(1, 1), (3, 5), (4, 7)]:
+        old, returns = torch.randn(B, N, generator=g, dtype=torch.float64), torch.randn(B, N, generator=g,
+                                                                                       dtype=torch.float64)
+        values = (old + 0.5 * torch.randn(B, N, generator=g, dtype=torch.float64)).requires_grad_(True)
+        lengths = torch.randint(1, N + 1, (B,), generator=g)
+        mask = torch.arange(N)[None, :] < lengths[:, None]
+        loss, _ = clipped_value_loss(values, old, returns, mask, eps)
+        terms = [torch.maximum((values[b, t] - returns[b, t]) ** 2,
+                               (old[b, t] + torch.clamp(values[b, t] - old[b, t], -eps, eps) - returns[b, t]) ** 2)
+                 for b in range(B) for t in range(int(lengths[b]))]
+        by_hand = 0.5 * sum(terms) / len(terms)
+        torch.testing.assert_close(loss, by_hand, rtol=1e-12, atol=1e-12)
+        [ours] = torch.autograd.grad(loss, values)
+        [theirs] = torch.autograd.grad(by_hand, values)
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+        assert (ours[~mask] == 0).all()
+
 
 
 def test_the_adaptive_kl_coefficient_rises_above_the_target_and_falls_below_it():

@@ -108,6 +108,9 @@ def k3_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
 
     k3 = exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1 (Schulman's "k3"): unbiased, and
     never negative, unlike the plain log-ratio, so it is a sound penalty on a single sample.
+    As a loss its gradient is another matter: (1 - pi_ref / pi) d log pi at each sample, whose mean
+    over samples from pi is the gradient of KL(pi_ref || pi), the other direction. Both pull pi
+    towards pi_ref, and they agree while the two are close; DeepSeekMath's GRPO uses k3 the same way.
     """
     log_ratio = ref_logprobs - logprobs
     return torch.exp(log_ratio) - log_ratio - 1.0
