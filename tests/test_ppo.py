@@ -708,6 +708,22 @@ def test_the_dpo_loss_plot_names_the_nll_term_its_loss_holds(runs, tmp_path, dra
     assert titles == ["DPO loss", "DPO loss + 1 x chosen answer's NLL"]
 
 
+def test_dpo_trains_with_dropout_off_so_an_unmoved_policy_starts_at_ln_2(runs, tmp_path):
+    """DPO compares the policy's log-probs with the frozen reference's, read with dropout off. Were the
+    policy read with dropout on (an SFT model trained with dropout > 0), the two would differ before any
+    update, the first loss would not be ln 2 (policy = reference: every implicit reward 0), and each step
+    would chase dropout's noise. PPO and GRPO turn dropout off too."""
+    tok = load_model_and_tokenizer(runs["sft"], GPT)[1]
+    model_cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32, dropout=0.5)
+    train_sft(SFTConfig(train=TrainConfig(max_steps=2, batch_size=8, eval_every=100, save_every=100),
+                        max_new_tokens=8), RECORDS, tmp_path / "sft", scratch_model_config=model_cfg, tokenizer=tok)
+    cfg = DPOConfig(train=TrainConfig(max_steps=1, batch_size=8, warmup_steps=0, log_every=1, eval_every=100,
+                                      save_every=100), eval_prompts=6, max_new_tokens=5, nll_coef=0.0)
+    result = train_dpo(cfg, tmp_path / "sft", runs["prefs"], RECORDS, tmp_path / "dpo")
+    first = next(row for row in result["history"] if row.get("split") == "train")
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)
+
+
 # --------------------------------------------------------------------------------------------------
 # Each stage learns a toy task with a clear signal, through its real training code.
 

@@ -198,7 +198,7 @@ def train_dpo(
     loss_fn = make_dpo_loss(cfg.beta, cfg.nll_coef)
     result = train(policy, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn,
                    run_config={"dpo": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
-                   tokenizer=tokenizer, resume=resume, desc="dpo", model_kind="gpt",
+                   tokenizer=tokenizer, resume=resume, desc="dpo", model_kind="gpt", dropout=False,
                    title="DPO loss" + (f" + {cfg.nll_coef:g} x chosen answer's NLL" if cfg.nll_coef else ""))
     if not is_main_process():  # under torchrun, rank 0 alone compares the policies and writes the results
         return None

@@ -216,15 +216,17 @@ def validation_loss(net: nn.Module, get_batch: GetBatch, loss_fn: LossFn, cfg: T
 
 def run_evaluation(net: nn.Module, model: nn.Module, get_batch: GetBatch, loss_fn: LossFn,
                    evaluate: Evaluate | None, cfg: TrainConfig, ctx: DistContext,
-                   device: torch.device, count_terms: CountTerms | None = None) -> dict[str, float]:
-    """The validation loss, plus the stage's own metrics from `evaluate(model)` (run on rank 0)."""
+                   device: torch.device, count_terms: CountTerms | None = None,
+                   dropout: bool = True) -> dict[str, float]:
+    """The validation loss, plus the stage's own metrics from `evaluate(model)` (run on rank 0); then
+    back to training, with dropout on or off as `dropout` says."""
     model.eval()  # dropout off
     metrics = {"val_loss": validation_loss(net, get_batch, loss_fn, cfg, ctx, device, count_terms)}
     if evaluate is not None and ctx.is_main:
         with torch.no_grad():
             metrics.update(evaluate(model))
     barrier(ctx)
-    model.train()
+    model.train(dropout)
     return metrics
 
 
@@ -277,7 +279,8 @@ def summarize(history: list[dict]) -> dict[str, Any]:
 def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch: GetBatch, loss_fn: LossFn,
           evaluate: Evaluate | None = None, run_config: dict | None = None, tokenizer: Any = None,
           resume: bool = False, desc: str = "train", model_kind: str = "gpt", title: str = "",
-          log_y: bool = False, count_terms: CountTerms | None = None) -> dict[str, Any]:
+          log_y: bool = False, count_terms: CountTerms | None = None,
+          dropout: bool = True) -> dict[str, Any]:
     """Train `model` for cfg.max_steps optimizer steps; return {"history": rows, "final": latest values}.
 
     get_batch(split, generator) -> dict of tensors with cfg.batch_size rows ("train" or "val"),
@@ -291,6 +294,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     resume: continue from out_dir/ckpt.pt if it exists (exactly where it stopped).
     desc: the run's stage ("clm", "sft", ...), as the progress bar shows it; every checkpoint records
         it, so that no other stage's checkpoint is ever resumed as this one.
+    dropout: False trains with dropout off (eval mode, which changes nothing else here): DPO's policy must
+        read its log-probs as the frozen reference does, or an unmoved policy would not start at ln 2.
     title, log_y: the loss plot's title (what is plotted, e.g. "GPT next-token loss"; default `desc`)
         and whether its y axis is logarithmic (for a loss that flattens out).
     """
@@ -299,7 +304,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     check_run_folder(out_dir, resume, desc, run_config, tokenizer)
     ctx, device = init_distributed(resolve_device(cfg.device))
     check_batch_split(cfg, ctx)
-    model.to(device).train()
+    model.to(device).train(dropout)
     optimizer = make_optimizer(model, cfg)
     scaler = make_grad_scaler(device, cfg.dtype)
     data_generator = torch.Generator()  # get_batch draws the training rows with this one only
@@ -347,7 +352,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
                                  "samples_per_s": cfg.batch_size / (time.perf_counter() - step_started)})
                 if step % cfg.eval_every == 0 or step == cfg.max_steps:
                     evaluation = run_evaluation(net, model, get_batch, loss_fn, evaluate, cfg, ctx, device,
-                                                count_terms)
+                                                count_terms, dropout)
                     rows.append({"step": step, "split": "val", **evaluation})
                     if ctx.is_main:
                         shown = ", ".join(f"{key} {value:.4g}" for key, value in evaluation.items())
