@@ -171,7 +171,9 @@ step3_attention_map(module, x, attention_mask, rows)
 
 # %% [markdown]
 # ## 4. What the causal mask hides
-# Change one word and measure how much each position's output moves, in a GPT and in a BERT.
+# Change one word and measure how much each position's output moves, in a GPT and in a BERT. The
+# output is the *logits*: at each position, one score per word of the vocabulary (softmax turns them
+# into probabilities), the GPT's for the word that comes next, BERT's for the word at that position.
 
 # %%
 def step4_what_causality_hides(changed_at: int = 4) -> None:

@@ -84,11 +84,12 @@ def step2_one_step_by_hand(tokenizer, train_stream: torch.Tensor) -> None:
     model = Bert(dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
     optimizer = make_optimizer(model, cfg.train)
     generator = torch.Generator().manual_seed(0)
+    # B windows of T tokens, each starting at a random place in the training text
     ids = random_windows(train_stream, cfg.model.block_size, cfg.train.batch_size, generator)  # (B, T)
     batch = mask_for_mlm(ids, cfg, tokenizer, generator)
 
     logits = model(batch.input_ids)  # (B, T, V)
-    loss = mlm_loss(logits, batch.labels)
+    loss = mlm_loss(logits, batch.labels)  # cross-entropy at the chosen positions; labels -100 are skipped
     print(f"  batch {tuple(ids.shape)}, {int(batch.chosen.sum())} chosen positions")
     print(f"  loss before the step: {loss.item():.4f}   (uniform guess: ln V = {math.log(tokenizer.vocab_size):.4f})")
     loss.backward()
@@ -100,7 +101,7 @@ def step2_one_step_by_hand(tokenizer, train_stream: torch.Tensor) -> None:
     print(f"  loss on the same batch after one AdamW step (lr {cfg.train.lr}): {after.item():.4f}")
 
 
-step2_one_step_by_hand(tokenizer, pack_documents(tokenizer, train_docs))
+step2_one_step_by_hand(tokenizer, pack_documents(tokenizer, train_docs))  # all of them, <bos> ids <eos>, in one row
 
 # %% [markdown]
 # ## 3. Pretraining with the shared loop

@@ -3,8 +3,9 @@
 #
 # SFT taught the model to answer. Its answers still vary: sometimes right and plain, sometimes
 # padded with chatter, rude, terse or wrong, because its training data did. People can tell which
-# answer they prefer far more easily than they can write the perfect one. RLHF starts there: rank a
-# few answers per prompt, then train a model that predicts those rankings.
+# answer they prefer far more easily than they can write the perfect one. RLHF (reinforcement learning
+# from human feedback) starts there: rank a few answers per prompt, then train a model that predicts
+# those rankings.
 #
 # What you will see:
 # 1. One prompt, four answers sampled from the SFT model, the simulated annotator's score for each

@@ -56,8 +56,12 @@ records, sft, rm = stage3_inputs(ARGS)
 
 # %% [markdown]
 # ## 1. One rollout, token by token
-# Every token pays -beta * KL; only the last one also gets the reward model's score. The critic's
-# values say how much reward is still to come; the advantage is how much better than that it went.
+# Every token pays -beta * KL; only the last one also gets the reward model's score. The critic (a
+# second network, which starts as a copy of the reward model and trains beside the policy) values each
+# position: how much reward is still to come. The advantage is how much better than that it went, by
+# GAE (generalised advantage estimation): each token's surprise, r_t + gamma * V_t+1 - V_t, plus the
+# later tokens' surprises, discounted by gamma * lambda per token (with both 1 it would add up the
+# surprises of the whole rest of the answer).
 
 # %%
 def step1_dissect(sft: Path, rm_dir: Path, records: list[dict]) -> None:
@@ -86,7 +90,9 @@ def step1_dissect(sft: Path, rm_dir: Path, records: list[dict]) -> None:
     flipped = next((t for t in range(n) if raw[t] * ro.advantages[0, t] < 0), None)
     example = "" if flipped is None else (f": here {pieces[flipped]!r} goes {raw[flipped]:+.3f} -> "
                                           f"{ro.advantages[0, flipped]:+.3f}")
-    print("  Every token pays -beta * KL; only the last one also gets the score. The critic's values say\n"
+    print("  KL=pi-ref is one token's log-ratio, log pi - log ref: it is below 0 where the policy likes the\n"
+          "  token it sampled less than the reference does; averaged over many samples (the KL) it cannot be.\n"
+          "  Every token pays -beta * KL; only the last one also gets the score. The critic's values say\n"
           "  how much reward is still to come; the advantage (GAE) is how much better than that it went.\n"
           "  The update uses it whitened (mean 0, std 1) over the rollout's tokens: over this one answer, a\n"
           "  token's sign then says only whether it did better or worse than the answer's average token,\n"
@@ -120,6 +126,9 @@ def step2_train() -> None:
     for row in spread_rows(ppo.history, 8):
         print(f"  {row['step']:4d} {row['rm_score']:+8.2f} {row['gold']:6.2f} {row['kl']:7.2f} "
               f"{row['clipfrac']:9.3f} {row['ratio']:6.3f} {row['response_len']:8.1f}")
+    print("  (means over the step's answers; KL: nats per answer from the SFT model; ratio: pi_new / pi_old of\n"
+          "  the sampled tokens during the update, 1 = not moved yet; clipfrac: the share of tokens whose ratio\n"
+          f"  passed 1 ± {CFG.ppo.clip_range:g} the way its advantage pushes, where the clip stops it)")
     print(f"  against the SFT model on {CFG.ppo.eval_prompts} held-out prompts (judged by gold): win rate "
           f"{result['win_rate_vs_sft']:.2f} ± {result['win_rate_stderr']:.2f} (one standard error), "
           f"gold {result['gold_sft']:.2f} -> {result['gold_after']:.2f}")

@@ -113,9 +113,13 @@ def step2_train() -> dict:
                   train=lambda folder: train_dpo(CFG.dpo, sft.path, prefs, records, folder))
     result = dpo.result
     rows = [r for r in dpo.history if "accuracy" in r]
+    nll_coef = CFG.dpo.nll_coef
+    print(f"  (the loss the run minimises is the DPO loss + {nll_coef:g} x the chosen answer's NLL per token)")
     for row in spread_rows(rows, 6):
-        print(f"  step {row['step']:4d}  loss {row['loss']:.4f}  pairs ordered right {row['accuracy']:.0%}  "
-              f"margin {row['margin']:+.3f}  chosen NLL/token {row['chosen_nll']:.3f}")
+        dpo_part = row["loss"] - nll_coef * row["chosen_nll"]  # what is left of the loss is the DPO loss
+        print(f"  step {row['step']:4d}  loss {row['loss']:.4f} = DPO {dpo_part:.4f} + NLL part "
+              f"{nll_coef * row['chosen_nll']:.4f}  pairs ordered right {row['accuracy']:.0%}  "
+              f"margin {row['margin']:+.3f}")
     print("  (a pair counts as ordered right when its margin is above 0. At step 1 the policy is the\n"
           "  reference and every margin is 0 but for rounding: the reference's log-probs were computed once,\n"
           "  in other batches, and a margin a rounding error above 0 counts: step 1's share is not learning)")
@@ -147,7 +151,7 @@ def best_of(sft: Path, rm_dir: Path, records: list[dict], n: int) -> dict:
 
 
 def step3_table(dpo: dict, best: dict) -> None:
-    print("== 3. PPO vs DPO, on held-out prompts judged by gold ==")
+    print(f"== 3. PPO vs DPO vs best of {best['n']}, on held-out prompts judged by gold ==")
     rows = {"DPO": dpo, f"best of {best['n']}": best}
     if ppo is not None:  # the PPO run lesson 7 showed
         rows = {"PPO": read_json(ppo.path / "ppo_metrics.json"), **rows}

@@ -110,7 +110,9 @@ print(f"\nreport: {out / 'report.md'}")
 # Which requests to show is measured, not picked by hand: every model answers the first 20 test
 # requests of each kind (greedily: its most likely answer), and for each kind we show the request on
 # which the models after SFT disagree most (most distinct answers, then the widest spread of gold
-# scores). When reinforcement learning changed no greedy answer of a kind, the lesson says so.
+# scores). When reinforcement learning changed no greedy answer of a kind, the lesson says so. The
+# request shown is thus the exception, not the rule: a change there may be for the worse as well as
+# for the better, and the line above it counts how many of the 20 changed at all.
 
 # %%
 KINDS = {"test_world_fact": "a world fact only the corpus stated",

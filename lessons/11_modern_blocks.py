@@ -12,9 +12,10 @@
 # - `n_kv_head`: grouped-query attention. Keys and values get fewer heads than queries; each
 #   key/value head serves a group of query heads. The point is the KV cache: generation stores
 #   and reads n_kv_head heads per token instead of n_head.
-# - `position=rope`, `bias=false`, `tie_embeddings=false`: rotary positions (lesson 4), no bias
-#   vectors, and an LM head with its own table. `arch=llama` sets all of these but n_kv_head at
-#   once: how many key/value heads is a size, like n_head, and is set beside it.
+# - `position=rope`, `bias=false`, `tie_embeddings=false`: rotary positions (what the tiny preset
+#   already uses; lesson 3's Try this 4), no bias vectors, and an LM head with its own table.
+#   `arch=llama` sets all of these but n_kv_head at once: how many key/value heads is a size, like
+#   n_head, and is set beside it.
 #
 # What you will see:
 # 1. The five models side by side, built only by switches: GPT-2, + RMSNorm, + SwiGLU, + GQA,
@@ -130,7 +131,7 @@ for name, config in configs.items():
     rows[name] = {"val_ppl": result["val_perplexity"], "params": count_parameters(model),
                   "ms_per_step": 1000 * last["elapsed_s"] / last["step"],
                   "gen_tokens_per_s": generation_speed(model), "kv_bytes_per_token": kv_bytes_per_token(model)}
-    print(f"  {name}: {rows[name]}")
+    print(f"  {name}: trained {CLM_STEPS} steps, validation perplexity {rows[name]['val_ppl']:.2f}")
 
 print(f"\n{'model':>9} {'val ppl':>8} {'params':>8} {'ms/step':>8} {'gen tok/s':>10} {'KV B/token':>11}")
 for name, r in rows.items():
@@ -165,12 +166,18 @@ for name, r in rows.items():
 # The tiny preset's full 800 steps with arch=llama and n_kv_head=2 reached perplexity 1.88 in our
 # run, against 1.95 for the preset's GPT-2 + RoPE.
 
+# %% [markdown]
+# ## 3. `minillm compare`: the five runs side by side
+#
+# `compare_runs` is what `minillm compare DIR DIR ...` calls: it overlays the curves the runs share in one
+# PNG and lists the settings in which the runs differ, so an ablation shows exactly what it changed.
+
 # %%
 report = compare_runs([OUT / "clm" / name for name in VARIANTS], OUT / "compare.png")
 print(report["report"])
 
 # %% [markdown]
-# ## 3. LoRA: fine-tune a few percent of the weights
+# ## 4. LoRA: fine-tune a few percent of the weights
 #
 # LoRA (model/lora.py) freezes every weight and adds, beside each chosen Linear W (out, in), two
 # thin matrices B (out, r) A (r, in) whose product is the update: y = x W^T + (alpha / r) x A^T B^T.
@@ -181,10 +188,10 @@ print(report["report"])
 # The runs below start from the same pretrained model, train the same steps on the same batches,
 # and are scored on the first 30 unseen examples of each trained task family (greedy, exact match).
 # LoRA gets rank 8 on every Linear of the blocks (qkv, proj, fc) and a learning rate of 3e-3 (1e-3,
-# full SFT's, reached 0.25 where 3e-3 reached 0.40 in our runs). The third row also trains the
-# token table in full (`sft.lora.also_train=tok_emb`): the chat template's role tokens never occur
-# in pretraining, so their vectors are still random, and no low-rank update of the blocks can give
-# them meaning.
+# full SFT's, reached 0.25 where 3e-3 reached 0.40, from the Llama-style CLM named below). The third
+# row also trains the token table in full (`sft.lora.also_train=tok_emb`): the chat template's role
+# tokens never occur in pretraining, so their vectors are still random, and no low-rank update of
+# the blocks can give them meaning.
 #
 # The base is the GPT given on the command line (a CLM run folder), else lesson 4's, else the
 # pipeline's (runs/tiny/03_clm), else the 200-step Llama-style model above (a weak base: every score
@@ -233,9 +240,10 @@ print(f"\nthe whole lesson took {time.perf_counter() - LESSON_STARTED:.0f} s")
 # %% [markdown]
 # LoRA at rank 8 alone does NOT match full SFT here. Two reasons, each measured: the role tokens'
 # random vectors (training the token table too lifts it to full SFT's level from the pipeline's CLM,
-# 0.32 -> 0.78 against 0.78, and by a quarter from the Llama-style one), and the rank itself: our model is
-# 128 wide, and what SFT changes in it is not a rank-8 update (rank 32, 187k parameters, reached
-# 0.60 against rank 8's 0.40). LoRA's premise, that fine-tuning moves the weights along few
+# 0.32 -> 0.78 against 0.78, and by a quarter from the Llama-style one), and, from the Llama-style
+# CLM, the rank itself: our model is 128 wide, and what SFT changes in it is not a rank-8 update
+# there (rank 32, 187k parameters, reached 0.60 against rank 8's 0.40; from the pipeline's CLM, rank
+# 8 with the token table was enough). LoRA's premise, that fine-tuning moves the weights along few
 # directions, was measured on models 768 to 12,288 wide (RoBERTa-base to GPT-3 175B), where rank 8
 # is about 1% of the width at most, not 6%.
 # Its steps are no faster on a model this small either (81 s against full SFT's 73 s in our run):
@@ -251,7 +259,7 @@ print(f"\nthe whole lesson took {time.perf_counter() - LESSON_STARTED:.0f} s")
 # 2. One switch alone, for the preset's full 800 steps: `--set clm.model.mlp=swiglu` on the tiny
 #    preset (GPT-2 with RoPE), against the preset itself; `minillm compare` lists exactly that one
 #    setting as the difference, and shows whether SwiGLU catches up with more steps.
-# 3. LoRA's rank, with step 3's other LoRA settings (alpha / rank 2, the blocks' Linears, lr 3e-3,
+# 3. LoRA's rank, with step 4's other LoRA settings (alpha / rank 2, the blocks' Linears, lr 3e-3,
 #    800 steps): `minillm sft --init runs/llama --preset tiny --no-baselines --set sft.lora.rank=2 --set
 #    sft.lora.alpha=4 --set sft.lora.targets=qkv,proj,fc --set sft.train.lr=3e-3 --set
 #    sft.train.max_steps=800 --out X`, and the same with rank=32 and alpha=64. Trainable parameters

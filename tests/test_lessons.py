@@ -1011,3 +1011,32 @@ def test_resolved_gives_one_spelling_of_a_folder_however_it_is_named(tmp_path, m
     spellings = [run, "../tiny", ".", tmp_path / "link" / "tiny", tmp_path / "runs" / ".." / "runs" / "tiny",
                  "~/link/tiny"]
     assert [lessons.resolved(path) for path in spellings] == [real] * len(spellings)
+
+
+def test_a_lessons_numbered_sections_are_the_steps_its_introduction_lists():
+    """The introduction's "What you will see: 1. ... 4." is the map a reader follows, and the Try this
+    points at "step N": lesson 11 listed `minillm compare` as 3 and LoRA as 4 while its headings numbered
+    LoRA 3 and gave compare none, so "step 3's LoRA settings" sent the reader to the wrong section."""
+    wrong = []
+    for path in LESSONS:
+        text = path.read_text(encoding="utf-8")
+        introduction = text.split("\n# %%\n", 1)[0]
+        listed = [int(n) for n in re.findall(r"^# (\d+)\. ", introduction, re.M)]
+        headed = [int(n) for n in re.findall(r"^# ## (\d+)\. ", text, re.M)]
+        if headed and headed != listed:  # lesson 9 lists kinds of request, and its sections are stages
+            wrong.append(f"{path.name}: introduction {listed}, headings {headed}")
+    assert not wrong, wrong
+
+
+def test_lesson_8s_dpo_log_shows_the_dpo_loss_and_the_nll_term_it_says_it_shows(tmp_path, capsys):
+    """"The log shows both parts": it showed the sum and the NLL per token, so at step 1, where the policy is
+    the reference, the reader saw 0.87 where step 1 of the lesson had just said the DPO loss is log 2."""
+    cfg = config.preset("tiny")
+    nll = 0.18
+    row = {"step": 1, "loss": math.log(2) + cfg.dpo.nll_coef * nll, "accuracy": 0.5, "margin": 0.0, "chosen_nll": nll}
+    run = types.SimpleNamespace(history=[row], result={"pair_accuracy": 0.7}, path=tmp_path)
+    lesson = lesson_functions("08_dpo", CFG=cfg, ARGS=types.SimpleNamespace(fresh=False), OUT=tmp_path, sft=None,
+                              prefs_source=None, own_run=lambda *a, **kw: run)
+    lesson["step2_train"]()
+    out = capsys.readouterr().out
+    assert f"loss {row['loss']:.4f} = DPO {math.log(2):.4f} + NLL part {cfg.dpo.nll_coef * nll:.4f}" in out
