@@ -1,7 +1,7 @@
 """Importing weights saved by other implementations (GPT-2, Llama, BERT) into our GPT and Bert.
 
 Every implementation names and shapes the same parts differently: GPT-2 calls the qkv projection
-`h.0.attn.c_attn` and stores it transposed, Llama and BERT keep q, k and v as three matrices. An
+"h.0.attn.c_attn" and stores it transposed, Llama and BERT keep q, k and v as three matrices. An
 import is therefore a *plan*: for each of our parameters, the source keys it is built from and how
 to combine them (as they are, transposed, or stacked). `load_converted` checks the whole plan
 against the state dict first, so a wrong file is refused with every problem listed at once.
