@@ -8,6 +8,10 @@ a setting of PipelineConfig, to a command-line flag, to a name used somewhere in
 (a function's argument, a local, a metric key), or to a file of the repository or a run. Spans that
 are code snippets or token text (`<eos>`, `2 1=4 3`) are not names and are skipped by their shape;
 the few name-shaped spans that are not names sit in NOT_NAMES, each with its reason.
+
+The last tests hold the documents a user reads to what can be checked cheaply: docs/cli.md names every
+option, docs/findings.md's contents list its sections, and data/README.md's files exist and its counts
+are the shipped files'.
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ import builtins
 import dataclasses
 import importlib
 import io
+import json
 import keyword
 import re
 import tokenize
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from minillm.cli import build_parser
 from minillm.config import PipelineConfig
+from minillm.datasets import read_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "minillm"
@@ -210,3 +217,59 @@ def test_backticked_names_resolve(known: dict) -> None:
              for path in sorted(PACKAGE.rglob("*.py")) for line, span in text_spans(path)
              if span not in NOT_NAMES and not resolves(span, known)]
     assert not stale, "names in docstrings/comments that resolve to nothing:\n" + "\n".join(stale)
+
+
+# --------------------------------------------------------------------------------------------------
+# The documents a user reads: each claim below can go stale without any other test noticing.
+
+DOCS = ROOT / "docs"
+DATA = ROOT / "data"
+
+
+def test_the_cli_reference_names_every_option() -> None:
+    """docs/cli.md is where a reader looks up an option they saw in `--help`; one added to the parser
+    only (`--skip-bad-lines`, `--tokenizer-file` once were) is an option no page explains."""
+    reference = (DOCS / "cli.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", reference))
+    missing = sorted(flags(build_parser()) - named - {"-h", "--help"})
+    assert not missing, f"options of `minillm ... --help` that docs/cli.md never names: {missing}"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's link target for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_findings_contents_list_every_section_in_order() -> None:
+    """docs/findings.md is long (a lab notebook of 30 sections); its contents list is how a learner
+    finds one, so a section added without an entry, or renamed, breaks the way in."""
+    text = (DOCS / "findings.md").read_text(encoding="utf-8")
+    assert "\n## Contents\n" in text, "docs/findings.md has no contents list"
+    contents = text.split("## Contents\n", 1)[1].split("\n## ", 1)[0]
+    entries = re.findall(r"^- \[(.+?)\]\(#([^)]+)\):\s+\S", contents, re.MULTILINE)  # title, link, a line on it
+    headings = [h for h in re.findall(r"^## (.+)$", text, re.MULTILINE) if h != "Contents"]
+    assert [title for title, _ in entries] == headings
+    assert all(target == _anchor(title) for title, target in entries)
+
+
+def test_every_file_the_data_readme_names_exists() -> None:
+    """data/README.md points a reader at the data files, the generators and their test by name."""
+    readme = (DATA / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`([\w/]+\.(?:py|txt|jsonl))`", readme))
+    assert {"corpus.txt", "instructions.jsonl"} <= named
+    assert not [name for name in named if not (DATA / name).exists() and not (ROOT / name).exists()]
+
+
+def test_the_data_readme_counts_the_shipped_files() -> None:
+    """The record and document counts data/README.md states are those of the shipped files (which
+    tests/test_datasets.py holds to the generator's output): a change of the generator regenerates
+    the files, and nothing else would notice the README's counts."""
+    readme = " ".join((DATA / "README.md").read_text(encoding="utf-8").split())
+    records = [json.loads(line) for line in (DATA / "instructions.jsonl").read_text(encoding="utf-8").splitlines()]
+    splits = Counter(r["split"] for r in records)
+    trained = Counter(r["family"] for r in records if r["split"] == "train")
+    claims = [f"{len(read_corpus(DATA / 'corpus.txt')):,} documents",
+              f"{len(records):,} instruction records: {splits['train']:,} for training",
+              f"| `train` | {splits['train']:,} ({trained['plural']:,} per task family + {trained['world_fact']} world",
+              *(f"| `{split}` | {count:,}" for split, count in splits.items() if split != "train")]
+    assert not [claim for claim in claims if claim not in readme]
