@@ -416,13 +416,20 @@ def cmd_pipeline(args: argparse.Namespace) -> None:
 def _add_config_args(p: argparse.ArgumentParser, sections: str, example: str) -> None:
     """The arguments every training command shares; --set's help names the `sections` the command reads
     (`refuse_unread_sections` refuses the others) and an `example` that it takes."""
-    p.add_argument("--preset", default="tiny", choices=PRESETS, help="micro (tests), tiny (CPU), small (GPU)")
+    p.add_argument("--preset", default="tiny", choices=PRESETS,
+                   help="micro (tests), tiny (CPU; the default), small (GPU)")
     p.add_argument("--set", action="append", metavar="PATH=VALUE",
                    help=f"override a setting of {sections}, e.g. --set {example} (repeatable)")
     _add_device_arg(p, default=None)
-    p.add_argument("--dtype", default=None, choices=DTYPES)
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="what autocast computes in (default: float32, no autocast)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--detect-anomaly", action="store_true", help="autograd anomaly detection (slow)")
+
+
+def _add_run_folder_arg(p: argparse.ArgumentParser) -> None:
+    """--out of a command that writes a run folder (the training commands and the pipeline)."""
+    p.add_argument("--out", type=_path, required=True, metavar="DIR", help="the run folder to write (made if missing)")
 
 
 def _add_device_arg(p: argparse.ArgumentParser, default: str | None = "cpu") -> None:
@@ -512,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="stage 1: masked-LM (BERT) or next-token (GPT) pretraining")
     p.add_argument("objective", choices=("mlm", "clm"))
-    p.add_argument("--out", type=_path, required=True)
+    _add_run_folder_arg(p)
     p.add_argument("--corpus", type=_path, default=None, help="text file (default: the generated small-world corpus)")
     p.add_argument("--tokenizer", dest="tokenizer_kind", default=None, choices=TOKENIZER_KINDS,
                    help="train this kind of tokenizer first (default: the preset's)")
@@ -553,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sft", help="stage 2: instruction tuning from a CLM run, with its baselines")
     p.add_argument("--init", type=_path, required=True, help="the CLM run folder to start from")
-    p.add_argument("--out", type=_path, required=True)
+    _add_run_folder_arg(p)
     p.add_argument("--no-baselines", action="store_true", help="skip the scratch and single-family runs")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--corpus", type=_path, default=None,
@@ -589,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reward", help="stage 3: rank sampled answers and train the reward model")
     p.add_argument("--sft", type=_path, required=True, help="the SFT run folder")
-    p.add_argument("--out", type=_path, required=True)
+    _add_run_folder_arg(p)
     p.add_argument("--prefs", type=_path, default=None,
                    help="rankings JSONL (default: made by the simulated annotator)")
     p.add_argument("--resume", action="store_true")
@@ -600,7 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ppo", help="stage 3: PPO against the reward model, with a KL leash")
     p.add_argument("--sft", type=_path, required=True)
     p.add_argument("--reward", type=_path, required=True, help="the reward-model run folder")
-    p.add_argument("--out", type=_path, required=True)
+    _add_run_folder_arg(p)
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
     _add_config_args(p, "the ppo section", "ppo.kl_coef=0.05")
@@ -609,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dpo", help="stage 3: direct preference optimisation on the rankings")
     p.add_argument("--sft", type=_path, required=True)
     p.add_argument("--prefs", type=_path, required=True)
-    p.add_argument("--out", type=_path, required=True)
+    _add_run_folder_arg(p)
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
     _add_config_args(p, "the dpo section", "dpo.beta=0.1")
@@ -620,14 +627,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", type=_path, default=None,
                    help="the reward-model run folder (for grpo.reward=model, the default); "
                         "--set grpo.reward=verifiable needs none")
-    p.add_argument("--out", type=_path, required=True)
+    _add_run_folder_arg(p)
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
     _add_config_args(p, "the grpo section", "grpo.reward=verifiable")
     p.set_defaults(func=cmd_grpo)
 
     p = sub.add_parser("pipeline", help="all three stages end to end, with a report")
-    p.add_argument("--out", type=_path, required=True)
+    _add_run_folder_arg(p)
     p.add_argument("--force", action="store_true", help="redo steps whose outputs already exist")
     p.add_argument("--reuse", type=_path, default=None, metavar="RUN",
                    help="copy the steps of this earlier pipeline run that were made from the same settings, "
