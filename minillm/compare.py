@@ -35,18 +35,6 @@ from minillm.utils import damaged, read_json
 NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
 
 
-def not_a_result(metric: str) -> str | None:
-    """Why a logged number is no result of what a run learned, so no row of the final values (None: it
-    is one). Its curve is still drawn: the learning rate's shows the schedule each run followed."""
-    if metric == "lr":  # at the last step, the cosine's floor: train.lr x min_lr_ratio, a setting
-        return "the schedule's learning rate at the last step, which the train settings set"
-    if metric == "samples_per_s":
-        return "the machine's speed"
-    if metric == "steps" or metric.endswith(("_tokens", "_positions")):  # train_tokens, val_masked_positions
-        return "how much was read or measured"
-    return None
-
-
 @dataclass
 class LoggedRun:
     """What a training run logged: its curves and settings, under the label the comparison shows."""
@@ -55,6 +43,51 @@ class LoggedRun:
     rows: list[dict]  # metrics.jsonl, one dict per logged step
     config: dict  # config.json as written by the training loop, without its record of the code
     made_by: object = None  # that record (provenance.py); None for a run made before minillm recorded it
+
+
+def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike) -> dict:
+    """Overlay the runs' shared metrics in `out_png`; return the final values, the differing settings
+    and the text report (`report`) that the command line prints. Pipeline runs are compared by their
+    reports instead (`compare_pipelines`, no PNG: each step has its own curves).
+
+    The steps, in the order the rest of this file defines them: check the folders, load the runs, plot
+    the metrics they share, tabulate the final values that differ, list the settings that differ."""
+    check_run_folders(run_dirs)
+    if all(is_pipeline_run(d) for d in run_dirs):
+        return compare_pipelines(run_dirs)
+    runs = [load_run(d, n) for d, n in zip(run_dirs, run_names(run_dirs), strict=True)]
+    metrics = shared_metrics(runs)
+    if not metrics:
+        raise DataError(f"the runs share no metric: {', '.join(r.name for r in runs)} log different things "
+                        "(compare runs of the same stage)")
+    plot = plot_runs(runs, shared_metrics(runs, curves_only=True) or metrics, out_png)
+    final = {run.name: summarize(run.rows) for run in runs}
+    stages = {r.name: stage_of(r.config) for r in runs}
+    shared_only = "" not in stages.values() and len(set(stages.values())) > 1  # runs of different stages
+    differences = config_differences(runs, shared_only)
+    report = "\n\n".join([
+        *([stages_note(runs, stages)] if shared_only else []),
+        *code_note([r.name for r in runs], [describe(r.made_by) for r in runs]),
+        final_values_text(runs, final, metrics),
+        settings_text([r.name for r in runs], differences, shared_only),
+        f"curves: {plot}",
+    ])
+    return {"final": final, "differences": differences, "plot": str(plot), "report": report}
+
+
+def check_run_folders(run_dirs: Sequence[str | os.PathLike]) -> None:
+    """Refuse what is no set of run folders to compare, each with its own sentence: fewer than two, a
+    path that is missing or a file, a pipeline run that has not finished (no report to compare yet)."""
+    if len(run_dirs) < 2:
+        raise DataError(f"compare needs at least two run folders, got {len(run_dirs)}")
+    for run_dir in run_dirs:  # before a pipeline run beside it is blamed for the company it keeps
+        if not Path(run_dir).is_dir():
+            what = "is a file, not a run folder" if Path(run_dir).exists() else "does not exist"
+            raise DataError(f"{run_dir} {what}: point compare at run folders a training command or the "
+                            "pipeline wrote (e.g. runs/clm, runs/tiny)")
+        if holds_pipeline_steps(Path(run_dir)) and not is_pipeline_run(run_dir):  # stopped, or still running
+            raise DataError(f"{run_dir} is a pipeline run that has not finished (it has no {REPORT_NAME} yet): run "
+                            "its `minillm pipeline` command again, which goes on where it stopped, then compare")
 
 
 def load_run(run_dir: str | os.PathLike, name: str) -> LoggedRun:
@@ -140,45 +173,6 @@ def shared_metrics(runs: Sequence[LoggedRun], curves_only: bool = False) -> list
     return sorted(common, key=lambda k: (k not in ("loss", "val_loss"), k))
 
 
-def flatten(config: dict, prefix: str = "") -> dict[str, object]:
-    """{"clm": {"model": {"n_layer": 3}}} -> {"clm.model.n_layer": 3}."""
-    flat: dict[str, object] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def stage_of(config: dict) -> str:
-    """The stage whose run wrote `config` (its config.json): the name of its own settings, those that
-    hold its train settings ("sft" in run.sft, "ppo"); pretraining's are the whole run config, named by
-    the model ("clm" for a GPT, "mlm" for BERT). "" when config.json says neither (it is missing)."""
-    settings = config["run"] if isinstance(config.get("run"), dict) else config
-    own = [key for key, value in settings.items() if isinstance(value, dict) and "train" in value]
-    return own[0] if own else {"gpt": "clm", "bert": "mlm"}.get(str(config.get("model_kind")), "")
-
-
-def config_differences(runs: Sequence[LoggedRun], shared_only: bool = False) -> dict[str, list[object]]:
-    """Every setting whose value is not the same in all runs: path -> one value per run ("-" = absent);
-    with `shared_only`, only settings that every run has (runs of different stages share few).
-
-    A config.json may hold the same setting twice (the model's config under "model" and again inside
-    the stage's "run" config); the longer path is dropped when it says the same as the shorter.
-    """
-    flat = [flatten(run.config) for run in runs]
-    paths = sorted(set.intersection(*map(set, flat)) if shared_only else set().union(*flat),
-                   key=lambda p: (p.count("."), p))
-    differ: dict[str, list[object]] = {}
-    for path in paths:
-        values = [f.get(path, "-") for f in flat]
-        if len({json.dumps(v) for v in values}) > 1 and not any(
-                path.endswith("." + q) and differ[q] == values for q in differ):
-            differ[path] = values
-    return dict(sorted(differ.items()))
-
-
 def plot_runs(runs: Sequence[LoggedRun], metrics: Sequence[str], path: str | os.PathLike) -> Path:
     """One panel per metric, one line per run, against the step; saved as a PNG at `path`."""
     cols = min(len(metrics), 2)
@@ -206,11 +200,40 @@ def curve_rows(rows: Sequence[dict], metric: str) -> list[dict]:
     return logged or list(rows)
 
 
-def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Columns padded to their widest cell."""
-    cells = [[str(v) for v in row] for row in [header, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
+def final_values_text(runs: Sequence[LoggedRun], final: dict[str, dict], metrics: Sequence[str]) -> str:
+    """The runs' last values (`final`, run -> metric -> value) of the metrics they share: a table of those
+    that differ, one row per run; a line of those the same in every run; a line of the numbers that are no
+    result of the training (`not_a_result`), left out."""
+    results = [m for m in metrics if not not_a_result(m)]
+    same = [m for m in results if len({final[r.name][m] for r in runs}) == 1]
+    varying = [m for m in results if m not in same]
+    columns = [distinct_texts([final[r.name][m] for r in runs]) for m in varying]  # one metric's runs each
+    rows = [[r.name, final[r.name].get("step", "-"), *(column[i] for column in columns)] for i, r in enumerate(runs)]
+    table = text_table(["run", "step", *varying], rows)
+    same_line = ("\nthe same in every run: " + ", ".join(f"{m} {final[runs[0].name][m]:.4g}" for m in same)
+                 if same else "")
+    return "final values:\n" + table + same_line + not_results_text([m for m in metrics if m not in results])
+
+
+def not_a_result(metric: str) -> str | None:
+    """Why a logged number is no result of what a run learned, so no row of the final values (None: it
+    is one). Its curve is still drawn: the learning rate's shows the schedule each run followed."""
+    if metric == "lr":  # at the last step, the cosine's floor: train.lr x min_lr_ratio, a setting
+        return "the schedule's learning rate at the last step, which the train settings set"
+    if metric == "samples_per_s":
+        return "the machine's speed"
+    if metric == "steps" or metric.endswith(("_tokens", "_positions")):  # train_tokens, val_masked_positions
+        return "how much was read or measured"
+    return None
+
+
+def not_results_text(metrics: Sequence[str]) -> str:
+    """A line naming the logged numbers left out of the final values, each group with why (not_a_result)."""
+    reasons: dict[str, list[str]] = {}
+    for metric in metrics:
+        reasons.setdefault(not_a_result(metric) or "", []).append(metric)
+    parts = [f"{', '.join(names)} ({why})" for why, names in reasons.items()]
+    return "\nleft out, as no result of the training: " + "; ".join(parts) if parts else ""
 
 
 def distinct_texts(values: Sequence[object]) -> list[str]:
@@ -223,6 +246,52 @@ def distinct_texts(values: Sequence[object]) -> list[str]:
     return [f"{v:.{digits}g}" if isinstance(v, float) else str(v) for v in values]
 
 
+def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Columns padded to their widest cell."""
+    cells = [[str(v) for v in row] for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
+
+
+def stage_of(config: dict) -> str:
+    """The stage whose run wrote `config` (its config.json): the name of its own settings, those that
+    hold its train settings ("sft" in run.sft, "ppo"); pretraining's are the whole run config, named by
+    the model ("clm" for a GPT, "mlm" for BERT). "" when config.json says neither (it is missing)."""
+    settings = config["run"] if isinstance(config.get("run"), dict) else config
+    own = [key for key, value in settings.items() if isinstance(value, dict) and "train" in value]
+    return own[0] if own else {"gpt": "clm", "bert": "mlm"}.get(str(config.get("model_kind")), "")
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, object]:
+    """{"clm": {"model": {"n_layer": 3}}} -> {"clm.model.n_layer": 3}."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(runs: Sequence[LoggedRun], shared_only: bool = False) -> dict[str, list[object]]:
+    """Every setting whose value is not the same in all runs: path -> one value per run ("-" = absent);
+    with `shared_only`, only settings that every run has (runs of different stages share few).
+
+    A config.json may hold the same setting twice (the model's config under "model" and again inside
+    the stage's "run" config); the longer path is dropped when it says the same as the shorter.
+    """
+    flat = [flatten(run.config) for run in runs]
+    paths = sorted(set.intersection(*map(set, flat)) if shared_only else set().union(*flat),
+                   key=lambda p: (p.count("."), p))
+    differ: dict[str, list[object]] = {}
+    for path in paths:
+        values = [f.get(path, "-") for f in flat]
+        if len({json.dumps(v) for v in values}) > 1 and not any(
+                path.endswith("." + q) and differ[q] == values for q in differ):
+            differ[path] = values
+    return dict(sorted(differ.items()))
+
+
 def settings_text(names: Sequence[str], differences: dict[str, list[object]], shared_only: bool = False) -> str:
     """The settings that differ (config_differences), one row each and one column per run."""
     if not differences:
@@ -230,50 +299,6 @@ def settings_text(names: Sequence[str], differences: dict[str, list[object]], sh
                                              else "(none: the runs have the same config)")
     rows = [[path, *(json.dumps(v) for v in values)] for path, values in differences.items()]
     return "settings that differ:\n" + text_table(["setting", *names], rows)
-
-
-def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike) -> dict:
-    """Overlay the runs' shared metrics in `out_png`; return the final values, the differing settings
-    and the text report (`report`) that the command line prints. Pipeline runs are compared by their
-    reports instead (`compare_pipelines`, no PNG: each step has its own curves)."""
-    if len(run_dirs) < 2:
-        raise DataError(f"compare needs at least two run folders, got {len(run_dirs)}")
-    for run_dir in run_dirs:  # before a pipeline run beside it is blamed for the company it keeps
-        if not Path(run_dir).is_dir():
-            what = "is a file, not a run folder" if Path(run_dir).exists() else "does not exist"
-            raise DataError(f"{run_dir} {what}: point compare at run folders a training command or the "
-                            "pipeline wrote (e.g. runs/clm, runs/tiny)")
-        if holds_pipeline_steps(Path(run_dir)) and not is_pipeline_run(run_dir):  # stopped, or still running
-            raise DataError(f"{run_dir} is a pipeline run that has not finished (it has no {REPORT_NAME} yet): run "
-                            "its `minillm pipeline` command again, which goes on where it stopped, then compare")
-    if all(is_pipeline_run(d) for d in run_dirs):
-        return compare_pipelines(run_dirs)
-    runs = [load_run(d, n) for d, n in zip(run_dirs, run_names(run_dirs), strict=True)]
-    metrics = shared_metrics(runs)
-    if not metrics:
-        raise DataError(f"the runs share no metric: {', '.join(r.name for r in runs)} log different things "
-                        "(compare runs of the same stage)")
-    plot = plot_runs(runs, shared_metrics(runs, curves_only=True) or metrics, out_png)
-    final = {run.name: summarize(run.rows) for run in runs}
-    results = [m for m in metrics if not not_a_result(m)]
-    same = [m for m in results if len({final[r.name][m] for r in runs}) == 1]
-    varying = [m for m in results if m not in same]
-    stages = {r.name: stage_of(r.config) for r in runs}
-    shared_only = "" not in stages.values() and len(set(stages.values())) > 1
-    differences = config_differences(runs, shared_only)
-    columns = [distinct_texts([final[r.name][m] for r in runs]) for m in varying]  # one metric's runs each
-    report = "\n\n".join([
-        *([stages_note(runs, stages)] if shared_only else []),
-        *code_note([r.name for r in runs], [describe(r.made_by) for r in runs]),
-        "final values:\n" + text_table(["run", "step", *varying],
-                                       [[r.name, final[r.name].get("step", "-"), *(column[i] for column in columns)]
-                                        for i, r in enumerate(runs)])
-        + ("\nthe same in every run: " + ", ".join(f"{m} {final[runs[0].name][m]:.4g}" for m in same) if same else "")
-        + not_results_text([m for m in metrics if m not in results]),
-        settings_text([r.name for r in runs], differences, shared_only),
-        f"curves: {plot}",
-    ])
-    return {"final": final, "differences": differences, "plot": str(plot), "report": report}
 
 
 def stages_note(runs: Sequence[LoggedRun], stages: dict[str, str]) -> str:
@@ -293,15 +318,6 @@ def code_note(names: Sequence[str], codes: Sequence[str]) -> list[str]:
     return ["made by different code: " + "; ".join(f"{name}: {code}" for name, code in zip(names, codes, strict=True))]
 
 
-def not_results_text(metrics: Sequence[str]) -> str:
-    """A line naming the logged numbers left out of the final values, each group with why (not_a_result)."""
-    reasons: dict[str, list[str]] = {}
-    for metric in metrics:
-        reasons.setdefault(not_a_result(metric) or "", []).append(metric)
-    parts = [f"{', '.join(names)} ({why})" for why, names in reasons.items()]
-    return "\nleft out, as no result of the training: " + "; ".join(parts) if parts else ""
-
-
 # --------------------------------------------------------------------------------------------------
 # Two journeys: the folders of `minillm pipeline`, compared by their report.json.
 
@@ -312,7 +328,50 @@ NOT_FIGURES = ("seconds", "train_seconds", "copied_from")
 
 
 def is_pipeline_run(folder: str | os.PathLike) -> bool:
+    """A finished pipeline run: its folder holds the report that `compare_pipelines` reads."""
     return (Path(folder) / REPORT_NAME).is_file()
+
+
+def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
+    """The learning figures that differ between pipeline runs, the settings that differ, and the steps
+    each trained on its own (whose curves `compare` can then overlay, step folder against step folder)."""
+    from minillm.pipeline import code_records  # (the pipeline imports every stage: only needed here)
+
+    folders, names = [Path(d) for d in run_dirs], run_names(run_dirs)
+    figures = [report_figures(folder) for folder in folders]
+    every = list(dict.fromkeys(path for f in figures for path in f))  # in the reports' order
+    differ = [path for path in every if len({json.dumps(f.get(path)) for f in figures}) > 1]  # missing: None
+    configs = [LoggedRun(name, [], read_json(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {})
+               for folder, name in zip(folders, names, strict=True)]
+    differences = config_differences(configs)
+    apart = steps_trained_apart(folders)
+    made = [code_records(folder) for folder in folders]  # which code made the steps each trained on its own
+    codes = [code_summary({step: records.get(step) for step in apart}) for records in made]
+    report = "\n\n".join([*code_note(names, codes), figures_text(names, figures, differ, len(every) - len(differ)),
+                          settings_text(names, differences), steps_apart_text(folders, apart)])
+    return {"figures": {name: {p: f.get(p) for p in differ} for name, f in zip(names, figures, strict=True)},
+            "differences": differences, "steps_apart": apart, "report": report}
+
+
+def figures_text(names: Sequence[str], figures: Sequence[dict[str, object]], differ: Sequence[str],
+                 n_same: int) -> str:
+    """The learning figures that differ (`differ`, paths into each run's `figures`), one row each and one
+    column per run, then how many are the same in every run."""
+    text = "learning figures that differ:\n" + (
+        text_table(["figure", *names], [[p, *distinct_texts([f.get(p, "-") for f in figures])] for p in differ])
+        if differ else "(none)")
+    return text + f"\n{'the other' if differ else 'all'} {n_same} are the same in every run"
+
+
+def steps_apart_text(folders: Sequence[Path], apart: Sequence[str]) -> str:
+    """The steps each pipeline run trained on its own (`steps_trained_apart`), and a command to paste that
+    overlays the curves of the first of them that every run logged."""
+    with_curves = [step for step in apart if all((folder / step / METRICS_NAME).is_file() for folder in folders)]
+    text = "steps each run trained on its own: " + (", ".join(apart) or "none (every step is the same run)")
+    if with_curves:
+        step_folders = " ".join(shlex.quote(str(f / with_curves[0])) for f in folders)  # a command to paste
+        text += f"\noverlay a step's curves: minillm compare {step_folders}"
+    return text
 
 
 def report_figures(folder: Path) -> dict[str, object]:
@@ -327,36 +386,7 @@ def report_figures(folder: Path) -> dict[str, object]:
 def steps_trained_apart(folders: Sequence[Path]) -> list[str]:
     """The step folders (e.g. 06_ppo) whose runs are not one and the same in every pipeline run: each
     step's inputs.json names its run, and a step copied by --reuse keeps the id of the run it copies."""
-    from minillm.pipeline import run_id  # (the pipeline imports every stage: only needed here)
+    from minillm.pipeline import run_id  # (as in compare_pipelines)
 
     steps = sorted(p.name for p in folders[0].iterdir() if p.is_dir())
     return [step for step in steps if len({run_id(folder / step) for folder in folders}) > 1]
-
-
-def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
-    """The learning figures that differ between pipeline runs, the settings that differ, and the steps
-    each trained on its own (whose curves `compare` can then overlay, step folder against step folder)."""
-    from minillm.pipeline import code_records  # (as in steps_trained_apart)
-
-    folders, names = [Path(d) for d in run_dirs], run_names(run_dirs)
-    figures = [report_figures(folder) for folder in folders]
-    every = list(dict.fromkeys(path for f in figures for path in f))  # in the reports' order
-    differ = [path for path in every if len({json.dumps(f.get(path)) for f in figures}) > 1]  # missing: None
-    configs = [LoggedRun(name, [], read_json(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {})
-               for folder, name in zip(folders, names, strict=True)]
-    differences = config_differences(configs)
-    apart = steps_trained_apart(folders)
-    with_curves = [step for step in apart if all((folder / step / METRICS_NAME).is_file() for folder in folders)]
-    figures_text = "learning figures that differ:\n" + (
-        text_table(["figure", *names], [[p, *distinct_texts([f.get(p, "-") for f in figures])] for p in differ])
-        if differ else "(none)")
-    figures_text += f"\n{'the other' if differ else 'all'} {len(every) - len(differ)} are the same in every run"
-    steps_text = "steps each run trained on its own: " + (", ".join(apart) or "none (every step is the same run)")
-    if with_curves:
-        step_folders = " ".join(shlex.quote(str(f / with_curves[0])) for f in folders)  # a command to paste
-        steps_text += f"\noverlay a step's curves: minillm compare {step_folders}"
-    made = [code_records(folder) for folder in folders]  # which code made the steps each trained on its own
-    codes = [code_summary({step: records.get(step) for step in apart}) for records in made]
-    report = "\n\n".join([*code_note(names, codes), figures_text, settings_text(names, differences), steps_text])
-    return {"figures": {name: {p: f.get(p) for p in differ} for name, f in zip(names, figures, strict=True)},
-            "differences": differences, "steps_apart": apart, "report": report}

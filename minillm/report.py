@@ -4,6 +4,9 @@ learner reads), written from the results of a finished pipeline run (pipeline.py
 report.json keeps, per stage, its seconds and the figures REPORT_KEYS names, in the shape the README
 documents. report.md tells the journey in order: the tokenizer, pretraining, SFT, RLHF and GRPO,
 each as its own section function, with each figure beside its baseline, its plots and examples.
+The file reads in that order: report.json (`build_report`, `write_report`), then report.md
+(`render_markdown`) and its sections, each followed by its helpers; last, the cells every section
+writes (`_fmt`, `_win`, `_linked`, `table_row`, `quote`).
 
 Nothing here trains or samples: every number comes from a step's result (`Journey.results`) or from
 a file a step wrote into its folder (answers, plots).
@@ -113,81 +116,15 @@ def remove_report(out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
 
 
-def _fmt(x: Any) -> str:
-    if x is None:  # a figure this run has not got (e.g. a split that --data lacks)
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.3f}" if math.isfinite(x) else str(x)
-    return str(x)
-
-
-def _win(stage: dict) -> str:
-    """A win rate with its standard error: "0.650 ± 0.034" (the rate alone from a run made before the
-    errors were measured)."""
-    if "win_rate_stderr" not in stage:
-        return _fmt(stage["win_rate_vs_sft"])
-    return with_stderr(stage["win_rate_vs_sft"], stage["win_rate_stderr"])
-
-
-def exact_match_noise(sft: dict) -> list[str]:
-    """How many questions each split's exact match stands on, and so how far chance alone moves it:
-    p right out of n has a standard error of sqrt(p (1 - p) / n) (the win rates' ± below uses the
-    sample variance, over n - 1). At p = 0 or 1 that formula says 0, which no finite sample can
-    promise: those splits say "none right" or "all right" instead."""
-    if "questions" not in sft:  # a run made before the report counted them
-        return []
-    cells = []
-    for split, n in sft["questions"].items():
-        p = sft["exact_match"][split]
-        spread = "none right" if p == 0 else "all right" if p == 1 else f"± {_fmt(math.sqrt(p * (1 - p) / n))}"
-        cells.append(f"{split} {n} ({spread})")
-    return ["Questions per split, and one standard error of SFT's exact match on them: " + ", ".join(cells) + "."]
-
-
-def _family_table(s: dict) -> list[str]:
-    """Win rate against the SFT model per task family, PPO beside DPO; "-" where none of a policy's
-    held-out prompts is of the family (`ppo.eval_prompts` and `dpo.eval_prompts` may differ)."""
-    by_family = {name: s[name].get("win_rate_by_family", {}) for name in ("ppo", "dpo")}
-    families = sorted(set(by_family["ppo"]) | set(by_family["dpo"]))
-    if not families:
-        return []
-    unmeasured = any(f not in rates for rates in by_family.values() for f in families)
-    return ["Win rate against the SFT model per task family (each on its family's share of the held-out "
-            "prompts, so on fewer prompts than the win rates above, and noisier: a win rate on n prompts has a "
-            "standard error of up to 0.5/√n, 0.1 on 25"
-            + ("; -: none of that policy's held-out prompts is of the family" if unmeasured else "") + "):", "",
-            "| family | PPO | DPO |", "| --- | --- | --- |",
-            *[f"| {f} | {_fmt(by_family['ppo'].get(f))} | {_fmt(by_family['dpo'].get(f))} |" for f in families], ""]
-
-
-def copied_note(stages: dict) -> list[str]:
-    """A line naming the steps copied from another run (`reuse_from`), whose seconds are that run's."""
-    copied = [name for name, stage in stages.items() if "copied_from" in stage]
-    if not copied:
-        return []
-    sources = sorted({str(Path(stages[name]["copied_from"]).parent) for name in copied})
-    return ["", f"Copied from {', '.join(sources)}, where they were made from the same settings (their "
-            f"seconds are that run's): {', '.join(copied)}."]
-
-
-def made_by_text(j: Journey) -> str:
-    """Which code made the run's steps (provenance.py): after an upgrade, a figure may move with the code."""
-    from minillm.pipeline import code_records  # (the pipeline imports this module: only needed here)
-
-    return code_summary(code_records(j.out_dir))
-
-
-def tokenizer_name(cfg: TokenizerConfig) -> str:
-    """How report.md names the tokenizer; `spm_model_type` only matters to sentencepiece."""
-    if cfg.kind == "bpe":
-        return "Our byte-level BPE"
-    if cfg.kind == "sentencepiece":
-        return SPM_MODEL_TYPES[cfg.spm_model_type]
-    return f"The {cfg.kind} tokenizer"  # a kind a learner added to train_tokenizer
-
+# --------------------------------------------------------------------------------------------------
+# report.md: the page, then its sections in the order it reads, each followed by its helpers.
 
 def render_markdown(report: dict, j: Journey) -> str:
-    """report.md: what each stage did, its key number against its baseline, its plot, examples."""
+    """report.md: what each stage did, its key number against its baseline, its plot, examples.
+
+    Each figure is report.json's (`report["stages"]`, `s` in every section), so the page and the file
+    never disagree; what report.json does not keep (counts, samples, examples, the settings) comes
+    from the step's result (`j.results`), its folder, or the config (`j.cfg`)."""
     s = report["stages"]
     lines = [
         f"# minillm report: preset `{report['preset']}` on {report['device']}",
@@ -235,6 +172,32 @@ def render_markdown(report: dict, j: Journey) -> str:
     return "\n".join(lines) + "\n"
 
 
+def copied_note(stages: dict) -> list[str]:
+    """A line naming the steps copied from another run (`reuse_from`), whose seconds are that run's."""
+    copied = [name for name, stage in stages.items() if "copied_from" in stage]
+    if not copied:
+        return []
+    sources = sorted({str(Path(stages[name]["copied_from"]).parent) for name in copied})
+    return ["", f"Copied from {', '.join(sources)}, where they were made from the same settings (their "
+            f"seconds are that run's): {', '.join(copied)}."]
+
+
+def made_by_text(j: Journey) -> str:
+    """Which code made the run's steps (provenance.py): after an upgrade, a figure may move with the code."""
+    from minillm.pipeline import code_records  # (the pipeline imports this module: only needed here)
+
+    return code_summary(code_records(j.out_dir))
+
+
+def _relabelled_rewards_note(j: Journey) -> list[str]:
+    """A line for each PPO or GRPO run rewarded otherwise than its label says (`ppo.reward=gold`, say). The
+    label stays, because report.json's keys and every table name a run by its step."""
+    notes = [f"{label} is the `{step}` step; `{step}.reward={reward}` rewarded it by {RL_REWARDS[reward]}."
+             for label, step in RL_POLICIES.items()
+             if label in LABEL_REWARDS and (reward := getattr(j.cfg, step).reward) != LABEL_REWARDS[label]]
+    return ["", *notes] if notes else []
+
+
 def _tokenizer_section(report: dict, j: Journey) -> list[str]:
     s, r = report["stages"], j.results
     return [
@@ -246,6 +209,15 @@ def _tokenizer_section(report: dict, j: Journey) -> list[str]:
         f"`{r['tokenizer'].get('example_pieces')}`.",
         "",
     ]
+
+
+def tokenizer_name(cfg: TokenizerConfig) -> str:
+    """How report.md names the tokenizer; `spm_model_type` only matters to sentencepiece."""
+    if cfg.kind == "bpe":
+        return "Our byte-level BPE"
+    if cfg.kind == "sentencepiece":
+        return SPM_MODEL_TYPES[cfg.spm_model_type]
+    return f"The {cfg.kind} tokenizer"  # a kind a learner added to train_tokenizer
 
 
 def _pretraining_section(report: dict, j: Journey) -> list[str]:
@@ -322,6 +294,35 @@ SFT_ROWS = (
 )
 
 
+def exact_match_noise(sft: dict) -> list[str]:
+    """How many questions each split's exact match stands on, and so how far chance alone moves it:
+    p right out of n has a standard error of sqrt(p (1 - p) / n) (the win rates' ± below uses the
+    sample variance, over n - 1). At p = 0 or 1 that formula says 0, which no finite sample can
+    promise: those splits say "none right" or "all right" instead."""
+    if "questions" not in sft:  # a run made before the report counted them
+        return []
+    cells = []
+    for split, n in sft["questions"].items():
+        p = sft["exact_match"][split]
+        spread = "none right" if p == 0 else "all right" if p == 1 else f"± {_fmt(math.sqrt(p * (1 - p) / n))}"
+        cells.append(f"{split} {n} ({spread})")
+    return ["Questions per split, and one standard error of SFT's exact match on them: " + ", ".join(cells) + "."]
+
+
+def _sft_examples(j: Journey) -> list[str]:
+    """A test answer of the base model and the SFT model side by side for each split, which is named and
+    ordered as in the exact-match table above it ("world_facts", not the data's "test_world_fact")."""
+    if not (j.folder("sft") / ANSWERS_NAME).is_file():
+        return []
+    picked = {row.get("split"): row for row in read_answers(j.folder("sft"))}  # one example per split
+    lines = ["| split | prompt | base | SFT | reference |", "| --- | --- | --- | --- | --- |"]
+    for split, key in SPLIT_KEYS.items():
+        if split in picked:
+            row = picked[split]
+            lines.append(table_row([key, row["prompt"], row.get("base", ""), row.get("sft", ""), row["reference"]]))
+    return [*lines, ""]
+
+
 def _rlhf_section(report: dict, j: Journey) -> list[str]:
     """The reward model, PPO and DPO: their figures, the per-family table, their plots and examples."""
     s = report["stages"]
@@ -354,9 +355,9 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
         f"{_fmt(s['dpo'].get('wrong_sft'))} -> {_fmt(s['dpo'].get('wrong_after'))}.",
         "",
         *_family_table(s),
-        *[f"![{label} {png.stem.removeprefix(name + '_').replace('_', ' ')}]({_linked(j, name, png.name)})"
-          for name, label in (("reward_model", "reward model"), ("ppo", "PPO"), ("dpo", "DPO"))
-          for png in sorted(j.folder(name).glob("*.png"))],
+        *_plot_links(j, "reward_model", "reward model"),
+        *_plot_links(j, "ppo", "PPO", "ppo_"),
+        *_plot_links(j, "dpo", "DPO"),
         "",
         "The PPO plots, one point per step, on that step's answers: rm_score the score that rewarded PPO (the "
         "reward model's, or with ppo.reward=gold the gold judge's, normalised) and gold the gold judge's; kl "
@@ -369,6 +370,13 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
     ]
 
 
+def _plot_links(j: Journey, step: str, label: str, prefix: str = "") -> list[str]:
+    """report.md's link to each plot in a step's folder, named by the step's label and the plot's file
+    name less the `prefix` its stage gives its plots: "PPO health" for 06_ppo/ppo_health.png (prefix "ppo_"),
+    "DPO loss" for 07_dpo/loss.png (the training loop's plot, no prefix)."""
+    return [f"![{label} {png.stem.removeprefix(prefix).replace('_', ' ')}]({_linked(j, step, png.name)})"
+            for png in sorted(j.folder(step).glob("*.png"))]
+
 def ceiling_sentence(ceiling: float) -> str:
     """What a perfect policy would win against the SFT answers (`win_rate_ceiling`), and why it is not 1;
     at 1 (no SFT answer is perfect, as in a run too short to learn) there is no "not 1" to explain."""
@@ -379,18 +387,31 @@ def ceiling_sentence(ceiling: float) -> str:
             "model's answer is already perfect, the best any policy can do is tie.")
 
 
-def _relabelled_rewards_note(j: Journey) -> list[str]:
-    """A line for each PPO or GRPO run rewarded otherwise than its label says (`ppo.reward=gold`, say). The
-    label stays, because report.json's keys and every table name a run by its step."""
-    notes = [f"{label} is the `{step}` step; `{step}.reward={reward}` rewarded it by {RL_REWARDS[reward]}."
-             for label, step in RL_POLICIES.items()
-             if label in LABEL_REWARDS and (reward := getattr(j.cfg, step).reward) != LABEL_REWARDS[label]]
-    return ["", *notes] if notes else []
+def _family_table(s: dict) -> list[str]:
+    """Win rate against the SFT model per task family, PPO beside DPO; "-" where none of a policy's
+    held-out prompts is of the family (`ppo.eval_prompts` and `dpo.eval_prompts` may differ)."""
+    by_family = {name: s[name].get("win_rate_by_family", {}) for name in ("ppo", "dpo")}
+    families = sorted(set(by_family["ppo"]) | set(by_family["dpo"]))
+    if not families:
+        return []
+    unmeasured = any(f not in rates for rates in by_family.values() for f in families)
+    return ["Win rate against the SFT model per task family (each on its family's share of the held-out "
+            "prompts, so on fewer prompts than the win rates above, and noisier: a win rate on n prompts has a "
+            "standard error of up to 0.5/√n, 0.1 on 25"
+            + ("; -: none of that policy's held-out prompts is of the family" if unmeasured else "") + "):", "",
+            "| family | PPO | DPO |", "| --- | --- | --- |",
+            *[f"| {f} | {_fmt(by_family['ppo'].get(f))} | {_fmt(by_family['dpo'].get(f))} |" for f in families], ""]
 
 
-def _linked(j: Journey, step: str, file: str) -> str:
-    """A file of a step's folder as report.md links it: relative to the report, beside the step folders."""
-    return f"{j.folder(step).name}/{file}"
+def _ppo_examples(j: Journey) -> list[str]:
+    """Answers before and after PPO, with the question and the right answer, from the PPO step's examples."""
+    examples = j.results["ppo"].get("examples") or []
+    if not examples:
+        return []
+    lines = ["| prompt | SFT | after PPO | reference |", "| --- | --- | --- | --- |"]
+    lines += [table_row([ex.get("prompt", ""), ex["sft"], ex["after"], ex.get("reference", "")])
+              for ex in examples[:5]]
+    return [*lines, ""]
 
 
 def _grpo_section(report: dict, j: Journey) -> list[str]:
@@ -427,10 +448,8 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
         "",
         *[f"- {line}" for line in crossings],
         "",
-        f"![pass@k of the SFT model and each RL policy]({j.folder('rl_table').name}/pass_at_k.png)",
-        *[f"![{label} {png.stem.removeprefix('grpo_')}]({j.folder(step).name}/{png.name})"
-          for label, step in GRPO_POLICIES.items()
-          for png in sorted(j.folder(step).glob("grpo_*.png"))],
+        f"![pass@k of the SFT model and each RL policy]({_linked(j, 'rl_table', 'pass_at_k.png')})",
+        *[link for label, step in GRPO_POLICIES.items() for link in _plot_links(j, step, label, "grpo_")],
         "",
         "The GRPO plots read as PPO's, and: reward_mean and reward_std are the mean and spread of the step's "
         "rewards; zero_signal_share is the share of groups in which every answer got the same reward, "
@@ -449,6 +468,30 @@ def _group_sizes(j: Journey) -> str:
     return " and ".join(f"{size} {label.removeprefix('GRPO ')}" for label, size in sizes.items())
 
 
+# --------------------------------------------------------------------------------------------------
+# The cells every section writes: a figure, a win rate, a link to a step's file, a table row, a quote.
+
+def _fmt(x: Any) -> str:
+    if x is None:  # a figure this run has not got (e.g. a split that --data lacks)
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.3f}" if math.isfinite(x) else str(x)
+    return str(x)
+
+
+def _win(stage: dict) -> str:
+    """A win rate with its standard error: "0.650 ± 0.034" (the rate alone from a run made before the
+    errors were measured)."""
+    if "win_rate_stderr" not in stage:
+        return _fmt(stage["win_rate_vs_sft"])
+    return with_stderr(stage["win_rate_vs_sft"], stage["win_rate_stderr"])
+
+
+def _linked(j: Journey, step: str, file: str) -> str:
+    """A file of a step's folder as report.md links it: relative to the report, beside the step folders."""
+    return f"{j.folder(step).name}/{file}"
+
+
 def table_row(cells: list[Any]) -> str:
     """One markdown table row; a "|" or a line break inside a cell would break the table (a model's answer
     may hold any of the characters `str.splitlines` breaks at: "\r", "\x0c", "\u2028", ...)."""
@@ -458,28 +501,3 @@ def table_row(cells: list[Any]) -> str:
 def quote(text: str) -> str:
     """`text` as a markdown block quote: every line of it starts with "> " (a bare newline would end it)."""
     return "\n".join(f"> {line}" for line in text.splitlines() or [""])
-
-
-def _sft_examples(j: Journey) -> list[str]:
-    """A test answer of the base model and the SFT model side by side for each split, which is named and
-    ordered as in the exact-match table above it ("world_facts", not the data's "test_world_fact")."""
-    if not (j.folder("sft") / ANSWERS_NAME).is_file():
-        return []
-    picked = {row.get("split"): row for row in read_answers(j.folder("sft"))}  # one example per split
-    lines = ["| split | prompt | base | SFT | reference |", "| --- | --- | --- | --- | --- |"]
-    for split, key in SPLIT_KEYS.items():
-        if split in picked:
-            row = picked[split]
-            lines.append(table_row([key, row["prompt"], row.get("base", ""), row.get("sft", ""), row["reference"]]))
-    return [*lines, ""]
-
-
-def _ppo_examples(j: Journey) -> list[str]:
-    """Answers before and after PPO, with the question and the right answer, from the PPO step's examples."""
-    examples = j.results["ppo"].get("examples") or []
-    if not examples:
-        return []
-    lines = ["| prompt | SFT | after PPO | reference |", "| --- | --- | --- | --- |"]
-    lines += [table_row([ex.get("prompt", ""), ex["sft"], ex["after"], ex.get("reference", "")])
-              for ex in examples[:5]]
-    return [*lines, ""]

@@ -24,6 +24,9 @@ from minillm.utils import remove_interrupted_writes, writing
 
 LOCK_NAME = ".minillm.lock"
 RUN_MARK_NAME = ".minillm-run"  # an empty file left in every folder a run writes into: "this folder is a run's"
+# A lock file still unsigned (no process id in it), or a takeover guard still there, this long after it was
+# made was left by a run that stopped: no run takes as long to sign its lock or to take one over.
+STALE_AFTER_SECONDS = 2.0
 
 
 @contextmanager
@@ -82,7 +85,7 @@ def hold_lock(lock: Path, guarded: Path) -> Iterator[Path]:
             break
         except FileExistsError:
             holder = _lock_holder(lock)
-            if holder is None and _age_s(lock) < 2:
+            if holder is None and _age_s(lock) < STALE_AFTER_SECONDS:
                 time.sleep(0.1)  # just created by another run that has not written its PID yet
                 continue
             if _held_by_another(holder):
@@ -114,12 +117,12 @@ def remove_stale_lock(lock: Path, holder: int | None, guarded: Path) -> None:
     try:
         os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
     except FileExistsError:
-        if _age_s(guard) > 2:  # left by a run killed in the middle of a takeover
+        if _age_s(guard) > STALE_AFTER_SECONDS:  # left by a run killed in the middle of a takeover
             guard.unlink(missing_ok=True)
         time.sleep(0.1)
         return
     try:
-        still_stale = _lock_holder(lock) == holder and (holder is not None or _age_s(lock) >= 2)
+        still_stale = _lock_holder(lock) == holder and (holder is not None or _age_s(lock) >= STALE_AFTER_SECONDS)
         if still_stale:
             whose = (f"its process (PID {holder}) is gone" if holder is not None
                      else "a run stopped as it began left it unsigned")
