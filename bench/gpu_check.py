@@ -17,7 +17,8 @@ A GPU may be lent for minutes, so one failing part does not cost the others: a p
 records its error in the JSON and the next one runs, and the JSON is written again (atomically)
 before every phase, listing the phases not run yet among its problems, so a check stopped by its
 time limit still brings back what it measured. The longest phase, the pipeline, comes last. The
-exit status is 1 when anything failed (a test, a phase, a stage that did not learn), so that a script can tell.
+exit status is 1 when anything failed (a test, a phase, a stage that did not learn), so that a script can tell:
+a result of the check, where a mistake in its own arguments ends it with 2, as it ends a `minillm` command.
 
     python bench/gpu_check.py --device cuda --out gpu_check.json --tests tests_all.xml
     python bench/gpu_check.py --device cpu --preset micro --out /tmp/check.json     # the dry run's sizes

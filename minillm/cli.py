@@ -429,7 +429,8 @@ def _add_config_args(p: argparse.ArgumentParser, sections: str, example: str) ->
 
 def _add_run_folder_arg(p: argparse.ArgumentParser) -> None:
     """--out of a command that writes a run folder (the training commands and the pipeline)."""
-    p.add_argument("--out", type=_path, required=True, metavar="DIR", help="the run folder to write (made if missing)")
+    p.add_argument("--out", type=path_arg, required=True, metavar="DIR",
+                   help="the run folder to write (made if missing)")
 
 
 def _add_device_arg(p: argparse.ArgumentParser, default: str | None = "cpu") -> None:
@@ -464,14 +465,14 @@ _utf8_text = _checked(lambda text: unicodedata.normalize("NFC", text),
                       "UTF-8 text: the terminal sent bytes in another encoding; set it to UTF-8 (e.g. LANG=C.UTF-8)")
 
 
-def _path(text: str) -> str:
+def path_arg(text: str) -> str:
     """The argparse type of every file and folder argument: a leading `~` is the home folder, as in the
     lessons' run folders (lessons.resolved). The shell expands `~` only at the start of a word: without
     this, --out=~/runs or a quoted "~/runs" would make a folder named "~" in the current one."""
     return os.path.expanduser(text)
 
 
-_png_file = _checked(_path, lambda name: name.lower().endswith(".png") and not Path(name).is_dir(),
+_png_file = _checked(path_arg, lambda name: name.lower().endswith(".png") and not Path(name).is_dir(),
                      "a file name ending in .png (the chart is a PNG image)")
 
 
@@ -487,11 +488,11 @@ def _add_skip_bad_lines_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=_path, default=None, help="instruction JSONL (default: the generated suite)")
+    p.add_argument("--data", type=path_arg, default=None, help="instruction JSONL (default: the generated suite)")
     _add_skip_bad_lines_arg(p)
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse, with its errors on one line like minillm's own (exit code 2)."""
 
     def error(self, message: str) -> NoReturn:
@@ -499,37 +500,39 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="minillm", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="minillm", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     tok = sub.add_parser("tokenizer", help="train a tokenizer or look at how it splits text")
     tok_sub = tok.add_subparsers(dest="tokenizer_command", required=True, metavar="ACTION")
     p = tok_sub.add_parser("train", help="train a tokenizer on text files")
-    p.add_argument("--input", nargs="+", type=_path, required=True, help="text files (documents split by blank lines)")
+    p.add_argument("--input", nargs="+", type=path_arg, required=True,
+                   help="text files (documents split by blank lines)")
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--kind", default="bpe", choices=TOKENIZER_KINDS)
     p.add_argument("--spm-model-type", default="bpe", choices=SPM_MODEL_TYPES)
-    p.add_argument("--out", type=_path, required=True, help="tokenizer JSON file to write")
+    p.add_argument("--out", type=path_arg, required=True, help="tokenizer JSON file to write")
     p.set_defaults(func=cmd_tokenizer_train)
     p = tok_sub.add_parser("encode", help="print the ids and pieces of a text")
-    p.add_argument("--tokenizer", type=_path, required=True)
+    p.add_argument("--tokenizer", type=path_arg, required=True)
     p.add_argument("text", type=_utf8_text)
     p.set_defaults(func=cmd_tokenizer_encode)
 
     p = sub.add_parser("pretrain", help="stage 1: masked-LM (BERT) or next-token (GPT) pretraining")
     p.add_argument("objective", choices=("mlm", "clm"))
     _add_run_folder_arg(p)
-    p.add_argument("--corpus", type=_path, default=None, help="text file (default: the generated small-world corpus)")
+    p.add_argument("--corpus", type=path_arg, default=None,
+                   help="text file (default: the generated small-world corpus)")
     p.add_argument("--tokenizer", dest="tokenizer_kind", default=None, choices=TOKENIZER_KINDS,
                    help="train this kind of tokenizer first (default: the preset's)")
-    p.add_argument("--tokenizer-file", type=_path, default=None, help="use this trained tokenizer instead")
+    p.add_argument("--tokenizer-file", type=path_arg, default=None, help="use this trained tokenizer instead")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     _add_config_args(p, "the objective's section (mlm or clm) or the tokenizer section", "clm.model.n_layer=6")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("fill-mask", help="rank the candidates for [MASK] with a trained BERT")
-    p.add_argument("--ckpt", type=_path, required=True, help="an MLM run folder")
+    p.add_argument("--ckpt", type=path_arg, required=True, help="an MLM run folder")
     p.add_argument("text", type=_utf8_text, help='e.g. "A flash flood watch will be in effect all [MASK]."')
     p.add_argument("--top-k", type=positive_int, default=10)
     p.add_argument("--plot", type=_png_file, default=None,
@@ -538,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("generate", help="sample a continuation with a trained GPT")
-    p.add_argument("--ckpt", type=_path, required=True,
+    p.add_argument("--ckpt", type=path_arg, required=True,
                    help="a CLM run folder (an SFT, PPO, DPO or GRPO one too, but the prompt is continued as plain "
                         "text, without the chat template: to ask those a question, use `chat`)")
     p.add_argument("prompt", type=_utf8_text)
@@ -552,25 +555,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("compare", help="overlay several runs' curves; table their final metrics and config differences")
-    p.add_argument("runs", nargs="+", type=_path, metavar="RUN_DIR",
+    p.add_argument("runs", nargs="+", type=path_arg, metavar="RUN_DIR",
                    help="run folders (each with metrics.jsonl, config.json), or pipeline runs (report.json)")
     p.add_argument("--out", type=_png_file, default="compare.png",
                    help="the PNG of the overlaid curves (not for pipeline runs)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("sft", help="stage 2: instruction tuning from a CLM run, with its baselines")
-    p.add_argument("--init", type=_path, required=True, help="the CLM run folder to start from")
+    p.add_argument("--init", type=path_arg, required=True, help="the CLM run folder to start from")
     _add_run_folder_arg(p)
     p.add_argument("--no-baselines", action="store_true", help="skip the scratch and single-family runs")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--corpus", type=_path, default=None,
+    p.add_argument("--corpus", type=path_arg, default=None,
                    help="pretraining text mixed in by sft.pretrain_mix (default: the generated small-world corpus)")
     _add_data_args(p)
     _add_config_args(p, "the sft section", "sft.train.max_steps=300")
     p.set_defaults(func=cmd_sft)
 
     p = sub.add_parser("chat", help="talk to an instruction-tuned GPT in the terminal")
-    p.add_argument("--ckpt", type=_path, required=True,
+    p.add_argument("--ckpt", type=path_arg, required=True,
                    help="an SFT, PPO, DPO or GRPO run folder (a CLM run never saw the chat template: it continues "
                         "the template's text instead of answering)")
     p.add_argument("--max-new-tokens", type=positive_int, default=48)
@@ -583,10 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("annotate", help="stage 3: rank a policy's answers yourself, in the terminal")
-    p.add_argument("--policy", type=_path, required=True, help="the SFT run folder whose answers you rank")
-    p.add_argument("--prompts", type=_path, required=True,
+    p.add_argument("--policy", type=path_arg, required=True, help="the SFT run folder whose answers you rank")
+    p.add_argument("--prompts", type=path_arg, required=True,
                    help="a .jsonl with a 'prompt' field per line, or a text file of one prompt a line")
-    p.add_argument("--out", type=_path, required=True, help="prefs JSONL (appended to; resumes where it left off)")
+    p.add_argument("--out", type=path_arg, required=True, help="prefs JSONL (appended to; resumes where it left off)")
     p.add_argument("--k", type=positive_int, default=4, help="answers per prompt (2 to 9)")
     p.add_argument("--max-new-tokens", type=positive_int, default=48)
     p.add_argument("--seed", type=_seed, default=0)
@@ -595,9 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("reward", help="stage 3: rank sampled answers and train the reward model")
-    p.add_argument("--sft", type=_path, required=True, help="the SFT run folder")
+    p.add_argument("--sft", type=path_arg, required=True, help="the SFT run folder")
     _add_run_folder_arg(p)
-    p.add_argument("--prefs", type=_path, default=None,
+    p.add_argument("--prefs", type=path_arg, default=None,
                    help="rankings JSONL (default: made by the simulated annotator)")
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
@@ -605,8 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reward)
 
     p = sub.add_parser("ppo", help="stage 3: PPO against the reward model, with a KL leash")
-    p.add_argument("--sft", type=_path, required=True)
-    p.add_argument("--reward", type=_path, required=True, help="the reward-model run folder")
+    p.add_argument("--sft", type=path_arg, required=True)
+    p.add_argument("--reward", type=path_arg, required=True, help="the reward-model run folder")
     _add_run_folder_arg(p)
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
@@ -614,8 +617,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ppo)
 
     p = sub.add_parser("dpo", help="stage 3: direct preference optimisation on the rankings")
-    p.add_argument("--sft", type=_path, required=True)
-    p.add_argument("--prefs", type=_path, required=True)
+    p.add_argument("--sft", type=path_arg, required=True)
+    p.add_argument("--prefs", type=path_arg, required=True)
     _add_run_folder_arg(p)
     p.add_argument("--resume", action="store_true")
     _add_data_args(p)
@@ -623,8 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dpo)
 
     p = sub.add_parser("grpo", help="stage 3: GRPO, group-relative RL with a reward model or a verifiable reward")
-    p.add_argument("--sft", type=_path, required=True)
-    p.add_argument("--reward", type=_path, default=None,
+    p.add_argument("--sft", type=path_arg, required=True)
+    p.add_argument("--reward", type=path_arg, default=None,
                    help="the reward-model run folder (for grpo.reward=model, the default); "
                         "--set grpo.reward=verifiable needs none")
     _add_run_folder_arg(p)
@@ -636,10 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pipeline", help="all three stages end to end, with a report")
     _add_run_folder_arg(p)
     p.add_argument("--force", action="store_true", help="redo steps whose outputs already exist")
-    p.add_argument("--reuse", type=_path, default=None, metavar="RUN",
+    p.add_argument("--reuse", type=path_arg, default=None, metavar="RUN",
                    help="copy the steps of this earlier pipeline run that were made from the same settings, "
                         "and train only the others (e.g. --set ppo.kl_coef=0 --reuse runs/tiny --out runs/no-kl)")
-    p.add_argument("--corpus", type=_path, default=None, help="pretraining text file (default: generated)")
+    p.add_argument("--corpus", type=path_arg, default=None, help="pretraining text file (default: generated)")
     p.add_argument("--jobs", type=positive_int, default=DEFAULT_JOBS,
                    help="steps run side by side, in processes of one thread each, when they do not depend on "
                         f"each other (default {DEFAULT_JOBS}); 1: one step at a time, with torch's own threads")
@@ -691,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.debug:
                 raise
             hint = _resume_hint(args, argv) if disk_refused(err) else ""  # what is kept, and how to go on
-            print(f"minillm: error: {_one_line(err)}{hint}", file=sys.stderr)
+            print(f"minillm: error: {one_line(err)}{hint}", file=sys.stderr)
             return 2
         except RuntimeError as err:  # torch's out-of-memory errors are RuntimeErrors; any other is a bug
             if args.debug or not is_out_of_memory(err):
@@ -836,7 +839,7 @@ def disk_refused(err: Exception) -> bool:
     return isinstance(err, OSError) and err.errno in DISK_REFUSED and err.filename is not None
 
 
-def _one_line(err: Exception) -> str:
+def one_line(err: Exception) -> str:
     """The error's message on one line; for an OSError, what failed on which path, and the fix."""
     if isinstance(err, (FileExistsError, NotADirectoryError)) and err.filename is not None:
         return f"{err.filename} (or a folder above it) is a file, not a folder; give a folder path"

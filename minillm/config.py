@@ -683,6 +683,16 @@ def preset(name: str) -> PipelineConfig:
 # Overrides ("--set a.b.c=value") and (de)serialisation.
 
 
+def check_section(value: Any, kind: type, where: str) -> None:
+    """A ConfigError at the entry of `where` (a model class, a stage's train function) when it was given
+    a config of another kind than `kind`: `train_clm(cfg.mlm, ...)` would train a GPT with the MLM's
+    settings without a word, and `GPT(cfg.clm)` failed deep inside on a missing attribute."""
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}: expected a {kind.__name__}, got {type(value).__name__}; pass the section of "
+                          "the pipeline's config that it names, e.g. cfg = preset('tiny'): train_clm(cfg.clm, ...), "
+                          "GPT(cfg.clm.model), train(model, cfg.clm.train, ...)")
+
+
 def _parse_value(text: str, current: Any, path: str) -> Any:
     """Parse `text` as the type of the field's current value (a str field takes the text as it is)."""
     expected = {bool: "true or false", int: "an integer", float: "a number"}.get(type(current))

@@ -2,10 +2,10 @@
 
 Everything that can go wrong because of *input* (a config value, a data file, a tokenizer or
 checkpoint file, a command-line argument) raises a subclass of `MinillmError`. The command line
-catches exactly these and prints one clear line (exit code 2) instead of a traceback; any other
-exception is a bug in minillm and keeps its traceback. Scripts (the lessons, bench/) do the same
-with `one_line_errors()`, which also ends them as a command ends when its output is cut short or
-closed (minillm.console).
+catches exactly these and prints one clear line (exit code 2, argparse's code for a bad argument)
+instead of a traceback; any other exception is a bug in minillm and keeps its traceback (exit code
+1). Scripts (the lessons, bench/) do the same with `one_line_errors()`, which also ends them as a
+command ends when its output is cut short or closed (minillm.console).
 """
 
 import sys
@@ -49,9 +49,10 @@ class RunLockedError(MinillmError, RuntimeError):
 def one_line_errors() -> None:
     """For a script (a lesson, a bench/ script, `python -m minillm.datasets`): it ends as a `minillm`
     command does (cli.main). A MinillmError that nothing caught prints as one line naming the problem
-    and the fix; a reader that left (`python lessons/01_tokenizer.py | head`) ends it quietly with 141;
-    any other exception is a bug and keeps its traceback. A stdout or stderr closed at the start is
-    /dev/null (`stand_in_for_closed_output`), and stdout is written a line at a time (`write_lines_as_they_come`)."""
+    and the fix, and ends it with 2; a reader that left (`python lessons/01_tokenizer.py | head`) ends
+    it quietly with 141; any other exception is a bug and keeps its traceback (and 1). A stdout or
+    stderr closed at the start is /dev/null (`stand_in_for_closed_output`), and stdout is written a
+    line at a time (`write_lines_as_they_come`)."""
     stand_in_for_closed_output()
     write_lines_as_they_come()
 
@@ -61,7 +62,7 @@ def one_line_errors() -> None:
             raise SystemExit(141)  # 128 + SIGPIPE, as cli.main returns (Python exits with the code a hook raises)
         if issubclass(kind, MinillmError):
             print(f"{Path(sys.argv[0]).name}: error: {err}", file=sys.stderr)
-        else:
-            sys.__excepthook__(kind, err, traceback)
+            raise SystemExit(2)  # as cli.main returns for it (a hook that returns ends the script with 1)
+        sys.__excepthook__(kind, err, traceback)
 
     sys.excepthook = excepthook

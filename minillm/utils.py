@@ -72,6 +72,14 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dic
     return {name: tensor.to(device) for name, tensor in batch.items()}
 
 
+def check_not_one_str(where: str, **texts: object) -> None:
+    """A DataError when one str comes where a list of them goes (`check_not_one_str("f", docs=docs)`):
+    iterated over, each of its characters would be a document, or a prompt, of its own."""
+    for name, value in texts.items():
+        if isinstance(value, str):
+            raise DataError(f"{where}: {name} is one str; pass a list of them, e.g. [{value[:30]!r}]")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file so that a reader sees either the old content or the new, never half of it.
 

@@ -35,7 +35,14 @@ import torch
 
 from minillm.cli import main
 from minillm.config import MIN_TEMPERATURE, ModelConfig, apply_overrides, preset, to_dict
-from minillm.datasets import generate_corpus, read_jsonl, write_corpus
+from minillm.datasets import (
+    corpus_splits,
+    generate_corpus,
+    instruction_records,
+    read_jsonl,
+    split_documents,
+    write_corpus,
+)
 from minillm.errors import (
     CheckpointError,
     ConfigError,
@@ -48,9 +55,19 @@ from minillm.errors import (
 from minillm.model import GPT, Bert
 from minillm.model.gpt import filter_logits, sample_next
 from minillm.run_lock import RUN_MARK_NAME
-from minillm.stage1_pretrain.mlm import fill_mask
+from minillm.stage1_pretrain import fill_mask, train_clm, train_mlm
+from minillm.stage2_sft import evaluate_model, generate_answers, run_sft_with_baselines, train_sft
+from minillm.stage3_rlhf import (
+    RewardModel,
+    collect_rankings,
+    reward_hacking,
+    train_dpo,
+    train_ppo,
+    train_reward_model,
+)
+from minillm.stage3_rlhf.grpo import train_grpo
 from minillm.tokenizer import train_tokenizer
-from minillm.train import load_checkpoint, load_model, save_checkpoint
+from minillm.train import load_checkpoint, load_model, make_optimizer, save_checkpoint, train
 
 Setup = Callable[[Path], None]
 
@@ -781,12 +798,80 @@ LIBRARY_TABLE = [
 ]
 
 
+# SILENT before the check: train_clm(cfg.mlm, ...) trained a GPT with the MLM's settings (the two sections have the
+# same fields); every other one ended in an AttributeError from inside, e.g. GPT(cfg.clm): "'CLMConfig' object has
+# no attribute 'vocab_size'". Each function refuses the wrong section at its entry, before it reads or writes a file.
+WRONG_SECTIONS = [
+    ("GPT", lambda cfg, tmp: GPT(cfg.clm), "ModelConfig", "CLMConfig"),
+    ("Bert", lambda cfg, tmp: Bert(cfg.mlm), "ModelConfig", "MLMConfig"),
+    ("RewardModel", lambda cfg, tmp: RewardModel(cfg.reward), "ModelConfig", "RewardConfig"),
+    ("train_clm", lambda cfg, tmp: train_clm(cfg.mlm, _tiny_tok(), ["a"], ["b"], tmp / "out"), "CLMConfig",
+     "MLMConfig"),
+    ("train_mlm", lambda cfg, tmp: train_mlm(cfg.clm, _tiny_tok(), ["a"], ["b"], tmp / "out"), "MLMConfig",
+     "CLMConfig"),
+    ("train_sft", lambda cfg, tmp: train_sft(cfg, [], tmp / "out"), "SFTConfig", "PipelineConfig"),
+    ("evaluate_model", lambda cfg, tmp: evaluate_model(_tiny_gpt(), _tiny_tok(), [], cfg.clm), "SFTConfig",
+     "CLMConfig"),
+    ("run_sft_with_baselines", lambda cfg, tmp: run_sft_with_baselines(cfg.clm, [], tmp / "out", tmp / "in"),
+     "SFTConfig", "CLMConfig"),
+    ("collect_rankings", lambda cfg, tmp: collect_rankings(cfg.sft, tmp / "in", [], tmp / "out.jsonl"),
+     "RewardConfig", "SFTConfig"),
+    ("train_reward_model", lambda cfg, tmp: train_reward_model(cfg.sft, tmp / "in", tmp / "p.jsonl",
+                                                          tmp / "out"), "RewardConfig", "SFTConfig"),
+    ("train_dpo", lambda cfg, tmp: train_dpo(cfg.ppo, tmp / "in", tmp / "p.jsonl", [], tmp / "out"),
+     "DPOConfig", "PPOConfig"),
+    ("train_ppo", lambda cfg, tmp: train_ppo(cfg.grpo, tmp / "in", tmp / "rm", [], tmp / "out"),
+     "PPOConfig", "GRPOConfig"),
+    ("reward_hacking", lambda cfg, tmp: reward_hacking(cfg.dpo, tmp / "in", tmp / "rm", [],
+                                                  tmp / "out"), "PPOConfig", "DPOConfig"),
+    ("train_grpo", lambda cfg, tmp: train_grpo(cfg.ppo, tmp / "in", [], tmp / "out"), "GRPOConfig",
+     "PPOConfig"),
+    ("make_optimizer", lambda cfg, tmp: make_optimizer(_tiny_gpt(), cfg.clm), "TrainConfig", "CLMConfig"),
+    ("train", lambda cfg, tmp: train(_tiny_gpt(), cfg.clm, tmp / "out", get_batch=None, loss_fn=None),
+     "TrainConfig", "CLMConfig"),
+    ("corpus_splits", lambda cfg, tmp: corpus_splits(cfg.clm, None), "PipelineConfig", "CLMConfig"),
+    ("instruction_records", lambda cfg, tmp: instruction_records(cfg.sft, None), "PipelineConfig", "SFTConfig"),
+]
+
+
+@pytest.mark.parametrize("where, call, expected, got", WRONG_SECTIONS, ids=[row[0] for row in WRONG_SECTIONS])
+def test_a_config_section_of_the_wrong_kind_is_refused_at_the_entry(where, call, expected, got, tmp_path):
+    with pytest.raises(ConfigError, match=rf"^{where}: expected a {expected}, got {got}; pass the section"):
+        call(preset("micro"), tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("call, error, words", [pytest.param(*row[1:], id=row[0]) for row in LIBRARY_TABLE])
 def test_a_bad_model_input_is_a_clear_error(call, error, words):
     with pytest.raises(error) as info:
         call()
     for word in words:
         assert word.lower() in str(info.value).lower(), f"{word!r} not in: {info.value}"
+
+
+# SILENT before the check, each of them: one str iterated a character at a time, a prompt or a document each
+ONE_STR = [
+    ("generate_answers", lambda tmp: generate_answers(_tiny_gpt(), _tiny_tok(), "the river", 3), "prompts"),
+    ("split_documents", lambda tmp: split_documents("the river rises"), "docs"),
+    ("write_corpus", lambda tmp: write_corpus(tmp / "corpus.txt", "the river"), "docs"),
+    # here not silent but misleading: "the train split has 27 tokens ...; use a bigger corpus"
+    ("train_clm", lambda tmp: train_clm(preset("micro").clm, _tiny_tok(), "the river", ["b"], tmp / "out"),
+     "train_docs"),
+]
+
+
+@pytest.mark.parametrize("where, call, name", ONE_STR, ids=[row[0] for row in ONE_STR])
+def test_one_str_where_a_list_of_them_goes_is_refused(where, call, name, tmp_path):
+    with pytest.raises(DataError, match=rf"^{where}: {name} is one str; pass a list of them, e.g. \['the river"):
+        call(tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_corpus_of_no_documents_is_refused_as_read_corpus_would_refuse_the_file(tmp_path):
+    """(It wrote a file that read_corpus refuses, "holds no text": a refusal at the next read, not at the write.)"""
+    with pytest.raises(DataError, match="^write_corpus: no documents"):
+        write_corpus(tmp_path / "corpus.txt", [])
+    assert not list(tmp_path.iterdir())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -732,6 +732,33 @@ def test_regenerating_with_no_records_or_into_a_file_fails_in_one_line(argv, com
     assert (tmp_path / "a_file").read_text(encoding="utf-8") == "mine" and not (tmp_path / "data").exists()
 
 
+def test_regenerating_into_a_folder_under_a_file_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    """(It was a NotADirectoryError traceback, from the write after the generators had run.)"""
+    from minillm.datasets.__main__ import main
+
+    (tmp_path / "a_file").write_text("mine", encoding="utf-8")
+    monkeypatch.setattr("sys.argv", ["datasets", "--out", str(tmp_path / "a_file" / "data"), "--corpus-mb", "0.01",
+                                     "--n-train", "2"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    said = capsys.readouterr().err
+    assert exit_info.value.code == 2 and said == (f"python -m minillm.datasets: error: {tmp_path / 'a_file' / 'data'} "
+                                                  "(or a folder above it) is a file, not a folder; give a folder path "
+                                                  "(see python -m minillm.datasets --help)\n")
+
+
+def test_regenerating_into_a_folder_named_with_a_tilde_writes_in_the_home_folder(tmp_path, monkeypatch):
+    """`--out ~/data` quoted, or `--out=~/data`, where the shell leaves the `~`: it made a folder named "~" in
+    the current one, where every `minillm` path argument means the home folder (cli.path_arg)."""
+    from minillm.datasets.__main__ import main
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["datasets", "--out=~/data", "--corpus-mb", "0.01", "--n-train", "2"])
+    main()
+    assert (tmp_path / "home" / "data" / "corpus.txt").is_file() and not (tmp_path / "~").exists()
+
+
 def test_no_kelish_word_is_an_english_word_it_translates():
     for seed in (0, 62):  # seed 62 would draw "river" without the check
         assert not set(build_world(seed).lexicon.values()) & set(TOY_ENGLISH)
@@ -753,12 +780,33 @@ def test_a_pretty_printed_json_array_given_as_jsonl_gets_the_hint_and_an_ordinar
 
 @pytest.mark.parametrize(("world", "relation"), [
     (dict(n_towns=1), "river"), (dict(n_towns=2), "river"),  # one seen town: no other town to name wrongly
-    (dict(n_rivers=1), "river"), (dict(n_regions=1), "region"), (dict(n_people=1), "home"),
+    (dict(n_rivers=1), "river"), (dict(n_regions=1), "region"),
 ])
 def test_a_world_without_a_wrong_answer_to_a_fact_is_refused_naming_the_minimum(world, relation):
     """(It was "IndexError: Cannot choose from an empty sequence", from the draw of a fact's wrong answer.)"""
     with pytest.raises(ConfigError, match=rf"^world: .* to the {relation} question, .* at least 2 different"):
         generate_instruction_suite(0, build_world(0, **world), n_train=5, n_test=2)
+
+
+@pytest.mark.parametrize(("size", "least", "most"), [
+    ("n_towns", 1, 44), ("n_people", 2, 60), ("n_regions", 1, 6), ("n_rivers", 1, 12)])
+def test_a_world_size_out_of_range_is_refused_naming_it_and_its_range(size, least, most):
+    """Only the Python API builds such a world. n_towns=0 was "IndexError: Cannot choose from an empty sequence",
+    n_regions=0 a ZeroDivisionError, n_rivers=0 "empty range for randrange()", n_towns=45 "only 44 stems for 45
+    names: add stems", n_people=1 an IndexError as the corpus drew the friend of a story's hero."""
+    for bad in (least - 1, -1, most + 1, "3", 2.0):
+        with pytest.raises(ConfigError, match=rf"^build_world: {size}={bad!r}; expected a whole number from "
+                                              rf"{least} to {most}$"):
+            build_world(0, **{size: bad})
+    for good in (least, most):  # each end of the range builds a world the corpus can write about
+        assert generate_corpus(size_mb=0.02, world=build_world(0, **{size: good}))
+
+
+@pytest.mark.parametrize("size_mb", [0, -1.0, float("nan"), float("inf")])
+def test_a_corpus_size_that_is_not_positive_and_finite_is_refused(size_mb):
+    """(size_mb=inf wrote documents until memory ran out.)"""
+    with pytest.raises(ConfigError, match=rf"^size_mb={size_mb}: the corpus size must be positive and finite"):
+        generate_corpus(size_mb=size_mb)
 
 
 def test_a_world_of_few_towns_or_people_that_has_wrong_answers_makes_a_suite():

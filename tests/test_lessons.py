@@ -483,7 +483,7 @@ def test_a_lesson_run_outside_the_repository_says_so_in_one_line(tmp_path):
                       "minillm.__file__ = '/site-packages/minillm/__init__.py'  # not an editable install\n"
                       "import minillm.lessons\n", encoding="utf-8")
     done = subprocess.run([sys.executable, str(lesson)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert done.returncode == 1 and done.stderr.startswith("lesson.py: error: no minillm repository"), done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("lesson.py: error: no minillm repository"), done.stderr
     assert len(done.stderr.splitlines()) == 1
 
 
@@ -987,7 +987,7 @@ def test_a_scripts_input_mistake_is_one_line_not_a_traceback(script, argv, messa
     shutil.copy(ROOT / script, tmp_path / script)
     done = subprocess.run([sys.executable, str(tmp_path / script), *argv], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
-    assert done.returncode == 1 and done.stderr.strip().startswith(message), done.stderr
+    assert done.returncode == 2 and done.stderr.strip().startswith(message), done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 

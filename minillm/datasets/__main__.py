@@ -6,10 +6,10 @@ their sizes and the time each took.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
+from minillm.cli import OneLineParser, one_line, path_arg
 from minillm.datasets.corpus import generate_corpus, write_corpus
 from minillm.datasets.instructions import generate_instruction_suite
 from minillm.datasets.jsonl import write_jsonl
@@ -18,16 +18,17 @@ from minillm.utils import show_unencodable_output
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m minillm.datasets", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("data"), help="folder to write into")
+    parser = OneLineParser(prog="python -m minillm.datasets", description=__doc__)
+    parser.add_argument("--out", type=path_arg, default="data", help="folder to write into")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corpus and the suite")
     parser.add_argument("--corpus-mb", type=float, default=2.0, help="corpus size in MB")
     parser.add_argument("--n-train", type=int, default=1800,
                         help="training records per task family (at most about 1870: plural runs out of inputs)")
     args = parser.parse_args()
     show_unencodable_output()
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out} is a file; it names the folder to write corpus.txt and instructions.jsonl into")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {out} is a file; it names the folder to write corpus.txt and instructions.jsonl into")
     start = time.perf_counter()
     try:  # both are made before either is written: a request that cannot be met leaves data/ as it was
         docs = generate_corpus(seed=args.seed, size_mb=args.corpus_mb)
@@ -36,12 +37,15 @@ def main() -> None:
         end = time.perf_counter()
     except MinillmError as err:
         parser.error(str(err))
-    write_corpus(args.out / "corpus.txt", docs)
-    write_jsonl(args.out / "instructions.jsonl", records)
+    try:  # a folder above --out that is a file, or one we may not write into: one line, as a `minillm` command says it
+        write_corpus(out / "corpus.txt", docs)
+        write_jsonl(out / "instructions.jsonl", records)
+    except OSError as err:
+        parser.error(one_line(err))
     made = (("corpus.txt", len(docs), mid - start), ("instructions.jsonl", len(records), end - mid))
     for name, n, seconds in made:
-        size = (args.out / name).stat().st_size / 1e6
-        print(f"{args.out / name}: {n} {'documents' if name.endswith('txt') else 'records'}, "
+        size = (out / name).stat().st_size / 1e6
+        print(f"{out / name}: {n} {'documents' if name.endswith('txt') else 'records'}, "
               f"{size:.2f} MB, {seconds:.2f} s")
 
 

@@ -30,13 +30,14 @@ file in that format (or any plain text file with paragraphs) can replace ours.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from minillm.config import PipelineConfig, check_section
 from minillm.datasets.vocabulary import (
     BIRDS,
     BUILDINGS,
@@ -75,10 +76,7 @@ from minillm.datasets.world import (
     with_article,
 )
 from minillm.errors import ConfigError, DataError
-from minillm.utils import atomic_write_bytes, read_utf8_text
-
-if TYPE_CHECKING:
-    from minillm.config import PipelineConfig
+from minillm.utils import atomic_write_bytes, check_not_one_str, read_utf8_text
 
 # --------------------------------------------------------------------------------------------------
 # Weather vocabulary, shared with the instruction suite (the headline task summarises bulletins).
@@ -447,8 +445,8 @@ def generate_corpus(seed: int = 0, size_mb: float = 2.0, world: World | None = N
     `seed` chooses the sentences; the world's facts stay the same for every seed, so a corpus of any
     seed agrees with the instruction suite. The same arguments always give the same documents.
     """
-    if not size_mb > 0:
-        raise ConfigError(f"size_mb={size_mb}: the corpus size must be positive (e.g. 2.0)")
+    if not 0 < size_mb < math.inf:  # an infinite size would write documents until memory ran out
+        raise ConfigError(f"size_mb={size_mb}: the corpus size must be positive and finite (e.g. 2.0)")
     world = world if world is not None else build_world(0)
     rng = random.Random(seed)
     kinds = list(DOCUMENT_KINDS)
@@ -475,6 +473,9 @@ def write_corpus(path: str | os.PathLike, docs: Sequence[str]) -> None:
     Python does, where "\r\n" and a lone "\r" end a line as "\n" does, so a blank line made with
     "\r" is refused too; and so is a NUL character, which `read_corpus` refuses in a text file.
     """
+    check_not_one_str("write_corpus", docs=docs)
+    if not docs:
+        raise DataError("write_corpus: no documents; read_corpus refuses a file that holds no text")
     for i, doc in enumerate(docs):
         if not doc.strip():
             raise DataError(f"write_corpus: document {i} is empty; drop empty documents before writing")
@@ -526,6 +527,7 @@ def split_documents(docs: Sequence[str], val_fraction: float = 0.05,
     sentences occur in training, so there validation loss measures how well the templates and facts
     were learnt. Both lists keep the documents' original order. At least one document goes to each side.
     """
+    check_not_one_str("split_documents", docs=docs)
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction={val_fraction}: expected a number strictly between 0 and 1, "
                           f"e.g. 0.05")
@@ -542,5 +544,6 @@ def split_documents(docs: Sequence[str], val_fraction: float = 0.05,
 def corpus_splits(cfg: PipelineConfig, path: str | os.PathLike | None) -> tuple[list[str], list[str]]:
     """(train, val) documents of the pretraining corpus: the file at `path`, or when there is none the
     generated corpus of `cfg.corpus_mb` megabytes; split by `cfg.val_fraction` with `cfg.data_seed`."""
+    check_section(cfg, PipelineConfig, "corpus_splits")
     docs = read_corpus(path) if path else generate_corpus(seed=cfg.data_seed, size_mb=cfg.corpus_mb)
     return split_documents(docs, val_fraction=cfg.val_fraction, seed=cfg.data_seed)

@@ -55,8 +55,8 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from minillm.config import PipelineConfig, check_section
 from minillm.datasets.corpus import HAZARDS, bulletin_sentences, capitalize, random_span
 from minillm.datasets.jsonl import read_records, write_jsonl
 from minillm.datasets.world import (
@@ -75,9 +75,6 @@ from minillm.datasets.world import (
     with_article,
 )
 from minillm.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from minillm.config import PipelineConfig
 
 __all__ = ["SPLITS", "STYLES", "FAMILIES", "TRAIN_FAMILIES", "HELDOUT_FAMILIES", "HELDOUT_PHRASING",
            "generate_instruction_suite", "seen_entities", "normalize_answer", "is_correct",
@@ -567,6 +564,7 @@ def instruction_records(cfg: PipelineConfig, path: str | os.PathLike | None,
                         skip_bad_lines: bool = False) -> list[dict]:
     """The instruction suite for stages 2 and 3: the JSONL file at `path` (a malformed line stops the
     read, or with `skip_bad_lines` is reported and skipped), or the suite generated with `cfg.data_seed`."""
+    check_section(cfg, PipelineConfig, "instruction_records")
     if path:
         return read_jsonl(path, on_error="skip" if skip_bad_lines else "stop")
     return generate_instruction_suite(seed=cfg.data_seed)

@@ -23,6 +23,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from minillm.errors import ConfigError
+
 # --------------------------------------------------------------------------------------------------
 # Fixed vocabulary of the world (English words; only the proper names are invented).
 
@@ -162,8 +164,6 @@ def invent_names(rng: random.Random, n: int, stems: Sequence[str], endings: Sequ
     and toy words apart from one another. It holds names in lower case: the person "Kulan" and the
     toy word "kulan" would be the same word to a reader.
     """
-    if len(stems) < n:
-        raise ValueError(f"only {len(stems)} stems for {n} names: add stems")
     names = []
     for stem in rng.sample(list(stems), n):
         name = stem + rng.choice([e for e in endings if (stem + e).lower() not in taken])
@@ -186,9 +186,29 @@ def invent_toy_words(rng: random.Random, english: Sequence[str], taken: set[str]
     return lexicon
 
 
+# The sizes build_world accepts, (least, most). Each name has a stem of its own (invent_names), so there
+# are at most as many as the stems; each region has a kind of its own, each person a pet name of their
+# own. A story in the corpus names its hero's friend: two people at least.
+WORLD_SIZES = {
+    "n_towns": (1, len(_TOWN_STEMS)),
+    "n_people": (2, min(len(_PERSON_STEMS), len(_PET_NAME_STEMS))),
+    "n_regions": (1, min(len(_REGION_STEMS), len(REGION_KINDS))),
+    "n_rivers": (1, len(_RIVER_STEMS)),
+}
+
+
+def check_world_sizes(sizes: dict[str, int]) -> None:
+    """A ConfigError naming the first size outside WORLD_SIZES, before any name is drawn."""
+    for name, n in sizes.items():
+        least, most = WORLD_SIZES[name]
+        if isinstance(n, bool) or not isinstance(n, int) or not least <= n <= most:
+            raise ConfigError(f"build_world: {name}={n!r}; expected a whole number from {least} to {most}")
+
+
 def build_world(seed: int = 0, n_towns: int = 40, n_people: int = 48, n_regions: int = 6,
                 n_rivers: int = 10) -> World:
     """The whole world for `seed`: the same seed always gives the same names and facts."""
+    check_world_sizes({"n_towns": n_towns, "n_people": n_people, "n_regions": n_regions, "n_rivers": n_rivers})
     rng = random.Random(seed)
     taken: set[str] = set()
     region_names = invent_names(rng, n_regions, _REGION_STEMS, _REGION_ENDINGS, taken)

@@ -2,7 +2,7 @@
 
 Read in this order: attention.py (masks, multi-head attention, KV cache) -> blocks.py (MLP, one
 block, pre-LN vs post-LN) -> bert.py and gpt.py (the two models built from those blocks) -> lora.py
-(low-rank adapters for fine-tuning any of their Linear layers). weights.py, for later: how GPT-2's,
+(low-rank adapters for fine-tuning any of their Linear layers). weight_import.py, for later: how GPT-2's,
 Llama's and BERT's published weights are loaded into these models.
 
 The letters of the shape comments, here and in the training stages:

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from minillm.config import ModelConfig
+from minillm.config import ModelConfig, check_section
 from minillm.errors import CheckpointError, ModelInputError
 from minillm.model.attention import padding_mask
 from minillm.model.blocks import (
@@ -46,7 +46,7 @@ from minillm.model.blocks import (
     positions_from_mask,
     read_out,
 )
-from minillm.model.weights import bert_ignored, bert_plan, count_layers, load_converted, mlp_size, sized_source
+from minillm.model.weight_import import bert_ignored, bert_plan, count_layers, load_converted, mlp_size, sized_source
 
 
 class Bert(nn.Module):
@@ -56,6 +56,7 @@ class Bert(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        check_section(config, ModelConfig, "Bert")
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = position_table(config)  # None with RoPE: positions turn queries and keys instead

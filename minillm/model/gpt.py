@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from minillm.config import MIN_TEMPERATURE, ModelConfig
+from minillm.config import MIN_TEMPERATURE, ModelConfig, check_section
 from minillm.errors import CheckpointError, ModelInputError
 from minillm.model.attention import KVCache, padding_mask
 from minillm.model.blocks import (
@@ -51,7 +51,7 @@ from minillm.model.blocks import (
     positions_from_mask,
     read_out,
 )
-from minillm.model.weights import (
+from minillm.model.weight_import import (
     count_layers,
     gpt2_ignored,
     gpt2_plan,
@@ -89,6 +89,7 @@ class GPT(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        check_section(config, ModelConfig, "GPT")
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = position_table(config)  # None with RoPE: positions turn queries and keys instead

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minillm.config import CLMConfig, to_dict
+from minillm.config import CLMConfig, check_section, to_dict
 from minillm.errors import ModelInputError
 from minillm.model import GPT
 from minillm.stage1_pretrain.data import (
@@ -46,7 +46,7 @@ from minillm.stage1_pretrain.data import (
 from minillm.train import train
 from minillm.train.distributed import is_main_process
 from minillm.train.resume import check_resume
-from minillm.utils import seed_everything
+from minillm.utils import check_not_one_str, seed_everything
 
 SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")
 MAX_EVAL_WINDOWS = 512  # the final evaluation scores the first 512 windows (of T+1 tokens) of the validation stream
@@ -134,6 +134,8 @@ def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     `out_dir/results.json` and as the last row of metrics.jsonl): validation perplexity, the
     unigram baseline's, and samples; None on torchrun's ranks other than 0 (minillm.train.distributed).
     """
+    check_section(cfg, CLMConfig, "train_clm")
+    check_not_one_str("train_clm", train_docs=train_docs, val_docs=val_docs)
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
     if resume:  # refused now, before the corpus is packed, if the tokenizer or stage settings changed

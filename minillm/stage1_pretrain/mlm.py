@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from minillm.config import MLMConfig, to_dict
+from minillm.config import MLMConfig, check_section, to_dict
 from minillm.errors import ModelInputError
 from minillm.model import Bert
 from minillm.stage1_pretrain.data import (
@@ -49,7 +49,7 @@ from minillm.train import train
 from minillm.train.distributed import is_main_process
 from minillm.train.plots import save_figure, text_fonts
 from minillm.train.resume import check_resume
-from minillm.utils import seed_everything
+from minillm.utils import check_not_one_str, seed_everything
 
 MASK_LITERAL = "[MASK]"  # what a user types where the blank is
 FLASH_FLOOD = "A flash flood watch will be in effect all [MASK]."
@@ -227,6 +227,8 @@ def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Se
     accuracy and its unigram baseline, the fill-mask demo's prompt and top 5 (see `demo_sentence`;
     none when no sentence fits the window), and the step count; None on torchrun's ranks other than 0.
     """
+    check_section(cfg, MLMConfig, "train_mlm")
+    check_not_one_str("train_mlm", train_docs=train_docs, val_docs=val_docs)
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
     if resume:  # refused now, before the corpus is packed, if the tokenizer or stage settings changed

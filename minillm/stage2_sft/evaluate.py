@@ -36,7 +36,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from minillm.config import SFTConfig, to_dict
+from minillm.config import SFTConfig, check_section, to_dict
 from minillm.datasets.instructions import is_correct, normalize_answer
 from minillm.datasets.jsonl import read_records, write_jsonl
 from minillm.errors import ConfigError
@@ -46,7 +46,7 @@ from minillm.stage2_sft.template import check_room_for_prompt, decode_response, 
 from minillm.train import load_model_and_tokenizer
 from minillm.train.distributed import is_main_process
 from minillm.train.plots import save_figure
-from minillm.utils import resolve_device, write_json
+from minillm.utils import check_not_one_str, resolve_device, write_json
 from minillm.workers import beside, in_one_thread
 
 # test split in the data -> key in metrics.json and the pipeline's report.json
@@ -83,6 +83,7 @@ def generate_answers(
     Greedy by default (temperature 0); a temperature > 0 samples (from the top_k likeliest tokens, or
     the top_p nucleus, when given), with `generator` for repeatability.
     """
+    check_not_one_str("generate_answers", prompts=prompts)
     device = next(model.parameters()).device
     check_room_for_prompt(model.config.block_size, max_new_tokens, "max_new_tokens")
     encoded = [encode_prompt(tokenizer, p, max_len=model.config.block_size - max_new_tokens) for p in prompts]
@@ -146,6 +147,7 @@ def evaluate_model(
     model: GPT, tokenizer: Any, records: Sequence[dict], cfg: SFTConfig
 ) -> tuple[dict, list[str]]:
     """Scores (see `score_answers`) and the answers of one model on the test records."""
+    check_section(cfg, SFTConfig, "evaluate_model")
     answers = generate_answers(model, tokenizer, [r["prompt"] for r in records], cfg.max_new_tokens,
                                cfg.eval_batch_size)
     return score_answers(records, answers), answers
@@ -226,6 +228,7 @@ def run_sft_with_baselines(
     scratch_exact_match, single_family_exact_match, the number of test questions per split, and the
     per-family table under "models"; None on torchrun's ranks other than 0 (minillm.train.distributed).
     """
+    check_section(cfg, SFTConfig, "run_sft_with_baselines")
     out_dir = Path(out_dir)
     started = time.perf_counter()
     # named (and a typo refused) before minutes of training, not after

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minillm.config import LoRAConfig, ModelConfig, SFTConfig, from_dict, to_dict
+from minillm.config import LoRAConfig, ModelConfig, SFTConfig, check_section, from_dict, to_dict
 from minillm.datasets.instructions import check_instruction_record
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
@@ -241,6 +241,7 @@ def train_sft(
     template's counts of truncated and skipped examples. The fine-tuned model is in out_dir/ckpt.pt
     (+ tokenizer.json): `minillm.train.load_model(out_dir, GPT)` brings it back.
     """
+    check_section(cfg, SFTConfig, "train_sft")
     seed_everything(cfg.train.seed)
     model, tokenizer = _initial_model(init_dir, scratch_model_config, tokenizer)
     # the evaluation after training answers with this length: refuse it now, not after the training

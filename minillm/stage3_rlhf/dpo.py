@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minillm.config import DPOConfig, to_dict
+from minillm.config import DPOConfig, check_section, to_dict
 from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
@@ -176,6 +176,7 @@ def train_dpo(
     "gold_sft", "gold_after", "pair_accuracy" (held-out pairs), "n_pairs", "seconds", "history", "examples"};
     None on torchrun's ranks other than 0 (minillm.train.distributed).
     """
+    check_section(cfg, DPOConfig, "train_dpo")
     start = time.perf_counter()
     test_records = heldout_records(records, cfg.eval_prompts, 0)  # checked now, not after all the training
     seed_everything(cfg.train.seed)

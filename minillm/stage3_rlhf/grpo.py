@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from minillm.config import GRPOConfig, to_dict
+from minillm.config import GRPOConfig, check_section, to_dict
 from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.template import check_room_for_prompt
@@ -296,6 +296,7 @@ def train_grpo(
     after and its gain with the gain's standard error (unless `pass_at_k` is False: the pipeline
     measures every policy's pass@k in one place), and the history.
     """
+    check_section(cfg, GRPOConfig, "train_grpo")
     refuse_several_processes("GRPO")
     start, out_dir = time.perf_counter(), Path(out_dir)
     prompts, heldout = online_rl.rl_records(records, cfg.eval_prompts, "GRPO")

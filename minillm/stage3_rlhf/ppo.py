@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from minillm.config import PPOConfig, to_dict
+from minillm.config import PPOConfig, check_section, to_dict
 from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
@@ -333,6 +333,7 @@ def train_ppo(
     metrics.jsonl (one row per step), ppo_*.png, ppo_metrics.json. Returns {"win_rate_vs_sft",
     "gold_sft", "gold_after", "kl", "rm_score", "seconds", "history", "examples"}.
     """
+    check_section(cfg, PPOConfig, "train_ppo")
     refuse_several_processes("PPO")
     start, out_dir = time.perf_counter(), Path(out_dir)
     prompts, heldout = online_rl.rl_records(records, cfg.eval_prompts, "PPO")
@@ -403,6 +404,7 @@ def reward_hacking(
     step) and reward_hacking_kl.png. Returns the first and last RM and gold scores, the last KL, and
     the held-out comparison with SFT.
     """
+    check_section(cfg, PPOConfig, "reward_hacking")
     out_dir = Path(out_dir)
     unleashed = dataclasses.replace(cfg, kl_coef=kl_coef, adaptive_kl=False)
     result = train_ppo(unleashed, sft_dir, rm_dir, records, out_dir, resume=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from minillm.config import RewardConfig
+from minillm.config import RewardConfig, check_section
 from minillm.datasets.jsonl import read_records, write_jsonl
 from minillm.errors import ConfigError, DataError
 from minillm.model import GPT
@@ -239,6 +239,7 @@ def collect_rankings(
     counted). Every 5th ranking is marked "split": "test", held out to measure the reward model.
     Returns {"n_rankings", "n_pairs", "prompts_passed_over", "seconds"}.
     """
+    check_section(cfg, RewardConfig, "collect_rankings")
     start = time.perf_counter()
     check_rankings_hold_one_out(cfg.n_prompts)
     policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT, map_location=resolve_device(cfg.train.device))

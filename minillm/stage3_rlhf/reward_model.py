@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minillm.config import ModelConfig, RewardConfig, to_dict
+from minillm.config import ModelConfig, RewardConfig, check_section, to_dict
 from minillm.errors import CheckpointError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
@@ -95,6 +95,7 @@ class RewardModel(nn.Module):
 
     def __init__(self, config: ModelConfig, likelihood_term: bool = True) -> None:
         super().__init__()
+        check_section(config, ModelConfig, "RewardModel")
         self.config = config
         self.body = GPT(config)
         self.head = nn.Linear(config.n_embd, 1)
@@ -309,6 +310,7 @@ def train_reward_model(
     "gold_agreement", "reward_mean", "reward_std", "n_train", "n_test", "skipped" (too long for the
     context, or every answer tied), "seconds", "history"}; None on torchrun's ranks other than 0.
     """
+    check_section(cfg, RewardConfig, "train_reward_model")
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
     sft, tokenizer = load_model_and_tokenizer(sft_dir, GPT)

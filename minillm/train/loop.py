@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from minillm.config import TrainConfig, to_dict
+from minillm.config import TrainConfig, check_section, to_dict
 from minillm.errors import ConfigError, DataError
 from minillm.provenance import MADE_BY, run_record
 from minillm.train.checkpoint import CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, model_config_dict
@@ -299,6 +299,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     title, log_y: the loss plot's title (what is plotted, e.g. "GPT next-token loss"; default `desc`)
         and whether its y axis is logarithmic (for a loss that flattens out).
     """
+    check_section(cfg, TrainConfig, "train")
     out_dir = Path(out_dir)
     ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
     check_run_folder(out_dir, resume, desc, run_config, tokenizer)

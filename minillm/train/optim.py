@@ -35,7 +35,7 @@ import math
 import torch
 from torch import nn
 
-from minillm.config import TrainConfig
+from minillm.config import TrainConfig, check_section
 from minillm.errors import ConfigError
 
 
@@ -158,6 +158,7 @@ def is_hidden_matrix(name: str, param: nn.Parameter) -> bool:
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> AnyOptimizer:
     """The optimizer `cfg.optimizer` names over `model`'s trainable parameters, with cfg's lr and decay."""
+    check_section(cfg, TrainConfig, "make_optimizer")
     if cfg.optimizer == "adamw":
         return adamw(param_groups(model, cfg.weight_decay), cfg)
     if cfg.optimizer != "muon":  # a name added to config.OPTIMIZERS without its branch here
