@@ -123,10 +123,11 @@ def test_the_set_examples_in_a_commands_help_are_settings_it_takes(command, caps
 
 
 def _block_commands(text: str) -> list[str]:
-    """The `minillm ...` lines of a text's code blocks, comments removed."""
+    """The `minillm ...` commands of a text's code blocks, comments removed: each line's, and each one
+    chained after `&&` (the README's quick start installs, then runs its first pipeline on one line)."""
     blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.DOTALL)
-    return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()
-            if line.startswith("minillm ")]
+    return [command.strip() for block in blocks for line in block.splitlines()
+            for command in line.split("  #")[0].split("&&") if command.strip().startswith("minillm ")]
 
 
 def _readme_commands() -> list[str]:

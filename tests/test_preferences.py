@@ -87,13 +87,24 @@ def test_parse_ranking_accepts_permutations(text, expected):
     assert parse_ranking(text, 4) == expected
 
 
-@pytest.mark.parametrize("text", ["2 1 4", "1 1 2 3", "a b c d", "1 2 3 5", "", "0 1 2 3", "1=1 2 3", "1= 2 3 4",
-                                  "1 2 3 4 4", "2 1=2 3 4"])
-def test_parse_ranking_rejects_malformed_input(text):
+NOT_NUMBERS = "use only the numbers 1 to 4, separated by spaces (= between answers that tie), e.g. 1 2 3 4"
+
+
+@pytest.mark.parametrize("text, message", [
+    *((text, f"name each of the 4 answers exactly once (1 to 4); you typed {text}")
+      for text in ("2 1 4", "1 1 2 3", "1 2 3 5", "0 1 2 3", "1=1 2 3", "1 2 3 4 4", "2 1=2 3 4")),
+    ("", "name each of the 4 answers exactly once (1 to 4); you typed nothing"),
+    ("a b c d", NOT_NUMBERS), ("1= 2 3 4", NOT_NUMBERS),
+    ("² 1 3 4", NOT_NUMBERS)])  # "²" is a digit, but not one int() reads
+def test_parse_ranking_rejects_malformed_input(text, message):
     """Every answer exactly once: a repeat is refused even when no answer is missing ("1 2 3 4 4"),
-    since the repeated answer would be ranked above itself, and its pairs would train the reward model twice."""
-    with pytest.raises(ValueError):
+    since the repeated answer would be ranked above itself, and its pairs would train the reward model twice.
+    The message is the person's only guide, so it is checked: without the check for numbers, a word or an
+    empty tie ("1= 2") still raised a ValueError, Python's "invalid literal for int()", and a test of the
+    exception's type alone passed."""
+    with pytest.raises(ValueError) as info:
         parse_ranking(text, 4)
+    assert str(info.value) == message
 
 
 def test_a_person_may_rank_up_to_nine_answers_a_prompt(tmp_path):

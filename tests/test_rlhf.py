@@ -518,8 +518,8 @@ def test_normalised_scores_have_mean_0_and_std_1_and_normalising_again_changes_n
 
 
 # Equal weights must fail by the assertion that the steps differ, not by any error on the way there.
-@pytest.mark.parametrize("weighted", [True, pytest.param(False, marks=pytest.mark.xfail(strict=True,
-                                                                                      raises=AssertionError))])
+@pytest.mark.parametrize("weighted", [True, pytest.param(False, marks=pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="equal weights are the slip that weighting by share prevents"))])
 def test_accumulated_reward_model_steps_equal_one_big_batch_though_rankings_hold_unequal_pairs(weighted):
     """Rankings of 4, 3 and 2 answers, some with ties, give 6 to 0 pairs each: weighting each
     micro-batch's mean by its share of the pairs gives the whole batch's gradient; equal weights do not."""
@@ -662,8 +662,10 @@ def test_answer_logprobs_and_reward_scores_under_bfloat16_autocast_match_float32
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = answer_logprob(model, ids, answer), rm(ids, mask, answer)
     assert mixed[0].dtype == mixed[1].dtype == torch.float32  # log-probs and their means are kept in float32
-    for exact, low in zip(full, mixed, strict=True):
-        torch.testing.assert_close(low, exact, rtol=0.05, atol=0.05)
+    # Summed log-probs near -14.5 move by about 5e-4 under autocast; rounded to bfloat16 (steps of 1/16 there)
+    # they would move by up to 0.03. The score's head runs in bfloat16 and moves by about 0.02.
+    torch.testing.assert_close(mixed[0], full[0], rtol=0, atol=5e-3)
+    torch.testing.assert_close(mixed[1], full[1], rtol=0.05, atol=0.05)
 
 
 def test_log_probs_of_bfloat16_logits_are_those_of_the_logits_in_float32():

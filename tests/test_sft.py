@@ -270,8 +270,8 @@ def test_length_buckets_draw_every_example_equally_often() -> None:
 
 
 # Equal weights must fail by the assertion that the steps differ, not by any error on the way there.
-@pytest.mark.parametrize("weighted", [True, pytest.param(False, marks=pytest.mark.xfail(strict=True,
-                                                                                      raises=AssertionError))])
+@pytest.mark.parametrize("weighted", [True, pytest.param(False, marks=pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="equal weights are the slip that weighting by share prevents"))])
 def test_accumulated_sft_steps_equal_one_big_batch_though_rows_hold_unequal_targets(weighted) -> None:
     """29 chats of 2-6 answer tokens, then 3 replayed windows of 32: weighting each micro-batch's mean
     by its share of the targets gives the whole batch's gradient; equal weights (xfail) do not."""

@@ -105,8 +105,8 @@ def test_mlm_loss_ignores_unchosen_positions():
 
 
 # Equal weights must fail by the assertion that the steps differ, not by any error on the way there.
-@pytest.mark.parametrize("weighted", [True, pytest.param(False, marks=pytest.mark.xfail(strict=True,
-                                                                                      raises=AssertionError))])
+@pytest.mark.parametrize("weighted", [True, pytest.param(False, marks=pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="equal weights are the slip that weighting by share prevents"))])
 def test_accumulated_mlm_steps_equal_one_big_batch_though_windows_hold_unequal_blanks(weighted):
     """Window r of 8 has r + 1 blanks: weighting each micro-batch's mean by its share of the blanks
     gives the whole batch's gradient; equal weights (xfail) do not."""

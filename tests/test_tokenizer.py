@@ -6,6 +6,7 @@ import json
 import re
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -309,10 +310,16 @@ def test_a_corpus_with_enough_merges_trains_without_a_warning() -> None:
 
 
 def test_unknown_kind_and_trainer() -> None:
-    with pytest.raises(TokenizerError, match="kind"):
-        train_tokenizer(ENGLISH, 300, kind="wordpiece")
-    with pytest.raises(TokenizerError, match="trainer"):
-        BPETokenizer.train(ENGLISH, 300, trainer="quick", progress=False)
+    """Each refusal names the value given and those allowed, before the corpus is read: counting a big
+    corpus's chunks takes a while, and an unknown trainer was refused only after it."""
+    def unread() -> Iterator[str]:  # a corpus that fails the test when it is read
+        raise AssertionError("the corpus was read before the refusal")
+        yield
+
+    with pytest.raises(TokenizerError, match=r"kind='wordpiece': train_tokenizer .* trains bpe or sentencepiece"):
+        train_tokenizer(unread(), 300, kind="wordpiece")
+    with pytest.raises(TokenizerError, match=r"trainer='quick': expected 'fast' or 'simple'"):
+        BPETokenizer.train(unread(), 300, trainer="quick", progress=False)
 
 
 # ---- the file -------------------------------------------------------------------------------------

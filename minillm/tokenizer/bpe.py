@@ -418,17 +418,17 @@ class BPETokenizer(Tokenizer):
         merges, training stops after the last possible one and warns: the tokenizer is then
         smaller than asked (read its `vocab_size`; never assume the one you asked for).
         """
+        if trainer not in ("fast", "simple"):  # before the pass over the corpus, which takes a while
+            raise TokenizerError(f"trainer={trainer!r}: expected 'fast' or 'simple'")
         check_vocab_size(vocab_size, N_BYTES)
         regex = compile_pattern(pattern)
         chunk_counts = count_chunks(texts, regex)
         num_merges = vocab_size - N_BYTES - len(SPECIAL_TOKENS)
         if trainer == "fast":
             merges = train_merges_fast(chunk_counts, num_merges, progress=progress)
-        elif trainer == "simple":
+        else:
             every_chunk = (chunk for chunk, n in chunk_counts.items() for _ in range(n))
             merges = train_merges_simple(every_chunk, num_merges, progress=progress)
-        else:
-            raise TokenizerError(f"trainer={trainer!r}: expected 'fast' or 'simple'")
         tok = cls(merges, pattern)
         if len(merges) < num_merges:
             warn_smaller_vocab(vocab_size, tok.vocab_size, f"this corpus allows only {len(merges)} merges "
