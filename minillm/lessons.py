@@ -14,8 +14,13 @@ model and a reward model) should not spend minutes training it again. Two functi
   lesson, made from the same inputs with the same settings, else the pipeline's if made so too; with
   --fresh, or when neither will do (say the reader edited the lesson's CFG), `train(here)` now.
 
-Both print which run they use, so a reader always knows where the numbers come from. This module
-sits on top, beside pipeline.py: it uses the pipeline's steps and folders, nothing uses it.
+Both print which run they use, so a reader always knows where the numbers come from. Run a lesson
+twice, and no run these two found or trained the first time is trained again: the second time
+prints `[sft] using runs/lessons/05/sft (this lesson's earlier run); --fresh trains it again` (or
+names the pipeline's run again). After an edit of the lesson's CFG, or when a run it builds on was
+trained again, the earlier run no longer matches: the lesson says why, and trains (or takes the
+pipeline's run, if that one matches). This module sits on top, beside pipeline.py: it uses the
+pipeline's steps and folders, nothing uses it.
 """
 
 from __future__ import annotations
@@ -189,7 +194,7 @@ def earlier_run(stage: str, lesson_folder: Path | None = None, given: Path | Non
         given = resolved(given)
         if not (given / CKPT_NAME).is_file() and not finished(given):
             raise DataError(f"{shown(given)} holds no finished run (no {CKPT_NAME}): pass the folder of a {stage} run")
-        result = read_run(given, "").result if finished(given) else {}
+        result = read_json(given / RESULT_NAME) if finished(given) else {}
         return _say(stage, Run(given, result, "given on the command line"))
     if lesson_folder is not None and finished(lesson_folder):
         return _say(stage, read_run(lesson_folder, "trained by an earlier lesson"))
@@ -261,30 +266,6 @@ def _refuse_to_replace(journey: Journey, name: str) -> None:
                         "(it redoes what is out of date), or name the runs to use on the lesson's command line")
 
 
-def stage3_inputs(args: argparse.Namespace) -> tuple[list[dict], Run, Run]:
-    """What the stage-3 lessons (07, 08, 10) start from: the instruction records, the SFT run (lesson
-    05's or the pipeline's) and the reward-model run (lesson 06's or the pipeline's)."""
-    records = read_jsonl(DATA / "instructions.jsonl")
-    sft = earlier_run("sft", lesson_dir(5) / "sft", given=args.sft_run)
-    rm = earlier_run("reward_model", lesson_dir(6) / "reward", given=args.reward_run)
-    return records, sft, rm
-
-
-def identity(run: Run) -> str:
-    """Which training run `run` is: its folder, and the id it got when it started (in a pipeline
-    step's inputs.json, or in the result.json of a lesson's own run). A run trained again into the
-    same folder is then another input, and what was made from the old one is out of date.
-
-    What has no such id, a file (your rankings, given to lesson 8) or the folder of a stage command
-    (`minillm sft --out my_sft`), is known by its content: the sha256 of the file or of the run's
-    ckpt.pt. Rankings added to the file, or an SFT trained again into the folder, are then new inputs."""
-    made = run_id(run.path) or run.result.get("id")
-    if made is None:
-        content = run.path if run.path.is_file() else run.path / CKPT_NAME
-        made = f"sha256 {file_sha256(content)[:16]}" if content.is_file() else None
-    return f"{resolved(run.path)} (run {made})"
-
-
 def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: bool, settings: dict[str, dict],
             inputs: Sequence[Run] = (), from_pipeline: bool = True) -> Run:
     """The run of `stage` this lesson shows, trained by `train(here)` only when it must be.
@@ -324,11 +305,26 @@ def own_run(stage: str, here: Path, train: Callable[[Path], dict], *, fresh: boo
     return Run(here, result, "trained now")
 
 
+def identity(run: Run) -> str:
+    """Which training run `run` is: its folder, and the id it got when it started (in a pipeline
+    step's inputs.json, or in the result.json of a lesson's own run). A run trained again into the
+    same folder is then another input, and what was made from the old one is out of date.
+
+    What has no such id, a file (your rankings, given to lesson 8) or the folder of a stage command
+    (`minillm sft --out my_sft`), is known by its content: the sha256 of the file or of the run's
+    ckpt.pt. Rankings added to the file, or an SFT trained again into the folder, are then new inputs."""
+    made = run_id(run.path) or run.result.get("id")
+    if made is None:
+        content = run.path if run.path.is_file() else run.path / CKPT_NAME
+        made = f"sha256 {file_sha256(content)[:16]}" if content.is_file() else None
+    return f"{resolved(run.path)} (run {made})"
+
+
 def _why_not_reuse_earlier(here: Path, made_from: list[str], settings: dict[str, dict]) -> str | None:
     """Why the lesson's earlier run in `here` does not show what the lesson asks for now, or None."""
     if not finished(here):
         return f"no earlier run in {shown(here)}"
-    earlier = read_run(here, "").result
+    earlier = read_json(here / RESULT_NAME)
     if not isinstance(earlier.get("made_from"), list):  # by folder name, or not at all: it cannot be told apart
         return "this lesson's earlier run does not record its inputs as this minillm does (an older one made it)"
     if earlier.get("made_from") != made_from:
@@ -348,3 +344,12 @@ def _why_not_reuse_pipelines(stage: str, settings: dict[str, dict]) -> str | Non
     saved = saved_inputs(folder)
     otherwise = None if saved is None else made_otherwise(saved, {"settings": settings})
     return f"{shown(folder)} was {otherwise}" if otherwise else None
+
+
+def stage3_inputs(args: argparse.Namespace) -> tuple[list[dict], Run, Run]:
+    """What the stage-3 lessons (07, 08, 10) start from: the instruction records, the SFT run (lesson
+    05's or the pipeline's) and the reward-model run (lesson 06's or the pipeline's)."""
+    records = read_jsonl(DATA / "instructions.jsonl")
+    sft = earlier_run("sft", lesson_dir(5) / "sft", given=args.sft_run)
+    rm = earlier_run("reward_model", lesson_dir(6) / "reward", given=args.reward_run)
+    return records, sft, rm

@@ -569,6 +569,17 @@ def test_jsonl_round_trip_and_user_file_defaults(tmp_path, suite):
                    "response": "Hello.", "reference": "Hello.", "style": "ideal"}
 
 
+def test_an_id_that_a_record_without_one_would_get_is_refused_without_blaming_that_record(tmp_path):
+    """Record 2 has no id and gets "record2", which record 1 gave itself: the refusal says where "record2"
+    comes from, not that record 2 should have had none (it had none)."""
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"id": "record2", "prompt": "a", "response": "b"}\n{"prompt": "c", "response": "d"}\n',
+                    encoding="utf-8")
+    with pytest.raises(DataError, match=r"records 1 and 2 have the same id 'record2' \(a record without an id "
+                                        r"gets record<N>, N its number\); give each record an id of its own$"):
+        read_jsonl(path)
+
+
 def test_a_jsonl_line_cut_inside_a_character_is_one_bad_line(tmp_path, suite):
     path = tmp_path / "s.jsonl"
     write_jsonl(path, [{**suite[0], "prompt": "서울의 날씨"}])

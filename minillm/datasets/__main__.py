@@ -42,11 +42,11 @@ def main() -> None:
         write_jsonl(out / "instructions.jsonl", records)
     except OSError as err:
         parser.error(one_line(err))
-    made = (("corpus.txt", len(docs), mid - start), ("instructions.jsonl", len(records), end - mid))
-    for name, n, seconds in made:
+    made = (("corpus.txt", f"{len(docs)} documents", mid - start),
+            ("instructions.jsonl", f"{len(records)} records", end - mid))
+    for name, count, seconds in made:
         size = (out / name).stat().st_size / 1e6
-        print(f"{out / name}: {n} {'documents' if name.endswith('txt') else 'records'}, "
-              f"{size:.2f} MB, {seconds:.2f} s")
+        print(f"{out / name}: {count}, {size:.2f} MB, {seconds:.2f} s")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import random
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from minillm.config import PipelineConfig, check_section
 from minillm.datasets.vocabulary import (
@@ -179,6 +180,14 @@ def bulletin_sentences(rng: random.Random, town: Town, hazard: str, span: str) -
 # The documents. Each function writes one document (a few sentences) from a random generator.
 
 
+T = TypeVar("T")
+
+
+def in_turn(items: Sequence[T], i: int) -> T:
+    """The `i`-th item, starting again from the first after the last (round robin)."""
+    return items[i % len(items)]
+
+
 def bulletin_document(rng: random.Random, world: World, town: Town) -> str:
     """A weather bulletin: title line, the hazard, its span, why, and advice."""
     hazard, span = rng.choice(list(HAZARDS)), random_span(rng)
@@ -187,10 +196,10 @@ def bulletin_document(rng: random.Random, world: World, town: Town) -> str:
                         f"Bulletin from the weather office of {town.region}",
                         f"Weather warning for {capitalize(town.region)}"))
     body = bulletin_sentences(rng, town, hazard, span)
-    plain = f"A {hazard} will be in effect {span}."  # the form BERT will be asked to complete
-    if rng.random() < 0.6:  # (beside a compact body's near-copy of it, "... {span} for {town}.", at times)
-        body.append(plain)
-    body.append(rng.choice(HAZARDS[hazard][1]))
+    # The sentence BERT is asked to complete, in its plain form (a compact body may say it with the town too).
+    if rng.random() < 0.6:
+        body.append(f"A {hazard} will be in effect {span}.")
+    body.append(rng.choice(HAZARDS[hazard][1]))  # the advice
     if rng.random() < 0.4:
         other = rng.choice(world.towns)
         body.append(f"A {rng.choice(list(HAZARDS))} will also be in effect {random_span(rng)} "
@@ -237,6 +246,18 @@ def town_fact_sentences(rng: random.Random, town: Town) -> dict[str, str]:
     }
 
 
+def town_document(rng: random.Random, world: World, town: Town) -> str:
+    """A town profile: its facts in shuffled order, and some of the people who live there."""
+    facts = list(town_fact_sentences(rng, town).values())
+    first, rest = facts[0], facts[1:]  # the region sentence introduces the town
+    rng.shuffle(rest)
+    residents = [p for p in world.people if p.home == town.name]
+    extra = [rng.choice((f"{p.name} the {p.job} lives in {town.name}.",
+                         f"{town.name} is home to {p.name}, {with_article(p.job)}."))
+             for p in rng.sample(residents, min(2, len(residents)))]
+    return " ".join([first, *rest, *extra])
+
+
 def person_fact_sentences(rng: random.Random, world: World, person: Person) -> dict[str, str]:
     """One sentence per fact about a person, each in one of several wordings."""
     p, home, job, pet = person.name, person.home, with_article(person.job), person.pet
@@ -260,18 +281,6 @@ def verb_phrase(rng: random.Random, past: bool) -> str:
     return f"{VERB_PAST[verb] if past else verb} {rng.choice(VERB_COMPLEMENTS[verb])}"
 
 
-def town_document(rng: random.Random, world: World, town: Town) -> str:
-    """A town profile: its facts in shuffled order, and some of the people who live there."""
-    facts = list(town_fact_sentences(rng, town).values())
-    first, rest = facts[0], facts[1:]  # the region sentence introduces the town
-    rng.shuffle(rest)
-    residents = [p for p in world.people if p.home == town.name]
-    extra = [rng.choice((f"{p.name} the {p.job} lives in {town.name}.",
-                         f"{town.name} is home to {p.name}, {with_article(p.job)}."))
-             for p in rng.sample(residents, min(2, len(residents)))]
-    return " ".join([first, *rest, *extra])
-
-
 def person_document(rng: random.Random, world: World, person: Person) -> str:
     """A person profile: home, job and pet in shuffled order, and a daily habit (present tense)."""
     facts = list(person_fact_sentences(rng, world, person).values())
@@ -288,13 +297,13 @@ def quiz_document(rng: random.Random, world: World, index: int) -> str:
     new questions about facts it read only as statements (Allen-Zhu and Li, "Physics of Language
     Models 3.1"). The wording here is the quizmaster's own, not the instruction suite's.
     """
-    if index % 2 == 0:
-        town = world.towns[index // 2 % len(world.towns)]
+    if index % 2 == 0:  # towns and people take turns, each in their own round robin
+        town = in_turn(world.towns, index // 2)
         qa = [(f"Which river will you find at {town.name}?", capitalize(town.river)),
               (f"Which region do you reach when you travel to {town.name}?", capitalize(town.region)),
               (f"What is {town.name} known for?", capitalize(town.known_for))]
     else:
-        person = world.people[index // 2 % len(world.people)]
+        person = in_turn(world.people, index // 2)
         qa = [(f"Which town does {person.name} call home?", person.home),
               (f"What does {person.name} work as?", capitalize(with_article(person.job))),
               (f"What animal lives with {person.name}?", capitalize(with_article(person.pet)))]
@@ -421,21 +430,22 @@ def market_document(rng: random.Random, world: World, town: Town) -> str:
     ])
 
 
-# kind of document -> (share of the corpus, writer). Town, person and story writers take the next
-# entity in turn (round robin), so every fact is repeated about equally often.
+# kind of document -> (share of the corpus, writer). A writer gets the number of documents of its kind
+# written so far: town, person and story documents take the next town or person in turn, so every fact is
+# repeated about equally often.
 DocWriter = Callable[[random.Random, World, int], str]
 DOCUMENT_KINDS: dict[str, tuple[float, DocWriter]] = {
-    "bulletin": (0.19, lambda rng, w, i: bulletin_document(rng, w, w.towns[i % len(w.towns)])),
-    "forecast": (0.05, lambda rng, w, i: forecast_document(rng, w.towns[i % len(w.towns)])),
-    "town": (0.18, lambda rng, w, i: town_document(rng, w, w.towns[i % len(w.towns)])),
-    "person": (0.18, lambda rng, w, i: person_document(rng, w, w.people[i % len(w.people)])),
-    "story": (0.14, lambda rng, w, i: story_document(rng, w, w.people[i % len(w.people)])),
+    "bulletin": (0.19, lambda rng, w, i: bulletin_document(rng, w, in_turn(w.towns, i))),
+    "forecast": (0.05, lambda rng, w, i: forecast_document(rng, in_turn(w.towns, i))),
+    "town": (0.18, lambda rng, w, i: town_document(rng, w, in_turn(w.towns, i))),
+    "person": (0.18, lambda rng, w, i: person_document(rng, w, in_turn(w.people, i))),
+    "story": (0.14, lambda rng, w, i: story_document(rng, w, in_turn(w.people, i))),
     "quiz": (0.06, quiz_document),
     "language": (0.05, lambda rng, w, i: language_document(rng, w)),
     "grammar": (0.03, lambda rng, w, i: grammar_document(rng, w)),
-    "nature": (0.04, lambda rng, w, i: nature_document(rng, w.towns[i % len(w.towns)])),
-    "chronicle": (0.04, lambda rng, w, i: chronicle_document(rng, w, w.towns[i % len(w.towns)])),
-    "market": (0.04, lambda rng, w, i: market_document(rng, w, w.towns[i % len(w.towns)])),
+    "nature": (0.04, lambda rng, w, i: nature_document(rng, in_turn(w.towns, i))),
+    "chronicle": (0.04, lambda rng, w, i: chronicle_document(rng, w, in_turn(w.towns, i))),
+    "market": (0.04, lambda rng, w, i: market_document(rng, w, in_turn(w.towns, i))),
 }
 
 
@@ -522,10 +532,10 @@ def split_documents(docs: Sequence[str], val_fraction: float = 0.05,
 
     Splitting by document, not by token, keeps the rest of a validation document out of training, so
     validation loss does not reward recalling the rest of a seen document. It cannot make templated
-    text new: the generated corpus repeats some documents word for word (9 of the shipped corpus's 421
-    validation documents, mostly quiz pages, are also in its training split) and 76% of its validation
-    sentences occur in training, so there validation loss measures how well the templates and facts
-    were learnt. Both lists keep the documents' original order. At least one document goes to each side.
+    text new: the generated corpus repeats a few documents word for word (mostly quiz pages) and about
+    three quarters of its validation sentences occur in training, so there validation loss measures how
+    well the templates and facts were learnt. Both lists keep the documents' original order. At least
+    one document goes to each side.
     """
     check_not_one_str("split_documents", docs=docs)
     if not 0.0 < val_fraction < 1.0:

@@ -18,6 +18,14 @@ record in one of five splits:
   can answer them if pretraining stored them, while SFT from scratch reads them only in the corpus
   text that SFT replays (`sft.pretrain_mix`; in the tiny preset about a tenth of one pass over it).
 
+Why the test figures can be trusted: no test record is a training record in disguise. No test prompt
+is a training prompt (each non-fact family gives every record an input of its own; a trained fact is
+tested only in a wording it was not trained with), no test headline is a trained one
+(`headline_is_for_tests`), the held-out phrasing and families never reach train, and no training
+record names a test_world_fact town or person (`seen_entities`). tests/test_datasets.py checks each
+of these on the shipped suite; data/README.md ("New inputs, small input spaces") counts the test
+inputs that still differ from a trained one only in a name.
+
 The families (each a small, exactly checkable operation a tiny word-level model can learn; no
 letter-level tasks, since BPE tokens hide the letters):
 
@@ -270,22 +278,6 @@ MAKERS: dict[str, Maker] = {"headline": make_headline, "plural": make_plural, "p
                             "last_item": make_last_item}
 
 
-def fact_answer(world: World, relation: str, subject: str) -> str:
-    """The ideal answer to a fact question: 'The Mell.', 'The Ossel Marshes.', 'Dorvik.', 'A baker.'"""
-    if relation in ("river", "region"):
-        town = world.town(subject)
-        return capitalize(town.river if relation == "river" else town.region) + "."
-    person = next(p for p in world.people if p.name == subject)
-    if relation == "home":
-        return person.home + "."
-    return capitalize(with_article(person.job if relation == "job" else person.pet)) + "."
-
-
-def fact_subjects(relation: str, towns: Sequence[Town], people: Sequence[Person]) -> list[str]:
-    """The names a relation can be asked about: towns for river and region, people otherwise."""
-    return [t.name for t in towns] if relation in ("river", "region") else [p.name for p in people]
-
-
 # --------------------------------------------------------------------------------------------------
 # Styles of a training response.
 
@@ -318,21 +310,12 @@ def styled_response(rng: random.Random, example: Example) -> tuple[str, str]:
 
 def _record(family: str, phrasing: int, split: str, template: str, example: Example,
             rng: random.Random) -> dict:
+    """One record: `example` worded with `template`. A training response is drawn in a style (and so
+    uses `rng`); a test response is always the ideal answer, which the test figures are judged against."""
     style, response = styled_response(rng, example) if split == "train" else ("ideal", example.answer)
     return {"id": "", "family": family, "phrasing": phrasing, "split": split,
             "prompt": template.format(x=example.x), "response": response, "reference": example.answer,
             "style": style}
-
-
-def headline_is_for_tests(headline: str) -> bool:
-    """Whether a headline belongs to the test records (a fixed, seeded HEADLINE_TEST_SHARE of them).
-
-    Two bulletins with one headline state the same town, hazard and span in other words: a test
-    bulletin whose headline training had would be a trained example reworded. Splitting the headlines
-    themselves, rather than refusing a test draw that training already had, keeps the common spans
-    ("all night") as common in the tests as in training.
-    """
-    return random.Random(f"headline-{headline}").random() < HEADLINE_TEST_SHARE
 
 
 def check_families() -> None:
@@ -356,9 +339,33 @@ def check_families() -> None:
                               "(minillm/datasets/instructions.py)")
 
 
+def headline_is_for_tests(headline: str) -> bool:
+    """Whether a headline belongs to the test records (a fixed, seeded HEADLINE_TEST_SHARE of them).
+
+    Two bulletins with one headline state the same town, hazard and span in other words: a test
+    bulletin whose headline training had would be a trained example reworded. Splitting the headlines
+    themselves, rather than refusing a test draw that training already had, keeps the common spans
+    ("all night") as common in the tests as in training.
+    """
+    return random.Random(f"headline-{headline}").random() < HEADLINE_TEST_SHARE
+
+
+def _new_example(family: str, split: str, rng: random.Random, seen: Seen, inputs: set[str]) -> Example | None:
+    """An example of `family` for `split` whose input no record of the family has yet, so that a test
+    input is never a training one (and for `headline`, whose headline is on `split`'s side of
+    `headline_is_for_tests`); None when 1000 draws found none."""
+    for _ in range(1000):
+        example = MAKERS[family](rng, seen)
+        is_new = example.x not in inputs
+        on_its_side = family != "headline" or headline_is_for_tests(example.answer) == (split != "train")
+        if is_new and on_its_side:
+            return example
+    return None
+
+
 def _task_records(family: str, rng: random.Random, seen: Seen, n_train: int, n_test: int) -> list[dict]:
-    """Records of one non-fact family: distinct inputs, never shared between splits (nor, for
-    `headline`, the answers: see `headline_is_for_tests`)."""
+    """Records of one non-fact family: `n_train` in train and `n_test` in each test split (a held-out
+    family: in test_heldout_family only), each with its own input and a phrasing its split allows."""
     phrasings = PHRASINGS[family]
     if family in HELDOUT_FAMILIES:
         plan = [("test_heldout_family", range(len(phrasings)))] * n_test
@@ -368,55 +375,88 @@ def _task_records(family: str, rng: random.Random, seen: Seen, n_train: int, n_t
                 + [("test_heldout_phrasing", [HELDOUT_PHRASING])] * n_test)
     records, inputs = [], set()
     for split, allowed in plan:
-        for _ in range(1000):
-            example = MAKERS[family](rng, seen)
-            if example.x not in inputs and (family != "headline"
-                                            or headline_is_for_tests(example.answer) == (split != "train")):
-                break
-        else:
+        example = _new_example(family, split, rng, seen, inputs)
+        if example is None:
             raise ConfigError(f"family {family}: cannot find {len(plan)} distinct inputs; ask for fewer "
-                               f"(n_train={n_train}, n_test={n_test})")
+                              f"(n_train={n_train}, n_test={n_test})")
         inputs.add(example.x)
         phrasing = rng.choice(list(allowed))
         records.append(_record(family, phrasing, split, phrasings[phrasing], example, rng))
     return records
 
 
-def _fact_records(rng: random.Random, seen: Seen, n_test: int) -> list[dict]:
-    """world_fact: seen entities -> train (FACT_TRAIN_PHRASINGS wordings per fact), test_seen (one more
-    trained wording) and test_heldout_phrasing; unseen entities -> test_world_fact. pet_fact: everyone
-    -> held-out family."""
+def fact_answer(world: World, relation: str, subject: str) -> str:
+    """The ideal answer to a fact question: 'The Mell.', 'The Ossel Marshes.', 'Dorvik.', 'A baker.'"""
+    if relation in ("river", "region"):
+        town = world.town(subject)
+        return capitalize(town.river if relation == "river" else town.region) + "."
+    person = next(p for p in world.people if p.name == subject)
+    if relation == "home":
+        return person.home + "."
+    return capitalize(with_article(person.job if relation == "job" else person.pet)) + "."
+
+
+def fact_subjects(relation: str, towns: Sequence[Town], people: Sequence[Person]) -> list[str]:
+    """The names a relation can be asked about: towns for river and region, people otherwise."""
+    return [t.name for t in towns] if relation in ("river", "region") else [p.name for p in people]
+
+
+def _seen_answers(seen: Seen, relation: str) -> set[str]:
+    """The answers that the seen entities give to `relation`'s question. A training question's wrong
+    answer is another of them, so a world too small to give two is refused here."""
+    world = seen.world
+    answers = {fact_answer(world, relation, s) for s in fact_subjects(relation, seen.towns, seen.people)}
+    if len(answers) < 2:
+        raise ConfigError(
+            f"world: the entities SFT may name (seen_entities: {len(seen.towns)} of its {len(world.towns)} towns "
+            f"and the {len(seen.people)} people living there) give {len(answers)} answer(s) to the "
+            f"{relation} question, and its fact records need at least 2 different ones (another seen answer is "
+            "each one's wrong answer); build a world with more towns, people, rivers or regions "
+            "(build_world's defaults: 40, 48, 10 and 6)")
+    return answers
+
+
+def _world_fact_records(rng: random.Random, seen: Seen, n_test: int) -> list[dict]:
+    """world_fact: each fact about a seen town or person in train (FACT_TRAIN_PHRASINGS trained
+    wordings), test_seen (one more trained wording) and test_heldout_phrasing (the held-out one); and
+    `n_test` questions about the unseen ones, whose facts only the corpus states, in test_world_fact."""
     world = seen.world
     seen_names = {t.name for t in seen.towns} | {p.name for p in seen.people}
-    records, world_fact_tests, pet_tests = [], [], []
+    records, unseen_questions = [], []
     for relation in FACT_RELATIONS["world_fact"]:
         phrasings = FACT_PHRASINGS[relation]
-        seen_answers = {fact_answer(world, relation, s) for s in fact_subjects(relation, seen.towns, seen.people)}
-        if len(seen_answers) < 2:  # a question's wrong answer is another seen answer: there would be none
-            raise ConfigError(
-                f"world: the entities SFT may name (seen_entities: {len(seen.towns)} of its {len(world.towns)} towns "
-                f"and the {len(seen.people)} people living there) give {len(seen_answers)} answer(s) to the "
-                f"{relation} question, and its fact records need at least 2 different ones (another seen answer is "
-                "each one's wrong answer); build a world with more towns, people, rivers or regions "
-                "(build_world's defaults: 40, 48, 10 and 6)")
+        seen_answers = _seen_answers(seen, relation)
         for subject in fact_subjects(relation, world.towns, world.people):
             answer = fact_answer(world, relation, subject)
-            wrong_pool = sorted(seen_answers - {answer})
-            example = Example(subject, answer, rng.choice(wrong_pool))
+            example = Example(subject, answer, rng.choice(sorted(seen_answers - {answer})))
             order = rng.sample(range(HELDOUT_PHRASING), FACT_TRAIN_PHRASINGS + 1)  # trained wordings only
             if subject in seen_names:
                 plan = [("train", k) for k in order[:-1]] + [("test_seen", order[-1]),
                                                              ("test_heldout_phrasing", HELDOUT_PHRASING)]
                 records += [_record("world_fact", k, split, phrasings[k], example, rng) for split, k in plan]
             else:
-                world_fact_tests += [_record("world_fact", k, "test_world_fact", phrasings[k], example, rng)
+                unseen_questions += [_record("world_fact", k, "test_world_fact", phrasings[k], example, rng)
                                      for k in order[:-1]]
+    return records + rng.sample(unseen_questions, min(n_test, len(unseen_questions)))
+
+
+def _pet_fact_records(rng: random.Random, world: World, n_test: int) -> list[dict]:
+    """pet_fact, a held-out family: `n_test` of the pet questions about everyone, in every wording."""
+    questions = []
     for person in world.people:
         example = Example(person.name, fact_answer(world, "pet", person.name), "")
-        pet_tests += [_record("pet_fact", k, "test_heldout_family", template, example, rng)
+        questions += [_record("pet_fact", k, "test_heldout_family", template, example, rng)
                       for k, template in enumerate(FACT_PHRASINGS["pet"])]
-    return (records + rng.sample(world_fact_tests, min(n_test, len(world_fact_tests)))
-            + rng.sample(pet_tests, min(n_test, len(pet_tests))))
+    return rng.sample(questions, min(n_test, len(questions)))
+
+
+def _number_ids(records: list[dict]) -> None:
+    """Give each record its id, family-split-NNNNN, counting within its family and split from 1."""
+    counters: dict[tuple[str, str], int] = {}
+    for rec in records:
+        key = (rec["family"], rec["split"])
+        counters[key] = counters.get(key, 0) + 1
+        rec["id"] = f"{rec['family']}-{rec['split']}-{counters[key]:05d}"
 
 
 def generate_instruction_suite(seed: int = 0, world: World | None = None, n_train: int = 1800,
@@ -428,11 +468,10 @@ def generate_instruction_suite(seed: int = 0, world: World | None = None, n_trai
     test_heldout_phrasing); test_world_fact and `pet_fact` draw `n_test` of their questions. The
     world defaults to `build_world(0)`, the corpus's.
 
-    Why 1800: more *different* examples generalise better than the same ones seen more often. In
-    800 SFT steps (about 2 passes over the training records; 4.7 with 750 per family), held-out
-    phrasings rose from 0.69 (750) to 0.74 (1500) and 0.79-0.82 (1800, two runs), seen tasks from
-    0.83 to 0.86 (fac12f5, with the 4-layer GPT of then). 1800 is about as far as it goes: `plural`
-    has 2178 distinct noun phrases in all, and its train and test records must all differ.
+    Why 1800 training records per family: more *different* examples generalise better than the same
+    ones seen more often (new wordings 0.69 with 750, 0.82 with 1800: docs/findings.md, "SFT: steps,
+    learning rate, replay, variety"). 1800 is about as far as it goes: `plural` has 2178 distinct
+    noun phrases in all, and its train and test records must all differ.
     """
     for name, n in (("n_train", n_train), ("n_test", n_test)):
         if not (isinstance(n, int) and n >= 1):
@@ -441,15 +480,11 @@ def generate_instruction_suite(seed: int = 0, world: World | None = None, n_trai
     world = world if world is not None else build_world(0)
     rng = random.Random(seed)
     seen = seen_entities(world)
-    records = _fact_records(rng, seen, n_test)
+    records = _world_fact_records(rng, seen, n_test) + _pet_fact_records(rng, world, n_test)
     for family in PHRASINGS:
         records += _task_records(family, rng, seen, n_train, n_test)
     rng.shuffle(records)
-    counters: dict[tuple[str, str], int] = {}
-    for rec in records:
-        key = (rec["family"], rec["split"])
-        counters[key] = counters.get(key, 0) + 1
-        rec["id"] = f"{rec['family']}-{rec['split']}-{counters[key]:05d}"
+    _number_ids(records)
     return records
 
 
@@ -554,8 +589,8 @@ def read_jsonl(path: str | os.PathLike, on_error: str = "stop",
     for i, rec in enumerate(records, start=1):
         rec["id"] = rec["id"] or f"record{i}"
         if rec["id"] in first_with:  # answers and rankings are matched to their records by id
-            raise DataError(f"{path}: records {first_with[rec['id']]} and {i} have the same id {rec['id']!r}; "
-                            "give each record its own id (or none: it then gets record<N>)")
+            raise DataError(f"{path}: records {first_with[rec['id']]} and {i} have the same id {rec['id']!r} (a "
+                            "record without an id gets record<N>, N its number); give each record an id of its own")
         first_with[rec["id"]] = i
     return records
 

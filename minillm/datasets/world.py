@@ -150,11 +150,6 @@ class World:
         raise KeyError(name)
 
 
-def with_article(noun: str) -> str:
-    """'a baker', 'an owl', 'an innkeeper': the indefinite article a noun takes."""
-    return ("an " if noun[0] in "aeiou" else "a ") + noun
-
-
 def invent_names(rng: random.Random, n: int, stems: Sequence[str], endings: Sequence[str],
                  taken: set[str]) -> list[str]:
     """`n` distinct names stem+ending, each from a different stem, none of them in `taken`.
@@ -231,6 +226,15 @@ def build_world(seed: int = 0, n_towns: int = 40, n_people: int = 48, n_regions:
     )
     lexicon = invent_toy_words(rng, TOY_ENGLISH, taken)
     return World(seed=seed, regions=regions, rivers=rivers, towns=towns, people=people, lexicon=lexicon)
+
+
+# --------------------------------------------------------------------------------------------------
+# Grammar: the English forms the corpus writes and the rewriting tasks ask for, and Kelish sentences.
+
+
+def with_article(noun: str) -> str:
+    """'a baker', 'an owl', 'an innkeeper': the indefinite article a noun takes."""
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
 
 
 @dataclass(frozen=True)
