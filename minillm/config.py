@@ -686,11 +686,15 @@ def preset(name: str) -> PipelineConfig:
 def check_section(value: Any, kind: type, where: str) -> None:
     """A ConfigError at the entry of `where` (a model class, a stage's train function) when it was given
     a config of another kind than `kind`: `train_clm(cfg.mlm, ...)` would train a GPT with the MLM's
-    settings without a word, and `GPT(cfg.clm)` failed deep inside on a missing attribute."""
-    if not isinstance(value, kind):
-        raise ConfigError(f"{where}: expected a {kind.__name__}, got {type(value).__name__}; pass the section of "
-                          "the pipeline's config that it names, e.g. cfg = preset('tiny'): train_clm(cfg.clm, ...), "
-                          "GPT(cfg.clm.model), train(model, cfg.clm.train, ...)")
+    settings without a word, and `GPT(cfg.clm)` failed deep inside on a missing attribute. The fix it
+    names is the whole config where `kind` is PipelineConfig (`corpus_splits` reads its data_seed and
+    corpus_mb), else the section that `kind` names."""
+    if isinstance(value, kind):
+        return
+    fix = ("pass the whole pipeline config, e.g. preset('tiny')" if kind is PipelineConfig else
+           "pass the section of the pipeline's config that it names, e.g. cfg = preset('tiny'): "
+           "train_clm(cfg.clm, ...), GPT(cfg.clm.model), train(model, cfg.clm.train, ...)")
+    raise ConfigError(f"{where}: expected a {kind.__name__}, got {type(value).__name__}; {fix}")
 
 
 def _parse_value(text: str, current: Any, path: str) -> Any:

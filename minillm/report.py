@@ -377,6 +377,7 @@ def _plot_links(j: Journey, step: str, label: str, prefix: str = "") -> list[str
     return [f"![{label} {png.stem.removeprefix(prefix).replace('_', ' ')}]({_linked(j, step, png.name)})"
             for png in sorted(j.folder(step).glob("*.png"))]
 
+
 def ceiling_sentence(ceiling: float) -> str:
     """What a perfect policy would win against the SFT answers (`win_rate_ceiling`), and why it is not 1;
     at 1 (no SFT answer is perfect, as in a run too short to learn) there is no "not 1" to explain."""

@@ -836,7 +836,10 @@ WRONG_SECTIONS = [
 
 @pytest.mark.parametrize("where, call, expected, got", WRONG_SECTIONS, ids=[row[0] for row in WRONG_SECTIONS])
 def test_a_config_section_of_the_wrong_kind_is_refused_at_the_entry(where, call, expected, got, tmp_path):
-    with pytest.raises(ConfigError, match=rf"^{where}: expected a {expected}, got {got}; pass the section"):
+    # the fix named: the section, or for a function that takes the whole config (corpus_splits) that config,
+    # not "the section ... that it names", which sent the reader of corpus_splits(cfg.clm) to another section
+    fix = "pass the whole pipeline config, e.g. preset" if expected == "PipelineConfig" else "pass the section"
+    with pytest.raises(ConfigError, match=rf"^{where}: expected a {expected}, got {got}; {fix}"):
         call(preset("micro"), tmp_path)
     assert not list(tmp_path.iterdir())
 

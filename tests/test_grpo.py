@@ -109,6 +109,7 @@ def test_group_advantages_by_hand():
     with pytest.raises(ConfigError, match="baseline"):
         group_advantages(rewards, "median")
 
+
 @pytest.mark.parametrize("baseline,scale_by_std", list(itertools.product(("mean", "leave_one_out"), (True, False))))
 def test_group_advantages_match_loops_over_random_groups(baseline, scale_by_std):
     """Each answer's advantage against its own group, in float64 Python loops from the papers' formulas:
@@ -187,7 +188,6 @@ def test_k3s_mean_is_kl_of_pi_to_the_reference_but_its_gradients_mean_is_the_oth
     [grad_forward] = torch.autograd.grad(forward_kl, logits)
     torch.testing.assert_close(grad_k3, grad_reverse, rtol=1e-12, atol=1e-12)
     assert (grad_k3 - grad_forward).abs().max() > 0.01
-
 
 
 def test_a_unanimous_group_has_zero_advantage_and_gives_zero_gradient():
@@ -523,6 +523,7 @@ def test_rollout_groups_consecutive_answers_and_first_update_is_on_policy(runs):
     # pass gives the same numbers up to float rounding, so the first minibatch is on-policy.
     assert stats[0]["ratio_max_dev"] < 1e-4
 
+
 def test_one_grpo_step_moves_the_policy_by_the_gradient_of_the_surrogate_read_row_by_row(runs):
     """GRPO's update on one minibatch holding both groups, with plain SGD and no KL term, and "old"
     log-probs moved off the policy's so that the clip holds some tokens: every policy weight moves by
@@ -553,7 +554,6 @@ def test_one_grpo_step_moves_the_policy_by_the_gradient_of_the_surrogate_read_ro
     assert stats["loss"] == pytest.approx(loss.item(), abs=1e-5)
     for name, p in policy.named_parameters():
         torch.testing.assert_close((p.detach() - before[name]).double(), -lr * grads[name], atol=1e-6, rtol=1e-4)
-
 
 
 def test_the_scoreboard_refuses_a_run_without_its_tokenizer(untrained_runs, tmp_path):

@@ -301,6 +301,7 @@ def entropy_alone(model: GPT, ids: torch.Tensor, attention_mask: torch.Tensor, m
     logp = log_softmax_alone(model, ids, attention_mask, mask, temperature)[mask].double()  # (real tokens, V)
     return -(logp.exp() * logp).sum(dim=-1).mean().item()
 
+
 def test_the_sampled_log_probs_are_the_policys_own_read_row_by_row(runs):
     """The rollout's "old" log-probs come from sampling (KV cache, left-padded prompts, rows dropping
     out as they say <eos>): each must be log softmax(logits / T)[token] of the policy run on that row's
@@ -314,7 +315,6 @@ def test_the_sampled_log_probs_are_the_policys_own_read_row_by_row(runs):
     by_hand = logprobs_alone(policy, resp.ids, resp.attention_mask, resp.mask, 0.7)
     torch.testing.assert_close(resp.logprobs * resp.mask, by_hand * resp.mask, atol=1e-5, rtol=0)
     assert (resp.logprobs[~resp.mask] == 0).all()
-
 
 
 def test_the_kl_penalty_is_measured_against_the_frozen_reference(runs):
@@ -387,6 +387,7 @@ def test_the_update_steps_on_the_policy_loss_plus_vf_coef_times_the_value_loss(r
     torch.testing.assert_close(critic.head.weight - before, -lr * cfg.vf_coef * by_hand.head.weight.grad,
                                atol=1e-6, rtol=1e-4)
 
+
 def surrogate_alone(model: GPT, ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
                     old_logprobs: torch.Tensor, advantages: torch.Tensor, temperature: float,
                     clip_range: float) -> tuple[torch.Tensor, int]:
@@ -441,7 +442,6 @@ def test_one_ppo_step_moves_the_policy_by_the_gradient_of_the_surrogate_read_row
     assert stats["pg_loss"] == pytest.approx(loss.item(), abs=1e-5)
     for name, p in policy.named_parameters():
         torch.testing.assert_close((p.detach() - before[name]).double(), -lr * grads[name], atol=1e-6, rtol=1e-4)
-
 
 
 def test_the_critic_learns_its_value_loss_falls_over_the_epochs(runs):
@@ -712,16 +712,17 @@ def test_dpo_trains_with_dropout_off_so_an_unmoved_policy_starts_at_ln_2(runs, t
     """DPO compares the policy's log-probs with the frozen reference's, read with dropout off. Were the
     policy read with dropout on (an SFT model trained with dropout > 0), the two would differ before any
     update, the first loss would not be ln 2 (policy = reference: every implicit reward 0), and each step
-    would chase dropout's noise. PPO and GRPO turn dropout off too."""
+    would chase dropout's noise. PPO and GRPO turn dropout off too. An evaluation after step 1 must leave
+    it off: with a learning rate too small to move the policy, step 2's loss is ln 2 as well."""
     tok = load_model_and_tokenizer(runs["sft"], GPT)[1]
     model_cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32, dropout=0.5)
     train_sft(SFTConfig(train=TrainConfig(max_steps=2, batch_size=8, eval_every=100, save_every=100),
                         max_new_tokens=8), RECORDS, tmp_path / "sft", scratch_model_config=model_cfg, tokenizer=tok)
-    cfg = DPOConfig(train=TrainConfig(max_steps=1, batch_size=8, warmup_steps=0, log_every=1, eval_every=100,
-                                      save_every=100), eval_prompts=6, max_new_tokens=5, nll_coef=0.0)
+    cfg = DPOConfig(train=TrainConfig(max_steps=2, batch_size=8, lr=1e-12, warmup_steps=0, log_every=1,
+                                      eval_every=1, save_every=100), eval_prompts=6, max_new_tokens=5, nll_coef=0.0)
     result = train_dpo(cfg, tmp_path / "sft", runs["prefs"], RECORDS, tmp_path / "dpo")
-    first = next(row for row in result["history"] if row.get("split") == "train")
-    assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    losses = [row["loss"] for row in result["history"] if row.get("split") == "train"]
+    assert losses == pytest.approx([math.log(2)] * 2, abs=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------

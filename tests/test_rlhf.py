@@ -111,6 +111,7 @@ def test_the_ranking_loss_of_bfloat16_scores_is_computed_in_float32():
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(sum(map(neg_log_sigmoid, margins)) / 2, abs=1e-6)
 
+
 def test_ranking_loss_and_its_gradient_match_a_loop_over_every_ranked_pair():
     """InstructGPT's loss, mean over pairs (w ranked above l) of -log sigmoid(r_w - r_l), written as a
     Python loop over every pair of random rankings with ties and missing answers, in float64: the
@@ -132,7 +133,6 @@ def test_ranking_loss_and_its_gradient_match_a_loop_over_every_ranked_pair():
         [ours] = torch.autograd.grad(loss, rewards)
         [theirs] = torch.autograd.grad(by_hand, rewards)
         torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
-
 
 
 def test_dpo_loss_matches_hand_computation():
@@ -195,6 +195,7 @@ def test_an_unmoved_policy_orders_no_pair_right():
     loss, acc, margin = dpo_loss(same, same, same, same, beta=0.5)  # policy == reference: every margin is 0
     assert acc.item() == 0.0 and margin.item() == 0.0 and loss.item() == pytest.approx(math.log(2), abs=1e-6)
 
+
 def test_the_dpo_loss_and_its_gradient_match_a_reference_that_reads_one_prefix_at_a_time():
     """DPO (Rafailov et al., 2023, eq. 7): -log sigmoid(beta [(log pi(w) - log pi_ref(w)) - (log pi(l) -
     log pi_ref(l))]), log pi(y) the sum over the answer's tokens (its <eos> included, the prompt's
@@ -235,7 +236,6 @@ def test_the_dpo_loss_and_its_gradient_match_a_reference_that_reads_one_prefix_a
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
-
 def test_dpo_pairs_put_the_better_answer_first_and_leave_out_answers_that_do_not_fit():
     tok = train_tokenizer(["Which is it? It is a. It is b. It is c. It is d."] * 5, 270, progress=False)
     answers = ["It is a.", "It is b. " * 20, "It is c.", "It is d."]  # answer 1 is far longer than 32 tokens
@@ -247,7 +247,6 @@ def test_dpo_pairs_put_the_better_answer_first_and_leave_out_answers_that_do_not
 
     # by hand: 2 beats 0, 3 and 1; 0 and 3 tie (no pair) and beat 1; every pair with 1 is left out
     assert [(chosen.ids, rejected.ids) for chosen, rejected in pairs] == [(ids(2), ids(0)), (ids(2), ids(3))]
-
 
 
 def test_dpo_pairs_best_and_worst_is_a_setting_one_pair_per_ranking():
@@ -344,6 +343,7 @@ def test_the_value_clipfrac_is_the_share_of_tokens_whose_clipped_error_is_the_la
     assert clipfrac == pytest.approx(2 / 3)
     assert loss.item() == pytest.approx(0.5 * (0.64 + 2.25 + 0.64) / 3, abs=1e-6)
 
+
 def test_the_clipped_surrogate_and_its_gradient_match_the_papers_formula():
     """PPO's objective (Schulman et al., 2017, eq. 7) per real token, L = min(r A, clip(r, 1-eps, 1+eps) A)
     with r = exp(log pi - log pi_old), and the loss -mean L over the real tokens, in float64 loops, on
@@ -398,7 +398,6 @@ def test_the_clipped_value_loss_and_its_gradient_match_their_formula():
         [theirs] = torch.autograd.grad(by_hand, values)
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
         assert (ours[~mask] == 0).all()
-
 
 
 def test_the_adaptive_kl_coefficient_rises_above_the_target_and_falls_below_it():
