@@ -189,9 +189,9 @@ print(report["report"])
 # and are scored on the first 30 unseen examples of each trained task family (greedy, exact match).
 # LoRA gets rank 8 on every Linear of the blocks (qkv, proj, fc) and a learning rate of 3e-3 (1e-3,
 # full SFT's, reached 0.25 where 3e-3 reached 0.40, from the Llama-style CLM named below). The third
-# row also trains the token table in full (`sft.lora.also_train=tok_emb`): the chat template's role
-# tokens never occur in pretraining, so their vectors are still random, and no low-rank update of
-# the blocks can give them meaning.
+# row also trains the token table in full (`--set sft.lora.rank=8 --set sft.lora.also_train=tok_emb`):
+# the chat template's role tokens never occur in pretraining, so their vectors are still random, and
+# no low-rank update of the blocks can give them meaning.
 #
 # The base is the GPT given on the command line (a CLM run folder), else lesson 4's, else the
 # pipeline's (runs/tiny/03_clm), else the 200-step Llama-style model above (a weak base: every score
@@ -264,7 +264,7 @@ print(f"\nthe whole lesson took {time.perf_counter() - LESSON_STARTED:.0f} s")
 #    sft.lora.alpha=4 --set sft.lora.targets=qkv,proj,fc --set sft.train.lr=3e-3 --set
 #    sft.train.max_steps=800 --out X`, and the same with rank=32 and alpha=64. Trainable parameters
 #    grow with the rank; watch how far exact match on seen tasks follows.
-# 4. LoRA on attention's qkv only (`--set sft.lora.targets=qkv`): fewer parameters still (9k at
-#    rank 8 on the Llama-style model, against 47k on every Linear), and the MLP, where much of a
-#    transformer's knowledge sits, cannot change. (`proj` would not keep LoRA in attention: a
-#    target matches every Linear whose name ends with it, attn.proj and mlp.proj alike.)
+# 4. LoRA on attention's qkv only (`--set sft.lora.rank=8 --set sft.lora.targets=qkv`): fewer
+#    parameters still (9k at rank 8 on the Llama-style model, against 47k on every Linear), and the
+#    MLP, where much of a transformer's knowledge sits, cannot change. (`proj` would not keep LoRA in
+#    attention: a target matches every Linear whose name ends with it, attn.proj and mlp.proj alike.)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import hashlib
 import io
 import os
@@ -23,7 +22,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 from minillm.config import (
     DTYPES,
@@ -37,7 +36,16 @@ from minillm.config import (
     preset,
     replace_train_configs,
 )
-from minillm.console import ctrl_c_held, discard_stdout, stand_in_for_closed_output
+from minillm.console import (
+    OneLineParser,
+    ctrl_c_held,
+    discard_stdout,
+    disk_refused,
+    one_line,
+    path_arg,
+    show_warning,
+    stand_in_for_closed_output,
+)
 from minillm.errors import ConfigError, DataError, MinillmError
 
 DEFAULT_JOBS = 1  # one step at a time, with torch's threads: faster on a quiet 2-core CPU (docs/findings.md)
@@ -465,13 +473,6 @@ _utf8_text = _checked(lambda text: unicodedata.normalize("NFC", text),
                       "UTF-8 text: the terminal sent bytes in another encoding; set it to UTF-8 (e.g. LANG=C.UTF-8)")
 
 
-def path_arg(text: str) -> str:
-    """The argparse type of every file and folder argument: a leading `~` is the home folder, as in the
-    lessons' run folders (lessons.resolved). The shell expands `~` only at the start of a word: without
-    this, --out=~/runs or a quoted "~/runs" would make a folder named "~" in the current one."""
-    return os.path.expanduser(text)
-
-
 _png_file = _checked(path_arg, lambda name: name.lower().endswith(".png") and not Path(name).is_dir(),
                      "a file name ending in .png (the chart is a PNG image)")
 
@@ -490,13 +491,6 @@ def _add_skip_bad_lines_arg(p: argparse.ArgumentParser) -> None:
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=path_arg, default=None, help="instruction JSONL (default: the generated suite)")
     _add_skip_bad_lines_arg(p)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, with its errors on one line like minillm's own (exit code 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -652,12 +646,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: TextIO | None = None, line: str | None = None) -> None:
-    """Warnings (e.g. skipped JSONL lines) as one plain line, not Python's source-line format."""
-    print(f"minillm: warning: {message}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit code (0 done, 2 a problem with the input, 130 interrupted, 141
     when the program reading the output stopped early, as `| head` does).
@@ -673,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     with warnings.catch_warnings():
         if not args.debug:
-            warnings.showwarning = _show_warning
+            warnings.showwarning = show_warning
         try:
             # Imported here: torch with it, and --help stays fast. It takes seconds, and a Ctrl-C in them would leave
             # torch half-imported and print a page of traceback: the Ctrl-C waits for the import's end, and stops here.
@@ -827,28 +815,6 @@ def out_of_memory_line(err: RuntimeError) -> str:
             "into parts (--set SECTION.train.grad_accum_steps=K: the same batch for the optimizer, K times less "
             "memory for its activations), lower SECTION.train.batch_size, or make the model smaller (n_layer, "
             "n_embd, block_size); --debug shows where it failed")
-
-
-# The errors of a disk that refuses more bytes: full, a file-size limit (`ulimit -f`), a user's quota
-DISK_REFUSED = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-
-
-def disk_refused(err: Exception) -> bool:
-    """True for a write the disk refused (`DISK_REFUSED`) on a file it names: the run can go on from
-    what it has saved once there is room, which the error's line says."""
-    return isinstance(err, OSError) and err.errno in DISK_REFUSED and err.filename is not None
-
-
-def one_line(err: Exception) -> str:
-    """The error's message on one line; for an OSError, what failed on which path, and the fix."""
-    if isinstance(err, (FileExistsError, NotADirectoryError)) and err.filename is not None:
-        return f"{err.filename} (or a folder above it) is a file, not a folder; give a folder path"
-    if disk_refused(err):
-        return (f"could not write {err.filename} ({err.strerror}): the disk is full or a file-size limit was hit; "
-                "free some space (or raise the limit) and run the command again")
-    if isinstance(err, OSError) and err.filename is not None:
-        return f"{err.strerror or err}: {err.filename}; check the path and its permissions"
-    return " ".join(str(err).split())
 
 
 if __name__ == "__main__":

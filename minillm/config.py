@@ -737,7 +737,59 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
         paths.append(path)
     for path in paths:  # once every value is set: an arch given after its switch counts too
         _check_not_overridden_by_arch(data, path)
+        _check_read(data, path)
     return from_dict(type(cfg), data)
+
+
+# Settings read only while a switch beside them (in the same section) is on: "group.name" -> (the
+# switch, whether its value reads the setting, the value that does, as a refusal says it).
+READ_ONLY_WHEN: dict[str, tuple[str, typing.Callable[[Any], bool], str]] = {
+    "model.rope_base": ("position", lambda v: v == "rope", "rope"),
+    "model.mlp_ratio": ("mlp_hidden", lambda v: v == 0, "0"),
+    **{f"lora.{name}": ("rank", lambda v: v > 0, "8 (or another rank >= 1)")
+       for name in ("alpha", "dropout", "targets", "also_train")},
+    "sft.replay_length": ("pretrain_mix", lambda v: v > 0, "0.1 (or another share above 0)"),
+    "ppo.target_kl": ("adaptive_kl", lambda v: v, "true"),
+    **{f"{grpo}.exact_bonus": ("reward", lambda v: v == "verifiable", "verifiable")
+       for grpo in ("grpo", "grpo_verifiable")},
+}
+
+
+def _unread_by_online_rl(rl: str, samples: str) -> dict[str, str]:
+    """The TrainConfig settings of section `rl` that PPO's and GRPO's own loop (a rollout, then updates)
+    never reads, each with what does its work there; `samples`: the answers a step samples."""
+    evaluates = f"it evaluates once, after its last step, on {rl}.eval_prompts held-out prompts"
+    return {f"{rl}.train.batch_size": f"a step samples {samples} and updates on {rl}.minibatch_size of them at a "
+                                      "time: set those",
+            f"{rl}.train.log_every": "it logs every step",
+            f"{rl}.train.eval_every": evaluates, f"{rl}.train.eval_batches": evaluates}
+
+
+NEVER_READ: dict[str, str] = {  # "path": why, for a --set of one of them
+    **_unread_by_online_rl("ppo", "ppo.rollout_batch_size answers"),
+    **_unread_by_online_rl("grpo", "grpo.prompts_per_step x grpo.group_size answers"),
+    **_unread_by_online_rl("grpo_verifiable", "grpo_verifiable.prompts_per_step x grpo_verifiable.group_size answers"),
+}
+
+
+def _check_read(data: dict, path: str) -> None:
+    """Refuse a `--set` of a setting (at `path`) that is never read (NEVER_READ) or that the switch beside
+    it leaves unread (READ_ONLY_WHEN), e.g. sft.lora.targets while sft.lora.rank is 0 (LoRA off): it
+    would be dropped without a word."""
+    if path in NEVER_READ:
+        raise ConfigError(f"--set {path}: {path.split('.')[0]}'s loop never reads it; {NEVER_READ[path]}")
+    *keys, name = path.split(".")
+    rule = READ_ONLY_WHEN.get(".".join([*keys[-1:], name]))
+    if rule is None:
+        return
+    for key in keys:
+        data = data[key]
+    switch, reads, value = rule
+    current = ARCHITECTURES.get(data.get("arch"), {}).get(switch, data[switch])  # arch wins (ModelConfig._apply_arch)
+    if not reads(current):
+        where = ".".join(keys)
+        raise ConfigError(f"--set {path}: {where}.{switch}={json.dumps(current)} leaves {name} unread; set "
+                          f"{where}.{switch}={value} too, or leave {name} out")
 
 
 def _check_not_overridden_by_arch(data: dict, path: str) -> None:

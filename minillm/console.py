@@ -14,17 +14,24 @@ Python's defaults are right for a short script and wrong for a command that trai
 - A reader that left (`| head`) makes the next write raise BrokenPipeError, and output still
   buffered fails again as Python exits (`discard_stdout`, `write_lines_as_they_come`).
 cli.main and `errors.one_line_errors` (for the lessons and scripts) use these before torch is imported.
+
+Its last section is how a command reads its arguments and tells an error, in one line ending in
+exit code 2 (`OneLineParser`, `one_line`, `path_arg`): the `minillm` command's, and those of
+`python -m minillm.datasets`, which sits in a layer below the command line and reads them here.
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
+import errno
 import io
 import os
 import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import NoReturn, TextIO
 
 HAS_SIGNAL_MASKS = hasattr(signal, "pthread_sigmask")  # POSIX (Linux, macOS); not Windows
 
@@ -110,3 +117,51 @@ def discard_stdout() -> None:
     """Point stdout at /dev/null: the output still buffered would fail again as Python exits."""
     with suppress(OSError, ValueError):  # a stdout with no file behind it (a test's) has nothing to point
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+    """Warnings (e.g. skipped JSONL lines) as one plain line, not Python's source-line format: cli.main's
+    `warnings.showwarning`, and its worker processes' too (workers.worker_pool)."""
+    print(f"minillm: warning: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------------
+# A command's arguments and its one-line errors: the `minillm` command's, and any script's that wants
+# its arguments and errors read and told the same way (`python -m minillm.datasets`).
+
+
+def path_arg(text: str) -> str:
+    """The argparse type of every file and folder argument: a leading `~` is the home folder, as in the
+    lessons' run folders (lessons.resolved). The shell expands `~` only at the start of a word: without
+    this, --out=~/runs or a quoted "~/runs" would make a folder named "~" in the current one."""
+    return os.path.expanduser(text)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like minillm's own (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# The errors of a disk that refuses more bytes: full, a file-size limit (`ulimit -f`), a user's quota
+DISK_REFUSED = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def disk_refused(err: Exception) -> bool:
+    """True for a write the disk refused (`DISK_REFUSED`) on a file it names: the run can go on from
+    what it has saved once there is room, which the error's line says."""
+    return isinstance(err, OSError) and err.errno in DISK_REFUSED and err.filename is not None
+
+
+def one_line(err: Exception) -> str:
+    """The error's message on one line; for an OSError, what failed on which path, and the fix."""
+    if isinstance(err, (FileExistsError, NotADirectoryError)) and err.filename is not None:
+        return f"{err.filename} (or a folder above it) is a file, not a folder; give a folder path"
+    if disk_refused(err):
+        return (f"could not write {err.filename} ({err.strerror}): the disk is full or a file-size limit was hit; "
+                "free some space (or raise the limit) and run the command again")
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.strerror or err}: {err.filename}; check the path and its permissions"
+    return " ".join(str(err).split())

@@ -25,6 +25,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -33,16 +34,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from minillm.console import HAS_SIGNAL_MASKS, ctrl_c_held
+from minillm.console import HAS_SIGNAL_MASKS, ctrl_c_held, show_warning
 from minillm.utils import show_unencodable_output
 
 
 def worker_pool(workers: int) -> WorkerPool:
     """Processes for work beside this one: "spawn" starts fresh interpreters (nothing of this
-    process's torch state is copied), each stopping when this process dies, printing as it does,
-    and stopped by Ctrl-C as it is (WorkerPool)."""
-    return WorkerPool(max_workers=workers, mp_context=_SpawnHoldingCtrlC(),
-                      initializer=_start_worker, initargs=(os.getpid(),))
+    process's torch state is copied), each stopping when this process dies, printing as it does
+    (its warnings one plain line each when this process's are), and stopped by Ctrl-C as it is (WorkerPool)."""
+    return WorkerPool(max_workers=workers, mp_context=_SpawnHoldingCtrlC(), initializer=_start_worker,
+                      initargs=(os.getpid(), warnings.showwarning is show_warning))
 
 
 STOP_GRACE_SECONDS = 2.0  # how long a second Ctrl-C waits for a pool's workers to end before stopping them outright
@@ -129,10 +130,12 @@ def _on_ctrl_c(signum: int, frame: object) -> None:
     _ctrl_c_between_tasks = True
 
 
-def _start_worker(parent: int) -> None:
+def _start_worker(parent: int, plain_warnings: bool) -> None:
     """What a worker of `worker_pool` does first: a fresh interpreter has none of its parent's setup."""
     stop_when_orphaned(parent)
     show_unencodable_output()
+    if plain_warnings:  # as cli.main's (not under --debug): one line, not Python's file, line number and source line
+        warnings.showwarning = show_warning
     # Its progress bars take a thread lock, not tqdm's default: that one holds a multiprocessing semaphore, made at
     # the first bar and unlinked as the process ends, which a worker stopped outright (a second Ctrl-C, `shutdown`)
     # would leave behind, and the resource tracker would warn of "leaked semaphore objects" below the command's

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from minillm.cli import OneLineParser, one_line, path_arg
+from minillm.console import OneLineParser, one_line, path_arg
 from minillm.datasets.corpus import generate_corpus, write_corpus
 from minillm.datasets.instructions import generate_instruction_suite
 from minillm.datasets.jsonl import write_jsonl

@@ -327,7 +327,8 @@ def train_grpo(
         ro = rollout(policy, reference, reward_fn, tokenizer, [prompts[i] for i in rows], cfg, generator)
         online_rl.check_rewards(ro.rewards.flatten(), ro.responses.answers, step, "GRPO")
         lr = follow_schedule(optimizer, step - 1, cfg.train)
-        update = grpo_update(policy, optimizer, ro, cfg, generator)
+        with torch.autograd.set_detect_anomaly(cfg.train.detect_anomaly):  # --detect-anomaly, as the other stages
+            update = grpo_update(policy, optimizer, ro, cfg, generator)
         row = {"step": step, **step_metrics(ro, update), "lr": lr, "elapsed_s": time.perf_counter() - start}
         check_loss(row["loss"], step)
         history.append(row)

@@ -362,7 +362,8 @@ def train_ppo(
                      gold_norm)
         online_rl.check_rewards(ro.rm_score, ro.answers, step)
         lr = follow_schedule(optimizer, step - 1, cfg.train)  # the critic's lr moves in proportion
-        update = ppo_update(policy, critic, optimizer, ro, cfg, generator)
+        with torch.autograd.set_detect_anomaly(cfg.train.detect_anomaly):  # --detect-anomaly, as the other stages
+            update = ppo_update(policy, critic, optimizer, ro, cfg, generator)
         row = {"step": step, **step_metrics(ro, update, kl_coef), "lr": lr, "elapsed_s": time.perf_counter() - start}
         check_loss(row["pg_loss"] + row["vf_loss"], step)
         if cfg.adaptive_kl:  # detail: adaptive beta steers the KL towards target_kl
