@@ -59,13 +59,18 @@ def nothing_a_test_starts_outlives_it():
     yield
     deadline = time.monotonic() + ENDING_S
     while True:
-        threads_left = [thread.name for thread in set(threading.enumerate()) - threads if thread.name != "tqdm_monitor"]
+        threads_left = [thread.name for thread in set(threading.enumerate()) - threads if not is_tqdms(thread)]
         children_left = {pid for pid in running_children() - children if not kept_by_multiprocessing(pid)}
         if not (threads_left or children_left) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     assert not threads_left, f"threads the test started still run: {threads_left}"
     assert not children_left, f"processes the test started still run: {[cmdline(pid) for pid in children_left]}"
+
+
+def is_tqdms(thread: threading.Thread) -> bool:
+    """tqdm's monitor thread, which stays by design: named "tqdm_monitor" by tqdm 4.66 on, "Thread-N" before."""
+    return thread.name == "tqdm_monitor" or type(thread).__module__ == "tqdm._monitor"
 
 
 def running_children() -> set[int]:

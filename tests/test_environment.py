@@ -94,16 +94,21 @@ def test_a_closed_stdout_or_stderr_is_dev_null_for_the_processes_it_starts(close
 # one), `python -m minillm.datasets`, a bench/ script. Each ends as a `minillm` command does (one_line_errors).
 
 
+# argparse's --help ignores a failed write from Python 3.11 on, and ends with its 0; 3.10's meets the reader gone.
+HELP_CODE = 0 if sys.version_info >= (3, 11) else 141
+
+
 @pytest.mark.parametrize("argv, code", [
     (["-c", "import minillm.lessons; print('the lesson')"], 141),
-    ([str(REPO / "lessons" / "09_end_to_end.py"), "--help"], 0),  # a lesson with a command line of its own
-    (["-m", "minillm.datasets", "--help"], 0),
+    ([str(REPO / "lessons" / "09_end_to_end.py"), "--help"], HELP_CODE),  # a lesson with a command line of its own
+    (["-m", "minillm.datasets", "--help"], HELP_CODE),
 ])
 def test_a_script_whose_reader_left_ends_quietly(argv, code):
     """`python lessons/01_tokenizer.py | head -1`: the lesson ran on into a BrokenPipeError traceback and exit code
     1 (or, with a short output, Python's "Exception ignored ... BrokenPipeError" and 120 as it exited), as did
     `python -m minillm.datasets --help | true`. A lesson now stops at the print that finds the reader gone, with
-    141 as `minillm` does; a --help argparse failed to write ends with its 0, and nothing is said."""
+    141 as `minillm` does; a --help argparse failed to write ends with its 0 (141 on Python 3.10, whose argparse
+    lets the write's error through), and nothing is said."""
     assert run_with_its_reader_gone(argv) == (code, "")
 
 

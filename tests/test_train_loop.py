@@ -655,6 +655,8 @@ def test_compile_gives_the_same_training(tmp_path, monkeypatch):
         return real_compile(model, backend="aot_eager", **kwargs)
 
     monkeypatch.setattr(torch, "compile", compile_with_aot_eager)
+    # Compile in this process: a pool of compile workers (torch 2.6 starts one) stays for the session.
+    monkeypatch.setattr(torch._inductor.config, "compile_threads", 1)
     results = []
     for name, compile_ in (("eager", False), ("compiled", True)):
         torch.manual_seed(0)
