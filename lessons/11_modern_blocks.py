@@ -59,7 +59,7 @@ from minillm.utils import write_json
 
 LESSON_STARTED = time.perf_counter()
 torch.set_num_threads(1)  # the tiny models gain little from a second thread, and the times are steadier
-ARGS = lesson_args("Lesson 11: modern blocks and LoRA", inputs=["clm_run"])
+ARGS = lesson_args("Lesson 11: modern blocks and LoRA", inputs=["clm_run"], reuses_runs=False)
 OUT = lesson_dir(11)
 shutil.rmtree(OUT, ignore_errors=True)  # a fresh run each time the lesson is run
 CFG = preset("tiny")

@@ -106,8 +106,9 @@ def resolved(path: str | Path) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def lesson_args(description: str, inputs: Sequence[str] = ()) -> argparse.Namespace:
-    """The lesson's command line: `--fresh`, and optional run folders named `inputs` (e.g. "sft_run").
+def lesson_args(description: str, inputs: Sequence[str] = (), reuses_runs: bool = True) -> argparse.Namespace:
+    """The lesson's command line: `--fresh` (for a lesson that `reuses_runs`: one that trains everything
+    anew each time has nothing for it to do), and optional run folders named `inputs` (e.g. "sft_run").
 
     In a notebook the kernel's own arguments are not the lesson's: there every value is its default.
     A mistake in the input (a MinillmError) ends the lesson with one line, not a traceback (one_line_errors).
@@ -116,8 +117,9 @@ def lesson_args(description: str, inputs: Sequence[str] = ()) -> argparse.Namesp
     for name in inputs:
         parser.add_argument(name, nargs="?", type=resolved, default=None,
                             help=f"the {name.replace('_', ' ')} to use instead of the one the lesson finds")
-    parser.add_argument("--fresh", action="store_true",
-                        help="train this lesson's own stage again, in runs/lessons/NN, instead of reusing a run")
+    if reuses_runs:
+        parser.add_argument("--fresh", action="store_true",
+                            help="train this lesson's own stage again, in runs/lessons/NN, instead of reusing a run")
     return parser.parse_args([] if in_notebook() else sys.argv[1:])
 
 

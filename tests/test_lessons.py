@@ -1040,3 +1040,14 @@ def test_lesson_8s_dpo_log_shows_the_dpo_loss_and_the_nll_term_it_says_it_shows(
     lesson["step2_train"]()
     out = capsys.readouterr().out
     assert f"loss {row['loss']:.4f} = DPO {math.log(2):.4f} + NLL part {cfg.dpo.nll_coef * nll:.4f}" in out
+
+
+def test_a_lesson_offers_fresh_exactly_when_it_reads_it():
+    """`--fresh` trains a lesson's own runs again instead of reusing them. Lesson 11 trains everything anew
+    each time, so its --help offered a flag that did nothing; a lesson that reuses runs must read it."""
+    wrong = []
+    for path in LESSONS:
+        text = path.read_text(encoding="utf-8")
+        if "lesson_args(" in text and ("reuses_runs=False" not in text) != ("ARGS.fresh" in text):
+            wrong.append(path.name)
+    assert not wrong, wrong
