@@ -749,8 +749,12 @@ READ_ONLY_WHEN: dict[str, tuple[str, typing.Callable[[Any], bool], str]] = {
     **{f"lora.{name}": ("rank", lambda v: v > 0, "8 (or another rank >= 1)")
        for name in ("alpha", "dropout", "targets", "also_train")},
     "sft.replay_length": ("pretrain_mix", lambda v: v > 0, "0.1 (or another share above 0)"),
+    "sft.single_family": ("single_family_baseline", lambda v: v, "true"),
     "ppo.target_kl": ("adaptive_kl", lambda v: v, "true"),
     **{f"{grpo}.exact_bonus": ("reward", lambda v: v == "verifiable", "verifiable")
+       for grpo in ("grpo", "grpo_verifiable")},
+    # (a program's reward scores an unfinished answer itself: no_eos_penalty stands in for the model's score only)
+    **{f"{grpo}.no_eos_penalty": ("reward", lambda v: v == "model", "model")
        for grpo in ("grpo", "grpo_verifiable")},
 }
 

@@ -30,7 +30,7 @@ import torch
 from minillm import cli
 from minillm.cli import build_config, build_parser, main, with_runtime
 from minillm.config import apply_overrides, preset, train_configs
-from minillm.console import HAS_SIGNAL_MASKS
+from minillm.console import HAS_SIGNAL_MASKS, one_line
 from minillm.errors import ConfigError, DataError
 from minillm.run_lock import LOCK_NAME, RUN_MARK_NAME
 from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, load_tokenizer
@@ -1090,7 +1090,7 @@ def test_under_torchrun_only_rank_0_holds_the_run_folders_lock(monkeypatch, caps
 
 def test_an_out_that_is_a_file_is_named_a_file(capsys, tmp_path):
     err = FileExistsError(17, "File exists", str(tmp_path / "x"))
-    assert cli.one_line(err) == f"{tmp_path / 'x'} (or a folder above it) is a file, not a folder; give a folder path"
+    assert one_line(err) == f"{tmp_path / 'x'} (or a folder above it) is a file, not a folder; give a folder path"
 
 
 def test_ppo_and_dpo_print_each_number_with_its_standard_error():
@@ -1179,6 +1179,6 @@ def test_a_path_given_with_a_home_folder_tilde_is_the_home_folder(monkeypatch, t
 
 
 def test_every_argument_that_takes_text_is_a_path_unless_named_here():
-    """A new file or folder argument takes the type that expands `~` (cli.path_arg, or _png_file, built on it)."""
+    """A new file or folder argument takes the type that expands `~` (console.path_arg, or _png_file, built on it)."""
     plain = {action.dest for action in _text_arguments(build_parser()) if action.type is None}
     assert plain == {"set", "device"}

@@ -760,7 +760,7 @@ def test_regenerating_into_a_folder_under_a_file_fails_in_one_line(tmp_path, mon
 
 def test_regenerating_into_a_folder_named_with_a_tilde_writes_in_the_home_folder(tmp_path, monkeypatch):
     """`--out ~/data` quoted, or `--out=~/data`, where the shell leaves the `~`: it made a folder named "~" in
-    the current one, where every `minillm` path argument means the home folder (cli.path_arg)."""
+    the current one, where every `minillm` path argument means the home folder (console.path_arg)."""
     from minillm.datasets.__main__ import main
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
