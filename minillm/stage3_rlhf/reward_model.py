@@ -26,15 +26,10 @@ Adam moves one scalar by at most about the learning rate per step, so in the tin
 it stays near 1). The ranking loss flows into that term too, so training also makes the preferred
 answers likelier: DPO's "implicit reward" (dpo.py), used here as one ingredient.
 
-That sharing has a price: the trained model orders right/wrong pairs correctly 0.72 of the time,
-while the untrained SFT likelihood alone did 0.96 on the same pairs; its language-model head has
-drifted towards style (style pairs: 0.96, the head alone 0.97). Its held-out accuracy is 0.85, the
-head alone's 0.74. (All these: the 99 held-out rankings, 518 pairs, of a tiny-preset pipeline run on
-a 2-core Intel Xeon, a pair filed as right/wrong or style by whether the gold judge finds the right
-answer in each of its answers.) Reading the likelihood from a frozen copy of the SFT model instead
-(weight 3) kept 0.88 of the right/wrong pairs and raised the held-out accuracy from 0.85 to 0.91
-in an earlier run of the preset, but took 45 s longer (55 -> 99 s), and PPO against it won no more
-often (0.60 against 0.62 on 600 prompts), so the simpler shared model stays.
+That sharing has a price: training moves the shared language-model head towards style too, so the
+trained model orders right/wrong pairs less well than the SFT likelihood alone did. A frozen copy
+of the SFT model for the likelihood keeps more of it, but costs time and won PPO nothing; the
+figures are in docs/findings.md ("The reward model needs the answer's likelihood").
 
 Training (InstructGPT's loss): for every pair (w, l) of a ranking where answer w is ranked above
 answer l,
