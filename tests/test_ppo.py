@@ -18,12 +18,13 @@ from types import ModuleType
 
 import pytest
 import torch
+from _plots import legend_colour
 from crash_resume import assert_exact_resume
 
 from minillm.config import DPOConfig, GRPOConfig, ModelConfig, PPOConfig, RewardConfig, SFTConfig, TrainConfig
 from minillm.errors import CheckpointError, ConfigError, TrainingError
 from minillm.model import GPT
-from minillm.stage2_sft.evaluate import generate_answers
+from minillm.stage2_sft.evaluate import generate_answers, plot_scores
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage2_sft.template import encode_prompt
 from minillm.stage3_rlhf import dpo, grpo, online_rl, ppo
@@ -32,7 +33,15 @@ from minillm.stage3_rlhf.annotate import annotate
 from minillm.stage3_rlhf.annotator import WEIGHTS, best_and_worst, gold_score
 from minillm.stage3_rlhf.dpo import train_dpo
 from minillm.stage3_rlhf.online_rl import check_rewards, rl_records, summarize_run, warn_float32_eager
-from minillm.stage3_rlhf.ppo import Rollout, gold_normaliser, ppo_update, rollout, step_metrics, train_ppo
+from minillm.stage3_rlhf.ppo import (
+    Rollout,
+    adapt_kl_coef,
+    gold_normaliser,
+    ppo_update,
+    rollout,
+    step_metrics,
+    train_ppo,
+)
 from minillm.stage3_rlhf.preferences import collect_rankings, compare_answers, compare_policies, read_preferences
 from minillm.stage3_rlhf.reward_model import (
     RewardModel,
@@ -42,7 +51,15 @@ from minillm.stage3_rlhf.reward_model import (
     score_answers,
     train_reward_model,
 )
-from minillm.stage3_rlhf.scoreboard import catching_up, crossing, lead, pass_at_k_line, policy_row, render_table
+from minillm.stage3_rlhf.scoreboard import (
+    catching_up,
+    crossing,
+    lead,
+    pass_at_k_line,
+    plot_pass_at_k,
+    policy_row,
+    render_table,
+)
 from minillm.stage3_rlhf.sequences import Responses, answers_logprob, last_real_index, masked_mean, sample_responses
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, load_model_and_tokenizer, save_checkpoint
@@ -523,6 +540,17 @@ def test_train_ppo_logs_every_metric_and_compares_with_sft(runs, monkeypatch):
     assert (out / "ppo_reward.png").is_file() and load_model(out, GPT)[0] is not None
 
 
+def test_ppo_s_plots_say_where_an_adaptive_kl_coef_went(runs, tmp_path, drawn_figures):
+    """With adaptive_kl the coefficient moves every step, and the plots' titles gave only the one it
+    started from ("kl_coef 0.05"), as if it had held."""
+    cfg = dataclasses.replace(micro_ppo_config(steps=1), adaptive_kl=True, target_kl=0.5)
+    step = train_ppo(cfg, runs["sft"], runs["rm"], RECORDS, tmp_path / "ppo")["history"][-1]
+    moved = adapt_kl_coef(step["kl_coef"], step["kl"], cfg.target_kl)  # after the step's update
+    assert step["kl_coef"] == cfg.kl_coef != moved
+    assert drawn_figures[0].axes[0].get_title() == \
+        f"PPO rollouts: scores and KL to SFT (kl_coef 0.05 -> {moved:.3g} adapted towards KL 0.5)"
+
+
 def test_ppo_and_grpo_say_that_they_ignore_dtype_and_compile(runs, tmp_path):
     cfg = micro_ppo_config(steps=1)
     bf16 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dtype="bfloat16", compile=True))
@@ -592,6 +620,24 @@ def test_the_pass_at_k_line_without_gains_says_what_the_curves_say_and_names_eac
     assert pass_at_k_line("P", {"1": 0.5}, {"1": 0.6}, {"1": {"gain": 0.1, "stderr": 0.02}}) == (  # n = 1
         "P: pass@1 0.500 -> 0.600 (+0.100 ± 0.020); the SFT model does not catch up by k = 1 (the gain stays more "
         "than two standard errors above 0).")
+
+
+def test_a_model_is_drawn_in_one_colour_in_every_plot(tmp_path, drawn_figures):
+    """The colours went by each plot's order: SFT's exact-match bars made SFT orange and its from-scratch
+    baseline green, pass@k made DPO orange and GRPO (reward model) green, and lesson 10's pass@k, with
+    GRPO (verifiable) alone, drew it blue where the pipeline's drew it red."""
+    split = {"seen": {"exact_match": 0.5}}
+    plot_scores({"base": split, "sft": split, "scratch": split, "single_family": split}, tmp_path / "em.png")
+    curve, gain = {"1": 0.5, "2": 0.6}, {"1": {"gain": 0.0, "stderr": 0.01}, "2": {"gain": 0.0, "stderr": 0.01}}
+    for policies in (["PPO", "DPO", "GRPO (reward model)", "GRPO (verifiable)"], ["GRPO (verifiable)"]):
+        plot_pass_at_k({"SFT": curve, **dict.fromkeys(policies, curve)}, dict.fromkeys(policies, gain),
+                       tmp_path / "pass_at_k.png", 2)
+    colours: dict[str, set[str]] = {}  # legend label -> every colour it was drawn in, in every panel of each plot
+    for ax in (ax for fig in drawn_figures for ax in fig.axes):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            colours.setdefault(label, set()).add(legend_colour(handle))
+    assert all(len(drawn) == 1 for drawn in colours.values()), colours
+    assert len({drawn.pop() for drawn in colours.values()}) == len(colours) == 8  # and no two models share one
 
 
 def test_a_table_row_judges_the_policys_answers_not_the_baselines_and_prints_each_in_its_column():

@@ -331,7 +331,18 @@ def test_the_loss_plot_says_what_its_losses_count(tokenizer, tmp_path, drawn_fig
         train_sft(SFTConfig(train=train, pretrain_mix=mix, max_new_tokens=4), RECORDS, tmp_path / str(mix),
                   scratch_model_config=model_cfg, tokenizer=tokenizer, pretrain_docs=docs)
         titles.append(drawn_figures[-1].axes[0].get_title())
-    assert titles == ["SFT loss on answer tokens", "SFT loss on answer tokens (train batches: + replayed text)"]
+    assert titles == ["SFT: loss on answer tokens", "SFT: loss on answer tokens (train batches: + replayed text)"]
+
+
+def test_each_baseline_s_loss_plot_names_its_run(trained, tmp_path, drawn_figures) -> None:
+    """baselines/scratch/loss.png and baselines/single_family/loss.png were titled as SFT's own loss.png,
+    "SFT loss on answer tokens": opened alone, neither said which run it showed."""
+    other = [{**r, "family": "other", "id": r["id"] + "o"} for r in RECORDS[:6]]
+    cfg = SFTConfig(train=TrainConfig(max_steps=1, batch_size=4, warmup_steps=0), max_new_tokens=4,
+                    single_family="other")
+    train_baselines(cfg, RECORDS + other, tmp_path, trained[1], resume=False)
+    titles = {fig.axes[0].get_title() for fig in drawn_figures}
+    assert titles == {"SFT from scratch: loss on answer tokens", "SFT on other only: loss on answer tokens"}
 
 
 def test_batched_left_padded_answers_equal_one_by_one(trained) -> None:

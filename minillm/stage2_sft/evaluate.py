@@ -45,7 +45,7 @@ from minillm.stage2_sft.sft import train_sft, training_records
 from minillm.stage2_sft.template import check_room_for_prompt, decode_response, encode_prompt
 from minillm.train import load_model_and_tokenizer
 from minillm.train.distributed import is_main_process
-from minillm.train.plots import save_figure
+from minillm.train.plots import MODEL_COLORS, save_figure
 from minillm.utils import check_not_one_str, resolve_device, write_json
 from minillm.workers import beside, in_one_thread
 
@@ -166,8 +166,9 @@ def plot_scores(table: dict[str, dict], path: Path) -> None:
     ax = fig.subplots()
     for m, (name, scores) in enumerate(table.items()):
         xs = [i + (m - (len(table) - 1) / 2) * width for i in range(len(splits))]
-        bars = ax.bar(xs, [scores.get(k, {}).get("exact_match", 0.0) for k in splits], width,
-                      label=MODEL_LABELS.get(name, name))
+        label = MODEL_LABELS.get(name, name)
+        bars = ax.bar(xs, [scores.get(k, {}).get("exact_match", 0.0) for k in splits], width, label=label,
+                      color=MODEL_COLORS.get(label))
         ax.bar_label(bars, fmt="%.2f", fontsize=7)  # a bar of 0 is invisible: its label says it is there
     ax.set_xticks(range(len(splits)), [s.replace("_", "\n") for s in splits])
     ax.set_ylim(0, 1.08)  # room for the labels above a bar of 1.0

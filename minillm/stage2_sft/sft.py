@@ -232,7 +232,7 @@ def train_sft(
 ) -> dict:
     """Fine-tune a GPT on the chat-templated `records` and write the run folder `out_dir`.
 
-    `name` labels its progress bar and printed lines (a baseline says which one it is).
+    `name` labels its progress bar, printed lines and loss plot (a baseline says which one it is).
 
     With `cfg.pretrain_mix` > 0, that share of every training batch is windows of `pretrain_docs`
     (the stage 1 corpus), trained with the plain next-token loss (see `replay_examples`).
@@ -268,7 +268,8 @@ def train_sft(
     get_batch = make_get_batch(encoded, cfg.train.batch_size, tokenizer.pad_id, device, replay, n_replay)
     # what the plotted losses count: validation batches replay no text, so val_loss is the answers' alone
     targets = "prompt and answer tokens" if cfg.train_on_prompt else "answer tokens"
-    title = f"SFT loss on {targets}" + (" (train batches: + replayed text)" if n_replay else "")
+    run = name.replace("sft", "SFT", 1)  # "SFT", or a baseline's "SFT from scratch", "SFT on count only"
+    title = f"{run}: loss on {targets}" + (" (train batches: + replayed text)" if n_replay else "")
     start = time.perf_counter()
     result = train(
         model, cfg.train, out_dir, get_batch=get_batch, loss_fn=sft_loss, count_terms=count_targets,

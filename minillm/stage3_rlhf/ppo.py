@@ -374,8 +374,10 @@ def train_ppo(
             online_rl.save_run(out_dir, "PPO", step, policy, generator, critic=critic, optimizer=optimizer,
                                kl_coef=kl_coef)
     judge = ", rewarded by the gold judge" if uses_gold(cfg) else ""  # rm_score is then gold's
+    # adaptive beta moves from step to step (metrics.jsonl's kl_coef): the title says where it went
+    beta = f"{cfg.kl_coef}" + (f" -> {kl_coef:.3g} adapted towards KL {cfg.target_kl:g}" if cfg.adaptive_kl else "")
     for name, (title, panels) in PLOTS.items():
-        plot_panels(history, out_dir / name, panels, title=f"{title} (kl_coef {cfg.kl_coef}{judge})")
+        plot_panels(history, out_dir / name, panels, title=f"{title} (kl_coef {beta}{judge})")
     comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
                                   seed=EVAL_SEED)
     metrics = online_rl.summarize_run(history, comparison, time.perf_counter() - start)

@@ -41,7 +41,7 @@ from minillm.stage3_rlhf.preferences import compare_answers, sample_answers
 from minillm.stage3_rlhf.reward_model import best_of_n, best_of_n_kl, load_reward_model
 from minillm.stage3_rlhf.sequences import answers_logprob
 from minillm.train import load_model_and_tokenizer
-from minillm.train.plots import save_figure
+from minillm.train.plots import MODEL_COLORS, save_figure
 
 BEST_OF = (4, 8)
 
@@ -136,16 +136,15 @@ def plot_pass_at_k(curves: dict[str, dict[str, float]], gains: dict[str, dict[st
     models share, so whether two curves really differ is read here, not from the left."""
     fig = Figure(figsize=(12, 4.5))
     left, right = fig.subplots(1, 2)
-    colors = {"SFT": "black", **{name: f"C{i}" for i, name in enumerate(gains)}}  # a policy's, in both panels
     for name, curve in curves.items():
         ks = [int(k) for k in curve]
         left.plot(ks, list(curve.values()), marker="o", markersize=3, label=name,
-                  linestyle="--" if name == "SFT" else "-", color=colors[name])
+                  linestyle="--" if name == "SFT" else "-", color=MODEL_COLORS.get(name))
     for i, (name, gain) in enumerate(gains.items()):
         ks = [int(k) for k in gain]
         nudged = [k * 2 ** (0.06 * (i - (len(gains) - 1) / 2)) for k in ks]  # side by side, not on top
         right.errorbar(nudged, [g["gain"] for g in gain.values()], yerr=[g["stderr"] for g in gain.values()],
-                       marker="o", markersize=3, capsize=2, label=name, color=colors[name])
+                       marker="o", markersize=3, capsize=2, label=name, color=MODEL_COLORS.get(name))
     right.axhline(0.0, color="black", linestyle="--", linewidth=1)
     left.set_ylabel("pass@k: at least one of k is right")
     left.set_title(f"pass@k on {n_prompts} held-out prompts (unbiased estimate)")

@@ -45,6 +45,10 @@ _warned_no_cjk_font = False
 # The unit of a logged metric, where it has one (KL and entropy use the natural log). A "loss" has none
 # here: the training loop's are cross-entropies in nats (its plot says so), GRPO's is a clipped objective.
 UNITS = {"kl": "nats", "approx_kl": "nats", "entropy": "nats", "response_len": "tokens"}
+# One colour per model, in every plot that shows several (SFT's exact match, pass@k): a colour names the same
+# model in each. The SFT model, what every comparison of stage 3 is against, is black.
+MODEL_COLORS = {"SFT": "black", "PPO": "C0", "DPO": "C1", "GRPO (reward model)": "C2", "GRPO (verifiable)": "C3",
+                "base (no SFT)": "C7", "SFT from scratch": "C4", "SFT, one family": "C5"}
 
 
 def has_cjk(texts: Iterable[str]) -> bool:
