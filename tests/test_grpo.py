@@ -10,6 +10,7 @@ import random
 import shutil
 import statistics
 import sys
+from fractions import Fraction
 from math import comb, exp, log, sqrt
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,7 +50,7 @@ from minillm.stage3_rlhf.grpo import (
     train_grpo,
     zero_signal,
 )
-from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k, pass_at_k_curve, pass_at_k_gain, pass_at_k_stderr
+from minillm.stage3_rlhf.pass_at_k import KS, count_right, pass_at_k, pass_at_k_curve, pass_at_k_gain, pass_at_k_stderr
 from minillm.stage3_rlhf.preferences import sample_answers
 from minillm.stage3_rlhf.reward_model import best_of_n, load_reward_model
 from minillm.stage3_rlhf.scoreboard import (
@@ -308,6 +309,27 @@ def test_pass_at_k_equals_enumeration_of_every_subset():
         pass_at_k(4, 5, 1)
     with pytest.raises(ValueError, match="got no prompts"):
         pass_at_k_curve([], 4)
+
+
+def test_pass_at_k_its_standard_error_and_gain_at_64_samples_equal_exact_fractions():
+    """At the pipeline's n = 64, where C(64, 32) is 1.8e18: every c and every k of KS against
+    1 - C(n - c, k) / C(n, k) in exact fractions, and the curve's standard error and the gain over
+    another model on 40 random prompts against the sample standard deviation of the exact per-prompt
+    values (statistics.stdev of Fractions) over sqrt(40)."""
+    n = 64
+    exact = {(c, k): 1 - Fraction(comb(n - c, k), comb(n, k)) for c in range(n + 1) for k in KS}
+    for (c, k), value in exact.items():
+        assert pass_at_k(n, c, k) == pytest.approx(float(value), abs=1e-12), (c, k)
+    rng = random.Random(0)
+    before = [rng.choice([0, 0, 1, 2, 5, 20, 64]) for _ in range(40)]
+    after = [min(n, c + rng.choice([0, 0, 1, 3])) for c in before]
+    errors, gains = pass_at_k_stderr(before, n), pass_at_k_gain(before, after, n)
+    for k in KS:
+        values = [exact[c, k] for c in before]
+        assert errors[str(k)] == pytest.approx(float(statistics.stdev(values)) / sqrt(40), rel=1e-9)
+        diffs = [exact[a, k] - exact[b, k] for b, a in zip(before, after, strict=True)]
+        assert gains[str(k)]["gain"] == pytest.approx(float(sum(diffs) / 40), abs=1e-12)
+        assert gains[str(k)]["stderr"] == pytest.approx(float(statistics.stdev(diffs)) / sqrt(40), rel=1e-9)
 
 
 def test_count_right_counts_each_records_own_answers(monkeypatch):

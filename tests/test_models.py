@@ -1,5 +1,8 @@
 """GPT and BERT: invariances a correct transformer must have, the KV cache, sampling, and bad input."""
 
+import itertools
+import math
+
 import pytest
 import torch
 
@@ -454,6 +457,73 @@ def test_top_p_keeps_the_smallest_set_whose_probability_reaches_p():
     logits = torch.tensor([[2.0, 1.0, 1.0]], dtype=torch.float64).log()  # probabilities 0.5, 0.25, 0.25
     kept = {p: torch.isfinite(filter_logits(logits, None, p)).sum().item() for p in (0.4, 0.5, 0.6, 0.75, 0.8, 1.0)}
     assert kept == {0.4: 1, 0.5: 1, 0.6: 2, 0.75: 2, 0.8: 3, 1.0: 3}
+
+
+def textbook_kept(logits: list[float], top_k: int | None, top_p: float | None) -> list[int]:
+    """The tokens a top-k then top-p filter keeps, written from the definitions in plain float64 Python.
+
+    top-k: every token whose logit is at least the k-th largest (tokens tied with the k-th all stay).
+    top-p (Holtzman et al., 2020): of what top-k left, renormalised, the likeliest tokens, best first,
+    up to and including the one whose running mass first reaches p: the smallest such set."""
+    kept = range(len(logits))
+    if top_k is not None:
+        kth = sorted(logits, reverse=True)[min(top_k, len(logits)) - 1]
+        kept = [v for v in kept if logits[v] >= kth]
+    if top_p is not None:
+        weights = {v: math.exp(logits[v] - max(logits)) for v in kept}
+        nucleus, mass = [], 0.0
+        for v in sorted(kept, key=lambda v: -logits[v]):
+            if mass >= top_p:
+                break
+            nucleus.append(v)
+            mass += weights[v] / sum(weights.values())
+        kept = nucleus
+    return sorted(kept)
+
+
+def test_filter_logits_keeps_exactly_the_textbook_top_k_and_nucleus():
+    """Every vector of 1 to 4 logits drawn from {-1, 0, 1, 2.5} (ties included), every top_k, and
+    top_p on and across the boundaries (two equal tokens hold 0.5 each: top_p=0.5 keeps one), against
+    `textbook_kept`. Where tied tokens straddle the nucleus's edge either may stay: the kept logits
+    must match as a multiset, and no token likelier than a kept one may be dropped."""
+    for n in range(1, 5):
+        rows = [list(row) for row in itertools.product([-1.0, 0.0, 1.0, 2.5], repeat=n)]
+        logits = torch.tensor(rows, dtype=torch.float64)  # (B, n): all rows in one call
+        for top_k, top_p in itertools.product([None, *range(1, n + 2)], [None, 0.2, 0.5, 0.75, 0.9, 1.0]):
+            finite = torch.isfinite(filter_logits(logits, top_k, top_p))  # (B, n)
+            for row, kept in zip(rows, finite.tolist(), strict=True):
+                got = [v for v in range(n) if kept[v]]
+                expected = textbook_kept(row, top_k, top_p)
+                assert sorted(row[v] for v in got) == sorted(row[v] for v in expected), (row, top_k, top_p)
+                assert all(v in got for v in range(n) if row[v] > min(row[u] for u in got)), (row, top_k, top_p)
+
+
+def test_sampled_frequencies_and_log_probs_match_the_textbook_distribution():
+    """100 000 draws per case must land within 0.012 of the exact probabilities (float64, from
+    `textbook_kept` and a softmax at the temperature), token by token. Hoeffding's inequality bounds
+    the chance that a correct sampler misses by that much: 2 exp(-2 * 100 000 * 0.012**2) = 6e-13
+    per token, under 1e-9 for all 18 (case, token) pairs together, so the test cannot flake whatever
+    the seed. The cases: temperature before filtering (the nucleus of 0.7 holds 2 tokens at T = 0.5,
+    3 at T = 1), top_p exactly reached (0.5 + 0.25 = 0.75 keeps two tokens, not three), top-k ties
+    (all three tokens tied for 2nd place stay), and plain temperature. The returned log-probs are
+    those of the temperature-scaled distribution before filtering (Generation's docstring)."""
+    n, bound = 100_000, 0.012
+    cases = [([0.05, 0.3, 0.12, 0.25, 0.2, 0.08], 0.5, 4, 0.7), ([0.5, 0.25, 0.125, 0.125], 1.0, None, 0.75),
+             ([0.4, 0.15, 0.15, 0.15, 0.15], 2.0, 2, None), ([0.6, 0.3, 0.1], 1.5, None, None)]
+    for seed, (p, temperature, top_k, top_p) in enumerate(cases):
+        scaled = [math.log(q) / temperature for q in p]
+        full = [math.exp(s) for s in scaled]
+        full = [w / sum(full) for w in full]  # softmax(log p / T): the unfiltered distribution
+        kept = textbook_kept(scaled, top_k, top_p)
+        exact = torch.tensor([full[v] / sum(full[u] for u in kept) if v in kept else 0.0 for v in range(len(p))],
+                             dtype=torch.float64)
+        logits = torch.tensor(p).log().repeat(n, 1)  # (n, V)
+        tokens, logprobs = sample_next(logits, temperature, top_k, top_p, torch.Generator().manual_seed(seed))
+        freq = torch.bincount(tokens, minlength=len(p)).double() / n
+        assert (freq - exact).abs().max() < bound, (p, temperature, top_k, top_p, freq, exact)
+        assert freq[exact == 0].sum() == 0  # a filtered token is never drawn
+        torch.testing.assert_close(logprobs.double(), torch.tensor(full, dtype=torch.float64).log()[tokens],
+                                   atol=1e-5, rtol=0)
 
 
 def test_top_k_one_and_tiny_top_p_are_greedy():

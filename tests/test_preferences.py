@@ -393,6 +393,29 @@ def test_win_rate_stderr_is_the_standard_error_of_the_per_prompt_outcomes():
     assert math.isnan(win_rate_stderr([1.0], [0.0]))  # one prompt says nothing about the spread
 
 
+def test_the_reported_win_rate_and_its_standard_error_are_the_textbook_ones_for_every_count():
+    """For every split of 2 to 8 prompts into w wins, t ties and l losses (answers the gold judge
+    ranks "The Mell." > "Mell" > "no idea"), through compare_answers and comparison_summary: the win
+    rate is p = (w + t/2) / n, and its standard error is that of a mean of outcomes 1, 1/2 and 0:
+    sqrt(s**2 / n), s**2 = (w (1 - p)**2 + t (1/2 - p)**2 + l p**2) / (n - 1), the sample variance.
+    Without ties that is a proportion's sqrt(p (1 - p) / (n - 1))."""
+    record = {"prompt": "Where does the river rise?", "reference": "The Mell."}
+    best, middle, worst = "The Mell.", "Mell", "no idea"
+    assert gold_score(record, best) > gold_score(record, middle) > gold_score(record, worst)
+    for n in range(2, 9):
+        for w in range(n + 1):
+            for t in range(n - w + 1):
+                loss = n - w - t
+                policy, baseline = [best] * w + [middle] * t + [worst] * loss, [worst] * w + [middle] * (t + loss)
+                summary = comparison_summary(compare_answers([record] * n, policy, baseline))
+                p = (w + t / 2) / n
+                variance = (w * (1 - p) ** 2 + t * (0.5 - p) ** 2 + loss * p ** 2) / (n - 1)
+                assert summary["win_rate_vs_sft"] == pytest.approx(p, abs=1e-12)
+                assert summary["win_rate_stderr"] == pytest.approx(math.sqrt(variance / n), abs=1e-12)
+                if t == 0:
+                    assert summary["win_rate_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / (n - 1)), abs=1e-12)
+
+
 def test_win_rate_ceiling_ties_where_the_baseline_is_already_perfect():
     records = [{"reference": "The Mell."}, {"reference": "4"}, {"reference": "cats"}]
     perfect = gold_score(records[0], "The Mell.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -563,6 +564,29 @@ def test_pairwise_accuracy_counts_the_pairs_ordered_right_over_all_rankings():
     # 3 of 5 pairs, pooled (a mean of the rankings' own accuracies, 2/3 and 1/2, would give 0.583)
     assert pairwise_accuracy(model, rankings, pad_id=0, batch_size=1) == pytest.approx(3 / 5)
     assert pairwise_accuracy(model, rankings, pad_id=0) == pytest.approx(3 / 5)
+
+
+def test_pairwise_accuracy_equals_a_loop_over_every_pair_of_random_rankings_with_ties():
+    """60 random rankings of 2 to 5 answers (ties drawn often) in batches of 7, so short rankings sit
+    beside long ones, and scores from {0, 1, 2}, so equal scores occur: against a loop over every
+    two answers of each ranking that sit at different places, counting a pair right when the
+    better-placed answer scores strictly higher (an equal score orders nothing, `ordered_right`)."""
+    g = torch.Generator().manual_seed(0)
+    rankings, scores, hits, pairs = [], [], 0, 0
+    for _ in range(60):
+        k = int(torch.randint(2, 6, (), generator=g))
+        places = torch.randint(0, 3, (k,), generator=g).tolist()
+        if len(set(places)) < 2:  # every answer tied: encode_ranking drops it
+            continue
+        places = [sorted(set(places)).index(p) for p in places]  # 0 = best, no gaps
+        first = len(scores)
+        scores += torch.randint(0, 3, (k,), generator=g).float().tolist()
+        rankings.append(EncodedRanking([conversation(first + i) for i in range(k)], places))
+        for i, j in itertools.combinations(range(k), 2):
+            if places[i] != places[j]:
+                better, worse = (i, j) if places[i] < places[j] else (j, i)
+                hits, pairs = hits + (scores[first + better] > scores[first + worse]), pairs + 1
+    assert pairwise_accuracy(FixedScores(scores), rankings, pad_id=0, batch_size=7) == pytest.approx(hits / pairs)
 
 
 def test_a_ranking_that_ties_every_answer_is_not_encoded():

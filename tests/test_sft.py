@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import math
 import shutil
@@ -21,7 +22,7 @@ from crash_resume import assert_exact_resume
 from torch import nn
 
 from minillm.config import ModelConfig, SFTConfig, TrainConfig
-from minillm.datasets.instructions import is_correct
+from minillm.datasets.instructions import is_correct, normalize_answer
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.stage1_pretrain.data import pack_documents
@@ -359,6 +360,27 @@ def test_batched_left_padded_answers_equal_one_by_one(trained) -> None:
 def test_token_f1_counts_a_repeated_word_once_per_match_and_two_empty_answers_agree() -> None:
     assert token_f1("cat cat cat", "the cat") == pytest.approx(0.5)  # precision 1/3, recall 1 ("the" dropped)
     assert token_f1("", "...") == 1.0  # both normalise to nothing
+
+
+def squad_f1(answer: str, reference: str) -> float:
+    """SQuAD's token F1 (Rajpurkar et al., 2016), written from its definition: the words the two
+    normalised texts share, counted with multiplicity (a Counter intersection), as precision and recall
+    combined by their harmonic mean; 1 if both are empty, 0 if one is."""
+    a, r = normalize_answer(answer).split(), normalize_answer(reference).split()
+    if not a or not r:
+        return float(a == r)
+    common = sum((Counter(a) & Counter(r)).values())
+    return 0.0 if common == 0 else 2 * common / (len(a) + len(r))  # 2PR / (P + R) = 2c / (|a| + |r|)
+
+
+def test_token_f1_equals_squads_f1_on_every_pair_of_short_answers() -> None:
+    """Every pair of texts made of one or two pieces of a pool with repeats, articles, case and
+    punctuation (about 10 000 pairs) against `squad_f1`: a count that took each shared word once, or
+    one side's count where the other's is smaller, would part from it."""
+    pool = ["", "cat", "Cat.", "the", "a cat", "cat cat", "the red cat", "cat, red cat", "red-cat", "Owl!"]
+    texts = sorted({f"{first} {second}" for first, second in itertools.product(pool, repeat=2)})
+    for answer, reference in itertools.product(texts, repeat=2):
+        assert token_f1(answer, reference) == pytest.approx(squad_f1(answer, reference), abs=1e-12), (answer, reference)
 
 
 def test_the_single_family_baseline_defaults_to_the_largest_training_family() -> None:

@@ -166,6 +166,21 @@ def test_clm_loss_shifts_targets_and_perplexity_of_uniform_model_is_vocab_size()
         assert float(clm_loss(knows_the_next, ids)) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_perplexity_is_exp_of_the_mean_nll_over_every_scored_token():
+    """Against a loop over the stream's tokens: a model that favours token (x + 1) % 7 after x by 1.5 is
+    right on some tokens of a random stream and wrong on others, so windows differ in loss; 5 windows
+    in batches of 3 end with a short batch, where a mean of the batches' means would weigh each token
+    of the short batch 3/2 as much. Scored are tokens 1 .. 5 * 8 (each window's first is context)."""
+    stream = torch.randint(7, (45,), generator=torch.Generator().manual_seed(0))  # room for 5 windows of 9
+    model = Predicts(7, answer=lambda ids: (ids + 1) % 7, margin=1.5)
+    nll = [-F.log_softmax(1.5 * F.one_hot((stream[i - 1] + 1) % 7, 7).double(), dim=-1)[stream[i]].item()
+           for i in range(1, 41)]  # every target, predicted from the token before it
+    result = perplexity(model, stream, block_size=8, batch_size=3)
+    assert result["val_tokens"] == 40
+    assert result["val_loss"] == pytest.approx(sum(nll) / 40, rel=1e-6)
+    assert result["val_perplexity"] == pytest.approx(math.exp(sum(nll) / 40), rel=1e-6)
+
+
 def test_unigram_perplexity_matches_hand_computation():
     train_stream, val_stream = torch.tensor([0, 0, 0, 1]), torch.tensor([2, 0, 1])
     # add-one counts over V=3: (4, 2, 1) / 7; block_size 2 scores val tokens 0 and 1 (the first is context)

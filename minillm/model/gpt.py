@@ -151,10 +151,11 @@ class GPT(nn.Module):
         """Continue each prompt of `ids` (B, T0) by up to `max_new_tokens` tokens.
 
         Prompts of different lengths must be LEFT-padded, with attention_mask False on the pads.
-        temperature 0 = greedy (argmax); top_k keeps the k likeliest tokens; top_p keeps the smallest
-        set whose probability reaches p. A row stops at `eos_id`; its later slots hold `pad_id`
-        (default: eos_id). Pass a seeded torch.Generator to make sampling repeatable. Runs in eval
-        mode (no dropout) and restores the previous mode afterwards.
+        temperature 0 = greedy (argmax); top_k keeps the k likeliest tokens (and any tied with the k-th);
+        top_p keeps, of those, the smallest set whose renormalised probability reaches p (`filter_logits`).
+        A row stops at `eos_id`; its later slots hold `pad_id` (default: eos_id). Pass a seeded
+        torch.Generator to make sampling repeatable. Runs in eval mode (no dropout) and restores the
+        previous mode afterwards.
         """
         self._check_generate_args(ids, max_new_tokens, temperature, top_k, top_p, eos_id, pad_id,
                                   attention_mask)
@@ -407,7 +408,13 @@ def sample_next(
 
 
 def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
-    """Set to -inf every token outside the top-k and outside the top-p nucleus. logits (B, V)."""
+    """Set to -inf every token outside the top-k, then every token outside the top-p nucleus of what is
+    left (renormalised). logits (B, V).
+
+    top-k keeps every token whose logit reaches the k-th largest, so tokens tied with the k-th all stay
+    (more than k). The nucleus is the likeliest tokens, best first, up to and including the one whose
+    running probability first reaches top_p (Holtzman et al., 2020); of tokens tied at its edge, the
+    sort decides which stays."""
     if top_k is not None:
         kth_best = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth_best, float("-inf"))
