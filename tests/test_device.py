@@ -1,6 +1,7 @@
 """The paths that run on an accelerator, on the device --device names (cpu by default).
 
-`bench/gpu_check.sh` runs this file with `--device cuda`: the same checks as on the CPU, there.
+`bench/gpu_check.sh` runs this file with `--device cuda`: the same checks as on the CPU, there. One test
+needs no GPU at all: it runs the models on a pretend one, whose device rules it checks (tests/pretend_gpu.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from pretend_gpu import PRETEND_GPU, DeviceMismatch, pretend_gpu
 from torch import nn
 
 from minillm.cli import main
@@ -67,6 +69,29 @@ def test_bert_runs_on_the_device(device):
     model = Bert(micro_config()).to(device)
     logits = model(torch.randint(0, 64, (2, 16), device=device))
     assert logits.shape == (2, 16, 64) and logits.device.type == device.type
+
+
+def test_on_a_pretend_gpu_the_models_make_every_tensor_on_their_device():
+    """Without a GPU (tests/pretend_gpu.py): a tensor made without the inputs' device, or a CPU generator
+    drawing on the GPU, fails here as on CUDA. Forward, backward and generation (sampled with the CPU
+    generator the callers pass, rows that end early, prompts that repeat, with and without the KV cache)."""
+    with pretend_gpu():
+        with pytest.raises(DeviceMismatch):  # the check itself: what CUDA refuses is refused
+            torch.ones(3).to(PRETEND_GPU) + torch.ones(3)
+        with pytest.raises(DeviceMismatch):
+            torch.rand(3, generator=torch.Generator(), device=PRETEND_GPU)
+        torch.manual_seed(3)
+        prompts = torch.randint(1, 64, (2, 8)).repeat(2, 1).to(PRETEND_GPU)  # rows 2 and 3 repeat rows 0 and 1
+        mask = (torch.arange(8) >= torch.tensor([[0], [3], [0], [3]])).to(PRETEND_GPU)  # rows 1 and 3 left-padded
+        for config in (micro_config(), micro_config(position="rope", attention="sdpa", n_kv_head=1)):
+            model = GPT(config).to(PRETEND_GPU)
+            clm_loss(model, prompts).backward()
+            assert all(p.grad.device == PRETEND_GPU for p in model.parameters())
+            first = int(model.generate(prompts, 1, temperature=0, attention_mask=mask).new_ids[0, 0])
+            for use_cache in (True, False):
+                model.generate(prompts, 6, temperature=0.9, top_k=20, top_p=0.9, eos_id=first, attention_mask=mask,
+                               generator=torch.Generator().manual_seed(0), use_cache=use_cache)
+        Bert(micro_config()).to(PRETEND_GPU)(prompts, attention_mask=mask).sum().backward()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])  # float16 with the grad scaler

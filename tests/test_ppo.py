@@ -63,6 +63,7 @@ from minillm.stage3_rlhf.scoreboard import (
 from minillm.stage3_rlhf.sequences import Responses, answers_logprob, last_real_index, masked_mean, sample_responses
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, load_model_and_tokenizer, save_checkpoint
+from minillm.train.distributed import DistContext
 
 COLOURS = ["red", "blue", "green", "amber", "violet", "grey", "black", "white"]
 RECORDS = [
@@ -917,6 +918,27 @@ def test_dpo_refuses_an_answer_length_without_room_before_it_trains(runs, tmp_pa
     with pytest.raises(ConfigError, match=r"DPOConfig.max_new_tokens=29 leaves no room .* largest allowed is 28"):
         train_dpo(cfg, runs["sft"], runs["prefs"], RECORDS, tmp_path / "dpo")
     assert not (tmp_path / "dpo").exists()  # refused before training, not at the comparison after it
+
+
+def test_under_torchrun_dpo_loads_the_policy_onto_its_ranks_gpu(runs, monkeypatch, tmp_path):
+    # With --device cuda, "cuda" is GPU 0 until a rank joins the group (which sets its GPU): loaded there, every
+    # rank's policy and reference, and its pass over all the pairs, sat on GPU 0 and the other GPUs waited
+    rank_1s_gpu = torch.device("cuda", 1)  # what init_distributed gives torchrun's rank 1 (LOCAL_RANK=1)
+    monkeypatch.setattr(dpo, "init_distributed", lambda device: (DistContext(1, 2, 1), rank_1s_gpu), raising=False)
+    loaded_to = []
+
+    class Loaded(Exception):
+        """Stops train_dpo once it has named the device: this CPU has no GPU to go on with."""
+
+    def load_and_stop(run_dir, model_cls, map_location):
+        loaded_to.append(map_location)
+        raise Loaded
+
+    monkeypatch.setattr(dpo, "load_model_and_tokenizer", load_and_stop)
+    with pytest.raises(Loaded):
+        train_dpo(DPOConfig(train=TrainConfig(max_steps=3, batch_size=4), eval_prompts=6, max_new_tokens=5),
+                  runs["sft"], runs["prefs"], RECORDS, tmp_path / "dpo")
+    assert loaded_to == [rank_1s_gpu]
 
 
 def test_best_and_worst_of_rankings_with_ties():

@@ -53,7 +53,7 @@ from minillm.stage3_rlhf.preferences import (
 )
 from minillm.stage3_rlhf.sequences import answer_logprob
 from minillm.train import load_model_and_tokenizer, train
-from minillm.train.distributed import is_main_process
+from minillm.train.distributed import init_distributed, is_main_process
 from minillm.utils import resolve_device, seed_everything, to_device, write_json
 
 
@@ -180,7 +180,10 @@ def train_dpo(
     start = time.perf_counter()
     test_records = heldout_records(records, cfg.eval_prompts, 0)  # checked now, not after all the training
     seed_everything(cfg.train.seed)
-    policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT, map_location=resolve_device(cfg.train.device))
+    # Under torchrun, this rank's GPU (cuda:LOCAL_RANK): until a rank joins the group, "cuda" is GPU 0, where
+    # every rank's policy and reference would load and read all the pairs while the other GPUs wait
+    device = init_distributed(resolve_device(cfg.train.device))[1]
+    policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT, map_location=device)
     # the comparison after training answers with this length: refuse it now, not after the training
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "DPOConfig.max_new_tokens")
     reference = copy.deepcopy(policy).requires_grad_(False).eval()
