@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from minillm.config import apply_overrides, preset, replace_train_configs
+from minillm.console import path_arg
 from minillm.errors import one_line_errors
 from minillm.model import GPT
 from minillm.pipeline import run_pipeline
@@ -183,16 +184,17 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--preset", default="small", choices=("small", "micro"),
                         help="small: SHORT_SMALL's steps; micro: the dry run")
-    parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
-    parser.add_argument("--tests", type=Path, nargs="*", default=[],
+    parser.add_argument("--out", type=path_arg, default="gpu_check.json")
+    parser.add_argument("--tests", type=path_arg, nargs="*", default=[],
                         help="JUnit XML reports of the test runs (pytest --junitxml), read into the JSON")
     parser.add_argument("--not-run", action="append", default=[],
                         help="a sentence naming tests the check left out, and why; written into the JSON")
-    parser.add_argument("--stopped", type=Path, action="append", default=[],
+    parser.add_argument("--stopped", type=path_arg, action="append", default=[],
                         help="one of the --tests reports whose run was stopped at its time limit")
     args = parser.parse_args()
+    tests, stopped = [Path(t) for t in args.tests], {Path(s) for s in args.stopped}
     figures: dict[str, Any] = {"torch": torch.__version__, "not_run": args.not_run,
-                               "tests": {path.stem: junit_outcome(path, path in args.stopped) for path in args.tests}}
+                               "tests": {path.stem: junit_outcome(path, path in stopped) for path in tests}}
     phases: dict[str, Callable[[], Any]] = {  # the longest last: a time limit then costs only it
         "device": lambda: device_name(args.device),
         "mfu": lambda: run_all_module().small_preset_mfu(device=args.device, preset_name=args.preset),

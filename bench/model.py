@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from minillm.cli import positive_int
 from minillm.config import ModelConfig, TrainConfig
+from minillm.console import positive_int
 from minillm.errors import one_line_errors
 from minillm.model import GPT, MLP, KVCache
 from minillm.train.optim import make_optimizer

@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 
 from minillm import pipeline
-from minillm.cli import positive_int
 from minillm.config import PRESETS, PipelineConfig, changed_settings, first_changes, preset, to_dict
+from minillm.console import path_arg, positive_int
 from minillm.errors import one_line_errors
 from minillm.model import GPT, Bert
 from minillm.run_lock import run_folder_lock
@@ -163,29 +163,30 @@ def unmet_needs(steps: list[str], out_dir: Path, cfg: PipelineConfig) -> list[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny", choices=PRESETS)
-    parser.add_argument("--out", type=Path, default=Path("runs/profile"))
+    parser.add_argument("--out", type=path_arg, default="runs/profile")
     parser.add_argument("--steps", nargs="+", default=pipeline.STEP_NAMES, choices=pipeline.STEP_NAMES,
                         help="the steps to profile (the ones they read must be among them or have run into --out)")
     parser.add_argument("--threads", type=positive_int, default=torch.get_num_threads())
     args = parser.parse_args()
-    saved = args.out / pipeline.CONFIG_NAME  # a pipeline's run folder: its steps were made with its settings
+    out = Path(args.out)
+    saved = out / pipeline.CONFIG_NAME  # a pipeline's run folder: its steps were made with its settings
     changed = changed_settings(read_json(saved), to_dict(preset(args.preset))) if saved.is_file() else []
     if changed:
-        parser.error(f"--out {args.out} holds a pipeline run made with other settings than the {args.preset} preset's "
+        parser.error(f"--out {out} holds a pipeline run made with other settings than the {args.preset} preset's "
                      f"({first_changes(changed)}): the profile would replace its steps; profile into a folder of "
                      "its own")
-    missing = unmet_needs(args.steps, args.out, preset(args.preset))
+    missing = unmet_needs(args.steps, out, preset(args.preset))
     if missing:
-        parser.error(f"--steps {' '.join(args.steps)}: {args.out} holds no result of {', '.join(missing)}, which "
+        parser.error(f"--steps {' '.join(args.steps)}: {out} holds no result of {', '.join(missing)}, which "
                      f"they read: profile them too (--steps {' '.join(missing + args.steps)}) or run them into "
                      "--out first")
     torch.set_num_threads(args.threads)
-    print(f"profiling the {args.preset} pipeline into {args.out}, {args.threads} thread(s)")
-    with run_folder_lock(args.out):  # as `minillm pipeline --out`: never a folder of someone else's files
-        table = profile_pipeline(args.preset, args.out, args.steps)
+    print(f"profiling the {args.preset} pipeline into {out}, {args.threads} thread(s)")
+    with run_folder_lock(out):  # as `minillm pipeline --out`: never a folder of someone else's files
+        table = profile_pipeline(args.preset, out, args.steps)
         print_table(table)
-        (args.out / "profile.json").write_text(json.dumps(table, indent=2), encoding="utf-8")
-    print(f"written: {args.out / 'profile.json'}")
+        (out / "profile.json").write_text(json.dumps(table, indent=2), encoding="utf-8")
+    print(f"written: {out / 'profile.json'}")
 
 
 if __name__ == "__main__":

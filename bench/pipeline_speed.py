@@ -33,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from minillm.cli import positive_int
 from minillm.config import PRESETS
+from minillm.console import path_arg, positive_int
 from minillm.errors import TrainingError, one_line_errors
 from minillm.pipeline import STEP_NAMES, step_folder
 from minillm.run_lock import check_is_folder, check_not_foreign, run_folder_lock
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny", choices=PRESETS)
     parser.add_argument("--jobs", type=positive_int, default=None,
                         help="this tree's --jobs (default: the CLI's default)")
-    parser.add_argument("--keep", type=Path, default=None,
+    parser.add_argument("--keep", type=path_arg, default=None,
                         help="keep this tree's run in this folder (e.g. runs/tiny; new, empty or a run's, as "
                              "for --out): its step folders are trained anew, as --force does; nothing else in "
                              "it is touched")
@@ -174,15 +174,16 @@ def main() -> None:
     problem = ref_problem(args.ref)
     if problem:
         parser.error(f"--ref {args.ref}: {problem}")
-    if args.keep:  # the pipeline's own rules for --out, checked before the reference's journey runs
-        check_is_folder(args.keep.resolve(), flag="--keep")
-        check_not_foreign(args.keep.resolve(), flag="--keep")
+    keep = Path(args.keep).resolve() if args.keep else None
+    if keep:  # the pipeline's own rules for --out, checked before the reference's journey runs
+        check_is_folder(keep, flag="--keep")
+        check_not_foreign(keep, flag="--keep")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subprocess.run(["git", "worktree", "add", "--detach", str(tmp / "ref"), args.ref], cwd=ROOT, check=True)
         try:
             ours_extra = [] if args.jobs is None else ["--jobs", str(args.jobs)]
-            our_out = args.keep.resolve() if args.keep else tmp / "our_run"
+            our_out = keep or tmp / "our_run"
             if args.interleave:
                 with run_folder_lock(our_out):  # as `minillm pipeline` holds it (back to back, that command takes it)
                     for name in STEP_NAMES:  # as the pipeline's --force does: every step anew, the rest kept

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from minillm.cli import positive_int
+from minillm.console import path_arg, positive_int
 from minillm.datasets.corpus import generate_corpus, read_corpus, split_documents
 from minillm.datasets.world import build_world
 from minillm.errors import one_line_errors
@@ -51,7 +51,7 @@ def timed(fn: Callable[[], T], repeats: int = 1) -> tuple[T, float]:
     return result, best
 
 
-def bench_documents(path: Path | None) -> tuple[list[str], str]:
+def bench_documents(path: str | Path | None) -> tuple[list[str], str]:
     """The benchmark corpus: the file given, else 2 MB of generated text over several worlds.
 
     Why not data/corpus.txt alone: it describes ONE small world, whose text has so few distinct
@@ -117,7 +117,7 @@ def tokens_per_byte_verdict(ratio: float, ours_vocab: int, spm_vocab: int) -> st
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """The options; `prog` names them in an error (run_all.py passes its own option that held them)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", type=Path, default=None, help="a text file (documents separated "
+    parser.add_argument("--corpus", type=path_arg, default=None, help="a text file (documents separated "
                         "by blank lines); default: generated text, see bench_documents")
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--simple-slice-kb", type=positive_int, default=40)

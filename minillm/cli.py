@@ -38,11 +38,13 @@ from minillm.config import (
 )
 from minillm.console import (
     OneLineParser,
+    checked_arg,
     ctrl_c_held,
     discard_stdout,
     disk_refused,
     one_line,
     path_arg,
+    positive_int,
     show_warning,
     stand_in_for_closed_output,
 )
@@ -448,33 +450,18 @@ def _add_device_arg(p: argparse.ArgumentParser, default: str | None = "cpu") -> 
     p.add_argument("--device", default=default, help=f"{device_names(' | ')} (default: {shown})")
 
 
-def _checked(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
-    """An argparse type: `convert(text)`, refused unless `accept` takes it; argparse turns the refusal
-    ("'0' is not an integer >= 1") into a one-line usage error, before anything loads."""
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not accept(value):  # nan fails every comparison, so it is refused too
-            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}")
-        return value
-    return parse
-
-
-positive_int = _checked(int, lambda n: n >= 1, "an integer >= 1")  # public: the bench scripts use it too
-_temperature = _checked(float, lambda t: t >= 0, "a temperature: a number >= 0 (0 = greedy)")
-_probability = _checked(float, lambda p: 0 < p <= 1, "a probability in (0, 1]")
-_seed = _checked(int, lambda n: 0 <= n <= MAX_SEED, "a seed: an integer in [0, 2**63 - 1]")
+_temperature = checked_arg(float, lambda t: t >= 0, "a temperature: a number >= 0 (0 = greedy)")
+_probability = checked_arg(float, lambda p: 0 < p <= 1, "a probability in (0, 1]")
+_seed = checked_arg(int, lambda n: 0 <= n <= MAX_SEED, "a seed: an integer in [0, 2**63 - 1]")
 # NFC: a prompt pasted with decomposed Hangul (three jamo for "한", as macOS file names hold it) is put in
 # the composed form that read_corpus gives the tokenizer; decomposed, it would be raw bytes the model never read
-_utf8_text = _checked(lambda text: unicodedata.normalize("NFC", text),
-                      lambda text: not any("\ud800" <= c <= "\udfff" for c in text),  # undecodable bytes
-                      "UTF-8 text: the terminal sent bytes in another encoding; set it to UTF-8 (e.g. LANG=C.UTF-8)")
+_utf8_text = checked_arg(lambda text: unicodedata.normalize("NFC", text),
+                         lambda text: not any("\ud800" <= c <= "\udfff" for c in text),  # undecodable bytes
+                         "UTF-8 text: the terminal sent bytes in another encoding; set it to UTF-8 (e.g. LANG=C.UTF-8)")
 
 
-_png_file = _checked(path_arg, lambda name: name.lower().endswith(".png") and not Path(name).is_dir(),
-                     "a file name ending in .png (the chart is a PNG image)")
+_png_file = checked_arg(path_arg, lambda name: name.lower().endswith(".png") and not Path(name).is_dir(),
+                        "a file name ending in .png (the chart is a PNG image)")
 
 
 def _add_top_p_arg(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ Python's defaults are right for a short script and wrong for a command that trai
 cli.main and `errors.one_line_errors` (for the lessons and scripts) use these before torch is imported.
 
 Its last section is how a command reads its arguments and tells an error, in one line ending in
-exit code 2 (`OneLineParser`, `one_line`, `path_arg`): the `minillm` command's, and those of
+exit code 2 (`OneLineParser`, `one_line`, `path_arg`, `checked_arg`): the `minillm` command's, and those of
 `python -m minillm.datasets`, which sits in a layer below the command line and reads them here.
 """
 
@@ -29,9 +29,9 @@ import io
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 HAS_SIGNAL_MASKS = hasattr(signal, "pthread_sigmask")  # POSIX (Linux, macOS); not Windows
 
@@ -136,6 +136,23 @@ def path_arg(text: str) -> str:
     lessons' run folders (lessons.resolved). The shell expands `~` only at the start of a word: without
     this, --out=~/runs or a quoted "~/runs" would make a folder named "~" in the current one."""
     return os.path.expanduser(text)
+
+
+def checked_arg(convert: Callable[[str], Any], accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
+    """An argparse type: `convert(text)`, refused unless `accept` takes it; argparse turns the refusal
+    ("'0' is not an integer >= 1") into a one-line usage error naming the option, before anything loads."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):  # nan fails every comparison, so it is refused too
+            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}")
+        return value
+    return parse
+
+
+positive_int = checked_arg(int, lambda n: n >= 1, "an integer >= 1")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import codecs
 import io
 import json
+import numbers
 import os
 import random
 import re
@@ -70,6 +71,12 @@ def resolve_device(device: str) -> torch.device:
 def to_device(batch: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
     """The same batch {name: tensor}, every tensor moved to `device` (the model's)."""
     return {name: tensor.to(device) for name, tensor in batch.items()}
+
+
+def is_whole_number(value: object) -> bool:
+    """Whether `value` is an integer: a Python int or any integral number (numpy's int64 from an array,
+    say), but not a bool (True is an int to Python, and never meant as a count) and not a float."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_not_one_str(where: str, **texts: object) -> None:

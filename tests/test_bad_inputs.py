@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,6 +39,7 @@ from minillm.config import MIN_TEMPERATURE, ModelConfig, apply_overrides, preset
 from minillm.datasets import (
     corpus_splits,
     generate_corpus,
+    generate_instruction_suite,
     instruction_records,
     read_jsonl,
     split_documents,
@@ -782,6 +784,12 @@ LIBRARY_TABLE = [
     # SILENT before the check: returns []
     ("fill_mask: top_k 0", lambda: fill_mask(_tiny_bert(), _tiny_tok(), "the [MASK] rises", top_k=0),
      ModelInputError, ("top_k=0", ">= 1")),
+    # SILENT before the check: True is an int to isinstance, so it listed one candidate
+    ("fill_mask: top_k a bool", lambda: fill_mask(_tiny_bert(), _tiny_tok(), "the [MASK] rises", top_k=True),
+     ModelInputError, ("top_k=True", "integer")),
+    # SILENT before the check: n_train=True made one record per family
+    ("generate_instruction_suite: n_train a bool", lambda: generate_instruction_suite(0, n_train=True),
+     ConfigError, ("n_train=True",)),
     # TRACEBACK before the check: RuntimeError "selected index k out of range" from torch.topk
     ("fill_mask: top_k negative", lambda: fill_mask(_tiny_bert(), _tiny_tok(), "the [MASK] rises", top_k=-3),
      ModelInputError, ("top_k=-3", ">= 1")),
@@ -850,6 +858,14 @@ def test_a_bad_model_input_is_a_clear_error(call, error, words):
         call()
     for word in words:
         assert word.lower() in str(info.value).lower(), f"{word!r} not in: {info.value}"
+
+
+def test_a_whole_number_from_numpy_is_taken_where_an_int_is():
+    """numpy's int64 (an array's element) is refused nowhere an int is taken (utils.is_whole_number)."""
+    gpt, ids = _tiny_gpt(), torch.tensor([[1, 2]])
+    assert gpt.generate(ids, np.int64(3), top_k=np.int64(2)).new_ids.shape == (1, 3)
+    assert len(fill_mask(_tiny_bert(), _tiny_tok(), "the [MASK] rises", top_k=np.int64(2))) == 2
+    assert generate_instruction_suite(0, n_train=np.int64(1), n_test=np.int64(1))
 
 
 # SILENT before the check, each of them: one str iterated a character at a time, a prompt or a document each

@@ -4,6 +4,7 @@ on fabricated reports; and a bad option is a one-line error before anything runs
 
 from __future__ import annotations
 
+import argparse
 import gc
 import importlib
 import json
@@ -21,6 +22,7 @@ import pytest
 import torch
 
 from minillm.config import ModelConfig, apply_overrides, preset, to_dict
+from minillm.console import path_arg
 from minillm.errors import DataError, MinillmError
 from minillm.model import GPT
 from minillm.run_lock import RUN_MARK_NAME
@@ -242,6 +244,23 @@ def test_a_bad_option_is_a_one_line_error_before_anything_runs(script, argv, say
         run_all.load_bench(script).main()
     assert stop.value.code == 2 and says in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # the profile made no folder
+
+
+def test_every_bench_path_argument_expands_the_home_folder(monkeypatch):
+    """`--keep ~/runs/tiny` (--out, --corpus, ...) was a folder named "~" in the current one, where every
+    `minillm` path argument is the home folder's (console.path_arg)."""
+    parsers = []
+
+    def keep_parser(parser, *args, **kwargs):
+        parsers.append(parser)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", keep_parser)
+    for script in ("gpu_check", "model", "pipeline_profile", "pipeline_speed", "run_all", "tokenizer"):
+        with pytest.raises(SystemExit):
+            run_all.load_bench(script).main()
+    paths = {a.dest: a.type for parser in parsers for a in parser._actions if a.type in (Path, path_arg)}
+    assert paths == dict.fromkeys(("out", "tests", "stopped", "keep", "corpus"), path_arg)
 
 
 def test_the_profile_never_replaces_a_pipeline_run_made_with_other_settings(tmp_path, monkeypatch, capsys):

@@ -8,6 +8,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from minillm.config import apply_overrides, preset
@@ -728,7 +729,9 @@ def test_regenerating_more_records_than_a_family_has_inputs_fails_in_one_line(tm
 
 
 @pytest.mark.parametrize("argv, complaint", [
-    (["--n-train", "0"], "n_train=0: each family needs at least 1 record per split"),
+    (["--n-train", "0"], "argument --n-train: '0' is not an integer >= 1"),
+    # named as typed: "size_mb=inf" named the parameter of generate_corpus, which the user never saw
+    (["--corpus-mb", "inf"], "argument --corpus-mb: 'inf' is not a positive, finite size"),
     (["--out", "{file}"], "is a file; it names the folder to write corpus.txt and instructions.jsonl into"),
 ])
 def test_regenerating_with_no_records_or_into_a_file_fails_in_one_line(argv, complaint, tmp_path, monkeypatch, capsys):
@@ -805,12 +808,14 @@ def test_a_world_size_out_of_range_is_refused_naming_it_and_its_range(size, leas
     """Only the Python API builds such a world. n_towns=0 was "IndexError: Cannot choose from an empty sequence",
     n_regions=0 a ZeroDivisionError, n_rivers=0 "empty range for randrange()", n_towns=45 "only 44 stems for 45
     names: add stems", n_people=1 an IndexError as the corpus drew the friend of a story's hero."""
-    for bad in (least - 1, -1, most + 1, "3", 2.0):
+    for bad in (least - 1, -1, most + 1, "3", 2.0, True):
         with pytest.raises(ConfigError, match=rf"^build_world: {size}={bad!r}; expected a whole number from "
                                               rf"{least} to {most}$"):
             build_world(0, **{size: bad})
     for good in (least, most):  # each end of the range builds a world the corpus can write about
         assert generate_corpus(size_mb=0.02, world=build_world(0, **{size: good}))
+    # a size from numpy (an array's element, say) is a whole number too: it was refused as not one
+    assert build_world(0, **{size: np.int64(least)}) == build_world(0, **{size: least})
 
 
 @pytest.mark.parametrize("size_mb", [0, -1.0, float("nan"), float("inf")])

@@ -31,6 +31,7 @@ from minillm.stage2_sft.chat import chat_loop
 from minillm.stage2_sft.evaluate import (
     ANSWERS_NAME,
     SPLIT_KEYS,
+    evaluate_model,
     exact_match_row,
     format_table,
     generate_answers,
@@ -421,6 +422,20 @@ def test_scores_against_hand_made_answers() -> None:
     assert scores["seen"]["families"]["plural"]["f1"] == pytest.approx(0.8)  # P=1, R=2/3
     assert scores["world_facts"]["exact_match"] == 1.0
     assert token_f1("the capital is Tarsk", "Tarsk") == pytest.approx(0.5)  # "the" dropped: P=1/3, R=1
+
+
+def test_records_without_what_scoring_reads_are_named_before_any_answer_is_generated() -> None:
+    """Records built in Python (not read by read_jsonl, which fills in split, family and reference)
+    ended in a bare KeyError: 'split', and evaluate_model's only after generating every answer."""
+    records = [{"id": "q1", "prompt": "Capital of Velm?", "split": "test_seen", "family": "capital",
+                "reference": "Tarsk"}, {"id": "q2", "prompt": "Greet me.", "family": "greet", "reference": "hello"}]
+    says = r"record 1 \(id 'q2'\) is invalid: missing field\(s\) \['split'\]"
+    with pytest.raises(DataError, match=r"^score_answers: " + says):
+        score_answers(records, ["Tarsk", "hello"])
+    with pytest.raises(DataError, match=r"^evaluate_model: " + says):  # the model is not asked: there is none
+        evaluate_model(None, None, records, SFTConfig())
+    with pytest.raises(DataError, match=r"^score_answers: record 0 is invalid: expected a dict, got str"):
+        score_answers(["Capital of Velm?"], ["Tarsk"])
 
 
 def test_chat_loop_answers_until_quit(trained) -> None:

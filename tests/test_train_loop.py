@@ -454,13 +454,15 @@ def test_float16_skips_a_step_whose_gradients_overflow_instead_of_stopping(tmp_p
     assert scaler["scale"] == 2.0**15  # started at 2**16, halved once, for the one skipped step
 
 
-def test_another_stages_run_is_neither_resumed_nor_offered_to_be(tmp_path):
+def test_another_stages_run_is_neither_resumed_nor_offered_to_be(tmp_path, capsys):
     # a CLM run's folder given to SFT: both GPTs, so the model fits, and the error's advice was to pass
     # resume, which went on from the CLM's optimizer state and step as if they were SFT's own
-    run(tmp_path, small_cfg(max_steps=2, save_every=2), desc="clm")
+    run(tmp_path, small_cfg(max_steps=2, save_every=2), desc="clm", run_config={"corpus": None})
+    capsys.readouterr()
     for resume in (False, True):
         with pytest.raises(CheckpointError, match=r"is a 'clm' run's checkpoint, not a 'sft' run's: train into"):
-            run(tmp_path, small_cfg(max_steps=4), desc="sft", resume=resume)
+            run(tmp_path, small_cfg(max_steps=4), desc="sft", resume=resume, run_config={"init_dir": "runs/clm"})
+    assert "resuming" not in capsys.readouterr().out  # no "note: resuming ... from other inputs" before the refusal
     assert run(tmp_path, small_cfg(max_steps=4), desc="clm", resume=True)["history"][-1]["step"] == 4  # its own
 
 

@@ -6,10 +6,11 @@ their sizes and the time each took.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
-from minillm.console import OneLineParser, one_line, path_arg
+from minillm.console import OneLineParser, checked_arg, one_line, path_arg, positive_int
 from minillm.datasets.corpus import generate_corpus, write_corpus
 from minillm.datasets.instructions import generate_instruction_suite
 from minillm.datasets.jsonl import write_jsonl
@@ -21,8 +22,9 @@ def main() -> None:
     parser = OneLineParser(prog="python -m minillm.datasets", description=__doc__)
     parser.add_argument("--out", type=path_arg, default="data", help="folder to write into")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corpus and the suite")
-    parser.add_argument("--corpus-mb", type=float, default=2.0, help="corpus size in MB")
-    parser.add_argument("--n-train", type=int, default=1800,
+    parser.add_argument("--corpus-mb", type=checked_arg(float, lambda mb: 0 < mb < math.inf, "a positive, finite size"),
+                        default=2.0, help="corpus size in MB")
+    parser.add_argument("--n-train", type=positive_int, default=1800,
                         help="training records per task family (at most about 1870: plural runs out of inputs)")
     args = parser.parse_args()
     show_unencodable_output()

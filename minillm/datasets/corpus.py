@@ -18,7 +18,8 @@ documents:
   the stories ("The first item was pears and the last was figs."), they put the *concepts* of the
   stage 2 tasks into pretraining, as real web text does, without their instructions;
 - **nature notes, chronicles and market reports**: breadth of vocabulary (`vocabulary.py`), so
-  that there is syntax to learn and enough distinct words for a 2048-token BPE.
+  that there is syntax to learn and enough distinct words to fill the presets' BPE vocabularies
+  (`tokenizer.vocab_size`): with fewer, BPE would run out of pairs to merge.
 
 Every sentence is drawn from several templates and filled with the world's names, so the same fact
 reaches the model in different words and word orders: to predict well, the model has to learn

@@ -83,6 +83,7 @@ from minillm.datasets.world import (
     with_article,
 )
 from minillm.errors import ConfigError, DataError
+from minillm.utils import is_whole_number
 
 __all__ = ["SPLITS", "STYLES", "FAMILIES", "TRAIN_FAMILIES", "HELDOUT_FAMILIES", "HELDOUT_PHRASING",
            "generate_instruction_suite", "seen_entities", "normalize_answer", "is_correct",
@@ -474,7 +475,7 @@ def generate_instruction_suite(seed: int = 0, world: World | None = None, n_trai
     noun phrases in all, and its train and test records must all differ.
     """
     for name, n in (("n_train", n_train), ("n_test", n_test)):
-        if not (isinstance(n, int) and n >= 1):
+        if not (is_whole_number(n) and n >= 1):
             raise ConfigError(f"{name}={n!r}: each family needs at least 1 record per split; ask for 1 or more")
     check_families()
     world = world if world is not None else build_world(0)

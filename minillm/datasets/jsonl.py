@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from minillm.errors import ConfigError, DataError
@@ -76,6 +76,21 @@ def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_erro
         raise DataError(f"{path} holds no valid record ({len(bad)} bad line(s){first}); "
                         f"expected one JSON object per line")
     return records
+
+
+def check_records(records: Sequence[dict], check: Callable[[dict], dict], who: str) -> list[dict]:
+    """Records built in Python, each passed through `check` as `read_records` checks a file's lines:
+    the checked records, or DataError naming the first bad record (its index and id) and why."""
+    checked = []
+    for i, rec in enumerate(records):
+        try:
+            if not isinstance(rec, dict):
+                raise ValueError(f"expected a dict, got {type(rec).__name__}")
+            checked.append(check(rec))
+        except ValueError as err:
+            name = f" (id {rec.get('id', '?')!r})" if isinstance(rec, dict) else ""
+            raise DataError(f"{who}: record {i}{name} is invalid: {err}; fix or drop it") from None
+    return checked
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:

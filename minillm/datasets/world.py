@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from minillm.errors import ConfigError
+from minillm.utils import is_whole_number
 
 # --------------------------------------------------------------------------------------------------
 # Fixed vocabulary of the world (English words; only the proper names are invented).
@@ -196,7 +197,7 @@ def check_world_sizes(sizes: dict[str, int]) -> None:
     """A ConfigError naming the first size outside WORLD_SIZES, before any name is drawn."""
     for name, n in sizes.items():
         least, most = WORLD_SIZES[name]
-        if isinstance(n, bool) or not isinstance(n, int) or not least <= n <= most:
+        if not is_whole_number(n) or not least <= n <= most:
             raise ConfigError(f"build_world: {name}={n!r}; expected a whole number from {least} to {most}")
 
 

@@ -61,6 +61,7 @@ from minillm.model.weight_import import (
     mlp_size,
     sized_source,
 )
+from minillm.utils import is_whole_number
 
 
 @dataclass
@@ -245,7 +246,7 @@ class GPT(nn.Module):
     ) -> None:
         check_model_inputs(ids, attention_mask, self.config, self.tok_emb.weight.device)
         for name, value in (("max_new_tokens", max_new_tokens), ("top_k", top_k)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            if value is not None and not is_whole_number(value):
                 raise ModelInputError(f"generate: {name}={value!r} must be an integer")
         V, total = self.config.vocab_size, ids.shape[1] + max_new_tokens
         problems = []

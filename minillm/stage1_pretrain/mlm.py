@@ -49,7 +49,7 @@ from minillm.train import train
 from minillm.train.distributed import is_main_process
 from minillm.train.plots import save_figure, text_fonts
 from minillm.train.resume import check_resume
-from minillm.utils import check_not_one_str, seed_everything
+from minillm.utils import check_not_one_str, is_whole_number, seed_everything
 
 MASK_LITERAL = "[MASK]"  # what a user types where the blank is
 FLASH_FLOOD = "A flash flood watch will be in effect all [MASK]."
@@ -161,7 +161,7 @@ def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 10) -> list[t
     if getattr(model, "kind", "bert") != "bert":  # a GPT sees only the words before the blank
         raise ModelInputError(f"fill_mask needs a BERT (it reads both sides of the blank), got a {model.kind!r} "
                               "model; load a masked-LM run")
-    if not isinstance(top_k, int) or top_k < 1:
+    if not is_whole_number(top_k) or top_k < 1:
         raise ModelInputError(f"fill_mask: top_k={top_k!r} must be an integer >= 1")
     ids, position = _encode_with_mask(tokenizer, text)
     was_training = model.training

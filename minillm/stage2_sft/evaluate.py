@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from torch import Tensor
 
 from minillm.config import SFTConfig, check_section, to_dict
 from minillm.datasets.instructions import is_correct, normalize_answer
-from minillm.datasets.jsonl import read_records, write_jsonl
+from minillm.datasets.jsonl import check_records, read_records, write_jsonl
 from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft, training_records
@@ -112,8 +112,22 @@ def token_f1(answer: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _has_fields(*fields: str) -> Callable[[dict], dict]:
+    """A `check_records` check: the record itself, or ValueError naming the fields it lacks."""
+    def check(rec: dict) -> dict:
+        missing = [f for f in fields if f not in rec]
+        if missing:
+            raise ValueError(f"missing field(s) {missing} (`read_jsonl` fills them in for a file's records)")
+        return rec
+    return check
+
+
+SCORED_FIELDS = ("split", "family", "reference")  # what `score_answers` reads of each record
+
+
 def score_answers(records: Sequence[dict], answers: Sequence[str]) -> dict:
     """{split_key: {"exact_match", "f1", "n", "families": {family: {"exact_match", "f1", "n"}}}}."""
+    check_records(records, _has_fields(*SCORED_FIELDS), "score_answers")
     cells: dict[str, dict[str, list[tuple[bool, float]]]] = defaultdict(lambda: defaultdict(list))
     for rec, ans in zip(records, answers, strict=True):
         key = SPLIT_KEYS.get(rec["split"])
@@ -148,6 +162,7 @@ def evaluate_model(
 ) -> tuple[dict, list[str]]:
     """Scores (see `score_answers`) and the answers of one model on the test records."""
     check_section(cfg, SFTConfig, "evaluate_model")
+    check_records(records, _has_fields("prompt", *SCORED_FIELDS), "evaluate_model")  # before minutes of generating
     answers = generate_answers(model, tokenizer, [r["prompt"] for r in records], cfg.max_new_tokens,
                                cfg.eval_batch_size)
     return score_answers(records, answers), answers

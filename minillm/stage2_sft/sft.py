@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from minillm.config import LoRAConfig, ModelConfig, SFTConfig, check_section, from_dict, to_dict
 from minillm.datasets.instructions import check_instruction_record
+from minillm.datasets.jsonl import check_records
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.model.lora import add_lora, count_parameters, load_lora_state_dict, lora_state_dict, merged_state_dict
@@ -166,11 +167,7 @@ def _split_records(records: list[dict]) -> dict[str, list[dict]]:
     Each record is checked as `read_jsonl` checks a file's lines: a list built in Python has not
     been, and a record without a "response" would otherwise stop the template with a bare KeyError.
     """
-    for i, rec in enumerate(records):
-        try:
-            check_instruction_record(rec)
-        except ValueError as err:
-            raise DataError(f"SFT: record {i} (id {rec.get('id', '?')!r}) is invalid: {err}; fix or drop it") from None
+    check_records(records, check_instruction_record, "SFT")
     train_recs = training_records(records)
     val_recs = [r for r in records if r.get("split") == VAL_SPLIT]
     return {"train": train_recs, "val": val_recs or train_recs}

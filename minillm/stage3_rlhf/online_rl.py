@@ -70,7 +70,9 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_confi
         raise CheckpointError(f"{out_dir} already holds a {method} run: pass resume (--resume) or choose another "
                               "folder")
     if state:
-        check_resume(out_dir, run_config, tokenizer, saved_under=None)  # its config.json is run_config
+        moved_note = check_resume(out_dir, run_config, tokenizer, saved_under=None)  # its config.json is run_config
+        if moved_note:
+            tqdm.write(moved_note)
         for key, obj in resumable.items():
             made_with = [group["lr"] for group in getattr(obj, "param_groups", [])]  # this run's settings
             try:

@@ -302,7 +302,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     check_section(cfg, TrainConfig, "train")
     out_dir = Path(out_dir)
     ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
-    check_run_folder(out_dir, resume, desc, run_config, tokenizer)
+    moved_note = check_run_folder(out_dir, resume, desc, run_config, tokenizer)
     ctx, device = init_distributed(resolve_device(cfg.device))
     check_batch_split(cfg, ctx)
     model.to(device).train(dropout)
@@ -315,6 +315,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
         start_step, elapsed_before = restore_training_state(
             ckpt_path, model, optimizer, scaler, data_generator, cfg, ctx, model_kind, desc)
         if ctx.is_main:
+            if moved_note:  # said only now that restore_training_state has found the checkpoint this stage's
+                tqdm.write(moved_note)
             tqdm.write(f"{desc}: resuming from step {start_step} ({ckpt_path})")
     else:
         seed_everything(cfg.seed + ctx.rank)  # distinct dropout per rank; the same data for all

@@ -154,16 +154,19 @@ def without_keys(config: dict, keys: tuple[str, ...]) -> dict:
             for key, value in config.items() if key not in keys}
 
 
-def check_resume(out_dir: Path, run_config: dict | None, tokenizer: Any, saved_under: str | None = "run") -> None:
+def check_resume(out_dir: Path, run_config: dict | None, tokenizer: Any, saved_under: str | None = "run") -> str:
     """Before resuming the checkpoint in `out_dir` (if there is one): the same tokenizer and the same
     settings, all but TRAINING_SETTINGS and INPUT_PATHS, as the run was made with (its tokenizer.json
     and config.json), or ConfigError. A resume must continue the *same* experiment: weights trained on
     one tokenizer's ids would go on with another's, and config.json would record one setting for both
     parts. A setting that minillm gained after the run was made, or lost since, is no change.
     `saved_under`: config.json's key of the run's settings (the training loop's "run"), or None
-    when they are the whole file (an online-RL run's)."""
+    when they are the whole file (an online-RL run's).
+
+    Returns a note naming the inputs given by another path now ("" if none), for the caller to print
+    once it knows the checkpoint is its stage's: before that, a note of resuming would mislead."""
     if not (out_dir / CKPT_NAME).is_file():
-        return  # nothing to resume: the run starts fresh
+        return ""  # nothing to resume: the run starts fresh
     if tokenizer is not None:
         if not (out_dir / TOKENIZER_NAME).is_file():  # a tokenizer trained anew would map text to other ids
             raise ConfigError(
@@ -177,7 +180,7 @@ def check_resume(out_dir: Path, run_config: dict | None, tokenizer: Any, saved_u
                 "another folder"
             )
     if run_config is None:
-        return
+        return ""
     try:
         saved = json.loads((out_dir / CONFIG_NAME).read_text(encoding="utf-8"))
         saved = saved[saved_under] if saved_under else saved
@@ -196,13 +199,13 @@ def check_resume(out_dir: Path, run_config: dict | None, tokenizer: Any, saved_u
         )
     moved = [f"{key}: {saved.get(key)} -> {run_config.get(key)}" for key in INPUT_PATHS
              if saved.get(key) != run_config.get(key)]
-    if moved:
-        tqdm.write(f"note: resuming {out_dir} from other inputs (saved -> now): {'; '.join(moved)}")
+    return f"note: resuming {out_dir} from other inputs (saved -> now): {'; '.join(moved)}" if moved else ""
 
 
-def check_run_folder(out_dir: Path, resume: bool, stage: str, run_config: dict | None, tokenizer: Any) -> None:
+def check_run_folder(out_dir: Path, resume: bool, stage: str, run_config: dict | None, tokenizer: Any) -> str:
     """Before training into `out_dir`: a run already there is continued only with `resume`, and only as
-    the same experiment (`check_resume`); without `resume` it is refused, so that nothing overwrites it."""
+    the same experiment (`check_resume`, whose note it returns); without `resume` it is refused, so that
+    nothing overwrites it."""
     ckpt_path = out_dir / CKPT_NAME
     if ckpt_path.is_file() and not resume:
         check_same_stage(load_checkpoint(ckpt_path), stage, ckpt_path)  # "pass resume" would be bad advice then
@@ -210,5 +213,6 @@ def check_run_folder(out_dir: Path, resume: bool, stage: str, run_config: dict |
             f"{out_dir} already holds a training run ({CKPT_NAME}): pass resume (--resume) to continue "
             "it, or choose another output folder"
         )
-    if resume:
-        check_resume(out_dir, run_config, tokenizer)  # the same experiment, before anything loads
+    if not resume:
+        return ""
+    return check_resume(out_dir, run_config, tokenizer)  # the same experiment, before anything loads
