@@ -110,7 +110,7 @@ step1_dissect(sft.path, rm.path, [r for r in records if r["split"] == "train"])
 # %%
 def show_examples(result: dict, n: int = 3) -> None:
     """The first held-out prompts of the comparison, with the reference and both answers, scored by gold."""
-    tests = heldout_records(records, CFG.ppo.eval_prompts, 0)  # the prompts train_ppo compared on, in order
+    tests = heldout_records(records, CFG.ppo.eval_prompts)  # the prompts train_ppo compared on, in order
     for record, example in zip(tests, result["examples"][:n], strict=False):
         print(f"    prompt:    {record['prompt']!r}\n    reference: {record['reference']!r}")
         for name, answer in (("SFT", example["sft"]), ("PPO", example["after"])):

@@ -141,7 +141,7 @@ def best_of(sft: Path, rm_dir: Path, records: list[dict], n: int) -> dict:
     started = time.perf_counter()
     policy, tokenizer = load_model_and_tokenizer(sft, GPT)
     rm = load_reward_model(rm_dir, tokenizer, "cpu", sft)
-    tests = heldout_records(records, CFG.dpo.eval_prompts, 0)
+    tests = heldout_records(records, CFG.dpo.eval_prompts)
     temperature, max_new = CFG.dpo.temperature, CFG.dpo.max_new_tokens
     sft_answers = sample_answers(policy, tokenizer, tests, temperature, max_new, EVAL_SEED)
     picked = best_of_n(policy, rm, tokenizer, [r["prompt"] for r in tests], n, temperature, max_new,

@@ -71,7 +71,7 @@ def step1_one_group(sft_dir, records: list[dict]) -> None:
     cfg = CFG.grpo_verifiable
     reward_fn = make_reward_fn(cfg, records, None)
     generator = torch.Generator().manual_seed(3)
-    tests = heldout_records(records, 40, 0)
+    tests = heldout_records(records, 40)
     # the first held-out prompt whose group is not unanimous: one that teaches something
     for record in tests:
         ro = rollout(policy, copy.deepcopy(policy), reward_fn, tokenizer, [record], cfg, generator)
@@ -158,7 +158,7 @@ def step3_pass_at_k(sft, grpo_verifiable, records: list[dict]) -> None:
         summary = table.result
         print(f"  (the pipeline's: {CFG.grpo.passk_prompts} held-out prompts, {CFG.grpo.passk_samples} samples each)")
     else:  # fewer prompts than the pipeline, to keep the lesson short
-        tests = heldout_records(records, 50, 0)
+        tests = heldout_records(records, 50)
         right = right_answer_counts({"SFT": sft.path, "GRPO (verifiable)": grpo_verifiable.path}, tests, 64,
                                     CFG.grpo.temperature, CFG.grpo.max_new_tokens, seed=0)
         summary = pass_at_k_summary(right, 64)

@@ -76,7 +76,7 @@ from minillm.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from minillm.train.distributed import refuse_several_processes
 from minillm.train.loop import METRICS_NAME
 from minillm.train.precision import torch_dtype
-from minillm.utils import read_json, resolve_device, write_json, writing
+from minillm.utils import parse_json, read_json, resolve_device, write_json, writing
 from minillm.workers import in_one_thread, interrupts_children, worker_pool
 
 RESULT_NAME = "result.json"
@@ -251,7 +251,7 @@ def grpo_step(j: Journey, name: str) -> dict:
 def step_rl_table(j: Journey) -> dict:
     """Every stage-3 answerer on the same held-out prompts and draw (scoreboard.py), and pass@k."""
     cfg = j.cfg.grpo
-    records = heldout_records(j.records, cfg.eval_prompts, 0)
+    records = heldout_records(j.records, cfg.eval_prompts)
     policies = {name: (j.folder(step), j.results[step]["seconds"]) for name, step in RL_POLICIES.items()}
     device = resolve_device(cfg.train.device)
     rows = policy_table(j.folder("sft"), j.folder("reward_model"), policies, records, cfg.temperature,
@@ -362,7 +362,7 @@ def preflight(j: Journey) -> None:
     check_rankings_hold_one_out(cfg.reward.n_prompts)
     if j.instructions_path or cfg.sft.single_family:
         training_records(j.records)  # SFT trains on them, and the RL steps draw their prompts from them
-        heldout_records(j.records, 1, 0)  # the policies are compared on them
+        heldout_records(j.records, 1)  # the policies are compared on them
         if cfg.sft.single_family_baseline:
             single_family_name(j.records, cfg.sft.single_family)
 
@@ -501,7 +501,7 @@ def saved_inputs(folder: Path) -> dict | None:
     """The inputs.json a step's run wrote when it started; None when there is none or it is unreadable
     (edited by hand, say): such a run cannot tell what it was made from."""
     try:
-        saved = json.loads((folder / INPUTS_NAME).read_text(encoding="utf-8"))
+        saved = parse_json((folder / INPUTS_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     readable = (isinstance(saved, dict) and "id" in saved

@@ -18,7 +18,6 @@ in one line of its own (`describe`). A run made before the record existed has no
 from __future__ import annotations
 
 import functools
-import json
 import platform
 import subprocess
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 import minillm
+from minillm.utils import parse_json
 
 MADE_BY = "made_by"  # the record's key in config.json and inputs.json
 PACKAGE_DIR = Path(minillm.__file__).resolve().parent  # .../minillm; its parent is the checkout, if any
@@ -89,7 +89,7 @@ def code_text(record: dict) -> str:
 def saved_record(path: Path) -> object:
     """The record in the JSON file at `path` (a config.json or inputs.json); None when it holds none."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get(MADE_BY)
+        return parse_json(path.read_text(encoding="utf-8")).get(MADE_BY)
     except (OSError, ValueError, AttributeError):  # no file, not JSON, not an object
         return None
 

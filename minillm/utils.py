@@ -166,14 +166,22 @@ def read_utf8_text(path: Path, what: str) -> str:
     return text
 
 
+def parse_json(text: str) -> Any:
+    """json.loads, whose every refusal is a json.JSONDecodeError (a ValueError). json itself raises
+    RecursionError for brackets nested about a thousand deep, which a reader's `except` would miss."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
+
+
 def read_json(path: str | os.PathLike) -> dict:
     """The JSON object that minillm wrote at `path` (a result.json, report.json, config.json), or a
     DataError naming it when it is damaged or edited into something that is not a JSON object."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:  # (brackets nested ~1000 deep)
-        why = "nested too deeply to read" if isinstance(err, RecursionError) else err
-        raise damaged(path, f"is not valid JSON ({why})") from None
+        data = parse_json(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise damaged(path, f"is not valid JSON ({err})") from None
     if not isinstance(data, dict):
         raise damaged(path, f"holds a JSON {type(data).__name__}, not an object {{...}}")
     return data

@@ -495,6 +495,9 @@ CLI_TABLE = [
         ("trained with optimizer=adamw", "resume it with optimizer=adamw", "new folder")),
     Bad("resume with a corrupt config.json", (*PRETRAIN, "--out", "{ws}/gpt", "--resume"), ConfigError,
         ("config.json", "corrupt"), write("gpt/config.json", "{oops")),
+    # TRACEBACK before the check: RecursionError from json (check_resume caught only ValueError and the like)
+    Bad("resume with a config.json nested too deeply", (*PRETRAIN, "--out", "{ws}/gpt", "--resume"), ConfigError,
+        ("config.json", "corrupt"), write("gpt/config.json", "[" * 100_000)),
     Bad("SFT from a folder without a checkpoint",
         ("sft", "--init", "{ws}/nope", "--out", "{ws}/sft", "--preset", "micro", "--data", "{ws}/i.jsonl"),
         CheckpointError, ("no checkpoint at", "nope"), write("i.jsonl", GOOD_RECORD)),
@@ -985,12 +988,14 @@ def test_an_unwritable_out_names_that_path_not_a_temporary_file(ws, capsys):
     assert "/proc/t.json" in err and ".tmp" not in err, err
 
 
-def test_compare_reads_a_metrics_line_that_is_not_utf8_as_no_row(ws, capsys):
+@pytest.mark.parametrize("line", [b"\xff\xfe garbage", b"[" * 100_000], ids=["not-utf8", "nested-too-deeply"])
+def test_compare_reads_a_metrics_line_that_is_not_json_as_no_row(ws, capsys, line):
     """minillm writes metrics.jsonl in ASCII: a byte that is not UTF-8 was edited in, and its line reads as
-    no row (as a line a crash cut short does), not as a UnicodeDecodeError traceback."""
+    no row (as a line a crash cut short does), not as a UnicodeDecodeError traceback; nor is a line of
+    brackets nested too deeply for json a RecursionError traceback."""
     shutil.copytree(ws / "gpt", ws / "gpt2")
     rows = (ws / "gpt" / "metrics.jsonl").read_bytes()
-    (ws / "gpt2" / "metrics.jsonl").write_bytes(b"\xff\xfe garbage\n" + rows)
+    (ws / "gpt2" / "metrics.jsonl").write_bytes(line + b"\n" + rows)
     assert run_cli(["compare", str(ws / "gpt"), str(ws / "gpt2"), "--out", str(ws / "c.png")]) == 0
     assert "Traceback" not in capsys.readouterr().err
     assert (ws / "c.png").is_file()

@@ -627,10 +627,10 @@ def test_a_line_nested_too_deeply_for_json_is_one_bad_line_with_its_number(tmp_p
     good = json.dumps({"prompt": "p", "response": "r"})
     path = tmp_path / "deep.jsonl"
     path.write_text(f"{good}\n{'[' * 100_000}{']' * 100_000}\n{good}\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"deep.jsonl, line 2: JSON nested too deeply"):
+    with pytest.raises(DataError, match=r"deep.jsonl, line 2: invalid JSON \(nested too deeply"):
         read_jsonl(path)
     skipped: list[tuple[int, str]] = []
-    with pytest.warns(UserWarning, match="line 2: JSON nested too deeply"):
+    with pytest.warns(UserWarning, match=r"line 2: invalid JSON \(nested too deeply"):
         assert len(read_jsonl(path, on_error="skip", skipped=skipped)) == 2
     assert [n for n, _ in skipped] == [2]
 

@@ -31,7 +31,7 @@ from minillm.config import apply_overrides, preset
 from minillm.datasets import generate_instruction_suite
 from minillm.errors import ConfigError, DataError
 from minillm.pipeline import STEP_NAMES, Journey, run_pipeline, run_step
-from minillm.provenance import code_record, describe
+from minillm.provenance import code_record, describe, saved_record
 from minillm.report import REPORT_KEYS, RL_POLICIES, build_report, exact_match_noise, quote, render_markdown, table_row
 from minillm.stage2_sft.evaluate import SPLIT_KEYS, read_answers
 from minillm.stage3_rlhf.ppo import reward_hacking
@@ -561,6 +561,14 @@ def test_an_inputs_json_with_a_field_of_another_kind_is_unreadable(tmp_path):
         (folder / "inputs.json").write_text(json.dumps({"id": "x", "settings": {}, "made_from": {}, key: value}))
         assert pipeline.saved_inputs(folder) is None
         assert "has no readable inputs.json" in pipeline.why_redo(folder, inputs)
+
+
+def test_an_inputs_json_nested_too_deeply_is_unreadable_not_a_traceback(tmp_path):
+    """json raises RecursionError, not a ValueError, for brackets nested about a thousand deep: the readers
+    that take a damaged inputs.json or config.json for none (the pipeline's, the provenance's) let it through."""
+    (tmp_path / "inputs.json").write_text("[" * 100_000, encoding="utf-8")
+    assert pipeline.saved_inputs(tmp_path) is None
+    assert saved_record(tmp_path / "inputs.json") is None
 
 
 def test_what_a_step_holds_in_reference_cycles_is_freed_before_the_next_step(tmp_path, monkeypatch):

@@ -508,5 +508,5 @@ def test_policies_are_compared_on_every_test_split_and_never_on_training_prompts
     split but "train" is held out, and a record without a split is a training one."""
     records = [{"prompt": "a", "split": "train"}, {"prompt": "b", "split": "test_seen"}, {"prompt": "c"},
                {"prompt": "d", "split": "test_heldout_family"}, {"prompt": "e", "split": "test"}]
-    assert sorted(r["prompt"] for r in preferences.heldout_records(records, 10, seed=0)) == ["b", "d", "e"]
-    assert len(preferences.heldout_records(records, 2, seed=0)) == 2
+    assert sorted(r["prompt"] for r in preferences.heldout_records(records, 10)) == ["b", "d", "e"]
+    assert len(preferences.heldout_records(records, 2)) == 2

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from _tokenizer_files import corrupt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -339,18 +340,6 @@ def test_save_load_round_trip(tok: BPETokenizer, tmp_path) -> None:
     assert BPETokenizer.load(path).merges == tok.merges
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # saved again by an editor that adds a BOM, as
     assert load_tokenizer(path).merges == tok.merges  # the corpus and JSONL readers forgive it
-
-
-def corrupt(tok: BPETokenizer, tmp_path, **changes) -> object:
-    data = tok.to_dict()
-    for key, value in changes.items():
-        if value is None:
-            del data[key]
-        else:
-            data[key] = value
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import sentencepiece as spm
+from _tokenizer_files import corrupt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -103,16 +104,8 @@ def test_save_load_round_trip(tok: SentencePieceTokenizer, tmp_path) -> None:
     ],
 )
 def test_corrupt_file(tok: SentencePieceTokenizer, tmp_path, changes: dict, message: str) -> None:
-    data = tok.to_dict()
-    for key, value in changes.items():
-        if value is None:
-            del data[key]
-        else:
-            data[key] = value
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(TokenizerError, match=message):
-        load_tokenizer(path)
+        load_tokenizer(corrupt(tok, tmp_path, **changes))
 
 
 def test_one_character_outside_the_base64_alphabet_is_refused(tok: SentencePieceTokenizer, tmp_path) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from minillm.errors import ConfigError, DataError
-from minillm.utils import atomic_write_bytes
+from minillm.utils import atomic_write_bytes, parse_json
 
 ON_ERROR = ("stop", "skip")
 
@@ -47,17 +47,14 @@ def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_erro
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw.decode("utf-8"))
+            obj = parse_json(raw.decode("utf-8"))
             if not isinstance(obj, dict):
                 raise ValueError(f"expected a JSON object {{...}}, got {type(obj).__name__}")
             records.append(check(obj))
-        # UnicodeDecodeError and json.JSONDecodeError are ValueErrors too; json raises RecursionError
-        # for a line of brackets nested about a thousand deep
-        except (ValueError, RecursionError) as e:
+        except ValueError as e:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors too
             reason = (f"not UTF-8 text (byte {e.start} of the line): convert it to UTF-8"
                       if isinstance(e, UnicodeDecodeError)
-                      else f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError)
-                      else "JSON nested too deeply to read" if isinstance(e, RecursionError) else str(e))
+                      else f"invalid JSON ({e.msg})" if isinstance(e, json.JSONDecodeError) else str(e))
             if raw.strip() in (b"{", b"["):  # how a pretty-printed JSON file (json.dump with indent) begins
                 reason += ("; the file looks like one JSON document spread over lines, and JSONL needs one whole "
                            "object per line")

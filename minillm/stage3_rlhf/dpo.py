@@ -178,7 +178,7 @@ def train_dpo(
     """
     check_section(cfg, DPOConfig, "train_dpo")
     start = time.perf_counter()
-    test_records = heldout_records(records, cfg.eval_prompts, 0)  # checked now, not after all the training
+    test_records = heldout_records(records, cfg.eval_prompts)  # checked now, not after all the training
     seed_everything(cfg.train.seed)
     # Under torchrun, this rank's GPU (cuda:LOCAL_RANK): until a rank joins the group, "cuda" is GPU 0, where
     # every rank's policy and reference would load and read all the pairs while the other GPUs wait

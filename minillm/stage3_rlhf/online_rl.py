@@ -46,7 +46,7 @@ def rl_records(records: list[dict], eval_prompts: int, method: str) -> tuple[lis
     if not prompts:
         raise DataError(f"{method}: no training records (split == 'train') to draw prompts from; pass the "
                         "instruction records with their training split")
-    return prompts, heldout_records(records, eval_prompts, 0)
+    return prompts, heldout_records(records, eval_prompts)
 
 
 def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_config: dict, generator: torch.Generator,

@@ -56,7 +56,7 @@ from typing import Any, ClassVar
 from tqdm.auto import tqdm
 
 from minillm.errors import TokenizerError
-from minillm.utils import write_json
+from minillm.utils import parse_json, write_json
 
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<mask>", "<|user|>", "<|assistant|>")
 N_BYTES = 256  # ids 0..255 are the bytes; merge k creates the id N_BYTES + k
@@ -586,11 +586,9 @@ def read_tokenizer_json(path: str | os.PathLike) -> dict[str, Any]:
         raise TokenizerError(f"{path} is a checkpoint (or another zip archive), not a tokenizer; pass the run "
                              f"folder, or the {TOKENIZER_NAME} beside the checkpoint")
     try:
-        data = json.loads(raw.decode("utf-8-sig"))  # (-sig: a byte order mark an editor adds is dropped)
-    # (RecursionError: json's error for brackets nested about a thousand deep)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        why = "nested too deeply to read" if isinstance(e, RecursionError) else e
-        raise TokenizerError(f"tokenizer file {path} is not valid JSON ({why}); retrain it") from None
+        data = parse_json(raw.decode("utf-8-sig"))  # (-sig: a byte order mark an editor adds is dropped)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"tokenizer file {path} is not valid JSON ({e}); retrain it") from None
     if not isinstance(data, dict) or "kind" not in data:
         raise TokenizerError(f"tokenizer file {path} has no 'kind' field; it is not a minillm tokenizer")
     if data.get("format_version") != FORMAT_VERSION:

@@ -62,7 +62,7 @@ from minillm.train.optim import AnyOptimizer, lr_at, make_optimizer, set_lr
 from minillm.train.plots import plot_metrics
 from minillm.train.precision import autocast, make_grad_scaler
 from minillm.train.resume import check_run_folder, restore_training_state, save_training_state
-from minillm.utils import atomic_write_bytes, resolve_device, seed_everything, write_json, writing
+from minillm.utils import atomic_write_bytes, parse_json, resolve_device, seed_everything, write_json, writing
 
 GetBatch = Callable[[str, torch.Generator], dict[str, torch.Tensor]]
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
@@ -242,7 +242,7 @@ def read_metrics(path: Path, up_to_step: float = math.inf) -> list[dict]:
         # (minillm writes ASCII: a byte that is not UTF-8 was edited in, and its line reads as no row)
         for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").split("\n"), start=1):
             try:
-                row = json.loads(line)
+                row = parse_json(line)
             except json.JSONDecodeError:
                 continue
             if not isinstance(row, dict) or not isinstance(row.get("step", 0), (int, float)):

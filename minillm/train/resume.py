@@ -18,7 +18,6 @@ should end exactly where an uninterrupted run would have. Two things make that s
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ from minillm.train.checkpoint import (
 from minillm.train.distributed import DistContext, barrier, gather_objects
 from minillm.train.optim import AnyOptimizer, lr_at
 from minillm.train.rng import capture_rng_state, restore_rng_state
-from minillm.utils import seed_everything
+from minillm.utils import parse_json, seed_everything
 
 # what a training-loop checkpoint holds beyond the model (an online-RL checkpoint holds none of these)
 TRAINING_STATE = ("step", "train_config", "optimizer", "scaler", "rng", "data_generator")
@@ -182,7 +181,7 @@ def check_resume(out_dir: Path, run_config: dict | None, tokenizer: Any, saved_u
     if run_config is None:
         return ""
     try:
-        saved = json.loads((out_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+        saved = parse_json((out_dir / CONFIG_NAME).read_text(encoding="utf-8"))
         saved = saved[saved_under] if saved_under else saved
         differences = [line for line in diff_configs(without_keys(saved, TRAINING_SETTINGS + INPUT_PATHS),
                                                      without_keys(run_config, TRAINING_SETTINGS + INPUT_PATHS))
