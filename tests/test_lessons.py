@@ -31,7 +31,7 @@ import torch
 import minillm
 from minillm import config, lessons
 from minillm.datasets.instructions import PADDING_CLOSERS, PADDING_OPENERS, read_jsonl
-from minillm.errors import DataError, RunLockedError
+from minillm.errors import ConfigError, DataError, RunLockedError
 from minillm.lessons import Run, earlier_run, own_run
 from minillm.model import GPT
 from minillm.run_lock import LOCK_NAME, RUN_MARK_NAME
@@ -128,6 +128,27 @@ def test_the_calls_a_lessons_text_asks_for_take_those_arguments():
                 if len(call.args) > len(positional) or any(k.arg not in params for k in call.keywords):
                     bad.append(f"{path.name}: {found.group(1)}")
     assert not bad, bad
+
+
+def test_the_settings_a_try_this_asks_for_are_accepted_by_the_preset_it_runs():
+    """Every command a lesson's text gives (`--set a=1 --set b=2`, together, at its `--preset`, else
+    the tiny preset every lesson uses) and every `CFG.section.name = value` it asks for is a setting
+    the config accepts: a Try this refused at its own preset (lesson 10's group_size=16 is, at micro,
+    whose minibatch of 4 holds no group of 16) sends the reader back with an error, not a result."""
+    refused, checked = [], 0
+    for path in LESSONS:
+        text = re.sub(r"\n#\s*", " ", prose(path))  # wrapped comment lines joined into one
+        asks = [(re.search(r"--preset (\w+)", span), re.findall(r"--set ([\w.]+=[^\s`]+)", span))
+                for span in re.findall(r"`([^`]*--set [^`]*)`", text)]
+        asks += [(None, [f"{name}={value.rstrip('.').strip(chr(34))}"])  # "0.7." ends a sentence
+                 for name, value in re.findall(r"CFG\.([\w.]+) = ([^\s,`]+)", text)]
+        checked += len(asks)
+        for preset_named, settings in asks:
+            try:
+                config.apply_overrides(config.preset(preset_named[1] if preset_named else "tiny"), settings)
+            except ConfigError as error:
+                refused.append(f"{path.name}: {settings}: {error}")
+    assert checked > 0 and not refused, refused or "no setting found: the patterns no longer match the lessons' text"
 
 
 def test_lesson_8s_best_of_n_keeps_a_run_for_each_n():
