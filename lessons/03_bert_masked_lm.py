@@ -36,7 +36,7 @@ from minillm.model import Bert
 from minillm.stage1_pretrain.data import pack_documents, random_windows
 from minillm.stage1_pretrain.masking import IGNORE_INDEX
 from minillm.stage1_pretrain.mlm import FLASH_FLOOD, fill_mask, mask_for_mlm, mlm_loss, train_mlm
-from minillm.tokenizer import load_tokenizer
+from minillm.tokenizer import Tokenizer, load_tokenizer
 from minillm.train import load_model_and_tokenizer, make_optimizer
 
 ARGS = lesson_args("Lesson 3: BERT's masked language modelling")
@@ -53,7 +53,7 @@ tokenizer = load_tokenizer(tokenizer_run.path / "tokenizer.json")
 # they are: the model cannot tell which visible tokens to trust, so it learns about all of them.
 
 # %%
-def step1_mask_one_sentence(tokenizer) -> None:
+def step1_mask_one_sentence(tokenizer: Tokenizer) -> None:
     print("== 1. BERT's masking recipe on one sentence ==")
     ids = pack_documents(tokenizer, ["A flash flood watch will be in effect all night for the town of Dorvik."])
     # A higher rate than 15% so that one short sentence shows every case; the seed picks the draw.
@@ -77,7 +77,7 @@ step1_mask_one_sentence(tokenizer)
 # Forward, loss, backward, optimizer step: the four lines every training loop repeats.
 
 # %%
-def step2_one_step_by_hand(tokenizer, train_stream: torch.Tensor) -> None:
+def step2_one_step_by_hand(tokenizer: Tokenizer, train_stream: torch.Tensor) -> None:
     print("\n== 2. One training step, by hand ==")
     torch.manual_seed(0)
     cfg = CFG.mlm

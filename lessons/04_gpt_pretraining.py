@@ -32,7 +32,7 @@ from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
 from minillm.model import GPT
 from minillm.stage1_pretrain.clm import generate_text, train_clm
 from minillm.stage1_pretrain.data import pack_documents
-from minillm.tokenizer import load_tokenizer
+from minillm.tokenizer import Tokenizer, load_tokenizer
 from minillm.train import load_model_and_tokenizer
 
 ARGS = lesson_args("Lesson 4: GPT's next-token prediction")
@@ -48,7 +48,7 @@ tokenizer = load_tokenizer(tokenizer_run.path / "tokenizer.json")
 # ## 1. Next-token targets: the input shifted by one
 
 # %%
-def step1_shifted_targets(tokenizer, doc: str) -> None:
+def step1_shifted_targets(tokenizer: Tokenizer, doc: str) -> None:
     print("== 1. Next-token targets: the input shifted by one ==")
     ids = pack_documents(tokenizer, [doc])[:13]  # (T+1,) = 13 tokens -> 12 (input, target) pairs
     inputs, targets = ids[:-1], ids[1:]  # (T,) each: targets[t] = ids[t + 1], the token after inputs[t]
@@ -65,13 +65,13 @@ step1_shifted_targets(tokenizer, train_docs[0])
 # Random weights give every token about the same probability: the text is noise.
 
 # %%
-def show_samples(model: GPT, tokenizer, temperature: float = 0.8) -> None:
+def show_samples(model: GPT, tokenizer: Tokenizer, temperature: float = 0.8) -> None:
     for i, prompt in enumerate(PROMPTS):
         text = generate_text(model, tokenizer, prompt, max_new_tokens=40, temperature=temperature, top_k=40, seed=i)
         print(f"  {text!r}")
 
 
-def step2_untrained_samples(tokenizer) -> None:
+def step2_untrained_samples(tokenizer: Tokenizer) -> None:
     print("\n== 2. Samples from the untrained model ==")
     torch.manual_seed(0)
     show_samples(GPT(dataclasses.replace(CFG.clm.model, vocab_size=tokenizer.vocab_size)), tokenizer)

@@ -37,6 +37,7 @@ from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import format_table, generate_answers, read_answers, run_sft_with_baselines
 from minillm.stage2_sft.template import encode_example, show_example
+from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer
 
 ARGS = lesson_args("Lesson 5: instruction tuning", inputs=["clm_run"])
@@ -56,7 +57,7 @@ _, tokenizer = load_model_and_tokenizer(clm.path, GPT)
 # (marked *) are targets of the loss.
 
 # %%
-def step1_template(tokenizer, record: dict) -> None:
+def step1_template(tokenizer: Tokenizer, record: dict) -> None:
     print("\n== 1. One example through the chat template ==")
     example = encode_example(tokenizer, record["prompt"], record["response"], max_len=128)
     print(show_example(tokenizer, example))

@@ -55,6 +55,7 @@ from minillm.stage3_rlhf.annotator import (
 from minillm.stage3_rlhf.preferences import collect_rankings, sample_distinct_answers
 from minillm.stage3_rlhf.reward_model import RewardModel, ranking_loss, train_reward_model
 from minillm.stage3_rlhf.sequences import last_real_index
+from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer
 
 ARGS = lesson_args("Lesson 6: the reward model", inputs=["sft_run"])
@@ -87,7 +88,7 @@ def explain_score(record: dict, answer: str) -> str:
     return ", ".join(terms) or "no part of the answer: 0"
 
 
-def step1_one_ranking(policy: GPT, tokenizer, record: dict) -> list[int | list[int]]:
+def step1_one_ranking(policy: GPT, tokenizer: Tokenizer, record: dict) -> list[int | list[int]]:
     print("== 1. Four answers to one prompt, scored and ranked by the simulated annotator ==")
     answers = sample_distinct_answers(policy, tokenizer, [record["prompt"]], 4, 1.0, 32,
                                       torch.Generator().manual_seed(0))[0]

@@ -29,11 +29,12 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 
 from minillm.config import preset, to_dict
-from minillm.lessons import earlier_run, lesson_args, lesson_dir, own_run, stage3_inputs
+from minillm.lessons import Run, earlier_run, lesson_args, lesson_dir, own_run, stage3_inputs
 from minillm.model import GPT
 from minillm.stage3_rlhf.grpo import group_advantages, make_reward_fn, rollout, train_grpo
 from minillm.stage3_rlhf.preferences import heldout_records
@@ -65,7 +66,7 @@ records, sft, rm = stage3_inputs(ARGS)
 # the policy reads once for all of them, when it samples and when it trains (`GPT.response_states`).
 
 # %%
-def step1_one_group(sft_dir, records: list[dict]) -> None:
+def step1_one_group(sft_dir: Path, records: list[dict]) -> None:
     print("== 1. One group of answers, dissected ==")
     policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT)
     cfg = CFG.grpo_verifiable
@@ -113,7 +114,7 @@ step1_one_group(sft.path, records)
 # wrong. Entropy falls with it (grpo_health.png).
 
 # %%
-def step2_train(sft, records: list[dict]):
+def step2_train(sft: Run, records: list[dict]) -> Run:
     print("== 2. GRPO with the verifiable reward ==")
     cfg = CFG.grpo_verifiable
     print(f"  {cfg.group_size} answers to each of {cfg.prompts_per_step} training prompts per step, "
@@ -151,7 +152,7 @@ grpo_verifiable = step2_train(sft, records)
 # hundredths may be noise.
 
 # %%
-def step3_pass_at_k(sft, grpo_verifiable, records: list[dict]) -> None:
+def step3_pass_at_k(sft: Run, grpo_verifiable: Run, records: list[dict]) -> None:
     print("== 3. pass@k before and after RL ==")
     table = earlier_run("rl_table", train_missing=False)
     if table is not None and "pass_at_k_gain" in table.result:

@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from minillm.config import (
     DTYPES,
@@ -49,6 +49,10 @@ from minillm.console import (
     stand_in_for_closed_output,
 )
 from minillm.errors import ConfigError, DataError, MinillmError
+
+if TYPE_CHECKING:  # (the commands import these when they run: importing this module loads no torch)
+    from minillm.tokenizer import Tokenizer
+    from minillm.train.checkpoint import ModelT
 
 DEFAULT_JOBS = 1  # one step at a time, with torch's threads: faster on a quiet 2-core CPU (docs/findings.md)
 
@@ -187,7 +191,7 @@ def cmd_tokenizer_encode(args: argparse.Namespace) -> None:
     print("pieces:", [tok.id_to_piece(i) for i in ids])
 
 
-def _tokenizer_for(cfg: PipelineConfig, path: str | None, train_docs: list[str]) -> Any:
+def _tokenizer_for(cfg: PipelineConfig, path: str | None, train_docs: list[str]) -> Tokenizer:
     """The tokenizer in the file `path`, or, with none given, a new one trained on `train_docs` by the config."""
     from minillm.tokenizer import load_tokenizer, train_tokenizer
 
@@ -262,7 +266,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(compare_runs(args.runs, args.out)["report"])
 
 
-def _load_trained(args: argparse.Namespace, model_cls: type) -> tuple[Any, Any]:
+def _load_trained(args: argparse.Namespace, model_cls: type[ModelT]) -> tuple[ModelT, Tokenizer]:
     """(model, tokenizer) of the run in --ckpt, on --device; a run without its tokenizer is refused."""
     from minillm.train import load_model_and_tokenizer
     from minillm.utils import resolve_device
@@ -481,7 +485,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="minillm", description=__doc__.splitlines()[0])
+    # (`python -OO`, or PYTHONOPTIMIZE=2, strips docstrings: __doc__ is None then)
+    parser = OneLineParser(prog="minillm", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

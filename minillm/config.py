@@ -17,7 +17,7 @@ import json
 import re
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from minillm.errors import ConfigError
 
@@ -682,6 +682,8 @@ def preset(name: str) -> PipelineConfig:
 # --------------------------------------------------------------------------------------------------
 # Overrides ("--set a.b.c=value") and (de)serialisation.
 
+ConfigT = TypeVar("ConfigT")  # a config dataclass: apply_overrides gives back a copy of the same class
+
 
 def check_section(value: Any, kind: type, where: str) -> None:
     """A ConfigError at the entry of `where` (a model class, a stage's train function) when it was given
@@ -716,7 +718,7 @@ def _parse_value(text: str, current: Any, path: str) -> Any:
     return text
 
 
-def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+def apply_overrides(cfg: ConfigT, overrides: list[str]) -> ConfigT:
     """Return a copy of `cfg` with each "dotted.path=value" applied.
 
     The values are set in a plain dict first and the config is rebuilt (and so validated) once at

@@ -10,6 +10,7 @@ command ends when its output is cut short or closed (minillm.console).
 
 import sys
 from pathlib import Path
+from types import TracebackType
 
 from minillm.console import discard_stdout, stand_in_for_closed_output, write_lines_as_they_come
 
@@ -56,7 +57,7 @@ def one_line_errors() -> None:
     stand_in_for_closed_output()
     write_lines_as_they_come()
 
-    def excepthook(kind, err, traceback) -> None:
+    def excepthook(kind: type[BaseException], err: BaseException, traceback: TracebackType | None) -> None:
         if issubclass(kind, BrokenPipeError):  # the reader has all it wanted, nothing went wrong
             discard_stdout()
             raise SystemExit(141)  # 128 + SIGPIPE, as cli.main returns (Python exits with the code a hook raises)

@@ -89,8 +89,8 @@ class Journey:
 
     cfg: PipelineConfig
     out_dir: Path
-    corpus_path: str | None = None
-    instructions_path: str | None = None
+    corpus_path: str | Path | None = None
+    instructions_path: str | Path | None = None
     results: dict[str, dict] = field(default_factory=dict)
     jobs: int = 1  # processes that may work at once (run_steps_in_parallel)
     reuse_from: Path | None = None  # another run's folder: its steps made from the same inputs are copied
@@ -368,7 +368,7 @@ def preflight(j: Journey) -> None:
 
 
 def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = False,
-                 corpus: str | None = None, instructions: str | None = None, jobs: int = 1,
+                 corpus: str | Path | None = None, instructions: str | Path | None = None, jobs: int = 1,
                  reuse_from: str | Path | None = None, skip_bad_lines: bool = False) -> dict:
     """Run every stage into `out_dir` and write report.json and report.md there.
 

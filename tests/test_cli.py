@@ -92,6 +92,14 @@ def test_python_dash_m_minillm_is_the_command():
     assert result.returncode == 2 and "'0' is not a probability in (0, 1]" in result.stderr
 
 
+def test_the_command_runs_under_python_dash_oo():
+    """`python -OO` (or PYTHONOPTIMIZE=2) strips docstrings: the parser once took its description from
+    cli's and every command ended in an AttributeError traceback."""
+    result = subprocess.run([sys.executable, "-OO", "-m", "minillm", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and "usage: minillm" in result.stdout, result.stderr
+
+
 @pytest.mark.parametrize("argv", [[c] for c in COMMANDS if c != "tokenizer"]
                          + [["tokenizer"], ["tokenizer", "train"], ["tokenizer", "encode"]])
 def test_each_command_has_help(argv, capsys):

@@ -43,6 +43,7 @@ from minillm.stage1_pretrain.data import (
     unigram_counts,
     write_results,
 )
+from minillm.tokenizer import Tokenizer
 from minillm.train import train
 from minillm.train.distributed import is_main_process
 from minillm.train.resume import check_resume
@@ -87,7 +88,7 @@ def unigram_perplexity(train_stream: torch.Tensor, val_stream: torch.Tensor, voc
     return math.exp(float(-log_p[targets].mean()))
 
 
-def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 60, temperature: float = 0.8,
+def generate_text(model: GPT, tokenizer: Tokenizer, prompt: str, max_new_tokens: int = 60, temperature: float = 0.8,
                   top_k: int | None = 40, seed: int = 0, top_p: float | None = None) -> str:
     """Continue `prompt` (a document start, after `<bos>`) and return prompt + continuation.
 
@@ -111,7 +112,7 @@ def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 60, 
     return prompt + tokenizer.decode(new_ids, skip_special=True)
 
 
-def sample_texts(model: GPT, tokenizer, block_size: int) -> list[str]:
+def sample_texts(model: GPT, tokenizer: Tokenizer, block_size: int) -> list[str]:
     """A sample for each of `SAMPLE_PROMPTS` that leaves room in the window to continue it.
 
     A tokenizer trained on another script (Korean, say) spells the English prompts byte by byte, in
@@ -126,7 +127,7 @@ def sample_texts(model: GPT, tokenizer, block_size: int) -> list[str]:
     return samples
 
 
-def train_clm(cfg: CLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
+def train_clm(cfg: CLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
               out_dir: str | Path, *, resume: bool = False) -> dict | None:
     """Pretrain a GPT by next-token prediction on packed documents; write the run to `out_dir`.
 

@@ -26,11 +26,12 @@ from pathlib import Path
 import torch
 
 from minillm.errors import DataError
+from minillm.tokenizer import Tokenizer
 from minillm.train.loop import FINAL_SPLIT, METRICS_NAME, read_metrics, write_metrics
 from minillm.utils import write_json
 
 
-def pack_documents(tokenizer, docs: Sequence[str]) -> torch.Tensor:
+def pack_documents(tokenizer: Tokenizer, docs: Sequence[str]) -> torch.Tensor:
     """Encode each document as `<bos> ids <eos>` and concatenate them into one 1-D stream of token ids."""
     stream: list[int] = []
     for doc in docs:

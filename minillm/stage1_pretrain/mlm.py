@@ -45,6 +45,7 @@ from minillm.stage1_pretrain.data import (
     write_results,
 )
 from minillm.stage1_pretrain.masking import IGNORE_INDEX, MaskedBatch, mask_tokens
+from minillm.tokenizer import Tokenizer
 from minillm.train import train
 from minillm.train.distributed import is_main_process
 from minillm.train.plots import save_figure, text_fonts
@@ -94,7 +95,7 @@ def masked_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[int, in
     return int((logits.argmax(-1)[chosen] == labels[chosen]).sum()), int(chosen.sum())
 
 
-def mask_for_mlm(ids: torch.Tensor, cfg: MLMConfig, tokenizer, generator: torch.Generator) -> MaskedBatch:
+def mask_for_mlm(ids: torch.Tensor, cfg: MLMConfig, tokenizer: Tokenizer, generator: torch.Generator) -> MaskedBatch:
     """`mask_tokens` with the rates of `cfg` and the special ids of `tokenizer`."""
     return mask_tokens(
         ids, mask_id=tokenizer.mask_id, special_ids=tokenizer.special_tokens.values(),
@@ -104,7 +105,7 @@ def mask_for_mlm(ids: torch.Tensor, cfg: MLMConfig, tokenizer, generator: torch.
 
 
 @torch.no_grad()
-def evaluate_mlm(model: nn.Module, cfg: MLMConfig, tokenizer, val_stream: torch.Tensor,
+def evaluate_mlm(model: nn.Module, cfg: MLMConfig, tokenizer: Tokenizer, val_stream: torch.Tensor,
                  most_frequent_id: int, max_windows: int = MAX_EVAL_WINDOWS) -> dict[str, float]:
     """Masked-token accuracy on fixed validation windows, and the unigram baseline on the same blanks.
 
@@ -140,7 +141,7 @@ def evaluate_mlm(model: nn.Module, cfg: MLMConfig, tokenizer, val_stream: torch.
     }
 
 
-def _encode_with_mask(tokenizer, text: str) -> tuple[list[int], int]:
+def _encode_with_mask(tokenizer: Tokenizer, text: str) -> tuple[list[int], int]:
     """Token ids of `text` with its one "[MASK]" replaced by the mask id, and that position."""
     if text.count(MASK_LITERAL) != 1:
         raise ModelInputError(
@@ -156,7 +157,7 @@ def _encode_with_mask(tokenizer, text: str) -> tuple[list[int], int]:
 
 
 @torch.no_grad()
-def fill_mask(model: nn.Module, tokenizer, text: str, top_k: int = 10) -> list[tuple[str, float]]:
+def fill_mask(model: nn.Module, tokenizer: Tokenizer, text: str, top_k: int = 10) -> list[tuple[str, float]]:
     """The `top_k` most likely tokens for the "[MASK]" in `text`, as (piece, probability), best first."""
     if getattr(model, "kind", "bert") != "bert":  # a GPT sees only the words before the blank
         raise ModelInputError(f"fill_mask needs a BERT (it reads both sides of the blank), got a {model.kind!r} "
@@ -187,7 +188,7 @@ def blank_last_word(sentence: str) -> str | None:
     return " ".join(words[:-1]) + f" {MASK_LITERAL}{punctuation}" if word else None
 
 
-def demo_sentence(tokenizer, train_docs: Sequence[str], val_docs: Sequence[str], block_size: int,
+def demo_sentence(tokenizer: Tokenizer, train_docs: Sequence[str], val_docs: Sequence[str], block_size: int,
                   max_tries: int = 500) -> str | None:
     """The sentence whose blank a finished run fills in, or None when none fits the context window.
 
@@ -218,7 +219,7 @@ def plot_fill_mask(ranking: Sequence[tuple[str, float]], path: str | Path, title
         save_figure(fig, path, dpi=120)
 
 
-def train_mlm(cfg: MLMConfig, tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
+def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
               out_dir: str | Path, *, resume: bool = False) -> dict | None:
     """Pretrain a BERT encoder with masked language modelling; write the run to `out_dir`.
 

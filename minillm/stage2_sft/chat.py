@@ -19,12 +19,14 @@ a model may write any byte, and an escape sequence would otherwise clear or reco
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, TextIO
+from typing import TextIO
 
 import torch
 
+from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.template import N_FRAMING_TOKENS, check_room_for_prompt, encode_prompt
+from minillm.tokenizer import Tokenizer
 from minillm.utils import escape_controls
 
 QUIT = "/quit"
@@ -36,8 +38,8 @@ COMMANDS = {
 
 
 def chat_loop(
-    model: Any,
-    tokenizer: Any,
+    model: GPT,
+    tokenizer: Tokenizer,
     input_stream: TextIO,
     output_stream: TextIO,
     *,

@@ -30,7 +30,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from matplotlib.figure import Figure
@@ -43,6 +42,7 @@ from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft, training_records
 from minillm.stage2_sft.template import check_room_for_prompt, decode_response, encode_prompt
+from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer
 from minillm.train.distributed import is_main_process
 from minillm.train.plots import MODEL_COLORS, save_figure
@@ -74,7 +74,7 @@ def left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def generate_answers(
-    model: GPT, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64,
+    model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64,
     *, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> list[str]:
@@ -158,7 +158,7 @@ def select_test_records(records: Sequence[dict], per_family: int) -> list[dict]:
 
 
 def evaluate_model(
-    model: GPT, tokenizer: Any, records: Sequence[dict], cfg: SFTConfig
+    model: GPT, tokenizer: Tokenizer, records: Sequence[dict], cfg: SFTConfig
 ) -> tuple[dict, list[str]]:
     """Scores (see `score_answers`) and the answers of one model on the test records."""
     check_section(cfg, SFTConfig, "evaluate_model")

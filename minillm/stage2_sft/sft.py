@@ -32,7 +32,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,9 +45,11 @@ from minillm.model import GPT
 from minillm.model.lora import add_lora, count_parameters, load_lora_state_dict, lora_state_dict, merged_state_dict
 from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft.template import ChatExample, TemplateStats, check_room_for_prompt, encode_records
+from minillm.tokenizer import Tokenizer
 from minillm.train import load_model, load_model_and_tokenizer, train
 from minillm.train.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
 from minillm.train.distributed import is_main_process, rank_zero_first
+from minillm.train.loop import GetBatch
 from minillm.train.optim import make_optimizer
 from minillm.utils import seed_everything, to_device
 
@@ -124,7 +125,7 @@ class ReplayWindows(Sequence[ChatExample]):
         return ChatExample(ids=ids, loss_mask=[True] * len(ids), prompt_tokens_dropped=0)
 
 
-def replay_examples(tokenizer: Any, docs: Sequence[str], length: int) -> ReplayWindows:
+def replay_examples(tokenizer: Tokenizer, docs: Sequence[str], length: int) -> ReplayWindows:
     """Pretraining text as SFT examples whose every token after the first is a target (the first has
     nothing before it to be predicted from): windows of the packed corpus.
 
@@ -139,7 +140,7 @@ def replay_examples(tokenizer: Any, docs: Sequence[str], length: int) -> ReplayW
 def make_get_batch(
     splits: dict[str, list[ChatExample]], batch_size: int, pad_id: int, device: torch.device | str,
     replay: Sequence[ChatExample] = (), n_replay: int = 0,
-):
+) -> GetBatch:
     """get_batch(split, generator) for the training loop: rows drawn with the loop's generator only.
 
     Each batch picks a length bucket (of 4 batches' worth of examples) at random, then its rows at
@@ -182,8 +183,8 @@ def training_records(records: Sequence[dict]) -> list[dict]:
 
 
 def _initial_model(
-    init_dir: str | Path | None, scratch_model_config: ModelConfig | None, tokenizer: Any
-) -> tuple[GPT, Any]:
+    init_dir: str | Path | None, scratch_model_config: ModelConfig | None, tokenizer: Tokenizer | None
+) -> tuple[GPT, Tokenizer]:
     """The pretrained GPT of a stage-1 run, or a randomly initialised one (the from-scratch baseline)."""
     if (init_dir is None) == (scratch_model_config is None):
         raise ConfigError("train_sft: give exactly one of init_dir (a CLM run folder) or "
@@ -197,7 +198,7 @@ def _initial_model(
     return GPT(scratch_model_config), tokenizer
 
 
-def replay_rows(cfg: SFTConfig, tokenizer: Any, pretrain_docs: Sequence[str],
+def replay_rows(cfg: SFTConfig, tokenizer: Tokenizer, pretrain_docs: Sequence[str],
                 block: int) -> tuple[Sequence[ChatExample], int]:
     """The replayed windows of `pretrain_docs` and how many rows of each batch they fill: none
     when `cfg.pretrain_mix` is 0, else round(pretrain_mix * batch_size) (config.py checks it)."""
@@ -222,7 +223,7 @@ def train_sft(
     *,
     init_dir: str | Path | None = None,
     scratch_model_config: ModelConfig | None = None,
-    tokenizer: Any = None,
+    tokenizer: Tokenizer | None = None,
     resume: bool = False,
     pretrain_docs: Sequence[str] = (),
     name: str = "sft",

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from minillm.errors import ConfigError
+from minillm.tokenizer import Tokenizer
 
 # Framing tokens around the text: <bos>, <|user|>, <|assistant|>, and the closing <eos>.
 N_FRAMING_TOKENS = 4
@@ -69,12 +69,12 @@ class TemplateStats:
                 + (f" (ids {named})" if named else ""))
 
 
-def _text_ids(tokenizer: Any, text: str) -> list[int]:
+def _text_ids(tokenizer: Tokenizer, text: str) -> list[int]:
     """Ordinary text -> ids, with the single leading space the template uses."""
     return tokenizer.encode(" " + text.strip())
 
 
-def encode_prompt(tokenizer: Any, prompt: str, max_len: int | None = None) -> list[int]:
+def encode_prompt(tokenizer: Tokenizer, prompt: str, max_len: int | None = None) -> list[int]:
     """`<bos> <|user|> prompt <|assistant|>`: what the model is given to start an answer.
 
     With `max_len`, prompt tokens are dropped from the left until the whole fits.
@@ -101,7 +101,7 @@ def check_room_for_prompt(block_size: int, max_new_tokens: int, setting: str) ->
 
 
 def encode_example(
-    tokenizer: Any, prompt: str, response: str, max_len: int, train_on_prompt: bool = False
+    tokenizer: Tokenizer, prompt: str, response: str, max_len: int, train_on_prompt: bool = False
 ) -> ChatExample | None:
     """The full template with its loss mask, or None if the response with `<eos>` leaves no room for
     the framing tokens and one prompt token.
@@ -125,7 +125,7 @@ def encode_example(
 
 
 def encode_records(
-    tokenizer: Any, records: Iterable[dict], max_len: int, train_on_prompt: bool = False
+    tokenizer: Tokenizer, records: Iterable[dict], max_len: int, train_on_prompt: bool = False
 ) -> tuple[list[ChatExample], TemplateStats]:
     """Encode every record ({"id", "prompt", "response", ...}); return examples and what was cut."""
     examples, stats = [], TemplateStats()
@@ -143,14 +143,14 @@ def encode_records(
     return examples, stats
 
 
-def decode_response(tokenizer: Any, new_ids: list[int]) -> str:
+def decode_response(tokenizer: Tokenizer, new_ids: list[int]) -> str:
     """Generated ids -> the answer text: everything before the first `<eos>`, specials removed."""
     if tokenizer.eos_id in new_ids:
         new_ids = new_ids[: new_ids.index(tokenizer.eos_id)]
     return tokenizer.decode(new_ids, skip_special=True).strip()
 
 
-def show_example(tokenizer: Any, example: ChatExample) -> str:
+def show_example(tokenizer: Tokenizer, example: ChatExample) -> str:
     """A table of the sequence, one token per line, marking the tokens that count in the loss."""
     lines = ["  pos  loss  token"]
     for t, (i, counts) in enumerate(zip(example.ids, example.loss_mask, strict=True)):

@@ -52,6 +52,7 @@ from minillm.stage3_rlhf.preferences import (
     split_rankings,
 )
 from minillm.stage3_rlhf.sequences import answer_logprob
+from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer, train
 from minillm.train.distributed import init_distributed, is_main_process
 from minillm.utils import resolve_device, seed_everything, to_device, write_json
@@ -96,7 +97,7 @@ def chosen_pairs(ranking: Ranking, which: str) -> list[tuple[int, int]]:
                       "add its branch there, beside best_and_worst's")
 
 
-def encode_pairs(tokenizer: Any, rankings: Sequence[dict], block_size: int,
+def encode_pairs(tokenizer: Tokenizer, rankings: Sequence[dict], block_size: int,
                  which: str = "all") -> list[tuple[ChatExample, ChatExample]]:
     """The (better, worse) pairs of every ranking, in the chat template; pairs that do not fit are left out.
 

@@ -59,6 +59,7 @@ from minillm.stage3_rlhf.sequences import (
     sample_responses,
 )
 from minillm.stage3_rlhf.verifier import Verifier
+from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer, plot_panels
 from minillm.train.distributed import refuse_several_processes
 from minillm.train.health import check_loss
@@ -203,7 +204,7 @@ class GroupRollout:
 
 
 @torch.no_grad()
-def rollout(policy: GPT, reference: GPT, reward_fn: RewardFn, tokenizer: Any, prompts: list[dict],
+def rollout(policy: GPT, reference: GPT, reward_fn: RewardFn, tokenizer: Tokenizer, prompts: list[dict],
             cfg: GRPOConfig, generator: torch.Generator) -> GroupRollout:
     """G answers to each of `prompts`, their rewards, and each answer's advantage within its group."""
     records = [r for r in prompts for _ in range(cfg.group_size)]  # detail: a group = G answers to one prompt

@@ -21,6 +21,7 @@ from minillm.errors import CheckpointError, DataError, TrainingError
 from minillm.model import GPT
 from minillm.provenance import MADE_BY, run_record
 from minillm.stage3_rlhf.preferences import comparison_summary, heldout_records
+from minillm.tokenizer import Tokenizer
 from minillm.train import load_checkpoint, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME, short_reason
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME, read_metrics, write_metrics
@@ -49,8 +50,9 @@ def rl_records(records: list[dict], eval_prompts: int, method: str) -> tuple[lis
     return prompts, heldout_records(records, eval_prompts)
 
 
-def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Any, run_config: dict, generator: torch.Generator,
-             device: torch.device | None = None, **resumable: Any) -> tuple[int, list[dict], dict]:
+def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Tokenizer, run_config: dict,
+             generator: torch.Generator, device: torch.device | None = None,
+             **resumable: Any) -> tuple[int, list[dict], dict]:
     """Start an online-RL run in `out_dir`, or resume it exactly: (first step, metrics so far, saved state).
 
     Each of `resumable` (policy, critic, optimizer, by their checkpoint key) gets its saved state,

@@ -23,7 +23,6 @@ prompt by prompt (`pass_at_k_gain`), so that a gap smaller than its noise is rea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
@@ -31,6 +30,7 @@ from minillm.datasets import contains_answer
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import mean_stderr
+from minillm.tokenizer import Tokenizer
 
 KS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -85,7 +85,7 @@ def pass_at_k_gain(before: Sequence[int], after: Sequence[int], n: int,
 
 @torch.no_grad()
 def count_right(
-    policy: GPT, tokenizer: Any, records: Sequence[dict], n: int, temperature: float, max_new_tokens: int,
+    policy: GPT, tokenizer: Tokenizer, records: Sequence[dict], n: int, temperature: float, max_new_tokens: int,
     seed: int,
 ) -> list[int]:
     """Sample `n` answers to each record (seeded) and count, per record, how many are right: hold the

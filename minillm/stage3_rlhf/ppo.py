@@ -52,6 +52,7 @@ from minillm.stage3_rlhf.sequences import (
     mean_entropy,
     sample_responses,
 )
+from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer, plot_metrics, plot_panels
 from minillm.train.distributed import refuse_several_processes
 from minillm.train.health import check_loss
@@ -200,7 +201,7 @@ def critic_values(critic: RewardModel, ids: Tensor, attention_mask: Tensor, n: i
 
 @torch.no_grad()
 def rollout(
-    policy: GPT, ref: GPT, rm: RewardModel, critic: RewardModel, tokenizer: Any, records: list[dict],
+    policy: GPT, ref: GPT, rm: RewardModel, critic: RewardModel, tokenizer: Tokenizer, records: list[dict],
     cfg: PPOConfig, kl_coef: float, generator: torch.Generator, gold_norm: tuple[float, float] | None = None,
 ) -> Rollout:
     """Sample one answer per record and compute everything the update needs.
@@ -285,7 +286,7 @@ def uses_gold(cfg: PPOConfig) -> bool:
                       "name; add its branch there, and its scoring in rollout")
 
 
-def gold_normaliser(policy: GPT, tokenizer: Any, prompts: list[dict], cfg: PPOConfig) -> tuple[float, float]:
+def gold_normaliser(policy: GPT, tokenizer: Tokenizer, prompts: list[dict], cfg: PPOConfig) -> tuple[float, float]:
     """(mean, std) of the gold judge's scores of the SFT model's answers to 256 training prompts.
 
     The reward model's scores are normalised to mean 0 and std 1 on the SFT model's answers

@@ -50,6 +50,7 @@ from minillm.stage3_rlhf.annotator import (
     win_rate_ceiling,
     win_rate_stderr,
 )
+from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer
 from minillm.utils import resolve_device, writing
 
@@ -139,7 +140,7 @@ def append_preference(path: str | os.PathLike, record: dict) -> None:
 
 @torch.no_grad()
 def sample_distinct_answers(
-    model: GPT, tokenizer: Any, prompts: Sequence[str], k: int, temperature: float, max_new_tokens: int,
+    model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], k: int, temperature: float, max_new_tokens: int,
     generator: torch.Generator, rounds: int = 4,
 ) -> list[list[str]]:
     """Up to `k` different answers per prompt: sample k each, then resample the prompts still short.
@@ -162,7 +163,7 @@ def sample_distinct_answers(
 
 
 def compare_policies(
-    policy: GPT, baseline: GPT, tokenizer: Any, records: Sequence[dict], temperature: float,
+    policy: GPT, baseline: GPT, tokenizer: Tokenizer, records: Sequence[dict], temperature: float,
     max_new_tokens: int, seed: int = 0,
 ) -> dict[str, Any]:
     """Both policies answer every record (`sample_answers`, the same seed for both); the gold judge
@@ -172,7 +173,7 @@ def compare_policies(
     return compare_answers(records, policy_answers, baseline_answers)
 
 
-def sample_answers(model: GPT, tokenizer: Any, records: Sequence[dict], temperature: float, max_new_tokens: int,
+def sample_answers(model: GPT, tokenizer: Tokenizer, records: Sequence[dict], temperature: float, max_new_tokens: int,
                    seed: int) -> list[str]:
     """One answer per record, sampled from a generator seeded with `seed`: with the same seed, the
     same model gives the same answers, so a baseline's answers can be drawn again to compare with."""

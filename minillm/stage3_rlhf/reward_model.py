@@ -77,6 +77,7 @@ from minillm.stage3_rlhf.sequences import (
     per_answer,
     scatter_to_mask,
 )
+from minillm.tokenizer import Tokenizer
 from minillm.train import load_checkpoint, load_model_and_tokenizer, save_checkpoint, train
 from minillm.train.checkpoint import CKPT_NAME
 from minillm.train.distributed import is_main_process
@@ -154,7 +155,7 @@ class RewardModel(nn.Module):
         return (raw - self.reward_mean) / self.reward_std if normalised else raw
 
 
-def load_reward_model(rm_dir: str | Path, tokenizer: Any, device: torch.device | str,
+def load_reward_model(rm_dir: str | Path, tokenizer: Tokenizer, device: torch.device | str,
                       sft_dir: str | Path) -> RewardModel:
     """The reward model of `rm_dir`, frozen and in eval mode, refused unless it reads the policy's tokens.
 
@@ -217,7 +218,7 @@ class EncodedRanking:
     ranks: list[int]  # ranks[i] = place of answer i in the ranking, 0 = best
 
 
-def encode_ranking(tokenizer: Any, record: dict, block_size: int) -> EncodedRanking | None:
+def encode_ranking(tokenizer: Tokenizer, record: dict, block_size: int) -> EncodedRanking | None:
     """The ranking's K conversations in the chat template, or None if one does not fit the context
     or if it holds no comparison (every answer tied)."""
     answers = [encode_example(tokenizer, record["prompt"], a, block_size) for a in record["answers"]]
@@ -378,7 +379,7 @@ def best_of_n_kl(n: int) -> float:
     return math.log(n) - (n - 1) / n
 
 
-def score_answers(rm: RewardModel, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> Tensor:
+def score_answers(rm: RewardModel, tokenizer: Tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> Tensor:
     """The reward model's score of each (prompt, answer), in the chat template: (P,)."""
     return per_answer(lambda b: rm(b["ids"], b["attention_mask"], b["loss_mask"]), rm, tokenizer, prompts, answers)
 
@@ -389,7 +390,7 @@ def pick_best(candidates: Sequence[Sequence[str]], scores: Tensor) -> list[str]:
 
 
 @torch.no_grad()
-def best_of_n(policy: GPT, rm: RewardModel, tokenizer: Any, prompts: Sequence[str], n: int, temperature: float,
+def best_of_n(policy: GPT, rm: RewardModel, tokenizer: Tokenizer, prompts: Sequence[str], n: int, temperature: float,
               max_new_tokens: int, generator: torch.Generator) -> list[str]:
     """Sample `n` answers to each prompt from `policy` and keep the one `rm` scores highest."""
     asked = [p for p in prompts for _ in range(n)]  # each prompt n times in a row

@@ -24,7 +24,7 @@ can and cannot teach (pass_at_k.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from minillm.stage3_rlhf.pass_at_k import count_right, pass_at_k_curve, pass_at_
 from minillm.stage3_rlhf.preferences import compare_answers, sample_answers
 from minillm.stage3_rlhf.reward_model import best_of_n, best_of_n_kl, load_reward_model
 from minillm.stage3_rlhf.sequences import answers_logprob
+from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer
 from minillm.train.plots import MODEL_COLORS, save_figure
 
@@ -56,7 +57,7 @@ def policy_row(records: Sequence[dict], answers: Sequence[str], baseline: Sequen
             "style_flaws": verdict["style_flaws_policy"], "kl": kl, "train_seconds": train_seconds}
 
 
-def sampled_kl(policy: GPT, sft: GPT, tokenizer: Any, records: Sequence[dict], answers: Sequence[str]) -> float:
+def sampled_kl(policy: GPT, sft: GPT, tokenizer: Tokenizer, records: Sequence[dict], answers: Sequence[str]) -> float:
     """Monte Carlo KL(policy || SFT) in nats per answer, from answers the policy sampled at temperature 1
     (both log-probs are read at temperature 1: answers drawn at another temperature give no KL).
 
@@ -70,7 +71,7 @@ def sampled_kl(policy: GPT, sft: GPT, tokenizer: Any, records: Sequence[dict], a
 
 
 @torch.no_grad()
-def load_policy(run_dir: str | Path, tokenizer: Any, sft_dir: str | Path, device: torch.device | str) -> GPT:
+def load_policy(run_dir: str | Path, tokenizer: Tokenizer, sft_dir: str | Path, device: torch.device | str) -> GPT:
     """A trained policy, refused unless it reads the SFT model's tokens: the table samples it with the SFT
     run's tokenizer and reads its KL to the SFT model token by token, so a policy trained from another
     SFT run would be scored on ids that mean other words to it."""
@@ -82,7 +83,7 @@ def load_policy(run_dir: str | Path, tokenizer: Any, sft_dir: str | Path, device
 
 
 def policy_table(
-    sft_dir: str | Path, rm_dir: str | Path, policies: dict[str, tuple[str | Path, float]], records: Sequence[dict],
+    sft_dir: str | Path, rm_dir: str | Path, policies: Mapping[str, tuple[str | Path, float]], records: Sequence[dict],
     temperature: float, max_new_tokens: int, seed: int, device: torch.device | str = "cpu",
 ) -> dict[str, dict[str, float]]:
     """The table's rows, by name: the SFT model's samples and greedy answers, best of n by the
@@ -109,7 +110,7 @@ def policy_table(
     return rows
 
 
-def right_answer_counts(models: dict[str, str | Path], records: Sequence[dict], n: int, temperature: float,
+def right_answer_counts(models: Mapping[str, str | Path], records: Sequence[dict], n: int, temperature: float,
                         max_new_tokens: int, seed: int, device: torch.device | str = "cpu") -> dict[str, list[int]]:
     """How many of n sampled answers to each record are right, for each model run {name: folder}, on `device`."""
     counts = {}

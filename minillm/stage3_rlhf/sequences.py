@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +41,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.evaluate import left_pad
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import check_room_for_prompt, decode_response, encode_example, encode_prompt
+from minillm.tokenizer import Tokenizer
 from minillm.utils import to_device
 
 
@@ -129,7 +129,7 @@ class Responses:
 
 
 @torch.no_grad()
-def sample_responses(policy: GPT, tokenizer: Any, prompts: list[str], max_new_tokens: int, temperature: float,
+def sample_responses(policy: GPT, tokenizer: Tokenizer, prompts: list[str], max_new_tokens: int, temperature: float,
                      generator: torch.Generator) -> Responses:
     """Sample one answer per prompt with the KV cache, and keep it as tensors for scoring and training."""
     device = next(policy.parameters()).device
@@ -149,8 +149,8 @@ def sample_responses(policy: GPT, tokenizer: Any, prompts: list[str], max_new_to
 
 
 @torch.no_grad()
-def per_answer(fn: Callable[[dict[str, Tensor]], Tensor], model: nn.Module, tokenizer: Any, prompts: Sequence[str],
-               answers: Sequence[str], batch_size: int = 64) -> Tensor:
+def per_answer(fn: Callable[[dict[str, Tensor]], Tensor], model: nn.Module, tokenizer: Tokenizer,
+               prompts: Sequence[str], answers: Sequence[str], batch_size: int = 64) -> Tensor:
     """`fn` of each (prompt, answer) in the chat template, one value each: (P,).
 
     `fn` runs `model` on a batch {"ids", "attention_mask", "loss_mask"} (B, T) (loss_mask True on
@@ -167,6 +167,6 @@ def per_answer(fn: Callable[[dict[str, Tensor]], Tensor], model: nn.Module, toke
     return torch.cat([fn(to_device(batch, device)) for batch in batches])
 
 
-def answers_logprob(model: nn.Module, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]) -> Tensor:
+def answers_logprob(model: nn.Module, tokenizer: Tokenizer, prompts: Sequence[str], answers: Sequence[str]) -> Tensor:
     """log p(answer | prompt) of each pair under `model`, at temperature 1: (P,)."""
     return per_answer(lambda b: answer_logprob(model, b["ids"], b["loss_mask"]), model, tokenizer, prompts, answers)

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from minillm.config import TrainConfig, check_section, to_dict
 from minillm.errors import ConfigError, DataError
 from minillm.provenance import MADE_BY, run_record
+from minillm.tokenizer import Tokenizer
 from minillm.train.checkpoint import CKPT_NAME, CONFIG_NAME, TOKENIZER_NAME, model_config_dict
 from minillm.train.distributed import (
     DistContext,
@@ -277,7 +278,7 @@ def summarize(history: list[dict]) -> dict[str, Any]:
 
 
 def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch: GetBatch, loss_fn: LossFn,
-          evaluate: Evaluate | None = None, run_config: dict | None = None, tokenizer: Any = None,
+          evaluate: Evaluate | None = None, run_config: dict | None = None, tokenizer: Tokenizer | None = None,
           resume: bool = False, desc: str = "train", model_kind: str = "gpt", title: str = "",
           log_y: bool = False, count_terms: CountTerms | None = None,
           dropout: bool = True) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -27,7 +26,7 @@ from tqdm import tqdm
 
 from minillm.config import TrainConfig, at_defaults, diff_configs, to_dict
 from minillm.errors import CheckpointError, ConfigError
-from minillm.tokenizer import load_tokenizer
+from minillm.tokenizer import Tokenizer, load_tokenizer
 from minillm.train.checkpoint import (
     CKPT_NAME,
     CONFIG_NAME,
@@ -153,7 +152,8 @@ def without_keys(config: dict, keys: tuple[str, ...]) -> dict:
             for key, value in config.items() if key not in keys}
 
 
-def check_resume(out_dir: Path, run_config: dict | None, tokenizer: Any, saved_under: str | None = "run") -> str:
+def check_resume(out_dir: Path, run_config: dict | None, tokenizer: Tokenizer | None,
+                 saved_under: str | None = "run") -> str:
     """Before resuming the checkpoint in `out_dir` (if there is one): the same tokenizer and the same
     settings, all but TRAINING_SETTINGS and INPUT_PATHS, as the run was made with (its tokenizer.json
     and config.json), or ConfigError. A resume must continue the *same* experiment: weights trained on
@@ -201,7 +201,9 @@ def check_resume(out_dir: Path, run_config: dict | None, tokenizer: Any, saved_u
     return f"note: resuming {out_dir} from other inputs (saved -> now): {'; '.join(moved)}" if moved else ""
 
 
-def check_run_folder(out_dir: Path, resume: bool, stage: str, run_config: dict | None, tokenizer: Any) -> str:
+def check_run_folder(
+    out_dir: Path, resume: bool, stage: str, run_config: dict | None, tokenizer: Tokenizer | None
+) -> str:
     """Before training into `out_dir`: a run already there is continued only with `resume`, and only as
     the same experiment (`check_resume`, whose note it returns); without `resume` it is refused, so that
     nothing overwrites it."""
