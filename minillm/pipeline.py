@@ -323,6 +323,18 @@ def run_step(j: Journey, name: str) -> dict:
     return result
 
 
+def check_folder_kept(j: Journey, before: str) -> None:
+    """Before each step and the report (`before` names it): stop if the journey's folder was deleted
+    while it ran (its config.json, written first, is gone). Each write of a step makes the folders it
+    needs again, so the journey went on into a new folder without the steps before, and failed at the
+    first file a later step reads ("no checkpoint at 04_sft/ckpt.pt") or wrote a report of steps no
+    longer there; and what it left was refused by the next run as files no minillm run wrote."""
+    if not (j.out_dir / CONFIG_NAME).is_file():
+        raise DataError(f"{j.out_dir} was deleted while the pipeline ran (its {CONFIG_NAME} is gone): stopped before "
+                        f"{before}, which reads the steps before it; delete what is left of {j.out_dir} and "
+                        "run the pipeline again")
+
+
 def jsonable(obj: Any) -> Any:
     """Make a result JSON-safe (tuples to lists, paths to strings)."""
     return json.loads(json.dumps(obj, default=str))
@@ -408,7 +420,9 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
         run_steps_in_parallel(journey, jobs)
     else:
         for name in STEP_NAMES:
+            check_folder_kept(journey, f"the {name} step")
             journey.results[name] = run_step(journey, name)
+    check_folder_kept(journey, "the report")
     return write_report(journey, ", ".join(devices), time.perf_counter() - start)
 
 
@@ -453,6 +467,7 @@ def run_steps_in_parallel(j: Journey, jobs: int) -> None:
         while pending or running:
             ready = [n for n in pending if all(need in j.results for need in needs(j.cfg, n))]
             for name in ready[:jobs - len(running)]:
+                check_folder_kept(j, f"the {name} step")
                 pending.remove(name)
                 # The worker gets the journey's settings and results so far, not the data it has read:
                 # a new Journey (dataclasses.replace) reads its own, as in a pipeline of its own.

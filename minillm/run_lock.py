@@ -53,8 +53,8 @@ def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> 
             check_no_run_around(folder, lock)
             remove_interrupted_writes(folder)
             yield lock
-    finally:
-        if created and [path.name for path in folder.iterdir()] == [RUN_MARK_NAME]:
+    finally:  # (a folder deleted while the run wrote into it is gone: no error of ours may hide the run's)
+        if created and folder.is_dir() and [path.name for path in folder.iterdir()] == [RUN_MARK_NAME]:
             mark.unlink()  # a run that failed at once leaves no empty folder behind
             folder.rmdir()
 

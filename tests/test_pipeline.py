@@ -10,6 +10,7 @@ import math
 import multiprocessing
 import os
 import random
+import re
 import runpy
 import shutil
 import signal
@@ -676,6 +677,28 @@ def test_a_run_stopped_before_its_report_keeps_no_report_of_other_settings(tmp_p
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(preset("micro"), run)
     assert not (run / "report.json").exists()
+
+
+def test_a_run_folder_deleted_while_the_pipeline_runs_stops_it_before_the_next_step(tmp_path, monkeypatch):
+    """`rm -rf` of the run folder during CLM: the steps' writes made the folders they needed again, and
+    the journey went on without the tokenizer and MLM, failing at a file a later step reads (or
+    reporting steps no longer there), and left a folder the next run refused as no minillm run's."""
+    results, ran = made_up_results(), []
+
+    def made_up(name):
+        def step(j):
+            ran.append(name)
+            if name == "clm":
+                shutil.rmtree(j.out_dir)
+            return results[name]
+        return step
+
+    monkeypatch.setattr(pipeline, "STEPS", {name: made_up(name) for name in STEP_NAMES})
+    run = tmp_path / "run"
+    with pytest.raises(DataError, match=rf"^{re.escape(str(run))} was deleted while the pipeline ran \(its "
+                                        r"config.json is gone\): stopped before the sft step"):
+        run_pipeline(preset("micro"), run)
+    assert ran == ["tokenizer", "mlm", "clm"] and not (run / "report.json").exists()
 
 
 def test_each_step_records_its_code_which_report_md_names_and_no_reuse_reads(tmp_path, monkeypatch, capsys):

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import random
+import re
 import shutil
 import sys
 import warnings
@@ -22,7 +23,7 @@ from _plots import legend_colour
 from crash_resume import assert_exact_resume
 
 from minillm.config import DPOConfig, GRPOConfig, ModelConfig, PPOConfig, RewardConfig, SFTConfig, TrainConfig
-from minillm.errors import CheckpointError, ConfigError, TrainingError
+from minillm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers, plot_scores
 from minillm.stage2_sft.sft import train_sft
@@ -199,6 +200,36 @@ def with_eos_boost(policy: GPT, eos_id: int, boost: float) -> GPT:
     return policy
 
 
+def test_rankings_that_find_no_different_answers_name_the_model_as_a_cause(runs, tmp_path, monkeypatch):
+    """An SFT run trained at lr=10 answers every prompt alike: the reward step said only to lower
+    reward.answers_per_prompt or raise reward.sample_temperature, never which model, or that its
+    training may have gone wrong."""
+    monkeypatch.setattr("minillm.stage3_rlhf.preferences.sample_distinct_answers",
+                        lambda policy, tokenizer, prompts, *args: [["the same answer"] for _ in prompts])
+    sft, log = re.escape(str(runs["sft"])), re.escape(str(runs["sft"] / "metrics.jsonl"))
+    with pytest.raises(DataError, match=rf"^no prompt gave 4 different answers from the SFT model {sft}; "
+                                        rf".*reward.sample_temperature; or its training went wrong \(see the loss "
+                                        rf"in {log}\)"):
+        collect_rankings(RewardConfig(n_prompts=5, answers_per_prompt=4, max_new_tokens=8), runs["sft"], RECORDS,
+                         tmp_path / "prefs.jsonl")
+
+
+def test_a_gradient_that_is_not_finite_stops_the_update_before_its_step(runs):
+    """PPO checked only its loss, after the whole update: a NaN gradient under a finite loss (the last
+    minibatch's) went through clipping (every gradient times grad_clip / NaN) into every weight, the
+    checkpoint saved them, and the next rollout failed in torch with an index error."""
+    policy, tok = load_model(runs["sft"], GPT)
+    rm = load_model(runs["rm"], RewardModel)[0]
+    cfg, critic, g = micro_ppo_config(), copy.deepcopy(rm), torch.Generator().manual_seed(0)
+    ro = rollout(policy, copy.deepcopy(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
+    policy.ln_f.weight.register_hook(lambda grad: grad * float("nan"))  # the loss stays finite
+    optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
+    with pytest.raises(TrainingError, match=r"^ppo: training stopped at step 3: the gradient norm is nan, the "
+                                            r"gradient of parameter 'ln_f.weight'"):
+        ppo_update(policy, critic, optimizer, ro, cfg, g, step=3)
+    assert all(p.isfinite().all() for p in policy.parameters())
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.7])  # 0.7: the update must rescale its logits as sampling did
 def test_first_minibatch_ratio_is_one_and_kl_is_zero_against_itself(runs, temperature):
     policy, tok = load_model(runs["sft"], GPT)
@@ -213,7 +244,7 @@ def test_first_minibatch_ratio_is_one_and_kl_is_zero_against_itself(runs, temper
     for t in (ro.kl, ro.advantages, ro.returns, ro.values):
         assert (t[~ro.mask] == 0).all()  # padding carries nothing
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
-    stats = ppo_update(policy, critic, optimizer, ro, cfg, g)
+    stats = ppo_update(policy, critic, optimizer, ro, cfg, g, step=1)
     assert stats[0]["ratio_max_dev"] < 1e-4 and stats[0]["clipfrac"] == 0.0
     assert len(stats) == cfg.ppo_epochs * cfg.rollout_batch_size // cfg.minibatch_size
     assert any(s["ratio_max_dev"] > 0 for s in stats[1:])  # later minibatches see an updated policy
@@ -365,7 +396,7 @@ def test_the_critic_is_regressed_from_its_old_values_towards_the_returns(runs):
     assert gap.abs().max() > 2 * cfg.clip_range_value  # gaps beyond the clip range: the test can fail
     entropy = entropy_alone(policy, ro.ids, ro.attention_mask, ro.mask, cfg.temperature)  # before the step
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
-    [stats] = ppo_update(policy, critic, optimizer, ro, cfg, g)
+    [stats] = ppo_update(policy, critic, optimizer, ro, cfg, g, step=1)
     assert stats["vf_loss"] == pytest.approx(0.5 * (gap ** 2).mean().item(), rel=1e-4)
     assert stats["entropy"] == pytest.approx(entropy, rel=1e-4)  # the policy's, in nats, over real tokens
 
@@ -379,7 +410,7 @@ def test_the_ratio_is_taken_against_the_sampling_policy_not_the_reference(runs):
     ro = rollout(policy, nudged(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
     assert ro.kl.abs().max() > 0.05  # the reference differs: a ratio against it would be far from 1
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
-    stats = ppo_update(policy, critic, optimizer, ro, cfg, g)
+    stats = ppo_update(policy, critic, optimizer, ro, cfg, g, step=1)
     assert stats[0]["ratio_max_dev"] < 1e-4 and stats[0]["clipfrac"] == 0.0
 
 
@@ -401,7 +432,8 @@ def test_the_update_steps_on_the_policy_loss_plus_vf_coef_times_the_value_loss(r
     (0.5 * ((values - ro.returns)[ro.mask] ** 2).mean()).backward()
     before = critic.head.weight.detach().clone()
     lr = 0.5
-    ppo_update(policy, critic, torch.optim.SGD([*policy.parameters(), *critic.parameters()], lr=lr), ro, cfg, g)
+    ppo_update(policy, critic, torch.optim.SGD([*policy.parameters(), *critic.parameters()], lr=lr), ro, cfg, g,
+               step=1)
     torch.testing.assert_close(critic.head.weight - before, -lr * cfg.vf_coef * by_hand.head.weight.grad,
                                atol=1e-6, rtol=1e-4)
 
@@ -456,7 +488,7 @@ def test_one_ppo_step_moves_the_policy_by_the_gradient_of_the_surrogate_read_row
     before = {name: p.detach().clone() for name, p in policy.named_parameters()}
     lr = 0.5
     [stats] = ppo_update(policy, critic, torch.optim.SGD([*policy.parameters(), *critic.parameters()], lr=lr), ro,
-                         cfg, g)
+                         cfg, g, step=1)
     assert stats["pg_loss"] == pytest.approx(loss.item(), abs=1e-5)
     for name, p in policy.named_parameters():
         torch.testing.assert_close((p.detach() - before[name]).double(), -lr * grads[name], atol=1e-6, rtol=1e-4)
@@ -472,7 +504,7 @@ def test_the_critic_learns_its_value_loss_falls_over_the_epochs(runs):
     critic, g = copy.deepcopy(rm), torch.Generator().manual_seed(0)
     ro = rollout(policy, copy.deepcopy(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-2)
-    losses = [s["vf_loss"] for s in ppo_update(policy, critic, optimizer, ro, cfg, g)]
+    losses = [s["vf_loss"] for s in ppo_update(policy, critic, optimizer, ro, cfg, g, step=1)]
     assert losses[0] > losses[1] > losses[2] and losses[2] < 0.9 * losses[0], losses
 
 
@@ -863,7 +895,7 @@ def test_ppo_learns_a_toy_task_within_seconds(runs):
         batch = [prompts[(32 * step + i) % len(prompts)] for i in range(32)]
         ro = rollout(policy, reference, PaysEveryAnswer(), critic, tok, batch, cfg, cfg.kl_coef, g)
         ended.append(ro.has_eos.float().mean().item())
-        ppo_update(policy, critic, optimizer, ro, cfg, g)
+        ppo_update(policy, critic, optimizer, ro, cfg, g, step=1)
     assert sum(ended[:3]) / 3 < 0.2 and sum(ended[-3:]) / 3 > 0.9, ended
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +39,19 @@ def test_the_lock_holds_our_pid_and_is_gone_afterwards_even_after_an_error(tmp_p
         (tmp_path / "run2" / "ckpt.pt").write_bytes(b"x")
         raise ZeroDivisionError
     assert not lock.exists() and (tmp_path / "run2" / "ckpt.pt").is_file()
+
+
+def test_a_folder_deleted_while_the_run_writes_lets_the_runs_own_error_through(tmp_path):
+    """`rm -rf` of a run's new folder while it ran: the run failed at a file it could no longer write
+    (or read), and the lock's clean-up, listing the folder to remove it if empty, replaced that error
+    with its own "No such file or directory: runs/x", which named no file the run used; a run that
+    finished ended with it too."""
+    folder = tmp_path / "run"
+    with pytest.raises(DataError, match="^the run's own error$"), run_folder_lock(folder):
+        shutil.rmtree(folder)
+        raise DataError("the run's own error")
+    with run_folder_lock(folder):
+        shutil.rmtree(folder)
 
 
 def test_a_lock_the_disk_refuses_is_named(tmp_path, file_size_limit):

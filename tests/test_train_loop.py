@@ -406,8 +406,8 @@ def nan_from_step(bad_step: int, poison: Callable[[torch.nn.Module], torch.Tenso
 
 @pytest.mark.parametrize("norm", [float("nan"), float("inf"), float("-inf")])
 def test_a_gradient_norm_that_is_not_finite_stops_training(norm):
-    with pytest.raises(TrainingError, match=f"step 3: the gradient norm is {norm}"):
-        check_grad_norm(norm, torch.nn.Linear(2, 2), 3)
+    with pytest.raises(TrainingError, match=f"^mlm: training stopped at step 3: the gradient norm is {norm}"):
+        check_grad_norm(norm, torch.nn.Linear(2, 2), 3, "mlm")
 
 
 def test_the_optimizer_steps_on_the_clipped_gradient(tmp_path, monkeypatch):
@@ -429,9 +429,12 @@ def test_the_optimizer_steps_on_the_clipped_gradient(tmp_path, monkeypatch):
 
 
 def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    """The message names the run that stopped: `pipeline --jobs 2` trains MLM beside CLM, and SFT its
+    baselines beside itself, and the line said only "training stopped at step 7"."""
     cfg = small_cfg(max_steps=12, save_every=5, eval_every=100)
-    with pytest.raises(TrainingError, match=r"step 7: the loss is nan"):
-        run(tmp_path, cfg, loss_fn=nan_from_step(7, lambda model: torch.tensor(float("nan"))))
+    with pytest.raises(TrainingError, match=r"^sft on count only: training stopped at step 7: the loss is nan"):
+        run(tmp_path, cfg, loss_fn=nan_from_step(7, lambda model: torch.tensor(float("nan"))),
+            desc="sft on count only")
     ckpt = load_checkpoint(tmp_path / "ckpt.pt")
     assert ckpt["step"] == 5 and all(torch.isfinite(t).all() for t in ckpt["model"].values())
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -711,8 +714,8 @@ def test_muon_takes_the_blocks_matrices_of_a_model_inside_another():
 
 @pytest.mark.parametrize("loss", [float("nan"), float("inf"), float("-inf")])
 def test_a_loss_that_is_not_finite_stops_training(loss):
-    with pytest.raises(TrainingError, match=f"step 4: the loss is {loss}"):
-        check_loss(loss, 4)
+    with pytest.raises(TrainingError, match=f"^clm: training stopped at step 4: the loss is {loss}"):
+        check_loss(loss, 4, "clm")
 
 
 def test_a_gradient_with_one_nan_entry_is_named():

@@ -62,7 +62,7 @@ from minillm.stage3_rlhf.verifier import Verifier
 from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer, plot_panels
 from minillm.train.distributed import refuse_several_processes
-from minillm.train.health import check_loss
+from minillm.train.health import check_loss, clip_gradients
 from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.train.optim import AnyOptimizer, follow_schedule, make_optimizer
 from minillm.utils import resolve_device, seed_everything, write_json
@@ -235,9 +235,15 @@ def group_minibatches(n_prompts: int, group_size: int, minibatch_size: int,
     return rows.split(minibatch_size)
 
 
+def run_name(cfg: GRPOConfig) -> str:
+    """How the progress bar and a NaN's message name a GRPO run: the pipeline trains two, one per reward."""
+    return f"grpo ({cfg.reward})"
+
+
 def grpo_update(policy: GPT, optimizer: AnyOptimizer, ro: GroupRollout, cfg: GRPOConfig,
-                generator: torch.Generator) -> list[dict[str, float]]:
-    """Optimise the clipped objective on `ro`; one stats dict per minibatch, in order."""
+                generator: torch.Generator, *, step: int) -> list[dict[str, float]]:
+    """Optimise the clipped objective on `ro`; one stats dict per minibatch, in order. `step` (the GRPO
+    step) is what a gradient that is not finite stops the run at (health.clip_gradients)."""
     n, ids, attention_mask = ro.mask.shape[1], ro.responses.ids, ro.responses.attention_mask
     stats = []
     for _ in range(cfg.epochs):
@@ -250,8 +256,7 @@ def grpo_update(policy: GPT, optimizer: AnyOptimizer, ro: GroupRollout, cfg: GRP
                                        cfg.clip_range, cfg.kl_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.train.grad_clip)
+            clip_gradients(policy, cfg.train.grad_clip, step, run_name(cfg))
             optimizer.step()
             stats.append({**mb_stats, "loss": loss.item(), "entropy": mean_entropy(logits, mask)})
     return stats
@@ -322,16 +327,16 @@ def train_grpo(
         out_dir, "GRPO", resume, tokenizer, {"grpo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
         generator, device, model=policy, optimizer=optimizer)
 
-    for step in tqdm(range(first_step, cfg.train.max_steps + 1), desc=f"grpo ({cfg.reward})", initial=first_step - 1,
+    for step in tqdm(range(first_step, cfg.train.max_steps + 1), desc=run_name(cfg), initial=first_step - 1,
                      total=cfg.train.max_steps):
         rows = torch.randint(len(prompts), (cfg.prompts_per_step,), generator=generator).tolist()
         ro = rollout(policy, reference, reward_fn, tokenizer, [prompts[i] for i in rows], cfg, generator)
         online_rl.check_rewards(ro.rewards.flatten(), ro.responses.answers, step, "GRPO")
         lr = follow_schedule(optimizer, step - 1, cfg.train)
         with torch.autograd.set_detect_anomaly(cfg.train.detect_anomaly):  # --detect-anomaly, as the other stages
-            update = grpo_update(policy, optimizer, ro, cfg, generator)
+            update = grpo_update(policy, optimizer, ro, cfg, generator, step=step)
         row = {"step": step, **step_metrics(ro, update), "lr": lr, "elapsed_s": time.perf_counter() - start}
-        check_loss(row["loss"], step)
+        check_loss(row["loss"], step, run_name(cfg))
         history.append(row)
         append_metrics(out_dir / METRICS_NAME, row)
         if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:

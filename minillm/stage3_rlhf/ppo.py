@@ -55,7 +55,7 @@ from minillm.stage3_rlhf.sequences import (
 from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer, plot_metrics, plot_panels
 from minillm.train.distributed import refuse_several_processes
-from minillm.train.health import check_loss
+from minillm.train.health import check_loss, clip_gradients
 from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.train.optim import adamw, follow_schedule, param_groups
 from minillm.utils import resolve_device, seed_everything, write_json
@@ -237,9 +237,10 @@ def rollout(
 
 def ppo_update(
     policy: GPT, critic: RewardModel, optimizer: torch.optim.Optimizer, ro: Rollout, cfg: PPOConfig,
-    generator: torch.Generator,
+    generator: torch.Generator, *, step: int,
 ) -> list[dict[str, float]]:
-    """Optimise the clipped objectives on `ro`; one stats dict per minibatch, in order."""
+    """Optimise the clipped objectives on `ro`; one stats dict per minibatch, in order. `step` (the PPO
+    step) is what a gradient that is not finite stops the run at (health.clip_gradients)."""
     n = ro.mask.shape[1]
     stats = []
     for _ in range(cfg.ppo_epochs):  # detail: several PPO epochs over shuffled minibatches
@@ -255,9 +256,8 @@ def ppo_update(
             loss = pg_loss + cfg.vf_coef * vf_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.train.grad_clip > 0:  # each network's gradient norm clipped on its own
-                for net in (policy, critic):
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.grad_clip)
+            for net in (policy, critic):  # each network's gradient norm checked and clipped on its own
+                clip_gradients(net, cfg.train.grad_clip, step, "ppo")
             optimizer.step()
             stats.append({**pg_stats, "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(),
                           "vf_clipfrac": vf_clipfrac, "entropy": mean_entropy(logits, mask)})
@@ -364,9 +364,9 @@ def train_ppo(
         online_rl.check_rewards(ro.rm_score, ro.answers, step)
         lr = follow_schedule(optimizer, step - 1, cfg.train)  # the critic's lr moves in proportion
         with torch.autograd.set_detect_anomaly(cfg.train.detect_anomaly):  # --detect-anomaly, as the other stages
-            update = ppo_update(policy, critic, optimizer, ro, cfg, generator)
+            update = ppo_update(policy, critic, optimizer, ro, cfg, generator, step=step)
         row = {"step": step, **step_metrics(ro, update, kl_coef), "lr": lr, "elapsed_s": time.perf_counter() - start}
-        check_loss(row["pg_loss"] + row["vf_loss"], step)
+        check_loss(row["pg_loss"] + row["vf_loss"], step, "ppo")
         if cfg.adaptive_kl:  # detail: adaptive beta steers the KL towards target_kl
             kl_coef = adapt_kl_coef(kl_coef, row["kl"], cfg.target_kl)
         history.append(row)

@@ -265,8 +265,11 @@ def collect_rankings(
                               "ranking": annotator.rank(record, answers),
                               "split": split_of(len(lines)), "annotator": "simulated"})
     if not lines:
-        raise DataError(f"no prompt gave {K} different answers; lower reward.answers_per_prompt or raise "
-                        "reward.sample_temperature")
+        # (a model whose training diverged says one thing whatever it is asked: the advice names both causes)
+        raise DataError(f"no prompt gave {K} different answers from the SFT model {sft_dir}; lower "
+                        "reward.answers_per_prompt or raise reward.sample_temperature; or its training went wrong "
+                        f"(see the loss in {Path(sft_dir) / 'metrics.jsonl'}): train it again, with a lower lr if "
+                        "it diverged")
     write_jsonl(out_path, lines)
     return {"n_rankings": len(lines), "n_pairs": sum(len(ranking_to_pairs(line["ranking"])) for line in lines),
             "prompts_passed_over": passed_over, "seconds": time.perf_counter() - start}

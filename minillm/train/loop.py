@@ -58,7 +58,7 @@ from minillm.train.distributed import (
     shard_rows,
     wrap_model,
 )
-from minillm.train.health import check_grad_norm, check_loss
+from minillm.train.health import check_loss, clip_gradients
 from minillm.train.optim import AnyOptimizer, lr_at, make_optimizer, set_lr
 from minillm.train.plots import plot_metrics
 from minillm.train.precision import autocast, make_grad_scaler
@@ -160,11 +160,12 @@ def checked_loss(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
 def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor], loss_fn: LossFn,
                optimizer: AnyOptimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
                ctx: DistContext, device: torch.device, step: int,
-               count_terms: CountTerms | None = None) -> dict[str, float]:
+               count_terms: CountTerms | None = None, desc: str = "train") -> dict[str, float]:
     """Forward, backward, clip and update on one global batch; return the step's metrics.
 
     `net` is what runs forward (the model, possibly wrapped by DDP and/or torch.compile);
-    `model` is the bare module whose parameters the optimizer updates.
+    `model` is the bare module whose parameters the optimizer updates; `desc` names the run in a
+    NaN's message (health.py).
     """
     optimizer.zero_grad(set_to_none=True)
     parts = micro_batches(batch, cfg, ctx, device)
@@ -180,18 +181,15 @@ def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor],
         for key, value in {"loss": loss.item(), **extra}.items():
             sums[key] = sums.get(key, 0.0) + float(value) * weight
     metrics = mean_over_ranks(sums, ctx, device)  # every rank sees the global batch's numbers
-    check_loss(metrics["loss"], step)
+    check_loss(metrics["loss"], step, desc)
 
     scaler.unscale_(optimizer)  # back to the true gradients before measuring them (float16 only)
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads)  # the norm of all gradients as one long vector
     # With float16 an overflow is expected now and then: the scaler skips that step and halves its
     # scale (from 2**16) until the gradients fit. A scale below 1 lifts nothing any more, so
     # gradients still not finite then are a NaN or inf of the model or the loss: stop, as in float32.
-    if not scaler.is_enabled() or scaler.get_scale() < 1.0:
-        check_grad_norm(norm.item(), model, step)
-    if cfg.grad_clip > 0:  # scale every gradient by min(1, grad_clip / norm)
-        torch.nn.utils.clip_grads_with_norm_(model.parameters(), cfg.grad_clip, norm)
+    overflow_expected = scaler.is_enabled() and scaler.get_scale() >= 1.0
+    # the norm of all gradients as one long vector; then each gradient is scaled by min(1, grad_clip / norm)
+    norm = clip_gradients(model, cfg.grad_clip, step, desc, check=not overflow_expected)
     scaler.step(optimizer)  # optimizer.step() (skipped by the float16 scaler if gradients overflowed)
     scaler.update()
     return {**metrics, "grad_norm": norm.item()}
@@ -346,7 +344,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
                 batch = get_batch("train", data_generator)
                 check_batch(batch, cfg.batch_size, "train")
                 metrics = train_step(net, model, batch, loss_fn, optimizer, scaler, cfg, ctx, device, step,
-                                     count_terms)
+                                     count_terms, desc)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}")
                 elapsed = elapsed_before + time.perf_counter() - started
 
