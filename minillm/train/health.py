@@ -47,7 +47,7 @@ def clip_gradients(model: nn.Module, grad_clip: float, step: int, stage: str, ch
     stop if it is not finite (`check_grad_norm`; `check=False` lets float16's expected overflows
     through, loop.py), clip the gradient to norm `grad_clip` (0: no clipping); return the norm.
 
-    torch's `clip_grad_norm_` is the same two calls without the check. Clipping does not save a step
+    `torch.nn.utils.clip_grad_norm_` is the same two calls without the check. Clipping does not save a step
     whose norm is NaN: it scales every gradient by grad_clip / NaN, so the optimizer writes NaN into
     every weight, and a run that checked only its loss would save them before its next loss showed it.
     """
