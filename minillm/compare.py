@@ -6,7 +6,9 @@ folder already holds what is needed to answer: `metrics.jsonl` (the curves) and 
 metric, in one PNG; tabulates their final values (what was learned: the learning rate the schedule
 reached, the machine's speed and the counts of what was read are named apart, `not_a_result`); and
 lists the settings in which the runs differ, so a reader sees at once what was changed and what it
-did. Runs of different stages (`stage_of`) are compared on the settings they share, and told so.
+did. Runs of different stages (`stage_of`) are compared on the settings they share, and told so. A
+setting that names another run (PPO's sft_dir) is compared by that run (`input_runs`), not by how its
+path is written.
 
 Two runs of the whole pipeline (an experiment made with `minillm pipeline --set ... --reuse
 runs/tiny`, against runs/tiny) are compared by their reports instead (`compare_pipelines`): every
@@ -15,12 +17,13 @@ learning figure that differs, the settings that differ, and which steps each tra
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -43,6 +46,15 @@ class LoggedRun:
     rows: list[dict]  # metrics.jsonl, one dict per logged step
     config: dict  # config.json as written by the training loop, without its record of the code
     made_by: object = None  # that record (provenance.py); None for a run made before minillm recorded it
+    inputs: dict[str, InputRun] = field(default_factory=dict)  # flattened setting -> the run it names
+
+
+@dataclass(frozen=True)
+class InputRun:
+    """A run that one of a run's settings names (PPO's sft_dir), as found now."""
+
+    folder: Path  # where it is
+    identity: str  # which run it is (`run_identity`): two folders hold the same run when theirs agree
 
 
 def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike) -> dict:
@@ -65,14 +77,17 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
     stages = {r.name: stage_of(r.config) for r in runs}
     shared_only = "" not in stages.values() and len(set(stages.values())) > 1  # runs of different stages
     differences = config_differences(runs, shared_only)
+    other_inputs = inputs_apart(runs, differences)
     report = "\n\n".join([
         *([stages_note(runs, stages)] if shared_only else []),
         *code_note([r.name for r in runs], [describe(r.made_by) for r in runs]),
+        *inputs_note(other_inputs),
         final_values_text(runs, final, metrics),
         settings_text([r.name for r in runs], differences, shared_only),
         f"curves: {plot}",
     ])
-    return {"final": final, "differences": differences, "plot": str(plot), "report": report}
+    return {"final": final, "differences": differences, "other_inputs": other_inputs, "plot": str(plot),
+            "report": report}
 
 
 def check_run_folders(run_dirs: Sequence[str | os.PathLike]) -> None:
@@ -105,7 +120,7 @@ def load_run(run_dir: str | os.PathLike, name: str) -> LoggedRun:
     config_path = folder / CONFIG_NAME
     config = read_json(config_path) if config_path.is_file() else {}
     made_by = config.pop(MADE_BY, None)  # not a setting: `code_note` names it apart
-    return LoggedRun(name, rows, siblings_by_name(config, folder), made_by)
+    return LoggedRun(name, rows, siblings_by_name(config, folder), made_by, input_runs(config, folder))
 
 
 def siblings_by_name(config: dict, folder: Path) -> dict:
@@ -140,6 +155,35 @@ def readings(path: Path, parent: Path) -> list[Path]:
     starts = [Path.cwd(), *(parent.parents[k - 1] for k in range(len(path.parts) - 1, 0, -1)
                            if k < len(parent.parts) and path.parts[:k] == parent.parts[-k:])]
     return [(start / path).resolve() for start in starts]
+
+
+def input_runs(config: dict, folder: Path) -> dict[str, InputRun]:
+    """Each setting of `config` (flattened) that names a run, or a file in one, -> that run, read as
+    `siblings_by_name` reads it; a setting whose path holds no run now (gone, a file of the user's) is left out."""
+    found = {}
+    for setting, value in flatten(config).items():
+        if is_path(value):
+            runs = [InputRun(path, identity) for path in readings(Path(value), folder.resolve().parent)
+                    if (identity := run_identity(path))]
+            if runs:
+                found[setting] = runs[0]
+    return found
+
+
+def run_identity(path: Path) -> str | None:
+    """Which run the folder `path` holds, or the folder of the file `path` (05_reward_model/prefs.jsonl):
+    the id its inputs.json holds (a pipeline step; a step --reuse copied keeps the id of the run it copies),
+    else the sha256 of its metrics.jsonl (a stage command's run: a few kilobytes, whose times alone tell
+    two trainings apart). None when it holds no run. A checkpoint is never read: it may weigh gigabytes."""
+    from minillm.pipeline import run_id  # (as in compare_pipelines)
+
+    folder = path if path.is_dir() else path.parent if path.is_file() else None
+    if folder is None:
+        return None
+    if (step_run := run_id(folder)) is not None:
+        return f"run {step_run}"
+    metrics = folder / METRICS_NAME
+    return f"metrics sha256 {hashlib.sha256(metrics.read_bytes()).hexdigest()}" if metrics.is_file() else None
 
 
 def is_path(value: object) -> bool:
@@ -278,7 +322,9 @@ def config_differences(runs: Sequence[LoggedRun], shared_only: bool = False) -> 
     with `shared_only`, only settings that every run has (runs of different stages share few).
 
     A config.json may hold the same setting twice (the model's config under "model" and again inside
-    the stage's "run" config); the longer path is dropped when it says the same as the shorter.
+    the stage's "run" config); the longer path is dropped when it says the same as the shorter. A path
+    that names the same run in every run (`input_runs`) is the same setting however it is written: a
+    step --reuse copied records the path of the journey it was copied from.
     """
     flat = [flatten(run.config) for run in runs]
     paths = sorted(set.intersection(*map(set, flat)) if shared_only else set().union(*flat),
@@ -286,10 +332,33 @@ def config_differences(runs: Sequence[LoggedRun], shared_only: bool = False) -> 
     differ: dict[str, list[object]] = {}
     for path in paths:
         values = [f.get(path, "-") for f in flat]
-        if len({json.dumps(v) for v in values}) > 1 and not any(
-                path.endswith("." + q) and differ[q] == values for q in differ):
+        if (len({json.dumps(v) for v in values}) > 1 and not one_input_run(runs, path)
+                and not any(path.endswith("." + q) and differ[q] == values for q in differ)):
             differ[path] = values
     return dict(sorted(differ.items()))
+
+
+def one_input_run(runs: Sequence[LoggedRun], setting: str) -> bool:
+    """True when `setting` names one and the same run (`input_runs`) in every run."""
+    named = [run.inputs.get(setting) for run in runs]
+    return None not in named and len({n.identity for n in named}) == 1
+
+
+def inputs_apart(runs: Sequence[LoggedRun], differences: dict[str, list[object]]) -> dict[str, list[str]]:
+    """The settings that name an input alike in every run (PPO's sft_dir: the "../04_sft" beside each, so
+    no setting that differs) where the runs there are not one and the same: setting -> each run's input folder."""
+    return {setting: [str(run.inputs[setting].folder) for run in runs] for setting in runs[0].inputs
+            if setting not in differences and all(setting in run.inputs for run in runs)
+            and not one_input_run(runs, setting)}
+
+
+def inputs_note(apart: dict[str, list[str]]) -> list[str]:
+    """A line for runs made from different runs of inputs their settings name alike (`inputs_apart`): their
+    results may differ for that, and the table of settings cannot show it. No line when there are none."""
+    if not apart:
+        return []
+    return ["made from different input runs, though their settings name them alike: " + "; ".join(
+        f"{setting} ({', '.join(folders)})" for setting, folders in apart.items())]
 
 
 def settings_text(names: Sequence[str], differences: dict[str, list[object]], shared_only: bool = False) -> str:

@@ -40,7 +40,7 @@ FLASH_FLOOD_SENTENCE = "A flash flood watch will be in effect all night."  # rep
 # report.json: per stage, the figures of its result that the report keeps (besides its seconds)
 REPORT_KEYS = {
     "tokenizer": ("vocab_size", "tokens_per_byte"),
-    "mlm": ("val_masked_accuracy", "unigram_masked_accuracy", "fill_mask_top5"),
+    "mlm": ("val_masked_accuracy", "unigram_masked_accuracy", "unigram_masked_loss", "fill_mask_top5"),
     "clm": ("val_perplexity", "unigram_perplexity"),
     "sft": ("exact_match", "base_exact_match", "scratch_exact_match", "single_family_exact_match", "questions"),
     "reward_model": ("pairwise_accuracy", "gold_agreement", "annotator_agreement"),

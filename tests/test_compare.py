@@ -481,3 +481,34 @@ def test_two_journeys_made_in_one_folder_and_compared_from_another_read_the_same
         "run.init_dir": ["../03_clm", "runs/tiny/03_clm"]}
     monkeypatch.chdir(tmp_path)  # where they were made: as before
     assert compare_runs(["runs/tiny/04_sft", "runs/beta/04_sft"], tmp_path / "c.png")["differences"] == {}
+
+
+def test_runs_made_from_other_runs_of_an_input_named_alike_say_so_in_one_line(tmp_path):
+    """Two journeys' PPO runs each read the 04_sft beside them: one setting ("../04_sft"), two SFT runs (told
+    apart here by what they logged; in a pipeline by their inputs.json's id). compare said only that the runs
+    have the same config, and a learner took their different results for noise."""
+    for journey, losses in (("tiny", [2.0, 1.0]), ("beta", [2.0, 1.5]), ("copy", [2.0, 1.0])):
+        write_run(tmp_path / journey / "04_sft", 1e-3, losses)
+        ppo_run(tmp_path / journey / "06_ppo")
+    tiny, beta, copy = (tmp_path.resolve() / journey for journey in ("tiny", "beta", "copy"))
+    compared = compare_runs([tiny / "06_ppo", beta / "06_ppo"], tmp_path / "c.png")
+    assert compared["differences"] == {}
+    assert compared["other_inputs"] == {"sft_dir": [str(tiny / "04_sft"), str(beta / "04_sft")]}
+    assert (f"made from different input runs, though their settings name them alike: sft_dir ({tiny / '04_sft'}, "
+            f"{beta / '04_sft'})") in compared["report"].splitlines()
+    assert compare_runs([tiny / "06_ppo", copy / "06_ppo"], tmp_path / "c.png")["other_inputs"] == {}  # a copy
+
+
+def test_a_step_reuse_copied_names_the_run_it_read_by_the_first_journeys_path_and_that_is_no_difference(tmp_path):
+    """A step that `pipeline --reuse runs/tiny` copies keeps its config.json, which names the SFT run it read
+    as runs/tiny/04_sft; the copy's own 04_sft is a copy of that run too (the same inputs.json id). It was
+    shown as a setting that differs from runs/tiny's own "../04_sft"."""
+    for journey in ("tiny", "no-kl"):
+        write_run(tmp_path / journey / "04_sft", 1e-3, [2.0, 1.0 if journey == "tiny" else 1.5])
+        inputs = {"id": "sft-1", "settings": {}, "made_from": {}}
+        (tmp_path / journey / "04_sft" / "inputs.json").write_text(json.dumps(inputs), encoding="utf-8")
+        ppo_run(tmp_path / journey / "06_ppo")
+    copied = tmp_path / "no-kl" / "06_ppo" / "config.json"
+    copied.write_text(copied.read_text(encoding="utf-8").replace("no-kl", "tiny"), encoding="utf-8")
+    compared = compare_runs([tmp_path / "tiny" / "06_ppo", tmp_path / "no-kl" / "06_ppo"], tmp_path / "c.png")
+    assert (compared["differences"], compared["other_inputs"]) == ({}, {})

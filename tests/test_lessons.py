@@ -762,7 +762,8 @@ def test_lesson_3s_masking_table_and_step_by_hand_say_what_happened(tmp_path, ca
     history = [{"split": "train", "step": 50, "loss": 3.0},
                {"split": "val", "step": 50, "val_subset_masked_accuracy": 0.25, "val_subset_masked_positions": 300}]
     mlm = types.SimpleNamespace(result={"val_masked_accuracy": 0.5, "val_masked_positions": 1150,
-                                        "unigram_prediction": ".", "unigram_masked_accuracy": 0.08},
+                                        "unigram_prediction": ".", "unigram_masked_accuracy": 0.08,
+                                        "unigram_masked_loss": 5.74},
                                 history=history, path=tmp_path)
     lesson.update(OUT=tmp_path, ARGS=argparse.Namespace(fresh=False), tokenizer_run=None, own_run=lambda *a, **kw: mlm)
     lesson["step3_train"]()

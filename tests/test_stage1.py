@@ -38,6 +38,7 @@ from minillm.stage1_pretrain.mlm import (
     mlm_loss,
     plot_fill_mask,
     train_mlm,
+    unigram_masked_loss,
 )
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
@@ -201,7 +202,7 @@ def test_packing_frames_each_document_and_windows_score_every_token_once(tokeniz
 # Short runs that must learn (they fail if backward or optimizer.step() is broken).
 
 
-def test_tiny_mlm_run_learns(tmp_path, corpus, tokenizer):
+def test_tiny_mlm_run_learns(tmp_path, corpus, tokenizer, drawn_figures):
     metrics = train_mlm(_mlm_cfg(), tokenizer, *corpus, tmp_path)
     losses = _train_losses(tmp_path)
     assert len(losses) == 30
@@ -215,6 +216,17 @@ def test_tiny_mlm_run_learns(tmp_path, corpus, tokenizer):
     specials = set(tokenizer.special_tokens.values())
     counts = Counter(i for i in pack_documents(tokenizer, corpus[0]).tolist() if i not in specials)
     assert metrics["unigram_prediction"] == tokenizer.id_to_piece(counts.most_common(1)[0][0])
+    shares = [c / sum(counts.values()) for c in counts.values()]  # answering each blank with these frequencies
+    assert metrics["unigram_masked_loss"] == pytest.approx(-sum(p * math.log(p) for p in shares))
+    [dashed] = [line for fig in drawn_figures for line in fig.axes[0].lines if line.get_linestyle() == "--"][-1:]
+    assert list(dashed.get_ydata()) == [metrics["unigram_masked_loss"]] * 2
+    assert f"unigram loss {metrics['unigram_masked_loss']:.2f}" in dashed.get_label()
+
+
+def test_the_unigram_masked_loss_is_the_cross_entropy_of_the_frequencies_with_themselves():
+    """Tokens "a a b c" (ids 2, 2, 3, 4; the specials 0 and 1 are never a blank): guessing a 1/2, b 1/4,
+    c 1/4 at every blank scores ln 2 at half of them and ln 4 at the rest, 1.5 ln 2 on average."""
+    assert unigram_masked_loss(torch.tensor([0.0, 0.0, 2.0, 1.0, 1.0])) == pytest.approx(1.5 * math.log(2))
 
 
 def test_tiny_clm_run_learns(tmp_path, corpus, tokenizer):

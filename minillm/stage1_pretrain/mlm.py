@@ -141,6 +141,16 @@ def evaluate_mlm(model: nn.Module, cfg: MLMConfig, tokenizer: Tokenizer, val_str
     }
 
 
+def unigram_masked_loss(counts: torch.Tensor) -> float:
+    """The masked-LM loss, in nats, of a model blind to the context that answers every blank with the token
+    frequencies `counts` (V,) of the training split: the entropy of those frequencies. A blank is any
+    non-special position (those have count 0 here), so its original token follows the frequencies, and
+    their cross-entropy with themselves is their entropy. The loss curve falls to about here first, while
+    the model learns which tokens are common, and below it only once it reads the blank's neighbours."""
+    probs = counts[counts > 0] / counts.sum()
+    return float(-(probs * probs.log()).sum())
+
+
 def _encode_with_mask(tokenizer: Tokenizer, text: str) -> tuple[list[int], int]:
     """Token ids of `text` with its one "[MASK]" replaced by the mask id, and that position."""
     if text.count(MASK_LITERAL) != 1:
@@ -225,7 +235,8 @@ def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
 
     The model's vocabulary size is taken from the tokenizer. Returns the final metrics (also
     written to `out_dir/results.json` and as the last row of metrics.jsonl): validation masked
-    accuracy and its unigram baseline, the fill-mask demo's prompt and top 5 (see `demo_sentence`;
+    accuracy and its unigram baseline (and the unigram loss, `unigram_masked_loss`, which loss.png draws
+    as a dashed line), the fill-mask demo's prompt and top 5 (see `demo_sentence`;
     none when no sentence fits the window), and the step count; None on torchrun's ranks other than 0.
     """
     check_section(cfg, MLMConfig, "train_mlm")
@@ -241,6 +252,7 @@ def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     counts = unigram_counts(streams["train"], tokenizer.vocab_size)
     counts[list(tokenizer.special_tokens.values())] = 0  # a masked position is never special
     most_frequent_id = int(counts.argmax())
+    unigram_loss = unigram_masked_loss(counts)
 
     def get_batch(split: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
         ids = random_windows(streams[split], T, B, generator)  # (B, T)
@@ -255,7 +267,8 @@ def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     model = Bert(cfg.model)
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=batch_loss, count_terms=count_blanks,
                    evaluate=evaluate, run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="mlm",
-                   model_kind="bert", title="BERT masked-LM loss", log_y=True)
+                   model_kind="bert", title="BERT masked-LM loss", log_y=True,
+                   reference=(f"unigram loss {unigram_loss:.2f} (token frequencies alone)", unigram_loss))
     if not is_main_process():  # under torchrun, rank 0 alone evaluates and writes the results
         return None
 
@@ -270,5 +283,6 @@ def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
         "fill_mask_prompt": sentence,
         "fill_mask_top5": [[piece, round(p, 4)] for piece, p in ranking[:5]],
         "unigram_prediction": tokenizer.id_to_piece(most_frequent_id),
+        "unigram_masked_loss": unigram_loss,
     })
     return write_results(out_dir, metrics, streams, cfg.train.max_steps, result)

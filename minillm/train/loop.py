@@ -278,7 +278,7 @@ def summarize(history: list[dict]) -> dict[str, Any]:
 def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch: GetBatch, loss_fn: LossFn,
           evaluate: Evaluate | None = None, run_config: dict | None = None, tokenizer: Tokenizer | None = None,
           resume: bool = False, desc: str = "train", model_kind: str = "gpt", title: str = "",
-          log_y: bool = False, count_terms: CountTerms | None = None,
+          log_y: bool = False, reference: tuple[str, float] | None = None, count_terms: CountTerms | None = None,
           dropout: bool = True) -> dict[str, Any]:
     """Train `model` for cfg.max_steps optimizer steps; return {"history": rows, "final": latest values}.
 
@@ -296,7 +296,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     dropout: False trains with dropout off (eval mode, which changes nothing else here): DPO's policy must
         read its log-probs as the frozen reference does, or an unmoved policy would not start at ln 2.
     title, log_y: the loss plot's title (what is plotted, e.g. "GPT next-token loss"; default `desc`)
-        and whether its y axis is logarithmic (for a loss that flattens out).
+        and whether its y axis is logarithmic (for a loss that flattens out); `reference` (label, value),
+        a baseline it draws as a dashed line.
     """
     check_section(cfg, TrainConfig, "train")
     out_dir = Path(out_dir)
@@ -366,7 +367,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
                 if step % cfg.save_every == 0 or step == cfg.max_steps:
                     if ctx.is_main:
                         plot_metrics(history, out_dir / PLOT_NAME, ("loss", "val_loss"), title=title or desc,
-                                     ylabel="loss, val_loss (nats)", log_y=log_y)
+                                     ylabel="loss, val_loss (nats)", log_y=log_y, reference=reference)
                     save_training_state(ckpt_path, model, optimizer, scaler, data_generator, cfg, ctx,
                                         step, model_kind, elapsed, desc)
     finally:

@@ -85,18 +85,22 @@ def text_fonts(texts: Iterable[str]) -> Iterator[None]:
 
 
 def plot_metrics(rows: Sequence[dict], path: str | os.PathLike, keys: Sequence[str] = ("loss", "val_loss"),
-                 *, title: str = "", ylabel: str = "", log_y: bool = False) -> Path:
+                 *, title: str = "", ylabel: str = "", log_y: bool = False,
+                 reference: tuple[str, float] | None = None) -> Path:
     """Plot `keys` against the step from the rows that hold them, on one axis; save a PNG at `path`
     and return it. A key no row holds is left out of the legend."""
-    return plot_panels(rows, path, [keys], title=title, ylabels=[ylabel], log_y=log_y)
+    return plot_panels(rows, path, [keys], title=title, ylabels=[ylabel], log_y=log_y, reference=reference)
 
 
 def plot_panels(rows: Sequence[dict], path: str | os.PathLike, panels: Sequence[Sequence[str]], *,
-                title: str = "", ylabels: Sequence[str] = (), log_y: bool = False) -> Path:
+                title: str = "", ylabels: Sequence[str] = (), log_y: bool = False,
+                reference: tuple[str, float] | None = None) -> Path:
     """One panel per group of keys, stacked with a shared step axis (numbers of different scales apart).
 
     `log_y` puts every panel on a log scale (a loss that flattens out keeps showing its progress).
-    Steps are whole numbers, and so are the axis's ticks.
+    `reference` (label, value) is a dashed horizontal line on the first panel: a baseline the curves are
+    read against (the MLM loss of guessing from token frequencies alone). Steps are whole numbers, and so
+    are the axis's ticks.
     """
     with text_fonts([title, *(key for keys in panels for key in keys), *ylabels]):
         fig = Figure(figsize=(7, 2.2 + 1.8 * len(panels)) if len(panels) > 1 else (7, 4))
@@ -104,6 +108,8 @@ def plot_panels(rows: Sequence[dict], path: str | os.PathLike, panels: Sequence[
         for i, (ax, keys) in enumerate(zip(axes, panels, strict=True)):
             for key in keys:
                 plot_curve(ax, rows, key, label=key)
+            if reference is not None and i == 0:
+                ax.axhline(reference[1], color="gray", linestyle="--", linewidth=1, label=reference[0])
             ax.set_ylabel((ylabels[i] if i < len(ylabels) else "") or axis_label(keys))
             if log_y and ax.lines and all(y > 0 for line in ax.lines for y in line.get_ydata()):
                 ax.set_yscale("log")
