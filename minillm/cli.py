@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import hashlib
 import io
+import math
 import os
 import re
 import shlex
@@ -345,10 +346,19 @@ def cmd_reward(args: argparse.Namespace) -> None:
                 collect_rankings(cfg.reward, args.sft, records, prefs)
         rank_zero_first(resolve_device(cfg.reward.train.device))  # the other ranks read the file once it is there
     result = train_reward_model(cfg.reward, args.sft, prefs, args.out, records=records, resume=args.resume)
-    # gold_agreement is the ceiling (how often the rankings agree with the gold judge); annotator_agreement
-    # is how often two noisy rankings of the same answers agree
-    keys = ("pairwise_accuracy", "gold_agreement", "annotator_agreement")
-    _print_results(args, result, lambda result: _key_lines(result, keys))
+    _print_results(args, result, _reward_lines)
+
+
+def _reward_lines(result: dict) -> str:
+    """The reward model's accuracy and its ceiling: gold_agreement, how often the rankings agree with the gold
+    judge; annotator_agreement, how often two noisy rankings of the same answers agree. Both are NaN for
+    rankings of your own, whose answers the judge cannot score: a line says why."""
+    lines = _key_lines(result, ("pairwise_accuracy", "gold_agreement", "annotator_agreement"))
+    if math.isnan(result.get("gold_agreement", 0.0)):
+        lines += ("\n(the agreements are not measured: no ranking's id names a record of the instruction file, so "
+                  "the gold judge has no reference to score the answers by; give each ranking its record's id, as "
+                  "annotate does with the records of --prompts, and pass that file as --data)")
+    return lines
 
 
 def cmd_ppo(args: argparse.Namespace) -> None:

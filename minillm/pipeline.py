@@ -50,6 +50,7 @@ from minillm.provenance import MADE_BY, made_by, saved_record
 from minillm.report import FLASH_FLOOD_SENTENCE, RL_POLICIES, remove_report, write_report
 from minillm.run_lock import check_is_folder
 from minillm.stage1_pretrain.clm import train_clm
+from minillm.stage1_pretrain.data import talks_of_flash_floods
 from minillm.stage1_pretrain.mlm import train_mlm
 from minillm.stage2_sft.evaluate import run_sft_with_baselines, single_family_name
 from minillm.stage2_sft.sft import check_adapters, training_records
@@ -186,7 +187,7 @@ def example_sentence(train_docs: list[str], val_docs: list[str]) -> str:
     """The sentence whose pieces report.md shows: the flash-flood sentence when the corpus talks about flash
     floods (the generated one does), otherwise the first line of held-out text: an English sentence cut
     by a tokenizer trained on Korean is all single bytes, which says nothing about the tokenizer."""
-    if any("flash flood" in doc for doc in (*val_docs, *train_docs)):
+    if talks_of_flash_floods(val_docs, train_docs):
         return FLASH_FLOOD_SENTENCE
     return next((line.strip() for doc in val_docs for line in doc.split("\n") if line.strip()), FLASH_FLOOD_SENTENCE)
 

@@ -15,6 +15,7 @@ import dataclasses
 import errno
 import io
 import json
+import math
 import os
 import re
 import shlex
@@ -949,6 +950,20 @@ def test_reward_prints_the_ceiling_its_accuracy_is_read_against(monkeypatch, cap
     code, out, err = run(["reward", "--sft", "s", "--preset", "micro", "--out", str(tmp_path)], capsys)
     assert code == 0, err
     assert "pairwise_accuracy: 0.79\ngold_agreement: 0.86\nannotator_agreement: 0.78\n" in out
+
+
+def test_reward_says_why_rankings_of_your_own_have_no_ceiling(monkeypatch, capsys, tmp_path):
+    """Rankings written by hand, whose ids name no instruction record, have no gold judge to agree with:
+    the command printed "gold_agreement: nan" and "annotator_agreement: nan" without a word of why."""
+    from minillm.stage3_rlhf import reward_model
+
+    (tmp_path / "prefs.jsonl").write_text("ranked by hand\n", encoding="utf-8")
+    result = {"pairwise_accuracy": 0.74, "gold_agreement": math.nan, "annotator_agreement": math.nan}
+    monkeypatch.setattr(reward_model, "train_reward_model", lambda *args, **kw: result)
+    code, out, err = run(["reward", "--sft", "s", "--preset", "micro", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert ("gold_agreement: nan\nannotator_agreement: nan\n(the agreements are not measured: no ranking's id names "
+            "a record of the instruction file, so the gold judge has no reference to score the answers by;") in out
 
 
 def test_under_torchrun_reward_collects_its_rankings_on_rank_0_alone(monkeypatch, capsys, tmp_path):

@@ -668,6 +668,18 @@ def test_jsonl_from_a_windows_editor_reads_as_written(tmp_path):
     assert [r["prompt"] for r in read_jsonl(tmp_path / "win.jsonl")] == ["p", "p"]
 
 
+def test_a_test_record_asking_a_training_prompt_is_warned_of(tmp_path):
+    """A file of your own whose test split repeats training prompts (an easy slip with templated data) was
+    scored, and reported, as new questions: exact match there is recall of the trained answer."""
+    lines = [{"prompt": "Opposite of hot?", "response": "cold"},
+             {"prompt": "Opposite of hot?", "response": "cold", "split": "test_seen"},
+             {"prompt": "Opposite of big?", "response": "small", "split": "test_seen"}]
+    (tmp_path / "own.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"own.jsonl: 1 test record\(s\) ask a prompt that a training record asks "
+                                         r"too \(the first: 'Opposite of hot\?'\): SFT's exact match on them"):
+        assert len(read_jsonl(tmp_path / "own.jsonl")) == 3
+
+
 def test_read_jsonl_unusable_files(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_jsonl(tmp_path / "nope.jsonl")

@@ -6,6 +6,7 @@ import io
 import json
 import math
 import sys
+import unicodedata
 
 import pytest
 import torch
@@ -247,6 +248,25 @@ def test_prompts_to_rank_come_from_a_jsonl_of_records_or_a_text_file_of_lines(tm
     records.write_text('{"prompt": "ok"}\n{"prompt": " "}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"prompts.jsonl, line 2: expected a non-empty \"prompt\" string"):
         read_prompts(records)
+
+
+def test_rankings_and_prompts_to_rank_are_read_in_nfc_as_an_instruction_file_is(tmp_path):
+    """A rankings file or a prompts file written on a Mac holds decomposed Hangul (three jamo for "한"): it
+    was read as it was, so the reward model and DPO trained on bytes the tokenizer never merged, two
+    spellings of one answer were two answers, and annotate's model read jamo. read_jsonl puts an
+    instruction file in NFC; rankings and prompts to rank are put so too."""
+    nfd = unicodedata.normalize("NFD", "한국어로 답하세요")
+    assert nfd != "한국어로 답하세요"
+    path = tmp_path / "prefs.jsonl"
+    write_lines(path, [json.dumps({"prompt": nfd, "answers": [nfd, "네"], "ranking": [1, 0]}),
+                       json.dumps({"prompt": "x", "answers": [nfd, "한국어로 답하세요"], "ranking": [0, 1]})])
+    with pytest.warns(UserWarning, match=r"line 2: 'answers' holds duplicates"):  # one answer, spelt twice
+        rankings = read_preferences(path)
+    assert rankings == [{"prompt": "한국어로 답하세요", "answers": ["한국어로 답하세요", "네"], "ranking": [1, 0]}]
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": nfd, "id": "k1"}) + "\n", encoding="utf-8")
+    (tmp_path / "p.txt").write_text(nfd + "\n", encoding="utf-8")
+    assert read_prompts(tmp_path / "p.jsonl") == [{"prompt": "한국어로 답하세요", "id": "k1"}]
+    assert read_prompts(tmp_path / "p.txt") == [{"prompt": "한국어로 답하세요"}]
 
 
 def test_annotate_resumes_a_file_whose_only_line_a_crash_cut_off(tmp_path):

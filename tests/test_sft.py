@@ -518,6 +518,18 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
     assert not (tmp_path / "typo").exists()
 
 
+def test_records_without_a_test_split_say_so_before_training_and_train_no_baseline(trained, tmp_path) -> None:
+    """A file of your own with only prompts and responses is all "train": `minillm sft` trained SFT and both
+    baselines (minutes at tiny) and then printed a table of dashes, without a word of why."""
+    cfg = SFTConfig(train=TrainConfig(max_steps=2, batch_size=4, eval_every=1000, eval_batches=1, log_every=1,
+                                      save_every=1000), max_new_tokens=4)
+    with pytest.warns(UserWarning, match=r"^the instruction records hold no test records \(split test_seen, .*\): "
+                                         r"SFT trains, but nothing is evaluated and no baseline is trained"):
+        report = run_sft_with_baselines(cfg, RECORDS, tmp_path / "sft", trained[1])
+    assert report["test_examples"] == 0 and set(report["models"]) == {"base", "sft"}
+    assert not (tmp_path / "sft" / "baselines").exists()
+
+
 def test_the_baselines_refuse_a_clm_run_without_its_tokenizer(untrained_runs, tmp_path) -> None:
     """The scratch baseline takes the CLM run's tokenizer: a run that lost its tokenizer.json is refused
     naming the file, not with train_sft's "needs a tokenizer=; pass the CLM run's tokenizer", which

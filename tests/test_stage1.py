@@ -301,19 +301,32 @@ def test_a_validation_sentence_that_already_holds_a_blank_is_not_the_demo(tokeni
     assert demo_sentence(tokenizer, val, val, block_size=32) == "The river rose in the [MASK]."
 
 
-def test_clm_samples_only_the_prompts_that_fit_the_window(tmp_path, capsys):
+def test_clm_samples_only_the_prompts_that_fit_the_window(capsys):
     """A Korean tokenizer spells "A flash flood watch" in 19 tokens, more than a 16-token window
-    holds: the run still finishes and writes its results, with no sample for that prompt."""
+    holds: that prompt gets no sample, and a note says so."""
     tok = train_tokenizer(KOREAN, 300, progress=False)
     fits = [p for p in clm_module.SAMPLE_PROMPTS if len(tok.encode(p)) <= 14]  # <bos> + prompt + 1 new <= 16
     assert 0 < len(fits) < len(clm_module.SAMPLE_PROMPTS)
-    cfg = CLMConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16),
-                    train=_train_cfg(max_steps=1, batch_size=4))
-    metrics = train_clm(cfg, tok, KOREAN, KOREAN[:6], tmp_path)
-    assert json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["samples"] == metrics["samples"]
-    assert len(metrics["samples"]) == len(fits)
-    assert all(sample.startswith(prompt) for sample, prompt in zip(metrics["samples"], fits, strict=True))
+    model = GPT(ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, block_size=16)).eval()
+    samples = clm_module.sample_texts(model, tok, 16)
+    assert len(samples) == len(fits)
+    assert all(sample.startswith(prompt) for sample, prompt in zip(samples, fits, strict=True))
     assert "'A flash flood watch' leaves no room in the 16-token window" in capsys.readouterr().out
+
+
+def test_clm_samples_of_a_corpus_of_your_own_start_from_its_text_not_our_worlds(tmp_path, corpus):
+    """A run on a Korean (or any other) corpus used to sample "A flash flood watch" and "In the town
+    of", our world's words, into its results and the pipeline's report.md. It starts from the
+    opening words of its own validation documents now; the generated corpus keeps its prompts."""
+    assert clm_module.sample_prompts(*corpus) == clm_module.SAMPLE_PROMPTS
+    tok = train_tokenizer(KOREAN, 300, progress=False)
+    cfg = CLMConfig(model=ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=32),
+                    train=_train_cfg(max_steps=1, batch_size=4))
+    metrics = train_clm(cfg, tok, KOREAN, KOREAN[1:6], tmp_path)
+    prompts = ["", "할머니는 시장에서 사과를", "고양이가 창가에서 잠을", "오늘 서울에는 비가"]  # of 5 documents
+    assert json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["samples"] == metrics["samples"]
+    assert len(metrics["samples"]) == len(prompts)
+    assert all(sample.startswith(prompt) for sample, prompt in zip(metrics["samples"], prompts, strict=True))
 
 
 @pytest.mark.filterwarnings("ignore:no font with Korean")  # said once per process; tested in test_train_loop

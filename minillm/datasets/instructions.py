@@ -61,6 +61,7 @@ import os
 import random
 import re
 import unicodedata
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -583,7 +584,8 @@ def read_jsonl(path: str | os.PathLike, on_error: str = "stop",
     """Instruction records from a JSONL file (see `jsonl.read_records` for on_error and skipped).
 
     Records without an id get "record<N>", N counting the good records from 1; two records with one
-    id are a DataError.
+    id are a DataError. A test record that asks a training record's prompt is warned of: SFT is scored
+    on it as on a new question, but may only recall the answer it was trained on.
     """
     records = read_records(path, check_instruction_record, on_error, skipped)
     first_with: dict[str, int] = {}  # id -> the number of the first record that has it
@@ -593,6 +595,12 @@ def read_jsonl(path: str | os.PathLike, on_error: str = "stop",
             raise DataError(f"{path}: records {first_with[rec['id']]} and {i} have the same id {rec['id']!r} (a "
                             "record without an id gets record<N>, N its number); give each record an id of its own")
         first_with[rec["id"]] = i
+    trained = {rec["prompt"] for rec in records if rec["split"] == "train"}
+    seen = [rec["prompt"] for rec in records if rec["split"] != "train" and rec["prompt"] in trained]
+    if seen:
+        warnings.warn(f"{path}: {len(seen)} test record(s) ask a prompt that a training record asks too (the "
+                      f"first: {seen[0]!r}): SFT's exact match on them measures recall of a trained answer, not "
+                      "a new question answered; give the test splits prompts of their own", stacklevel=2)
     return records
 
 

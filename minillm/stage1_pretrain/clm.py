@@ -40,6 +40,7 @@ from minillm.stage1_pretrain.data import (
     consecutive_windows,
     pack_documents,
     random_windows,
+    talks_of_flash_floods,
     unigram_counts,
     write_results,
 )
@@ -49,7 +50,7 @@ from minillm.train.distributed import is_main_process
 from minillm.train.resume import check_resume
 from minillm.utils import check_not_one_str, seed_everything
 
-SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")
+SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")  # the generated corpus's
 MAX_EVAL_WINDOWS = 512  # the final evaluation scores the first 512 windows (of T+1 tokens) of the validation stream
 
 
@@ -112,14 +113,26 @@ def generate_text(model: GPT, tokenizer: Tokenizer, prompt: str, max_new_tokens:
     return prompt + tokenizer.decode(new_ids, skip_special=True)
 
 
-def sample_texts(model: GPT, tokenizer: Tokenizer, block_size: int) -> list[str]:
-    """A sample for each of `SAMPLE_PROMPTS` that leaves room in the window to continue it.
+def sample_prompts(train_docs: Sequence[str], val_docs: Sequence[str]) -> tuple[str, ...]:
+    """What a finished run's samples start from: `SAMPLE_PROMPTS` for the generated corpus (see
+    `talks_of_flash_floods`); for a corpus of your own, no prompt and the first three words of its
+    first validation documents (as many prompts in all), so that the samples continue your text,
+    not a weather bulletin of our world."""
+    if talks_of_flash_floods(train_docs, val_docs):
+        return SAMPLE_PROMPTS
+    openings = dict.fromkeys(" ".join(doc.split()[:3]) for doc in val_docs)  # in order, each once
+    return ("", *list(openings)[:len(SAMPLE_PROMPTS) - 1])
 
-    A tokenizer trained on another script (Korean, say) spells the English prompts byte by byte, in
+
+def sample_texts(model: GPT, tokenizer: Tokenizer, block_size: int,
+                 prompts: Sequence[str] = SAMPLE_PROMPTS) -> list[str]:
+    """A sample for each of `prompts` that leaves room in the window to continue it.
+
+    A tokenizer trained on another script (Korean, say) spells English prompts byte by byte, in
     more tokens than a small window holds: such a prompt gets no sample, and a note says so.
     """
     samples = []
-    for seed, prompt in enumerate(SAMPLE_PROMPTS):  # the seed follows the prompt, skipped ones included
+    for seed, prompt in enumerate(prompts):  # the seed follows the prompt, skipped ones included
         if 1 + len(tokenizer.encode(prompt)) < block_size:  # <bos>, the prompt, and one new token at least
             samples.append(generate_text(model, tokenizer, prompt, seed=seed))
         else:
@@ -166,5 +179,5 @@ def train_clm(cfg: CLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     metrics = perplexity(model, streams["val"], T, B)
     metrics["unigram_perplexity"] = unigram_perplexity(streams["train"], streams["val"],
                                                        tokenizer.vocab_size, T)
-    metrics["samples"] = sample_texts(model, tokenizer, T)
+    metrics["samples"] = sample_texts(model, tokenizer, T, sample_prompts(train_docs, val_docs))
     return write_results(out_dir, metrics, streams, cfg.train.max_steps, result)

@@ -15,7 +15,8 @@ Pretraining needs no labels, only text, so the data pipeline is short:
    model learnt anything beyond "which tokens are frequent".
 
 Both stages also report alike: `as_subset_check` names the training log's periodic checks apart
-from the final evaluation, and `write_results` writes that final evaluation.
+from the final evaluation, and `write_results` writes that final evaluation. Their demos (BERT's
+blank, GPT's sample prompts) quote our world's weather bulletins only where `talks_of_flash_floods`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ def pack_documents(tokenizer: Tokenizer, docs: Sequence[str]) -> torch.Tensor:
         stream.extend(tokenizer.encode(doc))
         stream.append(tokenizer.eos_id)
     return torch.tensor(stream, dtype=torch.long)
+
+
+def talks_of_flash_floods(*doc_lists: Sequence[str]) -> bool:
+    """Whether the corpus is (like) the generated one, whose bulletins the demos quote ("A flash flood
+    watch will be in effect all [MASK]."). A corpus of your own gets demos made of its own text instead:
+    a sentence from our world means nothing to a model that never read of it."""
+    return any("flash flood" in doc for docs in doc_lists for doc in docs)
 
 
 def check_enough_tokens(stream: torch.Tensor, needed: int, split: str, why: str) -> None:

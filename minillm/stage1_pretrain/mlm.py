@@ -41,6 +41,7 @@ from minillm.stage1_pretrain.data import (
     consecutive_windows,
     pack_documents,
     random_windows,
+    talks_of_flash_floods,
     unigram_counts,
     write_results,
 )
@@ -207,7 +208,7 @@ def demo_sentence(tokenizer: Tokenizer, train_docs: Sequence[str], val_docs: Seq
     word blanked: an English sentence means nothing to a model trained on Korean, and a tokenizer
     trained on another script cuts it into more pieces than a small window holds.
     """
-    candidates = [FLASH_FLOOD] if any("flash flood" in doc for doc in itertools.chain(val_docs, train_docs)) else []
+    candidates = [FLASH_FLOOD] if talks_of_flash_floods(val_docs, train_docs) else []
     sentences = (part.strip() for doc in val_docs for part in re.split(r"(?<=[.!?。])\s+|\n+", doc))
     candidates += [blank_last_word(sentence) for sentence in itertools.islice(sentences, max_tries)]
     for text in candidates:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -247,6 +248,12 @@ def run_sft_with_baselines(
     check_section(cfg, SFTConfig, "run_sft_with_baselines")
     out_dir = Path(out_dir)
     started = time.perf_counter()
+    tests = select_test_records(records, cfg.eval_per_family)
+    if not tests:  # said before minutes of training, and no baseline is trained for a comparison never made
+        warnings.warn(f"the instruction records hold no test records (split {', '.join(SPLIT_KEYS)}): SFT trains, "
+                      "but nothing is evaluated and no baseline is trained; give some records a test split "
+                      "(data/README.md) to measure what SFT learnt", stacklevel=2)
+        baselines = False
     # named (and a typo refused) before minutes of training, not after
     single_family = single_family_name(records, cfg.single_family) if baselines and cfg.single_family_baseline else None
     runs: dict[str, str | Path] = {"base": init_dir, "sft": out_dir}
@@ -261,7 +268,6 @@ def run_sft_with_baselines(
             runs.update(train_baselines(cfg, records, out_dir, init_dir, resume, pretrain_docs))
     if not is_main_process():  # under torchrun, rank 0 alone answers the tests and writes the table
         return None
-    tests = select_test_records(records, cfg.eval_per_family)
     table, answers = {}, {}
     for name, run_dir in runs.items():
         model, tokenizer = load_model_and_tokenizer(run_dir, GPT, map_location=resolve_device(cfg.train.device))

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -183,10 +184,11 @@ def check_rankings_file(path: str | os.PathLike) -> None:
 
 
 def check_prompt_record(obj: dict) -> dict:
-    """A record to rank answers for: it needs a non-empty "prompt" string (anything else is kept)."""
+    """A record to rank answers for: it needs a non-empty "prompt" string, put in NFC as an instruction
+    file's prompts are (anything else is kept)."""
     if not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
         raise ValueError('expected a non-empty "prompt" string')
-    return obj
+    return {**obj, "prompt": unicodedata.normalize("NFC", obj["prompt"])}
 
 
 def read_prompts(path: str | os.PathLike, skip_bad_lines: bool = False) -> list[dict]:
@@ -200,8 +202,8 @@ def read_prompts(path: str | os.PathLike, skip_bad_lines: bool = False) -> list[
     if path.suffix == ".jsonl":
         records = read_records(path, check_prompt_record, on_error="skip" if skip_bad_lines else "stop")
     else:
-        records = [{"prompt": line.strip()} for line in read_utf8_text(path, "prompts file").split("\n")
-                   if line.strip()]
+        records = [{"prompt": line.strip()} for line in
+                   unicodedata.normalize("NFC", read_utf8_text(path, "prompts file")).split("\n") if line.strip()]
     if not records:  # as an empty .jsonl is refused (read_records): there would be nothing to ask
         raise DataError(f"{path} holds no prompts: write one prompt a line, or give a .jsonl of records")
     first_of_each: dict[str, dict] = {}  # prompt -> its first record, in the file's order

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import time
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ from minillm.utils import resolve_device, writing
 
 
 def check_preference(obj: dict) -> dict:
-    """`obj` if it is a valid ranking record; ValueError naming the problem otherwise."""
+    """`obj`, its prompt and answers in NFC, if it is a valid ranking record; ValueError naming the problem
+    otherwise."""
     missing = [k for k in ("prompt", "answers", "ranking") if k not in obj]
     if missing:
         raise ValueError(f"missing field(s) {missing}")
@@ -65,6 +67,9 @@ def check_preference(obj: dict) -> dict:
         raise ValueError("'prompt' must be a non-empty string")
     if not isinstance(answers, list) or len(answers) < 2 or not all(isinstance(a, str) for a in answers):
         raise ValueError("'answers' must be a list of at least 2 strings")
+    # in NFC, as an instruction file is read: a ranking written by hand on a Mac (decomposed Hangul) is
+    # then the text the model read, not bytes its tokenizer never merged
+    prompt, answers = unicodedata.normalize("NFC", prompt), [unicodedata.normalize("NFC", a) for a in answers]
     if len(set(answers)) != len(answers):
         raise ValueError("'answers' holds duplicates; comparing an answer with itself teaches nothing")
     places = ranking_places(ranking) if isinstance(ranking, list) else []
@@ -76,7 +81,7 @@ def check_preference(obj: dict) -> dict:
                          "(the best answer's index first; tied answers in a list, e.g. [0, [2, 3], 1])")
     if obj.get("split", "train") not in ("train", "test"):
         raise ValueError(f"'split' {obj['split']!r}: a ranking is \"train\" or \"test\" (held out)")
-    return obj
+    return {**obj, "prompt": prompt, "answers": answers}
 
 
 def read_preferences(path: str | os.PathLike, skipped: list[tuple[int, str]] | None = None) -> list[dict]:
