@@ -39,6 +39,7 @@ from minillm.config import (
 )
 from minillm.console import (
     OneLineParser,
+    Terminated,
     checked_arg,
     ctrl_c_held,
     discard_stdout,
@@ -47,6 +48,7 @@ from minillm.console import (
     path_arg,
     positive_int,
     show_warning,
+    sigterm_as_ctrl_c,
     stand_in_for_closed_output,
 )
 from minillm.errors import ConfigError, DataError, MinillmError
@@ -649,8 +651,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return the exit code (0 done, 2 a problem with the input, 130 interrupted, 141
-    when the program reading the output stopped early, as `| head` does).
+    """Run one command; return the exit code (0 done, 2 a problem with the input, 130 interrupted by Ctrl-C,
+    143 by SIGTERM, which is answered as a Ctrl-C (sigterm_as_ctrl_c), 141 when the program reading the
+    output stopped early, as `| head` does).
 
     A MinillmError (a problem with the input), an OSError (a path that cannot be read or written)
     or torch's out-of-memory error (a setting too large for the machine) becomes one line on stderr;
@@ -661,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parse_args(parser, argv)
     func: Callable[[argparse.Namespace], None] = args.func
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), sigterm_as_ctrl_c():
         if not args.debug:
             warnings.showwarning = show_warning
         try:
@@ -691,10 +694,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"minillm: error: {out_of_memory_line(err)}", file=sys.stderr)
             return 2
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
+            what, code = ("stopped by SIGTERM", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
             if _torchrun_rank() in (None, 0):  # under torchrun every rank gets the Ctrl-C: rank 0 says it once
-                print(f"minillm: interrupted{_resume_hint(args, argv)}", file=sys.stderr)
-            return 130
+                print(f"minillm: {what}{_resume_hint(args, argv)}", file=sys.stderr)
+            return code
     return 0
 
 
@@ -763,8 +767,8 @@ def _say_when_nothing_to_resume(args: argparse.Namespace) -> None:
 
 
 def _resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str:
-    """After Ctrl-C, or a write the disk refused: which step the newest checkpoint under --out holds (for
-    annotate: that the rankings typed are kept), and the command that goes on."""
+    """After Ctrl-C (or SIGTERM), or a write the disk refused: which step the newest checkpoint under --out
+    holds (for annotate: that the rankings typed are kept), and the command that goes on."""
     out = getattr(args, "out", None)
     if args.func is cmd_pipeline:  # again with --force would delete the steps this run has finished
         argv = [a for a in argv if a != "--force"]

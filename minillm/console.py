@@ -9,6 +9,8 @@ Python's defaults are right for a short script and wrong for a command that trai
   moment it is unblocked, where a KeyboardInterrupt is expected. A blocked signal is not an ignored
   one: a command started with SIGINT ignored (`minillm pipeline &` in a script) keeps ignoring it.
   Windows has no signal masks: there a Ctrl-C is answered at once.
+- SIGTERM (`kill`, `timeout`, a scheduler stopping or preempting the job) ends a process on the spot,
+  with no word and no clean-up: inside `cli.main` it is answered as a Ctrl-C (`sigterm_as_ctrl_c`).
 - A stdout or stderr closed at the start is None, and the first print or progress bar fails
   (`stand_in_for_closed_output`).
 - A reader that left (`| head`) makes the next write raise BrokenPipeError, and output still
@@ -29,31 +31,68 @@ import io
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, NoReturn, TextIO
 
 HAS_SIGNAL_MASKS = hasattr(signal, "pthread_sigmask")  # POSIX (Linux, macOS); not Windows
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # a Ctrl-C, and the signal answered as one (sigterm_as_ctrl_c)
 
 
 @contextmanager
 def ctrl_c_held() -> Iterator[None]:
-    """Inside the block a Ctrl-C waits; it is answered (a KeyboardInterrupt) as the block ends.
+    """Inside the block a Ctrl-C (or a SIGTERM, answered as one) waits; it is answered (a
+    KeyboardInterrupt) as the block ends.
 
     The mask is this thread's, and the kernel gives the signal to a thread that does not block it,
     if there is one (Python then answers it in the main thread at once): it is held only while the
     thread that holds it is the only one that could take it, as when a command starts. A thread
-    or process started inside the block starts with SIGINT blocked too, and keeps it blocked after
+    or process started inside the block starts with them blocked too, and keeps them blocked after
     the block: harmless for a thread (Python answers signals in the main thread), but a process must
-    unblock it itself, as `workers._start_worker` does, or no Ctrl-C would ever reach it."""
+    unblock them itself, as `workers._start_worker` does, or no Ctrl-C would ever reach it."""
     if not HAS_SIGNAL_MASKS:
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM, answered as a Ctrl-C (`sigterm_as_ctrl_c`): a KeyboardInterrupt that says which it was."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    """The SIGTERM handler of `sigterm_as_ctrl_c`."""
+    raise Terminated
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """Inside the block a SIGTERM is answered as a Ctrl-C: a KeyboardInterrupt (`Terminated`), held by
+    `ctrl_c_held` as a Ctrl-C is.
+
+    SIGTERM is how a job is stopped from outside: `kill PID`, `timeout`, a scheduler that ends or preempts
+    it (SLURM, Kubernetes). By default it ends the process on the spot, and no `finally` runs: the run
+    folder's lock stays behind, and so does the temporary file of a checkpoint being written; the workers
+    of `pipeline --jobs 2` are not told; nothing says how to go on. Answered as a Ctrl-C, the command ends
+    as after one (cli.main): one line naming the step saved last and the command that continues, the lock
+    released, the workers stopped (a Ctrl-C is passed on to them: `workers.interrupts_children`), and exit
+    code 143 (128 + SIGTERM) where a Ctrl-C's is 130. A command started with SIGTERM ignored keeps ignoring
+    it, and a handler of the caller's stays (a notebook's, a test's); only the main thread may set one.
+    The default is put back after the block."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL or not in_main_thread:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def stand_in_for_closed_output() -> None:

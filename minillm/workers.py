@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from minillm.console import HAS_SIGNAL_MASKS, ctrl_c_held, show_warning
+from minillm.console import HAS_SIGNAL_MASKS, STOP_SIGNALS, ctrl_c_held, show_warning
 from minillm.utils import show_unencodable_output
 
 
@@ -143,8 +143,10 @@ def _start_worker(parent: int, plain_warnings: bool) -> None:
     tqdm.set_lock(threading.RLock())
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # (a command started with it ignored keeps it so)
         signal.signal(signal.SIGINT, _on_ctrl_c)
+    # A SIGTERM keeps its default here, ending the worker at once: it is how a pool stops a worker outright
+    # (`terminate`, in `shutdown` and in a broken pool). The command answers its own as a Ctrl-C, and passes one on.
     if HAS_SIGNAL_MASKS:  # a Ctrl-C held since the start is noted now (_SpawnProcessHoldingCtrlC)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def in_one_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -200,7 +202,7 @@ def stop_when_orphaned(parent: int, poll_seconds: float = 0.5) -> None:
 
 
 class _SpawnProcessHoldingCtrlC(multiprocessing.context.SpawnProcess):
-    """A "spawn" process that starts with SIGINT blocked: one that comes is held, not lost, until
+    """A "spawn" process that starts with SIGINT (and SIGTERM) blocked: one that comes is held, not lost, until
     `_start_worker` is ready for it. A fresh interpreter first spends seconds importing torch (to read
     `_start_worker` from this module), and a KeyboardInterrupt there would end it with a traceback.
     The child inherits the mask of the thread that starts it; the standard library starts its resource
@@ -208,7 +210,7 @@ class _SpawnProcessHoldingCtrlC(multiprocessing.context.SpawnProcess):
 
     def start(self) -> None:
         if HAS_SIGNAL_MASKS:
-            multiprocessing.resource_tracker.ensure_running()  # (starting it unblocks SIGINT: done first)
+            multiprocessing.resource_tracker.ensure_running()  # (starting it unblocks SIGINT and SIGTERM: done first)
         with ctrl_c_held():
             super().start()
 

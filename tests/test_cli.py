@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from crash_resume import assert_exact_resume
 
 from minillm import cli
 from minillm.cli import build_config, build_parser, main, with_runtime
@@ -36,6 +37,7 @@ from minillm.errors import ConfigError, DataError
 from minillm.run_lock import LOCK_NAME, RUN_MARK_NAME
 from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, load_tokenizer
 from minillm.train import save_checkpoint
+from minillm.train.checkpoint import load_checkpoint
 from minillm.utils import pad_to_columns
 
 REPO = Path(__file__).resolve().parents[1]
@@ -878,32 +880,109 @@ def test_ctrl_c_exits_130(monkeypatch, capsys):
     assert run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)[:3] == (130, "", "minillm: interrupted\n")
 
 
+def send(stop: signal.Signals) -> None:
+    """Send `stop`, a Ctrl-C or a SIGTERM, to this thread (a signal sent to the process may go to a thread of
+    an earlier test, where no mask holds it). A SIGTERM is sent only where main answers it: left at its
+    default, it would end the whole test run."""
+    if stop == signal.SIGTERM and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        pytest.fail("main left SIGTERM at its default, which ends the process on the spot, with no word")
+    signal.raise_signal(stop)
+
+
+@pytest.mark.skipif(not HAS_SIGNAL_MASKS, reason="POSIX signals (Windows ends a process at its SIGTERM)")
+def test_sigterm_ends_a_command_as_a_ctrl_c_does_with_exit_code_143(monkeypatch, capsys):
+    """SIGTERM (`kill`, `timeout`, a scheduler stopping or preempting a job) ended a command on the spot: no
+    line, its run folder's lock left behind, its workers not told. It is answered as a Ctrl-C now, with its
+    own line and exit 128 + 15, and SIGTERM's default is put back after main."""
+    monkeypatch.setattr(cli, "cmd_tokenizer_encode", lambda args: send(signal.SIGTERM))
+    assert run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys) == (143, "", "minillm: stopped by SIGTERM\n")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.skipif(not HAS_SIGNAL_MASKS, reason="POSIX signals (Windows ends a process at its SIGTERM)")
+def test_a_command_started_with_sigterm_ignored_keeps_ignoring_it(monkeypatch, capsys):
+    """A command started with SIGTERM ignored (by the program that launched it) was asked not to stop at it."""
+    monkeypatch.setattr(cli, "cmd_tokenizer_encode", lambda args: send(signal.SIGTERM))
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        assert run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys) == (0, "", "")
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 @pytest.mark.skipif(not HAS_SIGNAL_MASKS, reason="no signal masks (Windows): a Ctrl-C is answered at once")
-def test_ctrl_c_while_main_imports_torch_waits_for_the_import_then_exits_130(monkeypatch, capsys):
+@pytest.mark.parametrize(("stop", "code", "line"), [(signal.SIGINT, 130, "minillm: interrupted\n"),
+                                                    (signal.SIGTERM, 143, "minillm: stopped by SIGTERM\n")])
+def test_ctrl_c_or_sigterm_while_main_imports_torch_waits_for_the_import_then_ends_the_command(
+        monkeypatch, capsys, stop, code, line):
     """A command's first seconds go to `import torch` (with minillm.utils): a Ctrl-C there printed a page of
     torch's traceback, and one caught there would leave a half-imported torch that crashed the interpreter
-    at exit. The Ctrl-C waits for the import's end, then stops the command with its one line."""
+    at exit. The Ctrl-C (and a SIGTERM, answered as one) waits for the import's end, then stops the command
+    with its one line."""
     import builtins
 
     real_import, events = builtins.__import__, []
 
-    def ctrl_c_during_the_import(name, *args, **kwargs):
+    def stop_during_the_import(name, *args, **kwargs):
         if name != "minillm.utils" or events:
             return real_import(name, *args, **kwargs)
-        events.append("Ctrl-C")
-        signal.raise_signal(signal.SIGINT)  # as the import begins
+        events.append(stop.name)
+        send(stop)  # as the import begins
         module = real_import(name, *args, **kwargs)
         events.append("imported")
         return module
 
-    monkeypatch.setattr(builtins, "__import__", ctrl_c_during_the_import)
-    _fake_command(monkeypatch, AssertionError("the command ran after the Ctrl-C"))
+    monkeypatch.setattr(builtins, "__import__", stop_during_the_import)
+    _fake_command(monkeypatch, AssertionError(f"the command ran after the {stop.name}"))
     try:
-        code, out, err = run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)
+        result = run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)
     except KeyboardInterrupt:  # (caught: left alone it would stop the whole test run)
-        pytest.fail("a Ctrl-C during the import of torch escaped main as a KeyboardInterrupt")
-    assert (code, out, err) == (130, "", "minillm: interrupted\n")
-    assert events == ["Ctrl-C", "imported"]  # the import went on to its end: no half-imported torch
+        pytest.fail(f"a {stop.name} during the import of torch escaped main as a KeyboardInterrupt")
+    assert result == (code, "", line)
+    assert events == [stop.name, "imported"]  # the import went on to its end: no half-imported torch
+
+
+@pytest.mark.skipif(not HAS_SIGNAL_MASKS, reason="POSIX signals (Windows ends a process at its SIGTERM)")
+def test_a_sigterm_in_training_says_what_is_saved_and_its_continue_command_resumes_exactly(tmp_path):
+    """A scheduler stops or preempts a job with SIGTERM: the run ends with the line a Ctrl-C gives, its lock
+    released, and the command that line names goes on bit for bit."""
+    def command(out: Path, resume: bool) -> list[str]:
+        return ["-m", "minillm.cli", "pretrain", "clm", "--preset", "micro", "--set", "clm.train.save_every=4",
+                "--out", str(out), *(["--resume"] if resume else [])]
+
+    stopped, resumed = assert_exact_resume(command, tmp_path, kill_after_updates=6, stop_with=signal.SIGTERM)
+    crashed = tmp_path / "crashed"
+    assert stopped.stderr.splitlines()[-1] == (
+        f"minillm: stopped by SIGTERM; last saved at step 4 ({crashed / 'ckpt.pt'}). Continue with: "
+        f"{shlex.join(['minillm', *command(crashed, True)[2:]])}")
+    assert "taking over the lock" not in resumed.stderr  # the stopped run released it
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads which file a descriptor is from /proc")
+def test_a_sigterm_while_a_checkpoint_is_written_leaves_the_last_one_whole_and_no_partial_file(tmp_path):
+    """SIGTERM as the second checkpoint's bytes reach the disk: the first stays, whole and named in the line,
+    and the half-written file is deleted (SIGTERM's default left it, and the lock, for the next run)."""
+    out = tmp_path / "run"
+    script = (
+        "import os, signal, sys\n"
+        "from minillm import cli\n"
+        "fsync, writes = os.fsync, []\n"
+        "def fsync_then_sigterm(fd):\n"
+        "    fsync(fd)\n"
+        "    if '.ckpt.pt.' in os.readlink(f'/proc/self/fd/{fd}'):\n"
+        "        writes.append(fd)\n"
+        "        if len(writes) == 2:\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "os.fsync = fsync_then_sigterm\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n")
+    done = subprocess.run([sys.executable, "-c", script, "pretrain", "clm", "--preset", "micro", "--set",
+                           "clm.train.save_every=4", "--out", str(out)], capture_output=True, text=True, timeout=120,
+                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert f"last saved at step 4 ({out / 'ckpt.pt'})" in done.stderr.splitlines()[-1]
+    assert sorted(path.name for path in out.iterdir() if path.name.startswith(".")) == [RUN_MARK_NAME]  # no lock
+    assert load_checkpoint(out / "ckpt.pt")["step"] == 4
 
 
 @pytest.mark.parametrize(("fd", "name"), [(1, "stdout"), (2, "stderr")])

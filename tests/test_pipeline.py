@@ -796,6 +796,54 @@ def test_a_worker_stops_when_its_parent_is_killed_outright(tmp_path):
     assert not left
 
 
+SIGTERM_TO_A_PARENT_OF_A_WORKER = """
+import os, sys, time
+from pathlib import Path
+from minillm import cli
+from minillm.workers import interrupts_children, worker_pool
+
+def task(marker):
+    Path(marker).write_text(f"started {os.getpid()}")
+    try:
+        time.sleep(120)
+    finally:
+        Path(marker).write_text("stopped")
+
+def command(args):  # as `pipeline --jobs 2` runs its steps (pipeline.run_steps_in_parallel)
+    with worker_pool(1) as pool, interrupts_children():
+        pool.submit(task, sys.argv[1]).result()
+
+if __name__ == "__main__":
+    cli.cmd_tokenizer_encode = command
+    sys.exit(cli.main(["tokenizer", "encode", "--tokenizer", "t", "x"]))
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals (Windows ends a process at its SIGTERM)")
+def test_sigterm_to_a_pipeline_stops_its_workers_tasks_as_a_ctrl_c_does(tmp_path):
+    """`kill PID` of `pipeline --jobs 2` (a scheduler stopping the job) ended the command on the spot, and its
+    workers were ended by their orphan watch, their tasks cut where they were. SIGTERM is answered as a
+    Ctrl-C now: the command passes a Ctrl-C on to its workers, each task stops with its clean-up run, and
+    the command ends with its one line once no worker is left."""
+    script, marker = tmp_path / "parent.py", tmp_path / "marker"
+    script.write_text(SIGTERM_TO_A_PARENT_OF_A_WORKER, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with subprocess.Popen([sys.executable, str(script), str(marker)], stderr=subprocess.PIPE, text=True,
+                          env=env) as parent:
+        deadline = time.monotonic() + 120
+        while not (marker.exists() and marker.read_text().startswith("started ")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker = int(marker.read_text().split()[1])
+        parent.send_signal(signal.SIGTERM)
+        err = parent.communicate(timeout=120)[1]
+    left = alive(worker)
+    if left:  # leave no process behind when the test fails
+        os.kill(worker, signal.SIGKILL)
+    assert (parent.returncode, err) == (143, "minillm: stopped by SIGTERM\n")
+    assert marker.read_text() == "stopped"  # its task stopped as at a Ctrl-C, its `finally` run
+    assert not left
+
+
 def test_a_worker_shows_what_its_stdout_cannot_encode_as_escapes(monkeypatch):
     """A worker is a fresh interpreter: it must print as the command does (show_unencodable_output), or a
     step run with --jobs 2 on an ASCII or cp1252 stdout (Windows, piped) fails at a Korean line."""
