@@ -196,18 +196,22 @@ step3_reward_hacking()
 # 4. Hack the full reward model: in step 3, pass `rm.path` instead of `head_only.path` to
 #    reward_hacking, and `inputs=[sft, rm]` to its own_run (else the earlier run is reused). Its
 #    likelihood term checks the answer the way the SFT model would write it, and it is much harder
-#    to fool: in our runs (with an earlier SFT model), 60 steps without the leash raised its score
-#    0.55 -> 0.72 and gold did not fall (win rate 0.60 against SFT). With the head-only model and the
-#    leash on (kl_coef 0.2), gold still began to fall after ~25 steps: a leash slows hacking down, a
-#    better judge prevents it.
+#    to fool: in our tiny run, step 3's 45 steps without the leash raised its score 0.47 -> 0.98 and
+#    the rollouts' gold rose with it (2.46 -> 3.17); on held-out prompts gold went 1.43 -> 2.10, a
+#    win rate of 0.61 against SFT (step 2's leashed PPO: 0.65, ± 0.03). The head-only model with the
+#    leash on (the preset's kl_coef 0.2: `minillm ppo --sft runs/tiny/04_sft --reward
+#    runs/lessons/07/head_only_reward --preset tiny --set ppo.train.max_steps=45 --out X`) was fooled
+#    more slowly, but fooled: its rollouts' gold peaked near step 10 and sagged after, and held-out
+#    gold reached only 1.74, with more wrong answers than the SFT model (0.57 against 0.50). A leash
+#    slows hacking down, a better judge prevents it.
 # 5. Smaller rollouts: CFG.ppo.rollout_batch_size = 32 and 30 steps. The advantages are whitened
 #    over half as many answers and each update is noisier. In the tiny run of 7cb820d this won
 #    0.62 against the preset's 0.65, each ± 0.03: not told apart. With an earlier 4-layer SFT model
 #    it won 0.615 against 0.65, and with a learning rate of 3e-4 on top the entropy rose and the
 #    scores fell.
 # 6. A perfect reward model: CFG.ppo.reward = "gold" scores the answers with the gold judge itself.
-#    Is the reward model what holds the win rate back? In our runs, no: on 600 held-out prompts
-#    (abcc676) the oracle won 0.60 and the reward model's PPO 0.62, each ± 0.015, far from the 0.80
-#    a perfect policy would win (earlier draws: 0.59 both; a 4-layer GPT 0.63 against 0.61). Both
-#    dropped the filler and the rudeness (in 24% of the SFT answers; 6% and 3% after); neither made
-#    many wrong answers right on prompts it never saw (SFT 45% wrong; 39% and 42% after).
+#    Is the reward model what holds the win rate back? No: in our tiny run the oracle won 0.64 and
+#    the reward model's PPO 0.65 (each ± 0.03), far from the 0.84 a perfect policy would win (an
+#    earlier version, on 600 held-out prompts: 0.60 and 0.62, each ± 0.015). Both dropped the
+#    filler and the rudeness (in 26% of the SFT answers; 2% and 2.5% after); neither made many
+#    wrong answers right on prompts it never saw (SFT 50% wrong; 47% and 44.5% after).

@@ -217,7 +217,10 @@ step4_table()
 #    0.575, 0.56 and 0.60, from 64, 256 and 512 answers a step. Fewer groups teach, but in 30 steps
 #    the ones left still carry most of what this model can learn.
 # 2. **No std scaling** (Dr. GRPO): `scale_by_std=false`. Prompts whose answers barely differ (all
-#    right, some with a flourish) no longer get the same push as prompts where half are wrong.
+#    right, some with a flourish) no longer get the same push as prompts where half are wrong. In our
+#    tiny run the gold judge did not tell the two apart (win rate 0.645 against 0.652, pass@1 0.555
+#    against 0.56), but the policy moved less far: KL over the last five steps 0.30 against 0.44
+#    nats (the rewards of a step spread by a std of about 0.5, so dividing by it enlarged each push).
 # 3. **The KL leash**: `kl_coef=1` vs the default 0. The KL curve stays lower, and so does the gain:
 #    in the tiny run of 7cb820d the KL of the last five steps was 0.16 against 0.44 nats, the win
 #    rate 0.60 against 0.65 (± 0.03), and more of the SFT model's filler stayed (style flaws 0.14
