@@ -404,6 +404,9 @@ def run_pipeline(cfg: PipelineConfig, out_dir: str | Path, *, force: bool = Fals
                         f"folders {step_folder(STEP_NAMES[0])}, ...); name the --out folder of an earlier "
                         "`minillm pipeline`")
     devices = sorted({resolve_device(train.device).type for train in train_configs(cfg)})  # the report names them
+    # said at once: the checks before the first step take seconds (they build the models' shapes) in which
+    # nothing else would be on the screen
+    print(f"pipeline ({cfg.preset} preset): {len(STEP_NAMES)} steps into {out_dir}; checking their settings first")
     journey = Journey(cfg, out_dir, corpus, instructions, jobs=jobs,
                       reuse_from=None if reuse_from is None else Path(reuse_from), skip_bad_lines=skip_bad_lines)
     if instructions:  # read now: a malformed file stops the journey before stage 1's minutes, not after them

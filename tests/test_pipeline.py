@@ -153,6 +153,8 @@ def test_micro_pipeline_reports_every_stage_and_skips_finished_steps(journey, tm
     head_only = train_reward_model(dataclasses.replace(cfg.reward, likelihood_term=False), out / "04_sft",
                                    out / "05_reward_model" / "prefs.jsonl", tmp_path / "head_only")
     assert finite(head_only["pairwise_accuracy"])
+    # its seconds of scoring after the training bar ends are said (14 s at tiny, silent before)
+    assert "reward: scoring every answer of the " in capsys.readouterr().out
     hacked = reward_hacking(cfg.ppo, out / "04_sft", tmp_path / "head_only", generate_instruction_suite(seed=0),
                             tmp_path / "no_kl")
     assert all(finite(v) for v in hacked.values()), hacked
@@ -752,6 +754,33 @@ def test_steps_side_by_side_report_the_same_numbers(journey, tmp_path):
     _, reference = journey
     report = run_pipeline(preset("micro"), tmp_path / "side_by_side", jobs=2)
     assert report["jobs"] == 2 and without_times(report) == without_times(reference)
+
+
+def test_the_comparison_table_counts_every_models_answers_in_a_progress_bar(journey, tmp_path, capsys):
+    """At tiny the comparison table samples 2,000 answers and pass@k 32,000, over minutes in which the
+    terminal showed only "[rl_table] running": each model's answers now count up in a bar of its own."""
+    root, report = journey
+    shutil.copytree(root / "micro", tmp_path / "run")  # (the table's plot is written again: into a copy)
+    capsys.readouterr()
+    pipeline.step_rl_table(Journey(preset("micro"), tmp_path / "run", results=report["stages"]))
+    shown = capsys.readouterr().err
+    for label in ("SFT samples", "SFT greedy", *[f"best of {n}" for n in BEST_OF], *RL_POLICIES):
+        assert re.search(rf"table, {re.escape(label)}: 100%", shown), (label, shown)
+    for name in ("SFT", *RL_POLICIES):
+        assert re.search(rf"pass@k answers, {re.escape(name)}: 100%.*\b32/32 ", shown), (name, shown)  # 8 x 4
+
+
+def test_the_pipeline_says_what_it_starts_before_the_seconds_of_its_checks(tmp_path, monkeypatch, capsys):
+    """Its checks before the first step (`preflight`) took 3 s at tiny, after the seconds torch takes to
+    import, with nothing on the screen: a newcomer's terminal stayed blank for 7 s. A line comes first."""
+    def checks(journey):
+        raise DataError("stopped at the checks")
+
+    monkeypatch.setattr(pipeline, "preflight", checks)
+    with pytest.raises(DataError, match="stopped at the checks"):
+        run_pipeline(preset("tiny"), tmp_path / "run")
+    assert capsys.readouterr().out == (f"pipeline (tiny preset): {len(STEP_NAMES)} steps into {tmp_path / 'run'}; "
+                                       "checking their settings first\n")
 
 
 PARENT_OF_A_WORKER = """

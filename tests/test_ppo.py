@@ -205,7 +205,7 @@ def test_rankings_that_find_no_different_answers_name_the_model_as_a_cause(runs,
     reward.answers_per_prompt or raise reward.sample_temperature, never which model, or that its
     training may have gone wrong."""
     monkeypatch.setattr("minillm.stage3_rlhf.preferences.sample_distinct_answers",
-                        lambda policy, tokenizer, prompts, *args: [["the same answer"] for _ in prompts])
+                        lambda policy, tokenizer, prompts, *args, **kwargs: [["the same answer"] for _ in prompts])
     sft, log = re.escape(str(runs["sft"])), re.escape(str(runs["sft"] / "metrics.jsonl"))
     with pytest.raises(DataError, match=rf"^no prompt gave 4 different answers from the SFT model {sft}; "
                                         rf".*reward.sample_temperature; or its training went wrong \(see the loss "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import sys
 import unicodedata
 
@@ -13,6 +14,7 @@ import torch
 
 from minillm.config import RewardConfig
 from minillm.errors import ConfigError, DataError
+from minillm.model import GPT
 from minillm.stage3_rlhf import preferences
 from minillm.stage3_rlhf.annotate import annotate, annotate_loop, parse_ranking, prompt_seed, read_prompts
 from minillm.stage3_rlhf.annotator import (
@@ -32,11 +34,13 @@ from minillm.stage3_rlhf.annotator import (
 from minillm.stage3_rlhf.preferences import (
     collect_rankings,
     compare_answers,
+    compare_policies,
     comparison_summary,
     read_preferences,
     sample_distinct_answers,
     split_rankings,
 )
+from minillm.train import load_model_and_tokenizer
 from minillm.utils import escape_controls
 
 GOOD = {"prompt": "Capital of Varn?", "answers": ["Tarsk", "Mell", "I don't know"], "ranking": [0, 2, 1]}
@@ -530,3 +534,20 @@ def test_policies_are_compared_on_every_test_split_and_never_on_training_prompts
                {"prompt": "d", "split": "test_heldout_family"}, {"prompt": "e", "split": "test"}]
     assert sorted(r["prompt"] for r in preferences.heldout_records(records, 10)) == ["b", "d", "e"]
     assert len(preferences.heldout_records(records, 2)) == 2
+
+
+def test_collecting_rankings_and_comparing_policies_count_their_answers_in_a_progress_bar(
+        untrained_runs, tmp_path, capsys):
+    """At tiny, the reward step samples ~2,800 answers to rank, and each RL step answers 200 held-out
+    prompts with the policy and the SFT model after its last training step: half a minute to a minute
+    each, in which nothing on the terminal moved. Each now counts its answers in a named bar."""
+    records = [{"id": f"r{i}", "prompt": f"What is {i} plus {i}?", "reference": str(2 * i), "family": "sums",
+                "split": "train" if i < 8 else "test_seen"} for i in range(11)]
+    collect_rankings(RewardConfig(n_prompts=5, max_new_tokens=4), untrained_runs / "gpt", records,
+                     tmp_path / "prefs.jsonl")
+    policy, tokenizer = load_model_and_tokenizer(untrained_runs / "gpt", GPT)
+    compare_policies(policy, policy, tokenizer, records[8:], 1.0, 4, name="ppo")
+    shown = capsys.readouterr().err
+    assert re.search(r"answers to rank \(0/5 rankings\): 100%.*\b28/28 ", shown), shown  # 7 prompts x 4
+    for model in ("ppo", "SFT model"):
+        assert re.search(rf"held-out answers, {model}: 100%.*\b3/3 ", shown), (model, shown)

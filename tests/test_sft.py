@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import math
+import re
 import shutil
 import sys
 import tracemalloc
@@ -347,7 +348,7 @@ def test_each_baseline_s_loss_plot_names_its_run(trained, tmp_path, drawn_figure
     assert titles == {"SFT from scratch: loss on answer tokens", "SFT on other only: loss on answer tokens"}
 
 
-def test_batched_left_padded_answers_equal_one_by_one(trained) -> None:
+def test_batched_left_padded_answers_equal_one_by_one(trained, capsys) -> None:
     model, tok = load_model(trained[1], GPT)
     model.train()
     prompts = list(ANSWERS)  # six requests; batches of 4 leave a last batch of 2
@@ -356,6 +357,7 @@ def test_batched_left_padded_answers_equal_one_by_one(trained) -> None:
     alone = [generate_answers(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
     assert model.training  # answering switches dropout off only while it generates
     assert batched == alone and all(batched)  # real answers (an untrained model's are all empty)
+    assert capsys.readouterr().err == ""  # no bar unless one is named (a rollout's answers are its step's)
 
 
 def test_token_f1_counts_a_repeated_word_once_per_match_and_two_empty_answers_agree() -> None:
@@ -481,7 +483,7 @@ def test_chat_says_a_request_is_cut_only_when_it_does_not_fit(tokenizer) -> None
     assert len(notes) == 1 and out.getvalue().index(notes[0]) > out.getvalue().index("bot> ")  # the second's
 
 
-def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
+def test_run_with_baselines_writes_the_table(trained, tmp_path, capsys) -> None:
     tests = [{"id": f"t{i}", "family": "toy", "split": split, "prompt": prompt, "response": answer,
               "reference": answer} for i, (split, prompt, answer) in enumerate([
                   ("test_seen", "Greet me.", "hello"), ("test_heldout_phrasing", "Say hello to me.", "hello"),
@@ -512,6 +514,9 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path) -> None:
         assert {SPLIT_KEYS[a["split"]]: float(is_correct(a[name], a["reference"])) for a in answers} == report[key]
     assert len({a["base"] for a in answers}) > 1  # answers that differ: a row holding another's would show
     assert "SFT from scratch" in format_table(report)
+    shown = capsys.readouterr().err  # each model's answers (hundreds at tiny, a minute) count up in a bar
+    for label in ("base (no SFT)", "SFT", "SFT from scratch", "SFT, one family"):
+        assert re.search(rf"test answers, {re.escape(label)}: 100%.*\b4/4 ", shown), (label, shown[-2000:])
     typo = dataclasses.replace(cfg, single_family="othr")  # refused before anything trains
     with pytest.raises(ConfigError, match=r"sft.single_family='othr' is not a family .* choose one of .*other"):
         run_sft_with_baselines(typo, RECORDS + other + tests, tmp_path / "typo", trained[1])

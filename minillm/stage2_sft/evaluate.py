@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
+from tqdm import tqdm
 
 from minillm.config import SFTConfig, check_section, to_dict
 from minillm.datasets.instructions import is_correct, normalize_answer
@@ -73,16 +74,23 @@ def left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
+def answer_bar(total: int, desc: str | None) -> tqdm:
+    """A progress bar named `desc` that counts `total` answers; without a name, one that draws nothing."""
+    return tqdm(total=total, desc=desc, unit="answer", disable=desc is None, dynamic_ncols=True)
+
+
 @torch.no_grad()
 def generate_answers(
     model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 64,
     *, temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, desc: str | None = None,
 ) -> list[str]:
     """Answers to `prompts`, in order, generated in left-padded batches of similar length.
 
     Greedy by default (temperature 0); a temperature > 0 samples (from the top_k likeliest tokens, or
-    the top_p nucleus, when given), with `generator` for repeatability.
+    the top_p nucleus, when given), with `generator` for repeatability. With `desc`, a progress bar of
+    that name counts the answers: an evaluation answers hundreds of prompts. Without it none is drawn,
+    as for a rollout (its step's bar counts it) or a chat reply.
     """
     check_not_one_str("generate_answers", prompts=prompts)
     device = next(model.parameters()).device
@@ -90,14 +98,16 @@ def generate_answers(
     encoded = [encode_prompt(tokenizer, p, max_len=model.config.block_size - max_new_tokens) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths, less padding
     answers = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        ids, mask = left_pad([encoded[i] for i in rows], tokenizer.pad_id)  # (B, T0) each
-        gen = model.generate(ids.to(device), max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                             eos_id=tokenizer.eos_id, attention_mask=mask.to(device),
-                             pad_id=tokenizer.pad_id, generator=generator)
-        for row, i in enumerate(rows):
-            answers[i] = decode_response(tokenizer, gen.new_ids[row].tolist())
+    with answer_bar(len(prompts), desc) as bar:
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            ids, mask = left_pad([encoded[i] for i in rows], tokenizer.pad_id)  # (B, T0) each
+            gen = model.generate(ids.to(device), max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                 eos_id=tokenizer.eos_id, attention_mask=mask.to(device),
+                                 pad_id=tokenizer.pad_id, generator=generator)
+            for row, i in enumerate(rows):
+                answers[i] = decode_response(tokenizer, gen.new_ids[row].tolist())
+            bar.update(len(rows))
     return answers
 
 
@@ -159,13 +169,14 @@ def select_test_records(records: Sequence[dict], per_family: int) -> list[dict]:
 
 
 def evaluate_model(
-    model: GPT, tokenizer: Tokenizer, records: Sequence[dict], cfg: SFTConfig
+    model: GPT, tokenizer: Tokenizer, records: Sequence[dict], cfg: SFTConfig, desc: str | None = None
 ) -> tuple[dict, list[str]]:
-    """Scores (see `score_answers`) and the answers of one model on the test records."""
+    """Scores (see `score_answers`) and the answers of one model on the test records (`desc`: the
+    progress bar's name, as in `generate_answers`)."""
     check_section(cfg, SFTConfig, "evaluate_model")
     check_records(records, _has_fields("prompt", *SCORED_FIELDS), "evaluate_model")  # before minutes of generating
     answers = generate_answers(model, tokenizer, [r["prompt"] for r in records], cfg.max_new_tokens,
-                               cfg.eval_batch_size)
+                               cfg.eval_batch_size, desc=desc)
     return score_answers(records, answers), answers
 
 
@@ -271,7 +282,8 @@ def run_sft_with_baselines(
     table, answers = {}, {}
     for name, run_dir in runs.items():
         model, tokenizer = load_model_and_tokenizer(run_dir, GPT, map_location=resolve_device(cfg.train.device))
-        table[name], answers[name] = evaluate_model(model, tokenizer, tests, cfg)
+        table[name], answers[name] = evaluate_model(model, tokenizer, tests, cfg,
+                                                    desc=f"test answers, {MODEL_LABELS.get(name, name)}")
     report = {
         "seconds": sft_run["final"].get("elapsed_s", sft_run["seconds"]),  # training time, resumes included
         "total_seconds": time.perf_counter() - started,

@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from minillm.config import DPOConfig, check_section, to_dict
 from minillm.errors import ConfigError
 from minillm.model import GPT
+from minillm.stage2_sft.evaluate import answer_bar
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, check_room_for_prompt, encode_example
 from minillm.stage3_rlhf.annotator import Ranking, best_and_worst, ranking_to_pairs
@@ -114,19 +115,25 @@ def encode_pairs(tokenizer: Tokenizer, rankings: Sequence[dict], block_size: int
 
 @torch.no_grad()
 def reference_logprobs(reference: GPT, examples: Sequence[ChatExample], pad_id: int,
-                       batch_size: int = 64) -> list[float]:
-    """log pi_ref(answer | prompt) of each example: the reference never changes, so once is enough."""
+                       batch_size: int = 64, desc: str | None = None) -> list[float]:
+    """log pi_ref(answer | prompt) of each example: the reference never changes, so once is enough.
+    With `desc`, a progress bar of that name counts them (thousands of answers at tiny)."""
     out, device = [], next(reference.parameters()).device
-    for start in range(0, len(examples), batch_size):
-        batch = to_device(collate(examples[start:start + batch_size], pad_id), device)
-        out += answer_logprob(reference, batch["ids"], batch["loss_mask"]).tolist()
+    with answer_bar(len(examples), desc) as bar:
+        for start in range(0, len(examples), batch_size):
+            batch = to_device(collate(examples[start:start + batch_size], pad_id), device)
+            out += answer_logprob(reference, batch["ids"], batch["loss_mask"]).tolist()
+            bar.update(len(batch["ids"]))
     return out
 
 
-def with_reference(reference: GPT, pairs: Sequence[tuple[ChatExample, ChatExample]], pad_id: int) -> list[EncodedPair]:
-    """Each (chosen, rejected) pair with the reference's log-prob of both answers, read once for all epochs."""
-    ref_c = reference_logprobs(reference, [c for c, _ in pairs], pad_id)
-    ref_r = reference_logprobs(reference, [r for _, r in pairs], pad_id)
+def with_reference(reference: GPT, pairs: Sequence[tuple[ChatExample, ChatExample]], pad_id: int,
+                   desc: str | None = None) -> list[EncodedPair]:
+    """Each (chosen, rejected) pair with the reference's log-prob of both answers, read once for all epochs.
+    With `desc`, a progress bar for each side, named `desc` and the side."""
+    chosen, rejected = (None, None) if desc is None else (f"{desc}, chosen answers", f"{desc}, rejected answers")
+    ref_c = reference_logprobs(reference, [c for c, _ in pairs], pad_id, desc=chosen)
+    ref_r = reference_logprobs(reference, [r for _, r in pairs], pad_id, desc=rejected)
     return [EncodedPair(c, r, a, b) for (c, r), a, b in zip(pairs, ref_c, ref_r, strict=True)]
 
 
@@ -190,7 +197,7 @@ def train_dpo(
     reference = copy.deepcopy(policy).requires_grad_(False).eval()
     train_rankings, test_rankings = split_rankings(read_preferences(prefs_path))
     splits = {name: with_reference(reference, encode_pairs(tokenizer, rankings, policy.config.block_size, cfg.pairs),
-                                   tokenizer.pad_id)
+                                   tokenizer.pad_id, desc=f"dpo reference log-probs, {name} pairs")
               for name, rankings in (("train", train_rankings), ("val", test_rankings))}
     if not splits["train"] or not splits["val"]:
         raise not_enough_rankings(prefs_path, "DPO needs training and held-out pairs", len(splits["train"]),
@@ -212,7 +219,7 @@ def train_dpo(
         held_out = to_device(collate_pairs(splits["val"], tokenizer.pad_id), next(policy.parameters()).device)
         pair_accuracy = loss_fn(policy, held_out)[1]["accuracy"]
     comparison = compare_policies(policy, reference, tokenizer, test_records, cfg.temperature, cfg.max_new_tokens,
-                                  seed=EVAL_SEED)
+                                  seed=EVAL_SEED, name="dpo")
     metrics = {**comparison_summary(comparison), "pair_accuracy": pair_accuracy, "n_pairs": len(splits["train"]),
                "seconds": time.perf_counter() - start}
     write_json(Path(out_dir) / "dpo_metrics.json", metrics)

@@ -345,14 +345,14 @@ def train_grpo(
     for name, (title, panels) in PLOTS.items():
         plot_panels(history, out_dir / name, panels, title=f"{title} ({cfg.reward} reward)")
     comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
-                                  seed=EVAL_SEED)
+                                  seed=EVAL_SEED, name=run_name(cfg))
     metrics = {**online_rl.summarize_run(history, comparison, time.perf_counter() - start),
                "train_seconds": train_seconds, "reward": cfg.reward,
                "pass_at_1_sft": 1.0 - comparison["wrong_baseline"], "pass_at_1_after": 1.0 - comparison["wrong_policy"]}
     if pass_at_k:
         right = {name: count_right(model, tokenizer, heldout[:cfg.passk_prompts], cfg.passk_samples, cfg.temperature,
-                                   cfg.max_new_tokens, seed=EVAL_SEED)
-                 for name, model in (("sft", reference), ("after", policy))}
+                                   cfg.max_new_tokens, seed=EVAL_SEED, name=who)
+                 for name, model, who in (("sft", reference, "SFT model"), ("after", policy, run_name(cfg)))}
         metrics.update({f"pass_at_k_{name}": pass_at_k_curve(counts, cfg.passk_samples)
                         for name, counts in right.items()})
         metrics["pass_at_k_gain"] = pass_at_k_gain(right["sft"], right["after"], cfg.passk_samples)

@@ -86,11 +86,13 @@ def pass_at_k_gain(before: Sequence[int], after: Sequence[int], n: int,
 @torch.no_grad()
 def count_right(
     policy: GPT, tokenizer: Tokenizer, records: Sequence[dict], n: int, temperature: float, max_new_tokens: int,
-    seed: int,
+    seed: int, name: str = "policy",
 ) -> list[int]:
     """Sample `n` answers to each record (seeded) and count, per record, how many are right: hold the
-    reference answer (`contains_answer`, the gold judge's "correct")."""
+    reference answer (`contains_answer`, the gold judge's "correct"). Thousands of answers: a progress
+    bar counts them, named by `name`, the model's."""
     asked = [r for r in records for _ in range(n)]  # each record n times in a row
     answers = generate_answers(policy, tokenizer, [r["prompt"] for r in asked], max_new_tokens, batch_size=256,
-                               temperature=temperature, generator=torch.Generator().manual_seed(seed))
+                               temperature=temperature, generator=torch.Generator().manual_seed(seed),
+                               desc=f"pass@k answers, {name}")
     return [sum(contains_answer(a, r["reference"]) for a in answers[i * n:(i + 1) * n]) for i, r in enumerate(records)]

@@ -380,7 +380,7 @@ def train_ppo(
     for name, (title, panels) in PLOTS.items():
         plot_panels(history, out_dir / name, panels, title=f"{title} (kl_coef {beta}{judge})")
     comparison = compare_policies(policy, reference, tokenizer, heldout, cfg.temperature, cfg.max_new_tokens,
-                                  seed=EVAL_SEED)
+                                  seed=EVAL_SEED, name="ppo")
     metrics = online_rl.summarize_run(history, comparison, time.perf_counter() - start)
     write_json(out_dir / "ppo_metrics.json", {k: v for k, v in metrics.items() if k != "history"})
     return metrics

@@ -146,12 +146,13 @@ def append_preference(path: str | os.PathLike, record: dict) -> None:
 @torch.no_grad()
 def sample_distinct_answers(
     model: GPT, tokenizer: Tokenizer, prompts: Sequence[str], k: int, temperature: float, max_new_tokens: int,
-    generator: torch.Generator, rounds: int = 4,
+    generator: torch.Generator, rounds: int = 4, desc: str | None = None,
 ) -> list[list[str]]:
     """Up to `k` different answers per prompt: sample k each, then resample the prompts still short.
 
     A confident model often says the same thing twice; a ranking needs different answers, so we try
-    again (at most `rounds` times). Prompts may end with fewer than k: the caller decides.
+    again (at most `rounds` times). Prompts may end with fewer than k: the caller decides. `desc`
+    names each round's progress bar (`generate_answers`).
     """
     found: list[list[str]] = [[] for _ in prompts]
     for _ in range(rounds):
@@ -161,7 +162,7 @@ def sample_distinct_answers(
         owners = [i for i in short for _ in range(k)]  # each short prompt asked k more times
         for i, answer in zip(owners, generate_answers(
                 model, tokenizer, [prompts[i] for i in owners], max_new_tokens, temperature=temperature,
-                generator=generator), strict=True):
+                generator=generator, desc=desc), strict=True):
             if answer not in found[i] and len(found[i]) < k:
                 found[i].append(answer)
     return found
@@ -169,21 +170,24 @@ def sample_distinct_answers(
 
 def compare_policies(
     policy: GPT, baseline: GPT, tokenizer: Tokenizer, records: Sequence[dict], temperature: float,
-    max_new_tokens: int, seed: int = 0,
+    max_new_tokens: int, seed: int = 0, name: str = "policy",
 ) -> dict[str, Any]:
     """Both policies answer every record (`sample_answers`, the same seed for both); the gold judge
-    compares the answers (`compare_answers`, which says what is returned)."""
-    policy_answers, baseline_answers = (sample_answers(model, tokenizer, records, temperature, max_new_tokens, seed)
-                                        for model in (policy, baseline))
+    compares the answers (`compare_answers`, which says what is returned). Each shows a progress bar:
+    the policy's named `name` (its run: "ppo"), the baseline's "SFT model", which every caller compares with."""
+    policy_answers, baseline_answers = (sample_answers(model, tokenizer, records, temperature, max_new_tokens, seed,
+                                                       desc=f"held-out answers, {who}")
+                                        for model, who in ((policy, name), (baseline, "SFT model")))
     return compare_answers(records, policy_answers, baseline_answers)
 
 
 def sample_answers(model: GPT, tokenizer: Tokenizer, records: Sequence[dict], temperature: float, max_new_tokens: int,
-                   seed: int) -> list[str]:
+                   seed: int, desc: str | None = None) -> list[str]:
     """One answer per record, sampled from a generator seeded with `seed`: with the same seed, the
-    same model gives the same answers, so a baseline's answers can be drawn again to compare with."""
+    same model gives the same answers, so a baseline's answers can be drawn again to compare with.
+    `desc` names a progress bar (`generate_answers`)."""
     return generate_answers(model, tokenizer, [r["prompt"] for r in records], max_new_tokens,
-                            temperature=temperature, generator=torch.Generator().manual_seed(seed))
+                            temperature=temperature, generator=torch.Generator().manual_seed(seed), desc=desc)
 
 
 def compare_answers(records: Sequence[dict], policy_answers: Sequence[str], baseline_answers: Sequence[str]
@@ -261,7 +265,8 @@ def collect_rankings(
         chunk = pool[cursor:cursor + math.ceil(1.4 * (cfg.n_prompts - len(lines)))]
         cursor += len(chunk)
         answer_sets = sample_distinct_answers(policy, tokenizer, [r["prompt"] for r in chunk], K,
-                                              cfg.sample_temperature, cfg.max_new_tokens, generator)
+                                              cfg.sample_temperature, cfg.max_new_tokens, generator,
+                                              desc=f"answers to rank ({len(lines)}/{cfg.n_prompts} rankings)")
         for record, answers in zip(chunk, answer_sets, strict=True):
             if len(answers) < K:
                 passed_over += 1

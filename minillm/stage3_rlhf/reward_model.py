@@ -336,6 +336,9 @@ def train_reward_model(
     if not is_main_process():  # under torchrun, rank 0 alone normalises, evaluates and writes the results
         return None
     # Reward normalisation: the SFT model's own answers (those in the rankings) score mean 0, std 1.
+    # (forward passes over every answer, seconds after the training bar ended: said, not left silent)
+    print(f"reward: scoring every answer of the {len(splits['train'])} training and {len(splits['val'])} held-out "
+          "rankings (the scores' scale, then the accuracy)")
     mean, std = set_normalisation(rm, splits["train"], tokenizer.pad_id)
     ckpt_path = Path(out_dir) / CKPT_NAME
     save_checkpoint(ckpt_path, {**load_checkpoint(ckpt_path), "model": rm.state_dict()})
@@ -391,9 +394,11 @@ def pick_best(candidates: Sequence[Sequence[str]], scores: Tensor) -> list[str]:
 
 @torch.no_grad()
 def best_of_n(policy: GPT, rm: RewardModel, tokenizer: Tokenizer, prompts: Sequence[str], n: int, temperature: float,
-              max_new_tokens: int, generator: torch.Generator) -> list[str]:
-    """Sample `n` answers to each prompt from `policy` and keep the one `rm` scores highest."""
+              max_new_tokens: int, generator: torch.Generator, desc: str | None = None) -> list[str]:
+    """Sample `n` answers to each prompt from `policy` and keep the one `rm` scores highest (`desc`
+    names a progress bar of the answers sampled, as in `generate_answers`)."""
     asked = [p for p in prompts for _ in range(n)]  # each prompt n times in a row
-    flat = generate_answers(policy, tokenizer, asked, max_new_tokens, temperature=temperature, generator=generator)
+    flat = generate_answers(policy, tokenizer, asked, max_new_tokens, temperature=temperature, generator=generator,
+                            desc=desc)
     scores = score_answers(rm, tokenizer, asked, flat).view(len(prompts), n)  # (P, n)
     return pick_best([flat[i * n:(i + 1) * n] for i in range(len(prompts))], scores)

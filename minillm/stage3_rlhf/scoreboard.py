@@ -94,17 +94,17 @@ def policy_table(
     trained = {name: (load_policy(run_dir, tokenizer, sft_dir, device), seconds)  # each checked before any sampling
                for name, (run_dir, seconds) in policies.items()}
     prompts = [r["prompt"] for r in records]
-    baseline = sample_answers(sft, tokenizer, records, temperature, max_new_tokens, seed)
-    greedy = generate_answers(sft, tokenizer, prompts, max_new_tokens)  # temperature 0
+    baseline = sample_answers(sft, tokenizer, records, temperature, max_new_tokens, seed, desc="table, SFT samples")
+    greedy = generate_answers(sft, tokenizer, prompts, max_new_tokens, desc="table, SFT greedy")  # temperature 0
     greedy_kl = -answers_logprob(sft, tokenizer, prompts, greedy).mean().item()
     rows = {"SFT samples": policy_row(records, baseline, baseline, 0.0, 0.0),
             "SFT greedy": policy_row(records, greedy, baseline, greedy_kl, 0.0)}
     for n in BEST_OF:
         picked = best_of_n(sft, rm, tokenizer, prompts, n, temperature, max_new_tokens,
-                           torch.Generator().manual_seed(seed + n))
+                           torch.Generator().manual_seed(seed + n), desc=f"table, best of {n}")
         rows[f"best of {n} (reward model)"] = policy_row(records, picked, baseline, best_of_n_kl(n), 0.0)
     for name, (policy, seconds) in trained.items():
-        answers = sample_answers(policy, tokenizer, records, temperature, max_new_tokens, seed)
+        answers = sample_answers(policy, tokenizer, records, temperature, max_new_tokens, seed, desc=f"table, {name}")
         rows[name] = policy_row(records, answers, baseline, sampled_kl(policy, sft, tokenizer, records, answers),
                                seconds)
     return rows
@@ -116,7 +116,7 @@ def right_answer_counts(models: Mapping[str, str | Path], records: Sequence[dict
     counts = {}
     for name, run_dir in models.items():
         model, tokenizer = load_model_and_tokenizer(run_dir, GPT, device)
-        counts[name] = count_right(model, tokenizer, records, n, temperature, max_new_tokens, seed)
+        counts[name] = count_right(model, tokenizer, records, n, temperature, max_new_tokens, seed, name=name)
     return counts
 
 
