@@ -125,8 +125,11 @@ def step3_train() -> Run:
           f"({metrics['val_masked_positions']} blanks)")
     print(f"  always answering {metrics['unigram_prediction']!r} (the most frequent token): "
           f"{metrics['unigram_masked_accuracy']:.1%}")
-    print(f"  loss curve: {mlm.path / 'loss.png'}; its dashed line, {metrics['unigram_masked_loss']:.2f}, is the loss "
-          "of guessing from the token frequencies alone")
+    if "unigram_masked_loss" in metrics:
+        print(f"  loss curve: {mlm.path / 'loss.png'}; its dashed line, {metrics['unigram_masked_loss']:.2f}, is the "
+              "loss of guessing from the token frequencies alone")
+    else:  # a run reused from before minillm recorded the unigram loss (and drew it)
+        print(f"  loss curve: {mlm.path / 'loss.png'} (made before minillm drew the unigram loss on it: --fresh does)")
     return mlm
 
 

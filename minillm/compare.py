@@ -159,12 +159,14 @@ def readings(path: Path, parent: Path) -> list[Path]:
 
 def input_runs(config: dict, folder: Path) -> dict[str, InputRun]:
     """Each setting of `config` (flattened) that names a run, or a file in one, -> that run, read as
-    `siblings_by_name` reads it; a setting whose path holds no run now (gone, a file of the user's) is left out."""
+    `siblings_by_name` reads it; a setting whose path holds no run now (gone, a file of the user's) is left out,
+    and so is one that names the run in `folder` itself (the reward run's own prefs.jsonl): no input run."""
+    own = folder.resolve()
     found = {}
     for setting, value in flatten(config).items():
         if is_path(value):
-            runs = [InputRun(path, identity) for path in readings(Path(value), folder.resolve().parent)
-                    if (identity := run_identity(path))]
+            runs = [InputRun(path, identity) for path in readings(Path(value), own.parent)
+                    if own not in (path, path.parent) and (identity := run_identity(path))]
             if runs:
                 found[setting] = runs[0]
     return found

@@ -2,7 +2,6 @@
 
     python tests/_kill_after_updates.py K path/to/script.py ARGS...
     python tests/_kill_after_updates.py K -m package.module ARGS...
-    python tests/_kill_after_updates.py K:SIGTERM ...     (another signal than SIGKILL: a stop it may answer)
 
 K = 0 kills nothing: the program runs to its end, and the last line on stderr says how many
 updates it made ("optimizer updates: N"), so that a test can tell a resume from a fresh start.
@@ -25,14 +24,14 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 UPDATES_LINE = "optimizer updates: "
 
 
-def kill_after(updates: int, stop_with: signal.Signals = signal.SIGKILL) -> None:
+def kill_after(updates: int) -> None:
     count = 0
 
     def hook(optimizer, args, kwargs) -> None:
         nonlocal count
         count += 1
         if count == updates:
-            os.kill(os.getpid(), stop_with)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     register_optimizer_step_post_hook(hook)
     if updates == 0:
@@ -40,8 +39,7 @@ def kill_after(updates: int, stop_with: signal.Signals = signal.SIGKILL) -> None
 
 
 def main() -> None:
-    updates, _, stop_with = sys.argv[1].partition(":")
-    kill_after(int(updates), signal.Signals[stop_with or "SIGKILL"])
+    kill_after(int(sys.argv[1]))
     target = sys.argv[2:]
     if target[0] == "-m":
         sys.argv = [target[1], *target[2:]]

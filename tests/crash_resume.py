@@ -119,22 +119,17 @@ def updates_made(result: subprocess.CompletedProcess) -> int:
 
 
 def assert_exact_resume(command: Callable[[Path, bool], list[str]], tmp_path: Path, kill_after_updates: int,
-                        ckpt_name: str = CKPT_NAME, timeout: float = 120, stop_with: signal.Signals = signal.SIGKILL,
-                        ) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
-    """A run SIGKILLed after `kill_after_updates` updates and resumed ends bit-identical to a straight one.
-
-    `stop_with=signal.SIGTERM` stops it with a signal a `minillm` command answers (as a Ctrl-C, exit 128 + 15)
-    instead. Returns the stopped run and the resumed one, for the caller's own checks of what they printed."""
+                        ckpt_name: str = CKPT_NAME, timeout: float = 120) -> None:
+    """A run SIGKILLed after `kill_after_updates` updates and resumed ends bit-identical to a straight one."""
     straight, crashed = tmp_path / "straight", tmp_path / "crashed"
     straight_run = start_python([str(KILLER), "0", *command(straight, False)])  # killed never, updates counted
     try:
-        killed = run_python([str(KILLER), f"{kill_after_updates}:{stop_with.name}", *command(crashed, False)], timeout)
+        killed = run_python([str(KILLER), str(kill_after_updates), *command(crashed, False)], timeout)
     finally:  # a failing test leaves no process behind
         straight_done = finish(straight_run, timeout)
     check_ok(straight_done)
-    stopped_code = -signal.SIGKILL if stop_with == signal.SIGKILL else 128 + stop_with  # (SIGKILL cannot be answered)
-    assert killed.returncode == stopped_code, (
-        f"the run was not stopped by {stop_with.name} after update {kill_after_updates} (exit {killed.returncode}): "
+    assert killed.returncode == -signal.SIGKILL, (
+        f"the run was not killed after update {kill_after_updates} (exit {killed.returncode}): "
         f"does it take that many steps?\n{killed.stderr[-2000:]}")
     resumed = run_python([str(KILLER), "0", *command(crashed, True)], timeout)
     check_ok(resumed)
@@ -149,4 +144,3 @@ def assert_exact_resume(command: Callable[[Path, bool], list[str]], tmp_path: Pa
     a.pop("elapsed_s", None), b.pop("elapsed_s", None)  # wall-clock time is the one thing allowed to differ
     assert_identical(a, b, f"final {ckpt_name} (killed after update {kill_after_updates})")
     assert read_curve(straight) == read_curve(crashed), "metrics.jsonl curves differ after the resume"
-    return killed, resumed

@@ -512,3 +512,17 @@ def test_a_step_reuse_copied_names_the_run_it_read_by_the_first_journeys_path_an
     copied.write_text(copied.read_text(encoding="utf-8").replace("no-kl", "tiny"), encoding="utf-8")
     compared = compare_runs([tmp_path / "tiny" / "06_ppo", tmp_path / "no-kl" / "06_ppo"], tmp_path / "c.png")
     assert (compared["differences"], compared["other_inputs"]) == ({}, {})
+
+
+def test_a_file_in_the_run_itself_is_no_input_run_of_its_own(tmp_path):
+    """A reward run reads the prefs.jsonl in its own folder: two journeys' reward runs, ranked alike, were
+    said to be "made from different input runs" for it, each run being the input "run" it named."""
+    for journey, losses in (("tiny", [2.0, 1.0]), ("beta", [2.0, 1.5])):
+        run = write_run(tmp_path / journey / "05_reward_model", 1e-3, losses)
+        ranking = {"prompt": "p", "answers": ["a", "b"], "ranking": [0, 1]}
+        (run / "prefs.jsonl").write_text(json.dumps(ranking) + "\n", encoding="utf-8")
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        config["run"]["prefs"] = str(run / "prefs.jsonl")
+        (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    compared = compare_runs([tmp_path / j / "05_reward_model" for j in ("tiny", "beta")], tmp_path / "c.png")
+    assert compared["other_inputs"] == {} and "made from different input runs" not in compared["report"]

@@ -770,6 +770,18 @@ def test_lesson_3s_masking_table_and_step_by_hand_say_what_happened(tmp_path, ca
     assert "periodic check at step 50: masked-token accuracy 25.0% on a subset (300 blanks)" in capsys.readouterr().out
 
 
+def test_lesson_3_shows_an_mlm_run_made_before_the_unigram_loss_was_recorded(tmp_path, capsys):
+    """Step 3 reuses an earlier run, the lesson's or runs/tiny's: one made before minillm recorded
+    unigram_masked_loss (and drew it dashed on loss.png) ended the lesson with a KeyError."""
+    older = {"val_masked_accuracy": 0.5, "val_masked_positions": 1150, "unigram_prediction": ".",
+             "unigram_masked_accuracy": 0.08}
+    mlm = types.SimpleNamespace(result=older, history=[], path=tmp_path)
+    lesson = lesson_functions("03_bert_masked_lm", CFG=config.preset("micro"))
+    lesson.update(OUT=tmp_path, ARGS=argparse.Namespace(fresh=False), tokenizer_run=None, own_run=lambda *a, **kw: mlm)
+    lesson["step3_train"]()
+    assert f"loss curve: {tmp_path / 'loss.png'} (made before minillm drew the unigram loss" in capsys.readouterr().out
+
+
 def test_lesson_4s_shift_ratio_and_temperature_are_the_ones_it_names(tmp_path, capsys):
     """Step 1's rows: position t sees the tokens up to t and must predict token t + 1; step 3's "N x higher"
     is the unigram perplexity over the model's; step 4 samples at the temperature it is given (Try 1)."""

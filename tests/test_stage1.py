@@ -329,6 +329,14 @@ def test_clm_samples_of_a_corpus_of_your_own_start_from_its_text_not_our_worlds(
     assert all(sample.startswith(prompt) for sample, prompt in zip(metrics["samples"], prompts, strict=True))
 
 
+def test_clm_samples_of_a_corpus_written_without_spaces_start_from_its_first_characters():
+    """Chinese or Japanese has no spaces: "the first three words" of a document were all of it, so a
+    sample started from a whole validation document, or, too long for the window, was a note quoting it."""
+    docs = ["今天北京下了一场大雨，河水上涨，很多人留在家里看书。晚上雨停了。", "我的猫喜欢在窗边睡觉。"]
+    first_20 = "今天北京下了一场大雨，河水上涨，很多人留"
+    assert clm_module.sample_prompts(docs, docs) == ("", first_20, "我的猫喜欢在窗边睡觉。")
+
+
 @pytest.mark.filterwarnings("ignore:no font with Korean")  # said once per process; tested in test_train_loop
 @pytest.mark.parametrize("block_size", [32, 8])
 def test_mlm_on_a_korean_corpus_finishes_and_writes_results(tmp_path, block_size):

@@ -51,6 +51,7 @@ from minillm.train.resume import check_resume
 from minillm.utils import check_not_one_str, seed_everything
 
 SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")  # the generated corpus's
+OPENING_CHARS = 20  # a corpus of your own: its samples start from at most this much of a document (sample_prompts)
 MAX_EVAL_WINDOWS = 512  # the final evaluation scores the first 512 windows (of T+1 tokens) of the validation stream
 
 
@@ -117,10 +118,11 @@ def sample_prompts(train_docs: Sequence[str], val_docs: Sequence[str]) -> tuple[
     """What a finished run's samples start from: `SAMPLE_PROMPTS` for the generated corpus (see
     `talks_of_flash_floods`); for a corpus of your own, no prompt and the first three words of its
     first validation documents (as many prompts in all), so that the samples continue your text,
-    not a weather bulletin of our world."""
+    not a weather bulletin of our world. At most OPENING_CHARS of them: Chinese or Japanese, written
+    without spaces, has no words to count, and three "words" would be the whole document."""
     if talks_of_flash_floods(train_docs, val_docs):
         return SAMPLE_PROMPTS
-    openings = dict.fromkeys(" ".join(doc.split()[:3]) for doc in val_docs)  # in order, each once
+    openings = dict.fromkeys(" ".join(doc.split()[:3])[:OPENING_CHARS].rstrip() for doc in val_docs)  # each once
     return ("", *list(openings)[:len(SAMPLE_PROMPTS) - 1])
 
 
