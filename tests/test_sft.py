@@ -535,6 +535,14 @@ def test_records_without_a_test_split_say_so_before_training_and_train_no_baseli
     assert not (tmp_path / "sft" / "baselines").exists()
 
 
+def test_a_record_that_is_no_dict_is_named_before_the_test_records_are_chosen(trained, tmp_path) -> None:
+    """Choosing the test records (before any training, since the check for none) read a record that is no
+    dict with `.get`: an AttributeError from inside, where train_sft names the record and says to fix it."""
+    with pytest.raises(DataError, match=r"^SFT: record 1 is invalid: expected a dict, got str; fix or drop it$"):
+        run_sft_with_baselines(SFTConfig(), [RECORDS[0], "not a record"], tmp_path / "sft", trained[1])
+    assert not (tmp_path / "sft").exists()
+
+
 def test_the_baselines_refuse_a_clm_run_without_its_tokenizer(untrained_runs, tmp_path) -> None:
     """The scratch baseline takes the CLM run's tokenizer: a run that lost its tokenizer.json is refused
     naming the file, not with train_sft's "needs a tokenizer=; pass the CLM run's tokenizer", which

@@ -38,7 +38,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from minillm.config import SFTConfig, check_section, to_dict
-from minillm.datasets.instructions import is_correct, normalize_answer
+from minillm.datasets.instructions import check_instruction_record, is_correct, normalize_answer
 from minillm.datasets.jsonl import check_records, read_records, write_jsonl
 from minillm.errors import ConfigError
 from minillm.model import GPT
@@ -259,6 +259,7 @@ def run_sft_with_baselines(
     check_section(cfg, SFTConfig, "run_sft_with_baselines")
     out_dir = Path(out_dir)
     started = time.perf_counter()
+    check_records(records, check_instruction_record, "SFT")  # as train_sft does: one not a dict, say, is named
     tests = select_test_records(records, cfg.eval_per_family)
     if not tests:  # said before minutes of training, and no baseline is trained for a comparison never made
         warnings.warn(f"the instruction records hold no test records (split {', '.join(SPLIT_KEYS)}): SFT trains, "
