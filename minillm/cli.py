@@ -279,6 +279,7 @@ def _load_trained(args: argparse.Namespace, model_cls: type[ModelT]) -> tuple[Mo
 
 def cmd_sft(args: argparse.Namespace) -> None:
     from minillm.datasets import corpus_splits, instruction_records
+    from minillm.datasets.instructions import instructions_record
     from minillm.stage2_sft.evaluate import format_table, run_sft_with_baselines
 
     cfg = build_config(args)
@@ -288,7 +289,8 @@ def cmd_sft(args: argparse.Namespace) -> None:
     records = instruction_records(cfg, args.data, args.skip_bad_lines)
     pretrain_docs = corpus_splits(cfg, args.corpus)[0] if cfg.sft.pretrain_mix > 0 else []
     report = run_sft_with_baselines(cfg.sft, records, args.out, args.init, baselines=not args.no_baselines,
-                                    resume=args.resume, pretrain_docs=pretrain_docs)
+                                    resume=args.resume, pretrain_docs=pretrain_docs,
+                                    instructions=instructions_record(records, args.data, cfg.data_seed))
     _print_results(args, report, format_table)
 
 
@@ -329,14 +331,14 @@ def _typed_lines(command: str) -> TextIO:
 
 
 def cmd_reward(args: argparse.Namespace) -> None:
-    from minillm.datasets import instruction_records
+    from minillm.stage2_sft.learnt import instructions_after_sft
     from minillm.stage3_rlhf.preferences import PREFS_NAME, collect_rankings
     from minillm.stage3_rlhf.reward_model import train_reward_model
     from minillm.train.distributed import is_main_process, rank_zero_first
     from minillm.utils import resolve_device
 
     cfg = build_config(args)
-    records = instruction_records(cfg, args.data, args.skip_bad_lines)
+    records = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
     prefs = args.prefs
     if prefs is None:
         prefs = str(Path(args.out) / PREFS_NAME)
@@ -364,11 +366,11 @@ def _reward_lines(result: dict) -> str:
 
 
 def cmd_ppo(args: argparse.Namespace) -> None:
-    from minillm.datasets import instruction_records
+    from minillm.stage2_sft.learnt import instructions_after_sft
     from minillm.stage3_rlhf.ppo import train_ppo
 
     cfg = build_config(args)
-    records = instruction_records(cfg, args.data, args.skip_bad_lines)
+    records = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
     result = train_ppo(cfg.ppo, args.sft, args.reward, records, args.out, resume=args.resume)
     print(comparison_lines(result, "PPO"))
     print(f"KL to the SFT model: {result['kl']:.3f} nats per answer")
@@ -376,22 +378,22 @@ def cmd_ppo(args: argparse.Namespace) -> None:
 
 
 def cmd_dpo(args: argparse.Namespace) -> None:
-    from minillm.datasets import instruction_records
+    from minillm.stage2_sft.learnt import instructions_after_sft
     from minillm.stage3_rlhf.dpo import train_dpo
 
     cfg = build_config(args)
-    records = instruction_records(cfg, args.data, args.skip_bad_lines)
+    records = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
     result = train_dpo(cfg.dpo, args.sft, args.prefs, records, args.out, resume=args.resume)
     _print_results(args, result, lambda result: comparison_lines(result, "DPO"))
 
 
 def cmd_grpo(args: argparse.Namespace) -> None:
-    from minillm.datasets import instruction_records
+    from minillm.stage2_sft.learnt import instructions_after_sft
     from minillm.stage3_rlhf.annotator import with_stderr
     from minillm.stage3_rlhf.grpo import train_grpo
 
     cfg = build_config(args)
-    records = instruction_records(cfg, args.data, args.skip_bad_lines)
+    records = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
     result = train_grpo(cfg.grpo, args.sft, records, args.out, rm_dir=args.reward, resume=args.resume)
     print(comparison_lines(result, "GRPO"))
     before, after, gain = result["pass_at_k_sft"], result["pass_at_k_after"], result["pass_at_k_gain"]
@@ -491,8 +493,10 @@ def _add_skip_bad_lines_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad-lines", action="store_true", help="report and skip malformed JSONL lines")
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", type=path_arg, default=None, help="instruction JSONL (default: the generated suite)")
+def _add_data_args(p: argparse.ArgumentParser, after_sft: bool = False) -> None:
+    """--data and --skip-bad-lines; `after_sft`: of a stage given an SFT run, which by default reads what it learnt."""
+    default = "the file the --sft run learnt, else the generated suite" if after_sft else "the generated suite"
+    p.add_argument("--data", type=path_arg, default=None, help=f"instruction JSONL (default: {default})")
     _add_skip_bad_lines_arg(p)
 
 
@@ -601,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefs", type=path_arg, default=None,
                    help="rankings JSONL (default: made by the simulated annotator)")
     p.add_argument("--resume", action="store_true")
-    _add_data_args(p)
+    _add_data_args(p, after_sft=True)
     _add_config_args(p, "the reward section", "reward.annotator_noise=1.0")
     p.set_defaults(func=cmd_reward)
 
@@ -610,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", type=path_arg, required=True, help="the reward-model run folder")
     _add_run_folder_arg(p)
     p.add_argument("--resume", action="store_true")
-    _add_data_args(p)
+    _add_data_args(p, after_sft=True)
     _add_config_args(p, "the ppo section", "ppo.kl_coef=0.05")
     p.set_defaults(func=cmd_ppo)
 
@@ -619,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefs", type=path_arg, required=True)
     _add_run_folder_arg(p)
     p.add_argument("--resume", action="store_true")
-    _add_data_args(p)
+    _add_data_args(p, after_sft=True)
     _add_config_args(p, "the dpo section", "dpo.beta=0.1")
     p.set_defaults(func=cmd_dpo)
 
@@ -630,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--set grpo.reward=verifiable needs none")
     _add_run_folder_arg(p)
     p.add_argument("--resume", action="store_true")
-    _add_data_args(p)
+    _add_data_args(p, after_sft=True)
     _add_config_args(p, "the grpo section", "grpo.reward=verifiable")
     p.set_defaults(func=cmd_grpo)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from minillm.datasets.instructions import INSTRUCTIONS, instructions_text
 from minillm.errors import DataError
 from minillm.provenance import MADE_BY, code_summary, describe
 from minillm.run_lock import holds_pipeline_steps
@@ -46,6 +47,7 @@ class LoggedRun:
     rows: list[dict]  # metrics.jsonl, one dict per logged step
     config: dict  # config.json as written by the training loop, without its record of the code
     made_by: object = None  # that record (provenance.py); None for a run made before minillm recorded it
+    instructions: object = None  # the record of the instructions an SFT run learnt (stage2_sft/learnt.py), or None
     inputs: dict[str, InputRun] = field(default_factory=dict)  # flattened setting -> the run it names
 
 
@@ -81,6 +83,7 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
     report = "\n\n".join([
         *([stages_note(runs, stages)] if shared_only else []),
         *code_note([r.name for r in runs], [describe(r.made_by) for r in runs]),
+        *instructions_note(runs),
         *inputs_note(other_inputs),
         final_values_text(runs, final, metrics),
         settings_text([r.name for r in runs], differences, shared_only),
@@ -120,7 +123,8 @@ def load_run(run_dir: str | os.PathLike, name: str) -> LoggedRun:
     config_path = folder / CONFIG_NAME
     config = read_json(config_path) if config_path.is_file() else {}
     made_by = config.pop(MADE_BY, None)  # not a setting: `code_note` names it apart
-    return LoggedRun(name, rows, siblings_by_name(config, folder), made_by, input_runs(config, folder))
+    instructions = config.pop(INSTRUCTIONS, None)  # nor this: `instructions_note` does
+    return LoggedRun(name, rows, siblings_by_name(config, folder), made_by, instructions, input_runs(config, folder))
 
 
 def siblings_by_name(config: dict, folder: Path) -> dict:
@@ -344,6 +348,19 @@ def one_input_run(runs: Sequence[LoggedRun], setting: str) -> bool:
     """True when `setting` names one and the same run (`input_runs`) in every run."""
     named = [run.inputs.get(setting) for run in runs]
     return None not in named and len({n.identity for n in named}) == 1
+
+
+def instructions_note(runs: Sequence[LoggedRun]) -> list[str]:
+    """A line for SFT runs that learnt different instructions (their records, stage2_sft/learnt.py), naming each
+    run's: no setting says which file a run read. Runs without a record (of another stage, or made before it
+    was recorded) are left out; so is the path alone, when the records are the same (a moved file)."""
+    known = {run.name: run.instructions for run in runs if isinstance(run.instructions, dict)}
+    if len({str(record.get("sha256")) for record in known.values()}) < 2:
+        return []
+    texts = {name: instructions_text(record) for name, record in known.items()}
+    if len(set(texts.values())) < len(texts):  # one file, edited between the runs: its hash tells them apart
+        texts = {name: f"{text} (sha256 {str(known[name].get('sha256'))[:10]})" for name, text in texts.items()}
+    return ["learnt different instructions: " + "; ".join(f"{name}: {text}" for name, text in texts.items())]
 
 
 def inputs_apart(runs: Sequence[LoggedRun], differences: dict[str, list[object]]) -> dict[str, list[str]]:

@@ -44,6 +44,7 @@ import torch
 
 from minillm.config import PipelineConfig, at_defaults, changed_settings, first_changes, to_dict, train_configs
 from minillm.datasets import corpus_splits, instruction_records
+from minillm.datasets.instructions import instructions_record
 from minillm.errors import ConfigError, DataError
 from minillm.model import GPT, Bert
 from minillm.provenance import MADE_BY, made_by, saved_record
@@ -77,7 +78,7 @@ from minillm.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from minillm.train.distributed import refuse_several_processes
 from minillm.train.loop import METRICS_NAME
 from minillm.train.precision import torch_dtype
-from minillm.utils import parse_json, read_json, resolve_device, write_json, writing
+from minillm.utils import json_sha256, parse_json, read_json, resolve_device, write_json, writing
 from minillm.workers import in_one_thread, interrupts_children, worker_pool
 
 RESULT_NAME = "result.json"
@@ -205,9 +206,12 @@ def step_clm(j: Journey) -> dict:
 
 
 def step_sft(j: Journey) -> dict:
+    """SFT and its baselines. Each run records where its instructions came from (`instructions_record`): a
+    `minillm ppo --sft runs/tiny/04_sft` then reads the journey's instruction file without --data."""
     folder = j.folder("sft")
     return run_sft_with_baselines(j.cfg.sft, j.records, folder, j.folder("clm"), resume=has_checkpoint(folder),
-                                  pretrain_docs=j.documents[0], side_by_side=j.jobs > 1)
+                                  pretrain_docs=j.documents[0], side_by_side=j.jobs > 1,
+                                  instructions=instructions_record(j.records, j.instructions_path, j.cfg.data_seed))
 
 
 def step_reward_model(j: Journey) -> dict:
@@ -509,11 +513,6 @@ UNRECORDED = {"corpus": {"generated_sha256": None}, "instructions": {"generated_
 def file_sha256(path: str | Path) -> str:
     """The sha256 of a file's bytes: which file of the user's a step read."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def json_sha256(data: Any) -> str:
-    """The sha256 of `data` written as JSON: which generated documents or records a step read."""
-    return hashlib.sha256(json.dumps(data).encode("utf-8")).hexdigest()
 
 
 def saved_inputs(folder: Path) -> dict | None:

@@ -86,10 +86,11 @@ def code_text(record: dict) -> str:
     return f"minillm {record.get('minillm')} ({where}), torch {record.get('torch')}, Python {record.get('python')}"
 
 
-def saved_record(path: Path) -> object:
-    """The record in the JSON file at `path` (a config.json or inputs.json); None when it holds none."""
+def saved_record(path: Path, key: str = MADE_BY) -> object:
+    """The record under `key` in the JSON file at `path` (a config.json or inputs.json): which code made the
+    run, or another record beside its settings (an SFT run's "instructions"); None when it holds none."""
     try:
-        return parse_json(path.read_text(encoding="utf-8")).get(MADE_BY)
+        return parse_json(path.read_text(encoding="utf-8")).get(key)
     except (OSError, ValueError, AttributeError):  # no file, not JSON, not an object
         return None
 

@@ -5,6 +5,7 @@ one in workers.py.)"""
 from __future__ import annotations
 
 import codecs
+import hashlib
 import io
 import json
 import numbers
@@ -150,6 +151,13 @@ def remove_interrupted_writes(folder: Path) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def json_sha256(data: Any, sort_keys: bool = False) -> str:
+    """The sha256 of `data` written as JSON: which generated documents, or which instruction records, a run
+    read. With `sort_keys`, each object's keys are written in order, so that two objects holding the same
+    are hashed alike whatever order their keys came in (a record read from a file, the same one generated)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=sort_keys).encode("utf-8")).hexdigest()
 
 
 def read_utf8_text(path: Path, what: str) -> str:

@@ -37,7 +37,7 @@ from minillm.run_lock import LOCK_NAME, RUN_MARK_NAME
 from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, load_tokenizer
 from minillm.train import save_checkpoint
 from minillm.train.checkpoint import load_checkpoint
-from minillm.utils import pad_to_columns
+from minillm.utils import json_sha256, pad_to_columns
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("tokenizer", "pretrain", "fill-mask", "generate", "sft", "chat", "annotate", "reward", "ppo", "dpo", "grpo",
@@ -1046,6 +1046,98 @@ def test_under_torchrun_reward_collects_its_rankings_on_rank_0_alone(monkeypatch
         code, _, err = run(["reward", "--sft", "s", "--preset", "micro", "--out", str(tmp_path / "rm")], capsys)
         assert code == 0, err
     assert len(collected) == 1
+
+
+def sft_run_that_learnt(folder: Path, instructions: Path) -> list[dict]:
+    """An SFT run folder whose config.json records that it learnt the file `instructions`, as `minillm sft --data`
+    records it (the record alone: the tests that use it stop the stage before it loads a model); the file's records."""
+    from minillm.datasets.instructions import INSTRUCTIONS, instructions_record, read_jsonl
+
+    records = read_jsonl(instructions)
+    folder.mkdir()
+    config = {"run": {}, INSTRUCTIONS: instructions_record(records, instructions, data_seed=0)}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return records
+
+
+def instruction_file(path: Path, answer: str = "4") -> Path:
+    """A small instruction file of a learner's own: two training records and a test record."""
+    records = [{"prompt": "2 + 2?", "response": answer}, {"prompt": "3 + 3?", "response": "6"},
+               {"prompt": "1 + 1?", "response": "2", "split": "test_seen"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def stop_at_training(monkeypatch, command: str) -> list:
+    """Stub `command`'s training function (reward, ppo, dpo or grpo) with one that keeps the instruction records
+    it is given, in the list returned, and stops the command there (exit code 2, "stopped before training")."""
+    module, function = {"reward": ("reward_model", "train_reward_model"), "ppo": ("ppo", "train_ppo"),
+                        "dpo": ("dpo", "train_dpo"), "grpo": ("grpo", "train_grpo")}[command]
+    given = []
+
+    def train(*args, **kwargs):
+        given.append(kwargs["records"] if "records" in kwargs else args[-2])  # (each takes them before --out)
+        raise DataError("stopped before training")
+
+    monkeypatch.setattr(f"minillm.stage3_rlhf.{module}.{function}", train)
+    return given
+
+
+STAGE_ARGS = {"reward": ["--prefs", "p.jsonl"], "ppo": ["--reward", "rm"], "dpo": ["--prefs", "p.jsonl"], "grpo": []}
+
+
+@pytest.mark.parametrize("command", STAGE_ARGS)
+def test_a_stage_after_sft_reads_the_instructions_sft_learnt_when_given_no_data(command, monkeypatch, capsys, tmp_path):
+    """`minillm sft --data mine.jsonl`, then `minillm ppo --sft runs/sft` without --data: the stage read the
+    generated suite, prompts of a world the SFT model never learnt, and nothing said so."""
+    sft, mine = tmp_path / "sft", instruction_file(tmp_path / "mine.jsonl")
+    learnt = sft_run_that_learnt(sft, mine)
+    given = stop_at_training(monkeypatch, command)
+    code, out, err = run([command, "--sft", str(sft), *STAGE_ARGS[command], "--preset", "micro",
+                          "--out", str(tmp_path / "out")], capsys)
+    assert (code, err) == (2, "minillm: error: stopped before training\n")  # and no warning
+    assert given == [learnt]
+    assert out == f"note: reading the instructions in {mine}, which {sft} learnt (--data reads others)\n"
+
+
+def test_a_stage_after_sft_warns_of_other_instructions_and_stops_where_the_file_it_learnt_is_gone(
+        monkeypatch, capsys, tmp_path):
+    sft, mine = tmp_path / "sft", instruction_file(tmp_path / "mine.jsonl")
+    sft_run_that_learnt(sft, mine)
+    given = stop_at_training(monkeypatch, "ppo")
+    ppo = ["ppo", "--sft", str(sft), "--reward", "rm", "--preset", "micro", "--out", str(tmp_path / "out")]
+    other = instruction_file(tmp_path / "other.jsonl", answer="four")
+    code, out, err = run([*ppo, "--data", str(other)], capsys)
+    assert out == "" and given[-1][0]["response"] == "four"
+    assert err.splitlines() == [
+        f"minillm: warning: {sft} learnt the instructions in {mine}, but this run reads the instructions in {other}, "
+        f"so its prompts are not all those SFT learnt; pass --data {mine} to read those",
+        "minillm: error: stopped before training"]
+    instruction_file(mine, answer="four")  # the file SFT learnt, edited since
+    code, out, err = run(ppo, capsys)
+    assert err.startswith(f"minillm: warning: {mine} has changed since {sft} learnt it (sha256 ")
+    assert "so its prompts are not all those SFT learnt; restore the file, or train SFT again on it\n" in err
+    mine.unlink()
+    code, out, err = run(ppo, capsys)
+    assert (code, out) == (2, "") and err == (
+        f"minillm: error: {sft} learnt the instructions in {mine}, which is not there now: pass --data with that "
+        "file (moved?), or with the instructions this run should read\n")
+    (sft / "config.json").write_text(json.dumps({"run": {}}), encoding="utf-8")  # made before the record existed
+    code, out, err = run([*ppo, "--data", str(other)], capsys)
+    assert (out, err) == ("", "minillm: error: stopped before training\n")  # what it learnt is unknown: no word
+
+
+def test_sft_records_the_file_it_learnt_for_the_stages_after_it(monkeypatch, capsys, tmp_path):
+    from minillm.datasets.instructions import read_jsonl
+    from minillm.stage2_sft import evaluate
+
+    mine = instruction_file(tmp_path / "mine.jsonl")
+    recorded = []
+    monkeypatch.setattr(evaluate, "run_sft_with_baselines", lambda *args, **kw: recorded.append(kw["instructions"]))
+    monkeypatch.chdir(tmp_path)  # a path relative to the folder the command runs in
+    code, _, err = run(["sft", "--init", "clm", "--data", "mine.jsonl", "--preset", "micro", "--out", "sft"], capsys)
+    assert code == 0, err
+    assert recorded == [{"file": str(mine), "data_seed": None, "sha256": json_sha256(read_jsonl(mine), sort_keys=True)}]
 
 
 def test_resume_into_a_folder_without_a_checkpoint_says_it_starts_anew(monkeypatch, capsys, tmp_path):

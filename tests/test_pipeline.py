@@ -35,6 +35,7 @@ from minillm.pipeline import STEP_NAMES, Journey, run_pipeline, run_step
 from minillm.provenance import code_record, describe, saved_record
 from minillm.report import REPORT_KEYS, RL_POLICIES, build_report, exact_match_noise, quote, render_markdown, table_row
 from minillm.stage2_sft.evaluate import SPLIT_KEYS, read_answers
+from minillm.stage2_sft.learnt import learnt_instructions
 from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
 from minillm.stage3_rlhf.scoreboard import BEST_OF
@@ -729,6 +730,17 @@ def test_each_step_records_its_code_which_report_md_names_and_no_reuse_reads(tmp
     line = (f"Made by {now} for 01_tokenizer, 03_clm, 04_sft, 05_reward_model, 06_ppo, 08_grpo, 09_grpo_verifiable, "
             f"10_rl_table; unknown code (made before minillm recorded it) for 02_mlm; {describe(earlier)} for 07_dpo.")
     assert line in (run / "report.md").read_text(encoding="utf-8")
+
+
+def test_the_sft_runs_of_a_journey_record_the_instructions_they_learnt(journey):
+    """`minillm ppo --sft runs/tiny/04_sft` reads the instructions the journey's SFT learnt (stage2_sft/learnt.py):
+    each SFT run of the step records them (the generated suite here), beside its settings."""
+    sft = journey[0] / "micro" / pipeline.step_folder("sft")
+    recorded = [learnt_instructions(folder) for folder in (sft, sft / "baselines" / "scratch",
+                                                             sft / "baselines" / "single_family")]
+    assert recorded[0] == {"file": None, "data_seed": 0, "sha256": recorded[0]["sha256"]}
+    assert re.fullmatch("[0-9a-f]{64}", recorded[0]["sha256"]) and recorded == recorded[:1] * 3
+    assert "instructions" not in read_json(sft / "config.json")["run"]  # no setting: a resume passes it by
 
 
 def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ from crash_resume import assert_exact_resume
 from torch import nn
 
 from minillm.config import ModelConfig, SFTConfig, TrainConfig
-from minillm.datasets.instructions import is_correct, normalize_answer
+from minillm.datasets.instructions import instructions_record, is_correct, normalize_answer
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.stage1_pretrain.data import pack_documents
@@ -44,6 +44,7 @@ from minillm.stage2_sft.evaluate import (
     token_f1,
     train_baselines,
 )
+from minillm.stage2_sft.learnt import check_resumed_instructions
 from minillm.stage2_sft.sft import (
     _split_records,
     collate,
@@ -583,6 +584,27 @@ def test_a_damaged_answers_file_is_shown_without_its_bad_line(tmp_path: Path) ->
     (tmp_path / ANSWERS_NAME).write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.warns(UserWarning, match="skipped 1 bad line"):
         assert read_answers(tmp_path) == [rows[0], rows[2]]
+
+
+def test_a_resume_on_other_instructions_than_the_run_learnt_is_refused(tmp_path) -> None:
+    """A resume reads the instruction file anew: another one (or the file edited) went on into the same weights,
+    and the record the stages after SFT read (learnt.py) named the second file alone. The same records from
+    another path (a moved file) are the same instructions, and a run made before the record, unknown ones."""
+    learnt = instructions_record(RECORDS, tmp_path / "mine.jsonl", data_seed=0)
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "ckpt.pt").touch()  # (a run to resume: refused before its checkpoint is read)
+    (tmp_path / "sft" / "config.json").write_text(json.dumps({"run": {}, "instructions": learnt}), encoding="utf-8")
+    other = instructions_record(RECORDS[:-1], tmp_path / "mine.jsonl", data_seed=0)
+    with pytest.raises(ConfigError, match=re.escape(
+            f"cannot resume {tmp_path / 'sft'}: it learnt the instructions in {tmp_path / 'mine.jsonl'}, and this run "
+            f"reads the instructions in {tmp_path / 'mine.jsonl'} (other records now); resume it on the instructions "
+            "it learnt, or start a new run in another folder")):
+        train_sft(SFTConfig(), RECORDS[:-1], tmp_path / "sft", scratch_model_config=ModelConfig(), resume=True,
+                  instructions=other)
+    check_resumed_instructions(tmp_path / "sft", instructions_record(RECORDS, tmp_path / "moved.jsonl", data_seed=0))
+    check_resumed_instructions(tmp_path / "sft", None)  # records given in Python: unknown
+    (tmp_path / "sft" / "config.json").write_text(json.dumps({"run": {}}), encoding="utf-8")
+    check_resumed_instructions(tmp_path / "sft", other)  # made before the record existed
 
 
 def _resume_command(out_dir: Path, resume: bool) -> list[str]:

@@ -64,6 +64,7 @@ import unicodedata
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from minillm.config import PipelineConfig, check_section
 from minillm.datasets.corpus import HAZARDS, bulletin_sentences, capitalize, random_span
@@ -84,7 +85,7 @@ from minillm.datasets.world import (
     with_article,
 )
 from minillm.errors import ConfigError, DataError
-from minillm.utils import is_whole_number
+from minillm.utils import is_whole_number, json_sha256
 
 __all__ = ["SPLITS", "STYLES", "FAMILIES", "TRAIN_FAMILIES", "HELDOUT_FAMILIES", "HELDOUT_PHRASING",
            "generate_instruction_suite", "seen_entities", "normalize_answer", "is_correct",
@@ -612,3 +613,28 @@ def instruction_records(cfg: PipelineConfig, path: str | os.PathLike | None,
     if path:
         return read_jsonl(path, on_error="skip" if skip_bad_lines else "stop")
     return generate_instruction_suite(seed=cfg.data_seed)
+
+
+INSTRUCTIONS = "instructions"  # the key of `instructions_record` in an SFT run's config.json
+
+
+def instructions_record(records: list[dict], path: str | os.PathLike | None, data_seed: int) -> dict:
+    """Which instructions a run read, as `instruction_records` read them: the file at `path` (by its
+    absolute path) or the suite generated with `data_seed`, and the sha256 of the `records` themselves.
+    The hash tells apart what a path or a seed cannot: a file edited since, a suite that another version
+    of minillm generates from the same seed; a file moved elsewhere keeps it, and so does a file that holds
+    the generated suite (data/instructions.jsonl): the records are hashed with their keys in order.
+
+        {"file": "/home/me/mine.jsonl", "data_seed": null, "sha256": "9f2c..."}
+        {"file": null, "data_seed": 0, "sha256": "41d7..."}
+    """
+    return {"file": str(Path(path).resolve()) if path else None, "data_seed": None if path else data_seed,
+            "sha256": json_sha256(records, sort_keys=True)}
+
+
+def instructions_text(record: dict) -> str:
+    """A record of `instructions_record` as a phrase: "the instructions in /home/me/mine.jsonl", "the generated
+    suite (data_seed 0)"."""
+    if record.get("file"):
+        return f"the instructions in {record['file']}"
+    return f"the generated suite (data_seed {record.get('data_seed')})"

@@ -38,12 +38,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import LoRAConfig, ModelConfig, SFTConfig, check_section, from_dict, to_dict
-from minillm.datasets.instructions import check_instruction_record
+from minillm.datasets.instructions import INSTRUCTIONS, check_instruction_record
 from minillm.datasets.jsonl import check_records
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.model.lora import add_lora, count_parameters, load_lora_state_dict, lora_state_dict, merged_state_dict
 from minillm.stage1_pretrain.data import pack_documents
+from minillm.stage2_sft.learnt import check_resumed_instructions
 from minillm.stage2_sft.template import ChatExample, TemplateStats, check_room_for_prompt, encode_records
 from minillm.tokenizer import Tokenizer
 from minillm.train import load_model, load_model_and_tokenizer, train
@@ -227,10 +228,13 @@ def train_sft(
     resume: bool = False,
     pretrain_docs: Sequence[str] = (),
     name: str = "sft",
+    instructions: dict | None = None,
 ) -> dict:
     """Fine-tune a GPT on the chat-templated `records` and write the run folder `out_dir`.
 
     `name` labels its progress bar, printed lines and loss plot (a baseline says which one it is).
+    `instructions` says where `records` came from (datasets' `instructions_record`): config.json keeps it
+    for the stages after SFT (learnt.py), and a resume on other instructions is refused. None records nothing.
 
     With `cfg.pretrain_mix` > 0, that share of every training batch is windows of `pretrain_docs`
     (the stage 1 corpus), trained with the plain next-token loss (see `replay_examples`).
@@ -240,11 +244,13 @@ def train_sft(
     (+ tokenizer.json): `minillm.train.load_model(out_dir, GPT)` brings it back.
     """
     check_section(cfg, SFTConfig, "train_sft")
+    out_dir = Path(out_dir)
+    if resume and (out_dir / CKPT_NAME).is_file():
+        check_resumed_instructions(out_dir, instructions)
     seed_everything(cfg.train.seed)
     model, tokenizer = _initial_model(init_dir, scratch_model_config, tokenizer)
     # the evaluation after training answers with this length: refuse it now, not after the training
     check_room_for_prompt(model.config.block_size, cfg.max_new_tokens, "SFTConfig.max_new_tokens")
-    out_dir = Path(out_dir)
     lora = cfg.lora.rank > 0 and init_dir is not None  # adapters adapt a pretrained model, not random weights
     if lora:
         if resume and (out_dir / ADAPTERS_NAME).is_file():
@@ -274,6 +280,7 @@ def train_sft(
         run_config={"sft": to_dict(cfg), "init_dir": str(init_dir) if init_dir else None,
                     "model": to_dict(model.config)},
         tokenizer=tokenizer, resume=resume, desc=name, title=title,
+        read={INSTRUCTIONS: instructions} if instructions else None,
     )
     if lora:
         if is_main_process():  # (rank 0's checkpoint)

@@ -26,9 +26,9 @@ states (rng.py) this makes a resume bit-for-bit exact on CPU. What a checkpoint 
 run may be resumed at all (the *same* experiment), is resume.py's.
 
 Files written to `out_dir` (by rank 0 only when several processes train):
-config.json (run and train config, and which code made the run: provenance.py), metrics.jsonl (one
-JSON object per logged step, then per evaluation), loss.png, ckpt.pt, and tokenizer.json when a
-tokenizer is given.
+config.json (run and train config, which code made the run: provenance.py, and what data it read where
+the stage records it: `read`), metrics.jsonl (one JSON object per logged step, then per evaluation),
+loss.png, ckpt.pt, and tokenizer.json when a tokenizer is given.
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
           evaluate: Evaluate | None = None, run_config: dict | None = None, tokenizer: Tokenizer | None = None,
           resume: bool = False, desc: str = "train", model_kind: str = "gpt", title: str = "",
           log_y: bool = False, reference: tuple[str, float] | None = None, count_terms: CountTerms | None = None,
-          dropout: bool = True) -> dict[str, Any]:
+          dropout: bool = True, read: dict[str, dict] | None = None) -> dict[str, Any]:
     """Train `model` for cfg.max_steps optimizer steps; return {"history": rows, "final": latest values}.
 
     get_batch(split, generator) -> dict of tensors with cfg.batch_size rows ("train" or "val"),
@@ -298,6 +298,9 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     title, log_y: the loss plot's title (what is plotted, e.g. "GPT next-token loss"; default `desc`)
         and whether its y axis is logarithmic (for a loss that flattens out); `reference` (label, value),
         a baseline it draws as a dashed line.
+    read: records of the data the run read, by their key in config.json (SFT's "instructions": which
+        instruction file, datasets/instructions.py). Beside the settings, as `made_by` is: no setting,
+        so a resume and `compare`'s table of settings pass them by.
     """
     check_section(cfg, TrainConfig, "train")
     out_dir = Path(out_dir)
@@ -327,7 +330,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
         record = run_record(out_dir / CONFIG_NAME, device, resumed=start_step > 0)
         write_json(out_dir / CONFIG_NAME, {"run": run_config, "train": to_dict(cfg), "model_kind": model_kind,
                                            "model": model_config_dict(model), "world_size": ctx.world_size,
-                                           MADE_BY: record})
+                                           **(read or {}), MADE_BY: record})
         if tokenizer is not None:
             tokenizer.save(out_dir / TOKENIZER_NAME)
 

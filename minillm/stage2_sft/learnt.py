@@ -1,0 +1,107 @@
+"""Which instructions an SFT run learnt, and the stages after it that read instructions too.
+
+An SFT model answers the kind of request it was fine-tuned on. The stages after it should ask it those:
+the reward model ranks its answers to them, PPO, DPO and GRPO train on them, and every policy is judged
+on their held-out questions. A learner who fine-tuned on a file of their own and then ran `minillm ppo
+--sft runs/sft` without `--data` got prompts from the generated world, and nothing said so: the SFT run
+did not record what it read. Now it does, in its config.json, beside its settings (datasets' `instructions_record`:
+the file or the generated suite, and the sha256 of the records), and a stage given that SFT run
+
+- without `--data`, reads the file the SFT run learnt, with one line saying so (and stops, naming the
+  file, if it is gone): the default is what SFT learnt, and for a run made from the generated suite that
+  is the generated suite, as before;
+- reading other instructions than those (another file, the file edited since, the suite of another
+  `data_seed`), goes on with one warning naming what SFT learnt and how to read it;
+- given an SFT run made before the record existed, says nothing: what it learnt is unknown.
+
+The record is no setting, as `made_by` is none (provenance.py): the pipeline's reuse and `compare`'s table
+of settings pass it by, and `compare` names runs that learnt different instructions in a line of its own.
+A resume is the exception: a run resumed on other instructions would hold two experiments in one set of
+weights while its record named one, so it is refused (`check_resumed_instructions`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from minillm.config import PipelineConfig
+from minillm.datasets.instructions import INSTRUCTIONS, instruction_records, instructions_record, instructions_text
+from minillm.errors import ConfigError, DataError
+from minillm.provenance import saved_record
+from minillm.train.checkpoint import CONFIG_NAME
+from minillm.train.distributed import is_main_process
+
+
+def learnt_instructions(sft_dir: str | os.PathLike) -> dict | None:
+    """The record of the instructions the SFT run in `sft_dir` learnt (`instructions_record`), or None where
+    it holds none: a run made before minillm recorded it, one trained on records given in Python, or no SFT run."""
+    record = saved_record(Path(sft_dir) / CONFIG_NAME, INSTRUCTIONS)
+    return record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
+
+
+def instructions_after_sft(
+    cfg: PipelineConfig, sft_dir: str | os.PathLike, path: str | os.PathLike | None, skip_bad_lines: bool = False
+) -> list[dict]:
+    """The instruction records of a stage that starts from the SFT run in `sft_dir` (reward, ppo, dpo, grpo):
+    those of the file at `path` (`--data`), else those of the file the SFT run learnt, else the generated
+    suite. One line says when it reads the SFT run's file; a warning, when the records are not those it learnt."""
+    learnt = learnt_instructions(sft_dir)
+    if path is None and learnt is not None and learnt.get("file"):
+        path = learnt["file"]
+        if not Path(path).is_file():
+            raise DataError(
+                f"{sft_dir} learnt {instructions_text(learnt)}, which is not there now: pass --data with "
+                "that file (moved?), or with the instructions this run should read"
+            )
+        if is_main_process():  # (under torchrun, once)
+            print(f"note: reading {instructions_text(learnt)}, which {sft_dir} learnt (--data reads others)")
+    records = instruction_records(cfg, path, skip_bad_lines)
+    if learnt is not None:
+        other = other_instructions(sft_dir, learnt, instructions_record(records, path, cfg.data_seed))
+        if other:
+            warnings.warn(other, stacklevel=2)
+    return records
+
+
+def other_instructions(sft_dir: str | os.PathLike, learnt: dict, now: dict) -> str | None:
+    """A warning for a run that reads other records (`now`) than the SFT run in `sft_dir` learnt (`learnt`),
+    naming both and how to read those it learnt; None when they are the same records (from any path)."""
+    if now["sha256"] == learnt["sha256"]:
+        return None
+    not_learnt = "so its prompts are not all those SFT learnt"
+    if instructions_text(now) != instructions_text(learnt):  # another file, the suite instead of a file, another seed
+        how = (
+            f"pass --data {learnt['file']}"
+            if learnt.get("file")
+            else f"leave out --data and pass --set data_seed={learnt.get('data_seed')}"
+        )
+        return (
+            f"{sft_dir} learnt {instructions_text(learnt)}, but this run reads {instructions_text(now)}, "
+            f"{not_learnt}; {how} to read those"
+        )
+    if now["file"]:
+        return (
+            f"{now['file']} has changed since {sft_dir} learnt it (sha256 {learnt['sha256'][:10]}, now "
+            f"{now['sha256'][:10]}), {not_learnt}; restore the file, or train SFT again on it"
+        )
+    return (
+        f"{sft_dir} learnt {instructions_text(learnt)} as another version of minillm generated it, {not_learnt}; "
+        "train SFT again with this version"
+    )
+
+
+def check_resumed_instructions(out_dir: Path, instructions: dict | None) -> None:
+    """Before resuming the SFT run in `out_dir` on the instructions of `instructions` (its record, None when
+    unknown): ConfigError when the run learnt other records so far. The same records from another path (a
+    moved file) are the same instructions; a run made before the record existed is taken at its word."""
+    learnt = learnt_instructions(out_dir)
+    if learnt is None or instructions is None or learnt["sha256"] == instructions["sha256"]:
+        return
+    changed = " (other records now)" if instructions_text(learnt) == instructions_text(instructions) else ""
+    raise ConfigError(
+        f"cannot resume {out_dir}: it learnt {instructions_text(learnt)}, and this run reads "
+        f"{instructions_text(instructions)}{changed}; resume it on the instructions it learnt, or "
+        "start a new run in another folder"
+    )
