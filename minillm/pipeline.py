@@ -207,7 +207,7 @@ def step_clm(j: Journey) -> dict:
 
 def step_sft(j: Journey) -> dict:
     """SFT and its baselines. Each run records where its instructions came from (`instructions_record`): a
-    `minillm ppo --sft runs/tiny/04_sft` then reads the journey's instruction file without --data."""
+    stage given `--sft runs/tiny/04_sft` then reads the journey's instruction file without --data."""
     folder = j.folder("sft")
     return run_sft_with_baselines(j.cfg.sft, j.records, folder, j.folder("clm"), resume=has_checkpoint(folder),
                                   pretrain_docs=j.documents[0], side_by_side=j.jobs > 1,

@@ -33,7 +33,13 @@ from minillm.datasets import (
     write_corpus,
     write_jsonl,
 )
-from minillm.datasets.instructions import FACT_PHRASINGS, HELDOUT_PHRASING, PHRASINGS, seen_entities
+from minillm.datasets.instructions import (
+    FACT_PHRASINGS,
+    HELDOUT_PHRASING,
+    PHRASINGS,
+    instructions_record,
+    seen_entities,
+)
 from minillm.datasets.world import NOUN_PLURALS, TOY_ENGLISH, VERB_PAST, invent_names
 from minillm.errors import ConfigError, DataError
 from minillm.stage2_sft.template import encode_example
@@ -568,6 +574,17 @@ def test_jsonl_round_trip_and_user_file_defaults(tmp_path, suite):
     [rec] = read_jsonl(tmp_path / "mine.jsonl")
     assert rec == {"id": "record1", "family": "custom", "phrasing": 0, "split": "train", "prompt": "Hi?",
                    "response": "Hello.", "reference": "Hello.", "style": "ideal"}
+
+
+def test_a_file_of_the_generated_suite_is_recorded_as_the_same_instructions_as_the_suite(tmp_path, suite):
+    """An SFT run on the generated suite, then `minillm ppo --data data/instructions.jsonl` (that suite, written
+    out): reading orders each record's keys otherwise, and hashed as read the same records looked like others,
+    a warning that the prompts were not those SFT learnt (stage2_sft/learnt.py)."""
+    write_jsonl(tmp_path / "suite.jsonl", suite[:5])
+    read = read_jsonl(tmp_path / "suite.jsonl")
+    assert [list(r) for r in read] != [list(r) for r in suite[:5]]  # (the premise: the keys come in another order)
+    from_file = instructions_record(read, tmp_path / "suite.jsonl", data_seed=0)
+    assert from_file["sha256"] == instructions_record(suite[:5], None, data_seed=0)["sha256"]
 
 
 def test_an_id_that_a_record_without_one_would_get_is_refused_without_blaming_that_record(tmp_path):
