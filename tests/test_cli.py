@@ -1102,6 +1102,8 @@ def test_a_stage_after_sft_reads_the_instructions_sft_learnt_when_given_no_data(
 
 def test_a_stage_after_sft_warns_of_other_instructions_and_stops_where_the_file_it_learnt_is_gone(
         monkeypatch, capsys, tmp_path):
+    from minillm.stage2_sft.learnt import other_instructions
+
     sft, mine = tmp_path / "sft", instruction_file(tmp_path / "mine.jsonl")
     sft_run_that_learnt(sft, mine)
     given = stop_at_training(monkeypatch, "ppo")
@@ -1125,6 +1127,13 @@ def test_a_stage_after_sft_warns_of_other_instructions_and_stops_where_the_file_
     (sft / "config.json").write_text(json.dumps({"run": {}}), encoding="utf-8")  # made before the record existed
     code, out, err = run([*ppo, "--data", str(other)], capsys)
     assert (out, err) == ("", "minillm: error: stopped before training\n")  # what it learnt is unknown: no word
+    suite = {"file": None, "data_seed": 0, "sha256": "41d7" * 16}  # and a run on the generated suite:
+    assert other_instructions("sft", suite, {**suite, "data_seed": 3, "sha256": "0" * 64}) == (
+        "sft learnt the generated suite (data_seed 0), but this run reads the generated suite (data_seed 3), so its "
+        "prompts are not all those SFT learnt; leave out --data and pass --set data_seed=0 to read those")
+    assert other_instructions("sft", suite, {**suite, "sha256": "0" * 64}) == (  # after an upgrade
+        "sft learnt the generated suite (data_seed 0) as another version of minillm generated it, so its prompts are "
+        "not all those SFT learnt; train SFT again with this version")
 
 
 def test_sft_records_the_file_it_learnt_for_the_stages_after_it(monkeypatch, capsys, tmp_path):

@@ -2,9 +2,9 @@
 
 An SFT model answers the kind of request it was fine-tuned on. The stages after it should ask it those:
 the reward model ranks its answers to them, PPO, DPO and GRPO train on them, and every policy is judged
-on their held-out questions. A learner who fine-tuned on a file of their own and then ran `minillm ppo
---sft runs/sft` without `--data` got prompts from the generated world, and nothing said so: the SFT run
-did not record what it read. Now it does, in its config.json, beside its settings (datasets' `instructions_record`:
+on their held-out questions. A stage that knew only its own `--data` would, for a learner who fine-tuned
+on a file of their own and then left `--data` out, ask about the generated world, with nothing to say so.
+So an SFT run records what it read in its config.json, beside its settings (datasets' `instructions_record`:
 the file or the generated suite, and the sha256 of the records), and a stage given that SFT run
 
 - without `--data`, reads the file the SFT run learnt, with one line saying so (and stops, naming the
@@ -38,7 +38,9 @@ def learnt_instructions(sft_dir: str | os.PathLike) -> dict | None:
     """The record of the instructions the SFT run in `sft_dir` learnt (`instructions_record`), or None where
     it holds none: a run made before minillm recorded it, one trained on records given in Python, or no SFT run."""
     record = saved_record(Path(sft_dir) / CONFIG_NAME, INSTRUCTIONS)
-    return record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
+    readable = (isinstance(record, dict) and isinstance(record.get("sha256"), str)
+                and isinstance(record.get("file"), (str, type(None))))  # (not one edited into something else)
+    return record if readable else None
 
 
 def instructions_after_sft(
