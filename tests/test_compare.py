@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from minillm import compare
 from minillm.cli import main
 from minillm.compare import (
     LoggedRun,
@@ -396,25 +397,27 @@ def test_runs_made_by_different_code_are_named_in_one_line_and_no_setting_differ
         "old: unknown code (made before minillm recorded it)")
 
 
-def test_sft_runs_that_learnt_different_instructions_are_named_in_one_line_and_no_setting_differs(tmp_path):
+def test_sft_runs_that_learnt_different_instructions_are_named_in_one_line_and_no_setting_differs(tmp_path,
+                                                                                                 monkeypatch):
     """Two SFT runs, one on a file of the learner's and one on the generated suite, were compared as "settings
     that differ: (none: the runs have the same config)": no setting names the instruction file."""
-    runs = [write_run(tmp_path / name, 1e-3, [2.0, 1.0]) for name in ("mine", "moved", "suite", "clm")]
+    monkeypatch.setattr(compare, "plot_runs", lambda runs, metrics, path: Path(path))  # (the text alone, in ms)
     records = {"mine": {"file": "/home/me/mine.jsonl", "data_seed": None, "sha256": "9f2c" * 16},
-               "moved": {"file": "/home/me/old/mine.jsonl", "data_seed": None, "sha256": "9f2c" * 16},
                "suite": {"file": None, "data_seed": 0, "sha256": "41d7" * 16}}
+    runs = [write_run(tmp_path / name, 1e-3, [2.0, 1.0]) for name in records]
     for name, record in records.items():
         config = json.loads((tmp_path / name / "config.json").read_text(encoding="utf-8"))
         (tmp_path / name / "config.json").write_text(json.dumps({**config, "instructions": record}), encoding="utf-8")
-    result = compare_runs(runs, tmp_path / "c.png")  # (clm: a run that records none)
+    result = compare_runs(runs, tmp_path / "c.png")
     assert result["differences"] == {}  # the record is no setting
-    assert result["report"].splitlines()[0] == (
-        "learnt different instructions: mine: the instructions in /home/me/mine.jsonl; moved: the instructions in "
-        "/home/me/old/mine.jsonl; suite: the generated suite (data_seed 0)")
-    mine, moved = (LoggedRun(name, [], {}, instructions=records[name]) for name in ("mine", "moved"))
-    assert instructions_note([mine, moved]) == []  # a moved file: the same records
+    assert result["report"].splitlines()[0] == ("learnt different instructions: mine: the instructions in "
+                                                "/home/me/mine.jsonl; suite: the generated suite (data_seed 0)")
+    mine = load_run(runs[0], "mine")
+    moved = LoggedRun("moved", [], {}, instructions={**records["mine"], "file": "/home/me/old/mine.jsonl"})
+    clm = LoggedRun("clm", [], {})  # a run that records none
+    assert instructions_note([mine, moved, clm]) == []  # a moved file: the same records
     moved.instructions = {**records["mine"], "sha256": "0123" * 16}  # the file, edited before the second run
-    assert instructions_note([mine, moved]) == [
+    assert instructions_note([mine, moved, clm]) == [
         "learnt different instructions: mine: the instructions in /home/me/mine.jsonl (sha256 9f2c9f2c9f); moved: "
         "the instructions in /home/me/mine.jsonl (sha256 0123012301)"]
 
