@@ -282,6 +282,10 @@ CLI_TABLE = [
         ("not UTF-8", "byte 3", "iconv"), write("latin1.txt", NOT_UTF8)),
     Bad("corpus of one document", (*NEW_RUN, "--corpus", "{ws}/one.txt"), DataError,
         ("only 1 document", "blank line"), write("one.txt", "a single document\nof two lines\n")),
+    # MISLEADING before the check: "only 1 document(s) ...; separate documents with a blank line", of no file of yours
+    Bad("generated corpus of one document",
+        ("pretrain", "clm", *MICRO, "--out", "{ws}/new", "--set", "corpus_mb=0.0001"), ConfigError,
+        ("corpus_mb=0.0001 generates 1 document", "--set corpus_mb=")),
     Bad("corpus too small for one batch",
         (*NEW_RUN_OWN_TOKENIZER, "--corpus", "{ws}/two.txt", "--tokenizer-file", "{ws}/tok.json"), DataError,
         ("the train split has", "one batch (4 windows of 16+1 tokens) needs 68", "bigger corpus"),

@@ -556,5 +556,12 @@ def corpus_splits(cfg: PipelineConfig, path: str | os.PathLike | None) -> tuple[
     """(train, val) documents of the pretraining corpus: the file at `path`, or when there is none the
     generated corpus of `cfg.corpus_mb` megabytes; split by `cfg.val_fraction` with `cfg.data_seed`."""
     check_section(cfg, PipelineConfig, "corpus_splits")
-    docs = read_corpus(path) if path else generate_corpus(seed=cfg.data_seed, size_mb=cfg.corpus_mb)
+    if path:
+        docs = read_corpus(path)
+    else:
+        docs = generate_corpus(seed=cfg.data_seed, size_mb=cfg.corpus_mb)
+        if len(docs) < 2:  # (split_documents' advice, a blank line between documents, is for a file of your own)
+            raise ConfigError(f"corpus_mb={cfg.corpus_mb} generates {len(docs)} document, and the split into train "
+                              f"and validation needs 2 or more; use a larger corpus_mb, e.g. --set corpus_mb="
+                              f"{PipelineConfig().corpus_mb} (the default)")
     return split_documents(docs, val_fraction=cfg.val_fraction, seed=cfg.data_seed)
