@@ -318,6 +318,12 @@ CLI_TABLE = [
          "--data", "{ws}/i.jsonl"), DataError, ("p.jsonl", "line 1", "ranking"),
         lambda ws: (write("i.jsonl", BOTH_SPLITS)(ws),
                     write("p.jsonl", '{"prompt": "a", "answers": ["x", "y"], "ranking": [0, 0]}\n')(ws))),
+    # MISLEADING before the check: "JSONL file .../rm does not exist (or is not a file)", of the folder beside it
+    Bad("rankings: --prefs is the reward model's run folder",
+        ("dpo", "--sft", "{ws}/gpt", "--prefs", "{ws}/rm", "--out", "{ws}/dpo", "--preset", "micro",
+         "--data", "{ws}/i.jsonl"), DataError, ("rm is a folder, not a JSONL file", "give the file itself",
+                                                "prefs.jsonl"),
+        lambda ws: (write("i.jsonl", BOTH_SPLITS)(ws), write("rm/prefs.jsonl", good_prefs())(ws))),
     Bad("rankings: none held out",
         ("reward", "--sft", "{ws}/gpt", "--prefs", "{ws}/p.jsonl", "--out", "{ws}/rm", "--preset", "micro",
          "--data", "{ws}/i.jsonl"), DataError, ("p.jsonl", "held-out", "got 3 and 0", "collect more", "at least 5"),

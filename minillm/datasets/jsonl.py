@@ -36,6 +36,10 @@ def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_erro
     if on_error not in ON_ERROR:
         raise ConfigError(f"on_error={on_error!r}: expected 'stop' or 'skip'")
     path = Path(path)
+    if path.is_dir():  # a run folder, say, given for the rankings file inside it (dpo --prefs runs/rm)
+        inside = ", ".join(sorted(p.name for p in path.glob("*.jsonl"))) or "none"
+        raise DataError(f"{path} is a folder, not a JSONL file: give the file itself (the JSONL files in it: "
+                        f"{inside})")
     if not path.is_file():
         raise DataError(f"JSONL file {path} does not exist (or is not a file)")
     # A JSON line ends at "\n" only: str.splitlines() would also cut at U+2028, U+0085 and the like,
