@@ -374,7 +374,8 @@ def preflight(j: Journey) -> None:
     for grpo in (cfg.grpo, cfg.grpo_verifiable):
         group_advantages(torch.zeros(1, grpo.group_size), grpo.baseline)
     for name in ("sft", "reward", "ppo", "dpo", "grpo", "grpo_verifiable"):
-        check_room_for_prompt(cfg.clm.model.block_size, getattr(cfg, name).max_new_tokens, f"{name}.max_new_tokens")
+        check_room_for_prompt(cfg.clm.model.block_size, getattr(cfg, name).max_new_tokens, f"{name}.max_new_tokens",
+                              "clm.model.block_size")
     check_adapters(cfg.sft, cfg.clm.model)
     check_rankings_hold_one_out(cfg.reward.n_prompts)
     if j.instructions_path or cfg.sft.single_family:

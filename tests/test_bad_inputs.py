@@ -606,7 +606,7 @@ CLI_TABLE = [
     # LATE before the check: the tokenizer, MLM and CLM trained (minutes in the tiny preset) before SFT refused it
     Bad("pipeline: a context too short for SFT's answers, found before any step",
         ("pipeline", "--preset", "micro", "--out", "{ws}/journey", "--set", "clm.model.block_size=8"), ConfigError,
-        ("max_new_tokens=8 leaves no room for a prompt", "(8 tokens)", "lower it")),
+        ("max_new_tokens=8 leaves no room for a prompt", "(8 tokens)", "lower it, or raise clm.model.block_size")),
     # LATE before the check: every step up to PPO trained before the instruction file was found to lack a test split
     Bad("pipeline: instructions without held-out records, found before any step",
         ("pipeline", "--preset", "micro", "--out", "{ws}/journey", "--data", "{ws}/i.jsonl"), DataError,

@@ -86,18 +86,20 @@ def encode_prompt(tokenizer: Tokenizer, prompt: str, max_len: int | None = None)
     return [tokenizer.bos_id, tokenizer.user_id, *prompt_ids, tokenizer.assistant_id]
 
 
-def check_room_for_prompt(block_size: int, max_new_tokens: int, setting: str) -> None:
+def check_room_for_prompt(block_size: int, max_new_tokens: int, setting: str, context: str = "") -> None:
     """ConfigError unless `max_new_tokens` leaves room in the context for a prompt of one token or more.
 
     A prompt is cut from the left to fit the block_size - max_new_tokens columns the answer leaves
     (`encode_prompt`). Leave it too few and the whole question is cut away: the model then answers
     `<bos> <|user|> <|assistant|>`, an empty question, without a word of warning (and an RL policy
-    trains on it). `setting` names the value to lower (e.g. "PPOConfig.max_new_tokens").
+    trains on it). `setting` names the value to lower (e.g. "PPOConfig.max_new_tokens"); `context` the
+    setting of block_size, where it is not yet trained into a model (the pipeline's "clm.model.block_size").
     """
     largest = block_size - (N_FRAMING_TOKENS - 1) - 1  # the prompt's 3 framing tokens, and 1 of its own
     if max_new_tokens > largest:
         raise ConfigError(f"{setting}={max_new_tokens} leaves no room for a prompt in the model's context "
-                          f"({block_size} tokens): the largest allowed is {largest}; lower it")
+                          f"({block_size} tokens): the largest allowed is {largest}; lower it"
+                          + (f", or raise {context}" if context else ""))
 
 
 def encode_example(
