@@ -32,6 +32,7 @@ from minillm.config import (
     SPM_MODEL_TYPES,
     TOKENIZER_KINDS,
     PipelineConfig,
+    TokenizerConfig,
     apply_overrides,
     device_names,
     preset,
@@ -84,13 +85,15 @@ SECTIONS = tuple(name for name, value in vars(PipelineConfig()).items() if datac
 
 
 def build_config(args: argparse.Namespace) -> PipelineConfig:
-    """The preset, then the --set overrides, then the runtime flags; a missing device fails now, not
-    after minutes of tokenizer training."""
+    """The preset, then the --set overrides and the settings the command's own flags stand for
+    (`flag_settings`), then the runtime flags; a missing device fails now, not after minutes of
+    tokenizer training."""
     from minillm.utils import resolve_device
 
-    refuse_unread_sections(args.set or [], sections_read(args), args.command)
+    overrides = [*(args.set or []), *flag_settings(args)]
+    refuse_unread_sections(overrides, sections_read(args), args.command)
     chosen = preset(args.preset)
-    cfg = apply_overrides(chosen, args.set or [])
+    cfg = apply_overrides(chosen, overrides)
     if cfg.preset != chosen.preset:
         raise ConfigError(f"--set preset={cfg.preset}: a preset is a whole set of values; choose it with "
                           f"--preset {cfg.preset}")
@@ -102,6 +105,17 @@ def build_config(args: argparse.Namespace) -> PipelineConfig:
     cfg = with_runtime(cfg, device, args.dtype, args.compile, args.detect_anomaly)
     note_gpu_preset_on_cpu(cfg)
     return cfg
+
+
+def flag_settings(args: argparse.Namespace) -> list[str]:
+    """The settings a command's own flag stands for, as --set items: pretrain's `--tokenizer KIND` is
+    tokenizer.kind=KIND, applied after the --set items and checked with them (a --set of
+    tokenizer.spm_model_type, which only a sentencepiece tokenizer reads, then counts the flag's kind)."""
+    kind = getattr(args, "tokenizer_kind", None)
+    if kind and args.tokenizer_file:  # the kind would be left out without a word
+        raise ConfigError(f"--tokenizer {kind} trains a new tokenizer, but --tokenizer-file {args.tokenizer_file} "
+                          "gives a trained one; pass one of them")
+    return [f"tokenizer.kind={kind}"] if kind else []
 
 
 def note_gpu_preset_on_cpu(cfg: PipelineConfig) -> None:
@@ -142,6 +156,9 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
     from minillm.datasets import read_corpus
     from minillm.tokenizer import TOKENIZER_NAME, train_tokenizer
 
+    if args.spm_model_type is not None and args.kind != "sentencepiece":  # it would be left out without a word
+        raise ConfigError(f"--spm-model-type {args.spm_model_type} chooses a SentencePiece model, but --kind "
+                          f"{args.kind} trains none; add --kind sentencepiece, or drop --spm-model-type")
     out = Path(args.out)
     # a folder, as every other command's --out (one that exists, or a new one written with a trailing
     # slash): the file goes inside it
@@ -149,7 +166,8 @@ def cmd_tokenizer_train(args: argparse.Namespace) -> None:
         out = out / TOKENIZER_NAME
     _refuse_to_overwrite_with_a_tokenizer(out, args.input)
     docs = [doc for path in args.input for doc in read_corpus(path)]
-    tok = train_tokenizer(docs, args.vocab_size, kind=args.kind, spm_model_type=args.spm_model_type)
+    tok = train_tokenizer(docs, args.vocab_size, kind=args.kind,
+                          spm_model_type=args.spm_model_type or TokenizerConfig().spm_model_type)
     tok.save(out)
     # document by document: the corpus as one string would be split into chunks all at once, a Python
     # string for each (over a gigabyte for 50 MB of text)
@@ -211,11 +229,6 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from minillm.stage1_pretrain.mlm import train_mlm
 
     cfg = build_config(args)
-    if args.tokenizer_kind and args.tokenizer_file:  # the kind would be left out without a word
-        raise ConfigError(f"--tokenizer {args.tokenizer_kind} trains a new tokenizer, but --tokenizer-file "
-                          f"{args.tokenizer_file} gives a trained one; pass one of them")
-    if args.tokenizer_kind:
-        cfg = apply_overrides(cfg, [f"tokenizer.kind={args.tokenizer_kind}"])
     train_docs, val_docs = corpus_splits(cfg, args.corpus)
     tok = _tokenizer_for(cfg, args.tokenizer_file, train_docs)
     if args.objective == "mlm":
@@ -513,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text files (documents split by blank lines)")
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--kind", default="bpe", choices=TOKENIZER_KINDS)
-    p.add_argument("--spm-model-type", default="bpe", choices=SPM_MODEL_TYPES)
+    p.add_argument("--spm-model-type", default=None, choices=SPM_MODEL_TYPES,
+                   help=f"with --kind sentencepiece: its model (default: {TokenizerConfig().spm_model_type})")
     p.add_argument("--out", type=path_arg, required=True, help="tokenizer JSON file to write")
     p.set_defaults(func=cmd_tokenizer_train)
     p = tok_sub.add_parser("encode", help="print the ids and pieces of a text")

@@ -746,6 +746,7 @@ def apply_overrides(cfg: ConfigT, overrides: list[str]) -> ConfigT:
 # Settings read only while a switch beside them (in the same section) is on: "group.name" -> (the
 # switch, whether its value reads the setting, the value that does, as a refusal says it).
 READ_ONLY_WHEN: dict[str, tuple[str, typing.Callable[[Any], bool], str]] = {
+    "tokenizer.spm_model_type": ("kind", lambda v: v == "sentencepiece", "sentencepiece"),
     "model.rope_base": ("position", lambda v: v == "rope", "rope"),
     "model.mlp_ratio": ("mlp_hidden", lambda v: v == 0, "0"),
     **{f"lora.{name}": ("rank", lambda v: v > 0, "8 (or another rank >= 1)")

@@ -424,6 +424,10 @@ CLI_TABLE = [
     Bad("tokenizer: a field missing", ("tokenizer", "encode", "--tokenizer", "{ws}/bad.json", "hi"),
         TokenizerError, ("missing", "merges", "retrain"),
         edit_json("tok.json", "bad.json", lambda d: d.pop("merges"))),
+    # SILENT before the check: --kind bpe (the default) trained minillm's BPE, the model type dropped
+    Bad("tokenizer train: --spm-model-type without --kind sentencepiece",
+        ("tokenizer", "train", "--input", "{ws}/corpus.txt", "--spm-model-type", "unigram", "--out", "{ws}/t.json"),
+        ConfigError, ("--spm-model-type unigram", "--kind bpe trains none", "add --kind sentencepiece")),
     Bad("tokenizer: vocab below 256 + specials",
         ("tokenizer", "train", "--input", "{ws}/corpus.txt", "--vocab-size", "100", "--out", "{ws}/tok.json"),
         TokenizerError, ("vocab_size=100 is too small", "256 base pieces", ">= 262")),

@@ -433,6 +433,14 @@ def test_pretrain_reads_the_tokenizer_section_unless_given_a_tokenizer_file():
         _config(["pretrain", "mlm", "--out", "x", "--tokenizer-file", "t.json", "--set", "tokenizer.vocab_size=300"])
 
 
+def test_pretrain_tokenizer_flag_is_a_setting_checked_with_the_set_ones():
+    """Only a sentencepiece tokenizer reads tokenizer.spm_model_type (a --set of it is refused otherwise):
+    `--tokenizer sentencepiece` chooses one, and counts when the --set is checked."""
+    cfg = _config(["pretrain", "clm", "--out", "x", "--tokenizer", "sentencepiece",
+                   "--set", "tokenizer.spm_model_type=unigram"])
+    assert (cfg.tokenizer.kind, cfg.tokenizer.spm_model_type) == ("sentencepiece", "unigram")
+
+
 @pytest.mark.parametrize("flag", [["--device", "cpu"], ["--set", "device=cpu"]])
 def test_device_and_set_device_move_every_stage(flag):
     cfg = _config(["pipeline", "--out", "x", "--preset", "small", *flag])  # the small preset trains on "auto"

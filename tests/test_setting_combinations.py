@@ -98,6 +98,7 @@ def test_detect_anomaly_reaches_the_online_rl_updates(runs, monkeypatch, method)
     ("grpo.exact_bonus=0.5", "grpo.reward=model", "grpo.reward=verifiable"),
     ("grpo_verifiable.no_eos_penalty=-2", "grpo_verifiable.reward=verifiable", "grpo_verifiable.reward=model"),
     ("sft.single_family=translate", "sft.single_family_baseline=false", "sft.single_family_baseline=true"),
+    ("tokenizer.spm_model_type=unigram", "tokenizer.kind=bpe", "tokenizer.kind=sentencepiece"),
 ])
 def test_a_setting_its_switch_leaves_unread_is_refused_by_name(setting, switch_off, switch_on):
     """Each setting is read only while a switch beside it is on: set alone it was dropped without a word
