@@ -710,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as err:  # torch's out-of-memory errors are RuntimeErrors; any other is a bug
             if args.debug or not is_out_of_memory(err):
                 raise
-            print(f"minillm: error: {out_of_memory_line(err)}", file=sys.stderr)
+            print(f"minillm: error: {out_of_memory_line(err, args)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt as stop:
             what, code = ("stopped by SIGTERM", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
@@ -831,14 +831,28 @@ def is_out_of_memory(err: RuntimeError) -> bool:
     return any(words in str(err).lower() for words in OUT_OF_MEMORY)
 
 
-def out_of_memory_line(err: RuntimeError) -> str:
+def out_of_memory_line(err: RuntimeError, args: argparse.Namespace) -> str:
     """One line for a failed allocation: how much was asked for, and the settings that decide it."""
     asked = re.search(r"tried to allocate (\d+) bytes|tried to allocate ([\d.]+ [KMGT]iB)", str(err), re.IGNORECASE)
     size = "" if asked is None else f" (it tried to allocate {asked[2] or f'{int(asked[1]) / 2**30:.2f} GiB'})"
-    return (f"out of memory{size}: the model or a batch does not fit in this device's memory. Split each batch "
-            "into parts (--set SECTION.train.grad_accum_steps=K: the same batch for the optimizer, K times less "
-            "memory for its activations), lower SECTION.train.batch_size, or make the model smaller (n_layer, "
-            "n_embd, block_size); --debug shows where it failed")
+    return f"out of memory{size}: {memory_advice(args)}; --debug shows where it failed"
+
+
+def memory_advice(args: argparse.Namespace) -> str:
+    """What decides the memory of the command `args` ran, in the options it takes. PPO's and GRPO's own
+    loops split no batch into parts and read no train.batch_size (config.NEVER_READ): their minibatch
+    of answers does. A command that runs a trained model has no setting to lower."""
+    if args.command in ("ppo", "grpo"):
+        prompts = "rollout_batch_size" if args.command == "ppo" else "prompts_per_step"
+        return (f"the models or a minibatch of answers do not fit in this device's memory; lower "
+                f"{args.command}.minibatch_size (the answers of each gradient step), or {args.command}.{prompts}")
+    if not hasattr(args, "set"):  # generate, chat, fill-mask, annotate, tokenizer
+        return "the model or its input does not fit in this device's memory"
+    section = args.objective if args.command == "pretrain" else args.command if args.command in SECTIONS else "SECTION"
+    return (f"the model or a batch does not fit in this device's memory. Split each batch into parts (--set "
+            f"{section}.train.grad_accum_steps=K: the same batch for the optimizer, K times less memory for its "
+            f"activations), lower {section}.train.batch_size, or make the model smaller (n_layer, n_embd, block_size)"
+            + ("; in ppo, grpo and grpo_verifiable, lower minibatch_size instead" if section == "SECTION" else ""))
 
 
 if __name__ == "__main__":

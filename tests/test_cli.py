@@ -867,13 +867,33 @@ def test_a_path_that_cannot_be_written_is_one_line(monkeypatch, capsys):
                             "GiB of which 1.2 GiB is free."), "2.00 GiB"),
     (RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB, other allocations: 1.00 GB)"), None),
 ])
-def test_memory_running_out_is_one_line_that_names_the_settings_to_lower(error, size, monkeypatch, capsys):
+def test_memory_running_out_is_one_line_naming_the_size_asked_for(error, size, monkeypatch, capsys):
     """`--set clm.model.n_embd=65536` ended in torch's traceback, from inside nn.Linear's __init__."""
     _fake_command(monkeypatch, error)
     code, out, err = run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1
     assert err.startswith("minillm: error: out of memory" + (f" (it tried to allocate {size})" if size else "") + ":")
-    assert "grad_accum_steps" in err and "batch_size" in err
+
+
+@pytest.mark.parametrize(("argv", "named", "not_named"), [
+    (["pretrain", "clm"], ["--set clm.train.grad_accum_steps=K", "lower clm.train.batch_size"], []),
+    (["sft", "--init", "a"], ["--set sft.train.grad_accum_steps=K"], []),
+    (["ppo", "--sft", "a", "--reward", "b"], ["lower ppo.minibatch_size", "ppo.rollout_batch_size"], ["grad_accum"]),
+    (["grpo", "--sft", "a"], ["lower grpo.minibatch_size", "grpo.prompts_per_step"], ["grad_accum", "train.batch"]),
+    (["pipeline"], ["SECTION.train.grad_accum_steps=K", "grpo_verifiable, lower minibatch_size"], []),
+    (["generate", "--ckpt", "a", "hi"], ["the model or its input does not fit"], ["--set", "grad_accum"]),
+])
+def test_memory_running_out_names_the_settings_of_the_command_that_ran(argv, named, not_named, monkeypatch,
+                                                                       capsys, tmp_path):
+    """The settings the line names are the command's own: PPO and GRPO refuse train.grad_accum_steps and
+    train.batch_size (their loops read minibatch_size), and `generate` takes no --set at all."""
+    def command(args) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.")
+    monkeypatch.setattr(cli, f"cmd_{argv[0]}", command)  # build_parser binds the module's function
+    out = [] if argv[0] == "generate" else ["--out", str(tmp_path / "run")]
+    code, _, err = run([*argv, *out], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert all(words in err for words in named) and not any(words in err for words in not_named), err
 
 
 def test_a_runtime_error_that_is_not_memory_is_a_bug_and_keeps_its_traceback(monkeypatch):
