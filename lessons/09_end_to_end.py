@@ -31,14 +31,13 @@
 # %%
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from minillm.config import PRESETS, apply_overrides, preset
-from minillm.lessons import PIPELINE_DIR, ROOT, in_notebook, pipeline_journey
+from minillm.lessons import PIPELINE_DIR, ROOT, in_notebook, lesson_parser, pipeline_journey
 from minillm.model import GPT, Bert
 from minillm.pipeline import STEP_NAMES, Journey, run_step
 from minillm.report import RL_POLICIES, write_report
@@ -48,7 +47,7 @@ from minillm.stage3_rlhf.annotator import gold_score
 from minillm.train import load_model_and_tokenizer
 from minillm.utils import resolve_device
 
-parser = argparse.ArgumentParser(description="Lesson 9: the whole journey, stage by stage")
+parser = lesson_parser("Lesson 9: the whole journey, stage by stage")
 parser.add_argument("--preset", default="tiny", choices=PRESETS)
 parser.add_argument("--out", default=None, help="run the journey in OUT/PRESET (default: runs/tiny for the "
                     "tiny preset, where the pipeline writes; runs/lessons/09/PRESET otherwise)")

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import minillm
 from minillm.config import PipelineConfig, changed_settings, first_changes, from_dict, preset, to_dict
+from minillm.console import OneLineParser
 from minillm.datasets.instructions import read_jsonl
 from minillm.errors import DataError, one_line_errors
 from minillm.pipeline import (
@@ -106,6 +107,12 @@ def resolved(path: str | Path) -> Path:
     return Path(path).expanduser().resolve()
 
 
+def lesson_parser(description: str) -> argparse.ArgumentParser:
+    """The parser of a lesson's command line: a mistake in it is one line naming the lesson, as a `minillm`
+    command's (`minillm.console.OneLineParser`), not argparse's usage and error."""
+    return OneLineParser(description=description)
+
+
 def lesson_args(description: str, inputs: Sequence[str] = (), reuses_runs: bool = True) -> argparse.Namespace:
     """The lesson's command line: `--fresh` (for a lesson that `reuses_runs`: one that trains everything
     anew each time has nothing for it to do), and optional run folders named `inputs` (e.g. "sft_run").
@@ -113,7 +120,7 @@ def lesson_args(description: str, inputs: Sequence[str] = (), reuses_runs: bool 
     In a notebook the kernel's own arguments are not the lesson's: there every value is its default.
     A mistake in the input (a MinillmError) ends the lesson with one line, not a traceback (one_line_errors).
     """
-    parser = argparse.ArgumentParser(description=description)
+    parser = lesson_parser(description)
     for name in inputs:
         parser.add_argument(name, nargs="?", type=resolved, default=None,
                             help=f"the {name.replace('_', ' ')} to use instead of the one the lesson finds")

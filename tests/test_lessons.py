@@ -426,6 +426,17 @@ def test_in_a_notebook_a_lesson_reads_no_command_line(monkeypatch):
     assert (args.sft_run, args.reward_run, args.fresh) == (None, None, False)
 
 
+def test_a_mistake_on_a_lessons_command_line_is_one_line(monkeypatch, capsys):
+    """argparse's usage line came before the error, where a `minillm` command and a MinillmError in the
+    lesson (one_line_errors) say it in one line; lesson 9's own parser is the same parser."""
+    monkeypatch.setattr(sys, "argv", ["06_reward_model.py", "--frsh"])
+    with pytest.raises(SystemExit) as stop:
+        lessons.lesson_args("lesson 6", inputs=["sft_run"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == ("06_reward_model.py: error: unrecognized arguments: --frsh "
+                                       "(see 06_reward_model.py --help)\n")
+
+
 def test_an_input_without_a_run_id_is_known_by_its_content(pipeline_dir, tmp_path):
     """Lesson 8's DPO from your rankings file (`--prefs-file`), or a lesson given a stage command's
     folder (`minillm sft --out my_sft`): neither has a run id. Rankings added to the file, or an SFT
