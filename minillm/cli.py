@@ -37,6 +37,7 @@ from minillm.config import (
     device_names,
     preset,
     replace_train_configs,
+    train_configs,
 )
 from minillm.console import (
     OneLineParser,
@@ -86,8 +87,8 @@ SECTIONS = tuple(name for name, value in vars(PipelineConfig()).items() if datac
 
 def build_config(args: argparse.Namespace) -> PipelineConfig:
     """The preset, then the --set overrides and the settings the command's own flags stand for
-    (`flag_settings`), then the runtime flags; a missing device fails now, not after minutes of
-    tokenizer training."""
+    (`flag_settings`), then the runtime flags; a missing device (--device, or a stage's own
+    `--set clm.train.device=cuda`) fails now, not after minutes of tokenizer training."""
     from minillm.utils import resolve_device
 
     overrides = [*(args.set or []), *flag_settings(args)]
@@ -100,9 +101,9 @@ def build_config(args: argparse.Namespace) -> PipelineConfig:
     device = args.device
     if device is None and cfg.device != chosen.device:  # `--set device=X` is --device X, said the long way
         device = cfg.device
-    if device is not None:
-        resolve_device(device)
     cfg = with_runtime(cfg, device, args.dtype, args.compile, args.detect_anomaly)
+    for name in sorted({train.device for train in train_configs(cfg)}):
+        resolve_device(name)
     note_gpu_preset_on_cpu(cfg)
     return cfg
 

@@ -441,6 +441,15 @@ def test_pretrain_tokenizer_flag_is_a_setting_checked_with_the_set_ones():
     assert (cfg.tokenizer.kind, cfg.tokenizer.spm_model_type) == ("sentencepiece", "unigram")
 
 
+@pytest.mark.parametrize("device", [["--device", "cuda"], ["--set", "device=cuda"], ["--set", "clm.train.device=cuda"]])
+def test_a_device_that_is_not_there_is_refused_when_the_config_is_built(device, monkeypatch):
+    """A stage's own device (`--set clm.train.device=cuda`) was refused only when its training began: after
+    the corpus was generated and the tokenizer trained (20 s at tiny, on 2 cores)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="CUDA is not available here"):
+        _config(["pretrain", "clm", "--out", "x", *device])
+
+
 @pytest.mark.parametrize("flag", [["--device", "cpu"], ["--set", "device=cpu"]])
 def test_device_and_set_device_move_every_stage(flag):
     cfg = _config(["pipeline", "--out", "x", "--preset", "small", *flag])  # the small preset trains on "auto"
