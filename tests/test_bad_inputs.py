@@ -215,6 +215,18 @@ def copy_of_gpt_run(name: str, file: str, content: str) -> Setup:
     return setup
 
 
+def gpt_run_of_stage(name: str, stage: str, vocab_size: int | None = None) -> Setup:
+    """A copy of the good CLM run, `name`, whose checkpoint says another training `stage` wrote it (and, with
+    `vocab_size`, beside another tokenizer: an SFT run's, from the CLM run of another preset)."""
+    def setup(ws: Path) -> None:
+        shutil.copytree(ws / "gpt", ws / name)
+        save_checkpoint(ws / name / "ckpt.pt", {**load_checkpoint(ws / "gpt" / "ckpt.pt"), "stage": stage})
+        if vocab_size is not None:
+            train_tokenizer([(ws / "corpus.txt").read_text(encoding="utf-8")], vocab_size, progress=False).save(
+                ws / name / "tokenizer.json")
+    return setup
+
+
 def prefs_with_split(split: str) -> str:
     return "".join(json.dumps({"prompt": f"Count to {i}", "answers": [str(i), "no", f"{i}!"], "ranking": [0, 2, 1],
                                "split": split if i % 5 == 4 else "train"}) + "\n" for i in range(10))
@@ -498,6 +510,10 @@ CLI_TABLE = [
         write("gpt/.minillm.lock", f"{os.getppid()}\n")),
     Bad("fresh run into a folder holding one", (*PRETRAIN, "--out", "{ws}/gpt"), CheckpointError,
         ("gpt already holds a training run", "--resume", "another output folder")),
+    # MISLEADING before the check: "cannot resume .../sft: it was trained with another tokenizer than the one given now"
+    Bad("resume into another stage's run", (*PRETRAIN, "--out", "{ws}/sft", "--resume"), CheckpointError,
+        ("sft/ckpt.pt is a 'sft' run's checkpoint, not a 'clm' run's", "train into another folder"),
+        gpt_run_of_stage("sft", "sft", vocab_size=280)),
     Bad("resume with another model config", (*PRETRAIN, "--out", "{ws}/gpt", "--resume",
                                              "--set", "clm.model.n_layer=2"), ConfigError,
         ("cannot resume", "model.n_layer: 1 -> 2", "saved settings")),

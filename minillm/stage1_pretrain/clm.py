@@ -47,7 +47,7 @@ from minillm.stage1_pretrain.data import (
 from minillm.tokenizer import Tokenizer
 from minillm.train import train
 from minillm.train.distributed import is_main_process
-from minillm.train.resume import check_resume
+from minillm.train.resume import check_run_folder
 from minillm.utils import check_not_one_str, seed_everything
 
 SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")  # the generated corpus's
@@ -154,8 +154,9 @@ def train_clm(cfg: CLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     check_not_one_str("train_clm", train_docs=train_docs, val_docs=val_docs)
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
-    if resume:  # refused now, before the corpus is packed, if the tokenizer or stage settings changed
-        check_resume(out_dir, to_dict(cfg), tokenizer)
+    # refused now, before the corpus is packed: a run already there (without resume), another stage's run, or
+    # a resume with another tokenizer or settings; train checks it again as it starts
+    check_run_folder(out_dir, resume, "clm", to_dict(cfg), tokenizer)
     T, B = cfg.model.block_size, cfg.train.batch_size
     streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}
     check_enough_tokens(streams["train"], B * (T + 1), "train", f"one batch ({B} windows of {T}+1 tokens)")

@@ -50,7 +50,7 @@ from minillm.tokenizer import Tokenizer
 from minillm.train import train
 from minillm.train.distributed import is_main_process
 from minillm.train.plots import save_figure, text_fonts
-from minillm.train.resume import check_resume
+from minillm.train.resume import check_run_folder
 from minillm.utils import check_not_one_str, is_whole_number, seed_everything
 
 MASK_LITERAL = "[MASK]"  # what a user types where the blank is
@@ -244,8 +244,9 @@ def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     check_not_one_str("train_mlm", train_docs=train_docs, val_docs=val_docs)
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
-    if resume:  # refused now, before the corpus is packed, if the tokenizer or stage settings changed
-        check_resume(out_dir, to_dict(cfg), tokenizer)
+    # refused now, before the corpus is packed: a run already there (without resume), another stage's run, or
+    # a resume with another tokenizer or settings; train checks it again as it starts
+    check_run_folder(out_dir, resume, "mlm", to_dict(cfg), tokenizer)
     T, B = cfg.model.block_size, cfg.train.batch_size
     streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}
     check_enough_tokens(streams["train"], B * T, "train", f"one batch ({B} windows of {T} tokens)")

@@ -206,14 +206,16 @@ def check_run_folder(
 ) -> str:
     """Before training into `out_dir`: a run already there is continued only with `resume`, and only as
     the same experiment (`check_resume`, whose note it returns); without `resume` it is refused, so that
-    nothing overwrites it."""
+    nothing overwrites it. Another stage's run is refused first, as that: "pass resume", or its
+    tokenizer or settings named as what differs (`pretrain clm --out runs/sft --resume`), would mislead."""
     ckpt_path = out_dir / CKPT_NAME
-    if ckpt_path.is_file() and not resume:
-        check_same_stage(load_checkpoint(ckpt_path), stage, ckpt_path)  # "pass resume" would be bad advice then
-        raise CheckpointError(
-            f"{out_dir} already holds a training run ({CKPT_NAME}): pass resume (--resume) to continue "
-            "it, or choose another output folder"
-        )
+    if ckpt_path.is_file():
+        check_same_stage(load_checkpoint(ckpt_path), stage, ckpt_path)
+        if not resume:
+            raise CheckpointError(
+                f"{out_dir} already holds a training run ({CKPT_NAME}): pass resume (--resume) to continue "
+                "it, or choose another output folder"
+            )
     if not resume:
         return ""
     return check_resume(out_dir, run_config, tokenizer)  # the same experiment, before anything loads
