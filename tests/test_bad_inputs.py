@@ -62,6 +62,7 @@ from minillm.stage2_sft import evaluate_model, generate_answers, run_sft_with_ba
 from minillm.stage3_rlhf import (
     RewardModel,
     collect_rankings,
+    dpo,
     reward_hacking,
     train_dpo,
     train_ppo,
@@ -1005,6 +1006,18 @@ def test_sampling_survives_a_top_p_and_a_temperature_at_the_edge_of_float32():
     for temperature, top_p in ((MIN_TEMPERATURE, None), (0.8, 1e-300)):
         token, logprob = sample_next(logits, temperature, None, top_p, torch.Generator().manual_seed(0))
         assert token.tolist() == [1, 1] and torch.isfinite(logprob).all(), (temperature, top_p, logprob)
+
+
+def test_dpo_into_a_run_it_refuses_stops_before_the_reference_log_probs(ws, capsys, monkeypatch):
+    """`minillm dpo` again into its finished run, without --resume, was refused only once the reference
+    model had scored every pair of the rankings: minutes at tiny."""
+    gpt_run_of_stage("dpo", "dpo")(ws)
+    write("i.jsonl", BOTH_SPLITS)(ws)
+    write("p.jsonl", good_prefs())(ws)
+    monkeypatch.setattr(dpo, "with_reference", lambda *args, **kwargs: pytest.fail("the log-probs came first"))
+    assert run_cli(["dpo", "--sft", str(ws / "gpt"), "--prefs", str(ws / "p.jsonl"), "--out", str(ws / "dpo"),
+                    "--preset", "micro", "--data", str(ws / "i.jsonl")]) == 2
+    assert "dpo already holds a training run" in capsys.readouterr().err
 
 
 def test_an_unwritable_out_names_that_path_not_a_temporary_file(ws, capsys):

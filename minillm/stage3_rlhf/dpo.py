@@ -56,6 +56,7 @@ from minillm.stage3_rlhf.sequences import answer_logprob
 from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer, train
 from minillm.train.distributed import init_distributed, is_main_process
+from minillm.train.resume import check_run_folder
 from minillm.utils import resolve_device, seed_everything, to_device, write_json
 
 
@@ -194,6 +195,10 @@ def train_dpo(
     policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT, map_location=device)
     # the comparison after training answers with this length: refuse it now, not after the training
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "DPOConfig.max_new_tokens")
+    run_config = {"dpo": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)}
+    # a run already in out_dir, refused without --resume or resumed with other settings: said now, not
+    # after the reference's log-probs of every pair (minutes at tiny); train checks it again as it starts
+    check_run_folder(Path(out_dir), resume, "dpo", run_config, tokenizer)
     reference = copy.deepcopy(policy).requires_grad_(False).eval()
     train_rankings, test_rankings = split_rankings(read_preferences(prefs_path))
     splits = {name: with_reference(reference, encode_pairs(tokenizer, rankings, policy.config.block_size, cfg.pairs),
@@ -208,8 +213,7 @@ def train_dpo(
         return collate_pairs([splits[split][i] for i in rows], tokenizer.pad_id)
 
     loss_fn = make_dpo_loss(cfg.beta, cfg.nll_coef)
-    result = train(policy, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn,
-                   run_config={"dpo": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
+    result = train(policy, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, run_config=run_config,
                    tokenizer=tokenizer, resume=resume, desc="dpo", model_kind="gpt", dropout=False,
                    title="DPO loss" + (f" + {cfg.nll_coef:g} x chosen answer's NLL" if cfg.nll_coef else ""))
     if not is_main_process():  # under torchrun, rank 0 alone compares the policies and writes the results
