@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from minillm.config import apply_overrides, preset, replace_train_configs
-from minillm.console import path_arg
+from minillm.console import description, path_arg
 from minillm.errors import one_line_errors
 from minillm.model import GPT
 from minillm.pipeline import run_pipeline
@@ -180,7 +180,7 @@ def problems(figures: dict[str, Any], expect_learning: bool = True, not_run_yet:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--preset", default="small", choices=("small", "micro"),
                         help="small: SHORT_SMALL's steps; micro: the dry run")

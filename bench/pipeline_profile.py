@@ -37,7 +37,7 @@ import torch
 
 from minillm import pipeline
 from minillm.config import PRESETS, PipelineConfig, changed_settings, first_changes, preset, to_dict
-from minillm.console import path_arg, positive_int
+from minillm.console import description, path_arg, positive_int
 from minillm.errors import one_line_errors
 from minillm.model import GPT, Bert
 from minillm.run_lock import run_folder_lock
@@ -161,7 +161,7 @@ def unmet_needs(steps: list[str], out_dir: Path, cfg: PipelineConfig) -> list[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--preset", default="tiny", choices=PRESETS)
     parser.add_argument("--out", type=path_arg, default="runs/profile")
     parser.add_argument("--steps", nargs="+", default=pipeline.STEP_NAMES, choices=pipeline.STEP_NAMES,

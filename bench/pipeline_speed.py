@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from minillm.config import PRESETS
-from minillm.console import path_arg, positive_int
+from minillm.console import description, path_arg, positive_int
 from minillm.errors import TrainingError, one_line_errors
 from minillm.pipeline import STEP_NAMES, step_folder
 from minillm.run_lock import check_is_folder, check_not_foreign, run_folder_lock
@@ -153,7 +153,7 @@ def ref_problem(ref: str) -> str | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description(__doc__))
     parser.add_argument("--ref", default="86be2f6", help="the reference commit")
     parser.add_argument("--preset", default="tiny", choices=PRESETS)
     parser.add_argument("--jobs", type=positive_int, default=None,

@@ -44,6 +44,7 @@ from minillm.console import (
     Terminated,
     checked_arg,
     ctrl_c_held,
+    description,
     discard_stdout,
     disk_refused,
     one_line,
@@ -515,8 +516,7 @@ def _add_data_args(p: argparse.ArgumentParser, after_sft: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # (`python -OO`, or PYTHONOPTIMIZE=2, strips docstrings: __doc__ is None then)
-    parser = OneLineParser(prog="minillm", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = OneLineParser(prog="minillm", description=description(__doc__))
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -18,8 +18,9 @@ Python's defaults are right for a short script and wrong for a command that trai
 cli.main and `errors.one_line_errors` (for the lessons and scripts) use these before torch is imported.
 
 Its last section is how a command reads its arguments and tells an error, in one line ending in
-exit code 2 (`OneLineParser`, `one_line`, `path_arg`, `checked_arg`): the `minillm` command's, and those of
-`python -m minillm.datasets`, which sits in a layer below the command line and reads them here.
+exit code 2 (`OneLineParser`, `one_line`, `path_arg`, `checked_arg`, `description`): the `minillm`
+command's, and those of `python -m minillm.datasets`, which sits in a layer below the command line
+and reads them here, and of the scripts in bench/.
 """
 
 from __future__ import annotations
@@ -168,6 +169,13 @@ def show_warning(message: Warning | str, category: type[Warning], filename: str,
 # --------------------------------------------------------------------------------------------------
 # A command's arguments and its one-line errors: the `minillm` command's, and any script's that wants
 # its arguments and errors read and told the same way (`python -m minillm.datasets`).
+
+
+def description(doc: str | None) -> str | None:
+    """A script's --help description: the first line of its module docstring (`description(__doc__)`).
+    `python -OO` (or PYTHONOPTIMIZE=2) strips docstrings and `__doc__` is None then: --help goes
+    without a description rather than the script failing before it reads its arguments."""
+    return doc.splitlines()[0] if doc else None
 
 
 def path_arg(text: str) -> str:

@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import gpu_check  # noqa: E402  (scripts of bench/, not a package)
 import run_all  # noqa: E402
 
+BENCH_SCRIPTS = sorted(path.stem for path in (ROOT / "bench").glob("*.py"))
+
 
 @pytest.mark.parametrize("option, code, says", [("--help", 0, "bash bench/gpu_check.sh --dry-run"),
                                                  ("--bogus", 2, "unknown option --bogus")])
@@ -246,6 +248,18 @@ def test_a_bad_option_is_a_one_line_error_before_anything_runs(script, argv, say
     assert list(tmp_path.iterdir()) == []  # the profile made no folder
 
 
+@pytest.mark.parametrize("script", BENCH_SCRIPTS)
+def test_every_bench_script_shows_its_help_without_docstrings(script, monkeypatch, capsys):
+    """`python -OO` strips docstrings, and a script's --help description is its docstring's first line:
+    `__doc__.splitlines()` on None was a traceback before any option was read (console.description)."""
+    bench = run_all.load_bench(script)
+    monkeypatch.setattr(bench, "__doc__", None)  # what -OO leaves; a subprocess per script would take seconds
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--help"])
+    with pytest.raises(SystemExit) as stop:
+        bench.main()
+    assert stop.value.code == 0 and f"usage: {script}.py" in capsys.readouterr().out
+
+
 def test_every_bench_path_argument_expands_the_home_folder(monkeypatch):
     """`--keep ~/runs/tiny` (--out, --corpus, ...) was a folder named "~" in the current one, where every
     `minillm` path argument is the home folder's (console.path_arg)."""
@@ -256,7 +270,7 @@ def test_every_bench_path_argument_expands_the_home_folder(monkeypatch):
         raise SystemExit(0)
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", keep_parser)
-    for script in ("gpu_check", "model", "pipeline_profile", "pipeline_speed", "run_all", "tokenizer"):
+    for script in BENCH_SCRIPTS:
         with pytest.raises(SystemExit):
             run_all.load_bench(script).main()
     paths = {a.dest: a.type for parser in parsers for a in parser._actions if a.type in (Path, path_arg)}
