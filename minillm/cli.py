@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import hashlib
 import io
-import math
 import os
 import re
 import shlex
@@ -370,10 +369,10 @@ def cmd_reward(args: argparse.Namespace) -> None:
 
 def _reward_lines(result: dict) -> str:
     """The reward model's accuracy and its ceiling: gold_agreement, how often the rankings agree with the gold
-    judge; annotator_agreement, how often two noisy rankings of the same answers agree. Both are NaN for
-    rankings of your own, whose answers the judge cannot score: a line says why."""
+    judge; annotator_agreement, how often two noisy rankings of the same answers agree. Both are None (not
+    measured) for rankings of your own, whose answers the judge cannot score: a line says why."""
     lines = _key_lines(result, ("pairwise_accuracy", "gold_agreement", "annotator_agreement"))
-    if math.isnan(result.get("gold_agreement", 0.0)):
+    if result.get("gold_agreement", 0.0) is None:
         lines += ("\n(the agreements are not measured: no ranking's id names a record of the instruction file, so "
                   "the gold judge has no reference to score the answers by; give each ranking its record's id, as "
                   "annotate does with the records of --prompts, and pass that file as --data)")

@@ -260,8 +260,9 @@ def final_values_text(runs: Sequence[LoggedRun], final: dict[str, dict], metrics
     columns = [distinct_texts([final[r.name][m] for r in runs]) for m in varying]  # one metric's runs each
     rows = [[r.name, final[r.name].get("step", "-"), *(column[i] for column in columns)] for i, r in enumerate(runs)]
     table = text_table(["run", "step", *varying], rows)
-    same_line = ("\nthe same in every run: " + ", ".join(f"{m} {final[runs[0].name][m]:.4g}" for m in same)
-                 if same else "")
+    first = final[runs[0].name]  # (None: not measured at the last step, a null in metrics.jsonl)
+    same_line = ("\nthe same in every run: " + ", ".join(f"{m} {'-' if first[m] is None else f'{first[m]:.4g}'}"
+                                                          for m in same) if same else "")
     return "final values:\n" + table + same_line + not_results_text([m for m in metrics if m not in results])
 
 
@@ -290,10 +291,11 @@ def distinct_texts(values: Sequence[object]) -> list[str]:
     """Values that are compared with each other, as table cells: floats to 4 significant digits, or to
     as many more as it takes to print different ones differently (-0.18961 and -0.18964 are both
     -0.1896 at 4, and a table of what differs would show them the same). NaN prints "nan" at any
-    digits, and NaN != NaN: two would ask for more digits than any float has."""
+    digits, and NaN != NaN: two would ask for more digits than any float has. None, a figure not
+    measured (JSON's null, utils.json_text), prints "-", as a figure a run has not got."""
     floats = {v for v in values if isinstance(v, float) and not math.isnan(v)}
     digits = next((d for d in range(4, 17) if len({f"{v:.{d}g}" for v in floats}) == len(floats)), 17)
-    return [f"{v:.{digits}g}" if isinstance(v, float) else str(v) for v in values]
+    return [f"{v:.{digits}g}" if isinstance(v, float) else "-" if v is None else str(v) for v in values]
 
 
 def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

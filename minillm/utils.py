@@ -8,6 +8,7 @@ import codecs
 import hashlib
 import io
 import json
+import math
 import numbers
 import os
 import random
@@ -149,8 +150,32 @@ def remove_interrupted_writes(folder: Path) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write `obj` as indented JSON, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+    """Write `obj` as indented JSON (`json_text`), atomically."""
+    atomic_write_bytes(path, (json_text(obj, indent=2) + "\n").encode("utf-8"))
+
+
+def json_text(obj: Any, **options: Any) -> str:
+    """`obj` as strict JSON: the one way minillm writes JSON (write_json, metrics.jsonl, JSONL files).
+
+    JSON has no NaN or infinity. Python's json writes them anyway, as the words NaN and Infinity, which
+    Python reads back but a strict parser (JavaScript's JSON.parse, jq, most other languages) refuses.
+    So a figure that is not a finite number is written null, JSON's "no value", as a figure that was
+    not measured is (the gold agreement of rankings of your own, the standard error of one prompt: None
+    in Python): a float16 step the loss scaler skipped, whose gradient norm was infinite, logs null.
+    A reader takes null as a figure the run has not got: a gap in a curve, "-" in a table.
+    `options` go to json.dumps (indent, ensure_ascii)."""
+    return json.dumps(finite_or_none(obj), allow_nan=False, **options)
+
+
+def finite_or_none(obj: Any) -> Any:
+    """`obj` with each float in it that is NaN or infinite, at any depth of its dicts and lists, None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: finite_or_none(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(value) for value in obj]
+    return obj
 
 
 def json_sha256(data: Any, sort_keys: bool = False) -> str:

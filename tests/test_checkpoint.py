@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pathlib
 import random
@@ -14,12 +15,13 @@ from _train_worker import counting_batch, next_token_loss, tiny_gpt
 from crash_resume import assert_exact_resume
 
 from minillm.config import ModelConfig, TrainConfig
+from minillm.datasets.jsonl import write_jsonl
 from minillm.errors import CheckpointError, DataError
 from minillm.model.gpt import GPT
 from minillm.stage3_rlhf.preferences import append_preference
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
 from minillm.train.checkpoint import FORMAT_VERSION, model_config_dict
-from minillm.train.loop import append_metrics
+from minillm.train.loop import append_metrics, write_metrics
 from minillm.train.plots import plot_metrics
 from minillm.train.rng import capture_rng_state, restore_rng_state
 from minillm.utils import INTERRUPTED_WRITE, atomic_write_bytes, read_json, write_json
@@ -111,6 +113,31 @@ def test_a_write_the_disk_refuses_names_its_file_and_keeps_the_old_one(tmp_path,
     if kept_whole:
         assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left beside it
+
+
+NOT_FINITE = {"loss": float("nan"), "grad_norm": float("inf"), "gains": {"1": [float("-inf"), 0.5]}, "n": 3}
+
+
+def strict_json(text: str) -> object:
+    """`text` read as a strict parser reads JSON (JavaScript's JSON.parse, jq): NaN and Infinity are no JSON."""
+    return json.loads(text, parse_constant=lambda word: pytest.fail(f"{word} is not JSON"))
+
+
+@pytest.mark.parametrize(("name", "write"), [
+    ("reward_metrics.json", lambda path: write_json(path, NOT_FINITE)),
+    ("metrics.jsonl", lambda path: append_metrics(path, NOT_FINITE)),
+    ("metrics.jsonl", lambda path: write_metrics(path, [NOT_FINITE])),
+    ("answers.jsonl", lambda path: write_jsonl(path, [NOT_FINITE])),
+    ("prefs.jsonl", lambda path: append_preference(path, NOT_FINITE)),
+])
+def test_every_json_file_is_strict_json_with_null_for_a_figure_that_is_no_number(tmp_path, name, write):
+    """Python's json writes NaN and Infinity, which Python reads back and no strict parser does: the
+    reward_metrics.json of rankings of your own, and a float16 run's metrics.jsonl, could not be read
+    outside Python. Each writer now writes null there (utils.json_text)."""
+    write(tmp_path / name)
+    text = (tmp_path / name).read_text(encoding="utf-8")
+    read = [strict_json(text)] if name.endswith(".json") else [strict_json(line) for line in text.splitlines()]
+    assert read == [{"loss": None, "grad_norm": None, "gains": {"1": [None, 0.5]}, "n": 3}]
 
 
 class Payload:

@@ -15,7 +15,6 @@ import dataclasses
 import errno
 import io
 import json
-import math
 import os
 import re
 import shlex
@@ -1055,15 +1054,16 @@ def test_reward_prints_the_ceiling_its_accuracy_is_read_against(monkeypatch, cap
 
 def test_reward_says_why_rankings_of_your_own_have_no_ceiling(monkeypatch, capsys, tmp_path):
     """Rankings written by hand, whose ids name no instruction record, have no gold judge to agree with:
-    the command printed "gold_agreement: nan" and "annotator_agreement: nan" without a word of why."""
+    the command printed "gold_agreement: nan" and "annotator_agreement: nan" without a word of why.
+    Not measured, they are None (written null: a strict JSON parser refuses NaN)."""
     from minillm.stage3_rlhf import reward_model
 
     (tmp_path / "prefs.jsonl").write_text("ranked by hand\n", encoding="utf-8")
-    result = {"pairwise_accuracy": 0.74, "gold_agreement": math.nan, "annotator_agreement": math.nan}
+    result = {"pairwise_accuracy": 0.74, "gold_agreement": None, "annotator_agreement": None}
     monkeypatch.setattr(reward_model, "train_reward_model", lambda *args, **kw: result)
     code, out, err = run(["reward", "--sft", "s", "--preset", "micro", "--out", str(tmp_path)], capsys)
     assert code == 0, err
-    assert ("gold_agreement: nan\nannotator_agreement: nan\n(the agreements are not measured: no ranking's id names "
+    assert ("gold_agreement: None\nannotator_agreement: None\n(the agreements are not measured: no ranking's id names "
             "a record of the instruction file, so the gold judge has no reference to score the answers by;") in out
 
 
@@ -1323,10 +1323,11 @@ def test_ppo_and_dpo_print_each_number_with_its_standard_error():
               "gold_sft_stderr": 0.05, "gold_after": 0.25, "gold_after_stderr": 0.049}
     assert cli.comparison_lines(result, "PPO") == ("win rate vs SFT (gold judge): 0.651 ± 0.034\n"
                                                    "mean gold score: SFT -0.142 ± 0.050 -> PPO 0.250 ± 0.049")
-    one_prompt = {**result, "win_rate_stderr": float("nan"), "gold_sft_stderr": float("nan"),
-                  "gold_after_stderr": float("nan")}  # --set ppo.eval_prompts=1: no spread to measure
-    assert "nan" not in cli.comparison_lines(one_prompt, "PPO")
-    assert cli.comparison_lines(one_prompt, "PPO").startswith("win rate vs SFT (gold judge): 0.651 ± n/a (1 prompt)\n")
+    for none in (None, float("nan")):  # --set ppo.eval_prompts=1: no spread to measure (NaN: a run made before)
+        one_prompt = {**result, "win_rate_stderr": none, "gold_sft_stderr": none, "gold_after_stderr": none}
+        lines = cli.comparison_lines(one_prompt, "PPO")
+        assert "nan" not in lines and "None" not in lines
+        assert lines.startswith("win rate vs SFT (gold judge): 0.651 ± n/a (1 prompt)\n")
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):

@@ -493,6 +493,17 @@ def test_nan_prints_as_nan_and_leaves_the_other_floats_of_its_column_their_four_
         "report"]
 
 
+def test_a_null_in_metrics_jsonl_is_a_dash_in_the_final_values(tmp_path, monkeypatch):
+    """minillm writes null for a value that is no number (utils.json_text: a float16 step the scaler skipped
+    logs an infinite gradient norm), where it wrote NaN: the line of final values the same in every run
+    formatted it with :.4g, a TypeError, and a table cell read "None"."""
+    monkeypatch.setattr("minillm.compare.save_figure", lambda fig, path: Path(path))  # the text alone: no PNG
+    same = compare_runs(runs_logging_kl(tmp_path / "same", {"a": [0.0, None], "b": [0.0, None]}), tmp_path / "c.png")
+    assert "the same in every run: kl -" in same["report"]
+    apart = compare_runs(runs_logging_kl(tmp_path / "apart", {"a": [0.0, 0.2], "b": [0.0, None]}), tmp_path / "c.png")
+    assert "\na    2     0.2\nb    2     -  \n" in apart["report"], apart["report"]  # (cells padded to "0.2")
+
+
 def test_two_journeys_made_in_one_folder_and_compared_from_another_read_the_same_siblings(tmp_path, monkeypatch):
     """`minillm pipeline --out runs/tiny` (and runs/beta) started in tmp_path records SFT's init_dir as
     runs/tiny/03_clm, relative to tmp_path. Compared from tmp_path/runs, that path was read against the

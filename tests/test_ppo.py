@@ -28,7 +28,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers, plot_scores
 from minillm.stage2_sft.sft import train_sft
 from minillm.stage2_sft.template import encode_prompt
-from minillm.stage3_rlhf import dpo, grpo, online_rl, ppo
+from minillm.stage3_rlhf import dpo, grpo, online_rl, ppo, scoreboard
 from minillm.stage3_rlhf import reward_model as reward_model_module
 from minillm.stage3_rlhf.annotate import annotate
 from minillm.stage3_rlhf.annotator import WEIGHTS, best_and_worst, gold_score
@@ -112,6 +112,18 @@ def test_rankings_file_and_reward_model_run(runs):
     # the stored normalisation makes the SFT answers of the training rankings score mean 0
     rm, tok = load_model(runs["rm"], RewardModel)
     assert rm.reward_std.item() > 0 and rm.reward_mean.item() == pytest.approx(metrics["reward_mean"])
+
+
+def test_rankings_of_your_own_write_their_agreements_as_null_in_strict_json(runs, tmp_path):
+    """Rankings whose ids name no instruction record have no gold agreement to measure: it was NaN, which
+    reward_metrics.json held as the word NaN, and a strict parser (JavaScript's JSON.parse, jq) refuses
+    the file. Not measured is None, written null, and the result returned is the one read back."""
+    cfg = RewardConfig(train=TrainConfig(max_steps=1, batch_size=4, eval_batches=1), max_new_tokens=5)
+    result = train_reward_model(cfg, runs["sft"], runs["prefs"], tmp_path / "rm")  # no records: yours
+    text = (tmp_path / "rm" / "reward_metrics.json").read_text(encoding="utf-8")
+    written = json.loads(text, parse_constant=lambda word: pytest.fail(f"{word} is not JSON"))
+    assert written["gold_agreement"] is written["annotator_agreement"] is None
+    assert {key: result[key] for key in written} == written
 
 
 def test_the_reward_model_weights_its_micro_batches_by_their_pairs(runs, tmp_path):
@@ -1027,15 +1039,26 @@ if __name__ == "__main__":  # the worker of the resume test: python tests/test_p
               resume="--resume" in sys.argv)
 
 
-def test_a_gain_is_a_lead_only_beyond_two_standard_errors_and_a_nan_error_tells_nothing_apart():
-    """lead's rule by hand: strictly more than two standard errors either side of 0. pass_at_k_gain's
-    standard error is NaN when one prompt was measured (mean_stderr of one value): that tells no gain
-    apart from none, however large, so the SFT model is "within two standard errors" at once."""
+def test_a_gain_is_a_lead_only_beyond_two_standard_errors_and_no_error_tells_nothing_apart():
+    """lead's rule by hand: strictly more than two standard errors either side of 0. pass_at_k_gain has
+    no standard error when one prompt was measured (mean_stderr of one value: None; NaN in a run made
+    before minillm wrote null): that tells no gain apart from none, however large, so the SFT model is
+    "within two standard errors" at once."""
     assert lead({"gain": 0.3, "stderr": 0.125}) == 1 and lead({"gain": -0.3, "stderr": 0.125}) == -1
     assert lead({"gain": 0.25, "stderr": 0.125}) == 0 and lead({"gain": -0.25, "stderr": 0.125}) == 0  # exactly 2
-    assert lead({"gain": 0.5, "stderr": float("nan")}) == 0 and lead({"gain": -0.5, "stderr": float("nan")}) == 0
-    nan_gain = {"1": {"gain": 0.5, "stderr": float("nan")}}
-    assert catching_up(nan_gain) == "the gain is within two standard errors of 0 already at k = 1."
+    for none in (None, float("nan")):
+        assert lead({"gain": 0.5, "stderr": none}) == 0 and lead({"gain": -0.5, "stderr": none}) == 0
+        assert catching_up({"1": {"gain": 0.5, "stderr": none}}) == ("the gain is within two standard errors of 0 "
+                                                                     "already at k = 1.")
+
+
+def test_a_gain_of_one_prompt_is_drawn_without_an_error_bar(tmp_path, monkeypatch):
+    """Its standard error is None (not measured), which matplotlib's errorbar refuses."""
+    drawn = []
+    monkeypatch.setattr(scoreboard, "save_figure", lambda fig, path: drawn.append(fig))  # (no PNG: 0.6 s less)
+    plot_pass_at_k({"SFT": {"1": 0.25}, "PPO": {"1": 0.75}}, {"PPO": {"1": {"gain": 0.5, "stderr": None}}},
+                   tmp_path / "pass_at_k.png", 1)
+    assert list(drawn[0].axes[1].lines[0].get_ydata()) == [0.5]
 
 
 def test_an_rl_run_refuses_a_folder_that_holds_another_method_or_stage(tmp_path):

@@ -414,7 +414,7 @@ def test_win_rate_stderr_is_the_standard_error_of_the_per_prompt_outcomes():
     by_hand = (0.6875 / 3 / 4) ** 0.5
     assert win_rate_stderr([1.0, 2.0, 0.0, 5.0], [0.0, 2.0, 1.0, 1.0]) == pytest.approx(by_hand)
     assert win_rate_stderr([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]) == 0.0  # always better: no doubt left
-    assert math.isnan(win_rate_stderr([1.0], [0.0]))  # one prompt says nothing about the spread
+    assert win_rate_stderr([1.0], [0.0]) is None  # one prompt says nothing about the spread: not measured
 
 
 def test_the_reported_win_rate_and_its_standard_error_are_the_textbook_ones_for_every_count():

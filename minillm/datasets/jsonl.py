@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from minillm.errors import ConfigError, DataError
-from minillm.utils import atomic_write_bytes, parse_json
+from minillm.utils import atomic_write_bytes, json_text, parse_json
 
 ON_ERROR = ("stop", "skip")
 
@@ -43,7 +43,7 @@ def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_erro
     if not path.is_file():
         raise DataError(f"JSONL file {path} does not exist (or is not a file)")
     # A JSON line ends at "\n" only: str.splitlines() would also cut at U+2028, U+0085 and the like,
-    # which json.dumps(..., ensure_ascii=False) writes unescaped inside a string. Each line is decoded
+    # which json_text(..., ensure_ascii=False) writes unescaped inside a string. Each line is decoded
     # on its own, so a line that a crash cut inside a character is one bad line, not a bad file.
     lines = path.read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n")  # (the BOM some editors write first)
     records, bad = [], []
@@ -96,5 +96,5 @@ def check_records(records: Sequence[dict], check: Callable[[dict], dict], who: s
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
     """Write one JSON object per line (UTF-8, atomically: a reader never sees half a file)."""
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    text = "".join(json_text(r, ensure_ascii=False) + "\n" for r in records)
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -201,7 +201,7 @@ def win_rate(gold_a: Sequence[float], gold_b: Sequence[float]) -> float:
     return sum(wins) / len(wins)
 
 
-def win_rate_stderr(gold_a: Sequence[float], gold_b: Sequence[float]) -> float:
+def win_rate_stderr(gold_a: Sequence[float], gold_b: Sequence[float]) -> float | None:
     """The standard error of `win_rate`: how far it could move with other prompts of the same kind.
 
     The win rate is a mean of n per-prompt outcomes, so its standard error is their sample standard
@@ -212,19 +212,23 @@ def win_rate_stderr(gold_a: Sequence[float], gold_b: Sequence[float]) -> float:
     return mean_stderr(win_outcomes(gold_a, gold_b))
 
 
-def mean_stderr(values: Sequence[float]) -> float:
-    """The standard error of the mean of `values`: their sample standard deviation over sqrt(n)."""
-    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+def mean_stderr(values: Sequence[float]) -> float | None:
+    """The standard error of the mean of `values`: their sample standard deviation over sqrt(n). One
+    value has no spread to measure: None, a figure not measured (written null, utils.json_text)."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
 
 
-def with_stderr(value: float, stderr: float, signed: bool = False) -> str:
+def with_stderr(value: float, stderr: float | None, signed: bool = False) -> str:
     """A figure and its standard error as the reports print them: "0.650 ± 0.034" ("+0.650" if `signed`).
 
-    One prompt has no spread to measure, so its standard error is NaN (mean_stderr): that is written
-    "± n/a (1 prompt)", not "± nan", which would read as a broken measurement (e.g. --set ppo.eval_prompts=1).
+    One prompt has no spread to measure, so it has no standard error (mean_stderr): that is written
+    "± n/a (1 prompt)", not "± None", which would read as a broken measurement (e.g. --set
+    ppo.eval_prompts=1). A run made before minillm wrote null there holds NaN: the same.
     """
     figure = f"{value:+.3f}" if signed else f"{value:.3f}"
-    return f"{figure} ± {stderr:.3f}" if math.isfinite(stderr) else f"{figure} ± n/a (1 prompt)"
+    if stderr is None or not math.isfinite(stderr):
+        return f"{figure} ± n/a (1 prompt)"
+    return f"{figure} ± {stderr:.3f}"
 
 
 def win_rate_ceiling(records: Sequence[dict], gold_b: Sequence[float]) -> float:

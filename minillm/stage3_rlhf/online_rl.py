@@ -122,7 +122,7 @@ def check_rewards(scores: Tensor, answers: list[str], step: int, method: str = "
 def summarize_run(history: list[dict], comparison: dict, seconds: float) -> dict[str, Any]:
     """The numbers of the pipeline report: the comparison with SFT, and the last step's KL (and RM score)."""
     last = history[-1] if history else {}
-    summary = {**comparison_summary(comparison), "kl": last.get("kl", float("nan")), "seconds": seconds,
+    summary = {**comparison_summary(comparison), "kl": last.get("kl"), "seconds": seconds,
                "history": history}
     if "rm_score" in last:  # PPO's; GRPO has no single reward model score
         summary["rm_score"] = last["rm_score"]

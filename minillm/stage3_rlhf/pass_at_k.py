@@ -56,7 +56,7 @@ def pass_at_k_curve(correct: Sequence[int], n: int, ks: Sequence[int] = KS) -> d
     return {str(k): sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in ks if k <= n}
 
 
-def pass_at_k_stderr(correct: Sequence[int], n: int, ks: Sequence[int] = KS) -> dict[str, float]:
+def pass_at_k_stderr(correct: Sequence[int], n: int, ks: Sequence[int] = KS) -> dict[str, float | None]:
     """The standard error of each point of `pass_at_k_curve`: how far it could move with other prompts
     of the same kind and other samples. The curve is a mean of per-prompt estimates, so it is their
     sample standard deviation over sqrt(prompts) (mean_stderr)."""
@@ -64,7 +64,7 @@ def pass_at_k_stderr(correct: Sequence[int], n: int, ks: Sequence[int] = KS) -> 
 
 
 def pass_at_k_gain(before: Sequence[int], after: Sequence[int], n: int,
-                   ks: Sequence[int] = KS) -> dict[str, dict[str, float]]:
+                   ks: Sequence[int] = KS) -> dict[str, dict[str, float | None]]:
     """How much pass@k rose from one model to another, with its standard error, for each k <= n.
 
     `before` and `after` count the right answers of the two models to the *same* prompts. The gain

@@ -22,7 +22,6 @@ line-numbered JSONL reading itself is `datasets.jsonl.read_records`; this module
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -53,7 +52,7 @@ from minillm.stage3_rlhf.annotator import (
 )
 from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer
-from minillm.utils import resolve_device, writing
+from minillm.utils import json_text, resolve_device, writing
 
 
 def check_preference(obj: dict) -> dict:
@@ -134,7 +133,7 @@ def append_preference(path: str | os.PathLike, record: dict) -> None:
     # A line cut off by a crash is left alone (the reader reports it), but the new one starts on its own line.
     needs_newline = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
     with writing(path), open(path, "a", encoding="utf-8") as f:
-        f.write(("\n" if needs_newline else "") + json.dumps(record, ensure_ascii=False) + "\n")
+        f.write(("\n" if needs_newline else "") + json_text(record, ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
 

@@ -301,7 +301,8 @@ def train_reward_model(
     """Train a reward model from the SFT run `sft_dir` on the rankings of `prefs_path`; write `out_dir`.
 
     `records` (the instruction records, matched to rankings by "id") is optional: with it, the
-    annotator's agreement with itself and with the gold judge is reported next to the accuracy.
+    annotator's agreement with itself and with the gold judge is reported next to the accuracy
+    (without it both are None: not measured).
     Returns {"pairwise_accuracy" (held-out rankings), "train_accuracy", "annotator_agreement",
     "gold_agreement", "reward_mean", "reward_std", "n_train", "n_test", "skipped" (too long for the
     context, or every answer tied), "seconds", "history"}; None on torchrun's ranks other than 0.
@@ -354,12 +355,14 @@ def train_reward_model(
     return {**metrics, "history": result["history"]}
 
 
-def annotator_ceiling(cfg: RewardConfig, rankings: Sequence[dict], records: Sequence[dict] | None) -> dict:
-    """How often the annotator agrees with itself / with gold on these rankings' answers (NaN without records)."""
+def annotator_ceiling(cfg: RewardConfig, rankings: Sequence[dict], records: Sequence[dict] | None
+                      ) -> dict[str, float | None]:
+    """How often the annotator agrees with itself / with gold on these rankings' answers; None (not
+    measured, written null) when no ranking's id names a record with a reference: rankings of your own."""
     by_id = {r["id"]: r for r in records or [] if "id" in r}
     known = [r for r in rankings if r.get("id") in by_id and "reference" in by_id[r["id"]]]
     if not known:
-        return {"annotator_agreement": float("nan"), "gold_agreement": float("nan")}
+        return {"annotator_agreement": None, "gold_agreement": None}
     recs, answers = [by_id[r["id"]] for r in known], [r["answers"] for r in known]
     return {"annotator_agreement": self_agreement(recs, answers, cfg.annotator_noise, cfg.train.seed,
                                                  cfg.annotator_tie_margin),

@@ -24,6 +24,7 @@ can and cannot teach (pass_at_k.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -144,8 +145,10 @@ def plot_pass_at_k(curves: dict[str, dict[str, float]], gains: dict[str, dict[st
     for i, (name, gain) in enumerate(gains.items()):
         ks = [int(k) for k in gain]
         nudged = [k * 2 ** (0.06 * (i - (len(gains) - 1) / 2)) for k in ks]  # side by side, not on top
-        right.errorbar(nudged, [g["gain"] for g in gain.values()], yerr=[g["stderr"] for g in gain.values()],
-                       marker="o", markersize=3, capsize=2, label=name, color=MODEL_COLORS.get(name))
+        # no bar where one prompt gave no standard error: matplotlib skips a NaN, and refuses a None
+        yerr = [math.nan if g["stderr"] is None else g["stderr"] for g in gain.values()]
+        right.errorbar(nudged, [g["gain"] for g in gain.values()], yerr=yerr, marker="o", markersize=3,
+                       capsize=2, label=name, color=MODEL_COLORS.get(name))
     right.axhline(0.0, color="black", linestyle="--", linewidth=1)
     left.set_ylabel("pass@k: at least one of k is right")
     left.set_title(f"pass@k on {n_prompts} held-out prompts (unbiased estimate)")
@@ -167,7 +170,10 @@ def crossing(sft: dict[str, float], policy: dict[str, float]) -> str | None:
 
 def lead(gain: dict[str, float]) -> int:
     """1 where a gain of pass_at_k_gain is more than two standard errors above 0, -1 where it is more
-    than two below, 0 where it is not told apart from none (a NaN standard error tells nothing apart)."""
+    than two below, 0 where it is not told apart from none. One prompt has no standard error (None; NaN
+    in a run made before minillm wrote null): it tells nothing apart, and NaN fails both comparisons."""
+    if gain["stderr"] is None:
+        return 0
     return 1 if gain["gain"] > 2 * gain["stderr"] else -1 if gain["gain"] < -2 * gain["stderr"] else 0
 
 

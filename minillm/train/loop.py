@@ -63,7 +63,15 @@ from minillm.train.optim import AnyOptimizer, lr_at, make_optimizer, set_lr
 from minillm.train.plots import plot_metrics
 from minillm.train.precision import autocast, make_grad_scaler
 from minillm.train.resume import check_run_folder, restore_training_state, save_training_state
-from minillm.utils import atomic_write_bytes, parse_json, resolve_device, seed_everything, write_json, writing
+from minillm.utils import (
+    atomic_write_bytes,
+    json_text,
+    parse_json,
+    resolve_device,
+    seed_everything,
+    write_json,
+    writing,
+)
 
 GetBatch = Callable[[str, torch.Generator], dict[str, torch.Tensor]]
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
@@ -255,12 +263,12 @@ def read_metrics(path: Path, up_to_step: float = math.inf) -> list[dict]:
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
     """Replace the file's content with `rows`, atomically."""
-    atomic_write_bytes(path, "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8"))
+    atomic_write_bytes(path, "".join(json_text(row) + "\n" for row in rows).encode("utf-8"))
 
 
 def append_metrics(path: Path, row: dict) -> None:
     with writing(path), open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+        f.write(json_text(row) + "\n")
 
 
 def summarize(history: list[dict]) -> dict[str, Any]:

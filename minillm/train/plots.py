@@ -136,7 +136,8 @@ def axis_label(keys: Sequence[str]) -> str:
 
 def plot_curve(ax: Axes, rows: Sequence[dict], key: str, label: str) -> None:
     """Draw `key` against the step from the rows that hold it; a row whose value is not a finite
-    number (a NaN, a missing evaluation) is skipped, and a key no row holds draws nothing."""
+    number (a null, as minillm writes one: utils.json_text; a NaN of a run made before; a missing
+    evaluation) is skipped, and a key no row holds draws nothing."""
     points = [(row["step"], row[key]) for row in rows
               if "step" in row and isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
     if points:
