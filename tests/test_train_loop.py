@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import random
+import re
 import subprocess
 import time
 import warnings
@@ -293,6 +294,20 @@ def test_plot_panels_gives_each_scale_its_own_axis_and_whole_steps(tmp_path, dra
     plot_metrics([{"step": s, "reward": v} for s, v in ((1, -0.5), (2, 0.0), (3, 1.0))], tmp_path / "r.png",
                  ["reward"], log_y=True)
     assert figures[-1].axes[0].get_yscale() == "linear"
+
+
+def test_a_log_axis_is_labelled_with_plain_numbers(tmp_path, monkeypatch):
+    """A loss falling from 6 to 2.5 spans less than a power of 10, so every label matplotlib gave its log
+    axis lay between two powers and read "6×10^0", "4×10^0", "3×10^0": a learner reads 6, 4 and 3."""
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: drawn.append(fig))  # labels, not pixels: faster
+    plot_metrics([{"step": s, "loss": 2.4 + 3.6 * 0.97 ** s} for s in range(1, 200, 5)], tmp_path / "l.png",
+                 ["loss"], log_y=True)
+    axis = drawn[0].axes[0].yaxis
+    labels = [label for formatter, ticks in ((axis.get_major_formatter(), axis.get_majorticklocs()),
+                                             (axis.get_minor_formatter(), axis.get_minorticklocs()))
+              for label in formatter.format_ticks(ticks) if label]
+    assert {"3", "4"} <= set(labels) and all(re.fullmatch(r"\d+(\.\d+)?", label) for label in labels), labels
 
 
 def test_a_long_title_wraps_inside_the_figure(tmp_path, drawn_figures):

@@ -31,7 +31,7 @@ import matplotlib
 from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from minillm.utils import atomic_write_bytes
 
@@ -112,13 +112,31 @@ def plot_panels(rows: Sequence[dict], path: str | os.PathLike, panels: Sequence[
                 ax.axhline(reference[1], color="gray", linestyle="--", linewidth=1, label=reference[0])
             ax.set_ylabel((ylabels[i] if i < len(ylabels) else "") or axis_label(keys))
             if log_y and ax.lines and all(y > 0 for line in ax.lines for y in line.get_ydata()):
-                ax.set_yscale("log")
+                log_y_axis(ax)
             ax.grid(alpha=0.3)
             if ax.lines:
                 ax.legend(fontsize=8)
         step_axis(axes[-1])
         axes[0].set_title(title, wrap=True)  # a long one wraps at the figure's edge
         return save_figure(fig, path)
+
+
+def log_y_axis(ax: Axes) -> None:
+    """Put `ax`'s y axis on a log scale labelled with plain numbers (`PlainLogFormatter`)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(PlainLogFormatter())
+    ax.yaxis.set_minor_formatter(PlainLogFormatter())
+
+
+class PlainLogFormatter(LogFormatter):
+    """A log axis's tick labels as plain numbers ("3", "0.5"), on the ticks matplotlib chooses to label.
+
+    matplotlib's own labels read "3×10^0" between two powers of 10 (its minor ticks), and a loss falling
+    from 6 to 2.5 spans less than one power: every label of its axis would read so. A tick matplotlib
+    leaves unlabelled, where they would crowd, stays unlabelled ("")."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
 
 
 def step_axis(ax: Axes) -> None:
