@@ -3,12 +3,12 @@
 An ablation changes one thing (a switch, a learning rate, a seed) and asks what it did. Every run
 folder already holds what is needed to answer: `metrics.jsonl` (the curves) and `config.json`
 (every setting). `compare_runs` overlays the curves of every metric the runs share, one panel per
-metric, in one PNG; tabulates their final values (what was learned: the learning rate the schedule
-reached, the machine's speed and the counts of what was read are named apart, `not_a_result`); and
-lists the settings in which the runs differ, so a reader sees at once what was changed and what it
-did. Runs of different stages (`stage_of`) are compared on the settings they share, and told so. A
-setting that names another run (PPO's sft_dir) is compared by that run (`input_runs`), not by how its
-path is written.
+metric, in one PNG (a curve that is another run's, point for point, dashed over it); tabulates their
+final values (what was learned: the learning rate the schedule reached, the machine's speed and the
+counts of what was read are named apart, `not_a_result`); and lists the settings in which the runs
+differ, so a reader sees at once what was changed and what it did. Runs of different stages
+(`stage_of`) are compared on the settings they share, and told so. A setting that names another run
+(PPO's sft_dir) is compared by that run (`input_runs`), not by how its path is written.
 
 Two runs of the whole pipeline (an experiment made with `minillm pipeline --set ... --reuse
 runs/tiny`, against runs/tiny) are compared by their reports instead (`compare_pipelines`): every
@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from minillm.datasets.instructions import INSTRUCTIONS, instructions_text
@@ -33,7 +34,7 @@ from minillm.errors import DataError
 from minillm.provenance import MADE_BY, code_summary, describe
 from minillm.run_lock import holds_pipeline_steps
 from minillm.train.loop import CONFIG_NAME, FINAL_SPLIT, METRICS_NAME, read_metrics, summarize
-from minillm.train.plots import axis_label, plot_curve, save_figure, step_axis, text_fonts
+from minillm.train.plots import axis_label, curve_points, plot_curve, save_figure, step_axis, text_fonts
 from minillm.utils import damaged, read_json
 
 NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
@@ -224,22 +225,45 @@ def shared_metrics(runs: Sequence[LoggedRun], curves_only: bool = False) -> list
 
 
 def plot_runs(runs: Sequence[LoggedRun], metrics: Sequence[str], path: str | os.PathLike) -> Path:
-    """One panel per metric, one line per run, against the step; saved as a PNG at `path`."""
+    """One panel per metric (`plot_panel`), one line per run, against the step; saved as a PNG at `path`."""
     cols = min(len(metrics), 2)
     grid_rows = math.ceil(len(metrics) / cols)
     with text_fonts([*metrics, *(run.name for run in runs)]):
         fig = Figure(figsize=(6 * cols, 3.5 * grid_rows))
         axes = fig.subplots(grid_rows, cols, squeeze=False).ravel()
         for ax, metric in zip(axes, metrics, strict=False):
-            for run in runs:
-                plot_curve(ax, curve_rows(run.rows, metric), metric, label=run.name)
-            ax.set_title(axis_label([metric]))
-            step_axis(ax)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            plot_panel(ax, runs, metric)
         for ax in axes[len(metrics):]:
             ax.set_visible(False)
         return save_figure(fig, path)
+
+
+def plot_panel(ax: Axes, runs: Sequence[LoggedRun], metric: str) -> None:
+    """The runs' curves of `metric`, a line each. A run whose curve is an earlier run's, point for point
+    (a setting that changed nothing there, a run made again), would be drawn exactly over it and hide
+    it: it is drawn dashed over it (`twin_dashes`), and its legend entry says "(same as a)" under its
+    name (a line of its own: two long run paths side by side would be wider than the panel)."""
+    curves = [curve_rows(run.rows, metric) for run in runs]
+    points = [curve_points(rows, metric) for rows in curves]
+    for i, (run, rows) in enumerate(zip(runs, curves, strict=True)):
+        same = [j for j, other in enumerate(points) if other == points[i]]  # the runs drawn on this curve, i too
+        k = same.index(i)
+        if k == 0:
+            plot_curve(ax, rows, metric, label=run.name)
+        else:
+            plot_curve(ax, rows, metric, label=f"{run.name}\n(same as {runs[same[0]].name})",
+                       linestyle=twin_dashes(k, len(same)))
+    ax.set_title(axis_label([metric]))
+    step_axis(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def twin_dashes(k: int, n: int) -> tuple[int, tuple[int, int]]:
+    """The line style of the k-th (k >= 1) of `n` runs drawn on one curve, over the first, which is solid:
+    dashes 4 points long with gaps for the n - 1 others, each shifted into a gap of its own, so every
+    run's colour shows along the curve. matplotlib's (offset, (on, off))."""
+    return 4 * k, (4, 4 * (n - 1))
 
 
 def curve_rows(rows: Sequence[dict], metric: str) -> list[dict]:

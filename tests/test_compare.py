@@ -493,6 +493,20 @@ def test_nan_prints_as_nan_and_leaves_the_other_floats_of_its_column_their_four_
         "report"]
 
 
+def test_a_run_whose_curve_is_anothers_is_drawn_dashed_over_it_and_its_legend_says_so(tmp_path, monkeypatch):
+    """The final values said "the same in every run", and the plot showed one line fewer than there were
+    runs: a run whose curve was another's was drawn exactly over it. Each twin is now dashed over the first
+    (in a gap of its own: twin_dashes), its legend saying "(same as a)"; the text is as it was."""
+    drawn = []
+    monkeypatch.setattr("minillm.compare.save_figure", lambda fig, path: drawn.append(fig) or Path(path))  # no PNG
+    kls = {"a": [0.0, 0.1], "b": [0.0, 0.3], "c": [0.0, 0.1], "d": [0.0, 0.1]}
+    report = compare_runs(runs_logging_kl(tmp_path, kls), tmp_path / "c.png")["report"]
+    [ax] = [ax for ax in drawn[0].axes if ax.get_visible()]
+    assert [line.get_label() for line in ax.lines] == ["a", "b", "c\n(same as a)", "d\n(same as a)"]
+    assert [line.get_linestyle() for line in ax.lines] == ["-", "-", "--", "--"]
+    assert report.startswith("final values:\nrun  step  kl \na    2     0.1\nb    2     0.3\nc    2     0.1\n")
+
+
 def test_a_null_in_metrics_jsonl_is_a_dash_in_the_final_values(tmp_path, monkeypatch):
     """minillm writes null for a value that is no number (utils.json_text: a float16 step the scaler skipped
     logs an infinite gradient norm), where it wrote NaN: the line of final values the same in every run

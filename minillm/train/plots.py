@@ -152,15 +152,21 @@ def axis_label(keys: Sequence[str]) -> str:
     return ", ".join(keys) + (f" ({unit})" if unit else "")
 
 
-def plot_curve(ax: Axes, rows: Sequence[dict], key: str, label: str) -> None:
-    """Draw `key` against the step from the rows that hold it; a row whose value is not a finite
-    number (a null, as minillm writes one: utils.json_text; a NaN of a run made before; a missing
-    evaluation) is skipped, and a key no row holds draws nothing."""
-    points = [(row["step"], row[key]) for row in rows
-              if "step" in row and isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
+def plot_curve(ax: Axes, rows: Sequence[dict], key: str, label: str, linestyle: str | tuple = "-") -> None:
+    """Draw `key` against the step (`curve_points`); a key no row holds draws nothing."""
+    points = curve_points(rows, key)
     if points:
         steps, values = zip(*points, strict=True)
-        ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=label)
+        ax.plot(steps, values, linestyle=linestyle, marker="o" if len(points) < 30 else None, markersize=3,
+                label=label)
+
+
+def curve_points(rows: Sequence[dict], key: str) -> list[tuple[float, float]]:
+    """The (step, value) points of `key` in the rows that hold it; a row whose value is not a finite
+    number (a null, as minillm writes one: utils.json_text; a NaN of a run made before; a missing
+    evaluation) is skipped."""
+    return [(row["step"], row[key]) for row in rows
+            if "step" in row and isinstance(row.get(key), (int, float)) and math.isfinite(row[key])]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
