@@ -185,6 +185,10 @@ step4_side_by_side(sft_dir)
 #    for another model makes the gap to SFT look larger than it is.
 # 7. Did SFT ever read the word "first"? Rewrite two thirds of `first_item`'s training records to
 #    ask for the second or the third item (docs/findings.md, "Task families SFT never saw", has the
-#    dozen lines) and train on that file with `--data`. In the run it describes, `first_item` fell
-#    from 0.70 to 0.13, and half its answers named goods not in the list: the model had only learnt
-#    to copy a list's opening word. A skill it does not have cannot carry over to "last".
+#    dozen lines) and train on that file with `--data` (`--no-baselines` is enough). At 71c1ccc, on
+#    the pipeline's CLM, `first_item` fell from 1.00 / 0.70 (seen / new wordings) to 0.40 / 0.33,
+#    and 19 of its 60 answers named the second or third item: the model had learnt to copy a list's
+#    opening word, never to read which position a request names, and now mixes the three. The whole
+#    fell too, 0.92 / 0.78 / 0.73 -> 0.86 / 0.70 / 0.63. `last_item` rose from 0 to 4 of 30, fewer
+#    than naming a random item of each list would get. A skill it does not have cannot carry over
+#    to "last".
