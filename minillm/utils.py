@@ -200,12 +200,19 @@ def read_utf8_text(path: Path, what: str) -> str:
 
 
 def parse_json(text: str) -> Any:
-    """json.loads, whose every refusal is a json.JSONDecodeError (a ValueError). json itself raises
-    RecursionError for brackets nested about a thousand deep, which a reader's `except` would miss."""
+    """json.loads, whose every refusal is a json.JSONDecodeError (a ValueError). json itself lets two
+    others through, which a reader's `except json.JSONDecodeError` would miss: a RecursionError for
+    brackets nested about a thousand deep, and int's plain ValueError for a number of more digits than
+    Python reads (4300: sys.set_int_max_str_digits)."""
     try:
         return json.loads(text)
+    except json.JSONDecodeError:
+        raise
     except RecursionError:
-        raise json.JSONDecodeError("nested too deeply to read", text, 0) from None
+        why = "nested too deeply to read"
+    except ValueError:
+        why = "a number too long to read"
+    raise json.JSONDecodeError(why, text, 0)
 
 
 def read_json(path: str | os.PathLike) -> dict:

@@ -69,8 +69,10 @@ from minillm.stage3_rlhf import (
     train_reward_model,
 )
 from minillm.stage3_rlhf.grpo import train_grpo
-from minillm.tokenizer import train_tokenizer
+from minillm.tokenizer import load_tokenizer, train_tokenizer
 from minillm.train import load_checkpoint, load_model, make_optimizer, save_checkpoint, train
+from minillm.train.loop import read_metrics
+from minillm.utils import read_json
 
 Setup = Callable[[Path], None]
 
@@ -1042,3 +1044,19 @@ def test_compare_reads_a_metrics_line_that_is_not_json_as_no_row(ws, capsys, lin
     assert run_cli(["compare", str(ws / "gpt"), str(ws / "gpt2"), "--out", str(ws / "c.png")]) == 0
     assert "Traceback" not in capsys.readouterr().err
     assert (ws / "c.png").is_file()
+
+
+@pytest.mark.skipif(not getattr(sys, "get_int_max_str_digits", lambda: 0)(), reason="reads integers of any length")
+def test_a_number_longer_than_python_reads_is_damaged_json_not_a_traceback(tmp_path):
+    """Python reads an integer of at most 4300 digits (sys.set_int_max_str_digits), and json lets its refusal
+    through as a plain ValueError, which the readers' `except json.JSONDecodeError` missed: a config.json, a
+    metrics.jsonl line or a tokenizer.json edited into one ended in that traceback (utils.parse_json)."""
+    number = "1" * (sys.get_int_max_str_digits() + 1)
+    (tmp_path / "config.json").write_text(f'{{"lr": {number}}}', encoding="utf-8")
+    with pytest.raises(DataError, match=r"config.json is not valid JSON \(a number too long to read"):
+        read_json(tmp_path / "config.json")
+    (tmp_path / "metrics.jsonl").write_text(f'{{"step": {number}}}\n{{"step": 1, "loss": 2.0}}\n', encoding="utf-8")
+    assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 2.0}]  # a line that is no row
+    (tmp_path / "tokenizer.json").write_text(f'{{"kind": {number}}}', encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"tokenizer.json is not valid JSON \(a number too long to read"):
+        load_tokenizer(tmp_path / "tokenizer.json")
