@@ -63,7 +63,7 @@ from minillm.stage3_rlhf.scoreboard import (
 )
 from minillm.stage3_rlhf.sequences import Responses, answers_logprob, last_real_index, masked_mean, sample_responses
 from minillm.tokenizer import train_tokenizer
-from minillm.train import load_checkpoint, load_model, load_model_and_tokenizer, save_checkpoint
+from minillm.train import health, load_checkpoint, load_model, load_model_and_tokenizer, save_checkpoint
 from minillm.train.distributed import DistContext
 
 COLOURS = ["red", "blue", "green", "amber", "violet", "grey", "black", "white"]
@@ -226,20 +226,46 @@ def test_rankings_that_find_no_different_answers_name_the_model_as_a_cause(runs,
                          tmp_path / "prefs.jsonl")
 
 
-def test_a_gradient_that_is_not_finite_stops_the_update_before_its_step(runs):
+@pytest.mark.parametrize(("network", "parameter"), [("policy", "ln_f.weight"), ("critic", "head.weight")])
+def test_a_gradient_that_is_not_finite_stops_the_update_before_its_step(runs, network, parameter):
     """PPO checked only its loss, after the whole update: a NaN gradient under a finite loss (the last
     minibatch's) went through clipping (every gradient times grad_clip / NaN) into every weight, the
-    checkpoint saved them, and the next rollout failed in torch with an index error."""
+    checkpoint saved them, and the next rollout failed in torch with an index error. Each of the two
+    networks is checked, as each is clipped, on its own."""
     policy, tok = load_model(runs["sft"], GPT)
     rm = load_model(runs["rm"], RewardModel)[0]
     cfg, critic, g = micro_ppo_config(), copy.deepcopy(rm), torch.Generator().manual_seed(0)
     ro = rollout(policy, copy.deepcopy(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
-    policy.ln_f.weight.register_hook(lambda grad: grad * float("nan"))  # the loss stays finite
+    poisoned = {"policy": policy, "critic": critic}[network]
+    poisoned.get_parameter(parameter).register_hook(lambda grad: grad * float("nan"))  # the loss stays finite
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
     with pytest.raises(TrainingError, match=r"^ppo: training stopped at step 3: the gradient norm is nan, the "
-                                            r"gradient of parameter 'ln_f.weight'"):
+                                            rf"gradient of parameter '{parameter}'"):
         ppo_update(policy, critic, optimizer, ro, cfg, g, step=3)
-    assert all(p.isfinite().all() for p in policy.parameters())
+    assert all(p.isfinite().all() for p in (*policy.parameters(), *critic.parameters()))
+
+
+@pytest.mark.parametrize("method", ["ppo", "grpo"])
+def test_a_run_whose_gradient_stops_being_finite_stops_at_that_step_with_the_last_good_checkpoint(
+        runs, tmp_path, monkeypatch, method):
+    """The run tells its update which step it is (ppo_update's and grpo_update's `step`): the message names
+    the step the run stopped at, and the checkpoint on disk is the step before's."""
+    module, out = {"ppo": ppo, "grpo": grpo}[method], tmp_path / method
+
+    def nan_once_a_step_is_saved(net, grad_clip, step, stage, check=True):  # a NaN gradient from step 2 on
+        norm = float("nan") if (out / "ckpt.pt").is_file() else 1.0
+        health.check_grad_norm(norm, net, step, stage)
+        return torch.tensor(norm)
+
+    monkeypatch.setattr(module, "clip_gradients", nan_once_a_step_is_saved)
+    with pytest.raises(TrainingError, match=rf"^{method}\b.*: training stopped at step 2: the gradient norm is nan"):
+        if method == "ppo":
+            train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, out)
+        else:
+            grpo.train_grpo(GRPOConfig(train=TrainConfig(max_steps=2, save_every=1, warmup_steps=0), group_size=2,
+                                       prompts_per_step=2, minibatch_size=2, max_new_tokens=5, eval_prompts=6,
+                                       reward="verifiable"), runs["sft"], RECORDS, out)
+    assert load_checkpoint(out / "ckpt.pt")["step"] == 1
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])  # 0.7: the update must rescale its logits as sampling did

@@ -34,7 +34,7 @@ from minillm.provenance import code_record
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, plot_panels, plots, train
-from minillm.train.health import check_grad_norm, check_loss, first_bad_gradient
+from minillm.train.health import check_grad_norm, check_loss, clip_gradients, first_bad_gradient
 from minillm.train.loop import LossFn
 from minillm.train.optim import Muon, MuonWithAdamW, follow_schedule, make_optimizer, orthogonalize, param_groups
 from minillm.train.plots import find_cjk_font, has_cjk
@@ -461,9 +461,18 @@ def sqrt_of_zero(model) -> torch.Tensor:
     return torch.sqrt(model.ln_f.weight.sum() * 0.0)
 
 
-def test_a_nan_gradient_names_the_parameter(tmp_path):
-    with pytest.raises(TrainingError, match=r"step 3: the gradient norm is nan.*'ln_f.weight'"):
-        run(tmp_path, small_cfg(max_steps=5), loss_fn=nan_from_step(3, sqrt_of_zero))
+def test_a_nan_gradient_names_the_run_and_the_parameter(tmp_path):
+    with pytest.raises(TrainingError, match=r"^clm: training stopped at step 3: the gradient norm is nan.*ln_f.weight"):
+        run(tmp_path, small_cfg(max_steps=5), loss_fn=nan_from_step(3, sqrt_of_zero), desc="clm")
+
+
+def test_clip_gradients_returns_the_norm_before_clipping_and_clips_nothing_at_grad_clip_0():
+    """grad_clip 0 means no clipping (TrainConfig): clipping to norm 0 would zero every gradient."""
+    model = torch.nn.Linear(2, 1, bias=False)
+    for grad_clip, norm_after in ((0.0, 5.0), (2.5, 2.5)):
+        model.weight.grad = torch.tensor([[3.0, 4.0]])  # norm 5
+        assert clip_gradients(model, grad_clip, 1, "clm").item() == pytest.approx(5.0)
+        assert model.weight.grad.norm().item() == pytest.approx(norm_after)
 
 
 def test_float16_skips_a_step_whose_gradients_overflow_instead_of_stopping(tmp_path):
