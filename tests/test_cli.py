@@ -21,6 +21,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -908,6 +909,7 @@ def test_a_runtime_error_that_is_not_memory_is_a_bug_and_keeps_its_traceback(mon
     _fake_command(monkeypatch, RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)"))
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         main(["tokenizer", "encode", "--tokenizer", "t", "x"])
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back by main as the error left it
 
 
 def test_ctrl_c_exits_130(monkeypatch, capsys):
@@ -935,15 +937,32 @@ def test_sigterm_ends_a_command_as_a_ctrl_c_does_with_exit_code_143(monkeypatch,
 
 
 @pytest.mark.skipif(not HAS_SIGNAL_MASKS, reason="POSIX signals (Windows ends a process at its SIGTERM)")
-def test_a_command_started_with_sigterm_ignored_keeps_ignoring_it(monkeypatch, capsys):
-    """A command started with SIGTERM ignored (by the program that launched it) was asked not to stop at it."""
+@pytest.mark.parametrize("found", ["ignored", "handled by the caller"])
+def test_a_sigterm_that_main_finds_ignored_or_handled_is_left_so(monkeypatch, capsys, found):
+    """A command started with SIGTERM ignored (by the program that launched it) was asked not to stop at it;
+    a caller of main with a SIGTERM handler of its own (a notebook, a test) keeps it, and it answers."""
+    received = []
+    handler = signal.SIG_IGN if found == "ignored" else lambda signum, frame: received.append(signum)
     monkeypatch.setattr(cli, "cmd_tokenizer_encode", lambda args: send(signal.SIGTERM))
-    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    before = signal.signal(signal.SIGTERM, handler)
     try:
         assert run(["tokenizer", "encode", "--tokenizer", "t", "x"], capsys) == (0, "", "")
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is handler
     finally:
         signal.signal(signal.SIGTERM, before)
+    assert received == ([] if found == "ignored" else [signal.SIGTERM])
+
+
+def test_main_called_from_a_thread_other_than_the_main_one_runs_its_command(monkeypatch, capsys):
+    """Only the main thread may set a signal handler: main run from another thread (a notebook's or an
+    application's) must leave SIGTERM as it is, not end in signal.signal's ValueError."""
+    monkeypatch.setattr(cli, "cmd_tokenizer_encode", lambda args: print("ran"))
+    codes = []
+    thread = threading.Thread(target=lambda: codes.append(main(["tokenizer", "encode", "--tokenizer", "t", "x"])))
+    thread.start()
+    thread.join(timeout=60)
+    assert codes == [0] and capsys.readouterr().out == "ran\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 @pytest.mark.skipif(not HAS_SIGNAL_MASKS, reason="no signal masks (Windows): a Ctrl-C is answered at once")
