@@ -17,6 +17,7 @@ from minillm.compare import (
     config_differences,
     curve_rows,
     distinct_texts,
+    inputs_apart,
     instructions_note,
     load_run,
     shared_metrics,
@@ -566,9 +567,10 @@ def test_a_step_reuse_copied_names_the_run_it_read_by_the_first_journeys_path_an
     assert (compared["differences"], compared["other_inputs"]) == ({}, {})
 
 
-def test_a_file_in_the_run_itself_is_no_input_run_of_its_own(tmp_path):
+def test_a_file_in_the_run_itself_is_no_input_run_of_its_own(tmp_path, monkeypatch):
     """A reward run reads the prefs.jsonl in its own folder: two journeys' reward runs, ranked alike, were
-    said to be "made from different input runs" for it, each run being the input "run" it named."""
+    said to be "made from different input runs" for it, each run being the input "run" it named. (The runs
+    are named as a learner types them, relative to the current folder.)"""
     for journey, losses in (("tiny", [2.0, 1.0]), ("beta", [2.0, 1.5])):
         run = write_run(tmp_path / journey / "05_reward_model", 1e-3, losses)
         ranking = {"prompt": "p", "answers": ["a", "b"], "ranking": [0, 1]}
@@ -576,5 +578,47 @@ def test_a_file_in_the_run_itself_is_no_input_run_of_its_own(tmp_path):
         config = json.loads((run / "config.json").read_text(encoding="utf-8"))
         config["run"]["prefs"] = str(run / "prefs.jsonl")
         (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    compared = compare_runs([tmp_path / j / "05_reward_model" for j in ("tiny", "beta")], tmp_path / "c.png")
+    monkeypatch.chdir(tmp_path)
+    compared = compare_runs([f"{j}/05_reward_model" for j in ("tiny", "beta")], tmp_path / "c.png")
     assert compared["other_inputs"] == {} and "made from different input runs" not in compared["report"]
+
+
+def naming(folder: Path, **paths: Path) -> Path:
+    """An online-RL run (`ppo_run`) whose settings name `paths` too (setting -> path)."""
+    ppo_run(folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config.update({setting: str(path) for setting, path in paths.items()})
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def test_a_file_in_another_run_names_that_run_as_an_input(tmp_path):
+    """DPO reads the rankings in its journey's 05_reward_model: two journeys' DPO runs name them alike
+    ("../05_reward_model/prefs.jsonl"), and were made from different reward runs."""
+    prefs = []
+    for journey, losses in (("tiny", [2.0, 1.0]), ("beta", [2.0, 1.5])):
+        reward = write_run(tmp_path / journey / "05_reward_model", 1e-3, losses)
+        prefs.append(reward / "prefs.jsonl")
+        prefs[-1].write_text('{"prompt": "p", "answers": ["a", "b"], "ranking": [0, 1]}\n', encoding="utf-8")
+        naming(tmp_path / journey / "07_dpo", prefs=prefs[-1])
+    runs = [load_run(tmp_path / journey / "07_dpo", journey) for journey in ("tiny", "beta")]
+    assert inputs_apart(runs, config_differences(runs)) == {"prefs": [str(path.resolve()) for path in prefs]}
+
+
+def test_a_path_that_differs_is_a_difference_unless_both_runs_name_one_run(tmp_path):
+    """Two paths of one setting are one setting only where both name the same run now (`one_input_run`). A path
+    to no run (a corpus, in a folder of the user's), or to a run that is gone, is compared as it is written;
+    and a setting that differs is shown in the settings alone, not also among the inputs named alike."""
+    sft_a, sft_b = (write_run(tmp_path / name, 1e-3, [2.0, loss]) for name, loss in (("sft_a", 1.0), ("sft_b", 1.5)))
+    mine, yours = tmp_path / "mine" / "corpus.txt", tmp_path / "yours" / "corpus.txt"
+    for corpus in (mine, yours):
+        corpus.parent.mkdir()
+        corpus.write_text("A document.\n", encoding="utf-8")
+    a = naming(tmp_path / "a" / "06_ppo", sft_dir=sft_a, corpus=mine)
+    b = naming(tmp_path / "b" / "06_ppo", sft_dir=sft_b, corpus=yours)
+    gone = naming(tmp_path / "c" / "06_ppo", sft_dir=tmp_path / "gone" / "04_sft", corpus=mine)
+    for other, differ in ((b, {"corpus": [str(mine), str(yours)], "sft_dir": [str(sft_a), str(sft_b)]}),
+                          (gone, {"sft_dir": [str(sft_a), str(tmp_path / "gone" / "04_sft")]})):
+        runs = [load_run(a, "a"), load_run(other, "other")]
+        assert config_differences(runs) == differ
+        assert inputs_apart(runs, differ) == {}
