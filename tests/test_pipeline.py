@@ -2,6 +2,7 @@
 second run skips the finished steps instead of training again; lesson 09 reads the finished run;
 then lesson 07's reward-hacking run."""
 
+import contextlib
 import dataclasses
 import errno
 import gc
@@ -21,6 +22,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -682,26 +684,34 @@ def test_a_run_stopped_before_its_report_keeps_no_report_of_other_settings(tmp_p
     assert not (run / "report.json").exists()
 
 
-def test_a_run_folder_deleted_while_the_pipeline_runs_stops_it_before_the_next_step(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("jobs", "deleted_in", "stopped_before"), [(1, "clm", "the sft step"),
+                                                                     (1, "rl_table", "the report"),
+                                                                     (2, "tokenizer", "the mlm step")])
+def test_a_run_folder_deleted_while_the_pipeline_runs_stops_it_before_the_next_step(tmp_path, monkeypatch, jobs,
+                                                                                    deleted_in, stopped_before):
     """`rm -rf` of the run folder during CLM: the steps' writes made the folders they needed again, and
     the journey went on without the tokenizer and MLM, failing at a file a later step reads (or
-    reporting steps no longer there), and left a folder the next run refused as no minillm run's."""
+    reporting steps no longer there), and left a folder the next run refused as no minillm run's.
+    The check is made before each step and before the report, with --jobs 2 too, whose steps run in
+    threads here (worker processes would not see the made-up run_step)."""
     results, ran = made_up_results(), []
 
-    def made_up(name):
-        def step(j):
-            ran.append(name)
-            if name == "clm":
-                shutil.rmtree(j.out_dir)
-            return results[name]
-        return step
+    def made_up_step(j, name):  # (as run_step, without what it writes beside the step: seconds for 10 steps)
+        ran.append(name)
+        if name == deleted_in:
+            shutil.rmtree(j.out_dir)
+        j.folder(name).mkdir(parents=True, exist_ok=True)  # as a step's writes make it, the run's folder too
+        return results[name]
 
-    monkeypatch.setattr(pipeline, "STEPS", {name: made_up(name) for name in STEP_NAMES})
+    monkeypatch.setattr(pipeline, "run_step", made_up_step)
+    monkeypatch.setattr(pipeline, "worker_pool", ThreadPoolExecutor)
+    monkeypatch.setattr(pipeline, "interrupts_children", contextlib.nullcontext)
+    monkeypatch.setattr(pipeline, "in_one_thread", lambda fn, *args: fn(*args))  # (torch's threads left alone)
     run = tmp_path / "run"
     with pytest.raises(DataError, match=rf"^{re.escape(str(run))} was deleted while the pipeline ran \(its "
-                                        r"config.json is gone\): stopped before the sft step"):
-        run_pipeline(preset("micro"), run)
-    assert ran == ["tokenizer", "mlm", "clm"] and not (run / "report.json").exists()
+                                        rf"config.json is gone\): stopped before {stopped_before}"):
+        run_pipeline(preset("micro"), run, jobs=jobs)
+    assert ran == list(STEP_NAMES[:STEP_NAMES.index(deleted_in) + 1]) and not (run / "report.json").exists()
 
 
 def test_each_step_records_its_code_which_report_md_names_and_no_reuse_reads(tmp_path, monkeypatch, capsys):
