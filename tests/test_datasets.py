@@ -555,8 +555,9 @@ def test_the_judge_reads_full_width_forms_as_their_ascii():
 def test_korean_corpus_and_instructions_are_read_in_composed_form(tmp_path):
     # macOS often stores Hangul decomposed: "한" as three jamo. Read in NFC, the tokenizer sees one spelling
     nfc, nfd = "\ud55c\ube5b\ub9c8\uc744", "\u1112\u1161\u11ab\u1107\u1175\u11be\u1106\u1161\u110b\u1173\u11af"
-    (tmp_path / "c.txt").write_text(f"{nfd}\n\n{nfc}\n", encoding="utf-8")
-    assert read_corpus(tmp_path / "c.txt") == [nfc, nfc]
+    kept = "x\u00b2 \ufb01le \uff21"  # "x²", the "fi" ligature, a full-width "A": kept (NFKC would fold them)
+    (tmp_path / "c.txt").write_text(f"{nfd}\n\n{nfc}\n\n{kept}\n", encoding="utf-8")
+    assert read_corpus(tmp_path / "c.txt") == [nfc, nfc, kept]
     line = json.dumps({"prompt": nfd + "?", "response": nfd}, ensure_ascii=False)
     (tmp_path / "i.jsonl").write_text(line + "\n", encoding="utf-8")
     (record,) = read_jsonl(tmp_path / "i.jsonl")
@@ -688,13 +689,14 @@ def test_jsonl_from_a_windows_editor_reads_as_written(tmp_path):
 def test_a_test_record_asking_a_training_prompt_is_warned_of(tmp_path):
     """A file of your own whose test split repeats training prompts (an easy slip with templated data) was
     scored, and reported, as new questions: exact match there is recall of the trained answer."""
-    lines = [{"prompt": "Opposite of hot?", "response": "cold"},
+    lines = [{"prompt": "Opposite of hot?", "response": "cold"}, {"prompt": "Opposite of wet?", "response": "dry"},
              {"prompt": "Opposite of hot?", "response": "cold", "split": "test_seen"},
-             {"prompt": "Opposite of big?", "response": "small", "split": "test_seen"}]
+             {"prompt": "Opposite of big?", "response": "small", "split": "test_seen"},
+             {"prompt": "Opposite of wet?", "response": "dry", "split": "test_seen"}]
     (tmp_path / "own.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    with pytest.warns(UserWarning, match=r"own.jsonl: 1 test record\(s\) ask a prompt that a training record asks "
+    with pytest.warns(UserWarning, match=r"own.jsonl: 2 test record\(s\) ask a prompt that a training record asks "
                                          r"too \(the first: 'Opposite of hot\?'\): SFT's exact match on them"):
-        assert len(read_jsonl(tmp_path / "own.jsonl")) == 3
+        assert len(read_jsonl(tmp_path / "own.jsonl")) == 5
 
 
 def test_read_jsonl_unusable_files(tmp_path):
@@ -761,6 +763,7 @@ def test_regenerating_more_records_than_a_family_has_inputs_fails_in_one_line(tm
     (["--n-train", "0"], "argument --n-train: '0' is not an integer >= 1"),
     # named as typed: "size_mb=inf" named the parameter of generate_corpus, which the user never saw
     (["--corpus-mb", "inf"], "argument --corpus-mb: 'inf' is not a positive, finite size"),
+    (["--corpus-mb", "0"], "argument --corpus-mb: '0' is not a positive, finite size"),
     (["--out", "{file}"], "is a file; it names the folder to write corpus.txt and instructions.jsonl into"),
 ])
 def test_regenerating_with_no_records_or_into_a_file_fails_in_one_line(argv, complaint, tmp_path, monkeypatch, capsys):

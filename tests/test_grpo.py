@@ -838,7 +838,7 @@ def test_a_resume_drops_the_steps_logged_after_the_checkpoint(runs, tmp_path):
     assert [json.loads(line)["step"] for line in metrics.read_text(encoding="utf-8").splitlines()] == [1, 2]
 
 
-def test_a_resume_with_another_setting_or_tokenizer_is_refused(runs, tmp_path):
+def test_a_resume_with_another_setting_or_tokenizer_is_refused(runs, tmp_path, capsys):
     # PPO and GRPO resumed with another kl_coef, reward or group size went on silently, and config.json
     # then recorded the new value for the whole run; with another tokenizer the policy went on with other ids
     save_checkpoint(tmp_path / CKPT_NAME, {"step": 2, "generator": torch.Generator().get_state()})
@@ -852,9 +852,11 @@ def test_a_resume_with_another_setting_or_tokenizer_is_refused(runs, tmp_path):
     other = train_tokenizer(["a bird flew over the hill and the river"] * 5, 270, progress=False)
     with pytest.raises(ConfigError, match=r"cannot resume .*another tokenizer than the one given now"):
         online_rl.open_run(tmp_path, "GRPO", True, other, made, torch.Generator())
-    # another lr is how the steps are taken: the run goes on
-    more = {**made, "grpo": {"kl_coef": 0.0, "train": {"lr": 5e-3}}}
+    # another lr is how the steps are taken: the run goes on; so it does from an input spelt otherwise, said in a note
+    more = {**made, "grpo": {"kl_coef": 0.0, "train": {"lr": 5e-3}}, "sft_dir": "./runs/sft"}
+    capsys.readouterr()
     assert online_rl.open_run(tmp_path, "GRPO", True, tokenizer, more, torch.Generator())[0] == 3
+    assert "other inputs (saved -> now): sft_dir: runs/sft -> ./runs/sft" in capsys.readouterr().out
 
 
 def _resume_command(runs_root: Path):

@@ -534,6 +534,8 @@ def test_policies_are_compared_on_every_test_split_and_never_on_training_prompts
                {"prompt": "d", "split": "test_heldout_family"}, {"prompt": "e", "split": "test"}]
     assert sorted(r["prompt"] for r in preferences.heldout_records(records, 10)) == ["b", "d", "e"]
     assert len(preferences.heldout_records(records, 2)) == 2
+    # in one fixed order, seed 0's, whatever the run's seed: the journey's held-out figures were drawn with it
+    assert [r["prompt"] for r in preferences.heldout_records(records, 3)] == ["e", "b", "d"]
 
 
 def test_collecting_rankings_and_comparing_policies_count_their_answers_in_a_progress_bar(

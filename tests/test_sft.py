@@ -439,6 +439,9 @@ def test_records_without_what_scoring_reads_are_named_before_any_answer_is_gener
         evaluate_model(None, None, records, SFTConfig())
     with pytest.raises(DataError, match=r"^score_answers: record 0 is invalid: expected a dict, got str"):
         score_answers(["Capital of Velm?"], ["Tarsk"])
+    with pytest.raises(DataError, match=r"^score_answers: record 0 \(id 'q1'\) is invalid: missing field\(s\) "
+                                        r"\['reference'\]"):
+        score_answers([{key: value for key, value in records[0].items() if key != "reference"}], ["Tarsk"])
 
 
 def test_chat_loop_answers_until_quit(trained) -> None:

@@ -329,6 +329,12 @@ def test_clm_samples_of_a_corpus_of_your_own_start_from_its_text_not_our_worlds(
     assert all(sample.startswith(prompt) for sample, prompt in zip(metrics["samples"], prompts, strict=True))
 
 
+def test_clm_sample_prompts_are_the_first_three_words_of_distinct_validation_documents():
+    """Three prompts besides the empty one, each said once, none ending in the space a 20-character cut left."""
+    docs = ["one two three four", "one two three five", "abcdefghijklmnopqrs tuv wxyz", "eta theta iota", "x y z"]
+    assert clm_module.sample_prompts(docs, docs) == ("", "one two three", "abcdefghijklmnopqrs", "eta theta iota")
+
+
 def test_clm_samples_of_a_corpus_written_without_spaces_start_from_its_first_characters():
     """Chinese or Japanese has no spaces: "the first three words" of a document were all of it, so a
     sample started from a whole validation document, or, too long for the window, was a note quoting it."""
