@@ -18,36 +18,45 @@ import os
 import runpy
 import signal
 import sys
+from collections.abc import Callable
 
 from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils.hooks import RemovableHandle
 
 UPDATES_LINE = "optimizer updates: "
 
 
-def kill_after(updates: int) -> None:
+def count_updates(kill_after: int = 0) -> tuple[Callable[[], int], RemovableHandle]:
+    """Count the optimizer updates this process makes from now on, and SIGKILL it right after update
+    `kill_after` (0: never). Returns the count so far (a function) and the hook (`.remove()` stops it)."""
     count = 0
 
     def hook(optimizer, args, kwargs) -> None:
         nonlocal count
         count += 1
-        if count == updates:
+        if count == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    register_optimizer_step_post_hook(hook)
-    if updates == 0:
-        atexit.register(lambda: print(f"{UPDATES_LINE}{count}", file=sys.stderr))
+    return (lambda: count), register_optimizer_step_post_hook(hook)
 
 
-def main() -> None:
-    kill_after(int(sys.argv[1]))
-    target = sys.argv[2:]
+def run_program(target: list[str]) -> None:
+    """Run `python TARGET...` in this process: a script and its arguments, or `-m package.module` and its."""
     if target[0] == "-m":
         sys.argv = [target[1], *target[2:]]
         runpy.run_module(target[1], run_name="__main__", alter_sys=True)
     else:
         sys.argv = target
-        sys.path.insert(0, os.path.dirname(os.path.abspath(target[0])))
+        sys.path.insert(0, os.path.dirname(os.path.abspath(target[0])))  # as python puts the script's folder
         runpy.run_path(target[0], run_name="__main__")
+
+
+def main() -> None:
+    kill_after = int(sys.argv[1])
+    updates, _ = count_updates(kill_after)
+    if kill_after == 0:
+        atexit.register(lambda: print(f"{UPDATES_LINE}{updates()}", file=sys.stderr))
+    run_program(sys.argv[2:])
 
 
 if __name__ == "__main__":

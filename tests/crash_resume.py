@@ -1,10 +1,13 @@
 """Crash-and-resume harness, reusable by every stage's tests.
 
-`assert_exact_resume` runs a training command three times in subprocesses of one thread each:
-1. straight through, into `tmp/straight`;
+`assert_exact_resume` runs a training command three times, with one thread each:
+1. straight through, into `tmp/straight`, in a subprocess;
 2. at the same time (the two are independent, and a 2-core machine runs them in the time of one), into
-   `tmp/crashed`, SIGKILLed right after its K-th optimizer update (tests/_kill_after_updates.py);
-3. again into `tmp/crashed` with resume on;
+   `tmp/crashed`, in a subprocess SIGKILLed right after its K-th optimizer update
+   (tests/_kill_after_updates.py);
+3. again into `tmp/crashed` with resume on, in this process: all it may go on from is what the killed
+   process left on disk, and it is spared a second start of Python and torch (seconds, more than the
+   run itself);
 then checks that the resume went on from a checkpoint (it made fewer optimizer updates than the
 straight run: a fresh start would end bit-identical too), that the two final checkpoints hold
 bit-identical tensors (model, optimizer, RNG states) and that the metrics.jsonl curves agree row for
@@ -13,14 +16,15 @@ row. A stage test only says how to build its command:
     from crash_resume import assert_exact_resume
 
     def command(out_dir: Path, resume: bool) -> list[str]:   # the arguments after `python`
-        return ["-m", "minillm.cli", "pretrain", "clm", "--preset", "micro", "--out", str(out_dir),
+        return ["-m", "minillm", "pretrain", "clm", "--preset", "micro", "--out", str(out_dir),
                 *(["--resume"] if resume else [])]
 
     def test_clm_resumes_exactly(tmp_path):
         assert_exact_resume(command, tmp_path, kill_after_updates=7)
 
-Pick K after the first checkpoint (save_every) and before the last step, so that the resume really
-continues from a saved state.
+(`-m minillm`, not `-m minillm.cli`: run in this process, where minillm.cli is imported already, runpy would
+warn that it runs that module a second time.) Pick K after the first checkpoint (save_every) and before the
+last step, so that the resume really continues from a saved state.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _kill_after_updates import UPDATES_LINE
+from _kill_after_updates import UPDATES_LINE, count_updates, run_program
 
 from minillm.train.checkpoint import CKPT_NAME, load_checkpoint
 
@@ -118,6 +122,21 @@ def updates_made(result: subprocess.CompletedProcess) -> int:
     return int(reports[-1].removeprefix(UPDATES_LINE))
 
 
+def run_here(args: list[str]) -> int:
+    """Run `python ARGS...` in this process, as a new process would run it (its sys.argv, as `__main__`);
+    fail the test if it exits with an error; return how many optimizer updates it made."""
+    argv, path = sys.argv, list(sys.path)
+    updates, hook = count_updates()
+    try:
+        run_program(args)
+    except SystemExit as exit_:  # a command's sys.exit(main()): 0 is a success
+        assert exit_.code in (0, None), f"exit {exit_.code}"
+    finally:
+        hook.remove()
+        sys.argv, sys.path[:] = argv, path
+    return updates()
+
+
 def assert_exact_resume(command: Callable[[Path, bool], list[str]], tmp_path: Path, kill_after_updates: int,
                         ckpt_name: str = CKPT_NAME, timeout: float = 120) -> None:
     """A run SIGKILLed after `kill_after_updates` updates and resumed ends bit-identical to a straight one."""
@@ -131,11 +150,10 @@ def assert_exact_resume(command: Callable[[Path, bool], list[str]], tmp_path: Pa
     assert killed.returncode == -signal.SIGKILL, (
         f"the run was not killed after update {kill_after_updates} (exit {killed.returncode}): "
         f"does it take that many steps?\n{killed.stderr[-2000:]}")
-    resumed = run_python([str(KILLER), "0", *command(crashed, True)], timeout)
-    check_ok(resumed)
+    rest = run_here(command(crashed, True))
     # A fresh start would also end bit-identical: the resume must go on from a checkpoint saved before the
     # kill, so it makes fewer updates than the straight run, and at most kill_after_updates fewer.
-    total, rest = updates_made(straight_done), updates_made(resumed)
+    total = updates_made(straight_done)
     assert total - kill_after_updates <= rest < total, (
         f"the resume made {rest} of the straight run's {total} updates: it did not go on from a checkpoint "
         f"saved before update {kill_after_updates}")

@@ -474,7 +474,7 @@ def test_resume_with_other_settings_names_the_fields(tmp_path, corpus, tokenizer
 
 def _pretrain_clm_command(optimizer: str) -> Callable[[Path, bool], list[str]]:
     def command(out_dir: Path, resume: bool) -> list[str]:
-        return ["-m", "minillm.cli", "pretrain", "clm", "--preset", "micro", "--out", str(out_dir),
+        return ["-m", "minillm", "pretrain", "clm", "--preset", "micro", "--out", str(out_dir),
                 "--set", "clm.train.max_steps=12", "--set", "clm.train.save_every=4",
                 "--set", "clm.train.eval_every=5", "--set", f"clm.train.optimizer={optimizer}",
                 *(["--resume"] if resume else [])]
