@@ -22,8 +22,6 @@ import json
 import os
 import random
 import shutil
-import subprocess
-import sys
 import tarfile
 import warnings
 from collections.abc import Callable
@@ -33,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from crash_resume import finish, run_python, start_python
 
 from minillm.cli import main
 from minillm.config import MIN_TEMPERATURE, ModelConfig, apply_overrides, preset, to_dict
@@ -934,15 +933,19 @@ def test_write_corpus_of_no_documents_is_refused_as_read_corpus_would_refuse_the
 
 
 def test_in_a_separate_process_exit_code_2_and_one_line_and_debug_shows_the_traceback(tmp_path):
-    command = [sys.executable, "-m", "minillm.cli"]
+    command = ["-m", "minillm.cli"]
     args = ["tokenizer", "encode", "--tokenizer", str(tmp_path / "missing.json"), "hi"]
-    plain = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
+    # the two at once: each spends seconds starting Python and torch, and 2 cores run both in the time of one
+    debug_run = start_python([*command, "--debug", *args])
+    try:
+        plain = run_python([*command, *args])
+    finally:  # a failing test leaves no process behind
+        debug = finish(debug_run, timeout=120)
     assert plain.returncode == 2
     assert plain.stdout == ""
     assert plain.stderr.splitlines() == [
         f"minillm: error: tokenizer file {tmp_path / 'missing.json'} does not exist; train one first "
         f"(minillm tokenizer train --input FILE --out {tmp_path / 'missing.json'})"]
-    debug = subprocess.run([*command, "--debug", *args], capture_output=True, text=True, timeout=120)
     assert debug.returncode == 1
     assert "Traceback (most recent call last)" in debug.stderr
     assert debug.stderr.strip().splitlines()[-1].startswith("minillm.errors.TokenizerError: tokenizer file")
@@ -1033,14 +1036,14 @@ def test_an_unwritable_out_names_that_path_not_a_temporary_file(ws, capsys):
     assert "/proc/t.json" in err and ".tmp" not in err, err
 
 
-@pytest.mark.parametrize("line", [b"\xff\xfe garbage", b"[" * 100_000], ids=["not-utf8", "nested-too-deeply"])
-def test_compare_reads_a_metrics_line_that_is_not_json_as_no_row(ws, capsys, line):
+def test_compare_reads_a_metrics_line_that_is_not_json_as_no_row(ws, capsys):
     """minillm writes metrics.jsonl in ASCII: a byte that is not UTF-8 was edited in, and its line reads as
     no row (as a line a crash cut short does), not as a UnicodeDecodeError traceback; nor is a line of
-    brackets nested too deeply for json a RecursionError traceback."""
+    brackets nested too deeply for json a RecursionError traceback. (Both lines in one file: either
+    traceback fails the test, and compare, which draws every curve, runs once.)"""
     shutil.copytree(ws / "gpt", ws / "gpt2")
     rows = (ws / "gpt" / "metrics.jsonl").read_bytes()
-    (ws / "gpt2" / "metrics.jsonl").write_bytes(line + b"\n" + rows)
+    (ws / "gpt2" / "metrics.jsonl").write_bytes(b"\xff\xfe garbage\n" + b"[" * 100_000 + b"\n" + rows)
     assert run_cli(["compare", str(ws / "gpt"), str(ws / "gpt2"), "--out", str(ws / "c.png")]) == 0
     assert "Traceback" not in capsys.readouterr().err
     assert (ws / "c.png").is_file()
