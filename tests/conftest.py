@@ -176,3 +176,12 @@ def untrained_runs(tmp_path_factory) -> Path:
                                                   "model": cls(config).state_dict()})
         tok.save(root / kind / "tokenizer.json")
     return root
+
+
+@pytest.fixture(scope="session")
+def stage3_runs(tmp_path_factory) -> dict[str, Path]:
+    """test_ppo.py's micro SFT run, rankings of its answers and a reward model trained on them (build_runs),
+    made once for test_ppo.py and test_grpo.py: their tests only read these and train into folders of their own."""
+    from test_ppo import build_runs
+
+    return build_runs(tmp_path_factory.mktemp("stage3"))

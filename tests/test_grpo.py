@@ -20,7 +20,6 @@ import torch
 from crash_resume import assert_exact_resume
 from test_ppo import (
     RECORDS,
-    build_runs,
     entropy_alone,
     logprobs_alone,
     nudged,
@@ -76,9 +75,9 @@ def micro_grpo_config(steps: int = 2, **changes) -> GRPOConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    return build_runs(tmp_path_factory.mktemp("grpo"))
+@pytest.fixture
+def runs(stage3_runs) -> dict[str, Path]:
+    return stage3_runs  # build_runs, made once for this file and test_ppo.py (tests/conftest.py)
 
 
 # --------------------------------------------------------------------------------------------------

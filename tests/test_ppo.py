@@ -79,9 +79,9 @@ def micro_ppo_config(steps: int = 2) -> PPOConfig:
                      rollout_batch_size=4, minibatch_size=2, ppo_epochs=2, max_new_tokens=5, eval_prompts=6)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    return build_runs(tmp_path_factory.mktemp("stage3"))
+@pytest.fixture
+def runs(stage3_runs) -> dict[str, Path]:
+    return stage3_runs  # build_runs, made once for this file and test_grpo.py (tests/conftest.py)
 
 
 def build_runs(root: Path) -> dict[str, Path]:
