@@ -22,6 +22,7 @@ import json
 import os
 import random
 import shutil
+import sys
 import tarfile
 import warnings
 from collections.abc import Callable
