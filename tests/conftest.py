@@ -1,5 +1,6 @@
 """Shared test setup."""
 
+import gc
 import os
 import signal
 import threading
@@ -35,6 +36,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def imports_left_out_of_collections():
+    """Python's full collections leave alone what the session has imported (gc.freeze): the pipeline
+    collects after every step, and Python itself now and then, and each full collection walked the
+    objects of torch, matplotlib and every module the tests import, 0.1 s and more a time, most of
+    the seconds of the tests whose steps train nothing. What a test makes is collected as before."""
+    gc.collect()  # (what is garbage already goes first: frozen, it would stay for the session)
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(autouse=True)
