@@ -199,6 +199,14 @@ def made_up_results() -> dict[str, dict]:
     return results
 
 
+def steps_that_train_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every step returns its made-up result (made_up_results) and trains nothing: for what run_step
+    decides (which steps run, and what it says of each), without the seconds of training them."""
+    results = made_up_results()
+    for name in STEP_NAMES:
+        monkeypatch.setitem(pipeline.STEPS, name, lambda j, name=name: results[name])
+
+
 def made_up_report(tmp_path: Path, results: dict[str, dict], *overrides: str) -> tuple[dict, str]:
     """report.json's content and report.md made of `results` with the micro preset's settings and `overrides`."""
     cfg = apply_overrides(preset("micro"), list(overrides))
@@ -377,15 +385,17 @@ def test_quote_keeps_every_line_of_a_sample_inside_the_quote():
 
 def test_ctrl_c_at_a_random_moment_then_the_same_command_ends_with_the_same_report(journey, tmp_path):
     """SIGINT while some step of `minillm pipeline` runs, the same command again: report.json's numbers
-    equal the uninterrupted run's (finished steps are kept, an interrupted one resumes from its checkpoint)."""
+    equal the uninterrupted run's (finished steps are kept, an interrupted one resumes from its checkpoint).
+    The command that gets the signal is a process of its own; the one that goes on runs in this one."""
     _, reference = journey
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     step, delay = rng.choice(STEP_NAMES[1:]), rng.uniform(0.0, 3.0)
     out = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "minillm.cli", "pipeline", "--preset", "micro", "--out", str(out)]
+    argv = ["pipeline", "--preset", "micro", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([sys.executable, "-m", "minillm.cli", *argv], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
     folder = out / f"{STEP_NAMES.index(step) + 1:02d}_{step}"
     while not folder.exists() and first.poll() is None:
         time.sleep(0.02)
@@ -396,16 +406,16 @@ def test_ctrl_c_at_a_random_moment_then_the_same_command_ends_with_the_same_repo
     assert first.returncode in (130, 0), f"{where}\n{err[-3000:]}"  # 0: it finished before the signal came
     if first.returncode == 130:
         assert "Continue with: minillm pipeline" in err.splitlines()[-1], where
-    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, f"{where}\n{again.stderr[-3000:]}"
+    assert main(argv) == 0, where  # the same command again, run in this process: what it resumes is the check
     assert without_times(read_json(out / "report.json")) == without_times(reference), where
 
 
 def test_an_experiment_trains_only_the_steps_its_change_reaches_and_reports_what_a_fresh_run_would(
-        journey, tmp_path, capsys):
+        journey, tmp_path, capsys, monkeypatch):
     """--reuse copies the steps made from the same inputs, trains the rest, and leaves its source as it
     was; the report equals a run from scratch. Then a change in the same folder redoes SFT and every
-    step after it, and keeps the three before."""
+    step after it, and keeps the three before (which steps run is run_step's bookkeeping: the steps
+    redone there train nothing, `steps_that_train_nothing`)."""
     root, _ = journey
     source = root / "micro"
     before = {p: p.stat().st_mtime_ns for p in source.rglob("*")}
@@ -426,6 +436,7 @@ def test_an_experiment_trains_only_the_steps_its_change_reaches_and_reports_what
         f"{', '.join(copied)}." in (tmp_path / "no_kl" / "report.md").read_text(encoding="utf-8")
     assert without_times(reused) == without_times(run_pipeline(no_kl, tmp_path / "fresh"))
 
+    steps_that_train_nothing(monkeypatch)
     run_pipeline(apply_overrides(no_kl, ["sft.train.lr=0.005"]), tmp_path / "no_kl")
     printed = capsys.readouterr().out
     assert f"[sft] made with other settings (sft.train.lr: {no_kl.sft.train.lr} -> 0.005): running it again" in printed
@@ -434,11 +445,13 @@ def test_an_experiment_trains_only_the_steps_its_change_reaches_and_reports_what
     assert [n for n in STEP_NAMES if f"[{n}] already done" in printed] == ["tokenizer", "mlm", "clm"]
 
 
-def test_a_grpo_step_rewarded_otherwise_runs_and_is_made_from_what_its_reward_reads(journey, tmp_path, capsys):
+def test_a_grpo_step_rewarded_otherwise_runs_and_is_made_from_what_its_reward_reads(journey, tmp_path, capsys,
+                                                                                   monkeypatch):
     """grpo.reward=gold and grpo_verifiable.reward=model (the swaps report.md names): each GRPO step is
     given the reward model only when that model rewards it, so neither stops with "a reward model was
     given, but ... reads none", and each is made from what it reads: a new reward model redoes the
-    GRPO run it rewards, and leaves the one the gold judge rewards."""
+    GRPO run it rewards, and leaves the one the gold judge rewards (the steps redone train nothing:
+    which ones run is what is checked)."""
     root, _ = journey
     swapped = apply_overrides(preset("micro"), ["grpo.reward=gold", "grpo_verifiable.reward=model"])
     out = tmp_path / "swapped"
@@ -448,6 +461,7 @@ def test_a_grpo_step_rewarded_otherwise_runs_and_is_made_from_what_its_reward_re
     assert ids["grpo"]["made_from"] == {"sft": ids["sft"]["id"]}
     assert ids["grpo_verifiable"]["made_from"] == {"reward_model": ids["reward_model"]["id"]}
     capsys.readouterr()
+    steps_that_train_nothing(monkeypatch)
     run_pipeline(apply_overrides(swapped, ["reward.train.lr=0.001"]), out)
     printed = capsys.readouterr().out
     assert [n for n in STEP_NAMES if f"[{n}] already done" in printed] == ["tokenizer", "mlm", "clm", "sft", "grpo"]
@@ -659,15 +673,11 @@ def test_a_run_stopped_before_its_report_keeps_no_report_of_other_settings(tmp_p
     """An experiment in a finished run's folder (--set dpo.beta=0.9), stopped in DPO: config.json holds
     the new settings, so the report of the old ones is gone (`minillm compare` read its figures as the
     new settings'). And a report cut short while report.md is written leaves no report.json."""
-    results = made_up_results()
-
-    def made_up(name):
-        return lambda j: results[name]
-
     def stopped(j):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "STEPS", {name: made_up(name) for name in STEP_NAMES})
+    steps_that_train_nothing(monkeypatch)
+    made_up_dpo = pipeline.STEPS["dpo"]
     run = tmp_path / "run"
     run_pipeline(preset("micro"), run)
     assert (run / "report.json").is_file() and (run / "report.md").is_file()
@@ -677,7 +687,7 @@ def test_a_run_stopped_before_its_report_keeps_no_report_of_other_settings(tmp_p
     assert read_json(run / "config.json")["dpo"]["beta"] == 0.9
     assert not (run / "report.json").exists() and not (run / "report.md").exists()
 
-    monkeypatch.setitem(pipeline.STEPS, "dpo", made_up("dpo"))
+    monkeypatch.setitem(pipeline.STEPS, "dpo", made_up_dpo)
     monkeypatch.setattr("minillm.report.render_markdown", lambda *args: stopped(None))
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(preset("micro"), run)
@@ -718,8 +728,7 @@ def test_each_step_records_its_code_which_report_md_names_and_no_reuse_reads(tmp
     """Nothing said which code made a pipeline run, so a figure that moved after an upgrade came with no
     explanation. Each step's inputs.json now records it; a step made by other code, or before the record
     existed, is still kept, and the figures of report.json stay those of the steps."""
-    results = made_up_results()
-    monkeypatch.setattr(pipeline, "STEPS", {name: (lambda j, name=name: results[name]) for name in STEP_NAMES})
+    steps_that_train_nothing(monkeypatch)
     run = tmp_path / "run"
     run_pipeline(preset("micro"), run)
     assert all(read_json(run / pipeline.step_folder(name) / "inputs.json")["made_by"] == code_record()
