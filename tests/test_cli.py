@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import errno
 import io
@@ -267,25 +268,32 @@ def test_a_reader_that_stops_early_is_no_error(untrained_runs, buffered):
     if not buffered:
         env["PYTHONUNBUFFERED"] = "1"
     # a short output (all of it still buffered at the end) and a long one (the pipe breaks mid-print, and
-    # what is left in the buffer must not fail again as Python exits)
-    for text in ("river town " * 100, "Rain in Vell, " * 2000):
-        argv = ["tokenizer", "encode", "--tokenizer", str(untrained_runs / "gpt"), text]
-        with subprocess.Popen([sys.executable, "-m", "minillm", *argv], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=env) as process:  # (which closes stderr at the end)
-            process.stdout.close()  # the reader leaves before the first byte
+    # what is left in the buffer must not fail again as Python exits), both at once: each process spends
+    # its seconds importing torch, and a 2-core machine runs two in the time of one
+    texts = ("river town " * 100, "Rain in Vell, " * 2000)
+    with contextlib.ExitStack() as stack:  # (each Popen closes its pipes and is waited for at the end)
+        processes = []
+        for text in texts:
+            argv = ["tokenizer", "encode", "--tokenizer", str(untrained_runs / "gpt"), text]
+            processes.append(stack.enter_context(subprocess.Popen(
+                [sys.executable, "-m", "minillm", *argv], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=env)))
+            processes[-1].stdout.close()  # the reader leaves before the first byte
+        for text, process in zip(texts, processes, strict=True):
             err = process.stderr.read().decode()
             assert (process.wait(timeout=120), err) == (141, ""), len(text)
 
 
-def test_a_stdout_that_is_not_utf8_shows_what_it_cannot_encode_as_escapes(untrained_runs):
+def test_a_stdout_that_is_not_utf8_shows_what_it_cannot_encode_as_escapes(untrained_runs, monkeypatch):
     """On Windows, output sent to a file or a pipe is written in the code page (cp1252: "±" but no Hangul);
     under the C locale with PYTHONUTF8=0 it is ASCII. A model's Korean answer, or the "±" that ppo, dpo and
-    grpo print after training, used to end the command there with UnicodeEncodeError."""
-    argv = ["generate", "--ckpt", str(untrained_runs / "gpt"), "밤 ±", "--max-new-tokens", "2"]
-    done = subprocess.run([sys.executable, "-m", "minillm", *argv], cwd=REPO, capture_output=True, timeout=120,
-                          env={**os.environ, "PYTHONIOENCODING": "cp1252"})
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    assert done.stdout.startswith(b"\\ubc24 \xb1")  # only what cp1252 lacks is escaped
+    grpo print after training, used to end the command there with UnicodeEncodeError. (The stdout Python
+    makes of such a file: a text stream of bytes in cp1252, as PYTHONIOENCODING=cp1252 would give.)"""
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert main(["generate", "--ckpt", str(untrained_runs / "gpt"), "밤 ±", "--max-new-tokens", "2"]) == 0
+    stdout.flush()
+    assert stdout.buffer.getvalue().startswith(b"\\ubc24 \xb1")  # only what cp1252 lacks is escaped
 
 
 def test_the_installed_script_runs():
@@ -998,29 +1006,27 @@ def test_ctrl_c_or_sigterm_while_main_imports_torch_waits_for_the_import_then_en
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads which file a descriptor is from /proc")
-def test_a_sigterm_while_a_checkpoint_is_written_leaves_the_last_one_whole_and_no_partial_file(tmp_path):
+def test_a_sigterm_while_a_checkpoint_is_written_leaves_the_last_one_whole_and_no_partial_file(tmp_path, capsys,
+                                                                                                monkeypatch):
     """SIGTERM (a scheduler stopping or preempting the job) as the second checkpoint's bytes reach the disk:
     the first stays, whole and named in the line a Ctrl-C gives, with the command that continues, and the
     half-written file is deleted (SIGTERM's default left it, and the lock, for the next run)."""
     out = tmp_path / "run"
     argv = ["pretrain", "clm", "--preset", "micro", "--set", "clm.train.save_every=4", "--out", str(out)]
-    script = (
-        "import os, signal, sys\n"
-        "from minillm import cli\n"
-        "fsync, writes = os.fsync, []\n"
-        "def fsync_then_sigterm(fd):\n"
-        "    fsync(fd)\n"
-        "    if '.ckpt.pt.' in os.readlink(f'/proc/self/fd/{fd}'):\n"
-        "        writes.append(fd)\n"
-        "        if len(writes) == 2:\n"
-        "            os.kill(os.getpid(), signal.SIGTERM)\n"
-        "os.fsync = fsync_then_sigterm\n"
-        "sys.exit(cli.main(sys.argv[1:]))\n")
-    done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120,
-                          cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
-    assert done.returncode == 143, done.stderr[-2000:]
-    assert done.stderr.splitlines()[-1] == (f"minillm: stopped by SIGTERM; last saved at step 4 ({out / 'ckpt.pt'}). "
-                                            f"Continue with: {shlex.join(['minillm', *argv, '--resume'])}")
+    fsync, writes = os.fsync, []
+
+    def fsync_then_sigterm(fd: int) -> None:
+        fsync(fd)
+        if ".ckpt.pt." in os.readlink(f"/proc/self/fd/{fd}"):  # a checkpoint's temporary file
+            writes.append(fd)
+            if len(writes) == 2:
+                send(signal.SIGTERM)
+
+    monkeypatch.setattr(os, "fsync", fsync_then_sigterm)
+    code, _, err = run(argv, capsys)
+    assert code == 143, err[-2000:]
+    assert err.splitlines()[-1] == (f"minillm: stopped by SIGTERM; last saved at step 4 ({out / 'ckpt.pt'}). "
+                                    f"Continue with: {shlex.join(['minillm', *argv, '--resume'])}")
     assert sorted(path.name for path in out.iterdir() if path.name.startswith(".")) == [RUN_MARK_NAME]  # no lock
     assert load_checkpoint(out / "ckpt.pt")["step"] == 4
 
