@@ -43,11 +43,11 @@ def imports_left_out_of_collections():
     """Python's full collections leave alone what the session has imported (gc.freeze): the pipeline
     collects after every step, and Python itself now and then, and each full collection walked the
     objects of torch, matplotlib and every module the tests import, 0.1 s and more a time, most of
-    the seconds of the tests whose steps train nothing. What a test makes is collected as before."""
-    gc.collect()  # (what is garbage already goes first: frozen, it would stay for the session)
-    gc.freeze()
-    yield
-    gc.unfreeze()
+    the seconds of the tests whose steps train nothing. What a test makes is collected as before.
+    (A suite that a test runs inside this one, with pytester, finds the imports frozen already.)"""
+    if not gc.get_freeze_count():
+        gc.collect()  # (what is garbage already goes first: frozen, it would stay for the session)
+        gc.freeze()
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,10 @@
 whole suite in any order computes with the same settings."""
 
 import ast
+import gc
 import os
 import signal
+import weakref
 from pathlib import Path
 
 pytest_plugins = ["pytester"]  # pytest's own plugin for running a small suite inside a test
@@ -34,6 +36,22 @@ def test_every_test_and_shared_fixture_has_one_thread_whatever_ran_before(pytest
                 assert (shared_run, torch.get_num_threads()) == (1, 1)
             """)
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_the_sessions_imports_are_left_out_of_full_collections_and_a_tests_own_objects_are_not():
+    """conftest.py freezes what the session imported (each full collection walked torch's objects, 0.1 s
+    a time, after every pipeline step); a reference cycle that a test makes is still freed by one."""
+    assert gc.get_freeze_count() > 0
+
+    class Node:
+        pass
+
+    node = Node()
+    node.itself = node  # a cycle: only a collection frees it
+    freed = weakref.ref(node)
+    del node
+    gc.collect()
+    assert freed() is None
 
 
 def test_a_thread_or_a_process_a_test_leaves_running_fails_that_test(pytester, tmp_path):
