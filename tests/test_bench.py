@@ -62,9 +62,13 @@ def test_gpu_check_dry_run_runs_each_part_at_micro_size_on_the_cpu(tmp_path):
     assert any(c.startswith("bench/gpu_check.py --device cpu --preset micro ") for c in calls), calls
 
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # for the micro journeys a bench script runs (why: conftest.py's one_thread)
+
+
 @pytest.mark.slow
 def test_gpu_check_dry_run_passes_on_the_cpu(tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, **ONE_THREAD, "OUT": str(tmp_path),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -368,7 +372,7 @@ def test_interleaved_journeys_of_the_same_code_give_the_same_figures(tmp_path):
     (tmp_path / "ours" / "notes.txt").write_text("mine", encoding="utf-8")
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "pipeline_speed.py"), "--preset", "micro",
                            "--ref", "HEAD", "--interleave", "--keep", str(tmp_path / "ours")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, **ONE_THREAD})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (tmp_path / "ours" / "notes.txt").read_text(encoding="utf-8") == "mine"  # only the step folders were cleared
     out = done.stdout
