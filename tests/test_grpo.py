@@ -854,6 +854,11 @@ def test_a_resume_with_another_setting_or_tokenizer_is_refused(runs, tmp_path, c
     # another lr is how the steps are taken: the run goes on; so it does from an input spelt otherwise, said in a note
     more = {**made, "grpo": {"kl_coef": 0.0, "train": {"lr": 5e-3}}, "sft_dir": "./runs/sft"}
     capsys.readouterr()
+    # ... once the checkpoint fits: one refused (it holds no optimizer) gets no note of resuming first
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
+    with pytest.raises(CheckpointError, match=r"its saved optimizer does not fit this run"):
+        online_rl.open_run(tmp_path, "GRPO", True, tokenizer, more, torch.Generator(), optimizer=optimizer)
+    assert "resuming" not in capsys.readouterr().out
     assert online_rl.open_run(tmp_path, "GRPO", True, tokenizer, more, torch.Generator())[0] == 3
     assert "other inputs (saved -> now): sft_dir: runs/sft -> ./runs/sft" in capsys.readouterr().out
 

@@ -73,8 +73,6 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Tokenizer, run
                               "folder")
     if state:
         moved_note = check_resume(out_dir, run_config, tokenizer, saved_under=None)  # its config.json is run_config
-        if moved_note:
-            tqdm.write(moved_note)
         for key, obj in resumable.items():
             made_with = [group["lr"] for group in getattr(obj, "param_groups", [])]  # this run's settings
             try:
@@ -86,6 +84,8 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Tokenizer, run
             for group, lr in zip(getattr(obj, "param_groups", []), made_with, strict=True):
                 group["initial_lr"] = lr  # the saved state holds the old run's lrs: follow_schedule scales these
         generator.set_state(state["generator"])
+        if moved_note:  # said only now that the checkpoint fits: a note of resuming before a refusal would mislead
+            tqdm.write(moved_note)
         tqdm.write(f"{method.lower()}: resuming from step {state['step']} ({ckpt_path})")
     first_step = state.get("step", 0) + 1
     history = read_metrics(metrics_path, up_to_step=first_step - 1)
