@@ -225,18 +225,20 @@ def _tokenizer_for(cfg: PipelineConfig, path: str | None, train_docs: list[str])
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from minillm.datasets import corpus_splits
+    from minillm.datasets.corpus import corpus_record
     from minillm.stage1_pretrain.clm import train_clm
     from minillm.stage1_pretrain.data import SUBSET_NOTE
     from minillm.stage1_pretrain.mlm import train_mlm
 
     cfg = build_config(args)
     train_docs, val_docs = corpus_splits(cfg, args.corpus)
+    corpus = corpus_record((train_docs, val_docs), args.corpus, cfg)
     tok = _tokenizer_for(cfg, args.tokenizer_file, train_docs)
     if args.objective == "mlm":
-        result = train_mlm(cfg.mlm, tok, train_docs, val_docs, args.out, resume=args.resume)
+        result = train_mlm(cfg.mlm, tok, train_docs, val_docs, args.out, resume=args.resume, corpus=corpus)
         keys = ("val_masked_accuracy", "unigram_masked_accuracy", "fill_mask_top5")
     else:
-        result = train_clm(cfg.clm, tok, train_docs, val_docs, args.out, resume=args.resume)
+        result = train_clm(cfg.clm, tok, train_docs, val_docs, args.out, resume=args.resume, corpus=corpus)
         keys = ("val_perplexity", "unigram_perplexity")
     _print_results(args, result, lambda result: f"{_key_lines(result, keys)}\n({SUBSET_NOTE})")
 
@@ -352,7 +354,7 @@ def cmd_reward(args: argparse.Namespace) -> None:
     from minillm.utils import resolve_device
 
     cfg = build_config(args)
-    records = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
+    records, instructions = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
     prefs = args.prefs
     if prefs is None:
         prefs = str(Path(args.out) / PREFS_NAME)
@@ -363,7 +365,8 @@ def cmd_reward(args: argparse.Namespace) -> None:
             else:
                 collect_rankings(cfg.reward, args.sft, records, prefs)
         rank_zero_first(resolve_device(cfg.reward.train.device))  # the other ranks read the file once it is there
-    result = train_reward_model(cfg.reward, args.sft, prefs, args.out, records=records, resume=args.resume)
+    result = train_reward_model(cfg.reward, args.sft, prefs, args.out, records=records, resume=args.resume,
+                                instructions=instructions)
     _print_results(args, result, _reward_lines)
 
 
@@ -384,8 +387,9 @@ def cmd_ppo(args: argparse.Namespace) -> None:
     from minillm.stage3_rlhf.ppo import train_ppo
 
     cfg = build_config(args)
-    records = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
-    result = train_ppo(cfg.ppo, args.sft, args.reward, records, args.out, resume=args.resume)
+    records, instructions = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
+    result = train_ppo(cfg.ppo, args.sft, args.reward, records, args.out, resume=args.resume,
+                       instructions=instructions)
     print(comparison_lines(result, "PPO"))
     print(f"KL to the SFT model: {result['kl']:.3f} nats per answer")
     print(f"run written to {args.out}")
@@ -396,8 +400,9 @@ def cmd_dpo(args: argparse.Namespace) -> None:
     from minillm.stage3_rlhf.dpo import train_dpo
 
     cfg = build_config(args)
-    records = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
-    result = train_dpo(cfg.dpo, args.sft, args.prefs, records, args.out, resume=args.resume)
+    records, instructions = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
+    result = train_dpo(cfg.dpo, args.sft, args.prefs, records, args.out, resume=args.resume,
+                       instructions=instructions)
     _print_results(args, result, lambda result: comparison_lines(result, "DPO"))
 
 
@@ -407,8 +412,9 @@ def cmd_grpo(args: argparse.Namespace) -> None:
     from minillm.stage3_rlhf.grpo import train_grpo
 
     cfg = build_config(args)
-    records = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
-    result = train_grpo(cfg.grpo, args.sft, records, args.out, rm_dir=args.reward, resume=args.resume)
+    records, instructions = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
+    result = train_grpo(cfg.grpo, args.sft, records, args.out, rm_dir=args.reward, resume=args.resume,
+                        instructions=instructions)
     print(comparison_lines(result, "GRPO"))
     before, after, gain = result["pass_at_k_sft"], result["pass_at_k_after"], result["pass_at_k_gain"]
     print(f"pass@1 (the right answer is in it): SFT {result['pass_at_1_sft']:.3f} -> {result['pass_at_1_after']:.3f}")

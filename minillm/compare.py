@@ -29,7 +29,8 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from minillm.datasets.instructions import INSTRUCTIONS, instructions_text
+from minillm.datasets.corpus import CORPUS
+from minillm.datasets.run_data import DATA, data_text, saved_data
 from minillm.errors import DataError
 from minillm.provenance import MADE_BY, code_summary, describe
 from minillm.run_lock import holds_pipeline_steps
@@ -48,8 +49,8 @@ class LoggedRun:
     rows: list[dict]  # metrics.jsonl, one dict per logged step
     config: dict  # config.json as written by the training loop, without its record of the code
     made_by: object = None  # that record (provenance.py); None for a run made before minillm recorded it
-    instructions: object = None  # the record of the instructions an SFT run learnt (stage2_sft/learnt.py), or None
     inputs: dict[str, InputRun] = field(default_factory=dict)  # flattened setting -> the run it names
+    read: dict[str, object] = field(default_factory=dict)  # the records of the data it read (datasets/run_data.py)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
     report = "\n\n".join([
         *([stages_note(runs, stages)] if shared_only else []),
         *code_note([r.name for r in runs], [describe(r.made_by) for r in runs]),
-        *instructions_note(runs),
+        *data_note(runs),
         *inputs_note(other_inputs),
         final_values_text(runs, final, metrics),
         settings_text([r.name for r in runs], differences, shared_only),
@@ -124,8 +125,8 @@ def load_run(run_dir: str | os.PathLike, name: str) -> LoggedRun:
     config_path = folder / CONFIG_NAME
     config = read_json(config_path) if config_path.is_file() else {}
     made_by = config.pop(MADE_BY, None)  # not a setting: `code_note` names it apart
-    instructions = config.pop(INSTRUCTIONS, None)  # nor this: `instructions_note` does
-    return LoggedRun(name, rows, siblings_by_name(config, folder), made_by, instructions, input_runs(config, folder))
+    read = {key: config.pop(key) for key in DATA if isinstance(config.get(key), dict)}  # nor these: `data_note`
+    return LoggedRun(name, rows, siblings_by_name(config, folder), made_by, input_runs(config, folder), read)
 
 
 def siblings_by_name(config: dict, folder: Path) -> dict:
@@ -376,17 +377,22 @@ def one_input_run(runs: Sequence[LoggedRun], setting: str) -> bool:
     return None not in named and len({n.identity for n in named}) == 1
 
 
-def instructions_note(runs: Sequence[LoggedRun]) -> list[str]:
-    """A line for SFT runs that learnt different instructions (their records, stage2_sft/learnt.py), naming each
-    run's: no setting says which file a run read. Runs without a record (of another stage, or made before it
-    was recorded) are left out; so is the path alone, when the records are the same (a moved file)."""
-    known = {run.name: run.instructions for run in runs if isinstance(run.instructions, dict)}
-    if len({str(record.get("sha256")) for record in known.values()}) < 2:
-        return []
-    texts = {name: instructions_text(record) for name, record in known.items()}
-    if len(set(texts.values())) < len(texts):  # one file, edited between the runs: its hash tells them apart
-        texts = {name: f"{text} (sha256 {str(known[name].get('sha256'))[:10]})" for name, text in texts.items()}
-    return ["learnt different instructions: " + "; ".join(f"{name}: {text}" for name, text in texts.items())]
+def data_note(runs: Sequence[LoggedRun]) -> list[str]:
+    """A line for each of the corpus and the instructions that the runs read different ones of (their records,
+    datasets/run_data.py), naming each run's: no setting says which file a run read. Runs without a record (of
+    a stage that reads none, or made before it was recorded) are left out; so is the path alone, when the
+    contents are the same (a moved file)."""
+    lines = []
+    for key in DATA:
+        known = {run.name: record for run in runs if isinstance(record := run.read.get(key), dict)}
+        if len({str(record.get("sha256")) for record in known.values()}) < 2:
+            continue
+        texts = {name: data_text(key, record) for name, record in known.items()}
+        if len(set(texts.values())) < len(texts):  # one file, edited between the runs: its hash tells them apart
+            texts = {name: f"{text} (sha256 {str(known[name].get('sha256'))[:10]})" for name, text in texts.items()}
+        what = "corpora" if key == CORPUS else key
+        lines.append(f"read different {what}: " + "; ".join(f"{name}: {text}" for name, text in texts.items()))
+    return lines
 
 
 def inputs_apart(runs: Sequence[LoggedRun], differences: dict[str, list[object]]) -> dict[str, list[str]]:
@@ -455,16 +461,30 @@ def compare_pipelines(run_dirs: Sequence[str | os.PathLike]) -> dict:
     figures = [report_figures(folder) for folder in folders]
     every = list(dict.fromkeys(path for f in figures for path in f))  # in the reports' order
     differ = [path for path in every if len({json.dumps(f.get(path)) for f in figures}) > 1]  # missing: None
-    configs = [LoggedRun(name, [], read_json(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {})
-               for folder, name in zip(folders, names, strict=True)]
+    configs = [LoggedRun(name, [], read_json(folder / CONFIG_NAME) if (folder / CONFIG_NAME).is_file() else {},
+                         read=journey_data(folder)) for folder, name in zip(folders, names, strict=True)]
     differences = config_differences(configs)
     apart = steps_trained_apart(folders)
     made = [code_records(folder) for folder in folders]  # which code made the steps each trained on its own
     codes = [code_summary({step: records.get(step) for step in apart}) for records in made]
-    report = "\n\n".join([*code_note(names, codes), figures_text(names, figures, differ, len(every) - len(differ)),
+    report = "\n\n".join([*code_note(names, codes), *data_note(configs),
+                          figures_text(names, figures, differ, len(every) - len(differ)),
                           settings_text(names, differences), steps_apart_text(folders, apart)])
     return {"figures": {name: {p: f.get(p) for p in differ} for name, f in zip(names, figures, strict=True)},
             "differences": differences, "steps_apart": apart, "report": report}
+
+
+def journey_data(folder: Path) -> dict[str, dict]:
+    """The data a pipeline run read, as its steps recorded it (datasets/run_data.py): each record from the first
+    step that holds it (the corpus from 02_mlm, the instructions from 04_sft); none for a step made before its
+    stage recorded it. The journey's own config.json holds its settings alone."""
+    steps = sorted(p for p in folder.iterdir() if p.is_dir())
+    read = {}
+    for key in DATA:
+        record = next((r for step in steps if (r := saved_data(step / CONFIG_NAME, key)) is not None), None)
+        if record is not None:
+            read[key] = record
+    return read
 
 
 def figures_text(names: Sequence[str], figures: Sequence[dict[str, object]], differ: Sequence[str],

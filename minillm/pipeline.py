@@ -44,6 +44,7 @@ import torch
 
 from minillm.config import PipelineConfig, at_defaults, changed_settings, first_changes, to_dict, train_configs
 from minillm.datasets import corpus_splits, instruction_records
+from minillm.datasets.corpus import corpus_record
 from minillm.datasets.instructions import instructions_record
 from minillm.errors import ConfigError, DataError
 from minillm.model import GPT, Bert
@@ -115,7 +116,7 @@ class Journey:
         changed_settings)."""
         cfg, corpus_file, instructions_file = self.cfg, self.corpus_path, self.instructions_path
         corpus = {"file_sha256": file_sha256(corpus_file) if corpus_file else None,
-                  "generated_sha256": None if corpus_file else json_sha256(self.documents),
+                  "generated_sha256": None if corpus_file else self.corpus_read["sha256"],
                   "corpus_mb": None if corpus_file else cfg.corpus_mb,
                   "data_seed": cfg.data_seed, "val_fraction": cfg.val_fraction}  # both split the documents
         instructions = {"file_sha256": file_sha256(instructions_file) if instructions_file else None,
@@ -142,6 +143,17 @@ class Journey:
     def records(self) -> list[dict]:
         """The instruction suite (train and test records) for stages 2 and 3."""
         return instruction_records(self.cfg, self.instructions_path, self.skip_bad_lines)
+
+    @cached_property
+    def corpus_read(self) -> dict:
+        """The record of the corpus (`corpus_record`) that each pretraining run keeps in its config.json."""
+        return corpus_record(self.documents, self.corpus_path, self.cfg)
+
+    @cached_property
+    def instructions_read(self) -> dict:
+        """The record of the instructions (`instructions_record`) that SFT's and each stage 3 run keep: a stage
+        given `--sft runs/tiny/04_sft` then reads the journey's instruction file without --data."""
+        return instructions_record(self.records, self.instructions_path, self.cfg.data_seed)
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -196,22 +208,23 @@ def example_sentence(train_docs: list[str], val_docs: list[str]) -> str:
 def step_mlm(j: Journey) -> dict:
     train_docs, val_docs = j.documents
     folder = j.folder("mlm")
-    return train_mlm(j.cfg.mlm, j.tokenizer, train_docs, val_docs, folder, resume=has_checkpoint(folder))
+    return train_mlm(j.cfg.mlm, j.tokenizer, train_docs, val_docs, folder, resume=has_checkpoint(folder),
+                     corpus=j.corpus_read)
 
 
 def step_clm(j: Journey) -> dict:
     train_docs, val_docs = j.documents
     folder = j.folder("clm")
-    return train_clm(j.cfg.clm, j.tokenizer, train_docs, val_docs, folder, resume=has_checkpoint(folder))
+    return train_clm(j.cfg.clm, j.tokenizer, train_docs, val_docs, folder, resume=has_checkpoint(folder),
+                     corpus=j.corpus_read)
 
 
 def step_sft(j: Journey) -> dict:
-    """SFT and its baselines. Each run records where its instructions came from (`instructions_record`): a
-    stage given `--sft runs/tiny/04_sft` then reads the journey's instruction file without --data."""
+    """SFT and its baselines, each run with the record of its instructions (`Journey.instructions_read`)."""
     folder = j.folder("sft")
     return run_sft_with_baselines(j.cfg.sft, j.records, folder, j.folder("clm"), resume=has_checkpoint(folder),
                                   pretrain_docs=j.documents[0], side_by_side=j.jobs > 1,
-                                  instructions=instructions_record(j.records, j.instructions_path, j.cfg.data_seed))
+                                  instructions=j.instructions_read)
 
 
 def step_reward_model(j: Journey) -> dict:
@@ -221,19 +234,20 @@ def step_reward_model(j: Journey) -> dict:
     if not prefs.is_file():
         collect_rankings(j.cfg.reward, j.folder("sft"), j.records, prefs)
     result = train_reward_model(j.cfg.reward, j.folder("sft"), prefs, folder, records=j.records,
-                                resume=has_checkpoint(folder))
+                                resume=has_checkpoint(folder), instructions=j.instructions_read)
     return {**result, "seconds": time.perf_counter() - start}
 
 
 def step_ppo(j: Journey) -> dict:
     folder = j.folder("ppo")
     return train_ppo(j.cfg.ppo, j.folder("sft"), j.folder("reward_model"), j.records, folder,
-                     resume=has_checkpoint(folder))
+                     resume=has_checkpoint(folder), instructions=j.instructions_read)
 
 
 def step_dpo(j: Journey) -> dict:
     prefs, folder = j.folder("reward_model") / PREFS_NAME, j.folder("dpo")
-    return train_dpo(j.cfg.dpo, j.folder("sft"), prefs, j.records, folder, resume=has_checkpoint(folder))
+    return train_dpo(j.cfg.dpo, j.folder("sft"), prefs, j.records, folder, resume=has_checkpoint(folder),
+                     instructions=j.instructions_read)
 
 
 def step_grpo(j: Journey) -> dict:
@@ -250,7 +264,7 @@ def grpo_step(j: Journey, name: str) -> dict:
     folder, cfg = j.folder(name), getattr(j.cfg, name)
     rm_dir = j.folder("reward_model") if "reward_model" in needs(j.cfg, name) else None
     return train_grpo(cfg, j.folder("sft"), j.records, folder, rm_dir=rm_dir, resume=has_checkpoint(folder),
-                      pass_at_k=False)
+                      pass_at_k=False, instructions=j.instructions_read)
 
 
 def step_rl_table(j: Journey) -> dict:

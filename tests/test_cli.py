@@ -1190,10 +1190,15 @@ def test_a_stage_after_sft_warns_of_other_instructions_and_stops_where_the_file_
     code, out, err = run([*ppo, "--data", str(other)], capsys)
     assert (out, err) == ("", "minillm: error: stopped before training\n")  # what it learnt is unknown: no word
     suite = {"file": None, "data_seed": 0, "sha256": "41d7" * 16}  # and a run on the generated suite:
-    assert other_instructions("sft", suite, {**suite, "data_seed": 3, "sha256": "0" * 64}) == (
+    assert other_instructions("sft", suite, {**suite, "data_seed": 3, "sha256": "0" * 64}, data_seed=3) == (
         "sft learnt the generated suite (data_seed 0), but this run reads the generated suite (data_seed 3), so its "
-        "prompts are not all those SFT learnt; leave out --data and pass --set data_seed=0 to read those")
-    assert other_instructions("sft", suite, {**suite, "sha256": "0" * 64}) == (  # after an upgrade
+        "prompts are not all those SFT learnt; pass --set data_seed=0 to read those")  # (no --data to leave out)
+    file = {"file": str(other), "data_seed": None, "sha256": "0" * 64}
+    assert other_instructions("sft", suite, file, data_seed=0).endswith(  # (its data_seed is the suite's already)
+        "not all those SFT learnt; leave out --data to read those")
+    assert other_instructions("sft", suite, file, data_seed=3).endswith(
+        "not all those SFT learnt; leave out --data and pass --set data_seed=0 to read those")
+    assert other_instructions("sft", suite, {**suite, "sha256": "0" * 64}, data_seed=0) == (  # after an upgrade
         "sft learnt the generated suite (data_seed 0) as another version of minillm generated it, so its prompts are "
         "not all those SFT learnt; train SFT again with this version")
 

@@ -16,9 +16,9 @@ from minillm.compare import (
     compare_runs,
     config_differences,
     curve_rows,
+    data_note,
     distinct_texts,
     inputs_apart,
-    instructions_note,
     load_run,
     shared_metrics,
     stage_of,
@@ -411,16 +411,56 @@ def test_sft_runs_that_learnt_different_instructions_are_named_in_one_line_and_n
         (tmp_path / name / "config.json").write_text(json.dumps({**config, "instructions": record}), encoding="utf-8")
     result = compare_runs(runs, tmp_path / "c.png")
     assert result["differences"] == {}  # the record is no setting
-    assert result["report"].splitlines()[0] == ("learnt different instructions: mine: the instructions in "
+    assert result["report"].splitlines()[0] == ("read different instructions: mine: the instructions in "
                                                 "/home/me/mine.jsonl; suite: the generated suite (data_seed 0)")
     mine = load_run(runs[0], "mine")
-    moved = LoggedRun("moved", [], {}, instructions={**records["mine"], "file": "/home/me/old/mine.jsonl"})
+    moved = LoggedRun("moved", [], {}, read={"instructions": {**records["mine"], "file": "/home/me/old/mine.jsonl"}})
     clm = LoggedRun("clm", [], {})  # a run that records none
-    assert instructions_note([mine, moved, clm]) == []  # a moved file: the same records
-    moved.instructions = {**records["mine"], "sha256": "0123" * 16}  # the file, edited before the second run
-    assert instructions_note([mine, moved, clm]) == [
-        "learnt different instructions: mine: the instructions in /home/me/mine.jsonl (sha256 9f2c9f2c9f); moved: "
+    assert data_note([mine, moved, clm]) == []  # a moved file: the same records
+    moved.read["instructions"] = {**records["mine"], "sha256": "0123" * 16}  # the file, edited before the second run
+    assert data_note([mine, moved, clm]) == [
+        "read different instructions: mine: the instructions in /home/me/mine.jsonl (sha256 9f2c9f2c9f); moved: "
         "the instructions in /home/me/mine.jsonl (sha256 0123012301)"]
+
+
+def with_data(config_path: Path, **records: dict) -> None:
+    """Write the records of the data a run read (key -> record) into its config.json, as the training loop does."""
+    data = json.loads(config_path.read_text(encoding="utf-8"))
+    config_path.write_text(json.dumps({**data, **records}), encoding="utf-8")
+
+
+MINE = {"file": "/home/me/mine.jsonl", "data_seed": None, "sha256": "9f2c" * 16}
+SUITE = {"file": None, "data_seed": 0, "sha256": "41d7" * 16}
+GENERATED = {"file": None, "corpus_mb": 2.0, "data_seed": 0, "val_fraction": 0.05, "sha256": "5b1e" * 16}
+
+
+def test_runs_of_any_stage_and_journeys_that_read_different_data_are_named_in_one_line_each(tmp_path, monkeypatch):
+    """Two PPO runs from one SFT run, with different --data, were compared as "settings that differ: (none: ...)":
+    no stage after SFT recorded its instructions, nor pretraining its corpus; and two journeys made with different
+    --data named no file at all."""
+    monkeypatch.setattr(compare, "plot_runs", lambda runs, metrics, path: Path(path))  # (the text alone, in ms)
+    ppo = [ppo_run(tmp_path / name / "06_ppo") for name in ("mine", "suite")]
+    with_data(ppo[0] / "config.json", instructions=MINE)
+    with_data(ppo[1] / "config.json", instructions=SUITE)
+    result = compare_runs(ppo, tmp_path / "c.png")
+    assert result["differences"] == {}  # no setting differs
+    assert result["report"].splitlines()[0] == (f"read different instructions: {ppo[0]}: the instructions in "
+                                                f"/home/me/mine.jsonl; {ppo[1]}: the generated suite (data_seed 0)")
+    clm = [write_run(tmp_path / name, 1e-3, [2.0, 1.0]) for name in ("clm_mine", "clm_generated")]
+    with_data(clm[0] / "config.json", corpus={**GENERATED, "file": "/home/me/mine.txt", "corpus_mb": None,
+                                             "sha256": "e3b0" * 16})
+    with_data(clm[1] / "config.json", corpus=GENERATED)
+    assert compare_runs(clm, tmp_path / "c.png")["report"].splitlines()[0] == (
+        "read different corpora: clm_mine: the corpus in /home/me/mine.txt (data_seed 0, val_fraction 0.05); "
+        "clm_generated: the generated corpus (corpus_mb 2.0, data_seed 0, val_fraction 0.05)")
+    journeys = [write_pipeline_run(tmp_path / name, 0.2, f"ppo-{name}", 0.6) for name in ("tiny", "tiny_mine")]
+    for journey, instructions in zip(journeys, (SUITE, MINE), strict=True):
+        (journey / "04_sft").mkdir()
+        (journey / "04_sft" / "config.json").write_text(json.dumps({"instructions": instructions}), encoding="utf-8")
+        with_data(journey / "06_ppo" / "config.json", instructions=instructions)
+    assert compare_pipelines(journeys)["report"].splitlines()[0] == (
+        "read different instructions: tiny: the generated suite (data_seed 0); tiny_mine: the instructions in "
+        "/home/me/mine.jsonl")
 
 
 def test_pipeline_runs_name_the_code_of_the_steps_each_trained_on_its_own(tmp_path):

@@ -33,6 +33,7 @@ from minillm.datasets import (
     write_corpus,
     write_jsonl,
 )
+from minillm.datasets.corpus import CORPUS, corpus_record, corpus_text
 from minillm.datasets.instructions import (
     FACT_PHRASINGS,
     HELDOUT_PHRASING,
@@ -40,6 +41,7 @@ from minillm.datasets.instructions import (
     instructions_record,
     seen_entities,
 )
+from minillm.datasets.run_data import check_same_data
 from minillm.datasets.world import NOUN_PLURALS, TOY_ENGLISH, VERB_PAST, invent_names
 from minillm.errors import ConfigError, DataError
 from minillm.stage2_sft.template import encode_example
@@ -590,6 +592,38 @@ def test_a_file_of_the_generated_suite_is_recorded_as_the_same_instructions_as_t
     assert [list(r) for r in read] != [list(r) for r in suite[:5]]  # (the premise: the keys come in another order)
     from_file = instructions_record(read, tmp_path / "suite.jsonl", data_seed=0)
     assert from_file["sha256"] == instructions_record(suite[:5], None, data_seed=0)["sha256"]
+
+
+def test_a_resume_on_another_corpus_or_split_is_refused_and_a_moved_file_or_an_older_run_is_not(tmp_path):
+    """`pretrain clm --resume --corpus other.txt` (with the run's own --tokenizer-file) went on into the same weights
+    on other text, as `--set data_seed=1` did on another split (the validation documents of one are training
+    documents of the other): no setting of the run names either (datasets/run_data.py)."""
+    cfg = apply_overrides(preset("micro"), ["corpus_mb=0.02"])
+    (tmp_path / "mine.txt").write_text("One document.\n\nAnother one.\n\nA third.\n", encoding="utf-8")
+    splits = corpus_splits(cfg, tmp_path / "mine.txt")
+    mine = corpus_record(splits, tmp_path / "mine.txt", cfg)
+    config = tmp_path / "clm" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"run": {}, CORPUS: mine}), encoding="utf-8")
+    generated = corpus_record(corpus_splits(cfg, None), None, cfg)
+    assert corpus_text(generated) == "the generated corpus (corpus_mb 0.02, data_seed 0, val_fraction 0.05)"
+    with pytest.raises(ConfigError, match=re.escape(
+            f"cannot resume {tmp_path / 'clm'}: it read the corpus in {tmp_path / 'mine.txt'} (data_seed 0, "
+            "val_fraction 0.05), and this run reads the generated corpus (corpus_mb 0.02, data_seed 0, val_fraction "
+            "0.05); resume it on the corpus it read, or start a new run in another folder")):
+        check_same_data(config, {CORPUS: generated})
+    reseeded = apply_overrides(cfg, ["data_seed=1"])
+    with pytest.raises(ConfigError, match=r"mine.txt \(data_seed 0, .*mine.txt \(data_seed 1, val_fraction 0.05\);"):
+        check_same_data(config, {CORPUS: corpus_record(corpus_splits(reseeded, tmp_path / "mine.txt"),
+                                                        tmp_path / "mine.txt", reseeded)})
+    (tmp_path / "mine.txt").write_text("One document.\n\nAnother one.\n\nA third, edited.\n", encoding="utf-8")
+    edited = corpus_record(corpus_splits(cfg, tmp_path / "mine.txt"), tmp_path / "mine.txt", cfg)
+    with pytest.raises(ConfigError, match=r"val_fraction 0.05\) \(other contents now\); resume it on the corpus"):
+        check_same_data(config, {CORPUS: edited})
+    check_same_data(config, {CORPUS: {**mine, "file": str(tmp_path / "moved.txt")}})  # the same text, moved
+    check_same_data(config, {CORPUS: None})  # documents given in Python: unknown
+    config.write_text(json.dumps({"run": {}}), encoding="utf-8")
+    check_same_data(config, {CORPUS: generated})  # a run made before pretraining recorded its corpus: resumed
 
 
 def test_an_id_that_a_record_without_one_would_get_is_refused_without_blaming_that_record(tmp_path):

@@ -851,6 +851,13 @@ def test_a_resume_with_another_setting_or_tokenizer_is_refused(runs, tmp_path, c
     other = train_tokenizer(["a bird flew over the hill and the river"] * 5, 270, progress=False)
     with pytest.raises(ConfigError, match=r"cannot resume .*another tokenizer than the one given now"):
         online_rl.open_run(tmp_path, "GRPO", True, other, made, torch.Generator())
+    # nor on other instructions than its config.json records (a run made before the record: none, so any)
+    suite = {"file": None, "data_seed": 0, "sha256": "41d7" * 16}
+    (tmp_path / CONFIG_NAME).write_text(json.dumps({**made, "instructions": suite}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"cannot resume .*: it read the generated suite \(data_seed 0\), and this "
+                                          r"run reads the generated suite \(data_seed 3\); resume it on the instr"):
+        online_rl.open_run(tmp_path, "GRPO", True, tokenizer, made, torch.Generator(),
+                           read={"instructions": {**suite, "data_seed": 3, "sha256": "0" * 64}})
     # another lr is how the steps are taken: the run goes on; so it does from an input spelt otherwise, said in a note
     more = {**made, "grpo": {"kl_coef": 0.0, "train": {"lr": 5e-3}}, "sft_dir": "./runs/sft"}
     capsys.readouterr()

@@ -32,12 +32,14 @@ from minillm import pipeline, workers
 from minillm.cli import main
 from minillm.config import apply_overrides, preset
 from minillm.datasets import generate_instruction_suite
+from minillm.datasets.corpus import CORPUS
+from minillm.datasets.instructions import INSTRUCTIONS
+from minillm.datasets.run_data import saved_data
 from minillm.errors import ConfigError, DataError
 from minillm.pipeline import STEP_NAMES, Journey, run_pipeline, run_step
 from minillm.provenance import code_record, describe, saved_record
 from minillm.report import REPORT_KEYS, RL_POLICIES, build_report, exact_match_noise, quote, render_markdown, table_row
 from minillm.stage2_sft.evaluate import SPLIT_KEYS, read_answers
-from minillm.stage2_sft.learnt import learnt_instructions
 from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
 from minillm.stage3_rlhf.scoreboard import BEST_OF
@@ -751,15 +753,22 @@ def test_each_step_records_its_code_which_report_md_names_and_no_reuse_reads(tmp
     assert line in (run / "report.md").read_text(encoding="utf-8")
 
 
-def test_the_sft_runs_of_a_journey_record_the_instructions_they_learnt(journey):
+def test_the_runs_of_a_journey_record_the_data_they_read(journey):
     """`minillm ppo --sft runs/tiny/04_sft` reads the instructions the journey's SFT learnt (stage2_sft/learnt.py):
-    each SFT run of the step records them (the generated suite here), beside its settings."""
-    sft = journey[0] / "micro" / pipeline.step_folder("sft")
-    recorded = [learnt_instructions(folder) for folder in (sft, sft / "baselines" / "scratch",
-                                                             sft / "baselines" / "single_family")]
+    each SFT run of the step records them (the generated suite here), beside its settings; so does every stage 3
+    run, and each pretraining run its corpus (datasets/run_data.py), with the hash the step's inputs.json has."""
+    run = journey[0] / "micro"
+    sft = run / pipeline.step_folder("sft")
+    recorded = [saved_data(folder / "config.json", INSTRUCTIONS)
+                for folder in (sft, sft / "baselines" / "scratch", sft / "baselines" / "single_family",
+                               *(run / pipeline.step_folder(name)
+                                 for name in ("reward_model", "ppo", "dpo", "grpo", "grpo_verifiable")))]
     assert recorded[0] == {"file": None, "data_seed": 0, "sha256": recorded[0]["sha256"]}
-    assert re.fullmatch("[0-9a-f]{64}", recorded[0]["sha256"]) and recorded == recorded[:1] * 3
+    assert re.fullmatch("[0-9a-f]{64}", recorded[0]["sha256"]) and recorded == recorded[:1] * 8
     assert "instructions" not in read_json(sft / "config.json")["run"]  # no setting: a resume passes it by
+    corpus = [saved_data(run / pipeline.step_folder(name) / "config.json", CORPUS) for name in ("mlm", "clm")]
+    sha256 = read_json(run / pipeline.step_folder("clm") / "inputs.json")["settings"]["corpus"]["generated_sha256"]
+    assert corpus == [{"file": None, "corpus_mb": 0.2, "data_seed": 0, "val_fraction": 0.05, "sha256": sha256}] * 2
 
 
 def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ from torch import nn
 
 from minillm.config import ModelConfig, SFTConfig, TrainConfig
 from minillm.datasets.instructions import instructions_record, is_correct, normalize_answer
+from minillm.datasets.run_data import check_same_data
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.stage1_pretrain.data import pack_documents
@@ -44,7 +45,6 @@ from minillm.stage2_sft.evaluate import (
     token_f1,
     train_baselines,
 )
-from minillm.stage2_sft.learnt import check_resumed_instructions
 from minillm.stage2_sft.sft import (
     _split_records,
     collate,
@@ -599,15 +599,16 @@ def test_a_resume_on_other_instructions_than_the_run_learnt_is_refused(tmp_path)
     (tmp_path / "sft" / "config.json").write_text(json.dumps({"run": {}, "instructions": learnt}), encoding="utf-8")
     other = instructions_record(RECORDS[:-1], tmp_path / "mine.jsonl", data_seed=0)
     with pytest.raises(ConfigError, match=re.escape(
-            f"cannot resume {tmp_path / 'sft'}: it learnt the instructions in {tmp_path / 'mine.jsonl'}, and this run "
-            f"reads the instructions in {tmp_path / 'mine.jsonl'} (other records now); resume it on the instructions "
-            "it learnt, or start a new run in another folder")):
+            f"cannot resume {tmp_path / 'sft'}: it read the instructions in {tmp_path / 'mine.jsonl'}, and this run "
+            f"reads the instructions in {tmp_path / 'mine.jsonl'} (other contents now); resume it on the instructions "
+            "it read, or start a new run in another folder")):
         train_sft(SFTConfig(), RECORDS[:-1], tmp_path / "sft", scratch_model_config=ModelConfig(), resume=True,
                   instructions=other)
-    check_resumed_instructions(tmp_path / "sft", instructions_record(RECORDS, tmp_path / "moved.jsonl", data_seed=0))
-    check_resumed_instructions(tmp_path / "sft", None)  # records given in Python: unknown
-    (tmp_path / "sft" / "config.json").write_text(json.dumps({"run": {}}), encoding="utf-8")
-    check_resumed_instructions(tmp_path / "sft", other)  # made before the record existed
+    config = tmp_path / "sft" / "config.json"
+    check_same_data(config, {"instructions": instructions_record(RECORDS, tmp_path / "moved.jsonl", data_seed=0)})
+    check_same_data(config, {"instructions": None})  # records given in Python: unknown
+    config.write_text(json.dumps({"run": {}}), encoding="utf-8")
+    check_same_data(config, {"instructions": other})  # made before the record existed
 
 
 def _resume_command(out_dir: Path, resume: bool) -> list[str]:

@@ -78,7 +78,7 @@ from minillm.datasets.world import (
     with_article,
 )
 from minillm.errors import ConfigError, DataError
-from minillm.utils import atomic_write_bytes, check_not_one_str, read_utf8_text
+from minillm.utils import atomic_write_bytes, check_not_one_str, json_sha256, read_utf8_text
 
 # --------------------------------------------------------------------------------------------------
 # Weather vocabulary, shared with the instruction suite (the headline task summarises bulletins).
@@ -565,3 +565,29 @@ def corpus_splits(cfg: PipelineConfig, path: str | os.PathLike | None) -> tuple[
                               f"and validation needs 2 or more; use a larger corpus_mb, e.g. --set corpus_mb="
                               f"{PipelineConfig().corpus_mb} (the default)")
     return split_documents(docs, val_fraction=cfg.val_fraction, seed=cfg.data_seed)
+
+
+CORPUS = "corpus"  # the key of `corpus_record` in a run's config.json (datasets/run_data.py)
+
+
+def corpus_record(splits: tuple[Sequence[str], Sequence[str]], path: str | os.PathLike | None,
+                  cfg: PipelineConfig) -> dict:
+    """Which pretraining text a run read, as `corpus_splits` gave it (`splits`): the file at `path` (by its
+    absolute path) or the corpus generated with `cfg.corpus_mb` and `cfg.data_seed`, the settings that split it
+    (`data_seed`, `val_fraction`), and the sha256 of the (train, val) documents themselves: a file edited since,
+    another split, or other text generated from the same settings by another version of minillm hash otherwise.
+    A hash of a few megabytes of text, taken once: milliseconds beside the tokenizer's pass over the same text.
+
+        {"file": "/home/me/mine.txt", "corpus_mb": null, "data_seed": 0, "val_fraction": 0.05, "sha256": "5b1e..."}
+    """
+    return {"file": str(Path(path).resolve()) if path else None, "corpus_mb": None if path else cfg.corpus_mb,
+            "data_seed": cfg.data_seed, "val_fraction": cfg.val_fraction, "sha256": json_sha256(splits)}
+
+
+def corpus_text(record: dict) -> str:
+    """A record of `corpus_record` as a phrase: "the corpus in /home/me/mine.txt (data_seed 0, val_fraction
+    0.05)", "the generated corpus (corpus_mb 2.0, data_seed 0, val_fraction 0.05)"."""
+    split = f"data_seed {record.get('data_seed')}, val_fraction {record.get('val_fraction')}"
+    if record.get("file"):
+        return f"the corpus in {record['file']} ({split})"
+    return f"the generated corpus (corpus_mb {record.get('corpus_mb')}, {split})"

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minillm.config import CLMConfig, check_section, to_dict
+from minillm.datasets.corpus import CORPUS
 from minillm.errors import ModelInputError
 from minillm.model import GPT
 from minillm.stage1_pretrain.data import (
@@ -143,20 +144,23 @@ def sample_texts(model: GPT, tokenizer: Tokenizer, block_size: int,
 
 
 def train_clm(cfg: CLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
-              out_dir: str | Path, *, resume: bool = False) -> dict | None:
+              out_dir: str | Path, *, resume: bool = False, corpus: dict | None = None) -> dict | None:
     """Pretrain a GPT by next-token prediction on packed documents; write the run to `out_dir`.
 
     The model's vocabulary size is taken from the tokenizer. Returns the final metrics (also in
     `out_dir/results.json` and as the last row of metrics.jsonl): validation perplexity, the
     unigram baseline's, and samples; None on torchrun's ranks other than 0 (minillm.train.distributed).
+    `corpus` says which text the documents are (datasets' `corpus_record`), for config.json: a resume on other
+    text is refused. None records nothing.
     """
     check_section(cfg, CLMConfig, "train_clm")
     check_not_one_str("train_clm", train_docs=train_docs, val_docs=val_docs)
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
     # refused now, before the corpus is packed: a run already there (without resume), another stage's run, or
-    # a resume with another tokenizer or settings; train checks it again as it starts
-    check_run_folder(out_dir, resume, "clm", to_dict(cfg), tokenizer)
+    # a resume with another tokenizer, settings or corpus; train checks it again as it starts
+    read = {CORPUS: corpus} if corpus else None
+    check_run_folder(out_dir, resume, "clm", to_dict(cfg), tokenizer, read)
     T, B = cfg.model.block_size, cfg.train.batch_size
     streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}
     check_enough_tokens(streams["train"], B * (T + 1), "train", f"one batch ({B} windows of {T}+1 tokens)")
@@ -175,7 +179,7 @@ def train_clm(cfg: CLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     model = GPT(cfg.model)
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, evaluate=evaluate,
                    run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="clm",
-                   model_kind="gpt", title="GPT next-token loss", log_y=True)
+                   model_kind="gpt", title="GPT next-token loss", log_y=True, read=read)
     if not is_main_process():  # under torchrun, rank 0 alone evaluates and writes the results
         return None
 

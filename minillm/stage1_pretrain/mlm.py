@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from minillm.config import MLMConfig, check_section, to_dict
+from minillm.datasets.corpus import CORPUS
 from minillm.errors import ModelInputError
 from minillm.model import Bert
 from minillm.stage1_pretrain.data import (
@@ -231,7 +232,7 @@ def plot_fill_mask(ranking: Sequence[tuple[str, float]], path: str | Path, title
 
 
 def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
-              out_dir: str | Path, *, resume: bool = False) -> dict | None:
+              out_dir: str | Path, *, resume: bool = False, corpus: dict | None = None) -> dict | None:
     """Pretrain a BERT encoder with masked language modelling; write the run to `out_dir`.
 
     The model's vocabulary size is taken from the tokenizer. Returns the final metrics (also
@@ -239,14 +240,17 @@ def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     accuracy and its unigram baseline (and the unigram loss, `unigram_masked_loss`, which loss.png draws
     as a dashed line), the fill-mask demo's prompt and top 5 (see `demo_sentence`;
     none when no sentence fits the window), and the step count; None on torchrun's ranks other than 0.
+    `corpus` says which text the documents are (datasets' `corpus_record`), for config.json: a resume on other
+    text is refused. None records nothing.
     """
     check_section(cfg, MLMConfig, "train_mlm")
     check_not_one_str("train_mlm", train_docs=train_docs, val_docs=val_docs)
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
     # refused now, before the corpus is packed: a run already there (without resume), another stage's run, or
-    # a resume with another tokenizer or settings; train checks it again as it starts
-    check_run_folder(out_dir, resume, "mlm", to_dict(cfg), tokenizer)
+    # a resume with another tokenizer, settings or corpus; train checks it again as it starts
+    read = {CORPUS: corpus} if corpus else None
+    check_run_folder(out_dir, resume, "mlm", to_dict(cfg), tokenizer, read)
     T, B = cfg.model.block_size, cfg.train.batch_size
     streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}
     check_enough_tokens(streams["train"], B * T, "train", f"one batch ({B} windows of {T} tokens)")
@@ -269,7 +273,7 @@ def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     model = Bert(cfg.model)
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=batch_loss, count_terms=count_blanks,
                    evaluate=evaluate, run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="mlm",
-                   model_kind="bert", title="BERT masked-LM loss", log_y=True,
+                   model_kind="bert", title="BERT masked-LM loss", log_y=True, read=read,
                    reference=(f"unigram loss {unigram_loss:.2f} (token frequencies alone)", unigram_loss))
     if not is_main_process():  # under torchrun, rank 0 alone evaluates and writes the results
         return None

@@ -11,13 +11,11 @@ the file or the generated suite, and the sha256 of the records), and a stage giv
   file, if it is gone): the default is what SFT learnt, and for a run made from the generated suite that
   is the generated suite, as before;
 - reading other instructions than those (another file, the file edited since, the suite of another
-  `data_seed`), goes on with one warning naming what SFT learnt and how to read it;
+  `data_seed`), goes on with one warning naming what SFT learnt and how to read it (`how_to_read`);
 - given an SFT run made before the record existed, says nothing: what it learnt is unknown.
 
-The record is no setting, as `made_by` is none (provenance.py): the pipeline's reuse and `compare`'s table
-of settings pass it by, and `compare` names runs that learnt different instructions in a line of its own.
-A resume is the exception: a run resumed on other instructions would hold two experiments in one set of
-weights while its record named one, so it is refused (`check_resumed_instructions`).
+The stage's own run then records the instructions it read, as SFT's does (datasets/run_data.py says what
+the records are for: no setting, but a resume on other data is refused and `compare` names them).
 """
 
 from __future__ import annotations
@@ -28,28 +26,20 @@ from pathlib import Path
 
 from minillm.config import PipelineConfig
 from minillm.datasets.instructions import INSTRUCTIONS, instruction_records, instructions_record, instructions_text
-from minillm.errors import ConfigError, DataError
-from minillm.provenance import saved_record
+from minillm.datasets.run_data import saved_data
+from minillm.errors import DataError
 from minillm.train.checkpoint import CONFIG_NAME
 from minillm.train.distributed import is_main_process
 
 
-def learnt_instructions(sft_dir: str | os.PathLike) -> dict | None:
-    """The record of the instructions the SFT run in `sft_dir` learnt (`instructions_record`), or None where
-    it holds none: a run made before minillm recorded it, one trained on records given in Python, or no SFT run."""
-    record = saved_record(Path(sft_dir) / CONFIG_NAME, INSTRUCTIONS)
-    readable = (isinstance(record, dict) and isinstance(record.get("sha256"), str)
-                and isinstance(record.get("file"), (str, type(None))))  # (not one edited into something else)
-    return record if readable else None
-
-
 def instructions_after_sft(
     cfg: PipelineConfig, sft_dir: str | os.PathLike, path: str | os.PathLike | None, skip_bad_lines: bool = False
-) -> list[dict]:
+) -> tuple[list[dict], dict]:
     """The instruction records of a stage that starts from the SFT run in `sft_dir` (reward, ppo, dpo, grpo):
     those of the file at `path` (`--data`), else those of the file the SFT run learnt, else the generated
-    suite. One line says when it reads the SFT run's file; a warning, when the records are not those it learnt."""
-    learnt = learnt_instructions(sft_dir)
+    suite; and their record (`instructions_record`), which the stage's run keeps. One line says when it reads
+    the SFT run's file; a warning, when the records are not those it learnt."""
+    learnt = saved_data(Path(sft_dir) / CONFIG_NAME, INSTRUCTIONS)
     if path is None and learnt is not None and learnt.get("file"):
         path = learnt["file"]
         if not Path(path).is_file():
@@ -60,28 +50,25 @@ def instructions_after_sft(
         if is_main_process():  # (under torchrun, once)
             print(f"note: reading {instructions_text(learnt)}, which {sft_dir} learnt (--data reads others)")
     records = instruction_records(cfg, path, skip_bad_lines)
+    record = instructions_record(records, path, cfg.data_seed)
     if learnt is not None:
-        other = other_instructions(sft_dir, learnt, instructions_record(records, path, cfg.data_seed))
+        other = other_instructions(sft_dir, learnt, record, cfg.data_seed)
         if other:
             warnings.warn(other, stacklevel=2)
-    return records
+    return records, record
 
 
-def other_instructions(sft_dir: str | os.PathLike, learnt: dict, now: dict) -> str | None:
-    """A warning for a run that reads other records (`now`) than the SFT run in `sft_dir` learnt (`learnt`),
-    naming both and how to read those it learnt; None when they are the same records (from any path)."""
+def other_instructions(sft_dir: str | os.PathLike, learnt: dict, now: dict, data_seed: int) -> str | None:
+    """A warning for a run (of `data_seed`) that reads other records (`now`) than the SFT run in `sft_dir`
+    learnt (`learnt`), naming both and how to read those it learnt; None when they are the same records (from
+    any path)."""
     if now["sha256"] == learnt["sha256"]:
         return None
     not_learnt = "so its prompts are not all those SFT learnt"
     if instructions_text(now) != instructions_text(learnt):  # another file, the suite instead of a file, another seed
-        how = (
-            f"pass --data {learnt['file']}"
-            if learnt.get("file")
-            else f"leave out --data and pass --set data_seed={learnt.get('data_seed')}"
-        )
         return (
             f"{sft_dir} learnt {instructions_text(learnt)}, but this run reads {instructions_text(now)}, "
-            f"{not_learnt}; {how} to read those"
+            f"{not_learnt}; {how_to_read(learnt, now, data_seed)} to read those"
         )
     if now["file"]:
         return (
@@ -94,16 +81,13 @@ def other_instructions(sft_dir: str | os.PathLike, learnt: dict, now: dict) -> s
     )
 
 
-def check_resumed_instructions(out_dir: Path, instructions: dict | None) -> None:
-    """Before resuming the SFT run in `out_dir` on the instructions of `instructions` (its record, None when
-    unknown): ConfigError when the run learnt other records so far. The same records from another path (a
-    moved file) are the same instructions; a run made before the record existed is taken at its word."""
-    learnt = learnt_instructions(out_dir)
-    if learnt is None or instructions is None or learnt["sha256"] == instructions["sha256"]:
-        return
-    changed = " (other records now)" if instructions_text(learnt) == instructions_text(instructions) else ""
-    raise ConfigError(
-        f"cannot resume {out_dir}: it learnt {instructions_text(learnt)}, and this run reads "
-        f"{instructions_text(instructions)}{changed}; resume it on the instructions it learnt, or "
-        "start a new run in another folder"
-    )
+def how_to_read(learnt: dict, now: dict, data_seed: int) -> str:
+    """What reads the instructions of the record `learnt`, said to a run of `data_seed` that reads those of
+    `now` (another text): the file SFT learnt; or the generated suite, each option only where this run's
+    differs: no --data (where it reads a file) and the suite's seed (where its own is another)."""
+    if learnt.get("file"):
+        return f"pass --data {learnt['file']}"
+    options = ["leave out --data"] if now.get("file") else []
+    if learnt.get("data_seed") != data_seed:
+        options.append(f"pass --set data_seed={learnt.get('data_seed')}")
+    return " and ".join(options)

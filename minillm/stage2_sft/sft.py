@@ -40,15 +40,15 @@ from torch import Tensor, nn
 from minillm.config import LoRAConfig, ModelConfig, SFTConfig, check_section, from_dict, to_dict
 from minillm.datasets.instructions import INSTRUCTIONS, check_instruction_record
 from minillm.datasets.jsonl import check_records
+from minillm.datasets.run_data import check_same_data
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.model.lora import add_lora, count_parameters, load_lora_state_dict, lora_state_dict, merged_state_dict
 from minillm.stage1_pretrain.data import pack_documents
-from minillm.stage2_sft.learnt import check_resumed_instructions
 from minillm.stage2_sft.template import ChatExample, TemplateStats, check_room_for_prompt, encode_records
 from minillm.tokenizer import Tokenizer
 from minillm.train import load_model, load_model_and_tokenizer, train
-from minillm.train.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
+from minillm.train.checkpoint import CKPT_NAME, CONFIG_NAME, load_checkpoint, save_checkpoint
 from minillm.train.distributed import is_main_process, rank_zero_first
 from minillm.train.loop import GetBatch
 from minillm.train.optim import make_optimizer
@@ -246,7 +246,7 @@ def train_sft(
     check_section(cfg, SFTConfig, "train_sft")
     out_dir = Path(out_dir)
     if resume and (out_dir / CKPT_NAME).is_file():
-        check_resumed_instructions(out_dir, instructions)
+        check_same_data(out_dir / CONFIG_NAME, {INSTRUCTIONS: instructions})
     seed_everything(cfg.train.seed)
     model, tokenizer = _initial_model(init_dir, scratch_model_config, tokenizer)
     # the evaluation after training answers with this length: refuse it now, not after the training

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import DPOConfig, check_section, to_dict
+from minillm.datasets.instructions import INSTRUCTIONS
 from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import answer_bar
@@ -177,13 +178,14 @@ def make_dpo_loss(beta: float, nll_coef: float = 0.0
 
 def train_dpo(
     cfg: DPOConfig, sft_dir: str | Path, prefs_path: str | Path, records: list[dict], out_dir: str | Path, *,
-    resume: bool = False,
+    resume: bool = False, instructions: dict | None = None,
 ) -> dict[str, Any] | None:
     """DPO from the SFT run `sft_dir` on the rankings of `prefs_path`; write the run folder `out_dir`.
 
     The policy is saved like any GPT run (`load_model(out_dir, GPT)`). Returns {"win_rate_vs_sft",
     "gold_sft", "gold_after", "pair_accuracy" (held-out pairs), "n_pairs", "seconds", "history", "examples"};
-    None on torchrun's ranks other than 0 (minillm.train.distributed).
+    None on torchrun's ranks other than 0 (minillm.train.distributed). `instructions` says where `records` came
+    from (datasets' `instructions_record`), for config.json; None records nothing.
     """
     check_section(cfg, DPOConfig, "train_dpo")
     start = time.perf_counter()
@@ -196,9 +198,10 @@ def train_dpo(
     # the comparison after training answers with this length: refuse it now, not after the training
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "DPOConfig.max_new_tokens")
     run_config = {"dpo": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)}
+    read = {INSTRUCTIONS: instructions} if instructions else None
     # a run already in out_dir, refused without --resume or resumed with other settings: said now, not
     # after the reference's log-probs of every pair (minutes at tiny); train checks it again as it starts
-    check_run_folder(Path(out_dir), resume, "dpo", run_config, tokenizer)
+    check_run_folder(Path(out_dir), resume, "dpo", run_config, tokenizer, read)
     reference = copy.deepcopy(policy).requires_grad_(False).eval()
     train_rankings, test_rankings = split_rankings(read_preferences(prefs_path))
     splits = {name: with_reference(reference, encode_pairs(tokenizer, rankings, policy.config.block_size, cfg.pairs),
@@ -214,7 +217,7 @@ def train_dpo(
 
     loss_fn = make_dpo_loss(cfg.beta, cfg.nll_coef)
     result = train(policy, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, run_config=run_config,
-                   tokenizer=tokenizer, resume=resume, desc="dpo", model_kind="gpt", dropout=False,
+                   tokenizer=tokenizer, resume=resume, desc="dpo", model_kind="gpt", dropout=False, read=read,
                    title="DPO loss" + (f" + {cfg.nll_coef:g} x chosen answer's NLL" if cfg.nll_coef else ""))
     if not is_main_process():  # under torchrun, rank 0 alone compares the policies and writes the results
         return None

@@ -42,6 +42,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from minillm.config import GRPOConfig, check_section, to_dict
+from minillm.datasets.instructions import INSTRUCTIONS
 from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.template import check_room_for_prompt
@@ -291,7 +292,7 @@ PLOTS = {  # file name -> (title, its panels: the metrics that share an axis)
 
 def train_grpo(
     cfg: GRPOConfig, sft_dir: str | Path, records: list[dict], out_dir: str | Path, *,
-    rm_dir: str | Path | None = None, resume: bool = False, pass_at_k: bool = True,
+    rm_dir: str | Path | None = None, resume: bool = False, pass_at_k: bool = True, instructions: dict | None = None,
 ) -> dict[str, Any]:
     """GRPO from the SFT run `sft_dir` on the "train" records' prompts, rewarded as `cfg.reward` says.
 
@@ -300,7 +301,8 @@ def train_grpo(
     exact resume), tokenizer.json, config.json, metrics.jsonl, grpo_*.png, grpo_metrics.json.
     Returns the comparison with the SFT model (as PPO's), pass@1 before and after, pass@k before and
     after and its gain with the gain's standard error (unless `pass_at_k` is False: the pipeline
-    measures every policy's pass@k in one place), and the history.
+    measures every policy's pass@k in one place), and the history. `instructions` says where `records` came
+    from (datasets' `instructions_record`), for config.json; None records nothing.
     """
     check_section(cfg, GRPOConfig, "train_grpo")
     refuse_several_processes("GRPO")
@@ -325,7 +327,8 @@ def train_grpo(
     generator = torch.Generator().manual_seed(cfg.train.seed)
     first_step, history, _ = online_rl.open_run(
         out_dir, "GRPO", resume, tokenizer, {"grpo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
-        generator, device, model=policy, optimizer=optimizer)
+        generator, device, read={INSTRUCTIONS: instructions} if instructions else None, model=policy,
+        optimizer=optimizer)
 
     for step in tqdm(range(first_step, cfg.train.max_steps + 1), desc=run_name(cfg), initial=first_step - 1,
                      total=cfg.train.max_steps):

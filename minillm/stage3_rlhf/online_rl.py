@@ -51,7 +51,7 @@ def rl_records(records: list[dict], eval_prompts: int, method: str) -> tuple[lis
 
 
 def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Tokenizer, run_config: dict,
-             generator: torch.Generator, device: torch.device | None = None,
+             generator: torch.Generator, device: torch.device | None = None, read: dict[str, dict] | None = None,
              **resumable: Any) -> tuple[int, list[dict], dict]:
     """Start an online-RL run in `out_dir`, or resume it exactly: (first step, metrics so far, saved state).
 
@@ -59,8 +59,9 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Tokenizer, run
     and the generator its position, so a resumed run draws the same prompts and tokens as one that
     never stopped. An optimizer keeps the learning rates this run was made with (a resume with
     another `lr` or `critic_lr` uses the new one, as the log says), not the saved run's; any other
-    setting, and the tokenizer, must be the run's (`check_resume`). config.json gets `run_config`, and
-    which code made the run on which `device` (provenance.py).
+    setting, the tokenizer and the data of `read`, must be the run's (`check_resume`). config.json gets
+    `run_config`, the records of `read` (the instructions: datasets/run_data.py), and which code made the run
+    on which `device` (provenance.py).
     """
     ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
     state: dict = load_checkpoint(ckpt_path) if ckpt_path.is_file() else {}
@@ -72,7 +73,7 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Tokenizer, run
         raise CheckpointError(f"{out_dir} already holds a {method} run: pass resume (--resume) or choose another "
                               "folder")
     if state:
-        moved_note = check_resume(out_dir, run_config, tokenizer, saved_under=None)  # its config.json is run_config
+        moved_note = check_resume(out_dir, run_config, tokenizer, saved_under=None, read=read)  # (the whole file)
         for key, obj in resumable.items():
             made_with = [group["lr"] for group in getattr(obj, "param_groups", [])]  # this run's settings
             try:
@@ -93,7 +94,7 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Tokenizer, run
     write_metrics(metrics_path, history)
     tokenizer.save(out_dir / TOKENIZER_NAME)
     record = run_record(out_dir / CONFIG_NAME, device, resumed=bool(state))
-    write_json(out_dir / CONFIG_NAME, {**run_config, MADE_BY: record})
+    write_json(out_dir / CONFIG_NAME, {**run_config, **(read or {}), MADE_BY: record})
     return first_step, history, state
 
 

@@ -37,6 +37,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from minillm.config import PPOConfig, check_section, to_dict
+from minillm.datasets.instructions import INSTRUCTIONS
 from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
@@ -325,7 +326,7 @@ def step_metrics(ro: Rollout, update: list[dict[str, float]], kl_coef: float) ->
 
 def train_ppo(
     cfg: PPOConfig, sft_dir: str | Path, rm_dir: str | Path, records: list[dict], out_dir: str | Path, *,
-    resume: bool = False,
+    resume: bool = False, instructions: dict | None = None,
 ) -> dict[str, Any]:
     """PPO from the SFT run `sft_dir` against the reward model of `rm_dir`, on the "train" records' prompts.
 
@@ -333,6 +334,8 @@ def train_ppo(
     optimizer, kl_coef and generator state for an exact resume), tokenizer.json, config.json,
     metrics.jsonl (one row per step), ppo_*.png, ppo_metrics.json. Returns {"win_rate_vs_sft",
     "gold_sft", "gold_after", "kl", "rm_score", "seconds", "history", "examples"}.
+    `instructions` says where `records` came from (datasets' `instructions_record`), for config.json; None
+    records nothing.
     """
     check_section(cfg, PPOConfig, "train_ppo")
     refuse_several_processes("PPO")
@@ -353,7 +356,8 @@ def train_ppo(
     gold_norm = gold_normaliser(policy, tokenizer, prompts, cfg) if uses_gold(cfg) else None
     first_step, history, state = online_rl.open_run(
         out_dir, "PPO", resume, tokenizer, {"ppo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
-        generator, device, model=policy, critic=critic, optimizer=optimizer)
+        generator, device, read={INSTRUCTIONS: instructions} if instructions else None, model=policy, critic=critic,
+        optimizer=optimizer)
     kl_coef = state.get("kl_coef", cfg.kl_coef)  # adaptive beta resumes where it was
 
     for step in tqdm(range(first_step, cfg.train.max_steps + 1), desc="ppo", initial=first_step - 1,

@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import ModelConfig, RewardConfig, check_section, to_dict
+from minillm.datasets.instructions import INSTRUCTIONS
 from minillm.errors import CheckpointError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
@@ -296,13 +297,14 @@ def set_normalisation(model: RewardModel, rankings: Sequence[EncodedRanking], pa
 
 def train_reward_model(
     cfg: RewardConfig, sft_dir: str | Path, prefs_path: str | Path, out_dir: str | Path, *,
-    records: Sequence[dict] | None = None, resume: bool = False,
+    records: Sequence[dict] | None = None, resume: bool = False, instructions: dict | None = None,
 ) -> dict[str, Any] | None:
     """Train a reward model from the SFT run `sft_dir` on the rankings of `prefs_path`; write `out_dir`.
 
     `records` (the instruction records, matched to rankings by "id") is optional: with it, the
     annotator's agreement with itself and with the gold judge is reported next to the accuracy
-    (without it both are None: not measured).
+    (without it both are None: not measured); `instructions` says where they came from (datasets'
+    `instructions_record`), for config.json (None records nothing).
     Returns {"pairwise_accuracy" (held-out rankings), "train_accuracy", "annotator_agreement",
     "gold_agreement", "reward_mean", "reward_std", "n_train", "n_test", "skipped" (too long for the
     context, or every answer tied), "seconds", "history"}; None on torchrun's ranks other than 0.
@@ -333,6 +335,7 @@ def train_reward_model(
                    evaluate=evaluate,
                    run_config={"reward": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
                    tokenizer=tokenizer, resume=resume, desc="reward", model_kind="reward",
+                   read={INSTRUCTIONS: instructions} if instructions else None,
                    title="Reward model ranking loss")
     if not is_main_process():  # under torchrun, rank 0 alone normalises, evaluates and writes the results
         return None

@@ -306,14 +306,14 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     title, log_y: the loss plot's title (what is plotted, e.g. "GPT next-token loss"; default `desc`)
         and whether its y axis is logarithmic (for a loss that flattens out); `reference` (label, value),
         a baseline it draws as a dashed line.
-    read: records of the data the run read, by their key in config.json (SFT's "instructions": which
-        instruction file, datasets/instructions.py). Beside the settings, as `made_by` is: no setting,
-        so a resume and `compare`'s table of settings pass them by.
+    read: records of the data the run read, by their key in config.json ("corpus", "instructions":
+        datasets/run_data.py). Beside the settings, as `made_by` is: no setting, so `compare`'s table of
+        settings passes them by; a resume on other data than a run's records is refused.
     """
     check_section(cfg, TrainConfig, "train")
     out_dir = Path(out_dir)
     ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
-    moved_note = check_run_folder(out_dir, resume, desc, run_config, tokenizer)
+    moved_note = check_run_folder(out_dir, resume, desc, run_config, tokenizer, read)
     ctx, device = init_distributed(resolve_device(cfg.device))
     check_batch_split(cfg, ctx)
     model.to(device).train(dropout)

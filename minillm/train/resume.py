@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from minillm.config import TrainConfig, at_defaults, diff_configs, to_dict
+from minillm.datasets.run_data import check_same_data
 from minillm.errors import CheckpointError, ConfigError
 from minillm.tokenizer import Tokenizer, load_tokenizer
 from minillm.train.checkpoint import (
@@ -153,10 +154,11 @@ def without_keys(config: dict, keys: tuple[str, ...]) -> dict:
 
 
 def check_resume(out_dir: Path, run_config: dict | None, tokenizer: Tokenizer | None,
-                 saved_under: str | None = "run") -> str:
+                 saved_under: str | None = "run", read: dict[str, dict | None] | None = None) -> str:
     """Before resuming the checkpoint in `out_dir` (if there is one): the same tokenizer and the same
     settings, all but TRAINING_SETTINGS and INPUT_PATHS, as the run was made with (its tokenizer.json
-    and config.json), or ConfigError. A resume must continue the *same* experiment: weights trained on
+    and config.json), and the same data as its records of `read` (key -> this run's record, datasets/run_data.py),
+    or ConfigError. A resume must continue the *same* experiment: weights trained on
     one tokenizer's ids would go on with another's, and config.json would record one setting for both
     parts. A setting that minillm gained after the run was made, or lost since, is no change.
     `saved_under`: config.json's key of the run's settings (the training loop's "run"), or None
@@ -196,13 +198,15 @@ def check_resume(out_dir: Path, run_config: dict | None, tokenizer: Tokenizer | 
             f"cannot resume {out_dir}: its settings differ (saved -> now): {'; '.join(differences)}. "
             "Use the saved settings, or start a new run in another folder"
         )
+    check_same_data(out_dir / CONFIG_NAME, read or {})
     moved = [f"{key}: {saved.get(key)} -> {run_config.get(key)}" for key in INPUT_PATHS
              if saved.get(key) != run_config.get(key)]
     return f"note: resuming {out_dir} from other inputs (saved -> now): {'; '.join(moved)}" if moved else ""
 
 
 def check_run_folder(
-    out_dir: Path, resume: bool, stage: str, run_config: dict | None, tokenizer: Tokenizer | None
+    out_dir: Path, resume: bool, stage: str, run_config: dict | None, tokenizer: Tokenizer | None,
+    read: dict[str, dict | None] | None = None,
 ) -> str:
     """Before training into `out_dir`: a run already there is continued only with `resume`, and only as
     the same experiment (`check_resume`, whose note it returns); without `resume` it is refused, so that
@@ -218,4 +222,4 @@ def check_run_folder(
             )
     if not resume:
         return ""
-    return check_resume(out_dir, run_config, tokenizer)  # the same experiment, before anything loads
+    return check_resume(out_dir, run_config, tokenizer, read=read)  # the same experiment, before anything loads

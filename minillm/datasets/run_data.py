@@ -1,0 +1,60 @@
+"""Which data a run read: the records a run folder keeps of its corpus and its instructions.
+
+No setting names the text a run trained on: `--corpus` and `--data` are files, and generated data is the text
+of its settings only as long as the generator does not change. So a training run records what it read in its
+config.json, beside its settings, under the data's name (`DATA`):
+
+    "corpus": {"file": null, "corpus_mb": 2.0, "data_seed": 0, "val_fraction": 0.05, "sha256": "5b1e..."}
+    "instructions": {"file": "/home/me/mine.jsonl", "data_seed": null, "sha256": "9f2c..."}
+
+(`corpus_record`: pretraining's; `instructions_record`: SFT's and every stage 3 run's). The sha256 is that of
+what was read, so a file edited since is other data, and a file moved elsewhere the same. Like the record of
+the code (`made_by`, provenance.py), a record is no setting: the pipeline's reuse and `compare`'s table of
+settings pass it by, and `compare` names runs that read different data in a line of its own. A resume is the
+exception: a run resumed on other data would hold two experiments in one set of weights while its record named
+one, so it is refused (`check_same_data`). A run made before its stage recorded its data has no record:
+unknown data, which no check refuses and no comparison names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from minillm.datasets.corpus import CORPUS, corpus_text
+from minillm.datasets.instructions import INSTRUCTIONS, instructions_text
+from minillm.errors import ConfigError
+from minillm.provenance import saved_record
+
+# the data a run may record -> its record as a phrase, for the lines that name it
+DATA: dict[str, Callable[[dict], str]] = {CORPUS: corpus_text, INSTRUCTIONS: instructions_text}
+
+
+def saved_data(config_path: Path, key: str) -> dict | None:
+    """The record of the data `key` (a key of `DATA`) that a run read, in its config.json at `config_path`, or
+    None where it holds none: a run made before its stage recorded it, one given its data in Python, or no run."""
+    record = saved_record(config_path, key)
+    readable = (isinstance(record, dict) and isinstance(record.get("sha256"), str)
+                and isinstance(record.get("file"), (str, type(None))))  # (not one edited into something else)
+    return record if readable else None
+
+
+def data_text(key: str, record: dict) -> str:
+    """A record of the data `key` as a phrase: "the instructions in /home/me/mine.jsonl"."""
+    return DATA[key](record)
+
+
+def check_same_data(config_path: Path, read: Mapping[str, dict | None]) -> None:
+    """Before resuming the run whose config.json is at `config_path` on the data of `read` (key -> its record,
+    None when unknown): ConfigError when the run read other data so far. The same data from another path (a
+    moved file) is the same; a run made before its stage recorded its data is taken at its word."""
+    out_dir = config_path.parent
+    for key, now in read.items():
+        saved = saved_data(config_path, key)
+        if saved is None or now is None or saved["sha256"] == now["sha256"]:
+            continue
+        changed = " (other contents now)" if data_text(key, saved) == data_text(key, now) else ""
+        raise ConfigError(
+            f"cannot resume {out_dir}: it read {data_text(key, saved)}, and this run reads {data_text(key, now)}"
+            f"{changed}; resume it on the {key} it read, or start a new run in another folder"
+        )
