@@ -40,7 +40,7 @@ class ModelInputError(MinillmError, ValueError):
 
 
 class TrainingError(MinillmError, RuntimeError):
-    """Training had to stop (e.g. the loss became NaN); the last good checkpoint is kept."""
+    """Training had to stop (e.g. the loss became NaN); a checkpoint saved before it, if any, is kept."""
 
 
 class RunLockedError(MinillmError, RuntimeError):

@@ -264,7 +264,7 @@ def grpo_step(j: Journey, name: str) -> dict:
     folder, cfg = j.folder(name), getattr(j.cfg, name)
     rm_dir = j.folder("reward_model") if "reward_model" in needs(j.cfg, name) else None
     return train_grpo(cfg, j.folder("sft"), j.records, folder, rm_dir=rm_dir, resume=has_checkpoint(folder),
-                      pass_at_k=False, instructions=j.instructions_read)
+                      pass_at_k=False, instructions=j.instructions_read, section=name)
 
 
 def step_rl_table(j: Journey) -> dict:

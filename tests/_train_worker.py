@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from minillm.config import ModelConfig, TrainConfig
 from minillm.model.gpt import GPT
 from minillm.train import train
 from minillm.train.distributed import DistContext
+from minillm.train.health import Watched
 from minillm.train.loop import CountTerms, GetBatch, LossFn, train_step
 from minillm.utils import seed_everything
 
@@ -88,7 +90,8 @@ def assert_accumulation_changes_nothing(make_model: Callable[[], nn.Module], bat
         cfg = TrainConfig(batch_size=len(next(iter(batch.values()))), grad_accum_steps=accumulation, grad_clip=0.0)
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         metrics = train_step(model, model, batch, loss_fn, optimizer, torch.amp.GradScaler(enabled=False), cfg,
-                             DistContext(), torch.device("cpu"), step=1, count_terms=count_terms)
+                             DistContext(), torch.device("cpu"), step=1, run=Watched("train", "train", Path("ckpt.pt")),
+                             count_terms=count_terms)
         return metrics, list(model.parameters())
 
     (whole, after_whole), (accumulated, after_accumulated) = one_step(1), one_step(grad_accum_steps)

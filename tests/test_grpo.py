@@ -64,8 +64,11 @@ from minillm.stage3_rlhf.verifier import Verifier
 from minillm.tokenizer import TOKENIZER_NAME, load_tokenizer, train_tokenizer
 from minillm.train import load_checkpoint, load_model, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME
+from minillm.train.health import Watched
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME
 from minillm.train.optim import follow_schedule
+
+UNSAVED = Watched("grpo (verifiable)", "grpo.train", Path("never-saved") / CKPT_NAME)  # grpo_update's run, unsaved
 
 
 def micro_grpo_config(steps: int = 2, **changes) -> GRPOConfig:
@@ -530,7 +533,7 @@ def test_a_gradient_that_is_not_finite_stops_the_update_before_its_step(runs):
     policy.ln_f.weight.register_hook(lambda grad: grad * float("nan"))  # the loss stays finite
     with pytest.raises(TrainingError, match=r"^grpo \(verifiable\): training stopped at step 3: the gradient norm "
                                             r"is nan, the gradient of parameter 'ln_f.weight'"):
-        grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g, step=3)
+        grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g, step=3, watched=UNSAVED)
     assert all(p.isfinite().all() for p in policy.parameters())
 
 
@@ -552,7 +555,7 @@ def test_rollout_groups_consecutive_answers_and_first_update_is_on_policy(runs):
     by_hand = [Verifier(RECORDS)(r, a) for r, a in zip(ro.records, ro.responses.answers, strict=True)]
     assert verifiable.tolist() == pytest.approx(by_hand)
     assert ro.ref_logprobs.shape == (cfg.minibatch_size, ro.mask.shape[1])  # kl_coef 0: one minibatch read
-    stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g, step=1)
+    stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g, step=1, watched=UNSAVED)
     assert "k3_kl" not in stats[0]  # no KL term
     # The old log-probs come from sampling (KV cache, batch shrinking as answers end); a full forward
     # pass gives the same numbers up to float rounding, so the first minibatch is on-policy.
@@ -585,7 +588,7 @@ def test_one_grpo_step_moves_the_policy_by_the_gradient_of_the_surrogate_read_ro
     grads = dict(zip(names, torch.autograd.grad(loss, list(by_hand.parameters())), strict=True))
     before = {name: p.detach().clone() for name, p in policy.named_parameters()}
     lr = 0.5
-    [stats] = grpo_update(policy, torch.optim.SGD(policy.parameters(), lr=lr), ro, cfg, g, step=1)
+    [stats] = grpo_update(policy, torch.optim.SGD(policy.parameters(), lr=lr), ro, cfg, g, step=1, watched=UNSAVED)
     assert stats["loss"] == pytest.approx(loss.item(), abs=1e-5)
     for name, p in policy.named_parameters():
         torch.testing.assert_close((p.detach() - before[name]).double(), -lr * grads[name], atol=1e-6, rtol=1e-4)
@@ -684,7 +687,7 @@ def test_kl_term_reads_every_answer_and_starts_at_zero(runs):
     ro = rollout(policy, copy.deepcopy(policy), lambda b, r: torch.arange(len(b)).float(), tok, RECORDS[:2], cfg, g)
     assert ro.ref_logprobs.shape == ro.logprobs.shape
     torch.testing.assert_close(ro.ref_logprobs * ro.mask, ro.logprobs, atol=1e-4, rtol=0)  # pi_ref == pi_old
-    stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g, step=1)
+    stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g, step=1, watched=UNSAVED)
     assert stats[0]["k3_kl"] < 1e-8  # first minibatch: pi == pi_old == pi_ref
     assert len(stats) == 2 and stats[1]["k3_kl"] > 1e-6  # the second minibatch sees a policy that moved
 
@@ -698,7 +701,7 @@ def test_the_logged_entropy_is_the_policys_over_the_answers_real_tokens(runs):
     g = torch.Generator().manual_seed(0)
     ro = rollout(policy, policy, lambda b, r: torch.arange(len(b)).float(), tok, RECORDS[:2], cfg, g)
     by_hand = entropy_alone(policy, ro.responses.ids, ro.responses.attention_mask, ro.mask, 0.7)  # before the step
-    [stats] = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g, step=1)
+    [stats] = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g, step=1, watched=UNSAVED)
     assert stats["entropy"] == pytest.approx(by_hand, rel=1e-4)
 
 
@@ -746,7 +749,7 @@ def test_grpo_learns_a_toy_task_within_seconds(runs):
         batch = [prompts[(8 * step + i) % len(prompts)] for i in range(8)]
         ro = rollout(policy, reference, starts_with_target, tok, batch, cfg, g)
         rewards.append(ro.rewards.mean().item())
-        grpo_update(policy, optimizer, ro, cfg, g, step=1)
+        grpo_update(policy, optimizer, ro, cfg, g, step=1, watched=UNSAVED)
     assert sum(rewards[:3]) / 3 < 0.3 and sum(rewards[-3:]) / 3 > 0.8, rewards
 
 

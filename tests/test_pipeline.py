@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -468,6 +469,17 @@ def test_a_grpo_step_rewarded_otherwise_runs_and_is_made_from_what_its_reward_re
     printed = capsys.readouterr().out
     assert [n for n in STEP_NAMES if f"[{n}] already done" in printed] == ["tokenizer", "mlm", "clm", "sft", "grpo"]
     assert "[grpo_verifiable] made from an earlier run of reward_model: running it again" in printed
+
+
+def test_each_grpo_step_tells_its_run_the_section_its_settings_are_in(tmp_path, monkeypatch):
+    """A NaN in the pipeline's second GRPO run named `--set grpo.train.lr=...`, a setting of the first run:
+    each step names its own section (health.Watched), which the run cannot tell from its settings."""
+    given = {}
+    monkeypatch.setattr(pipeline, "train_grpo", lambda *args, section, **kwargs: given.setdefault(section, {}))
+    journey = SimpleNamespace(cfg=preset("micro"), records=[], folder=lambda name: tmp_path / name)
+    for name in pipeline.GRPO_STEPS:
+        pipeline.STEPS[name](journey)
+    assert list(given) == ["grpo", "grpo_verifiable"]
 
 
 def test_a_step_is_kept_only_when_its_settings_data_and_earlier_steps_are_the_same(tmp_path, monkeypatch, capsys):

@@ -42,6 +42,7 @@ from minillm.stage3_rlhf.ppo import (
     rollout,
     step_metrics,
     train_ppo,
+    watched_networks,
 )
 from minillm.stage3_rlhf.preferences import collect_rankings, compare_answers, compare_policies, read_preferences
 from minillm.stage3_rlhf.reward_model import (
@@ -65,7 +66,9 @@ from minillm.stage3_rlhf.sequences import Responses, answers_logprob, last_real_
 from minillm.tokenizer import train_tokenizer
 from minillm.train import health, load_checkpoint, load_model, load_model_and_tokenizer, save_checkpoint
 from minillm.train.distributed import DistContext
+from minillm.train.health import Watched
 
+UNSAVED = watched_networks(Path("never-saved"))  # ppo_update's messages, of a run that saved no checkpoint
 COLOURS = ["red", "blue", "green", "amber", "violet", "grey", "black", "white"]
 RECORDS = [
     {"id": f"c{i}", "prompt": f"Say the colour {c}.", "response": c, "reference": c,
@@ -226,12 +229,14 @@ def test_rankings_that_find_no_different_answers_name_the_model_as_a_cause(runs,
                          tmp_path / "prefs.jsonl")
 
 
-@pytest.mark.parametrize(("network", "parameter"), [("policy", "ln_f.weight"), ("critic", "head.weight")])
-def test_a_gradient_that_is_not_finite_stops_the_update_before_its_step(runs, network, parameter):
+@pytest.mark.parametrize(("network", "parameter", "lr"), [("policy", "ln_f.weight", "ppo.train.lr"),
+                                                         ("critic", "head.weight", "ppo.critic_lr")])
+def test_a_gradient_that_is_not_finite_stops_the_update_before_its_step(runs, network, parameter, lr):
     """PPO checked only its loss, after the whole update: a NaN gradient under a finite loss (the last
     minibatch's) went through clipping (every gradient times grad_clip / NaN) into every weight, the
     checkpoint saved them, and the next rollout failed in torch with an index error. Each of the two
-    networks is checked, as each is clipped, on its own."""
+    networks is checked, as each is clipped, on its own, and the message says which one it was, with the
+    setting of its own learning rate."""
     policy, tok = load_model(runs["sft"], GPT)
     rm = load_model(runs["rm"], RewardModel)[0]
     cfg, critic, g = micro_ppo_config(), copy.deepcopy(rm), torch.Generator().manual_seed(0)
@@ -239,9 +244,9 @@ def test_a_gradient_that_is_not_finite_stops_the_update_before_its_step(runs, ne
     poisoned = {"policy": policy, "critic": critic}[network]
     poisoned.get_parameter(parameter).register_hook(lambda grad: grad * float("nan"))  # the loss stays finite
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
-    with pytest.raises(TrainingError, match=r"^ppo: training stopped at step 3: the gradient norm is nan, the "
-                                            rf"gradient of parameter '{parameter}'"):
-        ppo_update(policy, critic, optimizer, ro, cfg, g, step=3)
+    with pytest.raises(TrainingError, match=rf"^ppo: training stopped at step 3: the {network}'s gradient norm is "
+                                            rf"nan, the gradient of parameter '{parameter}'.*--set {lr}=\.\.\."):
+        ppo_update(policy, critic, optimizer, ro, cfg, g, step=3, watched=UNSAVED)
     assert all(p.isfinite().all() for p in (*policy.parameters(), *critic.parameters()))
 
 
@@ -252,13 +257,15 @@ def test_a_run_whose_gradient_stops_being_finite_stops_at_that_step_with_the_las
     the step the run stopped at, and the checkpoint on disk is the step before's."""
     module, out = {"ppo": ppo, "grpo": grpo}[method], tmp_path / method
 
-    def nan_once_a_step_is_saved(net, grad_clip, step, stage, check=True):  # a NaN gradient from step 2 on
+    def nan_once_a_step_is_saved(net, grad_clip, step, run, check=True):  # a NaN gradient from step 2 on
         norm = float("nan") if (out / "ckpt.pt").is_file() else 1.0
-        health.check_grad_norm(norm, net, step, stage)
+        health.check_grad_norm(norm, net, step, run)
         return torch.tensor(norm)
 
     monkeypatch.setattr(module, "clip_gradients", nan_once_a_step_is_saved)
-    with pytest.raises(TrainingError, match=rf"^{method}\b.*: training stopped at step 2: the gradient norm is nan"):
+    with pytest.raises(TrainingError, match=rf"^{method}\b.*: training stopped at step 2: the (policy's )?gradient "
+                                            rf"norm is nan.* Its last checkpoint, {re.escape(str(out / 'ckpt.pt'))} "
+                                            rf"of step 1, is kept\. Try a lower learning rate \(--set {method}\.train"):
         if method == "ppo":
             train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, out)
         else:
@@ -282,7 +289,7 @@ def test_first_minibatch_ratio_is_one_and_kl_is_zero_against_itself(runs, temper
     for t in (ro.kl, ro.advantages, ro.returns, ro.values):
         assert (t[~ro.mask] == 0).all()  # padding carries nothing
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
-    stats = ppo_update(policy, critic, optimizer, ro, cfg, g, step=1)
+    stats = ppo_update(policy, critic, optimizer, ro, cfg, g, step=1, watched=UNSAVED)
     assert stats[0]["ratio_max_dev"] < 1e-4 and stats[0]["clipfrac"] == 0.0
     assert len(stats) == cfg.ppo_epochs * cfg.rollout_batch_size // cfg.minibatch_size
     assert any(s["ratio_max_dev"] > 0 for s in stats[1:])  # later minibatches see an updated policy
@@ -434,7 +441,7 @@ def test_the_critic_is_regressed_from_its_old_values_towards_the_returns(runs):
     assert gap.abs().max() > 2 * cfg.clip_range_value  # gaps beyond the clip range: the test can fail
     entropy = entropy_alone(policy, ro.ids, ro.attention_mask, ro.mask, cfg.temperature)  # before the step
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
-    [stats] = ppo_update(policy, critic, optimizer, ro, cfg, g, step=1)
+    [stats] = ppo_update(policy, critic, optimizer, ro, cfg, g, step=1, watched=UNSAVED)
     assert stats["vf_loss"] == pytest.approx(0.5 * (gap ** 2).mean().item(), rel=1e-4)
     assert stats["entropy"] == pytest.approx(entropy, rel=1e-4)  # the policy's, in nats, over real tokens
 
@@ -448,7 +455,7 @@ def test_the_ratio_is_taken_against_the_sampling_policy_not_the_reference(runs):
     ro = rollout(policy, nudged(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
     assert ro.kl.abs().max() > 0.05  # the reference differs: a ratio against it would be far from 1
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-3)
-    stats = ppo_update(policy, critic, optimizer, ro, cfg, g, step=1)
+    stats = ppo_update(policy, critic, optimizer, ro, cfg, g, step=1, watched=UNSAVED)
     assert stats[0]["ratio_max_dev"] < 1e-4 and stats[0]["clipfrac"] == 0.0
 
 
@@ -471,7 +478,7 @@ def test_the_update_steps_on_the_policy_loss_plus_vf_coef_times_the_value_loss(r
     before = critic.head.weight.detach().clone()
     lr = 0.5
     ppo_update(policy, critic, torch.optim.SGD([*policy.parameters(), *critic.parameters()], lr=lr), ro, cfg, g,
-               step=1)
+               step=1, watched=UNSAVED)
     torch.testing.assert_close(critic.head.weight - before, -lr * cfg.vf_coef * by_hand.head.weight.grad,
                                atol=1e-6, rtol=1e-4)
 
@@ -526,7 +533,7 @@ def test_one_ppo_step_moves_the_policy_by_the_gradient_of_the_surrogate_read_row
     before = {name: p.detach().clone() for name, p in policy.named_parameters()}
     lr = 0.5
     [stats] = ppo_update(policy, critic, torch.optim.SGD([*policy.parameters(), *critic.parameters()], lr=lr), ro,
-                         cfg, g, step=1)
+                         cfg, g, step=1, watched=UNSAVED)
     assert stats["pg_loss"] == pytest.approx(loss.item(), abs=1e-5)
     for name, p in policy.named_parameters():
         torch.testing.assert_close((p.detach() - before[name]).double(), -lr * grads[name], atol=1e-6, rtol=1e-4)
@@ -542,7 +549,7 @@ def test_the_critic_learns_its_value_loss_falls_over_the_epochs(runs):
     critic, g = copy.deepcopy(rm), torch.Generator().manual_seed(0)
     ro = rollout(policy, copy.deepcopy(policy), rm, critic, tok, RECORDS[:4], cfg, 0.1, g)
     optimizer = torch.optim.AdamW([*policy.parameters(), *critic.parameters()], lr=1e-2)
-    losses = [s["vf_loss"] for s in ppo_update(policy, critic, optimizer, ro, cfg, g, step=1)]
+    losses = [s["vf_loss"] for s in ppo_update(policy, critic, optimizer, ro, cfg, g, step=1, watched=UNSAVED)]
     assert losses[0] > losses[1] > losses[2] and losses[2] < 0.9 * losses[0], losses
 
 
@@ -772,17 +779,20 @@ def test_a_reward_model_of_another_tokenizer_is_refused(runs, tmp_path):
 
 def test_nan_rewards_stop_ppo_with_the_step_and_cause(runs, monkeypatch):
     monkeypatch.setattr(RewardModel, "scores", lambda self, h, ids, *masks: torch.full((len(ids),), float("nan")))
-    with pytest.raises(TrainingError, match=r"PPO stopped at step 1: the reward was non-finite \(nan\)"):
+    with pytest.raises(TrainingError, match=r"^ppo: training stopped at step 1: the reward was non-finite \(nan\).*"
+                                            r"No checkpoint had been saved yet"):
         train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, runs["root"] / "ppo_nan")
 
 
 def test_an_infinite_reward_stops_a_run_as_a_nan_does():
-    with pytest.raises(TrainingError, match=r"GRPO stopped at step 7: the reward was non-finite \(inf\) for 1 of 3 "
-                                            r"answers, e\.g\. 'b'"):
-        check_rewards(torch.tensor([0.5, float("inf"), 1.0]), ["a", "b", "c"], 7, "GRPO")
+    grpo_run = Watched("grpo (model)", "grpo.train", Path("never-saved") / "ckpt.pt")
+    with pytest.raises(TrainingError, match=r"^grpo \(model\): training stopped at step 7: the reward was non-finite "
+                                            r"\(inf\) for 1 of 3 answers, e\.g\. 'b'\. No checkpoint had been saved "
+                                            r"yet\. Check the reward model run: .*--set reward\.train\.lr="):
+        check_rewards(torch.tensor([0.5, float("inf"), 1.0]), ["a", "b", "c"], 7, grpo_run)
     with pytest.raises(TrainingError, match=r"non-finite \(-inf\)"):
-        check_rewards(torch.tensor([float("-inf")]), ["a"], 1)
-    check_rewards(torch.tensor([0.5, -2.0]), ["a", "b"], 7)  # finite: nothing to say
+        check_rewards(torch.tensor([float("-inf")]), ["a"], 1, grpo_run)
+    check_rewards(torch.tensor([0.5, -2.0]), ["a", "b"], 7, grpo_run)  # finite: nothing to say
 
 
 def test_a_run_summary_reports_the_last_steps_kl_and_reward_model_score():
@@ -933,7 +943,7 @@ def test_ppo_learns_a_toy_task_within_seconds(runs):
         batch = [prompts[(32 * step + i) % len(prompts)] for i in range(32)]
         ro = rollout(policy, reference, PaysEveryAnswer(), critic, tok, batch, cfg, cfg.kl_coef, g)
         ended.append(ro.has_eos.float().mean().item())
-        ppo_update(policy, critic, optimizer, ro, cfg, g, step=1)
+        ppo_update(policy, critic, optimizer, ro, cfg, g, step=1, watched=UNSAVED)
     assert sum(ended[:3]) / 3 < 0.2 and sum(ended[-3:]) / 3 > 0.9, ended
 
 

@@ -58,6 +58,7 @@ from minillm.stage2_sft.template import ChatExample, encode_example, encode_prom
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model, load_model_and_tokenizer
 from minillm.train.distributed import DistContext
+from minillm.train.health import Watched
 from minillm.train.loop import micro_batches, train_step
 from minillm.train.optim import make_optimizer
 from minillm.train.precision import make_grad_scaler
@@ -309,7 +310,8 @@ def test_an_sft_steps_logged_numbers_do_not_depend_on_gradient_accumulation() ->
         cfg = TrainConfig(batch_size=4, grad_accum_steps=accumulation)
         logged.append(train_step(model, model, batch, sft_loss, make_optimizer(model, cfg),
                                  make_grad_scaler(torch.device("cpu"), "float32"), cfg, DistContext(),
-                                 torch.device("cpu"), step=1, count_terms=count_targets))
+                                 torch.device("cpu"), step=1, run=Watched("sft", "sft.train", Path("ckpt.pt")),
+                                 count_terms=count_targets))
     for metrics in logged[1:]:
         assert metrics.keys() == logged[0].keys() and metrics == pytest.approx(logged[0], rel=1e-5)
 

@@ -34,7 +34,7 @@ from minillm.provenance import code_record
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, plot_panels, plots, train
-from minillm.train.health import check_grad_norm, check_loss, clip_gradients, first_bad_gradient
+from minillm.train.health import Watched, check_grad_norm, check_loss, clip_gradients, first_bad_gradient
 from minillm.train.loop import LossFn
 from minillm.train.optim import Muon, MuonWithAdamW, follow_schedule, make_optimizer, orthogonalize, param_groups
 from minillm.train.plots import find_cjk_font, has_cjk
@@ -419,10 +419,15 @@ def nan_from_step(bad_step: int, poison: Callable[[torch.nn.Module], torch.Tenso
     return loss_fn
 
 
+def unsaved(name: str) -> Watched:
+    """A run `name` whose checkpoint was never saved (a folder that does not exist)."""
+    return Watched(name, f"{name}.train", Path("never-saved") / "ckpt.pt")
+
+
 @pytest.mark.parametrize("norm", [float("nan"), float("inf"), float("-inf")])
 def test_a_gradient_norm_that_is_not_finite_stops_training(norm):
     with pytest.raises(TrainingError, match=f"^mlm: training stopped at step 3: the gradient norm is {norm}"):
-        check_grad_norm(norm, torch.nn.Linear(2, 2), 3, "mlm")
+        check_grad_norm(norm, torch.nn.Linear(2, 2), 3, unsaved("mlm"))
 
 
 def test_the_optimizer_steps_on_the_clipped_gradient(tmp_path, monkeypatch):
@@ -445,11 +450,15 @@ def test_the_optimizer_steps_on_the_clipped_gradient(tmp_path, monkeypatch):
 
 def test_a_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(tmp_path):
     """The message names the run that stopped: `pipeline --jobs 2` trains MLM beside CLM, and SFT its
-    baselines beside itself, and the line said only "training stopped at step 7"."""
+    baselines beside itself, and the line said only "training stopped at step 7". It says which checkpoint
+    is kept, and names the settings to change as --set takes them (it said "lr", of no section)."""
     cfg = small_cfg(max_steps=12, save_every=5, eval_every=100)
-    with pytest.raises(TrainingError, match=r"^sft on count only: training stopped at step 7: the loss is nan"):
+    with pytest.raises(TrainingError, match=r"^sft on count only: training stopped at step 7: the loss is nan\. Its "
+                                            rf"last checkpoint, {re.escape(str(tmp_path / 'ckpt.pt'))} of step 5, is "
+                                            r"kept\. Try a lower learning rate \(--set sft\.train\.lr=\.\.\.\), "
+                                            r"gradient clipping \(--set sft\.train\.grad_clip=\.\.\.\)"):
         run(tmp_path, cfg, loss_fn=nan_from_step(7, lambda model: torch.tensor(float("nan"))),
-            desc="sft on count only")
+            desc="sft on count only", settings="sft.train")
     ckpt = load_checkpoint(tmp_path / "ckpt.pt")
     assert ckpt["step"] == 5 and all(torch.isfinite(t).all() for t in ckpt["model"].values())
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -462,8 +471,13 @@ def sqrt_of_zero(model) -> torch.Tensor:
 
 
 def test_a_nan_gradient_names_the_run_and_the_parameter(tmp_path):
-    with pytest.raises(TrainingError, match=r"^clm: training stopped at step 3: the gradient norm is nan.*ln_f.weight"):
+    """Before any checkpoint is saved the message says so (it said "the last checkpoint saved before it is
+    kept"); the settings are the run's section's, `desc`'s by default."""
+    with pytest.raises(TrainingError, match=r"^clm: training stopped at step 3: the gradient norm is nan.*ln_f.weight"
+                                            r".*is not finite\. No checkpoint had been saved yet\. Try a lower "
+                                            r"learning rate \(--set clm\.train\.lr=\.\.\.\)"):
         run(tmp_path, small_cfg(max_steps=5), loss_fn=nan_from_step(3, sqrt_of_zero), desc="clm")
+    assert not (tmp_path / "ckpt.pt").exists()
 
 
 def test_clip_gradients_returns_the_norm_before_clipping_and_clips_nothing_at_grad_clip_0():
@@ -471,7 +485,7 @@ def test_clip_gradients_returns_the_norm_before_clipping_and_clips_nothing_at_gr
     model = torch.nn.Linear(2, 1, bias=False)
     for grad_clip, norm_after in ((0.0, 5.0), (2.5, 2.5)):
         model.weight.grad = torch.tensor([[3.0, 4.0]])  # norm 5
-        assert clip_gradients(model, grad_clip, 1, "clm").item() == pytest.approx(5.0)
+        assert clip_gradients(model, grad_clip, 1, unsaved("clm")).item() == pytest.approx(5.0)
         assert model.weight.grad.norm().item() == pytest.approx(norm_after)
 
 
@@ -739,7 +753,7 @@ def test_muon_takes_the_blocks_matrices_of_a_model_inside_another():
 @pytest.mark.parametrize("loss", [float("nan"), float("inf"), float("-inf")])
 def test_a_loss_that_is_not_finite_stops_training(loss):
     with pytest.raises(TrainingError, match=f"^clm: training stopped at step 4: the loss is {loss}"):
-        check_loss(loss, 4, "clm")
+        check_loss(loss, 4, unsaved("clm"))
 
 
 def test_a_gradient_with_one_nan_entry_is_named():

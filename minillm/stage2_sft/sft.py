@@ -279,7 +279,7 @@ def train_sft(
         model, cfg.train, out_dir, get_batch=get_batch, loss_fn=sft_loss, count_terms=count_targets,
         run_config={"sft": to_dict(cfg), "init_dir": str(init_dir) if init_dir else None,
                     "model": to_dict(model.config)},
-        tokenizer=tokenizer, resume=resume, desc=name, title=title,
+        tokenizer=tokenizer, resume=resume, desc=name, title=title, settings="sft.train",
         read={INSTRUCTIONS: instructions} if instructions else None,
     )
     if lora:

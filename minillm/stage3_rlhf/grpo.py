@@ -62,8 +62,9 @@ from minillm.stage3_rlhf.sequences import (
 from minillm.stage3_rlhf.verifier import Verifier
 from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer, plot_panels
+from minillm.train.checkpoint import CKPT_NAME
 from minillm.train.distributed import refuse_several_processes
-from minillm.train.health import check_loss, clip_gradients
+from minillm.train.health import Watched, check_loss, clip_gradients
 from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.train.optim import AnyOptimizer, follow_schedule, make_optimizer
 from minillm.utils import resolve_device, seed_everything, write_json
@@ -242,9 +243,10 @@ def run_name(cfg: GRPOConfig) -> str:
 
 
 def grpo_update(policy: GPT, optimizer: AnyOptimizer, ro: GroupRollout, cfg: GRPOConfig,
-                generator: torch.Generator, *, step: int) -> list[dict[str, float]]:
+                generator: torch.Generator, *, step: int, watched: Watched) -> list[dict[str, float]]:
     """Optimise the clipped objective on `ro`; one stats dict per minibatch, in order. `step` (the GRPO
-    step) is what a gradient that is not finite stops the run at (health.clip_gradients)."""
+    step) is what a gradient that is not finite stops the run at (health.clip_gradients), and `watched`
+    how its message names the run."""
     n, ids, attention_mask = ro.mask.shape[1], ro.responses.ids, ro.responses.attention_mask
     stats = []
     for _ in range(cfg.epochs):
@@ -257,7 +259,7 @@ def grpo_update(policy: GPT, optimizer: AnyOptimizer, ro: GroupRollout, cfg: GRP
                                        cfg.clip_range, cfg.kl_coef)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            clip_gradients(policy, cfg.train.grad_clip, step, run_name(cfg))
+            clip_gradients(policy, cfg.train.grad_clip, step, watched)
             optimizer.step()
             stats.append({**mb_stats, "loss": loss.item(), "entropy": mean_entropy(logits, mask)})
     return stats
@@ -293,6 +295,7 @@ PLOTS = {  # file name -> (title, its panels: the metrics that share an axis)
 def train_grpo(
     cfg: GRPOConfig, sft_dir: str | Path, records: list[dict], out_dir: str | Path, *,
     rm_dir: str | Path | None = None, resume: bool = False, pass_at_k: bool = True, instructions: dict | None = None,
+    section: str = "grpo",
 ) -> dict[str, Any]:
     """GRPO from the SFT run `sft_dir` on the "train" records' prompts, rewarded as `cfg.reward` says.
 
@@ -302,7 +305,8 @@ def train_grpo(
     Returns the comparison with the SFT model (as PPO's), pass@1 before and after, pass@k before and
     after and its gain with the gain's standard error (unless `pass_at_k` is False: the pipeline
     measures every policy's pass@k in one place), and the history. `instructions` says where `records` came
-    from (datasets' `instructions_record`), for config.json; None records nothing.
+    from (datasets' `instructions_record`), for config.json; None records nothing. `section` is where `cfg` is,
+    as --set takes it, for the message of a NaN: the pipeline's second GRPO run is grpo_verifiable's.
     """
     check_section(cfg, GRPOConfig, "train_grpo")
     refuse_several_processes("GRPO")
@@ -329,17 +333,18 @@ def train_grpo(
         out_dir, "GRPO", resume, tokenizer, {"grpo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
         generator, device, read={INSTRUCTIONS: instructions} if instructions else None, model=policy,
         optimizer=optimizer)
+    watched = Watched(run_name(cfg), f"{section}.train", out_dir / CKPT_NAME)
 
     for step in tqdm(range(first_step, cfg.train.max_steps + 1), desc=run_name(cfg), initial=first_step - 1,
                      total=cfg.train.max_steps):
         rows = torch.randint(len(prompts), (cfg.prompts_per_step,), generator=generator).tolist()
         ro = rollout(policy, reference, reward_fn, tokenizer, [prompts[i] for i in rows], cfg, generator)
-        online_rl.check_rewards(ro.rewards.flatten(), ro.responses.answers, step, "GRPO")
+        online_rl.check_rewards(ro.rewards.flatten(), ro.responses.answers, step, watched)
         lr = follow_schedule(optimizer, step - 1, cfg.train)
         with torch.autograd.set_detect_anomaly(cfg.train.detect_anomaly):  # --detect-anomaly, as the other stages
-            update = grpo_update(policy, optimizer, ro, cfg, generator, step=step)
+            update = grpo_update(policy, optimizer, ro, cfg, generator, step=step, watched=watched)
         row = {"step": step, **step_metrics(ro, update), "lr": lr, "elapsed_s": time.perf_counter() - start}
-        check_loss(row["loss"], step, run_name(cfg))
+        check_loss(row["loss"], step, watched)
         history.append(row)
         append_metrics(out_dir / METRICS_NAME, row)
         if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:

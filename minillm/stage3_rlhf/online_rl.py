@@ -24,6 +24,7 @@ from minillm.stage3_rlhf.preferences import comparison_summary, heldout_records
 from minillm.tokenizer import Tokenizer
 from minillm.train import load_checkpoint, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME, TOKENIZER_NAME, short_reason
+from minillm.train.health import Watched
 from minillm.train.loop import CONFIG_NAME, METRICS_NAME, read_metrics, write_metrics
 from minillm.train.resume import check_resume
 from minillm.utils import write_json
@@ -109,14 +110,15 @@ def save_run(out_dir: Path, method: str, step: int, policy: GPT, generator: torc
     })
 
 
-def check_rewards(scores: Tensor, answers: list[str], step: int, method: str = "PPO") -> None:
-    """Stop with a TrainingError naming the step and an answer if a reward (B,) is NaN or infinite."""
+def check_rewards(scores: Tensor, answers: list[str], step: int, run: Watched) -> None:
+    """Stop with a TrainingError naming the run (`run`, health.Watched), the step and an answer if a
+    reward (B,) is NaN or infinite."""
     bad = (~torch.isfinite(scores)).nonzero().flatten().tolist()
     if bad:
         raise TrainingError(
-            f"{method} stopped at step {step}: the reward was non-finite ({scores[bad[0]].item()}) for {len(bad)} of "
-            f"{len(answers)} answers, e.g. {answers[bad[0]]!r}. Check the reward model run (retrain it, or lower "
-            f"its lr); the last {method} checkpoint is kept"
+            f"{run.name}: training stopped at step {step}: the reward was non-finite ({scores[bad[0]].item()}) for "
+            f"{len(bad)} of {len(answers)} answers, e.g. {answers[bad[0]]!r}. {run.kept()}. Check the reward model "
+            "run: retrain it, with a lower learning rate (--set reward.train.lr=...)"
         )
 
 

@@ -55,8 +55,9 @@ from minillm.stage3_rlhf.sequences import (
 )
 from minillm.tokenizer import Tokenizer
 from minillm.train import load_model_and_tokenizer, plot_metrics, plot_panels
+from minillm.train.checkpoint import CKPT_NAME
 from minillm.train.distributed import refuse_several_processes
-from minillm.train.health import check_loss, clip_gradients
+from minillm.train.health import Watched, check_loss, clip_gradients
 from minillm.train.loop import METRICS_NAME, append_metrics
 from minillm.train.optim import adamw, follow_schedule, param_groups
 from minillm.utils import resolve_device, seed_everything, write_json
@@ -238,10 +239,11 @@ def rollout(
 
 def ppo_update(
     policy: GPT, critic: RewardModel, optimizer: torch.optim.Optimizer, ro: Rollout, cfg: PPOConfig,
-    generator: torch.Generator, *, step: int,
+    generator: torch.Generator, *, step: int, watched: dict[str, Watched],
 ) -> list[dict[str, float]]:
     """Optimise the clipped objectives on `ro`; one stats dict per minibatch, in order. `step` (the PPO
-    step) is what a gradient that is not finite stops the run at (health.clip_gradients)."""
+    step) is what a gradient that is not finite stops the run at (health.clip_gradients), and `watched`
+    how its message names the network whose gradient it is (`watched_networks`)."""
     n = ro.mask.shape[1]
     stats = []
     for _ in range(cfg.ppo_epochs):  # detail: several PPO epochs over shuffled minibatches
@@ -257,8 +259,8 @@ def ppo_update(
             loss = pg_loss + cfg.vf_coef * vf_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            for net in (policy, critic):  # each network's gradient norm checked and clipped on its own
-                clip_gradients(net, cfg.train.grad_clip, step, "ppo")
+            for name, net in (("policy", policy), ("critic", critic)):  # each one checked and clipped on its own
+                clip_gradients(net, cfg.train.grad_clip, step, watched[name])
             optimizer.step()
             stats.append({**pg_stats, "pg_loss": pg_loss.item(), "vf_loss": vf_loss.item(),
                           "vf_clipfrac": vf_clipfrac, "entropy": mean_entropy(logits, mask)})
@@ -273,6 +275,14 @@ PLOTS = {  # file name -> (title, its panels: the metrics that share an axis)
     "ppo_health.png": ("PPO health", (("entropy",), ("clipfrac", "approx_kl"), ("ratio",))),
     "ppo_length.png": ("PPO answers: <eos> share and length", (("eos_share",), ("response_len",))),
 }
+
+
+def watched_networks(out_dir: Path) -> dict[str, Watched]:
+    """How a NaN's message names each of PPO's two networks, and the setting of its learning rate: the
+    policy's is ppo.train.lr, the critic's ppo.critic_lr (`make_optimizer_pair`)."""
+    ckpt = out_dir / CKPT_NAME
+    return {"policy": Watched("ppo", "ppo.train", ckpt, part="policy"),
+            "critic": Watched("ppo", "ppo.train", ckpt, part="critic", lr="ppo.critic_lr")}
 
 
 def uses_gold(cfg: PPOConfig) -> bool:
@@ -359,18 +369,20 @@ def train_ppo(
         generator, device, read={INSTRUCTIONS: instructions} if instructions else None, model=policy, critic=critic,
         optimizer=optimizer)
     kl_coef = state.get("kl_coef", cfg.kl_coef)  # adaptive beta resumes where it was
+    watched = watched_networks(out_dir)
 
     for step in tqdm(range(first_step, cfg.train.max_steps + 1), desc="ppo", initial=first_step - 1,
                      total=cfg.train.max_steps):
         rows = torch.randint(len(prompts), (cfg.rollout_batch_size,), generator=generator).tolist()
         ro = rollout(policy, reference, rm, critic, tokenizer, [prompts[i] for i in rows], cfg, kl_coef, generator,
                      gold_norm)
-        online_rl.check_rewards(ro.rm_score, ro.answers, step)
+        online_rl.check_rewards(ro.rm_score, ro.answers, step, watched["policy"])
         lr = follow_schedule(optimizer, step - 1, cfg.train)  # the critic's lr moves in proportion
         with torch.autograd.set_detect_anomaly(cfg.train.detect_anomaly):  # --detect-anomaly, as the other stages
-            update = ppo_update(policy, critic, optimizer, ro, cfg, generator, step=step)
+            update = ppo_update(policy, critic, optimizer, ro, cfg, generator, step=step, watched=watched)
         row = {"step": step, **step_metrics(ro, update, kl_coef), "lr": lr, "elapsed_s": time.perf_counter() - start}
-        check_loss(row["pg_loss"] + row["vf_loss"], step, "ppo")
+        check_loss(row["pg_loss"], step, watched["policy"])
+        check_loss(row["vf_loss"], step, watched["critic"])
         if cfg.adaptive_kl:  # detail: adaptive beta steers the KL towards target_kl
             kl_coef = adapt_kl_coef(kl_coef, row["kl"], cfg.target_kl)
         history.append(row)

@@ -4,8 +4,9 @@ One NaN in the loss turns every gradient into NaN, then every weight, and from t
 only burns time writing garbage checkpoints. So the loop, and PPO's and GRPO's own updates,
 check at every step that the loss and the gradient norm are finite numbers, and stop with a
 TrainingError naming the run, the step and the culprit (the loss, or the first parameter whose
-gradient is not finite). Since nothing is saved
-after the bad step, the last checkpoint on disk is the last good one. In float16 a gradient that
+gradient is not finite; in PPO, which of its two networks). Since nothing is saved after the bad step,
+a checkpoint on disk is a good one, and the message says whether there is one yet. It names the
+settings to try as the command line takes them (`--set clm.train.lr=...`). In float16 a gradient that
 overflows is no error (precision.py: the step is skipped); the gradient check starts only once the
 loss scale has fallen below 1, some 17 skipped steps in a row, when no overflow explains it any more.
 
@@ -17,21 +18,53 @@ points to the forward line that created it. It slows training down, so it is off
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from minillm.errors import TrainingError
-
-_ADVICE = ("The last checkpoint saved before it is kept. Try a lower lr, gradient clipping (grad_clip), "
-           "dtype float32, or detect_anomaly to find the operation that produced it")
+from minillm.train.checkpoint import load_checkpoint
 
 
-def check_loss(loss: float, step: int, stage: str) -> None:
-    """Stop if the loss of `step` is NaN or infinite. `stage` names the run ("clm", "ppo", ...): with
-    `pipeline --jobs 2`, or SFT's baselines, several train at once, and the message must say which."""
+@dataclass(frozen=True)
+class Watched:
+    """A training run (or one network of it) as the message that stops it at a NaN names it.
+
+    name: the run, as its progress bar shows it ("clm", "sft from scratch", "grpo (verifiable)"): with
+        `pipeline --jobs 2`, or SFT's baselines, several train at once, and the message must say which.
+    settings: where its TrainConfig is, as --set takes it ("clm.train", "grpo_verifiable.train").
+    ckpt: its checkpoint file, which the message says is kept, or not saved yet.
+    part: the network, in a run that trains two (PPO: "policy", "critic"); "" in a run of one.
+    lr: the setting of this network's learning rate when it is not `settings`.lr (PPO's critic: ppo.critic_lr).
+    """
+
+    name: str
+    settings: str
+    ckpt: Path
+    part: str = ""
+    lr: str = ""
+
+    def stopped(self, step: int, what: str) -> TrainingError:
+        """The error that stops the run at `step`, where `what` went non-finite ("the loss is nan")."""
+        of = f"the {self.part}'s " if self.part else "the "
+        return TrainingError(f"{self.name}: training stopped at step {step}: {of}{what}. {self.kept()}. Try a "
+                             f"lower learning rate (--set {self.lr or self.settings + '.lr'}=...), gradient clipping "
+                             f"(--set {self.settings}.grad_clip=...), --dtype float32, or --detect-anomaly to find "
+                             "the operation that produced it")
+
+    def kept(self) -> str:
+        """What the stopped run keeps: its checkpoint, all saved before the bad step, or none at all."""
+        if not self.ckpt.is_file():
+            return "No checkpoint had been saved yet"
+        return f"Its last checkpoint, {self.ckpt} of step {load_checkpoint(self.ckpt).get('step')}, is kept"
+
+
+def check_loss(loss: float, step: int, run: Watched) -> None:
+    """Stop if the loss of `step` is NaN or infinite."""
     if not math.isfinite(loss):
-        raise TrainingError(f"{stage}: training stopped at step {step}: the loss is {loss}. {_ADVICE}")
+        raise run.stopped(step, f"loss is {loss}")
 
 
 def first_bad_gradient(model: nn.Module) -> str:
@@ -42,7 +75,7 @@ def first_bad_gradient(model: nn.Module) -> str:
     return "?"
 
 
-def clip_gradients(model: nn.Module, grad_clip: float, step: int, stage: str, check: bool = True) -> torch.Tensor:
+def clip_gradients(model: nn.Module, grad_clip: float, step: int, run: Watched, check: bool = True) -> torch.Tensor:
     """What comes between backward and the optimizer step: measure the norm of `model`'s whole gradient,
     stop if it is not finite (`check_grad_norm`; `check=False` lets float16's expected overflows
     through, loop.py), clip the gradient to norm `grad_clip` (0: no clipping); return the norm.
@@ -53,16 +86,14 @@ def clip_gradients(model: nn.Module, grad_clip: float, step: int, stage: str, ch
     """
     norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
     if check:
-        check_grad_norm(norm.item(), model, step, stage)
+        check_grad_norm(norm.item(), model, step, run)
     if grad_clip > 0:  # scale every gradient by min(1, grad_clip / norm)
         torch.nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, norm)
     return norm
 
 
-def check_grad_norm(grad_norm: float, model: nn.Module, step: int, stage: str) -> None:
+def check_grad_norm(grad_norm: float, model: nn.Module, step: int, run: Watched) -> None:
     """Stop if the gradient norm of `step` is NaN or infinite, naming the parameter responsible."""
     if not math.isfinite(grad_norm):
-        raise TrainingError(
-            f"{stage}: training stopped at step {step}: the gradient norm is {grad_norm}, the gradient of "
-            f"parameter {first_bad_gradient(model)!r} is not finite. {_ADVICE}"
-        )
+        raise run.stopped(step, f"gradient norm is {grad_norm}, the gradient of parameter "
+                                f"{first_bad_gradient(model)!r} is not finite")

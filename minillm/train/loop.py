@@ -58,7 +58,7 @@ from minillm.train.distributed import (
     shard_rows,
     wrap_model,
 )
-from minillm.train.health import check_loss, clip_gradients
+from minillm.train.health import Watched, check_loss, clip_gradients
 from minillm.train.optim import AnyOptimizer, lr_at, make_optimizer, set_lr
 from minillm.train.plots import plot_metrics
 from minillm.train.precision import autocast, make_grad_scaler
@@ -167,13 +167,13 @@ def checked_loss(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
 
 def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor], loss_fn: LossFn,
                optimizer: AnyOptimizer, scaler: torch.amp.GradScaler, cfg: TrainConfig,
-               ctx: DistContext, device: torch.device, step: int,
-               count_terms: CountTerms | None = None, desc: str = "train") -> dict[str, float]:
+               ctx: DistContext, device: torch.device, step: int, run: Watched,
+               count_terms: CountTerms | None = None) -> dict[str, float]:
     """Forward, backward, clip and update on one global batch; return the step's metrics.
 
     `net` is what runs forward (the model, possibly wrapped by DDP and/or torch.compile);
-    `model` is the bare module whose parameters the optimizer updates; `desc` names the run in a
-    NaN's message (health.py).
+    `model` is the bare module whose parameters the optimizer updates; `run` is how a NaN's message
+    names the run (health.py).
     """
     optimizer.zero_grad(set_to_none=True)
     parts = micro_batches(batch, cfg, ctx, device)
@@ -189,7 +189,7 @@ def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor],
         for key, value in {"loss": loss.item(), **extra}.items():
             sums[key] = sums.get(key, 0.0) + float(value) * weight
     metrics = mean_over_ranks(sums, ctx, device)  # every rank sees the global batch's numbers
-    check_loss(metrics["loss"], step, desc)
+    check_loss(metrics["loss"], step, run)
 
     scaler.unscale_(optimizer)  # back to the true gradients before measuring them (float16 only)
     # With float16 an overflow is expected now and then: the scaler skips that step and halves its
@@ -197,7 +197,7 @@ def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor],
     # gradients still not finite then are a NaN or inf of the model or the loss: stop, as in float32.
     overflow_expected = scaler.is_enabled() and scaler.get_scale() >= 1.0
     # the norm of all gradients as one long vector; then each gradient is scaled by min(1, grad_clip / norm)
-    norm = clip_gradients(model, cfg.grad_clip, step, desc, check=not overflow_expected)
+    norm = clip_gradients(model, cfg.grad_clip, step, run, check=not overflow_expected)
     scaler.step(optimizer)  # optimizer.step() (skipped by the float16 scaler if gradients overflowed)
     scaler.update()
     return {**metrics, "grad_norm": norm.item()}
@@ -287,7 +287,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
           evaluate: Evaluate | None = None, run_config: dict | None = None, tokenizer: Tokenizer | None = None,
           resume: bool = False, desc: str = "train", model_kind: str = "gpt", title: str = "",
           log_y: bool = False, reference: tuple[str, float] | None = None, count_terms: CountTerms | None = None,
-          dropout: bool = True, read: dict[str, dict] | None = None) -> dict[str, Any]:
+          dropout: bool = True, read: dict[str, dict] | None = None, settings: str = "") -> dict[str, Any]:
     """Train `model` for cfg.max_steps optimizer steps; return {"history": rows, "final": latest values}.
 
     get_batch(split, generator) -> dict of tensors with cfg.batch_size rows ("train" or "val"),
@@ -301,6 +301,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     resume: continue from out_dir/ckpt.pt if it exists (exactly where it stopped).
     desc: the run's stage ("clm", "sft", ...), as the progress bar shows it; every checkpoint records
         it, so that no other stage's checkpoint is ever resumed as this one.
+    settings: where `cfg` is, as --set takes it, for a NaN's message (health.Watched); by default
+        `desc`'s section, f"{desc}.train" ("clm.train"). SFT's baselines, named "sft from scratch", pass "sft.train".
     dropout: False trains with dropout off (eval mode, which changes nothing else here): DPO's policy must
         read its log-probs as the frozen reference does, or an unmoved policy would not start at ln 2.
     title, log_y: the loss plot's title (what is plotted, e.g. "GPT next-token loss"; default `desc`)
@@ -344,6 +346,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
 
     # What runs forward: the model, compiled to fused kernels if asked, wrapped in DDP on several ranks.
     net = wrap_model(torch.compile(model) if cfg.compile else model, ctx, device)
+    watched = Watched(desc, settings or f"{desc}.train", ckpt_path)
     started = time.perf_counter()
     bar = tqdm(range(start_step + 1, cfg.max_steps + 1), initial=start_step, total=cfg.max_steps, desc=desc,
                disable=not ctx.is_main, dynamic_ncols=True)
@@ -356,7 +359,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
                 batch = get_batch("train", data_generator)
                 check_batch(batch, cfg.batch_size, "train")
                 metrics = train_step(net, model, batch, loss_fn, optimizer, scaler, cfg, ctx, device, step,
-                                     count_terms, desc)
+                                     watched, count_terms)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{lr:.2e}")
                 elapsed = elapsed_before + time.perf_counter() - started
 
