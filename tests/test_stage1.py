@@ -445,10 +445,13 @@ def test_fill_mask_needs_exactly_one_blank(tokenizer, text):
 
 
 def test_corpus_too_small_for_one_batch_says_how_many_tokens(tmp_path, tokenizer):
+    """And names the stage's settings as --set takes them (it said "a smaller block_size / batch_size")."""
     docs = ["A short note.", "Another one."]
-    with pytest.raises(DataError, match=r"train split has \d+ tokens but one batch .* needs 528"):
+    with pytest.raises(DataError, match=r"train split has \d+ tokens but one batch .* needs 528; .* lower --set "
+                                        r"clm\.model\.block_size or clm\.train\.batch_size$"):
         train_clm(_clm_cfg(), tokenizer, docs, docs, tmp_path)
-    with pytest.raises(DataError, match=r"train split has \d+ tokens but one batch .* needs 512"):
+    with pytest.raises(DataError, match=r"train split has \d+ tokens but one batch .* needs 512; .* lower --set "
+                                        r"mlm\.model\.block_size or mlm\.train\.batch_size$"):
         train_mlm(_mlm_cfg(), tokenizer, docs, docs, tmp_path)
 
 

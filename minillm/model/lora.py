@@ -95,16 +95,17 @@ def names_layer(target: str, name: str) -> bool:
 
 
 def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float, targets: str | Sequence[str],
-             also_train: str | Sequence[str] = ()) -> list[str]:
+             also_train: str | Sequence[str] = (), named: str = "") -> list[str]:
     """Freeze every parameter of `model` and give each Linear named by `targets` a LoRA adapter.
 
     A target matches every Linear whose dotted name ends with it (`names_layer`). The modules named
     exactly in `also_train` (e.g. "tok_emb") stay trainable in full. Returns the names of the adapted
-    layers. Raises ConfigError for a target that matches nothing, listing the layers there are.
+    layers. Raises ConfigError for a target that matches nothing, listing the layers there are; its example
+    names `targets` and `also_train` after `named`, as the caller takes them (SFT: "--set sft.lora.").
     """
     wanted, in_full = parse_targets(targets), parse_targets(also_train)
     linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
-    check_lora_request(model, linears, wanted, in_full)
+    check_lora_request(model, linears, wanted, in_full, named)
     model.requires_grad_(False)  # the base is frozen: only the adapters below will train
     for name in in_full:
         model.get_submodule(name).requires_grad_(True)
@@ -117,9 +118,10 @@ def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float, targets:
 
 
 def check_lora_request(model: nn.Module, linears: Mapping[str, nn.Linear], wanted: list[str],
-                       in_full: list[str]) -> None:
-    """Raise ConfigError, naming the fix, unless `add_lora` can do what it is asked: the model has no
-    adapters yet, every target names one of its `linears` at least, and `in_full` names its modules."""
+                       in_full: list[str], named: str = "") -> None:
+    """Raise ConfigError, naming the fix (its settings after `named`, as add_lora's), unless `add_lora` can do
+    what it is asked: the model has no adapters yet, every target names one of its `linears` at least, and
+    `in_full` names its modules."""
     if any(isinstance(module, LoRALinear) for module in linears.values()):
         raise ConfigError("add_lora: this model already has LoRA adapters; add them once")
     unmatched = [t for t in wanted if not any(names_layer(t, name) for name in linears)]
@@ -127,14 +129,15 @@ def check_lora_request(model: nn.Module, linears: Mapping[str, nn.Linear], wante
         kinds = sorted({name.rsplit(".", 1)[-1] for name in linears})
         # a tied LM head is no Linear of its own but the token table (blocks.output_table)
         tied = ("; the LM head is the token table (tie_embeddings=true), no Linear: pretrain with "
-                "tie_embeddings=false to adapt it, or train the table in full with also_train=tok_emb"
+                f"tie_embeddings=false to adapt it, or train the table in full with {named}also_train=tok_emb"
                 ) if "head" in unmatched else ""
         raise ConfigError(f"lora targets {unmatched or wanted} match no Linear layer of the model; its Linear "
-                          f"layers end in {kinds} (e.g. targets=qkv,proj){tied}")
+                          f"layers end in {kinds} (e.g. {named}targets=qkv,proj){tied}")
     modules = dict(model.named_modules())
     unknown = [name for name in in_full if name not in modules]
     if unknown:
-        raise ConfigError(f"lora also_train {unknown} names no module of the model; e.g. tok_emb (the token table)")
+        raise ConfigError(f"lora also_train {unknown} names no module of the model; e.g. {named}also_train=tok_emb "
+                          "(the token table)")
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:

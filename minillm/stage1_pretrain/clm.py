@@ -163,8 +163,8 @@ def train_clm(cfg: CLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     check_run_folder(out_dir, resume, "clm", to_dict(cfg), tokenizer, read)
     T, B = cfg.model.block_size, cfg.train.batch_size
     streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}
-    check_enough_tokens(streams["train"], B * (T + 1), "train", f"one batch ({B} windows of {T}+1 tokens)")
-    check_enough_tokens(streams["val"], T + 1, "validation", f"one window of {T}+1 tokens")
+    check_enough_tokens(streams["train"], B * (T + 1), "train", f"one batch ({B} windows of {T}+1 tokens)", "clm")
+    check_enough_tokens(streams["val"], T + 1, "validation", f"one window of {T}+1 tokens", "clm")
 
     def get_batch(split: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return {"ids": random_windows(streams[split], T + 1, B, generator)}  # (B, T+1)

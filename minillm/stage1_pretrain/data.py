@@ -49,13 +49,14 @@ def talks_of_flash_floods(*doc_lists: Sequence[str]) -> bool:
     return any("flash flood" in doc for docs in doc_lists for doc in docs)
 
 
-def check_enough_tokens(stream: torch.Tensor, needed: int, split: str, why: str) -> None:
-    """Raise DataError if `stream` holds fewer than `needed` tokens, saying both numbers and a fix."""
+def check_enough_tokens(stream: torch.Tensor, needed: int, split: str, why: str, section: str = "") -> None:
+    """Raise DataError if `stream` holds fewer than `needed` tokens, saying both numbers and a fix: a stage's
+    check (`section`, "mlm" or "clm") names its settings as --set takes them; a window asked for by its
+    length alone (`random_windows`, `consecutive_windows`) can only be shorter, or its stream longer."""
     if len(stream) < needed:
-        raise DataError(
-            f"the {split} split has {len(stream)} tokens but {why} needs {needed}; "
-            f"use a bigger corpus, or a smaller block_size / batch_size"
-        )
+        fix = (f"use a bigger corpus (--corpus, or --set corpus_mb=...), or lower --set {section}.model.block_size "
+               f"or {section}.train.batch_size" if section else "use a longer stream, or a shorter window")
+        raise DataError(f"the {split} split has {len(stream)} tokens but {why} needs {needed}; {fix}")
 
 
 def random_windows(stream: torch.Tensor, length: int, batch_size: int,

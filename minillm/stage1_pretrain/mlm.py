@@ -253,8 +253,8 @@ def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     check_run_folder(out_dir, resume, "mlm", to_dict(cfg), tokenizer, read)
     T, B = cfg.model.block_size, cfg.train.batch_size
     streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}
-    check_enough_tokens(streams["train"], B * T, "train", f"one batch ({B} windows of {T} tokens)")
-    check_enough_tokens(streams["val"], T, "validation", f"one window of {T} tokens")
+    check_enough_tokens(streams["train"], B * T, "train", f"one batch ({B} windows of {T} tokens)", "mlm")
+    check_enough_tokens(streams["val"], T, "validation", f"one window of {T} tokens", "mlm")
     counts = unigram_counts(streams["train"], tokenizer.vocab_size)
     counts[list(tokenizer.special_tokens.values())] = 0  # a masked position is never special
     most_frequent_id = int(counts.argmax())

@@ -301,8 +301,9 @@ def train_sft(
 
 
 def add_adapters(model: GPT, lora: LoRAConfig) -> None:
-    """Freeze `model` and put the adapters that `lora` describes on it (model/lora.py's add_lora)."""
-    add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.also_train)
+    """Freeze `model` and put the adapters that `lora` describes on it (model/lora.py's add_lora; its
+    messages name the settings as --set takes them)."""
+    add_lora(model, lora.rank, lora.alpha, lora.dropout, lora.targets, lora.also_train, named="--set sft.lora.")
 
 
 def check_adapters(cfg: SFTConfig, base: ModelConfig) -> None:

@@ -541,6 +541,13 @@ def checked_texts(texts: Iterable[str]) -> Iterator[str]:
         yield text
 
 
+def asking_for_vocab_size(size: int | str) -> str:
+    """How each caller of a tokenizer's training takes a vocabulary size of `size`: a message about the
+    size cannot tell which one called."""
+    return (f"--vocab-size {size} with `minillm tokenizer train` or bench/tokenizer.py, --set "
+            f"tokenizer.vocab_size={size} with the training commands")
+
+
 def check_vocab_size(vocab_size: int, n_base: int) -> None:
     """A vocabulary size is a whole number (not a float, not a bool) that holds the base pieces (e.g.
     the 256 bytes) and the special tokens, and fits in the 32-bit count that sentencepiece (and a
@@ -551,7 +558,7 @@ def check_vocab_size(vocab_size: int, n_base: int) -> None:
     if vocab_size < minimum:
         raise TokenizerError(
             f"vocab_size={vocab_size!r} is too small: it must hold {n_base} base pieces and "
-            f"{len(SPECIAL_TOKENS)} special tokens, so use vocab_size >= {minimum}"
+            f"{len(SPECIAL_TOKENS)} special tokens, so use vocab_size >= {minimum}: {asking_for_vocab_size(minimum)}"
         )
     if vocab_size > MAX_VOCAB_SIZE:
         raise TokenizerError(f"vocab_size={vocab_size} is too large: at most 2**31 - 1 = {MAX_VOCAB_SIZE} "

@@ -46,6 +46,7 @@ from minillm.tokenizer.bpe import (
     FORMAT_VERSION,
     SPECIAL_TOKENS,
     Tokenizer,
+    asking_for_vocab_size,
     check_vocab_size,
     checked_texts,
     require_keys,
@@ -104,15 +105,14 @@ def spm_advice(message: str, vocab_size: int) -> str:
 
     Its own advice names its command-line options (`--character_coverage`), which minillm does not
     pass through; what minillm exposes is the vocabulary size, so we say which size to ask for, and how
-    each of its callers takes it (the error cannot tell which one called).
+    each of its callers takes it (`asking_for_vocab_size`).
     """
     reason = re.sub(r"^.*\]\s*", "", message.strip()).split(" Increase vocab_size or")[0].rstrip(".")
     reason = reason or message.strip()  # a message of another form: sentencepiece's own words
     numbers = re.search(r"(\d+) vs (\d+)", reason) or re.search(r"<= ?(\d+)", reason)
     size = numbers.groups()[-1] if numbers else "N"  # the size it needs (or the most it allows)
     return (f"sentencepiece could not train a vocabulary of {vocab_size} on this corpus ({reason}); use vocab_size="
-            f"{size}: --vocab-size {size} with `minillm tokenizer train` or bench/tokenizer.py, --set "
-            f"tokenizer.vocab_size={size} with the training commands")
+            f"{size}: {asking_for_vocab_size(size)}")
 
 
 class SentencePieceTokenizer(Tokenizer):
