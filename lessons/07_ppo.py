@@ -41,7 +41,7 @@ import torch
 from minillm.config import preset, to_dict
 from minillm.lessons import lesson_args, lesson_dir, own_run, stage3_inputs
 from minillm.model import GPT
-from minillm.stage3_rlhf.annotator import gold_score
+from minillm.stage3_rlhf.annotator import gold_score, win_rate_text
 from minillm.stage3_rlhf.ppo import gae, per_token_rewards, reward_hacking, rollout, train_ppo
 from minillm.stage3_rlhf.preferences import heldout_records
 from minillm.stage3_rlhf.reward_model import load_reward_model, train_reward_model
@@ -130,7 +130,7 @@ def step2_train() -> None:
           "  the sampled tokens during the update, 1 = not moved yet; clipfrac: the share of tokens whose ratio\n"
           f"  passed 1 ± {CFG.ppo.clip_range:g} the way its advantage pushes, where the clip stops it)")
     print(f"  against the SFT model on {CFG.ppo.eval_prompts} held-out prompts (judged by gold): win rate "
-          f"{result['win_rate_vs_sft']:.2f} ± {result['win_rate_stderr']:.2f} (one standard error), "
+          f"{win_rate_text(result)} (one standard error), "
           f"gold {result['gold_sft']:.2f} -> {result['gold_after']:.2f}")
     print(f"  a perfect policy would win {result['win_rate_ceiling']:.2f}: it can only tie where the SFT "
           "model's answer is already perfect")

@@ -43,7 +43,7 @@ from minillm.lessons import Run, earlier_run, lesson_args, lesson_dir, own_run, 
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import encode_example
-from minillm.stage3_rlhf.annotator import best_and_worst
+from minillm.stage3_rlhf.annotator import best_and_worst, win_rate_text
 from minillm.stage3_rlhf.dpo import dpo_loss, train_dpo
 from minillm.stage3_rlhf.preferences import (
     EVAL_SEED,
@@ -155,12 +155,12 @@ def step3_table(dpo: dict, best: dict) -> None:
     rows = {"DPO": dpo, f"best of {best['n']}": best}
     if ppo is not None:  # the PPO run lesson 7 showed
         rows = {"PPO": read_json(ppo.path / "ppo_metrics.json"), **rows}
-    print(f"  {'method':9s} {'win rate vs SFT':>16s} {'± s.e.':>7s} {'gold SFT':>9s} {'gold after':>11s} "
+    print(f"  {'method':9s} {'win rate vs SFT ± s.e.':>22s} {'gold SFT':>9s} {'gold after':>11s} "
           f"{'flawed':>13s} {'wrong':>13s} {'seconds':>8s}")
     for name, m in rows.items():
         shares = [f"{m.get(f'{key}_sft', float('nan')):.2f} -> {m.get(f'{key}_after', float('nan')):.2f}"
                   for key in ("style_flaws", "wrong")]
-        print(f"  {name:9s} {m['win_rate_vs_sft']:>16.2f} {m.get('win_rate_stderr', float('nan')):>7.2f} "
+        print(f"  {name:9s} {win_rate_text(m):>22s} "
               f"{m['gold_sft']:>9.2f} {m['gold_after']:>11.2f} {shares[0]:>13s} {shares[1]:>13s} {m['seconds']:>8.0f}")
     print("  A difference smaller than about two standard errors could be the luck of the prompts drawn.")
     n = best["n"]

@@ -43,7 +43,7 @@ from minillm.pipeline import STEP_NAMES, Journey, run_step
 from minillm.report import RL_POLICIES, write_report
 from minillm.stage1_pretrain.mlm import FLASH_FLOOD, fill_mask
 from minillm.stage2_sft.evaluate import generate_answers
-from minillm.stage3_rlhf.annotator import gold_score
+from minillm.stage3_rlhf.annotator import gold_score, win_rate_text
 from minillm.train import load_model_and_tokenizer
 from minillm.utils import resolve_device
 
@@ -172,8 +172,7 @@ print(f"  SFT exact match on held-out phrasings: {r['sft']['exact_match']['heldo
       f"(base model {r['sft']['base_exact_match']['heldout_phrasings']:.2f})")
 print(f"  reward model pairwise accuracy: {r['reward_model']['pairwise_accuracy']:.2f}")
 print("  win rate vs SFT by the gold judge, sampled answers (± one standard error): "
-      + ", ".join(f"{name} {r[step]['win_rate_vs_sft']:.2f} ± {r[step]['win_rate_stderr']:.2f}"
-                  for name, step in RL_POLICIES.items()))
+      + ", ".join(f"{name} {win_rate_text(r[step])}" for name, step in RL_POLICIES.items()))
 
 # %% [markdown]
 # ## Try this

@@ -36,6 +36,7 @@ import torch
 from minillm.config import preset, to_dict
 from minillm.lessons import Run, earlier_run, lesson_args, lesson_dir, own_run, stage3_inputs
 from minillm.model import GPT
+from minillm.stage3_rlhf.annotator import win_rate_text
 from minillm.stage3_rlhf.grpo import group_advantages, make_reward_fn, rollout, train_grpo
 from minillm.stage3_rlhf.preferences import heldout_records
 from minillm.stage3_rlhf.scoreboard import (
@@ -127,7 +128,7 @@ def step2_train(sft: Run, records: list[dict]) -> Run:
               f"{row['zero_signal_share']:.2f}  entropy {row['entropy']:.3f}  KL {row['kl']:.3f}  "
               f"answer length {row['response_len']:.1f}")
     r = run.result
-    print(f"  Held out: win rate vs the SFT model {r['win_rate_vs_sft']:.3f} ± {r['win_rate_stderr']:.3f}; "
+    print(f"  Held out: win rate vs the SFT model {win_rate_text(r)}; "
           f"pass@1 (the right answer is in it) {r['pass_at_1_sft']:.3f} -> {r['pass_at_1_after']:.3f}")
     print(f"  Plots: {run.path}/grpo_*.png\n")
     return run

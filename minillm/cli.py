@@ -441,9 +441,9 @@ def _key_lines(result: dict, keys: Sequence[str]) -> str:
 
 def comparison_lines(result: dict, name: str) -> str:
     """A policy against the SFT model by the gold judge, each number with its standard error."""
-    from minillm.stage3_rlhf.annotator import with_stderr
+    from minillm.stage3_rlhf.annotator import win_rate_text, with_stderr
 
-    return (f"win rate vs SFT (gold judge): {with_stderr(result['win_rate_vs_sft'], result['win_rate_stderr'])}\n"
+    return (f"win rate vs SFT (gold judge): {win_rate_text(result)}\n"
             f"mean gold score: SFT {with_stderr(result['gold_sft'], result['gold_sft_stderr'])} -> "
             f"{name} {with_stderr(result['gold_after'], result['gold_after_stderr'])}")
 

@@ -6,7 +6,7 @@ documents. report.md tells the journey in order: the tokenizer, pretraining, SFT
 each as its own section function, with each figure beside its baseline, its plots and examples.
 The file reads in that order: report.json (`build_report`, `write_report`), then report.md
 (`render_markdown`) and its sections, each followed by its helpers; last, the cells every section
-writes (`_fmt`, `_win`, `_linked`, `table_row`, `quote`).
+writes (`_fmt`, `_linked`, `table_row`, `quote`; a win rate's is annotator.win_rate_text).
 
 Nothing here trains or samples: every number comes from a step's result (`Journey.results`) or from
 a file a step wrote into its folder (answers, plots).
@@ -23,7 +23,7 @@ from minillm.provenance import code_summary
 from minillm.stage1_pretrain.data import SUBSET_NOTE
 from minillm.stage1_pretrain.mlm import EVAL_MASKING
 from minillm.stage2_sft.evaluate import ANSWERS_NAME, SPLIT_KEYS, read_answers
-from minillm.stage3_rlhf.annotator import with_stderr
+from minillm.stage3_rlhf.annotator import win_rate_text
 from minillm.stage3_rlhf.scoreboard import pass_at_k_line, render_table
 from minillm.utils import atomic_write_bytes, write_json
 
@@ -150,10 +150,10 @@ def render_markdown(report: dict, j: Journey) -> str:
         f"| chance 0.5 (ceiling {_fmt(s['reward_model'].get('gold_agreement'))}: the rankings' agreement "
         "with the gold judge) "
         f"| {s['reward_model']['seconds']:.0f} |",
-        f"| PPO | win rate vs SFT {_win(s['ppo'])} | 0.5 | {s['ppo']['seconds']:.0f} |",
-        f"| DPO | win rate vs SFT {_win(s['dpo'])} | 0.5 | {s['dpo']['seconds']:.0f} |",
-        f"| GRPO (reward model) | win rate vs SFT {_win(s['grpo'])} | 0.5 | {s['grpo']['seconds']:.0f} |",
-        f"| GRPO (verifiable) | win rate vs SFT {_win(s['grpo_verifiable'])}, pass@1 "
+        f"| PPO | win rate vs SFT {win_rate_text(s['ppo'])} | 0.5 | {s['ppo']['seconds']:.0f} |",
+        f"| DPO | win rate vs SFT {win_rate_text(s['dpo'])} | 0.5 | {s['dpo']['seconds']:.0f} |",
+        f"| GRPO (reward model) | win rate vs SFT {win_rate_text(s['grpo'])} | 0.5 | {s['grpo']['seconds']:.0f} |",
+        f"| GRPO (verifiable) | win rate vs SFT {win_rate_text(s['grpo_verifiable'])}, pass@1 "
         f"{_fmt(s['grpo_verifiable']['pass_at_1_sft'])} -> {_fmt(s['grpo_verifiable']['pass_at_1_after'])} "
         f"| 0.5 | {s['grpo_verifiable']['seconds']:.0f} |",
         *_relabelled_rewards_note(j),
@@ -336,8 +336,8 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
         f"{_fmt(s['reward_model'].get('gold_agreement'))} (two noisy annotations of the same answers agree "
         f"{_fmt(s['reward_model'].get('annotator_agreement'))}: both carry noise).",
         "",
-        f"PPO: win rate against the SFT model by the gold judge **{_win(s['ppo'])}** (± one standard error): the "
-        "share of held-out prompts on which its sampled answer scores above the SFT model's, ties counting half. "
+        f"PPO: win rate against the SFT model by the gold judge **{win_rate_text(s['ppo'])}** (± one standard error): "
+        "the share of held-out prompts on which its sampled answer scores above the SFT model's, ties counting half. "
         f"Mean gold score {_fmt(s['ppo']['gold_sft'])} -> {_fmt(s['ppo']['gold_after'])} (an ideal answer scores 4, "
         f"a wrong one below 0.5); KL to the SFT model {_fmt(s['ppo']['kl'])} on the held-out prompts (in "
         "nats: how far PPO moved its answers from the SFT model's, which its KL penalty holds back). Answers "
@@ -349,7 +349,7 @@ def _rlhf_section(report: dict, j: Journey) -> list[str]:
         "",
         # (a PPO run made before the ceiling was measured has none to state: no "would win nan")
         *([ceiling_sentence(s["ppo"]["win_rate_ceiling"]), ""] if "win_rate_ceiling" in s["ppo"] else []),
-        f"DPO: win rate against the SFT model **{_win(s['dpo'])}**; mean gold score "
+        f"DPO: win rate against the SFT model **{win_rate_text(s['dpo'])}**; mean gold score "
         f"{_fmt(s['dpo'].get('gold_sft'))} -> {_fmt(s['dpo']['gold_after'])}; answers with a style flaw "
         f"{_fmt(s['dpo'].get('style_flaws_sft'))} -> {_fmt(s['dpo'].get('style_flaws_after'))}; wrong answers "
         f"{_fmt(s['dpo'].get('wrong_sft'))} -> {_fmt(s['dpo'].get('wrong_after'))}.",
@@ -424,8 +424,8 @@ def _grpo_section(report: dict, j: Journey) -> list[str]:
     return [
         "## 4. GRPO, verifiable rewards, and what RL can teach",
         f"GRPO samples {_group_sizes(j)} answers per prompt and uses the group as its own baseline (no critic). "
-        f"Rewarded by {RL_REWARDS[j.cfg.grpo.reward]} it wins **{_win(s['grpo'])}** against the SFT model; "
-        f"rewarded by {RL_REWARDS[j.cfg.grpo_verifiable.reward]} **{_win(s['grpo_verifiable'])}**. "
+        f"Rewarded by {RL_REWARDS[j.cfg.grpo.reward]} it wins **{win_rate_text(s['grpo'])}** against the SFT model; "
+        f"rewarded by {RL_REWARDS[j.cfg.grpo_verifiable.reward]} **{win_rate_text(s['grpo_verifiable'])}**. "
         "Every way to answer, on the same "
         f"{table['n_prompts']} held-out prompts and the same draw:",
         "",
@@ -478,14 +478,6 @@ def _fmt(x: Any) -> str:
     if isinstance(x, float):
         return f"{x:.3f}" if math.isfinite(x) else str(x)
     return str(x)
-
-
-def _win(stage: dict) -> str:
-    """A win rate with its standard error: "0.650 ± 0.034" (the rate alone from a run made before the
-    errors were measured)."""
-    if "win_rate_stderr" not in stage:
-        return _fmt(stage["win_rate_vs_sft"])
-    return with_stderr(stage["win_rate_vs_sft"], stage["win_rate_stderr"])
 
 
 def _linked(j: Journey, step: str, file: str) -> str:

@@ -923,6 +923,21 @@ def test_lesson_8s_dpo_loss_by_hand_and_best_of_n_bound_are_the_formulas_it_name
     assert f"stays within {math.log(4) - 3 / 4:.2f} nats" in capsys.readouterr().out
 
 
+def test_a_lesson_prints_a_win_rate_judged_on_one_prompt_as_the_command_line_does(capsys):
+    """One prompt has no standard error: a run judged on one holds None (null in its JSON) there. Lessons 7
+    to 10 formatted it with :.2f, a TypeError at the lesson's end; each prints a win rate through the
+    library's `win_rate_text`, as `minillm ppo` and the report do: no lesson formats a standard error itself."""
+    own_format = [f"{path.name}:{node.lineno}" for path in LESSONS
+                  for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                  if isinstance(node, ast.FormattedValue) and node.format_spec is not None
+                  and "win_rate_stderr" in ast.unparse(node.value)]
+    assert not own_format, own_format
+    row = {"win_rate_vs_sft": 1.0, "win_rate_stderr": None, "gold_sft": 1.0, "gold_after": 2.0, "seconds": 1.0,
+           "win_rate_ceiling": 1.0}
+    lesson_functions("08_dpo", CFG=config.preset("tiny"), ppo=None)["step3_table"](row, {**row, "n": 4})
+    assert re.search(r"^  DPO +1\.000 ± n/a \(1 prompt\) +1\.00 ", capsys.readouterr().out, re.M)
+
+
 def test_lesson_9_shows_the_request_whose_later_answers_differ_most_and_counts_the_changes(capsys):
     """"The row whose answers after SFT and RL differ most: distinct answers first, then gold spread", and
     "the greedy answer after SFT changed after PPO on N": checked on made-up answers where the base model's

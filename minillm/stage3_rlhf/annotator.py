@@ -231,6 +231,15 @@ def with_stderr(value: float, stderr: float | None, signed: bool = False) -> str
     return f"{figure} ± {stderr:.3f}"
 
 
+def win_rate_text(result: dict) -> str:
+    """A policy's win rate against the SFT model with its standard error, as the report, the command line
+    and the lessons print it (`with_stderr`: "0.650 ± 0.034", "± n/a (1 prompt)" where one prompt was
+    judged); the rate alone from a run made before the errors were measured."""
+    if "win_rate_stderr" not in result:
+        return f"{result['win_rate_vs_sft']:.3f}"
+    return with_stderr(result["win_rate_vs_sft"], result["win_rate_stderr"])
+
+
 def win_rate_ceiling(records: Sequence[dict], gold_b: Sequence[float]) -> float:
     """The win rate a perfect policy would reach against answers with gold scores `gold_b`.
 
