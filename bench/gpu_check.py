@@ -26,9 +26,7 @@ a result of the check, where a mistake in its own arguments ends it with 2, as i
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import tempfile
 import time
 import traceback
@@ -40,11 +38,11 @@ from typing import Any
 import torch
 
 from minillm.config import apply_overrides, preset, replace_train_configs
-from minillm.console import description, path_arg
+from minillm.console import OneLineParser, description, path_arg
 from minillm.errors import one_line_errors
 from minillm.model import GPT
 from minillm.pipeline import run_pipeline
-from minillm.utils import write_json
+from minillm.utils import json_text, write_json
 
 BENCH = Path(__file__).resolve().parent
 SHORT_SMALL = [  # the small preset's models, trained far enough to show learning in a few minutes
@@ -180,7 +178,7 @@ def problems(figures: dict[str, Any], expect_learning: bool = True, not_run_yet:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = OneLineParser(description=description(__doc__))
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--preset", default="small", choices=("small", "micro"),
                         help="small: SHORT_SMALL's steps; micro: the dry run")
@@ -211,7 +209,7 @@ def main() -> None:
         save(tuple(phases)[i:])  # what a check stopped during this phase brings back
         run_phase(figures, name, phases[name])
     save(())
-    print(json.dumps(figures, indent=2))
+    print(json_text(figures, indent=2))  # as written into --out
     print(f"written: {args.out}; " + ("every check passed" if not figures["problems"] else
                                       "what failed:\n  " + "\n  ".join(figures["problems"])))
     raise SystemExit(1 if figures["problems"] else 0)

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import ModelConfig, TrainConfig
-from minillm.console import description, positive_int
+from minillm.console import OneLineParser, description, positive_int
 from minillm.errors import one_line_errors
 from minillm.model import GPT, MLP, KVCache
 from minillm.train.optim import make_optimizer
@@ -205,7 +205,7 @@ def bench_kv_cache_memory(args: argparse.Namespace) -> dict[int, float]:
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """The options; `prog` names them in an error (run_all.py passes its own option that held them)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description(__doc__))
+    parser = OneLineParser(prog=prog, description=description(__doc__))
     parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
     parser.add_argument("--batch", type=positive_int, default=16)

@@ -21,11 +21,9 @@ shares are what to read.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import functools
 import importlib
-import json
 import pstats
 import shutil
 import sys
@@ -37,13 +35,13 @@ import torch
 
 from minillm import pipeline
 from minillm.config import PRESETS, PipelineConfig, changed_settings, first_changes, preset, to_dict
-from minillm.console import description, path_arg, positive_int
+from minillm.console import OneLineParser, description, path_arg, positive_int
 from minillm.errors import one_line_errors
 from minillm.model import GPT, Bert
 from minillm.run_lock import run_folder_lock
 from minillm.stage3_rlhf.reward_model import RewardModel
 from minillm.train.optim import Muon
-from minillm.utils import read_json
+from minillm.utils import read_json, write_json
 
 CATEGORIES = ("forward", "backward", "optimizer", "generation", "evaluation", "data")
 # (module, attribute) -> category; functions are replaced wherever a minillm module imported them
@@ -161,7 +159,7 @@ def unmet_needs(steps: list[str], out_dir: Path, cfg: PipelineConfig) -> list[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = OneLineParser(description=description(__doc__))
     parser.add_argument("--preset", default="tiny", choices=PRESETS)
     parser.add_argument("--out", type=path_arg, default="runs/profile")
     parser.add_argument("--steps", nargs="+", default=pipeline.STEP_NAMES, choices=pipeline.STEP_NAMES,
@@ -185,7 +183,7 @@ def main() -> None:
     with run_folder_lock(out):  # as `minillm pipeline --out`: never a folder of someone else's files
         table = profile_pipeline(args.preset, out, args.steps)
         print_table(table)
-        (out / "profile.json").write_text(json.dumps(table, indent=2), encoding="utf-8")
+        write_json(out / "profile.json", table)
     print(f"written: {out / 'profile.json'}")
 
 

@@ -23,7 +23,6 @@ does, so that both meet the machine at nearly the same moments.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 
 from minillm.config import PRESETS
-from minillm.console import description, path_arg, positive_int
+from minillm.console import OneLineParser, description, path_arg, positive_int
 from minillm.errors import TrainingError, one_line_errors
 from minillm.pipeline import STEP_NAMES, step_folder
 from minillm.run_lock import check_is_folder, check_not_foreign, run_folder_lock
@@ -153,7 +152,7 @@ def ref_problem(ref: str) -> str | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = OneLineParser(description=description(__doc__))
     parser.add_argument("--ref", default="86be2f6", help="the reference commit")
     parser.add_argument("--preset", default="tiny", choices=PRESETS)
     parser.add_argument("--jobs", type=positive_int, default=None,

@@ -20,7 +20,6 @@ changes the absolute numbers but not what they say:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import json
@@ -35,7 +34,7 @@ from types import ModuleType
 import torch
 
 from minillm.config import PRESETS, ModelConfig
-from minillm.console import description
+from minillm.console import OneLineParser, description
 from minillm.errors import TrainingError, one_line_errors
 from minillm.model import GPT
 
@@ -139,7 +138,7 @@ def small_preset_mfu(steps: int = 20, device: str = "cuda", preset_name: str = "
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=description(__doc__))
+    parser = OneLineParser(description=description(__doc__))
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--preset", default="tiny", choices=PRESETS, help="the pipeline preset to time")
     parser.add_argument("--tokenizer-args", type=shlex.split, default=[],

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from minillm.console import description, path_arg, positive_int
+from minillm.console import OneLineParser, description, path_arg, positive_int
 from minillm.datasets.corpus import generate_corpus, read_corpus, split_documents
 from minillm.datasets.world import build_world
 from minillm.errors import one_line_errors
@@ -116,7 +116,7 @@ def tokens_per_byte_verdict(ratio: float, ours_vocab: int, spm_vocab: int) -> st
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     """The options; `prog` names them in an error (run_all.py passes its own option that held them)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description(__doc__))
+    parser = OneLineParser(prog=prog, description=description(__doc__))
     parser.add_argument("--corpus", type=path_arg, default=None, help="a text file (documents separated "
                         "by blank lines); default: generated text, see bench_documents")
     parser.add_argument("--vocab-size", type=int, default=4096)

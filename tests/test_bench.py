@@ -238,6 +238,7 @@ def test_the_gpu_check_tells_a_stage_that_learnt_from_one_that_did_not():
     ("tokenizer", ["--simple-slice-kb", "0"], "'0' is not an integer >= 1"),
     ("pipeline_speed", ["--ref", "nosuchref"], "--ref nosuchref: no such commit"),
     ("run_all", ["--preset", "bogus"], "invalid choice: 'bogus'"),
+    ("gpu_check", ["--preset", "tiny"], "invalid choice: 'tiny'"),
     # a bench's option names the run_all option that held it
     ("run_all", ["--skip-pipeline", "--model-args=--gen-rounds 0"],
      "run_all.py --model-args: error: argument --gen-rounds: '0' is not an integer >= 1"),
@@ -248,7 +249,9 @@ def test_a_bad_option_is_a_one_line_error_before_anything_runs(script, argv, say
     monkeypatch.setattr(sys, "argv", [f"{script}.py", *[str(tmp_path) if a == "EMPTY" else a for a in argv]])
     with pytest.raises(SystemExit) as stop:
         run_all.load_bench(script).main()
-    assert stop.value.code == 2 and says in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and says in err
+    assert err.count("\n") == 1 and "usage:" not in err, err  # one line, as minillm's (argparse's usage came first)
     assert list(tmp_path.iterdir()) == []  # the profile made no folder
 
 
@@ -405,6 +408,20 @@ def test_the_profile_trains_each_step_it_profiles_and_stops_after_the_last(tmp_p
     assert "[clm] running" in again and "[sft]" not in again
     row = json.loads((tmp_path / "profile.json").read_text(encoding="utf-8"))["clm"]
     assert row["forward"] > 0 and row["backward"] > 0 and row["optimizer"] > 0, row
+
+
+def test_the_profile_writes_strict_json_as_every_minillm_file_is(tmp_path, monkeypatch, capsys):
+    """A timing that is not a number (a step whose clock read NaN) is null, which any JSON reader takes:
+    json.dumps wrote the word NaN, which jq and JavaScript refuse (utils.json_text)."""
+    profile = run_all.load_bench("pipeline_profile")
+    monkeypatch.setattr(profile, "profile_pipeline", lambda preset, out, steps: {"tokenizer": {"wall": float("nan")}})
+    monkeypatch.setattr(profile, "print_table", lambda table: None)
+    monkeypatch.setattr(sys, "argv", ["pipeline_profile.py", "--preset", "micro", "--out", str(tmp_path),
+                                      "--steps", "tokenizer"])
+    profile.main()
+    text = (tmp_path / "profile.json").read_text(encoding="utf-8")
+    strict = json.loads(text, parse_constant=lambda word: pytest.fail(f"{word} in {text}"))
+    assert strict == {"tokenizer": {"wall": None}}
 
 
 def test_the_profile_refuses_a_folder_of_someone_elses_files(tmp_path, monkeypatch, capsys):
