@@ -188,10 +188,10 @@ print(report["report"])
 # The runs below start from the same pretrained model, train the same steps on the same batches,
 # and are scored on the first 30 unseen examples of each trained task family (greedy, exact match).
 # LoRA gets rank 8 on every Linear of the blocks (qkv, proj, fc) and a learning rate of 3e-3 (1e-3,
-# full SFT's, reached 0.25 where 3e-3 reached 0.40, from the Llama-style CLM named below). The third
-# row also trains the token table in full (`--set sft.lora.rank=8 --set sft.lora.also_train=tok_emb`):
-# the chat template's role tokens never occur in pretraining, so their vectors are still random, and
-# no low-rank update of the blocks can give them meaning.
+# full SFT's, reached 0.25 where 3e-3 reached 0.40, from the Llama-style CLM named below, at
+# ecc53a3). The third row also trains the token table in full (`--set sft.lora.rank=8
+# --set sft.lora.also_train=tok_emb`): the chat template's role tokens never occur in pretraining, so
+# their vectors are still random, and no low-rank update of the blocks can give them meaning.
 #
 # The base is the GPT given on the command line (a CLM run folder), else lesson 4's, else the
 # pipeline's (runs/tiny/03_clm), else the 200-step Llama-style model above (a weak base: every score
@@ -234,16 +234,17 @@ print(f"\nthe whole lesson took {time.perf_counter() - LESSON_STARTED:.0f} s")
 # + tok_emb                0.78    245,760 ( 29%)     87s
 # From the tiny preset's CLM with arch=llama and n_kv_head=2 instead (perplexity 1.88; `minillm
 # pretrain clm --preset tiny --set clm.model.arch=llama --set clm.model.n_kv_head=2 --out
-# runs/llama`, then `python lessons/11_modern_blocks.py runs/llama`): full 0.83, LoRA r=8 0.40,
-# + tok_emb 0.65; rank 32 with the token table (384k trainable) reached 0.74.
+# runs/llama`, then `python lessons/11_modern_blocks.py runs/llama`), at ecc53a3: full 0.83, LoRA r=8
+# 0.40, + tok_emb 0.65; rank 32 with the token table (384k trainable) reached 0.74.
 
 # %% [markdown]
 # LoRA at rank 8 alone does NOT match full SFT here. Two reasons, each measured: the role tokens'
 # random vectors (training the token table too lifts it to full SFT's level from the pipeline's CLM,
 # 0.32 -> 0.78 against 0.78, and by a quarter from the Llama-style one), and, from the Llama-style
 # CLM, the rank itself: our model is 128 wide, and what SFT changes in it is not a rank-8 update
-# there (rank 32, 187k parameters, reached 0.60 against rank 8's 0.40; from the pipeline's CLM, rank
-# 8 with the token table was enough). LoRA's premise, that fine-tuning moves the weights along few
+# there (rank 32, 187k parameters, reached 0.60 against rank 8's 0.40 at ecc53a3, 0.55 against 0.34
+# at 71c1ccc: each figure moves by a few hundredths with the draw, the gap stays; from the pipeline's
+# CLM, rank 8 with the token table was enough). LoRA's premise, that fine-tuning moves the weights along few
 # directions, was measured on models 768 to 12,288 wide (RoBERTa-base to GPT-3 175B), where rank 8
 # is about 1% of the width at most, not 6%.
 # Its steps are no faster on a model this small either (81 s against full SFT's 73 s in our run):
@@ -267,11 +268,14 @@ print(f"\nthe whole lesson took {time.perf_counter() - LESSON_STARTED:.0f} s")
 #    tasks followed the rank, far from in proportion: rank 2, 11,712 trainable parameters, 0.11;
 #    rank 8, 46,848, 0.34; rank 32, 187,392, 0.55 (world facts 0.40, 0.87, 0.90). Each adapted
 #    Linear (in, out) trains rank x (in + out) numbers, so 16 times the rank is 16 times the
-#    parameters (X/adapters.pt holds them). Even rank 32 stays below full SFT's 0.83 from runs/llama
+#    parameters: `minillm sft` prints their count as it starts ("sft: 46,848 of the model's ...
+#    parameters train (...): LoRA rank 8 on qkv,proj,fc"), X/metrics.json records it (trainable_params,
+#    of params) and X/adapters.pt holds them. Even rank 32 stays below full SFT's 0.83 from runs/llama
 #    (step 4, at ecc53a3).
 # 4. LoRA on attention's qkv only: item 3's command with `--set sft.lora.rank=8 --set sft.lora.alpha=16
-#    --set sft.lora.targets=qkv`. Fewer parameters still, 9,216 against 46,848 on every Linear, and
-#    the MLP, where much of a transformer's knowledge sits, cannot change. At 71c1ccc that cost far
+#    --set sft.lora.targets=qkv`. Fewer parameters still (the count `minillm sft` prints as it starts),
+#    9,216 against 46,848 on every Linear, and the MLP, where much of a transformer's knowledge sits,
+#    cannot change. At 71c1ccc that cost far
 #    more than the parameters: seen 0.10 against 0.34, and world facts, which the frozen model still
 #    holds, 0.10 against 0.87. The answers come out half-formed ("A: A healer." asked for a river):
 #    in 800 steps, attention alone did not learn the answer's format. (`proj` would not keep LoRA in

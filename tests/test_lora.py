@@ -184,7 +184,7 @@ def test_bad_targets_and_double_adapters_are_refused():
     assert isinstance(model.blocks[0].attn.qkv, LoRALinear)
 
 
-def test_lora_sft_learns_writes_adapters_and_a_plain_merged_checkpoint(tmp_path):
+def test_lora_sft_learns_writes_adapters_and_a_plain_merged_checkpoint(tmp_path, capsys):
     tokenizer = _toy_tokenizer()
     model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32)
     train_cfg = TrainConfig(max_steps=40, batch_size=8, lr=2e-2, warmup_steps=2, eval_every=1000, eval_batches=2,
@@ -201,6 +201,9 @@ def test_lora_sft_learns_writes_adapters_and_a_plain_merged_checkpoint(tmp_path)
     assert result["final_loss"] < 0.2 * result["first_loss"], result
     adapters = 4 * ((32 + 96) + (32 + 32) + (32 + 128) + (128 + 32))  # qkv, attn.proj, mlp.fc, mlp.proj
     assert result["trainable_params"] == adapters + 32 * tokenizer.vocab_size  # + the token table, trained in full
+    trainable, params = result["trainable_params"], result["params"]
+    assert (f"sft: {trainable:,} of the model's {params:,} parameters train ({trainable / params:.0%}): LoRA rank 4 "
+            "on qkv,proj,fc\n") in capsys.readouterr().out
     merged, _ = load_model(tmp_path / "lora", GPT)  # a plain GPT: later stages need no LoRA code
     on_base = load_adapted(tmp_path / "base", tmp_path / "lora" / ADAPTERS_NAME)
     ids = ids_of(2, 9) % tokenizer.vocab_size

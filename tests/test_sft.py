@@ -27,6 +27,7 @@ from minillm.datasets.instructions import instructions_record, is_correct, norma
 from minillm.datasets.run_data import check_same_data
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
+from minillm.model.lora import count_parameters
 from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft import evaluate
 from minillm.stage2_sft.chat import chat_loop
@@ -512,6 +513,8 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path, capsys) -> None:
     assert report["base_exact_match"]["seen"] == 1.0  # the base here is the toy SFT model itself
     saved = json.loads((tmp_path / "sft" / "metrics.json").read_text(encoding="utf-8"))
     assert saved["exact_match"] == report["exact_match"]
+    params = count_parameters(load_model(tmp_path / "sft", GPT)[0])  # full SFT: every one of them trains
+    assert saved["trainable_params"] == saved["params"] == params
     assert (tmp_path / "sft" / "exact_match.png").stat().st_size > 0
     answers = read_answers(tmp_path / "sft")
     assert [a["base"] for a in answers][0] == "hello" and set(answers[0]) >= {"sft", "scratch", "single_family"}
@@ -520,7 +523,9 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path, capsys) -> None:
         assert {SPLIT_KEYS[a["split"]]: float(is_correct(a[name], a["reference"])) for a in answers} == report[key]
     assert len({a["base"] for a in answers}) > 1  # answers that differ: a row holding another's would show
     assert "SFT from scratch" in format_table(report)
-    shown = capsys.readouterr().err  # each model's answers (hundreds at tiny, a minute) count up in a bar
+    printed = capsys.readouterr()
+    assert f"\nsft: {params:,} of the model's {params:,} parameters train (100%)\n" in printed.out
+    shown = printed.err  # each model's answers (hundreds at tiny, a minute) count up in a bar
     for label in ("base (no SFT)", "SFT", "SFT from scratch", "SFT, one family"):
         assert re.search(rf"test answers, {re.escape(label)}: 100%.*\b4/4 ", shown), (label, shown[-2000:])
     typo = dataclasses.replace(cfg, single_family="othr")  # refused before anything trains

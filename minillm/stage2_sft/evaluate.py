@@ -256,8 +256,9 @@ def run_sft_with_baselines(
 
     Writes out_dir/metrics.json (the table), out_dir/exact_match.png and out_dir/answers.jsonl.
     Returns the pipeline's "sft" record: seconds (SFT training time), exact_match, base_exact_match,
-    scratch_exact_match, single_family_exact_match, the number of test questions per split, and the
-    per-family table under "models"; None on torchrun's ranks other than 0 (minillm.train.distributed).
+    scratch_exact_match, single_family_exact_match, the number of test questions per split, the
+    per-family table under "models", and how many of the model's parameters SFT trained (trainable_params
+    of params: fewer with LoRA); None on torchrun's ranks other than 0 (minillm.train.distributed).
     """
     check_section(cfg, SFTConfig, "run_sft_with_baselines")
     out_dir = Path(out_dir)
@@ -295,6 +296,8 @@ def run_sft_with_baselines(
         "total_seconds": time.perf_counter() - started,
         "first_loss": sft_run["first_loss"],
         "final_loss": sft_run["final_loss"],
+        "trainable_params": sft_run["trainable_params"],  # all of them, or LoRA's adapters (and also_train)
+        "params": sft_run["params"],
         "template": sft_run["template"],
         **{("exact_match" if n == "sft" else f"{n}_exact_match"): exact_match_row(s) for n, s in table.items()},
         "f1": {n: {k: s[k]["f1"] for k in exact_match_row(s)} for n, s in table.items()},

@@ -239,9 +239,10 @@ def train_sft(
     With `cfg.pretrain_mix` > 0, that share of every training batch is windows of `pretrain_docs`
     (the stage 1 corpus), trained with the plain next-token loss (see `replay_examples`).
 
-    Returns the loop's {"history", "final"} plus "seconds", "first_loss", "final_loss" and the
-    template's counts of truncated and skipped examples. The fine-tuned model is in out_dir/ckpt.pt
-    (+ tokenizer.json): `minillm.train.load_model(out_dir, GPT)` brings it back.
+    Returns the loop's {"history", "final"} plus "seconds", "first_loss", "final_loss", the template's
+    counts of truncated and skipped examples, and "trainable_params" of the model's "params" (printed as
+    training starts: with LoRA, its adapters and the modules of `also_train`). The fine-tuned model is in
+    out_dir/ckpt.pt (+ tokenizer.json): `minillm.train.load_model(out_dir, GPT)` brings it back.
     """
     check_section(cfg, SFTConfig, "train_sft")
     out_dir = Path(out_dir)
@@ -267,6 +268,9 @@ def train_sft(
             raise DataError(f"SFT: every {split} example is longer than the context ({block} tokens); "
                             f"{stats[split].summary()}. Use shorter examples or a larger block_size")
     print(f"{name}, template (train): {stats['train'].summary()}")
+    trainable, params = count_parameters(model, trainable_only=True), count_parameters(model)
+    print(f"{name}: {trainable:,} of the model's {params:,} parameters train ({trainable / params:.0%})"
+          + (f": LoRA rank {cfg.lora.rank} on {cfg.lora.targets}" if lora else ""))
     device = next(model.parameters()).device
     replay, n_replay = replay_rows(cfg, tokenizer, pretrain_docs, block)
     get_batch = make_get_batch(encoded, cfg.train.batch_size, tokenizer.pad_id, device, replay, n_replay)
@@ -290,8 +294,8 @@ def train_sft(
     return {
         **result,
         "seconds": time.perf_counter() - start,
-        "trainable_params": count_parameters(model, trainable_only=True),
-        "params": count_parameters(model),
+        "trainable_params": trainable,
+        "params": params,
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "template": {"encoded": stats["train"].encoded, "truncated": stats["train"].truncated,
