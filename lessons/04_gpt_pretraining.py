@@ -115,11 +115,11 @@ step4_trained_samples(run_dir)
 # %% [markdown]
 # ## Try this
 # Figures below were measured at the commit each names, against the preset's own run of then. The
-# pipeline's run (runs/tiny) that step 3 shows gave 1.94 in the tiny run of ca60458, and lesson 5's
-# SFT on it 0.91 / 0.73 / 0.77 (seen / new wordings / world facts; 0.93 / 0.81 / 0.70 at 58d97cc, on
-# another CPU): other draws of the same preset and of the data (58d97cc redrew the instruction suite
-# and corrected a story sentence), new wordings by up to 0.09 and world facts by up to 0.13 (210 and
-# 30 questions: standard errors of 0.03 and 0.08).
+# pipeline's run (runs/tiny) that step 3 shows gave 1.94 at 7b9d2e2 on a 2-core AMD EPYC, and lesson
+# 5's SFT on it 0.92 / 0.78 / 0.73 (seen / new wordings / world facts; 0.91 / 0.73 / 0.77 at ca60458
+# on an Intel Xeon, 0.93 / 0.81 / 0.70 at 58d97cc): other draws of the same preset and of the data
+# (58d97cc redrew the instruction suite and corrected a story sentence), new wordings by up to 0.09
+# and world facts by up to 0.13 (210 and 30 questions: standard errors of 0.03 and 0.08).
 # 1. Temperature: in step 4, sample with temperature 0 (greedy: the same, most likely text every
 #    time), 0.8 and 1.5 (`step4_trained_samples(run_dir, temperature=0)`). Low temperatures repeat
 #    the corpus's commonest phrases; high ones invent words, then break down.

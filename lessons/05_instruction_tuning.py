@@ -145,11 +145,11 @@ step4_side_by_side(sft_dir)
 # %% [markdown]
 # ## Try this
 # Figures below were measured at 86476a2, whose preset run gave 0.92 / 0.82 / 0.80 (seen / new
-# wordings / world facts), unless another commit is named. The pipeline's run gave 0.93 / 0.81 / 0.70
-# at 58d97cc, and 0.91 / 0.73 / 0.77 in the tiny run of ca60458, on another CPU (why a CPU moves
-# them: docs/findings.md, "Another CPU"): other draws of the preset and of the data (210 new
-# wordings and 30 world-fact questions: standard errors of 0.03 and 0.08), so the run step 3 shows
-# you may differ from both by as much.
+# wordings / world facts), unless another commit is named. The pipeline's run gave 0.92 / 0.78 /
+# 0.73 at 7b9d2e2 and 0.93 / 0.81 / 0.70 at 58d97cc, both on an AMD EPYC, and 0.91 / 0.73 / 0.77 in
+# the tiny run of ca60458 on an Intel Xeon (why a CPU moves them: docs/findings.md, "Another CPU"):
+# other draws of the preset and of the data (210 new wordings and 30 world-fact questions: standard
+# errors of 0.03 and 0.08), so the run step 3 shows you may differ from each by as much.
 # 1. Train on the prompt too: `--set sft.train_on_prompt=true` makes every token after <bos> a
 #    target. At the same number of steps the answers get worse: part of the model's effort now goes
 #    into predicting the questions, which vary far more than the answers.

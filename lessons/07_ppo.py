@@ -196,7 +196,7 @@ step3_reward_hacking()
 # 4. Hack the full reward model: in step 3, pass `rm.path` instead of `head_only.path` to
 #    reward_hacking, and `inputs=[sft, rm]` to its own_run (else the earlier run is reused). Its
 #    likelihood term checks the answer the way the SFT model would write it, and it is much harder
-#    to fool: in our tiny run, step 3's 45 steps without the leash raised its score 0.47 -> 0.98 and
+#    to fool: in the tiny run of 7cb820d, step 3's 45 steps without the leash raised its score 0.47 -> 0.98 and
 #    the rollouts' gold rose with it (2.46 -> 3.17); on held-out prompts gold went 1.43 -> 2.10, a
 #    win rate of 0.61 against SFT (step 2's leashed PPO: 0.65, ± 0.03). The head-only model with the
 #    leash on (the preset's kl_coef 0.2: `minillm ppo --sft runs/tiny/04_sft --reward
@@ -210,8 +210,9 @@ step3_reward_hacking()
 #    it won 0.615 against 0.65, and with a learning rate of 3e-4 on top the entropy rose and the
 #    scores fell.
 # 6. A perfect reward model: CFG.ppo.reward = "gold" scores the answers with the gold judge itself.
-#    Is the reward model what holds the win rate back? No: in our tiny run the oracle won 0.64 and
-#    the reward model's PPO 0.65 (each ± 0.03), far from the 0.84 a perfect policy would win (an
-#    earlier version, on 600 held-out prompts: 0.60 and 0.62, each ± 0.015). Both dropped the
-#    filler and the rudeness (in 26% of the SFT answers; 2% and 2.5% after); neither made many
-#    wrong answers right on prompts it never saw (SFT 50% wrong; 47% and 44.5% after).
+#    Is the reward model what holds the win rate back? No: in the tiny run of 7cb820d the oracle won
+#    0.64 and the reward model's PPO 0.65 (each ± 0.03), far from the 0.84 a perfect policy would
+#    win there (step 2 prints your run's ceiling). An earlier version, on 600 held-out prompts, gave
+#    0.60 and 0.62, each ± 0.015. Both dropped the filler and the rudeness (in 26% of the SFT
+#    answers; 2% and 2.5% after); neither made many wrong answers right on prompts it never saw (SFT
+#    50% wrong; 47% and 44.5% after).

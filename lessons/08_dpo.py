@@ -211,6 +211,6 @@ step3_table(dpo, best.result)
 #    data, on 600 held-out prompts (other draws than this table's), the reward model's best of 4 / 8
 #    won 0.66 / 0.69, and the gold judge's own pick of 4 / 8 won 0.71 / 0.75. In the tiny run of
 #    7cb820d this table's best of 4 / 8 won 0.68 / 0.72 (each ± 0.02, wrong answers 0.50 -> 0.34 /
-#    0.29), and runs/tiny/report.md's (other draws) 0.72 / 0.74, best of 8 at 1.20 nats against
-#    PPO's 0.66. That is the bar a trained policy, answering with one sample and no reward model in
-#    sight, would have to clear.
+#    0.29), and that run's report.md (other draws) 0.72 / 0.74, best of 8 at 1.20 nats against
+#    PPO's 0.66 (at 7b9d2e2: 0.69 / 0.69, and 1.20 against 0.62 nats). That is the bar a trained
+#    policy, answering with one sample and no reward model in sight, would have to clear.

@@ -245,7 +245,7 @@ def win_rate_ceiling(records: Sequence[dict], gold_b: Sequence[float]) -> float:
 
     A perfect answer is the reference itself (the highest gold score there is). Where answer b is
     already perfect the best a policy can do is tie (0.5); everywhere else it can win. So if the SFT
-    model's samples are perfect on 36% of the prompts (as in the README's tiny run), no policy can
-    win more than 1 - 0.36 / 2 = 0.82 of the comparisons: the number to read a win rate against.
+    model's samples are perfect on 37% of the prompts (as in the README's tiny run), no policy can
+    win more than 1 - 0.37 / 2 = 0.815 of the comparisons: the number to read a win rate against.
     """
     return win_rate([gold_score(r, r["reference"]) for r in records], gold_b)
