@@ -26,7 +26,7 @@
 # they trained their own (--fresh, an edited CFG), else the pipeline's. After the pipeline, step 2 shows the
 # pipeline's DPO run (runs/tiny/07_dpo) and the lesson takes 5-10 s on a 2-core CPU, best of 4
 # included (saved, so a second run takes a few seconds); `--fresh` trains DPO into runs/lessons/08/dpo
-# (30-60 s more). The experiments to try are at the end.
+# (15-60 s more). The experiments to try are at the end.
 
 # %%
 from __future__ import annotations
