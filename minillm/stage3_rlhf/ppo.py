@@ -416,9 +416,9 @@ def reward_hacking(
     KL penalty nothing keeps the policy there, and it drifts to answers the reward model over-rates.
     How far depends on the judge. On the tiny preset, the head-only reward model
     (`RewardConfig.likelihood_term=False`, held-out accuracy about 0.7: it learnt style, hardly
-    correctness), 45 steps of 64 answers: its score 0.33 -> 1.10 while the rollouts' gold fell
-    2.46 -> 1.25 (it peaked at 3.14 on step 6), KL 8.2 nats; on held-out prompts gold 1.43 (SFT) ->
-    1.06, win rate 0.44. Against the full reward model, whose likelihood term is hard to fool, gold
+    correctness), 45 steps of 64 answers at b530a1f: its score 0.40 -> 0.97 while the rollouts'
+    gold fell 2.52 -> 1.23 (it peaked at 2.99 on step 5), KL 6.5 nats; on held-out prompts gold 1.65
+    (SFT) -> 0.74, win rate 0.36. Against the full reward model, whose likelihood term is hard to fool, gold
     did not fall (lessons/07_ppo.py, exercise 4, has that run and what the leash changes).
     Writes the run to out_dir (resumable) and reward_hacking.png (reward-model score and gold per
     step) and reward_hacking_kl.png. Returns the first and last RM and gold scores, the last KL, and
