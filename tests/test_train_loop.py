@@ -24,6 +24,8 @@ import pytest
 import torch
 from _plots import inside_its_figure
 from _train_worker import VOCAB, counting_batch, next_token_loss, tiny_gpt
+from matplotlib.backends.backend_agg import RendererAgg
+from matplotlib.figure import Figure
 
 import minillm
 from minillm import config, provenance
@@ -317,6 +319,23 @@ def test_a_long_title_wraps_inside_the_figure(tmp_path, drawn_figures):
     plot_panels(rows, tmp_path / "reward.png", [("reward_mean", "reward_std"), ("gold",)], title=title)
     [fig] = drawn_figures
     assert fig.axes[0].get_title() == title and inside_its_figure(fig, fig.axes[0].title)
+
+
+@pytest.mark.parametrize("wraps", [False, True])
+def test_a_figure_is_measured_by_the_renderer_that_draws_it_and_laid_out_again_only_to_wrap(tmp_path, monkeypatch,
+                                                                                           wraps):
+    """A bare Figure made a renderer for each of its two layouts and a third for the PNG, and each measured
+    every text again: most of a small plot's time (save_figure). One renderer now; a second layout only
+    where a title wraps."""
+    calls = []
+    for cls, name in ((RendererAgg, "__init__"), (Figure, "tight_layout")):
+        real = getattr(cls, name)
+        monkeypatch.setattr(cls, name, lambda *args, real=real, name=name, **kwargs: (
+            calls.append(name), real(*args, **kwargs))[1])
+    fig = Figure()
+    fig.subplots().set_title("loss", wrap=wraps)
+    plots.save_figure(fig, tmp_path / "loss.png")
+    assert (calls.count("__init__"), calls.count("tight_layout")) == (1, 2 if wraps else 1)
 
 
 def test_an_axis_names_the_unit_of_its_keys(tmp_path, drawn_figures):

@@ -30,7 +30,9 @@ from pathlib import Path
 import matplotlib
 from matplotlib import font_manager
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from minillm.utils import atomic_write_bytes
@@ -172,10 +174,17 @@ def curve_points(rows: Sequence[dict], key: str) -> list[tuple[float, float]]:
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Lay out `fig` and write it as a PNG at `path` (folders created); return the path.
 
-    Laid out twice: a title that wraps (`wrap=True`) is cut to the width its axes leave it where they
-    stand, and the first layout moves them; the second makes room for the lines it then has."""
+    A figure with a title that wraps (`wrap=True`) is laid out twice: the title is cut to the width its
+    axes leave it where they stand, and the first layout moves them; the second makes room for the lines
+    it then has. Any other figure's second layout would change nothing, and is skipped.
+
+    The figure gets its PNG canvas (Agg) first, so that the layouts measure every text with the renderer
+    that then draws it, and find each size measured already. A bare Figure made a renderer of its own for
+    each layout and another for the PNG: each measured all its texts again, most of a small plot's time."""
+    FigureCanvasAgg(fig)
     fig.tight_layout()
-    fig.tight_layout()
+    if any(text.get_wrap() for text in fig.findobj(Text)):
+        fig.tight_layout()
     png = io.BytesIO()  # drawn in memory, then written whole: a full disk keeps the previous plot intact
     fig.savefig(png, format="png", dpi=dpi)
     path = Path(path)
