@@ -29,7 +29,7 @@ from test_ppo import (
 
 from minillm import config, report
 from minillm.config import GRPOConfig, TrainConfig
-from minillm.datasets.instructions import contains_answer, generate_instruction_suite
+from minillm.datasets.instructions import contains_answer, generate_instruction_suite, normalize_answer
 from minillm.errors import CheckpointError, ConfigError, TrainingError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
@@ -60,7 +60,7 @@ from minillm.stage3_rlhf.scoreboard import (
     sampled_kl,
 )
 from minillm.stage3_rlhf.sequences import Responses, answers_logprob
-from minillm.stage3_rlhf.verifier import Verifier
+from minillm.stage3_rlhf.verifier import Verifier, word_runs
 from minillm.tokenizer import TOKENIZER_NAME, load_tokenizer, train_tokenizer
 from minillm.train import load_checkpoint, load_model, save_checkpoint
 from minillm.train.checkpoint import CKPT_NAME
@@ -509,14 +509,30 @@ def test_an_answer_to_a_record_the_verifier_was_not_built_from_still_hedges():
     assert verify(osk, "The Ouse or the Mell.") == 0.0 and verify(osk, "Mell, or the Ouse") == 0.0
 
 
-def test_the_suites_own_right_answers_with_filler_are_not_taken_for_hedges():
+@pytest.fixture(scope="module")
+def suite() -> list[dict]:
+    """The generated instruction suite, whose families hold up to ~2,000 candidate answers each."""
+    return generate_instruction_suite(seed=0)
+
+
+def test_the_suites_own_right_answers_with_filler_are_not_taken_for_hedges(suite):
     """Every training response of the instruction suite that contains its reference (ideal, terse,
     padded, impolite) must get full credit from the verifier: the hedge check may not misfire."""
-    records = generate_instruction_suite(seed=0)
-    verify = Verifier(records)
-    right = [r for r in records if r["split"] == "train" and r["style"] != "wrong"]
+    verify = Verifier(suite)
+    right = [r for r in suite if r["split"] == "train" and r["style"] != "wrong"]
     misfires = [r for r in right if verify(r, r["response"]) < 1.0]
     assert len(right) > 1000 and misfires == []
+
+
+def test_the_runs_of_words_looked_up_are_the_candidates_a_text_search_finds(suite):
+    """The hedge check looks each run of an answer's words up among its family's candidates (`word_runs`),
+    instead of searching the answer for each of ~2,000 candidates: it must find the same ones, at the
+    start, inside and at the end of an answer, as long as the family's longest."""
+    verify = Verifier(suite)
+    for record in suite[::50]:
+        family, text = record["family"], normalize_answer(f"{record['prompt']} {record['response']}")
+        found = {c for c in verify.candidates[family] if f" {c} " in f" {text} "}
+        assert word_runs(text.split(), verify.longest[family]) & verify.candidates[family] == found, text
 
 
 # --------------------------------------------------------------------------------------------------

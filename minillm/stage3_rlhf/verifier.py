@@ -49,6 +49,11 @@ def word_spans(words: list[str], phrase: str) -> list[tuple[int, int]]:
     return [(i, i + n) for i in range(len(words) - n + 1) if words[i:i + n] == target]
 
 
+def word_runs(words: list[str], longest: int) -> set[str]:
+    """Every run of 1 to `longest` consecutive words of `words`, as a phrase: each answer `words` can name."""
+    return {" ".join(words[i:j]) for i in range(len(words)) for j in range(i + 1, min(i + longest, len(words)) + 1)}
+
+
 class Verifier:
     """The verifiable reward of an answer to a record: 1 if right and committed, + `exact_bonus` if exact.
 
@@ -61,21 +66,22 @@ class Verifier:
         candidates: dict[str, set[str]] = defaultdict(set)
         for record in records:
             candidates[record.get("family", "custom")].add(normalize_answer(record["reference"]))
-        self.candidates = {family: sorted(c for c in refs if c) for family, refs in candidates.items()}
+        self.candidates = {family: {c for c in refs if c} for family, refs in candidates.items()}
+        self.longest = {family: max(len(c.split()) for c in refs) for family, refs in self.candidates.items() if refs}
 
     def hedges(self, record: dict, answer: str) -> bool:
         """Whether the answer names two different answers of the record's family (the right one
         among them): two candidates at outermost spans of words, neither inside the other."""
         text, right = normalize_answer(answer), normalize_answer(record["reference"])
-        asked = f" {normalize_answer(record.get('prompt', ''))} "
-        # detail: a family has up to ~2000 candidates; a text search finds the few the answer names at all
-        named = {other for other in self.candidates.get(record.get("family", "custom"), ())
-                 if f" {other} " in f" {text} "} | {right}
+        asked, words = f" {normalize_answer(record.get('prompt', ''))} ", text.split()
+        family = record.get("family", "custom")
+        # detail: a family has up to ~2000 candidates, an answer a few dozen runs of words as long as the
+        # family's longest: the runs, looked up among the candidates, are the few the answer names at all
+        named = (word_runs(words, self.longest.get(family, 0)) & self.candidates.get(family, set())) | {right}
         # the question's own subject is no second guess, unless the question lists the right answer too,
         # or the right answer holds it (the plural of "that red sheep": "red sheep" is another plural)
         if f" {right} " not in asked:
             named = {name for name in named if f" {name} " not in asked or f" {name} " in f" {right} "}
-        words = text.split()
         spans = [(start, end, name) for name in named for start, end in word_spans(words, name)]
         outermost = {name for start, end, name in spans
                      if not any(s <= start and end <= e and (s, e) != (start, end) for s, e, _ in spans)}
