@@ -756,11 +756,13 @@ def _lock_for(args: argparse.Namespace) -> AbstractContextManager:
     (annotate, which appends to its file for as long as a person ranks, locks that file itself: file_lock).
     Under torchrun only rank 0 writes files, so only rank 0 holds the lock. `reward` may find your
     own rankings in its folder before any run has been there (cmd_reward)."""
+    if _out_run(args) is None:  # first: a command with no run folder (`tokenizer encode`) needs none of the
+        return nullcontext()  # imports below, which bring every stage and matplotlib (half a second of its start)
     from minillm.run_lock import run_folder_lock
     from minillm.stage3_rlhf.preferences import PREFS_NAME
     from minillm.train.distributed import is_main_process
 
-    if _out_run(args) is None or not is_main_process():
+    if not is_main_process():
         return nullcontext()
     return run_folder_lock(args.out, inputs=(PREFS_NAME,) if args.func is cmd_reward else ())
 
@@ -784,9 +786,11 @@ def _refuse_an_input_run_as_out(args: argparse.Namespace) -> None:
 
 def _say_when_nothing_to_resume(args: argparse.Namespace) -> None:
     """--resume into a folder without a checkpoint (a typo in --out, say) starts a new run: say so."""
-    from minillm.train.checkpoint import saved_checkpoints
+    if not getattr(args, "resume", False):
+        return
+    from minillm.train.checkpoint import saved_checkpoints  # only now: it imports the training loop, matplotlib
 
-    if getattr(args, "resume", False) and not saved_checkpoints(args.out):
+    if not saved_checkpoints(args.out):
         print(f"minillm: nothing to resume in {args.out} (no checkpoint): starting a new run", file=sys.stderr)
 
 
