@@ -295,6 +295,7 @@ def _load_trained(args: argparse.Namespace, model_cls: type[ModelT]) -> tuple[Mo
 
 def cmd_sft(args: argparse.Namespace) -> None:
     from minillm.datasets import corpus_splits, instruction_records
+    from minillm.datasets.corpus import corpus_record
     from minillm.datasets.instructions import instructions_record
     from minillm.stage2_sft.evaluate import format_table, run_sft_with_baselines
 
@@ -303,10 +304,13 @@ def cmd_sft(args: argparse.Namespace) -> None:
         raise ConfigError(f"--corpus {args.corpus} is the pretraining text that sft.pretrain_mix replays, but "
                           f"pretrain_mix is 0 (no replay); add e.g. --set sft.pretrain_mix=0.1, or drop --corpus")
     records = instruction_records(cfg, args.data, args.skip_bad_lines)
-    pretrain_docs = corpus_splits(cfg, args.corpus)[0] if cfg.sft.pretrain_mix > 0 else []
+    pretrain_docs, corpus = [], None
+    if cfg.sft.pretrain_mix > 0:  # the training documents it replays, and the record of the corpus they are of
+        splits = corpus_splits(cfg, args.corpus)
+        pretrain_docs, corpus = splits[0], corpus_record(splits, args.corpus, cfg)
     report = run_sft_with_baselines(cfg.sft, records, args.out, args.init, baselines=not args.no_baselines,
                                     resume=args.resume, pretrain_docs=pretrain_docs,
-                                    instructions=instructions_record(records, args.data, cfg.data_seed))
+                                    instructions=instructions_record(records, args.data, cfg.data_seed), corpus=corpus)
     _print_results(args, report, format_table)
 
 

@@ -146,7 +146,8 @@ class Journey:
 
     @cached_property
     def corpus_read(self) -> dict:
-        """The record of the corpus (`corpus_record`) that each pretraining run keeps in its config.json."""
+        """The record of the corpus (`corpus_record`) that each pretraining run keeps in its config.json, and
+        each SFT run that replays it."""
         return corpus_record(self.documents, self.corpus_path, self.cfg)
 
     @cached_property
@@ -220,11 +221,12 @@ def step_clm(j: Journey) -> dict:
 
 
 def step_sft(j: Journey) -> dict:
-    """SFT and its baselines, each run with the record of its instructions (`Journey.instructions_read`)."""
+    """SFT and its baselines, each run with the record of its instructions (`Journey.instructions_read`), and of
+    the corpus it replays (`Journey.corpus_read`) where it replays one (sft.pretrain_mix > 0: `data_read`)."""
     folder = j.folder("sft")
     return run_sft_with_baselines(j.cfg.sft, j.records, folder, j.folder("clm"), resume=has_checkpoint(folder),
                                   pretrain_docs=j.documents[0], side_by_side=j.jobs > 1,
-                                  instructions=j.instructions_read)
+                                  instructions=j.instructions_read, corpus=j.corpus_read)
 
 
 def step_reward_model(j: Journey) -> dict:

@@ -610,12 +610,18 @@ def test_a_resume_on_another_corpus_or_split_is_refused_and_a_moved_file_or_an_o
     with pytest.raises(ConfigError, match=re.escape(
             f"cannot resume {tmp_path / 'clm'}: it read the corpus in {tmp_path / 'mine.txt'} (data_seed 0, "
             "val_fraction 0.05), and this run reads the generated corpus (corpus_mb 0.02, data_seed 0, val_fraction "
-            "0.05); resume it on the corpus it read, or start a new run in another folder")):
+            f"0.05); pass --corpus {tmp_path / 'mine.txt'} to resume it, or start a new run in another folder")):
         check_same_data(config, {CORPUS: generated})
     reseeded = apply_overrides(cfg, ["data_seed=1"])
-    with pytest.raises(ConfigError, match=r"mine.txt \(data_seed 0, .*mine.txt \(data_seed 1, val_fraction 0.05\);"):
+    with pytest.raises(ConfigError, match=r"mine.txt \(data_seed 0, .*mine.txt \(data_seed 1, val_fraction 0.05\); "
+                                          r"pass --set data_seed=0 to resume it, or"):  # (its --corpus is given)
         check_same_data(config, {CORPUS: corpus_record(corpus_splits(reseeded, tmp_path / "mine.txt"),
                                                         tmp_path / "mine.txt", reseeded)})
+    config.write_text(json.dumps({"run": {}, CORPUS: generated}), encoding="utf-8")  # each option it needs, in one line
+    with pytest.raises(ConfigError, match=r"; leave out --corpus and pass --set corpus_mb=0.02 --set data_seed=0 to"):
+        check_same_data(config, {CORPUS: corpus_record(corpus_splits(reseeded, tmp_path / "mine.txt"),
+                                                        tmp_path / "mine.txt", reseeded)})
+    config.write_text(json.dumps({"run": {}, CORPUS: mine}), encoding="utf-8")
     (tmp_path / "mine.txt").write_text("One document.\n\nAnother one.\n\nA third, edited.\n", encoding="utf-8")
     edited = corpus_record(corpus_splits(cfg, tmp_path / "mine.txt"), tmp_path / "mine.txt", cfg)
     with pytest.raises(ConfigError, match=r"val_fraction 0.05\) \(other contents now\); resume it on the corpus"):

@@ -874,7 +874,7 @@ def test_a_resume_with_another_setting_or_tokenizer_is_refused(runs, tmp_path, c
     suite = {"file": None, "data_seed": 0, "sha256": "41d7" * 16}
     (tmp_path / CONFIG_NAME).write_text(json.dumps({**made, "instructions": suite}), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"cannot resume .*: it read the generated suite \(data_seed 0\), and this "
-                                          r"run reads the generated suite \(data_seed 3\); resume it on the instr"):
+                                          r"run reads the generated suite \(data_seed 3\); pass --set data_seed=0 to"):
         online_rl.open_run(tmp_path, "GRPO", True, tokenizer, made, torch.Generator(),
                            read={"instructions": {**suite, "data_seed": 3, "sha256": "0" * 64}})
     # another lr is how the steps are taken: the run goes on; so it does from an input spelt otherwise, said in a note

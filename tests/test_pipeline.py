@@ -768,7 +768,8 @@ def test_each_step_records_its_code_which_report_md_names_and_no_reuse_reads(tmp
 def test_the_runs_of_a_journey_record_the_data_they_read(journey):
     """`minillm ppo --sft runs/tiny/04_sft` reads the instructions the journey's SFT learnt (stage2_sft/learnt.py):
     each SFT run of the step records them (the generated suite here), beside its settings; so does every stage 3
-    run, and each pretraining run its corpus (datasets/run_data.py), with the hash the step's inputs.json has."""
+    run, and each pretraining run its corpus (datasets/run_data.py), with the hash the step's inputs.json has. An
+    SFT run records the corpus too where it replays it (sft.pretrain_mix > 0); micro's replay none, so record none."""
     run = journey[0] / "micro"
     sft = run / pipeline.step_folder("sft")
     recorded = [saved_data(folder / "config.json", INSTRUCTIONS)
@@ -781,6 +782,8 @@ def test_the_runs_of_a_journey_record_the_data_they_read(journey):
     corpus = [saved_data(run / pipeline.step_folder(name) / "config.json", CORPUS) for name in ("mlm", "clm")]
     sha256 = read_json(run / pipeline.step_folder("clm") / "inputs.json")["settings"]["corpus"]["generated_sha256"]
     assert corpus == [{"file": None, "corpus_mb": 0.2, "data_seed": 0, "val_fraction": 0.05, "sha256": sha256}] * 2
+    sft_runs = (sft, sft / "baselines" / "scratch", sft / "baselines" / "single_family")
+    assert not any(CORPUS in read_json(folder / "config.json") for folder in sft_runs)  # micro's SFT replays none
 
 
 def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):

@@ -23,8 +23,9 @@ from crash_resume import assert_exact_resume
 from torch import nn
 
 from minillm.config import ModelConfig, SFTConfig, TrainConfig
-from minillm.datasets.instructions import instructions_record, is_correct, normalize_answer
-from minillm.datasets.run_data import check_same_data
+from minillm.datasets.corpus import CORPUS
+from minillm.datasets.instructions import INSTRUCTIONS, instructions_record, is_correct, normalize_answer
+from minillm.datasets.run_data import check_same_data, saved_data
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.model.lora import count_parameters
@@ -50,6 +51,7 @@ from minillm.stage2_sft.sft import (
     _split_records,
     collate,
     count_targets,
+    data_read,
     make_get_batch,
     replay_examples,
     sft_loss,
@@ -498,8 +500,13 @@ def test_run_with_baselines_writes_the_table(trained, tmp_path, capsys) -> None:
     other = [{**r, "family": "other", "id": r["id"] + "o"} for r in RECORDS[:6]]
     cfg = SFTConfig(train=TrainConfig(max_steps=3, batch_size=4, eval_every=1000, eval_batches=1, log_every=1,
                                       save_every=1000), max_new_tokens=4, single_family="other",
-                    scratch_max_steps=5, scratch_lr=5e-3, scratch_optimizer="muon")
-    report = run_sft_with_baselines(cfg, RECORDS + other + tests, tmp_path / "sft", trained[1])
+                    scratch_max_steps=5, scratch_lr=5e-3, scratch_optimizer="muon", pretrain_mix=0.25)
+    corpus = {"file": None, "corpus_mb": 0.2, "data_seed": 0, "val_fraction": 0.05, "sha256": "5b1e" * 16}
+    report = run_sft_with_baselines(cfg, RECORDS + other + tests, tmp_path / "sft", trained[1],
+                                    pretrain_docs=["hello one two three bye " * 20], corpus=corpus)
+    # each run records the corpus whose text it replays (a baseline too: it mixes in the same text)
+    assert [saved_data(tmp_path / "sft" / run / "config.json", CORPUS)
+            for run in ("", "baselines/scratch", "baselines/single_family")] == [corpus] * 3
     # the scratch baseline trains on its own steps, lr and optimizer; the single-family one on SFT's
     runs = {name: read_json(tmp_path / "sft" / "baselines" / name / "config.json")["train"]
             for name in ("scratch", "single_family")}
@@ -616,6 +623,29 @@ def test_a_resume_on_other_instructions_than_the_run_learnt_is_refused(tmp_path)
     check_same_data(config, {"instructions": None})  # records given in Python: unknown
     config.write_text(json.dumps({"run": {}}), encoding="utf-8")
     check_same_data(config, {"instructions": other})  # made before the record existed
+
+
+def test_an_sft_run_that_replays_a_corpus_records_it_and_refuses_a_resume_on_another(tmp_path) -> None:
+    """With sft.pretrain_mix > 0 a share of every batch is pretraining text: a resume on another corpus went on
+    into the same weights, and no record said which corpus (for `compare`). A run that replays none reads no
+    corpus: its config.json records none, as before."""
+    instructions = instructions_record(RECORDS, None, data_seed=0)
+    corpus = {"file": None, "corpus_mb": 0.2, "data_seed": 0, "val_fraction": 0.05, "sha256": "5b1e" * 16}
+    assert data_read(SFTConfig(), instructions, corpus) == {INSTRUCTIONS: instructions}
+    replays = SFTConfig(pretrain_mix=0.25)
+    assert data_read(replays, instructions, corpus) == {INSTRUCTIONS: instructions, CORPUS: corpus}
+    assert data_read(replays, None, None) == {}  # data given in Python: unknown, so recorded as nothing
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "ckpt.pt").touch()  # (a run to resume: refused before its checkpoint is read)
+    (tmp_path / "sft" / "config.json").write_text(
+        json.dumps({"run": {}, INSTRUCTIONS: instructions, CORPUS: corpus}), encoding="utf-8")
+    reseeded = {**corpus, "data_seed": 1, "sha256": "0" * 64}
+    with pytest.raises(ConfigError, match=re.escape(
+            f"cannot resume {tmp_path / 'sft'}: it read the generated corpus (corpus_mb 0.2, data_seed 0, val_fraction "
+            "0.05), and this run reads the generated corpus (corpus_mb 0.2, data_seed 1, val_fraction 0.05); pass "
+            "--set data_seed=0 to resume it, or start a new run in another folder")):
+        train_sft(replays, RECORDS, tmp_path / "sft", scratch_model_config=ModelConfig(), resume=True,
+                  pretrain_docs=["hi"], instructions=instructions, corpus=reseeded)
 
 
 def _resume_command(out_dir: Path, resume: bool) -> list[str]:

@@ -7,13 +7,14 @@ config.json, beside its settings, under the data's name (`DATA`):
     "corpus": {"file": null, "corpus_mb": 2.0, "data_seed": 0, "val_fraction": 0.05, "sha256": "5b1e..."}
     "instructions": {"file": "/home/me/mine.jsonl", "data_seed": null, "sha256": "9f2c..."}
 
-(`corpus_record`: pretraining's; `instructions_record`: SFT's and every stage 3 run's). The sha256 is that of
-what was read, so a file edited since is other data, and a file moved elsewhere the same. Like the record of
-the code (`made_by`, provenance.py), a record is no setting: the pipeline's reuse and `compare`'s table of
-settings pass it by, and `compare` names runs that read different data in a line of its own. A resume is the
-exception: a run resumed on other data would hold two experiments in one set of weights while its record named
-one, so it is refused (`check_same_data`). A run made before its stage recorded its data has no record:
-unknown data, which no check refuses and no comparison names.
+(`corpus_record`: pretraining's, and SFT's where it replays the corpus; `instructions_record`: SFT's and every
+stage 3 run's). The sha256 is that of what was read, so a file edited since is other data, and a file moved
+elsewhere the same. Like the record of the code (`made_by`, provenance.py), a record is no setting: the
+pipeline's reuse and `compare`'s table of settings pass it by, and `compare` names runs that read different
+data in a line of its own. A resume is the exception: a run resumed on other data would hold two experiments in
+one set of weights while its record named one, so it is refused (`check_same_data`), naming what to pass to
+read the same data again (`how_to_read`). A run made before its stage recorded its data has no record: unknown
+data, which no check refuses and no comparison names.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from minillm.provenance import saved_record
 
 # the data a run may record -> its record as a phrase, for the lines that name it
 DATA: dict[str, Callable[[dict], str]] = {CORPUS: corpus_text, INSTRUCTIONS: instructions_text}
+# the data a run may record -> the command-line option that names its file
+FILE_OPTIONS = {CORPUS: "--corpus", INSTRUCTIONS: "--data"}
 
 
 def saved_data(config_path: Path, key: str) -> dict | None:
@@ -54,7 +57,31 @@ def check_same_data(config_path: Path, read: Mapping[str, dict | None]) -> None:
         if saved is None or now is None or saved["sha256"] == now["sha256"]:
             continue
         changed = " (other contents now)" if data_text(key, saved) == data_text(key, now) else ""
+        options = how_to_read(key, saved, now)
+        fix = f"{options} to resume it" if options else f"resume it on the {key} it read"
         raise ConfigError(
             f"cannot resume {out_dir}: it read {data_text(key, saved)}, and this run reads {data_text(key, now)}"
-            f"{changed}; resume it on the {key} it read, or start a new run in another folder"
+            f"{changed}; {fix}, or start a new run in another folder"
         )
+
+
+def how_to_read(key: str, wanted: dict, now: dict) -> str:
+    """The command-line options that make a run reading the data `key` of the record `now` read that of the
+    record `wanted` instead, each only where the two differ: the file's option (`FILE_OPTIONS`), or leaving it
+    out for generated data; and a `--set` for each setting that `wanted` holds (its keys but "file" and "sha256",
+    named as in the config: `corpus_mb`, `data_seed`, `val_fraction`) where `now` holds another or none.
+    "" when no option would: the same file edited since, or the same settings generating other text in
+    another version of minillm.
+
+        "pass --corpus /home/me/mine.txt", "leave out --data and pass --set data_seed=0"
+    """
+    option, options = FILE_OPTIONS[key], []
+    if wanted.get("file") and wanted["file"] != now.get("file"):
+        options.append(f"pass {option} {wanted['file']}")
+    elif not wanted.get("file") and now.get("file"):
+        options.append(f"leave out {option}")
+    settings = [f"--set {name}={value}" for name, value in wanted.items()
+                if name not in ("file", "sha256") and value is not None and value != now.get(name)]
+    if settings:
+        options.append("pass " + " ".join(settings))
+    return " and ".join(options)

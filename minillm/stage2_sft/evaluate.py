@@ -217,10 +217,11 @@ def single_family_name(records: Sequence[dict], requested: str) -> str:
 
 
 def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir: str | Path, resume: bool,
-                    pretrain_docs: Sequence[str] = (), instructions: dict | None = None) -> dict[str, Path]:
+                    pretrain_docs: Sequence[str] = (), instructions: dict | None = None,
+                    corpus: dict | None = None) -> dict[str, Path]:
     """SFT from scratch (same data, random init) and, if cfg.single_family_baseline, SFT on one family
     (same steps). Both mix in the same pretraining text as SFT does (cfg.pretrain_mix), and record where
-    the records came from as SFT does (`instructions`).
+    the records and that text came from as SFT does (`instructions`, `corpus`).
 
     The scratch run trains on `cfg.scratch_train()`: SFT's settings unless cfg.scratch_* say otherwise.
     A control is only fair when tuned for its own start: SFT's low lr is there to keep what
@@ -232,24 +233,25 @@ def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir
     scratch_dir, single_dir = out_dir / "baselines" / "scratch", out_dir / "baselines" / "single_family"
     train_sft(dataclasses.replace(cfg, train=cfg.scratch_train()), records, scratch_dir,
               scratch_model_config=base_config, tokenizer=tokenizer, resume=resume,
-              pretrain_docs=pretrain_docs, name="sft from scratch", instructions=instructions)
+              pretrain_docs=pretrain_docs, name="sft from scratch", instructions=instructions, corpus=corpus)
     if not cfg.single_family_baseline:
         return {"scratch": scratch_dir}
     family = single_family_name(records, cfg.single_family)
     one_family = [r for r in records if r.get("split", "train") != "train" or r["family"] == family]
     train_sft(cfg, one_family, single_dir, init_dir=init_dir, resume=resume, pretrain_docs=pretrain_docs,
-              name=f"sft on {family} only", instructions=instructions)
+              name=f"sft on {family} only", instructions=instructions, corpus=corpus)
     return {"scratch": scratch_dir, "single_family": single_dir}
 
 
 def run_sft_with_baselines(
     cfg: SFTConfig, records: list[dict], out_dir: str | Path, init_dir: str | Path,
     *, baselines: bool = True, resume: bool = False, pretrain_docs: Sequence[str] = (), side_by_side: bool = False,
-    instructions: dict | None = None,
+    instructions: dict | None = None, corpus: dict | None = None,
 ) -> dict | None:
     """SFT from `init_dir` into `out_dir`, then score it and the base model (and, with `baselines`,
     SFT from scratch and single-family SFT) on the same test records. `instructions` says where the
-    records came from (datasets' `instructions_record`), for each run's config.json (`train_sft`).
+    records came from (datasets' `instructions_record`), and `corpus` where `pretrain_docs` did
+    (`corpus_record`), for each run's config.json (`train_sft`: the corpus only where it replays it).
 
     `side_by_side` trains the baselines in a second process while SFT trains in this one, each on one
     thread: on a machine with two free cores the stage then takes about half the time.
@@ -275,15 +277,15 @@ def run_sft_with_baselines(
     runs: dict[str, str | Path] = {"base": init_dir, "sft": out_dir}
     if baselines and side_by_side:
         with beside(train_baselines, cfg, records, out_dir, init_dir, resume, list(pretrain_docs),
-                    instructions) as trained:
+                    instructions, corpus) as trained:
             sft_run = in_one_thread(train_sft, cfg, records, out_dir, init_dir=init_dir, resume=resume,
-                                    pretrain_docs=pretrain_docs, instructions=instructions)
+                                    pretrain_docs=pretrain_docs, instructions=instructions, corpus=corpus)
         runs.update(trained.result())
     else:
         sft_run = train_sft(cfg, records, out_dir, init_dir=init_dir, resume=resume, pretrain_docs=pretrain_docs,
-                            instructions=instructions)
+                            instructions=instructions, corpus=corpus)
         if baselines:
-            runs.update(train_baselines(cfg, records, out_dir, init_dir, resume, pretrain_docs, instructions))
+            runs.update(train_baselines(cfg, records, out_dir, init_dir, resume, pretrain_docs, instructions, corpus))
     if not is_main_process():  # under torchrun, rank 0 alone answers the tests and writes the table
         return None
     table, answers = {}, {}

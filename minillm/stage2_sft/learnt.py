@@ -11,7 +11,7 @@ the file or the generated suite, and the sha256 of the records), and a stage giv
   file, if it is gone): the default is what SFT learnt, and for a run made from the generated suite that
   is the generated suite, as before;
 - reading other instructions than those (another file, the file edited since, the suite of another
-  `data_seed`), goes on with one warning naming what SFT learnt and how to read it (`how_to_read`);
+  `data_seed`), goes on with one warning naming what SFT learnt and how to read it (run_data's `how_to_read`);
 - given an SFT run made before the record existed, says nothing: what it learnt is unknown.
 
 The stage's own run then records the instructions it read, as SFT's does (datasets/run_data.py says what
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from minillm.config import PipelineConfig
 from minillm.datasets.instructions import INSTRUCTIONS, instruction_records, instructions_record, instructions_text
-from minillm.datasets.run_data import saved_data
+from minillm.datasets.run_data import how_to_read, saved_data
 from minillm.errors import DataError
 from minillm.train.checkpoint import CONFIG_NAME
 from minillm.train.distributed import is_main_process
@@ -66,9 +66,10 @@ def other_instructions(sft_dir: str | os.PathLike, learnt: dict, now: dict, data
         return None
     not_learnt = "so its prompts are not all those SFT learnt"
     if instructions_text(now) != instructions_text(learnt):  # another file, the suite instead of a file, another seed
+        seeded = {**now, "data_seed": data_seed}  # a file's record holds no seed; without --data, this one is read
         return (
             f"{sft_dir} learnt {instructions_text(learnt)}, but this run reads {instructions_text(now)}, "
-            f"{not_learnt}; {how_to_read(learnt, now, data_seed)} to read those"
+            f"{not_learnt}; {how_to_read(INSTRUCTIONS, learnt, seeded)} to read those"
         )
     if now["file"]:
         return (
@@ -79,15 +80,3 @@ def other_instructions(sft_dir: str | os.PathLike, learnt: dict, now: dict, data
         f"{sft_dir} learnt {instructions_text(learnt)} as another version of minillm generated it, {not_learnt}; "
         "train SFT again with this version"
     )
-
-
-def how_to_read(learnt: dict, now: dict, data_seed: int) -> str:
-    """What reads the instructions of the record `learnt`, said to a run of `data_seed` that reads those of
-    `now` (another text): the file SFT learnt; or the generated suite, each option only where this run's
-    differs: no --data (where it reads a file) and the suite's seed (where its own is another)."""
-    if learnt.get("file"):
-        return f"pass --data {learnt['file']}"
-    options = ["leave out --data"] if now.get("file") else []
-    if learnt.get("data_seed") != data_seed:
-        options.append(f"pass --set data_seed={learnt.get('data_seed')}")
-    return " and ".join(options)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from minillm.config import LoRAConfig, ModelConfig, SFTConfig, check_section, from_dict, to_dict
+from minillm.datasets.corpus import CORPUS
 from minillm.datasets.instructions import INSTRUCTIONS, check_instruction_record
 from minillm.datasets.jsonl import check_records
 from minillm.datasets.run_data import check_same_data
@@ -217,6 +218,15 @@ def replay_rows(cfg: SFTConfig, tokenizer: Tokenizer, pretrain_docs: Sequence[st
     return replay, n_replay
 
 
+def data_read(cfg: SFTConfig, instructions: dict | None, corpus: dict | None) -> dict[str, dict]:
+    """The records of the data an SFT run reads (datasets/run_data.py), for its config.json and its resume: its
+    instructions, and the corpus of the windows it replays only where it replays some (`cfg.pretrain_mix` > 0):
+    a run that replays none read no corpus, and its config.json says nothing of one. A record given as None
+    (data given in Python: unknown) is left out."""
+    read = {INSTRUCTIONS: instructions, CORPUS: corpus if cfg.pretrain_mix > 0 else None}
+    return {key: record for key, record in read.items() if record is not None}
+
+
 def train_sft(
     cfg: SFTConfig,
     records: list[dict],
@@ -229,6 +239,7 @@ def train_sft(
     pretrain_docs: Sequence[str] = (),
     name: str = "sft",
     instructions: dict | None = None,
+    corpus: dict | None = None,
 ) -> dict:
     """Fine-tune a GPT on the chat-templated `records` and write the run folder `out_dir`.
 
@@ -237,7 +248,8 @@ def train_sft(
     for the stages after SFT (learnt.py), and a resume on other instructions is refused. None records nothing.
 
     With `cfg.pretrain_mix` > 0, that share of every training batch is windows of `pretrain_docs`
-    (the stage 1 corpus), trained with the plain next-token loss (see `replay_examples`).
+    (the stage 1 corpus), trained with the plain next-token loss (see `replay_examples`); `corpus` says
+    which corpus they are (datasets' `corpus_record`), kept and checked on a resume as `instructions` is.
 
     Returns the loop's {"history", "final"} plus "seconds", "first_loss", "final_loss", the template's
     counts of truncated and skipped examples, and "trainable_params" of the model's "params" (printed as
@@ -246,8 +258,9 @@ def train_sft(
     """
     check_section(cfg, SFTConfig, "train_sft")
     out_dir = Path(out_dir)
+    read = data_read(cfg, instructions, corpus)
     if resume and (out_dir / CKPT_NAME).is_file():
-        check_same_data(out_dir / CONFIG_NAME, {INSTRUCTIONS: instructions})
+        check_same_data(out_dir / CONFIG_NAME, read)
     seed_everything(cfg.train.seed)
     model, tokenizer = _initial_model(init_dir, scratch_model_config, tokenizer)
     # the evaluation after training answers with this length: refuse it now, not after the training
@@ -284,7 +297,7 @@ def train_sft(
         run_config={"sft": to_dict(cfg), "init_dir": str(init_dir) if init_dir else None,
                     "model": to_dict(model.config)},
         tokenizer=tokenizer, resume=resume, desc=name, title=title, settings="sft.train",
-        read={INSTRUCTIONS: instructions} if instructions else None,
+        read=read,
     )
     if lora:
         if is_main_process():  # (rank 0's checkpoint)
