@@ -703,6 +703,13 @@ def test_kl_term_reads_every_answer_and_starts_at_zero(runs):
     ro = rollout(policy, copy.deepcopy(policy), lambda b, r: torch.arange(len(b)).float(), tok, RECORDS[:2], cfg, g)
     assert ro.ref_logprobs.shape == ro.logprobs.shape
     torch.testing.assert_close(ro.ref_logprobs * ro.mask, ro.logprobs, atol=1e-4, rtol=0)  # pi_ref == pi_old
+    # The term reads the reference's log-probs, not the sampling policy's (equal here): half a nat below the
+    # policy's on every real token, the first minibatch's k3 is exp(-0.5) + 0.5 - 1 on each of them.
+    below = dataclasses.replace(ro, ref_logprobs=ro.ref_logprobs - 0.5 * ro.mask)
+    moved = copy.deepcopy(policy)
+    first = grpo_update(moved, torch.optim.SGD(moved.parameters(), lr=0.0), below, cfg, torch.Generator(), step=1,
+                        watched=UNSAVED)[0]
+    assert first["k3_kl"] == pytest.approx(exp(-0.5) - 0.5, rel=1e-3)
     stats = grpo_update(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), ro, cfg, g, step=1, watched=UNSAVED)
     assert stats[0]["k3_kl"] < 1e-8  # first minibatch: pi == pi_old == pi_ref
     assert len(stats) == 2 and stats[1]["k3_kl"] > 1e-6  # the second minibatch sees a policy that moved

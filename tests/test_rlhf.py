@@ -314,6 +314,13 @@ def test_padded_positions_carry_no_reward_kl_or_advantage():
     assert white[mask].mean().abs() < 1e-6 and white[mask].std(unbiased=False) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_advantages_that_are_all_equal_whiten_to_zeros_not_nan():
+    """A rollout whose real tokens all got one advantage (one answer of one token, say) has variance 0:
+    the epsilon under the square root makes its whitened advantages 0 rather than 0 * inf = NaN."""
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    white = masked_whiten(torch.tensor([[0.5, 0.5, 9.0], [0.5, -3.0, 7.0]]), mask)
+    assert torch.equal(white, torch.zeros(2, 3))
+
 def test_clipped_policy_loss_by_hand():
     mask = torch.tensor([[True, True, False]])
     old = torch.zeros(1, 3)
@@ -327,6 +334,12 @@ def test_clipped_policy_loss_by_hand():
     assert stats["approx_kl"] == pytest.approx(((0.5 - math.log(1.5)) + (-0.5 - math.log(0.5))) / 2, abs=1e-6)
     loss, stats = clipped_policy_loss(old, old, adv, mask, clip_range=0.2)
     assert loss.item() == pytest.approx(0.0) and stats["clipfrac"] == 0 and stats["ratio_max_dev"] == 0
+    # Above, the two ratios' (ratio - 1) cancel and their mean is 1 with or without the pad: one real token of
+    # ratio 2 tells k3 = (2 - 1) - ln 2 from k1 = -ln 2 (negative), and the real tokens' mean ratio from one
+    # that counts the pad's ratio of 1.
+    one = torch.tensor([[True, False]])
+    _, stats = clipped_policy_loss(torch.log(torch.tensor([[2.0, 3.0]])), torch.zeros(1, 2), torch.ones(1, 2), one, 0.2)
+    assert stats["approx_kl"] == pytest.approx(1.0 - math.log(2.0), abs=1e-6) and stats["ratio"] == pytest.approx(2.0)
 
 
 def test_clipped_value_loss_by_hand():
