@@ -35,7 +35,7 @@ import torch
 from crash_resume import finish, run_python, start_python
 
 from minillm.cli import main
-from minillm.config import MIN_TEMPERATURE, ModelConfig, apply_overrides, preset, to_dict
+from minillm.config import MIN_TEMPERATURE, ModelConfig, PipelineConfig, apply_overrides, preset, to_dict
 from minillm.datasets import (
     corpus_splits,
     generate_corpus,
@@ -300,7 +300,7 @@ CLI_TABLE = [
     # MISLEADING before the check: "only 1 document(s) ...; separate documents with a blank line", of no file of yours
     Bad("generated corpus of one document",
         ("pretrain", "clm", *MICRO, "--out", "{ws}/new", "--set", "corpus_mb=0.0001"), ConfigError,
-        ("corpus_mb=0.0001 generates 1 document", "--set corpus_mb=")),
+        ("corpus_mb=0.0001 generates 1 document", f"--set corpus_mb={PipelineConfig().corpus_mb} (the default)")),
     Bad("corpus too small for one batch",
         (*NEW_RUN_OWN_TOKENIZER, "--corpus", "{ws}/two.txt", "--tokenizer-file", "{ws}/tok.json"), DataError,
         ("the train split has", "one batch (4 windows of 16+1 tokens) needs 68", "bigger corpus",
@@ -1038,6 +1038,21 @@ def test_dpo_into_a_run_it_refuses_stops_before_the_reference_log_probs(ws, caps
     assert "dpo already holds a training run" in capsys.readouterr().err
 
 
+def test_pretraining_into_a_finished_run_is_refused_before_the_corpus_is_packed(ws, capsys, monkeypatch):
+    """`minillm pretrain` again into its finished run, without --resume, was refused only once the corpus was
+    packed into tokens, as the training loop began (train_clm and train_mlm now call check_run_folder first).
+    Into another stage's run the refusal names that stage: "pass --resume" would be bad advice there."""
+    gpt_run_of_stage("mlm", "mlm")(ws)
+    for objective in ("clm", "mlm"):
+        monkeypatch.setattr(f"minillm.stage1_pretrain.{objective}.pack_documents",
+                            lambda *args: pytest.fail("the corpus was packed first"))
+    for objective, says in (("mlm", "mlm already holds a training run"),
+                            ("clm", "mlm/ckpt.pt is a 'mlm' run's checkpoint, not a 'clm' run's")):
+        assert run_cli(["pretrain", objective, "--corpus", str(ws / "corpus.txt"), "--tokenizer-file",
+                        str(ws / "tok.json"), "--preset", "micro", "--out", str(ws / "mlm")]) == 2
+        assert says in capsys.readouterr().err
+
+
 def test_an_unwritable_out_names_that_path_not_a_temporary_file(ws, capsys):
     """Files are written through a temporary file beside them (atomic_write_bytes); when that cannot be
     created, the error names the file the user gave."""
@@ -1071,6 +1086,9 @@ def test_a_number_longer_than_python_reads_is_damaged_json_not_a_traceback(tmp_p
     (tmp_path / "config.json").write_text(f'{{"lr": {number}}}', encoding="utf-8")
     with pytest.raises(DataError, match=r"config.json is not valid JSON \(a number too long to read"):
         read_json(tmp_path / "config.json")
+    (tmp_path / "cut.json").write_text('{"lr": 3', encoding="utf-8")  # json's own refusal: its reason, its place
+    with pytest.raises(DataError, match=r"cut.json is not valid JSON \(Expecting ',' delimiter: line 1 column 9"):
+        read_json(tmp_path / "cut.json")
     (tmp_path / "metrics.jsonl").write_text(f'{{"step": {number}}}\n{{"step": 1, "loss": 2.0}}\n', encoding="utf-8")
     assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 2.0}]  # a line that is no row
     (tmp_path / "tokenizer.json").write_text(f'{{"kind": {number}}}', encoding="utf-8")

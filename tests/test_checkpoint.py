@@ -115,7 +115,8 @@ def test_a_write_the_disk_refuses_names_its_file_and_keeps_the_old_one(tmp_path,
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left beside it
 
 
-NOT_FINITE = {"loss": float("nan"), "grad_norm": float("inf"), "gains": {"1": [float("-inf"), 0.5]}, "n": 3}
+NOT_FINITE = {"loss": float("nan"), "grad_norm": float("inf"), "gains": {"1": [float("-inf"), 0.5]},
+              "band": (np.float64("nan"), 0.25), "n": 3}  # a tuple (a list in JSON) and a numpy float
 
 
 def strict_json(text: str) -> object:
@@ -137,7 +138,7 @@ def test_every_json_file_is_strict_json_with_null_for_a_figure_that_is_no_number
     write(tmp_path / name)
     text = (tmp_path / name).read_text(encoding="utf-8")
     read = [strict_json(text)] if name.endswith(".json") else [strict_json(line) for line in text.splitlines()]
-    assert read == [{"loss": None, "grad_norm": None, "gains": {"1": [None, 0.5]}, "n": 3}]
+    assert read == [{"loss": None, "grad_norm": None, "gains": {"1": [None, 0.5]}, "band": [None, 0.25], "n": 3}]
 
 
 class Payload:

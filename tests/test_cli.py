@@ -32,7 +32,7 @@ import torch
 from minillm import cli
 from minillm.cli import build_config, build_parser, main, with_runtime
 from minillm.config import apply_overrides, preset, train_configs
-from minillm.console import HAS_SIGNAL_MASKS, one_line
+from minillm.console import HAS_SIGNAL_MASKS, description, one_line
 from minillm.errors import ConfigError, DataError
 from minillm.run_lock import LOCK_NAME, RUN_MARK_NAME
 from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, load_tokenizer
@@ -101,6 +101,12 @@ def test_the_command_runs_under_python_dash_oo():
     result = subprocess.run([sys.executable, "-OO", "-m", "minillm", "--help"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and "usage: minillm" in result.stdout, result.stderr
+
+
+def test_a_help_description_is_the_docstrings_first_line_and_none_without_a_docstring():
+    """console.description, of the minillm command and the bench scripts: -OO leaves __doc__ None."""
+    assert description("Train a model.\n\nWhat it writes, and why.") == "Train a model."
+    assert description(None) is None and description("") is None
 
 
 @pytest.mark.parametrize("argv", [[c] for c in COMMANDS if c != "tokenizer"]
@@ -447,6 +453,9 @@ def test_pretrain_tokenizer_flag_is_a_setting_checked_with_the_set_ones():
     cfg = _config(["pretrain", "clm", "--out", "x", "--tokenizer", "sentencepiece",
                    "--set", "tokenizer.spm_model_type=unigram"])
     assert (cfg.tokenizer.kind, cfg.tokenizer.spm_model_type) == ("sentencepiece", "unigram")
+    # applied after the --set items, as --device is: the flag wins over a --set of the same setting
+    assert _config(["pretrain", "clm", "--out", "x", "--set", "tokenizer.kind=bpe", "--tokenizer", "sentencepiece"]
+                   ).tokenizer.kind == "sentencepiece"
 
 
 @pytest.mark.parametrize("device", [["--device", "cuda"], ["--set", "device=cuda"], ["--set", "clm.train.device=cuda"]])

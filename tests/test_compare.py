@@ -22,6 +22,7 @@ from minillm.compare import (
     load_run,
     shared_metrics,
     stage_of,
+    twin_dashes,
 )
 
 
@@ -538,14 +539,31 @@ def test_a_run_whose_curve_is_anothers_is_drawn_dashed_over_it_and_its_legend_sa
     """The final values said "the same in every run", and the plot showed one line fewer than there were
     runs: a run whose curve was another's was drawn exactly over it. Each twin is now dashed over the first
     (in a gap of its own: twin_dashes), its legend saying "(same as a)"; the text is as it was."""
-    drawn = []
+    drawn, styled = [], []
     monkeypatch.setattr("minillm.compare.save_figure", lambda fig, path: drawn.append(fig) or Path(path))  # no PNG
+    monkeypatch.setattr(compare, "twin_dashes", lambda k, n: styled.append((k, n)) or twin_dashes(k, n))
     kls = {"a": [0.0, 0.1], "b": [0.0, 0.3], "c": [0.0, 0.1], "d": [0.0, 0.1]}
-    report = compare_runs(runs_logging_kl(tmp_path, kls), tmp_path / "c.png")["report"]
+    runs = runs_logging_kl(tmp_path, kls)
+    for seconds, run in enumerate(runs, start=1):  # a row holds more than the curve: its time differs in each run
+        path = run / "metrics.jsonl"
+        rows = [{**json.loads(line), "elapsed_s": seconds} for line in path.read_text(encoding="utf-8").splitlines()]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    report = compare_runs(runs, tmp_path / "c.png")["report"]
     [ax] = [ax for ax in drawn[0].axes if ax.get_visible()]
     assert [line.get_label() for line in ax.lines] == ["a", "b", "c\n(same as a)", "d\n(same as a)"]
     assert [line.get_linestyle() for line in ax.lines] == ["-", "-", "--", "--"]
+    assert styled == [(1, 3), (2, 3)]  # c and d: the 1st and 2nd twin of the 3 runs on a's curve
     assert report.startswith("final values:\nrun  step  kl \na    2     0.1\nb    2     0.3\nc    2     0.1\n")
+
+
+def test_each_run_drawn_on_one_curve_shows_its_colour_where_no_other_does():
+    """Of n runs on one curve the first is solid; each other one's dashes (twin_dashes) fall where no other
+    twin's do, and some of each period is left to the first: every run's colour is seen along the line."""
+    for n in (2, 3, 4):
+        styles = [twin_dashes(k, n) for k in range(1, n)]
+        [period] = {on + off for _, (on, off) in styles}  # (points) every twin repeats alike
+        dashes = [{(i - offset) % period for i in range(on)} for offset, (on, _) in styles]  # points each draws
+        assert sum(len(d) for d in dashes) == len(set().union(*dashes)) < period, (n, styles)
 
 
 def test_a_null_in_metrics_jsonl_is_a_dash_in_the_final_values(tmp_path, monkeypatch):
@@ -557,6 +575,7 @@ def test_a_null_in_metrics_jsonl_is_a_dash_in_the_final_values(tmp_path, monkeyp
     assert "the same in every run: kl -" in same["report"]
     apart = compare_runs(runs_logging_kl(tmp_path / "apart", {"a": [0.0, 0.2], "b": [0.0, None]}), tmp_path / "c.png")
     assert "\na    2     0.2\nb    2     -  \n" in apart["report"], apart["report"]  # (cells padded to "0.2")
+    assert distinct_texts([None, 0, 0.25]) == ["-", "0", "0.25"]  # a 0 is a figure measured
 
 
 def test_two_journeys_made_in_one_folder_and_compared_from_another_read_the_same_siblings(tmp_path, monkeypatch):

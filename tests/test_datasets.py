@@ -685,6 +685,18 @@ def test_read_jsonl_stops_at_bad_line_with_its_number(tmp_path, line, message):
         read_jsonl(path)
 
 
+def test_a_folder_given_for_a_jsonl_file_names_the_jsonl_files_in_it(tmp_path):
+    """`dpo --prefs runs/rm`: a run folder for the rankings file inside it, said as that, not "does not exist"."""
+    (tmp_path / "config.json").write_text("{}", encoding="utf-8")  # (a file of the folder, not a JSONL one)
+    with pytest.raises(DataError, match=r"is a folder, not a JSONL file: give the file itself \(the JSONL files in "
+                                        r"it: none\)$"):
+        read_jsonl(tmp_path)
+    for name in ("prefs.jsonl", "answers.jsonl"):
+        (tmp_path / name).write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match=r"\(the JSONL files in it: answers.jsonl, prefs.jsonl\)$"):
+        read_jsonl(tmp_path)
+
+
 def test_a_line_nested_too_deeply_for_json_is_one_bad_line_with_its_number(tmp_path):
     good = json.dumps({"prompt": "p", "response": "r"})
     path = tmp_path / "deep.jsonl"

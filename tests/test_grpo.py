@@ -364,6 +364,8 @@ def test_pass_at_k_standard_errors_by_hand():
     assert gain["4"] == pytest.approx({"gain": 1 / 3, "stderr": 1 / 3})  # pass@4: 0, 1, 1 -> 1, 1, 1
     with pytest.raises(ValueError, match="same prompts: got 3 and 2"):
         pass_at_k_gain(before, after[:2], 4)
+    # one prompt has no spread to measure: no standard error (None, written null; mean_stderr), not a NaN
+    assert pass_at_k_gain([0], [4], 4, (1,)) == {"1": {"gain": 1.0, "stderr": None}}
 
 
 def test_pass_at_k_standard_error_above_k_1_by_hand():

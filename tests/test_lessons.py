@@ -435,6 +435,16 @@ def test_a_mistake_on_a_lessons_command_line_is_one_line(monkeypatch, capsys):
     assert stop.value.code == 2
     assert capsys.readouterr().err == ("06_reward_model.py: error: unrecognized arguments: --frsh "
                                        "(see 06_reward_model.py --help)\n")
+    monkeypatch.setattr(sys, "argv", ["06_reward_model.py", "--help"])  # and its help says what the lesson is
+    with pytest.raises(SystemExit):
+        lessons.lesson_args("lesson 6", inputs=["sft_run"])
+    assert "lesson 6" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["09_end_to_end.py", "--frsh"])  # (it stops there: before any step)
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(ROOT / "lessons" / "09_end_to_end.py"))
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == ("09_end_to_end.py: error: unrecognized arguments: --frsh "
+                                       "(see 09_end_to_end.py --help)\n")
 
 
 def test_an_input_without_a_run_id_is_known_by_its_content(pipeline_dir, tmp_path):

@@ -573,7 +573,8 @@ def test_answers_must_leave_room_for_the_prompt(runs):
     """block_size 32: the prompt's 3 framing tokens and 1 of its own leave at most 28 for the answer."""
     policy, tok = load_model(runs["sft"], GPT)
     g = torch.Generator().manual_seed(0)
-    with pytest.raises(ConfigError, match=r"max_new_tokens=29 leaves no room for a prompt .* largest allowed is 28"):
+    with pytest.raises(ConfigError, match=r"max_new_tokens=29 leaves no room for a prompt .* largest allowed is 28; "
+                                          r"lower it$"):  # (no other setting: this model's block_size is trained in)
         sample_responses(policy, tok, ["Say the colour red."], 29, 1.0, g)
     resp = sample_responses(policy, tok, ["Say the colour red."], 28, 1.0, g)
     prompt_columns = resp.ids.shape[1] - resp.mask.shape[1]
@@ -803,6 +804,7 @@ def test_a_run_summary_reports_the_last_steps_kl_and_reward_model_score():
     assert (summary["kl"], summary["rm_score"], summary["seconds"]) == (0.7, 0.9, 3.0)
     assert summary["win_rate_vs_sft"] == 0.5 and summary["history"] == history
     assert "rm_score" not in summarize_run([{"kl": 0.4}], comparison, 1.0)  # GRPO logs no reward model score
+    assert summarize_run([], comparison, 1.0)["kl"] is None  # a run of no step: not measured (written null)
 
 
 def test_records_without_a_split_are_training_prompts():
@@ -1082,6 +1084,7 @@ def test_a_gain_is_a_lead_only_beyond_two_standard_errors_and_no_error_tells_not
     "within two standard errors" at once."""
     assert lead({"gain": 0.3, "stderr": 0.125}) == 1 and lead({"gain": -0.3, "stderr": 0.125}) == -1
     assert lead({"gain": 0.25, "stderr": 0.125}) == 0 and lead({"gain": -0.25, "stderr": 0.125}) == 0  # exactly 2
+    assert lead({"gain": 0.25, "stderr": 0.0}) == 1  # every prompt gained alike: an error of 0 is one measured
     for none in (None, float("nan")):
         assert lead({"gain": 0.5, "stderr": none}) == 0 and lead({"gain": -0.5, "stderr": none}) == 0
         assert catching_up({"1": {"gain": 0.5, "stderr": none}}) == ("the gain is within two standard errors of 0 "
@@ -1095,6 +1098,8 @@ def test_a_gain_of_one_prompt_is_drawn_without_an_error_bar(tmp_path, monkeypatc
     plot_pass_at_k({"SFT": {"1": 0.25}, "PPO": {"1": 0.75}}, {"PPO": {"1": {"gain": 0.5, "stderr": None}}},
                    tmp_path / "pass_at_k.png", 1)
     assert list(drawn[0].axes[1].lines[0].get_ydata()) == [0.5]
+    _, _, (bars,) = drawn[0].axes[1].containers[0].lines  # (its line, caps and bars)
+    assert [len(bar) for bar in bars.get_segments()] == [0]  # no bar, not a bar of length 0 with its caps
 
 
 def test_an_rl_run_refuses_a_folder_that_holds_another_method_or_stage(tmp_path):

@@ -104,8 +104,10 @@ def test_a_setting_its_switch_leaves_unread_is_refused_by_name(setting, switch_o
     """Each setting is read only while a switch beside it is on: set alone it was dropped without a word
     (a LoRA target with LoRA off fine-tuned every weight), so the --set is refused naming the switch."""
     name, switch = setting.split("=")[0], switch_off.split("=")[0]
-    with pytest.raises(ConfigError, match=rf"^--set {re.escape(name)}: {re.escape(switch)}=.* leaves "):
+    with pytest.raises(ConfigError, match=rf"^--set {re.escape(name)}: {re.escape(switch)}=.* leaves ") as refused:
         apply_overrides(preset("micro"), [setting, switch_off])
+    advised = re.search(rf"; set ({re.escape(switch)}=[^\s,]+)", str(refused.value))[1]
+    apply_overrides(preset("micro"), [setting, advised])  # the switch's value the refusal names reads it
     cfg = apply_overrides(preset("micro"), [setting, switch_on])  # in either order
     assert cfg == apply_overrides(preset("micro"), [switch_on, setting])
 
