@@ -278,6 +278,16 @@ def test_plot_metrics_draws_the_keys_it_finds(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 1000
 
 
+def test_a_plot_of_one_step_labels_that_step_alone(tmp_path, drawn_figures):
+    """A run of one logged step (max_steps=1) had its step axis labelled 0.945, 0.96, ..., 1.05: matplotlib
+    keeps ticks whole only where it finds two whole numbers to show, and 0.945..1.055 holds one."""
+    for step in (1, 7):
+        plot_metrics([{"step": step, "loss": 3.0}], tmp_path / f"one_{step}.png", ["loss"])
+        ax = drawn_figures[-1].axes[0]
+        low, high = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if low <= t <= high] == [step]
+
+
 def test_plot_panels_gives_each_scale_its_own_axis_and_whole_steps(tmp_path, drawn_figures):
     figures = drawn_figures
     rows = [{"step": s, "ratio": 1.0 + 0.01 * s, "clipfrac": 0.02, "approx_kl": 0.01 * s} for s in (1, 2, 3)]

@@ -142,8 +142,12 @@ class PlainLogFormatter(LogFormatter):
 
 
 def step_axis(ax: Axes) -> None:
-    """Label `ax`'s x axis as the step, with whole-number ticks (there is no step 2.5)."""
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    """Label `ax`'s x axis as the step, with whole-number ticks (there is no step 2.5).
+
+    `integer=True` alone keeps to whole numbers only where the axis shows two of them at least: a run of
+    one logged step (its axis 0.945 to 1.055) was labelled 0.945, 0.96, ... `min_n_ticks=1` makes one
+    whole step enough, and changes no axis that shows two or more."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel("step")
 
 
