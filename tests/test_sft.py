@@ -26,11 +26,12 @@ from minillm.config import ModelConfig, SFTConfig, TrainConfig
 from minillm.datasets.corpus import CORPUS
 from minillm.datasets.instructions import INSTRUCTIONS, instructions_record, is_correct, normalize_answer
 from minillm.datasets.run_data import check_same_data, saved_data
-from minillm.errors import CheckpointError, ConfigError, DataError
+from minillm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from minillm.model import GPT
 from minillm.model.lora import count_parameters
 from minillm.stage1_pretrain.data import pack_documents
 from minillm.stage2_sft import evaluate
+from minillm.stage2_sft import sft as sft_stage
 from minillm.stage2_sft.chat import chat_loop
 from minillm.stage2_sft.evaluate import (
     ANSWERS_NAME,
@@ -570,6 +571,24 @@ def test_the_baselines_refuse_a_clm_run_without_its_tokenizer(untrained_runs, tm
     shutil.copy(untrained_runs / "gpt" / "ckpt.pt", clm / "ckpt.pt")
     with pytest.raises(CheckpointError, match="clm has no tokenizer.json"):
         train_baselines(SFTConfig(), RECORDS, tmp_path / "sft", clm, resume=False)
+
+
+@pytest.mark.parametrize(("scratch_lr", "rate"), [(5e-3, "sft.scratch_lr"), (0.0, "sft.train.lr")])
+def test_a_nan_in_the_from_scratch_baseline_names_the_setting_of_its_rate(trained, tmp_path, monkeypatch, scratch_lr,
+                                                                          rate) -> None:
+    """The from-scratch baseline trains at sft.scratch_lr when that is set (SFTConfig.scratch_train), and
+    its NaN's message said `--set sft.train.lr=...`, SFT's own rate, which does not move its rate then."""
+    real_train = sft_stage.train
+
+    def train_to_nan(*args, loss_fn, **kwargs) -> dict:  # the loop itself, on a loss that is NaN at once
+        return real_train(*args, loss_fn=lambda model, batch: (loss_fn(model, batch)[0] * math.nan, {}), **kwargs)
+
+    monkeypatch.setattr(sft_stage, "train", train_to_nan)
+    cfg = SFTConfig(train=TrainConfig(max_steps=1, batch_size=4, warmup_steps=0), max_new_tokens=4,
+                    scratch_lr=scratch_lr, single_family_baseline=False)
+    with pytest.raises(TrainingError, match=rf"^sft from scratch: training stopped at step 1: the loss is nan\. .* "
+                                            rf"lower learning rate \(--set {re.escape(rate)}=\.\.\.\)"):
+        train_baselines(cfg, RECORDS, tmp_path, trained[1], resume=False)
 
 
 def test_the_baselines_train_without_the_base_model_in_memory(trained, tmp_path, monkeypatch) -> None:

@@ -509,12 +509,21 @@ def sqrt_of_zero(model) -> torch.Tensor:
 
 def test_a_nan_gradient_names_the_run_and_the_parameter(tmp_path):
     """Before any checkpoint is saved the message says so (it said "the last checkpoint saved before it is
-    kept"); the settings are the run's section's, `desc`'s by default."""
+    kept"); the settings are those of the run's section (`settings`)."""
     with pytest.raises(TrainingError, match=r"^clm: training stopped at step 3: the gradient norm is nan.*ln_f.weight"
                                             r".*is not finite\. No checkpoint had been saved yet\. Try a lower "
                                             r"learning rate \(--set clm\.train\.lr=\.\.\.\)"):
-        run(tmp_path, small_cfg(max_steps=5), loss_fn=nan_from_step(3, sqrt_of_zero), desc="clm")
+        run(tmp_path, small_cfg(max_steps=5), loss_fn=nan_from_step(3, sqrt_of_zero), desc="clm", settings="clm.train")
     assert not (tmp_path / "ckpt.pt").exists()
+
+
+def test_a_nan_in_a_library_callers_run_names_the_settings_bare(tmp_path):
+    """A run of no section (train's defaults: desc "train") was told `--set train.train.lr=...`, a setting
+    no command line has: its own TrainConfig's are named as they are, "lr=..."."""
+    with pytest.raises(TrainingError, match=r"^train: training stopped at step 1: the loss is nan\. No checkpoint had "
+                                            r"been saved yet\. Try a lower learning rate \(lr=\.\.\.\), gradient "
+                                            r"clipping \(grad_clip=\.\.\.\), "):
+        run(tmp_path, small_cfg(max_steps=2), loss_fn=nan_from_step(1, lambda model: torch.tensor(math.nan)))
 
 
 def test_clip_gradients_returns_the_norm_before_clipping_and_clips_nothing_at_grad_clip_0():

@@ -178,7 +178,7 @@ def train_clm(cfg: CLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed only
     model = GPT(cfg.model)
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, evaluate=evaluate,
-                   run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="clm",
+                   run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="clm", settings="clm.train",
                    model_kind="gpt", title="GPT next-token loss", log_y=True, read=read)
     if not is_main_process():  # under torchrun, rank 0 alone evaluates and writes the results
         return None

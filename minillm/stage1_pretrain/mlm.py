@@ -273,7 +273,7 @@ def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     model = Bert(cfg.model)
     result = train(model, cfg.train, out_dir, get_batch=get_batch, loss_fn=batch_loss, count_terms=count_blanks,
                    evaluate=evaluate, run_config=to_dict(cfg), tokenizer=tokenizer, resume=resume, desc="mlm",
-                   model_kind="bert", title="BERT masked-LM loss", log_y=True, read=read,
+                   settings="mlm.train", model_kind="bert", title="BERT masked-LM loss", log_y=True, read=read,
                    reference=(f"unigram loss {unigram_loss:.2f} (token frequencies alone)", unigram_loss))
     if not is_main_process():  # under torchrun, rank 0 alone evaluates and writes the results
         return None

@@ -223,7 +223,8 @@ def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir
     (same steps). Both mix in the same pretraining text as SFT does (cfg.pretrain_mix), and record where
     the records and that text came from as SFT does (`instructions`, `corpus`).
 
-    The scratch run trains on `cfg.scratch_train()`: SFT's settings unless cfg.scratch_* say otherwise.
+    The scratch run trains on `cfg.scratch_train()`: SFT's settings unless cfg.scratch_* say otherwise
+    (a NaN's message then names the setting of its rate, sft.scratch_lr).
     A control is only fair when tuned for its own start: SFT's low lr is there to keep what
     pretraining stored, and random weights have nothing to keep.
     """
@@ -233,7 +234,8 @@ def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir
     scratch_dir, single_dir = out_dir / "baselines" / "scratch", out_dir / "baselines" / "single_family"
     train_sft(dataclasses.replace(cfg, train=cfg.scratch_train()), records, scratch_dir,
               scratch_model_config=base_config, tokenizer=tokenizer, resume=resume,
-              pretrain_docs=pretrain_docs, name="sft from scratch", instructions=instructions, corpus=corpus)
+              pretrain_docs=pretrain_docs, name="sft from scratch", instructions=instructions, corpus=corpus,
+              lr_setting="sft.scratch_lr" if cfg.scratch_lr else "")
     if not cfg.single_family_baseline:
         return {"scratch": scratch_dir}
     family = single_family_name(records, cfg.single_family)

@@ -240,10 +240,13 @@ def train_sft(
     name: str = "sft",
     instructions: dict | None = None,
     corpus: dict | None = None,
+    lr_setting: str = "",
 ) -> dict:
     """Fine-tune a GPT on the chat-templated `records` and write the run folder `out_dir`.
 
     `name` labels its progress bar, printed lines and loss plot (a baseline says which one it is).
+    `lr_setting` is where cfg.train.lr was set, as --set takes it, when not at sft.train.lr (the from-scratch
+    baseline's own rate: sft.scratch_lr): a NaN's message names it.
     `instructions` says where `records` came from (datasets' `instructions_record`): config.json keeps it
     for the stages after SFT (learnt.py), and a resume on other instructions is refused. None records nothing.
 
@@ -296,7 +299,7 @@ def train_sft(
         model, cfg.train, out_dir, get_batch=get_batch, loss_fn=sft_loss, count_terms=count_targets,
         run_config={"sft": to_dict(cfg), "init_dir": str(init_dir) if init_dir else None,
                     "model": to_dict(model.config)},
-        tokenizer=tokenizer, resume=resume, desc=name, title=title, settings="sft.train",
+        tokenizer=tokenizer, resume=resume, desc=name, title=title, settings="sft.train", lr_setting=lr_setting,
         read=read,
     )
     if lora:

@@ -217,7 +217,8 @@ def train_dpo(
 
     loss_fn = make_dpo_loss(cfg.beta, cfg.nll_coef)
     result = train(policy, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, run_config=run_config,
-                   tokenizer=tokenizer, resume=resume, desc="dpo", model_kind="gpt", dropout=False, read=read,
+                   tokenizer=tokenizer, resume=resume, desc="dpo", settings="dpo.train", model_kind="gpt",
+                   dropout=False, read=read,
                    title="DPO loss" + (f" + {cfg.nll_coef:g} x chosen answer's NLL" if cfg.nll_coef else ""))
     if not is_main_process():  # under torchrun, rank 0 alone compares the policies and writes the results
         return None

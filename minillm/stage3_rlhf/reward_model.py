@@ -334,7 +334,7 @@ def train_reward_model(
     result = train(rm, cfg.train, out_dir, get_batch=get_batch, loss_fn=reward_loss, count_terms=count_pairs,
                    evaluate=evaluate,
                    run_config={"reward": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
-                   tokenizer=tokenizer, resume=resume, desc="reward", model_kind="reward",
+                   tokenizer=tokenizer, resume=resume, desc="reward", settings="reward.train", model_kind="reward",
                    read={INSTRUCTIONS: instructions} if instructions else None,
                    title="Reward model ranking loss")
     if not is_main_process():  # under torchrun, rank 0 alone normalises, evaluates and writes the results

@@ -34,10 +34,12 @@ class Watched:
 
     name: the run, as its progress bar shows it ("clm", "sft from scratch", "grpo (verifiable)"): with
         `pipeline --jobs 2`, or SFT's baselines, several train at once, and the message must say which.
-    settings: where its TrainConfig is, as --set takes it ("clm.train", "grpo_verifiable.train").
+    settings: where its TrainConfig is, as --set takes it ("clm.train", "grpo_verifiable.train"); "" for a
+        run of no section (a library caller's own TrainConfig), whose settings are named bare ("lr=...").
     ckpt: its checkpoint file, which the message says is kept, or not saved yet.
     part: the network, in a run that trains two (PPO: "policy", "critic"); "" in a run of one.
-    lr: the setting of this network's learning rate when it is not `settings`.lr (PPO's critic: ppo.critic_lr).
+    lr: the setting of this network's learning rate when it is not `settings`.lr (PPO's critic: ppo.critic_lr;
+        SFT's from-scratch baseline with its own rate: sft.scratch_lr).
     """
 
     name: str
@@ -49,10 +51,15 @@ class Watched:
     def stopped(self, step: int, what: str) -> TrainingError:
         """The error that stops the run at `step`, where `what` went non-finite ("the loss is nan")."""
         of = f"the {self.part}'s " if self.part else "the "
+        lr = f"--set {self.lr}=..." if self.lr else self.setting("lr")
         return TrainingError(f"{self.name}: training stopped at step {step}: {of}{what}. {self.kept()}. Try a "
-                             f"lower learning rate (--set {self.lr or self.settings + '.lr'}=...), gradient clipping "
-                             f"(--set {self.settings}.grad_clip=...), --dtype float32, or --detect-anomaly to find "
-                             "the operation that produced it")
+                             f"lower learning rate ({lr}), gradient clipping ({self.setting('grad_clip')}), "
+                             "--dtype float32, or --detect-anomaly to find the operation that produced it")
+
+    def setting(self, name: str) -> str:
+        """How to change the TrainConfig setting `name` of this run: "--set clm.train.lr=...", or in a run
+        of no section "lr=..." (there is no command line to name it for)."""
+        return f"--set {self.settings}.{name}=..." if self.settings else f"{name}=..."
 
     def kept(self) -> str:
         """What the stopped run keeps: its checkpoint, all saved before the bad step, or none at all."""

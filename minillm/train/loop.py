@@ -287,7 +287,8 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
           evaluate: Evaluate | None = None, run_config: dict | None = None, tokenizer: Tokenizer | None = None,
           resume: bool = False, desc: str = "train", model_kind: str = "gpt", title: str = "",
           log_y: bool = False, reference: tuple[str, float] | None = None, count_terms: CountTerms | None = None,
-          dropout: bool = True, read: dict[str, dict] | None = None, settings: str = "") -> dict[str, Any]:
+          dropout: bool = True, read: dict[str, dict] | None = None, settings: str = "",
+          lr_setting: str = "") -> dict[str, Any]:
     """Train `model` for cfg.max_steps optimizer steps; return {"history": rows, "final": latest values}.
 
     get_batch(split, generator) -> dict of tensors with cfg.batch_size rows ("train" or "val"),
@@ -301,8 +302,10 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     resume: continue from out_dir/ckpt.pt if it exists (exactly where it stopped).
     desc: the run's stage ("clm", "sft", ...), as the progress bar shows it; every checkpoint records
         it, so that no other stage's checkpoint is ever resumed as this one.
-    settings: where `cfg` is, as --set takes it, for a NaN's message (health.Watched); by default
-        `desc`'s section, f"{desc}.train" ("clm.train"). SFT's baselines, named "sft from scratch", pass "sft.train".
+    settings, lr_setting: where `cfg` is, as --set takes it ("clm.train"), for a NaN's message (health.Watched),
+        and where cfg.lr is when it is not there (SFT's from-scratch baseline: "sft.scratch_lr"). Each stage
+        passes its own: a progress bar's `desc` ("sft from scratch") need not name a section. A library
+        caller's run, of no section, leaves them "": the message names each setting bare ("lr=...").
     dropout: False trains with dropout off (eval mode, which changes nothing else here): DPO's policy must
         read its log-probs as the frozen reference does, or an unmoved policy would not start at ln 2.
     title, log_y: the loss plot's title (what is plotted, e.g. "GPT next-token loss"; default `desc`)
@@ -346,7 +349,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
 
     # What runs forward: the model, compiled to fused kernels if asked, wrapped in DDP on several ranks.
     net = wrap_model(torch.compile(model) if cfg.compile else model, ctx, device)
-    watched = Watched(desc, settings or f"{desc}.train", ckpt_path)
+    watched = Watched(desc, settings, ckpt_path, lr=lr_setting)
     started = time.perf_counter()
     bar = tqdm(range(start_step + 1, cfg.max_steps + 1), initial=start_step, total=cfg.max_steps, desc=desc,
                disable=not ctx.is_main, dynamic_ncols=True)
