@@ -22,7 +22,7 @@ from minillm.model.lora import (
     merged_state_dict,
     unmerge_lora,
 )
-from minillm.stage2_sft.sft import ADAPTERS_NAME, load_adapted, train_sft
+from minillm.stage2_sft.sft import ADAPTERS_NAME, add_adapters, load_adapted, train_sft
 from minillm.train import load_model
 from minillm.train.optim import make_optimizer
 
@@ -182,6 +182,15 @@ def test_bad_targets_and_double_adapters_are_refused():
     with pytest.raises(ConfigError, match=r"LM head is the token table \(tie_embeddings=true\), no Linear: pretrain"):
         adapted(targets="qkv,head")
     assert isinstance(model.blocks[0].attn.qkv, LoRALinear)
+
+
+def test_sfts_refusal_of_a_tied_head_names_the_pretraining_setting_as_the_command_line_takes_it():
+    """SFT names its LoRA settings for --set (`named`), and the hint said "pretrain with tie_embeddings=false",
+    of no section: the setting is clm's, in the pretraining command."""
+    with pytest.raises(ConfigError, match=r"no Linear: pretrain with --set clm\.model\.tie_embeddings=false in the "
+                                          r"pretraining command to adapt it, or train the table in full with "
+                                          r"--set sft\.lora\.also_train=tok_emb$"):
+        add_adapters(make(GPT, gpt_config()), LoRAConfig(rank=4, targets="head"))
 
 
 def test_lora_sft_learns_writes_adapters_and_a_plain_merged_checkpoint(tmp_path, capsys):

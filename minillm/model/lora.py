@@ -101,7 +101,8 @@ def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float, targets:
     A target matches every Linear whose dotted name ends with it (`names_layer`). The modules named
     exactly in `also_train` (e.g. "tok_emb") stay trainable in full. Returns the names of the adapted
     layers. Raises ConfigError for a target that matches nothing, listing the layers there are; its example
-    names `targets` and `also_train` after `named`, as the caller takes them (SFT: "--set sft.lora.").
+    names `targets` and `also_train` after `named`, as the caller takes them (SFT: "--set sft.lora."). A caller
+    that names them for the command line (`named` given) is told the pretraining's setting there too.
     """
     wanted, in_full = parse_targets(targets), parse_targets(also_train)
     linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
@@ -127,9 +128,11 @@ def check_lora_request(model: nn.Module, linears: Mapping[str, nn.Linear], wante
     unmatched = [t for t in wanted if not any(names_layer(t, name) for name in linears)]
     if unmatched or not wanted:
         kinds = sorted({name.rsplit(".", 1)[-1] for name in linears})
-        # a tied LM head is no Linear of its own but the token table (blocks.output_table)
+        # a tied LM head is no Linear of its own but the token table (blocks.output_table); its own Linear
+        # comes of pretraining with the model setting tie_embeddings=false (on the command line, clm's)
+        untie = "--set clm.model.tie_embeddings=false in the pretraining command" if named else "tie_embeddings=false"
         tied = ("; the LM head is the token table (tie_embeddings=true), no Linear: pretrain with "
-                f"tie_embeddings=false to adapt it, or train the table in full with {named}also_train=tok_emb"
+                f"{untie} to adapt it, or train the table in full with {named}also_train=tok_emb"
                 ) if "head" in unmatched else ""
         raise ConfigError(f"lora targets {unmatched or wanted} match no Linear layer of the model; its Linear "
                           f"layers end in {kinds} (e.g. {named}targets=qkv,proj){tied}")
