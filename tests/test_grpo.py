@@ -743,6 +743,15 @@ def test_reward_model_reward_needs_a_reward_model():
         make_reward_fn(micro_grpo_config(reward="model"), RECORDS, None)
 
 
+def test_a_reward_model_the_reward_does_not_read_is_refused_naming_the_runs_section(tmp_path):
+    """The pipeline's second GRPO run has its settings in grpo_verifiable: the refusal named `grpo.reward`,
+    the first run's. It comes before any model is loaded (no SFT run is read here)."""
+    with pytest.raises(ConfigError, match=r"^a reward model \(rm\) was given, but grpo_verifiable\.reward=verifiable "
+                                          r"reads none: drop --reward, or set grpo_verifiable\.reward=model$"):
+        grpo.train_grpo(micro_grpo_config(), tmp_path / "no_sft", RECORDS, tmp_path / "grpo", rm_dir="rm",
+                        section="grpo_verifiable")
+
+
 def test_a_reward_added_to_the_config_alone_is_refused_naming_make_reward_fn(monkeypatch):
     """A learner's new GRPO reward: its name in config.RL_REWARDS (which the config and report.md both
     read) is accepted, and its missing function is named, not replaced by the gold judge's."""

@@ -306,9 +306,13 @@ def train_grpo(
     after and its gain with the gain's standard error (unless `pass_at_k` is False: the pipeline
     measures every policy's pass@k in one place), and the history. `instructions` says where `records` came
     from (datasets' `instructions_record`), for config.json; None records nothing. `section` is where `cfg` is,
-    as --set takes it, for the message of a NaN: the pipeline's second GRPO run is grpo_verifiable's.
+    as --set takes it, for the messages that name its settings (a NaN's; a reward model given that its reward
+    does not read): the pipeline's second GRPO run is grpo_verifiable's.
     """
     check_section(cfg, GRPOConfig, "train_grpo")
+    if rm_dir and cfg.reward != "model":  # (refused before any model is loaded)
+        raise ConfigError(f"a reward model ({rm_dir}) was given, but {section}.reward={cfg.reward} reads none: drop "
+                          f"--reward, or set {section}.reward=model")
     refuse_several_processes("GRPO")
     start, out_dir = time.perf_counter(), Path(out_dir)
     prompts, heldout = online_rl.rl_records(records, cfg.eval_prompts, "GRPO")
@@ -318,9 +322,6 @@ def train_grpo(
     policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT, map_location=device)
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "GRPOConfig.max_new_tokens")
     reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model: the KL term and pass@k's "before"
-    if rm_dir and cfg.reward != "model":
-        raise ConfigError(f"a reward model ({rm_dir}) was given, but grpo.reward={cfg.reward} reads none: drop "
-                          "--reward, or set grpo.reward=model")
     rm = load_reward_model(rm_dir, tokenizer, device, sft_dir) if rm_dir else None
     reward_fn = make_reward_fn(cfg, records, rm)
     # group_advantages refuses a baseline it has no branch for: now, not after the first rollout
