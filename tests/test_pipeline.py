@@ -476,7 +476,8 @@ def test_each_grpo_step_tells_its_run_the_section_its_settings_are_in(tmp_path, 
     each step names its own section (health.Watched), which the run cannot tell from its settings."""
     given = {}
     monkeypatch.setattr(pipeline, "train_grpo", lambda *args, section, **kwargs: given.setdefault(section, {}))
-    journey = SimpleNamespace(cfg=preset("micro"), records=[], folder=lambda name: tmp_path / name)
+    journey = SimpleNamespace(cfg=preset("micro"), records=[], folder=lambda name: tmp_path / name,
+                              instructions_read=None)
     for name in pipeline.GRPO_STEPS:
         pipeline.STEPS[name](journey)
     assert list(given) == ["grpo", "grpo_verifiable"]
