@@ -203,10 +203,19 @@ positive_int = checked_arg(int, lambda n: n >= 1, "an integer >= 1")
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, with its errors on one line like minillm's own (exit code 2)."""
+    """argparse, with its errors on one line like minillm's own (exit code 2), each ending with how to ask
+    for the help (`help_command`)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {message} (see {self.help_command()})\n")
+
+    def help_command(self) -> str:
+        """How to ask for this parser's help, for its errors: "PROG --help"; for a parser of an option's value
+        (bench/run_all.py's, prog "run_all.py --model-args"), "run_all.py --model-args=--help": a value that starts
+        with a dash must be joined to its option with "=", or the outer parser reads it as an option of its own
+        ("run_all.py --model-args --help" is refused: "--model-args: expected one argument")."""
+        outer, _, last = self.prog.rpartition(" ")
+        return f"{self.prog}{'=' if outer and last.startswith('-') else ' '}--help"
 
 
 # The errors of a disk that refuses more bytes: full, a file-size limit (`ulimit -f`), a user's quota

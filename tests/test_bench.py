@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -253,6 +254,20 @@ def test_a_bad_option_is_a_one_line_error_before_anything_runs(script, argv, say
     assert stop.value.code == 2 and says in err
     assert err.count("\n") == 1 and "usage:" not in err, err  # one line, as minillm's (argparse's usage came first)
     assert list(tmp_path.iterdir()) == []  # the profile made no folder
+
+
+@pytest.mark.parametrize("option", ["--model-args", "--tokenizer-args"])
+def test_a_nested_bench_errors_hint_is_a_command_that_shows_its_help(option, monkeypatch, capsys):
+    """The error of a bench's options given in run_all's said "see run_all.py --model-args --help", which
+    run_all refuses (--model-args expected one argument): its hint, run as it reads, shows that bench's help."""
+    monkeypatch.setattr(sys, "argv", ["run_all.py", "--skip-pipeline", f"{option}=--bogus"])
+    with pytest.raises(SystemExit):
+        run_all.main()
+    hint = re.fullmatch(r".*\(see (.*)\)\n", capsys.readouterr().err, re.DOTALL).group(1)
+    monkeypatch.setattr(sys, "argv", shlex.split(hint))
+    with pytest.raises(SystemExit) as stop:
+        run_all.main()
+    assert stop.value.code == 0 and f"usage: run_all.py {option} [-h]" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("script", BENCH_SCRIPTS)
