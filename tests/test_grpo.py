@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -739,8 +740,23 @@ def test_grpo_says_it_runs_eagerly_when_only_compile_is_asked():
 
 
 def test_reward_model_reward_needs_a_reward_model():
-    with pytest.raises(ConfigError, match="needs a reward model"):
+    with pytest.raises(ConfigError, match=r"^grpo\.reward=model needs a reward model: pass --reward RUN_DIR, or set "
+                                          r"grpo\.reward=verifiable$"):
         make_reward_fn(micro_grpo_config(reward="model"), RECORDS, None)
+
+
+@pytest.mark.parametrize(("reward", "says"), [
+    ("model", "grpo_verifiable.reward=model needs a reward model: pass --reward RUN_DIR, or set "
+              "grpo_verifiable.reward=verifiable"),
+    ("concise", "grpo_verifiable.reward=concise: make_reward_fn (minillm/stage3_rlhf/grpo.py) has no function"),
+])
+def test_a_reward_the_run_cannot_make_is_refused_naming_the_runs_section(reward, says, runs, tmp_path, monkeypatch):
+    """The pipeline's second GRPO run has its settings in grpo_verifiable: make_reward_fn's refusals said
+    `grpo.reward=...`, the first run's setting, whatever section train_grpo was given."""
+    monkeypatch.setitem(config.RL_REWARDS, "concise", "a program that counts the answer's words")
+    with pytest.raises(ConfigError, match=f"^{re.escape(says)}"):
+        grpo.train_grpo(micro_grpo_config(reward=reward), runs["sft"], RECORDS, tmp_path / "grpo",
+                        section="grpo_verifiable")
 
 
 def test_a_reward_model_the_reward_does_not_read_is_refused_naming_the_runs_section(tmp_path):

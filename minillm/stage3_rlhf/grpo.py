@@ -148,12 +148,15 @@ def grpo_loss(
 RewardFn = Callable[[list[dict], Responses], Tensor]
 
 
-def make_reward_fn(cfg: GRPOConfig, records: list[dict], rm: RewardModel | None) -> RewardFn:
-    """The function that scores a rollout's answers, (records, responses) -> (B,), for `cfg.reward`."""
+def make_reward_fn(cfg: GRPOConfig, records: list[dict], rm: RewardModel | None,
+                   section: str = "grpo") -> RewardFn:
+    """The function that scores a rollout's answers, (records, responses) -> (B,), for `cfg.reward`.
+    `section` is where `cfg` is, as --set takes it, for the refusals that name its reward setting
+    (train_grpo's: the pipeline's second GRPO run is grpo_verifiable's)."""
     if cfg.reward == "model":
         if rm is None:
-            raise ConfigError("grpo.reward=model needs a reward model: pass --reward RUN_DIR, or set "
-                              "grpo.reward=verifiable")
+            raise ConfigError(f"{section}.reward=model needs a reward model: pass --reward RUN_DIR, or set "
+                              f"{section}.reward=verifiable")
 
         def model_reward(batch: list[dict], resp: Responses) -> Tensor:
             score = rm.score_responses(resp)  # (B,) read at the last real token
@@ -169,7 +172,7 @@ def make_reward_fn(cfg: GRPOConfig, records: list[dict], rm: RewardModel | None)
     elif cfg.reward == "gold":
         judge = gold_score
     else:  # a reward added to config.RL_REWARDS without its function here
-        raise ConfigError(f"grpo.reward={cfg.reward}: make_reward_fn (minillm/stage3_rlhf/grpo.py) has no "
+        raise ConfigError(f"{section}.reward={cfg.reward}: make_reward_fn (minillm/stage3_rlhf/grpo.py) has no "
                           "function for it; add its branch there, beside verifiable's")
 
     def program_reward(batch: list[dict], resp: Responses) -> Tensor:
@@ -323,7 +326,7 @@ def train_grpo(
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "GRPOConfig.max_new_tokens")
     reference = copy.deepcopy(policy).requires_grad_(False)  # the frozen SFT model: the KL term and pass@k's "before"
     rm = load_reward_model(rm_dir, tokenizer, device, sft_dir) if rm_dir else None
-    reward_fn = make_reward_fn(cfg, records, rm)
+    reward_fn = make_reward_fn(cfg, records, rm, section)
     # group_advantages refuses a baseline it has no branch for: now, not after the first rollout
     group_advantages(torch.zeros(1, cfg.group_size), cfg.baseline)
     policy.eval()  # detail: dropout off during RL, as in PPO
