@@ -26,15 +26,18 @@ from _plots import inside_its_figure
 from _train_worker import VOCAB, counting_batch, next_token_loss, tiny_gpt
 from matplotlib.backends.backend_agg import RendererAgg
 from matplotlib.figure import Figure
+from test_ppo import RECORDS
 
 import minillm
 from minillm import config, provenance
-from minillm.config import TrainConfig
+from minillm.config import CLMConfig, DPOConfig, MLMConfig, ModelConfig, RewardConfig, TrainConfig
 from minillm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from minillm.model.gpt import GPT
 from minillm.provenance import code_record
+from minillm.stage1_pretrain import clm, mlm
+from minillm.stage3_rlhf import dpo, reward_model
 from minillm.stage3_rlhf.reward_model import RewardModel
-from minillm.tokenizer import train_tokenizer
+from minillm.tokenizer import load_tokenizer, train_tokenizer
 from minillm.train import load_checkpoint, load_model, lr_at, plot_metrics, plot_panels, plots, train
 from minillm.train.health import Watched, check_grad_norm, check_loss, clip_gradients, first_bad_gradient
 from minillm.train.loop import LossFn
@@ -524,6 +527,45 @@ def test_a_nan_in_a_library_callers_run_names_the_settings_bare(tmp_path):
                                             r"been saved yet\. Try a lower learning rate \(lr=\.\.\.\), gradient "
                                             r"clipping \(grad_clip=\.\.\.\), "):
         run(tmp_path, small_cfg(max_steps=2), loss_fn=nan_from_step(1, lambda model: torch.tensor(math.nan)))
+
+
+class LoopReached(Exception):
+    """Raised in place of the training loop: a trainer got as far as calling it."""
+
+
+def reach_the_loop(stage: str, runs: dict[str, Path], out: Path) -> None:
+    """Call `stage`'s trainer, cheaply (test_ppo.py's micro SFT run and rankings, a tiny model for the
+    pretraining stages), on to its training loop."""
+    tokenizer = load_tokenizer(runs["sft"] / "tokenizer.json")
+    docs = [record["prompt"] + " " + record["response"] for record in RECORDS]  # 376 tokens: a batch is 2 windows of 8
+    small, one_step = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8), TrainConfig(max_steps=1, batch_size=2)
+    if stage == "mlm":
+        mlm.train_mlm(MLMConfig(model=small, train=one_step), tokenizer, docs, docs, out)
+    elif stage == "clm":
+        clm.train_clm(CLMConfig(model=small, train=one_step), tokenizer, docs, docs, out)
+    elif stage == "reward":
+        reward_model.train_reward_model(RewardConfig(train=one_step), runs["sft"], runs["prefs"], out)
+    else:
+        dpo.train_dpo(DPOConfig(train=one_step, eval_prompts=6, max_new_tokens=5), runs["sft"], runs["prefs"],
+                      RECORDS, out)
+
+
+@pytest.mark.parametrize("stage", ["mlm", "clm", "reward", "dpo"])
+def test_each_trainer_tells_the_loop_the_section_its_settings_are_in(stage, stage3_runs, tmp_path, monkeypatch):
+    """A NaN's message names the settings to change as --set takes them, "--set clm.train.lr=...": from the
+    `settings` its trainer passes the loop (SFT's and GRPO's are pinned in their own files). The loop is
+    replaced by one that records them and stops: no training."""
+    given = []
+
+    def loop(*args, settings: str, **kwargs) -> dict:
+        given.append(settings)
+        raise LoopReached
+
+    for module in (mlm, clm, reward_model, dpo):
+        monkeypatch.setattr(module, "train", loop)
+    with pytest.raises(LoopReached):
+        reach_the_loop(stage, stage3_runs, tmp_path)
+    assert given == [f"{stage}.train"]
 
 
 def test_clip_gradients_returns_the_norm_before_clipping_and_clips_nothing_at_grad_clip_0():
