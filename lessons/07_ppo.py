@@ -174,24 +174,27 @@ step3_reward_hacking()
 
 # %% [markdown]
 # ## Try this
-# 1. A tighter or looser leash: CFG.ppo.kl_coef = 0.5, then 0.05. KL falls or grows: over the last
-#    five steps 0.36 and 0.60 nats against the preset's 0.52 (kl_coef 0.2), in the tiny run of
-#    7cb820d. In 20 steps the gold judge hardly tells the three apart: win rates 0.625 and 0.61
-#    against 0.65 (each ± 0.03). In earlier runs the loose leash drifted to answers the reward
-#    model over-rates (docs/findings.md, "What PPO can reach").
+# 1. A tighter or looser leash: CFG.ppo.kl_coef = 0.5, then 0.05. KL falls or grows: at 899e4ac,
+#    over the last five steps 0.35 and 0.73 nats against the preset's 0.49 (kl_coef 0.2). In 20 steps
+#    the gold judge ranks them by the leash but hardly tells them apart: win rates 0.57 and 0.64
+#    against 0.62 (each ± 0.03); the tight leash kept more of the SFT model's filler (style flaws
+#    0.05 against 0.005). In earlier runs the loose leash drifted to answers the reward model
+#    over-rates (docs/findings.md, "What PPO can reach"); in this one it did not yet.
 # 2. The adaptive leash: CFG.ppo.adaptive_kl = True with target_kl = 2: beta (kl_coef in
 #    metrics.jsonl) rises when KL overshoots the target and falls when it undershoots, by at most
 #    2% a step. Our KL stays under 1 nat, so at target 2 beta only falls: 0.2 -> 0.14 in 20 steps,
-#    in the tiny run of 7cb820d. With target_kl = 0.1 it rises instead, 0.2 -> 0.27. Neither
-#    moved the win rate beyond the noise (0.63 both, ± 0.03).
+#    at 899e4ac (0.14 in the tiny run of 7cb820d too). With target_kl = 0.1 it rises instead,
+#    0.2 -> 0.28. Neither moved the win rate beyond the noise (0.60 both, against the preset's 0.62,
+#    ± 0.03).
 # 3. Break a detail: in ppo.response_logits, drop the division by the temperature and sample at
 #    CFG.ppo.temperature = 0.7. The update then scores the answers at temperature 1 while the
 #    rollout's log-probs came from 0.7: the ratio of the first minibatch is no longer 1. How much
 #    that costs depends on how sure the model is. Ours is nearly sure of most tokens, where a
-#    temperature changes little, and in the tiny run of 7cb820d the bug hid: against the same run
-#    without it, the clip fraction of the last five steps doubled (0.027 against 0.014) and so did
-#    the logged KL (0.66 against 0.33 nats: the reference is read at temperature 1 too), but the win
-#    rate (0.55 both) and the held-out gold score did not move. A bug the win rate does not show
+#    temperature changes little, and at 899e4ac the bug hid: against the same run without it
+#    (`--set ppo.temperature=0.7`), the clip fraction of the last five steps doubled (0.033 against
+#    0.015) and the logged KL nearly did (0.61 against 0.35 nats: the reference is read at
+#    temperature 1 too), but the win rate (0.57 against 0.56, ± 0.02) and the held-out gold score
+#    (2.59 against 2.57) did not move (7cb820d's tiny run: the same). A bug the win rate does not show
 #    is one a test has to catch (tests/test_ppo.py: the first minibatch's ratio is 1, at 0.7 too).
 # 4. Hack the full reward model: in step 3, pass `rm.path` instead of `head_only.path` to
 #    reward_hacking, and `inputs=[sft, rm]` to its own_run (else the earlier run is reused). Its

@@ -185,25 +185,29 @@ step3_table(dpo, best.result)
 
 # %% [markdown]
 # ## Try this
-# 1. beta: CFG.dpo.beta = 0.5, then 0.02. A small beta lets DPO's best policy sit further from the
-#    reference, but 60 steps do not get there: in the tiny run of 7cb820d the held-out KL to the SFT
-#    model was 0.24, 0.29 and 0.26 nats at beta 0.5, 0.3 (the preset) and 0.02, and the win rate
-#    0.62, 0.61 and 0.59 (each ± 0.03). At 0.02 the DPO loss's gradient is small (beta times the
-#    margin's), so the NLL term leads: fewer held-out pairs ordered right (70% against 73%), the
-#    chosen answers more likely than at 0.3.
+# 1. beta: CFG.dpo.beta = 0.5, then 0.02 (`--set dpo.beta=0.5` on the command line). A small beta
+#    lets DPO's best policy sit further from the reference, but 60 steps do not get there: at 899e4ac
+#    the KL to the SFT model on the held-out prompts (as report.md's table measures it) was 0.37,
+#    0.43 and 0.26 nats at beta 0.5, 0.3 (the preset) and 0.02, and the win rate 0.58, 0.58 and
+#    0.54 (each ± 0.03). At 0.02 the DPO loss's gradient is small (beta times the margin's), so the
+#    NLL term leads: the chosen answers stayed more likely (mean log-prob -3.76 nats against -4.05
+#    at 0.3; the SFT model's -3.48), and so did the filler and rudeness the rankings put low (style
+#    flaws 0.155 against 0.045): imitating the better answers does not teach what is wrong with the
+#    worse ones.
+#    The held-out pairs ordered right hardly moved (69%, 67%, 68%).
 # 2. Only the best and worst answer of each ranking (one pair instead of up to six): CFG.dpo.pairs =
 #    "best_and_worst" (`--set dpo.pairs=best_and_worst` on the command line).
-#    Fewer comparisons, but not a weaker result: in the tiny run of 7cb820d its 395 pairs (against
-#    2071) won 0.625 against 0.61 (each ± 0.03), with fewer flawed answers (0.03 against 0.08) and
-#    further from the SFT model (KL 0.53 against 0.29 nats): here the clearest pair of each ranking
-#    was enough. (Its held-out pairs are best-and-worst ones too, easier to order: 86% right
-#    against 73%, not a like-for-like figure.)
+#    Fewer comparisons, but not a weaker result: at 899e4ac its 395 pairs (against 2110) won 0.63
+#    against the preset's 0.58 (each ± 0.03), with fewer flawed answers (0.02 against 0.045) and
+#    further from the SFT model (KL 0.51 against 0.43 nats): here the clearest pair of each ranking
+#    was enough. (Its held-out pairs are best-and-worst ones too, easier to order: 85% right
+#    against 67%, not a like-for-like figure.)
 # 3. Plain DPO: CFG.dpo.nll_coef = 0. Both forms make the held-out chosen answers *less* likely
-#    than the SFT model did (their mean log-prob, by sequences.answer_logprob: -3.12 -> -3.73 nats
-#    plain, -3.64 with the term, in the tiny run of 7cb820d): DPO only asks that the chosen answer
-#    gain on the rejected one. The term keeps the good answers a little more likely; the win rate
-#    did not tell the two apart (0.61 both; before 58d97cc redrew the data 0.60 plain and 0.59 with
-#    it; with an earlier 4-layer model 0.57 and 0.61).
+#    than the SFT model did (their mean log-prob, by sequences.answer_logprob: -3.48 -> -4.17 nats
+#    plain, -4.05 with the term, at 899e4ac): DPO only asks that the chosen answer gain on the
+#    rejected one. The term keeps the good answers a little more likely; the win rate did not tell
+#    the two apart (0.58 both, ± 0.03; in the tiny run of 7cb820d 0.61 both; with an earlier
+#    4-layer model 0.57 and 0.61).
 # 4. A person's rankings: `minillm annotate --policy runs/tiny/04_sft --prompts data/instructions.jsonl
 #    --out mine.jsonl`, rank twenty prompts, then `python lessons/08_dpo.py runs/tiny/04_sft mine.jsonl`.
 # 5. Best of 8: `BEST_OF_N = 8` in step 3's cell. More samples, more chances that one is right, and a

@@ -210,7 +210,8 @@ step4_table()
 # Each is one change to `CFG.grpo_verifiable` above, or one more `--set` on the command line, where
 # `minillm grpo` trains the `grpo` section (the same settings, with the reward model unless told):
 # `minillm grpo --sft runs/tiny/04_sft --preset tiny --set grpo.reward=verifiable --set grpo.group_size=16
-# --out runs/x`, with your try's setting in place of group_size=16.
+# --out runs/x`, with your try's setting in place of group_size=16, behind the same `grpo.`
+# (`--set grpo.scale_by_std=false`, `--set grpo.train.lr=3e-3`: a bare `train.lr` is refused).
 # Compare runs with `minillm compare runs/x runs/y`.
 # 1. **Group size**: `group_size=2` vs `16` (a minibatch holds whole groups: the preset's 64 answers
 #    fit either). With 2 answers a group is unanimous far more often: in our tiny runs
@@ -220,21 +221,34 @@ step4_table()
 #    0.647 and 0.59). Fewer groups teach, but in 30 steps the ones left still carry most of what
 #    this model can learn.
 # 2. **No std scaling** (Dr. GRPO): `scale_by_std=false`. Prompts whose answers barely differ (all
-#    right, some with a flourish) no longer get the same push as prompts where half are wrong. In our
-#    tiny run the gold judge did not tell the two apart (win rate 0.645 against 0.652, pass@1 0.555
-#    against 0.56), but the policy moved less far: KL over the last five steps 0.30 against 0.44
-#    nats (the rewards of a step spread by a std of about 0.5, so dividing by it enlarged each push).
+#    right, some with a flourish) no longer get the same push as prompts where half are wrong. At
+#    899e4ac neither the gold judge nor the distance told the two apart: win rate 0.62 against the
+#    preset's 0.63 (± 0.025), pass@1 0.60 against 0.55, KL over the last five steps 0.44 against
+#    0.46 nats (an earlier tiny run had 0.30 against 0.44). Most groups' rewards spread by a std near
+#    0.5, so dividing by it doubles every push alike; what changes is only the few groups that
+#    nearly agree, and in 30 steps they are too few to show. (The preset's figures are a rerun
+#    beside these, one thread each; the pipeline's own run, same settings, won 0.647 with pass@1
+#    0.59: that gap is the noise between two runs.)
 # 3. **The KL leash**: `kl_coef=1` vs the default 0. The KL curve stays lower, and so does the gain:
-#    in the tiny run of 7cb820d the KL of the last five steps was 0.16 against 0.44 nats, the win
-#    rate 0.60 against 0.65 (± 0.03), and more of the SFT model's filler stayed (style flaws 0.14
-#    against 0.03). At `kl_coef=0.1` the term (the mean KL per token, a few hundredths of a nat)
-#    hardly pulls: KL 0.43 against 0.44, the same win rate.
+#    at 899e4ac the KL of the last five steps was 0.12 against 0.46 nats, the win rate 0.55 against
+#    0.63 (± 0.03), and more of the SFT model's filler stayed (style flaws 0.15 against 0.025);
+#    pass@1 did not drop (0.575 against 0.55). In the tiny run of 7cb820d, `kl_coef=0.1` (the term
+#    is the mean KL per token, a few hundredths of a nat) hardly pulled: KL 0.43 against 0.44, the
+#    same win rate.
 # 4. **Reward model vs verifier**: `minillm grpo --sft runs/tiny/04_sft --preset tiny --reward
 #    runs/tiny/05_reward_model --out runs/x` (reward=model, no `--set`). The reward model also rewards
 #    politeness and concision; the verifier pays a right answer, plus a small bonus
 #    (grpo.exact_bonus, 0.2) when it is nothing but the answer: filler and rudeness cost that bonus.
-# 5. **A very high learning rate**: `train.lr=3e-3`. The policy breaks. In the tiny run of 7cb820d
-#    nearly every group was unanimous (all wrong) from step 2, the entropy first rose (2.1 at step
-#    3) and then collapsed towards 0 by step 10, and every answer became the same 32 tokens
-#    ("3 3 3 ..."): the signal vanished, and pass@k fell at every k (pass@1 0.50 -> 0.01, pass@64
-#    0.89 -> 0.01).
+#    The pipeline trains both (runs/tiny/08_grpo and 09_grpo_verifiable); at 7b9d2e2 both dropped the
+#    filler (style flaws 0.23 -> 0.005 and 0.015) and won 0.618 and 0.647 (± 0.025). Only the
+#    verifier pays for the right answer, but 30 steps teach few new facts: pass@1 0.535 -> 0.53 with
+#    the reward model, -> 0.59 with the verifier (0.55 in a rerun at 899e4ac: near the noise).
+# 5. **A very high learning rate**: `train.lr=3e-3`. The policy breaks. At 899e4ac the first
+#    step's update turned the answers to word salad ("In In Kelish, the Kelish In ..."): at step 2
+#    97% of the groups were unanimous (all wrong) and from step 3 all of them, the entropy doubled
+#    (0.93 -> 1.99) and stayed above 1. A unanimous group's advantages are all 0, so from step 3 no
+#    gradient came at all: only Adam's momentum (and weight decay) still moved the weights.
+#    pass@k fell at every k (pass@1 0.51 -> 0.0003, pass@64 0.86 -> 0.02), the KL to the SFT model
+#    reached 150 nats, the win rate 0.22. (In the tiny run of 7cb820d it broke the other way: every
+#    answer became the same 32 tokens, "3 3 3 ...", its entropy near 0. Either way the signal
+#    vanished.)
