@@ -42,6 +42,12 @@ def saved_data(config_path: Path, key: str) -> dict | None:
     return record if readable else None
 
 
+def known_records(read: Mapping[str, dict | None] | None) -> dict[str, dict]:
+    """The records of `read` (key -> its record) that a run's config.json keeps: a record of None (data given
+    in Python: unknown) is left out, so that a caller passes what it has, known or not."""
+    return {key: record for key, record in (read or {}).items() if record is not None}
+
+
 def data_text(key: str, record: dict) -> str:
     """A record of the data `key` as a phrase: "the instructions in /home/me/mine.jsonl"."""
     return DATA[key](record)

@@ -159,7 +159,7 @@ def train_clm(cfg: CLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
     # refused now, before the corpus is packed: a run already there (without resume), another stage's run, or
     # a resume with another tokenizer, settings or corpus; train checks it again as it starts
-    read = {CORPUS: corpus} if corpus else None
+    read = {CORPUS: corpus}
     check_run_folder(out_dir, resume, "clm", to_dict(cfg), tokenizer, read)
     T, B = cfg.model.block_size, cfg.train.batch_size
     streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}

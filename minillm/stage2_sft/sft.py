@@ -41,7 +41,7 @@ from minillm.config import LoRAConfig, ModelConfig, SFTConfig, check_section, fr
 from minillm.datasets.corpus import CORPUS
 from minillm.datasets.instructions import INSTRUCTIONS, check_instruction_record
 from minillm.datasets.jsonl import check_records
-from minillm.datasets.run_data import check_same_data
+from minillm.datasets.run_data import check_same_data, known_records
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.model.lora import add_lora, count_parameters, load_lora_state_dict, lora_state_dict, merged_state_dict
@@ -222,9 +222,8 @@ def data_read(cfg: SFTConfig, instructions: dict | None, corpus: dict | None) ->
     """The records of the data an SFT run reads (datasets/run_data.py), for its config.json and its resume: its
     instructions, and the corpus of the windows it replays only where it replays some (`cfg.pretrain_mix` > 0):
     a run that replays none read no corpus, and its config.json says nothing of one. A record given as None
-    (data given in Python: unknown) is left out."""
-    read = {INSTRUCTIONS: instructions, CORPUS: corpus if cfg.pretrain_mix > 0 else None}
-    return {key: record for key, record in read.items() if record is not None}
+    (data given in Python: unknown) is left out (`known_records`)."""
+    return known_records({INSTRUCTIONS: instructions, CORPUS: corpus if cfg.pretrain_mix > 0 else None})
 
 
 def train_sft(

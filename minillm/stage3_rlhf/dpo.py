@@ -198,7 +198,7 @@ def train_dpo(
     # the comparison after training answers with this length: refuse it now, not after the training
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "DPOConfig.max_new_tokens")
     run_config = {"dpo": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)}
-    read = {INSTRUCTIONS: instructions} if instructions else None
+    read = {INSTRUCTIONS: instructions}
     # a run already in out_dir, refused without --resume or resumed with other settings: said now, not
     # after the reference's log-probs of every pair (minutes at tiny); train checks it again as it starts
     check_run_folder(Path(out_dir), resume, "dpo", run_config, tokenizer, read)

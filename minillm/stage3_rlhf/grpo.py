@@ -335,7 +335,7 @@ def train_grpo(
     generator = torch.Generator().manual_seed(cfg.train.seed)
     first_step, history, _ = online_rl.open_run(
         out_dir, "GRPO", resume, tokenizer, {"grpo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
-        generator, device, read={INSTRUCTIONS: instructions} if instructions else None, model=policy,
+        generator, device, read={INSTRUCTIONS: instructions}, model=policy,
         optimizer=optimizer)
     watched = Watched(run_name(cfg), f"{section}.train", out_dir / CKPT_NAME)
 

@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from minillm.config import TrainConfig, to_dict
+from minillm.datasets.run_data import known_records
 from minillm.errors import CheckpointError, DataError, TrainingError
 from minillm.model import GPT
 from minillm.provenance import MADE_BY, run_record
@@ -52,7 +53,7 @@ def rl_records(records: list[dict], eval_prompts: int, method: str) -> tuple[lis
 
 
 def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Tokenizer, run_config: dict,
-             generator: torch.Generator, device: torch.device | None = None, read: dict[str, dict] | None = None,
+             generator: torch.Generator, device: torch.device | None = None, read: dict[str, dict | None] | None = None,
              **resumable: Any) -> tuple[int, list[dict], dict]:
     """Start an online-RL run in `out_dir`, or resume it exactly: (first step, metrics so far, saved state).
 
@@ -95,7 +96,7 @@ def open_run(out_dir: Path, method: str, resume: bool, tokenizer: Tokenizer, run
     write_metrics(metrics_path, history)
     tokenizer.save(out_dir / TOKENIZER_NAME)
     record = run_record(out_dir / CONFIG_NAME, device, resumed=bool(state))
-    write_json(out_dir / CONFIG_NAME, {**run_config, **(read or {}), MADE_BY: record})
+    write_json(out_dir / CONFIG_NAME, {**run_config, **known_records(read), MADE_BY: record})
     return first_step, history, state
 
 

@@ -366,7 +366,7 @@ def train_ppo(
     gold_norm = gold_normaliser(policy, tokenizer, prompts, cfg) if uses_gold(cfg) else None
     first_step, history, state = online_rl.open_run(
         out_dir, "PPO", resume, tokenizer, {"ppo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
-        generator, device, read={INSTRUCTIONS: instructions} if instructions else None, model=policy, critic=critic,
+        generator, device, read={INSTRUCTIONS: instructions}, model=policy, critic=critic,
         optimizer=optimizer)
     kl_coef = state.get("kl_coef", cfg.kl_coef)  # adaptive beta resumes where it was
     watched = watched_networks(out_dir)

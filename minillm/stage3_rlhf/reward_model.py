@@ -335,7 +335,7 @@ def train_reward_model(
                    evaluate=evaluate,
                    run_config={"reward": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
                    tokenizer=tokenizer, resume=resume, desc="reward", settings="reward.train", model_kind="reward",
-                   read={INSTRUCTIONS: instructions} if instructions else None,
+                   read={INSTRUCTIONS: instructions},
                    title="Reward model ranking loss")
     if not is_main_process():  # under torchrun, rank 0 alone normalises, evaluates and writes the results
         return None

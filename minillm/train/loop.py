@@ -45,6 +45,7 @@ from torch import nn
 from tqdm import tqdm
 
 from minillm.config import TrainConfig, check_section, to_dict
+from minillm.datasets.run_data import known_records
 from minillm.errors import ConfigError, DataError
 from minillm.provenance import MADE_BY, run_record
 from minillm.tokenizer import Tokenizer
@@ -287,7 +288,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
           evaluate: Evaluate | None = None, run_config: dict | None = None, tokenizer: Tokenizer | None = None,
           resume: bool = False, desc: str = "train", model_kind: str = "gpt", title: str = "",
           log_y: bool = False, reference: tuple[str, float] | None = None, count_terms: CountTerms | None = None,
-          dropout: bool = True, read: dict[str, dict] | None = None, settings: str = "",
+          dropout: bool = True, read: dict[str, dict | None] | None = None, settings: str = "",
           lr_setting: str = "") -> dict[str, Any]:
     """Train `model` for cfg.max_steps optimizer steps; return {"history": rows, "final": latest values}.
 
@@ -343,7 +344,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
         record = run_record(out_dir / CONFIG_NAME, device, resumed=start_step > 0)
         write_json(out_dir / CONFIG_NAME, {"run": run_config, "train": to_dict(cfg), "model_kind": model_kind,
                                            "model": model_config_dict(model), "world_size": ctx.world_size,
-                                           **(read or {}), MADE_BY: record})
+                                           **known_records(read), MADE_BY: record})
         if tokenizer is not None:
             tokenizer.save(out_dir / TOKENIZER_NAME)
 
