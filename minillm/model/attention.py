@@ -81,7 +81,11 @@ def attend(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *, causal: bool = False,
     use_sdpa: bool = False, dropout: float = 0.0,
 ) -> Tensor:
-    """softmax(q k^T / sqrt(d) masked) v for q (B, H, Tq, D), k and v (B, H, Tk, D) -> (B, H, Tq, D).
+    """softmax(q k^T / sqrt(D) masked) v for q (B, H, Tq, D), k and v (B, H, Tk, D) -> (B, H, Tq, D).
+
+    Why divide by sqrt(D): a dot product of D channels grows with D (its spread is sqrt(D) times a
+    channel's), and large scores make the softmax put all its weight on one key, whose gradients
+    then vanish; dividing brings the spread back to about 1 at any head width.
 
     `mask` is boolean, True = may attend, broadcastable to (B, H, Tq, Tk) (typically the padding
     mask); `causal=True` also hides the future. With `use_sdpa` the same maths runs in PyTorch's
@@ -119,7 +123,7 @@ def attend(
             weights = F.dropout(weights, p=dropout)  # forget some links at random (training only)
         out = weights @ v  # (B, H, Tq, D): the weighted sum of values
     if has_key is not None:
-        out = out.masked_fill(~has_key, 0.0)
+        out = out.masked_fill(~has_key, 0.0)  # the queries that could see nothing: zero, as promised
     return out
 
 
@@ -161,10 +165,10 @@ def apply_rotary(x: Tensor, rotary: tuple[Tensor, Tensor]) -> Tensor:
     each channel's partner in its place. Five tensor operations per call: generation turns the
     queries and keys of one token per step in every layer, and each operation costs microseconds.
     """
-    cos, signed_sin = rotary  # each (B, 1, T, D)
+    cos, signed_sin = rotary  # each (B, 1, T, D), float32
     x1, x2 = x.chunk(2, dim=-1)  # (B, H, T, D/2) each: the two halves of every pair
     swapped = torch.cat([x2, x1], dim=-1)  # (B, H, T, D): channel i holds its partner
-    return (x * cos + swapped * signed_sin).to(x.dtype)
+    return (x * cos + swapped * signed_sin).to(x.dtype)  # float32 cos/sin promote a bfloat16 x: cast back
 
 
 # --------------------------------------------------------------------------------------------------
@@ -283,7 +287,8 @@ class MultiHeadAttention(nn.Module):
     """n_head attention heads side by side, each of width head_dim = n_embd / n_head.
 
     One Linear (`qkv`) makes queries, keys and values in a single matrix multiply (faster than
-    three, same maths); `proj` mixes the heads' outputs back into the residual stream.
+    three, same maths); `proj` mixes the heads' outputs back into the residual stream (the (B, T, C)
+    tensor that every block reads and adds to, blocks.py).
 
     **Grouped-query attention** (GQA, Ainslie et al., 2023; `config.n_kv_head` < n_head): the
     queries keep their n_head heads, but keys and values have only n_kv_head, and each one serves a
@@ -314,7 +319,7 @@ class MultiHeadAttention(nn.Module):
         """x (B, T, C) -> (B, T, C). mask: bool, True = may attend, e.g. padding (B, 1, 1, T_key).
 
         The causal rule is added inside (self.causal), where the number of cached keys is known.
-        `rotary`: the (cos, sin) of `rotary_angles` for these T tokens when positions are RoPE.
+        `rotary`: the (cos, signed sin) of `rotary_angles` for these T tokens when positions are RoPE.
         """
         B, T, C = x.shape
         heads = self.split_heads(self.qkv(x))  # (B, H + 2 * Hkv, T, D): every query, key and value head

@@ -8,14 +8,16 @@ Follow a batch through `Bert.hidden_states`:
 
     ids (B, T) -> token embedding + position embedding + segment embedding (sentence A or B)
       -> LayerNorm -> dropout (B, T, C)
-      -> n_layer encoder blocks with the padding mask (post-LN as in BERT: stage 1's MLMConfig
-         default; ModelConfig's own default, norm="pre", adds a final LayerNorm `ln_f`)
+      -> n_layer encoder blocks with the padding mask (post-LN as in BERT, MLMConfig's default;
+         norm="pre", ModelConfig's default and the tiny and small presets', adds a final LayerNorm `ln_f`)
       -> (B, T, C)
 
 and the MLM head in `Bert.forward`:
 
     (B, T, C) -> dense -> GELU -> LayerNorm -> decoder tied to the token embeddings (+ its own bias)
       -> logits (B, T, V)
+
+("decoder" is BERT's name for that last read-out into the vocabulary, not GPT's kind of decoder.)
 
 The loss, on the masked positions only, is computed by stage 1 (stage1_pretrain/mlm.py).
 `Bert.from_bert_state_dict` loads the weights of Google's BERT (HuggingFace layout, a state dict you
@@ -94,7 +96,7 @@ class Bert(nn.Module):
         # Only padding is hidden: no causal part, every token sees both sides.
         mask = None if attention_mask is None else padding_mask(attention_mask)  # (B, 1, 1, T)
         for block in self.blocks:
-            x = block(x, mask, rotary=rotary)
+            x = block(x, mask, rotary=rotary)  # (B, T, C)
         return x if self.ln_f is None else self.ln_f(x)
 
     def forward(

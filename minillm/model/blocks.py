@@ -12,7 +12,7 @@ Where the LayerNorm sits is the main difference between the 2018 BERT and the 20
   post-LN stacks need learning-rate warm-up to train at all.
 - **pre-LN** (GPT-2): x = x + sublayer(LN(x)). The residual path is a clean sum from input to
   output, which keeps gradients healthy; the stack then needs one final LayerNorm at the top.
-`ModelConfig.norm` switches between them, so a lesson can train both and compare.
+`ModelConfig.norm` switches between them (lesson 03's Try this 3 trains both and compares).
 
 Llama (2023) and the models after it changed two more pieces, each a switch here:
 - **RMSNorm** (`norm_type="rmsnorm"`): divide by the root mean square of the channels, without
@@ -154,7 +154,8 @@ def is_pre_norm(config: ModelConfig) -> bool:
 
 
 class Block(nn.Module):
-    """One transformer block: attention then MLP, each wrapped in a residual connection + LayerNorm."""
+    """One transformer block: attention then MLP, each wrapped in a residual connection and a norm
+    (LayerNorm or RMSNorm), placed before the sub-layer (pre-LN) or after the sum (post-LN)."""
 
     def __init__(self, config: ModelConfig, layer: int = 0, causal: bool = False) -> None:
         super().__init__()
@@ -168,7 +169,7 @@ class Block(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None, cache: KVCache | None = None,
                 rotary: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """x (B, T, C) -> (B, T, C). mask: bool, True = may attend, e.g. padding (B, 1, 1, T_key).
-        rotary: RoPE's (cos, sin) for these tokens, or None with a learned position table."""
+        rotary: RoPE's (cos, signed sin) for these tokens, or None with a learned position table."""
         if self.pre_norm:  # GPT-2: normalise the sub-layer's input; the residual path stays a plain sum
             x = x + self.drop(self.attn(self.ln_1(x), mask, cache, rotary))
             x = x + self.drop(self.mlp(self.ln_2(x)))
@@ -248,7 +249,8 @@ def output_table(config: ModelConfig) -> nn.Linear | None:
 
 
 def read_out(h: Tensor, tok_emb: nn.Embedding, table: nn.Linear | None) -> Tensor:
-    """Hidden states (..., C) -> logits (..., V): `table`, or the token table read backwards.
+    """Hidden states (..., C) -> logits (..., V): `table`, or the token table read backwards (the logit
+    of token v is h's dot product with v's embedding: how much h points the way v's vector does).
 
     `table` is called, not its weight read: a LoRA adapter on the head (lora.py) lives in its forward.
     """

@@ -164,7 +164,7 @@ class GPT(nn.Module):
         B = ids.shape[0]
         cache = KVCache(self.config.n_layer, capacity=ids.shape[1] + max_new_tokens) if use_cache else None
         mask = None if attention_mask is None else attention_mask.bool()  # (B, T), None = no padding
-        seq = ids
+        seq = ids  # (B, T0): the whole text so far, which only use_cache=False feeds again
         # The rows still generating, as indices into the batch. A row that has produced <eos> needs no
         # more compute: it leaves the batch (and the cache), and later steps only run the others.
         # Answers differ in length, so this saves most of the work when one long answer would
@@ -196,6 +196,7 @@ class GPT(nn.Module):
                             cache.take_rows(running)
                         else:
                             seq = seq[running]
+                    # (b, 1) True: the token fed next is real, so the padding mask grows by one column
                     one_real = None if mask is None else torch.ones(len(rows), 1, dtype=torch.bool, device=ids.device)
                     if cache is not None:  # feed only the new token; the cache holds the rest
                         logits = self._next_token_logits(token[:, None], one_real, cache)

@@ -100,9 +100,10 @@ def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float, targets:
 
     A target matches every Linear whose dotted name ends with it (`names_layer`). The modules named
     exactly in `also_train` (e.g. "tok_emb") stay trainable in full. Returns the names of the adapted
-    layers. Raises ConfigError for a target that matches nothing, listing the layers there are; its example
-    names `targets` and `also_train` after `named`, as the caller takes them (SFT: "--set sft.lora."). A caller
-    that names them for the command line (`named` given) is told the pretraining's setting there too.
+    layers. A target that matches nothing raises ConfigError, listing the layers there are.
+    `named` is how the caller's user spells these settings (SFT: "--set sft.lora."): the error's examples
+    put it before `targets` and `also_train`, and with it given, its hint to untie the LM head is a
+    command-line setting too.
     """
     wanted, in_full = parse_targets(targets), parse_targets(also_train)
     linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
