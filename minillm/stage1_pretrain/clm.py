@@ -51,7 +51,7 @@ from minillm.train.distributed import is_main_process
 from minillm.train.resume import check_run_folder
 from minillm.utils import check_not_one_str, seed_everything
 
-SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")  # the generated corpus's
+SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")  # for the generated corpus; "": <bos> alone
 OPENING_CHARS = 20  # a corpus of your own: its samples start from at most this much of a document (sample_prompts)
 MAX_EVAL_WINDOWS = 512  # the final evaluation scores the first 512 windows (of T+1 tokens) of the validation stream
 
@@ -75,7 +75,7 @@ def perplexity(model: nn.Module, stream: torch.Tensor, block_size: int, batch_si
     nll_sum = 0.0
     for start in range(0, len(windows), batch_size):
         ids = windows[start:start + batch_size].to(device)  # (b, T+1)
-        nll_sum += float(clm_loss(model, ids)) * ids[:, 1:].numel()
+        nll_sum += float(clm_loss(model, ids)) * ids[:, 1:].numel()  # the batch's mean back to a sum over b*T
     model.train(was_training)
     n_tokens = windows[:, 1:].numel()
     return {"val_loss": nll_sum / n_tokens, "val_perplexity": math.exp(nll_sum / n_tokens),
@@ -159,7 +159,7 @@ def train_clm(cfg: CLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
     # refused now, before the corpus is packed: a run already there (without resume), another stage's run, or
     # a resume with another tokenizer, settings or corpus; train checks it again as it starts
-    read = {CORPUS: corpus}
+    read = {CORPUS: corpus}  # the data this run reads, as config.json records it
     check_run_folder(out_dir, resume, "clm", to_dict(cfg), tokenizer, read)
     T, B = cfg.model.block_size, cfg.train.batch_size
     streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}

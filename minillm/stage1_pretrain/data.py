@@ -14,9 +14,10 @@ Pretraining needs no labels, only text, so the data pipeline is short:
 3. **Count.** The unigram counts of the training stream give the baselines that tell us whether a
    model learnt anything beyond "which tokens are frequent".
 
-Both stages also report alike: `as_subset_check` names the training log's periodic checks apart
-from the final evaluation, and `write_results` writes that final evaluation. Their demos (BERT's
-blank, GPT's sample prompts) quote our world's weather bulletins only where `talks_of_flash_floods`.
+Both stages also report alike: `as_subset_check` gives the training log's periodic checks names of
+their own, apart from the final evaluation's, and `write_results` writes that final evaluation. Their
+demos (BERT's blank, GPT's sample prompts) quote our world's weather bulletins only where
+`talks_of_flash_floods`.
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ def talks_of_flash_floods(*doc_lists: Sequence[str]) -> bool:
 
 
 def check_enough_tokens(stream: torch.Tensor, needed: int, split: str, why: str, section: str = "") -> None:
-    """Raise DataError if `stream` holds fewer than `needed` tokens, saying both numbers and a fix: a stage's
-    check (`section`, "mlm" or "clm") names its settings as --set takes them; a window asked for by its
-    length alone (`random_windows`, `consecutive_windows`) can only be shorter, or its stream longer."""
+    """Raise DataError if `stream` holds fewer than `needed` tokens, saying both numbers and a fix. A stage
+    passes its `section` ("mlm" or "clm"), and the fix names its settings as --set takes them; without one
+    (`random_windows`, `consecutive_windows`, which know only a window's length) the fix is a longer
+    stream or a shorter window."""
     if len(stream) < needed:
         fix = (f"use a bigger corpus (--corpus, or --set corpus_mb=...), or lower --set {section}.model.block_size "
                f"or {section}.train.batch_size" if section else "use a longer stream, or a shorter window")

@@ -80,7 +80,8 @@ def mask_tokens(
     to_random = chosen & (action >= mask_token_prob) & (action < mask_token_prob + random_token_prob)  # (B, T) bool
 
     pool = ordinary_token_ids(vocab_size, special_ids)  # (V - number of special tokens,)
-    random_ids = pool[torch.randint(len(pool), original.shape, generator=generator)]  # (B, T)
+    # (B, T): one draw for every position, in one call, kept only where to_random
+    random_ids = pool[torch.randint(len(pool), original.shape, generator=generator)]
 
     input_ids = original.clone()
     input_ids[to_mask] = mask_id

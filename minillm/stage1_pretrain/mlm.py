@@ -146,7 +146,7 @@ def evaluate_mlm(model: nn.Module, cfg: MLMConfig, tokenizer: Tokenizer, val_str
 def unigram_masked_loss(counts: torch.Tensor) -> float:
     """The masked-LM loss, in nats, of a model blind to the context that answers every blank with the token
     frequencies `counts` (V,) of the training split: the entropy of those frequencies. A blank is any
-    non-special position (those have count 0 here), so its original token follows the frequencies, and
+    non-special position (the special tokens' counts are 0 here), so its original token follows them, and
     their cross-entropy with themselves is their entropy. The loss curve falls to about here first, while
     the model learns which tokens are common, and below it only once it reads the blank's neighbours."""
     probs = counts[counts > 0] / counts.sum()
@@ -249,7 +249,7 @@ def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
     # refused now, before the corpus is packed: a run already there (without resume), another stage's run, or
     # a resume with another tokenizer, settings or corpus; train checks it again as it starts
-    read = {CORPUS: corpus}
+    read = {CORPUS: corpus}  # the data this run reads, as config.json records it
     check_run_folder(out_dir, resume, "mlm", to_dict(cfg), tokenizer, read)
     T, B = cfg.model.block_size, cfg.train.batch_size
     streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}

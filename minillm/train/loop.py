@@ -81,8 +81,8 @@ Evaluate = Callable[[nn.Module], dict[str, float]]
 
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
-# metrics.jsonl's "split" of a stage's end-of-run evaluation (stage 1's: every validation window it scores,
-# where the log's "val" rows score a few batches), appended after the loop's rows
+# metrics.jsonl's "split" of a stage's end-of-run evaluation (stage 1's: up to a few hundred fixed validation
+# windows, where the log's "val" rows score a few batches), appended after the loop's rows
 FINAL_SPLIT = "final"
 EVAL_SEED_OFFSET = 10_007  # validation batches come from their own generator, seeded cfg.seed + this
 
@@ -208,7 +208,7 @@ def train_step(net: nn.Module, model: nn.Module, batch: dict[str, torch.Tensor],
 def validation_loss(net: nn.Module, get_batch: GetBatch, loss_fn: LossFn, cfg: TrainConfig,
                     ctx: DistContext, device: torch.device, count_terms: CountTerms | None = None) -> float:
     """Mean loss over cfg.eval_batches validation batches, the same batches at every evaluation;
-    each batch's loss is its micro-batches' weighted as in training."""
+    each batch's loss is its micro-batches' losses, weighted as in training."""
     generator = torch.Generator().manual_seed(cfg.seed + EVAL_SEED_OFFSET)
     total = 0.0
     for _ in range(cfg.eval_batches):
@@ -268,6 +268,7 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 
 
 def append_metrics(path: Path, row: dict) -> None:
+    """Add one row at the end of the file: a crash mid-write cuts at most that line, which read_metrics drops."""
     with writing(path), open(path, "a", encoding="utf-8") as f:
         f.write(json_text(row) + "\n")
 
@@ -319,7 +320,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
     check_section(cfg, TrainConfig, "train")
     out_dir = Path(out_dir)
     ckpt_path, metrics_path = out_dir / CKPT_NAME, out_dir / METRICS_NAME
-    moved_note = check_run_folder(out_dir, resume, desc, run_config, tokenizer, read)
+    moved_note = check_run_folder(out_dir, resume, desc, run_config, tokenizer, read)  # "" or inputs now elsewhere
     ctx, device = init_distributed(resolve_device(cfg.device))
     check_batch_split(cfg, ctx)
     model.to(device).train(dropout)
@@ -332,7 +333,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
         start_step, elapsed_before = restore_training_state(
             ckpt_path, model, optimizer, scaler, data_generator, cfg, ctx, model_kind, desc)
         if ctx.is_main:
-            if moved_note:  # said only now that restore_training_state has found the checkpoint this stage's
+            if moved_note:  # printed only now that restore_training_state has found the checkpoint is this stage's
                 tqdm.write(moved_note)
             tqdm.write(f"{desc}: resuming from step {start_step} ({ckpt_path})")
     else:
@@ -358,7 +359,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
         with torch.autograd.set_detect_anomaly(cfg.detect_anomaly):
             for step in bar:
                 step_started = time.perf_counter()
-                lr = lr_at(step - 1, cfg)
+                lr = lr_at(step - 1, cfg)  # steps count from 1 here, from 0 in the schedule
                 set_lr(optimizer, lr)
                 batch = get_batch("train", data_generator)
                 check_batch(batch, cfg.batch_size, "train")
