@@ -21,7 +21,6 @@ the facts of the small world that it memorises now are the ones it can answer qu
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,16 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minillm.config import CLMConfig, check_section, to_dict
-from minillm.datasets.corpus import CORPUS
+from minillm.config import CLMConfig, to_dict
 from minillm.errors import ModelInputError
 from minillm.model import GPT
 from minillm.stage1_pretrain.data import (
     SUBSET_WINDOWS,
     as_subset_check,
-    check_enough_tokens,
     consecutive_windows,
-    pack_documents,
+    open_pretraining_run,
     random_windows,
     talks_of_flash_floods,
     unigram_counts,
@@ -48,8 +45,7 @@ from minillm.stage1_pretrain.data import (
 from minillm.tokenizer import Tokenizer
 from minillm.train import train
 from minillm.train.distributed import is_main_process
-from minillm.train.resume import check_run_folder
-from minillm.utils import check_not_one_str, seed_everything
+from minillm.utils import seed_everything
 
 SAMPLE_PROMPTS = ("", "A flash flood watch", "The", "In the town of")  # for the generated corpus; "": <bos> alone
 OPENING_CHARS = 20  # a corpus of your own: its samples start from at most this much of a document (sample_prompts)
@@ -153,18 +149,9 @@ def train_clm(cfg: CLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     `corpus` says which text the documents are (datasets' `corpus_record`), for config.json: a resume on other
     text is refused. None records nothing.
     """
-    check_section(cfg, CLMConfig, "train_clm")
-    check_not_one_str("train_clm", train_docs=train_docs, val_docs=val_docs)
-    out_dir = Path(out_dir)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
-    # refused now, before the corpus is packed: a run already there (without resume), another stage's run, or
-    # a resume with another tokenizer, settings or corpus; train checks it again as it starts
-    read = {CORPUS: corpus}  # the data this run reads, as config.json records it
-    check_run_folder(out_dir, resume, "clm", to_dict(cfg), tokenizer, read)
+    cfg, out_dir, read, streams = open_pretraining_run(
+        "clm", cfg, tokenizer, train_docs, val_docs, out_dir, resume=resume, corpus=corpus, extra_tokens=1)
     T, B = cfg.model.block_size, cfg.train.batch_size
-    streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}
-    check_enough_tokens(streams["train"], B * (T + 1), "train", f"one batch ({B} windows of {T}+1 tokens)", "clm")
-    check_enough_tokens(streams["val"], T + 1, "validation", f"one window of {T}+1 tokens", "clm")
 
     def get_batch(split: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return {"ids": random_windows(streams[split], T + 1, B, generator)}  # (B, T+1)

@@ -22,15 +22,22 @@ demos (BERT's blank, GPT's sample prompts) quote our world's weather bulletins o
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
+from minillm.config import CLMConfig, MLMConfig, check_section, to_dict
+from minillm.datasets.corpus import CORPUS
 from minillm.errors import DataError
 from minillm.tokenizer import Tokenizer
 from minillm.train.loop import FINAL_SPLIT, METRICS_NAME, read_metrics, write_metrics
-from minillm.utils import write_json
+from minillm.train.resume import check_run_folder
+from minillm.utils import check_not_one_str, write_json
+
+StageConfig = TypeVar("StageConfig", MLMConfig, CLMConfig)
 
 
 def pack_documents(tokenizer: Tokenizer, docs: Sequence[str]) -> torch.Tensor:
@@ -41,6 +48,38 @@ def pack_documents(tokenizer: Tokenizer, docs: Sequence[str]) -> torch.Tensor:
         stream.extend(tokenizer.encode(doc))
         stream.append(tokenizer.eos_id)
     return torch.tensor(stream, dtype=torch.long)
+
+
+def open_pretraining_run(
+    stage: str, cfg: StageConfig, tokenizer: Tokenizer, train_docs: Sequence[str], val_docs: Sequence[str],
+    out_dir: str | Path, *, resume: bool, corpus: dict | None, extra_tokens: int,
+) -> tuple[StageConfig, Path, dict, dict[str, torch.Tensor]]:
+    """What MLM and CLM do before they build a model, in order; `stage` is "mlm" or "clm".
+
+    Check the arguments; take the vocabulary size from the tokenizer; refuse a run folder that
+    cannot be written (a run already there without resume, another stage's run, or a resume with
+    another tokenizer, settings or corpus: refused now, before the corpus is packed, and checked again
+    as training starts); pack both splits into token streams; and refuse streams too short for one
+    batch. `extra_tokens` is how many tokens a window holds beyond the model's block: 1 for CLM (the
+    last position's target), 0 for MLM. `corpus` says which text the documents are (datasets'
+    `corpus_record`) for config.json; None records nothing.
+
+    Returns the config with its vocabulary size, `out_dir` as a Path, the data record config.json
+    keeps, and the packed streams {"train": (N,), "val": (M,)}.
+    """
+    check_section(cfg, MLMConfig if stage == "mlm" else CLMConfig, f"train_{stage}")
+    check_not_one_str(f"train_{stage}", train_docs=train_docs, val_docs=val_docs)
+    out_dir = Path(out_dir)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
+    read = {CORPUS: corpus}  # the data this run reads, as config.json records it
+    check_run_folder(out_dir, resume, stage, to_dict(cfg), tokenizer, read)
+    T, B = cfg.model.block_size, cfg.train.batch_size
+    window = T + extra_tokens
+    tokens = f"{T}+{extra_tokens}" if extra_tokens else f"{T}"  # as a reader counts them: "128+1 tokens"
+    streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}
+    check_enough_tokens(streams["train"], B * window, "train", f"one batch ({B} windows of {tokens} tokens)", stage)
+    check_enough_tokens(streams["val"], window, "validation", f"one window of {tokens} tokens", stage)
+    return cfg, out_dir, read, streams
 
 
 def talks_of_flash_floods(*doc_lists: Sequence[str]) -> bool:

@@ -31,16 +31,14 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from minillm.config import MLMConfig, check_section, to_dict
-from minillm.datasets.corpus import CORPUS
+from minillm.config import MLMConfig, to_dict
 from minillm.errors import ModelInputError
 from minillm.model import Bert
 from minillm.stage1_pretrain.data import (
     SUBSET_WINDOWS,
     as_subset_check,
-    check_enough_tokens,
     consecutive_windows,
-    pack_documents,
+    open_pretraining_run,
     random_windows,
     talks_of_flash_floods,
     unigram_counts,
@@ -51,8 +49,7 @@ from minillm.tokenizer import Tokenizer
 from minillm.train import train
 from minillm.train.distributed import is_main_process
 from minillm.train.plots import save_figure, text_fonts
-from minillm.train.resume import check_run_folder
-from minillm.utils import check_not_one_str, is_whole_number, seed_everything
+from minillm.utils import is_whole_number, seed_everything
 
 MASK_LITERAL = "[MASK]"  # what a user types where the blank is
 FLASH_FLOOD = "A flash flood watch will be in effect all [MASK]."
@@ -243,18 +240,9 @@ def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     `corpus` says which text the documents are (datasets' `corpus_record`), for config.json: a resume on other
     text is refused. None records nothing.
     """
-    check_section(cfg, MLMConfig, "train_mlm")
-    check_not_one_str("train_mlm", train_docs=train_docs, val_docs=val_docs)
-    out_dir = Path(out_dir)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
-    # refused now, before the corpus is packed: a run already there (without resume), another stage's run, or
-    # a resume with another tokenizer, settings or corpus; train checks it again as it starts
-    read = {CORPUS: corpus}  # the data this run reads, as config.json records it
-    check_run_folder(out_dir, resume, "mlm", to_dict(cfg), tokenizer, read)
+    cfg, out_dir, read, streams = open_pretraining_run(
+        "mlm", cfg, tokenizer, train_docs, val_docs, out_dir, resume=resume, corpus=corpus, extra_tokens=0)
     T, B = cfg.model.block_size, cfg.train.batch_size
-    streams = {"train": pack_documents(tokenizer, train_docs), "val": pack_documents(tokenizer, val_docs)}
-    check_enough_tokens(streams["train"], B * T, "train", f"one batch ({B} windows of {T} tokens)", "mlm")
-    check_enough_tokens(streams["val"], T, "validation", f"one window of {T} tokens", "mlm")
     counts = unigram_counts(streams["train"], tokenizer.vocab_size)
     counts[list(tokenizer.special_tokens.values())] = 0  # a masked position is never special
     most_frequent_id = int(counts.argmax())
