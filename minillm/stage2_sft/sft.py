@@ -9,7 +9,7 @@ with the same optimizer, schedule, clipping and checkpoints. Only two things cha
    Right padding keeps every real token at the same positions as when it is alone: pads sit after
    the `<eos>`, where causal attention never lets a real token see them. So the loss gives the
    model no attention mask at all: causality alone hides every pad, and attention runs the
-   cheaper kernel that knows only the causal rule (a tenth of an SFT step).
+   cheaper kernel that knows only the causal rule (which saves about a tenth of an SFT step's time).
 2. **The loss**: cross-entropy on the response tokens only (and on every token of the replayed
    pretraining windows, `replay_examples`). The logits at position t predict token t+1, so we
    shift as in pretraining, then average the per-token losses over the positions whose *target* is
@@ -90,20 +90,22 @@ def sft_loss(model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[s
     token after the first of a replayed pretraining window (`replay_examples`); prompt and pads cost nothing."""
     ids = batch["ids"]  # (B, T)
     counts = target_positions(batch)  # (B, T-1)
-    # Logits only where they are needed: at the positions that predict a response token. No attention
+    # Logits only where they are needed: at the positions that predict a target token. No attention
     # mask: the batch is right-padded, so the causal rule already hides each pad from every real token.
+    # logits_at takes a (B, T) mask: the last position predicts nothing, so a False column is appended.
     logits = model(ids, logits_at=F.pad(counts, (0, 1)))  # (M, V), M = counts.sum()
     targets = ids[:, 1:][counts]  # (M,) the same positions' next tokens, in the same order
     n_targets = max(targets.numel(), 1)
     loss = F.cross_entropy(logits, targets, reduction="sum") / n_targets
-    return loss, {}
+    return loss, {}  # no metric beside the loss to log
 
 
 def length_buckets(examples: list[ChatExample], bucket_size: int) -> list[list[ChatExample]]:
     """Examples sorted by length and cut into buckets of `bucket_size` similar lengths.
 
     A batch drawn from one bucket is padded only to the longest of similar rows: conversations are
-    ~30 tokens on average but up to ~90, so random batches would spend most of their compute on pads.
+    ~34 tokens on average but up to ~100 (the tiny preset's tokenizer), so random batches would spend
+    most of their compute on pads.
     """
     ordered = sorted(examples, key=lambda ex: len(ex.ids))
     return [ordered[i:i + bucket_size] for i in range(0, len(ordered), bucket_size)]
@@ -154,10 +156,10 @@ def make_get_batch(
     def get_batch(split: str, generator: torch.Generator) -> dict[str, Tensor]:
         weights = torch.tensor([len(b) for b in buckets[split]], dtype=torch.float)  # (n_buckets,)
         bucket = buckets[split][int(torch.multinomial(weights, 1, generator=generator))]
-        n_text = n_replay if split == "train" else 0
-        rows = torch.randint(len(bucket), (batch_size - n_text,), generator=generator).tolist()
-        texts = torch.randint(len(replay), (n_text,), generator=generator).tolist() if n_text else []
-        examples = [bucket[r] for r in rows] + [replay[t] for t in texts]
+        n_windows = n_replay if split == "train" else 0  # validation measures the answers alone
+        rows = torch.randint(len(bucket), (batch_size - n_windows,), generator=generator).tolist()
+        windows = torch.randint(len(replay), (n_windows,), generator=generator).tolist() if n_windows else []
+        examples = [bucket[r] for r in rows] + [replay[w] for w in windows]
         return to_device(collate(examples, pad_id), device)
 
     return get_batch

@@ -81,7 +81,7 @@ def encode_prompt(tokenizer: Tokenizer, prompt: str, max_len: int | None = None)
     """
     prompt_ids = _text_ids(tokenizer, prompt)
     if max_len is not None:
-        room = max(max_len - (N_FRAMING_TOKENS - 1), 0)
+        room = max(max_len - (N_FRAMING_TOKENS - 1), 0)  # a prompt has 3 of the 4 framing tokens: no <eos>
         prompt_ids = prompt_ids[len(prompt_ids) - room:] if len(prompt_ids) > room else prompt_ids
     return [tokenizer.bos_id, tokenizer.user_id, *prompt_ids, tokenizer.assistant_id]
 

@@ -7,6 +7,7 @@ the reward can be written with the policy itself:
 
     r(x, y) = beta * log( pi(y|x) / pi_ref(y|x) )   (+ a term that cancels in differences)
 
+This is DPO's *implicit reward*: no network outputs it, the policy's own log-probs imply it.
 Put that reward into the reward model's ranking loss and the reward model disappears:
 
     loss = -log sigmoid( beta * [ (log pi(w) - log pi_ref(w)) - (log pi(l) - log pi_ref(l)) ] )
@@ -83,10 +84,12 @@ def dpo_loss(
 
 @dataclass
 class EncodedPair:
-    chosen: ChatExample
-    rejected: ChatExample
+    """One (better, worse) pair in the chat template, with the reference's log-prob of each answer."""
+
+    chosen: ChatExample  # the answer ranked higher
+    rejected: ChatExample  # the answer ranked lower
     ref_chosen: float  # log pi_ref(chosen | prompt), computed once
-    ref_rejected: float
+    ref_rejected: float  # log pi_ref(rejected | prompt), computed once
 
 
 def chosen_pairs(ranking: Ranking, which: str) -> list[tuple[int, int]]:
@@ -218,7 +221,7 @@ def train_dpo(
     loss_fn = make_dpo_loss(cfg.beta, cfg.nll_coef)
     result = train(policy, cfg.train, out_dir, get_batch=get_batch, loss_fn=loss_fn, run_config=run_config,
                    tokenizer=tokenizer, resume=resume, desc="dpo", settings="dpo.train", model_kind="gpt",
-                   dropout=False, read=read,
+                   dropout=False, read=read,  # read as the reference's log-probs were: the loss starts at ln 2
                    title="DPO loss" + (f" + {cfg.nll_coef:g} x chosen answer's NLL" if cfg.nll_coef else ""))
     if not is_main_process():  # under torchrun, rank 0 alone compares the policies and writes the results
         return None

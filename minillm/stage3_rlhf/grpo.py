@@ -218,9 +218,9 @@ def rollout(policy: GPT, reference: GPT, reward_fn: RewardFn, tokenizer: Tokeniz
     n, ids = resp.mask.shape[1], resp.ids
     # detail: without a KL term (kl_coef 0) the frozen SFT model is read for one minibatch of answers
     # only: enough to log the KL, a quarter or less of the cost of reading all of them.
-    read = len(records) if cfg.kl_coef > 0 else min(cfg.minibatch_size, len(records))
-    ref_logprobs = gather_logprobs(response_logits(reference, ids[:read], resp.attention_mask[:read], n,
-                                                   cfg.temperature), ids[:read, -n:])  # (B, N), or (b, N) without KL
+    n_read = len(records) if cfg.kl_coef > 0 else min(cfg.minibatch_size, len(records))
+    ref_logprobs = gather_logprobs(response_logits(reference, ids[:n_read], resp.attention_mask[:n_read], n,
+                                                   cfg.temperature), ids[:n_read, -n:])  # (B, N), or (b, N) without KL
     rewards = reward_fn(records, resp).view(len(prompts), cfg.group_size)  # (P, G)
     advantages = group_advantages(rewards, cfg.baseline, cfg.scale_by_std).flatten()  # (B,)
     # detail: the "old" log-probs are the ones the policy gave each token while sampling it (resp.logprobs)
@@ -271,14 +271,14 @@ def grpo_update(policy: GPT, optimizer: AnyOptimizer, ro: GroupRollout, cfg: GRP
 def step_metrics(ro: GroupRollout, update: list[dict[str, float]]) -> dict[str, float]:
     """What one GRPO step logs: the rewards, how many groups carried a signal, and the update's averages."""
     gold = [gold_score(r, a) for r, a in zip(ro.records, ro.responses.answers, strict=True)]
-    read = len(ro.ref_logprobs)  # the answers the frozen SFT model read (all of them, or one minibatch)
+    n_read = len(ro.ref_logprobs)  # the answers the frozen SFT model read (all of them, or one minibatch)
     return {
         "reward_mean": ro.rewards.mean().item(),
         "reward_std": ro.rewards.std().item(),
         "zero_signal_share": zero_signal(ro.rewards).float().mean().item(),
         "gold": sum(gold) / len(gold),
         # per answer: the sum over its tokens of log pi - log pi_ref, as PPO logs it
-        "kl": ((ro.logprobs[:read] - ro.ref_logprobs) * ro.mask[:read]).sum(dim=1).mean().item(),
+        "kl": ((ro.logprobs[:n_read] - ro.ref_logprobs) * ro.mask[:n_read]).sum(dim=1).mean().item(),
         "response_len": ro.mask.sum(dim=1).float().mean().item(),
         **{key: sum(s[key] for s in update) / len(update) for key in update[0]},
     }

@@ -32,7 +32,7 @@ from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import mean_stderr
 from minillm.tokenizer import Tokenizer
 
-KS = (1, 2, 4, 8, 16, 32, 64)
+KS = (1, 2, 4, 8, 16, 32, 64)  # the k of a curve: those up to the n answers sampled per prompt
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

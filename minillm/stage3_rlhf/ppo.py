@@ -4,15 +4,18 @@ The policy is the SFT model. One PPO step is:
 
 1. **Rollout.** Sample an answer to each of a batch of prompts (`GPT.generate`, KV cache).
 2. **Score.** The reward model scores each whole answer; a frozen copy of the SFT model (the
-   reference) scores each token, and the per-token KL penalty -beta * (log pi - log pi_ref) is
-   added, so the policy is paid for pleasing the reward model *and* for staying close to what it
-   was. Without that leash the policy finds answers the reward model over-rates (reward hacking).
-3. **Advantages.** A critic predicts, at each token, the reward still to come; generalised
-   advantage estimation (GAE) turns rewards and those predictions into "how much better than
-   expected was this token".
+   reference, pi_ref) scores each token, and the per-token KL penalty -beta * (log pi - log pi_ref)
+   is added (beta is `kl_coef`; log pi - log pi_ref of a sampled token is a one-sample estimate
+   of KL(pi || pi_ref)), so the policy is paid for pleasing the reward model *and* for staying
+   close to what it was. Without that leash the policy finds answers the reward model over-rates
+   (reward hacking).
+3. **Advantages.** A critic predicts, at each token, the reward still to come (the token's
+   *value*); generalised advantage estimation (GAE) turns rewards and those predictions into the
+   *advantage*: "how much better than expected was this token".
 4. **Update.** Several epochs over minibatches of the rollout, each maximising the clipped
-   surrogate objective: ratio = pi_new / pi_old of the sampled token, times its advantage, with
-   the ratio clipped to [1 - eps, 1 + eps] so that one batch cannot move the policy far.
+   surrogate objective: ratio = pi_new / pi_old of the sampled token (pi_old: the policy that
+   sampled the rollout, fixed for all its epochs), times its advantage, with the ratio clipped to
+   [1 - eps, 1 + eps] (eps is `clip_range`) so that one batch cannot move the policy far.
 
 Language-model PPO lives or dies by details that papers mention in passing; each one used here is
 marked `# detail:` where it happens. The names follow "The N implementation details of RLHF with
@@ -67,7 +70,10 @@ from minillm.utils import resolve_device, seed_everything, write_json
 
 
 def masked_whiten(x: Tensor, mask: Tensor) -> Tensor:
-    """(x - mean) / std over the True positions of `mask`; the other positions become 0."""
+    """(x - mean) / std over the True positions of `mask`; the other positions become 0.
+
+    PPO whitens the advantages, so that the size of a policy step does not depend on the rewards' scale.
+    """
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
@@ -92,6 +98,8 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float)
 
     delta_t = r_t + gamma * V_{t+1} - V_t          A_t = delta_t + gamma * lam * A_{t+1}
     Past the last real token V and r are 0, so each answer's episode ends there and pads get A = 0.
+    gamma discounts later rewards (1: none). lam trades the critic's bias for the rewards' noise:
+    lam = 1 sums the actual rewards to the end (minus V_t), lam = 0 trusts the critic's next value (delta_t).
     """
     rewards, values = rewards * mask, values * mask
     N = rewards.shape[1]
@@ -125,7 +133,9 @@ def clipped_policy_loss(
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
-            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask).item(),  # k3 estimator, >= 0
+            # how far this update moved the policy: KL(pi_old || pi_new) by Schulman's "k3" estimator,
+            # (ratio - 1) - log ratio, unbiased and never negative (grpo.k3_kl says more)
+            "approx_kl": masked_mean((ratio - 1) - log_ratio, mask).item(),
             "ratio": masked_mean(ratio, mask).item(),
             "ratio_max_dev": ((ratio - 1).abs() * mask).max().item(),
         }
@@ -150,7 +160,10 @@ def clipped_value_loss(
 
 
 def adapt_kl_coef(kl_coef: float, kl: float, target: float) -> float:
-    """Ziegler et al.'s proportional controller: raise beta when KL is above target, lower it below."""
+    """Ziegler et al.'s proportional controller: raise beta when KL is above target, lower it below.
+
+    The relative error, clipped to +-0.2, moves beta by at most 2% a step: it steers, it does not jump.
+    """
     error = max(-0.2, min(0.2, kl / target - 1.0))
     return kl_coef * (1.0 + 0.1 * error)
 
@@ -419,7 +432,7 @@ def reward_hacking(
     correctness), 45 steps of 64 answers at b530a1f: its score 0.40 -> 0.97 while the rollouts'
     gold fell 2.52 -> 1.23 (it peaked at 2.99 on step 5), KL 6.5 nats; on held-out prompts gold 1.65
     (SFT) -> 0.74, win rate 0.36. Against the full reward model, whose likelihood term is hard to fool, gold
-    did not fall (lessons/07_ppo.py, exercise 4, has that run and what the leash changes).
+    did not fall (lessons/07_ppo.py, Try this 4, has that run and what the leash changes).
     Writes the run to out_dir (resumable) and reward_hacking.png (reward-model score and gold per
     step) and reward_hacking_kl.png. Returns the first and last RM and gold scores, the last KL, and
     the held-out comparison with SFT.

@@ -18,6 +18,13 @@ of answers judged equally good. Here answer 0 is best, 2 and 3 tie, answer 1 is 
 Files written by people or by hand can be damaged. `read_preferences` reports every bad line by
 number and reason, skips it, and keeps all the good ones; it never drops a line silently (the
 line-numbered JSONL reading itself is `datasets.jsonl.read_records`; this module brings the check).
+
+Answers sampled from a policy serve twice: as the answers to rank (`collect_rankings`), and in the
+comparison that judges every stage-3 method: the policy and the SFT model answer the same held-out
+prompts (`compare_policies`), and the **gold judge** scores both answers.
+The gold judge is the simulated annotator's scoring function without its noise (annotator.py's
+`gold_score`): what people prefer. Policies train on a reward model or a verifier instead, so that
+the judge measures them from outside (only the oracle runs, reward "gold", train on it).
 """
 
 from __future__ import annotations

@@ -149,6 +149,7 @@ class RewardModel(nn.Module):
         # vocabulary projection (the costly part), so it runs on those rows alone: (M, C) -> (M, V).
         predicts_answer = response_mask[:, 1:]  # (B, T-1)
         logits = self.body.lm_head(h[:, :-1][predicts_answer])  # (M, V), one row per answer token
+        # gather_logprobs reads (B, N, V) logits: the M rows go in as one row of M, [None], and come out as (M,)
         answer_logprobs = gather_logprobs(logits[None], ids[:, 1:][predicts_answer][None])[0]  # (M,)
         logprobs = scatter_to_mask(answer_logprobs, predicts_answer)  # (B, T-1)
         likelihood = masked_mean(logprobs, predicts_answer, dim=1)  # (B,) mean over answer tokens
@@ -215,6 +216,8 @@ def ranking_loss(rewards: Tensor, ranks: Tensor) -> tuple[Tensor, Tensor]:
 
 @dataclass
 class EncodedRanking:
+    """One ranking ready for the model: its answers in the chat template, and each answer's place."""
+
     answers: list[ChatExample]  # the K conversations (prompt + answer + <eos>) in the file's order
     ranks: list[int]  # ranks[i] = place of answer i in the ranking, 0 = best
 
@@ -233,7 +236,8 @@ def collate_rankings(rankings: Sequence[EncodedRanking], pad_id: int) -> dict[st
     """B rankings -> ids, attention_mask, loss_mask (B, K, T) and ranks (B, K); a short ranking gets
     rank -1 slots."""
     K = max(len(r.answers) for r in rankings)
-    flat = [r.answers[min(i, len(r.answers) - 1)] for r in rankings for i in range(K)]  # fillers repeat
+    # a ranking of fewer than K answers fills its row by repeating its last one, whose rank -1 makes no pair
+    flat = [r.answers[min(i, len(r.answers) - 1)] for r in rankings for i in range(K)]  # (B*K,)
     batch = collate(flat, pad_id)  # (B*K, T) right-padded
     ranks = torch.tensor([r.ranks + [-1] * (K - len(r.ranks)) for r in rankings])  # (B, K)
     B, T = len(rankings), batch["ids"].shape[1]

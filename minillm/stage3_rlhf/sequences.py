@@ -125,7 +125,8 @@ class Responses:
     def response_mask(self) -> Tensor:
         """(B, T0 + N): True on the response's tokens only (what a reward model reads)."""
         prompt_columns = self.ids.shape[1] - self.mask.shape[1]
-        return torch.cat([torch.zeros_like(self.mask[:, :1]).expand(-1, prompt_columns), self.mask], dim=1)
+        prompt_part = torch.zeros_like(self.mask[:, :1]).expand(-1, prompt_columns)  # (B, T0) all False
+        return torch.cat([prompt_part, self.mask], dim=1)
 
 
 @torch.no_grad()

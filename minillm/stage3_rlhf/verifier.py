@@ -88,6 +88,7 @@ class Verifier:
         return len(outermost) > 1
 
     def __call__(self, record: dict, answer: str) -> float:
+        """The reward of `answer` to `record`: 0.0, 1.0, or 1.0 + exact_bonus (the module's table)."""
         if not contains_answer(answer, record["reference"]) or self.hedges(record, answer):
             return 0.0  # detail: wrong, or right only among other guesses
         return 1.0 + (self.exact_bonus if is_correct(answer, record["reference"]) else 0.0)
