@@ -15,12 +15,13 @@ that each token's advantage is "better or worse than expected". Group Relative P
    tokens, plus an optional KL penalty to the frozen SFT model. Minibatches hold whole groups: the
    G answers of a group share one prompt, which the policy then reads once for all of them.
 
-Variants differ in step 3 (Dr. GRPO: `scale_by_std=False`, since dividing by the std weights
-prompts whose answers barely differ as much as prompts where they differ a lot; RLOO:
-`baseline="leave_one_out"`, each answer compared with the mean of the *other* G - 1). A group whose
-answers all get the same reward (all right, or all wrong) has zero advantage everywhere: it
-teaches nothing. Their share is the first thing to watch: when most groups are unanimous, the
-prompts are too easy or too hard for the policy, and GRPO stalls.
+Variants differ in step 3 (Dr. GRPO, Liu et al., 2025: `scale_by_std=False`, since dividing by the
+std weights prompts whose answers barely differ as much as prompts where they differ a lot; RLOO,
+REINFORCE leave-one-out, Ahmadian et al., 2024: `baseline="leave_one_out"`, each answer compared
+with the mean of the *other* G - 1). A group whose answers all get the same reward (all right,
+or all wrong) has zero advantage everywhere: it teaches nothing. Their share is the first thing to
+watch: when most groups are unanimous, the prompts are too easy or too hard for the policy, and
+GRPO stalls.
 
 Every detail that matters is marked `# detail:` where it happens, as in ppo.py. Shapes: P prompts
 per step, G answers per prompt, B = P * G rows (the G answers of a prompt are consecutive rows),
@@ -131,9 +132,10 @@ def grpo_loss(
     """
     token_advantages = advantages[:, None].expand_as(logprobs)  # detail: every token shares its answer's advantage
     # detail: token-level mean over all answer tokens of the batch (PPO's objective, reused), as DAPO
-    # does; Dr. GRPO divides the tokens' sum by a constant instead (answers x the length limit), which
-    # also weighs every token alike. DeepSeekMath's GRPO averages within each answer first, so each token
-    # of a long answer counts less than one of a short answer: that pushes wrong answers to grow longer.
+    # (Yu et al., 2025) does; Dr. GRPO divides the tokens' sum by a constant instead (answers x the
+    # length limit), which also weighs every token alike. DeepSeekMath's GRPO averages within each answer
+    # first, so each token of a long answer counts less than one of a short answer: that pushes wrong
+    # answers to grow longer.
     pg_loss, stats = clipped_policy_loss(logprobs, old_logprobs, token_advantages, mask, clip_range)
     stats = {**stats, "pg_loss": pg_loss.item()}
     if ref_logprobs is None:
