@@ -68,7 +68,7 @@ from pathlib import Path
 
 from minillm.config import PipelineConfig, check_section
 from minillm.datasets.corpus import HAZARDS, bulletin_sentences, capitalize, random_span
-from minillm.datasets.jsonl import read_records, write_jsonl
+from minillm.datasets.jsonl import read_records, record_split, write_jsonl
 from minillm.datasets.world import (
     JOBS,
     MARKET_GOODS,
@@ -571,7 +571,7 @@ def check_instruction_record(obj: dict) -> dict:
             raise ValueError(f'field "{key}" should be a {kind.__name__}, got {type(obj[key]).__name__}')
     if not obj["prompt"].strip():
         raise ValueError('field "prompt" is empty')
-    if obj.get("split", "train") not in SPLITS:
+    if record_split(obj) not in SPLITS:
         raise ValueError(f'field "split" is {obj["split"]!r}; expected one of {", ".join(SPLITS)}')
     if obj.get("style", "ideal") not in STYLES:
         raise ValueError(f'field "style" is {obj["style"]!r}; expected one of {", ".join(STYLES)}')

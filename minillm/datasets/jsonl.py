@@ -8,7 +8,7 @@ warning lists every skipped line number with its reason, and the caller may coll
 
 Each kind of record (instructions here, preferences in stage 3) brings its own `check` function,
 which validates one parsed object and returns it completed with defaults, or raises ValueError
-with a reason.
+with a reason. Both kinds may name their split (`record_split`); a record that names none is training data.
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ from minillm.errors import ConfigError, DataError
 from minillm.utils import atomic_write_bytes, json_text, parse_json
 
 ON_ERROR = ("stop", "skip")
+
+
+def record_split(record: dict) -> str:
+    """The split a record belongs to: its "split" field, or "train" where it has none, so a file of
+    your own records that names no splits is all training data (instructions and rankings alike)."""
+    return record.get("split", "train")
 
 
 def read_records(path: str | os.PathLike, check: Callable[[dict], dict], on_error: str = "stop",

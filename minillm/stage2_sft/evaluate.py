@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from minillm.config import SFTConfig, check_section, to_dict
 from minillm.datasets.instructions import check_instruction_record, is_correct, normalize_answer
-from minillm.datasets.jsonl import check_records, read_records, write_jsonl
+from minillm.datasets.jsonl import check_records, read_records, record_split, write_jsonl
 from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import train_sft, training_records
@@ -239,7 +239,7 @@ def train_baselines(cfg: SFTConfig, records: list[dict], out_dir: Path, init_dir
     if not cfg.single_family_baseline:
         return {"scratch": scratch_dir}
     family = single_family_name(records, cfg.single_family)
-    one_family = [r for r in records if r.get("split", "train") != "train" or r["family"] == family]
+    one_family = [r for r in records if record_split(r) != "train" or r["family"] == family]
     train_sft(cfg, one_family, single_dir, init_dir=init_dir, resume=resume, pretrain_docs=pretrain_docs,
               name=f"sft on {family} only", instructions=instructions, corpus=corpus)
     return {"scratch": scratch_dir, "single_family": single_dir}

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from minillm.config import LoRAConfig, ModelConfig, SFTConfig, check_section, from_dict, to_dict
 from minillm.datasets.corpus import CORPUS
 from minillm.datasets.instructions import INSTRUCTIONS, check_instruction_record
-from minillm.datasets.jsonl import check_records
+from minillm.datasets.jsonl import check_records, record_split
 from minillm.datasets.run_data import check_same_data, known_records
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
@@ -180,7 +180,7 @@ def _split_records(records: list[dict]) -> dict[str, list[dict]]:
 
 def training_records(records: Sequence[dict]) -> list[dict]:
     """The records SFT trains on (a record without a "split" field counts as one), or DataError when none is."""
-    train_recs = [r for r in records if r.get("split", TRAIN_SPLIT) == TRAIN_SPLIT]
+    train_recs = [r for r in records if record_split(r) == TRAIN_SPLIT]
     if not train_recs:
         raise DataError("SFT: no training records (split == 'train'); check the JSONL's split field")
     return train_recs

@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from minillm.config import TrainConfig, to_dict
+from minillm.datasets.jsonl import record_split
 from minillm.datasets.run_data import known_records
 from minillm.errors import CheckpointError, DataError, TrainingError
 from minillm.model import GPT
@@ -45,7 +46,7 @@ def rl_records(records: list[dict], eval_prompts: int, method: str) -> tuple[lis
     training prompt would crash the first rollout, and records without a held-out one would stop the
     run only after all of its training.
     """
-    prompts = [r for r in records if r.get("split", "train") == "train"]
+    prompts = [r for r in records if record_split(r) == "train"]
     if not prompts:
         raise DataError(f"{method}: no training records (split == 'train') to draw prompts from; pass the "
                         "instruction records with their training split")
@@ -128,6 +129,6 @@ def summarize_run(history: list[dict], comparison: dict, seconds: float) -> dict
     last = history[-1] if history else {}
     summary = {**comparison_summary(comparison), "kl": last.get("kl"), "seconds": seconds,
                "history": history}
-    if "rm_score" in last:  # PPO's; GRPO has no single reward model score
+    if "rm_score" in last:  # PPO's; GRPO logs its reward, whichever it reads, as reward_mean
         summary["rm_score"] = last["rm_score"]
     return summary

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from minillm.config import RewardConfig, check_section
-from minillm.datasets.jsonl import read_records, write_jsonl
+from minillm.datasets.jsonl import read_records, record_split, write_jsonl
 from minillm.errors import ConfigError, DataError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
@@ -85,7 +85,7 @@ def check_preference(obj: dict) -> dict:
             or sorted(flat) != list(range(len(answers)))):
         raise ValueError(f"'ranking' {ranking!r} does not name each of 0..{len(answers) - 1} exactly once "
                          "(the best answer's index first; tied answers in a list, e.g. [0, [2, 3], 1])")
-    if obj.get("split", "train") not in ("train", "test"):
+    if record_split(obj) not in ("train", "test"):
         raise ValueError(f"'split' {obj['split']!r}: a ranking is \"train\" or \"test\" (held out)")
     return {**obj, "prompt": prompt, "answers": answers}
 
@@ -261,7 +261,7 @@ def collect_rankings(
     policy, tokenizer = load_model_and_tokenizer(sft_dir, GPT, map_location=resolve_device(cfg.train.device))
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "RewardConfig.max_new_tokens")
     generator = torch.Generator().manual_seed(cfg.train.seed)
-    pool = [r for r in records if r.get("split", "train") == "train"]
+    pool = [r for r in records if record_split(r) == "train"]
     pool = [pool[i] for i in torch.randperm(len(pool), generator=generator).tolist()]
     annotator = SimulatedAnnotator(cfg.annotator_noise, seed=cfg.train.seed, tie_margin=cfg.annotator_tie_margin)
     K, lines, passed_over, cursor = cfg.answers_per_prompt, [], 0, 0
@@ -302,7 +302,7 @@ EVAL_SEED = 1337
 def heldout_records(records: Sequence[dict], n: int) -> list[dict]:
     """`n` test records (any split but "train"), drawn in one fixed order (seed 0, whatever the run's seed):
     the prompts policies are compared on, the same for every run."""
-    tests = [r for r in records if r.get("split", "train") != "train"]
+    tests = [r for r in records if record_split(r) != "train"]
     if not tests:
         raise DataError("no held-out records (split != 'train') to compare the policies on; pass the instruction "
                         "records with their test splits too")
