@@ -271,7 +271,7 @@ def grpo_step(j: Journey, name: str) -> dict:
 
 def step_rl_table(j: Journey) -> dict:
     """Every stage-3 answerer on the same held-out prompts and draw (scoreboard.py), and pass@k."""
-    cfg = j.cfg.grpo
+    cfg = j.cfg.grpo  # every policy is sampled with GRPO's evaluation settings (READS)
     records = heldout_records(j.records, cfg.eval_prompts)
     policies = {name: (j.folder(step), j.results[step]["seconds"]) for name, step in RL_POLICIES.items()}
     device = resolve_device(cfg.train.device)
@@ -337,7 +337,9 @@ def run_step(j: Journey, name: str) -> dict:
     # labels with pyparsing, whose caught exceptions keep the frames that called it, so MLM's and CLM's model
     # and optimizer would stay through the rest of the journey (on a GPU, memory that the later steps need).
     gc.collect()
-    result = {k: v for k, v in result.items() if k != "history"}
+    result = {k: v for k, v in result.items() if k != "history"}  # every logged row: in metrics.jsonl already
+    # "seconds": the training time, where the step reports its own (SFT without its baselines, say);
+    # "wall_seconds": the whole step. report.json shows both (report.build_report).
     result.setdefault("seconds", time.perf_counter() - start)
     result["wall_seconds"] = time.perf_counter() - start
     write_json(result_path, jsonable(result))
@@ -387,7 +389,7 @@ def preflight(j: Journey) -> None:
         torch_dtype(train.dtype)
     uses_gold(cfg.ppo)
     chosen_pairs([0, 1], cfg.dpo.pairs)
-    for grpo in (cfg.grpo, cfg.grpo_verifiable):
+    for grpo in (cfg.grpo, cfg.grpo_verifiable):  # rewards of one prompt's group, (P=1, G)
         group_advantages(torch.zeros(1, grpo.group_size), grpo.baseline)
     for name in ("sft", "reward", "ppo", "dpo", "grpo", "grpo_verifiable"):
         check_room_for_prompt(cfg.clm.model.block_size, getattr(cfg, name).max_new_tokens, f"{name}.max_new_tokens",

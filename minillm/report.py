@@ -473,6 +473,7 @@ def _group_sizes(j: Journey) -> str:
 # The cells every section writes: a figure, a win rate, a link to a step's file, a table row, a quote.
 
 def _fmt(x: Any) -> str:
+    """A figure as report.md prints it: a float with three decimals, "-" for none."""
     if x is None:  # a figure this run has not got (e.g. a split that --data lacks)
         return "-"
     if isinstance(x, float):

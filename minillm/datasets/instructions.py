@@ -554,7 +554,7 @@ def contains_answer(answer: str, reference: str) -> bool:
 
 _REQUIRED = {"prompt": str, "response": str}
 _OPTIONAL = {"id": str, "family": str, "phrasing": int, "split": str, "reference": str, "style": str}
-_TEXTS = ("prompt", "response", "reference")  # put in NFC when read
+_TEXTS = ("prompt", "response", "reference")  # put in NFC (Unicode's composed form: "é" one character) when read
 
 
 def check_instruction_record(obj: dict) -> dict:
@@ -623,7 +623,7 @@ def instructions_record(records: list[dict], path: str | os.PathLike | None, dat
     absolute path) or the suite generated with `data_seed`, and the sha256 of the `records` themselves.
     The hash tells apart what a path or a seed cannot: a file edited since, a suite that another version
     of minillm generates from the same seed; a file moved elsewhere keeps it, and so does a file that holds
-    the generated suite (data/instructions.jsonl): the records are hashed with their keys in order.
+    the generated suite (data/instructions.jsonl): the records are hashed with their keys sorted.
 
         {"file": "/home/me/mine.jsonl", "data_seed": null, "sha256": "9f2c..."}
         {"file": null, "data_seed": 0, "sha256": "41d7..."}

@@ -260,12 +260,14 @@ class NounPhrase:
 
     @property
     def regularised_plural(self) -> str:
-        """The learner's mistake: '-s' added to an irregular noun ('these mouses'), or none at all."""
+        """The learner's mistake: a bare '-s' where the plural is spelled otherwise ('these mouses', 'these
+        boxs'), and no '-s' at all where a bare '-s' is right ('these apple')."""
         plural = NOUN_PLURALS[self.noun]
         return self._words(DETERMINER_PLURALS[self.det], self.noun + "s" if plural != self.noun + "s" else self.noun)
 
 
 def random_noun_phrase(rng: random.Random, adjective_prob: float = 0.5) -> NounPhrase:
+    """A noun phrase of the grammar tables, with an adjective `adjective_prob` of the time."""
     adjective = rng.choice(ADJECTIVES) if rng.random() < adjective_prob else ""
     return NounPhrase(rng.choice(list(DETERMINER_PLURALS)), adjective, rng.choice(list(NOUN_PLURALS)))
 

@@ -167,7 +167,7 @@ def train_merges_fast(
     """The same merges as `train_merges_simple`, computed incrementally.
 
     `chunk_counts` maps each distinct chunk (as UTF-8 bytes) to how often it occurs. We keep:
-      words[i]    the current ids of distinct chunk i, freqs[i] its number of occurrences
+      chunks[i]   the current ids of distinct chunk i, freqs[i] its number of occurrences
       counts      pair -> occurrences in the whole corpus (= the simple trainer's Counter)
       where       pair -> the chunks that may contain it (may hold stale entries, never misses one)
       heap        (-count, pair) entries; an entry whose count is out of date is skipped when popped
@@ -176,12 +176,12 @@ def train_merges_fast(
     `counts` exactly equal to a full recount. Old pairs only lose counts and new pairs all contain
     the new id, so pushing a fresh heap entry for every changed pair is enough.
     """
-    words = [list(chunk) for chunk in chunk_counts]
+    chunks = [list(chunk) for chunk in chunk_counts]  # bytes -> a list of byte ids that merges rewrite
     freqs = list(chunk_counts.values())
     counts: dict[Pair, int] = defaultdict(int)
     where: dict[Pair, set[int]] = defaultdict(set)
-    for i, (word, freq) in enumerate(zip(words, freqs, strict=True)):
-        for pair in pairwise(word):
+    for i, (chunk, freq) in enumerate(zip(chunks, freqs, strict=True)):
+        for pair in pairwise(chunk):
             counts[pair] += freq
             where[pair].add(i)
     heap = [(-c, pair) for pair, c in counts.items()]
@@ -192,7 +192,7 @@ def train_merges_fast(
         pair = _pop_best(heap, counts)
         if pair is None:
             break
-        delta = _merge_in_chunks(pair, N_BYTES + k, words, freqs, where)
+        delta = _merge_in_chunks(pair, N_BYTES + k, chunks, freqs, where)
         _update_counts(delta, counts, where, heap)
         merges.append(pair)
     return merges
@@ -208,12 +208,12 @@ def _pop_best(heap: list[tuple[int, Pair]], counts: Mapping[Pair, int]) -> Pair 
 
 
 def _merge_in_chunks(
-    pair: Pair, new_id: int, words: list[list[int]], freqs: list[int], where: dict[Pair, set[int]]
+    pair: Pair, new_id: int, chunks: list[list[int]], freqs: list[int], where: dict[Pair, set[int]]
 ) -> dict[Pair, int]:
     """Apply one merge to the chunks that contain `pair`; return the change of every pair count."""
     delta: dict[Pair, int] = defaultdict(int)
     for i in where.pop(pair, ()):
-        old = words[i]
+        old = chunks[i]
         new = merge_pair(old, pair, new_id)
         if len(new) == len(old):  # a stale entry: an earlier merge already used these ids
             continue
@@ -224,7 +224,7 @@ def _merge_in_chunks(
             delta[p] += freq
             if new_id in p:
                 where[p].add(i)
-        words[i] = new
+        chunks[i] = new
     return delta
 
 
@@ -531,7 +531,8 @@ def utf8(text: str) -> bytes:
 
 
 def checked_texts(texts: Iterable[str]) -> Iterator[str]:
-    """The training texts one by one, each checked to be a str of valid UTF-8 (both trainers use this)."""
+    """The training texts one by one, each checked to be a str of valid UTF-8 (ours and sentencepiece's
+    training both read their texts through this)."""
     if isinstance(texts, str):
         raise TokenizerError("texts must be an iterable of strings (e.g. a list of documents), not one str")
     for text in texts:
@@ -542,8 +543,8 @@ def checked_texts(texts: Iterable[str]) -> Iterator[str]:
 
 
 def asking_for_vocab_size(size: int | str) -> str:
-    """How each caller of a tokenizer's training takes a vocabulary size of `size`: a message about the
-    size cannot tell which one called."""
+    """How to ask for a vocabulary of `size` in each command that trains a tokenizer: an error about the
+    size cannot tell which command called, so it names them all."""
     return (f"--vocab-size {size} with `minillm tokenizer train` or bench/tokenizer.py, --set "
             f"tokenizer.vocab_size={size} with the training commands")
 

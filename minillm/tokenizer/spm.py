@@ -1,12 +1,13 @@
 """The same tokenizer interface over sentencepiece, the industrial reference (BPE or unigram).
 
 sentencepiece is written in C++ and used by many real models. Wrapping it behind minillm's
-`Tokenizer` interface lets every stage swap tokenizers with one config switch, and lets the lesson
-compare it with our own BPE.
+`Tokenizer` interface lets every stage swap tokenizers with one config switch, and lets lesson 01
+compare it with our own BPE. Its `unigram` model type learns the other way round from BPE: it
+starts from many candidate pieces and drops the ones a probabilistic model of the text misses least.
 
-Out of the box sentencepiece is NOT lossless: it normalises text (NFKC), adds a space in front of
-the text ("dummy prefix"), folds runs of spaces into one, and maps characters it has not seen to
-<unk>. We switch all of that off:
+Out of the box sentencepiece is NOT lossless: it normalises text (NFKC: "ﬁ" becomes "fi", a
+full-width "Ａ" an "A"), adds a space in front of the text ("dummy prefix"), folds runs of spaces
+into one, and maps characters it has not seen to <unk>. We switch all of that off:
 
 - `normalization_rule_name="identity"`: the text is used exactly as given;
 - `add_dummy_prefix=False`, `remove_extra_whitespaces=False`: spaces are neither added nor folded;
@@ -133,6 +134,7 @@ class SentencePieceTokenizer(Tokenizer):
             raise TokenizerError("the sentencepiece model lacks minillm's special tokens; retrain it")
         super().__init__(special)
         self._bytes = [self._piece_bytes(i) for i in range(self._sp.get_piece_size())]
+        # a literal "▁" in the text is spelled with the byte pieces of its UTF-8 bytes, <0xE2> <0x96> <0x81>
         self._meta_space_ids = [self._sp.piece_to_id(f"<0x{b:02X}>") for b in META_SPACE.encode("utf-8")]
 
     @classmethod

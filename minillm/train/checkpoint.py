@@ -140,8 +140,10 @@ def check_model_config(ckpt: dict[str, Any], model: nn.Module, model_kind: str, 
             "point to a checkpoint of the right stage"
         )
     saved, config = ckpt.get("model_config") or {}, getattr(model, "config", None)
-    if dataclasses.is_dataclass(config):  # a field added since the checkpoint was written: at its default, as
-        saved = at_defaults(saved, to_dict(type(config)()))  # load_model reads it (the model it had then)
+    # A field added to the config since the checkpoint was written is taken at its default, as load_model
+    # reads it: the default is the model the checkpoint had then.
+    if dataclasses.is_dataclass(config):
+        saved = at_defaults(saved, to_dict(type(config)()))
     differences = diff_configs(saved, model_config_dict(model) or {})
     if differences:
         raise CheckpointError(

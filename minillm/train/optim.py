@@ -19,10 +19,10 @@ gradient like SGD, then *orthogonalises* it: every singular value of the update 
 about 1, its singular vectors kept. A raw gradient is dominated by a few directions; the orthogonal
 update moves the matrix by the same amount along every direction the gradient names, so the rare
 ones learn as fast as the common ones. From random weights the tiny GPT reaches AdamW's perplexity
-in half the steps (at a higher lr), and SFT's from-scratch baseline trains with it; lesson 4's
-"Try this" shows what it does not buy for a pretrained model's facts. Embeddings, the LM head,
-biases and norm gains are not matrices that map one hidden vector to another, and stay with AdamW
-(`MuonWithAdamW`).
+in half the steps (at a higher lr), and SFT's from-scratch baseline trains with it; lesson 04's
+"Try this" 6 shows what those fewer steps do not buy (SFT on them knows half as much Kelish).
+Embeddings, the LM head, biases and norm gains are not matrices that map one hidden vector to
+another, and stay with AdamW (`MuonWithAdamW`).
 
 The schedule is a plain function of the step number, so it has no state of its own to save:
 the checkpoint's step number is the schedule's whole state.

@@ -5,9 +5,10 @@ should end exactly where an uninterrupted run would have. Two things make that s
 
 1. **The whole training state is saved**, not just the weights (`save_training_state`): the
    optimizer's moment estimates (without them Adam restarts from zero), the step (the learning-rate
-   schedule's whole state, optim.py), the float16 loss scale, every random generator of every rank
-   (dropout, rng.py) and the loop's data generator (which rows come next). `restore_training_state`
-   puts each one back; on CPU the resumed run is then bit-for-bit the uninterrupted one.
+   schedule's whole state, optim.py), the float16 loss scale (precision.py), every random generator
+   of every rank (dropout, rng.py) and the loop's data generator (which rows come next).
+   `restore_training_state` puts each one back; on CPU the resumed run is then bit-for-bit the
+   uninterrupted one.
 2. **Only the same experiment is continued** (`check_resume`, before anything loads): the same
    tokenizer and the same settings as the run's tokenizer.json and config.json, all but how the steps
    are taken (the `train` section: more steps, another lr). A resume with another model size or data
@@ -125,8 +126,8 @@ def schedule_note(saved: dict, cfg: TrainConfig, step: int) -> str:
     """What a resume with another schedule (more steps, say) does to the learning rate, or "" if the
     schedule is the saved one. The steps after `step` follow the schedule of `cfg`, so the rate jumps
     where the run stopped (the cosine of more steps is higher there). Steps 1 to `step` had the rates
-    that `cfg` gives them only if the run stopped before the schedules part (still warming up, say):
-    otherwise a fresh run of `cfg` is another run, which the note says."""
+    that `cfg` gives them only if the run stopped before the two schedules diverge (still warming up,
+    say): otherwise a fresh run of `cfg` is another run, which the note says."""
     before = dataclasses.replace(cfg, **{key: saved[key] for key in SCHEDULE_SETTINGS if key in saved})
     if all(getattr(before, key) == getattr(cfg, key) for key in SCHEDULE_SETTINGS):
         return ""
@@ -210,8 +211,9 @@ def check_run_folder(
 ) -> str:
     """Before training into `out_dir`: a run already there is continued only with `resume`, and only as
     the same experiment (`check_resume`, whose note it returns); without `resume` it is refused, so that
-    nothing overwrites it. Another stage's run is refused first, as that: "pass resume", or its
-    tokenizer or settings named as what differs (`pretrain clm --out runs/sft --resume`), would mislead."""
+    nothing overwrites it. Another stage's run is refused first, as another stage's: telling the user
+    to pass resume, or naming its tokenizer or settings as what differs
+    (`pretrain clm --out runs/sft --resume`), would mislead."""
     ckpt_path = out_dir / CKPT_NAME
     if ckpt_path.is_file():
         check_same_stage(load_checkpoint(ckpt_path), stage, ckpt_path)
