@@ -10,8 +10,8 @@ are code snippets or token text (`<eos>`, `2 1=4 3`) are not names and are skipp
 the few name-shaped spans that are not names sit in NOT_NAMES, each with its reason.
 
 The last tests hold the documents a user reads to what can be checked cheaply: docs/cli.md names every
-option, docs/findings.md's contents list its sections, and data/README.md's files exist and its counts
-are the shipped files'.
+option, every option a document names is one a command takes, docs/findings.md's contents list its
+sections, and data/README.md's files exist and its counts are the shipped files'.
 """
 
 from __future__ import annotations
@@ -233,6 +233,34 @@ def test_the_cli_reference_names_every_option() -> None:
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", reference))
     missing = sorted(flags(build_parser()) - named - {"-h", "--help"})
     assert not missing, f"options of `minillm ... --help` that docs/cli.md never names: {missing}"
+
+
+OPTION = re.compile(r"(?<![\w-])--[a-z][a-z_-]*")
+OTHER_PROGRAMS = {"--to": "jupytext's (the README: a lesson as a notebook)",
+                  "--nproc_per_node": "torchrun's (docs/cli.md: several GPUs)"}
+USER_DOCUMENTS = ("README.md", "README.ko.md", "docs/cli.md", "docs/findings.md", "data/README.md")
+
+
+def repository_options() -> set[str]:
+    """Every option a command line of the repository takes: each `add_argument("--...")` in minillm/
+    (the minillm command, `lesson_args`' `--fresh`, `python -m minillm.datasets`), lessons/ and bench/,
+    and the options bench/gpu_check.sh's `case` accepts."""
+    scripts = (*PACKAGE.rglob("*.py"), *(ROOT / "lessons").glob("*.py"), *(ROOT / "bench").glob("*.py"))
+    found = {option for path in scripts
+             for option in re.findall(r'add_argument\(\s*"(--[\w-]+)"', path.read_text(encoding="utf-8"))}
+    shell = (ROOT / "bench" / "gpu_check.sh").read_text(encoding="utf-8")
+    return found | set(re.findall(r"^\s*\S*?(--[\w-]+)\)", shell, re.MULTILINE))
+
+
+def test_every_option_a_document_names_is_one_a_command_takes() -> None:
+    """The other way round: an option renamed or dropped in the code but still named in a page a reader
+    follows (in prose, where no parse checks it, or for a lesson or a bench script) is refused when they
+    type it. Each option a document names is one that minillm, a lesson or a bench script takes, or
+    another program's (OTHER_PROGRAMS)."""
+    known = repository_options() | set(OTHER_PROGRAMS)
+    stale = {name: sorted(set(OPTION.findall((ROOT / name).read_text(encoding="utf-8"))) - known)
+             for name in USER_DOCUMENTS}
+    assert not any(stale.values()), f"options no command takes: {stale}"
 
 
 def _anchor(heading: str) -> str:
