@@ -24,7 +24,7 @@ import time
 from collections import Counter
 
 from minillm.datasets.corpus import read_corpus, split_documents
-from minillm.lessons import DATA, ROOT, lesson_dir
+from minillm.lessons import DATA, ROOT, lesson_args, lesson_dir
 from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, Tokenizer, train_tokenizer
 from minillm.tokenizer.bpe import (
     PRESPLIT_PATTERN,
@@ -35,6 +35,8 @@ from minillm.tokenizer.bpe import (
 )
 
 CORPUS = DATA / "corpus.txt"
+# no arguments to take: read anyway, so that --help is answered and a stray one refused, not ignored
+lesson_args("Lesson 1: from text to tokens", reuses_runs=False)
 OUT = lesson_dir(1)
 VOCAB_SIZE = 2048
 TINY_TEXT = "the night, the nightly news, a new night: the newest news tonight"

@@ -518,7 +518,7 @@ def test_the_repository_is_found_from_the_lesson_scripts_folder_or_a_data_error(
 
 def test_a_lesson_run_outside_the_repository_says_so_in_one_line(tmp_path):
     """minillm installed from a wheel, a lesson copied out of the repository: the DataError came as the lesson
-    imported minillm.lessons, before `lesson_args` (or lessons 1, 2 and 9, which never call it) had set up
+    imported minillm.lessons, before `lesson_args` (or lesson 9, which never calls it) had set up
     one-line errors, and ended in a traceback."""
     lesson = tmp_path / "lesson.py"
     lesson.write_text("import minillm\n"
@@ -586,6 +586,7 @@ def run_lesson_1(tmp_path: Path, monkeypatch) -> dict:
     shutil.copy(lessons.DATA / "corpus.txt", tmp_path / "data")  # the lesson shows it relative to ROOT
     monkeypatch.setattr(lessons, "ROOT", tmp_path)  # its tokenizers are saved under tmp_path
     monkeypatch.setattr(lessons, "DATA", tmp_path / "data")
+    monkeypatch.setattr(sys, "argv", ["01_tokenizer.py"])
     return runpy.run_path(str(ROOT / "lessons" / "01_tokenizer.py"))
 
 
@@ -594,6 +595,7 @@ def test_lesson_2_names_the_word_it_changed_and_the_gpt_before_it_does_not_move(
     """Step 4's verdict names the position it changed, so Try 3's `changed_at=0` prints a true sentence
     (it used to say "before position 4" whatever word was changed); and its table shows the claim."""
     monkeypatch.setattr(lessons, "ROOT", tmp_path)  # the lesson's attention map goes under tmp_path
+    monkeypatch.setattr(sys, "argv", ["02_attention_and_masks.py"])
     lesson = runpy.run_path(str(ROOT / "lessons" / "02_attention_and_masks.py"))
     assert "GPT: exactly 0 before position 4." in capsys.readouterr().out  # the word Try 3 names: word 4
     for changed_at in (0, 4):
@@ -1110,6 +1112,17 @@ def test_lesson_8s_dpo_log_shows_the_dpo_loss_and_the_nll_term_it_says_it_shows(
     lesson["step2_train"]()
     out = capsys.readouterr().out
     assert f"loss {row['loss']:.4f} = DPO {math.log(2):.4f} + NLL part {cfg.dpo.nll_coef * nll:.4f}" in out
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda path: path.stem)
+def test_a_lessons_help_says_what_it_takes_and_runs_nothing(path, tmp_path, monkeypatch, capsys):
+    """`python lessons/NN_....py --help` is how a reader checks a header's command line: lessons 1 and 2
+    read no command line, so their --help ran the whole lesson (and a stray `--fresh` was ignored)."""
+    monkeypatch.setattr(lessons, "ROOT", tmp_path)  # what a lesson makes before it reads its arguments
+    monkeypatch.setattr(sys, "argv", [path.name, "--help"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(path))
+    assert stop.value.code == 0 and capsys.readouterr().out.startswith(f"usage: {path.name} [-h]")
 
 
 def test_a_lesson_offers_fresh_exactly_when_it_reads_it():
