@@ -17,7 +17,8 @@
 #
 # Run it: `python lessons/05_instruction_tuning.py [CLM_RUN_DIR] [--fresh]`, or step through its
 # cells. It starts from CLM_RUN_DIR, or a GPT lesson 4 trained itself (--fresh, an edited CFG), or the pipeline's
-# (runs/tiny/03_clm). After the pipeline it shows the pipeline's SFT run (runs/tiny/04_sft) and
+# (runs/tiny/03_clm); with none of them, the pipeline's steps first train the tokenizer and the GPT
+# into runs/tiny. After the pipeline it shows the pipeline's SFT run (runs/tiny/04_sft) and
 # takes 2-3 s. `--fresh` trains SFT and both baselines into runs/lessons/05/sft (2-3 minutes on a
 # 2-core CPU: two runs of 1200 steps and one of 500), and lessons 6-8 then build on that model. The experiments to
 # try are at the end.

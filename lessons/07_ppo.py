@@ -24,7 +24,8 @@
 #
 # Run it: `python lessons/07_ppo.py [SFT_RUN_DIR] [REWARD_RUN_DIR] [--fresh]`, or step through its
 # cells. It starts from the SFT model and reward model of lessons 5 and 6 when they trained
-# their own (--fresh, an edited CFG), else the pipeline's. After the pipeline, step 2 shows the pipeline's PPO run
+# their own (--fresh, an edited CFG), else the pipeline's (with none, the pipeline's steps first train them
+# into runs/tiny, as in lesson 6). After the pipeline, step 2 shows the pipeline's PPO run
 # (runs/tiny/06_ppo), and only step 3's two runs train: 1-2 minutes on a 2-core CPU (62 and 90 s
 # measured); a second run reuses them and takes seconds. `--fresh` trains PPO here too, into
 # runs/lessons/07/ppo (half a minute to a minute more). The experiments to try are at the end.

@@ -23,7 +23,8 @@
 #
 # Run it: `python lessons/08_dpo.py [SFT_RUN_DIR] [PREFS_FILE] [REWARD_RUN_DIR] [--fresh]`, or step
 # through its cells. It starts from the SFT model, rankings and reward model of lessons 5 and 6 when
-# they trained their own (--fresh, an edited CFG), else the pipeline's. After the pipeline, step 2 shows the
+# they trained their own (--fresh, an edited CFG), else the pipeline's (with none, the pipeline's steps first
+# train them into runs/tiny, as in lesson 6). After the pipeline, step 2 shows the
 # pipeline's DPO run (runs/tiny/07_dpo) and the lesson takes 5-10 s on a 2-core CPU, best of 4
 # included (saved, so a second run takes a few seconds); `--fresh` trains DPO into runs/lessons/08/dpo
 # (15-60 s more). The experiments to try are at the end.

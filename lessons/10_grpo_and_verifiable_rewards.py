@@ -22,7 +22,9 @@
 # 4. One table of every way stage 3 improves the SFT model, on the same held-out prompts and draw.
 #
 # Run it: `python lessons/10_grpo_and_verifiable_rewards.py [SFT_RUN_DIR] [REWARD_RUN_DIR] [--fresh]`,
-# or step through its cells. After the pipeline it reuses the pipeline's GRPO runs and table and
+# or step through its cells. It starts from the SFT model and reward model that lesson 7 starts from
+# (SFT_RUN_DIR and REWARD_RUN_DIR, lessons 5 and 6's own, else the pipeline's, which its steps train
+# first if runs/tiny has none). After the pipeline it reuses the pipeline's GRPO runs and table and
 # takes 3-4 s; without them it trains GRPO here (1-3 minutes on a 2-core CPU).
 
 # %%
