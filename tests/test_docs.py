@@ -10,8 +10,9 @@ are code snippets or token text (`<eos>`, `2 1=4 3`) are not names and are skipp
 the few name-shaped spans that are not names sit in NOT_NAMES, each with its reason.
 
 The last tests hold the documents a user reads to what can be checked cheaply: docs/cli.md names every
-option, every option a document names is one a command takes, docs/findings.md's contents list its
-sections, and data/README.md's files exist and its counts are the shipped files'.
+option and states the parser's defaults, every option a document names is one a command takes,
+docs/findings.md's contents list its sections, and data/README.md's files exist and its counts are the
+shipped files'.
 """
 
 from __future__ import annotations
@@ -261,6 +262,27 @@ def test_every_option_a_document_names_is_one_a_command_takes() -> None:
     stale = {name: sorted(set(OPTION.findall((ROOT / name).read_text(encoding="utf-8"))) - known)
              for name in USER_DOCUMENTS}
     assert not any(stale.values()), f"options no command takes: {stale}"
+
+
+def test_the_defaults_the_cli_reference_states_are_the_parsers() -> None:
+    """docs/cli.md gives the defaults of the options its examples show in brackets ("Without the options
+    shown in brackets above: `generate --temperature 0.8 ...`"): a default changed in the parser alone
+    would leave the page promising the old one. A default of None is the preset's, which the page names
+    in words (`pretrain --tokenizer bpe` (the preset's `tokenizer.kind`))."""
+    reference = " ".join((DOCS / "cli.md").read_text(encoding="utf-8").split())
+    sentence = reference.split("Without the options shown in brackets above: ", 1)[1].split(". ", 1)[0]
+    stated = [span.split() for span in re.findall(r"`([a-z][\w -]* --[^`]+)`", sentence)]
+    assert len(stated) >= 5, sentence
+    root = build_parser()
+    for words in stated:
+        command = words[: next(i for i, word in enumerate(words) if word.startswith("--"))]
+        parser = root
+        for name in command:  # `tokenizer train`: a subcommand of a subcommand
+            parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+        options = words[len(command):]
+        for flag, value in zip(options[::2], options[1::2], strict=True):
+            default = parser._option_string_actions[flag].default
+            assert default is None or str(default) == value, f"`{' '.join(words)}`: {flag}'s default is {default}"
 
 
 def _anchor(heading: str) -> str:
