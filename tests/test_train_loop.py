@@ -515,17 +515,21 @@ def test_a_nan_gradient_names_the_run_and_the_parameter(tmp_path):
     kept"); the settings are those of the run's section (`settings`)."""
     with pytest.raises(TrainingError, match=r"^clm: training stopped at step 3: the gradient norm is nan.*ln_f.weight"
                                             r".*is not finite\. No checkpoint had been saved yet\. Try a lower "
-                                            r"learning rate \(--set clm\.train\.lr=\.\.\.\)"):
+                                            r"learning rate \(--set clm\.train\.lr=\.\.\.\), gradient clipping "
+                                            r"\(--set clm\.train\.grad_clip=\.\.\.\), --dtype float32, or "
+                                            r"--detect-anomaly to find the operation that produced it$"):
         run(tmp_path, small_cfg(max_steps=5), loss_fn=nan_from_step(3, sqrt_of_zero), desc="clm", settings="clm.train")
     assert not (tmp_path / "ckpt.pt").exists()
 
 
 def test_a_nan_in_a_library_callers_run_names_the_settings_bare(tmp_path):
     """A run of no section (train's defaults: desc "train") was told `--set train.train.lr=...`, a setting
-    no command line has: its own TrainConfig's are named as they are, "lr=..."."""
+    no command line has: its own TrainConfig's are named as they are, "lr=...", and so are the runtime
+    settings (it was told the command line's --dtype float32 and --detect-anomaly)."""
     with pytest.raises(TrainingError, match=r"^train: training stopped at step 1: the loss is nan\. No checkpoint had "
                                             r"been saved yet\. Try a lower learning rate \(lr=\.\.\.\), gradient "
-                                            r"clipping \(grad_clip=\.\.\.\), "):
+                                            r"clipping \(grad_clip=\.\.\.\), dtype=\"float32\", or detect_anomaly=True "
+                                            r"to find the operation that produced it$"):
         run(tmp_path, small_cfg(max_steps=2), loss_fn=nan_from_step(1, lambda model: torch.tensor(math.nan)))
 
 

@@ -6,7 +6,8 @@ check at every step that the loss and the gradient norm are finite numbers, and 
 TrainingError naming the run, the step and the culprit (the loss, or the first parameter whose
 gradient is not finite; in PPO, which of its two networks). Since nothing is saved after the bad step,
 a checkpoint on disk is a good one, and the message says whether there is one yet. It names the
-settings to try as the command line takes them (`--set clm.train.lr=...`). In float16 a gradient that
+settings to try as the run's caller sets them: a command line `--set clm.train.lr=...` and `--dtype float32`,
+a library caller's own TrainConfig `lr=...` and `dtype="float32"` (`Watched.setting`). In float16 a gradient that
 overflows is no error (precision.py: the step is skipped); the gradient check starts only once the
 loss scale has fallen below 1, some 17 skipped steps in a row, when no overflow explains it any more.
 
@@ -26,6 +27,11 @@ from torch import nn
 
 from minillm.errors import TrainingError
 from minillm.train.checkpoint import load_checkpoint
+
+# The runtime settings a NaN's message advises, as a command line sets them (a flag, for every stage at once:
+# cli.with_runtime) and as a library caller sets its own TrainConfig: full precision, and autograd's anomaly mode.
+RUNTIME_ADVICE = {"dtype": ("--dtype float32", 'dtype="float32"'),
+                  "detect_anomaly": ("--detect-anomaly", "detect_anomaly=True")}
 
 
 @dataclass(frozen=True)
@@ -54,11 +60,16 @@ class Watched:
         lr = f"--set {self.lr}=..." if self.lr else self.setting("lr")
         return TrainingError(f"{self.name}: training stopped at step {step}: {of}{what}. {self.kept()}. Try a "
                              f"lower learning rate ({lr}), gradient clipping ({self.setting('grad_clip')}), "
-                             "--dtype float32, or --detect-anomaly to find the operation that produced it")
+                             f"{self.setting('dtype')}, or {self.setting('detect_anomaly')} to find the operation "
+                             "that produced it")
 
     def setting(self, name: str) -> str:
         """How to change the TrainConfig setting `name` of this run: "--set clm.train.lr=...", or in a run
-        of no section "lr=..." (there is no command line to name it for)."""
+        of no section "lr=..." (there is no command line to name it for). The runtime settings it advises
+        have a value to advise (`RUNTIME_ADVICE`), and on the command line a flag of their own."""
+        if name in RUNTIME_ADVICE:
+            flag, field = RUNTIME_ADVICE[name]
+            return flag if self.settings else field
         return f"--set {self.settings}.{name}=..." if self.settings else f"{name}=..."
 
     def kept(self) -> str:
