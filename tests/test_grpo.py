@@ -745,27 +745,30 @@ def test_reward_model_reward_needs_a_reward_model():
         make_reward_fn(micro_grpo_config(reward="model"), RECORDS, None)
 
 
-@pytest.mark.parametrize(("reward", "says"), [
-    ("model", "grpo_verifiable.reward=model needs a reward model: pass --reward RUN_DIR, or set "
-              "grpo_verifiable.reward=verifiable"),
-    ("concise", "grpo_verifiable.reward=concise: make_reward_fn (minillm/stage3_rlhf/grpo.py) has no function"),
-])
-def test_a_reward_the_run_cannot_make_is_refused_naming_the_runs_section(reward, says, runs, tmp_path, monkeypatch):
+def test_a_reward_the_run_cannot_make_is_refused_naming_the_runs_section(runs, tmp_path, monkeypatch):
     """The pipeline's second GRPO run has its settings in grpo_verifiable: make_reward_fn's refusals said
     `grpo.reward=...`, the first run's setting, whatever section train_grpo was given."""
     monkeypatch.setitem(config.RL_REWARDS, "concise", "a program that counts the answer's words")
-    with pytest.raises(ConfigError, match=f"^{re.escape(says)}"):
-        grpo.train_grpo(micro_grpo_config(reward=reward), runs["sft"], RECORDS, tmp_path / "grpo",
+    with pytest.raises(ConfigError, match=r"^grpo_verifiable\.reward=concise: make_reward_fn "
+                                          r"\(minillm/stage3_rlhf/grpo\.py\) has no function"):
+        grpo.train_grpo(micro_grpo_config(reward="concise"), runs["sft"], RECORDS, tmp_path / "grpo",
                         section="grpo_verifiable")
 
 
-def test_a_reward_model_the_reward_does_not_read_is_refused_naming_the_runs_section(tmp_path):
-    """The pipeline's second GRPO run has its settings in grpo_verifiable: the refusal named `grpo.reward`,
-    the first run's. It comes before any model is loaded (no SFT run is read here)."""
-    with pytest.raises(ConfigError, match=r"^a reward model \(rm\) was given, but grpo_verifiable\.reward=verifiable "
-                                          r"reads none: drop --reward, or set grpo_verifiable\.reward=model$"):
-        grpo.train_grpo(micro_grpo_config(), tmp_path / "no_sft", RECORDS, tmp_path / "grpo", rm_dir="rm",
-                        section="grpo_verifiable")
+@pytest.mark.parametrize(("reward", "rm_dir", "says"), [
+    ("verifiable", "rm", "a reward model (rm) was given, but grpo_verifiable.reward=verifiable reads none: drop "
+                         "--reward, or set grpo_verifiable.reward=model"),
+    ("model", None, "grpo_verifiable.reward=model needs a reward model: pass --reward RUN_DIR, or set "
+                    "grpo_verifiable.reward=verifiable"),
+])
+def test_a_reward_model_where_the_reward_reads_none_or_none_where_it_reads_one_is_refused_before_any_model_loads(
+        reward, rm_dir, says, tmp_path):
+    """Both refusals name the run's own section (the pipeline's second GRPO run's settings are in
+    grpo_verifiable), and both come before any model is loaded: no SFT run is read here (a reward "model"
+    without one was refused only once the SFT model had loaded)."""
+    with pytest.raises(ConfigError, match=f"^{re.escape(says)}$"):
+        grpo.train_grpo(micro_grpo_config(reward=reward), tmp_path / "no_sft", RECORDS, tmp_path / "grpo",
+                        rm_dir=rm_dir, section="grpo_verifiable")
 
 
 def test_a_reward_added_to_the_config_alone_is_refused_naming_make_reward_fn(monkeypatch):

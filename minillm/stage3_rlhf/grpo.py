@@ -150,15 +150,25 @@ def grpo_loss(
 RewardFn = Callable[[list[dict], Responses], Tensor]
 
 
+def check_reward_model(cfg: GRPOConfig, rm: object, section: str = "grpo") -> None:
+    """Refuse a reward model that `cfg.reward` does not read, and a reward "model" without one: `rm` is the
+    reward model's run folder (train_grpo, before any model is loaded) or the model itself (make_reward_fn),
+    None where none was given. `section` is where `cfg` is, as --set takes it, for the refusals that name
+    its reward setting (train_grpo's: the pipeline's second GRPO run is grpo_verifiable's)."""
+    if cfg.reward == "model" and rm is None:
+        raise ConfigError(f"{section}.reward=model needs a reward model: pass --reward RUN_DIR, or set "
+                          f"{section}.reward=verifiable")
+    if cfg.reward != "model" and rm is not None:
+        raise ConfigError(f"a reward model ({rm}) was given, but {section}.reward={cfg.reward} reads none: drop "
+                          f"--reward, or set {section}.reward=model")
+
+
 def make_reward_fn(cfg: GRPOConfig, records: list[dict], rm: RewardModel | None,
                    section: str = "grpo") -> RewardFn:
     """The function that scores a rollout's answers, (records, responses) -> (B,), for `cfg.reward`.
-    `section` is where `cfg` is, as --set takes it, for the refusals that name its reward setting
-    (train_grpo's: the pipeline's second GRPO run is grpo_verifiable's)."""
+    `section` is where `cfg` is, as --set takes it, for the refusals that name its reward setting."""
     if cfg.reward == "model":
-        if rm is None:
-            raise ConfigError(f"{section}.reward=model needs a reward model: pass --reward RUN_DIR, or set "
-                              f"{section}.reward=verifiable")
+        check_reward_model(cfg, rm, section)  # (train_grpo checked its folder before loading any model)
 
         def model_reward(batch: list[dict], resp: Responses) -> Tensor:
             score = rm.score_responses(resp)  # (B,) read at the last real token
@@ -315,9 +325,7 @@ def train_grpo(
     does not read): the pipeline's second GRPO run is grpo_verifiable's.
     """
     check_section(cfg, GRPOConfig, "train_grpo")
-    if rm_dir and cfg.reward != "model":  # (refused before any model is loaded)
-        raise ConfigError(f"a reward model ({rm_dir}) was given, but {section}.reward={cfg.reward} reads none: drop "
-                          f"--reward, or set {section}.reward=model")
+    check_reward_model(cfg, rm_dir or None, section)  # before any model is loaded
     refuse_several_processes("GRPO")
     start, out_dir = time.perf_counter(), Path(out_dir)
     prompts, heldout = online_rl.rl_records(records, cfg.eval_prompts, "GRPO")
