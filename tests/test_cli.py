@@ -1199,15 +1199,17 @@ def test_a_stage_after_sft_warns_of_other_instructions_and_stops_where_the_file_
     code, out, err = run([*ppo, "--data", str(other)], capsys)
     assert (out, err) == ("", "minillm: error: stopped before training\n")  # what it learnt is unknown: no word
     suite = {"file": None, "data_seed": 0, "sha256": "41d7" * 16}  # and a run on the generated suite:
-    assert other_instructions("sft", suite, {**suite, "data_seed": 3, "sha256": "0" * 64}, data_seed=3) == (
+    assert other_instructions("sft", suite, {**suite, "data_seed": 3, "sha256": "0" * 64}) == (
         "sft learnt the generated suite (data_seed 0), but this run reads the generated suite (data_seed 3), so its "
         "prompts are not all those SFT learnt; pass --set data_seed=0 to read those")  # (no --data to leave out)
-    file = {"file": str(other), "data_seed": None, "sha256": "0" * 64}
-    assert other_instructions("sft", suite, file, data_seed=0).endswith(  # (its data_seed is the suite's already)
+    file = {"file": str(other), "data_seed": 0, "sha256": "0" * 64}  # (a file's record holds the run's data_seed)
+    assert other_instructions("sft", suite, file).endswith(  # (its data_seed is the suite's already)
         "not all those SFT learnt; leave out --data to read those")
-    assert other_instructions("sft", suite, file, data_seed=3).endswith(
+    assert other_instructions("sft", suite, {**file, "data_seed": 3}).endswith(
         "not all those SFT learnt; leave out --data and pass --set data_seed=0 to read those")
-    assert other_instructions("sft", suite, {**suite, "sha256": "0" * 64}, data_seed=0) == (  # after an upgrade
+    assert other_instructions("sft", {**file, "file": str(mine)}, suite).endswith(  # (the suite's seed: none of its)
+        f"not all those SFT learnt; pass --data {mine} to read those")
+    assert other_instructions("sft", suite, {**suite, "sha256": "0" * 64}) == (  # after an upgrade
         "sft learnt the generated suite (data_seed 0) as another version of minillm generated it, so its prompts are "
         "not all those SFT learnt; train SFT again with this version")
 
@@ -1222,7 +1224,7 @@ def test_sft_records_the_file_it_learnt_for_the_stages_after_it(monkeypatch, cap
     monkeypatch.chdir(tmp_path)  # a path relative to the folder the command runs in
     code, _, err = run(["sft", "--init", "clm", "--data", "mine.jsonl", "--preset", "micro", "--out", "sft"], capsys)
     assert code == 0, err
-    assert recorded == [{"file": str(mine), "data_seed": None, "sha256": json_sha256(read_jsonl(mine), sort_keys=True)}]
+    assert recorded == [{"file": str(mine), "data_seed": 0, "sha256": json_sha256(read_jsonl(mine), sort_keys=True)}]
 
 
 def test_resume_into_a_folder_without_a_checkpoint_says_it_starts_anew(monkeypatch, capsys, tmp_path):

@@ -597,7 +597,9 @@ def test_a_file_of_the_generated_suite_is_recorded_as_the_same_instructions_as_t
 def test_a_resume_on_another_corpus_or_split_is_refused_and_a_moved_file_or_an_older_run_is_not(tmp_path):
     """`pretrain clm --resume --corpus other.txt` (with the run's own --tokenizer-file) went on into the same weights
     on other text, as `--set data_seed=1` did on another split (the validation documents of one are training
-    documents of the other): no setting of the run names either (datasets/run_data.py)."""
+    documents of the other): no setting of the run names either (datasets/run_data.py). The refusal says what to
+    pass, and only what differs: a run from a file resuming one on generated text was told `--set corpus_mb=0.02`
+    whatever its corpus_mb (a file's record held none)."""
     cfg = apply_overrides(preset("micro"), ["corpus_mb=0.02"])
     (tmp_path / "mine.txt").write_text("One document.\n\nAnother one.\n\nA third.\n", encoding="utf-8")
     splits = corpus_splits(cfg, tmp_path / "mine.txt")
@@ -617,10 +619,16 @@ def test_a_resume_on_another_corpus_or_split_is_refused_and_a_moved_file_or_an_o
                                           r"pass --set data_seed=0 to resume it, or"):  # (its --corpus is given)
         check_same_data(config, {CORPUS: corpus_record(corpus_splits(reseeded, tmp_path / "mine.txt"),
                                                         tmp_path / "mine.txt", reseeded)})
+    for saved in (mine, {**mine, "corpus_mb": None}):  # (and as a record written before held it: null)
+        config.write_text(json.dumps({"run": {}, CORPUS: saved}), encoding="utf-8")
+        with pytest.raises(ConfigError, match=rf"; pass --corpus {re.escape(str(tmp_path / 'mine.txt'))} to resume"):
+            check_same_data(config, {CORPUS: {**generated, "corpus_mb": 0.5}})  # (a file reads no corpus_mb)
     config.write_text(json.dumps({"run": {}, CORPUS: generated}), encoding="utf-8")  # each option it needs, in one line
+    from_file = corpus_record(corpus_splits(reseeded, tmp_path / "mine.txt"), tmp_path / "mine.txt", reseeded)
+    with pytest.raises(ConfigError, match=r"; leave out --corpus and pass --set data_seed=0 to resume it"):
+        check_same_data(config, {CORPUS: from_file})  # (its corpus_mb is the generated one's already: not named)
     with pytest.raises(ConfigError, match=r"; leave out --corpus and pass --set corpus_mb=0.02 --set data_seed=0 to"):
-        check_same_data(config, {CORPUS: corpus_record(corpus_splits(reseeded, tmp_path / "mine.txt"),
-                                                        tmp_path / "mine.txt", reseeded)})
+        check_same_data(config, {CORPUS: {**from_file, "corpus_mb": 0.5}})
     config.write_text(json.dumps({"run": {}, CORPUS: mine}), encoding="utf-8")
     (tmp_path / "mine.txt").write_text("One document.\n\nAnother one.\n\nA third, edited.\n", encoding="utf-8")
     edited = corpus_record(corpus_splits(cfg, tmp_path / "mine.txt"), tmp_path / "mine.txt", cfg)

@@ -640,6 +640,13 @@ def test_a_resume_on_other_instructions_than_the_run_learnt_is_refused(tmp_path)
     config = tmp_path / "sft" / "config.json"
     check_same_data(config, {"instructions": instructions_record(RECORDS, tmp_path / "moved.jsonl", data_seed=0)})
     check_same_data(config, {"instructions": None})  # records given in Python: unknown
+    # a run on the generated suite resumed with a file: its data_seed is named only where it differs (it was
+    # named always: a file's record held no data_seed)
+    config.write_text(json.dumps({"run": {}, "instructions": instructions_record(RECORDS[:-1], None, data_seed=0)}),
+                      encoding="utf-8")
+    for data_seed, fix in ((0, "leave out --data to resume it"), (3, "leave out --data and pass --set data_seed=0 to")):
+        with pytest.raises(ConfigError, match=re.escape(fix)):
+            check_same_data(config, {"instructions": instructions_record(RECORDS, tmp_path / "mine.jsonl", data_seed)})
     config.write_text(json.dumps({"run": {}}), encoding="utf-8")
     check_same_data(config, {"instructions": other})  # made before the record existed
 

@@ -578,9 +578,13 @@ def corpus_record(splits: tuple[Sequence[str], Sequence[str]], path: str | os.Pa
     another split, or other text generated from the same settings by another version of minillm hash otherwise.
     A hash of a few megabytes of text, taken once: milliseconds beside the tokenizer's pass over the same text.
 
-        {"file": "/home/me/mine.txt", "corpus_mb": null, "data_seed": 0, "val_fraction": 0.05, "sha256": "5b1e..."}
+        {"file": "/home/me/mine.txt", "corpus_mb": 2.0, "data_seed": 0, "val_fraction": 0.05, "sha256": "5b1e..."}
+
+    A file's record keeps `corpus_mb` too, though the file does not read it: it is what a run without the file
+    would generate, so that a resume's advice (run_data's `how_to_read`) names it only where it differs. (A
+    record written before holds null there: unknown.)
     """
-    return {"file": str(Path(path).resolve()) if path else None, "corpus_mb": None if path else cfg.corpus_mb,
+    return {"file": str(Path(path).resolve()) if path else None, "corpus_mb": cfg.corpus_mb,
             "data_seed": cfg.data_seed, "val_fraction": cfg.val_fraction, "sha256": json_sha256(splits)}
 
 

@@ -625,10 +625,14 @@ def instructions_record(records: list[dict], path: str | os.PathLike | None, dat
     of minillm generates from the same seed; a file moved elsewhere keeps it, and so does a file that holds
     the generated suite (data/instructions.jsonl): the records are hashed with their keys sorted.
 
-        {"file": "/home/me/mine.jsonl", "data_seed": null, "sha256": "9f2c..."}
+        {"file": "/home/me/mine.jsonl", "data_seed": 0, "sha256": "9f2c..."}
         {"file": null, "data_seed": 0, "sha256": "41d7..."}
+
+    A file's record keeps `data_seed` too, though the file does not read it: it is the suite a run without the
+    file would generate, so that the advice to read another (run_data's `how_to_read`) names it only where it
+    differs. (A record written before holds null there: unknown.)
     """
-    return {"file": str(Path(path).resolve()) if path else None, "data_seed": None if path else data_seed,
+    return {"file": str(Path(path).resolve()) if path else None, "data_seed": data_seed,
             "sha256": json_sha256(records, sort_keys=True)}
 
 

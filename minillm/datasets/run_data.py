@@ -5,7 +5,7 @@ of its settings only as long as the generator does not change. So a training run
 config.json, beside its settings, under the data's name (`DATA`):
 
     "corpus": {"file": null, "corpus_mb": 2.0, "data_seed": 0, "val_fraction": 0.05, "sha256": "5b1e..."}
-    "instructions": {"file": "/home/me/mine.jsonl", "data_seed": null, "sha256": "9f2c..."}
+    "instructions": {"file": "/home/me/mine.jsonl", "data_seed": 0, "sha256": "9f2c..."}
 
 (`corpus_record`: pretraining's, and SFT's where it replays the corpus; `instructions_record`: SFT's and every
 stage 3 run's). The sha256 is that of what was read, so a file edited since is other data, and a file moved
@@ -31,6 +31,9 @@ from minillm.provenance import saved_record
 DATA: dict[str, Callable[[dict], str]] = {CORPUS: corpus_text, INSTRUCTIONS: instructions_text}
 # the data a run may record -> the command-line option that names its file
 FILE_OPTIONS = {CORPUS: "--corpus", INSTRUCTIONS: "--data"}
+# the data a run may record -> the settings that only generate it: a file read in its place does not read them
+# (its record keeps them all the same, as the data a run without the file would read)
+GENERATOR_ONLY = {CORPUS: ("corpus_mb",), INSTRUCTIONS: ("data_seed",)}
 
 
 def saved_data(config_path: Path, key: str) -> dict | None:
@@ -74,8 +77,10 @@ def check_same_data(config_path: Path, read: Mapping[str, dict | None]) -> None:
 def how_to_read(key: str, wanted: dict, now: dict) -> str:
     """The command-line options that make a run reading the data `key` of the record `now` read that of the
     record `wanted` instead, each only where the two differ: the file's option (`FILE_OPTIONS`), or leaving it
-    out for generated data; and a `--set` for each setting that `wanted` holds (its keys but "file" and "sha256",
-    named as in the config: `corpus_mb`, `data_seed`, `val_fraction`) where `now` holds another or none.
+    out for generated data; and a `--set` for each setting that `wanted` read (its keys but "file" and "sha256",
+    named as in the config: `corpus_mb`, `data_seed`, `val_fraction`; of a file, not those that only generate,
+    `GENERATOR_ONLY`) where `now` holds another. `now` is made by this run, which records every setting, a
+    file's run too; `wanted` may be older, and a setting it holds as null is unknown, so not named.
     "" when no option would: the same file edited since, or the same settings generating other text in
     another version of minillm.
 
@@ -86,8 +91,9 @@ def how_to_read(key: str, wanted: dict, now: dict) -> str:
         options.append(f"pass {option} {wanted['file']}")
     elif not wanted.get("file") and now.get("file"):
         options.append(f"leave out {option}")
+    unread = GENERATOR_ONLY[key] if wanted.get("file") else ()
     settings = [f"--set {name}={value}" for name, value in wanted.items()
-                if name not in ("file", "sha256") and value is not None and value != now.get(name)]
+                if name not in ("file", "sha256", *unread) and value is not None and value != now.get(name)]
     if settings:
         options.append("pass " + " ".join(settings))
     return " and ".join(options)

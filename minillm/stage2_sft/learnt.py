@@ -52,24 +52,22 @@ def instructions_after_sft(
     records = instruction_records(cfg, path, skip_bad_lines)
     record = instructions_record(records, path, cfg.data_seed)
     if learnt is not None:
-        other = other_instructions(sft_dir, learnt, record, cfg.data_seed)
+        other = other_instructions(sft_dir, learnt, record)
         if other:
             warnings.warn(other, stacklevel=2)
     return records, record
 
 
-def other_instructions(sft_dir: str | os.PathLike, learnt: dict, now: dict, data_seed: int) -> str | None:
-    """A warning for a run (of `data_seed`) that reads other records (`now`) than the SFT run in `sft_dir`
-    learnt (`learnt`), naming both and how to read those it learnt; None when they are the same records (from
-    any path)."""
+def other_instructions(sft_dir: str | os.PathLike, learnt: dict, now: dict) -> str | None:
+    """A warning for a run that reads other records (`now`) than the SFT run in `sft_dir` learnt (`learnt`),
+    naming both and how to read those it learnt; None when they are the same records (from any path)."""
     if now["sha256"] == learnt["sha256"]:
         return None
     not_learnt = "so its prompts are not all those SFT learnt"
     if instructions_text(now) != instructions_text(learnt):  # another file, the suite instead of a file, another seed
-        seeded = {**now, "data_seed": data_seed}  # a file's record holds no seed; without --data, this one is read
         return (
             f"{sft_dir} learnt {instructions_text(learnt)}, but this run reads {instructions_text(now)}, "
-            f"{not_learnt}; {how_to_read(INSTRUCTIONS, learnt, seeded)} to read those"
+            f"{not_learnt}; {how_to_read(INSTRUCTIONS, learnt, now)} to read those"
         )
     if now["file"]:
         return (
