@@ -30,6 +30,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from minillm.datasets.corpus import CORPUS
+from minillm.datasets.instructions import INSTRUCTIONS
 from minillm.datasets.run_data import DATA, data_text, saved_data
 from minillm.errors import DataError
 from minillm.provenance import MADE_BY, code_summary, describe
@@ -39,6 +40,7 @@ from minillm.train.plots import axis_label, curve_points, plot_curve, save_figur
 from minillm.utils import damaged, read_json
 
 NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
+READ_NONE = "none (sft.pretrain_mix 0: it replays no corpus)"  # an empty record of the data read (`records_read`)
 
 
 @dataclass
@@ -125,8 +127,22 @@ def load_run(run_dir: str | os.PathLike, name: str) -> LoggedRun:
     config_path = folder / CONFIG_NAME
     config = read_json(config_path) if config_path.is_file() else {}
     made_by = config.pop(MADE_BY, None)  # not a setting: `code_note` names it apart
-    read = {key: config.pop(key) for key in DATA if isinstance(config.get(key), dict)}  # nor these: `data_note`
+    read = records_read(config)  # nor these: `data_note`
     return LoggedRun(name, rows, siblings_by_name(config, folder), made_by, input_runs(config, folder), read)
+
+
+def records_read(config: dict) -> dict[str, dict]:
+    """The records of the data a run read (datasets/run_data.py), taken out of its `config`: key -> record.
+
+    An SFT run that replays no corpus (sft.pretrain_mix 0) records none, for it read none (stage2_sft/sft.py's
+    `data_read`): it gets an empty record, "none", unlike a run that replays one. Only a run that records what
+    SFT reads (its instructions) is taken so: the data of a run made before its stage recorded it is unknown,
+    and so is that of a run with no record otherwise (of a stage that reads none, or given its data in Python).
+    """
+    read = {key: config.pop(key) for key in DATA if isinstance(config.get(key), dict)}
+    if flatten(config).get("run.sft.pretrain_mix") == 0 and INSTRUCTIONS in read and CORPUS not in read:
+        read[CORPUS] = {}
+    return read
 
 
 def siblings_by_name(config: dict, folder: Path) -> dict:
@@ -381,13 +397,13 @@ def data_note(runs: Sequence[LoggedRun]) -> list[str]:
     """A line for each of the corpus and the instructions that the runs read different ones of (their records,
     datasets/run_data.py), naming each run's: no setting says which file a run read. Runs without a record (of
     a stage that reads none, or made before it was recorded) are left out; so is the path alone, when the
-    contents are the same (a moved file)."""
+    contents are the same (a moved file). An empty record, of a run that read none (`records_read`), says "none"."""
     lines = []
     for key in DATA:
         known = {run.name: record for run in runs if isinstance(record := run.read.get(key), dict)}
         if len({str(record.get("sha256")) for record in known.values()}) < 2:
             continue
-        texts = {name: data_text(key, record) for name, record in known.items()}
+        texts = {name: data_text(key, record) if record else READ_NONE for name, record in known.items()}
         if len(set(texts.values())) < len(texts):  # one file, edited between the runs: its hash tells them apart
             texts = {name: f"{text} (sha256 {str(known[name].get('sha256'))[:10]})" for name, text in texts.items()}
         what = "corpora" if key == CORPUS else key

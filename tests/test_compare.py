@@ -464,6 +464,32 @@ def test_runs_of_any_stage_and_journeys_that_read_different_data_are_named_in_on
         "/home/me/mine.jsonl")
 
 
+def sft_run(folder: Path, pretrain_mix: float | None, **records: dict) -> LoggedRun:
+    """An SFT run with `pretrain_mix` (None: made before the setting existed) and the records of what it read."""
+    write_run(folder, 1e-3, [2.0, 1.0])
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    if pretrain_mix is not None:
+        config["run"]["sft"]["pretrain_mix"] = pretrain_mix
+    (folder / "config.json").write_text(json.dumps({**config, **records}), encoding="utf-8")
+    return load_run(folder, folder.name)
+
+
+def test_an_sft_run_that_replays_no_corpus_read_none_unlike_one_that_replays_one(tmp_path):
+    """An SFT run that replays no corpus (sft.pretrain_mix 0) records none, for it read none; beside one that
+    replays the corpus, compare drew no "read different corpora" line. Runs made before the records (no
+    record of their instructions either) and runs older than the setting are unknown, not "none"."""
+    replays = sft_run(tmp_path / "replays", 0.1, instructions=SUITE, corpus=GENERATED)
+    plain = sft_run(tmp_path / "plain", 0.0, instructions=SUITE)
+    assert data_note([replays, plain]) == [
+        "read different corpora: replays: the generated corpus (corpus_mb 2.0, data_seed 0, val_fraction 0.05); "
+        "plain: none (sft.pretrain_mix 0: it replays no corpus)"]
+    assert data_note([plain, sft_run(tmp_path / "plain_too", 0, instructions=SUITE)]) == []  # both read none
+    for older in (sft_run(tmp_path / "before_records", 0.0),
+                  sft_run(tmp_path / "before_replay", None, instructions=SUITE),
+                  sft_run(tmp_path / "replayed_unrecorded", 0.1, instructions=SUITE)):
+        assert data_note([replays, older]) == [] and data_note([plain, older]) == []
+
+
 def test_pipeline_runs_name_the_code_of_the_steps_each_trained_on_its_own(tmp_path):
     tiny = write_pipeline_run(tmp_path / "tiny", 0.2, "ppo-1", 0.625)  # (its steps: made before records)
     no_kl = write_pipeline_run(tmp_path / "no-kl", 0.0, "ppo-2", 0.63)
