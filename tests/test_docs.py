@@ -285,6 +285,21 @@ def test_the_defaults_the_cli_reference_states_are_the_parsers() -> None:
             assert default is None or str(default) == value, f"`{' '.join(words)}`: {flag}'s default is {default}"
 
 
+def test_the_cli_reference_names_every_key_of_sfts_metrics_json() -> None:
+    """docs/cli.md says what each run writes; SFT's metrics.json gained `trainable_params` and `params`, which
+    no page named. Its keys are read from the dict `run_sft_with_baselines` writes (those spelt out in it)."""
+    reference = (DOCS / "cli.md").read_text(encoding="utf-8")
+    tree = ast.parse((PACKAGE / "stage2_sft" / "evaluate.py").read_text(encoding="utf-8"))
+    [writer] = [node for node in ast.walk(tree)
+                if isinstance(node, ast.FunctionDef) and node.name == "run_sft_with_baselines"]
+    [report] = [node.value for node in ast.walk(writer) if isinstance(node, ast.Assign)
+                and [getattr(target, "id", None) for target in node.targets] == ["report"]]
+    keys = {key.value for key in report.keys if isinstance(key, ast.Constant)}
+    assert {"trainable_params", "params", "models"} <= keys  # (the premise: the dict was found)
+    missing = sorted(keys - set(re.findall(r"`(\w+)`", reference)))
+    assert not missing, f"keys of SFT's metrics.json that docs/cli.md never names: {missing}"
+
+
 def _anchor(heading: str) -> str:
     """GitHub's link target for a heading: lower case, punctuation dropped, spaces as hyphens."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
