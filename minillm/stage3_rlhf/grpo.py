@@ -150,7 +150,7 @@ def grpo_loss(
 RewardFn = Callable[[list[dict], Responses], Tensor]
 
 
-def check_reward_model(cfg: GRPOConfig, rm: object, section: str = "grpo") -> None:
+def check_reward_model(cfg: GRPOConfig, rm: str | Path | RewardModel | None, section: str = "grpo") -> None:
     """Refuse a reward model that `cfg.reward` does not read, and a reward "model" without one: `rm` is the
     reward model's run folder (train_grpo, before any model is loaded) or the model itself (make_reward_fn),
     None where none was given. `section` is where `cfg` is, as --set takes it, for the refusals that name
