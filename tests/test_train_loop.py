@@ -30,7 +30,7 @@ from test_ppo import RECORDS
 
 import minillm
 from minillm import config, provenance
-from minillm.config import CLMConfig, DPOConfig, MLMConfig, ModelConfig, RewardConfig, TrainConfig
+from minillm.config import DTYPES, CLMConfig, DPOConfig, MLMConfig, ModelConfig, RewardConfig, TrainConfig
 from minillm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from minillm.model.gpt import GPT
 from minillm.provenance import code_record
@@ -516,7 +516,7 @@ def test_a_nan_gradient_names_the_run_and_the_parameter(tmp_path):
     with pytest.raises(TrainingError, match=r"^clm: training stopped at step 3: the gradient norm is nan.*ln_f.weight"
                                             r".*is not finite\. No checkpoint had been saved yet\. Try a lower "
                                             r"learning rate \(--set clm\.train\.lr=\.\.\.\), gradient clipping "
-                                            r"\(--set clm\.train\.grad_clip=\.\.\.\), --dtype float32, or "
+                                            r"\(--set clm\.train\.grad_clip=\.\.\.\), or "
                                             r"--detect-anomaly to find the operation that produced it$"):
         run(tmp_path, small_cfg(max_steps=5), loss_fn=nan_from_step(3, sqrt_of_zero), desc="clm", settings="clm.train")
     assert not (tmp_path / "ckpt.pt").exists()
@@ -528,9 +528,26 @@ def test_a_nan_in_a_library_callers_run_names_the_settings_bare(tmp_path):
     settings (it was told the command line's --dtype float32 and --detect-anomaly)."""
     with pytest.raises(TrainingError, match=r"^train: training stopped at step 1: the loss is nan\. No checkpoint had "
                                             r"been saved yet\. Try a lower learning rate \(lr=\.\.\.\), gradient "
-                                            r"clipping \(grad_clip=\.\.\.\), dtype=\"float32\", or detect_anomaly=True "
+                                            r"clipping \(grad_clip=\.\.\.\), or detect_anomaly=True "
                                             r"to find the operation that produced it$"):
         run(tmp_path, small_cfg(max_steps=2), loss_fn=nan_from_step(1, lambda model: torch.tensor(math.nan)))
+
+
+@pytest.mark.parametrize(("settings", "advice"), [("clm.train", "--dtype float32, "), ("", 'dtype="float32", ')])
+def test_a_nan_advises_full_precision_only_to_a_run_not_in_it(tmp_path, settings, advice):
+    """Every run in float32 (the default, and PPO's and GRPO's always) was told to try --dtype float32, the
+    precision it was already in; a run in bfloat16 or float16 is told it, as its caller sets it."""
+    for dtype in DTYPES:
+        message = str(Watched("clm", settings, tmp_path / "ckpt.pt", dtype=dtype).stopped(3, "the loss is nan"))
+        assert (advice in message) == (dtype != "float32"), message
+        assert message.endswith("to find the operation that produced it"), message
+
+
+def test_the_loop_tells_a_nan_the_precision_its_run_trains_in(tmp_path):
+    """The loop passes its TrainConfig's dtype on: a bfloat16 run is told to try float32."""
+    with pytest.raises(TrainingError, match=r'clipping \(grad_clip=\.\.\.\), dtype="float32", or detect_anomaly'):
+        run(tmp_path, small_cfg(max_steps=2, dtype="bfloat16"),
+            loss_fn=nan_from_step(1, lambda model: torch.tensor(math.nan)))
 
 
 class LoopReached(Exception):

@@ -7,7 +7,8 @@ TrainingError naming the run, the step and the culprit (the loss, or the first p
 gradient is not finite; in PPO, which of its two networks). Since nothing is saved after the bad step,
 a checkpoint on disk is a good one, and the message says whether there is one yet. It names the
 settings to try as the run's caller sets them: a command line `--set clm.train.lr=...` and `--dtype float32`,
-a library caller's own TrainConfig `lr=...` and `dtype="float32"` (`Watched.setting`). In float16 a gradient that
+a library caller's own TrainConfig `lr=...` and `dtype="float32"` (`Watched.setting`); full precision only
+to a run not already in it. In float16 a gradient that
 overflows is no error (precision.py: the step is skipped); the gradient check starts only once the
 loss scale has fallen below 1, some 17 skipped steps in a row, when no overflow explains it any more.
 
@@ -46,6 +47,8 @@ class Watched:
     part: the network, in a run that trains two (PPO: "policy", "critic"); "" in a run of one.
     lr: the setting of this network's learning rate when it is not `settings`.lr (PPO's critic: ppo.critic_lr;
         SFT's from-scratch baseline with its own rate: sft.scratch_lr).
+    dtype: the precision it trains in; full precision is advised only to a run that is not in it already
+        (PPO and GRPO always train in float32).
     """
 
     name: str
@@ -53,15 +56,16 @@ class Watched:
     ckpt: Path
     part: str = ""
     lr: str = ""
+    dtype: str = "float32"
 
     def stopped(self, step: int, what: str) -> TrainingError:
         """The error that stops the run at `step`, where `what` went non-finite ("the loss is nan")."""
         of = f"the {self.part}'s " if self.part else "the "
         lr = f"--set {self.lr}=..." if self.lr else self.setting("lr")
+        precision = "" if self.dtype == "float32" else f"{self.setting('dtype')}, "
         return TrainingError(f"{self.name}: training stopped at step {step}: {of}{what}. {self.kept()}. Try a "
                              f"lower learning rate ({lr}), gradient clipping ({self.setting('grad_clip')}), "
-                             f"{self.setting('dtype')}, or {self.setting('detect_anomaly')} to find the operation "
-                             "that produced it")
+                             f"{precision}or {self.setting('detect_anomaly')} to find the operation that produced it")
 
     def setting(self, name: str) -> str:
         """How to change the TrainConfig setting `name` of this run: "--set clm.train.lr=...", or in a run

@@ -351,7 +351,7 @@ def train(model: nn.Module, cfg: TrainConfig, out_dir: str | Path, *, get_batch:
 
     # What runs forward: the model, compiled to fused kernels if asked, wrapped in DDP on several ranks.
     net = wrap_model(torch.compile(model) if cfg.compile else model, ctx, device)
-    watched = Watched(desc, settings, ckpt_path, lr=lr_setting)
+    watched = Watched(desc, settings, ckpt_path, lr=lr_setting, dtype=cfg.dtype)
     started = time.perf_counter()
     bar = tqdm(range(start_step + 1, cfg.max_steps + 1), initial=start_step, total=cfg.max_steps, desc=desc,
                disable=not ctx.is_main, dynamic_ncols=True)
