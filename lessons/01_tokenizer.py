@@ -70,7 +70,8 @@ step1_bytes()
 # ## 2. BPE merges, step by step
 # On a tiny text, count every adjacent pair of tokens, merge the most frequent one into a new token,
 # and repeat. The text is first split into chunks (words with their leading space, punctuation),
-# and merges never cross a chunk boundary.
+# and merges never cross a chunk boundary. The loop is `train_merges_simple` in
+# minillm/tokenizer/bpe.py, a dozen lines; `train_merges_fast` beside it is step 3's trainer.
 
 # %%
 def step2_merges_by_hand() -> None:
@@ -112,7 +113,8 @@ def step3_train_on_corpus(docs: list[str]) -> BPETokenizer:
     start = time.perf_counter()
     tok = train_tokenizer(docs, VOCAB_SIZE, kind="bpe")
     seconds = time.perf_counter() - start
-    print(f"  {size:.2f} MB, {len(tok.merges)} merges in {seconds:.1f} s")
+    print(f"  {size:.2f} MB, {len(tok.merges)} merges in {seconds:.1f} s: a vocabulary of 256 bytes + "
+          f"{len(tok.merges)} merges + {len(SPECIAL_TOKENS)} special tokens = {tok.vocab_size}")
     first = [tok.id_to_piece(256 + k) for k in range(15)]
     print(f"  first merges: {first}")
     longest = sorted(range(256, tok.vocab_size - len(SPECIAL_TOKENS)), key=lambda i: -len(tok.id_to_bytes(i)))

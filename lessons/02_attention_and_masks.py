@@ -69,7 +69,8 @@ def left_padded_batch() -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
 # %% [markdown]
 # ## 1. The masks of a padded batch
 # Short rows are padded on the left. The padding mask hides the pads from every query; the causal
-# mask hides the future; a decoder uses both at once.
+# mask hides the future; a decoder uses both at once. The three mask functions are in
+# minillm/model/attention.py. Shapes in the comments: B rows in the batch, T positions in a row.
 
 # %%
 def step1_masks(ids: torch.Tensor, attention_mask: torch.Tensor, rows: list[list[str]]) -> torch.Tensor:
@@ -95,6 +96,7 @@ mask = step1_masks(ids, attention_mask, rows)
 # ## 2. Multi-head attention by hand vs the module
 # Project to queries, keys and values, split into heads, score every query against every key,
 # hide what the mask hides, softmax, take the weighted sum of the values, merge the heads, project.
+# The module is `MultiHeadAttention` in minillm/model/attention.py; C is the width of a token's vector.
 
 # %%
 def weights_by_hand(module: MultiHeadAttention, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -128,6 +130,7 @@ def step2_attention_by_hand(mask: torch.Tensor) -> tuple[MultiHeadAttention, tor
     print(f"  x {tuple(x.shape)} -> weights {tuple(weights.shape)} -> out {tuple(by_hand.shape)}")
     print(f"  max |by hand - module (manual)| = {(by_hand - by_module).abs().max():.2e}")
     print(f"  max |by hand - module (SDPA)|   = {(by_hand - by_sdpa).abs().max():.2e}")
+    print("  (0, or about 1e-7: the fused kernel adds in another order, and float32 rounds each order its own way)")
     print(f"  every row of weights sums to 1 (or 0 for a query with nothing to see): "
           f"{sorted({round(s, 4) for s in weights.sum(-1).flatten().tolist()})}")
     return module, x
@@ -183,6 +186,7 @@ def step4_what_causality_hides(changed_at: int = 4) -> None:
     config = ModelConfig(vocab_size=len(WORDS), block_size=16, n_layer=2, n_head=2, n_embd=16)
     torch.manual_seed(0)
     gpt = GPT(config).eval()
+    # BERT's original block: LayerNorm after the residual ("post", lesson 3's Try 3) and the exact GELU
     bert = Bert(ModelConfig(**{**vars(config), "norm": "post", "activation": "gelu"})).eval()
     sentence = SENTENCES[0].split()
     changed = sentence[:changed_at] + ["harbour"] + sentence[changed_at + 1:]  # change that one word only
@@ -216,6 +220,7 @@ def step5_kv_cache() -> None:
     results = {}
     for use_cache in (True, False):
         start = time.perf_counter()
+        # temperature=0 is greedy: the likeliest token at every step, so both ways must give the same tokens
         results[use_cache] = gpt.generate(prompt, 150, temperature=0, use_cache=use_cache)
         print(f"  use_cache={use_cache!s:5}: {time.perf_counter() - start:.2f} s for 8 x 150 tokens")
     print(f"  same tokens: {torch.equal(results[True].new_ids, results[False].new_ids)}. Without the cache every"

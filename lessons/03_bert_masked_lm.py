@@ -52,6 +52,7 @@ tokenizer = load_tokenizer(tokenizer_run.path / "tokenizer.json")
 # ## 1. BERT's masking recipe on one sentence
 # Of the positions chosen for prediction, most become `<mask>`, some a random token, some stay as
 # they are: the model cannot tell which visible tokens to trust, so it learns about all of them.
+# minillm/stage1_pretrain/masking.py writes the recipe out, and says why each part is there.
 
 # %%
 def step1_mask_one_sentence(tokenizer: Tokenizer) -> None:
@@ -75,7 +76,9 @@ step1_mask_one_sentence(tokenizer)
 
 # %% [markdown]
 # ## 2. One training step, by hand
-# Forward, loss, backward, optimizer step: the four lines every training loop repeats.
+# Forward, loss, backward, optimizer step: the four lines every training loop repeats. The optimizer
+# is AdamW (`make_optimizer`, minillm/train/optim.py): each weight moves by its gradient scaled by a
+# running estimate of that gradient's size, so every weight takes steps of about the learning rate.
 
 # %%
 def step2_one_step_by_hand(tokenizer: Tokenizer, train_stream: torch.Tensor) -> None:
@@ -95,18 +98,21 @@ def step2_one_step_by_hand(tokenizer: Tokenizer, train_stream: torch.Tensor) -> 
     print(f"  loss before the step: {loss.item():.4f}   (uniform guess: ln V = {math.log(tokenizer.vocab_size):.4f})")
     loss.backward()
     grad_norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters() if p.grad is not None))
-    print(f"  gradient norm: {grad_norm.item():.4f}")
+    print(f"  gradient norm: {grad_norm.item():.4f}  (all gradients as one vector; step 3's loop clips it to "
+          f"{cfg.train.grad_clip:g}, this step does not)")
     optimizer.step()
     with torch.no_grad():
         after = mlm_loss(model(batch.input_ids), batch.labels)
-    print(f"  loss on the same batch after one AdamW step (lr {cfg.train.lr}): {after.item():.4f}")
+    print(f"  loss on the same batch after one AdamW step (lr {cfg.train.lr}): {after.item():.4f}  (lower: "
+          "the step moved every weight towards this batch's answers)")
 
 
 step2_one_step_by_hand(tokenizer, pack_documents(tokenizer, train_docs))  # all of them, <bos> ids <eos>, in one row
 
 # %% [markdown]
 # ## 3. Pretraining with the shared loop
-# The same steps, repeated 500 times by `train_mlm`. Two validation numbers come out of it, and
+# The same steps, repeated 500 times by `train_mlm` (minillm/stage1_pretrain/mlm.py) through the
+# training loop every stage shares (minillm/train/loop.py). Two validation numbers come out of it, and
 # they differ: during training the loop checks the model every 50 steps on a small fixed subset of
 # the validation text (64 windows, a few hundred blanks), which is cheap and shows the trend; at the
 # end `train_mlm` evaluates once on 256 windows (about 1,150 blanks). Quote the final one: the

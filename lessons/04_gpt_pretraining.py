@@ -62,7 +62,10 @@ step1_shifted_targets(tokenizer, train_docs[0])
 
 # %% [markdown]
 # ## 2. Samples from the untrained model
-# Random weights give every token about the same probability: the text is noise.
+# Random weights give every token about the same probability: the text is noise (a '�' or '\x01' is
+# a byte token that makes no whole character). `generate_text` (minillm/stage1_pretrain/clm.py) draws
+# each next token from the model's probabilities, sharpened by a temperature below 1 and cut to the
+# 40 likeliest tokens (top-k): Try this 1 varies the temperature.
 
 # %%
 def show_samples(model: GPT, tokenizer: Tokenizer, temperature: float = 0.8) -> None:
@@ -81,7 +84,8 @@ step2_untrained_samples(tokenizer)
 
 # %% [markdown]
 # ## 3. Pretraining with the shared loop
-# The same loop as lesson 3's, with the shifted targets and the causal mask. Perplexity is e to the
+# The same loop as lesson 3's (minillm/train/loop.py), with the shifted targets and the causal mask
+# (`train_clm` and its loss, `clm_loss`: minillm/stage1_pretrain/clm.py). Perplexity is e to the
 # mean loss per token: how many tokens the model hesitates between, on average.
 
 # %%

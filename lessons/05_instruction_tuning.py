@@ -3,7 +3,7 @@
 #
 # The GPT of lesson 4 continues text. Asked "Which river runs through Dorvik?", it writes more text
 # that looks like the corpus, not an answer. Supervised fine-tuning (SFT) shows it 11,224 requests
-# with their answers (each about three times), in one fixed chat format, and trains it to produce
+# with their answers (each seen about three times), in one fixed chat format, and trains it to produce
 # the answers.
 #
 # What you will see:
@@ -55,7 +55,7 @@ _, tokenizer = load_model_and_tokenizer(clm.path, GPT)
 # %% [markdown]
 # ## 1. One example through the chat template
 # The prompt and the answer become one token sequence, with role markers. Only the answer's tokens
-# (marked *) are targets of the loss.
+# (marked *) are targets of the loss. The template: minillm/stage2_sft/template.py.
 
 # %%
 def step1_template(tokenizer: Tokenizer, record: dict) -> None:
@@ -91,13 +91,15 @@ step2_base_model(clm.path, [next(r for r in records if r["split"] == s)["prompt"
 # SFT from scratch trains the same network on the same data from random weights: what SFT owes to
 # pretraining. A control is only fair if it gets the settings that suit *it*: SFT's low learning rate
 # is there to keep what pretraining stored, and random weights store nothing. So the scratch run
-# trains with Muon (minillm/train/optim.py) at five times SFT's lr, for 500 steps instead of 1200,
-# and still beats what SFT's own settings gave it (at 8a5fe19 0.60 / 0.58 against 0.55 / 0.49 on the
-# trained tasks and their new wordings; the run step 3 shows: 0.64 / 0.53). SFT on a single task
-# family (trained only when this lesson trains SFT itself, with `--fresh` or after an edit of
-# CFG.sft: the pipeline skips it for time) asks whether variety in the tasks helps on families never
-# seen. A tenth of each SFT batch is pretraining text ("replay", `sft.pretrain_mix`), so that SFT
-# does not overwrite the facts stage 1 stored about people and towns it never asks about.
+# trains with Muon (another optimizer: lesson 4's Try 6, minillm/train/optim.py) at five times SFT's
+# lr, for 500 steps instead of 1200, and still beats what SFT's own settings gave it (at 8a5fe19
+# 0.60 / 0.58 against 0.55 / 0.49 on the trained tasks and their new wordings; the run step 3 shows:
+# 0.64 / 0.53). SFT on a single task family (trained only when this lesson trains SFT itself, with
+# `--fresh` or after an edit of CFG.sft: the pipeline skips it for time) asks whether variety in the
+# tasks helps on families never seen. A tenth of each SFT batch is pretraining text ("replay",
+# `sft.pretrain_mix`), so that SFT does not overwrite the facts stage 1 stored about people and towns
+# it never asks about. `run_sft_with_baselines` (minillm/stage2_sft/evaluate.py) trains and scores
+# all of them; the training itself is minillm/stage2_sft/sft.py.
 
 # %%
 def step3_train_and_score() -> Path:

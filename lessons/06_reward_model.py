@@ -71,7 +71,8 @@ record = next(r for r in records if r["split"] == "test_seen" and r["family"] ==
 # ## 1. Four answers to one prompt, scored and ranked by the simulated annotator
 # The annotator is a written-down scoring function (minillm/stage3_rlhf/annotator.py) plus noise:
 # people disagree, with each other and with themselves. Without the noise it is the *gold* judge,
-# which later measures the policies; the policy never sees it.
+# which later measures the policies (the models that lessons 7, 8 and 10 train from the SFT model);
+# a policy never sees it.
 
 # %%
 PART_NAMES = {"correct": "has the answer", "exact": "nothing but the answer", "full_form": "in the reference's form",
@@ -109,6 +110,7 @@ ranking = step1_one_ranking(policy, tokenizer, record)
 # ## 2. From a ranking to pairs, and the ranking loss of each pair
 # A ranking of 4 is up to 6 comparisons (tied answers give none). The loss of one comparison is
 # -log sigmoid(r_better - r_worse): small when the better answer already scores higher, large when not.
+# `ranking_to_pairs` is in minillm/stage3_rlhf/annotator.py, `ranking_loss` in reward_model.py beside it.
 
 # %%
 def step2_loss_by_hand(ranking: list[int | list[int]]) -> None:
@@ -137,8 +139,9 @@ step2_loss_by_hand(ranking)
 
 # %% [markdown]
 # ## 3. Collect rankings from the SFT model and train the reward model
-# The reward model is the SFT GPT with a scalar head; it learns to give the preferred answer of each
-# pair the higher score.
+# The reward model is the SFT GPT with a scalar head, plus the likelihood term of the introduction;
+# it learns to give the preferred answer of each pair the higher score. Sampling and ranking:
+# minillm/stage3_rlhf/preferences.py; the model and its training: minillm/stage3_rlhf/reward_model.py.
 
 # %%
 def collect_and_train(folder: Path) -> dict:
@@ -181,7 +184,8 @@ def step4_styles(rm_dir: Path, record: dict) -> None:
         last = last_real_index(batch["attention_mask"])  # (5,) where the head reads each answer
         head_only = rm.token_scores(batch["ids"], batch["attention_mask"])[torch.arange(len(examples)), last]
     print(f"  (learnt likelihood weight w = {rm.likelihood_weight.item():.2f}; 'from likelihood' is "
-          "w * mean log p, normalised)")
+          "w * mean log p, divided, as the whole score is,\n  by the spread (std) of the scores of the SFT "
+          "model's own answers)")
     gold = {style: gold_score(record, text) for style, text in styles.items()}
     reward = dict(zip(styles, scores.tolist(), strict=True))
     for (style, text), head in zip(styles.items(), head_only.tolist(), strict=True):

@@ -4,7 +4,8 @@
 # The reward model of lesson 6 scores any answer. Now the SFT model (the *policy*) writes answers,
 # the reward model scores them, and PPO changes the policy so that better-scored answers become more
 # likely. A frozen copy of the SFT model (the *reference*) holds the leash: every token pays
-# beta * (log pi - log pi_ref), so the policy only drifts as far as the reward is worth.
+# beta * (log pi - log pi_ref), pi and pi_ref being the probabilities the policy and the reference
+# give that token, so the policy only drifts as far as the reward is worth.
 #
 # What you will see:
 # 1. One rollout dissected, token by token: the policy's and the reference's log-probs, the KL
@@ -57,12 +58,13 @@ records, sft, rm = stage3_inputs(ARGS)
 
 # %% [markdown]
 # ## 1. One rollout, token by token
-# Every token pays -beta * KL; only the last one also gets the reward model's score. The critic (a
-# second network, which starts as a copy of the reward model and trains beside the policy) values each
-# position: how much reward is still to come. The advantage is how much better than that it went, by
-# GAE (generalised advantage estimation): each token's surprise, r_t + gamma * V_t+1 - V_t, plus the
-# later tokens' surprises, discounted by gamma * lambda per token (with both 1 it would add up the
-# surprises of the whole rest of the answer).
+# Every token pays -beta * KL (beta is `CFG.ppo.kl_coef`); only the last one also gets the reward
+# model's score. The critic (a second network, which starts as a copy of the reward model and trains
+# beside the policy) values each position: how much reward is still to come. The advantage is how
+# much better than that it went, by GAE (generalised advantage estimation): each token's surprise,
+# r_t + gamma * V_t+1 - V_t, plus the later tokens' surprises, discounted by gamma * lambda per token
+# (with both 1 it would add up the surprises of the whole rest of the answer). `rollout`,
+# `per_token_rewards` and `gae` are in minillm/stage3_rlhf/ppo.py.
 
 # %%
 def step1_dissect(sft: Path, rm_dir: Path, records: list[dict]) -> None:
@@ -106,7 +108,8 @@ step1_dissect(sft.path, rm.path, [r for r in records if r["split"] == "train"])
 # ## 2. PPO
 # Each step samples answers to a batch of prompts (the rollout), scores them, and takes a few
 # clipped gradient steps on them. Then the policy and the SFT model answer the same held-out
-# prompts, and the gold judge compares each pair.
+# prompts, and the gold judge compares each pair. KL is in nats: a difference of natural-log
+# probabilities, summed over an answer's tokens.
 
 # %%
 def show_examples(result: dict, n: int = 3) -> None:
@@ -128,8 +131,9 @@ def step2_train() -> None:
         print(f"  {row['step']:4d} {row['rm_score']:+8.2f} {row['gold']:6.2f} {row['kl']:7.2f} "
               f"{row['clipfrac']:9.3f} {row['ratio']:6.3f} {row['response_len']:8.1f}")
     print("  (means over the step's answers; KL: nats per answer from the SFT model; ratio: pi_new / pi_old of\n"
-          "  the sampled tokens during the update, 1 = not moved yet; clipfrac: the share of tokens whose ratio\n"
-          f"  passed 1 ± {CFG.ppo.clip_range:g} the way its advantage pushes, where the clip stops it)")
+          "  the sampled tokens during the update, pi_old being the policy that sampled them, 1 = not moved\n"
+          f"  yet; clipfrac: the share of tokens whose ratio passed 1 ± {CFG.ppo.clip_range:g} the way its\n"
+          "  advantage pushes, where the clip stops it)")
     print(f"  against the SFT model on {CFG.ppo.eval_prompts} held-out prompts (judged by gold): win rate "
           f"{win_rate_text(result)} (one standard error), "
           f"gold {result['gold_sft']:.2f} -> {result['gold_after']:.2f}")

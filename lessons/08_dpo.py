@@ -10,9 +10,10 @@
 # 1. The DPO loss of one pair, by hand: at the start the policy IS the reference, so every implicit
 #    reward is 0 and the loss is log 2; making the better answer likelier lowers it.
 # 2. DPO training on the rankings of lesson 6, with the same training loop as pretraining and SFT.
-#    The preset adds the chosen answers' own NLL per token (`dpo.nll_coef`, as Llama 3 did): the DPO
-#    loss only asks for a gap between the two answers, and opens it partly by making the better one
-#    less likely too; the NLL term keeps it likely. The log shows both parts.
+#    The preset adds the chosen answers' own NLL per token (negative log-likelihood: minus the mean
+#    log-probability of their tokens, SFT's loss; `dpo.nll_coef`, as Llama 3 did): the DPO loss only
+#    asks for a gap between the two answers, and opens it partly by making the better one less likely
+#    too; the NLL term keeps it likely. The log shows both parts.
 # 3. PPO vs DPO on the same held-out prompts, judged by the gold function, beside the yardstick
 #    that needs no training at all: best of 4, four SFT answers per prompt of which the reward
 #    model keeps the one it scores highest.
@@ -72,7 +73,8 @@ ppo = earlier_run("ppo", lesson_dir(7) / "ppo", train_missing=False)  # for the 
 # %% [markdown]
 # ## 1. The DPO loss of one pair
 # beta * (log pi - log pi_ref) is the *implicit reward* of an answer. The loss is the ranking loss of
-# lesson 6 on the two implicit rewards: -log sigmoid(r_better - r_worse).
+# lesson 6 on the two implicit rewards: -log sigmoid(r_better - r_worse). `dpo_loss` and `train_dpo`
+# are in minillm/stage3_rlhf/dpo.py.
 
 # %%
 def step1_one_pair(sft: Path, prefs: Path) -> None:
@@ -165,6 +167,8 @@ def step3_table(dpo: dict, best: dict) -> None:
               f"{m['gold_sft']:>9.2f} {m['gold_after']:>11.2f} {shares[0]:>13s} {shares[1]:>13s} {m['seconds']:>8.0f}")
     print("  A difference smaller than about two standard errors could be the luck of the prompts drawn.")
     n = best["n"]
+    print(f"  Seconds: PPO's and DPO's whole runs (training, then this comparison); best of {n}'s sampling\n"
+          "  and scoring of these prompts, which it pays again whenever it answers.")
     print(f"  Best of {n} trains nothing: it samples {n} SFT answers and the reward model keeps one, so it")
     print(f"  stays within {best_of_n_kl(n):.2f} nats of the SFT model (log n - (n-1)/n). It needs the reward")
     print("  model at answer time, on every prompt; a trained policy answers alone, from what it learnt on")

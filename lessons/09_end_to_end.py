@@ -15,10 +15,11 @@
 # - after SFT, it answers, in the short format of the demonstrations, including requests phrased in
 #   new ways; whether it solves the unseen family is the open question of instruction tuning;
 # - after reinforcement learning (PPO and GRPO against the reward model, DPO from the rankings, GRPO
-#   against a verifier), the answers of the *sampled* policy move towards what the simulated annotators
-#   preferred, or towards right answers. Its single most likely (greedy) answer,
-#   shown here, often does not change at all: the lesson measures how often it does, and shows the
-#   requests where the stages differ most, with the gold score (the judge no policy ever saw).
+#   against a verifier, a program that checks the answer: lesson 10 takes both up), the answers of
+#   the *sampled* policy move towards what the simulated annotators preferred, or towards right
+#   answers. Its single most likely (greedy) answer, shown here, often does not change at all: the
+#   lesson measures how often it does, and shows the requests where the stages differ most, with the
+#   gold score (the judge no policy ever saw).
 #
 # Run it: `python lessons/09_end_to_end.py [--preset micro|tiny] [--out DIR] [--fresh]`, or step
 # through its cells. With the tiny preset it uses the pipeline's folder, runs/tiny: after

@@ -15,10 +15,11 @@
 #    GRPO, Dr. GRPO (no division by the std) and RLOO (leave-one-out baseline), and which answers'
 #    tokens get pushed up or down. Then the verifier on answers built to fool it.
 # 2. A GRPO run with the verifiable reward: reward, share of groups that carry no signal, entropy,
-#    KL; its win rate against the SFT model and its pass@1.
+#    KL; its win rate against the SFT model and its pass@1 (the share of its answers that are right).
 # 3. pass@k of the SFT model and the RL policies, k = 1 ... 64, from 64 samples per prompt (the
-#    unbiased estimator). RL raises pass@1 towards what the SFT model could already do in a few
-#    tries; at large k the curves meet or cross: RL sharpened what was there, it taught little new.
+#    unbiased estimator of Chen et al., 2021: minillm/stage3_rlhf/pass_at_k.py). RL raises pass@1
+#    towards what the SFT model could already do in a few tries; at large k the curves meet or
+#    cross: RL sharpened what was there, it taught little new.
 # 4. One table of every way stage 3 improves the SFT model, on the same held-out prompts and draw.
 #
 # Run it: `python lessons/10_grpo_and_verifiable_rewards.py [SFT_RUN_DIR] [REWARD_RUN_DIR] [--fresh]`,
@@ -67,6 +68,7 @@ records, sft, rm = stage3_inputs(ARGS)
 # of one with a negative advantage less likely. A group whose answers all score the same teaches
 # nothing: its advantages are all zero. A group is also cheap: its answers share one prompt, which
 # the policy reads once for all of them, when it samples and when it trains (`GPT.response_states`).
+# `group_advantages` and `rollout` are in minillm/stage3_rlhf/grpo.py, the verifier in verifier.py.
 
 # %%
 def step1_one_group(sft_dir: Path, records: list[dict]) -> None:
@@ -114,7 +116,8 @@ step1_one_group(sft.path, records)
 # tiny preset's run): the SFT model still varies on most prompts. As training goes on the policy
 # commits to its answers, right or wrong, and the share rises (about 2 in 5 over the last steps,
 # noisy from one step to the next): the signal narrows to the prompts it still sometimes gets
-# wrong. Entropy falls with it (grpo_health.png).
+# wrong. Entropy (how unsure the policy is of its next token, averaged over the answers' tokens)
+# falls with it (grpo_health.png).
 
 # %%
 def step2_train(sft: Run, records: list[dict]) -> Run:
@@ -161,14 +164,15 @@ def step3_pass_at_k(sft: Run, grpo_verifiable: Run, records: list[dict]) -> None
     table = earlier_run("rl_table", train_missing=False)
     if table is not None and "pass_at_k_gain" in table.result:
         summary = table.result
-        print(f"  (the pipeline's: {CFG.grpo.passk_prompts} held-out prompts, {CFG.grpo.passk_samples} samples each)")
+        print(f"  (the pipeline's: the first {CFG.grpo.passk_prompts} of step 2's held-out prompts, "
+              f"{CFG.grpo.passk_samples} samples each, drawn anew: pass@1 here need not be step 2's)")
     else:  # fewer prompts than the pipeline, to keep the lesson short
         tests = heldout_records(records, 50)
         right = right_answer_counts({"SFT": sft.path, "GRPO (verifiable)": grpo_verifiable.path}, tests, 64,
                                     CFG.grpo.temperature, CFG.grpo.max_new_tokens, seed=0)
         summary = pass_at_k_summary(right, 64)
         plot_pass_at_k(summary["pass_at_k"], summary["pass_at_k_gain"], OUT / "pass_at_k.png", len(tests))
-        print(f"  (50 held-out prompts x 64 samples; chart: {OUT / 'pass_at_k.png'})")
+        print(f"  (the first 50 of step 2's held-out prompts x 64 samples; chart: {OUT / 'pass_at_k.png'})")
     curves = summary["pass_at_k"]
     ks = list(curves["SFT"])
     print("  " + f"{'k':>22s}" + "".join(f"{k:>7s}" for k in ks))

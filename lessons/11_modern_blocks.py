@@ -179,7 +179,7 @@ print(report["report"])
 # %% [markdown]
 # ## 4. LoRA: fine-tune a few percent of the weights
 #
-# LoRA (model/lora.py) freezes every weight and adds, beside each chosen Linear W (out, in), two
+# LoRA (minillm/model/lora.py) freezes every weight and adds, beside each chosen Linear W (out, in), two
 # thin matrices B (out, r) A (r, in) whose product is the update: y = x W^T + (alpha / r) x A^T B^T.
 # B starts at zero, so training starts exactly at the pretrained model. After training the update
 # is merged into W (ckpt.pt is then a plain GPT, for any later stage); the adapters alone are a
