@@ -132,8 +132,8 @@ def step2_train() -> None:
               f"{row['clipfrac']:9.3f} {row['ratio']:6.3f} {row['response_len']:8.1f}")
     print("  (means over the step's answers; KL: nats per answer from the SFT model; ratio: pi_new / pi_old of\n"
           "  the sampled tokens during the update, pi_old being the policy that sampled them, 1 = not moved\n"
-          f"  yet; clipfrac: the share of tokens whose ratio passed 1 ± {CFG.ppo.clip_range:g} the way its\n"
-          "  advantage pushes, where the clip stops it)")
+          f"  yet; clipfrac: the share of tokens whose ratio passed 1 ± {CFG.ppo.clip_range:g} the way its advantage "
+          "pushes, where\n  the clip stops it)")
     print(f"  against the SFT model on {CFG.ppo.eval_prompts} held-out prompts (judged by gold): win rate "
           f"{win_rate_text(result)} (one standard error), "
           f"gold {result['gold_sft']:.2f} -> {result['gold_after']:.2f}")
