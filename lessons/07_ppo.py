@@ -203,24 +203,30 @@ step3_reward_hacking()
 #    is one a test has to catch (tests/test_ppo.py: the first minibatch's ratio is 1, at 0.7 too).
 # 4. Hack the full reward model: in step 3, pass `rm.path` instead of `head_only.path` to
 #    reward_hacking, and `inputs=[sft, rm]` to its own_run (else the earlier run is reused). Its
-#    likelihood term checks the answer the way the SFT model would write it, and it is much harder
-#    to fool: in the tiny run of 7cb820d, step 3's 45 steps without the leash raised its score 0.47 -> 0.98 and
-#    the rollouts' gold rose with it (2.46 -> 3.17); on held-out prompts gold went 1.43 -> 2.10, a
-#    win rate of 0.61 against SFT (step 2's leashed PPO: 0.65, ± 0.03). The head-only model with the
-#    leash on (the preset's kl_coef 0.2: `minillm ppo --sft runs/tiny/04_sft --reward
-#    runs/lessons/07/head_only_reward --preset tiny --set ppo.train.max_steps=45 --out X`) was fooled
-#    more slowly, but fooled: its rollouts' gold peaked near step 10 and sagged after, and held-out
-#    gold reached only 1.74, with more wrong answers than the SFT model (0.57 against 0.50). A leash
-#    slows hacking down, a better judge prevents it.
-# 5. Smaller rollouts: CFG.ppo.rollout_batch_size = 32 and 30 steps. The advantages are whitened
-#    over half as many answers and each update is noisier. In the tiny run of 7cb820d this won
-#    0.62 against the preset's 0.65, each ± 0.03: not told apart. With an earlier 4-layer SFT model
-#    it won 0.615 against 0.65, and with a learning rate of 3e-4 on top the entropy rose and the
-#    scores fell.
-# 6. A perfect reward model: CFG.ppo.reward = "gold" scores the answers with the gold judge itself.
-#    Is the reward model what holds the win rate back? No: in the tiny run of 7cb820d the oracle won
-#    0.64 and the reward model's PPO 0.65 (each ± 0.03), far from the 0.84 a perfect policy would
-#    win there (step 2 prints your run's ceiling). An earlier version, on 600 held-out prompts, gave
-#    0.60 and 0.62, each ± 0.015. Both dropped the filler and the rudeness (in 26% of the SFT
-#    answers; 2% and 2.5% after); neither made many wrong answers right on prompts it never saw (SFT
-#    50% wrong; 47% and 44.5% after).
+#    likelihood term checks the answer the way the SFT model would write it, and it is harder to
+#    fool on the prompts PPO trains on: at f8e0178, step 3's 45 steps without the leash raised its
+#    score 0.57 -> 0.98 and the rollouts' gold rose with it and stayed up (2.52 at step 1, 2.99
+#    over steps 6-10, 2.93 over the last five). The head-only model with the leash on (the preset's
+#    kl_coef 0.2: `minillm ppo --sft runs/tiny/04_sft --reward runs/lessons/07/head_only_reward
+#    --preset tiny --set ppo.train.max_steps=45 --out X`) was fooled more slowly, but fooled: its
+#    rollouts' gold peaked near step 10 (2.96 over steps 6-10) and sagged after (2.67 over the last
+#    five) while its score kept rising. On held-out prompts one run of each did not tell the two
+#    apart: win rates 0.57 and 0.58 against SFT (each ± 0.03), gold 1.65 -> 1.93 and 2.00, and
+#    both wrong more often than the SFT model (0.515 and 0.50 against 0.465), a little below step
+#    2's 20 leashed steps (0.62, 0.455 wrong). (In the tiny run of 7cb820d the full model's run won
+#    0.61 against step 2's 0.65.) A leash slows hacking down; a better judge keeps the rollouts'
+#    gold up, but 45 steps off the leash still drift (KL 0.74 nats at the last) to answers that do
+#    no better on prompts PPO never saw.
+# 5. Smaller rollouts: CFG.ppo.rollout_batch_size = 32 and 30 steps (`--set ppo.rollout_batch_size=32
+#    --set ppo.train.max_steps=30` on the command line). The advantages are whitened over half as
+#    many answers and each update is noisier. At f8e0178 this won 0.63 against the preset's 0.62,
+#    each ± 0.03: not told apart (in the tiny run of 7cb820d 0.62 against 0.65). With an earlier
+#    4-layer SFT model it won 0.615 against 0.65, and with a learning rate of 3e-4 on top the
+#    entropy rose and the scores fell.
+# 6. A perfect reward model: CFG.ppo.reward = "gold" (`--set ppo.reward=gold`) scores the answers
+#    with the gold judge itself. Is the reward model what holds the win rate back? No: at f8e0178
+#    the oracle won 0.60 and the reward model's PPO 0.62 (each ± 0.03; in the tiny run of 7cb820d
+#    0.64 and 0.65), far from the 0.815 a perfect policy would win there (step 2 prints your run's
+#    ceiling). An earlier version, on 600 held-out prompts, gave 0.60 and 0.62, each ± 0.015. Both
+#    dropped the filler and the rudeness (in 23% of the SFT answers; 3.5% and 0.5% after); neither
+#    made many wrong answers right on prompts it never saw (SFT 46.5% wrong; 44.5% and 45.5% after).

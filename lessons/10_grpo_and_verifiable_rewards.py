@@ -220,12 +220,15 @@ step4_table()
 # (`--set grpo.scale_by_std=false`, `--set grpo.train.lr=3e-3`: a bare `train.lr` is refused).
 # Compare runs with `minillm compare runs/x runs/y`.
 # 1. **Group size**: `group_size=2` vs `16` (a minibatch holds whole groups: the preset's 64 answers
-#    fit either). With 2 answers a group is unanimous far more often: in our tiny runs
-#    `zero_signal_share` averaged 0.58 over the 30 steps, against 0.28 with the preset's 8 and 0.16
-#    with 16. The result hardly followed: win rates 0.652, 0.652 and 0.685 (each ± 0.025) and pass@1
-#    0.575, 0.56 and 0.60, from 64, 256 and 512 answers a step (the preset's run at 7b9d2e2: 0.26,
-#    0.647 and 0.59). Fewer groups teach, but in 30 steps the ones left still carry most of what
-#    this model can learn.
+#    fit either). With 2 answers a group is unanimous far more often: at f8e0178
+#    `zero_signal_share` averaged 0.59 over the 30 steps, against 0.26 with the preset's 8 (the
+#    pipeline's run) and 0.14 with 16, from 64, 256 and 512 answers a step. The pairs moved the
+#    policy less (KL over the last five steps 0.28 against 0.46 and 0.48 nats) and taught less:
+#    pass@1 by the command's pass@k (64 samples on 100 prompts) rose 0.51 -> 0.54, 0.565 and 0.605
+#    (gains ± 0.01 to 0.015), more filler stayed (style flaws 0.04 against 0.015 and 0.025). The win
+#    rate could not tell the three apart: 0.60, 0.65 and 0.63 (each ± 0.025; a one-thread rerun of
+#    the preset at 899e4ac won 0.63; in earlier tiny runs 0.652, 0.652 and 0.685). Fewer groups
+#    teach, and they teach less: one run of each shows it in pass@1 and the KL, not in the win rate.
 # 2. **No std scaling** (Dr. GRPO): `scale_by_std=false`. Prompts whose answers barely differ (all
 #    right, some with a flourish) no longer get the same push as prompts where half are wrong. At
 #    899e4ac neither the gold judge nor the distance told the two apart: win rate 0.62 against the
