@@ -34,13 +34,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from minillm.config import ModelConfig  # noqa: E402
-from minillm.lessons import lesson_args, lesson_dir  # noqa: E402
+from minillm.lessons import lesson_args, lesson_dir, use_threads  # noqa: E402
 from minillm.model import GPT, Bert, MultiHeadAttention, causal_mask, combine_masks, padding_mask  # noqa: E402
 
 # no arguments to take: read anyway, so that --help is answered and a stray one refused, not ignored
 lesson_args("Lesson 2: attention and its masks", reuses_runs=False)
 OUT = lesson_dir(2)
-torch.set_num_threads(1)  # small tensors: one thread is fastest, and fair to a shared machine
+use_threads(1)  # small tensors: one thread is fastest, and fair to a shared machine
 
 # Lesson 1 builds real tokenizers; here one word = one token, so that every printed row is readable.
 SENTENCES = ["the storm reached the coast at night", "rain again", "the river rose fast"]

@@ -32,7 +32,7 @@ import torch
 
 from minillm.config import preset, to_dict
 from minillm.datasets.corpus import read_corpus, split_documents
-from minillm.lessons import DATA, Run, earlier_run, lesson_args, lesson_dir, own_run
+from minillm.lessons import DATA, Run, earlier_run, lesson_args, lesson_dir, own_run, use_threads
 from minillm.model import Bert
 from minillm.stage1_pretrain.data import pack_documents, random_windows
 from minillm.stage1_pretrain.masking import IGNORE_INDEX
@@ -43,7 +43,7 @@ from minillm.train import load_model_and_tokenizer, make_optimizer
 ARGS = lesson_args("Lesson 3: BERT's masked language modelling")
 OUT = lesson_dir(3)
 CFG = preset("tiny")
-torch.set_num_threads(2)
+use_threads(2)
 train_docs, val_docs = split_documents(read_corpus(DATA / "corpus.txt"))
 tokenizer_run = earlier_run("tokenizer")  # the tiny preset's BPE tokenizer (lesson 1 shows how it is made)
 tokenizer = load_tokenizer(tokenizer_run.path / "tokenizer.json")

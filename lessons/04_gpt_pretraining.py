@@ -28,7 +28,7 @@ import torch
 
 from minillm.config import preset, to_dict
 from minillm.datasets.corpus import read_corpus, split_documents
-from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
+from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run, use_threads
 from minillm.model import GPT
 from minillm.stage1_pretrain.clm import generate_text, train_clm
 from minillm.stage1_pretrain.data import pack_documents
@@ -39,7 +39,7 @@ ARGS = lesson_args("Lesson 4: GPT's next-token prediction")
 OUT = lesson_dir(4)
 CFG = preset("tiny")
 PROMPTS = ("Weather warning for", "Para works as", "Long ago, in")
-torch.set_num_threads(2)
+use_threads(2)
 train_docs, val_docs = split_documents(read_corpus(DATA / "corpus.txt"))
 tokenizer_run = earlier_run("tokenizer")
 tokenizer = load_tokenizer(tokenizer_run.path / "tokenizer.json")

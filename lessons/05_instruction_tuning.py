@@ -29,12 +29,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import torch
-
 from minillm.config import preset, to_dict
 from minillm.datasets.corpus import read_corpus, split_documents
 from minillm.datasets.instructions import read_jsonl
-from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
+from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run, use_threads
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import format_table, generate_answers, read_answers, run_sft_with_baselines
 from minillm.stage2_sft.template import encode_example, show_example
@@ -47,7 +45,7 @@ CFG = preset("tiny")
 # When this lesson trains SFT itself, it adds the single-family baseline the pipeline skips for time:
 # does training on many task families help on families never seen, compared with training on one?
 WITH_SINGLE_FAMILY = dataclasses.replace(CFG.sft, single_family_baseline=True)
-torch.set_num_threads(2)
+use_threads(2)
 records = read_jsonl(DATA / "instructions.jsonl")
 clm = earlier_run("clm", lesson_dir(4) / "clm", given=ARGS.clm_run)
 _, tokenizer = load_model_and_tokenizer(clm.path, GPT)

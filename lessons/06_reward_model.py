@@ -40,7 +40,7 @@ import torch
 
 from minillm.config import preset, to_dict
 from minillm.datasets.instructions import PADDING_CLOSERS, PADDING_OPENERS, RUDE_OPENERS, read_jsonl, terse
-from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run
+from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, own_run, use_threads
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import encode_example
@@ -61,7 +61,7 @@ from minillm.train import load_model_and_tokenizer
 ARGS = lesson_args("Lesson 6: the reward model", inputs=["sft_run"])
 OUT = lesson_dir(6)
 CFG = preset("tiny")
-torch.set_num_threads(2)
+use_threads(2)
 records = read_jsonl(DATA / "instructions.jsonl")
 sft = earlier_run("sft", lesson_dir(5) / "sft", given=ARGS.sft_run)
 policy, tokenizer = load_model_and_tokenizer(sft.path, GPT)

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from minillm.config import preset, to_dict
-from minillm.lessons import lesson_args, lesson_dir, own_run, stage3_inputs
+from minillm.lessons import lesson_args, lesson_dir, own_run, stage3_inputs, use_threads
 from minillm.model import GPT
 from minillm.stage3_rlhf.annotator import gold_score, win_rate_text
 from minillm.stage3_rlhf.ppo import gae, per_token_rewards, reward_hacking, rollout, train_ppo
@@ -53,7 +53,7 @@ from minillm.utils import read_json, spread_rows
 ARGS = lesson_args("Lesson 7: PPO", inputs=["sft_run", "reward_run"])
 OUT = lesson_dir(7)
 CFG = preset("tiny")
-torch.set_num_threads(2)
+use_threads(2)
 records, sft, rm = stage3_inputs(ARGS)
 
 # %% [markdown]

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from minillm.config import preset, to_dict
-from minillm.lessons import Run, earlier_run, lesson_args, lesson_dir, own_run, stage3_inputs
+from minillm.lessons import Run, earlier_run, lesson_args, lesson_dir, own_run, stage3_inputs, use_threads
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import encode_example
@@ -63,7 +63,7 @@ from minillm.utils import read_json, spread_rows
 ARGS = lesson_args("Lesson 8: DPO", inputs=["sft_run", "prefs_file", "reward_run"])
 OUT = lesson_dir(8)
 CFG = preset("tiny")
-torch.set_num_threads(2)
+use_threads(2)
 records, sft, rm = stage3_inputs(ARGS)
 # The rankings the reward model learnt from, unless a file is given (e.g. your own, from `minillm annotate`).
 prefs = ARGS.prefs_file or rm.path / "prefs.jsonl"

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from minillm.config import preset, to_dict
-from minillm.lessons import Run, earlier_run, lesson_args, lesson_dir, own_run, stage3_inputs
+from minillm.lessons import Run, earlier_run, lesson_args, lesson_dir, own_run, stage3_inputs, use_threads
 from minillm.model import GPT
 from minillm.stage3_rlhf.annotator import win_rate_text
 from minillm.stage3_rlhf.grpo import group_advantages, make_reward_fn, rollout, train_grpo
@@ -56,7 +56,7 @@ from minillm.utils import spread_rows
 ARGS = lesson_args("Lesson 10: GRPO and verifiable rewards", inputs=["sft_run", "reward_run"])
 OUT = lesson_dir(10)
 CFG = preset("tiny")
-torch.set_num_threads(2)
+use_threads(2)
 records, sft, rm = stage3_inputs(ARGS)
 
 # %% [markdown]

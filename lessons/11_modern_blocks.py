@@ -46,7 +46,7 @@ from minillm.compare import compare_runs
 from minillm.config import apply_overrides, preset
 from minillm.datasets.corpus import read_corpus, split_documents
 from minillm.datasets.instructions import read_jsonl
-from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir
+from minillm.lessons import DATA, earlier_run, lesson_args, lesson_dir, use_threads
 from minillm.model import GPT, KVCache
 from minillm.model.lora import count_parameters
 from minillm.stage1_pretrain.clm import train_clm
@@ -58,7 +58,7 @@ from minillm.train.loop import METRICS_NAME, read_metrics
 from minillm.utils import write_json
 
 LESSON_STARTED = time.perf_counter()
-torch.set_num_threads(1)  # the tiny models gain little from a second thread, and the times are steadier
+use_threads(1)  # the tiny models gain little from a second thread, and the times are steadier
 ARGS = lesson_args("Lesson 11: modern blocks and LoRA", inputs=["clm_run"], reuses_runs=False)
 OUT = lesson_dir(11)
 shutil.rmtree(OUT, ignore_errors=True)  # a fresh run each time the lesson is run

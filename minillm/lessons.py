@@ -26,12 +26,15 @@ pipeline's steps and folders, nothing uses it.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 import minillm
 from minillm.config import PipelineConfig, changed_settings, first_changes, from_dict, preset, to_dict
@@ -94,6 +97,17 @@ def lesson_dir(number: int) -> Path:
     folder = ROOT / "runs" / "lessons" / f"{number:02d}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def use_threads(default: int) -> int:
+    """Set how many threads torch computes with in a lesson, and return it: `default`, the count the lesson's
+    times and figures were measured with, unless OMP_NUM_THREADS says otherwise. That variable is the
+    user's: on a machine busy with other work, one thread per process is many times faster than two
+    (docs/findings.md, "Threads and steps side by side on 2 cores"), and a lesson must not undo it."""
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    threads = int(asked) if asked.isdigit() and int(asked) > 0 else default
+    torch.set_num_threads(threads)
+    return threads
 
 
 def in_notebook() -> bool:
