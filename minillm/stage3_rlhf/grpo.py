@@ -325,8 +325,8 @@ def train_grpo(
     does not read): the pipeline's second GRPO run is grpo_verifiable's.
     """
     check_section(cfg, GRPOConfig, "train_grpo")
-    check_reward_model(cfg, rm_dir or None, section)  # before any model is loaded
     refuse_several_processes("GRPO")
+    check_reward_model(cfg, rm_dir or None, section)  # before any model is loaded
     start, out_dir = time.perf_counter(), Path(out_dir)
     prompts, heldout = online_rl.rl_records(records, cfg.eval_prompts, "GRPO")
     online_rl.warn_float32_eager(cfg.train, "GRPO")
