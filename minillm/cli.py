@@ -485,6 +485,11 @@ def _add_run_folder_arg(p: argparse.ArgumentParser) -> None:
                    help="the run folder to write (made if missing)")
 
 
+def _add_resume_arg(p: argparse.ArgumentParser) -> None:
+    """--resume, for every command that trains one run into --out."""
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+
 def _add_device_arg(p: argparse.ArgumentParser, default: str | None = "cpu") -> None:
     """--device, for the commands that load a trained model (cpu by default) and for the training
     commands (default None: each stage's config says)."""
@@ -534,33 +539,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = tok_sub.add_parser("train", help="train a tokenizer on text files")
     p.add_argument("--input", nargs="+", type=path_arg, required=True,
                    help="text files (documents split by blank lines)")
-    p.add_argument("--vocab-size", type=int, default=2048)
-    p.add_argument("--kind", default="bpe", choices=TOKENIZER_KINDS)
+    p.add_argument("--vocab-size", type=int, default=2048,
+                   help="how many ids to learn (default 2048; a small corpus may give fewer)")
+    p.add_argument("--kind", default="bpe", choices=TOKENIZER_KINDS,
+                   help="bpe: minillm's own byte-level BPE (the default); sentencepiece: the industrial library")
     p.add_argument("--spm-model-type", default=None, choices=SPM_MODEL_TYPES,
                    help=f"with --kind sentencepiece: its model (default: {TokenizerConfig().spm_model_type})")
-    p.add_argument("--out", type=path_arg, required=True, help="tokenizer JSON file to write")
+    p.add_argument("--out", type=path_arg, required=True, metavar="FILE_OR_DIR",
+                   help="the tokenizer JSON file to write, or a folder to write tokenizer.json into "
+                        "(an existing one, or a new one written with a trailing slash)")
     p.set_defaults(func=cmd_tokenizer_train)
     p = tok_sub.add_parser("encode", help="print the ids and pieces of a text")
-    p.add_argument("--tokenizer", type=path_arg, required=True)
-    p.add_argument("text", type=_utf8_text)
+    p.add_argument("--tokenizer", type=path_arg, required=True,
+                   help="a tokenizer JSON file, or a run folder that holds its tokenizer.json")
+    p.add_argument("text", type=_utf8_text, help="the text to split into tokens")
     p.set_defaults(func=cmd_tokenizer_encode)
 
     p = sub.add_parser("pretrain", help="stage 1: masked-LM (BERT) or next-token (GPT) pretraining")
-    p.add_argument("objective", choices=("mlm", "clm"))
+    p.add_argument("objective", choices=("mlm", "clm"),
+                   help="mlm: predict masked tokens (a BERT); clm: predict the next token (a GPT)")
     _add_run_folder_arg(p)
     p.add_argument("--corpus", type=path_arg, default=None,
                    help="text file (default: the generated small-world corpus)")
     p.add_argument("--tokenizer", dest="tokenizer_kind", default=None, choices=TOKENIZER_KINDS,
                    help="train this kind of tokenizer first (default: the preset's)")
     p.add_argument("--tokenizer-file", type=path_arg, default=None, help="use this trained tokenizer instead")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    _add_resume_arg(p)
     _add_config_args(p, "the objective's section (mlm or clm) or the tokenizer section", "clm.model.n_layer=6")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("fill-mask", help="rank the candidates for [MASK] with a trained BERT")
     p.add_argument("--ckpt", type=path_arg, required=True, help="an MLM run folder")
     p.add_argument("text", type=_utf8_text, help='e.g. "A flash flood watch will be in effect all [MASK]."')
-    p.add_argument("--top-k", type=positive_int, default=10)
+    p.add_argument("--top-k", type=positive_int, default=10, help="how many candidates to list (default 10)")
     p.add_argument("--plot", type=_png_file, default=None,
                    help="bar chart PNG (default: CKPT/fill_mask_<the text>_<hash>.png)")
     _add_device_arg(p)
@@ -570,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", type=path_arg, required=True,
                    help="a CLM run folder (an SFT, PPO, DPO or GRPO one too, but the prompt is continued as plain "
                         "text, without the chat template: to ask those a question, use `chat`)")
-    p.add_argument("prompt", type=_utf8_text)
+    p.add_argument("prompt", type=_utf8_text, help="the text to continue")
     p.add_argument("--max-new-tokens", type=positive_int, default=60, help="stop after this many tokens at most "
                    "(sooner at <eos>, the end of a document, or where the model's context window is full)")
     p.add_argument("--temperature", type=_temperature, default=0.8, help="0 = greedy; higher = more varied")
@@ -591,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", type=path_arg, required=True, help="the CLM run folder to start from")
     _add_run_folder_arg(p)
     p.add_argument("--no-baselines", action="store_true", help="skip the scratch and single-family runs")
-    p.add_argument("--resume", action="store_true")
+    _add_resume_arg(p)
     p.add_argument("--corpus", type=path_arg, default=None,
                    help="pretraining text mixed in by sft.pretrain_mix (default: the generated small-world corpus)")
     _add_data_args(p)
@@ -602,7 +613,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", type=path_arg, required=True,
                    help="an SFT, PPO, DPO or GRPO run folder (a CLM run never saw the chat template: it continues "
                         "the template's text instead of answering)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=48)
+    p.add_argument("--max-new-tokens", type=positive_int, default=48,
+                   help="the longest answer, in tokens (default 48; sooner at <eos>)")
     p.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=positive_int, default=None,
                    help="when sampling, from the k likeliest tokens only (default: all)")
@@ -617,8 +629,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a .jsonl with a 'prompt' field per line, or a text file of one prompt a line")
     p.add_argument("--out", type=path_arg, required=True, help="prefs JSONL (appended to; resumes where it left off)")
     p.add_argument("--k", type=positive_int, default=4, help="answers per prompt (2 to 9)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=48)
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--max-new-tokens", type=positive_int, default=48,
+                   help="the longest answer sampled, in tokens (default 48; sooner at <eos>)")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="the same seed gives a prompt the same answers in every session (default 0)")
     _add_skip_bad_lines_arg(p)
     _add_device_arg(p)
     p.set_defaults(func=cmd_annotate)
@@ -628,36 +642,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_folder_arg(p)
     p.add_argument("--prefs", type=path_arg, default=None,
                    help="rankings JSONL (default: made by the simulated annotator)")
-    p.add_argument("--resume", action="store_true")
+    _add_resume_arg(p)
     _add_data_args(p, after_sft=True)
     _add_config_args(p, "the reward section", "reward.annotator_noise=1.0")
     p.set_defaults(func=cmd_reward)
 
     p = sub.add_parser("ppo", help="stage 3: PPO against the reward model, with a KL leash")
-    p.add_argument("--sft", type=path_arg, required=True)
+    p.add_argument("--sft", type=path_arg, required=True,
+                   help="the SFT run folder: the policy starts from it and is kept near it (the KL leash)")
     p.add_argument("--reward", type=path_arg, required=True, help="the reward-model run folder")
     _add_run_folder_arg(p)
-    p.add_argument("--resume", action="store_true")
+    _add_resume_arg(p)
     _add_data_args(p, after_sft=True)
     _add_config_args(p, "the ppo section", "ppo.kl_coef=0.05")
     p.set_defaults(func=cmd_ppo)
 
     p = sub.add_parser("dpo", help="stage 3: direct preference optimisation on the rankings")
-    p.add_argument("--sft", type=path_arg, required=True)
-    p.add_argument("--prefs", type=path_arg, required=True)
+    p.add_argument("--sft", type=path_arg, required=True,
+                   help="the SFT run folder: the policy starts from it, and it is DPO's reference model")
+    p.add_argument("--prefs", type=path_arg, required=True,
+                   help="rankings JSONL, e.g. a reward run's prefs.jsonl or annotate's --out")
     _add_run_folder_arg(p)
-    p.add_argument("--resume", action="store_true")
+    _add_resume_arg(p)
     _add_data_args(p, after_sft=True)
     _add_config_args(p, "the dpo section", "dpo.beta=0.1")
     p.set_defaults(func=cmd_dpo)
 
     p = sub.add_parser("grpo", help="stage 3: GRPO, group-relative RL with a reward model or a verifiable reward")
-    p.add_argument("--sft", type=path_arg, required=True)
+    p.add_argument("--sft", type=path_arg, required=True,
+                   help="the SFT run folder: the policy starts from it (and grpo.kl_coef > 0 keeps it near it)")
     p.add_argument("--reward", type=path_arg, default=None,
                    help="the reward-model run folder (for grpo.reward=model, the default); "
                         "--set grpo.reward=verifiable needs none")
     _add_run_folder_arg(p)
-    p.add_argument("--resume", action="store_true")
+    _add_resume_arg(p)
     _add_data_args(p, after_sft=True)
     _add_config_args(p, "the grpo section", "grpo.reward=verifiable")
     p.set_defaults(func=cmd_grpo)

@@ -120,6 +120,24 @@ def test_each_command_has_help(argv, capsys):
             assert flag in out
 
 
+def arguments_without_help(parser: argparse.ArgumentParser, command: str = "minillm") -> list[str]:
+    """Every option and positional argument of `parser` and its subcommands whose --help says nothing of it."""
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += arguments_without_help(sub, f"{command} {name}")
+        elif not action.help:
+            missing.append(f"{command} {'/'.join(action.option_strings) or action.dest}")
+    return missing
+
+
+def test_every_argument_of_every_command_has_a_help_line():
+    """--help is where a user reads the command line first: `--resume` of five stages, annotate's --seed, dpo's
+    --sft and --prefs, tokenizer train's --vocab-size and --kind were listed with no word of what they do."""
+    assert arguments_without_help(build_parser()) == []
+
+
 # each training command with the arguments it requires (pretrain's objective: the example's section)
 REQUIRED = {"pretrain": ["--out", "x"], "sft": ["--init", "c", "--out", "x"], "reward": ["--sft", "s", "--out", "x"],
             "ppo": ["--sft", "s", "--reward", "r", "--out", "x"], "dpo": ["--sft", "s", "--prefs", "p", "--out", "x"],
