@@ -119,7 +119,7 @@ class ModelConfig:
     n_embd: int = 128
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * n_embd (4 in GPT-2 and BERT)
     dropout: float = 0.0
-    bias: bool = True
+    bias: bool = True  # whether the Linear layers and norms have an additive bias (Llama has none)
     norm: str = "pre"  # "pre": LayerNorm before each sub-layer (GPT-2); "post": after the residual (BERT)
     # the plain MLP's activation (blocks.make_activation): GPT-2's tanh GELU "gelu_tanh", or BERT's exact erf "gelu"
     activation: str = "gelu_tanh"
@@ -220,15 +220,15 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     grad_clip: float = 1.0  # clip the global gradient norm to this (0 = off)
-    eval_every: int = 100
-    eval_batches: int = 8
-    log_every: int = 10
-    save_every: int = 100
+    eval_every: int = 100  # steps between validation checks (and after the last step)
+    eval_batches: int = 8  # validation batches averaged per check (the same ones every time)
+    log_every: int = 10  # steps between the training rows of metrics.jsonl (and the first and last step)
+    save_every: int = 100  # steps between checkpoints (and after the last step)
     seed: int = 1337
     device: str = "cpu"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "float32"  # float32 | bfloat16 | float16 (autocast; float16 adds a grad scaler)
-    compile: bool = False
-    detect_anomaly: bool = False
+    compile: bool = False  # torch.compile the model: slower to start, faster steps on a GPU
+    detect_anomaly: bool = False  # autograd anomaly mode: names the op whose backward made a NaN (slow)
 
     def __post_init__(self) -> None:
         c = "TrainConfig"
@@ -261,6 +261,8 @@ SPM_MODEL_TYPES = {"bpe": "SentencePiece's BPE", "unigram": "SentencePiece's uni
 
 @dataclass
 class TokenizerConfig:
+    """How text becomes ids: which tokenizer is trained, and how many ids it has."""
+
     kind: str = "bpe"  # "bpe": ours (minillm/tokenizer/bpe.py); "sentencepiece": the industrial reference
     vocab_size: int = 2048
     spm_model_type: str = "bpe"  # sentencepiece only: "bpe" or "unigram"
@@ -393,6 +395,9 @@ class SFTConfig:
 
 @dataclass
 class RewardConfig:
+    """The reward model (stage 3): answers sampled from the SFT model, ranked by a simulated annotator,
+    and a model trained to score the better one higher."""
+
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-4, warmup_steps=10))
     answers_per_prompt: int = 4  # K: answers sampled per prompt and ranked (InstructGPT used 4 to 9)
     n_prompts: int = 400  # prompts whose K answers get ranked
@@ -434,6 +439,9 @@ PPO_REWARDS = ("model", "gold")
 
 @dataclass
 class PPOConfig:
+    """PPO (stage 3): the SFT model samples answers, the reward model scores them, and the policy is
+    pushed towards the better ones, a clipped step at a time, on a KL leash to the SFT model."""
+
     # constant lr (min_lr_ratio 1) unless told; rollout_batch_size and minibatch_size replace batch_size
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5, warmup_steps=0, min_lr_ratio=1.0,
                                                                    max_steps=60))
@@ -445,13 +453,13 @@ class PPOConfig:
     kl_coef: float = 0.05  # beta in -beta * (log pi - log pi_ref)
     adaptive_kl: bool = False
     target_kl: float = 6.0  # adaptive beta steers the mean KL per response towards this
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
+    clip_range: float = 0.2  # the policy's probability ratio is clipped to [1 - clip_range, 1 + clip_range]
+    clip_range_value: float = 0.2  # the critic's new value may move this far from its rollout value, no further
     # The value loss's weight in the summed loss. The critic shares no weight with the policy, and AdamW
     # undoes a gradient's scale, so it barely matters here: critic_lr sets how fast the critic learns.
     vf_coef: float = 0.1
-    gamma: float = 1.0
-    lam: float = 0.95
+    gamma: float = 1.0  # discount of later rewards (1: none; an answer is short)
+    lam: float = 0.95  # GAE's lambda: 0 trusts the critic's next value, 1 the rewards actually received
     no_eos_penalty: float = -1.0  # reward for responses that never produce <eos>
     critic_lr: float = 1e-5
     eval_prompts: int = 200  # held-out prompts on which the win rate against the SFT model is measured
@@ -490,6 +498,9 @@ GRPO_BASELINES = ("mean", "leave_one_out")  # GRPOConfig.baseline: its branch in
 
 @dataclass
 class GRPOConfig:
+    """GRPO (stage 3): several answers per prompt, each one's reward measured against the others' in its
+    group (the baseline), so that no critic is needed."""
+
     # constant lr (min_lr_ratio 1) unless told; prompts_per_step and minibatch_size replace batch_size
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup_steps=0, min_lr_ratio=1.0,
                                                                    max_steps=30))
@@ -500,8 +511,8 @@ class GRPOConfig:
     temperature: float = 1.0  # used both to sample and to score the answers in the update
     max_new_tokens: int = 32
     clip_range: float = 0.2
-    # weight of the k3 estimate of KL(pi || pi_SFT) in the loss; 0: no leash, and the SFT model then
-    # reads only one minibatch of answers per step, for the logged KL
+    # weight of the k3 estimate of KL(pi || pi_SFT) in the loss (grpo.k3_kl: per token, never negative);
+    # 0: no leash, and the SFT model then reads only one minibatch of answers per step, for the logged KL
     kl_coef: float = 0.0
     scale_by_std: bool = True  # divide by the group's std (GRPO); false: Dr. GRPO
     baseline: str = "mean"  # "mean": the group's mean reward (GRPO); "leave_one_out": the others' mean (RLOO)
@@ -543,6 +554,8 @@ DPO_PAIRS = ("all", "best_and_worst")  # DPOConfig.pairs: which pairs of a ranki
 
 @dataclass
 class DPOConfig:
+    """DPO (stage 3): the rankings train the policy directly, with no reward model and no sampling."""
+
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=5e-5, warmup_steps=5, max_steps=100))
     beta: float = 0.1  # how far from the reference the implicit reward lets the policy move
     nll_coef: float = 0.0  # weight of the chosen answers' own NLL per token (RPO; Llama 3 used 0.2)
@@ -569,6 +582,8 @@ PRESETS = ("micro", "tiny", "small")  # a new preset: its name here, its overrid
 
 @dataclass
 class PipelineConfig:
+    """The whole journey: the data every stage shares, and one section per stage."""
+
     preset: str = "tiny"  # the preset these settings started from (choose it with --preset)
     device: str = "cpu"  # every stage's train.device: `--device X` and `--set device=X` set them all
     data_seed: int = 0  # draws the corpus, the instruction suite and their splits (the world is always build_world(0))
