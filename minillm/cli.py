@@ -440,6 +440,7 @@ def _print_results(args: argparse.Namespace, result: dict | None, lines: Callabl
 
 
 def _key_lines(result: dict, keys: Sequence[str]) -> str:
+    """One "key: value" line for each of `keys` in `result` (None for one it lacks)."""
     return "\n".join(f"{key}: {result.get(key)}" for key in keys)
 
 

@@ -180,6 +180,7 @@ class ModelConfig:
 
     @property
     def head_dim(self) -> int:
+        """The channels of one attention head: n_embd is split evenly between the n_head heads."""
         return self.n_embd // self.n_head
 
     @property
@@ -282,6 +283,7 @@ class TokenizerConfig:
 class MLMConfig:
     """BERT-style masked language modelling (stage 1, encoder)."""
 
+    # BERT's own settings: LayerNorm after each residual sum, the exact erf GELU, eps 1e-12
     model: ModelConfig = field(default_factory=lambda: ModelConfig(norm="post", activation="gelu",
                                                                    layer_norm_eps=1e-12))
     train: TrainConfig = field(default_factory=TrainConfig)

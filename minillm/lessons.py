@@ -164,6 +164,7 @@ def finished(folder: Path) -> bool:
 
 
 def read_run(folder: Path, source: str) -> Run:
+    """The finished run in `folder` (its result.json), with where it came from (`source`), as _say prints it."""
     return Run(folder, read_json(folder / RESULT_NAME), source)
 
 
@@ -173,6 +174,7 @@ def shown(path: Path) -> str:
 
 
 def pipeline_folder(stage: str) -> Path:
+    """runs/tiny/NN_stage: the pipeline's run of `stage` (e.g. runs/tiny/04_sft)."""
     return PIPELINE_DIR / step_folder(stage)
 
 

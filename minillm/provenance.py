@@ -2,7 +2,8 @@
 
 After an upgrade a figure may move with the code, not with the settings; without a record of the
 code that made each run, `compare` could only say that the settings are the same. So every training
-run's config.json, and every pipeline step's inputs.json, holds a `made_by` record (`made_by`):
+run's config.json, and every pipeline step's inputs.json, holds one under the key "made_by" (the
+function `made_by` makes it):
 
     {"minillm": "0.1.0", "commit": "ca60458...", "dirty": false, "torch": "2.6.0", "python": "3.12.3",
      "device": "cpu"}

@@ -31,7 +31,7 @@ from minillm.errors import ConfigError, DataError
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so that a run is repeatable."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # NumPy's global generator takes a 32-bit seed; torch's and Python's take more
     torch.manual_seed(seed)
 
 

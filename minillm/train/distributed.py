@@ -122,6 +122,7 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
 
 def shard_rows(batch: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, torch.Tensor]:
     """This rank's rows of the global batch, dealt like cards: rows rank, rank + world_size, ...
+    Each tensor (B, ...) -> (B / world_size, ...).
 
     Dealt, not cut into contiguous slices, so that rows a batch keeps together at its end (SFT's
     replay windows) are shared by every rank instead of all landing on the last one.

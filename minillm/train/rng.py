@@ -3,9 +3,10 @@
 A training run draws random numbers from several independent generators: Python's `random`,
 NumPy's global generator, torch's CPU generator (dropout, sampling), one generator per CUDA
 device (or Apple's MPS one), and the loop's own data generator (which rows go in the next
-batch). Saving the model and optimizer alone is not enough to continue where a run stopped:
-after a resume, dropout would drop different units and the batches would come in another order,
-so the loss curve would drift away from the one of an uninterrupted run.
+batch: an object of the loop's, not a global one, so resume.py saves its state beside these).
+Saving the model and optimizer alone is not enough to continue where a run stopped: after a
+resume, dropout would drop different units and the batches would come in another order, so the
+loss curve would drift away from the one of an uninterrupted run.
 
 The states are stored as plain lists and tensors (never NumPy arrays or other objects) so that
 the checkpoint can be read with `torch.load(weights_only=True)`, which refuses anything else.
