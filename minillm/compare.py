@@ -39,6 +39,7 @@ from minillm.train.loop import CONFIG_NAME, FINAL_SPLIT, METRICS_NAME, read_metr
 from minillm.train.plots import axis_label, curve_points, plot_curve, save_figure, step_axis, text_fonts
 from minillm.utils import damaged, read_json
 
+REPORT_NAME = "report.json"  # what a finished journey (`minillm pipeline`) writes, and compare reads of it
 NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
 READ_NONE = "none (sft.pretrain_mix 0: it replays no corpus)"  # an empty record of the data read (`records_read`)
 
@@ -457,7 +458,6 @@ def code_note(names: Sequence[str], codes: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # Two journeys: the folders of `minillm pipeline`, compared by their report.json.
 
-REPORT_NAME = "report.json"
 # A stage's entries in report.json that are no learning figure: its times (the machine's speed, not the
 # run's) and the run a step was copied from (`--reuse`; "steps each run trained on its own" lists those).
 NOT_FIGURES = ("seconds", "train_seconds", "copied_from")
