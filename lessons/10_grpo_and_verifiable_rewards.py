@@ -114,7 +114,7 @@ step1_one_group(sft.path, records)
 # preset's numbers are printed below). Watch `zero_signal_share`: the share of groups whose answers
 # all scored alike, which teach nothing. At first few groups are unanimous (under 1 in 10 in the
 # tiny preset's run): the SFT model still varies on most prompts. As training goes on the policy
-# commits to its answers, right or wrong, and the share rises (about 2 in 5 over the last steps,
+# commits to its answers, right or wrong, and the share rises (about a third over the last ten steps,
 # noisy from one step to the next): the signal narrows to the prompts it still sometimes gets
 # wrong. Entropy (how unsure the policy is of its next token, averaged over the answers' tokens)
 # falls with it (grpo_health.png).
