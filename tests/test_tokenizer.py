@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from minillm.errors import TokenizerError
 from minillm.tokenizer import SPECIAL_TOKENS, BPETokenizer, SentencePieceTokenizer, load_tokenizer, train_tokenizer
+from minillm.tokenizer.base import check_vocab_size
 from minillm.tokenizer.bpe import (
     PRESPLIT_PATTERN,
     best_pair,
-    check_vocab_size,
     compile_pattern,
     count_chunks,
     merge_pair,

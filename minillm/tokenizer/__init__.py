@@ -1,6 +1,6 @@
 """Tokenizers: text <-> integer ids.
 
-Two implementations share one interface (`Tokenizer`, defined in bpe.py):
+Two implementations share one interface (`Tokenizer`, defined in base.py):
 - `BPETokenizer` (bpe.py): our own byte-level BPE, written to be read;
 - `SentencePieceTokenizer` (spm.py): the sentencepiece library, configured to be lossless.
 
@@ -14,7 +14,8 @@ import os
 from collections.abc import Iterable
 
 from minillm.errors import TokenizerError
-from minillm.tokenizer.bpe import SPECIAL_TOKENS, TOKENIZER_NAME, BPETokenizer, Tokenizer, read_tokenizer_json
+from minillm.tokenizer.base import SPECIAL_TOKENS, TOKENIZER_NAME, Tokenizer, read_tokenizer_json
+from minillm.tokenizer.bpe import BPETokenizer
 from minillm.tokenizer.spm import SentencePieceTokenizer
 
 __all__ = [

@@ -43,7 +43,7 @@ import sentencepiece as spm
 
 from minillm.config import SPM_MODEL_TYPES
 from minillm.errors import TokenizerError
-from minillm.tokenizer.bpe import (
+from minillm.tokenizer.base import (
     FORMAT_VERSION,
     SPECIAL_TOKENS,
     Tokenizer,
