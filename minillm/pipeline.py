@@ -536,12 +536,13 @@ def file_sha256(path: str | Path) -> str:
 
 def saved_inputs(folder: Path) -> dict | None:
     """The inputs.json a step's run wrote when it started; None when there is none or it is unreadable
-    (edited by hand, say): such a run cannot tell what it was made from."""
+    (edited by hand, say): such a run cannot tell what it was made from. Its id is text, as `run_step` wrote
+    it: `compare` collects ids in a set, where a list edited in would be a TypeError."""
     try:
         saved = parse_json((folder / INPUTS_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    readable = (isinstance(saved, dict) and "id" in saved
+    readable = (isinstance(saved, dict) and isinstance(saved.get("id"), str)
                 and all(isinstance(saved.get(key), dict) for key in ("settings", "made_from")))
     return saved if readable else None
 

@@ -707,3 +707,13 @@ def test_a_path_that_differs_is_a_difference_unless_both_runs_name_one_run(tmp_p
         runs = [load_run(a, "a"), load_run(other, "other")]
         assert config_differences(runs) == differ
         assert inputs_apart(runs, differ) == {}
+
+
+def test_a_step_whose_inputs_json_id_was_edited_into_a_list_is_a_run_of_unknown_inputs(tmp_path, capsys):
+    # compare's set of each step's run ids was a TypeError (unhashable type: 'list'), a traceback
+    tiny = write_pipeline_run(tmp_path / "tiny", 0.2, "ppo-1", 0.625)
+    edited = write_pipeline_run(tmp_path / "edited", 0.2, "ppo-1", 0.625)
+    inputs = edited / "06_ppo" / "inputs.json"
+    inputs.write_text(json.dumps({**json.loads(inputs.read_text(encoding="utf-8")), "id": ["ppo-1"]}), encoding="utf-8")
+    assert main(["compare", str(tiny), str(edited)]) == 0
+    assert "steps each run trained on its own: 06_ppo" in capsys.readouterr().out
