@@ -42,6 +42,7 @@ from minillm.lessons import PIPELINE_DIR, ROOT, in_notebook, lesson_parser, pipe
 from minillm.model import GPT, Bert
 from minillm.pipeline import STEP_NAMES, Journey, run_step
 from minillm.report import RL_POLICIES, write_report
+from minillm.run_lock import RUN_MARK_NAME, check_not_foreign, take_folder
 from minillm.stage1_pretrain.mlm import FLASH_FLOOD, fill_mask
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage3_rlhf.annotator import gold_score, win_rate_text
@@ -62,8 +63,11 @@ elif ARGS.preset == "tiny" and not ARGS.fresh and not ARGS.set:
     out = PIPELINE_DIR  # what `minillm pipeline --preset tiny --out runs/tiny` wrote: nothing to train again
 else:
     out = ROOT / "runs" / "lessons" / "09" / ARGS.preset
-if ARGS.fresh:
+if ARGS.fresh:  # only a journey's folder (or an empty one) is deleted, never a folder of the reader's own files
+    check_not_foreign(out)
     shutil.rmtree(out, ignore_errors=True)
+take_folder(out)  # as `minillm pipeline` takes its --out: a file, or a folder of the reader's own files, is refused
+(out / RUN_MARK_NAME).touch()  # and marked as a run's folder, so that the next run of the lesson may go on in it
 print(f"the journey's folder: {out} (a step that finished there from the same settings is read, not trained again)")
 started = time.perf_counter()
 if out == PIPELINE_DIR and not ARGS.set:  # runs/tiny as `minillm pipeline` made it, with its own settings

@@ -34,18 +34,15 @@ def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> 
     """Hold `folder/.minillm.lock` (`hold_lock`) while a command writes into `folder`.
 
     In order: a folder that is a file, or that holds files no minillm run wrote, is refused before
-    anything is written (check_is_folder; check_not_foreign, which lets the files named in `inputs`
-    through); the lock is taken; the folder is marked as a run's (RUN_MARK_NAME), so that later runs
-    may go on in it; a folder inside or around one that another process holds is refused
+    anything is written (`take_folder`, which lets the files named in `inputs` through); the lock is
+    taken; the folder is marked as a run's (RUN_MARK_NAME), so that later runs may go on in it; a
+    folder inside or around one that another process holds is refused
     (check_no_run_around); what a killed run's unfinished writes left is deleted. The lock is removed
     when the block ends, however it ends, and the folder too if this call created it and nothing was
     written into it.
     """
     folder = Path(folder)
-    check_is_folder(folder)
-    check_not_foreign(folder, inputs)
-    created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    created = take_folder(folder, inputs)
     mark = folder / RUN_MARK_NAME
     try:
         with hold_lock(folder / LOCK_NAME, folder) as lock:
@@ -57,6 +54,18 @@ def run_folder_lock(folder: str | os.PathLike, inputs: tuple[str, ...] = ()) -> 
         if created and folder.is_dir() and [path.name for path in folder.iterdir()] == [RUN_MARK_NAME]:
             mark.unlink()  # a run that failed at once leaves no empty folder behind
             folder.rmdir()
+
+
+def take_folder(folder: Path, inputs: tuple[str, ...] = ()) -> bool:
+    """Take `folder` for a run's outputs, before anything is written there: a file, or a folder that holds
+    files no minillm run wrote, is refused (check_is_folder; check_not_foreign, which lets the files named in
+    `inputs` through); it is made if missing. Returns whether this call made it. `run_folder_lock` takes its
+    folder so, and lesson 9, which writes a journey without the command line."""
+    check_is_folder(folder)
+    check_not_foreign(folder, inputs)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
 
 
 def file_lock(path: str | os.PathLike) -> AbstractContextManager[Path]:

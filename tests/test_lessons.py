@@ -447,6 +447,23 @@ def test_a_mistake_on_a_lessons_command_line_is_one_line(monkeypatch, capsys):
                                        "(see 09_end_to_end.py --help)\n")
 
 
+def test_lesson_9_refuses_an_out_that_is_a_file_or_a_folder_of_the_readers_own_files(tmp_path, monkeypatch):
+    """Lesson 9 wrote its journey into --out without the checks `minillm pipeline --out` makes: a file there
+    was mkdir's traceback, a folder of the reader's own files had its config.json written over, and --fresh
+    deleted that folder whole. Each is one DataError now, before anything is written or deleted."""
+    thesis = tmp_path / "mine" / "micro" / "thesis.txt"
+    thesis.parent.mkdir(parents=True)
+    thesis.write_text("my thesis\n", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("notes\n", encoding="utf-8")
+    for out, fresh, words in ((tmp_path / "mine", ["--fresh"], "already holds files no minillm run wrote (thesis.txt)"),
+                              (tmp_path / "mine", [], "already holds files no minillm run wrote (thesis.txt)"),
+                              (tmp_path / "notes.txt", [], "notes.txt, which is a file, not a folder")):
+        monkeypatch.setattr(sys, "argv", ["09_end_to_end.py", "--preset", "micro", "--out", str(out), *fresh])
+        with pytest.raises(DataError, match=re.escape(words)):
+            runpy.run_path(str(ROOT / "lessons" / "09_end_to_end.py"))
+    assert sorted(p.name for p in (tmp_path / "mine" / "micro").iterdir()) == ["thesis.txt"]
+
+
 def test_an_input_without_a_run_id_is_known_by_its_content(pipeline_dir, tmp_path):
     """Lesson 8's DPO from your rankings file (`--prefs-file`), or a lesson given a stage command's
     folder (`minillm sft --out my_sft`): neither has a run id. Rankings added to the file, or an SFT
