@@ -63,7 +63,8 @@ def _in_range(cls: str, name: str, value: Any, lo: float, hi: float, *, lo_open:
 
 
 def _one_of(cls: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
-    _require(value in choices, cls, name, value, f"expected one of {', '.join(choices)}")
+    shown = ", ".join(choice or '""' for choice in choices)  # the empty choice ("" for none) as it is typed
+    _require(value in choices, cls, name, value, f"expected one of {shown}")
 
 
 def _boolean(cls: str, name: str, value: Any) -> None:

@@ -135,6 +135,8 @@ BROKEN = [
     # 0.01 of 32 rows rounds to none: replay would be off; 0.99 rounds to all: no instructions
     (SFTConfig, {"pretrain_mix": 0.01}, ["SFTConfig.pretrain_mix=0.01", "0 of a batch's 32 rows", "0.0312 to 0.969"]),
     (SFTConfig, {"pretrain_mix": 0.99}, ["SFTConfig.pretrain_mix=0.99", "32 of a batch's 32 rows"]),
+    # the empty choice (no named architecture) was shown as nothing: "expected one of , llama"
+    (ModelConfig, {"arch": "llama3"}, ["ModelConfig.arch='llama3'", 'expected one of "", llama']),
 ]
 
 
