@@ -74,6 +74,7 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
     check_run_folders(run_dirs)
     if all(is_pipeline_run(d) for d in run_dirs):
         return compare_pipelines(run_dirs)
+    check_chart_outside_runs(run_dirs, out_png)
     runs = [load_run(d, n) for d, n in zip(run_dirs, run_names(run_dirs), strict=True)]
     metrics = shared_metrics(runs)
     if not metrics:
@@ -96,6 +97,17 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
     ])
     return {"final": final, "differences": differences, "other_inputs": other_inputs, "plot": str(plot),
             "report": report}
+
+
+def check_chart_outside_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike) -> None:
+    """Refuse a chart path inside one of the runs compared: `--out runs/b/loss.png` wrote the comparison over
+    the run's own loss curve, and a run's folder holds what its training wrote, nothing else."""
+    chart = Path(out_png).resolve()
+    for run_dir in run_dirs:
+        if Path(run_dir).resolve() in chart.parents:
+            raise DataError(f"--out {out_png} lies inside {run_dir}, one of the runs compared, where it could replace "
+                            "a file the run wrote (its loss.png, say); write the chart outside the runs, e.g. "
+                            "--out compare.png")
 
 
 def check_run_folders(run_dirs: Sequence[str | os.PathLike]) -> None:

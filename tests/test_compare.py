@@ -717,3 +717,12 @@ def test_a_step_whose_inputs_json_id_was_edited_into_a_list_is_a_run_of_unknown_
     inputs.write_text(json.dumps({**json.loads(inputs.read_text(encoding="utf-8")), "id": ["ppo-1"]}), encoding="utf-8")
     assert main(["compare", str(tiny), str(edited)]) == 0
     assert "steps each run trained on its own: 06_ppo" in capsys.readouterr().out
+
+
+def test_a_chart_inside_one_of_the_runs_compared_is_refused_and_the_runs_files_are_kept(tmp_path, capsys):
+    # `--out b/loss.png` wrote the comparison over run b's own loss curve
+    a, b = (write_run(tmp_path / name, 1e-3, [2.0, 1.0]) for name in ("a", "b"))
+    (b / "loss.png").write_bytes(b"b's own curve")
+    assert main(["compare", str(a), str(b), "--out", str(b / "loss.png")]) == 2
+    assert f"--out {b / 'loss.png'} lies inside {b}, one of the runs compared" in capsys.readouterr().err
+    assert (b / "loss.png").read_bytes() == b"b's own curve"
