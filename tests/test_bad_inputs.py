@@ -1043,9 +1043,8 @@ def test_pretraining_into_a_finished_run_is_refused_before_the_corpus_is_packed(
     packed into tokens, as the training loop began (train_clm and train_mlm now call check_run_folder first).
     Into another stage's run the refusal names that stage: "pass --resume" would be bad advice there."""
     gpt_run_of_stage("mlm", "mlm")(ws)
-    for objective in ("clm", "mlm"):
-        monkeypatch.setattr(f"minillm.stage1_pretrain.{objective}.pack_documents",
-                            lambda *args: pytest.fail("the corpus was packed first"))
+    monkeypatch.setattr("minillm.stage1_pretrain.data.pack_documents",  # (open_pretraining_run's, both stages')
+                        lambda *args: pytest.fail("the corpus was packed first"))
     for objective, says in (("mlm", "mlm already holds a training run"),
                             ("clm", "mlm/ckpt.pt is a 'mlm' run's checkpoint, not a 'clm' run's")):
         assert run_cli(["pretrain", objective, "--corpus", str(ws / "corpus.txt"), "--tokenizer-file",
