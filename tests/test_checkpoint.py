@@ -20,9 +20,10 @@ from minillm.errors import CheckpointError, DataError
 from minillm.model.gpt import GPT
 from minillm.stage3_rlhf.preferences import append_preference
 from minillm.train import load_checkpoint, load_model, save_checkpoint, train
-from minillm.train.checkpoint import FORMAT_VERSION, model_config_dict
+from minillm.train.checkpoint import CKPT_NAME, FORMAT_VERSION, model_config_dict
 from minillm.train.loop import append_metrics, write_metrics
 from minillm.train.plots import plot_metrics
+from minillm.train.resume import check_run_folder
 from minillm.train.rng import capture_rng_state, restore_rng_state
 from minillm.utils import INTERRUPTED_WRITE, atomic_write_bytes, read_json, write_json
 
@@ -543,3 +544,14 @@ def test_the_mps_rng_state_is_saved_and_restored_where_mps_exists(monkeypatch):
     assert torch.equal(state["mps"], mps_state)
     restore_rng_state(state)
     assert restored == [mps_state]
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_folder_where_the_checkpoint_goes_is_refused_before_anything_is_written(tmp_path, resume):
+    """ckpt.pt a folder: --resume found "nothing to resume", started a new run over the old run's
+    metrics.jsonl and config.json, and failed at its first save advising to free disk space."""
+    (tmp_path / CKPT_NAME).mkdir()
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n', encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"ckpt\.pt is not a file \(a folder\?\).*move it away"):
+        check_run_folder(tmp_path, resume, "clm", None, None)
+    assert (tmp_path / "metrics.jsonl").read_text(encoding="utf-8") == '{"step": 1, "loss": 2.0}\n'

@@ -215,6 +215,9 @@ def check_run_folder(
     to pass resume, or naming its tokenizer or settings as what differs
     (`pretrain clm --out runs/sft --resume`), would mislead."""
     ckpt_path = out_dir / CKPT_NAME
+    if ckpt_path.exists() and not ckpt_path.is_file():  # a folder there: resume would start anew over the run's logs
+        raise CheckpointError(f"{ckpt_path} is not a file (a folder?), so {out_dir} cannot be a run to continue or "
+                              f"to write: move it away, or choose another output folder")
     if ckpt_path.is_file():
         check_same_stage(load_checkpoint(ckpt_path), stage, ckpt_path)
         if not resume:
