@@ -321,7 +321,7 @@ CLI_TABLE = [
         write("i.jsonl", GOOD_RECORD + '\n{"prompt": "a"}\n')),
     Bad("instruction JSONL: wrong type",
         ("sft", "--init", "{ws}/gpt", "--out", "{ws}/sft", "--preset", "micro", "--data", "{ws}/i.jsonl"),
-        DataError, ("line 1", 'field "prompt" should be a str, got int'),
+        DataError, ("line 1", 'field "prompt" should be a string, got int'),
         write("i.jsonl", '{"prompt": 7, "response": "b"}\n')),
     Bad("instruction JSONL: not UTF-8",
         ("sft", "--init", "{ws}/gpt", "--out", "{ws}/sft", "--preset", "micro", "--data", "{ws}/i.jsonl"),

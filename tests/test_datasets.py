@@ -675,10 +675,10 @@ BAD_LINES = [
     ('{"prompt": "a", "response": "b"', "line 2: invalid JSON"),
     ('["prompt", "response"]', "line 2: expected a JSON object"),
     ('{"prompt": "a"}', 'line 2: missing field "response"'),
-    ('{"prompt": "a", "response": 3}', 'line 2: field "response" should be a str'),
-    ('{"prompt": "a", "response": "b", "phrasing": "1"}', 'line 2: field "phrasing" should be a int'),
+    ('{"prompt": "a", "response": 3}', 'line 2: field "response" should be a string'),
+    ('{"prompt": "a", "response": "b", "phrasing": "1"}', 'line 2: field "phrasing" should be a whole number'),
     ('{"prompt": "a", "response": "b", "split": "dev"}', 'line 2: field "split" is \'dev\''),
-    ('{"prompt": "a", "response": "b", "phrasing": true}', 'line 2: field "phrasing" should be a int, got bool'),
+    ('{"prompt": "a", "response": "b", "phrasing": true}', 'field "phrasing" should be a whole number, got bool'),
     ('{"prompt": "  ", "response": "b"}', 'line 2: field "prompt" is empty'),
     ('{"prompt": "a", "response": "b", "style": "rude"}', 'line 2: field "style" is \'rude\''),
 ]

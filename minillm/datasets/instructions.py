@@ -554,6 +554,7 @@ def contains_answer(answer: str, reference: str) -> bool:
 
 _REQUIRED = {"prompt": str, "response": str}
 _OPTIONAL = {"id": str, "family": str, "phrasing": int, "split": str, "reference": str, "style": str}
+JSON_KINDS = {str: "a string", int: "a whole number"}  # a field's type as a JSON file's writer names it
 _TEXTS = ("prompt", "response", "reference")  # put in NFC (Unicode's composed form: "é" one character) when read
 
 
@@ -568,7 +569,7 @@ def check_instruction_record(obj: dict) -> dict:
         if key in _REQUIRED and key not in obj:
             raise ValueError(f'missing field "{key}" (a record needs at least "prompt" and "response")')
         if key in obj and (not isinstance(obj[key], kind) or isinstance(obj[key], bool)):
-            raise ValueError(f'field "{key}" should be a {kind.__name__}, got {type(obj[key]).__name__}')
+            raise ValueError(f'field "{key}" should be {JSON_KINDS[kind]}, got {type(obj[key]).__name__}')
     if not obj["prompt"].strip():
         raise ValueError('field "prompt" is empty')
     if record_split(obj) not in SPLITS:
