@@ -1245,6 +1245,30 @@ def test_sft_records_the_file_it_learnt_for_the_stages_after_it(monkeypatch, cap
     assert recorded == [{"file": str(mine), "data_seed": 0, "sha256": json_sha256(read_jsonl(mine), sort_keys=True)}]
 
 
+def test_pretraining_and_an_sft_run_that_replays_record_the_corpus_they_read(monkeypatch, capsys, tmp_path):
+    """What `minillm pretrain` and `minillm sft --corpus` pass their runs to record (datasets/run_data.py): the
+    file by its absolute path, given relative to the folder the command runs in, and the hash of both its
+    splits, training and validation documents, as corpus_splits makes them (the validation text is read too)."""
+    from minillm.datasets import corpus_splits
+    from minillm.stage1_pretrain import clm
+    from minillm.stage2_sft import evaluate
+
+    (tmp_path / "mine.txt").write_text("One document.\n\nAnother one.\n\nA third.\n", encoding="utf-8")
+    instruction_file(tmp_path / "mine.jsonl")
+    recorded = []
+    monkeypatch.setattr(cli, "_tokenizer_for", lambda *args: None)  # (no tokenizer to train: the record alone)
+    monkeypatch.setattr(clm, "train_clm", lambda *args, **kw: recorded.append(kw["corpus"]) or {})
+    monkeypatch.setattr(evaluate, "run_sft_with_baselines", lambda *args, **kw: recorded.append(kw["corpus"]))
+    monkeypatch.chdir(tmp_path)
+    for argv in (["pretrain", "clm", "--out", "clm"],
+                 ["sft", "--init", "clm", "--data", "mine.jsonl", "--set", "sft.pretrain_mix=0.1", "--out", "sft"]):
+        code, _, err = run([*argv, "--corpus", "mine.txt", "--preset", "micro"], capsys)
+        assert code == 0, err
+    splits = corpus_splits(preset("micro"), tmp_path / "mine.txt")
+    assert recorded == [{"file": str(tmp_path / "mine.txt"), "corpus_mb": None, "data_seed": 0, "val_fraction": 0.05,
+                         "sha256": json_sha256(splits)}] * 2
+
+
 def test_resume_into_a_folder_without_a_checkpoint_says_it_starts_anew(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(cli, "cmd_pretrain", lambda args: None)
     code, _, err = run(["pretrain", "clm", "--preset", "micro", "--out", str(tmp_path / "typo"), "--resume"], capsys)
@@ -1378,6 +1402,8 @@ def test_an_out_that_is_a_file_is_named_a_file(capsys, tmp_path):
 
 
 def test_ppo_and_dpo_print_each_number_with_its_standard_error():
+    from minillm.stage3_rlhf.annotator import win_rate_text
+
     result = {"win_rate_vs_sft": 0.6512, "win_rate_stderr": 0.0341, "gold_sft": -0.14166666666666666,
               "gold_sft_stderr": 0.05, "gold_after": 0.25, "gold_after_stderr": 0.049}
     assert cli.comparison_lines(result, "PPO") == ("win rate vs SFT (gold judge): 0.651 ± 0.034\n"
@@ -1387,6 +1413,7 @@ def test_ppo_and_dpo_print_each_number_with_its_standard_error():
         lines = cli.comparison_lines(one_prompt, "PPO")
         assert "nan" not in lines and "None" not in lines
         assert lines.startswith("win rate vs SFT (gold judge): 0.651 ± n/a (1 prompt)\n")
+    assert win_rate_text({"win_rate_vs_sft": 0.6512}) == "0.651"  # the report's, of a run made before the errors
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):

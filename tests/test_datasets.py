@@ -41,7 +41,7 @@ from minillm.datasets.instructions import (
     instructions_record,
     seen_entities,
 )
-from minillm.datasets.run_data import check_same_data
+from minillm.datasets.run_data import check_same_data, saved_data
 from minillm.datasets.world import NOUN_PLURALS, TOY_ENGLISH, VERB_PAST, invent_names
 from minillm.errors import ConfigError, DataError
 from minillm.stage2_sft.template import encode_example
@@ -638,6 +638,19 @@ def test_a_resume_on_another_corpus_or_split_is_refused_and_a_moved_file_or_an_o
     check_same_data(config, {CORPUS: None})  # documents given in Python: unknown
     config.write_text(json.dumps({"run": {}}), encoding="utf-8")
     check_same_data(config, {CORPUS: generated})  # a run made before pretraining recorded its corpus: resumed
+
+
+def test_a_record_edited_into_another_shape_is_no_record_and_refuses_no_resume(tmp_path):
+    """A config.json's record edited by hand (no sha256 string, a file that is no path, no dict) is read as none
+    (`saved_data`): the data is unknown, as for a run made before its stage recorded it, so a resume goes on; it
+    is not compared as a record, which refused it ("it read the generated corpus (corpus_mb None, ...)") or
+    failed inside the check (a TypeError on a string)."""
+    config = tmp_path / "config.json"
+    now = {"file": None, "corpus_mb": 0.02, "data_seed": 0, "val_fraction": 0.05, "sha256": "5b1e" * 16}
+    for edited in ({**now, "sha256": None}, {**now, "file": 3}, "5b1e" * 16, [now]):
+        config.write_text(json.dumps({"run": {}, CORPUS: edited}), encoding="utf-8")
+        assert saved_data(config, CORPUS) is None, edited
+        check_same_data(config, {CORPUS: now})
 
 
 def test_an_id_that_a_record_without_one_would_get_is_refused_without_blaming_that_record(tmp_path):

@@ -450,6 +450,16 @@ def test_verifiable_reward_on_hand_made_answers():
     assert verify(three, "3") == pytest.approx(1.2) and verify(three, "There are 3.") == 1.0
 
 
+def test_a_family_whose_answers_normalise_to_nothing_leaves_the_verifier_working():
+    """A learner's file may answer a prompt with punctuation alone ("." normalises to ""): that family has no
+    candidate to hedge with, hence no longest one to look runs of words up to (`Verifier.longest`, a max of
+    nothing), and the verifier judges the others as before."""
+    dot = {"family": "custom", "prompt": "Answer with a full stop.", "reference": "."}
+    verify = Verifier([dot, *FACTS], exact_bonus=0.2)
+    assert verify.candidates["custom"] == set() and "custom" not in verify.longest
+    assert verify(FACTS[0], "The Mell.") == pytest.approx(1.2) and verify(dot, "The Mell.") == 0.0
+
+
 def test_an_answer_listing_every_candidate_earns_nothing():
     """"Say everything" must not pay: an answer that names the right one among others hedges."""
     verify = Verifier(FACTS)

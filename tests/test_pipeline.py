@@ -787,6 +787,14 @@ def test_the_runs_of_a_journey_record_the_data_they_read(journey):
     assert not any(CORPUS in read_json(folder / "config.json") for folder in sft_runs)  # micro's SFT replays none
 
 
+def test_a_journey_on_a_corpus_file_records_that_file(tmp_path):
+    """`minillm pipeline --corpus mine.txt`: its pretraining runs record the file they read (`Journey.corpus_read`),
+    not the generated corpus (the journey above reads that)."""
+    (tmp_path / "mine.txt").write_text("One document.\n\nAnother one.\n\nA third.\n", encoding="utf-8")
+    read = Journey(preset("micro"), tmp_path / "run", str(tmp_path / "mine.txt"), None).corpus_read
+    assert (read["file"], read["corpus_mb"]) == (str(tmp_path / "mine.txt"), None)
+
+
 def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):
     """`minillm pipeline --data FILE --skip-bad-lines` skips a malformed line, as `minillm sft` does,
     and without the flag the line stops the journey, naming the flag."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import itertools
@@ -11,6 +12,7 @@ import re
 import shutil
 import sys
 import tracemalloc
+import types
 import weakref
 from collections import Counter
 from pathlib import Path
@@ -672,6 +674,30 @@ def test_an_sft_run_that_replays_a_corpus_records_it_and_refuses_a_resume_on_ano
             "--set data_seed=0 to resume it, or start a new run in another folder")):
         train_sft(replays, RECORDS, tmp_path / "sft", scratch_model_config=ModelConfig(), resume=True,
                   pretrain_docs=["hi"], instructions=instructions, corpus=reseeded)
+
+
+def test_the_baselines_trained_beside_sft_record_the_data_sft_records(tmp_path, monkeypatch) -> None:
+    """`pipeline --jobs 2` trains the baselines in a second process beside SFT (`side_by_side`): each run gets
+    the records of the instructions and of the corpus it replays, as one after the other does. The training
+    is replaced by functions that keep what they are given; rank 1 (`is_main_process`) then stops: no table."""
+    given = {}
+
+    @contextlib.contextmanager
+    def beside(train_baselines, cfg, records, out_dir, init_dir, resume, pretrain_docs, instructions, corpus):
+        given["baselines"] = (instructions, corpus)
+        yield types.SimpleNamespace(result=dict)
+
+    monkeypatch.setattr(evaluate, "beside", beside)
+    monkeypatch.setattr(evaluate, "in_one_thread", lambda train, *args, **kw: given.setdefault(
+        "sft", (kw["instructions"], kw["corpus"])))
+    monkeypatch.setattr(evaluate, "is_main_process", lambda: False)
+    read = ({"file": None, "data_seed": 0, "sha256": "41d7" * 16},
+            {"file": None, "corpus_mb": 0.2, "data_seed": 0, "val_fraction": 0.05, "sha256": "5b1e" * 16})
+    records = [*RECORDS, {**RECORDS[0], "split": "test_seen"}]  # (no test record: no baselines)
+    cfg = SFTConfig(pretrain_mix=0.25, single_family_baseline=False)
+    assert run_sft_with_baselines(cfg, records, tmp_path / "sft", tmp_path / "clm", pretrain_docs=["hi"],
+                                  side_by_side=True, instructions=read[0], corpus=read[1]) is None
+    assert given == {"baselines": read, "sft": read}
 
 
 def _resume_command(out_dir: Path, resume: bool) -> list[str]:

@@ -622,7 +622,14 @@ def test_a_resume_continues_the_same_experiment_or_names_what_differs(tmp_path, 
     # (SFT resumed from another CLM run), its weights went on with other ids, and its tokenizer.json was replaced
     tokenizer = train_tokenizer(["the cat sat on the mat, the dog sat on the log"] * 5, 270, progress=False)
     made = {"dpo": {"beta": 0.1, "train": {"lr": 1e-2}}, "sft_dir": "runs/sft"}
-    run(tmp_path, small_cfg(max_steps=2, save_every=2), run_config=made, tokenizer=tokenizer)
+    read = {"instructions": {"file": None, "data_seed": 0, "sha256": "41d7" * 16}, "corpus": None}  # (None: unknown)
+    run(tmp_path, small_cfg(max_steps=2, save_every=2), run_config=made, tokenizer=tokenizer, read=read)
+    assert "corpus" not in json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))  # no record of null
+    # the data its records name, checked by the loop itself (a stage 1 run's corpus has no other check)
+    with pytest.raises(ConfigError, match=r"cannot resume .*: it read the generated suite \(data_seed 0\), and this "
+                                          r"run reads the generated suite \(data_seed 1\); pass --set data_seed=0"):
+        run(tmp_path, small_cfg(max_steps=4), run_config=made, tokenizer=tokenizer, resume=True,
+            read={"instructions": {"file": None, "data_seed": 1, "sha256": "0123" * 16}})
     with pytest.raises(ConfigError, match=r"cannot resume .*settings differ \(saved -> now\): dpo.beta: 0.1 -> 0.5\."):
         run(tmp_path, small_cfg(max_steps=4), run_config={**made, "dpo": {"beta": 0.5}}, tokenizer=tokenizer,
             resume=True)
