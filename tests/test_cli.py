@@ -1265,8 +1265,8 @@ def test_pretraining_and_an_sft_run_that_replays_record_the_corpus_they_read(mon
         code, _, err = run([*argv, "--corpus", "mine.txt", "--preset", "micro"], capsys)
         assert code == 0, err
     splits = corpus_splits(preset("micro"), tmp_path / "mine.txt")
-    assert recorded == [{"file": str(tmp_path / "mine.txt"), "corpus_mb": None, "data_seed": 0, "val_fraction": 0.05,
-                         "sha256": json_sha256(splits)}] * 2
+    assert recorded == [{"file": str(tmp_path / "mine.txt"), "corpus_mb": preset("micro").corpus_mb, "data_seed": 0,
+                         "val_fraction": 0.05, "sha256": json_sha256(splits)}] * 2  # (corpus_mb: the setting in effect)
 
 
 def test_resume_into_a_folder_without_a_checkpoint_says_it_starts_anew(monkeypatch, capsys, tmp_path):

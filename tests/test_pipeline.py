@@ -792,7 +792,7 @@ def test_a_journey_on_a_corpus_file_records_that_file(tmp_path):
     not the generated corpus (the journey above reads that)."""
     (tmp_path / "mine.txt").write_text("One document.\n\nAnother one.\n\nA third.\n", encoding="utf-8")
     read = Journey(preset("micro"), tmp_path / "run", str(tmp_path / "mine.txt"), None).corpus_read
-    assert (read["file"], read["corpus_mb"]) == (str(tmp_path / "mine.txt"), None)
+    assert (read["file"], read["corpus_mb"]) == (str(tmp_path / "mine.txt"), preset("micro").corpus_mb)  # in effect
 
 
 def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch):
