@@ -137,31 +137,36 @@ print(f"\n{'model':>9} {'val ppl':>8} {'params':>8} {'ms/step':>8} {'gen tok/s':
 for name, r in rows.items():
     print(f"{name:>9} {r['val_ppl']:8.2f} {r['params']:8,d} {r['ms_per_step']:8.0f} {r['gen_tokens_per_s']:10.0f} "
           f"{r['kv_bytes_per_token']:11,.0f}")
-# In our run (200 steps each, one thread of a 2-core CPU that other jobs shared, so the times are
-# rough; bench/model.py measures the step-time ratio properly):
+# In our runs (200 steps each, one thread). Perplexity, parameters and cache bytes at f8e0178; the
+# two times at ecc53a3, on a 2-core CPU that other jobs shared, so they are rough (bench/model.py
+# measures the step-time ratio properly; at f8e0178 a dozen jobs shared the CPU and every time came
+# out 7 to 11 times longer, too distorted to quote):
 #     model  val ppl   params  ms/step  gen tok/s  KV B/token
-#      gpt2     4.93  808,064      153       7033       3,072
-#  +rmsnorm     5.10  807,168      158       6106       3,072
-#   +swiglu     6.00  820,032      154       6013       3,072
-#      +gqa     5.92  770,496      165       5480       1,536
+#      gpt2     5.36  808,064      153       7033       3,072
+#  +rmsnorm     5.24  807,168      158       6106       3,072
+#   +swiglu     6.66  820,032      154       6013       3,072
+#      +gqa     5.93  770,496      165       5480       1,536
 #     llama     2.97  947,072      161       5031       1,536
+# At ecc53a3, 541 commits earlier, the perplexities were 4.93, 5.10, 6.00, 5.92 and 2.97.
 
 # %% [markdown]
 # How to read it (one seed, 200 steps: differences of a few tenths of perplexity are within the
 # noise of such short runs):
-# - RMSNorm trains like LayerNorm (5.10 against 4.93), with one statistic fewer and no bias.
+# - RMSNorm trains like LayerNorm (5.24 against 5.36; 5.10 against 4.93 at ecc53a3), with one
+#   statistic fewer and no bias.
 # - SwiGLU holds about the same parameters as the GELU MLP by construction (hidden 352 instead of
-#   512) and was behind after 200 steps (6.00). Whether it catches up takes longer runs than this
-#   lesson spends (Try this, 2); its reported gains are from models trained on billions of tokens.
-# - GQA (2 key/value heads for 4 query heads) cost nothing measurable here (5.92) and halves the
-#   KV cache per token, 3,072 -> 1,536 bytes; the qkv matrix shrinks from (384, 128) to (256, 128).
-#   A large model's generation is limited by reading that cache at every step, so this is the
-#   switch that makes a 70B model servable. At our size the cache is tiny and GQA buys no speed we
+#   512) and was behind after 200 steps (6.66; 6.00 at ecc53a3). Whether it catches up takes longer
+#   runs than this lesson spends (Try this, 2); its reported gains are from models trained on
+#   billions of tokens.
+# - GQA (2 key/value heads for 4 query heads) cost nothing measurable here (5.93; 5.92 at ecc53a3)
+#   and halves the KV cache per token, 3,072 -> 1,536 bytes; the qkv matrix shrinks from (384, 128)
+#   to (256, 128). A large model's generation is limited by reading that cache at every step, so
+#   this is the switch that makes a 70B model servable. At our size the cache is tiny and GQA buys no speed we
 #   can measure (5,410 against 5,240 tokens/s in one run, and a tie when the two were alternated):
 #   each step copies every key/value head to the query heads it serves (`repeat_interleave`), which
 #   costs about what the smaller cache saves.
-# - RoPE (with no biases and an untied head, i.e. arch=llama) helps most by far: 2.97. As lesson 4
-#   found, our text rewards finding words by their distance. The untied head adds a (V, C) table,
+# - RoPE (with no biases and an untied head, i.e. arch=llama) helps most by far: 2.97 at both
+#   commits. As lesson 4 found, our text rewards finding words by their distance. The untied head adds a (V, C) table,
 #   1536 x 128 = 197k parameters.
 # The tiny preset's full 800 steps with arch=llama and n_kv_head=2 reached perplexity 1.88 in our
 # run and 1.85 at 71c1ccc, against 1.94 to 1.95 for the preset's GPT-2 + RoPE.
@@ -227,11 +232,13 @@ for name, r in sft_rows.items():
 write_json(OUT / "table.json", {"clm": rows, "sft": sft_rows, "sft_init": str(sft_init)})
 print(f"\nthe whole lesson took {time.perf_counter() - LESSON_STARTED:.0f} s")
 # In our runs, after the pipeline (so from its CLM, runs/tiny/03_clm: GPT-2 blocks with RoPE, 3
-# layers; 464 s for the whole lesson):
+# layers). Exact match at f8e0178 (0.78 / 0.32 / 0.78 at 315569e: each moves by a few hundredths
+# with the draw; 210 questions, a standard error of about 0.03); the times at 315569e, 464 s for the
+# whole lesson on a 2-core CPU (at f8e0178, shared by a dozen jobs, it took 2,932 s, 502 s of CPU):
 #            exact match (seen)  trainable params    time
-#  full SFT                0.78    791,680 (100%)     73s
-#  LoRA r=8                0.32     49,152 (  6%)     81s
-# + tok_emb                0.78    245,760 ( 29%)     87s
+#  full SFT                0.79    791,680 (100%)     73s
+#  LoRA r=8                0.28     49,152 (  6%)     81s
+# + tok_emb                0.76    245,760 ( 29%)     87s
 # From the tiny preset's CLM with arch=llama and n_kv_head=2 instead (perplexity 1.88; `minillm
 # pretrain clm --preset tiny --set clm.model.arch=llama --set clm.model.n_kv_head=2 --out
 # runs/llama`, then `python lessons/11_modern_blocks.py runs/llama`), at ecc53a3: full 0.83, LoRA r=8
@@ -240,14 +247,14 @@ print(f"\nthe whole lesson took {time.perf_counter() - LESSON_STARTED:.0f} s")
 # %% [markdown]
 # LoRA at rank 8 alone does NOT match full SFT here. Two reasons, each measured: the role tokens'
 # random vectors (training the token table too lifts it to full SFT's level from the pipeline's CLM,
-# 0.32 -> 0.78 against 0.78, and by a quarter from the Llama-style one), and, from the Llama-style
+# 0.28 -> 0.76 against 0.79, and by a quarter from the Llama-style one), and, from the Llama-style
 # CLM, the rank itself: our model is 128 wide, and what SFT changes in it is not a rank-8 update
 # there (rank 32, 187k parameters, reached 0.60 against rank 8's 0.40 at ecc53a3, 0.55 against 0.34
 # at 71c1ccc: each figure moves by a few hundredths with the draw, the gap stays; from the pipeline's
 # CLM, rank 8 with the token table was enough). LoRA's premise, that fine-tuning moves the weights along few
 # directions, was measured on models 768 to 12,288 wide (RoBERTa-base to GPT-3 175B), where rank 8
 # is about 1% of the width at most, not 6%.
-# Its steps are no faster on a model this small either (81 s against full SFT's 73 s in our run):
+# Its steps are no faster on a model this small either (81 s against full SFT's 73 s at 315569e):
 # the frozen weights still run forward and backward (their inputs need gradients); what it saves is
 # the optimizer's state and the gradients of the frozen matrices, which for a 7B model is most of the
 # memory.
