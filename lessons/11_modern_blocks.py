@@ -162,7 +162,8 @@ for name, r in rows.items():
 #   and halves the KV cache per token, 3,072 -> 1,536 bytes; the qkv matrix shrinks from (384, 128)
 #   to (256, 128). A large model's generation is limited by reading that cache at every step, so
 #   this is the switch that makes a 70B model servable. At our size the cache is tiny and GQA buys no speed we
-#   can measure (5,410 against 5,240 tokens/s in one run, and a tie when the two were alternated):
+#   can measure (the table's 5,480 against 6,013 tokens/s is one shared-CPU run; another run gave 5,410
+#   against 5,240, and alternated the two tie):
 #   each step copies every key/value head to the query heads it serves (`repeat_interleave`), which
 #   costs about what the smaller cache saves.
 # - RoPE (with no biases and an untied head, i.e. arch=llama) helps most by far: 2.97 at both
