@@ -26,7 +26,13 @@ from torch import nn
 
 from minillm.config import ModelConfig, SFTConfig, TrainConfig
 from minillm.datasets.corpus import CORPUS
-from minillm.datasets.instructions import INSTRUCTIONS, instructions_record, is_correct, normalize_answer
+from minillm.datasets.instructions import (
+    INSTRUCTIONS,
+    check_instruction_record,
+    instructions_record,
+    is_correct,
+    normalize_answer,
+)
 from minillm.datasets.run_data import check_same_data, saved_data
 from minillm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from minillm.model import GPT
@@ -698,6 +704,22 @@ def test_the_baselines_trained_beside_sft_record_the_data_sft_records(tmp_path, 
     assert run_sft_with_baselines(cfg, records, tmp_path / "sft", tmp_path / "clm", pretrain_docs=["hi"],
                                   side_by_side=True, instructions=read[0], corpus=read[1]) is None
     assert given == {"baselines": read, "sft": read}
+
+
+def test_the_sft_table_records_the_parameters_sft_trained_not_all_of_them(tmp_path, monkeypatch) -> None:
+    """metrics.json's `trainable_params` is what train_sft trained (LoRA's adapters: fewer than `params`);
+    only such a run tells the two apart, so training and scoring are replaced by stand-ins that say so."""
+    trained = {"final": {}, "seconds": 1.0, "first_loss": 2.0, "final_loss": 1.0, "trainable_params": 24_576,
+               "params": 816_256, "template": "chat"}
+    monkeypatch.setattr(evaluate, "train_sft", lambda *args, **kw: trained)
+    monkeypatch.setattr(evaluate, "load_model_and_tokenizer", lambda *args, **kw: (None, None))
+    monkeypatch.setattr(evaluate, "evaluate_model", lambda model, tok, tests, cfg, **kw: ({}, [""] * len(tests)))
+    monkeypatch.setattr(evaluate, "exact_match_row", lambda scores: {})
+    monkeypatch.setattr(evaluate, "plot_scores", lambda *args: None)
+    records = [check_instruction_record(dict(r)) for r in [*RECORDS, {**RECORDS[0], "split": "test_seen"}]]
+    report = run_sft_with_baselines(SFTConfig(), records, tmp_path / "sft", tmp_path / "clm", baselines=False)
+    assert (report["trainable_params"], report["params"]) == (24_576, 816_256)
+    assert read_json(tmp_path / "sft" / "metrics.json")["trainable_params"] == 24_576
 
 
 def _resume_command(out_dir: Path, resume: bool) -> list[str]:
