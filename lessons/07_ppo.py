@@ -165,7 +165,8 @@ def step3_reward_hacking() -> None:
     print(f"  head-only reward model: held-out pairwise accuracy {head_only.result['pairwise_accuracy']:.2f}")
     unleashed = dataclasses.replace(CFG.ppo, train=dataclasses.replace(CFG.ppo.train, max_steps=45))
     hacked = own_run("ppo", OUT / "no_kl", fresh=ARGS.fresh, inputs=[sft, head_only], from_pipeline=False,
-                     settings={"ppo": to_dict(dataclasses.replace(unleashed, kl_coef=0.0, adaptive_kl=False))},
+                     settings={"ppo": to_dict(dataclasses.replace(unleashed, kl_coef=0.0, adaptive_kl=False,
+                                                                  reward="model"))},
                      train=lambda folder: reward_hacking(unleashed, sft.path, head_only.path, records, folder))
     result = hacked.result
     print(f"  reward model score {result['rm_score_first']:+.2f} -> {result['rm_score_last']:+.2f}, "

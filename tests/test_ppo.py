@@ -1115,3 +1115,20 @@ def test_an_rl_run_refuses_a_folder_that_holds_another_method_or_stage(tmp_path)
             online_rl.open_run(tmp_path / "clm", "PPO", resume, None, {}, torch.Generator())
     with pytest.raises(CheckpointError, match="already holds a PPO run: pass resume"):  # its own: as before
         online_rl.open_run(tmp_path / "ppo", "PPO", False, None, {}, torch.Generator())
+
+
+@pytest.mark.parametrize("reward", ["model", "gold"])
+def test_reward_hacking_fools_the_reward_model_whatever_the_config_scores_with(tmp_path, monkeypatch, reward):
+    """Lesson 7's Try this 6 sets CFG.ppo.reward = "gold", and step 3 builds its unleashed run from the same
+    CFG: it then trained on the gold judge itself, which has no model to fool."""
+    given = []
+    row = {"rm_score": 0.4, "gold": 2.5, "kl": 0.0}
+
+    def trained(cfg, sft_dir, rm_dir, records, out_dir, resume):
+        given.append((cfg.reward, cfg.kl_coef, rm_dir))
+        return {"history": [row, row], "win_rate_vs_sft": 0.5, "gold_after": 2.0, "gold_sft": 2.0}
+
+    monkeypatch.setattr(ppo, "train_ppo", trained)
+    monkeypatch.setattr(ppo, "plot_metrics", lambda *args, **kw: None)
+    ppo.reward_hacking(PPOConfig(reward=reward), tmp_path / "sft", tmp_path / "rm", [], tmp_path / "out")
+    assert given == [("model", 0.0, tmp_path / "rm")]

@@ -433,13 +433,15 @@ def reward_hacking(
     gold fell 2.52 -> 1.23 (it peaked at 2.99 on step 5), KL 6.5 nats; on held-out prompts gold 1.65
     (SFT) -> 0.74, win rate 0.36. Against the full reward model, whose likelihood term is hard to fool, gold
     did not fall (lessons/07_ppo.py, Try this 4, has that run and what the leash changes).
+    The policy is scored by the reward model at `rm_dir` whatever `cfg.reward` says: a gold reward has no
+    model to fool (lesson 7's Try this 6 sets ppo.reward=gold for its own run, and step 3 reads the same CFG).
     Writes the run to out_dir (resumable) and reward_hacking.png (reward-model score and gold per
     step) and reward_hacking_kl.png. Returns the first and last RM and gold scores, the last KL, and
     the held-out comparison with SFT.
     """
     check_section(cfg, PPOConfig, "reward_hacking")
     out_dir = Path(out_dir)
-    unleashed = dataclasses.replace(cfg, kl_coef=kl_coef, adaptive_kl=False)
+    unleashed = dataclasses.replace(cfg, kl_coef=kl_coef, adaptive_kl=False, reward="model")
     result = train_ppo(unleashed, sft_dir, rm_dir, records, out_dir, resume=True)
     history = result["history"]
     plot_metrics(history, out_dir / "reward_hacking.png", ["rm_score", "gold"],
