@@ -753,6 +753,8 @@ def test_reward_model_reward_needs_a_reward_model():
     with pytest.raises(ConfigError, match=r"^grpo\.reward=model needs a reward model: pass --reward RUN_DIR, or set "
                                           r"grpo\.reward=verifiable$"):
         make_reward_fn(micro_grpo_config(reward="model"), RECORDS, None)
+    with pytest.raises(ConfigError, match=r"^grpo_verifiable\.reward=model needs"):  # its caller's section
+        make_reward_fn(micro_grpo_config(reward="model"), RECORDS, None, section="grpo_verifiable")
 
 
 def test_a_reward_the_run_cannot_make_is_refused_naming_the_runs_section(runs, tmp_path, monkeypatch):
@@ -770,6 +772,10 @@ def test_a_reward_the_run_cannot_make_is_refused_naming_the_runs_section(runs, t
                          "--reward, or set grpo_verifiable.reward=model"),
     ("model", None, "grpo_verifiable.reward=model needs a reward model: pass --reward RUN_DIR, or set "
                     "grpo_verifiable.reward=verifiable"),
+    ("model", "", "grpo_verifiable.reward=model needs a reward model: pass --reward RUN_DIR, or set "
+                  "grpo_verifiable.reward=verifiable"),  # an empty path is none
+    ("gold", "rm", "a reward model (rm) was given, but grpo_verifiable.reward=gold reads none: drop --reward, or set "
+                   "grpo_verifiable.reward=model"),  # every reward but the model's reads none
 ])
 def test_a_reward_model_where_the_reward_reads_none_or_none_where_it_reads_one_is_refused_before_any_model_loads(
         reward, rm_dir, says, tmp_path):

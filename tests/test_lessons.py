@@ -1153,18 +1153,19 @@ def test_a_lesson_offers_fresh_exactly_when_it_reads_it():
     assert not wrong, wrong
 
 
-@pytest.mark.parametrize(("asked", "threads"), [(None, 2), ("1", 1), ("4", 4), ("0", 2), ("two", 2), ("", 2)])
-def test_a_lesson_computes_on_the_threads_omp_num_threads_asks_for(monkeypatch, asked, threads):
+@pytest.mark.parametrize(("asked", "default", "threads"), [
+    (None, 2, 2), ("1", 2, 1), ("4", 2, 4), ("0", 2, 2), ("two", 2, 2), ("", 2, 2), (None, 1, 1), ("0", 1, 1)])
+def test_a_lesson_computes_on_the_threads_omp_num_threads_asks_for(monkeypatch, asked, default, threads):
     """Lessons set two threads (one in lessons 2 and 11) and so overrode a user's OMP_NUM_THREADS=1: on a
     busy 2-core machine a PPO step of lesson 7 took 170 s that way against 10-17 s on one thread. The
-    variable wins where it names a count; otherwise the lesson's own."""
+    variable wins where it names a count; otherwise the lesson's own (two, or one in lessons 2 and 11)."""
     set_to: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", set_to.append)
     if asked is None:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", asked)
-    assert lessons.use_threads(2) == threads and set_to == [threads]
+    assert lessons.use_threads(default) == threads and set_to == [threads]
 
 
 def test_no_lesson_sets_its_threads_past_use_threads() -> None:

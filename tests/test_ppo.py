@@ -229,6 +229,15 @@ def test_rankings_that_find_no_different_answers_name_the_model_as_a_cause(runs,
                          tmp_path / "prefs.jsonl")
 
 
+def test_ppos_networks_in_float32_are_not_told_to_try_float32():
+    """PPO (and GRPO) train in float32 always and name no dtype to their Watched: its default must be the
+    precision they are in, or a NaN's message advises --dtype float32 to a run already in it."""
+    for run in UNSAVED.values():
+        message = str(run.stopped(1, "the loss is nan"))
+        assert "--dtype" not in message and message.endswith("or --detect-anomaly to find the operation that "
+                                                             "produced it"), message
+
+
 @pytest.mark.parametrize(("network", "parameter", "lr"), [("policy", "ln_f.weight", "ppo.train.lr"),
                                                          ("critic", "head.weight", "ppo.critic_lr")])
 def test_a_gradient_that_is_not_finite_stops_the_update_before_its_step(runs, network, parameter, lr):
