@@ -924,6 +924,8 @@ ONE_STR = [
     # here not silent but misleading: "the train split has 27 tokens ...; use a bigger corpus"
     ("train_clm", lambda tmp: train_clm(preset("micro").clm, _tiny_tok(), "the river", ["b"], tmp / "out"),
      "train_docs"),
+    ("train_mlm", lambda tmp: train_mlm(preset("micro").mlm, _tiny_tok(), ["a"], "the river", tmp / "out"),
+     "val_docs"),  # the validation documents are checked as the training ones are
 ]
 
 

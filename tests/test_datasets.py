@@ -691,6 +691,7 @@ BAD_LINES = [
     ('{"prompt": "a", "response": 3}', 'line 2: field "response" should be a string'),
     ('{"prompt": "a", "response": "b", "phrasing": "1"}', 'line 2: field "phrasing" should be a whole number'),
     ('{"prompt": "a", "response": "b", "split": "dev"}', 'line 2: field "split" is \'dev\''),
+    ('{"prompt": "a", "response": "b", "split": ""}', 'line 2: field "split" is \'\''),  # named, but none: not "train"
     ('{"prompt": "a", "response": "b", "phrasing": true}', 'field "phrasing" should be a whole number, got bool'),
     ('{"prompt": "  ", "response": "b"}', 'line 2: field "prompt" is empty'),
     ('{"prompt": "a", "response": "b", "style": "rude"}', 'line 2: field "style" is \'rude\''),

@@ -16,6 +16,7 @@ import types
 import weakref
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -406,6 +407,17 @@ def test_the_single_family_baseline_defaults_to_the_largest_training_family() ->
                + [{"split": "test_seen", "family": "a"}] * 5 + [{"family": "c"}] * 2)  # no split: train
     assert single_family_name(records, "") == "b"  # the test records of "a" do not count
     assert single_family_name(records[2:4] + records[:2], "") == "a"  # a tie: the first name alphabetically
+
+
+def test_the_single_family_baseline_keeps_records_without_a_split_of_its_family_alone(tmp_path, monkeypatch) -> None:
+    """A record without a split is training data here too (records given in Python; a file's get "train"):
+    the single-family run trains on the family's, not on every family's."""
+    records = [{"prompt": f"p{i}", "response": "r", "family": family} for i, family in enumerate("aab")]
+    trained: list[list[dict]] = []
+    monkeypatch.setattr(evaluate, "load_model_and_tokenizer", lambda *args: (SimpleNamespace(config=None), None))
+    monkeypatch.setattr(evaluate, "train_sft", lambda cfg, recs, out_dir, **kwargs: trained.append(recs))
+    train_baselines(SFTConfig(), records, tmp_path, tmp_path, resume=False)
+    assert trained == [records, records[:2]]  # from scratch: all of them; the largest family, "a", alone
 
 
 def test_no_training_records_to_name_a_family_from_is_one_clear_line() -> None:

@@ -23,7 +23,7 @@ from minillm.errors import ConfigError, DataError, ModelInputError
 from minillm.model import GPT, Bert
 from minillm.stage1_pretrain import clm as clm_module
 from minillm.stage1_pretrain.clm import clm_loss, generate_text, perplexity, train_clm, unigram_perplexity
-from minillm.stage1_pretrain.data import consecutive_windows, pack_documents, random_windows
+from minillm.stage1_pretrain.data import consecutive_windows, open_pretraining_run, pack_documents, random_windows
 from minillm.stage1_pretrain.masking import IGNORE_INDEX
 from minillm.stage1_pretrain.mlm import (
     FLASH_FLOOD,
@@ -445,14 +445,30 @@ def test_fill_mask_needs_exactly_one_blank(tokenizer, text):
 
 
 def test_corpus_too_small_for_one_batch_says_how_many_tokens(tmp_path, tokenizer):
-    """And names the stage's settings as --set takes them (it said "a smaller block_size / batch_size")."""
+    """And names the stage's settings as --set takes them (it said "a smaller block_size / batch_size"), and a
+    window's tokens as a reader counts them: CLM's block and its last position's target, MLM's block alone."""
     docs = ["A short note.", "Another one."]
-    with pytest.raises(DataError, match=r"train split has \d+ tokens but one batch .* needs 528; .* lower --set "
+    with pytest.raises(DataError, match=r"train split has \d+ tokens but one batch \(16 windows of 32\+1 tokens\) "
+                                        r"needs 528; .* lower --set "
                                         r"clm\.model\.block_size or clm\.train\.batch_size$"):
         train_clm(_clm_cfg(), tokenizer, docs, docs, tmp_path)
-    with pytest.raises(DataError, match=r"train split has \d+ tokens but one batch .* needs 512; .* lower --set "
+    with pytest.raises(DataError, match=r"train split has \d+ tokens but one batch \(16 windows of 32 tokens\) "
+                                        r"needs 512; .* lower --set "
                                         r"mlm\.model\.block_size or mlm\.train\.batch_size$"):
         train_mlm(_mlm_cfg(), tokenizer, docs, docs, tmp_path)
+
+
+def test_one_window_of_validation_text_is_enough_and_the_run_keeps_its_corpus_record(tmp_path, corpus, tokenizer):
+    """open_pretraining_run, which MLM and CLM share: training needs a batch of windows, the validation split
+    only one window (16 windows of 32+1 tokens and one); the corpus record it returns is the one config.json
+    keeps and a resume is checked against, and the config takes the tokenizer's vocabulary size."""
+    val = next(corpus[1][:n] for n in range(1, len(corpus[1]) + 1)
+               if len(pack_documents(tokenizer, corpus[1][:n])) >= 33)  # the fewest documents that fill one window
+    record = {"file": None, "sha256": "5b1e"}
+    cfg, out_dir, read, streams = open_pretraining_run("clm", _clm_cfg(), tokenizer, corpus[0], val, tmp_path,
+                                                       resume=False, corpus=record, extra_tokens=1)
+    assert 33 <= len(streams["val"]) < 16 * 33 and read == {"corpus": record} and out_dir == tmp_path
+    assert cfg.model.vocab_size == tokenizer.vocab_size != _clm_cfg().model.vocab_size
 
 
 def test_a_stream_shorter_than_one_window_is_refused_with_both_lengths():
