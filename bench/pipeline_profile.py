@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from minillm import pipeline
+from minillm import pipeline, reuse
 from minillm.config import PRESETS, PipelineConfig, changed_settings, first_changes, preset, to_dict
 from minillm.console import OneLineParser, description, path_arg, positive_int
 from minillm.errors import one_line_errors
@@ -115,7 +115,7 @@ def profile_pipeline(preset_name: str, out_dir: Path, steps: list[str]) -> dict[
     last = max(pipeline.STEP_NAMES.index(name) for name in steps)
     for name in pipeline.STEP_NAMES[: last + 1]:  # the steps after the last profiled one are not needed
         if name not in steps:
-            if (journey.folder(name) / pipeline.RESULT_NAME).is_file():  # run before: later steps read its result
+            if (journey.folder(name) / reuse.RESULT_NAME).is_file():  # run before: later steps read its result
                 journey.results[name] = pipeline.run_step(journey, name)
             continue
         # Always train the step anew: a finished run, or its checkpoint, would only be read back.
@@ -152,7 +152,7 @@ def unmet_needs(steps: list[str], out_dir: Path, cfg: PipelineConfig) -> list[st
     while to_check:
         for need in pipeline.needs(cfg, to_check.pop()):
             if need not in steps and need not in missing and not (
-                    out_dir / pipeline.step_folder(need) / pipeline.RESULT_NAME).is_file():
+                    out_dir / pipeline.step_folder(need) / reuse.RESULT_NAME).is_file():
                 missing.append(need)
                 to_check.append(need)
     return sorted(missing, key=pipeline.STEP_NAMES.index)

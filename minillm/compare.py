@@ -34,6 +34,7 @@ from minillm.datasets.instructions import INSTRUCTIONS
 from minillm.datasets.run_data import DATA, data_text, saved_data
 from minillm.errors import DataError
 from minillm.provenance import MADE_BY, code_summary, describe
+from minillm.reuse import run_id
 from minillm.run_lock import holds_pipeline_steps
 from minillm.train.loop import CONFIG_NAME, FINAL_SPLIT, METRICS_NAME, read_metrics, summarize
 from minillm.train.plots import axis_label, curve_points, plot_curve, save_figure, step_axis, text_fonts
@@ -212,8 +213,6 @@ def run_identity(path: Path) -> str | None:
     the id its inputs.json holds (a pipeline step; a step --reuse copied keeps the id of the run it copies),
     else the sha256 of its metrics.jsonl (a stage command's run: a few kilobytes, whose times alone tell
     two trainings apart). None when it holds no run. A checkpoint is never read: it may weigh gigabytes."""
-    from minillm.pipeline import run_id  # (as in compare_pipelines)
-
     folder = path if path.is_dir() else path.parent if path.is_file() else None
     if folder is None:
         return None
@@ -548,7 +547,5 @@ def report_figures(folder: Path) -> dict[str, object]:
 def steps_trained_apart(folders: Sequence[Path]) -> list[str]:
     """The step folders (e.g. 06_ppo) whose runs are not one and the same in every pipeline run: each
     step's inputs.json names its run, and a step copied by --reuse keeps the id of the run it copies."""
-    from minillm.pipeline import run_id  # (as in compare_pipelines)
-
     steps = sorted(p.name for p in folders[0].iterdir() if p.is_dir())
     return [step for step in steps if len({run_id(folder / step) for folder in folders}) > 1]

@@ -20,7 +20,7 @@ prints `[sft] using runs/lessons/05/sft (this lesson's earlier run); --fresh tra
 names the pipeline's run again). After an edit of the lesson's CFG, or when a run it builds on was
 trained again, the earlier run no longer matches: the lesson says why, and trains (or takes the
 pipeline's run, if that one matches). This module sits on top, beside pipeline.py: it uses the
-pipeline's steps and folders, nothing uses it.
+pipeline's steps and folders (and reuse.py's check of what a run was made from), nothing uses it.
 """
 
 from __future__ import annotations
@@ -41,21 +41,15 @@ from minillm.config import PipelineConfig, changed_settings, first_changes, from
 from minillm.console import OneLineParser
 from minillm.datasets.instructions import read_jsonl
 from minillm.errors import DataError, one_line_errors
-from minillm.pipeline import (
-    CONFIG_NAME,
+from minillm.pipeline import CONFIG_NAME, STEP_NAMES, Journey, jsonable, needs, run_step, step_folder
+from minillm.reuse import (
     RESULT_NAME,
-    STEP_NAMES,
-    Journey,
     file_sha256,
     holds_outputs,
-    jsonable,
     made_from_earlier_runs,
     made_otherwise,
-    needs,
     run_id,
-    run_step,
     saved_inputs,
-    step_folder,
 )
 from minillm.run_lock import run_folder_lock
 from minillm.train.checkpoint import CKPT_NAME

@@ -29,7 +29,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from minillm import pipeline, workers
+from minillm import pipeline, reuse, workers
 from minillm.cli import main
 from minillm.config import apply_overrides, preset
 from minillm.datasets import generate_instruction_suite
@@ -594,15 +594,15 @@ def test_an_inputs_json_with_a_field_of_another_kind_is_unreadable(tmp_path):
     inputs = {"settings": {}, "made_from": {"tokenizer": "a"}}  # what the step would be made from now
     for key, value in (("made_from", None), ("settings", [])):
         (folder / "inputs.json").write_text(json.dumps({"id": "x", "settings": {}, "made_from": {}, key: value}))
-        assert pipeline.saved_inputs(folder) is None
-        assert "has no readable inputs.json" in pipeline.why_redo(folder, inputs)
+        assert reuse.saved_inputs(folder) is None
+        assert "has no readable inputs.json" in reuse.why_redo(folder, inputs)
 
 
 def test_an_inputs_json_nested_too_deeply_is_unreadable_not_a_traceback(tmp_path):
     """json raises RecursionError, not a ValueError, for brackets nested about a thousand deep: the readers
     that take a damaged inputs.json or config.json for none (the pipeline's, the provenance's) let it through."""
     (tmp_path / "inputs.json").write_text("[" * 100_000, encoding="utf-8")
-    assert pipeline.saved_inputs(tmp_path) is None
+    assert reuse.saved_inputs(tmp_path) is None
     assert saved_record(tmp_path / "inputs.json") is None
 
 
@@ -640,7 +640,7 @@ def test_a_copy_from_another_run_cut_short_is_not_taken_for_a_finished_step(tmp_
     monkeypatch.setattr(pipeline, "STEPS", {**pipeline.STEPS, "tokenizer": step})
     run_step(Journey(preset("micro"), tmp_path / "source"), "tokenizer")
     reusing = Journey(preset("micro"), tmp_path / "new", reuse_from=tmp_path / "source")
-    copy_tree = pipeline.copy_tree
+    copy_tree = reuse.copy_tree
 
     def cut_short(source, target):  # result.json and inputs.json copied, then Ctrl-C
         Path(target).mkdir(parents=True)
@@ -648,10 +648,10 @@ def test_a_copy_from_another_run_cut_short_is_not_taken_for_a_finished_step(tmp_
             shutil.copy2(Path(source) / name, Path(target) / name)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "copy_tree", cut_short)
+    monkeypatch.setattr(reuse, "copy_tree", cut_short)
     with pytest.raises(KeyboardInterrupt):
         run_step(reusing, "tokenizer")
-    monkeypatch.setattr(pipeline, "copy_tree", copy_tree)
+    monkeypatch.setattr(reuse, "copy_tree", copy_tree)
     result = run_step(reusing, "tokenizer")
     assert result["copied_from"] == str(tmp_path / "source" / "01_tokenizer")
     assert (tmp_path / "new" / "01_tokenizer" / "ckpt.pt").read_text(encoding="utf-8") == "weights"
@@ -666,7 +666,7 @@ def test_a_copy_the_disk_refuses_names_the_file_it_could_not_write(tmp_path, fil
     for name in ("ckpt.pt", "baselines/scratch/ckpt.pt", "baselines/scratch/loss.png"):
         (source / name).write_bytes(b"w" * 5000)
     with file_size_limit(4096), pytest.raises(OSError) as info:
-        pipeline.copy_run(source, tmp_path / "new" / "04_sft")
+        reuse.copy_run(source, tmp_path / "new" / "04_sft")
     assert info.value.errno == errno.EFBIG
     assert info.value.filename == str(tmp_path / "new" / "04_sft.copying" / "baselines" / "scratch" / "ckpt.pt")
     assert not (tmp_path / "new" / "04_sft").exists()  # the step is not taken as copied
@@ -680,7 +680,7 @@ def test_a_copy_whose_source_cannot_be_read_names_the_source(tmp_path):
     (source / "result.json").write_text("{}", encoding="utf-8")
     (source / "ckpt.pt").symlink_to(tmp_path / "gone.pt")
     with pytest.raises(FileNotFoundError) as info:
-        pipeline.copy_run(source, tmp_path / "new" / "04_sft")
+        reuse.copy_run(source, tmp_path / "new" / "04_sft")
     assert info.value.filename == str(source / "ckpt.pt")
 
 
