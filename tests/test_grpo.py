@@ -30,7 +30,8 @@ from test_ppo import (
 
 from minillm import config, report
 from minillm.config import GRPOConfig, TrainConfig
-from minillm.datasets.instructions import contains_answer, generate_instruction_suite, normalize_answer
+from minillm.datasets.answers import contains_answer, normalize_answer
+from minillm.datasets.instructions import generate_instruction_suite
 from minillm.errors import CheckpointError, ConfigError, TrainingError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers

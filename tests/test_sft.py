@@ -26,14 +26,9 @@ from crash_resume import assert_exact_resume
 from torch import nn
 
 from minillm.config import ModelConfig, SFTConfig, TrainConfig
+from minillm.datasets.answers import is_correct, normalize_answer
 from minillm.datasets.corpus import CORPUS
-from minillm.datasets.instructions import (
-    INSTRUCTIONS,
-    check_instruction_record,
-    instructions_record,
-    is_correct,
-    normalize_answer,
-)
+from minillm.datasets.instructions import INSTRUCTIONS, check_instruction_record, instructions_record
 from minillm.datasets.run_data import check_same_data, saved_data
 from minillm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from minillm.model import GPT

@@ -1,4 +1,4 @@
-"""The instruction suite: task families, phrasings, held-out splits, answer styles, and the judge.
+"""The instruction suite: task families, phrasings, held-out splits and answer styles, and its files.
 
 Stage 2 teaches the pretrained GPT to answer requests. Its claim is that instruction tuning helps on
 *new* instructions and builds on what pretraining learned. To measure that, each example is a
@@ -44,7 +44,7 @@ Training responses vary in style on purpose, as real demonstrations do: 60% `ide
 (the bare answer), `padded` (a chatty sign-off, sometimes an opener too), `impolite` (a rude
 sign-off, sometimes a rude opener) and a few `wrong`. The `reference` is always the ideal, correct
 answer; test records have ideal responses. Stage 3 then has something to improve: its annotator
-prefers correct, polite, concise answers.
+prefers correct, polite, concise answers. Whether an answer is right is judged in `answers.py`.
 
 The record format (one JSON object per line in a JSONL file):
 
@@ -67,6 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minillm.config import PipelineConfig, check_section
+from minillm.datasets.answers import contains_answer
 from minillm.datasets.corpus import HAZARDS, bulletin_sentences, capitalize, random_span
 from minillm.datasets.jsonl import read_records, record_split, write_jsonl
 from minillm.datasets.world import (
@@ -88,8 +89,7 @@ from minillm.errors import ConfigError, DataError
 from minillm.utils import is_whole_number, json_sha256
 
 __all__ = ["SPLITS", "STYLES", "FAMILIES", "TRAIN_FAMILIES", "HELDOUT_FAMILIES", "HELDOUT_PHRASING",
-           "generate_instruction_suite", "seen_entities", "normalize_answer", "is_correct",
-           "contains_answer", "check_instruction_record", "read_jsonl", "write_jsonl"]
+           "generate_instruction_suite", "seen_entities", "check_instruction_record", "read_jsonl", "write_jsonl"]
 
 SPLITS = ("train", "test_seen", "test_heldout_phrasing", "test_heldout_family", "test_world_fact")
 STYLES = ("ideal", "terse", "padded", "impolite", "wrong")
@@ -489,64 +489,6 @@ def generate_instruction_suite(seed: int = 0, world: World | None = None, n_trai
     rng.shuffle(records)
     _number_ids(records)
     return records
-
-
-# --------------------------------------------------------------------------------------------------
-# Judging an answer.
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, punctuation removed (apostrophes and hyphens kept), leading article dropped, spaces collapsed.
-
-    'The Mell.' -> 'mell'; '  the red Foxes! ' -> 'red foxes'. Dropping the leading article lets the
-    terse 'Mell' count as correct; it is the only leniency, though it also forgives one leading
-    article for another ('A smith walked home.' for 'The smith walked home.'). Apostrophes and
-    hyphens stay, so that "don't" and "well-known" stay one word: "'Mell'" in single quotes
-    normalises to "'mell'".
-
-    One text can be spelled with different code points: "é" is one character (U+00E9) or "e" plus
-    a combining accent (U+0301), "한" one syllable or three jamo, and "3" or "ABC" in the full-width
-    forms a Chinese, Japanese or Korean input method types, "３" or "ＡＢＣ". The text is `folded`, so
-    that each pair compares equal; and combining marks that are left (an accent with no composed
-    form, Hindi vowel signs) are part of their word, not punctuation that would cut "naïve" into "nai ve".
-    """
-    text = folded(text)
-    words = re.sub(r"[^\w\s'-]", _space_unless_mark, text).split()
-    if words and words[0] in ("the", "a", "an"):
-        words = words[1:]
-    return " ".join(words)
-
-
-def folded(text: str) -> str:
-    """`text` in lower case and in NFKC, Unicode's composed form with compatibility forms (full width)
-    folded: one spelling for texts that read alike, which every judgement of an answer starts from."""
-    return unicodedata.normalize("NFKC", text.lower())
-
-
-def _space_unless_mark(match: re.Match[str]) -> str:
-    """A punctuation character becomes a space; a combining mark (category M*) stays in its word."""
-    return match.group() if unicodedata.category(match.group()).startswith("M") else " "
-
-
-def is_correct(answer: str, reference: str) -> bool:
-    """Exact match after normalisation: the score stage 2 reports and stage 3's gold judge builds on.
-
-    A padded answer ("Sure! The Mell. I hope this helps!") is *not* exactly correct; use
-    `contains_answer` to ask whether the right answer is in there at all. A reference that normalises
-    to nothing ("", "The.") matches no answer, as in `contains_answer`: a blank answer is never right.
-    """
-    ref = normalize_answer(reference)
-    return bool(ref) and normalize_answer(answer) == ref
-
-
-def contains_answer(answer: str, reference: str) -> bool:
-    """Whether the normalised reference appears as whole words inside the normalised answer.
-
-    The reference's leading article is dropped, so another determiner before the rest passes too:
-    'these red foxes' contains 'the red foxes'.
-    """
-    ref = normalize_answer(reference)
-    return bool(ref) and f" {ref} " in f" {normalize_answer(answer)} "
 
 
 # --------------------------------------------------------------------------------------------------

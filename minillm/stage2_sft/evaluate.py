@@ -38,7 +38,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from minillm.config import SFTConfig, check_section, to_dict
-from minillm.datasets.instructions import check_instruction_record, is_correct, normalize_answer
+from minillm.datasets.answers import is_correct, normalize_answer
+from minillm.datasets.instructions import check_instruction_record
 from minillm.datasets.jsonl import check_records, read_records, record_split, write_jsonl
 from minillm.errors import ConfigError
 from minillm.model import GPT

@@ -43,14 +43,8 @@ from itertools import pairwise
 
 import torch
 
-from minillm.datasets.instructions import (
-    RUDE_CLOSERS,
-    RUDE_OPENERS,
-    contains_answer,
-    folded,
-    is_correct,
-    normalize_answer,
-)
+from minillm.datasets.answers import contains_answer, folded, is_correct, normalize_answer
+from minillm.datasets.instructions import RUDE_CLOSERS, RUDE_OPENERS
 from minillm.stage2_sft.evaluate import token_f1
 
 WEIGHTS = {"correct": 2.0, "exact": 1.0, "full_form": 0.5, "near_miss": 0.5, "rude": -0.75, "verbose": -0.5}

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from minillm.datasets.instructions import is_correct
+from minillm.datasets.answers import is_correct
 from minillm.errors import CheckpointError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers

@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from minillm.datasets.instructions import contains_answer, is_correct, normalize_answer
+from minillm.datasets.answers import contains_answer, is_correct, normalize_answer
 
 
 def word_spans(words: list[str], phrase: str) -> list[tuple[int, int]]:
