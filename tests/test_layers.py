@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"stage1_pretrain"},
     {"stage2_sft"},
     {"stage3_rlhf"},
-    {"pipeline", "report"},
+    {"pipeline", "reuse", "report"},  # (reuse: when a journey's step is redone or copied)
     {"compare", "lessons", "cli", "__main__"},
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
