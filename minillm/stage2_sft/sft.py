@@ -263,8 +263,8 @@ def train_sft(
     check_section(cfg, SFTConfig, "train_sft")
     out_dir = Path(out_dir)
     read = data_read(cfg, instructions, corpus)
-    if resume and (out_dir / CKPT_NAME).is_file():
-        check_same_data(out_dir / CONFIG_NAME, read)
+    if resume and (out_dir / CKPT_NAME).is_file():  # refused now, before the model loads and the records are
+        check_same_data(out_dir / CONFIG_NAME, read)  # encoded; the loop checks it again as it starts
     seed_everything(cfg.train.seed)
     model, tokenizer = _initial_model(init_dir, scratch_model_config, tokenizer)
     # the evaluation after training answers with this length: refuse it now, not after the training
