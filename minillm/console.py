@@ -181,7 +181,13 @@ def description(doc: str | None) -> str | None:
 def path_arg(text: str) -> str:
     """The argparse type of every file and folder argument: a leading `~` is the home folder, as in the
     lessons' run folders (lessons.resolved). The shell expands `~` only at the start of a word: without
-    this, --out=~/runs or a quoted "~/runs" would make a folder named "~" in the current one."""
+    this, --out=~/runs or a quoted "~/runs" would make a folder named "~" in the current one.
+
+    A blank path is refused: it is what the shell passes for a variable never set (--out "$RUN"), and
+    Path("") is the current folder, so a run would be written among the user's own files."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is a blank path (a shell variable never set?): give a file or "
+                                         "folder, '.' for the current one")
     return os.path.expanduser(text)
 
 

@@ -1490,6 +1490,17 @@ def test_a_path_given_with_a_home_folder_tilde_is_the_home_folder(monkeypatch, t
     assert compare.runs == [str(home / "a")] and compare.out == str(home / "curves.png")
 
 
+@pytest.mark.parametrize("argv", [["chat", "--ckpt", ""], ["sft", "--init", "nowhere", "--out", " "],
+                                  ["compare", "a", "b", "--out", ""], ["compare", "a", ""]])
+def test_a_blank_path_is_refused_not_read_as_the_current_folder(argv, tmp_path, monkeypatch, capsys):
+    """`--out ""` (an unset shell variable: --out "$RUN") was the current folder, reported as "--out ."; every path
+    argument is read by console.path_arg (the test below), which refuses it before anything loads or is written."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(argv, capsys)
+    refusal = f"{argv[-1]!r} is a blank path (a shell variable never set?): give a file or folder, '.' for the current"
+    assert code == 2 and out == "" and refusal in err and list(tmp_path.iterdir()) == []
+
+
 def test_every_argument_that_takes_text_is_a_path_unless_named_here():
     """A new file or folder argument takes the type that expands `~` (console.path_arg, or _png_file, built on it)."""
     plain = {action.dest for action in _text_arguments(build_parser()) if action.type is None}
