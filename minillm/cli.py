@@ -316,10 +316,13 @@ def cmd_sft(args: argparse.Namespace) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> None:
     from minillm.model.gpt import GPT
-    from minillm.stage2_sft.chat import chat_loop
+    from minillm.stage2_sft.chat import chat_loop, template_note
 
     stdin = _typed_lines("chat")
     model, tok = _load_trained(args, GPT)
+    note = template_note(args.ckpt)
+    if note:  # on stderr, as the other notes: stdout is the conversation
+        print(f"minillm: note: {note}", file=sys.stderr)
     chat_loop(model, tok, stdin, sys.stdout, max_new_tokens=args.max_new_tokens,
               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
 

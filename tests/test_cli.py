@@ -632,6 +632,36 @@ def test_decomposed_hangul_typed_or_pasted_reaches_the_model_composed(untrained_
     assert code == 0 and seen == [nfc + "\n"], err
 
 
+class LinesTyped(io.StringIO):
+    """stdin for a chat: the lines typed, and what stderr held when the first was read (before any prompt's)."""
+
+    err_before_first_line: str | None = None
+
+    def readline(self, size: int = -1) -> str:
+        if self.err_before_first_line is None:
+            self.err_before_first_line = sys.stderr.getvalue()  # (capsys's stderr keeps what was written)
+        return super().readline(size)
+
+
+@pytest.mark.parametrize(("saved", "noted"), [({"stage": "clm"}, True), ({"stage": "sft"}, False),
+                                              ({"stage": "dpo"}, False), ({"method": "GRPO"}, False), ({}, False)])
+def test_chat_with_a_clm_run_notes_once_before_the_first_prompt_that_it_never_saw_the_template(
+        untrained_runs, tmp_path, capsys, monkeypatch, saved, noted):
+    """A CLM run continued the template's text with no word of why (only --help said it); an SFT, DPO, PPO or
+    GRPO run (the online methods' checkpoints name their method, not a stage), or one older than stages, no note."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "tokenizer.json").write_bytes((untrained_runs / "gpt" / "tokenizer.json").read_bytes())
+    save_checkpoint(run_dir / "ckpt.pt", {**load_checkpoint(untrained_runs / "gpt" / "ckpt.pt"), **saved})
+    stdin = LinesTyped("hello\nhow is the river?\n")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    code, out, err = run(["chat", "--ckpt", str(run_dir), "--max-new-tokens", "2"], capsys)
+    assert code == 0 and out.count("bot> ") == 2, err
+    note = (f"minillm: note: {run_dir} is a CLM run, which never saw the chat template: it continues the template's "
+            "text instead of answering (chat with an SFT, PPO, DPO or GRPO run for answers)\n")
+    assert err == stdin.err_before_first_line == (note if noted else "")
+
+
 def test_chat_samples_by_its_seed_top_k_and_top_p(untrained_runs, capsys, monkeypatch):
     def answers(*options: str) -> list[str]:
         monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nhow is the river?\n"))

@@ -13,12 +13,15 @@ The answer's control characters but newline and tab are shown as escapes (`utils
 a model may write any byte, and an escape sequence would otherwise clear or recolour the terminal.
 
 `chat_loop` reads from and writes to any text streams, so a test can drive it with `io.StringIO`;
-`minillm chat --ckpt DIR` calls it with the terminal's stdin and stdout.
+`minillm chat --ckpt DIR` calls it with the terminal's stdin and stdout, after a note on stderr when DIR
+is a CLM run, which never learnt the template (`template_note`).
 """
 
 from __future__ import annotations
 
+import os
 import unicodedata
+from pathlib import Path
 from typing import TextIO
 
 import torch
@@ -27,6 +30,7 @@ from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
 from minillm.stage2_sft.template import N_FRAMING_TOKENS, check_room_for_prompt, encode_prompt
 from minillm.tokenizer import Tokenizer
+from minillm.train.checkpoint import CKPT_NAME, load_checkpoint
 from minillm.utils import escape_controls
 
 QUIT = "/quit"
@@ -89,3 +93,17 @@ def chat_loop(
 def command_help() -> str:
     """The chat's commands and what each does, on one line."""
     return "commands: " + "; ".join(f"{name} {what}" for name, what in COMMANDS.items()) + "\n"
+
+
+def template_note(run_dir: str | os.PathLike) -> str | None:
+    """A note for a chat with a CLM run, None for a run that learnt the chat template.
+
+    Pretraining (clm.py, whose checkpoints the training loop saves with the stage "clm") teaches a model
+    to continue text; it never saw <|user|> and <|assistant|>, so it goes on with the template's text
+    instead of answering. SFT teaches the template, and PPO, DPO and GRPO start from an SFT model. A
+    checkpoint that names no stage (PPO's and GRPO's, or one saved before stages were) gets no note."""
+    path = Path(run_dir)  # (its checkpoint is read a second time, after the model's load: a fraction of a second)
+    if load_checkpoint(path if path.is_file() else path / CKPT_NAME).get("stage") != "clm":
+        return None
+    return (f"{run_dir} is a CLM run, which never saw the chat template: it continues the template's text "
+            "instead of answering (chat with an SFT, PPO, DPO or GRPO run for answers)")
