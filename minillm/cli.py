@@ -598,8 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="overlay several runs' curves; table their final metrics and config differences")
     p.add_argument("runs", nargs="+", type=path_arg, metavar="RUN_DIR",
                    help="run folders (each with metrics.jsonl, config.json), or pipeline runs (report.json)")
-    p.add_argument("--out", type=_png_file, default="compare.png",
-                   help="the PNG of the overlaid curves (not for pipeline runs)")
+    p.add_argument("--out", type=_png_file, default=None,
+                   help="the PNG of the overlaid curves (default compare.png; not for pipeline runs, which draw none)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("sft", help="stage 2: instruction tuning from a CLM run, with its baselines")

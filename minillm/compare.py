@@ -40,6 +40,7 @@ from minillm.train.loop import CONFIG_NAME, FINAL_SPLIT, METRICS_NAME, read_metr
 from minillm.train.plots import axis_label, curve_points, plot_curve, save_figure, step_axis, text_fonts
 from minillm.utils import damaged, read_json
 
+CHART_NAME = "compare.png"  # the overlaid curves' PNG when no --out names one (in the current folder)
 REPORT_NAME = "report.json"  # what a finished journey (`minillm pipeline`) writes, and compare reads of it
 NOT_CURVES = ("step", "elapsed_s")  # the x axis, and wall time (it measures the machine, not the run)
 READ_NONE = "none (sft.pretrain_mix 0: it replays no corpus)"  # an empty record of the data read (`records_read`)
@@ -65,16 +66,19 @@ class InputRun:
     identity: str  # which run it is (`run_identity`): two folders hold the same run when theirs agree
 
 
-def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike) -> dict:
-    """Overlay the runs' shared metrics in `out_png`; return the final values, the differing settings
-    and the text report (`report`) that the command line prints. Pipeline runs are compared by their
-    reports instead (`compare_pipelines`, no PNG: each step has its own curves).
+def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike | None = None) -> dict:
+    """Overlay the runs' shared metrics in `out_png` (None: CHART_NAME); return the final values, the
+    differing settings and the text report (`report`) that the command line prints. Pipeline runs are
+    compared by their reports instead (`compare_pipelines`, no PNG: each step has its own curves), and a
+    chart asked of them is refused (`check_no_chart_of_pipelines`).
 
     The steps, in the order the rest of this file defines them: check the folders, load the runs, plot
     the metrics they share, tabulate the final values that differ, list the settings that differ."""
     check_run_folders(run_dirs)
     if all(is_pipeline_run(d) for d in run_dirs):
+        check_no_chart_of_pipelines(out_png)
         return compare_pipelines(run_dirs)
+    out_png = CHART_NAME if out_png is None else out_png
     check_chart_outside_runs(run_dirs, out_png)
     runs = [load_run(d, n) for d, n in zip(run_dirs, run_names(run_dirs), strict=True)]
     metrics = shared_metrics(runs)
@@ -98,6 +102,16 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLi
     ])
     return {"final": final, "differences": differences, "other_inputs": other_inputs, "plot": str(plot),
             "report": report}
+
+
+def check_no_chart_of_pipelines(out_png: str | os.PathLike | None) -> None:
+    """Refuse a chart path given for pipeline runs, which are compared by their reports and draw none: the
+    comparison would print, exit 0 and leave no chart where the user (or a script that reads it next)
+    expects one. As every option that would go unread is refused, not passed by."""
+    if out_png is not None:
+        raise DataError(f"--out {out_png}: pipeline runs are compared by their reports, with no chart (each step's "
+                        "curves are in its folder); drop --out, or compare two steps' folders for a chart, e.g. "
+                        "runs/a/03_clm runs/b/03_clm")
 
 
 def check_chart_outside_runs(run_dirs: Sequence[str | os.PathLike], out_png: str | os.PathLike) -> None:

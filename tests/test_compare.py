@@ -157,7 +157,7 @@ def test_a_pipeline_run_that_has_not_finished_is_named_as_such_beside_any_run(tm
 def test_two_pipeline_runs_compare_by_their_figures_settings_and_the_steps_each_trained(tmp_path, capsys):
     tiny = write_pipeline_run(tmp_path / "tiny", 0.2, "ppo-1", 0.625)
     no_kl = write_pipeline_run(tmp_path / "no-kl", 0.0, "ppo-2", 0.63)
-    result = compare_runs([tiny, no_kl], tmp_path / "unused.png")
+    result = compare_runs([tiny, no_kl])
     assert result["figures"] == {"tiny": {"ppo.win_rate_vs_sft": 0.625, "ppo.kl": 0.7,
                                           "ppo.win_rate_by_family.count": 0.625},
                                  "no-kl": {"ppo.win_rate_vs_sft": 0.63, "ppo.kl": 0.5,
@@ -216,7 +216,7 @@ def test_a_figure_only_one_pipeline_run_reports_is_a_difference_shown_as_missing
     report = json.loads((more / "report.json").read_text(encoding="utf-8"))
     report["stages"]["ppo"]["extra_figure"] = 1.0  # e.g. a figure a later minillm added
     (more / "report.json").write_text(json.dumps(report), encoding="utf-8")
-    result = compare_runs([more, tiny], tmp_path / "unused.png")
+    result = compare_runs([more, tiny])
     assert result["figures"] == {"more": {"ppo.extra_figure": 1.0}, "tiny": {"ppo.extra_figure": None}}
     assert "ppo.extra_figure  1     -" in result["report"] and "the other 5 are the same" in result["report"]
 
@@ -258,7 +258,7 @@ def test_three_runs_a_metric_that_differs_in_the_middle_one_is_in_the_table(tmp_
 def test_three_pipeline_runs_a_step_trained_apart_in_the_last_one_is_named(tmp_path):
     folders = [write_pipeline_run(tmp_path / name, 0.2, ppo_run, 0.625)
                for name, ppo_run in (("a", "ppo-1"), ("b", "ppo-1"), ("c", "ppo-2"))]
-    assert compare_runs(folders, tmp_path / "unused.png")["steps_apart"] == ["06_ppo"]
+    assert compare_runs(folders)["steps_apart"] == ["06_ppo"]
 
 
 def test_pipeline_runs_that_differ_only_in_their_times_or_sources_have_the_same_figures(tmp_path):
@@ -268,7 +268,7 @@ def test_pipeline_runs_that_differ_only_in_their_times_or_sources_have_the_same_
         report["stages"]["ppo"].update(seconds=seconds + 1, train_seconds=seconds)
         report["stages"]["dpo"]["copied_from"] = str(folder / "source" / "07_dpo")  # --reuse: no figure either
         (folder / "report.json").write_text(json.dumps(report), encoding="utf-8")
-    result = compare_runs(folders, tmp_path / "unused.png")
+    result = compare_runs(folders)
     assert result["figures"] == {"fast": {}, "slow": {}}
     assert "learning figures that differ:\n(none)\nall 5 are the same in every run" in result["report"]
 
@@ -292,7 +292,7 @@ def test_figures_that_differ_only_beyond_four_digits_are_printed_differently(tmp
     near = distinct_texts([1 / 3, 1 / 3 + 1e-16])  # the last bit of a float64
     assert near[0] != near[1] and [float(t) for t in near] == [1 / 3, 1 / 3 + 1e-16]
     runs = [write_pipeline_run(tmp_path / name, 0.2, "ppo-1", rate) for name, rate in (("a", 0.625), ("b", 0.62504))]
-    row = next(line for line in compare_runs(runs, tmp_path / "c.png")["report"].splitlines()
+    row = next(line for line in compare_runs(runs)["report"].splitlines()
                if line.startswith("ppo.win_rate_vs_sft "))
     assert row.split() == ["ppo.win_rate_vs_sft", "0.625", "0.62504"]
     a, b = (write_run(tmp_path / name, 1e-3, [2.0, last]) for name, last in (("x", 1.00001), ("y", 1.00002)))
@@ -717,6 +717,24 @@ def test_a_step_whose_inputs_json_id_was_edited_into_a_list_is_a_run_of_unknown_
     inputs.write_text(json.dumps({**json.loads(inputs.read_text(encoding="utf-8")), "id": ["ppo-1"]}), encoding="utf-8")
     assert main(["compare", str(tiny), str(edited)]) == 0
     assert "steps each run trained on its own: 06_ppo" in capsys.readouterr().out
+
+
+def test_a_chart_asked_of_pipeline_runs_is_refused_and_runs_without_out_draw_compare_png(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """`compare runs/tiny runs/no-kl --out c.png` printed the comparison, exited 0 and drew no chart (pipeline
+    runs draw none), without a word; the default chart, compare.png, is for run folders only."""
+    tiny = write_pipeline_run(tmp_path / "tiny", 0.2, "ppo-1", 0.625)
+    no_kl = write_pipeline_run(tmp_path / "no-kl", 0.0, "ppo-2", 0.63)
+    chart = tmp_path / "c.png"
+    assert main(["compare", str(tiny), str(no_kl), "--out", str(chart)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"minillm: error: --out {chart}: pipeline runs are compared by their reports, with no "
+                                 "chart (each step's curves are in its folder); drop --out, or compare two steps' "
+                                 "folders for a chart, e.g. runs/a/03_clm runs/b/03_clm\n")
+    drawn = []
+    monkeypatch.setattr(compare, "plot_runs", lambda runs, metrics, path: drawn.append(path) or Path(path))
+    assert main(["compare", str(tiny / "06_ppo"), str(no_kl / "06_ppo")]) == 0
+    assert drawn == ["compare.png"] and capsys.readouterr().out.endswith("curves: compare.png\n")
 
 
 def test_a_chart_inside_one_of_the_runs_compared_is_refused_and_the_runs_files_are_kept(tmp_path, capsys):
