@@ -693,7 +693,14 @@ BAD_LINES = [
     ('{"prompt": "a", "response": "b", "split": "dev"}', 'line 2: field "split" is \'dev\''),
     ('{"prompt": "a", "response": "b", "split": ""}', 'line 2: field "split" is \'\''),  # named, but none: not "train"
     ('{"prompt": "a", "response": "b", "phrasing": true}', 'field "phrasing" should be a whole number, got bool'),
-    ('{"prompt": "  ", "response": "b"}', 'line 2: field "prompt" is empty'),
+    ('{"prompt": "  ", "response": "b"}', 'line 2: field "prompt" is empty: there is nothing to answer'),
+    # a blank response was read: SFT trained the model to stop at once, and it was the reference no answer matches
+    ('{"prompt": "a", "response": ""}', 'line 2: field "response" is empty: SFT would train the model to answer it '
+                                        'with nothing (<eos> at once), and answers are judged against it when no '
+                                        '"reference" is given'),
+    ('{"prompt": "a", "response": " ", "reference": "b"}', 'line 2: field "response" is empty'),
+    ('{"prompt": "a", "response": "b", "reference": " "}', 'line 2: field "reference" is empty: no answer could ever '
+                                                           'match it'),
     ('{"prompt": "a", "response": "b", "style": "rude"}', 'line 2: field "style" is \'rude\''),
 ]
 

@@ -52,7 +52,7 @@ The record format (one JSON object per line in a JSONL file):
      "prompt": "Make this plural: the red fox", "response": "the red foxes",
      "reference": "the red foxes", "style": "ideal"}
 
-A user's own file needs only "prompt" and "response"; the other fields get defaults.
+A user's own file needs only "prompt" and "response" (neither blank); the other fields get defaults.
 """
 
 from __future__ import annotations
@@ -497,23 +497,31 @@ def generate_instruction_suite(seed: int = 0, world: World | None = None, n_trai
 _REQUIRED = {"prompt": str, "response": str}
 _OPTIONAL = {"id": str, "family": str, "phrasing": int, "split": str, "reference": str, "style": str}
 JSON_KINDS = {str: "a string", int: "a whole number"}  # a field's type as a JSON file's writer names it
-_TEXTS = ("prompt", "response", "reference")  # put in NFC (Unicode's composed form: "é" one character) when read
+# A record's texts, put in NFC (Unicode's composed form: "é" one character) when read, and why none may be blank.
+# Only SFT reads "response" (its training target); every stage judges answers against "reference" (answers.py),
+# which is the response where none is given, and a blank one matches no answer: such a record is a mistake anywhere.
+_TEXTS = {"prompt": "there is nothing to answer",
+          "response": "SFT would train the model to answer it with nothing (<eos> at once), and answers are judged "
+                      'against it when no "reference" is given',
+          "reference": "no answer could ever match it"}
 
 
 def check_instruction_record(obj: dict) -> dict:
     """Validate one instruction record and fill in defaults; ValueError says what is wrong.
 
-    Only "prompt" and "response" are required. Defaults: family "custom", phrasing 0, split "train",
-    reference = response, style "ideal" (ids are filled in by `read_jsonl`). Texts are put in NFC, as
-    `read_corpus` puts the corpus: a prompt saved with decomposed Hangul (macOS) is the same text.
+    Only "prompt" and "response" are required, and no text may be blank (`_TEXTS` says why). Defaults: family
+    "custom", phrasing 0, split "train", reference = response, style "ideal" (ids are filled in by `read_jsonl`).
+    Texts are put in NFC, as `read_corpus` puts the corpus: a prompt saved with decomposed Hangul (macOS) is the
+    same text.
     """
     for key, kind in {**_REQUIRED, **_OPTIONAL}.items():
         if key in _REQUIRED and key not in obj:
             raise ValueError(f'missing field "{key}" (a record needs at least "prompt" and "response")')
         if key in obj and (not isinstance(obj[key], kind) or isinstance(obj[key], bool)):
             raise ValueError(f'field "{key}" should be {JSON_KINDS[kind]}, got {type(obj[key]).__name__}')
-    if not obj["prompt"].strip():
-        raise ValueError('field "prompt" is empty')
+    blank = next((key for key in _TEXTS if key in obj and not obj[key].strip()), None)
+    if blank:
+        raise ValueError(f'field "{blank}" is empty: {_TEXTS[blank]}')
     if record_split(obj) not in SPLITS:
         raise ValueError(f'field "split" is {obj["split"]!r}; expected one of {", ".join(SPLITS)}')
     if obj.get("style", "ideal") not in STYLES:
