@@ -38,7 +38,7 @@ import torch
 
 import minillm
 from minillm.config import PipelineConfig, changed_settings, first_changes, from_dict, preset, to_dict
-from minillm.console import OneLineParser
+from minillm.console import OneLineParser, path_arg
 from minillm.datasets.instructions import read_jsonl
 from minillm.errors import DataError, one_line_errors
 from minillm.pipeline import CONFIG_NAME, STEP_NAMES, Journey, jsonable, needs, run_step, step_folder
@@ -115,6 +115,12 @@ def resolved(path: str | Path) -> Path:
     return Path(path).expanduser().resolve()
 
 
+def run_folder_arg(text: str) -> Path:
+    """The argparse type of a run folder named on a lesson's command line: a blank one is refused as a
+    `minillm` command's is (`console.path_arg`: Path("") would be the current folder), then `resolved`."""
+    return resolved(path_arg(text))
+
+
 def lesson_parser(description: str) -> argparse.ArgumentParser:
     """The parser of a lesson's command line: a mistake in it is one line naming the lesson, as a `minillm`
     command's (`minillm.console.OneLineParser`), not argparse's usage and error."""
@@ -130,7 +136,7 @@ def lesson_args(description: str, inputs: Sequence[str] = (), reuses_runs: bool 
     """
     parser = lesson_parser(description)
     for name in inputs:
-        parser.add_argument(name, nargs="?", type=resolved, default=None,
+        parser.add_argument(name, nargs="?", type=run_folder_arg, default=None,
                             help=f"the {name.replace('_', ' ')} to use instead of the one the lesson finds")
     if reuses_runs:
         parser.add_argument("--fresh", action="store_true",

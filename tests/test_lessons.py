@@ -439,6 +439,10 @@ def test_a_mistake_on_a_lessons_command_line_is_one_line(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         lessons.lesson_args("lesson 6", inputs=["sft_run"])
     assert "lesson 6" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["06_reward_model.py", ""])  # a blank run folder is not the current one
+    with pytest.raises(SystemExit) as stop:
+        lessons.lesson_args("lesson 6", inputs=["sft_run"])
+    assert stop.value.code == 2 and "'' is a blank path" in capsys.readouterr().err
     monkeypatch.setattr(sys, "argv", ["09_end_to_end.py", "--frsh"])  # (it stops there: before any step)
     with pytest.raises(SystemExit) as stop:
         runpy.run_path(str(ROOT / "lessons" / "09_end_to_end.py"))
