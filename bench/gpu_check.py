@@ -5,9 +5,13 @@ Called by bench/gpu_check.sh after it has installed the project and run the test
 0. The device's name (an error when `--device cuda` finds no CUDA), and the tests' outcome, read
    from the JUnit XML files that pytest wrote (`--tests`); a test run in which nothing passed, every
    test skipped (as the device tests do where the device is missing), is a problem too.
-1. MFU of the preset's CLM training step: achieved model FLOP/s over the device's measured matmul
-   rate (bf16 on a GPU).
-2. Generation speed, tokens per second, at batch 1 and 64, with the KV cache.
+1. MFU (model FLOPs utilisation) of the preset's CLM training step: the FLOPs its arithmetic needs
+   (run_all.py's `model_flops_per_token`) per second of the step, over the rate this device reaches on
+   one large matmul (bf16 on a GPU), measured rather than read off a datasheet (`small_preset_mfu` says
+   why). The JSON's "mfu" holds both rates, in TFLOP/s, beside their ratio.
+2. Generation speed with the KV cache, in new tokens per second counted over every row: at batch 1,
+   the speed one reader waits on; at batch 64, the throughput of sampling many answers at once (as
+   RL's rollouts do), where each step's read of the weights serves 64 rows instead of one.
 3. The pipeline at the `small` preset's model sizes with its steps cut short (`SHORT_SMALL`): every
    stage must run on the device. MLM, CLM, SFT and the reward model must also learn (each key
    number beats its baseline: "learns" in the JSON); the RL stages' few steps show only that they
@@ -54,6 +58,7 @@ SHORT_SMALL = [  # the small preset's models, trained far enough to show learnin
 
 
 def run_all_module():
+    """bench/run_all.py as a module (bench/ is a folder of scripts, not a package): its MFU and clock."""
     spec = importlib.util.spec_from_file_location("bench_run_all", BENCH / "run_all.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -80,13 +85,15 @@ def rl_stages_ran(report: dict) -> dict[str, bool]:
 
 @torch.no_grad()
 def generation_tokens_per_s(device: str, batch: int, new_tokens: int = 128, preset_name: str = "small") -> float:
-    """Tokens per second of greedy generation with the KV cache, the preset's GPT (its vocabulary the
-    tokenizer's, as in the journey), after a 16-token prompt."""
+    """New tokens per second, every row's counted (batch x new tokens over the seconds), of greedy
+    generation with the KV cache, the preset's GPT (its vocabulary the tokenizer's, as in the journey),
+    after a 16-token prompt; `new_tokens` is cut to what the context leaves after it."""
     run_all = run_all_module()  # loaded here, not inside the timed stretch: each load runs the file again
     model_cfg = run_all.journey_gpt_config(preset_name)
     model = GPT(model_cfg).to(device).eval()
-    new_tokens = min(new_tokens, model_cfg.block_size - 16)
-    prompt = torch.randint(0, model_cfg.vocab_size, (batch, 16), device=device)
+    prompt_len = 16
+    new_tokens = min(new_tokens, model_cfg.block_size - prompt_len)
+    prompt = torch.randint(0, model_cfg.vocab_size, (batch, prompt_len), device=device)
     model.generate(prompt, 4, temperature=0)  # warm-up
     run_all.synchronize(device)
     start = time.perf_counter()

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One call on a CUDA machine that has the repository: install, run the tests on the GPU, measure MFU
-# and generation speed, run every stage at the small preset's sizes far enough to see the first ones
-# learn, and write all of it to one JSON file ($OUT/gpu_check.json, OUT defaults to a temporary folder).
+# (model FLOPs utilisation: the share of the GPU's own measured matmul rate that a training step puts
+# to use) and generation speed (tokens/s at batch 1 and 64), run every stage at the small preset's sizes
+# far enough to see the first ones learn, and write all of it to one JSON file ($OUT/gpu_check.json, OUT
+# defaults to a temporary folder). bench/gpu_check.py says how each figure is measured.
 #
 # A GPU may be lent for minutes, so the check brings back every figure it can: a failing test or
 # phase is written into the JSON (its "problems" list) and the next one still runs, gpu_check.py

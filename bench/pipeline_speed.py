@@ -9,6 +9,10 @@ own minillm. The figure to read is the ratio of wall times (this tree over the r
 runs meet the same machine, so its speed on the day cancels out. Each stage's ratio is printed too,
 with the learning figures of both runs side by side (a faster run must not teach less).
 
+The default reference, 86be2f6, is the journey before the speed work of docs/findings.md's "A faster
+journey" (its tiny run: 529 s in "The tiny run, as it stands"): the ratio then says what that work
+and everything since gained. It predates `--jobs`, so it always runs one step at a time.
+
 A shared machine's speed drifts, by a fifth within one run on some days: a journey run after the
 other can meet a different machine. `--interleave` runs the two journeys step by step in turns
 instead (the reference's tokenizer, ours, our MLM, the reference's, ...; the order flips at every
@@ -156,7 +160,8 @@ def main() -> None:
     parser.add_argument("--ref", default="86be2f6", help="the reference commit")
     parser.add_argument("--preset", default="tiny", choices=PRESETS)
     parser.add_argument("--jobs", type=positive_int, default=None,
-                        help="this tree's --jobs (default: the CLI's default)")
+                        help="this tree's --jobs (default: the CLI's default); the reference runs with its own "
+                             "default (86be2f6 has no --jobs: one step at a time)")
     parser.add_argument("--keep", type=path_arg, default=None,
                         help="keep this tree's run in this folder (e.g. runs/tiny; new, empty or a run's, as "
                              "for --out): its step folders are trained anew, as --force does; nothing else in "

@@ -9,13 +9,14 @@ changes the absolute numbers but not what they say:
 - tokenizer: our fast BPE trainer and encoder against sentencepiece BPE (bench/tokenizer.py);
 - training step: our GPT (SDPA and hand-written attention) against torch.nn.TransformerEncoderLayer
   blocks, and what RoPE, the Llama-style block and Muon cost (bench/model.py);
-- generation: the KV cache against recomputing the whole sequence, and its bytes per token with 2 and
-  1 key/value heads against 4 (bench/model.py: all three of its parts);
+- generation: tokens/s with the KV cache at batch 1 and 64, the cache's speed-up over recomputing
+  the whole sequence, and its bytes per token with 2 and 1 key/value heads against 4 (bench/model.py's
+  parts 2 and 3);
 - the tiny pipeline's wall time against its 10-minute budget, and each stage's key number against
   its baseline and the tiny preset's target (report.json); another `--preset` is timed and its
   figures shown, without verdicts (the budget and the targets are tiny's);
 - on a GPU only: the training step's model FLOPs utilisation (MFU) for the `small` preset, achieved
-  FLOP/s over this GPU's measured bf16 matmul rate.
+  FLOP/s over this GPU's measured bf16 matmul rate (`small_preset_mfu`).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def run_pipeline(preset: str) -> tuple[dict, float]:
 
 def matmul_tflops(device: str = "cuda", dtype: torch.dtype = torch.bfloat16, n: int = 8192,
                   repeats: int = 20) -> float:
-    """The device's achieved matmul rate in TFLOP/s: the denominator of MFU."""
+    """The device's achieved matmul rate in TFLOP/s: the denominator of MFU. Each (n, n) @ (n, n)
+    product is 2 n^3 FLOPs (n^3 multiplies, n^3 adds); n = 8192 is large enough to keep a GPU busy."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
@@ -94,17 +96,26 @@ def journey_gpt_config(preset_name: str) -> ModelConfig:
 
 
 def model_flops_per_token(model: GPT) -> float:
-    """A training step's model FLOPs per token: 6 x parameters (forward + backward of every matmul)
-    plus the attention scores and weighted sums, 12 x layers x context x width (the PaLM paper's
-    accounting, which counts the whole T x T score matrix, not its causal half)."""
+    """A training step's model FLOPs per token: 6 x parameters (a weight meets each token once in a
+    matmul, a multiply and an add: 2 FLOPs forward; backward takes twice that, one product for the
+    input's gradient and one for the weight's) plus the attention scores and weighted sums, 12 x
+    layers x context x width (the PaLM paper's accounting, which counts the whole T x T score matrix,
+    not its causal half)."""
     cfg = model.config
     n_params = sum(p.numel() for p in model.parameters())  # a tied table once: a lookup multiplies nothing
     return 6 * n_params + 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
 
 
 def small_preset_mfu(steps: int = 20, device: str = "cuda", preset_name: str = "small") -> dict[str, float | str]:
-    """Model FLOPs utilisation of a training step of the preset's GPT (bf16 autocast on CUDA): its
-    model FLOPs (`model_flops_per_token`) per second over the device's measured matmul rate."""
+    """Model FLOPs utilisation of a training step of the preset's GPT (`small` unless told; bf16
+    autocast on CUDA): its model FLOPs (`model_flops_per_token`) per second over the device's measured
+    matmul rate (`matmul_tflops`).
+
+    The usual denominator is the datasheet's peak FLOP/s. A measured one needs no table of GPUs and
+    their peaks, and it is what this device's matmuls actually reach, below its datasheet peak: so
+    this MFU reads higher than one against the datasheet, and 100% would mean the step runs its
+    matmuls as fast as one large matmul runs. The softmaxes, norms and optimizer step are work the
+    step does but not model FLOPs: they count against the MFU, as they take time."""
     from minillm.config import preset
 
     model_cfg = journey_gpt_config(preset_name)
@@ -132,8 +143,8 @@ def small_preset_mfu(steps: int = 20, device: str = "cuda", preset_name: str = "
     synchronize(device)
     seconds = (time.perf_counter() - start) / steps
     achieved = model_flops_per_token(model) * batch * model_cfg.block_size / seconds / 1e12
-    peak = matmul_tflops(device, dtype, n=8192 if cuda else 1024, repeats=20 if cuda else 3)
-    return {"achieved_tflops": achieved, "matmul_tflops": peak, "mfu": achieved / peak,
+    matmul_rate = matmul_tflops(device, dtype, n=8192 if cuda else 1024, repeats=20 if cuda else 3)
+    return {"achieved_tflops": achieved, "matmul_tflops": matmul_rate, "mfu": achieved / matmul_rate,
             "step_seconds": seconds, "dtype": str(dtype)}
 
 

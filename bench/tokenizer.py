@@ -12,6 +12,13 @@ to sentencepiece and against these targets:
     when both vocabularies came out the same size (see `tokens_per_byte_verdict`).
 The simple trainer recounts the whole corpus for every merge, so it is timed on a slice for a few
 merges and extrapolated linearly in (corpus bytes x merges); the table says so.
+
+Why sentencepiece: it is the tokenizer trainer many real models use, written in C++, and its BPE
+merges the most frequent pair as ours does (on characters, with bytes for the rest, where ours starts
+from bytes; `minillm.tokenizer.spm` sets it up lossless, as ours is). Ours is Python, so its speed
+targets allow a factor (3x, 10x); the same idea on the same text should compress alike, so tokens per
+byte asks for parity. Tokens per byte is how many tokens a byte of text becomes: fewer means shorter
+sequences, so a context window holds more text and a training step reads more of it.
 """
 
 from __future__ import annotations

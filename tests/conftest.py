@@ -1,4 +1,20 @@
-"""Shared test setup."""
+"""Shared test setup: what every test gets without asking, and the fixtures a test asks for by name.
+
+Every test, without asking (autouse): one thread (`one_thread`, `one_thread_again`), Python's garbage
+collector kept off the imported modules (`imports_left_out_of_collections`), and a check that no
+thread or process it started outlives it (`nothing_a_test_starts_outlives_it`).
+
+By name: `device` (the --device option: `pytest --device cuda tests/test_device.py`),
+`file_size_limit` (writes that fail half way, as on a full disk), `drawn_figures` (the matplotlib
+figures a test saved), `untrained_runs` and `stage3_runs` (run folders made once per session, for the
+tests that only read them).
+
+Shared helpers that are not fixtures sit beside this file, imported by name: crash_resume.py (kill a
+training command, resume it, compare bit for bit), _kill_after_updates.py (the kill, after a chosen
+optimizer update), _train_worker.py (a tiny training run to kill or to run under torchrun),
+pretend_gpu.py (CUDA's device checks on a CPU-only torch), _plots.py (what a plot test reads off a
+drawn figure) and _tokenizer_files.py (damaged tokenizer files).
+"""
 
 import gc
 import os

@@ -34,8 +34,8 @@ def brute_force_mask(real: list[list[bool]], t_query: int, causal: bool) -> torc
 @pytest.mark.parametrize("t_query", [1, 3, 6])
 @pytest.mark.parametrize("causal", [True, False])
 def test_masks_match_brute_force(t_query, causal):
-    real = [[False, False, True, True, True, True], [True, True, True, True, True, False],
-            [True, False, True, False, True, True]]
+    real = [[False, False, True, True, True, True], [True, True, True, True, True, False],  # padded left, right
+            [True, False, True, False, True, True]]  # and holes anywhere: the mask must not assume a side
     pad = padding_mask(torch.tensor(real))
     future = causal_mask(t_query, 6) if causal else None
     got = combine_masks(pad, future).expand(3, 1, t_query, 6)
@@ -43,7 +43,7 @@ def test_masks_match_brute_force(t_query, causal):
     assert torch.equal(got, brute_force_mask(real, t_query, causal))
 
 
-def test_causal_mask_alone_and_none():
+def test_the_causal_mask_is_lower_triangular_and_no_masks_combine_to_none():
     assert torch.equal(causal_mask(3, 3), torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool))
     assert combine_masks(None, None) is None
     assert combine_masks(None, causal_mask(2, 2)).shape == (1, 1, 2, 2)
@@ -69,6 +69,8 @@ def reference_attention(q, k, v, mask):
 
 
 def random_qkv(seed, B=2, H=3, Tq=5, Tk=5, D=4, dtype=torch.float32):
+    """Queries (B, H, Tq, D), keys and values (B, H, Tk, D), drawn from `seed`: Tq < Tk is a step of
+    generation, its new queries against the cached keys as well."""
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(B, H, t, D, generator=g, dtype=dtype) for t in (Tq, Tk, Tk)]
 
@@ -241,7 +243,7 @@ def test_rotary_is_complex_multiplication_by_position_angles():
     for b in range(2):
         for t in range(3):
             for i in range(D // 2):
-                angle = positions[b, t].item() * 10000.0 ** (-2 * i / D)
+                angle = positions[b, t].item() * 10000.0 ** (-2 * i / D)  # 10000: RoPE's base, rope_base
                 z = complex(1, 0) * (x[b, :, t, i] + 1j * x[b, :, t, i + D // 2]).numpy() * complex(
                     math.cos(angle), math.sin(angle))
                 expected[b, :, t, i] = torch.from_numpy(z.real)

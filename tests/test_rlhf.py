@@ -58,6 +58,7 @@ from minillm.tokenizer import train_tokenizer
 
 
 def neg_log_sigmoid(x: float) -> float:
+    """-log sigmoid(x) = log(1 + e^-x): the loss of one pair whose margin (better minus worse) is x."""
     return math.log(1.0 + math.exp(-x))
 
 
@@ -83,7 +84,7 @@ def test_ranking_loss_matches_hand_computation():
     loss, acc = ranking_loss(rewards, ranks)
     expected = (neg_log_sigmoid(1.0) + neg_log_sigmoid(-1.0) + neg_log_sigmoid(-2.0)) / 3
     assert loss.item() == pytest.approx(expected, abs=1e-6)
-    assert acc.item() == pytest.approx(1 / 3)
+    assert acc.item() == pytest.approx(1 / 3)  # margins 1, -1, -2: one pair of 3 has its better answer above
 
 
 def test_ranking_loss_ignores_missing_answers_and_pools_rankings():
@@ -137,6 +138,7 @@ def test_ranking_loss_and_its_gradient_match_a_loop_over_every_ranked_pair():
 
 
 def test_dpo_loss_matches_hand_computation():
+    # log-probs of two pairs' answers: the policy's of the chosen and rejected, then the reference's
     pc, pr, rc, rr = torch.tensor([-1.0, -4.0]), torch.tensor([-3.0, -1.0]), torch.tensor([-2.0, -4.0]), \
         torch.tensor([-2.0, -2.0])
     loss, acc, margin = dpo_loss(pc, pr, rc, rr, beta=0.5)

@@ -43,28 +43,31 @@ from minillm.stage1_pretrain.mlm import (
 from minillm.tokenizer import train_tokenizer
 from minillm.train import load_model
 
-SMALL_MODEL = dict(n_layer=1, n_head=2, n_embd=32, block_size=32)
+SMALL_MODEL = dict(n_layer=1, n_head=2, n_embd=32, block_size=32)  # a model that learns in 30 steps on a CPU
 
 
 @pytest.fixture(scope="module")
 def corpus() -> tuple[list[str], list[str]]:
+    """(train, validation) documents: 50 KB of generated text, a tenth held out."""
     docs = generate_corpus(seed=0, size_mb=0.05)
     return split_documents(docs, val_fraction=0.1, seed=0)
 
 
 @pytest.fixture(scope="module")
 def tokenizer(corpus):
-    return train_tokenizer(corpus[0], 320, progress=False)
+    return train_tokenizer(corpus[0], 320, progress=False)  # 256 bytes, 6 special tokens, 58 merges
 
 
 def _train_cfg(**kw) -> TrainConfig:
+    """30 steps at a high rate (1e-2), so that a small model learns visibly; no evaluation and no
+    checkpoint before the end (every 1000 steps), every step's loss logged."""
     base = dict(max_steps=30, batch_size=16, lr=1e-2, warmup_steps=3, eval_every=1000, eval_batches=2,
                 log_every=1, save_every=1000, seed=0)
     return TrainConfig(**{**base, **kw})
 
 
 def _mlm_cfg(**train_kw) -> MLMConfig:
-    model = ModelConfig(norm="post", activation="gelu", layer_norm_eps=1e-12, **SMALL_MODEL)
+    model = ModelConfig(norm="post", activation="gelu", layer_norm_eps=1e-12, **SMALL_MODEL)  # BERT's block
     return MLMConfig(model=model, train=_train_cfg(**train_kw))
 
 
@@ -73,6 +76,7 @@ def _clm_cfg(**train_kw) -> CLMConfig:
 
 
 def _train_losses(run_dir: Path) -> list[float]:
+    """The training loss of every logged step of the run in run_dir, in order (from metrics.jsonl)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     return [row["loss"] for row in rows if row.get("split") == "train"]
 
@@ -206,7 +210,7 @@ def test_tiny_mlm_run_learns(tmp_path, corpus, tokenizer, drawn_figures):
     metrics = train_mlm(_mlm_cfg(), tokenizer, *corpus, tmp_path)
     losses = _train_losses(tmp_path)
     assert len(losses) == 30
-    assert sum(losses[-5:]) / 5 < losses[0] - 1.0, losses
+    assert sum(losses[-5:]) / 5 < losses[0] - 1.0, losses  # the last 5 steps' mean a nat below the first step
     assert metrics["val_masked_loss"] < math.log(tokenizer.vocab_size) - 1.0  # far from a uniform guess
     assert 0.0 <= metrics["val_masked_accuracy"] <= 1.0 and metrics["val_masked_positions"] > 0
     assert len(metrics["fill_mask_top5"]) == 5

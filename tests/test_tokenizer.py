@@ -43,6 +43,7 @@ CORPORA = {"english": ENGLISH, "korean": KOREAN, "emoji": EMOJI, "repeats": REPE
 
 @pytest.fixture(scope="module")
 def tok() -> BPETokenizer:
+    """A tokenizer of every corpus above: the 256 byte tokens, the special tokens and 150 merges."""
     return BPETokenizer.train(CORPORA["mixed"] * 3, 256 + len(SPECIAL_TOKENS) + 150, progress=False)
 
 
@@ -160,6 +161,8 @@ def test_encode_applies_merges_in_the_order_learned(tok: BPETokenizer, text: str
 
 
 def test_long_chunks_encode_correctly(tok: BPETokenizer) -> None:
+    # Long chunks (text without spaces, a base64 blob) are where the encoder's heap and linked list do
+    # their work (BPETokenizer._encode_chunk): the same ids as the definition, merge by merge.
     text = "aaaa" * 5000 + " " * 20000 + "안녕하세요" * 2000  # three chunks of 20-30 KB
     assert tok.encode(text) == encode_by_applying_merges_in_order(tok, text)
 
@@ -191,7 +194,9 @@ def test_merges_are_used_and_cache_gives_the_same_ids(tok: BPETokenizer) -> None
     assert tok.encode(text) == ids == BPETokenizer(tok.merges).encode(text)  # cached == fresh
 
 
-def test_presplit_chunks() -> None:
+def test_presplit_cuts_words_with_their_leading_space_and_digits_in_threes() -> None:
+    # GPT-style: a word keeps the space before it, "'s" stands alone, numbers go by at most three
+    # digits, and a run of whitespace leaves its last space to the word after it.
     regex = compile_pattern(PRESPLIT_PATTERN)
     assert split_text("Hello world, it's 12345!\n\n  ok", regex) == [
         "Hello", " world", ",", " it", "'s", " 123", "45", "!", "\n\n ", " ok"]
@@ -212,7 +217,7 @@ def test_custom_pattern() -> None:
 # ---- special tokens -------------------------------------------------------------------------------
 
 
-def test_special_tokens(tok: BPETokenizer) -> None:
+def test_special_tokens_take_the_last_ids_and_only_allow_special_makes_them(tok: BPETokenizer) -> None:
     ids = tok.special_tokens
     assert tuple(ids) == SPECIAL_TOKENS
     assert sorted(ids.values()) == list(range(tok.vocab_size - len(SPECIAL_TOKENS), tok.vocab_size))
@@ -235,6 +240,7 @@ def test_decode_rejects_unknown_ids_and_replaces_cut_characters(tok: BPETokenize
         tok.decode([tok.vocab_size])
     with pytest.raises(TokenizerError, match="outside"):
         tok.decode([-1])
+    # a token holding only the start of "한": its first token if it takes several, else its first byte
     half = tok.encode("한")[:1] if len(tok.encode("한")) > 1 else list("한".encode())[:1]
     assert tok.decode(half) == "\ufffd"
     with pytest.raises(UnicodeDecodeError):
@@ -251,7 +257,7 @@ def test_a_token_holding_part_of_a_character_shows_its_bytes(tok: BPETokenizer) 
 
 
 @pytest.mark.parametrize("corpus", [[], [""], ["   \n\t ", "\n"]])
-def test_empty_corpus(corpus: list[str]) -> None:
+def test_an_empty_or_whitespace_only_corpus_is_refused(corpus: list[str]) -> None:
     with pytest.raises(TokenizerError, match="empty or only whitespace"):
         train_tokenizer(corpus, 300, progress=False)
 
@@ -281,7 +287,6 @@ def test_the_largest_vocab_size_is_the_largest_32_bit_int() -> None:
         check_vocab_size(2**31, 256)
 
 
-
 @pytest.mark.parametrize("kind", ["bpe", "sentencepiece"])
 @pytest.mark.parametrize("vocab_size", [1000.0, True])
 def test_a_vocab_size_that_is_no_integer_is_called_so_not_too_small(kind: str, vocab_size: object) -> None:
@@ -291,6 +296,7 @@ def test_a_vocab_size_that_is_no_integer_is_called_so_not_too_small(kind: str, v
         cls.train(ENGLISH, vocab_size, progress=False)
     with pytest.raises(TokenizerError, match="must be an integer"):
         train_tokenizer(ENGLISH, vocab_size, kind=kind, progress=False)
+
 
 def test_vocab_size_larger_than_the_corpus_supplies() -> None:
     # "abc abc": chunks "abc" and " abc" allow (a,b), (ab,c), (" ",abc) = 3 merges
@@ -375,8 +381,6 @@ def test_missing_bad_json_and_wrong_kind(tok: BPETokenizer, tmp_path) -> None:
     bad.write_text("[1, 2]", encoding="utf-8")
     with pytest.raises(TokenizerError, match="no 'kind'"):
         load_tokenizer(bad)
-    from minillm.tokenizer import SentencePieceTokenizer
-
     good = tmp_path / "tok.json"
     tok.save(good)
     with pytest.raises(TokenizerError, match=re.escape("not 'sentencepiece'")):
