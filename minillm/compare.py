@@ -165,7 +165,8 @@ def records_read(config: dict) -> dict[str, dict]:
     An SFT run that replays no corpus (sft.pretrain_mix 0) records none, for it read none (stage2_sft/sft.py's
     `data_read`): it gets an empty record, "none", unlike a run that replays one. Only a run that records what
     SFT reads (its instructions) is taken so: the data of a run made before its stage recorded it is unknown,
-    and so is that of a run with no record otherwise (of a stage that reads none, or given its data in Python).
+    and so is that of a run with no record otherwise (of a stage that reads none). Data given in Python has a
+    record of its own (run_data's `data_record`), compared as a file's is.
     """
     read = {key: config.pop(key) for key in DATA if isinstance(config.get(key), dict)}
     if flatten(config).get("run.sft.pretrain_mix") == 0 and INSTRUCTIONS in read and CORPUS not in read:

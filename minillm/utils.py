@@ -181,8 +181,10 @@ def finite_or_none(obj: Any) -> Any:
 def json_sha256(data: Any, sort_keys: bool = False) -> str:
     """The sha256 of `data` written as JSON: which generated documents, or which instruction records, a run
     read. With `sort_keys`, each object's keys are written in order, so that two objects holding the same
-    are hashed alike whatever order their keys came in (a record read from a file, the same one generated)."""
-    return hashlib.sha256(json.dumps(data, sort_keys=sort_keys).encode("utf-8")).hexdigest()
+    are hashed alike whatever order their keys came in (a record read from a file, the same one generated).
+    A value JSON has no type for (a numpy number in records given in Python) is written as its str: hashed, not
+    a TypeError from inside json; what JSON holds, a file's or the generator's data, is hashed as before."""
+    return hashlib.sha256(json.dumps(data, sort_keys=sort_keys, default=str).encode("utf-8")).hexdigest()
 
 
 def read_utf8_text(path: Path, what: str) -> str:

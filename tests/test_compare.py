@@ -24,6 +24,8 @@ from minillm.compare import (
     stage_of,
     twin_dashes,
 )
+from minillm.datasets.corpus import corpus_given
+from minillm.datasets.instructions import instructions_given
 
 
 def write_run(folder: Path, lr: float, losses: list[float], extra: str = "grad_norm") -> Path:
@@ -488,6 +490,31 @@ def test_an_sft_run_that_replays_no_corpus_read_none_unlike_one_that_replays_one
                   sft_run(tmp_path / "before_replay", None, instructions=SUITE),
                   sft_run(tmp_path / "replayed_unrecorded", 0.1, instructions=SUITE)):
         assert data_note([replays, older]) == [] and data_note([plain, older]) == []
+
+
+def test_runs_given_their_data_in_python_are_named_as_runs_from_a_file_are():
+    """Lessons' runs (`train_clm(cfg, tokenizer, train_docs, val_docs, folder)`) recorded no data: two of them on
+    different documents, or one against a run of a file, drew no "read different corpora" line. Data given in
+    Python is recorded as such (run_data's `data_record`) and named in the same words; a run made before any
+    record stays unknown, and the same documents as a file's are the same data."""
+    given = corpus_given((["One document."], ["Another one."]))
+    lesson = LoggedRun("lesson", [], {}, read={"corpus": given})
+    edited = LoggedRun("edited", [], {}, read={"corpus": corpus_given((["One document, edited."], ["Another one."]))})
+    assert data_note([lesson, edited]) == [
+        f"read different corpora: lesson: the corpus given in Python (2 documents) (sha256 {given['sha256'][:10]}); "
+        f"edited: the corpus given in Python (2 documents) (sha256 {edited.read['corpus']['sha256'][:10]})"]
+    from_file = LoggedRun("clm", [], {}, read={"corpus": GENERATED})
+    assert data_note([lesson, from_file]) == [
+        "read different corpora: lesson: the corpus given in Python (2 documents); clm: the generated corpus "
+        "(corpus_mb 2.0, data_seed 0, val_fraction 0.05)"]
+    same = LoggedRun("same", [], {}, read={"corpus": {**GENERATED, "sha256": given["sha256"]}})  # its documents
+    older = LoggedRun("older", [], {})  # made before any record
+    assert data_note([lesson, same, older]) == [] and data_note([edited, older]) == []
+    records = [{"prompt": "Where is Vell?", "response": "On the river."}]
+    ppo = LoggedRun("ppo", [], {}, read={"instructions": instructions_given(records)})
+    assert data_note([ppo, LoggedRun("suite", [], {}, read={"instructions": SUITE})]) == [
+        "read different instructions: ppo: the instructions given in Python (1 record); suite: the generated suite "
+        "(data_seed 0)"]
 
 
 def test_pipeline_runs_name_the_code_of_the_steps_each_trained_on_its_own(tmp_path):

@@ -33,15 +33,17 @@ from minillm.datasets import (
     write_corpus,
     write_jsonl,
 )
-from minillm.datasets.corpus import CORPUS, corpus_record, corpus_text
+from minillm.datasets.corpus import CORPUS, corpus_given, corpus_record, corpus_text
 from minillm.datasets.instructions import (
     FACT_PHRASINGS,
     HELDOUT_PHRASING,
+    INSTRUCTIONS,
     PHRASINGS,
+    instructions_given,
     instructions_record,
     seen_entities,
 )
-from minillm.datasets.run_data import check_same_data, saved_data
+from minillm.datasets.run_data import check_same_data, data_record, how_to_read, saved_data
 from minillm.datasets.world import NOUN_PLURALS, TOY_ENGLISH, VERB_PAST, invent_names
 from minillm.errors import ConfigError, DataError
 from minillm.stage2_sft.template import encode_example
@@ -635,9 +637,55 @@ def test_a_resume_on_another_corpus_or_split_is_refused_and_a_moved_file_or_an_o
     with pytest.raises(ConfigError, match=r"val_fraction 0.05\) \(other contents now\); resume it on the corpus"):
         check_same_data(config, {CORPUS: edited})
     check_same_data(config, {CORPUS: {**mine, "file": str(tmp_path / "moved.txt")}})  # the same text, moved
-    check_same_data(config, {CORPUS: None})  # documents given in Python: unknown
+    check_same_data(config, {CORPUS: None})  # no corpus read
     config.write_text(json.dumps({"run": {}}), encoding="utf-8")
     check_same_data(config, {CORPUS: generated})  # a run made before pretraining recorded its corpus: resumed
+
+
+def test_data_given_in_python_is_recorded_by_its_count_and_hash_and_a_resume_on_other_data_is_refused(tmp_path):
+    """A lesson's `train_clm(cfg, tokenizer, train_docs, val_docs, folder)` named no file or seed, and its run
+    recorded nothing: unknown data, like a run made before the records, so a resume on other documents went on
+    into the same weights. Data given in Python is recorded as such (`data_record`), hashed as a file's is: the
+    same documents or records are the same data however they came, and other ones are refused, with no option
+    to pass (no file or setting names what a caller held)."""
+    cfg = preset("micro")
+    (tmp_path / "mine.txt").write_text("One document.\n\nAnother one.\n\nA third.\n", encoding="utf-8")
+    splits = corpus_splits(cfg, tmp_path / "mine.txt")
+    given = data_record(CORPUS, None, splits)
+    assert given == {"file": None, "given_in_python": True, "documents": 3,
+                     "sha256": corpus_record(splits, tmp_path / "mine.txt", cfg)["sha256"]}  # the file's documents
+    assert data_record(CORPUS, corpus_record(splits, None, cfg), splits)["file"] is None  # a caller's own: kept
+    assert data_record(INSTRUCTIONS, None, None) is None  # no records (a reward model without them): none
+    records = [{"prompt": "Where is Vell?", "response": "On the river.", "split": "train"}]
+    assert instructions_given(records) == {"file": None, "given_in_python": True, "records": 1,
+                                           "sha256": instructions_record(records, None, 0)["sha256"]}
+    config = tmp_path / "clm" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"run": {}, CORPUS: given}), encoding="utf-8")
+    check_same_data(config, {CORPUS: corpus_given(splits)})  # the same documents: resumed
+    check_same_data(config, {CORPUS: corpus_record(splits, tmp_path / "moved.txt", cfg)})  # ... from a file too
+    other = corpus_given((splits[0], ["Another validation document."]))
+    with pytest.raises(ConfigError, match=re.escape(
+            f"cannot resume {tmp_path / 'clm'}: it read the corpus given in Python (3 documents), and this run reads "
+            "the corpus given in Python (3 documents) (other contents now); resume it on the corpus it read, or "
+            "start a new run in another folder")):
+        check_same_data(config, {CORPUS: other})
+    generated = corpus_record(corpus_splits(cfg, None), None, cfg)
+    assert how_to_read(CORPUS, given, generated) == how_to_read(CORPUS, generated, given) == ""  # (no --set of it)
+    with pytest.raises(ConfigError, match=r"it read the generated corpus \(corpus_mb 0.2, data_seed 0, val_fraction "
+                                          r"0.05\), and this run reads the corpus given in Python \(2 documents\); "
+                                          r"resume it on the corpus it read"):
+        config.write_text(json.dumps({"run": {}, CORPUS: generated}), encoding="utf-8")
+        check_same_data(config, {CORPUS: corpus_given((["a"], ["b"]))})
+    config.write_text(json.dumps({"run": {}}), encoding="utf-8")
+    check_same_data(config, {CORPUS: other})  # a run made before it recorded documents given in Python: resumed
+
+
+def test_records_given_in_python_with_a_value_json_has_no_type_for_are_recorded_not_a_type_error():
+    """Records built in Python may hold what JSON cannot write (a numpy number): their hash was a TypeError from
+    inside json, a stack trace before SFT's own check of the records could name the record in one line."""
+    record = {"prompt": "How many?", "response": "3", "count": np.int64(3)}
+    assert instructions_given([record]) == instructions_given([{**record, "count": "3"}])
 
 
 def test_a_record_edited_into_another_shape_is_no_record_and_refuses_no_resume(tmp_path):

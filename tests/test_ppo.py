@@ -23,6 +23,8 @@ from _plots import legend_colour
 from crash_resume import assert_exact_resume
 
 from minillm.config import DPOConfig, GRPOConfig, ModelConfig, PPOConfig, RewardConfig, SFTConfig, TrainConfig
+from minillm.datasets.instructions import INSTRUCTIONS, instructions_given
+from minillm.datasets.run_data import saved_data
 from minillm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers, plot_scores
@@ -117,6 +119,33 @@ def test_rankings_file_and_reward_model_run(runs):
     assert rm.reward_std.item() > 0 and rm.reward_mean.item() == pytest.approx(metrics["reward_mean"])
 
 
+def test_every_stage_3_run_given_its_records_in_python_records_them(runs, tmp_path, monkeypatch):
+    """A lesson's `train_ppo(cfg, sft_dir, rm_dir, records, folder)` names no file: its run recorded nothing, as
+    one made before the records existed, so a resume on other records went on and `compare` named none. SFT, the
+    reward model, DPO, PPO and GRPO record them as given in Python (run_data's `data_record`); DPO, PPO and
+    GRPO are stopped where they open their run folder with the records, before any training."""
+    given = {INSTRUCTIONS: instructions_given(RECORDS)}
+    for run in ("sft", "rm"):  # the shared runs: train_sft(cfg, RECORDS, ...), train_reward_model(..., records=)
+        assert saved_data(runs[run] / "config.json", INSTRUCTIONS) == given[INSTRUCTIONS], run
+    opened = []
+
+    def open_folder(*args: object, **kwargs: object) -> None:  # dpo's check_run_folder, online_rl's open_run
+        opened.append(kwargs["read"] if "read" in kwargs else args[5])
+        raise InterruptedError
+
+    monkeypatch.setattr(dpo, "check_run_folder", open_folder)
+    monkeypatch.setattr(online_rl, "open_run", open_folder)
+    grpo_cfg = GRPOConfig(group_size=2, prompts_per_step=2, minibatch_size=2, max_new_tokens=5, eval_prompts=6,
+                          reward="verifiable")
+    for train in (lambda: train_dpo(DPOConfig(eval_prompts=6, max_new_tokens=5), runs["sft"], runs["prefs"], RECORDS,
+                                    tmp_path),
+                  lambda: train_ppo(micro_ppo_config(), runs["sft"], runs["rm"], RECORDS, tmp_path),
+                  lambda: grpo.train_grpo(grpo_cfg, runs["sft"], RECORDS, tmp_path)):
+        with pytest.raises(InterruptedError):
+            train()
+    assert opened == [given] * 3
+
+
 def test_rankings_of_your_own_write_their_agreements_as_null_in_strict_json(runs, tmp_path):
     """Rankings whose ids name no instruction record have no gold agreement to measure: it was NaN, which
     reward_metrics.json held as the word NaN, and a strict parser (JavaScript's JSON.parse, jq) refuses
@@ -127,6 +156,7 @@ def test_rankings_of_your_own_write_their_agreements_as_null_in_strict_json(runs
     written = json.loads(text, parse_constant=lambda word: pytest.fail(f"{word} is not JSON"))
     assert written["gold_agreement"] is written["annotator_agreement"] is None
     assert {key: result[key] for key in written} == written
+    assert saved_data(tmp_path / "rm" / "config.json", INSTRUCTIONS) is None  # no records given: none read
 
 
 def test_the_reward_model_weights_its_micro_batches_by_their_pairs(runs, tmp_path):

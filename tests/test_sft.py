@@ -27,8 +27,13 @@ from torch import nn
 
 from minillm.config import ModelConfig, SFTConfig, TrainConfig
 from minillm.datasets.answers import is_correct, normalize_answer
-from minillm.datasets.corpus import CORPUS
-from minillm.datasets.instructions import INSTRUCTIONS, check_instruction_record, instructions_record
+from minillm.datasets.corpus import CORPUS, corpus_given
+from minillm.datasets.instructions import (
+    INSTRUCTIONS,
+    check_instruction_record,
+    instructions_given,
+    instructions_record,
+)
 from minillm.datasets.run_data import check_same_data, saved_data
 from minillm.errors import CheckpointError, ConfigError, DataError, TrainingError
 from minillm.model import GPT
@@ -52,6 +57,7 @@ from minillm.stage2_sft.evaluate import (
     token_f1,
     train_baselines,
 )
+from minillm.stage2_sft.learnt import other_instructions
 from minillm.stage2_sft.sft import (
     _split_records,
     collate,
@@ -654,7 +660,7 @@ def test_a_resume_on_other_instructions_than_the_run_learnt_is_refused(tmp_path)
                   instructions=other)
     config = tmp_path / "sft" / "config.json"
     check_same_data(config, {"instructions": instructions_record(RECORDS, tmp_path / "moved.jsonl", data_seed=0)})
-    check_same_data(config, {"instructions": None})  # records given in Python: unknown
+    check_same_data(config, {"instructions": None})  # none read
     # a run on the generated suite resumed with a file: its data_seed is named only where it differs (it was
     # named always: a file's record held no data_seed)
     config.write_text(json.dumps({"run": {}, "instructions": instructions_record(RECORDS[:-1], None, data_seed=0)}),
@@ -672,10 +678,9 @@ def test_an_sft_run_that_replays_a_corpus_records_it_and_refuses_a_resume_on_ano
     corpus: its config.json records none, as before."""
     instructions = instructions_record(RECORDS, None, data_seed=0)
     corpus = {"file": None, "corpus_mb": 0.2, "data_seed": 0, "val_fraction": 0.05, "sha256": "5b1e" * 16}
-    assert data_read(SFTConfig(), instructions, corpus) == {INSTRUCTIONS: instructions}
+    assert data_read(SFTConfig(), RECORDS, ["hi"], instructions, corpus) == {INSTRUCTIONS: instructions}
     replays = SFTConfig(pretrain_mix=0.25)
-    assert data_read(replays, instructions, corpus) == {INSTRUCTIONS: instructions, CORPUS: corpus}
-    assert data_read(replays, None, None) == {}  # data given in Python: unknown, so recorded as nothing
+    assert data_read(replays, RECORDS, ["hi"], instructions, corpus) == {INSTRUCTIONS: instructions, CORPUS: corpus}
     (tmp_path / "sft").mkdir()
     (tmp_path / "sft" / "ckpt.pt").touch()  # (a run to resume: refused before its checkpoint is read)
     (tmp_path / "sft" / "config.json").write_text(
@@ -687,6 +692,38 @@ def test_an_sft_run_that_replays_a_corpus_records_it_and_refuses_a_resume_on_ano
             "--set data_seed=0 to resume it, or start a new run in another folder")):
         train_sft(replays, RECORDS, tmp_path / "sft", scratch_model_config=ModelConfig(), resume=True,
                   pretrain_docs=["hi"], instructions=instructions, corpus=reseeded)
+
+
+def test_an_sft_run_given_its_data_in_python_records_it_and_refuses_a_resume_on_other_data(tmp_path) -> None:
+    """A lesson's `train_sft(cfg, records, folder, pretrain_docs=docs)` names no file: its run recorded nothing,
+    and a resume on other records or other replayed text went on into the same weights. Both are recorded as
+    given in Python (`data_record`), the corpus only where it is replayed, as a file's is."""
+    replays = SFTConfig(pretrain_mix=0.25)
+    read = data_read(replays, RECORDS, ["hi"], None, None)
+    assert read == {INSTRUCTIONS: instructions_given(RECORDS), CORPUS: corpus_given((["hi"],))}
+    assert data_read(SFTConfig(), RECORDS, ["hi"], None, None) == {INSTRUCTIONS: instructions_given(RECORDS)}
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "ckpt.pt").touch()  # (a run to resume: refused before its checkpoint is read)
+    (tmp_path / "sft" / "config.json").write_text(json.dumps({"run": {}, **read}), encoding="utf-8")
+    for records, docs, refusal in (
+            (RECORDS[:-1], ["hi"], f"it read the instructions given in Python ({len(RECORDS)} records), and this "
+                                   f"run reads the instructions given in Python ({len(RECORDS) - 1} records); resume"),
+            (RECORDS, ["ho"], "it read the corpus given in Python (1 document), and this run reads the corpus given "
+                              "in Python (1 document) (other contents now); resume it on the corpus it read")):
+        with pytest.raises(ConfigError, match=re.escape(refusal)):
+            train_sft(replays, records, tmp_path / "sft", scratch_model_config=ModelConfig(), resume=True,
+                      pretrain_docs=docs)
+
+
+def test_a_stage_after_an_sft_run_given_its_records_in_python_says_how_to_read_them() -> None:
+    """`minillm ppo --sft` of a lesson's SFT run (records given in Python) reading other instructions is warned,
+    as after any SFT run: with no option that reads records a caller held, the advice was an empty phrase."""
+    suite = instructions_record(RECORDS[:-1], None, data_seed=0)
+    assert other_instructions("sft", instructions_given(RECORDS), instructions_given(RECORDS)) is None
+    assert other_instructions("sft", instructions_given(RECORDS), suite) == (
+        f"sft learnt the instructions given in Python ({len(RECORDS)} records), but this run reads the generated "
+        "suite (data_seed 0), so its prompts are not all those SFT learnt; pass --data with a JSONL file of them "
+        "(minillm.datasets.write_jsonl writes one) to read those")
 
 
 def test_the_baselines_trained_beside_sft_record_the_data_sft_records(tmp_path, monkeypatch) -> None:

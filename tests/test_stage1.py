@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,9 @@ from _train_worker import assert_accumulation_changes_nothing
 from crash_resume import assert_exact_resume
 from torch import nn
 
-from minillm.config import CLMConfig, MLMConfig, ModelConfig, TrainConfig
+from minillm.config import CLMConfig, MLMConfig, ModelConfig, TrainConfig, to_dict
 from minillm.datasets import generate_corpus, split_documents
+from minillm.datasets.corpus import corpus_given
 from minillm.errors import ConfigError, DataError, ModelInputError
 from minillm.model import GPT, Bert
 from minillm.stage1_pretrain import clm as clm_module
@@ -41,7 +43,7 @@ from minillm.stage1_pretrain.mlm import (
     unigram_masked_loss,
 )
 from minillm.tokenizer import train_tokenizer
-from minillm.train import load_model
+from minillm.train import load_model, save_checkpoint
 
 SMALL_MODEL = dict(n_layer=1, n_head=2, n_embd=32, block_size=32)  # a model that learns in 30 steps on a CPU
 
@@ -473,6 +475,26 @@ def test_one_window_of_validation_text_is_enough_and_the_run_keeps_its_corpus_re
                                                        resume=False, corpus=record, extra_tokens=1)
     assert 33 <= len(streams["val"]) < 16 * 33 and read == {"corpus": record} and out_dir == tmp_path
     assert cfg.model.vocab_size == tokenizer.vocab_size != _clm_cfg().model.vocab_size
+
+
+def test_documents_given_in_python_are_recorded_and_a_resume_on_others_is_refused(tmp_path, corpus, tokenizer):
+    """A lesson's `train_clm(cfg, tokenizer, train_docs, val_docs, folder)` names no file: its run recorded no
+    corpus, and `resume=True` on other documents went on into the same weights. MLM and CLM record documents
+    given in Python as such (run_data's `data_record`), and refuse a resume on others before packing them."""
+    cfg, _, read, _ = open_pretraining_run("clm", _clm_cfg(), tokenizer, corpus[0], corpus[1], tmp_path / "clm",
+                                           resume=False, corpus=None, extra_tokens=1)
+    assert read == {"corpus": corpus_given(corpus)}
+    save_checkpoint(tmp_path / "clm" / "ckpt.pt", {"stage": "clm"})  # (a run to resume: refused before it loads)
+    tokenizer.save(tmp_path / "clm" / "tokenizer.json")
+    (tmp_path / "clm" / "config.json").write_text(json.dumps({"run": to_dict(cfg), **read}), encoding="utf-8")
+    open_pretraining_run("clm", _clm_cfg(), tokenizer, *corpus, tmp_path / "clm", resume=True, corpus=None,
+                         extra_tokens=1)  # the same documents: resumed
+    fewer = corpus[0][:-1]
+    with pytest.raises(ConfigError, match=re.escape(
+            f"it read the corpus given in Python ({sum(map(len, corpus))} documents), and this run reads the corpus "
+            f"given in Python ({sum(map(len, corpus)) - 1} documents); resume it on the corpus it read")):
+        open_pretraining_run("clm", _clm_cfg(), tokenizer, fewer, corpus[1], tmp_path / "clm", resume=True,
+                             corpus=None, extra_tokens=1)
 
 
 def test_a_stream_shorter_than_one_window_is_refused_with_both_lengths():

@@ -588,9 +588,27 @@ def corpus_record(splits: tuple[Sequence[str], Sequence[str]], path: str | os.Pa
             "data_seed": cfg.data_seed, "val_fraction": cfg.val_fraction, "sha256": json_sha256(splits)}
 
 
+def corpus_given(splits: Sequence[Sequence[str]]) -> dict:
+    """Which pretraining text a run read where its caller gave the documents in Python (a lesson's
+    `train_clm(cfg, tokenizer, train_docs, val_docs, folder)`: its `splits`; SFT's replayed `pretrain_docs`
+    alone, one split), not a file or the generator: no path or setting names them, so the record says so, how
+    many documents there are, and their sha256, taken as `corpus_record` takes it. The same (train, val) split
+    of a file's text is then the same data as a run of that file read; SFT's one split never is, for a file's
+    record hashes both. Not the text itself: a run folder keeps what the run made, not a copy of what it read.
+
+        {"file": null, "given_in_python": true, "documents": 1000, "sha256": "5b1e..."}
+    """
+    return {"file": None, "given_in_python": True, "documents": sum(len(split) for split in splits),
+            "sha256": json_sha256(splits)}
+
+
 def corpus_text(record: dict) -> str:
-    """A record of `corpus_record` as a phrase: "the corpus in /home/me/mine.txt (data_seed 0, val_fraction
-    0.05)", "the generated corpus (corpus_mb 2.0, data_seed 0, val_fraction 0.05)"."""
+    """A record of `corpus_record` (or `corpus_given`) as a phrase: "the corpus in /home/me/mine.txt (data_seed
+    0, val_fraction 0.05)", "the generated corpus (corpus_mb 2.0, data_seed 0, val_fraction 0.05)", "the corpus
+    given in Python (1000 documents)"."""
+    if record.get("given_in_python"):
+        count = record.get("documents")
+        return f"the corpus given in Python ({count} document{'' if count == 1 else 's'})"
     split = f"data_seed {record.get('data_seed')}, val_fraction {record.get('val_fraction')}"
     if record.get("file"):
         return f"the corpus in {record['file']} ({split})"

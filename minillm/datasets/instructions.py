@@ -587,9 +587,25 @@ def instructions_record(records: list[dict], path: str | os.PathLike | None, dat
             "sha256": json_sha256(records, sort_keys=True)}
 
 
+def instructions_given(records: Sequence[dict]) -> dict:
+    """Which instructions a run read where its caller gave the `records` in Python (a lesson's `train_ppo(cfg,
+    sft_dir, rm_dir, records, folder)`), not a file or the generated suite by its seed: no path or setting names
+    them, so the record says so, how many records there are, and their sha256, taken as `instructions_record`
+    takes it: the records of a file, or the generated suite, given in Python are the same data as a run of
+    the file or the suite read. Not the records themselves.
+
+        {"file": null, "given_in_python": true, "records": 120, "sha256": "41d7..."}
+    """
+    return {"file": None, "given_in_python": True, "records": len(records),
+            "sha256": json_sha256(records, sort_keys=True)}
+
+
 def instructions_text(record: dict) -> str:
-    """A record of `instructions_record` as a phrase: "the instructions in /home/me/mine.jsonl", "the generated
-    suite (data_seed 0)"."""
+    """A record of `instructions_record` (or `instructions_given`) as a phrase: "the instructions in
+    /home/me/mine.jsonl", "the generated suite (data_seed 0)", "the instructions given in Python (120 records)"."""
+    if record.get("given_in_python"):
+        count = record.get("records")
+        return f"the instructions given in Python ({count} record{'' if count == 1 else 's'})"
     if record.get("file"):
         return f"the instructions in {record['file']}"
     return f"the generated suite (data_seed {record.get('data_seed')})"

@@ -147,7 +147,7 @@ def train_clm(cfg: CLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     `out_dir/results.json` and as the last row of metrics.jsonl): validation perplexity, the
     unigram baseline's, and samples; None on torchrun's ranks other than 0 (minillm.train.distributed).
     `corpus` says which text the documents are (datasets' `corpus_record`), for config.json: a resume on other
-    text is refused. None records nothing.
+    text is refused. None records them as documents given in Python (run_data's `data_record`).
     """
     cfg, out_dir, read, streams = open_pretraining_run(
         "clm", cfg, tokenizer, train_docs, val_docs, out_dir, resume=resume, corpus=corpus, extra_tokens=1)

@@ -31,6 +31,7 @@ import torch
 
 from minillm.config import CLMConfig, MLMConfig, check_section, to_dict
 from minillm.datasets.corpus import CORPUS
+from minillm.datasets.run_data import data_record
 from minillm.errors import DataError
 from minillm.tokenizer import Tokenizer
 from minillm.train.loop import FINAL_SPLIT, METRICS_NAME, read_metrics, write_metrics
@@ -62,7 +63,7 @@ def open_pretraining_run(
     as training starts); pack both splits into token streams; and refuse streams too short for one
     batch. `extra_tokens` is how many tokens a window holds beyond the model's block: 1 for CLM (the
     last position's target), 0 for MLM. `corpus` says which text the documents are (datasets'
-    `corpus_record`) for config.json; None records nothing.
+    `corpus_record`) for config.json; None records them as given in Python (run_data's `data_record`).
 
     Returns the config with its vocabulary size, `out_dir` as a Path, the data record config.json
     keeps, and the packed streams {"train": (N,), "val": (M,)}.
@@ -71,7 +72,7 @@ def open_pretraining_run(
     check_not_one_str(f"train_{stage}", train_docs=train_docs, val_docs=val_docs)
     out_dir = Path(out_dir)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size))
-    read = {CORPUS: corpus}  # the data this run reads, as config.json records it
+    read = {CORPUS: data_record(CORPUS, corpus, (train_docs, val_docs))}  # as config.json records it
     check_run_folder(out_dir, resume, stage, to_dict(cfg), tokenizer, read)
     T, B = cfg.model.block_size, cfg.train.batch_size
     window = T + extra_tokens

@@ -238,7 +238,7 @@ def train_mlm(cfg: MLMConfig, tokenizer: Tokenizer, train_docs: Sequence[str], v
     as a dashed line), the fill-mask demo's prompt and top 5 (see `demo_sentence`;
     none when no sentence fits the window), and the step count; None on torchrun's ranks other than 0.
     `corpus` says which text the documents are (datasets' `corpus_record`), for config.json: a resume on other
-    text is refused. None records nothing.
+    text is refused. None records them as documents given in Python (run_data's `data_record`).
     """
     cfg, out_dir, read, streams = open_pretraining_run(
         "mlm", cfg, tokenizer, train_docs, val_docs, out_dir, resume=resume, corpus=corpus, extra_tokens=0)

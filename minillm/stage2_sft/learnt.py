@@ -12,7 +12,9 @@ the file or the generated suite, and the sha256 of the records), and a stage giv
   is the generated suite, as before;
 - reading other instructions than those (another file, the file edited since, the suite of another
   `data_seed`), goes on with one warning naming what SFT learnt and how to read it (run_data's `how_to_read`);
-- given an SFT run made before the record existed, says nothing: what it learnt is unknown.
+- given an SFT run made before the record existed, says nothing: what it learnt is unknown. One given its
+  records in Python (a lesson's) records how many and their sha256: the same records read from a file or
+  generated are the same, and others are warned of as above, with the advice to pass them in a file.
 
 The stage's own run then records the instructions it read, as SFT's does (datasets/run_data.py says what
 the records are for: no setting, but a resume on other data is refused and `compare` names them).
@@ -65,9 +67,11 @@ def other_instructions(sft_dir: str | os.PathLike, learnt: dict, now: dict) -> s
         return None
     not_learnt = "so its prompts are not all those SFT learnt"
     if instructions_text(now) != instructions_text(learnt):  # another file, the suite instead of a file, another seed
+        how = how_to_read(INSTRUCTIONS, learnt, now) or (  # (none: records given to SFT in Python)
+            "pass --data with a JSONL file of them (minillm.datasets.write_jsonl writes one)")
         return (
             f"{sft_dir} learnt {instructions_text(learnt)}, but this run reads {instructions_text(now)}, "
-            f"{not_learnt}; {how_to_read(INSTRUCTIONS, learnt, now)} to read those"
+            f"{not_learnt}; {how} to read those"
         )
     if now["file"]:
         return (

@@ -41,7 +41,7 @@ from minillm.config import LoRAConfig, ModelConfig, SFTConfig, check_section, fr
 from minillm.datasets.corpus import CORPUS
 from minillm.datasets.instructions import INSTRUCTIONS, check_instruction_record
 from minillm.datasets.jsonl import check_records, record_split
-from minillm.datasets.run_data import check_same_data, known_records
+from minillm.datasets.run_data import check_same_data, data_record, known_records
 from minillm.errors import CheckpointError, ConfigError, DataError
 from minillm.model import GPT
 from minillm.model.lora import add_lora, count_parameters, load_lora_state_dict, lora_state_dict, merged_state_dict
@@ -220,12 +220,15 @@ def replay_rows(cfg: SFTConfig, tokenizer: Tokenizer, pretrain_docs: Sequence[st
     return replay, n_replay
 
 
-def data_read(cfg: SFTConfig, instructions: dict | None, corpus: dict | None) -> dict[str, dict]:
-    """The records of the data an SFT run reads (datasets/run_data.py), for its config.json and its resume: its
-    instructions, and the corpus of the windows it replays only where it replays some (`cfg.pretrain_mix` > 0):
-    a run that replays none read no corpus, and its config.json says nothing of one. A record given as None
-    (data given in Python: unknown) is left out (`known_records`)."""
-    return known_records({INSTRUCTIONS: instructions, CORPUS: corpus if cfg.pretrain_mix > 0 else None})
+def data_read(cfg: SFTConfig, records: Sequence[dict], pretrain_docs: Sequence[str], instructions: dict | None,
+              corpus: dict | None) -> dict[str, dict]:
+    """The records of the data an SFT run reads (datasets/run_data.py), for its config.json and its resume: of
+    its instruction `records`, and of the corpus of the windows it replays (`pretrain_docs`) only where it
+    replays some (`cfg.pretrain_mix` > 0): a run that replays none read no corpus, and its config.json says
+    nothing of one. `instructions` and `corpus` are the caller's records of them, None for data given in Python
+    (`data_record`: recorded as such)."""
+    replayed = data_record(CORPUS, corpus, (pretrain_docs,)) if cfg.pretrain_mix > 0 else None
+    return known_records({INSTRUCTIONS: data_record(INSTRUCTIONS, instructions, records), CORPUS: replayed})
 
 
 def train_sft(
@@ -249,7 +252,8 @@ def train_sft(
     `lr_setting` is where cfg.train.lr was set, as --set takes it, when not at sft.train.lr (the from-scratch
     baseline's own rate: sft.scratch_lr): a NaN's message names it.
     `instructions` says where `records` came from (datasets' `instructions_record`): config.json keeps it
-    for the stages after SFT (learnt.py), and a resume on other instructions is refused. None records nothing.
+    for the stages after SFT (learnt.py), and a resume on other instructions is refused. None records them as
+    given in Python (run_data's `data_record`), and so does a `corpus` of None the replayed documents.
 
     With `cfg.pretrain_mix` > 0, that share of every training batch is windows of `pretrain_docs`
     (the stage 1 corpus), trained with the plain next-token loss (see `replay_examples`); `corpus` says
@@ -262,7 +266,7 @@ def train_sft(
     """
     check_section(cfg, SFTConfig, "train_sft")
     out_dir = Path(out_dir)
-    read = data_read(cfg, instructions, corpus)
+    read = data_read(cfg, records, pretrain_docs, instructions, corpus)
     if resume and (out_dir / CKPT_NAME).is_file():  # refused now, before the model loads and the records are
         check_same_data(out_dir / CONFIG_NAME, read)  # encoded; the loop checks it again as it starts
     seed_everything(cfg.train.seed)

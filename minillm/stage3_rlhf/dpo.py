@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from minillm.config import DPOConfig, check_section, to_dict
 from minillm.datasets.instructions import INSTRUCTIONS
+from minillm.datasets.run_data import data_record
 from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import answer_bar
@@ -188,7 +189,8 @@ def train_dpo(
     The policy is saved like any GPT run (`load_model(out_dir, GPT)`). Returns {"win_rate_vs_sft",
     "gold_sft", "gold_after", "pair_accuracy" (held-out pairs), "n_pairs", "seconds", "history", "examples"};
     None on torchrun's ranks other than 0 (minillm.train.distributed). `instructions` says where `records` came
-    from (datasets' `instructions_record`), for config.json; None records nothing.
+    from (datasets' `instructions_record`), for config.json; None records them as given in Python (run_data's
+    `data_record`).
     """
     check_section(cfg, DPOConfig, "train_dpo")
     start = time.perf_counter()
@@ -201,7 +203,7 @@ def train_dpo(
     # the comparison after training answers with this length: refuse it now, not after the training
     check_room_for_prompt(policy.config.block_size, cfg.max_new_tokens, "DPOConfig.max_new_tokens")
     run_config = {"dpo": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)}
-    read = {INSTRUCTIONS: instructions}
+    read = {INSTRUCTIONS: data_record(INSTRUCTIONS, instructions, records)}
     # a run already in out_dir, refused without --resume or resumed with other settings: said now, not
     # after the reference's log-probs of every pair (minutes at tiny); train checks it again as it starts
     check_run_folder(Path(out_dir), resume, "dpo", run_config, tokenizer, read)

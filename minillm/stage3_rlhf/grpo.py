@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from minillm.config import GRPOConfig, check_section, to_dict
 from minillm.datasets.instructions import INSTRUCTIONS
+from minillm.datasets.run_data import data_record
 from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.template import check_room_for_prompt
@@ -320,9 +321,10 @@ def train_grpo(
     Returns the comparison with the SFT model (as PPO's), pass@1 before and after, pass@k before and
     after and its gain with the gain's standard error (unless `pass_at_k` is False: the pipeline
     measures every policy's pass@k in one place), and the history. `instructions` says where `records` came
-    from (datasets' `instructions_record`), for config.json; None records nothing. `section` is where `cfg` is,
-    as --set takes it, for the messages that name its settings (a NaN's; a reward model given that its reward
-    does not read): the pipeline's second GRPO run is grpo_verifiable's.
+    from (datasets' `instructions_record`), for config.json; None records them as given in Python (run_data's
+    `data_record`). `section` is where `cfg` is, as --set takes it, for the messages that name its settings (a
+    NaN's; a reward model given that its reward does not read): the pipeline's second GRPO run is
+    grpo_verifiable's.
     """
     check_section(cfg, GRPOConfig, "train_grpo")
     refuse_several_processes("GRPO")
@@ -345,7 +347,7 @@ def train_grpo(
     generator = torch.Generator().manual_seed(cfg.train.seed)
     first_step, history, _ = online_rl.open_run(
         out_dir, "GRPO", resume, tokenizer, {"grpo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
-        generator, device, read={INSTRUCTIONS: instructions}, model=policy,
+        generator, device, read={INSTRUCTIONS: data_record(INSTRUCTIONS, instructions, records)}, model=policy,
         optimizer=optimizer)
     watched = Watched(run_name(cfg), f"{section}.train", out_dir / CKPT_NAME)
 

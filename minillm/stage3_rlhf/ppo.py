@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from minillm.config import PPOConfig, check_section, to_dict
 from minillm.datasets.instructions import INSTRUCTIONS
+from minillm.datasets.run_data import data_record
 from minillm.errors import ConfigError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
@@ -358,7 +359,7 @@ def train_ppo(
     metrics.jsonl (one row per step), ppo_*.png, ppo_metrics.json. Returns {"win_rate_vs_sft",
     "gold_sft", "gold_after", "kl", "rm_score", "seconds", "history", "examples"}.
     `instructions` says where `records` came from (datasets' `instructions_record`), for config.json; None
-    records nothing.
+    records them as given in Python (run_data's `data_record`).
     """
     check_section(cfg, PPOConfig, "train_ppo")
     refuse_several_processes("PPO")
@@ -379,8 +380,8 @@ def train_ppo(
     gold_norm = gold_normaliser(policy, tokenizer, prompts, cfg) if uses_gold(cfg) else None
     first_step, history, state = online_rl.open_run(
         out_dir, "PPO", resume, tokenizer, {"ppo": to_dict(cfg), "sft_dir": str(sft_dir), "rm_dir": str(rm_dir)},
-        generator, device, read={INSTRUCTIONS: instructions}, model=policy, critic=critic,
-        optimizer=optimizer)
+        generator, device, read={INSTRUCTIONS: data_record(INSTRUCTIONS, instructions, records)}, model=policy,
+        critic=critic, optimizer=optimizer)
     kl_coef = state.get("kl_coef", cfg.kl_coef)  # adaptive beta resumes where it was
     watched = watched_networks(out_dir)
 

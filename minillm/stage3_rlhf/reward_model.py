@@ -63,6 +63,7 @@ from torch import Tensor, nn
 
 from minillm.config import ModelConfig, RewardConfig, check_section, to_dict
 from minillm.datasets.instructions import INSTRUCTIONS
+from minillm.datasets.run_data import data_record
 from minillm.errors import CheckpointError
 from minillm.model import GPT
 from minillm.stage2_sft.evaluate import generate_answers
@@ -308,7 +309,7 @@ def train_reward_model(
     `records` (the instruction records, matched to rankings by "id") is optional: with it, the
     annotator's agreement with itself and with the gold judge is reported next to the accuracy
     (without it both are None: not measured); `instructions` says where they came from (datasets'
-    `instructions_record`), for config.json (None records nothing).
+    `instructions_record`), for config.json (None records them as given in Python: run_data's `data_record`).
     Returns {"pairwise_accuracy" (held-out rankings), "train_accuracy", "annotator_agreement",
     "gold_agreement", "reward_mean", "reward_std", "n_train", "n_test", "skipped" (too long for the
     context, or every answer tied), "seconds", "history"}; None on torchrun's ranks other than 0.
@@ -339,7 +340,7 @@ def train_reward_model(
                    evaluate=evaluate,
                    run_config={"reward": to_dict(cfg), "sft_dir": str(sft_dir), "prefs": str(prefs_path)},
                    tokenizer=tokenizer, resume=resume, desc="reward", settings="reward.train", model_kind="reward",
-                   read={INSTRUCTIONS: instructions},
+                   read={INSTRUCTIONS: data_record(INSTRUCTIONS, instructions, records)},
                    title="Reward model ranking loss")
     if not is_main_process():  # under torchrun, rank 0 alone normalises, evaluates and writes the results
         return None
