@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 
 from minillm.datasets.corpus import CORPUS
 from minillm.datasets.instructions import INSTRUCTIONS
-from minillm.datasets.run_data import DATA, data_text, saved_data
+from minillm.datasets.run_data import DATA, data_text, same_span, saved_data
 from minillm.errors import DataError
 from minillm.provenance import MADE_BY, code_summary, describe
 from minillm.reuse import run_id
@@ -429,6 +429,9 @@ def data_note(runs: Sequence[LoggedRun]) -> list[str]:
     for key in DATA:
         known = {run.name: record for run in runs if isinstance(record := run.read.get(key), dict)}
         if len({str(record.get("sha256")) for record in known.values()}) < 2:
+            continue
+        read_some = [record for record in known.values() if record]
+        if not all(same_span(read_some[0], record) for record in read_some):  # their hashes cannot tell
             continue
         texts = {name: data_text(key, record) if record else READ_NONE for name, record in known.items()}
         if len(set(texts.values())) < len(texts):  # one file, edited between the runs: its hash tells them apart

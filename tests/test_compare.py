@@ -510,6 +510,10 @@ def test_runs_given_their_data_in_python_are_named_as_runs_from_a_file_are():
     same = LoggedRun("same", [], {}, read={"corpus": {**GENERATED, "sha256": given["sha256"]}})  # its documents
     older = LoggedRun("older", [], {})  # made before any record
     assert data_note([lesson, same, older]) == [] and data_note([edited, older]) == []
+    # SFT's replayed training documents given in Python hash one split, a file's record both: not comparable
+    replay = LoggedRun("lesson_sft", [], {}, read={"corpus": corpus_given((["One document."],))})
+    assert data_note([replay, from_file]) == [] and data_note([replay, from_file, lesson]) == []
+    assert len(data_note([replay, LoggedRun("x", [], {}, read={"corpus": corpus_given((["Other."],))})])) == 1
     records = [{"prompt": "Where is Vell?", "response": "On the river."}]
     ppo = LoggedRun("ppo", [], {}, read={"instructions": instructions_given(records)})
     assert data_note([ppo, LoggedRun("suite", [], {}, read={"instructions": SUITE})]) == [

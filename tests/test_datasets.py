@@ -677,6 +677,7 @@ def test_data_given_in_python_is_recorded_by_its_count_and_hash_and_a_resume_on_
                                           r"resume it on the corpus it read"):
         config.write_text(json.dumps({"run": {}, CORPUS: generated}), encoding="utf-8")
         check_same_data(config, {CORPUS: corpus_given((["a"], ["b"]))})
+    check_same_data(config, {CORPUS: corpus_given((splits[0],))})  # SFT's replayed split alone: another span
     config.write_text(json.dumps({"run": {}}), encoding="utf-8")
     check_same_data(config, {CORPUS: other})  # a run made before it recorded documents given in Python: resumed
 

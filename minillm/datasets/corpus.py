@@ -594,12 +594,16 @@ def corpus_given(splits: Sequence[Sequence[str]]) -> dict:
     alone, one split), not a file or the generator: no path or setting names them, so the record says so, how
     many documents there are, and their sha256, taken as `corpus_record` takes it. The same (train, val) split
     of a file's text is then the same data as a run of that file read; SFT's one split never is, for a file's
-    record hashes both. Not the text itself: a run folder keeps what the run made, not a copy of what it read.
+    record hashes both: its record says `"split": "train"`, and no check sets its hash against theirs.
+    Not the text itself: a run folder keeps what the run made, not a copy of what it read.
 
         {"file": null, "given_in_python": true, "documents": 1000, "sha256": "5b1e..."}
     """
-    return {"file": None, "given_in_python": True, "documents": sum(len(split) for split in splits),
-            "sha256": json_sha256(splits)}
+    record = {"file": None, "given_in_python": True, "documents": sum(len(split) for split in splits),
+              "sha256": json_sha256(splits)}
+    if len(splits) == 1:  # SFT's replayed training documents: run_data's `same_span` keeps them from a file's
+        record["split"] = "train"
+    return record
 
 
 def corpus_text(record: dict) -> str:
