@@ -537,6 +537,7 @@ def test_a_reference_that_normalises_to_nothing_matches_no_answer():
 
 def test_the_judge_forgives_a_leading_article_and_no_other():
     assert normalize_answer("The dog sees a cat under the bridge.") == "dog sees a cat under the bridge"
+    assert normalize_answer("An owl.") == normalize_answer("A owl") == "owl"  # "a" and "an" lead no answer either
     # an article inside the answer is part of it: "the child" is not "a child"
     assert not is_correct("The baker helped the child.", "The baker helped a child.")
     assert not is_correct("a cat sees the dog", "a cat sees a dog")

@@ -388,6 +388,20 @@ def test_noisy_annotator_is_seeded_and_noise_lowers_agreement():
     assert gold_agreement(records, sets, [noisy.rank(RECORD, answers) for _ in records]) < 0.9
 
 
+def test_gold_agreement_pools_the_pairs_every_ranking_calls_and_counts_a_gold_tie_half():
+    """gold_agreement, the reward model's ceiling in its results, by hand: of all the pairs the rankings
+    call (pooled, not a mean of each ranking's share), the share the gold judge orders the same way,
+    a pair that gold ties counting 1/2. Gold scores (test above): "The Mell." 4.0 = "the mell." 4.0 >
+    "Mell" 3.5 > "The Mell, I think." 1.92, so answers 0 and 1 tie and the rest are in order."""
+    record, answers = {"reference": "The Mell."}, ["The Mell.", "the mell.", "Mell", "The Mell, I think."]
+    rankings = [
+        [0, 1, 2, 3],  # 6 pairs: (0, 1) a gold tie, 1/2; the other 5 as gold: 5.5
+        [3, 2, 1, 0],  # 6 pairs: (1, 0) 1/2; the other 5 reversed: 0.5
+        [[0, 2], 3],  # 0 and 2 tie here (no pair): (0, 3) and (2, 3) as gold: 2 of 2
+    ]
+    assert gold_agreement([record] * 3, [answers] * 3, rankings) == pytest.approx((5.5 + 0.5 + 2) / (6 + 6 + 2))
+
+
 def test_annotator_ties_answers_within_its_margin():
     scores = [3.0, 2.9, 1.0, 0.5, -2.0]
     assert rank_answers(scores) == [0, 1, 2, 3, 4]

@@ -402,6 +402,18 @@ def test_fill_mask_reads_the_logits_at_the_blank(tokenizer, text):
     assert piece == tokenizer.id_to_piece(tokenizer.mask_id)
 
 
+def test_fill_mask_gives_the_softmax_probabilities_at_the_blank(tokenizer):
+    """At the blank this model's logit is 2 for <mask> and 0 for each of the V - 1 other tokens, so the
+    softmax gives <mask> e^2 / (e^2 + V - 1) and the next best 1 / (e^2 + V - 1), by hand. The chart of
+    lesson 02 shows these numbers: sorted and positive is not enough (a doubled logit is that too)."""
+    V = tokenizer.vocab_size
+    copies_its_input = Predicts(V, answer=lambda ids: ids, margin=2.0)
+    ranking = fill_mask(copies_its_input, tokenizer, "The river [MASK] floods.", top_k=2)
+    z = math.exp(2.0) + V - 1
+    assert ranking[0][0] == tokenizer.id_to_piece(tokenizer.mask_id)
+    assert [p for _, p in ranking] == pytest.approx([math.exp(2.0) / z, 1 / z], rel=1e-5)
+
+
 def test_masked_accuracy_of_always_the_same_token_is_the_unigram_baseline(corpus, tokenizer):
     stream = pack_documents(tokenizer, corpus[1])
     token = int(stream[5])
