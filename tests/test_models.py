@@ -96,6 +96,23 @@ def test_pre_and_post_norm_differ_and_post_ends_normalised():
     torch.testing.assert_close(out.mean(-1), torch.zeros(2, 3), atol=1e-5, rtol=0)  # LN is last in post-LN
 
 
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_a_block_is_its_residual_formula_by_hand(norm):
+    """GPT-2's pre-LN block, h = x + attn(LN_1(x)) then h + MLP(LN_2(h)), and BERT's post-LN one,
+    h = LN_1(x + attn(x)) then LN_2(h + MLP(h)), from the sub-layers called one by one (each checked
+    on its own elsewhere). Only the comparisons with transformers (test_weight_import.py, skipped
+    without it) told a sub-layer that read the other norm, or the stream before its norm."""
+    block = make(Block, ModelConfig(n_embd=8, n_head=2, norm=norm)).double()  # make(): LN_1 and LN_2 differ
+    x = torch.randn(2, 3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    if norm == "pre":
+        h = x + block.attn(block.ln_1(x))
+        by_hand = h + block.mlp(block.ln_2(h))
+    else:
+        h = block.ln_1(x + block.attn(x))
+        by_hand = block.ln_2(h + block.mlp(h))
+    torch.testing.assert_close(block(x), by_hand)
+
+
 def test_residual_projections_start_smaller_by_the_square_root_of_twice_the_depth():
     torch.manual_seed(0)
     model = GPT(gpt_config(n_layer=8, n_embd=64))  # 8 x 4096 weights per kind: std known to ~0.5%
