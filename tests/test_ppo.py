@@ -640,6 +640,20 @@ def test_the_gold_reward_scores_answers_by_the_judge_on_the_reward_models_scale(
     assert [r["rm_score"] for r in rows] == pytest.approx([(r["gold"] - mean) / std for r in rows])
 
 
+def test_the_gold_normaliser_is_the_mean_and_sample_std_of_the_gold_scores_of_the_answers_drawn(monkeypatch):
+    """gold_normaliser by hand (the test above bounds it only), the SFT model's 256 answers faked: every
+    reference is "The Mell.", and the answers alternate "The Mell." (gold 4.0) and "Mell" (3.5), so the
+    mean is 3.75 and the sample standard deviation, as the reward model's normalisation takes it,
+    sqrt(256 x 0.25^2 / 255)."""
+    def sft_answers(policy, tokenizer, prompts, *args, **kwargs) -> list[str]:
+        return ["The Mell.", "Mell"] * (len(prompts) // 2)
+
+    monkeypatch.setattr(ppo, "generate_answers", sft_answers)
+    prompts = [{"prompt": f"Which river runs through town {i}?", "reference": "The Mell."} for i in range(5)]
+    mean, std = gold_normaliser(None, None, prompts, micro_ppo_config())
+    assert mean == pytest.approx(3.75) and std == pytest.approx(math.sqrt(256 * 0.25**2 / 255), rel=1e-6)
+
+
 def test_train_ppo_logs_every_metric_and_compares_with_sft(runs, monkeypatch):
     out = runs["root"] / "ppo"
     result = train_and_check_the_reference(monkeypatch, ppo, runs["sft"],
