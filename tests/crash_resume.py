@@ -110,6 +110,14 @@ def assert_identical(a: Any, b: Any, where: str = "checkpoint") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
+def assert_same_checkpoint(a: Path, b: Path, where: str) -> None:
+    """The checkpoint files `a` and `b` hold the same values, every tensor bit for bit (`assert_identical`);
+    wall-clock time (elapsed_s) is the one thing allowed to differ."""
+    first, second = load_checkpoint(a), load_checkpoint(b)
+    first.pop("elapsed_s", None), second.pop("elapsed_s", None)
+    assert_identical(first, second, where)
+
+
 def read_curve(run_dir: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
@@ -158,7 +166,6 @@ def assert_exact_resume(command: Callable[[Path, bool], list[str]], tmp_path: Pa
         f"the resume made {rest} of the straight run's {total} updates: it did not go on from a checkpoint "
         f"saved before update {kill_after_updates}")
 
-    a, b = load_checkpoint(straight / ckpt_name), load_checkpoint(crashed / ckpt_name)
-    a.pop("elapsed_s", None), b.pop("elapsed_s", None)  # wall-clock time is the one thing allowed to differ
-    assert_identical(a, b, f"final {ckpt_name} (killed after update {kill_after_updates})")
+    assert_same_checkpoint(straight / ckpt_name, crashed / ckpt_name,
+                           f"final {ckpt_name} (killed after update {kill_after_updates})")
     assert read_curve(straight) == read_curve(crashed), "metrics.jsonl curves differ after the resume"

@@ -28,6 +28,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from crash_resume import assert_same_checkpoint
 
 from minillm import pipeline, reuse, workers
 from minillm.cli import main
@@ -45,6 +46,7 @@ from minillm.stage3_rlhf.ppo import reward_hacking
 from minillm.stage3_rlhf.reward_model import train_reward_model
 from minillm.stage3_rlhf.scoreboard import BEST_OF
 from minillm.tokenizer import train_tokenizer
+from minillm.train.checkpoint import CKPT_NAME
 from minillm.utils import read_json, write_json
 from minillm.workers import worker_pool
 
@@ -179,6 +181,17 @@ def without_times(report: dict) -> dict:
 
     return {**report, "seconds": None, "wall_seconds": None, "jobs": None,
             "stages": {name: untimed(stage) for name, stage in report["stages"].items()}}
+
+
+def assert_same_checkpoints(run: Path, reference: Path, where: str = "") -> None:
+    """Every checkpoint in `run` holds the tensors of its twin in `reference` bit for bit (weights, optimizer
+    moments, generator states), where report.json has rounded summaries: blind to the optimizer state, and
+    to weights moved by a rounding where the figures are counts (the MLM's masked accuracy). Only the
+    wall-clock seconds may differ. `where` heads a failure's message."""
+    found = sorted(path.relative_to(reference) for path in reference.rglob(CKPT_NAME))
+    assert found == sorted(path.relative_to(run) for path in run.rglob(CKPT_NAME)), where
+    for path in found:
+        assert_same_checkpoint(run / path, reference / path, f"{where} {path}")
 
 
 def made_up_results() -> dict[str, dict]:
@@ -387,10 +400,11 @@ def test_quote_keeps_every_line_of_a_sample_inside_the_quote():
 
 
 def test_ctrl_c_at_a_random_moment_then_the_same_command_ends_with_the_same_report(journey, tmp_path):
-    """SIGINT while some step of `minillm pipeline` runs, the same command again: report.json's numbers
-    equal the uninterrupted run's (finished steps are kept, an interrupted one resumes from its checkpoint).
+    """SIGINT while some step of `minillm pipeline` runs, the same command again: report.json's numbers and
+    every checkpoint equal the uninterrupted run's (finished steps are kept, an interrupted one resumes from
+    its checkpoint, or starts again where it saved none).
     The command that gets the signal is a process of its own; the one that goes on runs in this one."""
-    _, reference = journey
+    root, reference = journey
     seed = random.randrange(10**6)
     rng = random.Random(seed)
     step, delay = rng.choice(STEP_NAMES[1:]), rng.uniform(0.0, 3.0)
@@ -411,6 +425,7 @@ def test_ctrl_c_at_a_random_moment_then_the_same_command_ends_with_the_same_repo
         assert "Continue with: minillm pipeline" in err.splitlines()[-1], where
     assert main(argv) == 0, where  # the same command again, run in this process: what it resumes is the check
     assert without_times(read_json(out / "report.json")) == without_times(reference), where
+    assert_same_checkpoints(out, root / "micro", where)
 
 
 def test_an_experiment_trains_only_the_steps_its_change_reaches_and_reports_what_a_fresh_run_would(
@@ -814,10 +829,12 @@ def test_skip_bad_lines_reaches_the_pipelines_instructions(tmp_path, monkeypatch
 
 def test_steps_side_by_side_report_the_same_numbers(journey, tmp_path):
     """--jobs 2: independent steps (and SFT's from-scratch baseline) run in parallel processes of one
-    thread each; every step is seeded, so report.json's numbers equal the one-at-a-time run's."""
-    _, reference = journey
+    thread each; every step is seeded, so report.json's numbers and every checkpoint equal the one-at-a-time
+    run's (made with one thread too, as the tests run: with more, --jobs 1 rounds otherwise, README)."""
+    root, reference = journey
     report = run_pipeline(preset("micro"), tmp_path / "side_by_side", jobs=2)
     assert report["jobs"] == 2 and without_times(report) == without_times(reference)
+    assert_same_checkpoints(tmp_path / "side_by_side", root / "micro")
 
 
 def test_the_comparison_table_counts_every_models_answers_in_a_progress_bar(journey, tmp_path, capsys):
