@@ -30,7 +30,7 @@
 # Face Llama weights (grouped-query attention included) and gives the same logits within 1e-4
 # (tests/test_weight_import.py).
 #
-# Run it:  python lessons/11_modern_blocks.py [CLM_RUN_DIR]    (6-8 minutes on a 2-core CPU)
+# Run it:  python lessons/11_modern_blocks.py [CLM_RUN_DIR]    (6-8 minutes on a quiet 2-core CPU)
 # Outputs: runs/lessons/11/ (clm/<model>/ runs, compare.png, sft/<run>/, table.json).
 
 # %%
@@ -137,40 +137,47 @@ print(f"\n{'model':>9} {'val ppl':>8} {'params':>8} {'ms/step':>8} {'gen tok/s':
 for name, r in rows.items():
     print(f"{name:>9} {r['val_ppl']:8.2f} {r['params']:8,d} {r['ms_per_step']:8.0f} {r['gen_tokens_per_s']:10.0f} "
           f"{r['kv_bytes_per_token']:11,.0f}")
-# In our runs (200 steps each, one thread). Perplexity, parameters and cache bytes at f8e0178; the
-# two times at ecc53a3, on a 2-core CPU that other jobs shared, so they are rough (bench/model.py
-# measures the step-time ratio properly; at f8e0178 a dozen jobs shared the CPU and every time came
-# out 7 to 11 times longer, too distorted to quote):
+# In our runs (200 steps each, one thread). Perplexity, parameters and cache bytes at f8e0178 (GPT-2's
+# and SwiGLU's the same at c20ad44); the two times at ecc53a3, on a 2-core CPU that other jobs
+# shared, so they are rough (bench/model.py measures the step-time ratio properly; at f8e0178 a dozen
+# jobs shared the CPU and every time came out 7 to 11 times longer, too distorted to quote):
 #     model  val ppl   params  ms/step  gen tok/s  KV B/token
 #      gpt2     5.36  808,064      153       7033       3,072
 #  +rmsnorm     5.24  807,168      158       6106       3,072
 #   +swiglu     6.66  820,032      154       6013       3,072
 #      +gqa     5.93  770,496      165       5480       1,536
 #     llama     2.97  947,072      161       5031       1,536
-# At ecc53a3, 541 commits earlier, the perplexities were 4.93, 5.10, 6.00, 5.92 and 2.97.
+# At ecc53a3, 541 commits earlier, the perplexities were 4.93, 5.10, 6.00, 5.92 and 2.97. One commit
+# moved GPT-2's and SwiGLU's: 58d97cc, which put the right river into 361 story sentences of
+# data/corpus.txt (of its 18,493 lines). Just before it the two rows gave ecc53a3's 4.93 and 6.00, at
+# it 5.36 and 6.66: so small a change of the text retrains the tokenizer and shifts every batch, as
+# another seed does. With "train.seed=2" added to clm_cfg's settings (c20ad44) the five gave 5.87,
+# 6.46, 6.94, 6.06 and 2.99.
 
 # %% [markdown]
-# How to read it (one seed, 200 steps: differences of a few tenths of perplexity are within the
-# noise of such short runs):
-# - RMSNorm trains like LayerNorm (5.24 against 5.36; 5.10 against 4.93 at ecc53a3), with one
-#   statistic fewer and no bias.
+# How to read it (200 steps are noisy: another seed moved the first four rows by 0.1 to 1.2, and 361
+# corrected sentences of the corpus moved two of them by 0.4 and 0.7; trust what holds at both seeds):
+# - RMSNorm trains like LayerNorm, with one statistic fewer and no bias: which of the two is ahead
+#   varies by seed (5.24 against 5.36; 6.46 against 5.87 at seed 2; 5.10 against 4.93 at ecc53a3).
 # - SwiGLU holds about the same parameters as the GELU MLP by construction (hidden 352 instead of
-#   512) and was behind after 200 steps (6.66; 6.00 at ecc53a3). Whether it catches up takes longer
-#   runs than this lesson spends (Try this, 2); its reported gains are from models trained on
-#   billions of tokens.
-# - GQA (2 key/value heads for 4 query heads) cost nothing measurable here (5.93; 5.92 at ecc53a3)
-#   and halves the KV cache per token, 3,072 -> 1,536 bytes; the qkv matrix shrinks from (384, 128)
-#   to (256, 128). A large model's generation is limited by reading that cache at every step, so
-#   this is the switch that makes a 70B model servable. At our size the cache is tiny and GQA buys no speed we
-#   can measure (the table's 5,480 against 6,013 tokens/s is one shared-CPU run; another run gave 5,410
-#   against 5,240, and alternated the two tie):
-#   each step copies every key/value head to the query heads it serves (`repeat_interleave`), which
-#   costs about what the smaller cache saves.
+#   512) and was behind after 200 steps at both seeds (6.66 and 6.94; 6.00 at ecc53a3). Whether it
+#   catches up takes longer runs than this lesson spends (Try this, 2); its reported gains are from
+#   models trained on billions of tokens.
+# - GQA (2 key/value heads for 4 query heads) cost nothing measurable here (5.93, 6.06 at seed 2,
+#   5.92 at ecc53a3: never behind the row above it) and halves the KV cache per token, 3,072 -> 1,536
+#   bytes; the qkv matrix shrinks from (384, 128) to (256, 128). A large model's generation is
+#   limited by reading that cache at every step, so this is the switch that makes a 70B model
+#   servable. At our size the cache is tiny and GQA buys no speed we can measure (the table's 5,480
+#   against 6,013 tokens/s is one shared-CPU run; another run gave 5,410 against 5,240, and
+#   alternated the two tie): each step copies every key/value head to the query heads it serves
+#   (`repeat_interleave`), which costs about what the smaller cache saves.
 # - RoPE (with no biases and an untied head, i.e. arch=llama) helps most by far: 2.97 at both
-#   commits. As lesson 4 found, our text rewards finding words by their distance. The untied head adds a (V, C) table,
-#   1536 x 128 = 197k parameters.
-# The tiny preset's full 800 steps with arch=llama and n_kv_head=2 reached perplexity 1.88 in our
-# run and 1.85 at 71c1ccc, against 1.94 to 1.95 for the preset's GPT-2 + RoPE.
+#   commits, 2.99 at seed 2, the one gap far outside the noise. As lesson 4 found, our text rewards
+#   finding words by their distance. The untied head adds a (V, C) table, 1536 x 128 = 197k
+#   parameters.
+# The tiny preset's full 800 steps with arch=llama and n_kv_head=2 reached perplexity 1.88 at
+# ecc53a3, 1.85 at 71c1ccc and 1.85 at c20ad44, against 1.94 to 1.95 for the preset's GPT-2 + RoPE
+# (1.94 at c20ad44).
 
 # %% [markdown]
 # ## 3. `minillm compare`: the five runs side by side
@@ -243,18 +250,21 @@ print(f"\nthe whole lesson took {time.perf_counter() - LESSON_STARTED:.0f} s")
 # From the tiny preset's CLM with arch=llama and n_kv_head=2 instead (perplexity 1.88; `minillm
 # pretrain clm --preset tiny --set clm.model.arch=llama --set clm.model.n_kv_head=2 --out
 # runs/llama`, then `python lessons/11_modern_blocks.py runs/llama`), at ecc53a3: full 0.83, LoRA r=8
-# 0.40, + tok_emb 0.65; rank 32 with the token table (384k trainable) reached 0.74.
+# 0.40, + tok_emb 0.65; rank 32 with the token table (384k trainable) reached 0.74. At c20ad44
+# (perplexity 1.85, on the data 58d97cc regenerated; the same three runs made by Try this 3's
+# `minillm sft` command with step 4's settings): full 0.76, LoRA r=8 0.34, + tok_emb 0.47.
 
 # %% [markdown]
 # LoRA at rank 8 alone does NOT match full SFT here. Two reasons, each measured: the role tokens'
 # random vectors (training the token table too lifts it to full SFT's level from the pipeline's CLM,
-# 0.28 -> 0.76 against 0.79, and by a quarter from the Llama-style one), and, from the Llama-style
-# CLM, the rank itself: our model is 128 wide, and what SFT changes in it is not a rank-8 update
-# there (rank 32, 187k parameters, reached 0.60 against rank 8's 0.40 at ecc53a3, 0.55 against 0.34
-# at 71c1ccc: each figure moves by a few hundredths with the draw, the gap stays; from the pipeline's
-# CLM, rank 8 with the token table was enough). LoRA's premise, that fine-tuning moves the weights along few
-# directions, was measured on models 768 to 12,288 wide (RoBERTa-base to GPT-3 175B), where rank 8
-# is about 1% of the width at most, not 6%.
+# 0.28 -> 0.76 against 0.79, and part of the way from the Llama-style one: 0.40 -> 0.65 at ecc53a3,
+# 0.34 -> 0.47 at c20ad44), and, from the Llama-style CLM, the rank itself: our model is 128 wide,
+# and what SFT changes in it is not a rank-8 update there (rank 32, 187k parameters, reached 0.60
+# against rank 8's 0.40 at ecc53a3, 0.55 against 0.34 at 71c1ccc and c20ad44: each figure moves by a
+# few hundredths with the draw, the gap stays; from the pipeline's CLM, rank 8 with the token table
+# was enough). LoRA's premise, that fine-tuning moves the weights along few directions, was measured
+# on models 768 to 12,288 wide (RoBERTa-base to GPT-3 175B), where rank 8 is about 1% of the width at
+# most, not 6%.
 # Its steps are no faster on a model this small either (81 s against full SFT's 73 s at 315569e):
 # the frozen weights still run forward and backward (their inputs need gradients); what it saves is
 # the optimizer's state and the gradients of the frozen matrices, which for a 7B model is most of the
@@ -272,19 +282,20 @@ print(f"\nthe whole lesson took {time.perf_counter() - LESSON_STARTED:.0f} s")
 #    800 steps): `minillm sft --init runs/llama --preset tiny --no-baselines --set sft.lora.rank=2
 #    --set sft.lora.alpha=4 --set sft.lora.targets=qkv,proj,fc --set sft.train.lr=3e-3
 #    --set sft.train.max_steps=800 --out X`, and the same with rank=32 and alpha=64 (runs/llama: the
-#    command under step 4's table). At 71c1ccc (runs/llama's perplexity 1.85), exact match on seen
-#    tasks followed the rank, far from in proportion: rank 2, 11,712 trainable parameters, 0.11;
-#    rank 8, 46,848, 0.34; rank 32, 187,392, 0.55 (world facts 0.40, 0.87, 0.90). Each adapted
-#    Linear (in, out) trains rank x (in + out) numbers, so 16 times the rank is 16 times the
-#    parameters: `minillm sft` prints their count as it starts ("sft: 46,848 of the model's ...
-#    parameters train (...): LoRA rank 8 on qkv,proj,fc"), X/metrics.json records it (trainable_params,
-#    of params) and X/adapters.pt holds them. Even rank 32 stays below full SFT's 0.83 from runs/llama
-#    (step 4, at ecc53a3).
+#    command under step 4's table). At 71c1ccc, and again to the digit at c20ad44 (runs/llama's
+#    perplexity 1.85 at both), exact match on seen tasks followed the rank, far from in proportion:
+#    rank 2, 11,712 trainable parameters, 0.11; rank 8, 46,848, 0.34; rank 32, 187,392, 0.55 (world
+#    facts 0.40, 0.87, 0.90). Each adapted Linear (in, out) trains rank x (in + out) numbers, so 16
+#    times the rank is 16 times the parameters: `minillm sft` prints their count as it starts ("sft:
+#    46,848 of the model's ... parameters train (...): LoRA rank 8 on qkv,proj,fc"), X/metrics.json
+#    records it (trainable_params, of params) and X/adapters.pt holds them. Even rank 32 stays below
+#    full SFT from runs/llama: 0.76 at c20ad44 (item 3's command without its sft.lora and lr settings;
+#    0.83 at ecc53a3, step 4).
 # 4. LoRA on attention's qkv only: item 3's command with `--set sft.lora.rank=8 --set sft.lora.alpha=16
 #    --set sft.lora.targets=qkv`. Fewer parameters still (the count `minillm sft` prints as it starts),
 #    9,216 against 46,848 on every Linear, and the MLP, where much of a transformer's knowledge sits,
-#    cannot change. At 71c1ccc that cost far
-#    more than the parameters: seen 0.10 against 0.34, and world facts, which the frozen model still
-#    holds, 0.10 against 0.87. The answers come out half-formed ("A: A healer." asked for a river):
-#    in 800 steps, attention alone did not learn the answer's format. (`proj` would not keep LoRA in
-#    attention: a target matches every Linear whose name ends with it, attn.proj and mlp.proj alike.)
+#    cannot change. At 71c1ccc, and again to the digit at c20ad44, that cost far more than the
+#    parameters: seen 0.10 against 0.34, and world facts, which the frozen model still holds, 0.10
+#    against 0.87. The answers come out half-formed ("A: A healer." asked for a river): in 800 steps,
+#    attention alone did not learn the answer's format. (`proj` would not keep LoRA in attention: a
+#    target matches every Linear whose name ends with it, attn.proj and mlp.proj alike.)
