@@ -20,7 +20,8 @@ about 1, its singular vectors kept. A raw gradient is dominated by a few directi
 update moves the matrix by the same amount along every direction the gradient names, so the rare
 ones learn as fast as the common ones. From random weights the tiny GPT reaches AdamW's perplexity
 in half the steps (at a higher lr), and SFT's from-scratch baseline trains with it; lesson 04's
-"Try this" 6 shows what those fewer steps do not buy (SFT on them knows half as much Kelish).
+"Try this" 6 shows what those fewer steps do not buy (no better SFT model; at the preset's seed it
+translates into Kelish less well, at a second seed as well).
 Embeddings, the LM head, biases and norm gains are not matrices that map one hidden vector to
 another, and stay with AdamW (`MuonWithAdamW`).
 
