@@ -754,6 +754,24 @@ def test_a_run_folder_deleted_while_the_pipeline_runs_stops_it_before_the_next_s
     assert ran == list(STEP_NAMES[:STEP_NAMES.index(deleted_in) + 1]) and not (run / "report.json").exists()
 
 
+def test_force_redoes_every_step_and_resumes_none_from_what_it_left(tmp_path, monkeypatch, capsys):
+    """`pipeline --force` on a finished run: each step's folder is removed first, so every step runs again
+    (none is "already done") and a checkpoint a step left is not resumed from (run_step's bookkeeping, with
+    steps that train nothing, on data of a few lines: none is read)."""
+    steps_that_train_nothing(monkeypatch)
+    monkeypatch.setattr(pipeline, "corpus_splits", lambda cfg, path: (["Some text."], ["More text."]))
+    monkeypatch.setattr(pipeline, "instruction_records", lambda cfg, path, skip_bad_lines: [{"prompt": "Hi"}])
+    monkeypatch.setattr(pipeline, "preflight", lambda journey: None)
+    run = tmp_path / "run"
+    run_pipeline(preset("micro"), run)
+    left = run / pipeline.step_folder("dpo") / "ckpt.pt"
+    left.write_text("half-trained", encoding="utf-8")
+    capsys.readouterr()
+    run_pipeline(preset("micro"), run, force=True)
+    assert "already done" not in capsys.readouterr().out
+    assert not left.exists() and (run / "report.json").is_file()
+
+
 def test_each_step_records_its_code_which_report_md_names_and_no_reuse_reads(tmp_path, monkeypatch, capsys):
     """Nothing said which code made a pipeline run, so a figure that moved after an upgrade came with no
     explanation. Each step's inputs.json now records it; a step made by other code, or before the record

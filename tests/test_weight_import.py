@@ -251,3 +251,14 @@ def test_llama_biases_and_bad_head_counts_are_refused():
         GPT.from_llama_state_dict(llama_layout_state_dict(), n_head=5)
     with pytest.raises(CheckpointError, match="not a Llama state dict"):
         GPT.from_llama_state_dict(gpt2_layout_state_dict(), n_head=H)
+
+
+def test_q_k_v_that_cannot_be_stacked_are_named_as_misshaped():
+    """A k_proj one column too wide cannot be stacked under q_proj into our qkv (torch.cat refuses): the
+    error names the three keys and their shapes, as for any other mis-shaped tensor, not torch's RuntimeError."""
+    sd = llama_layout_state_dict()
+    sd["model.layers.1.self_attn.k_proj.weight"] = torch.randn(C // H, C + 1)
+    with pytest.raises(CheckpointError, match=r"mis-shaped") as err:
+        GPT.from_llama_state_dict(sd, n_head=H)
+    stacked = "+".join(f"layers.1.self_attn.{n}_proj.weight" for n in "qkv")
+    assert f"{stacked} has shape [({C}, {C}), ({C // H}, {C + 1}), ({C // H}, {C})]" in str(err.value)
