@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -699,6 +700,17 @@ def test_bert_refuses_segment_ids_outside_its_segment_table():
         model = make(Bert, bert_config(type_vocab_size=type_vocab_size))
         with pytest.raises(ModelInputError, match=rf"token_type_ids must be in \[0, {type_vocab_size}\)"):
             model(ids, token_type_ids=torch.full_like(ids, segment))
+
+
+def test_bert_refuses_segment_ids_shaped_otherwise_than_the_ids():
+    """One segment id per token: a row of segments for a batch of two rows would broadcast silently (both rows
+    given the same segments), one segment short would stop torch in the addition; each is a ModelInputError."""
+    model = make(Bert, bert_config(type_vocab_size=2))
+    ids = ids_of(2, 5)
+    for segments in (torch.zeros(5, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long)):
+        with pytest.raises(ModelInputError, match=rf"token_type_ids has shape {re.escape(str(tuple(segments.shape)))} "
+                                                  r"but ids have \(2, 5\)"):
+            model(ids, token_type_ids=segments)
 
 
 def test_bert_mlm_head_is_dense_gelu_layernorm_then_the_tied_table_plus_a_bias_by_hand():
