@@ -822,6 +822,12 @@ LIBRARY_TABLE = [
     # TRACEBACK before the check: TypeError from torch.topk
     ("generate: top_k a float", lambda: _tiny_gpt().generate(torch.tensor([[1, 2]]), 3, top_k=2.5),
      ModelInputError, ("top_k=2.5", "integer")),
+    # TRACEBACK without the check: RuntimeError "stack expects a non-empty TensorList"
+    ("generate: max_new_tokens 0", lambda: _tiny_gpt().generate(torch.tensor([[1, 2]]), 0), ModelInputError,
+     ("max_new_tokens=0", ">= 1")),
+    # TRACEBACK without the check: RuntimeError "The size of tensor a (50) must match the size of tensor b (0)"
+    ("generate: top_k 0", lambda: _tiny_gpt().generate(torch.tensor([[1, 2]]), 3, top_k=0), ModelInputError,
+     ("top_k=0", ">= 1 or None")),
     # TRACEBACK before the check: AttributeError: 'list' object has no attribute 'dim'
     ("generate: ids a list", lambda: _tiny_gpt().generate([[1, 2]], 3), ModelInputError, ("list", "torch.tensor")),
     # TRACEBACK before the check: ValueError "only one element tensors can be converted to Python scalars"
