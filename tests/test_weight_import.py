@@ -100,6 +100,23 @@ def test_bert_mlp_width_that_is_no_multiple_of_the_width_matches_transformers(tr
         torch.testing.assert_close(ours(ids), reference(ids).logits, atol=1e-4, rtol=1e-4)
 
 
+def test_bert_with_an_untied_decoder_is_refused(transformers):
+    """BERT ties its MLM decoder to the word embeddings, and so does our Bert: a decoder that differs would be
+    dropped without a word (the table read in its place), so it is refused."""
+    sd = hf_bert(transformers, "BertForMaskedLM").state_dict()
+    sd["cls.predictions.decoder.weight"] = sd["cls.predictions.decoder.weight"] + 1
+    with pytest.raises(CheckpointError, match="cls.predictions.decoder.weight differs from "
+                                              "embeddings.word_embeddings.weight"):
+        Bert.from_bert_state_dict(sd, n_head=H)
+
+
+def test_bert_without_n_head_gets_heads_64_wide(transformers):
+    """Every released BERT's heads are 64 wide (base: 768 / 12): without n_head a 128-wide one gets 2."""
+    config = transformers.BertConfig(vocab_size=V, hidden_size=128, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=128, max_position_embeddings=P)
+    assert Bert.from_bert_state_dict(transformers.BertForMaskedLM(config).state_dict()).config.n_head == 2
+
+
 # --------------------------------------------------------------------------------------------------
 # Bad state dicts: written out by hand in GPT-2's layout, so these run without transformers.
 
