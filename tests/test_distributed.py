@@ -151,6 +151,12 @@ def test_a_rank_without_several_processes_is_the_main_process(monkeypatch):
     assert not is_main_process()
 
 
+def test_the_main_process_is_rank_0_of_all_machines_not_the_first_of_each():
+    """On two machines torchrun numbers each one's processes from LOCAL_RANK 0: only global rank 0 writes."""
+    assert DistContext(rank=0, world_size=4, local_rank=0).is_main
+    assert not DistContext(rank=2, world_size=4, local_rank=0).is_main
+
+
 @pytest.mark.parametrize("command", ["ppo", "grpo", "pipeline"])
 def test_stages_without_ranks_refuse_torchrun_before_loading_anything(command, monkeypatch, tmp_path):
     # every process would run the whole stage into the same folder, and all but the first fail at its end
