@@ -615,8 +615,9 @@ def test_bad_generate_arguments():
         model.generate(ids, 3, attention_mask=mask.flip(1))
     with pytest.raises(ModelInputError, match="block_size"):
         model.generate(ids, 44)
-    with pytest.raises(ModelInputError, match="top_p"):
-        model.generate(ids, 3, top_p=1.5)
+    for top_p in (1.5, 0):  # (0 is no nucleus at all: with it allowed, generate ran on without a word)
+        with pytest.raises(ModelInputError, match=rf"top_p={top_p} must be in \(0, 1\]"):
+            model.generate(ids, 3, top_p=top_p)
     with pytest.raises(ModelInputError, match=r"temperature=-1.0 must be >= 0"):
         model.generate(ids, 3, temperature=-1.0)
     with pytest.raises(ModelInputError, match="eos_id"):
