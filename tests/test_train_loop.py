@@ -741,6 +741,15 @@ def test_the_commit_is_a_checkouts_own_and_none_without_git(tmp_path, monkeypatc
         code_record.cache_clear()
 
 
+def test_a_resumed_runs_code_is_named_with_the_code_it_was_resumed_from():
+    """What `compare` says of a run that two versions of minillm trained: the last code, then the earlier one."""
+    earlier = {"minillm": "0.1.0", "commit": "0123456789abcdef", "dirty": False, "torch": "2.6.0", "python": "3.12.3"}
+    later = {**earlier, "commit": "fedcba9876543210", "dirty": True, "resumed_from": earlier}
+    assert provenance.describe(later) == (
+        "minillm 0.1.0 (commit fedcba9876 with uncommitted changes), torch 2.6.0, Python 3.12.3 (resumed from a run "
+        "made by minillm 0.1.0 (commit 0123456789), torch 2.6.0, Python 3.12.3)")
+
+
 def test_the_record_only_reads_the_checkout(tmp_path, monkeypatch):
     # `git status` rewrote the checkout's index when a file's timestamp had changed, under its index.lock:
     # a `git commit` of the user's at that moment failed with "index.lock: File exists"
