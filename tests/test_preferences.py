@@ -59,18 +59,21 @@ def test_bad_lines_are_reported_and_skipped_good_lines_kept(tmp_path):
         json.dumps({**GOOD, "ranking": [0, "1", 2]}),  # not integers
         json.dumps({**GOOD, "answers": ["Tarsk", "Tarsk", "Mell"]}),  # duplicate answers
         json.dumps({"prompt": "x", "answers": ["a", "b"]}),  # missing field
+        json.dumps({**GOOD, "prompt": " "}),  # no prompt
+        json.dumps({**GOOD, "answers": ["Tarsk"], "ranking": [0]}),  # one answer: nothing to compare it with
         "",
         json.dumps({**GOOD, "prompt": "Second good one"}),
         '{"prompt": "cut off", "answers": ["a", "b"], "rank',  # truncated last line
     ])
     skipped = []
-    with pytest.warns(UserWarning, match="skipped 6 bad line"):
+    with pytest.warns(UserWarning, match="skipped 8 bad line"):
         records = read_preferences(path, skipped)
     assert [r["prompt"] for r in records] == ["Capital of Varn?", "Second good one"]
     reasons = dict(skipped)
-    assert sorted(reasons) == [2, 3, 4, 5, 6, 9]
+    assert sorted(reasons) == [2, 3, 4, 5, 6, 7, 8, 11]
     for number, word in ((2, "exactly once"), (3, "exactly once"), (4, "exactly once"), (5, "duplicate"),
-                         (6, "missing"), (9, "JSON")):
+                         (6, "missing"), (7, "'prompt' must be a non-empty string"),
+                         (8, "'answers' must be a list of at least 2 strings"), (11, "JSON")):
         assert word in reasons[number], (number, reasons[number])
 
 
