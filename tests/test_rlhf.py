@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from _train_worker import assert_accumulation_changes_nothing
 
 from minillm.config import DPOConfig, ModelConfig, apply_overrides, preset
-from minillm.errors import ConfigError, DataError
+from minillm.errors import ConfigError, DataError, ModelInputError
 from minillm.model import GPT
 from minillm.stage2_sft.sft import collate
 from minillm.stage2_sft.template import ChatExample, encode_example, encode_prompt
@@ -454,6 +454,9 @@ def small_reward_model(seed: int = 0) -> RewardModel:
 def test_last_real_index_with_any_padding():
     mask = torch.tensor([[1, 1, 1, 0], [0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 0]], dtype=torch.bool)
     assert last_real_index(mask).tolist() == [2, 3, 3, 2]
+    # a row of padding alone has no last real token: argmax of all zeros would say its last column
+    with pytest.raises(ModelInputError, match="a row of the attention mask has no real token"):
+        last_real_index(torch.tensor([[True, False], [False, False]]))
 
 
 @pytest.mark.parametrize("pad_id", [0, 7])  # 7: the pad id IS the eos id, which ends the sequence
