@@ -1095,6 +1095,20 @@ def test_a_pool_made_by_a_workers_task_is_waited_for_through_a_ctrl_c(monkeypatc
     assert worker.exitcode == 0  # it ended after its task (not -15: terminated in it)
 
 
+def test_a_workers_task_takes_one_ctrl_c_and_only_notes_the_next(monkeypatch):
+    """A terminal's Ctrl-C and the one `interrupts_children` passes on come a moment apart: the first stops the
+    task, the second must not land in its clean-up (a bar closing, a pool of its own stopping); it is noted."""
+    monkeypatch.setattr(workers, "_in_task", True)
+    monkeypatch.setattr(workers, "_ctrl_c_between_tasks", False)
+    with pytest.raises(KeyboardInterrupt):
+        workers._on_ctrl_c(signal.SIGINT, None)
+    try:
+        workers._on_ctrl_c(signal.SIGINT, None)
+    except KeyboardInterrupt:  # (failed, not let through: pytest would take it for the user's Ctrl-C and stop)
+        pytest.fail("the second Ctrl-C raised again, inside the first one's clean-up")
+    assert workers._ctrl_c_between_tasks
+
+
 def ctrl_c_while_it_waits_for_a_busy_worker(monkeypatch: pytest.MonkeyPatch) -> int:
     """Make a pool of one worker, give it a 5 s task, and send a Ctrl-C once `shutdown` waits for it, with
     the moment the worker is given to end by itself made short (its task runs on): the shutdown raises
