@@ -236,7 +236,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     tok = _tokenizer_for(cfg, args.tokenizer_file, train_docs)
     if args.objective == "mlm":
         result = train_mlm(cfg.mlm, tok, train_docs, val_docs, args.out, resume=args.resume, corpus=corpus)
-        keys = ("val_masked_accuracy", "unigram_masked_accuracy", "fill_mask_top5")
+        keys = ("val_masked_accuracy", "unigram_masked_accuracy", "fill_mask_prompt", "fill_mask_top5")
     else:
         result = train_clm(cfg.clm, tok, train_docs, val_docs, args.out, resume=args.resume, corpus=corpus)
         keys = ("val_perplexity", "unigram_perplexity")
@@ -397,9 +397,7 @@ def cmd_ppo(args: argparse.Namespace) -> None:
     records, instructions = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
     result = train_ppo(cfg.ppo, args.sft, args.reward, records, args.out, resume=args.resume,
                        instructions=instructions)
-    print(comparison_lines(result, "PPO"))
-    print(f"KL to the SFT model: {result['kl']:.3f} nats per answer")
-    print(f"run written to {args.out}")
+    _print_results(args, result, lambda result: f"{comparison_lines(result, 'PPO')}\n{_last_step_kl_line(result)}")
 
 
 def cmd_dpo(args: argparse.Namespace) -> None:
@@ -415,26 +413,33 @@ def cmd_dpo(args: argparse.Namespace) -> None:
 
 def cmd_grpo(args: argparse.Namespace) -> None:
     from minillm.stage2_sft.learnt import instructions_after_sft
-    from minillm.stage3_rlhf.annotator import with_stderr
     from minillm.stage3_rlhf.grpo import train_grpo
 
     cfg = build_config(args)
     records, instructions = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
     result = train_grpo(cfg.grpo, args.sft, records, args.out, rm_dir=args.reward, resume=args.resume,
                         instructions=instructions)
-    print(comparison_lines(result, "GRPO"))
+    _print_results(args, result, _grpo_lines)
+
+
+def _grpo_lines(result: dict) -> str:
+    """GRPO against the SFT model: the gold judge's comparison, pass@1 and the pass@k curve (each k's gain
+    with its standard error, measured prompt by prompt: pass_at_k_gain), and the last step's KL."""
+    from minillm.stage3_rlhf.annotator import with_stderr
+
     before, after, gain = result["pass_at_k_sft"], result["pass_at_k_after"], result["pass_at_k_gain"]
-    print(f"pass@1 (the right answer is in it): SFT {result['pass_at_1_sft']:.3f} -> {result['pass_at_1_after']:.3f}")
-    print("pass@k, SFT -> GRPO (gain ± its standard error): "
-          + ", ".join(f"k={k} {before[k]:.3f} -> {after[k]:.3f} "
-                      f"({with_stderr(gain[k]['gain'], gain[k]['stderr'], signed=True)})" for k in before))
-    print(f"KL to the SFT model: {result['kl']:.3f} nats per answer")
-    print(f"run written to {args.out}")
+    return "\n".join([
+        comparison_lines(result, "GRPO"),
+        f"pass@1 (the right answer is in it): SFT {result['pass_at_1_sft']:.3f} -> {result['pass_at_1_after']:.3f}",
+        "pass@k, SFT -> GRPO (gain ± its standard error): "
+        + ", ".join(f"k={k} {before[k]:.3f} -> {after[k]:.3f} "
+                    f"({with_stderr(gain[k]['gain'], gain[k]['stderr'], signed=True)})" for k in before),
+        _last_step_kl_line(result)])
 
 
 def _print_results(args: argparse.Namespace, result: dict | None, lines: Callable[[dict], str]) -> None:
-    """Print a trained run's results (`lines` of them) and where the run is written: the end of each command
-    that torchrun may run. Under torchrun a stage returns its results on rank 0 alone, and None on the
+    """Print a trained run's results (`lines` of them) and where the run is written: the end of each training
+    command. Under torchrun a stage returns its results on rank 0 alone, and None on the
     other ranks (minillm.train.distributed), which print nothing: the results appear once."""
     if result is None:
         return
@@ -445,6 +450,15 @@ def _print_results(args: argparse.Namespace, result: dict | None, lines: Callabl
 def _key_lines(result: dict, keys: Sequence[str]) -> str:
     """One "key: value" line for each of `keys` in `result` (None for one it lacks)."""
     return "\n".join(f"{key}: {result.get(key)}" for key in keys)
+
+
+def _last_step_kl_line(result: dict) -> str:
+    """The KL that PPO's and GRPO's training log ends with: nats per answer (summed over its tokens), on the
+    last step's training prompts, of answers sampled before that step's update. The pipeline's report calls
+    "KL to the SFT model" another number (the trained policy's, on the held-out prompts) and this one
+    kl_last_step: named alike here, the two would read as one figure that changed."""
+    return (f"KL to the SFT model at the last training step: {result['kl']:.3f} nats per answer (on that step's "
+            "training prompts, sampled before its update)")
 
 
 def comparison_lines(result: dict, name: str) -> str:

@@ -1535,3 +1535,66 @@ def test_every_argument_that_takes_text_is_a_path_unless_named_here():
     """A new file or folder argument takes the type that expands `~` (console.path_arg, or _png_file, built on it)."""
     plain = {action.dest for action in _text_arguments(build_parser()) if action.type is None}
     assert plain == {"set", "device"}
+
+
+def test_pretrain_mlm_prints_its_accuracies_and_the_sentence_its_top_5_fills(monkeypatch, capsys, tmp_path):
+    """What `pretrain mlm` prints of train_mlm's result (faked: its keys, made-up values). The top 5 was
+    printed without the sentence whose [MASK] it fills, a ranking of pieces for no blank a reader could see."""
+    from minillm.stage1_pretrain import mlm
+    from minillm.stage1_pretrain.data import SUBSET_NOTE
+
+    result = {"val_masked_loss": 2.5, "val_masked_accuracy": 0.502, "unigram_masked_accuracy": 0.082,
+              "val_masked_positions": 900, "fill_mask_prompt": "Rain is expected all [MASK].",
+              "fill_mask_top5": [[" weekend", 0.0866], [" night", 0.0784]], "unigram_prediction": " the",
+              "unigram_masked_loss": 5.1, "train_tokens": 1000, "steps": 30, "final_train_loss": 2.4}
+    (tmp_path / "mine.txt").write_text(TEXT, encoding="utf-8")
+    monkeypatch.setattr(cli, "_tokenizer_for", lambda *args: None)  # (no tokenizer to train: the printing alone)
+    monkeypatch.setattr(mlm, "train_mlm", lambda *args, **kw: result)
+    code, out, err = run(["pretrain", "mlm", "--corpus", str(tmp_path / "mine.txt"), "--preset", "micro",
+                          "--out", str(tmp_path / "mlm")], capsys)
+    assert (code, err) == (0, "")
+    assert out == ("val_masked_accuracy: 0.502\nunigram_masked_accuracy: 0.082\n"
+                   "fill_mask_prompt: Rain is expected all [MASK].\n"
+                   "fill_mask_top5: [[' weekend', 0.0866], [' night', 0.0784]]\n"
+                   f"({SUBSET_NOTE})\nrun written to {tmp_path / 'mlm'}\n")
+
+
+# A policy's comparison with the SFT model (preferences.comparison_summary's keys), made-up values: each differs,
+# so a figure printed from the wrong key shows another number
+COMPARISON = {"win_rate_vs_sft": 0.6181, "win_rate_stderr": 0.0271, "win_rate_ceiling": 0.81, "win_rate_by_family": {},
+              "gold_sft": 1.6512, "gold_after": 2.2004, "gold_sft_stderr": 0.1383, "gold_after_stderr": 0.1391,
+              "style_flaws_sft": 0.1, "style_flaws_after": 0.05, "wrong_sft": 0.47, "wrong_after": 0.41,
+              "examples": [], "changed_examples": []}
+WIN_AND_GOLD = "win rate vs SFT (gold judge): 0.618 ± 0.027\nmean gold score: SFT 1.651 ± 0.138 -> {} 2.200 ± 0.139\n"
+LAST_STEP_KL = ("KL to the SFT model at the last training step: 0.469 nats per answer (on that step's training "
+                "prompts, sampled before its update)\n")
+RL_RESULTS = {  # each command's training function and its result (online_rl.summarize_run's keys, and the stage's)
+    "ppo": ("ppo.train_ppo", {**COMPARISON, "kl": 0.4685, "seconds": 9.0, "history": [], "rm_score": 0.3},
+            WIN_AND_GOLD.format("PPO") + LAST_STEP_KL),
+    "dpo": ("dpo.train_dpo", {**COMPARISON, "pair_accuracy": 0.7, "n_pairs": 80, "seconds": 9.0, "history": []},
+            WIN_AND_GOLD.format("DPO")),
+    "grpo": ("grpo.train_grpo",
+             {**COMPARISON, "kl": 0.4685, "seconds": 9.0, "history": [], "train_seconds": 8.0, "reward": "model",
+              "pass_at_1_sft": 0.5349, "pass_at_1_after": 0.5901, "pass_at_k_sft": {"1": 0.5212, "2": 0.6338},
+              "pass_at_k_after": {"1": 0.5833, "2": 0.6671},
+              "pass_at_k_gain": {"1": {"gain": 0.0621, "stderr": 0.0244}, "2": {"gain": 0.0333, "stderr": 0.0196}}},
+             WIN_AND_GOLD.format("GRPO") + "pass@1 (the right answer is in it): SFT 0.535 -> 0.590\n"
+             "pass@k, SFT -> GRPO (gain ± its standard error): k=1 0.521 -> 0.583 (+0.062 ± 0.024), "
+             "k=2 0.634 -> 0.667 (+0.033 ± 0.020)\n" + LAST_STEP_KL),
+}
+
+
+@pytest.mark.parametrize("command", RL_RESULTS)
+def test_ppo_dpo_and_grpo_print_each_figure_of_their_result_by_its_name(command, monkeypatch, capsys, tmp_path):
+    """What `ppo`, `dpo` and `grpo` print of their training function's result (faked). The KL PPO and GRPO
+    print is their training log's last step's: it was called "KL to the SFT model", the name the pipeline's
+    report gives another figure (the trained policy's on the held-out prompts, 0.615 to this one's 0.469 in
+    the tiny journey)."""
+    function, result, printed = RL_RESULTS[command]
+    monkeypatch.setattr(f"minillm.stage3_rlhf.{function}", lambda *args, **kw: result)
+    out_dir = tmp_path / command
+    code, out, err = run([command, "--sft", "s", *STAGE_ARGS[command], "--data",
+                          str(instruction_file(tmp_path / "mine.jsonl")), "--preset", "micro", "--out", str(out_dir)],
+                         capsys)
+    assert (code, err) == (0, "")
+    assert out == f"{printed}run written to {out_dir}\n"
