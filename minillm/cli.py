@@ -419,19 +419,24 @@ def cmd_grpo(args: argparse.Namespace) -> None:
     records, instructions = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
     result = train_grpo(cfg.grpo, args.sft, records, args.out, rm_dir=args.reward, resume=args.resume,
                         instructions=instructions)
-    _print_results(args, result, _grpo_lines)
+    _print_results(args, result, lambda result: _grpo_lines(result, cfg.grpo.passk_samples))
 
 
-def _grpo_lines(result: dict) -> str:
+def _grpo_lines(result: dict, samples: int) -> str:
     """GRPO against the SFT model: the gold judge's comparison, pass@1 and the pass@k curve (each k's gain
-    with its standard error, measured prompt by prompt: pass_at_k_gain), and the last step's KL."""
+    with its standard error, measured prompt by prompt: pass_at_k_gain), and the last step's KL.
+
+    Two pass@1 figures: the share of held-out prompts whose one sampled answer is right, and the curve's
+    k=1, estimated from `samples` answers to each of the first grpo.passk_prompts of them. They differ a
+    little, so each line says which it is."""
     from minillm.stage3_rlhf.annotator import with_stderr
 
     before, after, gain = result["pass_at_k_sft"], result["pass_at_k_after"], result["pass_at_k_gain"]
     return "\n".join([
         comparison_lines(result, "GRPO"),
-        f"pass@1 (the right answer is in it): SFT {result['pass_at_1_sft']:.3f} -> {result['pass_at_1_after']:.3f}",
-        "pass@k, SFT -> GRPO (gain ± its standard error): "
+        "pass@1 (the right answer is in it), one answer to each held-out prompt: "
+        f"SFT {result['pass_at_1_sft']:.3f} -> {result['pass_at_1_after']:.3f}",
+        f"pass@k from {samples} answers to each prompt, SFT -> GRPO (gain ± its standard error): "
         + ", ".join(f"k={k} {before[k]:.3f} -> {after[k]:.3f} "
                     f"({with_stderr(gain[k]['gain'], gain[k]['stderr'], signed=True)})" for k in before),
         _last_step_kl_line(result)])

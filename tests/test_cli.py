@@ -1578,8 +1578,10 @@ RL_RESULTS = {  # each command's training function and its result (online_rl.sum
               "pass_at_1_sft": 0.5349, "pass_at_1_after": 0.5901, "pass_at_k_sft": {"1": 0.5212, "2": 0.6338},
               "pass_at_k_after": {"1": 0.5833, "2": 0.6671},
               "pass_at_k_gain": {"1": {"gain": 0.0621, "stderr": 0.0244}, "2": {"gain": 0.0333, "stderr": 0.0196}}},
-             WIN_AND_GOLD.format("GRPO") + "pass@1 (the right answer is in it): SFT 0.535 -> 0.590\n"
-             "pass@k, SFT -> GRPO (gain ± its standard error): k=1 0.521 -> 0.583 (+0.062 ± 0.024), "
+             WIN_AND_GOLD.format("GRPO") + "pass@1 (the right answer is in it), one answer to each held-out "
+             "prompt: SFT 0.535 -> 0.590\n"
+             f"pass@k from {preset('micro').grpo.passk_samples} answers to each prompt, SFT -> GRPO (gain ± its "
+             "standard error): k=1 0.521 -> 0.583 (+0.062 ± 0.024), "
              "k=2 0.634 -> 0.667 (+0.033 ± 0.020)\n" + LAST_STEP_KL),
 }
 
@@ -1589,7 +1591,8 @@ def test_ppo_dpo_and_grpo_print_each_figure_of_their_result_by_its_name(command,
     """What `ppo`, `dpo` and `grpo` print of their training function's result (faked). The KL PPO and GRPO
     print is their training log's last step's: it was called "KL to the SFT model", the name the pipeline's
     report gives another figure (the trained policy's on the held-out prompts, 0.615 to this one's 0.469 in
-    the tiny journey)."""
+    the tiny journey). GRPO's pass@1 and its pass@k curve's k=1 are two estimates (one answer to each
+    held-out prompt; grpo.passk_samples answers to each of the first prompts), printed without saying so."""
     function, result, printed = RL_RESULTS[command]
     monkeypatch.setattr(f"minillm.stage3_rlhf.{function}", lambda *args, **kw: result)
     out_dir = tmp_path / command
