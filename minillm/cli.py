@@ -408,7 +408,14 @@ def cmd_dpo(args: argparse.Namespace) -> None:
     records, instructions = instructions_after_sft(cfg, args.sft, args.data, args.skip_bad_lines)
     result = train_dpo(cfg.dpo, args.sft, args.prefs, records, args.out, resume=args.resume,
                        instructions=instructions)
-    _print_results(args, result, lambda result: comparison_lines(result, "DPO"))
+    _print_results(args, result, lambda result: f"{comparison_lines(result, 'DPO')}\n{_pair_accuracy_line(result)}")
+
+
+def _pair_accuracy_line(result: dict) -> str:
+    """DPO's own check beside the gold judge's: of the held-out ranked pairs, the share whose preferred answer
+    the trained policy's implicit reward (its log-probability ratio to the SFT model's) puts first."""
+    return (f"held-out pairs ordered right by DPO's implicit reward: {result['pair_accuracy']:.3f} "
+            f"(trained on {result['n_pairs']} pairs)")
 
 
 def cmd_grpo(args: argparse.Namespace) -> None:
