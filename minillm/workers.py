@@ -18,6 +18,7 @@ while a worker starts. (A second Ctrl-C, while the pool waits for its workers, i
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.resource_tracker
@@ -29,7 +30,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from tqdm import tqdm
@@ -47,6 +48,7 @@ def worker_pool(workers: int) -> WorkerPool:
 
 
 STOP_GRACE_SECONDS = 2.0  # how long a second Ctrl-C waits for a pool's workers to end before stopping them outright
+CTRL_C_AGAIN_SECONDS = 1.0  # in a worker's task: a Ctrl-C this long after the one raised raises again (_on_ctrl_c)
 
 
 class WorkerPool(ProcessPoolExecutor):
@@ -96,38 +98,52 @@ class WorkerPool(ProcessPoolExecutor):
             _in_task = in_task
         if in_task and _ctrl_c_between_tasks:
             _ctrl_c_between_tasks = False
-            raise KeyboardInterrupt
+            _stop_task()
 
 
 _in_task = False  # in a worker: whether it runs a task now (a Ctrl-C then raises KeyboardInterrupt)
+_raised_at = -math.inf  # in a worker: when a Ctrl-C last raised KeyboardInterrupt in the task it runs (time.monotonic)
 _ctrl_c_between_tasks = False  # in a worker: a Ctrl-C came while it ran none (its next task stops at once)
 
 
 def _run_task(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """In a worker: run one task of `WorkerPool.submit`."""
-    global _in_task, _ctrl_c_between_tasks
-    _in_task = True  # (set first: a Ctrl-C from here on raises; one before it was noted, and is seen below)
+    global _in_task, _raised_at, _ctrl_c_between_tasks
+    _raised_at = -math.inf  # (none yet in this task: its first Ctrl-C raises)
+    _in_task = True  # (a Ctrl-C from here on raises; one before it was noted, and is seen below)
     try:
         if _ctrl_c_between_tasks:  # it came while the task was awaited or read: stop before starting it
             _ctrl_c_between_tasks = False
-            raise KeyboardInterrupt
+            _stop_task()
         return fn(*args, **kwargs)
     finally:
         _in_task = False  # (a single store, with no call before it where a Ctrl-C could raise)
 
 
 def _on_ctrl_c(signum: int, frame: object) -> None:
-    """A worker's SIGINT handler: KeyboardInterrupt inside a task, once; a note anywhere else.
+    """A worker's SIGINT handler: KeyboardInterrupt inside a task, not again for a moment; a note anywhere else.
 
-    Once: a terminal's Ctrl-C and the one `interrupts_children` passes on come a moment apart, and a user
-    may press twice. A second KeyboardInterrupt would land in the first one's clean-up (a progress bar
-    closing, a pool of the task's own stopping), cutting it short, or where Python can only print it
-    ("Exception ignored in ...") above the command's one line. So the task's later Ctrl-Cs are only noted."""
-    global _in_task, _ctrl_c_between_tasks
-    if _in_task:
-        _in_task = False
-        raise KeyboardInterrupt
+    Not again for a moment: a terminal's Ctrl-C and the one `interrupts_children` passes on come a moment
+    apart, and a user may press twice. A second KeyboardInterrupt would land in the first one's clean-up (a
+    progress bar closing), cutting it short, or where Python can only print it ("Exception ignored in ...")
+    above the command's one line. So a Ctrl-C within CTRL_C_AGAIN_SECONDS of the one raised is only noted.
+
+    But after that moment it raises again. A signal's handler runs wherever the program is, and that may be
+    inside a garbage collector's callback or an object's __del__, where Python prints an exception and drops
+    it: the raised KeyboardInterrupt is then lost, and the task runs on. A Ctrl-C a moment later stops it, as
+    it would a task whose clean-up hangs. (A pool of the task's own is waited for through any Ctrl-C:
+    `WorkerPool.shutdown`.)"""
+    global _ctrl_c_between_tasks
+    if _in_task and time.monotonic() - _raised_at > CTRL_C_AGAIN_SECONDS:
+        _stop_task()  # (it raises)
     _ctrl_c_between_tasks = True
+
+
+def _stop_task() -> NoReturn:
+    """In a worker's task: stop it as a Ctrl-C does, noting when (`_on_ctrl_c`)."""
+    global _raised_at
+    _raised_at = time.monotonic()
+    raise KeyboardInterrupt
 
 
 def _start_worker(parent: int, plain_warnings: bool) -> None:

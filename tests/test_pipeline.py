@@ -1075,12 +1075,19 @@ def test_the_ctrl_c_tests_send_a_signal_that_is_answered_however_pytest_was_star
     assert child.stdout == f"{signal.default_int_handler}\n"
 
 
+def as_in_a_workers_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this process's Ctrl-C state that of a worker which has just begun a task (`workers._run_task`)."""
+    monkeypatch.setattr(workers, "_in_task", True)
+    monkeypatch.setattr(workers, "_raised_at", -math.inf)
+    monkeypatch.setattr(workers, "_ctrl_c_between_tasks", False)
+
+
 def test_a_pool_made_by_a_workers_task_is_waited_for_through_a_ctrl_c(monkeypatch):
     """SFT's step, run by a worker of `--jobs 2`, trains its baselines in a pool of its own (`beside`). A Ctrl-C
     while it waited for that pool cut the wait short, and the worker hung as it exited. Stopping the pool's
     worker outright instead left a "leaked semaphore" warning (tqdm's lock): the pool is waited for, since
     its worker got the Ctrl-C too, and the task stops after. (This process plays a worker running a task.)"""
-    monkeypatch.setattr(workers, "_in_task", True)
+    as_in_a_workers_task(monkeypatch)
     ctrl_c = signal.signal(signal.SIGINT, workers._on_ctrl_c)
     before = set(multiprocessing.active_children())
     try:
@@ -1093,13 +1100,16 @@ def test_a_pool_made_by_a_workers_task_is_waited_for_through_a_ctrl_c(monkeypatc
     finally:
         signal.signal(signal.SIGINT, ctrl_c)
     assert worker.exitcode == 0  # it ended after its task (not -15: terminated in it)
+    try:  # the Ctrl-C passed on a moment later lands in the task's clean-up: it is only noted
+        workers._on_ctrl_c(signal.SIGINT, None)
+    except KeyboardInterrupt:  # (failed, not let through: pytest would take it for the user's Ctrl-C and stop)
+        pytest.fail("a Ctrl-C just after the pool's raised again, inside the task's clean-up")
 
 
 def test_a_workers_task_takes_one_ctrl_c_and_only_notes_the_next(monkeypatch):
     """A terminal's Ctrl-C and the one `interrupts_children` passes on come a moment apart: the first stops the
     task, the second must not land in its clean-up (a bar closing, a pool of its own stopping); it is noted."""
-    monkeypatch.setattr(workers, "_in_task", True)
-    monkeypatch.setattr(workers, "_ctrl_c_between_tasks", False)
+    as_in_a_workers_task(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         workers._on_ctrl_c(signal.SIGINT, None)
     try:
@@ -1107,6 +1117,41 @@ def test_a_workers_task_takes_one_ctrl_c_and_only_notes_the_next(monkeypatch):
     except KeyboardInterrupt:  # (failed, not let through: pytest would take it for the user's Ctrl-C and stop)
         pytest.fail("the second Ctrl-C raised again, inside the first one's clean-up")
     assert workers._ctrl_c_between_tasks
+
+
+def test_a_ctrl_c_that_python_drops_leaves_the_next_one_to_stop_the_task(monkeypatch):
+    """The one KeyboardInterrupt of a task landed in a garbage collector's weakref callback, where Python prints
+    "Exception ignored in ..." and drops it: the task ran on, and every later Ctrl-C was only noted. A Ctrl-C
+    more than a moment after the one raised now raises again. (A `__del__` plays the callback: Python drops
+    an exception raised in either.)"""
+    as_in_a_workers_task(monkeypatch)
+    monkeypatch.setattr(workers, "CTRL_C_AGAIN_SECONDS", 0.05)
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+
+    class CtrlCAsItIsFreed:
+        def __del__(self) -> None:
+            signal.raise_signal(signal.SIGINT)  # (its handler runs before raise_signal returns)
+
+    ctrl_c = signal.signal(signal.SIGINT, workers._on_ctrl_c)
+    try:
+        CtrlCAsItIsFreed()  # freed at once, and the Ctrl-C lands in its __del__
+        assert [lost.exc_type for lost in dropped] == [KeyboardInterrupt]
+        time.sleep(0.06)
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, ctrl_c)
+
+
+def test_a_workers_next_task_takes_a_ctrl_c_that_comes_just_after_one_stopped_the_last(monkeypatch):
+    """The moment in which a task's later Ctrl-Cs are only noted is its own: a task a worker takes up at once
+    after one stopped (one already in the pool's queue) is stopped by the Ctrl-C passed on a moment later."""
+    as_in_a_workers_task(monkeypatch)
+    monkeypatch.setattr(workers, "_in_task", False)
+    monkeypatch.setattr(workers, "_raised_at", time.monotonic())  # a Ctrl-C has just stopped the last task
+    with pytest.raises(KeyboardInterrupt):
+        workers._run_task(workers._on_ctrl_c, signal.SIGINT, None)  # a task that gets a Ctrl-C at once
 
 
 def ctrl_c_while_it_waits_for_a_busy_worker(monkeypatch: pytest.MonkeyPatch) -> int:
