@@ -460,8 +460,14 @@ def _print_results(args: argparse.Namespace, result: dict | None, lines: Callabl
 
 
 def _key_lines(result: dict, keys: Sequence[str]) -> str:
-    """One "key: value" line for each of `keys` in `result` (None for one it lacks)."""
-    return "\n".join(f"{key}: {result.get(key)}" for key in keys)
+    """One "key: value" line for each of `keys` in `result` (None for one it lacks); a float to 4 significant
+    digits, as the report shows its figures (0.5022, not 0.5021682567215958)."""
+    return "\n".join(f"{key}: {_shown(result.get(key))}" for key in keys)
+
+
+def _shown(value: object) -> object:
+    """A result's value as printed: a float to 4 significant digits, anything else as it is."""
+    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 def _last_step_kl_line(result: dict) -> str:

@@ -1540,11 +1540,12 @@ def test_every_argument_that_takes_text_is_a_path_unless_named_here():
 
 def test_pretrain_mlm_prints_its_accuracies_and_the_sentence_its_top_5_fills(monkeypatch, capsys, tmp_path):
     """What `pretrain mlm` prints of train_mlm's result (faked: its keys, made-up values). The top 5 was
-    printed without the sentence whose [MASK] it fills, a ranking of pieces for no blank a reader could see."""
+    printed without the sentence whose [MASK] it fills, a ranking of pieces for no blank a reader could see,
+    and a figure with every digit of its float."""
     from minillm.stage1_pretrain import mlm
     from minillm.stage1_pretrain.data import SUBSET_NOTE
 
-    result = {"val_masked_loss": 2.5, "val_masked_accuracy": 0.502, "unigram_masked_accuracy": 0.082,
+    result = {"val_masked_loss": 2.5, "val_masked_accuracy": 0.5021682567215958, "unigram_masked_accuracy": 0.082,
               "val_masked_positions": 900, "fill_mask_prompt": "Rain is expected all [MASK].",
               "fill_mask_top5": [[" weekend", 0.0866], [" night", 0.0784]], "unigram_prediction": " the",
               "unigram_masked_loss": 5.1, "train_tokens": 1000, "steps": 30, "final_train_loss": 2.4}
@@ -1554,7 +1555,7 @@ def test_pretrain_mlm_prints_its_accuracies_and_the_sentence_its_top_5_fills(mon
     code, out, err = run(["pretrain", "mlm", "--corpus", str(tmp_path / "mine.txt"), "--preset", "micro",
                           "--out", str(tmp_path / "mlm")], capsys)
     assert (code, err) == (0, "")
-    assert out == ("val_masked_accuracy: 0.502\nunigram_masked_accuracy: 0.082\n"
+    assert out == ("val_masked_accuracy: 0.5022\nunigram_masked_accuracy: 0.082\n"  # 4 significant digits
                    "fill_mask_prompt: Rain is expected all [MASK].\n"
                    "fill_mask_top5: [[' weekend', 0.0866], [' night', 0.0784]]\n"
                    f"({SUBSET_NOTE})\nrun written to {tmp_path / 'mlm'}\n")
